@@ -1,0 +1,173 @@
+//! Limits the server enforces, and the token bucket that enforces the rates.
+//!
+//! Every limit is a command-line flag (and an environment variable) with a
+//! default sized for a flight simulator: a few players per session sending
+//! 30-60 state updates per second of a few hundred bytes. Exceeding a limit
+//! drops the excess and counts it in `/metrics`; it never crashes or blocks.
+
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+/// Limits of the session core (pure logic) and of the transports around it.
+#[derive(Args, Debug, Clone)]
+pub struct Limits {
+    /// Most concurrent client connections (QUIC, WebTransport); more are refused with `server_full`.
+    #[arg(long, env = "FSP2P_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Most concurrent sessions; `CreateSession` beyond it fails with `too_many_sessions`.
+    #[arg(long, env = "FSP2P_MAX_SESSIONS", default_value_t = 2_000)]
+    pub max_sessions: usize,
+
+    /// Most peers in one session (host included); also the default when a host asks for 0.
+    #[arg(long, env = "FSP2P_MAX_PEERS_PER_SESSION", default_value_t = 16)]
+    pub max_peers_per_session: u32,
+
+    /// Largest control-stream frame in bytes (an SDP offer is typically 1-6 KiB).
+    #[arg(long, env = "FSP2P_MAX_FRAME_BYTES", default_value_t = 16 * 1024)]
+    pub max_frame_bytes: u32,
+
+    /// Largest relayed payload in bytes (after the relay header). Keep it under the
+    /// path MTU: QUIC guarantees 1200-byte packets, so about 1100 bytes of payload.
+    #[arg(long, env = "FSP2P_MAX_RELAY_PAYLOAD", default_value_t = 1100)]
+    pub max_relay_payload: u32,
+
+    /// Control messages per second per connection (burst: twice this); excess gets `rate_limited`. 0 = no limit.
+    #[arg(long, env = "FSP2P_SIGNALS_PER_SEC", default_value_t = 50)]
+    pub signals_per_sec: u32,
+
+    /// Relay frames per second a connection may send (burst: one second's worth); excess is dropped. 0 = no limit.
+    #[arg(long, env = "FSP2P_RELAY_DATAGRAMS_PER_SEC", default_value_t = 500)]
+    pub relay_datagrams_per_sec: u32,
+
+    /// Relay payload bytes per second a connection may send (burst: one second's worth); excess is dropped. 0 = no limit.
+    #[arg(long, env = "FSP2P_RELAY_BYTES_PER_SEC", default_value_t = 256 * 1024)]
+    pub relay_bytes_per_sec: u32,
+
+    /// Failed joins (unknown code, wrong password) a connection may make before it is closed.
+    #[arg(long, env = "FSP2P_MAX_JOIN_ATTEMPTS", default_value_t = 10)]
+    pub max_join_attempts: u32,
+
+    /// A session with no signaling or relay traffic for this many seconds ends.
+    #[arg(long, env = "FSP2P_SESSION_IDLE_TTL_SECS", default_value_t = 1800)]
+    pub session_idle_ttl_secs: u64,
+
+    /// How long a peer whose connection dropped keeps its id and seat for a resume, in milliseconds.
+    #[arg(long, env = "FSP2P_RESUME_GRACE_MS", default_value_t = 15_000)]
+    pub resume_grace_ms: u64,
+
+    /// A connection that has not sent `Hello` within this many milliseconds is closed.
+    #[arg(long, env = "FSP2P_HELLO_TIMEOUT_MS", default_value_t = 10_000)]
+    pub hello_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            max_sessions: 2_000,
+            max_peers_per_session: 16,
+            max_frame_bytes: 16 * 1024,
+            max_relay_payload: 1100,
+            signals_per_sec: 50,
+            relay_datagrams_per_sec: 500,
+            relay_bytes_per_sec: 256 * 1024,
+            max_join_attempts: 10,
+            session_idle_ttl_secs: 1800,
+            resume_grace_ms: 15_000,
+            hello_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Limits {
+    pub fn session_idle_ttl(&self) -> Duration {
+        Duration::from_secs(self.session_idle_ttl_secs)
+    }
+    pub fn resume_grace(&self) -> Duration {
+        Duration::from_millis(self.resume_grace_ms)
+    }
+    pub fn hello_timeout(&self) -> Duration {
+        Duration::from_millis(self.hello_timeout_ms)
+    }
+}
+
+/// A classic token bucket: `rate` tokens per second, at most `burst` banked.
+/// A rate of 0 means unlimited. Time is passed in, so it is tested without sleeping.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    pub fn new(now: Instant, rate: u32, burst: u32) -> Self {
+        TokenBucket {
+            rate: f64::from(rate),
+            burst: f64::from(burst.max(1)),
+            tokens: f64::from(burst.max(1)),
+            last: now,
+        }
+    }
+
+    /// Take `n` tokens if there are that many; otherwise take nothing and say no.
+    pub fn try_take(&mut self, now: Instant, n: u32) -> bool {
+        if self.rate == 0.0 {
+            return true;
+        }
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        let n = f64::from(n);
+        if self.tokens >= n {
+            self.tokens -= n;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_allows_burst_then_refills_at_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(t0, 10, 20);
+        let taken = (0..100).filter(|_| b.try_take(t0, 1)).count();
+        assert_eq!(taken, 20, "burst");
+        assert!(!b.try_take(t0, 1));
+        // Half a second later: 5 more tokens.
+        let t1 = t0 + Duration::from_millis(500);
+        let taken = (0..100).filter(|_| b.try_take(t1, 1)).count();
+        assert_eq!(taken, 5);
+        // A long pause refills only up to the burst.
+        let t2 = t1 + Duration::from_secs(3600);
+        let taken = (0..100).filter(|_| b.try_take(t2, 1)).count();
+        assert_eq!(taken, 20);
+    }
+
+    #[test]
+    fn bucket_takes_weighted_amounts_and_zero_rate_is_unlimited() {
+        let t0 = Instant::now();
+        let mut bytes = TokenBucket::new(t0, 1000, 1000);
+        assert!(bytes.try_take(t0, 600));
+        assert!(!bytes.try_take(t0, 600), "only 400 left");
+        assert!(bytes.try_take(t0, 400));
+        let mut free = TokenBucket::new(t0, 0, 0);
+        assert!((0..10_000).all(|_| free.try_take(t0, 1_000_000)));
+    }
+
+    #[test]
+    fn clock_going_backwards_does_not_mint_tokens() {
+        let t1 = Instant::now() + Duration::from_secs(10);
+        let mut b = TokenBucket::new(t1, 10, 1);
+        assert!(b.try_take(t1, 1));
+        assert!(!b.try_take(t1 - Duration::from_secs(5), 1));
+    }
+}

@@ -1,0 +1,1305 @@
+//! The session core: connections, peers, sessions, join codes, routing, resume.
+//!
+//! This is a synchronous state machine with no sockets, tasks or clocks of its
+//! own (the sans-IO style of quinn-proto and str0m). Transports feed it events
+//! (`open`, `handle`, `closed`, `route`, `tick`) with the current time and
+//! drain what it wants done from `poll_output`. Every rule of the service,
+//! who may talk to whom, limits, resume, host hand-over, lives here, and is
+//! unit-tested below without a network.
+//!
+//! Vocabulary: a *connection* is one transport connection (`ConnId`); a *peer*
+//! is a player identity (`PeerId`) that outlives a dropped connection for the
+//! resume grace period; a *session* is a group of peers found by a join code.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+
+use crate::limits::{Limits, TokenBucket};
+use crate::protocol::{
+    ClientKind, ClientMsg, CreateSession, ErrorCode, Hello, JoinSession, LeaveReason, PeerId,
+    PeerInfo, RelayMode, ServerMsg, SessionInfo, Signal, Welcome, ALL_PEERS, MAX_NAME_BYTES,
+    MAX_PASSWORD_BYTES, PROTOCOL_VERSION, RESUME_TOKEN_LEN,
+};
+use crate::turn::IceConfig;
+
+/// One transport connection, numbered by the core.
+pub type ConnId = u64;
+
+/// Crockford base32 without I, L, O, U: nothing a player can misread or mistype.
+const CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+/// 6 symbols = 30 bits: about a billion codes, typed in two seconds.
+pub const CODE_LEN: usize = 6;
+
+/// The current time, twice: monotonic for timers, wall clock for timestamps and TURN expiry.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    pub mono: Instant,
+    pub unix_ms: u64,
+}
+
+impl Now {
+    pub fn system() -> Self {
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Now {
+            mono: Instant::now(),
+            unix_ms,
+        }
+    }
+
+    pub fn after(self, d: Duration) -> Self {
+        Now {
+            mono: self.mono + d,
+            unix_ms: self.unix_ms + d.as_millis() as u64,
+        }
+    }
+}
+
+/// What the transport knows about a connection when it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnMeta {
+    pub transport: Transport,
+}
+
+/// The transport a connection came in on (for limits, logs and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// Raw QUIC with the project ALPN.
+    Quic,
+    /// WebTransport over HTTP/3.
+    WebTransport,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Quic => "quic",
+            Transport::WebTransport => "webtransport",
+        }
+    }
+}
+
+/// Something the core wants the transports to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send a control message on the connection's control stream.
+    Send { conn: ConnId, msg: ServerMsg },
+    /// Close the connection with this application error code (after sending what was queued).
+    Close {
+        conn: ConnId,
+        code: ErrorCode,
+        reason: String,
+    },
+}
+
+/// A receiver of one relayed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub conn: ConnId,
+    pub mode: RelayMode,
+}
+
+/// Why a relay frame was not forwarded (a label of the drop counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RelayDrop {
+    /// Header missing or undecodable.
+    Malformed,
+    /// The sender is not in a session (or has not said hello).
+    NotInSession,
+    /// Payload over `max_relay_payload`.
+    TooLarge,
+    /// Over the sender's frames/s or bytes/s budget.
+    RateLimited,
+    /// The destination is not a peer of the sender's session (or is the sender).
+    UnknownPeer,
+    /// The destination peer is between connections (resume grace).
+    PeerAway,
+    /// The receiver's queue was full or its transport refused the frame (set by the I/O shell).
+    ReceiverBusy,
+    /// The frame is larger than the receiver's path allows (set by the I/O shell).
+    ReceiverTooSmall,
+}
+
+impl RelayDrop {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelayDrop::Malformed => "malformed",
+            RelayDrop::NotInSession => "not_in_session",
+            RelayDrop::TooLarge => "too_large",
+            RelayDrop::RateLimited => "rate_limited",
+            RelayDrop::UnknownPeer => "unknown_peer",
+            RelayDrop::PeerAway => "peer_away",
+            RelayDrop::ReceiverBusy => "receiver_busy",
+            RelayDrop::ReceiverTooSmall => "receiver_too_small",
+        }
+    }
+}
+
+struct Conn {
+    meta: ConnMeta,
+    opened: Instant,
+    peer: Option<PeerId>,
+    control: TokenBucket,
+    relay_frames: TokenBucket,
+    relay_bytes: TokenBucket,
+    failed_joins: u32,
+}
+
+struct Peer {
+    name: String,
+    client: ClientKind,
+    relay_mode: RelayMode,
+    token: [u8; RESUME_TOKEN_LEN],
+    /// `None` while the peer is between connections.
+    conn: Option<ConnId>,
+    /// When the connection was lost (resume grace runs from here).
+    away_since: Option<Instant>,
+    session: Option<u64>,
+}
+
+struct Session {
+    code: String,
+    host: PeerId,
+    /// In join order; the first is the next host.
+    members: Vec<PeerId>,
+    max_peers: u32,
+    password: Option<String>,
+    last_activity: Instant,
+}
+
+/// The session core. See the module documentation.
+pub struct Core {
+    limits: Limits,
+    ice: IceConfig,
+    rng: StdRng,
+    conns: HashMap<ConnId, Conn>,
+    peers: HashMap<PeerId, Peer>,
+    sessions: HashMap<u64, Session>,
+    codes: HashMap<String, u64>,
+    tokens: HashMap<[u8; RESUME_TOKEN_LEN], PeerId>,
+    next_conn: ConnId,
+    next_peer: PeerId,
+    next_session: u64,
+    shutting_down: bool,
+    out: VecDeque<Output>,
+}
+
+impl Core {
+    /// A core whose randomness (join codes, resume tokens) comes from the OS.
+    pub fn new(limits: Limits, ice: IceConfig) -> Self {
+        Self::with_rng(limits, ice, StdRng::from_os_rng())
+    }
+
+    /// A core with a given random generator (deterministic tests).
+    pub fn with_rng(limits: Limits, ice: IceConfig, rng: StdRng) -> Self {
+        Core {
+            limits,
+            ice,
+            rng,
+            conns: HashMap::new(),
+            peers: HashMap::new(),
+            sessions: HashMap::new(),
+            codes: HashMap::new(),
+            tokens: HashMap::new(),
+            next_conn: 1,
+            next_peer: 1,
+            next_session: 1,
+            shutting_down: false,
+            out: VecDeque::new(),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The peer a connection speaks for, once it has said hello.
+    pub fn peer_of(&self, conn: ConnId) -> Option<PeerId> {
+        self.conns.get(&conn).and_then(|c| c.peer)
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// A transport accepted a connection. `Err` means refuse it with that code.
+    pub fn open(&mut self, now: Now, meta: ConnMeta) -> Result<ConnId, ErrorCode> {
+        if self.shutting_down {
+            return Err(ErrorCode::ShuttingDown);
+        }
+        if self.conns.len() >= self.limits.max_connections {
+            return Err(ErrorCode::ServerFull);
+        }
+        let id = self.next_conn;
+        self.next_conn += 1;
+        let l = &self.limits;
+        self.conns.insert(
+            id,
+            Conn {
+                meta,
+                opened: now.mono,
+                peer: None,
+                control: TokenBucket::new(now.mono, l.signals_per_sec, l.signals_per_sec * 2),
+                relay_frames: TokenBucket::new(
+                    now.mono,
+                    l.relay_datagrams_per_sec,
+                    l.relay_datagrams_per_sec,
+                ),
+                relay_bytes: TokenBucket::new(now.mono, l.relay_bytes_per_sec, l.relay_bytes_per_sec),
+                failed_joins: 0,
+            },
+        );
+        Ok(id)
+    }
+
+    /// A control frame from `conn` could not be decoded: tell it why and close it.
+    pub fn bad_frame(&mut self, conn: ConnId, code: ErrorCode, detail: &str) {
+        self.fail(conn, code, detail.to_string());
+    }
+
+    /// A decoded control message from `conn`.
+    pub fn handle(&mut self, now: Now, conn: ConnId, msg: ClientMsg) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let peer = c.peer;
+        if !c.control.try_take(now.mono, 1) {
+            self.error(
+                conn,
+                ErrorCode::RateLimited,
+                format!(
+                    "more than {} control messages per second; message dropped",
+                    self.limits.signals_per_sec
+                ),
+            );
+            return;
+        }
+        match (msg, peer) {
+            (ClientMsg::Hello(hello), None) => self.hello(now, conn, hello),
+            (ClientMsg::Hello(_), Some(_)) => {
+                self.fail(conn, ErrorCode::ProtocolViolation, "second Hello".into())
+            }
+            (_, None) => self.fail(
+                conn,
+                ErrorCode::ProtocolViolation,
+                "the first message must be Hello".into(),
+            ),
+            (ClientMsg::CreateSession(req), Some(p)) => self.create(now, conn, p, req),
+            (ClientMsg::JoinSession(req), Some(p)) => self.join(now, conn, p, req),
+            (ClientMsg::Signal { to, signal }, Some(p)) => self.signal(now, conn, p, to, signal),
+            (ClientMsg::LeaveSession, Some(p)) => {
+                if self.peers.get(&p).and_then(|x| x.session).is_some() {
+                    self.leave_session(p, LeaveReason::Left);
+                    self.send(conn, ServerMsg::SessionLeft {
+                        reason: LeaveReason::Left,
+                    });
+                } else {
+                    self.error(conn, ErrorCode::NotInSession, "not in a session".into());
+                }
+            }
+            (ClientMsg::Ping { client_time_ms }, Some(_)) => self.send(
+                conn,
+                ServerMsg::Pong {
+                    client_time_ms,
+                    server_time_ms: now.unix_ms,
+                },
+            ),
+        }
+    }
+
+    /// The connection is gone. `clean` means the client closed it on purpose
+    /// (application close code 0): its peer leaves at once. Otherwise the peer
+    /// keeps its seat for the resume grace period.
+    pub fn closed(&mut self, now: Now, conn: ConnId, clean: bool) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        let Some(p) = c.peer else { return };
+        let Some(peer) = self.peers.get_mut(&p) else {
+            return;
+        };
+        if peer.conn != Some(conn) {
+            return; // replaced by a resumed connection already
+        }
+        if clean || self.limits.resume_grace_ms == 0 {
+            self.remove_peer(p, LeaveReason::Left);
+            return;
+        }
+        peer.conn = None;
+        peer.away_since = Some(now.mono);
+        if let Some(s) = peer.session {
+            self.broadcast(s, Some(p), ServerMsg::PeerStatus {
+                peer: p,
+                online: false,
+            });
+        }
+    }
+
+    /// Where a relay frame from `conn` to `dest` goes. Fills `targets` (cleared
+    /// first) and returns the sender's id for the rewritten header. This is the
+    /// per-datagram path: no allocation, a few hash lookups.
+    pub fn route(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        dest: PeerId,
+        payload_len: usize,
+        targets: &mut Vec<Target>,
+    ) -> Result<PeerId, RelayDrop> {
+        targets.clear();
+        let c = self.conns.get_mut(&conn).ok_or(RelayDrop::NotInSession)?;
+        let from = c.peer.ok_or(RelayDrop::NotInSession)?;
+        let peer = self.peers.get(&from).ok_or(RelayDrop::NotInSession)?;
+        let sid = peer.session.ok_or(RelayDrop::NotInSession)?;
+        if payload_len > self.limits.max_relay_payload as usize {
+            return Err(RelayDrop::TooLarge);
+        }
+        if !c.relay_frames.try_take(now.mono, 1)
+            || !c.relay_bytes.try_take(now.mono, payload_len as u32)
+        {
+            return Err(RelayDrop::RateLimited);
+        }
+        let session = self.sessions.get_mut(&sid).ok_or(RelayDrop::NotInSession)?;
+        session.last_activity = now.mono;
+        let target_of = |id: &PeerId| -> Option<Target> {
+            let p = self.peers.get(id)?;
+            Some(Target {
+                conn: p.conn?,
+                mode: p.relay_mode,
+            })
+        };
+        if dest == ALL_PEERS {
+            targets.extend(
+                session
+                    .members
+                    .iter()
+                    .filter(|m| **m != from)
+                    .filter_map(target_of),
+            );
+            Ok(from)
+        } else if dest != from && session.members.contains(&dest) {
+            let t = target_of(&dest).ok_or(RelayDrop::PeerAway)?;
+            targets.push(t);
+            Ok(from)
+        } else {
+            Err(RelayDrop::UnknownPeer)
+        }
+    }
+
+    /// Run timers: hello deadlines, resume grace, session idle TTL.
+    pub fn tick(&mut self, now: Now) {
+        let hello_deadline = self.limits.hello_timeout();
+        let late: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.peer.is_none() && now.mono.duration_since(c.opened) >= hello_deadline)
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in late {
+            self.fail(conn, ErrorCode::HelloTimeout, "no Hello in time".into());
+        }
+
+        let grace = self.limits.resume_grace();
+        let gone: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.away_since.is_some_and(|t| now.mono.duration_since(t) >= grace))
+            .map(|(id, _)| *id)
+            .collect();
+        for p in gone {
+            self.remove_peer(p, LeaveReason::TimedOut);
+        }
+
+        let ttl = self.limits.session_idle_ttl();
+        let idle: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| now.mono.duration_since(s.last_activity) >= ttl)
+            .map(|(id, _)| *id)
+            .collect();
+        for sid in idle {
+            self.end_session(sid, LeaveReason::SessionExpired);
+        }
+    }
+
+    /// Begin a graceful shutdown: refuse new connections and tell everyone to
+    /// come back (with their resume token) after `reconnect_after_ms`.
+    pub fn shutdown(&mut self, reconnect_after_ms: u32) {
+        self.shutting_down = true;
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.send(
+                conn,
+                ServerMsg::GoingAway {
+                    reconnect_after_ms,
+                    message: "server shutting down".into(),
+                },
+            );
+        }
+    }
+
+    // ----- control messages -----
+
+    fn hello(&mut self, now: Now, conn: ConnId, hello: Hello) {
+        if hello.version != PROTOCOL_VERSION {
+            return self.fail(
+                conn,
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "protocol version {} is not supported; this server speaks {}",
+                    hello.version, PROTOCOL_VERSION
+                ),
+            );
+        }
+        if hello.name.len() > MAX_NAME_BYTES {
+            return self.fail(
+                conn,
+                ErrorCode::InvalidArgument,
+                format!("name is longer than {MAX_NAME_BYTES} bytes"),
+            );
+        }
+        if let Some(token) = &hello.resume_token {
+            if let Some(p) = token_key(token).and_then(|k| self.tokens.get(&k).copied()) {
+                return self.resume(now, conn, p, hello);
+            }
+            self.error(
+                conn,
+                ErrorCode::ResumeFailed,
+                "resume token unknown or expired; you are a new peer".into(),
+            );
+        }
+        let id = self.next_peer;
+        self.next_peer = self.next_peer.checked_add(1).unwrap_or(1);
+        let mut token = [0u8; RESUME_TOKEN_LEN];
+        self.rng.fill_bytes(&mut token);
+        self.tokens.insert(token, id);
+        self.peers.insert(
+            id,
+            Peer {
+                name: hello.name,
+                client: hello.client,
+                relay_mode: hello.relay_mode,
+                token,
+                conn: Some(conn),
+                away_since: None,
+                session: None,
+            },
+        );
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.peer = Some(id);
+        }
+        let welcome = self.welcome(now, id, false);
+        self.send(conn, welcome);
+    }
+
+    fn resume(&mut self, now: Now, conn: ConnId, p: PeerId, hello: Hello) {
+        let Some(peer) = self.peers.get_mut(&p) else {
+            return;
+        };
+        let old = peer.conn.replace(conn);
+        let was_away = peer.away_since.take().is_some();
+        peer.relay_mode = hello.relay_mode;
+        peer.client = hello.client;
+        let session = peer.session;
+        if let Some(old) = old {
+            // The old connection is still open (the client noticed the break
+            // before we did): this one takes over.
+            if let Some(c) = self.conns.get_mut(&old) {
+                c.peer = None;
+            }
+            self.fail(old, ErrorCode::Replaced, "resumed on another connection".into());
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.peer = Some(p);
+        }
+        let welcome = self.welcome(now, p, true);
+        self.send(conn, welcome);
+        if let Some(sid) = session {
+            if let Some(info) = self.session_info(sid) {
+                self.send(conn, ServerMsg::SessionJoined(info));
+            }
+            if was_away {
+                self.broadcast(sid, Some(p), ServerMsg::PeerStatus {
+                    peer: p,
+                    online: true,
+                });
+            }
+        }
+    }
+
+    fn welcome(&self, now: Now, p: PeerId, resumed: bool) -> ServerMsg {
+        let l = &self.limits;
+        let token = self.peers.get(&p).map(|x| x.token.to_vec()).unwrap_or_default();
+        ServerMsg::Welcome(Welcome {
+            version: PROTOCOL_VERSION,
+            peer_id: p,
+            resume_token: token,
+            resumed,
+            ice_servers: self.ice.ice_servers(p, now.unix_ms / 1000),
+            limits: crate::protocol::Limits {
+                max_frame_bytes: l.max_frame_bytes,
+                max_relay_payload: l.max_relay_payload,
+                relay_datagrams_per_sec: l.relay_datagrams_per_sec,
+                relay_bytes_per_sec: l.relay_bytes_per_sec,
+                signals_per_sec: l.signals_per_sec,
+                max_peers_per_session: l.max_peers_per_session,
+                resume_grace_ms: l.resume_grace_ms.min(u64::from(u32::MAX)) as u32,
+            },
+            server_time_ms: now.unix_ms,
+        })
+    }
+
+    fn create(&mut self, now: Now, conn: ConnId, p: PeerId, req: CreateSession) {
+        if self.peers.get(&p).and_then(|x| x.session).is_some() {
+            return self.error(
+                conn,
+                ErrorCode::AlreadyInSession,
+                "leave your session before creating another".into(),
+            );
+        }
+        let max = self.limits.max_peers_per_session;
+        let max_peers = if req.max_peers == 0 { max } else { req.max_peers };
+        if max_peers < 2 || max_peers > max {
+            return self.error(
+                conn,
+                ErrorCode::InvalidArgument,
+                format!("max_peers must be 0 (server default) or 2..={max}"),
+            );
+        }
+        if req.password.as_ref().is_some_and(|pw| pw.len() > MAX_PASSWORD_BYTES) {
+            return self.error(
+                conn,
+                ErrorCode::InvalidArgument,
+                format!("password is longer than {MAX_PASSWORD_BYTES} bytes"),
+            );
+        }
+        if self.sessions.len() >= self.limits.max_sessions {
+            return self.error(
+                conn,
+                ErrorCode::TooManySessions,
+                "the server has no room for another session; try again later".into(),
+            );
+        }
+        let code = loop {
+            let code: String = (0..CODE_LEN)
+                .map(|_| CODE_ALPHABET[self.rng.random_range(0..32)] as char)
+                .collect();
+            if !self.codes.contains_key(&code) {
+                break code;
+            }
+        };
+        let sid = self.next_session;
+        self.next_session += 1;
+        self.codes.insert(code.clone(), sid);
+        self.sessions.insert(
+            sid,
+            Session {
+                code,
+                host: p,
+                members: vec![p],
+                max_peers,
+                password: req.password.filter(|pw| !pw.is_empty()),
+                last_activity: now.mono,
+            },
+        );
+        if let Some(peer) = self.peers.get_mut(&p) {
+            peer.session = Some(sid);
+        }
+        if let Some(info) = self.session_info(sid) {
+            self.send(conn, ServerMsg::SessionCreated(info));
+        }
+    }
+
+    fn join(&mut self, now: Now, conn: ConnId, p: PeerId, req: JoinSession) {
+        if self.peers.get(&p).and_then(|x| x.session).is_some() {
+            return self.error(
+                conn,
+                ErrorCode::AlreadyInSession,
+                "leave your session before joining another".into(),
+            );
+        }
+        let code = normalize_code(&req.code);
+        let found = self.codes.get(&code).copied();
+        let Some(sid) = found else {
+            return self.failed_join(
+                conn,
+                ErrorCode::UnknownSession,
+                format!("no session has the code {:?}", req.code),
+            );
+        };
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return self.failed_join(conn, ErrorCode::UnknownSession, "session ended".into());
+        };
+        if let Some(pw) = &session.password {
+            if req.password.as_deref() != Some(pw.as_str()) {
+                return self.failed_join(conn, ErrorCode::WrongPassword, "wrong password".into());
+            }
+        }
+        if session.members.len() as u32 >= session.max_peers {
+            let message = format!("session {} is full ({} peers)", session.code, session.max_peers);
+            return self.error(conn, ErrorCode::SessionFull, message);
+        }
+        session.members.push(p);
+        session.last_activity = now.mono;
+        if let Some(peer) = self.peers.get_mut(&p) {
+            peer.session = Some(sid);
+        }
+        if let Some(info) = self.session_info(sid) {
+            self.send(conn, ServerMsg::SessionJoined(info));
+        }
+        if let Some(me) = self.peer_info(p) {
+            self.broadcast(sid, Some(p), ServerMsg::PeerJoined(me));
+        }
+    }
+
+    fn failed_join(&mut self, conn: ConnId, code: ErrorCode, message: String) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.failed_joins += 1;
+        if c.failed_joins > self.limits.max_join_attempts {
+            return self.fail(
+                conn,
+                ErrorCode::TooManyJoinAttempts,
+                format!("more than {} failed joins", self.limits.max_join_attempts),
+            );
+        }
+        self.error(conn, code, message);
+    }
+
+    fn signal(&mut self, now: Now, conn: ConnId, from: PeerId, to: PeerId, signal: Signal) {
+        let Some(sid) = self.peers.get(&from).and_then(|x| x.session) else {
+            return self.error(conn, ErrorCode::NotInSession, "join a session first".into());
+        };
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        session.last_activity = now.mono;
+        if to == ALL_PEERS {
+            return self.broadcast(sid, Some(from), ServerMsg::Signal { from, signal });
+        }
+        if to == from || !session.members.contains(&to) {
+            return self.error(
+                conn,
+                ErrorCode::UnknownPeer,
+                format!("peer {to} is not in your session"),
+            );
+        }
+        match self.peers.get(&to).and_then(|x| x.conn) {
+            Some(target) => self.send(target, ServerMsg::Signal { from, signal }),
+            None => self.error(
+                conn,
+                ErrorCode::UnknownPeer,
+                format!("peer {to} is reconnecting; signal dropped"),
+            ),
+        }
+    }
+
+    // ----- membership -----
+
+    /// Remove a peer from its session, telling the others; hand the host role on.
+    fn leave_session(&mut self, p: PeerId, reason: LeaveReason) {
+        let Some(sid) = self.peers.get_mut(&p).and_then(|x| x.session.take()) else {
+            return;
+        };
+        let Some(session) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        session.members.retain(|m| *m != p);
+        if session.members.is_empty() {
+            let code = session.code.clone();
+            self.sessions.remove(&sid);
+            self.codes.remove(&code);
+            return;
+        }
+        let new_host = (session.host == p).then(|| session.members[0]);
+        if let Some(h) = new_host {
+            session.host = h;
+        }
+        self.broadcast(sid, None, ServerMsg::PeerLeft { peer: p, reason });
+        if let Some(host) = new_host {
+            self.broadcast(sid, None, ServerMsg::HostChanged { host });
+        }
+    }
+
+    fn remove_peer(&mut self, p: PeerId, reason: LeaveReason) {
+        self.leave_session(p, reason);
+        if let Some(peer) = self.peers.remove(&p) {
+            self.tokens.remove(&peer.token);
+        }
+    }
+
+    fn end_session(&mut self, sid: u64, reason: LeaveReason) {
+        let Some(session) = self.sessions.remove(&sid) else {
+            return;
+        };
+        self.codes.remove(&session.code);
+        for m in session.members {
+            if let Some(peer) = self.peers.get_mut(&m) {
+                peer.session = None;
+                if let Some(conn) = peer.conn {
+                    self.send(conn, ServerMsg::SessionLeft { reason });
+                }
+            }
+        }
+    }
+
+    fn session_info(&self, sid: u64) -> Option<SessionInfo> {
+        let s = self.sessions.get(&sid)?;
+        Some(SessionInfo {
+            code: s.code.clone(),
+            host: s.host,
+            max_peers: s.max_peers,
+            idle_ttl_secs: self.limits.session_idle_ttl_secs.min(u64::from(u32::MAX)) as u32,
+            peers: s.members.iter().filter_map(|m| self.peer_info(*m)).collect(),
+        })
+    }
+
+    fn peer_info(&self, p: PeerId) -> Option<PeerInfo> {
+        let peer = self.peers.get(&p)?;
+        Some(PeerInfo {
+            id: p,
+            name: peer.name.clone(),
+            client: peer.client,
+        })
+    }
+
+    // ----- output helpers -----
+
+    fn send(&mut self, conn: ConnId, msg: ServerMsg) {
+        self.out.push_back(Output::Send { conn, msg });
+    }
+
+    /// Send `msg` to every connected member of session `sid` except `except`.
+    fn broadcast(&mut self, sid: u64, except: Option<PeerId>, msg: ServerMsg) {
+        let Some(s) = self.sessions.get(&sid) else {
+            return;
+        };
+        for m in &s.members {
+            if Some(*m) == except {
+                continue;
+            }
+            if let Some(conn) = self.peers.get(m).and_then(|p| p.conn) {
+                self.out.push_back(Output::Send {
+                    conn,
+                    msg: msg.clone(),
+                });
+            }
+        }
+    }
+
+    fn error(&mut self, conn: ConnId, code: ErrorCode, message: String) {
+        debug_assert!(!code.is_fatal() || code == ErrorCode::RateLimited);
+        self.send(
+            conn,
+            ServerMsg::Error {
+                code: code as u16,
+                message,
+            },
+        );
+    }
+
+    /// Send a fatal error and close the connection. Its peer keeps its seat
+    /// (it may resume), like any other lost connection.
+    fn fail(&mut self, conn: ConnId, code: ErrorCode, message: String) {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        self.send(
+            conn,
+            ServerMsg::Error {
+                code: code as u16,
+                message: message.clone(),
+            },
+        );
+        self.out.push_back(Output::Close {
+            conn,
+            code,
+            reason: message,
+        });
+    }
+}
+
+/// Canonical form of a typed join code: upper case, no separators, O→0, I/L→1.
+pub fn normalize_code(typed: &str) -> String {
+    typed
+        .chars()
+        .filter(|c| !matches!(c, '-' | ' ' | '_' | '.'))
+        .take(32)
+        .map(|c| match c.to_ascii_uppercase() {
+            'O' => '0',
+            'I' | 'L' => '1',
+            other => other,
+        })
+        .collect()
+}
+
+fn token_key(token: &[u8]) -> Option<[u8; RESUME_TOKEN_LEN]> {
+    token.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{ClientKind, RelayMode};
+
+    struct World {
+        core: Core,
+        now: Now,
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            max_sessions: 4,
+            max_peers_per_session: 4,
+            max_join_attempts: 3,
+            ..Limits::default()
+        }
+    }
+
+    impl World {
+        fn new() -> Self {
+            Self::with(limits(), IceConfig::default())
+        }
+        fn with(limits: Limits, ice: IceConfig) -> Self {
+            World {
+                core: Core::with_rng(limits, ice, StdRng::seed_from_u64(1)),
+                now: Now::system(),
+            }
+        }
+        fn advance(&mut self, d: Duration) {
+            self.now = self.now.after(d);
+            self.core.tick(self.now);
+        }
+        fn outputs(&mut self) -> Vec<Output> {
+            std::iter::from_fn(|| self.core.poll_output()).collect()
+        }
+        fn sent_to(&mut self, conn: ConnId) -> Vec<ServerMsg> {
+            self.outputs()
+                .into_iter()
+                .filter_map(|o| match o {
+                    Output::Send { conn: c, msg } if c == conn => Some(msg),
+                    _ => None,
+                })
+                .collect()
+        }
+        fn open(&mut self) -> ConnId {
+            self.core
+                .open(self.now, ConnMeta {
+                    transport: Transport::Quic,
+                })
+                .unwrap()
+        }
+        fn msg(&mut self, conn: ConnId, m: ClientMsg) {
+            self.core.handle(self.now, conn, m);
+        }
+        /// Open a connection and say hello; returns (conn, peer, token).
+        fn hello_as(&mut self, name: &str, mode: RelayMode) -> (ConnId, PeerId, Vec<u8>) {
+            let conn = self.open();
+            self.msg(conn, hello(name, mode, None));
+            match self.sent_to(conn).pop() {
+                Some(ServerMsg::Welcome(w)) => (conn, w.peer_id, w.resume_token),
+                other => panic!("expected Welcome, got {other:?}"),
+            }
+        }
+        fn host(&mut self) -> (ConnId, PeerId, String) {
+            let (c, p, _) = self.hello_as("host", RelayMode::Datagram);
+            self.msg(c, ClientMsg::CreateSession(CreateSession {
+                max_peers: 0,
+                password: None,
+            }));
+            match self.sent_to(c).pop() {
+                Some(ServerMsg::SessionCreated(info)) => (c, p, info.code),
+                other => panic!("expected SessionCreated, got {other:?}"),
+            }
+        }
+        fn joiner(&mut self, code: &str, mode: RelayMode) -> (ConnId, PeerId) {
+            let (c, p, _) = self.hello_as("joiner", mode);
+            self.msg(c, join(code));
+            let out = self.sent_to(c);
+            assert!(
+                matches!(out.last(), Some(ServerMsg::SessionJoined(_))),
+                "{out:?}"
+            );
+            (c, p)
+        }
+        fn route(&mut self, conn: ConnId, dest: PeerId, len: usize) -> Result<(PeerId, Vec<Target>), RelayDrop> {
+            let mut t = Vec::new();
+            self.core.route(self.now, conn, dest, len, &mut t).map(|f| (f, t))
+        }
+    }
+
+    fn hello(name: &str, mode: RelayMode, token: Option<Vec<u8>>) -> ClientMsg {
+        ClientMsg::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            client: ClientKind::Rust,
+            relay_mode: mode,
+            name: name.into(),
+            resume_token: token,
+        })
+    }
+
+    fn join(code: &str) -> ClientMsg {
+        ClientMsg::JoinSession(JoinSession {
+            code: code.into(),
+            password: None,
+        })
+    }
+
+    fn error_code(msgs: &[ServerMsg]) -> Option<u16> {
+        msgs.iter().rev().find_map(|m| match m {
+            ServerMsg::Error { code, .. } => Some(*code),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn codes_are_crockford_and_typing_is_forgiven() {
+        let mut w = World::new();
+        let (_, _, code) = w.host();
+        assert_eq!(code.len(), CODE_LEN);
+        assert!(code.bytes().all(|b| CODE_ALPHABET.contains(&b)));
+        let typed = format!("{}-{}", &code[..3], &code[3..]).to_lowercase();
+        let (c, _) = w.joiner(&typed, RelayMode::Datagram);
+        assert!(w.core.peer_of(c).is_some());
+        assert_eq!(normalize_code("o1l-Ix"), "0111X");
+    }
+
+    #[test]
+    fn join_tells_everyone_and_signals_reach_only_the_target() {
+        let mut w = World::new();
+        let (hc, hp, code) = w.host();
+        let (ac, ap) = w.joiner(&code, RelayMode::Datagram);
+        let out = w.sent_to(hc);
+        assert!(w.outputs().is_empty());
+        assert_eq!(out.len(), 0, "outputs were drained by joiner()");
+        let (bc, bp) = {
+            let (c, p, _) = w.hello_as("b", RelayMode::Stream);
+            w.msg(c, join(&code));
+            let all = w.outputs();
+            let to_b: Vec<_> = all.iter().filter(|o| matches!(o, Output::Send { conn, .. } if *conn == c)).collect();
+            match to_b.as_slice() {
+                [Output::Send { msg: ServerMsg::SessionJoined(info), .. }] => {
+                    assert_eq!(info.host, hp);
+                    assert_eq!(info.peers.iter().map(|p| p.id).collect::<Vec<_>>(), vec![hp, ap, p]);
+                }
+                other => panic!("{other:?}"),
+            }
+            let joined_to: Vec<ConnId> = all
+                .iter()
+                .filter_map(|o| match o {
+                    Output::Send { conn, msg: ServerMsg::PeerJoined(info) } if info.id == p => Some(*conn),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(joined_to, vec![hc, ac]);
+            (c, p)
+        };
+        let offer = Signal::Offer { sdp: "v=0".into() };
+        w.msg(hc, ClientMsg::Signal { to: bp, signal: offer.clone() });
+        assert_eq!(w.outputs(), vec![Output::Send {
+            conn: bc,
+            msg: ServerMsg::Signal { from: hp, signal: offer },
+        }]);
+        // Broadcast signal reaches both others, not the sender.
+        w.msg(ac, ClientMsg::Signal { to: ALL_PEERS, signal: Signal::EndOfCandidates });
+        let conns: Vec<ConnId> = w.outputs().iter().map(|o| match o { Output::Send { conn, .. } => *conn, _ => 0 }).collect();
+        assert_eq!(conns, vec![hc, bc]);
+    }
+
+    #[test]
+    fn sessions_are_isolated_for_signals_and_relay() {
+        let mut w = World::new();
+        let (h1, _, code1) = w.host();
+        let (_a1, p1) = w.joiner(&code1, RelayMode::Datagram);
+        let (h2, _, code2) = w.host();
+        let (a2, p2) = w.joiner(&code2, RelayMode::Datagram);
+        // Signal across sessions: refused, nothing delivered.
+        w.msg(h1, ClientMsg::Signal { to: p2, signal: Signal::EndOfCandidates });
+        let out = w.outputs();
+        assert_eq!(out.len(), 1);
+        assert!(matches!(&out[0], Output::Send { conn, msg: ServerMsg::Error { code: 15, .. } } if *conn == h1));
+        // Relay across sessions: dropped.
+        assert_eq!(w.route(h1, p2, 10), Err(RelayDrop::UnknownPeer));
+        // Relay to all stays in the session.
+        let (_, targets) = w.route(h2, ALL_PEERS, 10).unwrap();
+        assert_eq!(targets, vec![Target { conn: a2, mode: RelayMode::Datagram }]);
+        let (from, targets) = w.route(h1, p1, 10).unwrap();
+        assert_eq!(targets.len(), 1);
+        assert_ne!(from, p1);
+    }
+
+    #[test]
+    fn relay_checks_membership_size_and_rate() {
+        let mut l = limits();
+        l.relay_datagrams_per_sec = 10;
+        l.max_relay_payload = 100;
+        let mut w = World::with(l, IceConfig::default());
+        let (lonely, _, _) = w.hello_as("x", RelayMode::Datagram);
+        assert_eq!(w.route(lonely, ALL_PEERS, 10), Err(RelayDrop::NotInSession));
+        let stranger = w.open();
+        assert_eq!(w.route(stranger, ALL_PEERS, 10), Err(RelayDrop::NotInSession));
+        let (h, hp, code) = w.host();
+        let (a, ap) = w.joiner(&code, RelayMode::Stream);
+        assert_eq!(w.route(h, ap, 101), Err(RelayDrop::TooLarge));
+        assert_eq!(w.route(h, hp, 10), Err(RelayDrop::UnknownPeer), "to self");
+        let (from, t) = w.route(h, ap, 100).unwrap();
+        assert_eq!((from, t), (hp, vec![Target { conn: a, mode: RelayMode::Stream }]));
+        let ok = (0..50).filter(|_| w.route(h, ap, 1).is_ok()).count();
+        // Burst of 10 per second; two were spent above (one delivered, one to a bad destination).
+        assert_eq!(ok, 8);
+        assert_eq!(w.route(h, ap, 1), Err(RelayDrop::RateLimited));
+        w.advance(Duration::from_millis(500));
+        assert!(w.route(h, ap, 1).is_ok());
+    }
+
+    #[test]
+    fn host_leaving_hands_over_and_everyone_is_told() {
+        let mut w = World::new();
+        let (hc, hp, code) = w.host();
+        let (ac, ap) = w.joiner(&code, RelayMode::Datagram);
+        let (bc, _) = w.joiner(&code, RelayMode::Datagram);
+        w.outputs();
+        w.msg(hc, ClientMsg::LeaveSession);
+        let out = w.outputs();
+        assert!(out.contains(&Output::Send { conn: hc, msg: ServerMsg::SessionLeft { reason: LeaveReason::Left } }));
+        for c in [ac, bc] {
+            assert!(out.contains(&Output::Send { conn: c, msg: ServerMsg::PeerLeft { peer: hp, reason: LeaveReason::Left } }));
+            assert!(out.contains(&Output::Send { conn: c, msg: ServerMsg::HostChanged { host: ap } }));
+        }
+        // The old host is out: relay from it is dropped.
+        assert_eq!(w.route(hc, ALL_PEERS, 1), Err(RelayDrop::NotInSession));
+        // Last one out removes the session and frees its code.
+        w.msg(ac, ClientMsg::LeaveSession);
+        w.msg(bc, ClientMsg::LeaveSession);
+        assert_eq!(w.core.session_count(), 0);
+        let (c, _, _) = w.hello_as("late", RelayMode::Datagram);
+        w.msg(c, join(&code));
+        assert_eq!(error_code(&w.sent_to(c)), Some(ErrorCode::UnknownSession as u16));
+    }
+
+    #[test]
+    fn lost_connection_keeps_the_seat_for_the_grace_period() {
+        let mut w = World::new();
+        let (hc, hp, code) = w.host();
+        let (ac, ap, token) = {
+            let (c, p, t) = w.hello_as("a", RelayMode::Datagram);
+            w.msg(c, join(&code));
+            (c, p, t)
+        };
+        w.outputs();
+        w.core.closed(w.now, ac, false);
+        assert_eq!(w.sent_to(hc), vec![ServerMsg::PeerStatus { peer: ap, online: false }]);
+        assert_eq!(w.route(hc, ap, 1), Err(RelayDrop::PeerAway));
+        w.advance(Duration::from_secs(5));
+        // Resume on a new connection: same id, back in the session.
+        let nc = w.open();
+        w.msg(nc, hello("a", RelayMode::Datagram, Some(token)));
+        let out = w.outputs();
+        assert!(matches!(&out[0], Output::Send { conn, msg: ServerMsg::Welcome(wl) } if *conn == nc && wl.peer_id == ap && wl.resumed));
+        assert!(matches!(&out[1], Output::Send { conn, msg: ServerMsg::SessionJoined(i) } if *conn == nc && i.host == hp));
+        assert!(out.contains(&Output::Send { conn: hc, msg: ServerMsg::PeerStatus { peer: ap, online: true } }));
+        let (_, t) = w.route(hc, ap, 1).unwrap();
+        assert_eq!(t[0].conn, nc);
+    }
+
+    #[test]
+    fn grace_expiry_removes_the_peer_and_its_token() {
+        let mut w = World::new();
+        let (hc, _, code) = w.host();
+        let (ac, ap, token) = {
+            let (c, p, t) = w.hello_as("a", RelayMode::Datagram);
+            w.msg(c, join(&code));
+            (c, p, t)
+        };
+        w.core.closed(w.now, ac, false);
+        w.outputs();
+        w.advance(Duration::from_millis(limits().resume_grace_ms + 1));
+        assert_eq!(w.sent_to(hc), vec![ServerMsg::PeerLeft { peer: ap, reason: LeaveReason::TimedOut }]);
+        let nc = w.open();
+        w.msg(nc, hello("a", RelayMode::Datagram, Some(token)));
+        let out = w.sent_to(nc);
+        assert_eq!(error_code(&out[..1]), Some(ErrorCode::ResumeFailed as u16));
+        assert!(matches!(&out[1], ServerMsg::Welcome(wl) if !wl.resumed && wl.peer_id != ap));
+    }
+
+    #[test]
+    fn clean_close_leaves_at_once() {
+        let mut w = World::new();
+        let (hc, _, code) = w.host();
+        let (ac, ap) = w.joiner(&code, RelayMode::Datagram);
+        w.outputs();
+        w.core.closed(w.now, ac, true);
+        assert_eq!(w.sent_to(hc), vec![ServerMsg::PeerLeft { peer: ap, reason: LeaveReason::Left }]);
+        assert_eq!(w.core.peer_count(), 1);
+    }
+
+    #[test]
+    fn resume_while_old_connection_is_open_replaces_it() {
+        let mut w = World::new();
+        let (old, p, token) = w.hello_as("a", RelayMode::Datagram);
+        let new = w.open();
+        w.msg(new, hello("a", RelayMode::Stream, Some(token)));
+        let out = w.outputs();
+        assert!(out.iter().any(|o| matches!(o, Output::Close { conn, code: ErrorCode::Replaced, .. } if *conn == old)));
+        // When the old connection finally closes, the peer is unaffected.
+        w.core.closed(w.now, old, false);
+        assert_eq!(w.core.peer_of(new), Some(p));
+        assert_eq!(w.core.peer_count(), 1);
+    }
+
+    #[test]
+    fn join_brute_force_is_cut_off() {
+        let mut w = World::new();
+        let (_, _, code) = w.host();
+        let (c, _, _) = w.hello_as("guesser", RelayMode::Datagram);
+        for i in 0..3 {
+            w.msg(c, join(&format!("ZZZZZ{i}")));
+            assert_eq!(error_code(&w.sent_to(c)), Some(ErrorCode::UnknownSession as u16));
+        }
+        w.msg(c, join("ZZZZZZ"));
+        let out = w.outputs();
+        assert!(out.iter().any(|o| matches!(o, Output::Close { code: ErrorCode::TooManyJoinAttempts, .. })));
+        let _ = code;
+    }
+
+    #[test]
+    fn password_full_session_and_session_cap() {
+        let mut w = World::new();
+        let (hc, _, _) = w.hello_as("h", RelayMode::Datagram);
+        w.msg(hc, ClientMsg::CreateSession(CreateSession { max_peers: 2, password: Some("pw".into()) }));
+        let code = match w.sent_to(hc).pop() {
+            Some(ServerMsg::SessionCreated(i)) => i.code,
+            o => panic!("{o:?}"),
+        };
+        let (c, _, _) = w.hello_as("a", RelayMode::Datagram);
+        w.msg(c, join(&code));
+        assert_eq!(error_code(&w.sent_to(c)), Some(ErrorCode::WrongPassword as u16));
+        w.msg(c, ClientMsg::JoinSession(JoinSession { code: code.clone(), password: Some("pw".into()) }));
+        assert!(matches!(w.sent_to(c).last(), Some(ServerMsg::SessionJoined(_))));
+        let (d, _, _) = w.hello_as("d", RelayMode::Datagram);
+        w.msg(d, ClientMsg::JoinSession(JoinSession { code, password: Some("pw".into()) }));
+        assert_eq!(error_code(&w.sent_to(d)), Some(ErrorCode::SessionFull as u16));
+        // Cap of 4 sessions: one exists, three more fit, the fifth is refused.
+        for _ in 0..3 {
+            w.host();
+        }
+        let (e, _, _) = w.hello_as("e", RelayMode::Datagram);
+        w.msg(e, ClientMsg::CreateSession(CreateSession { max_peers: 0, password: None }));
+        assert_eq!(error_code(&w.sent_to(e)), Some(ErrorCode::TooManySessions as u16));
+        w.msg(e, ClientMsg::CreateSession(CreateSession { max_peers: 99, password: None }));
+        assert_eq!(error_code(&w.sent_to(e)), Some(ErrorCode::InvalidArgument as u16));
+    }
+
+    #[test]
+    fn protocol_order_version_and_hello_timeout() {
+        let mut w = World::new();
+        let c = w.open();
+        w.msg(c, ClientMsg::LeaveSession);
+        let out = w.outputs();
+        assert!(matches!(out.last(), Some(Output::Close { code: ErrorCode::ProtocolViolation, .. })));
+        let c = w.open();
+        w.msg(c, ClientMsg::Hello(Hello { version: 99, client: ClientKind::Other, relay_mode: RelayMode::Datagram, name: String::new(), resume_token: None }));
+        assert!(matches!(w.outputs().last(), Some(Output::Close { code: ErrorCode::UnsupportedVersion, .. })));
+        let (c, _, _) = w.hello_as("x", RelayMode::Datagram);
+        w.msg(c, hello("x", RelayMode::Datagram, None));
+        assert!(matches!(w.outputs().last(), Some(Output::Close { code: ErrorCode::ProtocolViolation, .. })));
+        let silent = w.open();
+        w.advance(Duration::from_millis(limits().hello_timeout_ms));
+        assert!(w.outputs().contains(&Output::Close { conn: silent, code: ErrorCode::HelloTimeout, reason: "no Hello in time".into() }));
+    }
+
+    #[test]
+    fn control_flood_is_rate_limited() {
+        let mut w = World::new();
+        let (c, _, _) = w.hello_as("x", RelayMode::Datagram);
+        for _ in 0..200 {
+            w.msg(c, ClientMsg::Ping { client_time_ms: 1 });
+        }
+        let out = w.sent_to(c);
+        let pongs = out.iter().filter(|m| matches!(m, ServerMsg::Pong { .. })).count();
+        let limited = out.iter().filter(|m| matches!(m, ServerMsg::Error { code: 5, .. })).count();
+        // Burst is 2 x 50; hello took one token.
+        assert_eq!(pongs, 99);
+        assert_eq!(limited, 101);
+    }
+
+    #[test]
+    fn idle_session_expires_and_members_are_told() {
+        let mut w = World::new();
+        let (hc, _, code) = w.host();
+        let (ac, _) = w.joiner(&code, RelayMode::Datagram);
+        w.outputs();
+        w.advance(Duration::from_secs(limits().session_idle_ttl_secs - 1));
+        assert!(w.outputs().is_empty());
+        // Traffic keeps it alive.
+        w.route(hc, ALL_PEERS, 1).unwrap();
+        w.advance(Duration::from_secs(2));
+        assert!(w.outputs().is_empty());
+        w.advance(Duration::from_secs(limits().session_idle_ttl_secs));
+        let out = w.outputs();
+        for c in [hc, ac] {
+            assert!(out.contains(&Output::Send { conn: c, msg: ServerMsg::SessionLeft { reason: LeaveReason::SessionExpired } }));
+        }
+        assert_eq!(w.core.session_count(), 0);
+    }
+
+    #[test]
+    fn welcome_carries_turn_credentials_and_limits() {
+        let ice = IceConfig {
+            stun_urls: vec!["stun:127.0.0.1:3478".into()],
+            turn_urls: vec!["turn:127.0.0.1:3478".into()],
+            turn_secret: Some("secret".into()),
+            turn_secret_file: None,
+            turn_ttl_secs: 600,
+        };
+        let mut w = World::with(limits(), ice);
+        let c = w.open();
+        w.msg(c, hello("x", RelayMode::Datagram, None));
+        let Some(ServerMsg::Welcome(wl)) = w.sent_to(c).pop() else { panic!() };
+        assert_eq!(wl.ice_servers.len(), 2);
+        let user = wl.ice_servers[1].username.clone().unwrap();
+        let (expiry, id) = user.split_once(':').unwrap();
+        assert_eq!(id, wl.peer_id.to_string());
+        assert_eq!(expiry.parse::<u64>().unwrap(), w.now.unix_ms / 1000 + 600);
+        assert_eq!(wl.limits.max_relay_payload, 1100);
+        assert_eq!(wl.resume_token.len(), RESUME_TOKEN_LEN);
+    }
+
+    #[test]
+    fn shutdown_says_goodbye_and_refuses_newcomers() {
+        let mut w = World::new();
+        let (c, _, _) = w.hello_as("x", RelayMode::Datagram);
+        w.core.shutdown(2000);
+        assert!(matches!(w.sent_to(c).as_slice(), [ServerMsg::GoingAway { reconnect_after_ms: 2000, .. }]));
+        assert_eq!(w.core.open(w.now, ConnMeta { transport: Transport::Quic }), Err(ErrorCode::ShuttingDown));
+    }
+
+    #[test]
+    fn connection_cap() {
+        let mut l = limits();
+        l.max_connections = 2;
+        let mut w = World::with(l, IceConfig::default());
+        let a = w.open();
+        w.open();
+        assert_eq!(w.core.open(w.now, ConnMeta { transport: Transport::Quic }), Err(ErrorCode::ServerFull));
+        w.core.closed(w.now, a, true);
+        w.open();
+    }
+}

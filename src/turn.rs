@@ -1,0 +1,151 @@
+//! ICE server list for each client, with short-lived TURN credentials.
+//!
+//! coturn's "TURN REST API" scheme (`use-auth-secret`): the server and coturn
+//! share a secret; a credential is `username = "<expiry unix time>:<peer id>"`,
+//! `password = base64(HMAC-SHA1(secret, username))`. coturn recomputes the HMAC
+//! and refuses the username once its time has passed, so credentials handed to
+//! a player expire on their own and the secret never leaves the servers.
+
+use std::time::Duration;
+
+use base64::Engine;
+use clap::Args;
+
+use crate::protocol::{IceServer, PeerId};
+
+/// Where clients find STUN and TURN, and how TURN credentials are minted.
+#[derive(Args, Debug, Clone, Default)]
+pub struct IceConfig {
+    /// STUN URL handed to clients (repeat or comma-separate), e.g. `stun:turn.example.com:3478`.
+    #[arg(long = "stun-url", env = "FSP2P_STUN_URLS", value_delimiter = ',')]
+    pub stun_urls: Vec<String>,
+
+    /// TURN URL handed to clients (repeat or comma-separate), e.g.
+    /// `turn:turn.example.com:3478?transport=udp`, `turns:turn.example.com:5349?transport=tcp`.
+    /// Sent only together with credentials, so it needs --turn-secret.
+    #[arg(long = "turn-url", env = "FSP2P_TURN_URLS", value_delimiter = ',')]
+    pub turn_urls: Vec<String>,
+
+    /// Shared secret of coturn's `static-auth-secret` (`use-auth-secret`). Prefer the
+    /// environment variable or --turn-secret-file over the command line, which `ps` shows.
+    #[arg(long, env = "FSP2P_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+
+    /// File holding the TURN secret (first line; surrounding white space ignored).
+    #[arg(long, env = "FSP2P_TURN_SECRET_FILE", conflicts_with = "turn_secret")]
+    pub turn_secret_file: Option<std::path::PathBuf>,
+
+    /// Lifetime of a TURN credential in seconds (coturn refuses it afterwards).
+    #[arg(long, env = "FSP2P_TURN_TTL_SECS", default_value_t = 3600)]
+    pub turn_ttl_secs: u64,
+}
+
+impl IceConfig {
+    /// Read `--turn-secret-file` into `turn_secret`.
+    pub fn load_secret_file(&mut self) -> anyhow::Result<()> {
+        use anyhow::Context;
+        if let Some(path) = &self.turn_secret_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading TURN secret file {}", path.display()))?;
+            let secret = text.lines().next().unwrap_or("").trim().to_string();
+            anyhow::ensure!(
+                !secret.is_empty(),
+                "TURN secret file {} is empty",
+                path.display()
+            );
+            self.turn_secret = Some(secret);
+        }
+        Ok(())
+    }
+
+    pub fn turn_ttl(&self) -> Duration {
+        Duration::from_secs(self.turn_ttl_secs)
+    }
+
+    /// The `iceServers` list for one peer at wall-clock time `now_unix` (seconds).
+    pub fn ice_servers(&self, peer: PeerId, now_unix: u64) -> Vec<IceServer> {
+        let mut out = Vec::new();
+        if !self.stun_urls.is_empty() {
+            out.push(IceServer {
+                urls: self.stun_urls.clone(),
+                username: None,
+                credential: None,
+            });
+        }
+        if let (Some(secret), false) = (&self.turn_secret, self.turn_urls.is_empty()) {
+            let (username, credential) =
+                turn_credential(secret, &peer.to_string(), now_unix + self.turn_ttl_secs);
+            out.push(IceServer {
+                urls: self.turn_urls.clone(),
+                username: Some(username),
+                credential: Some(credential),
+            });
+        }
+        out
+    }
+}
+
+/// coturn REST-API credential for `user`, valid until `expiry_unix`.
+pub fn turn_credential(secret: &str, user: &str, expiry_unix: u64) -> (String, String) {
+    let username = format!("{expiry_unix}:{user}");
+    let key = ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+        secret.as_bytes(),
+    );
+    let tag = ring::hmac::sign(&key, username.as_bytes());
+    let password = base64::engine::general_purpose::STANDARD.encode(tag.as_ref());
+    (username, password)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hmac::{Hmac, Mac};
+
+    /// Checked against an independent HMAC-SHA1 implementation (RustCrypto), not ring.
+    #[test]
+    fn credential_matches_independent_hmac() {
+        let (user, pass) = turn_credential("s3cret", "42", 1_700_000_000);
+        assert_eq!(user, "1700000000:42");
+        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(b"s3cret").unwrap();
+        mac.update(user.as_bytes());
+        let expected =
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        assert_eq!(pass, expected);
+    }
+
+    #[test]
+    fn known_vector() {
+        // HMAC-SHA1(key="key", "The quick brown fox jumps over the lazy dog") is
+        // de7c9b85b8b78aa6bc8a7a36f70a90701c9db4d9 (RFC 2104 examples, widely published).
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, b"key");
+        let tag = ring::hmac::sign(&key, b"The quick brown fox jumps over the lazy dog");
+        assert_eq!(
+            hex::encode(tag.as_ref()),
+            "de7c9b85b8b78aa6bc8a7a36f70a90701c9db4d9"
+        );
+    }
+
+    #[test]
+    fn stun_only_without_secret() {
+        let cfg = IceConfig {
+            stun_urls: vec!["stun:a:3478".into()],
+            turn_urls: vec!["turn:a:3478".into()],
+            turn_secret: None,
+            turn_secret_file: None,
+            turn_ttl_secs: 60,
+        };
+        let servers = cfg.ice_servers(7, 1000);
+        assert_eq!(servers.len(), 1);
+        assert_eq!(servers[0].username, None);
+
+        let with_secret = IceConfig {
+            turn_secret: Some("x".into()),
+            ..cfg
+        };
+        let servers = with_secret.ice_servers(7, 1000);
+        assert_eq!(servers.len(), 2);
+        assert_eq!(servers[1].username.as_deref(), Some("1060:7"));
+        assert_eq!(servers[1].urls, vec!["turn:a:3478".to_string()]);
+    }
+}
