@@ -19,3 +19,4 @@ pub mod protocol;
 pub mod limits;
 pub mod session;
 pub mod turn;
+pub mod vectors;
