@@ -15,8 +15,15 @@
 //! * [`certs`]: TLS: dev certificates browsers accept by hash, or PEM files.
 //! * [`client`]: the Rust client used by the `peer` command, tests and benchmarks.
 
-pub mod protocol;
+pub mod certs;
+pub mod client;
+pub mod http;
 pub mod limits;
+pub mod metrics;
+pub mod protocol;
+pub mod relay;
+pub mod server;
 pub mod session;
 pub mod turn;
 pub mod vectors;
+pub mod wire;

@@ -1,5 +1,399 @@
-fn main() {
-    if std::env::args().nth(1).as_deref() == Some("vectors") {
-        print!("{}", flightsim_p2p::vectors::render());
+//! `flightsim-p2p`: the command line. A thin layer over the library: parse
+//! flags (every one also an environment variable), then call into `server`,
+//! `certs` or `client`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use flightsim_p2p::client::{Client, ClientConfig, ClientTransport, Event, Trust};
+use flightsim_p2p::protocol::{ClientKind, RelayMode, ServerMsg};
+use flightsim_p2p::{certs, limits::Limits, server, turn::IceConfig};
+
+/// Signaling, TURN credentials and a QUIC datagram relay for peer-to-peer
+/// flight-simulator sessions, on one UDP port.
+///
+/// Quick start: `flightsim-p2p serve` (dev certificate, loopback), then in two
+/// other terminals `flightsim-p2p peer --create --send-rate 30` and
+/// `flightsim-p2p peer --join CODE --send-rate 30`.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about, max_term_width = 100)]
+struct Cli {
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info`, `debug`, `flightsim_p2p=debug`.
+    #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server: QUIC + WebTransport on one UDP port, HTTP (health, metrics, cert hash, demo) on TCP.
+    Serve(Box<ServeArgs>),
+    /// Write a development certificate (ECDSA P-256, 13 days) to the cert dir and print its SHA-256.
+    Certs(CertsArgs),
+    /// A client: host or join a session, print events, send and receive relayed flight data.
+    Peer(PeerArgs),
+    /// Print the protocol's golden test vectors (for client implementers).
+    Vectors,
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// UDP address for QUIC and WebTransport. Use 0.0.0.0:4433 to accept clients from other hosts.
+    #[arg(long, env = "FSP2P_LISTEN", default_value = "127.0.0.1:4433")]
+    listen: SocketAddr,
+
+    /// TCP address for HTTP (/healthz, /metrics, /cert-hash, demo page).
+    /// Default: 0.0.0.0:$PORT when PORT is set (Railway, Heroku-style hosts), else 127.0.0.1:8080.
+    #[arg(long, env = "FSP2P_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
+
+    /// Certificate chain (PEM) for production. Without --cert/--key a dev certificate is used.
+    #[arg(long, env = "FSP2P_CERT", requires = "key")]
+    cert: Option<PathBuf>,
+
+    /// Private key (PEM) matching --cert.
+    #[arg(long, env = "FSP2P_KEY", requires = "cert")]
+    key: Option<PathBuf>,
+
+    #[command(flatten)]
+    dev_cert: DevCertArgs,
+
+    /// Directory of static files served on the HTTP port (the browser client and demo).
+    /// Default: client/web when it exists.
+    #[arg(long, env = "FSP2P_WEB_DIR")]
+    web_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    limits: Limits,
+
+    #[command(flatten)]
+    ice: IceConfig,
+
+    #[command(flatten)]
+    quic: server::QuicTuning,
+}
+
+#[derive(clap::Args, Debug)]
+struct DevCertArgs {
+    /// Where the dev certificate and key live (reused while valid for more than a day).
+    #[arg(long, env = "FSP2P_CERT_DIR", default_value = "certs")]
+    cert_dir: PathBuf,
+
+    /// Names and addresses the dev certificate is issued for (comma-separated).
+    #[arg(
+        long,
+        env = "FSP2P_DEV_CERT_HOSTS",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1,::1"
+    )]
+    dev_cert_hosts: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct CertsArgs {
+    #[command(flatten)]
+    dev_cert: DevCertArgs,
+
+    /// Replace a certificate that is still valid.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct PeerArgs {
+    /// Server UDP address.
+    #[arg(long, env = "FSP2P_SERVER", default_value = "127.0.0.1:4433")]
+    server: SocketAddr,
+
+    /// TLS server name (checked against a CA certificate; ignored when pinning a hash).
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+
+    #[arg(long, value_enum, default_value_t = ClientTransport::Quic)]
+    transport: ClientTransport,
+
+    /// Pin the server certificate by SHA-256 (hex, as `serve` prints it).
+    #[arg(long, env = "FSP2P_CERT_HASH", conflicts_with = "ca")]
+    cert_hash: Option<String>,
+
+    /// Verify the server against this CA certificate (PEM) instead of pinning.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+
+    /// Without --cert-hash or --ca, pin the dev certificate found here.
+    #[arg(long, env = "FSP2P_CERT_DIR", default_value = "certs")]
+    cert_dir: PathBuf,
+
+    /// How relayed frames travel: datagrams, or one QUIC stream per frame.
+    #[arg(long, value_enum, default_value_t = CliRelayMode::Datagram)]
+    relay_mode: CliRelayMode,
+
+    /// Display name shown to other peers.
+    #[arg(long, default_value = "")]
+    name: String,
+
+    /// Create a session and print its join code.
+    #[arg(long, conflicts_with = "join")]
+    create: bool,
+
+    /// Join the session with this code.
+    #[arg(long)]
+    join: Option<String>,
+
+    /// Session password (to create or join).
+    #[arg(long)]
+    password: Option<String>,
+
+    /// Seats when creating (0 = server maximum).
+    #[arg(long, default_value_t = 0)]
+    max_peers: u32,
+
+    /// Print the server's Welcome (ICE servers, TURN credentials, limits) as JSON and exit.
+    #[arg(long)]
+    print_welcome: bool,
+
+    /// Relay frames to send per second (0 = send nothing).
+    #[arg(long, default_value_t = 0.0)]
+    send_rate: f64,
+
+    /// Payload size of each frame in bytes (at least 16: sequence number and timestamp).
+    #[arg(long, default_value_t = 200)]
+    size: usize,
+
+    /// Destination peer id for relay frames (0 = everyone else in the session).
+    #[arg(long, default_value_t = 0)]
+    to: u32,
+
+    /// Stop after this many frames sent (0 = no limit).
+    #[arg(long, default_value_t = 0)]
+    count: u64,
+
+    /// Exit after this many seconds (0 = run until Ctrl-C).
+    #[arg(long, default_value_t = 0.0)]
+    duration: f64,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CliRelayMode {
+    Datagram,
+    Stream,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log)
+                .with_context(|| format!("bad log filter {:?}", cli.log))?,
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    match cli.command {
+        Command::Serve(args) => rt.block_on(serve(*args)),
+        Command::Certs(args) => certs_cmd(args),
+        Command::Peer(args) => rt.block_on(peer(args)),
+        Command::Vectors => {
+            print!("{}", flightsim_p2p::vectors::render());
+            Ok(())
+        }
+    }
+}
+
+async fn serve(mut args: ServeArgs) -> Result<()> {
+    args.ice.load_secret_file()?;
+    let identity = match (&args.cert, &args.key) {
+        (Some(c), Some(k)) => certs::load_pem(c, k)?,
+        _ => certs::dev_identity(&args.dev_cert.cert_dir, &args.dev_cert.dev_cert_hosts)?,
+    };
+    let http_listen = match (args.http_listen, std::env::var("PORT").ok()) {
+        (Some(a), _) => a,
+        (None, Some(port)) => {
+            let port: u16 = port
+                .parse()
+                .with_context(|| format!("PORT={port:?} is not a port"))?;
+            SocketAddr::from(([0, 0, 0, 0], port))
+        }
+        (None, None) => SocketAddr::from(([127, 0, 0, 1], 8080)),
+    };
+    let web_dir = args
+        .web_dir
+        .clone()
+        .or_else(|| Some(PathBuf::from("client/web")).filter(|p| p.is_dir()));
+    if args.ice.stun_urls.is_empty() && args.ice.turn_urls.is_empty() {
+        tracing::warn!("no --stun-url/--turn-url: clients get no ICE servers, so WebRTC only finds host candidates (fine on one LAN); the relay still works");
+    }
+    if !args.ice.turn_urls.is_empty() && args.ice.turn_secret.is_none() {
+        tracing::warn!("--turn-url given without --turn-secret: TURN URLs are not sent (they would be useless without credentials)");
+    }
+    let hash = identity.sha256_hex();
+    let dev = identity.dev;
+    let srv = server::Server::start(server::ServerConfig {
+        listen: args.listen,
+        http_listen,
+        identity,
+        limits: args.limits,
+        ice: args.ice,
+        quic: args.quic,
+        web_dir,
+    })
+    .await?;
+    if dev {
+        println!("dev certificate sha-256: {hash}");
+    }
+    println!(
+        "listening: quic+webtransport udp://{}  http://{}",
+        srv.quic_addr(),
+        srv.http_addr()
+    );
+    wait_for_signal().await;
+    srv.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn certs_cmd(args: CertsArgs) -> Result<()> {
+    let id = if args.force {
+        certs::write_dev(&args.dev_cert.cert_dir, &args.dev_cert.dev_cert_hosts)?
+    } else {
+        certs::dev_identity(&args.dev_cert.cert_dir, &args.dev_cert.dev_cert_hosts)?
+    };
+    let (cert, key) = certs::dev_paths(&args.dev_cert.cert_dir);
+    println!("certificate: {}", cert.display());
+    println!("key:         {}", key.display());
+    println!("sha-256:     {}", id.sha256_hex());
+    Ok(())
+}
+
+async fn peer(args: PeerArgs) -> Result<()> {
+    let trust = match (&args.cert_hash, &args.ca) {
+        (Some(h), _) => Trust::CertHash(certs::parse_sha256_hex(h)?),
+        (None, Some(ca)) => Trust::CaFile(ca.clone()),
+        (None, None) => {
+            let (cert, _) = certs::dev_paths(&args.cert_dir);
+            Trust::CertHash(certs::pem_file_sha256(&cert).with_context(|| {
+                format!(
+                    "no --cert-hash or --ca, and no dev certificate at {}",
+                    cert.display()
+                )
+            })?)
+        }
+    };
+    let mut cfg = ClientConfig::new(args.server, trust);
+    cfg.server_name = args.server_name.clone();
+    cfg.transport = args.transport;
+    cfg.name = args.name.clone();
+    cfg.kind = ClientKind::Rust;
+    cfg.relay_mode = match args.relay_mode {
+        CliRelayMode::Datagram => RelayMode::Datagram,
+        CliRelayMode::Stream => RelayMode::Stream,
+    };
+    let mut client = Client::connect(&cfg, None).await?;
+    if args.print_welcome {
+        println!("{}", serde_json::to_string_pretty(&client.welcome)?);
+        client.close().await;
+        return Ok(());
+    }
+    println!("welcome: peer id {}", client.peer_id());
+    if args.create {
+        let info = client
+            .create_session(args.max_peers, args.password.as_deref())
+            .await?;
+        println!(
+            "session created: code {} (max {} peers)",
+            info.code, info.max_peers
+        );
+    } else if let Some(code) = &args.join {
+        let info = client.join_session(code, args.password.as_deref()).await?;
+        let ids: Vec<u32> = info.peers.iter().map(|p| p.id).collect();
+        println!(
+            "joined session {}: host {}, peers {:?}",
+            info.code, info.host, ids
+        );
+    }
+
+    let size = args.size.max(16);
+    let period = (args.send_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.send_rate));
+    let mut send_tick = tokio::time::interval(period.unwrap_or(Duration::from_secs(3600)));
+    send_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut report = tokio::time::interval(Duration::from_secs(1));
+    let end = (args.duration > 0.0)
+        .then(|| tokio::time::Instant::now() + Duration::from_secs_f64(args.duration));
+    let start = Instant::now();
+    let (mut sent, mut received, mut bytes_in) = (0u64, 0u64, 0u64);
+    let mut payload = vec![0u8; size];
+    loop {
+        tokio::select! {
+            _ = send_tick.tick(), if period.is_some() && (args.count == 0 || sent < args.count) => {
+                payload[..8].copy_from_slice(&sent.to_le_bytes());
+                payload[8..16].copy_from_slice(&(start.elapsed().as_nanos() as u64).to_le_bytes());
+                if let Err(e) = client.send_relay(args.to, &payload).await {
+                    eprintln!("send failed: {e:#}");
+                }
+                sent += 1;
+            }
+            _ = report.tick() => {
+                if sent > 0 || received > 0 {
+                    println!("stats: sent {sent}, received {received} ({bytes_in} bytes)");
+                }
+            }
+            _ = async { match end { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => break,
+            _ = tokio::signal::ctrl_c() => break,
+            e = client.next_event() => match e {
+                None => break,
+                Some(Event::Relay { payload, .. }) => {
+                    received += 1;
+                    bytes_in += payload.len() as u64;
+                }
+                Some(Event::Control(m)) => print_event(&m),
+                Some(Event::Closed(why)) => {
+                    println!("connection closed: {why}");
+                    break;
+                }
+            },
+        }
+    }
+    println!("done: sent {sent}, received {received} ({bytes_in} bytes)");
+    client.close().await;
+    Ok(())
+}
+
+fn print_event(m: &ServerMsg) {
+    match m {
+        ServerMsg::PeerJoined(p) => println!("peer joined: {} {:?}", p.id, p.name),
+        ServerMsg::PeerLeft { peer, reason } => println!("peer left: {peer} ({reason:?})"),
+        ServerMsg::HostChanged { host } => println!("host is now {host}"),
+        ServerMsg::Signal { from, signal } => println!("signal from {from}: {signal:?}"),
+        ServerMsg::Error { code, message } => println!("error {code}: {message}"),
+        ServerMsg::PeerStatus { peer, online } => println!("peer {peer} online: {online}"),
+        ServerMsg::GoingAway { message, .. } => println!("server going away: {message}"),
+        ServerMsg::SessionLeft { reason } => println!("left session ({reason:?})"),
+        other => println!("{other:?}"),
     }
 }

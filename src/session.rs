@@ -228,6 +228,11 @@ impl Core {
         self.sessions.len()
     }
 
+    /// The transport a connection came in on.
+    pub fn transport_of(&self, conn: ConnId) -> Option<Transport> {
+        self.conns.get(&conn).map(|c| c.meta.transport)
+    }
+
     /// The peer a connection speaks for, once it has said hello.
     pub fn peer_of(&self, conn: ConnId) -> Option<PeerId> {
         self.conns.get(&conn).and_then(|c| c.peer)
@@ -261,7 +266,11 @@ impl Core {
                     l.relay_datagrams_per_sec,
                     l.relay_datagrams_per_sec,
                 ),
-                relay_bytes: TokenBucket::new(now.mono, l.relay_bytes_per_sec, l.relay_bytes_per_sec),
+                relay_bytes: TokenBucket::new(
+                    now.mono,
+                    l.relay_bytes_per_sec,
+                    l.relay_bytes_per_sec,
+                ),
                 failed_joins: 0,
             },
         );
@@ -306,9 +315,12 @@ impl Core {
             (ClientMsg::LeaveSession, Some(p)) => {
                 if self.peers.get(&p).and_then(|x| x.session).is_some() {
                     self.leave_session(p, LeaveReason::Left);
-                    self.send(conn, ServerMsg::SessionLeft {
-                        reason: LeaveReason::Left,
-                    });
+                    self.send(
+                        conn,
+                        ServerMsg::SessionLeft {
+                            reason: LeaveReason::Left,
+                        },
+                    );
                 } else {
                     self.error(conn, ErrorCode::NotInSession, "not in a session".into());
                 }
@@ -344,10 +356,14 @@ impl Core {
         peer.conn = None;
         peer.away_since = Some(now.mono);
         if let Some(s) = peer.session {
-            self.broadcast(s, Some(p), ServerMsg::PeerStatus {
-                peer: p,
-                online: false,
-            });
+            self.broadcast(
+                s,
+                Some(p),
+                ServerMsg::PeerStatus {
+                    peer: p,
+                    online: false,
+                },
+            );
         }
     }
 
@@ -408,7 +424,9 @@ impl Core {
         let late: Vec<ConnId> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.peer.is_none() && now.mono.duration_since(c.opened) >= hello_deadline)
+            .filter(|(_, c)| {
+                c.peer.is_none() && now.mono.duration_since(c.opened) >= hello_deadline
+            })
             .map(|(id, _)| *id)
             .collect();
         for conn in late {
@@ -419,7 +437,10 @@ impl Core {
         let gone: Vec<PeerId> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.away_since.is_some_and(|t| now.mono.duration_since(t) >= grace))
+            .filter(|(_, p)| {
+                p.away_since
+                    .is_some_and(|t| now.mono.duration_since(t) >= grace)
+            })
             .map(|(id, _)| *id)
             .collect();
         for p in gone {
@@ -523,7 +544,11 @@ impl Core {
             if let Some(c) = self.conns.get_mut(&old) {
                 c.peer = None;
             }
-            self.fail(old, ErrorCode::Replaced, "resumed on another connection".into());
+            self.fail(
+                old,
+                ErrorCode::Replaced,
+                "resumed on another connection".into(),
+            );
         }
         if let Some(c) = self.conns.get_mut(&conn) {
             c.peer = Some(p);
@@ -535,17 +560,25 @@ impl Core {
                 self.send(conn, ServerMsg::SessionJoined(info));
             }
             if was_away {
-                self.broadcast(sid, Some(p), ServerMsg::PeerStatus {
-                    peer: p,
-                    online: true,
-                });
+                self.broadcast(
+                    sid,
+                    Some(p),
+                    ServerMsg::PeerStatus {
+                        peer: p,
+                        online: true,
+                    },
+                );
             }
         }
     }
 
     fn welcome(&self, now: Now, p: PeerId, resumed: bool) -> ServerMsg {
         let l = &self.limits;
-        let token = self.peers.get(&p).map(|x| x.token.to_vec()).unwrap_or_default();
+        let token = self
+            .peers
+            .get(&p)
+            .map(|x| x.token.to_vec())
+            .unwrap_or_default();
         ServerMsg::Welcome(Welcome {
             version: PROTOCOL_VERSION,
             peer_id: p,
@@ -574,7 +607,11 @@ impl Core {
             );
         }
         let max = self.limits.max_peers_per_session;
-        let max_peers = if req.max_peers == 0 { max } else { req.max_peers };
+        let max_peers = if req.max_peers == 0 {
+            max
+        } else {
+            req.max_peers
+        };
         if max_peers < 2 || max_peers > max {
             return self.error(
                 conn,
@@ -582,7 +619,11 @@ impl Core {
                 format!("max_peers must be 0 (server default) or 2..={max}"),
             );
         }
-        if req.password.as_ref().is_some_and(|pw| pw.len() > MAX_PASSWORD_BYTES) {
+        if req
+            .password
+            .as_ref()
+            .is_some_and(|pw| pw.len() > MAX_PASSWORD_BYTES)
+        {
             return self.error(
                 conn,
                 ErrorCode::InvalidArgument,
@@ -652,7 +693,10 @@ impl Core {
             }
         }
         if session.members.len() as u32 >= session.max_peers {
-            let message = format!("session {} is full ({} peers)", session.code, session.max_peers);
+            let message = format!(
+                "session {} is full ({} peers)",
+                session.code, session.max_peers
+            );
             return self.error(conn, ErrorCode::SessionFull, message);
         }
         session.members.push(p);
@@ -767,7 +811,11 @@ impl Core {
             host: s.host,
             max_peers: s.max_peers,
             idle_ttl_secs: self.limits.session_idle_ttl_secs.min(u64::from(u32::MAX)) as u32,
-            peers: s.members.iter().filter_map(|m| self.peer_info(*m)).collect(),
+            peers: s
+                .members
+                .iter()
+                .filter_map(|m| self.peer_info(*m))
+                .collect(),
         })
     }
 
@@ -901,9 +949,12 @@ mod tests {
         }
         fn open(&mut self) -> ConnId {
             self.core
-                .open(self.now, ConnMeta {
-                    transport: Transport::Quic,
-                })
+                .open(
+                    self.now,
+                    ConnMeta {
+                        transport: Transport::Quic,
+                    },
+                )
                 .unwrap()
         }
         fn msg(&mut self, conn: ConnId, m: ClientMsg) {
@@ -920,10 +971,13 @@ mod tests {
         }
         fn host(&mut self) -> (ConnId, PeerId, String) {
             let (c, p, _) = self.hello_as("host", RelayMode::Datagram);
-            self.msg(c, ClientMsg::CreateSession(CreateSession {
-                max_peers: 0,
-                password: None,
-            }));
+            self.msg(
+                c,
+                ClientMsg::CreateSession(CreateSession {
+                    max_peers: 0,
+                    password: None,
+                }),
+            );
             match self.sent_to(c).pop() {
                 Some(ServerMsg::SessionCreated(info)) => (c, p, info.code),
                 other => panic!("expected SessionCreated, got {other:?}"),
@@ -939,9 +993,16 @@ mod tests {
             );
             (c, p)
         }
-        fn route(&mut self, conn: ConnId, dest: PeerId, len: usize) -> Result<(PeerId, Vec<Target>), RelayDrop> {
+        fn route(
+            &mut self,
+            conn: ConnId,
+            dest: PeerId,
+            len: usize,
+        ) -> Result<(PeerId, Vec<Target>), RelayDrop> {
             let mut t = Vec::new();
-            self.core.route(self.now, conn, dest, len, &mut t).map(|f| (f, t))
+            self.core
+                .route(self.now, conn, dest, len, &mut t)
+                .map(|f| (f, t))
         }
     }
 
@@ -993,18 +1054,30 @@ mod tests {
             let (c, p, _) = w.hello_as("b", RelayMode::Stream);
             w.msg(c, join(&code));
             let all = w.outputs();
-            let to_b: Vec<_> = all.iter().filter(|o| matches!(o, Output::Send { conn, .. } if *conn == c)).collect();
+            let to_b: Vec<_> = all
+                .iter()
+                .filter(|o| matches!(o, Output::Send { conn, .. } if *conn == c))
+                .collect();
             match to_b.as_slice() {
-                [Output::Send { msg: ServerMsg::SessionJoined(info), .. }] => {
+                [Output::Send {
+                    msg: ServerMsg::SessionJoined(info),
+                    ..
+                }] => {
                     assert_eq!(info.host, hp);
-                    assert_eq!(info.peers.iter().map(|p| p.id).collect::<Vec<_>>(), vec![hp, ap, p]);
+                    assert_eq!(
+                        info.peers.iter().map(|p| p.id).collect::<Vec<_>>(),
+                        vec![hp, ap, p]
+                    );
                 }
                 other => panic!("{other:?}"),
             }
             let joined_to: Vec<ConnId> = all
                 .iter()
                 .filter_map(|o| match o {
-                    Output::Send { conn, msg: ServerMsg::PeerJoined(info) } if info.id == p => Some(*conn),
+                    Output::Send {
+                        conn,
+                        msg: ServerMsg::PeerJoined(info),
+                    } if info.id == p => Some(*conn),
                     _ => None,
                 })
                 .collect();
@@ -1012,14 +1085,39 @@ mod tests {
             (c, p)
         };
         let offer = Signal::Offer { sdp: "v=0".into() };
-        w.msg(hc, ClientMsg::Signal { to: bp, signal: offer.clone() });
-        assert_eq!(w.outputs(), vec![Output::Send {
-            conn: bc,
-            msg: ServerMsg::Signal { from: hp, signal: offer },
-        }]);
+        w.msg(
+            hc,
+            ClientMsg::Signal {
+                to: bp,
+                signal: offer.clone(),
+            },
+        );
+        assert_eq!(
+            w.outputs(),
+            vec![Output::Send {
+                conn: bc,
+                msg: ServerMsg::Signal {
+                    from: hp,
+                    signal: offer
+                },
+            }]
+        );
         // Broadcast signal reaches both others, not the sender.
-        w.msg(ac, ClientMsg::Signal { to: ALL_PEERS, signal: Signal::EndOfCandidates });
-        let conns: Vec<ConnId> = w.outputs().iter().map(|o| match o { Output::Send { conn, .. } => *conn, _ => 0 }).collect();
+        w.msg(
+            ac,
+            ClientMsg::Signal {
+                to: ALL_PEERS,
+                signal: Signal::EndOfCandidates,
+            },
+        );
+        let conns: Vec<ConnId> = w
+            .outputs()
+            .iter()
+            .map(|o| match o {
+                Output::Send { conn, .. } => *conn,
+                _ => 0,
+            })
+            .collect();
         assert_eq!(conns, vec![hc, bc]);
     }
 
@@ -1031,15 +1129,29 @@ mod tests {
         let (h2, _, code2) = w.host();
         let (a2, p2) = w.joiner(&code2, RelayMode::Datagram);
         // Signal across sessions: refused, nothing delivered.
-        w.msg(h1, ClientMsg::Signal { to: p2, signal: Signal::EndOfCandidates });
+        w.msg(
+            h1,
+            ClientMsg::Signal {
+                to: p2,
+                signal: Signal::EndOfCandidates,
+            },
+        );
         let out = w.outputs();
         assert_eq!(out.len(), 1);
-        assert!(matches!(&out[0], Output::Send { conn, msg: ServerMsg::Error { code: 15, .. } } if *conn == h1));
+        assert!(
+            matches!(&out[0], Output::Send { conn, msg: ServerMsg::Error { code: 15, .. } } if *conn == h1)
+        );
         // Relay across sessions: dropped.
         assert_eq!(w.route(h1, p2, 10), Err(RelayDrop::UnknownPeer));
         // Relay to all stays in the session.
         let (_, targets) = w.route(h2, ALL_PEERS, 10).unwrap();
-        assert_eq!(targets, vec![Target { conn: a2, mode: RelayMode::Datagram }]);
+        assert_eq!(
+            targets,
+            vec![Target {
+                conn: a2,
+                mode: RelayMode::Datagram
+            }]
+        );
         let (from, targets) = w.route(h1, p1, 10).unwrap();
         assert_eq!(targets.len(), 1);
         assert_ne!(from, p1);
@@ -1054,13 +1166,25 @@ mod tests {
         let (lonely, _, _) = w.hello_as("x", RelayMode::Datagram);
         assert_eq!(w.route(lonely, ALL_PEERS, 10), Err(RelayDrop::NotInSession));
         let stranger = w.open();
-        assert_eq!(w.route(stranger, ALL_PEERS, 10), Err(RelayDrop::NotInSession));
+        assert_eq!(
+            w.route(stranger, ALL_PEERS, 10),
+            Err(RelayDrop::NotInSession)
+        );
         let (h, hp, code) = w.host();
         let (a, ap) = w.joiner(&code, RelayMode::Stream);
         assert_eq!(w.route(h, ap, 101), Err(RelayDrop::TooLarge));
         assert_eq!(w.route(h, hp, 10), Err(RelayDrop::UnknownPeer), "to self");
         let (from, t) = w.route(h, ap, 100).unwrap();
-        assert_eq!((from, t), (hp, vec![Target { conn: a, mode: RelayMode::Stream }]));
+        assert_eq!(
+            (from, t),
+            (
+                hp,
+                vec![Target {
+                    conn: a,
+                    mode: RelayMode::Stream
+                }]
+            )
+        );
         let ok = (0..50).filter(|_| w.route(h, ap, 1).is_ok()).count();
         // Burst of 10 per second; two were spent above (one delivered, one to a bad destination).
         assert_eq!(ok, 8);
@@ -1078,10 +1202,24 @@ mod tests {
         w.outputs();
         w.msg(hc, ClientMsg::LeaveSession);
         let out = w.outputs();
-        assert!(out.contains(&Output::Send { conn: hc, msg: ServerMsg::SessionLeft { reason: LeaveReason::Left } }));
+        assert!(out.contains(&Output::Send {
+            conn: hc,
+            msg: ServerMsg::SessionLeft {
+                reason: LeaveReason::Left
+            }
+        }));
         for c in [ac, bc] {
-            assert!(out.contains(&Output::Send { conn: c, msg: ServerMsg::PeerLeft { peer: hp, reason: LeaveReason::Left } }));
-            assert!(out.contains(&Output::Send { conn: c, msg: ServerMsg::HostChanged { host: ap } }));
+            assert!(out.contains(&Output::Send {
+                conn: c,
+                msg: ServerMsg::PeerLeft {
+                    peer: hp,
+                    reason: LeaveReason::Left
+                }
+            }));
+            assert!(out.contains(&Output::Send {
+                conn: c,
+                msg: ServerMsg::HostChanged { host: ap }
+            }));
         }
         // The old host is out: relay from it is dropped.
         assert_eq!(w.route(hc, ALL_PEERS, 1), Err(RelayDrop::NotInSession));
@@ -1091,7 +1229,10 @@ mod tests {
         assert_eq!(w.core.session_count(), 0);
         let (c, _, _) = w.hello_as("late", RelayMode::Datagram);
         w.msg(c, join(&code));
-        assert_eq!(error_code(&w.sent_to(c)), Some(ErrorCode::UnknownSession as u16));
+        assert_eq!(
+            error_code(&w.sent_to(c)),
+            Some(ErrorCode::UnknownSession as u16)
+        );
     }
 
     #[test]
@@ -1105,16 +1246,32 @@ mod tests {
         };
         w.outputs();
         w.core.closed(w.now, ac, false);
-        assert_eq!(w.sent_to(hc), vec![ServerMsg::PeerStatus { peer: ap, online: false }]);
+        assert_eq!(
+            w.sent_to(hc),
+            vec![ServerMsg::PeerStatus {
+                peer: ap,
+                online: false
+            }]
+        );
         assert_eq!(w.route(hc, ap, 1), Err(RelayDrop::PeerAway));
         w.advance(Duration::from_secs(5));
         // Resume on a new connection: same id, back in the session.
         let nc = w.open();
         w.msg(nc, hello("a", RelayMode::Datagram, Some(token)));
         let out = w.outputs();
-        assert!(matches!(&out[0], Output::Send { conn, msg: ServerMsg::Welcome(wl) } if *conn == nc && wl.peer_id == ap && wl.resumed));
-        assert!(matches!(&out[1], Output::Send { conn, msg: ServerMsg::SessionJoined(i) } if *conn == nc && i.host == hp));
-        assert!(out.contains(&Output::Send { conn: hc, msg: ServerMsg::PeerStatus { peer: ap, online: true } }));
+        assert!(
+            matches!(&out[0], Output::Send { conn, msg: ServerMsg::Welcome(wl) } if *conn == nc && wl.peer_id == ap && wl.resumed)
+        );
+        assert!(
+            matches!(&out[1], Output::Send { conn, msg: ServerMsg::SessionJoined(i) } if *conn == nc && i.host == hp)
+        );
+        assert!(out.contains(&Output::Send {
+            conn: hc,
+            msg: ServerMsg::PeerStatus {
+                peer: ap,
+                online: true
+            }
+        }));
         let (_, t) = w.route(hc, ap, 1).unwrap();
         assert_eq!(t[0].conn, nc);
     }
@@ -1131,7 +1288,13 @@ mod tests {
         w.core.closed(w.now, ac, false);
         w.outputs();
         w.advance(Duration::from_millis(limits().resume_grace_ms + 1));
-        assert_eq!(w.sent_to(hc), vec![ServerMsg::PeerLeft { peer: ap, reason: LeaveReason::TimedOut }]);
+        assert_eq!(
+            w.sent_to(hc),
+            vec![ServerMsg::PeerLeft {
+                peer: ap,
+                reason: LeaveReason::TimedOut
+            }]
+        );
         let nc = w.open();
         w.msg(nc, hello("a", RelayMode::Datagram, Some(token)));
         let out = w.sent_to(nc);
@@ -1146,7 +1309,13 @@ mod tests {
         let (ac, ap) = w.joiner(&code, RelayMode::Datagram);
         w.outputs();
         w.core.closed(w.now, ac, true);
-        assert_eq!(w.sent_to(hc), vec![ServerMsg::PeerLeft { peer: ap, reason: LeaveReason::Left }]);
+        assert_eq!(
+            w.sent_to(hc),
+            vec![ServerMsg::PeerLeft {
+                peer: ap,
+                reason: LeaveReason::Left
+            }]
+        );
         assert_eq!(w.core.peer_count(), 1);
     }
 
@@ -1157,7 +1326,9 @@ mod tests {
         let new = w.open();
         w.msg(new, hello("a", RelayMode::Stream, Some(token)));
         let out = w.outputs();
-        assert!(out.iter().any(|o| matches!(o, Output::Close { conn, code: ErrorCode::Replaced, .. } if *conn == old)));
+        assert!(out.iter().any(
+            |o| matches!(o, Output::Close { conn, code: ErrorCode::Replaced, .. } if *conn == old)
+        ));
         // When the old connection finally closes, the peer is unaffected.
         w.core.closed(w.now, old, false);
         assert_eq!(w.core.peer_of(new), Some(p));
@@ -1171,11 +1342,20 @@ mod tests {
         let (c, _, _) = w.hello_as("guesser", RelayMode::Datagram);
         for i in 0..3 {
             w.msg(c, join(&format!("ZZZZZ{i}")));
-            assert_eq!(error_code(&w.sent_to(c)), Some(ErrorCode::UnknownSession as u16));
+            assert_eq!(
+                error_code(&w.sent_to(c)),
+                Some(ErrorCode::UnknownSession as u16)
+            );
         }
         w.msg(c, join("ZZZZZZ"));
         let out = w.outputs();
-        assert!(out.iter().any(|o| matches!(o, Output::Close { code: ErrorCode::TooManyJoinAttempts, .. })));
+        assert!(out.iter().any(|o| matches!(
+            o,
+            Output::Close {
+                code: ErrorCode::TooManyJoinAttempts,
+                ..
+            }
+        )));
         let _ = code;
     }
 
@@ -1183,28 +1363,73 @@ mod tests {
     fn password_full_session_and_session_cap() {
         let mut w = World::new();
         let (hc, _, _) = w.hello_as("h", RelayMode::Datagram);
-        w.msg(hc, ClientMsg::CreateSession(CreateSession { max_peers: 2, password: Some("pw".into()) }));
+        w.msg(
+            hc,
+            ClientMsg::CreateSession(CreateSession {
+                max_peers: 2,
+                password: Some("pw".into()),
+            }),
+        );
         let code = match w.sent_to(hc).pop() {
             Some(ServerMsg::SessionCreated(i)) => i.code,
             o => panic!("{o:?}"),
         };
         let (c, _, _) = w.hello_as("a", RelayMode::Datagram);
         w.msg(c, join(&code));
-        assert_eq!(error_code(&w.sent_to(c)), Some(ErrorCode::WrongPassword as u16));
-        w.msg(c, ClientMsg::JoinSession(JoinSession { code: code.clone(), password: Some("pw".into()) }));
-        assert!(matches!(w.sent_to(c).last(), Some(ServerMsg::SessionJoined(_))));
+        assert_eq!(
+            error_code(&w.sent_to(c)),
+            Some(ErrorCode::WrongPassword as u16)
+        );
+        w.msg(
+            c,
+            ClientMsg::JoinSession(JoinSession {
+                code: code.clone(),
+                password: Some("pw".into()),
+            }),
+        );
+        assert!(matches!(
+            w.sent_to(c).last(),
+            Some(ServerMsg::SessionJoined(_))
+        ));
         let (d, _, _) = w.hello_as("d", RelayMode::Datagram);
-        w.msg(d, ClientMsg::JoinSession(JoinSession { code, password: Some("pw".into()) }));
-        assert_eq!(error_code(&w.sent_to(d)), Some(ErrorCode::SessionFull as u16));
+        w.msg(
+            d,
+            ClientMsg::JoinSession(JoinSession {
+                code,
+                password: Some("pw".into()),
+            }),
+        );
+        assert_eq!(
+            error_code(&w.sent_to(d)),
+            Some(ErrorCode::SessionFull as u16)
+        );
         // Cap of 4 sessions: one exists, three more fit, the fifth is refused.
         for _ in 0..3 {
             w.host();
         }
         let (e, _, _) = w.hello_as("e", RelayMode::Datagram);
-        w.msg(e, ClientMsg::CreateSession(CreateSession { max_peers: 0, password: None }));
-        assert_eq!(error_code(&w.sent_to(e)), Some(ErrorCode::TooManySessions as u16));
-        w.msg(e, ClientMsg::CreateSession(CreateSession { max_peers: 99, password: None }));
-        assert_eq!(error_code(&w.sent_to(e)), Some(ErrorCode::InvalidArgument as u16));
+        w.msg(
+            e,
+            ClientMsg::CreateSession(CreateSession {
+                max_peers: 0,
+                password: None,
+            }),
+        );
+        assert_eq!(
+            error_code(&w.sent_to(e)),
+            Some(ErrorCode::TooManySessions as u16)
+        );
+        w.msg(
+            e,
+            ClientMsg::CreateSession(CreateSession {
+                max_peers: 99,
+                password: None,
+            }),
+        );
+        assert_eq!(
+            error_code(&w.sent_to(e)),
+            Some(ErrorCode::InvalidArgument as u16)
+        );
     }
 
     #[test]
@@ -1213,16 +1438,47 @@ mod tests {
         let c = w.open();
         w.msg(c, ClientMsg::LeaveSession);
         let out = w.outputs();
-        assert!(matches!(out.last(), Some(Output::Close { code: ErrorCode::ProtocolViolation, .. })));
+        assert!(matches!(
+            out.last(),
+            Some(Output::Close {
+                code: ErrorCode::ProtocolViolation,
+                ..
+            })
+        ));
         let c = w.open();
-        w.msg(c, ClientMsg::Hello(Hello { version: 99, client: ClientKind::Other, relay_mode: RelayMode::Datagram, name: String::new(), resume_token: None }));
-        assert!(matches!(w.outputs().last(), Some(Output::Close { code: ErrorCode::UnsupportedVersion, .. })));
+        w.msg(
+            c,
+            ClientMsg::Hello(Hello {
+                version: 99,
+                client: ClientKind::Other,
+                relay_mode: RelayMode::Datagram,
+                name: String::new(),
+                resume_token: None,
+            }),
+        );
+        assert!(matches!(
+            w.outputs().last(),
+            Some(Output::Close {
+                code: ErrorCode::UnsupportedVersion,
+                ..
+            })
+        ));
         let (c, _, _) = w.hello_as("x", RelayMode::Datagram);
         w.msg(c, hello("x", RelayMode::Datagram, None));
-        assert!(matches!(w.outputs().last(), Some(Output::Close { code: ErrorCode::ProtocolViolation, .. })));
+        assert!(matches!(
+            w.outputs().last(),
+            Some(Output::Close {
+                code: ErrorCode::ProtocolViolation,
+                ..
+            })
+        ));
         let silent = w.open();
         w.advance(Duration::from_millis(limits().hello_timeout_ms));
-        assert!(w.outputs().contains(&Output::Close { conn: silent, code: ErrorCode::HelloTimeout, reason: "no Hello in time".into() }));
+        assert!(w.outputs().contains(&Output::Close {
+            conn: silent,
+            code: ErrorCode::HelloTimeout,
+            reason: "no Hello in time".into()
+        }));
     }
 
     #[test]
@@ -1233,8 +1489,14 @@ mod tests {
             w.msg(c, ClientMsg::Ping { client_time_ms: 1 });
         }
         let out = w.sent_to(c);
-        let pongs = out.iter().filter(|m| matches!(m, ServerMsg::Pong { .. })).count();
-        let limited = out.iter().filter(|m| matches!(m, ServerMsg::Error { code: 5, .. })).count();
+        let pongs = out
+            .iter()
+            .filter(|m| matches!(m, ServerMsg::Pong { .. }))
+            .count();
+        let limited = out
+            .iter()
+            .filter(|m| matches!(m, ServerMsg::Error { code: 5, .. }))
+            .count();
         // Burst is 2 x 50; hello took one token.
         assert_eq!(pongs, 99);
         assert_eq!(limited, 101);
@@ -1255,7 +1517,12 @@ mod tests {
         w.advance(Duration::from_secs(limits().session_idle_ttl_secs));
         let out = w.outputs();
         for c in [hc, ac] {
-            assert!(out.contains(&Output::Send { conn: c, msg: ServerMsg::SessionLeft { reason: LeaveReason::SessionExpired } }));
+            assert!(out.contains(&Output::Send {
+                conn: c,
+                msg: ServerMsg::SessionLeft {
+                    reason: LeaveReason::SessionExpired
+                }
+            }));
         }
         assert_eq!(w.core.session_count(), 0);
     }
@@ -1272,7 +1539,9 @@ mod tests {
         let mut w = World::with(limits(), ice);
         let c = w.open();
         w.msg(c, hello("x", RelayMode::Datagram, None));
-        let Some(ServerMsg::Welcome(wl)) = w.sent_to(c).pop() else { panic!() };
+        let Some(ServerMsg::Welcome(wl)) = w.sent_to(c).pop() else {
+            panic!()
+        };
         assert_eq!(wl.ice_servers.len(), 2);
         let user = wl.ice_servers[1].username.clone().unwrap();
         let (expiry, id) = user.split_once(':').unwrap();
@@ -1287,8 +1556,22 @@ mod tests {
         let mut w = World::new();
         let (c, _, _) = w.hello_as("x", RelayMode::Datagram);
         w.core.shutdown(2000);
-        assert!(matches!(w.sent_to(c).as_slice(), [ServerMsg::GoingAway { reconnect_after_ms: 2000, .. }]));
-        assert_eq!(w.core.open(w.now, ConnMeta { transport: Transport::Quic }), Err(ErrorCode::ShuttingDown));
+        assert!(matches!(
+            w.sent_to(c).as_slice(),
+            [ServerMsg::GoingAway {
+                reconnect_after_ms: 2000,
+                ..
+            }]
+        ));
+        assert_eq!(
+            w.core.open(
+                w.now,
+                ConnMeta {
+                    transport: Transport::Quic
+                }
+            ),
+            Err(ErrorCode::ShuttingDown)
+        );
     }
 
     #[test]
@@ -1298,7 +1581,15 @@ mod tests {
         let mut w = World::with(l, IceConfig::default());
         let a = w.open();
         w.open();
-        assert_eq!(w.core.open(w.now, ConnMeta { transport: Transport::Quic }), Err(ErrorCode::ServerFull));
+        assert_eq!(
+            w.core.open(
+                w.now,
+                ConnMeta {
+                    transport: Transport::Quic
+                }
+            ),
+            Err(ErrorCode::ServerFull)
+        );
         w.core.closed(w.now, a, true);
         w.open();
     }

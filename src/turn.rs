@@ -88,10 +88,7 @@ impl IceConfig {
 /// coturn REST-API credential for `user`, valid until `expiry_unix`.
 pub fn turn_credential(secret: &str, user: &str, expiry_unix: u64) -> (String, String) {
     let username = format!("{expiry_unix}:{user}");
-    let key = ring::hmac::Key::new(
-        ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
-        secret.as_bytes(),
-    );
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
     let tag = ring::hmac::sign(&key, username.as_bytes());
     let password = base64::engine::general_purpose::STANDARD.encode(tag.as_ref());
     (username, password)

@@ -222,16 +222,19 @@ fn all_server_msgs() -> Vec<(String, ServerMsg)> {
                 server_time_ms: u64::MAX,
             }),
         ),
-        ("session_created".into(), ServerMsg::SessionCreated(SessionInfo {
-            peers: peers[..1].to_vec(),
-            ..info.clone()
-        })),
-        ("session_joined".into(), ServerMsg::SessionJoined(info)),
-        ("peer_joined".into(), ServerMsg::PeerJoined(peers[1].clone())),
         (
-            "host_changed".into(),
-            ServerMsg::HostChanged { host: 300 },
+            "session_created".into(),
+            ServerMsg::SessionCreated(SessionInfo {
+                peers: peers[..1].to_vec(),
+                ..info.clone()
+            }),
         ),
+        ("session_joined".into(), ServerMsg::SessionJoined(info)),
+        (
+            "peer_joined".into(),
+            ServerMsg::PeerJoined(peers[1].clone()),
+        ),
+        ("host_changed".into(), ServerMsg::HostChanged { host: 300 }),
         (
             "signal_from".into(),
             ServerMsg::Signal {
@@ -292,7 +295,10 @@ fn all_server_msgs() -> Vec<(String, ServerMsg)> {
             format!("peer_left_{i}"),
             ServerMsg::PeerLeft { peer: 9, reason },
         ));
-        v.push((format!("session_left_{i}"), ServerMsg::SessionLeft { reason }));
+        v.push((
+            format!("session_left_{i}"),
+            ServerMsg::SessionLeft { reason },
+        ));
     }
     for code in ErrorCode::ALL {
         v.push((
@@ -322,13 +328,29 @@ fn bad_vectors() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("ClientMsg", "unknown_tag", vec![6]),
         ("ClientMsg", "unknown_tag_varint", vec![0x80, 0x01]),
         ("ClientMsg", "trailing_byte", ping),
-        ("ClientMsg", "truncated_hello", hello[..hello.len() - 2].to_vec()),
+        (
+            "ClientMsg",
+            "truncated_hello",
+            hello[..hello.len() - 2].to_vec(),
+        ),
         // u16 version as a 4-byte varint (too long for a u16).
-        ("ClientMsg", "overlong_u16", vec![0, 0x81, 0x80, 0x80, 0x00, 0, 0, 0, 0]),
+        (
+            "ClientMsg",
+            "overlong_u16",
+            vec![0, 0x81, 0x80, 0x80, 0x00, 0, 0, 0, 0],
+        ),
         // u16 version 65536 (overflows).
-        ("ClientMsg", "overflow_u16", vec![0, 0x80, 0x80, 0x04, 0, 0, 0, 0]),
+        (
+            "ClientMsg",
+            "overflow_u16",
+            vec![0, 0x80, 0x80, 0x04, 0, 0, 0, 0],
+        ),
         // u32 `to` as a 6-byte varint.
-        ("ClientMsg", "overlong_u32", vec![3, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00, 3]),
+        (
+            "ClientMsg",
+            "overlong_u32",
+            vec![3, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00, 3],
+        ),
         // u64 ping as an 11-byte varint.
         ("ClientMsg", "overlong_u64", {
             let mut b = vec![5];
@@ -403,7 +425,12 @@ mod tests {
     #[test]
     fn protocol_md_examples_are_right() {
         let frame = |m: &ClientMsg| hex::encode(encode_frame(m));
-        assert_eq!(frame(&ClientMsg::Ping { client_time_ms: 300 }), "0305ac02");
+        assert_eq!(
+            frame(&ClientMsg::Ping {
+                client_time_ms: 300
+            }),
+            "0305ac02"
+        );
         assert_eq!(
             frame(&ClientMsg::CreateSession(CreateSession {
                 max_peers: 0,

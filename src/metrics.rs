@@ -1,0 +1,215 @@
+//! Prometheus metrics, served as text at `GET /metrics`.
+//!
+//! One registry per server instance (not a process-global recorder), so tests
+//! can run several servers in one process and read each one's numbers. The
+//! relay's per-frame counters are unlabelled atomics; labelled families are
+//! touched only on drops, errors and connection events.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::protocol::ErrorCode;
+use crate::session::{RelayDrop, Transport};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabel {
+    pub transport: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ViaLabel {
+    pub via: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub connections: Family<TransportLabel, Gauge>,
+    pub connections_accepted: Family<TransportLabel, Counter>,
+    pub connections_refused: Family<ReasonLabel, Counter>,
+    pub sessions: Gauge,
+    pub peers: Gauge,
+    pub signaling_messages: Counter,
+    pub signaling_errors: Family<ReasonLabel, Counter>,
+    pub relay_received: Family<ViaLabel, Counter>,
+    pub relay_forwarded: Family<ViaLabel, Counter>,
+    pub relay_forwarded_bytes: Counter,
+    pub relay_dropped: Family<ReasonLabel, Counter>,
+    // Pre-resolved label handles for the per-frame path.
+    fwd_datagram: Counter,
+    fwd_stream: Counter,
+    rx_datagram: Counter,
+    rx_stream: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("fsp2p");
+        let connections = Family::<TransportLabel, Gauge>::default();
+        let connections_accepted = Family::<TransportLabel, Counter>::default();
+        let connections_refused = Family::<ReasonLabel, Counter>::default();
+        let sessions = Gauge::default();
+        let peers = Gauge::default();
+        let signaling_messages = Counter::default();
+        let signaling_errors = Family::<ReasonLabel, Counter>::default();
+        let relay_received = Family::<ViaLabel, Counter>::default();
+        let relay_forwarded = Family::<ViaLabel, Counter>::default();
+        let relay_forwarded_bytes = Counter::default();
+        let relay_dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "connections",
+            "Open client connections by transport",
+            connections.clone(),
+        );
+        registry.register(
+            "connections_accepted",
+            "Client connections accepted by transport",
+            connections_accepted.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections refused or failed before serving, by reason",
+            connections_refused.clone(),
+        );
+        registry.register("sessions", "Sessions in existence", sessions.clone());
+        registry.register(
+            "peers",
+            "Peers known (connected or within resume grace)",
+            peers.clone(),
+        );
+        registry.register(
+            "signaling_messages",
+            "Control messages received from clients",
+            signaling_messages.clone(),
+        );
+        registry.register(
+            "signaling_errors",
+            "Error messages sent to clients, by error code name",
+            signaling_errors.clone(),
+        );
+        registry.register(
+            "relay_received",
+            "Relay frames received from clients, by carrier",
+            relay_received.clone(),
+        );
+        registry.register(
+            "relay_forwarded",
+            "Relay frames delivered to receivers, by carrier (one per receiver)",
+            relay_forwarded.clone(),
+        );
+        registry.register(
+            "relay_forwarded_bytes",
+            "Relay payload bytes delivered to receivers",
+            relay_forwarded_bytes.clone(),
+        );
+        registry.register(
+            "relay_dropped",
+            "Relay frames dropped, by reason",
+            relay_dropped.clone(),
+        );
+        let via = |v: &str| ViaLabel { via: v.into() };
+        let fwd_datagram = relay_forwarded.get_or_create(&via("datagram")).clone();
+        let fwd_stream = relay_forwarded.get_or_create(&via("stream")).clone();
+        let rx_datagram = relay_received.get_or_create(&via("datagram")).clone();
+        let rx_stream = relay_received.get_or_create(&via("stream")).clone();
+        Metrics {
+            fwd_datagram,
+            fwd_stream,
+            rx_datagram,
+            rx_stream,
+            registry,
+            connections,
+            connections_accepted,
+            connections_refused,
+            sessions,
+            peers,
+            signaling_messages,
+            signaling_errors,
+            relay_received,
+            relay_forwarded,
+            relay_forwarded_bytes,
+            relay_dropped,
+        }
+    }
+
+    /// The OpenMetrics text exposition (Prometheus reads it).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn connection_opened(&self, t: Transport) {
+        let l = TransportLabel {
+            transport: t.as_str().into(),
+        };
+        self.connections.get_or_create(&l).inc();
+        self.connections_accepted.get_or_create(&l).inc();
+    }
+
+    pub fn connection_closed(&self, t: Transport) {
+        self.connections
+            .get_or_create(&TransportLabel {
+                transport: t.as_str().into(),
+            })
+            .dec();
+    }
+
+    pub fn refused(&self, reason: &str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn error_sent(&self, code: u16) {
+        let reason = ErrorCode::from_u16(code).map_or("unknown", |c| c.as_str());
+        self.signaling_errors
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn relay_drop(&self, why: RelayDrop) {
+        self.relay_dropped
+            .get_or_create(&ReasonLabel {
+                reason: why.as_str().into(),
+            })
+            .inc();
+    }
+
+    pub fn relay_in(&self, stream: bool) {
+        if stream {
+            &self.rx_stream
+        } else {
+            &self.rx_datagram
+        }
+        .inc();
+    }
+
+    pub fn relay_out(&self, stream: bool, payload: usize) {
+        if stream {
+            &self.fwd_stream
+        } else {
+            &self.fwd_datagram
+        }
+        .inc();
+        self.relay_forwarded_bytes.inc_by(payload as u64);
+    }
+}

@@ -1,0 +1,597 @@
+//! The I/O shell around the session core: one quinn endpoint on one UDP port,
+//! ALPN dispatch to raw QUIC or WebTransport, and a task set per connection.
+//!
+//! Per connection: a control task (frames in → `Core::handle`, queued frames
+//! out), a datagram reader and a unidirectional-stream acceptor (both hand
+//! relay frames to [`crate::relay`]), and a writer for stream-mode relay
+//! frames. All of them share one `Mutex<State>` holding the core and the
+//! outbound handle (`Link`) of every connection; it is held only for
+//! synchronous work, never across an `await`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use clap::Args;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::certs::Identity;
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::protocol::{
+    self, ClientMsg, ErrorCode, FrameDecoder, ServerMsg, ALPN_H3, ALPN_NATIVE, WEBTRANSPORT_PATH,
+};
+use crate::session::{ConnId, ConnMeta, Core, Now, Output, Target};
+use crate::turn::IceConfig;
+use crate::wire::{Reader, Wire, Writer};
+
+/// QUIC transport settings and queue depths of the I/O shell.
+#[derive(Args, Debug, Clone)]
+pub struct QuicTuning {
+    /// Close a QUIC connection after this many milliseconds without any packet from the client.
+    #[arg(long, env = "FSP2P_IDLE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub idle_timeout_ms: u64,
+
+    /// Send a QUIC keep-alive after this many milliseconds of silence (keeps NAT bindings open). 0 = never.
+    #[arg(long, env = "FSP2P_KEEP_ALIVE_MS", default_value_t = 10_000)]
+    pub keep_alive_ms: u64,
+
+    /// Per-connection buffer of received, not yet forwarded datagrams, in bytes. Small on purpose:
+    /// stale flight data is dropped (oldest first), never queued.
+    #[arg(long, env = "FSP2P_DATAGRAM_RECV_BUFFER", default_value_t = 64 * 1024)]
+    pub datagram_recv_buffer: usize,
+
+    /// Per-connection buffer of datagrams waiting to be sent, in bytes (oldest dropped when full).
+    #[arg(long, env = "FSP2P_DATAGRAM_SEND_BUFFER", default_value_t = 64 * 1024)]
+    pub datagram_send_buffer: usize,
+
+    /// Control messages queued for one client before it counts as a slow consumer and is closed.
+    #[arg(long, env = "FSP2P_CONTROL_QUEUE", default_value_t = 256)]
+    pub control_queue: usize,
+
+    /// Stream-mode relay frames queued for one receiver; more are dropped (latest state wins).
+    #[arg(long, env = "FSP2P_STREAM_RELAY_QUEUE", default_value_t = 32)]
+    pub stream_relay_queue: usize,
+
+    /// On SIGINT/SIGTERM, how long to wait for clients to disconnect before closing, in milliseconds.
+    #[arg(long, env = "FSP2P_DRAIN_TIMEOUT_MS", default_value_t = 3_000)]
+    pub drain_timeout_ms: u64,
+
+    /// Delay clients are asked to wait before reconnecting after a shutdown, in milliseconds.
+    #[arg(long, env = "FSP2P_RECONNECT_AFTER_MS", default_value_t = 2_000)]
+    pub reconnect_after_ms: u32,
+}
+
+impl Default for QuicTuning {
+    fn default() -> Self {
+        QuicTuning {
+            idle_timeout_ms: 30_000,
+            keep_alive_ms: 10_000,
+            datagram_recv_buffer: 64 * 1024,
+            datagram_send_buffer: 64 * 1024,
+            control_queue: 256,
+            stream_relay_queue: 32,
+            drain_timeout_ms: 3_000,
+            reconnect_after_ms: 2_000,
+        }
+    }
+}
+
+/// Everything a server needs to start.
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub identity: Identity,
+    pub limits: Limits,
+    pub ice: IceConfig,
+    pub quic: QuicTuning,
+    /// Static files (the browser client and demo page) served on the HTTP port.
+    pub web_dir: Option<PathBuf>,
+}
+
+/// What `/cert-hash` reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CertInfo {
+    pub algorithm: &'static str,
+    pub hex: String,
+    pub base64: String,
+    pub dev: bool,
+    pub not_after_unix: i64,
+}
+
+/// An item for a connection's control writer.
+enum Ctrl {
+    Frame(Bytes),
+    /// Finish the control stream, give the client a moment to read it, close.
+    Close(ErrorCode, String),
+}
+
+/// Outbound handle of one connection.
+pub(crate) struct Link {
+    pub(crate) wire: Wire,
+    control: mpsc::Sender<Ctrl>,
+    pub(crate) stream_relay: mpsc::Sender<Bytes>,
+}
+
+pub(crate) struct State {
+    pub(crate) core: Core,
+    pub(crate) links: HashMap<ConnId, Link>,
+    /// Reused by the relay path so routing allocates nothing per frame.
+    pub(crate) targets: Vec<Target>,
+}
+
+/// State shared by every task of one server.
+pub struct Shared {
+    state: Mutex<State>,
+    pub metrics: Metrics,
+    pub cert: CertInfo,
+    pub quic: QuicTuning,
+    max_frame_bytes: u32,
+    max_relay_frame: usize,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would be a bug; keep serving anyway.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Carry out everything the core asked for. Called with the lock held.
+    pub(crate) fn flush(&self, st: &mut State) {
+        while let Some(out) = st.core.poll_output() {
+            match out {
+                Output::Send { conn, msg } => {
+                    if let ServerMsg::Error { code, .. } = &msg {
+                        self.metrics.error_sent(*code);
+                    }
+                    let Some(link) = st.links.get(&conn) else {
+                        continue;
+                    };
+                    if link
+                        .control
+                        .try_send(Ctrl::Frame(protocol::encode_frame(&msg)))
+                        .is_err()
+                    {
+                        warn!(conn, "control queue full; closing slow consumer");
+                        self.metrics.error_sent(ErrorCode::SlowConsumer as u16);
+                        link.wire
+                            .close(ErrorCode::SlowConsumer as u32, "control queue full");
+                    }
+                }
+                Output::Close { conn, code, reason } => {
+                    if let Some(link) = st.links.get(&conn) {
+                        debug!(conn, %code, %reason, "closing connection");
+                        if link
+                            .control
+                            .try_send(Ctrl::Close(code, reason.clone()))
+                            .is_err()
+                        {
+                            link.wire.close(code as u32, &reason);
+                        }
+                    }
+                }
+            }
+        }
+        self.metrics.sessions.set(st.core.session_count() as i64);
+        self.metrics.peers.set(st.core.peer_count() as i64);
+    }
+
+    pub fn max_relay_frame(&self) -> usize {
+        self.max_relay_frame
+    }
+}
+
+/// A running server. Drop does not stop it; call [`Server::shutdown`].
+pub struct Server {
+    pub shared: Arc<Shared>,
+    endpoint: quinn::Endpoint,
+    quic_addr: SocketAddr,
+    http_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Server {
+    /// Bind the UDP and TCP ports and start serving.
+    pub async fn start(cfg: ServerConfig) -> Result<Server> {
+        let identity = &cfg.identity;
+        let cert = CertInfo {
+            algorithm: "sha-256",
+            hex: identity.sha256_hex(),
+            base64: {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.encode(identity.sha256)
+            },
+            dev: identity.dev,
+            not_after_unix: identity.not_after_unix,
+        };
+        let server_config = quinn_server_config(&cfg.identity, &cfg.quic)?;
+        let endpoint = quinn::Endpoint::server(server_config, cfg.listen)
+            .with_context(|| format!("binding UDP {}", cfg.listen))?;
+        let quic_addr = endpoint.local_addr().context("reading the UDP address")?;
+
+        let shared = Arc::new(Shared {
+            max_frame_bytes: cfg.limits.max_frame_bytes,
+            max_relay_frame: cfg.limits.max_relay_payload as usize + 5,
+            state: Mutex::new(State {
+                core: Core::new(cfg.limits, cfg.ice),
+                links: HashMap::new(),
+                targets: Vec::new(),
+            }),
+            metrics: Metrics::new(),
+            cert,
+            quic: cfg.quic,
+        });
+
+        let listener = tokio::net::TcpListener::bind(cfg.http_listen)
+            .await
+            .with_context(|| format!("binding TCP {} for HTTP", cfg.http_listen))?;
+        let http_addr = listener.local_addr().context("reading the HTTP address")?;
+
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(accept_loop(
+            endpoint.clone(),
+            shared.clone(),
+            stop_rx.clone(),
+        ));
+        tasks.spawn(tick_loop(shared.clone(), stop_rx.clone()));
+        let router = crate::http::router(shared.clone(), cfg.web_dir);
+        let mut http_stop = stop_rx;
+        tasks.spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            });
+            if let Err(e) = serve.await {
+                warn!("HTTP server failed: {e}");
+            }
+        });
+        info!(%quic_addr, %http_addr, "serving");
+        Ok(Server {
+            shared,
+            endpoint,
+            quic_addr,
+            http_addr,
+            stop,
+            tasks,
+        })
+    }
+
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.quic_addr
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Graceful shutdown: tell clients to go away, stop accepting, wait up to
+    /// the drain timeout for them to leave, then close everything.
+    pub async fn shutdown(mut self) {
+        info!("shutting down");
+        {
+            let mut st = self.shared.lock();
+            st.core.shutdown(self.shared.quic.reconnect_after_ms);
+            self.shared.flush(&mut st);
+        }
+        let _ = self.stop.send(true);
+        let drain = Duration::from_millis(self.shared.quic.drain_timeout_ms);
+        let deadline = tokio::time::Instant::now() + drain;
+        while tokio::time::Instant::now() < deadline
+            && self.shared.lock().core.connection_count() > 0
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.endpoint.close(
+            quinn::VarInt::from_u32(ErrorCode::ShuttingDown as u32),
+            b"server shutting down",
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        self.tasks.abort_all();
+        info!("stopped");
+    }
+}
+
+/// rustls + quinn server configuration: both ALPNs, ring only, 0-RTT allowed.
+fn quinn_server_config(identity: &Identity, tuning: &QuicTuning) -> Result<quinn::ServerConfig> {
+    let mut tls = rustls::ServerConfig::builder_with_provider(Identity::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("TLS 1.3 with ring")?
+        .with_no_client_auth()
+        .with_single_cert(identity.chain.clone(), identity.key.clone_key())
+        .context("the certificate does not match its key")?;
+    tls.alpn_protocols = vec![ALPN_H3.to_vec(), ALPN_NATIVE.to_vec()];
+    tls.max_early_data_size = u32::MAX;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .context("building the QUIC TLS config")?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(Duration::from_millis(tuning.idle_timeout_ms))
+                .context("idle timeout out of range")?,
+        ))
+        .keep_alive_interval(
+            (tuning.keep_alive_ms > 0).then(|| Duration::from_millis(tuning.keep_alive_ms)),
+        )
+        .datagram_receive_buffer_size(Some(tuning.datagram_recv_buffer.max(2048)))
+        .datagram_send_buffer_size(tuning.datagram_send_buffer.max(2048))
+        // Control stream + WebTransport CONNECT stream + slack.
+        .max_concurrent_bidi_streams(4u32.into())
+        // HTTP/3 control/QPACK streams + stream-mode relay frames in flight.
+        .max_concurrent_uni_streams(64u32.into());
+    config.transport_config(Arc::new(transport));
+    config.migration(true);
+    Ok(config)
+}
+
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => i,
+            _ = stop.wait_for(|s| *s) => None,
+        };
+        let Some(incoming) = incoming else { break };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle_incoming(shared.clone(), incoming).await {
+                shared.metrics.refused("handshake");
+                debug!("connection failed before serving: {e:#}");
+            }
+        });
+    }
+}
+
+async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) -> Result<()> {
+    let remote = incoming.remote_address();
+    let connecting = incoming.accept().context("accepting")?;
+    let mut connecting = connecting;
+    let alpn = connecting
+        .handshake_data()
+        .await
+        .context("TLS handshake")?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()
+        .and_then(|h| h.protocol);
+    let hello_timeout = Duration::from_millis(shared.lock().core.limits().hello_timeout_ms);
+    match alpn.as_deref() {
+        Some(p) if p == ALPN_NATIVE => {
+            // 0.5-RTT: start serving before the handshake is confirmed, so the
+            // Welcome goes out in the server's first flight.
+            let conn = match connecting.into_0rtt() {
+                Ok((conn, _accepted)) => conn,
+                Err(connecting) => connecting.await.context("QUIC handshake")?,
+            };
+            serve_connection(shared, Wire::Quic(conn)).await;
+        }
+        Some(p) if p == ALPN_H3 => {
+            let request = tokio::time::timeout(
+                hello_timeout,
+                wtransport::endpoint::IncomingSessionFuture::with_quic_connecting(connecting),
+            )
+            .await
+            .context("WebTransport session request timed out")?
+            .context("WebTransport session request")?;
+            if request.path() != WEBTRANSPORT_PATH {
+                debug!(%remote, path = request.path(), "WebTransport request for an unknown path");
+                shared.metrics.refused("not_found");
+                request.not_found().await;
+                return Ok(());
+            }
+            let conn = request
+                .accept()
+                .await
+                .context("accepting WebTransport session")?;
+            serve_connection(shared, Wire::WebTransport(conn)).await;
+        }
+        other => {
+            // rustls refuses unknown ALPNs during the handshake; this is a safety net.
+            shared.metrics.refused("alpn");
+            debug!(%remote, alpn = ?other, "no usable ALPN");
+        }
+    }
+    Ok(())
+}
+
+/// Serve one connection until it closes.
+async fn serve_connection(shared: Arc<Shared>, wire: Wire) {
+    let transport = wire.kind();
+    let remote = wire.remote_address();
+    let (ctrl_tx, ctrl_rx) = mpsc::channel(shared.quic.control_queue.max(8));
+    let (relay_tx, relay_rx) = mpsc::channel(shared.quic.stream_relay_queue.max(1));
+    let opened = {
+        let mut st = shared.lock();
+        let r = st.core.open(Now::system(), ConnMeta { transport });
+        if let Ok(id) = r {
+            st.links.insert(
+                id,
+                Link {
+                    wire: wire.clone(),
+                    control: ctrl_tx,
+                    stream_relay: relay_tx,
+                },
+            );
+        }
+        r
+    };
+    let id = match opened {
+        Ok(id) => id,
+        Err(code) => {
+            shared.metrics.refused(code.as_str());
+            wire.close(code as u32, code.as_str());
+            return;
+        }
+    };
+    shared.metrics.connection_opened(transport);
+    debug!(conn = id, %remote, transport = transport.as_str(), "connection open");
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn(control_task(shared.clone(), wire.clone(), id, ctrl_rx));
+    tasks.spawn(datagram_task(shared.clone(), wire.clone(), id));
+    tasks.spawn(uni_task(shared.clone(), wire.clone(), id));
+    tasks.spawn(stream_relay_writer(wire.clone(), relay_rx));
+    let ended = wire.closed().await;
+    tasks.abort_all();
+    debug!(conn = id, clean = ended.clean, reason = %ended.reason, "connection closed");
+    {
+        let mut st = shared.lock();
+        st.links.remove(&id);
+        st.core.closed(Now::system(), id, ended.clean);
+        shared.flush(&mut st);
+    }
+    shared.metrics.connection_closed(transport);
+}
+
+/// The control stream: accept it, then read frames into the core and write
+/// queued frames out, until either side ends.
+async fn control_task(shared: Arc<Shared>, wire: Wire, id: ConnId, mut rx: mpsc::Receiver<Ctrl>) {
+    // Until the client opens its control stream, only a Close can be acted on.
+    let (send, recv) = loop {
+        tokio::select! {
+            s = wire.accept_bi() => match s {
+                Ok(s) => break s,
+                Err(_) => return,
+            },
+            item = rx.recv() => match item {
+                Some(Ctrl::Close(code, reason)) => return wire.close(code as u32, &reason),
+                Some(Ctrl::Frame(_)) => continue,
+                None => return,
+            },
+        }
+    };
+    tokio::select! {
+        _ = control_reader(&shared, id, recv) => {}
+        _ = control_writer(&wire, send, rx) => {}
+    }
+}
+
+async fn control_reader(shared: &Shared, id: ConnId, mut recv: Reader) {
+    let mut decoder = FrameDecoder::new(shared.max_frame_bytes);
+    let mut buf = vec![0u8; 8 * 1024];
+    loop {
+        let n = match recv.read(&mut buf).await {
+            Ok(0) | Err(_) => return, // finished or reset: wait for the connection to end
+            Ok(n) => n,
+        };
+        decoder.extend(&buf[..n]);
+        loop {
+            let frame = match decoder.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    let mut st = shared.lock();
+                    st.core.bad_frame(id, e.code(), &e.to_string());
+                    shared.flush(&mut st);
+                    return;
+                }
+            };
+            shared.metrics.signaling_messages.inc();
+            let msg = protocol::decode::<ClientMsg>(&frame);
+            let mut st = shared.lock();
+            match msg {
+                Ok(msg) => st.core.handle(Now::system(), id, msg),
+                Err(e) => {
+                    st.core.bad_frame(id, e.code(), &e.to_string());
+                    shared.flush(&mut st);
+                    return;
+                }
+            }
+            shared.flush(&mut st);
+        }
+    }
+}
+
+async fn control_writer(wire: &Wire, mut send: Writer, mut rx: mpsc::Receiver<Ctrl>) {
+    while let Some(item) = rx.recv().await {
+        match item {
+            Ctrl::Frame(bytes) => {
+                if send.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            Ctrl::Close(code, reason) => {
+                // Closing a QUIC connection discards unsent stream data, so
+                // finish the stream and give the error message a few RTTs.
+                let _ = send.shutdown().await;
+                let grace =
+                    (wire.rtt() * 3 + Duration::from_millis(50)).min(Duration::from_secs(1));
+                tokio::time::sleep(grace).await;
+                wire.close(code as u32, &reason);
+                return;
+            }
+        }
+    }
+}
+
+async fn datagram_task(shared: Arc<Shared>, wire: Wire, id: ConnId) {
+    while let Ok(d) = wire.read_datagram().await {
+        crate::relay::forward(&shared, id, &d, false);
+    }
+}
+
+/// Every client-opened unidirectional stream is one relay frame.
+async fn uni_task(shared: Arc<Shared>, wire: Wire, id: ConnId) {
+    let max = shared.max_relay_frame;
+    let mut readers = JoinSet::new();
+    loop {
+        tokio::select! {
+            s = wire.accept_uni() => {
+                let Ok(stream) = s else { break };
+                let shared = shared.clone();
+                readers.spawn(async move {
+                    let read = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        crate::wire::read_to_end_limited(stream, max),
+                    ).await;
+                    match read {
+                        Ok(Ok(frame)) => crate::relay::forward(&shared, id, &frame, true),
+                        _ => shared.metrics.relay_drop(crate::session::RelayDrop::Malformed),
+                    }
+                });
+            }
+            Some(_) = readers.join_next(), if !readers.is_empty() => {}
+        }
+    }
+}
+
+/// Writes stream-mode relay frames, one unidirectional stream each.
+async fn stream_relay_writer(wire: Wire, mut rx: mpsc::Receiver<Bytes>) {
+    while let Some(frame) = rx.recv().await {
+        let Ok(mut s) = wire.open_uni().await else {
+            return;
+        };
+        if s.write_all(&frame).await.is_err() {
+            continue;
+        }
+        let _ = s.shutdown().await;
+    }
+}
+
+async fn tick_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(Duration::from_millis(250));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let mut st = shared.lock();
+        st.core.tick(Now::system());
+        shared.flush(&mut st);
+    }
+}
