@@ -123,13 +123,7 @@ impl Client {
     }
 
     async fn connect_inner(cfg: &ClientConfig, first: Option<ClientMsg>) -> Result<Client> {
-        let (wire, endpoint) = match cfg.transport {
-            ClientTransport::Quic => {
-                let (conn, ep) = connect_quic(cfg).await?;
-                (Wire::Quic(conn), Some(ep))
-            }
-            ClientTransport::Webtransport => (Wire::WebTransport(connect_wt(cfg).await?), None),
-        };
+        let (wire, endpoint) = connect_wire(cfg).await?;
         let (mut control, recv) = wire.open_bi().await.context("opening the control stream")?;
         let hello = ClientMsg::Hello(Hello {
             version: PROTOCOL_VERSION,
@@ -469,6 +463,18 @@ async fn read_everything(wire: Wire, mut control: crate::wire::Reader, tx: mpsc:
         Err(_) => why,
     };
     let _ = tx.send(Event::Closed(why)).await;
+}
+
+/// Only the QUIC or WebTransport handshake, no Hello: for tests and tools that
+/// speak the protocol by hand. Keep the endpoint alive as long as the connection.
+pub async fn connect_wire(cfg: &ClientConfig) -> Result<(Wire, Option<quinn::Endpoint>)> {
+    Ok(match cfg.transport {
+        ClientTransport::Quic => {
+            let (conn, ep) = connect_quic(cfg).await?;
+            (Wire::Quic(conn), Some(ep))
+        }
+        ClientTransport::Webtransport => (Wire::WebTransport(connect_wt(cfg).await?), None),
+    })
 }
 
 fn client_tls(trust: &Trust, alpn: &[u8]) -> Result<rustls::ClientConfig> {

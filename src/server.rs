@@ -474,10 +474,12 @@ async fn control_task(shared: Arc<Shared>, wire: Wire, id: ConnId, mut rx: mpsc:
             },
         }
     };
-    tokio::select! {
-        _ = control_reader(&shared, id, recv) => {}
-        _ = control_writer(&wire, send, rx) => {}
-    }
+    // Both run until the connection ends (which aborts this task): the writer
+    // must outlive a reader that stopped on bad input, to deliver the error.
+    tokio::join!(
+        control_reader(&shared, id, recv),
+        control_writer(&wire, send, rx)
+    );
 }
 
 async fn control_reader(shared: &Shared, id: ConnId, mut recv: Reader) {

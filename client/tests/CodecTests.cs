@@ -1,0 +1,781 @@
+// Codec tests for client/Protocol.cs, run with mono (see tests/csharp/run.sh).
+//
+//   mcs -langversion:7.2 -out:codec-tests.exe client/Protocol.cs client/tests/CodecTests.cs
+//   mono codec-tests.exe docs/vectors.txt
+//
+// For every `ok` line of the golden vectors (written by the Rust server from its
+// own types) the body is decoded with the named type, re-encoded and compared
+// byte for byte; every `bad` line must be refused with ProtocolException. Then
+// explicit field checks, control-frame, relay-header, WebSocket-message and
+// snapshot-envelope tests. Prints each failure, and `N passed, N failed` as the
+// last line; exits 1 on any failure.
+//
+// Plain C# 7.2, no test framework: the same rules as Protocol.cs.
+
+using System;
+using System.Collections.Generic;
+using System.IO;
+using System.Text;
+using FlightSimP2P.Protocol;
+
+namespace FlightSimP2P.Tests
+{
+    internal static class CodecTests
+    {
+        private static int _passed;
+        private static int _failed;
+
+        private static void Pass()
+        {
+            _passed++;
+        }
+
+        private static void Fail(string name, string why)
+        {
+            _failed++;
+            Console.WriteLine("FAIL " + name + ": " + why);
+        }
+
+        private static void Check(string name, bool ok, string why)
+        {
+            if (ok)
+            {
+                Pass();
+            }
+            else
+            {
+                Fail(name, why);
+            }
+        }
+
+        private static void CheckEqual<T>(string name, T expected, T actual)
+        {
+            if (EqualityComparer<T>.Default.Equals(expected, actual))
+            {
+                Pass();
+            }
+            else
+            {
+                Fail(name, "expected <" + expected + "> got <" + actual + ">");
+            }
+        }
+
+        private static void CheckBytes(string name, byte[] expected, byte[] actual)
+        {
+            if (SameBytes(expected, actual))
+            {
+                Pass();
+            }
+            else
+            {
+                Fail(name, "expected " + Wire.ToHex(expected) + " got " + Wire.ToHex(actual));
+            }
+        }
+
+        private static bool SameBytes(byte[] a, byte[] b)
+        {
+            if (a == null || b == null || a.Length != b.Length)
+            {
+                return false;
+            }
+            for (int i = 0; i < a.Length; i++)
+            {
+                if (a[i] != b[i])
+                {
+                    return false;
+                }
+            }
+            return true;
+        }
+
+        /// <summary>Runs action; passes only if it throws ProtocolException (with the code, when given).</summary>
+        private static void CheckThrows(string name, Action action, ErrorCode? code)
+        {
+            try
+            {
+                action();
+                Fail(name, "no exception");
+            }
+            catch (ProtocolException e)
+            {
+                if (code.HasValue && e.Code != code.Value)
+                {
+                    Fail(name, "code " + e.Code + ", expected " + code.Value);
+                }
+                else
+                {
+                    Pass();
+                }
+            }
+            catch (Exception e)
+            {
+                Fail(name, "wrong exception " + e.GetType().Name + ": " + e.Message);
+            }
+        }
+
+        private static byte[] Hex(string s)
+        {
+            return Wire.FromHex(s);
+        }
+
+        private static int Main(string[] args)
+        {
+            string path = args.Length > 0 ? args[0] : "docs/vectors.txt";
+            Dictionary<string, object> decoded = new Dictionary<string, object>();
+            try
+            {
+                RunVectors(path, decoded);
+            }
+            catch (Exception e)
+            {
+                Fail("vectors", "could not run the vector file " + path + ": " + e);
+            }
+
+            Guard("field values", delegate { FieldChecks(decoded); });
+            Guard("varints", VarintTests);
+            Guard("worked examples", WorkedExamples);
+            Guard("frames", FrameTests);
+            Guard("relay", RelayTests);
+            Guard("websocket", WebSocketTests);
+            Guard("snapshots", SnapshotTests);
+            Guard("round trips", ConstructedRoundTrips);
+            Guard("fuzz", FuzzTests);
+
+            Console.WriteLine(_passed + " passed, " + _failed + " failed");
+            return _failed == 0 ? 0 : 1;
+        }
+
+        private static void Guard(string group, Action action)
+        {
+            try
+            {
+                action();
+            }
+            catch (Exception e)
+            {
+                Fail(group, "unexpected exception " + e);
+            }
+        }
+
+        // ------------------------------------------------------------------
+        // Golden vectors
+        // ------------------------------------------------------------------
+
+        private static void RunVectors(string path, Dictionary<string, object> decoded)
+        {
+            string[] lines = File.ReadAllLines(path, Encoding.UTF8);
+            int ok = 0;
+            int bad = 0;
+            for (int n = 0; n < lines.Length; n++)
+            {
+                string line = lines[n].TrimEnd('\r');
+                if (line.Length == 0 || line.StartsWith("#"))
+                {
+                    continue;
+                }
+                string[] f = line.Split('\t');
+                if (f.Length < 3)
+                {
+                    Fail("vectors line " + (n + 1), "expected `ok|bad<TAB>type<TAB>name<TAB>hex`");
+                    continue;
+                }
+                string verdict = f[0];
+                string type = f[1];
+                string name = type + "/" + f[2];
+                byte[] body = Hex(f.Length > 3 ? f[3] : "");
+                if (type != "ClientMsg" && type != "ServerMsg")
+                {
+                    Fail(name, "unknown type " + type);
+                    continue;
+                }
+                if (verdict == "ok")
+                {
+                    ok++;
+                    try
+                    {
+                        byte[] again;
+                        if (type == "ClientMsg")
+                        {
+                            ClientMsg m = ClientMsg.Decode(body);
+                            decoded[name] = m;
+                            again = m.Encode();
+                        }
+                        else
+                        {
+                            ServerMsg m = ServerMsg.Decode(body);
+                            decoded[name] = m;
+                            again = m.Encode();
+                        }
+                        CheckBytes(name + " round trip", body, again);
+                        // The same message as a control frame splits back out of a FrameDecoder.
+                        FrameDecoder dec = new FrameDecoder(Wire.DefaultMaxFrameBytes);
+                        byte[] frame = Wire.Frame(body);
+                        dec.Push(frame, 0, frame.Length);
+                        byte[] out1;
+                        Check(name + " framed", dec.TryNextFrame(out out1) && SameBytes(body, out1) && dec.Buffered == 0,
+                            "frame did not come back out");
+                    }
+                    catch (Exception e)
+                    {
+                        Fail(name, "does not decode: " + e.GetType().Name + ": " + e.Message);
+                    }
+                }
+                else if (verdict == "bad")
+                {
+                    bad++;
+                    byte[] captured = body;
+                    if (type == "ClientMsg")
+                    {
+                        CheckThrows(name + " refused", delegate { ClientMsg.Decode(captured); }, ErrorCode.BadMessage);
+                    }
+                    else
+                    {
+                        CheckThrows(name + " refused", delegate { ServerMsg.Decode(captured); }, ErrorCode.BadMessage);
+                    }
+                }
+                else
+                {
+                    Fail(name, "unknown verdict " + verdict);
+                }
+            }
+            Check("vector file has ok lines", ok >= 50, "only " + ok + " ok lines");
+            Check("vector file has bad lines", bad >= 15, "only " + bad + " bad lines");
+        }
+
+        private static T Get<T>(Dictionary<string, object> decoded, string name) where T : class
+        {
+            object o;
+            if (!decoded.TryGetValue(name, out o))
+            {
+                throw new Exception("vector " + name + " missing or did not decode");
+            }
+            T t = o as T;
+            if (t == null)
+            {
+                throw new Exception("vector " + name + " decoded as " + o.GetType().Name + ", expected " + typeof(T).Name);
+            }
+            return t;
+        }
+
+        private static void FieldChecks(Dictionary<string, object> d)
+        {
+            ClientMsg.Hello min = Get<ClientMsg.Hello>(d, "ClientMsg/hello_minimal");
+            CheckEqual("hello_minimal version", (ushort)1, min.Version);
+            CheckEqual("hello_minimal client", ClientKind.Rust, min.Client);
+            CheckEqual("hello_minimal relay_mode", RelayMode.Datagram, min.RelayMode);
+            CheckEqual("hello_minimal name", "", min.Name);
+            Check("hello_minimal no token", min.ResumeToken == null, "token present");
+
+            ClientMsg.Hello dn = Get<ClientMsg.Hello>(d, "ClientMsg/hello_dotnet_stream_resume");
+            CheckEqual("hello_dotnet client", ClientKind.DotNet, dn.Client);
+            CheckEqual("hello_dotnet relay_mode", RelayMode.Stream, dn.RelayMode);
+            CheckEqual("hello_dotnet name", "Ann", dn.Name);
+            CheckBytes("hello_dotnet token", Hex("000102030405060708090a0b0c0d0e0f"), dn.ResumeToken);
+
+            ClientMsg.Hello uni = Get<ClientMsg.Hello>(d, "ClientMsg/hello_browser_unicode_name");
+            CheckEqual("hello_browser_unicode_name name", "Zo\u00eb \u2708 \u6a5f\u9577", uni.Name);
+            CheckEqual("hello_browser_unicode_name client", ClientKind.Browser, uni.Client);
+
+            ClientMsg.Hello max = Get<ClientMsg.Hello>(d, "ClientMsg/hello_other_max_name");
+            CheckEqual("hello_other_max_name name", new string('n', 64), max.Name);
+            CheckEqual("hello_other_max_name client", ClientKind.Other, max.Client);
+            CheckBytes("hello_other_max_name token", Hex("ffffffffffffffffffffffffffffffff"), max.ResumeToken);
+
+            CheckEqual("hello_version_max", ushort.MaxValue, Get<ClientMsg.Hello>(d, "ClientMsg/hello_version_max").Version);
+
+            ClientMsg.CreateSession cd = Get<ClientMsg.CreateSession>(d, "ClientMsg/create_default");
+            CheckEqual("create_default max_peers", 0u, cd.MaxPeers);
+            Check("create_default password", cd.Password == null, "password present");
+            ClientMsg.CreateSession cp = Get<ClientMsg.CreateSession>(d, "ClientMsg/create_password_max_peers");
+            CheckEqual("create_password max_peers", uint.MaxValue, cp.MaxPeers);
+            CheckEqual("create_password password", "p\u00e4ssw\u00f6rd", cp.Password);
+
+            ClientMsg.JoinSession jc = Get<ClientMsg.JoinSession>(d, "ClientMsg/join_code");
+            CheckEqual("join_code code", "7KQ2MX", jc.Code);
+            Check("join_code password", jc.Password == null, "password present");
+            ClientMsg.JoinSession je = Get<ClientMsg.JoinSession>(d, "ClientMsg/join_code_password_empty");
+            CheckEqual("join_code_password_empty code", "7kq-2mx", je.Code);
+            CheckEqual("join_code_password_empty password", "", je.Password);
+
+            ClientMsg.SignalTo so = Get<ClientMsg.SignalTo>(d, "ClientMsg/signal_offer");
+            CheckEqual("signal_offer to", 2u, so.To);
+            Signal.Offer offer = so.Signal as Signal.Offer;
+            Check("signal_offer sdp", offer != null && offer.Sdp.StartsWith("v=0\r\no=- "), "not an offer starting v=0");
+
+            ClientMsg.SignalTo sa = Get<ClientMsg.SignalTo>(d, "ClientMsg/signal_answer_long_sdp");
+            Signal.Answer ans = sa.Signal as Signal.Answer;
+            Check("signal_answer_long_sdp", ans != null && ans.Sdp.Length > 2000, "not a long answer");
+
+            ClientMsg.SignalTo sc = Get<ClientMsg.SignalTo>(d, "ClientMsg/signal_candidate_full");
+            Signal.IceCandidate cand = sc.Signal as Signal.IceCandidate;
+            Check("signal_candidate_full kind", cand != null, "not a candidate");
+            if (cand != null)
+            {
+                CheckEqual("signal_candidate_full to", 128u, sc.To);
+                Check("signal_candidate_full candidate", cand.Candidate.StartsWith("candidate:842163049 1 udp"), cand.Candidate);
+                CheckEqual("signal_candidate_full sdp_mid", "0", cand.SdpMid);
+                CheckEqual("signal_candidate_full sdp_mline_index", (ushort?)ushort.MaxValue, cand.SdpMLineIndex);
+            }
+            ClientMsg.SignalTo sb = Get<ClientMsg.SignalTo>(d, "ClientMsg/signal_candidate_bare");
+            Signal.IceCandidate bare = sb.Signal as Signal.IceCandidate;
+            CheckEqual("signal_candidate_bare to", uint.MaxValue, sb.To);
+            Check("signal_candidate_bare fields", bare != null && bare.Candidate == "" && bare.SdpMid == null && !bare.SdpMLineIndex.HasValue,
+                "expected empty candidate, no mid, no index");
+
+            ClientMsg.SignalTo eoc = Get<ClientMsg.SignalTo>(d, "ClientMsg/signal_end_of_candidates_to_all");
+            Check("signal_end_of_candidates_to_all", eoc.To == Wire.AllPeers && eoc.Signal is Signal.EndOfCandidates, "wrong fields");
+
+            ClientMsg.SignalTo app = Get<ClientMsg.SignalTo>(d, "ClientMsg/signal_app_bytes");
+            Signal.App appSig = app.Signal as Signal.App;
+            CheckEqual("signal_app_bytes to", 16384u, app.To);
+            Check("signal_app_bytes data", appSig != null && appSig.Data.Length == 256 && appSig.Data[0] == 0 && appSig.Data[255] == 255,
+                "expected bytes 00..ff");
+
+            Check("leave", Get<ClientMsg>(d, "ClientMsg/leave") is ClientMsg.LeaveSession, "not LeaveSession");
+            CheckEqual("ping_zero", 0UL, Get<ClientMsg.Ping>(d, "ClientMsg/ping_zero").ClientTimeMs);
+            CheckEqual("ping_max", ulong.MaxValue, Get<ClientMsg.Ping>(d, "ClientMsg/ping_max").ClientTimeMs);
+
+            ServerMsg.Welcome wf = Get<ServerMsg.Welcome>(d, "ServerMsg/welcome_full");
+            CheckEqual("welcome_full version", (ushort)1, wf.Version);
+            CheckEqual("welcome_full peer_id", 42u, wf.PeerId);
+            CheckBytes("welcome_full resume_token", Encoding.ASCII.GetBytes("defghijklmnopqrs"), wf.ResumeToken);
+            CheckEqual("welcome_full resumed", false, wf.Resumed);
+            CheckEqual("welcome_full ice server count", 2, wf.IceServers.Count);
+            if (wf.IceServers.Count == 2)
+            {
+                IceServer stun = wf.IceServers[0];
+                IceServer turn = wf.IceServers[1];
+                Check("welcome_full stun", stun.Urls.Count == 1 && stun.Urls[0] == "stun:turn.example.com:3478"
+                    && stun.Username == null && stun.Credential == null, "wrong STUN entry");
+                CheckEqual("welcome_full turn url count", 2, turn.Urls.Count);
+                CheckEqual("welcome_full turn url 0", "turn:turn.example.com:3478?transport=udp", turn.Urls[0]);
+                CheckEqual("welcome_full turn url 1", "turns:turn.example.com:5349?transport=tcp", turn.Urls[1]);
+                CheckEqual("welcome_full TURN username", "1700003600:42", turn.Username);
+                CheckEqual("welcome_full TURN credential", "mJ1xg3cpXWdlgWHeWJ5vVhiWz0U=", turn.Credential);
+            }
+            CheckEqual("welcome_full max_frame_bytes", 16384u, wf.Limits.MaxFrameBytes);
+            CheckEqual("welcome_full max_relay_payload", 1100u, wf.Limits.MaxRelayPayload);
+            CheckEqual("welcome_full relay_datagrams_per_sec", 500u, wf.Limits.RelayDatagramsPerSec);
+            CheckEqual("welcome_full relay_bytes_per_sec", 262144u, wf.Limits.RelayBytesPerSec);
+            CheckEqual("welcome_full signals_per_sec", 50u, wf.Limits.SignalsPerSec);
+            CheckEqual("welcome_full max_peers", 16u, wf.Limits.MaxPeersPerSession);
+            CheckEqual("welcome_full resume_grace_ms", 15000u, wf.Limits.ResumeGraceMs);
+            CheckEqual("welcome_full server_time_ms", 1700000000123UL, wf.ServerTimeMs);
+
+            ServerMsg.Welcome wr = Get<ServerMsg.Welcome>(d, "ServerMsg/welcome_resumed_no_ice");
+            CheckEqual("welcome_resumed peer_id", uint.MaxValue, wr.PeerId);
+            CheckEqual("welcome_resumed resumed", true, wr.Resumed);
+            CheckEqual("welcome_resumed ice", 0, wr.IceServers.Count);
+            CheckEqual("welcome_resumed token length", 16, wr.ResumeToken.Length);
+            CheckEqual("welcome_resumed server_time_ms", ulong.MaxValue, wr.ServerTimeMs);
+            CheckEqual("welcome_resumed max_frame_bytes", uint.MaxValue, wr.Limits.MaxFrameBytes);
+            CheckEqual("welcome_resumed max_relay_payload", 0u, wr.Limits.MaxRelayPayload);
+            CheckEqual("welcome_resumed max_peers", 2u, wr.Limits.MaxPeersPerSession);
+
+            SessionInfo sc1 = Get<ServerMsg.SessionCreated>(d, "ServerMsg/session_created").Session;
+            CheckEqual("session_created code", "7KQ2MX", sc1.Code);
+            CheckEqual("session_created host", 1u, sc1.Host);
+            CheckEqual("session_created max_peers", 16u, sc1.MaxPeers);
+            CheckEqual("session_created idle_ttl", 1800u, sc1.IdleTtlSecs);
+            Check("session_created peers", sc1.Peers.Count == 1 && sc1.Peers[0].Id == 1 && sc1.Peers[0].Name == "Ann"
+                && sc1.Peers[0].Client == ClientKind.Rust, "wrong peer list");
+
+            SessionInfo sj = Get<ServerMsg.SessionJoined>(d, "ServerMsg/session_joined").Session;
+            CheckEqual("session_joined peer count", 3, sj.Peers.Count);
+            if (sj.Peers.Count == 3)
+            {
+                CheckEqual("session_joined peer 1 id", 300u, sj.Peers[1].Id);
+                CheckEqual("session_joined peer 1 name", "Bob \u2708", sj.Peers[1].Name);
+                CheckEqual("session_joined peer 1 client", ClientKind.Browser, sj.Peers[1].Client);
+                CheckEqual("session_joined peer 2 id", uint.MaxValue, sj.Peers[2].Id);
+                CheckEqual("session_joined peer 2 client", ClientKind.DotNet, sj.Peers[2].Client);
+            }
+
+            PeerInfo pj = Get<ServerMsg.PeerJoined>(d, "ServerMsg/peer_joined").Peer;
+            Check("peer_joined", pj.Id == 300 && pj.Name == "Bob \u2708" && pj.Client == ClientKind.Browser, "wrong peer");
+            CheckEqual("host_changed", 300u, Get<ServerMsg.HostChanged>(d, "ServerMsg/host_changed").Host);
+
+            ServerMsg.SignalFrom sf = Get<ServerMsg.SignalFrom>(d, "ServerMsg/signal_from");
+            Signal.IceCandidate sfc = sf.Signal as Signal.IceCandidate;
+            Check("signal_from", sf.From == 7 && sfc != null && sfc.Candidate.EndsWith("typ relay") && sfc.SdpMid == "data"
+                && sfc.SdpMLineIndex == 0, "wrong fields");
+            ServerMsg.SignalFrom sae = Get<ServerMsg.SignalFrom>(d, "ServerMsg/signal_app_empty");
+            Signal.App empty = sae.Signal as Signal.App;
+            Check("signal_app_empty", sae.From == 1 && empty != null && empty.Data.Length == 0, "wrong fields");
+
+            ServerMsg.Pong pong = Get<ServerMsg.Pong>(d, "ServerMsg/pong");
+            CheckEqual("pong client_time_ms", 123456UL, pong.ClientTimeMs);
+            CheckEqual("pong server_time_ms", 1700000000000UL, pong.ServerTimeMs);
+
+            ServerMsg.PeerStatus off = Get<ServerMsg.PeerStatus>(d, "ServerMsg/peer_status_offline");
+            Check("peer_status_offline", off.Peer == 5 && !off.Online, "wrong fields");
+            ServerMsg.PeerStatus on = Get<ServerMsg.PeerStatus>(d, "ServerMsg/peer_status_online");
+            Check("peer_status_online", on.Peer == 5 && on.Online, "wrong fields");
+
+            ServerMsg.GoingAway ga = Get<ServerMsg.GoingAway>(d, "ServerMsg/going_away");
+            Check("going_away", ga.ReconnectAfterMs == 2000 && ga.Message == "server shutting down", "wrong fields");
+
+            for (uint reason = 0; reason < 4; reason++)
+            {
+                ServerMsg.PeerLeft pl = Get<ServerMsg.PeerLeft>(d, "ServerMsg/peer_left_" + reason);
+                Check("peer_left_" + reason, pl.Peer == 9 && (uint)pl.Reason == reason, "wrong fields");
+                ServerMsg.SessionLeft sl = Get<ServerMsg.SessionLeft>(d, "ServerMsg/session_left_" + reason);
+                CheckEqual("session_left_" + reason, (LeaveReason)reason, sl.Reason);
+            }
+
+            // Every error code: the vector's name is error_<name> and its message "<name> (<code>)".
+            for (ushort code = 1; code <= 21; code++)
+            {
+                string name = ErrorCodes.Name(code);
+                ServerMsg.Error e = Get<ServerMsg.Error>(d, "ServerMsg/error_" + name);
+                CheckEqual("error_" + name + " code", code, e.Code);
+                CheckEqual("error_" + name + " message", name + " (" + code + ")", e.Message);
+            }
+            Check("fatal codes", ErrorCodes.IsFatal(1) && ErrorCodes.IsFatal(2) && ErrorCodes.IsFatal(17) && ErrorCodes.IsFatal(20)
+                && ErrorCodes.IsFatal(21) && !ErrorCodes.IsFatal(5) && !ErrorCodes.IsFatal(9) && !ErrorCodes.IsFatal(18),
+                "fatal table differs from PROTOCOL.md section 6");
+            CheckEqual("unknown error code name", "error_99", ErrorCodes.Name(99));
+        }
+
+        // ------------------------------------------------------------------
+        // Varints, worked examples
+        // ------------------------------------------------------------------
+
+        private static void VarintTests()
+        {
+            // PROTOCOL.md section 2.
+            ulong[] values = { 0, 127, 128, 300, 4294967295 };
+            string[] hex = { "00", "7f", "8001", "ac02", "ffffffff0f" };
+            for (int i = 0; i < values.Length; i++)
+            {
+                PostcardWriter w = new PostcardWriter();
+                w.WriteVarint(values[i]);
+                CheckBytes("varint " + values[i], Hex(hex[i]), w.ToArray());
+                byte[] b = Hex(hex[i]);
+                uint v;
+                int used;
+                Check("varint32 read " + values[i], Wire.TryReadVarint32(b, 0, b.Length, out v, out used) && v == values[i] && used == b.Length,
+                    "wrong value");
+                // Every strict prefix needs more bytes.
+                for (int cut = 0; cut < b.Length; cut++)
+                {
+                    Check("varint32 prefix " + values[i] + "/" + cut, !Wire.TryReadVarint32(b, 0, cut, out v, out used), "claimed complete");
+                }
+            }
+            CheckThrows("varint32 2^32", delegate { uint v; int u; Wire.TryReadVarint32(Hex("8080808010"), 0, 5, out v, out u); },
+                ErrorCode.BadMessage);
+            CheckThrows("varint32 six bytes", delegate { uint v; int u; Wire.TryReadVarint32(Hex("808080808000"), 0, 6, out v, out u); },
+                ErrorCode.BadMessage);
+            CheckThrows("varint32 five continuation bytes", delegate { uint v; int u; Wire.TryReadVarint32(Hex("8080808080"), 0, 5, out v, out u); },
+                ErrorCode.BadMessage);
+
+            // Type limits of the postcard reader.
+            CheckEqual("u16 max", ushort.MaxValue, new PostcardReader(Hex("ffff03"), 0, 3).ReadU16());
+            CheckThrows("u16 overflow", delegate { new PostcardReader(Hex("ffff04"), 0, 3).ReadU16(); }, ErrorCode.BadMessage);
+            CheckEqual("u32 max", uint.MaxValue, new PostcardReader(Hex("ffffffff0f"), 0, 5).ReadU32());
+            CheckThrows("u32 overflow", delegate { new PostcardReader(Hex("ffffffff10"), 0, 5).ReadU32(); }, ErrorCode.BadMessage);
+            CheckEqual("u64 max", ulong.MaxValue, new PostcardReader(Hex("ffffffffffffffffff01"), 0, 10).ReadU64());
+            CheckThrows("u64 overflow", delegate { new PostcardReader(Hex("ffffffffffffffffff02"), 0, 10).ReadU64(); }, ErrorCode.BadMessage);
+            CheckThrows("u64 eleven bytes", delegate { new PostcardReader(Hex("8080808080808080808000"), 0, 11).ReadU64(); }, ErrorCode.BadMessage);
+            CheckThrows("varint truncated", delegate { new PostcardReader(Hex("80"), 0, 1).ReadU32(); }, ErrorCode.BadMessage);
+            CheckThrows("length past end", delegate { new PostcardReader(Hex("05616263"), 0, 4).ReadString(); }, ErrorCode.BadMessage);
+            CheckThrows("huge length", delegate { new PostcardReader(Hex("ffffffffffffffffff01"), 0, 10).ReadBytes(); }, ErrorCode.BadMessage);
+            CheckThrows("lone surrogate refused by the encoder", delegate
+            {
+                try
+                {
+                    new PostcardWriter().WriteString("\ud800");
+                }
+                catch (ArgumentException e)
+                {
+                    throw new ProtocolException(ErrorCode.BadMessage, "refused", e);
+                }
+            }, ErrorCode.BadMessage);
+        }
+
+        private static void WorkedExamples()
+        {
+            // PROTOCOL.md section 9: control frames, length prefix included.
+            CheckBytes("example Ping 300", Hex("0305ac02"), Wire.EncodeFrame(new ClientMsg.Ping(300)));
+            ClientMsg.Hello hello = new ClientMsg.Hello();
+            hello.Client = ClientKind.Browser;
+            hello.RelayMode = RelayMode.Datagram;
+            hello.Name = "Ann";
+            CheckBytes("example Hello", Hex("09000102000341 6e6e00"), Wire.EncodeFrame(hello));
+            CheckBytes("example CreateSession", Hex("03010000"), Wire.EncodeFrame(new ClientMsg.CreateSession(0, null)));
+            CheckBytes("example JoinSession", Hex("0c0206374b51324d580102 7077"), Wire.EncodeFrame(new ClientMsg.JoinSession("7KQ2MX", "pw")));
+            CheckBytes("example LeaveSession", Hex("0104"), Wire.EncodeFrame(new ClientMsg.LeaveSession()));
+            CheckBytes("example Error", Hex("04070a0178"), Wire.EncodeFrame(new ServerMsg.Error(10, "x")));
+            CheckBytes("example HostChanged", Hex("020502"), Wire.EncodeFrame(new ServerMsg.HostChanged(2)));
+
+            // The .NET client's own Hello: DotNet, Stream relay mode, a resume token.
+            ClientMsg.Hello mine = new ClientMsg.Hello();
+            mine.Name = "Ann";
+            mine.ResumeToken = Hex("000102030405060708090a0b0c0d0e0f");
+            CheckBytes("dotnet Hello defaults", Hex("0001010103416e6e0110000102030405060708090a0b0c0d0e0f"), mine.Encode());
+        }
+
+        // ------------------------------------------------------------------
+        // Control frames
+        // ------------------------------------------------------------------
+
+        private static void FrameTests()
+        {
+            // A length over the limit is refused from the header alone, before any body byte.
+            FrameDecoder dec = new FrameDecoder(16384);
+            byte[] header = new byte[5];
+            int n = Wire.WriteVarint(header, 0, 16385);
+            dec.Push(header, 0, n);
+            byte[] body;
+            CheckThrows("oversized frame refused from its header", delegate { dec.TryNextFrame(out body); }, ErrorCode.FrameTooLarge);
+
+            FrameDecoder small = new FrameDecoder(100);
+            small.Push(new byte[] { 101 }, 0, 1);
+            CheckThrows("101 > 100 refused", delegate { small.TryNextFrame(out body); }, ErrorCode.FrameTooLarge);
+
+            FrameDecoder huge = new FrameDecoder(16384);
+            huge.Push(Hex("ffffffff0f"), 0, 5);
+            CheckThrows("4 GiB frame refused", delegate { huge.TryNextFrame(out body); }, ErrorCode.FrameTooLarge);
+
+            FrameDecoder badLen = new FrameDecoder(16384);
+            badLen.Push(Hex("808080808000"), 0, 6);
+            CheckThrows("six-byte length refused", delegate { badLen.TryNextFrame(out body); }, ErrorCode.BadMessage);
+
+            // Exactly at the limit is fine.
+            FrameDecoder edge = new FrameDecoder(300);
+            byte[] big = Wire.Frame(new byte[300]);
+            edge.Push(big, 0, big.Length);
+            Check("frame at the limit", edge.TryNextFrame(out body) && body.Length == 300, "not returned");
+
+            // A header split across pushes is "need more", not an error.
+            FrameDecoder split = new FrameDecoder(16384);
+            byte[] ping = Wire.EncodeFrame(new ClientMsg.Ping(300));
+            split.Push(ping, 0, 1);
+            Check("partial frame needs more", !split.TryNextFrame(out body), "returned a frame early");
+            split.Push(ping, 1, ping.Length - 1);
+            Check("partial frame completes", split.TryNextFrame(out body) && ClientMsg.Decode(body) is ClientMsg.Ping, "not a Ping");
+
+            // Zero-length frame: returned empty, does not decode (bad_message on the server).
+            FrameDecoder zero = new FrameDecoder(16384);
+            zero.Push(new byte[] { 0 }, 0, 1);
+            Check("zero-length frame returned", zero.TryNextFrame(out body) && body.Length == 0, "not returned");
+            CheckThrows("zero-length frame does not decode", delegate { ServerMsg.Decode(new byte[0]); }, ErrorCode.BadMessage);
+
+            // Many frames coalesced and split at random points come back whole and in order.
+            List<ServerMsg> msgs = new List<ServerMsg>();
+            for (uint i = 0; i < 200; i++)
+            {
+                StringBuilder sdp = new StringBuilder();
+                for (uint k = 0; k < i * 3; k++)
+                {
+                    sdp.Append("v=0\r\n");
+                }
+                msgs.Add(new ServerMsg.SignalFrom(i + 1, new Signal.Offer(sdp.ToString())));
+                msgs.Add(new ServerMsg.Pong(i, ulong.MaxValue - i));
+            }
+            MemoryStream wire = new MemoryStream();
+            foreach (ServerMsg m in msgs)
+            {
+                byte[] f = Wire.EncodeFrame(m);
+                wire.Write(f, 0, f.Length);
+            }
+            byte[] all = wire.ToArray();
+            for (int seed = 0; seed < 5; seed++)
+            {
+                Random rng = new Random(seed + 7);
+                FrameDecoder fd = new FrameDecoder(16384);
+                List<byte[]> got = new List<byte[]>();
+                int at = 0;
+                while (at < all.Length)
+                {
+                    int len = Math.Min(rng.Next(1, seed == 0 ? 3 : 1500), all.Length - at);
+                    fd.Push(all, at, len);
+                    at += len;
+                    byte[] fb;
+                    while (fd.TryNextFrame(out fb))
+                    {
+                        got.Add(fb);
+                    }
+                }
+                bool same = got.Count == msgs.Count;
+                for (int i = 0; same && i < got.Count; i++)
+                {
+                    same = SameBytes(got[i], msgs[i].Encode()) && ServerMsg.Decode(got[i]).Tag == msgs[i].Tag;
+                }
+                Check("split frames reassembled (seed " + seed + ")", same && fd.Buffered == 0,
+                    got.Count + " of " + msgs.Count + " frames, " + fd.Buffered + " bytes left");
+            }
+
+            // The limit can be raised after Welcome.
+            FrameDecoder raise = new FrameDecoder(10);
+            raise.MaxFrameBytes = 20;
+            byte[] twenty = Wire.Frame(new byte[20]);
+            raise.Push(twenty, 0, twenty.Length);
+            Check("raised limit", raise.TryNextFrame(out body) && body.Length == 20, "not returned");
+        }
+
+        // ------------------------------------------------------------------
+        // Relay frames, WebSocket messages, snapshots
+        // ------------------------------------------------------------------
+
+        private static void RelayTests()
+        {
+            byte[] hi = { 0x68, 0x69 };
+            // PROTOCOL.md section 9.
+            CheckBytes("relay to all", Hex("006869"), Wire.EncodeRelayFrame(0, hi, 0, 2));
+            CheckBytes("relay to 300", Hex("ac026869"), Wire.EncodeRelayFrame(300, hi, 0, 2));
+            CheckBytes("relay from 2", Hex("026869"), Wire.EncodeRelayFrame(2, hi, 0, 2));
+
+            byte[] f = Hex("ac0268656c6c6f");
+            uint peer;
+            int at = Wire.ParseRelayFrame(f, 0, f.Length, out peer);
+            Check("relay parse 300", peer == 300 && at == 2 && Encoding.ASCII.GetString(f, at, f.Length - at) == "hello", "wrong split");
+            byte[] zero = { 0 };
+            at = Wire.ParseRelayFrame(zero, 0, 1, out peer);
+            Check("relay parse empty payload", peer == 0 && at == 1, "wrong split");
+            CheckThrows("relay empty frame", delegate { uint p; Wire.ParseRelayFrame(new byte[0], 0, 0, out p); }, ErrorCode.BadMessage);
+            CheckThrows("relay truncated header", delegate { uint p; Wire.ParseRelayFrame(Hex("80"), 0, 1, out p); }, ErrorCode.BadMessage);
+            CheckThrows("relay header over u32", delegate { uint p; Wire.ParseRelayFrame(Hex("808080801000"), 0, 6, out p); }, ErrorCode.BadMessage);
+            byte[] maxHdr = Wire.EncodeRelayFrame(uint.MaxValue, hi, 0, 2);
+            CheckBytes("relay max peer", Hex("ffffffff0f6869"), maxHdr);
+            // Offsets into a larger buffer.
+            byte[] padded = Hex("eeee026869ee");
+            at = Wire.ParseRelayFrame(padded, 2, 3, out peer);
+            Check("relay parse with offset", peer == 2 && at == 3, "wrong split");
+            CheckBytes("relay encode slice", Hex("0169"), Wire.EncodeRelayFrame(1, hi, 1, 1));
+        }
+
+        private static void WebSocketTests()
+        {
+            byte[] c = Wire.EncodeWsControl(new ClientMsg.Ping(300));
+            CheckBytes("ws control", Hex("0005ac02"), c);
+            WsMessageKind kind;
+            int at = Wire.ParseWsMessage(c, 0, c.Length, out kind);
+            Check("ws control parse", kind == WsMessageKind.Control && ClientMsg.Decode(c, at, c.Length - at) is ClientMsg.Ping, "wrong");
+
+            byte[] r = Wire.EncodeWsRelay(300, new byte[] { 0x68, 0x69 }, 0, 2);
+            CheckBytes("ws relay", Hex("01ac026869"), r);
+            at = Wire.ParseWsMessage(r, 0, r.Length, out kind);
+            uint peer;
+            int payload = Wire.ParseRelayFrame(r, at, r.Length - at, out peer);
+            Check("ws relay parse", kind == WsMessageKind.Relay && peer == 300 && payload == 3, "wrong");
+
+            byte[] s = Wire.EncodeWsControl(new ServerMsg.HostChanged(2));
+            CheckBytes("ws server control", Hex("000502"), s);
+            CheckThrows("ws empty message", delegate { WsMessageKind k; Wire.ParseWsMessage(new byte[0], 0, 0, out k); }, ErrorCode.BadMessage);
+            CheckThrows("ws unknown kind", delegate { WsMessageKind k; Wire.ParseWsMessage(new byte[] { 2, 0 }, 0, 2, out k); }, ErrorCode.BadMessage);
+            CheckThrows("ws relay without header", delegate { uint p; Wire.ParseRelayFrame(new byte[] { 1 }, 1, 0, out p); }, ErrorCode.BadMessage);
+        }
+
+        private static void SnapshotTests()
+        {
+            byte[] w = SnapshotEnvelope.Wrap(0x01020304, new byte[] { 9, 8 }, 0, 2);
+            CheckBytes("envelope layout", Hex("040302010908"), w);
+            uint seq;
+            int at;
+            Check("envelope unwrap", SnapshotEnvelope.TryUnwrap(w, 0, w.Length, out seq, out at) && seq == 0x01020304 && at == 4, "wrong");
+            Check("envelope too short", !SnapshotEnvelope.TryUnwrap(w, 0, 3, out seq, out at), "accepted 3 bytes");
+            Check("newer", SnapshotEnvelope.IsNewer(2, 1) && !SnapshotEnvelope.IsNewer(1, 2) && !SnapshotEnvelope.IsNewer(5, 5), "order");
+            Check("newer across wrap", SnapshotEnvelope.IsNewer(3, uint.MaxValue - 2) && !SnapshotEnvelope.IsNewer(uint.MaxValue, 1), "wrap");
+
+            SnapshotFilter filter = new SnapshotFilter();
+            Check("first accepted", filter.Accept(7, 100), "refused");
+            Check("stale dropped", !filter.Accept(7, 99), "accepted");
+            Check("duplicate dropped", !filter.Accept(7, 100), "accepted");
+            Check("newer accepted", filter.Accept(7, 105), "refused");
+            Check("other peer independent", filter.Accept(8, 1), "refused");
+            filter.Reset(7);
+            Check("after reset anything goes", filter.Accept(7, 1), "refused");
+            CheckEqual("dropped count", 2L, filter.Dropped);
+        }
+
+        private static void ConstructedRoundTrips()
+        {
+            // Messages built in C# survive encode -> decode -> encode.
+            List<ClientMsg> client = new List<ClientMsg>();
+            ClientMsg.Hello h = new ClientMsg.Hello();
+            h.Name = "Pilot \u2708";
+            client.Add(h);
+            client.Add(new ClientMsg.CreateSession(4, "secret"));
+            client.Add(new ClientMsg.JoinSession("ABC-DEF", null));
+            client.Add(new ClientMsg.SignalTo(3, new Signal.IceCandidate("candidate:1 1 udp 1 10.0.0.1 5000 typ host", "0", 0)));
+            client.Add(new ClientMsg.SignalTo(0, new Signal.EndOfCandidates()));
+            client.Add(new ClientMsg.SignalTo(0, new Signal.App(Encoding.UTF8.GetBytes("{\"name\":\"Chat\",\"args\":[\"hi\"]}"))));
+            client.Add(new ClientMsg.SignalTo(9, new Signal.Answer("")));
+            client.Add(new ClientMsg.LeaveSession());
+            client.Add(new ClientMsg.Ping(ulong.MaxValue));
+            foreach (ClientMsg m in client)
+            {
+                byte[] a = m.Encode();
+                byte[] b = ClientMsg.Decode(a).Encode();
+                CheckBytes("constructed " + m.GetType().Name, a, b);
+            }
+            ServerMsg.Welcome w = new ServerMsg.Welcome();
+            w.PeerId = 1;
+            w.ResumeToken = new byte[16];
+            IceServer s = new IceServer();
+            s.Urls.Add("stun:example.com:3478");
+            w.IceServers.Add(s);
+            byte[] wa = w.Encode();
+            CheckBytes("constructed Welcome", wa, ServerMsg.Decode(wa).Encode());
+        }
+
+        private static void FuzzTests()
+        {
+            // Random bytes never throw anything but ProtocolException, and never hang.
+            Random rng = new Random(42);
+            byte[] buf = new byte[64];
+            int wrong = 0;
+            string firstWrong = null;
+            for (int i = 0; i < 20000; i++)
+            {
+                int n = rng.Next(0, buf.Length);
+                rng.NextBytes(buf);
+                // Bias the first byte toward valid tags so decoding gets deep.
+                if (n > 0)
+                {
+                    buf[0] = (byte)(buf[0] % 13);
+                }
+                TryDecode(delegate { ClientMsg.Decode(buf, 0, n); }, ref wrong, ref firstWrong);
+                TryDecode(delegate { ServerMsg.Decode(buf, 0, n); }, ref wrong, ref firstWrong);
+                TryDecode(delegate { uint p; Wire.ParseRelayFrame(buf, 0, n, out p); }, ref wrong, ref firstWrong);
+                FrameDecoder fd = new FrameDecoder(32);
+                TryDecode(delegate
+                {
+                    fd.Push(buf, 0, n);
+                    byte[] f;
+                    while (fd.TryNextFrame(out f))
+                    {
+                        try
+                        {
+                            ServerMsg.Decode(f);
+                        }
+                        catch (ProtocolException)
+                        {
+                        }
+                    }
+                }, ref wrong, ref firstWrong);
+            }
+            Check("fuzz: only ProtocolException", wrong == 0, wrong + " other exceptions, first: " + firstWrong);
+        }
+
+        private static void TryDecode(Action a, ref int wrong, ref string firstWrong)
+        {
+            try
+            {
+                a();
+            }
+            catch (ProtocolException)
+            {
+            }
+            catch (Exception e)
+            {
+                wrong++;
+                if (firstWrong == null)
+                {
+                    firstWrong = e.GetType().Name + ": " + e.Message;
+                }
+            }
+        }
+    }
+}

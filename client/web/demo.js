@@ -1,0 +1,496 @@
+// Demo page for the FlightSim P2P browser client: host or join a session, fly
+// an "aircraft" whose state is sent to every peer 60 times a second, and watch
+// which path (direct / TURN / relay) each peer uses.
+//
+// Query parameters (all optional):
+//   host, port      QUIC/WebTransport server (default: this page's host name, 4433)
+//   certHash        hex SHA-256 of the server certificate; default: fetched from /cert-hash;
+//                   "none" for a CA-signed certificate
+//   name            callsign
+//   create=1        host a session at once;  join=CODE  join a session at once
+//   relay=1         force relay (no WebRTC)
+//   policy=relay    iceTransportPolicy;      ice=none   no ICE servers at all
+//   deadline=MS     direct-connection deadline before falling back to the relay
+//   tx=0            do not send aircraft state (tests)
+import { FlightSimP2P, FspError } from './fsp2p.js';
+
+const params = new URLSearchParams(location.search);
+const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
+
+const CALLSIGNS = ['Maverick', 'Goose', 'Iceman', 'Viper', 'Jester', 'Hollywood', 'Merlin', 'Sundown', 'Cougar', 'Stinger'];
+const cfg = {
+  host: params.get('host') || location.hostname,
+  port: Number(params.get('port') || 4433),
+  certHash: params.get('certHash'),
+  forceRelay: flag('relay'),
+  iceTransportPolicy: /** @type {RTCIceTransportPolicy} */ (params.get('policy') || 'all'),
+  iceServers: params.get('ice') === 'none' ? [] : undefined,
+  directTimeoutMs: Number(params.get('deadline') || 5000),
+  tx: params.get('tx') !== '0',
+};
+
+function flag(name) {
+  const v = params.get(name);
+  return v !== null && v !== '0' && v !== 'false';
+}
+
+/** Message kinds of the demo's payloads (first byte). Other kinds are ignored. */
+const KIND_STATE = 1;
+const HZ = 60;
+
+// --- state -----------------------------------------------------------------------------
+
+/** @type {FlightSimP2P|null} */
+let client = null;
+const me = { x: 0.5, y: 0.5, heading: Math.random() * Math.PI * 2, speed: 0.12, seq: 0, hue: Math.floor(Math.random() * 256) };
+const keys = new Set();
+/** Remote aircraft by peer id. */
+const remote = new Map();
+/** Last state timestamp received from each peer and when: echoed back for RTT. */
+const echoes = new Map();
+const log = [];
+const errors = [];
+let txCount = 0;
+let txRate = 0;
+let lastRateAt = performance.now();
+
+$('name').value = params.get('name') || CALLSIGNS[Math.floor(Math.random() * CALLSIGNS.length)];
+if (params.get('join')) $('code').value = params.get('join');
+
+// --- UI helpers ------------------------------------------------------------------------
+
+function addLog(text, isError = false) {
+  const t = new Date().toISOString().slice(11, 23);
+  log.push(`${t} ${text}`);
+  const li = document.createElement('li');
+  li.textContent = `${t} ${text}`;
+  if (isError) li.className = 'err';
+  const ol = $('log');
+  ol.prepend(li);
+  while (ol.children.length > 200) ol.lastChild.remove();
+}
+
+function setStatus(state, text) {
+  const s = $('status');
+  s.dataset.state = state;
+  s.textContent = text;
+}
+
+function showError(message) {
+  errors.push(message);
+  const e = $('error');
+  e.textContent = message;
+  e.hidden = false;
+  addLog(message, true);
+}
+
+function clearError() {
+  $('error').hidden = true;
+  $('error').textContent = '';
+}
+
+function formatCode(code) {
+  return code.length === 6 ? `${code.slice(0, 3)}-${code.slice(3)}` : code;
+}
+
+function setBusy(busy) {
+  $('host').disabled = busy;
+  $('join').disabled = busy;
+  $('leave').disabled = !busy;
+}
+
+function renderForceRelay() {
+  const on = client ? client.forceRelay : cfg.forceRelay;
+  const b = $('force-relay');
+  b.setAttribute('aria-pressed', String(on));
+  b.textContent = `Force relay: ${on ? 'on' : 'off'}`;
+}
+
+// --- connecting ------------------------------------------------------------------------
+
+async function certHash() {
+  if (cfg.certHash === 'none') return null;
+  if (cfg.certHash) return cfg.certHash;
+  return FlightSimP2P.fetchCertHash(location.href);
+}
+
+/**
+ * Connect and create (code = null) or join a session.
+ * @param {string|null} code
+ */
+async function start(code) {
+  stop();
+  clearError();
+  setBusy(true);
+  setStatus('connecting', 'connecting…');
+  try {
+    const hash = await certHash();
+    const c = new FlightSimP2P({
+      host: cfg.host,
+      port: cfg.port,
+      certHash: hash,
+      name: $('name').value.trim().slice(0, 32),
+      forceRelay: cfg.forceRelay,
+      iceTransportPolicy: cfg.iceTransportPolicy,
+      iceServers: cfg.iceServers,
+      directTimeoutMs: cfg.directTimeoutMs,
+    });
+    client = c;
+    $('server-url').textContent = c.options.url;
+    wire(c);
+    c.connect();
+    // Pipelined behind Hello: one round trip to be in the session.
+    const session = code === null ? await c.createSession() : await c.joinSession(code);
+    if (client !== c) return;
+    setStatus('connected', `in session ${formatCode(session.code)} as peer ${c.peerId}`);
+  } catch (e) {
+    const msg = e instanceof FspError ? e.message : String(e && e.message ? e.message : e);
+    showError(msg);
+    setStatus('error', e instanceof FspError ? e.codeName : 'error');
+    // A failed join leaves the connection open; close it so the next try starts clean.
+    stop(false);
+  }
+}
+
+function stop(resetStatus = true) {
+  const c = client;
+  client = null;
+  if (c) c.close('left the demo');
+  remote.clear();
+  echoes.clear();
+  setBusy(false);
+  $('session').hidden = true;
+  $('me-id').textContent = '–';
+  $('server-rtt').textContent = '–';
+  renderPeers();
+  renderForceRelay();
+  if (resetStatus) setStatus('idle', 'not connected');
+}
+
+/** @param {FlightSimP2P} c */
+function wire(c) {
+  const on = (type, fn) => c.addEventListener(type, (e) => {
+    if (client === c) fn(/** @type {CustomEvent} */ (e).detail);
+  });
+  on('welcome', (d) => {
+    $('me-id').textContent = String(d.peerId);
+    addLog(`welcome: peer ${d.peerId}, ${d.iceServers.length} ICE server(s)`);
+  });
+  on('session', (d) => {
+    const s = d.session;
+    $('session').hidden = false;
+    $('session-code').textContent = formatCode(s.code);
+    const share = new URL(location.href);
+    share.searchParams.delete('create');
+    share.searchParams.set('join', s.code);
+    $('share').setAttribute('href', share.toString());
+    $('share').textContent = share.toString();
+    addLog(`${d.created ? 'created' : 'joined'} session ${s.code} (host ${s.host}, ${s.peers.length} peer(s))`);
+    renderPeers();
+  });
+  on('peerjoined', (d) => addLog(`peer ${d.peer.id} "${d.peer.name}" joined (${d.peer.client})`));
+  on('peerleft', (d) => {
+    remote.delete(d.peer);
+    echoes.delete(d.peer);
+    addLog(`peer ${d.peer} left (${d.reason})`);
+  });
+  on('peerstatus', (d) => addLog(`peer ${d.peer} is ${d.online ? 'back online' : 'offline (may resume)'}`));
+  on('hostchanged', (d) => addLog(`host is now peer ${d.host}`));
+  on('pathchange', (d) => addLog(`path to peer ${d.peer}: ${d.previous} → ${d.path}`));
+  on('rtt', (d) => {
+    $('server-rtt').textContent = `${d.rttMs.toFixed(1)} ms`;
+  });
+  on('error', (d) => {
+    // Request errors also reject the promise in start(); show the rest here.
+    if (d.code === 0 || d.fatal || d.code === 5 || d.code === 15) addLog(`error: ${d.message}`, true);
+  });
+  on('goingaway', (d) => addLog(`server going away: ${d.message} (reconnect after ${d.reconnectAfterMs} ms)`, true));
+  on('sessionleft', (d) => addLog(`left the session (${d.reason})`));
+  on('close', (d) => {
+    addLog(`connection closed: ${d.reason}`, d.code !== 0);
+    if (d.code !== 0 && !errors.length) showError(`Connection closed: ${d.reason}`);
+    client = null;
+    remote.clear();
+    setBusy(false);
+    setStatus('error', 'disconnected');
+    renderPeers();
+  });
+  c.onmessage = (from, data, path) => {
+    if (client === c) onFlightData(from, data, path);
+  };
+}
+
+// --- flight data -----------------------------------------------------------------------
+
+function wallNow() {
+  return performance.timeOrigin + performance.now();
+}
+
+function encodeState() {
+  const list = [...echoes.entries()].slice(0, 16);
+  const buf = new ArrayBuffer(31 + list.length * 16);
+  const v = new DataView(buf);
+  v.setUint8(0, KIND_STATE);
+  v.setUint32(1, me.seq++, true);
+  v.setFloat64(5, wallNow(), true);
+  v.setFloat32(13, me.x, true);
+  v.setFloat32(17, me.y, true);
+  v.setFloat32(21, me.heading, true);
+  v.setFloat32(25, me.speed, true);
+  v.setUint8(29, me.hue);
+  v.setUint8(30, list.length);
+  const t = performance.now();
+  list.forEach(([peer, e], i) => {
+    const o = 31 + i * 16;
+    v.setUint32(o, peer, true);
+    v.setFloat64(o + 4, e.sentAt, true);
+    v.setFloat32(o + 12, t - e.receivedAt, true);
+  });
+  return new Uint8Array(buf);
+}
+
+function onFlightData(from, data, path) {
+  if (data.length < 31 || data[0] !== KIND_STATE) return;
+  const v = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  const seq = v.getUint32(1, true);
+  const sentAt = v.getFloat64(5, true);
+  let a = remote.get(from);
+  if (!a) {
+    a = { seq: -1, trail: [], rx: 0, rxRate: 0, rttMs: null, path };
+    remote.set(from, a);
+  }
+  a.rx++;
+  a.path = path;
+  if (seq <= a.seq && a.seq - seq < 1e6) return; // old or duplicate (path switch)
+  a.seq = seq;
+  a.x = v.getFloat32(13, true);
+  a.y = v.getFloat32(17, true);
+  a.heading = v.getFloat32(21, true);
+  a.speed = v.getFloat32(25, true);
+  a.hue = v.getUint8(29);
+  a.at = performance.now();
+  echoes.set(from, { sentAt, receivedAt: performance.now() });
+  const n = v.getUint8(30);
+  const myId = client ? client.peerId : 0;
+  for (let i = 0; i < n && 31 + i * 16 + 16 <= data.length; i++) {
+    const o = 31 + i * 16;
+    if (v.getUint32(o, true) !== myId) continue;
+    const rtt = wallNow() - v.getFloat64(o + 4, true) - v.getFloat32(o + 12, true);
+    if (rtt >= 0 && rtt < 60000) a.rttMs = a.rttMs === null ? rtt : a.rttMs * 0.8 + rtt * 0.2;
+  }
+}
+
+function step(dt) {
+  const turn = (keys.has('ArrowLeft') ? -1 : 0) + (keys.has('ArrowRight') ? 1 : 0);
+  if (turn) me.heading += turn * 2.2 * dt;
+  else me.heading += Math.sin(performance.now() / 1700 + me.hue) * 0.9 * dt; // autopilot wander
+  if (keys.has('ArrowUp')) me.speed = Math.min(0.4, me.speed + 0.15 * dt);
+  if (keys.has('ArrowDown')) me.speed = Math.max(0.04, me.speed - 0.15 * dt);
+  me.x = (me.x + Math.cos(me.heading) * me.speed * dt + 1) % 1;
+  me.y = (me.y + Math.sin(me.heading) * me.speed * dt + 1) % 1;
+}
+
+let lastTick = performance.now();
+function tick() {
+  const t = performance.now();
+  step(Math.min(0.1, (t - lastTick) / 1000));
+  lastTick = t;
+  if (cfg.tx && client && client.session && client.links.size) {
+    client.send(0, encodeState());
+    txCount++;
+  }
+  if (t - lastRateAt >= 1000) {
+    txRate = (txCount * 1000) / (t - lastRateAt);
+    txCount = 0;
+    for (const a of remote.values()) {
+      a.rxRate = (a.rx * 1000) / (t - lastRateAt);
+      a.rx = 0;
+    }
+    lastRateAt = t;
+    $('tx-rate').textContent = `${txRate.toFixed(0)} frames/s`;
+    renderPeers();
+  }
+}
+
+// A worker's timer keeps 60 Hz even when this tab is in the background
+// (the page's own timers are throttled to 1 Hz there).
+function startTicker() {
+  try {
+    const src = `setInterval(() => postMessage(0), ${Math.floor(1000 / HZ)});`;
+    const w = new Worker(URL.createObjectURL(new Blob([src], { type: 'text/javascript' })));
+    w.onmessage = tick;
+  } catch {
+    setInterval(tick, 1000 / HZ);
+  }
+}
+
+// --- rendering -------------------------------------------------------------------------
+
+const PATH_COLORS = { direct: '#46d17d', turn: '#e8c547', relay: '#ff8a4c', connecting: '#8aa0b4' };
+
+function drawPlane(ctx, x, y, heading, color, label, sub) {
+  ctx.save();
+  ctx.translate(x, y);
+  ctx.rotate(heading);
+  ctx.fillStyle = color;
+  ctx.beginPath();
+  ctx.moveTo(14, 0);
+  ctx.lineTo(-10, -9);
+  ctx.lineTo(-5, 0);
+  ctx.lineTo(-10, 9);
+  ctx.closePath();
+  ctx.fill();
+  ctx.restore();
+  ctx.fillStyle = '#dbe6f0';
+  ctx.font = '12px system-ui, sans-serif';
+  ctx.fillText(label, x + 14, y - 10);
+  if (sub) {
+    ctx.fillStyle = '#8aa0b4';
+    ctx.fillText(sub, x + 14, y + 4);
+  }
+}
+
+function draw() {
+  const canvas = /** @type {HTMLCanvasElement} */ ($('sky'));
+  const ctx = canvas.getContext('2d');
+  const W = canvas.width;
+  const H = canvas.height;
+  ctx.fillStyle = '#0a2038';
+  ctx.fillRect(0, 0, W, H);
+  ctx.strokeStyle = '#13304f';
+  ctx.lineWidth = 1;
+  for (let gx = 0; gx <= W; gx += 40) {
+    ctx.beginPath();
+    ctx.moveTo(gx, 0);
+    ctx.lineTo(gx, H);
+    ctx.stroke();
+  }
+  for (let gy = 0; gy <= H; gy += 40) {
+    ctx.beginPath();
+    ctx.moveTo(0, gy);
+    ctx.lineTo(W, gy);
+    ctx.stroke();
+  }
+  const t = performance.now();
+  for (const [id, a] of remote) {
+    if (a.x === undefined) continue;
+    const stale = t - a.at > 1000;
+    const link = client ? client.links.get(id) : null;
+    const name = link ? link.name || `peer ${id}` : `peer ${id}`;
+    const color = stale ? '#556677' : `hsl(${(a.hue / 256) * 360} 80% 60%)`;
+    drawPlane(ctx, a.x * W, a.y * H, a.heading, color, `${name} #${id}`, `${a.path}${a.rttMs !== null ? ` ${a.rttMs.toFixed(0)} ms` : ''}`);
+    ctx.strokeStyle = PATH_COLORS[a.path] || '#fff';
+    ctx.beginPath();
+    ctx.arc(a.x * W, a.y * H, 20, 0, Math.PI * 2);
+    ctx.stroke();
+  }
+  drawPlane(ctx, me.x * W, me.y * H, me.heading, `hsl(${(me.hue / 256) * 360} 90% 65%)`, `${$('name').value || 'me'} (you)`, '');
+  requestAnimationFrame(draw);
+}
+
+function renderPeers() {
+  const tbody = $('peers');
+  const peers = client ? client.getPeers() : [];
+  tbody.replaceChildren();
+  if (!peers.length) {
+    const tr = document.createElement('tr');
+    tr.className = 'empty';
+    tr.innerHTML = '<td colspan="7">no other peers</td>';
+    tbody.append(tr);
+    return;
+  }
+  for (const p of peers) {
+    const a = remote.get(p.id);
+    const tr = document.createElement('tr');
+    tr.dataset.peer = String(p.id);
+    tr.dataset.path = p.path;
+    const cells = [
+      String(p.id),
+      `${p.name || '—'}${p.host ? ' ★' : ''}`,
+      p.client,
+      null,
+      a && a.rttMs !== null ? `${a.rttMs.toFixed(1)} ms` : p.iceRttMs !== null ? `${p.iceRttMs.toFixed(1)} ms (ICE)` : '–',
+      a ? a.rxRate.toFixed(0) : '0',
+      p.online ? p.connectionState : 'offline',
+    ];
+    for (const c of cells) {
+      const td = document.createElement('td');
+      if (c === null) {
+        const span = document.createElement('span');
+        span.className = `path path-${p.path}`;
+        span.textContent = p.path;
+        if (p.candidatePair) span.title = p.candidatePair;
+        td.append(span);
+      } else td.textContent = c;
+      tr.append(td);
+    }
+    tbody.append(tr);
+  }
+}
+
+// --- wiring ----------------------------------------------------------------------------
+
+$('host').addEventListener('click', () => start(null));
+$('join').addEventListener('click', () => {
+  const code = $('code').value.trim();
+  if (!code) {
+    showError('Type the join code of a session first.');
+    return;
+  }
+  start(code);
+});
+$('code').addEventListener('keydown', (e) => {
+  if (e.key === 'Enter') $('join').click();
+});
+$('leave').addEventListener('click', () => {
+  stop();
+  addLog('left');
+});
+$('force-relay').addEventListener('click', () => {
+  if (client) client.setForceRelay(!client.forceRelay);
+  else cfg.forceRelay = !cfg.forceRelay;
+  if (client) cfg.forceRelay = client.forceRelay;
+  addLog(`force relay ${cfg.forceRelay ? 'on' : 'off'}`);
+  renderForceRelay();
+});
+addEventListener('keydown', (e) => {
+  if (e.target instanceof HTMLInputElement) return;
+  if (e.key.startsWith('Arrow')) {
+    keys.add(e.key);
+    e.preventDefault();
+  }
+});
+addEventListener('keyup', (e) => keys.delete(e.key));
+addEventListener('blur', () => keys.clear());
+// Leave at once (close code 0) rather than holding the seat for the resume grace period.
+addEventListener('pagehide', () => {
+  if (client) client.close('page closed');
+});
+
+renderForceRelay();
+renderPeers();
+startTicker();
+requestAnimationFrame(draw);
+
+/** Hook for tests and for poking at the demo from the console. */
+window.fsp2pDemo = {
+  get client() {
+    return client;
+  },
+  cfg,
+  me,
+  remote,
+  log,
+  errors,
+  start,
+  stop,
+  setSending(on) {
+    cfg.tx = !!on;
+  },
+  peers() {
+    return client ? client.getPeers() : [];
+  },
+};
+
+if (flag('create')) start(null);
+else if (params.get('join')) start(params.get('join'));

@@ -1,0 +1,1954 @@
+// FlightSim P2P browser client.
+//
+// A dependency-free ES module: the wire codec for docs/PROTOCOL.md (postcard,
+// hand-written, strict like the Rust side), control-stream framing, relay frame
+// headers, and `FlightSimP2P`, a client that signals over WebTransport, connects
+// every pair of peers with a WebRTC DataChannel, and falls back per peer to the
+// server's QUIC datagram relay when the direct path does not come up.
+//
+// Game code only needs:
+//
+//   import { FlightSimP2P } from './fsp2p.js';
+//   const hash = await FlightSimP2P.fetchCertHash();          // dev certificates only
+//   const net = new FlightSimP2P({ host: 'sim.example.com', port: 4433, certHash: hash, name: 'Ann' });
+//   net.onmessage = (from, bytes, path) => { ... };             // path: 'direct' | 'turn' | 'relay'
+//   net.connect();                                             // Hello is sent as soon as the stream opens
+//   const session = await net.createSession();                 // or net.joinSession('7KQ-2MX'), pipelined
+//   net.send(0, bytes);                                        // 0 = every other peer; or a peer id
+//
+// Everything is plain JavaScript with JSDoc types; no build step.
+
+// ---------------------------------------------------------------------------
+// Constants
+// ---------------------------------------------------------------------------
+
+/** Protocol version carried in Hello. */
+export const PROTOCOL_VERSION = 1;
+/** Control frame limit a client may assume before the Welcome (PROTOCOL.md §3). */
+export const DEFAULT_MAX_FRAME_BYTES = 16384;
+/** Relay payload limit a client may assume before the Welcome (PROTOCOL.md §7). */
+export const DEFAULT_MAX_RELAY_PAYLOAD = 1100;
+/** Peer id meaning "every other peer in my session" in Signal.to and relay headers. */
+export const ALL_PEERS = 0;
+/** WebTransport path of the signaling endpoint. */
+export const WEBTRANSPORT_PATH = '/signal';
+/** Label of the flight-data DataChannel. */
+export const DATA_CHANNEL_LABEL = 'flight';
+
+/** @typedef {'Rust'|'DotNet'|'Browser'|'Other'} ClientKind */
+/** @typedef {'Datagram'|'Stream'} RelayMode */
+/** @typedef {'Left'|'TimedOut'|'SessionExpired'|'ServerShutdown'} LeaveReason */
+/** @typedef {'connecting'|'direct'|'turn'|'relay'} PeerPath */
+
+/** Variant names in declaration order: the index is the tag on the wire. */
+export const CLIENT_KINDS = Object.freeze(/** @type {ClientKind[]} */ (['Rust', 'DotNet', 'Browser', 'Other']));
+export const RELAY_MODES = Object.freeze(/** @type {RelayMode[]} */ (['Datagram', 'Stream']));
+export const LEAVE_REASONS = Object.freeze(
+  /** @type {LeaveReason[]} */ (['Left', 'TimedOut', 'SessionExpired', 'ServerShutdown']),
+);
+const CLIENT_MSG_TYPES = ['Hello', 'CreateSession', 'JoinSession', 'Signal', 'LeaveSession', 'Ping'];
+const SERVER_MSG_TYPES = [
+  'Welcome', 'SessionCreated', 'SessionJoined', 'PeerJoined', 'PeerLeft', 'HostChanged',
+  'Signal', 'Error', 'Pong', 'SessionLeft', 'PeerStatus', 'GoingAway',
+];
+const SIGNAL_TYPES = ['Offer', 'Answer', 'IceCandidate', 'EndOfCandidates', 'App'];
+
+/** Error codes of PROTOCOL.md §6: code → [name, fatal]. */
+export const ERROR_CODES = Object.freeze({
+  1: ['bad_message', true],
+  2: ['frame_too_large', true],
+  3: ['unsupported_version', true],
+  4: ['protocol_violation', true],
+  5: ['rate_limited', false],
+  6: ['server_full', true],
+  7: ['shutting_down', true],
+  8: ['internal', false],
+  9: ['invalid_argument', false],
+  10: ['unknown_session', false],
+  11: ['session_full', false],
+  12: ['wrong_password', false],
+  13: ['already_in_session', false],
+  14: ['not_in_session', false],
+  15: ['unknown_peer', false],
+  16: ['too_many_sessions', false],
+  17: ['too_many_join_attempts', true],
+  18: ['resume_failed', false],
+  19: ['hello_timeout', true],
+  20: ['replaced', true],
+  21: ['slow_consumer', true],
+});
+
+/** Name of a server error code ("unknown_session"), or "error_<n>" for a code this client does not know. */
+export function errorName(code) {
+  const e = ERROR_CODES[code];
+  return e ? e[0] : `error_${code}`;
+}
+
+/**
+ * An error from the server (code 1..21, PROTOCOL.md §6) or from this client
+ * (code 0; `name` says what: connect_failed, timeout, closed, decode_failed, ...).
+ */
+export class FspError extends Error {
+  /**
+   * @param {number} code server error code, 0 for client-side errors
+   * @param {string} codeName snake_case name
+   * @param {string} message readable English
+   * @param {{fatal?: boolean, cause?: unknown}} [opts]
+   */
+  constructor(code, codeName, message, opts = {}) {
+    super(message, opts.cause !== undefined ? { cause: opts.cause } : undefined);
+    this.name = 'FspError';
+    /** @type {number} */
+    this.code = code;
+    /** @type {string} */
+    this.codeName = codeName;
+    /** @type {boolean} */
+    this.fatal = !!opts.fatal;
+  }
+
+  /** Build from a server `Error { code, message }`. */
+  static fromServer(code, message) {
+    const e = ERROR_CODES[code];
+    const name = errorName(code);
+    return new FspError(code, name, `${name} (${code}): ${message}`, { fatal: e ? e[1] : false });
+  }
+}
+
+/** Thrown by the decoders for malformed bytes. */
+export class DecodeError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'DecodeError';
+  }
+}
+
+// ---------------------------------------------------------------------------
+// postcard: writer and reader
+// ---------------------------------------------------------------------------
+
+const utf8Encoder = new TextEncoder();
+const utf8Decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+const U16_MAX = 0xffff;
+const U32_MAX = 0xffffffff;
+const U64_MAX = (1n << 64n) - 1n;
+
+function checkUint(v, max, what) {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) {
+    throw new RangeError(`${what} must be an integer in 0..=${max}, got ${String(v)}`);
+  }
+  return v;
+}
+
+function toU64(v, what) {
+  let b;
+  if (typeof v === 'bigint') b = v;
+  else if (typeof v === 'number' && Number.isSafeInteger(v)) b = BigInt(v);
+  else throw new RangeError(`${what} must be a BigInt or a safe integer, got ${String(v)}`);
+  if (b < 0n || b > U64_MAX) throw new RangeError(`${what} out of u64 range: ${b}`);
+  return b;
+}
+
+/** Growable byte buffer with postcard primitives. */
+export class Writer {
+  constructor(capacity = 64) {
+    this.buf = new Uint8Array(capacity);
+    this.len = 0;
+  }
+
+  _reserve(n) {
+    if (this.len + n <= this.buf.length) return;
+    let cap = this.buf.length * 2;
+    while (cap < this.len + n) cap *= 2;
+    const next = new Uint8Array(cap);
+    next.set(this.buf.subarray(0, this.len));
+    this.buf = next;
+  }
+
+  u8(v) {
+    checkUint(v, 0xff, 'u8');
+    this._reserve(1);
+    this.buf[this.len++] = v;
+    return this;
+  }
+
+  /** Unsigned LEB128 of a number in 0..=2^32-1 (u16 / u32 / enum tags / lengths). */
+  varint(v) {
+    checkUint(v, U32_MAX, 'varint');
+    this._reserve(5);
+    while (v >= 0x80) {
+      this.buf[this.len++] = (v % 0x80) | 0x80;
+      v = Math.floor(v / 0x80);
+    }
+    this.buf[this.len++] = v;
+    return this;
+  }
+
+  u16(v) {
+    return this.varint(checkUint(v, U16_MAX, 'u16'));
+  }
+
+  u32(v) {
+    return this.varint(checkUint(v, U32_MAX, 'u32'));
+  }
+
+  /** @param {bigint|number} v */
+  u64(v) {
+    let b = toU64(v, 'u64');
+    this._reserve(10);
+    while (b >= 0x80n) {
+      this.buf[this.len++] = Number(b & 0x7fn) | 0x80;
+      b >>= 7n;
+    }
+    this.buf[this.len++] = Number(b);
+    return this;
+  }
+
+  bool(v) {
+    if (typeof v !== 'boolean') throw new TypeError(`bool expected, got ${typeof v}`);
+    return this.u8(v ? 1 : 0);
+  }
+
+  raw(bytes) {
+    this._reserve(bytes.length);
+    this.buf.set(bytes, this.len);
+    this.len += bytes.length;
+    return this;
+  }
+
+  /** @param {Uint8Array} bytes */
+  bytes(bytes) {
+    if (!(bytes instanceof Uint8Array)) throw new TypeError('Uint8Array expected');
+    return this.varint(bytes.length).raw(bytes);
+  }
+
+  /** @param {string} s */
+  string(s) {
+    if (typeof s !== 'string') throw new TypeError(`string expected, got ${typeof s}`);
+    return this.bytes(utf8Encoder.encode(s));
+  }
+
+  /**
+   * @template T
+   * @param {T|null|undefined} v
+   * @param {(w: Writer, v: T) => void} write
+   */
+  option(v, write) {
+    if (v === null || v === undefined) return this.u8(0);
+    this.u8(1);
+    write(this, v);
+    return this;
+  }
+
+  /**
+   * @param {readonly string[]} names
+   * @param {string} v
+   * @param {string} what
+   */
+  enumTag(names, v, what) {
+    const i = names.indexOf(v);
+    if (i < 0) throw new RangeError(`unknown ${what}: ${String(v)}`);
+    return this.varint(i);
+  }
+
+  /** @returns {Uint8Array} a copy of the written bytes */
+  finish() {
+    return this.buf.slice(0, this.len);
+  }
+}
+
+/** Strict postcard reader over one message body. */
+export class Reader {
+  /** @param {Uint8Array} bytes */
+  constructor(bytes) {
+    this.b = bytes;
+    this.p = 0;
+  }
+
+  get remaining() {
+    return this.b.length - this.p;
+  }
+
+  u8() {
+    if (this.p >= this.b.length) throw new DecodeError(`unexpected end of message at byte ${this.p}`);
+    return this.b[this.p++];
+  }
+
+  /**
+   * postcard's varint rules: at most `maxBytes` bytes, and the last allowed byte
+   * may only carry the bits that still fit the type.
+   */
+  _varint(maxBytes, lastMax, what) {
+    let out = 0;
+    let scale = 1;
+    for (let i = 0; i < maxBytes; i++) {
+      const byte = this.u8();
+      out += (byte & 0x7f) * scale;
+      scale *= 0x80;
+      if ((byte & 0x80) === 0) {
+        if (i === maxBytes - 1 && byte > lastMax) throw new DecodeError(`${what} varint overflows`);
+        return out;
+      }
+    }
+    throw new DecodeError(`${what} varint longer than ${maxBytes} bytes`);
+  }
+
+  u16() {
+    return this._varint(3, 0x03, 'u16');
+  }
+
+  u32() {
+    return this._varint(5, 0x0f, 'u32');
+  }
+
+  /** @returns {bigint} */
+  u64() {
+    let out = 0n;
+    for (let i = 0; i < 10; i++) {
+      const byte = this.u8();
+      out |= BigInt(byte & 0x7f) << BigInt(7 * i);
+      if ((byte & 0x80) === 0) {
+        if (i === 9 && byte > 0x01) throw new DecodeError('u64 varint overflows');
+        return out;
+      }
+    }
+    throw new DecodeError('u64 varint longer than 10 bytes');
+  }
+
+  /** A length or count (postcard's usize, a u64 varint on 64-bit), checked against what is left. */
+  length(what = 'length') {
+    const n = this.u64();
+    if (n > BigInt(this.remaining)) {
+      throw new DecodeError(`${what} ${n} runs past the end of the message (${this.remaining} bytes left)`);
+    }
+    return Number(n);
+  }
+
+  bool() {
+    const v = this.u8();
+    if (v > 1) throw new DecodeError(`bool must be 0 or 1, got ${v}`);
+    return v === 1;
+  }
+
+  bytes() {
+    const n = this.length('byte array length');
+    const out = this.b.slice(this.p, this.p + n);
+    this.p += n;
+    return out;
+  }
+
+  string() {
+    const n = this.length('string length');
+    const view = this.b.subarray(this.p, this.p + n);
+    this.p += n;
+    try {
+      return utf8Decoder.decode(view);
+    } catch {
+      throw new DecodeError('string is not valid UTF-8');
+    }
+  }
+
+  /**
+   * @template T
+   * @param {(r: Reader) => T} read
+   * @returns {T|null}
+   */
+  option(read) {
+    const tag = this.u8();
+    if (tag === 0) return null;
+    if (tag === 1) return read(this);
+    throw new DecodeError(`Option tag must be 0 or 1, got ${tag}`);
+  }
+
+  /**
+   * @template T
+   * @param {(r: Reader) => T} read
+   * @returns {T[]}
+   */
+  vec(read) {
+    // Every element of our types takes at least one byte, so the count is bounded by what is left.
+    const n = this.length('sequence count');
+    const out = [];
+    for (let i = 0; i < n; i++) out.push(read(this));
+    return out;
+  }
+
+  /**
+   * @param {readonly string[]} names
+   * @param {string} what
+   */
+  enumTag(names, what) {
+    const i = this.u32();
+    if (i >= names.length) throw new DecodeError(`unknown ${what} variant ${i}`);
+    return names[i];
+  }
+
+  end() {
+    if (this.p !== this.b.length) {
+      throw new DecodeError(`${this.b.length - this.p} trailing bytes after the message`);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Messages
+// ---------------------------------------------------------------------------
+
+/**
+ * @typedef {{type: 'Offer', sdp: string}
+ *   | {type: 'Answer', sdp: string}
+ *   | {type: 'IceCandidate', candidate: string, sdpMid: string|null, sdpMLineIndex: number|null}
+ *   | {type: 'EndOfCandidates'}
+ *   | {type: 'App', data: Uint8Array}} Signal
+ */
+
+/**
+ * @typedef {{type: 'Hello', version: number, client: ClientKind, relayMode: RelayMode, name: string, resumeToken: Uint8Array|null}
+ *   | {type: 'CreateSession', maxPeers: number, password: string|null}
+ *   | {type: 'JoinSession', code: string, password: string|null}
+ *   | {type: 'Signal', to: number, signal: Signal}
+ *   | {type: 'LeaveSession'}
+ *   | {type: 'Ping', clientTimeMs: bigint}} ClientMsg
+ */
+
+/** @typedef {{urls: string[], username: string|null, credential: string|null}} IceServer */
+/**
+ * @typedef {{maxFrameBytes: number, maxRelayPayload: number, relayDatagramsPerSec: number,
+ *   relayBytesPerSec: number, signalsPerSec: number, maxPeersPerSession: number, resumeGraceMs: number}} Limits
+ */
+/** @typedef {{id: number, name: string, client: ClientKind}} PeerInfo */
+/** @typedef {{code: string, host: number, maxPeers: number, idleTtlSecs: number, peers: PeerInfo[]}} SessionInfo */
+/**
+ * @typedef {{type: 'Welcome', version: number, peerId: number, resumeToken: Uint8Array, resumed: boolean,
+ *   iceServers: IceServer[], limits: Limits, serverTimeMs: bigint}} WelcomeMsg
+ */
+/**
+ * @typedef {WelcomeMsg
+ *   | {type: 'SessionCreated', session: SessionInfo}
+ *   | {type: 'SessionJoined', session: SessionInfo}
+ *   | {type: 'PeerJoined', peer: PeerInfo}
+ *   | {type: 'PeerLeft', peer: number, reason: LeaveReason}
+ *   | {type: 'HostChanged', host: number}
+ *   | {type: 'Signal', from: number, signal: Signal}
+ *   | {type: 'Error', code: number, message: string}
+ *   | {type: 'Pong', clientTimeMs: bigint, serverTimeMs: bigint}
+ *   | {type: 'SessionLeft', reason: LeaveReason}
+ *   | {type: 'PeerStatus', peer: number, online: boolean}
+ *   | {type: 'GoingAway', reconnectAfterMs: number, message: string}} ServerMsg
+ */
+
+const LIMIT_FIELDS = [
+  'maxFrameBytes', 'maxRelayPayload', 'relayDatagramsPerSec', 'relayBytesPerSec',
+  'signalsPerSec', 'maxPeersPerSession', 'resumeGraceMs',
+];
+
+/** @param {Writer} w @param {Signal} s */
+function writeSignal(w, s) {
+  w.enumTag(SIGNAL_TYPES, s.type, 'Signal');
+  switch (s.type) {
+    case 'Offer':
+    case 'Answer':
+      w.string(s.sdp);
+      break;
+    case 'IceCandidate':
+      w.string(s.candidate);
+      w.option(s.sdpMid, (w, v) => w.string(v));
+      w.option(s.sdpMLineIndex, (w, v) => w.u16(v));
+      break;
+    case 'EndOfCandidates':
+      break;
+    case 'App':
+      w.bytes(s.data);
+      break;
+  }
+}
+
+/** @param {Reader} r @returns {Signal} */
+function readSignal(r) {
+  const type = r.enumTag(SIGNAL_TYPES, 'Signal');
+  switch (type) {
+    case 'Offer':
+    case 'Answer':
+      return { type, sdp: r.string() };
+    case 'IceCandidate': {
+      const candidate = r.string();
+      const sdpMid = r.option((r) => r.string());
+      const sdpMLineIndex = r.option((r) => r.u16());
+      return { type, candidate, sdpMid, sdpMLineIndex };
+    }
+    case 'EndOfCandidates':
+      return { type };
+    default:
+      return { type: 'App', data: r.bytes() };
+  }
+}
+
+/** @param {Writer} w @param {PeerInfo} p */
+function writePeerInfo(w, p) {
+  w.u32(p.id).string(p.name).enumTag(CLIENT_KINDS, p.client, 'ClientKind');
+}
+
+/** @param {Reader} r @returns {PeerInfo} */
+function readPeerInfo(r) {
+  return { id: r.u32(), name: r.string(), client: /** @type {ClientKind} */ (r.enumTag(CLIENT_KINDS, 'ClientKind')) };
+}
+
+/** @param {Writer} w @param {SessionInfo} s */
+function writeSessionInfo(w, s) {
+  w.string(s.code).u32(s.host).u32(s.maxPeers).u32(s.idleTtlSecs);
+  w.varint(s.peers.length);
+  for (const p of s.peers) writePeerInfo(w, p);
+}
+
+/** @param {Reader} r @returns {SessionInfo} */
+function readSessionInfo(r) {
+  return {
+    code: r.string(),
+    host: r.u32(),
+    maxPeers: r.u32(),
+    idleTtlSecs: r.u32(),
+    peers: r.vec(readPeerInfo),
+  };
+}
+
+/**
+ * Encode a client message body (no length prefix).
+ * @param {ClientMsg} m
+ * @returns {Uint8Array}
+ */
+export function encodeClientMsg(m) {
+  const w = new Writer();
+  w.enumTag(CLIENT_MSG_TYPES, m.type, 'ClientMsg');
+  switch (m.type) {
+    case 'Hello':
+      w.u16(m.version).enumTag(CLIENT_KINDS, m.client, 'ClientKind').enumTag(RELAY_MODES, m.relayMode, 'RelayMode');
+      w.string(m.name).option(m.resumeToken, (w, v) => w.bytes(v));
+      break;
+    case 'CreateSession':
+      w.u32(m.maxPeers).option(m.password, (w, v) => w.string(v));
+      break;
+    case 'JoinSession':
+      w.string(m.code).option(m.password, (w, v) => w.string(v));
+      break;
+    case 'Signal':
+      w.u32(m.to);
+      writeSignal(w, m.signal);
+      break;
+    case 'LeaveSession':
+      break;
+    case 'Ping':
+      w.u64(m.clientTimeMs);
+      break;
+  }
+  return w.finish();
+}
+
+/**
+ * Decode exactly one client message body; throws DecodeError on anything the Rust side would refuse.
+ * @param {Uint8Array} bytes
+ * @returns {ClientMsg}
+ */
+export function decodeClientMsg(bytes) {
+  const r = new Reader(bytes);
+  const type = r.enumTag(CLIENT_MSG_TYPES, 'ClientMsg');
+  /** @type {ClientMsg} */
+  let m;
+  switch (type) {
+    case 'Hello': {
+      const version = r.u16();
+      const client = /** @type {ClientKind} */ (r.enumTag(CLIENT_KINDS, 'ClientKind'));
+      const relayMode = /** @type {RelayMode} */ (r.enumTag(RELAY_MODES, 'RelayMode'));
+      const name = r.string();
+      const resumeToken = r.option((r) => r.bytes());
+      m = { type, version, client, relayMode, name, resumeToken };
+      break;
+    }
+    case 'CreateSession':
+      m = { type, maxPeers: r.u32(), password: r.option((r) => r.string()) };
+      break;
+    case 'JoinSession':
+      m = { type, code: r.string(), password: r.option((r) => r.string()) };
+      break;
+    case 'Signal':
+      m = { type, to: r.u32(), signal: readSignal(r) };
+      break;
+    case 'LeaveSession':
+      m = { type };
+      break;
+    default:
+      m = { type: 'Ping', clientTimeMs: r.u64() };
+  }
+  r.end();
+  return m;
+}
+
+/**
+ * Encode a server message body (used by tests and tools; the server is in Rust).
+ * @param {ServerMsg} m
+ * @returns {Uint8Array}
+ */
+export function encodeServerMsg(m) {
+  const w = new Writer();
+  w.enumTag(SERVER_MSG_TYPES, m.type, 'ServerMsg');
+  switch (m.type) {
+    case 'Welcome':
+      w.u16(m.version).u32(m.peerId).bytes(m.resumeToken).bool(m.resumed);
+      w.varint(m.iceServers.length);
+      for (const s of m.iceServers) {
+        w.varint(s.urls.length);
+        for (const u of s.urls) w.string(u);
+        w.option(s.username, (w, v) => w.string(v));
+        w.option(s.credential, (w, v) => w.string(v));
+      }
+      for (const f of LIMIT_FIELDS) w.u32(m.limits[f]);
+      w.u64(m.serverTimeMs);
+      break;
+    case 'SessionCreated':
+    case 'SessionJoined':
+      writeSessionInfo(w, m.session);
+      break;
+    case 'PeerJoined':
+      writePeerInfo(w, m.peer);
+      break;
+    case 'PeerLeft':
+      w.u32(m.peer).enumTag(LEAVE_REASONS, m.reason, 'LeaveReason');
+      break;
+    case 'HostChanged':
+      w.u32(m.host);
+      break;
+    case 'Signal':
+      w.u32(m.from);
+      writeSignal(w, m.signal);
+      break;
+    case 'Error':
+      w.u16(m.code).string(m.message);
+      break;
+    case 'Pong':
+      w.u64(m.clientTimeMs).u64(m.serverTimeMs);
+      break;
+    case 'SessionLeft':
+      w.enumTag(LEAVE_REASONS, m.reason, 'LeaveReason');
+      break;
+    case 'PeerStatus':
+      w.u32(m.peer).bool(m.online);
+      break;
+    case 'GoingAway':
+      w.u32(m.reconnectAfterMs).string(m.message);
+      break;
+  }
+  return w.finish();
+}
+
+/**
+ * Decode exactly one server message body; throws DecodeError on malformed bytes.
+ * @param {Uint8Array} bytes
+ * @returns {ServerMsg}
+ */
+export function decodeServerMsg(bytes) {
+  const r = new Reader(bytes);
+  const type = r.enumTag(SERVER_MSG_TYPES, 'ServerMsg');
+  /** @type {ServerMsg} */
+  let m;
+  switch (type) {
+    case 'Welcome': {
+      const version = r.u16();
+      const peerId = r.u32();
+      const resumeToken = r.bytes();
+      const resumed = r.bool();
+      const iceServers = r.vec((r) => ({
+        urls: r.vec((r) => r.string()),
+        username: r.option((r) => r.string()),
+        credential: r.option((r) => r.string()),
+      }));
+      /** @type {Limits} */
+      const limits = /** @type {any} */ ({});
+      for (const f of LIMIT_FIELDS) limits[f] = r.u32();
+      m = { type, version, peerId, resumeToken, resumed, iceServers, limits, serverTimeMs: r.u64() };
+      break;
+    }
+    case 'SessionCreated':
+    case 'SessionJoined':
+      m = { type, session: readSessionInfo(r) };
+      break;
+    case 'PeerJoined':
+      m = { type, peer: readPeerInfo(r) };
+      break;
+    case 'PeerLeft':
+      m = { type, peer: r.u32(), reason: /** @type {LeaveReason} */ (r.enumTag(LEAVE_REASONS, 'LeaveReason')) };
+      break;
+    case 'HostChanged':
+      m = { type, host: r.u32() };
+      break;
+    case 'Signal':
+      m = { type, from: r.u32(), signal: readSignal(r) };
+      break;
+    case 'Error':
+      m = { type, code: r.u16(), message: r.string() };
+      break;
+    case 'Pong':
+      m = { type, clientTimeMs: r.u64(), serverTimeMs: r.u64() };
+      break;
+    case 'SessionLeft':
+      m = { type, reason: /** @type {LeaveReason} */ (r.enumTag(LEAVE_REASONS, 'LeaveReason')) };
+      break;
+    case 'PeerStatus':
+      m = { type, peer: r.u32(), online: r.bool() };
+      break;
+    default:
+      m = { type: 'GoingAway', reconnectAfterMs: r.u32(), message: r.string() };
+  }
+  r.end();
+  return m;
+}
+
+// ---------------------------------------------------------------------------
+// Framing and relay headers
+// ---------------------------------------------------------------------------
+
+/**
+ * Read a u32 varint (at most 5 bytes, value ≤ 2^32-1) at `offset`.
+ * @returns {{value: number, used: number}|null} null when the bytes end before the varint does
+ */
+export function takeVarint(bytes, offset = 0) {
+  let value = 0;
+  let scale = 1;
+  for (let i = 0; offset + i < bytes.length; i++) {
+    if (i >= 5) throw new DecodeError('varint longer than 5 bytes');
+    const b = bytes[offset + i];
+    value += (b & 0x7f) * scale;
+    scale *= 0x80;
+    if ((b & 0x80) === 0) {
+      if (value > U32_MAX) throw new DecodeError('varint above u32::MAX');
+      return { value, used: i + 1 };
+    }
+  }
+  if (bytes.length - offset >= 5) throw new DecodeError('varint longer than 5 bytes');
+  return null;
+}
+
+/** varint(len) || body. */
+export function encodeFrame(body) {
+  return new Writer(body.length + 5).varint(body.length).raw(body).finish();
+}
+
+/**
+ * Incremental splitter for the control stream: push chunks as they arrive and
+ * get whole frame bodies back. The declared length is checked against the
+ * limit before the body is buffered.
+ */
+export class FrameReader {
+  constructor(maxFrameBytes = DEFAULT_MAX_FRAME_BYTES) {
+    this.maxFrameBytes = maxFrameBytes;
+    this.buf = new Uint8Array(0);
+  }
+
+  get buffered() {
+    return this.buf.length;
+  }
+
+  /**
+   * @param {Uint8Array} chunk
+   * @returns {Uint8Array[]} whole frame bodies completed by this chunk (possibly none)
+   */
+  push(chunk) {
+    if (chunk.length) {
+      if (this.buf.length === 0) {
+        this.buf = chunk.slice();
+      } else {
+        const next = new Uint8Array(this.buf.length + chunk.length);
+        next.set(this.buf);
+        next.set(chunk, this.buf.length);
+        this.buf = next;
+      }
+    }
+    const out = [];
+    let at = 0;
+    for (;;) {
+      const v = takeVarint(this.buf, at);
+      if (!v) break;
+      if (v.value > this.maxFrameBytes) {
+        throw new DecodeError(`frame of ${v.value} bytes exceeds the limit of ${this.maxFrameBytes} bytes`);
+      }
+      if (this.buf.length - at - v.used < v.value) break;
+      const start = at + v.used;
+      out.push(this.buf.slice(start, start + v.value));
+      at = start + v.value;
+    }
+    if (at > 0) this.buf = this.buf.slice(at);
+    return out;
+  }
+}
+
+/**
+ * Relay frame `varint(peer) || payload`.
+ * @param {number} peer destination (client → server; 0 = all) or sender (server → client)
+ * @param {Uint8Array} payload
+ */
+export function encodeRelay(peer, payload) {
+  return new Writer(payload.length + 5).u32(peer).raw(payload).finish();
+}
+
+/**
+ * Split a relay frame. The payload is a view into `frame`.
+ * @param {Uint8Array} frame
+ * @returns {{peer: number, payload: Uint8Array}}
+ */
+export function decodeRelay(frame) {
+  const v = takeVarint(frame, 0);
+  if (!v) throw new DecodeError(frame.length ? 'relay header truncated' : 'relay frame has no header');
+  return { peer: v.value, payload: frame.subarray(v.used) };
+}
+
+// ---------------------------------------------------------------------------
+// Small helpers
+// ---------------------------------------------------------------------------
+
+/** Lowercase hex of bytes. */
+export function toHex(bytes) {
+  let s = '';
+  for (const b of bytes) s += b.toString(16).padStart(2, '0');
+  return s;
+}
+
+/** Bytes of a hex string (whitespace and ':' separators allowed). */
+export function fromHex(hex) {
+  const clean = hex.replace(/[\s:]/g, '');
+  if (clean.length % 2 !== 0 || /[^0-9a-fA-F]/.test(clean)) throw new TypeError('not a hex string');
+  const out = new Uint8Array(clean.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(clean.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
+
+/**
+ * Normalize a certificate hash given as hex, base64, or bytes into 32 bytes.
+ * @param {string|ArrayBuffer|ArrayBufferView} h
+ */
+function certHashBytes(h) {
+  let out;
+  if (typeof h === 'string') {
+    const s = h.trim();
+    if (/^[0-9a-fA-F:\s]+$/.test(s) && s.replace(/[\s:]/g, '').length === 64) out = fromHex(s);
+    else {
+      const bin = atob(s);
+      out = Uint8Array.from(bin, (c) => c.charCodeAt(0));
+    }
+  } else if (h instanceof ArrayBuffer) out = new Uint8Array(h);
+  else if (ArrayBuffer.isView(h)) out = new Uint8Array(h.buffer, h.byteOffset, h.byteLength);
+  else throw new TypeError('certHash must be a hex or base64 string, or bytes');
+  if (out.length !== 32) throw new TypeError(`certHash must be a SHA-256 (32 bytes), got ${out.length} bytes`);
+  return out;
+}
+
+function describe(e) {
+  if (e && typeof e === 'object') {
+    const parts = [];
+    if ('name' in e && e.name && e.name !== 'Error') parts.push(String(e.name));
+    if ('message' in e && e.message) parts.push(String(e.message));
+    if ('source' in e && e.source) parts.push(`source=${e.source}`);
+    if ('streamErrorCode' in e && e.streamErrorCode != null) parts.push(`streamErrorCode=${e.streamErrorCode}`);
+    if (parts.length) return parts.join(': ');
+  }
+  return String(e);
+}
+
+function withTimeout(promise, ms, onTimeout) {
+  if (!ms || ms <= 0) return promise;
+  let timer;
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(onTimeout()), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+const now = () => performance.now();
+
+// ---------------------------------------------------------------------------
+// Transports
+// ---------------------------------------------------------------------------
+
+/**
+ * What FlightSimP2P needs from a signaling transport. WebTransport is the only
+ * one today; a WebSocket transport (for browsers without WebTransport) can
+ * implement the same shape: an ordered reliable byte stream for control frames
+ * plus an unreliable (or best-effort) channel for relay frames.
+ *
+ * @typedef {Object} SignalTransport
+ * @property {string} kind                                   'webtransport', later 'websocket'
+ * @property {() => Promise<void>} open                      connect; reject with FspError on failure
+ * @property {(bytes: Uint8Array) => Promise<void>} write    append to the control stream
+ * @property {(frame: Uint8Array) => boolean} sendRelay      send one relay frame; false if dropped
+ * @property {number} maxRelayFrameBytes                     largest relay frame the transport carries
+ * @property {(code: number, reason: string) => void} close
+ * @property {((chunk: Uint8Array) => void)|null} onControl   control stream bytes
+ * @property {((frame: Uint8Array) => void)|null} onRelay     one relay frame
+ * @property {((info: {code: number|null, reason: string, error?: unknown}) => void)|null} onClosed
+ */
+
+/** @implements {SignalTransport} */
+export class WebTransportSignal {
+  /**
+   * @param {{url: string, certHash?: Uint8Array|null, connectTimeoutMs?: number}} opts
+   */
+  constructor(opts) {
+    this.kind = 'webtransport';
+    this.url = opts.url;
+    this.certHash = opts.certHash || null;
+    this.connectTimeoutMs = opts.connectTimeoutMs ?? 10000;
+    /** @type {any} */
+    this.wt = null;
+    this.onControl = null;
+    this.onRelay = null;
+    this.onClosed = null;
+    this._closedFired = false;
+    this._writer = null;
+    this._dgWriter = null;
+    /** `closed` is reported only after open() succeeded; before that open() rejects. */
+    this._opened = false;
+  }
+
+  get maxRelayFrameBytes() {
+    return (this.wt && this.wt.datagrams && this.wt.datagrams.maxDatagramSize) || 1200;
+  }
+
+  async open() {
+    if (typeof WebTransport === 'undefined') {
+      throw new FspError(0, 'unsupported',
+        'This browser has no WebTransport (needs Chromium 97+ or Firefox 114+, in a secure context: https or http://localhost).');
+    }
+    /** @type {any} */
+    const wtOpts = { requireUnreliable: true };
+    if (this.certHash) wtOpts.serverCertificateHashes = [{ algorithm: 'sha-256', value: this.certHash }];
+    const hint = this.certHash
+      ? `Check that the server listens on that UDP port and that the certificate hash (${toHex(this.certHash).slice(0, 16)}…) is the one the server serves at /cert-hash (it changes when the server regenerates its certificate).`
+      : 'Check that the server listens on that UDP port and has a certificate the browser trusts (for a self-signed dev certificate pass certHash from /cert-hash).';
+    let wt;
+    try {
+      wt = new WebTransport(this.url, wtOpts);
+    } catch (e) {
+      throw new FspError(0, 'connect_failed', `Cannot open WebTransport to ${this.url}: ${describe(e)}`, { cause: e });
+    }
+    this.wt = wt;
+    // Never leave these rejections unhandled, whatever happens below.
+    wt.closed.then(
+      (info) => this._fireClosed({ code: info?.closeCode ?? 0, reason: info?.reason ?? '' }),
+      (e) => this._fireClosed({ code: null, reason: describe(e), error: e }),
+    );
+    try {
+      await withTimeout(wt.ready, this.connectTimeoutMs, () => new Error(`no answer within ${this.connectTimeoutMs} ms`));
+    } catch (e) {
+      try { wt.close(); } catch { /* already failed */ }
+      throw new FspError(0, 'connect_failed',
+        `WebTransport connection to ${this.url} failed (${describe(e)}). ${hint}`, { cause: e });
+    }
+    const stream = await wt.createBidirectionalStream();
+    this._writer = stream.writable.getWriter();
+    const dg = wt.datagrams;
+    const writable = typeof dg.createWritable === 'function' ? dg.createWritable() : dg.writable;
+    this._dgWriter = writable.getWriter();
+    this._opened = true;
+    this._readControl(stream.readable.getReader());
+    this._readDatagrams(dg.readable.getReader());
+  }
+
+  async _readControl(reader) {
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        if (value && value.length && this.onControl) this.onControl(value);
+      }
+      this._closeSoon({ code: null, reason: 'the server finished the control stream' });
+    } catch (e) {
+      this._closeSoon({ code: null, reason: `control stream failed: ${describe(e)}`, error: e });
+    }
+  }
+
+  /** The control stream ended: give `closed` a moment to report the real close code first. */
+  _closeSoon(info) {
+    setTimeout(() => this._fireClosed(info), 300);
+  }
+
+  async _readDatagrams(reader) {
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        if (value && this.onRelay) this.onRelay(value);
+      }
+    } catch {
+      // The session closed; _readControl or `closed` reports it.
+    }
+  }
+
+  write(bytes) {
+    if (!this._writer) return Promise.reject(new FspError(0, 'closed', 'transport is not open'));
+    return this._writer.write(bytes);
+  }
+
+  sendRelay(frame) {
+    if (!this._dgWriter || this._closedFired) return false;
+    this._dgWriter.write(frame).catch(() => {});
+    return true;
+  }
+
+  close(code = 0, reason = '') {
+    if (!this.wt) return;
+    try {
+      this.wt.close({ closeCode: code, reason });
+    } catch {
+      // already closed
+    }
+  }
+
+  _fireClosed(info) {
+    if (this._closedFired || !this._opened) return;
+    this._closedFired = true;
+    if (this.onClosed) this.onClosed(info);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The client
+// ---------------------------------------------------------------------------
+
+/** Errors that answer a CreateSession / JoinSession (PROTOCOL.md §6). */
+const SESSION_REQUEST_ERRORS = new Set([9, 10, 11, 12, 13, 14, 16, 17]);
+
+/**
+ * @typedef {Object} FlightSimP2POptions
+ * @property {string} [url]             full WebTransport URL; default https://HOST:PORT/signal
+ * @property {string} [host]            default location.hostname
+ * @property {number} [port]            default 4433
+ * @property {string|ArrayBuffer|ArrayBufferView|null} [certHash]  SHA-256 of a self-signed dev certificate (hex or base64, from /cert-hash); null with a CA certificate
+ * @property {string} [name]            display name (≤ 64 UTF-8 bytes)
+ * @property {boolean} [forceRelay]     never use WebRTC; all flight data through the server relay
+ * @property {RTCIceTransportPolicy} [iceTransportPolicy]  'all' (default) or 'relay' (TURN only)
+ * @property {RTCIceServer[]} [iceServers]  override the ICE servers from the Welcome
+ * @property {number} [directTimeoutMs] fall back to the relay if a peer is not connected directly by then (default 5000)
+ * @property {number} [directRetryMs]   try a direct connection again this long after it failed (default 20000; 0 = never)
+ * @property {number} [pingIntervalMs]  Ping period for the server RTT (default 2000; 0 = off)
+ * @property {number} [statsIntervalMs] getStats period for direct/turn and ICE RTT (default 1000)
+ * @property {number} [connectTimeoutMs] WebTransport handshake + Welcome deadline (default 10000)
+ * @property {number} [requestTimeoutMs] create/join/leave answer deadline (default 10000)
+ * @property {Uint8Array|null} [resumeToken] from an earlier Welcome, to get the same peer id back
+ * @property {(opts: {url: string, certHash: Uint8Array|null, connectTimeoutMs: number}) => SignalTransport} [transport]
+ *           transport factory (default: WebTransport); the hook for a later WebSocket fallback
+ */
+
+/**
+ * One remote peer of my session and the state of the path to it.
+ */
+class PeerLink {
+  /** @param {PeerInfo} info */
+  constructor(info) {
+    this.id = info.id;
+    this.name = info.name;
+    this.client = info.client;
+    this.online = true;
+    /** @type {RTCPeerConnection|null} */
+    this.pc = null;
+    /** @type {RTCDataChannel|null} */
+    this.dc = null;
+    /** @type {PeerPath} */
+    this.path = 'connecting';
+    /** 'direct' or 'turn' once getStats has classified the selected candidate pair */
+    this.directKind = /** @type {'direct'|'turn'|null} */ (null);
+    /** true once the relay is in use for this peer (deadline passed, ICE failed, channel closed) */
+    this.fallback = false;
+    this.deadline = 0;
+    this.retry = 0;
+    this.iceRttMs = /** @type {number|null} */ (null);
+    this.candidatePair = '';
+    this.classifying = false;
+    /** @type {RTCIceCandidateInit[]} */
+    this.pendingCandidates = [];
+    /** serializes the async WebRTC operations of this peer */
+    this.chain = Promise.resolve();
+    this.rx = 0;
+    this.tx = 0;
+  }
+}
+
+/**
+ * FlightSim P2P client: signaling over WebTransport, WebRTC DataChannels, datagram relay fallback.
+ *
+ * Events (all `CustomEvent`s, data in `detail`):
+ *   welcome {peerId, resumed, iceServers, limits}; session {session, created}; sessionleft {reason};
+ *   peerjoined {peer}; peerleft {peer, reason}; peerstatus {peer, online}; hostchanged {host};
+ *   pathchange {peer, path, previous}; message {from, data, path}; rtt {rttMs};
+ *   error {code, name, message, fatal, error}; goingaway {reconnectAfterMs, message};
+ *   appsignal {from, data}; close {code, reason}.
+ */
+export class FlightSimP2P extends EventTarget {
+  /** @param {FlightSimP2POptions} [options] */
+  constructor(options = {}) {
+    super();
+    let host = options.host || (typeof location !== 'undefined' ? location.hostname : '127.0.0.1');
+    // Chromium resolves "localhost" to ::1 first and its QUIC does not fall back to
+    // 127.0.0.1, where the server listens by default.
+    if (host === 'localhost') host = '127.0.0.1';
+    const port = options.port || 4433;
+    const hostPart = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+    this.options = {
+      url: options.url || `https://${hostPart}:${port}${WEBTRANSPORT_PATH}`,
+      certHash: options.certHash ? certHashBytes(options.certHash) : null,
+      name: options.name || '',
+      forceRelay: !!options.forceRelay,
+      iceTransportPolicy: options.iceTransportPolicy || 'all',
+      iceServers: options.iceServers,
+      directTimeoutMs: options.directTimeoutMs ?? 5000,
+      directRetryMs: options.directRetryMs ?? 20000,
+      pingIntervalMs: options.pingIntervalMs ?? 2000,
+      statsIntervalMs: options.statsIntervalMs ?? 1000,
+      connectTimeoutMs: options.connectTimeoutMs ?? 10000,
+      requestTimeoutMs: options.requestTimeoutMs ?? 10000,
+      resumeToken: options.resumeToken || null,
+      transport: options.transport || null,
+    };
+    /** @type {'idle'|'connecting'|'connected'|'closed'} */
+    this.state = 'idle';
+    /** My peer id (0 until the Welcome). */
+    this.peerId = 0;
+    /** @type {WelcomeMsg|null} */
+    this.welcome = null;
+    /** @type {SessionInfo|null} current session (peers kept up to date) */
+    this.session = null;
+    /** Server round-trip time from Ping/Pong, ms. */
+    this.rttMs = /** @type {number|null} */ (null);
+    /** server clock minus local clock, ms (from Pong) */
+    this.serverClockOffsetMs = 0;
+    /** @type {Map<number, PeerLink>} */
+    this.links = new Map();
+    /** Game callback, called for every flight-data message whatever its path. */
+    this.onmessage = /** @type {((from: number, data: Uint8Array, path: PeerPath) => void)|null} */ (null);
+    this.stats = {
+      directSent: 0, directReceived: 0, relaySent: 0, relayFramesSent: 0, relayReceived: 0,
+      relayDropped: 0, relayBadFrames: 0, controlSent: 0, controlReceived: 0,
+    };
+    /** @type {SignalTransport|null} */
+    this.transport = null;
+    this._frames = new FrameReader(256 * 1024);
+    this._queue = /** @type {Uint8Array[]} */ ([]);
+    this._helloSent = false;
+    this._pending = /** @type {null|{kind: string, resolve: Function, reject: Function, timer: any}} */ (null);
+    this._welcomeWaiter = /** @type {null|{resolve: Function, reject: Function}} */ (null);
+    this._connectPromise = /** @type {Promise<WelcomeMsg>|null} */ (null);
+    this._pings = new Map();
+    this._timers = /** @type {any[]} */ ([]);
+    this._closeEmitted = false;
+    /** @type {FspError|null} last fatal server error: the reason for the close that follows */
+    this._lastFatal = null;
+  }
+
+  /**
+   * Fetch the dev certificate hash from the server's HTTP port.
+   * @param {string} [base] URL of the HTTP port (default: this page's origin)
+   * @returns {Promise<string>} lowercase hex
+   */
+  static async fetchCertHash(base) {
+    const url = new URL('/cert-hash', base || (typeof location !== 'undefined' ? location.href : 'http://localhost:8080/'));
+    let res;
+    try {
+      res = await fetch(url, { cache: 'no-store' });
+    } catch (e) {
+      throw new FspError(0, 'cert_hash_unavailable', `Cannot fetch ${url}: ${describe(e)}`, { cause: e });
+    }
+    if (!res.ok) throw new FspError(0, 'cert_hash_unavailable', `GET ${url} answered ${res.status} (no dev certificate? With a CA certificate pass certHash: null).`);
+    const j = await res.json();
+    if (j.algorithm && j.algorithm !== 'sha-256') throw new FspError(0, 'cert_hash_unavailable', `unsupported hash algorithm ${j.algorithm}`);
+    if (typeof j.hex === 'string') return j.hex.toLowerCase();
+    if (typeof j.base64 === 'string') return toHex(certHashBytes(j.base64));
+    throw new FspError(0, 'cert_hash_unavailable', `${url} has no "hex" field`);
+  }
+
+  /** Remote peers with their path: for a peer list UI. */
+  getPeers() {
+    return [...this.links.values()].map((l) => ({
+      id: l.id,
+      name: l.name,
+      client: l.client,
+      online: l.online,
+      path: l.path,
+      host: !!this.session && this.session.host === l.id,
+      iceRttMs: l.iceRttMs,
+      candidatePair: l.candidatePair,
+      connectionState: l.pc ? l.pc.connectionState : 'none',
+      dataChannel: l.dc ? l.dc.readyState : 'none',
+      rx: l.rx,
+      tx: l.tx,
+    }));
+  }
+
+  /** @returns {PeerPath|null} */
+  pathOf(peer) {
+    const l = this.links.get(peer);
+    return l ? l.path : null;
+  }
+
+  get maxRelayPayload() {
+    return this.welcome ? this.welcome.limits.maxRelayPayload : DEFAULT_MAX_RELAY_PAYLOAD;
+  }
+
+  get forceRelay() {
+    return this.options.forceRelay;
+  }
+
+  /**
+   * Open the WebTransport session and send Hello. Resolves with the Welcome.
+   * Session requests made before it resolves are pipelined behind Hello.
+   * @returns {Promise<WelcomeMsg>}
+   */
+  connect() {
+    if (this._connectPromise) return this._connectPromise;
+    this.state = 'connecting';
+    const o = this.options;
+    const welcome = new Promise((resolve, reject) => {
+      this._welcomeWaiter = { resolve, reject };
+    });
+    welcome.catch(() => {});
+    this._connectPromise = (async () => {
+      const factory = o.transport || ((opts) => new WebTransportSignal(opts));
+      const t = factory({ url: o.url, certHash: o.certHash, connectTimeoutMs: o.connectTimeoutMs });
+      t.onControl = (chunk) => this._onControlBytes(chunk);
+      t.onRelay = (frame) => this._onRelayFrame(frame);
+      t.onClosed = (info) => this._onTransportClosed(info);
+      this.transport = t;
+      try {
+        await t.open();
+      } catch (e) {
+        const err = e instanceof FspError ? e : new FspError(0, 'connect_failed', `Cannot connect to ${o.url}: ${describe(e)}`, { cause: e });
+        this._fail(err);
+        throw err;
+      }
+      if (this.state === 'closed') throw new FspError(0, 'closed', 'closed while connecting');
+      this._helloSent = true;
+      this._writeMsg({
+        type: 'Hello', version: PROTOCOL_VERSION, client: 'Browser', relayMode: 'Datagram',
+        name: o.name, resumeToken: o.resumeToken,
+      });
+      const queued = this._queue;
+      this._queue = [];
+      for (const f of queued) this._writeRaw(f);
+      return withTimeout(welcome, o.connectTimeoutMs, () => {
+        const err = new FspError(0, 'timeout', `No Welcome from ${o.url} within ${o.connectTimeoutMs} ms.`);
+        this._fail(err);
+        return err;
+      });
+    })();
+    this._connectPromise.catch(() => {});
+    return this._connectPromise;
+  }
+
+  /**
+   * Create a session and become its host. May be called right after connect() (pipelined).
+   * @param {{maxPeers?: number, password?: string|null}} [opts]
+   * @returns {Promise<SessionInfo>}
+   */
+  createSession(opts = {}) {
+    return this._request('create', {
+      type: 'CreateSession', maxPeers: opts.maxPeers ?? 0, password: opts.password || null,
+    });
+  }
+
+  /**
+   * Join a session by its code (case, spaces and dashes are forgiven by the server).
+   * Rejects with FspError code 10 (unknown_session), 11, 12, ... on failure.
+   * @param {string} code
+   * @param {{password?: string|null}} [opts]
+   * @returns {Promise<SessionInfo>}
+   */
+  joinSession(code, opts = {}) {
+    return this._request('join', { type: 'JoinSession', code: String(code), password: opts.password ?? null });
+  }
+
+  /** Leave the session (the connection stays open). */
+  leaveSession() {
+    return this._request('leave', { type: 'LeaveSession' });
+  }
+
+  /**
+   * Send flight data to one peer, or to every other peer with peer = 0, over the
+   * best path each peer has (DataChannel, else the relay). Best effort.
+   * @param {number} peer
+   * @param {Uint8Array|ArrayBuffer} data
+   * @returns {boolean} false if nothing could be sent (not in a session, unknown peer, too big for the relay)
+   */
+  send(peer, data) {
+    const bytes = data instanceof Uint8Array ? data : new Uint8Array(data);
+    /** @type {PeerLink[]} */
+    let targets;
+    if (peer === ALL_PEERS) targets = [...this.links.values()];
+    else {
+      const l = this.links.get(peer);
+      if (!l) return false;
+      targets = [l];
+    }
+    if (targets.length === 0) return false;
+    let ok = true;
+    /** @type {number[]} */
+    const relay = [];
+    for (const l of targets) {
+      if (this._directUsable(l)) {
+        try {
+          /** @type {RTCDataChannel} */ (l.dc).send(bytes);
+          l.tx++;
+          this.stats.directSent++;
+          continue;
+        } catch {
+          // fall through to the relay
+        }
+      }
+      if (l.online) relay.push(l.id);
+    }
+    if (relay.length) {
+      if (bytes.length > this.maxRelayPayload || !this.transport) {
+        this.stats.relayDropped += relay.length;
+        return false;
+      }
+      // Everyone on the relay: one upload, the server fans out.
+      const ids = peer === ALL_PEERS && relay.length === this.links.size && relay.length > 1 ? [ALL_PEERS] : relay;
+      for (const id of ids) {
+        if (this.transport.sendRelay(encodeRelay(id, bytes))) {
+          this.stats.relayFramesSent++;
+        } else {
+          this.stats.relayDropped++;
+          ok = false;
+        }
+      }
+      for (const id of relay) {
+        const l = this.links.get(id);
+        if (l) l.tx++;
+      }
+      this.stats.relaySent += relay.length;
+    }
+    return ok;
+  }
+
+  /**
+   * Send application bytes reliably through the server (Signal::App).
+   * @param {number} peer 0 = every other peer
+   * @param {Uint8Array} data
+   */
+  sendApp(peer, data) {
+    this._sendMsg({ type: 'Signal', to: peer, signal: { type: 'App', data } });
+  }
+
+  /**
+   * Switch forced relay on or off at run time. On: all WebRTC connections are
+   * closed and flight data goes through the server. Off: direct connections are tried again.
+   * @param {boolean} on
+   */
+  setForceRelay(on) {
+    on = !!on;
+    if (on === this.options.forceRelay) return;
+    this.options.forceRelay = on;
+    for (const l of this.links.values()) {
+      if (on) {
+        this._closePc(l);
+        l.fallback = true;
+        clearTimeout(l.deadline);
+        clearTimeout(l.retry);
+        this._evaluate(l);
+      } else {
+        l.fallback = true;
+        this._startDirect(l, true);
+        this._evaluate(l);
+      }
+    }
+  }
+
+  /** Leave for good: close with code 0 (the server removes my peer at once). */
+  close(reason = 'bye') {
+    if (this.state === 'closed') return;
+    const t = this.transport;
+    this._teardown();
+    if (t) t.close(0, reason);
+    this._emitClose(0, reason);
+  }
+
+  // --- internals: control stream --------------------------------------------------------
+
+  _request(kind, msg) {
+    if (this.state === 'closed') return Promise.reject(new FspError(0, 'closed', 'the client is closed'));
+    if (this._pending) {
+      return Promise.reject(new FspError(0, 'busy', `a ${this._pending.kind} request is still waiting for its answer`));
+    }
+    if (this.state === 'idle') this.connect();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        if (this._pending && this._pending.timer === timer) {
+          this._pending = null;
+          reject(new FspError(0, 'timeout', `no answer to ${msg.type} within ${this.options.requestTimeoutMs} ms`));
+        }
+      }, this.options.requestTimeoutMs);
+      this._pending = { kind, resolve, reject, timer };
+      this._sendMsg(msg);
+    });
+  }
+
+  /** Answer the pending request if its kind is one of `kinds` (null: any). */
+  _settle(kinds, value, error) {
+    const p = this._pending;
+    if (!p || (kinds && !kinds.includes(p.kind))) return false;
+    this._pending = null;
+    clearTimeout(p.timer);
+    if (error) p.reject(error);
+    else p.resolve(value);
+    return true;
+  }
+
+  /** @param {ClientMsg} msg */
+  _sendMsg(msg) {
+    const frame = encodeFrame(encodeClientMsg(msg));
+    if (!this._helloSent) this._queue.push(frame);
+    else this._writeRaw(frame);
+  }
+
+  _writeMsg(msg) {
+    this._writeRaw(encodeFrame(encodeClientMsg(msg)));
+  }
+
+  _writeRaw(frame) {
+    if (!this.transport || this.state === 'closed') return;
+    this.stats.controlSent++;
+    this.transport.write(frame).catch((e) => {
+      this._fail(new FspError(0, 'closed', `control stream write failed: ${describe(e)}`, { cause: e }));
+    });
+  }
+
+  _onControlBytes(chunk) {
+    let bodies;
+    try {
+      bodies = this._frames.push(chunk);
+    } catch (e) {
+      this._protocolError(e);
+      return;
+    }
+    for (const body of bodies) {
+      let msg;
+      try {
+        msg = decodeServerMsg(body);
+      } catch (e) {
+        this._protocolError(e, body);
+        return;
+      }
+      this.stats.controlReceived++;
+      try {
+        this._onServerMsg(msg);
+      } catch (e) {
+        console.error('fsp2p: handler failed for', msg.type, e);
+      }
+      if (this.state === 'closed') return;
+    }
+  }
+
+  _protocolError(e, body) {
+    const hex = body ? ` (body ${toHex(body.subarray(0, 64))}${body.length > 64 ? '…' : ''})` : '';
+    const err = new FspError(0, 'decode_failed', `cannot decode a message from the server: ${describe(e)}${hex}`, { fatal: true, cause: e });
+    const t = this.transport;
+    this._fail(err);
+    if (t) t.close(1, 'bad_message');
+  }
+
+  /** @param {ServerMsg} m */
+  _onServerMsg(m) {
+    switch (m.type) {
+      case 'Welcome': {
+        this.welcome = m;
+        this.peerId = m.peerId;
+        this.state = 'connected';
+        this.options.resumeToken = m.resumeToken;
+        this._startTimers();
+        this._emit('welcome', { peerId: m.peerId, resumed: m.resumed, iceServers: m.iceServers, limits: m.limits, welcome: m });
+        if (this._welcomeWaiter) {
+          this._welcomeWaiter.resolve(m);
+          this._welcomeWaiter = null;
+        }
+        break;
+      }
+      case 'SessionCreated':
+      case 'SessionJoined': {
+        // A resume may put us back in a session: start over with the current peer list.
+        for (const l of [...this.links.values()]) this._dropLink(l);
+        this.session = { ...m.session, peers: [...m.session.peers] };
+        this._settle(['create', 'join'], this.session, null);
+        this._emit('session', { session: this.session, created: m.type === 'SessionCreated' });
+        // The peers already in the session offer to me (PROTOCOL.md §8).
+        for (const p of m.session.peers) {
+          if (p.id !== this.peerId) this._addLink(p, false);
+        }
+        break;
+      }
+      case 'PeerJoined': {
+        if (this.session && !this.session.peers.some((p) => p.id === m.peer.id)) this.session.peers.push(m.peer);
+        const existing = this.links.get(m.peer.id);
+        if (existing) this._dropLink(existing);
+        this._addLink(m.peer, true);
+        this._emit('peerjoined', { peer: m.peer });
+        break;
+      }
+      case 'PeerLeft': {
+        if (this.session) this.session.peers = this.session.peers.filter((p) => p.id !== m.peer);
+        const l = this.links.get(m.peer);
+        if (l) this._dropLink(l);
+        this._emit('peerleft', { peer: m.peer, reason: m.reason });
+        break;
+      }
+      case 'PeerStatus': {
+        const l = this.links.get(m.peer);
+        if (l) l.online = m.online;
+        this._emit('peerstatus', { peer: m.peer, online: m.online });
+        break;
+      }
+      case 'HostChanged':
+        if (this.session) this.session.host = m.host;
+        this._emit('hostchanged', { host: m.host });
+        break;
+      case 'Signal':
+        this._onSignal(m.from, m.signal);
+        break;
+      case 'Error': {
+        const err = FspError.fromServer(m.code, m.message);
+        if (SESSION_REQUEST_ERRORS.has(m.code)) this._settle(null, null, err);
+        this._emit('error', { code: err.code, name: err.codeName, message: err.message, fatal: err.fatal, error: err });
+        if (err.fatal && this._welcomeWaiter) {
+          this._welcomeWaiter.reject(err);
+          this._welcomeWaiter = null;
+        }
+        if (err.fatal) this._lastFatal = err;
+        break;
+      }
+      case 'Pong': {
+        const sent = this._pings.get(m.clientTimeMs);
+        if (sent !== undefined) {
+          this._pings.delete(m.clientTimeMs);
+          const t = now();
+          this.rttMs = t - sent;
+          this.serverClockOffsetMs = Number(m.serverTimeMs) - (performance.timeOrigin + sent + this.rttMs / 2);
+          this._emit('rtt', { rttMs: this.rttMs });
+        }
+        break;
+      }
+      case 'SessionLeft':
+        for (const l of [...this.links.values()]) this._dropLink(l);
+        this.session = null;
+        this._settle(['leave'], m.reason, null);
+        this._emit('sessionleft', { reason: m.reason });
+        break;
+      case 'GoingAway':
+        this._emit('goingaway', { reconnectAfterMs: m.reconnectAfterMs, message: m.message });
+        break;
+    }
+  }
+
+  _startTimers() {
+    const o = this.options;
+    if (o.pingIntervalMs > 0) {
+      const ping = () => {
+        if (this.state !== 'connected') return;
+        let v = BigInt(Math.floor(performance.timeOrigin + now()));
+        while (this._pings.has(v)) v += 1n;
+        this._pings.set(v, now());
+        if (this._pings.size > 32) this._pings.delete(this._pings.keys().next().value);
+        this._sendMsg({ type: 'Ping', clientTimeMs: v });
+      };
+      ping();
+      this._timers.push(setInterval(ping, o.pingIntervalMs));
+    }
+    if (o.statsIntervalMs > 0) this._timers.push(setInterval(() => this._pollStats(), o.statsIntervalMs));
+  }
+
+  _onRelayFrame(frame) {
+    let r;
+    try {
+      r = decodeRelay(frame);
+    } catch {
+      this.stats.relayBadFrames++;
+      return;
+    }
+    this.stats.relayReceived++;
+    const l = this.links.get(r.peer);
+    if (l) l.rx++;
+    this._deliver(r.peer, r.payload, 'relay');
+  }
+
+  _deliver(from, data, path) {
+    if (this.onmessage) {
+      try {
+        this.onmessage(from, data, path);
+      } catch (e) {
+        console.error('fsp2p: onmessage threw', e);
+      }
+    }
+    this._emit('message', { from, data, path });
+  }
+
+  _onTransportClosed(info) {
+    if (this.state === 'closed') return;
+    const fatal = this._lastFatal;
+    const reason = fatal ? fatal.message : info.reason || 'connection closed';
+    const err = fatal || new FspError(0, 'closed', `connection to the server closed: ${reason}`, { cause: info.error });
+    this._teardown(err);
+    this._emitClose(fatal ? fatal.code : info.code, reason);
+  }
+
+  /** Fail: emit the error, close everything. */
+  _fail(err) {
+    if (this.state === 'closed') return;
+    this._emit('error', { code: err.code, name: err.codeName, message: err.message, fatal: true, error: err });
+    const t = this.transport;
+    this._teardown(err);
+    // Code 0: we do not resume after a failure, so leave for good.
+    if (t) t.close(0, err.codeName);
+    this._emitClose(err.code, err.message);
+  }
+
+  _teardown(err) {
+    this.state = 'closed';
+    const e = err || new FspError(0, 'closed', 'the client was closed');
+    if (this._welcomeWaiter) {
+      this._welcomeWaiter.reject(e);
+      this._welcomeWaiter = null;
+    }
+    this._settle(null, null, e);
+    for (const t of this._timers) clearInterval(t);
+    this._timers = [];
+    for (const l of [...this.links.values()]) this._dropLink(l);
+  }
+
+  _emitClose(code, reason) {
+    if (this._closeEmitted) return;
+    this._closeEmitted = true;
+    this._emit('close', { code, reason });
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  // --- internals: WebRTC per peer ----------------------------------------------------------
+
+  /** @param {PeerInfo} info @param {boolean} offerer */
+  _addLink(info, offerer) {
+    const l = new PeerLink(info);
+    this.links.set(l.id, l);
+    if (this.options.forceRelay) {
+      l.fallback = true;
+    } else {
+      l.deadline = setTimeout(() => {
+        if (this.links.get(l.id) !== l) return;
+        l.fallback = true;
+        this._evaluate(l);
+      }, this.options.directTimeoutMs);
+      if (offerer) this._startDirect(l, true);
+    }
+    this._evaluate(l, true);
+    return l;
+  }
+
+  /** @param {PeerLink} l */
+  _dropLink(l) {
+    clearTimeout(l.deadline);
+    clearTimeout(l.retry);
+    this._closePc(l);
+    if (this.links.get(l.id) === l) this.links.delete(l.id);
+  }
+
+  /** @param {PeerLink} l */
+  _closePc(l) {
+    const pc = l.pc;
+    l.pc = null;
+    l.dc = null;
+    l.directKind = null;
+    l.iceRttMs = null;
+    l.candidatePair = '';
+    l.pendingCandidates = [];
+    if (pc) {
+      try {
+        pc.close();
+      } catch {
+        // closed already
+      }
+    }
+  }
+
+  _iceServers() {
+    if (this.options.iceServers) return this.options.iceServers;
+    const list = this.welcome ? this.welcome.iceServers : [];
+    return list.map((s) => {
+      /** @type {RTCIceServer} */
+      const out = { urls: s.urls };
+      if (s.username !== null) out.username = s.username;
+      if (s.credential !== null) out.credential = s.credential;
+      return out;
+    });
+  }
+
+  /**
+   * New RTCPeerConnection for a peer (replacing any old one).
+   * @param {PeerLink} l
+   * @param {boolean} offerer
+   */
+  _startDirect(l, offerer) {
+    this._closePc(l);
+    const pc = new RTCPeerConnection({
+      iceServers: this._iceServers(),
+      iceTransportPolicy: this.options.iceTransportPolicy,
+    });
+    l.pc = pc;
+    let endSent = false;
+    pc.onicecandidate = (e) => {
+      if (l.pc !== pc) return;
+      if (!e.candidate) {
+        if (!endSent) {
+          endSent = true;
+          this._sendMsg({ type: 'Signal', to: l.id, signal: { type: 'EndOfCandidates' } });
+        }
+        return;
+      }
+      if (!e.candidate.candidate) return; // end of one generation
+      this._sendMsg({
+        type: 'Signal', to: l.id,
+        signal: {
+          type: 'IceCandidate',
+          candidate: e.candidate.candidate,
+          sdpMid: e.candidate.sdpMid ?? null,
+          sdpMLineIndex: e.candidate.sdpMLineIndex ?? null,
+        },
+      });
+    };
+    pc.onconnectionstatechange = () => {
+      if (l.pc !== pc) return;
+      const s = pc.connectionState;
+      if (s === 'failed' || s === 'closed') {
+        l.fallback = true;
+        this._scheduleRetry(l);
+      }
+      if (s === 'disconnected') l.fallback = true;
+      this._evaluate(l);
+    };
+    if (offerer) {
+      this._setupChannel(l, pc, pc.createDataChannel(DATA_CHANNEL_LABEL, { ordered: false, maxRetransmits: 0 }));
+      this._op(l, async () => {
+        const offer = await pc.createOffer();
+        if (l.pc !== pc) return;
+        await pc.setLocalDescription(offer);
+        if (l.pc !== pc) return;
+        this._sendMsg({ type: 'Signal', to: l.id, signal: { type: 'Offer', sdp: /** @type {any} */ (pc.localDescription).sdp } });
+      });
+    } else {
+      pc.ondatachannel = (e) => {
+        if (l.pc === pc) this._setupChannel(l, pc, e.channel);
+      };
+    }
+    this._evaluate(l);
+    return pc;
+  }
+
+  /** @param {PeerLink} l @param {RTCPeerConnection} pc @param {RTCDataChannel} dc */
+  _setupChannel(l, pc, dc) {
+    dc.binaryType = 'arraybuffer';
+    l.dc = dc;
+    dc.onopen = () => {
+      if (l.dc === dc) this._evaluate(l);
+    };
+    dc.onclose = () => {
+      if (l.dc !== dc) return;
+      l.fallback = true;
+      this._evaluate(l);
+      this._scheduleRetry(l);
+    };
+    dc.onmessage = (e) => {
+      const data = typeof e.data === 'string' ? utf8Encoder.encode(e.data) : new Uint8Array(e.data);
+      l.rx++;
+      this.stats.directReceived++;
+      this._deliver(l.id, data, l.directKind || 'direct');
+    };
+  }
+
+  /** Run async WebRTC work for one peer in order; errors are reported, not thrown. */
+  _op(l, fn) {
+    l.chain = l.chain.then(fn).catch((e) => {
+      if (this.links.get(l.id) !== l || this.state === 'closed') return;
+      console.warn(`fsp2p: WebRTC with peer ${l.id}:`, e);
+      l.fallback = true;
+      this._evaluate(l);
+    });
+  }
+
+  /** @param {number} from @param {Signal} s */
+  _onSignal(from, s) {
+    if (s.type === 'App') {
+      this._emit('appsignal', { from, data: s.data });
+      return;
+    }
+    let l = this.links.get(from);
+    if (!l) {
+      if (!this.session) return;
+      l = this._addLink({ id: from, name: '', client: 'Other' }, false);
+    }
+    if (this.options.forceRelay) return;
+    const link = l;
+    switch (s.type) {
+      case 'Offer': {
+        // Glare (both offered): the lower peer id keeps its own offer.
+        if (link.pc && link.pc.signalingState === 'have-local-offer' && this.peerId < from) return;
+        const pc = this._startDirect(link, false);
+        this._op(link, async () => {
+          await pc.setRemoteDescription({ type: 'offer', sdp: s.sdp });
+          await this._flushCandidates(link, pc);
+          const answer = await pc.createAnswer();
+          if (link.pc !== pc) return;
+          await pc.setLocalDescription(answer);
+          if (link.pc !== pc) return;
+          this._sendMsg({ type: 'Signal', to: from, signal: { type: 'Answer', sdp: /** @type {any} */ (pc.localDescription).sdp } });
+        });
+        break;
+      }
+      case 'Answer': {
+        const pc = link.pc;
+        if (!pc) return;
+        this._op(link, async () => {
+          if (link.pc !== pc || pc.signalingState !== 'have-local-offer') return;
+          await pc.setRemoteDescription({ type: 'answer', sdp: s.sdp });
+          await this._flushCandidates(link, pc);
+        });
+        break;
+      }
+      case 'IceCandidate': {
+        const c = { candidate: s.candidate, sdpMid: s.sdpMid, sdpMLineIndex: s.sdpMLineIndex };
+        const pc = link.pc;
+        if (!pc) return;
+        this._op(link, async () => {
+          if (link.pc !== pc) return;
+          if (!pc.remoteDescription) {
+            link.pendingCandidates.push(c);
+            return;
+          }
+          await pc.addIceCandidate(c).catch((e) => console.debug('fsp2p: candidate refused', e));
+        });
+        break;
+      }
+      case 'EndOfCandidates':
+        // Optional hint; ICE finishes on its own timers.
+        break;
+    }
+  }
+
+  async _flushCandidates(l, pc) {
+    const list = l.pendingCandidates;
+    l.pendingCandidates = [];
+    for (const c of list) {
+      if (l.pc !== pc) return;
+      await pc.addIceCandidate(c).catch((e) => console.debug('fsp2p: candidate refused', e));
+    }
+  }
+
+  /** After a failure, the lower peer id tries a fresh direct connection later. */
+  _scheduleRetry(l) {
+    const ms = this.options.directRetryMs;
+    if (!ms || this.options.forceRelay || this.peerId > l.id || l.retry) return;
+    l.retry = setTimeout(() => {
+      l.retry = 0;
+      if (this.links.get(l.id) !== l || this.options.forceRelay || this.state === 'closed') return;
+      if (this._directUsable(l)) return;
+      this._startDirect(l, true);
+    }, ms);
+  }
+
+  /** @param {PeerLink} l */
+  _directUsable(l) {
+    return !this.options.forceRelay && !!l.dc && l.dc.readyState === 'open' && !!l.pc && l.pc.connectionState === 'connected';
+  }
+
+  /** Recompute a peer's path and announce a change. */
+  _evaluate(l, initial = false) {
+    /** @type {PeerPath} */
+    let path;
+    if (this._directUsable(l)) {
+      if (!l.directKind) {
+        // Classify the selected candidate pair first (host/srflx vs TURN relay).
+        this._classify(l);
+        return;
+      }
+      path = l.directKind;
+      clearTimeout(l.deadline);
+      clearTimeout(l.retry);
+      l.retry = 0;
+    } else if (l.fallback || this.options.forceRelay) path = 'relay';
+    else path = 'connecting';
+    if (path === l.path && !initial) return;
+    const previous = l.path;
+    l.path = path;
+    if (!initial || path !== 'connecting') this._emit('pathchange', { peer: l.id, path, previous });
+  }
+
+  async _classify(l) {
+    const pc = l.pc;
+    if (!pc || l.classifying) return;
+    l.classifying = true;
+    try {
+      const info = await pairInfo(pc);
+      if (l.pc !== pc) return;
+      l.directKind = info && info.turn ? 'turn' : 'direct';
+      if (info) {
+        l.iceRttMs = info.rttMs;
+        l.candidatePair = info.desc;
+      }
+    } catch {
+      if (l.pc === pc) l.directKind = 'direct';
+    } finally {
+      l.classifying = false;
+    }
+    if (l.pc === pc) this._evaluate(l);
+  }
+
+  async _pollStats() {
+    for (const l of this.links.values()) {
+      const pc = l.pc;
+      if (!pc || !this._directUsable(l)) continue;
+      try {
+        const info = await pairInfo(pc);
+        if (l.pc !== pc || !info) continue;
+        l.iceRttMs = info.rttMs;
+        l.candidatePair = info.desc;
+        const kind = info.turn ? 'turn' : 'direct';
+        if (kind !== l.directKind) {
+          l.directKind = kind;
+          this._evaluate(l);
+        }
+      } catch {
+        // stats are best effort
+      }
+    }
+  }
+}
+
+/**
+ * The selected candidate pair of a connection: whether it goes through TURN, its RTT.
+ * @param {RTCPeerConnection} pc
+ */
+async function pairInfo(pc) {
+  const stats = await pc.getStats();
+  let pair = null;
+  stats.forEach((r) => {
+    if (r.type === 'transport' && r.selectedCandidatePairId) pair = stats.get(r.selectedCandidatePairId) || pair;
+  });
+  if (!pair) {
+    stats.forEach((r) => {
+      if (!pair && r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') pair = r;
+    });
+  }
+  if (!pair) return null;
+  const local = stats.get(pair.localCandidateId);
+  const remote = stats.get(pair.remoteCandidateId);
+  const lt = local ? local.candidateType : '?';
+  const rt = remote ? remote.candidateType : '?';
+  return {
+    turn: lt === 'relay' || rt === 'relay',
+    rttMs: typeof pair.currentRoundTripTime === 'number' ? pair.currentRoundTripTime * 1000 : null,
+    desc: `${lt}/${local && local.protocol ? local.protocol : '?'} ↔ ${rt}`,
+  };
+}

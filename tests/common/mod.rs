@@ -1,0 +1,145 @@
+//! Test harness: a real server on loopback ports chosen by the OS, and real
+//! clients (raw QUIC and WebTransport) connecting to it.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use flightsim_p2p::client::{Client, ClientConfig, ClientTransport, Trust};
+use flightsim_p2p::limits::Limits;
+use flightsim_p2p::protocol::RelayMode;
+use flightsim_p2p::server::{QuicTuning, Server, ServerConfig};
+use flightsim_p2p::turn::IceConfig;
+
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub quic: SocketAddr,
+    pub http: SocketAddr,
+    pub hash: [u8; 32],
+    dir: PathBuf,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "fsp2p-test-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub async fn start(limits: Limits, ice: IceConfig) -> TestServer {
+    start_with(limits, ice, QuicTuning::default()).await
+}
+
+pub async fn start_with(limits: Limits, ice: IceConfig, quic: QuicTuning) -> TestServer {
+    let dir = temp_dir("srv");
+    let identity =
+        flightsim_p2p::certs::dev_identity(&dir, &["localhost".into(), "127.0.0.1".into()])
+            .unwrap();
+    let hash = identity.sha256;
+    let server = Server::start(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        http_listen: "127.0.0.1:0".parse().unwrap(),
+        identity,
+        limits,
+        ice,
+        quic,
+        web_dir: None,
+    })
+    .await
+    .unwrap();
+    TestServer {
+        quic: server.quic_addr(),
+        http: server.http_addr(),
+        server: Some(server),
+        hash,
+        dir,
+    }
+}
+
+impl TestServer {
+    pub fn config(&self, transport: ClientTransport, mode: RelayMode) -> ClientConfig {
+        let mut c = ClientConfig::new(self.quic, Trust::CertHash(self.hash));
+        c.transport = transport;
+        c.relay_mode = mode;
+        c
+    }
+
+    pub async fn quic(&self, mode: RelayMode) -> Client {
+        Client::connect(&self.config(ClientTransport::Quic, mode), None)
+            .await
+            .unwrap()
+    }
+
+    pub async fn webtransport(&self) -> Client {
+        Client::connect(
+            &self.config(ClientTransport::Webtransport, RelayMode::Datagram),
+            None,
+        )
+        .await
+        .unwrap()
+    }
+
+    /// `GET path` on the HTTP port; returns (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.http, path)
+    }
+
+    /// Value of one metric line (exact name with labels), 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        let (_, body) = self.get("/metrics");
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+}
+
+/// A minimal HTTP/1.1 GET for tests (the server side uses axum).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    (status, body.to_string())
+}
+
+/// Poll `f` until it is true or `limit` passes.
+pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f()
+}
+
+pub const WAIT: Duration = Duration::from_secs(5);

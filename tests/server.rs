@@ -1,0 +1,638 @@
+//! Integration tests: the real server on loopback, real QUIC and WebTransport clients.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use common::{eventually, start, WAIT};
+use flightsim_p2p::client::{connect_wire, expect_error, Client, ClientTransport, Event};
+use flightsim_p2p::limits::Limits;
+use flightsim_p2p::protocol::*;
+use flightsim_p2p::turn::IceConfig;
+use flightsim_p2p::wire::Wire;
+use hmac::Mac;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn expect_msg<T>(c: &mut Client, pick: impl Fn(&ServerMsg) -> Option<T>) -> T {
+    tokio::time::timeout(WAIT, c.wait_for(pick))
+        .await
+        .expect("timed out")
+        .expect("failed")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_and_three_joiners_exchange_offers_answers_and_candidates() {
+    let srv = start(Limits::default(), IceConfig::default()).await;
+    let mut host = srv.quic(RelayMode::Datagram).await;
+    let info = host.create_session(0, None).await.unwrap();
+    assert_eq!(info.host, host.peer_id());
+    let mut joiners = [
+        srv.quic(RelayMode::Datagram).await,
+        srv.quic(RelayMode::Stream).await,
+        srv.webtransport().await,
+    ];
+    for (i, j) in joiners.iter_mut().enumerate() {
+        let joined = j
+            .join_session(&info.code.to_lowercase(), None)
+            .await
+            .unwrap();
+        assert_eq!(joined.host, host.peer_id());
+        assert_eq!(joined.peers.len(), i + 2);
+        let me = j.peer_id();
+        let p = expect_msg(&mut host, |m| match m {
+            ServerMsg::PeerJoined(p) => Some(p.clone()),
+            _ => None,
+        })
+        .await;
+        assert_eq!(p.id, me);
+    }
+    // The host offers to each joiner; each answers and both trickle a candidate.
+    for j in joiners.iter_mut() {
+        let jid = j.peer_id();
+        let sdp = format!("v=0 offer for {jid}");
+        host.signal(jid, Signal::Offer { sdp: sdp.clone() })
+            .await
+            .unwrap();
+        let (from, got) = expect_msg(j, |m| match m {
+            ServerMsg::Signal {
+                from,
+                signal: Signal::Offer { sdp },
+            } => Some((*from, sdp.clone())),
+            _ => None,
+        })
+        .await;
+        assert_eq!((from, got), (host.peer_id(), sdp));
+        j.signal(
+            host.peer_id(),
+            Signal::Answer {
+                sdp: format!("answer from {jid}"),
+            },
+        )
+        .await
+        .unwrap();
+        let cand = Signal::IceCandidate {
+            candidate: format!("candidate:1 1 udp 2122260223 127.0.0.1 {jid} typ host"),
+            sdp_mid: Some("0".into()),
+            sdp_mline_index: Some(0),
+        };
+        j.signal(host.peer_id(), cand.clone()).await.unwrap();
+        let answer = expect_msg(&mut host, |m| match m {
+            ServerMsg::Signal {
+                from,
+                signal: Signal::Answer { sdp },
+            } if *from == jid => Some(sdp.clone()),
+            _ => None,
+        })
+        .await;
+        assert_eq!(answer, format!("answer from {jid}"));
+        let got = expect_msg(&mut host, |m| match m {
+            ServerMsg::Signal { from, signal } if *from == jid => Some(signal.clone()),
+            _ => None,
+        })
+        .await;
+        assert_eq!(got, cand);
+    }
+    // An app payload to everyone reaches all three joiners with the sender's id.
+    host.signal(
+        ALL_PEERS,
+        Signal::App {
+            data: vec![1, 2, 3],
+        },
+    )
+    .await
+    .unwrap();
+    for j in joiners.iter_mut() {
+        let (from, data) = expect_msg(j, |m| match m {
+            ServerMsg::Signal {
+                from,
+                signal: Signal::App { data },
+            } => Some((*from, data.clone())),
+            _ => None,
+        })
+        .await;
+        assert_eq!((from, data), (host.peer_id(), vec![1, 2, 3]));
+    }
+}
+
+fn frame_payload(tag: u8, seq: u32, len: usize) -> Vec<u8> {
+    let mut p = vec![tag; len];
+    p[..4].copy_from_slice(&seq.to_le_bytes());
+    for (i, b) in p.iter_mut().enumerate().skip(4) {
+        *b = (i as u8).wrapping_mul(31).wrapping_add(seq as u8);
+    }
+    p
+}
+
+/// Collect relayed frames until `n` arrived or the stream goes quiet.
+async fn collect(c: &mut Client, n: usize) -> Vec<(PeerId, Bytes, bool)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        match c.next_relay(Duration::from_secs(2)).await {
+            Some(f) => out.push(f),
+            None => break,
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_between_datagram_stream_and_webtransport_clients() {
+    let srv = start(Limits::default(), IceConfig::default()).await;
+    let mut host = srv.quic(RelayMode::Datagram).await;
+    let code = host.create_session(0, None).await.unwrap().code;
+    let mut streamer = srv.quic(RelayMode::Stream).await; // like System.Net.Quic
+    streamer.join_session(&code, None).await.unwrap();
+    let mut browser = srv.webtransport().await;
+    browser.join_session(&code, None).await.unwrap();
+    // Another session, to prove nothing leaks into it.
+    let mut other = srv.quic(RelayMode::Datagram).await;
+    let other_code = other.create_session(0, None).await.unwrap().code;
+    let mut other2 = srv.quic(RelayMode::Datagram).await;
+    other2.join_session(&other_code, None).await.unwrap();
+
+    const N: u32 = 60;
+    // Host to all: one upload, the server fans out by each receiver's capability.
+    for seq in 0..N {
+        host.send_relay(ALL_PEERS, &frame_payload(1, seq, 200))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    for (c, via_stream) in [(&mut streamer, true), (&mut browser, false)] {
+        let got = collect(c, N as usize).await;
+        assert!(
+            got.len() as u32 >= N * 95 / 100,
+            "only {} of {N} arrived",
+            got.len()
+        );
+        for (from, payload, vs) in &got {
+            assert_eq!(*from, host.peer_id());
+            assert_eq!(*vs, via_stream);
+            let seq = u32::from_le_bytes(payload[..4].try_into().unwrap());
+            assert_eq!(
+                &payload[..],
+                &frame_payload(1, seq, 200)[..],
+                "byte for byte"
+            );
+        }
+        if via_stream {
+            assert_eq!(got.len() as u32, N, "streams are reliable");
+        }
+    }
+    // Stream-mode sender to one peer (the host, a datagram receiver).
+    for seq in 0..20 {
+        streamer
+            .send_relay(host.peer_id(), &frame_payload(2, seq, 1000))
+            .await
+            .unwrap();
+    }
+    let got = collect(&mut host, 20).await;
+    assert_eq!(got.len(), 20);
+    for (from, payload, vs) in &got {
+        assert_eq!(*from, streamer.peer_id());
+        assert!(!vs);
+        let seq = u32::from_le_bytes(payload[..4].try_into().unwrap());
+        assert_eq!(&payload[..], &frame_payload(2, seq, 1000)[..]);
+    }
+    // WebTransport sender to the stream-mode peer only: the host gets nothing.
+    for seq in 0..20 {
+        browser
+            .send_relay(streamer.peer_id(), &frame_payload(3, seq, 64))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let got = collect(&mut streamer, 20).await;
+    assert!(got.len() >= 19, "{} of 20", got.len());
+    for (from, payload, _) in &got {
+        assert_eq!(*from, browser.peer_id());
+        let seq = u32::from_le_bytes(payload[..4].try_into().unwrap());
+        assert_eq!(&payload[..], &frame_payload(3, seq, 64)[..]);
+    }
+    assert!(host.next_relay(Duration::from_millis(300)).await.is_none());
+    // The other session never received a single frame.
+    assert!(other.next_relay(Duration::from_millis(100)).await.is_none());
+    assert!(other2
+        .next_relay(Duration::from_millis(100))
+        .await
+        .is_none());
+    // Addressing a peer of another session is dropped and counted.
+    let before = srv.metric("fsp2p_relay_dropped_total{reason=\"unknown_peer\"}");
+    host.send_relay(other2.peer_id(), b"leak?").await.unwrap();
+    assert!(
+        eventually(WAIT, || srv
+            .metric("fsp2p_relay_dropped_total{reason=\"unknown_peer\"}")
+            > before)
+        .await
+    );
+    assert!(other2
+        .next_relay(Duration::from_millis(300))
+        .await
+        .is_none());
+    // And so is a signal.
+    host.signal(other2.peer_id(), Signal::EndOfCandidates)
+        .await
+        .unwrap();
+    let code = expect_msg(&mut host, |m| match m {
+        ServerMsg::Error { code, .. } => Some(*code),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code, ErrorCode::UnknownPeer as u16);
+    assert!(srv.metric("fsp2p_relay_forwarded_total{via=\"stream\"}") >= 80.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_before_joining_is_dropped_and_counted() {
+    let srv = start(Limits::default(), IceConfig::default()).await;
+    let c = srv.quic(RelayMode::Datagram).await;
+    c.send_relay(ALL_PEERS, b"too early").await.unwrap();
+    assert!(
+        eventually(WAIT, || srv
+            .metric("fsp2p_relay_dropped_total{reason=\"not_in_session\"}")
+            >= 1.0)
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_keeps_id_and_seat_then_grace_expiry_and_clean_leave() {
+    let limits = Limits {
+        resume_grace_ms: 1500,
+        ..Limits::default()
+    };
+    let srv = start(limits, IceConfig::default()).await;
+    let mut host = srv.quic(RelayMode::Datagram).await;
+    let code = host.create_session(0, None).await.unwrap().code;
+    let mut cfg = srv.config(ClientTransport::Quic, RelayMode::Datagram);
+    let a = {
+        let mut a = Client::connect(&cfg, None).await.unwrap();
+        a.join_session(&code, None).await.unwrap();
+        a
+    };
+    let a_id = a.peer_id();
+    cfg.resume_token = Some(a.welcome.resume_token.clone());
+    a.abandon(); // as if the process crashed
+    let status = expect_msg(&mut host, |m| match m {
+        ServerMsg::PeerStatus { peer, online } => Some((*peer, *online)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(status, (a_id, false));
+
+    // Resume within the grace period: same id, back in the session.
+    let mut a2 = Client::connect(&cfg, None).await.unwrap();
+    assert!(a2.welcome.resumed);
+    assert_eq!(a2.peer_id(), a_id);
+    let info = expect_msg(&mut a2, |m| match m {
+        ServerMsg::SessionJoined(i) => Some(i.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(info.code, code);
+    let status = expect_msg(&mut host, |m| match m {
+        ServerMsg::PeerStatus { peer, online } => Some((*peer, *online)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(status, (a_id, true));
+    host.send_relay(a_id, b"welcome back").await.unwrap();
+    let (from, payload, _) = a2.next_relay(WAIT).await.unwrap();
+    assert_eq!((from, &payload[..]), (host.peer_id(), &b"welcome back"[..]));
+
+    // Lost again and not back in time: everyone is told it timed out.
+    a2.abandon();
+    let left = expect_msg(&mut host, |m| match m {
+        ServerMsg::PeerLeft { peer, reason } => Some((*peer, *reason)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(left, (a_id, LeaveReason::TimedOut));
+    // The old token is now refused; the client gets a fresh identity.
+    let a3 = Client::connect(&cfg, None).await.unwrap();
+    assert!(!a3.welcome.resumed);
+    assert_ne!(a3.peer_id(), a_id);
+
+    // A clean close leaves at once.
+    let mut b = srv.quic(RelayMode::Datagram).await;
+    b.join_session(&code, None).await.unwrap();
+    let b_id = b.peer_id();
+    b.close().await;
+    let left = expect_msg(&mut host, |m| match m {
+        ServerMsg::PeerLeft { peer, reason } => Some((*peer, *reason)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(left, (b_id, LeaveReason::Left));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_leaving_hands_over_the_host_role() {
+    let srv = start(Limits::default(), IceConfig::default()).await;
+    let mut host = srv.quic(RelayMode::Datagram).await;
+    let code = host.create_session(0, None).await.unwrap().code;
+    let mut a = srv.webtransport().await;
+    a.join_session(&code, None).await.unwrap();
+    let mut b = srv.quic(RelayMode::Stream).await;
+    b.join_session(&code, None).await.unwrap();
+    let a_id = a.peer_id();
+    host.send(&ClientMsg::LeaveSession).await.unwrap();
+    expect_msg(&mut host, |m| {
+        matches!(m, ServerMsg::SessionLeft { .. }).then_some(())
+    })
+    .await;
+    for c in [&mut a, &mut b] {
+        let left = expect_msg(c, |m| match m {
+            ServerMsg::PeerLeft { peer, .. } => Some(*peer),
+            _ => None,
+        })
+        .await;
+        assert_eq!(left, host.peer_id());
+        let new_host = expect_msg(c, |m| match m {
+            ServerMsg::HostChanged { host } => Some(*host),
+            _ => None,
+        })
+        .await;
+        assert_eq!(new_host, a_id, "the longest-present peer becomes host");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn welcome_carries_turn_credentials_coturn_accepts() {
+    let ice = IceConfig {
+        stun_urls: vec!["stun:127.0.0.1:3478".into()],
+        turn_urls: vec!["turn:127.0.0.1:3478?transport=udp".into()],
+        turn_secret: Some("shared-secret".into()),
+        turn_secret_file: None,
+        turn_ttl_secs: 600,
+    };
+    let srv = start(Limits::default(), ice).await;
+    let c = srv.quic(RelayMode::Datagram).await;
+    let w = &c.welcome;
+    assert_eq!(w.ice_servers.len(), 2);
+    assert_eq!(
+        w.ice_servers[0].urls,
+        vec!["stun:127.0.0.1:3478".to_string()]
+    );
+    assert!(w.ice_servers[0].username.is_none());
+    let turn = &w.ice_servers[1];
+    let user = turn.username.clone().unwrap();
+    let (expiry, peer) = user.split_once(':').unwrap();
+    assert_eq!(peer, c.peer_id().to_string());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expiry: u64 = expiry.parse().unwrap();
+    assert!(
+        expiry >= now + 590 && expiry <= now + 610,
+        "{expiry} vs {now}"
+    );
+    // Independent HMAC-SHA1 (RustCrypto), not the server's ring.
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(b"shared-secret").unwrap();
+    mac.update(user.as_bytes());
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    assert_eq!(turn.credential.as_deref(), Some(expected.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_trip_and_are_counted_in_metrics() {
+    let limits = Limits {
+        relay_datagrams_per_sec: 20,
+        max_join_attempts: 3,
+        max_connections: 4,
+        max_relay_payload: 500,
+        ..Limits::default()
+    };
+    let srv = start(limits, IceConfig::default()).await;
+    let mut host = srv.quic(RelayMode::Datagram).await;
+    let code = host.create_session(0, None).await.unwrap().code;
+    let mut peer = srv.quic(RelayMode::Datagram).await;
+    peer.join_session(&code, None).await.unwrap();
+    // Relay rate: 200 frames at once against a budget of 20/s.
+    for _ in 0..200 {
+        host.send_relay(peer.peer_id(), &[7u8; 100]).await.unwrap();
+    }
+    assert!(
+        eventually(WAIT, || srv
+            .metric("fsp2p_relay_dropped_total{reason=\"rate_limited\"}")
+            >= 150.0)
+        .await,
+        "rate limit not counted"
+    );
+    let got = collect(&mut peer, 200).await;
+    assert!(got.len() <= 25, "{} frames passed a 20/s limit", got.len());
+    // Oversized payload.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    host.send_relay(peer.peer_id(), &[0u8; 501]).await.unwrap();
+    assert!(
+        eventually(WAIT, || srv
+            .metric("fsp2p_relay_dropped_total{reason=\"too_large\"}")
+            >= 1.0)
+        .await
+    );
+
+    // Join brute force: the 4th failure closes the connection.
+    let mut guesser = srv.quic(RelayMode::Datagram).await;
+    for i in 0..3 {
+        let r = guesser.join_session(&format!("ZZZZZ{i}"), None).await;
+        expect_error(r, ErrorCode::UnknownSession).unwrap();
+    }
+    let r = guesser.join_session("ZZZZZZ", None).await;
+    expect_error(r, ErrorCode::TooManyJoinAttempts).unwrap();
+    assert!(matches!(
+        guesser.next_event_within(WAIT).await,
+        Some(Event::Closed(_))
+    ));
+    assert_eq!(
+        srv.metric("fsp2p_signaling_errors_total{reason=\"too_many_join_attempts\"}"),
+        1.0
+    );
+
+    // Connection cap: host, peer and 2 more fit; the 5th is refused.
+    let _c3 = srv.quic(RelayMode::Datagram).await;
+    assert!(
+        eventually(WAIT, || srv.metric("fsp2p_connections{transport=\"quic\"}")
+            == 3.0)
+        .await
+    );
+    let _c4 = srv.quic(RelayMode::Datagram).await;
+    let refused = Client::connect(
+        &srv.config(ClientTransport::Quic, RelayMode::Datagram),
+        None,
+    )
+    .await;
+    assert!(refused.is_err());
+    assert!(
+        eventually(WAIT, || srv
+            .metric("fsp2p_connections_refused_total{reason=\"server_full\"}")
+            >= 1.0)
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_wire_closes_only_that_connection() {
+    let srv = start(Limits::default(), IceConfig::default()).await;
+    // A healthy session that must be unaffected throughout.
+    let mut host = srv.quic(RelayMode::Datagram).await;
+    let code = host.create_session(0, None).await.unwrap().code;
+    let mut peer = srv.webtransport().await;
+    peer.join_session(&code, None).await.unwrap();
+
+    use rand::{Rng, RngCore, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0xF00D);
+    let mut closed_with = Vec::new();
+    for round in 0..24 {
+        let mut bad = srv.quic(RelayMode::Datagram).await;
+        let code2 = bad.create_session(0, None).await.unwrap().code;
+        assert_ne!(code2, code);
+        // Random datagrams and random relay streams from a joined peer.
+        for _ in 0..50 {
+            let mut d = vec![0u8; rng.random_range(0..1200)];
+            rng.fill_bytes(&mut d);
+            let _ = bad.send_raw_datagram(Bytes::from(d));
+        }
+        // Then garbage on the control stream: random bytes, an oversized
+        // length, an unknown tag, or a truncated-then-valid mix.
+        let junk: Vec<u8> = match round % 4 {
+            0 => {
+                // A well-framed body of random bytes (a partial frame would just wait).
+                let mut body = vec![0u8; rng.random_range(1..4000)];
+                rng.fill_bytes(&mut body);
+                body[0] = 6 + (body[0] % 250); // no such message tag
+                let mut j = Vec::new();
+                put_varint(&mut j, body.len() as u32);
+                j.extend_from_slice(&body);
+                j
+            }
+            1 => vec![0xFF, 0xFF, 0xFF, 0x7F],
+            2 => vec![1, 99],
+            _ => vec![2, 2, 0xC3, 0x28, 0],
+        };
+        bad.send_raw(&junk).await.unwrap();
+        loop {
+            match bad.next_event_within(WAIT).await {
+                Some(Event::Control(ServerMsg::Error { code, .. })) => closed_with.push(code),
+                Some(Event::Closed(_)) => break,
+                None => panic!("round {round}: the server neither answered nor closed"),
+                Some(_) => {}
+            }
+        }
+        // Meanwhile the healthy pair still relays.
+        host.send_relay(peer.peer_id(), &[round as u8; 32])
+            .await
+            .unwrap();
+        let (from, payload, _) = peer.next_relay(WAIT).await.expect("healthy session broken");
+        assert_eq!(from, host.peer_id());
+        assert_eq!(&payload[..], &[round as u8; 32]);
+    }
+    assert!(closed_with.contains(&(ErrorCode::FrameTooLarge as u16)));
+    assert!(closed_with.contains(&(ErrorCode::BadMessage as u16)));
+    // Messages out of order.
+    let mut c = srv.quic(RelayMode::Datagram).await;
+    c.send(&ClientMsg::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        client: ClientKind::Rust,
+        relay_mode: RelayMode::Datagram,
+        name: String::new(),
+        resume_token: None,
+    }))
+    .await
+    .unwrap();
+    let r = c.wait_for(|_| None::<()>).await;
+    expect_error(r, ErrorCode::ProtocolViolation).unwrap();
+    assert!(host.ping().await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_version_and_silent_clients_are_closed_with_a_reason() {
+    let limits = Limits {
+        hello_timeout_ms: 300,
+        ..Limits::default()
+    };
+    let srv = start(limits, IceConfig::default()).await;
+    // Version 2 is refused with a reason.
+    let cfg = srv.config(ClientTransport::Quic, RelayMode::Datagram);
+    let (wire, _ep) = connect_wire(&cfg).await.unwrap();
+    let (mut s, mut r) = wire.open_bi().await.unwrap();
+    let hello = ClientMsg::Hello(Hello {
+        version: 2,
+        client: ClientKind::Other,
+        relay_mode: RelayMode::Datagram,
+        name: String::new(),
+        resume_token: None,
+    });
+    s.write_all(&encode_frame(&hello)).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(WAIT, r.read_to_end(&mut buf)).await;
+    let mut dec = FrameDecoder::new(1 << 16);
+    dec.extend(&buf);
+    let msg: ServerMsg = decode(&dec.next_frame().unwrap().unwrap()).unwrap();
+    assert!(matches!(msg, ServerMsg::Error { code: 3, .. }), "{msg:?}");
+    // A client that never says hello is closed with hello_timeout.
+    let (silent, _ep) = connect_wire(&cfg).await.unwrap();
+    let Wire::Quic(silent) = silent else {
+        unreachable!()
+    };
+    let err = tokio::time::timeout(WAIT, silent.closed()).await.unwrap();
+    match err {
+        quinn::ConnectionError::ApplicationClosed(a) => {
+            assert_eq!(a.error_code.into_inner(), ErrorCode::HelloTimeout as u64)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webtransport_on_another_path_is_refused() {
+    let srv = start(Limits::default(), IceConfig::default()).await;
+    let config = wtransport::ClientConfig::builder()
+        .with_bind_default()
+        .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(srv.hash)])
+        .build();
+    let ep = wtransport::Endpoint::client(config).unwrap();
+    let r = ep.connect(format!("https://{}/nope", srv.quic)).await;
+    assert!(r.is_err(), "a session on /nope must be refused");
+    let ok = ep.connect(format!("https://{}/signal", srv.quic)).await;
+    assert!(ok.is_ok());
+    assert!(
+        eventually(WAIT, || srv
+            .metric("fsp2p_connections_refused_total{reason=\"not_found\"}")
+            >= 1.0)
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_certificate_hash_is_refused_by_the_client() {
+    let srv = start(Limits::default(), IceConfig::default()).await;
+    let mut cfg = srv.config(ClientTransport::Quic, RelayMode::Datagram);
+    cfg.trust = flightsim_p2p::client::Trust::CertHash([0u8; 32]);
+    let err = Client::connect(&cfg, None).await.err().unwrap();
+    assert!(format!("{err:#}").contains("certificate"), "{err:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_side_port_serves_health_metrics_and_cert_hash() {
+    let srv = start(Limits::default(), IceConfig::default()).await;
+    let (status, body) = srv.get("/healthz");
+    assert_eq!(status, 200);
+    assert!(body.contains("\"ok\""));
+    let (status, body) = srv.get("/cert-hash");
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["hex"], hex::encode(srv.hash));
+    assert_eq!(v["dev"], true);
+    let _c = srv.webtransport().await;
+    assert!(
+        eventually(WAIT, || srv
+            .metric("fsp2p_connections{transport=\"webtransport\"}")
+            == 1.0)
+        .await
+    );
+    let (status, _) = srv.get("/nope");
+    assert_eq!(status, 404);
+}
