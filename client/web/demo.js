@@ -19,7 +19,7 @@ const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
 const CALLSIGNS = ['Maverick', 'Goose', 'Iceman', 'Viper', 'Jester', 'Hollywood', 'Merlin', 'Sundown', 'Cougar', 'Stinger'];
 const cfg = {
-  host: params.get('host') || location.hostname,
+  host: params.get('host') || location.hostname, // fsp2p.js maps localhost to 127.0.0.1
   port: Number(params.get('port') || 4433),
   certHash: params.get('certHash'),
   forceRelay: flag('relay'),

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install what the tests need on a fresh Debian 12 machine: system packages
+# (coturn, Chromium, mono, Python), npm packages for the browser tests, and
+# Python packages for the C# syntax check. Idempotent: skips what is present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v turnserver >/dev/null || need_apt+=(coturn)
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v mcs >/dev/null || need_apt+=(mono-devel)
+command -v curl >/dev/null || need_apt+=(curl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "deps: need root to install: ${need_apt[*]} (run: sudo $0)" >&2
+    exit 1
+  fi
+  echo "deps: apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if [ -f tests/browser/package.json ] && [ ! -d tests/browser/node_modules/playwright-core ]; then
+  echo "deps: npm ci (tests/browser)"
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+if [ -f tests/csharp/requirements.txt ]; then
+  python3 -c "import tree_sitter, tree_sitter_c_sharp" 2>/dev/null \
+    || { echo "deps: pip install (tests/csharp)"; python3 -m pip install -q -r tests/csharp/requirements.txt; }
+fi

@@ -1,0 +1,267 @@
+//! The real binary: start-up output, the `certs` and `peer` commands, and a
+//! graceful shutdown on SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use flightsim_p2p::client::{Client, ClientConfig, Event, Trust};
+use flightsim_p2p::protocol::ServerMsg;
+
+const BIN: &str = env!("CARGO_BIN_EXE_flightsim-p2p");
+
+struct Running {
+    child: Child,
+    quic: std::net::SocketAddr,
+    http: std::net::SocketAddr,
+    hash: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `serve` on OS-chosen ports and read the addresses it prints.
+fn serve(dir: &std::path::Path, extra: &[&str]) -> Running {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--cert-dir")
+        .arg(dir)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning the server");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut hash = String::new();
+    loop {
+        let line = lines.next().expect("server exited early").unwrap();
+        if let Some(h) = line.strip_prefix("dev certificate sha-256: ") {
+            hash = h.trim().to_string();
+        }
+        if let Some(rest) = line.strip_prefix("listening: quic+webtransport udp://") {
+            let (quic, http) = rest.split_once("  http://").unwrap();
+            return Running {
+                child,
+                quic: quic.trim().parse().unwrap(),
+                http: http.trim().parse().unwrap(),
+                hash,
+            };
+        }
+    }
+}
+
+#[test]
+fn certs_command_writes_a_dev_certificate_and_prints_its_hash() {
+    let dir = common::temp_dir("certs");
+    let out = Command::new(BIN)
+        .args(["certs", "--cert-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let hash = text
+        .lines()
+        .find_map(|l| l.strip_prefix("sha-256:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let on_disk =
+        flightsim_p2p::certs::pem_file_sha256(&dir.join(flightsim_p2p::certs::DEV_CERT_FILE))
+            .unwrap();
+    assert_eq!(hash, hex::encode(on_disk));
+    assert!(dir.join(flightsim_p2p::certs::DEV_KEY_FILE).exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn help_explains_every_command() {
+    for cmd in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["peer", "--help"],
+        &["certs", "--help"],
+    ] {
+        let out = Command::new(BIN).args(cmd).output().unwrap();
+        assert!(out.status.success(), "{cmd:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.len() > 300, "{cmd:?} help is too thin");
+    }
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--turn-secret",
+        "--max-sessions",
+        "--relay-datagrams-per-sec",
+        "--resume-grace-ms",
+        "FSP2P_LISTEN",
+    ] {
+        assert!(text.contains(flag), "serve --help lacks {flag}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_tells_clients_and_exits_zero() {
+    let dir = common::temp_dir("sigterm");
+    let mut srv = serve(&dir, &[]);
+    let (status, _) = common::http_get(srv.http, "/healthz");
+    assert_eq!(status, 200);
+    let hash = flightsim_p2p::certs::parse_sha256_hex(&srv.hash).unwrap();
+    let mut client = Client::connect(&ClientConfig::new(srv.quic, Trust::CertHash(hash)), None)
+        .await
+        .unwrap();
+    client.create_session(0, None).await.unwrap();
+    let pid = srv.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut going_away = false;
+    while let Some(e) = client.next_event_within(Duration::from_secs(5)).await {
+        match e {
+            Event::Control(ServerMsg::GoingAway { .. }) => {
+                going_away = true;
+                client.close().await;
+                break;
+            }
+            Event::Closed(_) => break,
+            _ => {}
+        }
+    }
+    assert!(going_away, "no GoingAway before the close");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = srv.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "server did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn peer_command_hosts_joins_and_relays() {
+    let dir = common::temp_dir("peer");
+    let srv = serve(
+        &dir,
+        &["--turn-secret", "s3", "--turn-url", "turn:127.0.0.1:3478"],
+    );
+    let server = srv.quic.to_string();
+    let welcome = Command::new(BIN)
+        .args([
+            "peer",
+            "--server",
+            &server,
+            "--cert-hash",
+            &srv.hash,
+            "--print-welcome",
+        ])
+        .output()
+        .unwrap();
+    assert!(welcome.status.success());
+    let w: serde_json::Value = serde_json::from_slice(&welcome.stdout).unwrap();
+    assert!(w["ice_servers"][0]["username"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!(":{}", w["peer_id"])));
+
+    let mut host = Command::new(BIN)
+        .args(["peer", "--server", &server, "--cert-dir"])
+        .arg(&dir)
+        .args(["--create", "--send-rate", "50", "--duration", "4"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(host.stdout.take().unwrap()).lines();
+    let code = loop {
+        let l = lines.next().unwrap().unwrap();
+        if let Some(rest) = l.strip_prefix("session created: code ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let joiner = Command::new(BIN)
+        .args([
+            "peer",
+            "--server",
+            &server,
+            "--cert-hash",
+            &srv.hash,
+            "--relay-mode",
+            "stream",
+        ])
+        .args(["--join", &code, "--send-rate", "50", "--duration", "1.5"])
+        .output()
+        .unwrap();
+    assert!(joiner.status.success());
+    let text = String::from_utf8(joiner.stdout).unwrap();
+    let done = text.lines().find(|l| l.starts_with("done:")).unwrap();
+    let received: u64 = done
+        .split("received ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(received > 20, "{done}");
+    let _ = host.wait();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let done = rest.iter().find(|l| l.starts_with("done:")).unwrap();
+    let received: u64 = done
+        .split("received ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(received > 20, "{done}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn readme_documents_every_serve_flag() {
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    // Option lines start with the flag: `      --listen <LISTEN>`.
+    let flags: Vec<&str> = help
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("--").map(|_| l.trim_start()))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| *w != "--help")
+        .collect();
+    assert!(flags.len() > 25);
+    for flag in flags {
+        assert!(
+            readme.contains(&format!("`{flag}`")),
+            "README does not document {flag}"
+        );
+    }
+}
