@@ -48,7 +48,11 @@ fn serve(dir: &std::path::Path, extra: &[&str]) -> Running {
     let mut lines = BufReader::new(stdout).lines();
     let mut hash = String::new();
     loop {
-        let line = lines.next().expect("server exited early").unwrap();
+        let Some(Ok(line)) = lines.next() else {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!("server exited before listening: {status:?}");
+        };
         if let Some(h) = line.strip_prefix("dev certificate sha-256: ") {
             hash = h.trim().to_string();
         }
