@@ -368,6 +368,20 @@ impl Client {
         result
     }
 
+    /// Move a raw QUIC connection to a new local UDP socket, as a phone does
+    /// when it switches from Wi-Fi to mobile data. QUIC migration keeps the
+    /// connection (and so the session) alive.
+    pub fn rebind(&self) -> Result<()> {
+        let Some(ep) = &self._endpoint else {
+            bail!("rebind needs a raw QUIC connection");
+        };
+        let local = ep.local_addr().context("reading the local address")?;
+        let mut any = local;
+        any.set_port(0);
+        let socket = std::net::UdpSocket::bind(any).context("binding a new UDP socket")?;
+        ep.rebind(socket).context("rebinding the endpoint")
+    }
+
     /// Close the connection with code 0: leave for good.
     pub async fn close(self) {
         self.wire.close(0, "bye");

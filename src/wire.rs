@@ -11,8 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-pub type Reader = Pin<Box<dyn AsyncRead + Send>>;
-pub type Writer = Pin<Box<dyn AsyncWrite + Send>>;
+pub type Reader = Pin<Box<dyn AsyncRead + Send + Sync>>;
+pub type Writer = Pin<Box<dyn AsyncWrite + Send + Sync>>;
 
 #[derive(Clone, Debug)]
 pub enum Wire {

@@ -636,3 +636,46 @@ async fn http_side_port_serves_health_metrics_and_cert_hash() {
     let (status, _) = srv.get("/nope");
     assert_eq!(status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_migration_keeps_the_session_without_a_resume() {
+    let srv = start(Limits::default(), IceConfig::default()).await;
+    let mut host = srv.quic(RelayMode::Datagram).await;
+    let code = host.create_session(0, None).await.unwrap().code;
+    let mut mover = srv.quic(RelayMode::Datagram).await;
+    mover.join_session(&code, None).await.unwrap();
+    host.send_relay(mover.peer_id(), b"before").await.unwrap();
+    assert_eq!(&mover.next_relay(WAIT).await.unwrap().1[..], b"before");
+
+    mover.rebind().unwrap(); // new local port: the server sees a new address
+                             // The first packet from the new address triggers path validation; keep
+                             // sending until frames flow again both ways.
+    let mut back = false;
+    for _ in 0..50 {
+        mover.send_relay(host.peer_id(), b"after").await.unwrap();
+        if let Some((from, p, _)) = host.next_relay(Duration::from_millis(100)).await {
+            assert_eq!((from, &p[..]), (mover.peer_id(), &b"after"[..]));
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "relay from the migrated client never arrived");
+    host.send_relay(mover.peer_id(), b"to new address")
+        .await
+        .unwrap();
+    assert_eq!(
+        &mover.next_relay(WAIT).await.unwrap().1[..],
+        b"to new address"
+    );
+    // Nobody saw the mover go offline, and no second connection exists.
+    while let Some(e) = host.next_event_within(Duration::from_millis(200)).await {
+        assert!(
+            !matches!(e, Event::Control(ServerMsg::PeerStatus { .. })),
+            "{e:?}"
+        );
+    }
+    assert_eq!(
+        srv.metric("fsp2p_connections_accepted_total{transport=\"quic\"}"),
+        2.0
+    );
+}
