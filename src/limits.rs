@@ -45,7 +45,8 @@ pub struct Limits {
     #[arg(long, env = "FSP2P_RELAY_BYTES_PER_SEC", default_value_t = 256 * 1024)]
     pub relay_bytes_per_sec: u32,
 
-    /// Failed joins (unknown code, wrong password) a connection may make before it is closed.
+    /// Failed joins (unknown code, wrong password) a connection may make before it is closed;
+    /// also the budget per client IP address per minute, so reconnecting does not reset it.
     #[arg(long, env = "FSP2P_MAX_JOIN_ATTEMPTS", default_value_t = 10)]
     pub max_join_attempts: u32,
 
@@ -111,6 +112,18 @@ impl TokenBucket {
             tokens: f64::from(burst.max(1)),
             last: now,
         }
+    }
+
+    /// The same bucket refilling `per_minute` tokens a minute instead.
+    pub fn per_minute(mut self, per_minute: u32) -> Self {
+        self.rate = f64::from(per_minute) / 60.0;
+        self
+    }
+
+    /// True when the bucket has refilled to its burst (nothing to remember).
+    pub fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.rate == 0.0 || self.tokens + elapsed * self.rate >= self.burst
     }
 
     /// Take `n` tokens if there are that many; otherwise take nothing and say no.

@@ -416,7 +416,13 @@ async fn serve_connection(shared: Arc<Shared>, wire: Wire) {
     let (relay_tx, relay_rx) = mpsc::channel(shared.quic.stream_relay_queue.max(1));
     let opened = {
         let mut st = shared.lock();
-        let r = st.core.open(Now::system(), ConnMeta { transport });
+        let r = st.core.open(
+            Now::system(),
+            ConnMeta {
+                transport,
+                ip: Some(remote.ip().to_canonical()),
+            },
+        );
         if let Ok(id) = r {
             st.links.insert(
                 id,

@@ -12,6 +12,7 @@
 //! resume grace period; a *session* is a group of peers found by a join code.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -64,6 +65,8 @@ impl Now {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnMeta {
     pub transport: Transport,
+    /// The client's IP address, for per-address limits (failed joins).
+    pub ip: Option<IpAddr>,
 }
 
 /// The transport a connection came in on (for limits, logs and metrics).
@@ -182,6 +185,9 @@ pub struct Core {
     sessions: HashMap<u64, Session>,
     codes: HashMap<String, u64>,
     tokens: HashMap<[u8; RESUME_TOKEN_LEN], PeerId>,
+    /// Failed joins per client address, so reconnecting does not reset the
+    /// brute-force guard: `max_join_attempts` per minute per address.
+    join_failures: HashMap<IpAddr, TokenBucket>,
     next_conn: ConnId,
     next_peer: PeerId,
     next_session: u64,
@@ -206,6 +212,7 @@ impl Core {
             sessions: HashMap::new(),
             codes: HashMap::new(),
             tokens: HashMap::new(),
+            join_failures: HashMap::new(),
             next_conn: 1,
             next_peer: 1,
             next_session: 1,
@@ -447,6 +454,9 @@ impl Core {
             self.remove_peer(p, LeaveReason::TimedOut);
         }
 
+        // Forget addresses whose failed-join budget has refilled.
+        self.join_failures.retain(|_, b| !b.is_full(now.mono));
+
         let ttl = self.limits.session_idle_ttl();
         let idle: Vec<u64> = self
             .sessions
@@ -679,17 +689,23 @@ impl Core {
         let found = self.codes.get(&code).copied();
         let Some(sid) = found else {
             return self.failed_join(
+                now,
                 conn,
                 ErrorCode::UnknownSession,
                 format!("no session has the code {:?}", req.code),
             );
         };
         let Some(session) = self.sessions.get_mut(&sid) else {
-            return self.failed_join(conn, ErrorCode::UnknownSession, "session ended".into());
+            return self.failed_join(now, conn, ErrorCode::UnknownSession, "session ended".into());
         };
         if let Some(pw) = &session.password {
             if req.password.as_deref() != Some(pw.as_str()) {
-                return self.failed_join(conn, ErrorCode::WrongPassword, "wrong password".into());
+                return self.failed_join(
+                    now,
+                    conn,
+                    ErrorCode::WrongPassword,
+                    "wrong password".into(),
+                );
             }
         }
         if session.members.len() as u32 >= session.max_peers {
@@ -712,12 +728,21 @@ impl Core {
         }
     }
 
-    fn failed_join(&mut self, conn: ConnId, code: ErrorCode, message: String) {
+    fn failed_join(&mut self, now: Now, conn: ConnId, code: ErrorCode, message: String) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         c.failed_joins += 1;
-        if c.failed_joins > self.limits.max_join_attempts {
+        let max = self.limits.max_join_attempts;
+        let address_ok = match c.meta.ip {
+            Some(ip) => self
+                .join_failures
+                .entry(ip)
+                .or_insert_with(|| TokenBucket::new(now.mono, 0, max).per_minute(max))
+                .try_take(now.mono, 1),
+            None => true,
+        };
+        if c.failed_joins > max || !address_ok {
             return self.fail(
                 conn,
                 ErrorCode::TooManyJoinAttempts,
@@ -953,6 +978,7 @@ mod tests {
                     self.now,
                     ConnMeta {
                         transport: Transport::Quic,
+                        ip: Some(IpAddr::from([192, 0, 2, 1])),
                     },
                 )
                 .unwrap()
@@ -1360,6 +1386,40 @@ mod tests {
     }
 
     #[test]
+    fn reconnecting_does_not_reset_the_join_guard_of_an_address() {
+        let mut w = World::new(); // every test connection comes from 192.0.2.1
+        w.host();
+        let mut failures = 0;
+        // Fresh connections, two guesses each: the address budget (3) runs out.
+        let closed = (0..5).any(|_| {
+            let (c, _, _) = w.hello_as("guesser", RelayMode::Datagram);
+            (0..2).any(|i| {
+                w.msg(c, join(&format!("ZZZZZ{i}")));
+                failures += 1;
+                w.outputs().iter().any(|o| {
+                    matches!(
+                        o,
+                        Output::Close {
+                            code: ErrorCode::TooManyJoinAttempts,
+                            ..
+                        }
+                    )
+                })
+            })
+        });
+        assert!(closed);
+        assert_eq!(failures, 4, "the fourth failure from one address closes");
+        // A minute later the address may try again.
+        w.advance(Duration::from_secs(60));
+        let (c, _, _) = w.hello_as("later", RelayMode::Datagram);
+        w.msg(c, join("ZZZZZZ"));
+        assert_eq!(
+            error_code(&w.sent_to(c)),
+            Some(ErrorCode::UnknownSession as u16)
+        );
+    }
+
+    #[test]
     fn password_full_session_and_session_cap() {
         let mut w = World::new();
         let (hc, _, _) = w.hello_as("h", RelayMode::Datagram);
@@ -1567,7 +1627,8 @@ mod tests {
             w.core.open(
                 w.now,
                 ConnMeta {
-                    transport: Transport::Quic
+                    transport: Transport::Quic,
+                    ip: None,
                 }
             ),
             Err(ErrorCode::ShuttingDown)
@@ -1585,7 +1646,8 @@ mod tests {
             w.core.open(
                 w.now,
                 ConnMeta {
-                    transport: Transport::Quic
+                    transport: Transport::Quic,
+                    ip: None,
                 }
             ),
             Err(ErrorCode::ServerFull)
