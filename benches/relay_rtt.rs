@@ -77,6 +77,7 @@ async fn relay(n: usize) -> Vec<Duration> {
         ice: IceConfig::default(),
         quic: QuicTuning::default(),
         web_dir: None,
+        trust_proxy: false,
     })
     .await
     .unwrap();

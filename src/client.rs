@@ -1,10 +1,13 @@
-//! The Rust client: connects over raw QUIC or WebTransport, speaks the
-//! control protocol, and sends and receives relay frames.
+//! The Rust client: connects over raw QUIC, WebTransport or the WebSocket
+//! fallback, speaks the control protocol, and sends and receives relay frames.
 //!
 //! Used by the `peer` command, the integration tests and the benchmarks. One
 //! background task reads the control stream, datagrams and unidirectional
-//! streams and turns them into [`Event`]s; request helpers (`create_session`,
-//! `join_session`) wait for their answer and keep other events for later.
+//! streams (or WebSocket messages) and turns them into [`Event`]s; request
+//! helpers (`create_session`, `join_session`) wait for their answer and keep
+//! other events for later. [`ClientTransport::Auto`] tries QUIC first and
+//! starts a WebSocket attempt if QUIC has not connected within
+//! `fallback_delay` (happy eyeballs): whichever connects first is used.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -14,8 +17,11 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::certs::Identity;
 use crate::protocol::{
@@ -23,15 +29,21 @@ use crate::protocol::{
     PeerId, RelayMode, ServerMsg, SessionInfo, Signal, Welcome, ALPN_NATIVE, PROTOCOL_VERSION,
     WEBTRANSPORT_PATH,
 };
+use crate::relay::Via;
+use crate::websocket::{WS_CONTROL, WS_RELAY};
 use crate::wire::{Wire, Writer};
 
-/// Which QUIC flavour to connect with.
+/// Which transport to connect with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ClientTransport {
     /// Raw QUIC with ALPN `fsp2p/1` (what native apps use).
     Quic,
     /// WebTransport over HTTP/3 (what browsers use).
     Webtransport,
+    /// WebSocket on the HTTP port (the TCP fallback).
+    Websocket,
+    /// Raw QUIC, falling back to WebSocket when QUIC does not connect in time.
+    Auto,
 }
 
 /// How the client decides to trust the server's certificate.
@@ -56,6 +68,11 @@ pub struct ClientConfig {
     pub resume_token: Option<Vec<u8>>,
     pub keep_alive: Duration,
     pub connect_timeout: Duration,
+    /// WebSocket URL of the fallback transport, e.g. `ws://127.0.0.1:8080/ws` or
+    /// `wss://example.com/ws`. Needed for `Websocket` and `Auto`.
+    pub ws_url: Option<String>,
+    /// With `Auto`: how long QUIC gets alone before a WebSocket attempt starts.
+    pub fallback_delay: Duration,
 }
 
 impl ClientConfig {
@@ -71,6 +88,8 @@ impl ClientConfig {
             resume_token: None,
             keep_alive: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
+            ws_url: None,
+            fallback_delay: Duration::from_millis(750),
         }
     }
 }
@@ -82,17 +101,28 @@ pub enum Event {
     Relay {
         from: PeerId,
         payload: Bytes,
-        /// True when it came on a unidirectional stream, false for a datagram.
-        via_stream: bool,
+        via: Via,
     },
     /// The connection ended.
     Closed(String),
 }
 
+/// The connection a client ended up with.
+enum Link {
+    Quic {
+        wire: Wire,
+        control: Writer,
+    },
+    /// Messages for the WebSocket writer task, type byte included.
+    WebSocket {
+        out: mpsc::Sender<WsMessage>,
+        tasks: Vec<tokio::task::AbortHandle>,
+    },
+}
+
 /// A connected client.
 pub struct Client {
-    wire: Wire,
-    control: Writer,
+    link: Link,
     events: mpsc::Receiver<Event>,
     stash: VecDeque<Event>,
     relay_mode: RelayMode,
@@ -104,8 +134,23 @@ pub struct Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.reader.abort();
+        if let Link::WebSocket { tasks, .. } = &self.link {
+            tasks.iter().for_each(|t| t.abort());
+        }
     }
 }
+
+/// An established transport connection, before Hello.
+enum Connected {
+    Quic(Wire, Option<quinn::Endpoint>),
+    WebSocket(WsStream),
+}
+
+/// A byte stream a WebSocket can run over: plain TCP or TLS over TCP.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+type WsStream = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
 
 impl Client {
     /// Connect, say hello, and (pipelined, in the same flight) send `first`
@@ -123,8 +168,14 @@ impl Client {
     }
 
     async fn connect_inner(cfg: &ClientConfig, first: Option<ClientMsg>) -> Result<Client> {
-        let (wire, endpoint) = connect_wire(cfg).await?;
-        let (mut control, recv) = wire.open_bi().await.context("opening the control stream")?;
+        let connected = match cfg.transport {
+            ClientTransport::Quic | ClientTransport::Webtransport => {
+                let (wire, ep) = connect_wire(cfg).await?;
+                Connected::Quic(wire, ep)
+            }
+            ClientTransport::Websocket => Connected::WebSocket(connect_ws(cfg).await?),
+            ClientTransport::Auto => connect_auto(cfg).await?,
+        };
         let hello = ClientMsg::Hello(Hello {
             version: PROTOCOL_VERSION,
             client: cfg.kind,
@@ -132,16 +183,36 @@ impl Client {
             name: cfg.name.clone(),
             resume_token: cfg.resume_token.clone(),
         });
-        let mut out = protocol::encode_frame(&hello).to_vec();
-        if let Some(m) = &first {
-            out.extend_from_slice(&protocol::encode_frame(m));
-        }
-        control.write_all(&out).await.context("sending Hello")?;
         let (tx, events) = mpsc::channel(4096);
-        let reader = tokio::spawn(read_everything(wire.clone(), recv, tx));
+        let (link, endpoint, reader) = match connected {
+            Connected::Quic(wire, endpoint) => {
+                let (mut control, recv) =
+                    wire.open_bi().await.context("opening the control stream")?;
+                // Hello and the first request in one write: one flight.
+                let mut out = protocol::encode_frame(&hello).to_vec();
+                if let Some(m) = &first {
+                    out.extend_from_slice(&protocol::encode_frame(m));
+                }
+                control.write_all(&out).await.context("sending Hello")?;
+                let reader = tokio::spawn(read_everything(wire.clone(), recv, tx));
+                (Link::Quic { wire, control }, endpoint, reader)
+            }
+            Connected::WebSocket(ws) => {
+                let (sink, stream) = ws.split();
+                let (out, out_rx) = mpsc::channel(1024);
+                let writer = tokio::spawn(ws_writer(sink, out_rx));
+                for m in std::iter::once(&hello).chain(first.as_ref()) {
+                    out.send(ws_control(m))
+                        .await
+                        .map_err(|_| anyhow!("WebSocket writer ended"))?;
+                }
+                let reader = tokio::spawn(ws_reader(stream, tx));
+                let tasks = vec![writer.abort_handle()];
+                (Link::WebSocket { out, tasks }, None, reader)
+            }
+        };
         let mut client = Client {
-            wire,
-            control,
+            link,
             events,
             stash: VecDeque::new(),
             relay_mode: cfg.relay_mode,
@@ -174,28 +245,44 @@ impl Client {
         Ok(client)
     }
 
+    /// The transport this client ended up on.
+    pub fn transport(&self) -> crate::session::Transport {
+        match &self.link {
+            Link::Quic { wire, .. } => wire.kind(),
+            Link::WebSocket { .. } => crate::session::Transport::WebSocket,
+        }
+    }
+
     pub fn peer_id(&self) -> PeerId {
         self.welcome.peer_id
     }
 
-    pub fn wire(&self) -> &Wire {
-        &self.wire
-    }
-
     /// Send one control message.
     pub async fn send(&mut self, msg: &ClientMsg) -> Result<()> {
-        self.control
-            .write_all(&protocol::encode_frame(msg))
-            .await
-            .context("writing to the control stream")
+        match &mut self.link {
+            Link::Quic { control, .. } => control
+                .write_all(&protocol::encode_frame(msg))
+                .await
+                .context("writing to the control stream"),
+            Link::WebSocket { out, .. } => out
+                .send(ws_control(msg))
+                .await
+                .map_err(|_| anyhow!("WebSocket closed")),
+        }
     }
 
-    /// Write raw bytes on the control stream (tests of bad input).
+    /// Write raw bytes on the control stream, or send them as one binary
+    /// WebSocket message (tests of bad input).
     pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
-        self.control
-            .write_all(bytes)
-            .await
-            .context("writing raw bytes")
+        match &mut self.link {
+            Link::Quic { control, .. } => {
+                control.write_all(bytes).await.context("writing raw bytes")
+            }
+            Link::WebSocket { out, .. } => out
+                .send(WsMessage::Binary(bytes.to_vec().into()))
+                .await
+                .map_err(|_| anyhow!("WebSocket closed")),
+        }
     }
 
     pub async fn create_session(
@@ -251,33 +338,42 @@ impl Client {
 
     /// Send flight data to `to` (0 = everyone else in my session) the way this
     /// client's relay mode says: a datagram, or one unidirectional stream.
+    /// On WebSocket the frame is one binary message, dropped if the writer's
+    /// queue is full (stale flight data is not worth waiting for).
     pub async fn send_relay(&self, to: PeerId, payload: &[u8]) -> Result<()> {
         let frame = protocol::relay_frame(to, payload);
-        match self.relay_mode {
-            RelayMode::Datagram => self
-                .wire
+        match (&self.link, self.relay_mode) {
+            (Link::Quic { wire, .. }, RelayMode::Datagram) => wire
                 .send_datagram(frame)
                 .map_err(|e| anyhow!("sending datagram: {e}")),
-            RelayMode::Stream => {
-                let mut s = self
-                    .wire
-                    .open_uni()
-                    .await
-                    .context("opening a relay stream")?;
+            (Link::Quic { wire, .. }, RelayMode::Stream) => {
+                let mut s = wire.open_uni().await.context("opening a relay stream")?;
                 s.write_all(&frame)
                     .await
                     .context("writing a relay stream")?;
                 s.shutdown().await.context("finishing a relay stream")?;
                 Ok(())
             }
+            (Link::WebSocket { out, .. }, _) => {
+                let mut m = Vec::with_capacity(frame.len() + 1);
+                m.push(WS_RELAY);
+                m.extend_from_slice(&frame);
+                match out.try_send(WsMessage::Binary(m.into())) {
+                    Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
+                    Err(mpsc::error::TrySendError::Closed(_)) => bail!("WebSocket closed"),
+                }
+            }
         }
     }
 
     /// Send a raw datagram (tests of bad input).
     pub fn send_raw_datagram(&self, bytes: Bytes) -> Result<()> {
-        self.wire
-            .send_datagram(bytes)
-            .map_err(|e| anyhow!("sending datagram: {e}"))
+        match &self.link {
+            Link::Quic { wire, .. } => wire
+                .send_datagram(bytes)
+                .map_err(|e| anyhow!("sending datagram: {e}")),
+            Link::WebSocket { .. } => bail!("no datagrams on WebSocket"),
+        }
     }
 
     /// The next event, stashed ones first.
@@ -297,7 +393,7 @@ impl Client {
     }
 
     /// The next relayed frame within `limit` (other events are stashed).
-    pub async fn next_relay(&mut self, limit: Duration) -> Option<(PeerId, Bytes, bool)> {
+    pub async fn next_relay(&mut self, limit: Duration) -> Option<(PeerId, Bytes, Via)> {
         let deadline = tokio::time::Instant::now() + limit;
         // Look in the stash first.
         if let Some(pos) = self
@@ -305,13 +401,8 @@ impl Client {
             .iter()
             .position(|e| matches!(e, Event::Relay { .. }))
         {
-            if let Some(Event::Relay {
-                from,
-                payload,
-                via_stream,
-            }) = self.stash.remove(pos)
-            {
-                return Some((from, payload, via_stream));
+            if let Some(Event::Relay { from, payload, via }) = self.stash.remove(pos) {
+                return Some((from, payload, via));
             }
         }
         loop {
@@ -319,11 +410,7 @@ impl Client {
                 .await
                 .ok()??;
             match e {
-                Event::Relay {
-                    from,
-                    payload,
-                    via_stream,
-                } => return Some((from, payload, via_stream)),
+                Event::Relay { from, payload, via } => return Some((from, payload, via)),
                 other => self.stash.push_back(other),
             }
         }
@@ -372,6 +459,9 @@ impl Client {
     /// when it switches from Wi-Fi to mobile data. QUIC migration keeps the
     /// connection (and so the session) alive.
     pub fn rebind(&self) -> Result<()> {
+        if !matches!(self.link, Link::Quic { .. }) {
+            bail!("rebind needs a raw QUIC connection");
+        }
         let Some(ep) = &self._endpoint else {
             bail!("rebind needs a raw QUIC connection");
         };
@@ -382,18 +472,37 @@ impl Client {
         ep.rebind(socket).context("rebinding the endpoint")
     }
 
-    /// Close the connection with code 0: leave for good.
-    pub async fn close(self) {
-        self.wire.close(0, "bye");
-        if let Some(ep) = &self._endpoint {
-            let _ = tokio::time::timeout(Duration::from_millis(500), ep.wait_idle()).await;
+    /// Close the connection cleanly (QUIC code 0, WebSocket 1000): leave for good.
+    pub async fn close(mut self) {
+        match &self.link {
+            Link::Quic { wire, .. } => {
+                wire.close(0, "bye");
+                if let Some(ep) = &self._endpoint {
+                    let _ = tokio::time::timeout(Duration::from_millis(500), ep.wait_idle()).await;
+                }
+            }
+            Link::WebSocket { out, .. } => {
+                let bye =
+                    WsMessage::Close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                        code: 1000.into(),
+                        reason: "bye".into(),
+                    }));
+                if out.send(bye).await.is_ok() {
+                    // Wait for the server's close (the reader ends) briefly.
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(500), &mut self.reader).await;
+                }
+            }
         }
     }
 
     /// Drop the connection without a clean close (as a crash or network loss would):
     /// the server keeps this peer's seat for the resume grace period.
     pub fn abandon(self) {
-        self.wire.close(99, "abandoned");
+        if let Link::Quic { wire, .. } = &self.link {
+            wire.close(99, "abandoned");
+        }
+        // Drop aborts the WebSocket tasks: the TCP connection just goes away.
     }
 }
 
@@ -442,7 +551,7 @@ async fn read_everything(wire: Wire, mut control: crate::wire::Reader, tx: mpsc:
                 let _ = dgram_tx.try_send(Event::Relay {
                     from,
                     payload,
-                    via_stream: false,
+                    via: Via::Datagram,
                 });
             }
         }
@@ -458,7 +567,7 @@ async fn read_everything(wire: Wire, mut control: crate::wire::Reader, tx: mpsc:
                         let _ = tx.try_send(Event::Relay {
                             from,
                             payload: Bytes::copy_from_slice(payload),
-                            via_stream: true,
+                            via: Via::Stream,
                         });
                     }
                 }
@@ -488,7 +597,149 @@ pub async fn connect_wire(cfg: &ClientConfig) -> Result<(Wire, Option<quinn::End
             (Wire::Quic(conn), Some(ep))
         }
         ClientTransport::Webtransport => (Wire::WebTransport(connect_wt(cfg).await?), None),
+        ClientTransport::Websocket | ClientTransport::Auto => {
+            bail!("connect_wire is for QUIC and WebTransport")
+        }
     })
+}
+
+/// Race QUIC against a later-starting WebSocket attempt (happy eyeballs).
+async fn connect_auto(cfg: &ClientConfig) -> Result<Connected> {
+    let quic_cfg = ClientConfig {
+        transport: ClientTransport::Quic,
+        ..cfg.clone()
+    };
+    let quic = connect_wire(&quic_cfg);
+    tokio::pin!(quic);
+    let quic_error = tokio::select! {
+        r = &mut quic => match r {
+            Ok((wire, ep)) => return Ok(Connected::Quic(wire, ep)),
+            Err(e) => Some(e),
+        },
+        _ = tokio::time::sleep(cfg.fallback_delay) => None,
+    };
+    if let Some(e) = quic_error {
+        tracing::info!("QUIC failed ({e:#}); using WebSocket");
+        return connect_ws(cfg).await.map(Connected::WebSocket);
+    }
+    tracing::info!(
+        "QUIC not connected after {:?}; trying WebSocket too",
+        cfg.fallback_delay
+    );
+    let ws = connect_ws(cfg);
+    tokio::pin!(ws);
+    tokio::select! {
+        r = &mut quic => match r {
+            Ok((wire, ep)) => Ok(Connected::Quic(wire, ep)),
+            Err(_) => ws.await.map(Connected::WebSocket),
+        },
+        r = &mut ws => match r {
+            Ok(s) => Ok(Connected::WebSocket(s)),
+            Err(_) => quic.await.map(|(w, ep)| Connected::Quic(w, ep)),
+        },
+    }
+}
+
+/// Open the WebSocket (TCP, optional TLS, HTTP upgrade).
+async fn connect_ws(cfg: &ClientConfig) -> Result<WsStream> {
+    let url = cfg
+        .ws_url
+        .as_deref()
+        .context("the WebSocket transport needs a ws:// or wss:// URL")?;
+    let request = url
+        .into_client_request()
+        .with_context(|| format!("bad WebSocket URL {url}"))?;
+    let uri = request.uri().clone();
+    let host = uri
+        .host()
+        .context("WebSocket URL without a host")?
+        .to_string();
+    let tls = match uri.scheme_str() {
+        Some("ws") => false,
+        Some("wss") => true,
+        other => bail!("WebSocket URL scheme must be ws or wss, not {other:?}"),
+    };
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
+        .await
+        .with_context(|| format!("connecting to {host}:{port}"))?;
+    let _ = tcp.set_nodelay(true);
+    let stream: Box<dyn Io> = if tls {
+        let connector =
+            tokio_rustls::TlsConnector::from(Arc::new(client_tls(&cfg.trust, b"http/1.1")?));
+        let name =
+            rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())
+                .context("bad TLS server name")?;
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .with_context(|| format!("TLS with {host}"))?;
+        Box::new(tls)
+    } else {
+        Box::new(tcp)
+    };
+    let (ws, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .with_context(|| format!("WebSocket upgrade at {url}"))?;
+    Ok(ws)
+}
+
+fn ws_control(m: &ClientMsg) -> WsMessage {
+    let mut b = vec![WS_CONTROL];
+    b.extend_from_slice(&protocol::encode(m));
+    WsMessage::Binary(b.into())
+}
+
+async fn ws_writer(
+    mut sink: futures_util::stream::SplitSink<WsStream, WsMessage>,
+    mut rx: mpsc::Receiver<WsMessage>,
+) {
+    while let Some(m) = rx.recv().await {
+        let close = matches!(m, WsMessage::Close(_));
+        if sink.send(m).await.is_err() || close {
+            break;
+        }
+    }
+}
+
+async fn ws_reader(
+    mut stream: futures_util::stream::SplitStream<WsStream>,
+    tx: mpsc::Sender<Event>,
+) {
+    let why = loop {
+        match stream.next().await {
+            Some(Ok(WsMessage::Binary(b))) => match b.split_first() {
+                Some((&WS_CONTROL, body)) => match protocol::decode::<ServerMsg>(body) {
+                    Ok(m) => {
+                        if tx.send(Event::Control(m)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => break format!("undecodable message from server: {e}"),
+                },
+                Some((&WS_RELAY, frame)) => {
+                    if let Ok((from, payload)) = protocol::parse_relay(frame) {
+                        let _ = tx.try_send(Event::Relay {
+                            from,
+                            payload: Bytes::copy_from_slice(payload),
+                            via: Via::WebSocket,
+                        });
+                    }
+                }
+                _ => break "unknown message type from server".to_string(),
+            },
+            Some(Ok(WsMessage::Close(f))) => {
+                break match f {
+                    Some(f) => format!("closed by server: {} {}", u16::from(f.code), f.reason),
+                    None => "closed by server".to_string(),
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => break format!("WebSocket: {e}"),
+            None => break "WebSocket ended".to_string(),
+        }
+    };
+    let _ = tx.send(Event::Closed(why)).await;
 }
 
 fn client_tls(trust: &Trust, alpn: &[u8]) -> Result<rustls::ClientConfig> {

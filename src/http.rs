@@ -1,5 +1,5 @@
-//! The HTTP side port (TCP): health, metrics, the dev certificate hash, and the
-//! browser client's static files.
+//! The HTTP side port (TCP): health, metrics, the dev certificate hash, the
+//! WebSocket fallback transport (`/ws`), and the browser client's static files.
 //!
 //! Browsers need the dev certificate's hash before they can open WebTransport
 //! (`serverCertificateHashes`), so it is served here over plain HTTP; a page
@@ -21,6 +21,7 @@ pub fn router(shared: Arc<Shared>, web_dir: Option<PathBuf>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/cert-hash", get(cert_hash))
+        .route("/ws", get(crate::websocket::upgrade))
         .with_state(shared);
     match web_dir {
         Some(dir) => api.fallback_service(tower_http::services::ServeDir::new(dir)),

@@ -11,6 +11,8 @@
 //!   or WebTransport, control streams.
 //! * [`relay`]: where a relayed datagram is forwarded (the hot path).
 //! * [`http`]: `/healthz`, `/metrics`, `/cert-hash` on the TCP side port.
+//! * [`websocket`]: the same protocol over a WebSocket on the HTTP port, for
+//!   networks and platforms without UDP or QUIC.
 //! * [`metrics`]: the Prometheus registry.
 //! * [`certs`]: TLS: dev certificates browsers accept by hash, or PEM files.
 //! * [`client`]: the Rust client used by the `peer` command, tests and benchmarks.
@@ -26,4 +28,5 @@ pub mod server;
 pub mod session;
 pub mod turn;
 pub mod vectors;
+pub mod websocket;
 pub mod wire;

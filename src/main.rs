@@ -36,7 +36,7 @@ enum Command {
     /// Write a development certificate (ECDSA P-256, 13 days) to the cert dir and print its SHA-256.
     Certs(CertsArgs),
     /// A client: host or join a session, print events, send and receive relayed flight data.
-    Peer(PeerArgs),
+    Peer(Box<PeerArgs>),
     /// Print the protocol's golden test vectors (for client implementers).
     Vectors,
 }
@@ -67,6 +67,11 @@ struct ServeArgs {
     /// Default: client/web when it exists.
     #[arg(long, env = "FSP2P_WEB_DIR")]
     web_dir: Option<PathBuf>,
+
+    /// Take WebSocket clients' addresses from X-Forwarded-For / X-Real-IP (for per-address limits).
+    /// Only behind your own TLS-terminating proxy (Railway's edge, nginx): clients can forge them.
+    #[arg(long, env = "FSP2P_TRUST_PROXY")]
+    trust_proxy: bool,
 
     #[command(flatten)]
     limits: Limits,
@@ -114,8 +119,18 @@ struct PeerArgs {
     #[arg(long, default_value = "localhost")]
     server_name: String,
 
+    /// quic (native), webtransport (what browsers speak), websocket (TCP fallback),
+    /// or auto (QUIC first, WebSocket if QUIC has not connected after --fallback-delay-ms).
     #[arg(long, value_enum, default_value_t = ClientTransport::Quic)]
     transport: ClientTransport,
+
+    /// WebSocket URL for --transport websocket/auto. Default: ws://<server ip>:8080/ws.
+    #[arg(long, env = "FSP2P_WS_URL")]
+    ws_url: Option<String>,
+
+    /// With --transport auto: how long QUIC gets alone before WebSocket is tried too.
+    #[arg(long, default_value_t = 750)]
+    fallback_delay_ms: u64,
 
     /// Pin the server certificate by SHA-256 (hex, as `serve` prints it).
     #[arg(long, env = "FSP2P_CERT_HASH", conflicts_with = "ca")]
@@ -197,7 +212,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Serve(args) => rt.block_on(serve(*args)),
         Command::Certs(args) => certs_cmd(args),
-        Command::Peer(args) => rt.block_on(peer(args)),
+        Command::Peer(args) => rt.block_on(peer(*args)),
         Command::Vectors => {
             print!("{}", flightsim_p2p::vectors::render());
             Ok(())
@@ -241,6 +256,7 @@ async fn serve(mut args: ServeArgs) -> Result<()> {
         ice: args.ice,
         quic: args.quic,
         web_dir,
+        trust_proxy: args.trust_proxy,
     })
     .await?;
     if dev {
@@ -308,6 +324,12 @@ async fn peer(args: PeerArgs) -> Result<()> {
     let mut cfg = ClientConfig::new(args.server, trust);
     cfg.server_name = args.server_name.clone();
     cfg.transport = args.transport;
+    cfg.ws_url = Some(
+        args.ws_url
+            .clone()
+            .unwrap_or_else(|| format!("ws://{}/ws", SocketAddr::new(args.server.ip(), 8080))),
+    );
+    cfg.fallback_delay = Duration::from_millis(args.fallback_delay_ms);
     cfg.name = args.name.clone();
     cfg.kind = ClientKind::Rust;
     cfg.relay_mode = match args.relay_mode {
@@ -320,7 +342,11 @@ async fn peer(args: PeerArgs) -> Result<()> {
         client.close().await;
         return Ok(());
     }
-    println!("welcome: peer id {}", client.peer_id());
+    println!(
+        "welcome: peer id {} over {}",
+        client.peer_id(),
+        client.transport().as_str()
+    );
     if args.create {
         let info = client
             .create_session(args.max_peers, args.password.as_deref())

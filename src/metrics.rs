@@ -12,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::protocol::ErrorCode;
+use crate::relay::Via;
 use crate::session::{RelayDrop, Transport};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -42,11 +43,9 @@ pub struct Metrics {
     pub relay_forwarded: Family<ViaLabel, Counter>,
     pub relay_forwarded_bytes: Counter,
     pub relay_dropped: Family<ReasonLabel, Counter>,
-    // Pre-resolved label handles for the per-frame path.
-    fwd_datagram: Counter,
-    fwd_stream: Counter,
-    rx_datagram: Counter,
-    rx_stream: Counter,
+    // Pre-resolved label handles for the per-frame path, indexed by `Via`.
+    fwd: [Counter; 3],
+    rx: [Counter; 3],
 }
 
 impl Default for Metrics {
@@ -120,16 +119,21 @@ impl Metrics {
             "Relay frames dropped, by reason",
             relay_dropped.clone(),
         );
-        let via = |v: &str| ViaLabel { via: v.into() };
-        let fwd_datagram = relay_forwarded.get_or_create(&via("datagram")).clone();
-        let fwd_stream = relay_forwarded.get_or_create(&via("stream")).clone();
-        let rx_datagram = relay_received.get_or_create(&via("datagram")).clone();
-        let rx_stream = relay_received.get_or_create(&via("stream")).clone();
+        let vias = [Via::Datagram, Via::Stream, Via::WebSocket];
+        let handles = |family: &Family<ViaLabel, Counter>| {
+            vias.map(|v| {
+                family
+                    .get_or_create(&ViaLabel {
+                        via: v.as_str().into(),
+                    })
+                    .clone()
+            })
+        };
+        let fwd = handles(&relay_forwarded);
+        let rx = handles(&relay_received);
         Metrics {
-            fwd_datagram,
-            fwd_stream,
-            rx_datagram,
-            rx_stream,
+            fwd,
+            rx,
             registry,
             connections,
             connections_accepted,
@@ -194,22 +198,12 @@ impl Metrics {
             .inc();
     }
 
-    pub fn relay_in(&self, stream: bool) {
-        if stream {
-            &self.rx_stream
-        } else {
-            &self.rx_datagram
-        }
-        .inc();
+    pub fn relay_in(&self, via: Via) {
+        self.rx[via as usize].inc();
     }
 
-    pub fn relay_out(&self, stream: bool, payload: usize) {
-        if stream {
-            &self.fwd_stream
-        } else {
-            &self.fwd_datagram
-        }
-        .inc();
+    pub fn relay_out(&self, via: Via, payload: usize) {
+        self.fwd[via as usize].inc();
         self.relay_forwarded_bytes.inc_by(payload as u64);
     }
 }

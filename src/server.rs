@@ -28,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::protocol::{
     self, ClientMsg, ErrorCode, FrameDecoder, ServerMsg, ALPN_H3, ALPN_NATIVE, WEBTRANSPORT_PATH,
 };
+use crate::relay::{LatestQueue, Via};
 use crate::session::{ConnId, ConnMeta, Core, Now, Output, Target};
 use crate::turn::IceConfig;
 use crate::wire::{Reader, Wire, Writer};
@@ -56,7 +57,8 @@ pub struct QuicTuning {
     #[arg(long, env = "FSP2P_CONTROL_QUEUE", default_value_t = 256)]
     pub control_queue: usize,
 
-    /// Stream-mode relay frames queued for one receiver; more are dropped (latest state wins).
+    /// Relay frames queued for one receiver without datagrams (stream mode, WebSocket); when
+    /// full, the oldest is dropped (latest state wins).
     #[arg(long, env = "FSP2P_STREAM_RELAY_QUEUE", default_value_t = 32)]
     pub stream_relay_queue: usize,
 
@@ -94,6 +96,8 @@ pub struct ServerConfig {
     pub quic: QuicTuning,
     /// Static files (the browser client and demo page) served on the HTTP port.
     pub web_dir: Option<PathBuf>,
+    /// Believe X-Forwarded-For / X-Real-IP on WebSocket requests (only behind your own proxy).
+    pub trust_proxy: bool,
 }
 
 /// What `/cert-hash` reports.
@@ -107,17 +111,32 @@ pub struct CertInfo {
 }
 
 /// An item for a connection's control writer.
-enum Ctrl {
+pub(crate) enum Ctrl {
     Frame(Bytes),
     /// Finish the control stream, give the client a moment to read it, close.
     Close(ErrorCode, String),
 }
 
-/// Outbound handle of one connection.
+/// Outbound handle of one connection, whatever its transport.
 pub(crate) struct Link {
-    pub(crate) wire: Wire,
-    control: mpsc::Sender<Ctrl>,
-    pub(crate) stream_relay: mpsc::Sender<Bytes>,
+    /// The QUIC or WebTransport connection; `None` for WebSocket.
+    pub(crate) wire: Option<Wire>,
+    pub(crate) control: mpsc::Sender<Ctrl>,
+    /// Relay frames for a receiver without datagrams (stream mode, WebSocket).
+    pub(crate) relay_queue: Arc<LatestQueue>,
+    /// Ends a WebSocket connection at once (QUIC connections close through `wire`).
+    pub(crate) kill: Option<tokio::task::AbortHandle>,
+}
+
+impl Link {
+    /// Close without waiting for queued messages (slow consumers).
+    fn close_now(&self, code: ErrorCode, reason: &str) {
+        match (&self.wire, &self.kill) {
+            (Some(w), _) => w.close(code as u32, reason),
+            (None, Some(k)) => k.abort(),
+            (None, None) => {}
+        }
+    }
 }
 
 pub(crate) struct State {
@@ -133,8 +152,10 @@ pub struct Shared {
     pub metrics: Metrics,
     pub cert: CertInfo,
     pub quic: QuicTuning,
-    max_frame_bytes: u32,
+    pub(crate) max_frame_bytes: u32,
     max_relay_frame: usize,
+    /// Take client addresses from X-Forwarded-For / X-Real-IP (behind a trusted proxy).
+    pub(crate) trust_proxy: bool,
 }
 
 impl Shared {
@@ -161,8 +182,7 @@ impl Shared {
                     {
                         warn!(conn, "control queue full; closing slow consumer");
                         self.metrics.error_sent(ErrorCode::SlowConsumer as u16);
-                        link.wire
-                            .close(ErrorCode::SlowConsumer as u32, "control queue full");
+                        link.close_now(ErrorCode::SlowConsumer, "control queue full");
                     }
                 }
                 Output::Close { conn, code, reason } => {
@@ -173,7 +193,7 @@ impl Shared {
                             .try_send(Ctrl::Close(code, reason.clone()))
                             .is_err()
                         {
-                            link.wire.close(code as u32, &reason);
+                            link.close_now(code, &reason);
                         }
                     }
                 }
@@ -220,6 +240,7 @@ impl Server {
         let shared = Arc::new(Shared {
             max_frame_bytes: cfg.limits.max_frame_bytes,
             max_relay_frame: cfg.limits.max_relay_payload as usize + 5,
+            trust_proxy: cfg.trust_proxy,
             state: Mutex::new(State {
                 core: Core::new(cfg.limits, cfg.ice),
                 links: HashMap::new(),
@@ -246,7 +267,8 @@ impl Server {
         let router = crate::http::router(shared.clone(), cfg.web_dir);
         let mut http_stop = stop_rx;
         tasks.spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let app = router.into_make_service_with_connect_info::<SocketAddr>();
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = http_stop.wait_for(|s| *s).await;
             });
             if let Err(e) = serve.await {
@@ -413,7 +435,7 @@ async fn serve_connection(shared: Arc<Shared>, wire: Wire) {
     let transport = wire.kind();
     let remote = wire.remote_address();
     let (ctrl_tx, ctrl_rx) = mpsc::channel(shared.quic.control_queue.max(8));
-    let (relay_tx, relay_rx) = mpsc::channel(shared.quic.stream_relay_queue.max(1));
+    let relay_queue = Arc::new(LatestQueue::new(shared.quic.stream_relay_queue));
     let opened = {
         let mut st = shared.lock();
         let r = st.core.open(
@@ -427,9 +449,10 @@ async fn serve_connection(shared: Arc<Shared>, wire: Wire) {
             st.links.insert(
                 id,
                 Link {
-                    wire: wire.clone(),
+                    wire: Some(wire.clone()),
                     control: ctrl_tx,
-                    stream_relay: relay_tx,
+                    relay_queue: relay_queue.clone(),
+                    kill: None,
                 },
             );
         }
@@ -450,7 +473,7 @@ async fn serve_connection(shared: Arc<Shared>, wire: Wire) {
     tasks.spawn(control_task(shared.clone(), wire.clone(), id, ctrl_rx));
     tasks.spawn(datagram_task(shared.clone(), wire.clone(), id));
     tasks.spawn(uni_task(shared.clone(), wire.clone(), id));
-    tasks.spawn(stream_relay_writer(wire.clone(), relay_rx));
+    tasks.spawn(stream_relay_writer(wire.clone(), relay_queue));
     let ended = wire.closed().await;
     tasks.abort_all();
     debug!(conn = id, clean = ended.clean, reason = %ended.reason, "connection closed");
@@ -548,7 +571,7 @@ async fn control_writer(wire: &Wire, mut send: Writer, mut rx: mpsc::Receiver<Ct
 
 async fn datagram_task(shared: Arc<Shared>, wire: Wire, id: ConnId) {
     while let Ok(d) = wire.read_datagram().await {
-        crate::relay::forward(&shared, id, &d, false);
+        crate::relay::forward(&shared, id, &d, Via::Datagram);
     }
 }
 
@@ -567,7 +590,7 @@ async fn uni_task(shared: Arc<Shared>, wire: Wire, id: ConnId) {
                         crate::wire::read_to_end_limited(stream, max),
                     ).await;
                     match read {
-                        Ok(Ok(frame)) => crate::relay::forward(&shared, id, &frame, true),
+                        Ok(Ok(frame)) => crate::relay::forward(&shared, id, &frame, Via::Stream),
                         _ => shared.metrics.relay_drop(crate::session::RelayDrop::Malformed),
                     }
                 });
@@ -578,8 +601,9 @@ async fn uni_task(shared: Arc<Shared>, wire: Wire, id: ConnId) {
 }
 
 /// Writes stream-mode relay frames, one unidirectional stream each.
-async fn stream_relay_writer(wire: Wire, mut rx: mpsc::Receiver<Bytes>) {
-    while let Some(frame) = rx.recv().await {
+async fn stream_relay_writer(wire: Wire, queue: Arc<LatestQueue>) {
+    loop {
+        let frame = queue.pop().await;
         let Ok(mut s) = wire.open_uni().await else {
             return;
         };

@@ -76,6 +76,8 @@ pub enum Transport {
     Quic,
     /// WebTransport over HTTP/3.
     WebTransport,
+    /// WebSocket on the HTTP port (the TCP fallback).
+    WebSocket,
 }
 
 impl Transport {
@@ -83,6 +85,7 @@ impl Transport {
         match self {
             Transport::Quic => "quic",
             Transport::WebTransport => "webtransport",
+            Transport::WebSocket => "websocket",
         }
     }
 }

@@ -10,6 +10,7 @@ use common::{eventually, start, WAIT};
 use flightsim_p2p::client::{connect_wire, expect_error, Client, ClientTransport, Event};
 use flightsim_p2p::limits::Limits;
 use flightsim_p2p::protocol::*;
+use flightsim_p2p::relay::Via;
 use flightsim_p2p::turn::IceConfig;
 use flightsim_p2p::wire::Wire;
 use hmac::Mac;
@@ -126,7 +127,7 @@ fn frame_payload(tag: u8, seq: u32, len: usize) -> Vec<u8> {
 }
 
 /// Collect relayed frames until `n` arrived or the stream goes quiet.
-async fn collect(c: &mut Client, n: usize) -> Vec<(PeerId, Bytes, bool)> {
+async fn collect(c: &mut Client, n: usize) -> Vec<(PeerId, Bytes, Via)> {
     let mut out = Vec::new();
     while out.len() < n {
         match c.next_relay(Duration::from_secs(2)).await {
@@ -160,7 +161,7 @@ async fn relay_between_datagram_stream_and_webtransport_clients() {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    for (c, via_stream) in [(&mut streamer, true), (&mut browser, false)] {
+    for (c, via) in [(&mut streamer, Via::Stream), (&mut browser, Via::Datagram)] {
         let got = collect(c, N as usize).await;
         assert!(
             got.len() as u32 >= N * 95 / 100,
@@ -169,7 +170,7 @@ async fn relay_between_datagram_stream_and_webtransport_clients() {
         );
         for (from, payload, vs) in &got {
             assert_eq!(*from, host.peer_id());
-            assert_eq!(*vs, via_stream);
+            assert_eq!(*vs, via);
             let seq = u32::from_le_bytes(payload[..4].try_into().unwrap());
             assert_eq!(
                 &payload[..],
@@ -177,7 +178,7 @@ async fn relay_between_datagram_stream_and_webtransport_clients() {
                 "byte for byte"
             );
         }
-        if via_stream {
+        if via == Via::Stream {
             assert_eq!(got.len() as u32, N, "streams are reliable");
         }
     }
@@ -192,7 +193,7 @@ async fn relay_between_datagram_stream_and_webtransport_clients() {
     assert_eq!(got.len(), 20);
     for (from, payload, vs) in &got {
         assert_eq!(*from, streamer.peer_id());
-        assert!(!vs);
+        assert_eq!(*vs, Via::Datagram);
         let seq = u32::from_le_bytes(payload[..4].try_into().unwrap());
         assert_eq!(&payload[..], &frame_payload(2, seq, 1000)[..]);
     }

@@ -57,6 +57,7 @@ pub async fn start_with(limits: Limits, ice: IceConfig, quic: QuicTuning) -> Tes
         ice,
         quic,
         web_dir: None,
+        trust_proxy: false,
     })
     .await
     .unwrap();

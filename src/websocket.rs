@@ -1,0 +1,269 @@
+//! The TCP fallback: the same protocol over a WebSocket on the HTTP port (`GET /ws`).
+//!
+//! For players whose network blocks UDP, hosts without inbound UDP (Railway),
+//! Safari (no WebTransport settings wtransport sends) and .NET on macOS (no
+//! System.Net.Quic). It is a third transport adapter around the same session
+//! core, so a WebSocket peer and a QUIC peer share sessions and relay to each
+//! other. Every WebSocket message is binary; its first byte says what follows:
+//! `0x00` a control message (postcard body, no length prefix: the WebSocket
+//! message is the frame), `0x01` a relay frame (`varint(peer) || payload`).
+//! Relay frames to a slow WebSocket receiver go through a short drop-oldest
+//! queue, so TCP's head-of-line blocking never grows into a backlog.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use crate::protocol::{self, ClientMsg, ErrorCode};
+use crate::relay::{LatestQueue, Via};
+use crate::server::{Ctrl, Link, Shared};
+use crate::session::{ConnMeta, Now, Transport};
+
+/// First byte of a WebSocket message carrying a control message.
+pub const WS_CONTROL: u8 = 0x00;
+/// First byte of a WebSocket message carrying a relay frame.
+pub const WS_RELAY: u8 = 0x01;
+/// WebSocket close codes are `4000 + ErrorCode` (4000-4999 is for applications).
+pub const WS_CLOSE_BASE: u16 = 4000;
+
+/// `GET /ws`: upgrade and serve.
+pub async fn upgrade(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let ip = client_ip(&headers, peer.ip(), shared.trust_proxy);
+    // Room for the largest control frame or relay frame, plus the type byte.
+    let max = (shared.max_frame_bytes as usize).max(shared.max_relay_frame()) + 1;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| serve(shared, socket, ip))
+}
+
+/// The client's address: the socket's, or the proxy's report of it when trusted.
+pub fn client_ip(headers: &HeaderMap, socket_ip: IpAddr, trust_proxy: bool) -> IpAddr {
+    if !trust_proxy {
+        return socket_ip.to_canonical();
+    }
+    let forwarded = headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse::<IpAddr>().ok());
+    let real = headers
+        .get("x-real-ip")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<IpAddr>().ok());
+    forwarded.or(real).unwrap_or(socket_ip).to_canonical()
+}
+
+async fn serve(shared: Arc<Shared>, socket: WebSocket, ip: IpAddr) {
+    let (ctrl_tx, ctrl_rx) = mpsc::channel(shared.quic.control_queue.max(8));
+    let relay_queue = Arc::new(LatestQueue::new(shared.quic.stream_relay_queue));
+    let (sink, stream) = socket.split();
+    // The writer runs as its own task so a slow consumer can be aborted.
+    let writer = tokio::spawn(writer(sink, ctrl_rx, relay_queue.clone()));
+    let opened = {
+        let mut st = shared.lock();
+        let r = st.core.open(
+            Now::system(),
+            ConnMeta {
+                transport: Transport::WebSocket,
+                ip: Some(ip),
+            },
+        );
+        if let Ok(id) = r {
+            st.links.insert(
+                id,
+                Link {
+                    wire: None,
+                    control: ctrl_tx.clone(),
+                    relay_queue,
+                    kill: Some(writer.abort_handle()),
+                },
+            );
+        }
+        r
+    };
+    let id = match opened {
+        Ok(id) => id,
+        Err(code) => {
+            shared.metrics.refused(code.as_str());
+            let _ = ctrl_tx.try_send(Ctrl::Close(code, code.as_str().into()));
+            let _ = writer.await;
+            return;
+        }
+    };
+    shared.metrics.connection_opened(Transport::WebSocket);
+    debug!(conn = id, %ip, "websocket open");
+
+    let reader = reader(&shared, id, stream);
+    let mut writer = writer;
+    let clean = tokio::select! {
+        clean = reader => {
+            // Let the writer deliver what is queued (an error, a close).
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), &mut writer).await;
+            clean
+        }
+        _ = &mut writer => false,
+    };
+    writer.abort();
+    {
+        let mut st = shared.lock();
+        st.links.remove(&id);
+        st.core.closed(Now::system(), id, clean);
+        shared.flush(&mut st);
+    }
+    shared.metrics.connection_closed(Transport::WebSocket);
+    debug!(conn = id, clean, "websocket closed");
+}
+
+/// Read messages into the core until the socket ends or the input is bad.
+/// Returns true for a clean close (close code 1000 from the client).
+async fn reader(
+    shared: &Shared,
+    id: crate::session::ConnId,
+    mut stream: futures_util::stream::SplitStream<WebSocket>,
+) -> bool {
+    while let Some(msg) = stream.next().await {
+        let bad = match msg {
+            Ok(Message::Binary(b)) => match b.split_first() {
+                Some((&WS_RELAY, frame)) => {
+                    crate::relay::forward(shared, id, frame, Via::WebSocket);
+                    continue;
+                }
+                Some((&WS_CONTROL, body)) => {
+                    shared.metrics.signaling_messages.inc();
+                    match protocol::decode::<ClientMsg>(body) {
+                        Ok(m) => {
+                            let mut st = shared.lock();
+                            st.core.handle(Now::system(), id, m);
+                            shared.flush(&mut st);
+                            continue;
+                        }
+                        Err(e) => (e.code(), e.to_string()),
+                    }
+                }
+                _ => (
+                    ErrorCode::BadMessage,
+                    "a message must start with 0x00 (control) or 0x01 (relay)".to_string(),
+                ),
+            },
+            Ok(Message::Text(_)) => (
+                ErrorCode::BadMessage,
+                "text messages are not part of the protocol; send binary".to_string(),
+            ),
+            Ok(Message::Close(frame)) => {
+                return frame.is_some_and(|f| f.code == 1000);
+            }
+            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            Err(e) => {
+                let text = e.to_string();
+                if text.contains("too long")
+                    || text.contains("too big")
+                    || text.contains("Space limit")
+                {
+                    (
+                        ErrorCode::FrameTooLarge,
+                        format!("message too large: {text}"),
+                    )
+                } else {
+                    return false;
+                }
+            }
+        };
+        let mut st = shared.lock();
+        st.core.bad_frame(id, bad.0, &bad.1);
+        shared.flush(&mut st);
+        return false;
+    }
+    false
+}
+
+async fn writer(
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut ctrl: mpsc::Receiver<Ctrl>,
+    relay: Arc<LatestQueue>,
+) {
+    loop {
+        let msg = tokio::select! {
+            biased;
+            c = ctrl.recv() => match c {
+                Some(Ctrl::Frame(frame)) => {
+                    // Control frames come length-prefixed; WebSocket frames itself.
+                    let body = match protocol::take_varint(&frame) {
+                        Ok(Some((_, used))) => &frame[used..],
+                        _ => continue,
+                    };
+                    let mut m = Vec::with_capacity(body.len() + 1);
+                    m.push(WS_CONTROL);
+                    m.extend_from_slice(body);
+                    Message::Binary(m.into())
+                }
+                Some(Ctrl::Close(code, reason)) => {
+                    let mut reason = reason;
+                    reason.truncate(120); // close reasons are limited to 123 bytes
+                    let _ = sink
+                        .send(Message::Close(Some(CloseFrame {
+                            code: WS_CLOSE_BASE + code as u16,
+                            reason: reason.into(),
+                        })))
+                        .await;
+                    return;
+                }
+                None => return,
+            },
+            frame = relay.pop() => {
+                let mut m = Vec::with_capacity(frame.len() + 1);
+                m.push(WS_RELAY);
+                m.extend_from_slice(&frame);
+                Message::Binary(m.into())
+            }
+        };
+        if sink.send(msg).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_headers_only_when_trusted() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.9, 10.0.0.1".parse().unwrap());
+        let socket: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(client_ip(&h, socket, false), socket);
+        assert_eq!(
+            client_ip(&h, socket, true),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        let mut h = HeaderMap::new();
+        h.insert("x-real-ip", "198.51.100.4".parse().unwrap());
+        assert_eq!(
+            client_ip(&h, socket, true),
+            "198.51.100.4".parse::<IpAddr>().unwrap()
+        );
+        h.insert("x-forwarded-for", "garbage".parse().unwrap());
+        assert_eq!(
+            client_ip(&h, socket, true),
+            "198.51.100.4".parse::<IpAddr>().unwrap()
+        );
+        // IPv4-mapped IPv6 counts as the IPv4 address.
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(
+            client_ip(&HeaderMap::new(), mapped, false),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
+    }
+}

@@ -1,0 +1,226 @@
+//! The WebSocket fallback transport against the real server: mixed sessions
+//! with QUIC peers, automatic fallback when UDP is blocked, bad input.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, start, TestServer, WAIT};
+use flightsim_p2p::client::{expect_error, Client, ClientConfig, ClientTransport, Event};
+use flightsim_p2p::limits::Limits;
+use flightsim_p2p::protocol::*;
+use flightsim_p2p::relay::Via;
+use flightsim_p2p::session::Transport;
+use flightsim_p2p::turn::IceConfig;
+
+fn ws_config(srv: &TestServer) -> ClientConfig {
+    let mut c = srv.config(ClientTransport::Websocket, RelayMode::Datagram);
+    c.ws_url = Some(format!("ws://{}/ws", srv.http));
+    c
+}
+
+async fn expect_msg<T>(c: &mut Client, pick: impl Fn(&ServerMsg) -> Option<T>) -> T {
+    tokio::time::timeout(WAIT, c.wait_for(pick))
+        .await
+        .expect("timed out")
+        .expect("failed")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_and_quic_peers_share_a_session() {
+    let srv = start(Limits::default(), IceConfig::default()).await;
+    let mut quic = srv.quic(RelayMode::Datagram).await;
+    let code = quic.create_session(0, None).await.unwrap().code;
+    let mut ws = Client::connect(&ws_config(&srv), None).await.unwrap();
+    assert_eq!(ws.transport(), Transport::WebSocket);
+    let joined = ws.join_session(&code, None).await.unwrap();
+    assert_eq!(joined.host, quic.peer_id());
+    let mut stream_peer = srv.quic(RelayMode::Stream).await;
+    stream_peer.join_session(&code, None).await.unwrap();
+
+    // Signals both ways.
+    quic.signal(ws.peer_id(), Signal::Offer { sdp: "o".into() })
+        .await
+        .unwrap();
+    let (from, sig) = expect_msg(&mut ws, |m| match m {
+        ServerMsg::Signal { from, signal } => Some((*from, signal.clone())),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (from, sig),
+        (quic.peer_id(), Signal::Offer { sdp: "o".into() })
+    );
+    ws.signal(quic.peer_id(), Signal::Answer { sdp: "a".into() })
+        .await
+        .unwrap();
+    let sig = expect_msg(&mut quic, |m| match m {
+        ServerMsg::Signal { from, signal } if *from == ws.peer_id() => Some(signal.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(sig, Signal::Answer { sdp: "a".into() });
+
+    // Relay: QUIC datagram -> WebSocket, WebSocket -> everyone (datagram and stream receivers).
+    for i in 0..30u8 {
+        quic.send_relay(ws.peer_id(), &[i; 300]).await.unwrap();
+    }
+    for i in 0..30u8 {
+        let (from, p, via) = ws.next_relay(WAIT).await.expect("relay to WebSocket");
+        assert_eq!((from, via), (quic.peer_id(), Via::WebSocket));
+        assert_eq!(&p[..], &[i; 300], "in order over TCP");
+    }
+    for i in 0..20u8 {
+        ws.send_relay(ALL_PEERS, &[i, 1, 2, 3]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    for (c, via) in [(&mut quic, Via::Datagram), (&mut stream_peer, Via::Stream)] {
+        let mut got = 0;
+        while let Some((from, p, v)) = c.next_relay(Duration::from_secs(2)).await {
+            assert_eq!((from, v), (ws.peer_id(), via));
+            assert_eq!(&p[1..], &[1, 2, 3]);
+            got += 1;
+            if got == 20 {
+                break;
+            }
+        }
+        assert!(got >= 19, "{got} of 20 via {via:?}");
+    }
+    assert!(srv.metric("fsp2p_relay_received_total{via=\"websocket\"}") >= 20.0);
+    assert!(srv.metric("fsp2p_relay_forwarded_total{via=\"websocket\"}") >= 30.0);
+    assert_eq!(
+        srv.metric("fsp2p_connections{transport=\"websocket\"}"),
+        1.0
+    );
+
+    // A clean WebSocket close leaves at once.
+    let ws_id = ws.peer_id();
+    ws.close().await;
+    let left = expect_msg(&mut quic, |m| match m {
+        ServerMsg::PeerLeft { peer, reason } => Some((*peer, *reason)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(left, (ws_id, LeaveReason::Left));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_websocket_keeps_the_seat_and_resumes() {
+    let srv = start(Limits::default(), IceConfig::default()).await;
+    let mut host = srv.quic(RelayMode::Datagram).await;
+    let code = host.create_session(0, None).await.unwrap().code;
+    let mut cfg = ws_config(&srv);
+    let mut ws = Client::connect(&cfg, None).await.unwrap();
+    ws.join_session(&code, None).await.unwrap();
+    let id = ws.peer_id();
+    cfg.resume_token = Some(ws.welcome.resume_token.clone());
+    ws.abandon(); // TCP just goes away, no close frame
+    let st = expect_msg(&mut host, |m| match m {
+        ServerMsg::PeerStatus { peer, online } => Some((*peer, *online)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(st, (id, false));
+    let back = Client::connect(&cfg, None).await.unwrap();
+    assert!(back.welcome.resumed);
+    assert_eq!(back.peer_id(), id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_falls_back_to_websocket_when_udp_is_blocked() {
+    let srv = start(Limits::default(), IceConfig::default()).await;
+    // Point QUIC at a UDP port where nothing answers (as a firewall dropping UDP would).
+    let blackhole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut cfg = srv.config(ClientTransport::Auto, RelayMode::Datagram);
+    cfg.server = blackhole.local_addr().unwrap();
+    cfg.ws_url = Some(format!("ws://{}/ws", srv.http));
+    cfg.fallback_delay = Duration::from_millis(300);
+    let mut c = Client::connect(&cfg, None).await.unwrap();
+    assert_eq!(c.transport(), Transport::WebSocket);
+    c.create_session(0, None).await.unwrap();
+
+    // With QUIC reachable, Auto uses QUIC.
+    let mut cfg = srv.config(ClientTransport::Auto, RelayMode::Datagram);
+    cfg.ws_url = Some(format!("ws://{}/ws", srv.http));
+    let c = Client::connect(&cfg, None).await.unwrap();
+    assert_eq!(c.transport(), Transport::Quic);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_text_and_oversized_websocket_messages_close_only_that_connection() {
+    let limits = Limits {
+        max_frame_bytes: 2048,
+        ..Limits::default()
+    };
+    let srv = start(limits, IceConfig::default()).await;
+    let mut host = srv.quic(RelayMode::Datagram).await;
+    let code = host.create_session(0, None).await.unwrap().code;
+    let mut healthy = Client::connect(&ws_config(&srv), None).await.unwrap();
+    healthy.join_session(&code, None).await.unwrap();
+
+    let cases: Vec<(Vec<u8>, ErrorCode)> = vec![
+        (vec![0x07, 1, 2, 3], ErrorCode::BadMessage), // unknown type byte
+        (vec![0x00, 0x63], ErrorCode::BadMessage),    // unknown message tag
+        (vec![], ErrorCode::BadMessage),              // empty message
+        (vec![0x00; 10_000], ErrorCode::FrameTooLarge), // over the size limit
+    ];
+    for (bytes, want) in cases {
+        let mut bad = Client::connect(&ws_config(&srv), None).await.unwrap();
+        bad.send_raw(&bytes).await.unwrap();
+        let r = bad.wait_for(|_| None::<()>).await;
+        if want == ErrorCode::FrameTooLarge {
+            // The server refuses the message while reading it; the error or
+            // the close (code 4002) says so.
+            let text = format!("{:#}", r.unwrap_err());
+            assert!(
+                text.contains("frame_too_large")
+                    || text.contains("4002")
+                    || text.contains("closed"),
+                "{text}"
+            );
+        } else {
+            expect_error(r, want).unwrap();
+        }
+        host.send_relay(healthy.peer_id(), b"still fine")
+            .await
+            .unwrap();
+        let (_, p, _) = healthy.next_relay(WAIT).await.expect("healthy peer broken");
+        assert_eq!(&p[..], b"still fine");
+    }
+    assert!(
+        eventually(WAIT, || srv
+            .metric("fsp2p_connections{transport=\"websocket\"}")
+            == 1.0)
+        .await
+    );
+    // A text message.
+    let url = format!("ws://{}/ws", srv.http);
+    let (mut raw, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    use futures_util::{SinkExt, StreamExt};
+    raw.send(tokio_tungstenite::tungstenite::Message::Text(
+        "hello?".into(),
+    ))
+    .await
+    .unwrap();
+    let mut saw_error = false;
+    while let Some(Ok(m)) = raw.next().await {
+        match m {
+            tokio_tungstenite::tungstenite::Message::Binary(b) => {
+                let msg: ServerMsg = decode(&b[1..]).unwrap();
+                saw_error |= matches!(msg, ServerMsg::Error { code: 1, .. });
+            }
+            tokio_tungstenite::tungstenite::Message::Close(f) => {
+                assert_eq!(
+                    u16::from(f.unwrap().code),
+                    4000 + ErrorCode::BadMessage as u16
+                );
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(saw_error);
+    let _ = Event::Closed(String::new());
+}
