@@ -1,6 +1,7 @@
 // Public types of the FlightSim P2P .NET client: states, paths, options, events.
 
 using System.Security.Cryptography.X509Certificates;
+using System.Text.Json;
 using FlightSimP2P.Protocol;
 using Microsoft.Extensions.Logging;
 
@@ -191,6 +192,9 @@ public sealed class WebRTCP2POptions
 
     /// <summary>How long CreateSessionAsync / JoinSessionAsync wait for the server's answer.</summary>
     public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>JSON settings for hub messages (On / SendAsync); web defaults (camelCase) like SignalR's JSON protocol.</summary>
+    public JsonSerializerOptions JsonSerializerOptions { get; set; } = new(JsonSerializerDefaults.Web);
 
     /// <summary>Logging (SIPSorcery logs through its own static factory; see the integration guide).</summary>
     public ILoggerFactory? LoggerFactory { get; set; }

@@ -108,7 +108,7 @@ internal sealed class WebSocketSignalingTransport : SignalingTransport
         await _sendLock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            await _socket.SendAsync(data, WebSocketMessageType.Binary, endOfMessage: true, cancellationToken).ConfigureAwait(false);
+            await _socket.SendAsync(new ReadOnlyMemory<byte>(data), WebSocketMessageType.Binary, endOfMessage: true, cancellationToken).ConfigureAwait(false);
         }
         catch (WebSocketException e)
         {
@@ -143,7 +143,7 @@ internal sealed class WebSocketSignalingTransport : SignalingTransport
                 await _sendLock.WaitAsync(_lifetime.Token).ConfigureAwait(false);
                 try
                 {
-                    await _socket.SendAsync(message, WebSocketMessageType.Binary, endOfMessage: true, _lifetime.Token).ConfigureAwait(false);
+                    await _socket.SendAsync(new ReadOnlyMemory<byte>(message), WebSocketMessageType.Binary, endOfMessage: true, _lifetime.Token).ConfigureAwait(false);
                 }
                 finally
                 {

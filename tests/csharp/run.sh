@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Compile the portable C# wire codec (client/Protocol.cs) and its test program
-# with Debian's mono compiler (C# 7.2), then run it on the golden vectors.
-# Installs nothing: needs `mcs` and `mono` (Debian package mono-devel).
-# Exit status is the test program's: non-zero on any failure.
+# C# checks that run without the .NET SDK:
+#  1. every .cs file under client/ parses with tree-sitter's C# grammar
+#     (tests/csharp/parse_all.py; PyPI packages in tests/csharp/requirements.txt);
+#  2. the portable wire codec (client/Protocol.cs) and its test program are
+#     compiled with Debian's mono compiler (C# 7.2) and run on the golden vectors.
+# Installs nothing: needs python3 with tree_sitter + tree_sitter_c_sharp, and
+# `mcs` and `mono` (Debian package mono-devel). Non-zero exit on any failure;
+# the last line is the codec tests' `N passed, N failed`.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -16,6 +20,8 @@ for tool in mcs mono; do
         exit 2
     fi
 done
+
+python3 "$root/tests/csharp/parse_all.py" "$root/client"
 
 # -langversion:7.2 keeps Protocol.cs honest about the C# level it promises;
 # -warnaserror catches sloppiness mcs would otherwise only mention.
