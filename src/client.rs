@@ -73,6 +73,39 @@ pub struct ClientConfig {
     pub ws_url: Option<String>,
     /// With `Auto`: how long QUIC gets alone before a WebSocket attempt starts.
     pub fallback_delay: Duration,
+    /// Reuse this endpoint (and its TLS session cache) for raw QUIC: a second
+    /// connection through it resumes TLS and sends Hello as 0-RTT data.
+    pub endpoint: Option<QuicEndpoint>,
+}
+
+/// A reusable QUIC client endpoint: one UDP socket and one TLS session cache
+/// for many connections. Connections through the same endpoint resume TLS and
+/// send Hello (and a pipelined request) as 0-RTT data, so a reconnecting
+/// player is back in its session one round trip after it starts.
+#[derive(Clone, Debug)]
+pub struct QuicEndpoint(quinn::Endpoint);
+
+impl QuicEndpoint {
+    pub fn new(cfg: &ClientConfig) -> Result<Self> {
+        let tls = client_tls(&cfg.trust, ALPN_NATIVE)?;
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+            .context("building the QUIC TLS config")?;
+        let mut qc = quinn::ClientConfig::new(Arc::new(crypto));
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .keep_alive_interval(Some(cfg.keep_alive))
+            .max_concurrent_uni_streams(1024u32.into())
+            .datagram_receive_buffer_size(Some(256 * 1024));
+        qc.transport_config(Arc::new(transport));
+        let bind: SocketAddr = if cfg.server.is_ipv6() {
+            "[::]:0".parse()?
+        } else {
+            "0.0.0.0:0".parse()?
+        };
+        let mut endpoint = quinn::Endpoint::client(bind).context("binding a UDP socket")?;
+        endpoint.set_default_client_config(qc);
+        Ok(QuicEndpoint(endpoint))
+    }
 }
 
 impl ClientConfig {
@@ -90,6 +123,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(10),
             ws_url: None,
             fallback_delay: Duration::from_millis(750),
+            endpoint: None,
         }
     }
 }
@@ -129,6 +163,8 @@ pub struct Client {
     pub welcome: Welcome,
     _endpoint: Option<quinn::Endpoint>,
     reader: tokio::task::JoinHandle<()>,
+    /// True when Hello went out as 0-RTT data and the server accepted it.
+    pub zero_rtt: bool,
 }
 
 impl Drop for Client {
@@ -142,8 +178,19 @@ impl Drop for Client {
 
 /// An established transport connection, before Hello.
 enum Connected {
-    Quic(Wire, Option<quinn::Endpoint>),
+    Quic(
+        Wire,
+        Option<quinn::Endpoint>,
+        Option<quinn::ZeroRttAccepted>,
+    ),
     WebSocket(WsStream),
+}
+
+/// Open the control stream and write `bytes` on it.
+async fn open_and_send(wire: &Wire, bytes: &[u8]) -> Result<(Writer, crate::wire::Reader)> {
+    let (mut control, recv) = wire.open_bi().await.context("opening the control stream")?;
+    control.write_all(bytes).await.context("sending Hello")?;
+    Ok((control, recv))
 }
 
 /// A byte stream a WebSocket can run over: plain TCP or TLS over TCP.
@@ -169,9 +216,12 @@ impl Client {
 
     async fn connect_inner(cfg: &ClientConfig, first: Option<ClientMsg>) -> Result<Client> {
         let connected = match cfg.transport {
-            ClientTransport::Quic | ClientTransport::Webtransport => {
-                let (wire, ep) = connect_wire(cfg).await?;
-                Connected::Quic(wire, ep)
+            ClientTransport::Quic => {
+                let (conn, ep, zero_rtt) = connect_quic(cfg).await?;
+                Connected::Quic(Wire::Quic(conn), Some(ep), zero_rtt)
+            }
+            ClientTransport::Webtransport => {
+                Connected::Quic(Wire::WebTransport(connect_wt(cfg).await?), None, None)
             }
             ClientTransport::Websocket => Connected::WebSocket(connect_ws(cfg).await?),
             ClientTransport::Auto => connect_auto(cfg).await?,
@@ -184,16 +234,26 @@ impl Client {
             resume_token: cfg.resume_token.clone(),
         });
         let (tx, events) = mpsc::channel(4096);
+        let mut zero_rtt_used = false;
         let (link, endpoint, reader) = match connected {
-            Connected::Quic(wire, endpoint) => {
-                let (mut control, recv) =
-                    wire.open_bi().await.context("opening the control stream")?;
+            Connected::Quic(wire, endpoint, zero_rtt) => {
                 // Hello and the first request in one write: one flight.
                 let mut out = protocol::encode_frame(&hello).to_vec();
                 if let Some(m) = &first {
                     out.extend_from_slice(&protocol::encode_frame(m));
                 }
-                control.write_all(&out).await.context("sending Hello")?;
+                let (mut control, mut recv) = open_and_send(&wire, &out).await?;
+                if let Some(accepted) = zero_rtt {
+                    // Resolves when the handshake completes, when the Welcome
+                    // (sent in the server's 0.5-RTT flight) arrives anyway.
+                    if accepted.await {
+                        zero_rtt_used = true;
+                    } else {
+                        // The server forgot our session: the 0-RTT stream is
+                        // gone, say it all again in 1-RTT.
+                        (control, recv) = open_and_send(&wire, &out).await?;
+                    }
+                }
                 let reader = tokio::spawn(read_everything(wire.clone(), recv, tx));
                 (Link::Quic { wire, control }, endpoint, reader)
             }
@@ -235,6 +295,7 @@ impl Client {
             },
             _endpoint: endpoint,
             reader,
+            zero_rtt: zero_rtt_used,
         };
         client.welcome = client
             .wait_for(|m| match m {
@@ -593,7 +654,10 @@ async fn read_everything(wire: Wire, mut control: crate::wire::Reader, tx: mpsc:
 pub async fn connect_wire(cfg: &ClientConfig) -> Result<(Wire, Option<quinn::Endpoint>)> {
     Ok(match cfg.transport {
         ClientTransport::Quic => {
-            let (conn, ep) = connect_quic(cfg).await?;
+            let (conn, ep, zero_rtt) = connect_quic(cfg).await?;
+            if let Some(accepted) = zero_rtt {
+                accepted.await; // callers get a confirmed connection
+            }
             (Wire::Quic(conn), Some(ep))
         }
         ClientTransport::Webtransport => (Wire::WebTransport(connect_wt(cfg).await?), None),
@@ -613,7 +677,7 @@ async fn connect_auto(cfg: &ClientConfig) -> Result<Connected> {
     tokio::pin!(quic);
     let quic_error = tokio::select! {
         r = &mut quic => match r {
-            Ok((wire, ep)) => return Ok(Connected::Quic(wire, ep)),
+            Ok((wire, ep)) => return Ok(Connected::Quic(wire, ep, None)),
             Err(e) => Some(e),
         },
         _ = tokio::time::sleep(cfg.fallback_delay) => None,
@@ -630,12 +694,12 @@ async fn connect_auto(cfg: &ClientConfig) -> Result<Connected> {
     tokio::pin!(ws);
     tokio::select! {
         r = &mut quic => match r {
-            Ok((wire, ep)) => Ok(Connected::Quic(wire, ep)),
+            Ok((wire, ep)) => Ok(Connected::Quic(wire, ep, None)),
             Err(_) => ws.await.map(Connected::WebSocket),
         },
         r = &mut ws => match r {
             Ok(s) => Ok(Connected::WebSocket(s)),
-            Err(_) => quic.await.map(|(w, ep)| Connected::Quic(w, ep)),
+            Err(_) => quic.await.map(|(w, ep)| Connected::Quic(w, ep, None)),
         },
     }
 }
@@ -770,31 +834,31 @@ fn client_tls(trust: &Trust, alpn: &[u8]) -> Result<rustls::ClientConfig> {
     Ok(tls)
 }
 
-async fn connect_quic(cfg: &ClientConfig) -> Result<(quinn::Connection, quinn::Endpoint)> {
-    let tls = client_tls(&cfg.trust, ALPN_NATIVE)?;
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-        .context("building the QUIC TLS config")?;
-    let mut qc = quinn::ClientConfig::new(Arc::new(crypto));
-    let mut transport = quinn::TransportConfig::default();
-    transport
-        .keep_alive_interval(Some(cfg.keep_alive))
-        .max_concurrent_uni_streams(1024u32.into())
-        .datagram_receive_buffer_size(Some(256 * 1024));
-    qc.transport_config(Arc::new(transport));
-    let bind: SocketAddr = if cfg.server.is_ipv6() {
-        "[::]:0".parse()?
-    } else {
-        "0.0.0.0:0".parse()?
+async fn connect_quic(
+    cfg: &ClientConfig,
+) -> Result<(
+    quinn::Connection,
+    quinn::Endpoint,
+    Option<quinn::ZeroRttAccepted>,
+)> {
+    let endpoint = match &cfg.endpoint {
+        Some(e) => e.0.clone(),
+        None => QuicEndpoint::new(cfg)?.0,
     };
-    let mut endpoint = quinn::Endpoint::client(bind).context("binding a UDP socket")?;
-    endpoint.set_default_client_config(qc);
     let connecting = endpoint
         .connect(cfg.server, &cfg.server_name)
         .context("starting the QUIC handshake")?;
-    let conn = connecting
-        .await
-        .with_context(|| format!("QUIC handshake with {}", cfg.server))?;
-    Ok((conn, endpoint))
+    // With a resumable TLS session, go on at once: what we write now travels
+    // as 0-RTT data. Otherwise wait for the handshake.
+    Ok(match connecting.into_0rtt() {
+        Ok((conn, accepted)) => (conn, endpoint, Some(accepted)),
+        Err(connecting) => {
+            let conn = connecting
+                .await
+                .with_context(|| format!("QUIC handshake with {}", cfg.server))?;
+            (conn, endpoint, None)
+        }
+    })
 }
 
 async fn connect_wt(cfg: &ClientConfig) -> Result<wtransport::Connection> {

@@ -31,7 +31,7 @@ use crate::protocol::{
 use crate::relay::{LatestQueue, Via};
 use crate::session::{ConnId, ConnMeta, Core, Now, Output, Target};
 use crate::turn::IceConfig;
-use crate::wire::{Reader, Wire, Writer};
+use crate::wire::{Ended, Reader, Wire, Writer};
 
 /// QUIC transport settings and queue depths of the I/O shell.
 #[derive(Args, Debug, Clone)]
@@ -335,6 +335,9 @@ fn quinn_server_config(identity: &Identity, tuning: &QuicTuning) -> Result<quinn
         .context("the certificate does not match its key")?;
     tls.alpn_protocols = vec![ALPN_H3.to_vec(), ALPN_NATIVE.to_vec()];
     tls.max_early_data_size = u32::MAX;
+    // Resumption tickets are single-use entries of this cache, which is also
+    // what stops a replayed 0-RTT Hello from being accepted twice.
+    tls.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .context("building the QUIC TLS config")?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -471,10 +474,19 @@ async fn serve_connection(shared: Arc<Shared>, wire: Wire) {
 
     let mut tasks = JoinSet::new();
     tasks.spawn(control_task(shared.clone(), wire.clone(), id, ctrl_rx));
-    tasks.spawn(datagram_task(shared.clone(), wire.clone(), id));
+    let mut datagrams = tokio::spawn(datagram_task(shared.clone(), wire.clone(), id));
     tasks.spawn(uni_task(shared.clone(), wire.clone(), id));
     tasks.spawn(stream_relay_writer(wire.clone(), relay_queue));
-    let ended = wire.closed().await;
+    let mut ended = wire.closed().await;
+    if !ended.clean {
+        // A WebTransport client's close code reaches us through the driver's
+        // errors, not through the QUIC connection's.
+        let told = tokio::time::timeout(Duration::from_millis(100), &mut datagrams).await;
+        if let Ok(Ok(Some(e))) = told {
+            ended = e;
+        }
+    }
+    datagrams.abort();
     tasks.abort_all();
     debug!(conn = id, clean = ended.clean, reason = %ended.reason, "connection closed");
     {
@@ -569,9 +581,14 @@ async fn control_writer(wire: &Wire, mut send: Writer, mut rx: mpsc::Receiver<Ct
     }
 }
 
-async fn datagram_task(shared: Arc<Shared>, wire: Wire, id: ConnId) {
-    while let Ok(d) = wire.read_datagram().await {
-        crate::relay::forward(&shared, id, &d, Via::Datagram);
+/// Forwards datagrams until the connection ends; returns how it ended when
+/// the error says (see [`crate::wire::ended_by`]).
+async fn datagram_task(shared: Arc<Shared>, wire: Wire, id: ConnId) -> Option<Ended> {
+    loop {
+        match wire.read_datagram().await {
+            Ok(d) => crate::relay::forward(&shared, id, &d, Via::Datagram),
+            Err(e) => return crate::wire::ended_by(&e),
+        }
     }
 }
 

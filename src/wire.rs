@@ -167,6 +167,26 @@ impl Wire {
     }
 }
 
+/// How the peer ended the connection, if `err` (from any operation on a
+/// `Wire`) says so. For WebTransport this is the only place the browser's
+/// close code shows: wtransport's driver reads the session close and then
+/// closes the QUIC connection itself, so `closed()` only says "locally closed".
+pub fn ended_by(err: &anyhow::Error) -> Option<Ended> {
+    if let Some(wtransport::error::ConnectionError::ApplicationClosed(a)) = err.downcast_ref() {
+        return Some(Ended {
+            clean: a.code().into_inner() == 0,
+            reason: format!("closed by peer: {a}"),
+        });
+    }
+    if let Some(quinn::ConnectionError::ApplicationClosed(a)) = err.downcast_ref() {
+        return Some(Ended {
+            clean: a.error_code.into_inner() == 0,
+            reason: format!("closed by peer: {a}"),
+        });
+    }
+    None
+}
+
 /// Read a whole stream of at most `max` bytes; longer streams are an error.
 pub async fn read_to_end_limited(mut r: Reader, max: usize) -> anyhow::Result<Vec<u8>> {
     use tokio::io::AsyncReadExt;

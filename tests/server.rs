@@ -680,3 +680,63 @@ async fn connection_migration_keeps_the_session_without_a_resume() {
         2.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_through_the_same_endpoint_uses_0rtt_and_survives_rejection() {
+    use flightsim_p2p::client::QuicEndpoint;
+    let srv = start(Limits::default(), IceConfig::default()).await;
+    let mut host = srv.quic(RelayMode::Datagram).await;
+    let code = host.create_session(0, None).await.unwrap().code;
+
+    let mut cfg = srv.config(ClientTransport::Quic, RelayMode::Datagram);
+    cfg.endpoint = Some(QuicEndpoint::new(&cfg).unwrap());
+    let join = ClientMsg::JoinSession(JoinSession {
+        code: code.clone(),
+        password: None,
+    });
+    let mut first = Client::connect(&cfg, Some(join.clone())).await.unwrap();
+    assert!(!first.zero_rtt, "nothing to resume yet");
+    expect_msg(&mut first, |m| {
+        matches!(m, ServerMsg::SessionJoined(_)).then_some(())
+    })
+    .await;
+    first.close().await;
+    // Same endpoint again: TLS resumes, Hello and JoinSession ride in 0-RTT.
+    let mut second = Client::connect(&cfg, Some(join.clone())).await.unwrap();
+    assert!(second.zero_rtt, "second connection did not use 0-RTT");
+    let info = expect_msg(&mut second, |m| match m {
+        ServerMsg::SessionJoined(i) => Some(i.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(info.code, code);
+
+    // A different server process (same certificate) has never seen the
+    // ticket: it rejects 0-RTT, and the client says it all again in 1-RTT.
+    let other = common::start_same_cert(&srv).await;
+    let mut cfg2 = cfg.clone();
+    cfg2.server = other.quic;
+    let mut third = Client::connect(&cfg2, None).await.unwrap();
+    assert!(!third.zero_rtt);
+    assert!(third.ping().await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webtransport_connection_closed_with_code_0_leaves_at_once() {
+    // (A browser closes the WebTransport session with a capsule instead; the
+    // browser end-to-end test covers that path.)
+    let srv = start(Limits::default(), IceConfig::default()).await;
+    let mut host = srv.quic(RelayMode::Datagram).await;
+    let code = host.create_session(0, None).await.unwrap().code;
+    let mut wt = srv.webtransport().await;
+    wt.join_session(&code, None).await.unwrap();
+    let id = wt.peer_id();
+    wt.close().await; // WebTransport session closed with code 0
+    let left = expect_msg(&mut host, |m| match m {
+        ServerMsg::PeerLeft { peer, reason } => Some((*peer, *reason)),
+        ServerMsg::PeerStatus { online: false, .. } => panic!("treated as a lost connection"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(left, (id, LeaveReason::Left));
+}

@@ -34,6 +34,8 @@ function flag(name) {
   return v !== null && v !== '0' && v !== 'false';
 }
 
+/** Errors that answer a create/join request (PROTOCOL.md §6). */
+const REQUEST_ERRORS = new Set([9, 10, 11, 12, 13, 14, 16, 17]);
 /** Message kinds of the demo's payloads (first byte). Other kinds are ignored. */
 const KIND_STATE = 1;
 const HZ = 60;
@@ -50,6 +52,8 @@ const remote = new Map();
 const echoes = new Map();
 const log = [];
 const errors = [];
+let errorsAtStart = 0;
+let starting = false;
 let txCount = 0;
 let txRate = 0;
 let lastRateAt = performance.now();
@@ -89,6 +93,17 @@ function clearError() {
   $('error').textContent = '';
 }
 
+/** At most `max` UTF-8 bytes, cut between code points. */
+function truncateUtf8(s, max) {
+  const enc = new TextEncoder();
+  let out = '';
+  for (const ch of s) {
+    if (enc.encode(out + ch).length > max) break;
+    out += ch;
+  }
+  return out;
+}
+
 function formatCode(code) {
   return code.length === 6 ? `${code.slice(0, 3)}-${code.slice(3)}` : code;
 }
@@ -121,6 +136,8 @@ async function certHash() {
 async function start(code) {
   stop();
   clearError();
+  errorsAtStart = errors.length;
+  starting = true;
   setBusy(true);
   setStatus('connecting', 'connecting…');
   try {
@@ -129,7 +146,7 @@ async function start(code) {
       host: cfg.host,
       port: cfg.port,
       certHash: hash,
-      name: $('name').value.trim().slice(0, 32),
+      name: truncateUtf8($('name').value.trim(), 64),
       forceRelay: cfg.forceRelay,
       iceTransportPolicy: cfg.iceTransportPolicy,
       iceServers: cfg.iceServers,
@@ -141,15 +158,24 @@ async function start(code) {
     c.connect();
     // Pipelined behind Hello: one round trip to be in the session.
     const session = code === null ? await c.createSession() : await c.joinSession(code);
+    starting = false;
     if (client !== c) return;
     setStatus('connected', `in session ${formatCode(session.code)} as peer ${c.peerId}`);
   } catch (e) {
+    starting = false;
     const msg = e instanceof FspError ? e.message : String(e && e.message ? e.message : e);
     showError(msg);
     setStatus('error', e instanceof FspError ? e.codeName : 'error');
     // A failed join leaves the connection open; close it so the next try starts clean.
     stop(false);
   }
+}
+
+/** Leave the session (LeaveSession, then close), as the Leave button does. */
+async function leave() {
+  const c = client;
+  if (c) await c.disconnect('left the demo');
+  if (client === null || client === c) stop();
 }
 
 function stop(resetStatus = true) {
@@ -182,6 +208,7 @@ function wire(c) {
     $('session-code').textContent = formatCode(s.code);
     const share = new URL(location.href);
     share.searchParams.delete('create');
+    share.searchParams.delete('name');
     share.searchParams.set('join', s.code);
     $('share').setAttribute('href', share.toString());
     $('share').textContent = share.toString();
@@ -201,19 +228,24 @@ function wire(c) {
     $('server-rtt').textContent = `${d.rttMs.toFixed(1)} ms`;
   });
   on('error', (d) => {
-    // Request errors also reject the promise in start(); show the rest here.
-    if (d.code === 0 || d.fatal || d.code === 5 || d.code === 15) addLog(`error: ${d.message}`, true);
+    // Connection and create/join failures reject the promise in start(), which shows them.
+    if (d.code !== 0 && !REQUEST_ERRORS.has(d.code)) addLog(`error: ${d.message}`, true);
   });
   on('goingaway', (d) => addLog(`server going away: ${d.message} (reconnect after ${d.reconnectAfterMs} ms)`, true));
   on('sessionleft', (d) => addLog(`left the session (${d.reason})`));
   on('close', (d) => {
-    addLog(`connection closed: ${d.reason}`, d.code !== 0);
-    if (d.code !== 0 && !errors.length) showError(`Connection closed: ${d.reason}`);
     client = null;
-    remote.clear();
-    setBusy(false);
+    if (d.code === 0) {
+      addLog(`disconnected: ${d.reason}`);
+      stop();
+      return;
+    }
+    // While start() waits for create/join, it reports the failure itself.
+    const shown = starting || errors.length > errorsAtStart;
+    addLog(`connection closed${d.code !== null ? ` (code ${d.code})` : ''}${shown ? '' : `: ${d.reason}`}`, true);
+    if (!shown) showError(`Connection closed: ${d.reason}`);
+    stop(false);
     setStatus('error', 'disconnected');
-    renderPeers();
   });
   c.onmessage = (from, data, path) => {
     if (client === c) onFlightData(from, data, path);
@@ -411,7 +443,7 @@ function renderPeers() {
       null,
       a && a.rttMs !== null ? `${a.rttMs.toFixed(1)} ms` : p.iceRttMs !== null ? `${p.iceRttMs.toFixed(1)} ms (ICE)` : '–',
       a ? a.rxRate.toFixed(0) : '0',
-      p.online ? p.connectionState : 'offline',
+      !p.online ? 'offline' : p.connectionState === 'none' ? '—' : p.connectionState,
     ];
     for (const c of cells) {
       const td = document.createElement('td');
@@ -442,10 +474,7 @@ $('join').addEventListener('click', () => {
 $('code').addEventListener('keydown', (e) => {
   if (e.key === 'Enter') $('join').click();
 });
-$('leave').addEventListener('click', () => {
-  stop();
-  addLog('left');
-});
+$('leave').addEventListener('click', () => leave());
 $('force-relay').addEventListener('click', () => {
   if (client) client.setForceRelay(!client.forceRelay);
   else cfg.forceRelay = !cfg.forceRelay;
@@ -484,6 +513,7 @@ window.fsp2pDemo = {
   errors,
   start,
   stop,
+  leave,
   setSending(on) {
     cfg.tx = !!on;
   },

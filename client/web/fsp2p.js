@@ -32,6 +32,8 @@ export const DEFAULT_MAX_RELAY_PAYLOAD = 1100;
 export const ALL_PEERS = 0;
 /** WebTransport path of the signaling endpoint. */
 export const WEBTRANSPORT_PATH = '/signal';
+/** Longest display name, in UTF-8 bytes. */
+export const MAX_NAME_BYTES = 64;
 /** Label of the flight-data DataChannel. */
 export const DATA_CHANNEL_LABEL = 'flight';
 
@@ -886,16 +888,38 @@ const now = () => performance.now();
  * @property {((info: {code: number|null, reason: string, error?: unknown}) => void)|null} onClosed
  */
 
+/**
+ * Chromium's datagram defaults suit neither a burst of relay frames nor a busy page:
+ * high-water marks of 1 and an outgoing age limit of ~1.25 × RTT (well under a
+ * millisecond on a LAN) make it drop datagrams as soon as the sender or the page
+ * is a little late. Queue a little more and let state live `maxAgeMs`; stale flight
+ * state is still dropped after that.
+ */
+function tuneDatagrams(dg, maxAgeMs) {
+  const set = (k, v) => {
+    try {
+      if (k in dg) dg[k] = v;
+    } catch {
+      // not supported by this browser
+    }
+  };
+  set('outgoingMaxAge', maxAgeMs);
+  set('incomingMaxAge', maxAgeMs);
+  set('outgoingHighWaterMark', 64);
+  set('incomingHighWaterMark', 256);
+}
+
 /** @implements {SignalTransport} */
 export class WebTransportSignal {
   /**
-   * @param {{url: string, certHash?: Uint8Array|null, connectTimeoutMs?: number}} opts
+   * @param {{url: string, certHash?: Uint8Array|null, connectTimeoutMs?: number, datagramMaxAgeMs?: number}} opts
    */
   constructor(opts) {
     this.kind = 'webtransport';
     this.url = opts.url;
     this.certHash = opts.certHash || null;
     this.connectTimeoutMs = opts.connectTimeoutMs ?? 10000;
+    this.datagramMaxAgeMs = opts.datagramMaxAgeMs ?? 100;
     /** @type {any} */
     this.wt = null;
     this.onControl = null;
@@ -945,6 +969,7 @@ export class WebTransportSignal {
     const stream = await wt.createBidirectionalStream();
     this._writer = stream.writable.getWriter();
     const dg = wt.datagrams;
+    tuneDatagrams(dg, this.datagramMaxAgeMs);
     const writable = typeof dg.createWritable === 'function' ? dg.createWritable() : dg.writable;
     this._dgWriter = writable.getWriter();
     this._opened = true;
@@ -1031,9 +1056,10 @@ const SESSION_REQUEST_ERRORS = new Set([9, 10, 11, 12, 13, 14, 16, 17]);
  * @property {number} [pingIntervalMs]  Ping period for the server RTT (default 2000; 0 = off)
  * @property {number} [statsIntervalMs] getStats period for direct/turn and ICE RTT (default 1000)
  * @property {number} [connectTimeoutMs] WebTransport handshake + Welcome deadline (default 10000)
+ * @property {number} [datagramMaxAgeMs] relay datagrams older than this are dropped, not sent or delivered late (default 100)
  * @property {number} [requestTimeoutMs] create/join/leave answer deadline (default 10000)
  * @property {Uint8Array|null} [resumeToken] from an earlier Welcome, to get the same peer id back
- * @property {(opts: {url: string, certHash: Uint8Array|null, connectTimeoutMs: number}) => SignalTransport} [transport]
+ * @property {(opts: {url: string, certHash: Uint8Array|null, connectTimeoutMs: number, datagramMaxAgeMs: number}) => SignalTransport} [transport]
  *           transport factory (default: WebTransport); the hook for a later WebSocket fallback
  */
 
@@ -1079,7 +1105,7 @@ class PeerLink {
  *   peerjoined {peer}; peerleft {peer, reason}; peerstatus {peer, online}; hostchanged {host};
  *   pathchange {peer, path, previous}; message {from, data, path}; rtt {rttMs};
  *   error {code, name, message, fatal, error}; goingaway {reconnectAfterMs, message};
- *   appsignal {from, data}; close {code, reason}.
+ *   appsignal {from, data}; close {code, reason, error}.
  */
 export class FlightSimP2P extends EventTarget {
   /** @param {FlightSimP2POptions} [options] */
@@ -1103,10 +1129,14 @@ export class FlightSimP2P extends EventTarget {
       pingIntervalMs: options.pingIntervalMs ?? 2000,
       statsIntervalMs: options.statsIntervalMs ?? 1000,
       connectTimeoutMs: options.connectTimeoutMs ?? 10000,
+      datagramMaxAgeMs: options.datagramMaxAgeMs ?? 100,
       requestTimeoutMs: options.requestTimeoutMs ?? 10000,
       resumeToken: options.resumeToken || null,
       transport: options.transport || null,
     };
+    if (utf8Encoder.encode(this.options.name).length > MAX_NAME_BYTES) {
+      throw new RangeError(`name must be at most ${MAX_NAME_BYTES} UTF-8 bytes`);
+    }
     /** @type {'idle'|'connecting'|'connected'|'closed'} */
     this.state = 'idle';
     /** My peer id (0 until the Welcome). */
@@ -1131,6 +1161,11 @@ export class FlightSimP2P extends EventTarget {
     this.transport = null;
     this._frames = new FrameReader(256 * 1024);
     this._queue = /** @type {Uint8Array[]} */ ([]);
+    /** control frames waiting for the rate limit (after Hello) */
+    this._outbox = /** @type {Uint8Array[]} */ ([]);
+    this._tokens = 0;
+    this._tokensAt = 0;
+    this._pumpTimer = 0;
     this._helloSent = false;
     this._pending = /** @type {null|{kind: string, resolve: Function, reject: Function, timer: any}} */ (null);
     this._welcomeWaiter = /** @type {null|{resolve: Function, reject: Function}} */ (null);
@@ -1210,7 +1245,7 @@ export class FlightSimP2P extends EventTarget {
     welcome.catch(() => {});
     this._connectPromise = (async () => {
       const factory = o.transport || ((opts) => new WebTransportSignal(opts));
-      const t = factory({ url: o.url, certHash: o.certHash, connectTimeoutMs: o.connectTimeoutMs });
+      const t = factory({ url: o.url, certHash: o.certHash, connectTimeoutMs: o.connectTimeoutMs, datagramMaxAgeMs: o.datagramMaxAgeMs });
       t.onControl = (chunk) => this._onControlBytes(chunk);
       t.onRelay = (frame) => this._onRelayFrame(frame);
       t.onClosed = (info) => this._onTransportClosed(info);
@@ -1359,6 +1394,17 @@ export class FlightSimP2P extends EventTarget {
     }
   }
 
+  /**
+   * Leave gracefully: LeaveSession (if in a session), wait for SessionLeft (at most
+   * `timeoutMs`), then close(). The others see PeerLeft { Left } at once either way.
+   */
+  async disconnect(reason = 'bye', timeoutMs = 1000) {
+    if (this.state === 'connected' && this.session && !this._pending) {
+      await withTimeout(this.leaveSession(), timeoutMs, () => new Error('timeout')).catch(() => {});
+    }
+    this.close(reason);
+  }
+
   /** Leave for good: close with code 0 (the server removes my peer at once). */
   close(reason = 'bye') {
     if (this.state === 'closed') return;
@@ -1401,9 +1447,46 @@ export class FlightSimP2P extends EventTarget {
 
   /** @param {ClientMsg} msg */
   _sendMsg(msg) {
-    const frame = encodeFrame(encodeClientMsg(msg));
+    const body = encodeClientMsg(msg);
+    const max = this.welcome ? this.welcome.limits.maxFrameBytes : DEFAULT_MAX_FRAME_BYTES;
+    if (body.length > max) {
+      // The server would close the connection (frame_too_large): refuse locally instead.
+      const err = new FspError(0, 'message_too_large', `${msg.type} of ${body.length} bytes exceeds the server's limit of ${max} bytes; not sent`);
+      this._emit('error', { code: 0, name: err.codeName, message: err.message, fatal: false, error: err });
+      return;
+    }
+    const frame = encodeFrame(body);
     if (!this._helloSent) this._queue.push(frame);
-    else this._writeRaw(frame);
+    else {
+      this._outbox.push(frame);
+      this._pump();
+    }
+  }
+
+  /**
+   * Write queued control frames while staying under the server's signals_per_sec
+   * (burst 2×): over it the server drops messages (rate_limited), and a dropped ICE
+   * candidate can cost a direct connection. Uses 90 % of the rate and a burst of 1×.
+   */
+  _pump() {
+    const rate = this.welcome ? this.welcome.limits.signalsPerSec * 0.9 : 0;
+    if (!rate) {
+      for (const f of this._outbox.splice(0)) this._writeRaw(f);
+      return;
+    }
+    const t = now();
+    this._tokens = Math.min(rate, this._tokens + ((t - this._tokensAt) * rate) / 1000);
+    this._tokensAt = t;
+    while (this._outbox.length && this._tokens >= 1) {
+      this._tokens -= 1;
+      this._writeRaw(/** @type {Uint8Array} */ (this._outbox.shift()));
+    }
+    if (this._outbox.length && !this._pumpTimer && this.state !== 'closed') {
+      this._pumpTimer = setTimeout(() => {
+        this._pumpTimer = 0;
+        this._pump();
+      }, Math.ceil(1000 / rate));
+    }
   }
 
   _writeMsg(msg) {
@@ -1458,6 +1541,8 @@ export class FlightSimP2P extends EventTarget {
       case 'Welcome': {
         this.welcome = m;
         this.peerId = m.peerId;
+        this._tokens = m.limits.signalsPerSec * 0.9;
+        this._tokensAt = now();
         this.state = 'connected';
         this.options.resumeToken = m.resumeToken;
         this._startTimers();
@@ -1475,9 +1560,11 @@ export class FlightSimP2P extends EventTarget {
         this.session = { ...m.session, peers: [...m.session.peers] };
         this._settle(['create', 'join'], this.session, null);
         this._emit('session', { session: this.session, created: m.type === 'SessionCreated' });
-        // The peers already in the session offer to me (PROTOCOL.md §8).
+        // The peers already in the session offer to me (PROTOCOL.md §8). After a resume
+        // the others still hold connections to my old one: I offer (they replace theirs).
+        const offer = m.type === 'SessionJoined' && !!this.welcome && this.welcome.resumed;
         for (const p of m.session.peers) {
-          if (p.id !== this.peerId) this._addLink(p, false);
+          if (p.id !== this.peerId) this._addLink(p, offer);
         }
         break;
       }
@@ -1591,7 +1678,7 @@ export class FlightSimP2P extends EventTarget {
     const reason = fatal ? fatal.message : info.reason || 'connection closed';
     const err = fatal || new FspError(0, 'closed', `connection to the server closed: ${reason}`, { cause: info.error });
     this._teardown(err);
-    this._emitClose(fatal ? fatal.code : info.code, reason);
+    this._emitClose(fatal ? fatal.code : info.code, reason, err);
   }
 
   /** Fail: emit the error, close everything. */
@@ -1602,7 +1689,7 @@ export class FlightSimP2P extends EventTarget {
     this._teardown(err);
     // Code 0: we do not resume after a failure, so leave for good.
     if (t) t.close(0, err.codeName);
-    this._emitClose(err.code, err.message);
+    this._emitClose(err.code || null, err.message, err);
   }
 
   _teardown(err) {
@@ -1615,13 +1702,19 @@ export class FlightSimP2P extends EventTarget {
     this._settle(null, null, e);
     for (const t of this._timers) clearInterval(t);
     this._timers = [];
+    clearTimeout(this._pumpTimer);
+    this._outbox = [];
     for (const l of [...this.links.values()]) this._dropLink(l);
   }
 
-  _emitClose(code, reason) {
+  /**
+   * @param {number|null} code 0: closed by us; a §6 code: the server's fatal error; else the
+   *   WebTransport close code, or null when the connection failed without one
+   */
+  _emitClose(code, reason, error) {
     if (this._closeEmitted) return;
     this._closeEmitted = true;
-    this._emit('close', { code, reason });
+    this._emit('close', { code, reason, error: error || null });
   }
 
   _emit(type, detail) {

@@ -35,6 +35,12 @@ const CHROMIUM_ARGS = [
   '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
   '--disable-component-update', '--disable-sync', '--disable-features=WebRtcHideLocalIpsWithMdns',
 ];
+/**
+ * The relay is best effort (datagrams; stale state is dropped, never queued), so relay
+ * checks accept a small loss; on an idle machine every frame arrives. Direct-path checks
+ * (DataChannel on loopback) require every frame.
+ */
+const RELAY_MIN = 0.9;
 /** Test frames start with this byte; the demo's own aircraft frames start with 1 and are ignored here. */
 const PROBE = 0xee;
 
@@ -312,6 +318,12 @@ async function sendProbes(page, to, n, batch, gapMs) {
   }, [PROBE, to, n, batch, gapMs]);
 }
 
+/** The server's relay counters, one line, for diagnostics. */
+async function relayMetrics() {
+  const m = await httpGet('/metrics').catch(() => ({ status: 0, body: '' }));
+  return m.body.split('\n').filter((l) => /relay/.test(l) && !l.startsWith('#')).join('; ');
+}
+
 async function peerId(page) {
   return page.evaluate(() => window.fsp2pDemo.client.peerId);
 }
@@ -388,7 +400,7 @@ test('1. direct: two pages, unordered unreliable DataChannel, 500 frames each wa
   const ra2 = await waitProbes(a, { [idb]: 100 }, 5000);
   const rb2 = await waitProbes(b, { [ida]: 100 }, 5000);
   t.diagnostic(`forced relay: A got ${ra2.from[idb]}/100, B got ${rb2.from[ida]}/100`);
-  assert.ok(ra2.from[idb] >= 98 && rb2.from[ida] >= 98, `relay delivery ${JSON.stringify([ra2, rb2])}`);
+  assert.ok(ra2.from[idb] >= 100 * RELAY_MIN && rb2.from[ida] >= 100 * RELAY_MIN, `relay delivery ${JSON.stringify([ra2, rb2])}`);
   assert.deepEqual(Object.keys(ra2.paths), ['relay']);
   assert.deepEqual(Object.keys(rb2.paths), ['relay']);
   await screenshot(a, '1-forced-relay-alpha');
@@ -441,8 +453,8 @@ test('2. forced relay: force-relay option, and ICE that cannot connect → datag
   const ra = await waitProbes(a, { [idb]: 500 }, 5000);
   const rb = await waitProbes(b, { [ida]: 500 }, 5000);
   t.diagnostic(`relay, 500 frames each way in ${Date.now() - t1} ms: A got ${ra.from[idb]}, B got ${rb.from[ida]}`);
-  assert.ok(ra.from[idb] >= 490, `Echo received ${JSON.stringify(ra)}`);
-  assert.ok(rb.from[ida] >= 490, `Foxtrot received ${JSON.stringify(rb)}`);
+  assert.ok(ra.from[idb] >= 500 * RELAY_MIN, `Echo received ${JSON.stringify(ra)}`);
+  assert.ok(rb.from[ida] >= 500 * RELAY_MIN, `Foxtrot received ${JSON.stringify(rb)}`);
   assert.equal(ra.bad + rb.bad, 0, 'corrupted payloads');
   assert.deepEqual(Object.keys(ra.paths), ['relay']);
   assert.deepEqual(Object.keys(rb.paths), ['relay']);
@@ -472,7 +484,7 @@ test('2. forced relay: force-relay option, and ICE that cannot connect → datag
   const rc = await waitProbes(c, { [idd]: 200 }, 5000);
   const rd = await waitProbes(d, { [idc]: 200 }, 5000);
   t.diagnostic(`relay after failed ICE: Golf got ${rc.from[idd]}/200, Hotel got ${rd.from[idc]}/200`);
-  assert.ok(rc.from[idd] >= 196 && rd.from[idc] >= 196, JSON.stringify([rc, rd]));
+  assert.ok(rc.from[idd] >= 200 * RELAY_MIN && rd.from[idc] >= 200 * RELAY_MIN, JSON.stringify([rc, rd]));
   assert.deepEqual(Object.keys(rc.paths), ['relay']);
   await screenshot(d, '2-ice-failed-hotel');
   await closePages(c, d);
@@ -505,21 +517,24 @@ test('3. three pages in one session: relay fan-out reaches both others; another 
   const t1 = Date.now();
   await Promise.all([...one, ...two].map((p) => sendProbes(p, 0, N, 20, 100)));
   await sleep(200);
+  t.diagnostic(`server: ${await relayMetrics()}`);
   for (const p of one) {
     const expect = Object.fromEntries(one.filter((o) => o !== p).map((o) => [ids.get(o), N]));
-    const r = await waitProbes(p, expect, 5000);
+    const r = await waitProbes(p, expect, 3000);
     t.diagnostic(`${p.label} (${ids.get(p)}) got ${JSON.stringify(r.from)}`);
     for (const o of one) {
       if (o === p) continue;
-      assert.ok((r.from[ids.get(o)] || 0) >= N - 4, `${p.label} from ${o.label}: ${JSON.stringify(r)}`);
+      assert.ok((r.from[ids.get(o)] || 0) >= N * RELAY_MIN, `${p.label} from ${o.label}: ${JSON.stringify(r)}`);
     }
     assert.deepEqual(Object.keys(r.from).map(Number).sort(), one.filter((o) => o !== p).map((o) => ids.get(o)).sort(),
       `${p.label} received from outside its session`);
     assert.equal(r.bad, 0);
   }
   for (const p of two) {
-    const r = await waitProbes(p, { [ids.get(p === d ? e : d)]: N }, 5000);
-    assert.deepEqual(Object.keys(r.from).map(Number), [ids.get(p === d ? e : d)], `${p.label}: ${JSON.stringify(r.from)}`);
+    const other = ids.get(p === d ? e : d);
+    const r = await waitProbes(p, { [other]: N }, 3000);
+    assert.deepEqual(Object.keys(r.from).map(Number), [other], `${p.label}: ${JSON.stringify(r.from)}`);
+    assert.ok(r.from[other] >= N * RELAY_MIN, `${p.label}: ${JSON.stringify(r.from)}`);
   }
   t.diagnostic(`fan-out of ${N} frames from each of 5 pages checked in ${Date.now() - t1} ms`);
   // One upload per frame: the server did the fan-out (relay frame to peer 0).
@@ -536,7 +551,26 @@ test('3. three pages in one session: relay fan-out reaches both others; another 
   await Promise.all(one.map((p) => sendProbes(p, 0, 20, 20, 0)));
   await sleep(500);
   assert.deepEqual(await probeResult(f), { count: 0, bad: 0, from: {}, paths: {} });
+  // Turn the demo's 60 Hz aircraft state on for the screenshot: two remote aircraft over the relay.
+  for (const p of one) await p.evaluate(() => window.fsp2pDemo.setSending(true));
+  await waitIn(c, () => [...window.fsp2pDemo.remote.values()].filter((r) => r.rxRate > 30).length === 2, null, 5000, 'two aircraft at ~60 Hz');
   await screenshot(c, '3-three-pages-kilo');
+
+  // The host leaves (the demo's Leave: LeaveSession, then close): the others get PeerLeft at
+  // once, then HostChanged naming the longest-present peer.
+  const t2 = Date.now();
+  await a.evaluate(() => window.fsp2pDemo.leave());
+  assert.equal(await a.evaluate(() => window.fsp2pDemo.client), null);
+  for (const p of [b, c]) {
+    const hostLine = await waitIn(p, (gone) => {
+      const log = window.fsp2pDemo.log;
+      return log.some((l) => l.endsWith(`peer ${gone} left (Left)`)) && log.find((l) => l.includes('host is now peer'));
+    }, ids.get(a), 5000, 'PeerLeft and HostChanged');
+    assert.match(hostLine, new RegExp(`host is now peer ${ids.get(b)}$`));
+    assert.equal(await p.evaluate(() => window.fsp2pDemo.client.session.host), ids.get(b));
+    await waitPaths(p, 'relay', 1, 2000);
+  }
+  t.diagnostic(`host left → PeerLeft + HostChanged seen in ${Date.now() - t2} ms`);
   await closePages(a, b, c, d, e, f);
 });
 
@@ -583,6 +617,8 @@ test('4. wrong certificate hash and wrong join code: clear errors, no hang', { t
     out.stillConnected = c.state;
     // The connection stays usable: create a session after the failed join.
     out.created = (await c.createSession()).code.length;
+    out.left = await c.leaveSession();
+    out.session = c.session;
     c.close();
     // Wrong hash through the API: connect() rejects.
     const t0 = performance.now();
@@ -609,8 +645,33 @@ test('4. wrong certificate hash and wrong join code: clear errors, no hang', { t
   assert.deepEqual(api.events, [{ code: 10, name: 'unknown_session' }]);
   assert.equal(api.stillConnected, 'connected');
   assert.equal(api.created, 6);
+  assert.equal(api.left, 'Left');
+  assert.equal(api.session, null);
   assert.equal(api.badHash.name, 'connect_failed');
   assert.equal(api.noServer.name, 'connect_failed');
   assert.ok(api.noServer.ms < 6000);
   await closePages(a, b);
+});
+
+test('5. closing the WebTransport session with code 0 leaves at once, without the resume grace (PROTOCOL.md §1)', {
+  timeout: 30000,
+  // The browser closes with a CLOSE_WEBTRANSPORT_SESSION capsule (code 0); the server must take it
+  // as leaving for good (it reads the code from wtransport's driver errors).
+}, async (t) => {
+  const a = await openDemo({ create: 1, name: 'Quebec', relay: 1, tx: 0 }, 'Quebec');
+  const code = await sessionCode(a);
+  const b = await openDemo({ join: code, name: 'Romeo', relay: 1, tx: 0 }, 'Romeo');
+  await sessionCode(b);
+  const ida = await peerId(a);
+  const t0 = Date.now();
+  // close() only: no LeaveSession, just the WebTransport close with code 0.
+  await a.evaluate(() => window.fsp2pDemo.client.close('test: close code 0'));
+  try {
+    await waitIn(b, (gone) => window.fsp2pDemo.log.some((l) => l.endsWith(`peer ${gone} left (Left)`)), ida, 5000, 'PeerLeft { Left }');
+    t.diagnostic(`PeerLeft after ${Date.now() - t0} ms`);
+  } finally {
+    const log = await b.evaluate(() => window.fsp2pDemo.log.slice(-3));
+    t.diagnostic(`Romeo's last events: ${log.join(' | ')}`);
+    await closePages(a, b);
+  }
 });

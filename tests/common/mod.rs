@@ -19,11 +19,14 @@ pub struct TestServer {
     pub http: SocketAddr,
     pub hash: [u8; 32],
     dir: PathBuf,
+    owns_dir: bool,
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.owns_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -43,8 +46,29 @@ pub async fn start(limits: Limits, ice: IceConfig) -> TestServer {
     start_with(limits, ice, QuicTuning::default()).await
 }
 
+/// A second server with the same certificate as `srv` (as after a restart).
+pub async fn start_same_cert(srv: &TestServer) -> TestServer {
+    start_in(
+        srv.dir.clone(),
+        Limits::default(),
+        IceConfig::default(),
+        QuicTuning::default(),
+        false,
+    )
+    .await
+}
+
 pub async fn start_with(limits: Limits, ice: IceConfig, quic: QuicTuning) -> TestServer {
-    let dir = temp_dir("srv");
+    start_in(temp_dir("srv"), limits, ice, quic, true).await
+}
+
+async fn start_in(
+    dir: PathBuf,
+    limits: Limits,
+    ice: IceConfig,
+    quic: QuicTuning,
+    owns_dir: bool,
+) -> TestServer {
     let identity =
         flightsim_p2p::certs::dev_identity(&dir, &["localhost".into(), "127.0.0.1".into()])
             .unwrap();
@@ -67,6 +91,7 @@ pub async fn start_with(limits: Limits, ice: IceConfig, quic: QuicTuning) -> Tes
         server: Some(server),
         hash,
         dir,
+        owns_dir,
     }
 }
 
