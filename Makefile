@@ -13,7 +13,8 @@ deps: ## Install test dependencies (coturn, Chromium, mono, npm and pip packages
 test: deps ## Run every test (Rust, browser, C# codec)
 	$(CARGO) test --locked
 	@if [ -f tests/browser/package.json ]; then $(MAKE) --no-print-directory test-browser; fi
-	@if [ -x tests/csharp/run.sh ]; then tests/csharp/run.sh; fi
+	tests/csharp/live.sh
+	tests/csharp/run.sh
 
 test-rust: ## Only the Rust tests
 	$(CARGO) test --locked

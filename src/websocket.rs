@@ -105,23 +105,24 @@ async fn serve(shared: Arc<Shared>, socket: WebSocket, ip: IpAddr) {
     shared.metrics.connection_opened(Transport::WebSocket);
     debug!(conn = id, %ip, "websocket open");
 
-    let reader = reader(&shared, id, stream);
     let mut writer = writer;
     let clean = tokio::select! {
-        clean = reader => {
-            // Let the writer deliver what is queued (an error, a close).
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), &mut writer).await;
-            clean
-        }
+        clean = reader(&shared, id, stream) => clean,
         _ = &mut writer => false,
     };
-    writer.abort();
+    // Tell the core at once, so the other peers hear of it now, not after
+    // this socket has wound down.
     {
         let mut st = shared.lock();
         st.links.remove(&id);
         st.core.closed(Now::system(), id, clean);
         shared.flush(&mut st);
     }
+    // With every sender gone, the writer delivers what is queued (an error,
+    // a close), answers the client's close frame, and ends.
+    drop(ctrl_tx);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), &mut writer).await;
+    writer.abort();
     shared.metrics.connection_closed(Transport::WebSocket);
     debug!(conn = id, clean, "websocket closed");
 }
@@ -219,7 +220,12 @@ async fn writer(
                         .await;
                     return;
                 }
-                None => return,
+                None => {
+                    // Flushes tungstenite's reply to a client's close frame,
+                    // or sends our own close.
+                    let _ = sink.close().await;
+                    return;
+                }
             },
             frame = relay.pop() => {
                 let mut m = Vec::with_capacity(frame.len() + 1);
