@@ -35,10 +35,6 @@ conf="${TURN_CONFIG:-/etc/coturn/turnserver.conf}"
 # coturn itself would only warn about a missing file and run without authentication.
 [ -r "$conf" ] || die "config file $conf not found or not readable"
 
-umask 077
-rundir=$(mktemp -d "${TURN_RUNTIME_DIR:-${TMPDIR:-/tmp}}/flightsim-coturn.XXXXXX")
-out="$rundir/turnserver.conf"
-
 secrets=""
 nsecrets=0
 
@@ -108,6 +104,9 @@ each_line() {
 	IFS=$old_ifs
 }
 
+umask 077
+rundir=$(mktemp -d "${TURN_RUNTIME_DIR:-${TMPDIR:-/tmp}}/flightsim-coturn.XXXXXX")
+out="$rundir/turnserver.conf"
 {
 	cat "$conf"
 	printf '\n# ---- added at start-up by stun/entrypoint.sh ----\n'
