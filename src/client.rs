@@ -397,33 +397,20 @@ impl Client {
         Ok(start.elapsed())
     }
 
-    /// Send flight data to `to` (0 = everyone else in my session) the way this
-    /// client's relay mode says: a datagram, or one unidirectional stream.
-    /// On WebSocket the frame is one binary message, dropped if the writer's
-    /// queue is full (stale flight data is not worth waiting for).
+    /// Send flight data to `to` (0 = everyone else in my session); see [`RelaySender::send`].
     pub async fn send_relay(&self, to: PeerId, payload: &[u8]) -> Result<()> {
-        let frame = protocol::relay_frame(to, payload);
-        match (&self.link, self.relay_mode) {
-            (Link::Quic { wire, .. }, RelayMode::Datagram) => wire
-                .send_datagram(frame)
-                .map_err(|e| anyhow!("sending datagram: {e}")),
-            (Link::Quic { wire, .. }, RelayMode::Stream) => {
-                let mut s = wire.open_uni().await.context("opening a relay stream")?;
-                s.write_all(&frame)
-                    .await
-                    .context("writing a relay stream")?;
-                s.shutdown().await.context("finishing a relay stream")?;
-                Ok(())
-            }
-            (Link::WebSocket { out, .. }, _) => {
-                let mut m = Vec::with_capacity(frame.len() + 1);
-                m.push(WS_RELAY);
-                m.extend_from_slice(&frame);
-                match out.try_send(WsMessage::Binary(m.into())) {
-                    Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
-                    Err(mpsc::error::TrySendError::Closed(_)) => bail!("WebSocket closed"),
-                }
-            }
+        self.relay_sender().send(to, payload).await
+    }
+
+    /// A cheap, cloneable handle that sends relay frames on this connection,
+    /// so a game loop can send flight data while another task reads events.
+    pub fn relay_sender(&self) -> RelaySender {
+        RelaySender {
+            link: match &self.link {
+                Link::Quic { wire, .. } => RelayLink::Quic(wire.clone()),
+                Link::WebSocket { out, .. } => RelayLink::WebSocket(out.clone()),
+            },
+            mode: self.relay_mode,
         }
     }
 
@@ -564,6 +551,60 @@ impl Client {
             wire.close(99, "abandoned");
         }
         // Drop aborts the WebSocket tasks: the TCP connection just goes away.
+    }
+}
+
+/// Sends relay frames on a client's connection; see [`Client::relay_sender`].
+#[derive(Clone)]
+pub struct RelaySender {
+    link: RelayLink,
+    mode: RelayMode,
+}
+
+#[derive(Clone)]
+enum RelayLink {
+    Quic(Wire),
+    WebSocket(mpsc::Sender<WsMessage>),
+}
+
+impl RelaySender {
+    /// Send flight data to `to` (0 = everyone else in my session) the way the
+    /// client's relay mode says: a datagram, or one unidirectional stream. On
+    /// WebSocket the frame is one binary message, dropped if the writer's
+    /// queue is full (stale flight data is not worth waiting for).
+    pub async fn send(&self, to: PeerId, payload: &[u8]) -> Result<()> {
+        let frame = protocol::relay_frame(to, payload);
+        match (&self.link, self.mode) {
+            (RelayLink::Quic(wire), RelayMode::Datagram) => wire
+                .send_datagram(frame)
+                .map_err(|e| anyhow!("sending datagram: {e}")),
+            (RelayLink::Quic(wire), RelayMode::Stream) => {
+                let mut s = wire.open_uni().await.context("opening a relay stream")?;
+                s.write_all(&frame)
+                    .await
+                    .context("writing a relay stream")?;
+                s.shutdown().await.context("finishing a relay stream")?;
+                Ok(())
+            }
+            (RelayLink::WebSocket(out), _) => {
+                let mut m = Vec::with_capacity(frame.len() + 1);
+                m.push(WS_RELAY);
+                m.extend_from_slice(&frame);
+                match out.try_send(WsMessage::Binary(m.into())) {
+                    Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
+                    Err(mpsc::error::TrySendError::Closed(_)) => bail!("WebSocket closed"),
+                }
+            }
+        }
+    }
+
+    /// UDP bytes this QUIC connection has sent so far (all packets, headers
+    /// and encryption included); `None` for WebTransport and WebSocket.
+    pub fn udp_tx_bytes(&self) -> Option<u64> {
+        match &self.link {
+            RelayLink::Quic(Wire::Quic(c)) => Some(c.stats().udp_tx.bytes),
+            _ => None,
+        }
     }
 }
 

@@ -1,0 +1,437 @@
+//! FlightSim P2P benchmark harness: `cargo bench --bench harness [-- --quick|--smoke]`
+//! (or `make bench`). Writes `bench-results/report.md` and `report.json`.
+//!
+//! Everything runs on this machine, in one run, so every figure has a
+//! baseline measured under the same noise: our relay against coturn relaying
+//! the same traffic over TURN channels and against a bare UDP forwarder (no
+//! crypto: the ceiling); session setup over each transport against the same
+//! emulated round trip. The server, coturn and the bare forwarder each run as
+//! their own process; the load generator is this process. On a shared 2-core
+//! machine the generator competes for the same cores, and for QUIC the
+//! generator also pays for crypto: read ratios, not absolutes.
+
+mod load;
+mod scale;
+mod setup;
+mod turn;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use load::{Fleet, Step, System, Target};
+
+struct Mode {
+    name: &'static str,
+    payloads: Vec<usize>,
+    shapes: Vec<(usize, usize)>, // (sessions, peers)
+    step_secs: f64,
+    max_steps: usize,
+    latency_secs: f64,
+    setup_runs: usize,
+    idle_connections: usize,
+    session_secs: f64,
+}
+
+fn mode() -> Mode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--smoke") {
+        Mode {
+            name: "smoke",
+            payloads: vec![200],
+            shapes: vec![(2, 2)],
+            step_secs: 0.3,
+            max_steps: 2,
+            latency_secs: 0.3,
+            setup_runs: 1,
+            idle_connections: 50,
+            session_secs: 0.3,
+        }
+    } else if args.iter().any(|a| a == "--quick") {
+        Mode {
+            name: "quick",
+            payloads: vec![200],
+            shapes: vec![(8, 2), (2, 8)],
+            step_secs: 0.8,
+            max_steps: 9,
+            latency_secs: 1.0,
+            setup_runs: 5,
+            idle_connections: 2000,
+            session_secs: 1.0,
+        }
+    } else {
+        Mode {
+            name: "full",
+            payloads: vec![64, 200, 1000],
+            shapes: vec![(8, 2), (2, 8)],
+            step_secs: 1.5,
+            max_steps: 10,
+            latency_secs: 2.0,
+            setup_runs: 9,
+            idle_connections: 10_000,
+            session_secs: 2.0,
+        }
+    }
+}
+
+/// A child process killed on drop.
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Server {
+    proc: Proc,
+    quic: SocketAddr,
+    http: SocketAddr,
+    hash: [u8; 32],
+}
+
+fn start_server(cert_dir: &std::path::Path) -> Result<Server> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flightsim-p2p"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--cert-dir")
+        .arg(cert_dir)
+        .args([
+            "--relay-datagrams-per-sec",
+            "0",
+            "--relay-bytes-per-sec",
+            "0",
+        ])
+        .args(["--signals-per-sec", "0", "--max-connections", "30000"])
+        .args(["--max-sessions", "30000", "--log", "warn"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the server")?;
+    let out = child.stdout.take().context("server stdout")?;
+    let mut hash = [0u8; 32];
+    for line in BufReader::new(out).lines() {
+        let line = line?;
+        if let Some(h) = line.strip_prefix("dev certificate sha-256: ") {
+            hash = flightsim_p2p::certs::parse_sha256_hex(h)?;
+        }
+        if let Some(rest) = line.strip_prefix("listening: quic+webtransport udp://") {
+            let (q, h) = rest.split_once("  http://").context("listening line")?;
+            return Ok(Server {
+                proc: Proc(child),
+                quic: q.trim().parse()?,
+                http: h.trim().parse()?,
+                hash,
+            });
+        }
+    }
+    bail!("server exited before listening")
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn start_coturn(secret: &str) -> Result<Option<(Proc, SocketAddr)>> {
+    if Command::new("turnserver").arg("--help").output().is_err() {
+        eprintln!("!!! coturn (turnserver) not installed: coturn baselines skipped (apt-get install coturn)");
+        return Ok(None);
+    }
+    let port = free_port()?;
+    let child = Command::new("turnserver")
+        .args([
+            "-n",
+            "--listening-ip",
+            "127.0.0.1",
+            "--relay-ip",
+            "127.0.0.1",
+        ])
+        .args(["--listening-port", &port.to_string()])
+        .args(["--min-port", "41000", "--max-port", "41999"])
+        .args([
+            "--use-auth-secret",
+            "--static-auth-secret",
+            secret,
+            "--realm",
+            "bench",
+        ])
+        .args([
+            "--allow-loopback-peers",
+            "--no-cli",
+            "--no-tls",
+            "--no-dtls",
+        ])
+        .args(["--no-tcp-relay", "--log-file", "stdout", "--simple-log"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting coturn")?;
+    Ok(Some((
+        Proc(child),
+        SocketAddr::from(([127, 0, 0, 1], port)),
+    )))
+}
+
+fn start_bare() -> Result<(Proc, SocketAddr)> {
+    let port = free_port()?;
+    let child = Command::new(std::env::current_exe()?)
+        .args(["--bare-forwarder", &port.to_string()])
+        .spawn()
+        .context("starting the bare forwarder")?;
+    Ok((Proc(child), SocketAddr::from(([127, 0, 0, 1], port))))
+}
+
+/// Raise the rate until loss appears; returns all steps.
+async fn search(fleet: &Fleet, payload: usize, m: &Mode) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let mut rate = 50.0;
+    for _ in 0..m.max_steps {
+        let s = fleet.step(rate, payload, m.step_secs).await;
+        let lossy = s.loss > 0.01;
+        steps.push(s);
+        if lossy {
+            break;
+        }
+        rate *= 2.0;
+    }
+    steps
+}
+
+fn best(steps: &[Step]) -> (f64, f64) {
+    let lossless = steps
+        .iter()
+        .filter(|s| s.loss <= 0.01)
+        .map(|s| s.delivered_per_sec)
+        .fold(0.0, f64::max);
+    let peak = steps
+        .iter()
+        .map(|s| s.delivered_per_sec)
+        .fold(0.0, f64::max);
+    (lossless, peak)
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--bare-forwarder") {
+        let port: u16 = args.get(i + 1).context("port")?.parse()?;
+        return load::bare_forwarder(port);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run(mode()))
+}
+
+async fn run(m: Mode) -> Result<()> {
+    load::EPOCH.get_or_init(std::time::Instant::now);
+    let work = std::env::temp_dir().join(format!("fsp2p-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let server = start_server(&work)?;
+    let secret = "bench-secret-0123456789";
+    let coturn = start_coturn(secret)?;
+    let (_bare_proc, bare_addr) = start_bare()?;
+    let target = Target {
+        quic: server.quic,
+        hash: server.hash,
+        turn: coturn.as_ref().map(|c| c.1).unwrap_or(bare_addr),
+        turn_secret: secret.into(),
+        bare: bare_addr,
+    };
+    let server_pid = server.proc.0.id();
+    let coturn_pid = coturn.as_ref().map(|c| c.0 .0.id());
+    let bare_pid = _bare_proc.0.id();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut md = String::new();
+    let mut json = serde_json::Map::new();
+    md.push_str(&format!(
+        "# FlightSim P2P benchmark ({} run)\n\nMachine: {} cores; server, coturn and the bare forwarder are separate processes, the load generator is the harness. All traffic on loopback.\n\n",
+        m.name,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    ));
+
+    // 1-3. Throughput, fan-out, CPU per frame.
+    md.push_str("## Relay throughput (delivered frames/s, highest step with ≤1 % loss)\n\n");
+    md.push_str("| payload | sessions × peers | fsp2p | coturn | bare UDP | fsp2p/coturn | fsp2p/bare | uplink B/frame fsp2p | uplink B/frame TURN | CPU ms/1000 frames fsp2p | coturn | bare |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    let mut throughput = Vec::new();
+    let mut our_max_200 = 0.0;
+    for &payload in &m.payloads {
+        for &(sessions, peers) in &m.shapes {
+            let mut row = serde_json::Map::new();
+            let mut results = Vec::new();
+            for (system, pid) in [
+                (System::Ours, Some(server_pid)),
+                (System::Coturn, coturn_pid),
+                (System::Bare, Some(bare_pid)),
+            ] {
+                let Some(pid) = pid else {
+                    results.push(None);
+                    continue;
+                };
+                let fleet = Fleet::connect(system, &target, sessions, peers, pid)
+                    .await
+                    .with_context(|| format!("connecting {}", system.name()))?;
+                let steps = search(&fleet, payload, &m).await;
+                let (lossless, peak) = best(&steps);
+                // Fan-out and CPU from the highest lossless step (or the first).
+                let at = steps
+                    .iter()
+                    .rfind(|s| s.loss <= 0.01)
+                    .or(steps.first())
+                    .cloned()
+                    .unwrap_or_default();
+                eprintln!(
+                    "{:<24} {payload:>4} B {sessions}x{peers}: lossless {lossless:>9.0}/s peak {peak:>9.0}/s",
+                    system.name()
+                );
+                row.insert(
+                    format!("{system:?}").to_lowercase(),
+                    serde_json::json!({"lossless_per_sec": lossless, "peak_per_sec": peak, "steps": steps}),
+                );
+                results.push(Some((lossless, at)));
+                drop(fleet);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let get = |i: usize| results[i].as_ref().map(|r| r.0).unwrap_or(f64::NAN);
+            let step = |i: usize| results[i].as_ref().map(|r| r.1.clone()).unwrap_or_default();
+            if payload == 200 && sessions * peers >= 16 && our_max_200 == 0.0 {
+                our_max_200 = get(0) / (sessions * peers * (peers - 1)) as f64;
+            }
+            md.push_str(&format!(
+                "| {payload} B | {sessions} × {peers} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} |\n",
+                get(0), get(1), get(2), get(0) / get(1), get(0) / get(2),
+                step(0).uplink_bytes_per_frame, step(1).uplink_bytes_per_frame,
+                step(0).cpu_ms_per_1000, step(1).cpu_ms_per_1000, step(2).cpu_ms_per_1000,
+            ));
+            row.insert("payload".into(), payload.into());
+            row.insert("sessions".into(), sessions.into());
+            row.insert("peers".into(), peers.into());
+            throughput.push(serde_json::Value::Object(row));
+        }
+    }
+    json.insert("throughput".into(), throughput.into());
+    md.push_str("\nUplink bytes per frame: what one client sends for one flight frame to every other peer of its session (fsp2p: QUIC packet bytes from quinn's counters, one copy; TURN: ChannelData bytes, one copy per other peer). CPU: the relay process's user+system time per 1000 delivered frames.\n\n");
+
+    // 2. Latency at 10/50/90 % of our max lossless rate (200 B, 8 sessions x 2 peers).
+    md.push_str("## One-way latency through the relay (200 B, 8 sessions × 2 peers), µs\n\n| load (of fsp2p max) | frames/s per peer | fsp2p p50 / p99 / p99.9 | coturn p50 / p99 / p99.9 | bare p50 / p99 / p99.9 |\n|---|---|---|---|---|\n");
+    let per_peer_max = if our_max_200 > 0.0 {
+        our_max_200
+    } else {
+        1000.0
+    };
+    let mut lat_json = Vec::new();
+    for frac in [0.1, 0.5, 0.9] {
+        let rate = per_peer_max * frac;
+        let mut cells = Vec::new();
+        for (system, pid) in [
+            (System::Ours, Some(server_pid)),
+            (System::Coturn, coturn_pid),
+            (System::Bare, Some(bare_pid)),
+        ] {
+            let Some(pid) = pid else {
+                cells.push("n/a".to_string());
+                continue;
+            };
+            let fleet = Fleet::connect(system, &target, 8, 2, pid).await?;
+            let s = fleet.step(rate, 200, m.latency_secs).await;
+            cells.push(format!(
+                "{:.0} / {:.0} / {:.0}",
+                s.p50_us, s.p99_us, s.p999_us
+            ));
+            lat_json.push(serde_json::json!({"system": format!("{system:?}"), "fraction": frac, "per_peer_per_sec": rate, "step": s}));
+        }
+        md.push_str(&format!(
+            "| {:.0} % | {:.0} | {} | {} | {} |\n",
+            frac * 100.0,
+            rate,
+            cells[0],
+            cells[1],
+            cells[2]
+        ));
+    }
+    json.insert("latency".into(), lat_json.into());
+    md.push_str("\nOne-way: sender's clock to receiver's clock (one process), client → relay → client, including both clients' QUIC or UDP stacks.\n\n");
+
+    // 4-5. Session setup and fallback under an emulated 40 ms RTT.
+    let rtt = Duration::from_millis(40);
+    let one_way = rtt / 2;
+    let quic_delayed = setup::udp_delay_proxy(server.quic, one_way).await?;
+    let ws_delayed = setup::tcp_delay_proxy(server.http, one_way).await?;
+    let tls = setup::tls_terminator(server.http, &work).await?;
+    let wss_delayed = setup::tcp_delay_proxy(tls, one_way).await?;
+    let st = setup::SetupTarget {
+        quic_direct: server.quic,
+        quic_delayed,
+        ws_delayed: format!("ws://{ws_delayed}/ws"),
+        wss_delayed: format!("wss://localhost:{}/ws", wss_delayed.port()),
+        hash: server.hash,
+        rtt,
+    };
+    md.push_str("## Session setup under an emulated 40 ms RTT (median)\n\n| transport | to joined (peer list received) | to first signal at the other peer |\n|---|---|---|\n");
+    let mut setup_json = Vec::new();
+    for way in [
+        setup::Way::QuicFresh,
+        setup::Way::QuicResumed,
+        setup::Way::WebTransport,
+        setup::Way::WebSocket,
+        setup::Way::WebSocketTls,
+    ] {
+        match setup::measure(way, &st, m.setup_runs).await {
+            Ok(r) => {
+                md.push_str(&format!(
+                    "| {} | {:.1} ms ({:.2} RTT) | {:.1} ms ({:.2} RTT) |\n",
+                    r.transport, r.joined_ms, r.joined_rtts, r.first_signal_ms, r.first_signal_rtts
+                ));
+                setup_json.push(serde_json::to_value(&r)?);
+            }
+            Err(e) => md.push_str(&format!("| failed: {e:#} | | |\n")),
+        }
+    }
+    json.insert("setup".into(), setup_json.into());
+    let fb = setup::fallback_time(&st, m.setup_runs.max(3)).await?;
+    md.push_str(&format!(
+        "\nFallback: from a peer deciding ICE failed to its first relayed frame delivered, over the already-open connection: **{fb:.1} ms = {:.2} RTT** (one leg to the server, one to the other peer; no handshake).\n\n",
+        fb / 40.0
+    ));
+    json.insert("fallback_ms".into(), fb.into());
+
+    // 6. Scale.
+    let idle =
+        scale::idle_connections(server.quic, server.hash, server_pid, m.idle_connections).await?;
+    let sps = scale::sessions_per_sec(server.quic, server.hash, 16, m.session_secs).await?;
+    md.push_str(&format!(
+        "## Scale\n\n| measure | value |\n|---|---|\n| idle QUIC connections held | {} (opened in {:.1} s) |\n| server RSS before → after | {:.1} MiB → {:.1} MiB |\n| RSS per idle connection | {:.1} KiB |\n| sessions created and left per second (16 clients) | {:.0} |\n\n",
+        idle.connections, idle.connect_secs, idle.rss_before_mib, idle.rss_after_mib,
+        idle.rss_per_connection_kib, sps
+    ));
+    json.insert("idle".into(), serde_json::to_value(&idle)?);
+    json.insert("sessions_per_sec".into(), sps.into());
+
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-results");
+    std::fs::create_dir_all(&out)?;
+    let name = if m.name == "full" {
+        "report".to_string()
+    } else {
+        format!("report-{}", m.name)
+    };
+    std::fs::write(out.join(format!("{name}.md")), &md)?;
+    std::fs::write(
+        out.join(format!("{name}.json")),
+        serde_json::to_string_pretty(&serde_json::Value::Object(json))?,
+    )?;
+    println!("{md}");
+    println!("written: bench-results/{name}.md and .json");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
