@@ -56,6 +56,9 @@ pub struct Step {
     pub uplink_bytes_per_frame: f64,
     /// Relay process CPU time per 1000 delivered frames, ms.
     pub cpu_ms_per_1000: f64,
+    /// UDP datagrams sent on this host (all processes) per delivered frame:
+    /// QUIC packs several frames into one packet under load, plain UDP cannot.
+    pub udp_datagrams_per_frame: f64,
 }
 
 /// Counters shared by the receivers of one run.
@@ -258,6 +261,7 @@ impl Fleet {
         }
         self.uplink.store(0, Ordering::Relaxed);
         let cpu0 = cpu_ticks(self.pid);
+        let udp0 = udp_out_datagrams();
         let tx0 = self.ours_tx_bytes();
         let start = Instant::now();
         let duration = Duration::from_secs_f64(secs);
@@ -285,6 +289,7 @@ impl Fleet {
         let delivered = self.sink.delivered.load(Ordering::Relaxed) as f64;
         let expected = frames_sent as f64 * receivers;
         let cpu = cpu_ticks(self.pid).saturating_sub(cpu0) as f64 * 1000.0 / clock_ticks();
+        let udp = udp_out_datagrams().saturating_sub(udp0) as f64;
         let uplink = match self.system {
             System::Ours => self.ours_tx_bytes().saturating_sub(tx0) as f64,
             _ => self.uplink.load(Ordering::Relaxed) as f64,
@@ -320,6 +325,11 @@ impl Fleet {
             },
             cpu_ms_per_1000: if delivered > 0.0 {
                 cpu / delivered * 1000.0
+            } else {
+                f64::NAN
+            },
+            udp_datagrams_per_frame: if delivered > 0.0 {
+                udp / delivered
             } else {
                 f64::NAN
             },
@@ -379,6 +389,23 @@ pub fn cpu_ticks(pid: u32) -> u64 {
 
 pub fn clock_ticks() -> f64 {
     100.0 // USER_HZ on Linux
+}
+
+/// UDP datagrams sent by this host so far (`Udp: OutDatagrams` in /proc/net/snmp).
+pub fn udp_out_datagrams() -> u64 {
+    let Ok(snmp) = std::fs::read_to_string("/proc/net/snmp") else {
+        return 0;
+    };
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "OutDatagrams")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Resident set size of a process in bytes.

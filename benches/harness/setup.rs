@@ -212,7 +212,10 @@ pub async fn measure(way: Way, t: &SetupTarget, runs: usize) -> Result<SetupResu
     if let Way::QuicResumed = way {
         // Warm the TLS session cache once, then every measured run resumes.
         cfg.endpoint = Some(QuicEndpoint::new(&cfg)?);
-        let warm = Client::connect(&cfg, None).await?;
+        let mut warm = Client::connect(&cfg, None).await?;
+        // Session tickets come after the handshake; a round trip makes sure
+        // they arrived before the connection closes.
+        warm.ping().await?;
         warm.close().await;
     }
     let mut joined = Vec::new();
@@ -239,6 +242,7 @@ pub async fn measure(way: Way, t: &SetupTarget, runs: usize) -> Result<SetupResu
         signal.push(start.elapsed());
         if let Way::QuicResumed = way {
             anyhow::ensure!(c.zero_rtt, "resumed run did not use 0-RTT");
+            c.ping().await?; // collect the next session ticket (not timed)
         }
         c.close().await;
         // Drain the host's PeerJoined/PeerLeft.
