@@ -190,12 +190,20 @@ fn start_bare() -> Result<(Proc, SocketAddr)> {
     Ok((Proc(child), SocketAddr::from(([127, 0, 0, 1], port))))
 }
 
-/// Raise the rate until loss appears; returns all steps.
+/// Raise the rate until loss appears; returns all steps. A lossy step is run
+/// once more before giving up: on a shared machine a single step can lose to
+/// a neighbour's burst.
 async fn search(fleet: &Fleet, payload: usize, m: &Mode) -> Vec<Step> {
     let mut steps = Vec::new();
     let mut rate = 50.0;
     for _ in 0..m.max_steps {
-        let s = fleet.step(rate, payload, m.step_secs).await;
+        let mut s = fleet.step(rate, payload, m.step_secs).await;
+        if s.loss > 0.01 {
+            let again = fleet.step(rate, payload, m.step_secs).await;
+            if again.loss < s.loss {
+                s = again;
+            }
+        }
         let lossy = s.loss > 0.01;
         steps.push(s);
         if lossy {
