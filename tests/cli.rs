@@ -219,30 +219,23 @@ fn peer_command_hosts_joins_and_relays() {
     assert!(joiner.status.success());
     let text = String::from_utf8(joiner.stdout).unwrap();
     let done = text.lines().find(|l| l.starts_with("done:")).unwrap();
-    let received: u64 = done
-        .split("received ")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let received = received_count(done);
     assert!(received > 20, "{done}");
     let _ = host.wait();
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let done = rest.iter().find(|l| l.starts_with("done:")).unwrap();
-    let received: u64 = done
-        .split("received ")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let received = received_count(done);
     assert!(received > 20, "{done}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The `received N` count of a `peer` command's `done:` line.
+fn received_count(done: &str) -> u64 {
+    done.split("received ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no received count in {done:?}"))
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use common::{eventually, start, WAIT};
+use common::{eventually, expect_msg, start, WAIT};
 use flightsim_p2p::client::{connect_wire, expect_error, Client, ClientTransport, Event};
 use flightsim_p2p::limits::Limits;
 use flightsim_p2p::protocol::*;
@@ -15,13 +15,6 @@ use flightsim_p2p::turn::IceConfig;
 use flightsim_p2p::wire::Wire;
 use hmac::Mac;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn expect_msg<T>(c: &mut Client, pick: impl Fn(&ServerMsg) -> Option<T>) -> T {
-    tokio::time::timeout(WAIT, c.wait_for(pick))
-        .await
-        .expect("timed out")
-        .expect("failed")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_and_three_joiners_exchange_offers_answers_and_candidates() {

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, start, TestServer, WAIT};
+use common::{eventually, expect_msg, start, TestServer, WAIT};
 use flightsim_p2p::client::{expect_error, Client, ClientConfig, ClientTransport, Event};
 use flightsim_p2p::limits::Limits;
 use flightsim_p2p::protocol::*;
@@ -17,13 +17,6 @@ fn ws_config(srv: &TestServer) -> ClientConfig {
     let mut c = srv.config(ClientTransport::Websocket, RelayMode::Datagram);
     c.ws_url = Some(format!("ws://{}/ws", srv.http));
     c
-}
-
-async fn expect_msg<T>(c: &mut Client, pick: impl Fn(&ServerMsg) -> Option<T>) -> T {
-    tokio::time::timeout(WAIT, c.wait_for(pick))
-        .await
-        .expect("timed out")
-        .expect("failed")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

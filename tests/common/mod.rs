@@ -169,3 +169,14 @@ pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 pub const WAIT: Duration = Duration::from_secs(5);
+
+/// Wait (up to WAIT) for a control message `pick` accepts; panics on an error or timeout.
+pub async fn expect_msg<T>(
+    c: &mut Client,
+    pick: impl Fn(&flightsim_p2p::protocol::ServerMsg) -> Option<T>,
+) -> T {
+    tokio::time::timeout(WAIT, c.wait_for(pick))
+        .await
+        .expect("timed out")
+        .expect("failed")
+}
