@@ -10,13 +10,14 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::protocol::{parse_relay, relay_frame, RelayMode};
 use crate::server::{Link, Shared};
-use crate::session::{Now, RelayDrop};
+use crate::session::RelayDrop;
 use crate::wire::DatagramError;
 
 /// How a relay frame travels between the server and one client.
@@ -52,7 +53,7 @@ pub fn forward(shared: &Shared, conn: crate::session::ConnId, frame: &[u8], via:
     let st = &mut *guard;
     let from = match st
         .core
-        .route(Now::system(), conn, dest, payload.len(), &mut st.targets)
+        .route(Instant::now(), conn, dest, payload.len(), &mut st.targets)
     {
         Ok(from) => from,
         Err(why) => {

@@ -382,7 +382,7 @@ impl Core {
     /// per-datagram path: no allocation, a few hash lookups.
     pub fn route(
         &mut self,
-        now: Now,
+        now: Instant,
         conn: ConnId,
         dest: PeerId,
         payload_len: usize,
@@ -396,13 +396,11 @@ impl Core {
         if payload_len > self.limits.max_relay_payload as usize {
             return Err(RelayDrop::TooLarge);
         }
-        if !c.relay_frames.try_take(now.mono, 1)
-            || !c.relay_bytes.try_take(now.mono, payload_len as u32)
-        {
+        if !c.relay_frames.try_take(now, 1) || !c.relay_bytes.try_take(now, payload_len as u32) {
             return Err(RelayDrop::RateLimited);
         }
         let session = self.sessions.get_mut(&sid).ok_or(RelayDrop::NotInSession)?;
-        session.last_activity = now.mono;
+        session.last_activity = now;
         let target_of = |id: &PeerId| -> Option<Target> {
             let p = self.peers.get(id)?;
             Some(Target {
@@ -1030,7 +1028,7 @@ mod tests {
         ) -> Result<(PeerId, Vec<Target>), RelayDrop> {
             let mut t = Vec::new();
             self.core
-                .route(self.now, conn, dest, len, &mut t)
+                .route(self.now.mono, conn, dest, len, &mut t)
                 .map(|f| (f, t))
         }
     }
