@@ -78,6 +78,7 @@ async fn relay(n: usize) -> Vec<Duration> {
         quic: QuicTuning::default(),
         web_dir: None,
         trust_proxy: false,
+        dev_cert: None,
     })
     .await
     .unwrap();

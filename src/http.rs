@@ -53,6 +53,6 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 async fn cert_hash(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     (
         [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")],
-        Json(shared.cert.clone()),
+        Json(shared.cert()),
     )
 }

@@ -222,9 +222,15 @@ fn main() -> Result<()> {
 
 async fn serve(mut args: ServeArgs) -> Result<()> {
     args.ice.load_secret_file()?;
-    let identity = match (&args.cert, &args.key) {
-        (Some(c), Some(k)) => certs::load_pem(c, k)?,
-        _ => certs::dev_identity(&args.dev_cert.cert_dir, &args.dev_cert.dev_cert_hosts)?,
+    let (identity, dev_cert) = match (&args.cert, &args.key) {
+        (Some(c), Some(k)) => (certs::load_pem(c, k)?, None),
+        _ => (
+            certs::dev_identity(&args.dev_cert.cert_dir, &args.dev_cert.dev_cert_hosts)?,
+            Some(server::DevCert {
+                dir: args.dev_cert.cert_dir.clone(),
+                hosts: args.dev_cert.dev_cert_hosts.clone(),
+            }),
+        ),
     };
     let http_listen = match (args.http_listen, std::env::var("PORT").ok()) {
         (Some(a), _) => a,
@@ -257,6 +263,7 @@ async fn serve(mut args: ServeArgs) -> Result<()> {
         quic: args.quic,
         web_dir,
         trust_proxy: args.trust_proxy,
+        dev_cert,
     })
     .await?;
     if dev {

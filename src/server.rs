@@ -98,6 +98,17 @@ pub struct ServerConfig {
     pub web_dir: Option<PathBuf>,
     /// Believe X-Forwarded-For / X-Real-IP on WebSocket requests (only behind your own proxy).
     pub trust_proxy: bool,
+    /// For a dev certificate: where to write its successor, and its names.
+    /// The server replaces it a day before it expires (browsers refuse a
+    /// pinned certificate that has expired, and accept at most 14 days).
+    pub dev_cert: Option<DevCert>,
+}
+
+/// Where the dev certificate lives and which names it carries.
+#[derive(Debug, Clone)]
+pub struct DevCert {
+    pub dir: PathBuf,
+    pub hosts: Vec<String>,
 }
 
 /// What `/cert-hash` reports.
@@ -108,6 +119,19 @@ pub struct CertInfo {
     pub base64: String,
     pub dev: bool,
     pub not_after_unix: i64,
+}
+
+impl CertInfo {
+    fn of(identity: &Identity) -> Self {
+        use base64::Engine;
+        CertInfo {
+            algorithm: "sha-256",
+            hex: identity.sha256_hex(),
+            base64: base64::engine::general_purpose::STANDARD.encode(identity.sha256),
+            dev: identity.dev,
+            not_after_unix: identity.not_after_unix,
+        }
+    }
 }
 
 /// An item for a connection's control writer.
@@ -150,7 +174,7 @@ pub(crate) struct State {
 pub struct Shared {
     state: Mutex<State>,
     pub metrics: Metrics,
-    pub cert: CertInfo,
+    cert: std::sync::RwLock<CertInfo>,
     pub quic: QuicTuning,
     pub(crate) max_frame_bytes: u32,
     max_relay_frame: usize,
@@ -206,6 +230,11 @@ impl Shared {
     pub fn max_relay_frame(&self) -> usize {
         self.max_relay_frame
     }
+
+    /// The certificate currently served.
+    pub fn cert(&self) -> CertInfo {
+        self.cert.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// A running server. Drop does not stop it; call [`Server::shutdown`].
@@ -216,22 +245,47 @@ pub struct Server {
     http_addr: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    dev_cert: Option<DevCert>,
+}
+
+fn rotate_dev_cert(endpoint: &quinn::Endpoint, shared: &Shared, dev: &DevCert) -> Result<CertInfo> {
+    let identity = crate::certs::write_dev(&dev.dir, &dev.hosts)?;
+    endpoint.set_server_config(Some(quinn_server_config(&identity, &shared.quic)?));
+    let info = CertInfo::of(&identity);
+    *shared.cert.write().unwrap_or_else(|e| e.into_inner()) = info.clone();
+    info!(sha256 = %info.hex, "dev certificate replaced");
+    Ok(info)
+}
+
+/// Hourly: replace a dev certificate with less than a day left.
+async fn dev_cert_loop(
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    dev: DevCert,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        if shared.cert().not_after_unix - now < 24 * 3600 {
+            if let Err(e) = rotate_dev_cert(&endpoint, &shared, &dev) {
+                warn!("could not replace the dev certificate: {e:#}");
+            }
+        }
+    }
 }
 
 impl Server {
     /// Bind the UDP and TCP ports and start serving.
     pub async fn start(cfg: ServerConfig) -> Result<Server> {
-        let identity = &cfg.identity;
-        let cert = CertInfo {
-            algorithm: "sha-256",
-            hex: identity.sha256_hex(),
-            base64: {
-                use base64::Engine;
-                base64::engine::general_purpose::STANDARD.encode(identity.sha256)
-            },
-            dev: identity.dev,
-            not_after_unix: identity.not_after_unix,
-        };
+        let cert = CertInfo::of(&cfg.identity);
         let server_config = quinn_server_config(&cfg.identity, &cfg.quic)?;
         let endpoint = quinn::Endpoint::server(server_config, cfg.listen)
             .with_context(|| format!("binding UDP {}", cfg.listen))?;
@@ -247,7 +301,7 @@ impl Server {
                 targets: Vec::new(),
             }),
             metrics: Metrics::new(),
-            cert,
+            cert: std::sync::RwLock::new(cert),
             quic: cfg.quic,
         });
 
@@ -264,6 +318,14 @@ impl Server {
             stop_rx.clone(),
         ));
         tasks.spawn(tick_loop(shared.clone(), stop_rx.clone()));
+        if let Some(dev) = cfg.dev_cert.clone() {
+            tasks.spawn(dev_cert_loop(
+                endpoint.clone(),
+                shared.clone(),
+                dev,
+                stop_rx.clone(),
+            ));
+        }
         let router = crate::http::router(shared.clone(), cfg.web_dir);
         let mut http_stop = stop_rx;
         tasks.spawn(async move {
@@ -283,7 +345,19 @@ impl Server {
             http_addr,
             stop,
             tasks,
+            dev_cert: cfg.dev_cert,
         })
+    }
+
+    /// Replace the dev certificate now (the server does this by itself a day
+    /// before expiry). Open connections keep their keys; new ones get the new
+    /// certificate, whose hash `/cert-hash` serves from now on.
+    pub fn rotate_dev_cert(&self) -> Result<CertInfo> {
+        let dev = self
+            .dev_cert
+            .as_ref()
+            .context("not using a dev certificate")?;
+        rotate_dev_cert(&self.endpoint, &self.shared, dev)
     }
 
     pub fn quic_addr(&self) -> SocketAddr {

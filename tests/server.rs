@@ -733,3 +733,33 @@ async fn webtransport_connection_closed_with_code_0_leaves_at_once() {
     .await;
     assert_eq!(left, (id, LeaveReason::Left));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_certificate_is_replaced_without_dropping_connections() {
+    let srv = start(Limits::default(), IceConfig::default()).await;
+    let mut old_client = srv.quic(RelayMode::Datagram).await;
+    let (_, body) = srv.get("/cert-hash");
+    let before: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(before["hex"], hex::encode(srv.hash));
+
+    let info = srv.server.as_ref().unwrap().rotate_dev_cert().unwrap();
+    let (_, body) = srv.get("/cert-hash");
+    let after: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(after["hex"], info.hex);
+    assert_ne!(after["hex"], before["hex"]);
+
+    // The open connection is unaffected; new clients need the new hash.
+    old_client.ping().await.unwrap();
+    let new_hash = flightsim_p2p::certs::parse_sha256_hex(&info.hex).unwrap();
+    let mut cfg = srv.config(ClientTransport::Quic, RelayMode::Datagram);
+    assert!(
+        Client::connect(&cfg, None).await.is_err(),
+        "old hash still accepted"
+    );
+    cfg.trust = flightsim_p2p::client::Trust::CertHash(new_hash);
+    let mut fresh = Client::connect(&cfg, None).await.unwrap();
+    fresh.ping().await.unwrap();
+    let mut wt = srv.config(ClientTransport::Webtransport, RelayMode::Datagram);
+    wt.trust = flightsim_p2p::client::Trust::CertHash(new_hash);
+    Client::connect(&wt, None).await.unwrap();
+}

@@ -1,5 +1,8 @@
 // Codec of client/web/fsp2p.js against the golden vectors (docs/vectors.txt),
-// written by the Rust reference implementation. Runs in Node without a server:
+// written by the Rust reference implementation, plus the client logic that needs
+// no network: the flight-data envelope (PROTOCOL.md §5), WebSocket messages (§10),
+// transport selection ("happy eyeballs", with fake transports) and the client's
+// envelope handling end to end over a fake transport. Runs in Node without a server:
 //   node --test tests/browser/codec.test.mjs
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,6 +14,9 @@ import {
   decodeClientMsg, encodeClientMsg, decodeServerMsg, encodeServerMsg,
   encodeFrame, FrameReader, encodeRelay, decodeRelay, takeVarint, Writer, Reader,
   DecodeError, FspError, ERROR_CODES, errorName, toHex, fromHex,
+  FLIGHT_HEADER_BYTES, wrapFlight, unwrapFlight, nextSeq, seqNewer, SeqFilter,
+  WS_CONTROL, WS_RELAY, encodeWsControl, encodeWsRelay, decodeWsMessage, wsCloseCode, fromWsCloseCode,
+  AutoSignal, FlightSimP2P, TRANSPORT_CHOICES,
 } from '../../client/web/fsp2p.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -263,4 +269,385 @@ test('random bytes never crash the decoders with anything but DecodeError', () =
       }
     }
   }
+});
+
+// --- flight-data envelope (PROTOCOL.md §5) ---------------------------------------------------
+
+test('envelope: u32 little-endian sequence number, then the application bytes', () => {
+  const hi = new TextEncoder().encode('hi');
+  assert.equal(FLIGHT_HEADER_BYTES, 4);
+  assert.equal(toHex(wrapFlight(1, hi)), '010000006869');
+  assert.equal(toHex(wrapFlight(0x01020304, hi)), '040302016869');
+  // client/tests/CodecTests.cs "envelope layout": SnapshotEnvelope.Wrap(0x01020304, { 9, 8 }).
+  assert.equal(toHex(wrapFlight(0x01020304, Uint8Array.of(9, 8))), '040302010908');
+  assert.equal(toHex(wrapFlight(0xffffffff, new Uint8Array(0))), 'ffffffff');
+  const u = unwrapFlight(fromHex('04030201686869'));
+  assert.equal(u.seq, 0x01020304);
+  assert.equal(toHex(u.payload), '686869');
+  assert.deepEqual(unwrapFlight(fromHex('ffffffff')), { seq: 0xffffffff, payload: new Uint8Array(0) });
+  assert.equal(unwrapFlight(fromHex('010203')), null, '3 bytes cannot hold the header');
+  assert.equal(unwrapFlight(new Uint8Array(0)), null);
+  // Round trip, and the payload is a view (no copy) into the received frame.
+  const f = wrapFlight(0xdeadbeef, Uint8Array.from([9, 8, 7]));
+  const back = unwrapFlight(f);
+  assert.equal(back.seq, 0xdeadbeef);
+  assert.deepEqual([...back.payload], [9, 8, 7]);
+  assert.equal(back.payload.buffer, f.buffer);
+  assert.throws(() => wrapFlight(2 ** 32, hi), RangeError);
+  assert.throws(() => wrapFlight(-1, hi), RangeError);
+  assert.throws(() => wrapFlight(1, [1, 2]), TypeError);
+});
+
+test('envelope: serial-number order wraps around at 2^32', () => {
+  assert.equal(nextSeq(0), 1);
+  assert.equal(nextSeq(0xfffffffe), 0xffffffff);
+  assert.equal(nextSeq(0xffffffff), 0);
+  assert.equal(seqNewer(1, 0), true);
+  assert.equal(seqNewer(0, 1), false);
+  assert.equal(seqNewer(5, 5), false, 'a duplicate is not newer');
+  assert.equal(seqNewer(0, 0xffffffff), true, '0 follows 2^32-1');
+  assert.equal(seqNewer(3, 0xfffffffd), true);
+  assert.equal(seqNewer(0xffffffff, 0), false);
+  // Half the number space ahead is newer, (int32)(seq - last) > 0; exactly 2^31 apart is not (int.MinValue).
+  assert.equal(seqNewer(0x7fffffff, 0), true);
+  assert.equal(seqNewer(0x80000000, 0), false);
+  assert.equal(seqNewer(0x80000001, 0), false);
+  assert.equal(seqNewer(0, 0x80000000), false);
+  assert.equal(seqNewer(0, 0x80000001), true);
+  // Same answers as C#'s unchecked((int)(seq - last)) > 0, computed with BigInt.
+  const ref = (seq, last) => BigInt.asIntN(32, BigInt(seq) - BigInt(last)) > 0n;
+  let x = 12345;
+  const rnd = () => {
+    x = (x * 1103515245 + 12345) % 2147483648;
+    return (x * 2 + (x & 1)) >>> 0;
+  };
+  const edge = [0, 1, 2, 0x7ffffffe, 0x7fffffff, 0x80000000, 0x80000001, 0xfffffffe, 0xffffffff];
+  for (const a of edge) for (const b of edge) assert.equal(seqNewer(a, b), ref(a, b), `${a} vs ${b}`);
+  for (let i = 0; i < 5000; i++) {
+    const a = rnd();
+    const b = rnd();
+    assert.equal(seqNewer(a, b), ref(a, b), `${a} vs ${b}`);
+  }
+});
+
+test('envelope: the receiver drops frames that are not newer, per sending peer', () => {
+  const f = new SeqFilter();
+  const run = (peer, seqs) => seqs.map((s) => f.accept(peer, s));
+  // The first frame from a peer is accepted whatever its number.
+  assert.deepEqual(run(7, [100, 99, 100, 101, 103, 102, 104]), [true, false, false, true, true, false, true]);
+  // Another peer has its own state.
+  assert.deepEqual(run(8, [5, 6, 1]), [true, true, false]);
+  assert.equal(f.dropped, 4);
+  // Across the wrap: 2^32-2, 2^32-1, 0, 1 are in order; 2^32-1 after 1 is stale.
+  assert.deepEqual(run(9, [0xfffffffe, 0xffffffff, 0, 1, 0xffffffff, 2]), [true, true, true, true, false, true]);
+  // A relay → direct switch: the sender's one counter continues on the new path; frames
+  // still in flight on the old path arrive late and are dropped.
+  assert.deepEqual(run(10, [50, 51, 52 /* direct */, 53, 51 /* late relay */, 52, 54]), [true, true, true, true, false, false, true]);
+  assert.equal(f.dropped, 7);
+  // reset: the peer's next frame is accepted again (it left and came back, or restarted its counter).
+  f.reset(7);
+  assert.equal(f.accept(7, 1), true);
+  f.retain([7, 9]);
+  assert.deepEqual([...f.last.keys()].sort(), [7, 9]);
+  assert.equal(f.accept(8, 0), true, 'forgotten by retain');
+  f.clear();
+  assert.equal(f.last.size, 0);
+});
+
+// --- WebSocket messages (PROTOCOL.md §10) -----------------------------------------------------
+
+test('WebSocket messages: type byte, then a control body (no length prefix) or a relay frame', () => {
+  assert.equal(WS_CONTROL, 0);
+  assert.equal(WS_RELAY, 1);
+  // The two examples of §10.
+  assert.equal(toHex(encodeWsControl(encodeClientMsg({ type: 'LeaveSession' }))), '0004');
+  assert.equal(toHex(encodeWsRelay(encodeRelay(0, new TextEncoder().encode('hi')))), '01006869');
+  const hello = encodeClientMsg({ type: 'Hello', version: 1, client: 'Browser', relayMode: 'Datagram', name: 'Ann', resumeToken: null });
+  assert.equal(toHex(encodeWsControl(hello)), '00' + '000102000341' + '6e6e00');
+  const c = decodeWsMessage(fromHex('0004'));
+  assert.equal(c.type, 'control');
+  assert.deepEqual(decodeClientMsg(c.body), { type: 'LeaveSession' });
+  const r = decodeWsMessage(fromHex('01ac026869'));
+  assert.equal(r.type, 'relay');
+  assert.deepEqual(decodeRelay(r.frame), { peer: 300, payload: fromHex('6869') });
+  assert.throws(() => decodeWsMessage(new Uint8Array(0)), DecodeError);
+  assert.throws(() => decodeWsMessage(fromHex('02')), /unknown WebSocket message type 0x02/);
+  // Close codes: 1000 leaves for good (our 0); the server's errors are 4000 + code.
+  assert.equal(wsCloseCode(0), 1000);
+  assert.equal(wsCloseCode(1), 4001);
+  assert.equal(fromWsCloseCode(1000), 0);
+  assert.equal(fromWsCloseCode(4017), 17);
+  assert.equal(fromWsCloseCode(1006), null);
+  assert.equal(fromWsCloseCode(1001), null);
+});
+
+// --- transport selection ("happy eyeballs") with fake transports ---------------------------------
+
+/**
+ * A fake SignalTransport whose open() resolves or rejects when the test says so.
+ * @param {string} kind
+ */
+function fakeTransport(kind, log) {
+  let settle;
+  const t = {
+    kind,
+    url: `${kind}://fake`,
+    maxRelayFrameBytes: 1200,
+    onControl: null, onRelay: null, onProtocolError: null, onClosed: null,
+    closed: null,
+    sent: [],
+    relayed: [],
+    open() {
+      log.push(`${kind} open`);
+      return new Promise((resolve, reject) => {
+        settle = { resolve, reject };
+      });
+    },
+    succeed() { settle.resolve(); },
+    fail(msg) { settle.reject(new FspError(0, 'connect_failed', msg)); },
+    close(code, reason) {
+      log.push(`${kind} close ${code}`);
+      t.closed = { code, reason };
+      if (settle) settle.reject(new FspError(0, 'closed', 'aborted'));
+    },
+    sendControl(b) { t.sent.push(b); return Promise.resolve(); },
+    sendRelay(f) { t.relayed.push(f); return true; },
+  };
+  return t;
+}
+
+const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
+
+/** Run `fn` with globalThis.WebTransport defined (or not). */
+async function withWebTransport(present, fn) {
+  const had = Object.prototype.hasOwnProperty.call(globalThis, 'WebTransport');
+  const old = globalThis.WebTransport;
+  if (present) globalThis.WebTransport = function WebTransport() {};
+  else delete globalThis.WebTransport;
+  try {
+    return await fn();
+  } finally {
+    if (had) globalThis.WebTransport = old;
+    else delete globalThis.WebTransport;
+  }
+}
+
+function autoWithFakes(delay) {
+  const log = [];
+  const made = {};
+  const a = new AutoSignal({ url: 'https://x/signal', wsUrl: 'ws://x/ws', fallbackDelayMs: delay }, {
+    webtransport: () => (made.wt = fakeTransport('webtransport', log)),
+    websocket: () => (made.ws = fakeTransport('websocket', log)),
+  });
+  return { a, log, made };
+}
+
+test('happy eyeballs: WebTransport ready within the delay → no WebSocket attempt', () => withWebTransport(true, async () => {
+  const { a, log, made } = autoWithFakes(50);
+  const p = a.open();
+  await tick();
+  made.wt.succeed();
+  await p;
+  assert.equal(a.kind, 'webtransport');
+  assert.equal(a.url, 'webtransport://fake');
+  assert.equal(a.fallbackReason, '');
+  await tick(80);
+  assert.deepEqual(log, ['webtransport open']);
+  // Calls and callbacks go to and come from the winner.
+  await a.sendControl(Uint8Array.of(4));
+  assert.equal(made.wt.sent.length, 1);
+  const got = [];
+  a.onControl = (b) => got.push(b[0]);
+  made.wt.onControl(Uint8Array.of(9));
+  assert.deepEqual(got, [9]);
+  a.close(0, 'bye');
+  assert.deepEqual(made.wt.closed, { code: 0, reason: 'bye' });
+}));
+
+test('happy eyeballs: no WebTransport in this browser → WebSocket at once', () => withWebTransport(false, async () => {
+  const { a, log, made } = autoWithFakes(1000);
+  const p = a.open();
+  await tick();
+  assert.deepEqual(log, ['websocket open']);
+  made.ws.succeed();
+  await p;
+  assert.equal(a.kind, 'websocket');
+  assert.equal(a.fallbackReason, 'this browser has no WebTransport');
+}));
+
+test('happy eyeballs: WebTransport fails at once → WebSocket at once, not after the delay', () => withWebTransport(true, async () => {
+  const { a, log, made } = autoWithFakes(10000);
+  const p = a.open();
+  await tick();
+  made.wt.fail('handshake failed');
+  await tick();
+  assert.deepEqual(log, ['webtransport open', 'websocket open']);
+  made.ws.succeed();
+  await p;
+  assert.equal(a.kind, 'websocket');
+  assert.equal(a.fallbackReason, 'WebTransport failed: handshake failed');
+}));
+
+test('happy eyeballs: WebTransport slow → WebSocket in parallel after the delay; the first ready wins, the other is closed', () => withWebTransport(true, async () => {
+  {
+    const { a, log, made } = autoWithFakes(30);
+    const p = a.open();
+    await tick(10);
+    assert.deepEqual(log, ['webtransport open']);
+    await tick(40);
+    assert.deepEqual(log, ['webtransport open', 'websocket open']);
+    made.ws.succeed();
+    await p;
+    assert.equal(a.kind, 'websocket');
+    assert.equal(a.fallbackReason, 'WebTransport not ready within 30 ms');
+    assert.deepEqual(made.wt.closed, { code: 0, reason: 'happy eyeballs: the other transport won' });
+    // Only the winner's callbacks reach the client.
+    let closedInfo = null;
+    a.onClosed = (i) => { closedInfo = i; };
+    made.wt.onClosed({ code: 0, reason: 'loser' });
+    assert.equal(closedInfo, null);
+    made.ws.onClosed({ code: 4, reason: 'winner' });
+    assert.deepEqual(closedInfo, { code: 4, reason: 'winner' });
+  }
+  {
+    // WebTransport comes through after the WebSocket attempt started: it wins, the WebSocket is closed.
+    const { a, made } = autoWithFakes(5);
+    const p = a.open();
+    await tick(30);
+    made.wt.succeed();
+    await p;
+    assert.equal(a.kind, 'webtransport');
+    assert.equal(made.ws.closed.code, 0);
+  }
+}));
+
+test('happy eyeballs: both fail → one error naming both; close() while connecting aborts both', () => withWebTransport(true, async () => {
+  {
+    const { a, made } = autoWithFakes(5);
+    const p = a.open();
+    await tick(30);
+    made.ws.fail('WebSocket refused');
+    await tick();
+    made.wt.fail('QUIC timed out');
+    await assert.rejects(p, (e) => e instanceof FspError && e.codeName === 'connect_failed'
+      && /QUIC timed out/.test(e.message) && /WebSocket refused/.test(e.message));
+  }
+  {
+    const { a, made } = autoWithFakes(5);
+    const p = a.open();
+    await tick(30);
+    a.close(0, 'user');
+    await assert.rejects(p, (e) => e.codeName === 'closed');
+    assert.equal(made.wt.closed.code, 0);
+    assert.equal(made.ws.closed.code, 0);
+  }
+}));
+
+test('transport option: auto by default, the two kinds, a factory; anything else refused', () => {
+  assert.deepEqual([...TRANSPORT_CHOICES], ['auto', 'webtransport', 'websocket']);
+  assert.equal(new FlightSimP2P({ host: 'h' }).options.transport, 'auto');
+  assert.equal(new FlightSimP2P({ host: 'h' }).options.wsUrl, 'ws://h:8080/ws', 'outside a page: the HTTP port of host');
+  assert.equal(new FlightSimP2P({ host: 'h', wsUrl: 'wss://h/ws' }).options.wsUrl, 'wss://h/ws');
+  assert.equal(new FlightSimP2P({ transport: 'websocket' }).options.transport, 'websocket');
+  assert.throws(() => new FlightSimP2P({ transport: 'quic' }), RangeError);
+});
+
+// --- the client's envelope handling, over a fake transport ----------------------------------------
+
+/** A FlightSimP2P in a session with peers 2 and 3 (forced relay: no WebRTC in Node), over a fake transport. */
+async function clientInSession() {
+  const log = [];
+  let fake;
+  const c = new FlightSimP2P({
+    host: '127.0.0.1', forceRelay: true, pingIntervalMs: 0, statsIntervalMs: 0,
+    transport: () => (fake = fakeTransport('websocket', log)),
+  });
+  const events = [];
+  c.addEventListener('transport', (e) => events.push(e.detail));
+  const connected = c.connect();
+  await tick();
+  fake.succeed();
+  await tick();
+  const limits = {
+    maxFrameBytes: 16384, maxRelayPayload: 1100, relayDatagramsPerSec: 500, relayBytesPerSec: 262144,
+    signalsPerSec: 0, maxPeersPerSession: 16, resumeGraceMs: 15000,
+  };
+  const server = (m) => fake.onControl(encodeServerMsg(m));
+  server({
+    type: 'Welcome', version: 1, peerId: 1, resumeToken: new Uint8Array(16), resumed: false,
+    iceServers: [], limits, serverTimeMs: 0n,
+  });
+  await connected;
+  const peer = (id) => ({ id, name: `p${id}`, client: 'Browser' });
+  server({ type: 'SessionCreated', session: { code: 'ABCDEF', host: 1, maxPeers: 16, idleTtlSecs: 60, peers: [peer(1)] } });
+  server({ type: 'PeerJoined', peer: peer(2) });
+  server({ type: 'PeerJoined', peer: peer(3) });
+  const got = [];
+  c.onmessage = (from, data, path) => got.push([from, new TextDecoder().decode(data), path]);
+  return { c, fake, server, got, events, relayIn: (from, seq, text) => fake.onRelay(encodeRelay(from, wrapFlight(seq, new TextEncoder().encode(text)))) };
+}
+
+test('client: send() wraps with one counter for all peers; receive strips and drops stale frames per peer', async () => {
+  const { c, fake, server, got, events, relayIn } = await clientInSession();
+  assert.equal(c.transport, 'websocket');
+  assert.deepEqual(events.map((e) => [e.kind, e.url]), [['websocket', 'websocket://fake']]);
+  // Hello went first through the transport, as a bare body.
+  assert.equal(decodeClientMsg(fake.sent[0]).type, 'Hello');
+
+  // Sending: each send() takes the next number; a send to everyone is one relay frame to peer 0.
+  const hi = (s) => new TextEncoder().encode(s);
+  assert.equal(c.send(0, hi('a')), true);
+  assert.equal(c.send(2, hi('b')), true);
+  assert.equal(c.send(0, hi('c')), true);
+  const out = fake.relayed.map((f) => {
+    const r = decodeRelay(f);
+    const u = unwrapFlight(r.payload);
+    return [r.peer, u.seq, new TextDecoder().decode(u.payload)];
+  });
+  assert.deepEqual(out, [[0, 1, 'a'], [2, 2, 'b'], [0, 3, 'c']]);
+  // The sender's counter wraps like a u32.
+  c._txSeq = 0xfffffffe;
+  c.send(3, hi('w1'));
+  c.send(3, hi('w2'));
+  c.send(3, hi('w3'));
+  assert.deepEqual(fake.relayed.slice(3).map((f) => unwrapFlight(decodeRelay(f).payload).seq), [0xffffffff, 0, 1]);
+  // The relay limit counts the envelope: maxRelayPayload - 4 bytes of game data at most.
+  assert.equal(c.maxFlightPayload, 1096);
+  assert.equal(c.send(2, new Uint8Array(1096)), true);
+  assert.equal(c.send(2, new Uint8Array(1097)), false);
+
+  // Receiving: the game gets the bytes without the envelope; stale frames are dropped and counted per peer.
+  relayIn(2, 10, 'x10');
+  relayIn(2, 9, 'x9');
+  relayIn(2, 10, 'x10 again');
+  relayIn(3, 1, 'y1'); // another peer: its own numbers
+  relayIn(2, 11, 'x11');
+  relayIn(3, 0xffffffff, 'y-stale');
+  relayIn(3, 2, 'y2');
+  fake.onRelay(encodeRelay(2, fromHex('0102'))); // too short for the envelope
+  assert.deepEqual(got, [[2, 'x10', 'relay'], [3, 'y1', 'relay'], [2, 'x11', 'relay'], [3, 'y2', 'relay']]);
+  const peers = Object.fromEntries(c.getPeers().map((p) => [p.id, [p.rx, p.staleDropped]]));
+  assert.deepEqual(peers, { 2: [2, 2], 3: [2, 1] });
+  assert.equal(c.stats.staleDropped, 3);
+  assert.equal(c.stats.flightBadFrames, 1);
+
+  // Wrap-around on the receiving side.
+  relayIn(3, 0xfffffffe, 'w-stale'); // older than 2
+  got.length = 0;
+  server({ type: 'PeerLeft', peer: 3, reason: 'Left' }); // forgets peer 3
+  relayIn(3, 0xfffffffe, 'z1');
+  relayIn(3, 0xffffffff, 'z2');
+  relayIn(3, 0, 'z3');
+  relayIn(3, 0xffffffff, 'z-stale');
+  assert.deepEqual(got.map((g) => g[1]), ['z1', 'z2', 'z3']);
+
+  // A peer that comes back online (resumed; maybe a restarted client) starts afresh.
+  got.length = 0;
+  relayIn(2, 5, 'stale');
+  server({ type: 'PeerStatus', peer: 2, online: false });
+  server({ type: 'PeerStatus', peer: 2, online: true });
+  relayIn(2, 5, 'after resume');
+  assert.deepEqual(got.map((g) => g[1]), ['after resume']);
+  c.close();
+  assert.equal(fake.closed.code, 0);
 });

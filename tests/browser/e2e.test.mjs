@@ -15,6 +15,11 @@
 // loopback (WebRTC then also uses the host's own interface addresses, which the
 // kernel delivers locally).
 //
+// The WebSocket fallback (PROTOCOL.md §10) is tested by pointing pages' QUIC port at UDP ports
+// where no server answers: a closed port (ICMP port unreachable: WebTransport fails at once) and a
+// socket that is bound but never answers (WebTransport hangs: the WebSocket starts after the
+// happy-eyeballs delay). The WebSocket itself goes to the page's origin, the server's HTTP port.
+//
 // Screenshots of the demo page go to test-artifacts/browser/, with the server log.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -56,6 +61,10 @@ let httpPort = 0;
 let certHex = '';
 let serverExit = null;
 const openContexts = new Set();
+/** Helper processes (UDP sockets that never answer) to kill at the end. */
+const helpers = [];
+/** A plain page on the server's HTTP port, for quick GETs (no process per request). */
+let httpPage = null;
 
 // --- environment ------------------------------------------------------------------------
 
@@ -190,11 +199,14 @@ before(async () => {
     chmodSync(executablePath, 0o755);
   }
   browser = await chromium.launch({ executablePath, args: CHROMIUM_ARGS, timeout: 60000 });
+  httpPage = await (await browser.newContext()).newPage();
+  await httpPage.goto(`http://127.0.0.1:${httpPort}/healthz`);
   console.log(`server ready in ${Date.now() - t0} ms; Chromium ${browser.version()}; ${net.nsPath ? 'private network namespace' : 'host loopback'}; udp ${udpPort}, http ${httpPort}`);
 });
 
 after(async () => {
   for (const ctx of openContexts) await ctx.close().catch(() => {});
+  if (httpPage) await httpPage.context().close().catch(() => {});
   if (browser) await browser.close().catch(() => {});
   if (server && !serverExit) {
     server.kill('SIGTERM');
@@ -202,9 +214,70 @@ after(async () => {
     while (!serverExit && Date.now() - t0 < 5000) await sleep(50);
     if (!serverExit) server.kill('SIGKILL');
   }
+  for (const h of helpers) h.kill('SIGKILL');
   if (net.holder) net.holder.kill('SIGKILL');
   if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
+
+/** GET from the server's HTTP port through the browser (fast), once it is up. */
+async function quickGet(urlPath) {
+  if (!httpPage) return httpGet(urlPath);
+  return httpPage.evaluate(async (u) => {
+    const r = await fetch(u, { cache: 'no-store' });
+    return { status: r.status, body: await r.text() };
+  }, urlPath);
+}
+
+/** The server's /metrics as a map: 'name{labels}' → value. */
+async function metrics() {
+  const m = await quickGet('/metrics');
+  const out = new Map();
+  for (const line of m.body.split('\n')) {
+    const r = /^(\w+(?:\{[^}]*\})?) (\S+)$/.exec(line);
+    if (r) out.set(r[1], Number(r[2]));
+  }
+  return out;
+}
+
+/** Difference of one metric between two /metrics snapshots. */
+function delta(before, after, key) {
+  return (after.get(key) || 0) - (before.get(key) || 0);
+}
+
+/** Open connections on the server, all transports. */
+async function openConnections() {
+  const m = await metrics();
+  let n = 0;
+  for (const [k, v] of m) if (k.startsWith('fsp2p_connections{')) n += v;
+  return n;
+}
+
+/**
+ * A UDP port in the test's network with a socket bound to it that never answers: QUIC
+ * Initial packets sent there just vanish (no ICMP), so a WebTransport attempt hangs.
+ */
+async function silentUdpPort() {
+  const code = "const s = require('dgram').createSocket('udp4');" +
+    "s.bind(0, '127.0.0.1', () => process.stdout.write(s.address().port + '\\n'));" +
+    'setInterval(() => {}, 1 << 30);';
+  const argv = inNet([process.execPath, '-e', code]);
+  const p = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] });
+  helpers.push(p);
+  return new Promise((resolve, reject) => {
+    let out = '';
+    p.stdout.on('data', (d) => {
+      out += d;
+      if (out.includes('\n')) resolve(Number(out.trim()));
+    });
+    p.on('exit', (c) => reject(new Error(`UDP helper exited (${c})`)));
+    setTimeout(() => reject(new Error('UDP helper did not start')), 5000);
+  });
+}
+
+/** A UDP port where nothing listens: the kernel answers ICMP port unreachable. */
+async function closedUdpPort() {
+  return net.nsPath ? udpPort + 2 : freePort('udp');
+}
 
 // --- page helpers -------------------------------------------------------------------------
 
@@ -320,7 +393,7 @@ async function sendProbes(page, to, n, batch, gapMs) {
 
 /** The server's relay counters, one line, for diagnostics. */
 async function relayMetrics() {
-  const m = await httpGet('/metrics').catch(() => ({ status: 0, body: '' }));
+  const m = await quickGet('/metrics').catch(() => ({ status: 0, body: '' }));
   return m.body.split('\n').filter((l) => /relay/.test(l) && !l.startsWith('#')).join('; ');
 }
 
@@ -444,6 +517,8 @@ test('2. forced relay: force-relay option, and ICE that cannot connect → datag
   await waitPaths(b, 'relay', 1, 5000);
   for (const p of [a, b]) {
     assert.equal(await p.evaluate(() => [...window.fsp2pDemo.client.links.values()].every((l) => l.pc === null)), true);
+    // 'auto' with a reachable QUIC port: WebTransport wins, so this relay is the datagram one.
+    assert.equal(await p.evaluate(() => window.fsp2pDemo.client.transport), 'webtransport');
   }
   await installProbe(a);
   await installProbe(b);
@@ -524,7 +599,10 @@ test('3. three pages in one session: relay fan-out reaches both others; another 
     t.diagnostic(`${p.label} (${ids.get(p)}) got ${JSON.stringify(r.from)}`);
     for (const o of one) {
       if (o === p) continue;
-      assert.ok((r.from[ids.get(o)] || 0) >= N * RELAY_MIN, `${p.label} from ${o.label}: ${JSON.stringify(r)}`);
+      if ((r.from[ids.get(o)] || 0) < N * RELAY_MIN) {
+        const st = await p.evaluate(() => [window.fsp2pDemo.client.stats, window.fsp2pDemo.peers().map((x) => [x.id, x.rx, x.staleDropped])]);
+        assert.fail(`${p.label} from ${o.label}: ${JSON.stringify(r)}; stats ${JSON.stringify(st)}; server ${await relayMetrics()}`);
+      }
     }
     assert.deepEqual(Object.keys(r.from).map(Number).sort(), one.filter((o) => o !== p).map((o) => ids.get(o)).sort(),
       `${p.label} received from outside its session`);
@@ -576,8 +654,9 @@ test('3. three pages in one session: relay fan-out reaches both others; another 
 
 test('4. wrong certificate hash and wrong join code: clear errors, no hang', { timeout: 60000 }, async (t) => {
   // Wrong certificate hash: WebTransport's handshake fails; the page says what to check.
+  // (WebTransport forced: with 'auto' the client would take the WebSocket instead, checked below.)
   let t0 = Date.now();
-  const a = await openDemo({ create: 1, name: 'Oscar', certHash: '00'.repeat(32) }, 'Oscar');
+  const a = await openDemo({ create: 1, name: 'Oscar', certHash: '00'.repeat(32), transport: 'webtransport' }, 'Oscar');
   const msg = await waitIn(a, () => {
     const e = document.getElementById('error');
     return !e.hidden && e.textContent;
@@ -622,7 +701,7 @@ test('4. wrong certificate hash and wrong join code: clear errors, no hang', { t
     c.close();
     // Wrong hash through the API: connect() rejects.
     const t0 = performance.now();
-    const bad = new FlightSimP2P({ port, certHash: 'ab'.repeat(32), connectTimeoutMs: 8000 });
+    const bad = new FlightSimP2P({ port, certHash: 'ab'.repeat(32), connectTimeoutMs: 8000, transport: 'webtransport' });
     try {
       await bad.connect();
       out.badHash = 'resolved?!';
@@ -631,13 +710,25 @@ test('4. wrong certificate hash and wrong join code: clear errors, no hang', { t
     }
     // Nothing listening on the port: also a rejection, bounded by connectTimeoutMs.
     const t1 = performance.now();
-    const none = new FlightSimP2P({ port: port + 1, certHash: hash, connectTimeoutMs: 4000 });
+    const none = new FlightSimP2P({ port: port + 1, certHash: hash, connectTimeoutMs: 4000, transport: 'webtransport' });
     try {
       await none.connect();
       out.noServer = 'resolved?!';
     } catch (e) {
       out.noServer = { code: e.code, name: e.codeName, ms: Math.round(performance.now() - t1) };
     }
+    // The same wrong hash with 'auto' (the default): WebTransport fails at once, the WebSocket
+    // on the page's origin is used instead, and the transport event says why.
+    const auto = new FlightSimP2P({ port, certHash: 'ab'.repeat(32), connectTimeoutMs: 8000 });
+    const tev = [];
+    auto.addEventListener('transport', (e) => tev.push(e.detail));
+    try {
+      const w = await auto.connect();
+      out.autoBadHash = { peerId: w.peerId > 0, transport: auto.transport, events: tev.map((d) => [d.kind, d.fallbackReason]) };
+    } catch (e) {
+      out.autoBadHash = { error: e.message };
+    }
+    auto.close();
     return out;
   }, [udpPort, certHex]);
   t.diagnostic(`API: ${JSON.stringify(api)}`);
@@ -650,6 +741,9 @@ test('4. wrong certificate hash and wrong join code: clear errors, no hang', { t
   assert.equal(api.badHash.name, 'connect_failed');
   assert.equal(api.noServer.name, 'connect_failed');
   assert.ok(api.noServer.ms < 6000);
+  assert.equal(api.autoBadHash.transport, 'websocket', JSON.stringify(api.autoBadHash));
+  assert.equal(api.autoBadHash.events.length, 1);
+  assert.match(api.autoBadHash.events[0][1], /^WebTransport failed: WebTransport connection to .* failed/);
   await closePages(a, b);
 });
 
@@ -658,9 +752,9 @@ test('5. closing the WebTransport session with code 0 leaves at once, without th
   // The browser closes with a CLOSE_WEBTRANSPORT_SESSION capsule (code 0); the server must take it
   // as leaving for good (it reads the code from wtransport's driver errors).
 }, async (t) => {
-  const a = await openDemo({ create: 1, name: 'Quebec', relay: 1, tx: 0 }, 'Quebec');
+  const a = await openDemo({ create: 1, name: 'Quebec', relay: 1, tx: 0, transport: 'webtransport' }, 'Quebec');
   const code = await sessionCode(a);
-  const b = await openDemo({ join: code, name: 'Romeo', relay: 1, tx: 0 }, 'Romeo');
+  const b = await openDemo({ join: code, name: 'Romeo', relay: 1, tx: 0, transport: 'webtransport' }, 'Romeo');
   await sessionCode(b);
   const ida = await peerId(a);
   const t0 = Date.now();
@@ -674,4 +768,285 @@ test('5. closing the WebTransport session with code 0 leaves at once, without th
     t.diagnostic(`Romeo's last events: ${log.join(' | ')}`);
     await closePages(a, b);
   }
+});
+
+// --- WebSocket fallback (PROTOCOL.md §10) ---------------------------------------------------
+
+/** The page's transport as the library and the demo report it. */
+async function transportOf(page) {
+  return page.evaluate(() => {
+    const c = window.fsp2pDemo.client;
+    return {
+      kind: c.transport,
+      url: c.transportUrl,
+      reason: c.fallbackReason,
+      shown: document.getElementById('transport').textContent,
+      logged: window.fsp2pDemo.log.find((l) => l.includes(' transport: ')) || '',
+    };
+  });
+}
+
+/**
+ * Exchange `n` probe frames each way between two WebSocket pages (a → b by id, b → everyone)
+ * and account for every frame. Over WebSocket nothing is lost in transit (TCP); the only loss
+ * is the server's short drop-oldest queue in front of a receiver that falls behind (PROTOCOL.md
+ * §10), which the server counts (receiver_busy), or a send the sender's library refused.
+ * Small batches: a burst only overflows that 32-frame queue if the receiver stalls.
+ */
+async function exchangeOverWebSocket(t, a, b, n) {
+  const [ida, idb] = [await peerId(a), await peerId(b)];
+  await installProbe(a);
+  await installProbe(b);
+  const m0 = await metrics();
+  const t1 = Date.now();
+  const [sa, sb] = await Promise.all([sendProbes(a, idb, n, 10, 40), sendProbes(b, 0, n, 10, 40)]);
+  const ra = await waitProbes(a, { [idb]: n }, 5000);
+  const rb = await waitProbes(b, { [ida]: n }, 5000);
+  await sleep(100);
+  const m1 = await metrics();
+  const busy = delta(m0, m1, 'fsp2p_relay_dropped_total{reason="receiver_busy"}');
+  const refused = 2 * n - sa - sb;
+  const got = [ra.from[idb] || 0, rb.from[ida] || 0];
+  t.diagnostic(`${a.label} ↔ ${b.label} over WebSocket, ${n} frames each way in ${Date.now() - t1} ms: ` +
+    `${a.label} got ${got[0]}, ${b.label} got ${got[1]}; dropped by the server for a busy receiver ${busy}, refused by the senders ${refused}`);
+  assert.equal(ra.bad + rb.bad, 0, 'corrupted payloads');
+  assert.equal(got[0] + got[1] + busy + refused, 2 * n, `frames lost without being counted: ${JSON.stringify([ra, rb])}`);
+  assert.ok(got[0] >= n * RELAY_MIN && got[1] >= n * RELAY_MIN, `too many drops: ${JSON.stringify([ra, rb])}`);
+  assert.deepEqual(Object.keys(ra.paths), ['relay']);
+  assert.deepEqual(Object.keys(rb.paths), ['relay']);
+  return { m0, m1 };
+}
+
+test('6. WebSocket fallback: QUIC port unusable → two pages on WebSocket, 300 relayed frames each way', { timeout: 60000 }, async (t) => {
+  const closed = await closedUdpPort();
+  const silent = await silentUdpPort();
+  const m0 = await metrics();
+  // Sierra's QUIC port is closed: WebTransport fails at once, the WebSocket starts at once.
+  const a = await openDemo({ create: 1, name: 'Sierra', relay: 1, tx: 0, port: closed }, 'Sierra');
+  const code = await sessionCode(a);
+  // Tango's QUIC port swallows packets: the WebSocket starts after the 1 s happy-eyeballs delay.
+  const b = await openDemo({ join: code, name: 'Tango', relay: 1, tx: 0, port: silent }, 'Tango');
+  assert.equal(await sessionCode(b), code);
+  const [ida, idb] = [await peerId(a), await peerId(b)];
+  const connectMs = [];
+  for (const p of [a, b]) {
+    const tr = await transportOf(p);
+    t.diagnostic(`${p.label}: ${tr.logged.slice(13)}`);
+    assert.equal(tr.kind, 'websocket');
+    assert.match(tr.url, /^ws:\/\/localhost:\d+\/ws$/);
+    assert.equal(tr.shown, 'WebSocket (fallback)');
+    connectMs.push(await p.evaluate(() => window.fsp2pDemo.transportEvent.connectMs));
+  }
+  const [ra0, rb0] = [await transportOf(a), await transportOf(b)];
+  assert.match(ra0.reason, /^WebTransport failed: /);
+  assert.match(rb0.reason, /^WebTransport not ready within 1000 ms$/);
+  t.diagnostic(`transport ready after: Sierra ${connectMs[0].toFixed(0)} ms (closed port), Tango ${connectMs[1].toFixed(0)} ms (silent port)`);
+  assert.ok(connectMs[0] < 900, `closed QUIC port: the WebSocket should start at once, took ${connectMs[0]} ms`);
+  assert.ok(connectMs[1] >= 1000 && connectMs[1] < 4000, `silent QUIC port: WebSocket after the 1 s delay, took ${connectMs[1]} ms`);
+
+  await waitPaths(a, 'relay', 1, 5000);
+  await waitPaths(b, 'relay', 1, 5000);
+  const N = 300;
+  await exchangeOverWebSocket(t, a, b, N);
+  const m1 = await metrics();
+  const ws = delta(m0, m1, 'fsp2p_relay_received_total{via="websocket"}');
+  const dg = delta(m0, m1, 'fsp2p_relay_received_total{via="datagram"}');
+  t.diagnostic(`server: relay frames received over WebSocket +${ws}, as datagrams +${dg}`);
+  assert.ok(ws >= 2 * N, `server received only ${ws} relay frames over WebSocket`);
+  assert.equal(dg, 0, 'relay frames went as datagrams');
+  for (const p of [a, b]) {
+    const peers = await p.evaluate(() => window.fsp2pDemo.peers());
+    assert.equal(peers[0].staleDropped, 0, 'frames delivered in order (TCP) were dropped as stale');
+  }
+  // The demo's aircraft over the WebSocket relay, for the screenshot.
+  for (const p of [a, b]) await p.evaluate(() => window.fsp2pDemo.setSending(true));
+  await waitIn(b, (id) => {
+    const r = window.fsp2pDemo.remote.get(id);
+    return r && r.rxRate > 30 && r.path === 'relay';
+  }, ida, 5000, 'aircraft state over the WebSocket relay');
+  await screenshot(b, '6-websocket-fallback-tango');
+  await closePages(a, b);
+});
+
+test('7. mixed transports: a WebSocket page and a WebTransport page relay to each other; racing attempts leave nothing behind; close 1000 leaves at once', { timeout: 60000 }, async (t) => {
+  // Earlier pages' connections are gone (they close with code 0 / 1000 on pagehide).
+  let base = await openConnections();
+  for (let i = 0; i < 40 && base > 0; i++) {
+    await sleep(100);
+    base = await openConnections();
+  }
+  const m0 = await metrics();
+  const a = await openDemo({ create: 1, name: 'Uniform', relay: 1, tx: 0, transport: 'websocket' }, 'Uniform');
+  const code = await sessionCode(a);
+  const b = await openDemo({ join: code, name: 'Victor', relay: 1, tx: 0, transport: 'webtransport' }, 'Victor');
+  await sessionCode(b);
+  const [ida, idb] = [await peerId(a), await peerId(b)];
+  assert.equal((await transportOf(a)).kind, 'websocket');
+  assert.equal((await transportOf(b)).kind, 'webtransport');
+  assert.equal((await transportOf(a)).shown, 'WebSocket');
+  await waitPaths(a, 'relay', 1, 5000);
+  await waitPaths(b, 'relay', 1, 5000);
+  await installProbe(a);
+  await installProbe(b);
+  const N = 300;
+  await Promise.all([sendProbes(a, idb, N, 10, 40), sendProbes(b, 0, N, 10, 40)]);
+  const ra = await waitProbes(a, { [idb]: N }, 5000);
+  const rb = await waitProbes(b, { [ida]: N }, 5000);
+  const m1 = await metrics();
+  t.diagnostic(`WebSocket ↔ WebTransport: Uniform (ws) got ${ra.from[idb]}/${N}, Victor (wt) got ${rb.from[ida]}/${N}; ` +
+    `server received ws +${delta(m0, m1, 'fsp2p_relay_received_total{via="websocket"}')}, datagram +${delta(m0, m1, 'fsp2p_relay_received_total{via="datagram"}')}; ` +
+    `forwarded ws +${delta(m0, m1, 'fsp2p_relay_forwarded_total{via="websocket"}')}, datagram +${delta(m0, m1, 'fsp2p_relay_forwarded_total{via="datagram"}')}`);
+  assert.ok(ra.from[idb] >= N * RELAY_MIN, `Uniform received ${JSON.stringify(ra)}`);
+  assert.ok(rb.from[ida] >= N * RELAY_MIN, `Victor received ${JSON.stringify(rb)}`);
+  assert.equal(ra.bad + rb.bad, 0, 'corrupted payloads');
+  assert.ok(delta(m0, m1, 'fsp2p_relay_received_total{via="websocket"}') >= N);
+  assert.ok(delta(m0, m1, 'fsp2p_relay_received_total{via="datagram"}') >= N);
+
+  // Both attempts at once (delay 0): one wins, the other is closed before its Hello,
+  // so the server ends up with exactly one connection per page.
+  const mc0 = await metrics();
+  const c = await openDemo({ join: code, name: 'Whiskey', relay: 1, tx: 0, fallbackDelay: 0 }, 'Whiskey');
+  await sessionCode(c);
+  const trc = await transportOf(c);
+  await sleep(300);
+  const mc1 = await metrics();
+  const acc = (k) => delta(mc0, mc1, `fsp2p_connections_accepted_total{transport="${k}"}`);
+  t.diagnostic(`Whiskey (both attempts at once) got ${trc.kind}${trc.reason ? ` (${trc.reason})` : ''}; ` +
+    `server accepted webtransport +${acc('webtransport')}, websocket +${acc('websocket')}`);
+  let open = await openConnections();
+  for (let i = 0; i < 50 && open !== base + 3; i++) {
+    await sleep(100);
+    open = await openConnections();
+  }
+  assert.equal(open, base + 3, `server has ${open} open connections for 3 pages (before: ${base}); the losing attempt was not closed`);
+  t.diagnostic(`server connections: ${base} before, ${open} with the 3 pages`);
+  await waitPaths(c, 'relay', 2, 5000);
+  await installProbe(c);
+  await Promise.all([installProbe(a), installProbe(b)]);
+  const idc = await peerId(c);
+  await sendProbes(c, 0, 50, 10, 40);
+  const rca = await waitProbes(a, { [idc]: 50 }, 5000);
+  const rcb = await waitProbes(b, { [idc]: 50 }, 5000);
+  assert.ok(rca.from[idc] >= 50 * RELAY_MIN && rcb.from[idc] >= 50 * RELAY_MIN, JSON.stringify([rca, rcb]));
+  await screenshot(a, '7-mixed-uniform-websocket');
+
+  // Close code 1000 on the WebSocket leaves for good: PeerLeft { Left } at once, not after the grace period.
+  const t0 = Date.now();
+  await a.evaluate(() => window.fsp2pDemo.client.close('test: close code 1000'));
+  for (const p of [b, c]) {
+    await waitIn(p, (gone) => window.fsp2pDemo.log.some((l) => l.endsWith(`peer ${gone} left (Left)`)), ida, 5000, 'PeerLeft { Left }');
+  }
+  t.diagnostic(`WebSocket close 1000 → PeerLeft { Left } after ${Date.now() - t0} ms`);
+  await closePages(a, b, c);
+});
+
+test('8. garbage on a WebSocket closes only that connection; a raw WebSocket client speaks the flight-data envelope', { timeout: 60000 }, async (t) => {
+  const a = await openDemo({ create: 1, name: 'Xray', relay: 1, tx: 0, transport: 'websocket' }, 'Xray');
+  const code = await sessionCode(a);
+  const b = await openDemo({ join: code, name: 'Yankee', relay: 1, tx: 0, transport: 'websocket' }, 'Yankee');
+  await sessionCode(b);
+  const [ida, idb] = [await peerId(a), await peerId(b)];
+  await waitPaths(a, 'relay', 1, 5000);
+  await waitPaths(b, 'relay', 1, 5000);
+
+  // Raw WebSockets from Xray's page, next to its own client's WebSocket.
+  const garbage = await a.evaluate(async () => {
+    const { decodeServerMsg } = await import('./fsp2p.js');
+    const url = new URL('/ws', location.href);
+    url.protocol = 'ws:';
+    const trial = (send) => new Promise((resolve) => {
+      const ws = new WebSocket(url);
+      ws.binaryType = 'arraybuffer';
+      const got = [];
+      ws.onopen = () => send(ws);
+      ws.onmessage = (e) => {
+        if (typeof e.data === 'string') got.push({ text: e.data });
+        else {
+          const m = new Uint8Array(e.data);
+          got.push(m[0] === 0 ? decodeServerMsg(m.subarray(1)) : { type: `0x${m[0].toString(16)}` });
+        }
+      };
+      ws.onclose = (e) => resolve({ close: e.code, got: got.map((m) => (m.type === 'Error' ? `Error ${m.code}` : m.type || 'text')) });
+      setTimeout(() => resolve({ close: 'none within 5 s', got }), 5000);
+    });
+    return {
+      text: await trial((ws) => ws.send('{"type":"Hello"}')),
+      unknownType: await trial((ws) => ws.send(new Uint8Array([0x07, 1, 2]))),
+      empty: await trial((ws) => ws.send(new Uint8Array(0))),
+      badBody: await trial((ws) => ws.send(new Uint8Array([0x00, 0xff, 0xff]))),
+      beforeHello: await trial((ws) => ws.send(new Uint8Array([0x00, 0x04]))), // LeaveSession first
+    };
+  });
+  t.diagnostic(`garbage: ${JSON.stringify(garbage)}`);
+  for (const k of ['text', 'unknownType', 'empty', 'badBody']) {
+    assert.deepEqual(garbage[k], { close: 4001, got: ['Error 1'] }, `${k}: expected Error(bad_message) then close 4001`);
+  }
+  assert.deepEqual(garbage.beforeHello, { close: 4004, got: ['Error 4'] }, 'LeaveSession before Hello: protocol_violation');
+
+  // The library's own connections did not notice.
+  for (const [p, id] of [[a, ida], [b, idb]]) {
+    assert.deepEqual(await p.evaluate(() => [window.fsp2pDemo.client.state, window.fsp2pDemo.client.peerId, window.fsp2pDemo.errors.length]),
+      ['connected', id, 0]);
+  }
+  await exchangeOverWebSocket(t, a, b, 100);
+
+  // A raw client (no library) joins the session over its own WebSocket and sends
+  // enveloped frames to Xray, out of order on purpose: the library must deliver only
+  // the ones newer (RFC 1982) than the last it accepted, with the 4 bytes stripped.
+  // Then Xray sends three frames to it: u32le sequence numbers, one apart.
+  const raw = await a.evaluate(async ([code, ida]) => {
+    const fsp = await import('./fsp2p.js');
+    const c = window.fsp2pDemo.client;
+    const url = new URL('/ws', location.href);
+    url.protocol = 'ws:';
+    const ws = new WebSocket(url);
+    ws.binaryType = 'arraybuffer';
+    const control = [];
+    const relay = [];
+    let wake = () => {};
+    ws.onmessage = (e) => {
+      const m = fsp.decodeWsMessage(new Uint8Array(e.data));
+      if (m.type === 'control') control.push(fsp.decodeServerMsg(m.body));
+      else relay.push(fsp.decodeRelay(m.frame.slice()));
+      wake();
+    };
+    const until = async (fn, what) => {
+      const t0 = performance.now();
+      while (!fn()) {
+        if (performance.now() - t0 > 5000) throw new Error(`raw client: no ${what}`);
+        await new Promise((r) => { wake = r; setTimeout(r, 50); });
+      }
+    };
+    await new Promise((r, j) => { ws.onopen = r; ws.onerror = j; });
+    const send = (msg) => ws.send(fsp.encodeWsControl(fsp.encodeClientMsg(msg)));
+    send({ type: 'Hello', version: 1, client: 'Other', relayMode: 'Datagram', name: 'raw', resumeToken: null });
+    send({ type: 'JoinSession', code, password: null });
+    await until(() => control.some((m) => m.type === 'SessionJoined'), 'SessionJoined');
+    const me = control.find((m) => m.type === 'Welcome').peerId;
+    await until(() => c.links.has(me), 'PeerJoined at Xray');
+    const got = [];
+    c.addEventListener('message', (e) => {
+      if (e.detail.from === me) got.push(new TextDecoder().decode(e.detail.data));
+    });
+    const seqs = [100, 99, 100, 101, 0x80000064, 101, 0xffffffff, 0, 1];
+    for (const s of seqs) ws.send(fsp.encodeWsRelay(fsp.encodeRelay(ida, fsp.wrapFlight(s, new TextEncoder().encode(`p${s}`)))));
+    await until(() => got.length >= 6 && c.getPeers().find((p) => p.id === me).staleDropped >= 3, 'delivery at Xray');
+    await new Promise((r) => setTimeout(r, 200)); // nothing more arrives
+    const stale = c.getPeers().find((p) => p.id === me).staleDropped;
+    for (let i = 0; i < 3; i++) c.send(me, new TextEncoder().encode(`x${i}`));
+    await until(() => relay.length >= 3, 'frames from Xray');
+    const fromXray = relay.map((r) => {
+      const f = fsp.unwrapFlight(r.payload);
+      return { from: r.peer, seq: f.seq, text: new TextDecoder().decode(f.payload) };
+    });
+    ws.close(1000);
+    return { me, got, stale, fromXray };
+  }, [code, ida]);
+  t.diagnostic(`raw client ${raw.me}: Xray delivered ${JSON.stringify(raw.got)}, dropped ${raw.stale} stale; sent it ${JSON.stringify(raw.fromXray)}`);
+  assert.deepEqual(raw.got, ['p100', 'p101', `p${0x80000064}`, `p${0xffffffff}`, 'p0', 'p1']);
+  assert.equal(raw.stale, 3);
+  assert.deepEqual(raw.fromXray.map((f) => [f.from, f.text]), [[ida, 'x0'], [ida, 'x1'], [ida, 'x2']]);
+  assert.equal(raw.fromXray[1].seq, (raw.fromXray[0].seq + 1) >>> 0);
+  assert.equal(raw.fromXray[2].seq, (raw.fromXray[1].seq + 1) >>> 0);
+  await closePages(a, b);
 });

@@ -82,6 +82,10 @@ async fn start_in(
         quic,
         web_dir: None,
         trust_proxy: false,
+        dev_cert: Some(flightsim_p2p::server::DevCert {
+            dir: dir.clone(),
+            hosts: vec!["localhost".into(), "127.0.0.1".into()],
+        }),
     })
     .await
     .unwrap();
