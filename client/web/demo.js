@@ -11,6 +11,10 @@
 //   relay=1         force relay (no WebRTC)
 //   policy=relay    iceTransportPolicy;      ice=none   no ICE servers at all
 //   deadline=MS     direct-connection deadline before falling back to the relay
+//   transport=auto|webtransport|websocket   signaling transport (default auto: WebTransport,
+//                   WebSocket when WebTransport is missing, fails, or is slow)
+//   fallbackDelay=MS  with auto: start the WebSocket attempt after this long (default 1000)
+//   ws=URL          WebSocket URL (default: this page's origin + /ws)
 //   tx=0            do not send aircraft state (tests)
 import { FlightSimP2P, FspError } from './fsp2p.js';
 
@@ -26,6 +30,9 @@ const cfg = {
   iceTransportPolicy: /** @type {RTCIceTransportPolicy} */ (params.get('policy') || 'all'),
   iceServers: params.get('ice') === 'none' ? [] : undefined,
   directTimeoutMs: Number(params.get('deadline') || 5000),
+  transport: /** @type {'auto'|'webtransport'|'websocket'} */ (params.get('transport') || 'auto'),
+  fallbackDelayMs: params.get('fallbackDelay') !== null ? Number(params.get('fallbackDelay')) : undefined,
+  wsUrl: params.get('ws') || undefined,
   tx: params.get('tx') !== '0',
 };
 
@@ -54,6 +61,8 @@ const log = [];
 const errors = [];
 let errorsAtStart = 0;
 let starting = false;
+/** detail of the client's last `transport` event */
+let transportEvent = null;
 let txCount = 0;
 let txRate = 0;
 let lastRateAt = performance.now();
@@ -151,9 +160,14 @@ async function start(code) {
       iceTransportPolicy: cfg.iceTransportPolicy,
       iceServers: cfg.iceServers,
       directTimeoutMs: cfg.directTimeoutMs,
+      transport: cfg.transport,
+      fallbackDelayMs: cfg.fallbackDelayMs,
+      wsUrl: cfg.wsUrl,
     });
     client = c;
-    $('server-url').textContent = c.options.url;
+    $('server-url').textContent = cfg.transport === 'websocket' ? c.options.wsUrl : c.options.url;
+    $('transport').textContent = cfg.transport === 'auto' ? 'connecting…' : `${cfg.transport} (forced), connecting…`;
+    $('transport').dataset.kind = '';
     wire(c);
     c.connect();
     // Pipelined behind Hello: one round trip to be in the session.
@@ -188,6 +202,8 @@ function stop(resetStatus = true) {
   $('session').hidden = true;
   $('me-id').textContent = '–';
   $('server-rtt').textContent = '–';
+  $('transport').textContent = '–';
+  $('transport').dataset.kind = '';
   renderPeers();
   renderForceRelay();
   if (resetStatus) setStatus('idle', 'not connected');
@@ -197,6 +213,15 @@ function stop(resetStatus = true) {
 function wire(c) {
   const on = (type, fn) => c.addEventListener(type, (e) => {
     if (client === c) fn(/** @type {CustomEvent} */ (e).detail);
+  });
+  on('transport', (d) => {
+    transportEvent = d;
+    const label = d.kind === 'websocket' ? 'WebSocket' : 'WebTransport';
+    $('transport').textContent = `${label}${d.fallbackReason ? ' (fallback)' : ''}`;
+    $('transport').title = d.fallbackReason;
+    $('transport').dataset.kind = d.kind;
+    $('server-url').textContent = d.url;
+    addLog(`transport: ${d.kind} ${d.url}${d.fallbackReason ? ` — ${d.fallbackReason}` : ''}`);
   });
   on('welcome', (d) => {
     $('me-id').textContent = String(d.peerId);
@@ -293,7 +318,7 @@ function onFlightData(from, data, path) {
   }
   a.rx++;
   a.path = path;
-  if (seq <= a.seq && a.seq - seq < 1e6) return; // old or duplicate (path switch)
+  // No staleness check needed here: the library drops frames older than one it delivered.
   a.seq = seq;
   a.x = v.getFloat32(13, true);
   a.y = v.getFloat32(17, true);
@@ -427,7 +452,7 @@ function renderPeers() {
   if (!peers.length) {
     const tr = document.createElement('tr');
     tr.className = 'empty';
-    tr.innerHTML = '<td colspan="7">no other peers</td>';
+    tr.innerHTML = '<td colspan="8">no other peers</td>';
     tbody.append(tr);
     return;
   }
@@ -443,6 +468,7 @@ function renderPeers() {
       null,
       a && a.rttMs !== null ? `${a.rttMs.toFixed(1)} ms` : p.iceRttMs !== null ? `${p.iceRttMs.toFixed(1)} ms (ICE)` : '–',
       a ? a.rxRate.toFixed(0) : '0',
+      String(p.staleDropped),
       !p.online ? 'offline' : p.connectionState === 'none' ? '—' : p.connectionState,
     ];
     for (const c of cells) {
@@ -507,6 +533,9 @@ window.fsp2pDemo = {
     return client;
   },
   cfg,
+  get transportEvent() {
+    return transportEvent;
+  },
   me,
   remote,
   log,

@@ -2,9 +2,11 @@
 //
 // A dependency-free ES module: the wire codec for docs/PROTOCOL.md (postcard,
 // hand-written, strict like the Rust side), control-stream framing, relay frame
-// headers, and `FlightSimP2P`, a client that signals over WebTransport, connects
+// headers, the flight-data envelope (§5), WebSocket messages (§10), and
+// `FlightSimP2P`, a client that signals over WebTransport (or, where that is
+// missing, fails or is slow, over the server's WebSocket fallback), connects
 // every pair of peers with a WebRTC DataChannel, and falls back per peer to the
-// server's QUIC datagram relay when the direct path does not come up.
+// server relay when the direct path does not come up.
 //
 // Game code only needs:
 //
@@ -12,7 +14,7 @@
 //   const hash = await FlightSimP2P.fetchCertHash();          // dev certificates only
 //   const net = new FlightSimP2P({ host: 'sim.example.com', port: 4433, certHash: hash, name: 'Ann' });
 //   net.onmessage = (from, bytes, path) => { ... };             // path: 'direct' | 'turn' | 'relay'
-//   net.connect();                                             // Hello is sent as soon as the stream opens
+//   net.connect();                                             // Hello is sent as soon as a transport is up
 //   const session = await net.createSession();                 // or net.joinSession('7KQ-2MX'), pipelined
 //   net.send(0, bytes);                                        // 0 = every other peer; or a peer id
 //
@@ -802,6 +804,154 @@ export function decodeRelay(frame) {
 }
 
 // ---------------------------------------------------------------------------
+// Flight-data envelope (PROTOCOL.md §5, "client convention")
+// ---------------------------------------------------------------------------
+
+/** Bytes of the flight-data envelope: a u32 little-endian sequence number before the application bytes. */
+export const FLIGHT_HEADER_BYTES = 4;
+
+/**
+ * `u32le(seq) || payload`: one flight-data message as it goes on the wire, on every
+ * path (DataChannel message, or relay payload). Same bytes as the C# client's
+ * `SnapshotEnvelope.Wrap`.
+ * @param {number} seq 0..=2^32-1
+ * @param {Uint8Array} payload application bytes
+ * @returns {Uint8Array}
+ */
+export function wrapFlight(seq, payload) {
+  checkUint(seq, U32_MAX, 'sequence number');
+  if (!(payload instanceof Uint8Array)) throw new TypeError('Uint8Array expected');
+  const out = new Uint8Array(FLIGHT_HEADER_BYTES + payload.length);
+  out[0] = seq & 0xff;
+  out[1] = (seq >>> 8) & 0xff;
+  out[2] = (seq >>> 16) & 0xff;
+  out[3] = (seq >>> 24) & 0xff;
+  out.set(payload, FLIGHT_HEADER_BYTES);
+  return out;
+}
+
+/**
+ * Split an enveloped flight-data message.
+ * @param {Uint8Array} frame
+ * @returns {{seq: number, payload: Uint8Array}|null} null when shorter than the header; the payload is a view into `frame`
+ */
+export function unwrapFlight(frame) {
+  if (frame.length < FLIGHT_HEADER_BYTES) return null;
+  const seq = (frame[0] | (frame[1] << 8) | (frame[2] << 16) | (frame[3] << 24)) >>> 0;
+  return { seq, payload: frame.subarray(FLIGHT_HEADER_BYTES) };
+}
+
+/** The sequence number after `seq`: 2^32-1 wraps to 0, as a C# `uint` does. */
+export function nextSeq(seq) {
+  return (seq + 1) >>> 0;
+}
+
+/**
+ * Serial-number order (RFC 1982): true when `seq` comes after `last`,
+ * i.e. `(int32)(seq - last) > 0`. Both are u32 values.
+ */
+export function seqNewer(seq, last) {
+  return ((seq - last) | 0) > 0;
+}
+
+/**
+ * The receiver's side of the envelope: per sending peer, the last sequence number
+ * accepted; a frame that is not newer (late, duplicate, overtaken on the relay,
+ * still in flight on the old path after a relay → direct switch) is dropped, so it
+ * never overwrites newer state. The first frame from a peer is always accepted.
+ */
+export class SeqFilter {
+  constructor() {
+    /** @type {Map<number, number>} peer id → last accepted sequence number */
+    this.last = new Map();
+    /** frames refused so far */
+    this.dropped = 0;
+  }
+
+  /** True if `seq` from `peer` is newer than anything accepted from it (and records it). */
+  accept(peer, seq) {
+    const last = this.last.get(peer);
+    if (last !== undefined && !seqNewer(seq, last)) {
+      this.dropped++;
+      return false;
+    }
+    this.last.set(peer, seq);
+    return true;
+  }
+
+  /** Forget a peer: its next frame is accepted whatever its number (it joined, left, or restarted). */
+  reset(peer) {
+    this.last.delete(peer);
+  }
+
+  /** Forget every peer not in `keep`. @param {Iterable<number>} keep */
+  retain(keep) {
+    const k = new Set(keep);
+    for (const p of [...this.last.keys()]) if (!k.has(p)) this.last.delete(p);
+  }
+
+  clear() {
+    this.last.clear();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// WebSocket messages (PROTOCOL.md §10)
+// ---------------------------------------------------------------------------
+
+/** First byte of a WebSocket message carrying one control message body (no length prefix). */
+export const WS_CONTROL = 0x00;
+/** First byte of a WebSocket message carrying one relay frame. */
+export const WS_RELAY = 0x01;
+/** Path of the WebSocket endpoint on the server's HTTP port. */
+export const WEBSOCKET_PATH = '/ws';
+
+function typed(type, bytes) {
+  const out = new Uint8Array(bytes.length + 1);
+  out[0] = type;
+  out.set(bytes, 1);
+  return out;
+}
+
+/** `0x00 || postcard body`: one control message as one WebSocket message. @param {Uint8Array} body */
+export function encodeWsControl(body) {
+  return typed(WS_CONTROL, body);
+}
+
+/** `0x01 || varint(peer) || payload`: one relay frame as one WebSocket message. @param {Uint8Array} frame */
+export function encodeWsRelay(frame) {
+  return typed(WS_RELAY, frame);
+}
+
+/**
+ * Split one binary WebSocket message by its type byte. Views into `msg`.
+ * @param {Uint8Array} msg
+ * @returns {{type: 'control', body: Uint8Array} | {type: 'relay', frame: Uint8Array}}
+ */
+export function decodeWsMessage(msg) {
+  if (msg.length === 0) throw new DecodeError('empty WebSocket message');
+  if (msg[0] === WS_CONTROL) return { type: 'control', body: msg.subarray(1) };
+  if (msg[0] === WS_RELAY) return { type: 'relay', frame: msg.subarray(1) };
+  throw new DecodeError(`unknown WebSocket message type 0x${msg[0].toString(16).padStart(2, '0')}`);
+}
+
+/** WebSocket close code for one of ours: 0 (leave for good) → 1000, a §6 error code n → 4000 + n. */
+export function wsCloseCode(code) {
+  if (!code) return 1000;
+  return code > 0 && code < 1000 ? 4000 + code : 4000;
+}
+
+/**
+ * Our close code for a WebSocket one: 1000 → 0 (normal close), 4000 + n → n (the
+ * server's §6 error code), anything else (1006: the connection just ended) → null.
+ */
+export function fromWsCloseCode(wsCode) {
+  if (wsCode === 1000) return 0;
+  if (wsCode >= 4000 && wsCode <= 4999) return wsCode - 4000;
+  return null;
+}
+
+// ---------------------------------------------------------------------------
 // Small helpers
 // ---------------------------------------------------------------------------
 
@@ -870,22 +1020,30 @@ const now = () => performance.now();
 // Transports
 // ---------------------------------------------------------------------------
 
+/** @typedef {'webtransport'|'websocket'} TransportKind */
+
 /**
- * What FlightSimP2P needs from a signaling transport. WebTransport is the only
- * one today; a WebSocket transport (for browsers without WebTransport) can
- * implement the same shape: an ordered reliable byte stream for control frames
- * plus an unreliable (or best-effort) channel for relay frames.
+ * What FlightSimP2P needs from a signaling transport: an ordered, reliable channel
+ * for control messages plus a best-effort channel for relay frames. Implementations:
+ * `WebTransportSignal` (control stream + datagrams), `WebSocketSignal` (PROTOCOL.md
+ * §10: one binary message per control message or relay frame) and `AutoSignal`
+ * (happy eyeballs: WebTransport first, WebSocket when it is missing, fails or is slow).
+ *
+ * Callbacks fire only after `open()` resolved.
  *
  * @typedef {Object} SignalTransport
- * @property {string} kind                                   'webtransport', later 'websocket'
- * @property {() => Promise<void>} open                      connect; reject with FspError on failure
- * @property {(bytes: Uint8Array) => Promise<void>} write    append to the control stream
- * @property {(frame: Uint8Array) => boolean} sendRelay      send one relay frame; false if dropped
- * @property {number} maxRelayFrameBytes                     largest relay frame the transport carries
- * @property {(code: number, reason: string) => void} close
- * @property {((chunk: Uint8Array) => void)|null} onControl   control stream bytes
- * @property {((frame: Uint8Array) => void)|null} onRelay     one relay frame
+ * @property {string} kind       'webtransport' | 'websocket' (AutoSignal: 'auto' until open() resolved, then the winner's kind)
+ * @property {string} url        where it connects (AutoSignal: the winner's URL once open)
+ * @property {() => Promise<void>} open                        connect; reject with FspError on failure
+ * @property {(body: Uint8Array) => Promise<void>} sendControl  one control message body, postcard(ClientMsg) without length prefix
+ * @property {(frame: Uint8Array) => boolean} sendRelay         one relay frame `varint(peer) || payload`; false if dropped
+ * @property {number} maxRelayFrameBytes                        largest relay frame the transport carries
+ * @property {(code: number, reason: string) => void} close     0 = leave for good, else a PROTOCOL.md §6 code; also aborts open()
+ * @property {((body: Uint8Array) => void)|null} onControl      one control message body from the server
+ * @property {((frame: Uint8Array) => void)|null} onRelay       one relay frame from the server
+ * @property {((error: Error) => void)|null} onProtocolError    the server's bytes cannot even be split into messages
  * @property {((info: {code: number|null, reason: string, error?: unknown}) => void)|null} onClosed
+ *           code: 0 for a normal close, the server's §6 error code for its error close, else null
  */
 
 /**
@@ -909,6 +1067,12 @@ function tuneDatagrams(dg, maxAgeMs) {
   set('incomingHighWaterMark', 256);
 }
 
+/**
+ * Options handed to transport constructors and to a custom `transport` factory.
+ * @typedef {{url: string, wsUrl: string, certHash: Uint8Array|null, connectTimeoutMs: number,
+ *   datagramMaxAgeMs: number, fallbackDelayMs: number, wsMaxBufferedBytes: number}} TransportOptions
+ */
+
 /** @implements {SignalTransport} */
 export class WebTransportSignal {
   /**
@@ -924,12 +1088,16 @@ export class WebTransportSignal {
     this.wt = null;
     this.onControl = null;
     this.onRelay = null;
+    this.onProtocolError = null;
     this.onClosed = null;
     this._closedFired = false;
     this._writer = null;
     this._dgWriter = null;
+    /** The control stream is a byte stream of `varint(len) || body` frames. */
+    this._frames = new FrameReader(256 * 1024);
     /** `closed` is reported only after open() succeeded; before that open() rejects. */
     this._opened = false;
+    this._aborted = false;
   }
 
   get maxRelayFrameBytes() {
@@ -959,14 +1127,18 @@ export class WebTransportSignal {
       (info) => this._fireClosed({ code: info?.closeCode ?? 0, reason: info?.reason ?? '' }),
       (e) => this._fireClosed({ code: null, reason: describe(e), error: e }),
     );
+    let stream;
     try {
       await withTimeout(wt.ready, this.connectTimeoutMs, () => new Error(`no answer within ${this.connectTimeoutMs} ms`));
+      if (this._aborted) throw new Error('aborted');
+      stream = await wt.createBidirectionalStream();
+      if (this._aborted) throw new Error('aborted');
     } catch (e) {
       try { wt.close(); } catch { /* already failed */ }
+      if (this._aborted) throw new FspError(0, 'closed', `WebTransport connection to ${this.url} closed while connecting`, { cause: e });
       throw new FspError(0, 'connect_failed',
         `WebTransport connection to ${this.url} failed (${describe(e)}). ${hint}`, { cause: e });
     }
-    const stream = await wt.createBidirectionalStream();
     this._writer = stream.writable.getWriter();
     const dg = wt.datagrams;
     tuneDatagrams(dg, this.datagramMaxAgeMs);
@@ -982,7 +1154,18 @@ export class WebTransportSignal {
       for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
-        if (value && value.length && this.onControl) this.onControl(value);
+        if (!value || !value.length) continue;
+        let bodies;
+        try {
+          bodies = this._frames.push(value);
+        } catch (e) {
+          if (this.onProtocolError) this.onProtocolError(/** @type {Error} */ (e));
+          return;
+        }
+        for (const body of bodies) {
+          if (this._closedFired) return;
+          if (this.onControl) this.onControl(body);
+        }
       }
       this._closeSoon({ code: null, reason: 'the server finished the control stream' });
     } catch (e) {
@@ -1007,9 +1190,9 @@ export class WebTransportSignal {
     }
   }
 
-  write(bytes) {
+  sendControl(body) {
     if (!this._writer) return Promise.reject(new FspError(0, 'closed', 'transport is not open'));
-    return this._writer.write(bytes);
+    return this._writer.write(encodeFrame(body));
   }
 
   sendRelay(frame) {
@@ -1019,6 +1202,7 @@ export class WebTransportSignal {
   }
 
   close(code = 0, reason = '') {
+    if (!this._opened) this._aborted = true;
     if (!this.wt) return;
     try {
       this.wt.close({ closeCode: code, reason });
@@ -1034,6 +1218,292 @@ export class WebTransportSignal {
   }
 }
 
+/** At most `max` UTF-8 bytes of `s` (WebSocket close reasons are limited to 123 bytes). */
+function clipUtf8(s, max) {
+  if (utf8Encoder.encode(s).length <= max) return s;
+  let out = '';
+  for (const ch of s) {
+    if (utf8Encoder.encode(out + ch).length > max) break;
+    out += ch;
+  }
+  return out;
+}
+
+/**
+ * The fallback transport of PROTOCOL.md §10: a WebSocket to `GET /ws` on the
+ * server's HTTP port. Every message is binary: `0x00 || control body` or
+ * `0x01 || relay frame`. Close code 1000 leaves for good; the server closes
+ * with 4000 + its error code.
+ *
+ * Relay frames share the TCP connection with the control messages, so they are
+ * reliable and in order but can queue: a frame is dropped (sendRelay returns
+ * false) while more than `wsMaxBufferedBytes` wait in the socket's send buffer,
+ * so stale flight state is never sent late.
+ * @implements {SignalTransport}
+ */
+export class WebSocketSignal {
+  /** @param {{wsUrl: string, connectTimeoutMs?: number, wsMaxBufferedBytes?: number}} opts */
+  constructor(opts) {
+    this.kind = 'websocket';
+    this.url = opts.wsUrl;
+    this.connectTimeoutMs = opts.connectTimeoutMs ?? 10000;
+    this.maxBufferedBytes = opts.wsMaxBufferedBytes ?? 32 * 1024;
+    /** @type {WebSocket|null} */
+    this.ws = null;
+    this.onControl = null;
+    this.onRelay = null;
+    this.onProtocolError = null;
+    this.onClosed = null;
+    this._opened = false;
+    this._closedFired = false;
+    /** @type {((why: string) => void)|null} rejects a pending open() */
+    this._abort = null;
+  }
+
+  /** The server takes messages up to max(max_frame_bytes, max_relay_payload + 5) + 1 bytes. */
+  get maxRelayFrameBytes() {
+    return DEFAULT_MAX_FRAME_BYTES;
+  }
+
+  async open() {
+    if (typeof WebSocket === 'undefined') throw new FspError(0, 'unsupported', 'This environment has no WebSocket.');
+    const hint = `Check that the server's HTTP port serves ${WEBSOCKET_PATH} at that address (by default the page's own origin; pass wsUrl otherwise) and that no proxy in between refuses WebSocket upgrades.`;
+    let ws;
+    try {
+      ws = new WebSocket(this.url);
+    } catch (e) {
+      throw new FspError(0, 'connect_failed', `Cannot open a WebSocket to ${this.url}: ${describe(e)}`, { cause: e });
+    }
+    ws.binaryType = 'arraybuffer';
+    this.ws = ws;
+    let aborted = false;
+    try {
+      await new Promise((resolve, reject) => {
+        const ms = this.connectTimeoutMs;
+        const timer = ms > 0 ? setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms) : 0;
+        ws.onopen = () => {
+          clearTimeout(timer);
+          resolve(undefined);
+        };
+        // Browsers give no details on the error event; the close event that follows has the code.
+        ws.onerror = () => {};
+        ws.onclose = (e) => {
+          clearTimeout(timer);
+          reject(new Error(`closed before it opened (code ${e.code}${e.reason ? `: ${e.reason}` : ''})`));
+        };
+        this._abort = (why) => {
+          aborted = true;
+          clearTimeout(timer);
+          reject(new Error(why));
+        };
+      });
+    } catch (e) {
+      try { ws.close(); } catch { /* not open */ }
+      if (aborted) throw new FspError(0, 'closed', `WebSocket connection to ${this.url} closed while connecting`, { cause: e });
+      throw new FspError(0, 'connect_failed', `WebSocket connection to ${this.url} failed (${describe(e)}). ${hint}`, { cause: e });
+    } finally {
+      this._abort = null;
+    }
+    this._opened = true;
+    ws.onmessage = (e) => this._onMessage(e.data);
+    ws.onclose = (e) => this._fireClosed({
+      code: fromWsCloseCode(e.code),
+      reason: e.reason || `WebSocket closed with code ${e.code}${e.code === 1006 ? ' (connection lost)' : ''}`,
+      wsCode: e.code,
+    });
+  }
+
+  /** @param {ArrayBuffer|string} data */
+  _onMessage(data) {
+    if (this._closedFired) return;
+    let m;
+    try {
+      if (typeof data === 'string') throw new DecodeError('the server sent a text message');
+      m = decodeWsMessage(new Uint8Array(data));
+    } catch (e) {
+      if (this.onProtocolError) this.onProtocolError(/** @type {Error} */ (e));
+      return;
+    }
+    if (m.type === 'control') {
+      if (this.onControl) this.onControl(m.body);
+    } else if (this.onRelay) this.onRelay(m.frame);
+  }
+
+  _isOpen() {
+    return !!this.ws && this._opened && this.ws.readyState === 1; // OPEN
+  }
+
+  sendControl(body) {
+    if (!this._isOpen()) return Promise.reject(new FspError(0, 'closed', 'WebSocket is not open'));
+    try {
+      /** @type {WebSocket} */ (this.ws).send(encodeWsControl(body));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return Promise.resolve();
+  }
+
+  sendRelay(frame) {
+    if (!this._isOpen() || this._closedFired) return false;
+    const ws = /** @type {WebSocket} */ (this.ws);
+    if (ws.bufferedAmount > this.maxBufferedBytes) return false;
+    try {
+      ws.send(encodeWsRelay(frame));
+    } catch {
+      return false;
+    }
+    return true;
+  }
+
+  close(code = 0, reason = '') {
+    if (this._abort) this._abort('aborted');
+    if (!this.ws) return;
+    try {
+      this.ws.close(wsCloseCode(code), clipUtf8(reason, 123));
+    } catch {
+      // already closed
+    }
+  }
+
+  _fireClosed(info) {
+    if (this._closedFired || !this._opened) return;
+    this._closedFired = true;
+    if (this.onClosed) this.onClosed(info);
+  }
+}
+
+/**
+ * "Happy eyeballs" over the two transports (PROTOCOL.md §10): WebTransport first;
+ * WebSocket at once if this browser has no WebTransport or the WebTransport attempt
+ * fails, and in parallel if WebTransport is not ready within `fallbackDelayMs`.
+ * Whichever is ready first is used; the other attempt is closed (code 0 / 1000,
+ * before any Hello, so the server keeps nothing of it).
+ * @implements {SignalTransport}
+ */
+export class AutoSignal {
+  /**
+   * @param {TransportOptions} opts
+   * @param {{webtransport?: (o: TransportOptions) => SignalTransport, websocket?: (o: TransportOptions) => SignalTransport}} [factories] for tests
+   */
+  constructor(opts, factories = {}) {
+    this.kind = 'auto';
+    this.opts = opts;
+    this.fallbackDelayMs = opts.fallbackDelayMs ?? 1000;
+    this._make = {
+      webtransport: factories.webtransport || ((o) => new WebTransportSignal(o)),
+      websocket: factories.websocket || ((o) => new WebSocketSignal(o)),
+    };
+    /** @type {SignalTransport|null} the attempt that won */
+    this.chosen = null;
+    /** Why the WebSocket was tried; '' when only WebTransport was. */
+    this.fallbackReason = '';
+    this.onControl = null;
+    this.onRelay = null;
+    this.onProtocolError = null;
+    this.onClosed = null;
+    /** @type {{kind: TransportKind, t: SignalTransport, failed: boolean, closedInfo: any}[]} */
+    this._attempts = [];
+    this._closed = false;
+  }
+
+  get url() {
+    return this.chosen ? this.chosen.url : this.opts.url;
+  }
+
+  get maxRelayFrameBytes() {
+    return this.chosen ? this.chosen.maxRelayFrameBytes : 1200;
+  }
+
+  open() {
+    return new Promise((resolve, reject) => {
+      let done = false;
+      let timer = 0;
+      /** @type {Record<string, any>} */
+      const errors = {};
+      const attempts = this._attempts;
+      const settle = () => {
+        done = true;
+        clearTimeout(timer);
+      };
+      const fail = () => {
+        settle();
+        if (this._closed) {
+          reject(new FspError(0, 'closed', 'closed while connecting'));
+          return;
+        }
+        const wt = errors.webtransport;
+        const ws = errors.websocket;
+        if (wt && ws) {
+          reject(new FspError(0, 'connect_failed',
+            `Neither transport connected. ${wt.message || describe(wt)} — then: ${ws.message || describe(ws)}`, { cause: ws }));
+        } else reject(wt || ws);
+      };
+      /** @param {TransportKind} kind @param {string} why */
+      const start = (kind, why) => {
+        if (done || this._closed || attempts.some((a) => a.kind === kind)) return;
+        const t = this._make[kind](this.opts);
+        const a = { kind, t, failed: false, closedInfo: null };
+        attempts.push(a);
+        if (kind === 'websocket') this.fallbackReason = why;
+        // Forward callbacks from the winner only.
+        t.onControl = (b) => { if (this.chosen === t && this.onControl) this.onControl(b); };
+        t.onRelay = (f) => { if (this.chosen === t && this.onRelay) this.onRelay(f); };
+        t.onProtocolError = (e) => { if (this.chosen === t && this.onProtocolError) this.onProtocolError(e); };
+        t.onClosed = (info) => {
+          if (this.chosen === t) {
+            if (this.onClosed) this.onClosed(info);
+          } else a.closedInfo = info;
+        };
+        t.open().then(() => {
+          if (done || this._closed) {
+            t.close(0, 'happy eyeballs: the other transport won');
+            return;
+          }
+          settle();
+          for (const o of attempts) if (o !== a && !o.failed) o.t.close(0, 'happy eyeballs: the other transport won');
+          this.chosen = t;
+          this.kind = t.kind;
+          if (a.closedInfo) queueMicrotask(() => this.onClosed && this.onClosed(a.closedInfo));
+          resolve(undefined);
+        }, (e) => {
+          a.failed = true;
+          errors[kind] = e;
+          if (done) return;
+          if (kind === 'webtransport') start('websocket', `WebTransport failed: ${e && e.message ? e.message : describe(e)}`);
+          if (attempts.every((o) => o.failed)) fail();
+        });
+      };
+      if (typeof WebTransport === 'undefined') {
+        start('websocket', 'this browser has no WebTransport');
+      } else {
+        start('webtransport', '');
+        if (!done) {
+          timer = setTimeout(() => start('websocket', `WebTransport not ready within ${this.fallbackDelayMs} ms`),
+            Math.max(0, this.fallbackDelayMs));
+        }
+      }
+    });
+  }
+
+  sendControl(body) {
+    if (!this.chosen) return Promise.reject(new FspError(0, 'closed', 'transport is not open'));
+    return this.chosen.sendControl(body);
+  }
+
+  sendRelay(frame) {
+    return !!this.chosen && this.chosen.sendRelay(frame);
+  }
+
+  close(code = 0, reason = '') {
+    if (this.chosen) {
+      this.chosen.close(code, reason);
+      return;
+    }
+    this._closed = true;
+    for (const a of this._attempts) if (!a.failed) a.t.close(code, reason);
+  }
+}
+
 // ---------------------------------------------------------------------------
 // The client
 // ---------------------------------------------------------------------------
@@ -1045,7 +1515,14 @@ const SESSION_REQUEST_ERRORS = new Set([9, 10, 11, 12, 13, 14, 16, 17]);
  * @typedef {Object} FlightSimP2POptions
  * @property {string} [url]             full WebTransport URL; default https://HOST:PORT/signal
  * @property {string} [host]            default location.hostname
- * @property {number} [port]            default 4433
+ * @property {number} [port]            UDP port of QUIC/WebTransport, default 4433
+ * @property {string} [wsUrl]           WebSocket fallback URL; default the page's origin + /ws (ws:// or wss://),
+ *                                      outside a page ws://HOST:8080/ws
+ * @property {'auto'|'webtransport'|'websocket'|((opts: TransportOptions) => SignalTransport)} [transport]
+ *           'auto' (default): happy eyeballs, WebTransport first, WebSocket when it is missing, fails, or is
+ *           not ready within fallbackDelayMs; 'webtransport' / 'websocket' force one; or a factory
+ * @property {number} [fallbackDelayMs] 'auto': start the WebSocket attempt this long after WebTransport's if that is not ready yet (default 1000)
+ * @property {number} [wsMaxBufferedBytes] on WebSocket, drop relay frames while more than this waits to be sent (default 32768)
  * @property {string|ArrayBuffer|ArrayBufferView|null} [certHash]  SHA-256 of a self-signed dev certificate (hex or base64, from /cert-hash); null with a CA certificate
  * @property {string} [name]            display name (≤ 64 UTF-8 bytes)
  * @property {boolean} [forceRelay]     never use WebRTC; all flight data through the server relay
@@ -1055,13 +1532,24 @@ const SESSION_REQUEST_ERRORS = new Set([9, 10, 11, 12, 13, 14, 16, 17]);
  * @property {number} [directRetryMs]   try a direct connection again this long after it failed (default 20000; 0 = never)
  * @property {number} [pingIntervalMs]  Ping period for the server RTT (default 2000; 0 = off)
  * @property {number} [statsIntervalMs] getStats period for direct/turn and ICE RTT (default 1000)
- * @property {number} [connectTimeoutMs] WebTransport handshake + Welcome deadline (default 10000)
+ * @property {number} [connectTimeoutMs] handshake deadline per transport, and Welcome deadline (default 10000)
  * @property {number} [datagramMaxAgeMs] relay datagrams older than this are dropped, not sent or delivered late (default 100)
  * @property {number} [requestTimeoutMs] create/join/leave answer deadline (default 10000)
  * @property {Uint8Array|null} [resumeToken] from an earlier Welcome, to get the same peer id back
- * @property {(opts: {url: string, certHash: Uint8Array|null, connectTimeoutMs: number, datagramMaxAgeMs: number}) => SignalTransport} [transport]
- *           transport factory (default: WebTransport); the hook for a later WebSocket fallback
  */
+
+/** Values of the `transport` option besides a factory. */
+export const TRANSPORT_CHOICES = Object.freeze(['auto', 'webtransport', 'websocket']);
+
+/** Default WebSocket URL: the page's origin (its scheme mapped to ws/wss), else the usual HTTP port of `host`. */
+function defaultWsUrl(hostPart) {
+  if (typeof location !== 'undefined' && /^https?:$/.test(location.protocol)) {
+    const u = new URL(WEBSOCKET_PATH, location.href);
+    u.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    return u.toString();
+  }
+  return `ws://${hostPart}:8080${WEBSOCKET_PATH}`;
+}
 
 /**
  * One remote peer of my session and the state of the path to it.
@@ -1092,16 +1580,21 @@ class PeerLink {
     this.pendingCandidates = [];
     /** serializes the async WebRTC operations of this peer */
     this.chain = Promise.resolve();
+    /** flight-data messages delivered to the game / sent */
     this.rx = 0;
     this.tx = 0;
+    /** flight-data messages from this peer dropped as not newer than the last one accepted */
+    this.staleDropped = 0;
   }
 }
 
 /**
- * FlightSim P2P client: signaling over WebTransport, WebRTC DataChannels, datagram relay fallback.
+ * FlightSim P2P client: signaling over WebTransport (or its WebSocket fallback), WebRTC
+ * DataChannels, relay through the server where a peer has no direct path.
  *
  * Events (all `CustomEvent`s, data in `detail`):
- *   welcome {peerId, resumed, iceServers, limits}; session {session, created}; sessionleft {reason};
+ *   transport {kind, url, fallbackReason, connectMs}; welcome {peerId, resumed, iceServers, limits, transport};
+ *   session {session, created}; sessionleft {reason};
  *   peerjoined {peer}; peerleft {peer, reason}; peerstatus {peer, online}; hostchanged {host};
  *   pathchange {peer, path, previous}; message {from, data, path}; rtt {rttMs};
  *   error {code, name, message, fatal, error}; goingaway {reconnectAfterMs, message};
@@ -1117,8 +1610,13 @@ export class FlightSimP2P extends EventTarget {
     if (host === 'localhost') host = '127.0.0.1';
     const port = options.port || 4433;
     const hostPart = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+    const transport = options.transport ?? 'auto';
+    if (typeof transport !== 'function' && !TRANSPORT_CHOICES.includes(transport)) {
+      throw new RangeError(`transport must be one of ${TRANSPORT_CHOICES.join(', ')} or a factory, got ${String(transport)}`);
+    }
     this.options = {
       url: options.url || `https://${hostPart}:${port}${WEBTRANSPORT_PATH}`,
+      wsUrl: options.wsUrl || defaultWsUrl(hostPart),
       certHash: options.certHash ? certHashBytes(options.certHash) : null,
       name: options.name || '',
       forceRelay: !!options.forceRelay,
@@ -1132,7 +1630,9 @@ export class FlightSimP2P extends EventTarget {
       datagramMaxAgeMs: options.datagramMaxAgeMs ?? 100,
       requestTimeoutMs: options.requestTimeoutMs ?? 10000,
       resumeToken: options.resumeToken || null,
-      transport: options.transport || null,
+      transport,
+      fallbackDelayMs: options.fallbackDelayMs ?? 1000,
+      wsMaxBufferedBytes: options.wsMaxBufferedBytes ?? 32 * 1024,
     };
     if (utf8Encoder.encode(this.options.name).length > MAX_NAME_BYTES) {
       throw new RangeError(`name must be at most ${MAX_NAME_BYTES} UTF-8 bytes`);
@@ -1156,12 +1656,26 @@ export class FlightSimP2P extends EventTarget {
     this.stats = {
       directSent: 0, directReceived: 0, relaySent: 0, relayFramesSent: 0, relayReceived: 0,
       relayDropped: 0, relayBadFrames: 0, controlSent: 0, controlReceived: 0,
+      /** flight-data messages dropped as not newer than the last accepted from their sender (all peers) */
+      staleDropped: 0,
+      /** flight-data messages too short for the 4-byte envelope */
+      flightBadFrames: 0,
     };
-    /** @type {SignalTransport|null} */
+    /** @type {TransportKind|null} the transport in use once connected: 'webtransport' or 'websocket' */
     this.transport = null;
-    this._frames = new FrameReader(256 * 1024);
+    /** URL of the transport in use */
+    this.transportUrl = '';
+    /** with transport 'auto' on the WebSocket: why ('' on WebTransport, or with the WebSocket forced) */
+    this.fallbackReason = '';
+    /** @type {SignalTransport|null} the transport object (for debugging) */
+    this.conn = null;
+    /** sequence number of the last flight-data message sent (one counter for all peers and paths) */
+    this._txSeq = 0;
+    /** last sequence number accepted from each sender */
+    this._rxSeq = new SeqFilter();
+    /** control message bodies written before Hello (pipelined behind it) */
     this._queue = /** @type {Uint8Array[]} */ ([]);
-    /** control frames waiting for the rate limit (after Hello) */
+    /** control message bodies waiting for the rate limit (after Hello) */
     this._outbox = /** @type {Uint8Array[]} */ ([]);
     this._tokens = 0;
     this._tokensAt = 0;
@@ -1213,6 +1727,7 @@ export class FlightSimP2P extends EventTarget {
       dataChannel: l.dc ? l.dc.readyState : 'none',
       rx: l.rx,
       tx: l.tx,
+      staleDropped: l.staleDropped,
     }));
   }
 
@@ -1226,12 +1741,17 @@ export class FlightSimP2P extends EventTarget {
     return this.welcome ? this.welcome.limits.maxRelayPayload : DEFAULT_MAX_RELAY_PAYLOAD;
   }
 
+  /** Largest payload `send()` can relay: the relay limit minus the 4-byte envelope. */
+  get maxFlightPayload() {
+    return this.maxRelayPayload - FLIGHT_HEADER_BYTES;
+  }
+
   get forceRelay() {
     return this.options.forceRelay;
   }
 
   /**
-   * Open the WebTransport session and send Hello. Resolves with the Welcome.
+   * Connect (WebTransport, or WebSocket as the `transport` option says) and send Hello. Resolves with the Welcome.
    * Session requests made before it resolves are pipelined behind Hello.
    * @returns {Promise<WelcomeMsg>}
    */
@@ -1243,13 +1763,14 @@ export class FlightSimP2P extends EventTarget {
       this._welcomeWaiter = { resolve, reject };
     });
     welcome.catch(() => {});
+    const startedAt = now();
     this._connectPromise = (async () => {
-      const factory = o.transport || ((opts) => new WebTransportSignal(opts));
-      const t = factory({ url: o.url, certHash: o.certHash, connectTimeoutMs: o.connectTimeoutMs, datagramMaxAgeMs: o.datagramMaxAgeMs });
-      t.onControl = (chunk) => this._onControlBytes(chunk);
+      const t = this._makeTransport();
+      t.onControl = (body) => this._onControlMessage(body);
       t.onRelay = (frame) => this._onRelayFrame(frame);
+      t.onProtocolError = (e) => this._protocolError(e);
       t.onClosed = (info) => this._onTransportClosed(info);
-      this.transport = t;
+      this.conn = t;
       try {
         await t.open();
       } catch (e) {
@@ -1258,6 +1779,13 @@ export class FlightSimP2P extends EventTarget {
         throw err;
       }
       if (this.state === 'closed') throw new FspError(0, 'closed', 'closed while connecting');
+      this.transport = /** @type {TransportKind} */ (t.kind);
+      this.transportUrl = t.url;
+      // Why we are on the WebSocket when 'auto' chose it; '' on WebTransport (even if a WebSocket attempt lost the race).
+      this.fallbackReason = this.transport === 'websocket' ? /** @type {any} */ (t).fallbackReason || '' : '';
+      this._emit('transport', {
+        kind: this.transport, url: this.transportUrl, fallbackReason: this.fallbackReason, connectMs: now() - startedAt,
+      });
       this._helloSent = true;
       this._writeMsg({
         type: 'Hello', version: PROTOCOL_VERSION, client: 'Browser', relayMode: 'Datagram',
@@ -1265,15 +1793,29 @@ export class FlightSimP2P extends EventTarget {
       });
       const queued = this._queue;
       this._queue = [];
-      for (const f of queued) this._writeRaw(f);
+      for (const body of queued) this._writeRaw(body);
       return withTimeout(welcome, o.connectTimeoutMs, () => {
-        const err = new FspError(0, 'timeout', `No Welcome from ${o.url} within ${o.connectTimeoutMs} ms.`);
+        const err = new FspError(0, 'timeout', `No Welcome from ${t.url} within ${o.connectTimeoutMs} ms.`);
         this._fail(err);
         return err;
       });
     })();
     this._connectPromise.catch(() => {});
     return this._connectPromise;
+  }
+
+  /** @returns {SignalTransport} */
+  _makeTransport() {
+    const o = this.options;
+    /** @type {TransportOptions} */
+    const opts = {
+      url: o.url, wsUrl: o.wsUrl, certHash: o.certHash, connectTimeoutMs: o.connectTimeoutMs,
+      datagramMaxAgeMs: o.datagramMaxAgeMs, fallbackDelayMs: o.fallbackDelayMs, wsMaxBufferedBytes: o.wsMaxBufferedBytes,
+    };
+    if (typeof o.transport === 'function') return o.transport(opts);
+    if (o.transport === 'webtransport') return new WebTransportSignal(opts);
+    if (o.transport === 'websocket') return new WebSocketSignal(opts);
+    return new AutoSignal(opts);
   }
 
   /**
@@ -1306,8 +1848,13 @@ export class FlightSimP2P extends EventTarget {
   /**
    * Send flight data to one peer, or to every other peer with peer = 0, over the
    * best path each peer has (DataChannel, else the relay). Best effort.
+   *
+   * The bytes go out in the flight-data envelope of PROTOCOL.md §5 (a u32
+   * little-endian sequence number first, one counter for every peer and path);
+   * receivers strip it and drop messages older than one already delivered, so
+   * `onmessage` never sees stale state, whichever path it came on.
    * @param {number} peer
-   * @param {Uint8Array|ArrayBuffer} data
+   * @param {Uint8Array|ArrayBuffer} data at most `maxFlightPayload` bytes to go through the relay
    * @returns {boolean} false if nothing could be sent (not in a session, unknown peer, too big for the relay)
    */
   send(peer, data) {
@@ -1321,13 +1868,15 @@ export class FlightSimP2P extends EventTarget {
       targets = [l];
     }
     if (targets.length === 0) return false;
+    this._txSeq = nextSeq(this._txSeq);
+    const frame = wrapFlight(this._txSeq, bytes);
     let ok = true;
     /** @type {number[]} */
     const relay = [];
     for (const l of targets) {
       if (this._directUsable(l)) {
         try {
-          /** @type {RTCDataChannel} */ (l.dc).send(bytes);
+          /** @type {RTCDataChannel} */ (l.dc).send(frame);
           l.tx++;
           this.stats.directSent++;
           continue;
@@ -1338,14 +1887,14 @@ export class FlightSimP2P extends EventTarget {
       if (l.online) relay.push(l.id);
     }
     if (relay.length) {
-      if (bytes.length > this.maxRelayPayload || !this.transport) {
+      if (frame.length > this.maxRelayPayload || !this.conn) {
         this.stats.relayDropped += relay.length;
         return false;
       }
       // Everyone on the relay: one upload, the server fans out.
       const ids = peer === ALL_PEERS && relay.length === this.links.size && relay.length > 1 ? [ALL_PEERS] : relay;
       for (const id of ids) {
-        if (this.transport.sendRelay(encodeRelay(id, bytes))) {
+        if (this.conn.sendRelay(encodeRelay(id, frame))) {
           this.stats.relayFramesSent++;
         } else {
           this.stats.relayDropped++;
@@ -1405,10 +1954,10 @@ export class FlightSimP2P extends EventTarget {
     this.close(reason);
   }
 
-  /** Leave for good: close with code 0 (the server removes my peer at once). */
+  /** Leave for good: close with code 0 (WebSocket: 1000); the server removes my peer at once. */
   close(reason = 'bye') {
     if (this.state === 'closed') return;
-    const t = this.transport;
+    const t = this.conn;
     this._teardown();
     if (t) t.close(0, reason);
     this._emitClose(0, reason);
@@ -1455,23 +2004,22 @@ export class FlightSimP2P extends EventTarget {
       this._emit('error', { code: 0, name: err.codeName, message: err.message, fatal: false, error: err });
       return;
     }
-    const frame = encodeFrame(body);
-    if (!this._helloSent) this._queue.push(frame);
+    if (!this._helloSent) this._queue.push(body);
     else {
-      this._outbox.push(frame);
+      this._outbox.push(body);
       this._pump();
     }
   }
 
   /**
-   * Write queued control frames while staying under the server's signals_per_sec
+   * Write queued control messages while staying under the server's signals_per_sec
    * (burst 2×): over it the server drops messages (rate_limited), and a dropped ICE
    * candidate can cost a direct connection. Uses 90 % of the rate and a burst of 1×.
    */
   _pump() {
     const rate = this.welcome ? this.welcome.limits.signalsPerSec * 0.9 : 0;
     if (!rate) {
-      for (const f of this._outbox.splice(0)) this._writeRaw(f);
+      for (const body of this._outbox.splice(0)) this._writeRaw(body);
       return;
     }
     const t = now();
@@ -1490,47 +2038,41 @@ export class FlightSimP2P extends EventTarget {
   }
 
   _writeMsg(msg) {
-    this._writeRaw(encodeFrame(encodeClientMsg(msg)));
+    this._writeRaw(encodeClientMsg(msg));
   }
 
-  _writeRaw(frame) {
-    if (!this.transport || this.state === 'closed') return;
+  /** @param {Uint8Array} body one control message body */
+  _writeRaw(body) {
+    if (!this.conn || this.state === 'closed') return;
     this.stats.controlSent++;
-    this.transport.write(frame).catch((e) => {
+    this.conn.sendControl(body).catch((e) => {
       this._fail(new FspError(0, 'closed', `control stream write failed: ${describe(e)}`, { cause: e }));
     });
   }
 
-  _onControlBytes(chunk) {
-    let bodies;
+  /** @param {Uint8Array} body one control message body from the server */
+  _onControlMessage(body) {
+    if (this.state === 'closed') return;
+    let msg;
     try {
-      bodies = this._frames.push(chunk);
+      msg = decodeServerMsg(body);
     } catch (e) {
-      this._protocolError(e);
+      this._protocolError(e, body);
       return;
     }
-    for (const body of bodies) {
-      let msg;
-      try {
-        msg = decodeServerMsg(body);
-      } catch (e) {
-        this._protocolError(e, body);
-        return;
-      }
-      this.stats.controlReceived++;
-      try {
-        this._onServerMsg(msg);
-      } catch (e) {
-        console.error('fsp2p: handler failed for', msg.type, e);
-      }
-      if (this.state === 'closed') return;
+    this.stats.controlReceived++;
+    try {
+      this._onServerMsg(msg);
+    } catch (e) {
+      console.error('fsp2p: handler failed for', msg.type, e);
     }
   }
 
   _protocolError(e, body) {
+    if (this.state === 'closed') return;
     const hex = body ? ` (body ${toHex(body.subarray(0, 64))}${body.length > 64 ? '…' : ''})` : '';
     const err = new FspError(0, 'decode_failed', `cannot decode a message from the server: ${describe(e)}${hex}`, { fatal: true, cause: e });
-    const t = this.transport;
+    const t = this.conn;
     this._fail(err);
     if (t) t.close(1, 'bad_message');
   }
@@ -1546,7 +2088,9 @@ export class FlightSimP2P extends EventTarget {
         this.state = 'connected';
         this.options.resumeToken = m.resumeToken;
         this._startTimers();
-        this._emit('welcome', { peerId: m.peerId, resumed: m.resumed, iceServers: m.iceServers, limits: m.limits, welcome: m });
+        this._emit('welcome', {
+          peerId: m.peerId, resumed: m.resumed, iceServers: m.iceServers, limits: m.limits, transport: this.transport, welcome: m,
+        });
         if (this._welcomeWaiter) {
           this._welcomeWaiter.resolve(m);
           this._welcomeWaiter = null;
@@ -1558,6 +2102,7 @@ export class FlightSimP2P extends EventTarget {
         // A resume may put us back in a session: start over with the current peer list.
         for (const l of [...this.links.values()]) this._dropLink(l);
         this.session = { ...m.session, peers: [...m.session.peers] };
+        this._rxSeq.retain(m.session.peers.map((p) => p.id));
         this._settle(['create', 'join'], this.session, null);
         this._emit('session', { session: this.session, created: m.type === 'SessionCreated' });
         // The peers already in the session offer to me (PROTOCOL.md §8). After a resume
@@ -1572,6 +2117,7 @@ export class FlightSimP2P extends EventTarget {
         if (this.session && !this.session.peers.some((p) => p.id === m.peer.id)) this.session.peers.push(m.peer);
         const existing = this.links.get(m.peer.id);
         if (existing) this._dropLink(existing);
+        this._rxSeq.reset(m.peer.id);
         this._addLink(m.peer, true);
         this._emit('peerjoined', { peer: m.peer });
         break;
@@ -1580,12 +2126,15 @@ export class FlightSimP2P extends EventTarget {
         if (this.session) this.session.peers = this.session.peers.filter((p) => p.id !== m.peer);
         const l = this.links.get(m.peer);
         if (l) this._dropLink(l);
+        this._rxSeq.reset(m.peer);
         this._emit('peerleft', { peer: m.peer, reason: m.reason });
         break;
       }
       case 'PeerStatus': {
         const l = this.links.get(m.peer);
         if (l) l.online = m.online;
+        // Back after a lost connection: it may be a restarted client whose counter began again.
+        if (m.online) this._rxSeq.reset(m.peer);
         this._emit('peerstatus', { peer: m.peer, online: m.online });
         break;
       }
@@ -1620,6 +2169,7 @@ export class FlightSimP2P extends EventTarget {
       }
       case 'SessionLeft':
         for (const l of [...this.links.values()]) this._dropLink(l);
+        this._rxSeq.clear();
         this.session = null;
         this._settle(['leave'], m.reason, null);
         this._emit('sessionleft', { reason: m.reason });
@@ -1656,9 +2206,28 @@ export class FlightSimP2P extends EventTarget {
       return;
     }
     this.stats.relayReceived++;
-    const l = this.links.get(r.peer);
+    this._deliverFlight(r.peer, r.payload, 'relay');
+  }
+
+  /**
+   * One flight-data message from `from` on any path: strip the envelope, drop it if
+   * it is not newer than the last one accepted from that peer, else hand it to the game.
+   * @param {number} from @param {Uint8Array} frame @param {PeerPath} path
+   */
+  _deliverFlight(from, frame, path) {
+    const f = unwrapFlight(frame);
+    if (!f) {
+      this.stats.flightBadFrames++;
+      return;
+    }
+    const l = this.links.get(from);
+    if (!this._rxSeq.accept(from, f.seq)) {
+      this.stats.staleDropped++;
+      if (l) l.staleDropped++;
+      return;
+    }
     if (l) l.rx++;
-    this._deliver(r.peer, r.payload, 'relay');
+    this._deliver(from, f.payload, path);
   }
 
   _deliver(from, data, path) {
@@ -1685,7 +2254,7 @@ export class FlightSimP2P extends EventTarget {
   _fail(err) {
     if (this.state === 'closed') return;
     this._emit('error', { code: err.code, name: err.codeName, message: err.message, fatal: true, error: err });
-    const t = this.transport;
+    const t = this.conn;
     this._teardown(err);
     // Code 0: we do not resume after a failure, so leave for good.
     if (t) t.close(0, err.codeName);
@@ -1705,11 +2274,13 @@ export class FlightSimP2P extends EventTarget {
     clearTimeout(this._pumpTimer);
     this._outbox = [];
     for (const l of [...this.links.values()]) this._dropLink(l);
+    this._rxSeq.clear();
   }
 
   /**
-   * @param {number|null} code 0: closed by us; a §6 code: the server's fatal error; else the
-   *   WebTransport close code, or null when the connection failed without one
+   * @param {number|null} code 0: closed by us (or a normal close); a §6 code: the server's fatal
+   *   error (WebTransport close code, or WebSocket close code minus 4000); null when the
+   *   connection ended without one
    */
   _emitClose(code, reason, error) {
     if (this._closeEmitted) return;
@@ -1855,9 +2426,8 @@ export class FlightSimP2P extends EventTarget {
     };
     dc.onmessage = (e) => {
       const data = typeof e.data === 'string' ? utf8Encoder.encode(e.data) : new Uint8Array(e.data);
-      l.rx++;
       this.stats.directReceived++;
-      this._deliver(l.id, data, l.directKind || 'direct');
+      this._deliverFlight(l.id, data, l.directKind || 'direct');
     };
   }
 

@@ -911,7 +911,7 @@ test('7. mixed transports: a WebSocket page and a WebTransport page relay to eac
   await sleep(300);
   const mc1 = await metrics();
   const acc = (k) => delta(mc0, mc1, `fsp2p_connections_accepted_total{transport="${k}"}`);
-  t.diagnostic(`Whiskey (both attempts at once) got ${trc.kind}${trc.reason ? ` (${trc.reason})` : ''}; ` +
+  t.diagnostic(`Whiskey (both attempts at once) got ${trc.kind}; ` +
     `server accepted webtransport +${acc('webtransport')}, websocket +${acc('websocket')}`);
   let open = await openConnections();
   for (let i = 0; i < 50 && open !== base + 3; i++) {
