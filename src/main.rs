@@ -176,7 +176,8 @@ struct PeerArgs {
     #[arg(long, default_value_t = 0.0)]
     send_rate: f64,
 
-    /// Payload size of each frame in bytes (at least 16: sequence number and timestamp).
+    /// Payload size of each frame in bytes (at least 12: the u32 sequence number of the
+    /// flight-data envelope, PROTOCOL.md §5, then a timestamp).
     #[arg(long, default_value_t = 200)]
     size: usize,
 
@@ -371,7 +372,7 @@ async fn peer(args: PeerArgs) -> Result<()> {
         );
     }
 
-    let size = args.size.max(16);
+    let size = args.size.max(12);
     let period = (args.send_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.send_rate));
     let mut send_tick = tokio::time::interval(period.unwrap_or(Duration::from_secs(3600)));
     send_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -384,8 +385,10 @@ async fn peer(args: PeerArgs) -> Result<()> {
     loop {
         tokio::select! {
             _ = send_tick.tick(), if period.is_some() && (args.count == 0 || sent < args.count) => {
-                payload[..8].copy_from_slice(&sent.to_le_bytes());
-                payload[8..16].copy_from_slice(&(start.elapsed().as_nanos() as u64).to_le_bytes());
+                // The flight-data envelope's sequence number, so browser and
+                // .NET peers accept these frames; then a timestamp.
+                payload[..4].copy_from_slice(&((sent as u32).wrapping_add(1)).to_le_bytes());
+                payload[4..12].copy_from_slice(&(start.elapsed().as_nanos() as u64).to_le_bytes());
                 if let Err(e) = client.send_relay(args.to, &payload).await {
                     eprintln!("send failed: {e:#}");
                 }
