@@ -16,6 +16,7 @@ test: deps ## Run every test (Rust, browser, C# codec)
 	tests/csharp/live.sh
 	tests/csharp/run.sh
 	$(MAKE) --no-print-directory check-deploy
+	$(MAKE) --no-print-directory nat-test
 
 test-rust: ## Only the Rust tests
 	$(CARGO) test --locked
@@ -171,3 +172,8 @@ bench: ## Run the benchmarks (cargo bench)
 
 check-deploy: ## Check the deployment files (hadolint, compose, TOML) and make start/stop
 	bash tests/deploy/check.sh
+
+.PHONY: nat-test
+nat-test: ## Fallback behind real NATs in network namespaces (needs root; prints SKIPPED otherwise)
+	$(CARGO) build --locked
+	tests/nat/run.sh

@@ -12,6 +12,7 @@ command -v mcs >/dev/null || need_apt+=(mono-devel)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v docker-compose >/dev/null || need_apt+=(docker-compose)
 command -v ip >/dev/null || need_apt+=(iproute2)
+command -v nft >/dev/null || need_apt+=(nftables)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "deps: need root to install: ${need_apt[*]} (run: sudo $0)" >&2

@@ -1,24 +1,32 @@
 // Strict-NAT end-to-end test driver (issue 8). Run it through tests/nat/run.sh (root).
 //
 // For every scenario: build the namespace network (tests/nat/netns.sh), start coturn
-// (stun/entrypoint.sh with the production stun/turnserver.conf) and the FlightSim
-// server in the public namespace, a static HTTP server and a headless Chromium inside
-// each player namespace, open tests/nat/page (the unmodified client/web/fsp2p.js),
-// let player A create a session and player B join it, then check:
+// (stun/entrypoint.sh with the production stun/turnserver.conf and a secret file) and
+// the FlightSim server in the public namespace, a static HTTP server and a headless
+// Chromium inside each player namespace, open tests/nat/page (which imports the
+// unmodified client/web/fsp2p.js), let player A create a session and player B join
+// it, then check:
 //   * the path each side chose for the other (direct / turn / relay) and the ICE
-//     candidate pairs behind it (getStats),
+//     evidence behind it (selected and succeeded candidate pairs from getStats; for
+//     relay, that ICE really reports 'failed'),
 //   * the signaling transport each side ended up on (webtransport / websocket),
-//   * 300 frames each way with payloads intact (CRC + pattern), all on the chosen path,
-//   * the server's relay counters over the burst (0 on direct/turn, every frame on relay),
-//   * the time from session join to the first delivered frame.
+//   * 300 frames each way with payloads intact (CRC + pattern), every one of them
+//     delivered on the chosen path,
+//   * the server's relay counters over the burst (0 frames on direct/turn; on relay
+//     at least every delivered frame, received on each side's transport),
+//   * the time from session join to the first delivered frame (any path: the relay
+//     carries frames while ICE is still checking) and to the first on the chosen path.
 // Everything is torn down after each scenario, also on failure or a signal.
 //
+// Scenarios 1-4 run by default; 5 is a control (coturn without allowed-peer-ip).
+//
 // Environment:
-//   NAT_RUN_ID        prefix part for namespace names (run.sh passes its pid)
-//   NAT_SCENARIOS     comma-separated scenario numbers (default 1,2,3,4)
-//   NAT_FRAMES        frames per direction in the burst (default 300)
-//   NAT_INTERVAL_MS   burst pacing (default 10: 100 frames/s)
-//   FSP2P_BIN, CHROMIUM as in tests/browser/e2e.test.mjs
+//   NAT_SCENARIOS               comma-separated scenario numbers (default 1,2,3,4)
+//   NAT_FRAMES                  frames per direction in the burst (default 300)
+//   NAT_INTERVAL_MS             burst pacing (default 10: 100 frames/s)
+//   NAT_ICE_FAILED_TIMEOUT_MS   relay scenarios: wait this long for ICE 'failed' (default 45000; 0 = do not wait)
+//   NAT_RUN_ID                  part of the namespace names (run.sh passes its pid)
+//   FSP2P_BIN, CHROMIUM         as in tests/browser/e2e.test.mjs
 import { spawn, spawnSync } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -182,13 +190,14 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 
 // --- one scenario -------------------------------------------------------------------------
 
-function metricSum(text, name) {
+/** Sum of a Prometheus counter's samples, optionally only those whose labels contain `labelMatch`. */
+function metricSum(text, name, labelMatch = '') {
   let sum = 0;
   for (const line of text.split('\n')) {
-    if (line.startsWith(name + '{') || line.startsWith(name + ' ')) {
-      const v = Number(line.trim().split(/\s+/).pop());
-      if (Number.isFinite(v)) sum += v;
-    }
+    if (!(line.startsWith(name + '{') || line.startsWith(name + ' '))) continue;
+    if (labelMatch && !line.includes(labelMatch)) continue;
+    const v = Number(line.trim().split(/\s+/).pop());
+    if (Number.isFinite(v)) sum += v;
   }
   return sum;
 }
@@ -218,7 +227,7 @@ async function runScenario(sc, secretFile, certDir) {
     id: sc.id, title: sc.title, nat: `${sc.natA} / ${sc.natB}`, expect: sc.expect,
     ok: false, failures: [], paths: ['?', '?'], transports: ['?', '?'], delivered: [0, 0], intact: [0, 0],
     firstMs: [null, null], firstPath: [null, null], firstOnPathMs: [null, null], pairs: [null, null],
-    relayForwardedDuringBurst: null, setupMs: 0, totalMs: 0, joinMs: [null, null], iceFailedMs: null,
+    relayForwardedDuringBurst: null, relayReceivedDuringBurst: null, setupMs: 0, totalMs: 0, joinMs: [null, null], iceFailedMs: null,
   };
   const fail = (m) => r.failures.push(m);
   const tStart = Date.now();
@@ -312,6 +321,8 @@ async function runScenario(sc, secretFile, certDir) {
     await sleep(200);
     const m1 = httpGetIn(pub, `http://${SERVER_IP}:${HTTP_PORT}/metrics`).body;
     r.relayForwardedDuringBurst = metricSum(m1, 'fsp2p_relay_forwarded_total') - metricSum(m0, 'fsp2p_relay_forwarded_total');
+    const recvDelta = (via) => metricSum(m1, 'fsp2p_relay_received_total', `via="${via}"`) - metricSum(m0, 'fsp2p_relay_received_total', `via="${via}"`);
+    r.relayReceivedDuringBurst = { datagram: recvDelta('datagram'), websocket: recvDelta('websocket') };
     states = await Promise.all(pages.map((p) => p.evaluate(() => window.nat.state())));
     r.states = states;
 
@@ -361,6 +372,15 @@ async function runScenario(sc, secretFile, certDir) {
     if (sc.expect === 'relay') {
       if (r.relayForwardedDuringBurst < r.delivered[0] + r.delivered[1]) {
         fail(`server forwarded ${r.relayForwardedDuringBurst} relay frames during the burst, fewer than the ${r.delivered[0] + r.delivered[1]} delivered`);
+      }
+      // Each side's frames reached the server on that side's transport: QUIC/WebTransport
+      // datagrams, or WebSocket messages.
+      const want = { datagram: 0, websocket: 0 };
+      for (let i = 0; i < 2; i++) want[sc.transports[i] === 'websocket' ? 'websocket' : 'datagram'] += r.delivered[i];
+      for (const via of ['datagram', 'websocket']) {
+        if (r.relayReceivedDuringBurst[via] < want[via]) {
+          fail(`server received ${r.relayReceivedDuringBurst[via]} relay frames via ${via} during the burst, expected at least ${want[via]}`);
+        }
       }
     } else if (r.relayForwardedDuringBurst !== 0) {
       fail(`server forwarded ${r.relayForwardedDuringBurst} relay frames during a ${sc.expect} burst (expected 0)`);
@@ -496,7 +516,7 @@ async function main() {
         console.log(`    ${'AB'[i]}: signaling ${r.transports[i]}${r.fallbackReason && r.fallbackReason[i] ? ` (${r.fallbackReason[i]})` : ''}; ICE ${x.state}; selected ${x.selected || 'none'}; ${x.succeeded} pairs succeeded; local candidates ${JSON.stringify(x.local)}`);
       }
     }
-    console.log(`    server relay frames forwarded during the burst: ${r.relayForwardedDuringBurst}; connect→joined A ${fmtMs(r.joinMs[0])}, B ${fmtMs(r.joinMs[1])}${r.iceFailedMs ? `; ICE failed after join: A ${fmtMs(r.iceFailedMs[0])}, B ${fmtMs(r.iceFailedMs[1])}` : ''}`);
+    console.log(`    server relay during the burst: received ${JSON.stringify(r.relayReceivedDuringBurst)}, forwarded ${r.relayForwardedDuringBurst}; connect→joined A ${fmtMs(r.joinMs[0])}, B ${fmtMs(r.joinMs[1])}${r.iceFailedMs ? `; ICE failed after join: A ${fmtMs(r.iceFailedMs[0])}, B ${fmtMs(r.iceFailedMs[1])}` : ''}`);
     if (r.coturnDenied && r.coturnDenied.length) console.log(`    coturn refused permissions (deny list) for: ${r.coturnDenied.join(', ')}`);
     for (const f of r.failures) console.log(`    FAIL: ${f}`);
   }
