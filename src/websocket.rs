@@ -168,10 +168,12 @@ async fn reader(
             Ok(Message::Ping(_) | Message::Pong(_)) => continue,
             Err(e) => {
                 let text = e.to_string();
-                if text.contains("too long")
-                    || text.contains("too big")
-                    || text.contains("Space limit")
-                {
+                let inner = e.into_inner();
+                let too_large = matches!(
+                    inner.downcast_ref::<tokio_tungstenite::tungstenite::Error>(),
+                    Some(tokio_tungstenite::tungstenite::Error::Capacity(_))
+                );
+                if too_large {
                     (
                         ErrorCode::FrameTooLarge,
                         format!("message too large: {text}"),
