@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{eventually, expect_msg, start, TestServer, WAIT};
-use flightsim_p2p::client::{expect_error, Client, ClientConfig, ClientTransport, Event};
+use flightsim_p2p::client::{expect_error, Client, ClientConfig, ClientTransport};
 use flightsim_p2p::limits::Limits;
 use flightsim_p2p::protocol::*;
 use flightsim_p2p::relay::Via;
@@ -213,5 +213,4 @@ async fn garbage_text_and_oversized_websocket_messages_close_only_that_connectio
         }
     }
     assert!(saw_error);
-    let _ = Event::Closed(String::new());
 }
