@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use flightsim_p2p::client::{Client, ClientConfig, Event, Trust};
@@ -12,60 +12,9 @@ use flightsim_p2p::protocol::ServerMsg;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flightsim-p2p");
 
-struct Running {
-    child: Child,
-    quic: std::net::SocketAddr,
-    http: std::net::SocketAddr,
-    hash: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Start `serve` on OS-chosen ports and read the addresses it prints.
-fn serve(dir: &std::path::Path, extra: &[&str]) -> Running {
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--cert-dir")
-        .arg(dir)
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawning the server");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let mut hash = String::new();
-    loop {
-        let Some(Ok(line)) = lines.next() else {
-            let _ = child.kill();
-            let status = child.wait();
-            panic!("server exited before listening: {status:?}");
-        };
-        if let Some(h) = line.strip_prefix("dev certificate sha-256: ") {
-            hash = h.trim().to_string();
-        }
-        if let Some(rest) = line.strip_prefix("listening: quic+webtransport udp://") {
-            let (quic, http) = rest.split_once("  http://").unwrap();
-            return Running {
-                child,
-                quic: quic.trim().parse().unwrap(),
-                http: http.trim().parse().unwrap(),
-                hash,
-            };
-        }
-    }
+/// Start `serve` on OS-chosen ports (see `common::ServeProcess`).
+fn serve(dir: &std::path::Path, extra: &[&str]) -> common::ServeProcess {
+    common::ServeProcess::start(dir, extra, Stdio::null())
 }
 
 #[test]

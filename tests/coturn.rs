@@ -24,13 +24,15 @@
 //!
 //! Without coturn on PATH: fails when `CI` is set, else prints SKIPPED.
 
+mod common;
+
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -690,18 +692,6 @@ fn assert_peer_refused(coturn: &Coturn, o: &Outcome, peer_ip: &str, range: Optio
 // 1. Credentials from a real Welcome relay through coturn
 // ---------------------------------------------------------------------------
 
-/// The server binary, killed on drop.
-struct Server {
-    child: Child,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn welcome_turn_credentials_relay_packets_through_coturn() {
     if !require_coturn() {
@@ -714,47 +704,19 @@ fn welcome_turn_credentials_relay_packets_through_coturn() {
     let stun_url = format!("stun:127.0.0.1:{}", coturn.ports.listen);
     let certs = coturn.dir.join("server-certs");
 
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--cert-dir")
-        .arg(&certs)
-        .arg("--turn-secret-file")
-        .arg(&secret_file)
-        .args(["--turn-url", &turn_url, "--stun-url", &stun_url])
-        .env_remove("FSP2P_TURN_SECRET")
-        .env_remove("FSP2P_TURN_URLS")
-        .env_remove("FSP2P_STUN_URLS")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(File::create(coturn.dir.join("server.err")).unwrap())
-        .spawn()
-        .expect("spawning the server");
-    let stdout = child.stdout.take().unwrap();
-    let server = Server { child };
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(rest) = line.strip_prefix("listening: quic+webtransport udp://") {
-                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-            }
-        }
-    });
-    let quic = rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| {
-            panic!(
-                "server did not print its listening address; stderr:\n{}",
-                fs::read_to_string(coturn.dir.join("server.err")).unwrap_or_default()
-            )
-        });
+    let server = common::ServeProcess::start(
+        &certs,
+        &[
+            "--turn-secret-file",
+            &secret_file.display().to_string(),
+            "--turn-url",
+            &turn_url,
+            "--stun-url",
+            &stun_url,
+        ],
+        Stdio::from(File::create(coturn.dir.join("server.err")).unwrap()),
+    );
+    let quic = server.quic.to_string();
     eprintln!(
         "[welcome] server listening on udp://{quic}, coturn on {}",
         coturn.addr()

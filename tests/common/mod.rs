@@ -2,7 +2,7 @@
 //! clients (raw QUIC and WebTransport) connecting to it.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -183,4 +183,77 @@ pub async fn expect_msg<T>(
         .await
         .expect("timed out")
         .expect("failed")
+}
+
+/// The real `flightsim-p2p serve` binary as a child process on OS-chosen
+/// loopback ports, killed on drop. Addresses and the dev certificate hash come
+/// from what it prints at start-up.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    pub quic: SocketAddr,
+    pub http: SocketAddr,
+    /// Hex SHA-256 of the dev certificate.
+    pub hash: String,
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ServeProcess {
+    pub fn start(cert_dir: &std::path::Path, extra: &[&str], stderr: std::process::Stdio) -> Self {
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flightsim-p2p"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--cert-dir")
+            .arg(cert_dir)
+            .args(extra)
+            // Only what the test passes: nothing from the caller's environment.
+            .env_remove("FSP2P_TURN_SECRET")
+            .env_remove("FSP2P_TURN_SECRET_FILE")
+            .env_remove("FSP2P_TURN_URLS")
+            .env_remove("FSP2P_STUN_URLS")
+            .env_remove("PORT")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawning the server");
+        let stdout = child.stdout.take().expect("server stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut hash = String::new();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(h) = line.strip_prefix("dev certificate sha-256: ") {
+                    hash = h.trim().to_string();
+                }
+                if let Some(rest) = line.strip_prefix("listening: quic+webtransport udp://") {
+                    let _ = tx.send((rest.to_string(), hash.clone()));
+                }
+            }
+        });
+        let Ok((rest, hash)) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!("server did not print its addresses (exit: {status:?})");
+        };
+        let (quic, http) = rest.split_once("  http://").expect("listening line");
+        ServeProcess {
+            child,
+            quic: quic.trim().parse().expect("quic address"),
+            http: http.trim().parse().expect("http address"),
+            hash,
+        }
+    }
 }
