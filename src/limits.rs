@@ -16,6 +16,11 @@ pub struct Limits {
     #[arg(long, env = "FSP2P_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
+    /// Most concurrent connections from one client IP address (players behind one NAT or
+    /// carrier-grade NAT share an address, so keep it generous); more are refused with `server_full`.
+    #[arg(long, env = "FSP2P_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
+
     /// Most concurrent sessions; `CreateSession` beyond it fails with `too_many_sessions`.
     #[arg(long, env = "FSP2P_MAX_SESSIONS", default_value_t = 2_000)]
     pub max_sessions: usize,
@@ -67,6 +72,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 10_000,
+            max_connections_per_ip: 256,
             max_sessions: 2_000,
             max_peers_per_session: 16,
             max_frame_bytes: 16 * 1024,

@@ -191,6 +191,8 @@ pub struct Core {
     /// Failed joins per client address, so reconnecting does not reset the
     /// brute-force guard: `max_join_attempts` per minute per address.
     join_failures: HashMap<IpAddr, TokenBucket>,
+    /// Open connections per client address (`max_connections_per_ip`).
+    conns_per_ip: HashMap<IpAddr, usize>,
     next_conn: ConnId,
     next_peer: PeerId,
     next_session: u64,
@@ -216,6 +218,7 @@ impl Core {
             codes: HashMap::new(),
             tokens: HashMap::new(),
             join_failures: HashMap::new(),
+            conns_per_ip: HashMap::new(),
             next_conn: 1,
             next_peer: 1,
             next_session: 1,
@@ -260,6 +263,13 @@ impl Core {
         }
         if self.conns.len() >= self.limits.max_connections {
             return Err(ErrorCode::ServerFull);
+        }
+        if let Some(ip) = meta.ip {
+            let n = self.conns_per_ip.entry(ip).or_insert(0);
+            if *n >= self.limits.max_connections_per_ip {
+                return Err(ErrorCode::ServerFull);
+            }
+            *n += 1;
         }
         let id = self.next_conn;
         self.next_conn += 1;
@@ -352,6 +362,14 @@ impl Core {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
+        if let Some(ip) = c.meta.ip {
+            if let Some(n) = self.conns_per_ip.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.conns_per_ip.remove(&ip);
+                }
+            }
+        }
         let Some(p) = c.peer else { return };
         let Some(peer) = self.peers.get_mut(&p) else {
             return;
@@ -1634,6 +1652,36 @@ mod tests {
             ),
             Err(ErrorCode::ShuttingDown)
         );
+    }
+
+    #[test]
+    fn one_address_cannot_take_every_seat() {
+        let mut l = limits();
+        l.max_connections_per_ip = 2;
+        let mut w = World::with(l, IceConfig::default());
+        let a = w.open(); // all from 192.0.2.1
+        w.open();
+        let third = w.core.open(
+            w.now,
+            ConnMeta {
+                transport: Transport::Quic,
+                ip: Some(IpAddr::from([192, 0, 2, 1])),
+            },
+        );
+        assert_eq!(third, Err(ErrorCode::ServerFull));
+        // Another address is fine, and a slot frees when a connection closes.
+        assert!(w
+            .core
+            .open(
+                w.now,
+                ConnMeta {
+                    transport: Transport::Quic,
+                    ip: Some(IpAddr::from([198, 51, 100, 7])),
+                }
+            )
+            .is_ok());
+        w.core.closed(w.now, a, true);
+        w.open();
     }
 
     #[test]

@@ -110,6 +110,7 @@ fn start_server(cert_dir: &std::path::Path) -> Result<Server> {
             "0",
         ])
         .args(["--signals-per-sec", "0", "--max-connections", "30000"])
+        .args(["--max-connections-per-ip", "30000"])
         .args(["--max-sessions", "30000", "--log", "warn"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
