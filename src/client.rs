@@ -520,6 +520,23 @@ impl Client {
         ep.rebind(socket).context("rebinding the endpoint")
     }
 
+    /// Give up the event stream and take the raw connection, to read relay
+    /// datagrams with no task hop in between (benchmarks). Control messages
+    /// are no longer read. `None` for WebSocket.
+    pub fn into_raw(mut self) -> Option<RawQuic> {
+        self.reader.abort();
+        let relay = self.relay_sender();
+        let endpoint = self._endpoint.take();
+        match &self.link {
+            Link::Quic { wire, .. } => Some(RawQuic {
+                wire: wire.clone(),
+                relay,
+                _endpoint: endpoint,
+            }),
+            Link::WebSocket { .. } => None,
+        }
+    }
+
     /// Close the connection cleanly (QUIC code 0, WebSocket 1000): leave for good.
     pub async fn close(mut self) {
         match &self.link {
@@ -552,6 +569,13 @@ impl Client {
         }
         // Drop aborts the WebSocket tasks: the TCP connection just goes away.
     }
+}
+
+/// A connection taken out of a [`Client`] by [`Client::into_raw`].
+pub struct RawQuic {
+    pub wire: Wire,
+    pub relay: RelaySender,
+    _endpoint: Option<quinn::Endpoint>,
 }
 
 /// Sends relay frames on a client's connection; see [`Client::relay_sender`].

@@ -71,7 +71,7 @@ struct Sink {
 impl Sink {
     fn record(&self, payload: &[u8]) {
         let n = self.delivered.fetch_add(1, Ordering::Relaxed);
-        if n % 4 == 0 && payload.len() >= 8 {
+        if n.is_multiple_of(4) && payload.len() >= 8 {
             let sent = u64::from_le_bytes(payload[..8].try_into().unwrap_or([0; 8]));
             let us = now_ns().saturating_sub(sent) / 1000;
             if let Ok(mut l) = self.latencies.lock() {
@@ -161,13 +161,17 @@ impl Fleet {
             c.join_session(&code, None).await?;
             clients.push(c);
         }
-        for mut c in clients {
-            // Send through a handle; the client itself moves into its receiver task.
-            self.senders.push(Sender::Ours(c.relay_sender()));
+        for c in clients {
+            // Read datagrams straight off the connection, as the TURN and bare
+            // receivers read their sockets: no event channel in between.
+            let raw = c.into_raw().context("raw QUIC connection")?;
+            self.senders.push(Sender::Ours(raw.relay.clone()));
             let sink = self.sink.clone();
             self.tasks.push(tokio::spawn(async move {
-                while let Some((_, p, _)) = c.next_relay(Duration::from_secs(3600)).await {
-                    sink.record(&p);
+                while let Ok(d) = raw.wire.read_datagram().await {
+                    if let Ok((_, p)) = flightsim_p2p::protocol::parse_relay(&d) {
+                        sink.record(p);
+                    }
                 }
             }));
         }

@@ -41,7 +41,7 @@ fn put_attr(out: &mut Vec<u8>, ty: u16, value: &[u8]) {
     out.extend_from_slice(&ty.to_be_bytes());
     out.extend_from_slice(&(value.len() as u16).to_be_bytes());
     out.extend_from_slice(value);
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }
@@ -144,7 +144,7 @@ impl TurnClient {
         out.extend_from_slice(&channel.to_be_bytes());
         out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
         out.extend_from_slice(payload);
-        while out.len() % 4 != 0 {
+        while !out.len().is_multiple_of(4) {
             out.push(0);
         }
     }
