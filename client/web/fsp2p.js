@@ -11,7 +11,7 @@
 // Game code only needs:
 //
 //   import { FlightSimP2P } from './fsp2p.js';
-//   const hash = await FlightSimP2P.fetchCertHash();          // dev certificates only
+//   const hash = await FlightSimP2P.fetchCertHash();          // dev hash, or null with a CA cert
 //   const net = new FlightSimP2P({ host: 'sim.example.com', port: 4433, certHash: hash, name: 'Ann' });
 //   net.onmessage = (from, bytes, path) => { ... };             // path: 'direct' | 'turn' | 'relay'
 //   net.connect();                                             // Hello is sent as soon as a transport is up
@@ -1692,9 +1692,11 @@ export class FlightSimP2P extends EventTarget {
   }
 
   /**
-   * Fetch the dev certificate hash from the server's HTTP port.
+   * Fetch the dev certificate hash from the server's HTTP port. With a
+   * CA-signed certificate (`dev: false`) this resolves to `null`: the browser
+   * verifies such a certificate itself and refuses a pinned hash for it.
    * @param {string} [base] URL of the HTTP port (default: this page's origin)
-   * @returns {Promise<string>} lowercase hex
+   * @returns {Promise<string|null>} lowercase hex, or null for a CA certificate
    */
   static async fetchCertHash(base) {
     const url = new URL('/cert-hash', base || (typeof location !== 'undefined' ? location.href : 'http://localhost:8080/'));
@@ -1707,6 +1709,7 @@ export class FlightSimP2P extends EventTarget {
     if (!res.ok) throw new FspError(0, 'cert_hash_unavailable', `GET ${url} answered ${res.status} (no dev certificate? With a CA certificate pass certHash: null).`);
     const j = await res.json();
     if (j.algorithm && j.algorithm !== 'sha-256') throw new FspError(0, 'cert_hash_unavailable', `unsupported hash algorithm ${j.algorithm}`);
+    if (j.dev === false) return null;
     if (typeof j.hex === 'string') return j.hex.toLowerCase();
     if (typeof j.base64 === 'string') return toHex(certHashBytes(j.base64));
     throw new FspError(0, 'cert_hash_unavailable', `${url} has no "hex" field`);
