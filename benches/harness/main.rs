@@ -10,17 +10,18 @@
 //! machine the generator competes for the same cores, and for QUIC the
 //! generator also pays for crypto: read ratios, not absolutes.
 
+#[path = "../../tests/common/mod.rs"]
+mod common;
 mod load;
 mod scale;
 mod setup;
 mod turn;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use load::{Fleet, Step, System, Target};
 
 struct Mode {
@@ -85,55 +86,40 @@ impl Drop for Proc {
     }
 }
 
+/// The real server binary, started the same way the tests start it.
 struct Server {
-    proc: Proc,
+    proc: common::ServeProcess,
     quic: SocketAddr,
     http: SocketAddr,
     hash: [u8; 32],
 }
 
 fn start_server(cert_dir: &std::path::Path) -> Result<Server> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flightsim-p2p"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--cert-dir")
-        .arg(cert_dir)
-        .args([
+    // No rate limits and room for 10 000 loopback connections: the harness measures capacity.
+    let proc = common::ServeProcess::start(
+        cert_dir,
+        &[
             "--relay-datagrams-per-sec",
             "0",
             "--relay-bytes-per-sec",
             "0",
-        ])
-        .args(["--signals-per-sec", "0", "--max-connections", "30000"])
-        .args(["--max-connections-per-ip", "30000"])
-        .args(["--max-sessions", "30000", "--log", "warn"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting the server")?;
-    let out = child.stdout.take().context("server stdout")?;
-    let mut hash = [0u8; 32];
-    for line in BufReader::new(out).lines() {
-        let line = line?;
-        if let Some(h) = line.strip_prefix("dev certificate sha-256: ") {
-            hash = flightsim_p2p::certs::parse_sha256_hex(h)?;
-        }
-        if let Some(rest) = line.strip_prefix("listening: quic+webtransport udp://") {
-            let (q, h) = rest.split_once("  http://").context("listening line")?;
-            return Ok(Server {
-                proc: Proc(child),
-                quic: q.trim().parse()?,
-                http: h.trim().parse()?,
-                hash,
-            });
-        }
-    }
-    bail!("server exited before listening")
+            "--signals-per-sec",
+            "0",
+            "--max-connections",
+            "30000",
+            "--max-connections-per-ip",
+            "30000",
+            "--max-sessions",
+            "30000",
+        ],
+        Stdio::null(),
+    );
+    Ok(Server {
+        quic: proc.quic,
+        http: proc.http,
+        hash: flightsim_p2p::certs::parse_sha256_hex(&proc.hash)?,
+        proc,
+    })
 }
 
 fn free_port() -> Result<u16> {
@@ -256,7 +242,7 @@ async fn run(m: Mode) -> Result<()> {
         turn_secret: secret.into(),
         bare: bare_addr,
     };
-    let server_pid = server.proc.0.id();
+    let server_pid = server.proc.child.id();
     let coturn_pid = coturn.as_ref().map(|c| c.0 .0.id());
     let bare_pid = _bare_proc.0.id();
     tokio::time::sleep(Duration::from_millis(300)).await;
