@@ -30,8 +30,28 @@ pub struct ViaLabel {
     pub via: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    pub direction: String,
+}
+
+/// What QUIC itself lost on one connection, counted when it closes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QuicLosses {
+    /// Datagrams quinn received but the relay never read: its receive buffer
+    /// (`--datagram-recv-buffer`) overflowed, or they were still queued at close.
+    pub datagrams_in: u64,
+    /// Relay datagrams handed to quinn but never sent: its send buffer
+    /// (`--datagram-send-buffer`) dropped them, or they were still queued at close.
+    pub datagrams_out: u64,
+    /// Packets QUIC declared lost on the path (the network's loss).
+    pub packets: u64,
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub quic_datagrams_dropped: Family<DirectionLabel, Counter>,
+    pub quic_lost_packets: Counter,
     pub connections: Family<TransportLabel, Gauge>,
     pub connections_accepted: Family<TransportLabel, Counter>,
     pub connections_refused: Family<ReasonLabel, Counter>,
@@ -68,6 +88,19 @@ impl Metrics {
         let relay_forwarded = Family::<ViaLabel, Counter>::default();
         let relay_forwarded_bytes = Counter::default();
         let relay_dropped = Family::<ReasonLabel, Counter>::default();
+        let quic_datagrams_dropped = Family::<DirectionLabel, Counter>::default();
+        let quic_lost_packets = Counter::default();
+        registry.register(
+            "quic_datagrams_dropped",
+            "Datagrams dropped inside QUIC buffers (in: received, not read in time; out: queued, \
+             never sent), counted when a connection closes",
+            quic_datagrams_dropped.clone(),
+        );
+        registry.register(
+            "quic_lost_packets",
+            "QUIC packets lost on the network path, counted when a connection closes",
+            quic_lost_packets.clone(),
+        );
         registry.register(
             "connections",
             "Open client connections by transport",
@@ -132,6 +165,8 @@ impl Metrics {
         let fwd = handles(&relay_forwarded);
         let rx = handles(&relay_received);
         Metrics {
+            quic_datagrams_dropped,
+            quic_lost_packets,
             fwd,
             rx,
             registry,
@@ -196,6 +231,17 @@ impl Metrics {
                 reason: why.as_str().into(),
             })
             .inc();
+    }
+
+    pub fn quic_losses(&self, lost: &QuicLosses) {
+        for (direction, n) in [("in", lost.datagrams_in), ("out", lost.datagrams_out)] {
+            self.quic_datagrams_dropped
+                .get_or_create(&DirectionLabel {
+                    direction: direction.into(),
+                })
+                .inc_by(n);
+        }
+        self.quic_lost_packets.inc_by(lost.packets);
     }
 
     pub fn relay_in(&self, via: Via) {

@@ -9,6 +9,7 @@
 //! less than fresh, so nothing here queues without bound.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -78,7 +79,10 @@ pub fn forward(shared: &Shared, conn: crate::session::ConnId, frame: &[u8], via:
 fn deliver(link: &Link, mode: RelayMode, frame: &Bytes) -> Result<Via, RelayDrop> {
     match (&link.wire, mode) {
         (Some(wire), RelayMode::Datagram) => match wire.send_datagram(frame.clone()) {
-            Ok(()) => Ok(Via::Datagram),
+            Ok(()) => {
+                link.datagrams_queued.fetch_add(1, Ordering::Relaxed);
+                Ok(Via::Datagram)
+            }
             Err(DatagramError::TooLarge) => Err(RelayDrop::ReceiverTooSmall),
             Err(_) => Err(RelayDrop::ReceiverBusy),
         },

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ use tracing::{debug, info, warn};
 
 use crate::certs::Identity;
 use crate::limits::Limits;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, QuicLosses};
 use crate::protocol::{
     self, ClientMsg, ErrorCode, FrameDecoder, ServerMsg, ALPN_H3, ALPN_NATIVE, WEBTRANSPORT_PATH,
 };
@@ -53,6 +54,13 @@ pub struct QuicTuning {
     #[arg(long, env = "FSP2P_DATAGRAM_SEND_BUFFER", default_value_t = 64 * 1024)]
     pub datagram_send_buffer: usize,
 
+    /// Kernel receive and send buffer of the UDP socket, in bytes (SO_RCVBUF/SO_SNDBUF). Every
+    /// client's packets share it: too small and a burst from many players is dropped by the
+    /// kernel before QUIC sees it. Linux caps it at net.core.rmem_max/wmem_max (the log says what
+    /// was granted; raise those sysctls to get more). 0 = the kernel's default.
+    #[arg(long, env = "FSP2P_UDP_SOCKET_BUFFER", default_value_t = 4 * 1024 * 1024)]
+    pub udp_socket_buffer: usize,
+
     /// Control messages queued for one client before it counts as a slow consumer and is closed.
     #[arg(long, env = "FSP2P_CONTROL_QUEUE", default_value_t = 256)]
     pub control_queue: usize,
@@ -78,6 +86,7 @@ impl Default for QuicTuning {
             keep_alive_ms: 10_000,
             datagram_recv_buffer: 64 * 1024,
             datagram_send_buffer: 64 * 1024,
+            udp_socket_buffer: 4 * 1024 * 1024,
             control_queue: 256,
             stream_relay_queue: 32,
             drain_timeout_ms: 3_000,
@@ -148,6 +157,9 @@ pub(crate) struct Link {
     pub(crate) control: mpsc::Sender<Ctrl>,
     /// Relay frames for a receiver without datagrams (stream mode, WebSocket).
     pub(crate) relay_queue: Arc<LatestQueue>,
+    /// Relay datagrams handed to quinn for this connection; compared with the
+    /// datagram frames quinn sent, it tells how many its send buffer dropped.
+    pub(crate) datagrams_queued: Arc<AtomicU64>,
     /// Ends a WebSocket connection at once (QUIC connections close through `wire`).
     pub(crate) kill: Option<tokio::task::AbortHandle>,
 }
@@ -287,8 +299,16 @@ impl Server {
     pub async fn start(cfg: ServerConfig) -> Result<Server> {
         let cert = CertInfo::of(&cfg.identity);
         let server_config = quinn_server_config(&cfg.identity, &cfg.quic)?;
-        let endpoint = quinn::Endpoint::server(server_config, cfg.listen)
+        let socket = udp_socket(cfg.listen, cfg.quic.udp_socket_buffer)
             .with_context(|| format!("binding UDP {}", cfg.listen))?;
+        let runtime = quinn::default_runtime().context("no async runtime for quinn")?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config),
+            socket,
+            runtime,
+        )
+        .with_context(|| format!("starting QUIC on UDP {}", cfg.listen))?;
         let quic_addr = endpoint.local_addr().context("reading the UDP address")?;
 
         let shared = Arc::new(Shared {
@@ -397,6 +417,43 @@ impl Server {
         self.tasks.abort_all();
         info!("stopped");
     }
+}
+
+/// The server's UDP socket, with kernel buffers sized for many clients' bursts.
+fn udp_socket(addr: SocketAddr, buffer: usize) -> Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
+        .context("creating the UDP socket")?;
+    if addr.is_ipv6() {
+        // `[::]` takes IPv4 clients too, whatever the system's default.
+        let _ = socket.set_only_v6(false);
+    }
+    if buffer > 0 {
+        // The kernel clamps these to rmem_max/wmem_max instead of failing.
+        let _ = socket.set_recv_buffer_size(buffer);
+        let _ = socket.set_send_buffer_size(buffer);
+        // Linux reports twice what it grants (bookkeeping overhead included).
+        let got = |r: std::io::Result<usize>| r.map(|b| b / 2).unwrap_or(0);
+        let (rcv, snd) = (
+            got(socket.recv_buffer_size()),
+            got(socket.send_buffer_size()),
+        );
+        if rcv < buffer || snd < buffer {
+            info!(
+                wanted = buffer,
+                receive = rcv,
+                send = snd,
+                "UDP socket buffers smaller than asked (raise net.core.rmem_max / wmem_max)"
+            );
+        } else {
+            debug!(receive = rcv, send = snd, "UDP socket buffers");
+        }
+    }
+    socket.bind(&addr.into())?;
+    socket
+        .set_nonblocking(true)
+        .context("making the UDP socket non-blocking")?;
+    Ok(socket.into())
 }
 
 /// rustls + quinn server configuration: both ALPNs, ring only, 0-RTT allowed.
@@ -513,6 +570,8 @@ async fn serve_connection(shared: Arc<Shared>, wire: Wire) {
     let remote = wire.remote_address();
     let (ctrl_tx, ctrl_rx) = mpsc::channel(shared.quic.control_queue.max(8));
     let relay_queue = Arc::new(LatestQueue::new(shared.quic.stream_relay_queue));
+    let datagrams_queued = Arc::new(AtomicU64::new(0));
+    let datagrams_read = Arc::new(AtomicU64::new(0));
     let opened = {
         let mut st = shared.lock();
         let r = st.core.open(
@@ -529,6 +588,7 @@ async fn serve_connection(shared: Arc<Shared>, wire: Wire) {
                     wire: Some(wire.clone()),
                     control: ctrl_tx,
                     relay_queue: relay_queue.clone(),
+                    datagrams_queued: datagrams_queued.clone(),
                     kill: None,
                 },
             );
@@ -548,7 +608,12 @@ async fn serve_connection(shared: Arc<Shared>, wire: Wire) {
 
     let mut tasks = JoinSet::new();
     tasks.spawn(control_task(shared.clone(), wire.clone(), id, ctrl_rx));
-    let mut datagrams = tokio::spawn(datagram_task(shared.clone(), wire.clone(), id));
+    let mut datagrams = tokio::spawn(datagram_task(
+        shared.clone(),
+        wire.clone(),
+        id,
+        datagrams_read.clone(),
+    ));
     tasks.spawn(uni_task(shared.clone(), wire.clone(), id));
     tasks.spawn(stream_relay_writer(wire.clone(), relay_queue));
     let mut ended = wire.closed().await;
@@ -562,7 +627,29 @@ async fn serve_connection(shared: Arc<Shared>, wire: Wire) {
     }
     datagrams.abort();
     tasks.abort_all();
-    debug!(conn = id, clean = ended.clean, reason = %ended.reason, "connection closed");
+    let stats = wire.quic().stats();
+    let lost = QuicLosses {
+        datagrams_in: stats
+            .frame_rx
+            .datagram
+            .saturating_sub(datagrams_read.load(Ordering::Relaxed)),
+        datagrams_out: datagrams_queued
+            .load(Ordering::Relaxed)
+            .saturating_sub(stats.frame_tx.datagram),
+        packets: stats.path.lost_packets,
+    };
+    shared.metrics.quic_losses(&lost);
+    debug!(
+        conn = id,
+        clean = ended.clean,
+        reason = %ended.reason,
+        rtt_us = stats.path.rtt.as_micros() as u64,
+        lost_packets = lost.packets,
+        congestion_events = stats.path.congestion_events,
+        datagrams_dropped_in = lost.datagrams_in,
+        datagrams_dropped_out = lost.datagrams_out,
+        "connection closed"
+    );
     {
         let mut st = shared.lock();
         st.links.remove(&id);
@@ -657,10 +744,18 @@ async fn control_writer(wire: &Wire, mut send: Writer, mut rx: mpsc::Receiver<Ct
 
 /// Forwards datagrams until the connection ends; returns how it ended when
 /// the error says (see [`crate::wire::ended_by`]).
-async fn datagram_task(shared: Arc<Shared>, wire: Wire, id: ConnId) -> Option<Ended> {
+async fn datagram_task(
+    shared: Arc<Shared>,
+    wire: Wire,
+    id: ConnId,
+    read: Arc<AtomicU64>,
+) -> Option<Ended> {
     loop {
         match wire.read_datagram().await {
-            Ok(d) => crate::relay::forward(&shared, id, &d, Via::Datagram),
+            Ok(d) => {
+                read.fetch_add(1, Ordering::Relaxed);
+                crate::relay::forward(&shared, id, &d, Via::Datagram)
+            }
             Err(e) => return crate::wire::ended_by(&e),
         }
     }

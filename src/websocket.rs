@@ -87,6 +87,7 @@ async fn serve(shared: Arc<Shared>, socket: WebSocket, ip: IpAddr) {
                     wire: None,
                     control: ctrl_tx.clone(),
                     relay_queue,
+                    datagrams_queued: Default::default(),
                     kill: Some(writer.abort_handle()),
                 },
             );

@@ -53,6 +53,14 @@ impl Wire {
         }
     }
 
+    /// The QUIC connection underneath (for its statistics).
+    pub fn quic(&self) -> &quinn::Connection {
+        match self {
+            Wire::Quic(c) => c,
+            Wire::WebTransport(c) => c.quic_connection(),
+        }
+    }
+
     pub fn rtt(&self) -> Duration {
         match self {
             Wire::Quic(c) => c.rtt(),

@@ -154,8 +154,12 @@ async fn relay_between_datagram_stream_and_webtransport_clients() {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    let mut delivered_datagrams = 0;
     for (c, via) in [(&mut streamer, Via::Stream), (&mut browser, Via::Datagram)] {
         let got = collect(c, N as usize).await;
+        if via == Via::Datagram {
+            delivered_datagrams += got.len();
+        }
         assert!(
             got.len() as u32 >= N * 95 / 100,
             "only {} of {N} arrived",
@@ -184,6 +188,7 @@ async fn relay_between_datagram_stream_and_webtransport_clients() {
     }
     let got = collect(&mut host, 20).await;
     assert_eq!(got.len(), 20);
+    delivered_datagrams += got.len();
     for (from, payload, vs) in &got {
         assert_eq!(*from, streamer.peer_id());
         assert_eq!(*vs, Via::Datagram);
@@ -236,6 +241,41 @@ async fn relay_between_datagram_stream_and_webtransport_clients() {
     .await;
     assert_eq!(code, ErrorCode::UnknownPeer as u16);
     assert!(srv.metric("fsp2p_relay_forwarded_total{via=\"stream\"}") >= 80.0);
+
+    // QUIC's own drops are counted when connections close, and only real ones:
+    // the server cannot report more datagrams dropped in its buffers than went
+    // missing (on loopback, usually none).
+    let queued = srv.metric("fsp2p_relay_forwarded_total{via=\"datagram\"}");
+    assert_eq!(queued, (N + 20) as f64, "host → browser, streamer → host");
+    let missing_out = queued - delivered_datagrams as f64;
+    let sent_in = (N + 20 + 1) as f64; // host's N and its leak attempt, browser's 20
+    let missing_in = sent_in - srv.metric("fsp2p_relay_received_total{via=\"datagram\"}");
+    for c in [host, streamer, browser, other, other2] {
+        c.close().await;
+    }
+    assert!(
+        eventually(WAIT, || srv.metric("fsp2p_connections{transport=\"quic\"}")
+            + srv.metric("fsp2p_connections{transport=\"webtransport\"}")
+            == 0.0)
+        .await
+    );
+    let (_, body) = srv.get("/metrics");
+    for series in ["direction=\"in\"", "direction=\"out\""] {
+        assert!(
+            body.contains(&format!("fsp2p_quic_datagrams_dropped_total{{{series}}}")),
+            "{body}"
+        );
+    }
+    let dropped_out = srv.metric("fsp2p_quic_datagrams_dropped_total{direction=\"out\"}");
+    let dropped_in = srv.metric("fsp2p_quic_datagrams_dropped_total{direction=\"in\"}");
+    assert!(
+        dropped_out <= missing_out,
+        "{dropped_out} counted as dropped, {missing_out} of {queued} missing"
+    );
+    assert!(
+        dropped_in <= missing_in,
+        "{dropped_in} counted as dropped, {missing_in} of {sent_in} never read"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
