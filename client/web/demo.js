@@ -33,6 +33,7 @@ const cfg = {
   transport: /** @type {'auto'|'webtransport'|'websocket'} */ (params.get('transport') || 'auto'),
   fallbackDelayMs: params.get('fallbackDelay') !== null ? Number(params.get('fallbackDelay')) : undefined,
   wsUrl: params.get('ws') || undefined,
+  datagramMaxAgeMs: params.get('maxAge') !== null ? Number(params.get('maxAge')) : undefined,
   tx: params.get('tx') !== '0',
 };
 
@@ -163,6 +164,7 @@ async function start(code) {
       transport: cfg.transport,
       fallbackDelayMs: cfg.fallbackDelayMs,
       wsUrl: cfg.wsUrl,
+      datagramMaxAgeMs: cfg.datagramMaxAgeMs,
     });
     client = c;
     $('server-url').textContent = cfg.transport === 'websocket' ? c.options.wsUrl : c.options.url;

@@ -293,7 +293,11 @@ async function openDemo(q, label) {
   page.consoleLines = [];
   page.on('console', (m) => page.consoleLines.push(`[${m.type()}] ${m.text()}`));
   page.on('pageerror', (e) => page.consoleLines.push(`[pageerror] ${e.message}`));
-  const params = new URLSearchParams({ port: String(udpPort), ...Object.fromEntries(Object.entries(q).map(([k, v]) => [k, String(v)])) });
+  // maxAge: the client's default (100 ms) lets Chromium drop relay datagrams that wait longer
+  // than that in its queues, which is right for flight state but makes frame counts depend on
+  // how busy this 2-core machine is (a CI run once lost 30 % of a burst that way). These tests
+  // count frames to check routing, so they let datagrams live 5 s.
+  const params = new URLSearchParams({ port: String(udpPort), maxAge: '5000', ...Object.fromEntries(Object.entries(q).map(([k, v]) => [k, String(v)])) });
   await page.goto(`http://localhost:${httpPort}/?${params}`);
   return page;
 }
@@ -370,6 +374,8 @@ async function probeResult(page) {
 
 /**
  * Send `n` probe frames to `to` (0 = all), `batch` at a time with `gapMs` between batches.
+ * Relay tests send a few frames every 10-20 ms, the shape of a game's 60 Hz state, not
+ * large bursts: those measure the kernel's socket buffers on a busy machine, not routing.
  * Payload: PROBE | u32 sender | u32 seq | pattern; 49..248 bytes.
  */
 async function sendProbes(page, to, n, batch, gapMs) {
@@ -394,7 +400,7 @@ async function sendProbes(page, to, n, batch, gapMs) {
 /** The server's relay counters, one line, for diagnostics. */
 async function relayMetrics() {
   const m = await quickGet('/metrics').catch(() => ({ status: 0, body: '' }));
-  return m.body.split('\n').filter((l) => /relay/.test(l) && !l.startsWith('#')).join('; ');
+  return m.body.split('\n').filter((l) => /relay|quic_/.test(l) && !l.startsWith('#')).join('; ');
 }
 
 async function peerId(page) {
@@ -469,7 +475,7 @@ test('1. direct: two pages, unordered unreliable DataChannel, 500 frames each wa
   await waitPaths(b, 'relay', 1, 10000);
   await installProbe(a);
   await installProbe(b);
-  await Promise.all([sendProbes(a, 0, 100, 20, 100), sendProbes(b, ida, 100, 20, 100)]);
+  await Promise.all([sendProbes(a, 0, 100, 2, 20), sendProbes(b, ida, 100, 2, 20)]);
   const ra2 = await waitProbes(a, { [idb]: 100 }, 5000);
   const rb2 = await waitProbes(b, { [ida]: 100 }, 5000);
   t.diagnostic(`forced relay: A got ${ra2.from[idb]}/100, B got ${rb2.from[ida]}/100`);
@@ -524,7 +530,7 @@ test('2. forced relay: force-relay option, and ICE that cannot connect → datag
   await installProbe(b);
   const t1 = Date.now();
   // Paced under the server's default 500 relay frames/s per connection (the demo adds 60/s).
-  await Promise.all([sendProbes(a, idb, 500, 25, 100), sendProbes(b, 0, 500, 25, 100)]);
+  await Promise.all([sendProbes(a, idb, 500, 5, 20), sendProbes(b, 0, 500, 5, 20)]);
   const ra = await waitProbes(a, { [idb]: 500 }, 5000);
   const rb = await waitProbes(b, { [ida]: 500 }, 5000);
   t.diagnostic(`relay, 500 frames each way in ${Date.now() - t1} ms: A got ${ra.from[idb]}, B got ${rb.from[ida]}`);
@@ -555,7 +561,7 @@ test('2. forced relay: force-relay option, and ICE that cannot connect → datag
   assert.notDeepEqual(pcs, ['connected'], 'a direct connection came up although ICE could not connect');
   await installProbe(c);
   await installProbe(d);
-  await Promise.all([sendProbes(c, 0, 200, 25, 100), sendProbes(d, idc, 200, 25, 100)]);
+  await Promise.all([sendProbes(c, 0, 200, 4, 20), sendProbes(d, idc, 200, 4, 20)]);
   const rc = await waitProbes(c, { [idd]: 200 }, 5000);
   const rd = await waitProbes(d, { [idc]: 200 }, 5000);
   t.diagnostic(`relay after failed ICE: Golf got ${rc.from[idd]}/200, Hotel got ${rd.from[idc]}/200`);
@@ -581,6 +587,7 @@ test('3. three pages in one session: relay fan-out reaches both others; another 
   await sessionCode(e);
   const one = [a, b, c];
   const two = [d, e];
+  assert.equal(await a.evaluate(() => window.fsp2pDemo.client.options.datagramMaxAgeMs), 5000, 'the demo passes maxAge on');
   for (const p of one) await waitPaths(p, 'relay', 2, 5000);
   for (const p of two) await waitPaths(p, 'relay', 1, 5000);
   const ids = new Map();
@@ -590,7 +597,7 @@ test('3. three pages in one session: relay fan-out reaches both others; another 
 
   const N = 200;
   const t1 = Date.now();
-  await Promise.all([...one, ...two].map((p) => sendProbes(p, 0, N, 20, 100)));
+  await Promise.all([...one, ...two].map((p) => sendProbes(p, 0, N, 2, 10)));
   await sleep(200);
   t.diagnostic(`server: ${await relayMetrics()}`);
   for (const p of one) {
