@@ -186,7 +186,10 @@ window.nat = {
    *          transport?: string, directTimeoutMs?: number}} o
    */
   async start(o) {
-    const opts = { host: o.host, port: o.port, certHash: o.certHash, name: o.name };
+    // datagramMaxAgeMs: the default (100 ms) lets Chromium drop relay datagrams that
+    // wait longer in its queues; right for flight state, but this test counts every
+    // frame on a shared 2-core machine, so it lets them live 5 s.
+    const opts = { host: o.host, port: o.port, certHash: o.certHash, name: o.name, datagramMaxAgeMs: 5000 };
     if (o.wsUrl) opts.wsUrl = o.wsUrl;
     if (o.transport) opts.transport = o.transport;
     if (o.directTimeoutMs) opts.directTimeoutMs = o.directTimeoutMs;
