@@ -54,8 +54,12 @@ const HTTP_PORT = 8080;
 const PAGE_PORT = 8000;
 /** Give up waiting for the chosen path after this long (relay needs the 5 s direct deadline). */
 const PATH_TIMEOUT_MS = 20000;
-/** The first frame must arrive within this long of the session join (it may go over the relay). */
-const FIRST_FRAME_MAX_MS = 3000;
+/**
+ * The first frame must arrive before the client's direct-path deadline (fsp2p.js default,
+ * 5 s) runs out: the relay carries frames while ICE is still checking, so no player waits
+ * for the deadline. A behaviour check, not a speed target (the table reports the times).
+ */
+const FIRST_FRAME_MAX_MS = 5000;
 /** Relay scenarios: how long to wait for ICE to report 'failed' (0: do not wait). */
 const ICE_FAILED_TIMEOUT_MS = Number(process.env.NAT_ICE_FAILED_TIMEOUT_MS ?? 45000);
 const CHROMIUM_ARGS = [
@@ -317,7 +321,7 @@ async function runScenario(sc, secretFile, certDir) {
     await waitFor('burst frames to arrive', async () => {
       const s = await Promise.all(pages.map((p) => p.evaluate(() => window.nat.state())));
       return s.every((x) => x.burst.rx >= FRAMES);
-    }, 2000, 50).catch(() => {});
+    }, 10000, 50).catch(() => {});
     await sleep(200);
     const m1 = httpGetIn(pub, `http://${SERVER_IP}:${HTTP_PORT}/metrics`).body;
     r.relayForwardedDuringBurst = metricSum(m1, 'fsp2p_relay_forwarded_total') - metricSum(m0, 'fsp2p_relay_forwarded_total');
@@ -352,7 +356,7 @@ async function runScenario(sc, secretFile, certDir) {
       r.firstPath[1 - i] = st.warm.firstPath;
       r.firstOnPathMs[1 - i] = st.warm.firstByPath[sc.expect] ?? null;
       if (st.warm.first === null) fail(`${other}→${me}: no frame ever delivered`);
-      else if (st.warm.first > FIRST_FRAME_MAX_MS) fail(`${other}→${me}: first frame ${st.warm.first} ms after the join (limit ${FIRST_FRAME_MAX_MS} ms)`);
+      else if (st.warm.first > FIRST_FRAME_MAX_MS) fail(`${other}→${me}: first frame ${st.warm.first} ms after the join (the direct deadline, ${FIRST_FRAME_MAX_MS} ms, had passed: the relay did not bridge the ICE checks)`);
       if (st.errors.length) fail(`${me}: client errors: ${st.errors.join(' | ')}`);
 
       // The ICE evidence behind the path.
