@@ -114,6 +114,75 @@ async fn delayed_pipe(
     let _ = writer.await;
 }
 
+/// The round trip the delay proxies really give, measured with an echo
+/// server behind each (median of `n`): the nominal RTT plus timer rounding
+/// and scheduling. Setup times are counted in these round trips.
+pub struct ProxyRtt {
+    pub udp: Duration,
+    pub tcp: Duration,
+}
+
+pub async fn measure_proxy_rtt(one_way: Duration, n: usize) -> Result<ProxyRtt> {
+    // UDP echo behind the UDP proxy.
+    let echo = UdpSocket::bind("127.0.0.1:0").await?;
+    let echo_addr = echo.local_addr()?;
+    tokio::spawn(async move {
+        let mut b = [0u8; 64];
+        while let Ok((len, from)) = echo.recv_from(&mut b).await {
+            let _ = echo.send_to(&b[..len], from).await;
+        }
+    });
+    let proxy = udp_delay_proxy(echo_addr, one_way).await?;
+    let sock = UdpSocket::bind("127.0.0.1:0").await?;
+    sock.connect(proxy).await?;
+    let mut udp = Vec::with_capacity(n);
+    let mut b = [0u8; 64];
+    for i in 0..n {
+        let start = Instant::now();
+        sock.send(&(i as u32).to_le_bytes()).await?;
+        tokio::time::timeout(one_way * 10, sock.recv(&mut b))
+            .await
+            .context("UDP echo through the proxy timed out")??;
+        udp.push(start.elapsed());
+    }
+    // TCP echo behind the TCP proxy, one connection, a byte at a time.
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let echo_addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let _ = s.set_nodelay(true);
+            tokio::spawn(async move {
+                let mut b = [0u8; 64];
+                while let Ok(len) = s.read(&mut b).await {
+                    if len == 0 || s.write_all(&b[..len]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let proxy = tcp_delay_proxy(echo_addr, one_way).await?;
+    let mut s = TcpStream::connect(proxy).await?;
+    s.set_nodelay(true)?;
+    let mut tcp = Vec::with_capacity(n);
+    for i in 0..n {
+        let start = Instant::now();
+        s.write_all(&[i as u8]).await?;
+        tokio::time::timeout(one_way * 10, s.read_exact(&mut b[..1]))
+            .await
+            .context("TCP echo through the proxy timed out")??;
+        tcp.push(start.elapsed());
+    }
+    let med = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    Ok(ProxyRtt {
+        udp: med(udp),
+        tcp: med(tcp),
+    })
+}
+
 /// TLS in front of a plain TCP service (what a TLS-terminating proxy does).
 pub async fn tls_terminator(
     upstream: SocketAddr,
@@ -184,7 +253,10 @@ pub struct SetupTarget {
     pub ws_delayed: String,
     pub wss_delayed: String,
     pub hash: [u8; 32],
-    pub rtt: Duration,
+    /// Measured round trip through the UDP proxy (QUIC, WebTransport).
+    pub udp_rtt: Duration,
+    /// Measured round trip through the TCP proxy (WebSocket).
+    pub tcp_rtt: Duration,
 }
 
 /// Median time to "joined" and to "first signal delivered", over `runs`.
@@ -257,7 +329,11 @@ pub async fn measure(way: Way, t: &SetupTarget, runs: usize) -> Result<SetupResu
         v.sort();
         v[v.len() / 2].as_secs_f64() * 1000.0
     };
-    let rtt_ms = t.rtt.as_secs_f64() * 1000.0;
+    let rtt = match way {
+        Way::WebSocket | Way::WebSocketTls => t.tcp_rtt,
+        _ => t.udp_rtt,
+    };
+    let rtt_ms = rtt.as_secs_f64() * 1000.0;
     let (j, s) = (med(&mut joined), med(&mut signal));
     Ok(SetupResult {
         transport: way.name().to_string(),
