@@ -381,7 +381,7 @@ async fn run(m: Mode) -> Result<()> {
         tcp_rtt: proxy_rtt.tcp,
     };
     md.push_str(&format!(
-        "## Session setup under an emulated 40 ms RTT (median)\n\nThe delay proxies hold each packet for {} ms each way; an echo behind them measured a round trip of **{:.1} ms over UDP and {:.1} ms over TCP** (timer rounding and scheduling on top of the nominal 40 ms). Round trips below are counted in those measured RTTs.\n\n| transport | to joined (peer list received) | to first signal at the other peer |\n|---|---|---|\n",
+        "## Session setup under an emulated 40 ms RTT (median)\n\nThe delay proxies hold each packet for {} ms each way, and the TCP proxy holds a new connection's first bytes for the round trip of its handshake; an echo behind them measured a round trip of **{:.1} ms over UDP and {:.1} ms over TCP** (timer rounding and scheduling on top of the nominal 40 ms). Round trips below are counted in those measured RTTs.\n\n| transport | to joined (peer list received) | to first signal at the other peer |\n|---|---|---|\n",
         one_way.as_millis(),
         ms(proxy_rtt.udp),
         ms(proxy_rtt.tcp)
@@ -408,6 +408,20 @@ async fn run(m: Mode) -> Result<()> {
         }
     }
     json.insert("setup".into(), setup_json.into());
+    match setup::browser(&st, server.http, m.setup_runs).await {
+        Ok(Ok(b)) => {
+            for (name, ms, rtts, _) in &b.rows {
+                md.push_str(&format!("| {name} | {ms:.1} ms ({rtts:.2} RTT) | — |\n"));
+            }
+            md.push_str(&format!(
+                "\nChromium {} rows: `connect()` + `joinSession()` of client/web/fsp2p.js resolved, median of {} runs, each in a fresh browser context.\n",
+                b.chromium, m.setup_runs
+            ));
+            json.insert("browser_setup".into(), serde_json::to_value(&b)?);
+        }
+        Ok(Err(why)) => md.push_str(&format!("| Chromium rows skipped: {why} | | |\n")),
+        Err(e) => md.push_str(&format!("| Chromium rows failed: {e:#} | | |\n")),
+    }
     let fb = setup::fallback_time(&st, m.setup_runs.max(3)).await?;
     md.push_str(&format!(
         "\nFallback: from a peer deciding ICE failed to its first relayed frame delivered, over the already-open connection: **{fb:.1} ms = {:.2} RTT** (one leg to the server, one to the other peer; no handshake).\n\n",

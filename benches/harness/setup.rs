@@ -2,7 +2,9 @@
 //!
 //! This kernel has no `netem`, so delay comes from user-space proxies: a UDP
 //! proxy (QUIC, WebTransport) and a TCP proxy (WebSocket), each holding every
-//! packet or chunk for half the RTT in each direction. For WebSocket over TLS
+//! packet or chunk for half the RTT in each direction; the TCP proxy also holds
+//! a new connection's first bytes for the round trip its handshake would take
+//! (the kernel answered the SYN at once). For WebSocket over TLS
 //! the TCP proxy forwards to a TLS terminator (the dev certificate) in front
 //! of the server's HTTP port, as Railway's edge or nginx would be.
 
@@ -81,17 +83,26 @@ pub async fn tcp_delay_proxy(upstream: SocketAddr, one_way: Duration) -> Result<
                 let _ = server.set_nodelay(true);
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
-                tokio::join!(delayed_pipe(cr, sw, one_way), delayed_pipe(sr, cw, one_way));
+                // The kernel completed the client's handshake with this proxy at
+                // once; a real connect() returns after a round trip, so nothing the
+                // client sends may leave before then.
+                let connected = Instant::now() + 2 * one_way;
+                tokio::join!(
+                    delayed_pipe(cr, sw, one_way, connected),
+                    delayed_pipe(sr, cw, one_way, Instant::now())
+                );
             });
         }
     });
     Ok(addr)
 }
 
+/// Copy `r` to `w`, each chunk `one_way` late, none sent before `not_before + one_way`.
 async fn delayed_pipe(
     mut r: tokio::net::tcp::OwnedReadHalf,
     mut w: tokio::net::tcp::OwnedWriteHalf,
     one_way: Duration,
+    not_before: Instant,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
     let writer = tokio::spawn(async move {
@@ -108,7 +119,7 @@ async fn delayed_pipe(
         if n == 0 {
             break;
         }
-        let _ = tx.send((Instant::now() + one_way, buf[..n].to_vec()));
+        let _ = tx.send((Instant::now().max(not_before) + one_way, buf[..n].to_vec()));
     }
     drop(tx);
     let _ = writer.await;
@@ -343,6 +354,86 @@ pub async fn measure(way: Way, t: &SetupTarget, runs: usize) -> Result<SetupResu
         first_signal_rtts: s / rtt_ms,
         runs,
     })
+}
+
+/// Setup from headless Chromium with the browser client (benches/browser_setup.mjs).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BrowserSetup {
+    pub chromium: String,
+    /// (transport, median ms to joined, measured RTTs, runs)
+    pub rows: Vec<(String, f64, f64, usize)>,
+}
+
+/// Times `connect()` + `joinSession()` in Chromium over WebTransport (UDP
+/// proxy) and WebSocket (TCP proxy). `Ok(Err(why))` when it cannot run here.
+pub async fn browser(
+    t: &SetupTarget,
+    http: SocketAddr,
+    runs: usize,
+) -> Result<std::result::Result<BrowserSetup, String>> {
+    let host_cfg = ClientConfig::new(t.quic_direct, Trust::CertHash(t.hash));
+    let mut host = Client::connect(&host_cfg, None).await?;
+    let code = host.create_session(0, None).await?.code;
+    let input = serde_json::json!({
+        "http": http.port(),
+        "quicPort": t.quic_delayed.port(),
+        "wsUrl": t.ws_delayed,
+        "certHex": t.hash.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        "code": code,
+        "runs": runs,
+    });
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/browser_setup.mjs");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(script)
+            .arg(input.to_string())
+            .output()
+    })
+    .await?;
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => return Ok(Err(format!("node not runnable: {e}"))),
+    };
+    host.close().await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let Some(line) = stdout.lines().rev().find(|l| l.starts_with('{')) else {
+        return Ok(Err(format!(
+            "browser_setup.mjs failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .take(5)
+                .collect::<Vec<_>>()
+                .join(" | ")
+        )));
+    };
+    let v: serde_json::Value = serde_json::from_str(line).context("browser_setup.mjs output")?;
+    if let Some(why) = v["skipped"].as_str() {
+        return Ok(Err(why.to_string()));
+    }
+    let mut rows = Vec::new();
+    for (key, name, rtt) in [
+        ("webtransport", "WebTransport (Chromium)", t.udp_rtt),
+        ("websocket", "WebSocket, plain TCP (Chromium)", t.tcp_rtt),
+    ] {
+        let mut ms: Vec<f64> = v[key]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
+            .unwrap_or_default();
+        anyhow::ensure!(!ms.is_empty(), "no {key} runs in {line}");
+        ms.sort_by(f64::total_cmp);
+        let med = ms[ms.len() / 2];
+        rows.push((
+            name.to_string(),
+            med,
+            med / (rtt.as_secs_f64() * 1000.0),
+            ms.len(),
+        ));
+    }
+    Ok(Ok(BrowserSetup {
+        chromium: v["chromium"].as_str().unwrap_or("?").to_string(),
+        rows,
+    }))
 }
 
 /// From "ICE failed, use the relay" to the first relayed frame delivered:

@@ -1,0 +1,73 @@
+// Session setup from a real browser, for the benchmark harness (benches/harness/setup.rs).
+//
+// Headless Chromium loads the unmodified browser client (client/web/fsp2p.js) from the
+// server's HTTP port and times `new FlightSimP2P(...)` → `connect()` + `joinSession(code)`
+// resolved (Welcome and SessionJoined received), over WebTransport through the harness's
+// UDP delay proxy and over a plain WebSocket through its TCP delay proxy. Each run uses a
+// fresh browser context, so nothing (QUIC session, TLS ticket, socket) is reused; one
+// unmeasured warm-up run per transport comes first.
+//
+// Input: one JSON argument {http, quicPort, wsUrl, certHex, code, runs}.
+// Output: one JSON line {chromium, webtransport: [ms...], websocket: [ms...]}, or
+// {skipped: "why"} when Chromium or playwright-core is not installed.
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(HERE, '..');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+// The same flags as the browser tests (tests/browser/e2e.test.mjs).
+const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync',
+];
+
+function done(obj) {
+  process.stdout.write(`${JSON.stringify(obj)}\n`);
+}
+
+const cfg = JSON.parse(process.argv[2] || '{}');
+let chromium;
+try {
+  ({ chromium } = createRequire(path.join(ROOT, 'tests/browser/package.json'))('playwright-core'));
+} catch {
+  done({ skipped: 'playwright-core is not installed (npm ci in tests/browser)' });
+  process.exit(0);
+}
+if (!existsSync(CHROMIUM)) {
+  done({ skipped: `no Chromium at ${CHROMIUM}` });
+  process.exit(0);
+}
+
+const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 60000 });
+try {
+  const result = { chromium: browser.version(), webtransport: [], websocket: [] };
+  for (const transport of ['webtransport', 'websocket']) {
+    for (let i = 0; i <= cfg.runs; i++) {
+      const ctx = await browser.newContext();
+      const page = await ctx.newPage();
+      // Any page of the server's origin: the client is imported from it.
+      await page.goto(`http://127.0.0.1:${cfg.http}/healthz`);
+      const ms = await page.evaluate(async (c) => {
+        const m = await import('/fsp2p.js');
+        const start = performance.now();
+        const client = new m.FlightSimP2P({
+          host: '127.0.0.1', port: c.quicPort, certHash: c.certHex, name: 'bench',
+          transport: c.transport, wsUrl: c.wsUrl, forceRelay: true,
+        });
+        client.connect().catch(() => {});
+        await client.joinSession(c.code);
+        const took = performance.now() - start;
+        await client.disconnect('bench done', 500).catch(() => {});
+        return took;
+      }, { ...cfg, transport });
+      if (i > 0) result[transport].push(ms); // run 0 warms Chromium up
+      await ctx.close();
+    }
+  }
+  done(result);
+} finally {
+  await browser.close();
+}
