@@ -13,6 +13,12 @@ command -v curl >/dev/null || need_apt+=(curl)
 command -v docker-compose >/dev/null || need_apt+=(docker-compose)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v nft >/dev/null || need_apt+=(nftables)
+# Node.js >= 20 and npm come with this machine kind (Debian 12's own nodejs is 18,
+# too old for playwright-core); say so plainly instead of failing later.
+if ! command -v node >/dev/null || ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)'; then
+  echo "deps: Node.js 20 or later (with npm) is required for the browser tests" >&2
+  exit 1
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "deps: need root to install: ${need_apt[*]} (run: sudo $0)" >&2
@@ -22,6 +28,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+# Debian's coturn package may start a system coturn on 3478, which the deploy
+# checks use; the tests start their own coturn processes.
+if command -v systemctl >/dev/null && systemctl is-active --quiet coturn 2>/dev/null; then
+  systemctl disable --now coturn >/dev/null 2>&1 || true
 fi
 
 if [ -f tests/browser/package.json ] && [ ! -d tests/browser/node_modules/playwright-core ]; then

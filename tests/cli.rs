@@ -141,7 +141,8 @@ fn peer_command_hosts_joins_and_relays() {
     let mut host = Command::new(BIN)
         .args(["peer", "--server", &server, "--cert-dir"])
         .arg(&dir)
-        .args(["--create", "--send-rate", "50", "--duration", "4"])
+        // Long enough for a slow machine to start the joiner; ended by SIGINT below.
+        .args(["--create", "--send-rate", "50", "--duration", "30"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -162,7 +163,7 @@ fn peer_command_hosts_joins_and_relays() {
             "--relay-mode",
             "stream",
         ])
-        .args(["--join", &code, "--send-rate", "50", "--duration", "1.5"])
+        .args(["--join", &code, "--send-rate", "50", "--duration", "2"])
         .output()
         .unwrap();
     assert!(joiner.status.success());
@@ -170,6 +171,10 @@ fn peer_command_hosts_joins_and_relays() {
     let done = text.lines().find(|l| l.starts_with("done:")).unwrap();
     let received = received_count(done);
     assert!(received > 20, "{done}");
+    // Ctrl-C ends the host's run early; it still prints its summary.
+    let _ = Command::new("kill")
+        .args(["-INT", &host.id().to_string()])
+        .status();
     let _ = host.wait();
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let done = rest.iter().find(|l| l.starts_with("done:")).unwrap();

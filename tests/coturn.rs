@@ -367,7 +367,7 @@ impl Coturn {
         };
         // Ready when it answers a STUN binding request on its UDP listener.
         let probe = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = c.child.try_wait() {
                 return Err(format!("exited with {status}:\n{}", c.log_text()));
@@ -376,7 +376,7 @@ impl Coturn {
                 return Ok(c);
             }
         }
-        Err(format!("no STUN answer within 10 s:\n{}", c.log_text()))
+        Err(format!("no STUN answer within 30 s:\n{}", c.log_text()))
     }
 
     fn addr(&self) -> SocketAddr {
@@ -389,7 +389,7 @@ impl Coturn {
 
     /// Wait (bounded) for coturn to log a line containing `needle`.
     fn wait_log(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(3);
+        let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(l) = self.log_text().lines().find(|l| l.contains(needle)) {
                 return l.to_string();
@@ -1192,7 +1192,7 @@ fn check_stun(coturn: &Coturn, what: &str) {
     // Exact check from a socket whose address we know.
     let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let mine = sock.local_addr().unwrap();
-    let got = stun_binding(&sock, coturn.addr(), Duration::from_secs(3))
+    let got = stun_binding(&sock, coturn.addr(), Duration::from_secs(10))
         .unwrap_or_else(|| panic!("{what}: no binding response"));
     assert_eq!(got, mine, "{what}: XOR-MAPPED-ADDRESS");
     eprintln!(

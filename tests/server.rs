@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use common::{eventually, expect_msg, start, WAIT};
+use common::{eventually, expect_msg, relay_until_delivered, start, WAIT};
 use flightsim_p2p::client::{connect_wire, expect_error, Client, ClientTransport, Event};
 use flightsim_p2p::limits::Limits;
 use flightsim_p2p::protocol::*;
@@ -185,9 +185,11 @@ async fn relay_between_datagram_stream_and_webtransport_clients() {
             .send_relay(host.peer_id(), &frame_payload(2, seq, 1000))
             .await
             .unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
+    // Reliable streams to the server, then datagrams: nearly all arrive.
     let got = collect(&mut host, 20).await;
-    assert_eq!(got.len(), 20);
+    assert!(got.len() >= 18, "{} of 20", got.len());
     delivered_datagrams += got.len();
     for (from, payload, vs) in &got {
         assert_eq!(*from, streamer.peer_id());
@@ -246,7 +248,10 @@ async fn relay_between_datagram_stream_and_webtransport_clients() {
     // the server cannot report more datagrams dropped in its buffers than went
     // missing (on loopback, usually none).
     let queued = srv.metric("fsp2p_relay_forwarded_total{via=\"datagram\"}");
-    assert_eq!(queued, (N + 20) as f64, "host → browser, streamer → host");
+    assert!(
+        queued <= (N + 20) as f64,
+        "host → browser, streamer → host: {queued}"
+    );
     let missing_out = queued - delivered_datagrams as f64;
     let sent_in = (N + 20 + 1) as f64; // host's N and its leak attempt, browser's 20
     let missing_in = sent_in - srv.metric("fsp2p_relay_received_total{via=\"datagram\"}");
@@ -294,7 +299,7 @@ async fn relay_before_joining_is_dropped_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_keeps_id_and_seat_then_grace_expiry_and_clean_leave() {
     let limits = Limits {
-        resume_grace_ms: 1500,
+        resume_grace_ms: 3_000,
         ..Limits::default()
     };
     let srv = start(limits, IceConfig::default()).await;
@@ -332,9 +337,8 @@ async fn resume_keeps_id_and_seat_then_grace_expiry_and_clean_leave() {
     })
     .await;
     assert_eq!(status, (a_id, true));
-    host.send_relay(a_id, b"welcome back").await.unwrap();
-    let (from, payload, _) = a2.next_relay(WAIT).await.unwrap();
-    assert_eq!((from, &payload[..]), (host.peer_id(), &b"welcome back"[..]));
+    let from = relay_until_delivered(&host, &mut a2, b"welcome back").await;
+    assert_eq!(from, Some(host.peer_id()));
 
     // Lost again and not back in time: everyone is told it timed out.
     a2.abandon();
@@ -445,19 +449,30 @@ async fn limits_trip_and_are_counted_in_metrics() {
     let code = host.create_session(0, None).await.unwrap().code;
     let mut peer = srv.quic(RelayMode::Datagram).await;
     peer.join_session(&code, None).await.unwrap();
-    // Relay rate: 200 frames at once against a budget of 20/s.
+    // Relay rate: 200 frames at once against a budget of 20/s (a bucket of 20
+    // that refills at 20/s while the burst arrives, however slowly that is).
+    let t0 = std::time::Instant::now();
     for _ in 0..200 {
         host.send_relay(peer.peer_id(), &[7u8; 100]).await.unwrap();
     }
     assert!(
         eventually(WAIT, || srv
-            .metric("fsp2p_relay_dropped_total{reason=\"rate_limited\"}")
-            >= 150.0)
-        .await,
-        "rate limit not counted"
+            .metric("fsp2p_relay_received_total{via=\"datagram\"}")
+            >= 190.0)
+        .await
     );
+    let allowed = 20.0 + 20.0 * t0.elapsed().as_secs_f64() + 1.0;
     let got = collect(&mut peer, 200).await;
-    assert!(got.len() <= 25, "{} frames passed a 20/s limit", got.len());
+    assert!(
+        got.len() as f64 <= allowed,
+        "{} frames passed a 20/s limit (at most {allowed:.0} could)",
+        got.len()
+    );
+    let limited = srv.metric("fsp2p_relay_dropped_total{reason=\"rate_limited\"}");
+    assert!(
+        limited >= 190.0 - allowed,
+        "only {limited} counted as rate limited"
+    );
     // Oversized payload.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     host.send_relay(peer.peer_id(), &[0u8; 501]).await.unwrap();
@@ -556,12 +571,8 @@ async fn garbage_on_the_wire_closes_only_that_connection() {
             }
         }
         // Meanwhile the healthy pair still relays.
-        host.send_relay(peer.peer_id(), &[round as u8; 32])
-            .await
-            .unwrap();
-        let (from, payload, _) = peer.next_relay(WAIT).await.expect("healthy session broken");
-        assert_eq!(from, host.peer_id());
-        assert_eq!(&payload[..], &[round as u8; 32]);
+        let from = relay_until_delivered(&host, &mut peer, &[round as u8; 32]).await;
+        assert_eq!(from, Some(host.peer_id()), "healthy session broken");
     }
     assert!(closed_with.contains(&(ErrorCode::FrameTooLarge as u16)));
     assert!(closed_with.contains(&(ErrorCode::BadMessage as u16)));
@@ -583,8 +594,9 @@ async fn garbage_on_the_wire_closes_only_that_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_version_and_silent_clients_are_closed_with_a_reason() {
+    // Long enough that a busy machine still gets the version-2 Hello in first.
     let limits = Limits {
-        hello_timeout_ms: 300,
+        hello_timeout_ms: 1_500,
         ..Limits::default()
     };
     let srv = start(limits, IceConfig::default()).await;
@@ -678,8 +690,8 @@ async fn connection_migration_keeps_the_session_without_a_resume() {
     let code = host.create_session(0, None).await.unwrap().code;
     let mut mover = srv.quic(RelayMode::Datagram).await;
     mover.join_session(&code, None).await.unwrap();
-    host.send_relay(mover.peer_id(), b"before").await.unwrap();
-    assert_eq!(&mover.next_relay(WAIT).await.unwrap().1[..], b"before");
+    let from = relay_until_delivered(&host, &mut mover, b"before").await;
+    assert_eq!(from, Some(host.peer_id()));
 
     mover.rebind().unwrap(); // new local port: the server sees a new address
                              // The first packet from the new address triggers path validation; keep
@@ -694,13 +706,8 @@ async fn connection_migration_keeps_the_session_without_a_resume() {
         }
     }
     assert!(back, "relay from the migrated client never arrived");
-    host.send_relay(mover.peer_id(), b"to new address")
-        .await
-        .unwrap();
-    assert_eq!(
-        &mover.next_relay(WAIT).await.unwrap().1[..],
-        b"to new address"
-    );
+    let from = relay_until_delivered(&host, &mut mover, b"to new address").await;
+    assert_eq!(from, Some(host.peer_id()));
     // Nobody saw the mover go offline, and no second connection exists.
     while let Some(e) = host.next_event_within(Duration::from_millis(200)).await {
         assert!(
@@ -733,6 +740,8 @@ async fn reconnect_through_the_same_endpoint_uses_0rtt_and_survives_rejection() 
         matches!(m, ServerMsg::SessionJoined(_)).then_some(())
     })
     .await;
+    // A round trip more, so the session ticket has surely arrived.
+    first.ping().await.unwrap();
     first.close().await;
     // Same endpoint again: TLS resumes, Hello and JoinSession ride in 0-RTT.
     let mut second = Client::connect(&cfg, Some(join.clone())).await.unwrap();

@@ -57,12 +57,27 @@ async fn websocket_and_quic_peers_share_a_session() {
     // Relay: QUIC datagram -> WebSocket, WebSocket -> everyone (datagram and stream receivers).
     for i in 0..30u8 {
         quic.send_relay(ws.peer_id(), &[i; 300]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    for i in 0..30u8 {
-        let (from, p, via) = ws.next_relay(WAIT).await.expect("relay to WebSocket");
+    // The QUIC leg is datagrams (a rare loss is allowed); the WebSocket leg
+    // keeps what arrives in order.
+    let mut last = None;
+    let mut got = 0;
+    while let Some((from, p, via)) = ws.next_relay(Duration::from_secs(2)).await {
         assert_eq!((from, via), (quic.peer_id(), Via::WebSocket));
-        assert_eq!(&p[..], &[i; 300], "in order over TCP");
+        assert!(p.len() == 300 && p.iter().all(|b| *b == p[0]), "intact");
+        assert!(
+            last < Some(p[0]),
+            "in order over TCP: {} after {last:?}",
+            p[0]
+        );
+        last = Some(p[0]);
+        got += 1;
+        if got == 30 {
+            break;
+        }
     }
+    assert!(got >= 28, "{got} of 30 relayed to the WebSocket peer");
     for i in 0..20u8 {
         ws.send_relay(ALL_PEERS, &[i, 1, 2, 3]).await.unwrap();
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -132,9 +147,11 @@ async fn auto_falls_back_to_websocket_when_udp_is_blocked() {
     assert_eq!(c.transport(), Transport::WebSocket);
     c.create_session(0, None).await.unwrap();
 
-    // With QUIC reachable, Auto uses QUIC.
+    // With QUIC reachable, Auto uses QUIC (given time: on a busy machine the
+    // handshake could outlast the default delay and let the WebSocket win).
     let mut cfg = srv.config(ClientTransport::Auto, RelayMode::Datagram);
     cfg.ws_url = Some(format!("ws://{}/ws", srv.http));
+    cfg.fallback_delay = Duration::from_secs(10);
     let c = Client::connect(&cfg, None).await.unwrap();
     assert_eq!(c.transport(), Transport::Quic);
 }

@@ -172,7 +172,31 @@ pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-pub const WAIT: Duration = Duration::from_secs(5);
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Relay `payload` from `from` to peer `to` (a client of the same session)
+/// until it arrives, resending every 200 ms for up to WAIT: a single datagram
+/// may be lost on a busy machine. Other frames are skipped. Returns the sender
+/// id the server wrote into the header, or None if it never arrived.
+pub async fn relay_until_delivered(
+    from: &Client,
+    to: &mut Client,
+    payload: &[u8],
+) -> Option<flightsim_p2p::protocol::PeerId> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        from.send_relay(to.peer_id(), payload).await.ok()?;
+        let round = tokio::time::Instant::now() + Duration::from_millis(200);
+        while let Some(left) = round.checked_duration_since(tokio::time::Instant::now()) {
+            match to.next_relay(left).await {
+                Some((sender, p, _)) if &p[..] == payload => return Some(sender),
+                Some(_) => continue,
+                None => break,
+            }
+        }
+    }
+    None
+}
 
 /// Wait (up to WAIT) for a control message `pick` accepts; panics on an error or timeout.
 pub async fn expect_msg<T>(

@@ -48,7 +48,7 @@ RUST_LOG="${RUST_LOG:-warn}" "$bin" serve \
 server_pid=$!
 
 http=""
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
     line="$(grep -m1 '^listening:' "$work/server.out" 2>/dev/null || true)"
     if [ -n "$line" ]; then
         http="$(sed -n 's#.*http://\([^ ]*\).*#\1#p' <<<"$line")"
@@ -67,7 +67,7 @@ fi
 echo "server: http://$http (pid $server_pid)" >&2
 
 status=0
-timeout 25 mono "$work/live-ws-tests.exe" "ws://$http/ws" >"$work/test.out" 2>&1 || status=$?
+timeout 90 mono "$work/live-ws-tests.exe" "ws://$http/ws" >"$work/test.out" 2>&1 || status=$?
 if [ "$status" -ne 0 ]; then
     echo "--- server stderr (last 30 lines) ---" >&2
     tail -n 30 "$work/server.err" >&2 || true

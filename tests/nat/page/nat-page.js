@@ -309,10 +309,14 @@ window.nat = {
     clearInterval(S.warmTimer);
     await sleep(100); // let warm-up frames in flight land first (they would not count anyway)
     const t0 = now();
+    let due = t0;
     for (let i = 0; i < n; i++) {
-      const due = t0 + i * intervalMs;
       const wait = due - now();
       if (wait > 0) await sleep(wait);
+      // The next frame is due an interval after this one went, not on a fixed grid: after
+      // a stall the page does not catch up with a burst of overdue frames (a burst like
+      // that can exceed coturn's per-allocation bandwidth cap and lose frames to it).
+      due = now() + intervalMs;
       if (c.send(0, makeFrame(KIND_BURST, i, c.peerId))) b.sent++;
       else b.sendFalse++;
     }
