@@ -78,9 +78,47 @@ fn attrs(msg: &[u8]) -> Vec<(u16, &[u8])> {
     out
 }
 
+/// An error response from coturn.
+#[derive(Debug)]
+pub struct StunError {
+    pub method: u16,
+    pub code: u16,
+}
+
+impl std::fmt::Display for StunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "coturn refused method {:#06x}: error {}",
+            self.method, self.code
+        )
+    }
+}
+
+impl std::error::Error for StunError {}
+
 impl TurnClient {
     /// Allocate a relayed address on `server` with REST-API credentials.
+    ///
+    /// coturn keeps an allocation per client address until its lifetime runs
+    /// out; when the kernel hands this run a port an earlier step's client
+    /// used, coturn answers 437 (allocation mismatch): take another port.
     pub async fn allocate(server: SocketAddr, username: &str, password: &str) -> Result<Self> {
+        let mut attempt = 0;
+        loop {
+            match Self::allocate_once(server, username, password).await {
+                Err(e)
+                    if attempt < 5
+                        && e.downcast_ref::<StunError>().is_some_and(|s| s.code == 437) =>
+                {
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn allocate_once(server: SocketAddr, username: &str, password: &str) -> Result<Self> {
         let socket = UdpSocket::bind("127.0.0.1:0").await?;
         let mut c = TurnClient {
             socket,
@@ -218,7 +256,7 @@ impl TurnClient {
                     }
                     continue;
                 }
-                bail!("coturn refused method {method:#06x}: error {code}");
+                return Err(StunError { method, code }.into());
             }
             bail!("unexpected STUN class {class:#06x}");
         }
