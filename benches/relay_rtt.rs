@@ -67,6 +67,7 @@ async fn relay(n: usize) -> Vec<Duration> {
     let limits = Limits {
         relay_datagrams_per_sec: 0,
         relay_bytes_per_sec: 0,
+        relay_out_bytes_per_ip: 0,
         ..Limits::default()
     };
     let server = Server::start(ServerConfig {

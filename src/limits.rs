@@ -50,6 +50,13 @@ pub struct Limits {
     #[arg(long, env = "FSP2P_RELAY_BYTES_PER_SEC", default_value_t = 256 * 1024)]
     pub relay_bytes_per_sec: u32,
 
+    /// Relay payload bytes per second the server sends on behalf of all connections from one
+    /// client IP address, fan-out included (a frame to 7 peers counts 7 times; burst: one
+    /// second's worth). Bounds the egress one address can cause; players behind one NAT share
+    /// it, so keep it generous. Excess frames are dropped (`ip_rate_limited`). 0 = no limit.
+    #[arg(long, env = "FSP2P_RELAY_OUT_BYTES_PER_IP", default_value_t = 16 * 1024 * 1024)]
+    pub relay_out_bytes_per_ip: u32,
+
     /// Failed joins (unknown code, wrong password) a connection may make before it is closed;
     /// also the budget per client IP address per minute, so reconnecting does not reset it.
     #[arg(long, env = "FSP2P_MAX_JOIN_ATTEMPTS", default_value_t = 10)]
@@ -80,6 +87,7 @@ impl Default for Limits {
             signals_per_sec: 50,
             relay_datagrams_per_sec: 500,
             relay_bytes_per_sec: 256 * 1024,
+            relay_out_bytes_per_ip: 16 * 1024 * 1024,
             max_join_attempts: 10,
             session_idle_ttl_secs: 1800,
             resume_grace_ms: 15_000,

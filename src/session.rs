@@ -121,6 +121,8 @@ pub enum RelayDrop {
     TooLarge,
     /// Over the sender's frames/s or bytes/s budget.
     RateLimited,
+    /// Over the relay egress budget of the sender's IP address (`relay_out_bytes_per_ip`).
+    IpRateLimited,
     /// The destination is not a peer of the sender's session (or is the sender).
     UnknownPeer,
     /// The destination peer is between connections (resume grace).
@@ -138,12 +140,22 @@ impl RelayDrop {
             RelayDrop::NotInSession => "not_in_session",
             RelayDrop::TooLarge => "too_large",
             RelayDrop::RateLimited => "rate_limited",
+            RelayDrop::IpRateLimited => "ip_rate_limited",
             RelayDrop::UnknownPeer => "unknown_peer",
             RelayDrop::PeerAway => "peer_away",
             RelayDrop::ReceiverBusy => "receiver_busy",
             RelayDrop::ReceiverTooSmall => "receiver_too_small",
         }
     }
+}
+
+/// Budgets shared by every connection from one client address.
+struct PerIp {
+    /// Open connections (`max_connections_per_ip`).
+    conns: usize,
+    /// Relay bytes sent on this address's behalf, fan-out included
+    /// (`relay_out_bytes_per_ip`).
+    relay_out: TokenBucket,
 }
 
 struct Conn {
@@ -191,8 +203,8 @@ pub struct Core {
     /// Failed joins per client address, so reconnecting does not reset the
     /// brute-force guard: `max_join_attempts` per minute per address.
     join_failures: HashMap<IpAddr, TokenBucket>,
-    /// Open connections per client address (`max_connections_per_ip`).
-    conns_per_ip: HashMap<IpAddr, usize>,
+    /// What each client address with open connections may still do.
+    per_ip: HashMap<IpAddr, PerIp>,
     next_conn: ConnId,
     next_peer: PeerId,
     next_session: u64,
@@ -218,7 +230,7 @@ impl Core {
             codes: HashMap::new(),
             tokens: HashMap::new(),
             join_failures: HashMap::new(),
-            conns_per_ip: HashMap::new(),
+            per_ip: HashMap::new(),
             next_conn: 1,
             next_peer: 1,
             next_session: 1,
@@ -265,11 +277,15 @@ impl Core {
             return Err(ErrorCode::ServerFull);
         }
         if let Some(ip) = meta.ip {
-            let n = self.conns_per_ip.entry(ip).or_insert(0);
-            if *n >= self.limits.max_connections_per_ip {
+            let rate = self.limits.relay_out_bytes_per_ip;
+            let a = self.per_ip.entry(ip).or_insert_with(|| PerIp {
+                conns: 0,
+                relay_out: TokenBucket::new(now.mono, rate, rate),
+            });
+            if a.conns >= self.limits.max_connections_per_ip {
                 return Err(ErrorCode::ServerFull);
             }
-            *n += 1;
+            a.conns += 1;
         }
         let id = self.next_conn;
         self.next_conn += 1;
@@ -363,10 +379,10 @@ impl Core {
             return;
         };
         if let Some(ip) = c.meta.ip {
-            if let Some(n) = self.conns_per_ip.get_mut(&ip) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.conns_per_ip.remove(&ip);
+            if let Some(a) = self.per_ip.get_mut(&ip) {
+                a.conns = a.conns.saturating_sub(1);
+                if a.conns == 0 {
+                    self.per_ip.remove(&ip);
                 }
             }
         }
@@ -417,6 +433,7 @@ impl Core {
         if !c.relay_frames.try_take(now, 1) || !c.relay_bytes.try_take(now, payload_len as u32) {
             return Err(RelayDrop::RateLimited);
         }
+        let ip = c.meta.ip;
         let session = self.sessions.get_mut(&sid).ok_or(RelayDrop::NotInSession)?;
         session.last_activity = now;
         let target_of = |id: &PeerId| -> Option<Target> {
@@ -434,14 +451,21 @@ impl Core {
                     .filter(|m| **m != from)
                     .filter_map(target_of),
             );
-            Ok(from)
         } else if dest != from && session.members.contains(&dest) {
             let t = target_of(&dest).ok_or(RelayDrop::PeerAway)?;
             targets.push(t);
-            Ok(from)
         } else {
-            Err(RelayDrop::UnknownPeer)
+            return Err(RelayDrop::UnknownPeer);
         }
+        // The address pays for every copy the server will send.
+        let out = (payload_len * targets.len()).min(u32::MAX as usize) as u32;
+        if let Some(a) = ip.and_then(|ip| self.per_ip.get_mut(&ip)) {
+            if !a.relay_out.try_take(now, out) {
+                targets.clear();
+                return Err(RelayDrop::IpRateLimited);
+            }
+        }
+        Ok(from)
     }
 
     /// Run timers: hello deadlines, resume grace, session idle TTL.
@@ -954,6 +978,8 @@ mod tests {
     struct World {
         core: Core,
         now: Now,
+        /// The client address of connections opened next.
+        ip: IpAddr,
     }
 
     fn limits() -> Limits {
@@ -973,6 +999,7 @@ mod tests {
             World {
                 core: Core::with_rng(limits, ice, StdRng::seed_from_u64(1)),
                 now: Now::system(),
+                ip: IpAddr::from([192, 0, 2, 1]),
             }
         }
         fn advance(&mut self, d: Duration) {
@@ -997,7 +1024,7 @@ mod tests {
                     self.now,
                     ConnMeta {
                         transport: Transport::Quic,
-                        ip: Some(IpAddr::from([192, 0, 2, 1])),
+                        ip: Some(self.ip),
                     },
                 )
                 .unwrap()
@@ -1236,6 +1263,46 @@ mod tests {
         assert_eq!(w.route(h, ap, 1), Err(RelayDrop::RateLimited));
         w.advance(Duration::from_millis(500));
         assert!(w.route(h, ap, 1).is_ok());
+    }
+
+    #[test]
+    fn relay_egress_is_budgeted_per_address_fan_out_included() {
+        let mut w = World::with(
+            Limits {
+                relay_out_bytes_per_ip: 1000,
+                relay_datagrams_per_sec: 0,
+                relay_bytes_per_sec: 0,
+                ..limits()
+            },
+            IceConfig::default(),
+        );
+        // Two players behind one NAT, two elsewhere, in one session.
+        let (h, _, code) = w.host();
+        let (a, _) = w.joiner(&code, RelayMode::Datagram);
+        w.ip = IpAddr::from([198, 51, 100, 7]);
+        let (b, bp) = w.joiner(&code, RelayMode::Datagram);
+        let (_, cp) = w.joiner(&code, RelayMode::Datagram);
+        // 100 bytes to all = 3 copies = 300 bytes of the shared 1000.
+        assert_eq!(w.route(h, ALL_PEERS, 100).map(|(_, t)| t.len()), Ok(3));
+        assert_eq!(w.route(a, ALL_PEERS, 100).map(|(_, t)| t.len()), Ok(3));
+        assert_eq!(w.route(h, ALL_PEERS, 100).map(|(_, t)| t.len()), Ok(3));
+        // 100 left: all-peers does not fit, one copy does.
+        assert_eq!(
+            w.route(a, ALL_PEERS, 100),
+            Err(RelayDrop::IpRateLimited),
+            "the connections of one address share its budget"
+        );
+        assert!(w.route(a, bp, 100).is_ok());
+        assert_eq!(w.route(h, cp, 1), Err(RelayDrop::IpRateLimited));
+        // Another address is not affected.
+        assert_eq!(w.route(b, ALL_PEERS, 300).map(|(_, t)| t.len()), Ok(3));
+        // It refills over time.
+        w.advance(Duration::from_millis(500));
+        assert!(w.route(h, ALL_PEERS, 100).is_ok());
+        // When an address's last connection closes, its budget is forgotten.
+        w.core.closed(w.now, h, true);
+        w.core.closed(w.now, a, true);
+        assert!(!w.core.per_ip.contains_key(&IpAddr::from([192, 0, 2, 1])));
     }
 
     #[test]

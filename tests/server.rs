@@ -284,6 +284,52 @@ async fn relay_between_datagram_stream_and_webtransport_clients() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_egress_of_one_address_is_capped_and_counted() {
+    // Every client here is 127.0.0.1: one address, one budget of 2000 bytes/s
+    // for what the server sends on its behalf.
+    let limits = Limits {
+        relay_out_bytes_per_ip: 2_000,
+        ..Limits::default()
+    };
+    let srv = start(limits, IceConfig::default()).await;
+    let mut host = srv.quic(RelayMode::Datagram).await;
+    let code = host.create_session(0, None).await.unwrap().code;
+    let mut a = srv.quic(RelayMode::Datagram).await;
+    a.join_session(&code, None).await.unwrap();
+    let mut b = srv.quic(RelayMode::Datagram).await;
+    b.join_session(&code, None).await.unwrap();
+    // 40 frames of 100 bytes to both others: 8000 bytes of egress asked for.
+    let t0 = std::time::Instant::now();
+    for _ in 0..40 {
+        host.send_relay(ALL_PEERS, &[5u8; 100]).await.unwrap();
+    }
+    assert!(
+        eventually(WAIT, || srv
+            .metric("fsp2p_relay_dropped_total{reason=\"ip_rate_limited\"}")
+            >= 1.0)
+        .await,
+        "the address's budget never tripped"
+    );
+    let (ga, gb) = (
+        collect(&mut a, 40).await.len(),
+        collect(&mut b, 40).await.len(),
+    );
+    // Each frame that passed was paid twice (two copies of 100 bytes).
+    let budget = 2_000.0 + 2_000.0 * t0.elapsed().as_secs_f64();
+    assert!(
+        ((ga + gb) * 100) as f64 <= budget + 200.0,
+        "{ga} + {gb} copies passed a budget of {budget:.0} bytes"
+    );
+    // A frame is paid for and sent to both, or dropped for both (one datagram
+    // may be lost on the way).
+    assert!(ga.abs_diff(gb) <= 1, "{ga} vs {gb}");
+    assert!(
+        ga >= 10,
+        "only {ga} frames passed (the burst alone allows 10)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_before_joining_is_dropped_and_counted() {
     let srv = start(Limits::default(), IceConfig::default()).await;
     let c = srv.quic(RelayMode::Datagram).await;

@@ -103,6 +103,8 @@ fn start_server(cert_dir: &std::path::Path) -> Result<Server> {
             "0",
             "--relay-bytes-per-sec",
             "0",
+            "--relay-out-bytes-per-ip",
+            "0",
             "--signals-per-sec",
             "0",
             "--max-connections",
