@@ -29,6 +29,11 @@ function done(obj) {
 }
 
 const cfg = JSON.parse(process.argv[2] || '{}');
+// A stuck browser must not hang the whole benchmark.
+setTimeout(() => {
+  done({ skipped: 'timed out after 180 s' });
+  process.exit(1);
+}, 180000).unref();
 let chromium;
 try {
   ({ chromium } = createRequire(path.join(ROOT, 'tests/browser/package.json'))('playwright-core'));

@@ -51,9 +51,10 @@ pub struct Limits {
     pub relay_bytes_per_sec: u32,
 
     /// Relay payload bytes per second the server sends on behalf of all connections from one
-    /// client IP address, fan-out included (a frame to 7 peers counts 7 times; burst: one
-    /// second's worth). Bounds the egress one address can cause; players behind one NAT share
-    /// it, so keep it generous. Excess frames are dropped (`ip_rate_limited`). 0 = no limit.
+    /// client IP address (IPv6: one /64), fan-out included: a frame to 7 peers counts 7 times.
+    /// Burst: one second's worth, at least the largest frame to a full session. Bounds the
+    /// egress one address can cause; players behind one NAT share it, so keep it generous.
+    /// Excess frames are dropped (`ip_rate_limited`). 0 = no limit.
     #[arg(long, env = "FSP2P_RELAY_OUT_BYTES_PER_IP", default_value_t = 16 * 1024 * 1024)]
     pub relay_out_bytes_per_ip: u32,
 

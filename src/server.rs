@@ -426,14 +426,17 @@ fn udp_socket(addr: SocketAddr, buffer: usize) -> Result<std::net::UdpSocket> {
         .context("creating the UDP socket")?;
     if addr.is_ipv6() {
         // `[::]` takes IPv4 clients too, whatever the system's default.
-        let _ = socket.set_only_v6(false);
+        if let Err(e) = socket.set_only_v6(false) {
+            warn!("UDP {addr} will take IPv6 clients only: {e}");
+        }
     }
     if buffer > 0 {
         // The kernel clamps these to rmem_max/wmem_max instead of failing.
         let _ = socket.set_recv_buffer_size(buffer);
         let _ = socket.set_send_buffer_size(buffer);
         // Linux reports twice what it grants (bookkeeping overhead included).
-        let got = |r: std::io::Result<usize>| r.map(|b| b / 2).unwrap_or(0);
+        let reported_per_byte = if cfg!(target_os = "linux") { 2 } else { 1 };
+        let got = |r: std::io::Result<usize>| r.map(|b| b / reported_per_byte).unwrap_or(0);
         let (rcv, snd) = (
             got(socket.recv_buffer_size()),
             got(socket.send_buffer_size()),

@@ -65,8 +65,21 @@ impl Now {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnMeta {
     pub transport: Transport,
-    /// The client's IP address, for per-address limits (failed joins).
+    /// The client's IP address, for per-address limits (connections, failed
+    /// joins, relay egress). IPv6 addresses count by their /64: one host or
+    /// home network usually holds a whole /64.
     pub ip: Option<IpAddr>,
+}
+
+/// The key per-address limits count by: an IPv4 address, or an IPv6 /64.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
+    }
 }
 
 /// The transport a connection came in on (for limits, logs and metrics).
@@ -269,7 +282,8 @@ impl Core {
     }
 
     /// A transport accepted a connection. `Err` means refuse it with that code.
-    pub fn open(&mut self, now: Now, meta: ConnMeta) -> Result<ConnId, ErrorCode> {
+    pub fn open(&mut self, now: Now, mut meta: ConnMeta) -> Result<ConnId, ErrorCode> {
+        meta.ip = meta.ip.map(address_key);
         if self.shutting_down {
             return Err(ErrorCode::ShuttingDown);
         }
@@ -278,9 +292,15 @@ impl Core {
         }
         if let Some(ip) = meta.ip {
             let rate = self.limits.relay_out_bytes_per_ip;
+            // The burst must hold the largest frame to everyone, or that frame
+            // could never pass.
+            let l = &self.limits;
+            let largest = l
+                .max_relay_payload
+                .saturating_mul(l.max_peers_per_session.saturating_sub(1));
             let a = self.per_ip.entry(ip).or_insert_with(|| PerIp {
                 conns: 0,
-                relay_out: TokenBucket::new(now.mono, rate, rate),
+                relay_out: TokenBucket::new(now.mono, rate, rate.max(largest)),
             });
             if a.conns >= self.limits.max_connections_per_ip {
                 return Err(ErrorCode::ServerFull);
@@ -380,10 +400,9 @@ impl Core {
         };
         if let Some(ip) = c.meta.ip {
             if let Some(a) = self.per_ip.get_mut(&ip) {
+                // Kept until its budget has refilled (tick), so closing and
+                // reconnecting does not buy a fresh budget.
                 a.conns = a.conns.saturating_sub(1);
-                if a.conns == 0 {
-                    self.per_ip.remove(&ip);
-                }
             }
         }
         let Some(p) = c.peer else { return };
@@ -459,7 +478,11 @@ impl Core {
         }
         // The address pays for every copy the server will send.
         let out = (payload_len * targets.len()).min(u32::MAX as usize) as u32;
-        if let Some(a) = ip.and_then(|ip| self.per_ip.get_mut(&ip)) {
+        let budgeted = self.limits.relay_out_bytes_per_ip > 0;
+        if let Some(a) = ip
+            .filter(|_| budgeted)
+            .and_then(|ip| self.per_ip.get_mut(&ip))
+        {
             if !a.relay_out.try_take(now, out) {
                 targets.clear();
                 return Err(RelayDrop::IpRateLimited);
@@ -499,6 +522,8 @@ impl Core {
 
         // Forget addresses whose failed-join budget has refilled.
         self.join_failures.retain(|_, b| !b.is_full(now.mono));
+        self.per_ip
+            .retain(|_, a| a.conns > 0 || !a.relay_out.is_full(now.mono));
 
         let ttl = self.limits.session_idle_ttl();
         let idle: Vec<u64> = self
@@ -1272,6 +1297,8 @@ mod tests {
                 relay_out_bytes_per_ip: 1000,
                 relay_datagrams_per_sec: 0,
                 relay_bytes_per_sec: 0,
+                // The largest frame to everyone (3 × 300) fits in the 1000-byte burst.
+                max_relay_payload: 300,
                 ..limits()
             },
             IceConfig::default(),
@@ -1299,10 +1326,71 @@ mod tests {
         // It refills over time.
         w.advance(Duration::from_millis(500));
         assert!(w.route(h, ALL_PEERS, 100).is_ok());
-        // When an address's last connection closes, its budget is forgotten.
+        // 200 left. Closing every connection and coming back does not buy a
+        // fresh budget: two copies of 101 bytes do not fit.
         w.core.closed(w.now, h, true);
         w.core.closed(w.now, a, true);
+        w.ip = IpAddr::from([192, 0, 2, 1]);
+        let (h2, _, _) = w.hello_as("again", RelayMode::Datagram);
+        w.msg(h2, join(&code));
+        let _ = w.outputs();
+        assert_eq!(w.route(h2, ALL_PEERS, 101), Err(RelayDrop::IpRateLimited));
+        assert_eq!(w.route(h2, ALL_PEERS, 100).map(|(_, t)| t.len()), Ok(2));
+        // Once the budget has refilled and nobody is connected, it is forgotten.
+        w.core.closed(w.now, h2, true);
+        w.advance(Duration::from_secs(2));
         assert!(!w.core.per_ip.contains_key(&IpAddr::from([192, 0, 2, 1])));
+    }
+
+    #[test]
+    fn the_largest_frame_to_everyone_always_fits_the_address_budget() {
+        // 1100 bytes to 3 others is 3300 bytes, more than a 1000-byte budget:
+        // the burst grows to hold it, so such a frame is limited, not banned.
+        let mut w = World::with(
+            Limits {
+                relay_out_bytes_per_ip: 1000,
+                ..limits()
+            },
+            IceConfig::default(),
+        );
+        let (h, _, code) = w.host();
+        for _ in 0..3 {
+            w.joiner(&code, RelayMode::Datagram);
+        }
+        assert!(w.route(h, ALL_PEERS, 1100).is_ok());
+        assert_eq!(w.route(h, ALL_PEERS, 1100), Err(RelayDrop::IpRateLimited));
+        w.advance(Duration::from_millis(3300));
+        assert!(w.route(h, ALL_PEERS, 1100).is_ok());
+    }
+
+    #[test]
+    fn per_address_limits_count_ipv6_by_its_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(other));
+        assert_eq!(address_key(a), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
+        // IPv4 (also when mapped into IPv6) is its own key.
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(address_key(v4), v4);
+        assert_eq!(address_key("::ffff:192.0.2.7".parse().unwrap()), v4);
+        // The connection cap sees one /64 as one address.
+        let mut w = World::with(
+            Limits {
+                max_connections_per_ip: 1,
+                ..limits()
+            },
+            IceConfig::default(),
+        );
+        w.ip = a;
+        w.open();
+        let meta = |ip| ConnMeta {
+            transport: Transport::Quic,
+            ip: Some(ip),
+        };
+        assert_eq!(w.core.open(w.now, meta(b)), Err(ErrorCode::ServerFull));
+        assert!(w.core.open(w.now, meta(other)).is_ok());
     }
 
     #[test]

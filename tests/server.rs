@@ -289,6 +289,9 @@ async fn relay_egress_of_one_address_is_capped_and_counted() {
     // for what the server sends on its behalf.
     let limits = Limits {
         relay_out_bytes_per_ip: 2_000,
+        // So the burst stays at 2000 (it grows to hold the largest frame to a full session).
+        max_relay_payload: 500,
+        max_peers_per_session: 3,
         ..Limits::default()
     };
     let srv = start(limits, IceConfig::default()).await;
@@ -305,9 +308,14 @@ async fn relay_egress_of_one_address_is_capped_and_counted() {
     }
     assert!(
         eventually(WAIT, || srv
-            .metric("fsp2p_relay_dropped_total{reason=\"ip_rate_limited\"}")
-            >= 1.0)
-        .await,
+            .metric("fsp2p_relay_received_total{via=\"datagram\"}")
+            >= 38.0)
+        .await
+    );
+    // What the budget could have allowed by the time the server had the burst.
+    let budget = 2_000.0 + 2_000.0 * t0.elapsed().as_secs_f64();
+    assert!(
+        srv.metric("fsp2p_relay_dropped_total{reason=\"ip_rate_limited\"}") >= 1.0,
         "the address's budget never tripped"
     );
     let (ga, gb) = (
@@ -315,7 +323,6 @@ async fn relay_egress_of_one_address_is_capped_and_counted() {
         collect(&mut b, 40).await.len(),
     );
     // Each frame that passed was paid twice (two copies of 100 bytes).
-    let budget = 2_000.0 + 2_000.0 * t0.elapsed().as_secs_f64();
     assert!(
         ((ga + gb) * 100) as f64 <= budget + 200.0,
         "{ga} + {gb} copies passed a budget of {budget:.0} bytes"
@@ -324,8 +331,76 @@ async fn relay_egress_of_one_address_is_capped_and_counted() {
     // may be lost on the way).
     assert!(ga.abs_diff(gb) <= 1, "{ga} vs {gb}");
     assert!(
-        ga >= 10,
+        ga >= 9,
         "only {ga} frames passed (the burst alone allows 10)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagrams_dropped_in_a_full_send_buffer_are_counted() {
+    // A 2 KiB send buffer holds two 1000-byte frames: a burst of them to one
+    // receiver overflows it, and quinn drops the oldest.
+    // (The receive buffer is large so the whole burst reaches the relay.)
+    let quic = flightsim_p2p::server::QuicTuning {
+        datagram_send_buffer: 2048,
+        datagram_recv_buffer: 1 << 20,
+        ..Default::default()
+    };
+    let limits = Limits {
+        relay_datagrams_per_sec: 0,
+        relay_bytes_per_sec: 0,
+        ..Limits::default()
+    };
+    let srv = common::start_with(limits, IceConfig::default(), quic).await;
+    let host = {
+        let mut h = srv.quic(RelayMode::Datagram).await;
+        let code = h.create_session(0, None).await.unwrap().code;
+        (h, code)
+    };
+    let (host, code) = host;
+    let mut rx = srv.webtransport().await;
+    rx.join_session(&code, None).await.unwrap();
+    for i in 0..300u32 {
+        host.send_relay(rx.peer_id(), &[i as u8; 1000])
+            .await
+            .unwrap();
+    }
+    // Two seconds of silence at the receiver: the relay has forwarded all it will.
+    let got = collect(&mut rx, 300).await.len() as f64;
+    let queued = srv.metric("fsp2p_relay_forwarded_total{via=\"datagram\"}");
+    rx.close().await;
+    host.close().await;
+    assert!(
+        eventually(WAIT, || srv.metric("fsp2p_connections{transport=\"quic\"}")
+            + srv.metric("fsp2p_connections{transport=\"webtransport\"}")
+            == 0.0)
+        .await
+    );
+    let dropped = srv.metric("fsp2p_quic_datagrams_dropped_total{direction=\"out\"}");
+    let lost = srv.metric("fsp2p_quic_lost_packets_total");
+    eprintln!(
+        "queued {queued}, delivered {got}, counted as dropped {dropped}, packets lost {lost}"
+    );
+    assert!(
+        got < queued,
+        "the burst did not overflow the buffer ({got} of {queued} arrived)"
+    );
+    assert!(
+        dropped > 0.0,
+        "{} frames went missing, none counted",
+        queued - got
+    );
+    // Every queued frame arrived or was counted (a lost packet may hide one more).
+    assert!(
+        got + dropped >= queued - lost && got + dropped <= queued,
+        "queued {queued} = delivered {got} + dropped {dropped} (lost packets {lost})"
+    );
+    // On the way in, the server counts no more than it never read.
+    let read = srv.metric("fsp2p_relay_received_total{via=\"datagram\"}");
+    let dropped_in = srv.metric("fsp2p_quic_datagrams_dropped_total{direction=\"in\"}");
+    assert!(
+        dropped_in <= 300.0 - read,
+        "{dropped_in} counted, {read} of 300 read"
     );
 }
 

@@ -751,6 +751,8 @@ test('4. wrong certificate hash and wrong join code: clear errors, no hang', { t
   assert.equal(api.session, null);
   assert.equal(api.badHash.name, 'connect_failed');
   assert.equal(api.noServer.name, 'connect_failed');
+  // No hang: well inside the client's 10 s connect timeout (a generous bound, not a speed check).
+  assert.ok(api.noServer.ms < 20000, `no server: gave up after ${api.noServer.ms} ms`);
   assert.equal(api.autoBadHash.transport, 'websocket', JSON.stringify(api.autoBadHash));
   assert.equal(api.autoBadHash.events.length, 1);
   assert.match(api.autoBadHash.events[0][1], /^WebTransport failed: WebTransport connection to .* failed/);
