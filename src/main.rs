@@ -81,6 +81,12 @@ struct ServeArgs {
 
     #[command(flatten)]
     quic: server::QuicTuning,
+
+    /// Threads that run the server. 0 = one per CPU core (most relay throughput). 1 = everything
+    /// on one thread: less peak throughput, but no cross-thread wake-ups on the relay path,
+    /// which can lower latency on a small or shared machine. Measure with `make bench`.
+    #[arg(long, env = "FSP2P_WORKER_THREADS", default_value_t = 0)]
+    worker_threads: usize,
 }
 
 #[derive(clap::Args, Debug)]
@@ -209,7 +215,21 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let rt = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    let threads = match &cli.command {
+        Command::Serve(args) => args.worker_threads,
+        _ => 0,
+    };
+    let rt = match threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        0 => tokio::runtime::Runtime::new(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+    .context("starting the tokio runtime")?;
     match cli.command {
         Command::Serve(args) => rt.block_on(serve(*args)),
         Command::Certs(args) => certs_cmd(args),

@@ -115,9 +115,17 @@ async fn sigterm_tells_clients_and_exits_zero() {
 #[test]
 fn peer_command_hosts_joins_and_relays() {
     let dir = common::temp_dir("peer");
+    // On the single-threaded runtime (--worker-threads 1); the other tests use the default.
     let srv = serve(
         &dir,
-        &["--turn-secret", "s3", "--turn-url", "turn:127.0.0.1:3478"],
+        &[
+            "--turn-secret",
+            "s3",
+            "--turn-url",
+            "turn:127.0.0.1:3478",
+            "--worker-threads",
+            "1",
+        ],
     );
     let server = srv.quic.to_string();
     let welcome = Command::new(BIN)
