@@ -81,6 +81,10 @@ async function makeNetns() {
   if (!have('unshare') || !have('nsenter') || !have('ip')) return null;
   const script = [
     'set -e',
+    // No IPv6 on the veth: its link-local address finishing duplicate address detection a
+    // second or two later is a "network change" to Chromium, which then fails the page loads
+    // in flight (net::ERR_NETWORK_CHANGED, seen once in CI).
+    'echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6 || true',
     'ip link set lo up',
     'ip link add fsp0 type veth peer name fsp1',
     'ip link set fsp1 up',
@@ -300,7 +304,16 @@ async function openDemo(q, label) {
   // how busy this 2-core machine is (a CI run once lost 30 % of a burst that way). These tests
   // count frames to check routing, so they let datagrams live 5 s.
   const params = new URLSearchParams({ port: String(udpPort), maxAge: '5000', ...Object.fromEntries(Object.entries(q).map(([k, v]) => [k, String(v)])) });
-  await page.goto(`http://localhost:${httpPort}/?${params}`);
+  const url = `http://localhost:${httpPort}/?${params}`;
+  await page.goto(url);
+  // The demo's scripts must have loaded; a network hiccup while loading is the browser's
+  // business, not the client's: load the page once more.
+  const loaded = () => page.waitForFunction(() => !!window.fsp2pDemo, null, { timeout: 10000 });
+  if (!(await loaded().then(() => true, () => false))) {
+    page.consoleLines.push('[test] the demo did not load; reloading once');
+    await page.goto(url);
+    await loaded();
+  }
   return page;
 }
 
