@@ -162,13 +162,38 @@ impl RelayDrop {
     }
 }
 
-/// Budgets shared by every connection from one client address.
+/// Budgets shared by every connection from one client address. Kept after
+/// the address's last connection closes until every budget has refilled, so
+/// reconnecting buys nothing.
 struct PerIp {
     /// Open connections (`max_connections_per_ip`).
     conns: usize,
     /// Relay bytes sent on this address's behalf, fan-out included
     /// (`relay_out_bytes_per_ip`).
     relay_out: TokenBucket,
+    /// Failed joins: `max_join_attempts` per minute (the brute-force guard).
+    failed_joins: TokenBucket,
+}
+
+impl PerIp {
+    fn new(now: Instant, l: &Limits) -> Self {
+        let rate = l.relay_out_bytes_per_ip;
+        // The burst must hold the largest frame to everyone, or that frame
+        // could never pass.
+        let largest = l
+            .max_relay_payload
+            .saturating_mul(l.max_peers_per_session.saturating_sub(1));
+        let joins = l.max_join_attempts;
+        PerIp {
+            conns: 0,
+            relay_out: TokenBucket::new(now, rate, rate.max(largest)),
+            failed_joins: TokenBucket::new(now, 0, joins).per_minute(joins),
+        }
+    }
+
+    fn forgettable(&self, now: Instant) -> bool {
+        self.conns == 0 && self.relay_out.is_full(now) && self.failed_joins.is_full(now)
+    }
 }
 
 struct Conn {
@@ -213,9 +238,6 @@ pub struct Core {
     sessions: HashMap<u64, Session>,
     codes: HashMap<String, u64>,
     tokens: HashMap<[u8; RESUME_TOKEN_LEN], PeerId>,
-    /// Failed joins per client address, so reconnecting does not reset the
-    /// brute-force guard: `max_join_attempts` per minute per address.
-    join_failures: HashMap<IpAddr, TokenBucket>,
     /// What each client address with open connections may still do.
     per_ip: HashMap<IpAddr, PerIp>,
     next_conn: ConnId,
@@ -242,7 +264,6 @@ impl Core {
             sessions: HashMap::new(),
             codes: HashMap::new(),
             tokens: HashMap::new(),
-            join_failures: HashMap::new(),
             per_ip: HashMap::new(),
             next_conn: 1,
             next_peer: 1,
@@ -291,17 +312,10 @@ impl Core {
             return Err(ErrorCode::ServerFull);
         }
         if let Some(ip) = meta.ip {
-            let rate = self.limits.relay_out_bytes_per_ip;
-            // The burst must hold the largest frame to everyone, or that frame
-            // could never pass.
-            let l = &self.limits;
-            let largest = l
-                .max_relay_payload
-                .saturating_mul(l.max_peers_per_session.saturating_sub(1));
-            let a = self.per_ip.entry(ip).or_insert_with(|| PerIp {
-                conns: 0,
-                relay_out: TokenBucket::new(now.mono, rate, rate.max(largest)),
-            });
+            let a = self
+                .per_ip
+                .entry(ip)
+                .or_insert_with(|| PerIp::new(now.mono, &self.limits));
             if a.conns >= self.limits.max_connections_per_ip {
                 return Err(ErrorCode::ServerFull);
             }
@@ -400,9 +414,7 @@ impl Core {
         };
         if let Some(ip) = c.meta.ip {
             if let Some(a) = self.per_ip.get_mut(&ip) {
-                // Kept until its budget has refilled (tick), so closing and
-                // reconnecting does not buy a fresh budget.
-                a.conns = a.conns.saturating_sub(1);
+                a.conns = a.conns.saturating_sub(1); // forgotten in tick
             }
         }
         let Some(p) = c.peer else { return };
@@ -520,10 +532,8 @@ impl Core {
             self.remove_peer(p, LeaveReason::TimedOut);
         }
 
-        // Forget addresses whose failed-join budget has refilled.
-        self.join_failures.retain(|_, b| !b.is_full(now.mono));
-        self.per_ip
-            .retain(|_, a| a.conns > 0 || !a.relay_out.is_full(now.mono));
+        // Forget addresses nobody is using whose budgets have refilled.
+        self.per_ip.retain(|_, a| !a.forgettable(now.mono));
 
         let ttl = self.limits.session_idle_ttl();
         let idle: Vec<u64> = self
@@ -802,12 +812,8 @@ impl Core {
         };
         c.failed_joins += 1;
         let max = self.limits.max_join_attempts;
-        let address_ok = match c.meta.ip {
-            Some(ip) => self
-                .join_failures
-                .entry(ip)
-                .or_insert_with(|| TokenBucket::new(now.mono, 0, max).per_minute(max))
-                .try_take(now.mono, 1),
+        let address_ok = match c.meta.ip.and_then(|ip| self.per_ip.get_mut(&ip)) {
+            Some(a) => a.failed_joins.try_take(now.mono, 1),
             None => true,
         };
         if c.failed_joins > max || !address_ok {
