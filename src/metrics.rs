@@ -2,8 +2,9 @@
 //!
 //! One registry per server instance (not a process-global recorder), so tests
 //! can run several servers in one process and read each one's numbers. The
-//! relay's per-frame counters are unlabelled atomics; labelled families are
-//! touched only on drops, errors and connection events.
+//! relay's per-frame counters (drops included) are handles resolved at start,
+//! so a frame costs an atomic add; labelled families are looked up only on
+//! errors and connection events.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -66,6 +67,8 @@ pub struct Metrics {
     // Pre-resolved label handles for the per-frame path, indexed by `Via`.
     fwd: [Counter; 3],
     rx: [Counter; 3],
+    // And by `RelayDrop`: a flood of bad frames must not cost a label lookup each.
+    drops: [Counter; RelayDrop::ALL.len()],
 }
 
 impl Default for Metrics {
@@ -164,11 +167,19 @@ impl Metrics {
         };
         let fwd = handles(&relay_forwarded);
         let rx = handles(&relay_received);
+        let drops = RelayDrop::ALL.map(|why| {
+            relay_dropped
+                .get_or_create(&ReasonLabel {
+                    reason: why.as_str().into(),
+                })
+                .clone()
+        });
         Metrics {
             quic_datagrams_dropped,
             quic_lost_packets,
             fwd,
             rx,
+            drops,
             registry,
             connections,
             connections_accepted,
@@ -226,11 +237,7 @@ impl Metrics {
     }
 
     pub fn relay_drop(&self, why: RelayDrop) {
-        self.relay_dropped
-            .get_or_create(&ReasonLabel {
-                reason: why.as_str().into(),
-            })
-            .inc();
+        self.drops[why as usize].inc();
     }
 
     pub fn quic_losses(&self, lost: &QuicLosses) {

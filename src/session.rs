@@ -147,6 +147,19 @@ pub enum RelayDrop {
 }
 
 impl RelayDrop {
+    /// Every reason, in declaration order (`reason as usize` indexes it).
+    pub const ALL: [RelayDrop; 9] = [
+        RelayDrop::Malformed,
+        RelayDrop::NotInSession,
+        RelayDrop::TooLarge,
+        RelayDrop::RateLimited,
+        RelayDrop::IpRateLimited,
+        RelayDrop::UnknownPeer,
+        RelayDrop::PeerAway,
+        RelayDrop::ReceiverBusy,
+        RelayDrop::ReceiverTooSmall,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RelayDrop::Malformed => "malformed",
@@ -1294,6 +1307,13 @@ mod tests {
         assert_eq!(w.route(h, ap, 1), Err(RelayDrop::RateLimited));
         w.advance(Duration::from_millis(500));
         assert!(w.route(h, ap, 1).is_ok());
+    }
+
+    #[test]
+    fn relay_drop_reasons_index_their_own_counter() {
+        for (i, why) in RelayDrop::ALL.iter().enumerate() {
+            assert_eq!(*why as usize, i, "{why:?}");
+        }
     }
 
     #[test]
