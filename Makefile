@@ -10,13 +10,15 @@ help: ## List the commands
 deps: ## Install test dependencies (coturn, Chromium, mono, npm and pip packages)
 	scripts/deps.sh
 
-test: deps ## Run every test (Rust, browser, C# codec)
+test: deps ## Run every test (Rust, browser, C#, deploy files, NAT); fails on any server panic
+	rm -rf test-artifacts
 	$(CARGO) test --locked
 	@if [ -f tests/browser/package.json ]; then $(MAKE) --no-print-directory test-browser; fi
 	tests/csharp/live.sh
 	tests/csharp/run.sh
 	$(MAKE) --no-print-directory check-deploy
 	$(MAKE) --no-print-directory nat-test
+	@scripts/check-panics.sh test-artifacts
 
 test-rust: ## Only the Rust tests
 	$(CARGO) test --locked

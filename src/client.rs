@@ -186,6 +186,16 @@ enum Connected {
     WebSocket(WsStream),
 }
 
+/// Whether a write failed because the stream was sent as 0-RTT data that the
+/// server rejected.
+fn lost_with_0rtt(r: std::io::Result<usize>) -> bool {
+    r.err().is_some_and(|e| {
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<quinn::WriteError>())
+            .is_some_and(|w| matches!(w, quinn::WriteError::ZeroRttRejected))
+    })
+}
+
 /// Open the control stream and write `bytes` on it.
 async fn open_and_send(wire: &Wire, bytes: &[u8]) -> Result<(Writer, crate::wire::Reader)> {
     let (mut control, recv) = wire.open_bi().await.context("opening the control stream")?;
@@ -248,9 +258,12 @@ impl Client {
                     // (sent in the server's 0.5-RTT flight) arrives anyway.
                     if accepted.await {
                         zero_rtt_used = true;
-                    } else {
+                    } else if lost_with_0rtt(control.write(&[]).await) {
                         // The server forgot our session: the 0-RTT stream is
-                        // gone, say it all again in 1-RTT.
+                        // gone, say it all again in 1-RTT. (A stream opened
+                        // after the handshake had already completed went out
+                        // in 1-RTT and stands: sending again would open a
+                        // second control stream, which the server refuses.)
                         (control, recv) = open_and_send(&wire, &out).await?;
                     }
                 }

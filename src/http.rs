@@ -5,16 +5,23 @@
 //! (`serverCertificateHashes`), so it is served here over plain HTTP; a page
 //! served from `http://localhost` is a secure context, which WebTransport requires.
 
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, Request, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, warn};
 
 use crate::server::Shared;
+use crate::session::address_key;
 
 pub fn router(shared: Arc<Shared>, web_dir: Option<PathBuf>) -> Router {
     let api = Router::new()
@@ -40,6 +47,8 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let attempts = shared.lock().core.pending_count().0;
+    shared.metrics.connection_attempts.set(attempts as i64);
     (
         StatusCode::OK,
         [(
@@ -55,4 +64,115 @@ async fn cert_hash(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")],
         Json(shared.cert()),
     )
+}
+
+/// Open TCP connections per client address, for the per-address cap.
+#[derive(Default)]
+struct TcpCount(Mutex<HashMap<IpAddr, usize>>);
+
+/// One counted TCP connection; uncounted when dropped.
+struct TcpSlot {
+    count: Arc<TcpCount>,
+    ip: IpAddr,
+}
+
+impl TcpCount {
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<TcpSlot> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(TcpSlot {
+            count: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for TcpSlot {
+    fn drop(&mut self) {
+        let mut m = self.count.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Serve the HTTP port until `stop`. Each TCP connection must send its
+/// request headers within `--http-header-timeout-ms` (a slowloris client is
+/// cut off), and one address may hold at most `--max-connections-per-ip` of
+/// them until they are upgraded to WebSockets (which the session core then
+/// counts). Behind a trusted proxy every client shares the proxy's address,
+/// so that cap is left to the core, which sees the forwarded address.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (max_per_ip, header_timeout) = {
+        let st = shared.lock();
+        let l = st.core.limits();
+        (
+            l.max_connections_per_ip,
+            Duration::from_millis(l.http_header_timeout_ms.max(1)),
+        )
+    };
+    let count = Arc::new(TcpCount::default());
+    let mut warned_accept = false;
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors, most likely: wait instead of spinning.
+                if !warned_accept {
+                    warn!("HTTP accept failed: {e} (file-descriptor limit?)");
+                    warned_accept = true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let ip = address_key(peer.ip());
+        let cap = if shared.trust_proxy {
+            usize::MAX
+        } else {
+            max_per_ip
+        };
+        let Some(slot) = count.take(ip, cap) else {
+            shared.metrics.refused("tcp_per_ip");
+            debug!(%peer, "HTTP connection refused: per-address cap");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+            tower_service::Service::call(&mut router.clone(), req)
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+            .with_upgrades();
+        let metrics = shared.clone();
+        tokio::spawn(async move {
+            metrics.metrics.http_connections.inc();
+            if let Err(e) = conn.await {
+                debug!(%peer, "HTTP connection ended: {e}");
+            }
+            metrics.metrics.http_connections.dec();
+            drop(slot);
+        });
+    }
 }

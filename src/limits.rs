@@ -16,14 +16,38 @@ pub struct Limits {
     #[arg(long, env = "FSP2P_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
-    /// Most concurrent connections from one client IP address (players behind one NAT or
-    /// carrier-grade NAT share an address, so keep it generous); more are refused with `server_full`.
+    /// Most concurrent connections from one client IP address (IPv6: one /64), on every
+    /// transport: QUIC and WebTransport connections, WebSockets, and plain TCP connections to the
+    /// HTTP port. Players behind one NAT or carrier-grade NAT share an address, so keep it
+    /// generous; more are refused with `server_full`. Behind a proxy (`--trust-proxy`) the TCP
+    /// count is not applied to the proxy's own address.
     #[arg(long, env = "FSP2P_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
     pub max_connections_per_ip: usize,
+
+    /// QUIC handshakes in flight from addresses not yet validated, on the whole server, before
+    /// new ones must first answer a QUIC Retry (one extra round trip; a spoofed source never
+    /// answers, so a flood of Initials holds no state). Unfinished handshakes never hold a
+    /// connection slot.
+    #[arg(long, env = "FSP2P_MAX_UNVALIDATED_HANDSHAKES", default_value_t = 64)]
+    pub max_unvalidated_handshakes: usize,
+
+    /// The same, per client IP address: past this many unfinished handshakes from one address,
+    /// its new ones get a Retry.
+    #[arg(
+        long,
+        env = "FSP2P_MAX_UNVALIDATED_HANDSHAKES_PER_IP",
+        default_value_t = 8
+    )]
+    pub max_unvalidated_handshakes_per_ip: usize,
 
     /// Most concurrent sessions; `CreateSession` beyond it fails with `too_many_sessions`.
     #[arg(long, env = "FSP2P_MAX_SESSIONS", default_value_t = 2_000)]
     pub max_sessions: usize,
+
+    /// Most sessions created from one client IP address and still open (IPv6: one /64);
+    /// `CreateSession` beyond it fails with `too_many_sessions`.
+    #[arg(long, env = "FSP2P_MAX_SESSIONS_PER_IP", default_value_t = 20)]
+    pub max_sessions_per_ip: usize,
 
     /// Most peers in one session (host included); also the default when a host asks for 0.
     #[arg(long, env = "FSP2P_MAX_PEERS_PER_SESSION", default_value_t = 16)]
@@ -42,6 +66,12 @@ pub struct Limits {
     #[arg(long, env = "FSP2P_SIGNALS_PER_SEC", default_value_t = 50)]
     pub signals_per_sec: u32,
 
+    /// Signal bytes per second one peer may be sent by the others of its session (burst: four
+    /// seconds' worth). A member flooding signals at a slow peer gets `rate_limited` and its
+    /// signals dropped, long before the slow peer's queue fills. 0 = no limit.
+    #[arg(long, env = "FSP2P_SIGNAL_BYTES_PER_SEC_PER_RECEIVER", default_value_t = 64 * 1024)]
+    pub signal_bytes_per_sec_per_receiver: u32,
+
     /// Relay frames per second a connection may send (burst: one second's worth); excess is dropped. 0 = no limit.
     #[arg(long, env = "FSP2P_RELAY_DATAGRAMS_PER_SEC", default_value_t = 500)]
     pub relay_datagrams_per_sec: u32,
@@ -58,8 +88,10 @@ pub struct Limits {
     #[arg(long, env = "FSP2P_RELAY_OUT_BYTES_PER_IP", default_value_t = 16 * 1024 * 1024)]
     pub relay_out_bytes_per_ip: u32,
 
-    /// Failed joins (unknown code, wrong password) a connection may make before it is closed;
-    /// also the budget per client IP address per minute, so reconnecting does not reset it.
+    /// Failed joins (unknown code, wrong password) a connection may make before it is closed.
+    /// Also the budget per client IP address per minute: once it is spent, joins from that
+    /// address are refused with `too_many_join_attempts` (saying how long to wait) until it
+    /// refills, without closing anyone's connection; reconnecting does not reset it.
     #[arg(long, env = "FSP2P_MAX_JOIN_ATTEMPTS", default_value_t = 10)]
     pub max_join_attempts: u32,
 
@@ -71,9 +103,15 @@ pub struct Limits {
     #[arg(long, env = "FSP2P_RESUME_GRACE_MS", default_value_t = 15_000)]
     pub resume_grace_ms: u64,
 
-    /// A connection that has not sent `Hello` within this many milliseconds is closed.
+    /// A connection that has not sent `Hello` within this many milliseconds is closed. Also
+    /// bounds a QUIC handshake and a WebTransport CONNECT.
     #[arg(long, env = "FSP2P_HELLO_TIMEOUT_MS", default_value_t = 10_000)]
     pub hello_timeout_ms: u64,
+
+    /// A TCP connection to the HTTP port must send a request's headers within this many
+    /// milliseconds (slowloris guard); idle keep-alive connections are closed after it too.
+    #[arg(long, env = "FSP2P_HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub http_header_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -81,11 +119,15 @@ impl Default for Limits {
         Limits {
             max_connections: 10_000,
             max_connections_per_ip: 256,
+            max_unvalidated_handshakes: 64,
+            max_unvalidated_handshakes_per_ip: 8,
             max_sessions: 2_000,
+            max_sessions_per_ip: 20,
             max_peers_per_session: 16,
             max_frame_bytes: 16 * 1024,
             max_relay_payload: 1100,
             signals_per_sec: 50,
+            signal_bytes_per_sec_per_receiver: 64 * 1024,
             relay_datagrams_per_sec: 500,
             relay_bytes_per_sec: 256 * 1024,
             relay_out_bytes_per_ip: 16 * 1024 * 1024,
@@ -93,6 +135,7 @@ impl Default for Limits {
             session_idle_ttl_secs: 1800,
             resume_grace_ms: 15_000,
             hello_timeout_ms: 10_000,
+            http_header_timeout_ms: 10_000,
         }
     }
 }
@@ -133,6 +176,17 @@ impl TokenBucket {
     pub fn per_minute(mut self, per_minute: u32) -> Self {
         self.rate = f64::from(per_minute) / 60.0;
         self
+    }
+
+    /// How long until `n` tokens are there; `None` when they are there now.
+    pub fn wait_for(&self, now: Instant, n: u32) -> Option<Duration> {
+        if self.rate == 0.0 {
+            return None;
+        }
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        let have = (self.tokens + elapsed * self.rate).min(self.burst);
+        let short = f64::from(n) - have;
+        (short > 0.0).then(|| Duration::from_secs_f64(short / self.rate))
     }
 
     /// True when the bucket has refilled to its burst (nothing to remember).

@@ -56,6 +56,12 @@ pub struct Metrics {
     pub connections: Family<TransportLabel, Gauge>,
     pub connections_accepted: Family<TransportLabel, Counter>,
     pub connections_refused: Family<ReasonLabel, Counter>,
+    /// QUIC Retry packets sent: attempts asked to prove their address first.
+    pub handshake_retries: Counter,
+    /// Connection attempts in flight (QUIC handshakes, WebTransport waiting for CONNECT).
+    pub connection_attempts: Gauge,
+    /// Open TCP connections to the HTTP port (WebSockets included).
+    pub http_connections: Gauge,
     pub sessions: Gauge,
     pub peers: Gauge,
     pub signaling_messages: Counter,
@@ -83,6 +89,26 @@ impl Metrics {
         let connections = Family::<TransportLabel, Gauge>::default();
         let connections_accepted = Family::<TransportLabel, Counter>::default();
         let connections_refused = Family::<ReasonLabel, Counter>::default();
+        let handshake_retries = Counter::default();
+        let connection_attempts = Gauge::default();
+        let http_connections = Gauge::default();
+        registry.register(
+            "handshake_retries",
+            "QUIC Retry packets sent: connection attempts asked to prove their address first \
+             (many unfinished handshakes in flight, in all or from one address)",
+            handshake_retries.clone(),
+        );
+        registry.register(
+            "connection_attempts",
+            "Connection attempts in flight: QUIC handshakes and WebTransport sessions waiting \
+             for CONNECT (they hold no connection slot)",
+            connection_attempts.clone(),
+        );
+        registry.register(
+            "http_connections",
+            "Open TCP connections to the HTTP port, WebSockets included",
+            http_connections.clone(),
+        );
         let sessions = Gauge::default();
         let peers = Gauge::default();
         let signaling_messages = Counter::default();
@@ -184,6 +210,9 @@ impl Metrics {
             connections,
             connections_accepted,
             connections_refused,
+            handshake_retries,
+            connection_attempts,
+            http_connections,
             sessions,
             peers,
             signaling_messages,

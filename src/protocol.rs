@@ -220,6 +220,21 @@ pub enum Signal {
     },
 }
 
+impl Signal {
+    /// What a signal costs its receiver's signal budget: its variable-length
+    /// contents plus a little for the framing.
+    pub fn budget_len(&self) -> usize {
+        16 + match self {
+            Signal::Offer { sdp } | Signal::Answer { sdp } => sdp.len(),
+            Signal::IceCandidate {
+                candidate, sdp_mid, ..
+            } => candidate.len() + sdp_mid.as_ref().map_or(0, String::len),
+            Signal::EndOfCandidates => 0,
+            Signal::App { data } => data.len(),
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaveReason {
     /// The peer sent `LeaveSession`, or closed its connection cleanly.
@@ -332,7 +347,9 @@ impl ErrorCode {
         }
     }
 
-    /// Fatal errors are followed by the server closing the connection with this code.
+    /// Fatal errors are always followed by the server closing the connection with this code.
+    /// `too_many_join_attempts` is fatal only when the connection itself failed too often
+    /// (then a close follows); refused for its address's budget, the connection stays.
     pub fn is_fatal(self) -> bool {
         matches!(
             self,
@@ -342,7 +359,6 @@ impl ErrorCode {
                 | ErrorCode::ProtocolViolation
                 | ErrorCode::ServerFull
                 | ErrorCode::ShuttingDown
-                | ErrorCode::TooManyJoinAttempts
                 | ErrorCode::HelloTimeout
                 | ErrorCode::Replaced
                 | ErrorCode::SlowConsumer

@@ -30,18 +30,20 @@ use crate::protocol::{
     self, ClientMsg, ErrorCode, FrameDecoder, ServerMsg, ALPN_H3, ALPN_NATIVE, WEBTRANSPORT_PATH,
 };
 use crate::relay::{LatestQueue, Via};
-use crate::session::{ConnId, ConnMeta, Core, Now, Output, Target};
+use crate::session::{Admission, ConnId, ConnMeta, Core, Now, Output, Target};
 use crate::turn::IceConfig;
 use crate::wire::{Ended, Reader, Wire, Writer};
 
 /// QUIC transport settings and queue depths of the I/O shell.
 #[derive(Args, Debug, Clone)]
 pub struct QuicTuning {
-    /// Close a QUIC connection after this many milliseconds without any packet from the client.
+    /// Close a QUIC connection or WebSocket after this many milliseconds without any packet or
+    /// message from the client.
     #[arg(long, env = "FSP2P_IDLE_TIMEOUT_MS", default_value_t = 30_000)]
     pub idle_timeout_ms: u64,
 
-    /// Send a QUIC keep-alive after this many milliseconds of silence (keeps NAT bindings open). 0 = never.
+    /// Send a QUIC keep-alive (WebSocket: a ping) after this many milliseconds of silence; keeps
+    /// NAT bindings and proxies open, and lets a dead WebSocket be noticed. 0 = never.
     #[arg(long, env = "FSP2P_KEEP_ALIVE_MS", default_value_t = 10_000)]
     pub keep_alive_ms: u64,
 
@@ -64,6 +66,12 @@ pub struct QuicTuning {
     /// Control messages queued for one client before it counts as a slow consumer and is closed.
     #[arg(long, env = "FSP2P_CONTROL_QUEUE", default_value_t = 256)]
     pub control_queue: usize,
+
+    /// Flow-control window of one QUIC stream the client sends on, in bytes: what the server
+    /// buffers for it at most. The connection's window is four times this, which bounds what a
+    /// client can make the server hold on streams, however many it opens.
+    #[arg(long, env = "FSP2P_STREAM_RECEIVE_WINDOW", default_value_t = 64 * 1024)]
+    pub stream_receive_window: u32,
 
     /// Relay frames queued for one receiver without datagrams (stream mode, WebSocket); when
     /// full, the oldest is dropped (latest state wins).
@@ -88,6 +96,7 @@ impl Default for QuicTuning {
             datagram_send_buffer: 64 * 1024,
             udp_socket_buffer: 4 * 1024 * 1024,
             control_queue: 256,
+            stream_receive_window: 64 * 1024,
             stream_relay_queue: 32,
             drain_timeout_ms: 3_000,
             reconnect_after_ms: 2_000,
@@ -162,6 +171,8 @@ pub(crate) struct Link {
     pub(crate) datagrams_queued: Arc<AtomicU64>,
     /// Ends a WebSocket connection at once (QUIC connections close through `wire`).
     pub(crate) kill: Option<tokio::task::AbortHandle>,
+    /// Closed as a slow consumer: nothing more is queued, counted or logged for it.
+    pub(crate) dropped: bool,
 }
 
 impl Link {
@@ -208,16 +219,22 @@ impl Shared {
                     if let ServerMsg::Error { code, .. } = &msg {
                         self.metrics.error_sent(*code);
                     }
-                    let Some(link) = st.links.get(&conn) else {
+                    let Some(link) = st.links.get_mut(&conn) else {
                         continue;
                     };
+                    if link.dropped {
+                        continue;
+                    }
                     if link
                         .control
                         .try_send(Ctrl::Frame(protocol::encode_frame(&msg)))
                         .is_err()
                     {
+                        // Once per connection: a flood behind a full queue
+                        // must not become a flood of logs.
                         warn!(conn, "control queue full; closing slow consumer");
                         self.metrics.error_sent(ErrorCode::SlowConsumer as u16);
+                        link.dropped = true;
                         link.close_now(ErrorCode::SlowConsumer, "control queue full");
                     }
                 }
@@ -236,6 +253,9 @@ impl Shared {
             }
         }
         self.metrics.sessions.set(st.core.session_count() as i64);
+        self.metrics
+            .connection_attempts
+            .set(st.core.pending_count().0 as i64);
         self.metrics.peers.set(st.core.peer_count() as i64);
     }
 
@@ -347,16 +367,12 @@ impl Server {
             ));
         }
         let router = crate::http::router(shared.clone(), cfg.web_dir);
-        let mut http_stop = stop_rx;
-        tasks.spawn(async move {
-            let app = router.into_make_service_with_connect_info::<SocketAddr>();
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|s| *s).await;
-            });
-            if let Err(e) = serve.await {
-                warn!("HTTP server failed: {e}");
-            }
-        });
+        tasks.spawn(crate::http::serve(
+            listener,
+            router,
+            shared.clone(),
+            stop_rx,
+        ));
         info!(%quic_addr, %http_addr, "serving");
         Ok(Server {
             shared,
@@ -461,6 +477,7 @@ fn udp_socket(addr: SocketAddr, buffer: usize) -> Result<std::net::UdpSocket> {
 
 /// rustls + quinn server configuration: both ALPNs, ring only, 0-RTT allowed.
 fn quinn_server_config(identity: &Identity, tuning: &QuicTuning) -> Result<quinn::ServerConfig> {
+    let stream_window = tuning.stream_receive_window.max(4 * 1024);
     let mut tls = rustls::ServerConfig::builder_with_provider(Identity::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .context("TLS 1.3 with ring")?
@@ -486,10 +503,14 @@ fn quinn_server_config(identity: &Identity, tuning: &QuicTuning) -> Result<quinn
         )
         .datagram_receive_buffer_size(Some(tuning.datagram_recv_buffer.max(2048)))
         .datagram_send_buffer_size(tuning.datagram_send_buffer.max(2048))
-        // Control stream + WebTransport CONNECT stream + slack.
-        .max_concurrent_bidi_streams(4u32.into())
+        // The control stream, and for WebTransport its CONNECT stream; any
+        // other is refused as it arrives (`refuse_extra_streams`).
+        .max_concurrent_bidi_streams(2u32.into())
         // HTTP/3 control/QPACK streams + stream-mode relay frames in flight.
-        .max_concurrent_uni_streams(64u32.into());
+        .max_concurrent_uni_streams(64u32.into())
+        // What a client can make the server buffer, however many streams it opens.
+        .stream_receive_window(stream_window.into())
+        .receive_window((stream_window.saturating_mul(4)).into());
     config.transport_config(Arc::new(transport));
     config.migration(true);
     Ok(config)
@@ -506,9 +527,36 @@ async fn accept_loop(
             _ = stop.wait_for(|s| *s) => None,
         };
         let Some(incoming) = incoming else { break };
+        // Decided here, before a task or any connection state exists: a
+        // flood of Initials must cost as little as possible.
+        let ip = incoming.remote_address().ip().to_canonical();
+        let validated = incoming.remote_address_validated();
+        let admission = shared.lock().core.admit(Now::system(), ip, validated);
+        match admission {
+            Admission::Accept => {}
+            Admission::Retry => {
+                shared.metrics.handshake_retries.inc();
+                // `retry` only fails for a validated address, which is never asked to.
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().refuse();
+                }
+                continue;
+            }
+            Admission::Refuse(code) => {
+                shared.metrics.refused(code.as_str());
+                incoming.refuse();
+                continue;
+            }
+        }
+        let pending = PendingSlot {
+            shared: shared.clone(),
+            ip,
+            validated,
+            done: false,
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle_incoming(shared.clone(), incoming).await {
+            if let Err(e) = handle_incoming(shared.clone(), incoming, pending).await {
                 shared.metrics.refused("handshake");
                 debug!("connection failed before serving: {e:#}");
             }
@@ -516,31 +564,101 @@ async fn accept_loop(
     }
 }
 
-async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) -> Result<()> {
+/// An admitted connection attempt ([`Admission::Accept`]): pending in the
+/// core until it is opened there, or given up (when this is dropped).
+struct PendingSlot {
+    shared: Arc<Shared>,
+    ip: std::net::IpAddr,
+    validated: bool,
+    done: bool,
+}
+
+impl PendingSlot {
+    /// The client has proved its address: take a connection slot in the core.
+    fn open(mut self, transport: crate::session::Transport) -> Result<ConnId, ErrorCode> {
+        self.done = true;
+        let mut st = self.shared.lock();
+        st.core.abandon(self.ip, self.validated);
+        st.core.open(
+            Now::system(),
+            ConnMeta {
+                transport,
+                ip: Some(self.ip),
+            },
+        )
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared.lock().core.abandon(self.ip, self.validated);
+        }
+    }
+}
+
+/// From an admitted QUIC attempt to a served connection. The attempt holds
+/// no connection slot until the client has proved its address: a completed
+/// handshake, or 0-RTT data (which needs a single-use ticket from an earlier
+/// connection). Handshake and WebTransport CONNECT together get `hello_timeout`.
+async fn handle_incoming(
+    shared: Arc<Shared>,
+    incoming: quinn::Incoming,
+    pending: PendingSlot,
+) -> Result<()> {
     let remote = incoming.remote_address();
-    let connecting = incoming.accept().context("accepting")?;
-    let mut connecting = connecting;
-    let alpn = connecting
-        .handshake_data()
+    let deadline = Duration::from_millis(shared.lock().core.limits().hello_timeout_ms);
+    let mut connecting = incoming.accept().context("accepting")?;
+    let alpn = tokio::time::timeout(deadline, connecting.handshake_data())
         .await
+        .context("TLS handshake timed out")?
         .context("TLS handshake")?
         .downcast::<quinn::crypto::rustls::HandshakeData>()
         .ok()
         .and_then(|h| h.protocol);
-    let hello_timeout = Duration::from_millis(shared.lock().core.limits().hello_timeout_ms);
     match alpn.as_deref() {
         Some(p) if p == ALPN_NATIVE => {
-            // 0.5-RTT: start serving before the handshake is confirmed, so the
-            // Welcome goes out in the server's first flight.
-            let conn = match connecting.into_0rtt() {
-                Ok((conn, _accepted)) => conn,
-                Err(connecting) => connecting.await.context("QUIC handshake")?,
+            // 0.5-RTT: the Welcome can go out before the handshake completes,
+            // once the client has proved itself (see above).
+            let (conn, accepted) = match connecting.into_0rtt() {
+                Ok((conn, accepted)) => (conn, Some(accepted)),
+                Err(connecting) => {
+                    let conn = tokio::time::timeout(deadline, connecting)
+                        .await
+                        .context("QUIC handshake timed out")?
+                        .context("QUIC handshake")?;
+                    (conn, None)
+                }
             };
-            serve_connection(shared, Wire::Quic(conn)).await;
+            let proof = async {
+                tokio::select! {
+                    // The handshake completed; the control stream comes later.
+                    _ = async { if let Some(a) = accepted { a.await; } } => Ok(None),
+                    s = conn.accept_bi() => s.map(Some),
+                }
+            };
+            let first = match tokio::time::timeout(deadline, proof).await {
+                Ok(Ok(first)) if conn.close_reason().is_none() => first,
+                Ok(Ok(_)) => anyhow::bail!("QUIC handshake failed"),
+                Ok(Err(e)) => return Err(e).context("QUIC handshake"),
+                Err(_) => {
+                    conn.close(
+                        (ErrorCode::HelloTimeout as u32).into(),
+                        b"handshake timed out",
+                    );
+                    anyhow::bail!("QUIC handshake timed out");
+                }
+            };
+            let first = first.map(|(s, r)| -> (Writer, Reader) { (Box::pin(s), Box::pin(r)) });
+            let wire = Wire::Quic(conn);
+            match pending.open(wire.kind()) {
+                Ok(id) => serve_connection(shared, wire, id, first).await,
+                Err(code) => refuse(&shared, &wire, code).await,
+            }
         }
         Some(p) if p == ALPN_H3 => {
             let request = tokio::time::timeout(
-                hello_timeout,
+                deadline,
                 wtransport::endpoint::IncomingSessionFuture::with_quic_connecting(connecting),
             )
             .await
@@ -556,7 +674,11 @@ async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) -> Resu
                 .accept()
                 .await
                 .context("accepting WebTransport session")?;
-            serve_connection(shared, Wire::WebTransport(conn)).await;
+            let wire = Wire::WebTransport(conn);
+            match pending.open(wire.kind()) {
+                Ok(id) => serve_connection(shared, wire, id, None).await,
+                Err(code) => refuse(&shared, &wire, code).await,
+            }
         }
         other => {
             // rustls refuses unknown ALPNs during the handshake; this is a safety net.
@@ -567,50 +689,51 @@ async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) -> Resu
     Ok(())
 }
 
-/// Serve one connection until it closes.
-async fn serve_connection(shared: Arc<Shared>, wire: Wire) {
+/// Refuse a connection whose handshake is done, with a code and reason the
+/// client can read (`server_full`, `shutting_down`), as on every transport.
+async fn refuse(shared: &Shared, wire: &Wire, code: ErrorCode) {
+    shared.metrics.refused(code.as_str());
+    debug!(remote = %wire.remote_address(), %code, "connection refused");
+    wire.close(code as u32, code.as_str());
+    let _ = tokio::time::timeout(Duration::from_secs(1), wire.closed()).await;
+}
+
+/// Serve one connection, already open in the core as `id`, until it closes.
+/// `first` is its control stream when the client opened it in 0-RTT.
+async fn serve_connection(
+    shared: Arc<Shared>,
+    wire: Wire,
+    id: ConnId,
+    first: Option<(Writer, Reader)>,
+) {
     let transport = wire.kind();
     let remote = wire.remote_address();
     let (ctrl_tx, ctrl_rx) = mpsc::channel(shared.quic.control_queue.max(8));
     let relay_queue = Arc::new(LatestQueue::new(shared.quic.stream_relay_queue));
     let datagrams_queued = Arc::new(AtomicU64::new(0));
     let datagrams_read = Arc::new(AtomicU64::new(0));
-    let opened = {
-        let mut st = shared.lock();
-        let r = st.core.open(
-            Now::system(),
-            ConnMeta {
-                transport,
-                ip: Some(remote.ip().to_canonical()),
-            },
-        );
-        if let Ok(id) = r {
-            st.links.insert(
-                id,
-                Link {
-                    wire: Some(wire.clone()),
-                    control: ctrl_tx,
-                    relay_queue: relay_queue.clone(),
-                    datagrams_queued: datagrams_queued.clone(),
-                    kill: None,
-                },
-            );
-        }
-        r
-    };
-    let id = match opened {
-        Ok(id) => id,
-        Err(code) => {
-            shared.metrics.refused(code.as_str());
-            wire.close(code as u32, code.as_str());
-            return;
-        }
-    };
+    shared.lock().links.insert(
+        id,
+        Link {
+            wire: Some(wire.clone()),
+            control: ctrl_tx,
+            relay_queue: relay_queue.clone(),
+            datagrams_queued: datagrams_queued.clone(),
+            kill: None,
+            dropped: false,
+        },
+    );
     shared.metrics.connection_opened(transport);
     debug!(conn = id, %remote, transport = transport.as_str(), "connection open");
 
     let mut tasks = JoinSet::new();
-    tasks.spawn(control_task(shared.clone(), wire.clone(), id, ctrl_rx));
+    tasks.spawn(control_task(
+        shared.clone(),
+        wire.clone(),
+        id,
+        ctrl_rx,
+        first,
+    ));
     let mut datagrams = tokio::spawn(datagram_task(
         shared.clone(),
         wire.clone(),
@@ -664,27 +787,47 @@ async fn serve_connection(shared: Arc<Shared>, wire: Wire) {
 
 /// The control stream: accept it, then read frames into the core and write
 /// queued frames out, until either side ends.
-async fn control_task(shared: Arc<Shared>, wire: Wire, id: ConnId, mut rx: mpsc::Receiver<Ctrl>) {
+async fn control_task(
+    shared: Arc<Shared>,
+    wire: Wire,
+    id: ConnId,
+    mut rx: mpsc::Receiver<Ctrl>,
+    first: Option<(Writer, Reader)>,
+) {
     // Until the client opens its control stream, only a Close can be acted on.
-    let (send, recv) = loop {
-        tokio::select! {
-            s = wire.accept_bi() => match s {
-                Ok(s) => break s,
-                Err(_) => return,
-            },
-            item = rx.recv() => match item {
-                Some(Ctrl::Close(code, reason)) => return wire.close(code as u32, &reason),
-                Some(Ctrl::Frame(_)) => continue,
-                None => return,
-            },
-        }
+    let (send, recv) = match first {
+        Some(s) => s,
+        None => loop {
+            tokio::select! {
+                s = wire.accept_bi() => match s {
+                    Ok(s) => break s,
+                    Err(_) => return,
+                },
+                item = rx.recv() => match item {
+                    Some(Ctrl::Close(code, reason)) => return wire.close(code as u32, &reason),
+                    Some(Ctrl::Frame(_)) => continue,
+                    None => return,
+                },
+            }
+        },
     };
-    // Both run until the connection ends (which aborts this task): the writer
+    // All run until the connection ends (which aborts this task): the writer
     // must outlive a reader that stopped on bad input, to deliver the error.
     tokio::join!(
         control_reader(&shared, id, recv),
-        control_writer(&wire, send, rx)
+        control_writer(&wire, send, rx),
+        refuse_extra_streams(&wire),
     );
+}
+
+/// The protocol uses one bidirectional stream; any other is refused as it
+/// arrives, so it holds no buffered data and costs no more than an honest one.
+async fn refuse_extra_streams(wire: &Wire) {
+    while wire
+        .refuse_bi(ErrorCode::ProtocolViolation as u32)
+        .await
+        .is_ok()
+    {}
 }
 
 async fn control_reader(shared: &Shared, id: ConnId, mut recv: Reader) {

@@ -175,12 +175,95 @@ impl RelayDrop {
     }
 }
 
+/// What the shell should do with a QUIC connection attempt, decided before
+/// it keeps any state for it (see [`Core::admit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Go on with the handshake. The attempt is *pending* until the shell
+    /// calls [`Core::open`] or [`Core::abandon`] for it.
+    Accept,
+    /// Answer with a QUIC Retry: the client must prove it receives packets at
+    /// its address (one extra round trip) before the server holds any state.
+    Retry,
+    /// Refuse at once (QUIC `CONNECTION_REFUSED`): only an address that has
+    /// proved itself and still has too many attempts in flight, or a server
+    /// shutting down.
+    Refuse(ErrorCode),
+}
+
+/// Connection attempts in flight: QUIC handshakes, and WebTransport sessions
+/// still waiting for their CONNECT. Counted apart from open connections, so
+/// attempts that never finish hold no connection slot.
+#[derive(Debug, Default, Clone, Copy)]
+struct Pending {
+    /// Attempts whose address was validated (a Retry token) when they arrived.
+    validated: usize,
+    /// Attempts whose address was not.
+    unvalidated: usize,
+}
+
+impl Pending {
+    fn count(&mut self, validated: bool) -> &mut usize {
+        if validated {
+            &mut self.validated
+        } else {
+            &mut self.unvalidated
+        }
+    }
+    fn add(&mut self, validated: bool) {
+        *self.count(validated) += 1;
+    }
+    fn remove(&mut self, validated: bool) {
+        let n = self.count(validated);
+        *n = n.saturating_sub(1);
+    }
+    fn is_empty(&self) -> bool {
+        self.validated == 0 && self.unvalidated == 0
+    }
+}
+
+/// A rate-limit report owed to a connection: what was dropped since the last
+/// one. Reports go out at most once per second, each with its count, so a
+/// flood gets one answer a second instead of one per dropped message.
+#[derive(Debug, Default, Clone, Copy)]
+struct Throttled {
+    dropped: u32,
+    reported: Option<Instant>,
+}
+
+impl Throttled {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    /// Count one drop; true when a report is due now.
+    fn drop_one(&mut self, now: Instant) -> bool {
+        self.dropped = self.dropped.saturating_add(1);
+        self.due(now)
+    }
+
+    fn due(&self, now: Instant) -> bool {
+        self.dropped > 0
+            && self
+                .reported
+                .is_none_or(|t| now.saturating_duration_since(t) >= Self::EVERY)
+    }
+
+    /// The count to report; starts the next period.
+    fn take(&mut self, now: Instant) -> u32 {
+        self.reported = Some(now);
+        std::mem::take(&mut self.dropped)
+    }
+}
+
 /// Budgets shared by every connection from one client address. Kept after
 /// the address's last connection closes until every budget has refilled, so
 /// reconnecting buys nothing.
 struct PerIp {
     /// Open connections (`max_connections_per_ip`).
     conns: usize,
+    /// Connection attempts in flight (see [`Pending`]).
+    pending: Pending,
+    /// Sessions created from this address and not yet ended (`max_sessions_per_ip`).
+    sessions: usize,
     /// Relay bytes sent on this address's behalf, fan-out included
     /// (`relay_out_bytes_per_ip`).
     relay_out: TokenBucket,
@@ -199,13 +282,19 @@ impl PerIp {
         let joins = l.max_join_attempts;
         PerIp {
             conns: 0,
+            pending: Pending::default(),
+            sessions: 0,
             relay_out: TokenBucket::new(now, rate, rate.max(largest)),
             failed_joins: TokenBucket::new(now, 0, joins).per_minute(joins),
         }
     }
 
     fn forgettable(&self, now: Instant) -> bool {
-        self.conns == 0 && self.relay_out.is_full(now) && self.failed_joins.is_full(now)
+        self.conns == 0
+            && self.pending.is_empty()
+            && self.sessions == 0
+            && self.relay_out.is_full(now)
+            && self.failed_joins.is_full(now)
     }
 }
 
@@ -217,6 +306,10 @@ struct Conn {
     relay_frames: TokenBucket,
     relay_bytes: TokenBucket,
     failed_joins: u32,
+    /// Control messages dropped over `signals_per_sec`, not yet reported.
+    over_rate: Throttled,
+    /// Signals dropped because a receiver's signal budget was spent.
+    over_receiver: Throttled,
 }
 
 struct Peer {
@@ -229,6 +322,10 @@ struct Peer {
     /// When the connection was lost (resume grace runs from here).
     away_since: Option<Instant>,
     session: Option<u64>,
+    /// Signal bytes this peer may still be sent (`signal_bytes_per_sec_per_receiver`):
+    /// one member flooding signals is throttled before a slow receiver's
+    /// control queue fills and it is dropped as a slow consumer.
+    signals_in: TokenBucket,
 }
 
 struct Session {
@@ -239,6 +336,8 @@ struct Session {
     max_peers: u32,
     password: Option<String>,
     last_activity: Instant,
+    /// The address that created it, charged for it (`max_sessions_per_ip`).
+    owner_ip: Option<IpAddr>,
 }
 
 /// The session core. See the module documentation.
@@ -253,6 +352,8 @@ pub struct Core {
     tokens: HashMap<[u8; RESUME_TOKEN_LEN], PeerId>,
     /// What each client address with open connections may still do.
     per_ip: HashMap<IpAddr, PerIp>,
+    /// Connection attempts in flight on the whole server.
+    pending: Pending,
     next_conn: ConnId,
     next_peer: PeerId,
     next_session: u64,
@@ -278,6 +379,7 @@ impl Core {
             codes: HashMap::new(),
             tokens: HashMap::new(),
             per_ip: HashMap::new(),
+            pending: Pending::default(),
             next_conn: 1,
             next_peer: 1,
             next_session: 1,
@@ -299,6 +401,14 @@ impl Core {
     pub fn session_count(&self) -> usize {
         self.sessions.len()
     }
+    /// Connection attempts in flight (QUIC handshakes, WebTransport waiting
+    /// for CONNECT), and how many of them came from unvalidated addresses.
+    pub fn pending_count(&self) -> (usize, usize) {
+        (
+            self.pending.validated + self.pending.unvalidated,
+            self.pending.unvalidated,
+        )
+    }
 
     /// The transport a connection came in on.
     pub fn transport_of(&self, conn: ConnId) -> Option<Transport> {
@@ -315,7 +425,57 @@ impl Core {
         self.out.pop_front()
     }
 
-    /// A transport accepted a connection. `Err` means refuse it with that code.
+    /// A QUIC connection attempt arrived from `ip`; `validated` says whether
+    /// its address is proven (a Retry token). Decides, before the server keeps
+    /// any state, whether to go on, to ask for a Retry, or to refuse.
+    ///
+    /// Attempts count against `max_unvalidated_handshakes` (whole server) and
+    /// `max_unvalidated_handshakes_per_ip` while their address is unproven;
+    /// past either, new unvalidated attempts get a Retry, which a spoofed
+    /// source never answers. So a flood of Initials, spoofed or not, holds a
+    /// bounded number of handshakes and no connection slot: slots are taken
+    /// in [`Core::open`], once the address is proven.
+    pub fn admit(&mut self, now: Now, ip: IpAddr, validated: bool) -> Admission {
+        if self.shutting_down {
+            return Admission::Refuse(ErrorCode::ShuttingDown);
+        }
+        let l = &self.limits;
+        let a = self
+            .per_ip
+            .entry(address_key(ip))
+            .or_insert_with(|| PerIp::new(now.mono, l));
+        if !validated
+            && (self.pending.unvalidated >= l.max_unvalidated_handshakes
+                || a.pending.unvalidated >= l.max_unvalidated_handshakes_per_ip)
+        {
+            return Admission::Retry;
+        }
+        // Proven addresses: at most a connection budget's worth of attempts
+        // in flight, per address and in all. (Unvalidated ones are bounded
+        // above, and cannot crowd a proven client out.)
+        if validated
+            && (a.pending.validated >= l.max_connections_per_ip
+                || self.pending.validated >= l.max_connections)
+        {
+            return Admission::Refuse(ErrorCode::ServerFull);
+        }
+        a.pending.add(validated);
+        self.pending.add(validated);
+        Admission::Accept
+    }
+
+    /// An admitted attempt ended without a connection (handshake failed or
+    /// timed out, no CONNECT), or is about to be opened: it is no longer pending.
+    pub fn abandon(&mut self, ip: IpAddr, validated: bool) {
+        self.pending.remove(validated);
+        if let Some(a) = self.per_ip.get_mut(&address_key(ip)) {
+            a.pending.remove(validated); // forgotten in tick
+        }
+    }
+
+    /// A transport accepted a connection whose address is proven (a
+    /// completed QUIC handshake, 0-RTT data, a TCP connection). It now holds
+    /// a connection slot. `Err` means refuse it with that code.
     pub fn open(&mut self, now: Now, mut meta: ConnMeta) -> Result<ConnId, ErrorCode> {
         meta.ip = meta.ip.map(address_key);
         if self.shutting_down {
@@ -355,6 +515,8 @@ impl Core {
                     l.relay_bytes_per_sec,
                 ),
                 failed_joins: 0,
+                over_rate: Throttled::default(),
+                over_receiver: Throttled::default(),
             },
         );
         Ok(id)
@@ -372,14 +534,9 @@ impl Core {
         };
         let peer = c.peer;
         if !c.control.try_take(now.mono, 1) {
-            self.error(
-                conn,
-                ErrorCode::RateLimited,
-                format!(
-                    "more than {} control messages per second; message dropped",
-                    self.limits.signals_per_sec
-                ),
-            );
+            if c.over_rate.drop_one(now.mono) {
+                self.report_over_rate(now.mono, conn);
+            }
             return;
         }
         match (msg, peer) {
@@ -531,6 +688,17 @@ impl Core {
             self.fail(conn, ErrorCode::HelloTimeout, "no Hello in time".into());
         }
 
+        // Rate-limit reports still owed for drops since the last one.
+        let owed: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.over_rate.due(now.mono) || c.over_receiver.due(now.mono))
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in owed {
+            self.report_over_rate(now.mono, conn);
+        }
+
         let grace = self.limits.resume_grace();
         let gone: Vec<PeerId> = self
             .peers
@@ -621,6 +789,7 @@ impl Core {
                 conn: Some(conn),
                 away_since: None,
                 session: None,
+                signals_in: self.signal_budget(now.mono),
             },
         );
         if let Some(c) = self.conns.get_mut(&conn) {
@@ -738,6 +907,21 @@ impl Core {
                 "the server has no room for another session; try again later".into(),
             );
         }
+        let owner_ip = self.conns.get(&conn).and_then(|c| c.meta.ip);
+        let quota = self.limits.max_sessions_per_ip;
+        if let Some(a) = owner_ip.and_then(|ip| self.per_ip.get_mut(&ip)) {
+            if a.sessions >= quota {
+                return self.error(
+                    conn,
+                    ErrorCode::TooManySessions,
+                    format!(
+                        "your address already holds {quota} sessions, the most one address may \
+                         create; end one first"
+                    ),
+                );
+            }
+            a.sessions += 1;
+        }
         let code = loop {
             let code: String = (0..CODE_LEN)
                 .map(|_| CODE_ALPHABET[self.rng.random_range(0..32)] as char)
@@ -758,6 +942,7 @@ impl Core {
                 max_peers,
                 password: req.password.filter(|pw| !pw.is_empty()),
                 last_activity: now.mono,
+                owner_ip,
             },
         );
         if let Some(peer) = self.peers.get_mut(&p) {
@@ -776,14 +961,30 @@ impl Core {
                 "leave your session before joining another".into(),
             );
         }
+        // An address whose failed-join budget is spent is refused before the
+        // code is looked at: a guess then tells nothing. The connection stays
+        // open (a player behind the same NAT as a brute-forcer only waits).
+        if let Some(wait) = self.join_lockout(now.mono, conn) {
+            return self.failed_join(
+                now,
+                conn,
+                ErrorCode::TooManyJoinAttempts,
+                format!(
+                    "too many failed joins from your network address (at most {} a minute); \
+                     try again in {wait} s",
+                    self.limits.max_join_attempts
+                ),
+            );
+        }
         let code = normalize_code(&req.code);
         let found = self.codes.get(&code).copied();
         let Some(sid) = found else {
+            // The code a player typed is a secret: not echoed into logs.
             return self.failed_join(
                 now,
                 conn,
                 ErrorCode::UnknownSession,
-                format!("no session has the code {:?}", req.code),
+                "no session has that code".into(),
             );
         };
         let Some(session) = self.sessions.get_mut(&sid) else {
@@ -819,24 +1020,75 @@ impl Core {
         }
     }
 
+    /// Seconds until the address of `conn` may try a join again, if its
+    /// failed-join budget is spent.
+    fn join_lockout(&self, now: Instant, conn: ConnId) -> Option<u64> {
+        let ip = self.conns.get(&conn)?.meta.ip?;
+        let wait = self.per_ip.get(&ip)?.failed_joins.wait_for(now, 1)?;
+        Some(wait.as_secs_f64().ceil().max(1.0) as u64)
+    }
+
+    /// A join failed: charge the connection and its address, answer with
+    /// `code`. Only a connection that itself failed more than
+    /// `max_join_attempts` times is closed; an address over its budget is
+    /// locked out of joins for a while (see `join`), its connections stay.
     fn failed_join(&mut self, now: Now, conn: ConnId, code: ErrorCode, message: String) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         c.failed_joins += 1;
+        let mine = c.failed_joins;
+        if let Some(a) = c.meta.ip.and_then(|ip| self.per_ip.get_mut(&ip)) {
+            a.failed_joins.try_take(now.mono, 1);
+        }
         let max = self.limits.max_join_attempts;
-        let address_ok = match c.meta.ip.and_then(|ip| self.per_ip.get_mut(&ip)) {
-            Some(a) => a.failed_joins.try_take(now.mono, 1),
-            None => true,
-        };
-        if c.failed_joins > max || !address_ok {
+        if mine > max {
             return self.fail(
                 conn,
                 ErrorCode::TooManyJoinAttempts,
-                format!("more than {} failed joins", self.limits.max_join_attempts),
+                format!("this connection made more than {max} failed joins"),
             );
         }
         self.error(conn, code, message);
+    }
+
+    /// A fresh signal budget for a receiving peer: burst of four seconds' worth.
+    fn signal_budget(&self, now: Instant) -> TokenBucket {
+        let rate = self.limits.signal_bytes_per_sec_per_receiver;
+        TokenBucket::new(now, rate, rate.saturating_mul(4))
+    }
+
+    /// Take `len` bytes from the receiving peer's signal budget.
+    fn receiver_takes(&mut self, now: Instant, to: PeerId, len: usize) -> bool {
+        let len = len.min(u32::MAX as usize) as u32;
+        self.peers
+            .get_mut(&to)
+            .is_none_or(|p| p.signals_in.try_take(now, len))
+    }
+
+    /// Tell `conn` what was dropped since its last report (rate limits).
+    fn report_over_rate(&mut self, now: Instant, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let mut parts = Vec::new();
+        if c.over_rate.due(now) {
+            let n = c.over_rate.take(now);
+            parts.push(format!(
+                "{n} control message(s) dropped: more than {} per second",
+                self.limits.signals_per_sec
+            ));
+        }
+        if c.over_receiver.due(now) {
+            let n = c.over_receiver.take(now);
+            parts.push(format!(
+                "{n} signal(s) dropped: the receiver's signal budget ({} bytes/s) was spent",
+                self.limits.signal_bytes_per_sec_per_receiver
+            ));
+        }
+        if !parts.is_empty() {
+            self.error(conn, ErrorCode::RateLimited, parts.join("; "));
+        }
     }
 
     fn signal(&mut self, now: Now, conn: ConnId, from: PeerId, to: PeerId, signal: Signal) {
@@ -847,8 +1099,30 @@ impl Core {
             return;
         };
         session.last_activity = now.mono;
+        let len = signal.budget_len();
         if to == ALL_PEERS {
-            return self.broadcast(sid, Some(from), ServerMsg::Signal { from, signal });
+            let receivers: Vec<PeerId> = session
+                .members
+                .iter()
+                .copied()
+                .filter(|m| *m != from)
+                .collect();
+            let msg = ServerMsg::Signal { from, signal };
+            let mut dropped = false;
+            for m in receivers {
+                let Some(target) = self.peers.get(&m).and_then(|x| x.conn) else {
+                    continue;
+                };
+                if self.receiver_takes(now.mono, m, len) {
+                    self.send(target, msg.clone());
+                } else {
+                    dropped = true;
+                }
+            }
+            if dropped {
+                self.over_receiver(now.mono, conn);
+            }
+            return;
         }
         if to == from || !session.members.contains(&to) {
             return self.error(
@@ -858,12 +1132,29 @@ impl Core {
             );
         }
         match self.peers.get(&to).and_then(|x| x.conn) {
-            Some(target) => self.send(target, ServerMsg::Signal { from, signal }),
+            Some(target) => {
+                if self.receiver_takes(now.mono, to, len) {
+                    self.send(target, ServerMsg::Signal { from, signal });
+                } else {
+                    self.over_receiver(now.mono, conn);
+                }
+            }
             None => self.error(
                 conn,
                 ErrorCode::UnknownPeer,
                 format!("peer {to} is reconnecting; signal dropped"),
             ),
+        }
+    }
+
+    /// A signal from `conn` was dropped for its receiver's budget.
+    fn over_receiver(&mut self, now: Instant, conn: ConnId) {
+        let due = self
+            .conns
+            .get_mut(&conn)
+            .is_some_and(|c| c.over_receiver.drop_one(now));
+        if due {
+            self.report_over_rate(now, conn);
         }
     }
 
@@ -879,9 +1170,10 @@ impl Core {
         };
         session.members.retain(|m| *m != p);
         if session.members.is_empty() {
-            let code = session.code.clone();
-            self.sessions.remove(&sid);
-            self.codes.remove(&code);
+            if let Some(s) = self.sessions.remove(&sid) {
+                self.codes.remove(&s.code);
+                self.release_session_quota(s.owner_ip);
+            }
             return;
         }
         let new_host = (session.host == p).then(|| session.members[0]);
@@ -906,6 +1198,7 @@ impl Core {
             return;
         };
         self.codes.remove(&session.code);
+        self.release_session_quota(session.owner_ip);
         for m in session.members {
             if let Some(peer) = self.peers.get_mut(&m) {
                 peer.session = None;
@@ -913,6 +1206,12 @@ impl Core {
                     self.send(conn, ServerMsg::SessionLeft { reason });
                 }
             }
+        }
+    }
+
+    fn release_session_quota(&mut self, owner: Option<IpAddr>) {
+        if let Some(a) = owner.and_then(|ip| self.per_ip.get_mut(&ip)) {
+            a.sessions = a.sessions.saturating_sub(1);
         }
     }
 
@@ -965,7 +1264,7 @@ impl Core {
     }
 
     fn error(&mut self, conn: ConnId, code: ErrorCode, message: String) {
-        debug_assert!(!code.is_fatal() || code == ErrorCode::RateLimited);
+        debug_assert!(!code.is_fatal());
         self.send(
             conn,
             ServerMsg::Error {
@@ -1362,10 +1661,20 @@ mod tests {
         let _ = w.outputs();
         assert_eq!(w.route(h2, ALL_PEERS, 101), Err(RelayDrop::IpRateLimited));
         assert_eq!(w.route(h2, ALL_PEERS, 100).map(|(_, t)| t.len()), Ok(2));
-        // Once the budget has refilled and nobody is connected, it is forgotten.
+        // Once the budget has refilled, nobody is connected and the session
+        // it created has ended, it is forgotten.
         w.core.closed(w.now, h2, true);
         w.advance(Duration::from_secs(2));
+        assert!(
+            w.core.per_ip.contains_key(&IpAddr::from([192, 0, 2, 1])),
+            "its session is still open (and counts against its session quota)"
+        );
+        let (b_ip, c_conn) = (w.ip, w.core.peers.get(&cp).and_then(|p| p.conn));
+        w.core.closed(w.now, b, true);
+        w.core.closed(w.now, c_conn.expect("c connected"), true);
+        w.advance(Duration::from_secs(2));
         assert!(!w.core.per_ip.contains_key(&IpAddr::from([192, 0, 2, 1])));
+        assert!(!w.core.per_ip.contains_key(&b_ip));
     }
 
     #[test]
@@ -1588,27 +1897,50 @@ mod tests {
     #[test]
     fn reconnecting_does_not_reset_the_join_guard_of_an_address() {
         let mut w = World::new(); // every test connection comes from 192.0.2.1
-        w.host();
-        let mut failures = 0;
-        // Fresh connections, two guesses each: the address budget (3) runs out.
-        let closed = (0..5).any(|_| {
+        let (_, _, code) = w.host();
+        // Fresh connections, one guess each: the address budget (3) runs out.
+        for i in 0..3 {
             let (c, _, _) = w.hello_as("guesser", RelayMode::Datagram);
-            (0..2).any(|i| {
-                w.msg(c, join(&format!("ZZZZZ{i}")));
-                failures += 1;
-                w.outputs().iter().any(|o| {
-                    matches!(
-                        o,
-                        Output::Close {
-                            code: ErrorCode::TooManyJoinAttempts,
-                            ..
-                        }
-                    )
-                })
+            w.msg(c, join(&format!("ZZZZZ{i}")));
+            assert_eq!(
+                error_code(&w.sent_to(c)),
+                Some(ErrorCode::UnknownSession as u16)
+            );
+        }
+        // The address is locked out: even the right code is refused, before
+        // it is looked at, with a message that says what happened; but a
+        // connection that failed once is not closed.
+        let (typo, _, _) = w.hello_as("honest", RelayMode::Datagram);
+        w.msg(typo, join(&code));
+        let out = w.outputs();
+        assert!(!out.iter().any(|o| matches!(o, Output::Close { .. })));
+        let said = out.iter().find_map(|o| match o {
+            Output::Send {
+                msg: ServerMsg::Error { code, message },
+                ..
+            } => Some((*code, message.clone())),
+            _ => None,
+        });
+        let (said_code, message) = said.expect("an error");
+        assert_eq!(said_code, ErrorCode::TooManyJoinAttempts as u16);
+        assert!(
+            message.contains("network address") && message.contains("try again in"),
+            "{message}"
+        );
+        // A connection that keeps trying while locked out is closed after its own budget.
+        let closed = (0..5).any(|_| {
+            w.msg(typo, join("ZZZZZZ"));
+            w.outputs().iter().any(|o| {
+                matches!(
+                    o,
+                    Output::Close {
+                        code: ErrorCode::TooManyJoinAttempts,
+                        ..
+                    }
+                )
             })
         });
         assert!(closed);
-        assert_eq!(failures, 4, "the fourth failure from one address closes");
         // A minute later the address may try again.
         w.advance(Duration::from_secs(60));
         let (c, _, _) = w.hello_as("later", RelayMode::Datagram);
@@ -1753,13 +2085,192 @@ mod tests {
             .iter()
             .filter(|m| matches!(m, ServerMsg::Pong { .. }))
             .count();
-        let limited = out
+        let limited: Vec<&String> = out
             .iter()
-            .filter(|m| matches!(m, ServerMsg::Error { code: 5, .. }))
-            .count();
-        // Burst is 2 x 50; hello took one token.
+            .filter_map(|m| match m {
+                ServerMsg::Error { code: 5, message } => Some(message),
+                _ => None,
+            })
+            .collect();
+        // Burst is 2 x 50; hello took one token. One report for the first
+        // drop; the rest are counted and reported a second later, once.
         assert_eq!(pongs, 99);
-        assert_eq!(limited, 101);
+        assert_eq!(limited.len(), 1, "{limited:?}");
+        assert!(limited[0].starts_with("1 control message(s) dropped"));
+        w.advance(Duration::from_millis(500));
+        w.core.tick(w.now);
+        assert!(w.sent_to(c).is_empty(), "at most one report a second");
+        w.advance(Duration::from_millis(500));
+        w.core.tick(w.now);
+        let later = w.sent_to(c);
+        assert!(
+            matches!(&later[..], [ServerMsg::Error { code: 5, message }]
+                if message.starts_with("100 control message(s) dropped")),
+            "{later:?}"
+        );
+        w.advance(Duration::from_secs(5));
+        w.core.tick(w.now);
+        assert!(w.sent_to(c).is_empty(), "nothing more to report");
+    }
+
+    #[test]
+    fn a_receivers_signal_budget_throttles_the_flooder_not_the_receiver() {
+        let mut w = World::with(
+            Limits {
+                signals_per_sec: 0,
+                signal_bytes_per_sec_per_receiver: 10_000,
+                ..limits()
+            },
+            IceConfig::default(),
+        );
+        let (h, hp, code) = w.host();
+        let (flooder, _) = w.joiner(&code, RelayMode::Datagram);
+        let (other, _) = w.joiner(&code, RelayMode::Datagram);
+        let _ = w.outputs();
+        let app = |n: usize| ClientMsg::Signal {
+            to: hp,
+            signal: Signal::App { data: vec![7; n] },
+        };
+        // Burst: four seconds' worth (40 000 bytes) reaches the host.
+        for _ in 0..11 {
+            w.msg(flooder, app(3_984)); // 4000 budget bytes each
+        }
+        let out = w.outputs();
+        let to = |conn: ConnId| -> Vec<&ServerMsg> {
+            out.iter()
+                .filter_map(|o| match o {
+                    Output::Send { conn: c, msg } if *c == conn => Some(msg),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(to(h).len(), 10);
+        let reports = to(flooder);
+        assert!(
+            matches!(&reports[..], [ServerMsg::Error { code: 5, message }]
+                if message.contains("receiver's signal budget")),
+            "{reports:?}"
+        );
+        // Spent: another member's signal to the host is dropped too for now...
+        w.msg(other, app(100));
+        assert!(w.sent_to(h).is_empty());
+        // ...and passes once the budget refills; the host was never closed.
+        w.advance(Duration::from_millis(100));
+        w.msg(other, app(100));
+        assert_eq!(w.sent_to(h).len(), 1);
+        assert!(!w
+            .outputs()
+            .iter()
+            .any(|o| matches!(o, Output::Close { .. })));
+    }
+
+    #[test]
+    fn one_address_holds_a_bounded_number_of_sessions() {
+        let mut w = World::with(
+            Limits {
+                max_sessions_per_ip: 2,
+                ..limits()
+            },
+            IceConfig::default(),
+        );
+        let (h1, _, _) = w.host();
+        w.host();
+        let (c, _, _) = w.hello_as("third", RelayMode::Datagram);
+        w.msg(
+            c,
+            ClientMsg::CreateSession(CreateSession {
+                max_peers: 0,
+                password: None,
+            }),
+        );
+        assert_eq!(
+            error_code(&w.sent_to(c)),
+            Some(ErrorCode::TooManySessions as u16)
+        );
+        // Another address is not affected.
+        w.ip = IpAddr::from([198, 51, 100, 7]);
+        w.host();
+        // A session that ends gives its slot back.
+        w.ip = IpAddr::from([192, 0, 2, 1]);
+        w.core.closed(w.now, h1, true);
+        w.msg(
+            c,
+            ClientMsg::CreateSession(CreateSession {
+                max_peers: 0,
+                password: None,
+            }),
+        );
+        assert!(matches!(&w.sent_to(c)[..], [ServerMsg::SessionCreated(_)]));
+    }
+
+    #[test]
+    fn unvalidated_handshakes_get_a_retry_and_hold_no_connection_slot() {
+        let mut w = World::with(
+            Limits {
+                max_unvalidated_handshakes: 5,
+                max_unvalidated_handshakes_per_ip: 2,
+                max_connections: 8,
+                max_connections_per_ip: 3,
+                ..limits()
+            },
+            IceConfig::default(),
+        );
+        let spoofed = IpAddr::from([203, 0, 113, 9]);
+        let honest = IpAddr::from([198, 51, 100, 7]);
+        // Two unfinished handshakes from one address, then Retry for it.
+        assert_eq!(w.core.admit(w.now, spoofed, false), Admission::Accept);
+        assert_eq!(w.core.admit(w.now, spoofed, false), Admission::Accept);
+        assert_eq!(w.core.admit(w.now, spoofed, false), Admission::Retry);
+        // A client that answered the Retry (validated) gets in, from the
+        // same address too: spoofers never answer one.
+        assert_eq!(w.core.admit(w.now, spoofed, true), Admission::Accept);
+        // Other addresses go on until the server-wide bound, then Retry.
+        for i in 0..3 {
+            let ip = IpAddr::from([203, 0, 113, 100 + i]);
+            assert_eq!(w.core.admit(w.now, ip, false), Admission::Accept);
+        }
+        assert_eq!(w.core.admit(w.now, honest, false), Admission::Retry);
+        assert_eq!(w.core.admit(w.now, honest, true), Admission::Accept);
+        assert_eq!(w.core.pending_count(), (7, 5));
+        // None of it took a connection slot: the honest client opens.
+        w.core.abandon(honest, true);
+        let meta = |ip| ConnMeta {
+            transport: Transport::Quic,
+            ip: Some(ip),
+        };
+        assert!(w.core.open(w.now, meta(honest)).is_ok());
+        // Unfinished handshakes that end give their place back.
+        for i in 0..3 {
+            w.core.abandon(IpAddr::from([203, 0, 113, 100 + i]), false);
+        }
+        assert_eq!(w.core.admit(w.now, spoofed, false), Admission::Retry);
+        w.core.abandon(spoofed, false);
+        assert_eq!(w.core.admit(w.now, spoofed, false), Admission::Accept);
+        // A proven address with a connection budget's worth in flight is refused.
+        for _ in 0..3 {
+            assert_eq!(w.core.admit(w.now, honest, true), Admission::Accept);
+        }
+        assert_eq!(
+            w.core.admit(w.now, honest, true),
+            Admission::Refuse(ErrorCode::ServerFull)
+        );
+        // Opened connections count against the connection caps as before.
+        for _ in 0..2 {
+            w.core.abandon(honest, true);
+            assert!(w.core.open(w.now, meta(honest)).is_ok());
+        }
+        w.core.abandon(honest, true);
+        assert_eq!(
+            w.core.open(w.now, meta(honest)),
+            Err(ErrorCode::ServerFull),
+            "per-address cap"
+        );
+        // Shutting down refuses at once.
+        w.core.shutdown(1000);
+        assert_eq!(
+            w.core.admit(w.now, honest, true),
+            Admission::Refuse(ErrorCode::ShuttingDown)
+        );
     }
 
     #[test]

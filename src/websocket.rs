@@ -12,11 +12,13 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tracing::debug;
@@ -69,8 +71,10 @@ async fn serve(shared: Arc<Shared>, socket: WebSocket, ip: IpAddr) {
     let (ctrl_tx, ctrl_rx) = mpsc::channel(shared.quic.control_queue.max(8));
     let relay_queue = Arc::new(LatestQueue::new(shared.quic.stream_relay_queue));
     let (sink, stream) = socket.split();
+    let keep_alive = Duration::from_millis(shared.quic.keep_alive_ms);
+    let idle = Duration::from_millis(shared.quic.idle_timeout_ms.max(1));
     // The writer runs as its own task so a slow consumer can be aborted.
-    let writer = tokio::spawn(writer(sink, ctrl_rx, relay_queue.clone()));
+    let writer = tokio::spawn(writer(sink, ctrl_rx, relay_queue.clone(), keep_alive));
     let opened = {
         let mut st = shared.lock();
         let r = st.core.open(
@@ -89,6 +93,7 @@ async fn serve(shared: Arc<Shared>, socket: WebSocket, ip: IpAddr) {
                     relay_queue,
                     datagrams_queued: Default::default(),
                     kill: Some(writer.abort_handle()),
+                    dropped: false,
                 },
             );
         }
@@ -107,9 +112,13 @@ async fn serve(shared: Arc<Shared>, socket: WebSocket, ip: IpAddr) {
     debug!(conn = id, %ip, "websocket open");
 
     let mut writer = writer;
+    let mut writer_done = false;
     let clean = tokio::select! {
-        clean = reader(&shared, id, stream) => clean,
-        _ = &mut writer => false,
+        clean = reader(&shared, id, stream, idle) => clean,
+        _ = &mut writer => {
+            writer_done = true;
+            false
+        }
     };
     // Tell the core at once, so the other peers hear of it now, not after
     // this socket has wound down.
@@ -122,20 +131,39 @@ async fn serve(shared: Arc<Shared>, socket: WebSocket, ip: IpAddr) {
     // With every sender gone, the writer delivers what is queued (an error,
     // a close), answers the client's close frame, and ends.
     drop(ctrl_tx);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), &mut writer).await;
-    writer.abort();
+    // A finished JoinHandle must not be polled again.
+    if !writer_done {
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
+        writer.abort();
+    }
     shared.metrics.connection_closed(Transport::WebSocket);
     debug!(conn = id, clean, "websocket closed");
 }
 
-/// Read messages into the core until the socket ends or the input is bad.
-/// Returns true for a clean close (close code 1000 from the client).
+/// Read messages into the core until the socket ends, the input is bad, or
+/// nothing (not even a pong) has come for `idle`. Returns true for a clean
+/// close (close code 1000 from the client).
 async fn reader(
     shared: &Shared,
     id: crate::session::ConnId,
     mut stream: futures_util::stream::SplitStream<WebSocket>,
+    idle: Duration,
 ) -> bool {
-    while let Some(msg) = stream.next().await {
+    loop {
+        let msg = match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return false,
+            Err(_) => {
+                // Not even a pong: the client or its path is gone. Like a
+                // QUIC idle timeout, its peer keeps the seat for a resume.
+                debug!(
+                    conn = id,
+                    idle_ms = idle.as_millis() as u64,
+                    "websocket idle; closing"
+                );
+                return false;
+            }
+        };
         let bad = match msg {
             Ok(Message::Binary(b)) => match b.split_first() {
                 Some((&WS_RELAY, frame)) => {
@@ -168,19 +196,22 @@ async fn reader(
             }
             Ok(Message::Ping(_) | Message::Pong(_)) => continue,
             Err(e) => {
+                use tokio_tungstenite::tungstenite::Error as WsError;
                 let text = e.to_string();
                 let inner = e.into_inner();
-                let too_large = matches!(
-                    inner.downcast_ref::<tokio_tungstenite::tungstenite::Error>(),
-                    Some(tokio_tungstenite::tungstenite::Error::Capacity(_))
-                );
-                if too_large {
-                    (
+                match inner.downcast_ref::<WsError>() {
+                    Some(WsError::Capacity(_)) => (
                         ErrorCode::FrameTooLarge,
                         format!("message too large: {text}"),
-                    )
-                } else {
-                    return false;
+                    ),
+                    // Broken framing (unmasked frames, bad opcodes, bad UTF-8
+                    // in a close frame...): say so with a close code.
+                    Some(WsError::Protocol(_) | WsError::Utf8(_)) => (
+                        ErrorCode::BadMessage,
+                        format!("WebSocket protocol error: {text}"),
+                    ),
+                    // The connection itself failed: nobody to tell.
+                    _ => return false,
                 }
             }
         };
@@ -189,14 +220,23 @@ async fn reader(
         shared.flush(&mut st);
         return false;
     }
-    false
 }
 
 async fn writer(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
     mut ctrl: mpsc::Receiver<Ctrl>,
     relay: Arc<LatestQueue>,
+    keep_alive: Duration,
 ) {
+    // Pings keep proxies and NATs from dropping a quiet connection, and make
+    // a dead one show up as silence in the reader.
+    let mut ping = tokio::time::interval(if keep_alive.is_zero() {
+        Duration::from_secs(365 * 24 * 3600)
+    } else {
+        keep_alive
+    });
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
     loop {
         let msg = tokio::select! {
             biased;
@@ -236,6 +276,7 @@ async fn writer(
                 m.extend_from_slice(&frame);
                 Message::Binary(m.into())
             }
+            _ = ping.tick() => Message::Ping(Bytes::new()),
         };
         if sink.send(msg).await.is_err() {
             return;

@@ -88,6 +88,25 @@ impl Wire {
         })
     }
 
+    /// Accept the next bidirectional stream the client opens and refuse it
+    /// at once (STOP_SENDING and RESET_STREAM with `code`), so it holds no
+    /// buffered data. Errors when the connection has ended.
+    pub async fn refuse_bi(&self, code: u32) -> anyhow::Result<()> {
+        match self {
+            Wire::Quic(c) => {
+                let (mut s, mut r) = c.accept_bi().await?;
+                let _ = r.stop(code.into());
+                let _ = s.reset(code.into());
+            }
+            Wire::WebTransport(c) => {
+                let (mut s, r) = c.accept_bi().await?;
+                r.stop(code.into());
+                let _ = s.reset(code.into());
+            }
+        }
+        Ok(())
+    }
+
     pub async fn open_bi(&self) -> anyhow::Result<(Writer, Reader)> {
         Ok(match self {
             Wire::Quic(c) => {

@@ -645,7 +645,13 @@ async fn limits_trip_and_are_counted_in_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_the_wire_closes_only_that_connection() {
-    let srv = start(Limits::default(), IceConfig::default()).await;
+    // Each bad connection below creates a session that outlives it (the
+    // resume grace): more than one address's default session quota.
+    let limits = Limits {
+        max_sessions_per_ip: 100,
+        ..Limits::default()
+    };
+    let srv = start(limits, IceConfig::default()).await;
     // A healthy session that must be unaffected throughout.
     let mut host = srv.quic(RelayMode::Datagram).await;
     let code = host.create_session(0, None).await.unwrap().code;

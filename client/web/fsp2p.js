@@ -75,7 +75,7 @@ export const ERROR_CODES = Object.freeze({
   14: ['not_in_session', false],
   15: ['unknown_peer', false],
   16: ['too_many_sessions', false],
-  17: ['too_many_join_attempts', true],
+  17: ['too_many_join_attempts', false], // fatal only when a close follows (this connection failed too often)
   18: ['resume_failed', false],
   19: ['hello_timeout', true],
   20: ['replaced', true],

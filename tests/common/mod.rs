@@ -62,6 +62,36 @@ pub async fn start_with(limits: Limits, ice: IceConfig, quic: QuicTuning) -> Tes
     start_in(temp_dir("srv"), limits, ice, quic, true).await
 }
 
+/// Record every panic outside the test code itself (a server task, a
+/// library) in `test-artifacts/in-process-panics.log`: such a panic is caught
+/// by tokio and a test may pass regardless, so CI looks for the file.
+fn record_server_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let in_test_code = info
+                .location()
+                .is_some_and(|l| l.file().starts_with("tests/"));
+            if !in_test_code {
+                let log = artifact_log("in-process-panics");
+                if let Ok(mut f) = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                {
+                    let _ = writeln!(
+                        f,
+                        "thread '{}' panicked at {info}",
+                        std::thread::current().name().unwrap_or("?")
+                    );
+                }
+            }
+            previous(info);
+        }));
+    });
+}
+
 async fn start_in(
     dir: PathBuf,
     limits: Limits,
@@ -69,6 +99,7 @@ async fn start_in(
     quic: QuicTuning,
     owns_dir: bool,
 ) -> TestServer {
+    record_server_panics();
     let identity =
         flightsim_p2p::certs::dev_identity(&dir, &["localhost".into(), "127.0.0.1".into()])
             .unwrap();
@@ -218,17 +249,67 @@ pub struct ServeProcess {
     pub http: SocketAddr,
     /// Hex SHA-256 of the dev certificate.
     pub hash: String,
+    /// Where its stderr goes, for [`ServeProcess::logged`].
+    pub log: Option<PathBuf>,
 }
 
 impl Drop for ServeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A panic in the server is a failure even when the test passed.
+        if let Some(log) = &self.log {
+            if !std::thread::panicking() {
+                assert_no_panic(log);
+            }
+        }
     }
 }
 
+/// Fails if a server log shows a panic (`RUST_BACKTRACE=1` makes it long).
+pub fn assert_no_panic(log: &std::path::Path) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    if let Some(at) = text.find("panicked at") {
+        let from = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        let end = (at + 2000).min(text.len());
+        panic!(
+            "the server panicked (log {}):\n{}",
+            log.display(),
+            text.get(from..end).unwrap_or(&text[from..])
+        );
+    }
+}
+
+/// `test-artifacts/NAME.log` at the top of the repository (git-ignored; CI
+/// looks through it for panics too).
+pub fn artifact_log(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(format!("{name}.log"))
+}
+
 impl ServeProcess {
+    /// The server with `extra` flags, its stderr (at `RUST_LOG=info`) in
+    /// `test-artifacts/TAG.log`; dropping it fails the test if that log
+    /// shows a panic.
+    pub fn logged(tag: &str, cert_dir: &std::path::Path, extra: &[&str]) -> Self {
+        let log = artifact_log(tag);
+        let file = std::fs::File::create(&log).unwrap();
+        let mut p = Self::start_env(cert_dir, extra, file.into(), "info");
+        p.log = Some(log);
+        p
+    }
+
     pub fn start(cert_dir: &std::path::Path, extra: &[&str], stderr: std::process::Stdio) -> Self {
+        Self::start_env(cert_dir, extra, stderr, "warn")
+    }
+
+    fn start_env(
+        cert_dir: &std::path::Path,
+        extra: &[&str],
+        stderr: std::process::Stdio,
+        log_level: &str,
+    ) -> Self {
         use std::process::{Command, Stdio};
         let mut child = Command::new(env!("CARGO_BIN_EXE_flightsim-p2p"))
             .args([
@@ -247,7 +328,8 @@ impl ServeProcess {
             .env_remove("FSP2P_TURN_URLS")
             .env_remove("FSP2P_STUN_URLS")
             .env_remove("PORT")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log_level)
+            .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -278,6 +360,42 @@ impl ServeProcess {
             quic: quic.trim().parse().expect("quic address"),
             http: http.trim().parse().expect("http address"),
             hash,
+            log: None,
         }
+    }
+}
+
+impl ServeProcess {
+    /// Value of one metric line (exact name with labels), 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        let (_, body) = http_get(self.http, "/metrics");
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Resident memory of the server process, in bytes (Linux).
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+
+    /// A client config for this server (raw QUIC, pinned dev certificate).
+    pub fn config(&self, mode: RelayMode) -> ClientConfig {
+        let mut hash = [0u8; 32];
+        hex::decode_to_slice(&self.hash, &mut hash).expect("hex hash");
+        let mut c = ClientConfig::new(self.quic, Trust::CertHash(hash));
+        c.relay_mode = mode;
+        c.ws_url = Some(format!("ws://{}/ws", self.http));
+        c
     }
 }
