@@ -34,12 +34,16 @@ trap 'exit 130' INT TERM
 
 # Build output goes to stderr so the test's summary stays the last stdout line.
 cargo build --quiet --bin flightsim-p2p >&2
-bin="$root/target/debug/flightsim-p2p"
+bin="${CARGO_TARGET_DIR:-$root/target}/debug/flightsim-p2p"
 
 mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll \
     -out:"$work/live-ws-tests.exe" \
-    "$root/client/Protocol.cs" "$root/client/tests/LiveWebSocketTests.cs" >&2
+    "$root/client/Protocol.cs" "$root/tests/csharp/LiveWebSocketTests.cs" >&2
+mapfile -t mono_src < <(ls "$root"/client/*.cs)
+mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
+    -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
+    -out:"$work/live-service-tests.exe" "${mono_src[@]}" "$root/tests/csharp/LiveServiceTests.cs" >&2
 
 mkdir "$work/certs"
 RUST_LOG="${RUST_LOG:-warn}" "$bin" serve \
@@ -68,6 +72,12 @@ echo "server: http://$http (pid $server_pid)" >&2
 
 status=0
 timeout 90 mono "$work/live-ws-tests.exe" "ws://$http/ws" >"$work/test.out" 2>&1 || status=$?
+if [ "$status" -eq 0 ]; then
+    timeout 60 mono "$work/live-service-tests.exe" "ws://$http/ws" >"$work/service.out" 2>&1 || status=$?
+    cat "$work/service.out" >&2
+    a="$(tail -n 1 "$work/test.out")"; b="$(tail -n 1 "$work/service.out")"
+    echo "$(( $(cut -d' ' -f1 <<<"$a") + $(cut -d' ' -f1 <<<"$b") )) passed, $(( $(cut -d' ' -f3 <<<"$a") + $(cut -d' ' -f3 <<<"$b") )) failed" >>"$work/test.out"
+fi
 if [ "$status" -ne 0 ]; then
     echo "--- server stderr (last 30 lines) ---" >&2
     tail -n 30 "$work/server.err" >&2 || true
