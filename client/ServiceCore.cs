@@ -170,6 +170,8 @@ namespace FlightSimP2P.Client
         private long _requestDeadline = -1;
         private string _requestPassword;
 
+        private ServerMsg.Error _lastError;
+
         private uint _sendSeq;
         private long _nextPing = -1;
         private long _refreshAt = -1;
@@ -416,7 +418,11 @@ namespace FlightSimP2P.Client
             }
             if (closeCode != 0 && NoReconnect.Contains(closeCode))
             {
-                GiveUp(error ?? new ServerException(closeCode, "closed by the server"));
+                // The Error sent just before the close says why, in the server's words.
+                ServerMsg.Error last = _lastError;
+                GiveUp(last != null && last.Code == closeCode
+                    ? new ServerException(closeCode, last.Message)
+                    : error ?? new ServerException(closeCode, "closed by the server"));
                 return;
             }
             if (wasHandshake && State == HubConnectionState.Connecting)
@@ -612,6 +618,7 @@ namespace FlightSimP2P.Client
             _handshake = 0;
             _conn = conn;
             _connKind = _handshakeKind;
+            _lastError = null;
             _attemptDeadline = -1;
             _reconnectAt = -1;
             _reconnectAttempt = 0;
@@ -797,8 +804,15 @@ namespace FlightSimP2P.Client
             Emit(OutputKind.SessionChanged);
         }
 
+        /// <summary>
+        /// An Error never ends the connection by itself: only the transport closing does
+        /// (TransportLost with its close code). too_many_join_attempts, for one, comes
+        /// without a close when the address's budget is spent: it fails the pending join
+        /// and the connection stays.
+        /// </summary>
         private void OnError(long now, ServerMsg.Error e)
         {
+            _lastError = e;
             ServerException ex = new ServerException(e.Code, e.Message);
             if (_request.Claims(e))
             {
@@ -806,11 +820,7 @@ namespace FlightSimP2P.Client
                 FailRequest(ex, true);
                 return;
             }
-            if (!ErrorCodes.IsFatal(e.Code) && e.Code != (ushort)ErrorCode.ResumeFailed)
-            {
-                Emit(OutputKind.ServerError).Error = ex;
-            }
-            else if (e.Code != (ushort)ErrorCode.ResumeFailed)
+            if (e.Code != (ushort)ErrorCode.ResumeFailed)
             {
                 Emit(OutputKind.ServerError).Error = ex;
             }

@@ -145,6 +145,8 @@ namespace FlightSimP2P.Tests
             Run("resume after a lost connection keeps id and session", ResumeAfterLoss);
             Run("GoingAway reconnects after the delay with the resume token", GoingAway);
             Run("a wrong join code fails the join, the connection stays", WrongCode);
+            Run("too_many_join_attempts without a close fails the join, the connection stays", TooManyJoinsNoClose);
+            Run("too_many_join_attempts with a close ends the service with the server's reason", TooManyJoinsClose);
             Run("a host change fails invocations pending at the old host", HostChange);
             Run("ICE failure: relay at once, link closed at the deadline", IceFailureRelay);
             Run("stall on a connected direct path: relay within 300 ms, back to direct", StallAndRecover);
@@ -214,6 +216,60 @@ namespace FlightSimP2P.Tests
             CoreOutput done = h.Drain().First(o => o.Kind == OutputKind.Complete && o.Token == 9);
             Check(done.Error is ServerException && ((ServerException)done.Error).Code == 10, "unknown_session");
             Check(h.Core.State == HubConnectionState.Connected, "still connected");
+        }
+
+        private const string AddressBudget = "too many failed joins from your network address; try again in 42 s";
+
+        /// <summary>Join pending, its first marker answered: the server's error comes next.</summary>
+        private static List<ClientMsg> PendingJoin(Harness h, int token, string code)
+        {
+            h.Core.JoinSession(h.Now, token, code, null);
+            List<ClientMsg> sent = h.Sent(h.Drain());
+            h.Core.ServerMessage(h.Now, h.Conn, new ServerMsg.Pong(((ClientMsg.Ping)sent[0]).ClientTimeMs, 0));
+            return sent;
+        }
+
+        private static void TooManyJoinsNoClose()
+        {
+            Harness h = new Harness();
+            int c = h.Connect(5);
+            PendingJoin(h, 9, "ZZZZZZ");
+            // The address's budget is spent: error 17, and the server keeps the connection.
+            h.Core.ServerMessage(h.Now, c, new ServerMsg.Error((ushort)ErrorCode.TooManyJoinAttempts, AddressBudget));
+            List<CoreOutput> outs = h.Drain().Concat(h.Advance(3000)).ToList();
+            CoreOutput done = outs.First(o => o.Kind == OutputKind.Complete && o.Token == 9);
+            ServerException ex = done.Error as ServerException;
+            Check(ex != null && ex.Code == 17 && ex.Message.Contains("try again in 42 s"), "join failed with 17 and the server's text");
+            Check(!outs.Any(o => o.Kind == OutputKind.CloseTransport || o.Kind == OutputKind.Closed
+                || o.Kind == OutputKind.Reconnecting || o.Kind == OutputKind.Connect), "connection kept, nothing closed or redialled");
+            Check(h.Core.State == HubConnectionState.Connected && h.Core.CurrentConn == c, "still connected on the same connection");
+            // A 17 with nothing pending is only reported.
+            h.Core.ServerMessage(h.Now, c, new ServerMsg.Error((ushort)ErrorCode.TooManyJoinAttempts, AddressBudget));
+            outs = h.Drain();
+            Check(outs.Any(o => o.Kind == OutputKind.ServerError && ((ServerException)o.Error).Code == 17), "reported as ServerError");
+            Check(h.Core.State == HubConnectionState.Connected, "still connected after a stray 17");
+            // Later (the budget refilled) a join on the same connection works.
+            PendingJoin(h, 10, "7KQ2MX");
+            h.Core.ServerMessage(h.Now, c, new ServerMsg.SessionJoined(Harness.SessionOf(6, 5, 6)));
+            done = h.Drain().First(o => o.Kind == OutputKind.Complete && o.Token == 10);
+            Check(done.Error == null && done.Result is SessionInfo, "the next join succeeds");
+        }
+
+        private static void TooManyJoinsClose()
+        {
+            Harness h = new Harness();
+            int c = h.Connect(5);
+            PendingJoin(h, 9, "ZZZZZZ");
+            // This connection's own budget is spent: error 17, then the close with 17.
+            h.Core.ServerMessage(h.Now, c, new ServerMsg.Error((ushort)ErrorCode.TooManyJoinAttempts, "more than 10 failed joins"));
+            Check(h.Drain().Any(o => o.Kind == OutputKind.Complete && o.Token == 9 && ((ServerException)o.Error).Code == 17), "join failed");
+            h.Core.TransportLost(h.Now, c, null, (ushort)ErrorCode.TooManyJoinAttempts);
+            List<CoreOutput> outs = h.Drain().Concat(h.Advance(35000)).ToList();
+            CoreOutput closed = outs.FirstOrDefault(o => o.Kind == OutputKind.Closed);
+            Check(closed != null && closed.Error is ServerException && ((ServerException)closed.Error).Code == 17
+                && closed.Error.Message.Contains("more than 10 failed joins"), "Closed with the server's reason");
+            Check(!outs.Any(o => o.Kind == OutputKind.Connect), "no reconnect");
+            Check(h.Core.State == HubConnectionState.Disconnected, "disconnected");
         }
 
         private static void HostChange()
