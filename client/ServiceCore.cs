@@ -136,6 +136,8 @@ namespace FlightSimP2P.Client
         {
             (ushort)ErrorCode.UnsupportedVersion, (ushort)ErrorCode.ProtocolViolation,
             (ushort)ErrorCode.TooManyJoinAttempts, (ushort)ErrorCode.BadMessage, (ushort)ErrorCode.FrameTooLarge,
+            // Another connection resumed this peer (a TURN refresh handing over is handled before this).
+            (ushort)ErrorCode.Replaced,
         };
 
         private readonly CoreOptions _o;
@@ -161,6 +163,7 @@ namespace FlightSimP2P.Client
         private int _conn;
         private TransportKind _connKind;
         private int _refreshConn;
+        private TransportKind _refreshKind;
         private int _reconnectAttempt;
         private long _reconnectAt = -1;
         private bool _stopping;
@@ -171,6 +174,9 @@ namespace FlightSimP2P.Client
         private string _requestPassword;
 
         private ServerMsg.Error _lastError;
+        // The server closed the current connection with `replaced` because the refresh
+        // connection resumed the seat, before that connection's Welcome reached us.
+        private bool _handoff;
 
         private uint _sendSeq;
         private long _nextPing = -1;
@@ -197,6 +203,12 @@ namespace FlightSimP2P.Client
         public long RttMs { get; private set; }
         public long StaleDropped { get; private set; }
         public int CurrentConn { get { return _conn; } }
+
+        /// <summary>Control messages can be queued: connected, or handing over to a refresh connection.</summary>
+        private bool Online
+        {
+            get { return _conn != 0 || _handoff; }
+        }
         public TransportKind CurrentTransport { get { return _connKind; } }
 
         public bool IsHost
@@ -396,15 +408,30 @@ namespace FlightSimP2P.Client
             {
                 _refreshConn = 0;
                 _refreshAt = now + 30000;
-                return;
+                if (!_handoff)
+                {
+                    return;
+                }
+                // The old connection is already gone: this is the loss of the connection.
+                _handoff = false;
+                _conn = conn;
+                closeCode = closeCode == (ushort)ErrorCode.Replaced ? (ushort)0 : closeCode;
             }
-            if (_attempts.Remove(conn))
+            if (_attempts.ContainsKey(conn))
             {
                 TransportFailed(now, conn, error);
                 return;
             }
             if (conn != _conn && conn != _handshake)
             {
+                return;
+            }
+            if (conn == _conn && closeCode == (ushort)ErrorCode.Replaced && _refreshConn != 0)
+            {
+                // Make-before-break: the refresh connection took the seat over; its Welcome
+                // follows. Queued control messages wait for it; nothing is redialled.
+                _conn = 0;
+                _handoff = true;
                 return;
             }
             bool wasHandshake = conn == _handshake;
@@ -472,6 +499,12 @@ namespace FlightSimP2P.Client
                 Close(_conn, false);
                 _conn = 0;
             }
+            if (_refreshConn != 0)
+            {
+                Close(_refreshConn, true);
+                _refreshConn = 0;
+            }
+            _handoff = false;
             ClearSession();
             FailAllInvokes(error ?? new HubException("connection closed"));
             SetState(HubConnectionState.Disconnected);
@@ -482,6 +515,7 @@ namespace FlightSimP2P.Client
         public void Stop(long now)
         {
             _stopping = true;
+            _handoff = false;
             if (_conn != 0)
             {
                 Close(_conn, true);
@@ -670,16 +704,45 @@ namespace FlightSimP2P.Client
                 // The seat could not be taken over: keep the old connection, give this one up.
                 Close(fresh, true);
                 _refreshAt = now + 60000;
+                if (_handoff)
+                {
+                    // (Cannot happen with a server that sent `replaced`; be safe.)
+                    _handoff = false;
+                    ScheduleReconnect(now, new ServerException((ushort)ErrorCode.ResumeFailed, "TURN refresh failed"), -1);
+                }
                 return;
             }
             int old = _conn;
             _conn = fresh;
-            _queue.Clear();
+            _handoff = false;
+            // Queued control messages (hub messages, signals, a request) go out on the new connection.
             ApplyWelcomeFields(now, w);
             _queue.Configure(Limits.SignalsPerSec, now);
             if (old != 0)
             {
                 Close(old, false);
+            }
+            if (State == HubConnectionState.Reconnecting)
+            {
+                // The old connection was lost while the refresh was under way: the refresh
+                // connection is the resumed one; stop the reconnect race.
+                foreach (int a in _attempts.Keys)
+                {
+                    Close(a, false);
+                }
+                _attempts.Clear();
+                if (_handshake != 0)
+                {
+                    Close(_handshake, false);
+                    _handshake = 0;
+                }
+                _wsStartAt = -1;
+                _attemptDeadline = -1;
+                _reconnectAt = -1;
+                _reconnectAttempt = 0;
+                _connKind = _refreshKind;
+                SetState(HubConnectionState.Connected);
+                Emit(OutputKind.Reconnected).Name = PeerId.ToString();
             }
             foreach (PeerState p in _peers.Values)
             {
@@ -856,7 +919,7 @@ namespace FlightSimP2P.Client
 
         private void BeginRequest(long now, int token, ClientMsg msg, bool join, string code, string password)
         {
-            if (_conn == 0)
+            if (!Online)
             {
                 Complete(token, null, new InvalidOperationException("not connected"));
                 return;
@@ -886,7 +949,7 @@ namespace FlightSimP2P.Client
 
         public void LeaveSession(long now)
         {
-            if (_conn != 0 && Session != null)
+            if (Online && Session != null)
             {
                 _queue.Enqueue(new ClientMsg.LeaveSession());
             }
@@ -981,7 +1044,7 @@ namespace FlightSimP2P.Client
         public void LocalSignal(long now, uint peer, int linkId, Signal s)
         {
             PeerState p = GetPeer(peer);
-            if (p == null || p.LinkId != linkId || _conn == 0)
+            if (p == null || p.LinkId != linkId || !Online)
             {
                 return;
             }
@@ -1081,6 +1144,7 @@ namespace FlightSimP2P.Client
             {
                 return;
             }
+            _refreshKind = _connKind;
             _refreshConn = StartAttempt(_connKind, true);
         }
 
@@ -1224,7 +1288,7 @@ namespace FlightSimP2P.Client
         /// <summary>SendAsync: a hub message to every other peer (to = 0) or one peer.</summary>
         public bool SendHub(long now, uint to, string name, string[] args)
         {
-            if (_conn == 0 || Session == null)
+            if (!Online || Session == null)
             {
                 return false;
             }
@@ -1237,7 +1301,7 @@ namespace FlightSimP2P.Client
 
         public bool SendApp(long now, uint to, byte[] data)
         {
-            if (_conn == 0 || Session == null)
+            if (!Online || Session == null)
             {
                 return false;
             }
@@ -1248,7 +1312,7 @@ namespace FlightSimP2P.Client
         /// <summary>InvokeAsync: runs on the session host; completes token with the result's raw JSON.</summary>
         public void Invoke(long now, int token, string name, string[] args, long timeoutMs)
         {
-            if (Session == null || (_conn == 0 && !IsHost))
+            if (Session == null || (!Online && !IsHost))
             {
                 Complete(token, null, new InvalidOperationException("InvokeAsync needs a session (the host runs the hub methods)"));
                 return;
@@ -1284,7 +1348,7 @@ namespace FlightSimP2P.Client
                 CompleteInvoke(to, id, resultJson, error);
                 return;
             }
-            if (_conn == 0)
+            if (!Online)
             {
                 return;
             }

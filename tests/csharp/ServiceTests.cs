@@ -153,6 +153,9 @@ namespace FlightSimP2P.Tests
             Run("direct queue: at most 2 frames in SIPSorcery, older dropped and counted", QueueBound);
             Run("expired TURN credentials are refreshed before a retry (make-before-break)", TurnRefresh);
             Run("TURN credentials refreshed ahead of expiry while connected", TurnRefreshProactive);
+            Run("defect: refresh hand-over: `replaced` before the new Welcome is no loss, queued messages survive", RefreshHandoff);
+            Run("defect: a refresh that resumes while reconnecting completes the reconnect", RefreshDuringReconnect);
+            Run("`replaced` without a refresh of ours ends the service (no seat tug-of-war)", ReplacedGivesUp);
             Run("defect: unrelated rate_limited does not fail a pending join", UnrelatedRateLimited);
             Run("rate_limited between the markers fails the join", OwnRateLimited);
             Run("defect: pacing never reorders sends", PacingOrder);
@@ -430,6 +433,73 @@ namespace FlightSimP2P.Tests
             Check(h.Core.State == HubConnectionState.Connected, "still connected");
             CoreOutput link = PeerJoins(h, 6);
             Check(link.IceServers[0].Username.StartsWith((1700000000UL + 7200).ToString()), "link gets fresh credentials");
+        }
+
+        /// <summary>Connected in a session with credentials valid 60 s; returns the refresh connection's Connect.</summary>
+        private static CoreOutput RefreshStarted(Harness h)
+        {
+            h.Connect(5, Turn(1700000000UL + 60));
+            h.InSession(5, 5, 6);
+            h.Advance(61000);
+            CoreOutput refresh = h.Log.Last(x => x.Kind == OutputKind.Connect);
+            Check(refresh.Resume && refresh.Conn != h.Conn, "a refresh connection");
+            h.Core.TransportConnected(h.Now, refresh.Conn);
+            h.Drain();
+            return refresh;
+        }
+
+        private static void RefreshHandoff()
+        {
+            Harness h = new Harness();
+            int c1 = h.Conn;
+            CoreOutput refresh = RefreshStarted(h);
+            c1 = h.Conn;
+            // The server resumed the seat on the refresh connection and closed the old one
+            // with `replaced`; that close is read before the new connection's Welcome.
+            h.Core.TransportLost(h.Now, c1, null, (ushort)ErrorCode.Replaced);
+            List<CoreOutput> outs = h.Drain();
+            Check(!outs.Any(x => x.Kind == OutputKind.Reconnecting || x.Kind == OutputKind.Closed), "not a loss");
+            Check(h.Core.State == HubConnectionState.Connected, "still connected");
+            Check(h.Core.SendHub(h.Now, 0, "Chat", new[] { "\"queued\"" }), "hub messages accepted during the hand-over");
+            outs = h.Drain().Concat(h.Advance(50)).ToList();
+            Check(!outs.Any(x => x.Kind == OutputKind.Connect), "nothing redialled");
+            h.Core.ServerMessage(h.Now, refresh.Conn, Harness.Welcome(5, true, Turn(1700000000UL + 7200)));
+            outs = h.Drain();
+            Check(h.Core.CurrentConn == refresh.Conn, "the refresh connection took over");
+            Check(outs.Any(x => x.Kind == OutputKind.SendControl && x.Conn == refresh.Conn && x.Message is ClientMsg.SignalTo
+                && HubEnvelope.TryDecode(((Signal.App)((ClientMsg.SignalTo)x.Message).Signal).Data).Args[0] == "\"queued\""),
+                "the queued hub message went out on the new connection");
+            Check(!outs.Any(x => x.Kind == OutputKind.Reconnected), "no Reconnected for a planned hand-over");
+        }
+
+        private static void RefreshDuringReconnect()
+        {
+            Harness h = new Harness();
+            CoreOutput refresh = RefreshStarted(h);
+            int c1 = h.Conn;
+            h.Core.TransportLost(h.Now, c1, new Exception("reset"), 0);
+            List<CoreOutput> outs = h.Drain().Concat(h.Advance(10)).ToList();
+            Check(h.Core.State == HubConnectionState.Reconnecting, "reconnecting");
+            CoreOutput redial = outs.FirstOrDefault(x => x.Kind == OutputKind.Connect);
+            Check(redial != null, "the reconnect race started");
+            h.Core.ServerMessage(h.Now, refresh.Conn, Harness.Welcome(5, true, Turn(1700000000UL + 7200)));
+            outs = h.Drain();
+            Check(h.Core.State == HubConnectionState.Connected && h.Core.CurrentConn == refresh.Conn, "connected on the refresh connection");
+            Check(outs.Any(x => x.Kind == OutputKind.Reconnected), "Reconnected raised");
+            Check(outs.Any(x => x.Kind == OutputKind.CloseTransport && x.Conn == redial.Conn), "the redial closed");
+            Check(!h.Advance(40000).Any(x => x.Kind == OutputKind.Connect && x.Conn != refresh.Conn && !x.Resume), "no fresh connection later");
+            Check(h.Core.State == HubConnectionState.Connected, "stays connected");
+        }
+
+        private static void ReplacedGivesUp()
+        {
+            Harness h = new Harness();
+            int c = h.Connect(5);
+            h.Core.TransportLost(h.Now, c, null, (ushort)ErrorCode.Replaced);
+            List<CoreOutput> outs = h.Drain().Concat(h.Advance(35000)).ToList();
+            Check(outs.Any(x => x.Kind == OutputKind.Closed), "Closed");
+            Check(!outs.Any(x => x.Kind == OutputKind.Connect), "no reconnect with the token");
+            Check(h.Core.State == HubConnectionState.Disconnected, "disconnected");
         }
 
         private static void TurnRefreshProactive()
