@@ -101,7 +101,13 @@ namespace FlightSimP2P.Protocol
             return IsKnown(code) ? Names[code] : "error_" + code;
         }
 
-        /// <summary>Fatal errors are followed by the server closing the connection with the same code.</summary>
+        /// <summary>
+        /// Fatal errors are always followed by the server closing the connection with the
+        /// same code. too_many_join_attempts (17) is not among them: when the player's
+        /// network address has spent its failed-join budget the server sends it and keeps
+        /// the connection ("try again in N s"); it closes with 17 only when that connection
+        /// itself failed more than max_join_attempts times. Only the close decides.
+        /// </summary>
         public static bool IsFatal(ushort code)
         {
             switch ((ErrorCode)code)
@@ -112,7 +118,6 @@ namespace FlightSimP2P.Protocol
                 case ErrorCode.ProtocolViolation:
                 case ErrorCode.ServerFull:
                 case ErrorCode.ShuttingDown:
-                case ErrorCode.TooManyJoinAttempts:
                 case ErrorCode.HelloTimeout:
                 case ErrorCode.Replaced:
                 case ErrorCode.SlowConsumer:

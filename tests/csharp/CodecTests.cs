@@ -431,7 +431,8 @@ namespace FlightSimP2P.Tests
                 CheckEqual("error_" + name + " code", code, e.Code);
                 CheckEqual("error_" + name + " message", name + " (" + code + ")", e.Message);
             }
-            Check("fatal codes", ErrorCodes.IsFatal(1) && ErrorCodes.IsFatal(2) && ErrorCodes.IsFatal(17) && ErrorCodes.IsFatal(20)
+            // 17 (too_many_join_attempts) closes only when the connection's own budget is spent.
+            Check("fatal codes", ErrorCodes.IsFatal(1) && ErrorCodes.IsFatal(2) && !ErrorCodes.IsFatal(17) && ErrorCodes.IsFatal(20)
                 && ErrorCodes.IsFatal(21) && !ErrorCodes.IsFatal(5) && !ErrorCodes.IsFatal(9) && !ErrorCodes.IsFatal(18),
                 "fatal table differs from PROTOCOL.md section 6");
             CheckEqual("unknown error code name", "error_99", ErrorCodes.Name(99));

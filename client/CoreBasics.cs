@@ -1,0 +1,786 @@
+// Pure building blocks of the client's functional core (no I/O, no threads, no
+// clock reads): injected time and randomness, control-message pacing, request
+// matching, the reconnect schedule, TURN credential expiry, the certificate
+// decision and the hub (SignalR-style) JSON envelope.
+//
+// Same portability rules as Protocol.cs: C# 7.2, compiled by Debian's mono in CI
+// and unchanged by the .NET 8/9 build.
+
+using System;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using FlightSimP2P.Protocol;
+
+namespace FlightSimP2P.Client
+{
+    /// <summary>Monotonic milliseconds. Injected so tests can drive time.</summary>
+    public interface IClock
+    {
+        long NowMs { get; }
+    }
+
+    /// <summary>Randomness (reconnect jitter). Injected so tests are deterministic.</summary>
+    public interface IRandom
+    {
+        /// <summary>Uniform in [0, 1).</summary>
+        double NextDouble();
+    }
+
+    public sealed class SystemClock : IClock
+    {
+        public static readonly SystemClock Instance = new SystemClock();
+
+        public long NowMs
+        {
+            get { return Stopwatch.GetTimestamp() * 1000 / Stopwatch.Frequency; }
+        }
+    }
+
+    public sealed class SystemRandom : IRandom
+    {
+        private readonly Random _random = new Random();
+        private readonly object _lock = new object();
+
+        public double NextDouble()
+        {
+            lock (_lock)
+            {
+                return _random.NextDouble();
+            }
+        }
+    }
+
+    /// <summary>
+    /// FIFO of control messages paced under Limits.SignalsPerSec (token bucket at 90 %
+    /// of the server's rate, burst twice that). Waiting happens inside the send
+    /// order: a message never overtakes an earlier one, whatever thread queued it.
+    /// </summary>
+    public sealed class ControlQueue
+    {
+        private readonly Queue<ClientMsg> _queue = new Queue<ClientMsg>();
+        private double _ratePerMs;
+        private double _burst;
+        private double _tokens;
+        private long _last;
+
+        public ControlQueue()
+        {
+            Configure(0, 0);
+        }
+
+        public int Count
+        {
+            get { return _queue.Count; }
+        }
+
+        /// <summary>0 = unlimited.</summary>
+        public void Configure(uint perSecond, long now)
+        {
+            if (perSecond == 0)
+            {
+                _ratePerMs = 0;
+                _burst = double.MaxValue;
+                _tokens = double.MaxValue;
+            }
+            else
+            {
+                _ratePerMs = perSecond * 0.9 / 1000.0;
+                _burst = Math.Max(1.0, perSecond * 2 * 0.9);
+                _tokens = Math.Min(_tokens, _burst);
+                if (_tokens < 1 && _queue.Count == 0)
+                {
+                    _tokens = _burst;
+                }
+            }
+            _last = now;
+        }
+
+        public void Clear()
+        {
+            _queue.Clear();
+            _tokens = _burst;
+        }
+
+        public void Enqueue(ClientMsg msg)
+        {
+            _queue.Enqueue(msg);
+        }
+
+        private void Refill(long now)
+        {
+            if (_ratePerMs > 0 && now > _last)
+            {
+                _tokens = Math.Min(_burst, _tokens + (now - _last) * _ratePerMs);
+            }
+            _last = Math.Max(_last, now);
+        }
+
+        /// <summary>Moves the messages that may go now, in order, to output.</summary>
+        public void Poll(long now, List<ClientMsg> output)
+        {
+            Refill(now);
+            while (_queue.Count > 0 && _tokens >= 1)
+            {
+                _tokens -= 1;
+                output.Add(_queue.Dequeue());
+            }
+        }
+
+        /// <summary>When the head of the queue may go; -1 when empty.</summary>
+        public long NextWake(long now)
+        {
+            if (_queue.Count == 0)
+            {
+                return -1;
+            }
+            if (_tokens >= 1 || _ratePerMs <= 0)
+            {
+                return now;
+            }
+            return now + (long)Math.Ceiling((1 - _tokens) / _ratePerMs);
+        }
+    }
+
+    /// <summary>
+    /// Matches the server's answers to one CreateSession/JoinSession. The protocol has
+    /// no request ids, but the server handles messages in order and answers every Ping,
+    /// so the request is sent between two marker Pings: an error that is not specific
+    /// to sessions (rate_limited, invalid_argument, internal) belongs to the request
+    /// only if it arrives after the first marker's Pong and before the second's.
+    /// </summary>
+    public sealed class RequestTracker
+    {
+        public const ulong MarkerBit = 1UL << 62;
+
+        private static readonly HashSet<ushort> SessionErrors = new HashSet<ushort>
+        {
+            (ushort)ErrorCode.UnknownSession, (ushort)ErrorCode.SessionFull, (ushort)ErrorCode.WrongPassword,
+            (ushort)ErrorCode.AlreadyInSession, (ushort)ErrorCode.TooManySessions, (ushort)ErrorCode.TooManyJoinAttempts,
+        };
+
+        private ulong _nextMarker = 1;
+        private ulong _before;
+        private ulong _after;
+        private bool _beforeSeen;
+        private bool _active;
+        private ushort _pendingAmbiguous;
+        private string _pendingAmbiguousMessage;
+
+        public bool Active
+        {
+            get { return _active; }
+        }
+
+        public int Token { get; private set; }
+
+        /// <summary>Queues Ping(before), the request, Ping(after) as one group.</summary>
+        public void Begin(int token, ClientMsg request, ControlQueue queue)
+        {
+            _before = MarkerBit | _nextMarker++;
+            _after = MarkerBit | _nextMarker++;
+            _beforeSeen = false;
+            _active = true;
+            _pendingAmbiguous = 0;
+            Token = token;
+            queue.Enqueue(new ClientMsg.Ping(_before));
+            queue.Enqueue(request);
+            queue.Enqueue(new ClientMsg.Ping(_after));
+        }
+
+        public void End()
+        {
+            _active = false;
+        }
+
+        public static bool IsMarker(ulong clientTimeMs)
+        {
+            return (clientTimeMs & MarkerBit) != 0;
+        }
+
+        /// <summary>
+        /// A Pong. Returns true when the request ended without an answer: the second
+        /// marker came back, and an error between the markers (say rate_limited) was
+        /// the request's. error then holds it.
+        /// </summary>
+        public bool OnPong(ulong clientTimeMs, out ServerMsg.Error error)
+        {
+            error = null;
+            if (!_active)
+            {
+                return false;
+            }
+            if (clientTimeMs == _before)
+            {
+                _beforeSeen = true;
+            }
+            else if (clientTimeMs == _after && _pendingAmbiguous != 0)
+            {
+                error = new ServerMsg.Error(_pendingAmbiguous, _pendingAmbiguousMessage);
+                _active = false;
+                return true;
+            }
+            return false;
+        }
+
+        /// <summary>True when this error answers the pending request.</summary>
+        public bool Claims(ServerMsg.Error error)
+        {
+            if (!_active)
+            {
+                return false;
+            }
+            if (SessionErrors.Contains(error.Code))
+            {
+                return true;
+            }
+            if (_beforeSeen && (error.Code == (ushort)ErrorCode.InvalidArgument || error.Code == (ushort)ErrorCode.Internal))
+            {
+                return true;
+            }
+            if (_beforeSeen && error.Code == (ushort)ErrorCode.RateLimited)
+            {
+                // The request or the second marker was dropped; the second marker's Pong decides.
+                _pendingAmbiguous = error.Code;
+                _pendingAmbiguousMessage = error.Message;
+                return false;
+            }
+            return false;
+        }
+    }
+
+    /// <summary>Automatic reconnect schedule: SignalR's default delays (0, 2, 10, 30 s) or your own, with a little jitter.</summary>
+    public sealed class ReconnectPolicy
+    {
+        public static readonly long[] SignalRDefaultMs = { 0, 2000, 10000, 30000 };
+
+        private readonly long[] _delays;
+
+        public ReconnectPolicy(long[] delaysMs)
+        {
+            _delays = delaysMs ?? new long[0];
+        }
+
+        public bool Enabled
+        {
+            get { return _delays.Length > 0; }
+        }
+
+        /// <summary>Delay before attempt number 'attempt' (0-based), or -1 to give up. Up to 10 % jitter is added.</summary>
+        public long Delay(int attempt, IRandom random)
+        {
+            if (attempt < 0 || attempt >= _delays.Length)
+            {
+                return -1;
+            }
+            long d = _delays[attempt];
+            return d + (long)(d * 0.1 * random.NextDouble());
+        }
+    }
+
+    /// <summary>Expiry of TURN REST-API credentials (username "&lt;unix expiry&gt;:&lt;peer&gt;").</summary>
+    public static class TurnCredentials
+    {
+        /// <summary>Earliest expiry (Unix seconds) among the entries with credentials; 0 when none expire.</summary>
+        public static ulong EarliestExpiry(IList<IceServer> servers)
+        {
+            ulong earliest = 0;
+            if (servers == null)
+            {
+                return 0;
+            }
+            foreach (IceServer s in servers)
+            {
+                if (s.Username == null)
+                {
+                    continue;
+                }
+                int colon = s.Username.IndexOf(':');
+                string head = colon < 0 ? s.Username : s.Username.Substring(0, colon);
+                ulong t;
+                if (ulong.TryParse(head, NumberStyles.None, CultureInfo.InvariantCulture, out t) && (earliest == 0 || t < earliest))
+                {
+                    earliest = t;
+                }
+            }
+            return earliest;
+        }
+
+        /// <summary>
+        /// Local monotonic time (ms) at which to fetch new credentials: a margin before
+        /// expiry (5 minutes, or a quarter of the lifetime if that is shorter), measured
+        /// against the server's clock from Welcome so local clock skew does not matter.
+        /// -1 when nothing expires.
+        /// </summary>
+        public static long RefreshAt(IList<IceServer> servers, ulong serverTimeMs, long nowMs)
+        {
+            ulong expiry = EarliestExpiry(servers);
+            if (expiry == 0)
+            {
+                return -1;
+            }
+            long lifetime = (long)(expiry * 1000) - (long)serverTimeMs;
+            long margin = Math.Min(5 * 60 * 1000, Math.Max(0, lifetime / 4));
+            return nowMs + Math.Max(0, lifetime - margin);
+        }
+    }
+
+    /// <summary>TLS errors as System.Net.Security.SslPolicyErrors numbers them.</summary>
+    [Flags]
+    public enum TlsPolicyErrors
+    {
+        None = 0,
+        RemoteCertificateNotAvailable = 1,
+        RemoteCertificateNameMismatch = 2,
+        RemoteCertificateChainErrors = 4,
+    }
+
+    /// <summary>Whether to accept the server's certificate (the QUIC and wss adapters ask this).</summary>
+    public static class CertificatePolicy
+    {
+        /// <param name="errors">what the platform reported</param>
+        /// <param name="pinConfigured">CertificateSha256 set (development)</param>
+        /// <param name="pinMatches">the leaf's SHA-256 equals the pin (constant-time compare)</param>
+        /// <param name="trustedRootConfigured">TrustedRootCertificate set</param>
+        /// <param name="chainBuildsToTrustedRoot">the chain built with only that root as trust anchor</param>
+        public static bool Accept(TlsPolicyErrors errors, bool pinConfigured, bool pinMatches,
+            bool trustedRootConfigured, bool chainBuildsToTrustedRoot)
+        {
+            if (pinConfigured)
+            {
+                return pinMatches;
+            }
+            if ((errors & TlsPolicyErrors.RemoteCertificateNotAvailable) != 0
+                || (errors & TlsPolicyErrors.RemoteCertificateNameMismatch) != 0)
+            {
+                return false;
+            }
+            if (trustedRootConfigured)
+            {
+                return chainBuildsToTrustedRoot;
+            }
+            return errors == TlsPolicyErrors.None;
+        }
+    }
+
+    /// <summary>
+    /// Hub messages carried in Signal.App as UTF-8 JSON, one object each:
+    ///   send:    {"name":"M","args":[...]}                 (also what browser peers send)
+    ///   invoke:  {"type":"invoke","id":7,"name":"M","args":[...]}   to the session host
+    ///   result:  {"type":"result","id":7,"result":...}
+    ///   error:   {"type":"error","id":7,"error":"text"}
+    /// Arguments and results are kept as raw JSON text; an IHubSerializer binds them.
+    /// </summary>
+    public sealed class HubEnvelope
+    {
+        public const string Send = "send";
+        public const string Invoke = "invoke";
+        public const string Result = "result";
+        public const string Error = "error";
+
+        public string Type = Send;
+        public long Id;
+        public string Name = "";
+        public string[] Args = new string[0];
+        public string ResultJson;
+        public string ErrorText;
+
+        public byte[] Encode()
+        {
+            StringBuilder sb = new StringBuilder();
+            sb.Append('{');
+            if (Type != Send)
+            {
+                sb.Append("\"type\":");
+                Json.WriteString(sb, Type);
+                sb.Append(",\"id\":").Append(Id.ToString(CultureInfo.InvariantCulture)).Append(',');
+            }
+            if (Type == Send || Type == Invoke)
+            {
+                sb.Append("\"name\":");
+                Json.WriteString(sb, Name);
+                sb.Append(",\"args\":[");
+                for (int i = 0; i < Args.Length; i++)
+                {
+                    if (i > 0)
+                    {
+                        sb.Append(',');
+                    }
+                    sb.Append(Args[i] ?? "null");
+                }
+                sb.Append(']');
+            }
+            else if (Type == Result)
+            {
+                sb.Append("\"result\":").Append(ResultJson ?? "null");
+            }
+            else
+            {
+                sb.Append("\"error\":");
+                Json.WriteString(sb, ErrorText ?? "");
+            }
+            sb.Append('}');
+            return Encoding.UTF8.GetBytes(sb.ToString());
+        }
+
+        /// <summary>Null when the payload is not a hub message.</summary>
+        public static HubEnvelope TryDecode(byte[] data)
+        {
+            if (data == null || data.Length == 0 || data[0] != (byte)'{')
+            {
+                return null;
+            }
+            string text;
+            try
+            {
+                text = new UTF8Encoding(false, true).GetString(data);
+            }
+            catch (ArgumentException)
+            {
+                return null;
+            }
+            Dictionary<string, string> fields = Json.TryParseObject(text);
+            if (fields == null)
+            {
+                return null;
+            }
+            HubEnvelope e = new HubEnvelope();
+            string raw;
+            if (fields.TryGetValue("type", out raw))
+            {
+                e.Type = Json.TryParseString(raw);
+                if (e.Type == null)
+                {
+                    return null;
+                }
+            }
+            if (e.Type != Send)
+            {
+                long id;
+                if (!fields.TryGetValue("id", out raw)
+                    || !long.TryParse(raw, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out id))
+                {
+                    return null;
+                }
+                e.Id = id;
+            }
+            if (e.Type == Send || e.Type == Invoke)
+            {
+                if (!fields.TryGetValue("name", out raw) || (e.Name = Json.TryParseString(raw)) == null)
+                {
+                    return null;
+                }
+                if (fields.TryGetValue("args", out raw))
+                {
+                    List<string> args = Json.TryParseArray(raw);
+                    if (args == null)
+                    {
+                        return null;
+                    }
+                    e.Args = args.ToArray();
+                }
+                return e;
+            }
+            if (e.Type == Result)
+            {
+                e.ResultJson = fields.TryGetValue("result", out raw) ? raw : "null";
+                return e;
+            }
+            if (e.Type == Error)
+            {
+                e.ErrorText = fields.TryGetValue("error", out raw) ? (Json.TryParseString(raw) ?? raw) : "error";
+                return e;
+            }
+            return null;
+        }
+    }
+
+    /// <summary>Just enough JSON to split envelopes into raw values (RFC 8259 syntax, checked).</summary>
+    public static class Json
+    {
+        public static void WriteString(StringBuilder sb, string s)
+        {
+            sb.Append('"');
+            foreach (char c in s)
+            {
+                if (c == '"' || c == '\\')
+                {
+                    sb.Append('\\').Append(c);
+                }
+                else if (c < 0x20)
+                {
+                    sb.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture));
+                }
+                else
+                {
+                    sb.Append(c);
+                }
+            }
+            sb.Append('"');
+        }
+
+        public static string Quote(string s)
+        {
+            StringBuilder sb = new StringBuilder();
+            WriteString(sb, s);
+            return sb.ToString();
+        }
+
+        /// <summary>Top-level object: member name to raw value text; null if not a valid object.</summary>
+        public static Dictionary<string, string> TryParseObject(string text)
+        {
+            int i = SkipWs(text, 0);
+            if (i >= text.Length || text[i] != '{')
+            {
+                return null;
+            }
+            Dictionary<string, string> result = new Dictionary<string, string>(StringComparer.Ordinal);
+            i = SkipWs(text, i + 1);
+            if (i < text.Length && text[i] == '}')
+            {
+                return SkipWs(text, i + 1) == text.Length ? result : null;
+            }
+            while (true)
+            {
+                int start = i;
+                int end = SkipValue(text, i);
+                if (end < 0 || text[start] != '"')
+                {
+                    return null;
+                }
+                string name = TryParseString(text.Substring(start, end - start));
+                i = SkipWs(text, end);
+                if (i >= text.Length || text[i] != ':')
+                {
+                    return null;
+                }
+                i = SkipWs(text, i + 1);
+                int vend = SkipValue(text, i);
+                if (vend < 0)
+                {
+                    return null;
+                }
+                result[name] = text.Substring(i, vend - i);
+                i = SkipWs(text, vend);
+                if (i >= text.Length)
+                {
+                    return null;
+                }
+                if (text[i] == '}')
+                {
+                    return SkipWs(text, i + 1) == text.Length ? result : null;
+                }
+                if (text[i] != ',')
+                {
+                    return null;
+                }
+                i = SkipWs(text, i + 1);
+            }
+        }
+
+        /// <summary>Raw element texts of an array; null if not an array.</summary>
+        public static List<string> TryParseArray(string text)
+        {
+            List<string> items = new List<string>();
+            int i = SkipWs(text, 0);
+            if (i >= text.Length || text[i] != '[')
+            {
+                return null;
+            }
+            i = SkipWs(text, i + 1);
+            if (i < text.Length && text[i] == ']')
+            {
+                return SkipWs(text, i + 1) == text.Length ? items : null;
+            }
+            while (true)
+            {
+                int end = SkipValue(text, i);
+                if (end < 0)
+                {
+                    return null;
+                }
+                items.Add(text.Substring(i, end - i));
+                i = SkipWs(text, end);
+                if (i >= text.Length)
+                {
+                    return null;
+                }
+                if (text[i] == ']')
+                {
+                    return SkipWs(text, i + 1) == text.Length ? items : null;
+                }
+                if (text[i] != ',')
+                {
+                    return null;
+                }
+                i = SkipWs(text, i + 1);
+            }
+        }
+
+        /// <summary>A JSON string literal's value; null if raw is not one.</summary>
+        public static string TryParseString(string raw)
+        {
+            if (raw == null || raw.Length < 2 || raw[0] != '"' || SkipValue(raw, 0) != raw.Length)
+            {
+                return null;
+            }
+            StringBuilder sb = new StringBuilder();
+            for (int i = 1; i < raw.Length - 1; i++)
+            {
+                char c = raw[i];
+                if (c != '\\')
+                {
+                    sb.Append(c);
+                    continue;
+                }
+                char e = raw[++i];
+                switch (e)
+                {
+                    case 'n': sb.Append('\n'); break;
+                    case 't': sb.Append('\t'); break;
+                    case 'r': sb.Append('\r'); break;
+                    case 'b': sb.Append('\b'); break;
+                    case 'f': sb.Append('\f'); break;
+                    case 'u':
+                        sb.Append((char)int.Parse(raw.Substring(i + 1, 4), NumberStyles.HexNumber, CultureInfo.InvariantCulture));
+                        i += 4;
+                        break;
+                    default: sb.Append(e); break;
+                }
+            }
+            return sb.ToString();
+        }
+
+        private static int SkipWs(string t, int i)
+        {
+            while (i < t.Length && (t[i] == ' ' || t[i] == '\t' || t[i] == '\n' || t[i] == '\r'))
+            {
+                i++;
+            }
+            return i;
+        }
+
+        /// <summary>End index of the value starting at i, or -1.</summary>
+        private static int SkipValue(string t, int i)
+        {
+            if (i >= t.Length)
+            {
+                return -1;
+            }
+            char c = t[i];
+            if (c == '"')
+            {
+                for (int j = i + 1; j < t.Length; j++)
+                {
+                    if (t[j] == '\\')
+                    {
+                        if (j + 1 >= t.Length)
+                        {
+                            return -1;
+                        }
+                        if (t[j + 1] == 'u')
+                        {
+                            if (j + 5 >= t.Length)
+                            {
+                                return -1;
+                            }
+                            for (int k = j + 2; k <= j + 5; k++)
+                            {
+                                if (Uri.IsHexDigit(t[k]) == false)
+                                {
+                                    return -1;
+                                }
+                            }
+                            j += 5;
+                        }
+                        else if ("\"\\/bfnrt".IndexOf(t[j + 1]) < 0)
+                        {
+                            return -1;
+                        }
+                        else
+                        {
+                            j++;
+                        }
+                    }
+                    else if (t[j] == '"')
+                    {
+                        return j + 1;
+                    }
+                    else if (t[j] < 0x20)
+                    {
+                        return -1;
+                    }
+                }
+                return -1;
+            }
+            if (c == '{' || c == '[')
+            {
+                char close = c == '{' ? '}' : ']';
+                int j = SkipWs(t, i + 1);
+                if (j < t.Length && t[j] == close)
+                {
+                    return j + 1;
+                }
+                while (true)
+                {
+                    if (c == '{')
+                    {
+                        if (j >= t.Length || t[j] != '"')
+                        {
+                            return -1;
+                        }
+                        j = SkipValue(t, j);
+                        if (j < 0)
+                        {
+                            return -1;
+                        }
+                        j = SkipWs(t, j);
+                        if (j >= t.Length || t[j] != ':')
+                        {
+                            return -1;
+                        }
+                        j = SkipWs(t, j + 1);
+                    }
+                    j = SkipValue(t, j);
+                    if (j < 0)
+                    {
+                        return -1;
+                    }
+                    j = SkipWs(t, j);
+                    if (j >= t.Length)
+                    {
+                        return -1;
+                    }
+                    if (t[j] == close)
+                    {
+                        return j + 1;
+                    }
+                    if (t[j] != ',')
+                    {
+                        return -1;
+                    }
+                    j = SkipWs(t, j + 1);
+                }
+            }
+            foreach (string lit in new[] { "true", "false", "null" })
+            {
+                if (string.CompareOrdinal(t, i, lit, 0, lit.Length) == 0)
+                {
+                    return i + lit.Length;
+                }
+            }
+            int n = i;
+            if (n < t.Length && t[n] == '-')
+            {
+                n++;
+            }
+            int digits = n;
+            while (n < t.Length && (char.IsDigit(t[n]) || t[n] == '.' || t[n] == 'e' || t[n] == 'E' || t[n] == '+' || t[n] == '-'))
+            {
+                n++;
+            }
+            return n > digits && char.IsDigit(t[digits]) ? n : -1;
+        }
+    }
+}

@@ -1,0 +1,354 @@
+// The per-peer path state machine of the functional core: which way flight data
+// to one peer goes (relay, direct DataChannel, TURN), the direct attempt's
+// deadline, stall detection on a connected direct path, going back to direct on
+// recovery, and the bound on what waits in SIPSorcery's queue.
+//
+// Why stall detection: SIPSorcery's data channels are reliable and ordered
+// whatever RTCDataChannelInit says (sipsorcery#1502), so one lost packet holds
+// every later frame until SCTP retransmits it; ICE only reports "disconnected"
+// after 8 s. The core watches three signs instead, each within StallMs:
+//   * the peer was sending to us on the direct path at a steady rate and stopped;
+//   * our own frames are not leaving SIPSorcery's send queue (bufferedAmount does
+//     not go down);
+//   * the peer's frames arrive over the relay while it used to send directly
+//     (it detected a stall in its direction).
+// While stalled, data goes through the relay, and every ProbeMs one current frame
+// is also offered to the DataChannel (when its queue is empty). The path is
+// direct again once the queue drains and the peer's direct frames flow again
+// (or, if the peer does not send to us, the queue stayed empty for RecoverMs).
+//
+// C# 7.2 (mono); no I/O.
+
+using System;
+
+namespace FlightSimP2P.Client
+{
+    /// <summary>The path flight data to or from a peer takes.</summary>
+    public enum FlightPath
+    {
+        /// <summary>Through the server on the signaling connection.</summary>
+        Relay,
+        /// <summary>WebRTC DataChannel over a direct UDP path.</summary>
+        Direct,
+        /// <summary>WebRTC DataChannel through a TURN server.</summary>
+        Turn,
+    }
+
+    /// <summary>State of the WebRTC attempt with one peer.</summary>
+    public enum DirectState
+    {
+        Connecting,
+        Connected,
+        /// <summary>ICE reported disconnected after it had worked; the relay carries data until it recovers.</summary>
+        Interrupted,
+        Failed,
+        Disabled,
+    }
+
+    /// <summary>Timings of the path machine (milliseconds).</summary>
+    public sealed class PathTimings
+    {
+        public long DirectConnectTimeoutMs = 10000;
+        public long StallMs = 200;
+        public long ProbeMs = 100;
+        public long RecoverMs = 500;
+        /// <summary>Frames that may wait unsent in SIPSorcery's queue per peer; newer ones replace older ones in a one-frame slot.</summary>
+        public int MaxQueuedFrames = 2;
+    }
+
+    /// <summary>What the core should do with one frame for this peer.</summary>
+    public enum SendDecision
+    {
+        Relay,
+        Direct,
+        /// <summary>Held in the peer's slot until SIPSorcery's queue drains (an older held frame was dropped).</summary>
+        Held,
+    }
+
+    public sealed class PeerPath
+    {
+        private readonly PathTimings _t;
+        private long _deadline = -1;
+        private bool _stalled;
+        private long _stallStart;
+        private long _lastDirectRx = -1;
+        private double _rxIntervalEwma = -1;
+        private int _directRxSinceStall;
+        private long _bufferedSince = -1;
+        private long _lastBuffered;
+        private long _emptySince = -1;
+        private long _lastProbe;
+        private long _avgFrameBytes = 200;
+        private int _relayRxWhileDirect;
+        private byte[] _held;
+
+        public PeerPath(PathTimings timings)
+        {
+            _t = timings;
+            State = DirectState.Disabled;
+        }
+
+        public DirectState State { get; private set; }
+
+        public bool Turn { get; private set; }
+
+        public bool Stalled
+        {
+            get { return _stalled; }
+        }
+
+        /// <summary>Frames replaced in the slot (stale before they could be sent directly).</summary>
+        public long DroppedDirect { get; private set; }
+
+        /// <summary>Times this peer switched to the relay because the direct path stalled.</summary>
+        public long Stalls { get; private set; }
+
+        public FlightPath Path
+        {
+            get
+            {
+                if (State != DirectState.Connected || _stalled)
+                {
+                    return FlightPath.Relay;
+                }
+                return Turn ? FlightPath.Turn : FlightPath.Direct;
+            }
+        }
+
+        public bool HasHeld
+        {
+            get { return _held != null; }
+        }
+
+        public void StartAttempt(long now)
+        {
+            State = DirectState.Connecting;
+            _deadline = now + _t.DirectConnectTimeoutMs;
+            ResetMonitor();
+        }
+
+        public void Disable()
+        {
+            State = DirectState.Disabled;
+            _deadline = -1;
+            ResetMonitor();
+        }
+
+        public void Fail()
+        {
+            State = DirectState.Failed;
+            _deadline = -1;
+            ResetMonitor();
+        }
+
+        public void ChannelOpen(long now, bool turn)
+        {
+            State = DirectState.Connected;
+            Turn = turn;
+            _deadline = -1;
+            ResetMonitor();
+        }
+
+        public void IceInterrupted()
+        {
+            if (State == DirectState.Connected)
+            {
+                State = DirectState.Interrupted;
+            }
+        }
+
+        public void IceRecovered(long now)
+        {
+            if (State == DirectState.Interrupted)
+            {
+                State = DirectState.Connected;
+                ResetMonitor();
+            }
+        }
+
+        private void ResetMonitor()
+        {
+            _stalled = false;
+            _lastDirectRx = -1;
+            _rxIntervalEwma = -1;
+            _bufferedSince = -1;
+            _lastBuffered = 0;
+            _emptySince = -1;
+            _relayRxWhileDirect = 0;
+            _held = null;
+        }
+
+        /// <summary>A frame from this peer arrived on the DataChannel.</summary>
+        public void OnDirectRx(long now)
+        {
+            if (_lastDirectRx >= 0)
+            {
+                long gap = now - _lastDirectRx;
+                _rxIntervalEwma = _rxIntervalEwma < 0 ? gap : _rxIntervalEwma * 0.8 + gap * 0.2;
+            }
+            _lastDirectRx = now;
+            _relayRxWhileDirect = 0;
+            if (_stalled)
+            {
+                _directRxSinceStall++;
+            }
+        }
+
+        /// <summary>A frame from this peer arrived through the relay.</summary>
+        public void OnRelayRx(long now)
+        {
+            if (State == DirectState.Connected && !_stalled && _lastDirectRx >= 0)
+            {
+                _relayRxWhileDirect++;
+            }
+        }
+
+        /// <summary>Decides the path of one frame, given SIPSorcery's unsent bytes for this peer.</summary>
+        public SendDecision Decide(long now, byte[] frame, long buffered)
+        {
+            if (Path == FlightPath.Relay)
+            {
+                return SendDecision.Relay;
+            }
+            _avgFrameBytes = Math.Max(1, (_avgFrameBytes * 7 + frame.Length) / 8);
+            ObserveBuffered(now, buffered);
+            if (_stalled)
+            {
+                return SendDecision.Relay;
+            }
+            if (QueuedFrames(buffered) >= _t.MaxQueuedFrames)
+            {
+                if (_held != null)
+                {
+                    DroppedDirect++;
+                }
+                _held = frame;
+                return SendDecision.Held;
+            }
+            if (_held != null)
+            {
+                DroppedDirect++;
+                _held = null;
+            }
+            return SendDecision.Direct;
+        }
+
+        private long QueuedFrames(long buffered)
+        {
+            return buffered <= 0 ? 0 : (buffered + _avgFrameBytes - 1) / _avgFrameBytes;
+        }
+
+        /// <summary>The held frame if it may go now (the queue has room), else null.</summary>
+        public byte[] TakeHeld(long buffered)
+        {
+            if (_held == null || _stalled || Path == FlightPath.Relay || QueuedFrames(buffered) >= _t.MaxQueuedFrames)
+            {
+                return null;
+            }
+            byte[] f = _held;
+            _held = null;
+            return f;
+        }
+
+        private void ObserveBuffered(long now, long buffered)
+        {
+            if (buffered <= 0)
+            {
+                _bufferedSince = -1;
+                if (_emptySince < 0)
+                {
+                    _emptySince = now;
+                }
+            }
+            else
+            {
+                _emptySince = -1;
+                if (_bufferedSince < 0 || buffered < _lastBuffered)
+                {
+                    _bufferedSince = now;
+                }
+            }
+            _lastBuffered = buffered;
+        }
+
+        /// <summary>Runs the stall and recovery rules. Returns true when Path changed. probe is set when a probe frame should be offered to the DataChannel.</summary>
+        public bool Tick(long now, long buffered, out bool probe, out bool deadlineMissed)
+        {
+            probe = false;
+            deadlineMissed = false;
+            FlightPath before = Path;
+            if (State == DirectState.Connecting && _deadline >= 0 && now >= _deadline)
+            {
+                deadlineMissed = true;
+                Fail();
+                return before != Path;
+            }
+            if (State != DirectState.Connected)
+            {
+                return before != Path;
+            }
+            ObserveBuffered(now, buffered);
+            if (!_stalled)
+            {
+                bool steady = _rxIntervalEwma >= 0 && _rxIntervalEwma * 2 <= _t.StallMs;
+                bool silent = steady && now - _lastDirectRx > Math.Max(_t.StallMs, (long)(4 * _rxIntervalEwma));
+                bool stuck = _bufferedSince >= 0 && now - _bufferedSince > _t.StallMs;
+                bool peerMoved = _relayRxWhileDirect >= 3;
+                if (silent || stuck || peerMoved)
+                {
+                    _stalled = true;
+                    _stallStart = now;
+                    _lastProbe = now;
+                    _directRxSinceStall = 0;
+                    _held = null;
+                    Stalls++;
+                }
+            }
+            else
+            {
+                bool drained = buffered <= 0;
+                bool peerFlows = _directRxSinceStall >= 3 && now - _lastDirectRx <= _t.StallMs;
+                bool quietOk = _rxIntervalEwma < 0 && _emptySince >= 0 && now - _emptySince >= _t.RecoverMs
+                    && now - _stallStart >= _t.RecoverMs;
+                if (drained && (peerFlows || quietOk))
+                {
+                    _stalled = false;
+                    _relayRxWhileDirect = 0;
+                    _bufferedSince = -1;
+                }
+                else if (drained && now - _lastProbe >= _t.ProbeMs)
+                {
+                    _lastProbe = now;
+                    probe = true;
+                }
+            }
+            return before != Path;
+        }
+
+        /// <summary>When Tick next has something to decide; -1 for never.</summary>
+        public long NextWake(long now)
+        {
+            if (State == DirectState.Connecting)
+            {
+                return _deadline;
+            }
+            if (State != DirectState.Connected)
+            {
+                return -1;
+            }
+            if (_held != null)
+            {
+                return now + 5;
+            }
+            if (_stalled)
+            {
+                return now + Math.Min(_t.ProbeMs, 50);
+            }
+            if (_lastDirectRx >= 0 || _bufferedSince >= 0)
+            {
+                return now + Math.Max(10, _t.StallMs / 4);
+            }
+            return now + 250;
+        }
+    }
+}

@@ -1,0 +1,173 @@
+// The small interfaces between the service shell and the libraries it drives
+// (System.Net.Quic, ClientWebSocket, SIPSorcery, a JSON serializer), and the
+// options. Fakes of these drive the service in tests (tests/csharp/).
+//
+// C# 7.2 (mono).
+
+using System;
+using System.Collections.Generic;
+using System.Threading;
+using System.Threading.Tasks;
+using FlightSimP2P.Protocol;
+
+namespace FlightSimP2P.Client
+{
+    /// <summary>One signaling connection (QUIC or WebSocket): control messages in order, relay frames best effort.</summary>
+    public interface ISignalingTransport
+    {
+        /// <summary>Set before the first ReceiveAsync; called for every relay frame (payload owned by the callee).</summary>
+        Action<uint, byte[]> RelayReceived { set; }
+
+        /// <summary>Sends one control message. The shell never calls it concurrently.</summary>
+        Task SendAsync(ClientMsg message, CancellationToken cancellationToken);
+
+        /// <summary>Queues one relay frame; false if it was dropped.</summary>
+        bool TrySendRelay(uint to, byte[] payload);
+
+        /// <summary>The next control message; null when the server ended the connection.</summary>
+        Task<ServerMsg> ReceiveAsync(CancellationToken cancellationToken);
+
+        /// <summary>The server's close code (PROTOCOL.md section 6) once known, else 0.</summary>
+        ushort CloseCode { get; }
+
+        /// <summary>leave = true: close code 0 / 1000, the peer leaves its session at once.</summary>
+        Task CloseAsync(bool leave);
+    }
+
+    public interface ITransportFactory
+    {
+        bool QuicSupported { get; }
+
+        Task<ISignalingTransport> ConnectAsync(TransportKind kind, CancellationToken cancellationToken);
+    }
+
+    /// <summary>What a peer link reports (any thread).</summary>
+    public interface ILinkEvents
+    {
+        void LocalSignal(IPeerLink link, Signal signal);
+
+        void Opened(IPeerLink link, bool viaTurn);
+
+        void Interrupted(IPeerLink link, bool interrupted);
+
+        void Failed(IPeerLink link);
+
+        void Received(IPeerLink link, byte[] frame);
+    }
+
+    /// <summary>One WebRTC attempt with one peer (SIPSorcery RTCPeerConnection + the "flight" DataChannel).</summary>
+    public interface IPeerLink
+    {
+        uint Peer { get; }
+
+        int LinkId { get; }
+
+        /// <summary>Offerer: create the channel and the offer. Never blocks.</summary>
+        void Start(bool offerer, List<IceServer> iceServers);
+
+        /// <summary>A remote Offer/Answer/IceCandidate/EndOfCandidates.</summary>
+        void Apply(Signal signal);
+
+        /// <summary>Hands one frame to the DataChannel; false if it is not open.</summary>
+        bool Send(byte[] frame);
+
+        /// <summary>Bytes the DataChannel has not sent yet (SIPSorcery: unsent chunks only).</summary>
+        long BufferedAmount { get; }
+
+        void Close();
+    }
+
+    public interface IPeerLinkFactory
+    {
+        IPeerLink Create(uint peer, int linkId, ILinkEvents events);
+    }
+
+    /// <summary>Binds hub arguments and results (JSON text).</summary>
+    public interface IHubSerializer
+    {
+        string Serialize(object value);
+
+        object Deserialize(string json, Type type);
+    }
+
+    /// <summary>Configuration of <see cref="WebRTCP2PService"/>.</summary>
+    public sealed class WebRTCP2POptions
+    {
+        public string ServerHost = "localhost";
+        public int QuicPort = 4433;
+        /// <summary>Default ws://ServerHost:8080/ws; wss://host/ws behind a TLS proxy.</summary>
+        public Uri WebSocketUri;
+        public bool QuicAllowed = true;
+        public bool WebSocketAllowed = true;
+        public TimeSpan QuicFallbackDelay = TimeSpan.FromSeconds(1);
+        public TimeSpan ConnectTimeout = TimeSpan.FromSeconds(10);
+        /// <summary>Development: SHA-256 of the server's self-signed certificate (hex, ':' allowed).</summary>
+        public string CertificateSha256;
+        /// <summary>DER bytes of a private root CA to trust instead of the system store (host names are still checked).</summary>
+        public byte[] TrustedRootCertificate;
+        public TimeSpan KeepAliveInterval = TimeSpan.FromSeconds(5);
+        public TimeSpan PingInterval = TimeSpan.FromSeconds(5);
+        public string DisplayName = "";
+        public bool EnableDirect = true;
+        public bool ForceTurn;
+        public TimeSpan DirectConnectTimeout = TimeSpan.FromSeconds(5);
+        public TimeSpan DirectRetryDelay = TimeSpan.FromSeconds(30);
+        public int DirectMaxRetries = 2;
+        /// <summary>Stall detection on a connected direct path.</summary>
+        public TimeSpan DirectStallTimeout = TimeSpan.FromMilliseconds(200);
+        public int MaxQueuedDirectFrames = 2;
+        /// <summary>Null or empty: no automatic reconnect. WithAutomaticReconnect() sets SignalR's 0, 2, 10, 30 s.</summary>
+        public TimeSpan[] ReconnectDelays = { TimeSpan.Zero, TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(30) };
+        public bool AutoRejoin = true;
+        public TimeSpan RequestTimeout = TimeSpan.FromSeconds(10);
+        public TimeSpan InvokeTimeout = TimeSpan.FromSeconds(30);
+
+        // Seams (defaults: the platform's QUIC/WebSocket, SIPSorcery, System.Text.Json).
+        public ITransportFactory TransportFactory;
+        public IPeerLinkFactory LinkFactory;
+        public IHubSerializer Serializer;
+        public IClock Clock;
+        public IRandom Random;
+
+        public Uri EffectiveWebSocketUri
+        {
+            get { return WebSocketUri ?? new UriBuilder("ws", ServerHost, 8080, "/ws").Uri; }
+        }
+
+        internal CoreOptions ToCore(bool quicSupported)
+        {
+            CoreOptions c = new CoreOptions();
+            c.DisplayName = DisplayName;
+            c.QuicAllowed = QuicAllowed;
+            c.QuicSupported = quicSupported;
+            c.WebSocketAllowed = WebSocketAllowed;
+            c.QuicFallbackDelayMs = Ms(QuicFallbackDelay);
+            c.ConnectTimeoutMs = Ms(ConnectTimeout);
+            c.PingIntervalMs = Ms(PingInterval);
+            c.RequestTimeoutMs = Ms(RequestTimeout);
+            c.InvokeTimeoutMs = Ms(InvokeTimeout);
+            List<long> delays = new List<long>();
+            if (ReconnectDelays != null)
+            {
+                foreach (TimeSpan t in ReconnectDelays)
+                {
+                    delays.Add(Ms(t));
+                }
+            }
+            c.ReconnectDelaysMs = delays.ToArray();
+            c.AutoRejoin = AutoRejoin;
+            c.EnableDirect = EnableDirect && LinkFactory != null;
+            c.DirectRetryDelayMs = Ms(DirectRetryDelay);
+            c.DirectMaxRetries = DirectMaxRetries;
+            c.Path.DirectConnectTimeoutMs = Ms(DirectConnectTimeout);
+            c.Path.StallMs = Ms(DirectStallTimeout);
+            c.Path.MaxQueuedFrames = Math.Max(1, MaxQueuedDirectFrames);
+            return c;
+        }
+
+        private static long Ms(TimeSpan t)
+        {
+            return (long)t.TotalMilliseconds;
+        }
+    }
+}

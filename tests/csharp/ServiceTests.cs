@@ -1,0 +1,813 @@
+// Service tests under mono: ServiceCore and the WebRTCP2PService shell with a fake
+// clock, fake randomness, fake link metrics and a fake transport. Each defect of
+// issue 13 has a test that fails on the old logic. Last line: "N passed, N failed".
+
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using System.Threading;
+using System.Threading.Tasks;
+using FlightSimP2P.Client;
+using FlightSimP2P.Protocol;
+
+namespace FlightSimP2P.Tests
+{
+    internal sealed class FixedRandom : IRandom
+    {
+        public double NextDouble() { return 0.5; }
+    }
+
+    internal sealed class FakeMetrics : ILinkMetrics
+    {
+        public long Buffered;
+        public long BufferedAmount(uint peer, int linkId) { return Buffered; }
+    }
+
+    internal sealed class Harness
+    {
+        public long Now = 1000;
+        public FakeMetrics Metrics = new FakeMetrics();
+        public ServiceCore Core;
+        public List<CoreOutput> Log = new List<CoreOutput>();
+        public int Conn;
+
+        public Harness(CoreOptions o = null)
+        {
+            o = o ?? new CoreOptions();
+            o.PingIntervalMs = 0;
+            Core = new ServiceCore(o, new FixedRandom(), Metrics);
+        }
+
+        public List<CoreOutput> Drain()
+        {
+            List<CoreOutput> outs = Core.Drain(Now);
+            Log.AddRange(outs);
+            return outs;
+        }
+
+        public List<CoreOutput> Advance(long ms)
+        {
+            List<CoreOutput> all = new List<CoreOutput>();
+            for (long i = 0; i < ms; i += 5)
+            {
+                Now += 5;
+                all.AddRange(Drain());
+            }
+            return all;
+        }
+
+        public static ServerMsg.Welcome Welcome(uint id, bool resumed, List<IceServer> ice = null)
+        {
+            ServerMsg.Welcome w = new ServerMsg.Welcome();
+            w.PeerId = id;
+            w.ResumeToken = new byte[16];
+            w.ResumeToken[0] = (byte)id;
+            w.Resumed = resumed;
+            w.Limits = new Limits();
+            w.ServerTimeMs = 1700000000000UL;
+            if (ice != null)
+            {
+                w.IceServers = ice;
+            }
+            return w;
+        }
+
+        /// <summary>Start, QUIC connects, Welcome: returns the connection id.</summary>
+        public int Connect(uint id, List<IceServer> ice = null)
+        {
+            Core.Start(Now, 1);
+            CoreOutput c = Drain().First(x => x.Kind == OutputKind.Connect);
+            Core.TransportConnected(Now, c.Conn);
+            Core.ServerMessage(Now, c.Conn, Welcome(id, false, ice));
+            Drain();
+            Conn = c.Conn;
+            return c.Conn;
+        }
+
+        public static SessionInfo SessionOf(uint host, params uint[] peers)
+        {
+            SessionInfo s = new SessionInfo();
+            s.Code = "7KQ2MX";
+            s.Host = host;
+            foreach (uint p in peers)
+            {
+                s.Peers.Add(new PeerInfo(p, "p" + p, ClientKind.DotNet));
+            }
+            return s;
+        }
+
+        public void InSession(uint me, uint host, params uint[] others)
+        {
+            Core.CreateSession(Now, 2, 0, null);
+            Drain();
+            List<uint> all = new List<uint> { me };
+            all.AddRange(others);
+            Core.ServerMessage(Now, Conn, new ServerMsg.SessionCreated(SessionOf(host, all.ToArray())));
+            Drain();
+        }
+
+        public List<ClientMsg> Sent(IEnumerable<CoreOutput> outs)
+        {
+            return outs.Where(o => o.Kind == OutputKind.SendControl).Select(o => o.Message).ToList();
+        }
+    }
+
+    internal static class ServiceTests
+    {
+        private static int _passed;
+        private static int _failed;
+
+        private static void Check(bool ok, string what)
+        {
+            if (!ok)
+            {
+                throw new Exception("check failed: " + what);
+            }
+        }
+
+        private static void Run(string name, Action test)
+        {
+            try
+            {
+                test();
+                _passed++;
+                Console.WriteLine("ok   " + name);
+            }
+            catch (Exception e)
+            {
+                _failed++;
+                Console.WriteLine("FAIL " + name + ": " + e.Message);
+            }
+        }
+
+        private static int Main()
+        {
+            Run("resume after a lost connection keeps id and session", ResumeAfterLoss);
+            Run("GoingAway reconnects after the delay with the resume token", GoingAway);
+            Run("a wrong join code fails the join, the connection stays", WrongCode);
+            Run("too_many_join_attempts without a close fails the join, the connection stays", TooManyJoinsNoClose);
+            Run("too_many_join_attempts with a close ends the service with the server's reason", TooManyJoinsClose);
+            Run("a host change fails invocations pending at the old host", HostChange);
+            Run("ICE failure: relay at once, link closed at the deadline", IceFailureRelay);
+            Run("stall on a connected direct path: relay within 300 ms, back to direct", StallAndRecover);
+            Run("direct queue: at most 2 frames in SIPSorcery, older dropped and counted", QueueBound);
+            Run("expired TURN credentials are refreshed before a retry (make-before-break)", TurnRefresh);
+            Run("TURN credentials refreshed ahead of expiry while connected", TurnRefreshProactive);
+            Run("defect: refresh hand-over: `replaced` before the new Welcome is no loss, queued messages survive", RefreshHandoff);
+            Run("defect: a refresh that resumes while reconnecting completes the reconnect", RefreshDuringReconnect);
+            Run("`replaced` without a refresh of ours ends the service (no seat tug-of-war)", ReplacedGivesUp);
+            Run("defect: unrelated rate_limited does not fail a pending join", UnrelatedRateLimited);
+            Run("rate_limited between the markers fails the join", OwnRateLimited);
+            Run("defect: pacing never reorders sends", PacingOrder);
+            Run("defect: EndOfCandidates never overtakes candidates", EndOfCandidatesOrder);
+            Run("defect: TrustedRootCertificate no longer ignores host-name mismatch", TrustedRootNameMismatch);
+            Run("QUIC/WebSocket race: WebSocket after the head start, loser closed", TransportRace);
+            Run("hub envelope round trip (send, invoke, result, error)", HubEnvelopeRoundTrip);
+            Run("invoke goes to the host; the host's answer completes it", InvokeToHost);
+            Run("flight envelope: stale snapshots dropped per sender", FlightEnvelope);
+            Run("reconnect gives up after the SignalR delays", ReconnectGivesUp);
+            Run("defect: SendAsync argument spreading, CancellationToken and null", SendAsyncArguments);
+            Run("shell: InvokeAsync<T> on the host runs its handler", ShellInvokeLocal);
+            Console.WriteLine(_passed + " passed, " + _failed + " failed");
+            return _failed == 0 ? 0 : 1;
+        }
+
+        private static void ResumeAfterLoss()
+        {
+            Harness h = new Harness();
+            int c1 = h.Connect(5);
+            h.InSession(5, 5, 6);
+            h.Core.TransportLost(h.Now, c1, new Exception("reset"), 0);
+            List<CoreOutput> outs = h.Drain();
+            Check(h.Core.State == HubConnectionState.Reconnecting, "reconnecting");
+            Check(outs.Any(o => o.Kind == OutputKind.Reconnecting), "Reconnecting event");
+            CoreOutput c2 = outs.Concat(h.Advance(10)).First(o => o.Kind == OutputKind.Connect);
+            Check(c2.Resume, "resume flagged");
+            h.Core.TransportConnected(h.Now, c2.Conn);
+            ClientMsg.Hello hello = (ClientMsg.Hello)h.Sent(h.Drain())[0];
+            Check(hello.ResumeToken != null && hello.ResumeToken[0] == 5, "hello carries resume token");
+            h.Core.ServerMessage(h.Now, c2.Conn, Harness.Welcome(5, true));
+            h.Core.ServerMessage(h.Now, c2.Conn, new ServerMsg.SessionJoined(Harness.SessionOf(5, 5, 6)));
+            outs = h.Drain();
+            Check(h.Core.State == HubConnectionState.Connected, "connected");
+            Check(outs.Any(o => o.Kind == OutputKind.Reconnected && o.Name == "5"), "Reconnected(5)");
+            Check(h.Core.Session != null && h.Core.GetPeer(6) != null, "session kept");
+            Check(!outs.Any(o => o.Kind == OutputKind.PeerLeft), "no peer left");
+        }
+
+        private static void GoingAway()
+        {
+            Harness h = new Harness();
+            int c1 = h.Connect(5);
+            h.Core.ServerMessage(h.Now, c1, new ServerMsg.GoingAway(2000, "restart"));
+            List<CoreOutput> outs = h.Drain();
+            Check(outs.Any(o => o.Kind == OutputKind.CloseTransport && o.Conn == c1 && !o.Leave), "closed, not leaving");
+            Check(h.Core.State == HubConnectionState.Reconnecting, "reconnecting");
+            Check(!h.Advance(2400).Any(o => o.Kind == OutputKind.Connect), "waits reconnect_after_ms + spread");
+            Check(h.Advance(200).Any(o => o.Kind == OutputKind.Connect && o.Resume), "reconnects with the token");
+        }
+
+        private static void WrongCode()
+        {
+            Harness h = new Harness();
+            int c = h.Connect(5);
+            h.Core.JoinSession(h.Now, 9, "ZZZZZZ", null);
+            List<ClientMsg> sent = h.Sent(h.Drain());
+            Check(sent.Count == 3 && sent[1] is ClientMsg.JoinSession, "join between markers");
+            h.Core.ServerMessage(h.Now, c, new ServerMsg.Pong(((ClientMsg.Ping)sent[0]).ClientTimeMs, 0));
+            h.Core.ServerMessage(h.Now, c, new ServerMsg.Error((ushort)ErrorCode.UnknownSession, "no such session"));
+            CoreOutput done = h.Drain().First(o => o.Kind == OutputKind.Complete && o.Token == 9);
+            Check(done.Error is ServerException && ((ServerException)done.Error).Code == 10, "unknown_session");
+            Check(h.Core.State == HubConnectionState.Connected, "still connected");
+        }
+
+        private const string AddressBudget = "too many failed joins from your network address; try again in 42 s";
+
+        /// <summary>Join pending, its first marker answered: the server's error comes next.</summary>
+        private static List<ClientMsg> PendingJoin(Harness h, int token, string code)
+        {
+            h.Core.JoinSession(h.Now, token, code, null);
+            List<ClientMsg> sent = h.Sent(h.Drain());
+            h.Core.ServerMessage(h.Now, h.Conn, new ServerMsg.Pong(((ClientMsg.Ping)sent[0]).ClientTimeMs, 0));
+            return sent;
+        }
+
+        private static void TooManyJoinsNoClose()
+        {
+            Harness h = new Harness();
+            int c = h.Connect(5);
+            PendingJoin(h, 9, "ZZZZZZ");
+            // The address's budget is spent: error 17, and the server keeps the connection.
+            h.Core.ServerMessage(h.Now, c, new ServerMsg.Error((ushort)ErrorCode.TooManyJoinAttempts, AddressBudget));
+            List<CoreOutput> outs = h.Drain().Concat(h.Advance(3000)).ToList();
+            CoreOutput done = outs.First(o => o.Kind == OutputKind.Complete && o.Token == 9);
+            ServerException ex = done.Error as ServerException;
+            Check(ex != null && ex.Code == 17 && ex.Message.Contains("try again in 42 s"), "join failed with 17 and the server's text");
+            Check(!outs.Any(o => o.Kind == OutputKind.CloseTransport || o.Kind == OutputKind.Closed
+                || o.Kind == OutputKind.Reconnecting || o.Kind == OutputKind.Connect), "connection kept, nothing closed or redialled");
+            Check(h.Core.State == HubConnectionState.Connected && h.Core.CurrentConn == c, "still connected on the same connection");
+            // A 17 with nothing pending is only reported.
+            h.Core.ServerMessage(h.Now, c, new ServerMsg.Error((ushort)ErrorCode.TooManyJoinAttempts, AddressBudget));
+            outs = h.Drain();
+            Check(outs.Any(o => o.Kind == OutputKind.ServerError && ((ServerException)o.Error).Code == 17), "reported as ServerError");
+            Check(h.Core.State == HubConnectionState.Connected, "still connected after a stray 17");
+            // Later (the budget refilled) a join on the same connection works.
+            PendingJoin(h, 10, "7KQ2MX");
+            h.Core.ServerMessage(h.Now, c, new ServerMsg.SessionJoined(Harness.SessionOf(6, 5, 6)));
+            done = h.Drain().First(o => o.Kind == OutputKind.Complete && o.Token == 10);
+            Check(done.Error == null && done.Result is SessionInfo, "the next join succeeds");
+        }
+
+        private static void TooManyJoinsClose()
+        {
+            Harness h = new Harness();
+            int c = h.Connect(5);
+            PendingJoin(h, 9, "ZZZZZZ");
+            // This connection's own budget is spent: error 17, then the close with 17.
+            h.Core.ServerMessage(h.Now, c, new ServerMsg.Error((ushort)ErrorCode.TooManyJoinAttempts, "more than 10 failed joins"));
+            Check(h.Drain().Any(o => o.Kind == OutputKind.Complete && o.Token == 9 && ((ServerException)o.Error).Code == 17), "join failed");
+            h.Core.TransportLost(h.Now, c, null, (ushort)ErrorCode.TooManyJoinAttempts);
+            List<CoreOutput> outs = h.Drain().Concat(h.Advance(35000)).ToList();
+            CoreOutput closed = outs.FirstOrDefault(o => o.Kind == OutputKind.Closed);
+            Check(closed != null && closed.Error is ServerException && ((ServerException)closed.Error).Code == 17
+                && closed.Error.Message.Contains("more than 10 failed joins"), "Closed with the server's reason");
+            Check(!outs.Any(o => o.Kind == OutputKind.Connect), "no reconnect");
+            Check(h.Core.State == HubConnectionState.Disconnected, "disconnected");
+        }
+
+        private static void HostChange()
+        {
+            Harness h = new Harness();
+            int c = h.Connect(6);
+            h.InSession(6, 5, 5);
+            h.Core.Invoke(h.Now, 20, "GetWeather", new[] { "\"EDDF\"" }, 0);
+            List<ClientMsg> sent = h.Sent(h.Drain());
+            ClientMsg.SignalTo inv = sent.OfType<ClientMsg.SignalTo>().Last();
+            Check(inv.To == 5, "invoke to the host");
+            h.Core.ServerMessage(h.Now, c, new ServerMsg.PeerLeft(5, LeaveReason.Left));
+            h.Core.ServerMessage(h.Now, c, new ServerMsg.HostChanged(6));
+            List<CoreOutput> outs = h.Drain();
+            Check(outs.Any(o => o.Kind == OutputKind.Complete && o.Token == 20 && o.Error is HubException), "pending invoke failed");
+            Check(h.Core.IsHost, "I am host");
+            Check(outs.Any(o => o.Kind == OutputKind.HostChanged && o.Peer == 6), "HostChanged event");
+        }
+
+        private static CoreOutput PeerJoins(Harness h, uint id)
+        {
+            h.Core.ServerMessage(h.Now, h.Conn, new ServerMsg.PeerJoined(new PeerInfo(id, "p", ClientKind.Browser)));
+            return h.Drain().First(o => o.Kind == OutputKind.OpenLink);
+        }
+
+        private static void IceFailureRelay()
+        {
+            CoreOptions o = new CoreOptions();
+            o.Path.DirectConnectTimeoutMs = 5000;
+            Harness h = new Harness(o);
+            h.Connect(5);
+            h.InSession(5, 5);
+            CoreOutput link = PeerJoins(h, 6);
+            Check(link.Offerer, "I offer to the newcomer");
+            Check(h.Core.SendFlight(h.Now, 6, new byte[] { 1 }), "sent");
+            Check(h.Drain().Any(x => x.Kind == OutputKind.SendRelay && x.Peer == 6), "relay while connecting");
+            // Deadline: no channel within 5 s.
+            List<CoreOutput> outs = h.Advance(5005);
+            Check(outs.Any(x => x.Kind == OutputKind.CloseLink && x.LinkId == link.LinkId), "link closed at the deadline");
+            Check(h.Core.GetPeer(6).Path.State == DirectState.Failed, "failed");
+            // ICE failure after a retry: relay, link closed.
+            outs = h.Advance(30000);
+            CoreOutput retry = outs.First(x => x.Kind == OutputKind.OpenLink);
+            h.Core.LinkFailed(h.Now, 6, retry.LinkId);
+            outs = h.Drain();
+            Check(outs.Any(x => x.Kind == OutputKind.CloseLink), "closed after ICE failure");
+            h.Core.SendFlight(h.Now, 6, new byte[] { 2 });
+            Check(h.Drain().Any(x => x.Kind == OutputKind.SendRelay), "relay after failure");
+        }
+
+        private static CoreOutput DirectPeer(Harness h)
+        {
+            h.Connect(5);
+            h.InSession(5, 5);
+            CoreOutput link = PeerJoins(h, 6);
+            h.Core.ChannelOpen(h.Now, 6, link.LinkId, false);
+            h.Drain();
+            return link;
+        }
+
+        private static byte[] Frame(uint seq)
+        {
+            return SnapshotEnvelope.Wrap(seq, new byte[] { 7 }, 0, 1);
+        }
+
+        private static void StallAndRecover()
+        {
+            Harness h = new Harness();
+            CoreOutput link = DirectPeer(h);
+            uint seq = 1;
+            for (int i = 0; i < 30; i++)
+            {
+                h.Now += 16;
+                h.Core.DirectFrame(h.Now, 6, link.LinkId, Frame(seq++));
+                h.Core.SendFlight(h.Now, 6, new byte[] { 1 });
+                h.Drain();
+            }
+            Check(h.Core.GetPeer(6).Path.Path == FlightPath.Direct, "direct");
+            Check(h.Log.Any(x => x.Kind == OutputKind.SendDirect), "sent direct");
+            // The path stalls: nothing from the peer on it, our frames pile up unsent.
+            long stallAt = h.Now;
+            long switchedAt = -1;
+            while (h.Now - stallAt < 400)
+            {
+                h.Now += 16;
+                h.Metrics.Buffered += 50;
+                h.Core.SendFlight(h.Now, 6, new byte[] { 1 });
+                if (h.Drain().Any(x => x.Kind == OutputKind.PathChanged && x.Path == FlightPath.Relay) && switchedAt < 0)
+                {
+                    switchedAt = h.Now;
+                }
+            }
+            Check(switchedAt > 0 && switchedAt - stallAt <= 300, "relay within 300 ms (took " + (switchedAt - stallAt) + ")");
+            h.Core.SendFlight(h.Now, 6, new byte[] { 1 });
+            Check(h.Drain().Any(x => x.Kind == OutputKind.SendRelay && x.Peer == 6), "frames go through the relay");
+            // Recovery: the queue drains, the peer's direct frames flow again.
+            h.Metrics.Buffered = 0;
+            bool back = false;
+            for (int i = 0; i < 20 && !back; i++)
+            {
+                h.Now += 16;
+                h.Core.DirectFrame(h.Now, 6, link.LinkId, Frame(seq++));
+                back = h.Drain().Any(x => x.Kind == OutputKind.PathChanged && x.Path == FlightPath.Direct);
+            }
+            Check(back, "back to direct");
+            Check(h.Core.GetPeer(6).Path.Stalls == 1, "one stall counted");
+        }
+
+        private static void QueueBound()
+        {
+            Harness h = new Harness();
+            DirectPeer(h);
+            h.Core.SendFlight(h.Now, 6, new byte[100]);
+            Check(h.Drain().Count(x => x.Kind == OutputKind.SendDirect) == 1, "first goes");
+            h.Metrics.Buffered = 2 * 104;
+            h.Core.SendFlight(h.Now, 6, new byte[100]);
+            h.Core.SendFlight(h.Now, 6, new byte[100]);
+            List<CoreOutput> outs = h.Drain();
+            Check(outs.Count(x => x.Kind == OutputKind.SendDirect) == 0, "held while 2 frames wait");
+            Check(h.Core.GetPeer(6).Path.DroppedDirect == 1, "older held frame dropped and counted");
+            h.Metrics.Buffered = 0;
+            h.Now += 5;
+            CoreOutput sent = h.Drain().Single(x => x.Kind == OutputKind.SendDirect);
+            uint seq; int off;
+            SnapshotEnvelope.TryUnwrap(sent.Data, 0, sent.Data.Length, out seq, out off);
+            Check(seq == 3, "the newest frame goes when the queue drains (seq " + seq + ")");
+        }
+
+        private static List<IceServer> Turn(ulong expiryUnix)
+        {
+            IceServer s = new IceServer();
+            s.Urls.Add("turn:127.0.0.1:3478?transport=udp");
+            s.Username = expiryUnix + ":5";
+            s.Credential = "x";
+            return new List<IceServer> { s };
+        }
+
+        private static void TurnRefresh()
+        {
+            Harness h = new Harness();
+            // Credentials valid for 60 s of server time.
+            int c1 = h.Connect(5, Turn(1700000000UL + 60));
+            h.InSession(5, 5);
+            h.Advance(61000);
+            List<CoreOutput> outs = h.Log.Where(x => x.Kind == OutputKind.Connect).ToList();
+            CoreOutput refresh = outs.Last();
+            Check(refresh.Resume && refresh.Conn != c1, "a refresh connection with the resume token");
+            h.Core.TransportConnected(h.Now, refresh.Conn);
+            h.Drain();
+            h.Core.ServerMessage(h.Now, refresh.Conn, Harness.Welcome(5, true, Turn(1700000000UL + 7200)));
+            outs = h.Drain();
+            Check(outs.Any(x => x.Kind == OutputKind.CloseTransport && x.Conn == c1 && !x.Leave), "old connection closed, seat kept");
+            Check(h.Core.CurrentConn == refresh.Conn, "swapped");
+            // The old connection then ends with `replaced`: not a loss.
+            h.Conn = refresh.Conn;
+            h.Core.TransportLost(h.Now, c1, null, (ushort)ErrorCode.Replaced);
+            h.Drain();
+            Check(h.Core.State == HubConnectionState.Connected, "still connected");
+            CoreOutput link = PeerJoins(h, 6);
+            Check(link.IceServers[0].Username.StartsWith((1700000000UL + 7200).ToString()), "link gets fresh credentials");
+        }
+
+        /// <summary>Connected in a session with credentials valid 60 s; returns the refresh connection's Connect.</summary>
+        private static CoreOutput RefreshStarted(Harness h)
+        {
+            h.Connect(5, Turn(1700000000UL + 60));
+            h.InSession(5, 5, 6);
+            h.Advance(61000);
+            CoreOutput refresh = h.Log.Last(x => x.Kind == OutputKind.Connect);
+            Check(refresh.Resume && refresh.Conn != h.Conn, "a refresh connection");
+            h.Core.TransportConnected(h.Now, refresh.Conn);
+            h.Drain();
+            return refresh;
+        }
+
+        private static void RefreshHandoff()
+        {
+            Harness h = new Harness();
+            int c1 = h.Conn;
+            CoreOutput refresh = RefreshStarted(h);
+            c1 = h.Conn;
+            // The server resumed the seat on the refresh connection and closed the old one
+            // with `replaced`; that close is read before the new connection's Welcome.
+            h.Core.TransportLost(h.Now, c1, null, (ushort)ErrorCode.Replaced);
+            List<CoreOutput> outs = h.Drain();
+            Check(!outs.Any(x => x.Kind == OutputKind.Reconnecting || x.Kind == OutputKind.Closed), "not a loss");
+            Check(h.Core.State == HubConnectionState.Connected, "still connected");
+            Check(h.Core.SendHub(h.Now, 0, "Chat", new[] { "\"queued\"" }), "hub messages accepted during the hand-over");
+            outs = h.Drain().Concat(h.Advance(50)).ToList();
+            Check(!outs.Any(x => x.Kind == OutputKind.Connect), "nothing redialled");
+            h.Core.ServerMessage(h.Now, refresh.Conn, Harness.Welcome(5, true, Turn(1700000000UL + 7200)));
+            outs = h.Drain();
+            Check(h.Core.CurrentConn == refresh.Conn, "the refresh connection took over");
+            Check(outs.Any(x => x.Kind == OutputKind.SendControl && x.Conn == refresh.Conn && x.Message is ClientMsg.SignalTo
+                && HubEnvelope.TryDecode(((Signal.App)((ClientMsg.SignalTo)x.Message).Signal).Data).Args[0] == "\"queued\""),
+                "the queued hub message went out on the new connection");
+            Check(!outs.Any(x => x.Kind == OutputKind.Reconnected), "no Reconnected for a planned hand-over");
+        }
+
+        private static void RefreshDuringReconnect()
+        {
+            Harness h = new Harness();
+            CoreOutput refresh = RefreshStarted(h);
+            int c1 = h.Conn;
+            h.Core.TransportLost(h.Now, c1, new Exception("reset"), 0);
+            List<CoreOutput> outs = h.Drain().Concat(h.Advance(10)).ToList();
+            Check(h.Core.State == HubConnectionState.Reconnecting, "reconnecting");
+            CoreOutput redial = outs.FirstOrDefault(x => x.Kind == OutputKind.Connect);
+            Check(redial != null, "the reconnect race started");
+            h.Core.ServerMessage(h.Now, refresh.Conn, Harness.Welcome(5, true, Turn(1700000000UL + 7200)));
+            outs = h.Drain();
+            Check(h.Core.State == HubConnectionState.Connected && h.Core.CurrentConn == refresh.Conn, "connected on the refresh connection");
+            Check(outs.Any(x => x.Kind == OutputKind.Reconnected), "Reconnected raised");
+            Check(outs.Any(x => x.Kind == OutputKind.CloseTransport && x.Conn == redial.Conn), "the redial closed");
+            Check(!h.Advance(40000).Any(x => x.Kind == OutputKind.Connect && x.Conn != refresh.Conn && !x.Resume), "no fresh connection later");
+            Check(h.Core.State == HubConnectionState.Connected, "stays connected");
+        }
+
+        private static void ReplacedGivesUp()
+        {
+            Harness h = new Harness();
+            int c = h.Connect(5);
+            h.Core.TransportLost(h.Now, c, null, (ushort)ErrorCode.Replaced);
+            List<CoreOutput> outs = h.Drain().Concat(h.Advance(35000)).ToList();
+            Check(outs.Any(x => x.Kind == OutputKind.Closed), "Closed");
+            Check(!outs.Any(x => x.Kind == OutputKind.Connect), "no reconnect with the token");
+            Check(h.Core.State == HubConnectionState.Disconnected, "disconnected");
+        }
+
+        private static void TurnRefreshProactive()
+        {
+            Harness h = new Harness();
+            h.Connect(5, Turn(1700000000UL + 3600));
+            Check(!h.Advance(3600 * 1000 - 5 * 60 * 1000 - 100).Any(x => x.Kind == OutputKind.Connect), "not too early");
+            Check(h.Advance(200).Any(x => x.Kind == OutputKind.Connect && x.Resume), "5 minutes before expiry");
+        }
+
+        private static void UnrelatedRateLimited()
+        {
+            Harness h = new Harness();
+            int c = h.Connect(6);
+            h.Core.JoinSession(h.Now, 9, "7KQ2MX", null);
+            List<ClientMsg> sent = h.Sent(h.Drain());
+            // An earlier signal was rate limited: its error arrives before the first marker's Pong.
+            h.Core.ServerMessage(h.Now, c, new ServerMsg.Error((ushort)ErrorCode.RateLimited, "slow down"));
+            h.Core.ServerMessage(h.Now, c, new ServerMsg.Pong(((ClientMsg.Ping)sent[0]).ClientTimeMs, 0));
+            List<CoreOutput> outs = h.Drain();
+            Check(!outs.Any(x => x.Kind == OutputKind.Complete), "join still pending");
+            Check(outs.Any(x => x.Kind == OutputKind.ServerError), "reported as a server error");
+            h.Core.ServerMessage(h.Now, c, new ServerMsg.SessionJoined(Harness.SessionOf(5, 5, 6)));
+            CoreOutput done = h.Drain().First(x => x.Kind == OutputKind.Complete);
+            Check(done.Token == 9 && done.Error == null && done.Result is SessionInfo, "join succeeded");
+        }
+
+        private static void OwnRateLimited()
+        {
+            Harness h = new Harness();
+            int c = h.Connect(6);
+            h.Core.JoinSession(h.Now, 9, "7KQ2MX", null);
+            List<ClientMsg> sent = h.Sent(h.Drain());
+            h.Core.ServerMessage(h.Now, c, new ServerMsg.Pong(((ClientMsg.Ping)sent[0]).ClientTimeMs, 0));
+            h.Core.ServerMessage(h.Now, c, new ServerMsg.Error((ushort)ErrorCode.RateLimited, "slow down"));
+            h.Core.ServerMessage(h.Now, c, new ServerMsg.Pong(((ClientMsg.Ping)sent[2]).ClientTimeMs, 0));
+            CoreOutput done = h.Drain().First(x => x.Kind == OutputKind.Complete);
+            Check(done.Error is ServerException && ((ServerException)done.Error).Code == 5, "failed with rate_limited");
+        }
+
+        private static void PacingOrder()
+        {
+            ControlQueue q = new ControlQueue();
+            q.Configure(2, 0); // 1.8/s, burst 3.6
+            List<ClientMsg> outList = new List<ClientMsg>();
+            for (uint i = 0; i < 10; i++)
+            {
+                q.Enqueue(new ClientMsg.Ping(i));
+            }
+            long now = 0;
+            while (q.Count > 0)
+            {
+                q.Poll(now, outList);
+                long next = q.NextWake(now);
+                Check(q.Count == 0 || next > now, "waits inside the order");
+                now = Math.Max(now + 1, next);
+            }
+            for (int i = 0; i < 10; i++)
+            {
+                Check(((ClientMsg.Ping)outList[i]).ClientTimeMs == (ulong)i, "in order");
+            }
+            Check(now > 3000, "paced (" + now + " ms)");
+        }
+
+        private static void EndOfCandidatesOrder()
+        {
+            Harness h = new Harness();
+            h.Connect(5);
+            h.InSession(5, 5);
+            CoreOutput link = PeerJoins(h, 6);
+            h.Core.LocalSignal(h.Now, 6, link.LinkId, new Signal.IceCandidate("candidate:1", "0", 0));
+            h.Core.LocalSignal(h.Now, 6, link.LinkId, new Signal.EndOfCandidates());
+            Check(h.Sent(h.Drain()).Count == 0, "nothing before the offer");
+            h.Core.LocalSignal(h.Now, 6, link.LinkId, new Signal.Offer("v=0"));
+            h.Core.LocalSignal(h.Now, 6, link.LinkId, new Signal.IceCandidate("candidate:2", "0", 0));
+            List<ClientMsg> sent = h.Sent(h.Drain());
+            string order = string.Join(",", sent.Select(m => ((ClientMsg.SignalTo)m).Signal.GetType().Name));
+            Check(order == "Offer,IceCandidate,EndOfCandidates,IceCandidate", order);
+        }
+
+        private static void TrustedRootNameMismatch()
+        {
+            Check(!CertificatePolicy.Accept(TlsPolicyErrors.RemoteCertificateNameMismatch | TlsPolicyErrors.RemoteCertificateChainErrors,
+                false, false, true, true), "name mismatch refused with a trusted root");
+            Check(CertificatePolicy.Accept(TlsPolicyErrors.RemoteCertificateChainErrors, false, false, true, true), "private root accepted");
+            Check(!CertificatePolicy.Accept(TlsPolicyErrors.RemoteCertificateChainErrors, false, false, true, false), "other root refused");
+            Check(CertificatePolicy.Accept(TlsPolicyErrors.RemoteCertificateNameMismatch, true, true, false, false), "dev pin decides alone");
+            Check(!CertificatePolicy.Accept(TlsPolicyErrors.None, true, false, false, false), "wrong pin refused");
+        }
+
+        private static void TransportRace()
+        {
+            CoreOptions o = new CoreOptions();
+            o.QuicFallbackDelayMs = 1000;
+            Harness h = new Harness(o);
+            h.Core.Start(h.Now, 1);
+            CoreOutput quic = h.Drain().Single(x => x.Kind == OutputKind.Connect);
+            Check(quic.Transport == TransportKind.Quic, "QUIC first");
+            List<CoreOutput> adv = h.Advance(1000);
+            CoreOutput ws = adv.Single(x => x.Kind == OutputKind.Connect);
+            Check(ws.Transport == TransportKind.WebSocket, "WebSocket after the head start");
+            h.Core.TransportConnected(h.Now, ws.Conn);
+            List<CoreOutput> outs = h.Drain();
+            Check(outs.Any(x => x.Kind == OutputKind.CloseTransport && x.Conn == quic.Conn), "QUIC loser closed");
+            // QUIC fails at once: WebSocket starts at once.
+            Harness h2 = new Harness(o);
+            h2.Core.Start(h2.Now, 1);
+            CoreOutput q2 = h2.Drain().Single(x => x.Kind == OutputKind.Connect);
+            h2.Core.TransportFailed(h2.Now, q2.Conn, new Exception("no msquic"));
+            Check(h2.Drain().Any(x => x.Kind == OutputKind.Connect && x.Transport == TransportKind.WebSocket), "immediate fallback");
+        }
+
+        private static void HubEnvelopeRoundTrip()
+        {
+            HubEnvelope e = new HubEnvelope();
+            e.Type = HubEnvelope.Invoke;
+            e.Id = 42;
+            e.Name = "Say\"Hi";
+            e.Args = new[] { "{\"a\":[1,2,{\"b\":\"x\\\"y\"}]}", "null", "-1.5e3" };
+            HubEnvelope d = HubEnvelope.TryDecode(e.Encode());
+            Check(d != null && d.Type == "invoke" && d.Id == 42 && d.Name == "Say\"Hi" && d.Args.Length == 3, "invoke");
+            Check(d.Args[0] == e.Args[0] && d.Args[2] == "-1.5e3", "raw args kept");
+            HubEnvelope send = HubEnvelope.TryDecode(System.Text.Encoding.UTF8.GetBytes("{\"name\":\"Chat\",\"args\":[\"hi\"]}"));
+            Check(send != null && send.Type == "send" && send.Args[0] == "\"hi\"", "browser-style send");
+            Check(HubEnvelope.TryDecode(System.Text.Encoding.UTF8.GetBytes("{\"name\":1}")) == null, "bad name rejected");
+            Check(HubEnvelope.TryDecode(new byte[] { 1, 2 }) == null, "not JSON");
+            HubEnvelope r = new HubEnvelope { Type = HubEnvelope.Error, Id = 3, ErrorText = "boom" };
+            HubEnvelope rd = HubEnvelope.TryDecode(r.Encode());
+            Check(rd.Type == "error" && rd.ErrorText == "boom", "error");
+        }
+
+        private static void InvokeToHost()
+        {
+            Harness h = new Harness();
+            int c = h.Connect(6);
+            h.InSession(6, 5, 5);
+            h.Core.Invoke(h.Now, 20, "Add", new[] { "1", "2" }, 1000);
+            ClientMsg.SignalTo inv = h.Sent(h.Drain()).OfType<ClientMsg.SignalTo>().Last();
+            HubEnvelope req = HubEnvelope.TryDecode(((Signal.App)inv.Signal).Data);
+            Check(req.Type == "invoke" && req.Name == "Add", "invoke envelope");
+            HubEnvelope res = new HubEnvelope { Type = HubEnvelope.Result, Id = req.Id, ResultJson = "3" };
+            // An answer from someone else is ignored.
+            h.Core.ServerMessage(h.Now, c, new ServerMsg.SignalFrom(7, new Signal.App(res.Encode())));
+            Check(!h.Drain().Any(x => x.Kind == OutputKind.Complete), "answer from a non-host ignored");
+            h.Core.ServerMessage(h.Now, c, new ServerMsg.SignalFrom(5, new Signal.App(res.Encode())));
+            CoreOutput done = h.Drain().First(x => x.Kind == OutputKind.Complete);
+            Check((string)done.Result == "3", "result");
+            h.Core.Invoke(h.Now, 21, "Slow", new string[0], 1000);
+            h.Drain();
+            Check(h.Advance(1005).Any(x => x.Kind == OutputKind.Complete && x.Token == 21 && x.Error is TimeoutException), "timeout");
+            // As host: an invoke from a peer becomes an InvokeRequest; a non-host answers with an error.
+            h.Core.ServerMessage(h.Now, c, new ServerMsg.SignalFrom(5, new Signal.App(req.Encode())));
+            ClientMsg.SignalTo err = h.Sent(h.Drain()).OfType<ClientMsg.SignalTo>().Last();
+            Check(HubEnvelope.TryDecode(((Signal.App)err.Signal).Data).Type == "error", "non-host refuses");
+        }
+
+        private static void FlightEnvelope()
+        {
+            Harness h = new Harness();
+            h.Connect(5);
+            h.InSession(5, 5, 6);
+            h.Core.RelayFrame(h.Now, h.Conn, 6, Frame(10));
+            h.Core.RelayFrame(h.Now, h.Conn, 6, Frame(9));
+            h.Core.RelayFrame(h.Now, h.Conn, 6, Frame(11));
+            List<CoreOutput> got = h.Drain().Where(x => x.Kind == OutputKind.FlightData).ToList();
+            Check(got.Count == 2 && h.Core.StaleDropped == 1, "stale dropped");
+            Check(got[0].Data.Length == 1 && got[0].Data[0] == 7, "payload unwrapped");
+        }
+
+        private static void ReconnectGivesUp()
+        {
+            CoreOptions o = new CoreOptions();
+            o.QuicAllowed = false;
+            Harness h = new Harness(o);
+            int c = h.Connect(5);
+            h.Core.TransportLost(h.Now, c, new Exception("x"), 0);
+            h.Drain();
+            HashSet<int> failed = new HashSet<int>();
+            for (int i = 0; i < 6; i++)
+            {
+                foreach (CoreOutput a in h.Log.Where(x => x.Kind == OutputKind.Connect && !failed.Contains(x.Conn)).ToList())
+                {
+                    failed.Add(a.Conn);
+                    h.Core.TransportFailed(h.Now, a.Conn, new Exception("refused"));
+                }
+                h.Advance(33000);
+            }
+            Check(failed.Count == 5, "first connect and four attempts (0, 2, 10, 30 s): " + failed.Count);
+            Check(h.Log.Any(x => x.Kind == OutputKind.Closed), "Closed raised");
+            Check(h.Core.State == HubConnectionState.Disconnected, "disconnected");
+        }
+
+        // --- shell tests with a fake transport ---
+
+        private sealed class FakeTransport : ISignalingTransport
+        {
+            public readonly List<ClientMsg> Sent = new List<ClientMsg>();
+            private readonly System.Collections.Concurrent.BlockingCollection<ServerMsg> _in = new System.Collections.Concurrent.BlockingCollection<ServerMsg>();
+            public Action<uint, byte[]> RelayReceived { set { } }
+            public ushort CloseCode { get { return 0; } }
+            public uint Me = 5;
+            public uint Host = 5;
+
+            public Task SendAsync(ClientMsg message, CancellationToken cancellationToken)
+            {
+                lock (Sent)
+                {
+                    Sent.Add(message);
+                }
+                if (message is ClientMsg.Hello)
+                {
+                    _in.Add(Harness.Welcome(Me, false));
+                }
+                else if (message is ClientMsg.Ping)
+                {
+                    _in.Add(new ServerMsg.Pong(((ClientMsg.Ping)message).ClientTimeMs, 0));
+                }
+                else if (message is ClientMsg.CreateSession)
+                {
+                    _in.Add(new ServerMsg.SessionCreated(Harness.SessionOf(Host, Me, 6)));
+                }
+                return Task.FromResult(0);
+            }
+
+            public bool TrySendRelay(uint to, byte[] payload) { return true; }
+
+            public Task<ServerMsg> ReceiveAsync(CancellationToken cancellationToken)
+            {
+                return Task.Run(() => _in.Take(cancellationToken));
+            }
+
+            public Task CloseAsync(bool leave) { return Task.FromResult(0); }
+        }
+
+        private sealed class FakeFactory : ITransportFactory
+        {
+            public FakeTransport T = new FakeTransport();
+            public bool QuicSupported { get { return false; } }
+            public Task<ISignalingTransport> ConnectAsync(TransportKind kind, CancellationToken ct) { return Task.FromResult<ISignalingTransport>(T); }
+        }
+
+        private static WebRTCP2PService ShellInSession(FakeFactory f)
+        {
+            WebRTCP2POptions o = new WebRTCP2POptions();
+            o.TransportFactory = f;
+            o.PingInterval = TimeSpan.Zero;
+            WebRTCP2PService s = new WebRTCP2PService(o);
+            Check(s.StartAsync().Wait(5000), "started");
+            Check(s.CreateSessionAsync().Wait(5000), "session");
+            return s;
+        }
+
+        private static string[] LastHubArgs(FakeTransport t)
+        {
+            for (int i = 0; i < 100; i++)
+            {
+                lock (t.Sent)
+                {
+                    ClientMsg.SignalTo st = t.Sent.OfType<ClientMsg.SignalTo>().LastOrDefault();
+                    if (st != null)
+                    {
+                        t.Sent.Clear();
+                        return HubEnvelope.TryDecode(((Signal.App)st.Signal).Data).Args;
+                    }
+                }
+                Thread.Sleep(10);
+            }
+            throw new Exception("nothing sent");
+        }
+
+        private static void SendAsyncArguments()
+        {
+            FakeFactory f = new FakeFactory();
+            using (WebRTCP2PService s = ShellInSession(f))
+            {
+                s.SendAsync("X", new[] { "a", "b" }).Wait();
+                string[] a = LastHubArgs(f.T);
+                Check(a.Length == 1 && a[0].StartsWith("["), "string[] is one argument: " + string.Join("|", a));
+                s.SendAsync("X", 1, CancellationToken.None).Wait();
+                a = LastHubArgs(f.T);
+                Check(a.Length == 1 && a[0] == "1", "CancellationToken is not an argument: " + string.Join("|", a));
+                s.SendAsync("X", null).Wait();
+                a = LastHubArgs(f.T);
+                Check(a.Length == 1 && a[0] == "null", "null is one argument: " + string.Join("|", a));
+                s.SendAsync("X").Wait();
+                Check(LastHubArgs(f.T).Length == 0, "no arguments");
+            }
+        }
+
+        private static void ShellInvokeLocal()
+        {
+            FakeFactory f = new FakeFactory();
+            using (WebRTCP2PService s = ShellInSession(f))
+            {
+                s.Handle<int, int, int>("Add", (x, y) => x + y);
+                Task<int> r = s.InvokeAsync<int>("Add", 2, 3);
+                Check(r.Wait(5000) && r.Result == 5, "host ran Add");
+                Task<int> missing = s.InvokeAsync<int>("Nope");
+                try
+                {
+                    missing.Wait(5000);
+                    Check(false, "should fail");
+                }
+                catch (AggregateException e)
+                {
+                    Check(e.InnerException is HubException, "HubException for a missing method");
+                }
+            }
+        }
+    }
+}
