@@ -311,7 +311,11 @@ impl ServeProcess {
         log_level: &str,
     ) -> Self {
         use std::process::{Command, Stdio};
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flightsim-p2p"))
+        // FSP2P_TEST_SERVER_BIN runs the same tests against another build
+        // (e.g. an older release, to measure a before/after figure).
+        let bin = std::env::var("FSP2P_TEST_SERVER_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_flightsim-p2p").to_string());
+        let mut child = Command::new(bin)
             .args([
                 "serve",
                 "--listen",

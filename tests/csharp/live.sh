@@ -38,6 +38,11 @@ cleanup() {
         kill "$server_pid" 2>/dev/null || true
         wait "$server_pid" 2>/dev/null || true
     fi
+    # Kept where `make test` looks for server panics (scripts/check-panics.sh).
+    if [ -f "$work/server.err" ]; then
+        mkdir -p "$root/test-artifacts"
+        cp "$work/server.err" "$root/test-artifacts/csharp-live-server.log"
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT
