@@ -14,21 +14,27 @@ use std::time::Duration;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, Request, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, MethodRouter};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::server::Shared;
+use crate::hub::Shared;
 use crate::session::address_key;
 
-pub fn router(shared: Arc<Shared>, web_dir: Option<PathBuf>) -> Router {
+/// The HTTP port's routes; `ws` serves `GET /ws` (the server hands in the
+/// WebSocket transport, so this module knows nothing of it).
+pub(crate) fn router(
+    shared: Arc<Shared>,
+    web_dir: Option<PathBuf>,
+    ws: MethodRouter<Arc<Shared>>,
+) -> Router {
     let api = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/cert-hash", get(cert_hash))
-        .route("/ws", get(crate::websocket::upgrade))
+        .route("/ws", ws)
         .with_state(shared);
     match web_dir {
         Some(dir) => api.fallback_service(tower_http::services::ServeDir::new(dir)),

@@ -19,7 +19,10 @@
 
 pub mod certs;
 pub mod client;
+pub mod config;
+mod conn;
 pub mod http;
+pub mod hub;
 pub mod limits;
 pub mod metrics;
 pub mod protocol;

@@ -1,19 +1,17 @@
 //! Limits the server enforces, and the token bucket that enforces the rates.
 //!
-//! Every limit is a command-line flag (and an environment variable) with a
-//! default sized for a flight simulator: a few players per session sending
-//! 30-60 state updates per second of a few hundred bytes. Exceeding a limit
-//! drops the excess and counts it in `/metrics`; it never crashes or blocks.
+//! Limits are a plain struct with one set of defaults (`Limits::default()`),
+//! sized for a flight simulator: a few players per session sending 30-60
+//! state updates per second of a few hundred bytes. The binary maps each to a
+//! `serve` flag and environment variable. Exceeding a limit drops the excess
+//! and counts it in `/metrics`; it never crashes or blocks.
 
 use std::time::{Duration, Instant};
 
-use clap::Args;
-
 /// Limits of the session core (pure logic) and of the transports around it.
-#[derive(Args, Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Most concurrent client connections (QUIC, WebTransport); more are refused with `server_full`.
-    #[arg(long, env = "FSP2P_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
     /// Most concurrent connections from one client IP address (IPv6: one /64), on every
@@ -21,63 +19,47 @@ pub struct Limits {
     /// HTTP port. Players behind one NAT or carrier-grade NAT share an address, so keep it
     /// generous; more are refused with `server_full`. Behind a proxy (`--trust-proxy`) the TCP
     /// count is not applied to the proxy's own address.
-    #[arg(long, env = "FSP2P_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
     pub max_connections_per_ip: usize,
 
     /// QUIC handshakes in flight from addresses not yet validated, on the whole server, before
     /// new ones must first answer a QUIC Retry (one extra round trip; a spoofed source never
     /// answers, so a flood of Initials holds no state). Unfinished handshakes never hold a
     /// connection slot.
-    #[arg(long, env = "FSP2P_MAX_UNVALIDATED_HANDSHAKES", default_value_t = 64)]
     pub max_unvalidated_handshakes: usize,
 
     /// The same, per client IP address: past this many unfinished handshakes from one address,
     /// its new ones get a Retry.
-    #[arg(
-        long,
-        env = "FSP2P_MAX_UNVALIDATED_HANDSHAKES_PER_IP",
-        default_value_t = 8
-    )]
     pub max_unvalidated_handshakes_per_ip: usize,
 
     /// Most concurrent sessions; `CreateSession` beyond it fails with `too_many_sessions`.
-    #[arg(long, env = "FSP2P_MAX_SESSIONS", default_value_t = 2_000)]
     pub max_sessions: usize,
 
     /// Most sessions created from one client IP address and still open (IPv6: one /64);
     /// `CreateSession` beyond it fails with `too_many_sessions`.
-    #[arg(long, env = "FSP2P_MAX_SESSIONS_PER_IP", default_value_t = 20)]
     pub max_sessions_per_ip: usize,
 
     /// Most peers in one session (host included); also the default when a host asks for 0.
-    #[arg(long, env = "FSP2P_MAX_PEERS_PER_SESSION", default_value_t = 16)]
     pub max_peers_per_session: u32,
 
     /// Largest control-stream frame in bytes (an SDP offer is typically 1-6 KiB).
-    #[arg(long, env = "FSP2P_MAX_FRAME_BYTES", default_value_t = 16 * 1024)]
     pub max_frame_bytes: u32,
 
     /// Largest relayed payload in bytes (after the relay header). Keep it under the
     /// path MTU: QUIC guarantees 1200-byte packets, so about 1100 bytes of payload.
-    #[arg(long, env = "FSP2P_MAX_RELAY_PAYLOAD", default_value_t = 1100)]
     pub max_relay_payload: u32,
 
     /// Control messages per second per connection (burst: twice this); excess gets `rate_limited`. 0 = no limit.
-    #[arg(long, env = "FSP2P_SIGNALS_PER_SEC", default_value_t = 50)]
     pub signals_per_sec: u32,
 
     /// Signal bytes per second one peer may be sent by the others of its session (burst: four
     /// seconds' worth). A member flooding signals at a slow peer gets `rate_limited` and its
     /// signals dropped, long before the slow peer's queue fills. 0 = no limit.
-    #[arg(long, env = "FSP2P_SIGNAL_BYTES_PER_SEC_PER_RECEIVER", default_value_t = 64 * 1024)]
     pub signal_bytes_per_sec_per_receiver: u32,
 
     /// Relay frames per second a connection may send (burst: one second's worth); excess is dropped. 0 = no limit.
-    #[arg(long, env = "FSP2P_RELAY_DATAGRAMS_PER_SEC", default_value_t = 500)]
     pub relay_datagrams_per_sec: u32,
 
     /// Relay payload bytes per second a connection may send (burst: one second's worth); excess is dropped. 0 = no limit.
-    #[arg(long, env = "FSP2P_RELAY_BYTES_PER_SEC", default_value_t = 256 * 1024)]
     pub relay_bytes_per_sec: u32,
 
     /// Relay payload bytes per second the server sends on behalf of all connections from one
@@ -85,32 +67,26 @@ pub struct Limits {
     /// Burst: one second's worth, at least the largest frame to a full session. Bounds the
     /// egress one address can cause; players behind one NAT share it, so keep it generous.
     /// Excess frames are dropped (`ip_rate_limited`). 0 = no limit.
-    #[arg(long, env = "FSP2P_RELAY_OUT_BYTES_PER_IP", default_value_t = 16 * 1024 * 1024)]
     pub relay_out_bytes_per_ip: u32,
 
     /// Failed joins (unknown code, wrong password) a connection may make before it is closed.
     /// Also the budget per client IP address per minute: once it is spent, joins from that
     /// address are refused with `too_many_join_attempts` (saying how long to wait) until it
     /// refills, without closing anyone's connection; reconnecting does not reset it.
-    #[arg(long, env = "FSP2P_MAX_JOIN_ATTEMPTS", default_value_t = 10)]
     pub max_join_attempts: u32,
 
     /// A session with no signaling or relay traffic for this many seconds ends.
-    #[arg(long, env = "FSP2P_SESSION_IDLE_TTL_SECS", default_value_t = 1800)]
     pub session_idle_ttl_secs: u64,
 
     /// How long a peer whose connection dropped keeps its id and seat for a resume, in milliseconds.
-    #[arg(long, env = "FSP2P_RESUME_GRACE_MS", default_value_t = 15_000)]
     pub resume_grace_ms: u64,
 
     /// A connection that has not sent `Hello` within this many milliseconds is closed. Also
     /// bounds a QUIC handshake and a WebTransport CONNECT.
-    #[arg(long, env = "FSP2P_HELLO_TIMEOUT_MS", default_value_t = 10_000)]
     pub hello_timeout_ms: u64,
 
     /// A TCP connection to the HTTP port must send a request's headers within this many
     /// milliseconds (slowloris guard); idle keep-alive connections are closed after it too.
-    #[arg(long, env = "FSP2P_HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
     pub http_header_timeout_ms: u64,
 }
 
@@ -187,6 +163,15 @@ impl TokenBucket {
         let have = (self.tokens + elapsed * self.rate).min(self.burst);
         let short = f64::from(n) - have;
         (short > 0.0).then(|| Duration::from_secs_f64(short / self.rate))
+    }
+
+    /// When the bucket will have refilled to its burst.
+    pub fn full_at(&self) -> Instant {
+        if self.rate == 0.0 {
+            return self.last;
+        }
+        let missing = (self.burst - self.tokens).max(0.0);
+        self.last + Duration::from_secs_f64(missing / self.rate)
     }
 
     /// True when the bucket has refilled to its burst (nothing to remember).

@@ -7,204 +7,14 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
-use flightsim_p2p::client::{Client, ClientConfig, ClientTransport, Event, Trust};
+use clap::Parser;
+use flightsim_p2p::client::{Client, ClientConfig, Event, Trust};
+use flightsim_p2p::config::{DevCert, ServerConfig};
 use flightsim_p2p::protocol::{ClientKind, RelayMode, ServerMsg};
-use flightsim_p2p::{certs, limits::Limits, server, turn::IceConfig};
+use flightsim_p2p::{certs, server};
 
-/// Signaling, TURN credentials and a QUIC datagram relay for peer-to-peer
-/// flight-simulator sessions, on one UDP port.
-///
-/// Quick start: `flightsim-p2p serve` (dev certificate, loopback), then in two
-/// other terminals `flightsim-p2p peer --create --send-rate 30` and
-/// `flightsim-p2p peer --join CODE --send-rate 30`.
-#[derive(Parser, Debug)]
-#[command(version, about, long_about, max_term_width = 100)]
-struct Cli {
-    /// Log filter (tracing's EnvFilter syntax), e.g. `info`, `debug`, `flightsim_p2p=debug`.
-    #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
-    log: String,
-
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Run the server: QUIC + WebTransport on one UDP port, HTTP (health, metrics, cert hash, demo) on TCP.
-    Serve(Box<ServeArgs>),
-    /// Write a development certificate (ECDSA P-256, 13 days) to the cert dir and print its SHA-256.
-    Certs(CertsArgs),
-    /// A client: host or join a session, print events, send and receive relayed flight data.
-    Peer(Box<PeerArgs>),
-    /// Print the protocol's golden test vectors (for client implementers).
-    Vectors,
-}
-
-#[derive(clap::Args, Debug)]
-struct ServeArgs {
-    /// UDP address for QUIC and WebTransport. Use 0.0.0.0:4433 to accept clients from other hosts.
-    #[arg(long, env = "FSP2P_LISTEN", default_value = "127.0.0.1:4433")]
-    listen: SocketAddr,
-
-    /// TCP address for HTTP (/healthz, /metrics, /cert-hash, demo page).
-    /// Default: 0.0.0.0:$PORT when PORT is set (Railway, Heroku-style hosts), else 127.0.0.1:8080.
-    #[arg(long, env = "FSP2P_HTTP_LISTEN")]
-    http_listen: Option<SocketAddr>,
-
-    /// Certificate chain (PEM) for production. Without --cert/--key a dev certificate is used.
-    #[arg(long, env = "FSP2P_CERT", requires = "key")]
-    cert: Option<PathBuf>,
-
-    /// Private key (PEM) matching --cert.
-    #[arg(long, env = "FSP2P_KEY", requires = "cert")]
-    key: Option<PathBuf>,
-
-    #[command(flatten)]
-    dev_cert: DevCertArgs,
-
-    /// Directory of static files served on the HTTP port (the browser client and demo).
-    /// Default: client/web when it exists.
-    #[arg(long, env = "FSP2P_WEB_DIR")]
-    web_dir: Option<PathBuf>,
-
-    /// Take WebSocket clients' addresses from X-Forwarded-For / X-Real-IP (for per-address limits).
-    /// Only behind your own TLS-terminating proxy (Railway's edge, nginx): clients can forge them.
-    #[arg(long, env = "FSP2P_TRUST_PROXY")]
-    trust_proxy: bool,
-
-    #[command(flatten)]
-    limits: Limits,
-
-    #[command(flatten)]
-    ice: IceConfig,
-
-    #[command(flatten)]
-    quic: server::QuicTuning,
-
-    /// Threads that run the server. 0 = one per CPU core (most relay throughput). 1 = everything
-    /// on one thread: less peak throughput, but no cross-thread wake-ups on the relay path,
-    /// which can lower latency on a small or shared machine. Measure with `make bench`.
-    #[arg(long, env = "FSP2P_WORKER_THREADS", default_value_t = 0)]
-    worker_threads: usize,
-}
-
-#[derive(clap::Args, Debug)]
-struct DevCertArgs {
-    /// Where the dev certificate and key live (reused while valid for more than a day).
-    #[arg(long, env = "FSP2P_CERT_DIR", default_value = "certs")]
-    cert_dir: PathBuf,
-
-    /// Names and addresses the dev certificate is issued for (comma-separated).
-    #[arg(
-        long,
-        env = "FSP2P_DEV_CERT_HOSTS",
-        value_delimiter = ',',
-        default_value = "localhost,127.0.0.1,::1"
-    )]
-    dev_cert_hosts: Vec<String>,
-}
-
-#[derive(clap::Args, Debug)]
-struct CertsArgs {
-    #[command(flatten)]
-    dev_cert: DevCertArgs,
-
-    /// Replace a certificate that is still valid.
-    #[arg(long)]
-    force: bool,
-}
-
-#[derive(clap::Args, Debug)]
-struct PeerArgs {
-    /// Server UDP address.
-    #[arg(long, env = "FSP2P_SERVER", default_value = "127.0.0.1:4433")]
-    server: SocketAddr,
-
-    /// TLS server name (checked against a CA certificate; ignored when pinning a hash).
-    #[arg(long, default_value = "localhost")]
-    server_name: String,
-
-    /// quic (native), webtransport (what browsers speak), websocket (TCP fallback),
-    /// or auto (QUIC first, WebSocket if QUIC has not connected after --fallback-delay-ms).
-    #[arg(long, value_enum, default_value_t = ClientTransport::Quic)]
-    transport: ClientTransport,
-
-    /// WebSocket URL for --transport websocket/auto. Default: ws://<server ip>:8080/ws.
-    #[arg(long, env = "FSP2P_WS_URL")]
-    ws_url: Option<String>,
-
-    /// With --transport auto: how long QUIC gets alone before WebSocket is tried too.
-    #[arg(long, default_value_t = 750)]
-    fallback_delay_ms: u64,
-
-    /// Pin the server certificate by SHA-256 (hex, as `serve` prints it).
-    #[arg(long, env = "FSP2P_CERT_HASH", conflicts_with = "ca")]
-    cert_hash: Option<String>,
-
-    /// Verify the server against this CA certificate (PEM) instead of pinning.
-    #[arg(long)]
-    ca: Option<PathBuf>,
-
-    /// Without --cert-hash or --ca, pin the dev certificate found here.
-    #[arg(long, env = "FSP2P_CERT_DIR", default_value = "certs")]
-    cert_dir: PathBuf,
-
-    /// How relayed frames travel: datagrams, or one QUIC stream per frame.
-    #[arg(long, value_enum, default_value_t = CliRelayMode::Datagram)]
-    relay_mode: CliRelayMode,
-
-    /// Display name shown to other peers.
-    #[arg(long, default_value = "")]
-    name: String,
-
-    /// Create a session and print its join code.
-    #[arg(long, conflicts_with = "join")]
-    create: bool,
-
-    /// Join the session with this code.
-    #[arg(long)]
-    join: Option<String>,
-
-    /// Session password (to create or join).
-    #[arg(long)]
-    password: Option<String>,
-
-    /// Seats when creating (0 = server maximum).
-    #[arg(long, default_value_t = 0)]
-    max_peers: u32,
-
-    /// Print the server's Welcome (ICE servers, TURN credentials, limits) as JSON and exit.
-    #[arg(long)]
-    print_welcome: bool,
-
-    /// Relay frames to send per second (0 = send nothing).
-    #[arg(long, default_value_t = 0.0)]
-    send_rate: f64,
-
-    /// Payload size of each frame in bytes (at least 12: the u32 sequence number of the
-    /// flight-data envelope, PROTOCOL.md §5, then a timestamp).
-    #[arg(long, default_value_t = 200)]
-    size: usize,
-
-    /// Destination peer id for relay frames (0 = everyone else in the session).
-    #[arg(long, default_value_t = 0)]
-    to: u32,
-
-    /// Stop after this many frames sent (0 = no limit).
-    #[arg(long, default_value_t = 0)]
-    count: u64,
-
-    /// Exit after this many seconds (0 = run until Ctrl-C).
-    #[arg(long, default_value_t = 0.0)]
-    duration: f64,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum CliRelayMode {
-    Datagram,
-    Stream,
-}
+mod cli;
+use cli::{CertsArgs, Cli, CliRelayMode, Command, PeerArgs, ServeArgs};
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -241,13 +51,13 @@ fn main() -> Result<()> {
     }
 }
 
-async fn serve(mut args: ServeArgs) -> Result<()> {
-    args.ice.load_secret_file()?;
+async fn serve(args: ServeArgs) -> Result<()> {
+    let ice = args.ice.into_config()?;
     let (identity, dev_cert) = match (&args.cert, &args.key) {
         (Some(c), Some(k)) => (certs::load_pem(c, k)?, None),
         _ => (
             certs::dev_identity(&args.dev_cert.cert_dir, &args.dev_cert.dev_cert_hosts)?,
-            Some(server::DevCert {
+            Some(DevCert {
                 dir: args.dev_cert.cert_dir.clone(),
                 hosts: args.dev_cert.dev_cert_hosts.clone(),
             }),
@@ -267,21 +77,21 @@ async fn serve(mut args: ServeArgs) -> Result<()> {
         .web_dir
         .clone()
         .or_else(|| Some(PathBuf::from("client/web")).filter(|p| p.is_dir()));
-    if args.ice.stun_urls.is_empty() && args.ice.turn_urls.is_empty() {
+    if ice.stun_urls.is_empty() && ice.turn_urls.is_empty() {
         tracing::warn!("no --stun-url/--turn-url: clients get no ICE servers, so WebRTC only finds host candidates (fine on one LAN); the relay still works");
     }
-    if !args.ice.turn_urls.is_empty() && args.ice.turn_secret.is_none() {
+    if !ice.turn_urls.is_empty() && ice.turn_secret.is_none() {
         tracing::warn!("--turn-url given without --turn-secret: TURN URLs are not sent (they would be useless without credentials)");
     }
     let hash = identity.sha256_hex();
     let dev = identity.dev;
-    let srv = server::Server::start(server::ServerConfig {
+    let srv = server::Server::start(ServerConfig {
         listen: args.listen,
         http_listen,
         identity,
-        limits: args.limits,
-        ice: args.ice,
-        quic: args.quic,
+        limits: args.limits.into(),
+        ice,
+        quic: args.quic.into(),
         web_dir,
         trust_proxy: args.trust_proxy,
         dev_cert,

@@ -13,8 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::protocol::ErrorCode;
-use crate::relay::Via;
-use crate::session::{RelayDrop, Transport};
+use crate::session::{RelayDrop, Transport, Via};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransportLabel {

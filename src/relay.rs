@@ -8,42 +8,18 @@
 //! a short per-receiver queue (dropped when full). Stale flight data is worth
 //! less than fresh, so nothing here queues without bound.
 
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
-use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::Notify;
 
+use crate::hub::{Link, Shared};
 use crate::protocol::{parse_relay, relay_frame, RelayMode};
-use crate::server::{Link, Shared};
 use crate::session::RelayDrop;
+pub use crate::session::Via;
 use crate::wire::DatagramError;
 
-/// How a relay frame travels between the server and one client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    /// A QUIC or WebTransport datagram.
-    Datagram,
-    /// One QUIC unidirectional stream per frame.
-    Stream,
-    /// A binary WebSocket message (the TCP fallback).
-    WebSocket,
-}
-
-impl Via {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Via::Datagram => "datagram",
-            Via::Stream => "stream",
-            Via::WebSocket => "websocket",
-        }
-    }
-}
-
 /// Forward one relay frame received from connection `conn`.
-pub fn forward(shared: &Shared, conn: crate::session::ConnId, frame: &[u8], via: Via) {
+pub(crate) fn forward(shared: &Shared, conn: crate::session::ConnId, frame: &[u8], via: Via) {
     let metrics = &shared.metrics;
     metrics.relay_in(via);
     let Ok((dest, payload)) = parse_relay(frame) else {
@@ -52,9 +28,10 @@ pub fn forward(shared: &Shared, conn: crate::session::ConnId, frame: &[u8], via:
     };
     let mut guard = shared.lock();
     let st = &mut *guard;
+    let now = tokio::time::Instant::now().into_std();
     let from = match st
         .core
-        .route(Instant::now(), conn, dest, payload.len(), &mut st.targets)
+        .route(now, conn, dest, payload.len(), &mut st.targets)
     {
         Ok(from) => from,
         Err(why) => {
@@ -98,75 +75,5 @@ fn deliver(link: &Link, mode: RelayMode, frame: &Bytes) -> Result<Via, RelayDrop
                 Via::WebSocket
             })
         }
-    }
-}
-
-/// A bounded queue of relay frames for one receiver that cannot take
-/// datagrams. When full, pushing drops the oldest frame: for flight state the
-/// newest frame is the one worth delivering.
-pub struct LatestQueue {
-    frames: Mutex<VecDeque<Bytes>>,
-    capacity: usize,
-    ready: Notify,
-}
-
-impl LatestQueue {
-    pub fn new(capacity: usize) -> Self {
-        LatestQueue {
-            frames: Mutex::new(VecDeque::with_capacity(capacity.max(1))),
-            capacity: capacity.max(1),
-            ready: Notify::new(),
-        }
-    }
-
-    /// Queue a frame; returns true if the oldest frame was dropped to make room.
-    pub fn push(&self, frame: Bytes) -> bool {
-        let dropped = {
-            let mut q = self.frames.lock().unwrap_or_else(|e| e.into_inner());
-            let dropped = q.len() >= self.capacity && q.pop_front().is_some();
-            q.push_back(frame);
-            dropped
-        };
-        self.ready.notify_one();
-        dropped
-    }
-
-    /// The oldest queued frame, waiting for one if the queue is empty.
-    pub async fn pop(&self) -> Bytes {
-        loop {
-            let next = self
-                .frames
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop_front();
-            if let Some(f) = next {
-                return f;
-            }
-            self.ready.notified().await;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn latest_queue_keeps_the_newest_frames() {
-        let q = LatestQueue::new(3);
-        let dropped: Vec<bool> = (0u8..5).map(|i| q.push(Bytes::from(vec![i]))).collect();
-        assert_eq!(dropped, vec![false, false, false, true, true]);
-        for want in 2u8..5 {
-            assert_eq!(q.pop().await[0], want);
-        }
-        // An empty queue waits; a later push wakes it.
-        let q = std::sync::Arc::new(LatestQueue::new(2));
-        let waiter = tokio::spawn({
-            let q = q.clone();
-            async move { q.pop().await }
-        });
-        tokio::task::yield_now().await;
-        q.push(Bytes::from_static(b"x"));
-        assert_eq!(&waiter.await.unwrap()[..], b"x");
     }
 }

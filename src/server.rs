@@ -1,273 +1,34 @@
-//! The I/O shell around the session core: one quinn endpoint on one UDP port,
-//! ALPN dispatch to raw QUIC or WebTransport, and a task set per connection.
+//! The QUIC side of the I/O shell, and the server as a whole: one quinn
+//! endpoint on one UDP port, admission before any state is kept, ALPN
+//! dispatch to raw QUIC (`fsp2p/1`) or WebTransport (`h3`), and the tasks of
+//! one QUIC connection (control stream, datagrams, unidirectional streams).
 //!
-//! Per connection: a control task (frames in → `Core::handle`, queued frames
-//! out), a datagram reader and a unidirectional-stream acceptor (both hand
-//! relay frames to [`crate::relay`]), and a writer for stream-mode relay
-//! frames. All of them share one `Mutex<State>` holding the core and the
-//! outbound handle (`Link`) of every connection; it is held only for
-//! synchronous work, never across an `await`.
+//! Everything that is not about QUIC lives elsewhere: what the tasks share
+//! in [`crate::hub`], one connection's life in [`crate::conn`] (this module
+//! only adapts QUIC's bytes to it), where a relay frame goes in
+//! [`crate::relay`], the HTTP port in [`crate::http`] and [`crate::websocket`].
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use bytes::Bytes;
-use clap::Args;
+use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::certs::Identity;
-use crate::limits::Limits;
-use crate::metrics::{Metrics, QuicLosses};
-use crate::protocol::{
-    self, ClientMsg, ErrorCode, FrameDecoder, ServerMsg, ALPN_H3, ALPN_NATIVE, WEBTRANSPORT_PATH,
-};
-use crate::relay::{LatestQueue, Via};
-use crate::session::{Admission, ConnId, ConnMeta, Core, Now, Output, Target};
-use crate::turn::IceConfig;
+pub use crate::config::{DevCert, QuicTuning, ServerConfig};
+use crate::conn::{Admitted, Conn, Outlet};
+pub use crate::hub::CertInfo;
+use crate::hub::{Ctrl, LatestQueue, Shared};
+use crate::metrics::QuicLosses;
+use crate::protocol::{ErrorCode, FrameDecoder, ALPN_H3, ALPN_NATIVE, WEBTRANSPORT_PATH};
+use crate::session::{Admission, ConnMeta, Via};
 use crate::wire::{Ended, Reader, Wire, Writer};
-
-/// QUIC transport settings and queue depths of the I/O shell.
-#[derive(Args, Debug, Clone)]
-pub struct QuicTuning {
-    /// Close a QUIC connection or WebSocket after this many milliseconds without any packet or
-    /// message from the client.
-    #[arg(long, env = "FSP2P_IDLE_TIMEOUT_MS", default_value_t = 30_000)]
-    pub idle_timeout_ms: u64,
-
-    /// Send a QUIC keep-alive (WebSocket: a ping) after this many milliseconds of silence; keeps
-    /// NAT bindings and proxies open, and lets a dead WebSocket be noticed. 0 = never.
-    #[arg(long, env = "FSP2P_KEEP_ALIVE_MS", default_value_t = 10_000)]
-    pub keep_alive_ms: u64,
-
-    /// Per-connection buffer of received, not yet forwarded datagrams, in bytes. Small on purpose:
-    /// stale flight data is dropped (oldest first), never queued.
-    #[arg(long, env = "FSP2P_DATAGRAM_RECV_BUFFER", default_value_t = 64 * 1024)]
-    pub datagram_recv_buffer: usize,
-
-    /// Per-connection buffer of datagrams waiting to be sent, in bytes (oldest dropped when full).
-    #[arg(long, env = "FSP2P_DATAGRAM_SEND_BUFFER", default_value_t = 64 * 1024)]
-    pub datagram_send_buffer: usize,
-
-    /// Kernel receive and send buffer of the UDP socket, in bytes (SO_RCVBUF/SO_SNDBUF). Every
-    /// client's packets share it: too small and a burst from many players is dropped by the
-    /// kernel before QUIC sees it. Linux caps it at net.core.rmem_max/wmem_max (the log says what
-    /// was granted; raise those sysctls to get more). 0 = the kernel's default.
-    #[arg(long, env = "FSP2P_UDP_SOCKET_BUFFER", default_value_t = 4 * 1024 * 1024)]
-    pub udp_socket_buffer: usize,
-
-    /// Control messages queued for one client before it counts as a slow consumer and is closed.
-    #[arg(long, env = "FSP2P_CONTROL_QUEUE", default_value_t = 256)]
-    pub control_queue: usize,
-
-    /// Flow-control window of one QUIC stream the client sends on, in bytes: what the server
-    /// buffers for it at most. The connection's window is four times this, which bounds what a
-    /// client can make the server hold on streams, however many it opens.
-    #[arg(long, env = "FSP2P_STREAM_RECEIVE_WINDOW", default_value_t = 64 * 1024)]
-    pub stream_receive_window: u32,
-
-    /// Relay frames queued for one receiver without datagrams (stream mode, WebSocket); when
-    /// full, the oldest is dropped (latest state wins).
-    #[arg(long, env = "FSP2P_STREAM_RELAY_QUEUE", default_value_t = 32)]
-    pub stream_relay_queue: usize,
-
-    /// On SIGINT/SIGTERM, how long to wait for clients to disconnect before closing, in milliseconds.
-    #[arg(long, env = "FSP2P_DRAIN_TIMEOUT_MS", default_value_t = 3_000)]
-    pub drain_timeout_ms: u64,
-
-    /// Delay clients are asked to wait before reconnecting after a shutdown, in milliseconds.
-    #[arg(long, env = "FSP2P_RECONNECT_AFTER_MS", default_value_t = 2_000)]
-    pub reconnect_after_ms: u32,
-}
-
-impl Default for QuicTuning {
-    fn default() -> Self {
-        QuicTuning {
-            idle_timeout_ms: 30_000,
-            keep_alive_ms: 10_000,
-            datagram_recv_buffer: 64 * 1024,
-            datagram_send_buffer: 64 * 1024,
-            udp_socket_buffer: 4 * 1024 * 1024,
-            control_queue: 256,
-            stream_receive_window: 64 * 1024,
-            stream_relay_queue: 32,
-            drain_timeout_ms: 3_000,
-            reconnect_after_ms: 2_000,
-        }
-    }
-}
-
-/// Everything a server needs to start.
-pub struct ServerConfig {
-    pub listen: SocketAddr,
-    pub http_listen: SocketAddr,
-    pub identity: Identity,
-    pub limits: Limits,
-    pub ice: IceConfig,
-    pub quic: QuicTuning,
-    /// Static files (the browser client and demo page) served on the HTTP port.
-    pub web_dir: Option<PathBuf>,
-    /// Believe X-Forwarded-For / X-Real-IP on WebSocket requests (only behind your own proxy).
-    pub trust_proxy: bool,
-    /// For a dev certificate: where to write its successor, and its names.
-    /// The server replaces it a day before it expires (browsers refuse a
-    /// pinned certificate that has expired, and accept at most 14 days).
-    pub dev_cert: Option<DevCert>,
-}
-
-/// Where the dev certificate lives and which names it carries.
-#[derive(Debug, Clone)]
-pub struct DevCert {
-    pub dir: PathBuf,
-    pub hosts: Vec<String>,
-}
-
-/// What `/cert-hash` reports.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct CertInfo {
-    pub algorithm: &'static str,
-    pub hex: String,
-    pub base64: String,
-    pub dev: bool,
-    pub not_after_unix: i64,
-}
-
-impl CertInfo {
-    fn of(identity: &Identity) -> Self {
-        use base64::Engine;
-        CertInfo {
-            algorithm: "sha-256",
-            hex: identity.sha256_hex(),
-            base64: base64::engine::general_purpose::STANDARD.encode(identity.sha256),
-            dev: identity.dev,
-            not_after_unix: identity.not_after_unix,
-        }
-    }
-}
-
-/// An item for a connection's control writer.
-pub(crate) enum Ctrl {
-    Frame(Bytes),
-    /// Finish the control stream, give the client a moment to read it, close.
-    Close(ErrorCode, String),
-}
-
-/// Outbound handle of one connection, whatever its transport.
-pub(crate) struct Link {
-    /// The QUIC or WebTransport connection; `None` for WebSocket.
-    pub(crate) wire: Option<Wire>,
-    pub(crate) control: mpsc::Sender<Ctrl>,
-    /// Relay frames for a receiver without datagrams (stream mode, WebSocket).
-    pub(crate) relay_queue: Arc<LatestQueue>,
-    /// Relay datagrams handed to quinn for this connection; compared with the
-    /// datagram frames quinn sent, it tells how many its send buffer dropped.
-    pub(crate) datagrams_queued: Arc<AtomicU64>,
-    /// Ends a WebSocket connection at once (QUIC connections close through `wire`).
-    pub(crate) kill: Option<tokio::task::AbortHandle>,
-    /// Closed as a slow consumer: nothing more is queued, counted or logged for it.
-    pub(crate) dropped: bool,
-}
-
-impl Link {
-    /// Close without waiting for queued messages (slow consumers).
-    fn close_now(&self, code: ErrorCode, reason: &str) {
-        match (&self.wire, &self.kill) {
-            (Some(w), _) => w.close(code as u32, reason),
-            (None, Some(k)) => k.abort(),
-            (None, None) => {}
-        }
-    }
-}
-
-pub(crate) struct State {
-    pub(crate) core: Core,
-    pub(crate) links: HashMap<ConnId, Link>,
-    /// Reused by the relay path so routing allocates nothing per frame.
-    pub(crate) targets: Vec<Target>,
-}
-
-/// State shared by every task of one server.
-pub struct Shared {
-    state: Mutex<State>,
-    pub metrics: Metrics,
-    cert: std::sync::RwLock<CertInfo>,
-    pub quic: QuicTuning,
-    pub(crate) max_frame_bytes: u32,
-    max_relay_frame: usize,
-    /// Take client addresses from X-Forwarded-For / X-Real-IP (behind a trusted proxy).
-    pub(crate) trust_proxy: bool,
-}
-
-impl Shared {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock would be a bug; keep serving anyway.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Carry out everything the core asked for. Called with the lock held.
-    pub(crate) fn flush(&self, st: &mut State) {
-        while let Some(out) = st.core.poll_output() {
-            match out {
-                Output::Send { conn, msg } => {
-                    if let ServerMsg::Error { code, .. } = &msg {
-                        self.metrics.error_sent(*code);
-                    }
-                    let Some(link) = st.links.get_mut(&conn) else {
-                        continue;
-                    };
-                    if link.dropped {
-                        continue;
-                    }
-                    if link
-                        .control
-                        .try_send(Ctrl::Frame(protocol::encode_frame(&msg)))
-                        .is_err()
-                    {
-                        // Once per connection: a flood behind a full queue
-                        // must not become a flood of logs.
-                        warn!(conn, "control queue full; closing slow consumer");
-                        self.metrics.error_sent(ErrorCode::SlowConsumer as u16);
-                        link.dropped = true;
-                        link.close_now(ErrorCode::SlowConsumer, "control queue full");
-                    }
-                }
-                Output::Close { conn, code, reason } => {
-                    if let Some(link) = st.links.get(&conn) {
-                        debug!(conn, %code, %reason, "closing connection");
-                        if link
-                            .control
-                            .try_send(Ctrl::Close(code, reason.clone()))
-                            .is_err()
-                        {
-                            link.close_now(code, &reason);
-                        }
-                    }
-                }
-            }
-        }
-        self.metrics.sessions.set(st.core.session_count() as i64);
-        self.metrics
-            .connection_attempts
-            .set(st.core.pending_count().0 as i64);
-        self.metrics.peers.set(st.core.peer_count() as i64);
-    }
-
-    pub fn max_relay_frame(&self) -> usize {
-        self.max_relay_frame
-    }
-
-    /// The certificate currently served.
-    pub fn cert(&self) -> CertInfo {
-        self.cert.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
 
 /// A running server. Drop does not stop it; call [`Server::shutdown`].
 pub struct Server {
@@ -282,9 +43,9 @@ pub struct Server {
 
 fn rotate_dev_cert(endpoint: &quinn::Endpoint, shared: &Shared, dev: &DevCert) -> Result<CertInfo> {
     let identity = crate::certs::write_dev(&dev.dir, &dev.hosts)?;
-    endpoint.set_server_config(Some(quinn_server_config(&identity, &shared.quic)?));
+    endpoint.set_server_config(Some(quinn_server_config(&identity, &shared.tuning)?));
     let info = CertInfo::of(&identity);
-    *shared.cert.write().unwrap_or_else(|e| e.into_inner()) = info.clone();
+    shared.set_cert(info.clone());
     info!(sha256 = %info.hex, "dev certificate replaced");
     Ok(info)
 }
@@ -317,7 +78,6 @@ async fn dev_cert_loop(
 impl Server {
     /// Bind the UDP and TCP ports and start serving.
     pub async fn start(cfg: ServerConfig) -> Result<Server> {
-        let cert = CertInfo::of(&cfg.identity);
         let server_config = quinn_server_config(&cfg.identity, &cfg.quic)?;
         let socket = udp_socket(cfg.listen, cfg.quic.udp_socket_buffer)
             .with_context(|| format!("binding UDP {}", cfg.listen))?;
@@ -331,19 +91,13 @@ impl Server {
         .with_context(|| format!("starting QUIC on UDP {}", cfg.listen))?;
         let quic_addr = endpoint.local_addr().context("reading the UDP address")?;
 
-        let shared = Arc::new(Shared {
-            max_frame_bytes: cfg.limits.max_frame_bytes,
-            max_relay_frame: cfg.limits.max_relay_payload as usize + 5,
-            trust_proxy: cfg.trust_proxy,
-            state: Mutex::new(State {
-                core: Core::new(cfg.limits, cfg.ice),
-                links: HashMap::new(),
-                targets: Vec::new(),
-            }),
-            metrics: Metrics::new(),
-            cert: std::sync::RwLock::new(cert),
-            quic: cfg.quic,
-        });
+        let shared = Arc::new(Shared::new(
+            cfg.limits,
+            cfg.ice,
+            cfg.quic,
+            &cfg.identity,
+            cfg.trust_proxy,
+        ));
 
         let listener = tokio::net::TcpListener::bind(cfg.http_listen)
             .await
@@ -357,7 +111,7 @@ impl Server {
             shared.clone(),
             stop_rx.clone(),
         ));
-        tasks.spawn(tick_loop(shared.clone(), stop_rx.clone()));
+        tasks.spawn(crate::hub::run_timers(shared.clone(), stop_rx.clone()));
         if let Some(dev) = cfg.dev_cert.clone() {
             tasks.spawn(dev_cert_loop(
                 endpoint.clone(),
@@ -366,7 +120,8 @@ impl Server {
                 stop_rx.clone(),
             ));
         }
-        let router = crate::http::router(shared.clone(), cfg.web_dir);
+        let ws = axum::routing::get(crate::websocket::upgrade);
+        let router = crate::http::router(shared.clone(), cfg.web_dir, ws);
         tasks.spawn(crate::http::serve(
             listener,
             router,
@@ -410,11 +165,11 @@ impl Server {
         info!("shutting down");
         {
             let mut st = self.shared.lock();
-            st.core.shutdown(self.shared.quic.reconnect_after_ms);
+            st.core.shutdown(self.shared.tuning.reconnect_after_ms);
             self.shared.flush(&mut st);
         }
         let _ = self.stop.send(true);
-        let drain = Duration::from_millis(self.shared.quic.drain_timeout_ms);
+        let drain = Duration::from_millis(self.shared.tuning.drain_timeout_ms);
         let deadline = tokio::time::Instant::now() + drain;
         while tokio::time::Instant::now() < deadline
             && self.shared.lock().core.connection_count() > 0
@@ -531,7 +286,12 @@ async fn accept_loop(
         // flood of Initials must cost as little as possible.
         let ip = incoming.remote_address().ip().to_canonical();
         let validated = incoming.remote_address_validated();
-        let admission = shared.lock().core.admit(Now::system(), ip, validated);
+        let admission = {
+            let mut st = shared.lock();
+            let admission = st.core.admit(crate::hub::now(), ip, validated);
+            shared.flush(&mut st);
+            admission
+        };
         match admission {
             Admission::Accept => {}
             Admission::Retry => {
@@ -550,9 +310,7 @@ async fn accept_loop(
         }
         let pending = PendingSlot {
             shared: shared.clone(),
-            ip,
-            validated,
-            done: false,
+            admitted: Some(Admitted { ip, validated }),
         };
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -564,35 +322,26 @@ async fn accept_loop(
     }
 }
 
-/// An admitted connection attempt ([`Admission::Accept`]): pending in the
-/// core until it is opened there, or given up (when this is dropped).
+/// An admitted connection attempt: pending in the core until it is opened
+/// there ([`PendingSlot::take`]), or given up when this is dropped.
 struct PendingSlot {
     shared: Arc<Shared>,
-    ip: std::net::IpAddr,
-    validated: bool,
-    done: bool,
+    admitted: Option<Admitted>,
 }
 
 impl PendingSlot {
-    /// The client has proved its address: take a connection slot in the core.
-    fn open(mut self, transport: crate::session::Transport) -> Result<ConnId, ErrorCode> {
-        self.done = true;
-        let mut st = self.shared.lock();
-        st.core.abandon(self.ip, self.validated);
-        st.core.open(
-            Now::system(),
-            ConnMeta {
-                transport,
-                ip: Some(self.ip),
-            },
-        )
+    /// The client has proved its address: hand the attempt to [`Conn::open`].
+    fn take(mut self) -> Option<Admitted> {
+        self.admitted.take()
     }
 }
 
 impl Drop for PendingSlot {
     fn drop(&mut self) {
-        if !self.done {
-            self.shared.lock().core.abandon(self.ip, self.validated);
+        if let Some(a) = self.admitted.take() {
+            let mut st = self.shared.lock();
+            st.core.abandon(a.ip, a.validated);
+            self.shared.flush(&mut st);
         }
     }
 }
@@ -650,11 +399,7 @@ async fn handle_incoming(
                 }
             };
             let first = first.map(|(s, r)| -> (Writer, Reader) { (Box::pin(s), Box::pin(r)) });
-            let wire = Wire::Quic(conn);
-            match pending.open(wire.kind()) {
-                Ok(id) => serve_connection(shared, wire, id, first).await,
-                Err(code) => refuse(&shared, &wire, code).await,
-            }
+            serve(&shared, Wire::Quic(conn), pending, first).await;
         }
         Some(p) if p == ALPN_H3 => {
             let request = tokio::time::timeout(
@@ -674,11 +419,7 @@ async fn handle_incoming(
                 .accept()
                 .await
                 .context("accepting WebTransport session")?;
-            let wire = Wire::WebTransport(conn);
-            match pending.open(wire.kind()) {
-                Ok(id) => serve_connection(shared, wire, id, None).await,
-                Err(code) => refuse(&shared, &wire, code).await,
-            }
+            serve(&shared, Wire::WebTransport(conn), pending, None).await;
         }
         other => {
             // rustls refuses unknown ALPNs during the handshake; this is a safety net.
@@ -689,59 +430,47 @@ async fn handle_incoming(
     Ok(())
 }
 
-/// Refuse a connection whose handshake is done, with a code and reason the
+/// Open a QUIC connection whose client has proved its address in the core
+/// and serve it until it closes; or refuse it with a code and reason the
 /// client can read (`server_full`, `shutting_down`), as on every transport.
-async fn refuse(shared: &Shared, wire: &Wire, code: ErrorCode) {
-    shared.metrics.refused(code.as_str());
-    debug!(remote = %wire.remote_address(), %code, "connection refused");
-    wire.close(code as u32, code.as_str());
-    let _ = tokio::time::timeout(Duration::from_secs(1), wire.closed()).await;
-}
-
-/// Serve one connection, already open in the core as `id`, until it closes.
 /// `first` is its control stream when the client opened it in 0-RTT.
-async fn serve_connection(
-    shared: Arc<Shared>,
+async fn serve(
+    shared: &Arc<Shared>,
     wire: Wire,
-    id: ConnId,
+    pending: PendingSlot,
     first: Option<(Writer, Reader)>,
 ) {
-    let transport = wire.kind();
-    let remote = wire.remote_address();
-    let (ctrl_tx, ctrl_rx) = mpsc::channel(shared.quic.control_queue.max(8));
-    let relay_queue = Arc::new(LatestQueue::new(shared.quic.stream_relay_queue));
-    let datagrams_queued = Arc::new(AtomicU64::new(0));
-    let datagrams_read = Arc::new(AtomicU64::new(0));
-    shared.lock().links.insert(
-        id,
-        Link {
-            wire: Some(wire.clone()),
-            control: ctrl_tx,
-            relay_queue: relay_queue.clone(),
-            datagrams_queued: datagrams_queued.clone(),
-            kill: None,
-            dropped: false,
-        },
-    );
-    shared.metrics.connection_opened(transport);
-    debug!(conn = id, %remote, transport = transport.as_str(), "connection open");
+    let meta = ConnMeta {
+        transport: wire.kind(),
+        ip: Some(wire.remote_address().ip().to_canonical()),
+    };
+    match Conn::open(shared, meta, pending.take(), Some(wire.clone())) {
+        Ok((conn, outlet)) => serve_quic(conn, outlet, wire, first).await,
+        Err(code) => {
+            wire.close(code as u32, code.as_str());
+            let _ = tokio::time::timeout(Duration::from_secs(1), wire.closed()).await;
+        }
+    }
+}
 
+/// The tasks of one open QUIC connection, until it closes.
+async fn serve_quic(conn: Arc<Conn>, outlet: Outlet, wire: Wire, first: Option<(Writer, Reader)>) {
+    let datagrams_read = Arc::new(AtomicU64::new(0));
+    let Outlet {
+        control,
+        relay,
+        datagrams_queued,
+        ..
+    } = outlet;
     let mut tasks = JoinSet::new();
-    tasks.spawn(control_task(
-        shared.clone(),
-        wire.clone(),
-        id,
-        ctrl_rx,
-        first,
-    ));
+    tasks.spawn(control_task(conn.clone(), wire.clone(), control, first));
     let mut datagrams = tokio::spawn(datagram_task(
-        shared.clone(),
+        conn.clone(),
         wire.clone(),
-        id,
         datagrams_read.clone(),
     ));
-    tasks.spawn(uni_task(shared.clone(), wire.clone(), id));
-    tasks.spawn(stream_relay_writer(wire.clone(), relay_queue));
+    tasks.spawn(uni_task(conn.clone(), wire.clone()));
+    tasks.spawn(stream_relay_writer(wire.clone(), relay));
     let mut ended = wire.closed().await;
     if !ended.clean {
         // A WebTransport client's close code reaches us through the driver's
@@ -764,9 +493,9 @@ async fn serve_connection(
             .saturating_sub(stats.frame_tx.datagram),
         packets: stats.path.lost_packets,
     };
-    shared.metrics.quic_losses(&lost);
+    conn.shared().metrics.quic_losses(&lost);
     debug!(
-        conn = id,
+        conn = conn.id(),
         clean = ended.clean,
         reason = %ended.reason,
         rtt_us = stats.path.rtt.as_micros() as u64,
@@ -774,23 +503,16 @@ async fn serve_connection(
         congestion_events = stats.path.congestion_events,
         datagrams_dropped_in = lost.datagrams_in,
         datagrams_dropped_out = lost.datagrams_out,
-        "connection closed"
+        "QUIC connection ended"
     );
-    {
-        let mut st = shared.lock();
-        st.links.remove(&id);
-        st.core.closed(Now::system(), id, ended.clean);
-        shared.flush(&mut st);
-    }
-    shared.metrics.connection_closed(transport);
+    conn.close(ended.clean);
 }
 
 /// The control stream: accept it, then read frames into the core and write
 /// queued frames out, until either side ends.
 async fn control_task(
-    shared: Arc<Shared>,
+    conn: Arc<Conn>,
     wire: Wire,
-    id: ConnId,
     mut rx: mpsc::Receiver<Ctrl>,
     first: Option<(Writer, Reader)>,
 ) {
@@ -805,7 +527,7 @@ async fn control_task(
                 },
                 item = rx.recv() => match item {
                     Some(Ctrl::Close(code, reason)) => return wire.close(code as u32, &reason),
-                    Some(Ctrl::Frame(_)) => continue,
+                    Some(Ctrl::Body(_)) => continue,
                     None => return,
                 },
             }
@@ -814,7 +536,7 @@ async fn control_task(
     // All run until the connection ends (which aborts this task): the writer
     // must outlive a reader that stopped on bad input, to deliver the error.
     tokio::join!(
-        control_reader(&shared, id, recv),
+        control_reader(&conn, recv),
         control_writer(&wire, send, rx),
         refuse_extra_streams(&wire),
     );
@@ -830,8 +552,9 @@ async fn refuse_extra_streams(wire: &Wire) {
     {}
 }
 
-async fn control_reader(shared: &Shared, id: ConnId, mut recv: Reader) {
-    let mut decoder = FrameDecoder::new(shared.max_frame_bytes);
+/// Control frames (`varint(len) || body`) from the stream to the lifecycle.
+async fn control_reader(conn: &Conn, mut recv: Reader) {
+    let mut decoder = FrameDecoder::new(conn.shared().max_frame_bytes);
     let mut buf = vec![0u8; 8 * 1024];
     loop {
         let n = match recv.read(&mut buf).await {
@@ -840,28 +563,15 @@ async fn control_reader(shared: &Shared, id: ConnId, mut recv: Reader) {
         };
         decoder.extend(&buf[..n]);
         loop {
-            let frame = match decoder.next_frame() {
-                Ok(Some(f)) => f,
+            match decoder.next_frame() {
+                Ok(Some(frame)) => {
+                    if !conn.control(&frame) {
+                        return;
+                    }
+                }
                 Ok(None) => break,
-                Err(e) => {
-                    let mut st = shared.lock();
-                    st.core.bad_frame(id, e.code(), &e.to_string());
-                    shared.flush(&mut st);
-                    return;
-                }
-            };
-            shared.metrics.signaling_messages.inc();
-            let msg = protocol::decode::<ClientMsg>(&frame);
-            let mut st = shared.lock();
-            match msg {
-                Ok(msg) => st.core.handle(Now::system(), id, msg),
-                Err(e) => {
-                    st.core.bad_frame(id, e.code(), &e.to_string());
-                    shared.flush(&mut st);
-                    return;
-                }
+                Err(e) => return conn.bad_input(e.code(), &e.to_string()),
             }
-            shared.flush(&mut st);
         }
     }
 }
@@ -869,8 +579,12 @@ async fn control_reader(shared: &Shared, id: ConnId, mut recv: Reader) {
 async fn control_writer(wire: &Wire, mut send: Writer, mut rx: mpsc::Receiver<Ctrl>) {
     while let Some(item) = rx.recv().await {
         match item {
-            Ctrl::Frame(bytes) => {
-                if send.write_all(&bytes).await.is_err() {
+            Ctrl::Body(body) => {
+                // The stream's framing: varint(len) || body.
+                let mut frame = BytesMut::with_capacity(body.len() + 5);
+                crate::protocol::put_varint(&mut frame, body.len() as u32);
+                frame.extend_from_slice(&body);
+                if send.write_all(&frame).await.is_err() {
                     return;
                 }
             }
@@ -890,17 +604,12 @@ async fn control_writer(wire: &Wire, mut send: Writer, mut rx: mpsc::Receiver<Ct
 
 /// Forwards datagrams until the connection ends; returns how it ended when
 /// the error says (see [`crate::wire::ended_by`]).
-async fn datagram_task(
-    shared: Arc<Shared>,
-    wire: Wire,
-    id: ConnId,
-    read: Arc<AtomicU64>,
-) -> Option<Ended> {
+async fn datagram_task(conn: Arc<Conn>, wire: Wire, read: Arc<AtomicU64>) -> Option<Ended> {
     loop {
         match wire.read_datagram().await {
             Ok(d) => {
                 read.fetch_add(1, Ordering::Relaxed);
-                crate::relay::forward(&shared, id, &d, Via::Datagram)
+                conn.relay(&d, Via::Datagram)
             }
             Err(e) => return crate::wire::ended_by(&e),
         }
@@ -908,22 +617,22 @@ async fn datagram_task(
 }
 
 /// Every client-opened unidirectional stream is one relay frame.
-async fn uni_task(shared: Arc<Shared>, wire: Wire, id: ConnId) {
-    let max = shared.max_relay_frame;
+async fn uni_task(conn: Arc<Conn>, wire: Wire) {
+    let max = conn.shared().max_relay_frame;
     let mut readers = JoinSet::new();
     loop {
         tokio::select! {
             s = wire.accept_uni() => {
                 let Ok(stream) = s else { break };
-                let shared = shared.clone();
+                let conn = conn.clone();
                 readers.spawn(async move {
                     let read = tokio::time::timeout(
                         Duration::from_secs(5),
                         crate::wire::read_to_end_limited(stream, max),
                     ).await;
                     match read {
-                        Ok(Ok(frame)) => crate::relay::forward(&shared, id, &frame, Via::Stream),
-                        _ => shared.metrics.relay_drop(crate::session::RelayDrop::Malformed),
+                        Ok(Ok(frame)) => conn.relay(&frame, Via::Stream),
+                        _ => conn.shared().metrics.relay_drop(crate::session::RelayDrop::Malformed),
                     }
                 });
             }
@@ -943,19 +652,5 @@ async fn stream_relay_writer(wire: Wire, queue: Arc<LatestQueue>) {
             continue;
         }
         let _ = s.shutdown().await;
-    }
-}
-
-async fn tick_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let mut every = tokio::time::interval(Duration::from_millis(250));
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = every.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        let mut st = shared.lock();
-        st.core.tick(Now::system());
-        shared.flush(&mut st);
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! This is a synchronous state machine with no sockets, tasks or clocks of its
 //! own (the sans-IO style of quinn-proto and str0m). Transports feed it events
-//! (`open`, `handle`, `closed`, `route`, `tick`) with the current time and
-//! drain what it wants done from `poll_output`. Every rule of the service,
+//! (`admit`, `open`, `handle`, `closed`, `route`) with the current time, drain
+//! what it wants done from `poll_output`, and ask `poll_timeout` when it next
+//! needs to run its timers (`handle_timeout`): the shell arms exactly that
+//! deadline, and tests drive time by hand. Every rule of the service,
 //! who may talk to whom, limits, resume, host hand-over, lives here, and is
 //! unit-tested below without a network.
 //!
@@ -11,7 +13,7 @@
 //! is a player identity (`PeerId`) that outlives a dropped connection for the
 //! resume grace period; a *session* is a group of peers found by a join code.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -114,6 +116,49 @@ pub enum Output {
         code: ErrorCode,
         reason: String,
     },
+}
+
+/// How a relay frame travels between the server and one client (a metrics
+/// label, and what the relay reports for each copy it hands out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Via {
+    /// A QUIC or WebTransport datagram.
+    Datagram,
+    /// One QUIC unidirectional stream per frame.
+    Stream,
+    /// A binary WebSocket message (the TCP fallback).
+    WebSocket,
+}
+
+impl Via {
+    /// Every carrier, in label order.
+    pub const ALL: [Via; 3] = [Via::Datagram, Via::Stream, Via::WebSocket];
+
+    /// The metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Datagram => "datagram",
+            Via::Stream => "stream",
+            Via::WebSocket => "websocket",
+        }
+    }
+}
+
+/// Something the core has to do at a given time. Entries are not removed
+/// when the state they were made for moves on: each is checked when due,
+/// and acts only if it still applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// The connection must have said `Hello` by now.
+    Hello(ConnId),
+    /// The peer's resume grace ends.
+    Grace(PeerId),
+    /// A rate-limit report is owed to the connection.
+    Report(ConnId),
+    /// The session may have been idle for its TTL.
+    Idle(u64),
+    /// The address may be forgotten (unused, budgets refilled).
+    Forget(IpAddr),
 }
 
 /// A receiver of one relayed frame.
@@ -300,7 +345,6 @@ impl PerIp {
 
 struct Conn {
     meta: ConnMeta,
-    opened: Instant,
     peer: Option<PeerId>,
     control: TokenBucket,
     relay_frames: TokenBucket,
@@ -354,6 +398,8 @@ pub struct Core {
     per_ip: HashMap<IpAddr, PerIp>,
     /// Connection attempts in flight on the whole server.
     pending: Pending,
+    /// What has to happen when, earliest first (see [`Timer`]).
+    timers: BTreeSet<(Instant, Timer)>,
     next_conn: ConnId,
     next_peer: PeerId,
     next_session: u64,
@@ -380,6 +426,7 @@ impl Core {
             tokens: HashMap::new(),
             per_ip: HashMap::new(),
             pending: Pending::default(),
+            timers: BTreeSet::new(),
             next_conn: 1,
             next_peer: 1,
             next_session: 1,
@@ -439,10 +486,17 @@ impl Core {
         if self.shutting_down {
             return Admission::Refuse(ErrorCode::ShuttingDown);
         }
+        let key = address_key(ip);
+        let admission = self.admission(now, key, validated);
+        self.maybe_forget(key);
+        admission
+    }
+
+    fn admission(&mut self, now: Now, key: IpAddr, validated: bool) -> Admission {
         let l = &self.limits;
         let a = self
             .per_ip
-            .entry(address_key(ip))
+            .entry(key)
             .or_insert_with(|| PerIp::new(now.mono, l));
         if !validated
             && (self.pending.unvalidated >= l.max_unvalidated_handshakes
@@ -468,9 +522,11 @@ impl Core {
     /// timed out, no CONNECT), or is about to be opened: it is no longer pending.
     pub fn abandon(&mut self, ip: IpAddr, validated: bool) {
         self.pending.remove(validated);
-        if let Some(a) = self.per_ip.get_mut(&address_key(ip)) {
-            a.pending.remove(validated); // forgotten in tick
+        let key = address_key(ip);
+        if let Some(a) = self.per_ip.get_mut(&key) {
+            a.pending.remove(validated);
         }
+        self.maybe_forget(key);
     }
 
     /// A transport accepted a connection whose address is proven (a
@@ -501,7 +557,6 @@ impl Core {
             id,
             Conn {
                 meta,
-                opened: now.mono,
                 peer: None,
                 control: TokenBucket::new(now.mono, l.signals_per_sec, l.signals_per_sec * 2),
                 relay_frames: TokenBucket::new(
@@ -519,6 +574,7 @@ impl Core {
                 over_receiver: Throttled::default(),
             },
         );
+        self.arm(now.mono + self.limits.hello_timeout(), Timer::Hello(id));
         Ok(id)
     }
 
@@ -536,6 +592,8 @@ impl Core {
         if !c.control.try_take(now.mono, 1) {
             if c.over_rate.drop_one(now.mono) {
                 self.report_over_rate(now.mono, conn);
+            } else {
+                self.owe_report(conn);
             }
             return;
         }
@@ -584,8 +642,9 @@ impl Core {
         };
         if let Some(ip) = c.meta.ip {
             if let Some(a) = self.per_ip.get_mut(&ip) {
-                a.conns = a.conns.saturating_sub(1); // forgotten in tick
+                a.conns = a.conns.saturating_sub(1);
             }
+            self.maybe_forget(ip);
         }
         let Some(p) = c.peer else { return };
         let Some(peer) = self.peers.get_mut(&p) else {
@@ -600,7 +659,10 @@ impl Core {
         }
         peer.conn = None;
         peer.away_since = Some(now.mono);
-        if let Some(s) = peer.session {
+        let session = peer.session;
+        let grace_ends = now.mono + self.limits.resume_grace();
+        self.arm(grace_ends, Timer::Grace(p));
+        if let Some(s) = session {
             self.broadcast(
                 s,
                 Some(p),
@@ -673,58 +735,106 @@ impl Core {
         Ok(from)
     }
 
-    /// Run timers: hello deadlines, resume grace, session idle TTL.
-    pub fn tick(&mut self, now: Now) {
-        let hello_deadline = self.limits.hello_timeout();
-        let late: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| {
-                c.peer.is_none() && now.mono.duration_since(c.opened) >= hello_deadline
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for conn in late {
-            self.fail(conn, ErrorCode::HelloTimeout, "no Hello in time".into());
+    /// When the core next needs [`Core::handle_timeout`], if ever: the
+    /// earliest of its hello deadlines, resume graces, owed rate-limit
+    /// reports, session idle TTLs and addresses to forget.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|(at, _)| *at)
+    }
+
+    /// Run every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Now) {
+        while let Some(&(at, timer)) = self.timers.first() {
+            if at > now.mono {
+                break;
+            }
+            self.timers.pop_first();
+            self.fire(now, timer);
         }
+    }
 
-        // Rate-limit reports still owed for drops since the last one.
-        let owed: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.over_rate.due(now.mono) || c.over_receiver.due(now.mono))
-            .map(|(id, _)| *id)
-            .collect();
-        for conn in owed {
-            self.report_over_rate(now.mono, conn);
+    fn arm(&mut self, at: Instant, timer: Timer) {
+        self.timers.insert((at, timer));
+    }
+
+    /// One due timer; it acts only if what it was armed for still holds.
+    fn fire(&mut self, now: Now, timer: Timer) {
+        match timer {
+            Timer::Hello(conn) => {
+                let late = self.conns.get(&conn).is_some_and(|c| c.peer.is_none());
+                if late {
+                    self.fail(conn, ErrorCode::HelloTimeout, "no Hello in time".into());
+                }
+            }
+            Timer::Grace(p) => {
+                let grace = self.limits.resume_grace();
+                let away = self.peers.get(&p).and_then(|x| x.away_since);
+                if away.is_some_and(|t| now.mono.saturating_duration_since(t) >= grace) {
+                    self.remove_peer(p, LeaveReason::TimedOut);
+                }
+            }
+            Timer::Report(conn) => {
+                let owed = self.conns.get(&conn).map(|c| {
+                    (
+                        c.over_rate.due(now.mono) || c.over_receiver.due(now.mono),
+                        c.over_rate.dropped + c.over_receiver.dropped > 0,
+                    )
+                });
+                match owed {
+                    Some((true, _)) => self.report_over_rate(now.mono, conn),
+                    Some((false, true)) => self.owe_report(conn),
+                    _ => {}
+                }
+            }
+            Timer::Idle(sid) => {
+                let ttl = self.limits.session_idle_ttl();
+                let Some(last) = self.sessions.get(&sid).map(|s| s.last_activity) else {
+                    return;
+                };
+                if now.mono.saturating_duration_since(last) >= ttl {
+                    self.end_session(sid, LeaveReason::SessionExpired);
+                } else {
+                    // Traffic moved it on (the relay path arms nothing).
+                    self.arm(last + ttl, Timer::Idle(sid));
+                }
+            }
+            Timer::Forget(ip) => {
+                let Some(a) = self.per_ip.get(&ip) else {
+                    return;
+                };
+                if a.forgettable(now.mono) {
+                    self.per_ip.remove(&ip);
+                } else {
+                    self.maybe_forget(ip);
+                }
+            }
         }
+    }
 
-        let grace = self.limits.resume_grace();
-        let gone: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| {
-                p.away_since
-                    .is_some_and(|t| now.mono.duration_since(t) >= grace)
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for p in gone {
-            self.remove_peer(p, LeaveReason::TimedOut);
+    /// Arm the report owed to `conn` for the drops since its last one.
+    fn owe_report(&mut self, conn: ConnId) {
+        let at = self.conns.get(&conn).and_then(|c| {
+            [c.over_rate, c.over_receiver]
+                .iter()
+                .filter(|t| t.dropped > 0)
+                .filter_map(|t| t.reported)
+                .map(|t| t + Throttled::EVERY)
+                .min()
+        });
+        if let Some(at) = at {
+            self.arm(at, Timer::Report(conn));
         }
+    }
 
-        // Forget addresses nobody is using whose budgets have refilled.
-        self.per_ip.retain(|_, a| !a.forgettable(now.mono));
-
-        let ttl = self.limits.session_idle_ttl();
-        let idle: Vec<u64> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| now.mono.duration_since(s.last_activity) >= ttl)
-            .map(|(id, _)| *id)
-            .collect();
-        for sid in idle {
-            self.end_session(sid, LeaveReason::SessionExpired);
+    /// If nothing uses `ip` any more, arm its forgetting for when its budgets
+    /// have refilled (so that reconnecting buys nothing).
+    fn maybe_forget(&mut self, ip: IpAddr) {
+        let Some(a) = self.per_ip.get(&ip) else {
+            return;
+        };
+        if a.conns == 0 && a.pending.is_empty() && a.sessions == 0 {
+            let at = a.relay_out.full_at().max(a.failed_joins.full_at());
+            self.arm(at, Timer::Forget(ip));
         }
     }
 
@@ -948,6 +1058,7 @@ impl Core {
         if let Some(peer) = self.peers.get_mut(&p) {
             peer.session = Some(sid);
         }
+        self.arm(now.mono + self.limits.session_idle_ttl(), Timer::Idle(sid));
         if let Some(info) = self.session_info(sid) {
             self.send(conn, ServerMsg::SessionCreated(info));
         }
@@ -1155,6 +1266,8 @@ impl Core {
             .is_some_and(|c| c.over_receiver.drop_one(now));
         if due {
             self.report_over_rate(now, conn);
+        } else {
+            self.owe_report(conn);
         }
     }
 
@@ -1210,9 +1323,11 @@ impl Core {
     }
 
     fn release_session_quota(&mut self, owner: Option<IpAddr>) {
-        if let Some(a) = owner.and_then(|ip| self.per_ip.get_mut(&ip)) {
+        let Some(ip) = owner else { return };
+        if let Some(a) = self.per_ip.get_mut(&ip) {
             a.sessions = a.sessions.saturating_sub(1);
         }
+        self.maybe_forget(ip);
     }
 
     fn session_info(&self, sid: u64) -> Option<SessionInfo> {
@@ -1347,7 +1462,7 @@ mod tests {
         }
         fn advance(&mut self, d: Duration) {
             self.now = self.now.after(d);
-            self.core.tick(self.now);
+            self.core.handle_timeout(self.now);
         }
         fn outputs(&mut self) -> Vec<Output> {
             std::iter::from_fn(|| self.core.poll_output()).collect()
@@ -2098,10 +2213,10 @@ mod tests {
         assert_eq!(limited.len(), 1, "{limited:?}");
         assert!(limited[0].starts_with("1 control message(s) dropped"));
         w.advance(Duration::from_millis(500));
-        w.core.tick(w.now);
+        w.core.handle_timeout(w.now);
         assert!(w.sent_to(c).is_empty(), "at most one report a second");
         w.advance(Duration::from_millis(500));
-        w.core.tick(w.now);
+        w.core.handle_timeout(w.now);
         let later = w.sent_to(c);
         assert!(
             matches!(&later[..], [ServerMsg::Error { code: 5, message }]
@@ -2109,7 +2224,7 @@ mod tests {
             "{later:?}"
         );
         w.advance(Duration::from_secs(5));
-        w.core.tick(w.now);
+        w.core.handle_timeout(w.now);
         assert!(w.sent_to(c).is_empty(), "nothing more to report");
     }
 
@@ -2304,7 +2419,6 @@ mod tests {
             stun_urls: vec!["stun:127.0.0.1:3478".into()],
             turn_urls: vec!["turn:127.0.0.1:3478".into()],
             turn_secret: Some("secret".into()),
-            turn_secret_file: None,
             turn_ttl_secs: 600,
         };
         let mut w = World::with(limits(), ice);

@@ -9,55 +9,36 @@
 use std::time::Duration;
 
 use base64::Engine;
-use clap::Args;
 
 use crate::protocol::{IceServer, PeerId};
 
 /// Where clients find STUN and TURN, and how TURN credentials are minted.
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IceConfig {
-    /// STUN URL handed to clients (repeat or comma-separate), e.g. `stun:turn.example.com:3478`.
-    #[arg(long = "stun-url", env = "FSP2P_STUN_URLS", value_delimiter = ',')]
+    /// STUN URLs handed to clients, e.g. `stun:turn.example.com:3478`.
     pub stun_urls: Vec<String>,
-
-    /// TURN URL handed to clients (repeat or comma-separate), e.g.
-    /// `turn:turn.example.com:3478?transport=udp`, `turns:turn.example.com:5349?transport=tcp`.
-    /// Sent only together with credentials, so it needs --turn-secret.
-    #[arg(long = "turn-url", env = "FSP2P_TURN_URLS", value_delimiter = ',')]
+    /// TURN URLs handed to clients, e.g. `turn:turn.example.com:3478?transport=udp`.
+    /// Sent only together with credentials, so they need `turn_secret`.
     pub turn_urls: Vec<String>,
-
-    /// Shared secret of coturn's `static-auth-secret` (`use-auth-secret`). Prefer the
-    /// environment variable or --turn-secret-file over the command line, which `ps` shows.
-    #[arg(long, env = "FSP2P_TURN_SECRET", hide_env_values = true)]
+    /// coturn's `static-auth-secret` (`use-auth-secret`).
     pub turn_secret: Option<String>,
-
-    /// File holding the TURN secret (first line; surrounding white space ignored).
-    #[arg(long, env = "FSP2P_TURN_SECRET_FILE", conflicts_with = "turn_secret")]
-    pub turn_secret_file: Option<std::path::PathBuf>,
-
     /// Lifetime of a TURN credential in seconds (coturn refuses it afterwards).
-    #[arg(long, env = "FSP2P_TURN_TTL_SECS", default_value_t = 3600)]
     pub turn_ttl_secs: u64,
 }
 
-impl IceConfig {
-    /// Read `--turn-secret-file` into `turn_secret`.
-    pub fn load_secret_file(&mut self) -> anyhow::Result<()> {
-        use anyhow::Context;
-        if let Some(path) = &self.turn_secret_file {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading TURN secret file {}", path.display()))?;
-            let secret = text.lines().next().unwrap_or("").trim().to_string();
-            anyhow::ensure!(
-                !secret.is_empty(),
-                "TURN secret file {} is empty",
-                path.display()
-            );
-            self.turn_secret = Some(secret);
+impl Default for IceConfig {
+    fn default() -> Self {
+        IceConfig {
+            stun_urls: Vec::new(),
+            turn_urls: Vec::new(),
+            turn_secret: None,
+            turn_ttl_secs: 3600,
         }
-        Ok(())
     }
+}
 
+impl IceConfig {
+    /// How long a TURN credential stays valid.
     pub fn turn_ttl(&self) -> Duration {
         Duration::from_secs(self.turn_ttl_secs)
     }
@@ -129,7 +110,6 @@ mod tests {
             stun_urls: vec!["stun:a:3478".into()],
             turn_urls: vec!["turn:a:3478".into()],
             turn_secret: None,
-            turn_secret_file: None,
             turn_ttl_secs: 60,
         };
         let servers = cfg.ice_servers(7, 1000);

@@ -19,14 +19,14 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
 use tracing::debug;
 
-use crate::protocol::{self, ClientMsg, ErrorCode};
-use crate::relay::{LatestQueue, Via};
-use crate::server::{Ctrl, Link, Shared};
-use crate::session::{ConnMeta, Now, Transport};
+use crate::conn::{Conn, Outlet};
+use crate::hub::{Ctrl, Shared};
+use crate::protocol::ErrorCode;
+use crate::session::{ConnMeta, Transport, Via};
 
 /// First byte of a WebSocket message carrying a control message.
 pub const WS_CONTROL: u8 = 0x00;
@@ -36,7 +36,7 @@ pub const WS_RELAY: u8 = 0x01;
 pub const WS_CLOSE_BASE: u16 = 4000;
 
 /// `GET /ws`: upgrade and serve.
-pub async fn upgrade(
+pub(crate) async fn upgrade(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
@@ -44,7 +44,7 @@ pub async fn upgrade(
 ) -> Response {
     let ip = client_ip(&headers, peer.ip(), shared.trust_proxy);
     // Room for the largest control frame or relay frame, plus the type byte.
-    let max = (shared.max_frame_bytes as usize).max(shared.max_relay_frame()) + 1;
+    let max = (shared.max_frame_bytes as usize).max(shared.max_relay_frame) + 1;
     ws.max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| serve(shared, socket, ip))
@@ -68,87 +68,46 @@ pub fn client_ip(headers: &HeaderMap, socket_ip: IpAddr, trust_proxy: bool) -> I
 }
 
 async fn serve(shared: Arc<Shared>, socket: WebSocket, ip: IpAddr) {
-    let (ctrl_tx, ctrl_rx) = mpsc::channel(shared.quic.control_queue.max(8));
-    let relay_queue = Arc::new(LatestQueue::new(shared.quic.stream_relay_queue));
-    let (sink, stream) = socket.split();
-    let keep_alive = Duration::from_millis(shared.quic.keep_alive_ms);
-    let idle = Duration::from_millis(shared.quic.idle_timeout_ms.max(1));
-    // The writer runs as its own task so a slow consumer can be aborted.
-    let writer = tokio::spawn(writer(sink, ctrl_rx, relay_queue.clone(), keep_alive));
-    let opened = {
-        let mut st = shared.lock();
-        let r = st.core.open(
-            Now::system(),
-            ConnMeta {
-                transport: Transport::WebSocket,
-                ip: Some(ip),
-            },
-        );
-        if let Ok(id) = r {
-            st.links.insert(
-                id,
-                Link {
-                    wire: None,
-                    control: ctrl_tx.clone(),
-                    relay_queue,
-                    datagrams_queued: Default::default(),
-                    kill: Some(writer.abort_handle()),
-                    dropped: false,
-                },
-            );
-        }
-        r
+    let (mut sink, stream) = socket.split();
+    let meta = ConnMeta {
+        transport: Transport::WebSocket,
+        ip: Some(ip),
     };
-    let id = match opened {
-        Ok(id) => id,
+    let (conn, outlet) = match Conn::open(&shared, meta, None, None) {
+        Ok(opened) => opened,
         Err(code) => {
-            shared.metrics.refused(code.as_str());
-            let _ = ctrl_tx.try_send(Ctrl::Close(code, code.as_str().into()));
-            let _ = writer.await;
+            let _ = sink.send(close_message(code, code.as_str())).await;
             return;
         }
     };
-    shared.metrics.connection_opened(Transport::WebSocket);
-    debug!(conn = id, %ip, "websocket open");
-
-    let mut writer = writer;
+    let keep_alive = Duration::from_millis(shared.tuning.keep_alive_ms);
+    let idle = Duration::from_millis(shared.tuning.idle_timeout_ms.max(1));
+    // The writer runs as its own task: the reader must not wait on a slow
+    // client's socket, and a slow consumer is cut off through its kill switch.
+    let mut writer = tokio::spawn(writer(sink, outlet, keep_alive));
     let mut writer_done = false;
     let clean = tokio::select! {
-        clean = reader(&shared, id, stream, idle) => clean,
+        clean = reader(&conn, stream, idle) => clean,
         _ = &mut writer => {
             writer_done = true;
             false
         }
     };
-    // Tell the core at once, so the other peers hear of it now, not after
-    // this socket has wound down.
-    {
-        let mut st = shared.lock();
-        st.links.remove(&id);
-        st.core.closed(Now::system(), id, clean);
-        shared.flush(&mut st);
-    }
-    // With every sender gone, the writer delivers what is queued (an error,
-    // a close), answers the client's close frame, and ends.
-    drop(ctrl_tx);
+    // Tell the core at once, so the other peers hear of it now. With the
+    // link gone the writer delivers what is queued (an error, a close),
+    // answers the client's close frame, and ends.
+    conn.close(clean);
     // A finished JoinHandle must not be polled again.
     if !writer_done {
         let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
         writer.abort();
     }
-    shared.metrics.connection_closed(Transport::WebSocket);
-    debug!(conn = id, clean, "websocket closed");
 }
 
-/// Read messages into the core until the socket ends, the input is bad, or
-/// nothing (not even a pong) has come for `idle`. Returns true for a clean
-/// close (close code 1000 from the client).
-async fn reader(
-    shared: &Shared,
-    id: crate::session::ConnId,
-    mut stream: futures_util::stream::SplitStream<WebSocket>,
-    idle: Duration,
-) -> bool {
+/// Read messages into the connection until the socket ends, the input is
+/// bad, or nothing (not even a pong) has come for `idle`. Returns true for a
+/// clean close (close code 1000 from the client).
+async fn reader(conn: &Conn, mut stream: SplitStream<WebSocket>, idle: Duration) -> bool {
     loop {
         let msg = match tokio::time::timeout(idle, stream.next()).await {
             Ok(Some(msg)) => msg,
@@ -157,30 +116,24 @@ async fn reader(
                 // Not even a pong: the client or its path is gone. Like a
                 // QUIC idle timeout, its peer keeps the seat for a resume.
                 debug!(
-                    conn = id,
+                    conn = conn.id(),
                     idle_ms = idle.as_millis() as u64,
                     "websocket idle; closing"
                 );
                 return false;
             }
         };
-        let bad = match msg {
+        let (code, detail) = match msg {
             Ok(Message::Binary(b)) => match b.split_first() {
                 Some((&WS_RELAY, frame)) => {
-                    crate::relay::forward(shared, id, frame, Via::WebSocket);
+                    conn.relay(frame, Via::WebSocket);
                     continue;
                 }
                 Some((&WS_CONTROL, body)) => {
-                    shared.metrics.signaling_messages.inc();
-                    match protocol::decode::<ClientMsg>(body) {
-                        Ok(m) => {
-                            let mut st = shared.lock();
-                            st.core.handle(Now::system(), id, m);
-                            shared.flush(&mut st);
-                            continue;
-                        }
-                        Err(e) => (e.code(), e.to_string()),
+                    if conn.control(body) {
+                        continue;
                     }
+                    return false;
                 }
                 _ => (
                     ErrorCode::BadMessage,
@@ -215,19 +168,29 @@ async fn reader(
                 }
             }
         };
-        let mut st = shared.lock();
-        st.core.bad_frame(id, bad.0, &bad.1);
-        shared.flush(&mut st);
+        conn.bad_input(code, &detail);
         return false;
     }
 }
 
-async fn writer(
-    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
-    mut ctrl: mpsc::Receiver<Ctrl>,
-    relay: Arc<LatestQueue>,
-    keep_alive: Duration,
-) {
+fn close_message(code: ErrorCode, reason: &str) -> Message {
+    let mut reason = reason.to_string();
+    reason.truncate(120); // close reasons are limited to 123 bytes
+    Message::Close(Some(CloseFrame {
+        code: WS_CLOSE_BASE + code as u16,
+        reason: reason.into(),
+    }))
+}
+
+/// The WebSocket framing of what the lifecycle sends: a type byte, then the
+/// control body or relay frame; pings while the connection is quiet.
+async fn writer(mut sink: SplitSink<WebSocket, Message>, outlet: Outlet, keep_alive: Duration) {
+    let Outlet {
+        mut control,
+        relay,
+        kill,
+        ..
+    } = outlet;
     // Pings keep proxies and NATs from dropping a quiet connection, and make
     // a dead one show up as silence in the reader.
     let mut ping = tokio::time::interval(if keep_alive.is_zero() {
@@ -240,27 +203,16 @@ async fn writer(
     loop {
         let msg = tokio::select! {
             biased;
-            c = ctrl.recv() => match c {
-                Some(Ctrl::Frame(frame)) => {
-                    // Control frames come length-prefixed; WebSocket frames itself.
-                    let body = match protocol::take_varint(&frame) {
-                        Ok(Some((_, used))) => &frame[used..],
-                        _ => continue,
-                    };
+            _ = kill.notified() => return,
+            c = control.recv() => match c {
+                Some(Ctrl::Body(body)) => {
                     let mut m = Vec::with_capacity(body.len() + 1);
                     m.push(WS_CONTROL);
-                    m.extend_from_slice(body);
+                    m.extend_from_slice(&body);
                     Message::Binary(m.into())
                 }
                 Some(Ctrl::Close(code, reason)) => {
-                    let mut reason = reason;
-                    reason.truncate(120); // close reasons are limited to 123 bytes
-                    let _ = sink
-                        .send(Message::Close(Some(CloseFrame {
-                            code: WS_CLOSE_BASE + code as u16,
-                            reason: reason.into(),
-                        })))
-                        .await;
+                    let _ = sink.send(close_message(code, &reason)).await;
                     return;
                 }
                 None => {

@@ -524,7 +524,6 @@ async fn welcome_carries_turn_credentials_coturn_accepts() {
         stun_urls: vec!["stun:127.0.0.1:3478".into()],
         turn_urls: vec!["turn:127.0.0.1:3478?transport=udp".into()],
         turn_secret: Some("shared-secret".into()),
-        turn_secret_file: None,
         turn_ttl_secs: 600,
     };
     let srv = start(Limits::default(), ice).await;

@@ -1,0 +1,505 @@
+//! The command line: every flag (and its environment variable) of every
+//! subcommand, and how `serve`'s flags map onto the library's plain
+//! configuration structs. clap lives here only; the library knows nothing of
+//! it, and each default is written once, in the library's `Default` impls.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use flightsim_p2p::client::ClientTransport;
+use flightsim_p2p::config::QuicTuning;
+use flightsim_p2p::limits::Limits;
+use flightsim_p2p::turn::IceConfig;
+
+/// Signaling, TURN credentials and a QUIC datagram relay for peer-to-peer
+/// flight-simulator sessions, on one UDP port.
+///
+/// Quick start: `flightsim-p2p serve` (dev certificate, loopback), then in two
+/// other terminals `flightsim-p2p peer --create --send-rate 30` and
+/// `flightsim-p2p peer --join CODE --send-rate 30`.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about, max_term_width = 100)]
+pub(crate) struct Cli {
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info`, `debug`, `flightsim_p2p=debug`.
+    #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
+    pub(crate) log: String,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Run the server: QUIC + WebTransport on one UDP port, HTTP (health, metrics, cert hash, demo) on TCP.
+    Serve(Box<ServeArgs>),
+    /// Write a development certificate (ECDSA P-256, 13 days) to the cert dir and print its SHA-256.
+    Certs(CertsArgs),
+    /// A client: host or join a session, print events, send and receive relayed flight data.
+    Peer(Box<PeerArgs>),
+    /// Print the protocol's golden test vectors (for client implementers).
+    Vectors,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct ServeArgs {
+    /// UDP address for QUIC and WebTransport. Use 0.0.0.0:4433 to accept clients from other hosts.
+    #[arg(long, env = "FSP2P_LISTEN", default_value = "127.0.0.1:4433")]
+    pub(crate) listen: SocketAddr,
+
+    /// TCP address for HTTP (/healthz, /metrics, /cert-hash, demo page).
+    /// Default: 0.0.0.0:$PORT when PORT is set (Railway, Heroku-style hosts), else 127.0.0.1:8080.
+    #[arg(long, env = "FSP2P_HTTP_LISTEN")]
+    pub(crate) http_listen: Option<SocketAddr>,
+
+    /// Certificate chain (PEM) for production. Without --cert/--key a dev certificate is used.
+    #[arg(long, env = "FSP2P_CERT", requires = "key")]
+    pub(crate) cert: Option<PathBuf>,
+
+    /// Private key (PEM) matching --cert.
+    #[arg(long, env = "FSP2P_KEY", requires = "cert")]
+    pub(crate) key: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub(crate) dev_cert: DevCertArgs,
+
+    /// Directory of static files served on the HTTP port (the browser client and demo).
+    /// Default: client/web when it exists.
+    #[arg(long, env = "FSP2P_WEB_DIR")]
+    pub(crate) web_dir: Option<PathBuf>,
+
+    /// Take WebSocket clients' addresses from X-Forwarded-For / X-Real-IP (for per-address limits).
+    /// Only behind your own TLS-terminating proxy (Railway's edge, nginx): clients can forge them.
+    #[arg(long, env = "FSP2P_TRUST_PROXY")]
+    pub(crate) trust_proxy: bool,
+
+    #[command(flatten)]
+    pub(crate) limits: LimitsArgs,
+
+    #[command(flatten)]
+    pub(crate) ice: IceArgs,
+
+    #[command(flatten)]
+    pub(crate) quic: QuicArgs,
+
+    /// Threads that run the server. 0 = one per CPU core (most relay throughput). 1 = everything
+    /// on one thread: less peak throughput, but no cross-thread wake-ups on the relay path,
+    /// which can lower latency on a small or shared machine. Measure with `make bench`.
+    #[arg(long, env = "FSP2P_WORKER_THREADS", default_value_t = 0)]
+    pub(crate) worker_threads: usize,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct DevCertArgs {
+    /// Where the dev certificate and key live (reused while valid for more than a day).
+    #[arg(long, env = "FSP2P_CERT_DIR", default_value = "certs")]
+    pub(crate) cert_dir: PathBuf,
+
+    /// Names and addresses the dev certificate is issued for (comma-separated).
+    #[arg(
+        long,
+        env = "FSP2P_DEV_CERT_HOSTS",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1,::1"
+    )]
+    pub(crate) dev_cert_hosts: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct CertsArgs {
+    #[command(flatten)]
+    pub(crate) dev_cert: DevCertArgs,
+
+    /// Replace a certificate that is still valid.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct PeerArgs {
+    /// Server UDP address.
+    #[arg(long, env = "FSP2P_SERVER", default_value = "127.0.0.1:4433")]
+    pub(crate) server: SocketAddr,
+
+    /// TLS server name (checked against a CA certificate; ignored when pinning a hash).
+    #[arg(long, default_value = "localhost")]
+    pub(crate) server_name: String,
+
+    /// quic (native), webtransport (what browsers speak), websocket (TCP fallback),
+    /// or auto (QUIC first, WebSocket if QUIC has not connected after --fallback-delay-ms).
+    #[arg(long, value_enum, default_value_t = ClientTransport::Quic)]
+    pub(crate) transport: ClientTransport,
+
+    /// WebSocket URL for --transport websocket/auto. Default: ws://<server ip>:8080/ws.
+    #[arg(long, env = "FSP2P_WS_URL")]
+    pub(crate) ws_url: Option<String>,
+
+    /// With --transport auto: how long QUIC gets alone before WebSocket is tried too.
+    #[arg(long, default_value_t = 750)]
+    pub(crate) fallback_delay_ms: u64,
+
+    /// Pin the server certificate by SHA-256 (hex, as `serve` prints it).
+    #[arg(long, env = "FSP2P_CERT_HASH", conflicts_with = "ca")]
+    pub(crate) cert_hash: Option<String>,
+
+    /// Verify the server against this CA certificate (PEM) instead of pinning.
+    #[arg(long)]
+    pub(crate) ca: Option<PathBuf>,
+
+    /// Without --cert-hash or --ca, pin the dev certificate found here.
+    #[arg(long, env = "FSP2P_CERT_DIR", default_value = "certs")]
+    pub(crate) cert_dir: PathBuf,
+
+    /// How relayed frames travel: datagrams, or one QUIC stream per frame.
+    #[arg(long, value_enum, default_value_t = CliRelayMode::Datagram)]
+    pub(crate) relay_mode: CliRelayMode,
+
+    /// Display name shown to other peers.
+    #[arg(long, default_value = "")]
+    pub(crate) name: String,
+
+    /// Create a session and print its join code.
+    #[arg(long, conflicts_with = "join")]
+    pub(crate) create: bool,
+
+    /// Join the session with this code.
+    #[arg(long)]
+    pub(crate) join: Option<String>,
+
+    /// Session password (to create or join).
+    #[arg(long)]
+    pub(crate) password: Option<String>,
+
+    /// Seats when creating (0 = server maximum).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) max_peers: u32,
+
+    /// Print the server's Welcome (ICE servers, TURN credentials, limits) as JSON and exit.
+    #[arg(long)]
+    pub(crate) print_welcome: bool,
+
+    /// Relay frames to send per second (0 = send nothing).
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) send_rate: f64,
+
+    /// Payload size of each frame in bytes (at least 12: the u32 sequence number of the
+    /// flight-data envelope, PROTOCOL.md §5, then a timestamp).
+    #[arg(long, default_value_t = 200)]
+    pub(crate) size: usize,
+
+    /// Destination peer id for relay frames (0 = everyone else in the session).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) to: u32,
+
+    /// Stop after this many frames sent (0 = no limit).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) count: u64,
+
+    /// Exit after this many seconds (0 = run until Ctrl-C).
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) duration: f64,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum CliRelayMode {
+    Datagram,
+    Stream,
+}
+
+/// [`Limits`] as flags and environment variables; every default is `Limits::default()`'s.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct LimitsArgs {
+    /// Most concurrent client connections (QUIC, WebTransport); more are refused with `server_full`.
+    #[arg(long, env = "FSP2P_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+
+    /// Most concurrent connections from one client IP address (IPv6: one /64), on every
+    /// transport: QUIC and WebTransport connections, WebSockets, and plain TCP connections to the
+    /// HTTP port. Players behind one NAT or carrier-grade NAT share an address, so keep it
+    /// generous; more are refused with `server_full`. Behind a proxy (`--trust-proxy`) the TCP
+    /// count is not applied to the proxy's own address.
+    #[arg(long, env = "FSP2P_MAX_CONNECTIONS_PER_IP", default_value_t = Limits::default().max_connections_per_ip)]
+    max_connections_per_ip: usize,
+
+    /// QUIC handshakes in flight from addresses not yet validated, on the whole server, before
+    /// new ones must first answer a QUIC Retry (one extra round trip; a spoofed source never
+    /// answers, so a flood of Initials holds no state). Unfinished handshakes never hold a
+    /// connection slot.
+    #[arg(long, env = "FSP2P_MAX_UNVALIDATED_HANDSHAKES", default_value_t = Limits::default().max_unvalidated_handshakes)]
+    max_unvalidated_handshakes: usize,
+
+    /// The same, per client IP address: past this many unfinished handshakes from one address,
+    /// its new ones get a Retry.
+    #[arg(long, env = "FSP2P_MAX_UNVALIDATED_HANDSHAKES_PER_IP", default_value_t = Limits::default().max_unvalidated_handshakes_per_ip)]
+    max_unvalidated_handshakes_per_ip: usize,
+
+    /// Most concurrent sessions; `CreateSession` beyond it fails with `too_many_sessions`.
+    #[arg(long, env = "FSP2P_MAX_SESSIONS", default_value_t = Limits::default().max_sessions)]
+    max_sessions: usize,
+
+    /// Most sessions created from one client IP address and still open (IPv6: one /64);
+    /// `CreateSession` beyond it fails with `too_many_sessions`.
+    #[arg(long, env = "FSP2P_MAX_SESSIONS_PER_IP", default_value_t = Limits::default().max_sessions_per_ip)]
+    max_sessions_per_ip: usize,
+
+    /// Most peers in one session (host included); also the default when a host asks for 0.
+    #[arg(long, env = "FSP2P_MAX_PEERS_PER_SESSION", default_value_t = Limits::default().max_peers_per_session)]
+    max_peers_per_session: u32,
+
+    /// Largest control-stream frame in bytes (an SDP offer is typically 1-6 KiB).
+    #[arg(long, env = "FSP2P_MAX_FRAME_BYTES", default_value_t = Limits::default().max_frame_bytes)]
+    max_frame_bytes: u32,
+
+    /// Largest relayed payload in bytes (after the relay header). Keep it under the
+    /// path MTU: QUIC guarantees 1200-byte packets, so about 1100 bytes of payload.
+    #[arg(long, env = "FSP2P_MAX_RELAY_PAYLOAD", default_value_t = Limits::default().max_relay_payload)]
+    max_relay_payload: u32,
+
+    /// Control messages per second per connection (burst: twice this); excess gets `rate_limited`. 0 = no limit.
+    #[arg(long, env = "FSP2P_SIGNALS_PER_SEC", default_value_t = Limits::default().signals_per_sec)]
+    signals_per_sec: u32,
+
+    /// Signal bytes per second one peer may be sent by the others of its session (burst: four
+    /// seconds' worth). A member flooding signals at a slow peer gets `rate_limited` and its
+    /// signals dropped, long before the slow peer's queue fills. 0 = no limit.
+    #[arg(long, env = "FSP2P_SIGNAL_BYTES_PER_SEC_PER_RECEIVER", default_value_t = Limits::default().signal_bytes_per_sec_per_receiver)]
+    signal_bytes_per_sec_per_receiver: u32,
+
+    /// Relay frames per second a connection may send (burst: one second's worth); excess is dropped. 0 = no limit.
+    #[arg(long, env = "FSP2P_RELAY_DATAGRAMS_PER_SEC", default_value_t = Limits::default().relay_datagrams_per_sec)]
+    relay_datagrams_per_sec: u32,
+
+    /// Relay payload bytes per second a connection may send (burst: one second's worth); excess is dropped. 0 = no limit.
+    #[arg(long, env = "FSP2P_RELAY_BYTES_PER_SEC", default_value_t = Limits::default().relay_bytes_per_sec)]
+    relay_bytes_per_sec: u32,
+
+    /// Relay payload bytes per second the server sends on behalf of all connections from one
+    /// client IP address (IPv6: one /64), fan-out included: a frame to 7 peers counts 7 times.
+    /// Burst: one second's worth, at least the largest frame to a full session. Bounds the
+    /// egress one address can cause; players behind one NAT share it, so keep it generous.
+    /// Excess frames are dropped (`ip_rate_limited`). 0 = no limit.
+    #[arg(long, env = "FSP2P_RELAY_OUT_BYTES_PER_IP", default_value_t = Limits::default().relay_out_bytes_per_ip)]
+    relay_out_bytes_per_ip: u32,
+
+    /// Failed joins (unknown code, wrong password) a connection may make before it is closed.
+    /// Also the budget per client IP address per minute: once it is spent, joins from that
+    /// address are refused with `too_many_join_attempts` (saying how long to wait) until it
+    /// refills, without closing anyone's connection; reconnecting does not reset it.
+    #[arg(long, env = "FSP2P_MAX_JOIN_ATTEMPTS", default_value_t = Limits::default().max_join_attempts)]
+    max_join_attempts: u32,
+
+    /// A session with no signaling or relay traffic for this many seconds ends.
+    #[arg(long, env = "FSP2P_SESSION_IDLE_TTL_SECS", default_value_t = Limits::default().session_idle_ttl_secs)]
+    session_idle_ttl_secs: u64,
+
+    /// How long a peer whose connection dropped keeps its id and seat for a resume, in milliseconds.
+    #[arg(long, env = "FSP2P_RESUME_GRACE_MS", default_value_t = Limits::default().resume_grace_ms)]
+    resume_grace_ms: u64,
+
+    /// A connection that has not sent `Hello` within this many milliseconds is closed. Also
+    /// bounds a QUIC handshake and a WebTransport CONNECT.
+    #[arg(long, env = "FSP2P_HELLO_TIMEOUT_MS", default_value_t = Limits::default().hello_timeout_ms)]
+    hello_timeout_ms: u64,
+
+    /// A TCP connection to the HTTP port must send a request's headers within this many
+    /// milliseconds (slowloris guard); idle keep-alive connections are closed after it too.
+    #[arg(long, env = "FSP2P_HTTP_HEADER_TIMEOUT_MS", default_value_t = Limits::default().http_header_timeout_ms)]
+    http_header_timeout_ms: u64,
+}
+
+impl From<LimitsArgs> for Limits {
+    fn from(a: LimitsArgs) -> Self {
+        Limits {
+            max_connections: a.max_connections,
+            max_connections_per_ip: a.max_connections_per_ip,
+            max_unvalidated_handshakes: a.max_unvalidated_handshakes,
+            max_unvalidated_handshakes_per_ip: a.max_unvalidated_handshakes_per_ip,
+            max_sessions: a.max_sessions,
+            max_sessions_per_ip: a.max_sessions_per_ip,
+            max_peers_per_session: a.max_peers_per_session,
+            max_frame_bytes: a.max_frame_bytes,
+            max_relay_payload: a.max_relay_payload,
+            signals_per_sec: a.signals_per_sec,
+            signal_bytes_per_sec_per_receiver: a.signal_bytes_per_sec_per_receiver,
+            relay_datagrams_per_sec: a.relay_datagrams_per_sec,
+            relay_bytes_per_sec: a.relay_bytes_per_sec,
+            relay_out_bytes_per_ip: a.relay_out_bytes_per_ip,
+            max_join_attempts: a.max_join_attempts,
+            session_idle_ttl_secs: a.session_idle_ttl_secs,
+            resume_grace_ms: a.resume_grace_ms,
+            hello_timeout_ms: a.hello_timeout_ms,
+            http_header_timeout_ms: a.http_header_timeout_ms,
+        }
+    }
+}
+
+/// [`QuicTuning`] as flags and environment variables; every default is `QuicTuning::default()`'s.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct QuicArgs {
+    /// Close a QUIC connection or WebSocket after this many milliseconds without any packet or
+    /// message from the client.
+    #[arg(long, env = "FSP2P_IDLE_TIMEOUT_MS", default_value_t = QuicTuning::default().idle_timeout_ms)]
+    idle_timeout_ms: u64,
+
+    /// Send a QUIC keep-alive (WebSocket: a ping) after this many milliseconds of silence; keeps
+    /// NAT bindings and proxies open, and lets a dead WebSocket be noticed. 0 = never.
+    #[arg(long, env = "FSP2P_KEEP_ALIVE_MS", default_value_t = QuicTuning::default().keep_alive_ms)]
+    keep_alive_ms: u64,
+
+    /// Per-connection buffer of received, not yet forwarded datagrams, in bytes. Small on purpose:
+    /// stale flight data is dropped (oldest first), never queued.
+    #[arg(long, env = "FSP2P_DATAGRAM_RECV_BUFFER", default_value_t = QuicTuning::default().datagram_recv_buffer)]
+    datagram_recv_buffer: usize,
+
+    /// Per-connection buffer of datagrams waiting to be sent, in bytes (oldest dropped when full).
+    #[arg(long, env = "FSP2P_DATAGRAM_SEND_BUFFER", default_value_t = QuicTuning::default().datagram_send_buffer)]
+    datagram_send_buffer: usize,
+
+    /// Kernel receive and send buffer of the UDP socket, in bytes (SO_RCVBUF/SO_SNDBUF). Every
+    /// client's packets share it: too small and a burst from many players is dropped by the
+    /// kernel before QUIC sees it. Linux caps it at net.core.rmem_max/wmem_max (the log says what
+    /// was granted; raise those sysctls to get more). 0 = the kernel's default.
+    #[arg(long, env = "FSP2P_UDP_SOCKET_BUFFER", default_value_t = QuicTuning::default().udp_socket_buffer)]
+    udp_socket_buffer: usize,
+
+    /// Control messages queued for one client before it counts as a slow consumer and is closed.
+    #[arg(long, env = "FSP2P_CONTROL_QUEUE", default_value_t = QuicTuning::default().control_queue)]
+    control_queue: usize,
+
+    /// Flow-control window of one QUIC stream the client sends on, in bytes: what the server
+    /// buffers for it at most. The connection's window is four times this, which bounds what a
+    /// client can make the server hold on streams, however many it opens.
+    #[arg(long, env = "FSP2P_STREAM_RECEIVE_WINDOW", default_value_t = QuicTuning::default().stream_receive_window)]
+    stream_receive_window: u32,
+
+    /// Relay frames queued for one receiver without datagrams (stream mode, WebSocket); when
+    /// full, the oldest is dropped (latest state wins).
+    #[arg(long, env = "FSP2P_STREAM_RELAY_QUEUE", default_value_t = QuicTuning::default().stream_relay_queue)]
+    stream_relay_queue: usize,
+
+    /// On SIGINT/SIGTERM, how long to wait for clients to disconnect before closing, in milliseconds.
+    #[arg(long, env = "FSP2P_DRAIN_TIMEOUT_MS", default_value_t = QuicTuning::default().drain_timeout_ms)]
+    drain_timeout_ms: u64,
+
+    /// Delay clients are asked to wait before reconnecting after a shutdown, in milliseconds.
+    #[arg(long, env = "FSP2P_RECONNECT_AFTER_MS", default_value_t = QuicTuning::default().reconnect_after_ms)]
+    reconnect_after_ms: u32,
+}
+
+impl From<QuicArgs> for QuicTuning {
+    fn from(a: QuicArgs) -> Self {
+        QuicTuning {
+            idle_timeout_ms: a.idle_timeout_ms,
+            keep_alive_ms: a.keep_alive_ms,
+            datagram_recv_buffer: a.datagram_recv_buffer,
+            datagram_send_buffer: a.datagram_send_buffer,
+            udp_socket_buffer: a.udp_socket_buffer,
+            control_queue: a.control_queue,
+            stream_receive_window: a.stream_receive_window,
+            stream_relay_queue: a.stream_relay_queue,
+            drain_timeout_ms: a.drain_timeout_ms,
+            reconnect_after_ms: a.reconnect_after_ms,
+        }
+    }
+}
+
+/// [`IceConfig`] as flags and environment variables; every default is `IceConfig::default()`'s.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct IceArgs {
+    /// STUN URL handed to clients (repeat or comma-separate), e.g. `stun:turn.example.com:3478`.
+    #[arg(long = "stun-url", env = "FSP2P_STUN_URLS", value_delimiter = ',')]
+    stun_urls: Vec<String>,
+
+    /// TURN URL handed to clients (repeat or comma-separate), e.g.
+    /// `turn:turn.example.com:3478?transport=udp`, `turns:turn.example.com:5349?transport=tcp`.
+    /// Sent only together with credentials, so it needs --turn-secret.
+    #[arg(long = "turn-url", env = "FSP2P_TURN_URLS", value_delimiter = ',')]
+    turn_urls: Vec<String>,
+
+    /// Shared secret of coturn's `static-auth-secret` (`use-auth-secret`). Prefer the
+    /// environment variable or --turn-secret-file over the command line, which `ps` shows.
+    #[arg(long, env = "FSP2P_TURN_SECRET", hide_env_values = true)]
+    turn_secret: Option<String>,
+
+    /// File holding the TURN secret (first line; surrounding white space ignored).
+    #[arg(long, env = "FSP2P_TURN_SECRET_FILE", conflicts_with = "turn_secret")]
+    turn_secret_file: Option<std::path::PathBuf>,
+
+    /// Lifetime of a TURN credential in seconds (coturn refuses it afterwards).
+    #[arg(long, env = "FSP2P_TURN_TTL_SECS", default_value_t = IceConfig::default().turn_ttl_secs)]
+    turn_ttl_secs: u64,
+}
+
+impl IceArgs {
+    /// The ICE configuration, with `--turn-secret-file` read into the secret.
+    pub(crate) fn into_config(self) -> Result<IceConfig> {
+        let turn_secret = match &self.turn_secret_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading TURN secret file {}", path.display()))?;
+                let secret = text.lines().next().unwrap_or("").trim().to_string();
+                anyhow::ensure!(
+                    !secret.is_empty(),
+                    "TURN secret file {} is empty",
+                    path.display()
+                );
+                Some(secret)
+            }
+            None => self.turn_secret,
+        };
+        Ok(IceConfig {
+            stun_urls: self.stun_urls,
+            turn_urls: self.turn_urls,
+            turn_secret,
+            turn_ttl_secs: self.turn_ttl_secs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `serve` with no flags must configure exactly the library's defaults:
+    /// the defaults are written once, and this proves the CLI did not drift.
+    #[test]
+    fn serve_defaults_are_the_library_defaults() {
+        // Only what the test passes: no FSP2P_* from the caller's environment.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("FSP2P_") {
+                std::env::remove_var(k);
+            }
+        }
+        let cli = Cli::try_parse_from(["flightsim-p2p", "serve"]).expect("parses");
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        let args = *args;
+        assert_eq!(Limits::from(args.limits), Limits::default());
+        assert_eq!(QuicTuning::from(args.quic), QuicTuning::default());
+        assert_eq!(args.ice.into_config().unwrap(), IceConfig::default());
+    }
+
+    #[test]
+    fn a_flag_reaches_the_library_struct() {
+        let cli = Cli::try_parse_from([
+            "flightsim-p2p",
+            "serve",
+            "--max-sessions-per-ip",
+            "3",
+            "--keep-alive-ms",
+            "1234",
+            "--turn-ttl-secs",
+            "60",
+        ])
+        .expect("parses");
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        let args = *args;
+        assert_eq!(Limits::from(args.limits).max_sessions_per_ip, 3);
+        assert_eq!(QuicTuning::from(args.quic).keep_alive_ms, 1234);
+        assert_eq!(args.ice.into_config().unwrap().turn_ttl_secs, 60);
+    }
+}
