@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, Notify};
 use tracing::debug;
 
 use crate::hub::{now, Ctrl, LatestQueue, Link, Shared};
+use crate::metrics::Refusal;
 use crate::protocol::{self, ClientMsg, ErrorCode};
 use crate::session::{ConnId, ConnMeta, Transport, Via};
 use crate::wire::Wire;
@@ -87,7 +88,7 @@ impl Conn {
         let id = match opened {
             Ok(id) => id,
             Err(code) => {
-                shared.metrics.refused(code.as_str());
+                shared.metrics.refused(Refusal::Code(code));
                 debug!(ip = ?meta.ip, %code, "connection refused");
                 return Err(code);
             }

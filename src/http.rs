@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::hub::Shared;
+use crate::metrics::Refusal;
 use crate::session::address_key;
 
 /// The HTTP port's routes; `ws` serves `GET /ws` (the server hands in the
@@ -155,7 +156,7 @@ pub(crate) async fn serve(
             max_per_ip
         };
         let Some(slot) = count.take(ip, cap) else {
-            shared.metrics.refused("tcp_per_ip");
+            shared.metrics.refused(Refusal::TcpPerIp);
             debug!(%peer, "HTTP connection refused: per-address cap");
             drop(stream);
             continue;

@@ -1,12 +1,15 @@
-//! Prometheus metrics, served as text at `GET /metrics`.
+//! Prometheus metrics, served as text at `GET /metrics`: one typed group
+//! whose doc comments are the metrics' help texts.
 //!
 //! One registry per server instance (not a process-global recorder), so tests
-//! can run several servers in one process and read each one's numbers. The
-//! relay's per-frame counters (drops included) are handles resolved at start,
-//! so a frame costs an atomic add; labelled families are looked up only on
-//! errors and connection events.
+//! can run several servers in one process and read each one's numbers. Labels
+//! are enums, never strings built per event. The relay's per-frame counters
+//! (drops included) are handles resolved at start, so a frame costs an atomic
+//! add; labelled families are looked up only on errors and connection events.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::fmt::Write;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -15,24 +18,115 @@ use prometheus_client::registry::Registry;
 use crate::protocol::ErrorCode;
 use crate::session::{RelayDrop, Transport, Via};
 
+/// Why a connection was refused or failed before it was served.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Refusal {
+    /// Refused by the session core with this code (`server_full`, `shutting_down`).
+    Code(ErrorCode),
+    /// The QUIC or TLS handshake failed or timed out.
+    Handshake,
+    /// A WebTransport session for a path other than `/signal`.
+    NotFound,
+    /// No usable ALPN (rustls refuses these first; a safety net).
+    Alpn,
+    /// A TCP connection over the per-address cap of the HTTP port.
+    TcpPerIp,
+}
+
+impl Refusal {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Code(code) => code.as_str(),
+            Refusal::Handshake => "handshake",
+            Refusal::NotFound => "not_found",
+            Refusal::Alpn => "alpn",
+            Refusal::TcpPerIp => "tcp_per_ip",
+        }
+    }
+}
+
+/// Which way a datagram was going when QUIC dropped it.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Direction {
+    /// Received, not read in time.
+    In,
+    /// Queued, never sent.
+    Out,
+}
+
+/// A label value written as the `as_str` of its enum.
+macro_rules! label_value {
+    ($($ty:ty),*) => {$(
+        impl EncodeLabelValue for $ty {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                encoder.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+label_value!(Transport, Via, RelayDrop, Refusal);
+
+impl EncodeLabelValue for Direction {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        })
+    }
+}
+
+/// The error code of a `signaling_errors` sample (`unknown` for a code the
+/// server does not know, which it never sends).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct ErrorName(Option<ErrorCode>);
+
+impl EncodeLabelValue for ErrorName {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.0.map_or("unknown", ErrorCode::as_str))
+    }
+}
+
+/// `{transport="quic"}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransportLabel {
-    pub transport: String,
+    /// The transport.
+    pub transport: Transport,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
-    pub reason: String,
-}
-
+/// `{via="datagram"}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ViaLabel {
-    pub via: String,
+    /// The carrier.
+    pub via: Via,
 }
 
+/// `{reason="server_full"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabel {
+    /// Why.
+    pub reason: Refusal,
+}
+
+/// `{reason="rate_limited"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabel {
+    /// The error code's name.
+    pub reason: ErrorName,
+}
+
+/// `{reason="not_in_session"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabel {
+    /// Why the frame was dropped.
+    pub reason: RelayDrop,
+}
+
+/// `{direction="in"}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirectionLabel {
-    pub direction: String,
+    /// Which way.
+    pub direction: Direction,
 }
 
 /// What QUIC itself lost on one connection, counted when it closes.
@@ -48,32 +142,96 @@ pub struct QuicLosses {
     pub packets: u64,
 }
 
-pub struct Metrics {
-    registry: Registry,
-    pub quic_datagrams_dropped: Family<DirectionLabel, Counter>,
-    pub quic_lost_packets: Counter,
-    pub connections: Family<TransportLabel, Gauge>,
-    pub connections_accepted: Family<TransportLabel, Counter>,
-    pub connections_refused: Family<ReasonLabel, Counter>,
-    /// QUIC Retry packets sent: attempts asked to prove their address first.
-    pub handshake_retries: Counter,
-    /// Connection attempts in flight (QUIC handshakes, WebTransport waiting for CONNECT).
-    pub connection_attempts: Gauge,
-    /// Open TCP connections to the HTTP port (WebSockets included).
-    pub http_connections: Gauge,
-    pub sessions: Gauge,
-    pub peers: Gauge,
-    pub signaling_messages: Counter,
-    pub signaling_errors: Family<ReasonLabel, Counter>,
-    pub relay_received: Family<ViaLabel, Counter>,
-    pub relay_forwarded: Family<ViaLabel, Counter>,
-    pub relay_forwarded_bytes: Counter,
-    pub relay_dropped: Family<ReasonLabel, Counter>,
-    // Pre-resolved label handles for the per-frame path, indexed by `Via`.
-    fwd: [Counter; 3],
-    rx: [Counter; 3],
-    // And by `RelayDrop`: a flood of bad frames must not cost a label lookup each.
-    drops: [Counter; RelayDrop::ALL.len()],
+/// Declares [`Metrics`] from one list: each metric's field name is its name
+/// (after the `fsp2p_` prefix; counters get `_total`), its doc comment its
+/// help text, and it is registered once, in [`Metrics::new`].
+macro_rules! metric_group {
+    ($($(#[doc = $doc:literal])+ $name:ident: $ty:ty,)*) => {
+        /// Every metric of one server, registered once. Labels are enums.
+        pub struct Metrics {
+            registry: Registry,
+            $($(#[doc = $doc])+ pub $name: $ty,)*
+            // Pre-resolved label handles for the per-frame path, indexed by `Via`.
+            fwd: [Counter; 3],
+            rx: [Counter; 3],
+            // And by `RelayDrop`: a flood of bad frames must not cost a label lookup each.
+            drops: [Counter; RelayDrop::ALL.len()],
+        }
+
+        impl Metrics {
+            /// A fresh registry with every metric at zero.
+            pub fn new() -> Self {
+                let mut registry = Registry::with_prefix("fsp2p");
+                $(
+                    let $name = <$ty>::default();
+                    registry.register(stringify!($name), concat!($($doc),+).trim(), $name.clone());
+                )*
+                let mut m = Metrics {
+                    registry,
+                    $($name,)*
+                    fwd: Default::default(),
+                    rx: Default::default(),
+                    drops: Default::default(),
+                };
+                m.resolve_handles();
+                m
+            }
+        }
+    };
+}
+
+metric_group! {
+    /// Open client connections by transport.
+    connections: Family<TransportLabel, Gauge>,
+    /// Client connections accepted by transport.
+    connections_accepted: Family<TransportLabel, Counter>,
+    /// Connections refused or failed before serving, by reason.
+    connections_refused: Family<RefusalLabel, Counter>,
+    /// QUIC Retry packets sent: connection attempts asked to prove their address first
+    /// (many unfinished handshakes in flight, in all or from one address).
+    handshake_retries: Counter,
+    /// Connection attempts in flight: QUIC handshakes and WebTransport sessions waiting
+    /// for CONNECT (they hold no connection slot).
+    connection_attempts: Gauge,
+    /// Open TCP connections to the HTTP port, WebSockets included.
+    http_connections: Gauge,
+    /// Sessions in existence.
+    sessions: Gauge,
+    /// Peers known (connected or within resume grace).
+    peers: Gauge,
+    /// Control messages received from clients.
+    signaling_messages: Counter,
+    /// Error messages sent to clients, by error code name.
+    signaling_errors: Family<ErrorLabel, Counter>,
+    /// Relay frames received from clients, by carrier.
+    relay_received: Family<ViaLabel, Counter>,
+    /// Relay frames delivered to receivers, by carrier (one per receiver).
+    relay_forwarded: Family<ViaLabel, Counter>,
+    /// Relay payload bytes delivered to receivers.
+    relay_forwarded_bytes: Counter,
+    /// Relay frames dropped, by reason.
+    relay_dropped: Family<DropLabel, Counter>,
+    /// Datagrams dropped inside QUIC buffers (in: received, not read in time; out: queued,
+    /// never sent), counted when a connection closes.
+    quic_datagrams_dropped: Family<DirectionLabel, Counter>,
+    /// QUIC packets lost on the network path, counted when a connection closes.
+    quic_lost_packets: Counter,
+}
+
+impl Metrics {
+    /// Resolve the per-frame label handles once.
+    fn resolve_handles(&mut self) {
+        let vias = |family: &Family<ViaLabel, Counter>| {
+            Via::ALL.map(|via| family.get_or_create(&ViaLabel { via }).clone())
+        };
+        self.fwd = vias(&self.relay_forwarded);
+        self.rx = vias(&self.relay_received);
+        self.drops = RelayDrop::ALL.map(|reason| {
+            self.relay_dropped
+                .get_or_create(&DropLabel { reason })
+                .clone()
+        });
+    }
 }
 
 impl Default for Metrics {
@@ -83,146 +241,6 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("fsp2p");
-        let connections = Family::<TransportLabel, Gauge>::default();
-        let connections_accepted = Family::<TransportLabel, Counter>::default();
-        let connections_refused = Family::<ReasonLabel, Counter>::default();
-        let handshake_retries = Counter::default();
-        let connection_attempts = Gauge::default();
-        let http_connections = Gauge::default();
-        registry.register(
-            "handshake_retries",
-            "QUIC Retry packets sent: connection attempts asked to prove their address first \
-             (many unfinished handshakes in flight, in all or from one address)",
-            handshake_retries.clone(),
-        );
-        registry.register(
-            "connection_attempts",
-            "Connection attempts in flight: QUIC handshakes and WebTransport sessions waiting \
-             for CONNECT (they hold no connection slot)",
-            connection_attempts.clone(),
-        );
-        registry.register(
-            "http_connections",
-            "Open TCP connections to the HTTP port, WebSockets included",
-            http_connections.clone(),
-        );
-        let sessions = Gauge::default();
-        let peers = Gauge::default();
-        let signaling_messages = Counter::default();
-        let signaling_errors = Family::<ReasonLabel, Counter>::default();
-        let relay_received = Family::<ViaLabel, Counter>::default();
-        let relay_forwarded = Family::<ViaLabel, Counter>::default();
-        let relay_forwarded_bytes = Counter::default();
-        let relay_dropped = Family::<ReasonLabel, Counter>::default();
-        let quic_datagrams_dropped = Family::<DirectionLabel, Counter>::default();
-        let quic_lost_packets = Counter::default();
-        registry.register(
-            "quic_datagrams_dropped",
-            "Datagrams dropped inside QUIC buffers (in: received, not read in time; out: queued, \
-             never sent), counted when a connection closes",
-            quic_datagrams_dropped.clone(),
-        );
-        registry.register(
-            "quic_lost_packets",
-            "QUIC packets lost on the network path, counted when a connection closes",
-            quic_lost_packets.clone(),
-        );
-        registry.register(
-            "connections",
-            "Open client connections by transport",
-            connections.clone(),
-        );
-        registry.register(
-            "connections_accepted",
-            "Client connections accepted by transport",
-            connections_accepted.clone(),
-        );
-        registry.register(
-            "connections_refused",
-            "Connections refused or failed before serving, by reason",
-            connections_refused.clone(),
-        );
-        registry.register("sessions", "Sessions in existence", sessions.clone());
-        registry.register(
-            "peers",
-            "Peers known (connected or within resume grace)",
-            peers.clone(),
-        );
-        registry.register(
-            "signaling_messages",
-            "Control messages received from clients",
-            signaling_messages.clone(),
-        );
-        registry.register(
-            "signaling_errors",
-            "Error messages sent to clients, by error code name",
-            signaling_errors.clone(),
-        );
-        registry.register(
-            "relay_received",
-            "Relay frames received from clients, by carrier",
-            relay_received.clone(),
-        );
-        registry.register(
-            "relay_forwarded",
-            "Relay frames delivered to receivers, by carrier (one per receiver)",
-            relay_forwarded.clone(),
-        );
-        registry.register(
-            "relay_forwarded_bytes",
-            "Relay payload bytes delivered to receivers",
-            relay_forwarded_bytes.clone(),
-        );
-        registry.register(
-            "relay_dropped",
-            "Relay frames dropped, by reason",
-            relay_dropped.clone(),
-        );
-        let vias = [Via::Datagram, Via::Stream, Via::WebSocket];
-        let handles = |family: &Family<ViaLabel, Counter>| {
-            vias.map(|v| {
-                family
-                    .get_or_create(&ViaLabel {
-                        via: v.as_str().into(),
-                    })
-                    .clone()
-            })
-        };
-        let fwd = handles(&relay_forwarded);
-        let rx = handles(&relay_received);
-        let drops = RelayDrop::ALL.map(|why| {
-            relay_dropped
-                .get_or_create(&ReasonLabel {
-                    reason: why.as_str().into(),
-                })
-                .clone()
-        });
-        Metrics {
-            quic_datagrams_dropped,
-            quic_lost_packets,
-            fwd,
-            rx,
-            drops,
-            registry,
-            connections,
-            connections_accepted,
-            connections_refused,
-            handshake_retries,
-            connection_attempts,
-            http_connections,
-            sessions,
-            peers,
-            signaling_messages,
-            signaling_errors,
-            relay_received,
-            relay_forwarded,
-            relay_forwarded_bytes,
-            relay_dropped,
-        }
-    }
-
     /// The OpenMetrics text exposition (Prometheus reads it).
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -231,59 +249,52 @@ impl Metrics {
         out
     }
 
-    pub fn connection_opened(&self, t: Transport) {
-        let l = TransportLabel {
-            transport: t.as_str().into(),
-        };
+    pub(crate) fn connection_opened(&self, transport: Transport) {
+        let l = TransportLabel { transport };
         self.connections.get_or_create(&l).inc();
         self.connections_accepted.get_or_create(&l).inc();
     }
 
-    pub fn connection_closed(&self, t: Transport) {
+    pub(crate) fn connection_closed(&self, transport: Transport) {
         self.connections
-            .get_or_create(&TransportLabel {
-                transport: t.as_str().into(),
-            })
+            .get_or_create(&TransportLabel { transport })
             .dec();
     }
 
-    pub fn refused(&self, reason: &str) {
+    pub(crate) fn refused(&self, reason: Refusal) {
         self.connections_refused
-            .get_or_create(&ReasonLabel {
-                reason: reason.into(),
-            })
+            .get_or_create(&RefusalLabel { reason })
             .inc();
     }
 
-    pub fn error_sent(&self, code: u16) {
-        let reason = ErrorCode::from_u16(code).map_or("unknown", |c| c.as_str());
+    pub(crate) fn error_sent(&self, code: u16) {
+        let reason = ErrorName(ErrorCode::from_u16(code));
         self.signaling_errors
-            .get_or_create(&ReasonLabel {
-                reason: reason.into(),
-            })
+            .get_or_create(&ErrorLabel { reason })
             .inc();
     }
 
-    pub fn relay_drop(&self, why: RelayDrop) {
+    pub(crate) fn relay_drop(&self, why: RelayDrop) {
         self.drops[why as usize].inc();
     }
 
-    pub fn quic_losses(&self, lost: &QuicLosses) {
-        for (direction, n) in [("in", lost.datagrams_in), ("out", lost.datagrams_out)] {
+    pub(crate) fn quic_losses(&self, lost: &QuicLosses) {
+        for (direction, n) in [
+            (Direction::In, lost.datagrams_in),
+            (Direction::Out, lost.datagrams_out),
+        ] {
             self.quic_datagrams_dropped
-                .get_or_create(&DirectionLabel {
-                    direction: direction.into(),
-                })
+                .get_or_create(&DirectionLabel { direction })
                 .inc_by(n);
         }
         self.quic_lost_packets.inc_by(lost.packets);
     }
 
-    pub fn relay_in(&self, via: Via) {
+    pub(crate) fn relay_in(&self, via: Via) {
         self.rx[via as usize].inc();
     }
 
-    pub fn relay_out(&self, via: Via, payload: usize) {
+    pub(crate) fn relay_out(&self, via: Via, payload: usize) {
         self.fwd[via as usize].inc();
         self.relay_forwarded_bytes.inc_by(payload as u64);
     }

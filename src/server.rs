@@ -25,7 +25,7 @@ pub use crate::config::{DevCert, QuicTuning, ServerConfig};
 use crate::conn::{Admitted, Conn, Outlet};
 pub use crate::hub::CertInfo;
 use crate::hub::{Ctrl, LatestQueue, Shared};
-use crate::metrics::QuicLosses;
+use crate::metrics::{QuicLosses, Refusal};
 use crate::protocol::{ErrorCode, FrameDecoder, ALPN_H3, ALPN_NATIVE, WEBTRANSPORT_PATH};
 use crate::session::{Admission, ConnMeta, Via};
 use crate::wire::{Ended, Reader, Wire, Writer};
@@ -303,7 +303,7 @@ async fn accept_loop(
                 continue;
             }
             Admission::Refuse(code) => {
-                shared.metrics.refused(code.as_str());
+                shared.metrics.refused(Refusal::Code(code));
                 incoming.refuse();
                 continue;
             }
@@ -315,7 +315,7 @@ async fn accept_loop(
         let shared = shared.clone();
         tokio::spawn(async move {
             if let Err(e) = handle_incoming(shared.clone(), incoming, pending).await {
-                shared.metrics.refused("handshake");
+                shared.metrics.refused(Refusal::Handshake);
                 debug!("connection failed before serving: {e:#}");
             }
         });
@@ -411,7 +411,7 @@ async fn handle_incoming(
             .context("WebTransport session request")?;
             if request.path() != WEBTRANSPORT_PATH {
                 debug!(%remote, path = request.path(), "WebTransport request for an unknown path");
-                shared.metrics.refused("not_found");
+                shared.metrics.refused(Refusal::NotFound);
                 request.not_found().await;
                 return Ok(());
             }
@@ -423,7 +423,7 @@ async fn handle_incoming(
         }
         other => {
             // rustls refuses unknown ALPNs during the handshake; this is a safety net.
-            shared.metrics.refused("alpn");
+            shared.metrics.refused(Refusal::Alpn);
             debug!(%remote, alpn = ?other, "no usable ALPN");
         }
     }
