@@ -175,7 +175,7 @@ bench: ## Run the benchmarks (cargo bench; the harness writes bench-results/repo
 bench-docs: ## Copy bench-results/report.md into docs/BENCHMARKS.md (after a full 'make bench')
 	python3 scripts/bench-readme.py
 
-check-deploy: ## Check the deployment files (hadolint, compose, TOML) and make start/stop
+check-deploy: ## Check the deployment files (hadolint, compose, TOML, systemd units) and make start/stop
 	bash tests/deploy/check.sh
 
 .PHONY: nat-test
