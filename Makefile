@@ -63,7 +63,7 @@ COTURN_IMAGE ?= flightsim-coturn
 # Docker Compose v2 plugin if present, else the standalone docker-compose.
 COMPOSE     ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
-.PHONY: start stop logs docker-build docker-up deploy bench check-deploy
+.PHONY: start stop logs docker-build docker-up deploy bench bench-docs check-deploy
 
 start: ## Start coturn (dev config) + server in the background on loopback; logs in logs/
 	@set -eu; \
@@ -169,10 +169,13 @@ deploy: ## Deploy the server to Railway (railway up; WebSocket fallback only, se
 		exit 1; }
 	railway up
 
-bench: ## Run the benchmarks (cargo bench)
+bench: ## Run the benchmarks (cargo bench; the harness writes bench-results/report.md)
 	$(CARGO) bench --locked
 
-check-deploy: ## Check the deployment files (hadolint, compose, TOML) and make start/stop
+bench-docs: ## Copy bench-results/report.md into docs/BENCHMARKS.md (after a full 'make bench')
+	python3 scripts/bench-readme.py
+
+check-deploy: ## Check the deployment files (hadolint, compose, TOML, systemd units) and make start/stop
 	bash tests/deploy/check.sh
 
 .PHONY: nat-test

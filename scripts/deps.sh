@@ -13,6 +13,8 @@ command -v curl >/dev/null || need_apt+=(curl)
 command -v docker-compose >/dev/null || need_apt+=(docker-compose)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v nft >/dev/null || need_apt+=(nftables)
+# systemd-analyze lints deploy/systemd/ (tests/deploy/check.sh); it needs no running systemd.
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 # Node.js >= 20 and npm come with this machine kind (Debian 12's own nodejs is 18,
 # too old for playwright-core); say so plainly instead of failing later.
 if ! command -v node >/dev/null || ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)'; then

@@ -200,27 +200,67 @@ fn received_count(done: &str) -> u64 {
         .unwrap_or_else(|| panic!("no received count in {done:?}"))
 }
 
+/// docs/CONFIGURATION.md's settings table has a row for every flag of
+/// `serve --help`, and that row names the flag's environment variable and, where
+/// the help shows one, its default: the table cannot fall behind the CLI.
 #[test]
-fn readme_documents_every_serve_flag() {
+fn configuration_doc_documents_every_serve_flag() {
     let out = Command::new(BIN)
         .args(["serve", "--help"])
         .output()
         .unwrap();
+    assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
+    let doc_path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/CONFIGURATION.md");
+    let doc = std::fs::read_to_string(doc_path).unwrap();
+    let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with("| `--")).collect();
+    // Each option's help: from its `      --flag <VALUE>` line to the next option,
+    // joined into one line (clap wraps `[env: X=]` and `[default: Y]` anywhere).
+    let mut options: Vec<(String, String)> = Vec::new();
+    for line in help.lines() {
+        let t = line.trim_start();
+        if t.starts_with("--") {
+            let flag = t.split_whitespace().next().unwrap().to_string();
+            options.push((flag, String::new()));
+        } else if t.starts_with('-') {
+            options.push((String::new(), String::new())); // -h, --help: not ours
+        } else if let Some((_, text)) = options.last_mut() {
+            text.push(' ');
+            text.push_str(t);
+        }
+    }
+    let bracket = |text: &str, key: &str| -> Option<String> {
+        let start = text.find(key)? + key.len();
+        let end = start + text[start..].find(']')?;
+        Some(text[start..end].trim().to_string())
+    };
+    let options: Vec<_> = options
+        .into_iter()
+        .filter(|(flag, _)| !flag.is_empty() && flag != "--help")
+        .collect();
+    assert!(options.len() > 25, "{help}");
+    for (flag, text) in &options {
+        let row = rows
+            .iter()
+            .find(|r| r.contains(&format!("`{flag}`")))
+            .unwrap_or_else(|| panic!("docs/CONFIGURATION.md has no table row for {flag}"));
+        let env = bracket(text, "[env:")
+            .unwrap_or_else(|| panic!("{flag} has no environment variable in --help: {text}"));
+        // `[env: NAME=]`, or `[env: NAME=value]` when it is set here.
+        let env = env.split('=').next().unwrap();
+        assert!(
+            row.contains(&format!("`{env}`")),
+            "docs/CONFIGURATION.md: the row of {flag} does not name `{env}`: {row}"
+        );
+        if let Some(default) = bracket(text, "[default:") {
+            assert!(
+                row.contains(&format!("`{default}`")),
+                "docs/CONFIGURATION.md: the row of {flag} does not give its default `{default}`: {row}"
+            );
+        }
+    }
+    // The README sends readers there.
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    // Option lines start with the flag: `      --listen <LISTEN>`.
-    let flags: Vec<&str> = help
-        .lines()
-        .filter_map(|l| l.trim_start().strip_prefix("--").map(|_| l.trim_start()))
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|w| *w != "--help")
-        .collect();
-    assert!(flags.len() > 25);
-    for flag in flags {
-        assert!(
-            readme.contains(&format!("`{flag}`")),
-            "README does not document {flag}"
-        );
-    }
+    assert!(readme.contains("(docs/CONFIGURATION.md)"));
 }

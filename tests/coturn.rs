@@ -22,7 +22,7 @@
 //! no packet is sent to them even if coturn wrongly granted it, so all traffic
 //! stays on loopback. Packet tests use echo peers on 127.0.0.x / ::1.
 //!
-//! Without coturn on PATH: fails when `CI` is set, else prints SKIPPED.
+//! Without coturn on PATH every test fails, saying how to install it.
 
 mod common;
 
@@ -50,7 +50,7 @@ const PACKETS: u32 = 10;
 const TOOL_TIMEOUT: Duration = Duration::from_secs(25);
 
 // ---------------------------------------------------------------------------
-// Skip / fail when coturn is missing
+// Fail when coturn is missing
 // ---------------------------------------------------------------------------
 
 fn on_path(tool: &str) -> bool {
@@ -59,21 +59,21 @@ fn on_path(tool: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// True when coturn is installed. Otherwise: panic under CI, loud skip elsewhere.
-fn require_coturn() -> bool {
+/// Fails the test when coturn is missing: these tests are the only proof that
+/// the credentials and the `stun/` configs work with the real coturn, so a
+/// machine without it must not report them as passed. `make test` installs it
+/// first (`make deps`, scripts/deps.sh).
+fn require_coturn() {
     let missing: Vec<&str> = ["turnserver", "turnutils_uclient", "turnutils_stunclient"]
         .into_iter()
         .filter(|t| !on_path(t))
         .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!("coturn not installed: {missing:?} not on PATH (apt-get install coturn)");
-    if std::env::var_os("CI").is_some() {
-        panic!("{msg}. CI is set, so this is a failure, not a skip");
-    }
-    loud(&format!("SKIPPED: {msg}"));
-    false
+    assert!(
+        missing.is_empty(),
+        "coturn is not installed: {missing:?} not on PATH. Install it with `make deps` \
+         (scripts/deps.sh, Debian), `apt-get install coturn` (Debian/Ubuntu) or \
+         `brew install coturn` (macOS), then run the tests again"
+    );
 }
 
 /// Print past libtest's capture (it captures eprintln! of passing tests).
@@ -694,9 +694,7 @@ fn assert_peer_refused(coturn: &Coturn, o: &Outcome, peer_ip: &str, range: Optio
 
 #[test]
 fn welcome_turn_credentials_relay_packets_through_coturn() {
-    if !require_coturn() {
-        return;
-    }
+    require_coturn();
     // coturn and the server read the SAME secret file (line 1 = current secret).
     let coturn = dev_coturn("welcome", vec![SECRET_CURRENT]);
     let secret_file = coturn.dir.join("turn_secret");
@@ -789,9 +787,7 @@ fn welcome_turn_credentials_relay_packets_through_coturn() {
 
 #[test]
 fn expired_and_wrong_secret_credentials_are_refused() {
-    if !require_coturn() {
-        return;
-    }
+    require_coturn();
     // Mid-rotation: coturn accepts the current and the previous secret.
     let coturn = dev_coturn("auth", vec![SECRET_CURRENT, SECRET_PREVIOUS]);
     let now = now_unix();
@@ -871,9 +867,7 @@ fn prod_coturn(tag: &'static str) -> Coturn {
 
 #[test]
 fn production_config_loads_cleanly() {
-    if !require_coturn() {
-        return;
-    }
+    require_coturn();
     let coturn = prod_coturn("prod-load");
     // coturn also opens Debian's default SQLite user DB (unused here); as a
     // non-root user without access to /var/lib/turn that is a harmless ERROR.
@@ -991,9 +985,7 @@ fn production_config_loads_cleanly() {
 
 #[test]
 fn production_deny_list_refuses_loopback_and_private_ipv4_peers() {
-    if !require_coturn() {
-        return;
-    }
+    require_coturn();
     let coturn = prod_coturn("prod-deny");
     // A refused uclient exits without releasing its allocations, and the
     // production user-quota (8) counts them: one username per run.
@@ -1039,9 +1031,7 @@ fn production_deny_list_refuses_loopback_and_private_ipv4_peers() {
 /// total-quota of 40 is not raised for the tests).
 #[test]
 fn production_deny_list_refuses_ipv6_and_ipv4_mapped_peers() {
-    if !require_coturn() {
-        return;
-    }
+    require_coturn();
     if !ipv6_loopback_available() {
         loud("NOTE: no IPv6 loopback here: IPv6 / IPv4-mapped peers NOT tested");
         return;
@@ -1096,9 +1086,7 @@ fn production_deny_list_refuses_ipv6_and_ipv4_mapped_peers() {
 /// hole for 127.0.0.2 only, which doubles as the positive control.
 #[test]
 fn deny_list_alone_blocks_loopback_and_allowed_peer_ip_overrides_it() {
-    if !require_coturn() {
-        return;
-    }
+    require_coturn();
     let ipv6 = ipv6_loopback_available();
     let mut config = dev_config();
     assert!(config.lines().any(|l| l.trim() == "allow-loopback-peers"));
@@ -1203,9 +1191,7 @@ fn check_stun(coturn: &Coturn, what: &str) {
 
 #[test]
 fn stun_binding_returns_the_reflexive_address() {
-    if !require_coturn() {
-        return;
-    }
+    require_coturn();
     let dev = dev_coturn("stun-dev", vec![SECRET_CURRENT]);
     check_stun(&dev, "dev config");
     let prod = prod_coturn("stun-prod");

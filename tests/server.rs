@@ -244,9 +244,10 @@ async fn relay_between_datagram_stream_and_webtransport_clients() {
     assert_eq!(code, ErrorCode::UnknownPeer as u16);
     assert!(srv.metric("fsp2p_relay_forwarded_total{via=\"stream\"}") >= 80.0);
 
-    // QUIC's own drops are counted when connections close, and only real ones:
-    // the server cannot report more datagrams dropped in its buffers than went
-    // missing (on loopback, usually none).
+    // QUIC's own drops are counted when connections close, and exactly: every
+    // datagram that went missing between the relay and a receiver, or between a
+    // sender and the relay, is one the server dropped in its QUIC buffers,
+    // unless a packet was lost on the network (on loopback, usually none).
     let queued = srv.metric("fsp2p_relay_forwarded_total{via=\"datagram\"}");
     assert!(
         queued <= (N + 20) as f64,
@@ -273,12 +274,20 @@ async fn relay_between_datagram_stream_and_webtransport_clients() {
     }
     let dropped_out = srv.metric("fsp2p_quic_datagrams_dropped_total{direction=\"out\"}");
     let dropped_in = srv.metric("fsp2p_quic_datagrams_dropped_total{direction=\"in\"}");
+    // Out: queued = delivered + dropped in the send buffer + lost on the way.
+    // The server counts the packets it sent that were lost; one lost packet
+    // may carry up to 7 of these frames (1452-byte packets, 200-byte frames).
+    let lost_out = srv.metric("fsp2p_quic_lost_packets_total");
     assert!(
-        dropped_out <= missing_out,
-        "{dropped_out} counted as dropped, {missing_out} of {queued} missing"
+        dropped_out <= missing_out && dropped_out >= missing_out - 7.0 * lost_out,
+        "{dropped_out} counted as dropped, {missing_out} of {queued} missing, \
+         {lost_out} packets lost"
     );
-    assert!(
-        dropped_in <= missing_in,
+    // In: every datagram the clients sent reached the server's QUIC stack (no
+    // loss on loopback at 81 datagrams of at most 200 bytes; the senders' own
+    // buffers hold far more), so the ones never read are exactly the dropped ones.
+    assert_eq!(
+        dropped_in, missing_in,
         "{dropped_in} counted as dropped, {missing_in} of {sent_in} never read"
     );
 }
@@ -593,9 +602,12 @@ async fn limits_trip_and_are_counted_in_metrics() {
         limited >= 190.0 - allowed,
         "only {limited} counted as rate limited"
     );
-    // Oversized payload.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    host.send_relay(peer.peer_id(), &[0u8; 501]).await.unwrap();
+    // Oversized payload, from the peer: its relay budget is untouched, so the
+    // frame can only be dropped for its size (no waiting for the host's bucket
+    // to refill). The refill itself is tested on simulated time in the core:
+    // `limits::tests::bucket_allows_burst_then_refills_at_rate` and
+    // `session::tests::relay_checks_membership_size_and_rate`.
+    peer.send_relay(host.peer_id(), &[0u8; 501]).await.unwrap();
     assert!(
         eventually(WAIT, || srv
             .metric("fsp2p_relay_dropped_total{reason=\"too_large\"}")

