@@ -22,13 +22,17 @@ const DEV_BACKDATE: Duration = Duration::hours(1);
 /// A dev certificate with less left than this is replaced on start.
 const DEV_MIN_REMAINING: Duration = Duration::days(1);
 
+/// File name of the dev certificate (PEM) in the cert dir.
 pub const DEV_CERT_FILE: &str = "dev-cert.pem";
+/// File name of the dev certificate's private key (PEM) in the cert dir.
 pub const DEV_KEY_FILE: &str = "dev-key.pem";
 
 /// The certificate chain and key the server presents.
 #[derive(Debug)]
 pub struct Identity {
+    /// The certificate chain, leaf first.
     pub chain: Vec<CertificateDer<'static>>,
+    /// The leaf's private key.
     pub key: PrivateKeyDer<'static>,
     /// SHA-256 of the leaf certificate's DER bytes.
     pub sha256: [u8; 32],
@@ -39,6 +43,7 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// SHA-256 of the leaf certificate (DER), hex.
     pub fn sha256_hex(&self) -> String {
         hex::encode(self.sha256)
     }
@@ -148,6 +153,7 @@ pub fn pem_file_sha256(path: &Path) -> Result<[u8; 32]> {
     Ok(out)
 }
 
+/// Where the dev certificate and its key live in `dir`.
 pub fn dev_paths(dir: &Path) -> (PathBuf, PathBuf) {
     (dir.join(DEV_CERT_FILE), dir.join(DEV_KEY_FILE))
 }

@@ -117,12 +117,15 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// `session_idle_ttl_secs` as a duration.
     pub fn session_idle_ttl(&self) -> Duration {
         Duration::from_secs(self.session_idle_ttl_secs)
     }
+    /// `resume_grace_ms` as a duration.
     pub fn resume_grace(&self) -> Duration {
         Duration::from_millis(self.resume_grace_ms)
     }
+    /// `hello_timeout_ms` as a duration.
     pub fn hello_timeout(&self) -> Duration {
         Duration::from_millis(self.hello_timeout_ms)
     }
@@ -139,6 +142,7 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
+    /// A full bucket of `burst` tokens refilling `rate` a second.
     pub fn new(now: Instant, rate: u32, burst: u32) -> Self {
         TokenBucket {
             rate: f64::from(rate),

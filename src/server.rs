@@ -32,7 +32,8 @@ use crate::wire::{Ended, Reader, Wire, Writer};
 
 /// A running server. Drop does not stop it; call [`Server::shutdown`].
 pub struct Server {
-    pub shared: Arc<Shared>,
+    /// What the server's tasks share (for embedding programs: metrics, state).
+    pub(crate) shared: Arc<Shared>,
     endpoint: quinn::Endpoint,
     quic_addr: SocketAddr,
     http_addr: SocketAddr,
@@ -151,10 +152,12 @@ impl Server {
         rotate_dev_cert(&self.endpoint, &self.shared, dev)
     }
 
+    /// The UDP address QUIC and WebTransport listen on.
     pub fn quic_addr(&self) -> SocketAddr {
         self.quic_addr
     }
 
+    /// The TCP address of the HTTP port.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
     }

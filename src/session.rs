@@ -39,11 +39,14 @@ pub const CODE_LEN: usize = 6;
 /// The current time, twice: monotonic for timers, wall clock for timestamps and TURN expiry.
 #[derive(Debug, Clone, Copy)]
 pub struct Now {
+    /// Monotonic time, for timers and rates.
     pub mono: Instant,
+    /// Wall-clock time in Unix milliseconds, for timestamps and TURN expiry.
     pub unix_ms: u64,
 }
 
 impl Now {
+    /// The system clocks.
     pub fn system() -> Self {
         let unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -55,6 +58,7 @@ impl Now {
         }
     }
 
+    /// This time plus `d` (tests step time with it).
     pub fn after(self, d: Duration) -> Self {
         Now {
             mono: self.mono + d,
@@ -66,6 +70,7 @@ impl Now {
 /// What the transport knows about a connection when it opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnMeta {
+    /// The transport it came in on.
     pub transport: Transport,
     /// The client's IP address, for per-address limits (connections, failed
     /// joins, relay egress). IPv6 addresses count by their /64: one host or
@@ -96,6 +101,7 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// The metrics label.
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Quic => "quic",
@@ -109,11 +115,19 @@ impl Transport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     /// Send a control message on the connection's control stream.
-    Send { conn: ConnId, msg: ServerMsg },
+    Send {
+        /// The connection.
+        conn: ConnId,
+        /// The message.
+        msg: ServerMsg,
+    },
     /// Close the connection with this application error code (after sending what was queued).
     Close {
+        /// The connection.
         conn: ConnId,
+        /// Its application error code.
         code: ErrorCode,
+        /// Why, for the client and the logs.
         reason: String,
     },
 }
@@ -164,7 +178,9 @@ enum Timer {
 /// A receiver of one relayed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Target {
+    /// The receiving connection.
     pub conn: ConnId,
+    /// How it wants relay frames.
     pub mode: RelayMode,
 }
 
@@ -205,6 +221,7 @@ impl RelayDrop {
         RelayDrop::ReceiverTooSmall,
     ];
 
+    /// The metrics label.
     pub fn as_str(self) -> &'static str {
         match self {
             RelayDrop::Malformed => "malformed",
@@ -435,16 +452,20 @@ impl Core {
         }
     }
 
+    /// The limits the core enforces.
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
 
+    /// Open connections.
     pub fn connection_count(&self) -> usize {
         self.conns.len()
     }
+    /// Known peers (connected, or within the resume grace).
     pub fn peer_count(&self) -> usize {
         self.peers.len()
     }
+    /// Sessions in existence.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
     }
