@@ -21,6 +21,7 @@ pub mod certs;
 pub mod client;
 pub mod config;
 mod conn;
+pub mod first;
 mod http;
 mod hub;
 pub mod limits;

@@ -16,16 +16,17 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
-use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tracing::debug;
 
 use crate::conn::{Conn, Outlet};
+use crate::first::{decode_first, first_param};
 use crate::hub::{Ctrl, Shared};
-use crate::protocol::ErrorCode;
+use crate::protocol::{ClientMsg, ErrorCode};
 use crate::session::{ConnMeta, Transport, Via};
 
 /// First byte of a WebSocket message carrying a control message.
@@ -35,19 +36,27 @@ pub const WS_RELAY: u8 = 0x01;
 /// WebSocket close codes are `4000 + ErrorCode` (4000-4999 is for applications).
 pub const WS_CLOSE_BASE: u16 = 4000;
 
-/// `GET /ws`: upgrade and serve.
+/// `GET /ws`: upgrade and serve. `?first=` may carry the client's Hello and
+/// session request ([`crate::first`]): their answers are then the first
+/// messages on the socket. A malformed one is refused with 400 before the
+/// upgrade. The URL can hold a join code: it is never logged.
 pub(crate) async fn upgrade(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
+    uri: Uri,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let first = match first_param(uri.query()).map(decode_first).transpose() {
+        Ok(first) => first.unwrap_or_default(),
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
     let ip = client_ip(&headers, peer.ip(), shared.trust_proxy);
     // Room for the largest control frame or relay frame, plus the type byte.
     let max = (shared.max_frame_bytes as usize).max(shared.max_relay_frame) + 1;
     ws.max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| serve(shared, socket, ip))
+        .on_upgrade(move |socket| serve(shared, socket, ip, first))
 }
 
 /// The client's address: the socket's, or the proxy's report of it when trusted.
@@ -67,7 +76,7 @@ pub fn client_ip(headers: &HeaderMap, socket_ip: IpAddr, trust_proxy: bool) -> I
     forwarded.or(real).unwrap_or(socket_ip).to_canonical()
 }
 
-async fn serve(shared: Arc<Shared>, socket: WebSocket, ip: IpAddr) {
+async fn serve(shared: Arc<Shared>, socket: WebSocket, ip: IpAddr, first: Vec<ClientMsg>) {
     let (mut sink, stream) = socket.split();
     let meta = ConnMeta {
         transport: Transport::WebSocket,
@@ -80,6 +89,10 @@ async fn serve(shared: Arc<Shared>, socket: WebSocket, ip: IpAddr) {
             return;
         }
     };
+    // The answers to the first request are queued before anything else.
+    for msg in first {
+        conn.handle(msg);
+    }
     let keep_alive = Duration::from_millis(shared.tuning.keep_alive_ms);
     let idle = Duration::from_millis(shared.tuning.idle_timeout_ms.max(1));
     // The writer runs as its own task: the reader must not wait on a slow
