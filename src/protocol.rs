@@ -14,6 +14,11 @@
 //!   one unidirectional stream) is `varint(peer) || payload`. From a client,
 //!   `peer` names the destination (`0` = every other peer in my session); from
 //!   the server it names the sender.
+//! * On the WebSocket fallback every message is binary and its first byte
+//!   says what follows: [`WS_CONTROL`] a control message body (no length
+//!   prefix: the WebSocket message is the frame), [`WS_RELAY`] a relay frame.
+//!   [`encode_ws_control`], [`ws_relay`] and [`parse_ws`] build and split
+//!   them, for the server and the client alike.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
@@ -385,6 +390,10 @@ pub enum DecodeError {
     TrailingBytes(usize),
     #[error("relay frame has no header")]
     EmptyRelayFrame,
+    #[error("a WebSocket message must start with 0x00 (control) or 0x01 (relay), not {0:#04x}")]
+    UnknownWsType(u8),
+    #[error("empty WebSocket message")]
+    EmptyWsMessage,
 }
 
 impl DecodeError {
@@ -515,6 +524,68 @@ pub fn relay_frame(peer: PeerId, payload: &[u8]) -> Bytes {
     put_varint(&mut out, peer);
     out.put_slice(payload);
     out.freeze()
+}
+
+/// First byte of a WebSocket message carrying a control message body.
+pub const WS_CONTROL: u8 = 0x00;
+/// First byte of a WebSocket message carrying a relay frame.
+pub const WS_RELAY: u8 = 0x01;
+/// WebSocket close codes are `4000 + ErrorCode` (4000-4999 is for applications).
+pub const WS_CLOSE_BASE: u16 = 4000;
+
+/// One binary WebSocket message, split by its type byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsMessage<'a> {
+    /// A control message body (postcard, no length prefix).
+    Control(&'a [u8]),
+    /// A relay frame, `varint(peer) || payload`.
+    Relay(&'a [u8]),
+}
+
+/// A WebSocket message carrying the control message body `body`.
+pub fn ws_control(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 1);
+    out.push(WS_CONTROL);
+    out.extend_from_slice(body);
+    out
+}
+
+/// Encode `msg` as a WebSocket control message: type byte, then its body.
+pub fn encode_ws_control<T: Serialize>(msg: &T) -> Vec<u8> {
+    postcard::to_extend(msg, vec![WS_CONTROL]).expect("protocol types always serialize")
+}
+
+/// A WebSocket message carrying the relay frame `frame` (`varint(peer) || payload`).
+pub fn ws_relay(frame: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(frame.len() + 1);
+    out.push(WS_RELAY);
+    out.extend_from_slice(frame);
+    out
+}
+
+/// Split a binary WebSocket message by its type byte.
+pub fn parse_ws(msg: &[u8]) -> Result<WsMessage<'_>, DecodeError> {
+    match msg.split_first() {
+        Some((&WS_CONTROL, body)) => Ok(WsMessage::Control(body)),
+        Some((&WS_RELAY, frame)) => Ok(WsMessage::Relay(frame)),
+        Some((&other, _)) => Err(DecodeError::UnknownWsType(other)),
+        None => Err(DecodeError::EmptyWsMessage),
+    }
+}
+
+/// The WebSocket close code that carries `code` (`4000 + code`).
+pub fn ws_close_code(code: ErrorCode) -> u16 {
+    WS_CLOSE_BASE + code as u16
+}
+
+/// The protocol's close code inside a WebSocket close code: `0` for a normal
+/// close (1000), `code - 4000` for 4000-4999, `None` for anything else.
+pub fn close_code_from_ws(ws_code: u16) -> Option<u16> {
+    match ws_code {
+        1000 => Some(0),
+        c if (WS_CLOSE_BASE..WS_CLOSE_BASE + 1000).contains(&c) => Some(c - WS_CLOSE_BASE),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -659,5 +730,45 @@ mod tests {
         assert_eq!(ErrorCode::UnknownSession as u16, 10);
         assert_eq!(ErrorCode::SlowConsumer as u16, 21);
         assert_eq!(ErrorCode::from_u16(0), None);
+    }
+
+    #[test]
+    fn websocket_framing_round_trip() {
+        let hello = ClientMsg::Ping { client_time_ms: 7 };
+        let m = encode_ws_control(&hello);
+        assert_eq!(m[0], WS_CONTROL);
+        assert_eq!(&m[1..], &encode(&hello)[..]);
+        assert_eq!(ws_control(&encode(&hello)), m);
+        let WsMessage::Control(body) = parse_ws(&m).unwrap() else {
+            panic!("not a control message")
+        };
+        assert_eq!(decode::<ClientMsg>(body).unwrap(), hello);
+
+        let frame = relay_frame(300, b"hi");
+        let m = ws_relay(&frame);
+        assert_eq!(&m[..], &[WS_RELAY, 0xAC, 0x02, b'h', b'i']);
+        assert_eq!(parse_ws(&m), Ok(WsMessage::Relay(&frame[..])));
+        // An empty body of either type is still that type.
+        assert_eq!(parse_ws(&[WS_CONTROL]), Ok(WsMessage::Control(&[])));
+    }
+
+    #[test]
+    fn websocket_framing_rejects_unknown_types() {
+        assert_eq!(parse_ws(&[]), Err(DecodeError::EmptyWsMessage));
+        assert_eq!(parse_ws(&[7, 1, 2]), Err(DecodeError::UnknownWsType(7)));
+        assert_eq!(DecodeError::UnknownWsType(7).code(), ErrorCode::BadMessage);
+        assert!(DecodeError::UnknownWsType(7).to_string().contains("0x07"));
+    }
+
+    #[test]
+    fn websocket_close_codes() {
+        assert_eq!(ws_close_code(ErrorCode::FrameTooLarge), 4002);
+        assert_eq!(
+            close_code_from_ws(4002),
+            Some(ErrorCode::FrameTooLarge as u16)
+        );
+        assert_eq!(close_code_from_ws(1000), Some(0));
+        assert_eq!(close_code_from_ws(1001), None);
+        assert_eq!(close_code_from_ws(5000), None);
     }
 }
