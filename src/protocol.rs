@@ -53,11 +53,19 @@ pub enum ClientMsg {
     /// 2: join a session by its code.
     JoinSession(JoinSession),
     /// 3: deliver a signal to one peer of my session (`to = 0`: to every other peer).
-    Signal { to: PeerId, signal: Signal },
+    Signal {
+        /// The receiving peer, or 0 for every other peer.
+        to: PeerId,
+        /// What to deliver.
+        signal: Signal,
+    },
     /// 4: leave my session (the connection stays open).
     LeaveSession,
     /// 5: measure round-trip time; answered with `Pong`.
-    Ping { client_time_ms: u64 },
+    Ping {
+        /// Any value; the `Pong` carries it back.
+        client_time_ms: u64,
+    },
 }
 
 /// Messages the server sends on a client's control stream.
@@ -72,25 +80,55 @@ pub enum ServerMsg {
     /// 3: another peer joined my session.
     PeerJoined(PeerInfo),
     /// 4: another peer left my session for good.
-    PeerLeft { peer: PeerId, reason: LeaveReason },
+    PeerLeft {
+        /// Who left.
+        peer: PeerId,
+        /// Why.
+        reason: LeaveReason,
+    },
     /// 5: the host role moved to another peer (the old host left).
-    HostChanged { host: PeerId },
+    HostChanged {
+        /// The new host.
+        host: PeerId,
+    },
     /// 6: a signal from another peer of my session.
-    Signal { from: PeerId, signal: Signal },
+    Signal {
+        /// The sending peer.
+        from: PeerId,
+        /// What it sent.
+        signal: Signal,
+    },
     /// 7: a request failed, or the connection is about to be closed.
-    Error { code: u16, message: String },
+    Error {
+        /// An [`ErrorCode`] as a number.
+        code: u16,
+        /// Details for people; not stable.
+        message: String,
+    },
     /// 8: answer to `Ping`.
     Pong {
+        /// The value the `Ping` carried.
         client_time_ms: u64,
+        /// The server's clock, milliseconds since the Unix epoch.
         server_time_ms: u64,
     },
     /// 9: I am no longer in a session (answer to `LeaveSession`, or the session expired).
-    SessionLeft { reason: LeaveReason },
+    SessionLeft {
+        /// Why.
+        reason: LeaveReason,
+    },
     /// 10: a peer of my session lost its connection (`online = false`) and may resume, or resumed (`true`).
-    PeerStatus { peer: PeerId, online: bool },
+    PeerStatus {
+        /// The peer.
+        peer: PeerId,
+        /// Whether it is connected now.
+        online: bool,
+    },
     /// 11: the server is shutting down; reconnect (with the resume token) after the delay.
     GoingAway {
+        /// How long to wait before reconnecting.
         reconnect_after_ms: u32,
+        /// Details for people.
         message: String,
     },
 }
@@ -100,6 +138,7 @@ pub enum ServerMsg {
 pub struct Hello {
     /// Must equal [`PROTOCOL_VERSION`].
     pub version: u16,
+    /// What kind of program this is.
     pub client: ClientKind,
     /// How this client wants relayed frames delivered to it.
     pub relay_mode: RelayMode,
@@ -112,13 +151,18 @@ pub struct Hello {
 /// What kind of program a client is (for logs and metrics only).
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ClientKind {
+    /// The Rust client of this crate.
     Rust,
+    /// The .NET client.
     DotNet,
+    /// A browser (WebTransport or WebSocket).
     Browser,
+    /// Anything else.
     Other,
 }
 
 impl ClientKind {
+    /// Lower-case name, used in logs and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
             ClientKind::Rust => "rust",
@@ -138,9 +182,12 @@ pub enum RelayMode {
     Stream,
 }
 
+/// The server's answer to `Hello`: who I am here and what I may do.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Welcome {
+    /// The protocol version the server speaks.
     pub version: u16,
+    /// My peer id on this server.
     pub peer_id: PeerId,
     /// Opaque; send it in `Hello.resume_token` when reconnecting.
     pub resume_token: Vec<u8>,
@@ -148,48 +195,69 @@ pub struct Welcome {
     pub resumed: bool,
     /// For `RTCPeerConnection({ iceServers })`; TURN entries carry short-lived credentials.
     pub ice_servers: Vec<IceServer>,
+    /// The limits the server enforces on this connection.
     pub limits: Limits,
+    /// The server's clock, milliseconds since the Unix epoch.
     pub server_time_ms: u64,
 }
 
 /// One entry of WebRTC's `iceServers`.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct IceServer {
+    /// `stun:` and `turn:` URLs.
     pub urls: Vec<String>,
+    /// TURN user name.
     pub username: Option<String>,
+    /// TURN password.
     pub credential: Option<String>,
 }
 
 /// Limits the server enforces on this connection, so a client can stay under them.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+/// A rate of 0 means unlimited.
 pub struct Limits {
+    /// Longest control frame body, in bytes.
     pub max_frame_bytes: u32,
+    /// Largest relay payload (after the header), in bytes.
     pub max_relay_payload: u32,
+    /// Relay frames I may send per second.
     pub relay_datagrams_per_sec: u32,
+    /// Relay payload bytes I may send per second.
     pub relay_bytes_per_sec: u32,
+    /// Control messages I may send per second.
     pub signals_per_sec: u32,
+    /// Most seats a session may have.
     pub max_peers_per_session: u32,
+    /// How long my seat is kept after my connection is lost, for a resume.
     pub resume_grace_ms: u32,
 }
 
+/// Create a session.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct CreateSession {
     /// Seats including the host; 0 means the server's maximum.
     pub max_peers: u32,
+    /// A password joiners must give (at most 128 UTF-8 bytes).
     pub password: Option<String>,
 }
 
+/// Join a session.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct JoinSession {
     /// Join code as typed; case, spaces, dashes and the look-alikes O/I/L are forgiven.
     pub code: String,
+    /// The session's password, if it has one.
     pub password: Option<String>,
 }
 
+/// A session as its members see it.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
+    /// The join code.
     pub code: String,
+    /// The host's peer id.
     pub host: PeerId,
+    /// Seats, the host's included.
     pub max_peers: u32,
     /// The session ends after this long without signaling or relay traffic.
     pub idle_ttl_secs: u32,
@@ -197,30 +265,44 @@ pub struct SessionInfo {
     pub peers: Vec<PeerInfo>,
 }
 
+/// A member of a session.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct PeerInfo {
+    /// Its peer id.
     pub id: PeerId,
+    /// Its display name.
     pub name: String,
+    /// What kind of program it is.
     pub client: ClientKind,
 }
 
 /// WebRTC signaling payloads, relayed verbatim between peers of one session.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Signal {
+    /// An SDP offer.
     Offer {
+        /// The session description.
         sdp: String,
     },
+    /// An SDP answer.
     Answer {
+        /// The session description.
         sdp: String,
     },
+    /// One trickled ICE candidate, as `RTCIceCandidate` has it.
     IceCandidate {
+        /// The candidate line.
         candidate: String,
+        /// The media stream's identification tag.
         sdp_mid: Option<String>,
+        /// The media description's index.
         sdp_mline_index: Option<u16>,
     },
+    /// No more candidates follow.
     EndOfCandidates,
     /// Anything the application wants to send reliably through the server.
     App {
+        /// The application's bytes.
         data: Vec<u8>,
     },
 }
@@ -240,6 +322,7 @@ impl Signal {
     }
 }
 
+/// Why a peer left a session, or a session ended.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaveReason {
     /// The peer sent `LeaveSession`, or closed its connection cleanly.
@@ -276,9 +359,13 @@ pub enum ErrorCode {
     InvalidArgument = 9,
     /// No session has that join code.
     UnknownSession = 10,
+    /// The session has no free seat.
     SessionFull = 11,
+    /// The session's password is not the one given.
     WrongPassword = 12,
+    /// Leave the current session before creating or joining another.
     AlreadyInSession = 13,
+    /// The request needs a session and I am in none.
     NotInSession = 14,
     /// The target peer is not in my session.
     UnknownPeer = 15,
@@ -297,6 +384,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in order.
     pub const ALL: [ErrorCode; 21] = [
         ErrorCode::BadMessage,
         ErrorCode::FrameTooLarge,
@@ -321,6 +409,7 @@ impl ErrorCode {
         ErrorCode::SlowConsumer,
     ];
 
+    /// The code with number `v`, if there is one.
     pub fn from_u16(v: u16) -> Option<ErrorCode> {
         Self::ALL.into_iter().find(|c| *c as u16 == v)
     }
@@ -380,23 +469,36 @@ impl std::fmt::Display for ErrorCode {
 /// Why bytes could not be turned into a message or frame.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
+    /// A control frame declares more bytes than allowed.
     #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
-    TooLarge { len: u64, max: u32 },
+    TooLarge {
+        /// The declared length.
+        len: u64,
+        /// The limit.
+        max: u32,
+    },
+    /// A varint is malformed or too large.
     #[error("varint longer than 5 bytes or above u32::MAX")]
     BadVarint,
+    /// The body is not a message (unknown tag, truncated, bad value).
     #[error("message does not decode: {0}")]
     Postcard(String),
+    /// Bytes follow the message.
     #[error("{0} trailing bytes after the message")]
     TrailingBytes(usize),
+    /// A relay frame without its peer header.
     #[error("relay frame has no header")]
     EmptyRelayFrame,
+    /// A WebSocket message whose type byte is neither [`WS_CONTROL`] nor [`WS_RELAY`].
     #[error("a WebSocket message must start with 0x00 (control) or 0x01 (relay), not {0:#04x}")]
     UnknownWsType(u8),
+    /// A WebSocket message without even a type byte.
     #[error("empty WebSocket message")]
     EmptyWsMessage,
 }
 
 impl DecodeError {
+    /// The error code a server answers this with.
     pub fn code(&self) -> ErrorCode {
         match self {
             DecodeError::TooLarge { .. } => ErrorCode::FrameTooLarge,
@@ -473,6 +575,7 @@ pub struct FrameDecoder {
 }
 
 impl FrameDecoder {
+    /// A decoder refusing frames longer than `max_frame_bytes`.
     pub fn new(max_frame_bytes: u32) -> Self {
         FrameDecoder {
             buf: BytesMut::new(),
@@ -480,6 +583,7 @@ impl FrameDecoder {
         }
     }
 
+    /// Buffer bytes as they arrive.
     pub fn extend(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
     }
