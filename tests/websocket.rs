@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, expect_msg, start, TestServer, WAIT};
-use flightsim_p2p::client::{expect_error, Client, ClientConfig, ClientTransport};
+use common::{eventually, expect_error, expect_msg, start, TestServer, WAIT};
+use flightsim_p2p::client::{Client, ClientConfig, ClientTransport};
 use flightsim_p2p::limits::Limits;
 use flightsim_p2p::protocol::*;
 use flightsim_p2p::relay::Via;
