@@ -4,9 +4,9 @@
 //! one QUIC connection (control stream, datagrams, unidirectional streams).
 //!
 //! Everything that is not about QUIC lives elsewhere: what the tasks share
-//! in [`crate::hub`], one connection's life in [`crate::conn`] (this module
-//! only adapts QUIC's bytes to it), where a relay frame goes in
-//! [`crate::relay`], the HTTP port in [`crate::http`] and [`crate::websocket`].
+//! in `hub`, one connection's life in `conn` (this module only adapts QUIC's
+//! bytes to it), where a relay frame goes in [`crate::relay`], the HTTP port
+//! in `http` and `websocket`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -46,7 +46,7 @@ use crate::wire::{Ended, Wire, Writer};
 type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Which transport to connect with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientTransport {
     /// Raw QUIC with ALPN `fsp2p/1` (what native apps use).
     Quic,
