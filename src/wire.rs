@@ -3,7 +3,9 @@
 //! The server and the Rust client both speak the protocol over either kind of
 //! connection; this enum is the only place that knows the difference. Streams
 //! are handed out as boxed tokio `AsyncRead`/`AsyncWrite`, which both quinn
-//! and wtransport implement.
+//! and web-transport-quinn implement. A WebTransport session is a quinn
+//! connection with an HTTP/3 layer on top (web-transport-quinn), so the same
+//! quinn statistics, migration and 0.5-RTT sending apply to both.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -22,7 +24,7 @@ pub enum Wire {
     /// Raw QUIC, as native clients speak it.
     Quic(quinn::Connection),
     /// A WebTransport session over HTTP/3, as browsers speak it.
-    WebTransport(wtransport::Connection),
+    WebTransport(Box<web_transport_quinn::Session>),
 }
 
 /// How a connection ended, on any transport.
@@ -68,11 +70,16 @@ impl Ended {
         }
     }
 
-    fn from_wtransport(e: wtransport::error::ConnectionError) -> Ended {
+    fn from_wt(e: web_transport_quinn::SessionError) -> Ended {
+        use web_transport_quinn::{SessionError, WebTransportError};
         match e {
-            wtransport::error::ConnectionError::ApplicationClosed(a) => {
-                Ended::by_peer(a.code().into_inner(), format!("closed by peer: {a}"))
+            SessionError::WebTransportError(WebTransportError::Closed(code, reason)) => {
+                Ended::by_peer(
+                    u64::from(code),
+                    format!("closed by peer: {reason} (code {code})"),
+                )
             }
+            SessionError::ConnectionError(e) => Ended::from_quinn(e),
             e => Ended::lost(e.to_string()),
         }
     }
@@ -119,17 +126,8 @@ fn lost_quinn(e: quinn::ConnectionError) -> WireError {
     WireError::Lost(Ended::from_quinn(e))
 }
 
-fn lost_wt(e: wtransport::error::ConnectionError) -> WireError {
-    WireError::Lost(Ended::from_wtransport(e))
-}
-
-fn opening_wt(e: wtransport::error::StreamOpeningError) -> WireError {
-    match e {
-        wtransport::error::StreamOpeningError::NotConnected => {
-            WireError::Lost(Ended::lost("not connected"))
-        }
-        wtransport::error::StreamOpeningError::Refused => WireError::StreamRefused,
-    }
+fn lost_wt(e: web_transport_quinn::SessionError) -> WireError {
+    WireError::Lost(Ended::from_wt(e))
 }
 
 /// Why a datagram was not queued.
@@ -167,7 +165,7 @@ impl Wire {
     pub fn quic(&self) -> &quinn::Connection {
         match self {
             Wire::Quic(c) => c,
-            Wire::WebTransport(c) => c.quic_connection(),
+            Wire::WebTransport(c) => c,
         }
     }
 
@@ -183,7 +181,7 @@ impl Wire {
     pub fn max_datagram_size(&self) -> Option<usize> {
         match self {
             Wire::Quic(c) => c.max_datagram_size(),
-            Wire::WebTransport(c) => c.max_datagram_size(),
+            Wire::WebTransport(c) => Some(c.max_datagram_size()).filter(|n| *n > 0),
         }
     }
 
@@ -212,9 +210,9 @@ impl Wire {
                 let _ = s.reset(code.into());
             }
             Wire::WebTransport(c) => {
-                let (mut s, r) = c.accept_bi().await.map_err(lost_wt)?;
-                r.stop(code.into());
-                let _ = s.reset(code.into());
+                let (mut s, mut r) = c.accept_bi().await.map_err(lost_wt)?;
+                let _ = r.stop(code);
+                let _ = s.reset(code);
             }
         }
         Ok(())
@@ -228,8 +226,7 @@ impl Wire {
                 (Box::pin(s), Box::pin(r))
             }
             Wire::WebTransport(c) => {
-                let opening = c.open_bi().await.map_err(lost_wt)?;
-                let (s, r) = opening.await.map_err(opening_wt)?;
+                let (s, r) = c.open_bi().await.map_err(lost_wt)?;
                 (Box::pin(s), Box::pin(r))
             }
         })
@@ -247,10 +244,7 @@ impl Wire {
     pub async fn open_uni(&self) -> Result<Writer, WireError> {
         Ok(match self {
             Wire::Quic(c) => Box::pin(c.open_uni().await.map_err(lost_quinn)?),
-            Wire::WebTransport(c) => {
-                let opening = c.open_uni().await.map_err(lost_wt)?;
-                Box::pin(opening.await.map_err(opening_wt)?)
-            }
+            Wire::WebTransport(c) => Box::pin(c.open_uni().await.map_err(lost_wt)?),
         })
     }
 
@@ -258,7 +252,7 @@ impl Wire {
     pub async fn read_datagram(&self) -> Result<Bytes, WireError> {
         Ok(match self {
             Wire::Quic(c) => c.read_datagram().await.map_err(lost_quinn)?,
-            Wire::WebTransport(c) => c.receive_datagram().await.map_err(lost_wt)?.payload(),
+            Wire::WebTransport(c) => c.read_datagram().await.map_err(lost_wt)?,
         })
     }
 
@@ -271,11 +265,17 @@ impl Wire {
                 quinn::SendDatagramError::ConnectionLost(_) => DatagramError::Lost,
                 _ => DatagramError::Unsupported,
             }),
-            Wire::WebTransport(c) => c.send_datagram(&data).map_err(|e| match e {
-                wtransport::error::SendDatagramError::TooLarge => DatagramError::TooLarge,
-                wtransport::error::SendDatagramError::NotConnected => DatagramError::Lost,
-                wtransport::error::SendDatagramError::UnsupportedByPeer => {
-                    DatagramError::Unsupported
+            Wire::WebTransport(c) => c.send_datagram(data).map_err(|e| {
+                use web_transport_quinn::SessionError;
+                match e {
+                    SessionError::SendDatagramError(quinn::SendDatagramError::TooLarge) => {
+                        DatagramError::TooLarge
+                    }
+                    SessionError::SendDatagramError(
+                        quinn::SendDatagramError::UnsupportedByPeer
+                        | quinn::SendDatagramError::Disabled,
+                    ) => DatagramError::Unsupported,
+                    _ => DatagramError::Lost,
                 }
             }),
         }
@@ -285,7 +285,7 @@ impl Wire {
     pub fn close(&self, code: u32, reason: &str) {
         match self {
             Wire::Quic(c) => c.close(quinn::VarInt::from_u32(code), reason.as_bytes()),
-            Wire::WebTransport(c) => c.close(wtransport::VarInt::from_u32(code), reason.as_bytes()),
+            Wire::WebTransport(c) => c.close(code, reason.as_bytes()),
         }
     }
 
@@ -298,15 +298,13 @@ impl Wire {
     pub async fn closed(&self) -> Ended {
         match self {
             Wire::Quic(c) => Ended::from_quinn(c.closed().await),
-            Wire::WebTransport(c) => Ended::from_wtransport(c.closed().await),
+            Wire::WebTransport(c) => Ended::from_wt(c.closed().await),
         }
     }
 }
 
 /// How the peer ended the connection, if `err` (from any operation on a
-/// `Wire`) says so. For WebTransport this is the only place the browser's
-/// close code shows: wtransport's driver reads the session close and then
-/// closes the QUIC connection itself, so `closed()` only says "locally closed".
+/// `Wire`) says so.
 pub fn ended_by(err: &WireError) -> Option<Ended> {
     err.ended_by_peer().cloned()
 }

@@ -14,8 +14,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::tls::client_tls;
 use super::websocket::{Io, WsStream};
-use super::{ClientConfig, ClientTransport, Error, Result, Trust};
-use crate::protocol::{ALPN_NATIVE, WEBTRANSPORT_PATH};
+use super::{ClientConfig, ClientTransport, Error, Result};
+use crate::first::{encode_first, FIRST_PARAM};
+use crate::protocol::{ClientMsg, ALPN_NATIVE, WEBTRANSPORT_PATH};
 use crate::wire::Wire;
 
 /// A reusable QUIC client endpoint: one UDP socket and one TLS session cache
@@ -64,13 +65,26 @@ pub(super) enum Connected {
         /// Set when the connection went on before its handshake completed,
         /// so what is written now travels as 0-RTT data.
         zero_rtt: Option<quinn::ZeroRttAccepted>,
+        /// Hello (and the first request) went in the CONNECT URL: the server
+        /// opens the control stream and answers on it.
+        server_opens: bool,
     },
     /// The WebSocket fallback.
-    WebSocket(WsStream),
+    WebSocket {
+        /// The socket.
+        ws: WsStream,
+        /// Hello (and the first request) went in the upgrade URL.
+        sent: bool,
+    },
 }
 
-/// Connect with the transport `cfg` asks for.
-pub(super) async fn connect(cfg: &ClientConfig) -> Result<Connected> {
+/// Connect with the transport `cfg` asks for. `first` (Hello and perhaps a
+/// session request, [`crate::first`]) rides in the URL of a WebTransport or
+/// WebSocket connection, so the answers come with the 200 or 101; raw QUIC
+/// sends it in its first flight anyway (0-RTT when it can). `Auto` leaves it
+/// out of its WebSocket attempt: a losing attempt must not join anyone.
+pub(super) async fn connect(cfg: &ClientConfig, first: &[ClientMsg]) -> Result<Connected> {
+    let in_url = encode_first(first);
     Ok(match cfg.transport {
         ClientTransport::Quic => {
             let (conn, endpoint, zero_rtt) = connect_quic(cfg).await?;
@@ -78,14 +92,22 @@ pub(super) async fn connect(cfg: &ClientConfig) -> Result<Connected> {
                 wire: Wire::Quic(conn),
                 endpoint: Some(endpoint),
                 zero_rtt,
+                server_opens: false,
             }
         }
-        ClientTransport::Webtransport => Connected::Quic {
-            wire: Wire::WebTransport(connect_wt(cfg).await?),
-            endpoint: None,
-            zero_rtt: None,
+        ClientTransport::Webtransport => {
+            let (session, endpoint) = connect_wt(cfg, Some(&in_url)).await?;
+            Connected::Quic {
+                wire: Wire::WebTransport(Box::new(session)),
+                endpoint: Some(endpoint),
+                zero_rtt: None,
+                server_opens: true,
+            }
+        }
+        ClientTransport::Websocket => Connected::WebSocket {
+            ws: connect_ws(cfg, Some(&in_url)).await?,
+            sent: true,
         },
-        ClientTransport::Websocket => Connected::WebSocket(connect_ws(cfg).await?),
         ClientTransport::Auto => connect_auto(cfg).await?,
     })
 }
@@ -101,7 +123,10 @@ pub async fn connect_wire(cfg: &ClientConfig) -> Result<(Wire, Option<quinn::End
             }
             (Wire::Quic(conn), Some(ep))
         }
-        ClientTransport::Webtransport => (Wire::WebTransport(connect_wt(cfg).await?), None),
+        ClientTransport::Webtransport => {
+            let (session, endpoint) = connect_wt(cfg, None).await?;
+            (Wire::WebTransport(Box::new(session)), Some(endpoint))
+        }
         ClientTransport::Websocket | ClientTransport::Auto => {
             return Err(Error::Unsupported(
                 "connect_wire is for QUIC and WebTransport",
@@ -122,7 +147,9 @@ async fn connect_auto(cfg: &ClientConfig) -> Result<Connected> {
         wire,
         endpoint,
         zero_rtt: None,
+        server_opens: false,
     };
+    let ws_only = |ws| Connected::WebSocket { ws, sent: false };
     let quic_error = tokio::select! {
         r = &mut quic => match r {
             Ok(c) => return Ok(quic_only(c)),
@@ -132,21 +159,21 @@ async fn connect_auto(cfg: &ClientConfig) -> Result<Connected> {
     };
     if let Some(e) = quic_error {
         tracing::info!("QUIC failed ({e}); using WebSocket");
-        return connect_ws(cfg).await.map(Connected::WebSocket);
+        return connect_ws(cfg, None).await.map(ws_only);
     }
     tracing::info!(
         "QUIC not connected after {:?}; trying WebSocket too",
         cfg.fallback_delay
     );
-    let ws = connect_ws(cfg);
+    let ws = connect_ws(cfg, None);
     tokio::pin!(ws);
     tokio::select! {
         r = &mut quic => match r {
             Ok(c) => Ok(quic_only(c)),
-            Err(_) => ws.await.map(Connected::WebSocket),
+            Err(_) => ws.await.map(ws_only),
         },
         r = &mut ws => match r {
-            Ok(s) => Ok(Connected::WebSocket(s)),
+            Ok(s) => Ok(ws_only(s)),
             Err(_) => quic.await.map(quic_only),
         },
     }
@@ -179,46 +206,71 @@ async fn connect_quic(
     })
 }
 
-/// Open a WebTransport session on `/signal`.
-async fn connect_wt(cfg: &ClientConfig) -> Result<wtransport::Connection> {
-    let builder = wtransport::ClientConfig::builder().with_bind_default();
-    let config = match &cfg.trust {
-        // The same rules a browser applies (ECDSA P-256, validity ≤ 14 days).
-        Trust::CertHash(h) => builder
-            .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(*h)])
-            .keep_alive_interval(Some(cfg.keep_alive))
-            .build(),
-        Trust::CaFile(_) => builder
-            .with_custom_tls(client_tls(&cfg.trust, b"h3")?)
-            .keep_alive_interval(Some(cfg.keep_alive))
-            .build(),
+/// Open a WebTransport session on `/signal`: a QUIC connection with ALPN
+/// `h3`, HTTP/3 SETTINGS both ways, then an extended CONNECT.
+async fn connect_wt(
+    cfg: &ClientConfig,
+    first: Option<&str>,
+) -> Result<(web_transport_quinn::Session, quinn::Endpoint)> {
+    let tls = client_tls(&cfg.trust, web_transport_quinn::ALPN.as_bytes())?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| Error::Tls(format!("building the QUIC TLS config: {e}")))?;
+    let mut qc = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .keep_alive_interval(Some(cfg.keep_alive))
+        .max_concurrent_uni_streams(1024u32.into())
+        .datagram_receive_buffer_size(Some(256 * 1024));
+    qc.transport_config(Arc::new(transport));
+    let bind = if cfg.server.is_ipv6() {
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+    } else {
+        SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
     };
-    let endpoint = wtransport::Endpoint::client(config).map_err(|error| Error::Io {
+    let endpoint = quinn::Endpoint::client(bind).map_err(|error| Error::Io {
         what: "binding a UDP socket",
         error,
     })?;
-    // A pinned certificate needs no name; a CA-verified one is checked against server_name.
-    let url = match &cfg.trust {
-        Trust::CertHash(_) => format!("https://{}{}", cfg.server, WEBTRANSPORT_PATH),
-        Trust::CaFile(_) => format!(
-            "https://{}:{}{}",
-            cfg.server_name,
-            cfg.server.port(),
-            WEBTRANSPORT_PATH
-        ),
-    };
-    endpoint
-        .connect(&url)
+    let conn = endpoint
+        .connect_with(qc, cfg.server, &cfg.server_name)
+        .map_err(|e| Error::connect(format!("QUIC handshake with {}", cfg.server), e))?
         .await
-        .map_err(|e| Error::connect(format!("WebTransport session with {url}"), e))
+        .map_err(|e| Error::connect(format!("QUIC handshake with {}", cfg.server), e))?;
+    // The name in the URL is only what the CONNECT says; the TLS name was
+    // checked (or, pinned by hash, not needed) above.
+    let url = format!(
+        "https://{}:{}{}",
+        cfg.server_name,
+        cfg.server.port(),
+        WEBTRANSPORT_PATH
+    );
+    let mut parsed = url::Url::parse(&url)
+        .map_err(|e| Error::Config(format!("bad WebTransport URL {url}: {e}")))?;
+    // The URL may carry a join code: errors name the URL without it.
+    if let Some(first) = first {
+        parsed.set_query(Some(&format!("{FIRST_PARAM}={first}")));
+    }
+    let session = web_transport_quinn::Session::connect(conn, parsed)
+        .await
+        .map_err(|e| Error::connect(format!("WebTransport session with {url}"), e))?;
+    Ok((session, endpoint))
 }
 
 /// Open the WebSocket (TCP, optional TLS, HTTP upgrade).
-async fn connect_ws(cfg: &ClientConfig) -> Result<WsStream> {
+async fn connect_ws(cfg: &ClientConfig, first: Option<&str>) -> Result<WsStream> {
     let url = cfg.ws_url.as_deref().ok_or_else(|| {
         Error::Config("the WebSocket transport needs a ws:// or wss:// URL".into())
     })?;
-    let request = url
+    // The URL may carry a join code: errors name the URL without it.
+    let full = match first {
+        Some(first) => {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}{FIRST_PARAM}={first}")
+        }
+        None => url.to_string(),
+    };
+    let request = full
+        .as_str()
         .into_client_request()
         .map_err(|e| Error::Config(format!("bad WebSocket URL {url}: {e}")))?;
     let uri = request.uri().clone();

@@ -190,7 +190,6 @@ impl Client {
     }
 
     async fn connect_inner(cfg: &ClientConfig, first: Option<ClientMsg>) -> Result<Client> {
-        let connected = connect::connect(cfg).await?;
         let hello = ClientMsg::Hello(Hello {
             version: PROTOCOL_VERSION,
             client: cfg.kind,
@@ -199,22 +198,29 @@ impl Client {
             resume_token: cfg.resume_token.clone(),
         });
         let hello: Vec<ClientMsg> = std::iter::once(hello).chain(first).collect();
+        let connected = connect::connect(cfg, &hello).await?;
         let (tx, events) = mpsc::channel(4096);
         let (link, endpoint, tasks, zero_rtt) = match connected {
             Connected::Quic {
                 wire,
                 endpoint,
                 zero_rtt,
+                server_opens,
             } => {
-                let started = quic::start(&wire, zero_rtt, &hello, tx).await?;
+                let started = if server_opens {
+                    quic::accept(&wire, tx).await?
+                } else {
+                    quic::start(&wire, zero_rtt, &hello, tx).await?
+                };
                 let link = Link::Quic {
                     wire,
                     control: started.control,
                 };
                 (link, endpoint, started.tasks, started.zero_rtt)
             }
-            Connected::WebSocket(ws) => {
-                let (out, tasks) = websocket::start(ws, &hello, tx).await?;
+            Connected::WebSocket { ws, sent } => {
+                let unsent = if sent { &[][..] } else { &hello[..] };
+                let (out, tasks) = websocket::start(ws, unsent, tx).await?;
                 (Link::WebSocket(out), None, tasks, false)
             }
         };

@@ -64,6 +64,21 @@ pub(super) async fn start(
     })
 }
 
+/// Take the control stream the server opened (the first request went in
+/// the CONNECT URL, so its answers are already on their way) and start reading.
+pub(super) async fn accept(wire: &Wire, events: mpsc::Sender<Event>) -> Result<Started> {
+    let (control, recv) = wire.accept_bi().await?;
+    let reader = tokio::spawn(read_everything(wire.clone(), recv, events));
+    Ok(Started {
+        control,
+        tasks: Tasks {
+            reader,
+            others: Vec::new(),
+        },
+        zero_rtt: false,
+    })
+}
+
 /// The error for a failed write on `wire`: how the connection ended, if it
 /// has, else the write error itself.
 pub(super) fn write_failed(wire: &Wire, what: &'static str, error: std::io::Error) -> Error {
