@@ -31,28 +31,35 @@ impl QuicEndpoint {
     /// server as `cfg.trust` says and keeping connections alive every
     /// `cfg.keep_alive`.
     pub fn new(cfg: &ClientConfig) -> Result<Self> {
-        let tls = client_tls(&cfg.trust, ALPN_NATIVE)?;
-        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-            .map_err(|e| Error::Tls(format!("building the QUIC TLS config: {e}")))?;
-        let mut qc = quinn::ClientConfig::new(Arc::new(crypto));
-        let mut transport = quinn::TransportConfig::default();
-        transport
-            .keep_alive_interval(Some(cfg.keep_alive))
-            .max_concurrent_uni_streams(1024u32.into())
-            .datagram_receive_buffer_size(Some(256 * 1024));
-        qc.transport_config(Arc::new(transport));
-        let bind = if cfg.server.is_ipv6() {
-            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
-        } else {
-            SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
-        };
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(|error| Error::Io {
-            what: "binding a UDP socket",
-            error,
-        })?;
-        endpoint.set_default_client_config(qc);
-        Ok(QuicEndpoint(endpoint))
+        Ok(QuicEndpoint(quic_endpoint(cfg, ALPN_NATIVE)?))
     }
+}
+
+/// A client endpoint for `cfg.server` whose default configuration speaks
+/// `alpn`, trusts the server as `cfg.trust` says and keeps connections
+/// alive every `cfg.keep_alive`.
+fn quic_endpoint(cfg: &ClientConfig, alpn: &[u8]) -> Result<quinn::Endpoint> {
+    let tls = client_tls(&cfg.trust, alpn)?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| Error::Tls(format!("building the QUIC TLS config: {e}")))?;
+    let mut qc = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .keep_alive_interval(Some(cfg.keep_alive))
+        .max_concurrent_uni_streams(1024u32.into())
+        .datagram_receive_buffer_size(Some(256 * 1024));
+    qc.transport_config(Arc::new(transport));
+    let bind = if cfg.server.is_ipv6() {
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+    } else {
+        SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
+    };
+    let mut endpoint = quinn::Endpoint::client(bind).map_err(|error| Error::Io {
+        what: "binding a UDP socket",
+        error,
+    })?;
+    endpoint.set_default_client_config(qc);
+    Ok(endpoint)
 }
 
 /// An established transport connection, before Hello.
@@ -212,27 +219,9 @@ async fn connect_wt(
     cfg: &ClientConfig,
     first: Option<&str>,
 ) -> Result<(web_transport_quinn::Session, quinn::Endpoint)> {
-    let tls = client_tls(&cfg.trust, web_transport_quinn::ALPN.as_bytes())?;
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-        .map_err(|e| Error::Tls(format!("building the QUIC TLS config: {e}")))?;
-    let mut qc = quinn::ClientConfig::new(Arc::new(crypto));
-    let mut transport = quinn::TransportConfig::default();
-    transport
-        .keep_alive_interval(Some(cfg.keep_alive))
-        .max_concurrent_uni_streams(1024u32.into())
-        .datagram_receive_buffer_size(Some(256 * 1024));
-    qc.transport_config(Arc::new(transport));
-    let bind = if cfg.server.is_ipv6() {
-        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
-    } else {
-        SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
-    };
-    let endpoint = quinn::Endpoint::client(bind).map_err(|error| Error::Io {
-        what: "binding a UDP socket",
-        error,
-    })?;
+    let endpoint = quic_endpoint(cfg, web_transport_quinn::ALPN.as_bytes())?;
     let conn = endpoint
-        .connect_with(qc, cfg.server, &cfg.server_name)
+        .connect(cfg.server, &cfg.server_name)
         .map_err(|e| Error::connect(format!("QUIC handshake with {}", cfg.server), e))?
         .await
         .map_err(|e| Error::connect(format!("QUIC handshake with {}", cfg.server), e))?;
