@@ -209,6 +209,7 @@ namespace FlightSimP2P.Tests
             Run("first: in the QUIC race a resume says Hello after the connect (no seat tug-of-war)", FirstRaceResume);
             Run("first: a TURN refresh over WebSocket carries the token in its URL", FirstRefresh);
             Run("shell: StartAndJoinSessionAsync over WebSocket sends nothing; first reaches the factory", ShellFirstJoin);
+            Run("shell: a WebSocket loser still connecting when QUIC wins is let finish and closed with 1000", ShellLoserLeaves);
             Console.WriteLine(_passed + " passed, " + _failed + " failed");
             return _failed == 0 ? 0 : 1;
         }
@@ -1023,7 +1024,39 @@ namespace FlightSimP2P.Tests
                 return Task.Run(() => _in.Take(cancellationToken));
             }
 
-            public Task CloseAsync(bool leave) { return Task.FromResult(0); }
+            /// <summary>0: open; 1: closed keeping the seat; 2: closed leaving (1000).</summary>
+            public int Closed;
+
+            public Task CloseAsync(bool leave)
+            {
+                Interlocked.CompareExchange(ref Closed, leave ? 2 : 1, 0);
+                return Task.FromResult(0);
+            }
+        }
+
+        /// <summary>QUIC and WebSocket with their own transports, each connecting after a delay.</summary>
+        private sealed class RaceFactory : ITransportFactory
+        {
+            public FakeTransport Quic = new FakeTransport();
+            public FakeTransport Ws = new FakeTransport();
+            public int QuicDelayMs;
+            public int WsDelayMs;
+            public string WsFirst;
+            public bool QuicSupported { get { return true; } }
+
+            public async Task<ISignalingTransport> ConnectAsync(TransportKind kind, string first, CancellationToken ct)
+            {
+                if (kind == TransportKind.Quic)
+                {
+                    await Task.Delay(QuicDelayMs, ct).ConfigureAwait(false);
+                    return Quic;
+                }
+                WsFirst = first;
+                // Like a WebSocket upgrade under way: it does not stop for the token.
+                await Task.Delay(WsDelayMs).ConfigureAwait(false);
+                ct.ThrowIfCancellationRequested();
+                return Ws;
+            }
         }
 
         private sealed class FakeFactory : ITransportFactory
@@ -1116,6 +1149,29 @@ namespace FlightSimP2P.Tests
                 List<ClientMsg> first = Harness.DecodeFirst(f.Firsts.Single());
                 Check(first.Count == 2 && ((ClientMsg.Hello)first[0]).Name == "pilot" && ((ClientMsg.JoinSession)first[1]).Code == "7KQ2MX",
                     "the factory got Hello and the join");
+            }
+        }
+
+        private static void ShellLoserLeaves()
+        {
+            RaceFactory f = new RaceFactory();
+            f.QuicDelayMs = 400;
+            f.WsDelayMs = 900;
+            WebRTCP2POptions o = new WebRTCP2POptions();
+            o.TransportFactory = f;
+            o.PingInterval = TimeSpan.Zero;
+            o.QuicFallbackDelay = TimeSpan.FromMilliseconds(100);
+            using (WebRTCP2PService s = new WebRTCP2PService(o))
+            {
+                Check(s.StartAsync().Wait(5000), "started");
+                Check(s.Transport == TransportKind.Quic, "QUIC won");
+                Check(f.WsFirst != null, "the WebSocket attempt carried a Hello in its URL");
+                for (int i = 0; i < 300 && Volatile.Read(ref f.Ws.Closed) == 0; i++)
+                {
+                    Thread.Sleep(10);
+                }
+                Check(Volatile.Read(ref f.Ws.Closed) == 2, "the loser closed leaving (1000): " + f.Ws.Closed);
+                Check(Volatile.Read(ref f.Quic.Closed) == 0, "the winner stays open");
             }
         }
 
