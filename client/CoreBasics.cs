@@ -165,6 +165,7 @@ namespace FlightSimP2P.Client
         private ulong _after;
         private bool _beforeSeen;
         private bool _active;
+        private bool _inFirst;
         private ushort _pendingAmbiguous;
         private string _pendingAmbiguousMessage;
 
@@ -182,6 +183,7 @@ namespace FlightSimP2P.Client
             _after = MarkerBit | _nextMarker++;
             _beforeSeen = false;
             _active = true;
+            _inFirst = false;
             _pendingAmbiguous = 0;
             Token = token;
             queue.Enqueue(new ClientMsg.Ping(_before));
@@ -189,9 +191,33 @@ namespace FlightSimP2P.Client
             queue.Enqueue(new ClientMsg.Ping(_after));
         }
 
+        /// <summary>
+        /// The request went in the connection's URL (First): the server answers it right
+        /// after Welcome, before anything else, so no markers are needed and every error
+        /// after the Welcome is the request's (WelcomeSeen marks that point).
+        /// </summary>
+        public void BeginInFirst(int token)
+        {
+            _beforeSeen = false;
+            _active = true;
+            _inFirst = true;
+            _pendingAmbiguous = 0;
+            Token = token;
+        }
+
+        /// <summary>The Welcome of the connection that carries a First request arrived.</summary>
+        public void WelcomeSeen()
+        {
+            if (_active && _inFirst)
+            {
+                _beforeSeen = true;
+            }
+        }
+
         public void End()
         {
             _active = false;
+            _inFirst = false;
         }
 
         public static bool IsMarker(ulong clientTimeMs)
@@ -234,6 +260,10 @@ namespace FlightSimP2P.Client
             if (SessionErrors.Contains(error.Code))
             {
                 return true;
+            }
+            if (_inFirst)
+            {
+                return _beforeSeen;
             }
             if (_beforeSeen && (error.Code == (ushort)ErrorCode.InvalidArgument || error.Code == (ushort)ErrorCode.Internal))
             {

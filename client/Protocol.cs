@@ -1742,6 +1742,87 @@ namespace FlightSimP2P.Protocol
     }
 
     /// <summary>
+    /// The first request in the URL (PROTOCOL.md section 3, "The first request in the
+    /// URL"; section 10): a Hello, optionally followed by one CreateSession or
+    /// JoinSession, as control frames exactly as on the stream, in base64url (RFC 4648
+    /// section 5, no padding), sent as the <c>first</c> query parameter of the
+    /// WebSocket upgrade (or WebTransport CONNECT). The server then answers Welcome and
+    /// the request's answer as its first messages. The value can hold a join code and
+    /// a resume token: never log a URL that carries it.
+    /// </summary>
+    public static class First
+    {
+        /// <summary>The query parameter's name.</summary>
+        public const string Parameter = "first";
+        /// <summary>The most bytes the frames may take before base64url (the server refuses more with 400).</summary>
+        public const int MaxBytes = 2048;
+
+        /// <summary>
+        /// The frames: frame(hello) || [frame(request)]. request is null, a CreateSession
+        /// or a JoinSession; anything else, or more than MaxBytes, throws ArgumentException.
+        /// </summary>
+        public static byte[] Frames(ClientMsg.Hello hello, ClientMsg request)
+        {
+            if (hello == null)
+            {
+                throw new ArgumentNullException("hello");
+            }
+            if (request != null && !(request is ClientMsg.CreateSession) && !(request is ClientMsg.JoinSession))
+            {
+                throw new ArgumentException("the first request is CreateSession or JoinSession", "request");
+            }
+            byte[] h = Wire.EncodeFrame(hello);
+            byte[] r = request != null ? Wire.EncodeFrame(request) : new byte[0];
+            if (h.Length + r.Length > MaxBytes)
+            {
+                throw new ArgumentException("the first request is longer than " + MaxBytes + " bytes", "request");
+            }
+            byte[] frames = new byte[h.Length + r.Length];
+            Buffer.BlockCopy(h, 0, frames, 0, h.Length);
+            Buffer.BlockCopy(r, 0, frames, h.Length, r.Length);
+            return frames;
+        }
+
+        /// <summary>The <c>first</c> value: base64url of Frames(hello, request).</summary>
+        public static string Encode(ClientMsg.Hello hello, ClientMsg request)
+        {
+            return Base64Url(Frames(hello, request));
+        }
+
+        /// <summary>RFC 4648 section 5 alphabet, no padding.</summary>
+        public static string Base64Url(byte[] data)
+        {
+            if (data == null)
+            {
+                throw new ArgumentNullException("data");
+            }
+            return Convert.ToBase64String(data).TrimEnd('=').Replace('+', '-').Replace('/', '_');
+        }
+
+        /// <summary>
+        /// The URL with <c>first=value</c> added: <c>?first=</c>, or <c>&amp;first=</c> when
+        /// it already has a query. A fragment is dropped (WebSocket URLs have none).
+        /// value is base64url, which needs no escaping.
+        /// </summary>
+        public static string AppendTo(string url, string value)
+        {
+            if (url == null)
+            {
+                throw new ArgumentNullException("url");
+            }
+            if (value == null)
+            {
+                return url;
+            }
+            int hash = url.IndexOf('#');
+            string s = hash >= 0 ? url.Substring(0, hash) : url;
+            char last = s.Length > 0 ? s[s.Length - 1] : '\0';
+            string sep = s.IndexOf('?') < 0 ? "?" : (last == '?' || last == '&' ? "" : "&");
+            return s + sep + Parameter + "=" + value;
+        }
+    }
+
+    /// <summary>
     /// Incremental splitter for the control stream: feed it bytes as they arrive and
     /// take whole frame bodies out. The declared length is checked against the limit
     /// before the body is buffered, so an oversized frame is refused from its header.

@@ -49,6 +49,12 @@ namespace FlightSimP2P.Client
         public OutputKind Kind;
         public int Conn;
         public TransportKind Transport;
+        /// <summary>
+        /// Connect (WebSocket): the value of the URL's <c>first</c> parameter (First.Encode:
+        /// the Hello, maybe a session request), or null. The shell appends it to the URL
+        /// and must never log that URL. With it, the core sends no Hello on the connection.
+        /// </summary>
+        public string First;
         public bool Leave;
         public bool Resume;
         public ClientMsg Message;
@@ -84,6 +90,8 @@ namespace FlightSimP2P.Client
         public bool QuicAllowed = true;
         public bool QuicSupported = true;
         public bool WebSocketAllowed = true;
+        /// <summary>WebSocket attempts carry the Hello (and a pending session request) in the URL (PROTOCOL.md section 3).</summary>
+        public bool FirstInUrl = true;
         public long QuicFallbackDelayMs = 1000;
         public long ConnectTimeoutMs = 10000;
         public long PingIntervalMs = 5000;
@@ -172,6 +180,13 @@ namespace FlightSimP2P.Client
         private int _requestToken;
         private long _requestDeadline = -1;
         private string _requestPassword;
+        // A CreateSession/JoinSession asked for before the first Welcome: folded into a
+        // WebSocket attempt's URL (then _requestInUrlConn is that attempt), or sent after
+        // the Welcome.
+        private ClientMsg _pendingRequest;
+        private int _requestInUrlConn;
+        // Attempts whose URL carried the Hello: conn -> whether it carried a resume token.
+        private readonly Dictionary<int, bool> _helloInUrl = new Dictionary<int, bool>();
 
         private ServerMsg.Error _lastError;
         // The server closed the current connection with `replaced` because the refresh
@@ -272,10 +287,36 @@ namespace FlightSimP2P.Client
         /// <summary>StartAsync: completes token when the first Welcome arrives (or fails).</summary>
         public void Start(long now, int token)
         {
+            Start(now, token, null, 0);
+        }
+
+        /// <summary>
+        /// StartAsync with a first CreateSession/JoinSession (requestToken completes with
+        /// its SessionInfo). A WebSocket attempt that is the only one carries it in its
+        /// URL, so Welcome and the answer come in the connect's round trip; otherwise it
+        /// is sent right after the Welcome.
+        /// </summary>
+        public void Start(long now, int token, ClientMsg request, int requestToken)
+        {
             if (State != HubConnectionState.Disconnected)
             {
                 Complete(token, null, new InvalidOperationException("already started"));
+                Complete(requestToken, null, new InvalidOperationException("already started"));
                 return;
+            }
+            if (request != null)
+            {
+                ClientMsg.CreateSession create = request as ClientMsg.CreateSession;
+                ClientMsg.JoinSession join = request as ClientMsg.JoinSession;
+                if (create == null && join == null)
+                {
+                    Complete(token, null, new ArgumentException("the first request is CreateSession or JoinSession"));
+                    Complete(requestToken, null, new ArgumentException("the first request is CreateSession or JoinSession"));
+                    return;
+                }
+                _pendingRequest = request;
+                _requestToken = requestToken;
+                _requestPassword = create != null ? create.Password : join.Password;
             }
             _stopping = false;
             _startToken = token;
@@ -311,6 +352,13 @@ namespace FlightSimP2P.Client
 
         private int StartAttempt(TransportKind kind, bool refresh)
         {
+            // Alone: no other attempt can connect and take the seat (QUIC has failed or is
+            // off, no refresh connection is under way). Only then may a resume token or a
+            // session request go in the URL: the server acts on a URL's Hello at the
+            // upgrade, so a losing attempt would otherwise take the seat over (`replaced`)
+            // or join a session. A fresh Hello in a losing attempt only makes a peer that
+            // the close with 1000 removes at once (CloseAttempt).
+            bool alone = refresh || (_attempts.Count == 0 && _refreshConn == 0);
             int id = _nextConn++;
             if (!refresh)
             {
@@ -320,7 +368,39 @@ namespace FlightSimP2P.Client
             o.Conn = id;
             o.Transport = kind;
             o.Resume = ResumeToken != null;
+            if (kind == TransportKind.WebSocket && _o.FirstInUrl && (alone || ResumeToken == null))
+            {
+                ClientMsg request = alone && !refresh && ResumeToken == null ? _pendingRequest : null;
+                try
+                {
+                    o.First = First.Encode(MakeHello(), request);
+                }
+                catch (ArgumentException)
+                {
+                    // Longer than the server takes in a URL (cannot happen within the
+                    // limits on names and passwords): send the request after the Welcome.
+                    request = null;
+                    o.First = First.Encode(MakeHello(), null);
+                }
+                _helloInUrl[id] = ResumeToken != null;
+                if (request != null)
+                {
+                    _pendingRequest = null;
+                    _requestInUrlConn = id;
+                }
+            }
             return id;
+        }
+
+        /// <summary>
+        /// Closes an attempt or a connection that is not (or no longer) the connection.
+        /// One whose URL carried a fresh Hello leaves at once (1000): its peer is nobody's.
+        /// One that carried a resume token keeps the seat (4000) unless the service stops.
+        /// </summary>
+        private void CloseAttempt(int conn, bool stopping)
+        {
+            bool token;
+            Close(conn, _helloInUrl.TryGetValue(conn, out token) && (!token || stopping));
         }
 
         /// <summary>A transport attempt connected (handshake done, control stream open).</summary>
@@ -328,19 +408,22 @@ namespace FlightSimP2P.Client
         {
             if (conn == _refreshConn)
             {
-                SendHello(conn, now, true);
+                if (!_helloInUrl.ContainsKey(conn))
+                {
+                    SendHello(conn, now, true);
+                }
                 return;
             }
             TransportKind kind;
             if (!_attempts.TryGetValue(conn, out kind) || _handshake != 0)
             {
-                Close(conn, false);
+                CloseAttempt(conn, false);
                 return;
             }
             _attempts.Remove(conn);
             foreach (int loser in _attempts.Keys)
             {
-                Close(loser, false);
+                CloseAttempt(loser, false);
             }
             _attempts.Clear();
             _wsStartAt = -1;
@@ -348,24 +431,38 @@ namespace FlightSimP2P.Client
             _handshakeKind = kind;
             _queue.Clear();
             _queue.Configure(0, now);
-            SendHello(conn, now, false);
+            if (conn == _requestInUrlConn)
+            {
+                // Welcome, then the request's answer, are the first messages.
+                _request.BeginInFirst(_requestToken);
+            }
+            if (!_helloInUrl.ContainsKey(conn))
+            {
+                SendHello(conn, now, false);
+            }
         }
 
-        private void SendHello(int conn, long now, bool direct)
+        private ClientMsg.Hello MakeHello()
         {
             ClientMsg.Hello hello = new ClientMsg.Hello();
             hello.Client = ClientKind.DotNet;
             hello.RelayMode = _o.RelayMode;
             hello.Name = _o.DisplayName ?? "";
             hello.ResumeToken = ResumeToken;
+            return hello;
+        }
+
+        private void SendHello(int conn, long now, bool direct)
+        {
             CoreOutput o = Emit(OutputKind.SendControl);
             o.Conn = conn;
-            o.Message = hello;
+            o.Message = MakeHello();
         }
 
         /// <summary>A transport attempt failed before connecting.</summary>
         public void TransportFailed(long now, int conn, Exception error)
         {
+            _helloInUrl.Remove(conn);
             if (conn == _refreshConn)
             {
                 _refreshConn = 0;
@@ -393,6 +490,7 @@ namespace FlightSimP2P.Client
             _attemptDeadline = -1;
             if (State == HubConnectionState.Connecting)
             {
+                FailRequest(error ?? new TimeoutException("connect failed"), true);
                 SetState(HubConnectionState.Disconnected);
                 Complete(_startToken, null, error);
                 _startToken = 0;
@@ -404,6 +502,7 @@ namespace FlightSimP2P.Client
         /// <summary>The connection (or a handshaking one) ended: error, close or end of stream.</summary>
         public void TransportLost(long now, int conn, Exception error, ushort closeCode)
         {
+            _helloInUrl.Remove(conn);
             if (conn == _refreshConn)
             {
                 _refreshConn = 0;
@@ -491,7 +590,7 @@ namespace FlightSimP2P.Client
             _attemptDeadline = -1;
             foreach (int a in _attempts.Keys)
             {
-                Close(a, false);
+                CloseAttempt(a, false);
             }
             _attempts.Clear();
             if (_conn != 0)
@@ -533,7 +632,7 @@ namespace FlightSimP2P.Client
             _handshake = 0;
             foreach (int a in _attempts.Keys)
             {
-                Close(a, false);
+                CloseAttempt(a, true);
             }
             _attempts.Clear();
             _reconnectAt = -1;
@@ -671,6 +770,19 @@ namespace FlightSimP2P.Client
                     BeginRequest(now, 0, new ClientMsg.JoinSession(code, password), true, code, password);
                 }
             }
+            if (_requestInUrlConn == conn)
+            {
+                _requestInUrlConn = 0;
+                _request.WelcomeSeen();
+                _requestDeadline = now + _o.RequestTimeoutMs;
+            }
+            else if (_pendingRequest != null)
+            {
+                ClientMsg first = _pendingRequest;
+                _pendingRequest = null;
+                _requestDeadline = now + _o.RequestTimeoutMs;
+                _request.Begin(_requestToken, first, _queue);
+            }
             SetState(HubConnectionState.Connected);
             if (reconnect)
             {
@@ -728,12 +840,12 @@ namespace FlightSimP2P.Client
                 // connection is the resumed one; stop the reconnect race.
                 foreach (int a in _attempts.Keys)
                 {
-                    Close(a, false);
+                    CloseAttempt(a, false);
                 }
                 _attempts.Clear();
                 if (_handshake != 0)
                 {
-                    Close(_handshake, false);
+                    CloseAttempt(_handshake, false);
                     _handshake = 0;
                 }
                 _wsStartAt = -1;
@@ -919,6 +1031,20 @@ namespace FlightSimP2P.Client
 
         private void BeginRequest(long now, int token, ClientMsg msg, bool join, string code, string password)
         {
+            if (_request.Active || _pendingRequest != null || _requestInUrlConn != 0)
+            {
+                Complete(token, null, new InvalidOperationException("another CreateSession/JoinSession is pending"));
+                return;
+            }
+            if (!Online && State == HubConnectionState.Connecting)
+            {
+                // StartAsync is under way: sent after the Welcome (or in the URL of a
+                // WebSocket attempt that starts from now on and is the only one).
+                _pendingRequest = msg;
+                _requestToken = token;
+                _requestPassword = password;
+                return;
+            }
             if (!Online)
             {
                 Complete(token, null, new InvalidOperationException("not connected"));
@@ -937,6 +1063,8 @@ namespace FlightSimP2P.Client
 
         private void FailRequest(Exception error, bool always)
         {
+            _pendingRequest = null;
+            _requestInUrlConn = 0;
             if (!_request.Active && _requestToken == 0)
             {
                 return;
@@ -1469,13 +1597,13 @@ namespace FlightSimP2P.Client
                 _attemptDeadline = -1;
                 foreach (int a in _attempts.Keys)
                 {
-                    Close(a, false);
+                    CloseAttempt(a, false);
                 }
                 _attempts.Clear();
                 _wsStartAt = -1;
                 if (_handshake != 0)
                 {
-                    Close(_handshake, false);
+                    CloseAttempt(_handshake, false);
                     _handshake = 0;
                 }
                 ConnectFailed(now, new TimeoutException("connect timed out"));

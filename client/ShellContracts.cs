@@ -38,7 +38,13 @@ namespace FlightSimP2P.Client
     {
         bool QuicSupported { get; }
 
-        Task<ISignalingTransport> ConnectAsync(TransportKind kind, CancellationToken cancellationToken);
+        /// <summary>
+        /// Connects. first (WebSocket only; null otherwise): the URL's <c>first</c> value
+        /// (First.AppendTo adds it to the URL). It carries the Hello, so the service sends
+        /// none: a factory must not drop it. It can hold a join code or a resume token:
+        /// never log the URL with it.
+        /// </summary>
+        Task<ISignalingTransport> ConnectAsync(TransportKind kind, string first, CancellationToken cancellationToken);
     }
 
     /// <summary>What a peer link reports (any thread).</summary>
@@ -99,6 +105,12 @@ namespace FlightSimP2P.Client
         public Uri WebSocketUri;
         public bool QuicAllowed = true;
         public bool WebSocketAllowed = true;
+        /// <summary>
+        /// WebSocket attempts put the Hello (and a session request made before the connection,
+        /// e.g. StartAndJoinSessionAsync) in the upgrade URL's <c>first</c> parameter, saving a
+        /// round trip (PROTOCOL.md section 3). Switch off only for a server older than that.
+        /// </summary>
+        public bool FirstRequestInUrl = true;
         public TimeSpan QuicFallbackDelay = TimeSpan.FromSeconds(1);
         public TimeSpan ConnectTimeout = TimeSpan.FromSeconds(10);
         /// <summary>Development: SHA-256 of the server's self-signed certificate (hex, ':' allowed).</summary>
@@ -141,6 +153,7 @@ namespace FlightSimP2P.Client
             c.QuicAllowed = QuicAllowed;
             c.QuicSupported = quicSupported;
             c.WebSocketAllowed = WebSocketAllowed;
+            c.FirstInUrl = FirstRequestInUrl;
             c.QuicFallbackDelayMs = Ms(QuicFallbackDelay);
             c.ConnectTimeoutMs = Ms(ConnectTimeout);
             c.PingIntervalMs = Ms(PingInterval);

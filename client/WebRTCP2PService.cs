@@ -169,6 +169,42 @@ namespace FlightSimP2P.Client
             _events.CompleteAdding();
         }
 
+        /// <summary>
+        /// StartAsync and CreateSessionAsync in one: over WebSocket the request rides in the
+        /// upgrade URL, so the session exists one round trip after the TCP (+ TLS) handshake.
+        /// Fails like either of them.
+        /// </summary>
+        public Task<SessionInfo> StartAndCreateSessionAsync(uint maxPeers = 0, string password = null, CancellationToken cancellationToken = default(CancellationToken))
+        {
+            return StartWith(new ClientMsg.CreateSession(maxPeers, password), cancellationToken);
+        }
+
+        /// <summary>StartAsync and JoinSessionAsync in one (see StartAndCreateSessionAsync).</summary>
+        public Task<SessionInfo> StartAndJoinSessionAsync(string code, string password = null, CancellationToken cancellationToken = default(CancellationToken))
+        {
+            if (code == null)
+            {
+                throw new ArgumentNullException("code");
+            }
+            return StartWith(new ClientMsg.JoinSession(code, password), cancellationToken);
+        }
+
+        private async Task<SessionInfo> StartWith(ClientMsg request, CancellationToken cancellationToken)
+        {
+            int startToken;
+            int answerToken;
+            Task<object> start = NewCall(cancellationToken, out startToken);
+            Task<object> answer = NewCall(cancellationToken, out answerToken);
+            // A failed start also fails the request, which reports it; observe it here.
+            GC.KeepAlive(start.ContinueWith(t => t.Exception, TaskScheduler.Default));
+            Input(() => _core.Start(_clock.NowMs, startToken, request, answerToken));
+            return (SessionInfo)await answer.ConfigureAwait(false);
+        }
+
+        /// <summary>
+        /// Also while StartAsync is under way (it is then sent with or right after the
+        /// Welcome); fails when not started or reconnecting.
+        /// </summary>
         public async Task<SessionInfo> CreateSessionAsync(uint maxPeers = 0, string password = null, CancellationToken cancellationToken = default(CancellationToken))
         {
             return (SessionInfo)await Call(t => _core.CreateSession(_clock.NowMs, t, maxPeers, password), cancellationToken).ConfigureAwait(false);
@@ -305,18 +341,27 @@ namespace FlightSimP2P.Client
 
         private Task<object> Call(Action<int> start, CancellationToken cancellationToken)
         {
-            TaskCompletionSource<object> tcs = new TaskCompletionSource<object>(TaskCreationOptions.RunContinuationsAsynchronously);
             int token;
+            Task<object> task = NewCall(cancellationToken, out token);
+            Input(() => start(token));
+            return task;
+        }
+
+        /// <summary>A task the core completes with Complete(token).</summary>
+        private Task<object> NewCall(CancellationToken cancellationToken, out int token)
+        {
+            TaskCompletionSource<object> tcs = new TaskCompletionSource<object>(TaskCreationOptions.RunContinuationsAsynchronously);
+            int t;
             lock (_gate)
             {
-                token = _nextToken++;
-                _tasks[token] = tcs;
+                t = _nextToken++;
+                _tasks[t] = tcs;
             }
             if (cancellationToken.CanBeCanceled)
             {
-                cancellationToken.Register(() => { lock (_gate) { _tasks.Remove(token); } tcs.TrySetCanceled(); });
+                cancellationToken.Register(() => { lock (_gate) { _tasks.Remove(t); } tcs.TrySetCanceled(); });
             }
-            Input(() => start(token));
+            token = t;
             return tcs.Task;
         }
 
@@ -435,7 +480,7 @@ namespace FlightSimP2P.Client
             switch (o.Kind)
             {
                 case OutputKind.Connect:
-                    conn = new Connection(this, o.Conn);
+                    conn = new Connection(this, o.Conn, o.First);
                     _conns[o.Conn] = conn;
                     conn.Start(o.Transport);
                     break;
@@ -675,8 +720,12 @@ namespace FlightSimP2P.Client
         /// <summary>One signaling connection: connect, one ordered sender, one reader.</summary>
         private sealed class Connection
         {
+            /// <summary>How long a losing attempt that said Hello in its URL may finish connecting, to close with 1000.</summary>
+            private const int LingerMs = 3000;
+
             private readonly WebRTCP2PService _svc;
             private readonly int _id;
+            private readonly string _first;
             private readonly ConcurrentQueue<ClientMsg> _send = new ConcurrentQueue<ClientMsg>();
             private readonly SemaphoreSlim _ready = new SemaphoreSlim(0);
             private readonly CancellationTokenSource _cts = new CancellationTokenSource();
@@ -684,10 +733,11 @@ namespace FlightSimP2P.Client
             public ISignalingTransport Transport;
             public readonly TaskCompletionSource<bool> Closed = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
 
-            public Connection(WebRTCP2PService svc, int id)
+            public Connection(WebRTCP2PService svc, int id, string first)
             {
                 _svc = svc;
                 _id = id;
+                _first = first;
             }
 
             public void Start(TransportKind kind)
@@ -707,8 +757,17 @@ namespace FlightSimP2P.Client
                 {
                     return;
                 }
-                _cts.Cancel();
                 ISignalingTransport t = Transport;
+                if (t == null && leave && _first != null)
+                {
+                    // The server acts on the Hello in the URL at the upgrade: let the
+                    // connect finish (briefly) so RunAsync can close with 1000 and the
+                    // peer it made leaves at once, instead of waiting out the grace.
+                    _cts.CancelAfter(LingerMs);
+                    Closed.TrySetResult(true);
+                    return;
+                }
+                _cts.Cancel();
                 if (t == null)
                 {
                     Closed.TrySetResult(true);
@@ -733,7 +792,7 @@ namespace FlightSimP2P.Client
                 ISignalingTransport t;
                 try
                 {
-                    t = await s._transports.ConnectAsync(kind, _cts.Token).ConfigureAwait(false);
+                    t = await s._transports.ConnectAsync(kind, _first, _cts.Token).ConfigureAwait(false);
                 }
                 catch (Exception e)
                 {
@@ -742,7 +801,9 @@ namespace FlightSimP2P.Client
                     return;
                 }
                 Transport = t;
-                if (_cts.IsCancellationRequested)
+                // Pairs with Close's Interlocked.Exchange: one of the two sees the other.
+                Thread.MemoryBarrier();
+                if (_closing != 0 || _cts.IsCancellationRequested)
                 {
                     try
                     {

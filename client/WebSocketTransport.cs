@@ -1,6 +1,8 @@
 // Signaling over a WebSocket (PROTOCOL.md section 10) with ClientWebSocket's
 // ArraySegment API, which mono and every .NET have. One sender loop keeps control
 // messages in order; relay frames wait in a 4-frame queue that drops the oldest.
+// The upgrade URL may carry the first request (?first=, PROTOCOL.md section 3); it
+// is never logged.
 // Also the transport factory: WebSocket here, QUIC from the net9.0 adapter.
 //
 // C# 7.2 (mono).
@@ -35,12 +37,49 @@ namespace FlightSimP2P.Client
 
         public long RelayDropped { get; private set; }
 
-        public static async Task<ISignalingTransport> ConnectAsync(Uri uri, TimeSpan keepAlive, CancellationToken cancellationToken)
+        public static Task<ISignalingTransport> ConnectAsync(Uri uri, TimeSpan keepAlive, CancellationToken cancellationToken)
+        {
+            return ConnectAsync(uri, null, keepAlive, cancellationToken);
+        }
+
+        /// <summary>
+        /// Connects to uri with <c>first=</c> added when first is not null (PROTOCOL.md
+        /// section 3): the server's Welcome and answer are then the first messages. That
+        /// URL can hold a join code: it is never logged, and a connect error that quotes
+        /// it is replaced by one that does not.
+        /// </summary>
+        public static async Task<ISignalingTransport> ConnectAsync(Uri uri, string first, TimeSpan keepAlive, CancellationToken cancellationToken)
         {
             ClientWebSocket ws = new ClientWebSocket();
             ws.Options.KeepAliveInterval = keepAlive;
-            await ws.ConnectAsync(uri, cancellationToken).ConfigureAwait(false);
+            Uri target = first == null ? uri : new Uri(First.AppendTo(uri.AbsoluteUri, first));
+            try
+            {
+                await ws.ConnectAsync(target, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception e)
+            {
+                ws.Dispose();
+                if (first != null && Quotes(e, first))
+                {
+                    throw new WebSocketException("WebSocket connect to " + uri.GetLeftPart(UriPartial.Path) + " failed ("
+                        + e.GetType().Name + ", details withheld: they quote the URL's first request)");
+                }
+                throw;
+            }
             return new WebSocketTransport(ws);
+        }
+
+        private static bool Quotes(Exception e, string secret)
+        {
+            for (Exception x = e; x != null; x = x.InnerException)
+            {
+                if ((x.Message ?? "").Contains(secret))
+                {
+                    return true;
+                }
+            }
+            return false;
         }
 
         public Action<uint, byte[]> RelayReceived
@@ -222,10 +261,14 @@ namespace FlightSimP2P.Client
 
         partial void ConnectQuic(CancellationToken cancellationToken, ref Task<ISignalingTransport> result);
 
-        public Task<ISignalingTransport> ConnectAsync(TransportKind kind, CancellationToken cancellationToken)
+        public Task<ISignalingTransport> ConnectAsync(TransportKind kind, string first, CancellationToken cancellationToken)
         {
             if (kind == TransportKind.Quic)
             {
+                if (first != null)
+                {
+                    throw new ArgumentException("QUIC says Hello on its control stream", "first");
+                }
                 Task<ISignalingTransport> quic = null;
                 ConnectQuic(cancellationToken, ref quic);
                 if (quic == null)
@@ -234,7 +277,7 @@ namespace FlightSimP2P.Client
                 }
                 return quic;
             }
-            return WebSocketTransport.ConnectAsync(_options.EffectiveWebSocketUri, _options.KeepAliveInterval, cancellationToken);
+            return WebSocketTransport.ConnectAsync(_options.EffectiveWebSocketUri, first, _options.KeepAliveInterval, cancellationToken);
         }
     }
 }

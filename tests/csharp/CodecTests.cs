@@ -137,6 +137,7 @@ namespace FlightSimP2P.Tests
             Guard("frames", FrameTests);
             Guard("relay", RelayTests);
             Guard("websocket", WebSocketTests);
+            Guard("first request in the URL", FirstTests);
             Guard("snapshots", SnapshotTests);
             Guard("round trips", ConstructedRoundTrips);
             Guard("fuzz", FuzzTests);
@@ -666,6 +667,58 @@ namespace FlightSimP2P.Tests
             CheckThrows("ws empty message", delegate { WsMessageKind k; Wire.ParseWsMessage(new byte[0], 0, 0, out k); }, ErrorCode.BadMessage);
             CheckThrows("ws unknown kind", delegate { WsMessageKind k; Wire.ParseWsMessage(new byte[] { 2, 0 }, 0, 2, out k); }, ErrorCode.BadMessage);
             CheckThrows("ws relay without header", delegate { uint p; Wire.ParseRelayFrame(new byte[] { 1 }, 1, 0, out p); }, ErrorCode.BadMessage);
+        }
+
+        private static void FirstTests()
+        {
+            // Golden vector, PROTOCOL.md section 3 "The first request in the URL".
+            ClientMsg.Hello hello = new ClientMsg.Hello();
+            hello.Client = ClientKind.Browser;
+            hello.RelayMode = RelayMode.Datagram;
+            hello.Name = "";
+            ClientMsg.JoinSession join = new ClientMsg.JoinSession("7KQ2MX", null);
+            CheckBytes("first frames (golden)", Hex("06000102000000090206374b51324d5800"), First.Frames(hello, join));
+            CheckEqual("first value (golden)", "BgABAgAAAAkCBjdLUTJNWAA", First.Encode(hello, join));
+            CheckEqual("first Hello only", Wire.ToHex(Wire.EncodeFrame(hello)), Wire.ToHex(First.Frames(hello, null)));
+            // The alphabet is RFC 4648 section 5 and there is no padding.
+            CheckEqual("base64url alphabet", "-_8", First.Base64Url(new byte[] { 0xfb, 0xff }));
+            CheckEqual("base64url no padding", "AA", First.Base64Url(new byte[] { 0 }));
+            CheckEqual("base64url empty", "", First.Base64Url(new byte[0]));
+            // A resume token rides in the Hello.
+            hello.ResumeToken = new byte[16];
+            hello.ResumeToken[0] = 7;
+            byte[] resumed = First.Frames(hello, null);
+            byte[] body = new byte[resumed.Length - 1];
+            Buffer.BlockCopy(resumed, 1, body, 0, body.Length);
+            ClientMsg.Hello back = ClientMsg.Decode(body) as ClientMsg.Hello;
+            Check("first resume token", back != null && back.ResumeToken != null && back.ResumeToken[0] == 7, "token lost");
+            bool refused = false;
+            try
+            {
+                First.Frames(hello, new ClientMsg.Ping(1));
+            }
+            catch (ArgumentException)
+            {
+                refused = true;
+            }
+            Check("first refuses other requests", refused, "Ping accepted");
+            refused = false;
+            try
+            {
+                ClientMsg.JoinSession big = new ClientMsg.JoinSession("7KQ2MX", new string('x', 3000));
+                First.Frames(hello, big);
+            }
+            catch (ArgumentException)
+            {
+                refused = true;
+            }
+            Check("first refuses over 2048 bytes", refused, "too long accepted");
+            // Appending to the WebSocket URL.
+            CheckEqual("append ?", "ws://h:8080/ws?first=AA", First.AppendTo("ws://h:8080/ws", "AA"));
+            CheckEqual("append &", "wss://h/ws?room=1&first=AA", First.AppendTo("wss://h/ws?room=1", "AA"));
+            CheckEqual("append after empty query", "ws://h/ws?first=AA", First.AppendTo("ws://h/ws?", "AA"));
+            CheckEqual("append drops fragment", "ws://h/ws?first=AA", First.AppendTo("ws://h/ws#x", "AA"));
+            CheckEqual("append nothing", "ws://h/ws", First.AppendTo("ws://h/ws", null));
         }
 
         private static void SnapshotTests()

@@ -12,7 +12,10 @@
 // byte-exact and in order; A's Ping gets a Pong; a JoinSession while in a
 // session gets Error 13; garbage on a third connection gets Error 1 and close
 // 4001; B closes with 1000, A gets PeerLeft(B, Left) and the server answers
-// B's close frame (RFC 6455 §5.5.1).
+// B's close frame (RFC 6455 §5.5.1). Then the first request in the URL
+// (PROTOCOL.md §3): D creates a session with `?first=` (Hello + CreateSession,
+// First.Encode) and sends nothing, E joins it the same way; Welcome and the answer
+// are the first messages, D hears E join; a malformed `first` is refused (400).
 //
 // One line per check, then `N passed, N failed` as the last line; exit code 1 on
 // any failure. Every wait has a timeout and the whole run is capped at 60 s.
@@ -422,6 +425,8 @@ namespace FlightSimP2P.Tests
         private static async Task<WsPeer> Connect(Uri uri, string label, CancellationToken life)
         {
             WsPeer p = new WsPeer(label, life);
+            // A URL with `first` can hold a join code: shown without its query.
+            string shown = uri.GetLeftPart(UriPartial.Path) + (uri.Query.Length > 0 ? "?first=..." : "");
             try
             {
                 await p.ConnectAsync(uri, Wait).ConfigureAwait(false);
@@ -429,9 +434,9 @@ namespace FlightSimP2P.Tests
             catch (Exception e)
             {
                 p.Dispose();
-                Require(label + " connects to " + uri, false, e.GetType().Name + ": " + e.Message);
+                Require(label + " connects to " + shown, false, e.GetType().Name + ": " + e.Message);
             }
-            Check(label + " connects to " + uri, p.State == WebSocketState.Open, "state " + p.State);
+            Check(label + " connects to " + shown, p.State == WebSocketState.Open, "state " + p.State);
             return p;
         }
 
@@ -749,6 +754,65 @@ namespace FlightSimP2P.Tests
             }
         }
 
+        /// <summary>The first request in the URL: nothing is sent on the socket.</summary>
+        private static async Task RunFirst(Uri uri, CancellationToken life)
+        {
+            WsPeer d = null;
+            WsPeer e = null;
+            try
+            {
+                string create = First.Encode((ClientMsg.Hello)Hello("mono-d"), new ClientMsg.CreateSession(0, null));
+                d = await Connect(new Uri(First.AppendTo(uri.AbsoluteUri, create)), "D (first: Hello + CreateSession)", life);
+                ServerMsg.Welcome wd = await ExpectControl<ServerMsg.Welcome>(d, "D: Welcome first");
+                Check("D: Welcome first, nothing sent", wd.PeerId > 0 && !wd.Resumed, "peer " + wd.PeerId);
+                ServerMsg.SessionCreated created = await ExpectControl<ServerMsg.SessionCreated>(d, "D: SessionCreated second");
+                Check("D: SessionCreated second", created.Session.Host == wd.PeerId, "code " + created.Session.Code);
+
+                string join = First.Encode((ClientMsg.Hello)Hello("mono-e"), new ClientMsg.JoinSession(created.Session.Code, null));
+                e = await Connect(new Uri(First.AppendTo(uri.AbsoluteUri, join)), "E (first: Hello + JoinSession)", life);
+                ServerMsg.Welcome we = await ExpectControl<ServerMsg.Welcome>(e, "E: Welcome first");
+                ServerMsg.SessionJoined joined = await ExpectControl<ServerMsg.SessionJoined>(e, "E: SessionJoined second");
+                Check("E: SessionJoined second, nothing sent", joined.Session.Code == created.Session.Code && joined.Session.Peers.Count == 2,
+                    "peers " + joined.Session.Peers.Count);
+                ServerMsg.PeerJoined pj = await ExpectControl<ServerMsg.PeerJoined>(d, "D hears E join");
+                Check("D hears E join", pj.Peer.Id == we.PeerId, "peer " + pj.Peer.Id);
+
+                WsPeer bad = new WsPeer("F", life);
+                string why = null;
+                try
+                {
+                    await bad.ConnectAsync(new Uri(First.AppendTo(uri.AbsoluteUri, "!!notbase64")), Wait).ConfigureAwait(false);
+                }
+                catch (Exception x)
+                {
+                    why = x.GetType().Name;
+                }
+                finally
+                {
+                    bad.Dispose();
+                }
+                Check("a malformed first is refused at the upgrade", why != null, why ?? "upgraded");
+
+                await e.CloseAsync(WebSocketCloseStatus.NormalClosure, "done", 1000);
+                await d.CloseAsync(WebSocketCloseStatus.NormalClosure, "done", 1000);
+            }
+            catch (AbortScenario x)
+            {
+                Check("first scenario", false, "stopped after the failed check \"" + x.Message + "\"");
+            }
+            finally
+            {
+                if (d != null)
+                {
+                    d.Dispose();
+                }
+                if (e != null)
+                {
+                    e.Dispose();
+                }
+            }
+        }
+
         private static int Main(string[] args)
         {
             if (args.Length != 1)
@@ -759,7 +823,11 @@ namespace FlightSimP2P.Tests
             Stopwatch total = Stopwatch.StartNew();
             using (CancellationTokenSource life = new CancellationTokenSource())
             {
-                Task run = Task.Run(() => Run(new Uri(args[0]), life.Token));
+                Task run = Task.Run(async () =>
+                {
+                    await Run(new Uri(args[0]), life.Token).ConfigureAwait(false);
+                    await RunFirst(new Uri(args[0]), life.Token).ConfigureAwait(false);
+                });
                 try
                 {
                     if (!run.Wait(TimeSpan.FromSeconds(60)))

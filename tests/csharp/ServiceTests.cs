@@ -110,6 +110,35 @@ namespace FlightSimP2P.Tests
         {
             return outs.Where(o => o.Kind == OutputKind.SendControl).Select(o => o.Message).ToList();
         }
+
+        /// <summary>What a server reads from a `first` value: base64url, then control frames.</summary>
+        public static List<ClientMsg> DecodeFirst(string first)
+        {
+            string b64 = first.Replace('-', '+').Replace('_', '/');
+            b64 = b64.PadRight(b64.Length + (4 - b64.Length % 4) % 4, '=');
+            byte[] bytes = Convert.FromBase64String(b64);
+            FrameDecoder d = new FrameDecoder(First.MaxBytes);
+            d.Push(bytes, 0, bytes.Length);
+            List<ClientMsg> msgs = new List<ClientMsg>();
+            byte[] body;
+            while (d.TryNextFrame(out body))
+            {
+                msgs.Add(ClientMsg.Decode(body));
+            }
+            if (d.Buffered != 0)
+            {
+                throw new Exception("first ends inside a frame");
+            }
+            return msgs;
+        }
+
+        public static CoreOptions WebSocketOnly()
+        {
+            CoreOptions o = new CoreOptions();
+            o.QuicAllowed = false;
+            o.DisplayName = "pilot";
+            return o;
+        }
     }
 
     internal static class ServiceTests
@@ -168,6 +197,19 @@ namespace FlightSimP2P.Tests
             Run("reconnect gives up after the SignalR delays", ReconnectGivesUp);
             Run("defect: SendAsync argument spreading, CancellationToken and null", SendAsyncArguments);
             Run("shell: InvokeAsync<T> on the host runs its handler", ShellInvokeLocal);
+            Run("first: a WebSocket attempt carries the Hello in its URL, none is sent on connect", FirstHello);
+            Run("first: a resume over WebSocket carries the token in the URL", FirstResume);
+            Run("first: QUIC attempts are unchanged (no first, Hello on the stream)", FirstQuicUnchanged);
+            Run("first: FirstInUrl off sends the Hello after the connect", FirstOff);
+            Run("first: a join asked for with Start rides in the URL; Welcome then the answer", FirstFoldedJoin);
+            Run("first: a folded create fails with the server's error after Welcome", FirstFoldedError);
+            Run("first: a folded request fails with the connect", FirstFoldedConnectFails);
+            Run("first: a join asked for while connecting is sent after the Welcome", FirstJoinWhileConnecting);
+            Run("first: in the QUIC race the WebSocket URL has a fresh Hello only; the loser leaves (1000)", FirstRace);
+            Run("first: in the QUIC race a resume says Hello after the connect (no seat tug-of-war)", FirstRaceResume);
+            Run("first: a TURN refresh over WebSocket carries the token in its URL", FirstRefresh);
+            Run("shell: StartAndJoinSessionAsync over WebSocket sends nothing; first reaches the factory", ShellFirstJoin);
+            Run("shell: a WebSocket loser still connecting when QUIC wins is let finish and closed with 1000", ShellLoserLeaves);
             Console.WriteLine(_passed + " passed, " + _failed + " failed");
             return _failed == 0 ? 0 : 1;
         }
@@ -692,6 +734,247 @@ namespace FlightSimP2P.Tests
             Check(h.Core.State == HubConnectionState.Disconnected, "disconnected");
         }
 
+
+        // --- the first request in the URL (PROTOCOL.md section 3) ---
+
+        private static ClientMsg.Hello ExpectedHello(byte[] token)
+        {
+            ClientMsg.Hello hello = new ClientMsg.Hello();
+            hello.Client = ClientKind.DotNet;
+            hello.RelayMode = RelayMode.Stream;
+            hello.Name = "pilot";
+            hello.ResumeToken = token;
+            return hello;
+        }
+
+        private static void FirstHello()
+        {
+            Harness h = new Harness(Harness.WebSocketOnly());
+            h.Core.Start(h.Now, 1);
+            CoreOutput c = h.Drain().Single(x => x.Kind == OutputKind.Connect);
+            Check(c.Transport == TransportKind.WebSocket, "WebSocket");
+            Check(c.First == First.Encode(ExpectedHello(null), null), "first is the Hello: " + c.First);
+            List<ClientMsg> msgs = Harness.DecodeFirst(c.First);
+            Check(msgs.Count == 1 && ((ClientMsg.Hello)msgs[0]).Name == "pilot" && ((ClientMsg.Hello)msgs[0]).ResumeToken == null, "a fresh Hello");
+            h.Core.TransportConnected(h.Now, c.Conn);
+            Check(h.Sent(h.Drain()).Count == 0, "no Hello sent on connect");
+            h.Core.ServerMessage(h.Now, c.Conn, Harness.Welcome(5, false));
+            List<CoreOutput> outs = h.Drain();
+            Check(outs.Any(x => x.Kind == OutputKind.Complete && x.Token == 1 && x.Error == null), "StartAsync completes on the Welcome");
+            Check(h.Core.State == HubConnectionState.Connected && h.Sent(outs).Count == 0, "connected, still nothing sent");
+        }
+
+        private static void FirstResume()
+        {
+            Harness h = new Harness(Harness.WebSocketOnly());
+            int c1 = h.Connect(5);
+            h.InSession(5, 5, 6);
+            h.Core.TransportLost(h.Now, c1, new Exception("reset"), 0);
+            CoreOutput c2 = h.Drain().Concat(h.Advance(10)).First(x => x.Kind == OutputKind.Connect);
+            Check(c2.Resume && c2.Transport == TransportKind.WebSocket, "WebSocket resume");
+            ClientMsg.Hello hello = Harness.DecodeFirst(c2.First).Single() as ClientMsg.Hello;
+            Check(hello != null && hello.ResumeToken != null && hello.ResumeToken[0] == 5, "the token rides in the URL");
+            h.Core.TransportConnected(h.Now, c2.Conn);
+            Check(h.Sent(h.Drain()).Count == 0, "no Hello sent on connect");
+            h.Core.ServerMessage(h.Now, c2.Conn, Harness.Welcome(5, true));
+            h.Core.ServerMessage(h.Now, c2.Conn, new ServerMsg.SessionJoined(Harness.SessionOf(5, 5, 6)));
+            List<CoreOutput> outs = h.Drain();
+            Check(outs.Any(x => x.Kind == OutputKind.Reconnected), "Reconnected");
+            Check(h.Core.Session != null && h.Core.GetPeer(6) != null, "session kept");
+            // Lost again: the next attempt carries the token too; StopAsync closes it leaving for good.
+            h.Core.TransportLost(h.Now, c2.Conn, new Exception("reset"), 0);
+            CoreOutput c3 = h.Drain().Concat(h.Advance(2500)).First(x => x.Kind == OutputKind.Connect);
+            h.Core.Stop(h.Now);
+            Check(h.Drain().Any(x => x.Kind == OutputKind.CloseTransport && x.Conn == c3.Conn && x.Leave), "StopAsync: the attempt leaves (1000)");
+            Harness t = new Harness(Harness.WebSocketOnly());
+            int d1 = t.Connect(5);
+            t.Core.TransportLost(t.Now, d1, new Exception("reset"), 0);
+            CoreOutput d2 = t.Drain().Concat(t.Advance(10)).First(x => x.Kind == OutputKind.Connect);
+            List<CoreOutput> timeout = t.Advance(10005);
+            Check(timeout.Any(x => x.Kind == OutputKind.CloseTransport && x.Conn == d2.Conn && !x.Leave), "timed out: closed keeping the seat");
+        }
+
+        private static void FirstQuicUnchanged()
+        {
+            CoreOptions o = new CoreOptions();
+            o.DisplayName = "pilot";
+            Harness h = new Harness(o);
+            int c1 = h.Connect(5);
+            CoreOutput first = h.Log.First(x => x.Kind == OutputKind.Connect);
+            Check(first.Transport == TransportKind.Quic && first.First == null, "QUIC connect has no first");
+            ClientMsg.Hello hello = h.Sent(h.Log).OfType<ClientMsg.Hello>().Single();
+            Check(hello.Name == "pilot" && hello.ResumeToken == null, "Hello on the stream");
+            h.Core.TransportLost(h.Now, c1, new Exception("reset"), 0);
+            CoreOutput c2 = h.Drain().Concat(h.Advance(10)).First(x => x.Kind == OutputKind.Connect);
+            Check(c2.Transport == TransportKind.Quic && c2.First == null, "QUIC resume has no first");
+            h.Core.TransportConnected(h.Now, c2.Conn);
+            ClientMsg.Hello again = (ClientMsg.Hello)h.Sent(h.Drain()).Single();
+            Check(again.ResumeToken != null && again.ResumeToken[0] == 5, "resume Hello on the stream");
+        }
+
+        private static void FirstOff()
+        {
+            CoreOptions o = Harness.WebSocketOnly();
+            o.FirstInUrl = false;
+            Harness h = new Harness(o);
+            h.Core.Start(h.Now, 1);
+            CoreOutput c = h.Drain().Single(x => x.Kind == OutputKind.Connect);
+            Check(c.First == null, "no first");
+            h.Core.TransportConnected(h.Now, c.Conn);
+            Check(h.Sent(h.Drain()).Single() is ClientMsg.Hello, "Hello after the connect");
+        }
+
+        private static void FirstFoldedJoin()
+        {
+            Harness h = new Harness(Harness.WebSocketOnly());
+            h.Core.Start(h.Now, 1, new ClientMsg.JoinSession("7KQ2MX", "pw"), 2);
+            CoreOutput c = h.Drain().Single(x => x.Kind == OutputKind.Connect);
+            List<ClientMsg> msgs = Harness.DecodeFirst(c.First);
+            Check(msgs.Count == 2 && msgs[0] is ClientMsg.Hello, "Hello first");
+            ClientMsg.JoinSession join = msgs[1] as ClientMsg.JoinSession;
+            Check(join != null && join.Code == "7KQ2MX" && join.Password == "pw", "then the join");
+            h.Core.TransportConnected(h.Now, c.Conn);
+            Check(h.Sent(h.Drain()).Count == 0, "nothing sent: no Hello, no markers, no join");
+            h.Core.ServerMessage(h.Now, c.Conn, Harness.Welcome(6, false));
+            List<CoreOutput> outs = h.Drain();
+            Check(outs.Any(x => x.Kind == OutputKind.Complete && x.Token == 1 && x.Error == null), "started");
+            Check(!outs.Any(x => x.Kind == OutputKind.Complete && x.Token == 2), "join still pending");
+            Check(h.Sent(outs).Count == 0, "the join is not sent again");
+            h.Core.ServerMessage(h.Now, c.Conn, new ServerMsg.SessionJoined(Harness.SessionOf(5, 5, 6)));
+            outs = h.Drain();
+            CoreOutput done = outs.Single(x => x.Kind == OutputKind.Complete);
+            Check(done.Token == 2 && done.Error == null && ((SessionInfo)done.Result).Code == "7KQ2MX", "the answer completes the join");
+            Check(h.Core.SessionPassword == "pw" && h.Core.GetPeer(5) != null, "session and password kept");
+            Check(outs.Any(x => x.Kind == OutputKind.PeerJoined && x.Peer == 5), "the host is a peer");
+            // The next request goes the usual way.
+            h.Core.JoinSession(h.Now, 3, "ZZZZZZ", null);
+            Check(h.Sent(h.Drain()).Count == 3, "later requests between markers");
+        }
+
+        private static void FirstFoldedError()
+        {
+            Harness h = new Harness(Harness.WebSocketOnly());
+            h.Core.Start(h.Now, 1, new ClientMsg.CreateSession(4, null), 2);
+            CoreOutput c = h.Drain().Single(x => x.Kind == OutputKind.Connect);
+            Check(Harness.DecodeFirst(c.First)[1] is ClientMsg.CreateSession, "create in the URL");
+            h.Core.TransportConnected(h.Now, c.Conn);
+            h.Core.ServerMessage(h.Now, c.Conn, Harness.Welcome(6, false));
+            // rate_limited is only ever the request's here: the answer follows the Welcome.
+            h.Core.ServerMessage(h.Now, c.Conn, new ServerMsg.Error((ushort)ErrorCode.RateLimited, "slow down"));
+            CoreOutput done = h.Drain().Single(x => x.Kind == OutputKind.Complete && x.Token == 2);
+            Check(done.Error is ServerException && ((ServerException)done.Error).Code == (ushort)ErrorCode.RateLimited, "failed with rate_limited");
+            Check(h.Core.State == HubConnectionState.Connected, "the connection stays");
+            // A stray error later is only reported.
+            h.Core.ServerMessage(h.Now, c.Conn, new ServerMsg.Error((ushort)ErrorCode.RateLimited, "slow down"));
+            Check(h.Drain().Any(x => x.Kind == OutputKind.ServerError), "reported");
+        }
+
+        private static void FirstFoldedConnectFails()
+        {
+            Harness h = new Harness(Harness.WebSocketOnly());
+            h.Core.Start(h.Now, 1, new ClientMsg.JoinSession("7KQ2MX", null), 2);
+            CoreOutput c = h.Drain().Single(x => x.Kind == OutputKind.Connect);
+            h.Core.TransportFailed(h.Now, c.Conn, new Exception("refused"));
+            List<CoreOutput> outs = h.Drain();
+            Check(outs.Any(x => x.Kind == OutputKind.Complete && x.Token == 1 && x.Error != null), "start failed");
+            Check(outs.Any(x => x.Kind == OutputKind.Complete && x.Token == 2 && x.Error != null), "join failed");
+            Check(h.Core.State == HubConnectionState.Disconnected, "disconnected");
+            // Timeout: the attempt whose URL joined leaves at once (1000).
+            Harness t = new Harness(Harness.WebSocketOnly());
+            t.Core.Start(t.Now, 1, new ClientMsg.JoinSession("7KQ2MX", null), 2);
+            CoreOutput d = t.Drain().Single(x => x.Kind == OutputKind.Connect);
+            List<CoreOutput> late = t.Advance(10005);
+            Check(late.Any(x => x.Kind == OutputKind.CloseTransport && x.Conn == d.Conn && x.Leave), "closed leaving");
+            Check(late.Any(x => x.Kind == OutputKind.Complete && x.Token == 2 && x.Error is TimeoutException), "join timed out");
+        }
+
+        private static void FirstJoinWhileConnecting()
+        {
+            // WebSocket only: the attempt started before the join, so the join follows the Welcome.
+            Harness h = new Harness(Harness.WebSocketOnly());
+            h.Core.Start(h.Now, 1);
+            CoreOutput c = h.Drain().Single(x => x.Kind == OutputKind.Connect);
+            h.Core.JoinSession(h.Now, 2, "7KQ2MX", null);
+            Check(!h.Drain().Any(x => x.Kind == OutputKind.Complete), "queued, not failed");
+            h.Core.JoinSession(h.Now, 3, "7KQ2MX", null);
+            Check(h.Drain().Any(x => x.Kind == OutputKind.Complete && x.Token == 3 && x.Error is InvalidOperationException), "a second one is refused");
+            h.Core.TransportConnected(h.Now, c.Conn);
+            Check(h.Sent(h.Drain()).Count == 0, "nothing before the Welcome");
+            h.Core.ServerMessage(h.Now, c.Conn, Harness.Welcome(6, false));
+            List<ClientMsg> sent = h.Sent(h.Drain());
+            Check(sent.Count == 3 && sent[1] is ClientMsg.JoinSession, "the join between markers after the Welcome");
+            h.Core.ServerMessage(h.Now, c.Conn, new ServerMsg.SessionJoined(Harness.SessionOf(5, 5, 6)));
+            Check(h.Drain().Any(x => x.Kind == OutputKind.Complete && x.Token == 2 && x.Error == null), "joined");
+            // QUIC fails before the WebSocket attempt starts: the WebSocket attempt is alone and carries it.
+            Harness q = new Harness(new CoreOptions());
+            q.Core.Start(q.Now, 1);
+            CoreOutput quic = q.Drain().Single(x => x.Kind == OutputKind.Connect);
+            q.Core.JoinSession(q.Now, 2, "7KQ2MX", null);
+            q.Core.TransportFailed(q.Now, quic.Conn, new Exception("no msquic"));
+            CoreOutput ws = q.Drain().Single(x => x.Kind == OutputKind.Connect);
+            Check(ws.Transport == TransportKind.WebSocket && Harness.DecodeFirst(ws.First).Count == 2, "folded into the lone WebSocket attempt");
+        }
+
+        private static void FirstRace()
+        {
+            Harness h = new Harness(new CoreOptions());
+            h.Core.Start(h.Now, 1, new ClientMsg.JoinSession("7KQ2MX", null), 2);
+            CoreOutput quic = h.Drain().Single(x => x.Kind == OutputKind.Connect);
+            Check(quic.First == null, "QUIC: no first");
+            CoreOutput ws = h.Advance(1000).Single(x => x.Kind == OutputKind.Connect);
+            List<ClientMsg> msgs = Harness.DecodeFirst(ws.First);
+            Check(msgs.Count == 1 && msgs[0] is ClientMsg.Hello && ((ClientMsg.Hello)msgs[0]).ResumeToken == null,
+                "WebSocket next to a live QUIC attempt: a fresh Hello only, never the join");
+            // QUIC wins: the WebSocket attempt (whose Hello made a peer) leaves at once.
+            h.Core.TransportConnected(h.Now, quic.Conn);
+            List<CoreOutput> outs = h.Drain();
+            Check(outs.Any(x => x.Kind == OutputKind.CloseTransport && x.Conn == ws.Conn && x.Leave), "loser closed with 1000");
+            Check(h.Sent(outs).Single() is ClientMsg.Hello, "Hello on the QUIC stream");
+            h.Core.ServerMessage(h.Now, quic.Conn, Harness.Welcome(6, false));
+            List<ClientMsg> sent = h.Sent(h.Drain());
+            Check(sent.Count == 3 && sent[1] is ClientMsg.JoinSession, "the join goes on the winner after the Welcome");
+            // The WebSocket attempt connecting later is closed the same way.
+            h.Core.TransportConnected(h.Now, ws.Conn);
+            Check(h.Drain().Any(x => x.Kind == OutputKind.CloseTransport && x.Conn == ws.Conn && x.Leave), "late loser leaves");
+            // WebSocket wins: QUIC is closed, nothing is sent (its Hello was in the URL).
+            Harness w = new Harness(new CoreOptions());
+            w.Core.Start(w.Now, 1);
+            CoreOutput q2 = w.Drain().Single(x => x.Kind == OutputKind.Connect);
+            CoreOutput ws2 = w.Advance(1000).Single(x => x.Kind == OutputKind.Connect);
+            w.Core.TransportConnected(w.Now, ws2.Conn);
+            outs = w.Drain();
+            Check(outs.Any(x => x.Kind == OutputKind.CloseTransport && x.Conn == q2.Conn), "QUIC loser closed");
+            Check(w.Sent(outs).Count == 0, "no Hello on the WebSocket winner");
+        }
+
+        private static void FirstRaceResume()
+        {
+            Harness h = new Harness(new CoreOptions());
+            int c1 = h.Connect(5);
+            h.Core.TransportLost(h.Now, c1, new Exception("reset"), 0);
+            CoreOutput quic = h.Drain().Concat(h.Advance(10)).First(x => x.Kind == OutputKind.Connect);
+            CoreOutput ws = h.Advance(1000).Single(x => x.Kind == OutputKind.Connect);
+            Check(ws.Transport == TransportKind.WebSocket && ws.Resume && ws.First == null, "no token in a racing URL");
+            h.Core.TransportConnected(h.Now, ws.Conn);
+            ClientMsg.Hello hello = (ClientMsg.Hello)h.Sent(h.Drain()).Single();
+            Check(hello.ResumeToken != null && hello.ResumeToken[0] == 5, "the winner says Hello with the token after the connect");
+            Check(h.Log.Any(x => x.Kind == OutputKind.CloseTransport && x.Conn == quic.Conn && !x.Leave), "QUIC closed without leaving");
+        }
+
+        private static void FirstRefresh()
+        {
+            Harness h = new Harness(Harness.WebSocketOnly());
+            h.Connect(5, Turn(1700000000UL + 3600));
+            CoreOutput r = h.Advance(3600 * 1000).First(x => x.Kind == OutputKind.Connect);
+            ClientMsg.Hello hello = Harness.DecodeFirst(r.First).Single() as ClientMsg.Hello;
+            Check(hello != null && hello.ResumeToken != null && hello.ResumeToken[0] == 5, "refresh Hello with the token in the URL");
+            h.Core.TransportConnected(h.Now, r.Conn);
+            Check(h.Sent(h.Drain()).Count == 0, "no Hello sent on the refresh connection");
+            h.Core.ServerMessage(h.Now, r.Conn, Harness.Welcome(5, true));
+            h.Drain();
+            Check(h.Core.CurrentConn == r.Conn, "the refresh connection took over");
+        }
+
         // --- shell tests with a fake transport ---
 
         private sealed class FakeTransport : ISignalingTransport
@@ -709,6 +992,13 @@ namespace FlightSimP2P.Tests
                 {
                     Sent.Add(message);
                 }
+                Answer(message);
+                return Task.FromResult(0);
+            }
+
+            /// <summary>What the server answers (also to the messages in a URL's first).</summary>
+            public void Answer(ClientMsg message)
+            {
                 if (message is ClientMsg.Hello)
                 {
                     _in.Add(Harness.Welcome(Me, false));
@@ -721,7 +1011,10 @@ namespace FlightSimP2P.Tests
                 {
                     _in.Add(new ServerMsg.SessionCreated(Harness.SessionOf(Host, Me, 6)));
                 }
-                return Task.FromResult(0);
+                else if (message is ClientMsg.JoinSession)
+                {
+                    _in.Add(new ServerMsg.SessionJoined(Harness.SessionOf(6, Me, 6)));
+                }
             }
 
             public bool TrySendRelay(uint to, byte[] payload) { return true; }
@@ -731,14 +1024,62 @@ namespace FlightSimP2P.Tests
                 return Task.Run(() => _in.Take(cancellationToken));
             }
 
-            public Task CloseAsync(bool leave) { return Task.FromResult(0); }
+            /// <summary>0: open; 1: closed keeping the seat; 2: closed leaving (1000).</summary>
+            public int Closed;
+
+            public Task CloseAsync(bool leave)
+            {
+                Interlocked.CompareExchange(ref Closed, leave ? 2 : 1, 0);
+                return Task.FromResult(0);
+            }
+        }
+
+        /// <summary>QUIC and WebSocket with their own transports, each connecting after a delay.</summary>
+        private sealed class RaceFactory : ITransportFactory
+        {
+            public FakeTransport Quic = new FakeTransport();
+            public FakeTransport Ws = new FakeTransport();
+            public int QuicDelayMs;
+            public int WsDelayMs;
+            public string WsFirst;
+            public bool QuicSupported { get { return true; } }
+
+            public async Task<ISignalingTransport> ConnectAsync(TransportKind kind, string first, CancellationToken ct)
+            {
+                if (kind == TransportKind.Quic)
+                {
+                    await Task.Delay(QuicDelayMs, ct).ConfigureAwait(false);
+                    return Quic;
+                }
+                WsFirst = first;
+                // Like a WebSocket upgrade under way: it does not stop for the token.
+                await Task.Delay(WsDelayMs).ConfigureAwait(false);
+                ct.ThrowIfCancellationRequested();
+                return Ws;
+            }
         }
 
         private sealed class FakeFactory : ITransportFactory
         {
             public FakeTransport T = new FakeTransport();
+            public readonly List<string> Firsts = new List<string>();
             public bool QuicSupported { get { return false; } }
-            public Task<ISignalingTransport> ConnectAsync(TransportKind kind, CancellationToken ct) { return Task.FromResult<ISignalingTransport>(T); }
+
+            public Task<ISignalingTransport> ConnectAsync(TransportKind kind, string first, CancellationToken ct)
+            {
+                lock (Firsts)
+                {
+                    Firsts.Add(first);
+                }
+                if (first != null)
+                {
+                    foreach (ClientMsg m in Harness.DecodeFirst(first))
+                    {
+                        T.Answer(m);
+                    }
+                }
+                return Task.FromResult<ISignalingTransport>(T);
+            }
         }
 
         private static WebRTCP2PService ShellInSession(FakeFactory f)
@@ -786,6 +1127,51 @@ namespace FlightSimP2P.Tests
                 Check(a.Length == 1 && a[0] == "null", "null is one argument: " + string.Join("|", a));
                 s.SendAsync("X").Wait();
                 Check(LastHubArgs(f.T).Length == 0, "no arguments");
+            }
+        }
+
+        private static void ShellFirstJoin()
+        {
+            FakeFactory f = new FakeFactory();
+            WebRTCP2POptions o = new WebRTCP2POptions();
+            o.TransportFactory = f;
+            o.PingInterval = TimeSpan.Zero;
+            o.DisplayName = "pilot";
+            using (WebRTCP2PService s = new WebRTCP2PService(o))
+            {
+                Task<SessionInfo> joined = s.StartAndJoinSessionAsync("7KQ2MX");
+                Check(joined.Wait(5000) && joined.Result.Host == 6, "joined");
+                Check(s.State == HubConnectionState.Connected && s.PeerId == 5, "connected as 5");
+                lock (f.T.Sent)
+                {
+                    Check(f.T.Sent.Count == 0, "nothing sent on the socket: " + string.Join(",", f.T.Sent.Select(m => m.GetType().Name)));
+                }
+                List<ClientMsg> first = Harness.DecodeFirst(f.Firsts.Single());
+                Check(first.Count == 2 && ((ClientMsg.Hello)first[0]).Name == "pilot" && ((ClientMsg.JoinSession)first[1]).Code == "7KQ2MX",
+                    "the factory got Hello and the join");
+            }
+        }
+
+        private static void ShellLoserLeaves()
+        {
+            RaceFactory f = new RaceFactory();
+            f.QuicDelayMs = 400;
+            f.WsDelayMs = 900;
+            WebRTCP2POptions o = new WebRTCP2POptions();
+            o.TransportFactory = f;
+            o.PingInterval = TimeSpan.Zero;
+            o.QuicFallbackDelay = TimeSpan.FromMilliseconds(100);
+            using (WebRTCP2PService s = new WebRTCP2PService(o))
+            {
+                Check(s.StartAsync().Wait(5000), "started");
+                Check(s.Transport == TransportKind.Quic, "QUIC won");
+                Check(f.WsFirst != null, "the WebSocket attempt carried a Hello in its URL");
+                for (int i = 0; i < 300 && Volatile.Read(ref f.Ws.Closed) == 0; i++)
+                {
+                    Thread.Sleep(10);
+                }
+                Check(Volatile.Read(ref f.Ws.Closed) == 2, "the loser closed leaving (1000): " + f.Ws.Closed);
+                Check(Volatile.Read(ref f.Quic.Closed) == 0, "the winner stays open");
             }
         }
 
