@@ -260,6 +260,23 @@ function wire(c) {
   });
   on('goingaway', (d) => addLog(`server going away: ${d.message} (reconnect after ${d.reconnectAfterMs} ms)`, true));
   on('sessionleft', (d) => addLog(`left the session (${d.reason})`));
+  // A lost connection: the library reconnects by itself and keeps the session (same peer id).
+  on('reconnecting', (d) => {
+    addLog(`connection lost (${d.reason}); reconnecting as peer ${d.peerId}`, true);
+    setStatus('connecting', `reconnecting as peer ${d.peerId}…`);
+    $('transport').textContent = 'reconnecting…';
+  });
+  on('reconnected', (d) => {
+    addLog(`reconnected over ${d.transport} after ${d.downtimeMs.toFixed(0)} ms (${d.attempts} attempt(s)), ` +
+      `${d.resumed ? `resumed as peer ${d.peerId}` : `new peer id ${d.peerId} (was ${d.previousPeerId})`}`);
+    $('me-id').textContent = String(d.peerId);
+    const s = c.session;
+    setStatus('connected', s ? `in session ${formatCode(s.code)} as peer ${c.peerId}` : `connected as peer ${c.peerId}`);
+  });
+  on('rejoined', (d) => {
+    addLog(`rejoined session ${d.session.code} as peer ${d.peerId} (was ${d.previousPeerId}; the resume came too late)`);
+    setStatus('connected', `in session ${formatCode(d.session.code)} as peer ${d.peerId}`);
+  });
   on('close', (d) => {
     client = null;
     if (d.code === 0) {
