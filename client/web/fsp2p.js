@@ -14,8 +14,10 @@
 //   const hash = await FlightSimP2P.fetchCertHash();          // dev hash, or null with a CA cert
 //   const net = new FlightSimP2P({ host: 'sim.example.com', port: 4433, certHash: hash, name: 'Ann' });
 //   net.onmessage = (from, bytes, path) => { ... };             // path: 'direct' | 'turn' | 'relay'
-//   net.connect();                                             // Hello is sent as soon as a transport is up
-//   const session = await net.createSession();                 // or net.joinSession('7KQ-2MX'), pipelined
+//   net.connect();                                             // opens WebTransport (or WebSocket) a microtask later
+//   const session = await net.createSession();                 // or net.joinSession('7KQ-2MX'): in the same tick,
+//                                                              // it rides in the URL with Hello (one round trip)
+//   // or: await net.connect({ join: { code: '7KQ-2MX' } })  /  net.connect({ create: { maxPeers: 8 } })
 //   net.send(0, bytes);                                        // 0 = every other peer; or a peer id
 //
 // Everything is plain JavaScript with JSDoc types; no build step.
@@ -1892,7 +1894,7 @@ export class FlightSimP2P extends EventTarget {
       transport,
       fallbackDelayMs: options.fallbackDelayMs ?? 1000,
       wsMaxBufferedBytes: options.wsMaxBufferedBytes ?? 32 * 1024,
-      fastConnect: options.fastConnect ?? false,
+      fastConnect: options.fastConnect ?? true,
       reconnect: options.reconnect ?? true,
       reconnectTimeoutMs: options.reconnectTimeoutMs ?? 60000,
       liveTimeoutMs: options.liveTimeoutMs ?? 7000,
@@ -2033,9 +2035,16 @@ export class FlightSimP2P extends EventTarget {
   }
 
   /**
-   * Connect (WebTransport, or WebSocket as the `transport` option says) and send Hello. Resolves with the Welcome.
-   * Session requests made before it resolves are pipelined behind Hello.
-   * @returns {Promise<WelcomeMsg>}
+   * Connect (WebTransport, or WebSocket as the `transport` option says) with Hello. Resolves with the Welcome.
+   *
+   * The transport opens a microtask later: a createSession()/joinSession() called in the same tick
+   * rides in the connection's URL with Hello (PROTOCOL.md §1, §10; `fastConnect`), answered with the
+   * 200/101. Requests made later are pipelined behind Hello on the control stream.
+   *
+   * With `{join: {code, password}}` or `{create: {maxPeers, password}}` (the first call on a client):
+   * the same in one call; resolves with the SessionInfo, rejects as joinSession/createSession do.
+   * @param {{join?: {code: string, password?: string|null}, create?: {maxPeers?: number, password?: string|null}}} [opts]
+   * @returns {Promise<any>} WelcomeMsg, or SessionInfo with join/create
    */
   connect(opts = {}) {
     if (opts && (opts.join || opts.create)) {

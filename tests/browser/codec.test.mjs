@@ -18,6 +18,7 @@ import {
   WS_CONTROL, WS_RELAY, encodeWsControl, encodeWsRelay, decodeWsMessage, wsCloseCode, fromWsCloseCode,
   AutoSignal, FlightSimP2P, TRANSPORT_CHOICES,
   RECONNECT_BACKOFF_MS, ABANDON_CLOSE_CODE, backoffDelayMs, closeDisposition, reconnectStep, attemptTimeoutMs, serverSilent,
+  FIRST_PARAM, MAX_FIRST_BYTES, base64url, fromBase64url, encodeFirst, urlWithFirst, foldableRequest,
 } from '../../client/web/fsp2p.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -918,3 +919,227 @@ test('reconnect: GoingAway → come back after reconnectAfterMs, even if the ser
   assert.equal(fakes.length, 3);
   c.close();
 });
+
+// --- the first request in the URL (PROTOCOL.md §1, §10) -----------------------------------------
+
+test('base64url: RFC 4648 §5 without padding, as Node encodes it; strict decoding', () => {
+  for (let n = 0; n < 70; n++) {
+    const b = Uint8Array.from({ length: n }, (_, i) => (i * 151 + n * 7) & 0xff);
+    const want = Buffer.from(b).toString('base64url');
+    assert.equal(base64url(b), want, `length ${n}`);
+    assert.deepEqual([...fromBase64url(want)], [...b]);
+  }
+  assert.equal(base64url(Uint8Array.of(0xfb, 0xff, 0xbf)), '-_-_');
+  for (const bad of ['AB==', 'A+', 'A/', 'A', 'AAAAA', 'AB', 'A B']) {
+    assert.throws(() => fromBase64url(bad), DecodeError, bad);
+  }
+});
+
+const helloBrowser = (resumeToken = null) => encodeClientMsg({
+  type: 'Hello', version: 1, client: 'Browser', relayMode: 'Datagram', name: '', resumeToken,
+});
+const join7 = encodeClientMsg({ type: 'JoinSession', code: '7KQ2MX', password: null });
+
+test('first: control frames exactly as on the stream, base64url in the `first` query parameter', () => {
+  // The server's golden vector (src/first.rs): Hello (browser, datagrams, no name, no token) then JoinSession("7KQ2MX").
+  const bytes = encodeFirst([helloBrowser(), join7]);
+  assert.equal(toHex(bytes), toHex(new Uint8Array([...encodeFrame(helloBrowser()), ...encodeFrame(join7)])));
+  assert.equal(base64url(bytes), 'BgABAgAAAAkCBjdLUTJNWAA');
+  assert.equal(FIRST_PARAM, 'first');
+  assert.equal(urlWithFirst('https://127.0.0.1:4433/signal', [helloBrowser(), join7]), 'https://127.0.0.1:4433/signal?first=BgABAgAAAAkCBjdLUTJNWAA');
+  assert.equal(urlWithFirst('ws://h:8080/ws?x=1', [helloBrowser()]), `ws://h:8080/ws?x=1&first=${base64url(encodeFrame(helloBrowser()))}`);
+  // Decodes back into the same frames.
+  const frames = new FrameReader().push(fromBase64url(new URL(urlWithFirst('wss://h/ws', [helloBrowser(TOKEN), join7])).searchParams.get('first')));
+  assert.deepEqual(frames.map((f) => decodeClientMsg(f).type), ['Hello', 'JoinSession']);
+  assert.deepEqual([...decodeClientMsg(frames[0]).resumeToken], [...TOKEN]);
+  assert.throws(() => encodeFirst([new Uint8Array(MAX_FIRST_BYTES)]), RangeError);
+  // Only a create or join rides behind Hello.
+  assert.equal(foldableRequest(join7), true);
+  assert.equal(foldableRequest(encodeClientMsg({ type: 'CreateSession', maxPeers: 0, password: null })), true);
+  assert.equal(foldableRequest(encodeClientMsg({ type: 'LeaveSession' })), false);
+  assert.equal(foldableRequest(encodeClientMsg({ type: 'Ping', clientTimeMs: 1n })), false);
+  assert.equal(foldableRequest(undefined), false);
+});
+
+/**
+ * A fake transport that takes the first request: it records it, and on succeed() the
+ * "server" may answer at once, before open() has even resolved (as a real server does).
+ */
+function fastFake(kind, log) {
+  const t = fakeTransport(kind, log);
+  const open = t.open;
+  t.first = undefined;
+  t.open = (first) => {
+    t.first = first ?? null;
+    return open().then(() => { t.firstSent = !!first; });
+  };
+  return t;
+}
+
+async function fastClient(extra = {}) {
+  const log = [];
+  const fakes = [];
+  const c = new FlightSimP2P({
+    host: '127.0.0.1', forceRelay: true, pingIntervalMs: 0, statsIntervalMs: 0, fastConnect: true,
+    transport: () => { const f = fastFake('websocket', log); fakes.push(f); return f; },
+    ...extra,
+  });
+  const events = [];
+  for (const type of ['transport', 'welcome', 'session', 'reconnected']) c.addEventListener(type, (e) => events.push([type, e.detail]));
+  const server = (m, i = fakes.length - 1) => fakes[i].onControl(encodeServerMsg(m));
+  return { c, fakes, events, server };
+}
+
+const joinedMsg = (peers) => ({ type: 'SessionJoined', session: { code: '7KQ2MX', host: 2, maxPeers: 16, idleTtlSecs: 60, peers: peers.map(peerInfo) } });
+
+test('fast path: connect(); joinSession() in the same tick → Hello and JoinSession in the URL, nothing on the stream', async () => {
+  const { c, fakes, events, server } = await fastClient();
+  c.connect();
+  const joined = c.joinSession('7kq-2mx', { password: 'pw' });
+  await tick();
+  assert.equal(fakes.length, 1);
+  assert.deepEqual(fakes[0].first.map((b) => decodeClientMsg(b).type), ['Hello', 'JoinSession']);
+  assert.deepEqual(decodeClientMsg(fakes[0].first[1]), { type: 'JoinSession', code: '7kq-2mx', password: 'pw' });
+  // The server answers in the same flight as the 101/200: before open() resolved here.
+  server(welcomeMsg(5, false));
+  server(joinedMsg([2, 5]));
+  fakes[0].succeed();
+  const s = await joined;
+  assert.equal(s.code, '7KQ2MX');
+  assert.equal(c.peerId, 5);
+  assert.deepEqual(fakes[0].sent, [], 'nothing sent again on the control stream');
+  assert.deepEqual(events.map((e) => e[0]), ['transport', 'welcome', 'session'], 'transport event first');
+  // The URL (with the join code) is never what the client reports.
+  assert.equal(c.transportUrl, 'websocket://fake');
+  assert.ok(!JSON.stringify(events.map((e) => e[1].url || '')).includes(FIRST_PARAM));
+  // Later requests go on the control stream as usual.
+  c.leaveSession().catch(() => {});
+  assert.deepEqual(fakes[0].sent.map((b) => decodeClientMsg(b).type), ['LeaveSession']);
+  c.close();
+});
+
+test('fast path: a request made later goes on the stream; connect({join}) and connect({create}); fastConnect off', async () => {
+  {
+    const { c, fakes, server } = await fastClient();
+    c.connect();
+    await tick();
+    const joined = c.joinSession('7KQ2MX');
+    fakes[0].succeed();
+    await tick();
+    assert.deepEqual(fakes[0].first.map((b) => decodeClientMsg(b).type), ['Hello']);
+    assert.deepEqual(fakes[0].sent.map((b) => decodeClientMsg(b).type), ['JoinSession']);
+    server(welcomeMsg(5, false));
+    server(joinedMsg([2, 5]));
+    await joined;
+    c.close();
+  }
+  {
+    const { c, fakes, server } = await fastClient();
+    const p = c.connect({ join: { code: '7KQ2MX', password: 'x' } });
+    await tick();
+    assert.deepEqual(fakes[0].first.map((b) => decodeClientMsg(b)), [decodeClientMsg(fakes[0].first[0]), { type: 'JoinSession', code: '7KQ2MX', password: 'x' }]);
+    fakes[0].succeed();
+    await tick();
+    server(welcomeMsg(5, false));
+    server({ type: 'Error', code: 10, message: 'no such session' });
+    await assert.rejects(p, (e) => e.code === 10 && e.codeName === 'unknown_session');
+    assert.equal(c.state, 'connected', 'a wrong code leaves the connection usable, as before');
+    assert.equal(fakes[0].sent.length, 0);
+    c.close();
+  }
+  {
+    const { c, fakes, server } = await fastClient();
+    const p = c.connect({ create: { maxPeers: 4, password: null } });
+    await tick();
+    assert.deepEqual(decodeClientMsg(fakes[0].first[1]), { type: 'CreateSession', maxPeers: 4, password: null });
+    fakes[0].succeed();
+    await tick();
+    server(welcomeMsg(1, false));
+    server({ type: 'SessionCreated', session: { code: 'ABCDEF', host: 1, maxPeers: 4, idleTtlSecs: 60, peers: [peerInfo(1)] } });
+    assert.equal((await p).code, 'ABCDEF');
+    await assert.rejects(c.connect({ join: { code: 'X' } }), (e) => e.codeName === 'busy');
+    assert.throws(() => new FlightSimP2P({ host: 'h' }).connect({ join: { code: 'a' }, create: {} }), TypeError);
+    c.close();
+  }
+  {
+    const { c, fakes } = await fastClient({ fastConnect: false });
+    c.connect();
+    c.joinSession('7KQ2MX').catch(() => {});
+    await tick();
+    assert.equal(fakes[0].first, null);
+    fakes[0].succeed();
+    await tick();
+    assert.deepEqual(fakes[0].sent.map((b) => decodeClientMsg(b).type), ['Hello', 'JoinSession']);
+    c.close();
+  }
+});
+
+test('fast path: the resume Hello (with its token) rides in the URL of the reconnect attempt', async () => {
+  const { c, fakes, events, server } = await fastClient();
+  const joined = c.connect({ join: { code: '7KQ2MX' } });
+  await tick();
+  fakes[0].succeed();
+  await tick();
+  server(welcomeMsg(5, false));
+  server(joinedMsg([2, 5]));
+  await joined;
+  fakes[0].onClosed({ code: null, reason: 'lost' });
+  await tick(5);
+  assert.equal(fakes.length, 2);
+  const hello = decodeClientMsg(fakes[1].first[0]);
+  assert.equal(fakes[1].first.length, 1, 'no session request: the resume puts us back');
+  assert.deepEqual([...hello.resumeToken], [...TOKEN]);
+  server(welcomeMsg(5, true));
+  server(joinedMsg([2, 5]));
+  fakes[1].succeed();
+  await tick();
+  assert.deepEqual(fakes[1].sent, [], 'Hello not sent again on the stream');
+  assert.equal(events.find((e) => e[0] === 'reconnected')[1].resumed, true);
+  assert.equal(c.state, 'connected');
+  c.close();
+});
+
+test('happy eyeballs with a first request: only an attempt with no other pending carries it', () => withWebTransport(true, async () => {
+  const first = [helloBrowser(), join7];
+  {
+    // WebTransport slow: the WebSocket started alongside goes without it, and wins.
+    const log = [];
+    const made = {};
+    const a = new AutoSignal({ url: 'https://x/signal', wsUrl: 'ws://x/ws', fallbackDelayMs: 5 }, {
+      webtransport: () => (made.wt = fastFake('webtransport', log)),
+      websocket: () => (made.ws = fastFake('websocket', log)),
+    });
+    const p = a.open(first);
+    await tick(30);
+    assert.equal(made.wt.first, first);
+    assert.equal(made.ws.first, null);
+    made.ws.succeed();
+    await p;
+    assert.equal(a.kind, 'websocket');
+    assert.equal(a.firstSent, false, 'the client must send Hello on the stream');
+  }
+  {
+    // WebTransport fails: the WebSocket is then alone and carries it.
+    const log = [];
+    const made = {};
+    const a = new AutoSignal({ url: 'https://x/signal', wsUrl: 'ws://x/ws', fallbackDelayMs: 10000 }, {
+      webtransport: () => (made.wt = fastFake('webtransport', log)),
+      websocket: () => (made.ws = fastFake('websocket', log)),
+    });
+    const p = a.open(first);
+    await tick();
+    made.wt.fail('refused');
+    await tick();
+    assert.equal(made.ws.first, first);
+    // Its answer may come before it is chosen: kept, then delivered once it is.
+    const got = [];
+    a.onControl = (b) => got.push(b[0]);
+    made.ws.onControl(Uint8Array.of(0));
+    made.ws.succeed();
+    await p;
+    assert.deepEqual(got, []);
+    await tick();
+    assert.deepEqual(got, [0]);
+    assert.equal(a.firstSent, true);
+  }
+}));

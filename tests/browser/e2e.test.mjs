@@ -1258,6 +1258,28 @@ test('9. cut TCP path: WebSocket through a proxy that is killed and restarted; t
   }
 });
 
+test('9b. silent TCP path: the proxy freezes (no FIN, no RST); unanswered pings reveal it; the page reconnects with the same peer id', { timeout: 120000 }, async (t) => {
+  const port = await proxyPort('tcp');
+  let proxy = await startProxy('tcp', port, httpPort);
+  try {
+    const a = await openDemo({ create: 1, name: 'Echo2', relay: 1, tx: 0, transport: 'websocket', ws: `ws://127.0.0.1:${port}/ws` }, 'Echo2');
+    const code = await sessionCode(a);
+    const b = await openDemo({ join: code, name: 'Foxtrot2', relay: 1, tx: 0 }, 'Foxtrot2');
+    const { after } = await cutAndComeBack(t, {
+      a, b, label: 'silent TCP', serverSeesCut: false,
+      // SIGSTOP: the sockets stay open, nothing moves (a dead NAT mapping or a phone that
+      // changed networks). New connections still complete their TCP handshake in the kernel
+      // but get no upgrade answer: attempts time out.
+      cut: async () => { proxy.kill('SIGSTOP'); },
+      restore: async () => { await killProxy(proxy); proxy = await startProxy('tcp', port, httpPort); },
+    });
+    assert.match(after.events[0].reason, /^no answer from the server for \d+ ms$/);
+    await closePages(a, b);
+  } finally {
+    await killProxy(proxy);
+  }
+});
+
 test('10. cut UDP path: WebTransport through a UDP proxy that is killed and restarted; the page reconnects with the same peer id and relays again', { timeout: 120000 }, async (t) => {
   const port = await proxyPort('udp');
   let proxy = await startProxy('udp', port, udpPort);
@@ -1276,4 +1298,83 @@ test('10. cut UDP path: WebTransport through a UDP proxy that is killed and rest
   } finally {
     await killProxy(proxy);
   }
+});
+
+// --- the first request rides in the CONNECT / upgrade URL (PROTOCOL.md §1, §10) ----------------
+
+test('11. fast join: Hello and create/join in the URL over WebTransport and WebSocket; a wrong code; a resume', { timeout: 90000 }, async (t) => {
+  const page = await openDemo({ tx: 0 }, 'Fast');
+  const out = await page.evaluate(async ([port, hash]) => {
+    const { FlightSimP2P } = await import('./fsp2p.js');
+    const res = {};
+    const mk = (transport, name) => new FlightSimP2P({ port, certHash: hash, name, transport, forceRelay: true, pingIntervalMs: 0, statsIntervalMs: 0 });
+    const heard = (c, type, fn) => new Promise((resolve) => c.addEventListener(type, (e) => { if (!fn || fn(e.detail)) resolve(e.detail); }));
+    for (const transport of ['webtransport', 'websocket']) {
+      const r = (res[transport] = {});
+      // The host creates with connect({create}); a joiner uses connect() + joinSession() in one tick.
+      const host = mk(transport, `host-${transport}`);
+      const t0 = performance.now();
+      const created = await host.connect({ create: { maxPeers: 4 } });
+      r.createMs = performance.now() - t0;
+      r.hostFirstSent = host.conn.firstSent === true;
+      r.hostControlSent = host.stats.controlSent;
+      const joiner = mk(transport, `joiner-${transport}`);
+      const peerJoined = heard(host, 'peerjoined');
+      const t1 = performance.now();
+      joiner.connect();
+      const joined = await joiner.joinSession(created.code);
+      r.joinMs = performance.now() - t1;
+      r.joinerFirstSent = joiner.conn.firstSent === true;
+      r.joinerControlSent = joiner.stats.controlSent;
+      r.sameSession = joined.code === created.code && joined.peers.length === 2;
+      r.peerJoined = (await peerJoined).peer.id === joiner.peerId;
+      r.transportUrls = [host.transportUrl, joiner.transportUrl];
+      // Relay through the session both ways.
+      const got = heard(host, 'message', (d) => d.from === joiner.peerId);
+      const got2 = heard(joiner, 'message', (d) => d.from === host.peerId);
+      const timer = setInterval(() => { joiner.send(host.peerId, Uint8Array.of(1, 2, 3)); host.send(0, Uint8Array.of(4)); }, 50);
+      await Promise.all([got, got2]);
+      clearInterval(timer);
+      r.relayed = true;
+      // A wrong code: the same error as on the stream, the connection stays usable.
+      const wrong = mk(transport, 'wrong');
+      try {
+        await wrong.connect({ join: { code: 'ZZZ-ZZZ' } });
+        r.wrong = 'resolved?!';
+      } catch (e) {
+        r.wrong = { code: e.code, name: e.codeName, state: wrong.state, firstSent: wrong.conn && wrong.conn.firstSent === true };
+      }
+      wrong.close();
+      // A resume: the joiner's connection is lost (abandoned without leaving); it comes back
+      // with its token in the URL, the same peer id, and nothing written on the control stream
+      // for the Hello.
+      const back = heard(joiner, 'reconnected');
+      const sentBefore = joiner.stats.controlSent;
+      joiner._onTransportClosed({ code: null, reason: 'test: connection lost' });
+      const d = await back;
+      r.resume = { resumed: d.resumed, samePeer: d.peerId === joined.peers.find((p) => p.name === `joiner-${transport}`).id,
+        firstSent: joiner.conn.firstSent === true, controlSentForResume: joiner.stats.controlSent - sentBefore, transport: d.transport };
+      await heard(joiner, 'session');
+      r.resumeSession = joiner.session && joiner.session.code === created.code;
+      joiner.close();
+      host.close();
+    }
+    return res;
+  }, [udpPort, certHex]);
+  t.diagnostic(JSON.stringify(out));
+  for (const transport of ['webtransport', 'websocket']) {
+    const r = out[transport];
+    assert.equal(r.hostFirstSent, true, `${transport}: create in the URL`);
+    assert.equal(r.joinerFirstSent, true, `${transport}: join in the URL`);
+    assert.equal(r.hostControlSent, 0, `${transport}: the host wrote ${r.hostControlSent} control message(s) besides the URL`);
+    assert.equal(r.joinerControlSent, 0, `${transport}: the joiner wrote ${r.joinerControlSent} control message(s) besides the URL`);
+    assert.equal(r.sameSession, true);
+    assert.equal(r.peerJoined, true);
+    assert.equal(r.relayed, true);
+    for (const u of r.transportUrls) assert.ok(!u.includes('first='), `the reported URL holds the first request: ${u}`);
+    assert.deepEqual(r.wrong, { code: 10, name: 'unknown_session', state: 'connected', firstSent: true });
+    assert.deepEqual(r.resume, { resumed: true, samePeer: true, firstSent: true, controlSentForResume: 0, transport });
+    assert.equal(r.resumeSession, true);
+  }
+  await closePages(page);
 });
