@@ -128,8 +128,8 @@ pub(crate) struct PeerArgs {
 
     /// quic (native), webtransport (what browsers speak), websocket (TCP fallback),
     /// or auto (QUIC first, WebSocket if QUIC has not connected after --fallback-delay-ms).
-    #[arg(long, value_enum, default_value_t = ClientTransport::Quic)]
-    pub(crate) transport: ClientTransport,
+    #[arg(long, value_enum, default_value_t = CliTransport::Quic)]
+    pub(crate) transport: CliTransport,
 
     /// WebSocket URL for --transport websocket/auto. Default: ws://<server ip>:8080/ws.
     #[arg(long, env = "FSP2P_WS_URL")]
@@ -199,6 +199,26 @@ pub(crate) struct PeerArgs {
     /// Exit after this many seconds (0 = run until Ctrl-C).
     #[arg(long, default_value_t = 0.0)]
     pub(crate) duration: f64,
+}
+
+/// `--transport`: the client's [`ClientTransport`], as a flag value.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum CliTransport {
+    Quic,
+    Webtransport,
+    Websocket,
+    Auto,
+}
+
+impl From<CliTransport> for ClientTransport {
+    fn from(t: CliTransport) -> Self {
+        match t {
+            CliTransport::Quic => ClientTransport::Quic,
+            CliTransport::Webtransport => ClientTransport::Webtransport,
+            CliTransport::Websocket => ClientTransport::Websocket,
+            CliTransport::Auto => ClientTransport::Auto,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

@@ -124,19 +124,26 @@ impl Conn {
     /// Returns false when it was bad: the client is told why and closed,
     /// and the transport should read no further.
     pub(crate) fn control(&self, body: &[u8]) -> bool {
-        self.shared.metrics.signaling_messages.inc();
         match protocol::decode::<ClientMsg>(body) {
             Ok(msg) => {
-                let mut st = self.shared.lock();
-                st.core.handle(now(), self.id, msg);
-                self.shared.flush(&mut st);
+                self.handle(msg);
                 true
             }
             Err(e) => {
+                self.shared.metrics.signaling_messages.inc();
                 self.bad_input(e.code(), &e.to_string());
                 false
             }
         }
+    }
+
+    /// One decoded control message (from the stream, or from the `first`
+    /// request in the URL).
+    pub(crate) fn handle(&self, msg: ClientMsg) {
+        self.shared.metrics.signaling_messages.inc();
+        let mut st = self.shared.lock();
+        st.core.handle(now(), self.id, msg);
+        self.shared.flush(&mut st);
     }
 
     /// Input the transport could not make sense of (bad framing, a frame too

@@ -112,7 +112,7 @@ pub(crate) struct State {
 }
 
 /// State shared by every task of one server.
-pub struct Shared {
+pub(crate) struct Shared {
     state: Mutex<State>,
     pub(crate) metrics: Metrics,
     cert: RwLock<CertInfo>,
@@ -207,7 +207,7 @@ impl Shared {
     }
 
     /// The certificate currently served.
-    pub fn cert(&self) -> CertInfo {
+    pub(crate) fn cert(&self) -> CertInfo {
         self.cert.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 

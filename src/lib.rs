@@ -1,26 +1,36 @@
+#![warn(missing_docs, unreachable_pub)]
 //! FlightSim P2P: signaling, TURN credentials and a datagram relay for
-//! peer-to-peer flight-simulator sessions, on one UDP port.
+//! peer-to-peer flight-simulator sessions, on one UDP port (QUIC), with a
+//! WebSocket fallback on the HTTP port.
 //!
-//! Where things live:
-//! * [`protocol`]: the bytes on the wire (messages, framing, relay header).
-//! * [`session`]: the session core, a pure state machine (sans-IO): who is in
-//!   which session, who may talk to whom, limits, resume.
-//! * [`limits`]: every limit and the token bucket that enforces rates.
-//! * [`turn`]: ICE servers and short-lived coturn credentials.
-//! * [`server`]: the I/O shell: one quinn endpoint, ALPN dispatch to raw QUIC
-//!   or WebTransport, control streams.
-//! * [`relay`]: where a relayed datagram is forwarded (the hot path).
-//! * [`http`]: `/healthz`, `/metrics`, `/cert-hash` on the TCP side port.
-//! * [`websocket`]: the same protocol over a WebSocket on the HTTP port, for
-//!   networks and platforms without UDP or QUIC.
-//! * [`metrics`]: the Prometheus registry.
-//! * [`certs`]: TLS: dev certificates browsers accept by hash, or PEM files.
-//! * [`client`]: the Rust client used by the `peer` command, tests and benchmarks.
+//! The crate, top down: each module imports only from those below it.
+//!
+//! | module | what it is |
+//! |---|---|
+//! | [`server`] | the server as a whole, and its QUIC transport: one quinn endpoint, admission (Retry) before any state, ALPN dispatch to raw QUIC or WebTransport, the tasks of one QUIC connection |
+//! | `websocket` | the WebSocket transport on the HTTP port (`/ws`) |
+//! | `conn` | one connection's life, whatever carries it: the transports only adapt bytes to it |
+//! | [`relay`] | **where a relayed datagram is forwarded** (the hot path) |
+//! | `http` | the HTTP port: its accept loop (per-address cap, header timeout) and `/healthz`, `/metrics`, `/cert-hash`, static files |
+//! | `hub` | what every connection task shares: the core behind one lock, the links, the timer task |
+//! | [`metrics`] | the metric group, one typed struct whose doc comments are the help texts |
+//! | [`client`] | the Rust client used by the `peer` command, tests and benchmarks |
+//! | [`wire`] | raw QUIC and WebTransport connections behind one interface |
+//! | [`session`] | the session core, a sans-IO state machine: who is in which session, who may talk to whom, limits, resume, its own timers |
+//! | [`config`], [`limits`], [`turn`] | plain configuration with one set of defaults; ICE servers and coturn credentials |
+//! | [`first`] | the first request carried in a connection's URL |
+//! | [`protocol`] | the bytes on the wire: messages, control framing, relay header, WebSocket framing |
+//! | [`certs`] | TLS: dev certificates browsers accept by hash, or PEM files |
+//! | [`vectors`] | the golden vectors client implementers test against |
+//!
+//! The command line (clap, environment variables, secret files) is the
+//! binary's (`src/cli.rs`); the library takes plain structs.
 
 pub mod certs;
 pub mod client;
 pub mod config;
 mod conn;
+pub mod first;
 mod http;
 mod hub;
 pub mod limits;
@@ -31,5 +41,5 @@ pub mod server;
 pub mod session;
 pub mod turn;
 pub mod vectors;
-pub mod websocket;
+mod websocket;
 pub mod wire;

@@ -161,7 +161,7 @@ async fn peer(args: PeerArgs) -> Result<()> {
     };
     let mut cfg = ClientConfig::new(args.server, trust);
     cfg.server_name = args.server_name.clone();
-    cfg.transport = args.transport;
+    cfg.transport = args.transport.into();
     cfg.ws_url = Some(
         args.ws_url
             .clone()

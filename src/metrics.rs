@@ -27,6 +27,8 @@ pub enum Refusal {
     Handshake,
     /// A WebTransport session for a path other than `/signal`.
     NotFound,
+    /// A WebTransport CONNECT whose `first` request does not decode.
+    BadRequest,
     /// No usable ALPN (rustls refuses these first; a safety net).
     Alpn,
     /// A TCP connection over the per-address cap of the HTTP port.
@@ -40,6 +42,7 @@ impl Refusal {
             Refusal::Code(code) => code.as_str(),
             Refusal::Handshake => "handshake",
             Refusal::NotFound => "not_found",
+            Refusal::BadRequest => "bad_request",
             Refusal::Alpn => "alpn",
             Refusal::TcpPerIp => "tcp_per_ip",
         }

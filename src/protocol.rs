@@ -14,6 +14,11 @@
 //!   one unidirectional stream) is `varint(peer) || payload`. From a client,
 //!   `peer` names the destination (`0` = every other peer in my session); from
 //!   the server it names the sender.
+//! * On the WebSocket fallback every message is binary and its first byte
+//!   says what follows: [`WS_CONTROL`] a control message body (no length
+//!   prefix: the WebSocket message is the frame), [`WS_RELAY`] a relay frame.
+//!   [`encode_ws_control`], [`ws_relay`] and [`parse_ws`] build and split
+//!   them, for the server and the client alike.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
@@ -48,11 +53,19 @@ pub enum ClientMsg {
     /// 2: join a session by its code.
     JoinSession(JoinSession),
     /// 3: deliver a signal to one peer of my session (`to = 0`: to every other peer).
-    Signal { to: PeerId, signal: Signal },
+    Signal {
+        /// The receiving peer, or 0 for every other peer.
+        to: PeerId,
+        /// What to deliver.
+        signal: Signal,
+    },
     /// 4: leave my session (the connection stays open).
     LeaveSession,
     /// 5: measure round-trip time; answered with `Pong`.
-    Ping { client_time_ms: u64 },
+    Ping {
+        /// Any value; the `Pong` carries it back.
+        client_time_ms: u64,
+    },
 }
 
 /// Messages the server sends on a client's control stream.
@@ -67,25 +80,55 @@ pub enum ServerMsg {
     /// 3: another peer joined my session.
     PeerJoined(PeerInfo),
     /// 4: another peer left my session for good.
-    PeerLeft { peer: PeerId, reason: LeaveReason },
+    PeerLeft {
+        /// Who left.
+        peer: PeerId,
+        /// Why.
+        reason: LeaveReason,
+    },
     /// 5: the host role moved to another peer (the old host left).
-    HostChanged { host: PeerId },
+    HostChanged {
+        /// The new host.
+        host: PeerId,
+    },
     /// 6: a signal from another peer of my session.
-    Signal { from: PeerId, signal: Signal },
+    Signal {
+        /// The sending peer.
+        from: PeerId,
+        /// What it sent.
+        signal: Signal,
+    },
     /// 7: a request failed, or the connection is about to be closed.
-    Error { code: u16, message: String },
+    Error {
+        /// An [`ErrorCode`] as a number.
+        code: u16,
+        /// Details for people; not stable.
+        message: String,
+    },
     /// 8: answer to `Ping`.
     Pong {
+        /// The value the `Ping` carried.
         client_time_ms: u64,
+        /// The server's clock, milliseconds since the Unix epoch.
         server_time_ms: u64,
     },
     /// 9: I am no longer in a session (answer to `LeaveSession`, or the session expired).
-    SessionLeft { reason: LeaveReason },
+    SessionLeft {
+        /// Why.
+        reason: LeaveReason,
+    },
     /// 10: a peer of my session lost its connection (`online = false`) and may resume, or resumed (`true`).
-    PeerStatus { peer: PeerId, online: bool },
+    PeerStatus {
+        /// The peer.
+        peer: PeerId,
+        /// Whether it is connected now.
+        online: bool,
+    },
     /// 11: the server is shutting down; reconnect (with the resume token) after the delay.
     GoingAway {
+        /// How long to wait before reconnecting.
         reconnect_after_ms: u32,
+        /// Details for people.
         message: String,
     },
 }
@@ -95,6 +138,7 @@ pub enum ServerMsg {
 pub struct Hello {
     /// Must equal [`PROTOCOL_VERSION`].
     pub version: u16,
+    /// What kind of program this is.
     pub client: ClientKind,
     /// How this client wants relayed frames delivered to it.
     pub relay_mode: RelayMode,
@@ -107,13 +151,18 @@ pub struct Hello {
 /// What kind of program a client is (for logs and metrics only).
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ClientKind {
+    /// The Rust client of this crate.
     Rust,
+    /// The .NET client.
     DotNet,
+    /// A browser (WebTransport or WebSocket).
     Browser,
+    /// Anything else.
     Other,
 }
 
 impl ClientKind {
+    /// Lower-case name, used in logs and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
             ClientKind::Rust => "rust",
@@ -133,9 +182,12 @@ pub enum RelayMode {
     Stream,
 }
 
+/// The server's answer to `Hello`: who I am here and what I may do.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Welcome {
+    /// The protocol version the server speaks.
     pub version: u16,
+    /// My peer id on this server.
     pub peer_id: PeerId,
     /// Opaque; send it in `Hello.resume_token` when reconnecting.
     pub resume_token: Vec<u8>,
@@ -143,48 +195,69 @@ pub struct Welcome {
     pub resumed: bool,
     /// For `RTCPeerConnection({ iceServers })`; TURN entries carry short-lived credentials.
     pub ice_servers: Vec<IceServer>,
+    /// The limits the server enforces on this connection.
     pub limits: Limits,
+    /// The server's clock, milliseconds since the Unix epoch.
     pub server_time_ms: u64,
 }
 
 /// One entry of WebRTC's `iceServers`.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct IceServer {
+    /// `stun:` and `turn:` URLs.
     pub urls: Vec<String>,
+    /// TURN user name.
     pub username: Option<String>,
+    /// TURN password.
     pub credential: Option<String>,
 }
 
 /// Limits the server enforces on this connection, so a client can stay under them.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+/// A rate of 0 means unlimited.
 pub struct Limits {
+    /// Longest control frame body, in bytes.
     pub max_frame_bytes: u32,
+    /// Largest relay payload (after the header), in bytes.
     pub max_relay_payload: u32,
+    /// Relay frames I may send per second.
     pub relay_datagrams_per_sec: u32,
+    /// Relay payload bytes I may send per second.
     pub relay_bytes_per_sec: u32,
+    /// Control messages I may send per second.
     pub signals_per_sec: u32,
+    /// Most seats a session may have.
     pub max_peers_per_session: u32,
+    /// How long my seat is kept after my connection is lost, for a resume.
     pub resume_grace_ms: u32,
 }
 
+/// Create a session.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct CreateSession {
     /// Seats including the host; 0 means the server's maximum.
     pub max_peers: u32,
+    /// A password joiners must give (at most 128 UTF-8 bytes).
     pub password: Option<String>,
 }
 
+/// Join a session.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct JoinSession {
     /// Join code as typed; case, spaces, dashes and the look-alikes O/I/L are forgiven.
     pub code: String,
+    /// The session's password, if it has one.
     pub password: Option<String>,
 }
 
+/// A session as its members see it.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
+    /// The join code.
     pub code: String,
+    /// The host's peer id.
     pub host: PeerId,
+    /// Seats, the host's included.
     pub max_peers: u32,
     /// The session ends after this long without signaling or relay traffic.
     pub idle_ttl_secs: u32,
@@ -192,30 +265,44 @@ pub struct SessionInfo {
     pub peers: Vec<PeerInfo>,
 }
 
+/// A member of a session.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct PeerInfo {
+    /// Its peer id.
     pub id: PeerId,
+    /// Its display name.
     pub name: String,
+    /// What kind of program it is.
     pub client: ClientKind,
 }
 
 /// WebRTC signaling payloads, relayed verbatim between peers of one session.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Signal {
+    /// An SDP offer.
     Offer {
+        /// The session description.
         sdp: String,
     },
+    /// An SDP answer.
     Answer {
+        /// The session description.
         sdp: String,
     },
+    /// One trickled ICE candidate, as `RTCIceCandidate` has it.
     IceCandidate {
+        /// The candidate line.
         candidate: String,
+        /// The media stream's identification tag.
         sdp_mid: Option<String>,
+        /// The media description's index.
         sdp_mline_index: Option<u16>,
     },
+    /// No more candidates follow.
     EndOfCandidates,
     /// Anything the application wants to send reliably through the server.
     App {
+        /// The application's bytes.
         data: Vec<u8>,
     },
 }
@@ -235,6 +322,7 @@ impl Signal {
     }
 }
 
+/// Why a peer left a session, or a session ended.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaveReason {
     /// The peer sent `LeaveSession`, or closed its connection cleanly.
@@ -271,9 +359,13 @@ pub enum ErrorCode {
     InvalidArgument = 9,
     /// No session has that join code.
     UnknownSession = 10,
+    /// The session has no free seat.
     SessionFull = 11,
+    /// The session's password is not the one given.
     WrongPassword = 12,
+    /// Leave the current session before creating or joining another.
     AlreadyInSession = 13,
+    /// The request needs a session and I am in none.
     NotInSession = 14,
     /// The target peer is not in my session.
     UnknownPeer = 15,
@@ -292,6 +384,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in order.
     pub const ALL: [ErrorCode; 21] = [
         ErrorCode::BadMessage,
         ErrorCode::FrameTooLarge,
@@ -316,6 +409,7 @@ impl ErrorCode {
         ErrorCode::SlowConsumer,
     ];
 
+    /// The code with number `v`, if there is one.
     pub fn from_u16(v: u16) -> Option<ErrorCode> {
         Self::ALL.into_iter().find(|c| *c as u16 == v)
     }
@@ -375,19 +469,36 @@ impl std::fmt::Display for ErrorCode {
 /// Why bytes could not be turned into a message or frame.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
+    /// A control frame declares more bytes than allowed.
     #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
-    TooLarge { len: u64, max: u32 },
+    TooLarge {
+        /// The declared length.
+        len: u64,
+        /// The limit.
+        max: u32,
+    },
+    /// A varint is malformed or too large.
     #[error("varint longer than 5 bytes or above u32::MAX")]
     BadVarint,
+    /// The body is not a message (unknown tag, truncated, bad value).
     #[error("message does not decode: {0}")]
     Postcard(String),
+    /// Bytes follow the message.
     #[error("{0} trailing bytes after the message")]
     TrailingBytes(usize),
+    /// A relay frame without its peer header.
     #[error("relay frame has no header")]
     EmptyRelayFrame,
+    /// A WebSocket message whose type byte is neither [`WS_CONTROL`] nor [`WS_RELAY`].
+    #[error("a WebSocket message must start with 0x00 (control) or 0x01 (relay), not {0:#04x}")]
+    UnknownWsType(u8),
+    /// A WebSocket message without even a type byte.
+    #[error("empty WebSocket message")]
+    EmptyWsMessage,
 }
 
 impl DecodeError {
+    /// The error code a server answers this with.
     pub fn code(&self) -> ErrorCode {
         match self {
             DecodeError::TooLarge { .. } => ErrorCode::FrameTooLarge,
@@ -464,6 +575,7 @@ pub struct FrameDecoder {
 }
 
 impl FrameDecoder {
+    /// A decoder refusing frames longer than `max_frame_bytes`.
     pub fn new(max_frame_bytes: u32) -> Self {
         FrameDecoder {
             buf: BytesMut::new(),
@@ -471,6 +583,7 @@ impl FrameDecoder {
         }
     }
 
+    /// Buffer bytes as they arrive.
     pub fn extend(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
     }
@@ -515,6 +628,68 @@ pub fn relay_frame(peer: PeerId, payload: &[u8]) -> Bytes {
     put_varint(&mut out, peer);
     out.put_slice(payload);
     out.freeze()
+}
+
+/// First byte of a WebSocket message carrying a control message body.
+pub const WS_CONTROL: u8 = 0x00;
+/// First byte of a WebSocket message carrying a relay frame.
+pub const WS_RELAY: u8 = 0x01;
+/// WebSocket close codes are `4000 + ErrorCode` (4000-4999 is for applications).
+pub const WS_CLOSE_BASE: u16 = 4000;
+
+/// One binary WebSocket message, split by its type byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsMessage<'a> {
+    /// A control message body (postcard, no length prefix).
+    Control(&'a [u8]),
+    /// A relay frame, `varint(peer) || payload`.
+    Relay(&'a [u8]),
+}
+
+/// A WebSocket message carrying the control message body `body`.
+pub fn ws_control(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 1);
+    out.push(WS_CONTROL);
+    out.extend_from_slice(body);
+    out
+}
+
+/// Encode `msg` as a WebSocket control message: type byte, then its body.
+pub fn encode_ws_control<T: Serialize>(msg: &T) -> Vec<u8> {
+    postcard::to_extend(msg, vec![WS_CONTROL]).expect("protocol types always serialize")
+}
+
+/// A WebSocket message carrying the relay frame `frame` (`varint(peer) || payload`).
+pub fn ws_relay(frame: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(frame.len() + 1);
+    out.push(WS_RELAY);
+    out.extend_from_slice(frame);
+    out
+}
+
+/// Split a binary WebSocket message by its type byte.
+pub fn parse_ws(msg: &[u8]) -> Result<WsMessage<'_>, DecodeError> {
+    match msg.split_first() {
+        Some((&WS_CONTROL, body)) => Ok(WsMessage::Control(body)),
+        Some((&WS_RELAY, frame)) => Ok(WsMessage::Relay(frame)),
+        Some((&other, _)) => Err(DecodeError::UnknownWsType(other)),
+        None => Err(DecodeError::EmptyWsMessage),
+    }
+}
+
+/// The WebSocket close code that carries `code` (`4000 + code`).
+pub fn ws_close_code(code: ErrorCode) -> u16 {
+    WS_CLOSE_BASE + code as u16
+}
+
+/// The protocol's close code inside a WebSocket close code: `0` for a normal
+/// close (1000), `code - 4000` for 4000-4999, `None` for anything else.
+pub fn close_code_from_ws(ws_code: u16) -> Option<u16> {
+    match ws_code {
+        1000 => Some(0),
+        c if (WS_CLOSE_BASE..WS_CLOSE_BASE + 1000).contains(&c) => Some(c - WS_CLOSE_BASE),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -659,5 +834,45 @@ mod tests {
         assert_eq!(ErrorCode::UnknownSession as u16, 10);
         assert_eq!(ErrorCode::SlowConsumer as u16, 21);
         assert_eq!(ErrorCode::from_u16(0), None);
+    }
+
+    #[test]
+    fn websocket_framing_round_trip() {
+        let hello = ClientMsg::Ping { client_time_ms: 7 };
+        let m = encode_ws_control(&hello);
+        assert_eq!(m[0], WS_CONTROL);
+        assert_eq!(&m[1..], &encode(&hello)[..]);
+        assert_eq!(ws_control(&encode(&hello)), m);
+        let WsMessage::Control(body) = parse_ws(&m).unwrap() else {
+            panic!("not a control message")
+        };
+        assert_eq!(decode::<ClientMsg>(body).unwrap(), hello);
+
+        let frame = relay_frame(300, b"hi");
+        let m = ws_relay(&frame);
+        assert_eq!(&m[..], &[WS_RELAY, 0xAC, 0x02, b'h', b'i']);
+        assert_eq!(parse_ws(&m), Ok(WsMessage::Relay(&frame[..])));
+        // An empty body of either type is still that type.
+        assert_eq!(parse_ws(&[WS_CONTROL]), Ok(WsMessage::Control(&[])));
+    }
+
+    #[test]
+    fn websocket_framing_rejects_unknown_types() {
+        assert_eq!(parse_ws(&[]), Err(DecodeError::EmptyWsMessage));
+        assert_eq!(parse_ws(&[7, 1, 2]), Err(DecodeError::UnknownWsType(7)));
+        assert_eq!(DecodeError::UnknownWsType(7).code(), ErrorCode::BadMessage);
+        assert!(DecodeError::UnknownWsType(7).to_string().contains("0x07"));
+    }
+
+    #[test]
+    fn websocket_close_codes() {
+        assert_eq!(ws_close_code(ErrorCode::FrameTooLarge), 4002);
+        assert_eq!(
+            close_code_from_ws(4002),
+            Some(ErrorCode::FrameTooLarge as u16)
+        );
+        assert_eq!(close_code_from_ws(1000), Some(0));
+        assert_eq!(close_code_from_ws(1001), None);
+        assert_eq!(close_code_from_ws(5000), None);
     }
 }

@@ -1,7 +1,7 @@
 //! Where a relayed frame is forwarded: the per-datagram hot path.
 //!
 //! A client sends `varint(dest) || payload` as a datagram (or one
-//! unidirectional stream); [`forward`] asks the session core who may receive
+//! unidirectional stream); `forward` asks the session core who may receive
 //! it, rewrites the header to name the sender, and hands one copy to each
 //! receiver in the way that receiver asked for. It never waits: datagrams go
 //! into quinn's send buffer (oldest dropped when full), stream-mode frames into

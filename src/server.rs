@@ -4,9 +4,9 @@
 //! one QUIC connection (control stream, datagrams, unidirectional streams).
 //!
 //! Everything that is not about QUIC lives elsewhere: what the tasks share
-//! in [`crate::hub`], one connection's life in [`crate::conn`] (this module
-//! only adapts QUIC's bytes to it), where a relay frame goes in
-//! [`crate::relay`], the HTTP port in [`crate::http`] and [`crate::websocket`].
+//! in `hub`, one connection's life in `conn` (this module only adapts QUIC's
+//! bytes to it), where a relay frame goes in [`crate::relay`], the HTTP port
+//! in `http` and `websocket`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,10 +23,13 @@ use tracing::{debug, info, warn};
 use crate::certs::Identity;
 pub use crate::config::{DevCert, QuicTuning, ServerConfig};
 use crate::conn::{Admitted, Conn, Outlet};
+use crate::first::{decode_first, first_param};
 pub use crate::hub::CertInfo;
 use crate::hub::{Ctrl, LatestQueue, Shared};
 use crate::metrics::{QuicLosses, Refusal};
-use crate::protocol::{ErrorCode, FrameDecoder, ALPN_H3, ALPN_NATIVE, WEBTRANSPORT_PATH};
+use crate::protocol::{
+    ClientMsg, ErrorCode, FrameDecoder, ALPN_H3, ALPN_NATIVE, WEBTRANSPORT_PATH,
+};
 use crate::session::{Admission, ConnMeta, Via};
 use crate::wire::{Ended, Reader, Wire, Writer};
 
@@ -401,28 +404,67 @@ async fn handle_incoming(
                     anyhow::bail!("QUIC handshake timed out");
                 }
             };
-            let first = first.map(|(s, r)| -> (Writer, Reader) { (Box::pin(s), Box::pin(r)) });
-            serve(&shared, Wire::Quic(conn), pending, first).await;
+            let control = match first {
+                Some((s, r)) => Control::Opened((Box::pin(s), Box::pin(r))),
+                None => Control::ClientOpens,
+            };
+            serve(&shared, Wire::Quic(conn), pending, control).await;
         }
         Some(p) if p == ALPN_H3 => {
-            let request = tokio::time::timeout(
-                deadline,
-                wtransport::endpoint::IncomingSessionFuture::with_quic_connecting(connecting),
-            )
-            .await
-            .context("WebTransport session request timed out")?
-            .context("WebTransport session request")?;
-            if request.path() != WEBTRANSPORT_PATH {
-                debug!(%remote, path = request.path(), "WebTransport request for an unknown path");
+            // 0.5-RTT: the server's HTTP/3 SETTINGS go out in its first
+            // flight, with the handshake; a browser waits for them before it
+            // sends its CONNECT. The CONNECT itself comes after the client's
+            // Finished, so the address is proven by the time it is read.
+            let conn = match connecting.into_0rtt() {
+                Ok((conn, _)) => conn,
+                Err(connecting) => tokio::time::timeout(deadline, connecting)
+                    .await
+                    .context("QUIC handshake timed out")?
+                    .context("QUIC handshake")?,
+            };
+            let request =
+                tokio::time::timeout(deadline, web_transport_quinn::Request::accept(conn.clone()))
+                    .await
+                    .context("WebTransport session request timed out")?
+                    .context("WebTransport session request")?;
+            // The URL may hold a join code: only its path is ever logged.
+            if request.url.path() != WEBTRANSPORT_PATH {
+                debug!(%remote, path = request.url.path(), "WebTransport request for an unknown path");
                 shared.metrics.refused(Refusal::NotFound);
-                request.not_found().await;
+                let _ = request
+                    .reject(web_transport_quinn::http::StatusCode::NOT_FOUND)
+                    .await;
                 return Ok(());
             }
-            let conn = request
-                .accept()
+            let first = match first_param(request.url.query())
+                .map(decode_first)
+                .transpose()
+            {
+                Ok(first) => first,
+                Err(e) => {
+                    debug!(%remote, "WebTransport request with a bad `first`: {e}");
+                    shared.metrics.refused(Refusal::BadRequest);
+                    let _ = request
+                        .reject(web_transport_quinn::http::StatusCode::BAD_REQUEST)
+                        .await;
+                    return Ok(());
+                }
+            };
+            let session = request
+                .ok()
                 .await
                 .context("accepting WebTransport session")?;
-            serve(&shared, Wire::WebTransport(conn), pending, None).await;
+            let control = match first {
+                Some(msgs) => Control::ServerOpens(msgs),
+                None => Control::ClientOpens,
+            };
+            serve(
+                &shared,
+                Wire::WebTransport(Box::new(session)),
+                pending,
+                control,
+            )
+            .await;
         }
         other => {
             // rustls refuses unknown ALPNs during the handshake; this is a safety net.
@@ -433,27 +475,48 @@ async fn handle_incoming(
     Ok(())
 }
 
+/// Where a connection's control stream comes from.
+enum Control {
+    /// The client opens it after the handshake (and sends `Hello` first).
+    ClientOpens,
+    /// The client opened it in 0-RTT, before its address was proven.
+    Opened((Writer, Reader)),
+    /// The client's first request came in the CONNECT URL
+    /// ([`crate::first`]): the server opens the control stream and answers on it.
+    ServerOpens(Vec<ClientMsg>),
+}
+
 /// Open a QUIC connection whose client has proved its address in the core
 /// and serve it until it closes; or refuse it with a code and reason the
 /// client can read (`server_full`, `shutting_down`), as on every transport.
-/// `first` is its control stream when the client opened it in 0-RTT.
-async fn serve(
-    shared: &Arc<Shared>,
-    wire: Wire,
-    pending: PendingSlot,
-    first: Option<(Writer, Reader)>,
-) {
+async fn serve(shared: &Arc<Shared>, wire: Wire, pending: PendingSlot, control: Control) {
     let meta = ConnMeta {
         transport: wire.kind(),
         ip: Some(wire.remote_address().ip().to_canonical()),
     };
-    match Conn::open(shared, meta, pending.take(), Some(wire.clone())) {
-        Ok((conn, outlet)) => serve_quic(conn, outlet, wire, first).await,
+    let (conn, outlet) = match Conn::open(shared, meta, pending.take(), Some(wire.clone())) {
+        Ok(opened) => opened,
         Err(code) => {
             wire.close(code as u32, code.as_str());
             let _ = tokio::time::timeout(Duration::from_secs(1), wire.closed()).await;
+            return;
         }
-    }
+    };
+    let stream = match control {
+        Control::ClientOpens => None,
+        Control::Opened(stream) => Some(stream),
+        Control::ServerOpens(first) => {
+            let Ok(stream) = wire.open_bi().await else {
+                return conn.close(false);
+            };
+            // The answers wait in the control queue for the writer.
+            for msg in first {
+                conn.handle(msg);
+            }
+            Some(stream)
+        }
+    };
+    serve_quic(conn, outlet, wire, stream).await;
 }
 
 /// The tasks of one open QUIC connection, until it closes.

@@ -16,42 +16,46 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
-use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tracing::debug;
 
 use crate::conn::{Conn, Outlet};
+use crate::first::{decode_first, first_param};
 use crate::hub::{Ctrl, Shared};
-use crate::protocol::ErrorCode;
+use crate::protocol::{
+    parse_ws, ws_close_code, ws_control, ws_relay, ClientMsg, ErrorCode, WsMessage,
+};
 use crate::session::{ConnMeta, Transport, Via};
 
-/// First byte of a WebSocket message carrying a control message.
-pub const WS_CONTROL: u8 = 0x00;
-/// First byte of a WebSocket message carrying a relay frame.
-pub const WS_RELAY: u8 = 0x01;
-/// WebSocket close codes are `4000 + ErrorCode` (4000-4999 is for applications).
-pub const WS_CLOSE_BASE: u16 = 4000;
-
-/// `GET /ws`: upgrade and serve.
+/// `GET /ws`: upgrade and serve. `?first=` may carry the client's Hello and
+/// session request ([`crate::first`]): their answers are then the first
+/// messages on the socket. A malformed one is refused with 400 before the
+/// upgrade. The URL can hold a join code: it is never logged.
 pub(crate) async fn upgrade(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
+    uri: Uri,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let first = match first_param(uri.query()).map(decode_first).transpose() {
+        Ok(first) => first.unwrap_or_default(),
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
     let ip = client_ip(&headers, peer.ip(), shared.trust_proxy);
     // Room for the largest control frame or relay frame, plus the type byte.
     let max = (shared.max_frame_bytes as usize).max(shared.max_relay_frame) + 1;
     ws.max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| serve(shared, socket, ip))
+        .on_upgrade(move |socket| serve(shared, socket, ip, first))
 }
 
 /// The client's address: the socket's, or the proxy's report of it when trusted.
-pub fn client_ip(headers: &HeaderMap, socket_ip: IpAddr, trust_proxy: bool) -> IpAddr {
+pub(crate) fn client_ip(headers: &HeaderMap, socket_ip: IpAddr, trust_proxy: bool) -> IpAddr {
     if !trust_proxy {
         return socket_ip.to_canonical();
     }
@@ -67,7 +71,7 @@ pub fn client_ip(headers: &HeaderMap, socket_ip: IpAddr, trust_proxy: bool) -> I
     forwarded.or(real).unwrap_or(socket_ip).to_canonical()
 }
 
-async fn serve(shared: Arc<Shared>, socket: WebSocket, ip: IpAddr) {
+async fn serve(shared: Arc<Shared>, socket: WebSocket, ip: IpAddr, first: Vec<ClientMsg>) {
     let (mut sink, stream) = socket.split();
     let meta = ConnMeta {
         transport: Transport::WebSocket,
@@ -80,6 +84,10 @@ async fn serve(shared: Arc<Shared>, socket: WebSocket, ip: IpAddr) {
             return;
         }
     };
+    // The answers to the first request are queued before anything else.
+    for msg in first {
+        conn.handle(msg);
+    }
     let keep_alive = Duration::from_millis(shared.tuning.keep_alive_ms);
     let idle = Duration::from_millis(shared.tuning.idle_timeout_ms.max(1));
     // The writer runs as its own task: the reader must not wait on a slow
@@ -124,20 +132,20 @@ async fn reader(conn: &Conn, mut stream: SplitStream<WebSocket>, idle: Duration)
             }
         };
         let (code, detail) = match msg {
-            Ok(Message::Binary(b)) => match b.split_first() {
-                Some((&WS_RELAY, frame)) => {
+            Ok(Message::Binary(b)) => match parse_ws(&b) {
+                Ok(WsMessage::Relay(frame)) => {
                     conn.relay(frame, Via::WebSocket);
                     continue;
                 }
-                Some((&WS_CONTROL, body)) => {
+                Ok(WsMessage::Control(body)) => {
                     if conn.control(body) {
                         continue;
                     }
                     return false;
                 }
-                _ => (
-                    ErrorCode::BadMessage,
-                    "a message must start with 0x00 (control) or 0x01 (relay)".to_string(),
+                Err(e) => (
+                    e.code(),
+                    format!("{e}: a message must start with 0x00 (control) or 0x01 (relay)"),
                 ),
             },
             Ok(Message::Text(_)) => (
@@ -177,7 +185,7 @@ fn close_message(code: ErrorCode, reason: &str) -> Message {
     let mut reason = reason.to_string();
     reason.truncate(120); // close reasons are limited to 123 bytes
     Message::Close(Some(CloseFrame {
-        code: WS_CLOSE_BASE + code as u16,
+        code: ws_close_code(code),
         reason: reason.into(),
     }))
 }
@@ -205,12 +213,7 @@ async fn writer(mut sink: SplitSink<WebSocket, Message>, outlet: Outlet, keep_al
             biased;
             _ = kill.notified() => return,
             c = control.recv() => match c {
-                Some(Ctrl::Body(body)) => {
-                    let mut m = Vec::with_capacity(body.len() + 1);
-                    m.push(WS_CONTROL);
-                    m.extend_from_slice(&body);
-                    Message::Binary(m.into())
-                }
+                Some(Ctrl::Body(body)) => Message::Binary(ws_control(&body).into()),
                 Some(Ctrl::Close(code, reason)) => {
                     let _ = sink.send(close_message(code, &reason)).await;
                     return;
@@ -222,12 +225,7 @@ async fn writer(mut sink: SplitSink<WebSocket, Message>, outlet: Outlet, keep_al
                     return;
                 }
             },
-            frame = relay.pop() => {
-                let mut m = Vec::with_capacity(frame.len() + 1);
-                m.push(WS_RELAY);
-                m.extend_from_slice(&frame);
-                Message::Binary(m.into())
-            }
+            frame = relay.pop() => Message::Binary(ws_relay(&frame).into()),
             _ = ping.tick() => Message::Ping(Bytes::new()),
         };
         if sink.send(msg).await.is_err() {

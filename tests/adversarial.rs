@@ -12,8 +12,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, ServeProcess, WAIT};
-use flightsim_p2p::client::{connect_wire, expect_error, Client, ClientConfig, QuicEndpoint};
+use common::{eventually, expect_error, ServeProcess, WAIT};
+use flightsim_p2p::client::{connect_wire, Client, ClientConfig, QuicEndpoint};
 use flightsim_p2p::protocol::*;
 use flightsim_p2p::wire::Wire;
 use futures_util::{SinkExt, StreamExt};

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
-use common::{eventually, expect_msg, relay_until_delivered, start, WAIT};
-use flightsim_p2p::client::{connect_wire, expect_error, Client, ClientTransport, Event};
+use common::{eventually, expect_error, expect_msg, relay_until_delivered, start, WAIT};
+use flightsim_p2p::client::{connect_wire, Client, ClientTransport, Event};
 use flightsim_p2p::limits::Limits;
 use flightsim_p2p::protocol::*;
 use flightsim_p2p::relay::Via;

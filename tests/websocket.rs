@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, expect_msg, start, TestServer, WAIT};
-use flightsim_p2p::client::{expect_error, Client, ClientConfig, ClientTransport};
+use common::{eventually, expect_error, expect_msg, start, TestServer, WAIT};
+use flightsim_p2p::client::{Client, ClientConfig, ClientTransport};
 use flightsim_p2p::limits::Limits;
 use flightsim_p2p::protocol::*;
 use flightsim_p2p::relay::Via;
@@ -230,4 +230,108 @@ async fn garbage_text_and_oversized_websocket_messages_close_only_that_connectio
         }
     }
     assert!(saw_error);
+}
+
+/// Server messages of a WebSocket, in order (control messages only).
+async fn ws_control_messages(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    n: usize,
+) -> Vec<ServerMsg> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut out = Vec::new();
+    while out.len() < n {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("timed out")
+        {
+            Some(Ok(Message::Binary(b))) if b.first() == Some(&0x00) => {
+                out.push(decode::<ServerMsg>(&b[1..]).unwrap())
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("socket ended: {other:?}"),
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_request_rides_in_the_upgrade_url() {
+    use flightsim_p2p::first::encode_first;
+    let srv = start(Limits::default(), IceConfig::default()).await;
+    let mut host = srv.quic(RelayMode::Datagram).await;
+    let code = host.create_session(0, None).await.unwrap().code;
+    let hello = ClientMsg::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        client: ClientKind::Browser,
+        relay_mode: RelayMode::Datagram,
+        name: "fast".into(),
+        resume_token: None,
+    });
+    let url = |msgs: &[ClientMsg]| format!("ws://{}/ws?first={}", srv.http, encode_first(msgs));
+
+    // Join: Welcome and SessionJoined are the first two messages; nothing was sent.
+    let join = ClientMsg::JoinSession(JoinSession {
+        code: code.clone(),
+        password: None,
+    });
+    let (mut ws, _) = tokio_tungstenite::connect_async(url(&[hello.clone(), join]))
+        .await
+        .unwrap();
+    let got = ws_control_messages(&mut ws, 2).await;
+    let me = match &got[..] {
+        [ServerMsg::Welcome(w), ServerMsg::SessionJoined(s)] if s.code == code => w.peer_id,
+        other => panic!("{other:?}"),
+    };
+    let joined = expect_msg(&mut host, |m| match m {
+        ServerMsg::PeerJoined(p) => Some(p.id),
+        _ => None,
+    })
+    .await;
+    assert_eq!(joined, me, "the host hears of the newcomer");
+
+    // Create.
+    let create = ClientMsg::CreateSession(CreateSession {
+        max_peers: 0,
+        password: None,
+    });
+    let (mut ws2, _) = tokio_tungstenite::connect_async(url(&[hello.clone(), create]))
+        .await
+        .unwrap();
+    let got = ws_control_messages(&mut ws2, 2).await;
+    assert!(
+        matches!(
+            &got[..],
+            [ServerMsg::Welcome(_), ServerMsg::SessionCreated(_)]
+        ),
+        "{got:?}"
+    );
+
+    // A wrong code: the same error as on the stream, and the socket stays.
+    let wrong = ClientMsg::JoinSession(JoinSession {
+        code: "ZZZZZZ".into(),
+        password: None,
+    });
+    let (mut ws3, _) = tokio_tungstenite::connect_async(url(&[hello.clone(), wrong]))
+        .await
+        .unwrap();
+    let got = ws_control_messages(&mut ws3, 2).await;
+    assert!(
+        matches!(
+            &got[..],
+            [ServerMsg::Welcome(_), ServerMsg::Error { code: 10, .. }]
+        ),
+        "{got:?}"
+    );
+
+    // A malformed `first` is refused before the upgrade.
+    let bad = format!("ws://{}/ws?first=not*base64", srv.http);
+    match tokio_tungstenite::connect_async(bad).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 400)
+        }
+        other => panic!("expected HTTP 400, got {:?}", other.map(|_| ())),
+    }
 }

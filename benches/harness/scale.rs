@@ -29,7 +29,7 @@ pub async fn idle_connections(
     // Several client endpoints (sockets); each carries many connections.
     let endpoints: Vec<QuicEndpoint> = (0..16)
         .map(|_| QuicEndpoint::new(&cfg))
-        .collect::<Result<_>>()?;
+        .collect::<Result<_, _>>()?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = rss_bytes(pid);
     let start = Instant::now();

@@ -251,7 +251,7 @@ impl Way {
         match self {
             Way::QuicFresh => "raw QUIC, fresh",
             Way::QuicResumed => "raw QUIC, resumed (0-RTT)",
-            Way::WebTransport => "WebTransport (wtransport client)",
+            Way::WebTransport => "WebTransport (Rust client, first request in the CONNECT)",
             Way::WebSocket => "WebSocket, plain TCP",
             Way::WebSocketTls => "WebSocket over TLS 1.3",
         }

@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use flightsim_p2p::client::{Client, ClientConfig, ClientTransport, Trust};
+use flightsim_p2p::client::{self, Client, ClientConfig, ClientTransport, Trust};
 use flightsim_p2p::limits::Limits;
-use flightsim_p2p::protocol::RelayMode;
+use flightsim_p2p::protocol::{ErrorCode, RelayMode};
 use flightsim_p2p::server::{QuicTuning, Server, ServerConfig};
 use flightsim_p2p::turn::IceConfig;
 
@@ -401,5 +401,17 @@ impl ServeProcess {
         c.relay_mode = mode;
         c.ws_url = Some(format!("ws://{}/ws", self.http));
         c
+    }
+}
+
+/// Fail unless `r` is the server's refusal with `code`.
+pub fn expect_error<T: std::fmt::Debug>(
+    r: Result<T, client::Error>,
+    code: ErrorCode,
+) -> Result<(), String> {
+    match r {
+        Ok(v) => Err(format!("expected error {code}, got {v:?}")),
+        Err(e) if e.server_code() == Some(code) => Ok(()),
+        Err(e) => Err(format!("expected error {code}, got {e}")),
     }
 }
