@@ -1308,13 +1308,20 @@ test('11. fast join: Hello and create/join in the URL over WebTransport and WebS
     const { FlightSimP2P } = await import('./fsp2p.js');
     const res = {};
     const mk = (transport, name) => new FlightSimP2P({ port, certHash: hash, name, transport, forceRelay: true, pingIntervalMs: 0, statsIntervalMs: 0 });
+    // Every wait is bounded and named, so that a hang says where it is.
+    let step = '';
+    const within = (what, p, ms = 10000) => {
+      step = what;
+      return Promise.race([p, new Promise((_, j) => setTimeout(() => j(new Error(`no ${what} within ${ms} ms`)), ms))]);
+    };
     const heard = (c, type, fn) => new Promise((resolve) => c.addEventListener(type, (e) => { if (!fn || fn(e.detail)) resolve(e.detail); }));
+    try {
     for (const transport of ['webtransport', 'websocket']) {
       const r = (res[transport] = {});
       // The host creates with connect({create}); a joiner uses connect() + joinSession() in one tick.
       const host = mk(transport, `host-${transport}`);
       const t0 = performance.now();
-      const created = await host.connect({ create: { maxPeers: 4 } });
+      const created = await within(`${transport}: create`, host.connect({ create: { maxPeers: 4 } }));
       r.createMs = performance.now() - t0;
       r.hostFirstSent = host.conn.firstSent === true;
       r.hostControlSent = host.stats.controlSent;
@@ -1322,24 +1329,23 @@ test('11. fast join: Hello and create/join in the URL over WebTransport and WebS
       const peerJoined = heard(host, 'peerjoined');
       const t1 = performance.now();
       joiner.connect();
-      const joined = await joiner.joinSession(created.code);
+      const joined = await within(`${transport}: join`, joiner.joinSession(created.code));
       r.joinMs = performance.now() - t1;
       r.joinerFirstSent = joiner.conn.firstSent === true;
       r.joinerControlSent = joiner.stats.controlSent;
       r.sameSession = joined.code === created.code && joined.peers.length === 2;
-      r.peerJoined = (await peerJoined).peer.id === joiner.peerId;
+      r.peerJoined = (await within(`${transport}: PeerJoined at the host`, peerJoined)).peer.id === joiner.peerId;
       r.transportUrls = [host.transportUrl, joiner.transportUrl];
       // Relay through the session both ways.
       const got = heard(host, 'message', (d) => d.from === joiner.peerId);
       const got2 = heard(joiner, 'message', (d) => d.from === host.peerId);
       const timer = setInterval(() => { joiner.send(host.peerId, Uint8Array.of(1, 2, 3)); host.send(0, Uint8Array.of(4)); }, 50);
-      await Promise.all([got, got2]);
-      clearInterval(timer);
+      await within(`${transport}: relay both ways`, Promise.all([got, got2])).finally(() => clearInterval(timer));
       r.relayed = true;
       // A wrong code: the same error as on the stream, the connection stays usable.
       const wrong = mk(transport, 'wrong');
       try {
-        await wrong.connect({ join: { code: 'ZZZ-ZZZ' } });
+        await within(`${transport}: answer to a wrong code`, wrong.connect({ join: { code: 'ZZZ-ZZZ' } }));
         r.wrong = 'resolved?!';
       } catch (e) {
         r.wrong = { code: e.code, name: e.codeName, state: wrong.state, firstSent: wrong.conn && wrong.conn.firstSent === true };
@@ -1351,17 +1357,21 @@ test('11. fast join: Hello and create/join in the URL over WebTransport and WebS
       const back = heard(joiner, 'reconnected');
       const sentBefore = joiner.stats.controlSent;
       joiner._onTransportClosed({ code: null, reason: 'test: connection lost' });
-      const d = await back;
+      const d = await within(`${transport}: reconnected`, back);
       r.resume = { resumed: d.resumed, samePeer: d.peerId === joined.peers.find((p) => p.name === `joiner-${transport}`).id,
         firstSent: joiner.conn.firstSent === true, controlSentForResume: joiner.stats.controlSent - sentBefore, transport: d.transport };
-      await heard(joiner, 'session');
+      if (!joiner.session || !joiner.links.size) await within(`${transport}: session after the resume`, heard(joiner, 'session'));
       r.resumeSession = joiner.session && joiner.session.code === created.code;
       joiner.close();
       host.close();
     }
+    } catch (e) {
+      res.failed = `${step}: ${e && e.message}`;
+    }
     return res;
   }, [udpPort, certHex]);
   t.diagnostic(JSON.stringify(out));
+  assert.equal(out.failed, undefined, JSON.stringify(out));
   for (const transport of ['webtransport', 'websocket']) {
     const r = out[transport];
     assert.equal(r.hostFirstSent, true, `${transport}: create in the URL`);
