@@ -1280,6 +1280,46 @@ test('9b. silent TCP path: the proxy freezes (no FIN, no RST); unanswered pings 
   }
 });
 
+test('9c. cut longer than the resume grace: the page gets a new peer id, rejoins the session by its code and says so', { timeout: 120000 }, async (t) => {
+  const port = await proxyPort('tcp');
+  let proxy = await startProxy('tcp', port, httpPort);
+  try {
+    const a = await openDemo({ create: 1, name: 'India2', relay: 1, tx: 0, transport: 'websocket', ws: `ws://127.0.0.1:${port}/ws` }, 'India2');
+    const code = await sessionCode(a);
+    const b = await openDemo({ join: code, name: 'Juliet2', relay: 1, tx: 0 }, 'Juliet2');
+    await sessionCode(b);
+    const [ida, idb] = [await peerId(a), await peerId(b)];
+    await waitPaths(a, 'relay', 1, 10000);
+    await relayFlowsAgain(a, b, ida, idb, 15000, 'grace: before the cut');
+    await a.evaluate(() => {
+      window.__rcEvents = [];
+      for (const type of ['reconnecting', 'reconnected', 'rejoined', 'sessionleft', 'close']) {
+        window.fsp2pDemo.client.addEventListener(type, (e) => window.__rcEvents.push({ type, peerId: e.detail && e.detail.peerId, previousPeerId: e.detail && e.detail.previousPeerId, resumed: e.detail && e.detail.resumed, code: e.detail && e.detail.session && e.detail.session.code }));
+      }
+    });
+    await killProxy(proxy);
+    // The server keeps the seat for the grace (15 s), then the other page hears TimedOut.
+    await waitIn(b, (gone) => window.fsp2pDemo.log.some((l) => l.endsWith(`peer ${gone} left (TimedOut)`)), ida, 40000, 'PeerLeft { TimedOut }');
+    proxy = await startProxy('tcp', port, httpPort);
+    await waitIn(a, () => window.__rcEvents.some((e) => e.type === 'rejoined'), null, 30000, 'the rejoined event');
+    const ev = await a.evaluate(() => window.__rcEvents);
+    t.diagnostic(`past the grace: ${JSON.stringify(ev)}`);
+    assert.deepEqual(ev.map((e) => e.type), ['reconnecting', 'reconnected', 'rejoined']);
+    assert.equal(ev[1].resumed, false);
+    const newId = ev[2].peerId;
+    assert.notEqual(newId, ida);
+    assert.deepEqual([ev[2].previousPeerId, ev[2].code], [ida, code]);
+    assert.equal(await peerId(a), newId);
+    await waitIn(b, (id) => window.fsp2pDemo.log.some((l) => l.includes(`peer ${id} "India2" joined`)), newId, 10000, 'PeerJoined for the new id');
+    await waitPaths(a, 'relay', 1, 10000);
+    const flowMs = await relayFlowsAgain(a, b, newId, idb, 20000, 'grace: after the rejoin');
+    t.diagnostic(`rejoined as ${newId} (was ${ida}); relay both ways ${flowMs} ms later`);
+    await closePages(a, b);
+  } finally {
+    await killProxy(proxy);
+  }
+});
+
 test('10. cut UDP path: WebTransport through a UDP proxy that is killed and restarted; the page reconnects with the same peer id and relays again', { timeout: 120000 }, async (t) => {
   const port = await proxyPort('udp');
   let proxy = await startProxy('udp', port, udpPort);
@@ -1294,6 +1334,31 @@ test('10. cut UDP path: WebTransport through a UDP proxy that is killed and rest
     });
     assert.equal(after.events[1].transport, 'webtransport');
     t.diagnostic(`UDP: how the cut was noticed: ${after.events[0].reason}`);
+    await closePages(a, b);
+  } finally {
+    await killProxy(proxy);
+  }
+});
+
+test('10b. auto: the UDP path dies for good; the reconnection races again and comes back over the WebSocket with the same peer id', { timeout: 90000 }, async (t) => {
+  const port = await proxyPort('udp');
+  const proxy = await startProxy('udp', port, udpPort);
+  try {
+    const a = await openDemo({ create: 1, name: 'Golf2', relay: 1, tx: 0, port }, 'Golf2');
+    const code = await sessionCode(a);
+    const b = await openDemo({ join: code, name: 'Hotel2', relay: 1, tx: 0 }, 'Hotel2');
+    await sessionCode(b);
+    const [ida, idb] = [await peerId(a), await peerId(b)];
+    assert.equal((await transportOf(a)).kind, 'webtransport');
+    await waitPaths(a, 'relay', 1, 10000);
+    await relayFlowsAgain(a, b, ida, idb, 15000, 'auto: before the cut');
+    await killProxy(proxy); // and it stays dead: QUIC is unreachable from now on
+    await waitIn(a, () => window.fsp2pDemo.log.some((l) => l.includes('reconnected over websocket')), null, 30000, 'a reconnection over the WebSocket');
+    const flowMs = await relayFlowsAgain(a, b, ida, idb, 20000, 'auto: after the UDP path died');
+    const st = await a.evaluate(() => ({ id: window.fsp2pDemo.client.peerId, kind: window.fsp2pDemo.client.transport, reason: window.fsp2pDemo.client.fallbackReason, code: window.fsp2pDemo.client.session.code }));
+    t.diagnostic(`auto after a dead UDP path: ${JSON.stringify(st)}; relay both ways ${flowMs} ms after the reconnection`);
+    assert.deepEqual([st.id, st.kind, st.code], [ida, 'websocket', code]);
+    assert.match(st.reason, /^WebTransport failed: /);
     await closePages(a, b);
   } finally {
     await killProxy(proxy);
