@@ -2,12 +2,14 @@
 //
 // Headless Chromium loads the unmodified browser client (client/web/fsp2p.js) from the
 // server's HTTP port and times `new FlightSimP2P(...)` → `connect()` + `joinSession(code)`
-// resolved (Welcome and SessionJoined received), over WebTransport through the harness's
+// resolved (Welcome and SessionJoined received; called in one tick, so Hello and the join
+// ride in the CONNECT / upgrade URL, PROTOCOL.md §1 and §10, unless cfg.fastConnect is false),
+// over WebTransport through the harness's
 // UDP delay proxy and over a plain WebSocket through its TCP delay proxy. Each run uses a
 // fresh browser context, so nothing (QUIC session, TLS ticket, socket) is reused; one
 // unmeasured warm-up run per transport comes first.
 //
-// Input: one JSON argument {http, quicPort, wsUrl, certHex, code, runs}.
+// Input: one JSON argument {http, quicPort, wsUrl, certHex, code, runs, fastConnect?}.
 // Output: one JSON line {chromium, webtransport: [ms...], websocket: [ms...]}, or
 // {skipped: "why"} when Chromium or playwright-core is not installed.
 import { existsSync } from 'node:fs';
@@ -60,7 +62,7 @@ try {
         const start = performance.now();
         const client = new m.FlightSimP2P({
           host: '127.0.0.1', port: c.quicPort, certHash: c.certHex, name: 'bench',
-          transport: c.transport, wsUrl: c.wsUrl, forceRelay: true,
+          transport: c.transport, wsUrl: c.wsUrl, forceRelay: true, fastConnect: c.fastConnect !== false,
         });
         client.connect().catch(() => {});
         await client.joinSession(c.code);

@@ -15,6 +15,8 @@
 //                   WebSocket when WebTransport is missing, fails, or is slow)
 //   fallbackDelay=MS  with auto: start the WebSocket attempt after this long (default 1000)
 //   ws=URL          WebSocket URL (default: this page's origin + /ws)
+//   fast=0          old connection sequence: Hello on the control stream, not in the URL
+//   live=MS         take the connection for lost after a Ping unanswered this long (default 7000)
 //   tx=0            do not send aircraft state (tests)
 import { FlightSimP2P, FspError } from './fsp2p.js';
 
@@ -34,6 +36,8 @@ const cfg = {
   fallbackDelayMs: params.get('fallbackDelay') !== null ? Number(params.get('fallbackDelay')) : undefined,
   wsUrl: params.get('ws') || undefined,
   datagramMaxAgeMs: params.get('maxAge') !== null ? Number(params.get('maxAge')) : undefined,
+  fastConnect: params.get('fast') !== '0',
+  liveTimeoutMs: params.get('live') !== null ? Number(params.get('live')) : undefined,
   tx: params.get('tx') !== '0',
 };
 
@@ -165,6 +169,8 @@ async function start(code) {
       fallbackDelayMs: cfg.fallbackDelayMs,
       wsUrl: cfg.wsUrl,
       datagramMaxAgeMs: cfg.datagramMaxAgeMs,
+      fastConnect: cfg.fastConnect,
+      liveTimeoutMs: cfg.liveTimeoutMs,
     });
     client = c;
     $('server-url').textContent = cfg.transport === 'websocket' ? c.options.wsUrl : c.options.url;
@@ -172,7 +178,8 @@ async function start(code) {
     $('transport').dataset.kind = '';
     wire(c);
     c.connect();
-    // Pipelined behind Hello: one round trip to be in the session.
+    // In the same tick as connect(): Hello and the request ride in the connection's URL and
+    // the answer comes with the server's 200 / 101 (the join code is in that URL: never log it).
     const session = code === null ? await c.createSession() : await c.joinSession(code);
     starting = false;
     if (client !== c) return;
@@ -260,6 +267,23 @@ function wire(c) {
   });
   on('goingaway', (d) => addLog(`server going away: ${d.message} (reconnect after ${d.reconnectAfterMs} ms)`, true));
   on('sessionleft', (d) => addLog(`left the session (${d.reason})`));
+  // A lost connection: the library reconnects by itself and keeps the session (same peer id).
+  on('reconnecting', (d) => {
+    addLog(`connection lost (${d.reason}); reconnecting as peer ${d.peerId}`, true);
+    setStatus('connecting', `reconnecting as peer ${d.peerId}…`);
+    $('transport').textContent = 'reconnecting…';
+  });
+  on('reconnected', (d) => {
+    addLog(`reconnected over ${d.transport} after ${d.downtimeMs.toFixed(0)} ms (${d.attempts} attempt(s)), ` +
+      `${d.resumed ? `resumed as peer ${d.peerId}` : `new peer id ${d.peerId} (was ${d.previousPeerId})`}`);
+    $('me-id').textContent = String(d.peerId);
+    const s = c.session;
+    setStatus('connected', s ? `in session ${formatCode(s.code)} as peer ${c.peerId}` : `connected as peer ${c.peerId}`);
+  });
+  on('rejoined', (d) => {
+    addLog(`rejoined session ${d.session.code} as peer ${d.peerId} (was ${d.previousPeerId}; the resume came too late)`);
+    setStatus('connected', `in session ${formatCode(d.session.code)} as peer ${d.peerId}`);
+  });
   on('close', (d) => {
     client = null;
     if (d.code === 0) {

@@ -14,8 +14,10 @@
 //   const hash = await FlightSimP2P.fetchCertHash();          // dev hash, or null with a CA cert
 //   const net = new FlightSimP2P({ host: 'sim.example.com', port: 4433, certHash: hash, name: 'Ann' });
 //   net.onmessage = (from, bytes, path) => { ... };             // path: 'direct' | 'turn' | 'relay'
-//   net.connect();                                             // Hello is sent as soon as a transport is up
-//   const session = await net.createSession();                 // or net.joinSession('7KQ-2MX'), pipelined
+//   net.connect();                                             // opens WebTransport (or WebSocket) a microtask later
+//   const session = await net.createSession();                 // or net.joinSession('7KQ-2MX'): in the same tick,
+//                                                              // it rides in the URL with Hello (one round trip)
+//   // or: await net.connect({ join: { code: '7KQ-2MX' } })  /  net.connect({ create: { maxPeers: 8 } })
 //   net.send(0, bytes);                                        // 0 = every other peer; or a peer id
 //
 // Everything is plain JavaScript with JSDoc types; no build step.
@@ -952,6 +954,90 @@ export function fromWsCloseCode(wsCode) {
 }
 
 // ---------------------------------------------------------------------------
+// The first request in the URL (PROTOCOL.md §1, §10)
+// ---------------------------------------------------------------------------
+
+/** Query parameter of the WebTransport CONNECT / WebSocket upgrade URL that carries the first request. */
+export const FIRST_PARAM = 'first';
+/** The most bytes (decoded) the server takes in `first`. */
+export const MAX_FIRST_BYTES = 2048;
+
+const B64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+
+/** base64url of bytes, RFC 4648 §5, without padding. @param {Uint8Array} bytes */
+export function base64url(bytes) {
+  let out = '';
+  let i = 0;
+  for (; i + 2 < bytes.length; i += 3) {
+    const n = (bytes[i] << 16) | (bytes[i + 1] << 8) | bytes[i + 2];
+    out += B64URL[n >> 18] + B64URL[(n >> 12) & 63] + B64URL[(n >> 6) & 63] + B64URL[n & 63];
+  }
+  const rest = bytes.length - i;
+  if (rest === 1) {
+    const n = bytes[i] << 16;
+    out += B64URL[n >> 18] + B64URL[(n >> 12) & 63];
+  } else if (rest === 2) {
+    const n = (bytes[i] << 16) | (bytes[i + 1] << 8);
+    out += B64URL[n >> 18] + B64URL[(n >> 12) & 63] + B64URL[(n >> 6) & 63];
+  }
+  return out;
+}
+
+/**
+ * Bytes of a base64url string without padding; throws DecodeError on anything else
+ * (padding, '+', '/', a length of 4n+1, non-zero bits after the last byte).
+ * @param {string} s
+ */
+export function fromBase64url(s) {
+  if (s.length % 4 === 1) throw new DecodeError('base64url of impossible length');
+  const out = new Uint8Array(Math.floor((s.length * 3) / 4));
+  let bits = 0;
+  let acc = 0;
+  let o = 0;
+  for (const ch of s) {
+    const v = B64URL.indexOf(ch);
+    if (v < 0) throw new DecodeError(`not base64url: ${JSON.stringify(ch)}`);
+    acc = (acc << 6) | v;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out[o++] = (acc >> bits) & 0xff;
+    }
+  }
+  if (acc & ((1 << bits) - 1)) throw new DecodeError('base64url has non-zero trailing bits');
+  return out;
+}
+
+/**
+ * The bytes of `first`: control frames exactly as on the control stream (§3),
+ * `varint(len) || body` each, one after the other.
+ * @param {Uint8Array[]} bodies postcard(ClientMsg) bodies: Hello, then at most one CreateSession / JoinSession
+ */
+export function encodeFirst(bodies) {
+  const w = new Writer();
+  for (const b of bodies) w.varint(b.length).raw(b);
+  const bytes = w.finish();
+  if (bytes.length > MAX_FIRST_BYTES) throw new RangeError(`first request of ${bytes.length} bytes exceeds ${MAX_FIRST_BYTES}`);
+  return bytes;
+}
+
+/**
+ * `url` with the first request in its `first` query parameter (base64url). The result
+ * holds the join code and password: never log or show it.
+ * @param {string} url @param {Uint8Array[]} bodies
+ */
+export function urlWithFirst(url, bodies) {
+  const u = new URL(url);
+  u.searchParams.set(FIRST_PARAM, base64url(encodeFirst(bodies)));
+  return u.toString();
+}
+
+/** Whether a control message body can ride behind Hello in `first` (CreateSession or JoinSession). */
+export function foldableRequest(body) {
+  return !!body && body.length > 0 && (body[0] === 1 || body[0] === 2);
+}
+
+// ---------------------------------------------------------------------------
 // Small helpers
 // ---------------------------------------------------------------------------
 
@@ -992,6 +1078,15 @@ function certHashBytes(h) {
 }
 
 function describe(e) {
+  return redact(describe0(e));
+}
+
+/** Hide the first request (join code, password, resume token) should a URL with it end up in a message. */
+function redact(s) {
+  return String(s).replace(/([?&]first=)[A-Za-z0-9_-]*/g, '$1…');
+}
+
+function describe0(e) {
   if (e && typeof e === 'object') {
     const parts = [];
     if ('name' in e && e.name && e.name !== 'Error') parts.push(String(e.name));
@@ -1034,7 +1129,11 @@ const now = () => performance.now();
  * @typedef {Object} SignalTransport
  * @property {string} kind       'webtransport' | 'websocket' (AutoSignal: 'auto' until open() resolved, then the winner's kind)
  * @property {string} url        where it connects (AutoSignal: the winner's URL once open)
- * @property {() => Promise<void>} open                        connect; reject with FspError on failure
+ * @property {(first?: Uint8Array[]|null) => Promise<void>} open  connect; reject with FspError on failure.
+ *           `first`: control message bodies (Hello, then at most one CreateSession / JoinSession) to
+ *           send in the connection's URL (PROTOCOL.md §1, §10) instead of on the control stream
+ * @property {boolean} [firstSent]                              after open(): true when `first` went in the URL (the
+ *           server has it: do not send it again); false or missing: send Hello on the control stream as before
  * @property {(body: Uint8Array) => Promise<void>} sendControl  one control message body, postcard(ClientMsg) without length prefix
  * @property {(frame: Uint8Array) => boolean} sendRelay         one relay frame `varint(peer) || payload`; false if dropped
  * @property {number} maxRelayFrameBytes                        largest relay frame the transport carries
@@ -1098,13 +1197,21 @@ export class WebTransportSignal {
     /** `closed` is reported only after open() succeeded; before that open() rejects. */
     this._opened = false;
     this._aborted = false;
+    /** true once open() used the fast form (first request in the URL) */
+    this.firstSent = false;
   }
 
   get maxRelayFrameBytes() {
     return (this.wt && this.wt.datagrams && this.wt.datagrams.maxDatagramSize) || 1200;
   }
 
-  async open() {
+  /**
+   * Connect. With `first`, the first request rides in the CONNECT URL and the server opens
+   * the control stream itself, with Welcome and its answer on it (PROTOCOL.md §1): this side
+   * must not open one. Without, this side opens the control stream (the old form).
+   * @param {Uint8Array[]|null} [first]
+   */
+  async open(first = null) {
     if (typeof WebTransport === 'undefined') {
       throw new FspError(0, 'unsupported',
         'This browser has no WebTransport (needs Chromium 97+ or Firefox 114+, in a secure context: https or http://localhost).');
@@ -1117,7 +1224,8 @@ export class WebTransportSignal {
       : 'Check that the server listens on that UDP port and has a certificate the browser trusts (for a self-signed dev certificate pass certHash from /cert-hash).';
     let wt;
     try {
-      wt = new WebTransport(this.url, wtOpts);
+      // The URL with `first` holds the join code: it is used here and nowhere else.
+      wt = new WebTransport(first ? urlWithFirst(this.url, first) : this.url, wtOpts);
     } catch (e) {
       throw new FspError(0, 'connect_failed', `Cannot open WebTransport to ${this.url}: ${describe(e)}`, { cause: e });
     }
@@ -1129,9 +1237,20 @@ export class WebTransportSignal {
     );
     let stream;
     try {
+      const t0 = now();
       await withTimeout(wt.ready, this.connectTimeoutMs, () => new Error(`no answer within ${this.connectTimeoutMs} ms`));
       if (this._aborted) throw new Error('aborted');
-      stream = await wt.createBidirectionalStream();
+      if (first) {
+        // The server's stream comes in the same flight as the 200.
+        const streams = wt.incomingBidirectionalStreams.getReader();
+        const left = Math.max(1, this.connectTimeoutMs - (now() - t0));
+        const r = await withTimeout(streams.read(), left, () => new Error(`the server opened no control stream within ${Math.round(left)} ms`));
+        streams.releaseLock();
+        if (r.done || !r.value) throw new Error('the session ended before the server opened its control stream');
+        stream = r.value;
+      } else {
+        stream = await wt.createBidirectionalStream();
+      }
       if (this._aborted) throw new Error('aborted');
     } catch (e) {
       try { wt.close(); } catch { /* already failed */ }
@@ -1140,6 +1259,7 @@ export class WebTransportSignal {
         `WebTransport connection to ${this.url} failed (${describe(e)}). ${hint}`, { cause: e });
     }
     this._writer = stream.writable.getWriter();
+    this.firstSent = !!first;
     const dg = wt.datagrams;
     tuneDatagrams(dg, this.datagramMaxAgeMs);
     const writable = typeof dg.createWritable === 'function' ? dg.createWritable() : dg.writable;
@@ -1258,6 +1378,8 @@ export class WebSocketSignal {
     this._closedFired = false;
     /** @type {((why: string) => void)|null} rejects a pending open() */
     this._abort = null;
+    /** true once open() used the fast form (first request in the upgrade URL) */
+    this.firstSent = false;
   }
 
   /** The server takes messages up to max(max_frame_bytes, max_relay_payload + 5) + 1 bytes. */
@@ -1265,12 +1387,18 @@ export class WebSocketSignal {
     return DEFAULT_MAX_FRAME_BYTES;
   }
 
-  async open() {
+  /**
+   * Connect. With `first`, the first request rides in the upgrade URL and the server's first
+   * messages are Welcome and its answer (PROTOCOL.md §10).
+   * @param {Uint8Array[]|null} [first]
+   */
+  async open(first = null) {
     if (typeof WebSocket === 'undefined') throw new FspError(0, 'unsupported', 'This environment has no WebSocket.');
     const hint = `Check that the server's HTTP port serves ${WEBSOCKET_PATH} at that address (by default the page's own origin; pass wsUrl otherwise) and that no proxy in between refuses WebSocket upgrades.`;
     let ws;
     try {
-      ws = new WebSocket(this.url);
+      // The URL with `first` holds the join code: it is used here and nowhere else.
+      ws = new WebSocket(first ? urlWithFirst(this.url, first) : this.url);
     } catch (e) {
       throw new FspError(0, 'connect_failed', `Cannot open a WebSocket to ${this.url}: ${describe(e)}`, { cause: e });
     }
@@ -1305,6 +1433,7 @@ export class WebSocketSignal {
       this._abort = null;
     }
     this._opened = true;
+    this.firstSent = !!first;
     ws.onmessage = (e) => this._onMessage(e.data);
     ws.onclose = (e) => this._fireClosed({
       code: fromWsCloseCode(e.code),
@@ -1401,7 +1530,7 @@ export class AutoSignal {
     this.onRelay = null;
     this.onProtocolError = null;
     this.onClosed = null;
-    /** @type {{kind: TransportKind, t: SignalTransport, failed: boolean, closedInfo: any}[]} */
+    /** @type {{kind: TransportKind, t: SignalTransport, failed: boolean, closedInfo: any, flush?: () => void}[]} */
     this._attempts = [];
     this._closed = false;
   }
@@ -1414,7 +1543,20 @@ export class AutoSignal {
     return this.chosen ? this.chosen.maxRelayFrameBytes : 1200;
   }
 
-  open() {
+  /** Whether the winner carried the first request in its URL. */
+  get firstSent() {
+    return !!this.chosen && !!this.chosen.firstSent;
+  }
+
+  /**
+   * Race the transports. `first` rides only in an attempt started while no other is
+   * pending (WebTransport; or the WebSocket once WebTransport failed or is missing): two
+   * attempts carrying it could both reach the server and make two peers (or two sessions)
+   * of one client. A WebSocket started in parallel with a slow WebTransport goes without
+   * it, and the client then sends Hello on it as before (`firstSent` false).
+   * @param {Uint8Array[]|null} [first]
+   */
+  open(first = null) {
     return new Promise((resolve, reject) => {
       let done = false;
       let timer = 0;
@@ -1442,11 +1584,22 @@ export class AutoSignal {
       const start = (kind, why) => {
         if (done || this._closed || attempts.some((a) => a.kind === kind)) return;
         const t = this._make[kind](this.opts);
+        const alone = attempts.every((o) => o.failed);
         const a = { kind, t, failed: false, closedInfo: null };
         attempts.push(a);
         if (kind === 'websocket') this.fallbackReason = why;
-        // Forward callbacks from the winner only.
-        t.onControl = (b) => { if (this.chosen === t && this.onControl) this.onControl(b); };
+        // Forward callbacks from the winner only. With the first request in the URL the server
+        // answers at once: what comes before this attempt is chosen is kept for when it is.
+        /** @type {Uint8Array[]} */
+        const early = [];
+        a.flush = () => {
+          for (const b of early.splice(0)) if (this.chosen === t && this.onControl) this.onControl(b);
+        };
+        t.onControl = (b) => {
+          if (this.chosen === t) {
+            if (this.onControl) this.onControl(b);
+          } else if (!this.chosen) early.push(b);
+        };
         t.onRelay = (f) => { if (this.chosen === t && this.onRelay) this.onRelay(f); };
         t.onProtocolError = (e) => { if (this.chosen === t && this.onProtocolError) this.onProtocolError(e); };
         t.onClosed = (info) => {
@@ -1454,7 +1607,7 @@ export class AutoSignal {
             if (this.onClosed) this.onClosed(info);
           } else a.closedInfo = info;
         };
-        t.open().then(() => {
+        t.open(alone ? first : null).then(() => {
           if (done || this._closed) {
             t.close(0, 'happy eyeballs: the other transport won');
             return;
@@ -1463,8 +1616,12 @@ export class AutoSignal {
           for (const o of attempts) if (o !== a && !o.failed) o.t.close(0, 'happy eyeballs: the other transport won');
           this.chosen = t;
           this.kind = t.kind;
-          if (a.closedInfo) queueMicrotask(() => this.onClosed && this.onClosed(a.closedInfo));
           resolve(undefined);
+          // After the caller's continuation (queued by resolve): first the messages, then a close.
+          queueMicrotask(() => {
+            a.flush();
+            if (a.closedInfo && this.onClosed) this.onClosed(a.closedInfo);
+          });
         }, (e) => {
           a.failed = true;
           errors[kind] = e;
@@ -1505,6 +1662,102 @@ export class AutoSignal {
 }
 
 // ---------------------------------------------------------------------------
+// Reconnecting: pure decisions (no clock, no I/O; tested in tests/browser/codec.test.mjs)
+// ---------------------------------------------------------------------------
+
+/**
+ * Delays before reconnect attempts 0, 1, 2, 3 and after: the first attempt at once, then
+ * 250 ms, 500 ms, and every second at most, so that the connection is back within about a
+ * second of the network's return (PROTOCOL.md §4: the seat is kept for the resume grace).
+ */
+export const RECONNECT_BACKOFF_MS = Object.freeze([0, 250, 500, 1000]);
+
+/**
+ * Close code of a connection this client abandons in order to resume on a new one. It is
+ * not 0 (WebSocket: not 1000), which would leave the session for good (PROTOCOL.md §1, §10);
+ * any other code keeps the seat for the resume grace. (WebSocket: 4000 + 999 = 4999.)
+ */
+export const ABANDON_CLOSE_CODE = 999;
+
+/**
+ * Delay before reconnect attempt `attempt` (0-based), with jitter: a value in
+ * [0.75, 1] × the schedule's delay, never above it, so that many clients cut at
+ * once do not come back in lockstep.
+ * @param {number} attempt
+ * @param {() => number} [random] in [0, 1)
+ */
+export function backoffDelayMs(attempt, random = Math.random) {
+  if (!(attempt > 0)) return 0;
+  const base = RECONNECT_BACKOFF_MS[Math.min(attempt, RECONNECT_BACKOFF_MS.length - 1)];
+  return Math.round(base * (0.75 + 0.25 * Math.min(1, Math.max(0, random()))));
+}
+
+/**
+ * What the end of a connection means.
+ *
+ * - `close`: for good, as the app or the server wanted: reconnecting is off, the client
+ *   never had a Welcome (nothing to resume), the server closed with a fatal error
+ *   (PROTOCOL.md §6: replaced, server_full, bad_message, ...) or normally (code 0).
+ * - `reconnect` after `delayMs`: the connection just ended (code null: network, proxy,
+ *   idle timeout, no answer to pings), or the server announced `GoingAway`
+ *   (its `shutting_down` close then means "come back after reconnectAfterMs").
+ *
+ * @param {{code: number|null, fatalCode?: number|null, goingAwayInMs?: number|null,
+ *   enabled?: boolean, welcomed?: boolean}} c
+ *   code: the close code (0 normal, a §6 code, null when the connection just ended);
+ *   fatalCode: code of a fatal `Error` the server sent before closing;
+ *   goingAwayInMs: time left until the `GoingAway` delay is over (null: no GoingAway)
+ * @returns {{action: 'reconnect', delayMs: number} | {action: 'close', why: string}}
+ */
+export function closeDisposition(c) {
+  const { code, fatalCode = null, goingAwayInMs = null, enabled = true, welcomed = true } = c;
+  if (!enabled) return { action: 'close', why: 'reconnecting is off' };
+  if (!welcomed) return { action: 'close', why: 'no Welcome yet: nothing to resume' };
+  if (goingAwayInMs !== null && goingAwayInMs !== undefined) {
+    return { action: 'reconnect', delayMs: Math.max(0, Math.round(goingAwayInMs)) };
+  }
+  if (fatalCode) return { action: 'close', why: `fatal server error ${errorName(fatalCode)}` };
+  if (code === null || code === undefined) return { action: 'reconnect', delayMs: 0 };
+  if (code === 0) return { action: 'close', why: 'closed normally by the server' };
+  return { action: 'close', why: `closed by the server with ${errorName(code)}` };
+}
+
+/**
+ * The next step of a reconnection that has made `attempt` attempts so far and began
+ * `elapsedMs` ago: wait `delayMs` then try again, or give up once `giveUpMs` would pass
+ * (0 = never give up).
+ * @param {{attempt: number, elapsedMs: number, giveUpMs: number, random?: () => number}} s
+ * @returns {{action: 'wait', delayMs: number} | {action: 'giveup'}}
+ */
+export function reconnectStep(s) {
+  const delayMs = backoffDelayMs(s.attempt, s.random);
+  if (s.giveUpMs > 0 && s.elapsedMs + delayMs >= s.giveUpMs) return { action: 'giveup' };
+  return { action: 'wait', delayMs };
+}
+
+/**
+ * How long one reconnect attempt gets (transport up, then the Welcome) before the next
+ * one starts: at least 3 s (a busy machine), 2 s + 8 server round trips on a slow path,
+ * never more than the connect timeout.
+ * @param {number|null} rttMs last server round trip, if known
+ * @param {number} connectTimeoutMs
+ */
+export function attemptTimeoutMs(rttMs, connectTimeoutMs) {
+  const want = Math.max(3000, 2000 + 8 * (rttMs && rttMs > 0 ? rttMs : 0));
+  return Math.round(connectTimeoutMs > 0 ? Math.min(connectTimeoutMs, want) : want);
+}
+
+/**
+ * Whether the server has gone silent: a Ping went out at `awaitingSinceMs` (0 = nothing
+ * outstanding) and nothing at all (no Pong, no other message, no relay frame) came back
+ * within `liveTimeoutMs` (0 = never decide so). Timed from the ping, not from the last
+ * message, so that a throttled background tab (timers once a minute) is not taken for dead.
+ */
+export function serverSilent(awaitingSinceMs, nowMs, liveTimeoutMs) {
+  return liveTimeoutMs > 0 && awaitingSinceMs > 0 && nowMs - awaitingSinceMs > liveTimeoutMs;
+}
+
+// ---------------------------------------------------------------------------
 // The client
 // ---------------------------------------------------------------------------
 
@@ -1536,6 +1789,14 @@ const SESSION_REQUEST_ERRORS = new Set([9, 10, 11, 12, 13, 14, 16, 17]);
  * @property {number} [datagramMaxAgeMs] relay datagrams older than this are dropped, not sent or delivered late (default 100)
  * @property {number} [requestTimeoutMs] create/join/leave answer deadline (default 10000)
  * @property {Uint8Array|null} [resumeToken] from an earlier Welcome, to get the same peer id back
+ * @property {boolean} [fastConnect]    send Hello (and a create/join called in the same tick as connect(), and the
+ *           resume token) in the connection's URL, answered with the 200/101 (default true; false: the old
+ *           sequence, Hello on the control stream, for servers older than PROTOCOL.md's `first` parameter)
+ * @property {boolean} [reconnect]      when the connection is lost (not closed by the app or a fatal server error),
+ *           reconnect by itself and resume with the same peer id (default true; false: close as before)
+ * @property {number} [reconnectTimeoutMs] give up reconnecting after this long (default 60000; 0 = never)
+ * @property {number} [liveTimeoutMs]   take the connection for lost when a Ping got no answer, nor anything else
+ *           from the server, within this long (default 7000; 0 = only when the transport says so)
  */
 
 /** Values of the `transport` option besides a factory. */
@@ -1633,11 +1894,15 @@ export class FlightSimP2P extends EventTarget {
       transport,
       fallbackDelayMs: options.fallbackDelayMs ?? 1000,
       wsMaxBufferedBytes: options.wsMaxBufferedBytes ?? 32 * 1024,
+      fastConnect: options.fastConnect ?? true,
+      reconnect: options.reconnect ?? true,
+      reconnectTimeoutMs: options.reconnectTimeoutMs ?? 60000,
+      liveTimeoutMs: options.liveTimeoutMs ?? 7000,
     };
     if (utf8Encoder.encode(this.options.name).length > MAX_NAME_BYTES) {
       throw new RangeError(`name must be at most ${MAX_NAME_BYTES} UTF-8 bytes`);
     }
-    /** @type {'idle'|'connecting'|'connected'|'closed'} */
+    /** @type {'idle'|'connecting'|'connected'|'reconnecting'|'closed'} */
     this.state = 'idle';
     /** My peer id (0 until the Welcome). */
     this.peerId = 0;
@@ -1689,6 +1954,22 @@ export class FlightSimP2P extends EventTarget {
     this._closeEmitted = false;
     /** @type {FspError|null} last fatal server error: the reason for the close that follows */
     this._lastFatal = null;
+    /** @type {{at: number, ms: number, timer: any}|null} the server's GoingAway: reconnect after `ms` from `at` */
+    this._goingAway = null;
+    /** when the oldest unanswered Ping went out (0: none outstanding, or something arrived since) */
+    this._awaitingSince = 0;
+    /** code and password of the session we are in (to rejoin it if a resume comes too late) */
+    this._sessionKey = /** @type {{code: string, password: string|null}|null} */ (null);
+    /** password of the create/join request in flight */
+    this._requestPassword = /** @type {string|null} */ (null);
+    /**
+     * An automatic reconnection in progress.
+     * @type {null|{startedAt: number, attempt: number, timer: any, welcomeTimer: any, reason: string,
+     *   previousPeerId: number, sessionKey: {code: string, password: string|null}|null, onOnline: any}}
+     */
+    this._rc = null;
+    /** set after a Welcome with a new peer id during a reconnection: rejoin this session */
+    this._rejoin = /** @type {null|{previousPeerId: number, code: string}} */ (null);
   }
 
   /**
@@ -1754,11 +2035,28 @@ export class FlightSimP2P extends EventTarget {
   }
 
   /**
-   * Connect (WebTransport, or WebSocket as the `transport` option says) and send Hello. Resolves with the Welcome.
-   * Session requests made before it resolves are pipelined behind Hello.
-   * @returns {Promise<WelcomeMsg>}
+   * Connect (WebTransport, or WebSocket as the `transport` option says) with Hello. Resolves with the Welcome.
+   *
+   * The transport opens a microtask later: a createSession()/joinSession() called in the same tick
+   * rides in the connection's URL with Hello (PROTOCOL.md §1, §10; `fastConnect`), answered with the
+   * 200/101. Requests made later are pipelined behind Hello on the control stream.
+   *
+   * With `{join: {code, password}}` or `{create: {maxPeers, password}}` (the first call on a client):
+   * the same in one call; resolves with the SessionInfo, rejects as joinSession/createSession do.
+   * @param {{join?: {code: string, password?: string|null}, create?: {maxPeers?: number, password?: string|null}}} [opts]
+   * @returns {Promise<any>} WelcomeMsg, or SessionInfo with join/create
    */
-  connect() {
+  connect(opts = {}) {
+    if (opts && (opts.join || opts.create)) {
+      if (opts.join && opts.create) throw new TypeError('connect(): join or create, not both');
+      if (this.state !== 'idle') {
+        return Promise.reject(new FspError(0, 'busy', 'connect({join, create}) must be the first call on a client'));
+      }
+      // Queued before the transport opens (a microtask from now): folded into the URL.
+      return opts.join
+        ? this.joinSession(opts.join.code, { password: opts.join.password ?? null })
+        : this.createSession(opts.create);
+    }
     if (this._connectPromise) return this._connectPromise;
     this.state = 'connecting';
     const o = this.options;
@@ -1768,35 +2066,34 @@ export class FlightSimP2P extends EventTarget {
     welcome.catch(() => {});
     const startedAt = now();
     this._connectPromise = (async () => {
+      // Let a createSession()/joinSession() called in the same tick be queued first: it
+      // then rides in the URL with Hello (PROTOCOL.md §1, §10), answered with the 200/101.
+      await null;
+      if (this.state === 'closed') throw new FspError(0, 'closed', 'closed while connecting');
       const t = this._makeTransport();
-      t.onControl = (body) => this._onControlMessage(body);
-      t.onRelay = (frame) => this._onRelayFrame(frame);
-      t.onProtocolError = (e) => this._protocolError(e);
-      t.onClosed = (info) => this._onTransportClosed(info);
-      this.conn = t;
+      const up = this._attach(t);
+      const first = this._firstBodies();
       try {
-        await t.open();
+        await t.open(first);
       } catch (e) {
         const err = e instanceof FspError ? e : new FspError(0, 'connect_failed', `Cannot connect to ${o.url}: ${describe(e)}`, { cause: e });
         this._fail(err);
         throw err;
       }
       if (this.state === 'closed') throw new FspError(0, 'closed', 'closed while connecting');
-      this.transport = /** @type {TransportKind} */ (t.kind);
-      this.transportUrl = t.url;
-      // Why we are on the WebSocket when 'auto' chose it; '' on WebTransport (even if a WebSocket attempt lost the race).
-      this.fallbackReason = this.transport === 'websocket' ? /** @type {any} */ (t).fallbackReason || '' : '';
-      this._emit('transport', {
-        kind: this.transport, url: this.transportUrl, fallbackReason: this.fallbackReason, connectMs: now() - startedAt,
-      });
+      this._transportUp(t, startedAt);
       this._helloSent = true;
-      this._writeMsg({
-        type: 'Hello', version: PROTOCOL_VERSION, client: 'Browser', relayMode: 'Datagram',
-        name: o.name, resumeToken: o.resumeToken,
-      });
       const queued = this._queue;
       this._queue = [];
-      for (const body of queued) this._writeRaw(body);
+      if (first && t.firstSent) {
+        // Hello (and the folded request) went in the URL: the rest follows on the control stream.
+        if (first.length > 1) queued.splice(queued.indexOf(first[1]), 1);
+        for (const body of queued) this._writeRaw(body);
+      } else {
+        this._writeMsg(this._hello());
+        for (const body of queued) this._writeRaw(body);
+      }
+      up();
       return withTimeout(welcome, o.connectTimeoutMs, () => {
         const err = new FspError(0, 'timeout', `No Welcome from ${t.url} within ${o.connectTimeoutMs} ms.`);
         this._fail(err);
@@ -1805,6 +2102,64 @@ export class FlightSimP2P extends EventTarget {
     })();
     this._connectPromise.catch(() => {});
     return this._connectPromise;
+  }
+
+  /** Hello, with the resume token of the last Welcome (or of the options). @returns {ClientMsg} */
+  _hello() {
+    return {
+      type: 'Hello', version: PROTOCOL_VERSION, client: 'Browser', relayMode: 'Datagram',
+      name: this.options.name, resumeToken: this.options.resumeToken,
+    };
+  }
+
+  /**
+   * What rides in the URL: Hello (with the resume token, if any) and, if the first message
+   * queued is one, the CreateSession / JoinSession. null: the old form (`fastConnect` off).
+   * @returns {Uint8Array[]|null}
+   */
+  _firstBodies() {
+    if (!this.options.fastConnect) return null;
+    const bodies = [encodeClientMsg(this._hello())];
+    if (this.state !== 'reconnecting' && foldableRequest(this._queue[0])) bodies.push(this._queue[0]);
+    return bodies;
+  }
+
+  /**
+   * Make `t` the connection in use; its callbacks count only while it is. Control messages
+   * that arrive before the returned function is called (the server answers a first request
+   * in the URL at once) wait for it, so that `transport` comes before `welcome`.
+   * @param {SignalTransport} t
+   * @returns {() => void} call once the transport is up and what had to be written is
+   */
+  _attach(t) {
+    /** @type {Uint8Array[]|null} */
+    let early = [];
+    t.onControl = (body) => {
+      if (this.conn !== t) return;
+      if (early) early.push(body);
+      else this._onControlMessage(body);
+    };
+    t.onRelay = (frame) => { if (this.conn === t && !early) this._onRelayFrame(frame); };
+    t.onProtocolError = (e) => { if (this.conn === t) this._protocolError(e); };
+    t.onClosed = (info) => { if (this.conn === t) this._onTransportClosed(info); };
+    this.conn = t;
+    return () => {
+      const list = early || [];
+      early = null;
+      for (const body of list) if (this.conn === t) this._onControlMessage(body);
+    };
+  }
+
+  /** @param {SignalTransport} t @param {number} startedAt */
+  _transportUp(t, startedAt) {
+    this.transport = /** @type {TransportKind} */ (t.kind);
+    this.transportUrl = t.url;
+    // Why we are on the WebSocket when 'auto' chose it; '' on WebTransport (even if a WebSocket attempt lost the race).
+    this.fallbackReason = this.transport === 'websocket' ? /** @type {any} */ (t).fallbackReason || '' : '';
+    this._emit('transport', {
+      kind: this.transport, url: this.transportUrl, fallbackReason: this.fallbackReason, connectMs: now() - startedAt,
+      reconnect: this.state === 'reconnecting',
+    });
   }
 
   /** @returns {SignalTransport} */
@@ -1890,7 +2245,8 @@ export class FlightSimP2P extends EventTarget {
       if (l.online) relay.push(l.id);
     }
     if (relay.length) {
-      if (frame.length > this.maxRelayPayload || !this.conn) {
+      // While reconnecting the relay is unreachable (DataChannels keep working): drop, the next state replaces it.
+      if (frame.length > this.maxRelayPayload || !this.conn || this.state !== 'connected') {
         this.stats.relayDropped += relay.length;
         return false;
       }
@@ -1960,6 +2316,7 @@ export class FlightSimP2P extends EventTarget {
   /** Leave for good: close with code 0 (WebSocket: 1000); the server removes my peer at once. */
   close(reason = 'bye') {
     if (this.state === 'closed') return;
+    // While reconnecting this is the attempt in progress (if any); the lost connection is gone already.
     const t = this.conn;
     this._teardown();
     if (t) t.close(0, reason);
@@ -1982,6 +2339,7 @@ export class FlightSimP2P extends EventTarget {
         }
       }, this.options.requestTimeoutMs);
       this._pending = { kind, resolve, reject, timer };
+      if (kind === 'create' || kind === 'join') this._requestPassword = msg.password ?? null;
       this._sendMsg(msg);
     });
   }
@@ -2020,6 +2378,8 @@ export class FlightSimP2P extends EventTarget {
    * candidate can cost a direct connection. Uses 90 % of the rate and a burst of 1×.
    */
   _pump() {
+    // While reconnecting, messages wait for the resumed connection (dropped if the resume fails).
+    if (this.state === 'reconnecting') return;
     const rate = this.welcome ? this.welcome.limits.signalsPerSec * 0.9 : 0;
     if (!rate) {
       for (const body of this._outbox.splice(0)) this._writeRaw(body);
@@ -2046,10 +2406,12 @@ export class FlightSimP2P extends EventTarget {
 
   /** @param {Uint8Array} body one control message body */
   _writeRaw(body) {
-    if (!this.conn || this.state === 'closed') return;
+    const t = this.conn;
+    if (!t || this.state === 'closed') return;
     this.stats.controlSent++;
-    this.conn.sendControl(body).catch((e) => {
-      this._fail(new FspError(0, 'closed', `control stream write failed: ${describe(e)}`, { cause: e }));
+    t.sendControl(body).catch((e) => {
+      // The connection is gone: the same as the transport saying so (reconnect, or close as before).
+      if (this.conn === t) this._onTransportClosed({ code: null, reason: `control stream write failed: ${describe(e)}`, error: e });
     });
   }
 
@@ -2064,6 +2426,7 @@ export class FlightSimP2P extends EventTarget {
       return;
     }
     this.stats.controlReceived++;
+    this._awaitingSince = 0;
     try {
       this._onServerMsg(msg);
     } catch (e) {
@@ -2084,10 +2447,12 @@ export class FlightSimP2P extends EventTarget {
   _onServerMsg(m) {
     switch (m.type) {
       case 'Welcome': {
+        const previousPeerId = this.peerId;
         this.welcome = m;
         this.peerId = m.peerId;
         this._tokens = m.limits.signalsPerSec * 0.9;
         this._tokensAt = now();
+        const rc = this._rc;
         this.state = 'connected';
         this.options.resumeToken = m.resumeToken;
         this._startTimers();
@@ -2098,22 +2463,47 @@ export class FlightSimP2P extends EventTarget {
           this._welcomeWaiter.resolve(m);
           this._welcomeWaiter = null;
         }
+        if (rc) this._reconnected(rc, m, previousPeerId);
         break;
       }
       case 'SessionCreated':
       case 'SessionJoined': {
-        // A resume may put us back in a session: start over with the current peer list.
-        for (const l of [...this.links.values()]) this._dropLink(l);
+        const created = m.type === 'SessionCreated';
+        // After a resume the server says SessionJoined on its own: no request of ours.
+        const requested = !!this._pending && (this._pending.kind === 'create' || this._pending.kind === 'join');
+        const password = requested ? this._requestPassword : (this._sessionKey ? this._sessionKey.password : null);
+        this._sessionKey = { code: m.session.code, password };
+        // A resume puts us back in our session: keep the links (and their DataChannels, paths,
+        // sequence numbers) of the peers still there, drop the others, add the new ones.
+        const ids = new Set(m.session.peers.map((p) => p.id));
+        for (const l of [...this.links.values()]) if (!ids.has(l.id)) this._dropLink(l);
         this.session = { ...m.session, peers: [...m.session.peers] };
-        this._rxSeq.retain(m.session.peers.map((p) => p.id));
+        this._rxSeq.retain(ids);
+        const rejoin = this._rejoin;
+        this._rejoin = null;
         this._settle(['create', 'join'], this.session, null);
-        this._emit('session', { session: this.session, created: m.type === 'SessionCreated' });
+        this._emit('session', { session: this.session, created });
         // The peers already in the session offer to me (PROTOCOL.md §8). After a resume
-        // the others still hold connections to my old one: I offer (they replace theirs).
+        // the others still hold connections to my old one: I offer (they replace theirs),
+        // except where the DataChannel survived the lost connection.
         const offer = m.type === 'SessionJoined' && !!this.welcome && this.welcome.resumed;
         for (const p of m.session.peers) {
-          if (p.id !== this.peerId) this._addLink(p, offer);
+          if (p.id === this.peerId) continue;
+          const l = this.links.get(p.id);
+          if (!l) {
+            this._addLink(p, offer);
+            continue;
+          }
+          l.name = p.name;
+          l.client = p.client;
+          l.online = true;
+          if (offer && !this.options.forceRelay && !this._directUsable(l)) {
+            clearTimeout(l.retry);
+            l.retry = 0;
+            this._startDirect(l, true);
+          }
         }
+        if (rejoin) this._emit('rejoined', { peerId: this.peerId, previousPeerId: rejoin.previousPeerId, session: this.session });
         break;
       }
       case 'PeerJoined': {
@@ -2171,23 +2561,43 @@ export class FlightSimP2P extends EventTarget {
         break;
       }
       case 'SessionLeft':
+        this._sessionKey = null;
         for (const l of [...this.links.values()]) this._dropLink(l);
         this._rxSeq.clear();
         this.session = null;
         this._settle(['leave'], m.reason, null);
         this._emit('sessionleft', { reason: m.reason });
         break;
-      case 'GoingAway':
+      case 'GoingAway': {
+        // The server is stopping: come back after the delay (with the resume token). If the
+        // connection is still up then, move over by ourselves.
+        if (this._goingAway) clearTimeout(this._goingAway.timer);
+        const ms = m.reconnectAfterMs;
+        const timer = setTimeout(() => {
+          if (this.state === 'connected' && this._goingAway && this._goingAway.timer === timer) {
+            this._startReconnect(`the server is going away: ${m.message}`, 0);
+          }
+        }, ms);
+        this._goingAway = { at: now(), ms, timer };
         this._emit('goingaway', { reconnectAfterMs: m.reconnectAfterMs, message: m.message });
         break;
+      }
     }
   }
 
   _startTimers() {
     const o = this.options;
+    this._stopTimers();
+    this._awaitingSince = 0;
     if (o.pingIntervalMs > 0) {
       const ping = () => {
         if (this.state !== 'connected') return;
+        const t = now();
+        if (serverSilent(this._awaitingSince, t, o.liveTimeoutMs)) {
+          this._onTransportClosed({ code: null, reason: `no answer from the server for ${Math.round(t - this._awaitingSince)} ms` });
+          return;
+        }
+        if (!this._awaitingSince) this._awaitingSince = t;
         let v = BigInt(Math.floor(performance.timeOrigin + now()));
         while (this._pings.has(v)) v += 1n;
         this._pings.set(v, now());
@@ -2200,6 +2610,11 @@ export class FlightSimP2P extends EventTarget {
     if (o.statsIntervalMs > 0) this._timers.push(setInterval(() => this._pollStats(), o.statsIntervalMs));
   }
 
+  _stopTimers() {
+    for (const t of this._timers) clearInterval(t);
+    this._timers = [];
+  }
+
   _onRelayFrame(frame) {
     let r;
     try {
@@ -2209,6 +2624,7 @@ export class FlightSimP2P extends EventTarget {
       return;
     }
     this.stats.relayReceived++;
+    this._awaitingSince = 0;
     this._deliverFlight(r.peer, r.payload, 'relay');
   }
 
@@ -2244,13 +2660,187 @@ export class FlightSimP2P extends EventTarget {
     this._emit('message', { from, data, path });
   }
 
+  /** @param {{code: number|null, reason: string, error?: unknown}} info */
   _onTransportClosed(info) {
     if (this.state === 'closed') return;
+    const ga = this._goingAway;
+    const d = closeDisposition({
+      code: info.code,
+      fatalCode: this._lastFatal ? this._lastFatal.code : null,
+      goingAwayInMs: ga ? ga.at + ga.ms - now() : null,
+      enabled: this.options.reconnect,
+      // A Welcome on this connection or an earlier one: there is a seat to resume.
+      welcomed: this.state === 'reconnecting' || (this.state === 'connected' && !!this.welcome),
+    });
+    if (d.action === 'reconnect') {
+      const reason = info.reason || 'connection lost';
+      if (this.state === 'reconnecting') this._attemptFailed(reason, d.delayMs || null);
+      else this._startReconnect(reason, d.delayMs);
+      return;
+    }
     const fatal = this._lastFatal;
     const reason = fatal ? fatal.message : info.reason || 'connection closed';
     const err = fatal || new FspError(0, 'closed', `connection to the server closed: ${reason}`, { cause: info.error });
     this._teardown(err);
     this._emitClose(fatal ? fatal.code : info.code, reason, err);
+  }
+
+  // --- internals: reconnecting ---------------------------------------------------------------
+
+  /**
+   * The connection is lost, but the server keeps our seat for the resume grace
+   * (PROTOCOL.md §4): keep the session, the links (DataChannels keep working), the
+   * callbacks, and connect again (the `transport` option decides how; 'auto' races again)
+   * with the resume token.
+   * @param {string} reason @param {number} delayMs before the first attempt
+   */
+  _startReconnect(reason, delayMs) {
+    const old = this.conn;
+    this.conn = null;
+    if (old) this._abandon(old);
+    this._stopTimers();
+    clearTimeout(this._pumpTimer);
+    this._pumpTimer = 0;
+    if (this._goingAway) clearTimeout(this._goingAway.timer);
+    this._goingAway = null;
+    this._lastFatal = null;
+    this._pings.clear();
+    this.state = 'reconnecting';
+    /** @type {NonNullable<FlightSimP2P['_rc']>} */
+    const rc = {
+      startedAt: now(), attempt: 0, timer: 0, welcomeTimer: 0, reason, previousPeerId: this.peerId,
+      sessionKey: this.session ? this._sessionKey : null, onOnline: null,
+    };
+    this._rc = rc;
+    // The browser says the network is back: try now rather than after the backoff.
+    const g = /** @type {any} */ (globalThis);
+    if (typeof g.addEventListener === 'function') {
+      rc.onOnline = () => {
+        if (this._rc !== rc || !rc.timer) return;
+        clearTimeout(rc.timer);
+        rc.timer = 0;
+        this._attempt(rc);
+      };
+      g.addEventListener('online', rc.onOnline);
+    }
+    this._emit('reconnecting', {
+      reason, peerId: this.peerId, session: this.session, graceMs: this.welcome ? this.welcome.limits.resumeGraceMs : 0,
+    });
+    rc.timer = setTimeout(() => {
+      rc.timer = 0;
+      this._attempt(rc);
+    }, delayMs);
+  }
+
+  /** One reconnect attempt: a new transport, then Hello with the resume token. */
+  async _attempt(rc) {
+    if (this._rc !== rc || this.state !== 'reconnecting') return;
+    rc.attempt++;
+    const startedAt = now();
+    const limit = attemptTimeoutMs(this.rttMs, this.options.connectTimeoutMs);
+    /** @type {SignalTransport} */
+    let t;
+    try {
+      t = this._makeTransport();
+    } catch (e) {
+      this._attemptFailed(describe(e));
+      return;
+    }
+    const up = this._attach(t);
+    const first = this._firstBodies();
+    try {
+      await withTimeout(t.open(first), limit, () => new Error(`not connected within ${limit} ms`));
+    } catch (e) {
+      if (this.conn === t) this._attemptFailed(e instanceof Error ? e.message : describe(e));
+      return;
+    }
+    if (this._rc !== rc || this.conn !== t || this.state !== 'reconnecting') {
+      // Closed or superseded meanwhile.
+      if (this.conn !== t) this._abandon(t);
+      return;
+    }
+    this._transportUp(t, startedAt);
+    if (!(first && t.firstSent)) this._writeMsg(this._hello());
+    rc.welcomeTimer = setTimeout(() => {
+      if (this._rc === rc && this.conn === t) this._attemptFailed(`no Welcome within ${limit} ms`);
+    }, limit);
+    up();
+  }
+
+  /** The attempt in progress failed: abandon it, then try again after the backoff (or give up). */
+  _attemptFailed(reason, delayMs = /** @type {number|null} */ (null)) {
+    const rc = this._rc;
+    if (!rc || this.state !== 'reconnecting') return;
+    clearTimeout(rc.welcomeTimer);
+    const t = this.conn;
+    this.conn = null;
+    if (t) this._abandon(t);
+    const step = reconnectStep({ attempt: rc.attempt, elapsedMs: now() - rc.startedAt, giveUpMs: this.options.reconnectTimeoutMs });
+    if (step.action === 'giveup') {
+      this._fail(new FspError(0, 'reconnect_failed',
+        `could not reconnect to the server within ${this.options.reconnectTimeoutMs} ms (${rc.attempt} attempt(s); last: ${reason})`, { fatal: true }));
+      return;
+    }
+    rc.timer = setTimeout(() => {
+      rc.timer = 0;
+      this._attempt(rc);
+    }, delayMs ?? step.delayMs);
+  }
+
+  /** A Welcome ended the reconnection. @param {WelcomeMsg} m */
+  _reconnected(rc, m, previousPeerId) {
+    this._endReconnect();
+    const detail = {
+      peerId: m.peerId, previousPeerId, resumed: m.resumed && m.peerId === rc.previousPeerId,
+      transport: this.transport, attempts: rc.attempt, downtimeMs: now() - rc.startedAt, reason: rc.reason,
+    };
+    if (detail.resumed) {
+      // Same peer id: the server sends SessionJoined by itself; what waited goes out now.
+      this._emit('reconnected', detail);
+      this._pump();
+      return;
+    }
+    // Too late (the grace passed, or the server restarted): a new peer id. Everything tied
+    // to the old one is void; join the session again by its code.
+    this._outbox = [];
+    for (const l of [...this.links.values()]) this._dropLink(l);
+    this._rxSeq.clear();
+    this.session = null;
+    this._settle(null, null, new FspError(0, 'connection_lost', 'the connection was lost and could not be resumed'));
+    this._emit('reconnected', detail);
+    const key = rc.sessionKey;
+    if (!key) {
+      this._sessionKey = null;
+      return;
+    }
+    this._rejoin = { previousPeerId: rc.previousPeerId, code: key.code };
+    this._request('join', { type: 'JoinSession', code: key.code, password: key.password }).catch((e) => {
+      this._rejoin = null;
+      this._sessionKey = null;
+      if (this.state !== 'closed') this._emit('sessionleft', { reason: 'TimedOut', error: e });
+    });
+  }
+
+  _endReconnect() {
+    const rc = this._rc;
+    if (!rc) return;
+    this._rc = null;
+    clearTimeout(rc.timer);
+    clearTimeout(rc.welcomeTimer);
+    if (rc.onOnline) /** @type {any} */ (globalThis).removeEventListener('online', rc.onOnline);
+  }
+
+  /** Let go of a connection without leaving the session (close code ABANDON_CLOSE_CODE, not 0). */
+  _abandon(t) {
+    t.onControl = null;
+    t.onRelay = null;
+    t.onProtocolError = null;
+    t.onClosed = null;
+    try {
+      t.close(ABANDON_CLOSE_CODE, 'reconnecting');
+    } catch {
+      // closed already
+    }
   }
 
   /** Fail: emit the error, close everything. */
@@ -2266,14 +2856,16 @@ export class FlightSimP2P extends EventTarget {
 
   _teardown(err) {
     this.state = 'closed';
+    this._endReconnect();
+    if (this._goingAway) clearTimeout(this._goingAway.timer);
+    this._goingAway = null;
     const e = err || new FspError(0, 'closed', 'the client was closed');
     if (this._welcomeWaiter) {
       this._welcomeWaiter.reject(e);
       this._welcomeWaiter = null;
     }
     this._settle(null, null, e);
-    for (const t of this._timers) clearInterval(t);
-    this._timers = [];
+    this._stopTimers();
     clearTimeout(this._pumpTimer);
     this._outbox = [];
     for (const l of [...this.links.values()]) this._dropLink(l);

@@ -17,6 +17,8 @@ import {
   FLIGHT_HEADER_BYTES, wrapFlight, unwrapFlight, nextSeq, seqNewer, SeqFilter,
   WS_CONTROL, WS_RELAY, encodeWsControl, encodeWsRelay, decodeWsMessage, wsCloseCode, fromWsCloseCode,
   AutoSignal, FlightSimP2P, TRANSPORT_CHOICES,
+  RECONNECT_BACKOFF_MS, ABANDON_CLOSE_CODE, backoffDelayMs, closeDisposition, reconnectStep, attemptTimeoutMs, serverSilent,
+  FIRST_PARAM, MAX_FIRST_BYTES, base64url, fromBase64url, encodeFirst, urlWithFirst, foldableRequest,
 } from '../../client/web/fsp2p.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -651,3 +653,493 @@ test('client: send() wraps with one counter for all peers; receive strips and dr
   c.close();
   assert.equal(fake.closed.code, 0);
 });
+
+// --- reconnecting: the pure decisions ----------------------------------------------------------
+
+test('reconnect backoff: at once, then 250 ms, 500 ms, and every second at most, with jitter below the schedule', () => {
+  assert.deepEqual([...RECONNECT_BACKOFF_MS], [0, 250, 500, 1000]);
+  const hi = () => 0.999999;
+  const lo = () => 0;
+  assert.deepEqual([0, 1, 2, 3, 4, 20].map((a) => backoffDelayMs(a, hi)), [0, 250, 500, 1000, 1000, 1000]);
+  assert.deepEqual([0, 1, 2, 3, 4, 20].map((a) => backoffDelayMs(a, lo)), [0, 188, 375, 750, 750, 750]);
+  // Never above a second: the connection is back within about 1 s of the network's return.
+  for (let a = 0; a < 50; a++) {
+    const d = backoffDelayMs(a);
+    assert.ok(d >= 0 && d <= 1000, `attempt ${a}: ${d} ms`);
+  }
+  // A broken random source cannot push it outside the bounds.
+  assert.equal(backoffDelayMs(3, () => 7), 1000);
+  assert.equal(backoffDelayMs(3, () => -1), 750);
+});
+
+test('what a close means: reconnect when the connection just ended or the server is going away, else close for good', () => {
+  const d = (c) => closeDisposition(c).action;
+  // The connection just ended (1006, QUIC idle timeout, proxy killed, no answer to pings).
+  assert.deepEqual(closeDisposition({ code: null }), { action: 'reconnect', delayMs: 0 });
+  // Nothing to resume before a Welcome; reconnecting switched off.
+  assert.equal(d({ code: null, welcomed: false }), 'close');
+  assert.equal(d({ code: null, enabled: false }), 'close');
+  // Fatal server errors (PROTOCOL.md §6) end it for good, whatever the close code says.
+  for (const code of [1, 2, 3, 4, 6, 7, 17, 19, 20, 21]) {
+    assert.equal(d({ code, fatalCode: code }), 'close', `code ${code}`);
+    assert.equal(d({ code: null, fatalCode: code }), 'close', `fatal ${code} then a bare end`);
+    assert.equal(d({ code }), 'close', `close code ${code} without an Error`);
+  }
+  assert.match(closeDisposition({ code: 20, fatalCode: 20 }).why, /replaced/);
+  // A normal close by the server.
+  assert.equal(d({ code: 0 }), 'close');
+  // GoingAway: shutting_down then means "come back after reconnectAfterMs" (what is left of it).
+  assert.deepEqual(closeDisposition({ code: 7, fatalCode: 7, goingAwayInMs: 1500.4 }), { action: 'reconnect', delayMs: 1500 });
+  assert.deepEqual(closeDisposition({ code: null, goingAwayInMs: -20 }), { action: 'reconnect', delayMs: 0 });
+  assert.equal(d({ code: 7, fatalCode: 7, goingAwayInMs: 100, enabled: false }), 'close');
+});
+
+test('when to give up: after reconnectTimeoutMs (0 = never)', () => {
+  const r = () => 0.999999;
+  assert.deepEqual(reconnectStep({ attempt: 0, elapsedMs: 0, giveUpMs: 60000, random: r }), { action: 'wait', delayMs: 0 });
+  assert.deepEqual(reconnectStep({ attempt: 5, elapsedMs: 30000, giveUpMs: 60000, random: r }), { action: 'wait', delayMs: 1000 });
+  assert.deepEqual(reconnectStep({ attempt: 5, elapsedMs: 59000, giveUpMs: 60000, random: r }), { action: 'giveup' });
+  assert.deepEqual(reconnectStep({ attempt: 500, elapsedMs: 1e9, giveUpMs: 0, random: r }), { action: 'wait', delayMs: 1000 });
+});
+
+test('attempt timeout and a silent server', () => {
+  assert.equal(attemptTimeoutMs(null, 10000), 3000);
+  assert.equal(attemptTimeoutMs(50, 10000), 3000);
+  assert.equal(attemptTimeoutMs(500, 10000), 6000);
+  assert.equal(attemptTimeoutMs(5000, 10000), 10000);
+  assert.equal(attemptTimeoutMs(null, 1000), 1000);
+  assert.equal(serverSilent(0, 1e6, 7000), false, 'no ping outstanding');
+  assert.equal(serverSilent(1000, 8000, 7000), false);
+  assert.equal(serverSilent(1000, 8001, 7000), true);
+  assert.equal(serverSilent(1000, 1e9, 0), false, 'liveness check off');
+});
+
+// --- reconnecting: the client over fake transports ---------------------------------------------
+
+const LIMITS = {
+  maxFrameBytes: 16384, maxRelayPayload: 1100, relayDatagramsPerSec: 500, relayBytesPerSec: 262144,
+  signalsPerSec: 0, maxPeersPerSession: 16, resumeGraceMs: 15000,
+};
+const TOKEN = Uint8Array.from({ length: 16 }, (_, i) => i + 1);
+const peerInfo = (id) => ({ id, name: `p${id}`, client: 'Browser' });
+const welcomeMsg = (peerId, resumed) => ({
+  type: 'Welcome', version: 1, peerId, resumeToken: TOKEN, resumed, iceServers: [], limits: LIMITS, serverTimeMs: 0n,
+});
+
+/** A client in session ABCDEF (password "pw") with peers 2 and 3, each transport a new fake. */
+async function reconnectingClient(extra = {}) {
+  const log = [];
+  const fakes = [];
+  const c = new FlightSimP2P({
+    host: '127.0.0.1', forceRelay: true, pingIntervalMs: 0, statsIntervalMs: 0,
+    transport: () => { const f = fakeTransport('websocket', log); fakes.push(f); return f; },
+    ...extra,
+  });
+  const events = [];
+  for (const type of ['reconnecting', 'reconnected', 'rejoined', 'session', 'sessionleft', 'close', 'transport']) {
+    c.addEventListener(type, (e) => events.push([type, e.detail]));
+  }
+  c.connect();
+  const joined = c.joinSession('abc-def', { password: 'pw' });
+  await tick();
+  fakes[0].succeed();
+  await tick();
+  const server = (m, i = fakes.length - 1) => fakes[i].onControl(encodeServerMsg(m));
+  server(welcomeMsg(1, false));
+  server({ type: 'SessionJoined', session: { code: 'ABCDEF', host: 2, maxPeers: 16, idleTtlSecs: 60, peers: [peerInfo(2), peerInfo(1), peerInfo(3)] } });
+  await joined;
+  const got = [];
+  const onmessage = (from, data, path) => got.push([from, new TextDecoder().decode(data), path]);
+  c.onmessage = onmessage;
+  return { c, fakes, log, server, events, got, onmessage };
+}
+
+const sentTypes = (f) => f.sent.map((b) => decodeClientMsg(b));
+
+test('reconnect: a lost connection resumes with the token on a new transport; same id, links, callbacks; frames flow again', async () => {
+  const { c, fakes, log, server, events, got, onmessage } = await reconnectingClient();
+  const links = new Map(c.links);
+  c.send(0, new TextEncoder().encode('before'));
+  assert.equal(fakes[0].relayed.length, 1);
+
+  fakes[0].onClosed({ code: null, reason: 'WebSocket closed with code 1006 (connection lost)' });
+  assert.equal(c.state, 'reconnecting');
+  const rcEv = events.filter((e) => e[0] === 'reconnecting');
+  assert.equal(rcEv.length, 1);
+  assert.equal(rcEv[0][1].peerId, 1);
+  assert.equal(rcEv[0][1].graceMs, 15000);
+  assert.match(rcEv[0][1].reason, /1006/);
+  assert.equal(events.some((e) => e[0] === 'close'), false, 'the client did not close');
+  // The lost connection is let go of without leaving (not code 0).
+  assert.equal(fakes[0].closed.code, ABANDON_CLOSE_CODE);
+  // While reconnecting: relay sends are dropped (the game keeps sending; state is replaced), signals wait.
+  assert.equal(c.send(0, new TextEncoder().encode('during')), false);
+  c.sendApp(2, Uint8Array.of(7));
+
+  // First attempt at once; it fails → next after the backoff.
+  await tick(5);
+  assert.equal(fakes.length, 2);
+  fakes[1].fail('ECONNREFUSED');
+  await tick(5);
+  assert.equal(fakes.length, 2, 'the second attempt waits for the backoff');
+  await tick(300);
+  assert.equal(fakes.length, 3);
+  fakes[2].succeed();
+  await tick();
+  const hello = sentTypes(fakes[2]);
+  assert.equal(hello[0].type, 'Hello');
+  assert.deepEqual([...hello[0].resumeToken], [...TOKEN]);
+  assert.equal(hello.length, 1, 'nothing else before the Welcome');
+
+  server({ type: 'Welcome', ...welcomeMsg(1, true) });
+  server({ type: 'SessionJoined', session: { code: 'ABCDEF', host: 2, maxPeers: 16, idleTtlSecs: 60, peers: [peerInfo(2), peerInfo(1), peerInfo(3)] } });
+  assert.equal(c.state, 'connected');
+  assert.equal(c.peerId, 1);
+  const done = events.find((e) => e[0] === 'reconnected')[1];
+  assert.equal(done.resumed, true);
+  assert.equal(done.attempts, 2);
+  assert.equal(done.peerId, 1);
+  // Same PeerLink objects (path state kept), same callback.
+  assert.deepEqual([...c.links.keys()], [...links.keys()]);
+  for (const [id, l] of links) assert.equal(c.links.get(id), l);
+  assert.equal(c.onmessage, onmessage);
+  // The waiting signal went out after the Welcome; relay flows both ways on the new transport.
+  assert.deepEqual(sentTypes(fakes[2]).map((m) => m.type), ['Hello', 'Signal']);
+  assert.equal(c.send(2, new TextEncoder().encode('after')), true);
+  assert.equal(fakes[2].relayed.length, 1);
+  fakes[2].onRelay(encodeRelay(3, wrapFlight(77, new TextEncoder().encode('hi'))));
+  assert.deepEqual(got, [[3, 'hi', 'relay']]);
+  // Frames from the lost connection no longer count.
+  fakes[0].onRelay?.(encodeRelay(3, wrapFlight(78, new TextEncoder().encode('ghost'))));
+  assert.equal(got.length, 1);
+  assert.equal(events.filter((e) => e[0] === 'transport').length, 2, 'one transport event per connection that came up');
+  c.close();
+  assert.equal(fakes[2].closed.code, 0, "the app's close() leaves for good");
+  assert.ok(!log.includes('websocket close 0') || log.indexOf('websocket close 0') > log.indexOf(`websocket close ${ABANDON_CLOSE_CODE}`));
+});
+
+test('reconnect: too late for a resume → rejoin the session by code and password, and say so', async () => {
+  const { c, fakes, server, events } = await reconnectingClient();
+  fakes[0].onClosed({ code: null, reason: 'lost' });
+  await tick(5);
+  fakes[1].succeed();
+  await tick();
+  server({ type: 'Error', code: 18, message: 'unknown or expired token' });
+  server(welcomeMsg(9, false));
+  assert.equal(c.peerId, 9);
+  assert.equal(c.links.size, 0, 'links of the old id are gone');
+  const join = sentTypes(fakes[1]).find((m) => m.type === 'JoinSession');
+  assert.deepEqual(join, { type: 'JoinSession', code: 'ABCDEF', password: 'pw' });
+  server({ type: 'SessionJoined', session: { code: 'ABCDEF', host: 2, maxPeers: 16, idleTtlSecs: 60, peers: [peerInfo(2), peerInfo(3), peerInfo(9)] } });
+  const rj = events.find((e) => e[0] === 'rejoined');
+  assert.ok(rj, 'rejoined event');
+  assert.equal(rj[1].peerId, 9);
+  assert.equal(rj[1].previousPeerId, 1);
+  assert.equal(rj[1].session.code, 'ABCDEF');
+  assert.equal(events.find((e) => e[0] === 'reconnected')[1].resumed, false);
+  assert.deepEqual([...c.links.keys()].sort(), [2, 3]);
+
+  // And when the session is gone too: sessionleft, still connected.
+  fakes[1].onClosed({ code: null, reason: 'lost again' });
+  await tick(5);
+  fakes[2].succeed();
+  await tick();
+  server(welcomeMsg(10, false));
+  server({ type: 'Error', code: 10, message: 'no such session' });
+  await tick();
+  const left = events.filter((e) => e[0] === 'sessionleft');
+  assert.equal(left.length, 1);
+  assert.equal(left[0][1].reason, 'TimedOut');
+  assert.equal(c.state, 'connected');
+  assert.equal(c.session, null);
+  c.close();
+});
+
+test('reconnect: a fatal server error, the app closing, or reconnect: false end it for good', async () => {
+  {
+    const { c, fakes, server, events } = await reconnectingClient();
+    server({ type: 'Error', code: 20, message: 'replaced' });
+    fakes[0].onClosed({ code: 20, reason: 'replaced' });
+    assert.equal(c.state, 'closed');
+    assert.equal(events.filter((e) => e[0] === 'reconnecting').length, 0);
+    assert.equal(events.find((e) => e[0] === 'close')[1].code, 20);
+    await tick(5);
+    assert.equal(fakes.length, 1);
+  }
+  {
+    const { c, fakes, events } = await reconnectingClient();
+    fakes[0].onClosed({ code: null, reason: 'lost' });
+    c.close('user');
+    assert.equal(c.state, 'closed');
+    await tick(300);
+    assert.equal(fakes.length, 1, 'no attempt after close()');
+    assert.equal(events.find((e) => e[0] === 'close')[1].code, 0);
+  }
+  {
+    const { c, fakes, events } = await reconnectingClient({ reconnect: false });
+    fakes[0].onClosed({ code: null, reason: 'lost' });
+    assert.equal(c.state, 'closed');
+    assert.equal(events.find((e) => e[0] === 'close')[1].code, null);
+  }
+  {
+    // Attempts keep failing: give up after reconnectTimeoutMs with reconnect_failed.
+    const { c, fakes, events } = await reconnectingClient({ reconnectTimeoutMs: 400 });
+    const errors = [];
+    c.addEventListener('error', (e) => errors.push(e.detail.name));
+    fakes[0].onClosed({ code: null, reason: 'lost' });
+    for (let i = 0; i < 20 && c.state !== 'closed'; i++) {
+      await tick(50);
+      const f = fakes[fakes.length - 1];
+      if (f !== fakes[0] && !f.closed) f.fail('refused');
+    }
+    assert.equal(c.state, 'closed');
+    assert.deepEqual(errors, ['reconnect_failed']);
+    assert.ok(events.find((e) => e[0] === 'close'));
+  }
+});
+
+test('reconnect: GoingAway → come back after reconnectAfterMs, even if the server has not closed yet', async () => {
+  const { c, fakes, server, events } = await reconnectingClient();
+  server({ type: 'GoingAway', reconnectAfterMs: 60, message: 'restarting' });
+  server({ type: 'Error', code: 7, message: 'shutting down' });
+  fakes[0].onClosed({ code: 7, reason: 'shutting_down' });
+  assert.equal(c.state, 'reconnecting');
+  await tick(20);
+  assert.equal(fakes.length, 1, 'waits for reconnectAfterMs');
+  await tick(80);
+  assert.equal(fakes.length, 2);
+  fakes[1].succeed();
+  await tick();
+  server(welcomeMsg(1, true));
+  assert.equal(events.find((e) => e[0] === 'reconnected')[1].resumed, true);
+  // GoingAway while the connection stays up: move over after the delay.
+  server({ type: 'GoingAway', reconnectAfterMs: 30, message: 'draining' });
+  await tick(60);
+  assert.equal(fakes[1].closed.code, ABANDON_CLOSE_CODE);
+  assert.equal(fakes.length, 3);
+  c.close();
+});
+
+// --- the first request in the URL (PROTOCOL.md §1, §10) -----------------------------------------
+
+test('base64url: RFC 4648 §5 without padding, as Node encodes it; strict decoding', () => {
+  for (let n = 0; n < 70; n++) {
+    const b = Uint8Array.from({ length: n }, (_, i) => (i * 151 + n * 7) & 0xff);
+    const want = Buffer.from(b).toString('base64url');
+    assert.equal(base64url(b), want, `length ${n}`);
+    assert.deepEqual([...fromBase64url(want)], [...b]);
+  }
+  assert.equal(base64url(Uint8Array.of(0xfb, 0xff, 0xbf)), '-_-_');
+  for (const bad of ['AB==', 'A+', 'A/', 'A', 'AAAAA', 'AB', 'A B']) {
+    assert.throws(() => fromBase64url(bad), DecodeError, bad);
+  }
+});
+
+const helloBrowser = (resumeToken = null) => encodeClientMsg({
+  type: 'Hello', version: 1, client: 'Browser', relayMode: 'Datagram', name: '', resumeToken,
+});
+const join7 = encodeClientMsg({ type: 'JoinSession', code: '7KQ2MX', password: null });
+
+test('first: control frames exactly as on the stream, base64url in the `first` query parameter', () => {
+  // The server's golden vector (src/first.rs): Hello (browser, datagrams, no name, no token) then JoinSession("7KQ2MX").
+  const bytes = encodeFirst([helloBrowser(), join7]);
+  assert.equal(toHex(bytes), toHex(new Uint8Array([...encodeFrame(helloBrowser()), ...encodeFrame(join7)])));
+  assert.equal(base64url(bytes), 'BgABAgAAAAkCBjdLUTJNWAA');
+  assert.equal(FIRST_PARAM, 'first');
+  assert.equal(urlWithFirst('https://127.0.0.1:4433/signal', [helloBrowser(), join7]), 'https://127.0.0.1:4433/signal?first=BgABAgAAAAkCBjdLUTJNWAA');
+  assert.equal(urlWithFirst('ws://h:8080/ws?x=1', [helloBrowser()]), `ws://h:8080/ws?x=1&first=${base64url(encodeFrame(helloBrowser()))}`);
+  // Decodes back into the same frames.
+  const frames = new FrameReader().push(fromBase64url(new URL(urlWithFirst('wss://h/ws', [helloBrowser(TOKEN), join7])).searchParams.get('first')));
+  assert.deepEqual(frames.map((f) => decodeClientMsg(f).type), ['Hello', 'JoinSession']);
+  assert.deepEqual([...decodeClientMsg(frames[0]).resumeToken], [...TOKEN]);
+  assert.throws(() => encodeFirst([new Uint8Array(MAX_FIRST_BYTES)]), RangeError);
+  // Only a create or join rides behind Hello.
+  assert.equal(foldableRequest(join7), true);
+  assert.equal(foldableRequest(encodeClientMsg({ type: 'CreateSession', maxPeers: 0, password: null })), true);
+  assert.equal(foldableRequest(encodeClientMsg({ type: 'LeaveSession' })), false);
+  assert.equal(foldableRequest(encodeClientMsg({ type: 'Ping', clientTimeMs: 1n })), false);
+  assert.equal(foldableRequest(undefined), false);
+});
+
+/**
+ * A fake transport that takes the first request: it records it, and on succeed() the
+ * "server" may answer at once, before open() has even resolved (as a real server does).
+ */
+function fastFake(kind, log) {
+  const t = fakeTransport(kind, log);
+  const open = t.open;
+  t.first = undefined;
+  t.open = (first) => {
+    t.first = first ?? null;
+    return open().then(() => { t.firstSent = !!first; });
+  };
+  return t;
+}
+
+async function fastClient(extra = {}) {
+  const log = [];
+  const fakes = [];
+  const c = new FlightSimP2P({
+    host: '127.0.0.1', forceRelay: true, pingIntervalMs: 0, statsIntervalMs: 0, fastConnect: true,
+    transport: () => { const f = fastFake('websocket', log); fakes.push(f); return f; },
+    ...extra,
+  });
+  const events = [];
+  for (const type of ['transport', 'welcome', 'session', 'reconnected']) c.addEventListener(type, (e) => events.push([type, e.detail]));
+  const server = (m, i = fakes.length - 1) => fakes[i].onControl(encodeServerMsg(m));
+  return { c, fakes, events, server };
+}
+
+const joinedMsg = (peers) => ({ type: 'SessionJoined', session: { code: '7KQ2MX', host: 2, maxPeers: 16, idleTtlSecs: 60, peers: peers.map(peerInfo) } });
+
+test('fast path: connect(); joinSession() in the same tick → Hello and JoinSession in the URL, nothing on the stream', async () => {
+  const { c, fakes, events, server } = await fastClient();
+  c.connect();
+  const joined = c.joinSession('7kq-2mx', { password: 'pw' });
+  await tick();
+  assert.equal(fakes.length, 1);
+  assert.deepEqual(fakes[0].first.map((b) => decodeClientMsg(b).type), ['Hello', 'JoinSession']);
+  assert.deepEqual(decodeClientMsg(fakes[0].first[1]), { type: 'JoinSession', code: '7kq-2mx', password: 'pw' });
+  // The server answers in the same flight as the 101/200: before open() resolved here.
+  server(welcomeMsg(5, false));
+  server(joinedMsg([2, 5]));
+  fakes[0].succeed();
+  const s = await joined;
+  assert.equal(s.code, '7KQ2MX');
+  assert.equal(c.peerId, 5);
+  assert.deepEqual(fakes[0].sent, [], 'nothing sent again on the control stream');
+  assert.deepEqual(events.map((e) => e[0]), ['transport', 'welcome', 'session'], 'transport event first');
+  // The URL (with the join code) is never what the client reports.
+  assert.equal(c.transportUrl, 'websocket://fake');
+  assert.ok(!JSON.stringify(events.map((e) => e[1].url || '')).includes(FIRST_PARAM));
+  // Later requests go on the control stream as usual.
+  c.leaveSession().catch(() => {});
+  assert.deepEqual(fakes[0].sent.map((b) => decodeClientMsg(b).type), ['LeaveSession']);
+  c.close();
+});
+
+test('fast path: a request made later goes on the stream; connect({join}) and connect({create}); fastConnect off', async () => {
+  {
+    const { c, fakes, server } = await fastClient();
+    c.connect();
+    await tick();
+    const joined = c.joinSession('7KQ2MX');
+    fakes[0].succeed();
+    await tick();
+    assert.deepEqual(fakes[0].first.map((b) => decodeClientMsg(b).type), ['Hello']);
+    assert.deepEqual(fakes[0].sent.map((b) => decodeClientMsg(b).type), ['JoinSession']);
+    server(welcomeMsg(5, false));
+    server(joinedMsg([2, 5]));
+    await joined;
+    c.close();
+  }
+  {
+    const { c, fakes, server } = await fastClient();
+    const p = c.connect({ join: { code: '7KQ2MX', password: 'x' } });
+    await tick();
+    assert.deepEqual(fakes[0].first.map((b) => decodeClientMsg(b)), [decodeClientMsg(fakes[0].first[0]), { type: 'JoinSession', code: '7KQ2MX', password: 'x' }]);
+    fakes[0].succeed();
+    await tick();
+    server(welcomeMsg(5, false));
+    server({ type: 'Error', code: 10, message: 'no such session' });
+    await assert.rejects(p, (e) => e.code === 10 && e.codeName === 'unknown_session');
+    assert.equal(c.state, 'connected', 'a wrong code leaves the connection usable, as before');
+    assert.equal(fakes[0].sent.length, 0);
+    c.close();
+  }
+  {
+    const { c, fakes, server } = await fastClient();
+    const p = c.connect({ create: { maxPeers: 4, password: null } });
+    await tick();
+    assert.deepEqual(decodeClientMsg(fakes[0].first[1]), { type: 'CreateSession', maxPeers: 4, password: null });
+    fakes[0].succeed();
+    await tick();
+    server(welcomeMsg(1, false));
+    server({ type: 'SessionCreated', session: { code: 'ABCDEF', host: 1, maxPeers: 4, idleTtlSecs: 60, peers: [peerInfo(1)] } });
+    assert.equal((await p).code, 'ABCDEF');
+    await assert.rejects(c.connect({ join: { code: 'X' } }), (e) => e.codeName === 'busy');
+    assert.throws(() => new FlightSimP2P({ host: 'h' }).connect({ join: { code: 'a' }, create: {} }), TypeError);
+    c.close();
+  }
+  {
+    const { c, fakes } = await fastClient({ fastConnect: false });
+    c.connect();
+    c.joinSession('7KQ2MX').catch(() => {});
+    await tick();
+    assert.equal(fakes[0].first, null);
+    fakes[0].succeed();
+    await tick();
+    assert.deepEqual(fakes[0].sent.map((b) => decodeClientMsg(b).type), ['Hello', 'JoinSession']);
+    c.close();
+  }
+});
+
+test('fast path: the resume Hello (with its token) rides in the URL of the reconnect attempt', async () => {
+  const { c, fakes, events, server } = await fastClient();
+  const joined = c.connect({ join: { code: '7KQ2MX' } });
+  await tick();
+  fakes[0].succeed();
+  await tick();
+  server(welcomeMsg(5, false));
+  server(joinedMsg([2, 5]));
+  await joined;
+  fakes[0].onClosed({ code: null, reason: 'lost' });
+  await tick(5);
+  assert.equal(fakes.length, 2);
+  const hello = decodeClientMsg(fakes[1].first[0]);
+  assert.equal(fakes[1].first.length, 1, 'no session request: the resume puts us back');
+  assert.deepEqual([...hello.resumeToken], [...TOKEN]);
+  server(welcomeMsg(5, true));
+  server(joinedMsg([2, 5]));
+  fakes[1].succeed();
+  await tick();
+  assert.deepEqual(fakes[1].sent, [], 'Hello not sent again on the stream');
+  assert.equal(events.find((e) => e[0] === 'reconnected')[1].resumed, true);
+  assert.equal(c.state, 'connected');
+  c.close();
+});
+
+test('happy eyeballs with a first request: only an attempt with no other pending carries it', () => withWebTransport(true, async () => {
+  const first = [helloBrowser(), join7];
+  {
+    // WebTransport slow: the WebSocket started alongside goes without it, and wins.
+    const log = [];
+    const made = {};
+    const a = new AutoSignal({ url: 'https://x/signal', wsUrl: 'ws://x/ws', fallbackDelayMs: 5 }, {
+      webtransport: () => (made.wt = fastFake('webtransport', log)),
+      websocket: () => (made.ws = fastFake('websocket', log)),
+    });
+    const p = a.open(first);
+    await tick(30);
+    assert.equal(made.wt.first, first);
+    assert.equal(made.ws.first, null);
+    made.ws.succeed();
+    await p;
+    assert.equal(a.kind, 'websocket');
+    assert.equal(a.firstSent, false, 'the client must send Hello on the stream');
+  }
+  {
+    // WebTransport fails: the WebSocket is then alone and carries it.
+    const log = [];
+    const made = {};
+    const a = new AutoSignal({ url: 'https://x/signal', wsUrl: 'ws://x/ws', fallbackDelayMs: 10000 }, {
+      webtransport: () => (made.wt = fastFake('webtransport', log)),
+      websocket: () => (made.ws = fastFake('websocket', log)),
+    });
+    const p = a.open(first);
+    await tick();
+    made.wt.fail('refused');
+    await tick();
+    assert.equal(made.ws.first, first);
+    // Its answer may come before it is chosen: kept, then delivered once it is.
+    const got = [];
+    a.onControl = (b) => got.push(b[0]);
+    made.ws.onControl(Uint8Array.of(0));
+    made.ws.succeed();
+    await p;
+    assert.deepEqual(got, []);
+    await tick();
+    assert.deepEqual(got, [0]);
+    assert.equal(a.firstSent, true);
+  }
+}));

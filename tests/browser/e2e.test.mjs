@@ -1078,3 +1078,378 @@ test('8. garbage on a WebSocket closes only that connection; a raw WebSocket cli
   assert.equal(raw.fromXray[2].seq, (raw.fromXray[1].seq + 1) >>> 0);
   await closePages(a, b);
 });
+
+// --- a cut connection comes back by itself (automatic reconnect with the resume token) ----------
+
+/**
+ * A small proxy inside the test's network, in its own process so that the test can kill it
+ * (every connection through it ends at once, as when an edge proxy or a NAT drops them) and
+ * start it again on the same port. 'tcp' forwards connections, 'udp' forwards datagrams (one
+ * upstream socket per client address, so a new proxy process is a new address to the server).
+ */
+async function startProxy(kind, listenPort, targetPort) {
+  const code = kind === 'tcp'
+    ? `const net = require('net');
+       const srv = net.createServer((c) => {
+         const u = net.connect(${targetPort}, '127.0.0.1');
+         c.pipe(u); u.pipe(c);
+         const end = () => { c.destroy(); u.destroy(); };
+         c.on('error', end); u.on('error', end); c.on('close', end); u.on('close', end);
+       });
+       srv.listen(${listenPort}, '127.0.0.1', () => process.stdout.write('ready\\n'));`
+    : `const dgram = require('dgram');
+       const s = dgram.createSocket('udp4');
+       const up = new Map();
+       s.on('message', (m, r) => {
+         const k = r.address + ':' + r.port;
+         let u = up.get(k);
+         if (!u) {
+           u = dgram.createSocket('udp4');
+           u.on('message', (b) => s.send(b, r.port, r.address));
+           u.on('error', () => {});
+           up.set(k, u);
+         }
+         u.send(m, ${targetPort}, '127.0.0.1');
+       });
+       s.on('error', (e) => { console.error(String(e)); process.exit(1); });
+       s.bind(${listenPort}, '127.0.0.1', () => process.stdout.write('ready\\n'));`;
+  const argv = inNet([process.execPath, '-e', code]);
+  // The port of a proxy just killed may take a moment to be free again: retry for a while.
+  for (let i = 0; ; i++) {
+    const p = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+    helpers.push(p);
+    let err = '';
+    p.stderr.on('data', (d) => { err += d; });
+    const ok = await new Promise((resolve) => {
+      p.stdout.on('data', (d) => { if (String(d).includes('ready')) resolve(true); });
+      p.on('exit', () => resolve(false));
+      setTimeout(() => resolve(false), 5000);
+    });
+    if (ok) return p;
+    p.kill('SIGKILL');
+    if (i >= 20) assert.fail(`${kind} proxy on ${listenPort} did not start: ${err}`);
+    await sleep(250);
+  }
+}
+
+async function killProxy(p) {
+  if (p.exitCode !== null || p.signalCode !== null) return;
+  const gone = new Promise((r) => p.once('exit', r));
+  p.kill('SIGKILL');
+  await gone;
+}
+
+/** A port for a proxy: fixed inside the private namespace, else a free one. */
+async function proxyPort(kind) {
+  if (net.nsPath) return kind === 'udp' ? 24490 : 28090;
+  return freePort(kind);
+}
+
+/**
+ * Resend small probe batches both ways until each side has received at least one after
+ * this call began (the relay is best effort: a frame sent while a side is still coming back
+ * is dropped). Returns how long it took, ms.
+ */
+async function relayFlowsAgain(a, b, ida, idb, timeout, what) {
+  await installProbe(a);
+  await installProbe(b);
+  const t0 = Date.now();
+  for (;;) {
+    await Promise.all([sendProbes(a, idb, 3, 3, 0), sendProbes(b, ida, 3, 3, 0)]);
+    await sleep(50);
+    const [ra, rb] = [await probeResult(a), await probeResult(b)];
+    if ((ra.from[idb] || 0) > 0 && (rb.from[ida] || 0) > 0) {
+      assert.equal(ra.bad + rb.bad, 0, 'corrupted payloads');
+      return Date.now() - t0;
+    }
+    if (Date.now() - t0 > timeout) {
+      assert.fail(`${what}: relay frames not flowing within ${timeout} ms: ${JSON.stringify([ra, rb])}; ` +
+        `states ${await a.evaluate(() => window.fsp2pDemo.client && window.fsp2pDemo.client.state)}/` +
+        `${await b.evaluate(() => window.fsp2pDemo.client && window.fsp2pDemo.client.state)}; server ${await relayMetrics()}`);
+    }
+  }
+}
+
+/**
+ * The shared scenario: page `a` signals through a proxy; `cut` kills the proxy, `restore`
+ * starts it again. `a` must notice, reconnect by itself once the proxy is back, keep its
+ * peer id, session, client object and listeners, and relay frames both ways again.
+ */
+async function cutAndComeBack(t, { a, b, cut, restore, label, serverSeesCut }) {
+  const code = await sessionCode(a);
+  assert.equal(await sessionCode(b), code);
+  const [ida, idb] = [await peerId(a), await peerId(b)];
+  await waitPaths(a, 'relay', 1, 10000);
+  await waitPaths(b, 'relay', 1, 10000);
+  await relayFlowsAgain(a, b, ida, idb, 15000, `${label}: before the cut`);
+  // Mark the client object and count the app's events: the same object, listeners and callback must survive.
+  await a.evaluate(() => {
+    const c = window.fsp2pDemo.client;
+    c.__marker = 'same client';
+    window.__rcEvents = [];
+    for (const type of ['reconnecting', 'reconnected', 'rejoined', 'close']) {
+      c.addEventListener(type, (e) => window.__rcEvents.push({ type, peerId: e.detail && e.detail.peerId, resumed: e.detail && e.detail.resumed, attempts: e.detail && e.detail.attempts, transport: e.detail && e.detail.transport, reason: e.detail && e.detail.reason }));
+    }
+  });
+
+  const tCut = Date.now();
+  await cut();
+  await waitIn(a, () => window.fsp2pDemo.client && window.fsp2pDemo.client.state === 'reconnecting', null, 30000, 'the client to notice the cut and start reconnecting');
+  t.diagnostic(`${label}: noticed the cut after ${Date.now() - tCut} ms`);
+  // A TCP cut reaches the server at once (the proxy's socket to it closes), so the other page
+  // hears PeerStatus offline. A UDP cut does not: the server learns of it only from the resume
+  // (or its 30 s idle timeout), so the other page may never see the peer offline.
+  if (serverSeesCut) {
+    await waitIn(b, (gone) => window.fsp2pDemo.log.some((l) => l.endsWith(`peer ${gone} is offline (may resume)`)), ida, 30000, 'PeerStatus offline at the other page');
+  }
+  // Let an attempt or two fail against the dead proxy first.
+  await waitIn(a, () => {
+    const rc = window.fsp2pDemo.client && window.fsp2pDemo.client._rc;
+    return !!rc && rc.attempt >= 2;
+  }, null, 15000, 'two reconnect attempts');
+
+  const tBack = Date.now();
+  await restore();
+  await waitIn(a, () => window.fsp2pDemo.client && window.fsp2pDemo.client.state === 'connected', null, 30000, 'the client to reconnect');
+  const reconnectedMs = Date.now() - tBack;
+  const flowMs = await relayFlowsAgain(a, b, ida, idb, 20000, `${label}: after the proxy came back`);
+  t.diagnostic(`${label}: proxy back → reconnected in ${reconnectedMs} ms (test polling included), relay frames both ways ${flowMs} ms later`);
+
+  const after = await a.evaluate(() => {
+    const c = window.fsp2pDemo.client;
+    return {
+      marker: c.__marker, peerId: c.peerId, code: c.session && c.session.code, state: c.state,
+      events: window.__rcEvents, log: window.fsp2pDemo.log.filter((l) => /reconnect|connection lost/.test(l)),
+    };
+  });
+  t.diagnostic(`${label}: ${JSON.stringify(after.events)}`);
+  assert.equal(after.marker, 'same client', 'the page got a new client object');
+  assert.equal(after.peerId, ida, 'the peer id changed');
+  assert.equal(after.code, code);
+  assert.deepEqual(after.events.map((e) => e.type), ['reconnecting', 'reconnected'], JSON.stringify(after.events));
+  assert.equal(after.events[1].resumed, true);
+  assert.equal(after.events[1].peerId, ida);
+  assert.ok(after.events[1].attempts >= 3, `only ${after.events[1].attempts} attempt(s)`);
+  if (serverSeesCut) {
+    await waitIn(b, (back) => window.fsp2pDemo.log.some((l) => l.endsWith(`peer ${back} is back online`)), ida, 10000, 'PeerStatus online at the other page');
+  }
+  assert.equal(await b.evaluate((id) => window.fsp2pDemo.log.some((l) => l.includes(`peer ${id} left`)), ida), false, 'the other page saw the peer leave');
+  return { ida, idb, after };
+}
+
+test('9. cut TCP path: WebSocket through a proxy that is killed and restarted; the page reconnects with the same peer id and relays again', { timeout: 120000 }, async (t) => {
+  const port = await proxyPort('tcp');
+  let proxy = await startProxy('tcp', port, httpPort);
+  try {
+    const a = await openDemo({ create: 1, name: 'Alfa', relay: 1, tx: 0, transport: 'websocket', ws: `ws://127.0.0.1:${port}/ws` }, 'Alfa');
+    const code = await sessionCode(a);
+    const b = await openDemo({ join: code, name: 'Bravo2', relay: 1, tx: 0 }, 'Bravo2');
+    const { after } = await cutAndComeBack(t, {
+      a, b, label: 'TCP', serverSeesCut: true,
+      cut: () => killProxy(proxy),
+      restore: async () => { proxy = await startProxy('tcp', port, httpPort); },
+    });
+    assert.ok(after.log.some((l) => /connection lost \(WebSocket closed with code 1006/.test(l)), after.log.join('\n'));
+    assert.equal(after.events[1].transport, 'websocket');
+    await screenshot(a, '9-reconnected-alfa');
+    await closePages(a, b);
+  } finally {
+    await killProxy(proxy);
+  }
+});
+
+test('9b. silent TCP path: the proxy freezes (no FIN, no RST); unanswered pings reveal it; the page reconnects with the same peer id', { timeout: 120000 }, async (t) => {
+  const port = await proxyPort('tcp');
+  let proxy = await startProxy('tcp', port, httpPort);
+  try {
+    const a = await openDemo({ create: 1, name: 'Echo2', relay: 1, tx: 0, transport: 'websocket', ws: `ws://127.0.0.1:${port}/ws` }, 'Echo2');
+    const code = await sessionCode(a);
+    const b = await openDemo({ join: code, name: 'Foxtrot2', relay: 1, tx: 0 }, 'Foxtrot2');
+    const { after } = await cutAndComeBack(t, {
+      a, b, label: 'silent TCP', serverSeesCut: false,
+      // SIGSTOP: the sockets stay open, nothing moves (a dead NAT mapping or a phone that
+      // changed networks). New connections still complete their TCP handshake in the kernel
+      // but get no upgrade answer: attempts time out.
+      cut: async () => { proxy.kill('SIGSTOP'); },
+      restore: async () => { await killProxy(proxy); proxy = await startProxy('tcp', port, httpPort); },
+    });
+    assert.match(after.events[0].reason, /^no answer from the server for \d+ ms$/);
+    await closePages(a, b);
+  } finally {
+    await killProxy(proxy);
+  }
+});
+
+test('9c. cut longer than the resume grace: the page gets a new peer id, rejoins the session by its code and says so', { timeout: 120000 }, async (t) => {
+  const port = await proxyPort('tcp');
+  let proxy = await startProxy('tcp', port, httpPort);
+  try {
+    const a = await openDemo({ create: 1, name: 'India2', relay: 1, tx: 0, transport: 'websocket', ws: `ws://127.0.0.1:${port}/ws` }, 'India2');
+    const code = await sessionCode(a);
+    const b = await openDemo({ join: code, name: 'Juliet2', relay: 1, tx: 0 }, 'Juliet2');
+    await sessionCode(b);
+    const [ida, idb] = [await peerId(a), await peerId(b)];
+    await waitPaths(a, 'relay', 1, 10000);
+    await relayFlowsAgain(a, b, ida, idb, 15000, 'grace: before the cut');
+    await a.evaluate(() => {
+      window.__rcEvents = [];
+      for (const type of ['reconnecting', 'reconnected', 'rejoined', 'sessionleft', 'close']) {
+        window.fsp2pDemo.client.addEventListener(type, (e) => window.__rcEvents.push({ type, peerId: e.detail && e.detail.peerId, previousPeerId: e.detail && e.detail.previousPeerId, resumed: e.detail && e.detail.resumed, code: e.detail && e.detail.session && e.detail.session.code }));
+      }
+    });
+    await killProxy(proxy);
+    // The server keeps the seat for the grace (15 s), then the other page hears TimedOut.
+    await waitIn(b, (gone) => window.fsp2pDemo.log.some((l) => l.endsWith(`peer ${gone} left (TimedOut)`)), ida, 40000, 'PeerLeft { TimedOut }');
+    proxy = await startProxy('tcp', port, httpPort);
+    await waitIn(a, () => window.__rcEvents.some((e) => e.type === 'rejoined'), null, 30000, 'the rejoined event');
+    const ev = await a.evaluate(() => window.__rcEvents);
+    t.diagnostic(`past the grace: ${JSON.stringify(ev)}`);
+    assert.deepEqual(ev.map((e) => e.type), ['reconnecting', 'reconnected', 'rejoined']);
+    assert.equal(ev[1].resumed, false);
+    const newId = ev[2].peerId;
+    assert.notEqual(newId, ida);
+    assert.deepEqual([ev[2].previousPeerId, ev[2].code], [ida, code]);
+    assert.equal(await peerId(a), newId);
+    await waitIn(b, (id) => window.fsp2pDemo.log.some((l) => l.includes(`peer ${id} "India2" joined`)), newId, 10000, 'PeerJoined for the new id');
+    await waitPaths(a, 'relay', 1, 10000);
+    const flowMs = await relayFlowsAgain(a, b, newId, idb, 20000, 'grace: after the rejoin');
+    t.diagnostic(`rejoined as ${newId} (was ${ida}); relay both ways ${flowMs} ms later`);
+    await closePages(a, b);
+  } finally {
+    await killProxy(proxy);
+  }
+});
+
+test('10. cut UDP path: WebTransport through a UDP proxy that is killed and restarted; the page reconnects with the same peer id and relays again', { timeout: 120000 }, async (t) => {
+  const port = await proxyPort('udp');
+  let proxy = await startProxy('udp', port, udpPort);
+  try {
+    const a = await openDemo({ create: 1, name: 'Charlie2', relay: 1, tx: 0, transport: 'webtransport', port }, 'Charlie2');
+    const code = await sessionCode(a);
+    const b = await openDemo({ join: code, name: 'Delta2', relay: 1, tx: 0, transport: 'websocket' }, 'Delta2');
+    const { after } = await cutAndComeBack(t, {
+      a, b, label: 'UDP', serverSeesCut: false,
+      cut: () => killProxy(proxy),
+      restore: async () => { proxy = await startProxy('udp', port, udpPort); },
+    });
+    assert.equal(after.events[1].transport, 'webtransport');
+    t.diagnostic(`UDP: how the cut was noticed: ${after.events[0].reason}`);
+    await closePages(a, b);
+  } finally {
+    await killProxy(proxy);
+  }
+});
+
+test('10b. auto: the UDP path dies for good; the reconnection races again and comes back over the WebSocket with the same peer id', { timeout: 90000 }, async (t) => {
+  const port = await proxyPort('udp');
+  const proxy = await startProxy('udp', port, udpPort);
+  try {
+    const a = await openDemo({ create: 1, name: 'Golf2', relay: 1, tx: 0, port }, 'Golf2');
+    const code = await sessionCode(a);
+    const b = await openDemo({ join: code, name: 'Hotel2', relay: 1, tx: 0 }, 'Hotel2');
+    await sessionCode(b);
+    const [ida, idb] = [await peerId(a), await peerId(b)];
+    assert.equal((await transportOf(a)).kind, 'webtransport');
+    await waitPaths(a, 'relay', 1, 10000);
+    await relayFlowsAgain(a, b, ida, idb, 15000, 'auto: before the cut');
+    await killProxy(proxy); // and it stays dead: QUIC is unreachable from now on
+    await waitIn(a, () => window.fsp2pDemo.log.some((l) => l.includes('reconnected over websocket')), null, 30000, 'a reconnection over the WebSocket');
+    const flowMs = await relayFlowsAgain(a, b, ida, idb, 20000, 'auto: after the UDP path died');
+    const st = await a.evaluate(() => ({ id: window.fsp2pDemo.client.peerId, kind: window.fsp2pDemo.client.transport, reason: window.fsp2pDemo.client.fallbackReason, code: window.fsp2pDemo.client.session.code }));
+    t.diagnostic(`auto after a dead UDP path: ${JSON.stringify(st)}; relay both ways ${flowMs} ms after the reconnection`);
+    assert.deepEqual([st.id, st.kind, st.code], [ida, 'websocket', code]);
+    assert.match(st.reason, /^WebTransport failed: /);
+    await closePages(a, b);
+  } finally {
+    await killProxy(proxy);
+  }
+});
+
+// --- the first request rides in the CONNECT / upgrade URL (PROTOCOL.md §1, §10) ----------------
+
+test('11. fast join: Hello and create/join in the URL over WebTransport and WebSocket; a wrong code; a resume', { timeout: 90000 }, async (t) => {
+  const page = await openDemo({ tx: 0 }, 'Fast');
+  const out = await page.evaluate(async ([port, hash]) => {
+    const { FlightSimP2P } = await import('./fsp2p.js');
+    const res = {};
+    const mk = (transport, name) => new FlightSimP2P({ port, certHash: hash, name, transport, forceRelay: true, pingIntervalMs: 0, statsIntervalMs: 0 });
+    // Every wait is bounded and named, so that a hang says where it is.
+    let step = '';
+    const within = (what, p, ms = 10000) => {
+      step = what;
+      return Promise.race([p, new Promise((_, j) => setTimeout(() => j(new Error(`no ${what} within ${ms} ms`)), ms))]);
+    };
+    const heard = (c, type, fn) => new Promise((resolve) => c.addEventListener(type, (e) => { if (!fn || fn(e.detail)) resolve(e.detail); }));
+    try {
+    for (const transport of ['webtransport', 'websocket']) {
+      const r = (res[transport] = {});
+      // The host creates with connect({create}); a joiner uses connect() + joinSession() in one tick.
+      const host = mk(transport, `host-${transport}`);
+      const t0 = performance.now();
+      const created = await within(`${transport}: create`, host.connect({ create: { maxPeers: 4 } }));
+      r.createMs = performance.now() - t0;
+      r.hostFirstSent = host.conn.firstSent === true;
+      r.hostControlSent = host.stats.controlSent;
+      const joiner = mk(transport, `joiner-${transport}`);
+      const peerJoined = heard(host, 'peerjoined');
+      const t1 = performance.now();
+      joiner.connect();
+      const joined = await within(`${transport}: join`, joiner.joinSession(created.code));
+      r.joinMs = performance.now() - t1;
+      r.joinerFirstSent = joiner.conn.firstSent === true;
+      r.joinerControlSent = joiner.stats.controlSent;
+      r.sameSession = joined.code === created.code && joined.peers.length === 2;
+      r.peerJoined = (await within(`${transport}: PeerJoined at the host`, peerJoined)).peer.id === joiner.peerId;
+      r.transportUrls = [host.transportUrl, joiner.transportUrl];
+      // Relay through the session both ways.
+      const got = heard(host, 'message', (d) => d.from === joiner.peerId);
+      const got2 = heard(joiner, 'message', (d) => d.from === host.peerId);
+      const timer = setInterval(() => { joiner.send(host.peerId, Uint8Array.of(1, 2, 3)); host.send(0, Uint8Array.of(4)); }, 50);
+      await within(`${transport}: relay both ways`, Promise.all([got, got2])).finally(() => clearInterval(timer));
+      r.relayed = true;
+      // A wrong code: the same error as on the stream, the connection stays usable.
+      const wrong = mk(transport, 'wrong');
+      try {
+        await within(`${transport}: answer to a wrong code`, wrong.connect({ join: { code: 'ZZZ-ZZZ' } }));
+        r.wrong = 'resolved?!';
+      } catch (e) {
+        r.wrong = { code: e.code, name: e.codeName, state: wrong.state, firstSent: wrong.conn && wrong.conn.firstSent === true };
+      }
+      wrong.close();
+      // A resume: the joiner's connection is lost (abandoned without leaving); it comes back
+      // with its token in the URL, the same peer id, and nothing written on the control stream
+      // for the Hello.
+      const back = heard(joiner, 'reconnected');
+      const sentBefore = joiner.stats.controlSent;
+      joiner._onTransportClosed({ code: null, reason: 'test: connection lost' });
+      const d = await within(`${transport}: reconnected`, back);
+      r.resume = { resumed: d.resumed, samePeer: d.peerId === joined.peers.find((p) => p.name === `joiner-${transport}`).id,
+        firstSent: joiner.conn.firstSent === true, controlSentForResume: joiner.stats.controlSent - sentBefore, transport: d.transport };
+      if (!joiner.session || !joiner.links.size) await within(`${transport}: session after the resume`, heard(joiner, 'session'));
+      r.resumeSession = joiner.session && joiner.session.code === created.code;
+      joiner.close();
+      host.close();
+    }
+    } catch (e) {
+      res.failed = `${step}: ${e && e.message}`;
+    }
+    return res;
+  }, [udpPort, certHex]);
+  t.diagnostic(JSON.stringify(out));
+  assert.equal(out.failed, undefined, JSON.stringify(out));
+  for (const transport of ['webtransport', 'websocket']) {
+    const r = out[transport];
+    assert.equal(r.hostFirstSent, true, `${transport}: create in the URL`);
+    assert.equal(r.joinerFirstSent, true, `${transport}: join in the URL`);
+    assert.equal(r.hostControlSent, 0, `${transport}: the host wrote ${r.hostControlSent} control message(s) besides the URL`);
+    assert.equal(r.joinerControlSent, 0, `${transport}: the joiner wrote ${r.joinerControlSent} control message(s) besides the URL`);
+    assert.equal(r.sameSession, true);
+    assert.equal(r.peerJoined, true);
+    assert.equal(r.relayed, true);
+    for (const u of r.transportUrls) assert.ok(!u.includes('first='), `the reported URL holds the first request: ${u}`);
+    assert.deepEqual(r.wrong, { code: 10, name: 'unknown_session', state: 'connected', firstSent: true });
+    assert.deepEqual(r.resume, { resumed: true, samePeer: true, firstSent: true, controlSentForResume: 0, transport });
+    assert.equal(r.resumeSession, true);
+  }
+  await closePages(page);
+});
