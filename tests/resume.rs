@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 use flightsim_p2p::client::{Client, ClientConfig, ClientTransport, Event};
 use flightsim_p2p::limits::Limits;
-use flightsim_p2p::protocol::{LeaveReason, PeerId, RelayMode, ServerMsg};
+use flightsim_p2p::protocol::{ErrorCode, LeaveReason, PeerId, RelayMode, ServerMsg};
 use flightsim_p2p::server::QuicTuning;
 use flightsim_p2p::session::Transport;
 use flightsim_p2p::turn::IceConfig;
@@ -240,6 +240,56 @@ async fn past_the_grace_the_client_rejoins_its_session_by_code() {
     .await;
     assert!(joined.is_some(), "the host never saw the rejoined peer");
     relays_both_ways(&mut host, &mut peer, b"after").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn going_away_brings_the_client_to_the_restarted_server() {
+    let tuning = QuicTuning {
+        reconnect_after_ms: 300,
+        drain_timeout_ms: 200,
+        ..QuicTuning::default()
+    };
+    let mut old = start_with(Limits::default(), IceConfig::default(), tuning).await;
+    let mut proxy = UdpProxy::start(old.quic).await;
+    let mut cfg = quick(old.config(ClientTransport::Quic, RelayMode::Datagram));
+    cfg.server = proxy.addr;
+    let mut peer = Client::connect(&cfg, None).await.unwrap();
+    let code = peer.create_session(0, None).await.unwrap().code;
+
+    // The server stops: GoingAway, then the close; the client waits as told.
+    old.server.take().unwrap().shutdown().await;
+    let told = wait_event(&mut peer, LONG, |e| match e {
+        Event::Control(ServerMsg::GoingAway { .. }) => Some(()),
+        Event::Closed(why) => panic!("the client gave up: {why}"),
+        _ => None,
+    })
+    .await;
+    assert!(told.is_some(), "no GoingAway");
+    assert!(wait_event(&mut peer, LONG, reconnecting).await.is_some());
+
+    // A new server (same certificate) takes over behind the same address.
+    let new = start_same_cert(&old).await;
+    proxy.retarget(new.quic).await;
+    let resumed = wait_event(&mut peer, LONG, |e| match e {
+        Event::Reconnected { resumed } => Some(*resumed),
+        Event::Closed(why) => panic!("the client gave up: {why}"),
+        _ => None,
+    })
+    .await;
+    // The new server knows neither the token nor the session: the client is
+    // back as a new peer and hears that its session is gone.
+    assert_eq!(resumed, Some(false));
+    let gone = expect_msg_within(&mut peer, |m| match m {
+        ServerMsg::Error { code: c, .. } if *c == ErrorCode::UnknownSession as u16 => Some(()),
+        _ => None,
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "session {code} should be unknown to the new server"
+    );
+    // Still connected, and usable: it can host again.
+    peer.create_session(0, None).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -237,4 +237,41 @@ mod tests {
             Err(Error::Closed(_))
         ));
     }
+
+    #[tokio::test]
+    async fn the_inbox_reads_on_from_the_next_connection_in_order() {
+        let (tx, rx) = mpsc::channel(8);
+        let mut inbox = Inbox::new(rx);
+        let (plane, plane_rx) = mpsc::unbounded_channel();
+        inbox.follow(plane_rx);
+        tx.try_send(pong(1)).unwrap();
+        drop(tx); // the first connection ends
+        let (tx2, rx2) = mpsc::channel(8);
+        plane
+            .send(Segment::Event(Event::Reconnected { resumed: true }))
+            .unwrap();
+        plane
+            .send(Segment::Connection(VecDeque::from([pong(2)]), rx2))
+            .unwrap();
+        tx2.try_send(relay(5)).unwrap();
+        tx2.try_send(pong(3)).unwrap();
+        // A wait passes over the reconnection and finds its answer later.
+        inbox.wait_for(is_pong(3)).await.unwrap();
+        assert_eq!(inbox.next().await, Some(pong(1)));
+        assert_eq!(
+            inbox.next().await,
+            Some(Event::Reconnected { resumed: true })
+        );
+        assert_eq!(inbox.next().await, Some(pong(2)));
+        assert_eq!(inbox.next().await, Some(relay(5)));
+        // The supervisor gives up: its Closed, then the end.
+        drop(tx2);
+        let ended = Ended::lost("gone");
+        plane
+            .send(Segment::Event(Event::Closed(ended.clone())))
+            .unwrap();
+        drop(plane);
+        assert_eq!(inbox.next().await, Some(Event::Closed(ended)));
+        assert_eq!(inbox.next().await, None);
+    }
 }

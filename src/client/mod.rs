@@ -474,7 +474,12 @@ impl Client {
     /// After a write failed with `e`: wait for the next connection (true),
     /// or give `e` (or how the client ended) back.
     async fn wait_for_link(&mut self, e: Error) -> Result<()> {
-        let lost = matches!(e, Error::Closed(_) | Error::Datagram(DatagramError::Lost));
+        // (A broken control stream ends the connection's reader too, so
+        // the supervisor hears of it.)
+        let lost = matches!(
+            e,
+            Error::Closed(_) | Error::Io { .. } | Error::Datagram(DatagramError::Lost)
+        );
         if !self.auto_resume || !lost {
             return Err(e);
         }
@@ -772,15 +777,34 @@ impl RelaySender {
     /// While the client reconnects, frames are dropped and this returns `Ok`;
     /// once it has given up, [`Error::Closed`].
     pub async fn send(&self, to: PeerId, payload: &[u8]) -> Result<()> {
+        let frame = protocol::relay_frame(to, payload);
+        // Datagrams and WebSocket frames go out at once, under the slot's
+        // read lock (no clone on the hot path); a stream needs an await.
         let link = match &self.link {
-            RelaySlot::Fixed(link) => link.clone(),
-            RelaySlot::Shared(slot) => match &*slot.read().unwrap_or_else(|p| p.into_inner()) {
-                RelayState::Up(link) => link.clone(),
-                RelayState::Down => return Ok(()),
-                RelayState::Gone(ended) => return Err(Error::Closed(ended.clone())),
+            RelaySlot::Fixed(link) => match self.send_now(link, frame) {
+                Ok(r) => return r,
+                Err(frame) => return self.send_stream(link, frame).await,
             },
+            RelaySlot::Shared(slot) => {
+                let state = slot.read().unwrap_or_else(|p| p.into_inner());
+                match &*state {
+                    RelayState::Up(link) => match self.send_now(link, frame) {
+                        Ok(r) => return self.lost_is_dropped(r),
+                        Err(frame) => (link.clone(), frame),
+                    },
+                    RelayState::Down => return Ok(()),
+                    RelayState::Gone(ended) => return Err(Error::Closed(ended.clone())),
+                }
+            }
         };
-        match self.send_on(&link, to, payload).await {
+        let r = self.send_stream(&link.0, link.1).await;
+        self.lost_is_dropped(r)
+    }
+
+    /// While the client may come back, a frame lost with the connection is
+    /// just dropped.
+    fn lost_is_dropped(&self, r: Result<()>) -> Result<()> {
+        match r {
             Err(Error::Closed(_) | Error::Datagram(DatagramError::Lost)) if self.resumable => {
                 Ok(())
             }
@@ -788,22 +812,30 @@ impl RelaySender {
         }
     }
 
-    async fn send_on(&self, link: &RelayLink, to: PeerId, payload: &[u8]) -> Result<()> {
-        let frame = protocol::relay_frame(to, payload);
+    /// Send `frame` if that needs no waiting; else give it back.
+    fn send_now(&self, link: &RelayLink, frame: Bytes) -> Result<Result<()>, Bytes> {
         match (link, self.mode) {
-            (RelayLink::Quic(wire), RelayMode::Datagram) => Ok(wire.send_datagram(frame)?),
-            (RelayLink::Quic(wire), RelayMode::Stream) => {
-                let mut s = wire.open_uni().await?;
-                let failed = |what| move |e| quic::write_failed(wire, what, e);
-                s.write_all(&frame)
-                    .await
-                    .map_err(failed("writing a relay stream"))?;
-                s.shutdown()
-                    .await
-                    .map_err(failed("finishing a relay stream"))
+            (RelayLink::Quic(wire), RelayMode::Datagram) => {
+                Ok(wire.send_datagram(frame).map_err(Error::from))
             }
-            (RelayLink::WebSocket(out), _) => out.relay(&frame),
+            (RelayLink::WebSocket(out), _) => Ok(out.relay(&frame)),
+            (RelayLink::Quic(_), RelayMode::Stream) => Err(frame),
         }
+    }
+
+    /// Send `frame` on a unidirectional stream of its own.
+    async fn send_stream(&self, link: &RelayLink, frame: Bytes) -> Result<()> {
+        let RelayLink::Quic(wire) = link else {
+            return Err(Error::Unsupported("relay streams need QUIC"));
+        };
+        let mut s = wire.open_uni().await?;
+        let failed = |what| move |e| quic::write_failed(wire, what, e);
+        s.write_all(&frame)
+            .await
+            .map_err(failed("writing a relay stream"))?;
+        s.shutdown()
+            .await
+            .map_err(failed("finishing a relay stream"))
     }
 
     /// UDP bytes this QUIC connection has sent so far (all packets, headers

@@ -159,9 +159,16 @@ impl Supervisor {
                 .await
                 .unwrap_or_else(|_| Ended::lost("connection reader stopped"));
             self.tasks = None;
-            let going_away = self.memory(|m| m.going_away.take()).flatten();
+            // What the server said on this connection, forgotten for the next.
+            let said = self
+                .memory(|m| Memory {
+                    going_away: m.going_away.take(),
+                    fatal: m.fatal.take(),
+                    ..Memory::default()
+                })
+                .unwrap_or_default();
             let app_closed = self.shared.closing.load(Ordering::SeqCst);
-            let verdict = judge_close(&ended, going_away, app_closed, self.cfg.auto_resume);
+            let verdict = judge_close(&ended, &said, app_closed, self.cfg.auto_resume);
             if verdict == Verdict::GiveUp {
                 return self.give_up(ended);
             }
@@ -220,7 +227,14 @@ impl Supervisor {
     /// One attempt: connect, say Hello (with the token if `with_token`),
     /// rejoin the session by code if the seat is gone, hand over.
     async fn attempt(&mut self, with_token: bool) -> Result<()> {
-        let memory = self.memory(|m| m.clone()).unwrap_or_default();
+        let memory = self
+            .memory(|m| {
+                // What a failed attempt was told does not carry over.
+                m.fatal = None;
+                m.going_away = None;
+                m.clone()
+            })
+            .unwrap_or_default();
         let rejoin = memory.code.clone().map(|code| JoinSession {
             code,
             password: memory.password.clone(),

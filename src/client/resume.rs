@@ -30,6 +30,9 @@ pub(super) struct Memory {
     pub(super) asked_password: Option<String>,
     /// `GoingAway.reconnect_after_ms` of the current connection.
     pub(super) going_away: Option<u32>,
+    /// A fatal error the server sent on the current connection (its close
+    /// follows, but may be seen only as a lost connection).
+    pub(super) fatal: Option<u16>,
 }
 
 impl Memory {
@@ -49,6 +52,17 @@ impl Memory {
             ServerMsg::GoingAway {
                 reconnect_after_ms, ..
             } => self.going_away = Some(*reconnect_after_ms),
+            ServerMsg::Error { code, .. } => {
+                let fatal = match ErrorCode::from_u16(*code) {
+                    // These close, but coming back is right.
+                    Some(ErrorCode::ShuttingDown | ErrorCode::SlowConsumer) => false,
+                    Some(c) => c.is_fatal(),
+                    None => false,
+                };
+                if fatal {
+                    self.fatal = Some(*code);
+                }
+            }
             _ => {}
         }
     }
@@ -66,19 +80,20 @@ pub(super) enum Verdict {
     GiveUp,
 }
 
-/// Judge how a connection ended. `going_away` is the delay of a `GoingAway`
-/// the server sent on it; `app_closed` says the application closed or
-/// abandoned it; `auto_resume` is [`super::ClientConfig::auto_resume`].
+/// Judge how a connection ended. `said` is what the server said on it
+/// before ([`Memory::going_away`], [`Memory::fatal`]); `app_closed` says the
+/// application closed or abandoned it; `auto_resume` is
+/// [`super::ClientConfig::auto_resume`].
 pub(super) fn judge_close(
     ended: &Ended,
-    going_away: Option<u32>,
+    said: &Memory,
     app_closed: bool,
     auto_resume: bool,
 ) -> Verdict {
-    if app_closed || !auto_resume || ended.clean {
+    if app_closed || !auto_resume || ended.clean || said.fatal.is_some() {
         return Verdict::GiveUp;
     }
-    if let Some(ms) = going_away {
+    if let Some(ms) = said.going_away {
         return Verdict::ResumeAfter(Duration::from_millis(ms.into()));
     }
     match ended
@@ -202,6 +217,21 @@ mod tests {
     use super::*;
     use crate::protocol::{LeaveReason, SessionInfo};
 
+    fn going_away(ms: Option<u32>) -> Memory {
+        Memory {
+            going_away: ms,
+            ..Memory::default()
+        }
+    }
+
+    const NOTHING: Memory = Memory {
+        code: None,
+        password: None,
+        asked_password: None,
+        going_away: None,
+        fatal: None,
+    };
+
     fn closed_with(code: ErrorCode) -> Ended {
         Ended::by_peer(code as u64, format!("closed by peer: {code}"))
     }
@@ -209,12 +239,12 @@ mod tests {
     #[test]
     fn a_lost_connection_is_resumed_and_a_fatal_close_is_final() {
         let lost = Ended::lost("timed out");
-        assert_eq!(judge_close(&lost, None, false, true), Verdict::Resume);
+        assert_eq!(judge_close(&lost, &NOTHING, false, true), Verdict::Resume);
         // The application's own close, resume turned off, a clean close.
-        assert_eq!(judge_close(&lost, None, true, true), Verdict::GiveUp);
-        assert_eq!(judge_close(&lost, None, false, false), Verdict::GiveUp);
+        assert_eq!(judge_close(&lost, &NOTHING, true, true), Verdict::GiveUp);
+        assert_eq!(judge_close(&lost, &NOTHING, false, false), Verdict::GiveUp);
         let clean = Ended::by_peer(0, "bye".into());
-        assert_eq!(judge_close(&clean, None, false, true), Verdict::GiveUp);
+        assert_eq!(judge_close(&clean, &NOTHING, false, true), Verdict::GiveUp);
         for code in [
             ErrorCode::Replaced,
             ErrorCode::BadMessage,
@@ -223,29 +253,49 @@ mod tests {
             ErrorCode::HelloTimeout,
             ErrorCode::TooManyJoinAttempts,
         ] {
-            let v = judge_close(&closed_with(code), None, false, true);
+            let v = judge_close(&closed_with(code), &NOTHING, false, true);
             assert_eq!(v, Verdict::GiveUp, "{code}");
         }
         let unknown = Ended::by_peer(99, "closed by peer: 99".into());
-        assert_eq!(judge_close(&unknown, None, false, true), Verdict::GiveUp);
+        assert_eq!(
+            judge_close(&unknown, &NOTHING, false, true),
+            Verdict::GiveUp
+        );
         let slow = closed_with(ErrorCode::SlowConsumer);
-        assert_eq!(judge_close(&slow, None, false, true), Verdict::Resume);
+        assert_eq!(judge_close(&slow, &NOTHING, false, true), Verdict::Resume);
+        // A fatal error came first and the close itself looked like a loss.
+        let mut said = Memory::default();
+        said.note(&ServerMsg::Error {
+            code: ErrorCode::Replaced as u16,
+            message: "resumed elsewhere".into(),
+        });
+        assert_eq!(judge_close(&lost, &said, false, true), Verdict::GiveUp);
+        // Not every error is final.
+        let mut said = Memory::default();
+        said.note(&ServerMsg::Error {
+            code: ErrorCode::UnknownSession as u16,
+            message: "no".into(),
+        });
+        assert_eq!(judge_close(&lost, &said, false, true), Verdict::Resume);
     }
 
     #[test]
     fn going_away_waits_as_told() {
         let stopping = closed_with(ErrorCode::ShuttingDown);
         assert_eq!(
-            judge_close(&stopping, Some(2_500), false, true),
+            judge_close(&stopping, &going_away(Some(2_500)), false, true),
             Verdict::ResumeAfter(Duration::from_millis(2_500))
         );
         // The GoingAway itself was lost: a default delay.
         assert!(matches!(
-            judge_close(&stopping, None, false, true),
+            judge_close(&stopping, &NOTHING, false, true),
             Verdict::ResumeAfter(_)
         ));
         // Even a GoingAway does not override the application's close.
-        assert_eq!(judge_close(&stopping, Some(0), true, true), Verdict::GiveUp);
+        assert_eq!(
+            judge_close(&stopping, &going_away(Some(0)), true, true),
+            Verdict::GiveUp
+        );
     }
 
     #[test]

@@ -457,6 +457,12 @@ impl UdpProxy {
         }
     }
 
+    /// Listen on the same port again, relaying to `target` from now on.
+    pub async fn retarget(&mut self, target: SocketAddr) {
+        self.target = target;
+        self.restart().await;
+    }
+
     /// Listen on the same port again (new upstream sockets: the server sees
     /// new client addresses).
     pub async fn restart(&mut self) {
@@ -533,6 +539,12 @@ impl TcpProxy {
             t.abort();
             let _ = t.await;
         }
+    }
+
+    /// Listen on the same port again, relaying to `target` from now on.
+    pub async fn retarget(&mut self, target: SocketAddr) {
+        self.target = target;
+        self.restart().await;
     }
 
     /// Listen on the same port again.
