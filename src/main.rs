@@ -238,6 +238,19 @@ async fn peer(args: PeerArgs) -> Result<()> {
                     bytes_in += payload.len() as u64;
                 }
                 Some(Event::Control(m)) => print_event(&m),
+                Some(Event::Reconnecting { attempt, after }) => {
+                    println!("connection lost: reconnecting (attempt {attempt} in {after:?})");
+                }
+                Some(Event::Reconnected { resumed }) => {
+                    if resumed {
+                        println!("reconnected: peer id {} resumed", client.peer_id());
+                    } else {
+                        println!("reconnected as a new peer (the resume grace had passed)");
+                    }
+                }
+                Some(Event::Rejoined { peer_id }) => {
+                    println!("rejoined the session as peer {peer_id}");
+                }
                 Some(Event::Closed(why)) => {
                     println!("connection closed: {why}");
                     break;

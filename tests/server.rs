@@ -616,7 +616,10 @@ async fn limits_trip_and_are_counted_in_metrics() {
     );
 
     // Join brute force: the 4th failure closes the connection.
-    let mut guesser = srv.quic(RelayMode::Datagram).await;
+    // (No automatic resume: this is about the close itself.)
+    let mut no_resume = srv.config(ClientTransport::Quic, RelayMode::Datagram);
+    no_resume.auto_resume = false;
+    let mut guesser = Client::connect(&no_resume, None).await.unwrap();
     for i in 0..3 {
         let r = guesser.join_session(&format!("ZZZZZ{i}"), None).await;
         expect_error(r, ErrorCode::UnknownSession).unwrap();
@@ -673,7 +676,10 @@ async fn garbage_on_the_wire_closes_only_that_connection() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0xF00D);
     let mut closed_with = Vec::new();
     for round in 0..24 {
-        let mut bad = srv.quic(RelayMode::Datagram).await;
+        // No automatic resume: the test is about how the connection ends.
+        let mut cfg = srv.config(ClientTransport::Quic, RelayMode::Datagram);
+        cfg.auto_resume = false;
+        let mut bad = Client::connect(&cfg, None).await.unwrap();
         let code2 = bad.create_session(0, None).await.unwrap().code;
         assert_ne!(code2, code);
         // Random datagrams and random relay streams from a joined peer.

@@ -5,6 +5,11 @@
 //! A request (`join_session`, `ping`, the Welcome at connect) reads on until
 //! its answer comes; what it passes over goes to a stash, in order, and is
 //! what `next_event` returns first. Pure bookkeeping, with no I/O of its own.
+//!
+//! Across a reconnection the inbox reads on from one connection to the
+//! next: when a connection's channel ends, the supervisor's channel (the
+//! *plane*) says what comes next, its own events (`Reconnecting`,
+//! `Reconnected`, the final `Closed`) and the next connection's channel.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -16,17 +21,70 @@ use super::{Ended, Error, Event, Result};
 use crate::protocol::{ErrorCode, PeerId, ServerMsg};
 use crate::relay::Via;
 
+/// What the supervisor tells the inbox, in order.
+pub(super) enum Segment {
+    /// One event of its own.
+    Event(Event),
+    /// The next connection: events already read from it, then its channel.
+    Connection(VecDeque<Event>, mpsc::Receiver<Event>),
+}
+
 /// Events from the reader task, and those a wait skipped.
 pub(super) struct Inbox {
-    events: mpsc::Receiver<Event>,
+    events: Option<mpsc::Receiver<Event>>,
     stash: VecDeque<Event>,
+    /// Events a new connection delivered before the supervisor handed it over.
+    front: VecDeque<Event>,
+    plane: Option<mpsc::UnboundedReceiver<Segment>>,
 }
 
 impl Inbox {
     pub(super) fn new(events: mpsc::Receiver<Event>) -> Inbox {
         Inbox {
-            events,
+            events: Some(events),
             stash: VecDeque::new(),
+            front: VecDeque::new(),
+            plane: None,
+        }
+    }
+
+    /// Read on from the supervisor's `plane` when the current channel ends.
+    pub(super) fn follow(&mut self, plane: mpsc::UnboundedReceiver<Segment>) {
+        self.plane = Some(plane);
+    }
+
+    /// What was read and not yet taken, and the channel (for the supervisor,
+    /// which hands a new connection's inbox over as a [`Segment::Connection`]).
+    pub(super) fn into_parts(mut self) -> (VecDeque<Event>, Option<mpsc::Receiver<Event>>) {
+        self.stash.extend(self.front);
+        (self.stash, self.events)
+    }
+
+    /// Keep `e` for later, after what is kept already.
+    pub(super) fn keep(&mut self, e: Event) {
+        self.stash.push_back(e);
+    }
+
+    /// The next event from the channels, the current connection's first;
+    /// `None` once they are all gone. Cancel-safe.
+    async fn recv(&mut self) -> Option<Event> {
+        loop {
+            if let Some(e) = self.front.pop_front() {
+                return Some(e);
+            }
+            if let Some(events) = &mut self.events {
+                match events.recv().await {
+                    Some(e) => return Some(e),
+                    None => self.events = None,
+                }
+            }
+            match self.plane.as_mut()?.recv().await? {
+                Segment::Event(e) => return Some(e),
+                Segment::Connection(read, events) => {
+                    self.front = read;
+                    self.events = Some(events);
+                }
+            }
         }
     }
 
@@ -34,7 +92,7 @@ impl Inbox {
     pub(super) async fn next(&mut self) -> Option<Event> {
         match self.stash.pop_front() {
             Some(e) => Some(e),
-            None => self.events.recv().await,
+            None => self.recv().await,
         }
     }
 
@@ -51,7 +109,7 @@ impl Inbox {
             }
         }
         loop {
-            let e = tokio::time::timeout_at(deadline, self.events.recv())
+            let e = tokio::time::timeout_at(deadline, self.recv())
                 .await
                 .ok()??;
             match e {
@@ -85,7 +143,8 @@ impl Inbox {
                     }
                 }
                 Event::Closed(ended) => break Err(Error::Closed(ended.clone())),
-                Event::Relay { .. } => {}
+                // A reconnection: the answer may still come on the next connection.
+                _ => {}
             }
             skipped.push_back(e);
         };
@@ -177,5 +236,42 @@ mod tests {
             inbox.wait_for(is_pong(1)).await,
             Err(Error::Closed(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn the_inbox_reads_on_from_the_next_connection_in_order() {
+        let (tx, rx) = mpsc::channel(8);
+        let mut inbox = Inbox::new(rx);
+        let (plane, plane_rx) = mpsc::unbounded_channel();
+        inbox.follow(plane_rx);
+        tx.try_send(pong(1)).unwrap();
+        drop(tx); // the first connection ends
+        let (tx2, rx2) = mpsc::channel(8);
+        plane
+            .send(Segment::Event(Event::Reconnected { resumed: true }))
+            .unwrap();
+        plane
+            .send(Segment::Connection(VecDeque::from([pong(2)]), rx2))
+            .unwrap();
+        tx2.try_send(relay(5)).unwrap();
+        tx2.try_send(pong(3)).unwrap();
+        // A wait passes over the reconnection and finds its answer later.
+        inbox.wait_for(is_pong(3)).await.unwrap();
+        assert_eq!(inbox.next().await, Some(pong(1)));
+        assert_eq!(
+            inbox.next().await,
+            Some(Event::Reconnected { resumed: true })
+        );
+        assert_eq!(inbox.next().await, Some(pong(2)));
+        assert_eq!(inbox.next().await, Some(relay(5)));
+        // The supervisor gives up: its Closed, then the end.
+        drop(tx2);
+        let ended = Ended::lost("gone");
+        plane
+            .send(Segment::Event(Event::Closed(ended.clone())))
+            .unwrap();
+        drop(plane);
+        assert_eq!(inbox.next().await, Some(Event::Closed(ended)));
+        assert_eq!(inbox.next().await, None);
     }
 }

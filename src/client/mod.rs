@@ -11,36 +11,86 @@
 //! * `inbox`: request helpers (`create_session`, `join_session`) wait for
 //!   their answer there and keep other events for later;
 //! * `tls`: whom the client trusts (a pinned certificate hash, or a CA);
-//! * `error`: the [`Error`] enum.
+//! * `error`: the [`Error`] enum;
+//! * `resume` and `reconnect`: coming back after a cut connection (below).
 //!
 //! A [`Client`] exists only once the server's `Welcome` has arrived.
+//!
+//! # A cut connection comes back by itself
+//!
+//! When the connection is lost (a proxy dies, a phone changes networks
+//! further than QUIC migration follows, an edge cuts a WebSocket, the
+//! server says `GoingAway`), the same [`Client`] value reconnects, unless
+//! [`ClientConfig::auto_resume`] is off:
+//!
+//! * It does so when the connection ends without a clean close and without a
+//!   fatal code: not after [`Client::close`] or [`Client::abandon`], not after
+//!   `replaced`, a protocol error or `too_many_join_attempts`. A `GoingAway`
+//!   (or a close with `shutting_down`) means: come back after
+//!   `reconnect_after_ms`.
+//! * Attempts follow a backoff (at once, then about 250 ms, 500 ms, 1 s,
+//!   2 s, 4 s, each jittered into its upper half), over the configured
+//!   transport (`Auto` races QUIC and WebSocket again each time, and raw
+//!   QUIC reuses its endpoint, so Hello goes as 0-RTT data). Each attempt is
+//!   announced by [`Event::Reconnecting`] and bounded by
+//!   [`ClientConfig::connect_timeout`].
+//! * Within the server's resume grace (`Welcome.limits.resume_grace_ms`) the
+//!   client offers its resume token: the server answers `Welcome { resumed:
+//!   true }` with the same peer id and `SessionJoined` with the current
+//!   state, and the client emits [`Event::Reconnected`] `{ resumed: true }`.
+//! * If the grace has passed (the server answers `resume_failed` and a new
+//!   `Welcome`, or the client's own clock says so, and then it sends no token
+//!   and puts the join in the first flight), the client rejoins its session
+//!   by code and password: [`Event::Reconnected`] `{ resumed: false }`, the
+//!   server's `SessionJoined`, then [`Event::Rejoined`] with the new peer id.
+//!   If the session is gone the server's `Error` follows instead, and the
+//!   client stays connected, in no session.
+//! * It gives up [`ClientConfig::reconnect_window`] after the loss, or at a
+//!   final refusal, with [`Event::Closed`], the only event that means the
+//!   client is over.
+//!
+//! Across the swap the application goes on using the same value:
+//! `next_event`, `next_relay` and `wait_for` read on from the next
+//! connection (a `join_session` in flight may be answered by the resume's
+//! `SessionJoined`); [`Client::send`] and `signal` wait for the next
+//! connection while there is none (a control message written just before
+//! the loss was noticed may be lost with the connection); relay frames sent
+//! in between are dropped ([`RelaySender::send`] returns `Ok`), since flight
+//! data is real-time. [`Client::peer_id`] and [`Client::welcome`] follow
+//! the current connection.
 
 mod connect;
 mod error;
 mod inbox;
 mod quic;
+mod reconnect;
+mod resume;
 mod tls;
 mod websocket;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use self::connect::Connected;
 pub use self::connect::{connect_wire, QuicEndpoint};
 pub use self::error::{Cause, Error};
 use self::inbox::Inbox;
+use self::reconnect::{LinkState, RelayState, Shared, Sink, Supervisor};
+use self::resume::Memory;
 use self::websocket::Outbox;
 use crate::protocol::{
     self, ClientKind, ClientMsg, CreateSession, Hello, JoinSession, PeerId, RelayMode, ServerMsg,
     SessionInfo, Signal, Welcome, PROTOCOL_VERSION,
 };
 use crate::relay::Via;
-use crate::wire::{Ended, Wire, Writer};
+use crate::wire::{DatagramError, Ended, Wire, Writer};
 
 /// The result of a client operation.
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -98,6 +148,14 @@ pub struct ClientConfig {
     /// Reuse this endpoint (and its TLS session cache) for raw QUIC: a second
     /// connection through it resumes TLS and sends Hello as 0-RTT data.
     pub endpoint: Option<QuicEndpoint>,
+    /// Reconnect by itself after a lost connection (see the module docs).
+    /// Off: the first end of the connection is final, as tests of the close
+    /// itself want.
+    pub auto_resume: bool,
+    /// How long after a loss to keep trying to come back before giving up
+    /// with [`Event::Closed`]. Past the server's resume grace the client
+    /// rejoins its session by code.
+    pub reconnect_window: Duration,
 }
 
 impl ClientConfig {
@@ -118,6 +176,8 @@ impl ClientConfig {
             ws_url: None,
             fallback_delay: Duration::from_millis(750),
             endpoint: None,
+            auto_resume: true,
+            reconnect_window: Duration::from_secs(60),
         }
     }
 }
@@ -136,16 +196,164 @@ pub enum Event {
         /// How it reached this client.
         via: Via,
     },
-    /// The connection ended; no event follows.
+    /// The connection was lost and the client tries to come back: attempt
+    /// number `attempt` (from 1) starts after `after`.
+    Reconnecting {
+        /// 1 for the first attempt after this loss.
+        attempt: u32,
+        /// How long until the attempt starts.
+        after: Duration,
+    },
+    /// The client is connected again. `resumed`: with the same peer id and
+    /// seat (the server's `SessionJoined` follows); otherwise with a new
+    /// peer id, and [`Event::Rejoined`] follows if it got back into its session.
+    Reconnected {
+        /// The resume token was accepted.
+        resumed: bool,
+    },
+    /// The resume grace had passed: the client rejoined its session by code,
+    /// as a new peer.
+    Rejoined {
+        /// The new peer id.
+        peer_id: PeerId,
+    },
+    /// The connection ended and the client gave up (or was closed, or does
+    /// not resume); no event follows.
     Closed(Ended),
 }
 
 /// The connection a client ended up with.
 enum Link {
     /// Raw QUIC or WebTransport, with the control stream's sending half.
-    Quic { wire: Wire, control: Writer },
+    Quic {
+        wire: Wire,
+        control: Writer,
+        /// The raw QUIC endpoint, kept alive with the connection.
+        endpoint: Option<quinn::Endpoint>,
+    },
     /// The queue to the WebSocket writer task.
     WebSocket(Outbox),
+}
+
+impl Link {
+    /// Send one control message.
+    async fn send(&mut self, msg: &ClientMsg) -> Result<()> {
+        match self {
+            Link::Quic { wire, control, .. } => control
+                .write_all(&protocol::encode_frame(msg))
+                .await
+                .map_err(|e| quic::write_failed(wire, "writing to the control stream", e)),
+            Link::WebSocket(out) => out.control(msg).await,
+        }
+    }
+
+    /// Write raw bytes on the control stream, or as one binary WebSocket message.
+    async fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        match self {
+            Link::Quic { wire, control, .. } => control
+                .write_all(bytes)
+                .await
+                .map_err(|e| quic::write_failed(wire, "writing raw bytes", e)),
+            Link::WebSocket(out) => out.binary(bytes.to_vec()).await,
+        }
+    }
+
+    /// What relay frames go on.
+    fn relay_link(&self) -> RelayLink {
+        match self {
+            Link::Quic { wire, .. } => RelayLink::Quic(wire.clone()),
+            Link::WebSocket(out) => RelayLink::WebSocket(out.clone()),
+        }
+    }
+}
+
+/// A connection, up to its Welcome: what [`Client::connect`] and every
+/// reconnection attempt make.
+struct Opened {
+    link: Link,
+    tasks: Tasks,
+    /// Events read so far (the Welcome taken out) and the channel.
+    inbox: Inbox,
+    /// How the connection ends, reported by its reader.
+    end: oneshot::Receiver<Ended>,
+    welcome: Welcome,
+    zero_rtt: bool,
+}
+
+/// Hello (with `token`), then `first` if any.
+fn hello_messages(
+    cfg: &ClientConfig,
+    token: Option<Vec<u8>>,
+    first: Option<ClientMsg>,
+) -> Vec<ClientMsg> {
+    let hello = ClientMsg::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        client: cfg.kind,
+        relay_mode: cfg.relay_mode,
+        name: cfg.name.clone(),
+        resume_token: token,
+    });
+    std::iter::once(hello).chain(first).collect()
+}
+
+/// Connect, send `hello` (Hello and perhaps a first request) and wait for
+/// the Welcome. Control messages are noted in `memory`.
+async fn open(
+    cfg: &ClientConfig,
+    hello: &[ClientMsg],
+    memory: Arc<Mutex<Memory>>,
+) -> Result<Opened> {
+    let connected = connect::connect(cfg, hello).await?;
+    let (sink, events, mut end) = Sink::new(memory);
+    let (link, tasks, zero_rtt) = match connected {
+        Connected::Quic {
+            wire,
+            endpoint,
+            zero_rtt,
+            server_opens,
+        } => {
+            let started = if server_opens {
+                quic::accept(&wire, sink).await?
+            } else {
+                quic::start(&wire, zero_rtt, hello, sink).await?
+            };
+            let link = Link::Quic {
+                wire,
+                control: started.control,
+                endpoint,
+            };
+            (link, started.tasks, started.zero_rtt)
+        }
+        Connected::WebSocket { ws, sent } => {
+            let unsent = if sent { &[][..] } else { hello };
+            let (out, tasks) = websocket::start(ws, unsent, sink).await?;
+            (Link::WebSocket(out), tasks, false)
+        }
+    };
+    // `tasks` stops the connection's tasks if the Welcome never comes.
+    let mut inbox = Inbox::new(events);
+    let welcome = inbox
+        .wait_for(|m| match m {
+            ServerMsg::Welcome(w) => Some(w.clone()),
+            _ => None,
+        })
+        .await;
+    let welcome = match welcome {
+        // The channel ended: say how the connection did.
+        Err(Error::Closed(lost)) => match end.try_recv() {
+            Ok(ended) => return Err(Error::Closed(ended)),
+            Err(_) => return Err(Error::Closed(lost)),
+        },
+        other => other?,
+    };
+    Ok(Opened {
+        link,
+        tasks,
+        inbox,
+        end,
+        welcome,
+        zero_rtt,
+    })
 }
 
 /// A connection's background tasks; dropping this stops them.
@@ -163,15 +371,33 @@ impl Drop for Tasks {
     }
 }
 
-/// A connected client.
+/// A task stopped when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A connected client. It reconnects by itself after a lost connection;
+/// see the module docs.
 pub struct Client {
+    /// The control link of the connection this client last saw.
     link: Link,
+    /// Its generation ([`LinkState::generation`]).
+    generation: u64,
     inbox: Inbox,
     relay_mode: RelayMode,
     /// The server's `Welcome`: peer id, resume token, ICE servers, limits.
+    /// After a reconnection, the new connection's (updated when the client
+    /// next reads an event or sends).
     pub welcome: Welcome,
-    endpoint: Option<quinn::Endpoint>,
-    tasks: Tasks,
+    shared: Arc<Shared>,
+    state: watch::Receiver<LinkState>,
+    auto_resume: bool,
+    /// Watches the connection and reconnects; owns the connection's tasks.
+    supervisor: AbortOnDrop,
     /// True when Hello went out as 0-RTT data and the server accepted it.
     pub zero_rtt: bool,
 }
@@ -190,60 +416,88 @@ impl Client {
     }
 
     async fn connect_inner(cfg: &ClientConfig, first: Option<ClientMsg>) -> Result<Client> {
-        let hello = ClientMsg::Hello(Hello {
-            version: PROTOCOL_VERSION,
-            client: cfg.kind,
-            relay_mode: cfg.relay_mode,
-            name: cfg.name.clone(),
-            resume_token: cfg.resume_token.clone(),
-        });
-        let hello: Vec<ClientMsg> = std::iter::once(hello).chain(first).collect();
-        let connected = connect::connect(cfg, &hello).await?;
-        let (tx, events) = mpsc::channel(4096);
-        let (link, endpoint, tasks, zero_rtt) = match connected {
-            Connected::Quic {
-                wire,
-                endpoint,
-                zero_rtt,
-                server_opens,
-            } => {
-                let started = if server_opens {
-                    quic::accept(&wire, tx).await?
-                } else {
-                    quic::start(&wire, zero_rtt, &hello, tx).await?
-                };
-                let link = Link::Quic {
-                    wire,
-                    control: started.control,
-                };
-                (link, endpoint, started.tasks, started.zero_rtt)
-            }
-            Connected::WebSocket { ws, sent } => {
-                let unsent = if sent { &[][..] } else { &hello[..] };
-                let (out, tasks) = websocket::start(ws, unsent, tx).await?;
-                (Link::WebSocket(out), None, tasks, false)
-            }
+        let asked_password = match &first {
+            Some(ClientMsg::CreateSession(c)) => c.password.clone(),
+            Some(ClientMsg::JoinSession(j)) => j.password.clone(),
+            _ => None,
         };
-        // `tasks` stops the connection's tasks if the Welcome never comes.
-        let mut inbox = Inbox::new(events);
-        let welcome = inbox
-            .wait_for(|m| match m {
-                ServerMsg::Welcome(w) => Some(w.clone()),
-                _ => None,
-            })
-            .await?;
+        let memory = Arc::new(Mutex::new(Memory {
+            asked_password,
+            ..Memory::default()
+        }));
+        let hello = hello_messages(cfg, cfg.resume_token.clone(), first);
+        let opened = open(cfg, &hello, memory.clone()).await?;
+        let shared = Arc::new(Shared::new(
+            opened.link.relay_link(),
+            memory,
+            &opened.welcome,
+        ));
+        let (plane, plane_rx) = mpsc::unbounded_channel();
+        let mut inbox = opened.inbox;
+        inbox.follow(plane_rx);
+        let supervisor = Supervisor {
+            cfg: reconnect::reconnect_config(cfg, &opened.link),
+            shared: shared.clone(),
+            plane,
+            tasks: Some(opened.tasks),
+            end: opened.end,
+            welcome: opened.welcome.clone(),
+        };
+        let supervisor = AbortOnDrop(tokio::spawn(supervisor.run()));
         Ok(Client {
-            link,
+            link: opened.link,
+            generation: 0,
             inbox,
             relay_mode: cfg.relay_mode,
-            welcome,
-            endpoint,
-            tasks,
-            zero_rtt,
+            welcome: opened.welcome,
+            state: shared.state.subscribe(),
+            shared,
+            auto_resume: cfg.auto_resume,
+            supervisor,
+            zero_rtt: opened.zero_rtt,
         })
     }
 
+    /// Take the connection the supervisor handed over, if there is a newer one.
+    fn refresh(&mut self) {
+        if self.state.borrow().generation == self.generation {
+            return;
+        }
+        let next = self.shared.swap.lock().ok().and_then(|mut s| s.take());
+        if let Some((generation, link, welcome)) = next {
+            self.generation = generation;
+            self.link = link;
+            self.welcome = welcome;
+        }
+    }
+
+    /// After a write failed with `e`: wait for the next connection (true),
+    /// or give `e` (or how the client ended) back.
+    async fn wait_for_link(&mut self, e: Error) -> Result<()> {
+        // (A broken control stream ends the connection's reader too, so
+        // the supervisor hears of it.)
+        let lost = matches!(
+            e,
+            Error::Closed(_) | Error::Io { .. } | Error::Datagram(DatagramError::Lost)
+        );
+        if !self.auto_resume || !lost {
+            return Err(e);
+        }
+        let generation = self.generation;
+        let state = self
+            .state
+            .wait_for(|s| s.generation != generation || s.gone.is_some())
+            .await
+            .map(|s| s.gone.clone());
+        match state {
+            Ok(None) => Ok(()),
+            Ok(Some(ended)) => Err(Error::Closed(ended)),
+            Err(_) => Err(e),
+        }
+    }
+
     /// The transport this client ended up on.
+    /// (The connection it last saw, after a reconnection possibly another.)
     pub fn transport(&self) -> crate::session::Transport {
         match &self.link {
             Link::Quic { wire, .. } => wire.kind(),
@@ -251,31 +505,39 @@ impl Client {
         }
     }
 
-    /// This client's peer id, from the Welcome.
+    /// This client's peer id, from the current connection's Welcome.
     pub fn peer_id(&self) -> PeerId {
-        self.welcome.peer_id
+        self.shared.peer_id.load(Ordering::SeqCst)
     }
 
-    /// Send one control message.
+    /// Send one control message. While the client reconnects, this waits
+    /// for the next connection (or fails when the client gives up).
     pub async fn send(&mut self, msg: &ClientMsg) -> Result<()> {
-        match &mut self.link {
-            Link::Quic { wire, control } => control
-                .write_all(&protocol::encode_frame(msg))
-                .await
-                .map_err(|e| quic::write_failed(wire, "writing to the control stream", e)),
-            Link::WebSocket(out) => out.control(msg).await,
+        if let ClientMsg::CreateSession(CreateSession { password, .. })
+        | ClientMsg::JoinSession(JoinSession { password, .. }) = msg
+        {
+            if let Ok(mut m) = self.shared.memory.lock() {
+                m.asked_password = password.clone();
+            }
+        }
+        loop {
+            self.refresh();
+            match self.link.send(msg).await {
+                Err(e) => self.wait_for_link(e).await?,
+                ok => return ok,
+            }
         }
     }
 
     /// Write raw bytes on the control stream, or send them as one binary
     /// WebSocket message (tests of bad input).
     pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
-        match &mut self.link {
-            Link::Quic { wire, control } => control
-                .write_all(bytes)
-                .await
-                .map_err(|e| quic::write_failed(wire, "writing raw bytes", e)),
-            Link::WebSocket(out) => out.binary(bytes.to_vec()).await,
+        loop {
+            self.refresh();
+            match self.link.send_raw(bytes).await {
+                Err(e) => self.wait_for_link(e).await?,
+                ok => return ok,
+            }
         }
     }
 
@@ -341,13 +603,12 @@ impl Client {
 
     /// A cheap, cloneable handle that sends relay frames on this connection,
     /// so a game loop can send flight data while another task reads events.
+    /// It follows the client from connection to connection.
     pub fn relay_sender(&self) -> RelaySender {
         RelaySender {
-            link: match &self.link {
-                Link::Quic { wire, .. } => RelayLink::Quic(wire.clone()),
-                Link::WebSocket(out) => RelayLink::WebSocket(out.clone()),
-            },
+            link: RelaySlot::Shared(self.shared.relay.clone()),
             mode: self.relay_mode,
+            resumable: self.auto_resume,
         }
     }
 
@@ -359,9 +620,12 @@ impl Client {
         }
     }
 
-    /// The next event, stashed ones first; `None` once the reader is gone.
+    /// The next event, stashed ones first; `None` once the client has given
+    /// up (after [`Event::Closed`]).
     pub async fn next_event(&mut self) -> Option<Event> {
-        self.inbox.next().await
+        let e = self.inbox.next().await;
+        self.refresh();
+        e
     }
 
     /// The next event within `limit`, or `None`.
@@ -374,21 +638,29 @@ impl Client {
 
     /// The next relayed frame within `limit` (other events are stashed).
     pub async fn next_relay(&mut self, limit: Duration) -> Option<(PeerId, Bytes, Via)> {
-        self.inbox.next_relay(limit).await
+        let r = self.inbox.next_relay(limit).await;
+        self.refresh();
+        r
     }
 
     /// Wait for a control message `pick` accepts; an `Error` from the server
     /// ([`Error::Server`]) or the end of the connection ([`Error::Closed`])
-    /// fails the wait. Other events are kept for `next_event`.
+    /// fails the wait. Other events are kept for `next_event`. A
+    /// reconnection does not end the wait.
     pub async fn wait_for<T>(&mut self, pick: impl Fn(&ServerMsg) -> Option<T>) -> Result<T> {
-        self.inbox.wait_for(pick).await
+        let r = self.inbox.wait_for(pick).await;
+        self.refresh();
+        r
     }
 
     /// Move a raw QUIC connection to a new local UDP socket, as a phone does
     /// when it switches from Wi-Fi to mobile data. QUIC migration keeps the
     /// connection (and so the session) alive.
     pub fn rebind(&self) -> Result<()> {
-        let (Link::Quic { .. }, Some(ep)) = (&self.link, &self.endpoint) else {
+        let Link::Quic {
+            endpoint: Some(ep), ..
+        } = &self.link
+        else {
             return Err(Error::Unsupported("rebind needs a raw QUIC connection"));
         };
         let io = |what| move |error| Error::Io { what, error };
@@ -400,15 +672,22 @@ impl Client {
 
     /// Give up the event stream and take the raw connection, to read relay
     /// datagrams with no task hop in between (benchmarks). Control messages
-    /// are no longer read. `None` for WebSocket.
+    /// are no longer read, and the client no longer reconnects. `None` for
+    /// WebSocket.
     pub fn into_raw(mut self) -> Option<RawQuic> {
-        self.tasks.reader.abort();
-        let relay = self.relay_sender();
+        self.shared.closing.store(true, Ordering::SeqCst);
+        self.refresh();
+        self.supervisor.0.abort();
+        let relay = RelaySender {
+            link: RelaySlot::Fixed(self.link.relay_link()),
+            mode: self.relay_mode,
+            resumable: false,
+        };
         match self.link {
-            Link::Quic { wire, .. } => Some(RawQuic {
+            Link::Quic { wire, endpoint, .. } => Some(RawQuic {
                 wire,
                 relay,
-                _endpoint: self.endpoint.take(),
+                _endpoint: endpoint,
             }),
             Link::WebSocket(_) => None,
         }
@@ -416,30 +695,43 @@ impl Client {
 
     /// Close the connection cleanly (QUIC code 0, WebSocket 1000): leave for good.
     pub async fn close(mut self) {
+        self.shared.closing.store(true, Ordering::SeqCst);
+        self.refresh();
         match &self.link {
-            Link::Quic { wire, .. } => {
+            Link::Quic { wire, endpoint, .. } => {
                 wire.close(0, "bye");
-                if let Some(ep) = &self.endpoint {
+                if let Some(ep) = endpoint {
                     let _ = tokio::time::timeout(Duration::from_millis(500), ep.wait_idle()).await;
                 }
             }
             Link::WebSocket(out) => {
                 if out.close().await {
-                    // Wait for the server's close (the reader ends) briefly.
-                    let reader = &mut self.tasks.reader;
-                    let _ = tokio::time::timeout(Duration::from_millis(500), reader).await;
+                    // Wait for the server's close (the client ends) briefly.
+                    let inbox = &mut self.inbox;
+                    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                        while let Some(e) = inbox.next().await {
+                            if matches!(e, Event::Closed(_)) {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
                 }
             }
         }
     }
 
     /// Drop the connection without a clean close (as a crash or network loss would):
-    /// the server keeps this peer's seat for the resume grace period.
-    pub fn abandon(self) {
+    /// the server keeps this peer's seat for the resume grace period. This
+    /// client does not come back.
+    pub fn abandon(mut self) {
+        self.shared.closing.store(true, Ordering::SeqCst);
+        self.refresh();
         if let Link::Quic { wire, .. } = &self.link {
             wire.close(99, "abandoned");
         }
-        // Dropping the tasks aborts the WebSocket ones: the TCP connection just goes away.
+        // Dropping the supervisor drops the tasks; aborting the WebSocket
+        // ones makes the TCP connection just go away.
     }
 }
 
@@ -455,8 +747,19 @@ pub struct RawQuic {
 /// Sends relay frames on a client's connection; see [`Client::relay_sender`].
 #[derive(Clone)]
 pub struct RelaySender {
-    link: RelayLink,
+    link: RelaySlot,
     mode: RelayMode,
+    /// Frames lost with a connection are dropped silently: the client comes back.
+    resumable: bool,
+}
+
+/// Where a relay sender finds its connection.
+#[derive(Clone)]
+enum RelaySlot {
+    /// The client's current one.
+    Shared(Arc<RwLock<RelayState>>),
+    /// Always this one (a raw connection).
+    Fixed(RelayLink),
 }
 
 #[derive(Clone)]
@@ -470,28 +773,82 @@ impl RelaySender {
     /// client's relay mode says: a datagram, or one unidirectional stream. On
     /// WebSocket the frame is one binary message, dropped if the writer's
     /// queue is full (stale flight data is not worth waiting for).
+    ///
+    /// While the client reconnects, frames are dropped and this returns `Ok`;
+    /// once it has given up, [`Error::Closed`].
     pub async fn send(&self, to: PeerId, payload: &[u8]) -> Result<()> {
         let frame = protocol::relay_frame(to, payload);
-        match (&self.link, self.mode) {
-            (RelayLink::Quic(wire), RelayMode::Datagram) => Ok(wire.send_datagram(frame)?),
-            (RelayLink::Quic(wire), RelayMode::Stream) => {
-                let mut s = wire.open_uni().await?;
-                let failed = |what| move |e| quic::write_failed(wire, what, e);
-                s.write_all(&frame)
-                    .await
-                    .map_err(failed("writing a relay stream"))?;
-                s.shutdown()
-                    .await
-                    .map_err(failed("finishing a relay stream"))
+        // Datagrams and WebSocket frames go out at once, under the slot's
+        // read lock (no clone on the hot path); a stream needs an await.
+        let link = match &self.link {
+            RelaySlot::Fixed(link) => match self.send_now(link, frame) {
+                Ok(r) => return r,
+                Err(frame) => return self.send_stream(link, frame).await,
+            },
+            RelaySlot::Shared(slot) => {
+                let state = slot.read().unwrap_or_else(|p| p.into_inner());
+                match &*state {
+                    RelayState::Up(link) => match self.send_now(link, frame) {
+                        Ok(r) => return self.lost_is_dropped(r),
+                        Err(frame) => (link.clone(), frame),
+                    },
+                    RelayState::Down => return Ok(()),
+                    RelayState::Gone(ended) => return Err(Error::Closed(ended.clone())),
+                }
             }
-            (RelayLink::WebSocket(out), _) => out.relay(&frame),
+        };
+        let r = self.send_stream(&link.0, link.1).await;
+        self.lost_is_dropped(r)
+    }
+
+    /// While the client may come back, a frame lost with the connection is
+    /// just dropped.
+    fn lost_is_dropped(&self, r: Result<()>) -> Result<()> {
+        match r {
+            Err(Error::Closed(_) | Error::Datagram(DatagramError::Lost)) if self.resumable => {
+                Ok(())
+            }
+            r => r,
         }
+    }
+
+    /// Send `frame` if that needs no waiting; else give it back.
+    fn send_now(&self, link: &RelayLink, frame: Bytes) -> Result<Result<()>, Bytes> {
+        match (link, self.mode) {
+            (RelayLink::Quic(wire), RelayMode::Datagram) => {
+                Ok(wire.send_datagram(frame).map_err(Error::from))
+            }
+            (RelayLink::WebSocket(out), _) => Ok(out.relay(&frame)),
+            (RelayLink::Quic(_), RelayMode::Stream) => Err(frame),
+        }
+    }
+
+    /// Send `frame` on a unidirectional stream of its own.
+    async fn send_stream(&self, link: &RelayLink, frame: Bytes) -> Result<()> {
+        let RelayLink::Quic(wire) = link else {
+            return Err(Error::Unsupported("relay streams need QUIC"));
+        };
+        let mut s = wire.open_uni().await?;
+        let failed = |what| move |e| quic::write_failed(wire, what, e);
+        s.write_all(&frame)
+            .await
+            .map_err(failed("writing a relay stream"))?;
+        s.shutdown()
+            .await
+            .map_err(failed("finishing a relay stream"))
     }
 
     /// UDP bytes this QUIC connection has sent so far (all packets, headers
     /// and encryption included); `None` for WebTransport and WebSocket.
     pub fn udp_tx_bytes(&self) -> Option<u64> {
-        match &self.link {
+        let link = match &self.link {
+            RelaySlot::Fixed(link) => link.clone(),
+            RelaySlot::Shared(slot) => match &*slot.read().unwrap_or_else(|p| p.into_inner()) {
+                RelayState::Up(link) => link.clone(),
+                _ => return None,
+            },
+        };
+        match link {
             RelayLink::Quic(Wire::Quic(c)) => Some(c.stats().udp_tx.bytes),
             _ => None,
         }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
 
+use super::reconnect::Sink;
 use super::{Ended, Error, Event, Result, Tasks};
 use crate::protocol::{self, ClientMsg, FrameDecoder, ServerMsg};
 use crate::relay::Via;
@@ -35,7 +35,7 @@ pub(super) async fn start(
     wire: &Wire,
     zero_rtt: Option<quinn::ZeroRttAccepted>,
     hello: &[ClientMsg],
-    events: mpsc::Sender<Event>,
+    sink: Sink,
 ) -> Result<Started> {
     let out: Vec<u8> = hello.iter().flat_map(protocol::encode_frame).collect();
     let (mut control, mut recv) = open_and_send(wire, &out).await?;
@@ -53,7 +53,7 @@ pub(super) async fn start(
             (control, recv) = open_and_send(wire, &out).await?;
         }
     }
-    let reader = tokio::spawn(read_everything(wire.clone(), recv, events));
+    let reader = tokio::spawn(read_everything(wire.clone(), recv, sink));
     Ok(Started {
         control,
         tasks: Tasks {
@@ -66,9 +66,9 @@ pub(super) async fn start(
 
 /// Take the control stream the server opened (the first request went in
 /// the CONNECT URL, so its answers are already on their way) and start reading.
-pub(super) async fn accept(wire: &Wire, events: mpsc::Sender<Event>) -> Result<Started> {
+pub(super) async fn accept(wire: &Wire, sink: Sink) -> Result<Started> {
     let (control, recv) = wire.accept_bi().await?;
-    let reader = tokio::spawn(read_everything(wire.clone(), recv, events));
+    let reader = tokio::spawn(read_everything(wire.clone(), recv, sink));
     Ok(Started {
         control,
         tasks: Tasks {
@@ -110,8 +110,10 @@ async fn open_and_send(wire: &Wire, bytes: &[u8]) -> Result<(Writer, Reader)> {
 }
 
 /// Read the control stream, datagrams and unidirectional streams into
-/// `tx` until one of them ends; then report how the connection ended.
-async fn read_everything(wire: Wire, control: Reader, tx: mpsc::Sender<Event>) {
+/// the sink's events until one of them ends; then report how the
+/// connection ended to the sink's end.
+async fn read_everything(wire: Wire, control: Reader, sink: Sink) {
+    let tx = sink.events.clone();
     let datagrams = async {
         while let Ok(d) = wire.read_datagram().await {
             if let Ok((from, payload)) = protocol::parse_relay(&d) {
@@ -142,7 +144,7 @@ async fn read_everything(wire: Wire, control: Reader, tx: mpsc::Sender<Event>) {
         }
     };
     let why = tokio::select! {
-        why = read_control(control, &tx) => why,
+        why = read_control(control, &sink) => why,
         _ = datagrams => "datagram reader ended".to_string(),
         _ = streams => "stream acceptor ended".to_string(),
     };
@@ -150,12 +152,12 @@ async fn read_everything(wire: Wire, control: Reader, tx: mpsc::Sender<Event>) {
     let ended = tokio::time::timeout(Duration::from_millis(200), wire.closed())
         .await
         .unwrap_or_else(|_| Ended::lost(why));
-    let _ = tx.send(Event::Closed(ended)).await;
+    sink.ended(ended);
 }
 
-/// Decode control frames into `tx` until the stream or the input ends;
+/// Decode control frames into the sink until the stream or the input ends;
 /// returns why it stopped.
-async fn read_control(mut control: Reader, tx: &mpsc::Sender<Event>) -> String {
+async fn read_control(mut control: Reader, sink: &Sink) -> String {
     let mut dec = FrameDecoder::new(1 << 20);
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -169,7 +171,7 @@ async fn read_control(mut control: Reader, tx: &mpsc::Sender<Event>) -> String {
             match dec.next_frame() {
                 Ok(Some(f)) => match protocol::decode::<ServerMsg>(&f) {
                     Ok(m) => {
-                        if tx.send(Event::Control(m)).await.is_err() {
+                        if sink.control(m).await.is_err() {
                             return "client dropped".into();
                         }
                     }

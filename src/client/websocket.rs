@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::reconnect::Sink;
 use super::{Ended, Error, Event, Result, Tasks};
 use crate::protocol::{self, ClientMsg, ServerMsg, WsMessage};
 use crate::relay::Via;
@@ -72,12 +73,12 @@ impl Outbox {
 pub(super) async fn start(
     ws: WsStream,
     hello: &[ClientMsg],
-    events: mpsc::Sender<Event>,
+    sink: Sink,
 ) -> Result<(Outbox, Tasks)> {
-    let (sink, stream) = ws.split();
+    let (ws_sink, stream) = ws.split();
     let (out, out_rx) = mpsc::channel(1024);
-    let writer = tokio::spawn(writer(sink, out_rx));
-    let reader = tokio::spawn(reader(stream, events));
+    let writer = tokio::spawn(writer(ws_sink, out_rx));
+    let reader = tokio::spawn(reader(stream, sink));
     let tasks = Tasks {
         reader,
         others: vec![writer.abort_handle()],
@@ -101,7 +102,7 @@ async fn writer(
     }
 }
 
-async fn reader(mut stream: futures_util::stream::SplitStream<WsStream>, tx: mpsc::Sender<Event>) {
+async fn reader(mut stream: futures_util::stream::SplitStream<WsStream>, sink: Sink) {
     let ended = loop {
         let bytes = match stream.next().await {
             Some(Ok(Message::Binary(b))) => b,
@@ -121,7 +122,7 @@ async fn reader(mut stream: futures_util::stream::SplitStream<WsStream>, tx: mps
         match protocol::parse_ws(&bytes) {
             Ok(WsMessage::Control(body)) => match protocol::decode::<ServerMsg>(body) {
                 Ok(m) => {
-                    if tx.send(Event::Control(m)).await.is_err() {
+                    if sink.control(m).await.is_err() {
                         return;
                     }
                 }
@@ -129,7 +130,7 @@ async fn reader(mut stream: futures_util::stream::SplitStream<WsStream>, tx: mps
             },
             Ok(WsMessage::Relay(frame)) => {
                 if let Ok((from, payload)) = protocol::parse_relay(frame) {
-                    let _ = tx.try_send(Event::Relay {
+                    let _ = sink.events.try_send(Event::Relay {
                         from,
                         payload: bytes.slice_ref(payload),
                         via: Via::WebSocket,
@@ -139,5 +140,5 @@ async fn reader(mut stream: futures_util::stream::SplitStream<WsStream>, tx: mps
             Err(e) => break Ended::lost(format!("bad message from server: {e}")),
         }
     };
-    let _ = tx.send(Event::Closed(ended)).await;
+    sink.ended(ended);
 }

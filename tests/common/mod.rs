@@ -415,3 +415,179 @@ pub fn expect_error<T: std::fmt::Debug>(
         Err(e) => Err(format!("expected error {code}, got {e}")),
     }
 }
+
+/// Read `c`'s events (up to `limit`) until `pick` accepts one; `None` on
+/// timeout or once the client is over. Events passed over are dropped.
+pub async fn wait_event<T>(
+    c: &mut Client,
+    limit: Duration,
+    mut pick: impl FnMut(&client::Event) -> Option<T>,
+) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let left = deadline.checked_duration_since(tokio::time::Instant::now())?;
+        let e = c.next_event_within(left).await?;
+        if let Some(t) = pick(&e) {
+            return Some(t);
+        }
+    }
+}
+
+/// A UDP relay in front of `target` that a test can stop (its sockets
+/// closed, as a dead NAT or proxy would) and restart on the same port.
+pub struct UdpProxy {
+    pub addr: SocketAddr,
+    target: SocketAddr,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl UdpProxy {
+    pub async fn start(target: SocketAddr) -> UdpProxy {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let task = Some(tokio::spawn(udp_proxy(socket, target)));
+        UdpProxy { addr, target, task }
+    }
+
+    /// Close the proxy's sockets; nothing passes until [`UdpProxy::restart`].
+    pub async fn stop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
+    /// Listen on the same port again, relaying to `target` from now on.
+    pub async fn retarget(&mut self, target: SocketAddr) {
+        self.target = target;
+        self.restart().await;
+    }
+
+    /// Listen on the same port again (new upstream sockets: the server sees
+    /// new client addresses).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let socket = loop {
+            match tokio::net::UdpSocket::bind(self.addr).await {
+                Ok(s) => break s,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        self.task = Some(tokio::spawn(udp_proxy(socket, self.target)));
+    }
+}
+
+impl Drop for UdpProxy {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+async fn udp_proxy(socket: tokio::net::UdpSocket, target: SocketAddr) {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    let socket = Arc::new(socket);
+    // Dropped with this task: the upstream sockets and their readers go too.
+    let mut readers = tokio::task::JoinSet::new();
+    let mut upstream: HashMap<SocketAddr, Arc<tokio::net::UdpSocket>> = HashMap::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+            continue;
+        };
+        let up = match upstream.get(&from) {
+            Some(up) => up.clone(),
+            None => {
+                let up = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+                let (back, down) = (up.clone(), socket.clone());
+                readers.spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    while let Ok(n) = back.recv(&mut buf).await {
+                        let _ = down.send_to(&buf[..n], from).await;
+                    }
+                });
+                up.connect(target).await.unwrap();
+                upstream.insert(from, up.clone());
+                up
+            }
+        };
+        let _ = up.send(&buf[..n]).await;
+    }
+}
+
+/// A TCP relay in front of `target` that a test can kill (every connection
+/// through it cut at once) and restart on the same port.
+pub struct TcpProxy {
+    pub addr: SocketAddr,
+    target: SocketAddr,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TcpProxy {
+    pub async fn start(target: SocketAddr) -> TcpProxy {
+        let listener = tcp_listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = Some(tokio::spawn(tcp_proxy(listener, target)));
+        TcpProxy { addr, target, task }
+    }
+
+    /// Cut every connection and stop listening (connections are refused).
+    pub async fn stop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
+    /// Listen on the same port again, relaying to `target` from now on.
+    pub async fn retarget(&mut self, target: SocketAddr) {
+        self.target = target;
+        self.restart().await;
+    }
+
+    /// Listen on the same port again.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let listener = loop {
+            match tcp_listen(self.addr) {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        self.task = Some(tokio::spawn(tcp_proxy(listener, self.target)));
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+fn tcp_listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let s = tokio::net::TcpSocket::new_v4()?;
+    s.set_reuseaddr(true)?;
+    s.bind(addr)?;
+    s.listen(64)
+}
+
+async fn tcp_proxy(listener: tokio::net::TcpListener, target: SocketAddr) {
+    // Dropped with this task: every connection through the proxy is cut.
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let Ok((mut down, _)) = listener.accept().await else {
+            continue;
+        };
+        conns.spawn(async move {
+            if let Ok(mut up) = tokio::net::TcpStream::connect(target).await {
+                let _ = up.set_nodelay(true);
+                let _ = down.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+            }
+        });
+    }
+}

@@ -1,0 +1,343 @@
+//! The supervisor: one task per [`Client`](super::Client) that watches its
+//! connection end and, when [`resume`](super::resume) says so, connects
+//! again and hands the new connection to the client.
+//!
+//! ```text
+//!            connection ends (reader reports Ended)
+//!   Up ──────────────────────────────────────────────┐
+//!    ▲                                               ▼
+//!    │  Welcome (+ rejoin)           judge_close: GiveUp ──► Gone (Event::Closed)
+//!    │  Event::Reconnected                  │ Resume / ResumeAfter
+//!    │                                      ▼
+//!    └──────────────────────────── Reconnecting ◄──┐ attempt failed,
+//!                    Event::Reconnecting{attempt}  │ judge_failure: Resume
+//!                                      │           │
+//!                                      └───────────┘ (Plan::next = None, or a
+//!                                                     final failure ──► Gone)
+//! ```
+//!
+//! While *Reconnecting*, relay frames are dropped (`send_relay` returns
+//! `Ok`), control messages wait for the next connection, and the events of
+//! the old connection are followed by the supervisor's own. The handover is
+//! lock-free for the hot path: the client's inbox reads on from the next
+//! connection's channel, relay senders read the current link from one
+//! shared slot, and the control link is swapped in the next time the
+//! client sends.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::inbox::Segment;
+use super::resume::{judge_close, judge_failure, Memory, Plan, Verdict};
+use super::{
+    hello_messages, open, ClientConfig, ClientTransport, Ended, Error, Event, Link, QuicEndpoint,
+    RelayLink, Result, Tasks,
+};
+use crate::protocol::{ClientMsg, JoinSession, ServerMsg, Welcome};
+use crate::wire::Wire;
+
+/// Where a connection's reader puts what it reads.
+pub(super) struct Sink {
+    /// Relay frames and control messages, for the client's inbox.
+    pub(super) events: mpsc::Sender<Event>,
+    /// Notes on the conversation, for coming back to it.
+    memory: Arc<Mutex<Memory>>,
+    /// How the connection ended, for the supervisor (or, while connecting,
+    /// for the wait for the Welcome).
+    end: oneshot::Sender<Ended>,
+}
+
+impl Sink {
+    /// A sink, the receiving end of its events, and of its end.
+    pub(super) fn new(
+        memory: Arc<Mutex<Memory>>,
+    ) -> (Sink, mpsc::Receiver<Event>, oneshot::Receiver<Ended>) {
+        let (events, rx) = mpsc::channel(4096);
+        let (end, end_rx) = oneshot::channel();
+        (
+            Sink {
+                events,
+                memory,
+                end,
+            },
+            rx,
+            end_rx,
+        )
+    }
+
+    /// Note a control message and pass it on; `Err` once nobody listens.
+    pub(super) async fn control(&self, m: ServerMsg) -> std::result::Result<(), ()> {
+        if let Ok(mut memory) = self.memory.lock() {
+            memory.note(&m);
+        }
+        self.events.send(Event::Control(m)).await.map_err(|_| ())
+    }
+
+    /// Report how the connection ended (before the events channel closes).
+    pub(super) fn ended(self, ended: Ended) {
+        let _ = self.end.send(ended);
+    }
+}
+
+/// What relay senders send on.
+pub(super) enum RelayState {
+    /// A connection.
+    Up(RelayLink),
+    /// Between connections: frames are dropped.
+    Down,
+    /// The client gave up, or was closed.
+    Gone(Ended),
+}
+
+/// The client's view of the link: which connection, and whether it is over.
+#[derive(Debug, Clone, Default)]
+pub(super) struct LinkState {
+    /// Bumped each time a new connection is handed over.
+    pub(super) generation: u64,
+    /// Set when the client gave up.
+    pub(super) gone: Option<Ended>,
+}
+
+/// What the client and its supervisor share.
+pub(super) struct Shared {
+    /// The next connection's control link and Welcome, for the client to take.
+    pub(super) swap: Mutex<Option<(u64, Link, Welcome)>>,
+    /// Which connection is current; the client waits on it while down.
+    pub(super) state: watch::Sender<LinkState>,
+    /// What relay senders send on.
+    pub(super) relay: Arc<RwLock<RelayState>>,
+    /// The session to come back to.
+    pub(super) memory: Arc<Mutex<Memory>>,
+    /// The application closed or abandoned the client: do not come back.
+    pub(super) closing: AtomicBool,
+    /// The current peer id.
+    pub(super) peer_id: AtomicU32,
+}
+
+impl Shared {
+    pub(super) fn new(link: RelayLink, memory: Arc<Mutex<Memory>>, welcome: &Welcome) -> Shared {
+        Shared {
+            swap: Mutex::new(None),
+            state: watch::Sender::new(LinkState::default()),
+            relay: Arc::new(RwLock::new(RelayState::Up(link))),
+            memory,
+            closing: AtomicBool::new(false),
+            peer_id: AtomicU32::new(welcome.peer_id),
+        }
+    }
+
+    fn set_relay(&self, state: RelayState) {
+        if let Ok(mut slot) = self.relay.write() {
+            *slot = state;
+        }
+    }
+}
+
+/// The supervisor's state: the current connection and how to make the next.
+pub(super) struct Supervisor {
+    /// How to connect again (with the first connection's QUIC endpoint, for 0-RTT).
+    pub(super) cfg: ClientConfig,
+    pub(super) shared: Arc<Shared>,
+    /// Segments for the client's inbox.
+    pub(super) plane: mpsc::UnboundedSender<Segment>,
+    /// The current connection's tasks (dropping them stops them).
+    pub(super) tasks: Option<Tasks>,
+    /// How the current connection ends.
+    pub(super) end: oneshot::Receiver<Ended>,
+    /// The last Welcome: the resume token and the grace.
+    pub(super) welcome: Welcome,
+}
+
+impl Supervisor {
+    /// Watch connection after connection until the client gives up.
+    pub(super) async fn run(mut self) {
+        loop {
+            let ended = (&mut self.end)
+                .await
+                .unwrap_or_else(|_| Ended::lost("connection reader stopped"));
+            self.tasks = None;
+            // What the server said on this connection, forgotten for the next.
+            let said = self
+                .memory(|m| Memory {
+                    going_away: m.going_away.take(),
+                    fatal: m.fatal.take(),
+                    ..Memory::default()
+                })
+                .unwrap_or_default();
+            let app_closed = self.shared.closing.load(Ordering::SeqCst);
+            let verdict = judge_close(&ended, &said, app_closed, self.cfg.auto_resume);
+            if verdict == Verdict::GiveUp {
+                return self.give_up(ended);
+            }
+            tracing::info!("connection lost ({ended}); reconnecting");
+            self.shared.set_relay(RelayState::Down);
+            if !self.reconnect(verdict, ended).await {
+                return;
+            }
+        }
+    }
+
+    /// Try until a new connection is handed over (true) or the client gave up.
+    async fn reconnect(&mut self, verdict: Verdict, mut last: Ended) -> bool {
+        let grace = std::time::Duration::from_millis(self.welcome.limits.resume_grace_ms.into());
+        let mut plan = Plan::new(Instant::now(), verdict, grace, self.cfg.reconnect_window);
+        loop {
+            let now = Instant::now();
+            let Some(attempt) = plan.next(now, rand::random::<f64>()) else {
+                self.give_up(last);
+                return false;
+            };
+            self.emit(Event::Reconnecting {
+                attempt: attempt.number,
+                after: attempt.at.saturating_duration_since(now),
+            });
+            tokio::time::sleep_until(attempt.at.into()).await;
+            if self.shared.closing.load(Ordering::SeqCst) {
+                self.give_up(last);
+                return false;
+            }
+            let limit = self.cfg.connect_timeout;
+            let result = match tokio::time::timeout(limit, self.attempt(attempt.with_token)).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::Timeout {
+                    server: self.cfg.server,
+                    after: limit,
+                }),
+            };
+            match result {
+                Ok(()) => return true,
+                Err(e) => {
+                    tracing::info!("reconnection attempt {} failed: {e}", attempt.number);
+                    last = match &e {
+                        Error::Closed(ended) => ended.clone(),
+                        e => Ended::lost(e.to_string()),
+                    };
+                    if judge_failure(&e) == Verdict::GiveUp {
+                        self.give_up(last);
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt: connect, say Hello (with the token if `with_token`),
+    /// rejoin the session by code if the seat is gone, hand over.
+    async fn attempt(&mut self, with_token: bool) -> Result<()> {
+        let memory = self
+            .memory(|m| {
+                // What a failed attempt was told does not carry over.
+                m.fatal = None;
+                m.going_away = None;
+                m.clone()
+            })
+            .unwrap_or_default();
+        let rejoin = memory.code.clone().map(|code| JoinSession {
+            code,
+            password: memory.password.clone(),
+        });
+        if rejoin.is_some() {
+            self.memory(|m| m.asked_password = memory.password.clone());
+        }
+        // Past the grace the seat is surely gone: rejoin in the first flight.
+        let pipelined = (!with_token).then(|| rejoin.clone()).flatten();
+        let token = with_token.then(|| self.welcome.resume_token.clone());
+        let hello = hello_messages(
+            &self.cfg,
+            token,
+            pipelined.clone().map(ClientMsg::JoinSession),
+        );
+        let mut opened = open(&self.cfg, &hello, self.shared.memory.clone()).await?;
+        let resumed = opened.welcome.resumed;
+        let mut rejoined = false;
+        if let (false, Some(join)) = (resumed, rejoin) {
+            if pipelined.is_none() {
+                opened.link.send(&ClientMsg::JoinSession(join)).await?;
+            }
+            let joined = opened
+                .inbox
+                .wait_for(|m| match m {
+                    ServerMsg::SessionJoined(i) => Some(i.clone()),
+                    _ => None,
+                })
+                .await;
+            match joined {
+                Ok(info) => {
+                    opened
+                        .inbox
+                        .keep(Event::Control(ServerMsg::SessionJoined(info)));
+                    rejoined = true;
+                }
+                // The session is gone, full, or the password changed: the
+                // client is back, in no session; the application hears why.
+                Err(Error::Server { code, message, .. }) => {
+                    opened
+                        .inbox
+                        .keep(Event::Control(ServerMsg::Error { code, message }));
+                    self.memory(|m| *m = Memory::default());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // Hand over.
+        let welcome = opened.welcome;
+        let peer_id = welcome.peer_id;
+        self.welcome = welcome.clone();
+        self.tasks = Some(opened.tasks);
+        self.end = opened.end;
+        self.shared.peer_id.store(peer_id, Ordering::SeqCst);
+        self.shared
+            .set_relay(RelayState::Up(opened.link.relay_link()));
+        let generation = self.shared.state.borrow().generation + 1;
+        if let Ok(mut swap) = self.shared.swap.lock() {
+            *swap = Some((generation, opened.link, welcome));
+        }
+        self.shared.state.send_modify(|s| s.generation = generation);
+        tracing::info!(peer_id, resumed, rejoined, "reconnected");
+        self.emit(Event::Reconnected { resumed });
+        if rejoined {
+            self.emit(Event::Rejoined { peer_id });
+        }
+        let (read, events) = opened.inbox.into_parts();
+        let events = events.unwrap_or_else(|| mpsc::channel(1).1);
+        let _ = self.plane.send(Segment::Connection(read, events));
+        Ok(())
+    }
+
+    /// Tell the client it is over.
+    fn give_up(&self, ended: Ended) {
+        self.shared.set_relay(RelayState::Gone(ended.clone()));
+        self.shared
+            .state
+            .send_modify(|s| s.gone = Some(ended.clone()));
+        self.emit(Event::Closed(ended));
+    }
+
+    fn emit(&self, e: Event) {
+        let _ = self.plane.send(Segment::Event(e));
+    }
+
+    fn memory<T>(&self, f: impl FnOnce(&mut Memory) -> T) -> Option<T> {
+        self.shared.memory.lock().ok().map(|mut m| f(&mut m))
+    }
+}
+
+/// The config for reconnecting: the first connection's raw QUIC endpoint
+/// reused, so that TLS resumes and Hello goes as 0-RTT data.
+pub(super) fn reconnect_config(cfg: &ClientConfig, link: &Link) -> ClientConfig {
+    let mut cfg = cfg.clone();
+    if let Link::Quic {
+        wire: Wire::Quic(_),
+        endpoint: Some(ep),
+        ..
+    } = link
+    {
+        if matches!(cfg.transport, ClientTransport::Quic | ClientTransport::Auto) {
+            cfg.endpoint = Some(QuicEndpoint(ep.clone()));
+        }
+    }
+    cfg
+}

@@ -1,0 +1,399 @@
+//! The decisions of automatic resume, as pure code: what a close means,
+//! when to try again, whether to offer the resume token or rejoin by code.
+//!
+//! Nothing here touches a socket or reads a clock: every function takes
+//! `now` (or the elapsed time) and the randomness it needs, and returns what
+//! to do and when. The supervisor in [`super::reconnect`] is the I/O shell
+//! that carries the decisions out.
+
+use std::time::{Duration, Instant};
+
+use crate::protocol::{ErrorCode, ServerMsg};
+use crate::wire::Ended;
+
+use super::Error;
+
+/// The backoff steps before jitter: the first attempt goes at once.
+const STEPS_MS: [u64; 6] = [0, 250, 500, 1_000, 2_000, 4_000];
+
+/// What the client remembers of the conversation, to come back to it:
+/// the session it is in (its code and password) and the server's last
+/// `GoingAway`. The connection's reader notes every control message here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Memory {
+    /// The join code of the session this client is in.
+    pub(super) code: Option<String>,
+    /// The password given when creating or joining it.
+    pub(super) password: Option<String>,
+    /// The password of the request on its way (becomes `password` when the
+    /// server confirms).
+    pub(super) asked_password: Option<String>,
+    /// `GoingAway.reconnect_after_ms` of the current connection.
+    pub(super) going_away: Option<u32>,
+    /// A fatal error the server sent on the current connection (its close
+    /// follows, but may be seen only as a lost connection).
+    pub(super) fatal: Option<u16>,
+}
+
+impl Memory {
+    /// Take note of one message from the server.
+    pub(super) fn note(&mut self, msg: &ServerMsg) {
+        match msg {
+            ServerMsg::SessionCreated(i) | ServerMsg::SessionJoined(i) => {
+                self.code = Some(i.code.clone());
+                if self.asked_password.is_some() {
+                    self.password = self.asked_password.take();
+                }
+            }
+            ServerMsg::SessionLeft { .. } => {
+                self.code = None;
+                self.password = None;
+            }
+            ServerMsg::GoingAway {
+                reconnect_after_ms, ..
+            } => self.going_away = Some(*reconnect_after_ms),
+            ServerMsg::Error { code, .. } => {
+                let fatal = match ErrorCode::from_u16(*code) {
+                    // These close, but coming back is right.
+                    Some(ErrorCode::ShuttingDown | ErrorCode::SlowConsumer) => false,
+                    Some(c) => c.is_fatal(),
+                    None => false,
+                };
+                if fatal {
+                    self.fatal = Some(*code);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What a connection's end means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Lost (network, proxy, idle timeout): resume at once.
+    Resume,
+    /// The server asked for it (`GoingAway`): resume after this delay.
+    ResumeAfter(Duration),
+    /// Over for good: the application closed it, the server closed it
+    /// cleanly or with a fatal error such as `replaced`, or resume is off.
+    GiveUp,
+}
+
+/// Judge how a connection ended. `said` is what the server said on it
+/// before ([`Memory::going_away`], [`Memory::fatal`]); `app_closed` says the
+/// application closed or abandoned it; `auto_resume` is
+/// [`super::ClientConfig::auto_resume`].
+pub(super) fn judge_close(
+    ended: &Ended,
+    said: &Memory,
+    app_closed: bool,
+    auto_resume: bool,
+) -> Verdict {
+    if app_closed || !auto_resume || ended.clean || said.fatal.is_some() {
+        return Verdict::GiveUp;
+    }
+    if let Some(ms) = said.going_away {
+        return Verdict::ResumeAfter(Duration::from_millis(ms.into()));
+    }
+    match ended
+        .code
+        .map(|c| u16::try_from(c).ok().and_then(ErrorCode::from_u16))
+    {
+        // Lost without a close code.
+        None => Verdict::Resume,
+        // The server stops (its GoingAway may have been lost with the rest).
+        Some(Some(ErrorCode::ShuttingDown)) => Verdict::ResumeAfter(Duration::from_secs(1)),
+        // It dropped a reader that fell behind; the seat is kept.
+        Some(Some(ErrorCode::SlowConsumer)) => Verdict::Resume,
+        // `replaced`, a protocol error, too many join attempts, an unknown
+        // code: coming back would be refused again, or is not wanted.
+        Some(_) => Verdict::GiveUp,
+    }
+}
+
+/// What a failed reconnection attempt means.
+pub(super) fn judge_failure(e: &Error) -> Verdict {
+    let fatal_code = |code: Option<u64>| {
+        let code = code.and_then(|c| u16::try_from(c).ok());
+        match code.and_then(ErrorCode::from_u16) {
+            Some(ErrorCode::ServerFull | ErrorCode::ShuttingDown | ErrorCode::SlowConsumer) => {
+                false
+            }
+            Some(c) => c.is_fatal(),
+            None => code.is_some_and(|c| c != 0),
+        }
+    };
+    match e {
+        // The server answered and said no for good (a protocol mismatch).
+        Error::Server { code, .. } if fatal_code(Some(u64::from(*code))) => Verdict::GiveUp,
+        Error::Closed(ended) if fatal_code(ended.code) => Verdict::GiveUp,
+        // A configuration that cannot work will not start working.
+        Error::Config(_) | Error::Tls(_) | Error::Unsupported(_) => Verdict::GiveUp,
+        // Unreachable, refused, timed out, full: try again later.
+        _ => Verdict::Resume,
+    }
+}
+
+/// The delay before attempt `attempt` (0-based): 0, then 250 ms doubling
+/// up to 4 s, each scaled into its upper half by `jitter` in `[0, 1)` so
+/// that clients cut at the same moment do not come back in step.
+pub(super) fn backoff(attempt: u32, jitter: f64) -> Duration {
+    let base = STEPS_MS[(attempt as usize).min(STEPS_MS.len() - 1)];
+    let jitter = jitter.clamp(0.0, 1.0);
+    Duration::from_millis(base / 2 + (base as f64 / 2.0 * jitter) as u64)
+}
+
+/// One reconnection attempt to make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Attempt {
+    /// 1 for the first attempt after a loss.
+    pub(super) number: u32,
+    /// When to start it.
+    pub(super) at: Instant,
+    /// Offer the resume token (the grace may not be over). Otherwise the
+    /// seat is surely gone: rejoin by code in the first flight.
+    pub(super) with_token: bool,
+}
+
+/// The attempts after one loss: backoff, the grace, and when to give up.
+#[derive(Debug, Clone)]
+pub(super) struct Plan {
+    lost_at: Instant,
+    /// How long the server keeps the seat (`Welcome.limits.resume_grace_ms`).
+    grace: Duration,
+    /// How long after the loss to keep trying at all.
+    window: Duration,
+    /// Extra wait before the first attempt (a `GoingAway` delay).
+    first_delay: Duration,
+    attempts: u32,
+}
+
+impl Plan {
+    /// A loss at `lost_at` judged `verdict` (not [`Verdict::GiveUp`]).
+    pub(super) fn new(
+        lost_at: Instant,
+        verdict: Verdict,
+        grace: Duration,
+        window: Duration,
+    ) -> Plan {
+        let first_delay = match verdict {
+            Verdict::ResumeAfter(d) => d,
+            _ => Duration::ZERO,
+        };
+        Plan {
+            lost_at,
+            grace,
+            window: window.max(first_delay),
+            first_delay,
+            attempts: 0,
+        }
+    }
+
+    /// The next attempt after the previous one failed at `now` (or, for
+    /// the first, the loss was noticed at `now`); `None` once the window
+    /// has passed.
+    pub(super) fn next(&mut self, now: Instant, jitter: f64) -> Option<Attempt> {
+        let delay = if self.attempts == 0 {
+            self.first_delay
+        } else {
+            backoff(self.attempts, jitter)
+        };
+        let at = now + delay;
+        if at.saturating_duration_since(self.lost_at) > self.window {
+            return None;
+        }
+        self.attempts += 1;
+        Some(Attempt {
+            number: self.attempts,
+            at,
+            with_token: at.saturating_duration_since(self.lost_at) < self.grace,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{LeaveReason, SessionInfo};
+
+    fn going_away(ms: Option<u32>) -> Memory {
+        Memory {
+            going_away: ms,
+            ..Memory::default()
+        }
+    }
+
+    const NOTHING: Memory = Memory {
+        code: None,
+        password: None,
+        asked_password: None,
+        going_away: None,
+        fatal: None,
+    };
+
+    fn closed_with(code: ErrorCode) -> Ended {
+        Ended::by_peer(code as u64, format!("closed by peer: {code}"))
+    }
+
+    #[test]
+    fn a_lost_connection_is_resumed_and_a_fatal_close_is_final() {
+        let lost = Ended::lost("timed out");
+        assert_eq!(judge_close(&lost, &NOTHING, false, true), Verdict::Resume);
+        // The application's own close, resume turned off, a clean close.
+        assert_eq!(judge_close(&lost, &NOTHING, true, true), Verdict::GiveUp);
+        assert_eq!(judge_close(&lost, &NOTHING, false, false), Verdict::GiveUp);
+        let clean = Ended::by_peer(0, "bye".into());
+        assert_eq!(judge_close(&clean, &NOTHING, false, true), Verdict::GiveUp);
+        for code in [
+            ErrorCode::Replaced,
+            ErrorCode::BadMessage,
+            ErrorCode::FrameTooLarge,
+            ErrorCode::ProtocolViolation,
+            ErrorCode::HelloTimeout,
+            ErrorCode::TooManyJoinAttempts,
+        ] {
+            let v = judge_close(&closed_with(code), &NOTHING, false, true);
+            assert_eq!(v, Verdict::GiveUp, "{code}");
+        }
+        let unknown = Ended::by_peer(99, "closed by peer: 99".into());
+        assert_eq!(
+            judge_close(&unknown, &NOTHING, false, true),
+            Verdict::GiveUp
+        );
+        let slow = closed_with(ErrorCode::SlowConsumer);
+        assert_eq!(judge_close(&slow, &NOTHING, false, true), Verdict::Resume);
+        // A fatal error came first and the close itself looked like a loss.
+        let mut said = Memory::default();
+        said.note(&ServerMsg::Error {
+            code: ErrorCode::Replaced as u16,
+            message: "resumed elsewhere".into(),
+        });
+        assert_eq!(judge_close(&lost, &said, false, true), Verdict::GiveUp);
+        // Not every error is final.
+        let mut said = Memory::default();
+        said.note(&ServerMsg::Error {
+            code: ErrorCode::UnknownSession as u16,
+            message: "no".into(),
+        });
+        assert_eq!(judge_close(&lost, &said, false, true), Verdict::Resume);
+    }
+
+    #[test]
+    fn going_away_waits_as_told() {
+        let stopping = closed_with(ErrorCode::ShuttingDown);
+        assert_eq!(
+            judge_close(&stopping, &going_away(Some(2_500)), false, true),
+            Verdict::ResumeAfter(Duration::from_millis(2_500))
+        );
+        // The GoingAway itself was lost: a default delay.
+        assert!(matches!(
+            judge_close(&stopping, &NOTHING, false, true),
+            Verdict::ResumeAfter(_)
+        ));
+        // Even a GoingAway does not override the application's close.
+        assert_eq!(
+            judge_close(&stopping, &going_away(Some(0)), true, true),
+            Verdict::GiveUp
+        );
+    }
+
+    #[test]
+    fn a_failed_attempt_is_retried_unless_the_answer_is_final() {
+        let unreachable = Error::Timeout {
+            server: "127.0.0.1:1".parse().unwrap(),
+            after: Duration::from_secs(1),
+        };
+        assert_eq!(judge_failure(&unreachable), Verdict::Resume);
+        let refused = Error::connect("connecting", std::io::Error::other("refused"));
+        assert_eq!(judge_failure(&refused), Verdict::Resume);
+        let full = Error::Closed(closed_with(ErrorCode::ServerFull));
+        assert_eq!(judge_failure(&full), Verdict::Resume);
+        let lost = Error::Closed(Ended::lost("reset"));
+        assert_eq!(judge_failure(&lost), Verdict::Resume);
+        let version = Error::Closed(closed_with(ErrorCode::UnsupportedVersion));
+        assert_eq!(judge_failure(&version), Verdict::GiveUp);
+        let said = Error::server(ErrorCode::ProtocolViolation as u16, "no");
+        assert_eq!(judge_failure(&said), Verdict::GiveUp);
+        assert_eq!(
+            judge_failure(&Error::Config("no URL".into())),
+            Verdict::GiveUp
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_in_its_upper_half() {
+        assert_eq!(backoff(0, 0.7), Duration::ZERO);
+        assert_eq!(backoff(1, 0.0), Duration::from_millis(125));
+        assert_eq!(backoff(1, 1.0), Duration::from_millis(250));
+        assert_eq!(backoff(2, 0.5), Duration::from_millis(375));
+        assert_eq!(backoff(3, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff(4, 1.0), Duration::from_secs(2));
+        // Capped.
+        assert_eq!(backoff(40, 1.0), Duration::from_secs(4));
+        assert_eq!(backoff(40, 0.0), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_plan_offers_the_token_within_the_grace_then_rejoins_then_stops() {
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(2);
+        let window = Duration::from_secs(6);
+        let mut plan = Plan::new(t0, Verdict::Resume, grace, window);
+        let first = plan.next(t0, 0.3).unwrap();
+        assert_eq!((first.number, first.at, first.with_token), (1, t0, true));
+        // Each failure at `now` schedules the next from then on.
+        let mut now = t0;
+        let mut seen = vec![];
+        while let Some(a) = plan.next(now, 1.0) {
+            seen.push((a.at - t0, a.with_token));
+            now = a.at + Duration::from_millis(100); // the attempt took 100 ms
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (Duration::from_millis(250), true),
+                (Duration::from_millis(850), true),
+                (Duration::from_millis(1_950), true),
+                (Duration::from_millis(4_050), false),
+            ]
+        );
+    }
+
+    #[test]
+    fn going_away_delays_the_first_attempt_even_past_the_window() {
+        let t0 = Instant::now();
+        let v = Verdict::ResumeAfter(Duration::from_secs(20));
+        let mut plan = Plan::new(t0, v, Duration::from_secs(15), Duration::from_secs(10));
+        let a = plan.next(t0, 0.0).unwrap();
+        assert_eq!(a.at, t0 + Duration::from_secs(20));
+        assert!(!a.with_token);
+    }
+
+    #[test]
+    fn memory_follows_the_session_and_going_away() {
+        let info = SessionInfo {
+            code: "7KQ2MX".into(),
+            host: 1,
+            max_peers: 8,
+            idle_ttl_secs: 60,
+            peers: vec![],
+        };
+        let mut m = Memory {
+            asked_password: Some("pw".into()),
+            ..Memory::default()
+        };
+        m.note(&ServerMsg::SessionJoined(info));
+        assert_eq!(m.code.as_deref(), Some("7KQ2MX"));
+        assert_eq!(m.password.as_deref(), Some("pw"));
+        m.note(&ServerMsg::GoingAway {
+            reconnect_after_ms: 500,
+            message: "restart".into(),
+        });
+        assert_eq!(m.going_away, Some(500));
+        m.note(&ServerMsg::SessionLeft {
+            reason: LeaveReason::SessionExpired,
+        });
+        assert_eq!((m.code, m.password), (None, None));
+    }
+}
