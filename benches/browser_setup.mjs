@@ -9,8 +9,12 @@
 // fresh browser context, so nothing (QUIC session, TLS ticket, socket) is reused; one
 // unmeasured warm-up run per transport comes first.
 //
-// Input: one JSON argument {http, quicPort, wsUrl, certHex, code, runs, fastConnect?}.
-// Output: one JSON line {chromium, webtransport: [ms...], websocket: [ms...]}, or
+// Over TLS (wssUrl: the harness's TLS terminator, as an edge proxy would be) the
+// context ignores certificate errors: the dev certificate is pinned by hash for
+// WebTransport only.
+//
+// Input: one JSON argument {http, quicPort, wsUrl, wssUrl?, certHex, code, runs, fastConnect?}.
+// Output: one JSON line {chromium, webtransport: [ms...], websocket: [ms...], websocket_tls: [ms...]}, or
 // {skipped: "why"} when Chromium or playwright-core is not installed.
 import { existsSync } from 'node:fs';
 import path from 'node:path';
@@ -50,10 +54,15 @@ if (!existsSync(CHROMIUM)) {
 
 const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 60000 });
 try {
-  const result = { chromium: browser.version(), webtransport: [], websocket: [] };
-  for (const transport of ['webtransport', 'websocket']) {
+  const result = { chromium: browser.version(), webtransport: [], websocket: [], websocket_tls: [] };
+  const ways = [
+    ['webtransport', 'webtransport', cfg.wsUrl],
+    ['websocket', 'websocket', cfg.wsUrl],
+    ...(cfg.wssUrl ? [['websocket_tls', 'websocket', cfg.wssUrl]] : []),
+  ];
+  for (const [key, transport, wsUrl] of ways) {
     for (let i = 0; i <= cfg.runs; i++) {
-      const ctx = await browser.newContext();
+      const ctx = await browser.newContext({ ignoreHTTPSErrors: key === 'websocket_tls' });
       const page = await ctx.newPage();
       // Any page of the server's origin: the client is imported from it.
       await page.goto(`http://127.0.0.1:${cfg.http}/healthz`);
@@ -69,8 +78,8 @@ try {
         const took = performance.now() - start;
         await client.disconnect('bench done', 500).catch(() => {});
         return took;
-      }, { ...cfg, transport });
-      if (i > 0) result[transport].push(ms); // run 0 warms Chromium up
+      }, { ...cfg, transport, wsUrl });
+      if (i > 0) result[key].push(ms); // run 0 warms Chromium up
       await ctx.close();
     }
   }

@@ -206,6 +206,21 @@ impl Shared {
         }
     }
 
+    /// Close every open connection with `code`, after what is queued for it
+    /// (the end of a shutdown's drain: WebSockets have no endpoint to close).
+    pub(crate) fn close_all(&self, code: ErrorCode, reason: &str) {
+        let st = self.lock();
+        for link in st.links.values() {
+            if link
+                .control
+                .try_send(Ctrl::Close(code, reason.to_string()))
+                .is_err()
+            {
+                link.close_now(code, reason);
+            }
+        }
+    }
+
     /// The certificate currently served.
     pub(crate) fn cert(&self) -> CertInfo {
         self.cert.read().unwrap_or_else(|e| e.into_inner()).clone()

@@ -182,6 +182,10 @@ impl Server {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // Whoever is still here is closed, on every transport.
+        self.shared
+            .close_all(ErrorCode::ShuttingDown, "server shutting down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
         self.endpoint.close(
             quinn::VarInt::from_u32(ErrorCode::ShuttingDown as u32),
             b"server shutting down",
@@ -362,6 +366,7 @@ async fn handle_incoming(
     pending: PendingSlot,
 ) -> Result<()> {
     let remote = incoming.remote_address();
+    let arrived = tokio::time::Instant::now();
     let deadline = Duration::from_millis(shared.lock().core.limits().hello_timeout_ms);
     let mut connecting = incoming.accept().context("accepting")?;
     let alpn = tokio::time::timeout(deadline, connecting.handshake_data())
@@ -427,6 +432,11 @@ async fn handle_incoming(
                     .await
                     .context("WebTransport session request timed out")?
                     .context("WebTransport session request")?;
+            debug!(
+                %remote,
+                after_ms = arrived.elapsed().as_secs_f64() * 1000.0,
+                "WebTransport CONNECT read (time since the first Initial)"
+            );
             // The URL may hold a join code: only its path is ever logged.
             if request.url.path() != WEBTRANSPORT_PATH {
                 debug!(%remote, path = request.url.path(), "WebTransport request for an unknown path");

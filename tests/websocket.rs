@@ -335,3 +335,44 @@ async fn the_first_request_rides_in_the_upgrade_url() {
         other => panic!("expected HTTP 400, got {:?}", other.map(|_| ())),
     }
 }
+
+/// A WebSocket that stays through a shutdown's drain is closed with
+/// `shutting_down` (4007), not left open: it has no QUIC endpoint to close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_websockets_that_stay() {
+    use flightsim_p2p::first::encode_first;
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let quic = flightsim_p2p::server::QuicTuning {
+        drain_timeout_ms: 200,
+        ..Default::default()
+    };
+    let mut srv = common::start_with(Limits::default(), IceConfig::default(), quic).await;
+    let hello = ClientMsg::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        client: ClientKind::Other,
+        relay_mode: RelayMode::Datagram,
+        name: String::new(),
+        resume_token: None,
+    });
+    let url = format!("ws://{}/ws?first={}", srv.http, encode_first(&[hello]));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let got = ws_control_messages(&mut ws, 1).await;
+    assert!(matches!(&got[..], [ServerMsg::Welcome(_)]), "{got:?}");
+    let server = srv.server.take().expect("server");
+    let stopping = tokio::spawn(server.shutdown());
+    // GoingAway first; this client ignores it and stays.
+    let mut close_code = None;
+    while let Ok(Some(msg)) = tokio::time::timeout(WAIT, ws.next()).await {
+        match msg {
+            Ok(Message::Close(frame)) => {
+                close_code = frame.map(|f| u16::from(f.code));
+                break;
+            }
+            Ok(_) => continue,
+            Err(_) => break,
+        }
+    }
+    assert_eq!(close_code, Some(4007), "closed with shutting_down");
+    stopping.await.unwrap();
+}

@@ -1,4 +1,5 @@
-//! FlightSim P2P benchmark harness: `cargo bench --bench harness [-- --quick|--smoke]`
+//! FlightSim P2P benchmark harness: `cargo bench --bench harness [-- --quick|--smoke|--setup]`
+//! (`--setup`: only the session-setup round trips, 9 runs each).
 //! (or `make bench`). Writes `bench-results/report.md` and `report.json`.
 //!
 //! Everything runs on this machine, in one run, so every figure has a
@@ -34,11 +35,26 @@ struct Mode {
     setup_runs: usize,
     idle_connections: usize,
     session_secs: f64,
+    /// Only the session-setup section (`--setup`): round trips to joined.
+    setup_only: bool,
 }
 
 fn mode() -> Mode {
     let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--smoke") {
+    if args.iter().any(|a| a == "--setup") {
+        Mode {
+            name: "setup",
+            payloads: vec![],
+            shapes: vec![],
+            step_secs: 0.0,
+            max_steps: 0,
+            latency_secs: 0.0,
+            setup_runs: 9,
+            idle_connections: 0,
+            session_secs: 0.0,
+            setup_only: true,
+        }
+    } else if args.iter().any(|a| a == "--smoke") {
         Mode {
             name: "smoke",
             payloads: vec![200],
@@ -49,6 +65,7 @@ fn mode() -> Mode {
             setup_runs: 1,
             idle_connections: 50,
             session_secs: 0.3,
+            setup_only: false,
         }
     } else if args.iter().any(|a| a == "--quick") {
         Mode {
@@ -61,6 +78,7 @@ fn mode() -> Mode {
             setup_runs: 5,
             idle_connections: 2000,
             session_secs: 1.0,
+            setup_only: false,
         }
     } else {
         Mode {
@@ -73,6 +91,7 @@ fn mode() -> Mode {
             setup_runs: 9,
             idle_connections: 10_000,
             session_secs: 2.0,
+            setup_only: false,
         }
     }
 }
@@ -257,114 +276,117 @@ async fn run(m: Mode) -> Result<()> {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     ));
 
-    // 1-3. Throughput, fan-out, CPU per frame.
-    md.push_str("## Relay throughput (delivered frames/s, highest step with ≤1 % loss)\n\n");
-    md.push_str("| payload | sessions × peers | fsp2p | coturn | bare UDP | fsp2p/coturn | fsp2p/bare | uplink B/frame fsp2p | uplink B/frame TURN | CPU ms/1000 frames fsp2p | coturn | bare | UDP datagrams/frame fsp2p | coturn | bare |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-    let mut throughput = Vec::new();
-    let mut latency_base = 0.0f64;
-    for &payload in &m.payloads {
-        for &(sessions, peers) in &m.shapes {
-            let mut row = serde_json::Map::new();
-            let mut results = Vec::new();
-            for (system, pid) in [
-                (System::Ours, Some(server_pid)),
-                (System::Coturn, coturn_pid),
-                (System::Bare, Some(bare_pid)),
-            ] {
-                let Some(pid) = pid else {
-                    results.push(None);
-                    continue;
-                };
-                let fleet = Fleet::connect(system, &target, sessions, peers, pid)
-                    .await
-                    .with_context(|| format!("connecting {}", system.name()))?;
-                let steps = search(&fleet, payload, &m).await;
-                let (lossless, peak) = best(&steps);
-                // Fan-out and CPU from the highest lossless step (or the first).
-                let at = steps
-                    .iter()
-                    .rfind(|s| s.loss <= 0.01)
-                    .or(steps.first())
-                    .cloned()
-                    .unwrap_or_default();
-                eprintln!(
+    // 1-3 (throughput, fan-out, CPU per frame, latency), unless only setup is asked for.
+    if !m.setup_only {
+        // 1-3. Throughput, fan-out, CPU per frame.
+        md.push_str("## Relay throughput (delivered frames/s, highest step with ≤1 % loss)\n\n");
+        md.push_str("| payload | sessions × peers | fsp2p | coturn | bare UDP | fsp2p/coturn | fsp2p/bare | uplink B/frame fsp2p | uplink B/frame TURN | CPU ms/1000 frames fsp2p | coturn | bare | UDP datagrams/frame fsp2p | coturn | bare |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        let mut throughput = Vec::new();
+        let mut latency_base = 0.0f64;
+        for &payload in &m.payloads {
+            for &(sessions, peers) in &m.shapes {
+                let mut row = serde_json::Map::new();
+                let mut results = Vec::new();
+                for (system, pid) in [
+                    (System::Ours, Some(server_pid)),
+                    (System::Coturn, coturn_pid),
+                    (System::Bare, Some(bare_pid)),
+                ] {
+                    let Some(pid) = pid else {
+                        results.push(None);
+                        continue;
+                    };
+                    let fleet = Fleet::connect(system, &target, sessions, peers, pid)
+                        .await
+                        .with_context(|| format!("connecting {}", system.name()))?;
+                    let steps = search(&fleet, payload, &m).await;
+                    let (lossless, peak) = best(&steps);
+                    // Fan-out and CPU from the highest lossless step (or the first).
+                    let at = steps
+                        .iter()
+                        .rfind(|s| s.loss <= 0.01)
+                        .or(steps.first())
+                        .cloned()
+                        .unwrap_or_default();
+                    eprintln!(
                     "{:<24} {payload:>4} B {sessions}x{peers}: lossless {lossless:>9.0}/s peak {peak:>9.0}/s",
                     system.name()
                 );
-                row.insert(
+                    row.insert(
                     format!("{system:?}").to_lowercase(),
                     serde_json::json!({"lossless_per_sec": lossless, "peak_per_sec": peak, "steps": steps}),
                 );
-                results.push(Some((lossless, at)));
-                drop(fleet);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            let get = |i: usize| results[i].as_ref().map(|r| r.0).unwrap_or(f64::NAN);
-            let step = |i: usize| results[i].as_ref().map(|r| r.1.clone()).unwrap_or_default();
-            md.push_str(&format!(
+                    results.push(Some((lossless, at)));
+                    drop(fleet);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                let get = |i: usize| results[i].as_ref().map(|r| r.0).unwrap_or(f64::NAN);
+                let step = |i: usize| results[i].as_ref().map(|r| r.1.clone()).unwrap_or_default();
+                md.push_str(&format!(
                 "| {payload} B | {sessions} × {peers} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
                 get(0), get(1), get(2), get(0) / get(1), get(0) / get(2),
                 step(0).uplink_bytes_per_frame, step(1).uplink_bytes_per_frame,
                 step(0).cpu_ms_per_1000, step(1).cpu_ms_per_1000, step(2).cpu_ms_per_1000,
                 step(0).udp_datagrams_per_frame, step(1).udp_datagrams_per_frame, step(2).udp_datagrams_per_frame,
             ));
-            if payload == 200 && sessions == 8 {
-                let slowest = (0..3)
-                    .map(get)
-                    .filter(|v| v.is_finite() && *v > 0.0)
-                    .fold(f64::INFINITY, f64::min);
-                latency_base = slowest / (sessions * peers * (peers - 1)) as f64;
+                if payload == 200 && sessions == 8 {
+                    let slowest = (0..3)
+                        .map(get)
+                        .filter(|v| v.is_finite() && *v > 0.0)
+                        .fold(f64::INFINITY, f64::min);
+                    latency_base = slowest / (sessions * peers * (peers - 1)) as f64;
+                }
+                row.insert("payload".into(), payload.into());
+                row.insert("sessions".into(), sessions.into());
+                row.insert("peers".into(), peers.into());
+                throughput.push(serde_json::Value::Object(row));
             }
-            row.insert("payload".into(), payload.into());
-            row.insert("sessions".into(), sessions.into());
-            row.insert("peers".into(), peers.into());
-            throughput.push(serde_json::Value::Object(row));
         }
-    }
-    json.insert("throughput".into(), throughput.into());
-    md.push_str("\nUplink bytes per frame: what one client sends for one flight frame to every other peer of its session (fsp2p: QUIC packet bytes from quinn's counters, one copy; TURN: ChannelData bytes, one copy per other peer). CPU: the relay process's user+system time per 1000 delivered frames. UDP datagrams per frame: all UDP datagrams this host sent (clients and relay) per delivered frame. Read the throughput ratios with that column: under load quinn packs several frames into one QUIC packet (and uses GSO), while the plain-UDP baselines pay one send and one receive system call per frame in the load generator as well as in the relay, so at high rates the generator, not only the relay, limits coturn and the bare forwarder. At a game's 30-60 frames/s per player every frame is its own packet.\n\n");
+        json.insert("throughput".into(), throughput.into());
+        md.push_str("\nUplink bytes per frame: what one client sends for one flight frame to every other peer of its session (fsp2p: QUIC packet bytes from quinn's counters, one copy; TURN: ChannelData bytes, one copy per other peer). CPU: the relay process's user+system time per 1000 delivered frames. UDP datagrams per frame: all UDP datagrams this host sent (clients and relay) per delivered frame. Read the throughput ratios with that column: under load quinn packs several frames into one QUIC packet (and uses GSO), while the plain-UDP baselines pay one send and one receive system call per frame in the load generator as well as in the relay, so at high rates the generator, not only the relay, limits coturn and the bare forwarder. At a game's 30-60 frames/s per player every frame is its own packet.\n\n");
 
-    // 2. Latency at 10/50/90 % of our max lossless rate (200 B, 8 sessions x 2 peers).
-    md.push_str("## One-way latency through the relay (200 B, 8 sessions × 2 peers), µs\n\nEvery system gets the same offered load: 10 %, 50 % and 90 % of the lowest lossless maximum of the three, so none runs past its capacity.\n\n| load | frames/s per peer | fsp2p p50 / p99 / p99.9 | coturn p50 / p99 / p99.9 | bare p50 / p99 / p99.9 |\n|---|---|---|---|---|\n");
-    let per_peer_max = if latency_base.is_finite() && latency_base > 0.0 {
-        latency_base
-    } else {
-        1000.0
-    };
-    let mut lat_json = Vec::new();
-    for frac in [0.1, 0.5, 0.9] {
-        let rate = per_peer_max * frac;
-        let mut cells = Vec::new();
-        for (system, pid) in [
-            (System::Ours, Some(server_pid)),
-            (System::Coturn, coturn_pid),
-            (System::Bare, Some(bare_pid)),
-        ] {
-            let Some(pid) = pid else {
-                cells.push("n/a".to_string());
-                continue;
-            };
-            let fleet = Fleet::connect(system, &target, 8, 2, pid).await?;
-            let s = fleet.step(rate, 200, m.latency_secs).await;
-            cells.push(format!(
-                "{:.0} / {:.0} / {:.0}",
-                s.p50_us, s.p99_us, s.p999_us
+        // 2. Latency at 10/50/90 % of our max lossless rate (200 B, 8 sessions x 2 peers).
+        md.push_str("## One-way latency through the relay (200 B, 8 sessions × 2 peers), µs\n\nEvery system gets the same offered load: 10 %, 50 % and 90 % of the lowest lossless maximum of the three, so none runs past its capacity.\n\n| load | frames/s per peer | fsp2p p50 / p99 / p99.9 | coturn p50 / p99 / p99.9 | bare p50 / p99 / p99.9 |\n|---|---|---|---|---|\n");
+        let per_peer_max = if latency_base.is_finite() && latency_base > 0.0 {
+            latency_base
+        } else {
+            1000.0
+        };
+        let mut lat_json = Vec::new();
+        for frac in [0.1, 0.5, 0.9] {
+            let rate = per_peer_max * frac;
+            let mut cells = Vec::new();
+            for (system, pid) in [
+                (System::Ours, Some(server_pid)),
+                (System::Coturn, coturn_pid),
+                (System::Bare, Some(bare_pid)),
+            ] {
+                let Some(pid) = pid else {
+                    cells.push("n/a".to_string());
+                    continue;
+                };
+                let fleet = Fleet::connect(system, &target, 8, 2, pid).await?;
+                let s = fleet.step(rate, 200, m.latency_secs).await;
+                cells.push(format!(
+                    "{:.0} / {:.0} / {:.0}",
+                    s.p50_us, s.p99_us, s.p999_us
+                ));
+                lat_json.push(serde_json::json!({"system": format!("{system:?}"), "fraction": frac, "per_peer_per_sec": rate, "step": s}));
+            }
+            md.push_str(&format!(
+                "| {:.0} % | {:.0} | {} | {} | {} |\n",
+                frac * 100.0,
+                rate,
+                cells[0],
+                cells[1],
+                cells[2]
             ));
-            lat_json.push(serde_json::json!({"system": format!("{system:?}"), "fraction": frac, "per_peer_per_sec": rate, "step": s}));
         }
-        md.push_str(&format!(
-            "| {:.0} % | {:.0} | {} | {} | {} |\n",
-            frac * 100.0,
-            rate,
-            cells[0],
-            cells[1],
-            cells[2]
-        ));
+        json.insert("latency".into(), lat_json.into());
+        md.push_str("\nOne-way: sender's clock to receiver's clock (one process), client → relay → client, including both clients' QUIC or UDP stacks.\n\n");
     }
-    json.insert("latency".into(), lat_json.into());
-    md.push_str("\nOne-way: sender's clock to receiver's clock (one process), client → relay → client, including both clients' QUIC or UDP stacks.\n\n");
 
-    // 4-5. Session setup and fallback under an emulated 40 ms RTT.
+    // 4-5. Session setup and fallback under an emulated 40 ms RTT.    // 4-5. Session setup and fallback under an emulated 40 ms RTT.
     let rtt = Duration::from_millis(40);
     let one_way = rtt / 2;
     let quic_delayed = setup::udp_delay_proxy(server.quic, one_way).await?;
@@ -432,16 +454,19 @@ async fn run(m: Mode) -> Result<()> {
     json.insert("fallback_ms".into(), fb.into());
 
     // 6. Scale.
-    let idle =
-        scale::idle_connections(server.quic, server.hash, server_pid, m.idle_connections).await?;
-    let sps = scale::sessions_per_sec(server.quic, server.hash, 16, m.session_secs).await?;
-    md.push_str(&format!(
+    if !m.setup_only {
+        let idle =
+            scale::idle_connections(server.quic, server.hash, server_pid, m.idle_connections)
+                .await?;
+        let sps = scale::sessions_per_sec(server.quic, server.hash, 16, m.session_secs).await?;
+        md.push_str(&format!(
         "## Scale\n\n| measure | value |\n|---|---|\n| idle QUIC connections held | {} (opened in {:.1} s) |\n| server RSS before → after | {:.1} MiB → {:.1} MiB |\n| RSS per idle connection | {:.1} KiB |\n| sessions created and left per second (16 clients) | {:.0} |\n\n",
         idle.connections, idle.connect_secs, idle.rss_before_mib, idle.rss_after_mib,
         idle.rss_per_connection_kib, sps
     ));
-    json.insert("idle".into(), serde_json::to_value(&idle)?);
-    json.insert("sessions_per_sec".into(), sps.into());
+        json.insert("idle".into(), serde_json::to_value(&idle)?);
+        json.insert("sessions_per_sec".into(), sps.into());
+    }
 
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-results");
     std::fs::create_dir_all(&out)?;

@@ -378,6 +378,7 @@ pub async fn browser(
         "http": http.port(),
         "quicPort": t.quic_delayed.port(),
         "wsUrl": t.ws_delayed,
+        "wssUrl": t.wss_delayed,
         "certHex": t.hash.iter().map(|b| format!("{b:02x}")).collect::<String>(),
         "code": code,
         "runs": runs,
@@ -415,6 +416,11 @@ pub async fn browser(
     for (key, name, rtt) in [
         ("webtransport", "WebTransport (Chromium)", t.udp_rtt),
         ("websocket", "WebSocket, plain TCP (Chromium)", t.tcp_rtt),
+        (
+            "websocket_tls",
+            "WebSocket over TLS 1.3 (Chromium)",
+            t.tcp_rtt,
+        ),
     ] {
         let mut ms: Vec<f64> = v[key]
             .as_array()
