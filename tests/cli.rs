@@ -264,3 +264,16 @@ fn configuration_doc_documents_every_serve_flag() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     assert!(readme.contains("(docs/CONFIGURATION.md)"));
 }
+
+/// The README is what a newcomer reads to the end: it stays under 12 KiB,
+/// and what does not fit goes to docs/.
+#[test]
+fn readme_stays_short() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(
+        readme.len() <= 12 * 1024,
+        "README.md is {} bytes; move detail to docs/",
+        readme.len()
+    );
+}

@@ -816,7 +816,9 @@ async function transportOf(page) {
  * and account for every frame. Over WebSocket nothing is lost in transit (TCP); the only loss
  * is the server's short drop-oldest queue in front of a receiver that falls behind (PROTOCOL.md
  * §10), which the server counts (receiver_busy), or a send the sender's library refused.
- * Small batches: a burst only overflows that 32-frame queue if the receiver stalls.
+ * Small batches at a game's pace (4 frames every 40 ms, 100 a second): the 32-frame queue
+ * only overflows if the receiver stalls for about 300 ms, which a busy 2-core CI machine
+ * can still do now and then (hence RELAY_MIN), but not for a whole batch of 10.
  */
 async function exchangeOverWebSocket(t, a, b, n) {
   const [ida, idb] = [await peerId(a), await peerId(b)];
@@ -824,7 +826,7 @@ async function exchangeOverWebSocket(t, a, b, n) {
   await installProbe(b);
   const m0 = await metrics();
   const t1 = Date.now();
-  const [sa, sb] = await Promise.all([sendProbes(a, idb, n, 10, 40), sendProbes(b, 0, n, 10, 40)]);
+  const [sa, sb] = await Promise.all([sendProbes(a, idb, n, 4, 40), sendProbes(b, 0, n, 4, 40)]);
   const ra = await waitProbes(a, { [idb]: n }, 5000);
   const rb = await waitProbes(b, { [ida]: n }, 5000);
   await sleep(100);
