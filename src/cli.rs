@@ -280,7 +280,7 @@ pub(crate) struct LimitsArgs {
     #[arg(long, env = "FSP2P_SIGNALS_PER_SEC", default_value_t = Limits::default().signals_per_sec)]
     signals_per_sec: u32,
 
-    /// Signal bytes per second one peer may be sent by the others of its session (burst: four
+    /// Signal bytes per second one peer may be sent by each other member of its session (burst: four
     /// seconds' worth). A member flooding signals at a slow peer gets `rate_limited` and its
     /// signals dropped, long before the slow peer's queue fills. 0 = no limit.
     #[arg(long, env = "FSP2P_SIGNAL_BYTES_PER_SEC_PER_RECEIVER", default_value_t = Limits::default().signal_bytes_per_sec_per_receiver)]

@@ -59,6 +59,45 @@ impl Conn {
         admitted: Option<Admitted>,
         wire: Option<Wire>,
     ) -> Result<(Arc<Conn>, Outlet), ErrorCode> {
+        Self::open_with(shared, meta, admitted, wire, false)
+    }
+
+    /// Open a QUIC connection on 0-RTT data, before its address is proven:
+    /// served at once, but holding no slot of its address until
+    /// [`Conn::confirm`] (see [`crate::session::Core::open_provisional`]).
+    /// Its attempt stays pending meanwhile.
+    pub(crate) fn open_provisional(
+        shared: &Arc<Shared>,
+        meta: ConnMeta,
+        wire: Wire,
+    ) -> Result<(Arc<Conn>, Outlet), ErrorCode> {
+        Self::open_with(shared, meta, None, Some(wire), true)
+    }
+
+    /// The handshake of a provisional connection completed: release its
+    /// pending attempt and take a slot of its address. `Err` is the code to
+    /// close it with.
+    pub(crate) fn confirm(&self, admitted: Admitted) -> Result<(), ErrorCode> {
+        let confirmed = {
+            let mut st = self.shared.lock();
+            st.core.abandon(admitted.ip, admitted.validated);
+            let confirmed = st.core.confirm(self.id);
+            self.shared.flush(&mut st);
+            confirmed
+        };
+        if let Err(code) = confirmed {
+            self.shared.metrics.refused(Refusal::Code(code));
+        }
+        confirmed
+    }
+
+    fn open_with(
+        shared: &Arc<Shared>,
+        meta: ConnMeta,
+        admitted: Option<Admitted>,
+        wire: Option<Wire>,
+        provisional: bool,
+    ) -> Result<(Arc<Conn>, Outlet), ErrorCode> {
         let (control_tx, control) = mpsc::channel(shared.tuning.control_queue.max(8));
         let relay = Arc::new(LatestQueue::new(shared.tuning.stream_relay_queue));
         let kill = Arc::new(Notify::new());
@@ -68,7 +107,11 @@ impl Conn {
             if let Some(a) = admitted {
                 st.core.abandon(a.ip, a.validated);
             }
-            let opened = st.core.open(now(), meta);
+            let opened = if provisional {
+                st.core.open_provisional(now(), meta)
+            } else {
+                st.core.open(now(), meta)
+            };
             if let Ok(id) = opened {
                 st.links.insert(
                     id,

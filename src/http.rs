@@ -54,8 +54,6 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    let attempts = shared.lock().core.pending_count().0;
-    shared.metrics.connection_attempts.set(attempts as i64);
     (
         StatusCode::OK,
         [(

@@ -99,7 +99,25 @@ impl Link {
         }
         self.kill.notify_one();
     }
+
+    /// Close after `grace` at the latest, whatever the writer is doing: a
+    /// close queued behind a write the client never lets finish (it stopped
+    /// reading) must still happen.
+    fn close_by(&self, grace: std::time::Duration, code: ErrorCode, reason: &str) {
+        let (wire, kill, reason) = (self.wire.clone(), self.kill.clone(), reason.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if let Some(w) = &wire {
+                w.close(code as u32, &reason);
+            }
+            kill.notify_one();
+        });
+    }
 }
+
+/// How long a connection being closed may take to deliver what was queued
+/// for it (the error that says why) before it is cut off.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What the lock guards.
 pub(crate) struct State {
@@ -190,6 +208,8 @@ impl Shared {
                             .is_err()
                         {
                             link.close_now(code, &reason);
+                        } else {
+                            link.close_by(CLOSE_GRACE, code, &reason);
                         }
                     }
                 }

@@ -51,7 +51,7 @@ pub struct Limits {
     /// Control messages per second per connection (burst: twice this); excess gets `rate_limited`. 0 = no limit.
     pub signals_per_sec: u32,
 
-    /// Signal bytes per second one peer may be sent by the others of its session (burst: four
+    /// Signal bytes per second one peer may be sent by each other member of its session (burst: four
     /// seconds' worth). A member flooding signals at a slow peer gets `rate_limited` and its
     /// signals dropped, long before the slow peer's queue fills. 0 = no limit.
     pub signal_bytes_per_sec_per_receiver: u32,
@@ -169,13 +169,14 @@ impl TokenBucket {
         (short > 0.0).then(|| Duration::from_secs_f64(short / self.rate))
     }
 
-    /// When the bucket will have refilled to its burst.
+    /// When the bucket will surely have refilled to its burst (a millisecond
+    /// after the exact time, which floating point can miss by a nanosecond).
     pub fn full_at(&self) -> Instant {
         if self.rate == 0.0 {
             return self.last;
         }
         let missing = (self.burst - self.tokens).max(0.0);
-        self.last + Duration::from_secs_f64(missing / self.rate)
+        self.last + Duration::from_secs_f64(missing / self.rate) + Duration::from_millis(1)
     }
 
     /// True when the bucket has refilled to its burst (nothing to remember).
@@ -232,6 +233,18 @@ mod tests {
         assert!(bytes.try_take(t0, 400));
         let mut free = TokenBucket::new(t0, 0, 0);
         assert!((0..10_000).all(|_| free.try_take(t0, 1_000_000)));
+    }
+
+    #[test]
+    fn full_at_is_really_full() {
+        let t0 = Instant::now();
+        for joins in 1..200u32 {
+            let mut b = TokenBucket::new(t0, 0, joins).per_minute(joins);
+            for taken in 1..=joins.min(7) {
+                assert!(b.try_take(t0 + Duration::from_nanos(u64::from(taken) * 7919), 1));
+                assert!(b.is_full(b.full_at()), "{joins} per minute, {taken} taken");
+            }
+        }
     }
 
     #[test]

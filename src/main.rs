@@ -19,10 +19,7 @@ use cli::{CertsArgs, Cli, CliRelayMode, Command, PeerArgs, ServeArgs};
 fn main() -> Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log)
-                .with_context(|| format!("bad log filter {:?}", cli.log))?,
-        )
+        .with_env_filter(log_filter(&cli.log)?)
         .with_writer(std::io::stderr)
         .init();
     let threads = match &cli.command {
@@ -49,6 +46,19 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The log filter the user asked for, except that web-transport-quinn never
+/// logs below info: its debug lines print whole CONNECT requests, whose URL
+/// can carry a join code, a password and a resume token (`?first=`).
+fn log_filter(spec: &str) -> Result<tracing_subscriber::EnvFilter> {
+    let filter = tracing_subscriber::EnvFilter::try_new(spec)
+        .with_context(|| format!("bad log filter {spec:?}"))?;
+    Ok(filter.add_directive(
+        "web_transport_quinn=info"
+            .parse()
+            .context("the web_transport_quinn directive")?,
+    ))
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
@@ -274,5 +284,44 @@ fn print_event(m: &ServerMsg) {
         ServerMsg::GoingAway { message, .. } => println!("server going away: {message}"),
         ServerMsg::SessionLeft { reason } => println!("left session ({reason:?})"),
         other => println!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Even at `--log debug`, the CONNECT request web-transport-quinn logs
+    /// (URL with `?first=`) never reaches the log; our own debug lines do.
+    #[test]
+    fn a_debug_log_never_carries_the_connect_url() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(log_filter("debug").unwrap())
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::debug!(target: "web_transport_quinn::connect", "received CONNECT request first=SECRET");
+            tracing::debug!(target: "flightsim_p2p::server", "ours");
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("ours"), "{text}");
+        assert!(!text.contains("SECRET"), "{text}");
     }
 }

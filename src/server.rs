@@ -341,8 +341,13 @@ struct PendingSlot {
 
 impl PendingSlot {
     /// The client has proved its address: hand the attempt to [`Conn::open`].
-    fn take(mut self) -> Option<Admitted> {
+    fn take(&mut self) -> Option<Admitted> {
         self.admitted.take()
+    }
+
+    /// Whether the attempt's address was validated by a Retry.
+    fn validated(&self) -> bool {
+        self.admitted.is_some_and(|a| a.validated)
     }
 }
 
@@ -367,9 +372,10 @@ async fn handle_incoming(
 ) -> Result<()> {
     let remote = incoming.remote_address();
     let arrived = tokio::time::Instant::now();
-    let deadline = Duration::from_millis(shared.lock().core.limits().hello_timeout_ms);
+    // Handshake, proof and CONNECT together: one deadline for all of them.
+    let end = arrived + Duration::from_millis(shared.lock().core.limits().hello_timeout_ms);
     let mut connecting = incoming.accept().context("accepting")?;
-    let alpn = tokio::time::timeout(deadline, connecting.handshake_data())
+    let alpn = tokio::time::timeout_at(end, connecting.handshake_data())
         .await
         .context("TLS handshake timed out")?
         .context("TLS handshake")?
@@ -380,10 +386,10 @@ async fn handle_incoming(
         Some(p) if p == ALPN_NATIVE => {
             // 0.5-RTT: the Welcome can go out before the handshake completes,
             // once the client has proved itself (see above).
-            let (conn, accepted) = match connecting.into_0rtt() {
+            let (conn, mut accepted) = match connecting.into_0rtt() {
                 Ok((conn, accepted)) => (conn, Some(accepted)),
                 Err(connecting) => {
-                    let conn = tokio::time::timeout(deadline, connecting)
+                    let conn = tokio::time::timeout_at(end, connecting)
                         .await
                         .context("QUIC handshake timed out")?
                         .context("QUIC handshake")?;
@@ -393,11 +399,11 @@ async fn handle_incoming(
             let proof = async {
                 tokio::select! {
                     // The handshake completed; the control stream comes later.
-                    _ = async { if let Some(a) = accepted { a.await; } } => Ok(None),
+                    _ = async { if let Some(a) = accepted.as_mut() { a.await; } } => Ok(None),
                     s = conn.accept_bi() => s.map(Some),
                 }
             };
-            let first = match tokio::time::timeout(deadline, proof).await {
+            let first = match tokio::time::timeout_at(end, proof).await {
                 Ok(Ok(first)) if conn.close_reason().is_none() => first,
                 Ok(Ok(_)) => anyhow::bail!("QUIC handshake failed"),
                 Ok(Err(e)) => return Err(e).context("QUIC handshake"),
@@ -410,28 +416,43 @@ async fn handle_incoming(
                 }
             };
             let control = match first {
-                Some((s, r)) => Control::Opened((Box::pin(s), Box::pin(r))),
+                // 0-RTT data before the handshake completed, from an address
+                // no Retry validated: a ticket, not yet a proven address.
+                Some((s, r)) => match accepted.filter(|_| !pending.validated()) {
+                    Some(handshake) => Control::Provisional((Box::pin(s), Box::pin(r)), handshake),
+                    None => Control::Opened((Box::pin(s), Box::pin(r))),
+                },
                 None => Control::ClientOpens,
             };
-            serve(&shared, Wire::Quic(conn), pending, control).await;
+            serve(&shared, Wire::Quic(conn), pending, control, end).await;
         }
         Some(p) if p == ALPN_H3 => {
             // 0.5-RTT: the server's HTTP/3 SETTINGS go out in its first
             // flight, with the handshake; a browser waits for them before it
-            // sends its CONNECT. The CONNECT itself comes after the client's
-            // Finished, so the address is proven by the time it is read.
-            let conn = match connecting.into_0rtt() {
-                Ok((conn, _)) => conn,
-                Err(connecting) => tokio::time::timeout(deadline, connecting)
-                    .await
-                    .context("QUIC handshake timed out")?
-                    .context("QUIC handshake")?,
+            // sends its CONNECT. A browser's CONNECT comes with its Finished,
+            // so waiting for the handshake below costs it nothing; a client
+            // that sent CONNECT as 0-RTT data waits for its address proof.
+            let (conn, handshake) = match connecting.into_0rtt() {
+                Ok((conn, accepted)) => (conn, Some(accepted)),
+                Err(connecting) => {
+                    let conn = tokio::time::timeout_at(end, connecting)
+                        .await
+                        .context("QUIC handshake timed out")?
+                        .context("QUIC handshake")?;
+                    (conn, None)
+                }
             };
             let request =
-                tokio::time::timeout(deadline, web_transport_quinn::Request::accept(conn.clone()))
+                tokio::time::timeout_at(end, web_transport_quinn::Request::accept(conn.clone()))
                     .await
                     .context("WebTransport session request timed out")?
                     .context("WebTransport session request")?;
+            if let Some(handshake) = handshake {
+                tokio::time::timeout_at(end, handshake)
+                    .await
+                    .context("QUIC handshake timed out")?;
+            }
+            anyhow::ensure!(conn.close_reason().is_none(), "QUIC handshake failed");
             debug!(
                 %remote,
                 after_ms = arrived.elapsed().as_secs_f64() * 1000.0,
@@ -473,6 +494,7 @@ async fn handle_incoming(
                 Wire::WebTransport(Box::new(session)),
                 pending,
                 control,
+                end,
             )
             .await;
         }
@@ -489,8 +511,12 @@ async fn handle_incoming(
 enum Control {
     /// The client opens it after the handshake (and sends `Hello` first).
     ClientOpens,
-    /// The client opened it in 0-RTT, before its address was proven.
+    /// The client opened it in 0-RTT, and its address is proven (a Retry).
     Opened((Writer, Reader)),
+    /// The client opened it in 0-RTT from an unproven address: served at
+    /// once, but it holds no slot of its address until the handshake
+    /// completes (see [`Conn::open_provisional`]).
+    Provisional((Writer, Reader), quinn::ZeroRttAccepted),
     /// The client's first request came in the CONNECT URL
     /// ([`crate::first`]): the server opens the control stream and answers on it.
     ServerOpens(Vec<ClientMsg>),
@@ -499,12 +525,23 @@ enum Control {
 /// Open a QUIC connection whose client has proved its address in the core
 /// and serve it until it closes; or refuse it with a code and reason the
 /// client can read (`server_full`, `shutting_down`), as on every transport.
-async fn serve(shared: &Arc<Shared>, wire: Wire, pending: PendingSlot, control: Control) {
+async fn serve(
+    shared: &Arc<Shared>,
+    wire: Wire,
+    mut pending: PendingSlot,
+    control: Control,
+    end: tokio::time::Instant,
+) {
     let meta = ConnMeta {
         transport: wire.kind(),
         ip: Some(wire.remote_address().ip().to_canonical()),
     };
-    let (conn, outlet) = match Conn::open(shared, meta, pending.take(), Some(wire.clone())) {
+    let opened = if matches!(control, Control::Provisional(..)) {
+        Conn::open_provisional(shared, meta, wire.clone())
+    } else {
+        Conn::open(shared, meta, pending.take(), Some(wire.clone()))
+    };
+    let (conn, outlet) = match opened {
         Ok(opened) => opened,
         Err(code) => {
             wire.close(code as u32, code.as_str());
@@ -512,11 +549,18 @@ async fn serve(shared: &Arc<Shared>, wire: Wire, pending: PendingSlot, control: 
             return;
         }
     };
+    let mut confirm = None;
     let stream = match control {
         Control::ClientOpens => None,
         Control::Opened(stream) => Some(stream),
+        Control::Provisional(stream, handshake) => {
+            confirm = Some((handshake, pending));
+            Some(stream)
+        }
         Control::ServerOpens(first) => {
-            let Ok(stream) = wire.open_bi().await else {
+            // Bounded: a client that grants no stream must not hold the slot.
+            let Ok(Ok(stream)) = tokio::time::timeout_at(end, wire.open_bi()).await else {
+                wire.close(ErrorCode::HelloTimeout as u32, "no stream for the answer");
                 return conn.close(false);
             };
             // The answers wait in the control queue for the writer.
@@ -526,11 +570,18 @@ async fn serve(shared: &Arc<Shared>, wire: Wire, pending: PendingSlot, control: 
             Some(stream)
         }
     };
-    serve_quic(conn, outlet, wire, stream).await;
+    serve_quic(conn, outlet, wire, stream, confirm, end).await;
 }
 
 /// The tasks of one open QUIC connection, until it closes.
-async fn serve_quic(conn: Arc<Conn>, outlet: Outlet, wire: Wire, first: Option<(Writer, Reader)>) {
+async fn serve_quic(
+    conn: Arc<Conn>,
+    outlet: Outlet,
+    wire: Wire,
+    first: Option<(Writer, Reader)>,
+    confirm: Option<(quinn::ZeroRttAccepted, PendingSlot)>,
+    end: tokio::time::Instant,
+) {
     let datagrams_read = Arc::new(AtomicU64::new(0));
     let Outlet {
         control,
@@ -547,6 +598,21 @@ async fn serve_quic(conn: Arc<Conn>, outlet: Outlet, wire: Wire, first: Option<(
     ));
     tasks.spawn(uni_task(conn.clone(), wire.clone()));
     tasks.spawn(stream_relay_writer(wire.clone(), relay));
+    if let Some((handshake, mut pending)) = confirm {
+        // A provisional connection takes a slot of its address once the
+        // handshake proves the address, or is closed.
+        let (conn, wire) = (conn.clone(), wire.clone());
+        tasks.spawn(async move {
+            let done = tokio::time::timeout_at(end, handshake).await.is_ok();
+            let confirmed = match pending.take() {
+                Some(a) if done && wire.close_reason().is_none() => conn.confirm(a),
+                _ => Err(ErrorCode::HelloTimeout),
+            };
+            if let Err(code) = confirmed {
+                wire.close(code as u32, code.as_str());
+            }
+        });
+    }
     let mut ended = wire.closed().await;
     if !ended.clean {
         // A WebTransport client's close code reaches us through the driver's

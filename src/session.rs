@@ -371,6 +371,9 @@ struct Conn {
     over_rate: Throttled,
     /// Signals dropped because a receiver's signal budget was spent.
     over_receiver: Throttled,
+    /// Opened on 0-RTT data, address not yet proven: holds no slot of its
+    /// address until [`Core::confirm`].
+    provisional: bool,
 }
 
 struct Peer {
@@ -383,10 +386,11 @@ struct Peer {
     /// When the connection was lost (resume grace runs from here).
     away_since: Option<Instant>,
     session: Option<u64>,
-    /// Signal bytes this peer may still be sent (`signal_bytes_per_sec_per_receiver`):
-    /// one member flooding signals is throttled before a slow receiver's
-    /// control queue fills and it is dropped as a slow consumer.
-    signals_in: TokenBucket,
+    /// Signal bytes this peer may still be sent, by sender
+    /// (`signal_bytes_per_sec_per_receiver` each): one member flooding signals
+    /// at it is throttled before its control queue fills and it is dropped as
+    /// a slow consumer, and the others' offers and candidates still pass.
+    signals_in: HashMap<PeerId, TokenBucket>,
 }
 
 struct Session {
@@ -553,7 +557,46 @@ impl Core {
     /// A transport accepted a connection whose address is proven (a
     /// completed QUIC handshake, 0-RTT data, a TCP connection). It now holds
     /// a connection slot. `Err` means refuse it with that code.
-    pub fn open(&mut self, now: Now, mut meta: ConnMeta) -> Result<ConnId, ErrorCode> {
+    pub fn open(&mut self, now: Now, meta: ConnMeta) -> Result<ConnId, ErrorCode> {
+        self.open_conn(now, meta, false)
+    }
+
+    /// A QUIC connection that sent 0-RTT data before its handshake completed:
+    /// the client holds a ticket from an earlier connection, but its source
+    /// address is not proven (tickets are not bound to addresses). It is
+    /// served at once (its Hello is answered in 0.5-RTT), but takes no slot
+    /// of its address until [`Core::confirm`]; meanwhile its attempt stays
+    /// pending (bounded as unvalidated handshakes are).
+    pub fn open_provisional(&mut self, now: Now, meta: ConnMeta) -> Result<ConnId, ErrorCode> {
+        self.open_conn(now, meta, true)
+    }
+
+    /// The handshake of a provisional connection completed: its address is
+    /// proven, and it now takes a slot of its address (or is refused).
+    pub fn confirm(&mut self, conn: ConnId) -> Result<(), ErrorCode> {
+        let max = self.limits.max_connections_per_ip;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Ok(());
+        };
+        if !c.provisional {
+            return Ok(());
+        }
+        if let Some(a) = c.meta.ip.and_then(|ip| self.per_ip.get_mut(&ip)) {
+            if a.conns >= max {
+                return Err(ErrorCode::ServerFull);
+            }
+            a.conns += 1;
+        }
+        c.provisional = false;
+        Ok(())
+    }
+
+    fn open_conn(
+        &mut self,
+        now: Now,
+        mut meta: ConnMeta,
+        provisional: bool,
+    ) -> Result<ConnId, ErrorCode> {
         meta.ip = meta.ip.map(address_key);
         if self.shutting_down {
             return Err(ErrorCode::ShuttingDown);
@@ -569,7 +612,9 @@ impl Core {
             if a.conns >= self.limits.max_connections_per_ip {
                 return Err(ErrorCode::ServerFull);
             }
-            a.conns += 1;
+            if !provisional {
+                a.conns += 1;
+            }
         }
         let id = self.next_conn;
         self.next_conn += 1;
@@ -593,6 +638,7 @@ impl Core {
                 failed_joins: 0,
                 over_rate: Throttled::default(),
                 over_receiver: Throttled::default(),
+                provisional,
             },
         );
         self.arm(now.mono + self.limits.hello_timeout(), Timer::Hello(id));
@@ -662,7 +708,7 @@ impl Core {
             return;
         };
         if let Some(ip) = c.meta.ip {
-            if let Some(a) = self.per_ip.get_mut(&ip) {
+            if let Some(a) = self.per_ip.get_mut(&ip).filter(|_| !c.provisional) {
                 a.conns = a.conns.saturating_sub(1);
             }
             self.maybe_forget(ip);
@@ -765,11 +811,16 @@ impl Core {
 
     /// Run every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Now) {
+        // What is due now; a timer a firing re-arms waits for the next call.
+        let mut due = Vec::new();
         while let Some(&(at, timer)) = self.timers.first() {
             if at > now.mono {
                 break;
             }
             self.timers.pop_first();
+            due.push(timer);
+        }
+        for timer in due {
             self.fire(now, timer);
         }
     }
@@ -920,7 +971,7 @@ impl Core {
                 conn: Some(conn),
                 away_since: None,
                 session: None,
-                signals_in: self.signal_budget(now.mono),
+                signals_in: HashMap::new(),
             },
         );
         if let Some(c) = self.conns.get_mut(&conn) {
@@ -1184,18 +1235,17 @@ impl Core {
         self.error(conn, code, message);
     }
 
-    /// A fresh signal budget for a receiving peer: burst of four seconds' worth.
-    fn signal_budget(&self, now: Instant) -> TokenBucket {
-        let rate = self.limits.signal_bytes_per_sec_per_receiver;
-        TokenBucket::new(now, rate, rate.saturating_mul(4))
-    }
-
-    /// Take `len` bytes from the receiving peer's signal budget.
-    fn receiver_takes(&mut self, now: Instant, to: PeerId, len: usize) -> bool {
+    /// Take `len` bytes from what `to` may be sent by `from` (a fresh budget
+    /// has a burst of four seconds' worth).
+    fn receiver_takes(&mut self, now: Instant, from: PeerId, to: PeerId, len: usize) -> bool {
         let len = len.min(u32::MAX as usize) as u32;
-        self.peers
-            .get_mut(&to)
-            .is_none_or(|p| p.signals_in.try_take(now, len))
+        let rate = self.limits.signal_bytes_per_sec_per_receiver;
+        self.peers.get_mut(&to).is_none_or(|p| {
+            p.signals_in
+                .entry(from)
+                .or_insert_with(|| TokenBucket::new(now, rate, rate.saturating_mul(4)))
+                .try_take(now, len)
+        })
     }
 
     /// Tell `conn` what was dropped since its last report (rate limits).
@@ -1214,13 +1264,15 @@ impl Core {
         if c.over_receiver.due(now) {
             let n = c.over_receiver.take(now);
             parts.push(format!(
-                "{n} signal(s) dropped: the receiver's signal budget ({} bytes/s) was spent",
+                "{n} signal(s) dropped: your signal budget at the receiver ({} bytes/s) was spent",
                 self.limits.signal_bytes_per_sec_per_receiver
             ));
         }
         if !parts.is_empty() {
             self.error(conn, ErrorCode::RateLimited, parts.join("; "));
         }
+        // The other kind may still owe a report later.
+        self.owe_report(conn);
     }
 
     fn signal(&mut self, now: Now, conn: ConnId, from: PeerId, to: PeerId, signal: Signal) {
@@ -1245,7 +1297,7 @@ impl Core {
                 let Some(target) = self.peers.get(&m).and_then(|x| x.conn) else {
                     continue;
                 };
-                if self.receiver_takes(now.mono, m, len) {
+                if self.receiver_takes(now.mono, from, m, len) {
                     self.send(target, msg.clone());
                 } else {
                     dropped = true;
@@ -1265,7 +1317,7 @@ impl Core {
         }
         match self.peers.get(&to).and_then(|x| x.conn) {
             Some(target) => {
-                if self.receiver_takes(now.mono, to, len) {
+                if self.receiver_takes(now.mono, from, to, len) {
                     self.send(target, ServerMsg::Signal { from, signal });
                 } else {
                     self.over_receiver(now.mono, conn);
@@ -1322,6 +1374,9 @@ impl Core {
 
     fn remove_peer(&mut self, p: PeerId, reason: LeaveReason) {
         self.leave_session(p, reason);
+        for peer in self.peers.values_mut() {
+            peer.signals_in.remove(&p);
+        }
         if let Some(peer) = self.peers.remove(&p) {
             self.tokens.remove(&peer.token);
         }
@@ -2284,15 +2339,19 @@ mod tests {
         let reports = to(flooder);
         assert!(
             matches!(&reports[..], [ServerMsg::Error { code: 5, message }]
-                if message.contains("receiver's signal budget")),
+                if message.contains("signal budget at the receiver")),
             "{reports:?}"
         );
-        // Spent: another member's signal to the host is dropped too for now...
+        // The flooder's budget at the host is spent; another member's signal
+        // to the host still passes (its own budget)...
         w.msg(other, app(100));
-        assert!(w.sent_to(h).is_empty());
-        // ...and passes once the budget refills; the host was never closed.
+        assert_eq!(w.sent_to(h).len(), 1);
+        w.msg(flooder, app(100));
+        assert!(w.sent_to(h).is_empty(), "the flooder still waits");
+        // ...and the flooder's passes once its budget refills; the host was
+        // never closed.
         w.advance(Duration::from_millis(100));
-        w.msg(other, app(100));
+        w.msg(flooder, app(100));
         assert_eq!(w.sent_to(h).len(), 1);
         assert!(!w
             .outputs()
@@ -2337,6 +2396,50 @@ mod tests {
             }),
         );
         assert!(matches!(&w.sent_to(c)[..], [ServerMsg::SessionCreated(_)]));
+    }
+
+    /// 0-RTT data proves a ticket, not an address: such a connection is
+    /// served but takes no slot of its address until its handshake completes.
+    #[test]
+    fn a_0rtt_connection_takes_its_addresss_slot_only_when_confirmed() {
+        let mut w = World::with(
+            Limits {
+                max_connections_per_ip: 1,
+                ..limits()
+            },
+            IceConfig::default(),
+        );
+        let ip = IpAddr::from([203, 0, 113, 9]);
+        let meta = ConnMeta {
+            transport: Transport::Quic,
+            ip: Some(ip),
+        };
+        // Spoofed 0-RTT connections from one address hold none of its slots...
+        let spoofed: Vec<ConnId> = (0..5)
+            .map(|_| w.core.open_provisional(w.now, meta).unwrap())
+            .collect();
+        // ...so the address's own client still gets in.
+        let honest = w.core.open(w.now, meta).unwrap();
+        // A provisional connection whose handshake completes now is over the cap.
+        assert_eq!(w.core.confirm(spoofed[0]), Err(ErrorCode::ServerFull));
+        // Closing provisional ones gives back nothing they did not take.
+        for c in spoofed {
+            w.core.closed(w.now, c, false);
+        }
+        assert_eq!(
+            w.core.open(w.now, meta),
+            Err(ErrorCode::ServerFull),
+            "the honest client still holds the one slot"
+        );
+        w.core.closed(w.now, honest, true);
+        let again = w.core.open_provisional(w.now, meta).unwrap();
+        assert_eq!(w.core.confirm(again), Ok(()));
+        assert_eq!(
+            w.core.confirm(again),
+            Ok(()),
+            "confirming twice is harmless"
+        );
+        assert_eq!(w.core.open(w.now, meta), Err(ErrorCode::ServerFull));
     }
 
     #[test]

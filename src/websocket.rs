@@ -1,10 +1,10 @@
 //! The TCP fallback: the same protocol over a WebSocket on the HTTP port (`GET /ws`).
 //!
 //! For players whose network blocks UDP, hosts without inbound UDP (Railway),
-//! Safari (no WebTransport settings wtransport sends) and .NET on macOS (no
-//! System.Net.Quic). It is a third transport adapter around the same session
-//! core, so a WebSocket peer and a QUIC peer share sessions and relay to each
-//! other. Every WebSocket message is binary; its first byte says what follows:
+//! browsers whose WebTransport does not take the server, and .NET on macOS (no
+//! System.Net.Quic). It is a third transport adapter around the same
+//! connection lifecycle (`conn`), so a WebSocket peer and a QUIC peer share
+//! sessions and relay to each other. Every WebSocket message is binary; its first byte says what follows:
 //! `0x00` a control message (postcard body, no length prefix: the WebSocket
 //! message is the frame), `0x01` a relay frame (`varint(peer) || payload`).
 //! Relay frames to a slow WebSocket receiver go through a short drop-oldest
@@ -215,7 +215,11 @@ async fn writer(mut sink: SplitSink<WebSocket, Message>, outlet: Outlet, keep_al
             c = control.recv() => match c {
                 Some(Ctrl::Body(body)) => Message::Binary(ws_control(&body).into()),
                 Some(Ctrl::Close(code, reason)) => {
-                    let _ = sink.send(close_message(code, &reason)).await;
+                    tokio::select! {
+                        biased;
+                        _ = kill.notified() => {}
+                        _ = sink.send(close_message(code, &reason)) => {}
+                    }
                     return;
                 }
                 None => {
@@ -228,8 +232,13 @@ async fn writer(mut sink: SplitSink<WebSocket, Message>, outlet: Outlet, keep_al
             frame = relay.pop() => Message::Binary(ws_relay(&frame).into()),
             _ = ping.tick() => Message::Ping(Bytes::new()),
         };
-        if sink.send(msg).await.is_err() {
-            return;
+        // The kill switch also ends a write the client never lets finish.
+        tokio::select! {
+            biased;
+            _ = kill.notified() => return,
+            sent = sink.send(msg) => if sent.is_err() {
+                return;
+            },
         }
     }
 }

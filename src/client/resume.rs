@@ -38,6 +38,13 @@ pub(super) struct Memory {
 impl Memory {
     /// Take note of one message from the server.
     pub(super) fn note(&mut self, msg: &ServerMsg) {
+        // `too_many_join_attempts` closes only a connection that failed too
+        // often; anything the server says after it shows this one stays.
+        if self.fatal == Some(ErrorCode::TooManyJoinAttempts as u16)
+            && !matches!(msg, ServerMsg::Error { .. })
+        {
+            self.fatal = None;
+        }
         match msg {
             ServerMsg::SessionCreated(i) | ServerMsg::SessionJoined(i) => {
                 self.code = Some(i.code.clone());
@@ -56,6 +63,9 @@ impl Memory {
                 let fatal = match ErrorCode::from_u16(*code) {
                     // These close, but coming back is right.
                     Some(ErrorCode::ShuttingDown | ErrorCode::SlowConsumer) => false,
+                    // Fatal if a close follows (see above); resuming would
+                    // only reset the connection's failed-join count.
+                    Some(ErrorCode::TooManyJoinAttempts) => true,
                     Some(c) => c.is_fatal(),
                     None => false,
                 };
@@ -275,6 +285,22 @@ mod tests {
         said.note(&ServerMsg::Error {
             code: ErrorCode::UnknownSession as u16,
             message: "no".into(),
+        });
+        assert_eq!(judge_close(&lost, &said, false, true), Verdict::Resume);
+        // too_many_join_attempts then a close: final (resuming would only
+        // reset the connection's failed-join count)...
+        let mut said = Memory::default();
+        let locked = ServerMsg::Error {
+            code: ErrorCode::TooManyJoinAttempts as u16,
+            message: "this connection made more than 10 failed joins".into(),
+        };
+        said.note(&locked);
+        assert_eq!(judge_close(&lost, &said, false, true), Verdict::GiveUp);
+        // ...but when the server says more, the connection stayed (an
+        // address lockout), and a later loss is resumed.
+        said.note(&ServerMsg::Pong {
+            client_time_ms: 1,
+            server_time_ms: 2,
         });
         assert_eq!(judge_close(&lost, &said, false, true), Verdict::Resume);
     }
