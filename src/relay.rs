@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use crate::hub::{Link, Shared};
-use crate::protocol::{parse_relay, relay_frame, RelayMode};
+use crate::protocol::{parse_relay, relay_frame, ws_relay, RelayMode};
 use crate::session::RelayDrop;
 pub use crate::session::Via;
 use crate::wire::DatagramError;
@@ -39,20 +39,28 @@ pub(crate) fn forward(shared: &Shared, conn: crate::session::ConnId, frame: &[u8
             return;
         }
     };
-    // One buffer, shared by every receiver (Bytes clones are reference counts).
+    // One buffer, shared by every receiver (Bytes clones are reference
+    // counts); WebSocket receivers share one with the type byte in front.
     let out = relay_frame(from, payload);
+    let mut out_ws: Option<Bytes> = None;
     for target in &st.targets {
         let Some(link) = st.links.get(&target.conn) else {
             continue;
         };
-        match deliver(link, target.mode, &out) {
+        let frame = if link.wire.is_some() {
+            &out
+        } else {
+            out_ws.get_or_insert_with(|| Bytes::from(ws_relay(&out)))
+        };
+        match deliver(link, target.mode, frame) {
             Ok(via) => metrics.relay_out(via, payload.len()),
             Err(why) => metrics.relay_drop(why),
         }
     }
 }
 
-/// Hand one frame to one receiver without waiting.
+/// Hand one frame to one receiver without waiting (for a WebSocket
+/// receiver, the frame already carries its WebSocket type byte).
 fn deliver(link: &Link, mode: RelayMode, frame: &Bytes) -> Result<Via, RelayDrop> {
     match (&link.wire, mode) {
         (Some(wire), RelayMode::Datagram) => match wire.send_datagram(frame.clone()) {

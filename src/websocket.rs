@@ -26,9 +26,7 @@ use tracing::debug;
 use crate::conn::{Conn, Outlet};
 use crate::first::{decode_first, first_param};
 use crate::hub::{Ctrl, Shared};
-use crate::protocol::{
-    parse_ws, ws_close_code, ws_control, ws_relay, ClientMsg, ErrorCode, WsMessage,
-};
+use crate::protocol::{parse_ws, ws_close_code, ws_control, ClientMsg, ErrorCode, WsMessage};
 use crate::session::{ConnMeta, Transport, Via};
 
 /// `GET /ws`: upgrade and serve. `?first=` may carry the client's Hello and
@@ -229,7 +227,8 @@ async fn writer(mut sink: SplitSink<WebSocket, Message>, outlet: Outlet, keep_al
                     return;
                 }
             },
-            frame = relay.pop() => Message::Binary(ws_relay(&frame).into()),
+            // Already framed for WebSocket by the relay, once per frame.
+            frame = relay.pop() => Message::Binary(frame),
             _ = ping.tick() => Message::Ping(Bytes::new()),
         };
         // The kill switch also ends a write the client never lets finish.
