@@ -110,6 +110,8 @@ struct SystemResult {
     all_syscalls_per_frame: Option<f64>,
     /// Every step: (players, step, generator CPU %).
     steps: Vec<(usize, Step, f64)>,
+    /// Why stepping stopped other than by loss or latency (a connect failure).
+    error: Option<String>,
 }
 
 fn held(s: &Step) -> bool {
@@ -146,10 +148,18 @@ async fn run_system(
         ..Default::default()
     };
     for &players in &gm.players {
-        let (mut s, mut g) = one_step(system, target, pid, players, gm.secs).await?;
+        let (mut s, mut g) = match one_step(system, target, pid, players, gm.secs).await {
+            Ok(x) => x,
+            Err(e) => {
+                r.error = Some(format!("{e:#}"));
+                break;
+            }
+        };
         if !held(&s) {
             // One more try: a neighbour's burst on a shared machine can spoil one step.
-            let (again, g2) = one_step(system, target, pid, players, gm.secs).await?;
+            let Ok((again, g2)) = one_step(system, target, pid, players, gm.secs).await else {
+                break;
+            };
             if held(&again) || again.loss < s.loss {
                 (s, g) = (again, g2);
             }
@@ -238,10 +248,14 @@ pub async fn run(
     for (system, pid) in systems {
         let Some(pid) = pid else { continue };
         match run_system(*system, target, *pid, gm).await {
-            Ok(r) => results.push((*system, r)),
+            Ok(r) => {
+                if let Some(e) = &r.error {
+                    failure = Some(format!("{}: {e}", system.name()));
+                }
+                results.push((*system, r))
+            }
             Err(e) => {
                 failure = Some(format!("{}: {e:#}", system.name()));
-                break;
             }
         }
     }

@@ -181,6 +181,8 @@ fn start_server(cert_dir: &std::path::Path) -> Result<Server> {
             "30000",
             "--max-sessions",
             "30000",
+            "--max-sessions-per-ip",
+            "30000",
         ],
         Stdio::null(),
     );
