@@ -59,6 +59,9 @@ pub struct Step {
     /// UDP datagrams sent on this host (all processes) per delivered frame:
     /// QUIC packs several frames into one packet under load, plain UDP cannot.
     pub udp_datagrams_per_frame: f64,
+    /// Frames delivered in the measured window, and the window's length (s).
+    pub delivered: f64,
+    pub secs: f64,
 }
 
 /// Counters shared by the receivers of one run.
@@ -253,9 +256,27 @@ impl Fleet {
     }
 
     /// Run at `frames_per_sec` flight frames per second per peer for `secs`.
+    /// All peers send on the same tick (saturation search).
     pub async fn step(&self, frames_per_sec: f64, payload: usize, secs: f64) -> Step {
+        self.step_paced(frames_per_sec, payload, secs, false).await
+    }
+
+    /// As a game sends: every peer at `hz` on its own clock, the peers'
+    /// phases spread evenly over the frame interval (players' simulation
+    /// ticks are not synchronised), so every frame leaves as its own packet.
+    pub async fn game_step(&self, hz: f64, payload: usize, secs: f64) -> Step {
+        self.step_paced(hz, payload, secs, true).await
+    }
+
+    async fn step_paced(
+        &self,
+        frames_per_sec: f64,
+        payload: usize,
+        secs: f64,
+        staggered: bool,
+    ) -> Step {
         let receivers = (self.peers_per_session - 1) as f64;
-        let ticks_per_sec = 500.0;
+        let ticks_per_sec = if staggered { 1000.0 } else { 500.0 };
         let per_tick = frames_per_sec / ticks_per_sec;
         // Drain anything in flight, then reset counters.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -275,8 +296,23 @@ impl Fleet {
         let mut frames_sent = 0u64;
         let mut buf = vec![0u8; payload.max(8)];
         let mut wire = Vec::with_capacity(2048);
+        let mut sent = vec![0u64; self.senders.len()];
+        let n = self.senders.len().max(1) as f64;
         while start.elapsed() < duration {
             tick.tick().await;
+            if staggered {
+                let t = start.elapsed().as_secs_f64() * frames_per_sec;
+                for (i, s) in self.senders.iter().enumerate() {
+                    let due = (t + i as f64 / n).floor() as u64;
+                    while sent[i] < due {
+                        buf[..8].copy_from_slice(&now_ns().to_le_bytes());
+                        self.send_one(s, &buf, &mut wire).await;
+                        sent[i] += 1;
+                        frames_sent += 1;
+                    }
+                }
+                continue;
+            }
             owed += per_tick;
             while owed >= 1.0 {
                 owed -= 1.0;
@@ -337,6 +373,8 @@ impl Fleet {
             } else {
                 f64::NAN
             },
+            delivered,
+            secs: elapsed,
         }
     }
 

@@ -1,5 +1,6 @@
-//! FlightSim P2P benchmark harness: `cargo bench --bench harness [-- --quick|--smoke|--setup]`
-//! (`--setup`: only the session-setup round trips, 9 runs each).
+//! FlightSim P2P benchmark harness: `cargo bench --bench harness [-- --quick|--smoke|--setup|--game]`
+//! (`--setup`: only the session-setup round trips, 9 runs each; `--game`: only
+//! the game-rate scenario, 60 Hz players in 8-player sessions, stepped up).
 //! (or `make bench`). Writes `bench-results/report.md` and `report.json`.
 //!
 //! Everything runs on this machine, in one run, so every figure has a
@@ -13,6 +14,7 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod game;
 mod load;
 mod scale;
 mod setup;
@@ -37,11 +39,37 @@ struct Mode {
     session_secs: f64,
     /// Only the session-setup section (`--setup`): round trips to joined.
     setup_only: bool,
+    /// The game-rate scenario (top of the report), if run.
+    game: Option<game::GameMode>,
+    /// Only the game-rate scenario (`--game`).
+    game_only: bool,
 }
+
+/// Players stepped through at game rate (8-player sessions).
+const GAME_PLAYERS: [usize; 11] = [8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256];
 
 fn mode() -> Mode {
     let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--setup") {
+    if args.iter().any(|a| a == "--game") {
+        Mode {
+            name: "game",
+            payloads: vec![],
+            shapes: vec![],
+            step_secs: 0.0,
+            max_steps: 0,
+            latency_secs: 0.0,
+            setup_runs: 0,
+            idle_connections: 0,
+            session_secs: 0.0,
+            setup_only: false,
+            game: Some(game::GameMode {
+                players: GAME_PLAYERS.to_vec(),
+                secs: 2.0,
+                strace_players: Some(16),
+            }),
+            game_only: true,
+        }
+    } else if args.iter().any(|a| a == "--setup") {
         Mode {
             name: "setup",
             payloads: vec![],
@@ -53,6 +81,8 @@ fn mode() -> Mode {
             idle_connections: 0,
             session_secs: 0.0,
             setup_only: true,
+            game: None,
+            game_only: false,
         }
     } else if args.iter().any(|a| a == "--smoke") {
         Mode {
@@ -66,6 +96,13 @@ fn mode() -> Mode {
             idle_connections: 50,
             session_secs: 0.3,
             setup_only: false,
+            // One tiny step: exercises the code path, stays fast.
+            game: Some(game::GameMode {
+                players: vec![8],
+                secs: 0.3,
+                strace_players: None,
+            }),
+            game_only: false,
         }
     } else if args.iter().any(|a| a == "--quick") {
         Mode {
@@ -79,6 +116,12 @@ fn mode() -> Mode {
             idle_connections: 2000,
             session_secs: 1.0,
             setup_only: false,
+            game: Some(game::GameMode {
+                players: vec![8, 16, 32, 48, 64, 96, 128],
+                secs: 1.0,
+                strace_players: Some(16),
+            }),
+            game_only: false,
         }
     } else {
         Mode {
@@ -92,6 +135,12 @@ fn mode() -> Mode {
             idle_connections: 10_000,
             session_secs: 2.0,
             setup_only: false,
+            game: Some(game::GameMode {
+                players: GAME_PLAYERS.to_vec(),
+                secs: 2.0,
+                strace_players: Some(16),
+            }),
+            game_only: false,
         }
     }
 }
@@ -132,6 +181,8 @@ fn start_server(cert_dir: &std::path::Path) -> Result<Server> {
             "30000",
             "--max-sessions",
             "30000",
+            "--max-sessions-per-ip",
+            "30000",
         ],
         Stdio::null(),
     );
@@ -164,7 +215,7 @@ fn start_coturn(secret: &str) -> Result<Option<(Proc, SocketAddr)>> {
             "127.0.0.1",
         ])
         .args(["--listening-port", &port.to_string()])
-        .args(["--min-port", "41000", "--max-port", "41999"])
+        .args(["--min-port", "40000", "--max-port", "49999"])
         .args([
             "--use-auth-secret",
             "--static-auth-secret",
@@ -276,8 +327,24 @@ async fn run(m: Mode) -> Result<()> {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     ));
 
+    // 0. Game rate, at the top: what a flight simulator's load costs.
+    if let Some(gm) = &m.game {
+        let (section, j) = game::run(
+            &target,
+            &[
+                (System::Ours, Some(server_pid)),
+                (System::Coturn, coturn_pid),
+                (System::Bare, Some(bare_pid)),
+            ],
+            gm,
+        )
+        .await?;
+        md.push_str(&section);
+        json.insert("game".into(), j);
+    }
+
     // 1-3 (throughput, fan-out, CPU per frame, latency), unless only setup is asked for.
-    if !m.setup_only {
+    if !m.setup_only && !m.game_only {
         // 1-3. Throughput, fan-out, CPU per frame.
         md.push_str("## Relay throughput (delivered frames/s, highest step with ≤1 % loss)\n\n");
         md.push_str("| payload | sessions × peers | fsp2p | coturn | bare UDP | fsp2p/coturn | fsp2p/bare | uplink B/frame fsp2p | uplink B/frame TURN | CPU ms/1000 frames fsp2p | coturn | bare | UDP datagrams/frame fsp2p | coturn | bare |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -386,86 +453,93 @@ async fn run(m: Mode) -> Result<()> {
         md.push_str("\nOne-way: sender's clock to receiver's clock (one process), client → relay → client, including both clients' QUIC or UDP stacks.\n\n");
     }
 
-    // 4-5. Session setup and fallback under an emulated 40 ms RTT.    // 4-5. Session setup and fallback under an emulated 40 ms RTT.
-    let rtt = Duration::from_millis(40);
-    let one_way = rtt / 2;
-    let quic_delayed = setup::udp_delay_proxy(server.quic, one_way).await?;
-    let ws_delayed = setup::tcp_delay_proxy(server.http, one_way).await?;
-    let tls = setup::tls_terminator(server.http, &work).await?;
-    let wss_delayed = setup::tcp_delay_proxy(tls, one_way).await?;
-    let proxy_rtt = setup::measure_proxy_rtt(one_way, 21).await?;
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let st = setup::SetupTarget {
-        quic_direct: server.quic,
-        quic_delayed,
-        ws_delayed: format!("ws://{ws_delayed}/ws"),
-        wss_delayed: format!("wss://localhost:{}/ws", wss_delayed.port()),
-        hash: server.hash,
-        udp_rtt: proxy_rtt.udp,
-        tcp_rtt: proxy_rtt.tcp,
-    };
-    md.push_str(&format!(
+    // 4-6: session setup, fallback, scale; not in `--game`.
+    if !m.game_only {
+        // 4-5. Session setup and fallback under an emulated 40 ms RTT.
+        let rtt = Duration::from_millis(40);
+        let one_way = rtt / 2;
+        let quic_delayed = setup::udp_delay_proxy(server.quic, one_way).await?;
+        let ws_delayed = setup::tcp_delay_proxy(server.http, one_way).await?;
+        let tls = setup::tls_terminator(server.http, &work).await?;
+        let wss_delayed = setup::tcp_delay_proxy(tls, one_way).await?;
+        let proxy_rtt = setup::measure_proxy_rtt(one_way, 21).await?;
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let st = setup::SetupTarget {
+            quic_direct: server.quic,
+            quic_delayed,
+            ws_delayed: format!("ws://{ws_delayed}/ws"),
+            wss_delayed: format!("wss://localhost:{}/ws", wss_delayed.port()),
+            hash: server.hash,
+            udp_rtt: proxy_rtt.udp,
+            tcp_rtt: proxy_rtt.tcp,
+        };
+        md.push_str(&format!(
         "## Session setup under an emulated 40 ms RTT (median)\n\nThe delay proxies hold each packet for {} ms each way, and the TCP proxy holds a new connection's first bytes for the round trip of its handshake; an echo behind them measured a round trip of **{:.1} ms over UDP and {:.1} ms over TCP** (timer rounding and scheduling on top of the nominal 40 ms). Round trips below are counted in those measured RTTs.\n\n| transport | to joined (peer list received) | to first signal at the other peer |\n|---|---|---|\n",
         one_way.as_millis(),
         ms(proxy_rtt.udp),
         ms(proxy_rtt.tcp)
     ));
-    json.insert("proxy_rtt_udp_ms".into(), ms(proxy_rtt.udp).into());
-    json.insert("proxy_rtt_tcp_ms".into(), ms(proxy_rtt.tcp).into());
-    let mut setup_json = Vec::new();
-    for way in [
-        setup::Way::QuicFresh,
-        setup::Way::QuicResumed,
-        setup::Way::WebTransport,
-        setup::Way::WebSocket,
-        setup::Way::WebSocketTls,
-    ] {
-        match setup::measure(way, &st, m.setup_runs).await {
-            Ok(r) => {
-                md.push_str(&format!(
-                    "| {} | {:.1} ms ({:.2} RTT) | {:.1} ms ({:.2} RTT) |\n",
-                    r.transport, r.joined_ms, r.joined_rtts, r.first_signal_ms, r.first_signal_rtts
-                ));
-                setup_json.push(serde_json::to_value(&r)?);
+        json.insert("proxy_rtt_udp_ms".into(), ms(proxy_rtt.udp).into());
+        json.insert("proxy_rtt_tcp_ms".into(), ms(proxy_rtt.tcp).into());
+        let mut setup_json = Vec::new();
+        for way in [
+            setup::Way::QuicFresh,
+            setup::Way::QuicResumed,
+            setup::Way::WebTransport,
+            setup::Way::WebSocket,
+            setup::Way::WebSocketTls,
+        ] {
+            match setup::measure(way, &st, m.setup_runs).await {
+                Ok(r) => {
+                    md.push_str(&format!(
+                        "| {} | {:.1} ms ({:.2} RTT) | {:.1} ms ({:.2} RTT) |\n",
+                        r.transport,
+                        r.joined_ms,
+                        r.joined_rtts,
+                        r.first_signal_ms,
+                        r.first_signal_rtts
+                    ));
+                    setup_json.push(serde_json::to_value(&r)?);
+                }
+                Err(e) => md.push_str(&format!("| failed: {e:#} | | |\n")),
             }
-            Err(e) => md.push_str(&format!("| failed: {e:#} | | |\n")),
         }
-    }
-    json.insert("setup".into(), setup_json.into());
-    match setup::browser(&st, server.http, m.setup_runs).await {
-        Ok(Ok(b)) => {
-            for (name, ms, rtts, _) in &b.rows {
-                md.push_str(&format!("| {name} | {ms:.1} ms ({rtts:.2} RTT) | — |\n"));
-            }
-            md.push_str(&format!(
+        json.insert("setup".into(), setup_json.into());
+        match setup::browser(&st, server.http, m.setup_runs).await {
+            Ok(Ok(b)) => {
+                for (name, ms, rtts, _) in &b.rows {
+                    md.push_str(&format!("| {name} | {ms:.1} ms ({rtts:.2} RTT) | — |\n"));
+                }
+                md.push_str(&format!(
                 "\nChromium {} rows: `connect()` + `joinSession()` of client/web/fsp2p.js resolved, median of {} runs, each in a fresh browser context.\n",
                 b.chromium, m.setup_runs
             ));
-            json.insert("browser_setup".into(), serde_json::to_value(&b)?);
+                json.insert("browser_setup".into(), serde_json::to_value(&b)?);
+            }
+            Ok(Err(why)) => md.push_str(&format!("| Chromium rows skipped: {why} | | |\n")),
+            Err(e) => md.push_str(&format!("| Chromium rows failed: {e:#} | | |\n")),
         }
-        Ok(Err(why)) => md.push_str(&format!("| Chromium rows skipped: {why} | | |\n")),
-        Err(e) => md.push_str(&format!("| Chromium rows failed: {e:#} | | |\n")),
-    }
-    let fb = setup::fallback_time(&st, m.setup_runs.max(3)).await?;
-    md.push_str(&format!(
+        let fb = setup::fallback_time(&st, m.setup_runs.max(3)).await?;
+        md.push_str(&format!(
         "\nFallback: from a peer deciding ICE failed to its first relayed frame delivered, over the already-open connection: **{fb:.1} ms = {:.2} RTT** (one leg to the server, one to the other peer; no handshake).\n\n",
         fb / ms(proxy_rtt.udp)
     ));
-    json.insert("fallback_ms".into(), fb.into());
+        json.insert("fallback_ms".into(), fb.into());
 
-    // 6. Scale.
-    if !m.setup_only {
-        let idle =
-            scale::idle_connections(server.quic, server.hash, server_pid, m.idle_connections)
-                .await?;
-        let sps = scale::sessions_per_sec(server.quic, server.hash, 16, m.session_secs).await?;
-        md.push_str(&format!(
+        // 6. Scale.
+        if !m.setup_only {
+            let idle =
+                scale::idle_connections(server.quic, server.hash, server_pid, m.idle_connections)
+                    .await?;
+            let sps = scale::sessions_per_sec(server.quic, server.hash, 16, m.session_secs).await?;
+            md.push_str(&format!(
         "## Scale\n\n| measure | value |\n|---|---|\n| idle QUIC connections held | {} (opened in {:.1} s) |\n| server RSS before → after | {:.1} MiB → {:.1} MiB |\n| RSS per idle connection | {:.1} KiB |\n| sessions created and left per second (16 clients) | {:.0} |\n\n",
         idle.connections, idle.connect_secs, idle.rss_before_mib, idle.rss_after_mib,
         idle.rss_per_connection_kib, sps
     ));
-        json.insert("idle".into(), serde_json::to_value(&idle)?);
-        json.insert("sessions_per_sec".into(), sps.into());
+            json.insert("idle".into(), serde_json::to_value(&idle)?);
+            json.insert("sessions_per_sec".into(), sps.into());
+        }
     }
 
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-results");
