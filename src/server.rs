@@ -386,16 +386,7 @@ async fn handle_incoming(
         Some(p) if p == ALPN_NATIVE => {
             // 0.5-RTT: the Welcome can go out before the handshake completes,
             // once the client has proved itself (see above).
-            let (conn, mut accepted) = match connecting.into_0rtt() {
-                Ok((conn, accepted)) => (conn, Some(accepted)),
-                Err(connecting) => {
-                    let conn = tokio::time::timeout_at(end, connecting)
-                        .await
-                        .context("QUIC handshake timed out")?
-                        .context("QUIC handshake")?;
-                    (conn, None)
-                }
-            };
+            let (conn, mut accepted) = early(connecting, end).await?;
             let proof = async {
                 tokio::select! {
                     // The handshake completed; the control stream comes later.
@@ -432,16 +423,7 @@ async fn handle_incoming(
             // sends its CONNECT. A browser's CONNECT comes with its Finished,
             // so waiting for the handshake below costs it nothing; a client
             // that sent CONNECT as 0-RTT data waits for its address proof.
-            let (conn, handshake) = match connecting.into_0rtt() {
-                Ok((conn, accepted)) => (conn, Some(accepted)),
-                Err(connecting) => {
-                    let conn = tokio::time::timeout_at(end, connecting)
-                        .await
-                        .context("QUIC handshake timed out")?
-                        .context("QUIC handshake")?;
-                    (conn, None)
-                }
-            };
+            let (conn, handshake) = early(connecting, end).await?;
             let request =
                 tokio::time::timeout_at(end, web_transport_quinn::Request::accept(conn.clone()))
                     .await
@@ -505,6 +487,25 @@ async fn handle_incoming(
         }
     }
     Ok(())
+}
+
+/// The connection in 0.5-RTT: usable before its handshake completes (quinn
+/// always allows this on a server), with the future that says when it has.
+/// Should quinn ever refuse, it waits for the handshake instead.
+async fn early(
+    connecting: quinn::Connecting,
+    end: tokio::time::Instant,
+) -> Result<(quinn::Connection, Option<quinn::ZeroRttAccepted>)> {
+    Ok(match connecting.into_0rtt() {
+        Ok((conn, accepted)) => (conn, Some(accepted)),
+        Err(connecting) => {
+            let conn = tokio::time::timeout_at(end, connecting)
+                .await
+                .context("QUIC handshake timed out")?
+                .context("QUIC handshake")?;
+            (conn, None)
+        }
+    })
 }
 
 /// Where a connection's control stream comes from.

@@ -53,30 +53,27 @@ pub(super) async fn start(
             (control, recv) = open_and_send(wire, &out).await?;
         }
     }
+    Ok(reading(wire, control, recv, sink, zero_rtt_used))
+}
+
+/// Start the reader task over `recv`; `control` is what the client writes on.
+fn reading(wire: &Wire, control: Writer, recv: Reader, sink: Sink, zero_rtt: bool) -> Started {
     let reader = tokio::spawn(read_everything(wire.clone(), recv, sink));
-    Ok(Started {
+    Started {
         control,
         tasks: Tasks {
             reader,
             others: Vec::new(),
         },
-        zero_rtt: zero_rtt_used,
-    })
+        zero_rtt,
+    }
 }
 
 /// Take the control stream the server opened (the first request went in
 /// the CONNECT URL, so its answers are already on their way) and start reading.
 pub(super) async fn accept(wire: &Wire, sink: Sink) -> Result<Started> {
     let (control, recv) = wire.accept_bi().await?;
-    let reader = tokio::spawn(read_everything(wire.clone(), recv, sink));
-    Ok(Started {
-        control,
-        tasks: Tasks {
-            reader,
-            others: Vec::new(),
-        },
-        zero_rtt: false,
-    })
+    Ok(reading(wire, control, recv, sink, false))
 }
 
 /// The error for a failed write on `wire`: how the connection ended, if it
