@@ -131,6 +131,72 @@ pub enum ServerMsg {
         /// Details for people.
         message: String,
     },
+    /// 12: (cluster mode only) go to another node of the cluster. Close this
+    /// connection, connect to `node`, say `Hello` (with the resume token if
+    /// I am in a session), and send again the `CreateSession` or
+    /// `JoinSession` this node did not answer. Answers `Hello` (instead of
+    /// `Welcome`), `JoinSession` or `CreateSession`, or comes unasked when
+    /// this node drains or lost the session to another node.
+    Redirect(Redirect),
+}
+
+/// Where and why a client should go (see [`ServerMsg::Redirect`]).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    /// Why.
+    pub reason: RedirectReason,
+    /// The node to go to.
+    pub node: NodeAddr,
+}
+
+/// Why a client is sent to another node.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RedirectReason {
+    /// 0: the session (asked for by `JoinSession` or by a resume token) lives on that node.
+    Session,
+    /// 1: this node is shutting down and handed my session to that node.
+    Draining,
+    /// 2: my session moved to that node (another node took it over).
+    Moved,
+    /// 3: new sessions go to that node (it is less loaded).
+    Placement,
+}
+
+impl RedirectReason {
+    /// Every reason, in order.
+    pub const ALL: [RedirectReason; 4] = [
+        RedirectReason::Session,
+        RedirectReason::Draining,
+        RedirectReason::Moved,
+        RedirectReason::Placement,
+    ];
+
+    /// The metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RedirectReason::Session => "session",
+            RedirectReason::Draining => "draining",
+            RedirectReason::Moved => "moved",
+            RedirectReason::Placement => "placement",
+        }
+    }
+}
+
+/// How clients reach one node of a cluster, as the node announces itself.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NodeAddr {
+    /// The node's name (for logs).
+    pub name: String,
+    /// Its UDP `host:port` for raw QUIC and WebTransport
+    /// (`https://{quic}/signal`); empty when it takes no UDP.
+    pub quic: String,
+    /// Base URL of its HTTP port (`http://host:port` or `https://host`);
+    /// the WebSocket fallback is `{http}/ws` with the scheme changed to
+    /// `ws`/`wss`. Empty when it has none.
+    pub http: String,
+    /// SHA-256 of its self-signed certificate's DER, to pin
+    /// (`serverCertificateHashes`); `None` when its certificate is CA-signed.
+    pub cert_sha256: Option<Vec<u8>>,
 }
 
 /// The client's introduction.
@@ -381,11 +447,14 @@ pub enum ErrorCode {
     Replaced = 20,
     /// The client did not read its control stream fast enough. Fatal.
     SlowConsumer = 21,
+    /// (cluster mode) The request needs the cluster directory (Redis), which
+    /// cannot be reached now; retry later. Not fatal: the connection stays.
+    ClusterUnavailable = 22,
 }
 
 impl ErrorCode {
     /// Every code, in order.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::BadMessage,
         ErrorCode::FrameTooLarge,
         ErrorCode::UnsupportedVersion,
@@ -407,6 +476,7 @@ impl ErrorCode {
         ErrorCode::HelloTimeout,
         ErrorCode::Replaced,
         ErrorCode::SlowConsumer,
+        ErrorCode::ClusterUnavailable,
     ];
 
     /// The code with number `v`, if there is one.
@@ -438,6 +508,7 @@ impl ErrorCode {
             ErrorCode::HelloTimeout => "hello_timeout",
             ErrorCode::Replaced => "replaced",
             ErrorCode::SlowConsumer => "slow_consumer",
+            ErrorCode::ClusterUnavailable => "cluster_unavailable",
         }
     }
 

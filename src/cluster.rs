@@ -1,0 +1,181 @@
+//! Cluster mode: what the nodes of one cluster share, as plain data.
+//!
+//! Without `--redis-url` a server is one node whose sessions live in its
+//! memory. With it, the nodes share a *directory* in Redis
+//! ([`crate::directory`] does the I/O): which nodes are alive and how
+//! loaded, which join codes exist, and for each session its home node and
+//! everything needed to carry it on elsewhere: code, host, members, peer
+//! ids, names and resume tokens, the tokens stored hashed. This module
+//! holds those records and the decisions made from them (which node a
+//! draining node hands its sessions to), with no I/O, so they are tested
+//! without Redis.
+//!
+//! A session record is written whenever the session changes (create,
+//! join, leave, host change, resume), never per relay frame: the relay
+//! path does not touch Redis.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{ClientKind, NodeAddr, PeerId, RelayMode};
+
+/// How a node joins a cluster (plain configuration; the binary maps flags onto it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `redis://[:password@]host:port[/db]` or `rediss://…` (TLS).
+    pub redis_url: String,
+    /// Prefix of every key this cluster uses, so several clusters can share one Redis.
+    pub key_prefix: String,
+    /// How this node is reached, as announced to the other nodes and sent in redirects.
+    pub node: NodeAddr,
+    /// How often the node announces itself (and its load).
+    pub heartbeat: Duration,
+    /// A node not heard from for this long is dead: its sessions may be taken over.
+    pub node_ttl: Duration,
+}
+
+impl ClusterConfig {
+    /// The defaults for everything but the URL and the node's address.
+    pub fn new(redis_url: impl Into<String>, node: NodeAddr) -> Self {
+        ClusterConfig {
+            redis_url: redis_url.into(),
+            key_prefix: "fsp2p:".into(),
+            node,
+            heartbeat: Duration::from_millis(1000),
+            node_ttl: Duration::from_millis(3000),
+        }
+    }
+}
+
+/// A live node as it announces itself in the directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// How clients reach it.
+    pub addr: NodeAddr,
+    /// Sessions whose home it is.
+    pub sessions: u32,
+    /// Open connections.
+    pub connections: u32,
+    /// True once it is shutting down: it takes no new sessions.
+    pub draining: bool,
+    /// When it announced this, Unix milliseconds.
+    pub at_unix_ms: u64,
+}
+
+/// One member of a session, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// Its peer id (kept when the session moves).
+    pub id: PeerId,
+    /// Its display name.
+    pub name: String,
+    /// What kind of program it is.
+    pub client: ClientKind,
+    /// How it wants relay frames.
+    pub relay_mode: RelayMode,
+    /// [`token_hash`] of its resume token, hex. The token itself is never stored.
+    pub token_sha256: String,
+}
+
+/// A session as stored in the directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// The join code (canonical form); also the record's key.
+    pub code: String,
+    /// The node the session lives on.
+    pub home: String,
+    /// Raised each time the home changes; a write with an older epoch is
+    /// refused, so a node that lost its session cannot overwrite it.
+    pub epoch: u64,
+    /// The host's peer id.
+    pub host: PeerId,
+    /// Seats, the host's included.
+    pub max_peers: u32,
+    /// [`password_hash`] of the session's password, hex, if it has one.
+    pub password_sha256: Option<String>,
+    /// Members in join order (the first is the next host).
+    pub members: Vec<MemberRecord>,
+}
+
+/// SHA-256 of a resume token, hex: what the directory and the core keep.
+pub fn token_hash(token: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, token))
+}
+
+/// SHA-256 of a session's password, salted with its code, hex.
+pub fn password_hash(code: &str, password: &str) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"fsp2p-session-password\0");
+    ctx.update(code.as_bytes());
+    ctx.update(b"\0");
+    ctx.update(password.as_bytes());
+    hex::encode(ctx.finish())
+}
+
+/// The node a draining node hands its sessions to: the live, not draining
+/// node other than itself with the fewest sessions (then connections, then
+/// name, so every node picks the same one). `None` when there is none.
+pub fn drain_target<'a>(me: &str, nodes: &'a [NodeInfo]) -> Option<&'a NodeInfo> {
+    nodes
+        .iter()
+        .filter(|n| n.addr.name != me && !n.draining)
+        .min_by(|a, b| {
+            (a.sessions, a.connections, &a.addr.name).cmp(&(
+                b.sessions,
+                b.connections,
+                &b.addr.name,
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, sessions: u32, draining: bool) -> NodeInfo {
+        NodeInfo {
+            addr: NodeAddr {
+                name: name.into(),
+                quic: format!("{name}:4433"),
+                http: format!("http://{name}:8080"),
+                cert_sha256: None,
+            },
+            sessions,
+            connections: 0,
+            draining,
+            at_unix_ms: 0,
+        }
+    }
+
+    #[test]
+    fn drain_target_is_the_least_loaded_other_live_node() {
+        let nodes = [
+            node("a", 0, false),
+            node("b", 5, false),
+            node("c", 2, false),
+            node("d", 1, true),
+        ];
+        assert_eq!(
+            drain_target("a", &nodes).map(|n| n.addr.name.as_str()),
+            Some("c")
+        );
+        assert_eq!(
+            drain_target("c", &nodes).map(|n| n.addr.name.as_str()),
+            Some("a")
+        );
+        assert!(drain_target("a", &nodes[..1]).is_none());
+        assert!(drain_target("a", &[node("a", 0, false), node("d", 0, true)]).is_none());
+    }
+
+    #[test]
+    fn hashes_are_sha256_hex_and_passwords_are_salted_by_code() {
+        // SHA-256("abc"), the FIPS 180-2 example.
+        assert_eq!(
+            token_hash(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_ne!(password_hash("ABC123", "pw"), password_hash("ABC124", "pw"));
+        assert_eq!(password_hash("ABC123", "pw").len(), 64);
+    }
+}
