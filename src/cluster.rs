@@ -98,6 +98,72 @@ pub struct SessionRecord {
     pub members: Vec<MemberRecord>,
 }
 
+impl SessionRecord {
+    /// The member whose resume token hashes to `token_sha256`, if any.
+    pub fn member_by_token(&self, token_sha256: &str) -> Option<&MemberRecord> {
+        self.members.iter().find(|m| m.token_sha256 == token_sha256)
+    }
+}
+
+/// What became of a write of a session record ([`fence`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The record is stored.
+    Written,
+    /// Refused: the session belongs to `home` at `epoch` now (it was taken
+    /// over, or its home moved on). The writer has lost the session and
+    /// must stop serving it.
+    Lost {
+        /// The node that owns the session now.
+        home: String,
+        /// The epoch it owns it at.
+        epoch: u64,
+    },
+}
+
+/// Whether a node that believes it is `home` at `epoch` may still change
+/// (write or delete) the `stored` record: the stored one has the same home
+/// and an epoch no newer. A node that lost its session (another took it
+/// over, raising the epoch) is refused even if the session later comes back
+/// to it, since its view is then older than the record's.
+pub fn may_write(stored: &SessionRecord, home: &str, epoch: u64) -> bool {
+    stored.home == home && stored.epoch <= epoch
+}
+
+/// The fencing decision for writing `rec` over `stored` (`None`: no record).
+pub fn fence(stored: Option<&SessionRecord>, rec: &SessionRecord) -> PutOutcome {
+    match stored {
+        Some(s) if !may_write(s, &rec.home, rec.epoch) => PutOutcome::Lost {
+            home: s.home.clone(),
+            epoch: s.epoch,
+        },
+        _ => PutOutcome::Written,
+    }
+}
+
+/// Token hashes of `old`'s members that are no longer in `new` (members
+/// who left): their index entries are to be removed.
+pub fn stale_tokens<'a>(old: &'a SessionRecord, new: &SessionRecord) -> Vec<&'a str> {
+    old.members
+        .iter()
+        .map(|m| m.token_sha256.as_str())
+        .filter(|t| new.member_by_token(t).is_none())
+        .collect()
+}
+
+/// The record after moving `rec`'s home from `from` (at `epoch`) to `to`,
+/// with the epoch raised by one; `None` when `rec` is no longer `from`'s at
+/// `epoch` (someone else moved or rewrote it first).
+pub fn moved(rec: &SessionRecord, from: &str, epoch: u64, to: &str) -> Option<SessionRecord> {
+    if rec.home != from || rec.epoch != epoch {
+        return None;
+    }
+    let mut next = rec.clone();
+    next.home = to.to_owned();
+    next.epoch = epoch.checked_add(1)?;
+    Some(next)
+}
+
 /// SHA-256 of a resume token, hex: what the directory and the core keep.
 pub fn token_hash(token: &[u8]) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, token))
@@ -166,6 +232,78 @@ mod tests {
         );
         assert!(drain_target("a", &nodes[..1]).is_none());
         assert!(drain_target("a", &[node("a", 0, false), node("d", 0, true)]).is_none());
+    }
+
+    fn member(id: PeerId, token: &str) -> MemberRecord {
+        MemberRecord {
+            id,
+            name: format!("p{id}"),
+            client: ClientKind::Rust,
+            relay_mode: RelayMode::Datagram,
+            token_sha256: token.into(),
+        }
+    }
+
+    fn session(home: &str, epoch: u64, tokens: &[&str]) -> SessionRecord {
+        SessionRecord {
+            code: "ABC123".into(),
+            home: home.into(),
+            epoch,
+            host: 1,
+            max_peers: 8,
+            password_sha256: None,
+            members: tokens
+                .iter()
+                .enumerate()
+                .map(|(i, t)| member(i as PeerId + 1, t))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn fence_lets_the_home_write_at_its_epoch_or_newer_and_refuses_everyone_else() {
+        let stored = session("a", 3, &[]);
+        assert_eq!(fence(None, &session("b", 0, &[])), PutOutcome::Written);
+        assert_eq!(
+            fence(Some(&stored), &session("a", 3, &[])),
+            PutOutcome::Written
+        );
+        assert_eq!(
+            fence(Some(&stored), &session("a", 4, &[])),
+            PutOutcome::Written
+        );
+        let lost = PutOutcome::Lost {
+            home: "a".into(),
+            epoch: 3,
+        };
+        // A node that lost the session, at its old epoch or even a newer one.
+        assert_eq!(fence(Some(&stored), &session("b", 2, &[])), lost);
+        assert_eq!(fence(Some(&stored), &session("b", 9, &[])), lost);
+        // The home itself with a view older than the record (it lost it and got it back).
+        assert_eq!(fence(Some(&stored), &session("a", 2, &[])), lost);
+        assert!(may_write(&stored, "a", 3));
+        assert!(!may_write(&stored, "a", 2));
+        assert!(!may_write(&stored, "b", 3));
+    }
+
+    #[test]
+    fn moved_raises_the_epoch_only_from_the_expected_home_and_epoch() {
+        let rec = session("a", 3, &["t1"]);
+        let next = moved(&rec, "a", 3, "b").map(|r| (r.home, r.epoch, r.members));
+        assert_eq!(next, Some(("b".into(), 4, rec.members.clone())));
+        assert!(moved(&rec, "a", 2, "b").is_none());
+        assert!(moved(&rec, "c", 3, "b").is_none());
+        assert!(moved(&session("a", u64::MAX, &[]), "a", u64::MAX, "b").is_none());
+    }
+
+    #[test]
+    fn stale_tokens_are_those_of_members_who_left() {
+        let old = session("a", 1, &["t1", "t2", "t3"]);
+        let new = session("a", 1, &["t1", "t3", "t4"]);
+        assert_eq!(stale_tokens(&old, &new), vec!["t2"]);
+        assert!(stale_tokens(&new, &new).is_empty());
+        assert_eq!(new.member_by_token("t4").map(|m| m.id), Some(3));
+        assert!(new.member_by_token("t2").is_none());
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! | [`client`] | the Rust client used by the `peer` command, tests and benchmarks |
 //! | [`wire`] | raw QUIC and WebTransport connections behind one interface |
 //! | [`session`] | the session core, a sans-IO state machine: who is in which session, who may talk to whom, limits, resume, its own timers |
+//! | [`directory`] | cluster mode's I/O: the directory in Redis (live nodes, join codes, session records, token index), every call bounded by a timeout |
 //! | [`cluster`] | cluster mode as plain data: node and session records shared through Redis, and the decisions made from them |
 //! | [`config`], [`limits`], [`turn`] | plain configuration with one set of defaults; ICE servers and coturn credentials |
 //! | [`first`] | the first request carried in a connection's URL |
@@ -32,6 +33,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 mod conn;
+pub mod directory;
 pub mod first;
 mod http;
 mod hub;
