@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Install what the tests need on a fresh Debian 12 machine: system packages
-# (coturn, Chromium, mono, Python), npm packages for the browser tests, and
+# (coturn, redis-server, Chromium, mono, Python), npm packages for the browser tests, and
 # Python packages for the C# syntax check. Idempotent: skips what is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v turnserver >/dev/null || need_apt+=(coturn)
+# redis-server: the cluster tests (tests/directory.rs) start their own on free ports.
+command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v mcs >/dev/null || need_apt+=(mono-devel)
 command -v curl >/dev/null || need_apt+=(curl)
@@ -35,6 +37,11 @@ fi
 # checks use; the tests start their own coturn processes.
 if command -v systemctl >/dev/null && systemctl is-active --quiet coturn 2>/dev/null; then
   systemctl disable --now coturn >/dev/null 2>&1 || true
+fi
+# Likewise Debian's redis-server package starts a system Redis on 6379; the
+# tests start their own redis-server processes, so it is not wanted.
+if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then
+  systemctl disable --now redis-server >/dev/null 2>&1 || true
 fi
 
 if [ -f tests/browser/package.json ] && [ ! -d tests/browser/node_modules/playwright-core ]; then

@@ -2,6 +2,8 @@
 //! clients (raw QUIC and WebTransport) connecting to it.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
