@@ -297,10 +297,12 @@ impl Backoff {
 
     /// Records a call's result: any answer from Redis ends the backoff,
     /// unavailability doubles it (from [`BACKOFF_MIN`] to [`BACKOFF_MAX`]).
+    /// Calls that were already under way when the first failed do not
+    /// double it again: one step per try.
     fn record(&mut self, available: bool, now: Instant) {
         if available {
             *self = Backoff::default();
-        } else {
+        } else if self.wait(now).is_none() {
             self.delay = (self.delay * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
             self.retry_at = Some(now + self.delay);
         }
@@ -895,18 +897,23 @@ mod tests {
         b.record(false, t0);
         assert_eq!(b.wait(t0), Some(BACKOFF_MIN));
         assert_eq!(b.wait(t0 + BACKOFF_MIN), None, "then one call tries");
+        // Calls that were under way fail too: no extra doubling.
+        b.record(false, t0);
+        assert_eq!(b.wait(t0), Some(BACKOFF_MIN));
+        let mut now = t0;
         let mut delays = Vec::new();
         for _ in 0..8 {
-            b.record(false, t0);
-            delays.push(b.wait(t0).unwrap_or_default());
+            now += b.wait(now).unwrap_or_default();
+            b.record(false, now);
+            delays.push(b.wait(now).unwrap_or_default());
         }
         assert_eq!(delays[0], BACKOFF_MIN * 2);
         assert!(delays.windows(2).all(|w| w[0] <= w[1]));
         assert_eq!(delays.last(), Some(&BACKOFF_MAX));
-        b.record(true, t0);
-        assert_eq!(b.wait(t0), None);
-        b.record(false, t0);
-        assert_eq!(b.wait(t0), Some(BACKOFF_MIN), "a new outage starts small");
+        b.record(true, now);
+        assert_eq!(b.wait(now), None);
+        b.record(false, now);
+        assert_eq!(b.wait(now), Some(BACKOFF_MIN), "a new outage starts small");
     }
 
     #[test]
