@@ -80,6 +80,7 @@ async fn relay(n: usize) -> Vec<Duration> {
         web_dir: None,
         trust_proxy: false,
         dev_cert: None,
+        cluster: None,
     })
     .await
     .unwrap();

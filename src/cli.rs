@@ -9,8 +9,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use flightsim_p2p::client::ClientTransport;
+use flightsim_p2p::cluster::ClusterConfig;
 use flightsim_p2p::config::QuicTuning;
 use flightsim_p2p::limits::Limits;
+use flightsim_p2p::protocol::NodeAddr;
 use flightsim_p2p::turn::IceConfig;
 
 /// Signaling, TURN credentials and a QUIC datagram relay for peer-to-peer
@@ -82,6 +84,9 @@ pub(crate) struct ServeArgs {
 
     #[command(flatten)]
     pub(crate) quic: QuicArgs,
+
+    #[command(flatten)]
+    pub(crate) cluster: ClusterArgs,
 
     /// Threads that run the server. 0 = one per CPU core (most relay throughput). 1 = everything
     /// on one thread: less peak throughput, but no cross-thread wake-ups on the relay path,
@@ -354,6 +359,109 @@ impl From<LimitsArgs> for Limits {
     }
 }
 
+/// Cluster mode ([`ClusterConfig`]) as flags; every default is `ClusterConfig::new`'s.
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Cluster mode (several nodes sharing sessions through Redis)")]
+pub(crate) struct ClusterArgs {
+    /// Join a cluster whose directory is this Redis: `redis://[:PASSWORD@]HOST:PORT[/DB]`,
+    /// or `rediss://…` for TLS. Nodes of one cluster redirect joins to a session's home node,
+    /// hand sessions over when they shut down, and take over the sessions of a node that died.
+    /// Without it the server is a single node and sessions live in its memory only.
+    #[arg(long, env = "FSP2P_REDIS_URL", hide_env_values = true)]
+    pub(crate) redis_url: Option<String>,
+
+    /// This node's name in the cluster (unique per node; keep it across restarts of the same
+    /// node, so it finds its sessions again). Default: its public QUIC address.
+    #[arg(long, env = "FSP2P_NODE_NAME")]
+    pub(crate) node_name: Option<String>,
+
+    /// `host:port` clients reach this node's UDP port at (sent to clients in redirects).
+    /// Default: the --listen address, which must then not be 0.0.0.0 or [::].
+    #[arg(long, env = "FSP2P_PUBLIC_QUIC")]
+    pub(crate) public_quic: Option<String>,
+
+    /// Base URL clients reach this node's HTTP port at (`https://node1.example.com`), for the
+    /// WebSocket fallback in redirects. Default: `http://` + the HTTP listen address.
+    #[arg(long, env = "FSP2P_PUBLIC_HTTP")]
+    pub(crate) public_http: Option<String>,
+
+    /// Prefix of every Redis key of this cluster (several clusters can share one Redis).
+    #[arg(long, env = "FSP2P_CLUSTER_PREFIX", default_value_t = default_cluster().key_prefix)]
+    pub(crate) cluster_prefix: String,
+
+    /// How often a node announces itself and its load, in milliseconds.
+    #[arg(long, env = "FSP2P_CLUSTER_HEARTBEAT_MS", default_value_t = default_cluster().heartbeat.as_millis() as u64)]
+    pub(crate) cluster_heartbeat_ms: u64,
+
+    /// A node not heard from for this long (ms) is dead: other nodes take its sessions over
+    /// when its players come back. Keep it a few heartbeats long.
+    #[arg(long, env = "FSP2P_CLUSTER_NODE_TTL_MS", default_value_t = default_cluster().node_ttl.as_millis() as u64)]
+    pub(crate) cluster_node_ttl_ms: u64,
+}
+
+fn default_cluster() -> ClusterConfig {
+    ClusterConfig::new("", NodeAddr::default())
+}
+
+impl ClusterArgs {
+    /// The cluster configuration, or `None` without `--redis-url`. `listen` and
+    /// `http_listen` fill in the public addresses left empty.
+    pub(crate) fn into_config(
+        self,
+        listen: SocketAddr,
+        http_listen: SocketAddr,
+    ) -> Result<Option<ClusterConfig>> {
+        let Some(url) = self.redis_url.filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            anyhow::bail!("--redis-url must start with redis:// or rediss://");
+        }
+        if self.cluster_node_ttl_ms < 2 * self.cluster_heartbeat_ms.max(1) {
+            anyhow::bail!(
+                "--cluster-node-ttl-ms ({}) must be at least twice --cluster-heartbeat-ms ({}),                  or a node that misses one beat is taken for dead",
+                self.cluster_node_ttl_ms,
+                self.cluster_heartbeat_ms
+            );
+        }
+        let public_quic = if let Some(q) = self.public_quic.filter(|q| !q.is_empty()) {
+            q
+        } else {
+            if listen.ip().is_unspecified() {
+                anyhow::bail!(
+                    "cluster mode needs --public-quic (the host:port clients reach this node at)                      when --listen is {listen}"
+                );
+            }
+            listen.to_string()
+        };
+        let public_http = if let Some(h) = self.public_http.filter(|h| !h.is_empty()) {
+            h.trim_end_matches('/').to_string()
+        } else {
+            if http_listen.ip().is_unspecified() {
+                anyhow::bail!(
+                    "cluster mode needs --public-http (the URL clients reach this node's HTTP                      port at) when the HTTP port listens on {http_listen}"
+                );
+            }
+            format!("http://{http_listen}")
+        };
+        let name = self
+            .node_name
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| public_quic.clone());
+        let node = NodeAddr {
+            name,
+            quic: public_quic,
+            http: public_http,
+            cert_sha256: None,
+        };
+        let mut cfg = ClusterConfig::new(url, node);
+        cfg.key_prefix = self.cluster_prefix;
+        cfg.heartbeat = std::time::Duration::from_millis(self.cluster_heartbeat_ms);
+        cfg.node_ttl = std::time::Duration::from_millis(self.cluster_node_ttl_ms);
+        Ok(Some(cfg))
+    }
+}
+
 /// [`QuicTuning`] as flags and environment variables; every default is `QuicTuning::default()`'s.
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct QuicArgs {
@@ -499,6 +607,57 @@ mod tests {
         assert_eq!(Limits::from(args.limits), Limits::default());
         assert_eq!(QuicTuning::from(args.quic), QuicTuning::default());
         assert_eq!(args.ice.into_config().unwrap(), IceConfig::default());
+        let cluster = ClusterArgs {
+            redis_url: Some("redis://127.0.0.1:6379".into()),
+            ..args.cluster.clone()
+        };
+        let (quic, http) = (
+            "127.0.0.1:4433".parse().unwrap(),
+            "127.0.0.1:8080".parse().unwrap(),
+        );
+        let cfg = cluster
+            .into_config(quic, http)
+            .unwrap()
+            .expect("cluster mode");
+        let want = ClusterConfig::new(
+            "redis://127.0.0.1:6379",
+            NodeAddr {
+                name: "127.0.0.1:4433".into(),
+                quic: "127.0.0.1:4433".into(),
+                http: "http://127.0.0.1:8080".into(),
+                cert_sha256: None,
+            },
+        );
+        assert_eq!(cfg, want);
+        assert_eq!(
+            args.cluster.into_config(quic, http).unwrap(),
+            None,
+            "no URL, no cluster"
+        );
+    }
+
+    #[test]
+    fn cluster_mode_refuses_addresses_clients_cannot_reach() {
+        let cli = Cli::try_parse_from([
+            "flightsim-p2p",
+            "serve",
+            "--redis-url",
+            "redis://127.0.0.1:1",
+        ])
+        .expect("parses");
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        let any = "0.0.0.0:4433".parse().unwrap();
+        let http = "127.0.0.1:8080".parse().unwrap();
+        let err = args.cluster.clone().into_config(any, http).unwrap_err();
+        assert!(err.to_string().contains("--public-quic"), "{err}");
+        let bad = ClusterArgs {
+            cluster_node_ttl_ms: 1000,
+            ..args.cluster
+        };
+        let err = bad.into_config(http, http).unwrap_err();
+        assert!(err.to_string().contains("twice"), "{err}");
     }
 
     #[test]

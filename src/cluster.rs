@@ -195,9 +195,79 @@ pub fn drain_target<'a>(me: &str, nodes: &'a [NodeInfo]) -> Option<&'a NodeInfo>
         })
 }
 
+/// Where a request for a session goes, from its record and its home node
+/// as the directory sees them (see [`route`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// No such session.
+    NotFound,
+    /// This node is its home (it may have restarted and not hold it yet).
+    Here,
+    /// Its home is another live node: send the client there.
+    Elsewhere(NodeAddr),
+    /// Its home is dead or draining: move it here, if the record still
+    /// says `from` at `epoch` (else read it again).
+    TakeOver {
+        /// The home to move it from.
+        from: String,
+        /// The epoch it was read at.
+        epoch: u64,
+    },
+}
+
+/// Decide where a request for the session `rec` goes on node `me`, given
+/// what the directory says of its home (`None`: dead or unknown).
+pub fn route(me: &str, rec: Option<&SessionRecord>, home: Option<&NodeInfo>) -> Route {
+    let Some(rec) = rec else {
+        return Route::NotFound;
+    };
+    if rec.home == me {
+        return Route::Here;
+    }
+    match home {
+        Some(n) if n.addr.name == rec.home && !n.draining => Route::Elsewhere(n.addr.clone()),
+        _ => Route::TakeOver {
+            from: rec.home.clone(),
+            epoch: rec.epoch,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(home: &str, epoch: u64) -> SessionRecord {
+        SessionRecord {
+            code: "7KQ2MX".into(),
+            home: home.into(),
+            epoch,
+            host: 1,
+            max_peers: 8,
+            password_sha256: None,
+            members: vec![],
+        }
+    }
+
+    #[test]
+    fn route_sends_to_a_live_home_and_takes_over_a_dead_or_draining_one() {
+        let r = record("b", 4);
+        assert_eq!(route("a", None, None), Route::NotFound);
+        assert_eq!(route("b", Some(&r), None), Route::Here);
+        let b = node("b", 1, false);
+        assert_eq!(
+            route("a", Some(&r), Some(&b)),
+            Route::Elsewhere(b.addr.clone())
+        );
+        let take = Route::TakeOver {
+            from: "b".into(),
+            epoch: 4,
+        };
+        assert_eq!(route("a", Some(&r), None), take);
+        assert_eq!(route("a", Some(&r), Some(&node("b", 1, true))), take);
+        // A record naming another node than the one asked about: not trusted.
+        assert_eq!(route("a", Some(&r), Some(&node("c", 1, false))), take);
+    }
 
     fn node(name: &str, sessions: u32, draining: bool) -> NodeInfo {
         NodeInfo {

@@ -91,6 +91,9 @@ pub struct ServerConfig {
     /// The server replaces it a day before it expires (browsers refuse a
     /// pinned certificate that has expired, and accept at most 14 days).
     pub dev_cert: Option<DevCert>,
+    /// Cluster mode (`--redis-url`): share sessions with other nodes through
+    /// Redis. `None`: a single node, sessions in memory only.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// Where the dev certificate lives and which names it carries.

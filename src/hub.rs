@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -141,6 +141,8 @@ pub(crate) struct Shared {
     pub(crate) trust_proxy: bool,
     /// Wakes the timer task when the core's next deadline moved earlier.
     rearm: Notify,
+    /// Cluster mode: where the core's lookups and record writes go.
+    node: OnceLock<Arc<crate::node::NodeLink>>,
 }
 
 impl Shared {
@@ -165,7 +167,13 @@ impl Shared {
             cert: RwLock::new(CertInfo::of(identity)),
             tuning,
             rearm: Notify::new(),
+            node: OnceLock::new(),
         }
+    }
+
+    /// Cluster mode: hand the core's cluster work to this node's tasks.
+    pub(crate) fn set_node(&self, link: Arc<crate::node::NodeLink>) {
+        let _ = self.node.set(link);
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -179,6 +187,16 @@ impl Shared {
     pub(crate) fn flush(&self, st: &mut State) {
         while let Some(out) = st.core.poll_output() {
             match out {
+                Output::Lookup(lookup) => match self.node.get() {
+                    Some(node) => node.send(crate::node::Job::Lookup(lookup)),
+                    None => {
+                        // Only a core in cluster mode looks up, and only a node enables it.
+                        warn!("a lookup without a cluster; answering unavailable");
+                        let conn = lookup.conn();
+                        st.core
+                            .answer(now(), conn, crate::session::Answer::Unavailable);
+                    }
+                },
                 Output::Send { conn, msg } => {
                     if let ServerMsg::Error { code, .. } = &msg {
                         self.metrics.error_sent(*code);
@@ -213,6 +231,11 @@ impl Shared {
                         }
                     }
                 }
+            }
+        }
+        if let Some(node) = self.node.get() {
+            while let Some(p) = st.core.poll_persist() {
+                node.send(crate::node::Job::Persist(p));
             }
         }
         self.metrics.sessions.set(st.core.session_count() as i64);

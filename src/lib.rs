@@ -12,6 +12,7 @@
 //! | `conn` | one connection's life, whatever carries it: the transports only adapt bytes to it |
 //! | [`relay`] | **where a relayed datagram is forwarded** (the hot path) |
 //! | `http` | the HTTP port: its accept loop (per-address cap, header timeout) and `/healthz`, `/metrics`, `/cert-hash`, static files |
+//! | `node` | cluster mode's shell: the core's lookups and record writes carried to the directory, the heartbeat, the drain |
 //! | `hub` | what every connection task shares: the core behind one lock, the links, the timer task |
 //! | [`metrics`] | the metric group, one typed struct whose doc comments are the help texts |
 //! | [`client`] | the Rust client used by the `peer` command, tests and benchmarks |
@@ -39,6 +40,7 @@ mod http;
 mod hub;
 pub mod limits;
 pub mod metrics;
+mod node;
 pub mod protocol;
 pub mod relay;
 pub mod server;

@@ -93,6 +93,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if !ice.turn_urls.is_empty() && ice.turn_secret.is_none() {
         tracing::warn!("--turn-url given without --turn-secret: TURN URLs are not sent (they would be useless without credentials)");
     }
+    let cluster = args.cluster.clone().into_config(args.listen, http_listen)?;
     let hash = identity.sha256_hex();
     let dev = identity.dev;
     let srv = server::Server::start(ServerConfig {
@@ -105,6 +106,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         web_dir,
         trust_proxy: args.trust_proxy,
         dev_cert,
+        cluster,
     })
     .await?;
     if dev {

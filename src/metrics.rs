@@ -15,7 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::protocol::ErrorCode;
+use crate::protocol::{ErrorCode, RedirectReason};
 use crate::session::{RelayDrop, Transport, Via};
 
 /// Why a connection was refused or failed before it was served.
@@ -68,7 +68,42 @@ macro_rules! label_value {
         }
     )*};
 }
-label_value!(Transport, Via, RelayDrop, Refusal);
+label_value!(
+    Transport,
+    Via,
+    RelayDrop,
+    Refusal,
+    RedirectReason,
+    DirectoryOp
+);
+
+/// What a node was doing with the cluster directory (Redis) when it failed.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum DirectoryOp {
+    /// Announcing the node and its load.
+    Heartbeat,
+    /// Finding a session by code or resume token (and taking it over).
+    Lookup,
+    /// Reserving a new session's code.
+    Reserve,
+    /// Writing or deleting a session's record.
+    Persist,
+    /// Handing sessions to another node at shutdown.
+    Drain,
+}
+
+impl DirectoryOp {
+    /// The metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DirectoryOp::Heartbeat => "heartbeat",
+            DirectoryOp::Lookup => "lookup",
+            DirectoryOp::Reserve => "reserve",
+            DirectoryOp::Persist => "persist",
+            DirectoryOp::Drain => "drain",
+        }
+    }
+}
 
 impl EncodeLabelValue for Direction {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
@@ -123,6 +158,20 @@ pub struct ErrorLabel {
 pub struct DropLabel {
     /// Why the frame was dropped.
     pub reason: RelayDrop,
+}
+
+/// `{reason="draining"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RedirectLabel {
+    /// Why the client was sent elsewhere.
+    pub reason: RedirectReason,
+}
+
+/// `{op="lookup"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    /// What the node was doing with the directory.
+    pub op: DirectoryOp,
 }
 
 /// `{direction="in"}`.
@@ -219,6 +268,16 @@ metric_group! {
     quic_datagrams_dropped: Family<DirectionLabel, Counter>,
     /// QUIC packets lost on the network path, counted when a connection closes.
     quic_lost_packets: Counter,
+    /// Cluster mode: live nodes in the directory, this one included (0 on a single node).
+    cluster_nodes: Gauge,
+    /// Cluster mode: 1 while the directory (Redis) answers, 0 while it does not.
+    cluster_directory_up: Gauge,
+    /// Cluster mode: clients sent to another node, by reason.
+    cluster_redirects: Family<RedirectLabel, Counter>,
+    /// Cluster mode: sessions this node took over from a node that died or drained.
+    cluster_sessions_taken_over: Counter,
+    /// Cluster mode: directory (Redis) calls that failed, by what the node was doing.
+    cluster_directory_errors: Family<OpLabel, Counter>,
 }
 
 impl Metrics {
@@ -291,6 +350,18 @@ impl Metrics {
                 .inc_by(n);
         }
         self.quic_lost_packets.inc_by(lost.packets);
+    }
+
+    pub(crate) fn redirected(&self, reason: RedirectReason) {
+        self.cluster_redirects
+            .get_or_create(&RedirectLabel { reason })
+            .inc();
+    }
+
+    pub(crate) fn directory_error(&self, op: DirectoryOp) {
+        self.cluster_directory_errors
+            .get_or_create(&OpLabel { op })
+            .inc();
     }
 
     pub(crate) fn relay_in(&self, via: Via) {

@@ -183,7 +183,7 @@ impl RedirectReason {
 }
 
 /// How clients reach one node of a cluster, as the node announces itself.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct NodeAddr {
     /// The node's name (for logs).
     pub name: String,
@@ -448,7 +448,11 @@ pub enum ErrorCode {
     /// The client did not read its control stream fast enough. Fatal.
     SlowConsumer = 21,
     /// (cluster mode) The request needs the cluster directory (Redis), which
-    /// cannot be reached now; retry later. Not fatal: the connection stays.
+    /// cannot be reached now; retry in a moment. Not fatal as the answer to
+    /// `JoinSession` or `CreateSession`: the connection stays. As the answer
+    /// to a `Hello` whose resume token this node does not know, the server
+    /// closes the connection with this code: reconnect with the same token
+    /// (any node), as after a lost connection.
     ClusterUnavailable = 22,
 }
 

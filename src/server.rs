@@ -43,6 +43,8 @@ pub struct Server {
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
     dev_cert: Option<DevCert>,
+    /// Cluster mode: this server as a node.
+    node: Option<crate::node::Node>,
 }
 
 fn rotate_dev_cert(endpoint: &quinn::Endpoint, shared: &Shared, dev: &DevCert) -> Result<CertInfo> {
@@ -130,8 +132,17 @@ impl Server {
             listener,
             router,
             shared.clone(),
-            stop_rx,
+            stop_rx.clone(),
         ));
+        let node = match cfg.cluster {
+            Some(mut cluster) => {
+                let cert = shared.cert();
+                let hash = cert.dev.then(|| hex::decode(&cert.hex).unwrap_or_default());
+                cluster.node = crate::node::complete_addr(cluster.node, quic_addr, http_addr, hash);
+                Some(crate::node::start(shared.clone(), cluster, stop_rx, &mut tasks).await?)
+            }
+            None => None,
+        };
         info!(%quic_addr, %http_addr, "serving");
         Ok(Server {
             shared,
@@ -141,6 +152,7 @@ impl Server {
             stop,
             tasks,
             dev_cert: cfg.dev_cert,
+            node,
         })
     }
 
@@ -169,6 +181,11 @@ impl Server {
     /// the drain timeout for them to leave, then close everything.
     pub async fn shutdown(mut self) {
         info!("shutting down");
+        if let Some(node) = &self.node {
+            // Sessions go to another node first, their players with them;
+            // whoever is left gets GoingAway below.
+            crate::node::drain(&self.shared, node).await;
+        }
         {
             let mut st = self.shared.lock();
             st.core.shutdown(self.shared.tuning.reconnect_after_ms);
@@ -196,6 +213,9 @@ impl Server {
         })
         .await;
         self.tasks.abort_all();
+        if let Some(node) = &self.node {
+            crate::node::leave(node).await;
+        }
         info!("stopped");
     }
 }

@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 
+mod cluster;
+pub use cluster::{Answer, Lookup, Persist};
+
+use crate::cluster::{password_hash, token_hash};
 use crate::limits::{Limits, TokenBucket};
 use crate::protocol::{
     ClientKind, ClientMsg, CreateSession, ErrorCode, Hello, JoinSession, LeaveReason, PeerId,
@@ -27,6 +31,7 @@ use crate::protocol::{
     MAX_PASSWORD_BYTES, PROTOCOL_VERSION, RESUME_TOKEN_LEN,
 };
 use crate::turn::IceConfig;
+use cluster::ClusterCore;
 
 /// One transport connection, numbered by the core.
 pub type ConnId = u64;
@@ -130,6 +135,10 @@ pub enum Output {
         /// Why, for the client and the logs.
         reason: String,
     },
+    /// (cluster mode) Ask the directory, then call [`Core::answer`] for
+    /// the connection with what it said. The connection's messages wait
+    /// meanwhile.
+    Lookup(Lookup),
 }
 
 /// How a relay frame travels between the server and one client (a metrics
@@ -374,13 +383,19 @@ struct Conn {
     /// Opened on 0-RTT data, address not yet proven: holds no slot of its
     /// address until [`Core::confirm`].
     provisional: bool,
+    /// Sent to another node (cluster mode): it gets no `GoingAway`.
+    redirected: bool,
 }
 
 struct Peer {
     name: String,
     client: ClientKind,
     relay_mode: RelayMode,
-    token: [u8; RESUME_TOKEN_LEN],
+    /// The resume token, once this node has seen it (a peer taken over from
+    /// another node is known by the token's hash until it resumes).
+    token: Option<[u8; RESUME_TOKEN_LEN]>,
+    /// [`token_hash`] of the token: how the core finds the peer on resume.
+    token_sha256: String,
     /// `None` while the peer is between connections.
     conn: Option<ConnId>,
     /// When the connection was lost (resume grace runs from here).
@@ -399,7 +414,11 @@ struct Session {
     /// In join order; the first is the next host.
     members: Vec<PeerId>,
     max_peers: u32,
-    password: Option<String>,
+    /// [`password_hash`] of the password, if it has one.
+    password_sha256: Option<String>,
+    /// Cluster mode: the directory's epoch of this session (see
+    /// [`crate::cluster::SessionRecord::epoch`]); 0 on a single node.
+    epoch: u64,
     last_activity: Instant,
     /// The address that created it, charged for it (`max_sessions_per_ip`).
     owner_ip: Option<IpAddr>,
@@ -414,7 +433,8 @@ pub struct Core {
     peers: HashMap<PeerId, Peer>,
     sessions: HashMap<u64, Session>,
     codes: HashMap<String, u64>,
-    tokens: HashMap<[u8; RESUME_TOKEN_LEN], PeerId>,
+    /// Peers by the hash of their resume token.
+    tokens: HashMap<String, PeerId>,
     /// What each client address with open connections may still do.
     per_ip: HashMap<IpAddr, PerIp>,
     /// Connection attempts in flight on the whole server.
@@ -426,6 +446,8 @@ pub struct Core {
     next_session: u64,
     shutting_down: bool,
     out: VecDeque<Output>,
+    /// Cluster mode's state; `None` on a single node.
+    cluster: Option<ClusterCore>,
 }
 
 impl Core {
@@ -453,6 +475,7 @@ impl Core {
             next_session: 1,
             shutting_down: false,
             out: VecDeque::new(),
+            cluster: None,
         }
     }
 
@@ -639,6 +662,7 @@ impl Core {
                 over_rate: Throttled::default(),
                 over_receiver: Throttled::default(),
                 provisional,
+                redirected: false,
             },
         );
         self.arm(now.mono + self.limits.hello_timeout(), Timer::Hello(id));
@@ -656,6 +680,12 @@ impl Core {
             return;
         };
         let peer = c.peer;
+        if self.waiting(conn, &msg) {
+            return;
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         if !c.control.try_take(now.mono, 1) {
             if c.over_rate.drop_one(now.mono) {
                 self.report_over_rate(now.mono, conn);
@@ -707,6 +737,7 @@ impl Core {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
+        self.forget_wait(conn);
         if let Some(ip) = c.meta.ip {
             if let Some(a) = self.per_ip.get_mut(&ip).filter(|_| !c.provisional) {
                 a.conns = a.conns.saturating_sub(1);
@@ -914,7 +945,12 @@ impl Core {
     /// come back (with their resume token) after `reconnect_after_ms`.
     pub fn shutdown(&mut self, reconnect_after_ms: u32) {
         self.shutting_down = true;
-        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        let conns: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.redirected)
+            .map(|(id, _)| *id)
+            .collect();
         for conn in conns {
             self.send(
                 conn,
@@ -929,6 +965,12 @@ impl Core {
     // ----- control messages -----
 
     fn hello(&mut self, now: Now, conn: ConnId, hello: Hello) {
+        self.hello_after(now, conn, hello, false)
+    }
+
+    /// `Hello`; `looked_up` once the directory was asked about its token
+    /// (cluster mode), so a token it does not know either makes a new peer.
+    fn hello_after(&mut self, now: Now, conn: ConnId, hello: Hello, looked_up: bool) {
         if hello.version != PROTOCOL_VERSION {
             return self.fail(
                 conn,
@@ -947,8 +989,16 @@ impl Core {
             );
         }
         if let Some(token) = &hello.resume_token {
-            if let Some(p) = token_key(token).and_then(|k| self.tokens.get(&k).copied()) {
+            let hash = token_hash(token);
+            if let Some(p) = self.tokens.get(&hash).copied() {
                 return self.resume(now, conn, p, hello);
+            }
+            if !looked_up && token.len() == RESUME_TOKEN_LEN && self.cluster.is_some() {
+                let lookup = Lookup::Token {
+                    conn,
+                    token_sha256: hash,
+                };
+                return self.wait_for(conn, lookup, ClientMsg::Hello(hello));
             }
             self.error(
                 conn,
@@ -956,18 +1006,19 @@ impl Core {
                 "resume token unknown or expired; you are a new peer".into(),
             );
         }
-        let id = self.next_peer;
-        self.next_peer = self.next_peer.checked_add(1).unwrap_or(1);
+        let id = self.new_peer_id();
         let mut token = [0u8; RESUME_TOKEN_LEN];
         self.rng.fill_bytes(&mut token);
-        self.tokens.insert(token, id);
+        let token_sha256 = token_hash(&token);
+        self.tokens.insert(token_sha256.clone(), id);
         self.peers.insert(
             id,
             Peer {
                 name: hello.name,
                 client: hello.client,
                 relay_mode: hello.relay_mode,
-                token,
+                token: Some(token),
+                token_sha256,
                 conn: Some(conn),
                 away_since: None,
                 session: None,
@@ -989,7 +1040,13 @@ impl Core {
         let was_away = peer.away_since.take().is_some();
         peer.relay_mode = hello.relay_mode;
         peer.client = hello.client;
+        if peer.token.is_none() {
+            peer.token = hello.resume_token.as_deref().and_then(token_key);
+        }
         let session = peer.session;
+        if let Some(sid) = session {
+            self.mark_dirty(sid);
+        }
         if let Some(old) = old {
             // The old connection is still open (the client noticed the break
             // before we did): this one takes over.
@@ -1029,7 +1086,8 @@ impl Core {
         let token = self
             .peers
             .get(&p)
-            .map(|x| x.token.to_vec())
+            .and_then(|x| x.token)
+            .map(|t| t.to_vec())
             .unwrap_or_default();
         ServerMsg::Welcome(Welcome {
             version: PROTOCOL_VERSION,
@@ -1104,29 +1162,73 @@ impl Core {
             }
             a.sessions += 1;
         }
-        let code = loop {
+        let code = self.new_code();
+        let password = req.password.filter(|pw| !pw.is_empty());
+        let pending = cluster::NewSession {
+            code,
+            max_peers,
+            password,
+            owner_ip,
+        };
+        if self.cluster.is_some() {
+            // The code must be unique across the cluster before anyone sees it.
+            return self.reserve(conn, pending, 0);
+        }
+        self.found_session(now, conn, p, pending);
+    }
+
+    /// A join code no session on this node has.
+    fn new_code(&mut self) -> String {
+        loop {
             let code: String = (0..CODE_LEN)
                 .map(|_| CODE_ALPHABET[self.rng.random_range(0..32)] as char)
                 .collect();
             if !self.codes.contains_key(&code) {
-                break code;
+                return code;
             }
-        };
+        }
+    }
+
+    /// A new peer id: the next one on a single node; in cluster mode a
+    /// random one, so that ids stay distinct when a session moves to another node.
+    fn new_peer_id(&mut self) -> PeerId {
+        if self.cluster.is_some() {
+            loop {
+                let id = self.rng.random_range(1..=PeerId::MAX);
+                if !self.peers.contains_key(&id) {
+                    return id;
+                }
+            }
+        }
+        loop {
+            let id = self.next_peer;
+            self.next_peer = self.next_peer.checked_add(1).unwrap_or(1);
+            if !self.peers.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Start the session `req` asked for, its code settled: `p` is its host.
+    fn found_session(&mut self, now: Now, conn: ConnId, p: PeerId, req: cluster::NewSession) {
         let sid = self.next_session;
         self.next_session += 1;
-        self.codes.insert(code.clone(), sid);
+        self.codes.insert(req.code.clone(), sid);
+        let password_sha256 = req.password.map(|pw| password_hash(&req.code, &pw));
         self.sessions.insert(
             sid,
             Session {
-                code,
+                code: req.code,
                 host: p,
                 members: vec![p],
-                max_peers,
-                password: req.password.filter(|pw| !pw.is_empty()),
+                max_peers: req.max_peers,
+                password_sha256,
+                epoch: 0,
                 last_activity: now.mono,
-                owner_ip,
+                owner_ip: req.owner_ip,
             },
         );
+        self.mark_dirty(sid);
         if let Some(peer) = self.peers.get_mut(&p) {
             peer.session = Some(sid);
         }
@@ -1159,8 +1261,18 @@ impl Core {
                 ),
             );
         }
+        self.join_after(now, conn, p, req, false)
+    }
+
+    /// `JoinSession`, after the lockout check; `looked_up` once the
+    /// directory was asked about the code (cluster mode).
+    fn join_after(&mut self, now: Now, conn: ConnId, p: PeerId, req: JoinSession, looked_up: bool) {
         let code = normalize_code(&req.code);
         let found = self.codes.get(&code).copied();
+        if found.is_none() && !looked_up && self.cluster.is_some() && code.len() == CODE_LEN {
+            let lookup = Lookup::Code { conn, code };
+            return self.wait_for(conn, lookup, ClientMsg::JoinSession(req));
+        }
         let Some(sid) = found else {
             // The code a player typed is a secret: not echoed into logs.
             return self.failed_join(
@@ -1173,8 +1285,9 @@ impl Core {
         let Some(session) = self.sessions.get_mut(&sid) else {
             return self.failed_join(now, conn, ErrorCode::UnknownSession, "session ended".into());
         };
-        if let Some(pw) = &session.password {
-            if req.password.as_deref() != Some(pw.as_str()) {
+        if let Some(pw) = &session.password_sha256 {
+            let given = req.password.as_deref().map(|g| password_hash(&code, g));
+            if given.as_deref() != Some(pw.as_str()) {
                 return self.failed_join(
                     now,
                     conn,
@@ -1195,6 +1308,7 @@ impl Core {
         if let Some(peer) = self.peers.get_mut(&p) {
             peer.session = Some(sid);
         }
+        self.mark_dirty(sid);
         if let Some(info) = self.session_info(sid) {
             self.send(conn, ServerMsg::SessionJoined(info));
         }
@@ -1359,6 +1473,7 @@ impl Core {
             if let Some(s) = self.sessions.remove(&sid) {
                 self.codes.remove(&s.code);
                 self.release_session_quota(s.owner_ip);
+                self.ended(s.code, s.epoch);
             }
             return;
         }
@@ -1366,6 +1481,7 @@ impl Core {
         if let Some(h) = new_host {
             session.host = h;
         }
+        self.mark_dirty(sid);
         self.broadcast(sid, None, ServerMsg::PeerLeft { peer: p, reason });
         if let Some(host) = new_host {
             self.broadcast(sid, None, ServerMsg::HostChanged { host });
@@ -1378,7 +1494,7 @@ impl Core {
             peer.signals_in.remove(&p);
         }
         if let Some(peer) = self.peers.remove(&p) {
-            self.tokens.remove(&peer.token);
+            self.tokens.remove(&peer.token_sha256);
         }
     }
 
@@ -1388,6 +1504,7 @@ impl Core {
         };
         self.codes.remove(&session.code);
         self.release_session_quota(session.owner_ip);
+        self.ended(session.code.clone(), session.epoch);
         for m in session.members {
             if let Some(peer) = self.peers.get_mut(&m) {
                 peer.session = None;

@@ -119,6 +119,7 @@ async fn start_in(
             dir: dir.clone(),
             hosts: vec!["localhost".into(), "127.0.0.1".into()],
         }),
+        cluster: None,
     })
     .await
     .unwrap();

@@ -1,0 +1,506 @@
+//! This server as a node of a cluster: the tasks that carry the core's
+//! cluster work to the directory (Redis) and bring the answers back.
+//!
+//! Why a module of its own: the core decides (which request needs the
+//! directory, what a record holds, what to do with an answer) and
+//! [`crate::directory`] talks to Redis; this is the thin shell between
+//! them. It runs three things:
+//! - *lookups*: each [`Lookup`] the core emits is resolved in its own task
+//!   (find the record, decide with [`crate::cluster::route`], take the
+//!   session over when its home is gone) and answered with
+//!   [`crate::session::Core::answer`];
+//! - *the writer*: records the core wants written ([`Persist`]), coalesced
+//!   by code and retried with backoff while Redis is away, so a Redis outage
+//!   delays writes but never blocks a player;
+//! - *the heartbeat*: announces the node and its load every
+//!   `heartbeat`, and counts the live nodes.
+//!
+//! At shutdown, [`drain`] hands every session to the least-loaded other
+//! node and sends its players there.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch, Notify};
+use tracing::{debug, info, warn};
+
+use crate::cluster::PutOutcome;
+use crate::cluster::{self, ClusterConfig, NodeInfo, Route};
+use crate::directory::{Directory, DirectoryError};
+use crate::hub::{now, Shared};
+use crate::metrics::DirectoryOp;
+use crate::protocol::{NodeAddr, RedirectReason};
+use crate::session::{Answer, Lookup, Persist};
+
+/// Work the core hands the node's tasks (sent from [`Shared::flush`]).
+#[derive(Debug)]
+pub(crate) enum Job {
+    /// Resolve this and answer the core.
+    Lookup(Lookup),
+    /// Write this to the directory.
+    Persist(Persist),
+}
+
+/// The node's side of [`Shared`]: where the core's cluster work goes.
+pub(crate) struct NodeLink {
+    jobs: mpsc::UnboundedSender<Job>,
+    /// Set once the node drains: the heartbeat says so, no session comes here.
+    draining: AtomicBool,
+    /// Writes not yet done (the drain waits for them).
+    idle: Notify,
+}
+
+impl NodeLink {
+    /// Hand a job to the node's tasks.
+    pub(crate) fn send(&self, job: Job) {
+        // The tasks stop only with the server: nothing to do then.
+        let _ = self.jobs.send(job);
+    }
+}
+
+/// A running node: what [`crate::server::Server`] keeps to drain it.
+pub(crate) struct Node {
+    dir: Arc<Directory>,
+    cfg: ClusterConfig,
+    link: Arc<NodeLink>,
+}
+
+/// How many times a lookup reads the record again after losing a take-over race.
+const LOOKUP_ROUNDS: usize = 3;
+/// How often the node refreshes its sessions' TTL in the directory.
+const TOUCH_EVERY: Duration = Duration::from_secs(300);
+
+/// Join the cluster: connect to the directory (a Redis that is down is
+/// retried, the node serves meanwhile), put the core in cluster mode, start
+/// the node's tasks.
+pub(crate) async fn start(
+    shared: Arc<Shared>,
+    cfg: ClusterConfig,
+    stop: watch::Receiver<bool>,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> anyhow::Result<Node> {
+    let dir = Arc::new(
+        Directory::connect(&cfg)
+            .await
+            .map_err(|e| anyhow::anyhow!("cluster directory {}: {e}", redact(&cfg.redis_url)))?,
+    );
+    let (tx, rx) = mpsc::unbounded_channel();
+    let link = Arc::new(NodeLink {
+        jobs: tx,
+        draining: AtomicBool::new(false),
+        idle: Notify::new(),
+    });
+    shared.set_node(link.clone());
+    shared.lock().core.enable_cluster(cfg.node.name.clone());
+    tasks.spawn(run_jobs(
+        shared.clone(),
+        dir.clone(),
+        cfg.clone(),
+        rx,
+        link.clone(),
+        stop.clone(),
+    ));
+    tasks.spawn(heartbeat(
+        shared,
+        dir.clone(),
+        cfg.clone(),
+        link.clone(),
+        stop,
+    ));
+    info!(node = %cfg.node.name, redis = %redact(&cfg.redis_url), "cluster mode");
+    Ok(Node { dir, cfg, link })
+}
+
+/// A Redis URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "(unparseable URL)".into(),
+    }
+}
+
+async fn run_jobs(
+    shared: Arc<Shared>,
+    dir: Arc<Directory>,
+    cfg: ClusterConfig,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    link: Arc<NodeLink>,
+    mut stop: watch::Receiver<bool>,
+) {
+    // Writes owed, latest per code: a session that changes ten times while
+    // Redis is away is written once when it is back.
+    let mut owed: HashMap<String, Persist> = HashMap::new();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if owed.is_empty() {
+            link.idle.notify_waiters();
+            tokio::select! {
+                job = rx.recv() => match job {
+                    Some(job) => take(&shared, &dir, &cfg, job, &mut owed),
+                    None => return,
+                },
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+        while let Ok(job) = rx.try_recv() {
+            take(&shared, &dir, &cfg, job, &mut owed);
+        }
+        let codes: Vec<String> = owed.keys().cloned().collect();
+        let mut failed = false;
+        for code in codes {
+            let Some(p) = owed.remove(&code) else {
+                continue;
+            };
+            match write(&shared, &dir, &p).await {
+                Ok(()) => {}
+                Err(e) => {
+                    shared.metrics.directory_error(DirectoryOp::Persist);
+                    debug!(%code, "directory write failed, retrying: {e}");
+                    // A newer write for the code may have come meanwhile.
+                    owed.entry(code).or_insert(p);
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if failed {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        } else {
+            backoff = Duration::from_millis(100);
+        }
+    }
+}
+
+/// One job: lookups get their own task; writes join the owed set.
+fn take(
+    shared: &Arc<Shared>,
+    dir: &Arc<Directory>,
+    cfg: &ClusterConfig,
+    job: Job,
+    owed: &mut HashMap<String, Persist>,
+) {
+    match job {
+        Job::Lookup(lookup) => {
+            let (shared, dir, me) = (shared.clone(), dir.clone(), cfg.node.name.clone());
+            tokio::spawn(async move {
+                let conn = lookup.conn();
+                let answer = resolve(&shared, &dir, &me, lookup).await;
+                if let Answer::Elsewhere(_) = &answer {
+                    shared.metrics.redirected(RedirectReason::Session);
+                }
+                let mut st = shared.lock();
+                st.core.answer(now(), conn, answer);
+                shared.flush(&mut st);
+            });
+        }
+        Job::Persist(p) => {
+            let code = match &p {
+                Persist::Put(rec) => rec.code.clone(),
+                Persist::Delete { code, .. } => code.clone(),
+            };
+            owed.insert(code, p);
+        }
+    }
+}
+
+/// Write one record; a refused write means another node owns the session
+/// now: its players here are sent there.
+async fn write(shared: &Arc<Shared>, dir: &Directory, p: &Persist) -> Result<(), DirectoryError> {
+    match p {
+        Persist::Put(rec) => match dir.put_session(rec).await? {
+            PutOutcome::Written => Ok(()),
+            PutOutcome::Lost { home, .. } => {
+                warn!(code = %rec.code, %home, "session moved to another node; sending its players there");
+                let Some(node) = dir.node(&home).await? else {
+                    return Ok(());
+                };
+                let mut st = shared.lock();
+                let n = st
+                    .core
+                    .session_moved(&rec.code, &node.addr, RedirectReason::Moved);
+                shared.flush(&mut st);
+                for _ in 0..n {
+                    shared.metrics.redirected(RedirectReason::Moved);
+                }
+                Ok(())
+            }
+        },
+        Persist::Delete { code, epoch } => {
+            let home = shared_node_name(shared);
+            dir.delete_session(code, &home, *epoch).await
+        }
+    }
+}
+
+fn shared_node_name(shared: &Shared) -> String {
+    shared
+        .lock()
+        .core
+        .node_name()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Answer one lookup from the directory.
+async fn resolve(shared: &Arc<Shared>, dir: &Directory, me: &str, lookup: Lookup) -> Answer {
+    let op = if matches!(lookup, Lookup::Reserve { .. }) {
+        DirectoryOp::Reserve
+    } else {
+        DirectoryOp::Lookup
+    };
+    match resolve_inner(shared, dir, me, lookup).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            shared.metrics.directory_error(op);
+            debug!("directory lookup failed: {e}");
+            Answer::Unavailable
+        }
+    }
+}
+
+async fn resolve_inner(
+    shared: &Arc<Shared>,
+    dir: &Directory,
+    me: &str,
+    lookup: Lookup,
+) -> Result<Answer, DirectoryError> {
+    let token = match lookup {
+        Lookup::Reserve { code, .. } => {
+            return Ok(if dir.reserve_code(&code, me).await? {
+                Answer::Reserved
+            } else {
+                Answer::Taken
+            });
+        }
+        Lookup::Token { token_sha256, .. } => Some(token_sha256),
+        Lookup::Code { code, .. } => {
+            return find(shared, dir, me, |d| Box::pin(d.session(&code))).await;
+        }
+    };
+    let token = token.unwrap_or_default();
+    find(shared, dir, me, |d| Box::pin(d.session_by_token(&token))).await
+}
+
+type Read<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<Option<cluster::SessionRecord>, DirectoryError>>
+            + Send
+            + 'a,
+    >,
+>;
+
+/// Read a record (by code or token), route it, take it over if its home is gone.
+async fn find<'a>(
+    shared: &Arc<Shared>,
+    dir: &'a Directory,
+    me: &str,
+    read: impl Fn(&'a Directory) -> Read<'a>,
+) -> Result<Answer, DirectoryError> {
+    for _ in 0..LOOKUP_ROUNDS {
+        let rec = read(dir).await?;
+        let home = match &rec {
+            Some(r) if r.home != me => dir.node(&r.home).await?,
+            _ => None,
+        };
+        match cluster::route(me, rec.as_ref(), home.as_ref()) {
+            Route::NotFound => return Ok(Answer::NotFound),
+            Route::Elsewhere(addr) => return Ok(Answer::Elsewhere(addr)),
+            Route::Here => {
+                return Ok(rec.map_or(Answer::NotFound, Answer::Here));
+            }
+            Route::TakeOver { from, epoch } => {
+                let Some(code) = rec.as_ref().map(|r| r.code.clone()) else {
+                    return Ok(Answer::NotFound);
+                };
+                if let Some(taken) = dir.move_home(&code, &from, epoch, me).await? {
+                    info!(%code, %from, "took over a session whose node is gone");
+                    shared.metrics.cluster_sessions_taken_over.inc();
+                    return Ok(Answer::Here(taken));
+                }
+                // Someone else moved it first: read it again.
+            }
+        }
+    }
+    // Lost every race: answer as if the directory were away (the client retries).
+    Ok(Answer::Unavailable)
+}
+
+async fn heartbeat(
+    shared: Arc<Shared>,
+    dir: Arc<Directory>,
+    cfg: ClusterConfig,
+    link: Arc<NodeLink>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut every = tokio::time::interval(cfg.heartbeat);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut touched = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let ok = beat(&shared, &dir, &cfg, &link).await;
+        shared.metrics.cluster_directory_up.set(i64::from(ok));
+        if ok && touched.elapsed() >= TOUCH_EVERY {
+            touched = tokio::time::Instant::now();
+            let codes: Vec<String> = shared
+                .lock()
+                .core
+                .held_sessions()
+                .into_iter()
+                .map(|(c, _)| c)
+                .collect();
+            if let Err(e) = dir.touch_sessions(&codes).await {
+                shared.metrics.directory_error(DirectoryOp::Heartbeat);
+                debug!("refreshing session TTLs failed: {e}");
+            }
+        }
+    }
+}
+
+/// Announce the node once and count the live ones; false if Redis failed.
+async fn beat(shared: &Shared, dir: &Directory, cfg: &ClusterConfig, link: &NodeLink) -> bool {
+    let info = node_info(shared, cfg, link);
+    let result = async {
+        dir.heartbeat(&info).await?;
+        dir.nodes().await
+    }
+    .await;
+    match result {
+        Ok(nodes) => {
+            shared.metrics.cluster_nodes.set(nodes.len() as i64);
+            true
+        }
+        Err(e) => {
+            shared.metrics.directory_error(DirectoryOp::Heartbeat);
+            debug!("cluster heartbeat failed: {e}");
+            false
+        }
+    }
+}
+
+fn node_info(shared: &Shared, cfg: &ClusterConfig, link: &NodeLink) -> NodeInfo {
+    let (sessions, connections) = {
+        let st = shared.lock();
+        (st.core.session_count(), st.core.connection_count())
+    };
+    let mut addr = cfg.node.clone();
+    let cert = shared.cert();
+    if cert.dev {
+        // A dev certificate is replaced before it expires: announce the current one.
+        addr.cert_sha256 = hex::decode(&cert.hex).ok();
+    }
+    NodeInfo {
+        addr,
+        sessions: sessions.min(u32::MAX as usize) as u32,
+        connections: connections.min(u32::MAX as usize) as u32,
+        draining: link.draining.load(Ordering::Relaxed),
+        at_unix_ms: now().unix_ms,
+    }
+}
+
+/// Hand every session this node holds to the least-loaded other live node
+/// and send its players there (a graceful shutdown in cluster mode). What
+/// cannot be handed over (no other node, Redis away) stays in the
+/// directory with this node as home, for any node to take over once this
+/// one is gone. Returns how many sessions moved.
+pub(crate) async fn drain(shared: &Arc<Shared>, node: &Node) -> usize {
+    node.link.draining.store(true, Ordering::Relaxed);
+    let me = node.cfg.node.name.clone();
+    // Announce it, so no lookup sends players here any more.
+    beat(shared, &node.dir, &node.cfg, &node.link).await;
+    // Let owed writes land, so the records are current (bounded: Redis may be away).
+    let idle = node.link.idle.notified();
+    let _ = tokio::time::timeout(Duration::from_millis(500), idle).await;
+    let nodes = match node.dir.nodes().await {
+        Ok(n) => n,
+        Err(e) => {
+            shared.metrics.directory_error(DirectoryOp::Drain);
+            warn!("cannot hand sessions over, the directory is away: {e}");
+            return 0;
+        }
+    };
+    let Some(target) = cluster::drain_target(&me, &nodes).cloned() else {
+        info!("no other live node to hand sessions to");
+        return 0;
+    };
+    let held = shared.lock().core.held_sessions();
+    let mut moved = 0;
+    for (code, epoch) in held {
+        // The latest state first: the target takes it in from the record.
+        let rec = shared.lock().core.session_record(&code);
+        if let Some(rec) = rec {
+            if let Err(e) = node.dir.put_session(&rec).await {
+                shared.metrics.directory_error(DirectoryOp::Drain);
+                warn!(%code, "cannot write the session before handing it over: {e}");
+                continue;
+            }
+        }
+        match node
+            .dir
+            .move_home(&code, &me, epoch, &target.addr.name)
+            .await
+        {
+            Ok(Some(_)) => {
+                let mut st = shared.lock();
+                let n = st
+                    .core
+                    .session_moved(&code, &target.addr, RedirectReason::Draining);
+                shared.flush(&mut st);
+                drop(st);
+                for _ in 0..n {
+                    shared.metrics.redirected(RedirectReason::Draining);
+                }
+                moved += 1;
+            }
+            Ok(None) => debug!(%code, "session changed hands meanwhile"),
+            Err(e) => {
+                shared.metrics.directory_error(DirectoryOp::Drain);
+                warn!(%code, "cannot hand the session over: {e}");
+            }
+        }
+    }
+    info!(moved, to = %target.addr.name, "sessions handed over");
+    moved
+}
+
+/// The node leaves the directory (the last step of a graceful shutdown).
+pub(crate) async fn leave(node: &Node) {
+    if let Err(e) = node.dir.leave(&node.cfg.node.name).await {
+        debug!("leaving the directory failed: {e}");
+    }
+}
+
+/// The address other nodes and clients see, with what the server learned
+/// at start filled in where the configuration left it empty.
+pub(crate) fn complete_addr(
+    mut addr: NodeAddr,
+    quic: std::net::SocketAddr,
+    http: std::net::SocketAddr,
+    cert_sha256: Option<Vec<u8>>,
+) -> NodeAddr {
+    if addr.quic.is_empty() {
+        addr.quic = quic.to_string();
+    }
+    if addr.http.is_empty() {
+        addr.http = format!("http://{http}");
+    }
+    if addr.cert_sha256.is_none() {
+        addr.cert_sha256 = cert_sha256;
+    }
+    if addr.name.is_empty() {
+        addr.name = addr.quic.clone();
+    }
+    addr
+}
