@@ -384,3 +384,334 @@ mod tests {
         assert_eq!(port(&r), 4433);
     }
 }
+
+/// The client following redirects end to end, against fake nodes: WebSocket
+/// servers on loopback that answer each connection from a script (what the
+/// client put in the URL's `first` in, server messages out).
+#[cfg(test)]
+mod flows {
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::net::TcpListener;
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+    use tokio_tungstenite::tungstenite::Message;
+
+    use super::super::{Client, ClientConfig, ClientTransport, Error, Event, ServerAddr, Trust};
+    use crate::first::{decode_first, first_param};
+    use crate::protocol::{
+        encode_ws_control, ClientMsg, JoinSession, Limits, NodeAddr, Redirect, RedirectReason,
+        ServerMsg, SessionInfo, Welcome,
+    };
+
+    /// What a node does with connection number `n` (from 0) that sent these
+    /// messages in its URL: the messages to send, and whether to keep the
+    /// connection open afterwards (false: drop it, as a crash does).
+    type Script = Box<dyn Fn(usize, &[ClientMsg]) -> (Vec<ServerMsg>, bool) + Send + Sync>;
+
+    /// A fake node; `connections` limits how many it accepts (then it stops
+    /// listening: later connections are refused).
+    // (The handshake callback's error type is tungstenite's, not ours.)
+    #[allow(clippy::result_large_err)]
+    async fn node(
+        connections: usize,
+        script: Script,
+    ) -> (SocketAddr, Arc<Mutex<Vec<Vec<ClientMsg>>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let script = Arc::new(script);
+        tokio::spawn(async move {
+            for n in 0..connections {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let script = script.clone();
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let query = Arc::new(Mutex::new(None));
+                    let q = query.clone();
+                    let callback = move |req: &Request, resp: Response| {
+                        *q.lock().unwrap() = req.uri().query().map(str::to_string);
+                        Ok(resp)
+                    };
+                    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, callback).await
+                    else {
+                        return;
+                    };
+                    let query = query.lock().unwrap().clone();
+                    let msgs = first_param(query.as_deref())
+                        .and_then(|v| decode_first(v).ok())
+                        .unwrap_or_default();
+                    log.lock().unwrap().push(msgs.clone());
+                    let (out, keep) = script(n, &msgs);
+                    for m in out {
+                        if ws
+                            .send(Message::Binary(encode_ws_control(&m).into()))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    if keep {
+                        while let Some(Ok(_)) = ws.next().await {}
+                    }
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    fn welcome(peer_id: u32, resumed: bool) -> ServerMsg {
+        ServerMsg::Welcome(Welcome {
+            version: 1,
+            peer_id,
+            resume_token: vec![peer_id as u8; 16],
+            resumed,
+            ice_servers: vec![],
+            limits: Limits {
+                max_frame_bytes: 16384,
+                max_relay_payload: 1100,
+                relay_datagrams_per_sec: 0,
+                relay_bytes_per_sec: 0,
+                signals_per_sec: 0,
+                max_peers_per_session: 16,
+                resume_grace_ms: 15_000,
+            },
+            server_time_ms: 0,
+        })
+    }
+
+    fn joined(peers: &[u32]) -> ServerMsg {
+        ServerMsg::SessionJoined(SessionInfo {
+            code: "7KQ2MX".into(),
+            host: peers[0],
+            max_peers: 8,
+            idle_ttl_secs: 60,
+            peers: vec![],
+        })
+    }
+
+    fn redirect(reason: RedirectReason, http_port: u16) -> ServerMsg {
+        ServerMsg::Redirect(Redirect {
+            reason,
+            node: NodeAddr {
+                name: format!("node-{http_port}"),
+                quic: String::new(),
+                http: format!("http://127.0.0.1:{http_port}"),
+                cert_sha256: None,
+            },
+        })
+    }
+
+    fn config(ws: SocketAddr) -> ClientConfig {
+        let mut cfg = ClientConfig::new("127.0.0.1:9".parse().unwrap(), Trust::CertHash([0; 32]));
+        cfg.transport = ClientTransport::Websocket;
+        cfg.ws_url = Some(format!("ws://{ws}/ws"));
+        cfg.connect_timeout = Duration::from_secs(5);
+        cfg.reconnect_window = Duration::from_secs(10);
+        cfg
+    }
+
+    fn join() -> ClientMsg {
+        ClientMsg::JoinSession(JoinSession {
+            code: "7KQ2MX".into(),
+            password: None,
+        })
+    }
+
+    fn token_of(msgs: &[ClientMsg]) -> Option<Vec<u8>> {
+        match msgs.first() {
+            Some(ClientMsg::Hello(h)) => h.resume_token.clone(),
+            _ => None,
+        }
+    }
+
+    /// Events until `stop` says so (within 5 s).
+    async fn events_until(client: &mut Client, stop: impl Fn(&Event) -> bool) -> Vec<Event> {
+        let mut seen = Vec::new();
+        while let Some(e) = client.next_event_within(Duration::from_secs(5)).await {
+            let done = stop(&e);
+            seen.push(e);
+            if done {
+                return seen;
+            }
+        }
+        panic!("stopped waiting; saw {seen:?}");
+    }
+
+    #[tokio::test]
+    async fn a_redirected_join_is_answered_by_the_node_it_names() {
+        let (b, b_seen) = node(
+            1,
+            Box::new(|_, msgs| match msgs {
+                [ClientMsg::Hello(_), ClientMsg::JoinSession(_)] => {
+                    (vec![welcome(3, false), joined(&[1, 3])], true)
+                }
+                _ => (vec![], false),
+            }),
+        )
+        .await;
+        let b_port = b.port();
+        let (a, _) = node(
+            1,
+            Box::new(move |_, _| {
+                (
+                    vec![welcome(7, false), redirect(RedirectReason::Session, b_port)],
+                    true,
+                )
+            }),
+        )
+        .await;
+        let mut client = Client::connect(&config(a), Some(join())).await.unwrap();
+        assert_eq!(client.welcome.peer_id, 7);
+        let info = client
+            .wait_for(|m| match m {
+                ServerMsg::SessionJoined(i) => Some(i.clone()),
+                _ => None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(info.code, "7KQ2MX");
+        assert_eq!(client.peer_id(), 3);
+        let at_b = b_seen.lock().unwrap()[0].clone();
+        assert_eq!(token_of(&at_b), None, "in no session: no token");
+        assert_eq!(at_b[1], join(), "the join again");
+        client.close().await;
+    }
+
+    #[tokio::test]
+    async fn an_unasked_draining_redirect_resumes_with_the_token_on_the_new_node() {
+        let (b, b_seen) = node(
+            1,
+            Box::new(|_, _| (vec![welcome(5, true), joined(&[1, 5])], true)),
+        )
+        .await;
+        let b_port = b.port();
+        let (a, _) = node(
+            1,
+            Box::new(move |_, _| {
+                (
+                    vec![
+                        welcome(5, false),
+                        joined(&[1, 5]),
+                        redirect(RedirectReason::Draining, b_port),
+                    ],
+                    true,
+                )
+            }),
+        )
+        .await;
+        let mut client = Client::connect(&config(a), Some(join())).await.unwrap();
+        let seen = events_until(&mut client, |e| matches!(e, Event::Reconnected { .. })).await;
+        assert!(
+            seen.iter()
+                .any(|e| matches!(e, Event::Reconnecting { attempt: 1, .. })),
+            "{seen:?}"
+        );
+        assert_eq!(seen.last(), Some(&Event::Reconnected { resumed: true }));
+        assert!(!seen.iter().any(|e| matches!(e, Event::Closed(_))));
+        let at_b = b_seen.lock().unwrap()[0].clone();
+        assert_eq!(token_of(&at_b), Some(vec![5; 16]));
+        assert_eq!(
+            at_b.len(),
+            1,
+            "nothing to send again: resumed in its session"
+        );
+        assert_eq!(client.peer_id(), 5);
+        client.close().await;
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_node_sends_the_client_back_to_its_configured_server() {
+        let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead_port = dead.local_addr().unwrap().port();
+        drop(dead);
+        let (a, a_seen) = node(
+            2,
+            Box::new(move |n, _| match n {
+                0 => (
+                    vec![
+                        welcome(5, false),
+                        joined(&[1, 5]),
+                        redirect(RedirectReason::Moved, dead_port),
+                    ],
+                    true,
+                ),
+                _ => (vec![welcome(5, true), joined(&[1, 5])], true),
+            }),
+        )
+        .await;
+        let mut client = Client::connect(&config(a), Some(join())).await.unwrap();
+        let seen = events_until(&mut client, |e| matches!(e, Event::Reconnected { .. })).await;
+        assert_eq!(seen.last(), Some(&Event::Reconnected { resumed: true }));
+        assert_eq!(token_of(&a_seen.lock().unwrap()[1]), Some(vec![5; 16]));
+        client.close().await;
+    }
+
+    #[tokio::test]
+    async fn after_a_crash_the_client_resumes_on_a_fallback() {
+        // A takes one connection and drops it; then it is gone.
+        let (a, _) = node(
+            1,
+            Box::new(|_, _| (vec![welcome(5, false), joined(&[1, 5])], false)),
+        )
+        .await;
+        let (b, b_seen) = node(
+            1,
+            Box::new(|_, _| (vec![welcome(5, true), joined(&[1, 5])], true)),
+        )
+        .await;
+        let mut cfg = config(a);
+        cfg.fallbacks = vec![ServerAddr {
+            ws_url: Some(format!("ws://{b}/ws")),
+            ..ServerAddr::new("127.0.0.1:9".parse().unwrap())
+        }];
+        let mut client = Client::connect(&cfg, Some(join())).await.unwrap();
+        let seen = events_until(&mut client, |e| matches!(e, Event::Reconnected { .. })).await;
+        assert_eq!(seen.last(), Some(&Event::Reconnected { resumed: true }));
+        assert!(
+            seen.iter()
+                .filter(|e| matches!(e, Event::Reconnecting { .. }))
+                .count()
+                >= 2,
+            "{seen:?}"
+        );
+        assert_eq!(token_of(&b_seen.lock().unwrap()[0]), Some(vec![5; 16]));
+        client.close().await;
+    }
+
+    #[tokio::test]
+    async fn redirects_in_a_loop_fail_the_connect() {
+        let port = Arc::new(Mutex::new(0u16));
+        let p = port.clone();
+        let (a, a_seen) = node(
+            10,
+            Box::new(move |_, _| {
+                (
+                    vec![redirect(RedirectReason::Session, *p.lock().unwrap())],
+                    true,
+                )
+            }),
+        )
+        .await;
+        *port.lock().unwrap() = a.port();
+        match Client::connect(&config(a), Some(join())).await {
+            Err(Error::Redirects { count, node }) => {
+                assert_eq!(count, super::MAX_REDIRECTS);
+                assert_eq!(node, format!("node-{}", a.port()));
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("connected"),
+        }
+        assert_eq!(
+            a_seen.lock().unwrap().len(),
+            6,
+            "the first connection and 5 redirects"
+        );
+    }
+}

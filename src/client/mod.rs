@@ -58,6 +58,34 @@
 //! in between are dropped ([`RelaySender::send`] returns `Ok`), since flight
 //! data is real-time. [`Client::peer_id`] and [`Client::welcome`] follow
 //! the current connection.
+//!
+//! # Cluster mode: redirects and fallbacks
+//!
+//! A node of a cluster may answer `Hello`, `CreateSession` or `JoinSession`
+//! with `Redirect`, or send it unasked when it drains or the session moved
+//! (PROTOCOL.md §11). The client follows it by itself (`cluster`):
+//!
+//! * A `Redirect` instead of the `Welcome` is followed inside
+//!   [`Client::connect`] (and inside a reconnection attempt) with the same
+//!   `Hello` and pipelined request, to the node's address for the configured
+//!   transport (`quic` for raw QUIC and WebTransport, `{http}/ws` for
+//!   WebSocket, both for `Auto`), pinning its `cert_sha256` if it has one.
+//! * After the `Welcome` the application sees `Event::Control(Redirect)`,
+//!   then [`Event::Reconnecting`] and [`Event::Reconnected`]: the connection
+//!   is left with code 999 (the seat is kept) and the client reconnects at
+//!   once to the node, with its resume token when in a session (same peer id
+//!   and seat) or, in none, as a new peer sending the unanswered
+//!   `CreateSession`/`JoinSession` again, whose answer ends a waiting
+//!   [`Client::create_session`]/[`Client::join_session`].
+//! * More than [`MAX_REDIRECTS`] in a row fail with [`Error::Redirects`]
+//!   (after the `Welcome`: the client gives up with [`Event::Closed`] unless
+//!   it is in a session, then it goes back to its configured servers).
+//! * A server that cannot be reached (a redirect's node, or the current
+//!   server after a loss) makes the next attempt go to the next of the
+//!   configured servers, [`ClientConfig::server`] then
+//!   [`ClientConfig::fallbacks`], round robin with the backoff above.
+//! * `cluster_unavailable` fails a request (not fatal); during a resume it
+//!   is retried on the same node.
 
 mod cluster;
 mod connect;
