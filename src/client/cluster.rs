@@ -231,6 +231,11 @@ impl Rotation {
         self.redirected = Some(at);
     }
 
+    /// Forget a redirect's node: the configured servers again.
+    pub(super) fn back_to_configured(&mut self) {
+        self.redirected = None;
+    }
+
     /// The current server could not be reached: a redirect target is
     /// dropped (back to the configured list, where it left off), a
     /// configured server makes way for the next one.
@@ -374,6 +379,9 @@ mod tests {
         r.redirected(ServerAddr::new("127.0.0.1:7433".parse().unwrap()));
         assert_eq!(port(&r), 7433);
         r.unreachable();
+        assert_eq!(port(&r), 5433);
+        r.redirected(ServerAddr::new("127.0.0.1:7433".parse().unwrap()));
+        r.back_to_configured();
         assert_eq!(port(&r), 5433);
         // One server alone has no alternative.
         let mut alone = base.clone();

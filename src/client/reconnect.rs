@@ -213,6 +213,7 @@ impl Supervisor {
             }
             // Back to the configured servers, which redirect afresh.
             self.memory(|m| m.redirects = 0);
+            self.rotation.back_to_configured();
             return true;
         }
         match cluster::node_addr(&self.cfg, &r.node).await {
