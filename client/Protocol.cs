@@ -51,6 +51,19 @@ namespace FlightSimP2P.Protocol
         ServerShutdown = 3
     }
 
+    /// <summary>Why a cluster node sends a client to another node (PROTOCOL.md section 11).</summary>
+    public enum RedirectReason : uint
+    {
+        /// <summary>The session (asked for by JoinSession or by the resume token) lives on that node.</summary>
+        Session = 0,
+        /// <summary>This node is shutting down and handed my session to that node.</summary>
+        Draining = 1,
+        /// <summary>My session moved to that node.</summary>
+        Moved = 2,
+        /// <summary>New sessions go to that node.</summary>
+        Placement = 3
+    }
+
     /// <summary>Error codes of ServerMsg.Error and QUIC application close codes (PROTOCOL.md section 6).</summary>
     public enum ErrorCode : ushort
     {
@@ -74,7 +87,9 @@ namespace FlightSimP2P.Protocol
         ResumeFailed = 18,
         HelloTimeout = 19,
         Replaced = 20,
-        SlowConsumer = 21
+        SlowConsumer = 21,
+        /// <summary>(cluster mode) The cluster directory cannot be reached now; retry later. Not fatal.</summary>
+        ClusterUnavailable = 22
     }
 
     /// <summary>Helpers for error codes carried as raw u16 values.</summary>
@@ -86,10 +101,10 @@ namespace FlightSimP2P.Protocol
             "rate_limited", "server_full", "shutting_down", "internal", "invalid_argument",
             "unknown_session", "session_full", "wrong_password", "already_in_session",
             "not_in_session", "unknown_peer", "too_many_sessions", "too_many_join_attempts",
-            "resume_failed", "hello_timeout", "replaced", "slow_consumer"
+            "resume_failed", "hello_timeout", "replaced", "slow_consumer", "cluster_unavailable"
         };
 
-        /// <summary>True for the codes this version of the protocol defines (1..=21).</summary>
+        /// <summary>True for the codes this version of the protocol defines (1..=22).</summary>
         public static bool IsKnown(ushort code)
         {
             return code >= 1 && code < Names.Length;
@@ -514,6 +529,16 @@ namespace FlightSimP2P.Protocol
             return (RelayMode)tag;
         }
 
+        public RedirectReason ReadRedirectReason()
+        {
+            uint tag = ReadTag();
+            if (tag > 3)
+            {
+                throw Bad("unknown RedirectReason " + tag);
+            }
+            return (RedirectReason)tag;
+        }
+
         public LeaveReason ReadLeaveReason()
         {
             uint tag = ReadTag();
@@ -640,6 +665,37 @@ namespace FlightSimP2P.Protocol
             p.Name = r.ReadString();
             p.Client = r.ReadClientKind();
             return p;
+        }
+    }
+
+    /// <summary>How clients reach one node of a cluster (PROTOCOL.md section 11).</summary>
+    public sealed class NodeAddr
+    {
+        /// <summary>The node's name (for logs).</summary>
+        public string Name = "";
+        /// <summary>UDP "host:port" for raw QUIC and WebTransport; empty when it takes no UDP.</summary>
+        public string Quic = "";
+        /// <summary>Base URL of its HTTP port ("http://host:port"); WebSocket is {Http}/ws with ws/wss. Empty when none.</summary>
+        public string Http = "";
+        /// <summary>SHA-256 of its certificate's DER to pin; null when CA-signed.</summary>
+        public byte[] CertSha256;
+
+        public void Write(PostcardWriter w)
+        {
+            w.WriteString(Name);
+            w.WriteString(Quic);
+            w.WriteString(Http);
+            w.WriteOptionBytes(CertSha256);
+        }
+
+        public static NodeAddr Read(PostcardReader r)
+        {
+            NodeAddr n = new NodeAddr();
+            n.Name = r.ReadString();
+            n.Quic = r.ReadString();
+            n.Http = r.ReadString();
+            n.CertSha256 = r.ReadOptionBytes();
+            return n;
         }
     }
 
@@ -1169,6 +1225,11 @@ namespace FlightSimP2P.Protocol
                         uint after = r.ReadU32();
                         return new GoingAway(after, r.ReadString());
                     }
+                case 12:
+                    {
+                        RedirectReason reason = r.ReadRedirectReason();
+                        return new Redirect(reason, NodeAddr.Read(r));
+                    }
                 default:
                     throw new ProtocolException(ErrorCode.BadMessage, "unknown ServerMsg tag " + tag);
             }
@@ -1455,6 +1516,35 @@ namespace FlightSimP2P.Protocol
             {
                 w.WriteU32(ReconnectAfterMs);
                 w.WriteString(Message);
+            }
+        }
+
+        /// <summary>
+        /// 12: (cluster mode) go to another node: close this connection, connect to Node by the
+        /// same transport, Hello (with the resume token if in a session) and send again the
+        /// CreateSession or JoinSession this node did not answer. Answers Hello (instead of
+        /// Welcome), JoinSession or CreateSession, or comes unasked (draining, session moved).
+        /// </summary>
+        public sealed class Redirect : ServerMsg
+        {
+            public RedirectReason Reason;
+            public NodeAddr Node;
+
+            public Redirect(RedirectReason reason, NodeAddr node)
+            {
+                Reason = reason;
+                Node = node;
+            }
+
+            public override uint Tag
+            {
+                get { return 12; }
+            }
+
+            protected override void WriteFields(PostcardWriter w)
+            {
+                w.WriteTag((uint)Reason);
+                Node.Write(w);
             }
         }
     }

@@ -41,6 +41,8 @@ namespace FlightSimP2P.Client
         StateChanged, Reconnecting, Reconnected, Closed,
         SessionChanged, PeerJoined, PeerLeft, PeerStatus, PathChanged, HostChanged,
         HubMessage, InvokeRequest, FlightData, AppData, ServerError,
+        /// <summary>A node sent us to another (Name: the node, Server: where; cluster mode). Reconnecting/Reconnected follow.</summary>
+        Redirected,
     }
 
     /// <summary>One command or event from the core. Which fields are set depends on Kind.</summary>
@@ -74,6 +76,11 @@ namespace FlightSimP2P.Client
         public long Id;
         public bool Online;
         public LeaveReason Reason;
+        /// <summary>
+        /// Connect: the server to connect to, null for the configured one (cluster mode: a
+        /// fallback or a redirect's node). Redirected: where the redirect leads.
+        /// </summary>
+        public ServerEndpoint Server;
     }
 
     /// <summary>How the shell asks SIPSorcery how much it has not sent yet.</summary>
@@ -103,6 +110,10 @@ namespace FlightSimP2P.Client
         public long DirectRetryDelayMs = 30000;
         public int DirectMaxRetries = 2;
         public PathTimings Path = new PathTimings();
+        /// <summary>Cluster mode: other nodes, tried in turn when the current server cannot be reached.</summary>
+        public List<ServerEndpoint> Fallbacks = new List<ServerEndpoint>();
+        /// <summary>Cluster mode: redirects followed in a row before the request (or start) fails.</summary>
+        public int MaxRedirects = ServerRotation.MaxRedirects;
     }
 
     public sealed class ServerException : Exception
@@ -197,12 +208,19 @@ namespace FlightSimP2P.Client
         private long _nextPing = -1;
         private long _refreshAt = -1;
 
+        // Cluster mode: where connections go, redirects in a row, and the CreateSession /
+        // JoinSession being asked (to send again where a redirect leads).
+        private readonly ServerRotation _rotation;
+        private int _redirects;
+        private ClientMsg _requestMsg;
+
         public ServiceCore(CoreOptions options, IRandom random, ILinkMetrics metrics)
         {
             _o = options;
             _random = random;
             _metrics = metrics;
             _policy = new ReconnectPolicy(options.ReconnectDelaysMs);
+            _rotation = new ServerRotation(options.Fallbacks);
             State = HubConnectionState.Disconnected;
             Limits = new Limits();
             IceServers = new List<IceServer>();
@@ -315,6 +333,7 @@ namespace FlightSimP2P.Client
                     return;
                 }
                 _pendingRequest = request;
+                _requestMsg = request;
                 _requestToken = requestToken;
                 _requestPassword = create != null ? create.Password : join.Password;
             }
@@ -330,16 +349,18 @@ namespace FlightSimP2P.Client
             _attempts.Clear();
             _wsStartAt = -1;
             _attemptDeadline = now + _o.ConnectTimeoutMs;
-            bool quic = _o.QuicAllowed && _o.QuicSupported;
+            ServerEndpoint at = _rotation.Current;
+            bool quic = _o.QuicAllowed && _o.QuicSupported && (at == null || at.Reaches(TransportKind.Quic));
+            bool ws = _o.WebSocketAllowed && (at == null || at.Reaches(TransportKind.WebSocket));
             if (quic)
             {
                 StartAttempt(TransportKind.Quic, false);
-                if (_o.WebSocketAllowed)
+                if (ws)
                 {
                     _wsStartAt = now + _o.QuicFallbackDelayMs;
                 }
             }
-            else if (_o.WebSocketAllowed)
+            else if (ws)
             {
                 StartAttempt(TransportKind.WebSocket, false);
             }
@@ -368,6 +389,7 @@ namespace FlightSimP2P.Client
             o.Conn = id;
             o.Transport = kind;
             o.Resume = ResumeToken != null;
+            o.Server = _rotation.Current;
             if (kind == TransportKind.WebSocket && _o.FirstInUrl && (alone || ResumeToken == null))
             {
                 ClientMsg request = alone && !refresh && ResumeToken == null ? _pendingRequest : null;
@@ -488,6 +510,14 @@ namespace FlightSimP2P.Client
         private void ConnectFailed(long now, Exception error)
         {
             _attemptDeadline = -1;
+            if (State == HubConnectionState.Connecting && _rotation.Target != null)
+            {
+                // A redirect's node cannot be reached: the configured servers instead.
+                _rotation.Unreachable();
+                BeginRace(now);
+                return;
+            }
+            _rotation.Unreachable();
             if (State == HubConnectionState.Connecting)
             {
                 FailRequest(error ?? new TimeoutException("connect failed"), true);
@@ -702,9 +732,24 @@ namespace FlightSimP2P.Client
                 ServerMsg.SignalFrom m = (ServerMsg.SignalFrom)msg;
                 OnSignal(now, m.From, m.Signal);
             }
+            else if (msg is ServerMsg.Redirect)
+            {
+                OnRedirect(now, conn, (ServerMsg.Redirect)msg);
+            }
             else if (msg is ServerMsg.Error)
             {
-                OnError(now, (ServerMsg.Error)msg);
+                ServerMsg.Error e = (ServerMsg.Error)msg;
+                if (e.Code == (ushort)ErrorCode.ClusterUnavailable && conn == _handshake && State == HubConnectionState.Reconnecting)
+                {
+                    // The resume needs the cluster directory, out of reach now: try again
+                    // after the backoff, on the same node, within the grace as usual.
+                    _handshake = 0;
+                    _attemptDeadline = -1;
+                    CloseAttempt(conn, false);
+                    ScheduleReconnect(now, new ServerException(e.Code, e.Message), -1);
+                    return;
+                }
+                OnError(now, e);
             }
             else if (msg is ServerMsg.Pong)
             {
@@ -744,6 +789,84 @@ namespace FlightSimP2P.Client
             }
         }
 
+        /// <summary>
+        /// Cluster mode (PROTOCOL.md section 11): leave this connection (keeping any seat),
+        /// connect to the node at once, Hello (with the resume token if in a session) and
+        /// the unanswered CreateSession/JoinSession again after its Welcome.
+        /// </summary>
+        private void OnRedirect(long now, int conn, ServerMsg.Redirect r)
+        {
+            _redirects++;
+            ServerEndpoint target = ServerEndpoint.FromNode(r.Node);
+            CoreOutput ev = Emit(OutputKind.Redirected);
+            ev.Name = target.Name;
+            ev.Server = target;
+            bool requestPending = _request.Active || _requestInUrlConn != 0 || _pendingRequest != null;
+            if (!ServerRotation.Follows(_redirects, _o.MaxRedirects))
+            {
+                TooManyRedirectsException err = new TooManyRedirectsException(_o.MaxRedirects, target.Name);
+                _redirects = 0;
+                if (State == HubConnectionState.Connecting)
+                {
+                    Close(conn, true);
+                    _conn = 0;
+                    _handshake = 0;
+                    _attemptDeadline = -1;
+                    FailRequest(err, true);
+                    SetState(HubConnectionState.Disconnected);
+                    Complete(_startToken, null, err);
+                    _startToken = 0;
+                    return;
+                }
+                FailRequest(err, true);
+                if (Session == null)
+                {
+                    // The request failed; this connection stays as long as the node keeps it.
+                    return;
+                }
+                // In a session: back to the configured servers, which redirect afresh.
+                _rotation.Reset();
+                requestPending = false;
+            }
+            else if ((_o.QuicAllowed && _o.QuicSupported && target.Reaches(TransportKind.Quic))
+                || (_o.WebSocketAllowed && target.Reaches(TransportKind.WebSocket)))
+            {
+                _rotation.Redirected(target);
+            }
+            else
+            {
+                // Unreachable as given: the configured servers instead.
+                _rotation.Redirected(null);
+            }
+            ClientMsg resend = requestPending ? _requestMsg : null;
+            if (_conn == conn)
+            {
+                _conn = 0;
+            }
+            if (_handshake == conn)
+            {
+                _handshake = 0;
+            }
+            _attemptDeadline = -1;
+            _queue.Clear();
+            _request.End();
+            _requestInUrlConn = 0;
+            _requestDeadline = -1;
+            _pendingRequest = resend;
+            if (resend != null && Session == null)
+            {
+                // In no session: arrive as a new peer (no token), then ask again.
+                ResumeToken = null;
+            }
+            Close(conn, false);
+            if (State == HubConnectionState.Connecting)
+            {
+                BeginRace(now);
+                return;
+            }
+            ScheduleReconnect(now, new RedirectedException(r.Reason, target.Name), 0);
+        }
+
         private void OnWelcome(long now, int conn, ServerMsg.Welcome w)
         {
             bool reconnect = State == HubConnectionState.Reconnecting;
@@ -775,6 +898,10 @@ namespace FlightSimP2P.Client
                 _requestInUrlConn = 0;
                 _request.WelcomeSeen();
                 _requestDeadline = now + _o.RequestTimeoutMs;
+            }
+            else if (_pendingRequest == null && !_request.Active)
+            {
+                _redirects = 0;
             }
             else if (_pendingRequest != null)
             {
@@ -870,9 +997,11 @@ namespace FlightSimP2P.Client
             bool answersRequest = _request.Active;
             bool resync = !answersRequest && Session != null && joined;
             Session = info;
+            _redirects = 0;
             if (answersRequest)
             {
                 _request.End();
+                _requestMsg = null;
                 _requestDeadline = -1;
                 SessionPassword = _requestPassword;
                 Complete(_requestToken, info, null);
@@ -1041,6 +1170,7 @@ namespace FlightSimP2P.Client
                 // StartAsync is under way: sent after the Welcome (or in the URL of a
                 // WebSocket attempt that starts from now on and is the only one).
                 _pendingRequest = msg;
+                _requestMsg = msg;
                 _requestToken = token;
                 _requestPassword = password;
                 return;
@@ -1057,6 +1187,7 @@ namespace FlightSimP2P.Client
             }
             _requestToken = token;
             _requestPassword = password;
+            _requestMsg = msg;
             _requestDeadline = now + _o.RequestTimeoutMs;
             _request.Begin(token, msg, _queue);
         }
@@ -1064,6 +1195,7 @@ namespace FlightSimP2P.Client
         private void FailRequest(Exception error, bool always)
         {
             _pendingRequest = null;
+            _requestMsg = null;
             _requestInUrlConn = 0;
             if (!_request.Active && _requestToken == 0)
             {

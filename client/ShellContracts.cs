@@ -47,6 +47,17 @@ namespace FlightSimP2P.Client
         Task<ISignalingTransport> ConnectAsync(TransportKind kind, string first, CancellationToken cancellationToken);
     }
 
+    /// <summary>
+    /// A factory that can connect to another server than the configured one (cluster mode:
+    /// fallbacks and the nodes Redirects name). Without it, the service only reaches the
+    /// configured server, and an attempt elsewhere fails (the next configured one is tried).
+    /// </summary>
+    public interface IClusterTransportFactory : ITransportFactory
+    {
+        /// <summary>As ITransportFactory.ConnectAsync, to `server` (null: the configured one).</summary>
+        Task<ISignalingTransport> ConnectAsync(TransportKind kind, ServerEndpoint server, string first, CancellationToken cancellationToken);
+    }
+
     /// <summary>What a peer link reports (any thread).</summary>
     public interface ILinkEvents
     {
@@ -133,6 +144,14 @@ namespace FlightSimP2P.Client
         public bool AutoRejoin = true;
         public TimeSpan RequestTimeout = TimeSpan.FromSeconds(10);
         public TimeSpan InvokeTimeout = TimeSpan.FromSeconds(30);
+        /// <summary>
+        /// Cluster mode: other nodes (new ServerEndpoint(host, quicPort, wsUri), CertSha256 null =
+        /// the same trust as the main server), tried in turn when the current server cannot be
+        /// reached; any node redirects the service to its session's node (PROTOCOL.md section 11).
+        /// </summary>
+        public List<ServerEndpoint> Fallbacks = new List<ServerEndpoint>();
+        /// <summary>Cluster mode: redirects followed in a row before the request or start fails.</summary>
+        public int MaxRedirects = ServerRotation.MaxRedirects;
 
         // Seams (defaults: the platform's QUIC/WebSocket, SIPSorcery, System.Text.Json).
         public ITransportFactory TransportFactory;
@@ -144,6 +163,32 @@ namespace FlightSimP2P.Client
         public Uri EffectiveWebSocketUri
         {
             get { return WebSocketUri ?? new UriBuilder("ws", ServerHost, 8080, "/ws").Uri; }
+        }
+
+        /// <summary>
+        /// These options pointed at `server` (its host, port, WebSocket URL and pinned hash; a
+        /// redirect's node without a hash is CA-signed, a fallback without one is trusted like
+        /// the main server). Null: these options.
+        /// </summary>
+        public WebRTCP2POptions For(ServerEndpoint server)
+        {
+            if (server == null)
+            {
+                return this;
+            }
+            WebRTCP2POptions o = (WebRTCP2POptions)MemberwiseClone();
+            o.ServerHost = server.QuicHost ?? (server.WebSocketUri != null ? server.WebSocketUri.Host : ServerHost);
+            o.QuicPort = server.QuicPort;
+            o.WebSocketUri = server.WebSocketUri;
+            if (server.CertSha256 != null)
+            {
+                o.CertificateSha256 = Wire.ToHex(server.CertSha256);
+            }
+            else if (server.FromRedirect)
+            {
+                o.CertificateSha256 = null;
+            }
+            return o;
         }
 
         internal CoreOptions ToCore(bool quicSupported)
@@ -175,6 +220,8 @@ namespace FlightSimP2P.Client
             c.Path.DirectConnectTimeoutMs = Ms(DirectConnectTimeout);
             c.Path.StallMs = Ms(DirectStallTimeout);
             c.Path.MaxQueuedFrames = Math.Max(1, MaxQueuedDirectFrames);
+            c.Fallbacks = Fallbacks != null ? new List<ServerEndpoint>(Fallbacks) : new List<ServerEndpoint>();
+            c.MaxRedirects = MaxRedirects;
             return c;
         }
 

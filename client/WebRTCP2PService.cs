@@ -70,6 +70,8 @@ namespace FlightSimP2P.Client
         public event Func<Exception, Task> Closed;
         public event Func<Exception, Task> Reconnecting;
         public event Func<string, Task> Reconnected;
+        /// <summary>Cluster mode: a node sent the service to another (its name); Reconnecting and Reconnected follow.</summary>
+        public event Action<string> Redirected;
         public event Action<HubConnectionState> StateChanged;
         public event Action<uint, string> PeerJoined;
         public event Action<uint, LeaveReason> PeerLeft;
@@ -480,7 +482,7 @@ namespace FlightSimP2P.Client
             switch (o.Kind)
             {
                 case OutputKind.Connect:
-                    conn = new Connection(this, o.Conn, o.First);
+                    conn = new Connection(this, o.Conn, o.First, o.Server);
                     _conns[o.Conn] = conn;
                     conn.Start(o.Transport);
                     break;
@@ -562,6 +564,9 @@ namespace FlightSimP2P.Client
                     break;
                 case OutputKind.Reconnected:
                     Post(() => RunAsyncHandlers(Reconnected, o.Name));
+                    break;
+                case OutputKind.Redirected:
+                    Post(() => { Action<string> h = Redirected; if (h != null) h(o.Name); });
                     break;
                 case OutputKind.Closed:
                     Post(() => RunAsyncHandlers(Closed, o.Error));
@@ -726,6 +731,7 @@ namespace FlightSimP2P.Client
             private readonly WebRTCP2PService _svc;
             private readonly int _id;
             private readonly string _first;
+            private readonly ServerEndpoint _server;
             private readonly ConcurrentQueue<ClientMsg> _send = new ConcurrentQueue<ClientMsg>();
             private readonly SemaphoreSlim _ready = new SemaphoreSlim(0);
             private readonly CancellationTokenSource _cts = new CancellationTokenSource();
@@ -733,11 +739,12 @@ namespace FlightSimP2P.Client
             public ISignalingTransport Transport;
             public readonly TaskCompletionSource<bool> Closed = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
 
-            public Connection(WebRTCP2PService svc, int id, string first)
+            public Connection(WebRTCP2PService svc, int id, string first, ServerEndpoint server)
             {
                 _svc = svc;
                 _id = id;
                 _first = first;
+                _server = server;
             }
 
             public void Start(TransportKind kind)
@@ -792,7 +799,19 @@ namespace FlightSimP2P.Client
                 ISignalingTransport t;
                 try
                 {
-                    t = await s._transports.ConnectAsync(kind, _first, _cts.Token).ConfigureAwait(false);
+                    IClusterTransportFactory cluster = s._transports as IClusterTransportFactory;
+                    if (_server == null)
+                    {
+                        t = await s._transports.ConnectAsync(kind, _first, _cts.Token).ConfigureAwait(false);
+                    }
+                    else if (cluster != null)
+                    {
+                        t = await cluster.ConnectAsync(kind, _server, _first, _cts.Token).ConfigureAwait(false);
+                    }
+                    else
+                    {
+                        throw new NotSupportedException("the transport factory cannot reach node " + _server.Name + " (no IClusterTransportFactory)");
+                    }
                 }
                 catch (Exception e)
                 {

@@ -238,7 +238,7 @@ namespace FlightSimP2P.Client
     }
 
     /// <summary>WebSocket everywhere; QUIC through QuicConnector on net9.0+.</summary>
-    public sealed partial class DefaultTransportFactory : ITransportFactory
+    public sealed partial class DefaultTransportFactory : IClusterTransportFactory
     {
         private readonly WebRTCP2POptions _options;
 
@@ -278,6 +278,20 @@ namespace FlightSimP2P.Client
                 return quic;
             }
             return WebSocketTransport.ConnectAsync(_options.EffectiveWebSocketUri, first, _options.KeepAliveInterval, cancellationToken);
+        }
+
+        /// <summary>Cluster mode: the same, to another node (a fallback, or where a Redirect leads).</summary>
+        public Task<ISignalingTransport> ConnectAsync(TransportKind kind, ServerEndpoint server, string first, CancellationToken cancellationToken)
+        {
+            if (server == null)
+            {
+                return ConnectAsync(kind, first, cancellationToken);
+            }
+            if (!server.Reaches(kind))
+            {
+                throw new ArgumentException("node " + server.Name + " has no " + kind + " address", "server");
+            }
+            return new DefaultTransportFactory(_options.For(server)).ConnectAsync(kind, first, cancellationToken);
         }
     }
 }

@@ -281,6 +281,54 @@ fn all_server_msgs() -> Vec<(String, ServerMsg)> {
                 message: "server shutting down".into(),
             },
         ),
+        (
+            "redirect_session_pinned".into(),
+            ServerMsg::Redirect(Redirect {
+                reason: RedirectReason::Session,
+                node: NodeAddr {
+                    name: "node-b".into(),
+                    quic: "10.0.0.2:4433".into(),
+                    http: "http://10.0.0.2:8080".into(),
+                    cert_sha256: Some((0u8..32).collect()),
+                },
+            }),
+        ),
+        (
+            "redirect_draining_ca".into(),
+            ServerMsg::Redirect(Redirect {
+                reason: RedirectReason::Draining,
+                node: NodeAddr {
+                    name: "eu-2".into(),
+                    quic: "eu-2.example.com:443".into(),
+                    http: "https://eu-2.example.com".into(),
+                    cert_sha256: None,
+                },
+            }),
+        ),
+        (
+            "redirect_moved_ws_only".into(),
+            ServerMsg::Redirect(Redirect {
+                reason: RedirectReason::Moved,
+                node: NodeAddr {
+                    name: "c".into(),
+                    quic: String::new(),
+                    http: "http://[::1]:8081".into(),
+                    cert_sha256: None,
+                },
+            }),
+        ),
+        (
+            "redirect_placement".into(),
+            ServerMsg::Redirect(Redirect {
+                reason: RedirectReason::Placement,
+                node: NodeAddr {
+                    name: "d".into(),
+                    quic: "127.0.0.1:4434".into(),
+                    http: String::new(),
+                    cert_sha256: Some(vec![0xAB; 32]),
+                },
+            }),
+        ),
     ];
     for (i, reason) in [
         LeaveReason::Left,
@@ -365,7 +413,19 @@ fn bad_vectors() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("ClientMsg", "string_past_end", vec![2, 10, b'A', b'B', 0]),
         ("ClientMsg", "invalid_utf8", vec![2, 2, 0xC3, 0x28, 0]),
         ("ServerMsg", "empty", vec![]),
-        ("ServerMsg", "unknown_tag", vec![12]),
+        ("ServerMsg", "unknown_tag", vec![13]),
+        // Redirect with reason 4 (there are four, 0-3).
+        (
+            "ServerMsg",
+            "bad_redirect_reason",
+            vec![12, 4, 1, b'b', 0, 0, 0],
+        ),
+        // Redirect whose cert_sha256 says 32 bytes and has 2.
+        (
+            "ServerMsg",
+            "truncated_redirect_cert",
+            vec![12, 0, 1, b'b', 0, 0, 1, 32, 1, 2],
+        ),
         ("ServerMsg", "bad_bool", vec![10, 5, 2]),
         ("ServerMsg", "bad_leave_reason", vec![9, 4]),
         ("ServerMsg", "truncated_error", vec![7, 10, 5, b'a']),

@@ -45,6 +45,12 @@ export const DATA_CHANNEL_LABEL = 'flight';
 /** @typedef {'Datagram'|'Stream'} RelayMode */
 /** @typedef {'Left'|'TimedOut'|'SessionExpired'|'ServerShutdown'} LeaveReason */
 /** @typedef {'connecting'|'direct'|'turn'|'relay'} PeerPath */
+/** @typedef {'Session'|'Draining'|'Moved'|'Placement'} RedirectReason */
+/**
+ * A cluster node's addresses (PROTOCOL.md §11): `quic` "host:port" ('' if none), `http` base URL ('' if none),
+ * `certSha256` the 32-byte hash to pin, or null for a CA-signed certificate.
+ * @typedef {{name: string, quic: string, http: string, certSha256: Uint8Array|null}} NodeAddr
+ */
 
 /** Variant names in declaration order: the index is the tag on the wire. */
 export const CLIENT_KINDS = Object.freeze(/** @type {ClientKind[]} */ (['Rust', 'DotNet', 'Browser', 'Other']));
@@ -55,8 +61,12 @@ export const LEAVE_REASONS = Object.freeze(
 const CLIENT_MSG_TYPES = ['Hello', 'CreateSession', 'JoinSession', 'Signal', 'LeaveSession', 'Ping'];
 const SERVER_MSG_TYPES = [
   'Welcome', 'SessionCreated', 'SessionJoined', 'PeerJoined', 'PeerLeft', 'HostChanged',
-  'Signal', 'Error', 'Pong', 'SessionLeft', 'PeerStatus', 'GoingAway',
+  'Signal', 'Error', 'Pong', 'SessionLeft', 'PeerStatus', 'GoingAway', 'Redirect',
 ];
+/** Why a cluster node sends a client elsewhere (PROTOCOL.md §11). */
+export const REDIRECT_REASONS = Object.freeze(
+  /** @type {RedirectReason[]} */ (['Session', 'Draining', 'Moved', 'Placement']),
+);
 const SIGNAL_TYPES = ['Offer', 'Answer', 'IceCandidate', 'EndOfCandidates', 'App'];
 
 /** Error codes of PROTOCOL.md §6: code → [name, fatal]. */
@@ -82,6 +92,7 @@ export const ERROR_CODES = Object.freeze({
   19: ['hello_timeout', true],
   20: ['replaced', true],
   21: ['slow_consumer', true],
+  22: ['cluster_unavailable', false], // cluster mode: the directory is out of reach; retry later
 });
 
 /** Name of a server error code ("unknown_session"), or "error_<n>" for a code this client does not know. */
@@ -440,7 +451,8 @@ export class Reader {
  *   | {type: 'Pong', clientTimeMs: bigint, serverTimeMs: bigint}
  *   | {type: 'SessionLeft', reason: LeaveReason}
  *   | {type: 'PeerStatus', peer: number, online: boolean}
- *   | {type: 'GoingAway', reconnectAfterMs: number, message: string}} ServerMsg
+ *   | {type: 'GoingAway', reconnectAfterMs: number, message: string}
+ *   | {type: 'Redirect', reason: RedirectReason, node: NodeAddr}} ServerMsg
  */
 
 const LIMIT_FIELDS = [
@@ -641,6 +653,11 @@ export function encodeServerMsg(m) {
     case 'GoingAway':
       w.u32(m.reconnectAfterMs).string(m.message);
       break;
+    case 'Redirect':
+      w.enumTag(REDIRECT_REASONS, m.reason, 'RedirectReason');
+      w.string(m.node.name).string(m.node.quic).string(m.node.http);
+      w.option(m.node.certSha256, (w, v) => w.bytes(v));
+      break;
   }
   return w.finish();
 }
@@ -700,8 +717,14 @@ export function decodeServerMsg(bytes) {
     case 'PeerStatus':
       m = { type, peer: r.u32(), online: r.bool() };
       break;
-    default:
-      m = { type: 'GoingAway', reconnectAfterMs: r.u32(), message: r.string() };
+    case 'GoingAway':
+      m = { type, reconnectAfterMs: r.u32(), message: r.string() };
+      break;
+    default: {
+      const reason = /** @type {RedirectReason} */ (r.enumTag(REDIRECT_REASONS, 'RedirectReason'));
+      const node = { name: r.string(), quic: r.string(), http: r.string(), certSha256: r.option((r) => r.bytes()) };
+      m = { type: 'Redirect', reason, node };
+    }
   }
   r.end();
   return m;
@@ -1758,11 +1781,74 @@ export function serverSilent(awaitingSinceMs, nowMs, liveTimeoutMs) {
 }
 
 // ---------------------------------------------------------------------------
+// Cluster mode: pure decisions (PROTOCOL.md §11; tested in tests/browser/cluster.test.mjs)
+// ---------------------------------------------------------------------------
+
+/** Redirects followed in a row (until a redirected request is answered) before failing. */
+export const MAX_REDIRECTS = 5;
+
+/**
+ * The WebSocket URL of a node's HTTP base URL: `{http}/ws` with http → ws, https → wss; '' if none.
+ * @param {string} http
+ */
+export function wsUrlOfHttp(http) {
+  const m = /^(https?):\/\/([^/]+)\/*$/.exec(String(http || '').trim());
+  if (!m) return '';
+  return `${m[1] === 'https' ? 'wss' : 'ws'}://${m[2]}${WEBSOCKET_PATH}`;
+}
+
+/**
+ * Where a Redirect's node is reached: `url` (WebTransport, `https://{quic}/signal`), `wsUrl`
+ * (`{http}/ws`), `certHash` (the pinned hash, null for a CA-signed certificate). An empty address
+ * is '' (that transport cannot reach the node).
+ * @param {NodeAddr} node
+ * @returns {{name: string, url: string, wsUrl: string, certHash: Uint8Array|null}}
+ */
+export function nodeServer(node) {
+  const quic = String(node.quic || '').trim();
+  const url = /^(\[[0-9a-fA-F:.]+\]|[^:\[\]/]+):\d{1,5}$/.test(quic) ? `https://${quic}${WEBTRANSPORT_PATH}` : '';
+  const hash = node.certSha256 && node.certSha256.length === 32 ? Uint8Array.from(node.certSha256) : null;
+  return { name: node.name, url, wsUrl: wsUrlOfHttp(node.http), certHash: hash };
+}
+
+/**
+ * Whether a server description can be reached with `transport` ('auto', 'webtransport',
+ * 'websocket', or a factory: anything with an address).
+ * @param {{url: string, wsUrl: string}} server @param {any} transport
+ */
+export function reachableWith(server, transport) {
+  if (transport === 'webtransport') return !!server.url;
+  if (transport === 'websocket') return !!server.wsUrl;
+  return !!(server.url || server.wsUrl);
+}
+
+/**
+ * The next redirect, the `count`-th in a row: follow it, or fail (more than `max`).
+ * @param {number} count @param {number} [max]
+ * @returns {'follow'|'fail'}
+ */
+export function redirectStep(count, max = MAX_REDIRECTS) {
+  return count > max ? 'fail' : 'follow';
+}
+
+/**
+ * Where the next reconnect attempt goes after the current server could not be reached: a redirect
+ * target is dropped (back to the configured list where it left off), else the next configured
+ * server, round robin.
+ * @param {{index: number, target: any}} at @param {number} count configured servers (main + fallbacks)
+ * @returns {{index: number, target: any}}
+ */
+export function rotateServer(at, count) {
+  if (at.target) return { index: at.index, target: null };
+  return { index: (at.index + 1) % Math.max(1, count), target: null };
+}
+
+// ---------------------------------------------------------------------------
 // The client
 // ---------------------------------------------------------------------------
 
 /** Errors that answer a CreateSession / JoinSession (PROTOCOL.md §6). */
-const SESSION_REQUEST_ERRORS = new Set([9, 10, 11, 12, 13, 14, 16, 17]);
+const SESSION_REQUEST_ERRORS = new Set([9, 10, 11, 12, 13, 14, 16, 17, 22]);
 
 /**
  * @typedef {Object} FlightSimP2POptions
@@ -1797,6 +1883,11 @@ const SESSION_REQUEST_ERRORS = new Set([9, 10, 11, 12, 13, 14, 16, 17]);
  * @property {number} [reconnectTimeoutMs] give up reconnecting after this long (default 60000; 0 = never)
  * @property {number} [liveTimeoutMs]   take the connection for lost when a Ping got no answer, nor anything else
  *           from the server, within this long (default 7000; 0 = only when the transport says so)
+ * @property {Array<{url?: string, host?: string, port?: number, wsUrl?: string, certHash?: any}>} [fallbacks]
+ *           cluster mode: other nodes, described like the main server (url or host/port, wsUrl, certHash; a
+ *           missing certHash is the main one's, null a CA certificate), tried in turn with the reconnect
+ *           backoff when the current server cannot be reached; any node redirects to the session's node
+ * @property {number} [maxRedirects]    cluster mode: redirects followed in a row before failing (default 5)
  */
 
 /** Values of the `transport` option besides a factory. */
@@ -1898,7 +1989,28 @@ export class FlightSimP2P extends EventTarget {
       reconnect: options.reconnect ?? true,
       reconnectTimeoutMs: options.reconnectTimeoutMs ?? 60000,
       liveTimeoutMs: options.liveTimeoutMs ?? 7000,
+      maxRedirects: options.maxRedirects ?? MAX_REDIRECTS,
+      fallbacks: [],
     };
+    const main = { url: this.options.url, wsUrl: this.options.wsUrl, certHash: this.options.certHash };
+    this.options.fallbacks = (options.fallbacks || []).map((f) => {
+      let h = f.host || host;
+      if (h === 'localhost') h = '127.0.0.1';
+      const hp = h.includes(':') && !h.startsWith('[') ? `[${h}]` : h;
+      return {
+        url: f.url || (f.host || f.port ? `https://${hp}:${f.port || 4433}${WEBTRANSPORT_PATH}` : ''),
+        wsUrl: f.wsUrl || (f.host ? `ws://${hp}:8080${WEBSOCKET_PATH}` : ''),
+        certHash: f.certHash === undefined ? main.certHash : f.certHash ? certHashBytes(f.certHash) : null,
+      };
+    });
+    /** the configured servers: the main one, then the fallbacks */
+    this._servers = [main, ...this.options.fallbacks];
+    /** where the next connection goes: a redirect's node (`target`), else `_servers[index]` */
+    this._at = /** @type {{index: number, target: null|{name: string, url: string, wsUrl: string, certHash: Uint8Array|null}}} */ ({ index: 0, target: null });
+    /** redirects in a row since a request was last answered */
+    this._redirects = 0;
+    /** the CreateSession / JoinSession of the pending request, to send again where a redirect leads */
+    this._pendingMsg = /** @type {ClientMsg|null} */ (null);
     if (utf8Encoder.encode(this.options.name).length > MAX_NAME_BYTES) {
       throw new RangeError(`name must be at most ${MAX_NAME_BYTES} UTF-8 bytes`);
     }
@@ -1965,7 +2077,8 @@ export class FlightSimP2P extends EventTarget {
     /**
      * An automatic reconnection in progress.
      * @type {null|{startedAt: number, attempt: number, timer: any, welcomeTimer: any, reason: string,
-     *   previousPeerId: number, sessionKey: {code: string, password: string|null}|null, onOnline: any}}
+     *   previousPeerId: number, sessionKey: {code: string, password: string|null}|null, onOnline: any,
+     *   resend: ClientMsg|null}}
      */
     this._rc = null;
     /** set after a Welcome with a new peer id during a reconnection: rejoin this session */
@@ -2104,12 +2217,21 @@ export class FlightSimP2P extends EventTarget {
     return this._connectPromise;
   }
 
-  /** Hello, with the resume token of the last Welcome (or of the options). @returns {ClientMsg} */
+  /**
+   * Hello, with the resume token of the last Welcome (or of the options); none when a redirect
+   * moves a client in no session (it arrives as a new peer, PROTOCOL.md §11). @returns {ClientMsg}
+   */
   _hello() {
+    const noToken = !!(this._rc && this._rc.resend && !this._rc.sessionKey);
     return {
       type: 'Hello', version: PROTOCOL_VERSION, client: 'Browser', relayMode: 'Datagram',
-      name: this.options.name, resumeToken: this.options.resumeToken,
+      name: this.options.name, resumeToken: noToken ? null : this.options.resumeToken,
     };
+  }
+
+  /** The server the next connection goes to. */
+  get server() {
+    return this._at.target || this._servers[this._at.index % this._servers.length];
   }
 
   /**
@@ -2165,9 +2287,10 @@ export class FlightSimP2P extends EventTarget {
   /** @returns {SignalTransport} */
   _makeTransport() {
     const o = this.options;
+    const at = this.server;
     /** @type {TransportOptions} */
     const opts = {
-      url: o.url, wsUrl: o.wsUrl, certHash: o.certHash, connectTimeoutMs: o.connectTimeoutMs,
+      url: at.url, wsUrl: at.wsUrl, certHash: at.certHash, connectTimeoutMs: o.connectTimeoutMs,
       datagramMaxAgeMs: o.datagramMaxAgeMs, fallbackDelayMs: o.fallbackDelayMs, wsMaxBufferedBytes: o.wsMaxBufferedBytes,
     };
     if (typeof o.transport === 'function') return o.transport(opts);
@@ -2339,6 +2462,7 @@ export class FlightSimP2P extends EventTarget {
         }
       }, this.options.requestTimeoutMs);
       this._pending = { kind, resolve, reject, timer };
+      this._pendingMsg = kind === 'create' || kind === 'join' ? msg : null;
       if (kind === 'create' || kind === 'join') this._requestPassword = msg.password ?? null;
       this._sendMsg(msg);
     });
@@ -2349,6 +2473,7 @@ export class FlightSimP2P extends EventTarget {
     const p = this._pending;
     if (!p || (kinds && !kinds.includes(p.kind))) return false;
     this._pending = null;
+    this._pendingMsg = null;
     clearTimeout(p.timer);
     if (error) p.reject(error);
     else p.resolve(value);
@@ -2455,6 +2580,7 @@ export class FlightSimP2P extends EventTarget {
         const rc = this._rc;
         this.state = 'connected';
         this.options.resumeToken = m.resumeToken;
+        if (!this._pendingMsg) this._redirects = 0;
         this._startTimers();
         this._emit('welcome', {
           peerId: m.peerId, resumed: m.resumed, iceServers: m.iceServers, limits: m.limits, transport: this.transport, welcome: m,
@@ -2469,6 +2595,7 @@ export class FlightSimP2P extends EventTarget {
       case 'SessionCreated':
       case 'SessionJoined': {
         const created = m.type === 'SessionCreated';
+        this._redirects = 0;
         // After a resume the server says SessionJoined on its own: no request of ours.
         const requested = !!this._pending && (this._pending.kind === 'create' || this._pending.kind === 'join');
         const password = requested ? this._requestPassword : (this._sessionKey ? this._sessionKey.password : null);
@@ -2547,6 +2674,9 @@ export class FlightSimP2P extends EventTarget {
           this._welcomeWaiter = null;
         }
         if (err.fatal) this._lastFatal = err;
+        // cluster_unavailable before the Welcome of a resume: the node is there, its directory is
+        // not; try again after the backoff (the same node), within the grace as usual.
+        if (m.code === 22 && this.state === 'reconnecting') this._attemptFailed(err.message);
         break;
       }
       case 'Pong': {
@@ -2567,6 +2697,9 @@ export class FlightSimP2P extends EventTarget {
         this.session = null;
         this._settle(['leave'], m.reason, null);
         this._emit('sessionleft', { reason: m.reason });
+        break;
+      case 'Redirect':
+        this._onRedirect(m);
         break;
       case 'GoingAway': {
         // The server is stopping: come back after the delay (with the resume token). If the
@@ -2674,7 +2807,7 @@ export class FlightSimP2P extends EventTarget {
     });
     if (d.action === 'reconnect') {
       const reason = info.reason || 'connection lost';
-      if (this.state === 'reconnecting') this._attemptFailed(reason, d.delayMs || null);
+      if (this.state === 'reconnecting') this._attemptFailed(reason, d.delayMs || null, true);
       else this._startReconnect(reason, d.delayMs);
       return;
     }
@@ -2685,6 +2818,59 @@ export class FlightSimP2P extends EventTarget {
     this._emitClose(fatal ? fatal.code : info.code, reason, err);
   }
 
+  // --- internals: cluster mode (PROTOCOL.md §11) ------------------------------------------------
+
+  /**
+   * A node sends us elsewhere: in answer to Hello (instead of Welcome), to a create/join, or
+   * unasked (draining, the session moved). Leave this connection (keeping any seat: code 999),
+   * connect to the node the same way, Hello (with the resume token if in a session) and the
+   * unanswered create/join again. The app sees `redirect`, then `reconnecting` / `reconnected`.
+   * @param {{type: 'Redirect', reason: RedirectReason, node: NodeAddr}} m
+   */
+  _onRedirect(m) {
+    this._redirects++;
+    const count = this._redirects;
+    this._emit('redirect', { reason: m.reason, node: m.node, count });
+    const target = nodeServer(m.node);
+    if (redirectStep(count, this.options.maxRedirects) === 'fail') {
+      const err = new FspError(0, 'too_many_redirects',
+        `too many redirects (${this.options.maxRedirects} in a row), the last to node ${m.node.name}`, { fatal: !this.welcome });
+      this._redirects = 0;
+      if (!this.welcome || (!this.session && this.state !== 'connected')) {
+        this._fail(err);
+        return;
+      }
+      // Fail the request; a client in a session goes back to its configured servers.
+      this._settle(['create', 'join'], null, err);
+      this._emit('error', { code: 0, name: err.codeName, message: err.message, fatal: false, error: err });
+      if (!this.session) return;
+      this._at = { index: 0, target: null };
+    } else if (reachableWith(target, this.options.transport)) {
+      this._at = { index: this._at.index, target };
+    } else {
+      // Unreachable as given: back to the configured servers.
+      this._at = { index: this._at.index, target: null };
+    }
+    const why = `redirected to node ${m.node.name} (${m.reason})`;
+    const resend = this._pendingMsg;
+    if (this.state === 'reconnecting' && this._rc) {
+      // An attempt was redirected: go again at once, to the node.
+      const rc = this._rc;
+      rc.resend = resend;
+      clearTimeout(rc.welcomeTimer);
+      clearTimeout(rc.timer);
+      const t = this.conn;
+      this.conn = null;
+      if (t) this._abandon(t);
+      rc.timer = setTimeout(() => {
+        rc.timer = 0;
+        this._attempt(rc);
+      }, 0);
+      return;
+    }
+    this._startReconnect(why, 0, resend);
+  }
+
   // --- internals: reconnecting ---------------------------------------------------------------
 
   /**
@@ -2693,8 +2879,9 @@ export class FlightSimP2P extends EventTarget {
    * callbacks, and connect again (the `transport` option decides how; 'auto' races again)
    * with the resume token.
    * @param {string} reason @param {number} delayMs before the first attempt
+   * @param {ClientMsg|null} [resend] a redirected create/join, sent again after the Welcome
    */
-  _startReconnect(reason, delayMs) {
+  _startReconnect(reason, delayMs, resend = null) {
     const old = this.conn;
     this.conn = null;
     if (old) this._abandon(old);
@@ -2709,7 +2896,7 @@ export class FlightSimP2P extends EventTarget {
     /** @type {NonNullable<FlightSimP2P['_rc']>} */
     const rc = {
       startedAt: now(), attempt: 0, timer: 0, welcomeTimer: 0, reason, previousPeerId: this.peerId,
-      sessionKey: this.session ? this._sessionKey : null, onOnline: null,
+      sessionKey: this.session ? this._sessionKey : null, onOnline: null, resend,
     };
     this._rc = rc;
     // The browser says the network is back: try now rather than after the backoff.
@@ -2751,7 +2938,7 @@ export class FlightSimP2P extends EventTarget {
     try {
       await withTimeout(t.open(first), limit, () => new Error(`not connected within ${limit} ms`));
     } catch (e) {
-      if (this.conn === t) this._attemptFailed(e instanceof Error ? e.message : describe(e));
+      if (this.conn === t) this._attemptFailed(e instanceof Error ? e.message : describe(e), null, true);
       return;
     }
     if (this._rc !== rc || this.conn !== t || this.state !== 'reconnecting') {
@@ -2762,15 +2949,20 @@ export class FlightSimP2P extends EventTarget {
     this._transportUp(t, startedAt);
     if (!(first && t.firstSent)) this._writeMsg(this._hello());
     rc.welcomeTimer = setTimeout(() => {
-      if (this._rc === rc && this.conn === t) this._attemptFailed(`no Welcome within ${limit} ms`);
+      if (this._rc === rc && this.conn === t) this._attemptFailed(`no Welcome within ${limit} ms`, null, true);
     }, limit);
     up();
   }
 
-  /** The attempt in progress failed: abandon it, then try again after the backoff (or give up). */
-  _attemptFailed(reason, delayMs = /** @type {number|null} */ (null)) {
+  /**
+   * The attempt in progress failed: abandon it, then try again after the backoff (or give up).
+   * `unreachable`: the server could not be reached, so the next attempt goes to the next one
+   * (a redirect's node is dropped for the configured servers, which rotate).
+   */
+  _attemptFailed(reason, delayMs = /** @type {number|null} */ (null), unreachable = false) {
     const rc = this._rc;
     if (!rc || this.state !== 'reconnecting') return;
+    if (unreachable) this._at = rotateServer(this._at, this._servers.length);
     clearTimeout(rc.welcomeTimer);
     const t = this.conn;
     this.conn = null;
@@ -2806,8 +2998,14 @@ export class FlightSimP2P extends EventTarget {
     for (const l of [...this.links.values()]) this._dropLink(l);
     this._rxSeq.clear();
     this.session = null;
-    this._settle(null, null, new FspError(0, 'connection_lost', 'the connection was lost and could not be resumed'));
+    // A redirected create/join goes again here; anything else in flight is void.
+    const resend = rc.resend && this._pending && !rc.sessionKey ? rc.resend : null;
+    if (!resend) this._settle(null, null, new FspError(0, 'connection_lost', 'the connection was lost and could not be resumed'));
     this._emit('reconnected', detail);
+    if (resend) {
+      this._sendMsg(resend);
+      return;
+    }
     const key = rc.sessionKey;
     if (!key) {
       this._sessionKey = null;

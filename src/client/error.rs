@@ -82,6 +82,16 @@ pub enum Error {
     /// the connection (which is [`Error::Closed`]).
     #[error("{0}")]
     Wire(WireError),
+    /// (cluster mode) More redirects in a row than
+    /// [`MAX_REDIRECTS`](super::MAX_REDIRECTS) before the request was
+    /// answered: the nodes disagree about where it belongs.
+    #[error("too many redirects ({count} in a row), the last to node {node:?}")]
+    Redirects {
+        /// How many were followed.
+        count: u32,
+        /// The name of the node the last one pointed to.
+        node: String,
+    },
 }
 
 impl Error {

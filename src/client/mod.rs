@@ -58,7 +58,36 @@
 //! in between are dropped ([`RelaySender::send`] returns `Ok`), since flight
 //! data is real-time. [`Client::peer_id`] and [`Client::welcome`] follow
 //! the current connection.
+//!
+//! # Cluster mode: redirects and fallbacks
+//!
+//! A node of a cluster may answer `Hello`, `CreateSession` or `JoinSession`
+//! with `Redirect`, or send it unasked when it drains or the session moved
+//! (PROTOCOL.md §11). The client follows it by itself (`cluster`):
+//!
+//! * A `Redirect` instead of the `Welcome` is followed inside
+//!   [`Client::connect`] (and inside a reconnection attempt) with the same
+//!   `Hello` and pipelined request, to the node's address for the configured
+//!   transport (`quic` for raw QUIC and WebTransport, `{http}/ws` for
+//!   WebSocket, both for `Auto`), pinning its `cert_sha256` if it has one.
+//! * After the `Welcome` the application sees `Event::Control(Redirect)`,
+//!   then [`Event::Reconnecting`] and [`Event::Reconnected`]: the connection
+//!   is left with code 999 (the seat is kept) and the client reconnects at
+//!   once to the node, with its resume token when in a session (same peer id
+//!   and seat) or, in none, as a new peer sending the unanswered
+//!   `CreateSession`/`JoinSession` again, whose answer ends a waiting
+//!   [`Client::create_session`]/[`Client::join_session`].
+//! * More than [`MAX_REDIRECTS`] in a row fail with [`Error::Redirects`]
+//!   (after the `Welcome`: the client gives up with [`Event::Closed`] unless
+//!   it is in a session, then it goes back to its configured servers).
+//! * A server that cannot be reached (a redirect's node, or the current
+//!   server after a loss) makes the next attempt go to the next of the
+//!   configured servers, [`ClientConfig::server`] then
+//!   [`ClientConfig::fallbacks`], round robin with the backoff above.
+//! * `cluster_unavailable` fails a request (not fatal); during a resume it
+//!   is retried on the same node.
 
+mod cluster;
 mod connect;
 mod error;
 mod inbox;
@@ -78,6 +107,7 @@ use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use self::cluster::MAX_REDIRECTS;
 use self::connect::Connected;
 pub use self::connect::{connect_wire, QuicEndpoint};
 pub use self::error::{Cause, Error};
@@ -86,8 +116,8 @@ use self::reconnect::{LinkState, RelayState, Shared, Sink, Supervisor};
 use self::resume::Memory;
 use self::websocket::Outbox;
 use crate::protocol::{
-    self, ClientKind, ClientMsg, CreateSession, Hello, JoinSession, PeerId, RelayMode, ServerMsg,
-    SessionInfo, Signal, Welcome, PROTOCOL_VERSION,
+    self, ClientKind, ClientMsg, CreateSession, Hello, JoinSession, PeerId, Redirect, RelayMode,
+    ServerMsg, SessionInfo, Signal, Welcome, PROTOCOL_VERSION,
 };
 use crate::relay::Via;
 use crate::wire::{DatagramError, Ended, Wire, Writer};
@@ -115,6 +145,34 @@ pub enum Trust {
     CertHash([u8; 32]),
     /// Verify against these CA certificates (PEM file).
     CaFile(PathBuf),
+}
+
+/// Another server (a node of the same cluster) to reconnect to when the
+/// current one cannot be reached; see [`ClientConfig::fallbacks`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddr {
+    /// Its UDP address (QUIC and WebTransport).
+    pub server: SocketAddr,
+    /// TLS server name.
+    pub server_name: String,
+    /// Its WebSocket URL (`ws://host:8080/ws`), for `Websocket` and `Auto`;
+    /// `None`: it is not tried over WebSocket.
+    pub ws_url: Option<String>,
+    /// The SHA-256 of its certificate to pin; `None`: trust it as
+    /// [`ClientConfig::trust`] says.
+    pub cert_sha256: Option<[u8; 32]>,
+}
+
+impl ServerAddr {
+    /// `server`, named `localhost`, trusted like the main server, no WebSocket.
+    pub fn new(server: SocketAddr) -> Self {
+        ServerAddr {
+            server,
+            server_name: "localhost".into(),
+            ws_url: None,
+            cert_sha256: None,
+        }
+    }
 }
 
 /// Where to connect, how, and who this client says it is.
@@ -156,6 +214,11 @@ pub struct ClientConfig {
     /// with [`Event::Closed`]. Past the server's resume grace the client
     /// rejoins its session by code.
     pub reconnect_window: Duration,
+    /// (cluster mode) Other nodes to reconnect to when the current server
+    /// cannot be reached: after the main server, round robin, with the
+    /// reconnection backoff. Any node of a cluster redirects the client to
+    /// the node of its session, so a client comes back after its node died.
+    pub fallbacks: Vec<ServerAddr>,
 }
 
 impl ClientConfig {
@@ -178,6 +241,7 @@ impl ClientConfig {
             endpoint: None,
             auto_resume: true,
             reconnect_window: Duration::from_secs(60),
+            fallbacks: Vec::new(),
         }
     }
 }
@@ -297,12 +361,47 @@ fn hello_messages(
 }
 
 /// Connect, send `hello` (Hello and perhaps a first request) and wait for
-/// the Welcome. Control messages are noted in `memory`.
+/// the Welcome, following any `Redirect` that answers instead (at most
+/// [`MAX_REDIRECTS`] in a row) with the same messages. Returns the
+/// connection and, if redirected, the node it is on.
 async fn open(
     cfg: &ClientConfig,
     hello: &[ClientMsg],
     memory: Arc<Mutex<Memory>>,
-) -> Result<Opened> {
+) -> Result<(Opened, Option<ServerAddr>)> {
+    let mut at: Option<ServerAddr> = None;
+    loop {
+        let here = match &at {
+            Some(a) => cluster::config_for(cfg, a),
+            None => cfg.clone(),
+        };
+        let redirect = match open_once(&here, hello, memory.clone()).await? {
+            Ok(opened) => return Ok((opened, at)),
+            Err(r) => r,
+        };
+        let count = memory
+            .lock()
+            .map(|mut m| {
+                m.redirect = None;
+                m.redirects
+            })
+            .unwrap_or(0);
+        cluster::check_redirects(count, &redirect.node)?;
+        tracing::info!(
+            node = %redirect.node.name,
+            reason = redirect.reason.as_str(),
+            "redirected before the Welcome"
+        );
+        at = Some(cluster::node_addr(cfg, &redirect.node).await?.0);
+    }
+}
+
+/// One connection up to its Welcome, or the `Redirect` that came instead.
+async fn open_once(
+    cfg: &ClientConfig,
+    hello: &[ClientMsg],
+    memory: Arc<Mutex<Memory>>,
+) -> Result<std::result::Result<Opened, Redirect>> {
     let connected = connect::connect(cfg, hello).await?;
     let (sink, events, mut end) = Sink::new(memory);
     let (link, tasks, zero_rtt) = match connected {
@@ -334,7 +433,8 @@ async fn open(
     let mut inbox = Inbox::new(events);
     let welcome = inbox
         .wait_for(|m| match m {
-            ServerMsg::Welcome(w) => Some(w.clone()),
+            ServerMsg::Welcome(w) => Some(Ok(w.clone())),
+            ServerMsg::Redirect(r) => Some(Err(r.clone())),
             _ => None,
         })
         .await;
@@ -344,16 +444,24 @@ async fn open(
             Ok(ended) => return Err(Error::Closed(ended)),
             Err(_) => return Err(Error::Closed(lost)),
         },
-        other => other?,
+        Ok(Err(redirect)) => {
+            // The reader closed the connection; `tasks` stop with it.
+            if let Link::Quic { wire, .. } = &link {
+                wire.close(0, "redirected");
+            }
+            return Ok(Err(redirect));
+        }
+        Ok(Ok(w)) => w,
+        Err(e) => return Err(e),
     };
-    Ok(Opened {
+    Ok(Ok(Opened {
         link,
         tasks,
         inbox,
         end,
         welcome,
         zero_rtt,
-    })
+    }))
 }
 
 /// A connection's background tasks; dropping this stops them.
@@ -421,12 +529,20 @@ impl Client {
             Some(ClientMsg::JoinSession(j)) => j.password.clone(),
             _ => None,
         };
+        let pending = first
+            .clone()
+            .filter(|m| matches!(m, ClientMsg::CreateSession(_) | ClientMsg::JoinSession(_)));
         let memory = Arc::new(Mutex::new(Memory {
             asked_password,
+            pending,
             ..Memory::default()
         }));
         let hello = hello_messages(cfg, cfg.resume_token.clone(), first);
-        let opened = open(cfg, &hello, memory.clone()).await?;
+        let (opened, at) = open(cfg, &hello, memory.clone()).await?;
+        let mut rotation = cluster::Rotation::new(cfg);
+        if let Some(at) = at {
+            rotation.redirected(at);
+        }
         let shared = Arc::new(Shared::new(
             opened.link.relay_link(),
             memory,
@@ -442,6 +558,7 @@ impl Client {
             tasks: Some(opened.tasks),
             end: opened.end,
             welcome: opened.welcome.clone(),
+            rotation,
         };
         let supervisor = AbortOnDrop(tokio::spawn(supervisor.run()));
         Ok(Client {
@@ -518,6 +635,7 @@ impl Client {
         {
             if let Ok(mut m) = self.shared.memory.lock() {
                 m.asked_password = password.clone();
+                m.pending = Some(msg.clone());
             }
         }
         loop {

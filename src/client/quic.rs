@@ -16,6 +16,10 @@ use crate::protocol::{self, ClientMsg, FrameDecoder, ServerMsg};
 use crate::relay::Via;
 use crate::wire::{Reader, Wire, Writer};
 
+/// Why a reader stopped after a `Redirect`: the connection is closed (with
+/// 999, so a seat is kept for the resume at the node it leads to).
+const REDIRECTED: &str = "redirected by the server";
+
 /// Largest relay frame the client reads from a unidirectional stream.
 const MAX_STREAM_FRAME: usize = 64 * 1024;
 
@@ -145,6 +149,9 @@ async fn read_everything(wire: Wire, control: Reader, sink: Sink) {
         _ = datagrams => "datagram reader ended".to_string(),
         _ = streams => "stream acceptor ended".to_string(),
     };
+    if why == REDIRECTED {
+        wire.close(999, "redirected");
+    }
     // Report how the connection itself ended, if it did.
     let ended = tokio::time::timeout(Duration::from_millis(200), wire.closed())
         .await
@@ -168,8 +175,12 @@ async fn read_control(mut control: Reader, sink: &Sink) -> String {
             match dec.next_frame() {
                 Ok(Some(f)) => match protocol::decode::<ServerMsg>(&f) {
                     Ok(m) => {
+                        let redirect = matches!(m, ServerMsg::Redirect(_));
                         if sink.control(m).await.is_err() {
                             return "client dropped".into();
+                        }
+                        if redirect {
+                            return REDIRECTED.into();
                         }
                     }
                     Err(e) => return format!("undecodable message from server: {e}"),

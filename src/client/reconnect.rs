@@ -30,13 +30,14 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::cluster::{self, Rotation};
 use super::inbox::Segment;
-use super::resume::{judge_close, judge_failure, Memory, Plan, Verdict};
+use super::resume::{judge_close, judge_failure, unreachable, Memory, Plan, Verdict};
 use super::{
     hello_messages, open, ClientConfig, ClientTransport, Ended, Error, Event, Link, QuicEndpoint,
     RelayLink, Result, Tasks,
 };
-use crate::protocol::{ClientMsg, JoinSession, ServerMsg, Welcome};
+use crate::protocol::{ClientMsg, ErrorCode, JoinSession, Redirect, ServerMsg, Welcome};
 use crate::wire::Wire;
 
 /// Where a connection's reader puts what it reads.
@@ -149,6 +150,9 @@ pub(super) struct Supervisor {
     pub(super) end: oneshot::Receiver<Ended>,
     /// The last Welcome: the resume token and the grace.
     pub(super) welcome: Welcome,
+    /// Where the next attempt goes: a redirect's node, else the configured
+    /// servers in turn.
+    pub(super) rotation: Rotation,
 }
 
 impl Supervisor {
@@ -164,27 +168,79 @@ impl Supervisor {
                 .memory(|m| Memory {
                     going_away: m.going_away.take(),
                     fatal: m.fatal.take(),
+                    redirect: m.redirect.take(),
                     ..Memory::default()
                 })
                 .unwrap_or_default();
             let app_closed = self.shared.closing.load(Ordering::SeqCst);
-            let verdict = judge_close(&ended, &said, app_closed, self.cfg.auto_resume);
+            // A redirect is no loss: follow it at once, resume or not.
+            let (verdict, redirect) = match said.redirect {
+                Some(r) if !app_closed => (Verdict::Resume, Some(r)),
+                _ => (
+                    judge_close(&ended, &said, app_closed, self.cfg.auto_resume),
+                    None,
+                ),
+            };
             if verdict == Verdict::GiveUp {
                 return self.give_up(ended);
             }
-            tracing::info!("connection lost ({ended}); reconnecting");
+            match &redirect {
+                Some(r) => tracing::info!(
+                    node = %r.node.name,
+                    reason = r.reason.as_str(),
+                    "redirected; moving"
+                ),
+                None => tracing::info!("connection lost ({ended}); reconnecting"),
+            }
             self.shared.set_relay(RelayState::Down);
-            if !self.reconnect(verdict, ended).await {
+            if !self.reconnect(verdict, ended, redirect).await {
                 return;
             }
         }
     }
 
+    /// Point the rotation at a redirect's node. False when the client gave
+    /// up: too many redirects in a row, and nothing to come back to.
+    async fn follow(&mut self, r: Redirect, last: &mut Ended) -> bool {
+        let count = self.memory(|m| m.redirects).unwrap_or(0);
+        if let Err(e) = cluster::check_redirects(count, &r.node) {
+            tracing::warn!("{e}");
+            *last = Ended::lost(e.to_string());
+            let in_session = self.memory(|m| m.code.is_some()).unwrap_or(false);
+            if !(in_session && self.cfg.auto_resume) {
+                self.give_up(last.clone());
+                return false;
+            }
+            // Back to the configured servers, which redirect afresh.
+            self.memory(|m| m.redirects = 0);
+            self.rotation.back_to_configured();
+            return true;
+        }
+        match cluster::node_addr(&self.cfg, &r.node).await {
+            Ok((at, _)) => self.rotation.redirected(at),
+            // Unreachable as given: the configured servers instead.
+            Err(e) => tracing::info!("cannot follow the redirect to {}: {e}", r.node.name),
+        }
+        true
+    }
+
     /// Try until a new connection is handed over (true) or the client gave up.
-    async fn reconnect(&mut self, verdict: Verdict, mut last: Ended) -> bool {
+    /// `redirect`: the connection ended with this `Redirect`, to follow first.
+    async fn reconnect(
+        &mut self,
+        verdict: Verdict,
+        mut last: Ended,
+        mut redirect: Option<Redirect>,
+    ) -> bool {
         let grace = std::time::Duration::from_millis(self.welcome.limits.resume_grace_ms.into());
         let mut plan = Plan::new(Instant::now(), verdict, grace, self.cfg.reconnect_window);
         loop {
+            if let Some(r) = redirect.take() {
+                if !self.follow(r, &mut last).await {
+                    return false;
+                }
+                plan.at_once();
+            }
             let now = Instant::now();
             let Some(attempt) = plan.next(now, rand::random::<f64>()) else {
                 self.give_up(last);
@@ -200,13 +256,16 @@ impl Supervisor {
                 return false;
             }
             let limit = self.cfg.connect_timeout;
-            let result = match tokio::time::timeout(limit, self.attempt(attempt.with_token)).await {
-                Ok(r) => r,
-                Err(_) => Err(Error::Timeout {
-                    server: self.cfg.server,
-                    after: limit,
-                }),
-            };
+            let cfg = self.rotation.config(&self.cfg);
+            let server = cfg.server;
+            let result =
+                match tokio::time::timeout(limit, self.attempt(cfg, attempt.with_token)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::Timeout {
+                        server,
+                        after: limit,
+                    }),
+                };
             match result {
                 Ok(()) => return true,
                 Err(e) => {
@@ -215,18 +274,31 @@ impl Supervisor {
                         Error::Closed(ended) => ended.clone(),
                         e => Ended::lost(e.to_string()),
                     };
-                    if judge_failure(&e) == Verdict::GiveUp {
+                    // Redirected after the Welcome (the rejoin went elsewhere).
+                    redirect = self.memory(|m| m.redirect.take()).flatten();
+                    if redirect.is_some() {
+                        continue;
+                    }
+                    // With other servers to try, a setup that cannot reach
+                    // this one (no WebSocket URL for it) only moves on.
+                    let moves_on = self.rotation.has_alternatives()
+                        && matches!(e, Error::Config(_) | Error::Tls(_));
+                    if judge_failure(&e) == Verdict::GiveUp && !moves_on {
                         self.give_up(last);
                         return false;
+                    }
+                    if unreachable(&e) {
+                        self.rotation.unreachable();
                     }
                 }
             }
         }
     }
 
-    /// One attempt: connect, say Hello (with the token if `with_token`),
-    /// rejoin the session by code if the seat is gone, hand over.
-    async fn attempt(&mut self, with_token: bool) -> Result<()> {
+    /// One attempt at `cfg`'s server: connect, say Hello (with the token if
+    /// `with_token`), rejoin the session by code if the seat is gone, send
+    /// again a request left unanswered (in no session), hand over.
+    async fn attempt(&mut self, cfg: ClientConfig, with_token: bool) -> Result<()> {
         let memory = self
             .memory(|m| {
                 // What a failed attempt was told does not carry over.
@@ -244,13 +316,20 @@ impl Supervisor {
         }
         // Past the grace the seat is surely gone: rejoin in the first flight.
         let pipelined = (!with_token).then(|| rejoin.clone()).flatten();
-        let token = with_token.then(|| self.welcome.resume_token.clone());
-        let hello = hello_messages(
-            &self.cfg,
-            token,
-            pipelined.clone().map(ClientMsg::JoinSession),
-        );
-        let mut opened = open(&self.cfg, &hello, self.shared.memory.clone()).await?;
+        // In no session, a request left unanswered (redirected, or lost
+        // with the connection) goes again, with no token: the peer is new
+        // where it lands (PROTOCOL.md §11).
+        let resend = memory.pending.clone().filter(|_| memory.code.is_none());
+        let token = (with_token && resend.is_none()).then(|| self.welcome.resume_token.clone());
+        let first = pipelined
+            .clone()
+            .map(ClientMsg::JoinSession)
+            .or(resend.clone());
+        let hello = hello_messages(&cfg, token, first);
+        let (mut opened, at) = open(&cfg, &hello, self.shared.memory.clone()).await?;
+        if let Some(at) = at {
+            self.rotation.redirected(at);
+        }
         let resumed = opened.welcome.resumed;
         let mut rejoined = false;
         if let (false, Some(join)) = (resumed, rejoin) {
@@ -271,6 +350,8 @@ impl Supervisor {
                         .keep(Event::Control(ServerMsg::SessionJoined(info)));
                     rejoined = true;
                 }
+                // The directory is out of reach: try again later.
+                Err(e) if e.server_code() == Some(ErrorCode::ClusterUnavailable) => return Err(e),
                 // The session is gone, full, or the password changed: the
                 // client is back, in no session; the application hears why.
                 Err(Error::Server { code, message, .. }) => {

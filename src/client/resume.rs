@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::protocol::{ErrorCode, ServerMsg};
+use crate::protocol::{ClientMsg, ErrorCode, Redirect, ServerMsg};
 use crate::wire::Ended;
 
 use super::Error;
@@ -33,6 +33,14 @@ pub(super) struct Memory {
     /// A fatal error the server sent on the current connection (its close
     /// follows, but may be seen only as a lost connection).
     pub(super) fatal: Option<u16>,
+    /// (cluster mode) The `Redirect` the current connection ended with, to
+    /// follow.
+    pub(super) redirect: Option<Redirect>,
+    /// Redirects in a row since a request was last answered.
+    pub(super) redirects: u32,
+    /// The `CreateSession` or `JoinSession` sent and not yet answered, to
+    /// send again where a redirect leads.
+    pub(super) pending: Option<ClientMsg>,
 }
 
 impl Memory {
@@ -47,6 +55,8 @@ impl Memory {
         }
         match msg {
             ServerMsg::SessionCreated(i) | ServerMsg::SessionJoined(i) => {
+                self.pending = None;
+                self.redirects = 0;
                 self.code = Some(i.code.clone());
                 if self.asked_password.is_some() {
                     self.password = self.asked_password.take();
@@ -59,7 +69,15 @@ impl Memory {
             ServerMsg::GoingAway {
                 reconnect_after_ms, ..
             } => self.going_away = Some(*reconnect_after_ms),
+            ServerMsg::Welcome(_) if self.pending.is_none() => self.redirects = 0,
+            ServerMsg::Redirect(r) => {
+                self.redirect = Some(r.clone());
+                self.redirects += 1;
+            }
             ServerMsg::Error { code, .. } => {
+                if ErrorCode::from_u16(*code).is_some_and(answers_a_request) {
+                    self.pending = None;
+                }
                 let fatal = match ErrorCode::from_u16(*code) {
                     // These close, but coming back is right.
                     Some(ErrorCode::ShuttingDown | ErrorCode::SlowConsumer) => false,
@@ -76,6 +94,23 @@ impl Memory {
             _ => {}
         }
     }
+}
+
+/// Whether an error with this code is the answer to a `CreateSession` or
+/// `JoinSession` (so that request is not pending any more).
+fn answers_a_request(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::InvalidArgument
+            | ErrorCode::UnknownSession
+            | ErrorCode::SessionFull
+            | ErrorCode::WrongPassword
+            | ErrorCode::AlreadyInSession
+            | ErrorCode::TooManySessions
+            | ErrorCode::TooManyJoinAttempts
+            | ErrorCode::ClusterUnavailable
+            | ErrorCode::Internal
+    )
 }
 
 /// What a connection's end means.
@@ -145,6 +180,13 @@ pub(super) fn judge_failure(e: &Error) -> Verdict {
     }
 }
 
+/// Whether a failed attempt says the server could not be reached (so the
+/// next one goes to the next configured server): anything but a refusal
+/// the server itself sent.
+pub(super) fn unreachable(e: &Error) -> bool {
+    !matches!(e, Error::Server { .. })
+}
+
 /// The delay before attempt `attempt` (0-based): 0, then 250 ms doubling
 /// up to 4 s, each scaled into its upper half by `jitter` in `[0, 1)` so
 /// that clients cut at the same moment do not come back in step.
@@ -200,6 +242,13 @@ impl Plan {
         }
     }
 
+    /// Go again at once, with the backoff started over (a redirect names
+    /// where to go; the grace and the window still count from the loss).
+    pub(super) fn at_once(&mut self) {
+        self.first_delay = Duration::ZERO;
+        self.attempts = 0;
+    }
+
     /// The next attempt after the previous one failed at `now` (or, for
     /// the first, the loss was noticed at `now`); `None` once the window
     /// has passed.
@@ -240,6 +289,9 @@ mod tests {
         asked_password: None,
         going_away: None,
         fatal: None,
+        redirect: None,
+        redirects: 0,
+        pending: None,
     };
 
     fn closed_with(code: ErrorCode) -> Ended {
@@ -394,6 +446,120 @@ mod tests {
         let a = plan.next(t0, 0.0).unwrap();
         assert_eq!(a.at, t0 + Duration::from_secs(20));
         assert!(!a.with_token);
+    }
+
+    fn welcome() -> crate::protocol::Welcome {
+        crate::protocol::Welcome {
+            version: 1,
+            peer_id: 3,
+            resume_token: vec![1; 16],
+            resumed: false,
+            ice_servers: vec![],
+            limits: crate::protocol::Limits {
+                max_frame_bytes: 16384,
+                max_relay_payload: 1100,
+                relay_datagrams_per_sec: 0,
+                relay_bytes_per_sec: 0,
+                signals_per_sec: 0,
+                max_peers_per_session: 16,
+                resume_grace_ms: 15_000,
+            },
+            server_time_ms: 0,
+        }
+    }
+
+    fn redirect(reason: crate::protocol::RedirectReason) -> ServerMsg {
+        ServerMsg::Redirect(crate::protocol::Redirect {
+            reason,
+            node: crate::protocol::NodeAddr {
+                name: "b".into(),
+                quic: "127.0.0.1:4434".into(),
+                http: String::new(),
+                cert_sha256: None,
+            },
+        })
+    }
+
+    #[test]
+    fn memory_counts_redirects_in_a_row_and_keeps_the_unanswered_request() {
+        use crate::protocol::{ClientMsg, JoinSession, RedirectReason};
+        let join = ClientMsg::JoinSession(JoinSession {
+            code: "7KQ2MX".into(),
+            password: None,
+        });
+        let mut m = Memory {
+            pending: Some(join.clone()),
+            ..Memory::default()
+        };
+        for n in 1..=super::super::MAX_REDIRECTS + 1 {
+            m.note(&redirect(RedirectReason::Session));
+            assert_eq!(m.redirects, n);
+            assert!(m.redirect.is_some());
+            // A Welcome while the join waits does not end the run.
+            m.note(&ServerMsg::Welcome(welcome()));
+            assert_eq!(m.redirects, n);
+        }
+        let count = m.redirects;
+        let node = match m.redirect.take() {
+            Some(r) => r.node,
+            None => unreachable!(),
+        };
+        assert!(matches!(
+            super::super::cluster::check_redirects(count, &node),
+            Err(Error::Redirects { count: 5, .. })
+        ));
+        assert!(super::super::cluster::check_redirects(5, &node).is_ok());
+        assert_eq!(m.pending, Some(join.clone()));
+        // The answer ends the run and the wait.
+        m.note(&ServerMsg::SessionJoined(SessionInfo {
+            code: "7KQ2MX".into(),
+            host: 1,
+            max_peers: 8,
+            idle_ttl_secs: 60,
+            peers: vec![],
+        }));
+        assert_eq!((m.redirects, m.pending.clone()), (0, None));
+        // A refusal answers it too; cluster_unavailable included (the app retries).
+        m.pending = Some(join);
+        m.note(&ServerMsg::Error {
+            code: ErrorCode::ClusterUnavailable as u16,
+            message: "directory unreachable".into(),
+        });
+        assert_eq!(m.pending, None);
+        assert_eq!(m.fatal, None, "cluster_unavailable is not fatal");
+        // An unasked redirect with nothing pending; a Welcome then ends the run.
+        m.note(&redirect(RedirectReason::Draining));
+        assert_eq!(m.redirects, 1);
+        m.note(&ServerMsg::Welcome(welcome()));
+        assert_eq!(m.redirects, 0);
+    }
+
+    #[test]
+    fn cluster_unavailable_is_retried_and_only_refusals_keep_the_server() {
+        let e = Error::server(ErrorCode::ClusterUnavailable as u16, "later");
+        assert_eq!(judge_failure(&e), Verdict::Resume);
+        assert!(!unreachable(&e));
+        let refused = Error::connect("connecting", std::io::Error::other("refused"));
+        assert!(unreachable(&refused));
+        assert!(unreachable(&Error::Closed(Ended::lost("reset"))));
+    }
+
+    #[test]
+    fn a_redirect_starts_the_backoff_over_but_not_the_grace() {
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(2);
+        let mut plan = Plan::new(t0, Verdict::Resume, grace, Duration::from_secs(10));
+        let mut now = t0;
+        for _ in 0..4 {
+            now = plan.next(now, 1.0).unwrap().at;
+        }
+        assert_eq!(now - t0, Duration::from_millis(1_750));
+        plan.at_once();
+        let a = plan.next(now, 1.0).unwrap();
+        assert_eq!((a.number, a.at), (1, now));
+        let b = plan.next(now + Duration::from_millis(500), 1.0).unwrap();
+        assert_eq!(b.at - t0, Duration::from_millis(2_500));
+        assert!(!b.with_token, "the grace counts from the loss");
     }
 
     #[test]

@@ -122,8 +122,14 @@ async fn reader(mut stream: futures_util::stream::SplitStream<WsStream>, sink: S
         match protocol::parse_ws(&bytes) {
             Ok(WsMessage::Control(body)) => match protocol::decode::<ServerMsg>(body) {
                 Ok(m) => {
+                    let redirect = matches!(m, ServerMsg::Redirect(_));
                     if sink.control(m).await.is_err() {
                         return;
+                    }
+                    // Followed elsewhere: this socket is done (dropped
+                    // without a close, so a seat is kept for the resume).
+                    if redirect {
+                        break Ended::lost("redirected by the server");
                     }
                 }
                 Err(e) => break Ended::lost(format!("undecodable message from server: {e}")),

@@ -51,7 +51,7 @@ test('the vector file covers every message variant', () => {
     assert.ok(seen.has(`ClientMsg.${t}`), `no vector for ClientMsg.${t}`);
   }
   for (const t of ['Welcome', 'SessionCreated', 'SessionJoined', 'PeerJoined', 'PeerLeft', 'HostChanged',
-    'Signal', 'Error', 'Pong', 'SessionLeft', 'PeerStatus', 'GoingAway']) {
+    'Signal', 'Error', 'Pong', 'SessionLeft', 'PeerStatus', 'GoingAway', 'Redirect']) {
     assert.ok(seen.has(`ServerMsg.${t}`), `no vector for ServerMsg.${t}`);
   }
 });
@@ -123,7 +123,7 @@ test('decoded values match the vector names', () => {
 
 test('every server error vector names its code as in PROTOCOL.md §6', () => {
   const errs = vectors.filter((v) => v.ok && v.name.startsWith('error_'));
-  assert.equal(errs.length, 21);
+  assert.equal(errs.length, 22);
   for (const v of errs) {
     const m = decodeServerMsg(v.bytes);
     assert.equal(`error_${errorName(m.code)}`, v.name);

@@ -416,6 +416,19 @@ namespace FlightSimP2P.Tests
             ServerMsg.GoingAway ga = Get<ServerMsg.GoingAway>(d, "ServerMsg/going_away");
             Check("going_away", ga.ReconnectAfterMs == 2000 && ga.Message == "server shutting down", "wrong fields");
 
+            // Cluster mode (PROTOCOL.md section 11): Redirect with and without a certificate hash.
+            ServerMsg.Redirect rp = Get<ServerMsg.Redirect>(d, "ServerMsg/redirect_session_pinned");
+            Check("redirect_session_pinned", rp.Reason == RedirectReason.Session && rp.Node.Name == "node-b"
+                && rp.Node.Quic == "10.0.0.2:4433" && rp.Node.Http == "http://10.0.0.2:8080"
+                && rp.Node.CertSha256 != null && rp.Node.CertSha256.Length == 32 && rp.Node.CertSha256[31] == 31, "wrong fields");
+            ServerMsg.Redirect rc = Get<ServerMsg.Redirect>(d, "ServerMsg/redirect_draining_ca");
+            Check("redirect_draining_ca", rc.Reason == RedirectReason.Draining && rc.Node.CertSha256 == null
+                && rc.Node.Http == "https://eu-2.example.com", "wrong fields");
+            ServerMsg.Redirect rw = Get<ServerMsg.Redirect>(d, "ServerMsg/redirect_moved_ws_only");
+            Check("redirect_moved_ws_only", rw.Reason == RedirectReason.Moved && rw.Node.Quic == "", "wrong fields");
+            ServerMsg.Redirect rpl = Get<ServerMsg.Redirect>(d, "ServerMsg/redirect_placement");
+            Check("redirect_placement", rpl.Reason == RedirectReason.Placement && rpl.Node.Http == "", "wrong fields");
+
             for (uint reason = 0; reason < 4; reason++)
             {
                 ServerMsg.PeerLeft pl = Get<ServerMsg.PeerLeft>(d, "ServerMsg/peer_left_" + reason);
@@ -425,7 +438,7 @@ namespace FlightSimP2P.Tests
             }
 
             // Every error code: the vector's name is error_<name> and its message "<name> (<code>)".
-            for (ushort code = 1; code <= 21; code++)
+            for (ushort code = 1; code <= 22; code++)
             {
                 string name = ErrorCodes.Name(code);
                 ServerMsg.Error e = Get<ServerMsg.Error>(d, "ServerMsg/error_" + name);
@@ -434,7 +447,7 @@ namespace FlightSimP2P.Tests
             }
             // 17 (too_many_join_attempts) closes only when the connection's own budget is spent.
             Check("fatal codes", ErrorCodes.IsFatal(1) && ErrorCodes.IsFatal(2) && !ErrorCodes.IsFatal(17) && ErrorCodes.IsFatal(20)
-                && ErrorCodes.IsFatal(21) && !ErrorCodes.IsFatal(5) && !ErrorCodes.IsFatal(9) && !ErrorCodes.IsFatal(18),
+                && ErrorCodes.IsFatal(21) && !ErrorCodes.IsFatal(22) && !ErrorCodes.IsFatal(5) && !ErrorCodes.IsFatal(9) && !ErrorCodes.IsFatal(18),
                 "fatal table differs from PROTOCOL.md section 6");
             CheckEqual("unknown error code name", "error_99", ErrorCodes.Name(99));
         }

@@ -210,8 +210,266 @@ namespace FlightSimP2P.Tests
             Run("first: a TURN refresh over WebSocket carries the token in its URL", FirstRefresh);
             Run("shell: StartAndJoinSessionAsync over WebSocket sends nothing; first reaches the factory", ShellFirstJoin);
             Run("shell: a WebSocket loser still connecting when QUIC wins is let finish and closed with 1000", ShellLoserLeaves);
+            Run("cluster: a NodeAddr maps to QUIC host:port, {http}/ws and its pin; options follow it", ClusterEndpoints);
+            Run("cluster: the rotation tries a redirect's node, then the configured servers round robin", ClusterRotation);
+            Run("cluster: a redirected join ends joined on the second transport, the join sent again", ClusterRedirectedJoin);
+            Run("cluster: a Redirect instead of the Welcome: StartAsync completes on the node", ClusterRedirectedHello);
+            Run("cluster: an unasked Draining redirect resumes with the token on the new node", ClusterDraining);
+            Run("cluster: more redirects in a row than MaxRedirects fail the join", ClusterRedirectLimit);
+            Run("cluster: an unreachable node, then dead fallbacks, lead round robin back to the main server", ClusterFallbacks);
+            Run("cluster: cluster_unavailable during a resume is retried on the same node", ClusterUnavailableResume);
             Console.WriteLine(_passed + " passed, " + _failed + " failed");
             return _failed == 0 ? 0 : 1;
+        }
+
+        // --- cluster mode (PROTOCOL.md section 11) ---
+
+        private static NodeAddr NodeB(string quic = "10.0.0.2:4433", string http = "http://10.0.0.2:8080", byte fill = 0xBB)
+        {
+            NodeAddr n = new NodeAddr();
+            n.Name = "b";
+            n.Quic = quic;
+            n.Http = http;
+            if (fill != 0)
+            {
+                n.CertSha256 = Enumerable.Repeat(fill, 32).ToArray();
+            }
+            return n;
+        }
+
+        private static ServerMsg.Redirect Redirect(RedirectReason reason, NodeAddr node = null)
+        {
+            return new ServerMsg.Redirect(reason, node ?? NodeB());
+        }
+
+        private static void ClusterEndpoints()
+        {
+            ServerEndpoint b = ServerEndpoint.FromNode(NodeB());
+            Check(b.QuicHost == "10.0.0.2" && b.QuicPort == 4433, "quic host:port");
+            Check(b.WebSocketUri.ToString() == "ws://10.0.0.2:8080/ws", "ws url " + b.WebSocketUri);
+            Check(b.CertSha256 != null && b.CertSha256[0] == 0xBB && b.FromRedirect, "pinned hash");
+            Check(ServerEndpoint.WebSocketUriOf("https://eu-2.example.com/").ToString() == "wss://eu-2.example.com/ws", "wss");
+            Check(ServerEndpoint.WebSocketUriOf("") == null && ServerEndpoint.WebSocketUriOf("ftp://x") == null, "no http");
+            string host;
+            int port;
+            Check(ServerEndpoint.TrySplitHostPort("[::1]:4433", out host, out port) && host == "::1" && port == 4433, "v6");
+            foreach (string bad in new[] { "", "host", ":443", "::1:443", "h:99999" })
+            {
+                Check(!ServerEndpoint.TrySplitHostPort(bad, out host, out port), "refused: " + bad);
+            }
+            ServerEndpoint wsOnly = ServerEndpoint.FromNode(NodeB("", "https://c.example.com", 0));
+            Check(!wsOnly.Reaches(TransportKind.Quic) && wsOnly.Reaches(TransportKind.WebSocket) && wsOnly.CertSha256 == null, "ws only");
+            Check(ServerEndpoint.FromNode(NodeB("h:1", "", 0)).WebSocketUri == null, "no http, no WebSocket");
+            NodeAddr shortHash = NodeB();
+            shortHash.CertSha256 = new byte[] { 1, 2 };
+            Check(ServerEndpoint.FromNode(shortHash).CertSha256 == null, "a hash that is not SHA-256 is not pinned");
+
+            WebRTCP2POptions o = new WebRTCP2POptions();
+            o.ServerHost = "main";
+            o.CertificateSha256 = "aa";
+            Check(object.ReferenceEquals(o.For(null), o), "null: the configured server");
+            WebRTCP2POptions ob = o.For(b);
+            Check(ob.ServerHost == "10.0.0.2" && ob.QuicPort == 4433 && ob.EffectiveWebSocketUri.ToString() == "ws://10.0.0.2:8080/ws", "pointed at b");
+            Check(ob.CertificateSha256 == Wire.ToHex(b.CertSha256) && o.ServerHost == "main", "b's pin; the original unchanged");
+            Check(o.For(wsOnly).CertificateSha256 == null, "a redirect's node without a hash is CA-signed");
+            ServerEndpoint fb = new ServerEndpoint("fb1", 5433, null);
+            Check(o.For(fb).CertificateSha256 == "aa", "a fallback without a hash: the main trust");
+            Check(o.ToCore(true).MaxRedirects == 5 && o.ToCore(true).Fallbacks.Count == 0, "core options");
+        }
+
+        private static void ClusterRotation()
+        {
+            ServerEndpoint f1 = new ServerEndpoint("fb1", 5433, null);
+            ServerEndpoint f2 = new ServerEndpoint("fb2", 6433, null);
+            ServerRotation r = new ServerRotation(new List<ServerEndpoint> { f1, f2 });
+            Check(r.Current == null, "the configured server first");
+            r.Unreachable();
+            Check(r.Current == f1, "then fallback 1");
+            r.Redirected(ServerEndpoint.FromNode(NodeB()));
+            Check(r.Current.Name == "b", "a redirect's node first");
+            r.Unreachable();
+            Check(r.Current == f1, "back where the list was");
+            r.Unreachable();
+            r.Unreachable();
+            Check(r.Current == null, "round robin");
+            Check(ServerRotation.Follows(5, 5) && !ServerRotation.Follows(6, 5), "limit 5");
+        }
+
+        /// <summary>Connects and answers with Welcome(id) on the connection the core asks for next; returns it.</summary>
+        private static CoreOutput NextConnect(Harness h)
+        {
+            for (int i = 0; i < 400; i++)
+            {
+                CoreOutput c = h.Log.LastOrDefault(x => x.Kind == OutputKind.Connect);
+                if (c != null && c.Conn > h.Conn)
+                {
+                    return c;
+                }
+                h.Advance(5);
+            }
+            throw new Exception("no connect");
+        }
+
+        private static void ClusterRedirectedJoin()
+        {
+            Harness h = new Harness();
+            int c1 = h.Connect(5);
+            h.Core.JoinSession(h.Now, 3, "7KQ2MX", null);
+            Check(h.Sent(h.Drain()).OfType<ClientMsg.JoinSession>().Count() == 1, "join sent");
+            h.Core.ServerMessage(h.Now, c1, Redirect(RedirectReason.Session));
+            List<CoreOutput> outs = h.Drain();
+            Check(outs.Any(o => o.Kind == OutputKind.Redirected && o.Name == "b"), "Redirected(b)");
+            Check(outs.Any(o => o.Kind == OutputKind.CloseTransport && o.Conn == c1 && !o.Leave), "c1 closed, not leaving");
+            Check(!outs.Any(o => o.Kind == OutputKind.Complete && o.Token == 3), "the join is not failed");
+            CoreOutput c2 = NextConnect(h);
+            Check(c2.Server != null && c2.Server.QuicHost == "10.0.0.2" && c2.Server.QuicPort == 4433
+                && c2.Server.CertSha256[0] == 0xBB, "to node b, pinned");
+            h.Conn = c2.Conn;
+            h.Core.TransportConnected(h.Now, c2.Conn);
+            ClientMsg.Hello hello = (ClientMsg.Hello)h.Sent(h.Drain())[0];
+            Check(hello.ResumeToken == null, "in no session: no token");
+            h.Core.ServerMessage(h.Now, c2.Conn, Harness.Welcome(9, false));
+            List<ClientMsg> sent = h.Sent(h.Drain());
+            Check(sent.OfType<ClientMsg.JoinSession>().Count() == 1 && ((ClientMsg.JoinSession)sent[1]).Code == "7KQ2MX", "the join again");
+            h.Core.ServerMessage(h.Now, c2.Conn, new ServerMsg.Pong(((ClientMsg.Ping)sent[0]).ClientTimeMs, 0));
+            h.Core.ServerMessage(h.Now, c2.Conn, new ServerMsg.SessionJoined(Harness.SessionOf(1, 1, 9)));
+            outs = h.Drain();
+            CoreOutput done = outs.First(o => o.Kind == OutputKind.Complete && o.Token == 3);
+            Check(done.Error == null && ((SessionInfo)done.Result).Code == "7KQ2MX", "joined");
+            Check(h.Core.State == HubConnectionState.Connected && h.Core.PeerId == 9 && h.Core.CurrentConn == c2.Conn, "on the second transport");
+            Check(h.Log.Any(o => o.Kind == OutputKind.Reconnected), "Reconnected");
+            Check(!h.Log.Any(o => o.Kind == OutputKind.Closed), "not closed");
+        }
+
+        private static void ClusterRedirectedHello()
+        {
+            CoreOptions o = new CoreOptions();
+            o.WebSocketAllowed = false;
+            Harness h = new Harness(o);
+            h.Core.Start(h.Now, 1);
+            CoreOutput c1 = h.Drain().First(x => x.Kind == OutputKind.Connect);
+            Check(c1.Server == null, "the configured server");
+            h.Core.TransportConnected(h.Now, c1.Conn);
+            h.Core.ServerMessage(h.Now, c1.Conn, Redirect(RedirectReason.Session, NodeB("10.0.0.3:4433", "", 0)));
+            List<CoreOutput> outs = h.Drain();
+            CoreOutput c2 = outs.First(x => x.Kind == OutputKind.Connect);
+            Check(c2.Server.QuicHost == "10.0.0.3" && c2.Server.CertSha256 == null, "to node b, CA trust");
+            Check(h.Core.State == HubConnectionState.Connecting, "still connecting");
+            h.Core.TransportConnected(h.Now, c2.Conn);
+            h.Core.ServerMessage(h.Now, c2.Conn, Harness.Welcome(4, false));
+            outs = h.Drain();
+            Check(outs.Any(x => x.Kind == OutputKind.Complete && x.Token == 1 && x.Error == null), "StartAsync completed");
+            Check(h.Core.State == HubConnectionState.Connected && h.Core.PeerId == 4, "connected on b");
+        }
+
+        private static void ClusterDraining()
+        {
+            Harness h = new Harness();
+            int c1 = h.Connect(5);
+            h.InSession(5, 5, 6);
+            h.Core.ServerMessage(h.Now, c1, Redirect(RedirectReason.Draining));
+            List<CoreOutput> outs = h.Drain();
+            Check(outs.Any(o => o.Kind == OutputKind.CloseTransport && o.Conn == c1 && !o.Leave), "seat kept");
+            Check(outs.Any(o => o.Kind == OutputKind.Reconnecting && o.Error is RedirectedException), "Reconnecting (redirected)");
+            Check(h.Core.State == HubConnectionState.Reconnecting, "reconnecting");
+            CoreOutput c2 = NextConnect(h);
+            Check(c2.Resume && c2.Server != null && c2.Server.Name == "b", "resume at b");
+            h.Conn = c2.Conn;
+            h.Core.TransportConnected(h.Now, c2.Conn);
+            ClientMsg.Hello hello = (ClientMsg.Hello)h.Sent(h.Drain())[0];
+            Check(hello.ResumeToken != null && hello.ResumeToken[0] == 5, "the token");
+            h.Core.ServerMessage(h.Now, c2.Conn, Harness.Welcome(5, true));
+            h.Core.ServerMessage(h.Now, c2.Conn, new ServerMsg.SessionJoined(Harness.SessionOf(5, 5, 6)));
+            outs = h.Drain();
+            Check(h.Core.State == HubConnectionState.Connected && h.Core.PeerId == 5, "same peer id");
+            Check(outs.Any(o => o.Kind == OutputKind.Reconnected && o.Name == "5"), "Reconnected(5)");
+            Check(h.Core.Session != null && h.Core.GetPeer(6) != null, "session kept");
+            Check(!h.Log.Any(o => o.Kind == OutputKind.PeerLeft || o.Kind == OutputKind.Closed || o.Kind == OutputKind.ServerError), "nothing lost");
+        }
+
+        private static void ClusterRedirectLimit()
+        {
+            CoreOptions o = new CoreOptions();
+            o.MaxRedirects = 2;
+            Harness h = new Harness(o);
+            h.Connect(5);
+            h.Core.JoinSession(h.Now, 3, "LOOPED", null);
+            h.Drain();
+            for (int i = 0; i < 2; i++)
+            {
+                h.Core.ServerMessage(h.Now, h.Conn, Redirect(RedirectReason.Session));
+                h.Drain();
+                CoreOutput c = NextConnect(h);
+                h.Conn = c.Conn;
+                h.Core.TransportConnected(h.Now, c.Conn);
+                h.Core.ServerMessage(h.Now, c.Conn, Harness.Welcome((uint)(10 + i), false));
+                h.Drain();
+            }
+            int connects = h.Log.Count(x => x.Kind == OutputKind.Connect);
+            h.Core.ServerMessage(h.Now, h.Conn, Redirect(RedirectReason.Session));
+            List<CoreOutput> outs = h.Drain().Concat(h.Advance(100)).ToList();
+            CoreOutput done = outs.First(x => x.Kind == OutputKind.Complete && x.Token == 3);
+            Check(done.Error is TooManyRedirectsException && done.Error.Message.Contains("2 in a row"), "too many: " + done.Error);
+            Check(h.Log.Count(x => x.Kind == OutputKind.Connect) == connects, "not followed");
+            Check(h.Core.State == HubConnectionState.Connected, "the connection stays");
+        }
+
+        private static void ClusterFallbacks()
+        {
+            CoreOptions o = new CoreOptions();
+            o.WebSocketAllowed = false;
+            o.ReconnectDelaysMs = new long[] { 0, 100, 100, 100, 100, 100 };
+            o.Fallbacks = new List<ServerEndpoint> { new ServerEndpoint("fb1", 5433, null), new ServerEndpoint("fb2", 6433, null) };
+            Harness h = new Harness(o);
+            h.Connect(5);
+            h.InSession(5, 5, 6);
+            h.Core.ServerMessage(h.Now, h.Conn, Redirect(RedirectReason.Moved));
+            h.Drain();
+            List<string> tried = new List<string>();
+            for (int i = 0; i < 4; i++)
+            {
+                CoreOutput c = NextConnect(h);
+                h.Conn = c.Conn;
+                tried.Add(c.Server == null ? "main" : c.Server.Name);
+                h.Core.TransportFailed(h.Now, c.Conn, new Exception("refused"));
+                h.Drain();
+            }
+            Check(string.Join(",", tried) == "b,main,fb1,fb2", "order: " + string.Join(",", tried));
+            CoreOutput last = NextConnect(h);
+            Check(last.Server == null && last.Resume, "round robin to the main server, resuming");
+            h.Conn = last.Conn;
+            h.Core.TransportConnected(h.Now, last.Conn);
+            h.Core.ServerMessage(h.Now, last.Conn, Harness.Welcome(5, true));
+            h.Drain();
+            Check(h.Core.State == HubConnectionState.Connected && h.Core.PeerId == 5, "resumed");
+        }
+
+        private static void ClusterUnavailableResume()
+        {
+            CoreOptions o = new CoreOptions();
+            o.WebSocketAllowed = false;
+            o.ReconnectDelaysMs = new long[] { 0, 100, 100 };
+            o.Fallbacks = new List<ServerEndpoint> { new ServerEndpoint("fb1", 5433, null) };
+            Harness h = new Harness(o);
+            int c1 = h.Connect(5);
+            h.InSession(5, 5, 6);
+            h.Core.TransportLost(h.Now, c1, new Exception("reset"), 0);
+            h.Drain();
+            CoreOutput c2 = NextConnect(h);
+            h.Conn = c2.Conn;
+            h.Core.TransportConnected(h.Now, c2.Conn);
+            h.Core.ServerMessage(h.Now, c2.Conn, new ServerMsg.Error((ushort)ErrorCode.ClusterUnavailable, "directory unreachable"));
+            List<CoreOutput> outs = h.Drain();
+            Check(outs.Any(x => x.Kind == OutputKind.CloseTransport && x.Conn == c2.Conn && !x.Leave), "attempt closed, seat kept");
+            Check(h.Core.State == HubConnectionState.Reconnecting, "still reconnecting");
+            CoreOutput c3 = NextConnect(h);
+            Check(c3.Server == null && c3.Resume, "the same server again, with the token");
+            h.Conn = c3.Conn;
+            h.Core.TransportConnected(h.Now, c3.Conn);
+            h.Core.ServerMessage(h.Now, c3.Conn, Harness.Welcome(5, true));
+            h.Drain();
+            Check(h.Core.State == HubConnectionState.Connected && h.Core.PeerId == 5, "resumed");
+            Check(!ErrorCodes.IsFatal((ushort)ErrorCode.ClusterUnavailable) && ErrorCodes.Name(22) == "cluster_unavailable", "code 22");
         }
 
         private static void ResumeAfterLoss()
