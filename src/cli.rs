@@ -432,7 +432,12 @@ impl ClusterArgs {
                     "cluster mode needs --public-quic (the host:port clients reach this node at)                      when --listen is {listen}"
                 );
             }
-            listen.to_string()
+            // Port 0 (tests): the server announces the port it was given.
+            if listen.port() == 0 {
+                String::new()
+            } else {
+                listen.to_string()
+            }
         };
         let public_http = if let Some(h) = self.public_http.filter(|h| !h.is_empty()) {
             h.trim_end_matches('/').to_string()
@@ -442,12 +447,14 @@ impl ClusterArgs {
                     "cluster mode needs --public-http (the URL clients reach this node's HTTP                      port at) when the HTTP port listens on {http_listen}"
                 );
             }
-            format!("http://{http_listen}")
+            if http_listen.port() == 0 {
+                String::new()
+            } else {
+                format!("http://{http_listen}")
+            }
         };
-        let name = self
-            .node_name
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| public_quic.clone());
+        // Empty: the server names the node after its public QUIC address.
+        let name = self.node_name.filter(|n| !n.is_empty()).unwrap_or_default();
         let node = NodeAddr {
             name,
             quic: public_quic,
@@ -622,7 +629,7 @@ mod tests {
         let want = ClusterConfig::new(
             "redis://127.0.0.1:6379",
             NodeAddr {
-                name: "127.0.0.1:4433".into(),
+                name: String::new(),
                 quic: "127.0.0.1:4433".into(),
                 http: "http://127.0.0.1:8080".into(),
                 cert_sha256: None,
