@@ -22,7 +22,17 @@ use tokio::sync::mpsc;
 
 /// Forward UDP between clients and `upstream`, `one_way` late in each direction.
 pub async fn udp_delay_proxy(upstream: SocketAddr, one_way: Duration) -> Result<SocketAddr> {
-    let listen = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+    udp_delay_proxy_on(UdpSocket::bind("127.0.0.1:0").await?, upstream, one_way)
+}
+
+/// [`udp_delay_proxy`] on a socket bound beforehand (its address can be
+/// handed out before `upstream` is known).
+pub fn udp_delay_proxy_on(
+    listen: UdpSocket,
+    upstream: SocketAddr,
+    one_way: Duration,
+) -> Result<SocketAddr> {
+    let listen = Arc::new(listen);
     let addr = listen.local_addr()?;
     tokio::spawn(async move {
         let mut flows: HashMap<SocketAddr, mpsc::UnboundedSender<(Instant, Vec<u8>)>> =
@@ -71,7 +81,15 @@ async fn delayed_udp(
 
 /// Forward TCP to `upstream`, `one_way` late in each direction.
 pub async fn tcp_delay_proxy(upstream: SocketAddr, one_way: Duration) -> Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    tcp_delay_proxy_on(TcpListener::bind("127.0.0.1:0").await?, upstream, one_way)
+}
+
+/// [`tcp_delay_proxy`] on a listener bound beforehand.
+pub fn tcp_delay_proxy_on(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    one_way: Duration,
+) -> Result<SocketAddr> {
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {

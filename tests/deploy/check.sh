@@ -93,6 +93,36 @@ compose_accepts() (
 		exit 1
 	}
 )
+# The cluster override renders, and sets what cluster mode needs.
+compose_cluster_accepts() (
+	cd "$tmp/compose" || exit 1
+	cp "$OLDPWD/docker-compose.cluster.yml" . || exit 1
+	{
+		cat .env
+		echo "NODE_NAME=eu-1"
+		echo "REDIS_PASSWORD=0123456789abcdef"
+		echo "REDIS_URL=redis://:0123456789abcdef@redis.example.com:6379"
+		echo "PUBLIC_HTTP_URL=https://eu-1.sim.example.com"
+	} >cluster.env
+	cp .env plain.env
+	cp cluster.env .env
+	docker-compose -f docker-compose.yml -f docker-compose.cluster.yml --profile redis config >cluster.yml 2>err.txt || {
+		cat err.txt >&2
+		cp plain.env .env
+		exit 1
+	}
+	cp plain.env .env
+	python3 - cluster.yml <<'PY'
+import sys, yaml
+c = yaml.safe_load(open(sys.argv[1]))
+env = c["services"]["server"]["environment"]
+assert env["FSP2P_REDIS_URL"].startswith("redis://"), env
+assert env["FSP2P_PUBLIC_QUIC"].endswith(":4433"), env
+assert env["FSP2P_NODE_NAME"] == "eu-1", env
+assert "redis" in c["services"], c["services"].keys()
+PY
+)
+
 # The rendered file: published ports, networking, restart policies, one secret.
 compose_as_documented() {
 	python3 - "$tmp/compose/config.yml" <<'PY'
@@ -133,6 +163,9 @@ if have docker-compose "apt-get install docker-compose"; then
 	check "docker-compose config accepts docker-compose.yml (services coturn, server)" \
 		"docker-compose config rejects docker-compose.yml" \
 		compose_accepts
+	check "docker-compose config accepts docker-compose.yml + docker-compose.cluster.yml (server with FSP2P_REDIS_URL, redis behind a profile)" \
+		"docker-compose config rejects the cluster override, or it is not as documented" \
+		compose_cluster_accepts
 	if [ -f "$tmp/compose/config.yml" ]; then
 		check "compose: 4433/udp + 8080/tcp published, coturn on host networking, restart policies, one secret" \
 			"compose: the rendered configuration is not as documented" \
