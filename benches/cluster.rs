@@ -18,7 +18,6 @@
 //! Writes `bench-results/report-cluster.md` and `.json`.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 #[path = "harness/setup.rs"]
 #[allow(dead_code)]
