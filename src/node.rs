@@ -219,11 +219,19 @@ async fn write(shared: &Arc<Shared>, dir: &Directory, p: &Persist) -> Result<(),
     match p {
         Persist::Put(rec) => match dir.put_session(rec).await? {
             PutOutcome::Written => Ok(()),
-            PutOutcome::Lost { home, .. } => {
-                warn!(code = %rec.code, %home, "session moved to another node; sending its players there");
+            PutOutcome::Lost { home, epoch } => {
                 let Some(node) = dir.node(&home).await? else {
+                    // Its new home is gone too: take the session back, since
+                    // its players are here.
+                    if let Some(taken) = dir.move_home(&rec.code, &home, epoch, &rec.home).await? {
+                        info!(code = %rec.code, from = %home, "took back a session whose new node is gone");
+                        let mut st = shared.lock();
+                        st.core.reclaimed(now(), taken);
+                        shared.flush(&mut st);
+                    }
                     return Ok(());
                 };
+                warn!(code = %rec.code, %home, "session moved to another node; sending its players there");
                 let mut st = shared.lock();
                 let n = st
                     .core
@@ -345,6 +353,7 @@ async fn heartbeat(
     let mut every = tokio::time::interval(cfg.heartbeat);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut touched = tokio::time::Instant::now();
+    let mut was_up = false;
     loop {
         tokio::select! {
             _ = every.tick() => {}
@@ -352,6 +361,14 @@ async fn heartbeat(
         }
         let ok = beat(&shared, &dir, &cfg, &link).await;
         shared.metrics.cluster_directory_up.set(i64::from(ok));
+        if ok && !was_up {
+            // Back (or up for the first time): a Redis that restarted empty
+            // must learn this node's sessions again.
+            let mut st = shared.lock();
+            st.core.rewrite_all();
+            shared.flush(&mut st);
+        }
+        was_up = ok;
         if ok && touched.elapsed() >= TOUCH_EVERY {
             touched = tokio::time::Instant::now();
             let codes: Vec<String> = shared

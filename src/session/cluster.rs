@@ -155,6 +155,25 @@ impl Core {
         }
     }
 
+    /// Every session this node holds is to be written again (the directory
+    /// came back and may have lost its data).
+    pub fn rewrite_all(&mut self) {
+        let sids: Vec<u64> = self.sessions.keys().copied().collect();
+        if let Some(c) = self.cluster.as_mut() {
+            c.dirty.extend(sids);
+        }
+    }
+
+    /// This node took back a session the directory gave to another node that
+    /// is gone (`rec`, moved home to this node): carry on at its epoch.
+    pub fn reclaimed(&mut self, now: Now, rec: SessionRecord) {
+        let code = rec.code.clone();
+        self.import(now, rec);
+        if let Some(sid) = self.codes.get(&code).copied() {
+            self.mark_dirty(sid);
+        }
+    }
+
     /// The sessions this node holds, by code with their epochs (a draining
     /// node hands them over).
     pub fn held_sessions(&self) -> Vec<(String, u64)> {
@@ -937,6 +956,38 @@ mod tests {
         assert!(
             matches!(out.last(), Some(ServerMsg::Welcome(w)) if !w.resumed),
             "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_directory_that_comes_back_gets_every_session_again_and_a_reclaim_takes_the_new_epoch() {
+        let mut a = Node::new("a", 12);
+        let (_, _, _, one) = a.host();
+        let (_, _, _, two) = a.host();
+        a.persisted();
+        a.core.rewrite_all();
+        let mut codes: Vec<String> = a
+            .persisted()
+            .into_iter()
+            .filter_map(|p| match p {
+                Persist::Put(r) => Some(r.code),
+                _ => None,
+            })
+            .collect();
+        codes.sort();
+        let mut want = vec![one.clone(), two];
+        want.sort();
+        assert_eq!(codes, want);
+        // The directory had given `one` to a node that died; a takes it back at epoch 3.
+        let rec = SessionRecord {
+            epoch: 3,
+            ..a.core.session_record(&one).expect("held")
+        };
+        a.core.reclaimed(a.now, rec);
+        let rec = record_of(&a.persisted());
+        assert_eq!(
+            (rec.code.as_str(), rec.home.as_str(), rec.epoch),
+            (one.as_str(), "a", 3)
         );
     }
 
