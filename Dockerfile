@@ -47,6 +47,8 @@ FROM debian:bookworm-slim
 
 # curl 7.88.1 is bookworm's; the glob keeps Debian security updates installable.
 ARG CURL_VERSION=7.88.1-*
+# CA roots, for cluster mode's rediss:// to a managed Redis with a public CA.
+ARG CA_CERTIFICATES_VERSION=20230311*
 
 SHELL ["/bin/sh", "-eu", "-c"]
 
@@ -55,6 +57,7 @@ SHELL ["/bin/sh", "-eu", "-c"]
 # the development certificate (a volume in docker-compose.yml).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends "curl=${CURL_VERSION}" \
+        "ca-certificates=${CA_CERTIFICATES_VERSION}" \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 fsp2p \
     && useradd --system --uid 10001 --gid fsp2p --home-dir /nonexistent --no-create-home \
@@ -92,8 +95,9 @@ EXPOSE 4433/udp 8080/tcp
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
     CMD ["/bin/sh", "-c", "curl -fsS -o /dev/null \"http://127.0.0.1:${PORT}/healthz\" || exit 1"]
 
-# SIGTERM: the server sends GoingAway, drains for up to 3 s
-# (FSP2P_DRAIN_TIMEOUT_MS), and exits 0. Give `docker stop -t` more than that.
+# SIGTERM: the server sends GoingAway (in cluster mode it first hands its
+# sessions to another node), drains for up to 3 s (FSP2P_DRAIN_TIMEOUT_MS),
+# and exits 0. Give `docker stop -t` more than that.
 STOPSIGNAL SIGTERM
 
 # No ENTRYPOINT, so platforms that replace the command (Fly processes, Railway's
