@@ -47,8 +47,9 @@ FROM debian:bookworm-slim
 
 # curl 7.88.1 is bookworm's; the glob keeps Debian security updates installable.
 ARG CURL_VERSION=7.88.1-*
-# CA roots, for cluster mode's rediss:// to a managed Redis with a public CA.
-ARG CA_CERTIFICATES_VERSION=20230311*
+# CA roots (dated versions; Debian updates them), for cluster mode's rediss://
+# to a managed Redis with a public CA.
+ARG CA_CERTIFICATES_VERSION=20*
 
 SHELL ["/bin/sh", "-eu", "-c"]
 
