@@ -42,6 +42,7 @@ pub async fn idle_connections(
             let mut c = cfg.clone();
             c.endpoint = Some(endpoints[k % endpoints.len()].clone());
             c.keep_alive = Duration::from_secs(10);
+            c.idle_timeout = Duration::from_secs(60);
             set.spawn(async move { Client::connect(&c, None).await });
         }
         while let Some(r) = set.join_next().await {

@@ -36,16 +36,21 @@ impl QuicEndpoint {
 }
 
 /// A client endpoint for `cfg.server` whose default configuration speaks
-/// `alpn`, trusts the server as `cfg.trust` says and keeps connections
-/// alive every `cfg.keep_alive`.
+/// `alpn`, trusts the server as `cfg.trust` says, keeps connections
+/// alive every `cfg.keep_alive` and takes one for lost after `cfg.idle_timeout`
+/// of silence.
 fn quic_endpoint(cfg: &ClientConfig, alpn: &[u8]) -> Result<quinn::Endpoint> {
     let tls = client_tls(&cfg.trust, alpn)?;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| Error::Tls(format!("building the QUIC TLS config: {e}")))?;
     let mut qc = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
+    // The effective idle timeout is the smaller of the two ends'.
+    let idle = quinn::IdleTimeout::try_from(cfg.idle_timeout)
+        .map_err(|e| Error::Config(format!("idle timeout {:?}: {e}", cfg.idle_timeout)))?;
     transport
         .keep_alive_interval(Some(cfg.keep_alive))
+        .max_idle_timeout(Some(idle))
         .max_concurrent_uni_streams(1024u32.into())
         .datagram_receive_buffer_size(Some(256 * 1024));
     qc.transport_config(Arc::new(transport));

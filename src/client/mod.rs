@@ -196,6 +196,12 @@ pub struct ClientConfig {
     pub resume_token: Option<Vec<u8>>,
     /// Keep-alive interval of QUIC and WebTransport connections.
     pub keep_alive: Duration,
+    /// A QUIC or WebTransport connection that hears nothing from the server
+    /// for this long is lost (and auto-resume starts). A crashed server
+    /// sends nothing at all, so this is how long a player takes to notice
+    /// one (and, in a cluster, to move to another node). Keep it a few
+    /// `keep_alive`s long.
+    pub idle_timeout: Duration,
     /// How long [`Client::connect`] may take, until the `Welcome`.
     pub connect_timeout: Duration,
     /// WebSocket URL of the fallback transport, e.g. `ws://127.0.0.1:8080/ws` or
@@ -234,7 +240,8 @@ impl ClientConfig {
             name: String::new(),
             kind: ClientKind::Rust,
             resume_token: None,
-            keep_alive: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(8),
             connect_timeout: Duration::from_secs(10),
             ws_url: None,
             fallback_delay: Duration::from_millis(750),
