@@ -5,11 +5,16 @@
 //     it follows to a, and the application sees the usual joined state (the join's task,
 //     Session, Connected), with the Redirected event; flight data is relayed both ways;
 //  2. the same with StartAsync then JoinSessionAsync (the request not in the URL);
-//  3. node a is stopped with SIGTERM (a drain) while two services are in a session there:
+//  3. node a is killed (SIGKILL, a crash) while two services are in a session there, one
+//     configured with node a and node b as its fallback, one configured with node b: both
+//     come back on node b, which takes the session over, with the same peer ids;
+//  4. node a is stopped with SIGTERM (a drain) while two services are in a session there:
 //     both are redirected to node b and resume there with the same peer ids and session,
 //     and flight data is relayed again.
-// The drain test stops node a: it runs last.
-// Usage: mono live-cluster-tests.exe ws://A/ws ws://B/ws PID_OF_A. Last line: "N passed, N failed".
+// Tests 3 and 4 each end node a: live.sh runs "join-crash" (1 to 3), starts node a again,
+// then runs "drain" (4).
+// Usage: mono live-cluster-tests.exe ws://A/ws ws://B/ws PID_OF_A join-crash|drain.
+// Last line: "N passed, N failed".
 
 using System;
 using System.Collections.Generic;
@@ -28,9 +33,16 @@ namespace FlightSimP2P.Tests
             Uri a = new Uri(args[0]);
             Uri b = new Uri(args[1]);
             int pidA = int.Parse(args[2]);
-            Test("cluster: StartAndJoinSessionAsync through node b into a session on node a: redirected, joined, relayed", () => JoinThroughB(a, b, true));
-            Test("cluster: StartAsync on node b, then JoinSessionAsync of a session on node a: redirected, joined, relayed", () => JoinThroughB(a, b, false));
-            Test("cluster: SIGTERM node a: its services are redirected to node b, resume with the same peer ids, relay again", () => Drain(a, b, pidA));
+            if (args[3] == "join-crash")
+            {
+                Test("cluster: StartAndJoinSessionAsync through node b into a session on node a: redirected, joined, relayed", () => JoinThroughB(a, b, true));
+                Test("cluster: StartAsync on node b, then JoinSessionAsync of a session on node a: redirected, joined, relayed", () => JoinThroughB(a, b, false));
+                Test("cluster: SIGKILL node a: a service with node b as fallback and one configured with b resume on b, same peer ids", () => Crash(a, b, pidA));
+            }
+            else
+            {
+                Test("cluster: SIGTERM node a: its services are redirected to node b, resume with the same peer ids, relay again", () => Drain(a, b, pidA));
+            }
             Console.WriteLine(_passed + " passed, " + _failed + " failed");
             return _failed == 0 ? 0 : 1;
         }
@@ -68,7 +80,7 @@ namespace FlightSimP2P.Tests
             public readonly List<string> Events = new List<string>();
             public readonly Dictionary<uint, int> RelayFrom = new Dictionary<uint, int>();
 
-            public Probe(Uri ws, string name)
+            public Probe(Uri ws, string name, Uri fallback = null)
             {
                 Service = new HubConnectionBuilder()
                     .WithUrl(ws.ToString(), o =>
@@ -76,6 +88,10 @@ namespace FlightSimP2P.Tests
                         o.DisplayName = name;
                         o.QuicAllowed = false;
                         o.EnableDirect = false;
+                        if (fallback != null)
+                        {
+                            o.Fallbacks.Add(new ServerEndpoint(null, 0, fallback));
+                        }
                     })
                     .WithAutomaticReconnect()
                     .Build();
@@ -232,6 +248,50 @@ namespace FlightSimP2P.Tests
             }
         }
 
+        private static void Signal(string signal, int pid)
+        {
+            using (Process kill = Process.Start("kill", "-" + signal + " " + pid))
+            {
+                kill.WaitForExit();
+                Check(kill.ExitCode == 0, "kill -" + signal + " " + pid);
+            }
+        }
+
+        private static void Crash(Uri a, Uri b, int pidA)
+        {
+            using (Probe host = new Probe(a, "crash-host", b))
+            using (Probe guest = new Probe(b, "crash-guest"))
+            {
+                Task<SessionInfo> created = host.Service.StartAndCreateSessionAsync(4);
+                Check(created.Wait(20000), "created on node a: " + host.Log);
+                string code = created.Result.Code;
+                Task<SessionInfo> joined = guest.Service.StartAndJoinSessionAsync(code);
+                Check(joined.Wait(30000), "joined (redirected to a): " + guest.Log);
+                Check(guest.Snapshot().Contains("redirected a"), "the guest went to a: " + guest.Log);
+                uint hostId = host.Service.PeerId;
+                uint guestId = guest.Service.PeerId;
+                RelayFlows(host, guest, 20000, "crash: before");
+                host.Clear();
+                guest.Clear();
+
+                Signal("KILL", pidA);
+                foreach (Probe p in new[] { host, guest })
+                {
+                    uint id = p == host ? hostId : guestId;
+                    string who = p == host ? "host" : "guest";
+                    Check(WaitFor(() => p.Snapshot().Exists(e => e.StartsWith("reconnected")) && p.Service.State == HubConnectionState.Connected, 90000),
+                        who + " back after the crash: " + p.Log);
+                    List<string> ev = p.Snapshot();
+                    Check(ev.Contains("reconnected " + id) && p.Service.PeerId == id, who + ": resumed with the same peer id " + id + ": " + p.Log);
+                    Check(!ev.Exists(e => e.StartsWith("closed")), who + ": not closed: " + p.Log);
+                    Check(WaitFor(() => p.Service.Session != null && p.Service.Session.Code == code && p.Service.Session.Peers.Count == 2, 15000),
+                        who + ": the same session with both: " + (p.Service.Session != null ? p.Service.Session.Code + "/" + p.Service.Session.Peers.Count : "none"));
+                    Check(p.Service.Session.Host == hostId, who + ": the same host");
+                }
+                RelayFlows(host, guest, 30000, "crash: after the take-over by b");
+            }
+        }
+
         private static void Drain(Uri a, Uri b, int pidA)
         {
             using (Probe host = new Probe(a, "drain-host"))
@@ -249,11 +309,7 @@ namespace FlightSimP2P.Tests
                 host.Clear();
                 guest.Clear();
 
-                using (Process kill = Process.Start("kill", "-TERM " + pidA))
-                {
-                    kill.WaitForExit();
-                    Check(kill.ExitCode == 0, "kill -TERM " + pidA);
-                }
+                Signal("TERM", pidA);
                 foreach (Probe p in new[] { host, guest })
                 {
                     uint id = p == host ? hostId : guestId;

@@ -52,7 +52,7 @@ cleanup() {
     if [ -f "$work/server.err" ]; then
         cp "$work/server.err" "$root/test-artifacts/csharp-live-server.log"
     fi
-    for n in a b; do
+    for n in a a-crashed b; do
         if [ -f "$work/node-$n.err" ]; then
             cp "$work/node-$n.err" "$root/test-artifacts/csharp-live-node-$n.log"
         fi
@@ -162,6 +162,8 @@ redis_pid=$!
 start_node() {
     local name="$1"
     mkdir -p "$work/certs-$name"
+    # A restart must not read the last run's "listening:" line before the new node truncates the file.
+    rm -f "$work/node-$name.out"
     RUST_LOG="${RUST_LOG:-warn}" "$bin" serve \
         --listen "127.0.0.1:$(free_port udp)" --http-listen "127.0.0.1:$(free_port tcp)" \
         --cert-dir "$work/certs-$name" --web-dir "$root/client/web" \
@@ -213,7 +215,29 @@ if [ -n "$http_a" ] && [ -n "$http_b" ]; then
 fi
 if [ -n "$cluster_ready" ]; then
     echo "cluster: redis 127.0.0.1:$redis_port, node a http://$http_a (pid $node_a_pid), node b http://$http_b (pid $node_b_pid)" >&2
-    run_part cluster 240 mono "$work/live-cluster-tests.exe" "ws://$http_a/ws" "ws://$http_b/ws" "$node_a_pid"
+    run_part cluster 300 mono "$work/live-cluster-tests.exe" "ws://$http_a/ws" "ws://$http_b/ws" "$node_a_pid" join-crash
+    # The crash test killed node a (if it got that far): start it again (same name) for the drain test.
+    kill -KILL "$node_a_pid" 2>/dev/null || true
+    wait "$node_a_pid" 2>/dev/null || true
+    cp "$work/node-a.err" "$work/node-a-crashed.err"
+    start_node a
+    http_a="$node_http"
+    node_a_pid="$node_pid"
+    drain_ready=""
+    for _ in $(seq 1 300); do
+        if [ -n "$http_a" ] && [ "$(nodes_seen "$http_a")" = 2 ] && [ "$(nodes_seen "$http_b")" = 2 ]; then
+            drain_ready=1
+            break
+        fi
+        sleep 0.1
+    done
+    if [ -n "$drain_ready" ]; then
+        run_part drain 240 mono "$work/live-cluster-tests.exe" "ws://$http_a/ws" "ws://$http_b/ws" "$node_a_pid" drain
+    else
+        f=$((f + 1))
+        status=1
+        echo "FAIL cluster: node a did not come back for the drain test ('$http_a'; live nodes seen by a: '$(nodes_seen "$http_a")', by b: '$(nodes_seen "$http_b")')" >"$work/drain.out"
+    fi
     # The drain test stopped node a with SIGTERM: it must have ended by itself, cleanly.
     a_exit=""
     for _ in $(seq 1 300); do
@@ -226,11 +250,11 @@ if [ -n "$cluster_ready" ]; then
     done
     if [ "$a_exit" = 0 ]; then
         p=$((p + 1))
-        echo "ok   cluster: node a ended by itself after the drain, exit status 0" >>"$work/cluster.out"
+        echo "ok   cluster: node a ended by itself after the drain, exit status 0" >>"$work/drain.out"
     else
         f=$((f + 1))
         status=1
-        echo "FAIL cluster: node a after SIGTERM: ${a_exit:-still running after 30 s}" >>"$work/cluster.out"
+        echo "FAIL cluster: node a after SIGTERM: ${a_exit:-still running after 30 s}" >>"$work/drain.out"
     fi
 else
     f=$((f + 1))
@@ -243,6 +267,6 @@ if [ "$status" -ne 0 ]; then
         tail -n 30 "$work/node-$n.err" >&2 || true
     done
 fi
-cat "$work/ws.out" "$work/service.out" "$work/browser.out" "$work/cluster.out" | grep -Ev '^[0-9]+ passed, [0-9]+ failed$'
+cat "$work/ws.out" "$work/service.out" "$work/browser.out" "$work/cluster.out" "$work/drain.out" 2>/dev/null | grep -Ev '^[0-9]+ passed, [0-9]+ failed$'
 echo "$p passed, $f failed"
 [ "$status" -eq 0 ] && [ "$f" -eq 0 ]
