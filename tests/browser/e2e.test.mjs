@@ -1856,3 +1856,50 @@ test('12c. cluster drain: SIGTERM node a under a session: its pages are redirect
     await closePages(pw, ps);
   }
 });
+
+test('12e. cluster crash: kill -9 node a under a session: a page with node b as fallback and a page configured with node b come back on b with the same peer ids', { timeout: 180000 }, async (t) => {
+  const { a, b } = await clusterUp();
+  const pa = await clusterPage('CrashA');
+  const pb = await clusterPage('CrashB');
+  try {
+    // One page is configured with node a (node b its fallback), the other with node b (redirected to a).
+    const created = await clMake(pa, 'a', {
+      port: a.udp, certHash: a.hash, transport: 'webtransport', name: 'crash-a',
+      fallbacks: [{ host: '127.0.0.1', port: b.udp, certHash: b.hash }],
+    }, { create: { maxPeers: 4 } });
+    assert.ok(created.ok, JSON.stringify(created));
+    const joined = await clMake(pb, 'b', { port: b.udp, certHash: b.hash, transport: 'webtransport', name: 'crash-b' }, { join: { code: created.code } });
+    assert.ok(joined.ok, JSON.stringify(joined));
+    assert.equal((await clState(pb, 'b')).url, `https://127.0.0.1:${a.udp}/signal`);
+    await clWait(pa, 'a', (s) => s.peers.length === 2, 15000, 'both in the session');
+    await clRelayFlows(pa, 'a', pb, 'b', 20000, 'crash: before');
+    for (const p of [pa, pb]) await p.evaluate(() => { for (const k of Object.keys(window.__cl.ev)) window.__cl.ev[k].length = 0; });
+    const mb0 = await nodeMetrics('b');
+
+    a.proc.kill('SIGKILL');
+    const back = (s) => s.state === 'connected' && s.events.some((e) => e.type === 'reconnected');
+    const [sa, sb] = [
+      await clWait(pa, 'a', back, 90000, 'the page configured with node a back after the crash'),
+      await clWait(pb, 'b', back, 90000, 'the page configured with node b back after the crash'),
+    ];
+    t.diagnostic(`crash: a ${JSON.stringify(sa.events.map((e) => e.type + (e.reason ? `(${e.reason})` : '')))}`);
+    t.diagnostic(`crash: b ${JSON.stringify(sb.events.map((e) => e.type + (e.reason ? `(${e.reason})` : '')))}`);
+    for (const [s, res, who] of [[sa, created, 'a'], [sb, joined, 'b']]) {
+      const types = s.events.map((e) => e.type);
+      assert.ok(!types.includes('close') && !types.includes('sessionleft') && !types.includes('rejoined'), `${who}: ${JSON.stringify(s.events)}`);
+      const rc = s.events.filter((e) => e.type === 'reconnected').pop();
+      assert.deepEqual([rc.peerId, rc.resumed], [res.peerId, true], `${who}: ${JSON.stringify(rc)}`);
+      assert.equal(s.peerId, res.peerId);
+      assert.equal(s.code, created.code);
+      assert.equal(s.url, `https://127.0.0.1:${b.udp}/signal`, `${who} is on node b`);
+    }
+    await clWait(pa, 'a', (s) => s.peers.length === 2, 15000, 'both in the session after the crash');
+    await clWait(pb, 'b', (s) => s.peers.length === 2, 15000, 'both in the session after the crash');
+    const ms = await clRelayFlows(pa, 'a', pb, 'b', 30000, 'crash: after the take-over by node b');
+    t.diagnostic(`crash: relay both ways ${ms} ms after both were back`);
+    const mb1 = await nodeMetrics('b');
+    assert.equal(delta(mb0, mb1, 'fsp2p_cluster_sessions_taken_over_total'), 1, 'node b took the session over');
+  } finally {
+    await closePages(pa, pb);
+  }
+});
