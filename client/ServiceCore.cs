@@ -349,6 +349,14 @@ namespace FlightSimP2P.Client
             _attempts.Clear();
             _wsStartAt = -1;
             _attemptDeadline = now + _o.ConnectTimeoutMs;
+            if (_requestInUrlConn != 0 && _requestMsg != null)
+            {
+                // The attempt whose URL carried the request never got its Welcome (it could
+                // not reach a redirect's node, or timed out): the request goes with this race.
+                _pendingRequest = _requestMsg;
+                _requestInUrlConn = 0;
+                _request.End();
+            }
             ServerEndpoint at = _rotation.Current;
             bool quic = _o.QuicAllowed && _o.QuicSupported && (at == null || at.Reaches(TransportKind.Quic));
             bool ws = _o.WebSocketAllowed && (at == null || at.Reaches(TransportKind.WebSocket));

@@ -218,6 +218,7 @@ namespace FlightSimP2P.Tests
             Run("cluster: more redirects in a row than MaxRedirects fail the join", ClusterRedirectLimit);
             Run("cluster: an unreachable node, then dead fallbacks, lead round robin back to the main server", ClusterFallbacks);
             Run("cluster: cluster_unavailable during a resume is retried on the same node", ClusterUnavailableResume);
+            Run("cluster: a redirected join in the URL of an attempt that fails is not lost: it goes to the configured server", ClusterRedirectedJoinAttemptFails);
             Console.WriteLine(_passed + " passed, " + _failed + " failed");
             return _failed == 0 ? 0 : 1;
         }
@@ -339,6 +340,49 @@ namespace FlightSimP2P.Tests
             Check(h.Core.State == HubConnectionState.Connected && h.Core.PeerId == 9 && h.Core.CurrentConn == c2.Conn, "on the second transport");
             Check(h.Log.Any(o => o.Kind == OutputKind.Reconnected), "Reconnected");
             Check(!h.Log.Any(o => o.Kind == OutputKind.Closed), "not closed");
+        }
+
+        /// <summary>
+        /// Over the WebSocket a redirected join rides in the next attempt's URL. When that
+        /// attempt cannot reach the node (PROTOCOL.md section 11, step 5), the join must go
+        /// with the next attempt, to the configured server: it was once dropped there, and the
+        /// join's task never completed (the live cluster test met it with a node that
+        /// announced an unreachable address).
+        /// </summary>
+        private static void ClusterRedirectedJoinAttemptFails()
+        {
+            Harness h = new Harness(Harness.WebSocketOnly());
+            h.Core.Start(h.Now, 1, new ClientMsg.JoinSession("7KQ2MX", null), 3);
+            CoreOutput c1 = h.Drain().First(x => x.Kind == OutputKind.Connect);
+            Check(Harness.DecodeFirst(c1.First).OfType<ClientMsg.JoinSession>().Count() == 1, "the join in the first URL");
+            h.Conn = c1.Conn;
+            h.Core.TransportConnected(h.Now, c1.Conn);
+            h.Core.ServerMessage(h.Now, c1.Conn, Harness.Welcome(5, false));
+            h.Core.ServerMessage(h.Now, c1.Conn, Redirect(RedirectReason.Session));
+            h.Drain();
+            CoreOutput c2 = NextConnect(h);
+            Check(c2.Server != null && c2.Server.Name == "b" && c2.Transport == TransportKind.WebSocket, "to node b over the WebSocket");
+            Check(Harness.DecodeFirst(c2.First).OfType<ClientMsg.JoinSession>().Count() == 1, "the join in b's URL");
+            h.Conn = c2.Conn;
+            h.Core.TransportFailed(h.Now, c2.Conn, new Exception("connection refused"));
+            h.Drain();
+            CoreOutput c3 = NextConnect(h);
+            Check(c3.Server == null, "back to the configured server");
+            h.Conn = c3.Conn;
+            List<ClientMsg> inUrl = c3.First != null ? Harness.DecodeFirst(c3.First) : new List<ClientMsg>();
+            h.Core.TransportConnected(h.Now, c3.Conn);
+            List<ClientMsg> sent = h.Sent(h.Drain());
+            h.Core.ServerMessage(h.Now, c3.Conn, Harness.Welcome(7, false));
+            sent.AddRange(h.Sent(h.Drain()));
+            int joins = inUrl.Concat(sent).OfType<ClientMsg.JoinSession>().Count();
+            Check(joins == 1, "the join goes with the attempt to the configured server: " + joins + " in its URL or after its Welcome");
+            foreach (ClientMsg m in sent.OfType<ClientMsg.Ping>().ToList())
+            {
+                h.Core.ServerMessage(h.Now, c3.Conn, new ServerMsg.Pong(((ClientMsg.Ping)m).ClientTimeMs, 0));
+            }
+            h.Core.ServerMessage(h.Now, c3.Conn, new ServerMsg.SessionJoined(Harness.SessionOf(1, 1, 7)));
+            CoreOutput done = h.Drain().FirstOrDefault(o => o.Kind == OutputKind.Complete && o.Token == 3);
+            Check(done != null && done.Error == null && ((SessionInfo)done.Result).Code == "7KQ2MX", "joined: " + (done == null ? "no answer" : "" + done.Error));
         }
 
         private static void ClusterRedirectedHello()

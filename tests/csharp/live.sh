@@ -7,21 +7,25 @@
 #     relay flight data (tests/csharp/LiveServiceTests.cs);
 #  3. a WebRTCP2PService and a headless Chromium page (client/web/fsp2p.js) in one
 #     session, both ways (tests/csharp/browser_peer.mjs drives the page and runs the
-#     C# half, tests/csharp/LiveBrowserTests.cs).
+#     C# half, tests/csharp/LiveBrowserTests.cs);
+#  4. cluster mode (PROTOCOL.md §11): two more server nodes, "a" and "b", sharing a
+#     redis-server of their own: services join through b a session homed on a
+#     (redirected), and follow a drain (SIGTERM of a) to b with their peer ids
+#     (tests/csharp/LiveClusterTests.cs).
 #
 # Builds the server if needed (cargo build), starts it on free loopback ports
 # with a throw-away dev certificate, runs the tests, stops the server. Needs cargo,
 # `mcs` and `mono` (Debian package mono-devel), node, Chromium (CHROMIUM, default
-# /usr/bin/chromium) and playwright-core in tests/browser (npm ci there).
+# /usr/bin/chromium), playwright-core in tests/browser (npm ci there) and redis-server.
 # Non-zero exit if anything failed; the last line is the total `N passed, N failed`.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 
-for tool in cargo mcs mono node; do
+for tool in cargo mcs mono node redis-server; do
     if ! command -v "$tool" >/dev/null 2>&1; then
-        echo "tests/csharp/live.sh: '$tool' not found (apt-get install -y mono-devel nodejs; rustup for cargo)" >&2
+        echo "tests/csharp/live.sh: '$tool' not found (apt-get install -y mono-devel nodejs redis-server; rustup for cargo)" >&2
         exit 2
     fi
 done
@@ -33,16 +37,26 @@ fi
 
 work="$(mktemp -d)"
 server_pid=""
+redis_pid=""
+node_a_pid=""
+node_b_pid=""
 cleanup() {
-    if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
+    for pid in "$server_pid" "$node_a_pid" "$node_b_pid" "$redis_pid"; do
+        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+            kill "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
     # Kept where `make test` looks for server panics (scripts/check-panics.sh).
+    mkdir -p "$root/test-artifacts"
     if [ -f "$work/server.err" ]; then
-        mkdir -p "$root/test-artifacts"
         cp "$work/server.err" "$root/test-artifacts/csharp-live-server.log"
     fi
+    for n in a a-crashed b; do
+        if [ -f "$work/node-$n.err" ]; then
+            cp "$work/node-$n.err" "$root/test-artifacts/csharp-live-node-$n.log"
+        fi
+    done
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -63,6 +77,9 @@ mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
 mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
     -out:"$work/live-browser-tests.exe" "${mono_src[@]}" "$root/tests/csharp/LiveBrowserTests.cs" >&2
+mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
+    -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
+    -out:"$work/live-cluster-tests.exe" "${mono_src[@]}" "$root/tests/csharp/LiveClusterTests.cs" >&2
 
 mkdir "$work/certs"
 RUST_LOG="${RUST_LOG:-warn}" "$bin" serve \
@@ -125,6 +142,131 @@ if [ "$status" -ne 0 ]; then
     echo "--- server stderr (last 30 lines) ---" >&2
     tail -n 30 "$work/server.err" >&2 || true
 fi
-cat "$work/ws.out" "$work/service.out" "$work/browser.out" | grep -Ev '^[0-9]+ passed, [0-9]+ failed$'
+
+# Cluster mode: a redis-server and nodes a and b on free loopback ports, each node with
+# its own dev certificate (two servers making one in the same directory race). The nodes
+# get fixed ports, not port 0: a node announces its configured --listen/--http-listen
+# address in the directory, so with port 0 its redirects name port 0 (a server bug;
+# tests/browser/e2e.test.mjs 12d shows it).
+free_port() {
+    if [ "$1" = udp ]; then
+        node -e "const s = require('dgram').createSocket('udp4'); s.bind(0, '127.0.0.1', () => { console.log(s.address().port); s.close(); })"
+    else
+        node -e "const s = require('net').createServer().listen(0, '127.0.0.1', () => { console.log(s.address().port); s.close(); })"
+    fi
+}
+redis_port="$(free_port tcp)"
+redis-server --port "$redis_port" --save '' --appendonly no --bind 127.0.0.1 >"$work/redis.log" 2>&1 &
+redis_pid=$!
+# Sets node_http (host:port, once it listens; empty if it did not) and node_pid.
+start_node() {
+    local name="$1"
+    mkdir -p "$work/certs-$name"
+    # A restart must not read the last run's "listening:" line before the new node truncates the file.
+    rm -f "$work/node-$name.out"
+    RUST_LOG="${RUST_LOG:-warn}" "$bin" serve \
+        --listen "127.0.0.1:$(free_port udp)" --http-listen "127.0.0.1:$(free_port tcp)" \
+        --cert-dir "$work/certs-$name" --web-dir "$root/client/web" \
+        --redis-url "redis://127.0.0.1:$redis_port" --node-name "$name" \
+        >"$work/node-$name.out" 2>"$work/node-$name.err" &
+    local pid=$!
+    node_pid=$pid
+    local line=""
+    for _ in $(seq 1 300); do
+        line="$(grep -m1 '^listening:' "$work/node-$name.out" 2>/dev/null || true)"
+        if [ -n "$line" ] || ! kill -0 "$pid" 2>/dev/null; then
+            break
+        fi
+        sleep 0.1
+    done
+    node_http="$(sed -n 's#.*http://\([^ ]*\).*#\1#p' <<<"$line")"
+}
+# Both nodes must see each other in the directory before a redirect can name one.
+nodes_seen() {
+    curl -fsS "http://$1/metrics" 2>/dev/null | sed -n 's/^fsp2p_cluster_nodes \([0-9]*\)$/\1/p'
+}
+redis_up=""
+for _ in $(seq 1 100); do
+    if grep -q 'Ready to accept connections' "$work/redis.log" 2>/dev/null; then
+        redis_up=1
+        break
+    fi
+    sleep 0.1
+done
+http_a=""
+http_b=""
+if [ -n "$redis_up" ]; then
+    start_node a
+    http_a="$node_http"
+    node_a_pid="$node_pid"
+    start_node b
+    http_b="$node_http"
+    node_b_pid="$node_pid"
+fi
+cluster_ready=""
+if [ -n "$http_a" ] && [ -n "$http_b" ]; then
+    for _ in $(seq 1 300); do
+        if [ "$(nodes_seen "$http_a")" = 2 ] && [ "$(nodes_seen "$http_b")" = 2 ]; then
+            cluster_ready=1
+            break
+        fi
+        sleep 0.1
+    done
+fi
+if [ -n "$cluster_ready" ]; then
+    echo "cluster: redis 127.0.0.1:$redis_port, node a http://$http_a (pid $node_a_pid), node b http://$http_b (pid $node_b_pid)" >&2
+    run_part cluster 300 mono "$work/live-cluster-tests.exe" "ws://$http_a/ws" "ws://$http_b/ws" "$node_a_pid" join-crash
+    # The crash test killed node a (if it got that far): start it again (same name) for the drain test.
+    kill -KILL "$node_a_pid" 2>/dev/null || true
+    wait "$node_a_pid" 2>/dev/null || true
+    cp "$work/node-a.err" "$work/node-a-crashed.err"
+    start_node a
+    http_a="$node_http"
+    node_a_pid="$node_pid"
+    drain_ready=""
+    for _ in $(seq 1 300); do
+        if [ -n "$http_a" ] && [ "$(nodes_seen "$http_a")" = 2 ] && [ "$(nodes_seen "$http_b")" = 2 ]; then
+            drain_ready=1
+            break
+        fi
+        sleep 0.1
+    done
+    if [ -n "$drain_ready" ]; then
+        run_part drain 240 mono "$work/live-cluster-tests.exe" "ws://$http_a/ws" "ws://$http_b/ws" "$node_a_pid" drain
+    else
+        f=$((f + 1))
+        status=1
+        echo "FAIL cluster: node a did not come back for the drain test ('$http_a'; live nodes seen by a: '$(nodes_seen "$http_a")', by b: '$(nodes_seen "$http_b")')" >"$work/drain.out"
+    fi
+    # The drain test stopped node a with SIGTERM: it must have ended by itself, cleanly.
+    a_exit=""
+    for _ in $(seq 1 300); do
+        if ! kill -0 "$node_a_pid" 2>/dev/null; then
+            a_exit=0
+            wait "$node_a_pid" 2>/dev/null || a_exit=$?
+            break
+        fi
+        sleep 0.1
+    done
+    if [ "$a_exit" = 0 ]; then
+        p=$((p + 1))
+        echo "ok   cluster: node a ended by itself after the drain, exit status 0" >>"$work/drain.out"
+    else
+        f=$((f + 1))
+        status=1
+        echo "FAIL cluster: node a after SIGTERM: ${a_exit:-still running after 30 s}" >>"$work/drain.out"
+    fi
+else
+    f=$((f + 1))
+    status=1
+    echo "FAIL cluster: redis-server or the nodes did not come up (redis ${redis_up:-down}, a '${http_a}', b '${http_b}')" >"$work/cluster.out"
+fi
+if [ "$status" -ne 0 ]; then
+    for n in a b; do
+        echo "--- node $n stderr (last 30 lines) ---" >&2
+        tail -n 30 "$work/node-$n.err" >&2 || true
+    done
+fi
+cat "$work/ws.out" "$work/service.out" "$work/browser.out" "$work/cluster.out" "$work/drain.out" 2>/dev/null | grep -Ev '^[0-9]+ passed, [0-9]+ failed$'
 echo "$p passed, $f failed"
 [ "$status" -eq 0 ] && [ "$f" -eq 0 ]
