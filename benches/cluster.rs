@@ -316,8 +316,15 @@ async fn failover_once(
     });
     // Let the stream settle, then cut.
     let warm = Instant::now() + Duration::from_millis(500);
+    let mut seqs = Vec::new();
     while Instant::now() < warm {
-        let _ = p2.next_event_within(Duration::from_millis(50)).await;
+        if let Some(Event::Relay { payload, .. }) =
+            p2.next_event_within(Duration::from_millis(50)).await
+        {
+            if payload.len() >= 8 {
+                seqs.push(u64::from_le_bytes(payload[..8].try_into()?));
+            }
+        }
         let _ = p1.next_event_within(Duration::from_millis(1)).await;
     }
     let cut = base.elapsed().as_micros() as u64;
@@ -340,7 +347,6 @@ async fn failover_once(
         }
         p1
     });
-    let mut seqs = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     // Until p2 is connected again (to the other node) and a frame came through it.
     let mut moved = false;

@@ -419,7 +419,7 @@ impl ClusterArgs {
         }
         if self.cluster_node_ttl_ms < 2 * self.cluster_heartbeat_ms.max(1) {
             anyhow::bail!(
-                "--cluster-node-ttl-ms ({}) must be at least twice --cluster-heartbeat-ms ({}),                  or a node that misses one beat is taken for dead",
+                "--cluster-node-ttl-ms ({}) must be at least twice --cluster-heartbeat-ms ({}), or a node that misses one beat is taken for dead",
                 self.cluster_node_ttl_ms,
                 self.cluster_heartbeat_ms
             );
@@ -429,7 +429,7 @@ impl ClusterArgs {
         } else {
             if listen.ip().is_unspecified() {
                 anyhow::bail!(
-                    "cluster mode needs --public-quic (the host:port clients reach this node at)                      when --listen is {listen}"
+                    "cluster mode needs --public-quic (the host:port clients reach this node at) when --listen is {listen}"
                 );
             }
             // Port 0 (tests): the server announces the port it was given.
@@ -444,7 +444,7 @@ impl ClusterArgs {
         } else {
             if http_listen.ip().is_unspecified() {
                 anyhow::bail!(
-                    "cluster mode needs --public-http (the URL clients reach this node's HTTP                      port at) when the HTTP port listens on {http_listen}"
+                    "cluster mode needs --public-http (the URL clients reach this node's HTTP port at) when the HTTP port listens on {http_listen}"
                 );
             }
             if http_listen.port() == 0 {

@@ -40,6 +40,12 @@ use super::{
 use crate::protocol::{ClientMsg, ErrorCode, JoinSession, Redirect, ServerMsg, Welcome};
 use crate::wire::Wire;
 
+/// How long one reconnection attempt may take when other servers are
+/// configured ([`super::ClientConfig::fallbacks`]) before the next is tried:
+/// a handshake and a `Welcome` take a few round trips, so three seconds
+/// leaves room for loss, and a dead node costs no more than that.
+const ATTEMPT_WITH_ALTERNATIVES: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Where a connection's reader puts what it reads.
 pub(super) struct Sink {
     /// Relay frames and control messages, for the client's inbox.
@@ -255,7 +261,14 @@ impl Supervisor {
                 self.give_up(last);
                 return false;
             }
-            let limit = self.cfg.connect_timeout;
+            // With other nodes to try, a node that does not answer is given
+            // up on sooner: a dead one never answers (QUIC hears no ICMP),
+            // and each second spent on it is a second of the resume grace.
+            let limit = if self.rotation.has_alternatives() {
+                self.cfg.connect_timeout.min(ATTEMPT_WITH_ALTERNATIVES)
+            } else {
+                self.cfg.connect_timeout
+            };
             let cfg = self.rotation.config(&self.cfg);
             let server = cfg.server;
             let result =
