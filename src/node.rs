@@ -483,24 +483,99 @@ pub(crate) async fn leave(node: &Node) {
 }
 
 /// The address other nodes and clients see, with what the server learned
-/// at start filled in where the configuration left it empty.
+/// at start filled in where the configuration left it empty, or gave a
+/// port of 0 (`--listen 127.0.0.1:0` without `--public-quic`: the default
+/// public address is the listen address, whose port the OS only picks when
+/// the server binds it; announcing port 0 would send every redirect
+/// nowhere).
 pub(crate) fn complete_addr(
     mut addr: NodeAddr,
     quic: std::net::SocketAddr,
     http: std::net::SocketAddr,
     cert_sha256: Option<Vec<u8>>,
 ) -> NodeAddr {
+    let unbound_quic = addr.quic.clone();
     if addr.quic.is_empty() {
         addr.quic = quic.to_string();
+    } else if let Some(host) = without_port_zero(&addr.quic) {
+        addr.quic = format!("{host}:{}", quic.port());
     }
     if addr.http.is_empty() {
         addr.http = format!("http://{http}");
+    } else if let Some(base) = without_port_zero(&addr.http) {
+        addr.http = format!("{base}:{}", http.port());
     }
     if addr.cert_sha256.is_none() {
         addr.cert_sha256 = cert_sha256;
     }
-    if addr.name.is_empty() {
+    // The name defaults to the public QUIC address: the one with the real port.
+    if addr.name.is_empty() || (addr.name == unbound_quic && addr.quic != unbound_quic) {
         addr.name = addr.quic.clone();
     }
     addr
+}
+
+/// `s` without its trailing `:0` (a port not chosen yet), or `None` when it
+/// has another port or none.
+fn without_port_zero(s: &str) -> Option<&str> {
+    let (rest, port) = s.trim_end_matches('/').rsplit_once(':')?;
+    (port == "0" && !rest.is_empty() && !rest.ends_with(':')).then_some(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(name: &str, quic: &str, http: &str) -> NodeAddr {
+        NodeAddr {
+            name: name.into(),
+            quic: quic.into(),
+            http: http.into(),
+            cert_sha256: None,
+        }
+    }
+
+    #[test]
+    fn a_port_the_os_picks_is_announced_not_port_zero() {
+        let quic = "127.0.0.1:40001".parse().unwrap();
+        let http = "127.0.0.1:40002".parse().unwrap();
+        // What `--listen 127.0.0.1:0 --http-listen 127.0.0.1:0` gives.
+        let a = complete_addr(
+            addr("a", "127.0.0.1:0", "http://127.0.0.1:0"),
+            quic,
+            http,
+            None,
+        );
+        assert_eq!(a, addr("a", "127.0.0.1:40001", "http://127.0.0.1:40002"));
+        // Without a name, the name is the real address too.
+        let a = complete_addr(
+            addr("127.0.0.1:0", "127.0.0.1:0", "http://127.0.0.1:0"),
+            quic,
+            http,
+            None,
+        );
+        assert_eq!(a.name, "127.0.0.1:40001");
+        // IPv6.
+        let a = complete_addr(
+            addr("a", "[::1]:0", "http://[::1]:0"),
+            "[::1]:40001".parse().unwrap(),
+            "[::1]:40002".parse().unwrap(),
+            None,
+        );
+        assert_eq!(a, addr("a", "[::1]:40001", "http://[::1]:40002"));
+    }
+
+    #[test]
+    fn configured_public_addresses_are_kept() {
+        let quic = "0.0.0.0:4433".parse().unwrap();
+        let http = "0.0.0.0:8080".parse().unwrap();
+        let given = addr("n1", "n1.example.com:443", "https://n1.example.com");
+        assert_eq!(complete_addr(given.clone(), quic, http, None), given);
+        let given = addr("n1", "n1.example.com:10", "https://n1.example.com:8000");
+        assert_eq!(complete_addr(given.clone(), quic, http, None), given);
+        let a = complete_addr(addr("", "", ""), quic, http, Some(vec![1]));
+        assert_eq!(a.name, "0.0.0.0:4433");
+        assert_eq!(a.http, "http://0.0.0.0:8080");
+        assert_eq!(a.cert_sha256, Some(vec![1]));
+    }
 }
