@@ -233,9 +233,48 @@ pub fn route(me: &str, rec: Option<&SessionRecord>, home: Option<&NodeInfo>) -> 
     }
 }
 
+/// Whether a node must write every session it holds to the directory
+/// again, after a heartbeat that found the directory answering
+/// (`listed`: whether this node was among the live nodes just before the
+/// beat; `None`: the beat failed) when the beat before `was_up` or not.
+///
+/// Records are written on every change only, so a directory that lost
+/// them (a Redis restarted without persistence, flushed, or failed over
+/// to a replica that had not caught up) would otherwise never learn of a
+/// session that does not change again: joins through other nodes would
+/// get `unknown_session` and its code could be handed out twice. A node
+/// that finds itself missing from the live nodes knows the directory
+/// forgot it (or its own beats lapsed, and another node may have taken
+/// its sessions: the fenced write tells it so). After an outage the
+/// directory may have lost data without the node ever being missing
+/// (Redis back within one beat), so a beat that succeeds after one that
+/// failed rewrites too. Rewriting is cheap (one write per session) and
+/// fenced, so doing it too often is harmless.
+pub fn must_rewrite(was_up: bool, listed: Option<bool>) -> bool {
+    match listed {
+        None => false,
+        Some(listed) => !listed || !was_up,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sessions_are_written_again_when_the_directory_may_have_forgotten_them() {
+        // Steady state: nothing to do.
+        assert!(!must_rewrite(true, Some(true)));
+        // Redis away: nothing can be written now (the next good beat does it).
+        assert!(!must_rewrite(true, None));
+        assert!(!must_rewrite(false, None));
+        // Back after an outage: whatever it holds may be stale or gone.
+        assert!(must_rewrite(false, Some(true)));
+        assert!(must_rewrite(false, Some(false)));
+        // Answering all along, but this node is not listed: the directory
+        // lost its data (restarted within one beat) or the node's beats lapsed.
+        assert!(must_rewrite(true, Some(false)));
+    }
 
     fn record(home: &str, epoch: u64) -> SessionRecord {
         SessionRecord {

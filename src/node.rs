@@ -345,12 +345,26 @@ async fn heartbeat(
     let mut every = tokio::time::interval(cfg.heartbeat);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut touched = tokio::time::Instant::now();
+    let mut was_up = true;
     loop {
         tokio::select! {
             _ = every.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let ok = beat(&shared, &dir, &cfg, &link).await;
+        let listed = beat(&shared, &dir, &cfg, &link).await;
+        let ok = listed.is_some();
+        if cluster::must_rewrite(was_up, listed) {
+            let mut st = shared.lock();
+            if st.core.session_count() > 0 {
+                info!(
+                    sessions = st.core.session_count(),
+                    "the directory may have lost this node's sessions; writing them again"
+                );
+            }
+            st.core.rewrite_all();
+            shared.flush(&mut st);
+        }
+        was_up = ok;
         shared.metrics.cluster_directory_up.set(i64::from(ok));
         if ok && touched.elapsed() >= TOUCH_EVERY {
             touched = tokio::time::Instant::now();
@@ -369,23 +383,35 @@ async fn heartbeat(
     }
 }
 
-/// Announce the node once and count the live ones; false if Redis failed.
-async fn beat(shared: &Shared, dir: &Directory, cfg: &ClusterConfig, link: &NodeLink) -> bool {
+/// Announce the node once and count the live ones. `Some(listed)`:
+/// whether the directory listed this node just before the beat; `None`
+/// if Redis failed.
+async fn beat(
+    shared: &Shared,
+    dir: &Directory,
+    cfg: &ClusterConfig,
+    link: &NodeLink,
+) -> Option<bool> {
     let info = node_info(shared, cfg, link);
     let result = async {
+        // The live nodes first: whether this one is among them says
+        // whether the directory still knows it.
+        let nodes = dir.nodes().await?;
         dir.heartbeat(&info).await?;
-        dir.nodes().await
+        Ok::<_, DirectoryError>(nodes)
     }
     .await;
     match result {
         Ok(nodes) => {
-            shared.metrics.cluster_nodes.set(nodes.len() as i64);
-            true
+            let listed = nodes.iter().any(|n| n.addr.name == info.addr.name);
+            let live = nodes.len() + usize::from(!listed);
+            shared.metrics.cluster_nodes.set(live as i64);
+            Some(listed)
         }
         Err(e) => {
             shared.metrics.directory_error(DirectoryOp::Heartbeat);
             debug!("cluster heartbeat failed: {e}");
-            false
+            None
         }
     }
 }

@@ -164,6 +164,15 @@ impl Core {
             .collect()
     }
 
+    /// Every session this node holds is to be written to the directory
+    /// again (it may have lost them; see [`crate::cluster::must_rewrite`]).
+    pub fn rewrite_all(&mut self) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        c.dirty.extend(self.sessions.keys().copied());
+    }
+
     /// The record of the session with this code, as the directory should hold it.
     pub fn session_record(&self, code: &str) -> Option<SessionRecord> {
         self.record(*self.codes.get(code)?)
@@ -750,6 +759,42 @@ mod tests {
             .expect("host conn");
         a.core.closed(a.now, host_conn, true);
         assert_eq!(a.persisted(), vec![Persist::Delete { code, epoch: 0 }]);
+    }
+
+    #[test]
+    fn rewrite_all_writes_every_held_session_again_unchanged() {
+        let mut a = Node::new("a", 11);
+        let (_, _, _, first) = a.host();
+        let (_, _, _, second) = a.host();
+        let written = a.persisted();
+        assert!(a.persisted().is_empty(), "nothing owed after the writes");
+        a.core.rewrite_all();
+        let mut again: Vec<SessionRecord> = a
+            .persisted()
+            .into_iter()
+            .map(|p| match p {
+                Persist::Put(r) => r,
+                other => panic!("expected a write, got {other:?}"),
+            })
+            .collect();
+        again.sort_by(|x, y| x.code.cmp(&y.code));
+        let mut codes = vec![first.clone(), second.clone()];
+        codes.sort();
+        assert_eq!(
+            again.iter().map(|r| r.code.clone()).collect::<Vec<_>>(),
+            codes
+        );
+        for r in &again {
+            assert_eq!(r, &record_of(&written_for(&written, &r.code)));
+        }
+    }
+
+    fn written_for(persisted: &[Persist], code: &str) -> Vec<Persist> {
+        persisted
+            .iter()
+            .filter(|p| matches!(p, Persist::Put(r) if r.code == code))
+            .cloned()
+            .collect()
     }
 
     #[test]
