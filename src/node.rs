@@ -69,6 +69,9 @@ pub(crate) struct Node {
 
 /// How many times a lookup reads the record again after losing a take-over race.
 const LOOKUP_ROUNDS: usize = 3;
+/// How long a client spends trying to reach its dead node before it tries
+/// another (the Rust client's default `connect_timeout`).
+const DEAD_NODE_ATTEMPT: Duration = Duration::from_secs(10);
 /// How often the node refreshes its sessions' TTL in the directory.
 const TOUCH_EVERY: Duration = Duration::from_secs(300);
 
@@ -93,7 +96,14 @@ pub(crate) async fn start(
         idle: Notify::new(),
     });
     shared.set_node(link.clone());
-    shared.lock().core.enable_cluster(cfg.node.name.clone());
+    {
+        let mut st = shared.lock();
+        st.core.enable_cluster(cfg.node.name.clone());
+        // A player whose node died notices after its idle timeout, then
+        // spends one connection attempt on the dead node before the next.
+        let idle = Duration::from_millis(shared.tuning.idle_timeout_ms);
+        st.core.set_takeover_slack(idle + DEAD_NODE_ATTEMPT);
+    }
     tasks.spawn(run_jobs(
         shared.clone(),
         dir.clone(),
