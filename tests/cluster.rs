@@ -11,11 +11,15 @@
 //!    frames lost during the move are counted and printed.
 //! 3. kill -9 b: its sessions are taken over by exactly one node each and
 //!    the clients (with the other nodes as fallbacks) are back with the
-//!    same peer ids.
+//!    same peer ids; once with a short QUIC idle timeout, once with the
+//!    default one (30 s, longer than the resume grace), where a WebSocket
+//!    player triggers the take-over long before its QUIC peers notice.
 //! 4. Rolling restart of a, b and c: 0 sessions lost.
 //! 5. Redis stopped and restarted under load: sessions keep relaying, a
 //!    cross-node join fails with `cluster_unavailable` and works again
 //!    once Redis is back; `fsp2p_cluster_directory_up` goes 0 then 1.
+//!    Redis comes back empty (no persistence): the nodes must write their
+//!    sessions again. The same with a hung Redis (SIGSTOP, then SIGCONT).
 //!
 //! No timing assertions: every wait returns as soon as its condition holds,
 //! with generous limits (the machine is shared and slow). The node logs go
@@ -800,7 +804,18 @@ async fn a_rolling_restart_of_every_node_loses_no_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_and_back_existing_sessions_carry_on_and_joins_recover() {
-    let mut cluster = Cluster::start("redis", &["a", "b"], true, &[]).await;
+    redis_outage("redis", false).await;
+}
+
+/// The same with a Redis that hangs (SIGSTOP: connections open, no
+/// answer) instead of one that is gone: calls must time out, not block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_is_an_outage_too() {
+    redis_outage("redis-hung", true).await;
+}
+
+async fn redis_outage(test: &str, hang: bool) {
+    let mut cluster = Cluster::start(test, &["a", "b"], true, &[]).await;
     let on_a = cluster.node("a").config(RelayMode::Datagram);
     let mut load = Load { players: vec![] };
     let (clients, code, host) = session(&on_a, &[&on_a]).await;
@@ -823,7 +838,11 @@ async fn redis_down_and_back_existing_sessions_carry_on_and_joins_recover() {
         );
     }
 
-    cluster.redis.stop();
+    if hang {
+        cluster.redis.freeze();
+    } else {
+        cluster.redis.stop();
+    }
     let down = Instant::now();
     for n in ["a", "b"] {
         let node = cluster.node(n);
@@ -857,7 +876,11 @@ async fn redis_down_and_back_existing_sessions_carry_on_and_joins_recover() {
         .expect("a join on the home node needs no directory");
     local.close().await;
 
-    cluster.redis.restart();
+    if hang {
+        cluster.redis.thaw();
+    } else {
+        cluster.redis.restart();
+    }
     let back = Instant::now();
     for n in ["a", "b"] {
         let node = cluster.node(n);
