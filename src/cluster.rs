@@ -233,6 +233,28 @@ pub fn route(me: &str, rec: Option<&SessionRecord>, home: Option<&NodeInfo>) -> 
     }
 }
 
+/// Where a join goes for a code that has no session record but is
+/// reserved by `owner` (`owner_node`: that node as the directory lists it,
+/// `None` if dead): to the owner, if it is another live node that is not
+/// draining. A session's creator hears `SessionCreated` as soon as its code
+/// is reserved, and its record is written a moment later: a join through
+/// another node in between would otherwise be told the code does not
+/// exist. `None`: the code is unknown (free, reserved by this node, or by a
+/// node that is gone).
+pub fn route_reserved(
+    me: &str,
+    owner: Option<&str>,
+    owner_node: Option<&NodeInfo>,
+) -> Option<NodeAddr> {
+    let owner = owner?;
+    if owner == me {
+        return None;
+    }
+    owner_node
+        .filter(|n| n.addr.name == owner && !n.draining)
+        .map(|n| n.addr.clone())
+}
+
 /// Whether a node must write every session it holds to the directory
 /// again, after a heartbeat that found the directory answering
 /// (`listed`: whether this node was among the live nodes just before the
@@ -260,6 +282,24 @@ pub fn must_rewrite(was_up: bool, listed: Option<bool>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_code_reserved_by_another_live_node_sends_the_join_there() {
+        let b = node("b", 1, false);
+        assert_eq!(
+            route_reserved("a", Some("b"), Some(&b)),
+            Some(b.addr.clone())
+        );
+        // Free, or reserved here (the session would be here: unknown).
+        assert_eq!(route_reserved("a", None, None), None);
+        assert_eq!(route_reserved("b", Some("b"), Some(&b)), None);
+        // Its owner is dead, draining, or the listing is another node's.
+        assert_eq!(route_reserved("a", Some("b"), None), None);
+        let draining = node("b", 1, true);
+        assert_eq!(route_reserved("a", Some("b"), Some(&draining)), None);
+        let c = node("c", 1, false);
+        assert_eq!(route_reserved("a", Some("b"), Some(&c)), None);
+    }
 
     #[test]
     fn sessions_are_written_again_when_the_directory_may_have_forgotten_them() {

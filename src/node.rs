@@ -294,7 +294,22 @@ async fn resolve_inner(
         }
         Lookup::Token { token_sha256, .. } => Some(token_sha256),
         Lookup::Code { code, .. } => {
-            return find(shared, dir, me, |d| Box::pin(d.session(&code))).await;
+            let answer = find(shared, dir, me, |d| Box::pin(d.session(&code))).await?;
+            if answer != Answer::NotFound {
+                return Ok(answer);
+            }
+            // No record: perhaps one being written for a session just created.
+            let owner = dir.code_owner(&code).await?;
+            let owner_node = match owner.as_deref() {
+                Some(o) if o != me => dir.node(o).await?,
+                _ => None,
+            };
+            return Ok(
+                match cluster::route_reserved(me, owner.as_deref(), owner_node.as_ref()) {
+                    Some(addr) => Answer::Elsewhere(addr),
+                    None => Answer::NotFound,
+                },
+            );
         }
     };
     let token = token.unwrap_or_default();
