@@ -933,3 +933,30 @@ async fn redis_outage(test: &str, hang: bool) {
         cluster.record_when(c, |r| r.home == "a").await;
     }
 }
+
+/// A session's creator hears `SessionCreated` once the code is reserved;
+/// its record is written a moment later. A join through another node in
+/// that moment must be redirected, not told the code does not exist.
+/// Fifty tries, each join sent as soon as the code is known.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_through_another_node_right_after_the_create_is_not_refused() {
+    let cluster = Cluster::start("create-race", &["a", "b"], false, &[]).await;
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let b_cfg = b.config(RelayMode::Datagram);
+    let mut refused = Vec::new();
+    for i in 0..50 {
+        // Connected beforehand: the join goes out the moment the code is known.
+        let mut joiner = Client::connect(&b_cfg, None).await.unwrap();
+        let mut host = Client::connect(&a.config(RelayMode::Datagram), None)
+            .await
+            .unwrap();
+        let info = host.create_session(0, None).await.unwrap();
+        match joiner.join_session(&info.code, None).await {
+            Ok(joined) => assert_eq!((joined.code, joined.host), (info.code, info.host)),
+            Err(e) => refused.push(format!("try {i}: {e}")),
+        }
+        joiner.close().await;
+        host.close().await;
+    }
+    assert!(refused.is_empty(), "joins refused: {refused:#?}");
+}
