@@ -14,7 +14,8 @@
 //!    same peer ids; once with a short QUIC idle timeout, once with the
 //!    default one (30 s, longer than the resume grace), where a WebSocket
 //!    player triggers the take-over long before its QUIC peers notice.
-//! 4. Rolling restart of a, b and c: 0 sessions lost.
+//! 4. Rolling restart of a, b and c: 0 sessions lost; a and b stopped at
+//!    the same moment hand everything to c.
 //! 5. Redis stopped and restarted under load: sessions keep relaying, a
 //!    cross-node join fails with `cluster_unavailable` and works again
 //!    once Redis is back; `fsp2p_cluster_directory_up` goes 0 then 1.
@@ -99,8 +100,13 @@ impl Node {
 
     /// SIGTERM, then wait (up to LONG) for it to exit by itself.
     async fn sigterm(&mut self) {
+        signal(self.p(), "-TERM");
+        self.sigterm_sent().await;
+    }
+
+    /// Wait (up to LONG) for the node, sent SIGTERM, to exit by itself.
+    async fn sigterm_sent(&mut self) {
         let mut p = self.proc.take().expect("running");
-        signal(&p, "-TERM");
         let deadline = Instant::now() + LONG;
         loop {
             if let Ok(Some(status)) = p.child.try_wait() {
@@ -959,4 +965,35 @@ async fn a_join_through_another_node_right_after_the_create_is_not_refused() {
         host.close().await;
     }
     assert!(refused.is_empty(), "joins refused: {refused:#?}");
+}
+
+/// Two nodes sent SIGTERM at the same moment (a deploy that replaces more
+/// than one at a time): neither may hand its sessions to the other, which
+/// is going away too; everything ends on c.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_stopped_at_once_hand_everything_to_the_third() {
+    let mut cluster = Cluster::start("two-stop", &["a", "b", "c"], true, &[]).await;
+    let on_a = cluster.node("a").config(RelayMode::Datagram);
+    let on_b = cluster.node("b").config(RelayMode::Datagram);
+    let mut load = Load { players: vec![] };
+    let (clients, code1, host1) = session(&on_a, &[&on_a]).await;
+    add_players(&mut load, "s1", clients, &code1, host1);
+    let (clients, code2, host2) = session(&on_b, &[&on_b]).await;
+    add_players(&mut load, "s2", clients, &code2, host2);
+    load.flowing_since(Instant::now(), "before the stop").await;
+    let pa = cluster.node("a").p().child.id();
+    let pb = cluster.node("b").p().child.id();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pa.to_string(), &pb.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    cluster.node_mut("a").sigterm_sent().await;
+    cluster.node_mut("b").sigterm_sent().await;
+    let t = Instant::now();
+    load.flowing_since(t, "after both stopped").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (players, sent, lost) = load.stop("SIGTERM of a and b at once").await;
+    assert!(lost < sent);
+    assert_kept(&cluster, &players, &["c"]).await;
 }
