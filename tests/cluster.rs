@@ -969,7 +969,7 @@ async fn a_join_through_another_node_right_after_the_create_is_not_refused() {
 
 /// Two nodes sent SIGTERM at the same moment (a deploy that replaces more
 /// than one at a time): neither may hand its sessions to the other, which
-/// is going away too; everything ends on c.
+/// is going away too, though c is the busiest node; everything ends on c.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_stopped_at_once_hand_everything_to_the_third() {
     let mut cluster = Cluster::start("two-stop", &["a", "b", "c"], true, &[]).await;
@@ -980,6 +980,21 @@ async fn two_nodes_stopped_at_once_hand_everything_to_the_third() {
     add_players(&mut load, "s1", clients, &code1, host1);
     let (clients, code2, host2) = session(&on_b, &[&on_b]).await;
     add_players(&mut load, "s2", clients, &code2, host2);
+    // c is the busiest: by load alone, a and b would pick each other.
+    let on_c = cluster.node("c").config(RelayMode::Datagram);
+    let mut busy = Vec::new();
+    for _ in 0..3 {
+        busy.push(session(&on_c, &[]).await);
+    }
+    // ... once the directory says so (the load is announced every beat).
+    let announced = until(LONG, || async {
+        cluster.observer.nodes().await.is_ok_and(|ns| {
+            let load = |name: &str| ns.iter().find(|n| n.addr.name == name).map(|n| n.sessions);
+            load("c") == Some(3) && load("a") == Some(1) && load("b") == Some(1)
+        })
+    })
+    .await;
+    assert!(announced, "the nodes never announced their load");
     load.flowing_since(Instant::now(), "before the stop").await;
     let pa = cluster.node("a").p().child.id();
     let pb = cluster.node("b").p().child.id();
