@@ -233,9 +233,88 @@ pub fn route(me: &str, rec: Option<&SessionRecord>, home: Option<&NodeInfo>) -> 
     }
 }
 
+/// Where a join goes for a code that has no session record but is
+/// reserved by `owner` (`owner_node`: that node as the directory lists it,
+/// `None` if dead): to the owner, if it is another live node that is not
+/// draining. A session's creator hears `SessionCreated` as soon as its code
+/// is reserved, and its record is written a moment later: a join through
+/// another node in between would otherwise be told the code does not
+/// exist. `None`: the code is unknown (free, reserved by this node, or by a
+/// node that is gone).
+pub fn route_reserved(
+    me: &str,
+    owner: Option<&str>,
+    owner_node: Option<&NodeInfo>,
+) -> Option<NodeAddr> {
+    let owner = owner?;
+    if owner == me {
+        return None;
+    }
+    owner_node
+        .filter(|n| n.addr.name == owner && !n.draining)
+        .map(|n| n.addr.clone())
+}
+
+/// Whether a node must write every session it holds to the directory
+/// again, after a heartbeat that found the directory answering
+/// (`listed`: whether this node was among the live nodes just before the
+/// beat; `None`: the beat failed) when the beat before `was_up` or not.
+///
+/// Records are written on every change only, so a directory that lost
+/// them (a Redis restarted without persistence, flushed, or failed over
+/// to a replica that had not caught up) would otherwise never learn of a
+/// session that does not change again: joins through other nodes would
+/// get `unknown_session` and its code could be handed out twice. A node
+/// that finds itself missing from the live nodes knows the directory
+/// forgot it (or its own beats lapsed, and another node may have taken
+/// its sessions: the fenced write tells it so). After an outage the
+/// directory may have lost data without the node ever being missing
+/// (Redis back within one beat), so a beat that succeeds after one that
+/// failed rewrites too. Rewriting is cheap (one write per session) and
+/// fenced, so doing it too often is harmless.
+pub fn must_rewrite(was_up: bool, listed: Option<bool>) -> bool {
+    match listed {
+        None => false,
+        Some(listed) => !listed || !was_up,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_code_reserved_by_another_live_node_sends_the_join_there() {
+        let b = node("b", 1, false);
+        assert_eq!(
+            route_reserved("a", Some("b"), Some(&b)),
+            Some(b.addr.clone())
+        );
+        // Free, or reserved here (the session would be here: unknown).
+        assert_eq!(route_reserved("a", None, None), None);
+        assert_eq!(route_reserved("b", Some("b"), Some(&b)), None);
+        // Its owner is dead, draining, or the listing is another node's.
+        assert_eq!(route_reserved("a", Some("b"), None), None);
+        let draining = node("b", 1, true);
+        assert_eq!(route_reserved("a", Some("b"), Some(&draining)), None);
+        let c = node("c", 1, false);
+        assert_eq!(route_reserved("a", Some("b"), Some(&c)), None);
+    }
+
+    #[test]
+    fn sessions_are_written_again_when_the_directory_may_have_forgotten_them() {
+        // Steady state: nothing to do.
+        assert!(!must_rewrite(true, Some(true)));
+        // Redis away: nothing can be written now (the next good beat does it).
+        assert!(!must_rewrite(true, None));
+        assert!(!must_rewrite(false, None));
+        // Back after an outage: whatever it holds may be stale or gone.
+        assert!(must_rewrite(false, Some(true)));
+        assert!(must_rewrite(false, Some(false)));
+        // Answering all along, but this node is not listed: the directory
+        // lost its data (restarted within one beat) or the node's beats lapsed.
+        assert!(must_rewrite(true, Some(false)));
+    }
 
     fn record(home: &str, epoch: u64) -> SessionRecord {
         SessionRecord {

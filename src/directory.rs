@@ -770,6 +770,20 @@ impl Directory {
         .await
     }
 
+    /// The node that reserved join code `code` (once its session record
+    /// is written, the session's home); `None` when the code is free.
+    pub async fn code_owner(&self, code: &str) -> Result<Option<String>, DirectoryError> {
+        const OP: &str = "code_owner";
+        self.run(OP, async {
+            redis::cmd("GET")
+                .arg(self.keys.code(code))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(|e| classify(OP, e))
+        })
+        .await
+    }
+
     /// The record of session `code`, if it exists.
     pub async fn session(&self, code: &str) -> Result<Option<SessionRecord>, DirectoryError> {
         const OP: &str = "session";

@@ -197,6 +197,7 @@ async fn peer(args: PeerArgs) -> Result<()> {
         client.peer_id(),
         client.transport().as_str()
     );
+    let first_peer_id = client.peer_id();
     if args.create {
         let info = client
             .create_session(args.max_peers, args.password.as_deref())
@@ -213,6 +214,10 @@ async fn peer(args: PeerArgs) -> Result<()> {
             info.code, info.host, ids
         );
     }
+    // In cluster mode a join or create may be redirected to another node,
+    // where the client is a new peer: its `Reconnected` is still to be
+    // read, and is not a resume grace that passed.
+    let mut redirected = client.peer_id() != first_peer_id;
 
     let size = args.size.max(12);
     let period = (args.send_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.send_rate));
@@ -254,11 +259,7 @@ async fn peer(args: PeerArgs) -> Result<()> {
                     println!("connection lost: reconnecting (attempt {attempt} in {after:?})");
                 }
                 Some(Event::Reconnected { resumed }) => {
-                    if resumed {
-                        println!("reconnected: peer id {} resumed", client.peer_id());
-                    } else {
-                        println!("reconnected as a new peer (the resume grace had passed)");
-                    }
+                    println!("{}", reconnected_line(resumed, std::mem::take(&mut redirected), client.peer_id()));
                 }
                 Some(Event::Rejoined { peer_id }) => {
                     println!("rejoined the session as peer {peer_id}");
@@ -273,6 +274,18 @@ async fn peer(args: PeerArgs) -> Result<()> {
     println!("done: sent {sent}, received {received} ({bytes_in} bytes)");
     client.close().await;
     Ok(())
+}
+
+/// What `peer` prints for `Event::Reconnected`; `redirected`: this is the
+/// reconnection of a join or create redirected to another node.
+fn reconnected_line(resumed: bool, redirected: bool, peer_id: u32) -> String {
+    if resumed {
+        format!("reconnected: peer id {peer_id} resumed")
+    } else if redirected {
+        format!("redirected to the session's node: peer id {peer_id} there")
+    } else {
+        "reconnected as a new peer (the resume grace had passed)".to_string()
+    }
 }
 
 fn print_event(m: &ServerMsg) {
@@ -292,6 +305,19 @@ fn print_event(m: &ServerMsg) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redirected_join_is_not_reported_as_a_lapsed_grace() {
+        assert_eq!(
+            reconnected_line(false, true, 7),
+            "redirected to the session's node: peer id 7 there"
+        );
+        assert!(reconnected_line(false, false, 7).contains("grace had passed"));
+        assert_eq!(
+            reconnected_line(true, false, 7),
+            "reconnected: peer id 7 resumed"
+        );
+    }
     use std::io::Write;
     use std::sync::{Arc, Mutex};
 

@@ -69,6 +69,9 @@ pub(crate) struct Node {
 
 /// How many times a lookup reads the record again after losing a take-over race.
 const LOOKUP_ROUNDS: usize = 3;
+/// How long a client spends trying to reach its dead node before it tries
+/// another (the Rust client's default `connect_timeout`).
+const DEAD_NODE_ATTEMPT: Duration = Duration::from_secs(10);
 /// How often the node refreshes its sessions' TTL in the directory.
 const TOUCH_EVERY: Duration = Duration::from_secs(300);
 
@@ -93,7 +96,14 @@ pub(crate) async fn start(
         idle: Notify::new(),
     });
     shared.set_node(link.clone());
-    shared.lock().core.enable_cluster(cfg.node.name.clone());
+    {
+        let mut st = shared.lock();
+        st.core.enable_cluster(cfg.node.name.clone());
+        // A player whose node died notices after its idle timeout, then
+        // spends one connection attempt on the dead node before the next.
+        let idle = Duration::from_millis(shared.tuning.idle_timeout_ms);
+        st.core.set_takeover_slack(idle + DEAD_NODE_ATTEMPT);
+    }
     tasks.spawn(run_jobs(
         shared.clone(),
         dir.clone(),
@@ -292,7 +302,22 @@ async fn resolve_inner(
         }
         Lookup::Token { token_sha256, .. } => Some(token_sha256),
         Lookup::Code { code, .. } => {
-            return find(shared, dir, me, |d| Box::pin(d.session(&code))).await;
+            let answer = find(shared, dir, me, |d| Box::pin(d.session(&code))).await?;
+            if answer != Answer::NotFound {
+                return Ok(answer);
+            }
+            // No record: perhaps one being written for a session just created.
+            let owner = dir.code_owner(&code).await?;
+            let owner_node = match owner.as_deref() {
+                Some(o) if o != me => dir.node(o).await?,
+                _ => None,
+            };
+            return Ok(
+                match cluster::route_reserved(me, owner.as_deref(), owner_node.as_ref()) {
+                    Some(addr) => Answer::Elsewhere(addr),
+                    None => Answer::NotFound,
+                },
+            );
         }
     };
     let token = token.unwrap_or_default();
@@ -353,22 +378,27 @@ async fn heartbeat(
     let mut every = tokio::time::interval(cfg.heartbeat);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut touched = tokio::time::Instant::now();
-    let mut was_up = false;
+    let mut was_up = true;
     loop {
         tokio::select! {
             _ = every.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let ok = beat(&shared, &dir, &cfg, &link).await;
-        shared.metrics.cluster_directory_up.set(i64::from(ok));
-        if ok && !was_up {
-            // Back (or up for the first time): a Redis that restarted empty
-            // must learn this node's sessions again.
+        let listed = beat(&shared, &dir, &cfg, &link).await;
+        let ok = listed.is_some();
+        if cluster::must_rewrite(was_up, listed) {
             let mut st = shared.lock();
+            if st.core.session_count() > 0 {
+                info!(
+                    sessions = st.core.session_count(),
+                    "the directory may have lost this node's sessions; writing them again"
+                );
+            }
             st.core.rewrite_all();
             shared.flush(&mut st);
         }
         was_up = ok;
+        shared.metrics.cluster_directory_up.set(i64::from(ok));
         if ok && touched.elapsed() >= TOUCH_EVERY {
             touched = tokio::time::Instant::now();
             let codes: Vec<String> = shared
@@ -386,23 +416,35 @@ async fn heartbeat(
     }
 }
 
-/// Announce the node once and count the live ones; false if Redis failed.
-async fn beat(shared: &Shared, dir: &Directory, cfg: &ClusterConfig, link: &NodeLink) -> bool {
+/// Announce the node once and count the live ones. `Some(listed)`:
+/// whether the directory listed this node just before the beat; `None`
+/// if Redis failed.
+async fn beat(
+    shared: &Shared,
+    dir: &Directory,
+    cfg: &ClusterConfig,
+    link: &NodeLink,
+) -> Option<bool> {
     let info = node_info(shared, cfg, link);
     let result = async {
+        // The live nodes first: whether this one is among them says
+        // whether the directory still knows it.
+        let nodes = dir.nodes().await?;
         dir.heartbeat(&info).await?;
-        dir.nodes().await
+        Ok::<_, DirectoryError>(nodes)
     }
     .await;
     match result {
         Ok(nodes) => {
-            shared.metrics.cluster_nodes.set(nodes.len() as i64);
-            true
+            let listed = nodes.iter().any(|n| n.addr.name == info.addr.name);
+            let live = nodes.len() + usize::from(!listed);
+            shared.metrics.cluster_nodes.set(live as i64);
+            Some(listed)
         }
         Err(e) => {
             shared.metrics.directory_error(DirectoryOp::Heartbeat);
             debug!("cluster heartbeat failed: {e}");
-            false
+            None
         }
     }
 }
@@ -500,24 +542,99 @@ pub(crate) async fn leave(node: &Node) {
 }
 
 /// The address other nodes and clients see, with what the server learned
-/// at start filled in where the configuration left it empty.
+/// at start filled in where the configuration left it empty, or gave a
+/// port of 0 (`--listen 127.0.0.1:0` without `--public-quic`: the default
+/// public address is the listen address, whose port the OS only picks when
+/// the server binds it; announcing port 0 would send every redirect
+/// nowhere).
 pub(crate) fn complete_addr(
     mut addr: NodeAddr,
     quic: std::net::SocketAddr,
     http: std::net::SocketAddr,
     cert_sha256: Option<Vec<u8>>,
 ) -> NodeAddr {
+    let unbound_quic = addr.quic.clone();
     if addr.quic.is_empty() {
         addr.quic = quic.to_string();
+    } else if let Some(host) = without_port_zero(&addr.quic) {
+        addr.quic = format!("{host}:{}", quic.port());
     }
     if addr.http.is_empty() {
         addr.http = format!("http://{http}");
+    } else if let Some(base) = without_port_zero(&addr.http) {
+        addr.http = format!("{base}:{}", http.port());
     }
     if addr.cert_sha256.is_none() {
         addr.cert_sha256 = cert_sha256;
     }
-    if addr.name.is_empty() {
+    // The name defaults to the public QUIC address: the one with the real port.
+    if addr.name.is_empty() || (addr.name == unbound_quic && addr.quic != unbound_quic) {
         addr.name = addr.quic.clone();
     }
     addr
+}
+
+/// `s` without its trailing `:0` (a port not chosen yet), or `None` when it
+/// has another port or none.
+fn without_port_zero(s: &str) -> Option<&str> {
+    let (rest, port) = s.trim_end_matches('/').rsplit_once(':')?;
+    (port == "0" && !rest.is_empty() && !rest.ends_with(':')).then_some(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(name: &str, quic: &str, http: &str) -> NodeAddr {
+        NodeAddr {
+            name: name.into(),
+            quic: quic.into(),
+            http: http.into(),
+            cert_sha256: None,
+        }
+    }
+
+    #[test]
+    fn a_port_the_os_picks_is_announced_not_port_zero() {
+        let quic = "127.0.0.1:40001".parse().unwrap();
+        let http = "127.0.0.1:40002".parse().unwrap();
+        // What `--listen 127.0.0.1:0 --http-listen 127.0.0.1:0` gives.
+        let a = complete_addr(
+            addr("a", "127.0.0.1:0", "http://127.0.0.1:0"),
+            quic,
+            http,
+            None,
+        );
+        assert_eq!(a, addr("a", "127.0.0.1:40001", "http://127.0.0.1:40002"));
+        // Without a name, the name is the real address too.
+        let a = complete_addr(
+            addr("127.0.0.1:0", "127.0.0.1:0", "http://127.0.0.1:0"),
+            quic,
+            http,
+            None,
+        );
+        assert_eq!(a.name, "127.0.0.1:40001");
+        // IPv6.
+        let a = complete_addr(
+            addr("a", "[::1]:0", "http://[::1]:0"),
+            "[::1]:40001".parse().unwrap(),
+            "[::1]:40002".parse().unwrap(),
+            None,
+        );
+        assert_eq!(a, addr("a", "[::1]:40001", "http://[::1]:40002"));
+    }
+
+    #[test]
+    fn configured_public_addresses_are_kept() {
+        let quic = "0.0.0.0:4433".parse().unwrap();
+        let http = "0.0.0.0:8080".parse().unwrap();
+        let given = addr("n1", "n1.example.com:443", "https://n1.example.com");
+        assert_eq!(complete_addr(given.clone(), quic, http, None), given);
+        let given = addr("n1", "n1.example.com:10", "https://n1.example.com:8000");
+        assert_eq!(complete_addr(given.clone(), quic, http, None), given);
+        let a = complete_addr(addr("", "", ""), quic, http, Some(vec![1]));
+        assert_eq!(a.name, "0.0.0.0:4433");
+        assert_eq!(a.http, "http://0.0.0.0:8080");
+        assert_eq!(a.cert_sha256, Some(vec![1]));
+    }
 }

@@ -117,6 +117,9 @@ pub(super) struct ClusterCore {
     dirty: BTreeSet<u64>,
     /// Deletions owed.
     ended: VecDeque<(String, u64)>,
+    /// Added to the resume grace of the members of a session taken in
+    /// from the directory ([`Core::set_takeover_slack`]).
+    takeover_slack: std::time::Duration,
 }
 
 /// Messages a waiting connection may queue before it is refused.
@@ -133,7 +136,22 @@ impl Core {
             waiting: HashMap::new(),
             dirty: BTreeSet::new(),
             ended: VecDeque::new(),
+            takeover_slack: std::time::Duration::ZERO,
         });
+    }
+
+    /// Give the members of a session taken in from the directory (after
+    /// its node died or drained) `slack` more than the resume grace to
+    /// come back. Their grace starts when this node takes the session, but
+    /// a player can only start coming back once its client noticed the old
+    /// node is gone (its QUIC idle timeout, when the node died without a
+    /// word) and gave up on reaching it; a player on WebSocket notices at
+    /// once and triggers the take-over, and the grace would end before its
+    /// QUIC peers had a chance. The shell sets it from the idle timeout.
+    pub fn set_takeover_slack(&mut self, slack: std::time::Duration) {
+        if let Some(c) = self.cluster.as_mut() {
+            c.takeover_slack = slack;
+        }
     }
 
     /// This node's name in cluster mode.
@@ -155,15 +173,6 @@ impl Core {
         }
     }
 
-    /// Every session this node holds is to be written again (the directory
-    /// came back and may have lost its data).
-    pub fn rewrite_all(&mut self) {
-        let sids: Vec<u64> = self.sessions.keys().copied().collect();
-        if let Some(c) = self.cluster.as_mut() {
-            c.dirty.extend(sids);
-        }
-    }
-
     /// This node took back a session the directory gave to another node that
     /// is gone (`rec`, moved home to this node): carry on at its epoch.
     pub fn reclaimed(&mut self, now: Now, rec: SessionRecord) {
@@ -181,6 +190,15 @@ impl Core {
             .values()
             .map(|s| (s.code.clone(), s.epoch))
             .collect()
+    }
+
+    /// Every session this node holds is to be written to the directory
+    /// again (it may have lost them; see [`crate::cluster::must_rewrite`]).
+    pub fn rewrite_all(&mut self) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        c.dirty.extend(self.sessions.keys().copied());
     }
 
     /// The record of the session with this code, as the directory should hold it.
@@ -475,7 +493,11 @@ impl Core {
         }
         let sid = self.next_session;
         self.next_session += 1;
-        let grace_ends = now.mono + self.limits.resume_grace();
+        let slack = self
+            .cluster
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, |c| c.takeover_slack);
+        let grace_ends = now.mono + self.limits.resume_grace() + slack;
         let mut members = Vec::with_capacity(rec.members.len());
         for m in &rec.members {
             if m.id == 0
@@ -772,6 +794,42 @@ mod tests {
     }
 
     #[test]
+    fn rewrite_all_writes_every_held_session_again_unchanged() {
+        let mut a = Node::new("a", 11);
+        let (_, _, _, first) = a.host();
+        let (_, _, _, second) = a.host();
+        let written = a.persisted();
+        assert!(a.persisted().is_empty(), "nothing owed after the writes");
+        a.core.rewrite_all();
+        let mut again: Vec<SessionRecord> = a
+            .persisted()
+            .into_iter()
+            .map(|p| match p {
+                Persist::Put(r) => r,
+                other => panic!("expected a write, got {other:?}"),
+            })
+            .collect();
+        again.sort_by(|x, y| x.code.cmp(&y.code));
+        let mut codes = vec![first.clone(), second.clone()];
+        codes.sort();
+        assert_eq!(
+            again.iter().map(|r| r.code.clone()).collect::<Vec<_>>(),
+            codes
+        );
+        for r in &again {
+            assert_eq!(r, &record_of(&written_for(&written, &r.code)));
+        }
+    }
+
+    fn written_for(persisted: &[Persist], code: &str) -> Vec<Persist> {
+        persisted
+            .iter()
+            .filter(|p| matches!(p, Persist::Put(r) if r.code == code))
+            .cloned()
+            .collect()
+    }
+
+    #[test]
     fn a_join_through_another_node_is_redirected_to_the_home() {
         let mut b = Node::new("b", 4);
         let (c, _, _) = b.hello("joiner");
@@ -884,6 +942,50 @@ mod tests {
         b.core.handle_timeout(b.now);
         assert_eq!(b.persisted(), vec![Persist::Delete { code, epoch: 1 }]);
         assert_eq!(b.core.session_count(), 0);
+    }
+
+    #[test]
+    fn members_of_a_taken_over_session_get_the_slack_on_top_of_the_grace() {
+        // Without slack the host's seat is gone once the grace passes; with
+        // it, the host resumes.
+        for (seed, slack) in [(12, Duration::ZERO), (14, Duration::from_secs(40))] {
+            let mut a = Node::new("a", seed);
+            let (_, host, host_token, code) = a.host();
+            let rec = SessionRecord {
+                home: "b".into(),
+                epoch: 1,
+                ..record_of(&a.persisted())
+            };
+            let mut b = Node::new("b", seed + 1);
+            b.core.set_takeover_slack(slack);
+            let (c, _, _) = b.hello("joiner");
+            b.msg(c, join(&code, "hunter2"));
+            assert_eq!(b.lookups().len(), 1);
+            b.core.answer(b.now, c, Answer::Here(rec));
+            b.outputs();
+            b.now = b
+                .now
+                .after(b.core.limits().resume_grace() + Duration::from_millis(1));
+            b.core.handle_timeout(b.now);
+            b.outputs();
+            let h = b.open();
+            b.msg(h, hello("host", Some(host_token)));
+            // A token this node does not know (any more) is looked up.
+            for l in b.lookups() {
+                b.core.answer(b.now, l.conn(), Answer::NotFound);
+            }
+            let welcome = b.sent(h).into_iter().find_map(|m| match m {
+                ServerMsg::Welcome(w) => Some(w),
+                _ => None,
+            });
+            match welcome {
+                Some(w) => {
+                    assert_eq!(w.resumed, !slack.is_zero(), "slack {slack:?}");
+                    assert_eq!(w.peer_id == host, !slack.is_zero(), "slack {slack:?}");
+                }
+                other => panic!("expected Welcome, got {other:?}"),
+            }
+        }
     }
 
     #[test]

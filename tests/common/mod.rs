@@ -298,13 +298,45 @@ impl ServeProcess {
     pub fn logged(tag: &str, cert_dir: &std::path::Path, extra: &[&str]) -> Self {
         let log = artifact_log(tag);
         let file = std::fs::File::create(&log).unwrap();
-        let mut p = Self::start_env(cert_dir, extra, file.into(), "info");
+        let mut p = Self::start_env(
+            cert_dir,
+            extra,
+            file.into(),
+            "info",
+            ("127.0.0.1:0", "127.0.0.1:0"),
+        );
+        p.log = Some(log);
+        p
+    }
+
+    /// Like [`ServeProcess::logged`], listening on these loopback ports
+    /// (a node restarted on the same addresses, as in a rolling restart).
+    pub fn logged_at(
+        tag: &str,
+        cert_dir: &std::path::Path,
+        quic_port: u16,
+        http_port: u16,
+        extra: &[&str],
+    ) -> Self {
+        let log = artifact_log(tag);
+        let file = std::fs::File::create(&log).unwrap();
+        let (quic, http) = (
+            format!("127.0.0.1:{quic_port}"),
+            format!("127.0.0.1:{http_port}"),
+        );
+        let mut p = Self::start_env(cert_dir, extra, file.into(), "info", (&quic, &http));
         p.log = Some(log);
         p
     }
 
     pub fn start(cert_dir: &std::path::Path, extra: &[&str], stderr: std::process::Stdio) -> Self {
-        Self::start_env(cert_dir, extra, stderr, "warn")
+        Self::start_env(
+            cert_dir,
+            extra,
+            stderr,
+            "warn",
+            ("127.0.0.1:0", "127.0.0.1:0"),
+        )
     }
 
     fn start_env(
@@ -312,6 +344,7 @@ impl ServeProcess {
         extra: &[&str],
         stderr: std::process::Stdio,
         log_level: &str,
+        (listen, http_listen): (&str, &str),
     ) -> Self {
         use std::process::{Command, Stdio};
         // FSP2P_TEST_SERVER_BIN runs the same tests against another build
@@ -319,13 +352,7 @@ impl ServeProcess {
         let bin = std::env::var("FSP2P_TEST_SERVER_BIN")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_flightsim-p2p").to_string());
         let mut child = Command::new(bin)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
+            .args(["serve", "--listen", listen, "--http-listen", http_listen])
             .arg("--cert-dir")
             .arg(cert_dir)
             .args(extra)

@@ -1,0 +1,1014 @@
+//! Cluster mode end to end: a REAL redis-server and the REAL server binary,
+//! three nodes (a, b, c) on loopback, real clients. Each test starts its own
+//! redis-server on a free port and its own nodes with a unique
+//! `--cluster-prefix`, so the tests run in parallel.
+//!
+//! 1. Create on a, join through b: redirected and joined, relay frames flow
+//!    both ways, b counts the redirect; an unknown code gets
+//!    `unknown_session`.
+//! 2. SIGTERM a while two sessions relay at 30 frames/s: every session and
+//!    player carries on on b or c with the same peer id, code and host; the
+//!    frames lost during the move are counted and printed.
+//! 3. kill -9 b: its sessions are taken over by exactly one node each and
+//!    the clients (with the other nodes as fallbacks) are back with the
+//!    same peer ids; once with a short QUIC idle timeout, once with the
+//!    default one (30 s, longer than the resume grace), where a WebSocket
+//!    player triggers the take-over long before its QUIC peers notice.
+//! 4. Rolling restart of a, b and c: 0 sessions lost; a and b stopped at
+//!    the same moment hand everything to c.
+//! 5. Redis stopped and restarted under load: sessions keep relaying, a
+//!    cross-node join fails with `cluster_unavailable` and works again
+//!    once Redis is back; `fsp2p_cluster_directory_up` goes 0 then 1.
+//!    Redis comes back empty (no persistence): the nodes must write their
+//!    sessions again. The same with a hung Redis (SIGSTOP, then SIGCONT).
+//!
+//! No timing assertions: every wait returns as soon as its condition holds,
+//! with generous limits (the machine is shared and slow). The node logs go
+//! to `test-artifacts/cluster-*.log`; a panic in one fails the test.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::redis::RedisProcess;
+use common::*;
+use flightsim_p2p::client::{Client, ClientConfig, ClientTransport, Event, ServerAddr};
+use flightsim_p2p::cluster::{ClusterConfig, SessionRecord};
+use flightsim_p2p::directory::Directory;
+use flightsim_p2p::protocol::{ErrorCode, NodeAddr, PeerId, RelayMode, ServerMsg};
+
+/// Generous bound for a move, a take-over, a restart on a busy machine.
+const LONG: Duration = Duration::from_secs(90);
+/// Relay rate of every player.
+const FRAME_EVERY: Duration = Duration::from_millis(33);
+
+// ----- nodes -----
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+/// One node: its name, its own cert dir (two nodes starting at once would
+/// race writing one), and, with `fixed`, the ports it keeps across restarts.
+struct Node {
+    test: String,
+    name: String,
+    cert_dir: PathBuf,
+    ports: Option<(u16, u16)>,
+    args: Vec<String>,
+    proc: Option<ServeProcess>,
+    starts: u32,
+}
+
+impl Node {
+    fn start(&mut self) {
+        assert!(self.proc.is_none(), "node {} runs already", self.name);
+        self.starts += 1;
+        let tag = format!("cluster-{}-{}-{}", self.test, self.name, self.starts);
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let p = match self.ports {
+            Some((q, h)) => ServeProcess::logged_at(&tag, &self.cert_dir, q, h, &args),
+            None => ServeProcess::logged(&tag, &self.cert_dir, &args),
+        };
+        self.proc = Some(p);
+    }
+
+    fn p(&self) -> &ServeProcess {
+        self.proc
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {} is not running", self.name))
+    }
+
+    fn metric(&self, series: &str) -> f64 {
+        self.p().metric(series)
+    }
+
+    /// SIGTERM, then wait (up to LONG) for it to exit by itself.
+    async fn sigterm(&mut self) {
+        signal(self.p(), "-TERM");
+        self.sigterm_sent().await;
+    }
+
+    /// Wait (up to LONG) for the node, sent SIGTERM, to exit by itself.
+    async fn sigterm_sent(&mut self) {
+        let mut p = self.proc.take().expect("running");
+        let deadline = Instant::now() + LONG;
+        loop {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                println!("node {} exited after SIGTERM: {status}", self.name);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} did not exit within {LONG:?} of SIGTERM",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Dropping it checks its log for a panic.
+        drop(p);
+    }
+
+    /// SIGKILL: a crash, nothing handed over.
+    fn kill9(&mut self) {
+        let mut p = self.proc.take().expect("running");
+        signal(&p, "-KILL");
+        let _ = p.child.wait();
+    }
+
+    fn config(&self, mode: RelayMode) -> ClientConfig {
+        let mut c = self.p().config(mode);
+        c.name = format!("via-{}", self.name);
+        c
+    }
+
+    fn server_addr(&self) -> ServerAddr {
+        let p = self.p();
+        let mut hash = [0u8; 32];
+        hex::decode_to_slice(&p.hash, &mut hash).unwrap();
+        ServerAddr {
+            server: p.quic,
+            server_name: "localhost".into(),
+            ws_url: Some(format!("ws://{}/ws", p.http)),
+            cert_sha256: Some(hash),
+        }
+    }
+}
+
+fn signal(p: &ServeProcess, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &p.child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} failed");
+}
+
+struct Cluster {
+    redis: RedisProcess,
+    nodes: Vec<Node>,
+    /// Reads the directory as the nodes see it (never writes).
+    observer: Directory,
+}
+
+impl Cluster {
+    /// Redis and nodes `names`, started one after the other, each listed in
+    /// the directory. `fixed`: each node keeps its ports across restarts.
+    async fn start(test: &str, names: &[&str], fixed: bool, extra: &[&str]) -> Cluster {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let redis = RedisProcess::start();
+        let prefix = format!(
+            "ct-{test}-{}-{}:",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut nodes = Vec::new();
+        for name in names {
+            let mut args: Vec<String> = [
+                "--redis-url",
+                &redis.url(),
+                "--node-name",
+                name,
+                "--cluster-prefix",
+                &prefix,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let mut node = Node {
+                test: test.into(),
+                name: name.to_string(),
+                cert_dir: temp_dir(&format!("cluster-{name}")),
+                ports: fixed.then(|| (free_udp_port(), free_tcp_port())),
+                args,
+                proc: None,
+                starts: 0,
+            };
+            node.start();
+            nodes.push(node);
+        }
+        let mut cfg = ClusterConfig::new(
+            redis.url(),
+            NodeAddr {
+                name: "observer".into(),
+                quic: "127.0.0.1:9".into(),
+                http: "http://127.0.0.1:9".into(),
+                cert_sha256: None,
+            },
+        );
+        cfg.key_prefix = prefix;
+        let observer = Directory::connect(&cfg).await.unwrap();
+        let c = Cluster {
+            redis,
+            nodes,
+            observer,
+        };
+        for name in names {
+            c.wait_listed(name).await;
+        }
+        c
+    }
+
+    fn node(&self, name: &str) -> &Node {
+        self.nodes.iter().find(|n| n.name == name).unwrap()
+    }
+
+    fn node_mut(&mut self, name: &str) -> &mut Node {
+        self.nodes.iter_mut().find(|n| n.name == name).unwrap()
+    }
+
+    /// Wait until `name` is in the directory, live and not draining.
+    async fn wait_listed(&self, name: &str) {
+        let listed = until(LONG, || async {
+            self.observer
+                .nodes()
+                .await
+                .is_ok_and(|ns| ns.iter().any(|n| n.addr.name == name && !n.draining))
+        })
+        .await;
+        assert!(listed, "node {name} never showed up in the directory");
+    }
+
+    async fn record(&self, code: &str) -> Option<SessionRecord> {
+        self.observer.session(code).await.ok().flatten()
+    }
+
+    /// The record of `code` once `ok` holds for it (records are written
+    /// shortly after the change, not before the client hears of it).
+    async fn record_when(&self, code: &str, ok: impl Fn(&SessionRecord) -> bool) -> SessionRecord {
+        let deadline = tokio::time::Instant::now() + LONG;
+        loop {
+            let last = self.record(code).await;
+            match last {
+                Some(rec) if ok(&rec) => return rec,
+                _ if tokio::time::Instant::now() >= deadline => {
+                    panic!("session {code}: the directory holds {last:?}")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// Sum of a metric over the running nodes.
+    fn total(&self, series: &str) -> f64 {
+        self.nodes
+            .iter()
+            .filter(|n| n.proc.is_some())
+            .map(|n| n.metric(series))
+            .sum()
+    }
+}
+
+/// Poll an async condition until it holds or `limit` passes.
+async fn until<F, Fut>(limit: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if f().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ----- players -----
+
+/// What one player saw, filled in by its tasks.
+#[derive(Default)]
+struct Seen {
+    /// Relay frame sequence numbers received, by sender.
+    got: HashMap<PeerId, BTreeSet<u32>>,
+    /// When the last frame from each sender arrived.
+    last_from: HashMap<PeerId, Instant>,
+    /// Frames this player sent to each other player.
+    sent: u32,
+    /// `Reconnected { resumed }` events.
+    reconnected: Vec<bool>,
+    /// (code, host) of every SessionJoined/SessionCreated.
+    sessions: Vec<(String, PeerId)>,
+    /// Redirects seen as events.
+    redirects: u32,
+    /// Set when the client gave up.
+    closed: Option<String>,
+}
+
+/// A connected client relaying frames to the others of its session at 30/s.
+struct Player {
+    label: String,
+    peer: PeerId,
+    code: String,
+    host: PeerId,
+    seen: Arc<Mutex<Seen>>,
+    stop_send: Arc<std::sync::atomic::AtomicBool>,
+    stop_recv: Arc<std::sync::atomic::AtomicBool>,
+    sender: Option<tokio::task::JoinHandle<()>>,
+    receiver: Option<tokio::task::JoinHandle<Client>>,
+}
+
+impl Player {
+    /// Start relaying to `others` (their peer ids never change).
+    fn pump(label: &str, client: Client, code: &str, host: PeerId, others: Vec<PeerId>) -> Self {
+        use std::sync::atomic::AtomicBool;
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let stop_send = Arc::new(AtomicBool::new(false));
+        let stop_recv = Arc::new(AtomicBool::new(false));
+        let relay = client.relay_sender();
+        let peer = client.peer_id();
+        let sender = {
+            let (seen, stop) = (seen.clone(), stop_send.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(FRAME_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut seq: u32 = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    tick.tick().await;
+                    let mut payload = seq.to_le_bytes().to_vec();
+                    payload.resize(64, 0xAB);
+                    for to in &others {
+                        // Ok while reconnecting (the frame is dropped): a
+                        // frame of the move, counted as lost.
+                        let _ = relay.send(*to, &payload).await;
+                    }
+                    seq += 1;
+                    seen.lock().unwrap().sent = seq;
+                }
+            })
+        };
+        let receiver = {
+            let (seen, stop) = (seen.clone(), stop_recv.clone());
+            let mut c = client;
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let Some(e) = c.next_event_within(Duration::from_millis(100)).await else {
+                        continue;
+                    };
+                    let mut s = seen.lock().unwrap();
+                    match e {
+                        Event::Relay { from, payload, .. } if payload.len() == 64 => {
+                            let seq = u32::from_le_bytes(payload[..4].try_into().unwrap());
+                            s.got.entry(from).or_default().insert(seq);
+                            s.last_from.insert(from, Instant::now());
+                        }
+                        Event::Reconnected { resumed } => s.reconnected.push(resumed),
+                        Event::Control(ServerMsg::SessionJoined(i))
+                        | Event::Control(ServerMsg::SessionCreated(i)) => {
+                            s.sessions.push((i.code.clone(), i.host))
+                        }
+                        Event::Control(ServerMsg::Redirect(_)) => s.redirects += 1,
+                        Event::Closed(why) => {
+                            s.closed = Some(why.to_string());
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+                c
+            })
+        };
+        Player {
+            label: label.into(),
+            peer,
+            code: code.into(),
+            host,
+            seen,
+            stop_send,
+            stop_recv,
+            sender: Some(sender),
+            receiver: Some(receiver),
+        }
+    }
+
+    /// Every one of `from` delivered a frame to this player after `since`.
+    fn hears_all_since(&self, from: &[PeerId], since: Instant) -> bool {
+        let s = self.seen.lock().unwrap();
+        from.iter()
+            .all(|p| s.last_from.get(p).is_some_and(|t| *t > since))
+    }
+
+    fn closed(&self) -> Option<String> {
+        self.seen.lock().unwrap().closed.clone()
+    }
+}
+
+/// Two-or-more-player sessions whose players all relay to each other.
+struct Load {
+    players: Vec<Player>,
+}
+
+impl Load {
+    fn peers_of(&self, p: &Player) -> Vec<PeerId> {
+        self.players
+            .iter()
+            .filter(|q| q.code == p.code && q.peer != p.peer)
+            .map(|q| q.peer)
+            .collect()
+    }
+
+    /// Wait until every player hears every other player of its session
+    /// after `since`; fails naming who does not.
+    async fn flowing_since(&self, since: Instant, what: &str) {
+        let ok = eventually(LONG, || {
+            self.players
+                .iter()
+                .all(|p| p.hears_all_since(&self.peers_of(p), since))
+        })
+        .await;
+        if !ok {
+            let deaf: Vec<String> = self
+                .players
+                .iter()
+                .filter(|p| !p.hears_all_since(&self.peers_of(p), since))
+                .map(|p| format!("{} (closed: {:?})", p.label, p.closed()))
+                .collect();
+            panic!("{what}: relay frames do not flow again to {deaf:?}");
+        }
+    }
+
+    /// Stop sending, let frames in flight land, stop reading; returns the
+    /// clients and prints what was lost.
+    async fn stop(mut self, what: &str) -> (Vec<(Player, Client)>, u64, u64) {
+        for p in &self.players {
+            p.stop_send.store(true, Ordering::SeqCst);
+        }
+        for p in &mut self.players {
+            p.sender.take().unwrap().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        for p in &self.players {
+            p.stop_recv.store(true, Ordering::SeqCst);
+        }
+        let (mut sent, mut lost, mut worst_gap) = (0u64, 0u64, 0u32);
+        let mut out = Vec::new();
+        let mut players = std::mem::take(&mut self.players);
+        let lists: Vec<(String, PeerId, u32)> = players
+            .iter()
+            .map(|p| (p.code.clone(), p.peer, p.seen.lock().unwrap().sent))
+            .collect();
+        for mut p in players.drain(..) {
+            let client = p.receiver.take().unwrap().await.unwrap();
+            {
+                let s = p.seen.lock().unwrap();
+                for (code, from, n) in &lists {
+                    if *code != p.code || *from == p.peer {
+                        continue;
+                    }
+                    let got = s.got.get(from).cloned().unwrap_or_default();
+                    sent += u64::from(*n);
+                    lost += u64::from(*n).saturating_sub(got.len() as u64);
+                    let gap = got
+                        .iter()
+                        .zip(got.iter().skip(1))
+                        .map(|(a, b)| b - a - 1)
+                        .max()
+                        .unwrap_or(0);
+                    worst_gap = worst_gap.max(gap);
+                }
+            }
+            out.push((p, client));
+        }
+        println!(
+            "{what}: {lost} of {sent} relay frames lost ({:.2}%); the longest run of frames \
+             lost between two players: {worst_gap} (~{} ms at 30 frames/s)",
+            100.0 * lost as f64 / sent.max(1) as f64,
+            u64::from(worst_gap) * FRAME_EVERY.as_millis() as u64
+        );
+        (out, sent, lost)
+    }
+}
+
+/// Create a session through `host_cfg` and join `joiners` to it (each
+/// through its own config); returns the clients, the code and the host id.
+async fn session(
+    host_cfg: &ClientConfig,
+    joiners: &[&ClientConfig],
+) -> (Vec<Client>, String, PeerId) {
+    let mut host = Client::connect(host_cfg, None)
+        .await
+        .expect("host connects");
+    let info = host.create_session(0, Some("pw")).await.expect("created");
+    let mut clients = vec![host];
+    for cfg in joiners {
+        let mut c = Client::connect(cfg, None).await.expect("joiner connects");
+        let joined = c
+            .join_session(&info.code, Some("pw"))
+            .await
+            .expect("joined");
+        assert_eq!(joined.code, info.code);
+        assert_eq!(joined.host, info.host);
+        clients.push(c);
+    }
+    // A join redirected to the home node reconnected as a new peer there
+    // (its first peer id was the other node's): that is the join, not a
+    // move, and not what the players record.
+    for c in &mut clients {
+        while c
+            .next_event_within(Duration::from_millis(50))
+            .await
+            .is_some()
+        {}
+    }
+    (clients, info.code, info.host)
+}
+
+fn add_players(load: &mut Load, tag: &str, clients: Vec<Client>, code: &str, host: PeerId) {
+    let ids: Vec<PeerId> = clients.iter().map(|c| c.peer_id()).collect();
+    for (i, c) in clients.into_iter().enumerate() {
+        let others = ids.iter().copied().filter(|p| *p != ids[i]).collect();
+        load.players.push(Player::pump(
+            &format!("{tag}/{i} (peer {})", ids[i]),
+            c,
+            code,
+            host,
+            others,
+        ));
+    }
+}
+
+/// After a move: the session is in the directory with all its members and
+/// its host, at a home among `homes`; every player still has its peer id
+/// and says its session is `code` with host `host`, and never rejoined as a
+/// new peer.
+async fn assert_kept(cluster: &Cluster, players: &[(Player, Client)], homes: &[&str]) {
+    let codes: BTreeSet<&str> = players.iter().map(|(p, _)| p.code.as_str()).collect();
+    for code in codes {
+        let ids: BTreeSet<PeerId> = players
+            .iter()
+            .filter(|(p, _)| p.code == code)
+            .map(|(p, _)| p.peer)
+            .collect();
+        // Fails (naming what the directory holds) unless the session is
+        // on one of `homes` with exactly its members.
+        cluster
+            .record_when(code, |rec| {
+                let members: BTreeSet<PeerId> = rec.members.iter().map(|m| m.id).collect();
+                homes.contains(&rec.home.as_str()) && members == ids
+            })
+            .await;
+    }
+    for (p, c) in players {
+        assert_eq!(c.peer_id(), p.peer, "{}: a new peer id", p.label);
+        let s = p.seen.lock().unwrap();
+        assert!(s.closed.is_none(), "{}: gave up: {:?}", p.label, s.closed);
+        assert!(
+            s.reconnected.iter().all(|r| *r),
+            "{}: came back as a new peer ({:?})",
+            p.label,
+            s.reconnected
+        );
+        for (code, host) in &s.sessions {
+            assert_eq!(
+                (code.as_str(), *host),
+                (p.code.as_str(), p.host),
+                "{}",
+                p.label
+            );
+        }
+    }
+}
+
+// ----- 1 -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_through_another_node_is_redirected_to_the_sessions_home() {
+    // Ports chosen by the OS (`--listen 127.0.0.1:0`): the node must
+    // announce the ports it got.
+    let cluster = Cluster::start("redirect", &["a", "b", "c"], false, &[]).await;
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+
+    let mut host = Client::connect(&a.config(RelayMode::Datagram), None)
+        .await
+        .unwrap();
+    let info = host.create_session(0, Some("pw")).await.unwrap();
+    cluster.record_when(&info.code, |r| r.home == "a").await;
+
+    let before = b.metric("fsp2p_cluster_redirects_total{reason=\"session\"}");
+    let mut joiner = Client::connect(&b.config(RelayMode::Datagram), None)
+        .await
+        .unwrap();
+    let joined = joiner
+        .join_session(&info.code, Some("pw"))
+        .await
+        .expect("joined through b");
+    assert_eq!(joined.code, info.code);
+    assert_eq!(joined.host, info.host);
+    assert_eq!(joined.host, host.peer_id());
+    // The host sees the joiner: they are in one session on one node.
+    let jid = joiner.peer_id();
+    expect_msg(&mut host, |m| match m {
+        ServerMsg::PeerJoined(p) if p.id == jid => Some(()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        relay_until_delivered(&joiner, &mut host, b"joiner to host").await,
+        Some(jid)
+    );
+    assert_eq!(
+        relay_until_delivered(&host, &mut joiner, b"host to joiner").await,
+        Some(info.host)
+    );
+    assert!(
+        eventually(WAIT, || b
+            .metric("fsp2p_cluster_redirects_total{reason=\"session\"}")
+            >= before + 1.0)
+        .await,
+        "b did not count the redirect"
+    );
+    // The record lists both, still on a.
+    cluster
+        .record_when(&info.code, |r| r.home == "a" && r.members.len() == 2)
+        .await;
+
+    // A code that exists nowhere: unknown_session, not a redirect.
+    let mut lost = Client::connect(&b.config(RelayMode::Datagram), None)
+        .await
+        .unwrap();
+    let unknown = if info.code == "ZZZZZZ" {
+        "YYYYYY"
+    } else {
+        "ZZZZZZ"
+    };
+    expect_error(
+        lost.join_session(unknown, None).await,
+        ErrorCode::UnknownSession,
+    )
+    .unwrap();
+    // The connection is still good.
+    lost.ping()
+        .await
+        .expect("still connected after the refusal");
+}
+
+// ----- 2 -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_every_session_to_another_node_with_the_same_peers() {
+    let mut cluster = Cluster::start("drain", &["a", "b", "c"], true, &[]).await;
+    let a = cluster.node("a");
+    let quic = a.config(RelayMode::Datagram);
+    let mut ws = a.config(RelayMode::Datagram);
+    ws.transport = ClientTransport::Websocket;
+
+    let mut load = Load { players: vec![] };
+    let (clients, code1, host1) = session(&quic, &[&quic, &quic]).await;
+    add_players(&mut load, "s1", clients, &code1, host1);
+    let (clients, code2, host2) = session(&quic, &[&ws]).await;
+    add_players(&mut load, "s2", clients, &code2, host2);
+    for code in [&code1, &code2] {
+        cluster.record_when(code, |r| r.home == "a").await;
+    }
+    let t0 = Instant::now();
+    load.flowing_since(t0, "before the drain").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    cluster.node_mut("a").sigterm().await;
+    let moved = Instant::now();
+    load.flowing_since(moved, "after the drain").await;
+    println!(
+        "drain: every player hears every other again {:?} after node a exited",
+        moved.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let sessions_on_bc =
+        cluster.node("b").metric("fsp2p_sessions") + cluster.node("c").metric("fsp2p_sessions");
+    assert_eq!(sessions_on_bc, 2.0, "sessions lost in the drain");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (players, sent, lost) = load.stop("SIGTERM of node a").await;
+    assert!(lost < sent, "every frame was lost");
+    assert_kept(&cluster, &players, &["b", "c"]).await;
+    for (p, _) in &players {
+        let s = p.seen.lock().unwrap();
+        assert!(!s.reconnected.is_empty(), "{}: never moved", p.label);
+    }
+}
+
+// ----- 3 -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_sessions_are_taken_over_by_exactly_one_node() {
+    // A short QUIC idle timeout, so the clients notice the dead node
+    // within seconds, well within the resume grace.
+    let tuning = ["--idle-timeout-ms", "3000", "--keep-alive-ms", "1000"];
+    kill_9("kill", &tuning).await;
+}
+
+/// The default QUIC idle timeout (30 s) outlasts the resume grace (15 s):
+/// the WebSocket player notices the death at once (TCP reset) and its
+/// node takes the session over long before the QUIC players notice. They
+/// must still get their seats back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_the_default_idle_timeout_keeps_the_slow_to_notice_players() {
+    kill_9("kill-default-idle", &[]).await;
+}
+
+async fn kill_9(test: &str, tuning: &[&str]) {
+    let mut cluster = Cluster::start(test, &["a", "b", "c"], true, tuning).await;
+    let fallbacks = vec![
+        cluster.node("a").server_addr(),
+        cluster.node("c").server_addr(),
+    ];
+    let mut cfg = cluster.node("b").config(RelayMode::Datagram);
+    cfg.fallbacks = fallbacks;
+    cfg.connect_timeout = Duration::from_secs(3);
+    let mut ws = cfg.clone();
+    ws.transport = ClientTransport::Websocket;
+
+    let mut load = Load { players: vec![] };
+    let (clients, code1, host1) = session(&cfg, &[&cfg]).await;
+    add_players(&mut load, "s1", clients, &code1, host1);
+    let (clients, code2, host2) = session(&cfg, &[&cfg, &ws]).await;
+    add_players(&mut load, "s2", clients, &code2, host2);
+    for code in [&code1, &code2] {
+        cluster.record_when(code, |r| r.home == "b").await;
+    }
+    load.flowing_since(Instant::now(), "before the kill").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let taken_before = cluster.total("fsp2p_cluster_sessions_taken_over_total");
+
+    cluster.node_mut("b").kill9();
+    let killed = Instant::now();
+    load.flowing_since(killed, "after kill -9").await;
+    let back = killed.elapsed();
+    println!("kill -9: every player relays again {back:?} after node b died");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (players, sent, lost) = load.stop("kill -9 of node b").await;
+    assert!(lost < sent, "every frame was lost");
+    assert_kept(&cluster, &players, &["a", "c"]).await;
+    // Exactly one take-over per session, over all nodes.
+    let taken = cluster.total("fsp2p_cluster_sessions_taken_over_total") - taken_before;
+    assert_eq!(taken, 2.0, "take-overs counted over the nodes");
+    for (p, _) in &players {
+        let s = p.seen.lock().unwrap();
+        assert!(s.reconnected.contains(&true), "{}: never resumed", p.label);
+    }
+    let grace = Duration::from_millis(flightsim_p2p::limits::Limits::default().resume_grace_ms);
+    println!("kill -9: resume grace {grace:?}, back after {back:?}");
+}
+
+// ----- 4 -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_every_node_loses_no_session() {
+    let mut cluster = Cluster::start("rolling", &["a", "b", "c"], true, &[]).await;
+    let on_a = cluster.node("a").config(RelayMode::Datagram);
+    let on_b = cluster.node("b").config(RelayMode::Datagram);
+    let mut ws_c = cluster.node("c").config(RelayMode::Datagram);
+    ws_c.transport = ClientTransport::Websocket;
+
+    let mut load = Load { players: vec![] };
+    let (clients, code1, host1) = session(&on_a, &[&on_a]).await;
+    add_players(&mut load, "s1", clients, &code1, host1);
+    // Joined through c: redirected to b.
+    let (clients, code2, host2) = session(&on_b, &[&ws_c]).await;
+    add_players(&mut load, "s2", clients, &code2, host2);
+    load.flowing_since(Instant::now(), "before the restarts")
+        .await;
+
+    for name in ["a", "b", "c"] {
+        cluster.node_mut(name).sigterm().await;
+        let down = Instant::now();
+        load.flowing_since(down, &format!("after {name} stopped"))
+            .await;
+        cluster.node_mut(name).start();
+        cluster.wait_listed(name).await;
+        println!(
+            "rolling: {name} restarted and listed after {:?}",
+            down.elapsed()
+        );
+        let total = cluster.total("fsp2p_sessions");
+        assert_eq!(total, 2.0, "sessions after restarting {name}");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (players, sent, lost) = load.stop("rolling restart").await;
+    assert!(lost < sent);
+    assert_kept(&cluster, &players, &["a", "b", "c"]).await;
+}
+
+// ----- 5 -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_and_back_existing_sessions_carry_on_and_joins_recover() {
+    redis_outage("redis", false).await;
+}
+
+/// The same with a Redis that hangs (SIGSTOP: connections open, no
+/// answer) instead of one that is gone: calls must time out, not block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_is_an_outage_too() {
+    redis_outage("redis-hung", true).await;
+}
+
+async fn redis_outage(test: &str, hang: bool) {
+    let mut cluster = Cluster::start(test, &["a", "b"], true, &[]).await;
+    let on_a = cluster.node("a").config(RelayMode::Datagram);
+    let mut load = Load { players: vec![] };
+    let (clients, code, host) = session(&on_a, &[&on_a]).await;
+    add_players(&mut load, "s1", clients, &code, host);
+    // A second session that does not change while Redis is away: the
+    // nodes write nothing for it then, so a Redis that comes back empty
+    // learns of it only if the node tells it again.
+    let (quiet, quiet_code, quiet_host) = session(&on_a, &[&on_a]).await;
+    add_players(&mut load, "s2", quiet, &quiet_code, quiet_host);
+    for c in [&code, &quiet_code] {
+        cluster.record_when(c, |r| r.home == "a").await;
+    }
+    load.flowing_since(Instant::now(), "before the outage")
+        .await;
+    for n in ["a", "b"] {
+        assert_eq!(
+            cluster.node(n).metric("fsp2p_cluster_directory_up"),
+            1.0,
+            "{n}"
+        );
+    }
+
+    if hang {
+        cluster.redis.freeze();
+    } else {
+        cluster.redis.stop();
+    }
+    let down = Instant::now();
+    for n in ["a", "b"] {
+        let node = cluster.node(n);
+        assert!(
+            eventually(LONG, || node.metric("fsp2p_cluster_directory_up") == 0.0).await,
+            "{n} never noticed Redis is down"
+        );
+    }
+    // Existing sessions relay on.
+    load.flowing_since(down, "while Redis is down").await;
+    // A join through b needs the directory: a clean refusal, the
+    // connection stays.
+    let b_cfg = cluster.node("b").config(RelayMode::Datagram);
+    let mut late = Client::connect(&b_cfg, None)
+        .await
+        .expect("b accepts connections while Redis is down");
+    expect_error(
+        late.join_session(&code, Some("pw")).await,
+        ErrorCode::ClusterUnavailable,
+    )
+    .unwrap();
+    late.ping()
+        .await
+        .expect("still connected after the refusal");
+    // Joining through the session's own node works without Redis (s1
+    // changes: its record is owed, and written once Redis is back).
+    let mut local = Client::connect(&on_a, None).await.unwrap();
+    local
+        .join_session(&code, Some("pw"))
+        .await
+        .expect("a join on the home node needs no directory");
+    local.close().await;
+
+    if hang {
+        cluster.redis.thaw();
+    } else {
+        cluster.redis.restart();
+    }
+    let back = Instant::now();
+    for n in ["a", "b"] {
+        let node = cluster.node(n);
+        assert!(
+            eventually(LONG, || node.metric("fsp2p_cluster_directory_up") == 1.0).await,
+            "{n} never saw Redis back"
+        );
+    }
+    // A join through b works again, for the session that did not change
+    // too (Redis came back empty: the nodes must tell it their sessions
+    // again).
+    // (A new connection each time: failed joins count against one.)
+    late.close().await;
+    let mut attempts = 0;
+    let joined = loop {
+        attempts += 1;
+        let mut c = Client::connect(&b_cfg, None).await.expect("b accepts");
+        match c.join_session(&quiet_code, Some("pw")).await {
+            Ok(info) => break info,
+            // (Failed joins from one address are rate limited: the limit
+            // is waited out, it is not the failure looked for.)
+            Err(e)
+                if e.server_code() == Some(ErrorCode::ClusterUnavailable)
+                    || e.server_code() == Some(ErrorCode::UnknownSession)
+                    || e.server_code() == Some(ErrorCode::TooManyJoinAttempts) =>
+            {
+                assert!(
+                    back.elapsed() < LONG,
+                    "the join through b never worked again ({attempts} attempts; last: {e})"
+                );
+                c.close().await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("join through b after Redis came back: {e}"),
+        }
+    };
+    assert_eq!(joined.code, quiet_code);
+    assert_eq!(joined.host, quiet_host);
+    println!("redis: the join through b worked again after {attempts} attempts");
+    load.flowing_since(Instant::now(), "after Redis came back")
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (players, sent, lost) = load.stop("Redis outage").await;
+    assert!(lost < sent);
+    for (p, c) in &players {
+        assert_eq!(c.peer_id(), p.peer);
+        assert!(p.closed().is_none());
+    }
+    for c in [&code, &quiet_code] {
+        cluster.record_when(c, |r| r.home == "a").await;
+    }
+}
+
+/// A session's creator hears `SessionCreated` once the code is reserved;
+/// its record is written a moment later. A join through another node in
+/// that moment must be redirected, not told the code does not exist.
+/// Fifty tries, each join sent as soon as the code is known.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_through_another_node_right_after_the_create_is_not_refused() {
+    let cluster = Cluster::start("create-race", &["a", "b"], false, &[]).await;
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let b_cfg = b.config(RelayMode::Datagram);
+    let mut refused = Vec::new();
+    for i in 0..50 {
+        // Connected beforehand: the join goes out the moment the code is known.
+        let mut joiner = Client::connect(&b_cfg, None).await.unwrap();
+        let mut host = Client::connect(&a.config(RelayMode::Datagram), None)
+            .await
+            .unwrap();
+        let info = host.create_session(0, None).await.unwrap();
+        match joiner.join_session(&info.code, None).await {
+            Ok(joined) => assert_eq!((joined.code, joined.host), (info.code, info.host)),
+            Err(e) => refused.push(format!("try {i}: {e}")),
+        }
+        joiner.close().await;
+        host.close().await;
+    }
+    assert!(refused.is_empty(), "joins refused: {refused:#?}");
+}
+
+/// Two nodes sent SIGTERM at the same moment (a deploy that replaces more
+/// than one at a time): neither may hand its sessions to the other, which
+/// is going away too, though c is the busiest node; everything ends on c.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_stopped_at_once_hand_everything_to_the_third() {
+    let mut cluster = Cluster::start("two-stop", &["a", "b", "c"], true, &[]).await;
+    let on_a = cluster.node("a").config(RelayMode::Datagram);
+    let on_b = cluster.node("b").config(RelayMode::Datagram);
+    let mut load = Load { players: vec![] };
+    let (clients, code1, host1) = session(&on_a, &[&on_a]).await;
+    add_players(&mut load, "s1", clients, &code1, host1);
+    let (clients, code2, host2) = session(&on_b, &[&on_b]).await;
+    add_players(&mut load, "s2", clients, &code2, host2);
+    // c is the busiest: by load alone, a and b would pick each other.
+    let on_c = cluster.node("c").config(RelayMode::Datagram);
+    let mut busy = Vec::new();
+    for _ in 0..3 {
+        busy.push(session(&on_c, &[]).await);
+    }
+    // ... once the directory says so (the load is announced every beat).
+    let announced = until(LONG, || async {
+        cluster.observer.nodes().await.is_ok_and(|ns| {
+            let load = |name: &str| ns.iter().find(|n| n.addr.name == name).map(|n| n.sessions);
+            load("c") == Some(3) && load("a") == Some(1) && load("b") == Some(1)
+        })
+    })
+    .await;
+    assert!(announced, "the nodes never announced their load");
+    load.flowing_since(Instant::now(), "before the stop").await;
+    let pa = cluster.node("a").p().child.id();
+    let pb = cluster.node("b").p().child.id();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pa.to_string(), &pb.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    cluster.node_mut("a").sigterm_sent().await;
+    cluster.node_mut("b").sigterm_sent().await;
+    let t = Instant::now();
+    load.flowing_since(t, "after both stopped").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (players, sent, lost) = load.stop("SIGTERM of a and b at once").await;
+    assert!(lost < sent);
+    assert_kept(&cluster, &players, &["c"]).await;
+}
