@@ -274,7 +274,8 @@ metric_group! {
     cluster_directory_up: Gauge,
     /// Cluster mode: clients sent to another node, by reason.
     cluster_redirects: Family<RedirectLabel, Counter>,
-    /// Cluster mode: sessions this node took over from a node that died or drained.
+    /// Cluster mode: sessions this node took in from the directory: over from a node that
+    /// died, handed over by a draining one, or its own from before a restart.
     cluster_sessions_taken_over: Counter,
     /// Cluster mode: directory (Redis) calls that failed, by what the node was doing.
     cluster_directory_errors: Family<OpLabel, Counter>,

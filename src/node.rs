@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::cluster::PutOutcome;
@@ -48,8 +48,6 @@ pub(crate) struct NodeLink {
     jobs: mpsc::UnboundedSender<Job>,
     /// Set once the node drains: the heartbeat says so, no session comes here.
     draining: AtomicBool,
-    /// Writes not yet done (the drain waits for them).
-    idle: Notify,
 }
 
 impl NodeLink {
@@ -93,7 +91,6 @@ pub(crate) async fn start(
     let link = Arc::new(NodeLink {
         jobs: tx,
         draining: AtomicBool::new(false),
-        idle: Notify::new(),
     });
     shared.set_node(link.clone());
     {
@@ -109,7 +106,6 @@ pub(crate) async fn start(
         dir.clone(),
         cfg.clone(),
         rx,
-        link.clone(),
         stop.clone(),
     ));
     tasks.spawn(heartbeat(
@@ -140,7 +136,6 @@ async fn run_jobs(
     dir: Arc<Directory>,
     cfg: ClusterConfig,
     mut rx: mpsc::UnboundedReceiver<Job>,
-    link: Arc<NodeLink>,
     mut stop: watch::Receiver<bool>,
 ) {
     // Writes owed, latest per code: a session that changes ten times while
@@ -149,7 +144,6 @@ async fn run_jobs(
     let mut backoff = Duration::from_millis(100);
     loop {
         if owed.is_empty() {
-            link.idle.notify_waiters();
             tokio::select! {
                 job = rx.recv() => match job {
                     Some(job) => take(&shared, &dir, &cfg, job, &mut owed),
@@ -349,7 +343,15 @@ async fn find<'a>(
             Route::NotFound => return Ok(Answer::NotFound),
             Route::Elsewhere(addr) => return Ok(Answer::Elsewhere(addr)),
             Route::Here => {
-                return Ok(rec.map_or(Answer::NotFound, Answer::Here));
+                let Some(rec) = rec else {
+                    return Ok(Answer::NotFound);
+                };
+                // Home here but not held: handed over by a draining node (or
+                // this node's own earlier run): taken in now.
+                if shared.lock().core.session_record(&rec.code).is_none() {
+                    shared.metrics.cluster_sessions_taken_over.inc();
+                }
+                return Ok(Answer::Here(rec));
             }
             Route::TakeOver { from, epoch } => {
                 let Some(code) = rec.as_ref().map(|r| r.code.clone()) else {
@@ -479,24 +481,33 @@ pub(crate) async fn drain(shared: &Arc<Shared>, node: &Node) -> usize {
     let me = node.cfg.node.name.clone();
     // Announce it, so no lookup sends players here any more.
     beat(shared, &node.dir, &node.cfg, &node.link).await;
-    // Let owed writes land, so the records are current (bounded: Redis may be away).
-    let idle = node.link.idle.notified();
-    let _ = tokio::time::timeout(Duration::from_millis(500), idle).await;
-    let nodes = match node.dir.nodes().await {
-        Ok(n) => n,
-        Err(e) => {
-            shared.metrics.directory_error(DirectoryOp::Drain);
-            warn!("cannot hand sessions over, the directory is away: {e}");
-            return 0;
-        }
-    };
-    let Some(target) = cluster::drain_target(&me, &nodes).cloned() else {
-        info!("no other live node to hand sessions to");
-        return 0;
-    };
     let held = shared.lock().core.held_sessions();
+    if held.is_empty() {
+        return 0;
+    }
+    let mut target: Option<NodeInfo> = None;
+    let mut checked = tokio::time::Instant::now();
     let mut moved = 0;
     for (code, epoch) in held {
+        // The target again, now and then: another node stopped at the same
+        // moment may have been picked before it said it was draining.
+        if target.is_none() || checked.elapsed() >= TARGET_RECHECK {
+            checked = tokio::time::Instant::now();
+            target = match drain_target(&node.dir, &me).await {
+                Ok(t) => t,
+                Err(e) => {
+                    shared.metrics.directory_error(DirectoryOp::Drain);
+                    warn!("cannot hand sessions over, the directory is away: {e}");
+                    return moved;
+                }
+            };
+        }
+        let Some(target) = target.clone() else {
+            info!("no other live node to hand sessions to");
+            return moved;
+        };
+        // The latest state first: the target takes it in from the record
+        // (written here, not left to the writer, which may be behind).
         // The latest state first: the target takes it in from the record.
         let rec = shared.lock().core.session_record(&code);
         if let Some(rec) = rec {
@@ -530,8 +541,27 @@ pub(crate) async fn drain(shared: &Arc<Shared>, node: &Node) -> usize {
             }
         }
     }
-    info!(moved, to = %target.addr.name, "sessions handed over");
+    info!(moved, "sessions handed over");
     moved
+}
+
+/// How often a draining node reads its target's state again.
+const TARGET_RECHECK: Duration = Duration::from_millis(100);
+
+/// The node to hand sessions to now ([`cluster::drain_target`]), checked
+/// against its own record, so one that started draining since is not picked.
+async fn drain_target(dir: &Directory, me: &str) -> Result<Option<NodeInfo>, DirectoryError> {
+    for _ in 0..3 {
+        let nodes = dir.nodes().await?;
+        let Some(t) = cluster::drain_target(me, &nodes).cloned() else {
+            return Ok(None);
+        };
+        match dir.node(&t.addr.name).await? {
+            Some(now) if !now.draining => return Ok(Some(now)),
+            _ => continue,
+        }
+    }
+    Ok(None)
 }
 
 /// The node leaves the directory (the last step of a graceful shutdown).
