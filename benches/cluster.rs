@@ -57,7 +57,7 @@ fn mode() -> Mode {
         Mode {
             join_runs: 9,
             failover_runs: 3,
-            relay_rounds: 3,
+            relay_rounds: 6,
             relay_secs: 3.0,
             relay_sessions: 4,
         }
@@ -425,6 +425,9 @@ struct RelayRow {
     p50_us: f64,
     p99_us: f64,
     delivered: f64,
+    /// Cluster over single, per round: (median, lowest, highest).
+    ratio_p50: Option<(f64, f64, f64)>,
+    ratio_p99: Option<(f64, f64, f64)>,
 }
 
 /// `sessions` sessions of 8 players on `server`, each player sending a
@@ -525,15 +528,22 @@ async fn relay_compare(m: &Mode, work: &Path) -> Result<Vec<RelayRow>> {
         },
     ];
     let (mut lat, mut del) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+    // Per round, cluster over single: the two ran back to back, so each
+    // ratio shares that moment's noise.
+    let (mut r50, mut r99) = (Vec::new(), Vec::new());
     for round in 0..m.relay_rounds {
         // Alternate which goes first.
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        let mut this = [(0.0, 0.0), (0.0, 0.0)];
         for i in order {
             let server = if i == 0 { &single } else { &clustered };
             let (l, d) = relay_load(server, m.relay_sessions, m.relay_secs).await?;
+            this[i] = (pct(l.clone(), 0.5), pct(l.clone(), 0.99));
             lat[i].extend(l);
             del[i].push(d);
         }
+        r50.push(this[1].0 / this[0].0);
+        r99.push(this[1].1 / this[0].1);
     }
     for i in 0..2 {
         rows[i].p50_us = pct(lat[i].clone(), 0.5);
@@ -547,6 +557,13 @@ async fn relay_compare(m: &Mode, work: &Path) -> Result<Vec<RelayRow>> {
             rows[i].delivered * 100.0
         );
     }
+    let range = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(0.0, f64::max);
+        (median(v.to_vec()), lo, hi)
+    };
+    rows[1].ratio_p50 = Some(range(&r50));
+    rows[1].ratio_p99 = Some(range(&r99));
     Ok(rows)
 }
 
@@ -590,12 +607,22 @@ fn report(
         ));
     }
     if let [s, c] = relay {
-        md.push_str(&format!(
-            "\nCluster / single: p50 {:.2}×, p99 {:.2}×, delivered {:.3}×.\n",
-            c.p50_us / s.p50_us,
-            c.p99_us / s.p99_us,
-            c.delivered / s.delivered
-        ));
+        if let (Some(a), Some(b)) = (c.ratio_p50, c.ratio_p99) {
+            md.push_str(&format!(
+                "\nCluster / single, paired per round ({} rounds, each {} s, the two back to back in \
+                 alternating order): p50 {:.2}× (rounds {:.2}–{:.2}), p99 {:.2}× ({:.2}–{:.2}), \
+                 delivered {:.3}×.\n",
+                m.relay_rounds,
+                m.relay_secs,
+                a.0,
+                a.1,
+                a.2,
+                b.0,
+                b.1,
+                b.2,
+                c.delivered / s.delivered
+            ));
+        }
     }
     std::fs::create_dir_all("bench-results")?;
     std::fs::write("bench-results/report-cluster.md", &md)?;
