@@ -42,6 +42,9 @@ pub struct Ended {
     pub reason: String,
 }
 
+/// The reason of a connection that ended by the idle timeout.
+const SILENT: &str = "timed out: nothing heard from the peer for the idle timeout";
+
 impl Ended {
     /// The peer closed the connection with application close code `code`.
     pub(crate) fn by_peer(code: u64, reason: String) -> Ended {
@@ -61,11 +64,18 @@ impl Ended {
         }
     }
 
+    /// The peer went silent: nothing heard from it for the idle timeout (a
+    /// crashed server, or a path that stopped carrying packets).
+    pub fn silent(&self) -> bool {
+        self.code.is_none() && self.reason == SILENT
+    }
+
     fn from_quinn(e: quinn::ConnectionError) -> Ended {
         match e {
             quinn::ConnectionError::ApplicationClosed(a) => {
                 Ended::by_peer(a.error_code.into_inner(), format!("closed by peer: {a}"))
             }
+            quinn::ConnectionError::TimedOut => Ended::lost(SILENT),
             e => Ended::lost(e.to_string()),
         }
     }
@@ -344,6 +354,10 @@ mod tests {
         assert_eq!(ended_by(&by_peer).and_then(|e| e.code), Some(6));
         assert!(by_peer.to_string().contains("server_full"));
         assert_eq!(ended_by(&WireError::Lost(Ended::lost("timed out"))), None);
+        // Only quinn's idle timeout is a silent peer; a reset or a close is not.
+        assert!(Ended::from_quinn(quinn::ConnectionError::TimedOut).silent());
+        assert!(!Ended::from_quinn(quinn::ConnectionError::Reset).silent());
+        assert!(!Ended::by_peer(7, "shutting down".into()).silent());
         assert_eq!(ended_by(&WireError::StreamRefused), None);
     }
 }

@@ -240,6 +240,12 @@ impl Supervisor {
     ) -> bool {
         let grace = std::time::Duration::from_millis(self.welcome.limits.resume_grace_ms.into());
         let mut plan = Plan::new(Instant::now(), verdict, grace, self.cfg.reconnect_window);
+        // A server that went silent has most likely died: with other nodes to
+        // try, start with the next one (if it was only the path, that node
+        // sends the client back). A node that died costs no attempt.
+        if last.silent() && redirect.is_none() && self.rotation.has_alternatives() {
+            self.rotation.unreachable();
+        }
         loop {
             if let Some(r) = redirect.take() {
                 if !self.follow(r, &mut last).await {
