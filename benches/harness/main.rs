@@ -46,7 +46,7 @@ struct Mode {
 }
 
 /// Players stepped through at game rate (8-player sessions).
-const GAME_PLAYERS: [usize; 11] = [8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256];
+const GAME_PLAYERS: [usize; 13] = [8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 384, 512];
 
 fn mode() -> Mode {
     let args: Vec<String> = std::env::args().collect();
