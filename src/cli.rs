@@ -385,7 +385,8 @@ pub(crate) struct QuicArgs {
     udp_socket_buffer: usize,
 
     /// Ask each QUIC client that supports the ACK frequency extension (quinn-based ones do;
-    /// browsers ignore it) to acknowledge only after this many ack-eliciting packets, or 25 ms.
+    /// others, browsers included, are not asked) to acknowledge only after this many
+    /// ack-eliciting packets, or 25 ms.
     /// At game rates a client otherwise acknowledges every other relayed packet, and each
     /// acknowledgement costs the server a receive and a decryption. 0 = do not ask (RFC 9000:
     /// every other packet).
