@@ -88,9 +88,10 @@ pub(crate) struct ServeArgs {
     #[command(flatten)]
     pub(crate) cluster: ClusterArgs,
 
-    /// Threads that run the server. 0 = one per CPU core (most relay throughput). 1 = everything
-    /// on one thread: less peak throughput, but no cross-thread wake-ups on the relay path,
-    /// which can lower latency on a small or shared machine. Measure with `make bench`.
+    /// Threads that run the server. 0 = one per CPU core the process may use (CPU affinity and
+    /// container limits count; on one core, as 1). 1 = everything on one thread: less peak
+    /// throughput, but no cross-thread wake-ups on the relay path, which costs less CPU per
+    /// relayed frame on a small or shared machine. Measure with `make bench`.
     #[arg(long, env = "FSP2P_WORKER_THREADS", default_value_t = 0)]
     pub(crate) worker_threads: usize,
 }
@@ -498,6 +499,15 @@ pub(crate) struct QuicArgs {
     #[arg(long, env = "FSP2P_UDP_SOCKET_BUFFER", default_value_t = QuicTuning::default().udp_socket_buffer)]
     udp_socket_buffer: usize,
 
+    /// Ask each QUIC client that supports the ACK frequency extension (quinn-based ones do;
+    /// others, browsers included, are not asked) to acknowledge only after this many
+    /// ack-eliciting packets, or 25 ms.
+    /// At game rates a client otherwise acknowledges every other relayed packet, and each
+    /// acknowledgement costs the server a receive and a decryption. 0 = do not ask (RFC 9000:
+    /// every other packet).
+    #[arg(long, env = "FSP2P_ACK_THRESHOLD", default_value_t = QuicTuning::default().ack_threshold)]
+    ack_threshold: u32,
+
     /// Control messages queued for one client before it counts as a slow consumer and is closed.
     #[arg(long, env = "FSP2P_CONTROL_QUEUE", default_value_t = QuicTuning::default().control_queue)]
     control_queue: usize,
@@ -530,6 +540,7 @@ impl From<QuicArgs> for QuicTuning {
             datagram_recv_buffer: a.datagram_recv_buffer,
             datagram_send_buffer: a.datagram_send_buffer,
             udp_socket_buffer: a.udp_socket_buffer,
+            ack_threshold: a.ack_threshold,
             control_queue: a.control_queue,
             stream_receive_window: a.stream_receive_window,
             stream_relay_queue: a.stream_relay_queue,

@@ -26,11 +26,16 @@ fn main() -> Result<()> {
         Command::Serve(args) => args.worker_threads,
         _ => 0,
     };
+    // 0 = one worker per core this process may run on (affinity and cgroup
+    // CPU limits honoured); on one core that is the single-threaded runtime,
+    // as with 1: a multi-thread runtime with one worker pays for cross-thread
+    // hand-offs it never uses (benches/harness/game.rs measures both).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let rt = match threads {
-        1 => tokio::runtime::Builder::new_current_thread()
+        0 if cores > 1 => tokio::runtime::Runtime::new(),
+        0 | 1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
-        0 => tokio::runtime::Runtime::new(),
         n => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(n)
             .enable_all()

@@ -296,6 +296,12 @@ fn quinn_server_config(identity: &Identity, tuning: &QuicTuning) -> Result<quinn
         // What a client can make the server buffer, however many streams it opens.
         .stream_receive_window(stream_window.into())
         .receive_window((stream_window.saturating_mul(4)).into());
+    if tuning.ack_threshold > 0 {
+        let mut ack = quinn::AckFrequencyConfig::default();
+        ack.ack_eliciting_threshold(tuning.ack_threshold.into())
+            .max_ack_delay(Some(Duration::from_millis(25)));
+        transport.ack_frequency_config(Some(ack));
+    }
     config.transport_config(Arc::new(transport));
     config.migration(true);
     Ok(config)

@@ -116,6 +116,7 @@ impl Drop for Fleet {
     }
 }
 
+#[derive(Clone)]
 pub struct Target {
     pub quic: SocketAddr,
     pub hash: [u8; 32],
@@ -465,38 +466,172 @@ pub fn rss_bytes(pid: u32) -> u64 {
 }
 
 /// The bare forwarder: relay logic without crypto, run as its own process
-/// (`harness --bare-forwarder PORT`). Register: `FF session(u32 LE) peer(u8)`;
-/// data: `dest(u8, 0 = all) payload` → `from(u8) payload` to the others.
-pub fn bare_forwarder(port: u16) -> Result<()> {
-    use std::collections::HashMap;
+/// (`harness --bare-forwarder PORT [--batch]`). Register: `FF session(u32 LE)
+/// peer(u8)` (a new registration of the same session and peer replaces the
+/// old address: every load step brings fresh sockets); data: `dest(u8, 0 =
+/// all) payload` → `from(u8) payload` to the others. One `recv_from` and one
+/// `send_to` per datagram, or with `batch` the limit of plain UDP: one
+/// `recvmmsg` for whatever is queued and one `sendmmsg` for every copy of it.
+pub fn bare_forwarder(port: u16, batch: bool) -> Result<()> {
     let sock = std::net::UdpSocket::bind(("127.0.0.1", port))?;
-    let mut who: HashMap<SocketAddr, (u32, u8)> = HashMap::new();
-    let mut sessions: HashMap<u32, Vec<(u8, SocketAddr)>> = HashMap::new();
+    let mut table = BareTable::default();
+    if batch {
+        return bare_batched(sock, table);
+    }
     let mut buf = vec![0u8; 2048];
     let mut out = vec![0u8; 2048];
     loop {
         let (n, from) = sock.recv_from(&mut buf)?;
+        table.forward(&buf[..n], from, &mut out, |frame, to| {
+            let _ = sock.send_to(frame, to);
+        });
+    }
+}
+
+#[derive(Default)]
+struct BareTable {
+    who: std::collections::HashMap<SocketAddr, (u32, u8)>,
+    sessions: std::collections::HashMap<u32, Vec<(u8, SocketAddr)>>,
+}
+
+impl BareTable {
+    /// Handle one datagram: a registration, or a frame copied to `out` and
+    /// handed to `send` once per receiver.
+    fn forward(
+        &mut self,
+        buf: &[u8],
+        from: SocketAddr,
+        out: &mut [u8],
+        mut send: impl FnMut(&[u8], SocketAddr),
+    ) {
+        let n = buf.len();
         if n >= 6 && buf[0] == 0xFF {
             let s = u32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]);
-            who.insert(from, (s, buf[5]));
-            sessions.entry(s).or_default().push((buf[5], from));
-            continue;
+            let members = self.sessions.entry(s).or_default();
+            if let Some(old) = members.iter_mut().find(|(p, _)| *p == buf[5]) {
+                self.who.remove(&old.1);
+                old.1 = from;
+            } else {
+                members.push((buf[5], from));
+            }
+            self.who.insert(from, (s, buf[5]));
+            return;
         }
-        let Some(&(s, me)) = who.get(&from) else {
-            continue;
+        let Some(&(s, me)) = self.who.get(&from) else {
+            return;
         };
-        if n < 1 {
-            continue;
+        if n < 1 || n > out.len() {
+            return;
         }
         let dest = buf[0];
         out[0] = me;
         out[1..n].copy_from_slice(&buf[1..n]);
-        if let Some(members) = sessions.get(&s) {
+        if let Some(members) = self.sessions.get(&s) {
             for (p, addr) in members {
                 if *p != me && (dest == 0 || dest == *p + 1) {
-                    let _ = sock.send_to(&out[..n], addr);
+                    send(&out[..n], *addr);
                 }
             }
+        }
+    }
+}
+
+/// [`bare_forwarder`] with `recvmmsg` (blocks for the first datagram, takes
+/// whatever else is queued) and one `sendmmsg` for every copy of every
+/// datagram received.
+fn bare_batched(sock: std::net::UdpSocket, mut table: BareTable) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    const IN: usize = 32;
+    const OUT: usize = 256;
+    let fd = sock.as_raw_fd();
+    let mut rx = vec![[0u8; 2048]; IN];
+    let mut tx = vec![[0u8; 2048]; OUT];
+    let mut tx_len = [0usize; OUT];
+    let mut tx_to: Vec<libc::sockaddr_in> = vec![unsafe { std::mem::zeroed() }; OUT];
+    let mut rx_from: Vec<libc::sockaddr_in> = vec![unsafe { std::mem::zeroed() }; IN];
+    let mut out = vec![0u8; 2048];
+    loop {
+        let mut iov: Vec<libc::iovec> = rx
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        let mut hdr: Vec<libc::mmsghdr> = (0..IN)
+            .map(|i| {
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                h.msg_hdr.msg_name = (&mut rx_from[i] as *mut libc::sockaddr_in).cast();
+                h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+                h.msg_hdr.msg_iov = &mut iov[i];
+                h.msg_hdr.msg_iovlen = 1;
+                h
+            })
+            .collect();
+        // SAFETY: every header points at a live buffer and address of ours.
+        let got = unsafe {
+            libc::recvmmsg(
+                fd,
+                hdr.as_mut_ptr(),
+                IN as u32,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if got < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e.into());
+        }
+        let mut queued = 0usize;
+        for i in 0..got as usize {
+            let a = rx_from[i];
+            let from = SocketAddr::from((
+                u32::from_be(a.sin_addr.s_addr).to_be_bytes(),
+                u16::from_be(a.sin_port),
+            ));
+            let n = hdr[i].msg_len as usize;
+            table.forward(&rx[i][..n], from, &mut out, |frame, to| {
+                if queued < OUT {
+                    if let SocketAddr::V4(v4) = to {
+                        tx[queued][..frame.len()].copy_from_slice(frame);
+                        tx_len[queued] = frame.len();
+                        let t = &mut tx_to[queued];
+                        t.sin_family = libc::AF_INET as libc::sa_family_t;
+                        t.sin_port = v4.port().to_be();
+                        t.sin_addr.s_addr = u32::from_be_bytes(v4.ip().octets()).to_be();
+                        queued += 1;
+                    }
+                }
+            });
+        }
+        let mut tiov: Vec<libc::iovec> = (0..queued)
+            .map(|i| libc::iovec {
+                iov_base: tx[i].as_mut_ptr().cast(),
+                iov_len: tx_len[i],
+            })
+            .collect();
+        let mut thdr: Vec<libc::mmsghdr> = (0..queued)
+            .map(|i| {
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                h.msg_hdr.msg_name = (&mut tx_to[i] as *mut libc::sockaddr_in).cast();
+                h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+                h.msg_hdr.msg_iov = &mut tiov[i];
+                h.msg_hdr.msg_iovlen = 1;
+                h
+            })
+            .collect();
+        let mut sent = 0usize;
+        while sent < queued {
+            // SAFETY: as above, for the send side.
+            let r =
+                unsafe { libc::sendmmsg(fd, thdr[sent..].as_mut_ptr(), (queued - sent) as u32, 0) };
+            if r <= 0 {
+                break; // a full socket buffer drops, as UDP does
+            }
+            sent += r as usize;
         }
     }
 }

@@ -46,7 +46,7 @@ struct Mode {
 }
 
 /// Players stepped through at game rate (8-player sessions).
-const GAME_PLAYERS: [usize; 11] = [8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256];
+const GAME_PLAYERS: [usize; 13] = [8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 384, 512];
 
 fn mode() -> Mode {
     let args: Vec<String> = std::env::args().collect();
@@ -65,7 +65,7 @@ fn mode() -> Mode {
             game: Some(game::GameMode {
                 players: GAME_PLAYERS.to_vec(),
                 secs: 2.0,
-                strace_players: Some(16),
+                count_players: Some(32),
             }),
             game_only: true,
         }
@@ -100,7 +100,7 @@ fn mode() -> Mode {
             game: Some(game::GameMode {
                 players: vec![8],
                 secs: 0.3,
-                strace_players: None,
+                count_players: None,
             }),
             game_only: false,
         }
@@ -119,7 +119,7 @@ fn mode() -> Mode {
             game: Some(game::GameMode {
                 players: vec![8, 16, 32, 48, 64, 96, 128],
                 secs: 1.0,
-                strace_players: Some(16),
+                count_players: Some(32),
             }),
             game_only: false,
         }
@@ -138,7 +138,7 @@ fn mode() -> Mode {
             game: Some(game::GameMode {
                 players: GAME_PLAYERS.to_vec(),
                 secs: 2.0,
-                strace_players: Some(16),
+                count_players: Some(32),
             }),
             game_only: false,
         }
@@ -163,35 +163,74 @@ struct Server {
 }
 
 fn start_server(cert_dir: &std::path::Path) -> Result<Server> {
-    // No rate limits and room for 10 000 loopback connections: the harness measures capacity.
-    let proc = common::ServeProcess::start(
-        cert_dir,
-        &[
-            "--relay-datagrams-per-sec",
-            "0",
-            "--relay-bytes-per-sec",
-            "0",
-            "--relay-out-bytes-per-ip",
-            "0",
-            "--signals-per-sec",
-            "0",
-            "--max-connections",
-            "30000",
-            "--max-connections-per-ip",
-            "30000",
-            "--max-sessions",
-            "30000",
-            "--max-sessions-per-ip",
-            "30000",
-        ],
-        Stdio::null(),
-    );
+    start_server_with(cert_dir, None, &[])
+}
+
+/// The server, from `bin` if given (else the build under test), with the
+/// harness's capacity flags and then `flags`.
+fn start_server_with(
+    cert_dir: &std::path::Path,
+    bin: Option<&str>,
+    flags: &[String],
+) -> Result<Server> {
+    // ServeProcess takes its binary from FSP2P_TEST_SERVER_BIN.
+    let saved = std::env::var_os("FSP2P_TEST_SERVER_BIN");
+    if let Some(bin) = bin {
+        std::env::set_var("FSP2P_TEST_SERVER_BIN", bin);
+    }
+    let mut args: Vec<&str> = vec![
+        "--relay-datagrams-per-sec",
+        "0",
+        "--relay-bytes-per-sec",
+        "0",
+        "--relay-out-bytes-per-ip",
+        "0",
+        "--signals-per-sec",
+        "0",
+        "--max-connections",
+        "30000",
+        "--max-connections-per-ip",
+        "30000",
+        "--max-sessions",
+        "30000",
+        "--max-sessions-per-ip",
+        "30000",
+    ];
+    args.extend(flags.iter().map(String::as_str));
+    let proc = common::ServeProcess::start(cert_dir, &args, Stdio::null());
+    match saved {
+        Some(v) => std::env::set_var("FSP2P_TEST_SERVER_BIN", v),
+        None => std::env::remove_var("FSP2P_TEST_SERVER_BIN"),
+    }
     Ok(Server {
         quic: proc.quic,
         http: proc.http,
         hash: flightsim_p2p::certs::parse_sha256_hex(&proc.hash)?,
         proc,
     })
+}
+
+/// Run `f` with this thread on core `core` only (if the machine has it), so
+/// that processes it starts begin there; the thread's affinity is restored.
+fn on_core<T>(core: usize, f: impl FnOnce() -> T) -> T {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores <= core {
+        return f();
+    }
+    // SAFETY: cpu_set_t is plain data; 0 = the calling thread.
+    unsafe {
+        let mut old: libc::cpu_set_t = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        let have = libc::sched_getaffinity(0, size, &mut old) == 0;
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut one);
+        let pinned = have && libc::sched_setaffinity(0, size, &one) == 0;
+        let out = f();
+        if pinned {
+            libc::sched_setaffinity(0, size, &old);
+        }
+        out
+    }
 }
 
 fn free_port() -> Result<u16> {
@@ -240,10 +279,11 @@ fn start_coturn(secret: &str) -> Result<Option<(Proc, SocketAddr)>> {
     )))
 }
 
-fn start_bare() -> Result<(Proc, SocketAddr)> {
+fn start_bare(batch: bool) -> Result<(Proc, SocketAddr)> {
     let port = free_port()?;
     let child = Command::new(std::env::current_exe()?)
         .args(["--bare-forwarder", &port.to_string()])
+        .args(batch.then_some("--batch"))
         .spawn()
         .context("starting the bare forwarder")?;
     Ok((Proc(child), SocketAddr::from(([127, 0, 0, 1], port))))
@@ -290,7 +330,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--bare-forwarder") {
         let port: u16 = args.get(i + 1).context("port")?.parse()?;
-        return load::bare_forwarder(port);
+        return load::bare_forwarder(port, args.iter().any(|a| a == "--batch"));
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -306,7 +346,7 @@ async fn run(m: Mode) -> Result<()> {
     let server = start_server(&work)?;
     let secret = "bench-secret-0123456789";
     let coturn = start_coturn(secret)?;
-    let (_bare_proc, bare_addr) = start_bare()?;
+    let (_bare_proc, bare_addr) = start_bare(false)?;
     let target = Target {
         quic: server.quic,
         hash: server.hash,
@@ -328,17 +368,69 @@ async fn run(m: Mode) -> Result<()> {
     ));
 
     // 0. Game rate, at the top: what a flight simulator's load costs.
-    if let Some(gm) = &m.game {
-        let (section, j) = game::run(
+    let mut game = m.game.clone();
+    if let (Some(gm), Ok(list)) = (&mut game, std::env::var("FSP2P_GAME_PLAYERS")) {
+        // FSP2P_GAME_PLAYERS=32,64: only these steps (profiling, a quick pair).
+        gm.players = list
+            .split(',')
+            .filter_map(|p| p.trim().parse().ok())
+            .collect();
+    }
+    if let Some(gm) = &game {
+        // Each system with its own target; fsp2p variants (FSP2P_GAME_VARIANTS)
+        // and the batched bare forwarder run only here.
+        let mut keep = Vec::new();
+        // fsp2p servers of their own, started on core 1 alone, as an operator
+        // who gives the relay one core starts it: its runtime sizes itself to
+        // the cores it may use (pinning after start-up would squeeze threads
+        // sized for two cores onto one).
+        let mut contenders = Vec::new();
+        let mut servers = vec![("fsp2p relay".to_string(), None, Vec::new())];
+        servers.extend(
+            game::variants_from_env()
+                .into_iter()
+                .map(|(l, b, f)| (format!("fsp2p {l}"), b, f)),
+        );
+        for (label, bin, flags) in servers {
+            let v = on_core(1, || start_server_with(&work, bin.as_deref(), &flags))?;
+            let mut t = target.clone();
+            t.quic = v.quic;
+            t.hash = v.hash;
+            contenders.push(game::Contender::new(
+                &label,
+                System::Ours,
+                &t,
+                v.proc.child.id(),
+            ));
+            keep.push(v);
+        }
+        if let Some(pid) = coturn_pid {
+            contenders.push(game::Contender::new(
+                "coturn (TURN channels)",
+                System::Coturn,
+                &target,
+                pid,
+            ));
+        }
+        contenders.push(game::Contender::new(
+            "bare UDP forwarder",
+            System::Bare,
             &target,
-            &[
-                (System::Ours, Some(server_pid)),
-                (System::Coturn, coturn_pid),
-                (System::Bare, Some(bare_pid)),
-            ],
-            gm,
-        )
-        .await?;
+            bare_pid,
+        ));
+        let (batched_proc, batched_addr) = start_bare(true)?;
+        let mut t = target.clone();
+        t.bare = batched_addr;
+        contenders.push(game::Contender::new(
+            "bare forwarder, batched",
+            System::Bare,
+            &t,
+            batched_proc.0.id(),
+        ));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (section, j) = game::run(&contenders, gm).await?;
+        drop(batched_proc);
+        drop(keep);
         md.push_str(&section);
         json.insert("game".into(), j);
     }
