@@ -1771,13 +1771,10 @@ test('12b. cluster, WebSocket: a page joins through node b a session homed on no
   await joinThroughOtherNode(t, 'websocket');
 });
 
-// A server bug, shown here and not fixed by the client: a node announces the address it was
-// configured with (--listen / --http-listen), not the one it is bound to, so a node started on
-// port 0 (as tests and containers do) sends every redirect to port 0 ("127.0.0.1:0",
-// "http://127.0.0.1:0"), and clients cannot follow them. It is a `todo` test: reported, not
-// failing the suite, until the server announces its bound ports.
+// A node started on port 0 (as tests and containers do) must announce the ports it is bound
+// to, not port 0 ("127.0.0.1:0", "http://127.0.0.1:0"), or nobody can follow a redirect to it.
 test('12d. cluster: a node listening on port 0 announces its bound ports, so a join redirected to it works', {
-  timeout: 120000, todo: 'server bug: a node on port 0 announces port 0 (src/cli.rs fills public_quic/public_http from the configured listen addresses)',
+  timeout: 120000,
 }, async (t) => {
   const { b } = await clusterUp();
   const c = await startNode('c', { portZero: true });
