@@ -187,16 +187,16 @@ impl Shared {
     pub(crate) fn flush(&self, st: &mut State) {
         while let Some(out) = st.core.poll_output() {
             match out {
-                Output::Lookup(lookup) => match self.node.get() {
-                    Some(node) => node.send(crate::node::Job::Lookup(lookup)),
-                    None => {
-                        // Only a core in cluster mode looks up, and only a node enables it.
-                        warn!("a lookup without a cluster; answering unavailable");
-                        let conn = lookup.conn();
+                Output::Lookup(lookup) => {
+                    let conn = lookup.conn();
+                    let sent = self.node.get().is_some_and(|node| node.lookup(lookup));
+                    if !sent {
+                        // The node's tasks have stopped (shutting down), or
+                        // there is no node: nobody will answer but us.
                         st.core
                             .answer(now(), conn, crate::session::Answer::Unavailable);
                     }
-                },
+                }
                 Output::Send { conn, msg } => {
                     if let ServerMsg::Error { code, .. } = &msg {
                         self.metrics.error_sent(*code);
@@ -235,7 +235,7 @@ impl Shared {
         }
         if let Some(node) = self.node.get() {
             while let Some(p) = st.core.poll_persist() {
-                node.send(crate::node::Job::Persist(p));
+                node.write(p);
             }
         }
         self.metrics.sessions.set(st.core.session_count() as i64);

@@ -34,27 +34,28 @@ use crate::metrics::DirectoryOp;
 use crate::protocol::{NodeAddr, RedirectReason};
 use crate::session::{Answer, Lookup, Persist};
 
-/// Work the core hands the node's tasks (sent from [`Shared::flush`]).
-#[derive(Debug)]
-pub(crate) enum Job {
-    /// Resolve this and answer the core.
-    Lookup(Lookup),
-    /// Write this to the directory.
-    Persist(Persist),
-}
-
 /// The node's side of [`Shared`]: where the core's cluster work goes.
+/// Lookups and writes travel apart, so a player's lookup never waits
+/// behind the writer (which may be working through a backlog, or backing
+/// off while Redis is away).
 pub(crate) struct NodeLink {
-    jobs: mpsc::UnboundedSender<Job>,
+    lookups: mpsc::UnboundedSender<Lookup>,
+    writes: mpsc::UnboundedSender<Persist>,
     /// Set once the node drains: the heartbeat says so, no session comes here.
     draining: AtomicBool,
 }
 
 impl NodeLink {
-    /// Hand a job to the node's tasks.
-    pub(crate) fn send(&self, job: Job) {
-        // The tasks stop only with the server: nothing to do then.
-        let _ = self.jobs.send(job);
+    /// Hand a lookup to the node; false when its tasks have stopped (the
+    /// server is shutting down): the caller answers it itself.
+    pub(crate) fn lookup(&self, lookup: Lookup) -> bool {
+        self.lookups.send(lookup).is_ok()
+    }
+
+    /// Hand a record write to the node's writer.
+    pub(crate) fn write(&self, p: Persist) {
+        // The writer stops only with the server: nothing to write then.
+        let _ = self.writes.send(p);
     }
 }
 
@@ -87,9 +88,11 @@ pub(crate) async fn start(
             .await
             .map_err(|e| anyhow::anyhow!("cluster directory {}: {e}", redact(&cfg.redis_url)))?,
     );
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (lookups, lookups_rx) = mpsc::unbounded_channel();
+    let (writes, writes_rx) = mpsc::unbounded_channel();
     let link = Arc::new(NodeLink {
-        jobs: tx,
+        lookups,
+        writes,
         draining: AtomicBool::new(false),
     });
     shared.set_node(link.clone());
@@ -101,11 +104,17 @@ pub(crate) async fn start(
         let idle = Duration::from_millis(shared.tuning.idle_timeout_ms);
         st.core.set_takeover_slack(idle + DEAD_NODE_ATTEMPT);
     }
-    tasks.spawn(run_jobs(
+    tasks.spawn(run_lookups(
         shared.clone(),
         dir.clone(),
-        cfg.clone(),
-        rx,
+        cfg.node.name.clone(),
+        lookups_rx,
+        stop.clone(),
+    ));
+    tasks.spawn(run_writes(
+        shared.clone(),
+        dir.clone(),
+        writes_rx,
         stop.clone(),
     ));
     tasks.spawn(heartbeat(
@@ -131,49 +140,87 @@ fn redact(url: &str) -> String {
     }
 }
 
-async fn run_jobs(
+/// Each lookup in its own task, answered to the core when resolved.
+async fn run_lookups(
     shared: Arc<Shared>,
     dir: Arc<Directory>,
-    cfg: ClusterConfig,
-    mut rx: mpsc::UnboundedReceiver<Job>,
+    me: String,
+    mut rx: mpsc::UnboundedReceiver<Lookup>,
     mut stop: watch::Receiver<bool>,
 ) {
-    // Writes owed, latest per code: a session that changes ten times while
-    // Redis is away is written once when it is back.
+    loop {
+        let lookup = tokio::select! {
+            l = rx.recv() => match l {
+                Some(l) => l,
+                None => return,
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let (shared, dir, me) = (shared.clone(), dir.clone(), me.clone());
+        tokio::spawn(async move {
+            let conn = lookup.conn();
+            let answer = resolve(&shared, &dir, &me, lookup).await;
+            if let Answer::Elsewhere(_) = &answer {
+                shared.metrics.redirected(RedirectReason::Session);
+            }
+            let mut st = shared.lock();
+            st.core.answer(now(), conn, answer);
+            shared.flush(&mut st);
+        });
+    }
+}
+
+/// The record writer: writes owed, latest per code (a session that changes
+/// ten times while Redis is away is written once when it is back), retried
+/// with backoff while Redis is unavailable.
+async fn run_writes(
+    shared: Arc<Shared>,
+    dir: Arc<Directory>,
+    mut rx: mpsc::UnboundedReceiver<Persist>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut owed: HashMap<String, Persist> = HashMap::new();
     let mut backoff = Duration::from_millis(100);
     loop {
         if owed.is_empty() {
             tokio::select! {
-                job = rx.recv() => match job {
-                    Some(job) => take(&shared, &dir, &cfg, job, &mut owed),
+                p = rx.recv() => match p {
+                    Some(p) => owe(&mut owed, p),
                     None => return,
                 },
                 _ = stop.wait_for(|s| *s) => return,
             }
         }
-        while let Ok(job) = rx.try_recv() {
-            take(&shared, &dir, &cfg, job, &mut owed);
+        while let Ok(p) = rx.try_recv() {
+            owe(&mut owed, p);
         }
         let codes: Vec<String> = owed.keys().cloned().collect();
-        let mut failed = false;
+        let mut away = false;
         for code in codes {
             let Some(p) = owed.remove(&code) else {
                 continue;
             };
             match write(&shared, &dir, &p).await {
                 Ok(()) => {}
-                Err(e) => {
+                Err(e) if e.is_unavailable() => {
                     shared.metrics.directory_error(DirectoryOp::Persist);
-                    debug!(%code, "directory write failed, retrying: {e}");
+                    debug!(%code, "directory away, the write waits: {e}");
                     // A newer write for the code may have come meanwhile.
                     owed.entry(code).or_insert(p);
-                    failed = true;
+                    away = true;
                     break;
+                }
+                Err(e) => {
+                    // Not an outage (a record this version cannot read, a
+                    // key of the wrong type, a write contended too long):
+                    // retrying would not help and would hold up the others.
+                    // The session's next change writes it again.
+                    shared.metrics.directory_error(DirectoryOp::Persist);
+                    warn!(%code, "directory write failed: {e}");
                 }
             }
         }
-        if failed {
+        if away {
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
                 _ = stop.wait_for(|s| *s) => return,
@@ -185,36 +232,13 @@ async fn run_jobs(
     }
 }
 
-/// One job: lookups get their own task; writes join the owed set.
-fn take(
-    shared: &Arc<Shared>,
-    dir: &Arc<Directory>,
-    cfg: &ClusterConfig,
-    job: Job,
-    owed: &mut HashMap<String, Persist>,
-) {
-    match job {
-        Job::Lookup(lookup) => {
-            let (shared, dir, me) = (shared.clone(), dir.clone(), cfg.node.name.clone());
-            tokio::spawn(async move {
-                let conn = lookup.conn();
-                let answer = resolve(&shared, &dir, &me, lookup).await;
-                if let Answer::Elsewhere(_) = &answer {
-                    shared.metrics.redirected(RedirectReason::Session);
-                }
-                let mut st = shared.lock();
-                st.core.answer(now(), conn, answer);
-                shared.flush(&mut st);
-            });
-        }
-        Job::Persist(p) => {
-            let code = match &p {
-                Persist::Put(rec) => rec.code.clone(),
-                Persist::Delete { code, .. } => code.clone(),
-            };
-            owed.insert(code, p);
-        }
-    }
+/// Add a write to the owed set, replacing an older one for the same code.
+fn owe(owed: &mut HashMap<String, Persist>, p: Persist) {
+    let code = match &p {
+        Persist::Put(rec) => rec.code.clone(),
+        Persist::Delete { code, .. } => code.clone(),
+    };
+    owed.insert(code, p);
 }
 
 /// Write one record; a refused write means another node owns the session
@@ -534,7 +558,25 @@ pub(crate) async fn drain(shared: &Arc<Shared>, node: &Node) -> usize {
                 }
                 moved += 1;
             }
-            Ok(None) => debug!(%code, "session changed hands meanwhile"),
+            Ok(None) => {
+                // Another node took it over meanwhile (this one said it was
+                // draining): send its players there, not through GoingAway.
+                if let Ok(Some(rec)) = node.dir.session(&code).await {
+                    if rec.home != me {
+                        if let Ok(Some(home)) = node.dir.node(&rec.home).await {
+                            let mut st = shared.lock();
+                            let n = st
+                                .core
+                                .session_moved(&code, &home.addr, RedirectReason::Moved);
+                            shared.flush(&mut st);
+                            drop(st);
+                            for _ in 0..n {
+                                shared.metrics.redirected(RedirectReason::Moved);
+                            }
+                        }
+                    }
+                }
+            }
             Err(e) => {
                 shared.metrics.directory_error(DirectoryOp::Drain);
                 warn!(%code, "cannot hand the session over: {e}");

@@ -301,10 +301,13 @@ impl Core {
                 }
             }
             (ClientMsg::CreateSession(_), answer) => {
+                let Some(pending) = new_session else { return };
                 let Some(p) = self.conns.get(&conn).and_then(|c| c.peer) else {
+                    // Its peer resumed on another connection meanwhile: the
+                    // session is not founded, and its quota is given back.
+                    self.release_session_quota(pending.owner_ip);
                     return;
                 };
-                let Some(pending) = new_session else { return };
                 match answer {
                     Answer::Reserved => self.found_session(now, conn, p, pending),
                     Answer::Taken if attempts + 1 < MAX_RESERVATIONS => {
@@ -1090,6 +1093,26 @@ mod tests {
         assert_eq!(
             (rec.code.as_str(), rec.home.as_str(), rec.epoch),
             (one.as_str(), "a", 3)
+        );
+    }
+
+    #[test]
+    fn a_reservation_answered_after_the_peer_moved_on_gives_the_quota_back() {
+        let mut a = Node::new("a", 13);
+        let ip = [192, 0, 2, 7].into();
+        let (c, _, token) = a.hello("host");
+        a.msg(c, create());
+        assert_eq!(a.lookups().len(), 1);
+        // The host resumes on a second connection before the answer comes.
+        let c2 = a.open();
+        a.msg(c2, hello("host", Some(token)));
+        a.core.answer(a.now, c, Answer::Reserved);
+        assert_eq!(a.core.session_count(), 0);
+        let charged = a.core.per_ip.get(&ip).map(|x| x.sessions);
+        assert_eq!(
+            charged,
+            Some(0),
+            "the quota of the unfounded session is back"
         );
     }
 
