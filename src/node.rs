@@ -19,7 +19,7 @@
 //! node and sends its players there.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,7 +43,18 @@ pub(crate) struct NodeLink {
     writes: mpsc::UnboundedSender<Persist>,
     /// Set once the node drains: the heartbeat says so, no session comes here.
     draining: AtomicBool,
+    /// Heartbeats still to succeed before the directory's silence is
+    /// believed. After an outage (or a Redis that came back empty) each
+    /// node writes its sessions again within a beat or two; until then a
+    /// code or token the directory does not know may only not be written
+    /// back yet, so such lookups, and new reservations, answer
+    /// `cluster_unavailable` (retry) instead of "no such session".
+    unsettled: AtomicU32,
 }
+
+/// Heartbeats a node waits after directory trouble before it believes a
+/// missing record (see [`NodeLink::unsettled`]).
+const SETTLE_BEATS: u32 = 2;
 
 impl NodeLink {
     /// Hand a lookup to the node; false when its tasks have stopped (the
@@ -94,6 +105,7 @@ pub(crate) async fn start(
         lookups,
         writes,
         draining: AtomicBool::new(false),
+        unsettled: AtomicU32::new(0),
     });
     shared.set_node(link.clone());
     {
@@ -108,6 +120,7 @@ pub(crate) async fn start(
         shared.clone(),
         dir.clone(),
         cfg.node.name.clone(),
+        link.clone(),
         lookups_rx,
         stop.clone(),
     ));
@@ -145,6 +158,7 @@ async fn run_lookups(
     shared: Arc<Shared>,
     dir: Arc<Directory>,
     me: String,
+    link: Arc<NodeLink>,
     mut rx: mpsc::UnboundedReceiver<Lookup>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -156,10 +170,21 @@ async fn run_lookups(
             },
             _ = stop.wait_for(|s| *s) => return,
         };
-        let (shared, dir, me) = (shared.clone(), dir.clone(), me.clone());
+        let (shared, dir, me, link) = (shared.clone(), dir.clone(), me.clone(), link.clone());
         tokio::spawn(async move {
             let conn = lookup.conn();
-            let answer = resolve(&shared, &dir, &me, lookup).await;
+            let mut answer = resolve(&shared, &dir, &me, lookup).await;
+            match answer {
+                Answer::Unavailable => link.unsettled.store(SETTLE_BEATS, Ordering::Relaxed),
+                Answer::NotFound | Answer::Reserved
+                    if link.unsettled.load(Ordering::Relaxed) > 0 =>
+                {
+                    // Not believed yet (see NodeLink::unsettled). A code
+                    // reserved meanwhile is released by its TTL.
+                    answer = Answer::Unavailable;
+                }
+                _ => {}
+            }
             if let Answer::Elsewhere(_) = &answer {
                 shared.metrics.redirected(RedirectReason::Session);
             }
@@ -405,6 +430,7 @@ async fn heartbeat(
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut touched = tokio::time::Instant::now();
     let mut was_up = true;
+    let mut ever_listed = false;
     loop {
         tokio::select! {
             _ = every.tick() => {}
@@ -412,6 +438,18 @@ async fn heartbeat(
         }
         let listed = beat(&shared, &dir, &cfg, &link).await;
         let ok = listed.is_some();
+        match listed {
+            // Trouble, or a directory that forgot this node after knowing it.
+            None => link.unsettled.store(SETTLE_BEATS, Ordering::Relaxed),
+            Some(false) if ever_listed => link.unsettled.store(SETTLE_BEATS, Ordering::Relaxed),
+            Some(true) => {
+                ever_listed = true;
+                let left = link.unsettled.load(Ordering::Relaxed);
+                link.unsettled
+                    .store(left.saturating_sub(1), Ordering::Relaxed);
+            }
+            Some(false) => {}
+        }
         if cluster::must_rewrite(was_up, listed) {
             let mut st = shared.lock();
             if st.core.session_count() > 0 {
