@@ -64,21 +64,6 @@ fn mode() -> Mode {
     }
 }
 
-/// Flags every node of the benchmark gets: no per-connection or
-/// per-address limits (all load comes from 127.0.0.1).
-const UNLIMITED: [&str; 10] = [
-    "--relay-datagrams-per-sec",
-    "0",
-    "--relay-bytes-per-sec",
-    "0",
-    "--relay-out-bytes-per-ip",
-    "0",
-    "--signals-per-sec",
-    "0",
-    "--max-sessions-per-ip",
-    "30000",
-];
-
 /// One node of a benchmark cluster.
 fn node(
     cert_dir: &Path,
@@ -87,7 +72,8 @@ fn node(
     name: &str,
     extra: &[&str],
 ) -> ServeProcess {
-    let mut args: Vec<String> = UNLIMITED.iter().map(|s| s.to_string()).collect();
+    // No limits in the way: all load comes from 127.0.0.1.
+    let mut args: Vec<String> = common::UNLIMITED.iter().map(|s| s.to_string()).collect();
     if let Some(r) = redis {
         args.extend([
             "--redis-url".into(),

@@ -285,14 +285,7 @@ async fn write(shared: &Arc<Shared>, dir: &Directory, p: &Persist) -> Result<(),
                     return Ok(());
                 };
                 warn!(code = %rec.code, %home, "session moved to another node; sending its players there");
-                let mut st = shared.lock();
-                let n = st
-                    .core
-                    .session_moved(&rec.code, &node.addr, RedirectReason::Moved);
-                shared.flush(&mut st);
-                for _ in 0..n {
-                    shared.metrics.redirected(RedirectReason::Moved);
-                }
+                send_players(shared, &rec.code, &node.addr, RedirectReason::Moved);
                 Ok(())
             }
         },
@@ -585,15 +578,7 @@ pub(crate) async fn drain(shared: &Arc<Shared>, node: &Node) -> usize {
             .await
         {
             Ok(Some(_)) => {
-                let mut st = shared.lock();
-                let n = st
-                    .core
-                    .session_moved(&code, &target.addr, RedirectReason::Draining);
-                shared.flush(&mut st);
-                drop(st);
-                for _ in 0..n {
-                    shared.metrics.redirected(RedirectReason::Draining);
-                }
+                send_players(shared, &code, &target.addr, RedirectReason::Draining);
                 moved += 1;
             }
             Ok(None) => {
@@ -602,15 +587,7 @@ pub(crate) async fn drain(shared: &Arc<Shared>, node: &Node) -> usize {
                 if let Ok(Some(rec)) = node.dir.session(&code).await {
                     if rec.home != me {
                         if let Ok(Some(home)) = node.dir.node(&rec.home).await {
-                            let mut st = shared.lock();
-                            let n = st
-                                .core
-                                .session_moved(&code, &home.addr, RedirectReason::Moved);
-                            shared.flush(&mut st);
-                            drop(st);
-                            for _ in 0..n {
-                                shared.metrics.redirected(RedirectReason::Moved);
-                            }
+                            send_players(shared, &code, &home.addr, RedirectReason::Moved);
                         }
                     }
                 }
@@ -642,6 +619,18 @@ async fn drain_target(dir: &Directory, me: &str) -> Result<Option<NodeInfo>, Dir
         }
     }
     Ok(None)
+}
+
+/// The session `code` lives on `node` now: its players here are sent
+/// there and it is forgotten here (see `Core::session_moved`), counted.
+fn send_players(shared: &Shared, code: &str, node: &NodeAddr, reason: RedirectReason) {
+    let mut st = shared.lock();
+    let n = st.core.session_moved(code, node, reason);
+    shared.flush(&mut st);
+    drop(st);
+    for _ in 0..n {
+        shared.metrics.redirected(reason);
+    }
 }
 
 /// The node leaves the directory (the last step of a graceful shutdown).

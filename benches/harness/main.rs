@@ -178,24 +178,7 @@ fn start_server_with(
     if let Some(bin) = bin {
         std::env::set_var("FSP2P_TEST_SERVER_BIN", bin);
     }
-    let mut args: Vec<&str> = vec![
-        "--relay-datagrams-per-sec",
-        "0",
-        "--relay-bytes-per-sec",
-        "0",
-        "--relay-out-bytes-per-ip",
-        "0",
-        "--signals-per-sec",
-        "0",
-        "--max-connections",
-        "30000",
-        "--max-connections-per-ip",
-        "30000",
-        "--max-sessions",
-        "30000",
-        "--max-sessions-per-ip",
-        "30000",
-    ];
+    let mut args: Vec<&str> = common::UNLIMITED.to_vec();
     args.extend(flags.iter().map(String::as_str));
     let proc = common::ServeProcess::start(cert_dir, &args, Stdio::null());
     match saved {

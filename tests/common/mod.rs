@@ -621,3 +621,24 @@ async fn tcp_proxy(listener: tokio::net::TcpListener, target: SocketAddr) {
         });
     }
 }
+
+/// Flags of a server under benchmark load: no per-connection, per-address
+/// or whole-server limit in the way (every load client is on 127.0.0.1).
+pub const UNLIMITED: [&str; 16] = [
+    "--relay-datagrams-per-sec",
+    "0",
+    "--relay-bytes-per-sec",
+    "0",
+    "--relay-out-bytes-per-ip",
+    "0",
+    "--signals-per-sec",
+    "0",
+    "--max-connections",
+    "30000",
+    "--max-connections-per-ip",
+    "30000",
+    "--max-sessions",
+    "30000",
+    "--max-sessions-per-ip",
+    "30000",
+];
