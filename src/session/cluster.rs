@@ -175,8 +175,26 @@ impl Core {
 
     /// This node took back a session the directory gave to another node that
     /// is gone (`rec`, moved home to this node): carry on at its epoch.
+    ///
+    /// Players who joined the session on that node while it was the home
+    /// are taken in too (away, with the resume grace), so they keep their
+    /// seats; the others here are told they joined.
     pub fn reclaimed(&mut self, now: Now, rec: SessionRecord) {
         let code = rec.code.clone();
+        if let Some(sid) = self.codes.get(&code).copied() {
+            let room = self.sessions.get(&sid).map_or(0, |s| {
+                (s.max_peers as usize).saturating_sub(s.members.len())
+            });
+            let joined = self.take_in_members(now, sid, &rec.members, room);
+            if let Some(s) = self.sessions.get_mut(&sid) {
+                s.members.extend(&joined);
+            }
+            for p in joined {
+                if let Some(info) = self.peer_info(p) {
+                    self.broadcast(sid, Some(p), ServerMsg::PeerJoined(info));
+                }
+            }
+        }
         self.import(now, rec);
         if let Some(sid) = self.codes.get(&code).copied() {
             self.mark_dirty(sid);
@@ -496,37 +514,7 @@ impl Core {
         }
         let sid = self.next_session;
         self.next_session += 1;
-        let slack = self
-            .cluster
-            .as_ref()
-            .map_or(std::time::Duration::ZERO, |c| c.takeover_slack);
-        let grace_ends = now.mono + self.limits.resume_grace() + slack;
-        let mut members = Vec::with_capacity(rec.members.len());
-        for m in &rec.members {
-            if m.id == 0
-                || self.peers.contains_key(&m.id)
-                || self.tokens.contains_key(&m.token_sha256)
-            {
-                continue;
-            }
-            self.peers.insert(
-                m.id,
-                Peer {
-                    name: m.name.clone(),
-                    client: m.client,
-                    relay_mode: m.relay_mode,
-                    token: None,
-                    token_sha256: m.token_sha256.clone(),
-                    conn: None,
-                    away_since: Some(now.mono),
-                    session: Some(sid),
-                    signals_in: HashMap::new(),
-                },
-            );
-            self.tokens.insert(m.token_sha256.clone(), m.id);
-            self.arm(grace_ends, Timer::Grace(m.id));
-            members.push(m.id);
-        }
+        let members = self.take_in_members(now, sid, &rec.members, usize::MAX);
         if members.is_empty() {
             return;
         }
@@ -554,6 +542,53 @@ impl Core {
         if !complete {
             self.mark_dirty(sid);
         }
+    }
+
+    /// Make peers of session `sid` out of stored members this node does not
+    /// know (by id or token), at most `room` of them: away, their resume
+    /// grace (plus the take-over slack) starting now. Returns their ids.
+    fn take_in_members(
+        &mut self,
+        now: Now,
+        sid: u64,
+        stored: &[MemberRecord],
+        room: usize,
+    ) -> Vec<crate::protocol::PeerId> {
+        let slack = self
+            .cluster
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, |c| c.takeover_slack);
+        let grace_ends = now.mono + self.limits.resume_grace() + slack;
+        let mut members = Vec::new();
+        for m in stored {
+            if members.len() >= room {
+                break;
+            }
+            if m.id == 0
+                || self.peers.contains_key(&m.id)
+                || self.tokens.contains_key(&m.token_sha256)
+            {
+                continue;
+            }
+            self.peers.insert(
+                m.id,
+                Peer {
+                    name: m.name.clone(),
+                    client: m.client,
+                    relay_mode: m.relay_mode,
+                    token: None,
+                    token_sha256: m.token_sha256.clone(),
+                    conn: None,
+                    away_since: Some(now.mono),
+                    session: Some(sid),
+                    signals_in: HashMap::new(),
+                },
+            );
+            self.tokens.insert(m.token_sha256.clone(), m.id);
+            self.arm(grace_ends, Timer::Grace(m.id));
+            members.push(m.id);
+        }
+        members
     }
 }
 
@@ -1113,6 +1148,47 @@ mod tests {
             charged,
             Some(0),
             "the quota of the unfounded session is back"
+        );
+    }
+
+    #[test]
+    fn a_session_taken_back_keeps_the_players_who_joined_on_the_node_that_died() {
+        let mut a = Node::new("a", 15);
+        let (h, host, _, code) = a.host();
+        let mine = a.core.session_record(&code).expect("held");
+        a.persisted();
+        // Meanwhile node b held the session and a player joined there; b died.
+        let token = vec![9u8; 16];
+        let mut theirs = SessionRecord {
+            home: "a".into(),
+            epoch: 4,
+            ..mine
+        };
+        theirs.members.push(MemberRecord {
+            id: 777,
+            name: "joined-on-b".into(),
+            client: ClientKind::Browser,
+            relay_mode: RelayMode::Datagram,
+            token_sha256: crate::cluster::token_hash(&token),
+        });
+        a.core.reclaimed(a.now, theirs);
+        assert!(
+            matches!(a.sent(h).pop(), Some(ServerMsg::PeerJoined(p)) if p.id == 777),
+            "the host here hears of the player who joined there"
+        );
+        let rec = record_of(&a.persisted());
+        assert_eq!(rec.epoch, 4);
+        assert_eq!(
+            rec.members.iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![host, 777]
+        );
+        // That player resumes here with its token: same id, same session.
+        let c = a.open();
+        a.msg(c, hello("joined-on-b", Some(token)));
+        let out = a.sent(c);
+        assert!(
+            matches!(&out[..], [ServerMsg::Welcome(w), ServerMsg::SessionJoined(i), ..] if w.resumed && w.peer_id == 777 && i.code == code),
+            "{out:?}"
         );
     }
 
