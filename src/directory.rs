@@ -181,7 +181,7 @@ fn classify(op: &'static str, e: RedisError) -> DirectoryError {
 }
 
 /// `url` with its password (if any) masked, for error messages and logs.
-fn redacted(url: &str) -> String {
+pub(crate) fn redacted(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) => {
             if u.password().is_some() {

@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::cluster::PutOutcome;
 use crate::cluster::{self, ClusterConfig, NodeInfo, Route};
-use crate::directory::{Directory, DirectoryError};
+use crate::directory::{redacted, Directory, DirectoryError};
 use crate::hub::{now, Shared};
 use crate::metrics::DirectoryOp;
 use crate::protocol::{NodeAddr, RedirectReason};
@@ -79,8 +79,9 @@ pub(crate) struct Node {
 
 /// How many times a lookup reads the record again after losing a take-over race.
 const LOOKUP_ROUNDS: usize = 3;
-/// How long a client spends trying to reach its dead node before it tries
-/// another (the Rust client's default `connect_timeout`).
+/// The longest a client may spend trying to reach its dead node before it
+/// tries another: the Rust client's default `connect_timeout` (10 s; 3 s
+/// once it has other nodes to try, and it skips a node that went silent).
 const DEAD_NODE_ATTEMPT: Duration = Duration::from_secs(10);
 /// How often the node refreshes its sessions' TTL in the directory.
 const TOUCH_EVERY: Duration = Duration::from_secs(300);
@@ -97,7 +98,7 @@ pub(crate) async fn start(
     let dir = Arc::new(
         Directory::connect(&cfg)
             .await
-            .map_err(|e| anyhow::anyhow!("cluster directory {}: {e}", redact(&cfg.redis_url)))?,
+            .map_err(|e| anyhow::anyhow!("cluster directory {}: {e}", redacted(&cfg.redis_url)))?,
     );
     let (lookups, lookups_rx) = mpsc::unbounded_channel();
     let (writes, writes_rx) = mpsc::unbounded_channel();
@@ -137,20 +138,8 @@ pub(crate) async fn start(
         link.clone(),
         stop,
     ));
-    info!(node = %cfg.node.name, redis = %redact(&cfg.redis_url), "cluster mode");
+    info!(node = %cfg.node.name, redis = %redacted(&cfg.redis_url), "cluster mode");
     Ok(Node { dir, cfg, link })
-}
-
-/// A Redis URL without its password, for logs.
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        Ok(u) => u.to_string(),
-        Err(_) => "(unparseable URL)".into(),
-    }
 }
 
 /// Each lookup in its own task, answered to the core when resolved.
@@ -289,20 +278,8 @@ async fn write(shared: &Arc<Shared>, dir: &Directory, p: &Persist) -> Result<(),
                 Ok(())
             }
         },
-        Persist::Delete { code, epoch } => {
-            let home = shared_node_name(shared);
-            dir.delete_session(code, &home, *epoch).await
-        }
+        Persist::Delete { code, epoch } => dir.delete_session(code, dir.node_name(), *epoch).await,
     }
-}
-
-fn shared_node_name(shared: &Shared) -> String {
-    shared
-        .lock()
-        .core
-        .node_name()
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// Answer one lookup from the directory.

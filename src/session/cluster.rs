@@ -154,11 +154,6 @@ impl Core {
         }
     }
 
-    /// This node's name in cluster mode.
-    pub fn node_name(&self) -> Option<&str> {
-        self.cluster.as_ref().map(|c| c.node.as_str())
-    }
-
     /// The next record write the directory owes, if any.
     pub fn poll_persist(&mut self) -> Option<Persist> {
         let c = self.cluster.as_mut()?;
