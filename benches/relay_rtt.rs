@@ -78,7 +78,7 @@ async fn relay(n: usize) -> Vec<Duration> {
         ice: IceConfig::default(),
         quic: QuicTuning::default(),
         web_dir: None,
-        trust_proxy: false,
+        proxy: None,
         dev_cert: None,
         cluster: None,
     })

@@ -13,6 +13,7 @@ use flightsim_p2p::cluster::ClusterConfig;
 use flightsim_p2p::config::QuicTuning;
 use flightsim_p2p::limits::Limits;
 use flightsim_p2p::protocol::NodeAddr;
+use flightsim_p2p::proxy::{Cidr, ProxyTrust, FORWARDED_FOR};
 use flightsim_p2p::turn::IceConfig;
 
 /// Signaling, TURN credentials and a QUIC datagram relay for peer-to-peer
@@ -71,10 +72,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "FSP2P_WEB_DIR")]
     pub(crate) web_dir: Option<PathBuf>,
 
-    /// Take WebSocket clients' addresses from X-Forwarded-For / X-Real-IP (for per-address limits).
-    /// Only behind your own TLS-terminating proxy (Railway's edge, nginx): clients can forge them.
-    #[arg(long, env = "FSP2P_TRUST_PROXY")]
-    pub(crate) trust_proxy: bool,
+    #[command(flatten)]
+    pub(crate) proxy: ProxyArgs,
 
     #[command(flatten)]
     pub(crate) limits: LimitsArgs,
@@ -231,6 +230,52 @@ impl From<CliTransport> for ClientTransport {
 pub(crate) enum CliRelayMode {
     Datagram,
     Stream,
+}
+
+/// Behind a reverse proxy (Railway's edge, Fly's proxy, nginx): where a
+/// WebSocket client's address comes from. Every per-address budget keys on it.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct ProxyArgs {
+    /// Take WebSocket clients' addresses from the proxy's header (--proxy-header) instead of the
+    /// socket, for per-address limits. Only behind your own proxy: a client that reaches the HTTP
+    /// port directly could write the header itself. DEPLOYMENT.md says what Railway, Fly and nginx need.
+    #[arg(long, env = "FSP2P_TRUST_PROXY")]
+    pub(crate) trust_proxy: bool,
+
+    /// With --trust-proxy: the header that carries the client's address. x-forwarded-for is read
+    /// from the right (proxies append to it; the leftmost entry is the client's own writing and is
+    /// never taken); any other header (x-real-ip on Railway, fly-client-ip on Fly) must be one the
+    /// proxy overwrites.
+    #[arg(long, env = "FSP2P_PROXY_HEADER", default_value = FORWARDED_FOR, requires = "trust_proxy")]
+    pub(crate) proxy_header: String,
+
+    /// With --trust-proxy: the proxies' own addresses or ranges (comma-separated, e.g.
+    /// 127.0.0.1,10.0.0.0/8). Only requests from them are believed, and their X-Forwarded-For
+    /// entries are skipped from the right; anyone else is judged (and capped) by its socket address.
+    /// Empty: every request is taken to come through the proxy (--proxy-hops).
+    #[arg(
+        long,
+        env = "FSP2P_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        requires = "trust_proxy"
+    )]
+    pub(crate) trusted_proxies: Vec<Cidr>,
+
+    /// With --trust-proxy and no --trusted-proxies: how many proxies append to X-Forwarded-For in
+    /// front of the server; the client's address is that many entries from the right.
+    #[arg(long, env = "FSP2P_PROXY_HOPS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=16), requires = "trust_proxy")]
+    pub(crate) proxy_hops: u8,
+}
+
+impl ProxyArgs {
+    /// The plain configuration the server takes (`None` without --trust-proxy).
+    pub(crate) fn into_config(self) -> Option<ProxyTrust> {
+        self.trust_proxy.then(|| ProxyTrust {
+            header: self.proxy_header.trim().to_ascii_lowercase(),
+            trusted: self.trusted_proxies,
+            hops: usize::from(self.proxy_hops),
+        })
+    }
 }
 
 /// [`Limits`] as flags and environment variables; every default is `Limits::default()`'s.

@@ -95,8 +95,9 @@ pub struct ServerConfig {
     pub quic: QuicTuning,
     /// Static files (the browser client and demo page) served on the HTTP port.
     pub web_dir: Option<PathBuf>,
-    /// Believe X-Forwarded-For / X-Real-IP on WebSocket requests (only behind your own proxy).
-    pub trust_proxy: bool,
+    /// Behind a reverse proxy: how a WebSocket client's address is read
+    /// from the proxy's headers. `None`: the socket's address, headers ignored.
+    pub proxy: Option<crate::proxy::ProxyTrust>,
     /// For a dev certificate: where to write its successor, and its names.
     /// The server replaces it a day before it expires (browsers refuse a
     /// pinned certificate that has expired, and accept at most 14 days).

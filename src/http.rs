@@ -113,7 +113,9 @@ impl Drop for TcpSlot {
 /// cut off), and one address may hold at most `--max-connections-per-ip` of
 /// them until they are upgraded to WebSockets (which the session core then
 /// counts). Behind a trusted proxy every client shares the proxy's address,
-/// so that cap is left to the core, which sees the forwarded address.
+/// so for connections from the proxy (every connection, when the proxy is
+/// known by its hop count only) that cap is left to the core, which sees the
+/// forwarded address; `--trusted-proxies` keeps it for everyone else.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
@@ -148,10 +150,13 @@ pub(crate) async fn serve(
             }
         };
         let ip = address_key(peer.ip());
-        let cap = if shared.trust_proxy {
-            usize::MAX
-        } else {
-            max_per_ip
+        // A connection from our own proxy carries many clients: its cap is
+        // the core's, per forwarded address, once the headers are read. Any
+        // other peer (one that reached the port around the proxy) is capped
+        // here on its own address.
+        let cap = match &shared.proxy {
+            Some(p) if p.is_proxy(peer.ip()) => usize::MAX,
+            _ => max_per_ip,
         };
         let Some(slot) = count.take(ip, cap) else {
             shared.metrics.refused(Refusal::TcpPerIp);

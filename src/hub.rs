@@ -137,8 +137,8 @@ pub(crate) struct Shared {
     pub(crate) tuning: QuicTuning,
     pub(crate) max_frame_bytes: u32,
     pub(crate) max_relay_frame: usize,
-    /// Take client addresses from X-Forwarded-For / X-Real-IP (behind a trusted proxy).
-    pub(crate) trust_proxy: bool,
+    /// Behind a reverse proxy: how client addresses are read from its headers.
+    pub(crate) proxy: Option<crate::proxy::ProxyTrust>,
     /// Wakes the timer task when the core's next deadline moved earlier.
     rearm: Notify,
     /// Cluster mode: where the core's lookups and record writes go.
@@ -151,12 +151,12 @@ impl Shared {
         ice: IceConfig,
         tuning: QuicTuning,
         identity: &Identity,
-        trust_proxy: bool,
+        proxy: Option<crate::proxy::ProxyTrust>,
     ) -> Shared {
         Shared {
             max_frame_bytes: limits.max_frame_bytes,
             max_relay_frame: limits.max_relay_payload as usize + 5,
-            trust_proxy,
+            proxy,
             state: Mutex::new(State {
                 core: Core::new(limits, ice),
                 links: HashMap::new(),
@@ -196,6 +196,10 @@ impl Shared {
                         st.core
                             .answer(now(), conn, crate::session::Answer::Unavailable);
                     }
+                }
+                Output::TookIn { code } => {
+                    debug!(%code, "took in a session from the directory");
+                    self.metrics.cluster_sessions_taken_over.inc();
                 }
                 Output::Send { conn, msg } => {
                     if let ServerMsg::Error { code, .. } = &msg {
@@ -391,7 +395,7 @@ mod tests {
             IceConfig::default(),
             QuicTuning::default(),
             &identity,
-            false,
+            None,
         ));
         let (stop, stop_rx) = watch::channel(false);
         let timers = tokio::spawn(run_timers(shared.clone(), stop_rx));

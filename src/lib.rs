@@ -22,6 +22,7 @@
 //! | [`cluster`] | cluster mode as plain data: node and session records shared through Redis, and the decisions made from them |
 //! | [`config`], [`limits`], [`turn`] | plain configuration with one set of defaults; ICE servers and coturn credentials |
 //! | [`first`] | the first request carried in a connection's URL |
+//! | [`proxy`] | the client's address behind a reverse proxy, taken so that the client cannot choose it |
 //! | [`protocol`] | the bytes on the wire: messages, control framing, relay header, WebSocket framing |
 //! | [`certs`] | TLS: dev certificates browsers accept by hash, or PEM files |
 //! | [`vectors`] | the golden vectors client implementers test against |
@@ -42,6 +43,7 @@ pub mod limits;
 pub mod metrics;
 mod node;
 pub mod protocol;
+pub mod proxy;
 pub mod relay;
 pub mod server;
 pub mod session;

@@ -92,6 +92,23 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .web_dir
         .clone()
         .or_else(|| Some(PathBuf::from("client/web")).filter(|p| p.is_dir()));
+    let proxy = args.proxy.clone().into_config();
+    match &proxy {
+        None => {}
+        Some(p) if p.header != flightsim_p2p::proxy::FORWARDED_FOR => tracing::info!(
+            header = %p.header,
+            "behind a proxy: a WebSocket client's address is the one in this header, which the proxy must overwrite"
+        ),
+        Some(p) if p.trusted.is_empty() => tracing::info!(
+            hops = p.hops,
+            "behind a proxy: a WebSocket client's address is the X-Forwarded-For entry this many places from the right; \
+             every HTTP connection is taken to come through the proxy, so the per-address TCP cap is left to the session core"
+        ),
+        Some(p) => tracing::info!(
+            proxies = %p.trusted.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            "behind a proxy: X-Forwarded-For is believed only from these addresses, read from the right past them"
+        ),
+    }
     if ice.stun_urls.is_empty() && ice.turn_urls.is_empty() {
         tracing::warn!("no --stun-url/--turn-url: clients get no ICE servers, so WebRTC only finds host candidates (fine on one LAN); the relay still works");
     }
@@ -109,7 +126,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         ice,
         quic: args.quic.into(),
         web_dir,
-        trust_proxy: args.trust_proxy,
+        proxy,
         dev_cert,
         cluster,
     })

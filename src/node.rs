@@ -289,7 +289,7 @@ async fn resolve(shared: &Arc<Shared>, dir: &Directory, me: &str, lookup: Lookup
     } else {
         DirectoryOp::Lookup
     };
-    match resolve_inner(shared, dir, me, lookup).await {
+    match resolve_inner(dir, me, lookup).await {
         Ok(answer) => answer,
         Err(e) => {
             shared.metrics.directory_error(op);
@@ -300,7 +300,6 @@ async fn resolve(shared: &Arc<Shared>, dir: &Directory, me: &str, lookup: Lookup
 }
 
 async fn resolve_inner(
-    shared: &Arc<Shared>,
     dir: &Directory,
     me: &str,
     lookup: Lookup,
@@ -315,7 +314,7 @@ async fn resolve_inner(
         }
         Lookup::Token { token_sha256, .. } => Some(token_sha256),
         Lookup::Code { code, .. } => {
-            let answer = find(shared, dir, me, |d| Box::pin(d.session(&code))).await?;
+            let answer = find(dir, me, |d| Box::pin(d.session(&code))).await?;
             if answer != Answer::NotFound {
                 return Ok(answer);
             }
@@ -334,7 +333,7 @@ async fn resolve_inner(
         }
     };
     let token = token.unwrap_or_default();
-    find(shared, dir, me, |d| Box::pin(d.session_by_token(&token))).await
+    find(dir, me, |d| Box::pin(d.session_by_token(&token))).await
 }
 
 type Read<'a> = std::pin::Pin<
@@ -347,7 +346,6 @@ type Read<'a> = std::pin::Pin<
 
 /// Read a record (by code or token), route it, take it over if its home is gone.
 async fn find<'a>(
-    shared: &Arc<Shared>,
     dir: &'a Directory,
     me: &str,
     read: impl Fn(&'a Directory) -> Read<'a>,
@@ -365,11 +363,10 @@ async fn find<'a>(
                 let Some(rec) = rec else {
                     return Ok(Answer::NotFound);
                 };
-                // Home here but not held: handed over by a draining node (or
-                // this node's own earlier run): taken in now.
-                if shared.lock().core.session_record(&rec.code).is_none() {
-                    shared.metrics.cluster_sessions_taken_over.inc();
-                }
+                // Home here: handed over by a draining node, this node's own
+                // earlier run, or moved here by a lookup of ours that won the
+                // race below. The core counts it when it takes it in
+                // (`Output::TookIn`), once, however many lookups raced.
                 return Ok(Answer::Here(rec));
             }
             Route::TakeOver { from, epoch } => {
@@ -378,7 +375,6 @@ async fn find<'a>(
                 };
                 if let Some(taken) = dir.move_home(&code, &from, epoch, me).await? {
                     info!(%code, %from, "took over a session whose node is gone");
-                    shared.metrics.cluster_sessions_taken_over.inc();
                     return Ok(Answer::Here(taken));
                 }
                 // Someone else moved it first: read it again.

@@ -102,7 +102,7 @@ impl Server {
             cfg.ice,
             cfg.quic,
             &cfg.identity,
-            cfg.trust_proxy,
+            cfg.proxy,
         ));
 
         let listener = tokio::net::TcpListener::bind(cfg.http_listen)

@@ -139,6 +139,15 @@ pub enum Output {
     /// the connection with what it said. The connection's messages wait
     /// meanwhile.
     Lookup(Lookup),
+    /// (cluster mode) The core took in a session from the directory that it
+    /// did not hold: over from a node that died, handed over by a draining
+    /// one, or its own from before a restart. Emitted once per session taken
+    /// in, however many of its players' lookups raced to bring it (the
+    /// shell counts it; it is not a message to anyone).
+    TookIn {
+        /// The session's join code.
+        code: String,
+    },
 }
 
 /// How a relay frame travels between the server and one client (a metrics

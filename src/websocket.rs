@@ -27,6 +27,7 @@ use crate::conn::{Conn, Outlet};
 use crate::first::{decode_first, first_param};
 use crate::hub::{Ctrl, Shared};
 use crate::protocol::{parse_ws, ws_close_code, ws_control, ClientMsg, ErrorCode, WsMessage};
+use crate::proxy::ProxyTrust;
 use crate::session::{ConnMeta, Transport, Via};
 
 /// `GET /ws`: upgrade and serve. `?first=` may carry the client's Hello and
@@ -44,7 +45,7 @@ pub(crate) async fn upgrade(
         Ok(first) => first.unwrap_or_default(),
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
-    let ip = client_ip(&headers, peer.ip(), shared.trust_proxy);
+    let ip = client_ip(&headers, peer.ip(), shared.proxy.as_ref());
     // Room for the largest control frame or relay frame, plus the type byte.
     let max = (shared.max_frame_bytes as usize).max(shared.max_relay_frame) + 1;
     ws.max_message_size(max)
@@ -52,21 +53,23 @@ pub(crate) async fn upgrade(
         .on_upgrade(move |socket| serve(shared, socket, ip, first))
 }
 
-/// The client's address: the socket's, or the proxy's report of it when trusted.
-pub(crate) fn client_ip(headers: &HeaderMap, socket_ip: IpAddr, trust_proxy: bool) -> IpAddr {
-    if !trust_proxy {
-        return socket_ip.to_canonical();
+/// The client's address: the socket's, or, behind a proxy, what the
+/// proxy reports as [`crate::proxy`] decides (never what the client wrote).
+pub(crate) fn client_ip(
+    headers: &HeaderMap,
+    socket_ip: IpAddr,
+    proxy: Option<&ProxyTrust>,
+) -> IpAddr {
+    match proxy {
+        None => socket_ip.to_canonical(),
+        Some(p) => p.client_ip(socket_ip, |name| {
+            headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap_or(""))
+                .collect()
+        }),
     }
-    let forwarded = headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .and_then(|v| v.trim().parse::<IpAddr>().ok());
-    let real = headers
-        .get("x-real-ip")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<IpAddr>().ok());
-    forwarded.or(real).unwrap_or(socket_ip).to_canonical()
 }
 
 async fn serve(shared: Arc<Shared>, socket: WebSocket, ip: IpAddr, first: Vec<ClientMsg>) {
@@ -247,31 +250,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn proxy_headers_only_when_trusted() {
+    fn proxy_headers_only_when_trusted_and_read_from_the_right() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let socket = ip("10.0.0.1");
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "203.0.113.9, 10.0.0.1".parse().unwrap());
-        let socket: IpAddr = "10.0.0.1".parse().unwrap();
-        assert_eq!(client_ip(&h, socket, false), socket);
-        assert_eq!(
-            client_ip(&h, socket, true),
-            "203.0.113.9".parse::<IpAddr>().unwrap()
-        );
-        let mut h = HeaderMap::new();
-        h.insert("x-real-ip", "198.51.100.4".parse().unwrap());
-        assert_eq!(
-            client_ip(&h, socket, true),
-            "198.51.100.4".parse::<IpAddr>().unwrap()
-        );
-        h.insert("x-forwarded-for", "garbage".parse().unwrap());
-        assert_eq!(
-            client_ip(&h, socket, true),
-            "198.51.100.4".parse::<IpAddr>().unwrap()
-        );
+        // The client wrote the first entry; the proxy appended the second.
+        h.insert("x-forwarded-for", "6.6.6.6, 203.0.113.9".parse().unwrap());
+        h.insert("x-real-ip", "7.7.7.7".parse().unwrap());
+        assert_eq!(client_ip(&h, socket, None), socket);
+        let xff = ProxyTrust::default();
+        assert_eq!(client_ip(&h, socket, Some(&xff)), ip("203.0.113.9"));
+        // The header sent twice (the client's copy first): read as one list.
+        let mut twice = HeaderMap::new();
+        twice.append("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        twice.append("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        assert_eq!(client_ip(&twice, socket, Some(&xff)), ip("203.0.113.9"));
+        // A platform that overwrites X-Real-IP.
+        let real = ProxyTrust {
+            header: "x-real-ip".into(),
+            ..ProxyTrust::default()
+        };
+        assert_eq!(client_ip(&h, socket, Some(&real)), ip("7.7.7.7"));
         // IPv4-mapped IPv6 counts as the IPv4 address.
-        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
-        assert_eq!(
-            client_ip(&HeaderMap::new(), mapped, false),
-            "192.0.2.1".parse::<IpAddr>().unwrap()
-        );
+        let mapped = ip("::ffff:192.0.2.1");
+        assert_eq!(client_ip(&HeaderMap::new(), mapped, None), ip("192.0.2.1"));
     }
 }

@@ -46,6 +46,8 @@ use flightsim_p2p::protocol::{ErrorCode, NodeAddr, PeerId, RelayMode, ServerMsg}
 const LONG: Duration = Duration::from_secs(90);
 /// Relay rate of every player.
 const FRAME_EVERY: Duration = Duration::from_millis(33);
+/// On top of a documented time (the resume grace), for a loaded machine.
+const TAKE_OVER_SLACK: Duration = Duration::from_secs(5);
 
 // ----- nodes -----
 
@@ -446,8 +448,8 @@ impl Load {
     }
 
     /// Stop sending, let frames in flight land, stop reading; returns the
-    /// clients and prints what was lost.
-    async fn stop(mut self, what: &str) -> (Vec<(Player, Client)>, u64, u64) {
+    /// clients and what was lost (also printed).
+    async fn stop(mut self, what: &str) -> (Vec<(Player, Client)>, Loss) {
         for p in &self.players {
             p.stop_send.store(true, Ordering::SeqCst);
         }
@@ -493,9 +495,42 @@ impl Load {
             100.0 * lost as f64 / sent.max(1) as f64,
             u64::from(worst_gap) * FRAME_EVERY.as_millis() as u64
         );
-        (out, sent, lost)
+        let loss = Loss {
+            sent,
+            lost,
+            worst_gap: FRAME_EVERY * worst_gap,
+        };
+        (out, loss)
     }
 }
+
+/// Relay frames lost over a whole test, between every pair of players.
+struct Loss {
+    sent: u64,
+    lost: u64,
+    /// The longest run of frames lost between two players, as time at the
+    /// sending rate: how long that pair heard nothing.
+    worst_gap: Duration,
+}
+
+impl Loss {
+    /// Fails unless at most `percent` % of the frames were lost. A move
+    /// that hands sessions over while they relay (drain, restart, Redis
+    /// outage) loses only the frames in flight: well under this bound.
+    fn at_most(&self, percent: f64, what: &str) {
+        assert!(self.sent > 0, "{what}: nothing was sent");
+        let share = 100.0 * self.lost as f64 / self.sent as f64;
+        assert!(
+            share <= percent,
+            "{what}: {} of {} relay frames lost ({share:.2}%), more than {percent}%",
+            self.lost,
+            self.sent
+        );
+    }
+}
+
+/// What a drain, a rolling restart or a Redis outage may lose at 30 frames/s.
+const MOVE_LOSS_PERCENT: f64 = 5.0;
 
 /// Create a session through `host_cfg` and join `joiners` to it (each
 /// through its own config); returns the clients, the code and the host id.
@@ -695,8 +730,8 @@ async fn sigterm_hands_every_session_to_another_node_with_the_same_peers() {
         cluster.node("b").metric("fsp2p_sessions") + cluster.node("c").metric("fsp2p_sessions");
     assert_eq!(sessions_on_bc, 2.0, "sessions lost in the drain");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (players, sent, lost) = load.stop("SIGTERM of node a").await;
-    assert!(lost < sent, "every frame was lost");
+    let (players, loss) = load.stop("SIGTERM of node a").await;
+    loss.at_most(MOVE_LOSS_PERCENT, "SIGTERM of node a");
     assert_kept(&cluster, &players, &["b", "c"]).await;
     for (p, _) in &players {
         let s = p.seen.lock().unwrap();
@@ -753,8 +788,21 @@ async fn kill_9(test: &str, tuning: &[&str]) {
     let back = killed.elapsed();
     println!("kill -9: every player relays again {back:?} after node b died");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (players, sent, lost) = load.stop("kill -9 of node b").await;
-    assert!(lost < sent, "every frame was lost");
+    let (players, loss) = load.stop("kill -9 of node b").await;
+    // Documented (DEPLOYMENT.md, "Crash"): players are back within the
+    // resume grace. Slack for a loaded machine on top, not instead.
+    let grace = Duration::from_millis(flightsim_p2p::limits::Limits::default().resume_grace_ms);
+    assert!(
+        back <= grace + TAKE_OVER_SLACK,
+        "kill -9: players relayed again only {back:?} after the crash (grace {grace:?})"
+    );
+    // Frames are lost during the outage only, not after it.
+    assert!(
+        loss.worst_gap <= back + Duration::from_secs(2),
+        "kill -9: a pair heard nothing for {:?}, longer than the outage ({back:?})",
+        loss.worst_gap
+    );
+    assert!(loss.lost < loss.sent, "every frame was lost");
     assert_kept(&cluster, &players, &["a", "c"]).await;
     // Exactly one take-over per session, over all nodes.
     let taken = cluster.total("fsp2p_cluster_sessions_taken_over_total") - taken_before;
@@ -763,8 +811,77 @@ async fn kill_9(test: &str, tuning: &[&str]) {
         let s = p.seen.lock().unwrap();
         assert!(s.reconnected.contains(&true), "{}: never resumed", p.label);
     }
-    let grace = Duration::from_millis(flightsim_p2p::limits::Limits::default().resume_grace_ms);
     println!("kill -9: resume grace {grace:?}, back after {back:?}");
+}
+
+/// A node frozen (SIGSTOP) for less than its heartbeat expiry is a slow
+/// node, not a dead one: it keeps its sessions. While it is frozen a player
+/// joins one of them through another node: that node must send the player
+/// to the frozen home (and wait for it), not take the session over. This is
+/// what a loaded machine does to a node; a take-over here would move a
+/// session whose node is alive (issue 28).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_frozen_for_less_than_its_expiry_keeps_its_sessions() {
+    // Expiry 6 s with a beat every second: a 3 s freeze leaves 2 s of
+    // margin even if the beat before it came late.
+    let ttl = Duration::from_secs(6);
+    let freeze = ttl / 2;
+    let tuning = ["--cluster-node-ttl-ms", "6000"];
+    let cluster = Cluster::start("freeze", &["a", "b"], true, &tuning).await;
+    let on_b = cluster.node("b").config(RelayMode::Datagram);
+    let via_a = cluster.node("a").config(RelayMode::Datagram);
+    let mut load = Load { players: vec![] };
+    let (clients, code, host) = session(&on_b, &[&on_b]).await;
+    add_players(&mut load, "s", clients, &code, host);
+    cluster.record_when(&code, |r| r.home == "b").await;
+    load.flowing_since(Instant::now(), "before the freeze")
+        .await;
+    let taken_before = cluster.total("fsp2p_cluster_sessions_taken_over_total");
+
+    signal(cluster.node("b").p(), "-STOP");
+    let frozen = Instant::now();
+    // Late in the freeze, well past a heartbeat or two (a rule that judged
+    // a node dead sooner than its expiry would take the session now), a
+    // join through a: a finds the record, b still listed, and redirects
+    // there; the client waits for b.
+    tokio::time::sleep(freeze - Duration::from_millis(500)).await;
+    let join = {
+        let code = code.clone();
+        tokio::spawn(async move {
+            let mut c = Client::connect(&via_a, None).await.expect("connects to a");
+            let joined = c.join_session(&code, Some("pw")).await;
+            (c, joined)
+        })
+    };
+    tokio::time::sleep(freeze.saturating_sub(frozen.elapsed())).await;
+    signal(cluster.node("b").p(), "-CONT");
+    println!("freeze: node b stopped for {:?}", frozen.elapsed());
+
+    let (late, joined) = tokio::time::timeout(LONG, join)
+        .await
+        .expect("the join through a ended")
+        .expect("join task");
+    let joined = joined.expect("joined the frozen node's session once it woke");
+    assert_eq!(joined.host, host);
+    load.flowing_since(Instant::now(), "after the freeze").await;
+    let rec = cluster.record_when(&code, |r| r.members.len() == 3).await;
+    assert_eq!(rec.home, "b", "the session left its live node");
+    let taken = cluster.total("fsp2p_cluster_sessions_taken_over_total") - taken_before;
+    assert_eq!(taken, 0.0, "a frozen, live node lost a session");
+    assert_eq!(cluster.node("b").metric("fsp2p_sessions"), 1.0);
+    assert_eq!(cluster.node("a").metric("fsp2p_sessions"), 0.0);
+    drop(late);
+    let (players, loss) = load.stop("freeze of node b").await;
+    // Frames sent to a frozen node wait in its socket buffer or are dropped
+    // there; the pair is heard again once it wakes.
+    assert!(
+        loss.worst_gap <= freeze + Duration::from_secs(2),
+        "freeze: a pair heard nothing for {:?}",
+        loss.worst_gap
+    );
+    for (p, _) in &players {
+        assert!(p.closed().is_none(), "{}: closed by the freeze", p.label);
+    }
 }
 
 // ----- 4 -----
@@ -801,8 +918,8 @@ async fn a_rolling_restart_of_every_node_loses_no_session() {
         assert_eq!(total, 2.0, "sessions after restarting {name}");
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (players, sent, lost) = load.stop("rolling restart").await;
-    assert!(lost < sent);
+    let (players, loss) = load.stop("rolling restart").await;
+    loss.at_most(MOVE_LOSS_PERCENT, "rolling restart");
     assert_kept(&cluster, &players, &["a", "b", "c"]).await;
 }
 
@@ -929,8 +1046,8 @@ async fn redis_outage(test: &str, hang: bool) {
     load.flowing_since(Instant::now(), "after Redis came back")
         .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (players, sent, lost) = load.stop("Redis outage").await;
-    assert!(lost < sent);
+    let (players, loss) = load.stop("Redis outage").await;
+    loss.at_most(MOVE_LOSS_PERCENT, "Redis outage");
     for (p, c) in &players {
         assert_eq!(c.peer_id(), p.peer);
         assert!(p.closed().is_none());
@@ -1008,7 +1125,7 @@ async fn two_nodes_stopped_at_once_hand_everything_to_the_third() {
     let t = Instant::now();
     load.flowing_since(t, "after both stopped").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (players, sent, lost) = load.stop("SIGTERM of a and b at once").await;
-    assert!(lost < sent);
+    let (players, loss) = load.stop("SIGTERM of a and b at once").await;
+    loss.at_most(MOVE_LOSS_PERCENT, "SIGTERM of a and b at once");
     assert_kept(&cluster, &players, &["c"]).await;
 }

@@ -519,6 +519,9 @@ impl Core {
             members[0]
         };
         let complete = members.len() == rec.members.len();
+        self.out.push_back(Output::TookIn {
+            code: rec.code.clone(),
+        });
         self.codes.insert(rec.code.clone(), sid);
         self.sessions.insert(
             sid,
@@ -948,6 +951,52 @@ mod tests {
         // b's writes carry the new epoch and home.
         let rec2 = record_of(&b.persisted());
         assert_eq!((rec2.home.as_str(), rec2.epoch), ("b", rec.epoch));
+    }
+
+    /// Two players of one session come back to the same node at once: both
+    /// lookups find the session homed here (one moved it, the other lost the
+    /// race and read it again) before either answer is applied. The node
+    /// takes the session in once and says so once: the shell's take-over
+    /// count is one per session, not one per racing lookup (issue 28: a
+    /// third take-over counted for two sessions under load).
+    #[test]
+    fn racing_lookups_for_one_session_take_it_in_once() {
+        let mut a = Node::new("a", 21);
+        let (_, host, host_token, code) = a.host();
+        let (j, joiner, joiner_token) = a.hello("joiner");
+        a.msg(j, join(&code, "hunter2"));
+        let rec = SessionRecord {
+            home: "b".into(),
+            epoch: 2,
+            ..record_of(&a.persisted())
+        };
+        let mut b = Node::new("b", 22);
+        let c1 = b.open();
+        b.msg(c1, hello("host", Some(host_token)));
+        let c2 = b.open();
+        b.msg(c2, hello("joiner", Some(joiner_token)));
+        assert_eq!(b.lookups().len(), 2, "both wait for the directory");
+        b.core.answer(b.now, c1, Answer::Here(rec.clone()));
+        b.core.answer(b.now, c2, Answer::Here(rec));
+        let took: Vec<String> = b.take(|o| match o {
+            Output::TookIn { code } => Some(code.clone()),
+            _ => None,
+        });
+        assert_eq!(took, vec![code.clone()]);
+        assert_eq!(b.core.session_count(), 1);
+        for (c, id) in [(c1, host), (c2, joiner)] {
+            assert!(
+                matches!(b.sent(c).first(), Some(ServerMsg::Welcome(w)) if w.resumed && w.peer_id == id),
+                "{id:?} resumed"
+            );
+        }
+        // A later player of a session already held is no take-in at all.
+        let (n, _, _) = b.hello("late");
+        b.msg(n, join(&code, "hunter2"));
+        assert!(matches!(b.sent(n).pop(), Some(ServerMsg::SessionJoined(_))));
+        assert!(b
+            .take(|o| matches!(o, Output::TookIn { .. }).then_some(()))
+            .is_empty());
     }
 
     #[test]

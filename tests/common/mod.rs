@@ -114,7 +114,7 @@ async fn start_in(
         ice,
         quic,
         web_dir: None,
-        trust_proxy: false,
+        proxy: None,
         dev_cert: Some(flightsim_p2p::server::DevCert {
             dir: dir.clone(),
             hosts: vec!["localhost".into(), "127.0.0.1".into()],
