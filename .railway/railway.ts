@@ -13,9 +13,10 @@ export default defineRailway(() => {
   const server = service("flightsim-p2p", {
     build: { builder: "DOCKERFILE", dockerfilePath: "Dockerfile" },
     // The image's command plus --trust-proxy: every WebSocket arrives from
-    // Railway's edge, so per-client limits take the address from
-    // X-Forwarded-For / X-Real-IP. HTTP listens on Railway's injected $PORT.
-    start: "flightsim-p2p serve --trust-proxy",
+    // Railway's edge, so per-client limits take the address from X-Real-IP,
+    // which the edge sets (a client cannot choose it). HTTP listens on
+    // Railway's injected $PORT.
+    start: "flightsim-p2p serve --trust-proxy --proxy-header x-real-ip",
     healthcheck: "/healthz",
     healthcheckTimeout: 60,
     deploy: { restartPolicyType: "ON_FAILURE", restartPolicyMaxRetries: 10 },

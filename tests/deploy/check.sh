@@ -217,6 +217,9 @@ if not isinstance(deploy.get("restartPolicyMaxRetries", 0), int):
     errors.append("deploy.restartPolicyMaxRetries is not an integer")
 if "--trust-proxy" not in deploy.get("startCommand", ""):
     errors.append("deploy.startCommand lacks --trust-proxy (Railway's edge proxies every request)")
+# The leftmost X-Forwarded-For entry is the client's own; Railway's edge sets X-Real-IP.
+if "--proxy-header x-real-ip" not in deploy.get("startCommand", ""):
+    errors.append("deploy.startCommand lacks --proxy-header x-real-ip (the address Railway's edge sets)")
 # .railway/railway.ts must say the same things.
 ts = open(".railway/railway.ts").read()
 for what, pattern in [
@@ -255,6 +258,9 @@ if http.get("internal_port") != 8080:
     errors.append("http_service.internal_port is not 8080")
 if not any(c.get("path") == "/healthz" for c in http.get("checks", [])):
     errors.append("no /healthz check on http_service")
+env = cfg.get("env", {})
+if env.get("FSP2P_TRUST_PROXY") != "true" or env.get("FSP2P_PROXY_HEADER") != "fly-client-ip":
+    errors.append("env must set FSP2P_TRUST_PROXY=true and FSP2P_PROXY_HEADER=fly-client-ip (the address Fly's proxy sets)")
 if http.get("auto_stop_machines") not in ("off", False):
     errors.append("auto_stop_machines must be off (Fly's proxy does not see UDP traffic)")
 # The process command, split into words as flyctl does (shlex), run with
