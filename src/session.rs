@@ -1925,6 +1925,52 @@ mod tests {
         assert!(w.route(h, ap, 1).is_ok());
     }
 
+    /// The labels of `/metrics` are an interface: dashboards and alerts
+    /// select on them.
+    #[test]
+    fn metrics_labels_are_the_documented_names() {
+        let transports = [
+            Transport::Quic,
+            Transport::WebTransport,
+            Transport::WebSocket,
+        ];
+        let names: Vec<&str> = transports.iter().map(|t| t.as_str()).collect();
+        assert_eq!(names, ["quic", "webtransport", "websocket"]);
+        let names: Vec<&str> = Via::ALL.iter().map(|v| v.as_str()).collect();
+        assert_eq!(names, ["datagram", "stream", "websocket"]);
+        let names: Vec<&str> = RelayDrop::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "malformed",
+                "not_in_session",
+                "too_large",
+                "rate_limited",
+                "ip_rate_limited",
+                "unknown_peer",
+                "peer_away",
+                "receiver_busy",
+                "receiver_too_small"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pong_carries_the_servers_wall_clock_as_time_moves_on() {
+        let mut w = World::new();
+        let (c, _, _) = w.hello_as("x", RelayMode::Datagram);
+        let start = w.now.unix_ms;
+        w.advance(Duration::from_millis(5_250));
+        w.msg(c, ClientMsg::Ping { client_time_ms: 7 });
+        assert_eq!(
+            w.sent_to(c),
+            [ServerMsg::Pong {
+                client_time_ms: 7,
+                server_time_ms: start + 5_250
+            }]
+        );
+    }
+
     #[test]
     fn relay_drop_reasons_index_their_own_counter() {
         for (i, why) in RelayDrop::ALL.iter().enumerate() {
