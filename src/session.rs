@@ -2684,6 +2684,30 @@ mod tests {
         );
     }
 
+    /// An address is forgotten once nothing uses it; handshakes still in
+    /// flight use it, or waiting a moment would reset its count of them.
+    #[test]
+    fn an_address_with_handshakes_in_flight_is_not_forgotten() {
+        let mut w = World::with(
+            Limits {
+                max_unvalidated_handshakes_per_ip: 2,
+                ..limits()
+            },
+            IceConfig::default(),
+        );
+        let ip = IpAddr::from([203, 0, 113, 9]);
+        assert_eq!(w.core.admit(w.now, ip, false), Admission::Accept);
+        assert_eq!(w.core.admit(w.now, ip, false), Admission::Accept);
+        w.advance(Duration::from_secs(120));
+        assert_eq!(w.core.admit(w.now, ip, false), Admission::Retry);
+        // Once they end, the address starts afresh.
+        w.core.abandon(ip, false);
+        w.core.abandon(ip, false);
+        w.advance(Duration::from_secs(120));
+        assert_eq!(w.core.admit(w.now, ip, false), Admission::Accept);
+        assert_eq!(w.core.pending_count(), (1, 1));
+    }
+
     #[test]
     fn idle_session_expires_and_members_are_told() {
         let mut w = World::new();
