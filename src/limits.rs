@@ -299,4 +299,24 @@ mod tests {
             "unlimited"
         );
     }
+
+    /// An address's budgets are forgotten only once full (`is_full`): one
+    /// that said full too early would let a reconnect reset its lockout.
+    #[test]
+    fn a_bucket_is_full_only_once_it_has_refilled_to_its_burst() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(t0, 10, 10);
+        assert!(b.is_full(t0));
+        assert!(b.try_take(t0, 5));
+        assert!(!b.is_full(t0));
+        assert!(!b.is_full(t0 + Duration::from_millis(499)));
+        assert!(b.is_full(t0 + Duration::from_millis(500)));
+        let mut joins = TokenBucket::new(t0, 0, 3).per_minute(3);
+        assert!(joins.try_take(t0, 1));
+        assert!(!joins.is_full(t0 + Duration::from_secs(19)));
+        assert!(joins.is_full(t0 + Duration::from_secs(21)));
+        let mut unlimited = TokenBucket::new(t0, 0, 0);
+        assert!(unlimited.try_take(t0, 1_000));
+        assert!(unlimited.is_full(t0));
+    }
 }
