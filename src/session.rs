@@ -2476,6 +2476,51 @@ mod tests {
         assert!(w.sent_to(c).is_empty(), "nothing more to report");
     }
 
+    /// A report says what was dropped, and only that: "0 signal(s) dropped"
+    /// next to a control flood would send a client after the wrong limit.
+    #[test]
+    fn a_rate_limit_report_names_only_the_limit_that_dropped() {
+        let mut w = World::with(
+            Limits {
+                signal_bytes_per_sec_per_receiver: 100,
+                ..limits()
+            },
+            IceConfig::default(),
+        );
+        let (h, hp, code) = w.host();
+        let (j, _) = w.joiner(&code, RelayMode::Datagram);
+        w.outputs();
+        for _ in 0..200 {
+            w.msg(h, ClientMsg::Ping { client_time_ms: 1 });
+        }
+        let reports: Vec<String> = w
+            .sent_to(h)
+            .into_iter()
+            .filter_map(|m| match m {
+                ServerMsg::Error { code: 5, message } => Some(message),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            reports,
+            ["1 control message(s) dropped: more than 50 per second"]
+        );
+        // The joiner spends its signal budget at the host (400 bytes).
+        let app = ClientMsg::Signal {
+            to: hp,
+            signal: Signal::App { data: vec![0; 384] },
+        };
+        w.msg(j, app.clone());
+        w.msg(j, app);
+        let reports = w.sent_to(j);
+        assert!(
+            matches!(&reports[..], [ServerMsg::Error { code: 5, message }]
+                if message == "1 signal(s) dropped: your signal budget at the receiver \
+                (100 bytes/s) was spent"),
+            "{reports:?}"
+        );
+    }
+
     #[test]
     fn a_receivers_signal_budget_throttles_the_flooder_not_the_receiver() {
         let mut w = World::with(
@@ -2706,6 +2751,30 @@ mod tests {
         w.advance(Duration::from_secs(120));
         assert_eq!(w.core.admit(w.now, ip, false), Admission::Accept);
         assert_eq!(w.core.pending_count(), (1, 1));
+    }
+
+    /// An address's entry is forgotten only while nothing uses it: if it is
+    /// in use again by the time its forgetting comes due, it stays.
+    #[test]
+    fn an_address_in_use_again_is_not_forgotten() {
+        let mut w = World::with(
+            Limits {
+                max_connections_per_ip: 1,
+                ..limits()
+            },
+            IceConfig::default(),
+        );
+        let first = w.open();
+        // Unused: its forgetting is armed (its budgets are full).
+        w.core.closed(w.now, first, true);
+        // In use again before that comes due.
+        w.open();
+        w.advance(Duration::from_secs(120));
+        let meta = ConnMeta {
+            transport: Transport::Quic,
+            ip: Some(w.ip),
+        };
+        assert_eq!(w.core.open(w.now, meta), Err(ErrorCode::ServerFull));
     }
 
     #[test]
