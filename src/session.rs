@@ -2777,6 +2777,25 @@ mod tests {
         assert_eq!(w.core.open(w.now, meta), Err(ErrorCode::ServerFull));
     }
 
+    /// What the shell reads for `/metrics` and its deadlines.
+    #[test]
+    fn the_counts_follow_connections_peers_and_sessions() {
+        let mut w = World::new();
+        assert_eq!(w.core.limits(), &limits());
+        assert_eq!((w.core.connection_count(), w.core.peer_count()), (0, 0));
+        let (h, _, code) = w.host();
+        let (j, _) = w.joiner(&code, RelayMode::Datagram);
+        w.open();
+        assert_eq!(w.core.connection_count(), 3);
+        assert_eq!(w.core.peer_count(), 2);
+        assert_eq!(w.core.session_count(), 1);
+        w.core.closed(w.now, j, true);
+        w.core.closed(w.now, h, true);
+        assert_eq!(w.core.connection_count(), 1);
+        assert_eq!(w.core.peer_count(), 0);
+        assert_eq!(w.core.session_count(), 0);
+    }
+
     #[test]
     fn idle_session_expires_and_members_are_told() {
         let mut w = World::new();
