@@ -2785,13 +2785,15 @@ mod tests {
         assert_eq!((w.core.connection_count(), w.core.peer_count()), (0, 0));
         let (h, _, code) = w.host();
         let (j, _) = w.joiner(&code, RelayMode::Datagram);
-        w.open();
+        let silent = w.open();
+        assert_eq!(w.core.transport_of(silent), Some(Transport::Quic));
         assert_eq!(w.core.connection_count(), 3);
         assert_eq!(w.core.peer_count(), 2);
         assert_eq!(w.core.session_count(), 1);
         w.core.closed(w.now, j, true);
         w.core.closed(w.now, h, true);
         assert_eq!(w.core.connection_count(), 1);
+        assert_eq!(w.core.transport_of(h), None);
         assert_eq!(w.core.peer_count(), 0);
         assert_eq!(w.core.session_count(), 0);
     }
