@@ -2200,6 +2200,52 @@ mod tests {
         assert!(matches!(&out[1], ServerMsg::Welcome(wl) if !wl.resumed && wl.peer_id != ap));
     }
 
+    /// The grace timer is armed at the end of the grace: a timer that came
+    /// due early would find the peer still within it, and never come again.
+    #[test]
+    fn a_lost_peer_leaves_when_its_grace_ends_though_time_was_read_before() {
+        let mut w = World::new();
+        let (hc, _, code) = w.host();
+        let (ac, ap) = w.joiner(&code, RelayMode::Datagram);
+        w.core.closed(w.now, ac, false);
+        w.outputs();
+        w.advance(Duration::from_secs(1));
+        assert!(w.sent_to(hc).is_empty(), "still within its grace");
+        w.advance(Duration::from_millis(limits().resume_grace_ms));
+        assert_eq!(
+            w.sent_to(hc),
+            vec![ServerMsg::PeerLeft {
+                peer: ap,
+                reason: LeaveReason::TimedOut
+            }]
+        );
+    }
+
+    #[test]
+    fn an_undecodable_frame_is_answered_and_its_connection_closed() {
+        let mut w = World::new();
+        let c = w.open();
+        w.core
+            .bad_frame(c, ErrorCode::ProtocolViolation, "not postcard");
+        assert_eq!(
+            w.outputs(),
+            [
+                Output::Send {
+                    conn: c,
+                    msg: ServerMsg::Error {
+                        code: ErrorCode::ProtocolViolation as u16,
+                        message: "not postcard".into()
+                    }
+                },
+                Output::Close {
+                    conn: c,
+                    code: ErrorCode::ProtocolViolation,
+                    reason: "not postcard".into()
+                }
+            ]
+        );
+    }
+
     #[test]
     fn clean_close_leaves_at_once() {
         let mut w = World::new();
