@@ -2246,6 +2246,37 @@ mod tests {
         );
     }
 
+    /// Names and passwords may be as long as the protocol says, not a byte more.
+    #[test]
+    fn names_and_passwords_may_be_exactly_as_long_as_the_limit() {
+        let mut w = World::new();
+        let longest = "n".repeat(MAX_NAME_BYTES);
+        let c = w.open();
+        w.msg(c, hello(&longest, RelayMode::Datagram, None));
+        assert!(matches!(w.sent_to(c)[..], [ServerMsg::Welcome(_)]));
+        let c = w.open();
+        w.msg(c, hello(&format!("{longest}n"), RelayMode::Datagram, None));
+        assert_eq!(
+            error_code(&w.sent_to(c)),
+            Some(ErrorCode::InvalidArgument as u16)
+        );
+        let create = |password: String| {
+            ClientMsg::CreateSession(CreateSession {
+                max_peers: 0,
+                password: Some(password),
+            })
+        };
+        let (c, _, _) = w.hello_as("host", RelayMode::Datagram);
+        let longest = "p".repeat(MAX_PASSWORD_BYTES);
+        w.msg(c, create(format!("{longest}p")));
+        assert_eq!(
+            error_code(&w.sent_to(c)),
+            Some(ErrorCode::InvalidArgument as u16)
+        );
+        w.msg(c, create(longest));
+        assert!(matches!(w.sent_to(c)[..], [ServerMsg::SessionCreated(_)]));
+    }
+
     #[test]
     fn clean_close_leaves_at_once() {
         let mut w = World::new();
