@@ -2900,6 +2900,22 @@ mod tests {
         assert_eq!(w.core.session_count(), 0);
     }
 
+    /// Traffic moves a session's idle deadline on: the timer comes back at
+    /// the new deadline, not in the past (the shell would wake in a loop).
+    #[test]
+    fn an_idle_check_after_traffic_waits_for_the_new_deadline() {
+        let mut w = World::new();
+        let ttl = Duration::from_secs(limits().session_idle_ttl_secs);
+        let (hc, _, code) = w.host();
+        w.joiner(&code, RelayMode::Datagram);
+        w.advance(ttl - Duration::from_secs(1));
+        w.route(hc, ALL_PEERS, 1).unwrap();
+        let last = w.now.mono;
+        w.advance(Duration::from_secs(2));
+        assert_eq!(w.core.session_count(), 1);
+        assert_eq!(w.core.poll_timeout(), Some(last + ttl));
+    }
+
     #[test]
     fn welcome_carries_turn_credentials_and_limits() {
         let ice = IceConfig {
