@@ -2598,6 +2598,23 @@ mod tests {
         );
     }
 
+    /// Drops after a report are reported when the next one is due, and the
+    /// core asks to be woken then, not before (a deadline in the past would
+    /// have the shell's timer task spin until it comes).
+    #[test]
+    fn a_deferred_rate_limit_report_is_due_a_second_after_the_last() {
+        let mut w = World::new();
+        let (c, _, _) = w.hello_as("x", RelayMode::Datagram);
+        let hello_due = w.now.mono + limits().hello_timeout();
+        for _ in 0..200 {
+            w.msg(c, ClientMsg::Ping { client_time_ms: 1 });
+        }
+        w.outputs();
+        let report_due = w.now.mono + Duration::from_secs(1);
+        assert!(report_due < hello_due);
+        assert_eq!(w.core.poll_timeout(), Some(report_due));
+    }
+
     #[test]
     fn a_receivers_signal_budget_throttles_the_flooder_not_the_receiver() {
         let mut w = World::with(
@@ -2873,6 +2890,20 @@ mod tests {
         assert_eq!(w.core.transport_of(h), None);
         assert_eq!(w.core.peer_count(), 0);
         assert_eq!(w.core.session_count(), 0);
+    }
+
+    /// Forgetting an address is armed only once nothing uses it; armed for
+    /// one in use, its deadline (when the budgets are full: now) would come
+    /// back again and again while it stays in use.
+    #[test]
+    fn an_address_in_use_arms_no_forgetting() {
+        let mut w = World::new();
+        let hello_due = w.now.mono + limits().hello_timeout();
+        let a = w.open();
+        w.open();
+        w.core.closed(w.now, a, true);
+        w.core.admit(w.now, w.ip, true);
+        assert_eq!(w.core.poll_timeout(), Some(hello_due));
     }
 
     #[test]
