@@ -2906,6 +2906,25 @@ mod tests {
         assert_eq!(w.core.poll_timeout(), Some(hello_due));
     }
 
+    /// An address nothing uses any more is forgotten as soon as its budgets
+    /// are full (here at once); one whose session lives on is not.
+    #[test]
+    fn an_unused_address_is_forgotten_but_not_one_whose_session_lives_on() {
+        let mut w = World::new();
+        let hello_due = w.now.mono + limits().hello_timeout();
+        let c = w.open();
+        w.core.closed(w.now, c, true);
+        let forget = w.core.poll_timeout().unwrap();
+        assert!(forget < hello_due, "forgetting is armed");
+        w.advance(Duration::from_millis(1));
+        assert_eq!(w.core.poll_timeout(), Some(hello_due), "and done");
+        // A host whose connection dropped still holds its session.
+        w.ip = IpAddr::from([198, 51, 100, 7]);
+        let (h, _, _) = w.host();
+        w.core.closed(w.now, h, false);
+        assert_eq!(w.core.poll_timeout(), Some(hello_due), "nothing sooner");
+    }
+
     #[test]
     fn idle_session_expires_and_members_are_told() {
         let mut w = World::new();
