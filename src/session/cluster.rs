@@ -1296,6 +1296,12 @@ mod tests {
             b.core.reclaimed(b.now, moved_to("b", 1, rec));
         }
         assert_eq!(b.core.session_count(), 2);
+        // What a draining node hands over: each code at its epoch.
+        let mut held = b.core.held_sessions();
+        held.sort();
+        let mut want = vec![(first.clone(), 1), (second.clone(), 1)];
+        want.sort();
+        assert_eq!(held, want);
         for code in [first, second] {
             let (c, _, _) = b.hello("late");
             b.msg(c, join(&code, "hunter2"));
@@ -1358,5 +1364,29 @@ mod tests {
         b.core.handle_timeout(b.now);
         assert_eq!(b.core.session_count(), 0);
         assert_eq!(b.persisted(), vec![Persist::Delete { code, epoch: 1 }]);
+    }
+
+    /// A connection that closes while its session's code is being reserved
+    /// gives its address's session quota back.
+    #[test]
+    fn a_create_abandoned_while_its_code_is_reserved_gives_the_quota_back() {
+        let mut a = Node::new("a", 39);
+        a.core = Core::with_rng(
+            Limits {
+                max_sessions_per_ip: 1,
+                ..Limits::default()
+            },
+            IceConfig::default(),
+            StdRng::seed_from_u64(39),
+        );
+        a.core.enable_cluster("a");
+        let (c, _, _) = a.hello("host");
+        a.msg(c, create());
+        assert_eq!(a.lookups().len(), 1);
+        a.core.closed(a.now, c, true);
+        let (c, _, _) = a.hello("again");
+        a.msg(c, create());
+        assert_eq!(a.lookups().len(), 1, "reserving, not refused");
+        assert!(a.sent(c).is_empty(), "{:?}", a.sent(c));
     }
 }
