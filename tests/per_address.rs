@@ -274,18 +274,7 @@ async fn join_via(proxy: SocketAddr, from: IpAddr, headers: &[(&str, &str)], cod
             password: None,
         }),
     ]);
-    let mut req = format!("ws://{proxy}/ws?first={first}")
-        .into_client_request()
-        .unwrap();
-    for (k, v) in headers {
-        let name =
-            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap();
-        req.headers_mut().append(name, v.parse().unwrap());
-    }
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.bind(SocketAddr::new(from, 0)).unwrap();
-    let tcp = sock.connect(proxy).await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(req, tcp)
+    let mut ws = ws_from(proxy, from, headers, &first)
         .await
         .expect("upgrade through the proxy");
     loop {
@@ -469,14 +458,15 @@ async fn connections_are_capped_per_forwarded_address_and_bypassers_by_socket() 
     drop(open);
 }
 
-/// Open a WebSocket with Hello and keep it: `None` if the server refused it.
-async fn hold_ws(
-    proxy: SocketAddr,
+/// A WebSocket to `/ws?first=…` on `to`, from the loopback address `from`,
+/// with headers the client writes itself. `None` if it was not upgraded.
+async fn ws_from(
+    to: SocketAddr,
     from: IpAddr,
     headers: &[(&str, &str)],
+    first: &str,
 ) -> Option<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>> {
-    let first = encode_first(&[hello("holder")]);
-    let mut req = format!("ws://{proxy}/ws?first={first}")
+    let mut req = format!("ws://{to}/ws?first={first}")
         .into_client_request()
         .unwrap();
     for (k, v) in headers {
@@ -486,8 +476,21 @@ async fn hold_ws(
     }
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.bind(SocketAddr::new(from, 0)).unwrap();
-    let tcp = sock.connect(proxy).await.ok()?;
-    let (mut ws, _) = tokio_tungstenite::client_async(req, tcp).await.ok()?;
+    let tcp = sock.connect(to).await.ok()?;
+    tokio_tungstenite::client_async(req, tcp)
+        .await
+        .ok()
+        .map(|(ws, _)| ws)
+}
+
+/// Open a WebSocket with Hello and keep it: `None` if the server refused it.
+async fn hold_ws(
+    proxy: SocketAddr,
+    from: IpAddr,
+    headers: &[(&str, &str)],
+) -> Option<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>> {
+    let first = encode_first(&[hello("holder")]);
+    let mut ws = ws_from(proxy, from, headers, &first).await?;
     // The Welcome, or a close with server_full.
     loop {
         match tokio::time::timeout(WAIT, ws.next()).await.ok()?? {
