@@ -149,9 +149,18 @@ class Client(QuicConnectionProtocol):
 
     async def connect_status(self, authority: str, path: str):
         sid = self.send_connect(authority, path)
-        status = await self.until(lambda: self.headers.get(sid) or (
-            f"reset 0x{self.resets[sid]:x}" if sid in self.resets else None))
-        return sid, status
+        def answer():
+            if sid in self.headers:
+                return self.headers[sid]
+            if sid in self.resets:
+                return f"reset 0x{self.resets[sid]:x}"
+            if self.terminated is not None:
+                return "no response before the connection closed"
+            return None
+        try:
+            return sid, await self.until(answer)
+        except asyncio.TimeoutError:
+            return sid, f"no answer in {WAIT:.0f} s"
 
     def control(self, session: int):
         """Control frames the server sent on the stream it opened (PROTOCOL.md §3)."""
@@ -165,10 +174,17 @@ class Failed(Exception):
     pass
 
 
-def check(cond, name, details):
+FAILURES = []
+
+
+def check(cond, name, details, fatal=False):
+    """Report one check; a failed one fails the run, and stops it if `fatal`."""
+    line = f"{'ok' if cond else 'FAIL'} {name}: {details}"
     if not cond:
-        raise Failed(f"FAIL {name}: {details}")
-    print(f"ok {name}: {details}", flush=True)
+        FAILURES.append(line)
+        if fatal:
+            raise Failed(line)
+    print(line, flush=True)
 
 
 async def open_client(host, port, cert_hash):
@@ -237,23 +253,23 @@ async def main():
     # 5: create, join, relay both ways.
     cm_a, a = await open_client(host, port, cert_hash)
     a_sid, status = await a.connect_status(authority, "/signal?first=" + first(HELLO, CREATE))
-    check(status == "200", "create", f":status {status}")
+    check(status == "200", "create", f":status {status}", fatal=True)
     created = await a.until(lambda: next((f for f in a.control(a_sid) if f[:1] == b"\x01"), None))
     n, at = read_leb128(created, 1)
     code = created[at:at + n].decode()
-    check(len(code) > 0, "create", f"SessionCreated, code {code}")
+    check(len(code) > 0, "create", f"SessionCreated, code {code}", fatal=True)
 
     cm_b, b = await open_client(host, port, cert_hash)
     b_sid, status = await b.connect_status(authority, "/signal?first=" + first(HELLO, join(code)))
-    check(status == "200", "join", f":status {status}")
+    check(status == "200", "join", f":status {status}", fatal=True)
     joined = await b.until(lambda: next((f for f in b.control(b_sid) if f[:1] == b"\x02"), None))
     check(joined[1:1 + len(code) + 1] == leb128(len(code)) + code.encode(), "join",
-          f"SessionJoined {code}")
+          f"SessionJoined {code}", fatal=True)
 
     got = await relay(a, a_sid, b, b"from-a-1")
-    check(got is not None, "relay a->b", f"datagram {got!r}")
+    check(got is not None, "relay a->b", f"datagram {got!r}", fatal=True)
     got = await relay(b, b_sid, a, b"from-b-1")
-    check(got is not None, "relay b->a", f"datagram {got!r}")
+    check(got is not None, "relay b->a", f"datagram {got!r}", fatal=True)
 
     # 2: a second CONNECT on A's connection is reset (or answered 4xx); A goes on.
     _, status = await a.connect_status(authority, "/signal")
@@ -270,7 +286,7 @@ async def main():
     # 4: B ends its session without a capsule: it finishes the CONNECT stream.
     b._quic.send_stream_data(b_sid, b"", end_stream=True)
     b.transmit()
-    term = await b.until(lambda: b.terminated)
+    term = await b.until(lambda: b.terminated, timeout=35)
     check(term.error_code == H3_NO_ERROR, "close without capsule",
           f"server closed with 0x{term.error_code:x}")
     report["no_capsule_close"] = term.error_code
@@ -280,15 +296,17 @@ async def main():
     capsule = bytes.fromhex("68 43 04 00 00 00 00")  # type 0x2843, length 4, code 0
     a.h3._quic.send_stream_data(a_sid, b"\x00" + bytes([len(capsule)]) + capsule, end_stream=True)
     a.transmit()
-    term = await a.until(lambda: a.terminated)
+    term = await a.until(lambda: a.terminated, timeout=35)
     check(term.error_code == H3_NO_ERROR, "close with capsule", f"0x{term.error_code:x}")
     await cm_a.__aexit__(None, None, None)
     print(json.dumps(report), flush=True)
+    if FAILURES:
+        raise Failed(f"{len(FAILURES)} check(s) failed")
 
 
 if __name__ == "__main__":
     try:
-        asyncio.run(asyncio.wait_for(main(), 60))
+        asyncio.run(asyncio.wait_for(main(), 120))
     except Failed as e:
         print(e, flush=True)
         sys.exit(1)
