@@ -787,7 +787,7 @@ async fn webtransport_on_another_path_is_refused() {
     let r = ep.connect(format!("https://{}/nope", srv.quic)).await;
     // The refusal (a 404) reaches the client as a response: wtransport says
     // "rejected", not a connection error (it used to be lost in the close).
-    let err = r.err().expect("a session on /nope must be refused");
+    let err = r.expect_err("a session on /nope must be refused");
     assert!(
         matches!(err, wtransport::error::ConnectingError::SessionRejected),
         "{err:?}"
