@@ -796,12 +796,7 @@ async fn read_capsules(
     if !first {
         return;
     }
-    if let Closed::WithoutCapsule(how) = outcome {
-        debug!(
-            how = how.as_str(),
-            "WebTransport session closed without a close capsule"
-        );
-    }
+    // (A close without a capsule is logged and counted by the server, per connection.)
     // The session was the connection's only one.
     let _ = tokio::time::timeout(Duration::from_millis(100), async {
         if let Some(mut send) = state.send.lock().await.take() {

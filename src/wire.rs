@@ -4,8 +4,9 @@
 //! connection; this enum is the only place that knows the difference. Streams
 //! are handed out as boxed tokio `AsyncRead`/`AsyncWrite`, which both quinn
 //! and web-transport-quinn implement. A WebTransport session is a quinn
-//! connection with an HTTP/3 layer on top (web-transport-quinn), so the same
-//! quinn statistics, migration and 0.5-RTT sending apply to both.
+//! connection with an HTTP/3 layer on top (web-transport-quinn on the
+//! client's side, [`crate::webtransport`] on the server's), so the same quinn
+//! statistics, migration and 0.5-RTT sending apply to both.
 
 use std::pin::Pin;
 use std::time::Duration;
