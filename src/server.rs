@@ -31,6 +31,7 @@ use crate::protocol::{
     ClientMsg, ErrorCode, FrameDecoder, ALPN_H3, ALPN_NATIVE, WEBTRANSPORT_PATH,
 };
 use crate::session::{Admission, ConnMeta, Via};
+use crate::webtransport;
 use crate::wire::{Ended, Reader, Wire, Writer};
 
 /// A running server. Drop does not stop it; call [`Server::shutdown`].
@@ -450,11 +451,10 @@ async fn handle_incoming(
             // so waiting for the handshake below costs it nothing; a client
             // that sent CONNECT as 0-RTT data waits for its address proof.
             let (conn, handshake) = early(connecting, end).await?;
-            let request =
-                tokio::time::timeout_at(end, web_transport_quinn::Request::accept(conn.clone()))
-                    .await
-                    .context("WebTransport session request timed out")?
-                    .context("WebTransport session request")?;
+            let request = tokio::time::timeout_at(end, webtransport::Request::accept(conn.clone()))
+                .await
+                .context("WebTransport session request timed out")?
+                .context("WebTransport session request")?;
             if let Some(handshake) = handshake {
                 tokio::time::timeout_at(end, handshake)
                     .await
@@ -466,13 +466,25 @@ async fn handle_incoming(
                 after_ms = arrived.elapsed().as_secs_f64() * 1000.0,
                 "WebTransport CONNECT read (time since the first Initial)"
             );
+            // Every refusal below is a response the client reads (PROTOCOL.md §1).
+            let request = match request {
+                Ok(request) => request,
+                Err((why, refusable)) => {
+                    debug!(%remote, "not a WebTransport CONNECT: {}", why.0);
+                    shared.metrics.refused(Refusal::BadRequest);
+                    refusable.refuse(400).await;
+                    return Ok(());
+                }
+            };
+            let metrics = shared.clone();
+            request.on_rejected(move || {
+                metrics.metrics.webtransport_requests_rejected.inc();
+            });
             // The URL may hold a join code: only its path is ever logged.
             if request.url.path() != WEBTRANSPORT_PATH {
                 debug!(%remote, path = request.url.path(), "WebTransport request for an unknown path");
                 shared.metrics.refused(Refusal::NotFound);
-                let _ = request
-                    .reject(web_transport_quinn::http::StatusCode::NOT_FOUND)
-                    .await;
+                request.refuse(404).await;
                 return Ok(());
             }
             let first = match first_param(request.url.query())
@@ -483,23 +495,18 @@ async fn handle_incoming(
                 Err(e) => {
                     debug!(%remote, "WebTransport request with a bad `first`: {e}");
                     shared.metrics.refused(Refusal::BadRequest);
-                    let _ = request
-                        .reject(web_transport_quinn::http::StatusCode::BAD_REQUEST)
-                        .await;
+                    request.refuse(400).await;
                     return Ok(());
                 }
             };
-            let session = request
-                .ok()
-                .await
-                .context("accepting WebTransport session")?;
+            let session = request.session();
             let control = match first {
                 Some(msgs) => Control::ServerOpens(msgs),
                 None => Control::ClientOpens,
             };
             serve(
                 &shared,
-                Wire::WebTransport(Box::new(session)),
+                Wire::WebTransportServer(session),
                 pending,
                 control,
                 end,
@@ -569,8 +576,20 @@ async fn serve(
         Conn::open(shared, meta, pending.take(), Some(wire.clone()))
     };
     let (conn, outlet) = match opened {
-        Ok(opened) => opened,
+        // A WebTransport session is answered only now, once the core has
+        // taken it: a limit refuses it with a status instead of a 200.
+        Ok(opened) => match &wire {
+            Wire::WebTransportServer(session) => match session.accept().await {
+                Ok(()) => opened,
+                Err(_) => return opened.0.close(false),
+            },
+            _ => opened,
+        },
         Err(code) => {
+            if let Wire::WebTransportServer(session) = &wire {
+                // 503: server_full and shutting_down both say "not now".
+                return session.refuse(503).await;
+            }
             wire.close(code as u32, code.as_str());
             let _ = tokio::time::timeout(Duration::from_secs(1), wire.closed()).await;
             return;
@@ -641,6 +660,20 @@ async fn serve_quic(
         });
     }
     let mut ended = wire.closed().await;
+    if let Wire::WebTransportServer(session) = &wire {
+        if let Some(webtransport::Closed::WithoutCapsule(how)) = session.close_outcome() {
+            // Ordinary (a tab closed, a client that just hangs up): counted, logged at debug.
+            conn.shared()
+                .metrics
+                .webtransport_closed_without_capsule
+                .inc();
+            debug!(
+                conn = conn.id(),
+                how = how.as_str(),
+                "WebTransport client closed without a close capsule"
+            );
+        }
+    }
     if !ended.clean {
         // A WebTransport client's close code reaches us through the driver's
         // errors, not through the QUIC connection's.

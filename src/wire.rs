@@ -4,8 +4,9 @@
 //! connection; this enum is the only place that knows the difference. Streams
 //! are handed out as boxed tokio `AsyncRead`/`AsyncWrite`, which both quinn
 //! and web-transport-quinn implement. A WebTransport session is a quinn
-//! connection with an HTTP/3 layer on top (web-transport-quinn), so the same
-//! quinn statistics, migration and 0.5-RTT sending apply to both.
+//! connection with an HTTP/3 layer on top (web-transport-quinn on the
+//! client's side, [`crate::webtransport`] on the server's), so the same quinn
+//! statistics, migration and 0.5-RTT sending apply to both.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -23,8 +24,11 @@ pub type Writer = Pin<Box<dyn AsyncWrite + Send + Sync>>;
 pub enum Wire {
     /// Raw QUIC, as native clients speak it.
     Quic(quinn::Connection),
-    /// A WebTransport session over HTTP/3, as browsers speak it.
+    /// A WebTransport session over HTTP/3, as browsers speak it (the Rust
+    /// client's side, web-transport-quinn).
     WebTransport(Box<web_transport_quinn::Session>),
+    /// The server's side of a WebTransport session ([`crate::webtransport`]).
+    WebTransportServer(crate::webtransport::Session),
 }
 
 /// How a connection ended, on any transport.
@@ -77,6 +81,42 @@ impl Ended {
             }
             quinn::ConnectionError::TimedOut => Ended::lost(SILENT),
             e => Ended::lost(e.to_string()),
+        }
+    }
+
+    /// How a server-side WebTransport session ended.
+    fn from_h3(closed: crate::webtransport::Closed) -> Ended {
+        use crate::webtransport::{error_from_http3, Closed, NoCapsule};
+        match closed {
+            Closed::Capsule(code, reason) => Ended::by_peer(
+                u64::from(code),
+                format!("closed by peer: {reason} (code {code})"),
+            ),
+            // The draft: the same as a capsule with code 0.
+            Closed::WithoutCapsule(NoCapsule::Finished) => Ended::by_peer(
+                0,
+                "closed by peer: CONNECT stream finished without a close capsule".into(),
+            ),
+            Closed::WithoutCapsule(NoCapsule::Reset) => Ended::lost("CONNECT stream reset by peer"),
+            Closed::WithoutCapsule(NoCapsule::ConnectionClosed) => {
+                Ended::lost("connection closed by peer without a close capsule")
+            }
+            Closed::Local(code, reason) => {
+                Ended::lost(format!("closed here: {reason} (code {code})"))
+            }
+            Closed::Connection(quinn::ConnectionError::ApplicationClosed(a)) => {
+                match error_from_http3(a.error_code.into_inner()) {
+                    Some(code) => Ended::by_peer(
+                        u64::from(code),
+                        format!(
+                            "closed by peer: {} (code {code})",
+                            String::from_utf8_lossy(&a.reason)
+                        ),
+                    ),
+                    None => Ended::lost(format!("closed by peer: {a}")),
+                }
+            }
+            Closed::Connection(e) => Ended::from_quinn(e),
         }
     }
 
@@ -140,6 +180,10 @@ fn lost_wt(e: web_transport_quinn::SessionError) -> WireError {
     WireError::Lost(Ended::from_wt(e))
 }
 
+fn lost_h3(e: crate::webtransport::Closed) -> WireError {
+    WireError::Lost(Ended::from_h3(e))
+}
+
 /// Why a datagram was not queued.
 #[derive(Debug, thiserror::Error)]
 pub enum DatagramError {
@@ -159,7 +203,9 @@ impl Wire {
     pub fn kind(&self) -> crate::session::Transport {
         match self {
             Wire::Quic(_) => crate::session::Transport::Quic,
-            Wire::WebTransport(_) => crate::session::Transport::WebTransport,
+            Wire::WebTransport(_) | Wire::WebTransportServer(_) => {
+                crate::session::Transport::WebTransport
+            }
         }
     }
 
@@ -168,6 +214,7 @@ impl Wire {
         match self {
             Wire::Quic(c) => c.remote_address(),
             Wire::WebTransport(c) => c.remote_address(),
+            Wire::WebTransportServer(c) => c.conn().remote_address(),
         }
     }
 
@@ -176,6 +223,7 @@ impl Wire {
         match self {
             Wire::Quic(c) => c,
             Wire::WebTransport(c) => c,
+            Wire::WebTransportServer(c) => c.conn(),
         }
     }
 
@@ -184,6 +232,7 @@ impl Wire {
         match self {
             Wire::Quic(c) => c.rtt(),
             Wire::WebTransport(c) => c.rtt(),
+            Wire::WebTransportServer(c) => c.conn().rtt(),
         }
     }
 
@@ -192,6 +241,7 @@ impl Wire {
         match self {
             Wire::Quic(c) => c.max_datagram_size(),
             Wire::WebTransport(c) => Some(c.max_datagram_size()).filter(|n| *n > 0),
+            Wire::WebTransportServer(c) => c.max_datagram_size().filter(|n| *n > 0),
         }
     }
 
@@ -204,6 +254,10 @@ impl Wire {
             }
             Wire::WebTransport(c) => {
                 let (s, r) = c.accept_bi().await.map_err(lost_wt)?;
+                (Box::pin(s), Box::pin(r))
+            }
+            Wire::WebTransportServer(c) => {
+                let (s, r) = c.accept_bi().await.map_err(lost_h3)?;
                 (Box::pin(s), Box::pin(r))
             }
         })
@@ -224,6 +278,13 @@ impl Wire {
                 let _ = r.stop(code);
                 let _ = s.reset(code);
             }
+            Wire::WebTransportServer(c) => {
+                let (mut s, mut r) = c.accept_bi().await.map_err(lost_h3)?;
+                let code = crate::webtransport::error_to_http3(code);
+                let code = quinn::VarInt::from_u64(code).unwrap_or_default();
+                let _ = r.stop(code);
+                let _ = s.reset(code);
+            }
         }
         Ok(())
     }
@@ -239,6 +300,10 @@ impl Wire {
                 let (s, r) = c.open_bi().await.map_err(lost_wt)?;
                 (Box::pin(s), Box::pin(r))
             }
+            Wire::WebTransportServer(c) => {
+                let (s, r) = c.open_bi().await.map_err(lost_h3)?;
+                (Box::pin(s), Box::pin(r))
+            }
         })
     }
 
@@ -247,6 +312,7 @@ impl Wire {
         Ok(match self {
             Wire::Quic(c) => Box::pin(c.accept_uni().await.map_err(lost_quinn)?),
             Wire::WebTransport(c) => Box::pin(c.accept_uni().await.map_err(lost_wt)?),
+            Wire::WebTransportServer(c) => Box::pin(c.accept_uni().await.map_err(lost_h3)?),
         })
     }
 
@@ -255,6 +321,7 @@ impl Wire {
         Ok(match self {
             Wire::Quic(c) => Box::pin(c.open_uni().await.map_err(lost_quinn)?),
             Wire::WebTransport(c) => Box::pin(c.open_uni().await.map_err(lost_wt)?),
+            Wire::WebTransportServer(c) => Box::pin(c.open_uni().await.map_err(lost_h3)?),
         })
     }
 
@@ -263,18 +330,21 @@ impl Wire {
         Ok(match self {
             Wire::Quic(c) => c.read_datagram().await.map_err(lost_quinn)?,
             Wire::WebTransport(c) => c.read_datagram().await.map_err(lost_wt)?,
+            Wire::WebTransportServer(c) => c.read_datagram().await.map_err(lost_h3)?,
         })
     }
 
     /// Queue a datagram; never waits. quinn drops the oldest queued datagrams
     /// when its send buffer is full, which is what real-time state wants.
     pub fn send_datagram(&self, data: Bytes) -> Result<(), DatagramError> {
+        let quic_err = |e| match e {
+            quinn::SendDatagramError::TooLarge => DatagramError::TooLarge,
+            quinn::SendDatagramError::ConnectionLost(_) => DatagramError::Lost,
+            _ => DatagramError::Unsupported,
+        };
         match self {
-            Wire::Quic(c) => c.send_datagram(data).map_err(|e| match e {
-                quinn::SendDatagramError::TooLarge => DatagramError::TooLarge,
-                quinn::SendDatagramError::ConnectionLost(_) => DatagramError::Lost,
-                _ => DatagramError::Unsupported,
-            }),
+            Wire::Quic(c) => c.send_datagram(data).map_err(quic_err),
+            Wire::WebTransportServer(c) => c.send_datagram(&data).map_err(quic_err),
             Wire::WebTransport(c) => c.send_datagram(data).map_err(|e| {
                 use web_transport_quinn::SessionError;
                 match e {
@@ -296,12 +366,16 @@ impl Wire {
         match self {
             Wire::Quic(c) => c.close(quinn::VarInt::from_u32(code), reason.as_bytes()),
             Wire::WebTransport(c) => c.close(code, reason.as_bytes()),
+            Wire::WebTransportServer(c) => c.close(code, reason),
         }
     }
 
     /// How the connection ended, if it has (without waiting).
     pub fn close_reason(&self) -> Option<Ended> {
-        self.quic().close_reason().map(Ended::from_quinn)
+        match self {
+            Wire::WebTransportServer(c) => c.close_outcome().map(Ended::from_h3),
+            _ => self.quic().close_reason().map(Ended::from_quinn),
+        }
     }
 
     /// Wait until the connection is closed, for whatever reason.
@@ -309,6 +383,7 @@ impl Wire {
         match self {
             Wire::Quic(c) => Ended::from_quinn(c.closed().await),
             Wire::WebTransport(c) => Ended::from_wt(c.closed().await),
+            Wire::WebTransportServer(c) => Ended::from_h3(c.closed().await),
         }
     }
 }

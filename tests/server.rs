@@ -785,7 +785,13 @@ async fn webtransport_on_another_path_is_refused() {
         .build();
     let ep = wtransport::Endpoint::client(config).unwrap();
     let r = ep.connect(format!("https://{}/nope", srv.quic)).await;
-    assert!(r.is_err(), "a session on /nope must be refused");
+    // The refusal (a 404) reaches the client as a response: wtransport says
+    // "rejected", not a connection error (it used to be lost in the close).
+    let err = r.expect_err("a session on /nope must be refused");
+    assert!(
+        matches!(err, wtransport::error::ConnectingError::SessionRejected),
+        "{err:?}"
+    );
     let ok = ep.connect(format!("https://{}/signal", srv.quic)).await;
     assert!(ok.is_ok());
     assert!(
