@@ -12,7 +12,7 @@ using System.Threading.Tasks;
 
 namespace FlightSimP2P.Client
 {
-    public sealed partial class WebRTCP2PService
+    public partial class WebRTCP2PService
     {
         public IDisposable On(string methodName, Action handler)
         {

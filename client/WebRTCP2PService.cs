@@ -23,7 +23,7 @@ using FlightSimP2P.Protocol;
 
 namespace FlightSimP2P.Client
 {
-    public sealed partial class WebRTCP2PService : IDisposable, ILinkMetrics, ILinkEvents
+    public partial class WebRTCP2PService : IDisposable, ILinkMetrics, ILinkEvents
     {
         public const uint AllPeers = Wire.AllPeers;
 
