@@ -20,7 +20,7 @@ mapfile -t surface < <(ls tests/csharp/surface/*Surface.cs)
 compile() {
     mcs -nologo -langversion:7.2 -warnaserror -target:library \
         -define:NETCOREAPP -define:NET8_0_OR_GREATER -define:NET9_0_OR_GREATER \
-        -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
+        -r:System.dll -r:System.Core.dll -r:System.Net.Http.dll -r:System.Runtime.Serialization.dll \
         -out:"$out/adapters.dll" "${core[@]}" "${adapters[@]}" "${surface[@]}" "$@"
 }
 compile
