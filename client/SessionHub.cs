@@ -12,9 +12,10 @@
 //
 // SendAsync/SendCoreAsync of a mapped hub method goes to the session host only (run at
 // once when this peer is the host); InvokeAsync of one returns the method's result. The
-// host runs a new hub object per call, with Clients (All, Others, Caller, Client(id)) and
-// Context.ConnectionId (the caller's peer id). A non-host that receives a hub method
-// (the host changed meanwhile) drops it.
+// host runs a new hub object per call, with Clients (All, Others, Caller, Client(id),
+// AllExcept) and Context.ConnectionId (the caller's peer id); OnConnectedAsync and
+// OnDisconnectedAsync run on the host when another peer joins or leaves the session. A
+// non-host that receives a hub method (the host changed meanwhile) drops it.
 //
 // C# 7.2 (mono).
 
@@ -216,6 +217,32 @@ namespace FlightSimP2P.Client
                     }
                     MapHubMethod(m, () => factory());
                 }
+            }
+            // The hub's OnConnectedAsync/OnDisconnectedAsync, on the host, as peers join and leave.
+            PeerJoined += (peer, name) => RunHubLifecycle(factory, peer, h => h.OnConnectedAsync());
+            PeerLeft += (peer, reason) => RunHubLifecycle(factory, peer, h => h.OnDisconnectedAsync(null));
+        }
+
+        private void RunHubLifecycle<THub>(Func<THub> factory, uint peer, Func<Hub, Task> call) where THub : Hub
+        {
+            if (!IsHost || peer == PeerId)
+            {
+                return;
+            }
+            Hub hub = factory();
+            try
+            {
+                hub.Clients = new CallerClients(this, peer);
+                hub.Context = new HubCallerContext(peer);
+                call(hub).GetAwaiter().GetResult();
+            }
+            catch (Exception)
+            {
+                // As a handler's: the hub's exception does not stop the event thread.
+            }
+            finally
+            {
+                hub.Dispose();
             }
         }
 

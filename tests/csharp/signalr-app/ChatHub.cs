@@ -13,6 +13,11 @@ namespace SimChat
 {
     public class ChatHub : Hub
     {
+        public override Task OnConnectedAsync()
+        {
+            return Clients.Others.SendAsync("ReceiveMessage", "hub", "joined: " + Context.ConnectionId);
+        }
+
         public async Task SendMessage(string user, string message)
         {
             await Clients.All.SendAsync("ReceiveMessage", user, message);

@@ -97,6 +97,7 @@ namespace SimChat
             Console.WriteLine("session " + chat.Connection.Session.Code);
             Console.Out.Flush();
 
+            Check(WaitFor(() => chat.Messages().Exists(m => m.StartsWith("hub: joined: ", StringComparison.Ordinal)), 30000), "host: the hub's OnConnectedAsync told the others (Clients.Others) that the guest joined");
             // The guest's SendAsync("SendMessage") ran on this host's ChatHub: Clients.All includes the host.
             Check(WaitFor(() => chat.Messages().Contains("guest: hello from guest"), 30000), "host: got the guest's message through its own hub (Clients.All)");
             await chat.SendMessageAsync("hello from host");
@@ -132,6 +133,7 @@ namespace SimChat
             await chat.SendPositionAsync(1.5, 2.5);
             Check(WaitFor(() => chat.Messages().Contains("host: hello from host"), 30000), "guest: got the host's message through the hub");
             Check(chat.Positions().Count == 0, "guest: Clients.Others did not send its own position back");
+            Check(!chat.Messages().Exists(m => m.StartsWith("hub: joined: ", StringComparison.Ordinal)), "guest: not told of its own join (Clients.Others from OnConnectedAsync)");
             await chat.SendMessageAsync("bye");
             Check(WaitFor(() => chat.Messages().Contains("guest: bye"), 10000), "guest: bye came back");
             await chat.DisposeAsync();
