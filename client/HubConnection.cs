@@ -52,10 +52,22 @@ namespace FlightSimP2P.Client
             return StartAndJoinSessionAsync(_session, null, cancellationToken);
         }
 
+        /// <summary>Raised once the connection is disposed (DisposeAsync): what the builder attached is released.</summary>
+        internal event Action Disposed;
+
         /// <summary>SignalR's DisposeAsync returns ValueTask: stops (leaving the session) and disposes.</summary>
         public new ValueTask DisposeAsync()
         {
-            return new ValueTask(base.DisposeAsync());
+            return new ValueTask(base.DisposeAsync().ContinueWith(t =>
+            {
+                Action d = Disposed;
+                Disposed = null;
+                if (d != null)
+                {
+                    d();
+                }
+                t.GetAwaiter().GetResult();
+            }, TaskScheduler.Default));
         }
     }
 

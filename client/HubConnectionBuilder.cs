@@ -24,7 +24,7 @@ namespace FlightSimP2P.Client
         HubConnection Build();
     }
 
-    public sealed class HubConnectionBuilder : IHubConnectionBuilder
+    public sealed partial class HubConnectionBuilder : IHubConnectionBuilder
     {
         private readonly WebRTCP2POptions _options = new WebRTCP2POptions();
         private readonly HttpConnectionOptions _http = new HttpConnectionOptions();
@@ -183,8 +183,13 @@ namespace FlightSimP2P.Client
                 ITransportFactory inner = _options.TransportFactory ?? new DefaultTransportFactory(_options);
                 _options.TransportFactory = new AccessTokenTransportFactory(http.AccessTokenProvider, inner, _options);
             }
-            return new HubConnection(_options, _session);
+            HubConnection connection = new HubConnection(_options, _session);
+            OnBuilt(connection);
+            return connection;
         }
+
+        /// <summary>The .NET build attaches ConfigureLogging's logger here (client/Adapters/Logging.cs).</summary>
+        partial void OnBuilt(HubConnection connection);
 
         HubConnection IHubConnectionBuilder.Build()
         {

@@ -58,6 +58,23 @@ using SIPSorcery.Net;
 namespace FlightSimP2P.Client { static class Probe { static object F() { return typeof(IceServer); } } }
 #endif'
 
+# Must compile: SignalR app code that configures logging (the one builder call that needs
+# the .NET build), against the library and the declared surface, as an app's own file.
+printf '%s\n' '
+#if NETCOREAPP
+using System;
+using Microsoft.Extensions.Logging;
+using FlightSimP2P.Client;
+namespace App { static class LoggingProbe { static HubConnection Make() {
+    return new HubConnectionBuilder()
+        .WithUrl("https://sim.example.com/hubs/flight")
+        .ConfigureLogging(logging => logging.SetMinimumLevel(LogLevel.Debug))
+        .WithAutomaticReconnect()
+        .Build(); } } }
+#endif' >"$out/logging-probe.cs"
+compile "$out/logging-probe.cs"
+echo "ok   app code calling ConfigureLogging(logging => logging.SetMinimumLevel(...)) compiles against the .NET build" >&2
+
 # No wholesale import of a foreign namespace whose names clash with the project's.
 wholesale() {
     grep -nE '^[[:space:]]*(global[[:space:]]+)?using[[:space:]]+(static[[:space:]]+)?(SIPSorcery(\.[A-Za-z.]+)?|System\.Net\.Quic)[[:space:]]*;' "$@" || true
