@@ -14,7 +14,7 @@ using System.Threading.Tasks;
 namespace FlightSimP2P.Client
 {
     /// <summary>SignalR's HubConnection: built by HubConnectionBuilder; everything WebRTCP2PService does.</summary>
-    public class HubConnection : WebRTCP2PService
+    public class HubConnection : WebRTCP2PService, IAsyncDisposable
     {
         /// <summary>Ours is 10 s (SignalR's 30 s): a silent server is noticed sooner.</summary>
         public static readonly TimeSpan DefaultServerTimeout = TimeSpan.FromSeconds(10);

@@ -220,8 +220,13 @@ namespace FlightSimP2P.Tests
             }
             finally
             {
-                ValueTask done = c.DisposeAsync();
+                bool released = false;
+                c.Disposed += () => released = true;
+                // `await using` calls IAsyncDisposable.DisposeAsync: HubConnection's own, which also
+                // releases what the builder attached (ConfigureLogging's providers).
+                ValueTask done = ((IAsyncDisposable)c).DisposeAsync();
                 done.AsTask().Wait(5000);
+                Check(released, "connection: IAsyncDisposable.DisposeAsync (await using) is HubConnection's, releasing what Build attached");
             }
             HttpConnectionOptions http = new HttpConnectionOptions();
             IWebProxy proxy = new WebProxy("http://proxy.example.com:3128");
