@@ -7,7 +7,6 @@
 using System;
 using System.Collections.Generic;
 using System.Net;
-using System.Net.Http;
 using System.Net.WebSockets;
 using System.Security.Cryptography.X509Certificates;
 using System.Threading;
@@ -27,8 +26,9 @@ namespace FlightSimP2P.Client
     /// HttpMessageHandlerFactory, CloseTimeout, ApplicationMaxBufferSize,
     /// TransportMaxBufferSize, UseStatefulReconnect. Pin a server certificate with
     /// WebRTCP2POptions.CertificateSha256 (WithUrl's Action&lt;WebRTCP2POptions&gt; overload).
+    /// HttpMessageHandlerFactory is in the .NET build only (client/Adapters/HttpOptions.cs).
     /// </summary>
-    public sealed class HttpConnectionOptions
+    public sealed partial class HttpConnectionOptions
     {
         public HttpConnectionOptions()
         {
@@ -60,8 +60,6 @@ namespace FlightSimP2P.Client
         public bool? UseDefaultCredentials { get; set; }
 
         public Action<ClientWebSocketOptions> WebSocketConfiguration { get; set; }
-
-        public Func<HttpMessageHandler, HttpMessageHandler> HttpMessageHandlerFactory { get; set; }
 
         public TimeSpan CloseTimeout { get; set; }
 
@@ -208,24 +206,34 @@ namespace FlightSimP2P.Client
     }
 
     /// <summary>
-    /// Calls AccessTokenProvider before every connect (first, reconnect, fallback, redirect)
-    /// and connects the WebSocket to the URL with access_token added. QUIC has no URL and the
-    /// protocol's Hello has no token field yet, so over QUIC the provider is called and the
-    /// token not sent (client/AVALONIA-INTEGRATION.md).
+    /// The HttpConnectionOptions of one connection, applied to each connect: calls
+    /// AccessTokenProvider (if set) before every connect (first, reconnect, fallback,
+    /// redirect) and connects the WebSocket to the URL with access_token added; the
+    /// WebSocket's options (headers, proxy, credentials...) are configured for the connect
+    /// (WebSocketHook). QUIC has no URL and the protocol's Hello has no token field yet, so
+    /// over QUIC the provider is called and the token not sent (client/AVALONIA-INTEGRATION.md).
     /// </summary>
     public sealed class AccessTokenTransportFactory : IClusterTransportFactory
     {
         private readonly Func<Task<string>> _provider;
+        private readonly Action<ClientWebSocketOptions> _configure;
         private readonly ITransportFactory _inner;
         private readonly WebRTCP2POptions _options;
 
         public AccessTokenTransportFactory(Func<Task<string>> provider, ITransportFactory inner, WebRTCP2POptions options)
+            : this(provider, null, inner, options)
         {
-            if (provider == null || inner == null || options == null)
+        }
+
+        /// <summary>provider and configure may be null.</summary>
+        public AccessTokenTransportFactory(Func<Task<string>> provider, Action<ClientWebSocketOptions> configure, ITransportFactory inner, WebRTCP2POptions options)
+        {
+            if (inner == null || options == null)
             {
-                throw new ArgumentNullException(provider == null ? "provider" : inner == null ? "inner" : "options");
+                throw new ArgumentNullException(inner == null ? "inner" : "options");
             }
             _provider = provider;
+            _configure = configure;
             _inner = inner;
             _options = options;
         }
@@ -242,33 +250,79 @@ namespace FlightSimP2P.Client
 
         public async Task<ISignalingTransport> ConnectAsync(TransportKind kind, ServerEndpoint server, string first, CancellationToken cancellationToken)
         {
-            Task<string> pending = _provider();
-            string token = pending == null ? null : await pending.ConfigureAwait(false);
-            IClusterTransportFactory cluster = _inner as IClusterTransportFactory;
-            if (kind != TransportKind.WebSocket || string.IsNullOrEmpty(token) || cluster == null)
+            string token = null;
+            if (_provider != null)
             {
-                if (server == null)
-                {
-                    return await _inner.ConnectAsync(kind, first, cancellationToken).ConfigureAwait(false);
-                }
-                if (cluster == null)
-                {
-                    throw new NotSupportedException("the transport factory cannot reach node " + server.Name + " (no IClusterTransportFactory)");
-                }
-                return await cluster.ConnectAsync(kind, server, first, cancellationToken).ConfigureAwait(false);
+                Task<string> pending = _provider();
+                token = pending == null ? null : await pending.ConfigureAwait(false);
             }
-            // The same endpoint (its trust unchanged), its WebSocket URL with the token.
-            WebRTCP2POptions target = _options.For(server);
-            ServerEndpoint withToken = new ServerEndpoint(target.ServerHost, target.QuicPort, WithToken(target.EffectiveWebSocketUri, token));
-            withToken.Name = server != null ? server.Name : "";
-            withToken.CertSha256 = server != null ? server.CertSha256 : null;
-            withToken.FromRedirect = server != null && server.FromRedirect;
-            return await cluster.ConnectAsync(kind, withToken, first, cancellationToken).ConfigureAwait(false);
+            IClusterTransportFactory cluster = _inner as IClusterTransportFactory;
+            using (WebSocketHook.Use(_configure))
+            {
+                if (kind != TransportKind.WebSocket || string.IsNullOrEmpty(token) || cluster == null)
+                {
+                    if (server == null)
+                    {
+                        return await _inner.ConnectAsync(kind, first, cancellationToken).ConfigureAwait(false);
+                    }
+                    if (cluster == null)
+                    {
+                        throw new NotSupportedException("the transport factory cannot reach node " + server.Name + " (no IClusterTransportFactory)");
+                    }
+                    return await cluster.ConnectAsync(kind, server, first, cancellationToken).ConfigureAwait(false);
+                }
+                // The same endpoint (its trust unchanged), its WebSocket URL with the token.
+                WebRTCP2POptions target = _options.For(server);
+                ServerEndpoint withToken = new ServerEndpoint(target.ServerHost, target.QuicPort, ServerUrl.WithAccessToken(target.EffectiveWebSocketUri, token));
+                withToken.Name = server != null ? server.Name : "";
+                withToken.CertSha256 = server != null ? server.CertSha256 : null;
+                withToken.FromRedirect = server != null && server.FromRedirect;
+                return await cluster.ConnectAsync(kind, withToken, first, cancellationToken).ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Hands a connection's WebSocket configuration (HttpConnectionOptions: headers, proxy,
+    /// credentials, cookies, certificates, WebSocketConfiguration) to WebSocketTransport,
+    /// which applies it to the ClientWebSocket it creates. Scoped to the connect call
+    /// (AsyncLocal), so two connections in one process never see each other's.
+    /// </summary>
+    public static class WebSocketHook
+    {
+        private static readonly AsyncLocal<Action<ClientWebSocketOptions>> s_current = new AsyncLocal<Action<ClientWebSocketOptions>>();
+
+        /// <summary>Sets configure for the calls made until the result is disposed.</summary>
+        public static IDisposable Use(Action<ClientWebSocketOptions> configure)
+        {
+            Action<ClientWebSocketOptions> previous = s_current.Value;
+            s_current.Value = configure;
+            return new Restore(previous);
         }
 
-        private static Uri WithToken(Uri ws, string token)
+        /// <summary>WebSocketTransport calls it on a new socket's options before connecting.</summary>
+        public static void Apply(ClientWebSocketOptions options)
         {
-            return ServerUrl.WithAccessToken(ws, token);
+            Action<ClientWebSocketOptions> configure = s_current.Value;
+            if (configure != null)
+            {
+                configure(options);
+            }
+        }
+
+        private sealed class Restore : IDisposable
+        {
+            private readonly Action<ClientWebSocketOptions> _previous;
+
+            public Restore(Action<ClientWebSocketOptions> previous)
+            {
+                _previous = previous;
+            }
+
+            public void Dispose()
+            {
+                s_current.Value = _previous;
+            }
         }
     }
 }

@@ -168,21 +168,10 @@ namespace FlightSimP2P.Client
                 throw new InvalidOperationException("HubConnectionBuilder allows creation only of a single instance of HubConnection.");
             }
             _built = true;
+            // HttpConnectionOptions on every connect: the access token, the WebSocket's options.
             HttpConnectionOptions http = _http;
-            Action<System.Net.WebSockets.ClientWebSocketOptions> own = _options.WebSocketConfiguration;
-            _options.WebSocketConfiguration = o =>
-            {
-                http.Configure(o);
-                if (own != null)
-                {
-                    own(o);
-                }
-            };
-            if (http.AccessTokenProvider != null)
-            {
-                ITransportFactory inner = _options.TransportFactory ?? new DefaultTransportFactory(_options);
-                _options.TransportFactory = new AccessTokenTransportFactory(http.AccessTokenProvider, inner, _options);
-            }
+            ITransportFactory inner = _options.TransportFactory ?? new DefaultTransportFactory(_options);
+            _options.TransportFactory = new AccessTokenTransportFactory(http.AccessTokenProvider, http.Configure, inner, _options);
             HubConnection connection = new HubConnection(_options, _session);
             OnBuilt(connection);
             return connection;

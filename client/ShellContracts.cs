@@ -167,8 +167,6 @@ namespace FlightSimP2P.Client
         public IHubSerializer Serializer;
         public IClock Clock;
         public IRandom Random;
-        /// <summary>Called on each WebSocket's options before it connects (headers, proxy, credentials: HttpConnectionOptions).</summary>
-        public Action<System.Net.WebSockets.ClientWebSocketOptions> WebSocketConfiguration;
 
         public Uri EffectiveWebSocketUri
         {

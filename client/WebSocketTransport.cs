@@ -48,20 +48,11 @@ namespace FlightSimP2P.Client
         /// URL can hold a join code: it is never logged, and a connect error that quotes
         /// it is replaced by one that does not.
         /// </summary>
-        public static Task<ISignalingTransport> ConnectAsync(Uri uri, string first, TimeSpan keepAlive, CancellationToken cancellationToken)
-        {
-            return ConnectAsync(uri, first, keepAlive, null, cancellationToken);
-        }
-
-        /// <summary>The same, with configure (if not null) called on the socket's options before it connects.</summary>
-        public static async Task<ISignalingTransport> ConnectAsync(Uri uri, string first, TimeSpan keepAlive, Action<ClientWebSocketOptions> configure, CancellationToken cancellationToken)
+        public static async Task<ISignalingTransport> ConnectAsync(Uri uri, string first, TimeSpan keepAlive, CancellationToken cancellationToken)
         {
             ClientWebSocket ws = new ClientWebSocket();
+            WebSocketHook.Apply(ws.Options);
             ws.Options.KeepAliveInterval = keepAlive;
-            if (configure != null)
-            {
-                configure(ws.Options);
-            }
             Uri target = first == null ? uri : new Uri(First.AppendTo(uri.AbsoluteUri, first));
             try
             {
@@ -287,7 +278,7 @@ namespace FlightSimP2P.Client
                 }
                 return quic;
             }
-            return WebSocketTransport.ConnectAsync(_options.EffectiveWebSocketUri, first, _options.KeepAliveInterval, _options.WebSocketConfiguration, cancellationToken);
+            return WebSocketTransport.ConnectAsync(_options.EffectiveWebSocketUri, first, _options.KeepAliveInterval, cancellationToken);
         }
 
         /// <summary>Cluster mode: the same, to another node (a fallback, or where a Redirect leads).</summary>

@@ -105,8 +105,12 @@ namespace FlightSimP2P.Tests
                 return ConnectAsync(kind, null, first, cancellationToken);
             }
 
+            public int Configured;
+
             public Task<ISignalingTransport> ConnectAsync(TransportKind kind, ServerEndpoint server, string first, CancellationToken cancellationToken)
             {
+                // What WebSocketTransport does with a new ClientWebSocket.
+                WebSocketHook.Apply(new ClientWebSocket().Options);
                 Attempts.Add(new Attempt { Kind = kind, Server = server, First = first });
                 return Task.FromResult<ISignalingTransport>(null);
             }
@@ -119,7 +123,7 @@ namespace FlightSimP2P.Tests
             o.CertificateSha256 = "aa";
             RecordingFactory inner = new RecordingFactory();
             int calls = 0;
-            AccessTokenTransportFactory f = new AccessTokenTransportFactory(() => Task.FromResult("tok" + (++calls)), inner, o);
+            AccessTokenTransportFactory f = new AccessTokenTransportFactory(() => Task.FromResult("tok" + (++calls)), w => inner.Configured++, inner, o);
             f.ConnectAsync(TransportKind.WebSocket, "FIRST", CancellationToken.None).Wait();
             f.ConnectAsync(TransportKind.WebSocket, "FIRST2", CancellationToken.None).Wait();
             ServerEndpoint node = new ServerEndpoint(null, 4433, new Uri("wss://node-b.example.com/ws"));
@@ -138,6 +142,10 @@ namespace FlightSimP2P.Tests
             Check(a2.Server.WebSocketUri.AbsoluteUri == "wss://node-b.example.com/ws?access_token=tok3" && a2.Server.FromRedirect && a2.Server.Name == "b",
                 "token: a redirect goes to the named node with the token, still a redirect (its own trust)");
             Check(inner.Attempts[3].Kind == TransportKind.Quic && inner.Attempts[3].Server == null, "token: QUIC connects as before (no URL for the token)");
+            Eq(4, inner.Configured, "http options: every connect's new socket gets the connection's WebSocket configuration");
+            int before = inner.Configured;
+            WebSocketHook.Apply(new ClientWebSocket().Options);
+            Eq(before, inner.Configured, "http options: outside a connect no socket gets it (scoped to the call)");
         }
 
         private sealed class Backoff : IRetryPolicy
