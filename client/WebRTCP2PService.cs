@@ -23,7 +23,7 @@ using FlightSimP2P.Protocol;
 
 namespace FlightSimP2P.Client
 {
-    public sealed partial class WebRTCP2PService : IDisposable, ILinkMetrics, ILinkEvents
+    public partial class WebRTCP2PService : IDisposable, ILinkMetrics, ILinkEvents
     {
         public const uint AllPeers = Wire.AllPeers;
 
@@ -226,6 +226,11 @@ namespace FlightSimP2P.Client
         /// <summary>SignalR's SendCoreAsync: a hub message to every other peer of my session, reliably through the server.</summary>
         public Task SendCoreAsync(string methodName, object[] args, CancellationToken cancellationToken = default(CancellationToken))
         {
+            Task hub;
+            if (methodName != null && TryHubSend(methodName, args, cancellationToken, out hub))
+            {
+                return hub;
+            }
             return SendToPeerCoreAsync(AllPeers, methodName, args, cancellationToken);
         }
 
@@ -610,6 +615,7 @@ namespace FlightSimP2P.Client
         /// <summary>Runs the handlers of a hub message; for an invocation, answers with the first handler's result.</summary>
         private void Dispatch(CoreOutput o, bool invoke)
         {
+            SetCaller(o.Peer);
             Handler[] hs;
             lock (_handlers)
             {

@@ -51,6 +51,7 @@ namespace FlightSimP2P.Client
         public static async Task<ISignalingTransport> ConnectAsync(Uri uri, string first, TimeSpan keepAlive, CancellationToken cancellationToken)
         {
             ClientWebSocket ws = new ClientWebSocket();
+            WebSocketHook.Apply(ws.Options);
             ws.Options.KeepAliveInterval = keepAlive;
             Uri target = first == null ? uri : new Uri(First.AppendTo(uri.AbsoluteUri, first));
             try
