@@ -102,6 +102,14 @@ namespace FlightSimP2P.Client
         public long QuicFallbackDelayMs = 1000;
         public long ConnectTimeoutMs = 10000;
         public long PingIntervalMs = 5000;
+        /// <summary>
+        /// A connected server that sends nothing (no message, no relay frame) for this long is
+        /// taken as lost: the connection is closed and Reconnecting fires. Pings go out at least
+        /// every half of it, so a live server always answers in time. 0: off.
+        /// </summary>
+        public long ServerTimeoutMs = 10000;
+        /// <summary>From the transport's connect to the Welcome; a handshake that takes longer fails the attempt. 0: off.</summary>
+        public long HandshakeTimeoutMs = 15000;
         public long RequestTimeoutMs = 10000;
         public long InvokeTimeoutMs = 30000;
         public long[] ReconnectDelaysMs = ReconnectPolicy.SignalRDefaultMs;
@@ -206,6 +214,8 @@ namespace FlightSimP2P.Client
 
         private uint _sendSeq;
         private long _nextPing = -1;
+        // When the connection last heard from the server (any message or relay frame).
+        private long _lastRx = -1;
         private long _refreshAt = -1;
 
         // Cluster mode: where connections go, redirects in a row, and the CreateSession /
@@ -459,6 +469,11 @@ namespace FlightSimP2P.Client
             _wsStartAt = -1;
             _handshake = conn;
             _handshakeKind = kind;
+            if (_o.HandshakeTimeoutMs > 0)
+            {
+                // From here the attempt deadline is the handshake's (the Welcome must come within it).
+                _attemptDeadline = now + _o.HandshakeTimeoutMs;
+            }
             _queue.Clear();
             _queue.Configure(0, now);
             if (conn == _requestInUrlConn)
@@ -597,6 +612,27 @@ namespace FlightSimP2P.Client
             ScheduleReconnect(now, error, -1);
         }
 
+        /// <summary>Keep-alive pings: PingIntervalMs, but at least every half ServerTimeoutMs (so a live server is never taken for dead).</summary>
+        private long PingEveryMs()
+        {
+            long ping = _o.PingIntervalMs;
+            if (_o.ServerTimeoutMs > 0)
+            {
+                long half = Math.Max(1, _o.ServerTimeoutMs / 2);
+                ping = ping > 0 ? Math.Min(ping, half) : half;
+            }
+            return ping;
+        }
+
+        /// <summary>The server sent nothing for ServerTimeoutMs: the connection is lost (as TCP or QUIC would say, much later).</summary>
+        private void ServerSilent(long now)
+        {
+            int c = _conn;
+            _lastRx = -1;
+            Close(c, false);
+            TransportLost(now, c, new TimeoutException("the server sent nothing for " + _o.ServerTimeoutMs + " ms (ServerTimeout)"), 0);
+        }
+
         private void ScheduleReconnect(long now, Exception error, long delayOverride)
         {
             if (!_policy.Enabled && delayOverride < 0)
@@ -709,6 +745,10 @@ namespace FlightSimP2P.Client
             if (conn != _conn && conn != _handshake)
             {
                 return;
+            }
+            if (conn == _conn)
+            {
+                _lastRx = now;
             }
             if (msg is ServerMsg.Welcome)
             {
@@ -888,7 +928,9 @@ namespace FlightSimP2P.Client
             _reconnectAttempt = 0;
             ApplyWelcomeFields(now, w);
             _queue.Configure(Limits.SignalsPerSec, now);
-            _nextPing = _o.PingIntervalMs > 0 ? now + _o.PingIntervalMs : -1;
+            _lastRx = now;
+            long ping = PingEveryMs();
+            _nextPing = ping > 0 ? now + ping : -1;
             if (!w.Resumed && oldId != 0)
             {
                 // A new peer id: the old seat (and session) is gone.
@@ -961,6 +1003,7 @@ namespace FlightSimP2P.Client
             }
             int old = _conn;
             _conn = fresh;
+            _lastRx = now;
             _handoff = false;
             // Queued control messages (hub messages, signals, a request) go out on the new connection.
             ApplyWelcomeFields(now, w);
@@ -1500,6 +1543,10 @@ namespace FlightSimP2P.Client
 
         public void RelayFrame(long now, int conn, uint from, byte[] payload)
         {
+            if (conn == _conn && _conn != 0)
+            {
+                _lastRx = now;
+            }
             PeerState p = GetPeer(from);
             if (p != null)
             {
@@ -1770,10 +1817,14 @@ namespace FlightSimP2P.Client
                 Complete(_invokes[id].Token, null, new TimeoutException("the host did not answer in time"));
                 _invokes.Remove(id);
             }
+            if (_conn != 0 && _o.ServerTimeoutMs > 0 && _lastRx >= 0 && now - _lastRx >= _o.ServerTimeoutMs)
+            {
+                ServerSilent(now);
+            }
             if (_nextPing >= 0 && now >= _nextPing && _conn != 0)
             {
                 _queue.Enqueue(new ClientMsg.Ping((ulong)now));
-                _nextPing = now + _o.PingIntervalMs;
+                _nextPing = now + PingEveryMs();
             }
             if (_refreshAt >= 0 && now >= _refreshAt && _conn != 0 && _refreshConn == 0)
             {
@@ -1834,6 +1885,7 @@ namespace FlightSimP2P.Client
             wake = Min(wake, _reconnectAt);
             wake = Min(wake, _requestDeadline);
             wake = Min(wake, _conn != 0 ? _nextPing : -1);
+            wake = Min(wake, _conn != 0 && _o.ServerTimeoutMs > 0 && _lastRx >= 0 ? _lastRx + _o.ServerTimeoutMs : -1);
             wake = Min(wake, _conn != 0 && _refreshConn == 0 ? _refreshAt : -1);
             wake = Min(wake, _conn != 0 ? _queue.NextWake(now) : -1);
             foreach (PendingInvoke pi in _invokes.Values)

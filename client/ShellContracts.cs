@@ -129,6 +129,14 @@ namespace FlightSimP2P.Client
         /// <summary>DER bytes of a private root CA to trust instead of the system store (host names are still checked).</summary>
         public byte[] TrustedRootCertificate;
         public TimeSpan KeepAliveInterval = TimeSpan.FromSeconds(5);
+        /// <summary>
+        /// A server that sends nothing for this long is taken as lost on every transport: the
+        /// connection is closed and Reconnecting fires. Pings go out at least every half of it.
+        /// TimeSpan.Zero: off (then only TCP/QUIC notice a dead server, minutes later).
+        /// </summary>
+        public TimeSpan ServerTimeout = TimeSpan.FromSeconds(10);
+        /// <summary>From the transport's connect to the server's Welcome.</summary>
+        public TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(15);
         public TimeSpan PingInterval = TimeSpan.FromSeconds(5);
         public string DisplayName = "";
         public bool EnableDirect = true;
@@ -202,6 +210,8 @@ namespace FlightSimP2P.Client
             c.QuicFallbackDelayMs = Ms(QuicFallbackDelay);
             c.ConnectTimeoutMs = Ms(ConnectTimeout);
             c.PingIntervalMs = Ms(PingInterval);
+            c.ServerTimeoutMs = Ms(ServerTimeout);
+            c.HandshakeTimeoutMs = Ms(HandshakeTimeout);
             c.RequestTimeoutMs = Ms(RequestTimeout);
             c.InvokeTimeoutMs = Ms(InvokeTimeout);
             List<long> delays = new List<long>();

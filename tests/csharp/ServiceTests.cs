@@ -35,6 +35,8 @@ namespace FlightSimP2P.Tests
         {
             o = o ?? new CoreOptions();
             o.PingIntervalMs = 0;
+            // Most tests let simulated time run with a silent fake server; the ServerTimeout tests switch it on.
+            o.ServerTimeoutMs = 0;
             Core = new ServiceCore(o, new FixedRandom(), Metrics);
         }
 
@@ -219,6 +221,7 @@ namespace FlightSimP2P.Tests
             Run("cluster: an unreachable node, then dead fallbacks, lead round robin back to the main server", ClusterFallbacks);
             Run("cluster: cluster_unavailable during a resume is retried on the same node", ClusterUnavailableResume);
             Run("cluster: a redirected join in the URL of an attempt that fails is not lost: it goes to the configured server", ClusterRedirectedJoinAttemptFails);
+            RunIssue21();
             Console.WriteLine(_passed + " passed, " + _failed + " failed");
             return _failed == 0 ? 0 : 1;
         }
@@ -1496,6 +1499,97 @@ namespace FlightSimP2P.Tests
                     Check(e.InnerException is HubException, "HubException for a missing method");
                 }
             }
+        }
+            // --- issue 21: it never hangs; the direct path under SIPSorcery's reliable channel ---
+
+        private static void RunIssue21()
+        {
+            Run("ServerTimeout: a server gone silent is noticed, Reconnecting fires within 10 s", ServerTimeoutSilent);
+            Run("ServerTimeout: a live server that only answers pings is never taken for dead", ServerTimeoutLive);
+            Run("HandshakeTimeout: a transport that connects but never says Welcome fails the attempt at 15 s", HandshakeTimeoutNoWelcome);
+        }
+
+        private static Harness TimedHarness()
+        {
+            Harness h = new Harness();
+            CoreOptions o = new CoreOptions();
+            o.PingIntervalMs = 5000;
+            h.Core = new ServiceCore(o, new FixedRandom(), h.Metrics);
+            return h;
+        }
+
+        private static void ServerTimeoutSilent()
+        {
+            Harness h = TimedHarness();
+            int conn = h.Connect(5);
+            h.InSession(5, 5);
+            // The server answers the pings for a while, then goes silent (SIGSTOP, a dead proxy).
+            long lastHeard = h.Now;
+            for (int i = 0; i < 3000; i++)
+            {
+                h.Now += 10;
+                foreach (CoreOutput o in h.Drain())
+                {
+                    if (o.Kind == OutputKind.SendControl && o.Message is ClientMsg.Ping && h.Now < 20000)
+                    {
+                        h.Core.ServerMessage(h.Now, conn, new ServerMsg.Pong(((ClientMsg.Ping)o.Message).ClientTimeMs, 0));
+                        lastHeard = h.Now;
+                    }
+                }
+                if (h.Log.Any(x => x.Kind == OutputKind.Reconnecting))
+                {
+                    break;
+                }
+            }
+            CoreOutput rec = h.Log.FirstOrDefault(x => x.Kind == OutputKind.Reconnecting);
+            Check(rec != null, "Reconnecting fired");
+            long took = h.Now - lastHeard;
+            Console.WriteLine("     figure: server silent -> Reconnecting after " + took + " ms (ServerTimeout 10000)");
+            Check(took <= 10000, "within ServerTimeout (took " + took + " ms)");
+            Check(rec.Error is TimeoutException, "the error says timeout: " + rec.Error);
+            Check(h.Log.Any(x => x.Kind == OutputKind.CloseTransport && x.Conn == conn), "the silent connection is closed");
+            h.Advance(100);
+            Check(h.Log.Any(x => x.Kind == OutputKind.Connect && x.Conn != conn), "a reconnect attempt started");
+        }
+
+        private static void ServerTimeoutLive()
+        {
+            Harness h = TimedHarness();
+            int conn = h.Connect(5);
+            int pings = 0;
+            for (int i = 0; i < 6000; i++)
+            {
+                h.Now += 10;
+                foreach (CoreOutput o in h.Drain())
+                {
+                    if (o.Kind == OutputKind.SendControl && o.Message is ClientMsg.Ping)
+                    {
+                        pings++;
+                        h.Core.ServerMessage(h.Now + 40, conn, new ServerMsg.Pong(((ClientMsg.Ping)o.Message).ClientTimeMs, 0));
+                    }
+                }
+            }
+            Check(pings >= 11, "pings every 5 s (" + pings + " in 60 s)");
+            Check(!h.Log.Any(x => x.Kind == OutputKind.Reconnecting), "never Reconnecting");
+            Check(h.Core.State == HubConnectionState.Connected, "still connected");
+        }
+
+        private static void HandshakeTimeoutNoWelcome()
+        {
+            CoreOptions o = new CoreOptions();
+            o.QuicAllowed = false;
+            o.ReconnectDelaysMs = new long[0];
+            Harness h = new Harness(o);
+            h.Core.Start(h.Now, 1);
+            CoreOutput c = h.Drain().First(x => x.Kind == OutputKind.Connect);
+            h.Now += 9000;
+            h.Core.TransportConnected(h.Now, c.Conn);
+            h.Drain();
+            h.Advance(14990);
+            Check(h.Core.State == HubConnectionState.Connecting, "still waiting inside HandshakeTimeout (the connect's 10 s no longer apply)");
+            h.Advance(20);
+            Check(h.Log.Any(x => x.Kind == OutputKind.Complete && x.Token == 1 && x.Error is TimeoutException), "StartAsync failed with a timeout");
+            Check(h.Log.Any(x => x.Kind == OutputKind.CloseTransport && x.Conn == c.Conn), "the handshaking transport is closed");
         }
     }
 }
