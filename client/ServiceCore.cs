@@ -245,6 +245,8 @@ namespace FlightSimP2P.Client
         public List<IceServer> IceServers { get; private set; }
         public long RttMs { get; private set; }
         public long StaleDropped { get; private set; }
+        /// <summary>Hub messages a newer one with the same method and target replaced while they waited (ControlQueue).</summary>
+        public long HubMessagesCoalesced { get { return _queue.Coalesced; } }
         public int CurrentConn { get { return _conn; } }
 
         /// <summary>Control messages can be queued: connected, or handing over to a refresh connection.</summary>
@@ -1610,7 +1612,8 @@ namespace FlightSimP2P.Client
             HubEnvelope e = new HubEnvelope();
             e.Name = name;
             e.Args = args;
-            _queue.Enqueue(new ClientMsg.SignalTo(to, new Signal.App(e.Encode())));
+            // Same method to the same target: a newer message may take a waiting one's place when the backlog is full.
+            _queue.EnqueueHub(new ClientMsg.SignalTo(to, new Signal.App(e.Encode())), to + "\n" + name);
             return true;
         }
 

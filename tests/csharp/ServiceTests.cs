@@ -1507,6 +1507,7 @@ namespace FlightSimP2P.Tests
             Run("ServerTimeout: a server gone silent is noticed, Reconnecting fires within 10 s", ServerTimeoutSilent);
             Run("ServerTimeout: a live server that only answers pings is never taken for dead", ServerTimeoutLive);
             Run("HandshakeTimeout: a transport that connects but never says Welcome fails the attempt at 15 s", HandshakeTimeoutNoWelcome);
+            Run("60 Hz SendAsync: hub latency bounded, WebRTC signals never wait behind it", HubFloodBounded);
         }
 
         private static Harness TimedHarness()
@@ -1590,6 +1591,78 @@ namespace FlightSimP2P.Tests
             h.Advance(20);
             Check(h.Log.Any(x => x.Kind == OutputKind.Complete && x.Token == 1 && x.Error is TimeoutException), "StartAsync failed with a timeout");
             Check(h.Log.Any(x => x.Kind == OutputKind.CloseTransport && x.Conn == c.Conn), "the handshaking transport is closed");
+        }
+            private static void HubFloodBounded()
+        {
+            Harness h = new Harness();
+            h.Connect(5);
+            h.InSession(5, 5);
+            h.Drain();
+            Dictionary<int, long> sentAt = new Dictionary<int, long>();
+            long maxHub = 0;
+            int hubOut = 0;
+            int chatsIn = 0, chatsOut = 0;
+            long signalQueuedAt = -1, signalOut = -1;
+            long start = h.Now;
+            int n = 0;
+            // 60 Hz UpdatePosition for 10 s of simulated time, a Chat every second, and a peer
+            // joining after 5 s (its offer and candidates go out through the same budget).
+            while (h.Now - start < 11000)
+            {
+                h.Now += 1;
+                bool sending = h.Now - start < 10000;
+                if (sending && ((h.Now - start) % 50 == 0 || (h.Now - start) % 50 == 17 || (h.Now - start) % 50 == 33))
+                {
+                    sentAt[n] = h.Now;
+                    Check(h.Core.SendHub(h.Now, 0, "UpdatePosition", new[] { n.ToString() }), "queued");
+                    n++;
+                }
+                if (sending && (h.Now - start) % 1000 == 500)
+                {
+                    h.Core.SendHub(h.Now, 0, "Chat", new[] { "\"hi\"" });
+                    chatsIn++;
+                }
+                if (h.Now - start == 5000)
+                {
+                    h.Core.ServerMessage(h.Now, h.Conn, new ServerMsg.PeerJoined(new PeerInfo(6, "p", ClientKind.DotNet)));
+                }
+                foreach (CoreOutput o in h.Drain())
+                {
+                    if (o.Kind == OutputKind.OpenLink)
+                    {
+                        h.Core.LocalSignal(h.Now, 6, o.LinkId, new Signal.Offer("v=0"));
+                        signalQueuedAt = h.Now;
+                    }
+                    if (o.Kind != OutputKind.SendControl)
+                    {
+                        continue;
+                    }
+                    ClientMsg.SignalTo st = o.Message as ClientMsg.SignalTo;
+                    if (st == null)
+                    {
+                        continue;
+                    }
+                    if (st.Signal is Signal.Offer)
+                    {
+                        signalOut = h.Now;
+                        continue;
+                    }
+                    HubEnvelope e = HubEnvelope.TryDecode(((Signal.App)st.Signal).Data);
+                    if (e.Name == "Chat")
+                    {
+                        chatsOut++;
+                        continue;
+                    }
+                    hubOut++;
+                    maxHub = Math.Max(maxHub, h.Now - sentAt[int.Parse(e.Args[0])]);
+                }
+            }
+            Console.WriteLine("     figure: 60 Hz SendAsync under a 50/s server budget: worst hub latency " + maxHub
+                + " ms, " + hubOut + " of " + n + " sent (" + h.Core.HubMessagesCoalesced + " replaced by newer), offer waited " + (signalOut - signalQueuedAt) + " ms");
+            Check(maxHub <= 300, "hub latency bounded at 300 ms (worst " + maxHub + ")");
+            Check(signalOut >= 0 && signalOut - signalQueuedAt <= 25, "the offer went out within one token (" + (signalOut - signalQueuedAt) + " ms)");
+            Check(chatsOut == chatsIn, "distinct hub messages are never dropped (" + chatsOut + "/" + chatsIn + ")");
+            Check(hubOut + h.Core.HubMessagesCoalesced == n, "every position sent or replaced by a newer one");
         }
     }
 }
