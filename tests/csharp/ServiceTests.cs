@@ -1622,7 +1622,7 @@ namespace FlightSimP2P.Tests
                     h.Core.SendHub(h.Now, 0, "Chat", new[] { "\"hi\"" });
                     chatsIn++;
                 }
-                if (h.Now - start == 5000)
+                if (h.Now - start == 8000)
                 {
                     h.Core.ServerMessage(h.Now, h.Conn, new ServerMsg.PeerJoined(new PeerInfo(6, "p", ClientKind.DotNet)));
                 }
