@@ -1322,7 +1322,23 @@ namespace FlightSimP2P.Tests
                 }
             }
 
-            public bool TrySendRelay(uint to, byte[] payload) { return true; }
+            public int RelaySent;
+
+            public bool TrySendRelay(uint to, byte[] payload) { Interlocked.Increment(ref RelaySent); return true; }
+
+            /// <summary>The fake server sends msg.</summary>
+            public void Push(ServerMsg msg)
+            {
+                _in.Add(msg);
+            }
+
+            public int Pings()
+            {
+                lock (Sent)
+                {
+                    return Sent.Count(m => m is ClientMsg.Ping);
+                }
+            }
 
             public Task<ServerMsg> ReceiveAsync(CancellationToken cancellationToken)
             {
@@ -1508,6 +1524,8 @@ namespace FlightSimP2P.Tests
             Run("ServerTimeout: a live server that only answers pings is never taken for dead", ServerTimeoutLive);
             Run("HandshakeTimeout: a transport that connects but never says Welcome fails the attempt at 15 s", HandshakeTimeoutNoWelcome);
             Run("60 Hz SendAsync: hub latency bounded, WebRTC signals never wait behind it", HubFloodBounded);
+            Run("shell: a throwing adapter call (each of them) fails that peer's path only: relay, connection and timer live on", AdapterFaults);
+            Run("shell: handlers on the host may await InvokeAsync to the host (hub message, invocation, self)", HandlerInvokesHost);
         }
 
         private static Harness TimedHarness()
@@ -1663,6 +1681,207 @@ namespace FlightSimP2P.Tests
             Check(signalOut >= 0 && signalOut - signalQueuedAt <= 25, "the offer went out within one token (" + (signalOut - signalQueuedAt) + " ms)");
             Check(chatsOut == chatsIn, "distinct hub messages are never dropped (" + chatsOut + "/" + chatsIn + ")");
             Check(hubOut + h.Core.HubMessagesCoalesced == n, "every position sent or replaced by a newer one");
+        }
+            /// <summary>A peer link whose adapter call named by ThrowAt throws (as SIPSorcery can: socket bind, bad SDP, closed channel).</summary>
+        private sealed class FaultyLinks : IPeerLinkFactory
+        {
+            public string ThrowAt;
+            public volatile FaultyLink Last;
+            public int Created;
+
+            public IPeerLink Create(uint peer, int linkId, ILinkEvents events)
+            {
+                Interlocked.Increment(ref Created);
+                if (ThrowAt == "Create")
+                {
+                    throw new System.Net.Sockets.SocketException(98);
+                }
+                FaultyLink l = new FaultyLink(this, peer, linkId, events);
+                Last = l;
+                return l;
+            }
+        }
+
+        private sealed class FaultyLink : IPeerLink
+        {
+            private readonly FaultyLinks _f;
+            public readonly ILinkEvents Events;
+            public volatile bool Closed;
+
+            public FaultyLink(FaultyLinks f, uint peer, int linkId, ILinkEvents events)
+            {
+                _f = f;
+                Peer = peer;
+                LinkId = linkId;
+                Events = events;
+            }
+
+            public uint Peer { get; private set; }
+            public int LinkId { get; private set; }
+
+            private void Maybe(string call)
+            {
+                if (_f.ThrowAt == call)
+                {
+                    throw new InvalidOperationException("adapter threw in " + call);
+                }
+            }
+
+            public void Start(bool offerer, List<IceServer> iceServers) { Maybe("Start"); }
+            public void Apply(Signal signal) { Maybe("Apply:" + signal.GetType().Name); }
+            public bool Send(byte[] frame) { Maybe("Send"); return true; }
+            public long BufferedAmount { get { Maybe("BufferedAmount"); return 0; } }
+            public void Close() { Closed = true; Maybe("Close"); }
+        }
+
+        private static bool WaitFor(Func<bool> cond, int ms = 5000)
+        {
+            for (int i = 0; i < ms / 10; i++)
+            {
+                if (cond())
+                {
+                    return true;
+                }
+                Thread.Sleep(10);
+            }
+            return cond();
+        }
+
+        private static void AdapterFaults()
+        {
+            string[] calls = { "Create", "Start", "Apply:Offer", "Apply:Answer", "Apply:IceCandidate", "Apply:EndOfCandidates", "Send", "BufferedAmount", "Close" };
+            List<string> bad = new List<string>();
+            foreach (string call in calls)
+            {
+                string why = AdapterFault(call);
+                if (why != null)
+                {
+                    bad.Add(call + ": " + why);
+                }
+            }
+            Check(bad.Count == 0, string.Join("; ", bad));
+        }
+
+        /// <summary>One throwing adapter call: null when it became the peer's path failure only.</summary>
+        private static string AdapterFault(string call)
+        {
+            FakeFactory f = new FakeFactory();
+            FaultyLinks links = new FaultyLinks();
+            WebRTCP2POptions o = new WebRTCP2POptions();
+            o.TransportFactory = f;
+            o.LinkFactory = links;
+            o.PingInterval = TimeSpan.FromMilliseconds(50);
+            o.DirectRetryDelay = TimeSpan.FromMinutes(10);
+            using (WebRTCP2PService s = new WebRTCP2PService(o))
+            {
+                if (!s.StartAsync().Wait(5000) || !s.CreateSessionAsync().Wait(5000))
+                {
+                    return "no session";
+                }
+                // Peer 3 joins: I (5) offer to it; or it offers (then I answer).
+                links.ThrowAt = call;
+                f.T.Push(new ServerMsg.PeerJoined(new PeerInfo(3, "p3", ClientKind.DotNet)));
+                if (!WaitFor(() => Volatile.Read(ref links.Created) >= 1))
+                {
+                    return "no link opened";
+                }
+                if (call == "Apply:Offer")
+                {
+                    // Peer 3 (lower id) offers too: glare goes its way, I answer, setRemoteDescription throws.
+                    f.T.Push(new ServerMsg.SignalFrom(3, new Signal.Offer("v=0")));
+                    WaitFor(() => Volatile.Read(ref links.Created) >= 2);
+                }
+                else if (call.StartsWith("Apply:"))
+                {
+                    Signal sig = call == "Apply:Answer" ? (Signal)new Signal.Answer("v=0")
+                        : call == "Apply:IceCandidate" ? (Signal)new Signal.IceCandidate("candidate:1 1 udp 1 10.0.0.1 9 typ host", "0", 0)
+                        : new Signal.EndOfCandidates();
+                    f.T.Push(new ServerMsg.SignalFrom(3, sig));
+                }
+                else if (call == "Send" || call == "BufferedAmount" || call == "Close")
+                {
+                    FaultyLink l = links.Last;
+                    l.Events.Opened(l, false);
+                    if (call == "Close")
+                    {
+                        // ICE fails: the link is closed, and Close throws.
+                        l.Events.Failed(l);
+                    }
+                    else
+                    {
+                        s.SendFlightData(3, new byte[] { 1 });
+                    }
+                }
+                if (!WaitFor(() => s.GetDirectState(3) == DirectState.Failed))
+                {
+                    return "the peer's direct path did not fail (" + s.GetDirectState(3) + ")";
+                }
+                int relayBefore = Volatile.Read(ref f.T.RelaySent);
+                if (!s.SendFlightData(3, new byte[] { 2 }) || Volatile.Read(ref f.T.RelaySent) <= relayBefore)
+                {
+                    return "flight data did not go through the relay";
+                }
+                if (Volatile.Read(ref f.T.Closed) != 0 || s.State != HubConnectionState.Connected)
+                {
+                    return "the server connection suffered (" + s.State + ")";
+                }
+                int pings = f.T.Pings();
+                if (!WaitFor(() => f.T.Pings() >= pings + 3))
+                {
+                    return "the timer loop stopped (no more pings)";
+                }
+                return null;
+            }
+        }
+
+        private static void HandlerInvokesHost()
+        {
+            FakeFactory f = new FakeFactory();
+            WebRTCP2POptions o = new WebRTCP2POptions();
+            o.TransportFactory = f;
+            o.PingInterval = TimeSpan.Zero;
+            using (WebRTCP2PService s = new WebRTCP2PService(o))
+            {
+                Check(s.StartAsync().Wait(5000) && s.CreateSessionAsync().Wait(5000), "host of a session");
+                Check(s.IsHost, "I am the host");
+                s.Handle<int, int, int>("Add", (x, y) => x + y);
+                TaskCompletionSource<int> fromHubMessage = new TaskCompletionSource<int>();
+                // A hub-message handler on the host that awaits an invocation of the host (itself).
+                s.On<int>("Go", async x => fromHubMessage.TrySetResult(await s.InvokeAsync<int>("Add", x, 1)));
+                // An invocation handler on the host that invokes the host again.
+                s.Handle<int, int>("Outer", async x => 10 * await s.InvokeAsync<int>("Add", x, 2));
+                HubEnvelope go = new HubEnvelope();
+                go.Name = "Go";
+                go.Args = new[] { "41" };
+                f.T.Push(new ServerMsg.SignalFrom(6, new Signal.App(go.Encode())));
+                Check(fromHubMessage.Task.Wait(10000), "the hub-message handler's InvokeAsync completed (no self-deadlock)");
+                Check(fromHubMessage.Task.Result == 42, "with the host's answer");
+                HubEnvelope inv = new HubEnvelope();
+                inv.Type = HubEnvelope.Invoke;
+                inv.Id = 9;
+                inv.Name = "Outer";
+                inv.Args = new[] { "1" };
+                f.T.Push(new ServerMsg.SignalFrom(6, new Signal.App(inv.Encode())));
+                HubEnvelope answer = null;
+                Check(WaitFor(() =>
+                {
+                    lock (f.T.Sent)
+                    {
+                        foreach (ClientMsg.SignalTo st in f.T.Sent.OfType<ClientMsg.SignalTo>())
+                        {
+                            HubEnvelope e = st.Signal is Signal.App ? HubEnvelope.TryDecode(((Signal.App)st.Signal).Data) : null;
+                            if (e != null && e.Id == 9 && st.To == 6)
+                            {
+                                answer = e;
+                            }
+                        }
+                    }
+                    return answer != null;
+                }, 10000), "peer 6's invocation was answered");
+                Check(answer.Type == HubEnvelope.Result && answer.ResultJson == "30", "Outer = 10 * Add(1, 2): " + answer.ResultJson + " " + answer.ErrorText);
+                Task<int> direct = s.InvokeAsync<int>("Outer", 4);
+                Check(direct.Wait(10000) && direct.Result == 60, "the host invoking itself, whose handler invokes itself again");
+            }
         }
     }
 }
