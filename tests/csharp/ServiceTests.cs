@@ -5,6 +5,7 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using System.Security.Cryptography.X509Certificates;
 using System.Threading;
 using System.Threading.Tasks;
 using FlightSimP2P.Client;
@@ -1526,6 +1527,8 @@ namespace FlightSimP2P.Tests
             Run("60 Hz SendAsync: hub latency bounded, WebRTC signals never wait behind it", HubFloodBounded);
             Run("shell: a throwing adapter call (each of them) fails that peer's path only: relay, connection and timer live on", AdapterFaults);
             Run("shell: handlers on the host may await InvokeAsync to the host (hub message, invocation, self)", HandlerInvokesHost);
+            Run("wss: the pin and the private root decide as for QUIC (host names still checked)", WssTrustDecision);
+            Run("wss: a loopback TLS WebSocket server is reached with its pin or root, refused otherwise", WssPinEndToEnd);
         }
 
         private static Harness TimedHarness()
@@ -1881,6 +1884,207 @@ namespace FlightSimP2P.Tests
                 Check(answer.Type == HubEnvelope.Result && answer.ResultJson == "30", "Outer = 10 * Add(1, 2): " + answer.ResultJson + " " + answer.ErrorText);
                 Task<int> direct = s.InvokeAsync<int>("Outer", 4);
                 Check(direct.Wait(10000) && direct.Result == 60, "the host invoking itself, whose handler invokes itself again");
+            }
+        }
+            // Test certificates (RSA, valid until 2126, generated with openssl for these tests only):
+        // a root CA, a leaf for localhost it signed (also as PKCS#12, password "test"), and an
+        // unrelated self-signed leaf for localhost.
+        private const string TestRootB64 =
+            "MIIDJzCCAg+gAwIBAgIUXwVtU/UV8LVvuPMBW0r4dECj0B8wDQYJKoZIhvcNAQELBQAwGjEYMBYGA1UEAwwPZnNwMnAgdGVzdCBy"
+            + "b290MCAXDTI2MTIwNjE3NTIyOFoYDzIxMjYxMTEyMTc1MjI4WjAaMRgwFgYDVQQDDA9mc3AycCB0ZXN0IHJvb3QwggEiMA0GCSqG"
+            + "SIb3DQEBAQUAA4IBDwAwggEKAoIBAQDslA+s4lTI+eePuMd1NTZAW8w2gkomVN9OQC2cqz+yljrpp+95BhvgyPIJ6WYEhb8DY+m3"
+            + "jZs3jYMx8m8Eo41oBY3Lmui9Wb0Zq7AjPVviy4OYDq2PT/Lm2URMykLsQMAJ/RLsuzdKnFIyIblLfVvIAbK2ajWaA/W6kvA95zrS"
+            + "bUnBtCCtKwuL83a1KLgjdXjQvC6EiMZ/WfxQHz0dczOTqHgg5pztVKzd42LPdP2swh0s+CrrVgUxceZpOen8eYMsT58aExohT9eZ"
+            + "uWbaBq0GVJGR0/STkoZqmrr+u14MyxwbhW8cQdUuaxVhfQSvzE3HmiFo+Y/GM35vCxoyg2ejAgMBAAGjYzBhMB0GA1UdDgQWBBRo"
+            + "8g7Ak0cw8rMn0uTc94jDA8LbujAfBgNVHSMEGDAWgBRo8g7Ak0cw8rMn0uTc94jDA8LbujAPBgNVHRMBAf8EBTADAQH/MA4GA1Ud"
+            + "DwEB/wQEAwIBBjANBgkqhkiG9w0BAQsFAAOCAQEABlLyaDx1AAEvcMiHwMjZrR5EzcAyYM5P6GLhhemLfzbmtO7hINY0xTRBYK/f"
+            + "qpwv7uKXBncdVk3Unwt4NpINkJRupIZz8Sg1/rTRWc3PGz7/VWtBREcX1NtDfBO+xhSFrFReXA7nIu54W62G2MY+7y+SlGu8ks9O"
+            + "97mR5BV/IRCsPCcftxVlJ+OVLtTqVDUra50b+K4jaKzYPXgJ7wCZm9U7zYINAZvUceTuMOWV0rpxH2TUP+faJi+aje4Pik9qL1jx"
+            + "VAIYyOn+6SrcF7SdsXY1lqI2ZUSlx99g0FWGRxhNCtUG5/JqjWK6Y+oitusr1Dz1pzZXpjHHuBq70F7tcw==";
+        private const string TestLeafB64 =
+            "MIIDNjCCAh6gAwIBAgIURjTgcwVO+G3tB+vuaiJobT3OhAMwDQYJKoZIhvcNAQELBQAwGjEYMBYGA1UEAwwPZnNwMnAgdGVzdCBy"
+            + "b290MCAXDTI2MTIwNjE3NTIyOFoYDzIxMjYxMTEyMTc1MjI4WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwggEiMA0GCSqGSIb3DQEB"
+            + "AQUAA4IBDwAwggEKAoIBAQCnD4z2j1xk7+ERnVY65wzF2TRm5pAtOuLNQXYPRNimx+GuqKxLJDS1Vbl/nP+bW4Ne3NqvBkk4lucK"
+            + "aRqwzQK39BypWIA1TcUN1zgBYLmTopLRVXT4ZE5zZomg9CPv8tmAB5t2uvdpkjJHBt1hlEf0oVbiPn49pauWr+5M0iJUrpf1NrzY"
+            + "ifixyUzj8d8niav1sstQyAFCrmXEq3CQiOUKz2Gd4o40zjnyQQQEcUsyWdE5Pwem15wjWfvnnU5iIzFWkKmAt0YY46VaurKCqdXR"
+            + "Ru3JE73BKp5goQ7precc3ngRXrJO+upvBam9wSuiVCML3L/CdSadJEnYetoGT5LBAgMBAAGjeDB2MBQGA1UdEQQNMAuCCWxvY2Fs"
+            + "aG9zdDAJBgNVHRMEAjAAMBMGA1UdJQQMMAoGCCsGAQUFBwMBMB0GA1UdDgQWBBQc4nslAL3HzksB7hW5tyoEFf/8ojAfBgNVHSME"
+            + "GDAWgBRo8g7Ak0cw8rMn0uTc94jDA8LbujANBgkqhkiG9w0BAQsFAAOCAQEAecc6BG4cGchymp2U2Qy1/R3JcTKxoDxKf0UxkHjS"
+            + "oA/dUFs0YRoFXt4ps36hmSzw+/uRMA12MyIvQyQzjI4H1EbAFiSb9G7MWBs/yOIcv5bq3d4x+cgG7GVHyPCf+J125yNr+X/fOjLn"
+            + "zi7yVAduNG8awNIjbY712zJsDMiekVJtZum1X3MQjE5QnT+tSZeA8ZxWOfQVLavrkgrwTemPQV1f0qhrYRTG0h92JqwTBIe0f9Sg"
+            + "1FVovinMTL/WSSPm3Ux/fgxVxxOd6U83x2PAfg+38abik2baapNJVGx0ppVm8+Egx9ajL3KMMnMJovFzt9or6vVPGUMO9bLxSxCD"
+            + "qw==";
+        private const string TestOtherB64 =
+            "MIIDITCCAgmgAwIBAgIUZfOxOat/U2JyxkyP8OD7sy8YjecwDQYJKoZIhvcNAQELBQAwFDESMBAGA1UEAwwJbG9jYWxob3N0MCAX"
+            + "DTI2MTIwNjE3NTIyOFoYDzIxMjYxMTEyMTc1MjI4WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwggEiMA0GCSqGSIb3DQEBAQUAA4IB"
+            + "DwAwggEKAoIBAQDZNDTilME1Fw+FedukyQyMGwxCoZ/blXpFfheZ6J49UnN+9o1jrufj0ftPYCt7R0hvsTK1WxfPI3p/5o0G5rip"
+            + "h91rdUNf4pEDP/mtG1irSwYYI88+gs8ypQlp05Mih+qh9rbulKSIVkXCxI6lhfSS5ABoYHixH8W5tgdcoGXC/ILoYilRci60mqIU"
+            + "AXVBlhMuNXMt5FtPugk5JaIdSaQtg618s7F7ytYzJM0SPizQIo+obBB6QVAP2dru3828T6ND6tMCFVQjmqLzMuIl1iycDGAxqf1D"
+            + "b/F6yX68GdYXnQOqHBdQ34wWWzMEpyIetXAB+dIk7wK+JlXxyZzz2adJAgMBAAGjaTBnMB0GA1UdDgQWBBT++g0ekbrAlrc9QZKm"
+            + "Q6bsfRvV7TAfBgNVHSMEGDAWgBT++g0ekbrAlrc9QZKmQ6bsfRvV7TAPBgNVHRMBAf8EBTADAQH/MBQGA1UdEQQNMAuCCWxvY2Fs"
+            + "aG9zdDANBgkqhkiG9w0BAQsFAAOCAQEAGZxa+hrZcFOUeHSCfnbZ0KWHvKZrGUKAUww6czPviEQztm06jZ/jX8mCpTaCLiXxLZOE"
+            + "R4X1e9qOwvVWwUekpyJHlGywp6RNulXQ864f5HGFSEujTtB+tXmCD0fBAcCWmAIs2J9zPhQL/96fafyoUxh2KA5TTrmiHV6a8xPm"
+            + "vcAeCSB72SwG+naw4UtqRXB6TjtV0/elrlqTar3+TXZ6TNFhTju4zDbGz65faFEiUK9cU2zlm0kYyLFmqb8Fw+hHrKjilbFShupr"
+            + "f7mPdg+Q3ifpn22z0LfPynYSvuS6Z8E1cvke5XCTGRcsiSfJQBl9QPCNtNDtqL0TsMqoqFNiPg==";
+        private const string TestLeafPfxB64 =
+            "MIIJeQIBAzCCCT8GCSqGSIb3DQEHAaCCCTAEggksMIIJKDCCA98GCSqGSIb3DQEHBqCCA9AwggPMAgEAMIIDxQYJKoZIhvcNAQcB"
+            + "MBwGCiqGSIb3DQEMAQMwDgQIyy/VMJocf2ACAggAgIIDmBYtiCxjoGY7cWSEi/0Nk1Ga8X0783XL1+fdSKiKLkuKRwrhG5o0EE3z"
+            + "UCUvybgAR//lYgNIhE6mnnVRBU59nkpWdrtGKW/mLTucAeZHPfNM82TVKqxpON0n513l33KITgQL9BiFzae413qKYAIgaKDp2Ei2"
+            + "l4uMnTYsU8eDjeB/LF3IXL5kc2SgmRtBKawHhHopu0hUxXAck0xbz/gd4Mt71MTHQQiNI9VWK9yy8TilGiS6ri51qlAJdEC7V4Kb"
+            + "Matxhv2JkUUj1J4EBrjdxgUFP9fukIjH/ZJYcIGW9lx8ctXmH9WnV1m+58s+tehyK3xjnuzXXKE4pcw4t5z1ZCOr2BX2H/7UHOPH"
+            + "PbqrNqiC9wykN5a4mR0tFTAmNKyarSLRvR+jHpuXHPUQNULu+XNbQYGtu1YEPNNIt0B0WeR/Ln07pGiYzULHmeyZWWXGnwpxvCeQ"
+            + "2ahHhCX8+58wmJ3yYSs6M+hlv66zo3+XsvHfsIcMZibhgH/XPFg4U4lcVjOBKZOD7XKGHK8q/aS4oSWS/DQmTImVGsEBVAjLrTqW"
+            + "fua8ZjDmT0SeIMMIKQx7DxfMhECZaDlSqs75uvveApLaTOxoWvhboz5JcCQ/aNW8AhsU1d5zV47kZT9iGq2xZcstOh56mzqY+v4A"
+            + "/VDRh3Gx1mBn9lty1O0pJ3roIDDMTNJzbBBmUFzFt4hwJS2SASheSxF8hpPRR7SYF2EXkjkg6ZtFTv0VIENYKYNr/OylLS1q6E88"
+            + "bqfARleo8RVAsJkfP78BjcKYsfqvHBIlhv1HEJzkreGMYiSePmKy4XN0NsmaV2GPPe8sn6Z2XyPoZ91t11oIaN+VKmfxtfzdgo3p"
+            + "b1UYcP2/EkCpphQJ1oRaI8YMEZsH30getRmMy/e6Sqdz9goPKUfKz59f8+yrjAaweYuzf9KtPMax8lbthRfKuzMxu7ogxWfwPbOc"
+            + "xGP3jIyBMaKEvYIsh4yKj8C6zVjUmOtmLCx1l6KunZrhh6TV6G8LbJPucYvhtnV9l2sfASplEBQNRIBlnpXlaHHrnft/ac3rnVbV"
+            + "WrJjJnGL2FYEC7pX5zyDwQEzcPkZePfaAeY1XB/FZjOA6nsaQXJJwzJnmtDuIi3GLdhQmyeliVpcDCq2TmDFzd0htwHP2c/Ip8hi"
+            + "Pm3Rg5qmjKcAEAtMYz7Z+A63ZIfo8GuKyF7DUTWJp/4RJtFpxj0VxYIoB/ryWXriaEO8aPbmMIIFQQYJKoZIhvcNAQcBoIIFMgSC"
+            + "BS4wggUqMIIFJgYLKoZIhvcNAQwKAQKgggTuMIIE6jAcBgoqhkiG9w0BDAEDMA4ECBJHiiCS+CbdAgIIAASCBMh79P9jp+38WRUa"
+            + "6lp5K7fZoVZDK2TVXImLdEMlKz7ubasBUkgmVPHhIrBFiP+msY3LblEV7EmQdrZ0h0gX0UZr0XUFJPe6fct/fQPa95dkzPsjqud1"
+            + "spv9omPaxna7clwBc2HzLGxlMPgI3Aycsg8CsK5QcgKqqcLxMMZJDD/7jWHl86qNYYR5DTZ+AWMc4CJZfGLobOo0zTILzEvUyPEZ"
+            + "gMLjCYKgNQjliXK9c2ZmDy+rnKHR40csEkmmccfr9gpJ+LY1dwS9M/RbCMr3bje647HeOEoxpKzY4NyIYqDVHhmrIVxLbrKXhJjW"
+            + "Tnm8sm9AXOj5geQqdrXHo5gq7r8j9zW6veQZN0LjWZMDLKmYNI9IlHjNyxg6uCiXCbFuWbuHw51qAzdDn46gpDfkUpJ4cxur6Pj8"
+            + "M8kTUvg6/Gnq7cqgWgEBqer2QWXtGR4aKH6PsVVxkry6S2sfnN4ZZXnPX2ZWRo+Au2mfO9/SI1YBh/jfRJRXr0djv066BIRM2xlB"
+            + "v2bOWTBvVHXmecjLBwXu/DSSLD+l9Jue/P90Snj9w9KAfKfFZGctcZcXrRh1g6lkyyp1L9nZufNokPsjHFmbVe9Dm3dsbTFeiR++"
+            + "ko8YInK/VniFRaaCKiKxnqneQvJuHmaawzECmNhFyM6lqfSt1n1PeKgM+XKRwV6m/UmlpifSkUGl7w7e9yCZjPKtRCeyHyQj/K9h"
+            + "xdqmgT42SfJyK4azsLzkp+SNsgjZZhWjidmoT0O3ha10w79xiaQC1BTEP10jIUT9gaNH8PfJyQewd0EGNZq1heUdAW67zpkk3szl"
+            + "/xMErKajHqqFyynZ7YQcGwrSR5vwhBE2teq9TRwBsidT0EiCYGnk4754Zfdg60PZpSAlQ1CL/XIf52MfAznvvhsxiznsBCJhw4bj"
+            + "NbBwbgxaqvrx+qtp0ClX1gpykGj0BZQv9xtkcwaaie71u2EUBWekv9YwaNMetxekAAcRJS4EFORtepM1eQRBSXyrHnaXOQxLE8kR"
+            + "BlcNbQvgsZWobncII9WabterW3SeP+5c0cnhbiQTmsfZ2WlM2bE3qy9TsuUiOWaQE6i7T1YVpUdjILqooQhWvGvp46Qlsg+NAMO6"
+            + "1itcKPi3ElwlrCUz5mTcSiJLQlkUZsmDI8kKdt51/MDa7I012LZZrxLqoR8WwICRdksPVymAmSpvCcKid7uxi74ADkGx7FDBFiAb"
+            + "miMdGWqFE66eLRoRaEkdYslqAuQYfqQ5VMrY6h3w6fvtJwUA7lLk2W+W0lVIAQo5subOtbolOTwpqSdvr6cC7EJQWGr5+6cGySZ7"
+            + "bhmpwJHT48pjeTw/RxY8or4a7A2seNRtqyyyUbfaysG6VRpm2q2wjYbJuPV9/uV9PU+bcDxrbF3SQF0dZgEpqogClasUkVr+zKvY"
+            + "GszDkLMRL90XK9PsfQW2dc4pROuE07/urX+4b+qUT0+m1qfH1gFjqIMg/kMYXRdumnBixA9JADF/ViZttl7GUwdxCHLDk0JzUSxl"
+            + "MrvMWxSE8u6VkbWPHYiQjTWICpit2ke6EZMEWAbPM44KHU4Kn/Mjdv6s6npwoke2ZS+nm5MiqUFe5y4eyX9y5UkT6S/LvQpeS5z5"
+            + "OxgQ0SeyokZPNHGXcK0xJTAjBgkqhkiG9w0BCRUxFgQUT0HT2Hhc2Xjb0bIpbjpNsX7t8AYwMTAhMAkGBSsOAwIaBQAEFL+Ndvoa"
+            + "hisf+oEumNu5qDs50yOqBAiMYeDxf1JpUwICCAA=";
+
+        private static void WssTrustDecision()
+        {
+            byte[] root = Convert.FromBase64String(TestRootB64);
+            X509Certificate2 leaf = new X509Certificate2(Convert.FromBase64String(TestLeafB64));
+            X509Certificate2 other = new X509Certificate2(Convert.FromBase64String(TestOtherB64));
+            string leafPin;
+            using (System.Security.Cryptography.SHA256 sha = System.Security.Cryptography.SHA256.Create())
+            {
+                leafPin = BitConverter.ToString(sha.ComputeHash(leaf.RawData)).Replace("-", ":");
+            }
+            System.Net.Security.SslPolicyErrors chain = System.Net.Security.SslPolicyErrors.RemoteCertificateChainErrors;
+            System.Net.Security.SslPolicyErrors name = System.Net.Security.SslPolicyErrors.RemoteCertificateNameMismatch;
+            WebSocketTrust pin = new WebSocketTrust(leafPin, null);
+            Check(pin.Validate(null, leaf, null, chain), "the pinned leaf is accepted although self-signed");
+            Check(!pin.Validate(null, other, null, System.Net.Security.SslPolicyErrors.None), "another certificate is refused even if the system trusts it");
+            WebSocketTrust ca = new WebSocketTrust(null, root);
+            Check(ca.Validate(null, leaf, null, chain), "a leaf the private root signed is accepted");
+            Check(!ca.Validate(null, other, null, chain), "a leaf the root did not sign is refused");
+            Check(!ca.Validate(null, leaf, null, name | chain), "the root does not excuse a host-name mismatch");
+        }
+
+        /// <summary>
+        /// A wss:// server on loopback (SslStream + a minimal WebSocket upgrade) whose
+        /// certificate only the pin or the private root can vouch for: the transport connects
+        /// with the right pin or root and refuses a wrong pin and the system store.
+        /// </summary>
+        private static void WssPinEndToEnd()
+        {
+            X509Certificate2 serverCert = new X509Certificate2(Convert.FromBase64String(TestLeafPfxB64), "test");
+            System.Net.Sockets.TcpListener listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+            listener.Start();
+            int port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
+            bool stop = false;
+            Thread server = new Thread(() =>
+            {
+                while (!Volatile.Read(ref stop))
+                {
+                    System.Net.Sockets.TcpClient c;
+                    try
+                    {
+                        c = listener.AcceptTcpClient();
+                    }
+                    catch (Exception)
+                    {
+                        return;
+                    }
+                    Task.Run(() => ServeUpgrade(c, serverCert));
+                }
+            });
+            server.IsBackground = true;
+            server.Start();
+            try
+            {
+                Uri uri = new Uri("wss://localhost:" + port + "/ws");
+                string pin;
+                using (System.Security.Cryptography.SHA256 sha = System.Security.Cryptography.SHA256.Create())
+                {
+                    pin = BitConverter.ToString(sha.ComputeHash(serverCert.RawData)).Replace("-", "");
+                }
+                string wrongPin = new string('0', 64);
+                Check(WssConnects(uri, pin, null), "connects with the right pin");
+                Check(WssConnects(uri, null, Convert.FromBase64String(TestRootB64)), "connects with the private root");
+                Check(!WssConnects(uri, wrongPin, null), "refuses a wrong pin");
+                Check(!WssConnects(uri, null, null), "refuses without pin or root (the system does not trust it)");
+            }
+            finally
+            {
+                Volatile.Write(ref stop, true);
+                listener.Stop();
+            }
+        }
+
+        private static bool WssConnects(Uri uri, string pin, byte[] root)
+        {
+            try
+            {
+                Task<ISignalingTransport> t = WebSocketTransport.ConnectAsync(uri, null, TimeSpan.FromSeconds(30), pin, root, CancellationToken.None);
+                if (!t.Wait(10000))
+                {
+                    throw new Exception("connect hung");
+                }
+                t.Result.CloseAsync(true).Wait(5000);
+                return true;
+            }
+            catch (AggregateException e)
+            {
+                if (Environment.GetEnvironmentVariable("WSS_DEBUG") != null) Console.WriteLine(e.InnerException);
+                return false;
+            }
+        }
+
+        private static void ServeUpgrade(System.Net.Sockets.TcpClient c, X509Certificate2 cert)
+        {
+            try
+            {
+                using (c)
+                using (System.Net.Security.SslStream tls = new System.Net.Security.SslStream(c.GetStream()))
+                {
+                    tls.AuthenticateAsServer(cert, false, System.Security.Authentication.SslProtocols.Tls12, false);
+                    System.IO.StreamReader r = new System.IO.StreamReader(tls, System.Text.Encoding.ASCII);
+                    string key = null;
+                    string line;
+                    while (!string.IsNullOrEmpty(line = r.ReadLine()))
+                    {
+                        if (line.StartsWith("Sec-WebSocket-Key:", StringComparison.OrdinalIgnoreCase))
+                        {
+                            key = line.Substring(18).Trim();
+                        }
+                    }
+                    string accept;
+                    using (System.Security.Cryptography.SHA1 sha1 = System.Security.Cryptography.SHA1.Create())
+                    {
+                        accept = Convert.ToBase64String(sha1.ComputeHash(System.Text.Encoding.ASCII.GetBytes(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")));
+                    }
+                    byte[] resp = System.Text.Encoding.ASCII.GetBytes("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + accept + "\r\n\r\n");
+                    tls.Write(resp, 0, resp.Length);
+                    tls.Flush();
+                    byte[] buf = new byte[256];
+                    tls.ReadTimeout = 5000;
+                    tls.Read(buf, 0, buf.Length);
+                }
+            }
+            catch (Exception)
+            {
             }
         }
     }
