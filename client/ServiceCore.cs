@@ -115,8 +115,10 @@ namespace FlightSimP2P.Client
         public long[] ReconnectDelaysMs = ReconnectPolicy.SignalRDefaultMs;
         public bool AutoRejoin = true;
         public bool EnableDirect = true;
-        public long DirectRetryDelayMs = 30000;
-        public int DirectMaxRetries = 2;
+        /// <summary>First retry of a failed direct path (both sides), doubled for each further one.</summary>
+        public long DirectRetryDelayMs = 2000;
+        public long DirectRetryMaxDelayMs = 60000;
+        public int DirectMaxRetries = 8;
         public PathTimings Path = new PathTimings();
         /// <summary>Cluster mode: other nodes, tried in turn when the current server cannot be reached.</summary>
         public List<ServerEndpoint> Fallbacks = new List<ServerEndpoint>();
@@ -1427,10 +1429,15 @@ namespace FlightSimP2P.Client
         {
             CloseLink(p);
             p.Path.Fail();
-            if (p.Offerer && _o.DirectRetryDelayMs > 0 && p.Retries < _o.DirectMaxRetries)
+            // Both sides retry (offering; glare goes to the lower id), with doubling delays and
+            // +-25 % jitter: DirectRetryDelayMs, 2x, 4x ... at most DirectRetryMaxDelayMs.
+            if (_o.DirectRetryDelayMs > 0 && p.Retries < _o.DirectMaxRetries)
             {
+                long delay = _o.DirectRetryDelayMs << Math.Min(p.Retries, 10);
+                delay = Math.Min(delay, Math.Max(_o.DirectRetryDelayMs, _o.DirectRetryMaxDelayMs));
+                delay = (long)(delay * (0.75 + 0.5 * _random.NextDouble()));
                 p.Retries++;
-                p.RetryAt = now + _o.DirectRetryDelayMs;
+                p.RetryAt = now + delay;
             }
             PathMaybeChanged(p);
         }
@@ -1493,10 +1500,11 @@ namespace FlightSimP2P.Client
             foreach (PeerState p in targets)
             {
                 long buffered = p.LinkId != 0 ? _metrics.BufferedAmount(p.Info.Id, p.LinkId) : 0;
-                SendDecision d = p.Path.Decide(now, frame, buffered);
+                SendDecision d = p.Path.Decide(now, frame, _sendSeq, buffered);
                 if (d == SendDecision.Direct)
                 {
                     SendDirect(p, frame);
+                    p.Path.OnSent(now, _sendSeq, frame.Length);
                     any = true;
                 }
                 else if (d == SendDecision.Held)
@@ -1563,6 +1571,26 @@ namespace FlightSimP2P.Client
             if (p == null || p.LinkId != linkId)
             {
                 return;
+            }
+            ushort ack16;
+            if (PeerAck.TryDecode(payload, out ack16))
+            {
+                p.Path.OnAck(now, ack16);
+                PathMaybeChanged(p);
+                return;
+            }
+            if (payload.Length < SnapshotEnvelope.HeaderBytes)
+            {
+                return;
+            }
+            if (p.Info.Client == ClientKind.DotNet)
+            {
+                // Every flight frame (and probe) that arrives directly is acknowledged at once.
+                uint seq = (uint)(payload[0] | (payload[1] << 8) | (payload[2] << 16) | (payload[3] << 24));
+                CoreOutput ack = Emit(OutputKind.SendDirect);
+                ack.Peer = from;
+                ack.LinkId = linkId;
+                ack.Data = PeerAck.Encode(seq);
             }
             p.Path.OnDirectRx(now);
             Deliver(from, payload, p.Path.Turn ? FlightPath.Turn : FlightPath.Direct);
@@ -1849,15 +1877,18 @@ namespace FlightSimP2P.Client
                     DirectFailed(now, p);
                     continue;
                 }
-                byte[] held = p.Path.TakeHeld(buffered);
+                uint heldSeq;
+                byte[] held = p.Path.TakeHeld(buffered, out heldSeq);
                 if (held != null)
                 {
                     SendDirect(p, held);
+                    p.Path.OnSent(now, heldSeq, held.Length);
                 }
                 if (probe && _sendSeq != 0)
                 {
                     // A fresh copy of nothing new is still a probe: an empty snapshot with the current seq is dropped as a duplicate.
                     SendDirect(p, SnapshotEnvelope.Wrap(_sendSeq, new byte[0], 0, 0));
+                    p.Path.OnSent(now, _sendSeq, SnapshotEnvelope.HeaderBytes);
                 }
                 PathMaybeChanged(p);
             }

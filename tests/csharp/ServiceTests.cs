@@ -661,8 +661,8 @@ namespace FlightSimP2P.Tests
             List<CoreOutput> outs = h.Advance(5005);
             Check(outs.Any(x => x.Kind == OutputKind.CloseLink && x.LinkId == link.LinkId), "link closed at the deadline");
             Check(h.Core.GetPeer(6).Path.State == DirectState.Failed, "failed");
-            // ICE failure after a retry: relay, link closed.
-            outs = h.Advance(30000);
+            // ICE failure after a retry (2 s later): relay, link closed.
+            outs = h.Advance(3000);
             CoreOutput retry = outs.First(x => x.Kind == OutputKind.OpenLink);
             h.Core.LinkFailed(h.Now, 6, retry.LinkId);
             outs = h.Drain();
