@@ -1529,6 +1529,11 @@ namespace FlightSimP2P.Tests
             Run("shell: handlers on the host may await InvokeAsync to the host (hub message, invocation, self)", HandlerInvokesHost);
             Run("wss: the pin and the private root decide as for QUIC (host names still checked)", WssTrustDecision);
             Run("wss: a loopback TLS WebSocket server is reached with its pin or root, refused otherwise", WssPinEndToEnd);
+            Run("direct path on SIPSorcery-like SCTP: stall -> relay within 300 ms of the first unanswered frame", P2PStallToRelay);
+            Run("direct path on SIPSorcery-like SCTP: back to direct within 1 s after the path heals", P2PHealToDirect);
+            Run("direct path on SIPSorcery-like SCTP: no path change when peers merely pause sending", P2PPauseNoFlap);
+            Run("ICE failure: both sides retry, the first within 5 s, then with backoff", P2PRetryBothSides);
+            Run("ICE recovered with a backlog in SCTP: relay until the path delivers, then direct once (no flap)", P2PIceRecoveredNoFlap);
         }
 
         private static Harness TimedHarness()
@@ -2086,6 +2091,627 @@ namespace FlightSimP2P.Tests
             catch (Exception)
             {
             }
+        }
+            // --- goal 4: a fake SCTP that behaves like SIPSorcery's, two cores talking through it ---
+
+        /// <summary>
+        /// One direction of a SIPSorcery 10.x SCTP association on simulated milliseconds, after
+        /// SctpDataSender (sipsorcery-org/sipsorcery src/net/SCTP/SctpDataSender.cs): every
+        /// chunk reliable and ordered; bufferedAmount = the send queue only (not what is in
+        /// flight); cwnd 4380 B at start, one MTU (1300 B) after a timeout or on fast recovery,
+        /// new data only while cwnd > bytes in flight; RTO 3 s before the first RTT sample,
+        /// then SRTT + 4 RTTVAR clamped to [1 s, 60 s], doubled on entering retransmit mode
+        /// (left on any SACK); per-chunk retransmission once older than the RTO; one chunk per
+        /// burst in retransmit or fast-recovery mode, else up to 4; fast retransmit after three
+        /// miss indications from gap reports; the send loop wakes on a send or a SACK, else
+        /// after 50 ms (queue, window open), 1 s (queue, window full) or the RTO. The receiver
+        /// delivers in TSN order and SACKs every DATA chunk at once with its gaps. A packet
+        /// sent while its direction is down is lost.
+        /// </summary>
+        internal sealed class SimSctp
+        {
+            public const int Mtu = 1300;
+
+            private sealed class Chunk
+            {
+                public uint Tsn;
+                public byte[] Data;
+                public long LastSentAt;
+                public int SendCount;
+            }
+
+            private sealed class Sack
+            {
+                public uint Cum;
+                public List<uint> Received = new List<uint>();
+            }
+
+            private readonly Queue<Chunk> _queue = new Queue<Chunk>();
+            private readonly SortedDictionary<uint, Chunk> _unconfirmed = new SortedDictionary<uint, Chunk>();
+            private readonly SortedDictionary<uint, int> _missing = new SortedDictionary<uint, int>();
+            private readonly List<KeyValuePair<long, Chunk>> _wire = new List<KeyValuePair<long, Chunk>>();
+            private readonly List<KeyValuePair<long, Sack>> _sacks = new List<KeyValuePair<long, Sack>>();
+            private readonly SortedDictionary<uint, byte[]> _ooo = new SortedDictionary<uint, byte[]>();
+            private uint _tsn = 1000;
+            private uint _cumAck = 999;
+            private uint _rcvCum = 999;
+            private long _cwnd = Math.Min(4 * Mtu, Math.Max(2 * Mtu, 4380));
+            private long _ssthresh = 131072;
+            private double _rto = 3000;
+            private bool _hasRtt;
+            private double _srtt;
+            private double _rttvar;
+            private bool _inRetransmit;
+            private bool _inFastRecovery;
+            private uint _fastExit;
+            private int _lastAckedSize;
+            private long _wakeAt;
+
+            public long DelayMs = 20;
+            public Func<bool> ForwardUp = () => true;
+            public Func<bool> ReverseUp = () => true;
+            public Action<byte[]> Deliver;
+            public long Retransmits;
+            public long FastRetransmits;
+
+            public long BufferedAmount
+            {
+                get { long n = 0; foreach (Chunk c in _queue) { n += c.Data.Length; } return n; }
+            }
+
+            public long InFlight
+            {
+                get { long n = 0; foreach (Chunk c in _unconfirmed.Values) { n += c.Data.Length; } return n; }
+            }
+
+            public void Send(long now, byte[] data)
+            {
+                Chunk c = new Chunk();
+                c.Tsn = _tsn++;
+                c.Data = data;
+                _queue.Enqueue(c);
+                _wakeAt = now;
+            }
+
+            public void Step(long now)
+            {
+                while (_wire.Count > 0 && _wire[0].Key <= now)
+                {
+                    Chunk c = _wire[0].Value;
+                    _wire.RemoveAt(0);
+                    OnData(now, c);
+                }
+                while (_sacks.Count > 0 && _sacks[0].Key <= now)
+                {
+                    Sack s = _sacks[0].Value;
+                    _sacks.RemoveAt(0);
+                    GotSack(now, s);
+                }
+                if (now >= _wakeAt)
+                {
+                    DoSend(now);
+                }
+            }
+
+            private void OnData(long now, Chunk c)
+            {
+                if (c.Tsn > _rcvCum && !_ooo.ContainsKey(c.Tsn))
+                {
+                    _ooo[c.Tsn] = c.Data;
+                    byte[] next;
+                    while (_ooo.TryGetValue(_rcvCum + 1, out next))
+                    {
+                        _ooo.Remove(_rcvCum + 1);
+                        _rcvCum++;
+                        Deliver(next);
+                    }
+                }
+                Sack s = new Sack();
+                s.Cum = _rcvCum;
+                s.Received.AddRange(_ooo.Keys);
+                if (ReverseUp())
+                {
+                    _sacks.Add(new KeyValuePair<long, Sack>(now + DelayMs, s));
+                }
+            }
+
+            private void GotSack(long now, Sack sack)
+            {
+                _inRetransmit = false;
+                bool advanced = false;
+                if (sack.Cum > _cumAck)
+                {
+                    Chunk acked;
+                    if (_unconfirmed.TryGetValue(sack.Cum, out acked))
+                    {
+                        if (acked.SendCount == 1)
+                        {
+                            UpdateRtt(now - acked.LastSentAt);
+                        }
+                        _lastAckedSize = acked.Data.Length;
+                    }
+                    for (uint t = _cumAck + 1; t <= sack.Cum; t++)
+                    {
+                        _unconfirmed.Remove(t);
+                        _missing.Remove(t);
+                    }
+                    _cumAck = sack.Cum;
+                    advanced = true;
+                }
+                if (sack.Received.Count > 0)
+                {
+                    uint highestNewly = _cumAck;
+                    HashSet<uint> got = new HashSet<uint>(sack.Received);
+                    foreach (uint t in sack.Received)
+                    {
+                        _missing.Remove(t);
+                        if (_unconfirmed.Remove(t) && t > highestNewly)
+                        {
+                            highestNewly = t;
+                        }
+                    }
+                    uint top = sack.Received[sack.Received.Count - 1];
+                    for (uint t = _cumAck + 1; t < top; t++)
+                    {
+                        if (got.Contains(t))
+                        {
+                            continue;
+                        }
+                        int count;
+                        if (!_missing.TryGetValue(t, out count))
+                        {
+                            if (_unconfirmed.ContainsKey(t))
+                            {
+                                _missing[t] = 1;
+                            }
+                        }
+                        else if ((_inFastRecovery && advanced) || t < highestNewly)
+                        {
+                            _missing[t] = count + 1;
+                            if (count + 1 == 3 && !_inFastRecovery)
+                            {
+                                _inFastRecovery = true;
+                                _fastExit = top;
+                                _ssthresh = Math.Max(_cwnd / 2, 4 * Mtu);
+                                _cwnd = Mtu;
+                            }
+                        }
+                    }
+                }
+                if (_inFastRecovery && _cumAck >= _fastExit)
+                {
+                    _inFastRecovery = false;
+                }
+                long outstanding = InFlight;
+                if (_cwnd < _ssthresh)
+                {
+                    if (_cwnd < outstanding)
+                    {
+                        _cwnd += Math.Min(_lastAckedSize, Mtu);
+                    }
+                }
+                else if (_cwnd < outstanding)
+                {
+                    _cwnd += Mtu;
+                }
+                _wakeAt = now;
+            }
+
+            private void UpdateRtt(long rtt)
+            {
+                if (!_hasRtt)
+                {
+                    _srtt = rtt;
+                    _rttvar = rtt / 2.0;
+                    _hasRtt = true;
+                }
+                else
+                {
+                    _rttvar = 0.75 * _rttvar + 0.25 * Math.Abs(_srtt - rtt);
+                    _srtt = 0.875 * _srtt + 0.125 * rtt;
+                }
+                _rto = Math.Min(Math.Max(_srtt + 4 * _rttvar, 1000), 60000);
+            }
+
+            private void Transmit(long now, Chunk c)
+            {
+                if (ForwardUp())
+                {
+                    Chunk copy = new Chunk();
+                    copy.Tsn = c.Tsn;
+                    copy.Data = c.Data;
+                    _wire.Add(new KeyValuePair<long, Chunk>(now + DelayMs, copy));
+                }
+            }
+
+            private void DoSend(long now)
+            {
+                long outstanding = InFlight;
+                int burst = (_inRetransmit || _inFastRecovery || _cwnd < outstanding) ? 1 : 4;
+                int sent = 0;
+                foreach (uint t in new List<uint>(_missing.Keys))
+                {
+                    Chunk c;
+                    if (_missing[t] >= 3 && _unconfirmed.TryGetValue(t, out c))
+                    {
+                        c.LastSentAt = now;
+                        c.SendCount++;
+                        Transmit(now, c);
+                        FastRetransmits++;
+                        sent++;
+                        _missing[t] = 0;
+                    }
+                    if (sent >= burst)
+                    {
+                        break;
+                    }
+                }
+                if (sent < burst)
+                {
+                    double rto = _hasRtt ? _rto : 3000;
+                    foreach (Chunk c in new List<Chunk>(_unconfirmed.Values))
+                    {
+                        if (sent >= burst)
+                        {
+                            break;
+                        }
+                        if (now - c.LastSentAt > rto)
+                        {
+                            c.LastSentAt = now;
+                            c.SendCount++;
+                            Transmit(now, c);
+                            Retransmits++;
+                            sent++;
+                            if (!_inRetransmit)
+                            {
+                                _inRetransmit = true;
+                                _ssthresh = Math.Max(_cwnd / 2, 4 * Mtu);
+                                _cwnd = Mtu;
+                                if (_hasRtt)
+                                {
+                                    _rto = Math.Min(60000, _rto * 2);
+                                }
+                            }
+                        }
+                    }
+                }
+                if (sent < burst && _queue.Count > 0 && _cwnd > outstanding)
+                {
+                    while (sent < burst && _queue.Count > 0)
+                    {
+                        Chunk c = _queue.Dequeue();
+                        c.LastSentAt = now;
+                        c.SendCount = 1;
+                        _unconfirmed[c.Tsn] = c;
+                        Transmit(now, c);
+                        sent++;
+                    }
+                }
+                long wait;
+                if (_queue.Count > 0 || _missing.Count > 0)
+                {
+                    wait = _cwnd > InFlight ? 50 : 1000;
+                }
+                else if (_unconfirmed.Count > 0)
+                {
+                    wait = (long)(_hasRtt ? _rto : 3000);
+                }
+                else
+                {
+                    wait = 3000;
+                }
+                _wakeAt = now + wait;
+            }
+        }
+
+        private sealed class SimMetrics : ILinkMetrics
+        {
+            public SimSctp Out;
+            public long BufferedAmount(uint peer, int linkId) { return Out == null ? 0 : Out.BufferedAmount; }
+        }
+
+        /// <summary>Two C# clients (A = 5, offerer; B = 6) with a direct channel through SimSctp each way and a relay (40 ms).</summary>
+        internal sealed class PairSim
+        {
+            public long Now = 1000;
+            public ServiceCore A;
+            public ServiceCore B;
+            public SimSctp AB = new SimSctp();
+            public SimSctp BA = new SimSctp();
+            public bool Up = true;
+            public long RelayDelayMs = 40;
+            public int LinkA;
+            public int LinkB;
+            private int _connA;
+            private int _connB;
+            private readonly List<KeyValuePair<long, byte[]>> _relayToA = new List<KeyValuePair<long, byte[]>>();
+            private readonly List<KeyValuePair<long, byte[]>> _relayToB = new List<KeyValuePair<long, byte[]>>();
+            /// <summary>(time, path) of every PathChanged: A's view of B, B's view of A.</summary>
+            public List<KeyValuePair<long, FlightPath>> PathsA = new List<KeyValuePair<long, FlightPath>>();
+            public List<KeyValuePair<long, FlightPath>> PathsB = new List<KeyValuePair<long, FlightPath>>();
+            /// <summary>When A handed a flight frame (not a probe or ack) to its DataChannel, and its sequence number.</summary>
+            public List<KeyValuePair<long, uint>> DirectSendsA = new List<KeyValuePair<long, uint>>();
+            /// <summary>The (16-bit) sequence numbers B's acknowledgements brought back to A.</summary>
+            public HashSet<ushort> AckedAtA = new HashSet<ushort>();
+            public long PeriodA = 16;
+            public long PeriodB = 16;
+            public bool SendingA = true;
+            public bool SendingB = true;
+            public int FrameBytes = 200;
+
+            public PairSim(bool peersAcknowledge = true)
+            {
+                SimMetrics ma = new SimMetrics();
+                ma.Out = AB;
+                SimMetrics mb = new SimMetrics();
+                mb.Out = BA;
+                A = NewCore(ma, 5, out _connA);
+                B = NewCore(mb, 6, out _connB);
+                AB.ForwardUp = () => Up;
+                AB.ReverseUp = () => Up;
+                BA.ForwardUp = () => Up;
+                BA.ReverseUp = () => Up;
+                AB.Deliver = d => B.DirectFrame(Now, 5, LinkB, d);
+                BA.Deliver = d =>
+                {
+                    ushort a16;
+                    if (PeerAck.TryDecode(d, out a16))
+                    {
+                        AckedAtA.Add(a16);
+                    }
+                    A.DirectFrame(Now, 6, LinkA, d);
+                };
+                ClientKind kind = peersAcknowledge ? ClientKind.DotNet : ClientKind.Browser;
+                A.CreateSession(Now, 2, 0, null);
+                A.Drain(Now);
+                A.ServerMessage(Now, _connA, new ServerMsg.SessionCreated(Harness.SessionOf(5, 5)));
+                A.ServerMessage(Now, _connA, new ServerMsg.PeerJoined(new PeerInfo(6, "b", kind)));
+                LinkA = A.Drain(Now).First(o => o.Kind == OutputKind.OpenLink).LinkId;
+                B.JoinSession(Now, 2, "7KQ2MX", null);
+                B.Drain(Now);
+                SessionInfo s = Harness.SessionOf(5);
+                s.Peers.Add(new PeerInfo(5, "a", kind));
+                s.Peers.Add(new PeerInfo(6, "b", kind));
+                B.ServerMessage(Now, _connB, new ServerMsg.SessionJoined(s));
+                B.ServerMessage(Now, _connB, new ServerMsg.SignalFrom(5, new Signal.Offer("v=0")));
+                LinkB = B.Drain(Now).First(o => o.Kind == OutputKind.OpenLink).LinkId;
+                A.ChannelOpen(Now, 6, LinkA, false);
+                B.ChannelOpen(Now, 5, LinkB, false);
+                A.Drain(Now);
+                B.Drain(Now);
+            }
+
+            private ServiceCore NewCore(ILinkMetrics m, uint id, out int conn)
+            {
+                CoreOptions o = new CoreOptions();
+                o.PingIntervalMs = 0;
+                o.ServerTimeoutMs = 0;
+                ServiceCore c = new ServiceCore(o, new FixedRandom(), m);
+                c.Start(Now, 1);
+                conn = c.Drain(Now).First(x => x.Kind == OutputKind.Connect).Conn;
+                c.TransportConnected(Now, conn);
+                c.ServerMessage(Now, conn, Harness.Welcome(id, false));
+                c.Drain(Now);
+                return c;
+            }
+
+            public void Run(long ms)
+            {
+                long end = Now + ms;
+                while (Now < end)
+                {
+                    Step();
+                }
+            }
+
+            public void Step()
+            {
+                Now++;
+                if (SendingA && Now % PeriodA == 0)
+                {
+                    A.SendFlight(Now, 6, new byte[FrameBytes]);
+                }
+                if (SendingB && Now % PeriodB == 3)
+                {
+                    B.SendFlight(Now, 5, new byte[FrameBytes]);
+                }
+                Carry(A, 6, LinkA, AB, _relayToB, PathsA, true);
+                Carry(B, 5, LinkB, BA, _relayToA, PathsB, false);
+                AB.Step(Now);
+                BA.Step(Now);
+                while (_relayToB.Count > 0 && _relayToB[0].Key <= Now)
+                {
+                    B.RelayFrame(Now, _connB, 5, _relayToB[0].Value);
+                    _relayToB.RemoveAt(0);
+                }
+                while (_relayToA.Count > 0 && _relayToA[0].Key <= Now)
+                {
+                    A.RelayFrame(Now, _connA, 6, _relayToA[0].Value);
+                    _relayToA.RemoveAt(0);
+                }
+            }
+
+            private void Carry(ServiceCore c, uint peer, int link, SimSctp sctp, List<KeyValuePair<long, byte[]>> relay,
+                List<KeyValuePair<long, FlightPath>> paths, bool isA)
+            {
+                foreach (CoreOutput o in c.Drain(Now))
+                {
+                    if (o.Kind == OutputKind.SendDirect && o.Peer == peer && o.LinkId == link)
+                    {
+                        sctp.Send(Now, o.Data);
+                        if (isA && o.Data.Length > SnapshotEnvelope.HeaderBytes)
+                        {
+                            DirectSendsA.Add(new KeyValuePair<long, uint>(Now, BitConverter.ToUInt32(o.Data, 0)));
+                        }
+                    }
+                    else if (o.Kind == OutputKind.SendRelay)
+                    {
+                        relay.Add(new KeyValuePair<long, byte[]>(Now + RelayDelayMs, o.Data));
+                    }
+                    else if (o.Kind == OutputKind.PathChanged && o.Peer == peer)
+                    {
+                        paths.Add(new KeyValuePair<long, FlightPath>(Now, o.Path));
+                    }
+                }
+            }
+
+            public static long FirstAfter(List<KeyValuePair<long, FlightPath>> paths, long t, FlightPath p)
+            {
+                foreach (KeyValuePair<long, FlightPath> kv in paths)
+                {
+                    if (kv.Key >= t && kv.Value == p)
+                    {
+                        return kv.Key;
+                    }
+                }
+                return -1;
+            }
+        }
+
+        private static void P2PStallToRelay()
+        {
+            List<string> figures = new List<string>();
+            long worst = 0;
+            // (A's period, B sending?) : 60 Hz with B sending, 60 Hz with B paused, 30 Hz.
+            long[] periods = { 16, 16, 33 };
+            bool[] bSends = { true, false, true };
+            for (int k = 0; k < periods.Length; k++)
+            {
+                PairSim sim = new PairSim();
+                sim.PeriodA = periods[k];
+                sim.SendingB = bSends[k];
+                sim.Run(3000);
+                Check(sim.A.GetPeer(6).Path.Path == FlightPath.Direct && sim.A.GetPeer(6).Path.AckMode, "direct, acknowledged");
+                Check(sim.PathsA.Count(x => x.Value == FlightPath.Relay) == 0, "no stall before the cut");
+                long cut = sim.Now;
+                sim.Up = false;
+                sim.Run(1500);
+                // The first frame whose acknowledgement never came back (it may have left just before the cut).
+                long first = sim.DirectSendsA.First(f => !sim.AckedAtA.Contains((ushort)f.Value)).Key;
+                long relay = PairSim.FirstAfter(sim.PathsA, cut, FlightPath.Relay);
+                Check(relay > 0, "moved to the relay");
+                long took = relay - first;
+                worst = Math.Max(worst, took);
+                figures.Add((1000.0 / periods[k]).ToString("0.#", System.Globalization.CultureInfo.InvariantCulture) + " Hz" + (bSends[k] ? "" : " (peer silent)") + ": " + took + " ms");
+            }
+            Console.WriteLine("     figure: path stalls -> relay after the first unanswered frame: " + string.Join(", ", figures));
+            Check(worst <= 300, "within 300 ms (worst " + worst + ")");
+        }
+
+        private static void P2PHealToDirect()
+        {
+            List<string> figures = new List<string>();
+            long worst = 0;
+            long[] outages = { 300, 1000, 2500, 5000 };
+            foreach (long outage in outages)
+            {
+                PairSim sim = new PairSim();
+                sim.Run(3000);
+                sim.Up = false;
+                sim.Run(outage);
+                Check(sim.A.GetPeer(6).Path.Path == FlightPath.Relay && sim.B.GetPeer(5).Path.Path == FlightPath.Relay, "both on the relay during the outage");
+                long heal = sim.Now;
+                sim.Up = true;
+                sim.Run(5000);
+                long a = PairSim.FirstAfter(sim.PathsA, heal, FlightPath.Direct);
+                long b = PairSim.FirstAfter(sim.PathsB, heal, FlightPath.Direct);
+                Check(a > 0 && b > 0, "both back to direct after a " + outage + " ms outage (" + a + ", " + b + ")");
+                long took = Math.Max(a, b) - heal;
+                worst = Math.Max(worst, took);
+                figures.Add(outage + " ms outage: " + (a - heal) + "/" + (b - heal) + " ms");
+                Check(sim.A.GetPeer(6).Path.Path == FlightPath.Direct, "and stays direct");
+            }
+            Console.WriteLine("     figure: path heals -> direct again (A/B): " + string.Join(", ", figures));
+            Check(worst <= 1000, "within 1 s of the heal (worst " + worst + ")");
+        }
+
+        private static void P2PPauseNoFlap()
+        {
+            PairSim sim = new PairSim();
+            sim.Run(2000);
+            // B pauses and resumes, A pauses and resumes; irregular bursts in between.
+            for (int i = 0; i < 4; i++)
+            {
+                sim.SendingB = false;
+                sim.Run(1500 + 300 * i);
+                sim.SendingB = true;
+                sim.Run(700);
+                sim.SendingA = false;
+                sim.Run(1200);
+                sim.SendingA = true;
+                sim.Run(400);
+            }
+            Check(sim.A.GetPeer(6).Path.AckMode && sim.B.GetPeer(5).Path.AckMode, "both acknowledge");
+            Check(sim.PathsA.Count == 0 && sim.PathsB.Count == 0,
+                "no path change while peers merely pause (A saw " + sim.PathsA.Count + ", B saw " + sim.PathsB.Count + ")");
+            Check(sim.A.GetPeer(6).Path.Stalls == 0 && sim.B.GetPeer(5).Path.Stalls == 0, "no stall counted");
+        }
+
+        private static void P2PRetryBothSides()
+        {
+            // A (5) offered to B (6); ICE fails on both sides.
+            PairSim sim = new PairSim();
+            long failAt = sim.Now;
+            sim.A.LinkFailed(sim.Now, 6, sim.LinkA);
+            sim.B.LinkFailed(sim.Now, 5, sim.LinkB);
+            Check(sim.A.Drain(sim.Now).Any(o => o.Kind == OutputKind.PathChanged && o.Path == FlightPath.Relay), "A relays at once");
+            sim.B.Drain(sim.Now);
+            long aRetry = -1, bRetry = -1;
+            int aLink = 0;
+            for (long t = 0; t < 10000 && (aRetry < 0 || bRetry < 0); t += 10)
+            {
+                sim.Now += 10;
+                foreach (CoreOutput o in sim.A.Drain(sim.Now))
+                {
+                    if (o.Kind == OutputKind.OpenLink && aRetry < 0)
+                    {
+                        aRetry = sim.Now;
+                        aLink = o.LinkId;
+                    }
+                }
+                if (sim.B.Drain(sim.Now).Any(o => o.Kind == OutputKind.OpenLink) && bRetry < 0)
+                {
+                    bRetry = sim.Now;
+                }
+            }
+            Check(aRetry > 0 && bRetry > 0, "both sides retry (the answerer too)");
+            Check(aRetry - failAt <= 5000 && bRetry - failAt <= 5000, "first retry within 5 s (" + (aRetry - failAt) + ", " + (bRetry - failAt) + ")");
+            // The retry fails too: the next one waits longer.
+            long fail2 = sim.Now;
+            sim.A.LinkFailed(sim.Now, 6, aLink);
+            sim.A.Drain(sim.Now);
+            long aRetry2 = -1;
+            for (long t = 0; t < 20000 && aRetry2 < 0; t += 10)
+            {
+                sim.Now += 10;
+                if (sim.A.Drain(sim.Now).Any(o => o.Kind == OutputKind.OpenLink))
+                {
+                    aRetry2 = sim.Now;
+                }
+            }
+            Console.WriteLine("     figure: ICE failed -> retry after " + (aRetry - failAt) + " ms (A), " + (bRetry - failAt) + " ms (B); next after " + (aRetry2 - fail2) + " ms");
+            Check(aRetry2 - fail2 >= 2 * (aRetry - failAt) - 20, "backoff doubles (" + (aRetry2 - fail2) + " ms)");
+        }
+            private static void P2PIceRecoveredNoFlap()
+        {
+            PairSim sim = new PairSim();
+            sim.Run(3000);
+            sim.Up = false;
+            sim.Run(2000);
+            // ICE reports disconnected during the outage, then connected right after the heal,
+            // while SCTP still holds the lost chunks behind a doubled timeout.
+            sim.A.IceInterrupted(sim.Now, 6, sim.LinkA, true);
+            sim.Run(1000);
+            long heal = sim.Now;
+            sim.Up = true;
+            sim.Run(30);
+            sim.A.IceInterrupted(sim.Now, 6, sim.LinkA, false);
+            long recoveredAt = sim.Now;
+            sim.Run(4000);
+            List<KeyValuePair<long, FlightPath>> after = sim.PathsA.Where(x => x.Key >= recoveredAt).ToList();
+            Check(after.Count(x => x.Value != FlightPath.Relay) == 1 && after.Count(x => x.Value == FlightPath.Relay) == 0,
+                "one switch back to direct, no flap: " + string.Join(", ", after.Select(x => (x.Key - heal) + ":" + x.Value)));
+            Check(after.Count > 0 && after[0].Key - heal <= 1000, "direct within 1 s of the heal");
         }
     }
 }
