@@ -79,6 +79,9 @@ namespace FlightSimP2P.Client
         public int WindowBytes = 1024;
         /// <summary>Acknowledging peers: extra bytes for 4-byte probes during a stall (64 probes).</summary>
         public int ProbeBudgetBytes = 256;
+        /// <summary>Acknowledging peers: after this long stalled, probe every SlowProbeMs (the budget then lasts about 13 s).</summary>
+        public long SlowProbeAfterMs = 2000;
+        public long SlowProbeMs = 250;
         /// <summary>Frames that may wait unsent in SIPSorcery's queue per peer; newer ones replace older ones in a one-frame slot.</summary>
         public int MaxQueuedFrames = 2;
     }
@@ -452,7 +455,7 @@ namespace FlightSimP2P.Client
                         Stalls++;
                     }
                 }
-                else if (buffered <= 0 && now - _lastProbe >= _t.ProbeMs
+                else if (buffered <= 0 && now - _lastProbe >= (now - _stallStart < _t.SlowProbeAfterMs ? _t.ProbeMs : _t.SlowProbeMs)
                     && _unackedBytes + SnapshotEnvelope.HeaderBytes <= _t.WindowBytes + _t.ProbeBudgetBytes)
                 {
                     _lastProbe = now;

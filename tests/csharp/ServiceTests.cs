@@ -2573,15 +2573,17 @@ namespace FlightSimP2P.Tests
             List<string> figures = new List<string>();
             long worst = 0;
             // (A's period, B sending?) : 60 Hz with B sending, 60 Hz with B paused, 30 Hz.
-            long[] periods = { 16, 16, 33 };
-            bool[] bSends = { true, false, true };
+            long[] periods = { 16, 16, 33, 16 };
+            bool[] bSends = { true, false, true, true };
+            long[] delays = { 20, 20, 20, 60 };
             for (int k = 0; k < periods.Length; k++)
             {
                 PairSim sim = new PairSim();
                 sim.PeriodA = periods[k];
                 sim.SendingB = bSends[k];
+                sim.AB.DelayMs = sim.BA.DelayMs = delays[k];
                 sim.Run(3000);
-                Check(sim.A.GetPeer(6).Path.Path == FlightPath.Direct && sim.A.GetPeer(6).Path.AckMode, "direct, acknowledged");
+                Check(sim.A.GetPeer(6).Path.Path == FlightPath.Direct, "direct");
                 Check(sim.PathsA.Count(x => x.Value == FlightPath.Relay) == 0, "no stall before the cut");
                 long cut = sim.Now;
                 sim.Up = false;
@@ -2592,7 +2594,8 @@ namespace FlightSimP2P.Tests
                 Check(relay > 0, "moved to the relay");
                 long took = relay - first;
                 worst = Math.Max(worst, took);
-                figures.Add((1000.0 / periods[k]).ToString("0.#", System.Globalization.CultureInfo.InvariantCulture) + " Hz" + (bSends[k] ? "" : " (peer silent)") + ": " + took + " ms");
+                figures.Add((1000.0 / periods[k]).ToString("0.#", System.Globalization.CultureInfo.InvariantCulture) + " Hz" + (bSends[k] ? "" : " (peer silent)")
+                    + " RTT " + (2 * delays[k]) + " ms: " + took + " ms");
             }
             Console.WriteLine("     figure: path stalls -> relay after the first unanswered frame: " + string.Join(", ", figures));
             Check(worst <= 300, "within 300 ms (worst " + worst + ")");
@@ -2602,10 +2605,13 @@ namespace FlightSimP2P.Tests
         {
             List<string> figures = new List<string>();
             long worst = 0;
-            long[] outages = { 300, 1000, 2500, 5000 };
-            foreach (long outage in outages)
+            long[] outages = { 300, 1000, 2500, 5000, 12000, 2500 };
+            long[] delays = { 20, 20, 20, 20, 20, 60 };
+            for (int k = 0; k < outages.Length; k++)
             {
+                long outage = outages[k];
                 PairSim sim = new PairSim();
+                sim.AB.DelayMs = sim.BA.DelayMs = delays[k];
                 sim.Run(3000);
                 sim.Up = false;
                 sim.Run(outage);
@@ -2618,7 +2624,7 @@ namespace FlightSimP2P.Tests
                 Check(a > 0 && b > 0, "both back to direct after a " + outage + " ms outage (" + a + ", " + b + ")");
                 long took = Math.Max(a, b) - heal;
                 worst = Math.Max(worst, took);
-                figures.Add(outage + " ms outage: " + (a - heal) + "/" + (b - heal) + " ms");
+                figures.Add(outage + " ms outage" + (delays[k] != 20 ? " RTT " + (2 * delays[k]) + " ms" : "") + ": " + (a - heal) + "/" + (b - heal) + " ms");
                 Check(sim.A.GetPeer(6).Path.Path == FlightPath.Direct, "and stays direct");
             }
             Console.WriteLine("     figure: path heals -> direct again (A/B): " + string.Join(", ", figures));
@@ -2641,9 +2647,9 @@ namespace FlightSimP2P.Tests
                 sim.SendingA = true;
                 sim.Run(400);
             }
-            Check(sim.A.GetPeer(6).Path.AckMode && sim.B.GetPeer(5).Path.AckMode, "both acknowledge");
             Check(sim.PathsA.Count == 0 && sim.PathsB.Count == 0,
                 "no path change while peers merely pause (A saw " + sim.PathsA.Count + ", B saw " + sim.PathsB.Count + ")");
+            Check(sim.A.GetPeer(6).Path.AckMode && sim.B.GetPeer(5).Path.AckMode, "both acknowledge");
             Check(sim.A.GetPeer(6).Path.Stalls == 0 && sim.B.GetPeer(5).Path.Stalls == 0, "no stall counted");
         }
 
