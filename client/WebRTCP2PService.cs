@@ -479,11 +479,25 @@ namespace FlightSimP2P.Client
             {
                 try
                 {
-                    h(arg).Wait();
+                    // Started in order, not waited for (see HubMessage): a Reconnected handler may await InvokeAsync to the host.
+                    Observe(h(arg));
                 }
                 catch (Exception)
                 {
                 }
+            }
+        }
+
+        /// <summary>Lets a handler's task run on; its exception is observed (SignalR logs and goes on).</summary>
+        private static void Observe(Task t)
+        {
+            if (t != null && !t.IsCompleted)
+            {
+                t.ContinueWith(x => GC.KeepAlive(x.Exception), TaskContinuationOptions.OnlyOnFaulted);
+            }
+            else if (t != null && t.IsFaulted)
+            {
+                GC.KeepAlive(t.Exception);
             }
         }
 
@@ -683,13 +697,12 @@ namespace FlightSimP2P.Client
                     Post(() => { Action<uint, byte[], FlightPath> h = FlightDataReceived; if (h != null) h(o.Peer, o.Data, o.Path); });
                     break;
                 case OutputKind.HubMessage:
-                    // In order, one at a time, like SignalR's On handlers.
-                    Post(() => DispatchAsync(o, false).Wait());
-                    break;
                 case OutputKind.InvokeRequest:
-                    // Off the event thread: a handler (even one on the host, even one running on
-                    // the event thread) may await InvokeAsync to the host without waiting for itself.
-                    Task.Run(() => DispatchAsync(o, true));
+                    // Handlers start in order on the event thread, which never blocks on one: an
+                    // async handler goes on after its first await while the next event runs. So a
+                    // handler on the host may await InvokeAsync to the host (itself included): that
+                    // invocation's handler is the next event, not stuck behind the one awaiting it.
+                    Post(() => Observe(DispatchAsync(o, o.Kind == OutputKind.InvokeRequest)));
                     break;
             }
         }

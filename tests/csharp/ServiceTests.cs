@@ -1889,6 +1889,37 @@ namespace FlightSimP2P.Tests
                 Check(answer.Type == HubEnvelope.Result && answer.ResultJson == "30", "Outer = 10 * Add(1, 2): " + answer.ResultJson + " " + answer.ErrorText);
                 Task<int> direct = s.InvokeAsync<int>("Outer", 4);
                 Check(direct.Wait(10000) && direct.Result == 60, "the host invoking itself, whose handler invokes itself again");
+                // Order is kept: a hub message, then an invocation from the same peer, see each other's effect.
+                int stored = 0;
+                s.On<int>("Set", v => { Thread.Sleep(50); stored = v; });
+                s.Handle<int>("Get", () => stored);
+                HubEnvelope set = new HubEnvelope();
+                set.Name = "Set";
+                set.Args = new[] { "7" };
+                HubEnvelope get = new HubEnvelope();
+                get.Type = HubEnvelope.Invoke;
+                get.Id = 10;
+                get.Name = "Get";
+                get.Args = new string[0];
+                f.T.Push(new ServerMsg.SignalFrom(6, new Signal.App(set.Encode())));
+                f.T.Push(new ServerMsg.SignalFrom(6, new Signal.App(get.Encode())));
+                HubEnvelope got = null;
+                Check(WaitFor(() =>
+                {
+                    lock (f.T.Sent)
+                    {
+                        foreach (ClientMsg.SignalTo st in f.T.Sent.OfType<ClientMsg.SignalTo>())
+                        {
+                            HubEnvelope e = st.Signal is Signal.App ? HubEnvelope.TryDecode(((Signal.App)st.Signal).Data) : null;
+                            if (e != null && e.Id == 10)
+                            {
+                                got = e;
+                            }
+                        }
+                    }
+                    return got != null;
+                }, 10000), "Get answered");
+                Check(got.ResultJson == "7", "Get ran after Set (" + got.ResultJson + ")");
             }
         }
             // Test certificates (RSA, valid until 2126, generated with openssl for these tests only):
