@@ -9,8 +9,11 @@
 //  * Hub messages: On / SendAsync to every other peer; InvokeAsync runs the
 //    method on the session host (the host's On/Handle handlers answer).
 //
-// Events run one at a time, in order, on a dispatcher thread (never the UI
-// thread; in Avalonia marshal with Dispatcher.UIThread.Post).
+// Events start one at a time, in order, on a dispatcher thread (never the UI
+// thread; in Avalonia marshal with Dispatcher.UIThread.Post). The thread never
+// waits for an async handler to finish: after its first await it runs on while
+// the next event starts (so a handler may await InvokeAsync to the host, itself
+// included). A throwing WebRTC adapter call fails that peer's direct path only.
 //
 // C# 7.2 (mono).
 
