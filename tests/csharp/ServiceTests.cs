@@ -1534,6 +1534,7 @@ namespace FlightSimP2P.Tests
             Run("direct path on SIPSorcery-like SCTP: no path change when peers merely pause sending", P2PPauseNoFlap);
             Run("ICE failure: both sides retry, the first within 5 s, then with backoff", P2PRetryBothSides);
             Run("ICE recovered with a backlog in SCTP: relay until the path delivers, then direct once (no flap)", P2PIceRecoveredNoFlap);
+            Run("mixed session: no acks to a non-C# peer; the old signs still move it to the relay and back", P2PMixedSessionNoAcks);
         }
 
         private static Harness TimedHarness()
@@ -2469,6 +2470,8 @@ namespace FlightSimP2P.Tests
             public bool SendingA = true;
             public bool SendingB = true;
             public int FrameBytes = 200;
+            /// <summary>DataChannel messages shorter than a flight frame (acks), both ways.</summary>
+            public int ShortMessages;
 
             public PairSim(bool peersAcknowledge = true)
             {
@@ -2570,6 +2573,10 @@ namespace FlightSimP2P.Tests
                     if (o.Kind == OutputKind.SendDirect && o.Peer == peer && o.LinkId == link)
                     {
                         sctp.Send(Now, o.Data);
+                        if (o.Data.Length < SnapshotEnvelope.HeaderBytes)
+                        {
+                            ShortMessages++;
+                        }
                         if (isA && o.Data.Length > SnapshotEnvelope.HeaderBytes)
                         {
                             DirectSendsA.Add(new KeyValuePair<long, uint>(Now, BitConverter.ToUInt32(o.Data, 0)));
@@ -2749,6 +2756,28 @@ namespace FlightSimP2P.Tests
             Check(after.Count(x => x.Value != FlightPath.Relay) == 1 && after.Count(x => x.Value == FlightPath.Relay) == 0,
                 "one switch back to direct, no flap: " + string.Join(", ", after.Select(x => (x.Key - heal) + ":" + x.Value)));
             Check(after.Count > 0 && after[0].Key - heal <= 1000, "direct within 1 s of the heal");
+        }
+            private static void P2PMixedSessionNoAcks()
+        {
+            // Each side sees the other as a browser (or a client from before acks): the old rules, unchanged.
+            PairSim sim = new PairSim(false);
+            sim.Run(3000);
+            Check(sim.ShortMessages == 0, "no ack goes to a peer that is not a C# client (" + sim.ShortMessages + ")");
+            Check(!sim.A.GetPeer(6).Path.AckMode && sim.A.GetPeer(6).Path.Path == FlightPath.Direct, "direct, judged the old way");
+            long cut = sim.Now;
+            sim.Up = false;
+            sim.Run(2000);
+            long relay = PairSim.FirstAfter(sim.PathsA, cut, FlightPath.Relay);
+            Check(relay > 0, "the old signs still move it to the relay");
+            long heal = sim.Now;
+            sim.Up = true;
+            sim.Run(60000);
+            long back = PairSim.FirstAfter(sim.PathsA, heal, FlightPath.Direct);
+            // Without acks nothing keeps SIPSorcery's window open for probes: recovery waits for
+            // its retransmissions (one chunk per burst, the timeout doubling on every re-entry).
+            Check(back > 0, "and back to direct (eventually)");
+            Console.WriteLine("     figure: without acks (browser peer): relay " + (relay - cut) + " ms after the cut, direct " + (back - heal) + " ms after the heal");
+            Check(sim.ShortMessages == 0, "still no acks");
         }
     }
 }
