@@ -51,45 +51,19 @@ namespace FlightSimP2P.Client
         /// URL can hold a join code: it is never logged, and a connect error that quotes
         /// it is replaced by one that does not.
         /// </summary>
-        public static Task<ISignalingTransport> ConnectAsync(Uri uri, string first, TimeSpan keepAlive, CancellationToken cancellationToken)
+        public static async Task<ISignalingTransport> ConnectAsync(Uri uri, string first, TimeSpan keepAlive, CancellationToken cancellationToken)
         {
-            return ConnectAsync(uri, first, keepAlive, null, null, cancellationToken);
-        }
-
-        /// <summary>
-        /// As above; over wss:// the server's certificate is checked like QUIC's
-        /// (CertificatePolicy): certificateSha256 (hex) pins the leaf, else trustedRootDer
-        /// is the only trust anchor (host names still checked), else the system store.
-        /// </summary>
-        public static async Task<ISignalingTransport> ConnectAsync(Uri uri, string first, TimeSpan keepAlive,
-            string certificateSha256, byte[] trustedRootDer, CancellationToken cancellationToken)
-        {
-            Uri target = first == null ? uri : new Uri(First.AppendTo(uri.AbsoluteUri, first));
-            if (string.Equals(uri.Scheme, "wss", StringComparison.OrdinalIgnoreCase)
-                && (!string.IsNullOrWhiteSpace(certificateSha256) || trustedRootDer != null))
-            {
-                // Pinned or private-root wss: our own TLS stream and upgrade, so the check runs
-                // the same on every runtime (mono's ClientWebSocket ignores its validation callback).
-                try
-                {
-                    WebSocket pinned = await PinnedUpgrade.ConnectAsync(target, new WebSocketTrust(certificateSha256, trustedRootDer),
-                        keepAlive, cancellationToken).ConfigureAwait(false);
-                    return new WebSocketTransport(pinned);
-                }
-                catch (Exception e)
-                {
-                    if (first != null && Quotes(e, first))
-                    {
-                        throw new WebSocketException("WebSocket connect to " + uri.GetLeftPart(UriPartial.Path) + " failed ("
-                            + e.GetType().Name + ", details withheld: they quote the URL's first request)");
-                    }
-                    throw;
-                }
-            }
             ClientWebSocket ws = new ClientWebSocket();
             ws.Options.KeepAliveInterval = keepAlive;
+            Uri target = first == null ? uri : new Uri(First.AppendTo(uri.AbsoluteUri, first));
             try
             {
+                // wss:// with a pin or a private root (set by the overload below for this call only).
+                WebSocketTrust trust = s_trust.Value;
+                if (trust != null)
+                {
+                    ws.Options.RemoteCertificateValidationCallback = trust.Validate;
+                }
                 await ws.ConnectAsync(target, cancellationToken).ConfigureAwait(false);
             }
             catch (Exception e)
@@ -104,6 +78,60 @@ namespace FlightSimP2P.Client
             }
             return new WebSocketTransport(ws);
         }
+
+        // The certificate check of the current connect (AsyncLocal: scoped to one call).
+        private static readonly AsyncLocal<WebSocketTrust> s_trust = new AsyncLocal<WebSocketTrust>();
+
+        /// <summary>mono's ClientWebSocket ignores RemoteCertificateValidationCallback (checked with mono 6.8).</summary>
+        private static readonly bool s_callbackIgnored = Type.GetType("Mono.Runtime") != null;
+
+        /// <summary>
+        /// As above; over wss:// the server's certificate is checked like QUIC's
+        /// (CertificatePolicy): certificateSha256 (hex) pins the leaf, else trustedRootDer
+        /// is the only trust anchor (host names still checked), else the system store.
+        /// .NET: ClientWebSocket's RemoteCertificateValidationCallback. mono, which ignores
+        /// that callback: our own TLS stream and upgrade (PinnedUpgrade).
+        /// </summary>
+        public static async Task<ISignalingTransport> ConnectAsync(Uri uri, string first, TimeSpan keepAlive,
+            string certificateSha256, byte[] trustedRootDer, CancellationToken cancellationToken)
+        {
+            if (!string.Equals(uri.Scheme, "wss", StringComparison.OrdinalIgnoreCase)
+                || (string.IsNullOrWhiteSpace(certificateSha256) && trustedRootDer == null))
+            {
+                return await ConnectAsync(uri, first, keepAlive, cancellationToken).ConfigureAwait(false);
+            }
+            WebSocketTrust trust = new WebSocketTrust(certificateSha256, trustedRootDer);
+            if (!s_callbackIgnored && !ForceOwnUpgrade)
+            {
+                s_trust.Value = trust;
+                try
+                {
+                    return await ConnectAsync(uri, first, keepAlive, cancellationToken).ConfigureAwait(false);
+                }
+                finally
+                {
+                    s_trust.Value = null;
+                }
+            }
+            Uri target = first == null ? uri : new Uri(First.AppendTo(uri.AbsoluteUri, first));
+            try
+            {
+                WebSocket pinned = await PinnedUpgrade.ConnectAsync(target, trust, keepAlive, cancellationToken).ConfigureAwait(false);
+                return new WebSocketTransport(pinned);
+            }
+            catch (Exception e)
+            {
+                if (first != null && Quotes(e, first))
+                {
+                    throw new WebSocketException("WebSocket connect to " + uri.GetLeftPart(UriPartial.Path) + " failed ("
+                        + e.GetType().Name + ", details withheld: they quote the URL's first request)");
+                }
+                throw;
+            }
+        }
+
+        /// <summary>Tests: use the own TLS upgrade for pinned wss:// on every runtime.</summary>
+        internal static bool ForceOwnUpgrade;
 
         private static bool Quotes(Exception e, string secret)
         {
