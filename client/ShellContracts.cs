@@ -142,8 +142,9 @@ namespace FlightSimP2P.Client
         public bool EnableDirect = true;
         public bool ForceTurn;
         public TimeSpan DirectConnectTimeout = TimeSpan.FromSeconds(5);
-        public TimeSpan DirectRetryDelay = TimeSpan.FromSeconds(30);
-        public int DirectMaxRetries = 2;
+        /// <summary>After ICE fails, both sides try again after this (+-25 %), doubling each time up to a minute.</summary>
+        public TimeSpan DirectRetryDelay = TimeSpan.FromSeconds(2);
+        public int DirectMaxRetries = 8;
         /// <summary>Stall detection on a connected direct path.</summary>
         public TimeSpan DirectStallTimeout = TimeSpan.FromMilliseconds(200);
         public int MaxQueuedDirectFrames = 2;
@@ -210,6 +211,8 @@ namespace FlightSimP2P.Client
             c.QuicFallbackDelayMs = Ms(QuicFallbackDelay);
             c.ConnectTimeoutMs = Ms(ConnectTimeout);
             c.PingIntervalMs = Ms(PingInterval);
+            c.ServerTimeoutMs = Ms(ServerTimeout);
+            c.HandshakeTimeoutMs = Ms(HandshakeTimeout);
             c.RequestTimeoutMs = Ms(RequestTimeout);
             c.InvokeTimeoutMs = Ms(InvokeTimeout);
             List<long> delays = new List<long>();

@@ -85,6 +85,8 @@ mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
 mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
     -out:"$work/live-cluster-tests.exe" "${mono_src[@]}" "$root/tests/csharp/LiveClusterTests.cs" >&2
+# Issue 21: ServerTimeout against the real server behind a proxy that goes silent.
+mcs -nologo -langversion:7.2 -warnaserror -optimize+ -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll -out:"$work/live-silent-tests.exe" "${mono_src[@]}" "$root/tests/csharp/LiveSilentServerTests.cs" >&2
 
 mkdir "$work/certs"
 RUST_LOG="${RUST_LOG:-warn}" "$bin" serve \
@@ -141,6 +143,7 @@ run_part() {
 }
 run_part ws 90 mono "$work/live-ws-tests.exe" "ws://$http/ws"
 run_part service 60 mono "$work/live-service-tests.exe" "ws://$http/ws"
+run_part silent 60 mono "$work/live-silent-tests.exe" "$http"
 run_part browser 240 node "$root/tests/csharp/browser_peer.mjs" --http "$http" --udp "$udp" \
     -- mono "$work/live-browser-tests.exe" "ws://$http/ws"
 
@@ -276,6 +279,7 @@ if [ "$status" -ne 0 ]; then
         tail -n 30 "$work/node-$n.err" >&2 || true
     done
 fi
+grep -Ev '^[0-9]+ passed, [0-9]+ failed$' "$work/silent.out" 2>/dev/null || true
 cat "$work/ws.out" "$work/service.out" "$work/browser.out" "$work/cluster.out" "$work/drain.out" 2>/dev/null | grep -Ev '^[0-9]+ passed, [0-9]+ failed$'
 echo "$p passed, $f failed"
 [ "$status" -eq 0 ] && [ "$f" -eq 0 ]
