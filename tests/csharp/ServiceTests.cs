@@ -223,6 +223,7 @@ namespace FlightSimP2P.Tests
             Run("cluster: cluster_unavailable during a resume is retried on the same node", ClusterUnavailableResume);
             Run("cluster: a redirected join in the URL of an attempt that fails is not lost: it goes to the configured server", ClusterRedirectedJoinAttemptFails);
             RunIssue21();
+            RunIssue21c();
             Console.WriteLine(_passed + " passed, " + _failed + " failed");
             return _failed == 0 ? 0 : 1;
         }
@@ -1291,6 +1292,9 @@ namespace FlightSimP2P.Tests
             public ushort CloseCode { get { return 0; } }
             public uint Me = 5;
             public uint Host = 5;
+            /// <summary>A server that goes silent: pings unanswered (MutePings), or no Welcome (MuteHello).</summary>
+            public volatile bool MutePings;
+            public volatile bool MuteHello;
 
             public Task SendAsync(ClientMsg message, CancellationToken cancellationToken)
             {
@@ -1307,10 +1311,17 @@ namespace FlightSimP2P.Tests
             {
                 if (message is ClientMsg.Hello)
                 {
-                    _in.Add(Harness.Welcome(Me, false));
+                    if (!MuteHello)
+                    {
+                        _in.Add(Harness.Welcome(Me, false));
+                    }
                 }
                 else if (message is ClientMsg.Ping)
                 {
+                    if (MutePings)
+                    {
+                        return;
+                    }
                     _in.Add(new ServerMsg.Pong(((ClientMsg.Ping)message).ClientTimeMs, 0));
                 }
                 else if (message is ClientMsg.CreateSession)
@@ -1535,6 +1546,178 @@ namespace FlightSimP2P.Tests
             Run("ICE failure: both sides retry, the first within 5 s, then with backoff", P2PRetryBothSides);
             Run("ICE recovered with a backlog in SCTP: relay until the path delivers, then direct once (no flap)", P2PIceRecoveredNoFlap);
             Run("mixed session: no acks to a non-C# peer; the old signs still move it to the relay and back", P2PMixedSessionNoAcks);
+        }
+
+        // --- issue 21c: timeouts set on a built connection apply ---
+
+        private static void RunIssue21c()
+        {
+            Run("SetTimeouts before the connect: the silent-server deadline is the new ServerTimeout", SetTimeoutsBeforeConnect);
+            Run("SetTimeouts while connected: the deadline moves (later and sooner), pings follow the new floor", SetTimeoutsWhileConnected);
+            Run("SetTimeouts during a handshake: the new HandshakeTimeout from the handshake's start", SetTimeoutsDuringHandshake);
+            Run("shell: ServerTimeout, KeepAliveInterval and HandshakeTimeout set after Build() take effect", ShellTimeoutsAfterBuild);
+        }
+
+        /// <summary>A connected server that stays silent from now: when Reconnecting fires (-1: not within `limit`).</summary>
+        private static long SilentUntilReconnecting(Harness h, long limit)
+        {
+            long from = h.Now;
+            while (h.Now - from < limit)
+            {
+                h.Now += 10;
+                h.Drain();
+                if (h.Log.Any(x => x.Kind == OutputKind.Reconnecting))
+                {
+                    return h.Now - from;
+                }
+            }
+            return -1;
+        }
+
+        private static void SetTimeoutsBeforeConnect()
+        {
+            Harness h = TimedHarness();
+            // Built with the 10 s default; the app sets 3 s before StartAsync.
+            h.Core.SetTimeouts(h.Now, 3000, -1, -1);
+            h.Connect(5);
+            long took = SilentUntilReconnecting(h, 20000);
+            Console.WriteLine("     figure: ServerTimeout set to 3 s after build: silent server -> Reconnecting after " + took + " ms");
+            Check(took > 0 && took <= 3000, "Reconnecting within the new 3 s (took " + took + " ms)");
+            Check(took > 2000, "not before it (took " + took + " ms)");
+        }
+
+        private static void SetTimeoutsWhileConnected()
+        {
+            Harness h = TimedHarness();
+            int conn = h.Connect(5);
+            h.Advance(4000);
+            // Longer while connected: 10 s no longer condemn the server.
+            h.Core.SetTimeouts(h.Now, 20000, -1, -1);
+            long took = SilentUntilReconnecting(h, 30000);
+            Console.WriteLine("     figure: ServerTimeout raised to 20 s 4 s into the silence: Reconnecting " + took + " ms after the change");
+            Check(took > 15000 && took <= 20000, "the deadline moved to 20 s after the change (took " + took + " ms)");
+
+            h = TimedHarness();
+            conn = h.Connect(5);
+            h.Advance(3000);
+            h.Drain();
+            int pingsBefore = h.Log.Count(x => x.Kind == OutputKind.SendControl && x.Message is ClientMsg.Ping);
+            // Shorter while connected: 2 s from the change (not at once: 3 s of silence were fine under 10 s);
+            // pings now every 1 s at least, so a live server answers in time.
+            h.Core.SetTimeouts(h.Now, 2000, -1, -1);
+            h.Drain();
+            Check(!h.Log.Any(x => x.Kind == OutputKind.Reconnecting), "no Reconnecting at once (the silence is timed from the change)");
+            h.Now += 1000;
+            h.Drain();
+            int pingsAfter = h.Log.Count(x => x.Kind == OutputKind.SendControl && x.Message is ClientMsg.Ping);
+            Check(pingsAfter > pingsBefore, "a ping within the new floor (half of 2 s)");
+            took = SilentUntilReconnecting(h, 30000) + 1000;
+            Check(took >= 2000 && took <= 2010, "Reconnecting 2 s after the change (took " + took + " ms)");
+            Check(h.Log.Any(x => x.Kind == OutputKind.CloseTransport && x.Conn == conn), "the silent connection is closed");
+
+            // The ping interval alone: 1 s instead of 5 s, from the next ping on.
+            h = TimedHarness();
+            conn = h.Connect(5);
+            h.Core.SetTimeouts(h.Now, -1, 1000, -1);
+            int pings = 0;
+            for (int i = 0; i < 500; i++)
+            {
+                h.Now += 10;
+                foreach (CoreOutput o in h.Drain())
+                {
+                    if (o.Kind == OutputKind.SendControl && o.Message is ClientMsg.Ping)
+                    {
+                        pings++;
+                        h.Core.ServerMessage(h.Now, conn, new ServerMsg.Pong(((ClientMsg.Ping)o.Message).ClientTimeMs, 0));
+                    }
+                }
+            }
+            Check(pings >= 4, "pings every 1 s after the change (" + pings + " in 5 s)");
+        }
+
+        private static void SetTimeoutsDuringHandshake()
+        {
+            CoreOptions o = new CoreOptions();
+            o.QuicAllowed = false;
+            o.ReconnectDelaysMs = new long[0];
+            Harness h = new Harness(o);
+            h.Core.Start(h.Now, 1);
+            CoreOutput c = h.Drain().First(x => x.Kind == OutputKind.Connect);
+            h.Core.TransportConnected(h.Now, c.Conn);
+            h.Drain();
+            h.Advance(1000);
+            h.Core.SetTimeouts(h.Now, -1, -1, 3000);
+            h.Advance(1990);
+            Check(h.Core.State == HubConnectionState.Connecting, "still waiting inside the new 3 s");
+            h.Advance(20);
+            Check(h.Log.Any(x => x.Kind == OutputKind.Complete && x.Token == 1 && x.Error is TimeoutException), "StartAsync failed 3 s after the handshake began, not 15 s");
+            Check(h.Log.Any(x => x.Kind == OutputKind.CloseTransport && x.Conn == c.Conn), "the handshaking transport is closed");
+        }
+
+        private static HubConnection BuiltOn(FakeFactory f)
+        {
+            return new HubConnectionBuilder()
+                .WithUrl("http://127.0.0.1:9/hubs/flight")
+                .Configure(o => o.TransportFactory = f)
+                .Build();
+        }
+
+        private static void ShellTimeoutsAfterBuild()
+        {
+            // ServerTimeout set after Build, before StartAsync (the default is 10 s).
+            FakeFactory f = new FakeFactory();
+            f.T.MutePings = true;
+            HubConnection c = BuiltOn(f);
+            TaskCompletionSource<Exception> closed = new TaskCompletionSource<Exception>();
+            c.Closed += e => { closed.TrySetResult(e); return Task.FromResult(0); };
+            c.ServerTimeout = TimeSpan.FromMilliseconds(400);
+            Check(c.StartAsync().Wait(5000), "started");
+            System.Diagnostics.Stopwatch sw = System.Diagnostics.Stopwatch.StartNew();
+            Check(closed.Task.Wait(3000), "Closed within 3 s of a silent server (ServerTimeout 400 ms set after Build)");
+            Console.WriteLine("     figure: ServerTimeout 400 ms set after Build: silent server -> Closed after " + sw.ElapsedMilliseconds + " ms");
+            Check(closed.Task.Result is TimeoutException, "the error says ServerTimeout: " + closed.Task.Result);
+            c.DisposeAsync().AsTask().Wait(5000);
+
+            // ServerTimeout lowered while connected.
+            f = new FakeFactory();
+            f.T.MutePings = true;
+            c = BuiltOn(f);
+            closed = new TaskCompletionSource<Exception>();
+            c.Closed += e => { closed.TrySetResult(e); return Task.FromResult(0); };
+            Check(c.StartAsync().Wait(5000), "started");
+            Thread.Sleep(200);
+            c.ServerTimeout = TimeSpan.FromMilliseconds(400);
+            Check(closed.Task.Wait(3000), "Closed within 3 s after ServerTimeout was lowered to 400 ms while connected");
+            c.DisposeAsync().AsTask().Wait(5000);
+
+            // KeepAliveInterval set after Build: pings every 100 ms instead of 5 s.
+            f = new FakeFactory();
+            c = BuiltOn(f);
+            c.KeepAliveInterval = TimeSpan.FromMilliseconds(100);
+            Check(c.StartAsync().Wait(5000), "started");
+            Thread.Sleep(700);
+            int pings = f.T.Pings();
+            Check(pings >= 3, "pings every 100 ms after KeepAliveInterval was set (" + pings + " in 0.7 s)");
+            c.DisposeAsync().AsTask().Wait(5000);
+
+            // HandshakeTimeout set after Build (as the sample app does): a server that never says Welcome.
+            f = new FakeFactory();
+            f.T.MuteHello = true;
+            c = BuiltOn(f);
+            c.HandshakeTimeout = TimeSpan.FromMilliseconds(300);
+            sw = System.Diagnostics.Stopwatch.StartNew();
+            Task start = c.StartAsync();
+            bool ended = false;
+            try
+            {
+                ended = start.Wait(3000);
+            }
+            catch (AggregateException)
+            {
+                ended = true;
+            }
+            Check(ended && start.IsFaulted && start.Exception.InnerException is TimeoutException, "StartAsync failed within 3 s (HandshakeTimeout 300 ms set after Build), not 10-15 s");
+            c.DisposeAsync().AsTask().Wait(5000);
         }
 
         private static Harness TimedHarness()
