@@ -1556,6 +1556,264 @@ namespace FlightSimP2P.Tests
             Run("SetTimeouts while connected: the deadline moves (later and sooner), pings follow the new floor", SetTimeoutsWhileConnected);
             Run("SetTimeouts during a handshake: the new HandshakeTimeout from the handshake's start", SetTimeoutsDuringHandshake);
             Run("shell: ServerTimeout, KeepAliveInterval and HandshakeTimeout set after Build() take effect", ShellTimeoutsAfterBuild);
+            Run("wss own upgrade (pinned, mono): Headers, Cookies and the access_token reach the server; an explicit proxy is used (CONNECT, Basic)", WssOwnUpgradeSettings);
+            Run("wss own upgrade: no header injection, the upgrade's own headers kept, bypassed and non-http proxies", WssOwnUpgradeRules);
+        }
+
+        /// <summary>A loopback wss:// server as in WssPinEndToEnd, recording each upgrade request's head.</summary>
+        private sealed class LoopbackWss : IDisposable
+        {
+            public readonly List<string> Heads = new List<string>();
+            public readonly int Port;
+            public readonly string Pin;
+            private readonly System.Net.Sockets.TcpListener _listener;
+
+            public LoopbackWss(Func<System.Net.Sockets.TcpClient, List<string>, bool> serve = null)
+            {
+                X509Certificate2 cert = new X509Certificate2(Convert.FromBase64String(TestLeafPfxB64), "test");
+                using (System.Security.Cryptography.SHA256 sha = System.Security.Cryptography.SHA256.Create())
+                {
+                    Pin = BitConverter.ToString(sha.ComputeHash(cert.RawData)).Replace("-", "");
+                }
+                _listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+                _listener.Start();
+                Port = ((System.Net.IPEndPoint)_listener.LocalEndpoint).Port;
+                Thread t = new Thread(() =>
+                {
+                    while (true)
+                    {
+                        System.Net.Sockets.TcpClient c;
+                        try
+                        {
+                            c = _listener.AcceptTcpClient();
+                        }
+                        catch (Exception)
+                        {
+                            return;
+                        }
+                        if (serve != null)
+                        {
+                            Task.Run(() => serve(c, Heads));
+                        }
+                        else
+                        {
+                            Task.Run(() => ServeUpgrade(c, cert, Heads));
+                        }
+                    }
+                });
+                t.IsBackground = true;
+                t.Start();
+            }
+
+            /// <summary>The first request head, waiting up to 10 s for it.</summary>
+            public string FirstHead()
+            {
+                for (int i = 0; i < 1000; i++)
+                {
+                    lock (Heads)
+                    {
+                        if (Heads.Count > 0)
+                        {
+                            return Heads[0];
+                        }
+                    }
+                    Thread.Sleep(10);
+                }
+                return "";
+            }
+
+            public void Dispose()
+            {
+                _listener.Stop();
+            }
+        }
+
+        /// <summary>An HTTP proxy that answers CONNECT host:port with 200 and pipes both ways (records the CONNECT head).</summary>
+        private static bool ServeConnect(System.Net.Sockets.TcpClient c, List<string> heads)
+        {
+            try
+            {
+                using (c)
+                {
+                    System.Net.Sockets.NetworkStream ns = c.GetStream();
+                    System.Text.StringBuilder head = new System.Text.StringBuilder();
+                    while (!head.ToString().EndsWith("\r\n\r\n", StringComparison.Ordinal))
+                    {
+                        int b = ns.ReadByte();
+                        if (b < 0)
+                        {
+                            return false;
+                        }
+                        head.Append((char)b);
+                    }
+                    lock (heads)
+                    {
+                        heads.Add(head.ToString().Replace("\r\n", "\n"));
+                    }
+                    string authority = head.ToString().Split(' ')[1];
+                    int colon = authority.LastIndexOf(':');
+                    using (System.Net.Sockets.TcpClient up = new System.Net.Sockets.TcpClient())
+                    {
+                        up.Connect(authority.Substring(0, colon), int.Parse(authority.Substring(colon + 1)));
+                        byte[] ok = System.Text.Encoding.ASCII.GetBytes("HTTP/1.1 200 Connection established\r\n\r\n");
+                        ns.Write(ok, 0, ok.Length);
+                        Task a = ns.CopyToAsync(up.GetStream());
+                        Task b2 = up.GetStream().CopyToAsync(ns);
+                        Task.WaitAny(new[] { a, b2 }, 15000);
+                    }
+                }
+            }
+            catch (Exception)
+            {
+            }
+            return true;
+        }
+
+        private sealed class TestProxy : System.Net.IWebProxy
+        {
+            public Uri Address;
+            public bool Bypass;
+
+            public System.Net.ICredentials Credentials { get; set; }
+
+            public Uri GetProxy(Uri destination)
+            {
+                return Address;
+            }
+
+            public bool IsBypassed(Uri host)
+            {
+                return Bypass;
+            }
+        }
+
+        /// <summary>A SignalR-style connection to the loopback wss:// server, pinned; returns the upgrade request's head.</summary>
+        private static string UpgradeHeadVia(LoopbackWss wss, System.Net.IWebProxy proxy, X509Certificate2 clientCert = null)
+        {
+            HubConnection c = new HubConnectionBuilder()
+                .WithUrl("wss://localhost:" + wss.Port + "/ws", o =>
+                {
+                    o.AccessTokenProvider = () => Task.FromResult("tok en/1");
+                    o.Headers["X-Sim-Client"] = "fs2024";
+                    o.Cookies.Add(new Uri("https://localhost/"), new System.Net.Cookie("sid", "abc"));
+                    if (proxy != null)
+                    {
+                        o.Proxy = proxy;
+                    }
+                    if (clientCert != null)
+                    {
+                        o.ClientCertificates = new X509CertificateCollection { clientCert };
+                    }
+                })
+                .Configure(o => o.CertificateSha256 = wss.Pin)
+                .Build();
+            try
+            {
+                Task start = c.StartAsync();
+                string head = wss.FirstHead();
+                // The loopback server upgrades, then says nothing (no Welcome): only the request matters.
+                GC.KeepAlive(start.ContinueWith(t => t.Exception, TaskScheduler.Default));
+                return head;
+            }
+            finally
+            {
+                c.DisposeAsync().AsTask().Wait(5000);
+            }
+        }
+
+        private static void WssOwnUpgradeSettings()
+        {
+            bool forced = WebSocketTransport.ForceOwnUpgrade;
+            // mono takes the own upgrade anyway; on .NET this makes the test exercise it.
+            WebSocketTransport.ForceOwnUpgrade = true;
+            try
+            {
+                using (LoopbackWss wss = new LoopbackWss())
+                {
+                    string head = UpgradeHeadVia(wss, null);
+                    Check(head.StartsWith("GET /ws?", StringComparison.Ordinal), "the upgrade request arrived: " + head);
+                    Check(head.Split('\n')[0].Contains("access_token=tok%20en%2F1"), "the access token is in the URL: " + head.Split('\n')[0].Split('?')[0]);
+                    Check(head.Contains("\nX-Sim-Client: fs2024\n"), "HttpConnectionOptions.Headers arrive: " + head);
+                    Check(head.Contains("\nCookie: sid=abc\n"), "HttpConnectionOptions.Cookies arrive: " + head);
+                }
+                using (LoopbackWss wss = new LoopbackWss())
+                {
+                    // A client certificate switches to the TLS overload that presents it: the upgrade still goes through.
+                    X509Certificate2 mine = new X509Certificate2(Convert.FromBase64String(TestLeafPfxB64), "test");
+                    string head = UpgradeHeadVia(wss, null, mine);
+                    Check(head.Contains("\nX-Sim-Client: fs2024\n"), "with ClientCertificates set, the upgrade still arrives: " + head);
+                }
+                using (LoopbackWss wss = new LoopbackWss())
+                using (LoopbackWss proxyServer = new LoopbackWss(ServeConnect))
+                {
+                    TestProxy proxy = new TestProxy();
+                    proxy.Address = new Uri("http://127.0.0.1:" + proxyServer.Port);
+                    proxy.Credentials = new System.Net.NetworkCredential("pilot", "s3cret");
+                    string head = UpgradeHeadVia(wss, proxy);
+                    string connect = proxyServer.FirstHead();
+                    Check(connect.StartsWith("CONNECT localhost:" + wss.Port + " HTTP/1.1\n", StringComparison.Ordinal), "the proxy got CONNECT for the server: " + connect);
+                    Check(connect.Contains("\nProxy-Authorization: Basic " + Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes("pilot:s3cret")) + "\n"),
+                        "with the proxy's Basic credentials: " + connect);
+                    Check(head.Contains("\nX-Sim-Client: fs2024\n") && head.Split('\n')[0].Contains("access_token="), "headers and token arrive through the tunnel: " + head);
+                }
+            }
+            finally
+            {
+                WebSocketTransport.ForceOwnUpgrade = forced;
+            }
+        }
+
+        private static void WssOwnUpgradeRules()
+        {
+            Uri target = new Uri("wss://sim.example.com/ws?a=1");
+            Uri https = new Uri("https://sim.example.com/ws?a=1");
+            OwnUpgradeSettings s = new OwnUpgradeSettings();
+            s.Headers.Add(new KeyValuePair<string, string>("X-Ok", "1"));
+            s.Headers.Add(new KeyValuePair<string, string>("Host", "evil.example.com"));
+            s.Headers.Add(new KeyValuePair<string, string>("Sec-WebSocket-Key", "x"));
+            string req = PinnedUpgrade.UpgradeRequest(target, "sim.example.com", s, https);
+            Check(req.StartsWith("GET /ws?a=1 HTTP/1.1\r\nHost: sim.example.com\r\n", StringComparison.Ordinal) && req.EndsWith("\r\n\r\n", StringComparison.Ordinal), "request line and Host");
+            Check(req.Contains("\r\nX-Ok: 1\r\n") && !req.Contains("evil") && req.Split(new[] { "Sec-WebSocket-Key" }, StringSplitOptions.None).Length == 2,
+                "an app's Host or Sec-WebSocket-Key never replaces the upgrade's own: " + req);
+            foreach (KeyValuePair<string, string> bad in new[]
+            {
+                new KeyValuePair<string, string>("X-A", "1\r\nX-Injected: 1"),
+                new KeyValuePair<string, string>("X-A", "1\n"),
+                new KeyValuePair<string, string>("X-A: 1\r\nX-B", "1"),
+                new KeyValuePair<string, string>("", "1"),
+            })
+            {
+                OwnUpgradeSettings b = new OwnUpgradeSettings();
+                b.Headers.Add(bad);
+                bool threw = false;
+                try
+                {
+                    PinnedUpgrade.UpgradeRequest(target, "sim.example.com", b, https);
+                }
+                catch (ArgumentException)
+                {
+                    threw = true;
+                }
+                Check(threw, "refused: header " + bad.Key.Replace("\r\n", "\\r\\n") + " = " + bad.Value.Replace("\r", "\\r").Replace("\n", "\\n"));
+            }
+            TestProxy p = new TestProxy();
+            p.Address = new Uri("http://proxy.example.com:3128");
+            Check(PinnedUpgrade.ProxyFor(p, https) == p.Address, "an http:// proxy is used");
+            p.Bypass = true;
+            Check(PinnedUpgrade.ProxyFor(p, https) == null, "a bypassed URL goes directly");
+            Check(PinnedUpgrade.ProxyFor(null, https) == null, "no proxy set: directly");
+            p.Bypass = false;
+            p.Address = new Uri("socks5://proxy.example.com:1080");
+            bool refused = false;
+            try
+            {
+                PinnedUpgrade.ProxyFor(p, https);
+            }
+            catch (NotSupportedException)
+            {
+                refused = true;
+            }
+            Check(refused, "a SOCKS proxy is refused, not silently skipped");
         }
 
         /// <summary>A connected server that stays silent from now: when Reconnecting fires (-1: not within `limit`).</summary>
@@ -2274,6 +2532,12 @@ namespace FlightSimP2P.Tests
 
         private static void ServeUpgrade(System.Net.Sockets.TcpClient c, X509Certificate2 cert)
         {
+            ServeUpgrade(c, cert, null);
+        }
+
+        /// <summary>Serves one wss:// upgrade; heads (if not null) gets the request's head, one string per request.</summary>
+        private static void ServeUpgrade(System.Net.Sockets.TcpClient c, X509Certificate2 cert, List<string> heads)
+        {
             try
             {
                 using (c)
@@ -2283,11 +2547,20 @@ namespace FlightSimP2P.Tests
                     System.IO.StreamReader r = new System.IO.StreamReader(tls, System.Text.Encoding.ASCII);
                     string key = null;
                     string line;
+                    System.Text.StringBuilder head = new System.Text.StringBuilder();
                     while (!string.IsNullOrEmpty(line = r.ReadLine()))
                     {
+                        head.Append(line).Append('\n');
                         if (line.StartsWith("Sec-WebSocket-Key:", StringComparison.OrdinalIgnoreCase))
                         {
                             key = line.Substring(18).Trim();
+                        }
+                    }
+                    if (heads != null)
+                    {
+                        lock (heads)
+                        {
+                            heads.Add(head.ToString());
                         }
                     }
                     string accept;
