@@ -144,6 +144,24 @@ namespace FlightSimP2P.Tests
         }
     }
 
+    /// <summary>A hub whose method and OnConnectedAsync, on the host, await an invocation of the host.</summary>
+    public class SelfInvokingHub : Hub
+    {
+        internal static WebRTCP2PService Conn;
+        internal static TaskCompletionSource<int> FromMethod;
+        internal static TaskCompletionSource<int> FromConnected;
+
+        public async Task Relay(int x)
+        {
+            FromMethod.TrySetResult(await Conn.InvokeAsync<int>("Add", x, 1));
+        }
+
+        public override async Task OnConnectedAsync()
+        {
+            FromConnected.TrySetResult(await Conn.InvokeAsync<int>("Add", 100, 1));
+        }
+    }
+
     internal static class ServiceTests
     {
         private static int _passed;
@@ -1556,8 +1574,33 @@ namespace FlightSimP2P.Tests
             Run("SetTimeouts while connected: the deadline moves (later and sooner), pings follow the new floor", SetTimeoutsWhileConnected);
             Run("SetTimeouts during a handshake: the new HandshakeTimeout from the handshake's start", SetTimeoutsDuringHandshake);
             Run("shell: ServerTimeout, KeepAliveInterval and HandshakeTimeout set after Build() take effect", ShellTimeoutsAfterBuild);
+            Run("shell: the host's own SendAsync of a hub method, and OnConnectedAsync, may await InvokeAsync to the host", HubMethodsInvokeHost);
             Run("wss own upgrade (pinned, mono): Headers, Cookies and the access_token reach the server; an explicit proxy is used (CONNECT, Basic)", WssOwnUpgradeSettings);
             Run("wss own upgrade: no header injection, the upgrade's own headers kept, bypassed and non-http proxies", WssOwnUpgradeRules);
+        }
+
+        private static void HubMethodsInvokeHost()
+        {
+            FakeFactory f = new FakeFactory();
+            WebRTCP2POptions o = new WebRTCP2POptions();
+            o.TransportFactory = f;
+            o.PingInterval = TimeSpan.Zero;
+            using (WebRTCP2PService s = new WebRTCP2PService(o))
+            {
+                Check(s.StartAsync().Wait(5000) && s.CreateSessionAsync().Wait(5000) && s.IsHost, "host of a session");
+                SelfInvokingHub.Conn = s;
+                SelfInvokingHub.FromMethod = new TaskCompletionSource<int>();
+                SelfInvokingHub.FromConnected = new TaskCompletionSource<int>();
+                s.Handle<int, int, int>("Add", (x, y) => x + y);
+                s.MapHub<SelfInvokingHub>();
+                // The host sends to its own hub: the method runs here, on the event thread's watch.
+                Check(s.SendAsync("Relay", 41).Wait(5000), "sent");
+                Check(SelfInvokingHub.FromMethod.Task.Wait(5000), "the hub method's InvokeAsync to the host completed (no 30 s self-deadlock)");
+                Check(SelfInvokingHub.FromMethod.Task.Result == 42, "with the host's answer");
+                f.T.Push(new ServerMsg.PeerJoined(new PeerInfo(7, "p7", ClientKind.DotNet)));
+                Check(SelfInvokingHub.FromConnected.Task.Wait(5000), "OnConnectedAsync's InvokeAsync to the host completed");
+                Check(SelfInvokingHub.FromConnected.Task.Result == 101, "with the host's answer");
+            }
         }
 
         /// <summary>A loopback wss:// server as in WssPinEndToEnd, recording each upgrade request's head.</summary>
