@@ -219,6 +219,14 @@ namespace FlightSimP2P.Client
         private readonly Action<ClientWebSocketOptions> _configure;
         private readonly ITransportFactory _inner;
         private readonly WebRTCP2POptions _options;
+        private readonly HttpConnectionOptions _http;
+
+        /// <summary>HubConnectionBuilder's: http's token provider and WebSocket settings (also for the own wss:// upgrade).</summary>
+        public AccessTokenTransportFactory(HttpConnectionOptions http, ITransportFactory inner, WebRTCP2POptions options)
+            : this(http != null ? http.AccessTokenProvider : null, http != null ? (Action<ClientWebSocketOptions>)http.Configure : null, inner, options)
+        {
+            _http = http;
+        }
 
         public AccessTokenTransportFactory(Func<Task<string>> provider, ITransportFactory inner, WebRTCP2POptions options)
             : this(provider, null, inner, options)
@@ -257,7 +265,7 @@ namespace FlightSimP2P.Client
                 token = pending == null ? null : await pending.ConfigureAwait(false);
             }
             IClusterTransportFactory cluster = _inner as IClusterTransportFactory;
-            using (WebSocketHook.Use(_configure))
+            using (WebSocketHook.Use(_configure, _http))
             {
                 if (kind != TransportKind.WebSocket || string.IsNullOrEmpty(token) || cluster == null)
                 {
@@ -285,36 +293,90 @@ namespace FlightSimP2P.Client
     /// <summary>
     /// Hands a connection's WebSocket configuration (HttpConnectionOptions: headers, proxy,
     /// credentials, cookies, certificates, WebSocketConfiguration) to WebSocketTransport,
-    /// which applies it to the ClientWebSocket it creates. Scoped to the connect call
+    /// which applies it to the ClientWebSocket it creates, or, on the own TLS upgrade of a
+    /// pinned wss:// (mono), reads it back (ForOwnUpgrade). Scoped to the connect call
     /// (AsyncLocal), so two connections in one process never see each other's.
     /// </summary>
     public static class WebSocketHook
     {
-        private static readonly AsyncLocal<Action<ClientWebSocketOptions>> s_current = new AsyncLocal<Action<ClientWebSocketOptions>>();
+        private sealed class Current
+        {
+            public Action<ClientWebSocketOptions> Configure;
+            public HttpConnectionOptions Http;
+        }
+
+        private static readonly AsyncLocal<Current> s_current = new AsyncLocal<Current>();
 
         /// <summary>Sets configure for the calls made until the result is disposed.</summary>
         public static IDisposable Use(Action<ClientWebSocketOptions> configure)
         {
-            Action<ClientWebSocketOptions> previous = s_current.Value;
-            s_current.Value = configure;
+            return Use(configure, null);
+        }
+
+        /// <summary>As above; http (may be null) also gives the own upgrade its Headers.</summary>
+        public static IDisposable Use(Action<ClientWebSocketOptions> configure, HttpConnectionOptions http)
+        {
+            Current previous = s_current.Value;
+            s_current.Value = configure == null && http == null ? null : new Current { Configure = configure, Http = http };
             return new Restore(previous);
         }
 
         /// <summary>WebSocketTransport calls it on a new socket's options before connecting.</summary>
         public static void Apply(ClientWebSocketOptions options)
         {
-            Action<ClientWebSocketOptions> configure = s_current.Value;
-            if (configure != null)
+            Current c = s_current.Value;
+            if (c != null && c.Configure != null)
             {
-                configure(options);
+                c.Configure(options);
             }
+        }
+
+        /// <summary>
+        /// What the own upgrade of a pinned wss:// sends and how it connects: the configuration
+        /// applied to a scratch ClientWebSocketOptions and read back through its public getters
+        /// (Proxy if set, Cookies, ClientCertificates, Credentials, UseDefaultCredentials; so a
+        /// WebSocketConfiguration that sets them counts too), plus HttpConnectionOptions.Headers
+        /// (ClientWebSocketOptions has no public getter for headers, so a header set only
+        /// through WebSocketConfiguration's SetRequestHeader is not seen).
+        /// </summary>
+        internal static OwnUpgradeSettings ForOwnUpgrade()
+        {
+            OwnUpgradeSettings s = new OwnUpgradeSettings();
+            Current c = s_current.Value;
+            if (c == null)
+            {
+                return s;
+            }
+            if (c.Http != null && c.Http.Headers != null)
+            {
+                foreach (KeyValuePair<string, string> h in c.Http.Headers)
+                {
+                    s.Headers.Add(h);
+                }
+            }
+            if (c.Configure != null)
+            {
+                ClientWebSocketOptions scratch;
+                using (ClientWebSocket ws = new ClientWebSocket())
+                {
+                    scratch = ws.Options;
+                    IWebProxy platformDefault = scratch.Proxy;
+                    c.Configure(scratch);
+                    // Only a proxy the app set: the platform's default is not consulted here.
+                    s.Proxy = object.ReferenceEquals(scratch.Proxy, platformDefault) ? null : scratch.Proxy;
+                    s.Cookies = scratch.Cookies;
+                    s.ClientCertificates = scratch.ClientCertificates;
+                    s.ServerCredentials = scratch.Credentials != null || scratch.UseDefaultCredentials;
+                }
+            }
+            return s;
         }
 
         private sealed class Restore : IDisposable
         {
-            private readonly Action<ClientWebSocketOptions> _previous;
+            private readonly Current _previous;
 
-            public Restore(Action<ClientWebSocketOptions> previous)
+            public Restore(Current previous)
             {
                 _previous = previous;
             }
@@ -324,5 +386,17 @@ namespace FlightSimP2P.Client
                 s_current.Value = _previous;
             }
         }
+    }
+
+    /// <summary>The connection's WebSocket settings as the own wss:// upgrade uses them (WebSocketHook.ForOwnUpgrade).</summary>
+    internal sealed class OwnUpgradeSettings
+    {
+        public readonly List<KeyValuePair<string, string>> Headers = new List<KeyValuePair<string, string>>();
+        /// <summary>An HTTP proxy the app set (null: connect directly): reached with CONNECT, Basic credentials if it has any.</summary>
+        public IWebProxy Proxy;
+        public CookieContainer Cookies;
+        public X509CertificateCollection ClientCertificates;
+        /// <summary>Credentials or UseDefaultCredentials for the server were set: the own upgrade cannot answer a 401 with them.</summary>
+        public bool ServerCredentials;
     }
 }

@@ -79,19 +79,26 @@ namespace FlightSimP2P.Client
         }
 
         /// <summary>
-        /// SignalR's ServerTimeout (WebRTCP2POptions.ServerTimeout): a server that sends nothing
-        /// for this long is lost and Reconnecting fires. Set it with the builder's
-        /// WithServerTimeout, or here before StartAsync.
+        /// SignalR's ServerTimeout (WebRTCP2POptions.ServerTimeout, default 10 s): a server that
+        /// sends nothing for this long is lost and Reconnecting fires. Settable at any time, as
+        /// SignalR's: a change applies from the next decision (ServiceCore.SetTimeouts), on the
+        /// connection under way too (its silence is then timed from the change at the earliest).
         /// </summary>
         public TimeSpan ServerTimeout
         {
             get { return _options.ServerTimeout; }
-            set { _options.ServerTimeout = value; }
+            set
+            {
+                _options.ServerTimeout = value;
+                TimeoutsChanged();
+            }
         }
 
         /// <summary>
         /// SignalR's KeepAliveInterval: how often the client pings the server (writes
         /// WebRTCP2POptions.KeepAliveInterval, the transport keep-alive, and PingInterval).
+        /// Settable at any time: the next ping goes out within the new interval; the
+        /// transport keep-alive (WebSocket, QUIC) takes it at the next connect.
         /// </summary>
         public TimeSpan KeepAliveInterval
         {
@@ -100,14 +107,31 @@ namespace FlightSimP2P.Client
             {
                 _options.KeepAliveInterval = value;
                 _options.PingInterval = value;
+                TimeoutsChanged();
             }
         }
 
-        /// <summary>SignalR's HandshakeTimeout (WebRTCP2POptions.HandshakeTimeout): connect to Welcome.</summary>
+        /// <summary>
+        /// SignalR's HandshakeTimeout (WebRTCP2POptions.HandshakeTimeout, default 15 s): connect
+        /// to Welcome. Settable at any time: a handshake under way is timed from its start.
+        /// </summary>
         public TimeSpan HandshakeTimeout
         {
             get { return _options.HandshakeTimeout; }
-            set { _options.HandshakeTimeout = value; }
+            set
+            {
+                _options.HandshakeTimeout = value;
+                TimeoutsChanged();
+            }
+        }
+
+        /// <summary>The three timeouts as the options now say, to the live core.</summary>
+        private void TimeoutsChanged()
+        {
+            long server = WebRTCP2POptions.Ms(_options.ServerTimeout);
+            long ping = WebRTCP2POptions.Ms(_options.PingInterval);
+            long handshake = WebRTCP2POptions.Ms(_options.HandshakeTimeout);
+            Input(() => _core.SetTimeouts(_clock.NowMs, Math.Max(0, server), Math.Max(0, ping), Math.Max(0, handshake)));
         }
     }
 

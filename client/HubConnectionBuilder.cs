@@ -171,7 +171,7 @@ namespace FlightSimP2P.Client
             // HttpConnectionOptions on every connect: the access token, the WebSocket's options.
             HttpConnectionOptions http = _http;
             ITransportFactory inner = _options.TransportFactory ?? new DefaultTransportFactory(_options);
-            _options.TransportFactory = new AccessTokenTransportFactory(http.AccessTokenProvider, http.Configure, inner, _options);
+            _options.TransportFactory = new AccessTokenTransportFactory(http, inner, _options);
             HubConnection connection = new HubConnection(_options, _session);
             OnBuilt(connection);
             return connection;

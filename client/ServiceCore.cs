@@ -216,6 +216,11 @@ namespace FlightSimP2P.Client
 
         private uint _sendSeq;
         private long _nextPing = -1;
+        // When SetTimeouts last changed the timeouts (the silence clock starts no earlier).
+        private long _timeoutsSetAt = -1;
+        // The handshake under way: when its transport connected, and the connect deadline it replaced.
+        private long _handshakeAt = -1;
+        private long _raceDeadline = -1;
         // When the connection last heard from the server (any message or relay frame).
         private long _lastRx = -1;
         private long _refreshAt = -1;
@@ -473,6 +478,8 @@ namespace FlightSimP2P.Client
             _wsStartAt = -1;
             _handshake = conn;
             _handshakeKind = kind;
+            _handshakeAt = now;
+            _raceDeadline = _attemptDeadline;
             if (_o.HandshakeTimeoutMs > 0)
             {
                 // From here the attempt deadline is the handshake's (the Welcome must come within it).
@@ -626,6 +633,56 @@ namespace FlightSimP2P.Client
                 ping = ping > 0 ? Math.Min(ping, half) : half;
             }
             return ping;
+        }
+
+        /// <summary>
+        /// When the connected server counts as silent: ServerTimeoutMs after it was last heard
+        /// from, or after the timeouts last changed if that is later; -1: not connected or off.
+        /// </summary>
+        private long SilentDeadline()
+        {
+            if (_conn == 0 || _o.ServerTimeoutMs <= 0 || _lastRx < 0)
+            {
+                return -1;
+            }
+            return Math.Max(_lastRx, _timeoutsSetAt) + _o.ServerTimeoutMs;
+        }
+
+        /// <summary>
+        /// SignalR's settable ServerTimeout, KeepAliveInterval and HandshakeTimeout on a built
+        /// connection (milliseconds, 0: off, negative: unchanged), applied from the next decision:
+        ///  * ServerTimeout: the silent-server deadline is the new timeout after the server was
+        ///    last heard from or after this call, whichever is later (a shorter timeout never
+        ///    condemns at once a server that was within the old one);
+        ///  * the ping interval (and the half-ServerTimeout floor): the next ping goes out no
+        ///    later than one new interval from now (a longer one applies after the ping due);
+        ///  * HandshakeTimeout: a handshake under way gets the new timeout from its start (off:
+        ///    the connect deadline it had before); later handshakes take it as they begin.
+        /// </summary>
+        public void SetTimeouts(long now, long serverTimeoutMs, long pingIntervalMs, long handshakeTimeoutMs)
+        {
+            if (serverTimeoutMs >= 0)
+            {
+                _o.ServerTimeoutMs = serverTimeoutMs;
+            }
+            if (pingIntervalMs >= 0)
+            {
+                _o.PingIntervalMs = pingIntervalMs;
+            }
+            if (handshakeTimeoutMs >= 0)
+            {
+                _o.HandshakeTimeoutMs = handshakeTimeoutMs;
+            }
+            _timeoutsSetAt = now;
+            if (_conn != 0)
+            {
+                long ping = PingEveryMs();
+                _nextPing = ping > 0 ? Min(_nextPing, now + ping) : -1;
+            }
+            if (_handshake != 0 && _conn == 0 && handshakeTimeoutMs >= 0)
+            {
+                _attemptDeadline = _o.HandshakeTimeoutMs > 0 ? _handshakeAt + _o.HandshakeTimeoutMs : _raceDeadline;
+            }
         }
 
         /// <summary>The server sent nothing for ServerTimeoutMs: the connection is lost (as TCP or QUIC would say, much later).</summary>
@@ -1848,7 +1905,8 @@ namespace FlightSimP2P.Client
                 Complete(_invokes[id].Token, null, new TimeoutException("the host did not answer in time"));
                 _invokes.Remove(id);
             }
-            if (_conn != 0 && _o.ServerTimeoutMs > 0 && _lastRx >= 0 && now - _lastRx >= _o.ServerTimeoutMs)
+            long silentAt = SilentDeadline();
+            if (silentAt >= 0 && now >= silentAt)
             {
                 ServerSilent(now);
             }
@@ -1919,7 +1977,7 @@ namespace FlightSimP2P.Client
             wake = Min(wake, _reconnectAt);
             wake = Min(wake, _requestDeadline);
             wake = Min(wake, _conn != 0 ? _nextPing : -1);
-            wake = Min(wake, _conn != 0 && _o.ServerTimeoutMs > 0 && _lastRx >= 0 ? _lastRx + _o.ServerTimeoutMs : -1);
+            wake = Min(wake, SilentDeadline());
             wake = Min(wake, _conn != 0 && _refreshConn == 0 ? _refreshAt : -1);
             wake = Min(wake, _conn != 0 ? _queue.NextWake(now) : -1);
             foreach (PendingInvoke pi in _invokes.Values)

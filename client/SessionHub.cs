@@ -229,12 +229,18 @@ namespace FlightSimP2P.Client
             {
                 return;
             }
-            Hub hub = factory();
+            // Started here on the event thread, not waited for (as an On handler): it may await
+            // InvokeAsync to the host, whose handler is a later event.
+            Observe(RunHubLifecycleAsync(factory(), peer, call));
+        }
+
+        private async Task RunHubLifecycleAsync(Hub hub, uint peer, Func<Hub, Task> call)
+        {
             try
             {
                 hub.Clients = new CallerClients(this, peer);
                 hub.Context = new HubCallerContext(peer);
-                call(hub).GetAwaiter().GetResult();
+                await call(hub).ConfigureAwait(false);
             }
             catch (Exception)
             {
@@ -327,7 +333,7 @@ namespace FlightSimP2P.Client
             if (host == me)
             {
                 string[] raw = SerializeArgs(args);
-                Post(() => DispatchLocal(methodName, raw, me));
+                Post(() => Observe(DispatchLocalAsync(methodName, raw, me)));
                 sent = Task.FromResult(0);
             }
             else
@@ -337,8 +343,12 @@ namespace FlightSimP2P.Client
             return true;
         }
 
-        /// <summary>Runs this peer's own handlers of a hub message, as if from peer caller (event thread).</summary>
-        private void DispatchLocal(string methodName, string[] raw, uint caller)
+        /// <summary>
+        /// Runs this peer's own handlers of a hub message, as if from peer caller: started on the
+        /// event thread, not waited for (as a remote message's), so a hub method may await
+        /// InvokeAsync to the host.
+        /// </summary>
+        private async Task DispatchLocalAsync(string methodName, string[] raw, uint caller)
         {
             Handler[] hs;
             lock (_handlers)
@@ -351,7 +361,7 @@ namespace FlightSimP2P.Client
             {
                 try
                 {
-                    h.Run(h.Bind(raw, _serializer)).GetAwaiter().GetResult();
+                    await h.Run(h.Bind(raw, _serializer)).ConfigureAwait(false);
                 }
                 catch (Exception)
                 {
@@ -446,7 +456,7 @@ namespace FlightSimP2P.Client
                 if (local)
                 {
                     string[] raw = _svc.SerializeArgs(args);
-                    _svc.Post(() => _svc.DispatchLocal(method, raw, me));
+                    _svc.Post(() => Observe(_svc.DispatchLocalAsync(method, raw, me)));
                 }
                 return Task.WhenAll(sends);
             }

@@ -236,7 +236,7 @@ namespace FlightSimP2P.Client
             return c;
         }
 
-        private static long Ms(TimeSpan t)
+        internal static long Ms(TimeSpan t)
         {
             return (long)t.TotalMilliseconds;
         }

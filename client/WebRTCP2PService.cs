@@ -124,6 +124,15 @@ namespace FlightSimP2P.Client
             get { lock (_gate) { return _core.StaleDropped; } }
         }
 
+        /// <summary>
+        /// Hub messages (SendAsync) whose content a newer one of the same method and target took
+        /// over while the server budget's queue was backed up (about 250 ms): latest wins.
+        /// </summary>
+        public long HubMessagesCoalesced
+        {
+            get { lock (_gate) { return _core.HubMessagesCoalesced; } }
+        }
+
         /// <summary>The WebRTC attempt's state with a peer (Disabled for an unknown peer).</summary>
         public DirectState GetDirectState(uint peer)
         {

@@ -91,7 +91,9 @@ namespace FlightSimP2P.Client
         /// (CertificatePolicy): certificateSha256 (hex) pins the leaf, else trustedRootDer
         /// is the only trust anchor (host names still checked), else the system store.
         /// .NET: ClientWebSocket's RemoteCertificateValidationCallback. mono, which ignores
-        /// that callback: our own TLS stream and upgrade (PinnedUpgrade).
+        /// that callback: our own TLS stream and upgrade (PinnedUpgrade), which sends the
+        /// connection's headers and cookies, presents its client certificates and goes
+        /// through the proxy it set (HTTP CONNECT); see PinnedUpgrade for what it leaves out.
         /// </summary>
         public static async Task<ISignalingTransport> ConnectAsync(Uri uri, string first, TimeSpan keepAlive,
             string certificateSha256, byte[] trustedRootDer, CancellationToken cancellationToken)
@@ -117,7 +119,7 @@ namespace FlightSimP2P.Client
             Uri target = first == null ? uri : new Uri(First.AppendTo(uri.AbsoluteUri, first));
             try
             {
-                WebSocket pinned = await PinnedUpgrade.ConnectAsync(target, trust, keepAlive, cancellationToken).ConfigureAwait(false);
+                WebSocket pinned = await PinnedUpgrade.ConnectAsync(target, trust, keepAlive, WebSocketHook.ForOwnUpgrade(), cancellationToken).ConfigureAwait(false);
                 return new WebSocketTransport(pinned);
             }
             catch (Exception e)
@@ -446,42 +448,94 @@ namespace FlightSimP2P.Client
     /// <summary>
     /// A client WebSocket over our own TcpClient + SslStream (RFC 6455 section 4 upgrade),
     /// for wss:// with a pinned certificate or a private root: the certificate decision is
-    /// WebSocketTrust's on mono and every .NET alike.
+    /// WebSocketTrust's on mono and every .NET alike. From the connection's settings
+    /// (OwnUpgradeSettings, i.e. HttpConnectionOptions) it sends Headers and the Cookies for
+    /// the URL, presents ClientCertificates, and reaches the server through the Proxy the app
+    /// set, if it is an http:// proxy that does not bypass the URL (HTTP CONNECT, with Basic
+    /// Proxy-Authorization when the proxy's Credentials give a user name). Not supported here
+    /// (ClientWebSocket does them on .NET, where this path is not taken): the platform's
+    /// default or environment proxy, https:// or SOCKS proxies, NTLM/Negotiate proxy
+    /// authentication, server authentication with Credentials or UseDefaultCredentials (a 401
+    /// fails the connect, saying so), headers set only through WebSocketConfiguration.
     /// </summary>
     internal static class PinnedUpgrade
     {
         private const string Guid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
-        public static async Task<WebSocket> ConnectAsync(Uri target, WebSocketTrust trust, TimeSpan keepAlive, CancellationToken cancellationToken)
+        // The upgrade's own request headers: an app's header of the same name is not sent.
+        private static readonly HashSet<string> Reserved = new HashSet<string>(StringComparer.OrdinalIgnoreCase)
         {
+            "Host", "Upgrade", "Connection", "Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Extensions", "Content-Length",
+        };
+
+        public static Task<WebSocket> ConnectAsync(Uri target, WebSocketTrust trust, TimeSpan keepAlive, CancellationToken cancellationToken)
+        {
+            return ConnectAsync(target, trust, keepAlive, null, cancellationToken);
+        }
+
+        public static async Task<WebSocket> ConnectAsync(Uri target, WebSocketTrust trust, TimeSpan keepAlive, OwnUpgradeSettings settings,
+            CancellationToken cancellationToken)
+        {
+            settings = settings ?? new OwnUpgradeSettings();
+            int port = target.IsDefaultPort ? 443 : target.Port;
+            string host = target.IsDefaultPort ? target.Host : target.Host + ":" + port;
+            // The URL as HTTP sees it: proxies and cookies are chosen for https://.
+            UriBuilder asHttps = new UriBuilder(target);
+            asHttps.Scheme = "https";
+            asHttps.Port = port;
+            Uri https = asHttps.Uri;
+            Uri proxy = ProxyFor(settings.Proxy, https);
+            // Built before connecting: a header that cannot be sent fails the connect at once.
+            string upgrade = UpgradeRequest(target, host, settings, https);
             System.Net.Sockets.TcpClient tcp = new System.Net.Sockets.TcpClient();
             SslStream tls = null;
             using (cancellationToken.Register(() => tcp.Close()))
             {
                 try
                 {
-                    int port = target.IsDefaultPort ? 443 : target.Port;
-                    await tcp.ConnectAsync(target.DnsSafeHost, port).ConfigureAwait(false);
+                    if (proxy != null)
+                    {
+                        await tcp.ConnectAsync(proxy.DnsSafeHost, proxy.Port).ConfigureAwait(false);
+                    }
+                    else
+                    {
+                        await tcp.ConnectAsync(target.DnsSafeHost, port).ConfigureAwait(false);
+                    }
                     tcp.NoDelay = true;
-                    tls = new SslStream(tcp.GetStream(), false, trust.Validate);
-                    await tls.AuthenticateAsClientAsync(target.DnsSafeHost).ConfigureAwait(false);
+                    Stream raw = tcp.GetStream();
+                    if (proxy != null)
+                    {
+                        await TunnelAsync(raw, proxy, settings.Proxy, target.Host + ":" + port, cancellationToken).ConfigureAwait(false);
+                    }
+                    tls = new SslStream(raw, false, trust.Validate);
+                    if (settings.ClientCertificates != null && settings.ClientCertificates.Count > 0)
+                    {
+                        await tls.AuthenticateAsClientAsync(target.DnsSafeHost, settings.ClientCertificates,
+                            System.Security.Authentication.SslProtocols.None, false).ConfigureAwait(false);
+                    }
+                    else
+                    {
+                        await tls.AuthenticateAsClientAsync(target.DnsSafeHost).ConfigureAwait(false);
+                    }
                     byte[] nonce = new byte[16];
                     using (RandomNumberGenerator rng = RandomNumberGenerator.Create())
                     {
                         rng.GetBytes(nonce);
                     }
                     string key = Convert.ToBase64String(nonce);
-                    string host = target.IsDefaultPort ? target.Host : target.Host + ":" + port;
-                    byte[] request = System.Text.Encoding.ASCII.GetBytes("GET " + target.PathAndQuery + " HTTP/1.1\r\nHost: " + host
-                        + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + key
-                        + "\r\nSec-WebSocket-Version: 13\r\n\r\n");
+                    byte[] request = System.Text.Encoding.ASCII.GetBytes(upgrade.Replace("{key}", key));
                     await tls.WriteAsync(request, 0, request.Length, cancellationToken).ConfigureAwait(false);
                     await tls.FlushAsync(cancellationToken).ConfigureAwait(false);
                     string head = await ReadHeadAsync(tls, cancellationToken).ConfigureAwait(false);
                     string[] lines = head.Split(new[] { "\r\n" }, StringSplitOptions.None);
                     if (lines.Length == 0 || !lines[0].StartsWith("HTTP/1.1 101", StringComparison.Ordinal))
                     {
-                        throw new WebSocketException("the server refused the WebSocket upgrade: " + (lines.Length > 0 ? lines[0] : ""));
+                        string status = lines.Length > 0 ? lines[0] : "";
+                        if (status.StartsWith("HTTP/1.1 401", StringComparison.Ordinal) && settings.ServerCredentials)
+                        {
+                            status += " (Credentials and UseDefaultCredentials are not used on a pinned wss:// under mono: send a header or an access token)";
+                        }
+                        throw new WebSocketException("the server refused the WebSocket upgrade: " + status);
                     }
                     string expected;
                     using (SHA1 sha1 = SHA1.Create())
@@ -513,6 +567,100 @@ namespace FlightSimP2P.Client
                     cancellationToken.ThrowIfCancellationRequested();
                     throw;
                 }
+            }
+        }
+
+        /// <summary>The proxy to go through for url (null: directly); only http:// proxies.</summary>
+        internal static Uri ProxyFor(System.Net.IWebProxy proxy, Uri url)
+        {
+            if (proxy == null || proxy.IsBypassed(url))
+            {
+                return null;
+            }
+            Uri p = proxy.GetProxy(url);
+            if (p == null || p == url)
+            {
+                return null;
+            }
+            if (!string.Equals(p.Scheme, "http", StringComparison.OrdinalIgnoreCase))
+            {
+                throw new NotSupportedException("a pinned wss:// under mono reaches the server through http:// proxies only, not " + p.Scheme + "://");
+            }
+            return p;
+        }
+
+        /// <summary>The upgrade request with "{key}" for the Sec-WebSocket-Key; refuses a header that would break the request.</summary>
+        internal static string UpgradeRequest(Uri target, string host, OwnUpgradeSettings settings, Uri https)
+        {
+            System.Text.StringBuilder b = new System.Text.StringBuilder();
+            b.Append("GET ").Append(target.PathAndQuery).Append(" HTTP/1.1\r\nHost: ").Append(host)
+                .Append("\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n");
+            string cookie = settings.Cookies != null ? settings.Cookies.GetCookieHeader(https) : null;
+            foreach (KeyValuePair<string, string> h in settings.Headers)
+            {
+                if (string.IsNullOrEmpty(h.Key) || !IsToken(h.Key))
+                {
+                    throw new ArgumentException("header name '" + h.Key + "' is not an HTTP token");
+                }
+                string value = h.Value ?? "";
+                if (value.IndexOf('\r') >= 0 || value.IndexOf('\n') >= 0 || value.IndexOf('\0') >= 0)
+                {
+                    throw new ArgumentException("header " + h.Key + ": the value holds a line break");
+                }
+                if (Reserved.Contains(h.Key))
+                {
+                    continue;
+                }
+                if (string.Equals(h.Key, "Cookie", StringComparison.OrdinalIgnoreCase))
+                {
+                    cookie = string.IsNullOrEmpty(cookie) ? value : value + "; " + cookie;
+                    continue;
+                }
+                b.Append(h.Key).Append(": ").Append(value).Append("\r\n");
+            }
+            if (!string.IsNullOrEmpty(cookie))
+            {
+                b.Append("Cookie: ").Append(cookie).Append("\r\n");
+            }
+            return b.Append("\r\n").ToString();
+        }
+
+        private static bool IsToken(string s)
+        {
+            foreach (char c in s)
+            {
+                if (c <= ' ' || c >= 127 || "()<>@,;:\\\"/[]?={}".IndexOf(c) >= 0)
+                {
+                    return false;
+                }
+            }
+            return true;
+        }
+
+        /// <summary>HTTP CONNECT through the proxy to authority (host:port); Basic credentials if the proxy has a user.</summary>
+        private static async Task TunnelAsync(Stream raw, Uri proxyUri, System.Net.IWebProxy proxy, string authority, CancellationToken cancellationToken)
+        {
+            System.Text.StringBuilder b = new System.Text.StringBuilder();
+            b.Append("CONNECT ").Append(authority).Append(" HTTP/1.1\r\nHost: ").Append(authority).Append("\r\n");
+            System.Net.NetworkCredential nc = proxy.Credentials != null ? proxy.Credentials.GetCredential(proxyUri, "Basic") : null;
+            if (nc != null && !string.IsNullOrEmpty(nc.UserName))
+            {
+                string user = string.IsNullOrEmpty(nc.Domain) ? nc.UserName : nc.Domain + "\\" + nc.UserName;
+                b.Append("Proxy-Authorization: Basic ")
+                    .Append(Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes(user + ":" + (nc.Password ?? ""))))
+                    .Append("\r\n");
+            }
+            b.Append("\r\n");
+            byte[] connect = System.Text.Encoding.ASCII.GetBytes(b.ToString());
+            await raw.WriteAsync(connect, 0, connect.Length, cancellationToken).ConfigureAwait(false);
+            await raw.FlushAsync(cancellationToken).ConfigureAwait(false);
+            string head = await ReadHeadAsync(raw, cancellationToken).ConfigureAwait(false);
+            string status = head.Split(new[] { "\r\n" }, StringSplitOptions.None)[0];
+            string[] parts = status.Split(' ');
+            if (parts.Length < 2 || !parts[0].StartsWith("HTTP/1.", StringComparison.Ordinal) || parts[1] != "200")
+            {
+                throw new WebSocketException("the proxy " + proxyUri.GetLeftPart(UriPartial.Authority) + " refused CONNECT: " + status
+                    + (parts.Length > 1 && parts[1] == "407" ? " (only Basic credentials are sent, from the proxy's Credentials)" : ""));
             }
         }
 

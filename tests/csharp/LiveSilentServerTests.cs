@@ -29,6 +29,7 @@ namespace FlightSimP2P.Tests
             string[] hp = args[0].Split(':');
             IPEndPoint server = new IPEndPoint(IPAddress.Parse(hp[0]), int.Parse(hp[1]));
             Test("ServerTimeout (default 10 s): a server gone silent behind a frozen proxy -> Reconnecting, then resumed", () => Silent(server));
+            Test("ServerTimeout set to 3 s on the built HubConnection (SignalR's property): the frozen proxy is noticed within it", () => SilentSetAfterBuild(server));
             Console.WriteLine(_passed + " passed, " + _failed + " failed");
             return _failed == 0 ? 0 : 1;
         }
@@ -182,6 +183,41 @@ namespace FlightSimP2P.Tests
                 Check(reconnectedId == id.ToString(), "Reconnected names the same connection id (" + reconnectedId + ")");
                 Check(s.PeerId == id && s.Session != null && s.Session.Code == session.Code, "same peer id and session after the resume");
                 Check(proxy.Accepted >= 2, "a second connection was made");
+            }
+        }
+
+        private static void SilentSetAfterBuild(IPEndPoint server)
+        {
+            FreezingProxy proxy = new FreezingProxy(server);
+            HubConnection c = new HubConnectionBuilder()
+                .WithUrl("ws://127.0.0.1:" + proxy.Port + "/ws", (WebRTCP2POptions o) => { o.QuicAllowed = false; o.DisplayName = "silent-set"; })
+                .WithAutomaticReconnect()
+                .Build();
+            // As a SignalR app does: the property, after Build (the builder left the 10 s default).
+            c.ServerTimeout = TimeSpan.FromSeconds(3);
+            try
+            {
+                Stopwatch sw = Stopwatch.StartNew();
+                long reconnectingAt = -1;
+                c.Reconnecting += e => { Interlocked.CompareExchange(ref reconnectingAt, sw.ElapsedMilliseconds, -1); return Task.FromResult(0); };
+                Check(c.StartAsync().Wait(10000), "started through the proxy");
+                // Pings now go every 1.5 s (half of 3 s) and are answered: no false alarm.
+                Thread.Sleep(5000);
+                Check(Interlocked.Read(ref reconnectingAt) < 0, "no Reconnecting while the server answers (pings at least every 1.5 s)");
+                long frozenAt = sw.ElapsedMilliseconds;
+                proxy.Freeze();
+                for (int i = 0; i < 150 && Interlocked.Read(ref reconnectingAt) < 0; i++)
+                {
+                    Thread.Sleep(100);
+                }
+                Check(Interlocked.Read(ref reconnectingAt) > 0, "Reconnecting fired");
+                long took = Interlocked.Read(ref reconnectingAt) - frozenAt;
+                Console.WriteLine("     figure: ServerTimeout 3 s set after Build: proxy frozen -> Reconnecting after " + took + " ms");
+                Check(took <= 3000 + 1000, "within the 3 s set after Build (plus 1 s for the timer and the last pong's age), not the 10 s default");
+            }
+            finally
+            {
+                c.DisposeAsync().AsTask().Wait(5000);
             }
         }
     }

@@ -144,6 +144,24 @@ namespace FlightSimP2P.Tests
         }
     }
 
+    /// <summary>A hub whose method and OnConnectedAsync, on the host, await an invocation of the host.</summary>
+    public class SelfInvokingHub : Hub
+    {
+        internal static WebRTCP2PService Conn;
+        internal static TaskCompletionSource<int> FromMethod;
+        internal static TaskCompletionSource<int> FromConnected;
+
+        public async Task Relay(int x)
+        {
+            FromMethod.TrySetResult(await Conn.InvokeAsync<int>("Add", x, 1));
+        }
+
+        public override async Task OnConnectedAsync()
+        {
+            FromConnected.TrySetResult(await Conn.InvokeAsync<int>("Add", 100, 1));
+        }
+    }
+
     internal static class ServiceTests
     {
         private static int _passed;
@@ -223,6 +241,7 @@ namespace FlightSimP2P.Tests
             Run("cluster: cluster_unavailable during a resume is retried on the same node", ClusterUnavailableResume);
             Run("cluster: a redirected join in the URL of an attempt that fails is not lost: it goes to the configured server", ClusterRedirectedJoinAttemptFails);
             RunIssue21();
+            RunIssue21c();
             Console.WriteLine(_passed + " passed, " + _failed + " failed");
             return _failed == 0 ? 0 : 1;
         }
@@ -1291,6 +1310,9 @@ namespace FlightSimP2P.Tests
             public ushort CloseCode { get { return 0; } }
             public uint Me = 5;
             public uint Host = 5;
+            /// <summary>A server that goes silent: pings unanswered (MutePings), or no Welcome (MuteHello).</summary>
+            public volatile bool MutePings;
+            public volatile bool MuteHello;
 
             public Task SendAsync(ClientMsg message, CancellationToken cancellationToken)
             {
@@ -1307,10 +1329,17 @@ namespace FlightSimP2P.Tests
             {
                 if (message is ClientMsg.Hello)
                 {
-                    _in.Add(Harness.Welcome(Me, false));
+                    if (!MuteHello)
+                    {
+                        _in.Add(Harness.Welcome(Me, false));
+                    }
                 }
                 else if (message is ClientMsg.Ping)
                 {
+                    if (MutePings)
+                    {
+                        return;
+                    }
                     _in.Add(new ServerMsg.Pong(((ClientMsg.Ping)message).ClientTimeMs, 0));
                 }
                 else if (message is ClientMsg.CreateSession)
@@ -1535,6 +1564,461 @@ namespace FlightSimP2P.Tests
             Run("ICE failure: both sides retry, the first within 5 s, then with backoff", P2PRetryBothSides);
             Run("ICE recovered with a backlog in SCTP: relay until the path delivers, then direct once (no flap)", P2PIceRecoveredNoFlap);
             Run("mixed session: no acks to a non-C# peer; the old signs still move it to the relay and back", P2PMixedSessionNoAcks);
+        }
+
+        // --- issue 21c: timeouts set on a built connection apply ---
+
+        private static void RunIssue21c()
+        {
+            Run("SetTimeouts before the connect: the silent-server deadline is the new ServerTimeout", SetTimeoutsBeforeConnect);
+            Run("SetTimeouts while connected: the deadline moves (later and sooner), pings follow the new floor", SetTimeoutsWhileConnected);
+            Run("SetTimeouts during a handshake: the new HandshakeTimeout from the handshake's start", SetTimeoutsDuringHandshake);
+            Run("shell: ServerTimeout, KeepAliveInterval and HandshakeTimeout set after Build() take effect", ShellTimeoutsAfterBuild);
+            Run("shell: the host's own SendAsync of a hub method, and OnConnectedAsync, may await InvokeAsync to the host", HubMethodsInvokeHost);
+            Run("wss own upgrade (pinned, mono): Headers, Cookies and the access_token reach the server; an explicit proxy is used (CONNECT, Basic)", WssOwnUpgradeSettings);
+            Run("wss own upgrade: no header injection, the upgrade's own headers kept, bypassed and non-http proxies", WssOwnUpgradeRules);
+        }
+
+        private static void HubMethodsInvokeHost()
+        {
+            FakeFactory f = new FakeFactory();
+            WebRTCP2POptions o = new WebRTCP2POptions();
+            o.TransportFactory = f;
+            o.PingInterval = TimeSpan.Zero;
+            using (WebRTCP2PService s = new WebRTCP2PService(o))
+            {
+                Check(s.StartAsync().Wait(5000) && s.CreateSessionAsync().Wait(5000) && s.IsHost, "host of a session");
+                SelfInvokingHub.Conn = s;
+                SelfInvokingHub.FromMethod = new TaskCompletionSource<int>();
+                SelfInvokingHub.FromConnected = new TaskCompletionSource<int>();
+                s.Handle<int, int, int>("Add", (x, y) => x + y);
+                s.MapHub<SelfInvokingHub>();
+                // The host sends to its own hub: the method runs here, on the event thread's watch.
+                Check(s.SendAsync("Relay", 41).Wait(5000), "sent");
+                Check(SelfInvokingHub.FromMethod.Task.Wait(5000), "the hub method's InvokeAsync to the host completed (no 30 s self-deadlock)");
+                Check(SelfInvokingHub.FromMethod.Task.Result == 42, "with the host's answer");
+                f.T.Push(new ServerMsg.PeerJoined(new PeerInfo(7, "p7", ClientKind.DotNet)));
+                Check(SelfInvokingHub.FromConnected.Task.Wait(5000), "OnConnectedAsync's InvokeAsync to the host completed");
+                Check(SelfInvokingHub.FromConnected.Task.Result == 101, "with the host's answer");
+            }
+        }
+
+        /// <summary>A loopback wss:// server as in WssPinEndToEnd, recording each upgrade request's head.</summary>
+        private sealed class LoopbackWss : IDisposable
+        {
+            public readonly List<string> Heads = new List<string>();
+            public readonly int Port;
+            public readonly string Pin;
+            private readonly System.Net.Sockets.TcpListener _listener;
+
+            public LoopbackWss(Func<System.Net.Sockets.TcpClient, List<string>, bool> serve = null)
+            {
+                X509Certificate2 cert = new X509Certificate2(Convert.FromBase64String(TestLeafPfxB64), "test");
+                using (System.Security.Cryptography.SHA256 sha = System.Security.Cryptography.SHA256.Create())
+                {
+                    Pin = BitConverter.ToString(sha.ComputeHash(cert.RawData)).Replace("-", "");
+                }
+                _listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+                _listener.Start();
+                Port = ((System.Net.IPEndPoint)_listener.LocalEndpoint).Port;
+                Thread t = new Thread(() =>
+                {
+                    while (true)
+                    {
+                        System.Net.Sockets.TcpClient c;
+                        try
+                        {
+                            c = _listener.AcceptTcpClient();
+                        }
+                        catch (Exception)
+                        {
+                            return;
+                        }
+                        if (serve != null)
+                        {
+                            Task.Run(() => serve(c, Heads));
+                        }
+                        else
+                        {
+                            Task.Run(() => ServeUpgrade(c, cert, Heads));
+                        }
+                    }
+                });
+                t.IsBackground = true;
+                t.Start();
+            }
+
+            /// <summary>The first request head, waiting up to 10 s for it.</summary>
+            public string FirstHead()
+            {
+                for (int i = 0; i < 1000; i++)
+                {
+                    lock (Heads)
+                    {
+                        if (Heads.Count > 0)
+                        {
+                            return Heads[0];
+                        }
+                    }
+                    Thread.Sleep(10);
+                }
+                return "";
+            }
+
+            public void Dispose()
+            {
+                _listener.Stop();
+            }
+        }
+
+        /// <summary>An HTTP proxy that answers CONNECT host:port with 200 and pipes both ways (records the CONNECT head).</summary>
+        private static bool ServeConnect(System.Net.Sockets.TcpClient c, List<string> heads)
+        {
+            try
+            {
+                using (c)
+                {
+                    System.Net.Sockets.NetworkStream ns = c.GetStream();
+                    System.Text.StringBuilder head = new System.Text.StringBuilder();
+                    while (!head.ToString().EndsWith("\r\n\r\n", StringComparison.Ordinal))
+                    {
+                        int b = ns.ReadByte();
+                        if (b < 0)
+                        {
+                            return false;
+                        }
+                        head.Append((char)b);
+                    }
+                    lock (heads)
+                    {
+                        heads.Add(head.ToString().Replace("\r\n", "\n"));
+                    }
+                    string authority = head.ToString().Split(' ')[1];
+                    int colon = authority.LastIndexOf(':');
+                    using (System.Net.Sockets.TcpClient up = new System.Net.Sockets.TcpClient())
+                    {
+                        up.Connect(authority.Substring(0, colon), int.Parse(authority.Substring(colon + 1)));
+                        byte[] ok = System.Text.Encoding.ASCII.GetBytes("HTTP/1.1 200 Connection established\r\n\r\n");
+                        ns.Write(ok, 0, ok.Length);
+                        Task a = ns.CopyToAsync(up.GetStream());
+                        Task b2 = up.GetStream().CopyToAsync(ns);
+                        Task.WaitAny(new[] { a, b2 }, 15000);
+                    }
+                }
+            }
+            catch (Exception)
+            {
+            }
+            return true;
+        }
+
+        private sealed class TestProxy : System.Net.IWebProxy
+        {
+            public Uri Address;
+            public bool Bypass;
+
+            public System.Net.ICredentials Credentials { get; set; }
+
+            public Uri GetProxy(Uri destination)
+            {
+                return Address;
+            }
+
+            public bool IsBypassed(Uri host)
+            {
+                return Bypass;
+            }
+        }
+
+        /// <summary>A SignalR-style connection to the loopback wss:// server, pinned; returns the upgrade request's head.</summary>
+        private static string UpgradeHeadVia(LoopbackWss wss, System.Net.IWebProxy proxy, X509Certificate2 clientCert = null)
+        {
+            HubConnection c = new HubConnectionBuilder()
+                .WithUrl("wss://localhost:" + wss.Port + "/ws", o =>
+                {
+                    o.AccessTokenProvider = () => Task.FromResult("tok en/1");
+                    o.Headers["X-Sim-Client"] = "fs2024";
+                    o.Cookies.Add(new Uri("https://localhost/"), new System.Net.Cookie("sid", "abc"));
+                    if (proxy != null)
+                    {
+                        o.Proxy = proxy;
+                    }
+                    if (clientCert != null)
+                    {
+                        o.ClientCertificates = new X509CertificateCollection { clientCert };
+                    }
+                })
+                .Configure(o => o.CertificateSha256 = wss.Pin)
+                .Build();
+            try
+            {
+                Task start = c.StartAsync();
+                string head = wss.FirstHead();
+                // The loopback server upgrades, then says nothing (no Welcome): only the request matters.
+                GC.KeepAlive(start.ContinueWith(t => t.Exception, TaskScheduler.Default));
+                return head;
+            }
+            finally
+            {
+                c.DisposeAsync().AsTask().Wait(5000);
+            }
+        }
+
+        private static void WssOwnUpgradeSettings()
+        {
+            bool forced = WebSocketTransport.ForceOwnUpgrade;
+            // mono takes the own upgrade anyway; on .NET this makes the test exercise it.
+            WebSocketTransport.ForceOwnUpgrade = true;
+            try
+            {
+                using (LoopbackWss wss = new LoopbackWss())
+                {
+                    string head = UpgradeHeadVia(wss, null);
+                    Check(head.StartsWith("GET /ws?", StringComparison.Ordinal), "the upgrade request arrived: " + head);
+                    Check(head.Split('\n')[0].Contains("access_token=tok%20en%2F1"), "the access token is in the URL: " + head.Split('\n')[0].Split('?')[0]);
+                    Check(head.Contains("\nX-Sim-Client: fs2024\n"), "HttpConnectionOptions.Headers arrive: " + head);
+                    Check(head.Contains("\nCookie: sid=abc\n"), "HttpConnectionOptions.Cookies arrive: " + head);
+                }
+                using (LoopbackWss wss = new LoopbackWss())
+                {
+                    // A client certificate switches to the TLS overload that presents it: the upgrade still goes through.
+                    X509Certificate2 mine = new X509Certificate2(Convert.FromBase64String(TestLeafPfxB64), "test");
+                    string head = UpgradeHeadVia(wss, null, mine);
+                    Check(head.Contains("\nX-Sim-Client: fs2024\n"), "with ClientCertificates set, the upgrade still arrives: " + head);
+                }
+                using (LoopbackWss wss = new LoopbackWss())
+                using (LoopbackWss proxyServer = new LoopbackWss(ServeConnect))
+                {
+                    TestProxy proxy = new TestProxy();
+                    proxy.Address = new Uri("http://127.0.0.1:" + proxyServer.Port);
+                    proxy.Credentials = new System.Net.NetworkCredential("pilot", "s3cret");
+                    string head = UpgradeHeadVia(wss, proxy);
+                    string connect = proxyServer.FirstHead();
+                    Check(connect.StartsWith("CONNECT localhost:" + wss.Port + " HTTP/1.1\n", StringComparison.Ordinal), "the proxy got CONNECT for the server: " + connect);
+                    Check(connect.Contains("\nProxy-Authorization: Basic " + Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes("pilot:s3cret")) + "\n"),
+                        "with the proxy's Basic credentials: " + connect);
+                    Check(head.Contains("\nX-Sim-Client: fs2024\n") && head.Split('\n')[0].Contains("access_token="), "headers and token arrive through the tunnel: " + head);
+                }
+            }
+            finally
+            {
+                WebSocketTransport.ForceOwnUpgrade = forced;
+            }
+        }
+
+        private static void WssOwnUpgradeRules()
+        {
+            Uri target = new Uri("wss://sim.example.com/ws?a=1");
+            Uri https = new Uri("https://sim.example.com/ws?a=1");
+            OwnUpgradeSettings s = new OwnUpgradeSettings();
+            s.Headers.Add(new KeyValuePair<string, string>("X-Ok", "1"));
+            s.Headers.Add(new KeyValuePair<string, string>("Host", "evil.example.com"));
+            s.Headers.Add(new KeyValuePair<string, string>("Sec-WebSocket-Key", "x"));
+            string req = PinnedUpgrade.UpgradeRequest(target, "sim.example.com", s, https);
+            Check(req.StartsWith("GET /ws?a=1 HTTP/1.1\r\nHost: sim.example.com\r\n", StringComparison.Ordinal) && req.EndsWith("\r\n\r\n", StringComparison.Ordinal), "request line and Host");
+            Check(req.Contains("\r\nX-Ok: 1\r\n") && !req.Contains("evil") && req.Split(new[] { "Sec-WebSocket-Key" }, StringSplitOptions.None).Length == 2,
+                "an app's Host or Sec-WebSocket-Key never replaces the upgrade's own: " + req);
+            foreach (KeyValuePair<string, string> bad in new[]
+            {
+                new KeyValuePair<string, string>("X-A", "1\r\nX-Injected: 1"),
+                new KeyValuePair<string, string>("X-A", "1\n"),
+                new KeyValuePair<string, string>("X-A: 1\r\nX-B", "1"),
+                new KeyValuePair<string, string>("", "1"),
+            })
+            {
+                OwnUpgradeSettings b = new OwnUpgradeSettings();
+                b.Headers.Add(bad);
+                bool threw = false;
+                try
+                {
+                    PinnedUpgrade.UpgradeRequest(target, "sim.example.com", b, https);
+                }
+                catch (ArgumentException)
+                {
+                    threw = true;
+                }
+                Check(threw, "refused: header " + bad.Key.Replace("\r\n", "\\r\\n") + " = " + bad.Value.Replace("\r", "\\r").Replace("\n", "\\n"));
+            }
+            TestProxy p = new TestProxy();
+            p.Address = new Uri("http://proxy.example.com:3128");
+            Check(PinnedUpgrade.ProxyFor(p, https) == p.Address, "an http:// proxy is used");
+            p.Bypass = true;
+            Check(PinnedUpgrade.ProxyFor(p, https) == null, "a bypassed URL goes directly");
+            Check(PinnedUpgrade.ProxyFor(null, https) == null, "no proxy set: directly");
+            p.Bypass = false;
+            p.Address = new Uri("socks5://proxy.example.com:1080");
+            bool refused = false;
+            try
+            {
+                PinnedUpgrade.ProxyFor(p, https);
+            }
+            catch (NotSupportedException)
+            {
+                refused = true;
+            }
+            Check(refused, "a SOCKS proxy is refused, not silently skipped");
+        }
+
+        /// <summary>A connected server that stays silent from now: when Reconnecting fires (-1: not within `limit`).</summary>
+        private static long SilentUntilReconnecting(Harness h, long limit)
+        {
+            long from = h.Now;
+            while (h.Now - from < limit)
+            {
+                h.Now += 10;
+                h.Drain();
+                if (h.Log.Any(x => x.Kind == OutputKind.Reconnecting))
+                {
+                    return h.Now - from;
+                }
+            }
+            return -1;
+        }
+
+        private static void SetTimeoutsBeforeConnect()
+        {
+            Harness h = TimedHarness();
+            // Built with the 10 s default; the app sets 3 s before StartAsync.
+            h.Core.SetTimeouts(h.Now, 3000, -1, -1);
+            h.Connect(5);
+            long took = SilentUntilReconnecting(h, 20000);
+            Console.WriteLine("     figure: ServerTimeout set to 3 s after build: silent server -> Reconnecting after " + took + " ms");
+            Check(took > 0 && took <= 3000, "Reconnecting within the new 3 s (took " + took + " ms)");
+            Check(took > 2000, "not before it (took " + took + " ms)");
+        }
+
+        private static void SetTimeoutsWhileConnected()
+        {
+            Harness h = TimedHarness();
+            int conn = h.Connect(5);
+            h.Advance(4000);
+            // Longer while connected: 10 s no longer condemn the server.
+            h.Core.SetTimeouts(h.Now, 20000, -1, -1);
+            long took = SilentUntilReconnecting(h, 30000);
+            Console.WriteLine("     figure: ServerTimeout raised to 20 s 4 s into the silence: Reconnecting " + took + " ms after the change");
+            Check(took > 15000 && took <= 20000, "the deadline moved to 20 s after the change (took " + took + " ms)");
+
+            h = TimedHarness();
+            conn = h.Connect(5);
+            h.Advance(3000);
+            h.Drain();
+            int pingsBefore = h.Log.Count(x => x.Kind == OutputKind.SendControl && x.Message is ClientMsg.Ping);
+            // Shorter while connected: 2 s from the change (not at once: 3 s of silence were fine under 10 s);
+            // pings now every 1 s at least, so a live server answers in time.
+            h.Core.SetTimeouts(h.Now, 2000, -1, -1);
+            h.Drain();
+            Check(!h.Log.Any(x => x.Kind == OutputKind.Reconnecting), "no Reconnecting at once (the silence is timed from the change)");
+            h.Now += 1000;
+            h.Drain();
+            int pingsAfter = h.Log.Count(x => x.Kind == OutputKind.SendControl && x.Message is ClientMsg.Ping);
+            Check(pingsAfter > pingsBefore, "a ping within the new floor (half of 2 s)");
+            took = SilentUntilReconnecting(h, 30000) + 1000;
+            Check(took >= 2000 && took <= 2010, "Reconnecting 2 s after the change (took " + took + " ms)");
+            Check(h.Log.Any(x => x.Kind == OutputKind.CloseTransport && x.Conn == conn), "the silent connection is closed");
+
+            // The ping interval alone: 1 s instead of 5 s, from the next ping on.
+            h = TimedHarness();
+            conn = h.Connect(5);
+            h.Core.SetTimeouts(h.Now, -1, 1000, -1);
+            int pings = 0;
+            for (int i = 0; i < 500; i++)
+            {
+                h.Now += 10;
+                foreach (CoreOutput o in h.Drain())
+                {
+                    if (o.Kind == OutputKind.SendControl && o.Message is ClientMsg.Ping)
+                    {
+                        pings++;
+                        h.Core.ServerMessage(h.Now, conn, new ServerMsg.Pong(((ClientMsg.Ping)o.Message).ClientTimeMs, 0));
+                    }
+                }
+            }
+            Check(pings >= 4, "pings every 1 s after the change (" + pings + " in 5 s)");
+        }
+
+        private static void SetTimeoutsDuringHandshake()
+        {
+            CoreOptions o = new CoreOptions();
+            o.QuicAllowed = false;
+            o.ReconnectDelaysMs = new long[0];
+            Harness h = new Harness(o);
+            h.Core.Start(h.Now, 1);
+            CoreOutput c = h.Drain().First(x => x.Kind == OutputKind.Connect);
+            h.Core.TransportConnected(h.Now, c.Conn);
+            h.Drain();
+            h.Advance(1000);
+            h.Core.SetTimeouts(h.Now, -1, -1, 3000);
+            h.Advance(1990);
+            Check(h.Core.State == HubConnectionState.Connecting, "still waiting inside the new 3 s");
+            h.Advance(20);
+            Check(h.Log.Any(x => x.Kind == OutputKind.Complete && x.Token == 1 && x.Error is TimeoutException), "StartAsync failed 3 s after the handshake began, not 15 s");
+            Check(h.Log.Any(x => x.Kind == OutputKind.CloseTransport && x.Conn == c.Conn), "the handshaking transport is closed");
+        }
+
+        private static HubConnection BuiltOn(FakeFactory f)
+        {
+            return new HubConnectionBuilder()
+                .WithUrl("http://127.0.0.1:9/hubs/flight")
+                .Configure(o => o.TransportFactory = f)
+                .Build();
+        }
+
+        private static void ShellTimeoutsAfterBuild()
+        {
+            // ServerTimeout set after Build, before StartAsync (the default is 10 s).
+            FakeFactory f = new FakeFactory();
+            f.T.MutePings = true;
+            HubConnection c = BuiltOn(f);
+            TaskCompletionSource<Exception> closed = new TaskCompletionSource<Exception>();
+            c.Closed += e => { closed.TrySetResult(e); return Task.FromResult(0); };
+            c.ServerTimeout = TimeSpan.FromMilliseconds(400);
+            Check(c.StartAsync().Wait(5000), "started");
+            System.Diagnostics.Stopwatch sw = System.Diagnostics.Stopwatch.StartNew();
+            Check(closed.Task.Wait(3000), "Closed within 3 s of a silent server (ServerTimeout 400 ms set after Build)");
+            Console.WriteLine("     figure: ServerTimeout 400 ms set after Build: silent server -> Closed after " + sw.ElapsedMilliseconds + " ms");
+            Check(closed.Task.Result is TimeoutException, "the error says ServerTimeout: " + closed.Task.Result);
+            c.DisposeAsync().AsTask().Wait(5000);
+
+            // ServerTimeout lowered while connected.
+            f = new FakeFactory();
+            f.T.MutePings = true;
+            c = BuiltOn(f);
+            closed = new TaskCompletionSource<Exception>();
+            c.Closed += e => { closed.TrySetResult(e); return Task.FromResult(0); };
+            Check(c.StartAsync().Wait(5000), "started");
+            Thread.Sleep(200);
+            c.ServerTimeout = TimeSpan.FromMilliseconds(400);
+            Check(closed.Task.Wait(3000), "Closed within 3 s after ServerTimeout was lowered to 400 ms while connected");
+            c.DisposeAsync().AsTask().Wait(5000);
+
+            // KeepAliveInterval set after Build: pings every 100 ms instead of 5 s.
+            f = new FakeFactory();
+            c = BuiltOn(f);
+            c.KeepAliveInterval = TimeSpan.FromMilliseconds(100);
+            Check(c.StartAsync().Wait(5000), "started");
+            Thread.Sleep(700);
+            int pings = f.T.Pings();
+            Check(pings >= 3, "pings every 100 ms after KeepAliveInterval was set (" + pings + " in 0.7 s)");
+            c.DisposeAsync().AsTask().Wait(5000);
+
+            // HandshakeTimeout set after Build (as the sample app does): a server that never says Welcome.
+            f = new FakeFactory();
+            f.T.MuteHello = true;
+            c = BuiltOn(f);
+            c.HandshakeTimeout = TimeSpan.FromMilliseconds(300);
+            sw = System.Diagnostics.Stopwatch.StartNew();
+            Task start = c.StartAsync();
+            bool ended = false;
+            try
+            {
+                ended = start.Wait(3000);
+            }
+            catch (AggregateException)
+            {
+                ended = true;
+            }
+            Check(ended && start.IsFaulted && start.Exception.InnerException is TimeoutException, "StartAsync failed within 3 s (HandshakeTimeout 300 ms set after Build), not 10-15 s");
+            c.DisposeAsync().AsTask().Wait(5000);
         }
 
         private static Harness TimedHarness()
@@ -2091,6 +2575,12 @@ namespace FlightSimP2P.Tests
 
         private static void ServeUpgrade(System.Net.Sockets.TcpClient c, X509Certificate2 cert)
         {
+            ServeUpgrade(c, cert, null);
+        }
+
+        /// <summary>Serves one wss:// upgrade; heads (if not null) gets the request's head, one string per request.</summary>
+        private static void ServeUpgrade(System.Net.Sockets.TcpClient c, X509Certificate2 cert, List<string> heads)
+        {
             try
             {
                 using (c)
@@ -2100,11 +2590,20 @@ namespace FlightSimP2P.Tests
                     System.IO.StreamReader r = new System.IO.StreamReader(tls, System.Text.Encoding.ASCII);
                     string key = null;
                     string line;
+                    System.Text.StringBuilder head = new System.Text.StringBuilder();
                     while (!string.IsNullOrEmpty(line = r.ReadLine()))
                     {
+                        head.Append(line).Append('\n');
                         if (line.StartsWith("Sec-WebSocket-Key:", StringComparison.OrdinalIgnoreCase))
                         {
                             key = line.Substring(18).Trim();
+                        }
+                    }
+                    if (heads != null)
+                    {
+                        lock (heads)
+                        {
+                            heads.Add(head.ToString());
                         }
                     }
                     string accept;
