@@ -32,24 +32,18 @@
 //! binary's (`src/cli.rs`); the library takes plain structs.
 
 pub mod certs;
-pub mod client;
-pub mod cluster;
+pub use fsp2p_client as client;
+pub use fsp2p_core::{cluster, limits, session, turn};
 pub mod config;
 mod conn;
 pub mod directory;
-pub mod first;
+pub use fsp2p_protocol::{self as protocol, first, vectors};
 mod http;
 mod hub;
-pub mod limits;
 pub mod metrics;
 mod node;
-pub mod protocol;
 pub mod proxy;
 pub mod relay;
 pub mod server;
-pub mod session;
-pub mod turn;
-pub mod vectors;
 mod websocket;
-pub mod webtransport;
-pub mod wire;
+pub use fsp2p_wire::{self as wire, webtransport};

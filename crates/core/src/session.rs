@@ -32,6 +32,7 @@ use crate::protocol::{
 };
 use crate::turn::IceConfig;
 use cluster::ClusterCore;
+pub use fsp2p_protocol::{Transport, Via};
 
 /// One transport connection, numbered by the core.
 pub type ConnId = u64;
@@ -94,28 +95,6 @@ pub fn address_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The transport a connection came in on (for limits, logs and metrics).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    /// Raw QUIC with the project ALPN.
-    Quic,
-    /// WebTransport over HTTP/3.
-    WebTransport,
-    /// WebSocket on the HTTP port (the TCP fallback).
-    WebSocket,
-}
-
-impl Transport {
-    /// The metrics label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Quic => "quic",
-            Transport::WebTransport => "webtransport",
-            Transport::WebSocket => "websocket",
-        }
-    }
-}
-
 /// Something the core wants the transports to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -148,32 +127,6 @@ pub enum Output {
         /// The session's join code.
         code: String,
     },
-}
-
-/// How a relay frame travels between the server and one client (a metrics
-/// label, and what the relay reports for each copy it hands out).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Via {
-    /// A QUIC or WebTransport datagram.
-    Datagram,
-    /// One QUIC unidirectional stream per frame.
-    Stream,
-    /// A binary WebSocket message (the TCP fallback).
-    WebSocket,
-}
-
-impl Via {
-    /// Every carrier, in label order.
-    pub const ALL: [Via; 3] = [Via::Datagram, Via::Stream, Via::WebSocket];
-
-    /// The metrics label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Via::Datagram => "datagram",
-            Via::Stream => "stream",
-            Via::WebSocket => "websocket",
-        }
-    }
 }
 
 /// Something the core has to do at a given time. Entries are not removed

@@ -2,7 +2,7 @@
 //!
 //! Without `--redis-url` a server is one node whose sessions live in its
 //! memory. With it, the nodes share a *directory* in Redis
-//! ([`crate::directory`] does the I/O): which nodes are alive and how
+//! (the server's `directory` does the I/O): which nodes are alive and how
 //! loaded, which join codes exist, and for each session its home node and
 //! everything needed to carry it on elsewhere: code, host, members, peer
 //! ids, names and resume tokens, the tokens stored hashed. This module
