@@ -20,8 +20,17 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 
+mod admission;
+mod budgets;
 mod cluster;
+mod codes;
+pub use admission::{address_key, Admission};
+use admission::{Pending, PerIp};
+use budgets::Throttled;
 pub use cluster::{Answer, Lookup, Persist};
+#[cfg(test)]
+use codes::CODE_ALPHABET;
+pub use codes::{normalize_code, CODE_LEN};
 
 use crate::cluster::{password_hash, token_hash};
 use crate::limits::{Limits, TokenBucket};
@@ -36,11 +45,6 @@ pub use fsp2p_protocol::{Transport, Via};
 
 /// One transport connection, numbered by the core.
 pub type ConnId = u64;
-
-/// Crockford base32 without I, L, O, U: nothing a player can misread or mistype.
-const CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-/// 6 symbols = 30 bits: about a billion codes, typed in two seconds.
-pub const CODE_LEN: usize = 6;
 
 /// The current time, twice: monotonic for timers, wall clock for timestamps and TURN expiry.
 #[derive(Debug, Clone, Copy)]
@@ -82,17 +86,6 @@ pub struct ConnMeta {
     /// joins, relay egress). IPv6 addresses count by their /64: one host or
     /// home network usually holds a whole /64.
     pub ip: Option<IpAddr>,
-}
-
-/// The key per-address limits count by: an IPv4 address, or an IPv6 /64.
-pub fn address_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
-        }
-        v4 => v4,
-    }
 }
 
 /// Something the core wants the transports to do.
@@ -205,129 +198,6 @@ impl RelayDrop {
             RelayDrop::ReceiverBusy => "receiver_busy",
             RelayDrop::ReceiverTooSmall => "receiver_too_small",
         }
-    }
-}
-
-/// What the shell should do with a QUIC connection attempt, decided before
-/// it keeps any state for it (see [`Core::admit`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
-    /// Go on with the handshake. The attempt is *pending* until the shell
-    /// calls [`Core::open`] or [`Core::abandon`] for it.
-    Accept,
-    /// Answer with a QUIC Retry: the client must prove it receives packets at
-    /// its address (one extra round trip) before the server holds any state.
-    Retry,
-    /// Refuse at once (QUIC `CONNECTION_REFUSED`): only an address that has
-    /// proved itself and still has too many attempts in flight, or a server
-    /// shutting down.
-    Refuse(ErrorCode),
-}
-
-/// Connection attempts in flight: QUIC handshakes, and WebTransport sessions
-/// still waiting for their CONNECT. Counted apart from open connections, so
-/// attempts that never finish hold no connection slot.
-#[derive(Debug, Default, Clone, Copy)]
-struct Pending {
-    /// Attempts whose address was validated (a Retry token) when they arrived.
-    validated: usize,
-    /// Attempts whose address was not.
-    unvalidated: usize,
-}
-
-impl Pending {
-    fn count(&mut self, validated: bool) -> &mut usize {
-        if validated {
-            &mut self.validated
-        } else {
-            &mut self.unvalidated
-        }
-    }
-    fn add(&mut self, validated: bool) {
-        *self.count(validated) += 1;
-    }
-    fn remove(&mut self, validated: bool) {
-        let n = self.count(validated);
-        *n = n.saturating_sub(1);
-    }
-    fn is_empty(&self) -> bool {
-        self.validated == 0 && self.unvalidated == 0
-    }
-}
-
-/// A rate-limit report owed to a connection: what was dropped since the last
-/// one. Reports go out at most once per second, each with its count, so a
-/// flood gets one answer a second instead of one per dropped message.
-#[derive(Debug, Default, Clone, Copy)]
-struct Throttled {
-    dropped: u32,
-    reported: Option<Instant>,
-}
-
-impl Throttled {
-    const EVERY: Duration = Duration::from_secs(1);
-
-    /// Count one drop; true when a report is due now.
-    fn drop_one(&mut self, now: Instant) -> bool {
-        self.dropped = self.dropped.saturating_add(1);
-        self.due(now)
-    }
-
-    fn due(&self, now: Instant) -> bool {
-        self.dropped > 0
-            && self
-                .reported
-                .is_none_or(|t| now.saturating_duration_since(t) >= Self::EVERY)
-    }
-
-    /// The count to report; starts the next period.
-    fn take(&mut self, now: Instant) -> u32 {
-        self.reported = Some(now);
-        std::mem::take(&mut self.dropped)
-    }
-}
-
-/// Budgets shared by every connection from one client address. Kept after
-/// the address's last connection closes until every budget has refilled, so
-/// reconnecting buys nothing.
-struct PerIp {
-    /// Open connections (`max_connections_per_ip`).
-    conns: usize,
-    /// Connection attempts in flight (see [`Pending`]).
-    pending: Pending,
-    /// Sessions created from this address and not yet ended (`max_sessions_per_ip`).
-    sessions: usize,
-    /// Relay bytes sent on this address's behalf, fan-out included
-    /// (`relay_out_bytes_per_ip`).
-    relay_out: TokenBucket,
-    /// Failed joins: `max_join_attempts` per minute (the brute-force guard).
-    failed_joins: TokenBucket,
-}
-
-impl PerIp {
-    fn new(now: Instant, l: &Limits) -> Self {
-        let rate = l.relay_out_bytes_per_ip;
-        // The burst must hold the largest frame to everyone, or that frame
-        // could never pass.
-        let largest = l
-            .max_relay_payload
-            .saturating_mul(l.max_peers_per_session.saturating_sub(1));
-        let joins = l.max_join_attempts;
-        PerIp {
-            conns: 0,
-            pending: Pending::default(),
-            sessions: 0,
-            relay_out: TokenBucket::new(now, rate, rate.max(largest)),
-            failed_joins: TokenBucket::new(now, 0, joins).per_minute(joins),
-        }
-    }
-
-    fn forgettable(&self, now: Instant) -> bool {
-        self.conns == 0
-            && self.pending.is_empty()
-            && self.sessions == 0
-            && self.relay_out.is_full(now)
-            && self.failed_joins.is_full(now)
     }
 }
 
@@ -480,63 +350,6 @@ impl Core {
     /// The next thing to do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
-    }
-
-    /// A QUIC connection attempt arrived from `ip`; `validated` says whether
-    /// its address is proven (a Retry token). Decides, before the server keeps
-    /// any state, whether to go on, to ask for a Retry, or to refuse.
-    ///
-    /// Attempts count against `max_unvalidated_handshakes` (whole server) and
-    /// `max_unvalidated_handshakes_per_ip` while their address is unproven;
-    /// past either, new unvalidated attempts get a Retry, which a spoofed
-    /// source never answers. So a flood of Initials, spoofed or not, holds a
-    /// bounded number of handshakes and no connection slot: slots are taken
-    /// in [`Core::open`], once the address is proven.
-    pub fn admit(&mut self, now: Now, ip: IpAddr, validated: bool) -> Admission {
-        if self.shutting_down {
-            return Admission::Refuse(ErrorCode::ShuttingDown);
-        }
-        let key = address_key(ip);
-        let admission = self.admission(now, key, validated);
-        self.maybe_forget(key);
-        admission
-    }
-
-    fn admission(&mut self, now: Now, key: IpAddr, validated: bool) -> Admission {
-        let l = &self.limits;
-        let a = self
-            .per_ip
-            .entry(key)
-            .or_insert_with(|| PerIp::new(now.mono, l));
-        if !validated
-            && (self.pending.unvalidated >= l.max_unvalidated_handshakes
-                || a.pending.unvalidated >= l.max_unvalidated_handshakes_per_ip)
-        {
-            return Admission::Retry;
-        }
-        // Proven addresses: at most a connection budget's worth of attempts
-        // in flight, per address and in all. (Unvalidated ones are bounded
-        // above, and cannot crowd a proven client out.)
-        if validated
-            && (a.pending.validated >= l.max_connections_per_ip
-                || self.pending.validated >= l.max_connections)
-        {
-            return Admission::Refuse(ErrorCode::ServerFull);
-        }
-        a.pending.add(validated);
-        self.pending.add(validated);
-        Admission::Accept
-    }
-
-    /// An admitted attempt ended without a connection (handshake failed or
-    /// timed out, no CONNECT), or is about to be opened: it is no longer pending.
-    pub fn abandon(&mut self, ip: IpAddr, validated: bool) {
-        self.pending.remove(validated);
-        let key = address_key(ip);
-        if let Some(a) = self.per_ip.get_mut(&key) {
-            a.pending.remove(validated);
-        }
-        self.maybe_forget(key);
     }
 
     /// A transport accepted a connection whose address is proven (a
@@ -876,33 +689,6 @@ impl Core {
         }
     }
 
-    /// Arm the report owed to `conn` for the drops since its last one.
-    fn owe_report(&mut self, conn: ConnId) {
-        let at = self.conns.get(&conn).and_then(|c| {
-            [c.over_rate, c.over_receiver]
-                .iter()
-                .filter(|t| t.dropped > 0)
-                .filter_map(|t| t.reported)
-                .map(|t| t + Throttled::EVERY)
-                .min()
-        });
-        if let Some(at) = at {
-            self.arm(at, Timer::Report(conn));
-        }
-    }
-
-    /// If nothing uses `ip` any more, arm its forgetting for when its budgets
-    /// have refilled (so that reconnecting buys nothing).
-    fn maybe_forget(&mut self, ip: IpAddr) {
-        let Some(a) = self.per_ip.get(&ip) else {
-            return;
-        };
-        if a.conns == 0 && a.pending.is_empty() && a.sessions == 0 {
-            let at = a.relay_out.full_at().max(a.failed_joins.full_at());
-            self.arm(at, Timer::Forget(ip));
-        }
-    }
-
     /// Begin a graceful shutdown: refuse new connections and tell everyone to
     /// come back (with their resume token) after `reconnect_after_ms`.
     pub fn shutdown(&mut self, reconnect_after_ms: u32) {
@@ -1139,18 +925,6 @@ impl Core {
         self.found_session(now, conn, p, pending);
     }
 
-    /// A join code no session on this node has.
-    fn new_code(&mut self) -> String {
-        loop {
-            let code: String = (0..CODE_LEN)
-                .map(|_| CODE_ALPHABET[self.rng.random_range(0..32)] as char)
-                .collect();
-            if !self.codes.contains_key(&code) {
-                return code;
-            }
-        }
-    }
-
     /// A new peer id: the next one on a single node; in cluster mode a
     /// random one, so that ids stay distinct when a session moves to another node.
     fn new_peer_id(&mut self) -> PeerId {
@@ -1279,78 +1053,6 @@ impl Core {
         }
     }
 
-    /// Seconds until the address of `conn` may try a join again, if its
-    /// failed-join budget is spent.
-    fn join_lockout(&self, now: Instant, conn: ConnId) -> Option<u64> {
-        let ip = self.conns.get(&conn)?.meta.ip?;
-        let wait = self.per_ip.get(&ip)?.failed_joins.wait_for(now, 1)?;
-        Some(wait.as_secs_f64().ceil().max(1.0) as u64)
-    }
-
-    /// A join failed: charge the connection and its address, answer with
-    /// `code`. Only a connection that itself failed more than
-    /// `max_join_attempts` times is closed; an address over its budget is
-    /// locked out of joins for a while (see `join`), its connections stay.
-    fn failed_join(&mut self, now: Now, conn: ConnId, code: ErrorCode, message: String) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        c.failed_joins += 1;
-        let mine = c.failed_joins;
-        if let Some(a) = c.meta.ip.and_then(|ip| self.per_ip.get_mut(&ip)) {
-            a.failed_joins.try_take(now.mono, 1);
-        }
-        let max = self.limits.max_join_attempts;
-        if mine > max {
-            return self.fail(
-                conn,
-                ErrorCode::TooManyJoinAttempts,
-                format!("this connection made more than {max} failed joins"),
-            );
-        }
-        self.error(conn, code, message);
-    }
-
-    /// Take `len` bytes from what `to` may be sent by `from` (a fresh budget
-    /// has a burst of four seconds' worth).
-    fn receiver_takes(&mut self, now: Instant, from: PeerId, to: PeerId, len: usize) -> bool {
-        let len = len.min(u32::MAX as usize) as u32;
-        let rate = self.limits.signal_bytes_per_sec_per_receiver;
-        self.peers.get_mut(&to).is_none_or(|p| {
-            p.signals_in
-                .entry(from)
-                .or_insert_with(|| TokenBucket::new(now, rate, rate.saturating_mul(4)))
-                .try_take(now, len)
-        })
-    }
-
-    /// Tell `conn` what was dropped since its last report (rate limits).
-    fn report_over_rate(&mut self, now: Instant, conn: ConnId) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        let mut parts = Vec::new();
-        if c.over_rate.due(now) {
-            let n = c.over_rate.take(now);
-            parts.push(format!(
-                "{n} control message(s) dropped: more than {} per second",
-                self.limits.signals_per_sec
-            ));
-        }
-        if c.over_receiver.due(now) {
-            let n = c.over_receiver.take(now);
-            parts.push(format!(
-                "{n} signal(s) dropped: your signal budget at the receiver ({} bytes/s) was spent",
-                self.limits.signal_bytes_per_sec_per_receiver
-            ));
-        }
-        if !parts.is_empty() {
-            self.error(conn, ErrorCode::RateLimited, parts.join("; "));
-        }
-        // The other kind may still owe a report later.
-        self.owe_report(conn);
-    }
-
     fn signal(&mut self, now: Now, conn: ConnId, from: PeerId, to: PeerId, signal: Signal) {
         let Some(sid) = self.peers.get(&from).and_then(|x| x.session) else {
             return self.error(conn, ErrorCode::NotInSession, "join a session first".into());
@@ -1404,19 +1106,6 @@ impl Core {
                 ErrorCode::UnknownPeer,
                 format!("peer {to} is reconnecting; signal dropped"),
             ),
-        }
-    }
-
-    /// A signal from `conn` was dropped for its receiver's budget.
-    fn over_receiver(&mut self, now: Instant, conn: ConnId) {
-        let due = self
-            .conns
-            .get_mut(&conn)
-            .is_some_and(|c| c.over_receiver.drop_one(now));
-        if due {
-            self.report_over_rate(now, conn);
-        } else {
-            self.owe_report(conn);
         }
     }
 
@@ -1563,20 +1252,6 @@ impl Core {
             reason: message,
         });
     }
-}
-
-/// Canonical form of a typed join code: upper case, no separators, O→0, I/L→1.
-pub fn normalize_code(typed: &str) -> String {
-    typed
-        .chars()
-        .filter(|c| !matches!(c, '-' | ' ' | '_' | '.'))
-        .take(32)
-        .map(|c| match c.to_ascii_uppercase() {
-            'O' => '0',
-            'I' | 'L' => '1',
-            other => other,
-        })
-        .collect()
 }
 
 fn token_key(token: &[u8]) -> Option<[u8; RESUME_TOKEN_LEN]> {
