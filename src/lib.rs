@@ -43,6 +43,7 @@ mod hub;
 pub mod metrics;
 mod node;
 pub mod proxy;
+mod quic;
 pub mod relay;
 pub mod server;
 mod websocket;
