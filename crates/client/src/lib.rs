@@ -117,10 +117,12 @@ use self::reconnect::{LinkState, RelayState, Shared, Sink, Supervisor};
 use self::resume::Memory;
 use self::websocket::Outbox;
 use crate::wire::{DatagramError, Ended, Wire, Writer};
+/// The protocol's types a program using the client needs (messages, ids, `ALL_PEERS`).
+pub use fsp2p_protocol as protocol;
 use fsp2p_protocol::first;
 use fsp2p_protocol::{
-    self as protocol, ClientKind, ClientMsg, CreateSession, Hello, JoinSession, PeerId, Redirect,
-    RelayMode, ServerMsg, SessionInfo, Signal, Welcome, PROTOCOL_VERSION,
+    ClientKind, ClientMsg, CreateSession, Hello, JoinSession, PeerId, Redirect, RelayMode,
+    ServerMsg, SessionInfo, Signal, Welcome, PROTOCOL_VERSION,
 };
 pub use fsp2p_protocol::{Transport, Via};
 use fsp2p_wire as wire;
