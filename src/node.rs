@@ -19,54 +19,33 @@
 //! node and sends its players there.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::cluster::PutOutcome;
-use crate::cluster::{self, ClusterConfig, NodeInfo, Route};
+use crate::cluster::{self, ClusterConfig, NodeInfo, Route, Settle};
 use crate::directory::{redacted, Directory, DirectoryError};
-use crate::hub::{now, Shared};
+use crate::hub::{now, ClusterLinks, Shared};
 use crate::metrics::DirectoryOp;
 use crate::protocol::{NodeAddr, RedirectReason};
 use crate::session::{Answer, Lookup, Persist};
 
-/// The node's side of [`Shared`]: where the core's cluster work goes.
-/// Lookups and writes travel apart, so a player's lookup never waits
-/// behind the writer (which may be working through a backlog, or backing
-/// off while Redis is away).
+/// What the node's tasks share: whether it drains, and whether it
+/// believes the directory's silence yet ([`Settle`], the rule as plain data).
 pub(crate) struct NodeLink {
-    lookups: mpsc::UnboundedSender<Lookup>,
-    writes: mpsc::UnboundedSender<Persist>,
     /// Set once the node drains: the heartbeat says so, no session comes here.
     draining: AtomicBool,
-    /// Heartbeats still to succeed before the directory's silence is
-    /// believed. After an outage (or a Redis that came back empty) each
-    /// node writes its sessions again within a beat or two; until then a
-    /// code or token the directory does not know may only not be written
-    /// back yet, so such lookups, and new reservations, answer
-    /// `cluster_unavailable` (retry) instead of "no such session".
-    unsettled: AtomicU32,
+    /// Fed by the heartbeat and the lookups; asked by the lookups.
+    settle: Mutex<Settle>,
 }
 
-/// Heartbeats a node waits after directory trouble before it believes a
-/// missing record (see [`NodeLink::unsettled`]).
-const SETTLE_BEATS: u32 = 2;
-
 impl NodeLink {
-    /// Hand a lookup to the node; false when its tasks have stopped (the
-    /// server is shutting down): the caller answers it itself.
-    pub(crate) fn lookup(&self, lookup: Lookup) -> bool {
-        self.lookups.send(lookup).is_ok()
-    }
-
-    /// Hand a record write to the node's writer.
-    pub(crate) fn write(&self, p: Persist) {
-        // The writer stops only with the server: nothing to write then.
-        let _ = self.writes.send(p);
+    fn settle(&self) -> MutexGuard<'_, Settle> {
+        self.settle.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -103,12 +82,10 @@ pub(crate) async fn start(
     let (lookups, lookups_rx) = mpsc::unbounded_channel();
     let (writes, writes_rx) = mpsc::unbounded_channel();
     let link = Arc::new(NodeLink {
-        lookups,
-        writes,
         draining: AtomicBool::new(false),
-        unsettled: AtomicU32::new(0),
+        settle: Mutex::new(Settle::new()),
     });
-    shared.set_node(link.clone());
+    shared.set_cluster(ClusterLinks { lookups, writes });
     {
         let mut st = shared.lock();
         st.core.enable_cluster(cfg.node.name.clone());
@@ -164,11 +141,9 @@ async fn run_lookups(
             let conn = lookup.conn();
             let mut answer = resolve(&shared, &dir, &me, lookup).await;
             match answer {
-                Answer::Unavailable => link.unsettled.store(SETTLE_BEATS, Ordering::Relaxed),
-                Answer::NotFound | Answer::Reserved
-                    if link.unsettled.load(Ordering::Relaxed) > 0 =>
-                {
-                    // Not believed yet (see NodeLink::unsettled). A code
+                Answer::Unavailable => link.settle().trouble(),
+                Answer::NotFound | Answer::Reserved if !link.settle().settled() => {
+                    // Not believed yet (see Settle). A code
                     // reserved meanwhile is released by its TTL.
                     answer = Answer::Unavailable;
                 }
@@ -396,7 +371,6 @@ async fn heartbeat(
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut touched = tokio::time::Instant::now();
     let mut was_up = true;
-    let mut ever_listed = false;
     loop {
         tokio::select! {
             _ = every.tick() => {}
@@ -404,18 +378,7 @@ async fn heartbeat(
         }
         let listed = beat(&shared, &dir, &cfg, &link).await;
         let ok = listed.is_some();
-        match listed {
-            // Trouble, or a directory that forgot this node after knowing it.
-            None => link.unsettled.store(SETTLE_BEATS, Ordering::Relaxed),
-            Some(false) if ever_listed => link.unsettled.store(SETTLE_BEATS, Ordering::Relaxed),
-            Some(true) => {
-                ever_listed = true;
-                let left = link.unsettled.load(Ordering::Relaxed);
-                link.unsettled
-                    .store(left.saturating_sub(1), Ordering::Relaxed);
-            }
-            Some(false) => {}
-        }
+        link.settle().beat(listed);
         if cluster::must_rewrite(was_up, listed) {
             let mut st = shared.lock();
             if st.core.session_count() > 0 {

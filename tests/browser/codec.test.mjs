@@ -941,7 +941,7 @@ const helloBrowser = (resumeToken = null) => encodeClientMsg({
 const join7 = encodeClientMsg({ type: 'JoinSession', code: '7KQ2MX', password: null });
 
 test('first: control frames exactly as on the stream, base64url in the `first` query parameter', () => {
-  // The server's golden vector (src/first.rs): Hello (browser, datagrams, no name, no token) then JoinSession("7KQ2MX").
+  // The server's golden vector (crates/protocol/src/first.rs): Hello (browser, datagrams, no name, no token) then JoinSession("7KQ2MX").
   const bytes = encodeFirst([helloBrowser(), join7]);
   assert.equal(toHex(bytes), toHex(new Uint8Array([...encodeFrame(helloBrowser()), ...encodeFrame(join7)])));
   assert.equal(base64url(bytes), 'BgABAgAAAAkCBjdLUTJNWAA');

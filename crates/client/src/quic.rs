@@ -13,8 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::reconnect::Sink;
 use super::{Ended, Error, Event, Result, Tasks};
 use crate::protocol::{self, ClientMsg, FrameDecoder, ServerMsg};
-use crate::relay::Via;
 use crate::wire::{Reader, Wire, Writer};
+use crate::Via;
 
 /// Why a reader stopped after a `Redirect`: the connection is closed (with
 /// 999, so a seat is kept for the resume at the node it leads to).

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::reconnect::Sink;
 use super::{Ended, Error, Event, Result, Tasks};
 use crate::protocol::{self, ClientMsg, ServerMsg, WsMessage};
-use crate::relay::Via;
+use crate::Via;
 
 /// A byte stream a WebSocket can run over: plain TCP or TLS over TCP.
 pub(super) trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}

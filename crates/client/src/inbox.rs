@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use super::{Ended, Error, Event, Result};
 use crate::protocol::{ErrorCode, PeerId, ServerMsg};
-use crate::relay::Via;
+use crate::Via;
 
 /// What the supervisor tells the inbox, in order.
 pub(super) enum Segment {

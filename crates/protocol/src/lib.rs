@@ -1,3 +1,4 @@
+#![warn(missing_docs, unreachable_pub)]
 //! The wire protocol: every message, the control-stream framing and the relay header.
 //!
 //! This module is the single source of truth for what goes on the wire;
@@ -22,6 +23,12 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
+
+pub mod first;
+mod transport;
+pub mod vectors;
+
+pub use transport::{Transport, Via};
 
 /// ALPN for native (Rust, C#) clients speaking raw QUIC.
 pub const ALPN_NATIVE: &[u8] = b"fsp2p/1";

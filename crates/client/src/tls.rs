@@ -10,12 +10,17 @@
 use std::sync::Arc;
 
 use super::{Error, Result, Trust};
-use crate::certs::Identity;
+
+/// The rustls provider every client config uses: ring, explicitly, so a
+/// second provider compiled in elsewhere can never make rustls panic.
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
 
 /// A TLS 1.3 client config (ring, early data on) trusting the server as
 /// `trust` says and offering `alpn`.
 pub(super) fn client_tls(trust: &Trust, alpn: &[u8]) -> Result<rustls::ClientConfig> {
-    let builder = rustls::ClientConfig::builder_with_provider(Identity::provider())
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| Error::Tls(format!("TLS 1.3 with ring: {e}")))?;
     let mut tls = match trust {
@@ -23,7 +28,7 @@ pub(super) fn client_tls(trust: &Trust, alpn: &[u8]) -> Result<rustls::ClientCon
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(PinnedCert {
                 sha256: *hash,
-                provider: Identity::provider(),
+                provider: provider(),
             }))
             .with_no_client_auth(),
         Trust::CaFile(path) => {
@@ -119,7 +124,7 @@ mod tests {
     fn verify(pin: [u8; 32], cert: &[u8]) -> Result<(), rustls::Error> {
         let v = PinnedCert {
             sha256: pin,
-            provider: Identity::provider(),
+            provider: provider(),
         };
         let name = ServerName::try_from("localhost").unwrap();
         v.verify_server_cert(

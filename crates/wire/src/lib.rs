@@ -1,3 +1,4 @@
+#![warn(missing_docs, unreachable_pub)]
 //! One QUIC connection, raw (project ALPN) or WebTransport (`h3`), behind one interface.
 //!
 //! The server and the Rust client both speak the protocol over either kind of
@@ -7,6 +8,10 @@
 //! connection with an HTTP/3 layer on top (web-transport-quinn on the
 //! client's side, [`crate::webtransport`] on the server's), so the same quinn
 //! statistics, migration and 0.5-RTT sending apply to both.
+
+pub mod webtransport;
+
+use fsp2p_protocol as protocol;
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -51,7 +56,7 @@ const SILENT: &str = "timed out: nothing heard from the peer for the idle timeou
 
 impl Ended {
     /// The peer closed the connection with application close code `code`.
-    pub(crate) fn by_peer(code: u64, reason: String) -> Ended {
+    pub fn by_peer(code: u64, reason: String) -> Ended {
         Ended {
             clean: code == 0,
             code: Some(code),
@@ -60,7 +65,7 @@ impl Ended {
     }
 
     /// The connection ended without a close code from the peer.
-    pub(crate) fn lost(reason: impl Into<String>) -> Ended {
+    pub fn lost(reason: impl Into<String>) -> Ended {
         Ended {
             clean: false,
             code: None,
@@ -200,11 +205,11 @@ pub enum DatagramError {
 
 impl Wire {
     /// Which transport this is, for metrics and logs.
-    pub fn kind(&self) -> crate::session::Transport {
+    pub fn kind(&self) -> crate::protocol::Transport {
         match self {
-            Wire::Quic(_) => crate::session::Transport::Quic,
+            Wire::Quic(_) => crate::protocol::Transport::Quic,
             Wire::WebTransport(_) | Wire::WebTransportServer(_) => {
-                crate::session::Transport::WebTransport
+                crate::protocol::Transport::WebTransport
             }
         }
     }

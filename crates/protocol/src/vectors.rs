@@ -10,7 +10,7 @@
 
 use std::fmt::Write;
 
-use crate::protocol::*;
+use crate::*;
 
 fn all_client_msgs() -> Vec<(&'static str, ClientMsg)> {
     let hello = |client, relay_mode, name: &str, resume_token| {
@@ -474,7 +474,7 @@ mod tests {
 
     #[test]
     fn committed_vector_file_is_current() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/vectors.txt");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/vectors.txt");
         let committed = std::fs::read_to_string(path).unwrap_or_default();
         assert!(
             committed == render(),

@@ -1,3 +1,4 @@
+#![warn(missing_docs, unreachable_pub)]
 //! The Rust client: connects over raw QUIC, WebTransport or the WebSocket
 //! fallback, speaks the control protocol, and sends and receives relay frames.
 //!
@@ -115,12 +116,16 @@ use self::inbox::Inbox;
 use self::reconnect::{LinkState, RelayState, Shared, Sink, Supervisor};
 use self::resume::Memory;
 use self::websocket::Outbox;
-use crate::protocol::{
-    self, ClientKind, ClientMsg, CreateSession, Hello, JoinSession, PeerId, Redirect, RelayMode,
+use crate::wire::{DatagramError, Ended, Wire, Writer};
+/// The protocol's types a program using the client needs (messages, ids, `ALL_PEERS`).
+pub use fsp2p_protocol as protocol;
+use fsp2p_protocol::first;
+use fsp2p_protocol::{
+    ClientKind, ClientMsg, CreateSession, Hello, JoinSession, PeerId, Redirect, RelayMode,
     ServerMsg, SessionInfo, Signal, Welcome, PROTOCOL_VERSION,
 };
-use crate::relay::Via;
-use crate::wire::{DatagramError, Ended, Wire, Writer};
+pub use fsp2p_protocol::{Transport, Via};
+use fsp2p_wire as wire;
 
 /// The result of a client operation.
 type Result<T, E = Error> = std::result::Result<T, E>;
@@ -622,10 +627,10 @@ impl Client {
 
     /// The transport this client ended up on.
     /// (The connection it last saw, after a reconnection possibly another.)
-    pub fn transport(&self) -> crate::session::Transport {
+    pub fn transport(&self) -> Transport {
         match &self.link {
             Link::Quic { wire, .. } => wire.kind(),
-            Link::WebSocket(_) => crate::session::Transport::WebSocket,
+            Link::WebSocket(_) => Transport::WebSocket,
         }
     }
 

@@ -15,7 +15,8 @@
 
 use base64::Engine;
 
-use crate::protocol::{self, ClientMsg, DecodeError, FrameDecoder};
+use crate as protocol;
+use crate::{ClientMsg, DecodeError, FrameDecoder};
 
 /// The query parameter that carries the first request.
 pub const FIRST_PARAM: &str = "first";
@@ -95,7 +96,7 @@ pub fn first_param(query: Option<&str>) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{ClientKind, Hello, JoinSession, RelayMode, PROTOCOL_VERSION};
+    use crate::{ClientKind, Hello, JoinSession, RelayMode, PROTOCOL_VERSION};
 
     fn hello() -> ClientMsg {
         ClientMsg::Hello(Hello {

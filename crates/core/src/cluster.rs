@@ -2,7 +2,7 @@
 //!
 //! Without `--redis-url` a server is one node whose sessions live in its
 //! memory. With it, the nodes share a *directory* in Redis
-//! ([`crate::directory`] does the I/O): which nodes are alive and how
+//! (the server's `directory` does the I/O): which nodes are alive and how
 //! loaded, which join codes exist, and for each session its home node and
 //! everything needed to carry it on elsewhere: code, host, members, peer
 //! ids, names and resume tokens, the tokens stored hashed. This module
@@ -276,6 +276,132 @@ pub fn must_rewrite(was_up: bool, listed: Option<bool>) -> bool {
     match listed {
         None => false,
         Some(listed) => !listed || !was_up,
+    }
+}
+
+/// Whether a node believes the directory's silence: the "settle beats"
+/// rule, as plain data (the server's node shell holds one and feeds it
+/// what its heartbeats and lookups saw).
+///
+/// After an outage (or a Redis that came back empty) each node writes its
+/// sessions again within a beat or two ([`must_rewrite`]); until then a
+/// code or token the directory does not know may only not be written back
+/// yet. So after directory trouble a node waits [`Settle::BEATS`] good
+/// heartbeats before it believes a missing record: meanwhile lookups that
+/// find nothing, and new reservations, answer `cluster_unavailable` (retry)
+/// instead of "no such session".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settle {
+    /// Good heartbeats still to come before a missing record is believed.
+    unsettled: u32,
+    /// Whether the directory has ever listed this node.
+    ever_listed: bool,
+}
+
+impl Settle {
+    /// Heartbeats a node waits after directory trouble before it believes
+    /// a missing record.
+    pub const BEATS: u32 = 2;
+
+    /// A node that just started: it believes the directory.
+    pub fn new() -> Settle {
+        Settle::default()
+    }
+
+    /// The directory failed a request (a lookup answered "unavailable").
+    pub fn trouble(&mut self) {
+        self.unsettled = Settle::BEATS;
+    }
+
+    /// A heartbeat's outcome: `None` if Redis failed, else whether the
+    /// directory listed this node just before the beat. Trouble, or a
+    /// directory that forgot this node after knowing it, unsettles; a beat
+    /// that finds the node listed counts one down.
+    pub fn beat(&mut self, listed: Option<bool>) {
+        match listed {
+            None => self.trouble(),
+            Some(false) if self.ever_listed => self.trouble(),
+            Some(true) => {
+                self.ever_listed = true;
+                self.unsettled = self.unsettled.saturating_sub(1);
+            }
+            // Not listed yet: a node's first beat lists it.
+            Some(false) => {}
+        }
+    }
+
+    /// Whether a record the directory does not have is believed missing.
+    pub fn settled(&self) -> bool {
+        self.unsettled == 0
+    }
+}
+
+#[cfg(test)]
+mod settle_tests {
+    use super::Settle;
+
+    #[test]
+    fn a_new_node_believes_the_directory_even_before_it_is_listed() {
+        let mut s = Settle::new();
+        assert!(s.settled());
+        s.beat(Some(false));
+        assert!(s.settled(), "not listed before its first beat: no trouble");
+    }
+
+    #[test]
+    fn after_trouble_a_missing_record_is_believed_only_after_two_good_beats() {
+        for trouble in [None, Some(())] {
+            let mut s = Settle::new();
+            s.beat(Some(true));
+            match trouble {
+                None => s.beat(None),
+                Some(()) => s.trouble(),
+            }
+            assert!(!s.settled());
+            s.beat(Some(true));
+            assert!(!s.settled(), "one good beat is not enough");
+            s.beat(Some(true));
+            assert!(s.settled());
+            s.beat(Some(true));
+            assert!(s.settled());
+        }
+    }
+
+    #[test]
+    fn trouble_during_the_wait_starts_it_again() {
+        let mut s = Settle::new();
+        s.beat(None);
+        s.beat(Some(true));
+        s.trouble();
+        s.beat(Some(true));
+        assert!(!s.settled());
+        s.beat(Some(true));
+        assert!(s.settled());
+    }
+
+    #[test]
+    fn a_directory_that_forgets_a_listed_node_unsettles_it() {
+        let mut s = Settle::new();
+        s.beat(Some(true));
+        s.beat(Some(false));
+        assert!(!s.settled());
+        // Listed again by that beat: two more good ones.
+        s.beat(Some(true));
+        assert!(!s.settled());
+        s.beat(Some(true));
+        assert!(s.settled());
+    }
+
+    #[test]
+    fn a_failed_beat_before_the_first_listing_unsettles_too() {
+        let mut s = Settle::new();
+        s.beat(None);
+        assert!(!s.settled());
+        s.beat(Some(false));
+        assert!(!s.settled(), "not listed is no good beat");
+        s.beat(Some(true));
+        s.beat(Some(true));
+        assert!(s.settled());
     }
 }
 
