@@ -3,14 +3,34 @@
 // timers, the clock and the connection objects, and asks core.js what each event means.
 
 import {
-  PROTOCOL_VERSION, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_RELAY_PAYLOAD, ALL_PEERS, WEBTRANSPORT_PATH, MAX_NAME_BYTES, FspError, utf8Encoder, encodeClientMsg, decodeServerMsg, encodeRelay, decodeRelay, WEBSOCKET_PATH, foldableRequest, toHex, certHashBytes,
+  PROTOCOL_VERSION, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_RELAY_PAYLOAD, ALL_PEERS,
+  WEBTRANSPORT_PATH, MAX_NAME_BYTES, FspError, utf8Encoder, encodeClientMsg, decodeServerMsg,
+  encodeRelay, decodeRelay, WEBSOCKET_PATH, foldableRequest, toHex, certHashBytes,
 } from './codec.js';
 import { FLIGHT_HEADER_BYTES, wrapFlight, unwrapFlight, nextSeq, SeqFilter } from './flight.js';
 import { describe, withTimeout, now, WebTransportSignal, WebSocketSignal, AutoSignal } from './transports.js';
 import {
-  ABANDON_CLOSE_CODE, closeDisposition, reconnectStep, attemptTimeoutMs, serverSilent, MAX_REDIRECTS, nodeServer, reachableWith, redirectStep, rotateServer, SESSION_REQUEST_ERRORS, TRANSPORT_CHOICES,
+  ABANDON_CLOSE_CODE, closeDisposition, attemptTimeoutMs, MAX_REDIRECTS, nodeServer, rotateServer, TRANSPORT_CHOICES,
+  pingTick, goingAwayLeftMs, answersSessionRequest, pumpStep, redirectPlan,
+  backoffDelayMs as coreBackoffDelayMs, reconnectStep as coreReconnectStep,
 } from './core.js';
 import { PeerLink, installMesh } from './mesh.js';
+
+/**
+ * Delay before reconnect attempt `attempt` (core.js's backoffDelayMs; `random` defaults to Math.random).
+ * @param {number} attempt @param {() => number} [random] in [0, 1)
+ */
+export function backoffDelayMs(attempt, random = Math.random) {
+  return coreBackoffDelayMs(attempt, random);
+}
+
+/**
+ * The next step of a reconnection (core.js's reconnectStep; `random` defaults to Math.random).
+ * @param {{attempt: number, elapsedMs: number, giveUpMs: number, random?: () => number}} s
+ */
+export function reconnectStep(s) {
+  return coreReconnectStep({ ...s, random: s.random || Math.random });
+}
 
 // ---------------------------------------------------------------------------
 // The client
@@ -631,23 +651,19 @@ export class FlightSimP2P extends EventTarget {
   _pump() {
     // While reconnecting, messages wait for the resumed connection (dropped if the resume fails).
     if (this.state === 'reconnecting') return;
-    const rate = this.welcome ? this.welcome.limits.signalsPerSec * 0.9 : 0;
-    if (!rate) {
-      for (const body of this._outbox.splice(0)) this._writeRaw(body);
-      return;
+    const signalsPerSec = this.welcome ? this.welcome.limits.signalsPerSec : 0;
+    const t = signalsPerSec ? now() : this._tokensAt;
+    const step = pumpStep({ tokens: this._tokens, lastMs: this._tokensAt, nowMs: t, signalsPerSec, queued: this._outbox.length });
+    if (signalsPerSec) {
+      this._tokens = step.tokens;
+      this._tokensAt = t;
     }
-    const t = now();
-    this._tokens = Math.min(rate, this._tokens + ((t - this._tokensAt) * rate) / 1000);
-    this._tokensAt = t;
-    while (this._outbox.length && this._tokens >= 1) {
-      this._tokens -= 1;
-      this._writeRaw(/** @type {Uint8Array} */ (this._outbox.shift()));
-    }
-    if (this._outbox.length && !this._pumpTimer && this.state !== 'closed') {
+    for (const body of this._outbox.splice(0, step.send)) this._writeRaw(body);
+    if (step.retryInMs !== null && !this._pumpTimer && this.state !== 'closed') {
       this._pumpTimer = setTimeout(() => {
         this._pumpTimer = 0;
         this._pump();
-      }, Math.ceil(1000 / rate));
+      }, step.retryInMs);
     }
   }
 
@@ -793,7 +809,7 @@ export class FlightSimP2P extends EventTarget {
         break;
       case 'Error': {
         const err = FspError.fromServer(m.code, m.message);
-        if (SESSION_REQUEST_ERRORS.has(m.code)) this._settle(null, null, err);
+        if (answersSessionRequest(m.code)) this._settle(null, null, err);
         this._emit('error', { code: err.code, name: err.codeName, message: err.message, fatal: err.fatal, error: err });
         if (err.fatal && this._welcomeWaiter) {
           this._welcomeWaiter.reject(err);
@@ -852,11 +868,12 @@ export class FlightSimP2P extends EventTarget {
       const ping = () => {
         if (this.state !== 'connected') return;
         const t = now();
-        if (serverSilent(this._awaitingSince, t, o.liveTimeoutMs)) {
-          this._onTransportClosed({ code: null, reason: `no answer from the server for ${Math.round(t - this._awaitingSince)} ms` });
+        const tick = pingTick({ awaitingSinceMs: this._awaitingSince, nowMs: t, liveTimeoutMs: o.liveTimeoutMs });
+        if (tick.action === 'lost') {
+          this._onTransportClosed({ code: null, reason: `no answer from the server for ${tick.silentMs} ms` });
           return;
         }
-        if (!this._awaitingSince) this._awaitingSince = t;
+        this._awaitingSince = tick.awaitingSinceMs;
         let v = BigInt(Math.floor(performance.timeOrigin + now()));
         while (this._pings.has(v)) v += 1n;
         this._pings.set(v, now());
@@ -926,7 +943,7 @@ export class FlightSimP2P extends EventTarget {
     const d = closeDisposition({
       code: info.code,
       fatalCode: this._lastFatal ? this._lastFatal.code : null,
-      goingAwayInMs: ga ? ga.at + ga.ms - now() : null,
+      goingAwayInMs: goingAwayLeftMs(ga, now()),
       enabled: this.options.reconnect,
       // A Welcome on this connection or an earlier one: there is a seat to resume.
       welcomed: this.state === 'reconnecting' || (this.state === 'connected' && !!this.welcome),
@@ -957,26 +974,25 @@ export class FlightSimP2P extends EventTarget {
     this._redirects++;
     const count = this._redirects;
     this._emit('redirect', { reason: m.reason, node: m.node, count });
-    const target = nodeServer(m.node);
-    if (redirectStep(count, this.options.maxRedirects) === 'fail') {
+    const plan = redirectPlan({
+      count, max: this.options.maxRedirects, welcomed: !!this.welcome, inSession: !!this.session,
+      connected: this.state === 'connected', at: this._at, target: nodeServer(m.node), transport: this.options.transport,
+    });
+    if (plan.action !== 'follow') {
       const err = new FspError(0, 'too_many_redirects',
         `too many redirects (${this.options.maxRedirects} in a row), the last to node ${m.node.name}`, { fatal: !this.welcome });
       this._redirects = 0;
-      if (!this.welcome || (!this.session && this.state !== 'connected')) {
+      if (plan.action === 'fail') {
         this._fail(err);
         return;
       }
       // Fail the request; a client in a session goes back to its configured servers.
       this._settle(['create', 'join'], null, err);
       this._emit('error', { code: 0, name: err.codeName, message: err.message, fatal: false, error: err });
-      if (!this.session) return;
-      this._at = { index: 0, target: null };
-    } else if (reachableWith(target, this.options.transport)) {
-      this._at = { index: this._at.index, target };
-    } else {
-      // Unreachable as given: back to the configured servers.
-      this._at = { index: this._at.index, target: null };
+      if (!plan.reconnect) return;
     }
+    // Followed: to the node, or (unreachable as given) back to the configured servers.
+    this._at = plan.at;
     const why = `redirected to node ${m.node.name} (${m.reason})`;
     const resend = this._pendingMsg;
     if (this.state === 'reconnecting' && this._rc) {
@@ -1093,7 +1109,9 @@ export class FlightSimP2P extends EventTarget {
     const t = this.conn;
     this.conn = null;
     if (t) this._abandon(t);
-    const step = reconnectStep({ attempt: rc.attempt, elapsedMs: now() - rc.startedAt, giveUpMs: this.options.reconnectTimeoutMs });
+    const step = reconnectStep({
+      attempt: rc.attempt, elapsedMs: now() - rc.startedAt, giveUpMs: this.options.reconnectTimeoutMs, random: Math.random,
+    });
     if (step.action === 'giveup') {
       this._fail(new FspError(0, 'reconnect_failed',
         `could not reconnect to the server within ${this.options.reconnectTimeoutMs} ms (${rc.attempt} attempt(s); last: ${reason})`, { fatal: true }));

@@ -52,11 +52,10 @@ export {
 } from './transports.js';
 
 export {
-  RECONNECT_BACKOFF_MS, ABANDON_CLOSE_CODE, backoffDelayMs, closeDisposition, reconnectStep,
-  attemptTimeoutMs, serverSilent, MAX_REDIRECTS, wsUrlOfHttp, nodeServer, reachableWith,
-  redirectStep, rotateServer, TRANSPORT_CHOICES,
+  RECONNECT_BACKOFF_MS, ABANDON_CLOSE_CODE, closeDisposition, attemptTimeoutMs, serverSilent,
+  MAX_REDIRECTS, wsUrlOfHttp, nodeServer, reachableWith, redirectStep, rotateServer, TRANSPORT_CHOICES,
 } from './core.js';
 
 export {
-  FlightSimP2P,
+  FlightSimP2P, backoffDelayMs, reconnectStep,
 } from './client.js';

@@ -5,6 +5,7 @@
 // installs them on its prototype), as they were when all of this was one file.
 
 import { DATA_CHANNEL_LABEL, utf8Encoder } from './codec.js';
+import { connectionStateEffect, directRetryDue, directUsable, ignoreOffer, pathChange, peerPath } from './core.js';
 
 /**
  * One remote peer of my session and the state of the path to it.
@@ -143,12 +144,9 @@ export class PeerMesh {
     };
     pc.onconnectionstatechange = () => {
       if (l.pc !== pc) return;
-      const s = pc.connectionState;
-      if (s === 'failed' || s === 'closed') {
-        l.fallback = true;
-        this._scheduleRetry(l);
-      }
-      if (s === 'disconnected') l.fallback = true;
+      const effect = connectionStateEffect(pc.connectionState);
+      if (effect.fallback) l.fallback = true;
+      if (effect.retry) this._scheduleRetry(l);
       this._evaluate(l);
     };
     if (offerer) {
@@ -215,7 +213,7 @@ export class PeerMesh {
     switch (s.type) {
       case 'Offer': {
         // Glare (both offered): the lower peer id keeps its own offer.
-        if (link.pc && link.pc.signalingState === 'have-local-offer' && this.peerId < from) return;
+        if (ignoreOffer(link.pc ? link.pc.signalingState : null, this.peerId, from)) return;
         const pc = this._startDirect(link, false);
         this._op(link, async () => {
           await pc.setRemoteDescription({ type: 'offer', sdp: s.sdp });
@@ -270,7 +268,7 @@ export class PeerMesh {
   /** After a failure, the lower peer id tries a fresh direct connection later. */
   _scheduleRetry(l) {
     const ms = this.options.directRetryMs;
-    if (!ms || this.options.forceRelay || this.peerId > l.id || l.retry) return;
+    if (!directRetryDue({ retryMs: ms, forceRelay: this.options.forceRelay, myId: this.peerId, peerId: l.id, scheduled: !!l.retry })) return;
     l.retry = setTimeout(() => {
       l.retry = 0;
       if (this.links.get(l.id) !== l || this.options.forceRelay || this.state === 'closed') return;
@@ -281,29 +279,31 @@ export class PeerMesh {
 
   /** @param {PeerLink} l */
   _directUsable(l) {
-    return !this.options.forceRelay && !!l.dc && l.dc.readyState === 'open' && !!l.pc && l.pc.connectionState === 'connected';
+    return directUsable({
+      forceRelay: this.options.forceRelay, dataChannel: l.dc ? l.dc.readyState : null, connection: l.pc ? l.pc.connectionState : null,
+    });
   }
 
   /** Recompute a peer's path and announce a change. */
   _evaluate(l, initial = false) {
-    /** @type {PeerPath} */
-    let path;
-    if (this._directUsable(l)) {
-      if (!l.directKind) {
-        // Classify the selected candidate pair first (host/srflx vs TURN relay).
-        this._classify(l);
-        return;
-      }
-      path = l.directKind;
+    const path = peerPath({
+      usable: this._directUsable(l), directKind: l.directKind, fallback: l.fallback, forceRelay: this.options.forceRelay,
+    });
+    if (path === 'classify') {
+      // Classify the selected candidate pair first (host/srflx vs TURN relay).
+      this._classify(l);
+      return;
+    }
+    if (path === 'direct' || path === 'turn') {
       clearTimeout(l.deadline);
       clearTimeout(l.retry);
       l.retry = 0;
-    } else if (l.fallback || this.options.forceRelay) path = 'relay';
-    else path = 'connecting';
-    if (path === l.path && !initial) return;
+    }
+    const change = pathChange(l.path, path, initial);
+    if (change === 'none') return;
     const previous = l.path;
     l.path = path;
-    if (!initial || path !== 'connecting') this._emit('pathchange', { peer: l.id, path, previous });
+    if (change === 'announce') this._emit('pathchange', { peer: l.id, path, previous });
   }
 
   async _classify(l) {

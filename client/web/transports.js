@@ -4,8 +4,11 @@
 // is missing, fails or is slow; when to start which is decided by core.js).
 
 import {
-  DEFAULT_MAX_FRAME_BYTES, FspError, DecodeError, utf8Encoder, encodeFrame, FrameReader, WEBSOCKET_PATH, encodeWsControl, encodeWsRelay, decodeWsMessage, wsCloseCode, fromWsCloseCode, urlWithFirst, toHex,
+  DEFAULT_MAX_FRAME_BYTES, FspError, DecodeError, utf8Encoder, encodeFrame, FrameReader,
+  WEBSOCKET_PATH, encodeWsControl, encodeWsRelay, decodeWsMessage, wsCloseCode, fromWsCloseCode,
+  urlWithFirst, toHex,
 } from './codec.js';
+import { carriesFirst, raceFailed, raceSlowReason, raceStart } from './core.js';
 
 export function describe(e) {
   return redact(describe0(e));
@@ -514,7 +517,7 @@ export class AutoSignal {
       const start = (kind, why) => {
         if (done || this._closed || attempts.some((a) => a.kind === kind)) return;
         const t = this._make[kind](this.opts);
-        const alone = attempts.every((o) => o.failed);
+        const alone = carriesFirst(attempts);
         const a = { kind, t, failed: false, closedInfo: null };
         attempts.push(a);
         if (kind === 'websocket') this.fallbackReason = why;
@@ -556,18 +559,15 @@ export class AutoSignal {
           a.failed = true;
           errors[kind] = e;
           if (done) return;
-          if (kind === 'webtransport') start('websocket', `WebTransport failed: ${e && e.message ? e.message : describe(e)}`);
+          const next = raceFailed(kind, e && e.message ? e.message : describe(e), attempts);
+          if (next.start) start(next.start, next.why);
           if (attempts.every((o) => o.failed)) fail();
         });
       };
-      if (typeof WebTransport === 'undefined') {
-        start('websocket', 'this browser has no WebTransport');
-      } else {
-        start('webtransport', '');
-        if (!done) {
-          timer = setTimeout(() => start('websocket', `WebTransport not ready within ${this.fallbackDelayMs} ms`),
-            Math.max(0, this.fallbackDelayMs));
-        }
+      const plan = raceStart(typeof WebTransport !== 'undefined', this.fallbackDelayMs);
+      start(plan.start, plan.why);
+      if (plan.websocketAfterMs !== null && !done) {
+        timer = setTimeout(() => start('websocket', raceSlowReason(this.fallbackDelayMs)), plan.websocketAfterMs);
       }
     });
   }
