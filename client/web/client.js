@@ -11,7 +11,7 @@ import { FLIGHT_HEADER_BYTES, wrapFlight, unwrapFlight, nextSeq, SeqFilter } fro
 import { describe, withTimeout, now, WebTransportSignal, WebSocketSignal, AutoSignal } from './transports.js';
 import {
   ABANDON_CLOSE_CODE, closeDisposition, attemptTimeoutMs, MAX_REDIRECTS, nodeServer, rotateServer, TRANSPORT_CHOICES,
-  pingTick, goingAwayLeftMs, answersSessionRequest, pumpStep, redirectPlan,
+  afterReconnect, pingTick, goingAwayLeftMs, answersSessionRequest, pumpStep, redirectPlan,
   backoffDelayMs as coreBackoffDelayMs, reconnectStep as coreReconnectStep,
 } from './core.js';
 import { PeerLink, installMesh } from './mesh.js';
@@ -1126,8 +1126,12 @@ export class FlightSimP2P extends EventTarget {
   /** A Welcome ended the reconnection. @param {WelcomeMsg} m */
   _reconnected(rc, m, previousPeerId) {
     this._endReconnect();
+    const outcome = afterReconnect({
+      resumed: m.resumed, peerId: m.peerId, previousPeerId: rc.previousPeerId, resend: !!rc.resend,
+      pending: !!this._pending, inSession: !!rc.sessionKey,
+    });
     const detail = {
-      peerId: m.peerId, previousPeerId, resumed: m.resumed && m.peerId === rc.previousPeerId,
+      peerId: m.peerId, previousPeerId, resumed: outcome === 'resumed',
       transport: this.transport, attempts: rc.attempt, downtimeMs: now() - rc.startedAt, reason: rc.reason,
     };
     if (detail.resumed) {
@@ -1143,7 +1147,7 @@ export class FlightSimP2P extends EventTarget {
     this._rxSeq.clear();
     this.session = null;
     // A redirected create/join goes again here; anything else in flight is void.
-    const resend = rc.resend && this._pending && !rc.sessionKey ? rc.resend : null;
+    const resend = outcome === 'resend' ? rc.resend : null;
     if (!resend) this._settle(null, null, new FspError(0, 'connection_lost', 'the connection was lost and could not be resumed'));
     this._emit('reconnected', detail);
     if (resend) {
@@ -1151,7 +1155,7 @@ export class FlightSimP2P extends EventTarget {
       return;
     }
     const key = rc.sessionKey;
-    if (!key) {
+    if (outcome !== 'rejoin' || !key) {
       this._sessionKey = null;
       return;
     }

@@ -2,7 +2,7 @@
 //
 // Every rule of the client's behaviour that does not need the network lives here as a pure
 // function: the reconnect schedule and when to give up, what a close code or a server error
-// means, redirects and node rotation, liveness, attempt and request deadlines, the
+// means, resume or rejoin, redirects and node rotation, liveness, attempt and request deadlines, the
 // QUIC/WebSocket race, the direct/TURN/relay path of a peer. Time and randomness are inputs
 // (`nowMs`, `random`): no timers, no clock, no RTCPeerConnection, no WebSocket here, so the
 // rules run under node with simulated time (tests/browser/core.test.mjs). The shell
@@ -82,6 +82,23 @@ export function reconnectStep(s) {
   const delayMs = backoffDelayMs(s.attempt, s.random);
   if (s.giveUpMs > 0 && s.elapsedMs + delayMs >= s.giveUpMs) return { action: 'giveup' };
   return { action: 'wait', delayMs };
+}
+
+/**
+ * What a Welcome that ends a reconnection means: `resumed` (the same peer id: the seat was kept,
+ * the server puts us back in our session by itself); else the resume came too late (the grace
+ * passed, or the server restarted) and everything tied to the old peer id is void: `resend` a
+ * redirected create/join still waiting for its answer (a client in no session), `rejoin` the
+ * session by its code and password, or nothing to do (`fresh`).
+ * @param {{resumed: boolean, peerId: number, previousPeerId: number, resend: boolean, pending: boolean, inSession: boolean}} s
+ *   resumed: the Welcome's flag; resend: a redirected create/join is kept; pending: a request waits
+ *   for its answer; inSession: the client was in a session when the connection was lost
+ * @returns {'resumed'|'resend'|'rejoin'|'fresh'}
+ */
+export function afterReconnect(s) {
+  if (s.resumed && s.peerId === s.previousPeerId) return 'resumed';
+  if (s.resend && s.pending && !s.inSession) return 'resend';
+  return s.inSession ? 'rejoin' : 'fresh';
 }
 
 /**

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
 import {
-  RECONNECT_BACKOFF_MS, backoffDelayMs, reconnectStep, closeDisposition, attemptTimeoutMs, serverSilent,
+  RECONNECT_BACKOFF_MS, backoffDelayMs, reconnectStep, closeDisposition, attemptTimeoutMs, serverSilent, afterReconnect,
   pingTick, goingAwayLeftMs, answersSessionRequest, requestTimedOut, pumpStep,
   MAX_REDIRECTS, redirectStep, redirectPlan, rotateServer, nodeServer, reachableWith,
   raceStart, raceSlowReason, raceFailed, carriesFirst,
@@ -123,6 +123,20 @@ test('what a close means, by code and by what came before it', () => {
   // Errors that answer a create/join (the request fails; the connection stays).
   for (const code of [9, 10, 11, 12, 13, 14, 16, 17, 22]) assert.ok(answersSessionRequest(code), String(code));
   for (const code of [0, 1, 3, 4, 7, 15, 19]) assert.ok(!answersSessionRequest(code), String(code));
+});
+
+test('resume or rejoin: the same peer id resumes; a new one voids the old seat and rejoins by code', () => {
+  const base = { resumed: true, peerId: 4, previousPeerId: 4, resend: false, pending: false, inSession: true };
+  assert.equal(afterReconnect(base), 'resumed');
+  // Within the grace but on a server that restarted (new id despite the flag), or after the grace.
+  assert.equal(afterReconnect({ ...base, peerId: 9 }), 'rejoin');
+  assert.equal(afterReconnect({ ...base, resumed: false, peerId: 9 }), 'rejoin');
+  // In no session: nothing to rejoin; a redirected create/join still waiting goes again.
+  assert.equal(afterReconnect({ ...base, resumed: false, peerId: 9, inSession: false }), 'fresh');
+  assert.equal(afterReconnect({ ...base, resumed: false, peerId: 9, inSession: false, resend: true, pending: true }), 'resend');
+  assert.equal(afterReconnect({ ...base, resumed: false, peerId: 9, inSession: false, resend: true, pending: false }), 'fresh');
+  // A redirected request of a client in a session is not sent again: it rejoins its session.
+  assert.equal(afterReconnect({ ...base, resumed: false, peerId: 9, resend: true, pending: true }), 'rejoin');
 });
 
 test('request timeouts: unanswered for requestTimeoutMs', () => {
