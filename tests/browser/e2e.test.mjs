@@ -24,22 +24,17 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, createWriteStream, chmodSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, createWriteStream } from 'node:fs';
 import { createServer } from 'node:net';
 import { createSocket } from 'node:dgram';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { CHROMIUM, launchChromium, parseMetrics, metricDelta } from './support.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const BIN = process.env.FSP2P_BIN || path.join(ROOT, 'target/debug/flightsim-p2p');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const ARTIFACTS = path.join(ROOT, 'test-artifacts/browser');
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--disable-features=WebRtcHideLocalIpsWithMdns',
-];
 /**
  * The relay is best effort (datagrams; stale state is dropped, never queued), so relay
  * checks accept a small loss; on an idle machine every frame arrives. Direct-path checks
@@ -197,14 +192,8 @@ before(async () => {
   assert.equal(j.algorithm, 'sha-256');
   certHex = j.hex;
 
-  let executablePath = CHROMIUM;
-  if (net.nsPath) {
-    // Playwright talks to Chromium over inherited pipes, which survive nsenter.
-    executablePath = path.join(tmp, 'chromium-in-netns.sh');
-    writeFileSync(executablePath, `#!/bin/sh\nexec nsenter --net=${net.nsPath} -- ${CHROMIUM} "$@"\n`);
-    chmodSync(executablePath, 0o755);
-  }
-  browser = await chromium.launch({ executablePath, args: CHROMIUM_ARGS, timeout: 60000 });
+  // Playwright talks to Chromium over inherited pipes, which survive nsenter.
+  browser = await launchChromium(net.nsPath ? { wrap: `nsenter --net=${net.nsPath} --`, dir: tmp, name: 'chromium-in-netns.sh' } : {});
   httpPage = await (await browser.newContext()).newPage();
   await httpPage.goto(`http://127.0.0.1:${httpPort}/healthz`);
   console.log(`server ready in ${Date.now() - t0} ms; Chromium ${browser.version()}; ${net.nsPath ? 'private network namespace' : 'host loopback'}; udp ${udpPort}, http ${httpPort}`);
@@ -237,18 +226,12 @@ async function quickGet(urlPath) {
 
 /** The server's /metrics as a map: 'name{labels}' → value. */
 async function metrics() {
-  const m = await quickGet('/metrics');
-  const out = new Map();
-  for (const line of m.body.split('\n')) {
-    const r = /^(\w+(?:\{[^}]*\})?) (\S+)$/.exec(line);
-    if (r) out.set(r[1], Number(r[2]));
-  }
-  return out;
+  return parseMetrics((await quickGet('/metrics')).body);
 }
 
 /** Difference of one metric between two /metrics snapshots. */
 function delta(before, after, key) {
-  return (after.get(key) || 0) - (before.get(key) || 0);
+  return metricDelta(before, after, key);
 }
 
 /** Open connections on the server, all transports. */
@@ -1576,13 +1559,7 @@ async function startNode(name, { portZero = false } = {}) {
 
 /** A node's /metrics as a map (see metrics()). */
 async function nodeMetrics(name) {
-  const r = await httpGet('/metrics', cluster.nodes[name].http);
-  const out = new Map();
-  for (const line of r.body.split('\n')) {
-    const m = /^(\w+(?:\{[^}]*\})?) (\S+)$/.exec(line);
-    if (m) out.set(m[1], Number(m[2]));
-  }
-  return out;
+  return parseMetrics((await httpGet('/metrics', cluster.nodes[name].http)).body);
 }
 
 /** Wait until every running node sees `count` live nodes in the directory. */
