@@ -45,13 +45,14 @@ lint: ## cargo fmt --check and clippy -D warnings
 # cargo-mutants plants one bug at a time in the code that decides who may do
 # what, and checks that some test fails. Pure code is mutated against the
 # lib's unit tests only (a few seconds a mutant); the QUIC admission in
-# src/server.rs (accept_loop, PendingSlot) against the integration tests that
+# src/quic.rs (accept_loop, PendingSlot) against the integration tests that
 # drive it. One job at a time: the machine is shared. Examples:
 #   make mutants                                    # everything below, ~1-2 h on 2 cores
 #   make mutants MUTANTS_FILES=src/proxy.rs MUTANTS_ADMISSION=  # one file, no admission run
 #   make mutants MUTANTS_ARGS="--re 'Core::route|Core::admission'"
 #   make mutants-diff                               # only code changed since main (review)
-MUTANTS_FILES      ?= src/session.rs src/session/*.rs src/limits.rs src/proxy.rs src/relay.rs src/cluster.rs
+MUTANTS_FILES      ?= crates/core/src/session.rs crates/core/src/session/*.rs crates/core/src/limits.rs \
+                      crates/core/src/cluster.rs src/proxy.rs src/relay.rs
 # Empty: skip the admission run (it builds the binary and runs integration tests).
 MUTANTS_ADMISSION  ?= accept_loop|PendingSlot
 # Passed to every cargo command (build and test), so only these targets are built.
@@ -61,7 +62,8 @@ MUTANTS_BASE       ?= main
 # Its own target dir: dependencies stay built between runs, and a run does
 # not wait for (or invalidate) the build in target/debug.
 MUTANTS_TARGET_DIR ?= $(CURDIR)/target/mutants
-MUTANTS_RUN = CARGO_TARGET_DIR=$(MUTANTS_TARGET_DIR) $(CARGO) mutants --jobs 1
+# --workspace: the core is its own crate; each mutant runs the tests of its own crate.
+MUTANTS_RUN = CARGO_TARGET_DIR=$(MUTANTS_TARGET_DIR) $(CARGO) mutants --workspace --jobs 1
 MUTANTS_FILE_ARGS = $(foreach f,$(MUTANTS_FILES),--file '$(f)')
 
 .PHONY: mutants mutants-diff mutants-install
@@ -73,14 +75,14 @@ mutants: mutants-install ## Mutation testing of the core (sessions, limits, admi
 	echo "mutants: $(MUTANTS_FILES), against the lib's unit tests (mutants.out/)"; \
 	$(MUTANTS_RUN) --cargo-arg=--lib $(MUTANTS_FILE_ARGS) $(MUTANTS_ARGS) || rc=$$?; \
 	if [ -n "$(MUTANTS_ADMISSION)" ]; then \
-		echo "mutants: QUIC admission in src/server.rs, against tests/adversarial.rs and tests/server.rs (mutants.out.admission/)"; \
-		$(MUTANTS_RUN) --file src/server.rs --re '$(MUTANTS_ADMISSION)' -o mutants.out.admission \
+		echo "mutants: QUIC admission in src/quic.rs, against tests/adversarial.rs and tests/server.rs (mutants.out.admission/)"; \
+		$(MUTANTS_RUN) --file src/quic.rs --re '$(MUTANTS_ADMISSION)' -o mutants.out.admission \
 			$(MUTANTS_ADMISSION_TESTS) $(MUTANTS_ARGS) || rc=$$?; \
 	fi; \
 	exit $$rc
 
 mutants-diff: mutants-install ## Mutation testing of the core code changed since main (git diff; MUTANTS_BASE=…), for review
-	git diff $(MUTANTS_BASE) > $(MUTANTS_TARGET_DIR).diff
+	git diff $$(git merge-base $(MUTANTS_BASE) HEAD) > $(MUTANTS_TARGET_DIR).diff
 	@if [ ! -s $(MUTANTS_TARGET_DIR).diff ]; then echo "mutants-diff: no change since $(MUTANTS_BASE)"; exit 0; fi; \
 	$(MUTANTS_RUN) --cargo-arg=--lib --in-diff $(MUTANTS_TARGET_DIR).diff $(MUTANTS_FILE_ARGS) $(MUTANTS_ARGS)
 

@@ -17,18 +17,7 @@
 // Output: one JSON line {chromium, webtransport: [ms...], websocket: [ms...], websocket_tls: [ms...]}, or
 // {skipped: "why"} when Chromium or playwright-core is not installed.
 import { existsSync } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { createRequire } from 'node:module';
-
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const ROOT = path.resolve(HERE, '..');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-// The same flags as the browser tests (tests/browser/e2e.test.mjs).
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync',
-];
+import { CHROMIUM, launchChromium, playwright } from '../tests/browser/support.mjs';
 
 function done(obj) {
   process.stdout.write(`${JSON.stringify(obj)}\n`);
@@ -40,9 +29,8 @@ setTimeout(() => {
   done({ skipped: 'timed out after 180 s' });
   process.exit(1);
 }, 180000).unref();
-let chromium;
 try {
-  ({ chromium } = createRequire(path.join(ROOT, 'tests/browser/package.json'))('playwright-core'));
+  playwright();
 } catch {
   done({ skipped: 'playwright-core is not installed (npm ci in tests/browser)' });
   process.exit(0);
@@ -52,7 +40,8 @@ if (!existsSync(CHROMIUM)) {
   process.exit(0);
 }
 
-const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 60000 });
+// The same launcher and flags as the browser tests (tests/browser/support.mjs).
+const browser = await launchChromium();
 try {
   const result = { chromium: browser.version(), webtransport: [], websocket: [], websocket_tls: [] };
   const ways = [

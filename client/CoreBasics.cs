@@ -53,17 +53,37 @@ namespace FlightSimP2P.Client
     }
 
     /// <summary>
-    /// FIFO of control messages paced under Limits.SignalsPerSec (token bucket at 90 %
-    /// of the server's rate, burst twice that). Waiting happens inside the send
-    /// order: a message never overtakes an earlier one, whatever thread queued it.
+    /// Control messages paced under Limits.SignalsPerSec (token bucket at 90 % of the
+    /// server's rate, burst twice that), in two classes that share the budget:
+    ///   * urgent: WebRTC signals (offer, answer, candidates) and keep-alive pings. They
+    ///     go first, so ICE never waits behind hub traffic;
+    ///   * normal: everything else (hub messages, invocations, requests and their marker
+    ///     pings, LeaveSession), in order.
+    /// Within a class nothing overtakes an earlier message, whatever thread queued it.
+    /// Hub messages sent faster than the budget (a 30-60 Hz SendAsync("UpdatePosition"))
+    /// would queue without end; once the normal class holds HubBacklogMs worth of budget,
+    /// a new hub message with the same key (method and target) as one still waiting
+    /// takes that one's place (latest wins, counted in Coalesced), so the wait stays
+    /// bounded. Distinct messages are never dropped.
     /// </summary>
     public sealed class ControlQueue
     {
-        private readonly Queue<ClientMsg> _queue = new Queue<ClientMsg>();
+        /// <summary>Normal-class backlog (as time at the paced rate) beyond which same-key hub messages coalesce.</summary>
+        public const long HubBacklogMs = 250;
+
+        private sealed class Entry
+        {
+            public ClientMsg Msg;
+            public string Key;
+        }
+
+        private readonly Queue<ClientMsg> _urgent = new Queue<ClientMsg>();
+        private readonly LinkedList<Entry> _normal = new LinkedList<Entry>();
         private double _ratePerMs;
         private double _burst;
         private double _tokens;
         private long _last;
+        private int _hubLimit = int.MaxValue;
 
         public ControlQueue()
         {
@@ -72,8 +92,11 @@ namespace FlightSimP2P.Client
 
         public int Count
         {
-            get { return _queue.Count; }
+            get { return _urgent.Count + _normal.Count; }
         }
+
+        /// <summary>Hub messages replaced by a newer one with the same key while waiting.</summary>
+        public long Coalesced { get; private set; }
 
         /// <summary>0 = unlimited.</summary>
         public void Configure(uint perSecond, long now)
@@ -83,29 +106,72 @@ namespace FlightSimP2P.Client
                 _ratePerMs = 0;
                 _burst = double.MaxValue;
                 _tokens = double.MaxValue;
+                _hubLimit = int.MaxValue;
             }
             else
             {
                 _ratePerMs = perSecond * 0.9 / 1000.0;
                 _burst = Math.Max(1.0, perSecond * 2 * 0.9);
                 _tokens = Math.Min(_tokens, _burst);
-                if (_tokens < 1 && _queue.Count == 0)
+                if (_tokens < 1 && Count == 0)
                 {
                     _tokens = _burst;
                 }
+                _hubLimit = Math.Max(2, (int)(_ratePerMs * HubBacklogMs));
             }
             _last = now;
         }
 
         public void Clear()
         {
-            _queue.Clear();
+            _urgent.Clear();
+            _normal.Clear();
             _tokens = _burst;
+        }
+
+        /// <summary>WebRTC signals and keep-alive pings (not a request's marker pings).</summary>
+        public static bool IsUrgent(ClientMsg msg)
+        {
+            ClientMsg.SignalTo st = msg as ClientMsg.SignalTo;
+            if (st != null)
+            {
+                return !(st.Signal is Signal.App);
+            }
+            ClientMsg.Ping ping = msg as ClientMsg.Ping;
+            return ping != null && !RequestTracker.IsMarker(ping.ClientTimeMs);
         }
 
         public void Enqueue(ClientMsg msg)
         {
-            _queue.Enqueue(msg);
+            if (IsUrgent(msg))
+            {
+                _urgent.Enqueue(msg);
+                return;
+            }
+            Entry e = new Entry();
+            e.Msg = msg;
+            _normal.AddLast(e);
+        }
+
+        /// <summary>A hub message; key (method and target, or null) lets a newer one replace it when the backlog is full.</summary>
+        public void EnqueueHub(ClientMsg msg, string key)
+        {
+            if (key != null && _normal.Count >= _hubLimit)
+            {
+                for (LinkedListNode<Entry> n = _normal.First; n != null; n = n.Next)
+                {
+                    if (n.Value.Key == key)
+                    {
+                        n.Value.Msg = msg;
+                        Coalesced++;
+                        return;
+                    }
+                }
+            }
+            Entry e = new Entry();
+            e.Msg = msg;
+            e.Key = key;
+            _normal.AddLast(e);
         }
 
         private void Refill(long now)
@@ -117,21 +183,29 @@ namespace FlightSimP2P.Client
             _last = Math.Max(_last, now);
         }
 
-        /// <summary>Moves the messages that may go now, in order, to output.</summary>
+        /// <summary>Moves the messages that may go now, urgent ones first, to output.</summary>
         public void Poll(long now, List<ClientMsg> output)
         {
             Refill(now);
-            while (_queue.Count > 0 && _tokens >= 1)
+            while (Count > 0 && _tokens >= 1)
             {
                 _tokens -= 1;
-                output.Add(_queue.Dequeue());
+                if (_urgent.Count > 0)
+                {
+                    output.Add(_urgent.Dequeue());
+                }
+                else
+                {
+                    output.Add(_normal.First.Value.Msg);
+                    _normal.RemoveFirst();
+                }
             }
         }
 
         /// <summary>When the head of the queue may go; -1 when empty.</summary>
         public long NextWake(long now)
         {
-            if (_queue.Count == 0)
+            if (Count == 0)
             {
                 return -1;
             }
@@ -140,6 +214,35 @@ namespace FlightSimP2P.Client
                 return now;
             }
             return now + (long)Math.Ceiling((1 - _tokens) / _ratePerMs);
+        }
+    }
+
+    /// <summary>
+    /// The acknowledgement a C# client sends back on the "flight" DataChannel for every flight
+    /// frame it receives there (PROTOCOL.md section 8): 3 bytes, 0x01 then the low 16 bits of
+    /// the frame's sequence number, little-endian. Shorter than the 4-byte flight envelope, so
+    /// a receiver that does not know it drops it (fsp2p.js counts it as a bad frame, older C#
+    /// clients ignore it); it is sent only to C# peers.
+    /// </summary>
+    public static class PeerAck
+    {
+        public const byte Tag = 0x01;
+        public const int Bytes = 3;
+
+        public static byte[] Encode(uint seq)
+        {
+            return new byte[] { Tag, (byte)seq, (byte)(seq >> 8) };
+        }
+
+        public static bool TryDecode(byte[] message, out ushort seq16)
+        {
+            seq16 = 0;
+            if (message == null || message.Length != Bytes || message[0] != Tag)
+            {
+                return false;
+            }
+            seq16 = (ushort)(message[1] | (message[2] << 8));
+            return true;
         }
     }
 

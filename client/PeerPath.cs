@@ -5,21 +5,42 @@
 //
 // Why stall detection: SIPSorcery's data channels are reliable and ordered
 // whatever RTCDataChannelInit says (sipsorcery#1502), so one lost packet holds
-// every later frame until SCTP retransmits it; ICE only reports "disconnected"
-// after 8 s. The core watches three signs instead, each within StallMs:
+// every later frame until SCTP retransmits it (RTO at least 1 s, doubled); ICE only
+// reports "disconnected" after 8 s; and bufferedAmount counts only chunks SCTP has
+// not sent yet, not those in flight, so the send queue shows a stall late.
+//
+// With a peer that acknowledges (a C# client: PeerAck, PROTOCOL.md section 8), the
+// core knows what arrived:
+//   * stall: a frame handed to the DataChannel is not acknowledged within
+//     UnansweredMs (StallMs, or 3 x the measured ack latency, at most
+//     MaxUnansweredMs = 280 ms): relay from then on. A peer that merely stops
+//     sending changes nothing (it still acknowledges ours);
+//   * window: at most WindowBytes of unacknowledged frames go to the DataChannel
+//     (newer frames wait in a one-frame slot). That keeps SCTP's bytes in flight
+//     under its congestion window after a timeout (one MTU, 1300 B), so
+//   * probes still enter the network during a stall: every ProbeMs a 4-byte copy
+//     of the current sequence number. Once the path heals they arrive, their SACKs
+//     report the gap, and SCTP fast-retransmits the lost chunks after three such
+//     reports instead of waiting for its doubled timeout;
+//   * recovery: the acknowledgement of a frame or probe sent after the stall began
+//     (ordered delivery: everything before it arrived too). Back to direct.
+// A peer that never acknowledges (a browser, an older client) is watched through
+// three signs instead, each within StallMs:
 //   * the peer was sending to us on the direct path at a steady rate and stopped;
 //   * our own frames are not leaving SIPSorcery's send queue (bufferedAmount does
 //     not go down);
 //   * the peer's frames arrive over the relay while it used to send directly
 //     (it detected a stall in its direction).
-// While stalled, data goes through the relay, and every ProbeMs one current frame
-// is also offered to the DataChannel (when its queue is empty). The path is
-// direct again once the queue drains and the peer's direct frames flow again
-// (or, if the peer does not send to us, the queue stayed empty for RecoverMs).
+// and is direct again once the queue drains and the peer's direct frames flow
+// again (or, if the peer does not send to us, the queue stayed empty for RecoverMs).
+// After ICE recovers from "disconnected" the path stays on the relay until the
+// same proof arrives (it used to switch back at once with a backlog still queued).
 //
 // C# 7.2 (mono); no I/O.
 
 using System;
+using System.Collections.Generic;
+using FlightSimP2P.Protocol;
 
 namespace FlightSimP2P.Client
 {
@@ -52,6 +73,15 @@ namespace FlightSimP2P.Client
         public long StallMs = 200;
         public long ProbeMs = 100;
         public long RecoverMs = 500;
+        /// <summary>Acknowledging peers: the most an unacknowledged frame may wait before the path counts as stalled.</summary>
+        public long MaxUnansweredMs = 280;
+        /// <summary>Acknowledging peers: bytes of unacknowledged frames allowed in the DataChannel (under SCTP's 1300 B window after a timeout).</summary>
+        public int WindowBytes = 1024;
+        /// <summary>Acknowledging peers: extra bytes for 4-byte probes during a stall (64 probes).</summary>
+        public int ProbeBudgetBytes = 256;
+        /// <summary>Acknowledging peers: after this long stalled, probe every SlowProbeMs (the budget then lasts about 13 s).</summary>
+        public long SlowProbeAfterMs = 2000;
+        public long SlowProbeMs = 250;
         /// <summary>Frames that may wait unsent in SIPSorcery's queue per peer; newer ones replace older ones in a one-frame slot.</summary>
         public int MaxQueuedFrames = 2;
     }
@@ -81,6 +111,19 @@ namespace FlightSimP2P.Client
         private long _avgFrameBytes = 200;
         private int _relayRxWhileDirect;
         private byte[] _held;
+        private uint _heldSeq;
+        // Acknowledging peer (a PeerAck arrived on this link): frames in flight, oldest first.
+        private bool _ackMode;
+        private readonly List<InFlight> _unacked = new List<InFlight>();
+        private long _unackedBytes;
+        private double _ackLatency = -1;
+
+        private struct InFlight
+        {
+            public uint Seq;
+            public long At;
+            public int Bytes;
+        }
 
         public PeerPath(PathTimings timings)
         {
@@ -120,10 +163,38 @@ namespace FlightSimP2P.Client
             get { return _held != null; }
         }
 
+        /// <summary>The peer acknowledges direct frames (PeerAck): stall and recovery follow its acknowledgements.</summary>
+        public bool AckMode
+        {
+            get { return _ackMode; }
+        }
+
+        /// <summary>Bytes handed to the DataChannel and not acknowledged yet (acknowledging peers).</summary>
+        public long UnackedBytes
+        {
+            get { return _unackedBytes; }
+        }
+
+        /// <summary>How long a frame may go unacknowledged before the path counts as stalled.</summary>
+        public long UnansweredMs
+        {
+            get
+            {
+                long t = _t.StallMs;
+                if (_ackLatency >= 0)
+                {
+                    t = Math.Max(t, (long)(3 * _ackLatency));
+                }
+                return Math.Min(t, Math.Max(_t.StallMs, _t.MaxUnansweredMs));
+            }
+        }
+
         public void StartAttempt(long now)
         {
             State = DirectState.Connecting;
             _deadline = now + _t.DirectConnectTimeoutMs;
+            _ackMode = false;
+            _ackLatency = -1;
             ResetMonitor();
         }
 
@@ -157,13 +228,27 @@ namespace FlightSimP2P.Client
             }
         }
 
+        /// <summary>
+        /// ICE connected again. SCTP may still hold a backlog and a doubled timeout: stay on
+        /// the relay, probing, until the recovery rule sees the path deliver.
+        /// </summary>
         public void IceRecovered(long now)
         {
             if (State == DirectState.Interrupted)
             {
                 State = DirectState.Connected;
-                ResetMonitor();
+                _held = null;
+                EnterStall(now);
             }
+        }
+
+        private void EnterStall(long now)
+        {
+            _stalled = true;
+            _stallStart = now;
+            _lastProbe = now - _t.ProbeMs;
+            _directRxSinceStall = 0;
+            _held = null;
         }
 
         private void ResetMonitor()
@@ -176,6 +261,61 @@ namespace FlightSimP2P.Client
             _emptySince = -1;
             _relayRxWhileDirect = 0;
             _held = null;
+            _unacked.Clear();
+            _unackedBytes = 0;
+        }
+
+        /// <summary>A frame (or probe) with this sequence number went to the DataChannel.</summary>
+        public void OnSent(long now, uint seq, int bytes)
+        {
+            InFlight f;
+            f.Seq = seq;
+            f.At = now;
+            f.Bytes = bytes;
+            _unacked.Add(f);
+            _unackedBytes += bytes;
+            if (_unacked.Count > 4096)
+            {
+                // A peer that stopped acknowledging long ago: keep the newest.
+                _unackedBytes -= _unacked[0].Bytes;
+                _unacked.RemoveAt(0);
+            }
+        }
+
+        /// <summary>
+        /// The peer acknowledged the frame whose sequence number ends in ack16 (and, the
+        /// channel being ordered, everything before it). Returns true when Path changed.
+        /// </summary>
+        public bool OnAck(long now, ushort ack16)
+        {
+            FlightPath before = Path;
+            _ackMode = true;
+            int n = 0;
+            while (n < _unacked.Count && (short)(ack16 - (ushort)_unacked[n].Seq) >= 0)
+            {
+                n++;
+            }
+            if (n == 0)
+            {
+                return false;
+            }
+            InFlight newest = _unacked[n - 1];
+            long sample = now - newest.At;
+            _ackLatency = _ackLatency < 0 ? sample : _ackLatency * 0.875 + sample * 0.125;
+            bool sentSinceStall = _stalled && newest.At >= _stallStart;
+            for (int i = 0; i < n; i++)
+            {
+                _unackedBytes -= _unacked[i].Bytes;
+            }
+            _unacked.RemoveRange(0, n);
+            if (sentSinceStall && State == DirectState.Connected)
+            {
+                // What was sent after the stall began arrived: the path delivers again.
+                _stalled = false;
+                _relayRxWhileDirect = 0;
+                _bufferedSince = -1;
+            }
+            return before != Path;
         }
 
         /// <summary>A frame from this peer arrived on the DataChannel.</summary>
@@ -206,6 +346,12 @@ namespace FlightSimP2P.Client
         /// <summary>Decides the path of one frame, given SIPSorcery's unsent bytes for this peer.</summary>
         public SendDecision Decide(long now, byte[] frame, long buffered)
         {
+            return Decide(now, frame, 0, buffered);
+        }
+
+        /// <summary>As Decide; seq is the frame's sequence number (for the acknowledgements). Direct: call OnSent.</summary>
+        public SendDecision Decide(long now, byte[] frame, uint seq, long buffered)
+        {
             if (Path == FlightPath.Relay)
             {
                 return SendDecision.Relay;
@@ -216,13 +362,15 @@ namespace FlightSimP2P.Client
             {
                 return SendDecision.Relay;
             }
-            if (QueuedFrames(buffered) >= _t.MaxQueuedFrames)
+            if (QueuedFrames(buffered) >= _t.MaxQueuedFrames
+                || (_ackMode && _unackedBytes > 0 && _unackedBytes + frame.Length > _t.WindowBytes))
             {
                 if (_held != null)
                 {
                     DroppedDirect++;
                 }
                 _held = frame;
+                _heldSeq = seq;
                 return SendDecision.Held;
             }
             if (_held != null)
@@ -241,7 +389,16 @@ namespace FlightSimP2P.Client
         /// <summary>The held frame if it may go now (the queue has room), else null.</summary>
         public byte[] TakeHeld(long buffered)
         {
-            if (_held == null || _stalled || Path == FlightPath.Relay || QueuedFrames(buffered) >= _t.MaxQueuedFrames)
+            uint seq;
+            return TakeHeld(buffered, out seq);
+        }
+
+        /// <summary>As TakeHeld, with the held frame's sequence number (call OnSent when it goes).</summary>
+        public byte[] TakeHeld(long buffered, out uint seq)
+        {
+            seq = _heldSeq;
+            if (_held == null || _stalled || Path == FlightPath.Relay || QueuedFrames(buffered) >= _t.MaxQueuedFrames
+                || (_ackMode && _unackedBytes > 0 && _unackedBytes + _held.Length > _t.WindowBytes))
             {
                 return null;
             }
@@ -288,6 +445,24 @@ namespace FlightSimP2P.Client
                 return before != Path;
             }
             ObserveBuffered(now, buffered);
+            if (_ackMode)
+            {
+                if (!_stalled)
+                {
+                    if (_unacked.Count > 0 && now - _unacked[0].At >= UnansweredMs)
+                    {
+                        EnterStall(now);
+                        Stalls++;
+                    }
+                }
+                else if (buffered <= 0 && now - _lastProbe >= (now - _stallStart < _t.SlowProbeAfterMs ? _t.ProbeMs : _t.SlowProbeMs)
+                    && _unackedBytes + SnapshotEnvelope.HeaderBytes <= _t.WindowBytes + _t.ProbeBudgetBytes)
+                {
+                    _lastProbe = now;
+                    probe = true;
+                }
+                return before != Path;
+            }
             if (!_stalled)
             {
                 bool steady = _rxIntervalEwma >= 0 && _rxIntervalEwma * 2 <= _t.StallMs;
@@ -296,11 +471,8 @@ namespace FlightSimP2P.Client
                 bool peerMoved = _relayRxWhileDirect >= 3;
                 if (silent || stuck || peerMoved)
                 {
-                    _stalled = true;
-                    _stallStart = now;
+                    EnterStall(now);
                     _lastProbe = now;
-                    _directRxSinceStall = 0;
-                    _held = null;
                     Stalls++;
                 }
             }
@@ -343,6 +515,10 @@ namespace FlightSimP2P.Client
             if (_stalled)
             {
                 return now + Math.Min(_t.ProbeMs, 50);
+            }
+            if (_ackMode)
+            {
+                return _unacked.Count > 0 ? Math.Max(now, _unacked[0].At + UnansweredMs) : now + 250;
             }
             if (_lastDirectRx >= 0 || _bufferedSince >= 0)
             {

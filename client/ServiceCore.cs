@@ -102,13 +102,23 @@ namespace FlightSimP2P.Client
         public long QuicFallbackDelayMs = 1000;
         public long ConnectTimeoutMs = 10000;
         public long PingIntervalMs = 5000;
+        /// <summary>
+        /// A connected server that sends nothing (no message, no relay frame) for this long is
+        /// taken as lost: the connection is closed and Reconnecting fires. Pings go out at least
+        /// every half of it, so a live server always answers in time. 0: off.
+        /// </summary>
+        public long ServerTimeoutMs = 10000;
+        /// <summary>From the transport's connect to the Welcome; a handshake that takes longer fails the attempt. 0: off.</summary>
+        public long HandshakeTimeoutMs = 15000;
         public long RequestTimeoutMs = 10000;
         public long InvokeTimeoutMs = 30000;
         public long[] ReconnectDelaysMs = ReconnectPolicy.SignalRDefaultMs;
         public bool AutoRejoin = true;
         public bool EnableDirect = true;
-        public long DirectRetryDelayMs = 30000;
-        public int DirectMaxRetries = 2;
+        /// <summary>First retry of a failed direct path (both sides), doubled for each further one.</summary>
+        public long DirectRetryDelayMs = 2000;
+        public long DirectRetryMaxDelayMs = 60000;
+        public int DirectMaxRetries = 8;
         public PathTimings Path = new PathTimings();
         /// <summary>Cluster mode: other nodes, tried in turn when the current server cannot be reached.</summary>
         public List<ServerEndpoint> Fallbacks = new List<ServerEndpoint>();
@@ -206,6 +216,13 @@ namespace FlightSimP2P.Client
 
         private uint _sendSeq;
         private long _nextPing = -1;
+        // When SetTimeouts last changed the timeouts (the silence clock starts no earlier).
+        private long _timeoutsSetAt = -1;
+        // The handshake under way: when its transport connected, and the connect deadline it replaced.
+        private long _handshakeAt = -1;
+        private long _raceDeadline = -1;
+        // When the connection last heard from the server (any message or relay frame).
+        private long _lastRx = -1;
         private long _refreshAt = -1;
 
         // Cluster mode: where connections go, redirects in a row, and the CreateSession /
@@ -235,6 +252,8 @@ namespace FlightSimP2P.Client
         public List<IceServer> IceServers { get; private set; }
         public long RttMs { get; private set; }
         public long StaleDropped { get; private set; }
+        /// <summary>Hub messages a newer one with the same method and target replaced while they waited (ControlQueue).</summary>
+        public long HubMessagesCoalesced { get { return _queue.Coalesced; } }
         public int CurrentConn { get { return _conn; } }
 
         /// <summary>Control messages can be queued: connected, or handing over to a refresh connection.</summary>
@@ -459,6 +478,13 @@ namespace FlightSimP2P.Client
             _wsStartAt = -1;
             _handshake = conn;
             _handshakeKind = kind;
+            _handshakeAt = now;
+            _raceDeadline = _attemptDeadline;
+            if (_o.HandshakeTimeoutMs > 0)
+            {
+                // From here the attempt deadline is the handshake's (the Welcome must come within it).
+                _attemptDeadline = now + _o.HandshakeTimeoutMs;
+            }
             _queue.Clear();
             _queue.Configure(0, now);
             if (conn == _requestInUrlConn)
@@ -597,6 +623,77 @@ namespace FlightSimP2P.Client
             ScheduleReconnect(now, error, -1);
         }
 
+        /// <summary>Keep-alive pings: PingIntervalMs, but at least every half ServerTimeoutMs (so a live server is never taken for dead).</summary>
+        private long PingEveryMs()
+        {
+            long ping = _o.PingIntervalMs;
+            if (_o.ServerTimeoutMs > 0)
+            {
+                long half = Math.Max(1, _o.ServerTimeoutMs / 2);
+                ping = ping > 0 ? Math.Min(ping, half) : half;
+            }
+            return ping;
+        }
+
+        /// <summary>
+        /// When the connected server counts as silent: ServerTimeoutMs after it was last heard
+        /// from, or after the timeouts last changed if that is later; -1: not connected or off.
+        /// </summary>
+        private long SilentDeadline()
+        {
+            if (_conn == 0 || _o.ServerTimeoutMs <= 0 || _lastRx < 0)
+            {
+                return -1;
+            }
+            return Math.Max(_lastRx, _timeoutsSetAt) + _o.ServerTimeoutMs;
+        }
+
+        /// <summary>
+        /// SignalR's settable ServerTimeout, KeepAliveInterval and HandshakeTimeout on a built
+        /// connection (milliseconds, 0: off, negative: unchanged), applied from the next decision:
+        ///  * ServerTimeout: the silent-server deadline is the new timeout after the server was
+        ///    last heard from or after this call, whichever is later (a shorter timeout never
+        ///    condemns at once a server that was within the old one);
+        ///  * the ping interval (and the half-ServerTimeout floor): the next ping goes out no
+        ///    later than one new interval from now (a longer one applies after the ping due);
+        ///  * HandshakeTimeout: a handshake under way gets the new timeout from its start (off:
+        ///    the connect deadline it had before); later handshakes take it as they begin.
+        /// </summary>
+        public void SetTimeouts(long now, long serverTimeoutMs, long pingIntervalMs, long handshakeTimeoutMs)
+        {
+            if (serverTimeoutMs >= 0)
+            {
+                _o.ServerTimeoutMs = serverTimeoutMs;
+            }
+            if (pingIntervalMs >= 0)
+            {
+                _o.PingIntervalMs = pingIntervalMs;
+            }
+            if (handshakeTimeoutMs >= 0)
+            {
+                _o.HandshakeTimeoutMs = handshakeTimeoutMs;
+            }
+            _timeoutsSetAt = now;
+            if (_conn != 0)
+            {
+                long ping = PingEveryMs();
+                _nextPing = ping > 0 ? Min(_nextPing, now + ping) : -1;
+            }
+            if (_handshake != 0 && _conn == 0 && handshakeTimeoutMs >= 0)
+            {
+                _attemptDeadline = _o.HandshakeTimeoutMs > 0 ? _handshakeAt + _o.HandshakeTimeoutMs : _raceDeadline;
+            }
+        }
+
+        /// <summary>The server sent nothing for ServerTimeoutMs: the connection is lost (as TCP or QUIC would say, much later).</summary>
+        private void ServerSilent(long now)
+        {
+            int c = _conn;
+            _lastRx = -1;
+            Close(c, false);
+            TransportLost(now, c, new TimeoutException("the server sent nothing for " + _o.ServerTimeoutMs + " ms (ServerTimeout)"), 0);
+        }
+
         private void ScheduleReconnect(long now, Exception error, long delayOverride)
         {
             if (!_policy.Enabled && delayOverride < 0)
@@ -709,6 +806,10 @@ namespace FlightSimP2P.Client
             if (conn != _conn && conn != _handshake)
             {
                 return;
+            }
+            if (conn == _conn)
+            {
+                _lastRx = now;
             }
             if (msg is ServerMsg.Welcome)
             {
@@ -888,7 +989,9 @@ namespace FlightSimP2P.Client
             _reconnectAttempt = 0;
             ApplyWelcomeFields(now, w);
             _queue.Configure(Limits.SignalsPerSec, now);
-            _nextPing = _o.PingIntervalMs > 0 ? now + _o.PingIntervalMs : -1;
+            _lastRx = now;
+            long ping = PingEveryMs();
+            _nextPing = ping > 0 ? now + ping : -1;
             if (!w.Resumed && oldId != 0)
             {
                 // A new peer id: the old seat (and session) is gone.
@@ -961,6 +1064,7 @@ namespace FlightSimP2P.Client
             }
             int old = _conn;
             _conn = fresh;
+            _lastRx = now;
             _handoff = false;
             // Queued control messages (hub messages, signals, a request) go out on the new connection.
             ApplyWelcomeFields(now, w);
@@ -1382,10 +1486,15 @@ namespace FlightSimP2P.Client
         {
             CloseLink(p);
             p.Path.Fail();
-            if (p.Offerer && _o.DirectRetryDelayMs > 0 && p.Retries < _o.DirectMaxRetries)
+            // Both sides retry (offering; glare goes to the lower id), with doubling delays and
+            // +-25 % jitter: DirectRetryDelayMs, 2x, 4x ... at most DirectRetryMaxDelayMs.
+            if (_o.DirectRetryDelayMs > 0 && p.Retries < _o.DirectMaxRetries)
             {
+                long delay = _o.DirectRetryDelayMs << Math.Min(p.Retries, 10);
+                delay = Math.Min(delay, Math.Max(_o.DirectRetryDelayMs, _o.DirectRetryMaxDelayMs));
+                delay = (long)(delay * (0.75 + 0.5 * _random.NextDouble()));
                 p.Retries++;
-                p.RetryAt = now + _o.DirectRetryDelayMs;
+                p.RetryAt = now + delay;
             }
             PathMaybeChanged(p);
         }
@@ -1448,10 +1557,11 @@ namespace FlightSimP2P.Client
             foreach (PeerState p in targets)
             {
                 long buffered = p.LinkId != 0 ? _metrics.BufferedAmount(p.Info.Id, p.LinkId) : 0;
-                SendDecision d = p.Path.Decide(now, frame, buffered);
+                SendDecision d = p.Path.Decide(now, frame, _sendSeq, buffered);
                 if (d == SendDecision.Direct)
                 {
                     SendDirect(p, frame);
+                    p.Path.OnSent(now, _sendSeq, frame.Length);
                     any = true;
                 }
                 else if (d == SendDecision.Held)
@@ -1500,6 +1610,10 @@ namespace FlightSimP2P.Client
 
         public void RelayFrame(long now, int conn, uint from, byte[] payload)
         {
+            if (conn == _conn && _conn != 0)
+            {
+                _lastRx = now;
+            }
             PeerState p = GetPeer(from);
             if (p != null)
             {
@@ -1514,6 +1628,26 @@ namespace FlightSimP2P.Client
             if (p == null || p.LinkId != linkId)
             {
                 return;
+            }
+            ushort ack16;
+            if (PeerAck.TryDecode(payload, out ack16))
+            {
+                p.Path.OnAck(now, ack16);
+                PathMaybeChanged(p);
+                return;
+            }
+            if (payload.Length < SnapshotEnvelope.HeaderBytes)
+            {
+                return;
+            }
+            if (p.Info.Client == ClientKind.DotNet)
+            {
+                // Every flight frame (and probe) that arrives directly is acknowledged at once.
+                uint seq = (uint)(payload[0] | (payload[1] << 8) | (payload[2] << 16) | (payload[3] << 24));
+                CoreOutput ack = Emit(OutputKind.SendDirect);
+                ack.Peer = from;
+                ack.LinkId = linkId;
+                ack.Data = PeerAck.Encode(seq);
             }
             p.Path.OnDirectRx(now);
             Deliver(from, payload, p.Path.Turn ? FlightPath.Turn : FlightPath.Direct);
@@ -1563,7 +1697,8 @@ namespace FlightSimP2P.Client
             HubEnvelope e = new HubEnvelope();
             e.Name = name;
             e.Args = args;
-            _queue.Enqueue(new ClientMsg.SignalTo(to, new Signal.App(e.Encode())));
+            // Same method to the same target: a newer message may take a waiting one's place when the backlog is full.
+            _queue.EnqueueHub(new ClientMsg.SignalTo(to, new Signal.App(e.Encode())), to + "\n" + name);
             return true;
         }
 
@@ -1770,10 +1905,15 @@ namespace FlightSimP2P.Client
                 Complete(_invokes[id].Token, null, new TimeoutException("the host did not answer in time"));
                 _invokes.Remove(id);
             }
+            long silentAt = SilentDeadline();
+            if (silentAt >= 0 && now >= silentAt)
+            {
+                ServerSilent(now);
+            }
             if (_nextPing >= 0 && now >= _nextPing && _conn != 0)
             {
                 _queue.Enqueue(new ClientMsg.Ping((ulong)now));
-                _nextPing = now + _o.PingIntervalMs;
+                _nextPing = now + PingEveryMs();
             }
             if (_refreshAt >= 0 && now >= _refreshAt && _conn != 0 && _refreshConn == 0)
             {
@@ -1795,15 +1935,18 @@ namespace FlightSimP2P.Client
                     DirectFailed(now, p);
                     continue;
                 }
-                byte[] held = p.Path.TakeHeld(buffered);
+                uint heldSeq;
+                byte[] held = p.Path.TakeHeld(buffered, out heldSeq);
                 if (held != null)
                 {
                     SendDirect(p, held);
+                    p.Path.OnSent(now, heldSeq, held.Length);
                 }
                 if (probe && _sendSeq != 0)
                 {
                     // A fresh copy of nothing new is still a probe: an empty snapshot with the current seq is dropped as a duplicate.
                     SendDirect(p, SnapshotEnvelope.Wrap(_sendSeq, new byte[0], 0, 0));
+                    p.Path.OnSent(now, _sendSeq, SnapshotEnvelope.HeaderBytes);
                 }
                 PathMaybeChanged(p);
             }
@@ -1834,6 +1977,7 @@ namespace FlightSimP2P.Client
             wake = Min(wake, _reconnectAt);
             wake = Min(wake, _requestDeadline);
             wake = Min(wake, _conn != 0 ? _nextPing : -1);
+            wake = Min(wake, SilentDeadline());
             wake = Min(wake, _conn != 0 && _refreshConn == 0 ? _refreshAt : -1);
             wake = Min(wake, _conn != 0 ? _queue.NextWake(now) : -1);
             foreach (PendingInvoke pi in _invokes.Values)

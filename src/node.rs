@@ -19,54 +19,33 @@
 //! node and sends its players there.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::cluster::PutOutcome;
-use crate::cluster::{self, ClusterConfig, NodeInfo, Route};
+use crate::cluster::{self, ClusterConfig, NodeInfo, Route, Settle};
 use crate::directory::{redacted, Directory, DirectoryError};
-use crate::hub::{now, Shared};
+use crate::hub::{now, ClusterLinks, Shared};
 use crate::metrics::DirectoryOp;
 use crate::protocol::{NodeAddr, RedirectReason};
 use crate::session::{Answer, Lookup, Persist};
 
-/// The node's side of [`Shared`]: where the core's cluster work goes.
-/// Lookups and writes travel apart, so a player's lookup never waits
-/// behind the writer (which may be working through a backlog, or backing
-/// off while Redis is away).
+/// What the node's tasks share: whether it drains, and whether it
+/// believes the directory's silence yet ([`Settle`], the rule as plain data).
 pub(crate) struct NodeLink {
-    lookups: mpsc::UnboundedSender<Lookup>,
-    writes: mpsc::UnboundedSender<Persist>,
     /// Set once the node drains: the heartbeat says so, no session comes here.
     draining: AtomicBool,
-    /// Heartbeats still to succeed before the directory's silence is
-    /// believed. After an outage (or a Redis that came back empty) each
-    /// node writes its sessions again within a beat or two; until then a
-    /// code or token the directory does not know may only not be written
-    /// back yet, so such lookups, and new reservations, answer
-    /// `cluster_unavailable` (retry) instead of "no such session".
-    unsettled: AtomicU32,
+    /// Fed by the heartbeat and the lookups; asked by the lookups.
+    settle: Mutex<Settle>,
 }
 
-/// Heartbeats a node waits after directory trouble before it believes a
-/// missing record (see [`NodeLink::unsettled`]).
-const SETTLE_BEATS: u32 = 2;
-
 impl NodeLink {
-    /// Hand a lookup to the node; false when its tasks have stopped (the
-    /// server is shutting down): the caller answers it itself.
-    pub(crate) fn lookup(&self, lookup: Lookup) -> bool {
-        self.lookups.send(lookup).is_ok()
-    }
-
-    /// Hand a record write to the node's writer.
-    pub(crate) fn write(&self, p: Persist) {
-        // The writer stops only with the server: nothing to write then.
-        let _ = self.writes.send(p);
+    fn settle(&self) -> MutexGuard<'_, Settle> {
+        self.settle.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -103,12 +82,10 @@ pub(crate) async fn start(
     let (lookups, lookups_rx) = mpsc::unbounded_channel();
     let (writes, writes_rx) = mpsc::unbounded_channel();
     let link = Arc::new(NodeLink {
-        lookups,
-        writes,
         draining: AtomicBool::new(false),
-        unsettled: AtomicU32::new(0),
+        settle: Mutex::new(Settle::new()),
     });
-    shared.set_node(link.clone());
+    shared.set_cluster(ClusterLinks { lookups, writes });
     {
         let mut st = shared.lock();
         st.core.enable_cluster(cfg.node.name.clone());
@@ -162,13 +139,12 @@ async fn run_lookups(
         let (shared, dir, me, link) = (shared.clone(), dir.clone(), me.clone(), link.clone());
         tokio::spawn(async move {
             let conn = lookup.conn();
-            let mut answer = resolve(&shared, &dir, &me, lookup).await;
+            let draining = link.draining.load(Ordering::Relaxed);
+            let mut answer = resolve(&shared, &dir, &me, draining, lookup).await;
             match answer {
-                Answer::Unavailable => link.unsettled.store(SETTLE_BEATS, Ordering::Relaxed),
-                Answer::NotFound | Answer::Reserved
-                    if link.unsettled.load(Ordering::Relaxed) > 0 =>
-                {
-                    // Not believed yet (see NodeLink::unsettled). A code
+                Answer::Unavailable => link.settle().trouble(),
+                Answer::NotFound | Answer::Reserved if !link.settle().settled() => {
+                    // Not believed yet (see Settle). A code
                     // reserved meanwhile is released by its TTL.
                     answer = Answer::Unavailable;
                 }
@@ -283,13 +259,19 @@ async fn write(shared: &Arc<Shared>, dir: &Directory, p: &Persist) -> Result<(),
 }
 
 /// Answer one lookup from the directory.
-async fn resolve(shared: &Arc<Shared>, dir: &Directory, me: &str, lookup: Lookup) -> Answer {
+async fn resolve(
+    shared: &Arc<Shared>,
+    dir: &Directory,
+    me: &str,
+    draining: bool,
+    lookup: Lookup,
+) -> Answer {
     let op = if matches!(lookup, Lookup::Reserve { .. }) {
         DirectoryOp::Reserve
     } else {
         DirectoryOp::Lookup
     };
-    match resolve_inner(dir, me, lookup).await {
+    match resolve_inner(dir, me, draining, lookup).await {
         Ok(answer) => answer,
         Err(e) => {
             shared.metrics.directory_error(op);
@@ -302,6 +284,7 @@ async fn resolve(shared: &Arc<Shared>, dir: &Directory, me: &str, lookup: Lookup
 async fn resolve_inner(
     dir: &Directory,
     me: &str,
+    draining: bool,
     lookup: Lookup,
 ) -> Result<Answer, DirectoryError> {
     let token = match lookup {
@@ -314,7 +297,7 @@ async fn resolve_inner(
         }
         Lookup::Token { token_sha256, .. } => Some(token_sha256),
         Lookup::Code { code, .. } => {
-            let answer = find(dir, me, |d| Box::pin(d.session(&code))).await?;
+            let answer = find(dir, me, draining, |d| Box::pin(d.session(&code))).await?;
             if answer != Answer::NotFound {
                 return Ok(answer);
             }
@@ -333,7 +316,7 @@ async fn resolve_inner(
         }
     };
     let token = token.unwrap_or_default();
-    find(dir, me, |d| Box::pin(d.session_by_token(&token))).await
+    find(dir, me, draining, |d| Box::pin(d.session_by_token(&token))).await
 }
 
 type Read<'a> = std::pin::Pin<
@@ -348,6 +331,7 @@ type Read<'a> = std::pin::Pin<
 async fn find<'a>(
     dir: &'a Directory,
     me: &str,
+    draining: bool,
     read: impl Fn(&'a Directory) -> Read<'a>,
 ) -> Result<Answer, DirectoryError> {
     for _ in 0..LOOKUP_ROUNDS {
@@ -363,6 +347,14 @@ async fn find<'a>(
                 let Some(rec) = rec else {
                     return Ok(Answer::NotFound);
                 };
+                if draining {
+                    // Handed here by another node that stopped at the same
+                    // moment, before this one said it was draining: pass it
+                    // on, never take in what the drain will not hand over.
+                    if let Some(addr) = pass_on(dir, me, &rec.code, me, rec.epoch).await? {
+                        return Ok(Answer::Elsewhere(addr));
+                    }
+                }
                 // Home here: handed over by a draining node, this node's own
                 // earlier run, or moved here by a lookup of ours that won the
                 // race below. The core counts it when it takes it in
@@ -373,6 +365,11 @@ async fn find<'a>(
                 let Some(code) = rec.as_ref().map(|r| r.code.clone()) else {
                     return Ok(Answer::NotFound);
                 };
+                if draining {
+                    if let Some(addr) = pass_on(dir, me, &code, &from, epoch).await? {
+                        return Ok(Answer::Elsewhere(addr));
+                    }
+                }
                 if let Some(taken) = dir.move_home(&code, &from, epoch, me).await? {
                     info!(%code, %from, "took over a session whose node is gone");
                     return Ok(Answer::Here(taken));
@@ -383,6 +380,26 @@ async fn find<'a>(
     }
     // Lost every race: answer as if the directory were away (the client retries).
     Ok(Answer::Unavailable)
+}
+
+/// A draining node asked about a session homed on it (or on a dead node):
+/// move it to a live node that is not draining and name that node. `None`
+/// when there is no such node, or another move won the race.
+async fn pass_on(
+    dir: &Directory,
+    me: &str,
+    code: &str,
+    from: &str,
+    epoch: u64,
+) -> Result<Option<NodeAddr>, DirectoryError> {
+    let Some(target) = drain_target(dir, me).await? else {
+        return Ok(None);
+    };
+    let moved = dir.move_home(code, from, epoch, &target.addr.name).await?;
+    if moved.is_some() {
+        info!(%code, to = %target.addr.name, "passed on a session that reached this draining node");
+    }
+    Ok(moved.map(|_| target.addr))
 }
 
 async fn heartbeat(
@@ -396,7 +413,6 @@ async fn heartbeat(
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut touched = tokio::time::Instant::now();
     let mut was_up = true;
-    let mut ever_listed = false;
     loop {
         tokio::select! {
             _ = every.tick() => {}
@@ -404,18 +420,7 @@ async fn heartbeat(
         }
         let listed = beat(&shared, &dir, &cfg, &link).await;
         let ok = listed.is_some();
-        match listed {
-            // Trouble, or a directory that forgot this node after knowing it.
-            None => link.unsettled.store(SETTLE_BEATS, Ordering::Relaxed),
-            Some(false) if ever_listed => link.unsettled.store(SETTLE_BEATS, Ordering::Relaxed),
-            Some(true) => {
-                ever_listed = true;
-                let left = link.unsettled.load(Ordering::Relaxed);
-                link.unsettled
-                    .store(left.saturating_sub(1), Ordering::Relaxed);
-            }
-            Some(false) => {}
-        }
+        link.settle().beat(listed);
         if cluster::must_rewrite(was_up, listed) {
             let mut st = shared.lock();
             if st.core.session_count() > 0 {
@@ -509,70 +514,90 @@ pub(crate) async fn drain(shared: &Arc<Shared>, node: &Node) -> usize {
     let me = node.cfg.node.name.clone();
     // Announce it, so no lookup sends players here any more.
     beat(shared, &node.dir, &node.cfg, &node.link).await;
-    let held = shared.lock().core.held_sessions();
-    if held.is_empty() {
-        return 0;
-    }
     let mut target: Option<NodeInfo> = None;
     let mut checked = tokio::time::Instant::now();
     let mut moved = 0;
-    for (code, epoch) in held {
-        // The target again, now and then: another node stopped at the same
-        // moment may have been picked before it said it was draining.
-        if target.is_none() || checked.elapsed() >= TARGET_RECHECK {
-            checked = tokio::time::Instant::now();
-            target = match drain_target(&node.dir, &me).await {
-                Ok(t) => t,
-                Err(e) => {
-                    shared.metrics.directory_error(DirectoryOp::Drain);
-                    warn!("cannot hand sessions over, the directory is away: {e}");
-                    return moved;
-                }
-            };
+    // Again while sessions are left: a lookup resolved just before this
+    // node said it was draining may take a session in after the first
+    // pass read what it held (a node stopped at the same moment may have
+    // handed it here). Bounded: what still fails stays in the directory.
+    for _ in 0..DRAIN_PASSES {
+        let held = shared.lock().core.held_sessions();
+        if held.is_empty() {
+            break;
         }
-        let Some(target) = target.clone() else {
-            info!("no other live node to hand sessions to");
-            return moved;
-        };
-        // The latest state first: the target takes it in from the record
-        // (written here, not left to the writer, which may be behind).
-        // The latest state first: the target takes it in from the record.
-        let rec = shared.lock().core.session_record(&code);
-        if let Some(rec) = rec {
-            if let Err(e) = node.dir.put_session(&rec).await {
-                shared.metrics.directory_error(DirectoryOp::Drain);
-                warn!(%code, "cannot write the session before handing it over: {e}");
-                continue;
-            }
-        }
-        match node
-            .dir
-            .move_home(&code, &me, epoch, &target.addr.name)
-            .await
-        {
-            Ok(Some(_)) => {
-                send_players(shared, &code, &target.addr, RedirectReason::Draining);
-                moved += 1;
-            }
-            Ok(None) => {
-                // Another node took it over meanwhile (this one said it was
-                // draining): send its players there, not through GoingAway.
-                if let Ok(Some(rec)) = node.dir.session(&code).await {
-                    if rec.home != me {
-                        if let Ok(Some(home)) = node.dir.node(&rec.home).await {
-                            send_players(shared, &code, &home.addr, RedirectReason::Moved);
-                        }
+        for (code, epoch) in held {
+            // The target again, now and then: another node stopped at the same
+            // moment may have been picked before it said it was draining.
+            if target.is_none() || checked.elapsed() >= TARGET_RECHECK {
+                checked = tokio::time::Instant::now();
+                target = match drain_target(&node.dir, &me).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        shared.metrics.directory_error(DirectoryOp::Drain);
+                        warn!("cannot hand sessions over, the directory is away: {e}");
+                        return moved;
                     }
-                }
+                };
             }
-            Err(e) => {
-                shared.metrics.directory_error(DirectoryOp::Drain);
-                warn!(%code, "cannot hand the session over: {e}");
+            let Some(target) = target.clone() else {
+                info!("no other live node to hand sessions to");
+                return moved;
+            };
+            if hand_over(shared, node, &me, &code, epoch, &target).await {
+                moved += 1;
             }
         }
     }
     info!(moved, "sessions handed over");
     moved
+}
+
+/// Passes over the held sessions a drain makes at most.
+const DRAIN_PASSES: usize = 3;
+
+/// Hand one session to `target` and send its players there; true if it moved.
+async fn hand_over(
+    shared: &Arc<Shared>,
+    node: &Node,
+    me: &str,
+    code: &str,
+    epoch: u64,
+    target: &NodeInfo,
+) -> bool {
+    // The latest state first: the target takes it in from the record
+    // (written here, not left to the writer, which may be behind).
+    let rec = shared.lock().core.session_record(code);
+    if let Some(rec) = rec {
+        if let Err(e) = node.dir.put_session(&rec).await {
+            shared.metrics.directory_error(DirectoryOp::Drain);
+            warn!(%code, "cannot write the session before handing it over: {e}");
+            return false;
+        }
+    }
+    match node.dir.move_home(code, me, epoch, &target.addr.name).await {
+        Ok(Some(_)) => {
+            send_players(shared, code, &target.addr, RedirectReason::Draining);
+            true
+        }
+        Ok(None) => {
+            // Another node took it over meanwhile (this one said it was
+            // draining): send its players there, not through GoingAway.
+            if let Ok(Some(rec)) = node.dir.session(code).await {
+                if rec.home != me {
+                    if let Ok(Some(home)) = node.dir.node(&rec.home).await {
+                        send_players(shared, code, &home.addr, RedirectReason::Moved);
+                    }
+                }
+            }
+            false
+        }
+        Err(e) => {
+            shared.metrics.directory_error(DirectoryOp::Drain);
+            warn!(%code, "cannot hand the session over: {e}");
+            false
+        }
+    }
 }
 
 /// How often a draining node reads its target's state again.

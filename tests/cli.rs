@@ -161,6 +161,8 @@ fn peer_command_hosts_joins_and_relays() {
             break rest.split_whitespace().next().unwrap().to_string();
         }
     };
+    // The joiner sends exactly 100 frames (2 s at 50/s), then listens 1 s
+    // more, so none of its own is still in flight when it closes.
     let joiner = Command::new(BIN)
         .args([
             "peer",
@@ -171,27 +173,70 @@ fn peer_command_hosts_joins_and_relays() {
             "--relay-mode",
             "stream",
         ])
-        .args(["--join", &code, "--send-rate", "50", "--duration", "2"])
+        .args(["--join", &code, "--send-rate", "50", "--count", "100"])
+        .args(["--duration", "3"])
         .output()
         .unwrap();
     assert!(joiner.status.success());
     let text = String::from_utf8(joiner.stdout).unwrap();
-    let done = text.lines().find(|l| l.starts_with("done:")).unwrap();
-    let received = received_count(done);
-    assert!(received > 20, "{done}");
+    let joiner_done = text.lines().find(|l| l.starts_with("done:")).unwrap();
+    let (joiner_sent, joiner_received) = (sent_count(joiner_done), received_count(joiner_done));
+    assert_eq!(joiner_sent, 100, "{joiner_done}");
+    // Loopback loses nothing: the host hears every frame the joiner sent
+    // (stream to the server, datagram to the host). Read its once-a-second
+    // stats until they say so, or until its 30 s run ends.
+    let mut host_lines = Vec::new();
+    for l in lines.by_ref().map_while(Result::ok) {
+        let all_in = l.starts_with("stats:") && received_count(&l) >= joiner_sent;
+        host_lines.push(l);
+        if all_in {
+            break;
+        }
+    }
     // Ctrl-C ends the host's run early; it still prints its summary.
     let _ = Command::new("kill")
         .args(["-INT", &host.id().to_string()])
         .status();
     let _ = host.wait();
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let done = rest.iter().find(|l| l.starts_with("done:")).unwrap();
-    let received = received_count(done);
-    assert!(received > 20, "{done}");
+    host_lines.extend(lines.map_while(Result::ok));
+    let done = host_lines
+        .iter()
+        .find(|l| l.starts_with("done:"))
+        .unwrap_or_else(|| panic!("no summary from the host: {host_lines:?}"));
+    assert_eq!(received_count(done), joiner_sent, "host: {done}");
+    assert_eq!(
+        srv.metric("fsp2p_relay_forwarded_total{via=\"datagram\"}"),
+        joiner_sent as f64,
+        "the server forwarded each of the joiner's frames to the host once"
+    );
+    // The other way, the joiner got every frame the server forwarded to it
+    // while it was in the session, except those already on its connection
+    // when its 3 s ended and it stopped reading: at 50 frames/s, at most a
+    // frame or two; 5 allows 100 ms of a starved joiner.
+    let to_joiner = srv.metric("fsp2p_relay_forwarded_total{via=\"stream\"}") as u64;
+    println!("joiner: {joiner_done}; host: {done}; forwarded to the joiner {to_joiner}");
+    assert!(joiner_received > 0, "{joiner_done}");
+    assert!(
+        joiner_received <= to_joiner && to_joiner - joiner_received <= 5,
+        "the joiner heard {joiner_received} of the {to_joiner} frames forwarded to it"
+    );
+    for reason in ["receiver_busy", "receiver_too_small", "rate_limited"] {
+        let series = format!("fsp2p_relay_dropped_total{{reason=\"{reason}\"}}");
+        assert_eq!(srv.metric(&series), 0.0, "{series}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The `received N` count of a `peer` command's `done:` line.
+/// The `sent N` count of a `peer` command's `done:` or `stats:` line.
+fn sent_count(done: &str) -> u64 {
+    done.split("sent ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no sent count in {done:?}"))
+}
+
+/// The `received N` count of a `peer` command's `done:` or `stats:` line.
 fn received_count(done: &str) -> u64 {
     done.split("received ")
         .nth(1)

@@ -1129,3 +1129,94 @@ async fn two_nodes_stopped_at_once_hand_everything_to_the_third() {
     loss.at_most(MOVE_LOSS_PERCENT, "SIGTERM of a and b at once");
     assert_kept(&cluster, &players, &["c"]).await;
 }
+
+// ----- resume through a node that is not the session's home -----
+
+/// A player whose connection to its session's node (a) is lost resumes
+/// through another node (b), as a client trying its fallbacks does. b does
+/// not hold the token: it finds the session in the directory and redirects
+/// the `Hello` to a (PROTOCOL.md §11, "Hello with a resume token"), where
+/// the player gets its old peer id and seat back. b takes nothing over: the
+/// session stays on a, at the same epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_through_another_node_is_redirected_home_and_keeps_the_peer_id() {
+    let cluster = Cluster::start("resume-via", &["a", "b"], false, &[]).await;
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let mut host = Client::connect(&a.config(RelayMode::Datagram), None)
+        .await
+        .unwrap();
+    let info = host.create_session(0, None).await.unwrap();
+    let mut player = Client::connect(&a.config(RelayMode::Datagram), None)
+        .await
+        .unwrap();
+    player.join_session(&info.code, None).await.unwrap();
+    let id = player.peer_id();
+    let token = player.welcome.resume_token.clone();
+    // The directory knows the player (and its token's hash) first.
+    let rec = cluster
+        .record_when(&info.code, |r| r.home == "a" && r.members.len() == 2)
+        .await;
+    player.abandon(); // as if its network went away
+    expect_msg(&mut host, |m| match m {
+        ServerMsg::PeerStatus {
+            peer,
+            online: false,
+        } if *peer == id => Some(()),
+        _ => None,
+    })
+    .await;
+
+    let redirects = b.metric("fsp2p_cluster_redirects_total{reason=\"session\"}");
+    let mut cfg = b.config(RelayMode::Datagram);
+    cfg.resume_token = Some(token);
+    let mut back = Client::connect(&cfg, None)
+        .await
+        .expect("resumed through b");
+    assert!(back.welcome.resumed, "not resumed: {:?}", back.welcome);
+    assert_eq!(back.peer_id(), id, "the resume through b kept the peer id");
+    let joined = expect_msg(&mut back, |m| match m {
+        ServerMsg::SessionJoined(i) => Some(i.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (joined.code.as_str(), joined.host),
+        (info.code.as_str(), info.host)
+    );
+    expect_msg(&mut host, |m| match m {
+        ServerMsg::PeerStatus { peer, online: true } if *peer == id => Some(()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        relay_until_delivered(&back, &mut host, b"back").await,
+        Some(id)
+    );
+    assert_eq!(
+        relay_until_delivered(&host, &mut back, b"welcome back").await,
+        Some(info.host)
+    );
+    // b redirected the Hello and kept nothing: both players are on a.
+    assert!(
+        eventually(WAIT, || b
+            .metric("fsp2p_cluster_redirects_total{reason=\"session\"}")
+            >= redirects + 1.0)
+        .await,
+        "b did not count a redirect"
+    );
+    assert!(
+        eventually(WAIT, || a.metric("fsp2p_connections{transport=\"quic\"}")
+            == 2.0
+            && b.metric("fsp2p_connections{transport=\"quic\"}") == 0.0)
+        .await,
+        "connections: a {}, b {} (want 2 and 0)",
+        a.metric("fsp2p_connections{transport=\"quic\"}"),
+        b.metric("fsp2p_connections{transport=\"quic\"}")
+    );
+    let now = cluster.record(&info.code).await.expect("record");
+    assert_eq!(
+        (now.home.as_str(), now.epoch, now.members.len()),
+        ("a", rec.epoch, 2),
+        "the session moved: {now:?}"
+    );
+}

@@ -170,6 +170,47 @@ fn ipv6_loopback_available() -> bool {
     UdpSocket::bind("[::1]:0").is_ok()
 }
 
+/// The IPv6 and IPv4-mapped deny-list checks need `::1`; a check that cannot
+/// run must not pass. Where `::1` is missing (a container started with IPv6
+/// off on loopback) the test turns it on when it can (as root, which CI is);
+/// otherwise it fails, saying how to turn it on.
+fn require_ipv6_loopback() {
+    if ipv6_loopback_available() {
+        return;
+    }
+    let mut tried = Vec::new();
+    for cmd in [
+        &["sysctl", "-w", "net.ipv6.conf.lo.disable_ipv6=0"][..],
+        &["ip", "-6", "addr", "add", "::1/128", "dev", "lo"][..],
+    ] {
+        let out = Command::new(cmd[0]).args(&cmd[1..]).output();
+        let said = match out {
+            Ok(o) => format!("{} {}", o.status, String::from_utf8_lossy(&o.stderr).trim()),
+            Err(e) => e.to_string(),
+        };
+        tried.push(format!("`{}`: {said}", cmd.join(" ")));
+    }
+    // The kernel may take a moment to make ::1 usable after the sysctl.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if ipv6_loopback_available() {
+            loud(&format!(
+                "NOTE: there was no IPv6 loopback (::1); turned it on:\n{}",
+                tried.join("\n")
+            ));
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "no IPv6 loopback (::1), so the IPv6 and IPv4-mapped deny-list checks cannot run, \
+         and turning it on failed:\n{}\nAs root: `sysctl -w net.ipv6.conf.lo.disable_ipv6=0` \
+         and `ip -6 addr add ::1/128 dev lo` (in Docker: --sysctl \
+         net.ipv6.conf.lo.disable_ipv6=0), then run the tests again",
+        tried.join("\n")
+    );
+}
+
 // ---------------------------------------------------------------------------
 // STUN binding (readiness probe and exact reflexive-address check)
 // ---------------------------------------------------------------------------
@@ -658,6 +699,30 @@ fn assert_relayed(coturn: &Coturn, o: &Outcome, peer: &EchoPeer, what: &str) {
     }
 }
 
+/// coturn refused the allocation itself for (user, pass): no relay address.
+fn assert_allocation_refused(
+    coturn: &Coturn,
+    peer: &EchoPeer,
+    label: &str,
+    user: &str,
+    pass: &str,
+) {
+    let o = uclient(coturn, label, user, pass, peer.addr, PACKETS);
+    let text = o.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("Cannot complete Allocation"))
+        .unwrap_or_else(|| panic!("{label}: allocation was not refused:\n{text}"))
+        .trim()
+        .to_string();
+    assert!(!o.success, "{label}: uclient succeeded:\n{text}");
+    assert!(
+        relay_addrs(&text).is_empty(),
+        "{label}: got a relay:\n{text}"
+    );
+    eprintln!("[{label}] user {user}: uclient exit failure, {line:?}");
+}
+
 /// The allocation succeeded but the permission/channel to the peer was refused
 /// with 403, nothing came back, and (when given) coturn logged the deny-list
 /// range that matched.
@@ -779,6 +844,24 @@ fn welcome_turn_credentials_relay_packets_through_coturn() {
     let peer = EchoPeer::start(Ipv4Addr::LOCALHOST.into());
     let o = uclient(&coturn, "welcome-relay", &user, &pass, peer.addr, PACKETS);
     assert_relayed(&coturn, &o, &peer, "welcome credentials");
+
+    // The same Welcome credential, tampered with, is refused: one character of
+    // the password changed, and the password kept but the username claiming
+    // another peer id.
+    let mut tampered = pass.clone().into_bytes();
+    tampered[0] = if tampered[0] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    let refused_peer = EchoPeer::start(Ipv4Addr::LOCALHOST.into());
+    assert_allocation_refused(
+        &coturn,
+        &refused_peer,
+        "welcome-tampered-password",
+        &user,
+        &tampered,
+    );
+    let other = format!("{}:{}", expiry, welcome.peer_id + 1);
+    assert_allocation_refused(&coturn, &refused_peer, "welcome-other-peer", &other, &pass);
+    refused_peer.assert_nothing_arrives(Duration::from_millis(200));
 }
 
 // ---------------------------------------------------------------------------
@@ -807,20 +890,7 @@ fn expired_and_wrong_secret_credentials_are_refused() {
 
     let peer = EchoPeer::start(Ipv4Addr::LOCALHOST.into());
     let refused = |label: &str, user: &str, pass: &str| {
-        let o = uclient(&coturn, label, user, pass, peer.addr, PACKETS);
-        let text = o.text();
-        let line = text
-            .lines()
-            .find(|l| l.contains("Cannot complete Allocation"))
-            .unwrap_or_else(|| panic!("{label}: allocation was not refused:\n{text}"))
-            .trim()
-            .to_string();
-        assert!(!o.success, "{label}: uclient succeeded:\n{text}");
-        assert!(
-            relay_addrs(&text).is_empty(),
-            "{label}: got a relay:\n{text}"
-        );
-        eprintln!("[{label}] user {user}: uclient exit failure, {line:?}");
+        assert_allocation_refused(&coturn, &peer, label, user, pass);
     };
 
     // Expired a minute ago, signed with the right secret.
@@ -1032,10 +1102,7 @@ fn production_deny_list_refuses_loopback_and_private_ipv4_peers() {
 #[test]
 fn production_deny_list_refuses_ipv6_and_ipv4_mapped_peers() {
     require_coturn();
-    if !ipv6_loopback_available() {
-        loud("NOTE: no IPv6 loopback here: IPv6 / IPv4-mapped peers NOT tested");
-        return;
-    }
+    require_ipv6_loopback();
     let coturn = prod_coturn("prod-deny6");
     let cred = |run: &str| turn_credential(SECRET_CURRENT, run, now_unix() + 600);
     let v6: &[(&str, Option<&str>)] = &[
@@ -1087,7 +1154,7 @@ fn production_deny_list_refuses_ipv6_and_ipv4_mapped_peers() {
 #[test]
 fn deny_list_alone_blocks_loopback_and_allowed_peer_ip_overrides_it() {
     require_coturn();
-    let ipv6 = ipv6_loopback_available();
+    require_ipv6_loopback();
     let mut config = dev_config();
     assert!(config.lines().any(|l| l.trim() == "allow-loopback-peers"));
     config.push_str("\n# production deny list (added by tests/coturn.rs)\n");
@@ -1095,10 +1162,10 @@ fn deny_list_alone_blocks_loopback_and_allowed_peer_ip_overrides_it() {
         config.push_str(&l);
         config.push('\n');
     }
-    let mut env = vec![("TURN_ALLOWED_PEER_IPS", "127.0.0.2".to_string())];
-    if ipv6 {
-        env.push(("TURN_RELAY_IP", "::1".into()));
-    }
+    let env = vec![
+        ("TURN_ALLOWED_PEER_IPS", "127.0.0.2".to_string()),
+        ("TURN_RELAY_IP", "::1".into()),
+    ];
     let coturn = Coturn::start(Setup {
         tag: "loopdeny",
         config,
@@ -1120,7 +1187,7 @@ fn deny_list_alone_blocks_loopback_and_allowed_peer_ip_overrides_it() {
     let o = uclient(&coturn, "lo", &u, &p, lo.addr, PACKETS);
     assert_peer_refused(&coturn, &o, "127.0.0.1", Some("127.0.0.0-127.255.255.255"));
 
-    if ipv6 {
+    {
         // The IPv4-mapped form of the same echo peer, through an IPv6 relay.
         let mapped = SocketAddr::new("::ffff:127.0.0.1".parse().unwrap(), lo.addr.port());
         let o = uclient(&coturn, "mapped", &u, &p, mapped, PACKETS);
@@ -1135,8 +1202,6 @@ fn deny_list_alone_blocks_loopback_and_allowed_peer_ip_overrides_it() {
         let o = uclient(&coturn, "lo6", &u, &p, lo6.addr, PACKETS);
         assert_peer_refused(&coturn, &o, "::1", Some("::1"));
         lo6.assert_nothing_arrives(Duration::from_millis(200));
-    } else {
-        loud("NOTE: no IPv6 loopback here: ::ffff:127.0.0.1 and ::1 NOT tested");
     }
     lo.assert_nothing_arrives(Duration::from_millis(300));
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 use flightsim_p2p::client::{Client, ClientConfig, ClientTransport, Event};
 use flightsim_p2p::limits::Limits;
-use flightsim_p2p::protocol::{ErrorCode, LeaveReason, PeerId, RelayMode, ServerMsg};
+use flightsim_p2p::protocol::{ClientMsg, ErrorCode, LeaveReason, PeerId, RelayMode, ServerMsg};
 use flightsim_p2p::server::QuicTuning;
 use flightsim_p2p::session::Transport;
 use flightsim_p2p::turn::IceConfig;
@@ -309,4 +309,139 @@ async fn without_auto_resume_a_cut_is_final() {
         None
     );
     assert!(peer.send_relay(0, b"x").await.is_err());
+}
+
+/// Send a Ping and return `c`'s control messages up to its Pong, those
+/// already received included. The server answers in order, so whatever an
+/// earlier event made it send `c` comes before the Pong.
+async fn messages_up_to_a_pong(c: &mut Client) -> Vec<ServerMsg> {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0x7E57_0000);
+    let t = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    c.send(&ClientMsg::Ping { client_time_ms: t })
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    loop {
+        match c.next_event_within(LONG).await {
+            Some(Event::Control(ServerMsg::Pong { client_time_ms, .. })) if client_time_ms == t => {
+                return seen
+            }
+            Some(Event::Control(m)) => seen.push(m),
+            Some(Event::Relay { .. }) => {}
+            other => panic!("no Pong: {other:?} after {seen:?}"),
+        }
+    }
+}
+
+/// A message about peer `who` joining or coming back.
+fn back(who: PeerId) -> impl Fn(&ServerMsg) -> bool {
+    move |m| match m {
+        ServerMsg::PeerJoined(p) => p.id == who,
+        ServerMsg::PeerStatus { peer, .. } => *peer == who,
+        _ => false,
+    }
+}
+
+/// After a clean leave the resume token brings back no seat (PROTOCOL.md §1,
+/// §4): a close with code 0 (QUIC) or 1000 (WebSocket) leaves for good, so
+/// the token is unknown: `Error(resume_failed)`, then a Welcome with a new
+/// id and no session. After `LeaveSession` the peer is in no session: a
+/// lost connection resumed with the token gets its id back (the token is
+/// for the id) but no seat: no `SessionJoined`, and the others hear nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_token_brings_back_no_seat_after_a_clean_leave() {
+    let srv = server(Limits::default()).await;
+    let mut host = srv.quic(RelayMode::Datagram).await;
+    let code = host.create_session(0, None).await.unwrap().code;
+    let left_with = |want: PeerId| {
+        move |m: &ServerMsg| match m {
+            ServerMsg::PeerLeft { peer, reason } if *peer == want => Some(*reason),
+            _ => None,
+        }
+    };
+    let joined = |m: &ServerMsg| matches!(m, ServerMsg::SessionJoined(_));
+
+    // A clean close, on each transport.
+    for transport in [ClientTransport::Quic, ClientTransport::Websocket] {
+        let mut cfg = srv.config(transport, RelayMode::Datagram);
+        cfg.ws_url = Some(format!("ws://{}/ws", srv.http));
+        let mut peer = Client::connect(&cfg, None).await.unwrap();
+        peer.join_session(&code, None).await.unwrap();
+        let id = peer.peer_id();
+        cfg.resume_token = Some(peer.welcome.resume_token.clone());
+        peer.close().await;
+        let why = expect_msg_within(&mut host, left_with(id)).await;
+        assert_eq!(
+            why,
+            Some(LeaveReason::Left),
+            "{transport:?}: a clean close leaves at once"
+        );
+        messages_up_to_a_pong(&mut host).await;
+
+        let mut again = Client::connect(&cfg, None).await.unwrap();
+        assert!(
+            !again.welcome.resumed,
+            "{transport:?}: resumed after a clean close"
+        );
+        assert_ne!(again.peer_id(), id, "{transport:?}: the old id came back");
+        let got = messages_up_to_a_pong(&mut again).await;
+        assert!(
+            got.iter().any(|m| matches!(m, ServerMsg::Error { code, .. }
+                if *code == ErrorCode::ResumeFailed as u16)),
+            "{transport:?}: the token was not refused with resume_failed: {got:?}"
+        );
+        assert!(
+            !got.iter().any(joined),
+            "{transport:?}: a seat came back after a clean close: {got:?}"
+        );
+        let heard = messages_up_to_a_pong(&mut host).await;
+        assert!(
+            !heard.iter().any(back(id)),
+            "{transport:?}: the host heard of the departed peer: {heard:?}"
+        );
+        again.close().await;
+    }
+
+    // LeaveSession, then the connection is lost.
+    let mut cfg = srv.config(ClientTransport::Quic, RelayMode::Datagram);
+    let mut peer = Client::connect(&cfg, None).await.unwrap();
+    peer.join_session(&code, None).await.unwrap();
+    let id = peer.peer_id();
+    cfg.resume_token = Some(peer.welcome.resume_token.clone());
+    peer.send(&ClientMsg::LeaveSession).await.unwrap();
+    expect_msg_within(&mut peer, |m| {
+        matches!(m, ServerMsg::SessionLeft { .. }).then_some(())
+    })
+    .await
+    .expect("no SessionLeft");
+    let why = expect_msg_within(&mut host, left_with(id)).await;
+    assert_eq!(why, Some(LeaveReason::Left));
+    messages_up_to_a_pong(&mut host).await;
+    peer.abandon();
+    let mut again = Client::connect(&cfg, None).await.unwrap();
+    assert!(
+        again.welcome.resumed,
+        "the token is for the peer id, in the grace"
+    );
+    assert_eq!(again.peer_id(), id);
+    let got = messages_up_to_a_pong(&mut again).await;
+    assert!(
+        !got.iter().any(joined),
+        "the seat left with LeaveSession came back: {got:?}"
+    );
+    let heard = messages_up_to_a_pong(&mut host).await;
+    assert!(
+        !heard.iter().any(back(id)),
+        "the host heard of a peer that left: {heard:?}"
+    );
+    // Its relay frames reach no one.
+    let dropped = srv.metric("fsp2p_relay_dropped_total{reason=\"not_in_session\"}");
+    again.send_relay(0, b"not in a session").await.unwrap();
+    assert!(
+        eventually(WAIT, || srv
+            .metric("fsp2p_relay_dropped_total{reason=\"not_in_session\"}")
+            > dropped)
+        .await,
+        "a relay frame from a peer in no session was not dropped as not_in_session"
+    );
 }

@@ -527,8 +527,12 @@ async fn host_leaving_hands_over_the_host_role() {
     }
 }
 
+/// The Welcome's TURN entry is the coturn REST credential, recomputed here
+/// with an independent HMAC. That coturn itself accepts it (and refuses it
+/// tampered with) is tested against the real coturn in tests/coturn.rs,
+/// `welcome_turn_credentials_relay_packets_through_coturn`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn welcome_carries_turn_credentials_coturn_accepts() {
+async fn welcome_carries_turn_credentials_signed_with_the_shared_secret() {
     let ice = IceConfig {
         stun_urls: vec!["stun:127.0.0.1:3478".into()],
         turn_urls: vec!["turn:127.0.0.1:3478?transport=udp".into()],
@@ -785,7 +789,13 @@ async fn webtransport_on_another_path_is_refused() {
         .build();
     let ep = wtransport::Endpoint::client(config).unwrap();
     let r = ep.connect(format!("https://{}/nope", srv.quic)).await;
-    assert!(r.is_err(), "a session on /nope must be refused");
+    // The refusal (a 404) reaches the client as a response: wtransport says
+    // "rejected", not a connection error (it used to be lost in the close).
+    let err = r.expect_err("a session on /nope must be refused");
+    assert!(
+        matches!(err, wtransport::error::ConnectingError::SessionRejected),
+        "{err:?}"
+    );
     let ok = ep.connect(format!("https://{}/signal", srv.quic)).await;
     assert!(ok.is_ok());
     assert!(

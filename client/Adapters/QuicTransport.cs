@@ -1,41 +1,62 @@
 // net9.0+ adapter over System.Net.Quic: the control stream (varint-framed postcard)
 // and one unidirectional stream per relay frame (RelayMode.Stream: System.Net.Quic
 // has no datagram API). Decisions (framing, certificate acceptance) are in the core.
+//
+// System.Net.Quic's types are named by alias only (no `using System.Net.Quic;`).
+// C# 7.2: mono compiles this file against the declared surface
+// (tests/csharp/surface/QuicSurface.cs) on every tests/csharp/run.sh.
 #if NET9_0_OR_GREATER
+using System;
+using System.Collections.Generic;
+using System.IO;
 using System.Net;
-using System.Net.Quic;
 using System.Net.Security;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
+using System.Threading;
+using System.Threading.Tasks;
 using FlightSimP2P.Protocol;
+using NetQuicConnection = System.Net.Quic.QuicConnection;
+using NetQuicStream = System.Net.Quic.QuicStream;
+using NetQuicStreamType = System.Net.Quic.QuicStreamType;
+using NetQuicException = System.Net.Quic.QuicException;
+using NetQuicClientOptions = System.Net.Quic.QuicClientConnectionOptions;
 
 namespace FlightSimP2P.Client
 {
     public sealed partial class DefaultTransportFactory
     {
-        static partial void QuicIsSupported(ref bool supported) => supported = QuicConnection.IsSupported;
+        static partial void QuicIsSupported(ref bool supported)
+        {
+            supported = NetQuicConnection.IsSupported;
+        }
 
-        partial void ConnectQuic(CancellationToken cancellationToken, ref Task<ISignalingTransport> result) =>
+        partial void ConnectQuic(CancellationToken cancellationToken, ref Task<ISignalingTransport> result)
+        {
             result = QuicTransport.ConnectAsync(_options, cancellationToken);
+        }
     }
 
     internal sealed class QuicTransport : ISignalingTransport
     {
-        private readonly QuicConnection _conn;
-        private readonly QuicStream _control;
+        private readonly NetQuicConnection _conn;
+        private readonly NetQuicStream _control;
         private readonly FrameDecoder _decoder = new FrameDecoder(Wire.DefaultMaxFrameBytes);
         private readonly CancellationTokenSource _life = new CancellationTokenSource();
         private readonly byte[] _buffer = new byte[16384];
         private Action<uint, byte[]> _onRelay;
         private int _relayInFlight;
 
-        private QuicTransport(QuicConnection conn, QuicStream control)
+        private QuicTransport(NetQuicConnection conn, NetQuicStream control)
         {
             _conn = conn;
             _control = control;
         }
 
-        public Action<uint, byte[]> RelayReceived { set => _onRelay = value; }
+        public Action<uint, byte[]> RelayReceived
+        {
+            set { _onRelay = value; }
+        }
 
         public ushort CloseCode { get; private set; }
 
@@ -43,44 +64,31 @@ namespace FlightSimP2P.Client
         {
             byte[] pin = string.IsNullOrWhiteSpace(o.CertificateSha256) ? null : Wire.FromHex(o.CertificateSha256);
             X509Certificate2 root = o.TrustedRootCertificate == null ? null : X509CertificateLoader.LoadCertificate(o.TrustedRootCertificate);
-            var auth = new SslClientAuthenticationOptions
+            SslClientAuthenticationOptions auth = new SslClientAuthenticationOptions();
+            auth.ApplicationProtocols = new List<SslApplicationProtocol> { new SslApplicationProtocol(Wire.Alpn) };
+            auth.TargetHost = o.ServerHost;
+            auth.RemoteCertificateValidationCallback = (sender, cert, chain, errors) =>
             {
-                ApplicationProtocols = new List<SslApplicationProtocol> { new SslApplicationProtocol(Wire.Alpn) },
-                TargetHost = o.ServerHost,
-                RemoteCertificateValidationCallback = (_, cert, chain, errors) =>
-                {
-                    bool pinOk = pin != null && cert != null
-                        && CryptographicOperations.FixedTimeEquals(SHA256.HashData(cert.GetRawCertData()), pin);
-                    bool rootOk = false;
-                    if (root != null && cert != null)
-                    {
-                        using var custom = new X509Chain();
-                        custom.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
-                        custom.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
-                        custom.ChainPolicy.CustomTrustStore.Add(root);
-                        rootOk = custom.Build(new X509Certificate2(cert));
-                    }
-                    return CertificatePolicy.Accept((TlsPolicyErrors)(int)errors, pin != null, pinOk, root != null, rootOk);
-                },
+                bool pinOk = pin != null && cert != null && PinMatches(cert, pin);
+                bool rootOk = root != null && cert != null && ChainsTo(cert, root);
+                return CertificatePolicy.Accept((TlsPolicyErrors)(int)errors, pin != null, pinOk, root != null, rootOk);
             };
-            var options = new QuicClientConnectionOptions
-            {
-                RemoteEndPoint = new DnsEndPoint(o.ServerHost, o.QuicPort),
-                ClientAuthenticationOptions = auth,
-                DefaultStreamErrorCode = 1,
-                DefaultCloseErrorCode = Wire.CloseReconnecting,
-                MaxInboundUnidirectionalStreams = 256,
-                MaxInboundBidirectionalStreams = 0,
-                IdleTimeout = TimeSpan.FromSeconds(30),
-                KeepAliveInterval = o.KeepAliveInterval,
-                HandshakeTimeout = o.ConnectTimeout,
-            };
-            QuicConnection conn = await QuicConnection.ConnectAsync(options, ct).ConfigureAwait(false);
+            NetQuicClientOptions options = new NetQuicClientOptions();
+            options.RemoteEndPoint = new DnsEndPoint(o.ServerHost, o.QuicPort);
+            options.ClientAuthenticationOptions = auth;
+            options.DefaultStreamErrorCode = 1;
+            options.DefaultCloseErrorCode = Wire.CloseReconnecting;
+            options.MaxInboundUnidirectionalStreams = 256;
+            options.MaxInboundBidirectionalStreams = 0;
+            options.IdleTimeout = TimeSpan.FromSeconds(30);
+            options.KeepAliveInterval = o.KeepAliveInterval;
+            options.HandshakeTimeout = o.ConnectTimeout;
+            NetQuicConnection conn = await NetQuicConnection.ConnectAsync(options, ct).ConfigureAwait(false);
             try
             {
-                QuicStream control = await conn.OpenOutboundStreamAsync(QuicStreamType.Bidirectional, ct).ConfigureAwait(false);
-                var t = new QuicTransport(conn, control);
-                _ = Task.Run(t.AcceptRelayAsync);
+                NetQuicStream control = await conn.OpenOutboundStreamAsync(NetQuicStreamType.Bidirectional, ct).ConfigureAwait(false);
+                QuicTransport t = new QuicTransport(conn, control);
+                _ = Task.Run(new Func<Task>(t.AcceptRelayAsync));
                 return t;
             }
             catch
@@ -90,8 +98,37 @@ namespace FlightSimP2P.Client
             }
         }
 
-        public async Task SendAsync(ClientMsg message, CancellationToken ct) =>
-            await _control.WriteAsync(Wire.EncodeFrame(message), ct).ConfigureAwait(false);
+        /// <summary>SHA-256 of the DER certificate equals the pinned hash (constant time).</summary>
+        private static bool PinMatches(X509Certificate cert, byte[] pin)
+        {
+            using (SHA256 sha = SHA256.Create())
+            {
+                return CryptographicOperations.FixedTimeEquals(sha.ComputeHash(cert.GetRawCertData()), pin);
+            }
+        }
+
+        /// <summary>The certificate chains to root (a private CA), whatever the system store trusts.</summary>
+        private static bool ChainsTo(X509Certificate cert, X509Certificate2 root)
+        {
+            using (X509Chain chain = new X509Chain())
+            {
+                chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+                chain.ChainPolicy.VerificationFlags = X509VerificationFlags.AllowUnknownCertificateAuthority;
+                chain.ChainPolicy.ExtraStore.Add(root);
+                if (!chain.Build(new X509Certificate2(cert)) || chain.ChainElements.Count == 0)
+                {
+                    return false;
+                }
+                byte[] top = chain.ChainElements[chain.ChainElements.Count - 1].Certificate.RawData;
+                return CryptographicOperations.FixedTimeEquals(top, root.RawData);
+            }
+        }
+
+        public async Task SendAsync(ClientMsg message, CancellationToken ct)
+        {
+            byte[] frame = Wire.EncodeFrame(message);
+            await _control.WriteAsync(new ReadOnlyMemory<byte>(frame), ct).ConfigureAwait(false);
+        }
 
         public bool TrySendRelay(uint to, byte[] payload)
         {
@@ -105,8 +142,15 @@ namespace FlightSimP2P.Client
             {
                 try
                 {
-                    await using QuicStream s = await _conn.OpenOutboundStreamAsync(QuicStreamType.Unidirectional, _life.Token).ConfigureAwait(false);
-                    await s.WriteAsync(frame, completeWrites: true, _life.Token).ConfigureAwait(false);
+                    NetQuicStream s = await _conn.OpenOutboundStreamAsync(NetQuicStreamType.Unidirectional, _life.Token).ConfigureAwait(false);
+                    try
+                    {
+                        await s.WriteAsync(new ReadOnlyMemory<byte>(frame), true, _life.Token).ConfigureAwait(false);
+                    }
+                    finally
+                    {
+                        await s.DisposeAsync().ConfigureAwait(false);
+                    }
                 }
                 catch (Exception)
                 {
@@ -125,22 +169,39 @@ namespace FlightSimP2P.Client
             {
                 while (true)
                 {
-                    QuicStream s = await _conn.AcceptInboundStreamAsync(_life.Token).ConfigureAwait(false);
-                    _ = Task.Run(async () =>
-                    {
-                        await using (s)
-                        {
-                            var ms = new MemoryStream();
-                            await s.CopyToAsync(ms, _life.Token).ConfigureAwait(false);
-                            byte[] data = ms.ToArray();
-                            int off = Wire.ParseRelayFrame(data, 0, data.Length, out uint from);
-                            _onRelay?.Invoke(from, data[off..]);
-                        }
-                    });
+                    NetQuicStream s = await _conn.AcceptInboundStreamAsync(_life.Token).ConfigureAwait(false);
+                    _ = Task.Run(() => ReadRelayAsync(s));
                 }
             }
             catch (Exception)
             {
+            }
+        }
+
+        private async Task ReadRelayAsync(NetQuicStream s)
+        {
+            try
+            {
+                MemoryStream ms = new MemoryStream();
+                await s.CopyToAsync(ms, 81920, _life.Token).ConfigureAwait(false);
+                byte[] data = ms.ToArray();
+                uint from;
+                int off = Wire.ParseRelayFrame(data, 0, data.Length, out from);
+                byte[] payload = new byte[data.Length - off];
+                Buffer.BlockCopy(data, off, payload, 0, payload.Length);
+                Action<uint, byte[]> cb = _onRelay;
+                if (cb != null)
+                {
+                    cb(from, payload);
+                }
+            }
+            catch (Exception)
+            {
+                // A broken relay stream loses one frame; the control stream notices a dead connection.
+            }
+            finally
+            {
+                await s.DisposeAsync().ConfigureAwait(false);
             }
         }
 
@@ -150,11 +211,12 @@ namespace FlightSimP2P.Client
             {
                 while (true)
                 {
-                    if (_decoder.TryNextFrame(out byte[] body))
+                    byte[] body;
+                    if (_decoder.TryNextFrame(out body))
                     {
                         return ServerMsg.Decode(body);
                     }
-                    int n = await _control.ReadAsync(_buffer, ct).ConfigureAwait(false);
+                    int n = await _control.ReadAsync(new Memory<byte>(_buffer), ct).ConfigureAwait(false);
                     if (n == 0)
                     {
                         return null;
@@ -162,9 +224,9 @@ namespace FlightSimP2P.Client
                     _decoder.Push(_buffer, 0, n);
                 }
             }
-            catch (QuicException e) when (e.ApplicationErrorCode is long code)
+            catch (NetQuicException e) when (e.ApplicationErrorCode.HasValue)
             {
-                CloseCode = (ushort)code;
+                CloseCode = (ushort)e.ApplicationErrorCode.Value;
                 throw;
             }
         }

@@ -1,11 +1,37 @@
-// .NET adapter over SIPSorcery 10.x: one RTCPeerConnection and its "flight"
+// .NET adapter over SIPSorcery 10.0.16: one RTCPeerConnection and its "flight"
 // DataChannel per peer, reporting to the core through ILinkEvents. Only library
 // calls live here; ordering of signals, deadlines, stall detection and the queue
 // bound are decided by ServiceCore/PeerPath.
+//
+// SIPSorcery's types are named by alias only: SIPSorcery.Net declares public types
+// whose names the project also uses (IceServer...), so `using SIPSorcery.Net;` here
+// would be CS0104. C# 7.2: mono compiles this file against the declared surface
+// (tests/csharp/surface/SipsorcerySurface.cs) on every tests/csharp/run.sh.
 #if NETCOREAPP
+using System;
+using System.Collections.Generic;
 using System.Globalization;
+using System.Threading.Tasks;
 using FlightSimP2P.Protocol;
-using SIPSorcery.Net;
+using SipPeer = SIPSorcery.Net.RTCPeerConnection;
+using SipConfiguration = SIPSorcery.Net.RTCConfiguration;
+using SipIceServer = SIPSorcery.Net.RTCIceServer;
+using SipCredentialType = SIPSorcery.Net.RTCIceCredentialType;
+using SipTransportPolicy = SIPSorcery.Net.RTCIceTransportPolicy;
+using SipCandidate = SIPSorcery.Net.RTCIceCandidate;
+using SipCandidateInit = SIPSorcery.Net.RTCIceCandidateInit;
+using SipCandidateType = SIPSorcery.Net.RTCIceCandidateType;
+using SipGatheringState = SIPSorcery.Net.RTCIceGatheringState;
+using SipIceState = SIPSorcery.Net.RTCIceConnectionState;
+using SipPeerState = SIPSorcery.Net.RTCPeerConnectionState;
+using SipChannel = SIPSorcery.Net.RTCDataChannel;
+using SipChannelInit = SIPSorcery.Net.RTCDataChannelInit;
+using SipChannelState = SIPSorcery.Net.RTCDataChannelState;
+using SipPayloadProtocol = SIPSorcery.Net.DataChannelPayloadProtocols;
+using SipDescription = SIPSorcery.Net.RTCSessionDescriptionInit;
+using SipSdpType = SIPSorcery.Net.RTCSdpType;
+using SipSetResult = SIPSorcery.Net.SetDescriptionResultEnum;
+using SipChecklistEntry = SIPSorcery.Net.ChecklistEntry;
 
 namespace FlightSimP2P.Client
 {
@@ -13,9 +39,15 @@ namespace FlightSimP2P.Client
     {
         private readonly WebRTCP2POptions _options;
 
-        public SipsorceryLinkFactory(WebRTCP2POptions options) => _options = options;
+        public SipsorceryLinkFactory(WebRTCP2POptions options)
+        {
+            _options = options;
+        }
 
-        public IPeerLink Create(uint peer, int linkId, ILinkEvents events) => new SipsorceryLink(peer, linkId, events, _options.ForceTurn);
+        public IPeerLink Create(uint peer, int linkId, ILinkEvents events)
+        {
+            return new SipsorceryLink(peer, linkId, events, _options.ForceTurn);
+        }
     }
 
     internal sealed class SipsorceryLink : IPeerLink
@@ -23,9 +55,9 @@ namespace FlightSimP2P.Client
         private readonly ILinkEvents _events;
         private readonly bool _forceTurn;
         private readonly object _lock = new object();
-        private readonly List<RTCIceCandidateInit> _pendingRemote = new List<RTCIceCandidateInit>();
-        private RTCPeerConnection _pc;
-        private RTCDataChannel _dc;
+        private readonly List<SipCandidateInit> _pendingRemote = new List<SipCandidateInit>();
+        private SipPeer _pc;
+        private SipChannel _dc;
         private bool _remoteSet;
         private bool _closed;
 
@@ -37,50 +69,64 @@ namespace FlightSimP2P.Client
             _forceTurn = forceTurn;
         }
 
-        public uint Peer { get; }
+        public uint Peer { get; private set; }
 
-        public int LinkId { get; }
+        public int LinkId { get; private set; }
 
-        public long BufferedAmount => (long)(_dc?.bufferedAmount ?? 0);
+        public long BufferedAmount
+        {
+            get
+            {
+                SipChannel dc = _dc;
+                return dc == null ? 0 : (long)dc.bufferedAmount;
+            }
+        }
 
         public void Start(bool offerer, List<IceServer> iceServers)
         {
-            var servers = new List<RTCIceServer>();
+            List<SipIceServer> servers = new List<SipIceServer>();
             foreach (IceServer s in iceServers)
             {
                 foreach (string url in s.Urls)
                 {
-                    servers.Add(new RTCIceServer { urls = url, username = s.Username, credential = s.Credential, credentialType = RTCIceCredentialType.password });
+                    servers.Add(new SipIceServer { urls = url, username = s.Username, credential = s.Credential, credentialType = SipCredentialType.password });
                 }
             }
-            var pc = new RTCPeerConnection(new RTCConfiguration
+            SipPeer pc = new SipPeer(new SipConfiguration
             {
                 iceServers = servers,
-                iceTransportPolicy = _forceTurn ? RTCIceTransportPolicy.relay : RTCIceTransportPolicy.all,
+                iceTransportPolicy = _forceTurn ? SipTransportPolicy.relay : SipTransportPolicy.all,
             });
             _pc = pc;
-            pc.onicecandidate += c =>
-            {
-                string line = c.candidate.StartsWith("candidate:", StringComparison.Ordinal) ? c.candidate : "candidate:" + c.candidate;
-                string mid = string.IsNullOrEmpty(c.sdpMid) ? c.sdpMLineIndex.ToString(CultureInfo.InvariantCulture) : c.sdpMid;
-                _events.LocalSignal(this, new Signal.IceCandidate(line, mid, c.sdpMLineIndex));
-            };
+            pc.onicecandidate += OnIceCandidate;
             pc.onicegatheringstatechange += s =>
             {
-                if (s == RTCIceGatheringState.complete)
+                if (s == SipGatheringState.complete)
                 {
                     _events.LocalSignal(this, new Signal.EndOfCandidates());
                 }
             };
             pc.oniceconnectionstatechange += s =>
             {
-                if (s == RTCIceConnectionState.disconnected) _events.Interrupted(this, true);
-                else if (s == RTCIceConnectionState.connected) _events.Interrupted(this, false);
-                else if (s == RTCIceConnectionState.failed || s == RTCIceConnectionState.closed) _events.Failed(this);
+                if (s == SipIceState.disconnected)
+                {
+                    _events.Interrupted(this, true);
+                }
+                else if (s == SipIceState.connected)
+                {
+                    _events.Interrupted(this, false);
+                }
+                else if (s == SipIceState.failed || s == SipIceState.closed)
+                {
+                    _events.Failed(this);
+                }
             };
             pc.onconnectionstatechange += s =>
             {
-                if (s == RTCPeerConnectionState.failed || s == RTCPeerConnectionState.closed) _events.Failed(this);
+                if (s == SipPeerState.failed || s == SipPeerState.closed)
+                {
+                    _events.Failed(this);
+                }
             };
             pc.ondatachannel += Attach;
             if (offerer)
@@ -89,13 +135,22 @@ namespace FlightSimP2P.Client
             }
         }
 
-        private async Task OfferAsync(RTCPeerConnection pc)
+        private void OnIceCandidate(SipCandidate c)
+        {
+            string line = c.candidate.StartsWith("candidate:", StringComparison.Ordinal) ? c.candidate : "candidate:" + c.candidate;
+            string mid = string.IsNullOrEmpty(c.sdpMid) ? c.sdpMLineIndex.ToString(CultureInfo.InvariantCulture) : c.sdpMid;
+            _events.LocalSignal(this, new Signal.IceCandidate(line, mid, c.sdpMLineIndex));
+        }
+
+        private async Task OfferAsync(SipPeer pc)
         {
             try
             {
-                // SIPSorcery ignores ordered/maxRetransmits (sipsorcery#1502); the core bounds the queue instead.
-                Attach(await pc.createDataChannel("flight", new RTCDataChannelInit { ordered = false, maxRetransmits = 0 }).ConfigureAwait(false));
-                RTCSessionDescriptionInit offer = pc.createOffer();
+                // SIPSorcery 10.0.16 advertises this as reliable-unordered in DCEP but sends every
+                // chunk ordered and reliably, with no FORWARD-TSN (sipsorcery#1502): the core bounds
+                // the queue and moves a stalled peer to the relay instead.
+                Attach(await pc.createDataChannel("flight", new SipChannelInit { ordered = false, maxRetransmits = 0 }).ConfigureAwait(false));
+                SipDescription offer = pc.createOffer();
                 await pc.setLocalDescription(offer).ConfigureAwait(false);
                 _events.LocalSignal(this, new Signal.Offer(offer.sdp));
             }
@@ -105,47 +160,62 @@ namespace FlightSimP2P.Client
             }
         }
 
-        private void Attach(RTCDataChannel dc)
+        private void Attach(SipChannel dc)
         {
             _dc = dc;
             dc.onopen += () => _events.Opened(this, UsesTurn());
             dc.onclose += () => _events.Failed(this);
-            dc.onmessage += (_, _, data) => _events.Received(this, data);
-            if (dc.readyState == RTCDataChannelState.open)
+            dc.onmessage += OnMessage;
+            if (dc.readyState == SipChannelState.open)
             {
                 _events.Opened(this, UsesTurn());
             }
         }
 
+        private void OnMessage(SipChannel dc, SipPayloadProtocol protocol, byte[] data)
+        {
+            _events.Received(this, data);
+        }
+
         private bool UsesTurn()
         {
-            var entry = _pc?.GetRtpChannel()?.NominatedEntry;
-            return entry != null && (entry.LocalCandidate?.type == RTCIceCandidateType.relay || entry.RemoteCandidate?.type == RTCIceCandidateType.relay);
+            SipPeer pc = _pc;
+            if (pc == null || pc.GetRtpChannel() == null)
+            {
+                return false;
+            }
+            SipChecklistEntry entry = pc.GetRtpChannel().NominatedEntry;
+            return entry != null
+                && ((entry.LocalCandidate != null && entry.LocalCandidate.type == SipCandidateType.relay)
+                    || (entry.RemoteCandidate != null && entry.RemoteCandidate.type == SipCandidateType.relay));
         }
 
         public void Apply(Signal signal)
         {
-            RTCPeerConnection pc = _pc;
+            SipPeer pc = _pc;
             if (pc == null || _closed)
             {
                 return;
             }
-            if (signal is Signal.Offer offer)
+            Signal.Offer offer = signal as Signal.Offer;
+            Signal.Answer answer = signal as Signal.Answer;
+            Signal.IceCandidate c = signal as Signal.IceCandidate;
+            if (offer != null)
             {
                 _ = AnswerAsync(pc, offer.Sdp);
             }
-            else if (signal is Signal.Answer answer)
+            else if (answer != null)
             {
-                if (pc.setRemoteDescription(new RTCSessionDescriptionInit { type = RTCSdpType.answer, sdp = answer.Sdp }) != SetDescriptionResultEnum.OK)
+                if (pc.setRemoteDescription(new SipDescription { type = SipSdpType.answer, sdp = answer.Sdp }) != SipSetResult.OK)
                 {
                     _events.Failed(this);
                     return;
                 }
                 RemoteApplied(pc);
             }
-            else if (signal is Signal.IceCandidate c && !string.IsNullOrWhiteSpace(c.Candidate))
+            else if (c != null && !string.IsNullOrWhiteSpace(c.Candidate))
             {
-                var init = new RTCIceCandidateInit { candidate = c.Candidate, sdpMid = c.SdpMid ?? "0", sdpMLineIndex = c.SdpMLineIndex ?? 0 };
+                SipCandidateInit init = new SipCandidateInit { candidate = c.Candidate, sdpMid = c.SdpMid ?? "0", sdpMLineIndex = c.SdpMLineIndex ?? 0 };
                 lock (_lock)
                 {
                     if (!_remoteSet)
@@ -158,17 +228,17 @@ namespace FlightSimP2P.Client
             }
         }
 
-        private async Task AnswerAsync(RTCPeerConnection pc, string sdp)
+        private async Task AnswerAsync(SipPeer pc, string sdp)
         {
             try
             {
-                if (pc.setRemoteDescription(new RTCSessionDescriptionInit { type = RTCSdpType.offer, sdp = sdp }) != SetDescriptionResultEnum.OK)
+                if (pc.setRemoteDescription(new SipDescription { type = SipSdpType.offer, sdp = sdp }) != SipSetResult.OK)
                 {
                     _events.Failed(this);
                     return;
                 }
                 RemoteApplied(pc);
-                RTCSessionDescriptionInit answer = pc.createAnswer();
+                SipDescription answer = pc.createAnswer();
                 await pc.setLocalDescription(answer).ConfigureAwait(false);
                 _events.LocalSignal(this, new Signal.Answer(answer.sdp));
             }
@@ -178,16 +248,16 @@ namespace FlightSimP2P.Client
             }
         }
 
-        private void RemoteApplied(RTCPeerConnection pc)
+        private void RemoteApplied(SipPeer pc)
         {
-            List<RTCIceCandidateInit> pending;
+            List<SipCandidateInit> pending;
             lock (_lock)
             {
                 _remoteSet = true;
-                pending = new List<RTCIceCandidateInit>(_pendingRemote);
+                pending = new List<SipCandidateInit>(_pendingRemote);
                 _pendingRemote.Clear();
             }
-            foreach (RTCIceCandidateInit init in pending)
+            foreach (SipCandidateInit init in pending)
             {
                 pc.addIceCandidate(init);
             }
@@ -195,8 +265,8 @@ namespace FlightSimP2P.Client
 
         public bool Send(byte[] frame)
         {
-            RTCDataChannel dc = _dc;
-            if (dc == null || dc.readyState != RTCDataChannelState.open)
+            SipChannel dc = _dc;
+            if (dc == null || dc.readyState != SipChannelState.open)
             {
                 return false;
             }
@@ -209,8 +279,16 @@ namespace FlightSimP2P.Client
             _closed = true;
             try
             {
-                _dc?.close();
-                _pc?.close();
+                SipChannel dc = _dc;
+                if (dc != null)
+                {
+                    dc.close();
+                }
+                SipPeer pc = _pc;
+                if (pc != null)
+                {
+                    pc.close();
+                }
             }
             catch (Exception)
             {

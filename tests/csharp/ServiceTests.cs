@@ -5,6 +5,7 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using System.Security.Cryptography.X509Certificates;
 using System.Threading;
 using System.Threading.Tasks;
 using FlightSimP2P.Client;
@@ -35,6 +36,8 @@ namespace FlightSimP2P.Tests
         {
             o = o ?? new CoreOptions();
             o.PingIntervalMs = 0;
+            // Most tests let simulated time run with a silent fake server; the ServerTimeout tests switch it on.
+            o.ServerTimeoutMs = 0;
             Core = new ServiceCore(o, new FixedRandom(), Metrics);
         }
 
@@ -141,6 +144,24 @@ namespace FlightSimP2P.Tests
         }
     }
 
+    /// <summary>A hub whose method and OnConnectedAsync, on the host, await an invocation of the host.</summary>
+    public class SelfInvokingHub : Hub
+    {
+        internal static WebRTCP2PService Conn;
+        internal static TaskCompletionSource<int> FromMethod;
+        internal static TaskCompletionSource<int> FromConnected;
+
+        public async Task Relay(int x)
+        {
+            FromMethod.TrySetResult(await Conn.InvokeAsync<int>("Add", x, 1));
+        }
+
+        public override async Task OnConnectedAsync()
+        {
+            FromConnected.TrySetResult(await Conn.InvokeAsync<int>("Add", 100, 1));
+        }
+    }
+
     internal static class ServiceTests
     {
         private static int _passed;
@@ -219,6 +240,8 @@ namespace FlightSimP2P.Tests
             Run("cluster: an unreachable node, then dead fallbacks, lead round robin back to the main server", ClusterFallbacks);
             Run("cluster: cluster_unavailable during a resume is retried on the same node", ClusterUnavailableResume);
             Run("cluster: a redirected join in the URL of an attempt that fails is not lost: it goes to the configured server", ClusterRedirectedJoinAttemptFails);
+            RunIssue21();
+            RunIssue21c();
             Console.WriteLine(_passed + " passed, " + _failed + " failed");
             return _failed == 0 ? 0 : 1;
         }
@@ -657,8 +680,8 @@ namespace FlightSimP2P.Tests
             List<CoreOutput> outs = h.Advance(5005);
             Check(outs.Any(x => x.Kind == OutputKind.CloseLink && x.LinkId == link.LinkId), "link closed at the deadline");
             Check(h.Core.GetPeer(6).Path.State == DirectState.Failed, "failed");
-            // ICE failure after a retry: relay, link closed.
-            outs = h.Advance(30000);
+            // ICE failure after a retry (2 s later): relay, link closed.
+            outs = h.Advance(3000);
             CoreOutput retry = outs.First(x => x.Kind == OutputKind.OpenLink);
             h.Core.LinkFailed(h.Now, 6, retry.LinkId);
             outs = h.Drain();
@@ -1287,6 +1310,9 @@ namespace FlightSimP2P.Tests
             public ushort CloseCode { get { return 0; } }
             public uint Me = 5;
             public uint Host = 5;
+            /// <summary>A server that goes silent: pings unanswered (MutePings), or no Welcome (MuteHello).</summary>
+            public volatile bool MutePings;
+            public volatile bool MuteHello;
 
             public Task SendAsync(ClientMsg message, CancellationToken cancellationToken)
             {
@@ -1303,10 +1329,17 @@ namespace FlightSimP2P.Tests
             {
                 if (message is ClientMsg.Hello)
                 {
-                    _in.Add(Harness.Welcome(Me, false));
+                    if (!MuteHello)
+                    {
+                        _in.Add(Harness.Welcome(Me, false));
+                    }
                 }
                 else if (message is ClientMsg.Ping)
                 {
+                    if (MutePings)
+                    {
+                        return;
+                    }
                     _in.Add(new ServerMsg.Pong(((ClientMsg.Ping)message).ClientTimeMs, 0));
                 }
                 else if (message is ClientMsg.CreateSession)
@@ -1319,7 +1352,23 @@ namespace FlightSimP2P.Tests
                 }
             }
 
-            public bool TrySendRelay(uint to, byte[] payload) { return true; }
+            public int RelaySent;
+
+            public bool TrySendRelay(uint to, byte[] payload) { Interlocked.Increment(ref RelaySent); return true; }
+
+            /// <summary>The fake server sends msg.</summary>
+            public void Push(ServerMsg msg)
+            {
+                _in.Add(msg);
+            }
+
+            public int Pings()
+            {
+                lock (Sent)
+                {
+                    return Sent.Count(m => m is ClientMsg.Ping);
+                }
+            }
 
             public Task<ServerMsg> ReceiveAsync(CancellationToken cancellationToken)
             {
@@ -1496,6 +1545,1738 @@ namespace FlightSimP2P.Tests
                     Check(e.InnerException is HubException, "HubException for a missing method");
                 }
             }
+        }
+            // --- issue 21: it never hangs; the direct path under SIPSorcery's reliable channel ---
+
+        private static void RunIssue21()
+        {
+            Run("ServerTimeout: a server gone silent is noticed, Reconnecting fires within 10 s", ServerTimeoutSilent);
+            Run("ServerTimeout: a live server that only answers pings is never taken for dead", ServerTimeoutLive);
+            Run("HandshakeTimeout: a transport that connects but never says Welcome fails the attempt at 15 s", HandshakeTimeoutNoWelcome);
+            Run("60 Hz SendAsync: hub latency bounded, WebRTC signals never wait behind it", HubFloodBounded);
+            Run("shell: a throwing adapter call (each of them) fails that peer's path only: relay, connection and timer live on", AdapterFaults);
+            Run("shell: handlers on the host may await InvokeAsync to the host (hub message, invocation, self)", HandlerInvokesHost);
+            Run("wss: the pin and the private root decide as for QUIC (host names still checked)", WssTrustDecision);
+            Run("wss: a loopback TLS WebSocket server is reached with its pin or root, refused otherwise", WssPinEndToEnd);
+            Run("direct path on SIPSorcery-like SCTP: stall -> relay within 300 ms of the first unanswered frame", P2PStallToRelay);
+            Run("direct path on SIPSorcery-like SCTP: back to direct within 1 s after the path heals", P2PHealToDirect);
+            Run("direct path on SIPSorcery-like SCTP: no path change when peers merely pause sending", P2PPauseNoFlap);
+            Run("ICE failure: both sides retry, the first within 5 s, then with backoff", P2PRetryBothSides);
+            Run("ICE recovered with a backlog in SCTP: relay until the path delivers, then direct once (no flap)", P2PIceRecoveredNoFlap);
+            Run("mixed session: no acks to a non-C# peer; the old signs still move it to the relay and back", P2PMixedSessionNoAcks);
+        }
+
+        // --- issue 21c: timeouts set on a built connection apply ---
+
+        private static void RunIssue21c()
+        {
+            Run("SetTimeouts before the connect: the silent-server deadline is the new ServerTimeout", SetTimeoutsBeforeConnect);
+            Run("SetTimeouts while connected: the deadline moves (later and sooner), pings follow the new floor", SetTimeoutsWhileConnected);
+            Run("SetTimeouts during a handshake: the new HandshakeTimeout from the handshake's start", SetTimeoutsDuringHandshake);
+            Run("shell: ServerTimeout, KeepAliveInterval and HandshakeTimeout set after Build() take effect", ShellTimeoutsAfterBuild);
+            Run("shell: the host's own SendAsync of a hub method, and OnConnectedAsync, may await InvokeAsync to the host", HubMethodsInvokeHost);
+            Run("wss own upgrade (pinned, mono): Headers, Cookies and the access_token reach the server; an explicit proxy is used (CONNECT, Basic)", WssOwnUpgradeSettings);
+            Run("wss own upgrade: no header injection, the upgrade's own headers kept, bypassed and non-http proxies", WssOwnUpgradeRules);
+        }
+
+        private static void HubMethodsInvokeHost()
+        {
+            FakeFactory f = new FakeFactory();
+            WebRTCP2POptions o = new WebRTCP2POptions();
+            o.TransportFactory = f;
+            o.PingInterval = TimeSpan.Zero;
+            using (WebRTCP2PService s = new WebRTCP2PService(o))
+            {
+                Check(s.StartAsync().Wait(5000) && s.CreateSessionAsync().Wait(5000) && s.IsHost, "host of a session");
+                SelfInvokingHub.Conn = s;
+                SelfInvokingHub.FromMethod = new TaskCompletionSource<int>();
+                SelfInvokingHub.FromConnected = new TaskCompletionSource<int>();
+                s.Handle<int, int, int>("Add", (x, y) => x + y);
+                s.MapHub<SelfInvokingHub>();
+                // The host sends to its own hub: the method runs here, on the event thread's watch.
+                Check(s.SendAsync("Relay", 41).Wait(5000), "sent");
+                Check(SelfInvokingHub.FromMethod.Task.Wait(5000), "the hub method's InvokeAsync to the host completed (no 30 s self-deadlock)");
+                Check(SelfInvokingHub.FromMethod.Task.Result == 42, "with the host's answer");
+                f.T.Push(new ServerMsg.PeerJoined(new PeerInfo(7, "p7", ClientKind.DotNet)));
+                Check(SelfInvokingHub.FromConnected.Task.Wait(5000), "OnConnectedAsync's InvokeAsync to the host completed");
+                Check(SelfInvokingHub.FromConnected.Task.Result == 101, "with the host's answer");
+            }
+        }
+
+        /// <summary>A loopback wss:// server as in WssPinEndToEnd, recording each upgrade request's head.</summary>
+        private sealed class LoopbackWss : IDisposable
+        {
+            public readonly List<string> Heads = new List<string>();
+            public readonly int Port;
+            public readonly string Pin;
+            private readonly System.Net.Sockets.TcpListener _listener;
+
+            public LoopbackWss(Func<System.Net.Sockets.TcpClient, List<string>, bool> serve = null)
+            {
+                X509Certificate2 cert = new X509Certificate2(Convert.FromBase64String(TestLeafPfxB64), "test");
+                using (System.Security.Cryptography.SHA256 sha = System.Security.Cryptography.SHA256.Create())
+                {
+                    Pin = BitConverter.ToString(sha.ComputeHash(cert.RawData)).Replace("-", "");
+                }
+                _listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+                _listener.Start();
+                Port = ((System.Net.IPEndPoint)_listener.LocalEndpoint).Port;
+                Thread t = new Thread(() =>
+                {
+                    while (true)
+                    {
+                        System.Net.Sockets.TcpClient c;
+                        try
+                        {
+                            c = _listener.AcceptTcpClient();
+                        }
+                        catch (Exception)
+                        {
+                            return;
+                        }
+                        if (serve != null)
+                        {
+                            Task.Run(() => serve(c, Heads));
+                        }
+                        else
+                        {
+                            Task.Run(() => ServeUpgrade(c, cert, Heads));
+                        }
+                    }
+                });
+                t.IsBackground = true;
+                t.Start();
+            }
+
+            /// <summary>The first request head, waiting up to 10 s for it.</summary>
+            public string FirstHead()
+            {
+                for (int i = 0; i < 1000; i++)
+                {
+                    lock (Heads)
+                    {
+                        if (Heads.Count > 0)
+                        {
+                            return Heads[0];
+                        }
+                    }
+                    Thread.Sleep(10);
+                }
+                return "";
+            }
+
+            public void Dispose()
+            {
+                _listener.Stop();
+            }
+        }
+
+        /// <summary>An HTTP proxy that answers CONNECT host:port with 200 and pipes both ways (records the CONNECT head).</summary>
+        private static bool ServeConnect(System.Net.Sockets.TcpClient c, List<string> heads)
+        {
+            try
+            {
+                using (c)
+                {
+                    System.Net.Sockets.NetworkStream ns = c.GetStream();
+                    System.Text.StringBuilder head = new System.Text.StringBuilder();
+                    while (!head.ToString().EndsWith("\r\n\r\n", StringComparison.Ordinal))
+                    {
+                        int b = ns.ReadByte();
+                        if (b < 0)
+                        {
+                            return false;
+                        }
+                        head.Append((char)b);
+                    }
+                    lock (heads)
+                    {
+                        heads.Add(head.ToString().Replace("\r\n", "\n"));
+                    }
+                    string authority = head.ToString().Split(' ')[1];
+                    int colon = authority.LastIndexOf(':');
+                    using (System.Net.Sockets.TcpClient up = new System.Net.Sockets.TcpClient())
+                    {
+                        up.Connect(authority.Substring(0, colon), int.Parse(authority.Substring(colon + 1)));
+                        byte[] ok = System.Text.Encoding.ASCII.GetBytes("HTTP/1.1 200 Connection established\r\n\r\n");
+                        ns.Write(ok, 0, ok.Length);
+                        Task a = ns.CopyToAsync(up.GetStream());
+                        Task b2 = up.GetStream().CopyToAsync(ns);
+                        Task.WaitAny(new[] { a, b2 }, 15000);
+                    }
+                }
+            }
+            catch (Exception)
+            {
+            }
+            return true;
+        }
+
+        private sealed class TestProxy : System.Net.IWebProxy
+        {
+            public Uri Address;
+            public bool Bypass;
+
+            public System.Net.ICredentials Credentials { get; set; }
+
+            public Uri GetProxy(Uri destination)
+            {
+                return Address;
+            }
+
+            public bool IsBypassed(Uri host)
+            {
+                return Bypass;
+            }
+        }
+
+        /// <summary>A SignalR-style connection to the loopback wss:// server, pinned; returns the upgrade request's head.</summary>
+        private static string UpgradeHeadVia(LoopbackWss wss, System.Net.IWebProxy proxy, X509Certificate2 clientCert = null)
+        {
+            HubConnection c = new HubConnectionBuilder()
+                .WithUrl("wss://localhost:" + wss.Port + "/ws", o =>
+                {
+                    o.AccessTokenProvider = () => Task.FromResult("tok en/1");
+                    o.Headers["X-Sim-Client"] = "fs2024";
+                    o.Cookies.Add(new Uri("https://localhost/"), new System.Net.Cookie("sid", "abc"));
+                    if (proxy != null)
+                    {
+                        o.Proxy = proxy;
+                    }
+                    if (clientCert != null)
+                    {
+                        o.ClientCertificates = new X509CertificateCollection { clientCert };
+                    }
+                })
+                .Configure(o => o.CertificateSha256 = wss.Pin)
+                .Build();
+            try
+            {
+                Task start = c.StartAsync();
+                string head = wss.FirstHead();
+                // The loopback server upgrades, then says nothing (no Welcome): only the request matters.
+                GC.KeepAlive(start.ContinueWith(t => t.Exception, TaskScheduler.Default));
+                return head;
+            }
+            finally
+            {
+                c.DisposeAsync().AsTask().Wait(5000);
+            }
+        }
+
+        private static void WssOwnUpgradeSettings()
+        {
+            bool forced = WebSocketTransport.ForceOwnUpgrade;
+            // mono takes the own upgrade anyway; on .NET this makes the test exercise it.
+            WebSocketTransport.ForceOwnUpgrade = true;
+            try
+            {
+                using (LoopbackWss wss = new LoopbackWss())
+                {
+                    string head = UpgradeHeadVia(wss, null);
+                    Check(head.StartsWith("GET /ws?", StringComparison.Ordinal), "the upgrade request arrived: " + head);
+                    Check(head.Split('\n')[0].Contains("access_token=tok%20en%2F1"), "the access token is in the URL: " + head.Split('\n')[0].Split('?')[0]);
+                    Check(head.Contains("\nX-Sim-Client: fs2024\n"), "HttpConnectionOptions.Headers arrive: " + head);
+                    Check(head.Contains("\nCookie: sid=abc\n"), "HttpConnectionOptions.Cookies arrive: " + head);
+                }
+                using (LoopbackWss wss = new LoopbackWss())
+                {
+                    // A client certificate switches to the TLS overload that presents it: the upgrade still goes through.
+                    X509Certificate2 mine = new X509Certificate2(Convert.FromBase64String(TestLeafPfxB64), "test");
+                    string head = UpgradeHeadVia(wss, null, mine);
+                    Check(head.Contains("\nX-Sim-Client: fs2024\n"), "with ClientCertificates set, the upgrade still arrives: " + head);
+                }
+                using (LoopbackWss wss = new LoopbackWss())
+                using (LoopbackWss proxyServer = new LoopbackWss(ServeConnect))
+                {
+                    TestProxy proxy = new TestProxy();
+                    proxy.Address = new Uri("http://127.0.0.1:" + proxyServer.Port);
+                    proxy.Credentials = new System.Net.NetworkCredential("pilot", "s3cret");
+                    string head = UpgradeHeadVia(wss, proxy);
+                    string connect = proxyServer.FirstHead();
+                    Check(connect.StartsWith("CONNECT localhost:" + wss.Port + " HTTP/1.1\n", StringComparison.Ordinal), "the proxy got CONNECT for the server: " + connect);
+                    Check(connect.Contains("\nProxy-Authorization: Basic " + Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes("pilot:s3cret")) + "\n"),
+                        "with the proxy's Basic credentials: " + connect);
+                    Check(head.Contains("\nX-Sim-Client: fs2024\n") && head.Split('\n')[0].Contains("access_token="), "headers and token arrive through the tunnel: " + head);
+                }
+            }
+            finally
+            {
+                WebSocketTransport.ForceOwnUpgrade = forced;
+            }
+        }
+
+        private static void WssOwnUpgradeRules()
+        {
+            Uri target = new Uri("wss://sim.example.com/ws?a=1");
+            Uri https = new Uri("https://sim.example.com/ws?a=1");
+            OwnUpgradeSettings s = new OwnUpgradeSettings();
+            s.Headers.Add(new KeyValuePair<string, string>("X-Ok", "1"));
+            s.Headers.Add(new KeyValuePair<string, string>("Host", "evil.example.com"));
+            s.Headers.Add(new KeyValuePair<string, string>("Sec-WebSocket-Key", "x"));
+            string req = PinnedUpgrade.UpgradeRequest(target, "sim.example.com", s, https);
+            Check(req.StartsWith("GET /ws?a=1 HTTP/1.1\r\nHost: sim.example.com\r\n", StringComparison.Ordinal) && req.EndsWith("\r\n\r\n", StringComparison.Ordinal), "request line and Host");
+            Check(req.Contains("\r\nX-Ok: 1\r\n") && !req.Contains("evil") && req.Split(new[] { "Sec-WebSocket-Key" }, StringSplitOptions.None).Length == 2,
+                "an app's Host or Sec-WebSocket-Key never replaces the upgrade's own: " + req);
+            foreach (KeyValuePair<string, string> bad in new[]
+            {
+                new KeyValuePair<string, string>("X-A", "1\r\nX-Injected: 1"),
+                new KeyValuePair<string, string>("X-A", "1\n"),
+                new KeyValuePair<string, string>("X-A: 1\r\nX-B", "1"),
+                new KeyValuePair<string, string>("", "1"),
+            })
+            {
+                OwnUpgradeSettings b = new OwnUpgradeSettings();
+                b.Headers.Add(bad);
+                bool threw = false;
+                try
+                {
+                    PinnedUpgrade.UpgradeRequest(target, "sim.example.com", b, https);
+                }
+                catch (ArgumentException)
+                {
+                    threw = true;
+                }
+                Check(threw, "refused: header " + bad.Key.Replace("\r\n", "\\r\\n") + " = " + bad.Value.Replace("\r", "\\r").Replace("\n", "\\n"));
+            }
+            TestProxy p = new TestProxy();
+            p.Address = new Uri("http://proxy.example.com:3128");
+            Check(PinnedUpgrade.ProxyFor(p, https) == p.Address, "an http:// proxy is used");
+            p.Bypass = true;
+            Check(PinnedUpgrade.ProxyFor(p, https) == null, "a bypassed URL goes directly");
+            Check(PinnedUpgrade.ProxyFor(null, https) == null, "no proxy set: directly");
+            p.Bypass = false;
+            p.Address = new Uri("socks5://proxy.example.com:1080");
+            bool refused = false;
+            try
+            {
+                PinnedUpgrade.ProxyFor(p, https);
+            }
+            catch (NotSupportedException)
+            {
+                refused = true;
+            }
+            Check(refused, "a SOCKS proxy is refused, not silently skipped");
+        }
+
+        /// <summary>A connected server that stays silent from now: when Reconnecting fires (-1: not within `limit`).</summary>
+        private static long SilentUntilReconnecting(Harness h, long limit)
+        {
+            long from = h.Now;
+            while (h.Now - from < limit)
+            {
+                h.Now += 10;
+                h.Drain();
+                if (h.Log.Any(x => x.Kind == OutputKind.Reconnecting))
+                {
+                    return h.Now - from;
+                }
+            }
+            return -1;
+        }
+
+        private static void SetTimeoutsBeforeConnect()
+        {
+            Harness h = TimedHarness();
+            // Built with the 10 s default; the app sets 3 s before StartAsync.
+            h.Core.SetTimeouts(h.Now, 3000, -1, -1);
+            h.Connect(5);
+            long took = SilentUntilReconnecting(h, 20000);
+            Console.WriteLine("     figure: ServerTimeout set to 3 s after build: silent server -> Reconnecting after " + took + " ms");
+            Check(took > 0 && took <= 3000, "Reconnecting within the new 3 s (took " + took + " ms)");
+            Check(took > 2000, "not before it (took " + took + " ms)");
+        }
+
+        private static void SetTimeoutsWhileConnected()
+        {
+            Harness h = TimedHarness();
+            int conn = h.Connect(5);
+            h.Advance(4000);
+            // Longer while connected: 10 s no longer condemn the server.
+            h.Core.SetTimeouts(h.Now, 20000, -1, -1);
+            long took = SilentUntilReconnecting(h, 30000);
+            Console.WriteLine("     figure: ServerTimeout raised to 20 s 4 s into the silence: Reconnecting " + took + " ms after the change");
+            Check(took > 15000 && took <= 20000, "the deadline moved to 20 s after the change (took " + took + " ms)");
+
+            h = TimedHarness();
+            conn = h.Connect(5);
+            h.Advance(3000);
+            h.Drain();
+            int pingsBefore = h.Log.Count(x => x.Kind == OutputKind.SendControl && x.Message is ClientMsg.Ping);
+            // Shorter while connected: 2 s from the change (not at once: 3 s of silence were fine under 10 s);
+            // pings now every 1 s at least, so a live server answers in time.
+            h.Core.SetTimeouts(h.Now, 2000, -1, -1);
+            h.Drain();
+            Check(!h.Log.Any(x => x.Kind == OutputKind.Reconnecting), "no Reconnecting at once (the silence is timed from the change)");
+            h.Now += 1000;
+            h.Drain();
+            int pingsAfter = h.Log.Count(x => x.Kind == OutputKind.SendControl && x.Message is ClientMsg.Ping);
+            Check(pingsAfter > pingsBefore, "a ping within the new floor (half of 2 s)");
+            took = SilentUntilReconnecting(h, 30000) + 1000;
+            Check(took >= 2000 && took <= 2010, "Reconnecting 2 s after the change (took " + took + " ms)");
+            Check(h.Log.Any(x => x.Kind == OutputKind.CloseTransport && x.Conn == conn), "the silent connection is closed");
+
+            // The ping interval alone: 1 s instead of 5 s, from the next ping on.
+            h = TimedHarness();
+            conn = h.Connect(5);
+            h.Core.SetTimeouts(h.Now, -1, 1000, -1);
+            int pings = 0;
+            for (int i = 0; i < 500; i++)
+            {
+                h.Now += 10;
+                foreach (CoreOutput o in h.Drain())
+                {
+                    if (o.Kind == OutputKind.SendControl && o.Message is ClientMsg.Ping)
+                    {
+                        pings++;
+                        h.Core.ServerMessage(h.Now, conn, new ServerMsg.Pong(((ClientMsg.Ping)o.Message).ClientTimeMs, 0));
+                    }
+                }
+            }
+            Check(pings >= 4, "pings every 1 s after the change (" + pings + " in 5 s)");
+        }
+
+        private static void SetTimeoutsDuringHandshake()
+        {
+            CoreOptions o = new CoreOptions();
+            o.QuicAllowed = false;
+            o.ReconnectDelaysMs = new long[0];
+            Harness h = new Harness(o);
+            h.Core.Start(h.Now, 1);
+            CoreOutput c = h.Drain().First(x => x.Kind == OutputKind.Connect);
+            h.Core.TransportConnected(h.Now, c.Conn);
+            h.Drain();
+            h.Advance(1000);
+            h.Core.SetTimeouts(h.Now, -1, -1, 3000);
+            h.Advance(1990);
+            Check(h.Core.State == HubConnectionState.Connecting, "still waiting inside the new 3 s");
+            h.Advance(20);
+            Check(h.Log.Any(x => x.Kind == OutputKind.Complete && x.Token == 1 && x.Error is TimeoutException), "StartAsync failed 3 s after the handshake began, not 15 s");
+            Check(h.Log.Any(x => x.Kind == OutputKind.CloseTransport && x.Conn == c.Conn), "the handshaking transport is closed");
+        }
+
+        private static HubConnection BuiltOn(FakeFactory f)
+        {
+            return new HubConnectionBuilder()
+                .WithUrl("http://127.0.0.1:9/hubs/flight")
+                .Configure(o => o.TransportFactory = f)
+                .Build();
+        }
+
+        private static void ShellTimeoutsAfterBuild()
+        {
+            // ServerTimeout set after Build, before StartAsync (the default is 10 s).
+            FakeFactory f = new FakeFactory();
+            f.T.MutePings = true;
+            HubConnection c = BuiltOn(f);
+            TaskCompletionSource<Exception> closed = new TaskCompletionSource<Exception>();
+            c.Closed += e => { closed.TrySetResult(e); return Task.FromResult(0); };
+            c.ServerTimeout = TimeSpan.FromMilliseconds(400);
+            Check(c.StartAsync().Wait(5000), "started");
+            System.Diagnostics.Stopwatch sw = System.Diagnostics.Stopwatch.StartNew();
+            Check(closed.Task.Wait(3000), "Closed within 3 s of a silent server (ServerTimeout 400 ms set after Build)");
+            Console.WriteLine("     figure: ServerTimeout 400 ms set after Build: silent server -> Closed after " + sw.ElapsedMilliseconds + " ms");
+            Check(closed.Task.Result is TimeoutException, "the error says ServerTimeout: " + closed.Task.Result);
+            c.DisposeAsync().AsTask().Wait(5000);
+
+            // ServerTimeout lowered while connected.
+            f = new FakeFactory();
+            f.T.MutePings = true;
+            c = BuiltOn(f);
+            closed = new TaskCompletionSource<Exception>();
+            c.Closed += e => { closed.TrySetResult(e); return Task.FromResult(0); };
+            Check(c.StartAsync().Wait(5000), "started");
+            Thread.Sleep(200);
+            c.ServerTimeout = TimeSpan.FromMilliseconds(400);
+            Check(closed.Task.Wait(3000), "Closed within 3 s after ServerTimeout was lowered to 400 ms while connected");
+            c.DisposeAsync().AsTask().Wait(5000);
+
+            // KeepAliveInterval set after Build: pings every 100 ms instead of 5 s.
+            f = new FakeFactory();
+            c = BuiltOn(f);
+            c.KeepAliveInterval = TimeSpan.FromMilliseconds(100);
+            Check(c.StartAsync().Wait(5000), "started");
+            Thread.Sleep(700);
+            int pings = f.T.Pings();
+            Check(pings >= 3, "pings every 100 ms after KeepAliveInterval was set (" + pings + " in 0.7 s)");
+            c.DisposeAsync().AsTask().Wait(5000);
+
+            // HandshakeTimeout set after Build (as the sample app does): a server that never says Welcome.
+            f = new FakeFactory();
+            f.T.MuteHello = true;
+            c = BuiltOn(f);
+            c.HandshakeTimeout = TimeSpan.FromMilliseconds(300);
+            sw = System.Diagnostics.Stopwatch.StartNew();
+            Task start = c.StartAsync();
+            bool ended = false;
+            try
+            {
+                ended = start.Wait(3000);
+            }
+            catch (AggregateException)
+            {
+                ended = true;
+            }
+            Check(ended && start.IsFaulted && start.Exception.InnerException is TimeoutException, "StartAsync failed within 3 s (HandshakeTimeout 300 ms set after Build), not 10-15 s");
+            c.DisposeAsync().AsTask().Wait(5000);
+        }
+
+        private static Harness TimedHarness()
+        {
+            Harness h = new Harness();
+            CoreOptions o = new CoreOptions();
+            o.PingIntervalMs = 5000;
+            h.Core = new ServiceCore(o, new FixedRandom(), h.Metrics);
+            return h;
+        }
+
+        private static void ServerTimeoutSilent()
+        {
+            Harness h = TimedHarness();
+            int conn = h.Connect(5);
+            h.InSession(5, 5);
+            // The server answers the pings for a while, then goes silent (SIGSTOP, a dead proxy).
+            long lastHeard = h.Now;
+            for (int i = 0; i < 3000; i++)
+            {
+                h.Now += 10;
+                foreach (CoreOutput o in h.Drain())
+                {
+                    if (o.Kind == OutputKind.SendControl && o.Message is ClientMsg.Ping && h.Now < 20000)
+                    {
+                        h.Core.ServerMessage(h.Now, conn, new ServerMsg.Pong(((ClientMsg.Ping)o.Message).ClientTimeMs, 0));
+                        lastHeard = h.Now;
+                    }
+                }
+                if (h.Log.Any(x => x.Kind == OutputKind.Reconnecting))
+                {
+                    break;
+                }
+            }
+            CoreOutput rec = h.Log.FirstOrDefault(x => x.Kind == OutputKind.Reconnecting);
+            Check(rec != null, "Reconnecting fired");
+            long took = h.Now - lastHeard;
+            Console.WriteLine("     figure: server silent -> Reconnecting after " + took + " ms (ServerTimeout 10000)");
+            Check(took <= 10000, "within ServerTimeout (took " + took + " ms)");
+            Check(rec.Error is TimeoutException, "the error says timeout: " + rec.Error);
+            Check(h.Log.Any(x => x.Kind == OutputKind.CloseTransport && x.Conn == conn), "the silent connection is closed");
+            h.Advance(100);
+            Check(h.Log.Any(x => x.Kind == OutputKind.Connect && x.Conn != conn), "a reconnect attempt started");
+        }
+
+        private static void ServerTimeoutLive()
+        {
+            Harness h = TimedHarness();
+            int conn = h.Connect(5);
+            int pings = 0;
+            for (int i = 0; i < 6000; i++)
+            {
+                h.Now += 10;
+                foreach (CoreOutput o in h.Drain())
+                {
+                    if (o.Kind == OutputKind.SendControl && o.Message is ClientMsg.Ping)
+                    {
+                        pings++;
+                        h.Core.ServerMessage(h.Now + 40, conn, new ServerMsg.Pong(((ClientMsg.Ping)o.Message).ClientTimeMs, 0));
+                    }
+                }
+            }
+            Check(pings >= 11, "pings every 5 s (" + pings + " in 60 s)");
+            Check(!h.Log.Any(x => x.Kind == OutputKind.Reconnecting), "never Reconnecting");
+            Check(h.Core.State == HubConnectionState.Connected, "still connected");
+        }
+
+        private static void HandshakeTimeoutNoWelcome()
+        {
+            CoreOptions o = new CoreOptions();
+            o.QuicAllowed = false;
+            o.ReconnectDelaysMs = new long[0];
+            Harness h = new Harness(o);
+            h.Core.Start(h.Now, 1);
+            CoreOutput c = h.Drain().First(x => x.Kind == OutputKind.Connect);
+            h.Now += 9000;
+            h.Core.TransportConnected(h.Now, c.Conn);
+            h.Drain();
+            h.Advance(14990);
+            Check(h.Core.State == HubConnectionState.Connecting, "still waiting inside HandshakeTimeout (the connect's 10 s no longer apply)");
+            h.Advance(20);
+            Check(h.Log.Any(x => x.Kind == OutputKind.Complete && x.Token == 1 && x.Error is TimeoutException), "StartAsync failed with a timeout");
+            Check(h.Log.Any(x => x.Kind == OutputKind.CloseTransport && x.Conn == c.Conn), "the handshaking transport is closed");
+        }
+            private static void HubFloodBounded()
+        {
+            Harness h = new Harness();
+            h.Connect(5);
+            h.InSession(5, 5);
+            h.Drain();
+            Dictionary<int, long> sentAt = new Dictionary<int, long>();
+            long maxHub = 0;
+            int hubOut = 0;
+            int chatsIn = 0, chatsOut = 0;
+            long signalQueuedAt = -1, signalOut = -1;
+            long start = h.Now;
+            int n = 0;
+            // 60 Hz UpdatePosition for 10 s of simulated time, a Chat every second, and a peer
+            // joining after 5 s (its offer and candidates go out through the same budget).
+            while (h.Now - start < 11000)
+            {
+                h.Now += 1;
+                bool sending = h.Now - start < 10000;
+                if (sending && ((h.Now - start) % 50 == 0 || (h.Now - start) % 50 == 17 || (h.Now - start) % 50 == 33))
+                {
+                    sentAt[n] = h.Now;
+                    Check(h.Core.SendHub(h.Now, 0, "UpdatePosition", new[] { n.ToString() }), "queued");
+                    n++;
+                }
+                if (sending && (h.Now - start) % 1000 == 500)
+                {
+                    h.Core.SendHub(h.Now, 0, "Chat", new[] { "\"hi\"" });
+                    chatsIn++;
+                }
+                if (h.Now - start == 8000)
+                {
+                    h.Core.ServerMessage(h.Now, h.Conn, new ServerMsg.PeerJoined(new PeerInfo(6, "p", ClientKind.DotNet)));
+                }
+                foreach (CoreOutput o in h.Drain())
+                {
+                    if (o.Kind == OutputKind.OpenLink)
+                    {
+                        h.Core.LocalSignal(h.Now, 6, o.LinkId, new Signal.Offer("v=0"));
+                        signalQueuedAt = h.Now;
+                    }
+                    if (o.Kind != OutputKind.SendControl)
+                    {
+                        continue;
+                    }
+                    ClientMsg.SignalTo st = o.Message as ClientMsg.SignalTo;
+                    if (st == null)
+                    {
+                        continue;
+                    }
+                    if (st.Signal is Signal.Offer)
+                    {
+                        signalOut = h.Now;
+                        continue;
+                    }
+                    HubEnvelope e = HubEnvelope.TryDecode(((Signal.App)st.Signal).Data);
+                    if (e.Name == "Chat")
+                    {
+                        chatsOut++;
+                        continue;
+                    }
+                    hubOut++;
+                    maxHub = Math.Max(maxHub, h.Now - sentAt[int.Parse(e.Args[0])]);
+                }
+            }
+            Console.WriteLine("     figure: 60 Hz SendAsync under a 50/s server budget: worst hub latency " + maxHub
+                + " ms, " + hubOut + " of " + n + " sent (" + h.Core.HubMessagesCoalesced + " replaced by newer), offer waited " + (signalOut - signalQueuedAt) + " ms");
+            Check(maxHub <= 300, "hub latency bounded at 300 ms (worst " + maxHub + ")");
+            Check(signalOut >= 0 && signalOut - signalQueuedAt <= 25, "the offer went out within one token (" + (signalOut - signalQueuedAt) + " ms)");
+            Check(chatsOut == chatsIn, "distinct hub messages are never dropped (" + chatsOut + "/" + chatsIn + ")");
+            Check(hubOut + h.Core.HubMessagesCoalesced == n, "every position sent or replaced by a newer one");
+        }
+            /// <summary>A peer link whose adapter call named by ThrowAt throws (as SIPSorcery can: socket bind, bad SDP, closed channel).</summary>
+        private sealed class FaultyLinks : IPeerLinkFactory
+        {
+            public string ThrowAt;
+            public volatile FaultyLink Last;
+            public int Created;
+
+            public IPeerLink Create(uint peer, int linkId, ILinkEvents events)
+            {
+                Interlocked.Increment(ref Created);
+                if (ThrowAt == "Create")
+                {
+                    throw new System.Net.Sockets.SocketException(98);
+                }
+                FaultyLink l = new FaultyLink(this, peer, linkId, events);
+                Last = l;
+                return l;
+            }
+        }
+
+        private sealed class FaultyLink : IPeerLink
+        {
+            private readonly FaultyLinks _f;
+            public readonly ILinkEvents Events;
+            public volatile bool Closed;
+
+            public FaultyLink(FaultyLinks f, uint peer, int linkId, ILinkEvents events)
+            {
+                _f = f;
+                Peer = peer;
+                LinkId = linkId;
+                Events = events;
+            }
+
+            public uint Peer { get; private set; }
+            public int LinkId { get; private set; }
+
+            private void Maybe(string call)
+            {
+                if (_f.ThrowAt == call)
+                {
+                    throw new InvalidOperationException("adapter threw in " + call);
+                }
+            }
+
+            public void Start(bool offerer, List<IceServer> iceServers) { Maybe("Start"); }
+            public void Apply(Signal signal) { Maybe("Apply:" + signal.GetType().Name); }
+            public bool Send(byte[] frame) { Maybe("Send"); return true; }
+            public long BufferedAmount { get { Maybe("BufferedAmount"); return 0; } }
+            public void Close() { Closed = true; Maybe("Close"); }
+        }
+
+        private static bool WaitFor(Func<bool> cond, int ms = 5000)
+        {
+            for (int i = 0; i < ms / 10; i++)
+            {
+                if (cond())
+                {
+                    return true;
+                }
+                Thread.Sleep(10);
+            }
+            return cond();
+        }
+
+        private static void AdapterFaults()
+        {
+            string[] calls = { "Create", "Start", "Apply:Offer", "Apply:Answer", "Apply:IceCandidate", "Apply:EndOfCandidates", "Send", "BufferedAmount", "Close" };
+            List<string> bad = new List<string>();
+            foreach (string call in calls)
+            {
+                string why = AdapterFault(call);
+                if (why != null)
+                {
+                    bad.Add(call + ": " + why);
+                }
+            }
+            Check(bad.Count == 0, string.Join("; ", bad));
+        }
+
+        /// <summary>One throwing adapter call: null when it became the peer's path failure only.</summary>
+        private static string AdapterFault(string call)
+        {
+            FakeFactory f = new FakeFactory();
+            FaultyLinks links = new FaultyLinks();
+            WebRTCP2POptions o = new WebRTCP2POptions();
+            o.TransportFactory = f;
+            o.LinkFactory = links;
+            o.PingInterval = TimeSpan.FromMilliseconds(50);
+            o.DirectRetryDelay = TimeSpan.FromMinutes(10);
+            using (WebRTCP2PService s = new WebRTCP2PService(o))
+            {
+                if (!s.StartAsync().Wait(5000) || !s.CreateSessionAsync().Wait(5000))
+                {
+                    return "no session";
+                }
+                // Peer 3 joins: I (5) offer to it; or it offers (then I answer).
+                links.ThrowAt = call;
+                f.T.Push(new ServerMsg.PeerJoined(new PeerInfo(3, "p3", ClientKind.DotNet)));
+                if (!WaitFor(() => Volatile.Read(ref links.Created) >= 1))
+                {
+                    return "no link opened";
+                }
+                if (call == "Apply:Offer")
+                {
+                    // Peer 3 (lower id) offers too: glare goes its way, I answer, setRemoteDescription throws.
+                    f.T.Push(new ServerMsg.SignalFrom(3, new Signal.Offer("v=0")));
+                    WaitFor(() => Volatile.Read(ref links.Created) >= 2);
+                }
+                else if (call.StartsWith("Apply:"))
+                {
+                    Signal sig = call == "Apply:Answer" ? (Signal)new Signal.Answer("v=0")
+                        : call == "Apply:IceCandidate" ? (Signal)new Signal.IceCandidate("candidate:1 1 udp 1 10.0.0.1 9 typ host", "0", 0)
+                        : new Signal.EndOfCandidates();
+                    f.T.Push(new ServerMsg.SignalFrom(3, sig));
+                }
+                else if (call == "Send" || call == "BufferedAmount" || call == "Close")
+                {
+                    FaultyLink l = links.Last;
+                    l.Events.Opened(l, false);
+                    if (call == "Close")
+                    {
+                        // ICE fails: the link is closed, and Close throws.
+                        l.Events.Failed(l);
+                    }
+                    else
+                    {
+                        s.SendFlightData(3, new byte[] { 1 });
+                    }
+                }
+                if (!WaitFor(() => s.GetDirectState(3) == DirectState.Failed))
+                {
+                    return "the peer's direct path did not fail (" + s.GetDirectState(3) + ")";
+                }
+                int relayBefore = Volatile.Read(ref f.T.RelaySent);
+                if (!s.SendFlightData(3, new byte[] { 2 }) || Volatile.Read(ref f.T.RelaySent) <= relayBefore)
+                {
+                    return "flight data did not go through the relay";
+                }
+                if (Volatile.Read(ref f.T.Closed) != 0 || s.State != HubConnectionState.Connected)
+                {
+                    return "the server connection suffered (" + s.State + ")";
+                }
+                int pings = f.T.Pings();
+                if (!WaitFor(() => f.T.Pings() >= pings + 3))
+                {
+                    return "the timer loop stopped (no more pings)";
+                }
+                return null;
+            }
+        }
+
+        private static void HandlerInvokesHost()
+        {
+            FakeFactory f = new FakeFactory();
+            WebRTCP2POptions o = new WebRTCP2POptions();
+            o.TransportFactory = f;
+            o.PingInterval = TimeSpan.Zero;
+            using (WebRTCP2PService s = new WebRTCP2PService(o))
+            {
+                Check(s.StartAsync().Wait(5000) && s.CreateSessionAsync().Wait(5000), "host of a session");
+                Check(s.IsHost, "I am the host");
+                s.Handle<int, int, int>("Add", (x, y) => x + y);
+                TaskCompletionSource<int> fromHubMessage = new TaskCompletionSource<int>();
+                // A hub-message handler on the host that awaits an invocation of the host (itself).
+                s.On<int>("Go", async x => fromHubMessage.TrySetResult(await s.InvokeAsync<int>("Add", x, 1)));
+                // An invocation handler on the host that invokes the host again.
+                s.Handle<int, int>("Outer", async x => 10 * await s.InvokeAsync<int>("Add", x, 2));
+                HubEnvelope go = new HubEnvelope();
+                go.Name = "Go";
+                go.Args = new[] { "41" };
+                f.T.Push(new ServerMsg.SignalFrom(6, new Signal.App(go.Encode())));
+                Check(fromHubMessage.Task.Wait(10000), "the hub-message handler's InvokeAsync completed (no self-deadlock)");
+                Check(fromHubMessage.Task.Result == 42, "with the host's answer");
+                HubEnvelope inv = new HubEnvelope();
+                inv.Type = HubEnvelope.Invoke;
+                inv.Id = 9;
+                inv.Name = "Outer";
+                inv.Args = new[] { "1" };
+                f.T.Push(new ServerMsg.SignalFrom(6, new Signal.App(inv.Encode())));
+                HubEnvelope answer = null;
+                Check(WaitFor(() =>
+                {
+                    lock (f.T.Sent)
+                    {
+                        foreach (ClientMsg.SignalTo st in f.T.Sent.OfType<ClientMsg.SignalTo>())
+                        {
+                            HubEnvelope e = st.Signal is Signal.App ? HubEnvelope.TryDecode(((Signal.App)st.Signal).Data) : null;
+                            if (e != null && e.Id == 9 && st.To == 6)
+                            {
+                                answer = e;
+                            }
+                        }
+                    }
+                    return answer != null;
+                }, 10000), "peer 6's invocation was answered");
+                Check(answer.Type == HubEnvelope.Result && answer.ResultJson == "30", "Outer = 10 * Add(1, 2): " + answer.ResultJson + " " + answer.ErrorText);
+                Task<int> direct = s.InvokeAsync<int>("Outer", 4);
+                Check(direct.Wait(10000) && direct.Result == 60, "the host invoking itself, whose handler invokes itself again");
+                // Order is kept: a hub message, then an invocation from the same peer, see each other's effect.
+                int stored = 0;
+                s.On<int>("Set", v => { Thread.Sleep(50); stored = v; });
+                s.Handle<int>("Get", () => stored);
+                HubEnvelope set = new HubEnvelope();
+                set.Name = "Set";
+                set.Args = new[] { "7" };
+                HubEnvelope get = new HubEnvelope();
+                get.Type = HubEnvelope.Invoke;
+                get.Id = 10;
+                get.Name = "Get";
+                get.Args = new string[0];
+                f.T.Push(new ServerMsg.SignalFrom(6, new Signal.App(set.Encode())));
+                f.T.Push(new ServerMsg.SignalFrom(6, new Signal.App(get.Encode())));
+                HubEnvelope got = null;
+                Check(WaitFor(() =>
+                {
+                    lock (f.T.Sent)
+                    {
+                        foreach (ClientMsg.SignalTo st in f.T.Sent.OfType<ClientMsg.SignalTo>())
+                        {
+                            HubEnvelope e = st.Signal is Signal.App ? HubEnvelope.TryDecode(((Signal.App)st.Signal).Data) : null;
+                            if (e != null && e.Id == 10)
+                            {
+                                got = e;
+                            }
+                        }
+                    }
+                    return got != null;
+                }, 10000), "Get answered");
+                Check(got.ResultJson == "7", "Get ran after Set (" + got.ResultJson + ")");
+            }
+        }
+            // Test certificates (RSA, valid until 2126, generated with openssl for these tests only):
+        // a root CA, a leaf for localhost it signed (also as PKCS#12, password "test"), and an
+        // unrelated self-signed leaf for localhost.
+        private const string TestRootB64 =
+            "MIIDJzCCAg+gAwIBAgIUXwVtU/UV8LVvuPMBW0r4dECj0B8wDQYJKoZIhvcNAQELBQAwGjEYMBYGA1UEAwwPZnNwMnAgdGVzdCBy"
+            + "b290MCAXDTI2MTIwNjE3NTIyOFoYDzIxMjYxMTEyMTc1MjI4WjAaMRgwFgYDVQQDDA9mc3AycCB0ZXN0IHJvb3QwggEiMA0GCSqG"
+            + "SIb3DQEBAQUAA4IBDwAwggEKAoIBAQDslA+s4lTI+eePuMd1NTZAW8w2gkomVN9OQC2cqz+yljrpp+95BhvgyPIJ6WYEhb8DY+m3"
+            + "jZs3jYMx8m8Eo41oBY3Lmui9Wb0Zq7AjPVviy4OYDq2PT/Lm2URMykLsQMAJ/RLsuzdKnFIyIblLfVvIAbK2ajWaA/W6kvA95zrS"
+            + "bUnBtCCtKwuL83a1KLgjdXjQvC6EiMZ/WfxQHz0dczOTqHgg5pztVKzd42LPdP2swh0s+CrrVgUxceZpOen8eYMsT58aExohT9eZ"
+            + "uWbaBq0GVJGR0/STkoZqmrr+u14MyxwbhW8cQdUuaxVhfQSvzE3HmiFo+Y/GM35vCxoyg2ejAgMBAAGjYzBhMB0GA1UdDgQWBBRo"
+            + "8g7Ak0cw8rMn0uTc94jDA8LbujAfBgNVHSMEGDAWgBRo8g7Ak0cw8rMn0uTc94jDA8LbujAPBgNVHRMBAf8EBTADAQH/MA4GA1Ud"
+            + "DwEB/wQEAwIBBjANBgkqhkiG9w0BAQsFAAOCAQEABlLyaDx1AAEvcMiHwMjZrR5EzcAyYM5P6GLhhemLfzbmtO7hINY0xTRBYK/f"
+            + "qpwv7uKXBncdVk3Unwt4NpINkJRupIZz8Sg1/rTRWc3PGz7/VWtBREcX1NtDfBO+xhSFrFReXA7nIu54W62G2MY+7y+SlGu8ks9O"
+            + "97mR5BV/IRCsPCcftxVlJ+OVLtTqVDUra50b+K4jaKzYPXgJ7wCZm9U7zYINAZvUceTuMOWV0rpxH2TUP+faJi+aje4Pik9qL1jx"
+            + "VAIYyOn+6SrcF7SdsXY1lqI2ZUSlx99g0FWGRxhNCtUG5/JqjWK6Y+oitusr1Dz1pzZXpjHHuBq70F7tcw==";
+        private const string TestLeafB64 =
+            "MIIDNjCCAh6gAwIBAgIURjTgcwVO+G3tB+vuaiJobT3OhAMwDQYJKoZIhvcNAQELBQAwGjEYMBYGA1UEAwwPZnNwMnAgdGVzdCBy"
+            + "b290MCAXDTI2MTIwNjE3NTIyOFoYDzIxMjYxMTEyMTc1MjI4WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwggEiMA0GCSqGSIb3DQEB"
+            + "AQUAA4IBDwAwggEKAoIBAQCnD4z2j1xk7+ERnVY65wzF2TRm5pAtOuLNQXYPRNimx+GuqKxLJDS1Vbl/nP+bW4Ne3NqvBkk4lucK"
+            + "aRqwzQK39BypWIA1TcUN1zgBYLmTopLRVXT4ZE5zZomg9CPv8tmAB5t2uvdpkjJHBt1hlEf0oVbiPn49pauWr+5M0iJUrpf1NrzY"
+            + "ifixyUzj8d8niav1sstQyAFCrmXEq3CQiOUKz2Gd4o40zjnyQQQEcUsyWdE5Pwem15wjWfvnnU5iIzFWkKmAt0YY46VaurKCqdXR"
+            + "Ru3JE73BKp5goQ7precc3ngRXrJO+upvBam9wSuiVCML3L/CdSadJEnYetoGT5LBAgMBAAGjeDB2MBQGA1UdEQQNMAuCCWxvY2Fs"
+            + "aG9zdDAJBgNVHRMEAjAAMBMGA1UdJQQMMAoGCCsGAQUFBwMBMB0GA1UdDgQWBBQc4nslAL3HzksB7hW5tyoEFf/8ojAfBgNVHSME"
+            + "GDAWgBRo8g7Ak0cw8rMn0uTc94jDA8LbujANBgkqhkiG9w0BAQsFAAOCAQEAecc6BG4cGchymp2U2Qy1/R3JcTKxoDxKf0UxkHjS"
+            + "oA/dUFs0YRoFXt4ps36hmSzw+/uRMA12MyIvQyQzjI4H1EbAFiSb9G7MWBs/yOIcv5bq3d4x+cgG7GVHyPCf+J125yNr+X/fOjLn"
+            + "zi7yVAduNG8awNIjbY712zJsDMiekVJtZum1X3MQjE5QnT+tSZeA8ZxWOfQVLavrkgrwTemPQV1f0qhrYRTG0h92JqwTBIe0f9Sg"
+            + "1FVovinMTL/WSSPm3Ux/fgxVxxOd6U83x2PAfg+38abik2baapNJVGx0ppVm8+Egx9ajL3KMMnMJovFzt9or6vVPGUMO9bLxSxCD"
+            + "qw==";
+        private const string TestOtherB64 =
+            "MIIDITCCAgmgAwIBAgIUZfOxOat/U2JyxkyP8OD7sy8YjecwDQYJKoZIhvcNAQELBQAwFDESMBAGA1UEAwwJbG9jYWxob3N0MCAX"
+            + "DTI2MTIwNjE3NTIyOFoYDzIxMjYxMTEyMTc1MjI4WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwggEiMA0GCSqGSIb3DQEBAQUAA4IB"
+            + "DwAwggEKAoIBAQDZNDTilME1Fw+FedukyQyMGwxCoZ/blXpFfheZ6J49UnN+9o1jrufj0ftPYCt7R0hvsTK1WxfPI3p/5o0G5rip"
+            + "h91rdUNf4pEDP/mtG1irSwYYI88+gs8ypQlp05Mih+qh9rbulKSIVkXCxI6lhfSS5ABoYHixH8W5tgdcoGXC/ILoYilRci60mqIU"
+            + "AXVBlhMuNXMt5FtPugk5JaIdSaQtg618s7F7ytYzJM0SPizQIo+obBB6QVAP2dru3828T6ND6tMCFVQjmqLzMuIl1iycDGAxqf1D"
+            + "b/F6yX68GdYXnQOqHBdQ34wWWzMEpyIetXAB+dIk7wK+JlXxyZzz2adJAgMBAAGjaTBnMB0GA1UdDgQWBBT++g0ekbrAlrc9QZKm"
+            + "Q6bsfRvV7TAfBgNVHSMEGDAWgBT++g0ekbrAlrc9QZKmQ6bsfRvV7TAPBgNVHRMBAf8EBTADAQH/MBQGA1UdEQQNMAuCCWxvY2Fs"
+            + "aG9zdDANBgkqhkiG9w0BAQsFAAOCAQEAGZxa+hrZcFOUeHSCfnbZ0KWHvKZrGUKAUww6czPviEQztm06jZ/jX8mCpTaCLiXxLZOE"
+            + "R4X1e9qOwvVWwUekpyJHlGywp6RNulXQ864f5HGFSEujTtB+tXmCD0fBAcCWmAIs2J9zPhQL/96fafyoUxh2KA5TTrmiHV6a8xPm"
+            + "vcAeCSB72SwG+naw4UtqRXB6TjtV0/elrlqTar3+TXZ6TNFhTju4zDbGz65faFEiUK9cU2zlm0kYyLFmqb8Fw+hHrKjilbFShupr"
+            + "f7mPdg+Q3ifpn22z0LfPynYSvuS6Z8E1cvke5XCTGRcsiSfJQBl9QPCNtNDtqL0TsMqoqFNiPg==";
+        private const string TestLeafPfxB64 =
+            "MIIJeQIBAzCCCT8GCSqGSIb3DQEHAaCCCTAEggksMIIJKDCCA98GCSqGSIb3DQEHBqCCA9AwggPMAgEAMIIDxQYJKoZIhvcNAQcB"
+            + "MBwGCiqGSIb3DQEMAQMwDgQIyy/VMJocf2ACAggAgIIDmBYtiCxjoGY7cWSEi/0Nk1Ga8X0783XL1+fdSKiKLkuKRwrhG5o0EE3z"
+            + "UCUvybgAR//lYgNIhE6mnnVRBU59nkpWdrtGKW/mLTucAeZHPfNM82TVKqxpON0n513l33KITgQL9BiFzae413qKYAIgaKDp2Ei2"
+            + "l4uMnTYsU8eDjeB/LF3IXL5kc2SgmRtBKawHhHopu0hUxXAck0xbz/gd4Mt71MTHQQiNI9VWK9yy8TilGiS6ri51qlAJdEC7V4Kb"
+            + "Matxhv2JkUUj1J4EBrjdxgUFP9fukIjH/ZJYcIGW9lx8ctXmH9WnV1m+58s+tehyK3xjnuzXXKE4pcw4t5z1ZCOr2BX2H/7UHOPH"
+            + "PbqrNqiC9wykN5a4mR0tFTAmNKyarSLRvR+jHpuXHPUQNULu+XNbQYGtu1YEPNNIt0B0WeR/Ln07pGiYzULHmeyZWWXGnwpxvCeQ"
+            + "2ahHhCX8+58wmJ3yYSs6M+hlv66zo3+XsvHfsIcMZibhgH/XPFg4U4lcVjOBKZOD7XKGHK8q/aS4oSWS/DQmTImVGsEBVAjLrTqW"
+            + "fua8ZjDmT0SeIMMIKQx7DxfMhECZaDlSqs75uvveApLaTOxoWvhboz5JcCQ/aNW8AhsU1d5zV47kZT9iGq2xZcstOh56mzqY+v4A"
+            + "/VDRh3Gx1mBn9lty1O0pJ3roIDDMTNJzbBBmUFzFt4hwJS2SASheSxF8hpPRR7SYF2EXkjkg6ZtFTv0VIENYKYNr/OylLS1q6E88"
+            + "bqfARleo8RVAsJkfP78BjcKYsfqvHBIlhv1HEJzkreGMYiSePmKy4XN0NsmaV2GPPe8sn6Z2XyPoZ91t11oIaN+VKmfxtfzdgo3p"
+            + "b1UYcP2/EkCpphQJ1oRaI8YMEZsH30getRmMy/e6Sqdz9goPKUfKz59f8+yrjAaweYuzf9KtPMax8lbthRfKuzMxu7ogxWfwPbOc"
+            + "xGP3jIyBMaKEvYIsh4yKj8C6zVjUmOtmLCx1l6KunZrhh6TV6G8LbJPucYvhtnV9l2sfASplEBQNRIBlnpXlaHHrnft/ac3rnVbV"
+            + "WrJjJnGL2FYEC7pX5zyDwQEzcPkZePfaAeY1XB/FZjOA6nsaQXJJwzJnmtDuIi3GLdhQmyeliVpcDCq2TmDFzd0htwHP2c/Ip8hi"
+            + "Pm3Rg5qmjKcAEAtMYz7Z+A63ZIfo8GuKyF7DUTWJp/4RJtFpxj0VxYIoB/ryWXriaEO8aPbmMIIFQQYJKoZIhvcNAQcBoIIFMgSC"
+            + "BS4wggUqMIIFJgYLKoZIhvcNAQwKAQKgggTuMIIE6jAcBgoqhkiG9w0BDAEDMA4ECBJHiiCS+CbdAgIIAASCBMh79P9jp+38WRUa"
+            + "6lp5K7fZoVZDK2TVXImLdEMlKz7ubasBUkgmVPHhIrBFiP+msY3LblEV7EmQdrZ0h0gX0UZr0XUFJPe6fct/fQPa95dkzPsjqud1"
+            + "spv9omPaxna7clwBc2HzLGxlMPgI3Aycsg8CsK5QcgKqqcLxMMZJDD/7jWHl86qNYYR5DTZ+AWMc4CJZfGLobOo0zTILzEvUyPEZ"
+            + "gMLjCYKgNQjliXK9c2ZmDy+rnKHR40csEkmmccfr9gpJ+LY1dwS9M/RbCMr3bje647HeOEoxpKzY4NyIYqDVHhmrIVxLbrKXhJjW"
+            + "Tnm8sm9AXOj5geQqdrXHo5gq7r8j9zW6veQZN0LjWZMDLKmYNI9IlHjNyxg6uCiXCbFuWbuHw51qAzdDn46gpDfkUpJ4cxur6Pj8"
+            + "M8kTUvg6/Gnq7cqgWgEBqer2QWXtGR4aKH6PsVVxkry6S2sfnN4ZZXnPX2ZWRo+Au2mfO9/SI1YBh/jfRJRXr0djv066BIRM2xlB"
+            + "v2bOWTBvVHXmecjLBwXu/DSSLD+l9Jue/P90Snj9w9KAfKfFZGctcZcXrRh1g6lkyyp1L9nZufNokPsjHFmbVe9Dm3dsbTFeiR++"
+            + "ko8YInK/VniFRaaCKiKxnqneQvJuHmaawzECmNhFyM6lqfSt1n1PeKgM+XKRwV6m/UmlpifSkUGl7w7e9yCZjPKtRCeyHyQj/K9h"
+            + "xdqmgT42SfJyK4azsLzkp+SNsgjZZhWjidmoT0O3ha10w79xiaQC1BTEP10jIUT9gaNH8PfJyQewd0EGNZq1heUdAW67zpkk3szl"
+            + "/xMErKajHqqFyynZ7YQcGwrSR5vwhBE2teq9TRwBsidT0EiCYGnk4754Zfdg60PZpSAlQ1CL/XIf52MfAznvvhsxiznsBCJhw4bj"
+            + "NbBwbgxaqvrx+qtp0ClX1gpykGj0BZQv9xtkcwaaie71u2EUBWekv9YwaNMetxekAAcRJS4EFORtepM1eQRBSXyrHnaXOQxLE8kR"
+            + "BlcNbQvgsZWobncII9WabterW3SeP+5c0cnhbiQTmsfZ2WlM2bE3qy9TsuUiOWaQE6i7T1YVpUdjILqooQhWvGvp46Qlsg+NAMO6"
+            + "1itcKPi3ElwlrCUz5mTcSiJLQlkUZsmDI8kKdt51/MDa7I012LZZrxLqoR8WwICRdksPVymAmSpvCcKid7uxi74ADkGx7FDBFiAb"
+            + "miMdGWqFE66eLRoRaEkdYslqAuQYfqQ5VMrY6h3w6fvtJwUA7lLk2W+W0lVIAQo5subOtbolOTwpqSdvr6cC7EJQWGr5+6cGySZ7"
+            + "bhmpwJHT48pjeTw/RxY8or4a7A2seNRtqyyyUbfaysG6VRpm2q2wjYbJuPV9/uV9PU+bcDxrbF3SQF0dZgEpqogClasUkVr+zKvY"
+            + "GszDkLMRL90XK9PsfQW2dc4pROuE07/urX+4b+qUT0+m1qfH1gFjqIMg/kMYXRdumnBixA9JADF/ViZttl7GUwdxCHLDk0JzUSxl"
+            + "MrvMWxSE8u6VkbWPHYiQjTWICpit2ke6EZMEWAbPM44KHU4Kn/Mjdv6s6npwoke2ZS+nm5MiqUFe5y4eyX9y5UkT6S/LvQpeS5z5"
+            + "OxgQ0SeyokZPNHGXcK0xJTAjBgkqhkiG9w0BCRUxFgQUT0HT2Hhc2Xjb0bIpbjpNsX7t8AYwMTAhMAkGBSsOAwIaBQAEFL+Ndvoa"
+            + "hisf+oEumNu5qDs50yOqBAiMYeDxf1JpUwICCAA=";
+
+        private static void WssTrustDecision()
+        {
+            byte[] root = Convert.FromBase64String(TestRootB64);
+            X509Certificate2 leaf = new X509Certificate2(Convert.FromBase64String(TestLeafB64));
+            X509Certificate2 other = new X509Certificate2(Convert.FromBase64String(TestOtherB64));
+            string leafPin;
+            using (System.Security.Cryptography.SHA256 sha = System.Security.Cryptography.SHA256.Create())
+            {
+                leafPin = BitConverter.ToString(sha.ComputeHash(leaf.RawData)).Replace("-", ":");
+            }
+            System.Net.Security.SslPolicyErrors chain = System.Net.Security.SslPolicyErrors.RemoteCertificateChainErrors;
+            System.Net.Security.SslPolicyErrors name = System.Net.Security.SslPolicyErrors.RemoteCertificateNameMismatch;
+            WebSocketTrust pin = new WebSocketTrust(leafPin, null);
+            Check(pin.Validate(null, leaf, null, chain), "the pinned leaf is accepted although self-signed");
+            Check(!pin.Validate(null, other, null, System.Net.Security.SslPolicyErrors.None), "another certificate is refused even if the system trusts it");
+            WebSocketTrust ca = new WebSocketTrust(null, root);
+            Check(ca.Validate(null, leaf, null, chain), "a leaf the private root signed is accepted");
+            Check(!ca.Validate(null, other, null, chain), "a leaf the root did not sign is refused");
+            Check(!ca.Validate(null, leaf, null, name | chain), "the root does not excuse a host-name mismatch");
+        }
+
+        /// <summary>
+        /// A wss:// server on loopback (SslStream + a minimal WebSocket upgrade) whose
+        /// certificate only the pin or the private root can vouch for: the transport connects
+        /// with the right pin or root and refuses a wrong pin and the system store.
+        /// </summary>
+        private static void WssPinEndToEnd()
+        {
+            X509Certificate2 serverCert = new X509Certificate2(Convert.FromBase64String(TestLeafPfxB64), "test");
+            System.Net.Sockets.TcpListener listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+            listener.Start();
+            int port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
+            bool stop = false;
+            Thread server = new Thread(() =>
+            {
+                while (!Volatile.Read(ref stop))
+                {
+                    System.Net.Sockets.TcpClient c;
+                    try
+                    {
+                        c = listener.AcceptTcpClient();
+                    }
+                    catch (Exception)
+                    {
+                        return;
+                    }
+                    Task.Run(() => ServeUpgrade(c, serverCert));
+                }
+            });
+            server.IsBackground = true;
+            server.Start();
+            try
+            {
+                Uri uri = new Uri("wss://localhost:" + port + "/ws");
+                string pin;
+                using (System.Security.Cryptography.SHA256 sha = System.Security.Cryptography.SHA256.Create())
+                {
+                    pin = BitConverter.ToString(sha.ComputeHash(serverCert.RawData)).Replace("-", "");
+                }
+                string wrongPin = new string('0', 64);
+                Check(WssConnects(uri, pin, null), "connects with the right pin");
+                Check(WssConnects(uri, null, Convert.FromBase64String(TestRootB64)), "connects with the private root");
+                Check(!WssConnects(uri, wrongPin, null), "refuses a wrong pin");
+                Check(!WssConnects(uri, null, null), "refuses without pin or root (the system does not trust it)");
+            }
+            finally
+            {
+                Volatile.Write(ref stop, true);
+                listener.Stop();
+            }
+        }
+
+        private static bool WssConnects(Uri uri, string pin, byte[] root)
+        {
+            try
+            {
+                Task<ISignalingTransport> t = WebSocketTransport.ConnectAsync(uri, null, TimeSpan.FromSeconds(30), pin, root, CancellationToken.None);
+                if (!t.Wait(10000))
+                {
+                    throw new Exception("connect hung");
+                }
+                t.Result.CloseAsync(true).Wait(5000);
+                return true;
+            }
+            catch (AggregateException e)
+            {
+                if (Environment.GetEnvironmentVariable("WSS_DEBUG") != null) Console.WriteLine(e.InnerException);
+                return false;
+            }
+        }
+
+        private static void ServeUpgrade(System.Net.Sockets.TcpClient c, X509Certificate2 cert)
+        {
+            ServeUpgrade(c, cert, null);
+        }
+
+        /// <summary>Serves one wss:// upgrade; heads (if not null) gets the request's head, one string per request.</summary>
+        private static void ServeUpgrade(System.Net.Sockets.TcpClient c, X509Certificate2 cert, List<string> heads)
+        {
+            try
+            {
+                using (c)
+                using (System.Net.Security.SslStream tls = new System.Net.Security.SslStream(c.GetStream()))
+                {
+                    tls.AuthenticateAsServer(cert, false, System.Security.Authentication.SslProtocols.Tls12, false);
+                    System.IO.StreamReader r = new System.IO.StreamReader(tls, System.Text.Encoding.ASCII);
+                    string key = null;
+                    string line;
+                    System.Text.StringBuilder head = new System.Text.StringBuilder();
+                    while (!string.IsNullOrEmpty(line = r.ReadLine()))
+                    {
+                        head.Append(line).Append('\n');
+                        if (line.StartsWith("Sec-WebSocket-Key:", StringComparison.OrdinalIgnoreCase))
+                        {
+                            key = line.Substring(18).Trim();
+                        }
+                    }
+                    if (heads != null)
+                    {
+                        lock (heads)
+                        {
+                            heads.Add(head.ToString());
+                        }
+                    }
+                    string accept;
+                    using (System.Security.Cryptography.SHA1 sha1 = System.Security.Cryptography.SHA1.Create())
+                    {
+                        accept = Convert.ToBase64String(sha1.ComputeHash(System.Text.Encoding.ASCII.GetBytes(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")));
+                    }
+                    byte[] resp = System.Text.Encoding.ASCII.GetBytes("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + accept + "\r\n\r\n");
+                    tls.Write(resp, 0, resp.Length);
+                    tls.Flush();
+                    byte[] buf = new byte[256];
+                    tls.ReadTimeout = 5000;
+                    tls.Read(buf, 0, buf.Length);
+                }
+            }
+            catch (Exception)
+            {
+            }
+        }
+            // --- goal 4: a fake SCTP that behaves like SIPSorcery's, two cores talking through it ---
+
+        /// <summary>
+        /// One direction of a SIPSorcery 10.x SCTP association on simulated milliseconds, after
+        /// SctpDataSender (sipsorcery-org/sipsorcery src/net/SCTP/SctpDataSender.cs): every
+        /// chunk reliable and ordered; bufferedAmount = the send queue only (not what is in
+        /// flight); cwnd 4380 B at start, one MTU (1300 B) after a timeout or on fast recovery,
+        /// new data only while cwnd > bytes in flight; RTO 3 s before the first RTT sample,
+        /// then SRTT + 4 RTTVAR clamped to [1 s, 60 s], doubled on entering retransmit mode
+        /// (left on any SACK); per-chunk retransmission once older than the RTO; one chunk per
+        /// burst in retransmit or fast-recovery mode, else up to 4; fast retransmit after three
+        /// miss indications from gap reports; the send loop wakes on a send or a SACK, else
+        /// after 50 ms (queue, window open), 1 s (queue, window full) or the RTO. The receiver
+        /// delivers in TSN order and SACKs every DATA chunk at once with its gaps. A packet
+        /// sent while its direction is down is lost.
+        /// </summary>
+        internal sealed class SimSctp
+        {
+            public const int Mtu = 1300;
+
+            private sealed class Chunk
+            {
+                public uint Tsn;
+                public byte[] Data;
+                public long LastSentAt;
+                public int SendCount;
+            }
+
+            private sealed class Sack
+            {
+                public uint Cum;
+                public List<uint> Received = new List<uint>();
+            }
+
+            private readonly Queue<Chunk> _queue = new Queue<Chunk>();
+            private readonly SortedDictionary<uint, Chunk> _unconfirmed = new SortedDictionary<uint, Chunk>();
+            private readonly SortedDictionary<uint, int> _missing = new SortedDictionary<uint, int>();
+            private readonly List<KeyValuePair<long, Chunk>> _wire = new List<KeyValuePair<long, Chunk>>();
+            private readonly List<KeyValuePair<long, Sack>> _sacks = new List<KeyValuePair<long, Sack>>();
+            private readonly SortedDictionary<uint, byte[]> _ooo = new SortedDictionary<uint, byte[]>();
+            private uint _tsn = 1000;
+            private uint _cumAck = 999;
+            private uint _rcvCum = 999;
+            private long _cwnd = Math.Min(4 * Mtu, Math.Max(2 * Mtu, 4380));
+            private long _ssthresh = 131072;
+            private double _rto = 3000;
+            private bool _hasRtt;
+            private double _srtt;
+            private double _rttvar;
+            private bool _inRetransmit;
+            private bool _inFastRecovery;
+            private uint _fastExit;
+            private int _lastAckedSize;
+            private long _wakeAt;
+
+            public long DelayMs = 20;
+            public Func<bool> ForwardUp = () => true;
+            public Func<bool> ReverseUp = () => true;
+            public Action<byte[]> Deliver;
+            public long Retransmits;
+            public long FastRetransmits;
+
+            public long BufferedAmount
+            {
+                get { long n = 0; foreach (Chunk c in _queue) { n += c.Data.Length; } return n; }
+            }
+
+            public long InFlight
+            {
+                get { long n = 0; foreach (Chunk c in _unconfirmed.Values) { n += c.Data.Length; } return n; }
+            }
+
+            public void Send(long now, byte[] data)
+            {
+                Chunk c = new Chunk();
+                c.Tsn = _tsn++;
+                c.Data = data;
+                _queue.Enqueue(c);
+                _wakeAt = now;
+            }
+
+            public void Step(long now)
+            {
+                while (_wire.Count > 0 && _wire[0].Key <= now)
+                {
+                    Chunk c = _wire[0].Value;
+                    _wire.RemoveAt(0);
+                    OnData(now, c);
+                }
+                while (_sacks.Count > 0 && _sacks[0].Key <= now)
+                {
+                    Sack s = _sacks[0].Value;
+                    _sacks.RemoveAt(0);
+                    GotSack(now, s);
+                }
+                if (now >= _wakeAt)
+                {
+                    DoSend(now);
+                }
+            }
+
+            private void OnData(long now, Chunk c)
+            {
+                if (c.Tsn > _rcvCum && !_ooo.ContainsKey(c.Tsn))
+                {
+                    _ooo[c.Tsn] = c.Data;
+                    byte[] next;
+                    while (_ooo.TryGetValue(_rcvCum + 1, out next))
+                    {
+                        _ooo.Remove(_rcvCum + 1);
+                        _rcvCum++;
+                        Deliver(next);
+                    }
+                }
+                Sack s = new Sack();
+                s.Cum = _rcvCum;
+                s.Received.AddRange(_ooo.Keys);
+                if (ReverseUp())
+                {
+                    _sacks.Add(new KeyValuePair<long, Sack>(now + DelayMs, s));
+                }
+            }
+
+            private void GotSack(long now, Sack sack)
+            {
+                _inRetransmit = false;
+                bool advanced = false;
+                if (sack.Cum > _cumAck)
+                {
+                    Chunk acked;
+                    if (_unconfirmed.TryGetValue(sack.Cum, out acked))
+                    {
+                        if (acked.SendCount == 1)
+                        {
+                            UpdateRtt(now - acked.LastSentAt);
+                        }
+                        _lastAckedSize = acked.Data.Length;
+                    }
+                    for (uint t = _cumAck + 1; t <= sack.Cum; t++)
+                    {
+                        _unconfirmed.Remove(t);
+                        _missing.Remove(t);
+                    }
+                    _cumAck = sack.Cum;
+                    advanced = true;
+                }
+                if (sack.Received.Count > 0)
+                {
+                    uint highestNewly = _cumAck;
+                    HashSet<uint> got = new HashSet<uint>(sack.Received);
+                    foreach (uint t in sack.Received)
+                    {
+                        _missing.Remove(t);
+                        if (_unconfirmed.Remove(t) && t > highestNewly)
+                        {
+                            highestNewly = t;
+                        }
+                    }
+                    uint top = sack.Received[sack.Received.Count - 1];
+                    for (uint t = _cumAck + 1; t < top; t++)
+                    {
+                        if (got.Contains(t))
+                        {
+                            continue;
+                        }
+                        int count;
+                        if (!_missing.TryGetValue(t, out count))
+                        {
+                            if (_unconfirmed.ContainsKey(t))
+                            {
+                                _missing[t] = 1;
+                            }
+                        }
+                        else if ((_inFastRecovery && advanced) || t < highestNewly)
+                        {
+                            _missing[t] = count + 1;
+                            if (count + 1 == 3 && !_inFastRecovery)
+                            {
+                                _inFastRecovery = true;
+                                _fastExit = top;
+                                _ssthresh = Math.Max(_cwnd / 2, 4 * Mtu);
+                                _cwnd = Mtu;
+                            }
+                        }
+                    }
+                }
+                if (_inFastRecovery && _cumAck >= _fastExit)
+                {
+                    _inFastRecovery = false;
+                }
+                long outstanding = InFlight;
+                if (_cwnd < _ssthresh)
+                {
+                    if (_cwnd < outstanding)
+                    {
+                        _cwnd += Math.Min(_lastAckedSize, Mtu);
+                    }
+                }
+                else if (_cwnd < outstanding)
+                {
+                    _cwnd += Mtu;
+                }
+                _wakeAt = now;
+            }
+
+            private void UpdateRtt(long rtt)
+            {
+                if (!_hasRtt)
+                {
+                    _srtt = rtt;
+                    _rttvar = rtt / 2.0;
+                    _hasRtt = true;
+                }
+                else
+                {
+                    _rttvar = 0.75 * _rttvar + 0.25 * Math.Abs(_srtt - rtt);
+                    _srtt = 0.875 * _srtt + 0.125 * rtt;
+                }
+                _rto = Math.Min(Math.Max(_srtt + 4 * _rttvar, 1000), 60000);
+            }
+
+            private void Transmit(long now, Chunk c)
+            {
+                if (ForwardUp())
+                {
+                    Chunk copy = new Chunk();
+                    copy.Tsn = c.Tsn;
+                    copy.Data = c.Data;
+                    _wire.Add(new KeyValuePair<long, Chunk>(now + DelayMs, copy));
+                }
+            }
+
+            private void DoSend(long now)
+            {
+                long outstanding = InFlight;
+                int burst = (_inRetransmit || _inFastRecovery || _cwnd < outstanding) ? 1 : 4;
+                int sent = 0;
+                foreach (uint t in new List<uint>(_missing.Keys))
+                {
+                    Chunk c;
+                    if (_missing[t] >= 3 && _unconfirmed.TryGetValue(t, out c))
+                    {
+                        c.LastSentAt = now;
+                        c.SendCount++;
+                        Transmit(now, c);
+                        FastRetransmits++;
+                        sent++;
+                        _missing[t] = 0;
+                    }
+                    if (sent >= burst)
+                    {
+                        break;
+                    }
+                }
+                if (sent < burst)
+                {
+                    double rto = _hasRtt ? _rto : 3000;
+                    foreach (Chunk c in new List<Chunk>(_unconfirmed.Values))
+                    {
+                        if (sent >= burst)
+                        {
+                            break;
+                        }
+                        if (now - c.LastSentAt > rto)
+                        {
+                            c.LastSentAt = now;
+                            c.SendCount++;
+                            Transmit(now, c);
+                            Retransmits++;
+                            sent++;
+                            if (!_inRetransmit)
+                            {
+                                _inRetransmit = true;
+                                _ssthresh = Math.Max(_cwnd / 2, 4 * Mtu);
+                                _cwnd = Mtu;
+                                if (_hasRtt)
+                                {
+                                    _rto = Math.Min(60000, _rto * 2);
+                                }
+                            }
+                        }
+                    }
+                }
+                if (sent < burst && _queue.Count > 0 && _cwnd > outstanding)
+                {
+                    while (sent < burst && _queue.Count > 0)
+                    {
+                        Chunk c = _queue.Dequeue();
+                        c.LastSentAt = now;
+                        c.SendCount = 1;
+                        _unconfirmed[c.Tsn] = c;
+                        Transmit(now, c);
+                        sent++;
+                    }
+                }
+                long wait;
+                if (_queue.Count > 0 || _missing.Count > 0)
+                {
+                    wait = _cwnd > InFlight ? 50 : 1000;
+                }
+                else if (_unconfirmed.Count > 0)
+                {
+                    wait = (long)(_hasRtt ? _rto : 3000);
+                }
+                else
+                {
+                    wait = 3000;
+                }
+                _wakeAt = now + wait;
+            }
+        }
+
+        private sealed class SimMetrics : ILinkMetrics
+        {
+            public SimSctp Out;
+            public long BufferedAmount(uint peer, int linkId) { return Out == null ? 0 : Out.BufferedAmount; }
+        }
+
+        /// <summary>Two C# clients (A = 5, offerer; B = 6) with a direct channel through SimSctp each way and a relay (40 ms).</summary>
+        internal sealed class PairSim
+        {
+            public long Now = 1000;
+            public ServiceCore A;
+            public ServiceCore B;
+            public SimSctp AB = new SimSctp();
+            public SimSctp BA = new SimSctp();
+            public bool Up = true;
+            public long RelayDelayMs = 40;
+            public int LinkA;
+            public int LinkB;
+            private int _connA;
+            private int _connB;
+            private readonly List<KeyValuePair<long, byte[]>> _relayToA = new List<KeyValuePair<long, byte[]>>();
+            private readonly List<KeyValuePair<long, byte[]>> _relayToB = new List<KeyValuePair<long, byte[]>>();
+            /// <summary>(time, path) of every PathChanged: A's view of B, B's view of A.</summary>
+            public List<KeyValuePair<long, FlightPath>> PathsA = new List<KeyValuePair<long, FlightPath>>();
+            public List<KeyValuePair<long, FlightPath>> PathsB = new List<KeyValuePair<long, FlightPath>>();
+            /// <summary>When A handed a flight frame (not a probe or ack) to its DataChannel, and its sequence number.</summary>
+            public List<KeyValuePair<long, uint>> DirectSendsA = new List<KeyValuePair<long, uint>>();
+            /// <summary>The (16-bit) sequence numbers B's acknowledgements brought back to A.</summary>
+            public HashSet<ushort> AckedAtA = new HashSet<ushort>();
+            public long PeriodA = 16;
+            public long PeriodB = 16;
+            public bool SendingA = true;
+            public bool SendingB = true;
+            public int FrameBytes = 200;
+            /// <summary>DataChannel messages shorter than a flight frame (acks), both ways.</summary>
+            public int ShortMessages;
+
+            public PairSim(bool peersAcknowledge = true)
+            {
+                SimMetrics ma = new SimMetrics();
+                ma.Out = AB;
+                SimMetrics mb = new SimMetrics();
+                mb.Out = BA;
+                A = NewCore(ma, 5, out _connA);
+                B = NewCore(mb, 6, out _connB);
+                AB.ForwardUp = () => Up;
+                AB.ReverseUp = () => Up;
+                BA.ForwardUp = () => Up;
+                BA.ReverseUp = () => Up;
+                AB.Deliver = d => B.DirectFrame(Now, 5, LinkB, d);
+                BA.Deliver = d =>
+                {
+                    ushort a16;
+                    if (PeerAck.TryDecode(d, out a16))
+                    {
+                        AckedAtA.Add(a16);
+                    }
+                    A.DirectFrame(Now, 6, LinkA, d);
+                };
+                ClientKind kind = peersAcknowledge ? ClientKind.DotNet : ClientKind.Browser;
+                A.CreateSession(Now, 2, 0, null);
+                A.Drain(Now);
+                A.ServerMessage(Now, _connA, new ServerMsg.SessionCreated(Harness.SessionOf(5, 5)));
+                A.ServerMessage(Now, _connA, new ServerMsg.PeerJoined(new PeerInfo(6, "b", kind)));
+                LinkA = A.Drain(Now).First(o => o.Kind == OutputKind.OpenLink).LinkId;
+                B.JoinSession(Now, 2, "7KQ2MX", null);
+                B.Drain(Now);
+                SessionInfo s = Harness.SessionOf(5);
+                s.Peers.Add(new PeerInfo(5, "a", kind));
+                s.Peers.Add(new PeerInfo(6, "b", kind));
+                B.ServerMessage(Now, _connB, new ServerMsg.SessionJoined(s));
+                B.ServerMessage(Now, _connB, new ServerMsg.SignalFrom(5, new Signal.Offer("v=0")));
+                LinkB = B.Drain(Now).First(o => o.Kind == OutputKind.OpenLink).LinkId;
+                A.ChannelOpen(Now, 6, LinkA, false);
+                B.ChannelOpen(Now, 5, LinkB, false);
+                A.Drain(Now);
+                B.Drain(Now);
+            }
+
+            private ServiceCore NewCore(ILinkMetrics m, uint id, out int conn)
+            {
+                CoreOptions o = new CoreOptions();
+                o.PingIntervalMs = 0;
+                o.ServerTimeoutMs = 0;
+                ServiceCore c = new ServiceCore(o, new FixedRandom(), m);
+                c.Start(Now, 1);
+                conn = c.Drain(Now).First(x => x.Kind == OutputKind.Connect).Conn;
+                c.TransportConnected(Now, conn);
+                c.ServerMessage(Now, conn, Harness.Welcome(id, false));
+                c.Drain(Now);
+                return c;
+            }
+
+            public void Run(long ms)
+            {
+                long end = Now + ms;
+                while (Now < end)
+                {
+                    Step();
+                }
+            }
+
+            public void Step()
+            {
+                Now++;
+                if (SendingA && Now % PeriodA == 0)
+                {
+                    A.SendFlight(Now, 6, new byte[FrameBytes]);
+                }
+                if (SendingB && Now % PeriodB == 3)
+                {
+                    B.SendFlight(Now, 5, new byte[FrameBytes]);
+                }
+                Carry(A, 6, LinkA, AB, _relayToB, PathsA, true);
+                Carry(B, 5, LinkB, BA, _relayToA, PathsB, false);
+                AB.Step(Now);
+                BA.Step(Now);
+                while (_relayToB.Count > 0 && _relayToB[0].Key <= Now)
+                {
+                    B.RelayFrame(Now, _connB, 5, _relayToB[0].Value);
+                    _relayToB.RemoveAt(0);
+                }
+                while (_relayToA.Count > 0 && _relayToA[0].Key <= Now)
+                {
+                    A.RelayFrame(Now, _connA, 6, _relayToA[0].Value);
+                    _relayToA.RemoveAt(0);
+                }
+            }
+
+            private void Carry(ServiceCore c, uint peer, int link, SimSctp sctp, List<KeyValuePair<long, byte[]>> relay,
+                List<KeyValuePair<long, FlightPath>> paths, bool isA)
+            {
+                foreach (CoreOutput o in c.Drain(Now))
+                {
+                    if (o.Kind == OutputKind.SendDirect && o.Peer == peer && o.LinkId == link)
+                    {
+                        sctp.Send(Now, o.Data);
+                        if (o.Data.Length < SnapshotEnvelope.HeaderBytes)
+                        {
+                            ShortMessages++;
+                        }
+                        if (isA && o.Data.Length > SnapshotEnvelope.HeaderBytes)
+                        {
+                            DirectSendsA.Add(new KeyValuePair<long, uint>(Now, BitConverter.ToUInt32(o.Data, 0)));
+                        }
+                    }
+                    else if (o.Kind == OutputKind.SendRelay)
+                    {
+                        relay.Add(new KeyValuePair<long, byte[]>(Now + RelayDelayMs, o.Data));
+                    }
+                    else if (o.Kind == OutputKind.PathChanged && o.Peer == peer)
+                    {
+                        paths.Add(new KeyValuePair<long, FlightPath>(Now, o.Path));
+                    }
+                }
+            }
+
+            public static long FirstAfter(List<KeyValuePair<long, FlightPath>> paths, long t, FlightPath p)
+            {
+                foreach (KeyValuePair<long, FlightPath> kv in paths)
+                {
+                    if (kv.Key >= t && kv.Value == p)
+                    {
+                        return kv.Key;
+                    }
+                }
+                return -1;
+            }
+        }
+
+        private static void P2PStallToRelay()
+        {
+            List<string> figures = new List<string>();
+            long worst = 0;
+            // (A's period, B sending?) : 60 Hz with B sending, 60 Hz with B paused, 30 Hz.
+            long[] periods = { 16, 16, 33, 16 };
+            bool[] bSends = { true, false, true, true };
+            long[] delays = { 20, 20, 20, 60 };
+            for (int k = 0; k < periods.Length; k++)
+            {
+                PairSim sim = new PairSim();
+                sim.PeriodA = periods[k];
+                sim.SendingB = bSends[k];
+                sim.AB.DelayMs = sim.BA.DelayMs = delays[k];
+                sim.Run(3000);
+                Check(sim.A.GetPeer(6).Path.Path == FlightPath.Direct, "direct");
+                Check(sim.PathsA.Count(x => x.Value == FlightPath.Relay) == 0, "no stall before the cut");
+                long cut = sim.Now;
+                sim.Up = false;
+                sim.Run(1500);
+                // The first frame whose acknowledgement never came back (it may have left just before the cut).
+                long first = sim.DirectSendsA.First(f => !sim.AckedAtA.Contains((ushort)f.Value)).Key;
+                long relay = PairSim.FirstAfter(sim.PathsA, cut, FlightPath.Relay);
+                Check(relay > 0, "moved to the relay");
+                long took = relay - first;
+                worst = Math.Max(worst, took);
+                figures.Add((1000.0 / periods[k]).ToString("0.#", System.Globalization.CultureInfo.InvariantCulture) + " Hz" + (bSends[k] ? "" : " (peer silent)")
+                    + " RTT " + (2 * delays[k]) + " ms: " + took + " ms");
+            }
+            Console.WriteLine("     figure: path stalls -> relay after the first unanswered frame: " + string.Join(", ", figures));
+            Check(worst <= 300, "within 300 ms (worst " + worst + ")");
+        }
+
+        private static void P2PHealToDirect()
+        {
+            List<string> figures = new List<string>();
+            long worst = 0;
+            long[] outages = { 300, 1000, 2500, 5000, 12000, 2500 };
+            long[] delays = { 20, 20, 20, 20, 20, 60 };
+            for (int k = 0; k < outages.Length; k++)
+            {
+                long outage = outages[k];
+                PairSim sim = new PairSim();
+                sim.AB.DelayMs = sim.BA.DelayMs = delays[k];
+                sim.Run(3000);
+                sim.Up = false;
+                sim.Run(outage);
+                Check(sim.A.GetPeer(6).Path.Path == FlightPath.Relay && sim.B.GetPeer(5).Path.Path == FlightPath.Relay, "both on the relay during the outage");
+                long heal = sim.Now;
+                sim.Up = true;
+                sim.Run(5000);
+                long a = PairSim.FirstAfter(sim.PathsA, heal, FlightPath.Direct);
+                long b = PairSim.FirstAfter(sim.PathsB, heal, FlightPath.Direct);
+                Check(a > 0 && b > 0, "both back to direct after a " + outage + " ms outage (" + a + ", " + b + ")");
+                long took = Math.Max(a, b) - heal;
+                worst = Math.Max(worst, took);
+                figures.Add(outage + " ms outage" + (delays[k] != 20 ? " RTT " + (2 * delays[k]) + " ms" : "") + ": " + (a - heal) + "/" + (b - heal) + " ms");
+                Check(sim.A.GetPeer(6).Path.Path == FlightPath.Direct, "and stays direct");
+            }
+            Console.WriteLine("     figure: path heals -> direct again (A/B): " + string.Join(", ", figures));
+            Check(worst <= 1000, "within 1 s of the heal (worst " + worst + ")");
+        }
+
+        private static void P2PPauseNoFlap()
+        {
+            PairSim sim = new PairSim();
+            sim.Run(2000);
+            // B pauses and resumes, A pauses and resumes; irregular bursts in between.
+            for (int i = 0; i < 4; i++)
+            {
+                sim.SendingB = false;
+                sim.Run(1500 + 300 * i);
+                sim.SendingB = true;
+                sim.Run(700);
+                sim.SendingA = false;
+                sim.Run(1200);
+                sim.SendingA = true;
+                sim.Run(400);
+            }
+            Check(sim.PathsA.Count == 0 && sim.PathsB.Count == 0,
+                "no path change while peers merely pause (A saw " + sim.PathsA.Count + ", B saw " + sim.PathsB.Count + ")");
+            Check(sim.A.GetPeer(6).Path.AckMode && sim.B.GetPeer(5).Path.AckMode, "both acknowledge");
+            Check(sim.A.GetPeer(6).Path.Stalls == 0 && sim.B.GetPeer(5).Path.Stalls == 0, "no stall counted");
+        }
+
+        private static void P2PRetryBothSides()
+        {
+            // A (5) offered to B (6); ICE fails on both sides.
+            PairSim sim = new PairSim();
+            long failAt = sim.Now;
+            sim.A.LinkFailed(sim.Now, 6, sim.LinkA);
+            sim.B.LinkFailed(sim.Now, 5, sim.LinkB);
+            Check(sim.A.Drain(sim.Now).Any(o => o.Kind == OutputKind.PathChanged && o.Path == FlightPath.Relay), "A relays at once");
+            sim.B.Drain(sim.Now);
+            long aRetry = -1, bRetry = -1;
+            int aLink = 0;
+            for (long t = 0; t < 10000 && (aRetry < 0 || bRetry < 0); t += 10)
+            {
+                sim.Now += 10;
+                foreach (CoreOutput o in sim.A.Drain(sim.Now))
+                {
+                    if (o.Kind == OutputKind.OpenLink && aRetry < 0)
+                    {
+                        aRetry = sim.Now;
+                        aLink = o.LinkId;
+                    }
+                }
+                if (sim.B.Drain(sim.Now).Any(o => o.Kind == OutputKind.OpenLink) && bRetry < 0)
+                {
+                    bRetry = sim.Now;
+                }
+            }
+            Check(aRetry > 0 && bRetry > 0, "both sides retry (the answerer too)");
+            Check(aRetry - failAt <= 5000 && bRetry - failAt <= 5000, "first retry within 5 s (" + (aRetry - failAt) + ", " + (bRetry - failAt) + ")");
+            // The retry fails too: the next one waits longer.
+            long fail2 = sim.Now;
+            sim.A.LinkFailed(sim.Now, 6, aLink);
+            sim.A.Drain(sim.Now);
+            long aRetry2 = -1;
+            for (long t = 0; t < 20000 && aRetry2 < 0; t += 10)
+            {
+                sim.Now += 10;
+                if (sim.A.Drain(sim.Now).Any(o => o.Kind == OutputKind.OpenLink))
+                {
+                    aRetry2 = sim.Now;
+                }
+            }
+            Console.WriteLine("     figure: ICE failed -> retry after " + (aRetry - failAt) + " ms (A), " + (bRetry - failAt) + " ms (B); next after " + (aRetry2 - fail2) + " ms");
+            Check(aRetry2 - fail2 >= 2 * (aRetry - failAt) - 20, "backoff doubles (" + (aRetry2 - fail2) + " ms)");
+        }
+            private static void P2PIceRecoveredNoFlap()
+        {
+            PairSim sim = new PairSim();
+            sim.Run(3000);
+            sim.Up = false;
+            sim.Run(2000);
+            // ICE reports disconnected during the outage, then connected right after the heal,
+            // while SCTP still holds the lost chunks behind a doubled timeout.
+            sim.A.IceInterrupted(sim.Now, 6, sim.LinkA, true);
+            sim.Run(1000);
+            long heal = sim.Now;
+            sim.Up = true;
+            sim.Run(30);
+            sim.A.IceInterrupted(sim.Now, 6, sim.LinkA, false);
+            long recoveredAt = sim.Now;
+            sim.Run(4000);
+            List<KeyValuePair<long, FlightPath>> after = sim.PathsA.Where(x => x.Key >= recoveredAt).ToList();
+            Check(after.Count(x => x.Value != FlightPath.Relay) == 1 && after.Count(x => x.Value == FlightPath.Relay) == 0,
+                "one switch back to direct, no flap: " + string.Join(", ", after.Select(x => (x.Key - heal) + ":" + x.Value)));
+            Check(after.Count > 0 && after[0].Key - heal <= 1000, "direct within 1 s of the heal");
+        }
+            private static void P2PMixedSessionNoAcks()
+        {
+            // Each side sees the other as a browser (or a client from before acks): the old rules, unchanged.
+            PairSim sim = new PairSim(false);
+            sim.Run(3000);
+            Check(sim.ShortMessages == 0, "no ack goes to a peer that is not a C# client (" + sim.ShortMessages + ")");
+            Check(!sim.A.GetPeer(6).Path.AckMode && sim.A.GetPeer(6).Path.Path == FlightPath.Direct, "direct, judged the old way");
+            long cut = sim.Now;
+            sim.Up = false;
+            sim.Run(2000);
+            long relay = PairSim.FirstAfter(sim.PathsA, cut, FlightPath.Relay);
+            Check(relay > 0, "the old signs still move it to the relay");
+            long heal = sim.Now;
+            sim.Up = true;
+            sim.Run(60000);
+            long back = PairSim.FirstAfter(sim.PathsA, heal, FlightPath.Direct);
+            // Without acks nothing keeps SIPSorcery's window open for probes: recovery waits for
+            // its retransmissions (one chunk per burst, the timeout doubling on every re-entry).
+            Check(back > 0, "and back to direct (eventually)");
+            Console.WriteLine("     figure: without acks (browser peer): relay " + (relay - cut) + " ms after the cut, direct " + (back - heal) + " ms after the heal");
+            Check(sim.ShortMessages == 0, "still no acks");
         }
     }
 }

@@ -18,13 +18,9 @@
 // (both halves); the exit status is non-zero if anything failed.
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { CHROMIUM, launchChromium } from '../browser/support.mjs';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const WAIT_MS = 60000;
 
 const argv = process.argv.slice(2);
@@ -159,13 +155,7 @@ async function runPage() {
     report(false, 'the C# host created a session', csExit ? `C# half exited ${JSON.stringify(csExit)}` : 'timeout');
     return;
   }
-  const { chromium } = createRequire(path.join(ROOT, 'tests/browser/package.json'))('playwright-core');
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync'],
-    timeout: WAIT_MS,
-  });
+  browser = await launchChromium({ timeout: WAIT_MS });
   page = await (await browser.newContext()).newPage();
   page.on('console', (msg) => pageLog.push(`[${msg.type()}] ${msg.text()}`));
   page.on('pageerror', (e) => pageLog.push(`[pageerror] ${e.message}`));

@@ -4,7 +4,9 @@
 #  1. the wire protocol, client/Protocol.cs doing all encoding
 #     (tests/csharp/LiveWebSocketTests.cs);
 #  2. two WebRTCP2PService instances in one session: hub messages, InvokeAsync,
-#     relay flight data (tests/csharp/LiveServiceTests.cs);
+#     relay flight data (tests/csharp/LiveServiceTests.cs); then two processes of the
+#     SignalR-style app (tests/csharp/signalr-app/: written against SignalR's API, hub on
+#     the session host), an http:// hub URL as the server (run_pair.sh);
 #  3. a WebRTCP2PService and a headless Chromium page (client/web/fsp2p.js) in one
 #     session, both ways (tests/csharp/browser_peer.mjs drives the page and runs the
 #     C# half, tests/csharp/LiveBrowserTests.cs);
@@ -76,10 +78,15 @@ mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -out:"$work/live-service-tests.exe" "${mono_src[@]}" "$root/tests/csharp/LiveServiceTests.cs" >&2
 mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
+    -out:"$work/signalr-app.exe" "${mono_src[@]}" "$root"/tests/csharp/signalr-app/*.cs >&2
+mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
+    -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
     -out:"$work/live-browser-tests.exe" "${mono_src[@]}" "$root/tests/csharp/LiveBrowserTests.cs" >&2
 mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
     -out:"$work/live-cluster-tests.exe" "${mono_src[@]}" "$root/tests/csharp/LiveClusterTests.cs" >&2
+# Issue 21: ServerTimeout against the real server behind a proxy that goes silent.
+mcs -nologo -langversion:7.2 -warnaserror -optimize+ -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll -out:"$work/live-silent-tests.exe" "${mono_src[@]}" "$root/tests/csharp/LiveSilentServerTests.cs" >&2
 
 mkdir "$work/certs"
 RUST_LOG="${RUST_LOG:-warn}" "$bin" serve \
@@ -136,8 +143,13 @@ run_part() {
 }
 run_part ws 90 mono "$work/live-ws-tests.exe" "ws://$http/ws"
 run_part service 60 mono "$work/live-service-tests.exe" "ws://$http/ws"
+run_part silent 60 mono "$work/live-silent-tests.exe" "$http"
 run_part browser 240 node "$root/tests/csharp/browser_peer.mjs" --http "$http" --udp "$udp" \
     -- mono "$work/live-browser-tests.exe" "ws://$http/ws"
+
+# Issue 21: the SignalR-style app, a host and a guest process, an http:// hub URL as the server.
+run_part signalr 130 bash "$root/tests/csharp/signalr-app/run_pair.sh" "$work/signalr-app.exe" "http://$http"
+grep -Ev '^[0-9]+ passed, [0-9]+ failed$' "$work/signalr.out" || true
 if [ "$status" -ne 0 ]; then
     echo "--- server stderr (last 30 lines) ---" >&2
     tail -n 30 "$work/server.err" >&2 || true
@@ -267,6 +279,7 @@ if [ "$status" -ne 0 ]; then
         tail -n 30 "$work/node-$n.err" >&2 || true
     done
 fi
+grep -Ev '^[0-9]+ passed, [0-9]+ failed$' "$work/silent.out" 2>/dev/null || true
 cat "$work/ws.out" "$work/service.out" "$work/browser.out" "$work/cluster.out" "$work/drain.out" 2>/dev/null | grep -Ev '^[0-9]+ passed, [0-9]+ failed$'
 echo "$p passed, $f failed"
 [ "$status" -eq 0 ] && [ "$f" -eq 0 ]

@@ -28,20 +28,17 @@
 //   NAT_RUN_ID                  part of the namespace names (run.sh passes its pid)
 //   FSP2P_BIN, CHROMIUM         as in tests/browser/e2e.test.mjs
 import { spawn, spawnSync } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createRequire } from 'node:module';
+import { CHROMIUM, launchChromium, metricSum } from '../browser/support.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '../..');
-const require = createRequire(path.join(ROOT, 'tests/browser/package.json'));
-const { chromium } = require('playwright-core');
 
 const BIN = process.env.FSP2P_BIN || path.join(ROOT, 'target/debug/flightsim-p2p');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const ARTIFACTS = path.join(ROOT, 'test-artifacts/nat');
 const NETNS = path.join(HERE, 'netns.sh');
 const RUN_ID = process.env.NAT_RUN_ID || String(process.pid);
@@ -62,10 +59,6 @@ const PATH_TIMEOUT_MS = 20000;
 const FIRST_FRAME_MAX_MS = 5000;
 /** Relay scenarios: how long to wait for ICE to report 'failed' (0: do not wait). */
 const ICE_FAILED_TIMEOUT_MS = Number(process.env.NAT_ICE_FAILED_TIMEOUT_MS ?? 45000);
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--disable-features=WebRtcHideLocalIpsWithMdns',
-];
 
 const SCENARIOS = [
   {
@@ -194,26 +187,11 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 
 // --- one scenario -------------------------------------------------------------------------
 
-/** Sum of a Prometheus counter's samples, optionally only those whose labels contain `labelMatch`. */
-function metricSum(text, name, labelMatch = '') {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!(line.startsWith(name + '{') || line.startsWith(name + ' '))) continue;
-    if (labelMatch && !line.includes(labelMatch)) continue;
-    const v = Number(line.trim().split(/\s+/).pop());
-    if (Number.isFinite(v)) sum += v;
-  }
-  return sum;
-}
-
 async function openPlayer(sc, prefix, side) {
   const ns = `${prefix}-p${side}`;
   const web = startIn(ns, [process.execPath, path.join(HERE, 'static.mjs'), String(PAGE_PORT), path.join(HERE, 'page'), path.join(ROOT, 'client/web')], `s${sc.id}-static-${side}.log`);
   await waitFor(`static server in ${ns}`, () => web.output.includes('listening') || (web.exited && Promise.reject(new Error(`static server exited: ${web.output}`))), 10000, 50);
-  const wrapper = path.join(tmp, `chromium-${ns}.sh`);
-  writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} ${CHROMIUM} "$@"\n`);
-  chmodSync(wrapper, 0o755);
-  const browser = await chromium.launch({ executablePath: wrapper, args: CHROMIUM_ARGS, timeout: 60000 });
+  const browser = await launchChromium({ wrap: `ip netns exec ${ns}`, dir: tmp, name: `chromium-${ns}.sh` });
   browsers.push(browser);
   const page = await (await browser.newContext()).newPage();
   page.consoleLines = [];

@@ -1,0 +1,1237 @@
+// FlightSim P2P browser client: `FlightSimP2P`, the shell. An EventTarget that wires the
+// codec, the transports, the WebRTC mesh and the decisions of core.js together: it owns the
+// timers, the clock and the connection objects, and asks core.js what each event means.
+
+import {
+  PROTOCOL_VERSION, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_RELAY_PAYLOAD, ALL_PEERS,
+  WEBTRANSPORT_PATH, MAX_NAME_BYTES, FspError, utf8Encoder, encodeClientMsg, decodeServerMsg,
+  encodeRelay, decodeRelay, WEBSOCKET_PATH, foldableRequest, toHex, certHashBytes,
+} from './codec.js';
+import { FLIGHT_HEADER_BYTES, wrapFlight, unwrapFlight, nextSeq, SeqFilter } from './flight.js';
+import { describe, withTimeout, now, WebTransportSignal, WebSocketSignal, AutoSignal } from './transports.js';
+import {
+  ABANDON_CLOSE_CODE, closeDisposition, attemptTimeoutMs, MAX_REDIRECTS, nodeServer, rotateServer, TRANSPORT_CHOICES,
+  afterReconnect, pingTick, goingAwayLeftMs, answersSessionRequest, pumpStep, redirectPlan,
+  backoffDelayMs as coreBackoffDelayMs, reconnectStep as coreReconnectStep,
+} from './core.js';
+import { PeerLink, installMesh } from './mesh.js';
+
+/**
+ * Delay before reconnect attempt `attempt` (core.js's backoffDelayMs; `random` defaults to Math.random).
+ * @param {number} attempt @param {() => number} [random] in [0, 1)
+ */
+export function backoffDelayMs(attempt, random = Math.random) {
+  return coreBackoffDelayMs(attempt, random);
+}
+
+/**
+ * The next step of a reconnection (core.js's reconnectStep; `random` defaults to Math.random).
+ * @param {{attempt: number, elapsedMs: number, giveUpMs: number, random?: () => number}} s
+ */
+export function reconnectStep(s) {
+  return coreReconnectStep({ ...s, random: s.random || Math.random });
+}
+
+// ---------------------------------------------------------------------------
+// The client
+// ---------------------------------------------------------------------------
+
+/**
+ * @typedef {Object} FlightSimP2POptions
+ * @property {string} [url]             full WebTransport URL; default https://HOST:PORT/signal
+ * @property {string} [host]            default location.hostname
+ * @property {number} [port]            UDP port of QUIC/WebTransport, default 4433
+ * @property {string} [wsUrl]           WebSocket fallback URL; default the page's origin + /ws (ws:// or wss://),
+ *                                      outside a page ws://HOST:8080/ws
+ * @property {'auto'|'webtransport'|'websocket'|((opts: TransportOptions) => SignalTransport)} [transport]
+ *           'auto' (default): happy eyeballs, WebTransport first, WebSocket when it is missing, fails, or is
+ *           not ready within fallbackDelayMs; 'webtransport' / 'websocket' force one; or a factory
+ * @property {number} [fallbackDelayMs] 'auto': start the WebSocket attempt this long after WebTransport's if that is not ready yet (default 1000)
+ * @property {number} [wsMaxBufferedBytes] on WebSocket, drop relay frames while more than this waits to be sent (default 32768)
+ * @property {string|ArrayBuffer|ArrayBufferView|null} [certHash]  SHA-256 of a self-signed dev certificate (hex or base64, from /cert-hash); null with a CA certificate
+ * @property {string} [name]            display name (≤ 64 UTF-8 bytes)
+ * @property {boolean} [forceRelay]     never use WebRTC; all flight data through the server relay
+ * @property {RTCIceTransportPolicy} [iceTransportPolicy]  'all' (default) or 'relay' (TURN only)
+ * @property {RTCIceServer[]} [iceServers]  override the ICE servers from the Welcome
+ * @property {number} [directTimeoutMs] fall back to the relay if a peer is not connected directly by then (default 5000)
+ * @property {number} [directRetryMs]   try a direct connection again this long after it failed (default 20000; 0 = never)
+ * @property {number} [pingIntervalMs]  Ping period for the server RTT (default 2000; 0 = off)
+ * @property {number} [statsIntervalMs] getStats period for direct/turn and ICE RTT (default 1000)
+ * @property {number} [connectTimeoutMs] handshake deadline per transport, and Welcome deadline (default 10000)
+ * @property {number} [datagramMaxAgeMs] relay datagrams older than this are dropped, not sent or delivered late (default 100)
+ * @property {number} [requestTimeoutMs] create/join/leave answer deadline (default 10000)
+ * @property {Uint8Array|null} [resumeToken] from an earlier Welcome, to get the same peer id back
+ * @property {boolean} [fastConnect]    send Hello (and a create/join called in the same tick as connect(), and the
+ *           resume token) in the connection's URL, answered with the 200/101 (default true; false: the old
+ *           sequence, Hello on the control stream, for servers older than PROTOCOL.md's `first` parameter)
+ * @property {boolean} [reconnect]      when the connection is lost (not closed by the app or a fatal server error),
+ *           reconnect by itself and resume with the same peer id (default true; false: close as before)
+ * @property {number} [reconnectTimeoutMs] give up reconnecting after this long (default 60000; 0 = never)
+ * @property {number} [liveTimeoutMs]   take the connection for lost when a Ping got no answer, nor anything else
+ *           from the server, within this long (default 7000; 0 = only when the transport says so)
+ * @property {Array<{url?: string, host?: string, port?: number, wsUrl?: string, certHash?: any}>} [fallbacks]
+ *           cluster mode: other nodes, described like the main server (url or host/port, wsUrl, certHash; a
+ *           missing certHash is the main one's, null a CA certificate), tried in turn with the reconnect
+ *           backoff when the current server cannot be reached; any node redirects to the session's node
+ * @property {number} [maxRedirects]    cluster mode: redirects followed in a row before failing (default 5)
+ */
+
+/** Default WebSocket URL: the page's origin (its scheme mapped to ws/wss), else the usual HTTP port of `host`. */
+function defaultWsUrl(hostPart) {
+  if (typeof location !== 'undefined' && /^https?:$/.test(location.protocol)) {
+    const u = new URL(WEBSOCKET_PATH, location.href);
+    u.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    return u.toString();
+  }
+  return `ws://${hostPart}:8080${WEBSOCKET_PATH}`;
+}
+
+/**
+ * FlightSim P2P client: signaling over WebTransport (or its WebSocket fallback), WebRTC
+ * DataChannels, relay through the server where a peer has no direct path.
+ *
+ * Events (all `CustomEvent`s, data in `detail`):
+ *   transport {kind, url, fallbackReason, connectMs}; welcome {peerId, resumed, iceServers, limits, transport};
+ *   session {session, created}; sessionleft {reason};
+ *   peerjoined {peer}; peerleft {peer, reason}; peerstatus {peer, online}; hostchanged {host};
+ *   pathchange {peer, path, previous}; message {from, data, path}; rtt {rttMs};
+ *   error {code, name, message, fatal, error}; goingaway {reconnectAfterMs, message};
+ *   appsignal {from, data}; close {code, reason, error}.
+ */
+export class FlightSimP2P extends EventTarget {
+  /** @param {FlightSimP2POptions} [options] */
+  constructor(options = {}) {
+    super();
+    let host = options.host || (typeof location !== 'undefined' ? location.hostname : '127.0.0.1');
+    // Chromium resolves "localhost" to ::1 first and its QUIC does not fall back to
+    // 127.0.0.1, where the server listens by default.
+    if (host === 'localhost') host = '127.0.0.1';
+    const port = options.port || 4433;
+    const hostPart = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+    const transport = options.transport ?? 'auto';
+    if (typeof transport !== 'function' && !TRANSPORT_CHOICES.includes(transport)) {
+      throw new RangeError(`transport must be one of ${TRANSPORT_CHOICES.join(', ')} or a factory, got ${String(transport)}`);
+    }
+    this.options = {
+      url: options.url || `https://${hostPart}:${port}${WEBTRANSPORT_PATH}`,
+      wsUrl: options.wsUrl || defaultWsUrl(hostPart),
+      certHash: options.certHash ? certHashBytes(options.certHash) : null,
+      name: options.name || '',
+      forceRelay: !!options.forceRelay,
+      iceTransportPolicy: options.iceTransportPolicy || 'all',
+      iceServers: options.iceServers,
+      directTimeoutMs: options.directTimeoutMs ?? 5000,
+      directRetryMs: options.directRetryMs ?? 20000,
+      pingIntervalMs: options.pingIntervalMs ?? 2000,
+      statsIntervalMs: options.statsIntervalMs ?? 1000,
+      connectTimeoutMs: options.connectTimeoutMs ?? 10000,
+      datagramMaxAgeMs: options.datagramMaxAgeMs ?? 100,
+      requestTimeoutMs: options.requestTimeoutMs ?? 10000,
+      resumeToken: options.resumeToken || null,
+      transport,
+      fallbackDelayMs: options.fallbackDelayMs ?? 1000,
+      wsMaxBufferedBytes: options.wsMaxBufferedBytes ?? 32 * 1024,
+      fastConnect: options.fastConnect ?? true,
+      reconnect: options.reconnect ?? true,
+      reconnectTimeoutMs: options.reconnectTimeoutMs ?? 60000,
+      liveTimeoutMs: options.liveTimeoutMs ?? 7000,
+      maxRedirects: options.maxRedirects ?? MAX_REDIRECTS,
+      fallbacks: [],
+    };
+    const main = { url: this.options.url, wsUrl: this.options.wsUrl, certHash: this.options.certHash };
+    this.options.fallbacks = (options.fallbacks || []).map((f) => {
+      let h = f.host || host;
+      if (h === 'localhost') h = '127.0.0.1';
+      const hp = h.includes(':') && !h.startsWith('[') ? `[${h}]` : h;
+      return {
+        url: f.url || (f.host || f.port ? `https://${hp}:${f.port || 4433}${WEBTRANSPORT_PATH}` : ''),
+        wsUrl: f.wsUrl || (f.host ? `ws://${hp}:8080${WEBSOCKET_PATH}` : ''),
+        certHash: f.certHash === undefined ? main.certHash : f.certHash ? certHashBytes(f.certHash) : null,
+      };
+    });
+    /** the configured servers: the main one, then the fallbacks */
+    this._servers = [main, ...this.options.fallbacks];
+    /** where the next connection goes: a redirect's node (`target`), else `_servers[index]` */
+    this._at = /** @type {{index: number, target: null|{name: string, url: string, wsUrl: string, certHash: Uint8Array|null}}} */ ({ index: 0, target: null });
+    /** redirects in a row since a request was last answered */
+    this._redirects = 0;
+    /** the CreateSession / JoinSession of the pending request, to send again where a redirect leads */
+    this._pendingMsg = /** @type {ClientMsg|null} */ (null);
+    if (utf8Encoder.encode(this.options.name).length > MAX_NAME_BYTES) {
+      throw new RangeError(`name must be at most ${MAX_NAME_BYTES} UTF-8 bytes`);
+    }
+    /** @type {'idle'|'connecting'|'connected'|'reconnecting'|'closed'} */
+    this.state = 'idle';
+    /** My peer id (0 until the Welcome). */
+    this.peerId = 0;
+    /** @type {WelcomeMsg|null} */
+    this.welcome = null;
+    /** @type {SessionInfo|null} current session (peers kept up to date) */
+    this.session = null;
+    /** Server round-trip time from Ping/Pong, ms. */
+    this.rttMs = /** @type {number|null} */ (null);
+    /** server clock minus local clock, ms (from Pong) */
+    this.serverClockOffsetMs = 0;
+    /** @type {Map<number, PeerLink>} */
+    this.links = new Map();
+    /** Game callback, called for every flight-data message whatever its path. */
+    this.onmessage = /** @type {((from: number, data: Uint8Array, path: PeerPath) => void)|null} */ (null);
+    this.stats = {
+      directSent: 0, directReceived: 0, relaySent: 0, relayFramesSent: 0, relayReceived: 0,
+      relayDropped: 0, relayBadFrames: 0, controlSent: 0, controlReceived: 0,
+      /** flight-data messages dropped as not newer than the last accepted from their sender (all peers) */
+      staleDropped: 0,
+      /** flight-data messages too short for the 4-byte envelope */
+      flightBadFrames: 0,
+    };
+    /** @type {TransportKind|null} the transport in use once connected: 'webtransport' or 'websocket' */
+    this.transport = null;
+    /** URL of the transport in use */
+    this.transportUrl = '';
+    /** with transport 'auto' on the WebSocket: why ('' on WebTransport, or with the WebSocket forced) */
+    this.fallbackReason = '';
+    /** @type {SignalTransport|null} the transport object (for debugging) */
+    this.conn = null;
+    /** sequence number of the last flight-data message sent (one counter for all peers and paths) */
+    this._txSeq = 0;
+    /** last sequence number accepted from each sender */
+    this._rxSeq = new SeqFilter();
+    /** control message bodies written before Hello (pipelined behind it) */
+    this._queue = /** @type {Uint8Array[]} */ ([]);
+    /** control message bodies waiting for the rate limit (after Hello) */
+    this._outbox = /** @type {Uint8Array[]} */ ([]);
+    this._tokens = 0;
+    this._tokensAt = 0;
+    this._pumpTimer = 0;
+    this._helloSent = false;
+    this._pending = /** @type {null|{kind: string, resolve: Function, reject: Function, timer: any}} */ (null);
+    this._welcomeWaiter = /** @type {null|{resolve: Function, reject: Function}} */ (null);
+    this._connectPromise = /** @type {Promise<WelcomeMsg>|null} */ (null);
+    this._pings = new Map();
+    this._timers = /** @type {any[]} */ ([]);
+    this._closeEmitted = false;
+    /** @type {FspError|null} last fatal server error: the reason for the close that follows */
+    this._lastFatal = null;
+    /** @type {{at: number, ms: number, timer: any}|null} the server's GoingAway: reconnect after `ms` from `at` */
+    this._goingAway = null;
+    /** when the oldest unanswered Ping went out (0: none outstanding, or something arrived since) */
+    this._awaitingSince = 0;
+    /** code and password of the session we are in (to rejoin it if a resume comes too late) */
+    this._sessionKey = /** @type {{code: string, password: string|null}|null} */ (null);
+    /** password of the create/join request in flight */
+    this._requestPassword = /** @type {string|null} */ (null);
+    /**
+     * An automatic reconnection in progress.
+     * @type {null|{startedAt: number, attempt: number, timer: any, welcomeTimer: any, reason: string,
+     *   previousPeerId: number, sessionKey: {code: string, password: string|null}|null, onOnline: any,
+     *   resend: ClientMsg|null}}
+     */
+    this._rc = null;
+    /** set after a Welcome with a new peer id during a reconnection: rejoin this session */
+    this._rejoin = /** @type {null|{previousPeerId: number, code: string}} */ (null);
+  }
+
+  /**
+   * Fetch the dev certificate hash from the server's HTTP port. With a
+   * CA-signed certificate (`dev: false`) this resolves to `null`: the browser
+   * verifies such a certificate itself and refuses a pinned hash for it.
+   * @param {string} [base] URL of the HTTP port (default: this page's origin)
+   * @returns {Promise<string|null>} lowercase hex, or null for a CA certificate
+   */
+  static async fetchCertHash(base) {
+    const url = new URL('/cert-hash', base || (typeof location !== 'undefined' ? location.href : 'http://localhost:8080/'));
+    let res;
+    try {
+      res = await fetch(url, { cache: 'no-store' });
+    } catch (e) {
+      throw new FspError(0, 'cert_hash_unavailable', `Cannot fetch ${url}: ${describe(e)}`, { cause: e });
+    }
+    if (!res.ok) throw new FspError(0, 'cert_hash_unavailable', `GET ${url} answered ${res.status} (no dev certificate? With a CA certificate pass certHash: null).`);
+    const j = await res.json();
+    if (j.algorithm && j.algorithm !== 'sha-256') throw new FspError(0, 'cert_hash_unavailable', `unsupported hash algorithm ${j.algorithm}`);
+    if (j.dev === false) return null;
+    if (typeof j.hex === 'string') return j.hex.toLowerCase();
+    if (typeof j.base64 === 'string') return toHex(certHashBytes(j.base64));
+    throw new FspError(0, 'cert_hash_unavailable', `${url} has no "hex" field`);
+  }
+
+  /** Remote peers with their path: for a peer list UI. */
+  getPeers() {
+    return [...this.links.values()].map((l) => ({
+      id: l.id,
+      name: l.name,
+      client: l.client,
+      online: l.online,
+      path: l.path,
+      host: !!this.session && this.session.host === l.id,
+      iceRttMs: l.iceRttMs,
+      candidatePair: l.candidatePair,
+      connectionState: l.pc ? l.pc.connectionState : 'none',
+      dataChannel: l.dc ? l.dc.readyState : 'none',
+      rx: l.rx,
+      tx: l.tx,
+      staleDropped: l.staleDropped,
+    }));
+  }
+
+  /** @returns {PeerPath|null} */
+  pathOf(peer) {
+    const l = this.links.get(peer);
+    return l ? l.path : null;
+  }
+
+  get maxRelayPayload() {
+    return this.welcome ? this.welcome.limits.maxRelayPayload : DEFAULT_MAX_RELAY_PAYLOAD;
+  }
+
+  /** Largest payload `send()` can relay: the relay limit minus the 4-byte envelope. */
+  get maxFlightPayload() {
+    return this.maxRelayPayload - FLIGHT_HEADER_BYTES;
+  }
+
+  get forceRelay() {
+    return this.options.forceRelay;
+  }
+
+  /**
+   * Connect (WebTransport, or WebSocket as the `transport` option says) with Hello. Resolves with the Welcome.
+   *
+   * The transport opens a microtask later: a createSession()/joinSession() called in the same tick
+   * rides in the connection's URL with Hello (PROTOCOL.md §1, §10; `fastConnect`), answered with the
+   * 200/101. Requests made later are pipelined behind Hello on the control stream.
+   *
+   * With `{join: {code, password}}` or `{create: {maxPeers, password}}` (the first call on a client):
+   * the same in one call; resolves with the SessionInfo, rejects as joinSession/createSession do.
+   * @param {{join?: {code: string, password?: string|null}, create?: {maxPeers?: number, password?: string|null}}} [opts]
+   * @returns {Promise<any>} WelcomeMsg, or SessionInfo with join/create
+   */
+  connect(opts = {}) {
+    if (opts && (opts.join || opts.create)) {
+      if (opts.join && opts.create) throw new TypeError('connect(): join or create, not both');
+      if (this.state !== 'idle') {
+        return Promise.reject(new FspError(0, 'busy', 'connect({join, create}) must be the first call on a client'));
+      }
+      // Queued before the transport opens (a microtask from now): folded into the URL.
+      return opts.join
+        ? this.joinSession(opts.join.code, { password: opts.join.password ?? null })
+        : this.createSession(opts.create);
+    }
+    if (this._connectPromise) return this._connectPromise;
+    this.state = 'connecting';
+    const o = this.options;
+    const welcome = new Promise((resolve, reject) => {
+      this._welcomeWaiter = { resolve, reject };
+    });
+    welcome.catch(() => {});
+    const startedAt = now();
+    this._connectPromise = (async () => {
+      // Let a createSession()/joinSession() called in the same tick be queued first: it
+      // then rides in the URL with Hello (PROTOCOL.md §1, §10), answered with the 200/101.
+      await null;
+      if (this.state === 'closed') throw new FspError(0, 'closed', 'closed while connecting');
+      const t = this._makeTransport();
+      const up = this._attach(t);
+      const first = this._firstBodies();
+      try {
+        await t.open(first);
+      } catch (e) {
+        const err = e instanceof FspError ? e : new FspError(0, 'connect_failed', `Cannot connect to ${o.url}: ${describe(e)}`, { cause: e });
+        this._fail(err);
+        throw err;
+      }
+      if (this.state === 'closed') throw new FspError(0, 'closed', 'closed while connecting');
+      this._transportUp(t, startedAt);
+      this._helloSent = true;
+      const queued = this._queue;
+      this._queue = [];
+      if (first && t.firstSent) {
+        // Hello (and the folded request) went in the URL: the rest follows on the control stream.
+        if (first.length > 1) queued.splice(queued.indexOf(first[1]), 1);
+        for (const body of queued) this._writeRaw(body);
+      } else {
+        this._writeMsg(this._hello());
+        for (const body of queued) this._writeRaw(body);
+      }
+      up();
+      return withTimeout(welcome, o.connectTimeoutMs, () => {
+        const err = new FspError(0, 'timeout', `No Welcome from ${t.url} within ${o.connectTimeoutMs} ms.`);
+        this._fail(err);
+        return err;
+      });
+    })();
+    this._connectPromise.catch(() => {});
+    return this._connectPromise;
+  }
+
+  /**
+   * Hello, with the resume token of the last Welcome (or of the options); none when a redirect
+   * moves a client in no session (it arrives as a new peer, PROTOCOL.md §11). @returns {ClientMsg}
+   */
+  _hello() {
+    const noToken = !!(this._rc && this._rc.resend && !this._rc.sessionKey);
+    return {
+      type: 'Hello', version: PROTOCOL_VERSION, client: 'Browser', relayMode: 'Datagram',
+      name: this.options.name, resumeToken: noToken ? null : this.options.resumeToken,
+    };
+  }
+
+  /** The server the next connection goes to. */
+  get server() {
+    return this._at.target || this._servers[this._at.index % this._servers.length];
+  }
+
+  /**
+   * What rides in the URL: Hello (with the resume token, if any) and, if the first message
+   * queued is one, the CreateSession / JoinSession. null: the old form (`fastConnect` off).
+   * @returns {Uint8Array[]|null}
+   */
+  _firstBodies() {
+    if (!this.options.fastConnect) return null;
+    const bodies = [encodeClientMsg(this._hello())];
+    if (this.state !== 'reconnecting' && foldableRequest(this._queue[0])) bodies.push(this._queue[0]);
+    return bodies;
+  }
+
+  /**
+   * Make `t` the connection in use; its callbacks count only while it is. Control messages
+   * that arrive before the returned function is called (the server answers a first request
+   * in the URL at once) wait for it, so that `transport` comes before `welcome`.
+   * @param {SignalTransport} t
+   * @returns {() => void} call once the transport is up and what had to be written is
+   */
+  _attach(t) {
+    /** @type {Uint8Array[]|null} */
+    let early = [];
+    t.onControl = (body) => {
+      if (this.conn !== t) return;
+      if (early) early.push(body);
+      else this._onControlMessage(body);
+    };
+    t.onRelay = (frame) => { if (this.conn === t && !early) this._onRelayFrame(frame); };
+    t.onProtocolError = (e) => { if (this.conn === t) this._protocolError(e); };
+    t.onClosed = (info) => { if (this.conn === t) this._onTransportClosed(info); };
+    this.conn = t;
+    return () => {
+      const list = early || [];
+      early = null;
+      for (const body of list) if (this.conn === t) this._onControlMessage(body);
+    };
+  }
+
+  /** @param {SignalTransport} t @param {number} startedAt */
+  _transportUp(t, startedAt) {
+    this.transport = /** @type {TransportKind} */ (t.kind);
+    this.transportUrl = t.url;
+    // Why we are on the WebSocket when 'auto' chose it; '' on WebTransport (even if a WebSocket attempt lost the race).
+    this.fallbackReason = this.transport === 'websocket' ? /** @type {any} */ (t).fallbackReason || '' : '';
+    this._emit('transport', {
+      kind: this.transport, url: this.transportUrl, fallbackReason: this.fallbackReason, connectMs: now() - startedAt,
+      reconnect: this.state === 'reconnecting',
+    });
+  }
+
+  /** @returns {SignalTransport} */
+  _makeTransport() {
+    const o = this.options;
+    const at = this.server;
+    /** @type {TransportOptions} */
+    const opts = {
+      url: at.url, wsUrl: at.wsUrl, certHash: at.certHash, connectTimeoutMs: o.connectTimeoutMs,
+      datagramMaxAgeMs: o.datagramMaxAgeMs, fallbackDelayMs: o.fallbackDelayMs, wsMaxBufferedBytes: o.wsMaxBufferedBytes,
+    };
+    if (typeof o.transport === 'function') return o.transport(opts);
+    if (o.transport === 'webtransport') return new WebTransportSignal(opts);
+    if (o.transport === 'websocket') return new WebSocketSignal(opts);
+    return new AutoSignal(opts);
+  }
+
+  /**
+   * Create a session and become its host. May be called right after connect() (pipelined).
+   * @param {{maxPeers?: number, password?: string|null}} [opts]
+   * @returns {Promise<SessionInfo>}
+   */
+  createSession(opts = {}) {
+    return this._request('create', {
+      type: 'CreateSession', maxPeers: opts.maxPeers ?? 0, password: opts.password || null,
+    });
+  }
+
+  /**
+   * Join a session by its code (case, spaces and dashes are forgiven by the server).
+   * Rejects with FspError code 10 (unknown_session), 11, 12, ... on failure.
+   * @param {string} code
+   * @param {{password?: string|null}} [opts]
+   * @returns {Promise<SessionInfo>}
+   */
+  joinSession(code, opts = {}) {
+    return this._request('join', { type: 'JoinSession', code: String(code), password: opts.password ?? null });
+  }
+
+  /** Leave the session (the connection stays open). */
+  leaveSession() {
+    return this._request('leave', { type: 'LeaveSession' });
+  }
+
+  /**
+   * Send flight data to one peer, or to every other peer with peer = 0, over the
+   * best path each peer has (DataChannel, else the relay). Best effort.
+   *
+   * The bytes go out in the flight-data envelope of PROTOCOL.md §5 (a u32
+   * little-endian sequence number first, one counter for every peer and path);
+   * receivers strip it and drop messages older than one already delivered, so
+   * `onmessage` never sees stale state, whichever path it came on.
+   * @param {number} peer
+   * @param {Uint8Array|ArrayBuffer} data at most `maxFlightPayload` bytes to go through the relay
+   * @returns {boolean} false if nothing could be sent (not in a session, unknown peer, too big for the relay)
+   */
+  send(peer, data) {
+    const bytes = data instanceof Uint8Array ? data : new Uint8Array(data);
+    /** @type {PeerLink[]} */
+    let targets;
+    if (peer === ALL_PEERS) targets = [...this.links.values()];
+    else {
+      const l = this.links.get(peer);
+      if (!l) return false;
+      targets = [l];
+    }
+    if (targets.length === 0) return false;
+    this._txSeq = nextSeq(this._txSeq);
+    const frame = wrapFlight(this._txSeq, bytes);
+    let ok = true;
+    /** @type {number[]} */
+    const relay = [];
+    for (const l of targets) {
+      if (this._directUsable(l)) {
+        try {
+          /** @type {RTCDataChannel} */ (l.dc).send(frame);
+          l.tx++;
+          this.stats.directSent++;
+          continue;
+        } catch {
+          // fall through to the relay
+        }
+      }
+      if (l.online) relay.push(l.id);
+    }
+    if (relay.length) {
+      // While reconnecting the relay is unreachable (DataChannels keep working): drop, the next state replaces it.
+      if (frame.length > this.maxRelayPayload || !this.conn || this.state !== 'connected') {
+        this.stats.relayDropped += relay.length;
+        return false;
+      }
+      // Everyone on the relay: one upload, the server fans out.
+      const ids = peer === ALL_PEERS && relay.length === this.links.size && relay.length > 1 ? [ALL_PEERS] : relay;
+      for (const id of ids) {
+        if (this.conn.sendRelay(encodeRelay(id, frame))) {
+          this.stats.relayFramesSent++;
+        } else {
+          this.stats.relayDropped++;
+          ok = false;
+        }
+      }
+      for (const id of relay) {
+        const l = this.links.get(id);
+        if (l) l.tx++;
+      }
+      this.stats.relaySent += relay.length;
+    }
+    return ok;
+  }
+
+  /**
+   * Send application bytes reliably through the server (Signal::App).
+   * @param {number} peer 0 = every other peer
+   * @param {Uint8Array} data
+   */
+  sendApp(peer, data) {
+    this._sendMsg({ type: 'Signal', to: peer, signal: { type: 'App', data } });
+  }
+
+  /**
+   * Switch forced relay on or off at run time. On: all WebRTC connections are
+   * closed and flight data goes through the server. Off: direct connections are tried again.
+   * @param {boolean} on
+   */
+  setForceRelay(on) {
+    on = !!on;
+    if (on === this.options.forceRelay) return;
+    this.options.forceRelay = on;
+    for (const l of this.links.values()) {
+      if (on) {
+        this._closePc(l);
+        l.fallback = true;
+        clearTimeout(l.deadline);
+        clearTimeout(l.retry);
+        this._evaluate(l);
+      } else {
+        l.fallback = true;
+        this._startDirect(l, true);
+        this._evaluate(l);
+      }
+    }
+  }
+
+  /**
+   * Leave gracefully: LeaveSession (if in a session), wait for SessionLeft (at most
+   * `timeoutMs`), then close(). The others see PeerLeft { Left } at once either way.
+   */
+  async disconnect(reason = 'bye', timeoutMs = 1000) {
+    if (this.state === 'connected' && this.session && !this._pending) {
+      await withTimeout(this.leaveSession(), timeoutMs, () => new Error('timeout')).catch(() => {});
+    }
+    this.close(reason);
+  }
+
+  /** Leave for good: close with code 0 (WebSocket: 1000); the server removes my peer at once. */
+  close(reason = 'bye') {
+    if (this.state === 'closed') return;
+    // While reconnecting this is the attempt in progress (if any); the lost connection is gone already.
+    const t = this.conn;
+    this._teardown();
+    if (t) t.close(0, reason);
+    this._emitClose(0, reason);
+  }
+
+  // --- internals: control stream --------------------------------------------------------
+
+  _request(kind, msg) {
+    if (this.state === 'closed') return Promise.reject(new FspError(0, 'closed', 'the client is closed'));
+    if (this._pending) {
+      return Promise.reject(new FspError(0, 'busy', `a ${this._pending.kind} request is still waiting for its answer`));
+    }
+    if (this.state === 'idle') this.connect();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        if (this._pending && this._pending.timer === timer) {
+          this._pending = null;
+          reject(new FspError(0, 'timeout', `no answer to ${msg.type} within ${this.options.requestTimeoutMs} ms`));
+        }
+      }, this.options.requestTimeoutMs);
+      this._pending = { kind, resolve, reject, timer };
+      this._pendingMsg = kind === 'create' || kind === 'join' ? msg : null;
+      if (kind === 'create' || kind === 'join') this._requestPassword = msg.password ?? null;
+      this._sendMsg(msg);
+    });
+  }
+
+  /** Answer the pending request if its kind is one of `kinds` (null: any). */
+  _settle(kinds, value, error) {
+    const p = this._pending;
+    if (!p || (kinds && !kinds.includes(p.kind))) return false;
+    this._pending = null;
+    this._pendingMsg = null;
+    clearTimeout(p.timer);
+    if (error) p.reject(error);
+    else p.resolve(value);
+    return true;
+  }
+
+  /** @param {ClientMsg} msg */
+  _sendMsg(msg) {
+    const body = encodeClientMsg(msg);
+    const max = this.welcome ? this.welcome.limits.maxFrameBytes : DEFAULT_MAX_FRAME_BYTES;
+    if (body.length > max) {
+      // The server would close the connection (frame_too_large): refuse locally instead.
+      const err = new FspError(0, 'message_too_large', `${msg.type} of ${body.length} bytes exceeds the server's limit of ${max} bytes; not sent`);
+      this._emit('error', { code: 0, name: err.codeName, message: err.message, fatal: false, error: err });
+      return;
+    }
+    if (!this._helloSent) this._queue.push(body);
+    else {
+      this._outbox.push(body);
+      this._pump();
+    }
+  }
+
+  /**
+   * Write queued control messages while staying under the server's signals_per_sec
+   * (burst 2×): over it the server drops messages (rate_limited), and a dropped ICE
+   * candidate can cost a direct connection. Uses 90 % of the rate and a burst of 1×.
+   */
+  _pump() {
+    // While reconnecting, messages wait for the resumed connection (dropped if the resume fails).
+    if (this.state === 'reconnecting') return;
+    const signalsPerSec = this.welcome ? this.welcome.limits.signalsPerSec : 0;
+    const t = signalsPerSec ? now() : this._tokensAt;
+    const step = pumpStep({ tokens: this._tokens, lastMs: this._tokensAt, nowMs: t, signalsPerSec, queued: this._outbox.length });
+    if (signalsPerSec) {
+      this._tokens = step.tokens;
+      this._tokensAt = t;
+    }
+    for (const body of this._outbox.splice(0, step.send)) this._writeRaw(body);
+    if (step.retryInMs !== null && !this._pumpTimer && this.state !== 'closed') {
+      this._pumpTimer = setTimeout(() => {
+        this._pumpTimer = 0;
+        this._pump();
+      }, step.retryInMs);
+    }
+  }
+
+  _writeMsg(msg) {
+    this._writeRaw(encodeClientMsg(msg));
+  }
+
+  /** @param {Uint8Array} body one control message body */
+  _writeRaw(body) {
+    const t = this.conn;
+    if (!t || this.state === 'closed') return;
+    this.stats.controlSent++;
+    t.sendControl(body).catch((e) => {
+      // The connection is gone: the same as the transport saying so (reconnect, or close as before).
+      if (this.conn === t) this._onTransportClosed({ code: null, reason: `control stream write failed: ${describe(e)}`, error: e });
+    });
+  }
+
+  /** @param {Uint8Array} body one control message body from the server */
+  _onControlMessage(body) {
+    if (this.state === 'closed') return;
+    let msg;
+    try {
+      msg = decodeServerMsg(body);
+    } catch (e) {
+      this._protocolError(e, body);
+      return;
+    }
+    this.stats.controlReceived++;
+    this._awaitingSince = 0;
+    try {
+      this._onServerMsg(msg);
+    } catch (e) {
+      console.error('fsp2p: handler failed for', msg.type, e);
+    }
+  }
+
+  _protocolError(e, body) {
+    if (this.state === 'closed') return;
+    const hex = body ? ` (body ${toHex(body.subarray(0, 64))}${body.length > 64 ? '…' : ''})` : '';
+    const err = new FspError(0, 'decode_failed', `cannot decode a message from the server: ${describe(e)}${hex}`, { fatal: true, cause: e });
+    const t = this.conn;
+    this._fail(err);
+    if (t) t.close(1, 'bad_message');
+  }
+
+  /** @param {ServerMsg} m */
+  _onServerMsg(m) {
+    switch (m.type) {
+      case 'Welcome': {
+        const previousPeerId = this.peerId;
+        this.welcome = m;
+        this.peerId = m.peerId;
+        this._tokens = m.limits.signalsPerSec * 0.9;
+        this._tokensAt = now();
+        const rc = this._rc;
+        this.state = 'connected';
+        this.options.resumeToken = m.resumeToken;
+        if (!this._pendingMsg) this._redirects = 0;
+        this._startTimers();
+        this._emit('welcome', {
+          peerId: m.peerId, resumed: m.resumed, iceServers: m.iceServers, limits: m.limits, transport: this.transport, welcome: m,
+        });
+        if (this._welcomeWaiter) {
+          this._welcomeWaiter.resolve(m);
+          this._welcomeWaiter = null;
+        }
+        if (rc) this._reconnected(rc, m, previousPeerId);
+        break;
+      }
+      case 'SessionCreated':
+      case 'SessionJoined': {
+        const created = m.type === 'SessionCreated';
+        this._redirects = 0;
+        // After a resume the server says SessionJoined on its own: no request of ours.
+        const requested = !!this._pending && (this._pending.kind === 'create' || this._pending.kind === 'join');
+        const password = requested ? this._requestPassword : (this._sessionKey ? this._sessionKey.password : null);
+        this._sessionKey = { code: m.session.code, password };
+        // A resume puts us back in our session: keep the links (and their DataChannels, paths,
+        // sequence numbers) of the peers still there, drop the others, add the new ones.
+        const ids = new Set(m.session.peers.map((p) => p.id));
+        for (const l of [...this.links.values()]) if (!ids.has(l.id)) this._dropLink(l);
+        this.session = { ...m.session, peers: [...m.session.peers] };
+        this._rxSeq.retain(ids);
+        const rejoin = this._rejoin;
+        this._rejoin = null;
+        this._settle(['create', 'join'], this.session, null);
+        this._emit('session', { session: this.session, created });
+        // The peers already in the session offer to me (PROTOCOL.md §8). After a resume
+        // the others still hold connections to my old one: I offer (they replace theirs),
+        // except where the DataChannel survived the lost connection.
+        const offer = m.type === 'SessionJoined' && !!this.welcome && this.welcome.resumed;
+        for (const p of m.session.peers) {
+          if (p.id === this.peerId) continue;
+          const l = this.links.get(p.id);
+          if (!l) {
+            this._addLink(p, offer);
+            continue;
+          }
+          l.name = p.name;
+          l.client = p.client;
+          l.online = true;
+          if (offer && !this.options.forceRelay && !this._directUsable(l)) {
+            clearTimeout(l.retry);
+            l.retry = 0;
+            this._startDirect(l, true);
+          }
+        }
+        if (rejoin) this._emit('rejoined', { peerId: this.peerId, previousPeerId: rejoin.previousPeerId, session: this.session });
+        break;
+      }
+      case 'PeerJoined': {
+        if (this.session && !this.session.peers.some((p) => p.id === m.peer.id)) this.session.peers.push(m.peer);
+        const existing = this.links.get(m.peer.id);
+        if (existing) this._dropLink(existing);
+        this._rxSeq.reset(m.peer.id);
+        this._addLink(m.peer, true);
+        this._emit('peerjoined', { peer: m.peer });
+        break;
+      }
+      case 'PeerLeft': {
+        if (this.session) this.session.peers = this.session.peers.filter((p) => p.id !== m.peer);
+        const l = this.links.get(m.peer);
+        if (l) this._dropLink(l);
+        this._rxSeq.reset(m.peer);
+        this._emit('peerleft', { peer: m.peer, reason: m.reason });
+        break;
+      }
+      case 'PeerStatus': {
+        const l = this.links.get(m.peer);
+        if (l) l.online = m.online;
+        // Back after a lost connection: it may be a restarted client whose counter began again.
+        if (m.online) this._rxSeq.reset(m.peer);
+        this._emit('peerstatus', { peer: m.peer, online: m.online });
+        break;
+      }
+      case 'HostChanged':
+        if (this.session) this.session.host = m.host;
+        this._emit('hostchanged', { host: m.host });
+        break;
+      case 'Signal':
+        this._onSignal(m.from, m.signal);
+        break;
+      case 'Error': {
+        const err = FspError.fromServer(m.code, m.message);
+        if (answersSessionRequest(m.code)) this._settle(null, null, err);
+        this._emit('error', { code: err.code, name: err.codeName, message: err.message, fatal: err.fatal, error: err });
+        if (err.fatal && this._welcomeWaiter) {
+          this._welcomeWaiter.reject(err);
+          this._welcomeWaiter = null;
+        }
+        if (err.fatal) this._lastFatal = err;
+        // cluster_unavailable before the Welcome of a resume: the node is there, its directory is
+        // not; try again after the backoff (the same node), within the grace as usual.
+        if (m.code === 22 && this.state === 'reconnecting') this._attemptFailed(err.message);
+        break;
+      }
+      case 'Pong': {
+        const sent = this._pings.get(m.clientTimeMs);
+        if (sent !== undefined) {
+          this._pings.delete(m.clientTimeMs);
+          const t = now();
+          this.rttMs = t - sent;
+          this.serverClockOffsetMs = Number(m.serverTimeMs) - (performance.timeOrigin + sent + this.rttMs / 2);
+          this._emit('rtt', { rttMs: this.rttMs });
+        }
+        break;
+      }
+      case 'SessionLeft':
+        this._sessionKey = null;
+        for (const l of [...this.links.values()]) this._dropLink(l);
+        this._rxSeq.clear();
+        this.session = null;
+        this._settle(['leave'], m.reason, null);
+        this._emit('sessionleft', { reason: m.reason });
+        break;
+      case 'Redirect':
+        this._onRedirect(m);
+        break;
+      case 'GoingAway': {
+        // The server is stopping: come back after the delay (with the resume token). If the
+        // connection is still up then, move over by ourselves.
+        if (this._goingAway) clearTimeout(this._goingAway.timer);
+        const ms = m.reconnectAfterMs;
+        const timer = setTimeout(() => {
+          if (this.state === 'connected' && this._goingAway && this._goingAway.timer === timer) {
+            this._startReconnect(`the server is going away: ${m.message}`, 0);
+          }
+        }, ms);
+        this._goingAway = { at: now(), ms, timer };
+        this._emit('goingaway', { reconnectAfterMs: m.reconnectAfterMs, message: m.message });
+        break;
+      }
+    }
+  }
+
+  _startTimers() {
+    const o = this.options;
+    this._stopTimers();
+    this._awaitingSince = 0;
+    if (o.pingIntervalMs > 0) {
+      const ping = () => {
+        if (this.state !== 'connected') return;
+        const t = now();
+        const tick = pingTick({ awaitingSinceMs: this._awaitingSince, nowMs: t, liveTimeoutMs: o.liveTimeoutMs });
+        if (tick.action === 'lost') {
+          this._onTransportClosed({ code: null, reason: `no answer from the server for ${tick.silentMs} ms` });
+          return;
+        }
+        this._awaitingSince = tick.awaitingSinceMs;
+        let v = BigInt(Math.floor(performance.timeOrigin + now()));
+        while (this._pings.has(v)) v += 1n;
+        this._pings.set(v, now());
+        if (this._pings.size > 32) this._pings.delete(this._pings.keys().next().value);
+        this._sendMsg({ type: 'Ping', clientTimeMs: v });
+      };
+      ping();
+      this._timers.push(setInterval(ping, o.pingIntervalMs));
+    }
+    if (o.statsIntervalMs > 0) this._timers.push(setInterval(() => this._pollStats(), o.statsIntervalMs));
+  }
+
+  _stopTimers() {
+    for (const t of this._timers) clearInterval(t);
+    this._timers = [];
+  }
+
+  _onRelayFrame(frame) {
+    let r;
+    try {
+      r = decodeRelay(frame);
+    } catch {
+      this.stats.relayBadFrames++;
+      return;
+    }
+    this.stats.relayReceived++;
+    this._awaitingSince = 0;
+    this._deliverFlight(r.peer, r.payload, 'relay');
+  }
+
+  /**
+   * One flight-data message from `from` on any path: strip the envelope, drop it if
+   * it is not newer than the last one accepted from that peer, else hand it to the game.
+   * @param {number} from @param {Uint8Array} frame @param {PeerPath} path
+   */
+  _deliverFlight(from, frame, path) {
+    const f = unwrapFlight(frame);
+    if (!f) {
+      this.stats.flightBadFrames++;
+      return;
+    }
+    const l = this.links.get(from);
+    if (!this._rxSeq.accept(from, f.seq)) {
+      this.stats.staleDropped++;
+      if (l) l.staleDropped++;
+      return;
+    }
+    if (l) l.rx++;
+    this._deliver(from, f.payload, path);
+  }
+
+  _deliver(from, data, path) {
+    if (this.onmessage) {
+      try {
+        this.onmessage(from, data, path);
+      } catch (e) {
+        console.error('fsp2p: onmessage threw', e);
+      }
+    }
+    this._emit('message', { from, data, path });
+  }
+
+  /** @param {{code: number|null, reason: string, error?: unknown}} info */
+  _onTransportClosed(info) {
+    if (this.state === 'closed') return;
+    const ga = this._goingAway;
+    const d = closeDisposition({
+      code: info.code,
+      fatalCode: this._lastFatal ? this._lastFatal.code : null,
+      goingAwayInMs: goingAwayLeftMs(ga, now()),
+      enabled: this.options.reconnect,
+      // A Welcome on this connection or an earlier one: there is a seat to resume.
+      welcomed: this.state === 'reconnecting' || (this.state === 'connected' && !!this.welcome),
+    });
+    if (d.action === 'reconnect') {
+      const reason = info.reason || 'connection lost';
+      if (this.state === 'reconnecting') this._attemptFailed(reason, d.delayMs || null, true);
+      else this._startReconnect(reason, d.delayMs);
+      return;
+    }
+    const fatal = this._lastFatal;
+    const reason = fatal ? fatal.message : info.reason || 'connection closed';
+    const err = fatal || new FspError(0, 'closed', `connection to the server closed: ${reason}`, { cause: info.error });
+    this._teardown(err);
+    this._emitClose(fatal ? fatal.code : info.code, reason, err);
+  }
+
+  // --- internals: cluster mode (PROTOCOL.md §11) ------------------------------------------------
+
+  /**
+   * A node sends us elsewhere: in answer to Hello (instead of Welcome), to a create/join, or
+   * unasked (draining, the session moved). Leave this connection (keeping any seat: code 999),
+   * connect to the node the same way, Hello (with the resume token if in a session) and the
+   * unanswered create/join again. The app sees `redirect`, then `reconnecting` / `reconnected`.
+   * @param {{type: 'Redirect', reason: RedirectReason, node: NodeAddr}} m
+   */
+  _onRedirect(m) {
+    this._redirects++;
+    const count = this._redirects;
+    this._emit('redirect', { reason: m.reason, node: m.node, count });
+    const plan = redirectPlan({
+      count, max: this.options.maxRedirects, welcomed: !!this.welcome, inSession: !!this.session,
+      connected: this.state === 'connected', at: this._at, target: nodeServer(m.node), transport: this.options.transport,
+    });
+    if (plan.action !== 'follow') {
+      const err = new FspError(0, 'too_many_redirects',
+        `too many redirects (${this.options.maxRedirects} in a row), the last to node ${m.node.name}`, { fatal: !this.welcome });
+      this._redirects = 0;
+      if (plan.action === 'fail') {
+        this._fail(err);
+        return;
+      }
+      // Fail the request; a client in a session goes back to its configured servers.
+      this._settle(['create', 'join'], null, err);
+      this._emit('error', { code: 0, name: err.codeName, message: err.message, fatal: false, error: err });
+      if (!plan.reconnect) return;
+    }
+    // Followed: to the node, or (unreachable as given) back to the configured servers.
+    this._at = plan.at;
+    const why = `redirected to node ${m.node.name} (${m.reason})`;
+    const resend = this._pendingMsg;
+    if (this.state === 'reconnecting' && this._rc) {
+      // An attempt was redirected: go again at once, to the node.
+      const rc = this._rc;
+      rc.resend = resend;
+      clearTimeout(rc.welcomeTimer);
+      clearTimeout(rc.timer);
+      const t = this.conn;
+      this.conn = null;
+      if (t) this._abandon(t);
+      rc.timer = setTimeout(() => {
+        rc.timer = 0;
+        this._attempt(rc);
+      }, 0);
+      return;
+    }
+    this._startReconnect(why, 0, resend);
+  }
+
+  // --- internals: reconnecting ---------------------------------------------------------------
+
+  /**
+   * The connection is lost, but the server keeps our seat for the resume grace
+   * (PROTOCOL.md §4): keep the session, the links (DataChannels keep working), the
+   * callbacks, and connect again (the `transport` option decides how; 'auto' races again)
+   * with the resume token.
+   * @param {string} reason @param {number} delayMs before the first attempt
+   * @param {ClientMsg|null} [resend] a redirected create/join, sent again after the Welcome
+   */
+  _startReconnect(reason, delayMs, resend = null) {
+    const old = this.conn;
+    this.conn = null;
+    if (old) this._abandon(old);
+    this._stopTimers();
+    clearTimeout(this._pumpTimer);
+    this._pumpTimer = 0;
+    if (this._goingAway) clearTimeout(this._goingAway.timer);
+    this._goingAway = null;
+    this._lastFatal = null;
+    this._pings.clear();
+    this.state = 'reconnecting';
+    /** @type {NonNullable<FlightSimP2P['_rc']>} */
+    const rc = {
+      startedAt: now(), attempt: 0, timer: 0, welcomeTimer: 0, reason, previousPeerId: this.peerId,
+      sessionKey: this.session ? this._sessionKey : null, onOnline: null, resend,
+    };
+    this._rc = rc;
+    // The browser says the network is back: try now rather than after the backoff.
+    const g = /** @type {any} */ (globalThis);
+    if (typeof g.addEventListener === 'function') {
+      rc.onOnline = () => {
+        if (this._rc !== rc || !rc.timer) return;
+        clearTimeout(rc.timer);
+        rc.timer = 0;
+        this._attempt(rc);
+      };
+      g.addEventListener('online', rc.onOnline);
+    }
+    this._emit('reconnecting', {
+      reason, peerId: this.peerId, session: this.session, graceMs: this.welcome ? this.welcome.limits.resumeGraceMs : 0,
+    });
+    rc.timer = setTimeout(() => {
+      rc.timer = 0;
+      this._attempt(rc);
+    }, delayMs);
+  }
+
+  /** One reconnect attempt: a new transport, then Hello with the resume token. */
+  async _attempt(rc) {
+    if (this._rc !== rc || this.state !== 'reconnecting') return;
+    rc.attempt++;
+    const startedAt = now();
+    const limit = attemptTimeoutMs(this.rttMs, this.options.connectTimeoutMs);
+    /** @type {SignalTransport} */
+    let t;
+    try {
+      t = this._makeTransport();
+    } catch (e) {
+      this._attemptFailed(describe(e));
+      return;
+    }
+    const up = this._attach(t);
+    const first = this._firstBodies();
+    try {
+      await withTimeout(t.open(first), limit, () => new Error(`not connected within ${limit} ms`));
+    } catch (e) {
+      if (this.conn === t) this._attemptFailed(e instanceof Error ? e.message : describe(e), null, true);
+      return;
+    }
+    if (this._rc !== rc || this.conn !== t || this.state !== 'reconnecting') {
+      // Closed or superseded meanwhile.
+      if (this.conn !== t) this._abandon(t);
+      return;
+    }
+    this._transportUp(t, startedAt);
+    if (!(first && t.firstSent)) this._writeMsg(this._hello());
+    rc.welcomeTimer = setTimeout(() => {
+      if (this._rc === rc && this.conn === t) this._attemptFailed(`no Welcome within ${limit} ms`, null, true);
+    }, limit);
+    up();
+  }
+
+  /**
+   * The attempt in progress failed: abandon it, then try again after the backoff (or give up).
+   * `unreachable`: the server could not be reached, so the next attempt goes to the next one
+   * (a redirect's node is dropped for the configured servers, which rotate).
+   */
+  _attemptFailed(reason, delayMs = /** @type {number|null} */ (null), unreachable = false) {
+    const rc = this._rc;
+    if (!rc || this.state !== 'reconnecting') return;
+    if (unreachable) this._at = rotateServer(this._at, this._servers.length);
+    clearTimeout(rc.welcomeTimer);
+    const t = this.conn;
+    this.conn = null;
+    if (t) this._abandon(t);
+    const step = reconnectStep({
+      attempt: rc.attempt, elapsedMs: now() - rc.startedAt, giveUpMs: this.options.reconnectTimeoutMs, random: Math.random,
+    });
+    if (step.action === 'giveup') {
+      this._fail(new FspError(0, 'reconnect_failed',
+        `could not reconnect to the server within ${this.options.reconnectTimeoutMs} ms (${rc.attempt} attempt(s); last: ${reason})`, { fatal: true }));
+      return;
+    }
+    rc.timer = setTimeout(() => {
+      rc.timer = 0;
+      this._attempt(rc);
+    }, delayMs ?? step.delayMs);
+  }
+
+  /** A Welcome ended the reconnection. @param {WelcomeMsg} m */
+  _reconnected(rc, m, previousPeerId) {
+    this._endReconnect();
+    const outcome = afterReconnect({
+      resumed: m.resumed, peerId: m.peerId, previousPeerId: rc.previousPeerId, resend: !!rc.resend,
+      pending: !!this._pending, inSession: !!rc.sessionKey,
+    });
+    const detail = {
+      peerId: m.peerId, previousPeerId, resumed: outcome === 'resumed',
+      transport: this.transport, attempts: rc.attempt, downtimeMs: now() - rc.startedAt, reason: rc.reason,
+    };
+    if (detail.resumed) {
+      // Same peer id: the server sends SessionJoined by itself; what waited goes out now.
+      this._emit('reconnected', detail);
+      this._pump();
+      return;
+    }
+    // Too late (the grace passed, or the server restarted): a new peer id. Everything tied
+    // to the old one is void; join the session again by its code.
+    this._outbox = [];
+    for (const l of [...this.links.values()]) this._dropLink(l);
+    this._rxSeq.clear();
+    this.session = null;
+    // A redirected create/join goes again here; anything else in flight is void.
+    const resend = outcome === 'resend' ? rc.resend : null;
+    if (!resend) this._settle(null, null, new FspError(0, 'connection_lost', 'the connection was lost and could not be resumed'));
+    this._emit('reconnected', detail);
+    if (resend) {
+      this._sendMsg(resend);
+      return;
+    }
+    const key = rc.sessionKey;
+    if (outcome !== 'rejoin' || !key) {
+      this._sessionKey = null;
+      return;
+    }
+    this._rejoin = { previousPeerId: rc.previousPeerId, code: key.code };
+    this._request('join', { type: 'JoinSession', code: key.code, password: key.password }).catch((e) => {
+      this._rejoin = null;
+      this._sessionKey = null;
+      if (this.state !== 'closed') this._emit('sessionleft', { reason: 'TimedOut', error: e });
+    });
+  }
+
+  _endReconnect() {
+    const rc = this._rc;
+    if (!rc) return;
+    this._rc = null;
+    clearTimeout(rc.timer);
+    clearTimeout(rc.welcomeTimer);
+    if (rc.onOnline) /** @type {any} */ (globalThis).removeEventListener('online', rc.onOnline);
+  }
+
+  /** Let go of a connection without leaving the session (close code ABANDON_CLOSE_CODE, not 0). */
+  _abandon(t) {
+    t.onControl = null;
+    t.onRelay = null;
+    t.onProtocolError = null;
+    t.onClosed = null;
+    try {
+      t.close(ABANDON_CLOSE_CODE, 'reconnecting');
+    } catch {
+      // closed already
+    }
+  }
+
+  /** Fail: emit the error, close everything. */
+  _fail(err) {
+    if (this.state === 'closed') return;
+    this._emit('error', { code: err.code, name: err.codeName, message: err.message, fatal: true, error: err });
+    const t = this.conn;
+    this._teardown(err);
+    // Code 0: we do not resume after a failure, so leave for good.
+    if (t) t.close(0, err.codeName);
+    this._emitClose(err.code || null, err.message, err);
+  }
+
+  _teardown(err) {
+    this.state = 'closed';
+    this._endReconnect();
+    if (this._goingAway) clearTimeout(this._goingAway.timer);
+    this._goingAway = null;
+    const e = err || new FspError(0, 'closed', 'the client was closed');
+    if (this._welcomeWaiter) {
+      this._welcomeWaiter.reject(e);
+      this._welcomeWaiter = null;
+    }
+    this._settle(null, null, e);
+    this._stopTimers();
+    clearTimeout(this._pumpTimer);
+    this._outbox = [];
+    for (const l of [...this.links.values()]) this._dropLink(l);
+    this._rxSeq.clear();
+  }
+
+  /**
+   * @param {number|null} code 0: closed by us (or a normal close); a §6 code: the server's fatal
+   *   error (WebTransport close code, or WebSocket close code minus 4000); null when the
+   *   connection ended without one
+   */
+  _emitClose(code, reason, error) {
+    if (this._closeEmitted) return;
+    this._closeEmitted = true;
+    this._emit('close', { code, reason, error: error || null });
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+installMesh(FlightSimP2P);

@@ -1,0 +1,386 @@
+// FlightSim P2P browser client: the decisions, sans IO.
+//
+// Every rule of the client's behaviour that does not need the network lives here as a pure
+// function: the reconnect schedule and when to give up, what a close code or a server error
+// means, resume or rejoin, redirects and node rotation, liveness, attempt and request
+// deadlines, the control stream's rate, the QUIC/WebSocket race, the direct/TURN/relay path
+// of a peer. Time and randomness are inputs
+// (`nowMs`, `random`): no timers, no clock, no RTCPeerConnection, no WebSocket here, so the
+// rules run under node with simulated time (tests/browser/core.test.mjs). The shell
+// (client.js, mesh.js, transports.js) does the I/O and asks these functions what to do.
+
+import { WEBTRANSPORT_PATH, errorName, WEBSOCKET_PATH } from './codec.js';
+
+// ---------------------------------------------------------------------------
+// Reconnecting (tested in tests/browser/core.test.mjs)
+// ---------------------------------------------------------------------------
+
+/**
+ * Delays before reconnect attempts 0, 1, 2, 3 and after: the first attempt at once, then
+ * 250 ms, 500 ms, and every second at most, so that the connection is back within about a
+ * second of the network's return (PROTOCOL.md §4: the seat is kept for the resume grace).
+ */
+export const RECONNECT_BACKOFF_MS = Object.freeze([0, 250, 500, 1000]);
+
+/**
+ * Close code of a connection this client abandons in order to resume on a new one. It is
+ * not 0 (WebSocket: not 1000), which would leave the session for good (PROTOCOL.md §1, §10);
+ * any other code keeps the seat for the resume grace. (WebSocket: 4000 + 999 = 4999.)
+ */
+export const ABANDON_CLOSE_CODE = 999;
+
+/**
+ * Delay before reconnect attempt `attempt` (0-based), with jitter: a value in
+ * [0.75, 1] × the schedule's delay, never above it, so that many clients cut at
+ * once do not come back in lockstep.
+ * @param {number} attempt
+ * @param {() => number} random in [0, 1) (fsp2p.js's export of this function has a default)
+ */
+export function backoffDelayMs(attempt, random) {
+  if (!(attempt > 0)) return 0;
+  const base = RECONNECT_BACKOFF_MS[Math.min(attempt, RECONNECT_BACKOFF_MS.length - 1)];
+  return Math.round(base * (0.75 + 0.25 * Math.min(1, Math.max(0, random()))));
+}
+
+/**
+ * What the end of a connection means.
+ *
+ * - `close`: for good, as the app or the server wanted: reconnecting is off, the client
+ *   never had a Welcome (nothing to resume), the server closed with a fatal error
+ *   (PROTOCOL.md §6: replaced, server_full, bad_message, ...) or normally (code 0).
+ * - `reconnect` after `delayMs`: the connection just ended (code null: network, proxy,
+ *   idle timeout, no answer to pings), or the server announced `GoingAway`
+ *   (its `shutting_down` close then means "come back after reconnectAfterMs").
+ *
+ * @param {{code: number|null, fatalCode?: number|null, goingAwayInMs?: number|null,
+ *   enabled?: boolean, welcomed?: boolean}} c
+ *   code: the close code (0 normal, a §6 code, null when the connection just ended);
+ *   fatalCode: code of a fatal `Error` the server sent before closing;
+ *   goingAwayInMs: time left until the `GoingAway` delay is over (null: no GoingAway)
+ * @returns {{action: 'reconnect', delayMs: number} | {action: 'close', why: string}}
+ */
+export function closeDisposition(c) {
+  const { code, fatalCode = null, goingAwayInMs = null, enabled = true, welcomed = true } = c;
+  if (!enabled) return { action: 'close', why: 'reconnecting is off' };
+  if (!welcomed) return { action: 'close', why: 'no Welcome yet: nothing to resume' };
+  if (goingAwayInMs !== null && goingAwayInMs !== undefined) {
+    return { action: 'reconnect', delayMs: Math.max(0, Math.round(goingAwayInMs)) };
+  }
+  if (fatalCode) return { action: 'close', why: `fatal server error ${errorName(fatalCode)}` };
+  if (code === null || code === undefined) return { action: 'reconnect', delayMs: 0 };
+  if (code === 0) return { action: 'close', why: 'closed normally by the server' };
+  return { action: 'close', why: `closed by the server with ${errorName(code)}` };
+}
+
+/**
+ * The next step of a reconnection that has made `attempt` attempts so far and began
+ * `elapsedMs` ago: wait `delayMs` then try again, or give up once `giveUpMs` would pass
+ * (0 = never give up).
+ * @param {{attempt: number, elapsedMs: number, giveUpMs: number, random: () => number}} s
+ * @returns {{action: 'wait', delayMs: number} | {action: 'giveup'}}
+ */
+export function reconnectStep(s) {
+  const delayMs = backoffDelayMs(s.attempt, s.random);
+  if (s.giveUpMs > 0 && s.elapsedMs + delayMs >= s.giveUpMs) return { action: 'giveup' };
+  return { action: 'wait', delayMs };
+}
+
+/**
+ * What a Welcome that ends a reconnection means: `resumed` (the same peer id: the seat was kept,
+ * the server puts us back in our session by itself); else the resume came too late (the grace
+ * passed, or the server restarted) and everything tied to the old peer id is void: `resend` a
+ * redirected create/join still waiting for its answer (a client in no session), `rejoin` the
+ * session by its code and password, or nothing to do (`fresh`).
+ * @param {{resumed: boolean, peerId: number, previousPeerId: number, resend: boolean, pending: boolean, inSession: boolean}} s
+ *   resumed: the Welcome's flag; resend: a redirected create/join is kept; pending: a request waits
+ *   for its answer; inSession: the client was in a session when the connection was lost
+ * @returns {'resumed'|'resend'|'rejoin'|'fresh'}
+ */
+export function afterReconnect(s) {
+  if (s.resumed && s.peerId === s.previousPeerId) return 'resumed';
+  if (s.resend && s.pending && !s.inSession) return 'resend';
+  return s.inSession ? 'rejoin' : 'fresh';
+}
+
+/**
+ * How long one reconnect attempt gets (transport up, then the Welcome) before the next
+ * one starts: at least 3 s (a busy machine), 2 s + 8 server round trips on a slow path,
+ * never more than the connect timeout.
+ * @param {number|null} rttMs last server round trip, if known
+ * @param {number} connectTimeoutMs
+ */
+export function attemptTimeoutMs(rttMs, connectTimeoutMs) {
+  const want = Math.max(3000, 2000 + 8 * (rttMs && rttMs > 0 ? rttMs : 0));
+  return Math.round(connectTimeoutMs > 0 ? Math.min(connectTimeoutMs, want) : want);
+}
+
+/**
+ * Whether the server has gone silent: a Ping went out at `awaitingSinceMs` (0 = nothing
+ * outstanding) and nothing at all (no Pong, no other message, no relay frame) came back
+ * within `liveTimeoutMs` (0 = never decide so). Timed from the ping, not from the last
+ * message, so that a throttled background tab (timers once a minute) is not taken for dead.
+ */
+export function serverSilent(awaitingSinceMs, nowMs, liveTimeoutMs) {
+  return liveTimeoutMs > 0 && awaitingSinceMs > 0 && nowMs - awaitingSinceMs > liveTimeoutMs;
+}
+
+/**
+ * One tick of the Ping timer at `nowMs`: the server is `lost` (silent for `silentMs` since the
+ * oldest unanswered Ping), or a Ping goes out and `awaitingSince` is what to remember (the
+ * oldest unanswered Ping's time: kept if one is outstanding, else now). Anything from the
+ * server resets it to 0 (the shell does so on every message and relay frame).
+ * @param {{awaitingSinceMs: number, nowMs: number, liveTimeoutMs: number}} s
+ * @returns {{action: 'lost', silentMs: number} | {action: 'ping', awaitingSinceMs: number}}
+ */
+export function pingTick(s) {
+  if (serverSilent(s.awaitingSinceMs, s.nowMs, s.liveTimeoutMs)) {
+    return { action: 'lost', silentMs: Math.round(s.nowMs - s.awaitingSinceMs) };
+  }
+  return { action: 'ping', awaitingSinceMs: s.awaitingSinceMs || s.nowMs };
+}
+
+/**
+ * Time left until a `GoingAway`'s delay is over (for closeDisposition), null without one.
+ * @param {{at: number, ms: number}|null} goingAway @param {number} nowMs
+ */
+export function goingAwayLeftMs(goingAway, nowMs) {
+  return goingAway ? goingAway.at + goingAway.ms - nowMs : null;
+}
+
+// ---------------------------------------------------------------------------
+// Requests and the control stream's rate
+// ---------------------------------------------------------------------------
+
+/** Whether a server `Error` with this code answers a pending CreateSession / JoinSession. @param {number} code */
+export function answersSessionRequest(code) {
+  return SESSION_REQUEST_ERRORS.has(code);
+}
+
+/**
+ * Whether a request sent at `sentAtMs` and still unanswered at `nowMs` has timed out.
+ * @param {number} sentAtMs @param {number} nowMs @param {number} timeoutMs
+ */
+export function requestTimedOut(sentAtMs, nowMs, timeoutMs) {
+  return nowMs - sentAtMs >= timeoutMs;
+}
+
+/**
+ * The control stream's token bucket: the server allows `signalsPerSec` (burst 2×) and drops what
+ * is over it, so the client sends at 90 % of it with a burst of 1×. Given the tokens left at
+ * `lastMs`, the tokens at `nowMs`, how many of `queued` messages go out now, and when to try
+ * again (null: nothing waits, or no limit).
+ * @param {{tokens: number, lastMs: number, nowMs: number, signalsPerSec: number, queued: number}} s
+ * @returns {{send: number, tokens: number, retryInMs: number|null}}
+ */
+export function pumpStep(s) {
+  const rate = s.signalsPerSec * 0.9;
+  if (!rate) return { send: s.queued, tokens: s.tokens, retryInMs: null };
+  let tokens = Math.min(rate, s.tokens + ((s.nowMs - s.lastMs) * rate) / 1000);
+  let send = 0;
+  while (send < s.queued && tokens >= 1) {
+    tokens -= 1;
+    send++;
+  }
+  return { send, tokens, retryInMs: send < s.queued ? Math.ceil(1000 / rate) : null };
+}
+
+// ---------------------------------------------------------------------------
+// The QUIC/WebSocket race (transport 'auto'; AutoSignal runs it)
+// ---------------------------------------------------------------------------
+
+/**
+ * How the race begins: without WebTransport in the browser, the WebSocket alone at once;
+ * else WebTransport, and the WebSocket too if WebTransport is not up within `fallbackDelayMs`.
+ * @param {boolean} hasWebTransport @param {number} fallbackDelayMs
+ * @returns {{start: 'webtransport'|'websocket', why: string, websocketAfterMs: number|null}}
+ */
+export function raceStart(hasWebTransport, fallbackDelayMs) {
+  if (!hasWebTransport) return { start: 'websocket', why: 'this browser has no WebTransport', websocketAfterMs: null };
+  return { start: 'webtransport', why: '', websocketAfterMs: Math.max(0, fallbackDelayMs) };
+}
+
+/** Why the WebSocket attempt starts when WebTransport is not up in time. @param {number} fallbackDelayMs */
+export function raceSlowReason(fallbackDelayMs) {
+  return `WebTransport not ready within ${fallbackDelayMs} ms`;
+}
+
+/**
+ * An attempt of the race failed: what starts next (the WebSocket after WebTransport failed, with
+ * why), and whether the race is lost (every attempt started has failed).
+ * @param {'webtransport'|'websocket'} kind @param {string} message the failure's description
+ * @param {{kind: string, failed: boolean}[]} attempts every attempt so far, this one marked failed
+ * @returns {{start: 'websocket'|null, why: string, lost: boolean}}
+ */
+export function raceFailed(kind, message, attempts) {
+  const start = kind === 'webtransport' && !attempts.some((a) => a.kind === 'websocket') ? 'websocket' : null;
+  return {
+    start, why: start ? `WebTransport failed: ${message}` : '',
+    lost: !start && attempts.every((a) => a.failed),
+  };
+}
+
+/**
+ * Whether a new attempt carries the first request (Hello, create/join) in its URL: only when no
+ * other attempt is pending, else both could reach the server and make two peers of one client.
+ * @param {{failed: boolean}[]} attempts the attempts started before this one
+ */
+export function carriesFirst(attempts) {
+  return attempts.every((a) => a.failed);
+}
+
+// ---------------------------------------------------------------------------
+// Paths to peers: direct, TURN or relay (the WebRTC mesh, mesh.js, asks these)
+// ---------------------------------------------------------------------------
+
+/**
+ * Whether flight data to a peer can go on its DataChannel: not forced onto the relay, the
+ * channel open and the connection connected.
+ * @param {{forceRelay: boolean, dataChannel: string|null, connection: string|null}} s
+ *   readyState of the DataChannel and connectionState of the RTCPeerConnection (null: none)
+ */
+export function directUsable(s) {
+  return !s.forceRelay && s.dataChannel === 'open' && s.connection === 'connected';
+}
+
+/**
+ * The path a peer is on: its direct kind ('direct' host/srflx, 'turn') when the DataChannel is
+ * usable; 'classify' when it is usable but the selected candidate pair is not classified yet
+ * (getStats first); 'relay' once it fell back (deadline passed, ICE failed, channel closed) or
+ * with forced relay; else 'connecting'.
+ * @param {{usable: boolean, directKind: 'direct'|'turn'|null, fallback: boolean, forceRelay: boolean}} s
+ * @returns {'direct'|'turn'|'relay'|'connecting'|'classify'}
+ */
+export function peerPath(s) {
+  if (s.usable) return s.directKind || 'classify';
+  if (s.fallback || s.forceRelay) return 'relay';
+  return 'connecting';
+}
+
+/**
+ * Whether a path decision is announced (`pathchange`): when it changed; a new peer's first
+ * path is announced unless it is 'connecting'.
+ * @param {string} previous @param {string} path @param {boolean} initial
+ * @returns {'none'|'update'|'announce'} none: nothing changed; update: record it silently; announce: record and emit
+ */
+export function pathChange(previous, path, initial) {
+  if (path === previous && !initial) return 'none';
+  return !initial || path !== 'connecting' ? 'announce' : 'update';
+}
+
+/**
+ * What a peer connection's state means: 'failed' / 'closed' fall back to the relay and retry
+ * later; 'disconnected' falls back (ICE may recover by itself, the path then comes back).
+ * @param {string} connectionState
+ * @returns {{fallback: boolean, retry: boolean}}
+ */
+export function connectionStateEffect(connectionState) {
+  const gone = connectionState === 'failed' || connectionState === 'closed';
+  return { fallback: gone || connectionState === 'disconnected', retry: gone };
+}
+
+/**
+ * Glare (both peers offered): the lower peer id keeps its own offer and ignores the other's.
+ * @param {string|null} signalingState mine, null without a connection @param {number} myId @param {number} fromId
+ */
+export function ignoreOffer(signalingState, myId, fromId) {
+  return signalingState === 'have-local-offer' && myId < fromId;
+}
+
+/**
+ * Whether to schedule a fresh direct attempt after a failure: only the lower peer id retries
+ * (one offer, no glare), not with forced relay, not when `directRetryMs` is 0, not twice.
+ * @param {{retryMs: number, forceRelay: boolean, myId: number, peerId: number, scheduled: boolean}} s
+ */
+export function directRetryDue(s) {
+  return !!s.retryMs && !s.forceRelay && s.myId <= s.peerId && !s.scheduled;
+}
+
+// ---------------------------------------------------------------------------
+// Cluster mode (PROTOCOL.md §11; tested in tests/browser/cluster.test.mjs and core.test.mjs)
+// ---------------------------------------------------------------------------
+
+/** Redirects followed in a row (until a redirected request is answered) before failing. */
+export const MAX_REDIRECTS = 5;
+
+/**
+ * The WebSocket URL of a node's HTTP base URL: `{http}/ws` with http → ws, https → wss; '' if none.
+ * @param {string} http
+ */
+export function wsUrlOfHttp(http) {
+  const m = /^(https?):\/\/([^/]+)\/*$/.exec(String(http || '').trim());
+  if (!m) return '';
+  return `${m[1] === 'https' ? 'wss' : 'ws'}://${m[2]}${WEBSOCKET_PATH}`;
+}
+
+/**
+ * Where a Redirect's node is reached: `url` (WebTransport, `https://{quic}/signal`), `wsUrl`
+ * (`{http}/ws`), `certHash` (the pinned hash, null for a CA-signed certificate). An empty address
+ * is '' (that transport cannot reach the node).
+ * @param {NodeAddr} node
+ * @returns {{name: string, url: string, wsUrl: string, certHash: Uint8Array|null}}
+ */
+export function nodeServer(node) {
+  const quic = String(node.quic || '').trim();
+  const url = /^(\[[0-9a-fA-F:.]+\]|[^:\[\]/]+):\d{1,5}$/.test(quic) ? `https://${quic}${WEBTRANSPORT_PATH}` : '';
+  const hash = node.certSha256 && node.certSha256.length === 32 ? Uint8Array.from(node.certSha256) : null;
+  return { name: node.name, url, wsUrl: wsUrlOfHttp(node.http), certHash: hash };
+}
+
+/**
+ * Whether a server description can be reached with `transport` ('auto', 'webtransport',
+ * 'websocket', or a factory: anything with an address).
+ * @param {{url: string, wsUrl: string}} server @param {any} transport
+ */
+export function reachableWith(server, transport) {
+  if (transport === 'webtransport') return !!server.url;
+  if (transport === 'websocket') return !!server.wsUrl;
+  return !!(server.url || server.wsUrl);
+}
+
+/**
+ * The next redirect, the `count`-th in a row: follow it, or fail (more than `max`).
+ * @param {number} count @param {number} [max]
+ * @returns {'follow'|'fail'}
+ */
+export function redirectStep(count, max = MAX_REDIRECTS) {
+  return count > max ? 'fail' : 'follow';
+}
+
+/**
+ * What a Redirect does, the `count`-th in a row. Within the limit: `follow`, to the node if the
+ * transport can reach it (`at` names it), else back to the configured servers. Over it: `fail`
+ * the client when it has no seat to keep (no Welcome yet, or neither in a session nor connected);
+ * else `refuse` (the request fails, the app sees an error), and a client in a session goes back to
+ * its first configured server (`reconnect`), one out of a session stays where it is.
+ * @param {{count: number, max: number, welcomed: boolean, inSession: boolean, connected: boolean,
+ *   at: {index: number, target: any}, target: {url: string, wsUrl: string}, transport: any}} s
+ * @returns {{action: 'follow'|'refuse'|'fail', reconnect: boolean, at: {index: number, target: any}}}
+ */
+export function redirectPlan(s) {
+  if (redirectStep(s.count, s.max) === 'fail') {
+    if (!s.welcomed || (!s.inSession && !s.connected)) return { action: 'fail', reconnect: false, at: s.at };
+    if (!s.inSession) return { action: 'refuse', reconnect: false, at: s.at };
+    return { action: 'refuse', reconnect: true, at: { index: 0, target: null } };
+  }
+  const target = reachableWith(s.target, s.transport) ? s.target : null;
+  return { action: 'follow', reconnect: true, at: { index: s.at.index, target } };
+}
+
+/**
+ * Where the next reconnect attempt goes after the current server could not be reached: a redirect
+ * target is dropped (back to the configured list where it left off), else the next configured
+ * server, round robin.
+ * @param {{index: number, target: any}} at @param {number} count configured servers (main + fallbacks)
+ * @returns {{index: number, target: any}}
+ */
+export function rotateServer(at, count) {
+  if (at.target) return { index: at.index, target: null };
+  return { index: (at.index + 1) % Math.max(1, count), target: null };
+}
+
+/** Errors that answer a CreateSession / JoinSession (PROTOCOL.md §6). */
+export const SESSION_REQUEST_ERRORS = new Set([9, 10, 11, 12, 13, 14, 16, 17, 22]);
+
+
+/** Values of the `transport` option besides a factory. */
+export const TRANSPORT_CHOICES = Object.freeze(['auto', 'webtransport', 'websocket']);

@@ -1,0 +1,193 @@
+//! The client's side of a raw QUIC or WebTransport connection: the control
+//! stream (with Hello in 0-RTT when it can), and one task that turns the
+//! control stream, datagrams and unidirectional streams into [`Event`]s.
+//!
+//! [`Wire`] hides the difference between the two kinds of connection, so
+//! this is written once for both.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::reconnect::Sink;
+use super::{Ended, Error, Event, Result, Tasks};
+use crate::protocol::{self, ClientMsg, FrameDecoder, ServerMsg};
+use crate::wire::{Reader, Wire, Writer};
+use crate::Via;
+
+/// Why a reader stopped after a `Redirect`: the connection is closed (with
+/// 999, so a seat is kept for the resume at the node it leads to).
+const REDIRECTED: &str = "redirected by the server";
+
+/// Largest relay frame the client reads from a unidirectional stream.
+const MAX_STREAM_FRAME: usize = 64 * 1024;
+
+/// What [`start`] leaves running.
+pub(super) struct Started {
+    /// The control stream's sending half.
+    pub(super) control: Writer,
+    /// The reader task.
+    pub(super) tasks: Tasks,
+    /// Hello went out as 0-RTT data and the server accepted it.
+    pub(super) zero_rtt: bool,
+}
+
+/// Open the control stream, send `hello` (Hello and perhaps a first request)
+/// in one write, one flight, and start reading.
+pub(super) async fn start(
+    wire: &Wire,
+    zero_rtt: Option<quinn::ZeroRttAccepted>,
+    hello: &[ClientMsg],
+    sink: Sink,
+) -> Result<Started> {
+    let out: Vec<u8> = hello.iter().flat_map(protocol::encode_frame).collect();
+    let (mut control, mut recv) = open_and_send(wire, &out).await?;
+    let mut zero_rtt_used = false;
+    if let Some(accepted) = zero_rtt {
+        // Resolves when the handshake completes, when the Welcome (sent in
+        // the server's 0.5-RTT flight) arrives anyway.
+        if accepted.await {
+            zero_rtt_used = true;
+        } else if lost_with_0rtt(control.write(&[]).await) {
+            // The server forgot our session: the 0-RTT stream is gone, say it
+            // all again in 1-RTT. (A stream opened after the handshake had
+            // already completed went out in 1-RTT and stands: sending again
+            // would open a second control stream, which the server refuses.)
+            (control, recv) = open_and_send(wire, &out).await?;
+        }
+    }
+    Ok(reading(wire, control, recv, sink, zero_rtt_used))
+}
+
+/// Start the reader task over `recv`; `control` is what the client writes on.
+fn reading(wire: &Wire, control: Writer, recv: Reader, sink: Sink, zero_rtt: bool) -> Started {
+    let reader = tokio::spawn(read_everything(wire.clone(), recv, sink));
+    Started {
+        control,
+        tasks: Tasks {
+            reader,
+            others: Vec::new(),
+        },
+        zero_rtt,
+    }
+}
+
+/// Take the control stream the server opened (the first request went in
+/// the CONNECT URL, so its answers are already on their way) and start reading.
+pub(super) async fn accept(wire: &Wire, sink: Sink) -> Result<Started> {
+    let (control, recv) = wire.accept_bi().await?;
+    Ok(reading(wire, control, recv, sink, false))
+}
+
+/// The error for a failed write on `wire`: how the connection ended, if it
+/// has, else the write error itself.
+pub(super) fn write_failed(wire: &Wire, what: &'static str, error: std::io::Error) -> Error {
+    match wire.close_reason() {
+        Some(ended) => Error::Closed(ended),
+        None => Error::Io { what, error },
+    }
+}
+
+/// Whether a write failed because the stream was sent as 0-RTT data that the
+/// server rejected. quinn says so only inside the `io::Error` its streams
+/// return through the `AsyncWrite` interface.
+fn lost_with_0rtt(r: std::io::Result<usize>) -> bool {
+    r.err().is_some_and(|e| {
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<quinn::WriteError>())
+            .is_some_and(|w| matches!(w, quinn::WriteError::ZeroRttRejected))
+    })
+}
+
+/// Open the control stream and write `bytes` on it.
+async fn open_and_send(wire: &Wire, bytes: &[u8]) -> Result<(Writer, Reader)> {
+    let (mut control, recv) = wire.open_bi().await?;
+    control
+        .write_all(bytes)
+        .await
+        .map_err(|e| write_failed(wire, "sending Hello", e))?;
+    Ok((control, recv))
+}
+
+/// Read the control stream, datagrams and unidirectional streams into
+/// the sink's events until one of them ends; then report how the
+/// connection ended to the sink's end.
+async fn read_everything(wire: Wire, control: Reader, sink: Sink) {
+    let tx = sink.events.clone();
+    let datagrams = async {
+        while let Ok(d) = wire.read_datagram().await {
+            if let Ok((from, payload)) = protocol::parse_relay(&d) {
+                let payload = d.slice_ref(payload);
+                let _ = tx.try_send(Event::Relay {
+                    from,
+                    payload,
+                    via: Via::Datagram,
+                });
+            }
+        }
+    };
+    let streams = async {
+        while let Ok(s) = wire.accept_uni().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let Ok(frame) = crate::wire::read_to_end_limited(s, MAX_STREAM_FRAME).await else {
+                    return;
+                };
+                if let Ok((from, payload)) = protocol::parse_relay(&frame) {
+                    let _ = tx.try_send(Event::Relay {
+                        from,
+                        payload: Bytes::copy_from_slice(payload),
+                        via: Via::Stream,
+                    });
+                }
+            });
+        }
+    };
+    let why = tokio::select! {
+        why = read_control(control, &sink) => why,
+        _ = datagrams => "datagram reader ended".to_string(),
+        _ = streams => "stream acceptor ended".to_string(),
+    };
+    if why == REDIRECTED {
+        wire.close(999, "redirected");
+    }
+    // Report how the connection itself ended, if it did.
+    let ended = tokio::time::timeout(Duration::from_millis(200), wire.closed())
+        .await
+        .unwrap_or_else(|_| Ended::lost(why));
+    sink.ended(ended);
+}
+
+/// Decode control frames into the sink until the stream or the input ends;
+/// returns why it stopped.
+async fn read_control(mut control: Reader, sink: &Sink) -> String {
+    let mut dec = FrameDecoder::new(1 << 20);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match control.read(&mut buf).await {
+            Ok(0) => return "control stream finished by server".to_string(),
+            Ok(n) => n,
+            Err(e) => return format!("control stream: {e}"),
+        };
+        dec.extend(&buf[..n]);
+        loop {
+            match dec.next_frame() {
+                Ok(Some(f)) => match protocol::decode::<ServerMsg>(&f) {
+                    Ok(m) => {
+                        let redirect = matches!(m, ServerMsg::Redirect(_));
+                        if sink.control(m).await.is_err() {
+                            return "client dropped".into();
+                        }
+                        if redirect {
+                            return REDIRECTED.into();
+                        }
+                    }
+                    Err(e) => return format!("undecodable message from server: {e}"),
+                },
+                Ok(None) => break,
+                Err(e) => return format!("bad frame from server: {e}"),
+            }
+        }
+    }
+}

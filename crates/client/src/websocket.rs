@@ -1,0 +1,150 @@
+//! The client's side of the WebSocket fallback: one task writes queued
+//! messages, one reads messages and turns them into [`Event`]s.
+//!
+//! The framing (a type byte, then a control body or a relay frame) is
+//! [`crate::protocol`]'s, the same the server uses. Writes go through a
+//! queue to the writer task so that a [`RelaySender`](super::RelaySender)
+//! can be cloned into a game loop; relay frames are dropped when that queue
+//! is full, since stale flight data is not worth waiting for.
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::reconnect::Sink;
+use super::{Ended, Error, Event, Result, Tasks};
+use crate::protocol::{self, ClientMsg, ServerMsg, WsMessage};
+use crate::Via;
+
+/// A byte stream a WebSocket can run over: plain TCP or TLS over TCP.
+pub(super) trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// An upgraded WebSocket connection.
+pub(super) type WsStream = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
+
+/// The queue to the writer task.
+#[derive(Clone)]
+pub(super) struct Outbox(mpsc::Sender<Message>);
+
+/// The writer task is gone: the reader reports why in an [`Event::Closed`].
+fn writer_gone() -> Error {
+    Error::Closed(Ended::lost("WebSocket closed"))
+}
+
+impl Outbox {
+    /// Send one control message, waiting for room in the queue.
+    pub(super) async fn control(&self, msg: &ClientMsg) -> Result<()> {
+        self.binary(protocol::encode_ws_control(msg)).await
+    }
+
+    /// Send `bytes` as one binary message, as they are (tests of bad input).
+    pub(super) async fn binary(&self, bytes: Vec<u8>) -> Result<()> {
+        self.0
+            .send(Message::Binary(bytes.into()))
+            .await
+            .map_err(|_| writer_gone())
+    }
+
+    /// Send a relay frame, or drop it if the queue is full.
+    pub(super) fn relay(&self, frame: &[u8]) -> Result<()> {
+        match self
+            .0
+            .try_send(Message::Binary(protocol::ws_relay(frame).into()))
+        {
+            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(writer_gone()),
+        }
+    }
+
+    /// Queue a normal close (1000); false if the writer is already gone.
+    pub(super) async fn close(&self) -> bool {
+        let bye = Message::Close(Some(CloseFrame {
+            code: 1000.into(),
+            reason: "bye".into(),
+        }));
+        self.0.send(bye).await.is_ok()
+    }
+}
+
+/// Start the writer and reader on `ws`, and send `hello` (Hello and perhaps
+/// a first request) before anything else.
+pub(super) async fn start(
+    ws: WsStream,
+    hello: &[ClientMsg],
+    sink: Sink,
+) -> Result<(Outbox, Tasks)> {
+    let (ws_sink, stream) = ws.split();
+    let (out, out_rx) = mpsc::channel(1024);
+    let writer = tokio::spawn(writer(ws_sink, out_rx));
+    let reader = tokio::spawn(reader(stream, sink));
+    let tasks = Tasks {
+        reader,
+        others: vec![writer.abort_handle()],
+    };
+    let out = Outbox(out);
+    for m in hello {
+        out.control(m).await?;
+    }
+    Ok((out, tasks))
+}
+
+async fn writer(
+    mut sink: futures_util::stream::SplitSink<WsStream, Message>,
+    mut rx: mpsc::Receiver<Message>,
+) {
+    while let Some(m) = rx.recv().await {
+        let close = matches!(m, Message::Close(_));
+        if sink.send(m).await.is_err() || close {
+            break;
+        }
+    }
+}
+
+async fn reader(mut stream: futures_util::stream::SplitStream<WsStream>, sink: Sink) {
+    let ended = loop {
+        let bytes = match stream.next().await {
+            Some(Ok(Message::Binary(b))) => b,
+            Some(Ok(Message::Close(Some(f)))) => {
+                let code = u16::from(f.code);
+                let reason = format!("closed by server: {code} {}", f.reason);
+                break match protocol::close_code_from_ws(code) {
+                    Some(c) => Ended::by_peer(c.into(), reason),
+                    None => Ended::lost(reason),
+                };
+            }
+            Some(Ok(Message::Close(None))) => break Ended::lost("closed by server"),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => break Ended::lost(format!("WebSocket: {e}")),
+            None => break Ended::lost("WebSocket ended"),
+        };
+        match protocol::parse_ws(&bytes) {
+            Ok(WsMessage::Control(body)) => match protocol::decode::<ServerMsg>(body) {
+                Ok(m) => {
+                    let redirect = matches!(m, ServerMsg::Redirect(_));
+                    if sink.control(m).await.is_err() {
+                        return;
+                    }
+                    // Followed elsewhere: this socket is done (dropped
+                    // without a close, so a seat is kept for the resume).
+                    if redirect {
+                        break Ended::lost("redirected by the server");
+                    }
+                }
+                Err(e) => break Ended::lost(format!("undecodable message from server: {e}")),
+            },
+            Ok(WsMessage::Relay(frame)) => {
+                if let Ok((from, payload)) = protocol::parse_relay(frame) {
+                    let _ = sink.events.try_send(Event::Relay {
+                        from,
+                        payload: bytes.slice_ref(payload),
+                        via: Via::WebSocket,
+                    });
+                }
+            }
+            Err(e) => break Ended::lost(format!("bad message from server: {e}")),
+        }
+    };
+    sink.ended(ended);
+}

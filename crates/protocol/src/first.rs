@@ -1,0 +1,161 @@
+//! The first request, carried in the connection's URL.
+//!
+//! A browser cannot send anything on a WebTransport session or a WebSocket
+//! before the server has answered the CONNECT (200) or the upgrade (101); a
+//! `Hello` and a `JoinSession` sent after that cost one more round trip.
+//! Carried in the URL's `first` query parameter instead, they reach the
+//! server with the request, and the answers (`Welcome`, `SessionJoined`) go
+//! out in the same flight as the 200 or 101: a player is in the session one
+//! round trip after the QUIC handshake (WebTransport) or the TCP handshake
+//! (WebSocket). PROTOCOL.md §1 and §10 specify it.
+//!
+//! The value is base64url (RFC 4648 §5, no padding) of control frames exactly
+//! as on the control stream (`varint(len) || postcard body`): a `Hello`,
+//! optionally followed by one `CreateSession` or `JoinSession`.
+
+use base64::Engine;
+
+use crate as protocol;
+use crate::{ClientMsg, DecodeError, FrameDecoder};
+
+/// The query parameter that carries the first request.
+pub const FIRST_PARAM: &str = "first";
+
+/// The most decoded bytes `first` may carry: a Hello with a long name and a
+/// join with a password fit many times over; URLs much longer than this are
+/// refused by some proxies.
+pub const MAX_FIRST_BYTES: usize = 2048;
+
+/// Why a `first` parameter was refused (HTTP 400; the client's fault).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FirstError {
+    /// Not base64url without padding.
+    #[error("`first` is not base64url (RFC 4648 §5, no padding)")]
+    Base64,
+    /// Longer than [`MAX_FIRST_BYTES`] once decoded.
+    #[error("`first` is longer than {MAX_FIRST_BYTES} bytes")]
+    TooLong,
+    /// A frame or message does not decode.
+    #[error("`first` does not decode: {0}")]
+    Decode(#[from] DecodeError),
+    /// The last frame is cut short.
+    #[error("`first` ends inside a frame")]
+    Truncated,
+    /// Frames that decode but are not `Hello` then at most one session request.
+    #[error("`first` must be Hello, then at most one CreateSession or JoinSession")]
+    Shape,
+}
+
+/// The `first` value for these messages (the client side).
+pub fn encode_first(msgs: &[ClientMsg]) -> String {
+    let mut frames = Vec::new();
+    for m in msgs {
+        frames.extend_from_slice(&protocol::encode_frame(m));
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(frames)
+}
+
+/// The messages a `first` value carries, checked for shape.
+pub fn decode_first(value: &str) -> Result<Vec<ClientMsg>, FirstError> {
+    if value.len() > MAX_FIRST_BYTES * 4 / 3 + 4 {
+        return Err(FirstError::TooLong);
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(value)
+        .map_err(|_| FirstError::Base64)?;
+    if bytes.len() > MAX_FIRST_BYTES {
+        return Err(FirstError::TooLong);
+    }
+    let mut decoder = FrameDecoder::new(MAX_FIRST_BYTES as u32);
+    decoder.extend(&bytes);
+    let mut msgs = Vec::new();
+    while let Some(frame) = decoder.next_frame()? {
+        msgs.push(protocol::decode::<ClientMsg>(&frame)?);
+    }
+    if decoder.buffered() != 0 {
+        return Err(FirstError::Truncated);
+    }
+    match msgs.as_slice() {
+        [ClientMsg::Hello(_)]
+        | [ClientMsg::Hello(_), ClientMsg::CreateSession(_) | ClientMsg::JoinSession(_)] => {
+            Ok(msgs)
+        }
+        _ => Err(FirstError::Shape),
+    }
+}
+
+/// The raw value of the `first` parameter in a URL query, if there is one.
+pub fn first_param(query: Option<&str>) -> Option<&str> {
+    query?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == FIRST_PARAM)
+        .map(|(_, v)| v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ClientKind, Hello, JoinSession, RelayMode, PROTOCOL_VERSION};
+
+    fn hello() -> ClientMsg {
+        ClientMsg::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            client: ClientKind::Browser,
+            relay_mode: RelayMode::Datagram,
+            name: String::new(),
+            resume_token: None,
+        })
+    }
+
+    fn join() -> ClientMsg {
+        ClientMsg::JoinSession(JoinSession {
+            code: "7KQ2MX".into(),
+            password: None,
+        })
+    }
+
+    /// The golden vector of PROTOCOL.md §1: Hello (browser, datagrams, no
+    /// name, no token) then JoinSession("7KQ2MX").
+    #[test]
+    fn golden_vector() {
+        let v = encode_first(&[hello(), join()]);
+        assert_eq!(v, "BgABAgAAAAkCBjdLUTJNWAA");
+        assert_eq!(decode_first(&v).unwrap(), vec![hello(), join()]);
+        assert_eq!(
+            first_param(Some(&format!("x=1&first={v}"))),
+            Some(v.as_str())
+        );
+        assert_eq!(first_param(Some("x=1")), None);
+        assert_eq!(first_param(None), None);
+    }
+
+    #[test]
+    fn anything_but_hello_then_one_request_is_refused() {
+        let ping = ClientMsg::Ping { client_time_ms: 1 };
+        for bad in [
+            vec![],
+            vec![join()],
+            vec![hello(), ping.clone()],
+            vec![hello(), join(), join()],
+            vec![ping],
+        ] {
+            assert_eq!(decode_first(&encode_first(&bad)), Err(FirstError::Shape));
+        }
+        assert_eq!(decode_first("AAA*"), Err(FirstError::Base64));
+        assert_eq!(
+            decode_first("BgABAgAAAAkCBjdLUTJNWAA="),
+            Err(FirstError::Base64)
+        );
+        let long = "A".repeat(4000);
+        assert_eq!(decode_first(&long), Err(FirstError::TooLong));
+        // A frame cut short.
+        let v = encode_first(&[hello()]);
+        let mut bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&v)
+            .unwrap();
+        bytes.pop();
+        let cut = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        assert_eq!(decode_first(&cut), Err(FirstError::Truncated));
+    }
+}

@@ -1,0 +1,336 @@
+// The decisions of the browser client (client/web/core.js), driven under node with simulated
+// time and randomness: no browser, no server, no timers. Each test plays a timeline (inputs at
+// times → what the core decides) for one rule: the reconnect schedule, what a close means, the
+// redirect limit and node rotation, liveness, the control stream's rate, the QUIC/WebSocket
+// race, the direct/TURN/relay path of a peer.
+//   node --test tests/browser/core.test.mjs
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+import {
+  RECONNECT_BACKOFF_MS, backoffDelayMs, reconnectStep, closeDisposition, attemptTimeoutMs, serverSilent, afterReconnect,
+  pingTick, goingAwayLeftMs, answersSessionRequest, requestTimedOut, pumpStep,
+  MAX_REDIRECTS, redirectStep, redirectPlan, rotateServer, nodeServer, reachableWith,
+  raceStart, raceSlowReason, raceFailed, carriesFirst,
+  directUsable, peerPath, pathChange, connectionStateEffect, ignoreOffer, directRetryDue,
+} from '../../client/web/core.js';
+
+const CORE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../client/web/core.js');
+
+/** A seeded generator in [0, 1) (xorshift32): the same "random" jitter on every run. */
+function seeded(seed) {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13; x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5; x >>>= 0;
+    return x / 2 ** 32;
+  };
+}
+
+test('core.js is sans IO: no timers, clock, randomness of its own, network or WebRTC; it imports only the codec', () => {
+  const src = readFileSync(CORE, 'utf8');
+  for (const bad of [/\bsetTimeout\s*\(/, /\bsetInterval\s*\(/, /\bqueueMicrotask\s*\(/, /Date\.now\s*\(/,
+    /performance\.(now|timeOrigin)/, /Math\.random/, /new\s+(RTCPeerConnection|WebSocket|WebTransport)\b/,
+    /\bfetch\s*\(/, /\b(location|document|window|globalThis)\./, /addEventListener/]) {
+    assert.doesNotMatch(src, bad);
+  }
+  const imports = [...src.matchAll(/^import .* from '([^']+)';$/gms)].map((m) => m[1]);
+  assert.deepEqual(imports, ['./codec.js']);
+});
+
+// --- reconnecting ---------------------------------------------------------------------------
+
+/**
+ * Play a reconnection against a server that stays unreachable: every attempt fails after
+ * `failAfterMs`; the core says when the next one starts, until it gives up.
+ * @returns {{starts: number[], gaveUpAt: number}}
+ */
+function playUnreachable({ giveUpMs, failAfterMs, random }) {
+  const starts = [];
+  let t = 0;
+  let attempt = 0;
+  let delay = closeDisposition({ code: null }).delayMs; // the connection just ended
+  for (;;) {
+    t += delay;
+    attempt++;
+    starts.push(t);
+    t += failAfterMs;
+    const step = reconnectStep({ attempt, elapsedMs: t, giveUpMs, random });
+    if (step.action === 'giveup') return { starts, gaveUpAt: t };
+    delay = step.delayMs;
+    if (starts.length > 10000) throw new Error('never gives up');
+  }
+}
+
+test('reconnect schedule: at once, then 250, 500 and 1000 ms with jitter in [0.75, 1]×, giving up after reconnectTimeoutMs', () => {
+  // Fails at once (no network): the gaps are the backoff itself.
+  const hi = playUnreachable({ giveUpMs: 60000, failAfterMs: 0, random: () => 0.999999 });
+  assert.deepEqual(hi.starts.slice(0, 5), [0, 250, 750, 1750, 2750]);
+  const lo = playUnreachable({ giveUpMs: 60000, failAfterMs: 0, random: () => 0 });
+  assert.deepEqual(lo.starts.slice(0, 5), [0, 188, 563, 1313, 2063]);
+  for (const run of [hi, lo]) {
+    assert.ok(run.gaveUpAt < 60000 && run.gaveUpAt >= 59000, `gave up at ${run.gaveUpAt}`);
+    assert.ok(run.starts.every((s) => s < 60000));
+  }
+  // Any jitter: never above the schedule, never below three quarters of it.
+  const r = seeded(23);
+  for (let i = 0; i < 1000; i++) {
+    const attempt = i % 8;
+    const d = backoffDelayMs(attempt, r);
+    const base = RECONNECT_BACKOFF_MS[Math.min(attempt, RECONNECT_BACKOFF_MS.length - 1)];
+    assert.ok(d <= base && d >= Math.floor(base * 0.75), `attempt ${attempt}: ${d} ms`);
+  }
+  // Attempts that time out (a black hole): each gets attemptTimeoutMs, the backoff comes after it.
+  const limit = attemptTimeoutMs(null, 10000);
+  assert.equal(limit, 3000);
+  const slow = playUnreachable({ giveUpMs: 20000, failAfterMs: limit, random: () => 0.999999 });
+  assert.deepEqual(slow.starts, [0, 3250, 6750, 10750, 14750, 18750]);
+  assert.equal(slow.gaveUpAt, 21750); // the attempt of 18750 ends at 21750: past 20 s, no other
+  // 0 = never give up.
+  assert.deepEqual(reconnectStep({ attempt: 1000, elapsedMs: 1e9, giveUpMs: 0, random: () => 0.5 }), { action: 'wait', delayMs: 875 });
+});
+
+test('the attempt deadline: at least 3 s, 2 s + 8 RTT on a slow path, at most the connect timeout', () => {
+  assert.equal(attemptTimeoutMs(20, 10000), 3000);
+  assert.equal(attemptTimeoutMs(400, 10000), 5200);
+  assert.equal(attemptTimeoutMs(2000, 10000), 10000);
+  assert.equal(attemptTimeoutMs(2000, 0), 18000);
+});
+
+test('what a close means, by code and by what came before it', () => {
+  const table = [
+    [{ code: null }, { action: 'reconnect', delayMs: 0 }],
+    [{ code: 0 }, 'close'],
+    [{ code: 3 }, 'close'], // a §6 error close (replaced, server_full, ...)
+    [{ code: null, fatalCode: 4 }, 'close'],
+    [{ code: 19, goingAwayInMs: 1500.4 }, { action: 'reconnect', delayMs: 1500 }],
+    [{ code: 0, goingAwayInMs: -20 }, { action: 'reconnect', delayMs: 0 }],
+    [{ code: null, enabled: false }, 'close'],
+    [{ code: null, welcomed: false }, 'close'],
+  ];
+  for (const [input, want] of table) {
+    const d = closeDisposition(input);
+    if (want === 'close') assert.equal(d.action, 'close', JSON.stringify(input));
+    else assert.deepEqual(d, want, JSON.stringify(input));
+  }
+  // GoingAway at t=1000 for 5000 ms; the connection ends at t=2500: come back at t=6000.
+  assert.equal(goingAwayLeftMs({ at: 1000, ms: 5000 }, 2500), 3500);
+  assert.equal(goingAwayLeftMs(null, 2500), null);
+  // Errors that answer a create/join (the request fails; the connection stays).
+  for (const code of [9, 10, 11, 12, 13, 14, 16, 17, 22]) assert.ok(answersSessionRequest(code), String(code));
+  for (const code of [0, 1, 3, 4, 7, 15, 19]) assert.ok(!answersSessionRequest(code), String(code));
+});
+
+test('resume or rejoin: the same peer id resumes; a new one voids the old seat and rejoins by code', () => {
+  const base = { resumed: true, peerId: 4, previousPeerId: 4, resend: false, pending: false, inSession: true };
+  assert.equal(afterReconnect(base), 'resumed');
+  // Within the grace but on a server that restarted (new id despite the flag), or after the grace.
+  assert.equal(afterReconnect({ ...base, peerId: 9 }), 'rejoin');
+  assert.equal(afterReconnect({ ...base, resumed: false, peerId: 9 }), 'rejoin');
+  // In no session: nothing to rejoin; a redirected create/join still waiting goes again.
+  assert.equal(afterReconnect({ ...base, resumed: false, peerId: 9, inSession: false }), 'fresh');
+  assert.equal(afterReconnect({ ...base, resumed: false, peerId: 9, inSession: false, resend: true, pending: true }), 'resend');
+  assert.equal(afterReconnect({ ...base, resumed: false, peerId: 9, inSession: false, resend: true, pending: false }), 'fresh');
+  // A redirected request of a client in a session is not sent again: it rejoins its session.
+  assert.equal(afterReconnect({ ...base, resumed: false, peerId: 9, resend: true, pending: true }), 'rejoin');
+});
+
+test('request timeouts: unanswered for requestTimeoutMs', () => {
+  assert.equal(requestTimedOut(1000, 10999, 10000), false);
+  assert.equal(requestTimedOut(1000, 11000, 10000), true);
+});
+
+// --- liveness -------------------------------------------------------------------------------
+
+/**
+ * Play the Ping timer (every `intervalMs`) against a server that answers each ping after
+ * `answerMs` until `silentFromMs`; returns when the core takes the server for lost (or null).
+ */
+function playLiveness({ intervalMs, liveTimeoutMs, answerMs, silentFromMs, untilMs }) {
+  let awaiting = 0;
+  const answers = [];
+  for (let t = 0; t <= untilMs; t += intervalMs) {
+    // Messages that arrived since the last tick reset the wait (any message, not only Pong).
+    if (answers.some((a) => a <= t)) awaiting = 0;
+    answers.splice(0, answers.length, ...answers.filter((a) => a > t));
+    const tick = pingTick({ awaitingSinceMs: awaiting, nowMs: t, liveTimeoutMs });
+    if (tick.action === 'lost') return { lostAt: t, silentMs: tick.silentMs };
+    awaiting = tick.awaitingSinceMs;
+    if (t < silentFromMs) answers.push(t + answerMs);
+  }
+  return null;
+}
+
+test('liveness: lost when a Ping got no answer within liveTimeoutMs, timed from the ping', () => {
+  // Pings every 2 s; the server answers the ping of t=10 s, not that of t=12 s: the first tick more
+  // than 7 s after it (t=20 s) declares the server lost, 10 s after its last answer.
+  assert.deepEqual(playLiveness({ intervalMs: 2000, liveTimeoutMs: 7000, answerMs: 30, silentFromMs: 10001, untilMs: 60000 }),
+    { lostAt: 20000, silentMs: 8000 });
+  // A slow server (answers after 5 s) is not lost.
+  assert.equal(playLiveness({ intervalMs: 2000, liveTimeoutMs: 7000, answerMs: 5000, silentFromMs: Infinity, untilMs: 600000 }), null);
+  // A throttled background tab (timers once a minute) is not taken for dead: the wait is timed from the ping.
+  assert.equal(playLiveness({ intervalMs: 60000, liveTimeoutMs: 7000, answerMs: 200, silentFromMs: Infinity, untilMs: 3600000 }), null);
+  // 0 = only when the transport says so.
+  assert.equal(playLiveness({ intervalMs: 2000, liveTimeoutMs: 0, answerMs: 0, silentFromMs: 0, untilMs: 600000 }), null);
+  assert.equal(serverSilent(0, 1e9, 7000), false);
+});
+
+// --- the control stream's rate --------------------------------------------------------------
+
+test('the control stream stays under 90 % of signals_per_sec: a burst drains at the rate', () => {
+  // signals_per_sec 10: 9 a second, a burst of 9. 30 messages queued at t=0.
+  let t = 0;
+  let tokens = 9;
+  let last = 0;
+  let queued = 30;
+  const sentAt = [];
+  for (let guard = 0; queued > 0 && guard < 1000; guard++) {
+    const s = pumpStep({ tokens, lastMs: last, nowMs: t, signalsPerSec: 10, queued });
+    for (let i = 0; i < s.send; i++) sentAt.push(t);
+    queued -= s.send;
+    tokens = s.tokens;
+    last = t;
+    if (s.retryInMs === null) break;
+    assert.equal(s.retryInMs, 112);
+    t += s.retryInMs;
+  }
+  assert.equal(sentAt.length, 30);
+  assert.equal(sentAt.filter((x) => x === 0).length, 9);
+  // The other 21 at 9 a second: all out within 21/9 s (+ one retry period of rounding).
+  const end = sentAt[sentAt.length - 1];
+  assert.ok(end >= 2200 && end <= 2500, `last sent at ${end} ms`);
+  // After the burst, 9 a second at most (the server allows 10, and a burst of 20).
+  for (let i = 9; i + 9 < sentAt.length; i++) assert.ok(sentAt[i + 9] - sentAt[i] >= 888, `9 sends from #${i} in ${sentAt[i + 9] - sentAt[i]} ms`);
+  // No limit known (before the Welcome): everything at once.
+  assert.deepEqual(pumpStep({ tokens: 0, lastMs: 0, nowMs: 5, signalsPerSec: 0, queued: 4 }), { send: 4, tokens: 0, retryInMs: null });
+});
+
+// --- redirects and node rotation ------------------------------------------------------------
+
+const node = (name, quic, http) => nodeServer({ name, quic, http, certSha256: [] });
+
+test('redirect limit: follow up to maxRedirects in a row, then fail, refuse, or go back to the configured servers', () => {
+  const b = node('b', '10.0.0.2:4433', 'http://10.0.0.2:8080');
+  const base = { max: MAX_REDIRECTS, at: { index: 1, target: null }, target: b, transport: 'auto' };
+  // A client being moved from node to node: the first five are followed, to the node.
+  for (let count = 1; count <= MAX_REDIRECTS; count++) {
+    assert.equal(redirectStep(count), 'follow');
+    const p = redirectPlan({ ...base, count, welcomed: true, inSession: true, connected: true });
+    assert.deepEqual(p, { action: 'follow', reconnect: true, at: { index: 1, target: b } });
+  }
+  const sixth = { ...base, count: MAX_REDIRECTS + 1 };
+  // No Welcome yet (redirected instead of it): nothing to keep, the client fails.
+  assert.equal(redirectPlan({ ...sixth, welcomed: false, inSession: false, connected: false }).action, 'fail');
+  // Connected, in no session (a create/join was redirected): the request fails, the client stays.
+  assert.deepEqual(redirectPlan({ ...sixth, welcomed: true, inSession: false, connected: true }),
+    { action: 'refuse', reconnect: false, at: base.at });
+  // In a session: the request fails and the client goes back to its first configured server.
+  assert.deepEqual(redirectPlan({ ...sixth, welcomed: true, inSession: true, connected: false }),
+    { action: 'refuse', reconnect: true, at: { index: 0, target: null } });
+  // A node the transport cannot reach: back to the configured servers, where the client was.
+  const wsOnly = node('c', '', 'https://c.example');
+  assert.equal(wsOnly.url, '');
+  assert.equal(wsOnly.wsUrl, 'wss://c.example/ws');
+  assert.ok(!reachableWith(wsOnly, 'webtransport') && reachableWith(wsOnly, 'websocket') && reachableWith(wsOnly, 'auto'));
+  assert.deepEqual(redirectPlan({ ...base, target: wsOnly, transport: 'webtransport', count: 1, welcomed: true, inSession: true, connected: true }).at,
+    { index: 1, target: null });
+});
+
+test('node rotation: an unreachable redirect target is dropped, then the configured servers in turn', () => {
+  const b = node('b', '10.0.0.2:4433', 'http://10.0.0.2:8080');
+  let at = { index: 0, target: b };
+  const seen = [];
+  for (let i = 0; i < 7; i++) {
+    at = rotateServer(at, 3);
+    seen.push(at.target ? at.target.name : at.index);
+  }
+  assert.deepEqual(seen, [0, 1, 2, 0, 1, 2, 0]);
+  assert.deepEqual(rotateServer({ index: 0, target: null }, 1), { index: 0, target: null });
+});
+
+// --- the QUIC/WebSocket race ----------------------------------------------------------------
+
+test('race: WebTransport first, the WebSocket after the delay or when WebTransport fails; the first request rides alone', () => {
+  assert.deepEqual(raceStart(true, 1000), { start: 'webtransport', why: '', websocketAfterMs: 1000 });
+  assert.deepEqual(raceStart(true, -5), { start: 'webtransport', why: '', websocketAfterMs: 0 });
+  assert.deepEqual(raceStart(false, 1000), { start: 'websocket', why: 'this browser has no WebTransport', websocketAfterMs: null });
+  assert.equal(raceSlowReason(1000), 'WebTransport not ready within 1000 ms');
+  // WebTransport fails before the delay: the WebSocket at once, with the reason.
+  assert.deepEqual(raceFailed('webtransport', 'QUIC handshake failed', [{ kind: 'webtransport', failed: true }]),
+    { start: 'websocket', why: 'WebTransport failed: QUIC handshake failed', lost: false });
+  // WebTransport fails after the WebSocket started (slow): nothing new, the race goes on.
+  assert.deepEqual(raceFailed('webtransport', 'x', [{ kind: 'webtransport', failed: true }, { kind: 'websocket', failed: false }]),
+    { start: null, why: '', lost: false });
+  // Both failed: lost.
+  assert.equal(raceFailed('websocket', 'x', [{ kind: 'webtransport', failed: true }, { kind: 'websocket', failed: true }]).lost, true);
+  // The first request (Hello, create/join) rides only in an attempt with no other pending.
+  assert.equal(carriesFirst([]), true);
+  assert.equal(carriesFirst([{ failed: false }]), false);
+  assert.equal(carriesFirst([{ failed: true }]), true);
+});
+
+// --- paths to peers -------------------------------------------------------------------------
+
+test('path of a peer: connecting → relay at the deadline → classify → direct or TURN → relay when the link breaks', () => {
+  /** A peer link as the mesh holds it, and the events it would announce. */
+  const link = { path: 'connecting', fallback: false, directKind: /** @type {any} */ (null), dc: null, pc: null };
+  const announced = [];
+  const evaluate = (initial = false, forceRelay = false) => {
+    const usable = directUsable({ forceRelay, dataChannel: link.dc, connection: link.pc });
+    const p = peerPath({ usable, directKind: link.directKind, fallback: link.fallback, forceRelay });
+    if (p === 'classify') return 'classify';
+    const c = pathChange(link.path, p, initial);
+    if (c !== 'none') link.path = p;
+    if (c === 'announce') announced.push(p);
+    return p;
+  };
+  // t=0: a new peer: 'connecting', not announced.
+  assert.equal(evaluate(true), 'connecting');
+  assert.deepEqual(announced, []);
+  // t=5 s: the direct deadline passes: relay.
+  link.fallback = true;
+  evaluate();
+  assert.deepEqual(announced, ['relay']);
+  // t=6 s: the DataChannel opens on a connected peer connection: classify the candidate pair first.
+  link.dc = 'open';
+  link.pc = 'connected';
+  assert.equal(evaluate(), 'classify');
+  link.directKind = 'turn';
+  evaluate();
+  // getStats later finds a host pair: direct; the same again announces nothing.
+  link.directKind = 'direct';
+  evaluate();
+  evaluate();
+  assert.deepEqual(announced, ['relay', 'turn', 'direct']);
+  // The connection goes 'disconnected': fall back to the relay; 'failed' also retries later.
+  assert.deepEqual(connectionStateEffect('disconnected'), { fallback: true, retry: false });
+  assert.deepEqual(connectionStateEffect('failed'), { fallback: true, retry: true });
+  assert.deepEqual(connectionStateEffect('closed'), { fallback: true, retry: true });
+  assert.deepEqual(connectionStateEffect('connected'), { fallback: false, retry: false });
+  link.pc = 'disconnected';
+  evaluate();
+  assert.deepEqual(announced, ['relay', 'turn', 'direct', 'relay']);
+  // Forced relay wins over an open DataChannel.
+  link.pc = 'connected';
+  assert.equal(evaluate(false, true), 'relay');
+  // A new peer that is forced onto the relay announces it at once.
+  assert.equal(pathChange('connecting', 'relay', true), 'announce');
+  assert.equal(pathChange('connecting', 'connecting', true), 'update');
+});
+
+test('glare and retries: the lower peer id keeps its offer and is the one that retries', () => {
+  assert.equal(ignoreOffer('have-local-offer', 2, 5), true);
+  assert.equal(ignoreOffer('have-local-offer', 5, 2), false);
+  assert.equal(ignoreOffer('stable', 2, 5), false);
+  assert.equal(ignoreOffer(null, 2, 5), false);
+  const s = { retryMs: 20000, forceRelay: false, myId: 2, peerId: 5, scheduled: false };
+  assert.equal(directRetryDue(s), true);
+  assert.equal(directRetryDue({ ...s, myId: 7 }), false);
+  assert.equal(directRetryDue({ ...s, retryMs: 0 }), false);
+  assert.equal(directRetryDue({ ...s, forceRelay: true }), false);
+  assert.equal(directRetryDue({ ...s, scheduled: true }), false);
+});
