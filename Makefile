@@ -39,6 +39,53 @@ lint: ## cargo fmt --check and clippy -D warnings
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
+# ---------------------------------------------------------------------------
+# Mutation testing (docs/TESTING.md, "Mutation testing")
+# ---------------------------------------------------------------------------
+# cargo-mutants plants one bug at a time in the code that decides who may do
+# what, and checks that some test fails. Pure code is mutated against the
+# lib's unit tests only (a few seconds a mutant); the QUIC admission in
+# src/quic.rs (accept_loop, PendingSlot) against the integration tests that
+# drive it. One job at a time: the machine is shared. Examples:
+#   make mutants                                    # everything below, ~1-2 h on 2 cores
+#   make mutants MUTANTS_FILES=src/proxy.rs MUTANTS_ADMISSION=  # one file, no admission run
+#   make mutants MUTANTS_ARGS="--re 'Core::route|Core::admission'"
+#   make mutants-diff                               # only code changed since main (review)
+MUTANTS_FILES      ?= crates/core/src/session.rs crates/core/src/session/*.rs crates/core/src/limits.rs \
+                      crates/core/src/cluster.rs src/proxy.rs src/relay.rs
+# Empty: skip the admission run (it builds the binary and runs integration tests).
+MUTANTS_ADMISSION  ?= accept_loop|PendingSlot
+# Passed to every cargo command (build and test), so only these targets are built.
+MUTANTS_ADMISSION_TESTS ?= --cargo-arg=--test=adversarial --cargo-arg=--test=server
+MUTANTS_ARGS       ?=
+MUTANTS_BASE       ?= main
+# Its own target dir: dependencies stay built between runs, and a run does
+# not wait for (or invalidate) the build in target/debug.
+MUTANTS_TARGET_DIR ?= $(CURDIR)/target/mutants
+# --workspace: the core is its own crate; each mutant runs the tests of its own crate.
+MUTANTS_RUN = CARGO_TARGET_DIR=$(MUTANTS_TARGET_DIR) $(CARGO) mutants --workspace --jobs 1
+MUTANTS_FILE_ARGS = $(foreach f,$(MUTANTS_FILES),--file '$(f)')
+
+.PHONY: mutants mutants-diff mutants-install
+mutants-install:
+	@command -v cargo-mutants >/dev/null 2>&1 || $(CARGO) install --locked cargo-mutants
+
+mutants: mutants-install ## Mutation testing of the core (sessions, limits, admission, proxy address, relay, cluster): docs/TESTING.md
+	@rc=0; \
+	echo "mutants: $(MUTANTS_FILES), against the lib's unit tests (mutants.out/)"; \
+	$(MUTANTS_RUN) --cargo-arg=--lib $(MUTANTS_FILE_ARGS) $(MUTANTS_ARGS) || rc=$$?; \
+	if [ -n "$(MUTANTS_ADMISSION)" ]; then \
+		echo "mutants: QUIC admission in src/quic.rs, against tests/adversarial.rs and tests/server.rs (mutants.out.admission/)"; \
+		$(MUTANTS_RUN) --file src/quic.rs --re '$(MUTANTS_ADMISSION)' -o mutants.out.admission \
+			$(MUTANTS_ADMISSION_TESTS) $(MUTANTS_ARGS) || rc=$$?; \
+	fi; \
+	exit $$rc
+
+mutants-diff: mutants-install ## Mutation testing of the core code changed since main (git diff; MUTANTS_BASE=…), for review
+	git diff $$(git merge-base $(MUTANTS_BASE) HEAD) > $(MUTANTS_TARGET_DIR).diff
+	@if [ ! -s $(MUTANTS_TARGET_DIR).diff ]; then echo "mutants-diff: no change since $(MUTANTS_BASE)"; exit 0; fi; \
+	$(MUTANTS_RUN) --cargo-arg=--lib --in-diff $(MUTANTS_TARGET_DIR).diff $(MUTANTS_FILE_ARGS) $(MUTANTS_ARGS)
+
 .PHONY: test-browser
 test-browser: ## Browser client tests in headless Chromium (needs the server binary)
 	$(CARGO) build --locked

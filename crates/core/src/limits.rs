@@ -254,4 +254,69 @@ mod tests {
         assert!(b.try_take(t1, 1));
         assert!(!b.try_take(t1 - Duration::from_secs(5), 1));
     }
+
+    /// Within half a millisecond of `want_ms` (floating point).
+    fn close_to(got: Option<Duration>, want_ms: u64) -> bool {
+        let want = Duration::from_millis(want_ms).as_secs_f64();
+        got.is_some_and(|d| (d.as_secs_f64() - want).abs() < 0.000_5)
+    }
+
+    #[test]
+    fn a_per_minute_bucket_refills_a_sixtieth_of_its_rate_each_second() {
+        let t0 = Instant::now();
+        // 6 a minute: one token every 10 s.
+        let mut b = TokenBucket::new(t0, 0, 6).per_minute(6);
+        assert_eq!((0..10).filter(|_| b.try_take(t0, 1)).count(), 6);
+        assert!(!b.try_take(t0 + Duration::from_secs(9), 1), "not yet 10 s");
+        assert!(b.try_take(t0 + Duration::from_millis(10_001), 1));
+        assert!(
+            !b.try_take(t0 + Duration::from_millis(10_002), 1),
+            "one token"
+        );
+    }
+
+    #[test]
+    fn wait_for_says_how_long_until_the_tokens_are_there() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(t0, 10, 10);
+        assert_eq!(b.wait_for(t0, 10), None, "a full bucket");
+        assert!(b.try_take(t0, 10));
+        // 10 a second: one token every 100 ms.
+        assert!(close_to(b.wait_for(t0, 1), 100));
+        assert!(close_to(b.wait_for(t0 + Duration::from_millis(50), 1), 50));
+        assert!(close_to(b.wait_for(t0 + Duration::from_millis(50), 3), 250));
+        assert_eq!(b.wait_for(t0 + Duration::from_millis(100), 1), None);
+        // Per minute: 6 a minute is 10 s a token.
+        let mut slow = TokenBucket::new(t0, 0, 6).per_minute(6);
+        assert!(slow.try_take(t0, 6));
+        assert!(close_to(
+            slow.wait_for(t0 + Duration::from_secs(4), 1),
+            6_000
+        ));
+        assert_eq!(
+            TokenBucket::new(t0, 0, 1).wait_for(t0, 100),
+            None,
+            "unlimited"
+        );
+    }
+
+    /// An address's budgets are forgotten only once full (`is_full`): one
+    /// that said full too early would let a reconnect reset its lockout.
+    #[test]
+    fn a_bucket_is_full_only_once_it_has_refilled_to_its_burst() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(t0, 10, 10);
+        assert!(b.is_full(t0));
+        assert!(b.try_take(t0, 5));
+        assert!(!b.is_full(t0));
+        assert!(!b.is_full(t0 + Duration::from_millis(499)));
+        assert!(b.is_full(t0 + Duration::from_millis(500)));
+        let mut joins = TokenBucket::new(t0, 0, 3).per_minute(3);
+        assert!(joins.try_take(t0, 1));
+        assert!(!joins.is_full(t0 + Duration::from_secs(19)));
+        assert!(joins.is_full(t0 + Duration::from_secs(21)));
+        let mut unlimited = TokenBucket::new(t0, 0, 0);
+        assert!(unlimited.try_take(t0, 1_000));
+        assert!(unlimited.is_full(t0));
+    }
 }

@@ -614,3 +614,128 @@ fn a_flood_while_waiting_for_the_directory_is_refused() {
         "{out:?}"
     );
 }
+
+/// Moved to `home` at `epoch`, as the directory would hand it over.
+fn moved_to(home: &str, epoch: u64, rec: SessionRecord) -> SessionRecord {
+    SessionRecord {
+        home: home.into(),
+        epoch,
+        ..rec
+    }
+}
+
+#[test]
+fn a_create_gives_up_after_eight_codes_taken() {
+    let mut a = Node::new("a", 31);
+    let (c, _, _) = a.hello("host");
+    a.msg(c, create());
+    for _ in 0..MAX_RESERVATIONS {
+        assert!(
+            matches!(a.lookups()[..], [Lookup::Reserve { .. }]),
+            "one reservation at a time"
+        );
+        a.core.answer(a.now, c, Answer::Taken);
+    }
+    assert!(a.lookups().is_empty(), "no ninth code");
+    assert!(
+        matches!(a.sent(c).pop(), Some(ServerMsg::Error { code, .. }) if code == ErrorCode::Internal as u16)
+    );
+    assert_eq!(a.core.session_count(), 0);
+}
+
+#[test]
+fn two_sessions_taken_in_stay_two_sessions() {
+    let mut a = Node::new("a", 33);
+    let (_, _, _, first) = a.host();
+    let (_, _, _, second) = a.host();
+    let mut b = Node::new("b", 34);
+    for code in [&first, &second] {
+        let rec = a.core.session_record(code).unwrap();
+        b.core.reclaimed(b.now, moved_to("b", 1, rec));
+    }
+    assert_eq!(b.core.session_count(), 2);
+    // What a draining node hands over: each code at its epoch.
+    let mut held = b.core.held_sessions();
+    held.sort();
+    let mut want = vec![(first.clone(), 1), (second.clone(), 1)];
+    want.sort();
+    assert_eq!(held, want);
+    for code in [first, second] {
+        let (c, _, _) = b.hello("late");
+        b.msg(c, join(&code, "hunter2"));
+        assert!(
+            matches!(b.sent(c).pop(), Some(ServerMsg::SessionJoined(i)) if i.code == code),
+            "{code}"
+        );
+    }
+}
+
+#[test]
+fn a_session_taken_in_without_a_member_is_written_again() {
+    for clash in [false, true] {
+        let mut a = Node::new("a", 35);
+        let (_, host, _, code) = a.host();
+        let (j, _, _) = a.hello("joiner");
+        a.msg(j, join(&code, "hunter2"));
+        let mut rec = moved_to("b", 1, a.core.session_record(&code).unwrap());
+        let mut b = Node::new("b", 36);
+        let (_, local, _) = b.hello("local");
+        if clash {
+            rec.members[1].id = local;
+        }
+        // A stranger's token lookup finds the session homed here.
+        let c = b.open();
+        b.msg(c, hello("stranger", Some(vec![9; 16])));
+        assert_eq!(b.lookups().len(), 1);
+        b.core.answer(b.now, c, Answer::Here(rec.clone()));
+        assert_eq!(b.core.session_count(), 1);
+        let written = b.persisted();
+        if clash {
+            let ids: Vec<PeerId> = record_of(&written).members.iter().map(|m| m.id).collect();
+            assert_eq!(ids, vec![host], "the clashing member is left out");
+            let who = b.core.peer_of(c);
+            assert!(who.is_some() && who != Some(local));
+        } else {
+            assert_eq!(written, vec![], "taken in whole: nothing to write");
+        }
+    }
+}
+
+#[test]
+fn members_taken_in_lose_their_seats_when_the_grace_ends_though_time_was_read_before() {
+    let mut a = Node::new("a", 37);
+    let (_, _, _, code) = a.host();
+    let rec = moved_to("b", 1, a.core.session_record(&code).unwrap());
+    let mut b = Node::new("b", 38);
+    b.core.reclaimed(b.now, rec);
+    b.persisted();
+    b.now = b.now.after(Duration::from_secs(1));
+    b.core.handle_timeout(b.now);
+    assert_eq!(b.core.session_count(), 1);
+    b.now = b.now.after(b.core.limits().resume_grace());
+    b.core.handle_timeout(b.now);
+    assert_eq!(b.core.session_count(), 0);
+    assert_eq!(b.persisted(), vec![Persist::Delete { code, epoch: 1 }]);
+}
+
+#[test]
+fn a_create_abandoned_while_its_code_is_reserved_gives_the_quota_back() {
+    let mut a = Node::new("a", 39);
+    a.core = Core::with_rng(
+        Limits {
+            max_sessions_per_ip: 1,
+            ..Limits::default()
+        },
+        IceConfig::default(),
+        StdRng::seed_from_u64(39),
+    );
+    a.core.enable_cluster("a");
+    let (c, _, _) = a.hello("host");
+    a.msg(c, create());
+    assert_eq!(a.lookups().len(), 1);
+    a.core.closed(a.now, c, true);
+    let (c, _, _) = a.hello("again");
+    a.msg(c, create());
+    assert_eq!(a.lookups().len(), 1, "reserving, not refused");
+    assert!(a.sent(c).is_empty(), "{:?}", a.sent(c));
+}

@@ -1081,3 +1081,284 @@ fn connection_cap() {
     w.core.closed(w.now, a, true);
     w.open();
 }
+
+#[test]
+fn metrics_labels_are_the_documented_names() {
+    let transports = [
+        Transport::Quic,
+        Transport::WebTransport,
+        Transport::WebSocket,
+    ];
+    let names: Vec<&str> = transports.iter().map(|t| t.as_str()).collect();
+    assert_eq!(names, ["quic", "webtransport", "websocket"]);
+    let names: Vec<&str> = Via::ALL.iter().map(|v| v.as_str()).collect();
+    assert_eq!(names, ["datagram", "stream", "websocket"]);
+    let names: Vec<&str> = RelayDrop::ALL.iter().map(|r| r.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "malformed",
+            "not_in_session",
+            "too_large",
+            "rate_limited",
+            "ip_rate_limited",
+            "unknown_peer",
+            "peer_away",
+            "receiver_busy",
+            "receiver_too_small"
+        ]
+    );
+}
+
+#[test]
+fn a_pong_carries_the_servers_wall_clock_as_time_moves_on() {
+    let mut w = World::new();
+    let (c, _, _) = w.hello_as("x", RelayMode::Datagram);
+    let start = w.now.unix_ms;
+    w.advance(Duration::from_millis(5_250));
+    w.msg(c, ClientMsg::Ping { client_time_ms: 7 });
+    assert_eq!(
+        w.sent_to(c),
+        [ServerMsg::Pong {
+            client_time_ms: 7,
+            server_time_ms: start + 5_250
+        }]
+    );
+}
+
+#[test]
+fn a_lost_peer_leaves_when_its_grace_ends_though_time_was_read_before() {
+    let mut w = World::new();
+    let (hc, _, code) = w.host();
+    let (ac, ap) = w.joiner(&code, RelayMode::Datagram);
+    w.core.closed(w.now, ac, false);
+    w.outputs();
+    w.advance(Duration::from_secs(1));
+    assert!(w.sent_to(hc).is_empty(), "still within its grace");
+    w.advance(Duration::from_millis(limits().resume_grace_ms));
+    assert_eq!(
+        w.sent_to(hc),
+        vec![ServerMsg::PeerLeft {
+            peer: ap,
+            reason: LeaveReason::TimedOut
+        }]
+    );
+}
+
+#[test]
+fn an_undecodable_frame_is_answered_and_its_connection_closed() {
+    let mut w = World::new();
+    let c = w.open();
+    w.core
+        .bad_frame(c, ErrorCode::ProtocolViolation, "not postcard");
+    assert_eq!(
+        w.outputs(),
+        [
+            Output::Send {
+                conn: c,
+                msg: ServerMsg::Error {
+                    code: ErrorCode::ProtocolViolation as u16,
+                    message: "not postcard".into()
+                }
+            },
+            Output::Close {
+                conn: c,
+                code: ErrorCode::ProtocolViolation,
+                reason: "not postcard".into()
+            }
+        ]
+    );
+}
+
+#[test]
+fn names_and_passwords_may_be_exactly_as_long_as_the_limit() {
+    let mut w = World::new();
+    let longest = "n".repeat(MAX_NAME_BYTES);
+    let c = w.open();
+    w.msg(c, hello(&longest, RelayMode::Datagram, None));
+    assert!(matches!(w.sent_to(c)[..], [ServerMsg::Welcome(_)]));
+    let c = w.open();
+    w.msg(c, hello(&format!("{longest}n"), RelayMode::Datagram, None));
+    assert_eq!(
+        error_code(&w.sent_to(c)),
+        Some(ErrorCode::InvalidArgument as u16)
+    );
+    let create = |password: String| {
+        ClientMsg::CreateSession(CreateSession {
+            max_peers: 0,
+            password: Some(password),
+        })
+    };
+    let (c, _, _) = w.hello_as("host", RelayMode::Datagram);
+    let longest = "p".repeat(MAX_PASSWORD_BYTES);
+    w.msg(c, create(format!("{longest}p")));
+    assert_eq!(
+        error_code(&w.sent_to(c)),
+        Some(ErrorCode::InvalidArgument as u16)
+    );
+    w.msg(c, create(longest));
+    assert!(matches!(w.sent_to(c)[..], [ServerMsg::SessionCreated(_)]));
+}
+
+#[test]
+fn a_rate_limit_report_names_only_the_limit_that_dropped() {
+    let mut w = World::with(
+        Limits {
+            signal_bytes_per_sec_per_receiver: 100,
+            ..limits()
+        },
+        IceConfig::default(),
+    );
+    let (h, hp, code) = w.host();
+    let (j, _) = w.joiner(&code, RelayMode::Datagram);
+    w.outputs();
+    for _ in 0..200 {
+        w.msg(h, ClientMsg::Ping { client_time_ms: 1 });
+    }
+    let reports: Vec<String> = w
+        .sent_to(h)
+        .into_iter()
+        .filter_map(|m| match m {
+            ServerMsg::Error { code: 5, message } => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reports,
+        ["1 control message(s) dropped: more than 50 per second"]
+    );
+    // The joiner spends its signal budget at the host (400 bytes).
+    let app = ClientMsg::Signal {
+        to: hp,
+        signal: Signal::App { data: vec![0; 384] },
+    };
+    w.msg(j, app.clone());
+    w.msg(j, app);
+    let reports = w.sent_to(j);
+    assert!(
+        matches!(&reports[..], [ServerMsg::Error { code: 5, message }]
+            if message == "1 signal(s) dropped: your signal budget at the receiver \
+            (100 bytes/s) was spent"),
+        "{reports:?}"
+    );
+}
+
+#[test]
+fn a_deferred_rate_limit_report_is_due_a_second_after_the_last() {
+    let mut w = World::new();
+    let (c, _, _) = w.hello_as("x", RelayMode::Datagram);
+    let hello_due = w.now.mono + limits().hello_timeout();
+    for _ in 0..200 {
+        w.msg(c, ClientMsg::Ping { client_time_ms: 1 });
+    }
+    w.outputs();
+    let report_due = w.now.mono + Duration::from_secs(1);
+    assert!(report_due < hello_due);
+    assert_eq!(w.core.poll_timeout(), Some(report_due));
+}
+
+#[test]
+fn an_address_with_handshakes_in_flight_is_not_forgotten() {
+    let mut w = World::with(
+        Limits {
+            max_unvalidated_handshakes_per_ip: 2,
+            ..limits()
+        },
+        IceConfig::default(),
+    );
+    let ip = IpAddr::from([203, 0, 113, 9]);
+    assert_eq!(w.core.admit(w.now, ip, false), Admission::Accept);
+    assert_eq!(w.core.admit(w.now, ip, false), Admission::Accept);
+    w.advance(Duration::from_secs(120));
+    assert_eq!(w.core.admit(w.now, ip, false), Admission::Retry);
+    // Once they end, the address starts afresh.
+    w.core.abandon(ip, false);
+    w.core.abandon(ip, false);
+    w.advance(Duration::from_secs(120));
+    assert_eq!(w.core.admit(w.now, ip, false), Admission::Accept);
+    assert_eq!(w.core.pending_count(), (1, 1));
+}
+
+#[test]
+fn an_address_in_use_again_is_not_forgotten() {
+    let mut w = World::with(
+        Limits {
+            max_connections_per_ip: 1,
+            ..limits()
+        },
+        IceConfig::default(),
+    );
+    let first = w.open();
+    // Unused: its forgetting is armed (its budgets are full).
+    w.core.closed(w.now, first, true);
+    // In use again before that comes due.
+    w.open();
+    w.advance(Duration::from_secs(120));
+    let meta = ConnMeta {
+        transport: Transport::Quic,
+        ip: Some(w.ip),
+    };
+    assert_eq!(w.core.open(w.now, meta), Err(ErrorCode::ServerFull));
+}
+
+#[test]
+fn the_counts_follow_connections_peers_and_sessions() {
+    let mut w = World::new();
+    assert_eq!(w.core.limits(), &limits());
+    assert_eq!((w.core.connection_count(), w.core.peer_count()), (0, 0));
+    let (h, _, code) = w.host();
+    let (j, _) = w.joiner(&code, RelayMode::Datagram);
+    let silent = w.open();
+    assert_eq!(w.core.transport_of(silent), Some(Transport::Quic));
+    assert_eq!(w.core.connection_count(), 3);
+    assert_eq!(w.core.peer_count(), 2);
+    assert_eq!(w.core.session_count(), 1);
+    w.core.closed(w.now, j, true);
+    w.core.closed(w.now, h, true);
+    assert_eq!(w.core.connection_count(), 1);
+    assert_eq!(w.core.transport_of(h), None);
+    assert_eq!(w.core.peer_count(), 0);
+    assert_eq!(w.core.session_count(), 0);
+}
+
+#[test]
+fn an_address_in_use_arms_no_forgetting() {
+    let mut w = World::new();
+    let hello_due = w.now.mono + limits().hello_timeout();
+    let a = w.open();
+    w.open();
+    w.core.closed(w.now, a, true);
+    w.core.admit(w.now, w.ip, true);
+    assert_eq!(w.core.poll_timeout(), Some(hello_due));
+}
+
+#[test]
+fn an_unused_address_is_forgotten_but_not_one_whose_session_lives_on() {
+    let mut w = World::new();
+    let hello_due = w.now.mono + limits().hello_timeout();
+    let c = w.open();
+    w.core.closed(w.now, c, true);
+    let forget = w.core.poll_timeout().unwrap();
+    assert!(forget < hello_due, "forgetting is armed");
+    w.advance(Duration::from_millis(1));
+    assert_eq!(w.core.poll_timeout(), Some(hello_due), "and done");
+    // A host whose connection dropped still holds its session.
+    w.ip = IpAddr::from([198, 51, 100, 7]);
+    let (h, _, _) = w.host();
+    w.core.closed(w.now, h, false);
+    assert_eq!(w.core.poll_timeout(), Some(hello_due), "nothing sooner");
+}
+
+#[test]
+fn an_idle_check_after_traffic_waits_for_the_new_deadline() {
+    let mut w = World::new();
+    let ttl = Duration::from_secs(limits().session_idle_ttl_secs);
+    let (hc, _, code) = w.host();
+    w.joiner(&code, RelayMode::Datagram);
+    w.advance(ttl - Duration::from_secs(1));
+    w.route(hc, ALL_PEERS, 1).unwrap();
+    let last = w.now.mono;
+    w.advance(Duration::from_secs(2));
+    assert_eq!(w.core.session_count(), 1);
+    assert_eq!(w.core.poll_timeout(), Some(last + ttl));
+}
