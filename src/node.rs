@@ -514,6 +514,14 @@ pub(crate) async fn drain(shared: &Arc<Shared>, node: &Node) -> usize {
     let me = node.cfg.node.name.clone();
     // Announce it, so no lookup sends players here any more.
     beat(shared, &node.dir, &node.cfg, &node.link).await;
+    if !shared.lock().core.held_sessions().is_empty() {
+        // Nodes stopped together (one `kill`, one deploy) each announce
+        // their drain within a few milliseconds. Read the directory only
+        // after that, so they see each other draining and none hands its
+        // sessions to another that is about to stop accepting: players sent
+        // there would find no one to answer their handshake.
+        tokio::time::sleep(DRAIN_SETTLE).await;
+    }
     let mut target: Option<NodeInfo> = None;
     let mut checked = tokio::time::Instant::now();
     let mut moved = 0;
@@ -552,6 +560,10 @@ pub(crate) async fn drain(shared: &Arc<Shared>, node: &Node) -> usize {
     info!(moved, "sessions handed over");
     moved
 }
+
+/// How long a draining node waits after announcing it before it picks
+/// where its sessions go (only when it holds any).
+const DRAIN_SETTLE: Duration = Duration::from_millis(250);
 
 /// Passes over the held sessions a drain makes at most.
 const DRAIN_PASSES: usize = 3;
