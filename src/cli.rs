@@ -42,7 +42,15 @@ pub(crate) enum Command {
     /// A client: host or join a session, print events, send and receive relayed flight data.
     Peer(Box<PeerArgs>),
     /// Print the protocol's golden test vectors (for client implementers).
-    Vectors,
+    Vectors(VectorsArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct VectorsArgs {
+    /// Print the client behaviour vectors instead (docs/client-vectors.json): decision
+    /// tables and timed scenarios every client replays (PROTOCOL.md, "Client behaviour").
+    #[arg(long)]
+    pub(crate) client: bool,
 }
 
 #[derive(clap::Args, Debug)]
