@@ -167,9 +167,8 @@ mod tests {
         let ms = |n: u64| t0 + Duration::from_millis(n);
         let mut l = Liveness::new(t0, PING_INTERVAL);
         let mut last_answer = t0;
-        let mut now = t0;
         let lost_at = loop {
-            now = l.wake_at().unwrap();
+            let now = l.wake_at().unwrap();
             match l.tick(now) {
                 LiveAction::Ping if now < ms(5_000) => {
                     // Answered 30 ms later, until 5 s.
@@ -183,6 +182,6 @@ mod tests {
         };
         assert!(lost_at - last_answer <= Duration::from_millis(2_001));
         assert_eq!(l.wake_at(), None);
-        assert_eq!(l.tick(now), LiveAction::None);
+        assert_eq!(l.tick(lost_at), LiveAction::None);
     }
 }

@@ -146,8 +146,12 @@ impl Watch {
                     l.pong(now, sent);
                     l.srtt()
                 });
-                if let (Some(srtt), Ok(mut m)) = (srtt.flatten(), self.memory.lock()) {
-                    m.srtt = Some(srtt);
+                if let Ok(mut memory) = self.memory.lock() {
+                    // Evidence that the connection stays, like any message.
+                    memory.note(m);
+                    if let Some(srtt) = srtt.flatten() {
+                        memory.srtt = Some(srtt);
+                    }
                 }
                 true
             }
