@@ -148,8 +148,9 @@ pub(crate) struct PeerArgs {
     #[arg(long, env = "FSP2P_WS_URL")]
     pub(crate) ws_url: Option<String>,
 
-    /// With --transport auto: how long QUIC gets alone before WebSocket is tried too.
-    #[arg(long, default_value_t = 750)]
+    /// With --transport auto: how long QUIC gets alone before WebSocket is tried too
+    /// (the clients' shared default, PROTOCOL.md §12 rule 7).
+    #[arg(long, default_value_t = 1000)]
     pub(crate) fallback_delay_ms: u64,
 
     /// Pin the server certificate by SHA-256 (hex, as `serve` prints it).

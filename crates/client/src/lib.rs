@@ -21,20 +21,33 @@
 //!
 //! When the connection is lost (a proxy dies, a phone changes networks
 //! further than QUIC migration follows, an edge cuts a WebSocket, the
-//! server says `GoingAway`), the same [`Client`] value reconnects, unless
-//! [`ClientConfig::auto_resume`] is off:
+//! server says `GoingAway`, the server stops answering), the same
+//! [`Client`] value reconnects, unless [`ClientConfig::auto_resume`] is off.
+//! The rules are PROTOCOL.md §12's, shared with the JS and C# clients; their
+//! pure forms are in [`behaviour`], and `tests/client_vectors.rs` replays
+//! `docs/client-vectors.json` against them.
+//!
+//! * **Liveness.** Every [`ClientConfig::ping_interval`] (500 ms) the
+//!   connection's reader sends a `Ping` (its `Pong` is not passed on as an
+//!   event) and keeps an RTT estimate. When a `Ping` has gone unanswered,
+//!   with nothing at all heard from the server since, for longer than
+//!   `clamp(3 × (srtt + 4·rttvar), 1.5 s, 10 s)` (3 s before the first
+//!   `Pong`), the server is lost: the connection is dropped (code 999, the
+//!   seat is kept) and resumed, at the next configured server if there are
+//!   others. A crashed node is noticed in about 2 s. QUIC's own idle timeout
+//!   ([`ClientConfig::idle_timeout`], 10 s) stays as a backstop.
 //!
 //! * It does so when the connection ends without a clean close and without a
 //!   fatal code: not after [`Client::close`] or [`Client::abandon`], not after
 //!   `replaced`, a protocol error or `too_many_join_attempts`. A `GoingAway`
 //!   (or a close with `shutting_down`) means: come back after
 //!   `reconnect_after_ms`.
-//! * Attempts follow a backoff (at once, then about 250 ms, 500 ms, 1 s,
-//!   2 s, 4 s, each jittered into its upper half), over the configured
-//!   transport (`Auto` races QUIC and WebSocket again each time, and raw
-//!   QUIC reuses its endpoint, so Hello goes as 0-RTT data). Each attempt is
-//!   announced by [`Event::Reconnecting`] and bounded by
-//!   [`ClientConfig::connect_timeout`].
+//! * Attempts follow a backoff (at once, then 250 ms, 500 ms, 1 s, 2 s, 4 s,
+//!   each jittered into its upper half: `floor(step × (0.5 + 0.5 × r))`),
+//!   over the configured transport (`Auto` races QUIC and WebSocket again
+//!   each time, and raw QUIC reuses its endpoint, so Hello goes as 0-RTT
+//!   data). Each attempt is announced by [`Event::Reconnecting`] and gets
+//!   `max(3 s, 2 s + 8 × srtt)`, at most [`ClientConfig::connect_timeout`].
 //! * Within the server's resume grace (`Welcome.limits.resume_grace_ms`) the
 //!   client offers its resume token: the server answers `Welcome { resumed:
 //!   true }` with the same peer id and `SessionJoined` with the current
