@@ -733,6 +733,16 @@ mod tests {
     }
 
     #[test]
+    fn vectors_prints_the_codec_vectors_or_with_client_the_behaviour_ones() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Vectors(v)) => v.client,
+            other => panic!("{args:?}: {other:?}"),
+        };
+        assert!(!parse(&["flightsim-p2p", "vectors"]));
+        assert!(parse(&["flightsim-p2p", "vectors", "--client"]));
+    }
+
+    #[test]
     fn a_flag_reaches_the_library_struct() {
         let cli = Cli::try_parse_from([
             "flightsim-p2p",
