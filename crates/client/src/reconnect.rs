@@ -436,6 +436,7 @@ impl Supervisor {
                 // What a failed attempt was told does not carry over.
                 m.fatal = None;
                 m.going_away = None;
+                m.server_lost = false;
                 m.clone()
             })
             .unwrap_or_default();
