@@ -1468,6 +1468,17 @@ fn liveness() -> J {
                 ),
             ],
         ),
+        live_scenario(
+            "a late Pong answers an older Ping: the sample is from that Ping, and it clears the wait",
+            &[
+                (0, "connected", None, "none", 3000, None, None, Some(500)),
+                (500, "tick", None, "ping", 3000, None, None, Some(1000)),
+                (1000, "tick", None, "ping", 3000, None, None, Some(1500)),
+                (1100, "pong", Some(500.0), "none", 5400, Some(600.0), Some(300.0), Some(1500)),
+                (1150, "pong", Some(1000.0), "none", 5681, Some(543.75), Some(337.5), Some(1500)),
+                (1500, "tick", None, "ping", 5681, Some(543.75), Some(337.5), Some(2000)),
+            ],
+        ),
     ];
     timed(
         ALL,
@@ -1508,6 +1519,7 @@ fn timeouts() -> J {
         ("a shorter connect timeout caps it", Some(500.0), 4000, 4000),
         ("a connect timeout under the floor wins", None, 2000, 2000),
         ("connect timeout 0 = no cap", Some(2000.0), 0, 18000),
+        ("connect timeout 0 and no RTT: the floor", None, 0, 3000),
     ];
     let mut cases: Vec<J> = ATTEMPTS
         .iter()
