@@ -1,6 +1,6 @@
-// Codec tests for client/Protocol.cs, run with mono (see tests/csharp/run.sh).
+// Codec tests for client/Protocol.*.cs, run with mono (see tests/csharp/run.sh).
 //
-//   mcs -langversion:7.2 -out:codec-tests.exe client/Protocol.cs client/tests/CodecTests.cs
+//   mcs -langversion:7.2 -out:codec-tests.exe client/Protocol.*.cs tests/csharp/CodecTests.cs
 //   mono codec-tests.exe docs/vectors.txt
 //
 // For every `ok` line of the golden vectors (written by the Rust server from its
@@ -10,7 +10,7 @@
 // snapshot-envelope tests. Prints each failure, and `N passed, N failed` as the
 // last line; exits 1 on any failure.
 //
-// Plain C# 7.2, no test framework: the same rules as Protocol.cs.
+// Plain C# 7.2, no test framework: the same rules as client/Protocol.*.cs.
 
 using System;
 using System.Collections.Generic;

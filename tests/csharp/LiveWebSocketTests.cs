@@ -1,9 +1,9 @@
 // Live test: mono speaks to the REAL server over the WebSocket fallback
-// transport (docs/PROTOCOL.md §10), with client/Protocol.cs doing all the
+// transport (docs/PROTOCOL.md §10), with client/Protocol.*.cs doing all the
 // encoding and decoding and mono's System.Net.WebSockets.ClientWebSocket as the
 // transport. Run by tests/csharp/live.sh, which starts the server:
 //
-//   mcs -langversion:7.2 -out:live-ws-tests.exe client/Protocol.cs client/tests/LiveWebSocketTests.cs
+//   mcs -langversion:7.2 -out:live-ws-tests.exe client/Protocol.*.cs tests/csharp/LiveWebSocketTests.cs
 //   mono live-ws-tests.exe ws://127.0.0.1:PORT/ws
 //
 // Scenario: A says Hello, gets Welcome, tries a join code nobody has (Error 10),
@@ -20,7 +20,7 @@
 // One line per check, then `N passed, N failed` as the last line; exit code 1 on
 // any failure. Every wait has a timeout and the whole run is capped at 60 s.
 //
-// Plain C# 7.2, no test framework: the same rules as Protocol.cs.
+// Plain C# 7.2, no test framework: the same rules as client/Protocol.*.cs.
 
 using System;
 using System.Collections.Generic;

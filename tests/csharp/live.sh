@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Live C# tests against the real server over the WebSocket fallback
 # (docs/PROTOCOL.md §10), mono's System.Net.WebSockets.ClientWebSocket as transport:
-#  1. the wire protocol, client/Protocol.cs doing all encoding
+#  1. the wire protocol, client/Protocol.*.cs doing all encoding
 #     (tests/csharp/LiveWebSocketTests.cs);
 #  2. two WebRTCP2PService instances in one session: hub messages, InvokeAsync,
 #     relay flight data (tests/csharp/LiveServiceTests.cs); then two processes of the
@@ -71,7 +71,7 @@ bin="${CARGO_TARGET_DIR:-$root/target}/debug/flightsim-p2p"
 mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll \
     -out:"$work/live-ws-tests.exe" \
-    "$root/client/Protocol.cs" "$root/tests/csharp/LiveWebSocketTests.cs" >&2
+    "$root"/client/Protocol.*.cs "$root/tests/csharp/LiveWebSocketTests.cs" >&2
 mapfile -t mono_src < <(ls "$root"/client/*.cs)
 mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \

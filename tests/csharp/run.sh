@@ -2,7 +2,7 @@
 # C# checks that run without the .NET SDK:
 #  1. every .cs file under client/ parses with tree-sitter's C# grammar
 #     (tests/csharp/parse_all.py; PyPI packages in tests/csharp/requirements.txt);
-#  2. the portable wire codec (client/Protocol.cs) and its test program are
+#  2. the portable wire codec (client/Protocol.*.cs) and its test program are
 #     compiled with Debian's mono compiler (C# 7.2) and run on the golden vectors;
 #  3. the functional core and shell with fakes (tests/csharp/ServiceTests.cs);
 #  4. the .NET-only adapters (client/Adapters/) against the declared surface of
@@ -29,11 +29,11 @@ done
 python3 "$root/tests/csharp/parse_all.py" "$root/client"
 python3 "$root/tests/csharp/parse_all.py" "$root/tests/csharp"
 
-# -langversion:7.2 keeps Protocol.cs honest about the C# level it promises;
+# -langversion:7.2 keeps the codec honest about the C# level it promises;
 # -warnaserror catches sloppiness mcs would otherwise only mention.
 mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -out:"$out/codec-tests.exe" \
-    "$root/client/Protocol.cs" "$root/tests/csharp/CodecTests.cs"
+    "$root"/client/Protocol.*.cs "$root/tests/csharp/CodecTests.cs"
 mono "$out/codec-tests.exe" "$vectors" | tee "$out/codec.out" | tail -n 1 >&2
 
 # 3. The client's functional core and its shell, with fake transports, links and clock.
