@@ -23,6 +23,7 @@ using System.Threading;
 using System.Threading.Tasks;
 using FlightSimP2P.Client;
 using FlightSimP2P.Protocol;
+using static FlightSimP2P.Tests.TestKit;
 
 namespace FlightSimP2P.Tests
 {
@@ -43,35 +44,9 @@ namespace FlightSimP2P.Tests
             {
                 Test("cluster: SIGTERM node a: its services are redirected to node b, resume with the same peer ids, relay again", () => Drain(a, b, pidA));
             }
-            Console.WriteLine(_passed + " passed, " + _failed + " failed");
-            return _failed == 0 ? 0 : 1;
+            return Summary();
         }
 
-        private static int _passed;
-        private static int _failed;
-
-        private static void Test(string name, Action test)
-        {
-            try
-            {
-                test();
-                _passed++;
-                Console.WriteLine("ok   " + name);
-            }
-            catch (Exception e)
-            {
-                _failed++;
-                Console.WriteLine("FAIL " + name + ": " + e);
-            }
-        }
-
-        private static void Check(bool ok, string what)
-        {
-            if (!ok)
-            {
-                throw new Exception("check failed: " + what);
-            }
-        }
 
         /// <summary>A service that records its events in order.</summary>
         private sealed class Probe : IDisposable
@@ -188,20 +163,6 @@ namespace FlightSimP2P.Tests
                 i++;
                 Thread.Sleep(50);
             }
-        }
-
-        private static bool WaitFor(Func<bool> cond, int timeoutMs)
-        {
-            Stopwatch sw = Stopwatch.StartNew();
-            while (!cond())
-            {
-                if (sw.ElapsedMilliseconds > timeoutMs)
-                {
-                    return false;
-                }
-                Thread.Sleep(50);
-            }
-            return true;
         }
 
         private static void JoinThroughB(Uri a, Uri b, bool inUrl)

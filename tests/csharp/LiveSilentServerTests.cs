@@ -16,13 +16,12 @@ using System.Threading;
 using System.Threading.Tasks;
 using FlightSimP2P.Client;
 using FlightSimP2P.Protocol;
+using static FlightSimP2P.Tests.TestKit;
 
 namespace FlightSimP2P.Tests
 {
     internal static class LiveSilentServerTests
     {
-        private static int _passed;
-        private static int _failed;
 
         private static int Main(string[] args)
         {
@@ -30,31 +29,7 @@ namespace FlightSimP2P.Tests
             IPEndPoint server = new IPEndPoint(IPAddress.Parse(hp[0]), int.Parse(hp[1]));
             Test("ServerTimeout (default 10 s): a server gone silent behind a frozen proxy -> Reconnecting, then resumed", () => Silent(server));
             Test("ServerTimeout set to 3 s on the built HubConnection (SignalR's property): the frozen proxy is noticed within it", () => SilentSetAfterBuild(server));
-            Console.WriteLine(_passed + " passed, " + _failed + " failed");
-            return _failed == 0 ? 0 : 1;
-        }
-
-        private static void Test(string name, Action test)
-        {
-            try
-            {
-                test();
-                _passed++;
-                Console.WriteLine("ok   " + name);
-            }
-            catch (Exception e)
-            {
-                _failed++;
-                Console.WriteLine("FAIL " + name + ": " + e);
-            }
-        }
-
-        private static void Check(bool ok, string what)
-        {
-            if (!ok)
-            {
-                throw new Exception("check failed: " + what);
-            }
+            return Summary();
         }
 
         /// <summary>Forwards loopback TCP connections to the server; Freeze() stops every open one dead, without closing it.</summary>

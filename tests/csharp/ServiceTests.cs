@@ -10,6 +10,7 @@ using System.Threading;
 using System.Threading.Tasks;
 using FlightSimP2P.Client;
 using FlightSimP2P.Protocol;
+using static FlightSimP2P.Tests.TestKit;
 
 namespace FlightSimP2P.Tests
 {
@@ -164,86 +165,59 @@ namespace FlightSimP2P.Tests
 
     internal static class ServiceTests
     {
-        private static int _passed;
-        private static int _failed;
-
-        private static void Check(bool ok, string what)
-        {
-            if (!ok)
-            {
-                throw new Exception("check failed: " + what);
-            }
-        }
-
-        private static void Run(string name, Action test)
-        {
-            try
-            {
-                test();
-                _passed++;
-                Console.WriteLine("ok   " + name);
-            }
-            catch (Exception e)
-            {
-                _failed++;
-                Console.WriteLine("FAIL " + name + ": " + e.Message);
-            }
-        }
-
         private static int Main()
         {
-            Run("resume after a lost connection keeps id and session", ResumeAfterLoss);
-            Run("GoingAway reconnects after the delay with the resume token", GoingAway);
-            Run("a wrong join code fails the join, the connection stays", WrongCode);
-            Run("too_many_join_attempts without a close fails the join, the connection stays", TooManyJoinsNoClose);
-            Run("too_many_join_attempts with a close ends the service with the server's reason", TooManyJoinsClose);
-            Run("a host change fails invocations pending at the old host", HostChange);
-            Run("ICE failure: relay at once, link closed at the deadline", IceFailureRelay);
-            Run("stall on a connected direct path: relay within 300 ms, back to direct", StallAndRecover);
-            Run("direct queue: at most 2 frames in SIPSorcery, older dropped and counted", QueueBound);
-            Run("expired TURN credentials are refreshed before a retry (make-before-break)", TurnRefresh);
-            Run("TURN credentials refreshed ahead of expiry while connected", TurnRefreshProactive);
-            Run("defect: refresh hand-over: `replaced` before the new Welcome is no loss, queued messages survive", RefreshHandoff);
-            Run("defect: a refresh that resumes while reconnecting completes the reconnect", RefreshDuringReconnect);
-            Run("`replaced` without a refresh of ours ends the service (no seat tug-of-war)", ReplacedGivesUp);
-            Run("defect: unrelated rate_limited does not fail a pending join", UnrelatedRateLimited);
-            Run("rate_limited between the markers fails the join", OwnRateLimited);
-            Run("defect: pacing never reorders sends", PacingOrder);
-            Run("defect: EndOfCandidates never overtakes candidates", EndOfCandidatesOrder);
-            Run("defect: TrustedRootCertificate no longer ignores host-name mismatch", TrustedRootNameMismatch);
-            Run("QUIC/WebSocket race: WebSocket after the head start, loser closed", TransportRace);
-            Run("hub envelope round trip (send, invoke, result, error)", HubEnvelopeRoundTrip);
-            Run("invoke goes to the host; the host's answer completes it", InvokeToHost);
-            Run("flight envelope: stale snapshots dropped per sender", FlightEnvelope);
-            Run("reconnect gives up after the SignalR delays", ReconnectGivesUp);
-            Run("defect: SendAsync argument spreading, CancellationToken and null", SendAsyncArguments);
-            Run("shell: InvokeAsync<T> on the host runs its handler", ShellInvokeLocal);
-            Run("first: a WebSocket attempt carries the Hello in its URL, none is sent on connect", FirstHello);
-            Run("first: a resume over WebSocket carries the token in the URL", FirstResume);
-            Run("first: QUIC attempts are unchanged (no first, Hello on the stream)", FirstQuicUnchanged);
-            Run("first: FirstInUrl off sends the Hello after the connect", FirstOff);
-            Run("first: a join asked for with Start rides in the URL; Welcome then the answer", FirstFoldedJoin);
-            Run("first: a folded create fails with the server's error after Welcome", FirstFoldedError);
-            Run("first: a folded request fails with the connect", FirstFoldedConnectFails);
-            Run("first: a join asked for while connecting is sent after the Welcome", FirstJoinWhileConnecting);
-            Run("first: in the QUIC race the WebSocket URL has a fresh Hello only; the loser leaves (1000)", FirstRace);
-            Run("first: in the QUIC race a resume says Hello after the connect (no seat tug-of-war)", FirstRaceResume);
-            Run("first: a TURN refresh over WebSocket carries the token in its URL", FirstRefresh);
-            Run("shell: StartAndJoinSessionAsync over WebSocket sends nothing; first reaches the factory", ShellFirstJoin);
-            Run("shell: a WebSocket loser still connecting when QUIC wins is let finish and closed with 1000", ShellLoserLeaves);
-            Run("cluster: a NodeAddr maps to QUIC host:port, {http}/ws and its pin; options follow it", ClusterEndpoints);
-            Run("cluster: the rotation tries a redirect's node, then the configured servers round robin", ClusterRotation);
-            Run("cluster: a redirected join ends joined on the second transport, the join sent again", ClusterRedirectedJoin);
-            Run("cluster: a Redirect instead of the Welcome: StartAsync completes on the node", ClusterRedirectedHello);
-            Run("cluster: an unasked Draining redirect resumes with the token on the new node", ClusterDraining);
-            Run("cluster: more redirects in a row than MaxRedirects fail the join", ClusterRedirectLimit);
-            Run("cluster: an unreachable node, then dead fallbacks, lead round robin back to the main server", ClusterFallbacks);
-            Run("cluster: cluster_unavailable during a resume is retried on the same node", ClusterUnavailableResume);
-            Run("cluster: a redirected join in the URL of an attempt that fails is not lost: it goes to the configured server", ClusterRedirectedJoinAttemptFails);
+            Test("resume after a lost connection keeps id and session", ResumeAfterLoss);
+            Test("GoingAway reconnects after the delay with the resume token", GoingAway);
+            Test("a wrong join code fails the join, the connection stays", WrongCode);
+            Test("too_many_join_attempts without a close fails the join, the connection stays", TooManyJoinsNoClose);
+            Test("too_many_join_attempts with a close ends the service with the server's reason", TooManyJoinsClose);
+            Test("a host change fails invocations pending at the old host", HostChange);
+            Test("ICE failure: relay at once, link closed at the deadline", IceFailureRelay);
+            Test("stall on a connected direct path: relay within 300 ms, back to direct", StallAndRecover);
+            Test("direct queue: at most 2 frames in SIPSorcery, older dropped and counted", QueueBound);
+            Test("expired TURN credentials are refreshed before a retry (make-before-break)", TurnRefresh);
+            Test("TURN credentials refreshed ahead of expiry while connected", TurnRefreshProactive);
+            Test("defect: refresh hand-over: `replaced` before the new Welcome is no loss, queued messages survive", RefreshHandoff);
+            Test("defect: a refresh that resumes while reconnecting completes the reconnect", RefreshDuringReconnect);
+            Test("`replaced` without a refresh of ours ends the service (no seat tug-of-war)", ReplacedGivesUp);
+            Test("defect: unrelated rate_limited does not fail a pending join", UnrelatedRateLimited);
+            Test("rate_limited between the markers fails the join", OwnRateLimited);
+            Test("defect: pacing never reorders sends", PacingOrder);
+            Test("defect: EndOfCandidates never overtakes candidates", EndOfCandidatesOrder);
+            Test("defect: TrustedRootCertificate no longer ignores host-name mismatch", TrustedRootNameMismatch);
+            Test("QUIC/WebSocket race: WebSocket after the head start, loser closed", TransportRace);
+            Test("hub envelope round trip (send, invoke, result, error)", HubEnvelopeRoundTrip);
+            Test("invoke goes to the host; the host's answer completes it", InvokeToHost);
+            Test("flight envelope: stale snapshots dropped per sender", FlightEnvelope);
+            Test("reconnect gives up after the SignalR delays", ReconnectGivesUp);
+            Test("defect: SendAsync argument spreading, CancellationToken and null", SendAsyncArguments);
+            Test("shell: InvokeAsync<T> on the host runs its handler", ShellInvokeLocal);
+            Test("first: a WebSocket attempt carries the Hello in its URL, none is sent on connect", FirstHello);
+            Test("first: a resume over WebSocket carries the token in the URL", FirstResume);
+            Test("first: QUIC attempts are unchanged (no first, Hello on the stream)", FirstQuicUnchanged);
+            Test("first: FirstInUrl off sends the Hello after the connect", FirstOff);
+            Test("first: a join asked for with Start rides in the URL; Welcome then the answer", FirstFoldedJoin);
+            Test("first: a folded create fails with the server's error after Welcome", FirstFoldedError);
+            Test("first: a folded request fails with the connect", FirstFoldedConnectFails);
+            Test("first: a join asked for while connecting is sent after the Welcome", FirstJoinWhileConnecting);
+            Test("first: in the QUIC race the WebSocket URL has a fresh Hello only; the loser leaves (1000)", FirstRace);
+            Test("first: in the QUIC race a resume says Hello after the connect (no seat tug-of-war)", FirstRaceResume);
+            Test("first: a TURN refresh over WebSocket carries the token in its URL", FirstRefresh);
+            Test("shell: StartAndJoinSessionAsync over WebSocket sends nothing; first reaches the factory", ShellFirstJoin);
+            Test("shell: a WebSocket loser still connecting when QUIC wins is let finish and closed with 1000", ShellLoserLeaves);
+            Test("cluster: a NodeAddr maps to QUIC host:port, {http}/ws and its pin; options follow it", ClusterEndpoints);
+            Test("cluster: the rotation tries a redirect's node, then the configured servers round robin", ClusterRotation);
+            Test("cluster: a redirected join ends joined on the second transport, the join sent again", ClusterRedirectedJoin);
+            Test("cluster: a Redirect instead of the Welcome: StartAsync completes on the node", ClusterRedirectedHello);
+            Test("cluster: an unasked Draining redirect resumes with the token on the new node", ClusterDraining);
+            Test("cluster: more redirects in a row than MaxRedirects fail the join", ClusterRedirectLimit);
+            Test("cluster: an unreachable node, then dead fallbacks, lead round robin back to the main server", ClusterFallbacks);
+            Test("cluster: cluster_unavailable during a resume is retried on the same node", ClusterUnavailableResume);
+            Test("cluster: a redirected join in the URL of an attempt that fails is not lost: it goes to the configured server", ClusterRedirectedJoinAttemptFails);
             RunIssue21();
             RunIssue21c();
-            Console.WriteLine(_passed + " passed, " + _failed + " failed");
-            return _failed == 0 ? 0 : 1;
+            return Summary();
         }
 
         // --- cluster mode (PROTOCOL.md section 11) ---
@@ -1550,33 +1524,33 @@ namespace FlightSimP2P.Tests
 
         private static void RunIssue21()
         {
-            Run("ServerTimeout: a server gone silent is noticed, Reconnecting fires within 10 s", ServerTimeoutSilent);
-            Run("ServerTimeout: a live server that only answers pings is never taken for dead", ServerTimeoutLive);
-            Run("HandshakeTimeout: a transport that connects but never says Welcome fails the attempt at 15 s", HandshakeTimeoutNoWelcome);
-            Run("60 Hz SendAsync: hub latency bounded, WebRTC signals never wait behind it", HubFloodBounded);
-            Run("shell: a throwing adapter call (each of them) fails that peer's path only: relay, connection and timer live on", AdapterFaults);
-            Run("shell: handlers on the host may await InvokeAsync to the host (hub message, invocation, self)", HandlerInvokesHost);
-            Run("wss: the pin and the private root decide as for QUIC (host names still checked)", WssTrustDecision);
-            Run("wss: a loopback TLS WebSocket server is reached with its pin or root, refused otherwise", WssPinEndToEnd);
-            Run("direct path on SIPSorcery-like SCTP: stall -> relay within 300 ms of the first unanswered frame", P2PStallToRelay);
-            Run("direct path on SIPSorcery-like SCTP: back to direct within 1 s after the path heals", P2PHealToDirect);
-            Run("direct path on SIPSorcery-like SCTP: no path change when peers merely pause sending", P2PPauseNoFlap);
-            Run("ICE failure: both sides retry, the first within 5 s, then with backoff", P2PRetryBothSides);
-            Run("ICE recovered with a backlog in SCTP: relay until the path delivers, then direct once (no flap)", P2PIceRecoveredNoFlap);
-            Run("mixed session: no acks to a non-C# peer; the old signs still move it to the relay and back", P2PMixedSessionNoAcks);
+            Test("ServerTimeout: a server gone silent is noticed, Reconnecting fires within 10 s", ServerTimeoutSilent);
+            Test("ServerTimeout: a live server that only answers pings is never taken for dead", ServerTimeoutLive);
+            Test("HandshakeTimeout: a transport that connects but never says Welcome fails the attempt at 15 s", HandshakeTimeoutNoWelcome);
+            Test("60 Hz SendAsync: hub latency bounded, WebRTC signals never wait behind it", HubFloodBounded);
+            Test("shell: a throwing adapter call (each of them) fails that peer's path only: relay, connection and timer live on", AdapterFaults);
+            Test("shell: handlers on the host may await InvokeAsync to the host (hub message, invocation, self)", HandlerInvokesHost);
+            Test("wss: the pin and the private root decide as for QUIC (host names still checked)", WssTrustDecision);
+            Test("wss: a loopback TLS WebSocket server is reached with its pin or root, refused otherwise", WssPinEndToEnd);
+            Test("direct path on SIPSorcery-like SCTP: stall -> relay within 300 ms of the first unanswered frame", P2PStallToRelay);
+            Test("direct path on SIPSorcery-like SCTP: back to direct within 1 s after the path heals", P2PHealToDirect);
+            Test("direct path on SIPSorcery-like SCTP: no path change when peers merely pause sending", P2PPauseNoFlap);
+            Test("ICE failure: both sides retry, the first within 5 s, then with backoff", P2PRetryBothSides);
+            Test("ICE recovered with a backlog in SCTP: relay until the path delivers, then direct once (no flap)", P2PIceRecoveredNoFlap);
+            Test("mixed session: no acks to a non-C# peer; the old signs still move it to the relay and back", P2PMixedSessionNoAcks);
         }
 
         // --- issue 21c: timeouts set on a built connection apply ---
 
         private static void RunIssue21c()
         {
-            Run("SetTimeouts before the connect: the silent-server deadline is the new ServerTimeout", SetTimeoutsBeforeConnect);
-            Run("SetTimeouts while connected: the deadline moves (later and sooner), pings follow the new floor", SetTimeoutsWhileConnected);
-            Run("SetTimeouts during a handshake: the new HandshakeTimeout from the handshake's start", SetTimeoutsDuringHandshake);
-            Run("shell: ServerTimeout, KeepAliveInterval and HandshakeTimeout set after Build() take effect", ShellTimeoutsAfterBuild);
-            Run("shell: the host's own SendAsync of a hub method, and OnConnectedAsync, may await InvokeAsync to the host", HubMethodsInvokeHost);
-            Run("wss own upgrade (pinned, mono): Headers, Cookies and the access_token reach the server; an explicit proxy is used (CONNECT, Basic)", WssOwnUpgradeSettings);
-            Run("wss own upgrade: no header injection, the upgrade's own headers kept, bypassed and non-http proxies", WssOwnUpgradeRules);
+            Test("SetTimeouts before the connect: the silent-server deadline is the new ServerTimeout", SetTimeoutsBeforeConnect);
+            Test("SetTimeouts while connected: the deadline moves (later and sooner), pings follow the new floor", SetTimeoutsWhileConnected);
+            Test("SetTimeouts during a handshake: the new HandshakeTimeout from the handshake's start", SetTimeoutsDuringHandshake);
+            Test("shell: ServerTimeout, KeepAliveInterval and HandshakeTimeout set after Build() take effect", ShellTimeoutsAfterBuild);
+            Test("shell: the host's own SendAsync of a hub method, and OnConnectedAsync, may await InvokeAsync to the host", HubMethodsInvokeHost);
+            Test("wss own upgrade (pinned, mono): Headers, Cookies and the access_token reach the server; an explicit proxy is used (CONNECT, Basic)", WssOwnUpgradeSettings);
+            Test("wss own upgrade: no header injection, the upgrade's own headers kept, bypassed and non-http proxies", WssOwnUpgradeRules);
         }
 
         private static void HubMethodsInvokeHost()
@@ -2225,19 +2199,6 @@ namespace FlightSimP2P.Tests
             public bool Send(byte[] frame) { Maybe("Send"); return true; }
             public long BufferedAmount { get { Maybe("BufferedAmount"); return 0; } }
             public void Close() { Closed = true; Maybe("Close"); }
-        }
-
-        private static bool WaitFor(Func<bool> cond, int ms = 5000)
-        {
-            for (int i = 0; i < ms / 10; i++)
-            {
-                if (cond())
-                {
-                    return true;
-                }
-                Thread.Sleep(10);
-            }
-            return cond();
         }
 
         private static void AdapterFaults()

@@ -33,14 +33,14 @@ python3 "$root/tests/csharp/parse_all.py" "$root/tests/csharp"
 # -warnaserror catches sloppiness mcs would otherwise only mention.
 mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -out:"$out/codec-tests.exe" \
-    "$root"/client/Protocol.*.cs "$root/tests/csharp/CodecTests.cs"
+    "$root"/client/Protocol.*.cs "$root/tests/csharp/TestKit.cs" "$root/tests/csharp/CodecTests.cs"
 mono "$out/codec-tests.exe" "$vectors" | tee "$out/codec.out" | tail -n 1 >&2
 
 # 3. The client's functional core and its shell, with fake transports, links and clock.
 mapfile -t mono_src < <(cd "$root" && ls client/*.cs)
 (cd "$root" && mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
-    -out:"$out/service-tests.exe" "${mono_src[@]}" tests/csharp/ServiceTests.cs)
+    -out:"$out/service-tests.exe" "${mono_src[@]}" tests/csharp/TestKit.cs tests/csharp/ServiceTests.cs)
 mono "$out/service-tests.exe" > "$out/service.out" || { cat "$out/service.out"; exit 1; }
 grep -v '^ok' "$out/service.out" >&2 || true
 
@@ -57,12 +57,12 @@ surface_ok=$(grep -c '^ok' "$out/surface.out" || true)
 python3 "$root/tests/csharp/gen_hub_surface.py" --check
 (cd "$root" && mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
-    -out:"$out/signalr-shape-tests.exe" "${mono_src[@]}" tests/csharp/SignalRShapeTests.cs)
+    -out:"$out/signalr-shape-tests.exe" "${mono_src[@]}" tests/csharp/TestKit.cs tests/csharp/SignalRShapeTests.cs)
 mono "$out/signalr-shape-tests.exe" > "$out/shape.out" || { cat "$out/shape.out"; exit 1; }
 grep -v '^ok' "$out/shape.out" >&2 || true
 (cd "$root" && mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
-    -out:"$out/signalr-app.exe" "${mono_src[@]}" tests/csharp/signalr-app/*.cs)
+    -out:"$out/signalr-app.exe" "${mono_src[@]}" tests/csharp/TestKit.cs tests/csharp/signalr-app/*.cs)
 python3 "$root/tests/csharp/signalr-app/check_swap.py"
 sed 's/^\( *\)_connection.HandshakeTimeout = \(.*\)$/\1_connection.HandshakeTimeout = \2 _connection.MapHub<ChatHub>();/' \
     "$root/tests/csharp/signalr-app/ChatClient.cs" >"$out/SwapProbe.cs"
