@@ -172,11 +172,16 @@ namespace FlightSimP2P.Client
             Index = (Index + 1) % (_fallbacks.Count + 1);
         }
 
-        /// <summary>Back to the configured server.</summary>
-        public void Reset()
+        /// <summary>Too many redirects in a row while in a session: drop the redirect's node, keep the configured index.</summary>
+        public void BackToConfigured()
         {
             Target = null;
-            Index = 0;
+        }
+
+        /// <summary>The liveness rule found the connected server lost: it counts as unreachable (a connection merely lost retries the same server).</summary>
+        public void ServerLost()
+        {
+            Unreachable();
         }
 
         /// <summary>Whether the redirect that makes `count` in a row is followed.</summary>

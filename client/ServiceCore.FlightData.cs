@@ -95,7 +95,7 @@ namespace FlightSimP2P.Client
         {
             if (conn == _conn && _conn != 0)
             {
-                _lastRx = now;
+                Heard(now);
             }
             PeerState p = GetPeer(from);
             if (p != null)

@@ -50,7 +50,7 @@ namespace FlightSimP2P.Client
             }
             _stopping = false;
             _startToken = token;
-            _reconnectAttempt = 0;
+            _plan.Reset();
             SetState(HubConnectionState.Connecting);
             BeginRace(now);
         }
@@ -59,7 +59,25 @@ namespace FlightSimP2P.Client
         {
             _attempts.Clear();
             _wsStartAt = -1;
-            _attemptDeadline = now + _o.ConnectTimeoutMs;
+            if (State == HubConnectionState.Reconnecting)
+            {
+                // Rule 5: a reconnection attempt gets min(ConnectTimeout, max(3000, 2000 + 8·srtt)).
+                _attemptDeadline = now + Timeouts.AttemptMs(_liveness.SrttMs ?? 0, _o.ConnectTimeoutMs);
+                if (_plan.Active)
+                {
+                    if (!_plan.WithToken)
+                    {
+                        // Past the grace, or SignalR's retries (rule 7): a fresh connection, then
+                        // rejoin by code (OnWelcome, after_reconnect).
+                        ResumeToken = null;
+                    }
+                    _plan.Started();
+                }
+            }
+            else
+            {
+                _attemptDeadline = now + _o.ConnectTimeoutMs;
+            }
             if (_requestInUrlConn != 0 && _requestMsg != null)
             {
                 // The attempt whose URL carried the request never got its Welcome (it could
@@ -71,17 +89,16 @@ namespace FlightSimP2P.Client
             ServerEndpoint at = _rotation.Current;
             bool quic = _o.QuicAllowed && _o.QuicSupported && (at == null || at.Reaches(TransportKind.Quic));
             bool ws = _o.WebSocketAllowed && (at == null || at.Reaches(TransportKind.WebSocket));
-            if (quic)
+            if (quic || ws)
             {
-                StartAttempt(TransportKind.Quic, false);
-                if (ws)
+                // The race rule: QUIC first, the WebSocket after the fallback delay (or alone).
+                long wsAfter;
+                TransportKind first = Race.Start(quic, _o.QuicFallbackDelayMs, out wsAfter);
+                StartAttempt(first, false);
+                if (first == TransportKind.Quic && ws)
                 {
-                    _wsStartAt = now + _o.QuicFallbackDelayMs;
+                    _wsStartAt = now + wsAfter;
                 }
-            }
-            else if (ws)
-            {
-                StartAttempt(TransportKind.WebSocket, false);
             }
             else
             {
@@ -98,7 +115,7 @@ namespace FlightSimP2P.Client
             // upgrade, so a losing attempt would otherwise take the seat over (`replaced`)
             // or join a session. A fresh Hello in a losing attempt only makes a peer that
             // the close with 1000 removes at once (CloseAttempt).
-            bool alone = refresh || (_attempts.Count == 0 && _refreshConn == 0);
+            bool alone = refresh || (Race.CarriesFirst(_attempts.Count) && _refreshConn == 0);
             int id = _nextConn++;
             if (!refresh)
             {
@@ -223,11 +240,13 @@ namespace FlightSimP2P.Client
                 return;
             }
             _attempts.Remove(conn);
-            if (kind == TransportKind.Quic && _wsStartAt >= 0)
+            bool startWebSocket;
+            bool lost = Race.Failed(kind, _attempts.Count, _wsStartAt < 0, out startWebSocket);
+            if (startWebSocket)
             {
                 _wsStartAt = now;
             }
-            else if (_attempts.Count == 0 && _wsStartAt < 0)
+            else if (lost)
             {
                 ConnectFailed(now, error);
             }
@@ -252,7 +271,7 @@ namespace FlightSimP2P.Client
                 _startToken = 0;
                 return;
             }
-            ScheduleReconnect(now, error, -1);
+            AttemptFailed(now, error);
         }
 
         /// <summary>The connection (or a handshaking one) ended: error, close or end of stream.</summary>
@@ -270,7 +289,7 @@ namespace FlightSimP2P.Client
                 // The old connection is already gone: this is the loss of the connection.
                 _handoff = false;
                 _conn = conn;
-                closeCode = closeCode == (ushort)ErrorCode.Replaced ? (ushort)0 : closeCode;
+                closeCode = closeCode == (ushort)ErrorCode.Replaced ? CloseVerdict.NoCode : closeCode;
             }
             if (_attempts.ContainsKey(conn))
             {
@@ -293,57 +312,108 @@ namespace FlightSimP2P.Client
             _conn = 0;
             _handshake = 0;
             _queue.Clear();
+            _liveness.Disconnected();
             FailRequest(new ServerException((ushort)ErrorCode.Internal, "connection lost"), false);
             if (_stopping)
             {
                 return;
             }
-            if (closeCode != 0 && NoReconnect.Contains(closeCode))
+            ServerMsg.Error last = _lastError;
+            if (wasHandshake)
+            {
+                // An attempt refused or closed before its Welcome: retried, or final (errors: attempt_failure).
+                ushort code = closeCode != CloseVerdict.NoCode ? closeCode : (last != null ? last.Code : CloseVerdict.NoCode);
+                if (!ErrorRules.AttemptRetried(code))
+                {
+                    GiveUp(last != null && last.Code == code ? new ServerException(code, last.Message)
+                        : error ?? new ServerException(code, "closed by the server"));
+                    return;
+                }
+                if (State == HubConnectionState.Connecting)
+                {
+                    ConnectFailed(now, error);
+                    return;
+                }
+                AttemptFailed(now, error);
+                return;
+            }
+            CloseFacts facts = new CloseFacts();
+            facts.Code = closeCode;
+            facts.ErrorBefore = last != null ? last.Code : CloseVerdict.NoCode;
+            facts.AutoResume = _policy.Enabled;
+            long delay;
+            CloseAction action = CloseVerdict.Decide(facts, out delay);
+            if (action == CloseAction.GiveUp)
             {
                 // The Error sent just before the close says why, in the server's words.
-                ServerMsg.Error last = _lastError;
-                GiveUp(last != null && last.Code == closeCode
-                    ? new ServerException(closeCode, last.Message)
-                    : error ?? new ServerException(closeCode, "closed by the server"));
+                ushort why = closeCode != CloseVerdict.NoCode ? closeCode : facts.ErrorBefore;
+                GiveUp(last != null && last.Code == why ? new ServerException(why, last.Message)
+                    : error ?? (why != CloseVerdict.NoCode ? new ServerException(why, "closed by the server") : null));
                 return;
             }
-            if (wasHandshake && State == HubConnectionState.Connecting)
-            {
-                ConnectFailed(now, error);
-                return;
-            }
-            ScheduleReconnect(now, error, -1);
+            LostConnection(now, error, delay);
         }
 
-
-        private void ScheduleReconnect(long now, Exception error, long delayOverride)
+        /// <summary>The connection is lost (close verdict: resume, or resume after delayMs): Reconnecting, and the plan's first attempt.</summary>
+        private void LostConnection(long now, Exception error, long delayMs)
         {
-            if (!_policy.Enabled && delayOverride < 0)
+            if (!_plan.Active)
+            {
+                _plan.GraceMs = Limits.ResumeGraceMs;
+                _plan.Lost(now, delayMs);
+            }
+            else
+            {
+                // Lost again before a Welcome (a refresh hand-over that failed): the plan goes on.
+                _plan.Failed(now, _random.NextDouble());
+            }
+            EnterReconnecting(error);
+            _reconnectAt = _plan.NextAt;
+            if (_reconnectAt < 0)
+            {
+                GiveUp(error);
+            }
+        }
+
+        /// <summary>A reconnection attempt failed: the plan's next one, or give up (Closed).</summary>
+        private void AttemptFailed(long now, Exception error)
+        {
+            if (!_plan.Active)
+            {
+                LostConnection(now, error, 0);
+                return;
+            }
+            long at = _plan.Failed(now, _random.NextDouble());
+            if (at < 0)
             {
                 GiveUp(error);
                 return;
             }
-            long delay = delayOverride >= 0 ? delayOverride : _policy.Delay(_reconnectAttempt, _random);
-            if (delay < 0)
-            {
-                GiveUp(error);
-                return;
-            }
+            EnterReconnecting(error);
+            _reconnectAt = at;
+        }
+
+        /// <summary>A Redirect: the next attempt at once, to where it leads (redirects follow even without a retry policy).</summary>
+        private void RedirectReconnect(long now, Exception error)
+        {
+            EnterReconnecting(error);
+            _reconnectAt = _plan.Redirected(now);
+        }
+
+        private void EnterReconnecting(Exception error)
+        {
             if (State != HubConnectionState.Reconnecting)
             {
                 SetState(HubConnectionState.Reconnecting);
                 Emit(OutputKind.Reconnecting).Error = error;
             }
-            if (delayOverride < 0)
-            {
-                _reconnectAttempt++;
-            }
-            _reconnectAt = now + delay;
         }
 
         private void GiveUp(Exception error)
         {
             _reconnectAt = -1;
+            _plan.Reset();
+            _liveness.Disconnected();
             _attemptDeadline = -1;
             foreach (int a in _attempts.Keys)
             {
@@ -393,6 +463,8 @@ namespace FlightSimP2P.Client
             }
             _attempts.Clear();
             _reconnectAt = -1;
+            _plan.Reset();
+            _liveness.Disconnected();
             _attemptDeadline = -1;
             FailRequest(new OperationCanceledException("stopped"), true);
             Complete(_startToken, null, new OperationCanceledException("stopped"));

@@ -25,7 +25,7 @@ namespace FlightSimP2P.Client
             }
             if (conn == _conn)
             {
-                _lastRx = now;
+                Heard(now);
             }
             if (msg is ServerMsg.Welcome)
             {
@@ -71,7 +71,7 @@ namespace FlightSimP2P.Client
                     _handshake = 0;
                     _attemptDeadline = -1;
                     CloseAttempt(conn, false);
-                    ScheduleReconnect(now, new ServerException(e.Code, e.Message), -1);
+                    AttemptFailed(now, new ServerException(e.Code, e.Message));
                     return;
                 }
                 OnError(now, e);
@@ -107,10 +107,22 @@ namespace FlightSimP2P.Client
                 int c = _conn;
                 _conn = 0;
                 _queue.Clear();
-                FailRequest(new ServerException((ushort)ErrorCode.ShuttingDown, m.Message), false);
+                _liveness.Disconnected();
+                ServerException why = new ServerException((ushort)ErrorCode.ShuttingDown, m.Message);
+                FailRequest(why, false);
                 Close(c, false);
-                long spread = (long)(1000 * _random.NextDouble());
-                ScheduleReconnect(now, new ServerException((ushort)ErrorCode.ShuttingDown, m.Message), m.ReconnectAfterMs + spread);
+                // The close rule: a GoingAway means resume after its delay (a fatal Error before it wins).
+                CloseFacts facts = new CloseFacts();
+                facts.GoingAwayMs = m.ReconnectAfterMs;
+                facts.ErrorBefore = _lastError != null ? _lastError.Code : CloseVerdict.NoCode;
+                facts.AutoResume = _policy.Enabled;
+                long delay;
+                if (CloseVerdict.Decide(facts, out delay) == CloseAction.GiveUp)
+                {
+                    GiveUp(why);
+                    return;
+                }
+                LostConnection(now, why, delay);
             }
         }
 
@@ -121,16 +133,17 @@ namespace FlightSimP2P.Client
         /// </summary>
         private void OnRedirect(long now, int conn, ServerMsg.Redirect r)
         {
-            _redirects++;
+            _redirects.Pending = _request.Active || _requestInUrlConn != 0 || _pendingRequest != null;
+            bool follow = _redirects.Redirect(_o.MaxRedirects);
             ServerEndpoint target = ServerEndpoint.FromNode(r.Node);
             CoreOutput ev = Emit(OutputKind.Redirected);
             ev.Name = target.Name;
             ev.Server = target;
             bool requestPending = _request.Active || _requestInUrlConn != 0 || _pendingRequest != null;
-            if (!ServerRotation.Follows(_redirects, _o.MaxRedirects))
+            if (!follow)
             {
                 TooManyRedirectsException err = new TooManyRedirectsException(_o.MaxRedirects, target.Name);
-                _redirects = 0;
+                _redirects.Reset();
                 if (State == HubConnectionState.Connecting)
                 {
                     Close(conn, true);
@@ -144,13 +157,13 @@ namespace FlightSimP2P.Client
                     return;
                 }
                 FailRequest(err, true);
-                if (Session == null)
+                if (RedirectRun.AfterFailing(Session != null) == RedirectThen.Stop)
                 {
                     // The request failed; this connection stays as long as the node keeps it.
                     return;
                 }
                 // In a session: back to the configured servers, which redirect afresh.
-                _rotation.Reset();
+                _rotation.BackToConfigured();
                 requestPending = false;
             }
             else if ((_o.QuicAllowed && _o.QuicSupported && target.Reaches(TransportKind.Quic))
@@ -189,7 +202,8 @@ namespace FlightSimP2P.Client
                 BeginRace(now);
                 return;
             }
-            ScheduleReconnect(now, new RedirectedException(r.Reason, target.Name), 0);
+            _liveness.Disconnected();
+            RedirectReconnect(now, new RedirectedException(r.Reason, target.Name));
         }
 
         private void OnWelcome(long now, int conn, ServerMsg.Welcome w)
@@ -202,20 +216,21 @@ namespace FlightSimP2P.Client
             _lastError = null;
             _attemptDeadline = -1;
             _reconnectAt = -1;
-            _reconnectAttempt = 0;
+            _plan.Reset();
             ApplyWelcomeFields(now, w);
             _queue.Configure(Limits.SignalsPerSec, now);
-            _lastRx = now;
-            long ping = PingEveryMs();
-            _nextPing = ping > 0 ? now + ping : -1;
-            if (!w.Resumed && oldId != 0)
+            LivenessConnected(now);
+            bool pending = _pendingRequest != null || _request.Active || _requestInUrlConn == conn;
+            ReconnectOutcome outcome = oldId == 0 ? ReconnectOutcome.Fresh
+                : AfterReconnect.Decide(w.Resumed, w.PeerId, oldId, Session != null, pending);
+            if (outcome == ReconnectOutcome.Rejoin)
             {
-                // A new peer id: the old seat (and session) is gone.
-                string code = Session != null ? Session.Code : null;
+                // A new peer id: the old seat (and session) is gone; rejoin by code and password.
+                string code = Session.Code;
                 string password = SessionPassword;
                 ClearSession();
                 Emit(OutputKind.SessionChanged);
-                if (code != null && _o.AutoRejoin)
+                if (_o.AutoRejoin)
                 {
                     BeginRequest(now, 0, new ClientMsg.JoinSession(code, password), true, code, password);
                 }
@@ -228,7 +243,8 @@ namespace FlightSimP2P.Client
             }
             else if (_pendingRequest == null && !_request.Active)
             {
-                _redirects = 0;
+                _redirects.Pending = false;
+                _redirects.Welcome();
             }
             else if (_pendingRequest != null)
             {
@@ -274,17 +290,17 @@ namespace FlightSimP2P.Client
                 {
                     // (Cannot happen with a server that sent `replaced`; be safe.)
                     _handoff = false;
-                    ScheduleReconnect(now, new ServerException((ushort)ErrorCode.ResumeFailed, "TURN refresh failed"), -1);
+                    LostConnection(now, new ServerException((ushort)ErrorCode.ResumeFailed, "TURN refresh failed"), 0);
                 }
                 return;
             }
             int old = _conn;
             _conn = fresh;
-            _lastRx = now;
             _handoff = false;
             // Queued control messages (hub messages, signals, a request) go out on the new connection.
             ApplyWelcomeFields(now, w);
             _queue.Configure(Limits.SignalsPerSec, now);
+            LivenessConnected(now);
             if (old != 0)
             {
                 Close(old, false);
@@ -306,7 +322,7 @@ namespace FlightSimP2P.Client
                 _wsStartAt = -1;
                 _attemptDeadline = -1;
                 _reconnectAt = -1;
-                _reconnectAttempt = 0;
+                _plan.Reset();
                 _connKind = _refreshKind;
                 SetState(HubConnectionState.Connected);
                 Emit(OutputKind.Reconnected).Name = PeerId.ToString();
@@ -325,7 +341,7 @@ namespace FlightSimP2P.Client
             bool answersRequest = _request.Active;
             bool resync = !answersRequest && Session != null && joined;
             Session = info;
-            _redirects = 0;
+            _redirects.SessionEntered();
             if (answersRequest)
             {
                 _request.End();
@@ -448,6 +464,7 @@ namespace FlightSimP2P.Client
             ServerException ex = new ServerException(e.Code, e.Message);
             if (_request.Claims(e))
             {
+                _redirects.ErrorAnswering();
                 _request.End();
                 FailRequest(ex, true);
                 return;
@@ -470,6 +487,7 @@ namespace FlightSimP2P.Client
                 return;
             }
             RttMs = Math.Max(0, now - (long)p.ClientTimeMs);
+            _liveness.Pong(now, (long)p.ClientTimeMs);
         }
 
 

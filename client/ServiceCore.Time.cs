@@ -63,11 +63,7 @@ namespace FlightSimP2P.Client
             {
                 ServerSilent(now);
             }
-            if (_nextPing >= 0 && now >= _nextPing && _conn != 0)
-            {
-                _queue.Enqueue(new ClientMsg.Ping((ulong)now));
-                _nextPing = now + PingEveryMs();
-            }
+            LivenessTick(now);
             if (_refreshAt >= 0 && now >= _refreshAt && _conn != 0 && _refreshConn == 0)
             {
                 StartRefresh(now);
@@ -129,7 +125,7 @@ namespace FlightSimP2P.Client
             wake = Min(wake, _attemptDeadline);
             wake = Min(wake, _reconnectAt);
             wake = Min(wake, _requestDeadline);
-            wake = Min(wake, _conn != 0 ? _nextPing : -1);
+            wake = Min(wake, _conn != 0 ? _liveness.WakeAt : -1);
             wake = Min(wake, SilentDeadline());
             wake = Min(wake, _conn != 0 && _refreshConn == 0 ? _refreshAt : -1);
             wake = Min(wake, _conn != 0 ? _queue.NextWake(now) : -1);

@@ -94,11 +94,22 @@ namespace FlightSimP2P.Client
         public bool FirstInUrl = true;
         public long QuicFallbackDelayMs = 1000;
         public long ConnectTimeoutMs = 10000;
-        public long PingIntervalMs = 5000;
         /// <summary>
-        /// A connected server that sends nothing (no message, no relay frame) for this long is
-        /// taken as lost: the connection is closed and Reconnecting fires. Pings go out at least
-        /// every half of it, so a live server always answers in time. 0: off.
+        /// Rule 2 (docs/PROTOCOL.md "Client behaviour"): a Ping every this many ms while
+        /// connected (at least every half ServerTimeoutMs). 0: no pings, no liveness verdict.
+        /// </summary>
+        public long PingIntervalMs = Liveness.DefaultPingIntervalMs;
+        /// <summary>
+        /// Rule 2's verdict: the server is lost when a Ping has gone unanswered (nothing at all
+        /// heard since it went out) for longer than the adaptive live timeout,
+        /// clamp(3 × (srtt + 4·rttvar), 1500, 10000) ms, 3000 before an RTT sample. Off: only
+        /// ServerTimeoutMs decides (SignalR's own rule).
+        /// </summary>
+        public bool AdaptiveLiveness = true;
+        /// <summary>
+        /// SignalR's ServerTimeout, a ceiling on silence: a connected server that sends nothing
+        /// (no message, no relay frame) for this long is taken as lost even if rule 2 has not
+        /// decided yet; the connection is closed and Reconnecting fires. 0: off.
         /// </summary>
         public long ServerTimeoutMs = 10000;
         /// <summary>From the transport's connect to the Welcome; a handshake that takes longer fails the attempt. 0: off.</summary>

@@ -32,18 +32,14 @@ namespace FlightSimP2P.Client
 {
     public sealed partial class ServiceCore
     {
-        private static readonly HashSet<ushort> NoReconnect = new HashSet<ushort>
-        {
-            (ushort)ErrorCode.UnsupportedVersion, (ushort)ErrorCode.ProtocolViolation,
-            (ushort)ErrorCode.TooManyJoinAttempts, (ushort)ErrorCode.BadMessage, (ushort)ErrorCode.FrameTooLarge,
-            // Another connection resumed this peer (a TURN refresh handing over is handled before this).
-            (ushort)ErrorCode.Replaced,
-        };
-
         private readonly CoreOptions _o;
         private readonly IRandom _random;
         private readonly ILinkMetrics _metrics;
         private readonly ReconnectPolicy _policy;
+        // Rules 1 and 7: the protocol's resume, then SignalR's delays.
+        private readonly ReconnectPlan _plan;
+        // Rule 2: pings, the RTT estimate, the live timeout.
+        private readonly Liveness _liveness = new Liveness();
         private readonly List<CoreOutput> _out = new List<CoreOutput>();
         private readonly ControlQueue _queue = new ControlQueue();
         private readonly RequestTracker _request = new RequestTracker();
@@ -64,7 +60,6 @@ namespace FlightSimP2P.Client
         private TransportKind _connKind;
         private int _refreshConn;
         private TransportKind _refreshKind;
-        private int _reconnectAttempt;
         private long _reconnectAt = -1;
         private bool _stopping;
         private int _startToken;
@@ -86,7 +81,6 @@ namespace FlightSimP2P.Client
         private bool _handoff;
 
         private uint _sendSeq;
-        private long _nextPing = -1;
         // When SetTimeouts last changed the timeouts (the silence clock starts no earlier).
         private long _timeoutsSetAt = -1;
         // The handshake under way: when its transport connected, and the connect deadline it replaced.
@@ -99,7 +93,7 @@ namespace FlightSimP2P.Client
         // Cluster mode: where connections go, redirects in a row, and the CreateSession /
         // JoinSession being asked (to send again where a redirect leads).
         private readonly ServerRotation _rotation;
-        private int _redirects;
+        private readonly RedirectRun _redirects = new RedirectRun();
         private ClientMsg _requestMsg;
 
         public ServiceCore(CoreOptions options, IRandom random, ILinkMetrics metrics)
@@ -108,6 +102,9 @@ namespace FlightSimP2P.Client
             _random = random;
             _metrics = metrics;
             _policy = new ReconnectPolicy(options.ReconnectDelaysMs);
+            _plan = new ReconnectPlan(_policy);
+            _liveness.PingIntervalMs = PingEveryMs();
+            _liveness.Judges = options.AdaptiveLiveness;
             _rotation = new ServerRotation(options.Fallbacks);
             State = HubConnectionState.Disconnected;
             Limits = new Limits();

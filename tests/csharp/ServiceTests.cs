@@ -190,7 +190,13 @@ namespace FlightSimP2P.Tests
             Test("hub envelope round trip (send, invoke, result, error)", HubEnvelopeRoundTrip);
             Test("invoke goes to the host; the host's answer completes it", InvokeToHost);
             Test("flight envelope: stale snapshots dropped per sender", FlightEnvelope);
-            Test("reconnect gives up after the SignalR delays", ReconnectGivesUp);
+            Test("reconnect: the protocol's resume (rule 1, token within the grace), then the SignalR delays, then Closed (rule 7)", ReconnectGivesUp);
+            Test("reconnect: without WithAutomaticReconnect a lost connection is Closed (SignalR's behaviour)", NoRetryPolicyCloses);
+            Test("liveness (rule 2): a silent server is lost 1.5 s after the oldest unanswered Ping (RTT 40 ms)", LivenessSilentServer);
+            Test("liveness (rule 2): 3000 ms before an RTT sample, and a raised ServerTimeout does not delay it", LivenessBeforeSample);
+            Test("liveness (rule 2): 10 min at 5 % loss each way and 300 ms jitter: no false alarm", LivenessLossyPath);
+            Test("liveness (rule 2): a server lost by liveness counts as unreachable (next configured server)", LivenessRotates);
+            Test("reconnect: the close rule on close codes (0, unknown, fatal: Closed; 7: after 1 s; 21, 22, none: at once)", CloseCodes);
             Test("defect: SendAsync argument spreading, CancellationToken and null", SendAsyncArguments);
             Test("shell: InvokeAsync<T> on the host runs its handler", ShellInvokeLocal);
             Test("first: a WebSocket attempt carries the Hello in its URL, none is sent on connect", FirstHello);
@@ -494,7 +500,7 @@ namespace FlightSimP2P.Tests
             Harness h = new Harness(o);
             int c1 = h.Connect(5);
             h.InSession(5, 5, 6);
-            h.Core.TransportLost(h.Now, c1, new Exception("reset"), 0);
+            h.Core.TransportLost(h.Now, c1, new Exception("reset"), CloseVerdict.NoCode);
             h.Drain();
             CoreOutput c2 = NextConnect(h);
             h.Conn = c2.Conn;
@@ -518,7 +524,7 @@ namespace FlightSimP2P.Tests
             Harness h = new Harness();
             int c1 = h.Connect(5);
             h.InSession(5, 5, 6);
-            h.Core.TransportLost(h.Now, c1, new Exception("reset"), 0);
+            h.Core.TransportLost(h.Now, c1, new Exception("reset"), CloseVerdict.NoCode);
             List<CoreOutput> outs = h.Drain();
             Check(h.Core.State == HubConnectionState.Reconnecting, "reconnecting");
             Check(outs.Any(o => o.Kind == OutputKind.Reconnecting), "Reconnecting event");
@@ -544,8 +550,9 @@ namespace FlightSimP2P.Tests
             List<CoreOutput> outs = h.Drain();
             Check(outs.Any(o => o.Kind == OutputKind.CloseTransport && o.Conn == c1 && !o.Leave), "closed, not leaving");
             Check(h.Core.State == HubConnectionState.Reconnecting, "reconnecting");
-            Check(!h.Advance(2400).Any(o => o.Kind == OutputKind.Connect), "waits reconnect_after_ms + spread");
-            Check(h.Advance(200).Any(o => o.Kind == OutputKind.Connect && o.Resume), "reconnects with the token");
+            // The close rule (docs/client-vectors.json "close"): resume_after exactly reconnect_after_ms.
+            Check(!h.Advance(1995).Any(o => o.Kind == OutputKind.Connect), "waits reconnect_after_ms");
+            Check(h.Advance(10).Any(o => o.Kind == OutputKind.Connect && o.Resume), "reconnects with the token when it is over");
         }
 
         private static void WrongCode()
@@ -818,7 +825,7 @@ namespace FlightSimP2P.Tests
             Harness h = new Harness();
             CoreOutput refresh = RefreshStarted(h);
             int c1 = h.Conn;
-            h.Core.TransportLost(h.Now, c1, new Exception("reset"), 0);
+            h.Core.TransportLost(h.Now, c1, new Exception("reset"), CloseVerdict.NoCode);
             List<CoreOutput> outs = h.Drain().Concat(h.Advance(10)).ToList();
             Check(h.Core.State == HubConnectionState.Reconnecting, "reconnecting");
             CoreOutput redial = outs.FirstOrDefault(x => x.Kind == OutputKind.Connect);
@@ -1012,27 +1019,221 @@ namespace FlightSimP2P.Tests
 
         private static void ReconnectGivesUp()
         {
+            // Rule 7: the protocol's resume first (the token within the 15 s grace, rule 1's
+            // backoff, random 0.5 here), then SignalR's default delays (0, 2, 10, 30 s) with a
+            // fresh connection, then Closed. Every attempt fails the moment it starts.
             CoreOptions o = new CoreOptions();
             o.QuicAllowed = false;
             Harness h = new Harness(o);
             int c = h.Connect(5);
-            h.Core.TransportLost(h.Now, c, new Exception("x"), 0);
-            h.Drain();
-            HashSet<int> failed = new HashSet<int>();
-            for (int i = 0; i < 6; i++)
+            long lost = h.Now;
+            h.Core.TransportLost(h.Now, c, new Exception("x"), CloseVerdict.NoCode);
+            List<long> starts = new List<long>();
+            List<bool> tokens = new List<bool>();
+            for (int i = 0; i < 70000 && !h.Log.Any(x => x.Kind == OutputKind.Closed); i++)
             {
-                foreach (CoreOutput a in h.Log.Where(x => x.Kind == OutputKind.Connect && !failed.Contains(x.Conn)).ToList())
+                foreach (CoreOutput a in h.Drain().Where(x => x.Kind == OutputKind.Connect))
                 {
-                    failed.Add(a.Conn);
+                    starts.Add(h.Now - lost);
+                    tokens.Add(a.Resume);
                     h.Core.TransportFailed(h.Now, a.Conn, new Exception("refused"));
                 }
-                h.Advance(33000);
+                h.Now += 1;
             }
-            Check(failed.Count == 5, "first connect and four attempts (0, 2, 10, 30 s): " + failed.Count);
+            long[] expected = { 0, 187, 562, 1312, 2812, 5812, 8812, 11812, 14812, 17812, 17813, 19813, 29813, 59813 };
+            string got = string.Join(", ", starts);
+            Check(starts.Count == expected.Length, "14 attempts: 10 of the protocol's resume, 4 of SignalR's: " + got);
+            for (int i = 0; i < expected.Length && i < starts.Count; i++)
+            {
+                Check(starts[i] == expected[i], "attempt " + (i + 1) + " at " + expected[i] + " ms after the loss: " + got);
+                Check(tokens[i] == i < 9, "attempt " + (i + 1) + (i < 9 ? " carries" : " does not carry") + " the token (grace 15 s)");
+            }
             Check(h.Log.Any(x => x.Kind == OutputKind.Closed), "Closed raised");
             Check(h.Core.State == HubConnectionState.Disconnected, "disconnected");
         }
 
+        /// <summary>
+        /// A server on a reliable stream (QUIC or WebSocket): each Ping's Pong comes back after
+        /// baseMs + jitter, a lost packet (lossPercent each way) costs a retransmission
+        /// (max(200, 2 × baseMs) ms, doubled for each further loss), and the stream keeps order.
+        /// Runs the core until Reconnecting or until ms; silentFrom: the server stops answering.
+        /// Returns when Reconnecting fired (-1: never) and sets lastHeard.
+        /// </summary>
+        private static long RunPingServer(Harness h, int conn, long ms, long baseMs, int jitterMs, double lossPercent, long silentFrom, Random rnd, out long lastHeard, out int pings)
+        {
+            List<long> dueAt = new List<long>();
+            List<ulong> stamps = new List<ulong>();
+            long lastDelivery = 0;
+            lastHeard = h.Now;
+            pings = 0;
+            long end = h.Now + ms;
+            long retransmit = Math.Max(200, 2 * baseMs);
+            while (h.Now < end)
+            {
+                foreach (CoreOutput o in h.Drain())
+                {
+                    if (o.Kind == OutputKind.Reconnecting)
+                    {
+                        return h.Now;
+                    }
+                    ClientMsg.Ping ping = o.Kind == OutputKind.SendControl ? o.Message as ClientMsg.Ping : null;
+                    if (ping == null)
+                    {
+                        continue;
+                    }
+                    pings++;
+                    if (h.Now >= silentFrom)
+                    {
+                        continue;
+                    }
+                    long delay = baseMs + (jitterMs > 0 ? rnd.Next(jitterMs + 1) : 0);
+                    for (int way = 0; way < 2; way++)
+                    {
+                        long rto = retransmit;
+                        while (rnd.NextDouble() * 100 < lossPercent)
+                        {
+                            delay += rto;
+                            rto *= 2;
+                        }
+                    }
+                    long at = Math.Max(lastDelivery, h.Now + delay);
+                    lastDelivery = at;
+                    dueAt.Add(at);
+                    stamps.Add(ping.ClientTimeMs);
+                }
+                while (dueAt.Count > 0 && dueAt[0] <= h.Now)
+                {
+                    h.Core.ServerMessage(h.Now, conn, new ServerMsg.Pong(stamps[0], 0));
+                    lastHeard = h.Now;
+                    dueAt.RemoveAt(0);
+                    stamps.RemoveAt(0);
+                }
+                h.Now += 5;
+            }
+            return -1;
+        }
+
+        private static CoreOptions LivenessOptions()
+        {
+            CoreOptions o = new CoreOptions();
+            o.QuicAllowed = false;
+            return o;
+        }
+
+        /// <summary>A harness whose core keeps the default liveness (the Harness switches pings and ServerTimeout off).</summary>
+        private static Harness LivenessHarness(CoreOptions o)
+        {
+            Harness h = new Harness();
+            h.Core = new ServiceCore(o, new FixedRandom(), h.Metrics);
+            return h;
+        }
+
+        private static void LivenessSilentServer()
+        {
+            // Rule 2 with its defaults: Pings every 500 ms, the live timeout from the RTT (40 ms
+            // here: 1500, the floor), timed from the oldest unanswered Ping.
+            Harness h = LivenessHarness(LivenessOptions());
+            int conn = h.Connect(5);
+            long lastHeard;
+            int pings;
+            long at = RunPingServer(h, conn, 20000, 40, 0, 0, h.Now + 5000, new Random(1), out lastHeard, out pings);
+            Check(at > 0, "Reconnecting fired");
+            long took = at - lastHeard;
+            Console.WriteLine("     figure: liveness (rule 2), RTT 40 ms: server silent -> Reconnecting " + took + " ms after it was last heard");
+            Check(pings >= 10, "Pings every 500 ms (" + pings + ")");
+            Check(took > 1500 && took <= 2005, "lost within the live timeout (1500) after the oldest unanswered Ping, at most 500 ms after the last Pong: " + took + " ms");
+            CoreOutput rec = h.Log.First(x => x.Kind == OutputKind.Reconnecting);
+            Check(rec.Error is TimeoutException && rec.Error.Message.Contains("live timeout"), "the error says live timeout: " + rec.Error);
+            Check(h.Log.Any(x => x.Kind == OutputKind.CloseTransport && x.Conn == conn), "the silent connection is closed");
+            h.Advance(50);
+            Check(h.Log.Any(x => x.Kind == OutputKind.Connect && x.Conn != conn && x.Resume), "a resume attempt started at once, with the token");
+        }
+
+        private static void LivenessBeforeSample()
+        {
+            // No Pong ever: 3000 ms from the first Ping, whatever ServerTimeout says (raised to 20 s).
+            Harness h = LivenessHarness(LivenessOptions());
+            int conn = h.Connect(5);
+            long connected = h.Now;
+            h.Core.SetTimeouts(h.Now, 20000, -1, -1);
+            long lastHeard;
+            int pings;
+            long at = RunPingServer(h, conn, 30000, 40, 0, 0, 0, new Random(1), out lastHeard, out pings);
+            Check(at - connected == 3505, "first Ping at 500 ms, lost 3001 ms later (3000 before an RTT sample), not ServerTimeout's 20 s: " + (at - connected) + " ms");
+        }
+
+        private static void LivenessLossyPath()
+        {
+            // Goal 3: 5 % loss each way and 300 ms of jitter on a reliable stream, 10 minutes: no false alarm.
+            Harness h = LivenessHarness(LivenessOptions());
+            int conn = h.Connect(5);
+            long lastHeard;
+            int pings;
+            long at = RunPingServer(h, conn, 600000, 50, 300, 5, long.MaxValue, new Random(23), out lastHeard, out pings);
+            Check(at < 0, "never Reconnecting in 10 min (" + pings + " Pings)");
+            Check(h.Core.State == HubConnectionState.Connected, "still connected");
+        }
+
+        private static void LivenessRotates()
+        {
+            // Cluster mode: a server lost by the liveness rule counts as unreachable: the next
+            // attempt goes to the next configured server (the rotation rule).
+            CoreOptions o = LivenessOptions();
+            o.Fallbacks.Add(new ServerEndpoint("b.example", 4433, new Uri("ws://b.example/ws")));
+            Harness h = LivenessHarness(o);
+            int conn = h.Connect(5);
+            long lastHeard;
+            int pings;
+            long at = RunPingServer(h, conn, 10000, 40, 0, 0, 0, new Random(1), out lastHeard, out pings);
+            Check(at > 0, "lost");
+            h.Advance(50);
+            CoreOutput next = h.Log.LastOrDefault(x => x.Kind == OutputKind.Connect);
+            Check(next != null && next.Conn != conn && next.Server != null && next.Server.Name == "b.example", "the next attempt goes to the fallback");
+        }
+
+        private static void NoRetryPolicyCloses()
+        {
+            // Without WithAutomaticReconnect (no delays) a lost connection is Closed, as SignalR's
+            // (the close rule's auto_resume false); a redirect is still followed.
+            CoreOptions o = new CoreOptions();
+            o.QuicAllowed = false;
+            o.ReconnectDelaysMs = new long[0];
+            Harness h = new Harness(o);
+            int c = h.Connect(5);
+            h.Core.TransportLost(h.Now, c, new Exception("x"), CloseVerdict.NoCode);
+            h.Drain();
+            Check(h.Log.Any(x => x.Kind == OutputKind.Closed), "Closed at once");
+            Check(!h.Log.Any(x => x.Kind == OutputKind.Reconnecting), "no Reconnecting");
+        }
+
+        private static void CloseCodes()
+        {
+            // The close rule on the core: 0 (normal close) and unknown codes end it; 7 resumes
+            // after 1 s; 21 and 22 resume at once; a plain loss resumes at once.
+            ushort[] codes = { 0, 99, 6, 19, (ushort)ErrorCode.ShuttingDown, 21, 22, CloseVerdict.NoCode };
+            long[] delays = { -1, -1, -1, -1, 1000, 0, 0, 0 };
+            for (int i = 0; i < codes.Length; i++)
+            {
+                CoreOptions o = new CoreOptions();
+                o.QuicAllowed = false;
+                Harness h = new Harness(o);
+                int c = h.Connect(5);
+                long lost = h.Now;
+                h.Core.TransportLost(h.Now, c, null, codes[i]);
+                long at = -1;
+                for (int t = 0; t < 3000 && at < 0; t++)
+                {
+                    if (h.Drain().Any(x => x.Kind == OutputKind.Connect))
+                    {
+                        at = h.Now - lost;
+                    }
+                    h.Now += 1;
+                }
+                bool closed = h.Log.Any(x => x.Kind == OutputKind.Closed);
+                Check(delays[i] < 0 ? closed && at < 0 : !closed && at == delays[i],
+                    "close code " + codes[i] + ": " + (delays[i] < 0 ? "Closed" : "reconnect after " + delays[i] + " ms") + " (closed " + closed + ", attempt at " + at + ")");
+            }
+        }
 
         // --- the first request in the URL (PROTOCOL.md section 3) ---
 
@@ -1068,7 +1269,7 @@ namespace FlightSimP2P.Tests
             Harness h = new Harness(Harness.WebSocketOnly());
             int c1 = h.Connect(5);
             h.InSession(5, 5, 6);
-            h.Core.TransportLost(h.Now, c1, new Exception("reset"), 0);
+            h.Core.TransportLost(h.Now, c1, new Exception("reset"), CloseVerdict.NoCode);
             CoreOutput c2 = h.Drain().Concat(h.Advance(10)).First(x => x.Kind == OutputKind.Connect);
             Check(c2.Resume && c2.Transport == TransportKind.WebSocket, "WebSocket resume");
             ClientMsg.Hello hello = Harness.DecodeFirst(c2.First).Single() as ClientMsg.Hello;
@@ -1081,13 +1282,13 @@ namespace FlightSimP2P.Tests
             Check(outs.Any(x => x.Kind == OutputKind.Reconnected), "Reconnected");
             Check(h.Core.Session != null && h.Core.GetPeer(6) != null, "session kept");
             // Lost again: the next attempt carries the token too; StopAsync closes it leaving for good.
-            h.Core.TransportLost(h.Now, c2.Conn, new Exception("reset"), 0);
+            h.Core.TransportLost(h.Now, c2.Conn, new Exception("reset"), CloseVerdict.NoCode);
             CoreOutput c3 = h.Drain().Concat(h.Advance(2500)).First(x => x.Kind == OutputKind.Connect);
             h.Core.Stop(h.Now);
             Check(h.Drain().Any(x => x.Kind == OutputKind.CloseTransport && x.Conn == c3.Conn && x.Leave), "StopAsync: the attempt leaves (1000)");
             Harness t = new Harness(Harness.WebSocketOnly());
             int d1 = t.Connect(5);
-            t.Core.TransportLost(t.Now, d1, new Exception("reset"), 0);
+            t.Core.TransportLost(t.Now, d1, new Exception("reset"), CloseVerdict.NoCode);
             CoreOutput d2 = t.Drain().Concat(t.Advance(10)).First(x => x.Kind == OutputKind.Connect);
             List<CoreOutput> timeout = t.Advance(10005);
             Check(timeout.Any(x => x.Kind == OutputKind.CloseTransport && x.Conn == d2.Conn && !x.Leave), "timed out: closed keeping the seat");
@@ -1103,7 +1304,7 @@ namespace FlightSimP2P.Tests
             Check(first.Transport == TransportKind.Quic && first.First == null, "QUIC connect has no first");
             ClientMsg.Hello hello = h.Sent(h.Log).OfType<ClientMsg.Hello>().Single();
             Check(hello.Name == "pilot" && hello.ResumeToken == null, "Hello on the stream");
-            h.Core.TransportLost(h.Now, c1, new Exception("reset"), 0);
+            h.Core.TransportLost(h.Now, c1, new Exception("reset"), CloseVerdict.NoCode);
             CoreOutput c2 = h.Drain().Concat(h.Advance(10)).First(x => x.Kind == OutputKind.Connect);
             Check(c2.Transport == TransportKind.Quic && c2.First == null, "QUIC resume has no first");
             h.Core.TransportConnected(h.Now, c2.Conn);
@@ -1250,7 +1451,7 @@ namespace FlightSimP2P.Tests
         {
             Harness h = new Harness(new CoreOptions());
             int c1 = h.Connect(5);
-            h.Core.TransportLost(h.Now, c1, new Exception("reset"), 0);
+            h.Core.TransportLost(h.Now, c1, new Exception("reset"), CloseVerdict.NoCode);
             CoreOutput quic = h.Drain().Concat(h.Advance(10)).First(x => x.Kind == OutputKind.Connect);
             CoreOutput ws = h.Advance(1000).Single(x => x.Kind == OutputKind.Connect);
             Check(ws.Transport == TransportKind.WebSocket && ws.Resume && ws.First == null, "no token in a racing URL");
@@ -1281,7 +1482,7 @@ namespace FlightSimP2P.Tests
             public readonly List<ClientMsg> Sent = new List<ClientMsg>();
             private readonly System.Collections.Concurrent.BlockingCollection<ServerMsg> _in = new System.Collections.Concurrent.BlockingCollection<ServerMsg>();
             public Action<uint, byte[]> RelayReceived { set { } }
-            public ushort CloseCode { get { return 0; } }
+            public ushort CloseCode { get { return CloseVerdict.NoCode; } }
             public uint Me = 5;
             public uint Host = 5;
             /// <summary>A server that goes silent: pings unanswered (MutePings), or no Welcome (MuteHello).</summary>
@@ -2000,6 +2201,8 @@ namespace FlightSimP2P.Tests
             Harness h = new Harness();
             CoreOptions o = new CoreOptions();
             o.PingIntervalMs = 5000;
+            // ServerTimeout's own rule, alone: the liveness rule (rule 2) is tested by the Liveness* tests.
+            o.AdaptiveLiveness = false;
             h.Core = new ServiceCore(o, new FixedRandom(), h.Metrics);
             return h;
         }
