@@ -69,10 +69,11 @@ namespace FlightSimP2P.Client
             }
             if (s is Signal.Offer)
             {
-                bool glare = p.LinkId != 0 && p.Offerer && p.Path.State == DirectState.Connecting;
-                if (glare && PeerId < from)
+                // Glare (the path rules): with an offer of mine out, the lower id keeps its own.
+                bool haveLocalOffer = p.LinkId != 0 && p.Offerer && p.Path.State == DirectState.Connecting;
+                if (PathRules.IgnoreOffer(haveLocalOffer, PeerId, from))
                 {
-                    return; // lower id keeps its own offer
+                    return;
                 }
                 if (!_o.EnableDirect)
                 {
@@ -168,9 +169,11 @@ namespace FlightSimP2P.Client
         {
             CloseLink(p);
             p.Path.Fail();
-            // Both sides retry (offering; glare goes to the lower id), with doubling delays and
-            // +-25 % jitter: DirectRetryDelayMs, 2x, 4x ... at most DirectRetryMaxDelayMs.
-            if (_o.DirectRetryDelayMs > 0 && p.Retries < _o.DirectMaxRetries)
+            // The path rules' direct retry: only the lower id retries (offering; the other answers
+            // its offer), not twice, with doubling delays and +-25 % jitter: DirectRetryDelayMs,
+            // 2x, 4x ... at most DirectRetryMaxDelayMs, DirectMaxRetries times.
+            bool due = PathRules.DirectRetryDue(_o.DirectRetryDelayMs, !_o.EnableDirect, PeerId, p.Info.Id, p.RetryAt >= 0);
+            if (due && p.Retries < _o.DirectMaxRetries)
             {
                 long delay = _o.DirectRetryDelayMs << Math.Min(p.Retries, 10);
                 delay = Math.Min(delay, Math.Max(_o.DirectRetryDelayMs, _o.DirectRetryMaxDelayMs));

@@ -11,11 +11,17 @@
 // Lines: "ok   <prefix><what>" and "FAIL <prefix><what>: <why>"; Summary() prints the last
 // line, "N passed, N failed", that run.sh and live.sh add up.
 //
+// TestJson: a small strict JSON reader (RFC 8259) for the suites that read data files
+// (docs/client-vectors.json): objects become Dictionary<string, object>, arrays
+// List<object>, numbers double, and true/false/null bool/null.
+//
 // Plain C# 7.2 (mono), System only: the codec suite links it with nothing but the codec.
 
 using System;
 using System.Collections.Generic;
 using System.Diagnostics;
+using System.Globalization;
+using System.Text;
 using System.Threading;
 
 namespace FlightSimP2P.Tests
@@ -179,6 +185,206 @@ namespace FlightSimP2P.Tests
                 Console.WriteLine(_passed + " passed, " + _failed + " failed");
                 Console.Out.Flush();
                 return _failed == 0 && _passed > 0 ? 0 : 1;
+            }
+        }
+    }
+
+    /// <summary>A small strict JSON reader: Dictionary&lt;string, object&gt;, List&lt;object&gt;, string, double, bool, null.</summary>
+    internal sealed class TestJson
+    {
+        private readonly string _s;
+        private int _i;
+
+        private TestJson(string s)
+        {
+            _s = s;
+        }
+
+        public static object Parse(string text)
+        {
+            TestJson r = new TestJson(text);
+            object v = r.Value();
+            r.Space();
+            if (r._i != text.Length)
+            {
+                throw r.Error("trailing characters");
+            }
+            return v;
+        }
+
+        private FormatException Error(string what)
+        {
+            return new FormatException("JSON: " + what + " at offset " + _i);
+        }
+
+        private void Space()
+        {
+            while (_i < _s.Length && (_s[_i] == ' ' || _s[_i] == '\t' || _s[_i] == '\n' || _s[_i] == '\r'))
+            {
+                _i++;
+            }
+        }
+
+        private bool Literal(string word)
+        {
+            if (string.CompareOrdinal(_s, _i, word, 0, word.Length) == 0)
+            {
+                _i += word.Length;
+                return true;
+            }
+            return false;
+        }
+
+        private object Value()
+        {
+            Space();
+            if (_i >= _s.Length)
+            {
+                throw Error("unexpected end");
+            }
+            char c = _s[_i];
+            if (c == '{')
+            {
+                _i++;
+                Dictionary<string, object> o = new Dictionary<string, object>();
+                Space();
+                if (_i < _s.Length && _s[_i] == '}')
+                {
+                    _i++;
+                    return o;
+                }
+                while (true)
+                {
+                    Space();
+                    string key = String();
+                    Space();
+                    Expect(':');
+                    if (o.ContainsKey(key))
+                    {
+                        throw Error("duplicate key " + key);
+                    }
+                    o[key] = Value();
+                    Space();
+                    if (_i < _s.Length && _s[_i] == ',')
+                    {
+                        _i++;
+                        continue;
+                    }
+                    Expect('}');
+                    return o;
+                }
+            }
+            if (c == '[')
+            {
+                _i++;
+                List<object> a = new List<object>();
+                Space();
+                if (_i < _s.Length && _s[_i] == ']')
+                {
+                    _i++;
+                    return a;
+                }
+                while (true)
+                {
+                    a.Add(Value());
+                    Space();
+                    if (_i < _s.Length && _s[_i] == ',')
+                    {
+                        _i++;
+                        continue;
+                    }
+                    Expect(']');
+                    return a;
+                }
+            }
+            if (c == '"')
+            {
+                return String();
+            }
+            if (Literal("true"))
+            {
+                return true;
+            }
+            if (Literal("false"))
+            {
+                return false;
+            }
+            if (Literal("null"))
+            {
+                return null;
+            }
+            int start = _i;
+            while (_i < _s.Length && "+-0123456789.eE".IndexOf(_s[_i]) >= 0)
+            {
+                _i++;
+            }
+            double d;
+            if (_i == start || !double.TryParse(_s.Substring(start, _i - start), NumberStyles.Float, CultureInfo.InvariantCulture, out d))
+            {
+                throw Error("bad value");
+            }
+            return d;
+        }
+
+        private void Expect(char c)
+        {
+            if (_i >= _s.Length || _s[_i] != c)
+            {
+                throw Error("expected '" + c + "'");
+            }
+            _i++;
+        }
+
+        private string String()
+        {
+            Expect('"');
+            StringBuilder sb = new StringBuilder();
+            while (true)
+            {
+                if (_i >= _s.Length)
+                {
+                    throw Error("unterminated string");
+                }
+                char c = _s[_i++];
+                if (c == '"')
+                {
+                    return sb.ToString();
+                }
+                if (c < ' ')
+                {
+                    throw Error("control character in a string");
+                }
+                if (c != '\\')
+                {
+                    sb.Append(c);
+                    continue;
+                }
+                if (_i >= _s.Length)
+                {
+                    throw Error("unterminated escape");
+                }
+                char e = _s[_i++];
+                switch (e)
+                {
+                    case '"': sb.Append('"'); break;
+                    case '\\': sb.Append('\\'); break;
+                    case '/': sb.Append('/'); break;
+                    case 'b': sb.Append('\b'); break;
+                    case 'f': sb.Append('\f'); break;
+                    case 'n': sb.Append('\n'); break;
+                    case 'r': sb.Append('\r'); break;
+                    case 't': sb.Append('\t'); break;
+                    case 'u':
+                        if (_i + 4 > _s.Length)
+                        {
+                            throw Error("short \\u escape");
+                        }
+                        sb.Append((char)int.Parse(_s.Substring(_i, 4), NumberStyles.HexNumber, CultureInfo.InvariantCulture));
+                        _i += 4;
+                        break;
+                    default:
+                        throw Error("bad escape");
+                }
             }
         }
     }
