@@ -21,12 +21,6 @@ namespace FlightSimP2P.Client
     {
         public const ulong MarkerBit = 1UL << 62;
 
-        private static readonly HashSet<ushort> SessionErrors = new HashSet<ushort>
-        {
-            (ushort)ErrorCode.UnknownSession, (ushort)ErrorCode.SessionFull, (ushort)ErrorCode.WrongPassword,
-            (ushort)ErrorCode.AlreadyInSession, (ushort)ErrorCode.TooManySessions, (ushort)ErrorCode.TooManyJoinAttempts,
-        };
-
         private ulong _nextMarker = 1;
         private ulong _before;
         private ulong _after;
@@ -124,7 +118,11 @@ namespace FlightSimP2P.Client
             {
                 return false;
             }
-            if (SessionErrors.Contains(error.Code))
+            // Which codes can answer a request at all: the errors rule (ErrorRules.AnswersRequest,
+            // replayed from docs/client-vectors.json). Those specific to sessions are the request's
+            // whenever one is pending; internal and invalid_argument only between the markers.
+            bool ambiguous = error.Code == (ushort)ErrorCode.Internal || error.Code == (ushort)ErrorCode.InvalidArgument;
+            if (ErrorRules.AnswersRequest(error.Code) && !ambiguous)
             {
                 return true;
             }
@@ -132,7 +130,7 @@ namespace FlightSimP2P.Client
             {
                 return _beforeSeen;
             }
-            if (_beforeSeen && (error.Code == (ushort)ErrorCode.InvalidArgument || error.Code == (ushort)ErrorCode.Internal))
+            if (_beforeSeen && ambiguous)
             {
                 return true;
             }

@@ -47,9 +47,13 @@ namespace FlightSimP2P.Protocol
         public const long CloseLeave = 0;
         /// <summary>
         /// QUIC application close code this client uses when it drops a connection
-        /// it means to resume (any non-zero code keeps the seat for the grace period).
+        /// it means to resume (any non-zero code keeps the seat for the grace period):
+        /// 999, the abandon code every client uses (PROTOCOL.md section 12, rule 4).
         /// </summary>
-        public const long CloseReconnecting = 1000;
+        public const long CloseReconnecting = 999;
+
+        /// <summary>The same over WebSocket: status 4999 (4000 + 999).</summary>
+        public const int WsCloseReconnecting = 4999;
 
         /// <summary>Bytes a varint of this value takes.</summary>
         public static int VarintLength(ulong v)

@@ -191,8 +191,10 @@ namespace FlightSimP2P.Client
             _raceDeadline = _attemptDeadline;
             if (_o.HandshakeTimeoutMs > 0)
             {
-                // From here the attempt deadline is the handshake's (the Welcome must come within it).
-                _attemptDeadline = now + _o.HandshakeTimeoutMs;
+                // From here the attempt deadline is the handshake's (the Welcome must come within
+                // it); a reconnection attempt keeps rule 6's timeout for the whole attempt
+                // (transport up, then the Welcome) when that is sooner.
+                _attemptDeadline = HandshakeDeadline(now + _o.HandshakeTimeoutMs);
             }
             _queue.Clear();
             _queue.Configure(0, now);

@@ -110,8 +110,18 @@ namespace FlightSimP2P.Client
             _liveness.SetPingInterval(now, PingEveryMs());
             if (_handshake != 0 && _conn == 0 && handshakeTimeoutMs >= 0)
             {
-                _attemptDeadline = _o.HandshakeTimeoutMs > 0 ? _handshakeAt + _o.HandshakeTimeoutMs : _raceDeadline;
+                _attemptDeadline = _o.HandshakeTimeoutMs > 0 ? HandshakeDeadline(_handshakeAt + _o.HandshakeTimeoutMs) : _raceDeadline;
             }
+        }
+
+        /// <summary>The handshake's deadline: HandshakeTimeout's, but within rule 6's attempt timeout for a reconnection attempt.</summary>
+        private long HandshakeDeadline(long handshakeAt)
+        {
+            if (State == HubConnectionState.Reconnecting && _raceDeadline >= 0)
+            {
+                return Math.Min(_raceDeadline, handshakeAt);
+            }
+            return handshakeAt;
         }
 
         /// <summary>The server sent nothing for ServerTimeoutMs: the connection is lost (as TCP or QUIC would say, much later).</summary>

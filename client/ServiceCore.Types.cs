@@ -116,6 +116,7 @@ namespace FlightSimP2P.Client
         public long HandshakeTimeoutMs = 15000;
         public long RequestTimeoutMs = 10000;
         public long InvokeTimeoutMs = 30000;
+        /// <summary>SignalR's retry delays, after the protocol's resume (rule 7); empty: a lost connection is Closed.</summary>
         public long[] ReconnectDelaysMs = ReconnectPolicy.SignalRDefaultMs;
         public bool AutoRejoin = true;
         public bool EnableDirect = true;

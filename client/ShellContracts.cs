@@ -175,7 +175,11 @@ namespace FlightSimP2P.Client
         /// <summary>Stall detection on a connected direct path.</summary>
         public TimeSpan DirectStallTimeout = TimeSpan.FromMilliseconds(200);
         public int MaxQueuedDirectFrames = 2;
-        /// <summary>Null or empty: no automatic reconnect. WithAutomaticReconnect() sets SignalR's 0, 2, 10, 30 s.</summary>
+        /// <summary>
+        /// SignalR's WithAutomaticReconnect delays (WithAutomaticReconnect() sets 0, 2, 10, 30 s). They
+        /// govern after the protocol's own resume (the token within the grace, rule 1's backoff) is
+        /// over (rule 7). Null or empty: no automatic reconnect at all, a lost connection is Closed.
+        /// </summary>
         public TimeSpan[] ReconnectDelays = { TimeSpan.Zero, TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(30) };
         public bool AutoRejoin = true;
         public TimeSpan RequestTimeout = TimeSpan.FromSeconds(10);

@@ -283,7 +283,7 @@ namespace FlightSimP2P.Client
                 {
                     using (CancellationTokenSource cts = new CancellationTokenSource(2000))
                     {
-                        await _ws.CloseOutputAsync(leave ? WebSocketCloseStatus.NormalClosure : (WebSocketCloseStatus)4000,
+                        await _ws.CloseOutputAsync(leave ? WebSocketCloseStatus.NormalClosure : (WebSocketCloseStatus)Wire.WsCloseReconnecting,
                             leave ? "leave" : "reconnecting", cts.Token).ConfigureAwait(false);
                     }
                 }

@@ -157,7 +157,7 @@ namespace FlightSimP2P.Tests
         {
             object want = Get(expect, key);
             object norm = got;
-            if (got is int || got is long || got is uint || got is ushort)
+            if (got is int || got is long || got is uint || got is ushort || got is byte)
             {
                 norm = Convert.ToDouble(got, CultureInfo.InvariantCulture);
             }
@@ -328,6 +328,8 @@ namespace FlightSimP2P.Tests
             Field(c, "reconnect_window_ms", ReconnectPlan.DefaultWindowMs, diffs);
             Field(c, "signalr_retry_delays_ms", ReconnectPolicy.SignalRDefaultMs.Select(x => (object)(double)x).ToList(), diffs);
             Field(c, "ping_interval_ms", o.PingIntervalMs, diffs);
+            Field(c, "abandon_close_code", Wire.CloseReconnecting, diffs);
+            Field(c, "abandon_websocket_close_code", Wire.WsCloseReconnecting, diffs);
             Report("constants (the C# defaults)", diffs);
         }
 

@@ -192,6 +192,7 @@ namespace FlightSimP2P.Tests
             Test("flight envelope: stale snapshots dropped per sender", FlightEnvelope);
             Test("reconnect: the protocol's resume (rule 1, token within the grace), then the SignalR delays, then Closed (rule 7)", ReconnectGivesUp);
             Test("reconnect: without WithAutomaticReconnect a lost connection is Closed (SignalR's behaviour)", NoRetryPolicyCloses);
+            Test("reconnect: a reconnection attempt gets rule 6's timeout (3 s before an RTT sample), the Welcome included", ReconnectAttemptTimeout);
             Test("liveness (rule 2): a silent server is lost 1.5 s after the oldest unanswered Ping (RTT 40 ms)", LivenessSilentServer);
             Test("liveness (rule 2): 3000 ms before an RTT sample, and a raised ServerTimeout does not delay it", LivenessBeforeSample);
             Test("liveness (rule 2): 10 min at 5 % loss each way and 300 ms jitter: no false alarm", LivenessLossyPath);
@@ -1189,6 +1190,34 @@ namespace FlightSimP2P.Tests
             h.Advance(50);
             CoreOutput next = h.Log.LastOrDefault(x => x.Kind == OutputKind.Connect);
             Check(next != null && next.Conn != conn && next.Server != null && next.Server.Name == "b.example", "the next attempt goes to the fallback");
+        }
+
+        private static void ReconnectAttemptTimeout()
+        {
+            // Rule 6: a reconnection attempt (transport up, then the Welcome) gets
+            // min(ConnectTimeout, max(3000, 2000 + 8 srtt)): 3000 ms with no RTT sample, not
+            // HandshakeTimeout's 15 s; the first connect of StartAsync keeps ConnectTimeout.
+            CoreOptions o = new CoreOptions();
+            o.QuicAllowed = false;
+            Harness h = new Harness(o);
+            int c = h.Connect(5);
+            h.Core.TransportLost(h.Now, c, null, CloseVerdict.NoCode);
+            CoreOutput a = h.Drain().First(x => x.Kind == OutputKind.Connect);
+            long start = h.Now;
+            h.Now += 500;
+            h.Core.TransportConnected(h.Now, a.Conn);
+            h.Drain();
+            long closed = -1;
+            for (int i = 0; i < 20000 && closed < 0; i++)
+            {
+                h.Now += 1;
+                if (h.Drain().Any(x => x.Kind == OutputKind.CloseTransport && x.Conn == a.Conn))
+                {
+                    closed = h.Now - start;
+                }
+            }
+            Check(closed == 3000, "the attempt without a Welcome ends 3000 ms after it started (" + closed + ")");
+            Check(h.Core.State == HubConnectionState.Reconnecting, "still reconnecting (the next attempt follows)");
         }
 
         private static void NoRetryPolicyCloses()
