@@ -398,6 +398,10 @@ namespace FlightSimP2P.Client
         /// <summary>A Redirect: the next attempt at once, to where it leads (redirects follow even without a retry policy).</summary>
         private void RedirectReconnect(long now, Exception error)
         {
+            if (!_plan.Active)
+            {
+                _plan.GraceMs = Limits.ResumeGraceMs;
+            }
             EnterReconnecting(error);
             _reconnectAt = _plan.Redirected(now);
         }
