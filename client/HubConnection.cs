@@ -80,9 +80,12 @@ namespace FlightSimP2P.Client
 
         /// <summary>
         /// SignalR's ServerTimeout (WebRTCP2POptions.ServerTimeout, default 10 s): a server that
-        /// sends nothing for this long is lost and Reconnecting fires. Settable at any time, as
-        /// SignalR's: a change applies from the next decision (ServiceCore.SetTimeouts), on the
-        /// connection under way too (its silence is then timed from the change at the earliest).
+        /// sends nothing for this long is lost and Reconnecting fires. It is a ceiling: the
+        /// protocol's liveness rule (a Ping unanswered past the adaptive live timeout, 1.5-10 s)
+        /// usually decides first, and raising ServerTimeout does not delay it. Settable at any
+        /// time, as SignalR's: a change applies from the next decision (ServiceCore.SetTimeouts),
+        /// on the connection under way too (its silence is then timed from the change at the
+        /// earliest).
         /// </summary>
         public TimeSpan ServerTimeout
         {
@@ -95,10 +98,11 @@ namespace FlightSimP2P.Client
         }
 
         /// <summary>
-        /// SignalR's KeepAliveInterval: how often the client pings the server (writes
-        /// WebRTCP2POptions.KeepAliveInterval, the transport keep-alive, and PingInterval).
-        /// Settable at any time: the next ping goes out within the new interval; the
-        /// transport keep-alive (WebSocket, QUIC) takes it at the next connect.
+        /// SignalR's KeepAliveInterval: how often the client pings the server at the longest
+        /// (writes WebRTCP2POptions.KeepAliveInterval, the transport keep-alive, and PingInterval,
+        /// never above the liveness rule's 500 ms: WebRTCP2POptions.PingIntervalFor). Settable at
+        /// any time: the next ping goes out within the new interval; the transport keep-alive
+        /// (WebSocket, QUIC) takes it at the next connect.
         /// </summary>
         public TimeSpan KeepAliveInterval
         {
@@ -106,7 +110,7 @@ namespace FlightSimP2P.Client
             set
             {
                 _options.KeepAliveInterval = value;
-                _options.PingInterval = value;
+                _options.PingInterval = WebRTCP2POptions.PingIntervalFor(value);
                 TimeoutsChanged();
             }
         }

@@ -136,11 +136,11 @@ namespace FlightSimP2P.Client
             return this;
         }
 
-        /// <summary>How often the client pings: the transport keep-alive and the protocol Ping.</summary>
+        /// <summary>How often the client pings at the longest: the transport keep-alive, and the protocol Ping (never above the liveness rule's 500 ms).</summary>
         public HubConnectionBuilder WithKeepAliveInterval(TimeSpan interval)
         {
             _options.KeepAliveInterval = interval;
-            _options.PingInterval = interval;
+            _options.PingInterval = WebRTCP2POptions.PingIntervalFor(interval);
             return this;
         }
 

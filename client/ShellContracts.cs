@@ -27,7 +27,11 @@ namespace FlightSimP2P.Client
         /// <summary>The next control message; null when the server ended the connection.</summary>
         Task<ServerMsg> ReceiveAsync(CancellationToken cancellationToken);
 
-        /// <summary>The server's close code (PROTOCOL.md section 6) once known, else 0.</summary>
+        /// <summary>
+        /// The server's close code once known (PROTOCOL.md section 6: the QUIC application code;
+        /// WebSocket 1000 → 0, 4000+n → n, CloseVerdict.FromWebSocketStatus), else
+        /// CloseVerdict.NoCode (a reset, a timeout, no close frame). 0 is a normal close.
+        /// </summary>
         ushort CloseCode { get; }
 
         /// <summary>leave = true: close code 0 / 1000, the peer leaves its session at once.</summary>
@@ -128,16 +132,39 @@ namespace FlightSimP2P.Client
         public string CertificateSha256;
         /// <summary>DER bytes of a private root CA to trust instead of the system store (host names are still checked).</summary>
         public byte[] TrustedRootCertificate;
+        /// <summary>
+        /// SignalR's KeepAliveInterval: the WebSocket's keep-alive frames; HubConnection's setter
+        /// and WithKeepAliveInterval also make PingInterval no longer than it.
+        /// </summary>
         public TimeSpan KeepAliveInterval = TimeSpan.FromSeconds(5);
         /// <summary>
-        /// A server that sends nothing for this long is taken as lost on every transport: the
-        /// connection is closed and Reconnecting fires. Pings go out at least every half of it.
-        /// TimeSpan.Zero: off (then only TCP/QUIC notice a dead server, minutes later).
+        /// SignalR's ServerTimeout, a ceiling on silence: a server that sends nothing for this
+        /// long is taken as lost on every transport even if the liveness rule (PingInterval,
+        /// AdaptiveLiveness) has not decided yet. Pings go out at least every half of it.
+        /// TimeSpan.Zero: off.
         /// </summary>
         public TimeSpan ServerTimeout = TimeSpan.FromSeconds(10);
+        /// <summary>
+        /// The liveness rule (docs/PROTOCOL.md "Client behaviour", rule 2): a Ping unanswered
+        /// (nothing heard since) for longer than clamp(3 × (srtt + 4·rttvar), 1500, 10000) ms,
+        /// 3000 before an RTT sample, means the server is lost. Off: only ServerTimeout decides.
+        /// </summary>
+        public bool AdaptiveLiveness = true;
         /// <summary>From the transport's connect to the server's Welcome.</summary>
         public TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(15);
-        public TimeSpan PingInterval = TimeSpan.FromSeconds(5);
+        /// <summary>Rule 2's Ping interval (500 ms). TimeSpan.Zero: no pings of its own and no liveness verdict (ServerTimeout still pings at half its value).</summary>
+        public TimeSpan PingInterval = TimeSpan.FromMilliseconds(Liveness.DefaultPingIntervalMs);
+
+        /// <summary>
+        /// The Ping interval for SignalR's KeepAliveInterval: the shorter of it and the liveness
+        /// rule's 500 ms (a KeepAliveInterval of 15 s, SignalR's default, must not slow the
+        /// pings that tell a dead server within seconds); not positive: 500 ms.
+        /// </summary>
+        public static TimeSpan PingIntervalFor(TimeSpan keepAlive)
+        {
+            TimeSpan rule = TimeSpan.FromMilliseconds(Liveness.DefaultPingIntervalMs);
+            return keepAlive > TimeSpan.Zero && keepAlive < rule ? keepAlive : rule;
+        }
         public string DisplayName = "";
         public bool EnableDirect = true;
         public bool ForceTurn;
@@ -148,7 +175,11 @@ namespace FlightSimP2P.Client
         /// <summary>Stall detection on a connected direct path.</summary>
         public TimeSpan DirectStallTimeout = TimeSpan.FromMilliseconds(200);
         public int MaxQueuedDirectFrames = 2;
-        /// <summary>Null or empty: no automatic reconnect. WithAutomaticReconnect() sets SignalR's 0, 2, 10, 30 s.</summary>
+        /// <summary>
+        /// SignalR's WithAutomaticReconnect delays (WithAutomaticReconnect() sets 0, 2, 10, 30 s). They
+        /// govern after the protocol's own resume (the token within the grace, rule 1's backoff) is
+        /// over (rule 7). Null or empty: no automatic reconnect at all, a lost connection is Closed.
+        /// </summary>
         public TimeSpan[] ReconnectDelays = { TimeSpan.Zero, TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(30) };
         public bool AutoRejoin = true;
         public TimeSpan RequestTimeout = TimeSpan.FromSeconds(10);
@@ -212,6 +243,7 @@ namespace FlightSimP2P.Client
             c.ConnectTimeoutMs = Ms(ConnectTimeout);
             c.PingIntervalMs = Ms(PingInterval);
             c.ServerTimeoutMs = Ms(ServerTimeout);
+            c.AdaptiveLiveness = AdaptiveLiveness;
             c.HandshakeTimeoutMs = Ms(HandshakeTimeout);
             c.RequestTimeoutMs = Ms(RequestTimeout);
             c.InvokeTimeoutMs = Ms(InvokeTimeout);

@@ -31,7 +31,7 @@ namespace FlightSimP2P.Client
         private readonly byte[] _buffer = new byte[64 * 1024];
         private Action<uint, byte[]> _onRelay;
         private bool _relayPumping;
-        private ushort _closeCode;
+        private ushort _closeCode = CloseVerdict.NoCode;
 
         private WebSocketTransport(WebSocket ws)
         {
@@ -241,8 +241,8 @@ namespace FlightSimP2P.Client
                     r = await _ws.ReceiveAsync(new ArraySegment<byte>(_buffer), cancellationToken).ConfigureAwait(false);
                     if (r.MessageType == WebSocketMessageType.Close)
                     {
-                        int status = r.CloseStatus.HasValue ? (int)r.CloseStatus.Value : 0;
-                        _closeCode = status >= 4000 && status < 5000 ? (ushort)(status - 4000) : (ushort)0;
+                        int status = r.CloseStatus.HasValue ? (int)r.CloseStatus.Value : 1005;
+                        _closeCode = CloseVerdict.FromWebSocketStatus(status);
                         return null;
                     }
                     message.Write(_buffer, 0, r.Count);
@@ -283,7 +283,7 @@ namespace FlightSimP2P.Client
                 {
                     using (CancellationTokenSource cts = new CancellationTokenSource(2000))
                     {
-                        await _ws.CloseOutputAsync(leave ? WebSocketCloseStatus.NormalClosure : (WebSocketCloseStatus)4000,
+                        await _ws.CloseOutputAsync(leave ? WebSocketCloseStatus.NormalClosure : (WebSocketCloseStatus)Wire.WsCloseReconnecting,
                             leave ? "leave" : "reconnecting", cts.Token).ConfigureAwait(false);
                     }
                 }

@@ -58,7 +58,14 @@ namespace FlightSimP2P.Client
             set { _onRelay = value; }
         }
 
-        public ushort CloseCode { get; private set; }
+        private ushort _closeCode = CloseVerdict.NoCode;
+
+        /// <summary>The application close code, or CloseVerdict.NoCode (lost without one).</summary>
+        public ushort CloseCode
+        {
+            get { return _closeCode; }
+            private set { _closeCode = value; }
+        }
 
         public static async Task<ISignalingTransport> ConnectAsync(WebRTCP2POptions o, CancellationToken ct)
         {

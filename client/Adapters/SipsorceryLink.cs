@@ -23,7 +23,6 @@ using SipCandidateInit = SIPSorcery.Net.RTCIceCandidateInit;
 using SipCandidateType = SIPSorcery.Net.RTCIceCandidateType;
 using SipGatheringState = SIPSorcery.Net.RTCIceGatheringState;
 using SipIceState = SIPSorcery.Net.RTCIceConnectionState;
-using SipPeerState = SIPSorcery.Net.RTCPeerConnectionState;
 using SipChannel = SIPSorcery.Net.RTCDataChannel;
 using SipChannelInit = SIPSorcery.Net.RTCDataChannelInit;
 using SipChannelState = SIPSorcery.Net.RTCDataChannelState;
@@ -106,28 +105,8 @@ namespace FlightSimP2P.Client
                     _events.LocalSignal(this, new Signal.EndOfCandidates());
                 }
             };
-            pc.oniceconnectionstatechange += s =>
-            {
-                if (s == SipIceState.disconnected)
-                {
-                    _events.Interrupted(this, true);
-                }
-                else if (s == SipIceState.connected)
-                {
-                    _events.Interrupted(this, false);
-                }
-                else if (s == SipIceState.failed || s == SipIceState.closed)
-                {
-                    _events.Failed(this);
-                }
-            };
-            pc.onconnectionstatechange += s =>
-            {
-                if (s == SipPeerState.failed || s == SipPeerState.closed)
-                {
-                    _events.Failed(this);
-                }
-            };
+            pc.oniceconnectionstatechange += s => OnState(s.ToString(), s == SipIceState.connected);
+            pc.onconnectionstatechange += s => OnState(s.ToString(), false);
             pc.ondatachannel += Attach;
             if (offerer)
             {
@@ -157,6 +136,30 @@ namespace FlightSimP2P.Client
             catch (Exception)
             {
                 _events.Failed(this);
+            }
+        }
+
+        /// <summary>
+        /// An ICE or peer connection state, by the shared path rule (PathRules.ConnectionState):
+        /// failed/closed fall back and retry later (Failed), disconnected falls back only
+        /// (Interrupted until ICE is connected again).
+        /// </summary>
+        private void OnState(string state, bool iceConnected)
+        {
+            bool fallback;
+            bool retry;
+            PathRules.ConnectionState(state, out fallback, out retry);
+            if (retry)
+            {
+                _events.Failed(this);
+            }
+            else if (fallback)
+            {
+                _events.Interrupted(this, true);
+            }
+            else if (iceConnected)
+            {
+                _events.Interrupted(this, false);
             }
         }
 

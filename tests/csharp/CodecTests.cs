@@ -1,6 +1,6 @@
-// Codec tests for client/Protocol.cs, run with mono (see tests/csharp/run.sh).
+// Codec tests for client/Protocol.*.cs, run with mono (see tests/csharp/run.sh).
 //
-//   mcs -langversion:7.2 -out:codec-tests.exe client/Protocol.cs client/tests/CodecTests.cs
+//   mcs -langversion:7.2 -out:codec-tests.exe client/Protocol.*.cs tests/csharp/CodecTests.cs
 //   mono codec-tests.exe docs/vectors.txt
 //
 // For every `ok` line of the golden vectors (written by the Rust server from its
@@ -10,61 +10,24 @@
 // snapshot-envelope tests. Prints each failure, and `N passed, N failed` as the
 // last line; exits 1 on any failure.
 //
-// Plain C# 7.2, no test framework: the same rules as Protocol.cs.
+// Plain C# 7.2, no test framework: the same rules as client/Protocol.*.cs.
 
 using System;
 using System.Collections.Generic;
 using System.IO;
 using System.Text;
 using FlightSimP2P.Protocol;
+using static FlightSimP2P.Tests.TestKit;
 
 namespace FlightSimP2P.Tests
 {
     internal static class CodecTests
     {
-        private static int _passed;
-        private static int _failed;
-
-        private static void Pass()
-        {
-            _passed++;
-        }
-
-        private static void Fail(string name, string why)
-        {
-            _failed++;
-            Console.WriteLine("FAIL " + name + ": " + why);
-        }
-
-        private static void Check(string name, bool ok, string why)
-        {
-            if (ok)
-            {
-                Pass();
-            }
-            else
-            {
-                Fail(name, why);
-            }
-        }
-
-        private static void CheckEqual<T>(string name, T expected, T actual)
-        {
-            if (EqualityComparer<T>.Default.Equals(expected, actual))
-            {
-                Pass();
-            }
-            else
-            {
-                Fail(name, "expected <" + expected + "> got <" + actual + ">");
-            }
-        }
-
         private static void CheckBytes(string name, byte[] expected, byte[] actual)
         {
             if (SameBytes(expected, actual))
             {
-                Pass();
+                Pass(name);
             }
             else
             {
@@ -104,7 +67,7 @@ namespace FlightSimP2P.Tests
                 }
                 else
                 {
-                    Pass();
+                    Pass(name);
                 }
             }
             catch (Exception e)
@@ -120,6 +83,7 @@ namespace FlightSimP2P.Tests
 
         private static int Main(string[] args)
         {
+            QuietPasses = true;
             string path = args.Length > 0 ? args[0] : "docs/vectors.txt";
             Dictionary<string, object> decoded = new Dictionary<string, object>();
             try
@@ -142,8 +106,7 @@ namespace FlightSimP2P.Tests
             Guard("round trips", ConstructedRoundTrips);
             Guard("fuzz", FuzzTests);
 
-            Console.WriteLine(_passed + " passed, " + _failed + " failed");
-            return _failed == 0 ? 0 : 1;
+            return Summary();
         }
 
         private static void Guard(string group, Action action)
@@ -213,8 +176,7 @@ namespace FlightSimP2P.Tests
                         byte[] frame = Wire.Frame(body);
                         dec.Push(frame, 0, frame.Length);
                         byte[] out1;
-                        Check(name + " framed", dec.TryNextFrame(out out1) && SameBytes(body, out1) && dec.Buffered == 0,
-                            "frame did not come back out");
+                        Check(dec.TryNextFrame(out out1) && SameBytes(body, out1) && dec.Buffered == 0, name + " framed", "frame did not come back out");
                     }
                     catch (Exception e)
                     {
@@ -239,8 +201,8 @@ namespace FlightSimP2P.Tests
                     Fail(name, "unknown verdict " + verdict);
                 }
             }
-            Check("vector file has ok lines", ok >= 50, "only " + ok + " ok lines");
-            Check("vector file has bad lines", bad >= 15, "only " + bad + " bad lines");
+            Check(ok >= 50, "vector file has ok lines", "only " + ok + " ok lines");
+            Check(bad >= 15, "vector file has bad lines", "only " + bad + " bad lines");
         }
 
         private static T Get<T>(Dictionary<string, object> decoded, string name) where T : class
@@ -261,180 +223,178 @@ namespace FlightSimP2P.Tests
         private static void FieldChecks(Dictionary<string, object> d)
         {
             ClientMsg.Hello min = Get<ClientMsg.Hello>(d, "ClientMsg/hello_minimal");
-            CheckEqual("hello_minimal version", (ushort)1, min.Version);
-            CheckEqual("hello_minimal client", ClientKind.Rust, min.Client);
-            CheckEqual("hello_minimal relay_mode", RelayMode.Datagram, min.RelayMode);
-            CheckEqual("hello_minimal name", "", min.Name);
-            Check("hello_minimal no token", min.ResumeToken == null, "token present");
+            Eq((ushort)1, min.Version, "hello_minimal version");
+            Eq(ClientKind.Rust, min.Client, "hello_minimal client");
+            Eq(RelayMode.Datagram, min.RelayMode, "hello_minimal relay_mode");
+            Eq("", min.Name, "hello_minimal name");
+            Check(min.ResumeToken == null, "hello_minimal no token", "token present");
 
             ClientMsg.Hello dn = Get<ClientMsg.Hello>(d, "ClientMsg/hello_dotnet_stream_resume");
-            CheckEqual("hello_dotnet client", ClientKind.DotNet, dn.Client);
-            CheckEqual("hello_dotnet relay_mode", RelayMode.Stream, dn.RelayMode);
-            CheckEqual("hello_dotnet name", "Ann", dn.Name);
+            Eq(ClientKind.DotNet, dn.Client, "hello_dotnet client");
+            Eq(RelayMode.Stream, dn.RelayMode, "hello_dotnet relay_mode");
+            Eq("Ann", dn.Name, "hello_dotnet name");
             CheckBytes("hello_dotnet token", Hex("000102030405060708090a0b0c0d0e0f"), dn.ResumeToken);
 
             ClientMsg.Hello uni = Get<ClientMsg.Hello>(d, "ClientMsg/hello_browser_unicode_name");
-            CheckEqual("hello_browser_unicode_name name", "Zo\u00eb \u2708 \u6a5f\u9577", uni.Name);
-            CheckEqual("hello_browser_unicode_name client", ClientKind.Browser, uni.Client);
+            Eq("Zo\u00eb \u2708 \u6a5f\u9577", uni.Name, "hello_browser_unicode_name name");
+            Eq(ClientKind.Browser, uni.Client, "hello_browser_unicode_name client");
 
             ClientMsg.Hello max = Get<ClientMsg.Hello>(d, "ClientMsg/hello_other_max_name");
-            CheckEqual("hello_other_max_name name", new string('n', 64), max.Name);
-            CheckEqual("hello_other_max_name client", ClientKind.Other, max.Client);
+            Eq(new string('n', 64), max.Name, "hello_other_max_name name");
+            Eq(ClientKind.Other, max.Client, "hello_other_max_name client");
             CheckBytes("hello_other_max_name token", Hex("ffffffffffffffffffffffffffffffff"), max.ResumeToken);
 
-            CheckEqual("hello_version_max", ushort.MaxValue, Get<ClientMsg.Hello>(d, "ClientMsg/hello_version_max").Version);
+            Eq(ushort.MaxValue, Get<ClientMsg.Hello>(d, "ClientMsg/hello_version_max").Version, "hello_version_max");
 
             ClientMsg.CreateSession cd = Get<ClientMsg.CreateSession>(d, "ClientMsg/create_default");
-            CheckEqual("create_default max_peers", 0u, cd.MaxPeers);
-            Check("create_default password", cd.Password == null, "password present");
+            Eq(0u, cd.MaxPeers, "create_default max_peers");
+            Check(cd.Password == null, "create_default password", "password present");
             ClientMsg.CreateSession cp = Get<ClientMsg.CreateSession>(d, "ClientMsg/create_password_max_peers");
-            CheckEqual("create_password max_peers", uint.MaxValue, cp.MaxPeers);
-            CheckEqual("create_password password", "p\u00e4ssw\u00f6rd", cp.Password);
+            Eq(uint.MaxValue, cp.MaxPeers, "create_password max_peers");
+            Eq("p\u00e4ssw\u00f6rd", cp.Password, "create_password password");
 
             ClientMsg.JoinSession jc = Get<ClientMsg.JoinSession>(d, "ClientMsg/join_code");
-            CheckEqual("join_code code", "7KQ2MX", jc.Code);
-            Check("join_code password", jc.Password == null, "password present");
+            Eq("7KQ2MX", jc.Code, "join_code code");
+            Check(jc.Password == null, "join_code password", "password present");
             ClientMsg.JoinSession je = Get<ClientMsg.JoinSession>(d, "ClientMsg/join_code_password_empty");
-            CheckEqual("join_code_password_empty code", "7kq-2mx", je.Code);
-            CheckEqual("join_code_password_empty password", "", je.Password);
+            Eq("7kq-2mx", je.Code, "join_code_password_empty code");
+            Eq("", je.Password, "join_code_password_empty password");
 
             ClientMsg.SignalTo so = Get<ClientMsg.SignalTo>(d, "ClientMsg/signal_offer");
-            CheckEqual("signal_offer to", 2u, so.To);
+            Eq(2u, so.To, "signal_offer to");
             Signal.Offer offer = so.Signal as Signal.Offer;
-            Check("signal_offer sdp", offer != null && offer.Sdp.StartsWith("v=0\r\no=- "), "not an offer starting v=0");
+            Check(offer != null && offer.Sdp.StartsWith("v=0\r\no=- "), "signal_offer sdp", "not an offer starting v=0");
 
             ClientMsg.SignalTo sa = Get<ClientMsg.SignalTo>(d, "ClientMsg/signal_answer_long_sdp");
             Signal.Answer ans = sa.Signal as Signal.Answer;
-            Check("signal_answer_long_sdp", ans != null && ans.Sdp.Length > 2000, "not a long answer");
+            Check(ans != null && ans.Sdp.Length > 2000, "signal_answer_long_sdp", "not a long answer");
 
             ClientMsg.SignalTo sc = Get<ClientMsg.SignalTo>(d, "ClientMsg/signal_candidate_full");
             Signal.IceCandidate cand = sc.Signal as Signal.IceCandidate;
-            Check("signal_candidate_full kind", cand != null, "not a candidate");
+            Check(cand != null, "signal_candidate_full kind", "not a candidate");
             if (cand != null)
             {
-                CheckEqual("signal_candidate_full to", 128u, sc.To);
-                Check("signal_candidate_full candidate", cand.Candidate.StartsWith("candidate:842163049 1 udp"), cand.Candidate);
-                CheckEqual("signal_candidate_full sdp_mid", "0", cand.SdpMid);
-                CheckEqual("signal_candidate_full sdp_mline_index", (ushort?)ushort.MaxValue, cand.SdpMLineIndex);
+                Eq(128u, sc.To, "signal_candidate_full to");
+                Check(cand.Candidate.StartsWith("candidate:842163049 1 udp"), "signal_candidate_full candidate", cand.Candidate);
+                Eq("0", cand.SdpMid, "signal_candidate_full sdp_mid");
+                Eq((ushort?)ushort.MaxValue, cand.SdpMLineIndex, "signal_candidate_full sdp_mline_index");
             }
             ClientMsg.SignalTo sb = Get<ClientMsg.SignalTo>(d, "ClientMsg/signal_candidate_bare");
             Signal.IceCandidate bare = sb.Signal as Signal.IceCandidate;
-            CheckEqual("signal_candidate_bare to", uint.MaxValue, sb.To);
-            Check("signal_candidate_bare fields", bare != null && bare.Candidate == "" && bare.SdpMid == null && !bare.SdpMLineIndex.HasValue,
-                "expected empty candidate, no mid, no index");
+            Eq(uint.MaxValue, sb.To, "signal_candidate_bare to");
+            Check(bare != null && bare.Candidate == "" && bare.SdpMid == null && !bare.SdpMLineIndex.HasValue, "signal_candidate_bare fields", "expected empty candidate, no mid, no index");
 
             ClientMsg.SignalTo eoc = Get<ClientMsg.SignalTo>(d, "ClientMsg/signal_end_of_candidates_to_all");
-            Check("signal_end_of_candidates_to_all", eoc.To == Wire.AllPeers && eoc.Signal is Signal.EndOfCandidates, "wrong fields");
+            Check(eoc.To == Wire.AllPeers && eoc.Signal is Signal.EndOfCandidates, "signal_end_of_candidates_to_all", "wrong fields");
 
             ClientMsg.SignalTo app = Get<ClientMsg.SignalTo>(d, "ClientMsg/signal_app_bytes");
             Signal.App appSig = app.Signal as Signal.App;
-            CheckEqual("signal_app_bytes to", 16384u, app.To);
-            Check("signal_app_bytes data", appSig != null && appSig.Data.Length == 256 && appSig.Data[0] == 0 && appSig.Data[255] == 255,
-                "expected bytes 00..ff");
+            Eq(16384u, app.To, "signal_app_bytes to");
+            Check(appSig != null && appSig.Data.Length == 256 && appSig.Data[0] == 0 && appSig.Data[255] == 255, "signal_app_bytes data", "expected bytes 00..ff");
 
-            Check("leave", Get<ClientMsg>(d, "ClientMsg/leave") is ClientMsg.LeaveSession, "not LeaveSession");
-            CheckEqual("ping_zero", 0UL, Get<ClientMsg.Ping>(d, "ClientMsg/ping_zero").ClientTimeMs);
-            CheckEqual("ping_max", ulong.MaxValue, Get<ClientMsg.Ping>(d, "ClientMsg/ping_max").ClientTimeMs);
+            Check(Get<ClientMsg>(d, "ClientMsg/leave") is ClientMsg.LeaveSession, "leave", "not LeaveSession");
+            Eq(0UL, Get<ClientMsg.Ping>(d, "ClientMsg/ping_zero").ClientTimeMs, "ping_zero");
+            Eq(ulong.MaxValue, Get<ClientMsg.Ping>(d, "ClientMsg/ping_max").ClientTimeMs, "ping_max");
 
             ServerMsg.Welcome wf = Get<ServerMsg.Welcome>(d, "ServerMsg/welcome_full");
-            CheckEqual("welcome_full version", (ushort)1, wf.Version);
-            CheckEqual("welcome_full peer_id", 42u, wf.PeerId);
+            Eq((ushort)1, wf.Version, "welcome_full version");
+            Eq(42u, wf.PeerId, "welcome_full peer_id");
             CheckBytes("welcome_full resume_token", Encoding.ASCII.GetBytes("defghijklmnopqrs"), wf.ResumeToken);
-            CheckEqual("welcome_full resumed", false, wf.Resumed);
-            CheckEqual("welcome_full ice server count", 2, wf.IceServers.Count);
+            Eq(false, wf.Resumed, "welcome_full resumed");
+            Eq(2, wf.IceServers.Count, "welcome_full ice server count");
             if (wf.IceServers.Count == 2)
             {
                 IceServer stun = wf.IceServers[0];
                 IceServer turn = wf.IceServers[1];
-                Check("welcome_full stun", stun.Urls.Count == 1 && stun.Urls[0] == "stun:turn.example.com:3478"
-                    && stun.Username == null && stun.Credential == null, "wrong STUN entry");
-                CheckEqual("welcome_full turn url count", 2, turn.Urls.Count);
-                CheckEqual("welcome_full turn url 0", "turn:turn.example.com:3478?transport=udp", turn.Urls[0]);
-                CheckEqual("welcome_full turn url 1", "turns:turn.example.com:5349?transport=tcp", turn.Urls[1]);
-                CheckEqual("welcome_full TURN username", "1700003600:42", turn.Username);
-                CheckEqual("welcome_full TURN credential", "mJ1xg3cpXWdlgWHeWJ5vVhiWz0U=", turn.Credential);
+                Check(stun.Urls.Count == 1 && stun.Urls[0] == "stun:turn.example.com:3478"
+                    && stun.Username == null && stun.Credential == null, "welcome_full stun", "wrong STUN entry");
+                Eq(2, turn.Urls.Count, "welcome_full turn url count");
+                Eq("turn:turn.example.com:3478?transport=udp", turn.Urls[0], "welcome_full turn url 0");
+                Eq("turns:turn.example.com:5349?transport=tcp", turn.Urls[1], "welcome_full turn url 1");
+                Eq("1700003600:42", turn.Username, "welcome_full TURN username");
+                Eq("mJ1xg3cpXWdlgWHeWJ5vVhiWz0U=", turn.Credential, "welcome_full TURN credential");
             }
-            CheckEqual("welcome_full max_frame_bytes", 16384u, wf.Limits.MaxFrameBytes);
-            CheckEqual("welcome_full max_relay_payload", 1100u, wf.Limits.MaxRelayPayload);
-            CheckEqual("welcome_full relay_datagrams_per_sec", 500u, wf.Limits.RelayDatagramsPerSec);
-            CheckEqual("welcome_full relay_bytes_per_sec", 262144u, wf.Limits.RelayBytesPerSec);
-            CheckEqual("welcome_full signals_per_sec", 50u, wf.Limits.SignalsPerSec);
-            CheckEqual("welcome_full max_peers", 16u, wf.Limits.MaxPeersPerSession);
-            CheckEqual("welcome_full resume_grace_ms", 15000u, wf.Limits.ResumeGraceMs);
-            CheckEqual("welcome_full server_time_ms", 1700000000123UL, wf.ServerTimeMs);
+            Eq(16384u, wf.Limits.MaxFrameBytes, "welcome_full max_frame_bytes");
+            Eq(1100u, wf.Limits.MaxRelayPayload, "welcome_full max_relay_payload");
+            Eq(500u, wf.Limits.RelayDatagramsPerSec, "welcome_full relay_datagrams_per_sec");
+            Eq(262144u, wf.Limits.RelayBytesPerSec, "welcome_full relay_bytes_per_sec");
+            Eq(50u, wf.Limits.SignalsPerSec, "welcome_full signals_per_sec");
+            Eq(16u, wf.Limits.MaxPeersPerSession, "welcome_full max_peers");
+            Eq(15000u, wf.Limits.ResumeGraceMs, "welcome_full resume_grace_ms");
+            Eq(1700000000123UL, wf.ServerTimeMs, "welcome_full server_time_ms");
 
             ServerMsg.Welcome wr = Get<ServerMsg.Welcome>(d, "ServerMsg/welcome_resumed_no_ice");
-            CheckEqual("welcome_resumed peer_id", uint.MaxValue, wr.PeerId);
-            CheckEqual("welcome_resumed resumed", true, wr.Resumed);
-            CheckEqual("welcome_resumed ice", 0, wr.IceServers.Count);
-            CheckEqual("welcome_resumed token length", 16, wr.ResumeToken.Length);
-            CheckEqual("welcome_resumed server_time_ms", ulong.MaxValue, wr.ServerTimeMs);
-            CheckEqual("welcome_resumed max_frame_bytes", uint.MaxValue, wr.Limits.MaxFrameBytes);
-            CheckEqual("welcome_resumed max_relay_payload", 0u, wr.Limits.MaxRelayPayload);
-            CheckEqual("welcome_resumed max_peers", 2u, wr.Limits.MaxPeersPerSession);
+            Eq(uint.MaxValue, wr.PeerId, "welcome_resumed peer_id");
+            Eq(true, wr.Resumed, "welcome_resumed resumed");
+            Eq(0, wr.IceServers.Count, "welcome_resumed ice");
+            Eq(16, wr.ResumeToken.Length, "welcome_resumed token length");
+            Eq(ulong.MaxValue, wr.ServerTimeMs, "welcome_resumed server_time_ms");
+            Eq(uint.MaxValue, wr.Limits.MaxFrameBytes, "welcome_resumed max_frame_bytes");
+            Eq(0u, wr.Limits.MaxRelayPayload, "welcome_resumed max_relay_payload");
+            Eq(2u, wr.Limits.MaxPeersPerSession, "welcome_resumed max_peers");
 
             SessionInfo sc1 = Get<ServerMsg.SessionCreated>(d, "ServerMsg/session_created").Session;
-            CheckEqual("session_created code", "7KQ2MX", sc1.Code);
-            CheckEqual("session_created host", 1u, sc1.Host);
-            CheckEqual("session_created max_peers", 16u, sc1.MaxPeers);
-            CheckEqual("session_created idle_ttl", 1800u, sc1.IdleTtlSecs);
-            Check("session_created peers", sc1.Peers.Count == 1 && sc1.Peers[0].Id == 1 && sc1.Peers[0].Name == "Ann"
-                && sc1.Peers[0].Client == ClientKind.Rust, "wrong peer list");
+            Eq("7KQ2MX", sc1.Code, "session_created code");
+            Eq(1u, sc1.Host, "session_created host");
+            Eq(16u, sc1.MaxPeers, "session_created max_peers");
+            Eq(1800u, sc1.IdleTtlSecs, "session_created idle_ttl");
+            Check(sc1.Peers.Count == 1 && sc1.Peers[0].Id == 1 && sc1.Peers[0].Name == "Ann"
+                && sc1.Peers[0].Client == ClientKind.Rust, "session_created peers", "wrong peer list");
 
             SessionInfo sj = Get<ServerMsg.SessionJoined>(d, "ServerMsg/session_joined").Session;
-            CheckEqual("session_joined peer count", 3, sj.Peers.Count);
+            Eq(3, sj.Peers.Count, "session_joined peer count");
             if (sj.Peers.Count == 3)
             {
-                CheckEqual("session_joined peer 1 id", 300u, sj.Peers[1].Id);
-                CheckEqual("session_joined peer 1 name", "Bob \u2708", sj.Peers[1].Name);
-                CheckEqual("session_joined peer 1 client", ClientKind.Browser, sj.Peers[1].Client);
-                CheckEqual("session_joined peer 2 id", uint.MaxValue, sj.Peers[2].Id);
-                CheckEqual("session_joined peer 2 client", ClientKind.DotNet, sj.Peers[2].Client);
+                Eq(300u, sj.Peers[1].Id, "session_joined peer 1 id");
+                Eq("Bob \u2708", sj.Peers[1].Name, "session_joined peer 1 name");
+                Eq(ClientKind.Browser, sj.Peers[1].Client, "session_joined peer 1 client");
+                Eq(uint.MaxValue, sj.Peers[2].Id, "session_joined peer 2 id");
+                Eq(ClientKind.DotNet, sj.Peers[2].Client, "session_joined peer 2 client");
             }
 
             PeerInfo pj = Get<ServerMsg.PeerJoined>(d, "ServerMsg/peer_joined").Peer;
-            Check("peer_joined", pj.Id == 300 && pj.Name == "Bob \u2708" && pj.Client == ClientKind.Browser, "wrong peer");
-            CheckEqual("host_changed", 300u, Get<ServerMsg.HostChanged>(d, "ServerMsg/host_changed").Host);
+            Check(pj.Id == 300 && pj.Name == "Bob \u2708" && pj.Client == ClientKind.Browser, "peer_joined", "wrong peer");
+            Eq(300u, Get<ServerMsg.HostChanged>(d, "ServerMsg/host_changed").Host, "host_changed");
 
             ServerMsg.SignalFrom sf = Get<ServerMsg.SignalFrom>(d, "ServerMsg/signal_from");
             Signal.IceCandidate sfc = sf.Signal as Signal.IceCandidate;
-            Check("signal_from", sf.From == 7 && sfc != null && sfc.Candidate.EndsWith("typ relay") && sfc.SdpMid == "data"
-                && sfc.SdpMLineIndex == 0, "wrong fields");
+            Check(sf.From == 7 && sfc != null && sfc.Candidate.EndsWith("typ relay") && sfc.SdpMid == "data"
+                && sfc.SdpMLineIndex == 0, "signal_from", "wrong fields");
             ServerMsg.SignalFrom sae = Get<ServerMsg.SignalFrom>(d, "ServerMsg/signal_app_empty");
             Signal.App empty = sae.Signal as Signal.App;
-            Check("signal_app_empty", sae.From == 1 && empty != null && empty.Data.Length == 0, "wrong fields");
+            Check(sae.From == 1 && empty != null && empty.Data.Length == 0, "signal_app_empty", "wrong fields");
 
             ServerMsg.Pong pong = Get<ServerMsg.Pong>(d, "ServerMsg/pong");
-            CheckEqual("pong client_time_ms", 123456UL, pong.ClientTimeMs);
-            CheckEqual("pong server_time_ms", 1700000000000UL, pong.ServerTimeMs);
+            Eq(123456UL, pong.ClientTimeMs, "pong client_time_ms");
+            Eq(1700000000000UL, pong.ServerTimeMs, "pong server_time_ms");
 
             ServerMsg.PeerStatus off = Get<ServerMsg.PeerStatus>(d, "ServerMsg/peer_status_offline");
-            Check("peer_status_offline", off.Peer == 5 && !off.Online, "wrong fields");
+            Check(off.Peer == 5 && !off.Online, "peer_status_offline", "wrong fields");
             ServerMsg.PeerStatus on = Get<ServerMsg.PeerStatus>(d, "ServerMsg/peer_status_online");
-            Check("peer_status_online", on.Peer == 5 && on.Online, "wrong fields");
+            Check(on.Peer == 5 && on.Online, "peer_status_online", "wrong fields");
 
             ServerMsg.GoingAway ga = Get<ServerMsg.GoingAway>(d, "ServerMsg/going_away");
-            Check("going_away", ga.ReconnectAfterMs == 2000 && ga.Message == "server shutting down", "wrong fields");
+            Check(ga.ReconnectAfterMs == 2000 && ga.Message == "server shutting down", "going_away", "wrong fields");
 
             // Cluster mode (PROTOCOL.md section 11): Redirect with and without a certificate hash.
             ServerMsg.Redirect rp = Get<ServerMsg.Redirect>(d, "ServerMsg/redirect_session_pinned");
-            Check("redirect_session_pinned", rp.Reason == RedirectReason.Session && rp.Node.Name == "node-b"
+            Check(rp.Reason == RedirectReason.Session && rp.Node.Name == "node-b"
                 && rp.Node.Quic == "10.0.0.2:4433" && rp.Node.Http == "http://10.0.0.2:8080"
-                && rp.Node.CertSha256 != null && rp.Node.CertSha256.Length == 32 && rp.Node.CertSha256[31] == 31, "wrong fields");
+                && rp.Node.CertSha256 != null && rp.Node.CertSha256.Length == 32 && rp.Node.CertSha256[31] == 31, "redirect_session_pinned", "wrong fields");
             ServerMsg.Redirect rc = Get<ServerMsg.Redirect>(d, "ServerMsg/redirect_draining_ca");
-            Check("redirect_draining_ca", rc.Reason == RedirectReason.Draining && rc.Node.CertSha256 == null
-                && rc.Node.Http == "https://eu-2.example.com", "wrong fields");
+            Check(rc.Reason == RedirectReason.Draining && rc.Node.CertSha256 == null
+                && rc.Node.Http == "https://eu-2.example.com", "redirect_draining_ca", "wrong fields");
             ServerMsg.Redirect rw = Get<ServerMsg.Redirect>(d, "ServerMsg/redirect_moved_ws_only");
-            Check("redirect_moved_ws_only", rw.Reason == RedirectReason.Moved && rw.Node.Quic == "", "wrong fields");
+            Check(rw.Reason == RedirectReason.Moved && rw.Node.Quic == "", "redirect_moved_ws_only", "wrong fields");
             ServerMsg.Redirect rpl = Get<ServerMsg.Redirect>(d, "ServerMsg/redirect_placement");
-            Check("redirect_placement", rpl.Reason == RedirectReason.Placement && rpl.Node.Http == "", "wrong fields");
+            Check(rpl.Reason == RedirectReason.Placement && rpl.Node.Http == "", "redirect_placement", "wrong fields");
 
             for (uint reason = 0; reason < 4; reason++)
             {
                 ServerMsg.PeerLeft pl = Get<ServerMsg.PeerLeft>(d, "ServerMsg/peer_left_" + reason);
-                Check("peer_left_" + reason, pl.Peer == 9 && (uint)pl.Reason == reason, "wrong fields");
+                Check(pl.Peer == 9 && (uint)pl.Reason == reason, "peer_left_" + reason, "wrong fields");
                 ServerMsg.SessionLeft sl = Get<ServerMsg.SessionLeft>(d, "ServerMsg/session_left_" + reason);
-                CheckEqual("session_left_" + reason, (LeaveReason)reason, sl.Reason);
+                Eq((LeaveReason)reason, sl.Reason, "session_left_" + reason);
             }
 
             // Every error code: the vector's name is error_<name> and its message "<name> (<code>)".
@@ -442,14 +402,13 @@ namespace FlightSimP2P.Tests
             {
                 string name = ErrorCodes.Name(code);
                 ServerMsg.Error e = Get<ServerMsg.Error>(d, "ServerMsg/error_" + name);
-                CheckEqual("error_" + name + " code", code, e.Code);
-                CheckEqual("error_" + name + " message", name + " (" + code + ")", e.Message);
+                Eq(code, e.Code, "error_" + name + " code");
+                Eq(name + " (" + code + ")", e.Message, "error_" + name + " message");
             }
             // 17 (too_many_join_attempts) closes only when the connection's own budget is spent.
-            Check("fatal codes", ErrorCodes.IsFatal(1) && ErrorCodes.IsFatal(2) && !ErrorCodes.IsFatal(17) && ErrorCodes.IsFatal(20)
-                && ErrorCodes.IsFatal(21) && !ErrorCodes.IsFatal(22) && !ErrorCodes.IsFatal(5) && !ErrorCodes.IsFatal(9) && !ErrorCodes.IsFatal(18),
-                "fatal table differs from PROTOCOL.md section 6");
-            CheckEqual("unknown error code name", "error_99", ErrorCodes.Name(99));
+            Check(ErrorCodes.IsFatal(1) && ErrorCodes.IsFatal(2) && !ErrorCodes.IsFatal(17) && ErrorCodes.IsFatal(20)
+                && ErrorCodes.IsFatal(21) && !ErrorCodes.IsFatal(22) && !ErrorCodes.IsFatal(5) && !ErrorCodes.IsFatal(9) && !ErrorCodes.IsFatal(18), "fatal codes", "fatal table differs from PROTOCOL.md section 6");
+            Eq("error_99", ErrorCodes.Name(99), "unknown error code name");
         }
 
         // ------------------------------------------------------------------
@@ -469,12 +428,11 @@ namespace FlightSimP2P.Tests
                 byte[] b = Hex(hex[i]);
                 uint v;
                 int used;
-                Check("varint32 read " + values[i], Wire.TryReadVarint32(b, 0, b.Length, out v, out used) && v == values[i] && used == b.Length,
-                    "wrong value");
+                Check(Wire.TryReadVarint32(b, 0, b.Length, out v, out used) && v == values[i] && used == b.Length, "varint32 read " + values[i], "wrong value");
                 // Every strict prefix needs more bytes.
                 for (int cut = 0; cut < b.Length; cut++)
                 {
-                    Check("varint32 prefix " + values[i] + "/" + cut, !Wire.TryReadVarint32(b, 0, cut, out v, out used), "claimed complete");
+                    Check(!Wire.TryReadVarint32(b, 0, cut, out v, out used), "varint32 prefix " + values[i] + "/" + cut, "claimed complete");
                 }
             }
             CheckThrows("varint32 2^32", delegate { uint v; int u; Wire.TryReadVarint32(Hex("8080808010"), 0, 5, out v, out u); },
@@ -485,11 +443,11 @@ namespace FlightSimP2P.Tests
                 ErrorCode.BadMessage);
 
             // Type limits of the postcard reader.
-            CheckEqual("u16 max", ushort.MaxValue, new PostcardReader(Hex("ffff03"), 0, 3).ReadU16());
+            Eq(ushort.MaxValue, new PostcardReader(Hex("ffff03"), 0, 3).ReadU16(), "u16 max");
             CheckThrows("u16 overflow", delegate { new PostcardReader(Hex("ffff04"), 0, 3).ReadU16(); }, ErrorCode.BadMessage);
-            CheckEqual("u32 max", uint.MaxValue, new PostcardReader(Hex("ffffffff0f"), 0, 5).ReadU32());
+            Eq(uint.MaxValue, new PostcardReader(Hex("ffffffff0f"), 0, 5).ReadU32(), "u32 max");
             CheckThrows("u32 overflow", delegate { new PostcardReader(Hex("ffffffff10"), 0, 5).ReadU32(); }, ErrorCode.BadMessage);
-            CheckEqual("u64 max", ulong.MaxValue, new PostcardReader(Hex("ffffffffffffffffff01"), 0, 10).ReadU64());
+            Eq(ulong.MaxValue, new PostcardReader(Hex("ffffffffffffffffff01"), 0, 10).ReadU64(), "u64 max");
             CheckThrows("u64 overflow", delegate { new PostcardReader(Hex("ffffffffffffffffff02"), 0, 10).ReadU64(); }, ErrorCode.BadMessage);
             CheckThrows("u64 eleven bytes", delegate { new PostcardReader(Hex("8080808080808080808000"), 0, 11).ReadU64(); }, ErrorCode.BadMessage);
             CheckThrows("varint truncated", delegate { new PostcardReader(Hex("80"), 0, 1).ReadU32(); }, ErrorCode.BadMessage);
@@ -560,20 +518,20 @@ namespace FlightSimP2P.Tests
             FrameDecoder edge = new FrameDecoder(300);
             byte[] big = Wire.Frame(new byte[300]);
             edge.Push(big, 0, big.Length);
-            Check("frame at the limit", edge.TryNextFrame(out body) && body.Length == 300, "not returned");
+            Check(edge.TryNextFrame(out body) && body.Length == 300, "frame at the limit", "not returned");
 
             // A header split across pushes is "need more", not an error.
             FrameDecoder split = new FrameDecoder(16384);
             byte[] ping = Wire.EncodeFrame(new ClientMsg.Ping(300));
             split.Push(ping, 0, 1);
-            Check("partial frame needs more", !split.TryNextFrame(out body), "returned a frame early");
+            Check(!split.TryNextFrame(out body), "partial frame needs more", "returned a frame early");
             split.Push(ping, 1, ping.Length - 1);
-            Check("partial frame completes", split.TryNextFrame(out body) && ClientMsg.Decode(body) is ClientMsg.Ping, "not a Ping");
+            Check(split.TryNextFrame(out body) && ClientMsg.Decode(body) is ClientMsg.Ping, "partial frame completes", "not a Ping");
 
             // Zero-length frame: returned empty, does not decode (bad_message on the server).
             FrameDecoder zero = new FrameDecoder(16384);
             zero.Push(new byte[] { 0 }, 0, 1);
-            Check("zero-length frame returned", zero.TryNextFrame(out body) && body.Length == 0, "not returned");
+            Check(zero.TryNextFrame(out body) && body.Length == 0, "zero-length frame returned", "not returned");
             CheckThrows("zero-length frame does not decode", delegate { ServerMsg.Decode(new byte[0]); }, ErrorCode.BadMessage);
 
             // Many frames coalesced and split at random points come back whole and in order.
@@ -617,8 +575,7 @@ namespace FlightSimP2P.Tests
                 {
                     same = SameBytes(got[i], msgs[i].Encode()) && ServerMsg.Decode(got[i]).Tag == msgs[i].Tag;
                 }
-                Check("split frames reassembled (seed " + seed + ")", same && fd.Buffered == 0,
-                    got.Count + " of " + msgs.Count + " frames, " + fd.Buffered + " bytes left");
+                Check(same && fd.Buffered == 0, "split frames reassembled (seed " + seed + ")", got.Count + " of " + msgs.Count + " frames, " + fd.Buffered + " bytes left");
             }
 
             // The limit can be raised after Welcome.
@@ -626,7 +583,7 @@ namespace FlightSimP2P.Tests
             raise.MaxFrameBytes = 20;
             byte[] twenty = Wire.Frame(new byte[20]);
             raise.Push(twenty, 0, twenty.Length);
-            Check("raised limit", raise.TryNextFrame(out body) && body.Length == 20, "not returned");
+            Check(raise.TryNextFrame(out body) && body.Length == 20, "raised limit", "not returned");
         }
 
         // ------------------------------------------------------------------
@@ -644,10 +601,10 @@ namespace FlightSimP2P.Tests
             byte[] f = Hex("ac0268656c6c6f");
             uint peer;
             int at = Wire.ParseRelayFrame(f, 0, f.Length, out peer);
-            Check("relay parse 300", peer == 300 && at == 2 && Encoding.ASCII.GetString(f, at, f.Length - at) == "hello", "wrong split");
+            Check(peer == 300 && at == 2 && Encoding.ASCII.GetString(f, at, f.Length - at) == "hello", "relay parse 300", "wrong split");
             byte[] zero = { 0 };
             at = Wire.ParseRelayFrame(zero, 0, 1, out peer);
-            Check("relay parse empty payload", peer == 0 && at == 1, "wrong split");
+            Check(peer == 0 && at == 1, "relay parse empty payload", "wrong split");
             CheckThrows("relay empty frame", delegate { uint p; Wire.ParseRelayFrame(new byte[0], 0, 0, out p); }, ErrorCode.BadMessage);
             CheckThrows("relay truncated header", delegate { uint p; Wire.ParseRelayFrame(Hex("80"), 0, 1, out p); }, ErrorCode.BadMessage);
             CheckThrows("relay header over u32", delegate { uint p; Wire.ParseRelayFrame(Hex("808080801000"), 0, 6, out p); }, ErrorCode.BadMessage);
@@ -656,7 +613,7 @@ namespace FlightSimP2P.Tests
             // Offsets into a larger buffer.
             byte[] padded = Hex("eeee026869ee");
             at = Wire.ParseRelayFrame(padded, 2, 3, out peer);
-            Check("relay parse with offset", peer == 2 && at == 3, "wrong split");
+            Check(peer == 2 && at == 3, "relay parse with offset", "wrong split");
             CheckBytes("relay encode slice", Hex("0169"), Wire.EncodeRelayFrame(1, hi, 1, 1));
         }
 
@@ -666,14 +623,14 @@ namespace FlightSimP2P.Tests
             CheckBytes("ws control", Hex("0005ac02"), c);
             WsMessageKind kind;
             int at = Wire.ParseWsMessage(c, 0, c.Length, out kind);
-            Check("ws control parse", kind == WsMessageKind.Control && ClientMsg.Decode(c, at, c.Length - at) is ClientMsg.Ping, "wrong");
+            Check(kind == WsMessageKind.Control && ClientMsg.Decode(c, at, c.Length - at) is ClientMsg.Ping, "ws control parse", "wrong");
 
             byte[] r = Wire.EncodeWsRelay(300, new byte[] { 0x68, 0x69 }, 0, 2);
             CheckBytes("ws relay", Hex("01ac026869"), r);
             at = Wire.ParseWsMessage(r, 0, r.Length, out kind);
             uint peer;
             int payload = Wire.ParseRelayFrame(r, at, r.Length - at, out peer);
-            Check("ws relay parse", kind == WsMessageKind.Relay && peer == 300 && payload == 3, "wrong");
+            Check(kind == WsMessageKind.Relay && peer == 300 && payload == 3, "ws relay parse", "wrong");
 
             byte[] s = Wire.EncodeWsControl(new ServerMsg.HostChanged(2));
             CheckBytes("ws server control", Hex("000502"), s);
@@ -691,12 +648,12 @@ namespace FlightSimP2P.Tests
             hello.Name = "";
             ClientMsg.JoinSession join = new ClientMsg.JoinSession("7KQ2MX", null);
             CheckBytes("first frames (golden)", Hex("06000102000000090206374b51324d5800"), First.Frames(hello, join));
-            CheckEqual("first value (golden)", "BgABAgAAAAkCBjdLUTJNWAA", First.Encode(hello, join));
-            CheckEqual("first Hello only", Wire.ToHex(Wire.EncodeFrame(hello)), Wire.ToHex(First.Frames(hello, null)));
+            Eq("BgABAgAAAAkCBjdLUTJNWAA", First.Encode(hello, join), "first value (golden)");
+            Eq(Wire.ToHex(Wire.EncodeFrame(hello)), Wire.ToHex(First.Frames(hello, null)), "first Hello only");
             // The alphabet is RFC 4648 section 5 and there is no padding.
-            CheckEqual("base64url alphabet", "-_8", First.Base64Url(new byte[] { 0xfb, 0xff }));
-            CheckEqual("base64url no padding", "AA", First.Base64Url(new byte[] { 0 }));
-            CheckEqual("base64url empty", "", First.Base64Url(new byte[0]));
+            Eq("-_8", First.Base64Url(new byte[] { 0xfb, 0xff }), "base64url alphabet");
+            Eq("AA", First.Base64Url(new byte[] { 0 }), "base64url no padding");
+            Eq("", First.Base64Url(new byte[0]), "base64url empty");
             // A resume token rides in the Hello.
             hello.ResumeToken = new byte[16];
             hello.ResumeToken[0] = 7;
@@ -704,7 +661,7 @@ namespace FlightSimP2P.Tests
             byte[] body = new byte[resumed.Length - 1];
             Buffer.BlockCopy(resumed, 1, body, 0, body.Length);
             ClientMsg.Hello back = ClientMsg.Decode(body) as ClientMsg.Hello;
-            Check("first resume token", back != null && back.ResumeToken != null && back.ResumeToken[0] == 7, "token lost");
+            Check(back != null && back.ResumeToken != null && back.ResumeToken[0] == 7, "first resume token", "token lost");
             bool refused = false;
             try
             {
@@ -714,7 +671,7 @@ namespace FlightSimP2P.Tests
             {
                 refused = true;
             }
-            Check("first refuses other requests", refused, "Ping accepted");
+            Check(refused, "first refuses other requests", "Ping accepted");
             refused = false;
             try
             {
@@ -725,13 +682,13 @@ namespace FlightSimP2P.Tests
             {
                 refused = true;
             }
-            Check("first refuses over 2048 bytes", refused, "too long accepted");
+            Check(refused, "first refuses over 2048 bytes", "too long accepted");
             // Appending to the WebSocket URL.
-            CheckEqual("append ?", "ws://h:8080/ws?first=AA", First.AppendTo("ws://h:8080/ws", "AA"));
-            CheckEqual("append &", "wss://h/ws?room=1&first=AA", First.AppendTo("wss://h/ws?room=1", "AA"));
-            CheckEqual("append after empty query", "ws://h/ws?first=AA", First.AppendTo("ws://h/ws?", "AA"));
-            CheckEqual("append drops fragment", "ws://h/ws?first=AA", First.AppendTo("ws://h/ws#x", "AA"));
-            CheckEqual("append nothing", "ws://h/ws", First.AppendTo("ws://h/ws", null));
+            Eq("ws://h:8080/ws?first=AA", First.AppendTo("ws://h:8080/ws", "AA"), "append ?");
+            Eq("wss://h/ws?room=1&first=AA", First.AppendTo("wss://h/ws?room=1", "AA"), "append &");
+            Eq("ws://h/ws?first=AA", First.AppendTo("ws://h/ws?", "AA"), "append after empty query");
+            Eq("ws://h/ws?first=AA", First.AppendTo("ws://h/ws#x", "AA"), "append drops fragment");
+            Eq("ws://h/ws", First.AppendTo("ws://h/ws", null), "append nothing");
         }
 
         private static void SnapshotTests()
@@ -740,20 +697,20 @@ namespace FlightSimP2P.Tests
             CheckBytes("envelope layout", Hex("040302010908"), w);
             uint seq;
             int at;
-            Check("envelope unwrap", SnapshotEnvelope.TryUnwrap(w, 0, w.Length, out seq, out at) && seq == 0x01020304 && at == 4, "wrong");
-            Check("envelope too short", !SnapshotEnvelope.TryUnwrap(w, 0, 3, out seq, out at), "accepted 3 bytes");
-            Check("newer", SnapshotEnvelope.IsNewer(2, 1) && !SnapshotEnvelope.IsNewer(1, 2) && !SnapshotEnvelope.IsNewer(5, 5), "order");
-            Check("newer across wrap", SnapshotEnvelope.IsNewer(3, uint.MaxValue - 2) && !SnapshotEnvelope.IsNewer(uint.MaxValue, 1), "wrap");
+            Check(SnapshotEnvelope.TryUnwrap(w, 0, w.Length, out seq, out at) && seq == 0x01020304 && at == 4, "envelope unwrap", "wrong");
+            Check(!SnapshotEnvelope.TryUnwrap(w, 0, 3, out seq, out at), "envelope too short", "accepted 3 bytes");
+            Check(SnapshotEnvelope.IsNewer(2, 1) && !SnapshotEnvelope.IsNewer(1, 2) && !SnapshotEnvelope.IsNewer(5, 5), "newer", "order");
+            Check(SnapshotEnvelope.IsNewer(3, uint.MaxValue - 2) && !SnapshotEnvelope.IsNewer(uint.MaxValue, 1), "newer across wrap", "wrap");
 
             SnapshotFilter filter = new SnapshotFilter();
-            Check("first accepted", filter.Accept(7, 100), "refused");
-            Check("stale dropped", !filter.Accept(7, 99), "accepted");
-            Check("duplicate dropped", !filter.Accept(7, 100), "accepted");
-            Check("newer accepted", filter.Accept(7, 105), "refused");
-            Check("other peer independent", filter.Accept(8, 1), "refused");
+            Check(filter.Accept(7, 100), "first accepted", "refused");
+            Check(!filter.Accept(7, 99), "stale dropped", "accepted");
+            Check(!filter.Accept(7, 100), "duplicate dropped", "accepted");
+            Check(filter.Accept(7, 105), "newer accepted", "refused");
+            Check(filter.Accept(8, 1), "other peer independent", "refused");
             filter.Reset(7);
-            Check("after reset anything goes", filter.Accept(7, 1), "refused");
-            CheckEqual("dropped count", 2L, filter.Dropped);
+            Check(filter.Accept(7, 1), "after reset anything goes", "refused");
+            Eq(2L, filter.Dropped, "dropped count");
         }
 
         private static void ConstructedRoundTrips()
@@ -823,7 +780,7 @@ namespace FlightSimP2P.Tests
                     }
                 }, ref wrong, ref firstWrong);
             }
-            Check("fuzz: only ProtocolException", wrong == 0, wrong + " other exceptions, first: " + firstWrong);
+            Check(wrong == 0, "fuzz: only ProtocolException", wrong + " other exceptions, first: " + firstWrong);
         }
 
         private static void TryDecode(Action a, ref int wrong, ref string firstWrong)

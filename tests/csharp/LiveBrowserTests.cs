@@ -17,6 +17,7 @@ using System.Threading;
 using System.Threading.Tasks;
 using FlightSimP2P.Client;
 using FlightSimP2P.Protocol;
+using static FlightSimP2P.Tests.TestKit;
 
 namespace FlightSimP2P.Tests
 {
@@ -26,24 +27,6 @@ namespace FlightSimP2P.Tests
         private const int WaitMs = 60000;
         private const byte FromCSharp = 0xCC;
         private const byte FromPage = 0xEE;
-
-        private static int _passed;
-        private static int _failed;
-
-        private static void Report(bool ok, string what, string detail)
-        {
-            if (ok)
-            {
-                _passed++;
-                Console.WriteLine("ok   C# host: " + what);
-            }
-            else
-            {
-                _failed++;
-                Console.WriteLine("FAIL C# host: " + what + (detail != null ? " (" + detail + ")" : ""));
-            }
-            Console.Out.Flush();
-        }
 
         private static bool Wait(Task t)
         {
@@ -59,17 +42,16 @@ namespace FlightSimP2P.Tests
 
         private static int Main(string[] args)
         {
+            Prefix = "C# host: ";
             try
             {
                 Run(new Uri(args[0]));
             }
             catch (Exception e)
             {
-                Report(false, "unexpected exception", e.ToString());
+                Check(false, "unexpected exception", e.ToString());
             }
-            Console.WriteLine(_passed + " passed, " + _failed + " failed");
-            Console.Out.Flush();
-            return _failed == 0 ? 0 : 1;
+            return Summary();
         }
 
         private static void Run(Uri ws)
@@ -113,7 +95,7 @@ namespace FlightSimP2P.Tests
                 };
 
                 bool started = Wait(host.StartAsync());
-                Report(started && host.State == HubConnectionState.Connected, "connected over the WebSocket", "state " + host.State);
+                Check(started && host.State == HubConnectionState.Connected, "connected over the WebSocket", "state " + host.State);
                 if (!started)
                 {
                     return;
@@ -121,7 +103,7 @@ namespace FlightSimP2P.Tests
                 Task<SessionInfo> created = host.CreateSessionAsync();
                 if (!Wait(created))
                 {
-                    Report(false, "session created", created.Exception != null ? created.Exception.InnerException.Message : "timeout");
+                    Check(false, "session created", created.Exception != null ? created.Exception.InnerException.Message : "timeout");
                     return;
                 }
                 Console.WriteLine("session " + created.Result.Code + " " + host.PeerId);
@@ -129,7 +111,7 @@ namespace FlightSimP2P.Tests
 
                 if (!Wait(joined.Task))
                 {
-                    Report(false, "the Chromium page joined", "no PeerJoined within " + WaitMs + " ms");
+                    Check(false, "the Chromium page joined", "no PeerJoined within " + WaitMs + " ms");
                     return;
                 }
                 uint page = joined.Task.Result;
@@ -139,7 +121,7 @@ namespace FlightSimP2P.Tests
                 {
                     info = session.Peers.Find(p => p.Id == page);
                 }
-                Report(info != null && info.Client == ClientKind.Browser, "the Chromium page joined as a Browser client",
+                Check(info != null && info.Client == ClientKind.Browser, "the Chromium page joined as a Browser client",
                     info == null ? "not in the session's peers" : "client " + info.Client);
 
                 host.SendAsync("Chat", "from C#", 1).Wait(WaitMs);
@@ -151,14 +133,14 @@ namespace FlightSimP2P.Tests
                     host.SendFlightData(page, new byte[] { FromCSharp, 0x5A, (byte)seq++ });
                     confirmed.Task.Wait(50);
                 }
-                Report(confirmed.Task.IsCompleted, "the page confirmed the C# flight data", seq + " snapshots sent");
+                Check(confirmed.Task.IsCompleted, "the page confirmed the C# flight data", seq + " snapshots sent");
 
-                Report(Wait(chat.Task) && chat.Task.Result == "from chromium|2", "the page's hub message arrived",
+                Check(Wait(chat.Task) && chat.Task.Result == "from chromium|2", "the page's hub message arrived",
                     chat.Task.IsCompleted ? chat.Task.Result : "none");
                 bool gotFlight = Wait(flight.Task);
-                Report(gotFlight && flight.Task.Result[1] == 0x42, "the page's flight data arrived through the relay",
+                Check(gotFlight && flight.Task.Result[1] == 0x42, "the page's flight data arrived through the relay",
                     gotFlight ? null : "path seen: " + (flightPathSeen ?? "none"));
-                Report(Wait(done.Task), "the page finished its checks", null);
+                Check(Wait(done.Task), "the page finished its checks", null);
                 host.StopAsync().Wait(5000);
             }
         }

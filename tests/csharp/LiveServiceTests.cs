@@ -12,6 +12,7 @@ using System.Threading;
 using System.Threading.Tasks;
 using FlightSimP2P.Client;
 using FlightSimP2P.Protocol;
+using static FlightSimP2P.Tests.TestKit;
 
 namespace FlightSimP2P.Tests
 {
@@ -25,27 +26,9 @@ namespace FlightSimP2P.Tests
             Test("first: StartAndCreate/StartAndJoinSessionAsync, nothing sent, the host hears the guest", () => CreateAndJoinInUrl(ws));
             Test("first: a wrong code in the URL fails the join with unknown_session, the connection stays", () => WrongCodeInUrl(ws));
             Test("first: a cut connection resumes with the token in the URL, same peer id and session", () => ResumeInUrl(ws));
-            Console.WriteLine(_passed + " passed, " + _failed + " failed");
-            return _failed == 0 ? 0 : 1;
+            return Summary();
         }
 
-        private static int _passed;
-        private static int _failed;
-
-        private static void Test(string name, Action test)
-        {
-            try
-            {
-                test();
-                _passed++;
-                Console.WriteLine("ok   " + name);
-            }
-            catch (Exception e)
-            {
-                _failed++;
-                Console.WriteLine("FAIL " + name + ": " + e);
-            }
-        }
 
         /// <summary>The real WebSocket transport, counting what the service sends on it.</summary>
         private sealed class CountingTransport : ISignalingTransport
@@ -240,14 +223,6 @@ namespace FlightSimP2P.Tests
                 .WithUrl(ws.ToString(), o => { o.DisplayName = name; o.QuicAllowed = false; })
                 .WithAutomaticReconnect()
                 .Build();
-        }
-
-        private static void Check(bool ok, string what)
-        {
-            if (!ok)
-            {
-                throw new Exception("check failed: " + what);
-            }
         }
 
         private static void Run(Uri ws)

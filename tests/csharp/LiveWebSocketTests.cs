@@ -1,9 +1,9 @@
 // Live test: mono speaks to the REAL server over the WebSocket fallback
-// transport (docs/PROTOCOL.md §10), with client/Protocol.cs doing all the
+// transport (docs/PROTOCOL.md §10), with client/Protocol.*.cs doing all the
 // encoding and decoding and mono's System.Net.WebSockets.ClientWebSocket as the
 // transport. Run by tests/csharp/live.sh, which starts the server:
 //
-//   mcs -langversion:7.2 -out:live-ws-tests.exe client/Protocol.cs client/tests/LiveWebSocketTests.cs
+//   mcs -langversion:7.2 -out:live-ws-tests.exe client/Protocol.*.cs tests/csharp/LiveWebSocketTests.cs
 //   mono live-ws-tests.exe ws://127.0.0.1:PORT/ws
 //
 // Scenario: A says Hello, gets Welcome, tries a join code nobody has (Error 10),
@@ -20,7 +20,7 @@
 // One line per check, then `N passed, N failed` as the last line; exit code 1 on
 // any failure. Every wait has a timeout and the whole run is capped at 60 s.
 //
-// Plain C# 7.2, no test framework: the same rules as Protocol.cs.
+// Plain C# 7.2, no test framework: the same rules as client/Protocol.*.cs.
 
 using System;
 using System.Collections.Generic;
@@ -30,6 +30,7 @@ using System.Text;
 using System.Threading;
 using System.Threading.Tasks;
 using FlightSimP2P.Protocol;
+using static FlightSimP2P.Tests.TestKit;
 
 namespace FlightSimP2P.Tests
 {
@@ -367,40 +368,11 @@ namespace FlightSimP2P.Tests
         /// receiver, so nothing is dropped on purpose (relay is best effort).</summary>
         private const int Window = 16;
 
-        private static readonly object Out = new object();
-        private static int _passed;
-        private static int _failed;
-
-        private static void Check(string name, bool ok, string detail)
-        {
-            lock (Out)
-            {
-                if (ok)
-                {
-                    _passed++;
-                    Console.WriteLine("PASS " + name + (string.IsNullOrEmpty(detail) ? "" : " (" + detail + ")"));
-                }
-                else
-                {
-                    _failed++;
-                    Console.WriteLine("FAIL " + name + ": " + detail);
-                }
-            }
-        }
-
-        /// <summary>A line that is not a check (not counted).</summary>
-        private static void Note(string line)
-        {
-            lock (Out)
-            {
-                Console.WriteLine(line);
-            }
-        }
 
         /// <summary>A check later steps depend on: a failure aborts the scenario.</summary>
         private static void Require(string name, bool ok, string detail)
         {
-            Check(name, ok, detail);
+            Check(ok, name, detail);
             if (!ok)
             {
                 throw new AbortScenario(name);
@@ -436,7 +408,7 @@ namespace FlightSimP2P.Tests
                 p.Dispose();
                 Require(label + " connects to " + shown, false, e.GetType().Name + ": " + e.Message);
             }
-            Check(label + " connects to " + shown, p.State == WebSocketState.Open, "state " + p.State);
+            Check(p.State == WebSocketState.Open, label + " connects to " + shown, "state " + p.State);
             return p;
         }
 
@@ -547,12 +519,12 @@ namespace FlightSimP2P.Tests
                 Received r = await to.NextRelayAsync(Wait).ConfigureAwait(false);
                 if (r == null || r.Ended)
                 {
-                    Check(name, false, "frame " + i + ": " + (r == null ? "nothing within " + Wait + " ms" : r.ToString()));
+                    Check(false, name, "frame " + i + ": " + (r == null ? "nothing within " + Wait + " ms" : r.ToString()));
                     return;
                 }
                 if (r.From != expectedFrom)
                 {
-                    Check(name, false, "frame " + i + " from peer " + r.From + ", expected " + expectedFrom);
+                    Check(false, name, "frame " + i + " from peer " + r.From + ", expected " + expectedFrom);
                     return;
                 }
                 if (!Same(r.Payload, payloads[i]))
@@ -565,12 +537,12 @@ namespace FlightSimP2P.Tests
                             found = j;
                         }
                     }
-                    Check(name, false, "frame " + i + " differs (" + r.Payload.Length + " bytes, "
+                    Check(false, name, "frame " + i + " differs (" + r.Payload.Length + " bytes, "
                         + (found >= 0 ? "it is frame " + found + ": out of order or a drop" : "matches no frame sent") + ")");
                     return;
                 }
             }
-            Check(name, true, payloads.Count + " frames");
+            Check(true, name, payloads.Count + " frames");
         }
 
         private static async Task Run(Uri uri, CancellationToken life)
@@ -585,13 +557,13 @@ namespace FlightSimP2P.Tests
                 await a.SendAsync(Hello("mono-a"), Wait);
                 ServerMsg.Welcome wa = await ExpectControl<ServerMsg.Welcome>(a, "A gets Welcome");
                 a.Id = wa.PeerId;
-                Check("A gets Welcome", true, "peer " + wa.PeerId);
+                Check(true, "A gets Welcome", "peer " + wa.PeerId);
                 Require("A's peer_id > 0", wa.PeerId > 0, "peer_id " + wa.PeerId);
-                Check("A's resume token is 16 bytes", wa.ResumeToken != null && wa.ResumeToken.Length == Wire.ResumeTokenLength,
+                Check(wa.ResumeToken != null && wa.ResumeToken.Length == Wire.ResumeTokenLength, "A's resume token is 16 bytes",
                     "length " + (wa.ResumeToken == null ? -1 : wa.ResumeToken.Length));
-                Check("Welcome: version 1, not resumed", wa.Version == 1 && !wa.Resumed,
+                Check(wa.Version == 1 && !wa.Resumed, "Welcome: version 1, not resumed",
                     "version " + wa.Version + ", resumed " + wa.Resumed);
-                Check("Welcome: limits", wa.Limits.MaxFrameBytes >= 1024 && wa.Limits.MaxRelayPayload >= 100,
+                Check(wa.Limits.MaxFrameBytes >= 1024 && wa.Limits.MaxRelayPayload >= 100, "Welcome: limits",
                     "max_frame_bytes " + wa.Limits.MaxFrameBytes + ", max_relay_payload " + wa.Limits.MaxRelayPayload);
                 int maxPayload = (int)Math.Min(wa.Limits.MaxRelayPayload, 1100u);
 
@@ -600,16 +572,15 @@ namespace FlightSimP2P.Tests
                 // already_in_session (13) before the code is looked at.
                 await a.SendAsync(new ClientMsg.JoinSession("zzz-zzz", null), Wait);
                 ServerMsg.Error wrong = await ExpectControl<ServerMsg.Error>(a, "A joins a wrong code: Error");
-                Check("A joins a wrong code: Error 10 unknown_session", wrong.Code == (ushort)ErrorCode.UnknownSession,
+                Check(wrong.Code == (ushort)ErrorCode.UnknownSession, "A joins a wrong code: Error 10 unknown_session",
                     Received.Describe(wrong));
 
                 await a.SendAsync(new ClientMsg.CreateSession(0, null), Wait);
                 ServerMsg.SessionCreated created = await ExpectControl<ServerMsg.SessionCreated>(a, "A gets SessionCreated");
                 SessionInfo s = created.Session;
                 Require("SessionCreated: 6-character join code", IsJoinCode(s.Code), "code \"" + s.Code + "\"");
-                Check("SessionCreated: A is host and the only peer",
-                    s.Host == a.Id && s.Peers.Count == 1 && s.Peers[0].Id == a.Id && s.Peers[0].Name == "mono-a"
-                    && s.Peers[0].Client == ClientKind.DotNet,
+                Check(s.Host == a.Id && s.Peers.Count == 1 && s.Peers[0].Id == a.Id && s.Peers[0].Name == "mono-a"
+                    && s.Peers[0].Client == ClientKind.DotNet, "SessionCreated: A is host and the only peer",
                     "host " + s.Host + ", peers " + Peers(s));
 
                 // --- B: Hello + JoinSession pipelined, code as "abc-def" ---
@@ -624,14 +595,12 @@ namespace FlightSimP2P.Tests
                 ServerMsg.SessionJoined joined = await ExpectControl<ServerMsg.SessionJoined>(b,
                     "B joins with \"" + typed + "\"");
                 SessionInfo js = joined.Session;
-                Check("B joins with \"" + typed + "\": SessionJoined lists A then B",
-                    js.Code == s.Code && js.Host == a.Id && js.Peers.Count == 2
+                Check(js.Code == s.Code && js.Host == a.Id && js.Peers.Count == 2
                     && js.Peers[0].Id == a.Id && js.Peers[0].Name == "mono-a"
-                    && js.Peers[1].Id == b.Id && js.Peers[1].Name == "mono-b" && js.Peers[1].Client == ClientKind.DotNet,
+                    && js.Peers[1].Id == b.Id && js.Peers[1].Name == "mono-b" && js.Peers[1].Client == ClientKind.DotNet, "B joins with \"" + typed + "\": SessionJoined lists A then B",
                     "code " + js.Code + ", host " + js.Host + ", peers " + Peers(js));
                 ServerMsg.PeerJoined pj = await ExpectControl<ServerMsg.PeerJoined>(a, "A gets PeerJoined(B)");
-                Check("A gets PeerJoined(B)",
-                    pj.Peer.Id == b.Id && pj.Peer.Name == "mono-b" && pj.Peer.Client == ClientKind.DotNet,
+                Check(pj.Peer.Id == b.Id && pj.Peer.Name == "mono-b" && pj.Peer.Client == ClientKind.DotNet, "A gets PeerJoined(B)",
                     "peer " + pj.Peer.Id + " " + pj.Peer.Name + " " + pj.Peer.Client);
 
                 // --- Signals: Offer A -> B, Answer B -> A ---
@@ -640,12 +609,12 @@ namespace FlightSimP2P.Tests
                 await a.SendAsync(new ClientMsg.SignalTo(b.Id, new Signal.Offer(offerSdp)), Wait);
                 ServerMsg.SignalFrom so = await ExpectControl<ServerMsg.SignalFrom>(b, "B gets A's Offer");
                 Signal.Offer offer = so.Signal as Signal.Offer;
-                Check("B gets A's Offer, from = A", so.From == a.Id && offer != null && offer.Sdp == offerSdp,
+                Check(so.From == a.Id && offer != null && offer.Sdp == offerSdp, "B gets A's Offer, from = A",
                     "from " + so.From + ", " + so.Signal.GetType().Name);
                 await b.SendAsync(new ClientMsg.SignalTo(a.Id, new Signal.Answer(answerSdp)), Wait);
                 ServerMsg.SignalFrom sa = await ExpectControl<ServerMsg.SignalFrom>(a, "A gets B's Answer");
                 Signal.Answer answer = sa.Signal as Signal.Answer;
-                Check("A gets B's Answer, from = B", sa.From == b.Id && answer != null && answer.Sdp == answerSdp,
+                Check(sa.From == b.Id && answer != null && answer.Sdp == answerSdp, "A gets B's Answer, from = B",
                     "from " + sa.From + ", " + sa.Signal.GetType().Name);
 
                 // --- Relay: A -> B by id, B -> everyone (0) ---
@@ -666,33 +635,28 @@ namespace FlightSimP2P.Tests
                 ServerMsg.Pong pong = await ExpectControl<ServerMsg.Pong>(b, "B's Ping gets a Pong");
                 ulong now = (ulong)(DateTime.UtcNow - new DateTime(1970, 1, 1, 0, 0, 0, DateTimeKind.Utc)).TotalMilliseconds;
                 long skew = (long)pong.ServerTimeMs - (long)now;
-                Check("B's Ping gets a Pong echoing client_time_ms, server time near ours",
-                    pong.ClientTimeMs == stamp && Math.Abs(skew) < 60000,
+                Check(pong.ClientTimeMs == stamp && Math.Abs(skew) < 60000, "B's Ping gets a Pong echoing client_time_ms, server time near ours",
                     "echo 0x" + pong.ClientTimeMs.ToString("x") + ", skew " + skew + " ms");
                 await Task.Delay(100);
                 Received stray = await b.NextRelayAsync(0);
-                Check("no relay frames echoed back to their sender or extra",
-                    stray == null && a.RelayCount == Frames && b.RelayCount == Frames,
+                Check(stray == null && a.RelayCount == Frames && b.RelayCount == Frames, "no relay frames echoed back to their sender or extra",
                     stray != null ? "B got " + stray : "A got " + a.RelayCount + ", B got " + b.RelayCount
                         + " (relay phase " + relayMs + " ms)");
 
                 // In a session already: the server refuses before it looks at the code.
                 await a.SendAsync(new ClientMsg.JoinSession("zzz-zzz", null), Wait);
                 ServerMsg.Error again = await ExpectControl<ServerMsg.Error>(a, "A joins while in a session: Error");
-                Check("A joins while in a session: Error 13 already_in_session",
-                    again.Code == (ushort)ErrorCode.AlreadyInSession, Received.Describe(again));
+                Check(again.Code == (ushort)ErrorCode.AlreadyInSession, "A joins while in a session: Error 13 already_in_session", Received.Describe(again));
 
                 // --- Garbage on a third connection ---
                 c = await Connect(uri, "C", life);
                 await c.SendRawAsync(new byte[] { 0x07, 0x00, 0x01, 0x02 }, Wait);
                 Received gc = await c.NextControlAsync(Wait);
                 ServerMsg.Error ge = gc == null ? null : gc.Control as ServerMsg.Error;
-                Check("garbage (first byte 0x07) gets Error 1 bad_message",
-                    ge != null && ge.Code == (ushort)ErrorCode.BadMessage,
+                Check(ge != null && ge.Code == (ushort)ErrorCode.BadMessage, "garbage (first byte 0x07) gets Error 1 bad_message",
                     gc == null ? "nothing within " + Wait + " ms" : gc.ToString());
                 Received ce = await c.WaitEndAsync(Wait);
-                Check("then the server closes with status 4001",
-                    ce != null && ce.CloseStatus.HasValue && (int)ce.CloseStatus.Value == 4001,
+                Check(ce != null && ce.CloseStatus.HasValue && (int)ce.CloseStatus.Value == 4001, "then the server closes with status 4001",
                     ce == null ? "no close within " + Wait + " ms" : ce.ToString());
 
                 // --- B leaves for good: close 1000 ---
@@ -700,16 +664,15 @@ namespace FlightSimP2P.Tests
                 try
                 {
                     await b.CloseAsync(WebSocketCloseStatus.NormalClosure, "bye", Wait);
-                    Check("B sends close 1000", true, "");
+                    Check(true, "B sends close 1000", "");
                 }
                 catch (Exception e)
                 {
-                    Check("B sends close 1000", false, e.GetType().Name + ": " + e.Message);
+                    Check(false, "B sends close 1000", e.GetType().Name + ": " + e.Message);
                 }
                 Received pl = await a.NextControlAsync(Wait);
                 ServerMsg.PeerLeft left = pl == null ? null : pl.Control as ServerMsg.PeerLeft;
-                Check("A gets PeerLeft(B, Left)",
-                    left != null && left.Peer == b.Id && left.Reason == LeaveReason.Left,
+                Check(left != null && left.Peer == b.Id && left.Reason == LeaveReason.Left, "A gets PeerLeft(B, Left)",
                     (pl == null ? "nothing within " + Wait + " ms" : pl.ToString())
                         + " after " + leave.ElapsedMilliseconds + " ms");
                 // RFC 6455 §5.5.1: the server must answer B's close frame with one.
@@ -718,9 +681,9 @@ namespace FlightSimP2P.Tests
                     && be.CloseStatus.Value == WebSocketCloseStatus.NormalClosure;
                 string how = (be == null ? "no close within " + Wait + " ms" : be.ToString())
                     + " after " + leave.ElapsedMilliseconds + " ms";
-                Check("B's closing handshake completes (server answers close 1000 with a close frame)", answered, how);
+                Check(answered, "B's closing handshake completes (server answers close 1000 with a close frame)", how);
                 List<Received> rest = a.DrainControl();
-                Check("A gets nothing else (no HostChanged: A stays host)", rest.Count == 0,
+                Check(rest.Count == 0, "A gets nothing else (no HostChanged: A stays host)",
                     rest.Count == 0 ? "" : string.Join(", ", rest));
 
                 // Leave politely too (not checked further).
@@ -735,7 +698,7 @@ namespace FlightSimP2P.Tests
             }
             catch (AbortScenario e)
             {
-                Check("scenario", false, "stopped after the failed check \"" + e.Message + "\"");
+                Check(false, "scenario", "stopped after the failed check \"" + e.Message + "\"");
             }
             finally
             {
@@ -764,18 +727,18 @@ namespace FlightSimP2P.Tests
                 string create = First.Encode((ClientMsg.Hello)Hello("mono-d"), new ClientMsg.CreateSession(0, null));
                 d = await Connect(new Uri(First.AppendTo(uri.AbsoluteUri, create)), "D (first: Hello + CreateSession)", life);
                 ServerMsg.Welcome wd = await ExpectControl<ServerMsg.Welcome>(d, "D: Welcome first");
-                Check("D: Welcome first, nothing sent", wd.PeerId > 0 && !wd.Resumed, "peer " + wd.PeerId);
+                Check(wd.PeerId > 0 && !wd.Resumed, "D: Welcome first, nothing sent", "peer " + wd.PeerId);
                 ServerMsg.SessionCreated created = await ExpectControl<ServerMsg.SessionCreated>(d, "D: SessionCreated second");
-                Check("D: SessionCreated second", created.Session.Host == wd.PeerId, "code " + created.Session.Code);
+                Check(created.Session.Host == wd.PeerId, "D: SessionCreated second", "code " + created.Session.Code);
 
                 string join = First.Encode((ClientMsg.Hello)Hello("mono-e"), new ClientMsg.JoinSession(created.Session.Code, null));
                 e = await Connect(new Uri(First.AppendTo(uri.AbsoluteUri, join)), "E (first: Hello + JoinSession)", life);
                 ServerMsg.Welcome we = await ExpectControl<ServerMsg.Welcome>(e, "E: Welcome first");
                 ServerMsg.SessionJoined joined = await ExpectControl<ServerMsg.SessionJoined>(e, "E: SessionJoined second");
-                Check("E: SessionJoined second, nothing sent", joined.Session.Code == created.Session.Code && joined.Session.Peers.Count == 2,
+                Check(joined.Session.Code == created.Session.Code && joined.Session.Peers.Count == 2, "E: SessionJoined second, nothing sent",
                     "peers " + joined.Session.Peers.Count);
                 ServerMsg.PeerJoined pj = await ExpectControl<ServerMsg.PeerJoined>(d, "D hears E join");
-                Check("D hears E join", pj.Peer.Id == we.PeerId, "peer " + pj.Peer.Id);
+                Check(pj.Peer.Id == we.PeerId, "D hears E join", "peer " + pj.Peer.Id);
 
                 WsPeer bad = new WsPeer("F", life);
                 string why = null;
@@ -791,14 +754,14 @@ namespace FlightSimP2P.Tests
                 {
                     bad.Dispose();
                 }
-                Check("a malformed first is refused at the upgrade", why != null, why ?? "upgraded");
+                Check(why != null, "a malformed first is refused at the upgrade", why ?? "upgraded");
 
                 await e.CloseAsync(WebSocketCloseStatus.NormalClosure, "done", 1000);
                 await d.CloseAsync(WebSocketCloseStatus.NormalClosure, "done", 1000);
             }
             catch (AbortScenario x)
             {
-                Check("first scenario", false, "stopped after the failed check \"" + x.Message + "\"");
+                Check(false, "first scenario", "stopped after the failed check \"" + x.Message + "\"");
             }
             finally
             {
@@ -833,23 +796,17 @@ namespace FlightSimP2P.Tests
                     if (!run.Wait(TimeSpan.FromSeconds(60)))
                     {
                         life.Cancel();
-                        Check("whole run", false, "not finished after 60 s");
+                        Check(false, "whole run", "not finished after 60 s");
                     }
                 }
                 catch (AggregateException e)
                 {
                     Exception inner = e.InnerException ?? e;
-                    Check("whole run", false, "unexpected " + inner.GetType().Name + ": " + inner.Message);
+                    Check(false, "whole run", "unexpected " + inner.GetType().Name + ": " + inner.Message);
                 }
             }
-            int code;
-            lock (Out)
-            {
-                Console.WriteLine("time: " + total.ElapsedMilliseconds + " ms");
-                Console.WriteLine(_passed + " passed, " + _failed + " failed");
-                Console.Out.Flush();
-                code = _failed == 0 && _passed > 0 ? 0 : 1;
-            }
+            Note("time: " + total.ElapsedMilliseconds + " ms");
+            int code = Summary();
             // Exit even if a background receive loop is still stuck somewhere.
             Environment.Exit(code);
             return code;

@@ -13,33 +13,12 @@ using System.Threading;
 using System.Threading.Tasks;
 using FlightSimP2P.Client;
 using FlightSimP2P.Protocol;
+using static FlightSimP2P.Tests.TestKit;
 
 namespace FlightSimP2P.Tests
 {
     public static class SignalRShapeTests
     {
-        private static int s_passed;
-        private static int s_failed;
-
-        private static void Check(bool ok, string what)
-        {
-            if (ok)
-            {
-                s_passed++;
-                Console.WriteLine("ok   " + what);
-            }
-            else
-            {
-                s_failed++;
-                Console.WriteLine("FAIL " + what);
-            }
-        }
-
-        private static void Eq(object expected, object actual, string what)
-        {
-            bool ok = Equals(expected, actual);
-            Check(ok, what + (ok ? "" : " (expected " + expected + ", got " + actual + ")"));
-        }
 
         public static int Main()
         {
@@ -48,8 +27,7 @@ namespace FlightSimP2P.Tests
             Retry();
             Audience();
             Builder();
-            Console.WriteLine(s_passed + " passed, " + s_failed + " failed");
-            return s_failed == 0 ? 0 : 1;
+            return Summary();
         }
 
         private static void UrlRule()

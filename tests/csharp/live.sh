@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Live C# tests against the real server over the WebSocket fallback
 # (docs/PROTOCOL.md §10), mono's System.Net.WebSockets.ClientWebSocket as transport:
-#  1. the wire protocol, client/Protocol.cs doing all encoding
+#  1. the wire protocol, client/Protocol.*.cs doing all encoding
 #     (tests/csharp/LiveWebSocketTests.cs);
 #  2. two WebRTCP2PService instances in one session: hub messages, InvokeAsync,
 #     relay flight data (tests/csharp/LiveServiceTests.cs); then two processes of the
@@ -71,22 +71,22 @@ bin="${CARGO_TARGET_DIR:-$root/target}/debug/flightsim-p2p"
 mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll \
     -out:"$work/live-ws-tests.exe" \
-    "$root/client/Protocol.cs" "$root/tests/csharp/LiveWebSocketTests.cs" >&2
+    "$root"/client/Protocol.*.cs "$root/tests/csharp/TestKit.cs" "$root/tests/csharp/LiveWebSocketTests.cs" >&2
 mapfile -t mono_src < <(ls "$root"/client/*.cs)
 mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
-    -out:"$work/live-service-tests.exe" "${mono_src[@]}" "$root/tests/csharp/LiveServiceTests.cs" >&2
+    -out:"$work/live-service-tests.exe" "${mono_src[@]}" "$root/tests/csharp/TestKit.cs" "$root/tests/csharp/LiveServiceTests.cs" >&2
 mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
-    -out:"$work/signalr-app.exe" "${mono_src[@]}" "$root"/tests/csharp/signalr-app/*.cs >&2
+    -out:"$work/signalr-app.exe" "${mono_src[@]}" "$root/tests/csharp/TestKit.cs" "$root"/tests/csharp/signalr-app/*.cs >&2
 mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
-    -out:"$work/live-browser-tests.exe" "${mono_src[@]}" "$root/tests/csharp/LiveBrowserTests.cs" >&2
+    -out:"$work/live-browser-tests.exe" "${mono_src[@]}" "$root/tests/csharp/TestKit.cs" "$root/tests/csharp/LiveBrowserTests.cs" >&2
 mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
-    -out:"$work/live-cluster-tests.exe" "${mono_src[@]}" "$root/tests/csharp/LiveClusterTests.cs" >&2
+    -out:"$work/live-cluster-tests.exe" "${mono_src[@]}" "$root/tests/csharp/TestKit.cs" "$root/tests/csharp/LiveClusterTests.cs" >&2
 # Issue 21: ServerTimeout against the real server behind a proxy that goes silent.
-mcs -nologo -langversion:7.2 -warnaserror -optimize+ -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll -out:"$work/live-silent-tests.exe" "${mono_src[@]}" "$root/tests/csharp/LiveSilentServerTests.cs" >&2
+mcs -nologo -langversion:7.2 -warnaserror -optimize+ -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll -out:"$work/live-silent-tests.exe" "${mono_src[@]}" "$root/tests/csharp/TestKit.cs" "$root/tests/csharp/LiveSilentServerTests.cs" >&2
 
 mkdir "$work/certs"
 RUST_LOG="${RUST_LOG:-warn}" "$bin" serve \

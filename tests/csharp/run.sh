@@ -2,9 +2,11 @@
 # C# checks that run without the .NET SDK:
 #  1. every .cs file under client/ parses with tree-sitter's C# grammar
 #     (tests/csharp/parse_all.py; PyPI packages in tests/csharp/requirements.txt);
-#  2. the portable wire codec (client/Protocol.cs) and its test program are
+#  2. the portable wire codec (client/Protocol.*.cs) and its test program are
 #     compiled with Debian's mono compiler (C# 7.2) and run on the golden vectors;
-#  3. the functional core and shell with fakes (tests/csharp/ServiceTests.cs);
+#  3. the functional core and shell with fakes (tests/csharp/ServiceTests.cs), and the
+#     C# replay of docs/client-vectors.json against the pure core
+#     (tests/csharp/ClientVectorsTests.cs: every section that names csharp);
 #  4. the .NET-only adapters (client/Adapters/) against the declared surface of
 #     SIPSorcery 10.0.16 and System.Net.Quic (tests/csharp/surface/check.sh);
 #  5. the SignalR-shaped layer (tests/csharp/SignalRShapeTests.cs) and the SignalR-style
@@ -29,20 +31,25 @@ done
 python3 "$root/tests/csharp/parse_all.py" "$root/client"
 python3 "$root/tests/csharp/parse_all.py" "$root/tests/csharp"
 
-# -langversion:7.2 keeps Protocol.cs honest about the C# level it promises;
+# -langversion:7.2 keeps the codec honest about the C# level it promises;
 # -warnaserror catches sloppiness mcs would otherwise only mention.
 mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -out:"$out/codec-tests.exe" \
-    "$root/client/Protocol.cs" "$root/tests/csharp/CodecTests.cs"
+    "$root"/client/Protocol.*.cs "$root/tests/csharp/TestKit.cs" "$root/tests/csharp/CodecTests.cs"
 mono "$out/codec-tests.exe" "$vectors" | tee "$out/codec.out" | tail -n 1 >&2
 
 # 3. The client's functional core and its shell, with fake transports, links and clock.
 mapfile -t mono_src < <(cd "$root" && ls client/*.cs)
 (cd "$root" && mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
-    -out:"$out/service-tests.exe" "${mono_src[@]}" tests/csharp/ServiceTests.cs)
+    -out:"$out/service-tests.exe" "${mono_src[@]}" tests/csharp/TestKit.cs tests/csharp/ServiceTests.cs)
 mono "$out/service-tests.exe" > "$out/service.out" || { cat "$out/service.out"; exit 1; }
 grep -v '^ok' "$out/service.out" >&2 || true
+(cd "$root" && mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
+    -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
+    -out:"$out/client-vectors-tests.exe" "${mono_src[@]}" tests/csharp/TestKit.cs tests/csharp/ClientVectorsTests.cs)
+mono "$out/client-vectors-tests.exe" "$root/docs/client-vectors.json" > "$out/vectors.out" || { cat "$out/vectors.out"; exit 1; }
+grep -v '^ok' "$out/vectors.out" >&2 || true
 
 # 4. The .NET-only adapters, compiled by mono against the declared SIPSorcery/QUIC surface,
 #    and the checks that this compile and the no-wholesale-using rule can fail.
@@ -57,12 +64,12 @@ surface_ok=$(grep -c '^ok' "$out/surface.out" || true)
 python3 "$root/tests/csharp/gen_hub_surface.py" --check
 (cd "$root" && mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
-    -out:"$out/signalr-shape-tests.exe" "${mono_src[@]}" tests/csharp/SignalRShapeTests.cs)
+    -out:"$out/signalr-shape-tests.exe" "${mono_src[@]}" tests/csharp/TestKit.cs tests/csharp/SignalRShapeTests.cs)
 mono "$out/signalr-shape-tests.exe" > "$out/shape.out" || { cat "$out/shape.out"; exit 1; }
 grep -v '^ok' "$out/shape.out" >&2 || true
 (cd "$root" && mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
-    -out:"$out/signalr-app.exe" "${mono_src[@]}" tests/csharp/signalr-app/*.cs)
+    -out:"$out/signalr-app.exe" "${mono_src[@]}" tests/csharp/TestKit.cs tests/csharp/signalr-app/*.cs)
 python3 "$root/tests/csharp/signalr-app/check_swap.py"
 sed 's/^\( *\)_connection.HandshakeTimeout = \(.*\)$/\1_connection.HandshakeTimeout = \2 _connection.MapHub<ChatHub>();/' \
     "$root/tests/csharp/signalr-app/ChatClient.cs" >"$out/SwapProbe.cs"
@@ -81,7 +88,8 @@ adapters=$(cd "$root" && count client/Adapters/*.cs)
 total=$((core + tests + adapters))
 echo "C# lines (non-blank), all compiled by mono: core+shell $core, tests $tests, adapters $adapters (against the declared surface), of $total" >&2
 c_line=$(tail -n 1 "$out/codec.out"); s_line=$(tail -n 1 "$out/service.out"); r_line=$(tail -n 1 "$out/shape.out")
-p=$(( $(cut -d' ' -f1 <<<"$c_line") + $(cut -d' ' -f1 <<<"$s_line") + $(cut -d' ' -f1 <<<"$r_line") + surface_ok + swap_ok ))
-f=$(( $(cut -d' ' -f3 <<<"$c_line") + $(cut -d' ' -f3 <<<"$s_line") + $(cut -d' ' -f3 <<<"$r_line") ))
+v_line=$(tail -n 1 "$out/vectors.out")
+p=$(( $(cut -d' ' -f1 <<<"$c_line") + $(cut -d' ' -f1 <<<"$s_line") + $(cut -d' ' -f1 <<<"$r_line") + $(cut -d' ' -f1 <<<"$v_line") + surface_ok + swap_ok ))
+f=$(( $(cut -d' ' -f3 <<<"$c_line") + $(cut -d' ' -f3 <<<"$s_line") + $(cut -d' ' -f3 <<<"$r_line") + $(cut -d' ' -f3 <<<"$v_line") ))
 echo "$p passed, $f failed"
 [ "$f" -eq 0 ]

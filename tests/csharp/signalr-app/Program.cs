@@ -13,44 +13,16 @@ using System.Diagnostics;
 using System.Threading;
 using System.Threading.Tasks;
 using FlightSimP2P.Client;
+using static FlightSimP2P.Tests.TestKit;
 
 namespace SimChat
 {
     public static class Program
     {
-        private static int s_passed;
-        private static int s_failed;
-
-        private static void Check(bool ok, string what)
-        {
-            if (ok)
-            {
-                s_passed++;
-                Console.WriteLine("ok   signalr-app " + what);
-            }
-            else
-            {
-                s_failed++;
-                Console.WriteLine("FAIL signalr-app " + what);
-            }
-        }
-
-        private static bool WaitFor(Func<bool> condition, int ms)
-        {
-            Stopwatch sw = Stopwatch.StartNew();
-            while (sw.ElapsedMilliseconds < ms)
-            {
-                if (condition())
-                {
-                    return true;
-                }
-                Thread.Sleep(20);
-            }
-            return condition();
-        }
 
         public static int Main(string[] args)
         {
+            Prefix = "signalr-app ";
             if (args.Length < 2 || (args[0] != "host" && args[0] != "guest") || (args[0] == "guest" && args.Length < 3))
             {
                 Console.Error.WriteLine("usage: signalr-app.exe host http://HOST:PORT | guest http://HOST:PORT CODE");
@@ -71,8 +43,7 @@ namespace SimChat
             {
                 Check(false, args[0] + " threw " + e);
             }
-            Console.WriteLine(s_passed + " passed, " + s_failed + " failed");
-            return s_failed == 0 ? 0 : 1;
+            return Summary();
         }
 
         private static void CheckShape(ChatClient chat, string role)
