@@ -43,6 +43,9 @@ pub(crate) enum Command {
     Peer(Box<PeerArgs>),
     /// Print the protocol's golden test vectors (for client implementers).
     Vectors,
+    /// Mint an access token for development and tests, or make a new key (--keygen).
+    /// A game's backend mints its own tokens in production (DEPLOYMENT.md).
+    Token(TokenArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -109,6 +112,89 @@ pub(crate) struct DevCertArgs {
         default_value = "localhost,127.0.0.1,::1"
     )]
     pub(crate) dev_cert_hosts: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+  flightsim-p2p token --keygen hs256 --kid main\n      a new shared secret: the same line goes to serve --auth\n  \
+  flightsim-p2p token --keygen eddsa --kid k1\n      a key pair: the private line signs, the public one goes to serve --auth\n  \
+  FSP2P_TOKEN_KEY=main:hs256:SECRET flightsim-p2p token --aud my-game --sub alice --ttl 1h\n  \
+  flightsim-p2p token --key @k1.key --aud my-game --sub bob --session ABC-DEF --no-create")]
+pub(crate) struct TokenArgs {
+    /// Signing key: KID:hs256:SECRET (the secret serve --auth holds) or KID:eddsa-seed:SEED
+    /// (the Ed25519 private seed; serve --auth holds the public key). base64url. `@path` reads
+    /// the value from a file.
+    #[arg(
+        long,
+        env = "FSP2P_TOKEN_KEY",
+        hide_env_values = true,
+        required_unless_present = "keygen"
+    )]
+    pub(crate) key: Option<String>,
+
+    /// Instead of a token, print a new key: hs256 (a random 32-byte secret) or eddsa (a key pair).
+    #[arg(long, value_parser = ["hs256", "eddsa"], conflicts_with = "key")]
+    pub(crate) keygen: Option<String>,
+
+    /// Key id for --keygen.
+    #[arg(long, default_value = "main", requires = "keygen")]
+    pub(crate) kid: String,
+
+    /// Audience: the deployment's name, as in serve --auth-audience.
+    #[arg(long, env = "FSP2P_AUTH_AUDIENCE", required_unless_present = "keygen")]
+    pub(crate) aud: Option<String>,
+
+    /// Subject: the player id in the game's backend.
+    #[arg(long, required_unless_present = "keygen")]
+    pub(crate) sub: Option<String>,
+
+    /// Lifetime: e.g. 90s, 10m, 1h, 2d.
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    pub(crate) ttl: u64,
+
+    /// Token id, to revoke this one token later.
+    #[arg(long)]
+    pub(crate) jti: Option<String>,
+
+    /// The token may not create sessions (only join).
+    #[arg(long)]
+    pub(crate) no_create: bool,
+
+    /// Join codes the token may join (repeat the flag); without it, any session.
+    #[arg(long = "session")]
+    pub(crate) sessions: Vec<String>,
+
+    /// Cap on max_peers of the sessions this token creates.
+    #[arg(long)]
+    pub(crate) max_peers: Option<u32>,
+
+    /// Relay use: `off`, or a rate in bytes per second; without it, the server's own limits.
+    #[arg(long)]
+    pub(crate) relay: Option<String>,
+
+    /// Display name bound to the token (peers see it instead of the client's).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+}
+
+/// A duration such as 90s, 10m, 1h or 2d, in seconds (a bare number is seconds).
+pub(crate) fn parse_ttl(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: a number with s, m, h or d, e.g. 1h"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: the unit is s, m, h or d")),
+    };
+    match n.checked_mul(mult) {
+        Some(0) | None => Err(format!("{s:?}: between 1 s and many years")),
+        Some(v) => Ok(v),
+    }
 }
 
 #[derive(clap::Args, Debug)]

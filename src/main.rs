@@ -14,7 +14,7 @@ use flightsim_p2p::protocol::{ClientKind, RelayMode, ServerMsg};
 use flightsim_p2p::{certs, server};
 
 mod cli;
-use cli::{CertsArgs, Cli, CliRelayMode, Command, PeerArgs, ServeArgs};
+use cli::{CertsArgs, Cli, CliRelayMode, Command, PeerArgs, ServeArgs, TokenArgs};
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -50,6 +50,73 @@ fn main() -> Result<()> {
             print!("{}", flightsim_p2p::vectors::render());
             Ok(())
         }
+        Command::Token(args) => token_cmd(args),
+    }
+}
+
+/// `token`: mint a token, or print a new key. The claims are the ones
+/// `serve --auth` reads (PROTOCOL.md, access tokens).
+fn token_cmd(a: TokenArgs) -> Result<()> {
+    use flightsim_p2p::auth;
+    if let Some(kind) = a.keygen.as_deref() {
+        let mut random = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random)
+            .map_err(|_| anyhow::anyhow!("the system's random source failed"))?;
+        for line in auth::keygen(kind, &a.kid, random)? {
+            println!("{line}");
+        }
+        return Ok(());
+    }
+    let spec = read_at_file(a.key.as_deref().unwrap_or_default())?;
+    let signer = auth::Signer::from_spec(&spec)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_secs();
+    let mut claims = serde_json::json!({
+        "sub": a.sub.unwrap_or_default(),
+        "aud": a.aud.unwrap_or_default(),
+        "iat": now,
+        "nbf": now,
+        "exp": now + a.ttl,
+    });
+    if let Some(j) = a.jti {
+        claims["jti"] = j.into();
+    }
+    if a.no_create {
+        claims["create"] = false.into();
+    }
+    if !a.sessions.is_empty() {
+        claims["sessions"] = a.sessions.into();
+    }
+    if let Some(m) = a.max_peers {
+        claims["max_peers"] = m.into();
+    }
+    match a.relay.as_deref() {
+        None => {}
+        Some("off") => claims["relay"] = false.into(),
+        Some(r) => {
+            let rate: u32 = r
+                .parse()
+                .with_context(|| format!("--relay {r:?}: `off` or bytes per second"))?;
+            claims["relay"] = rate.into();
+        }
+    }
+    if let Some(n) = a.name {
+        claims["name"] = n.into();
+    }
+    println!("{}", signer.sign(&claims));
+    Ok(())
+}
+
+/// A flag value, or the contents of the file it names with `@path`.
+fn read_at_file(v: &str) -> Result<String> {
+    match v.strip_prefix('@') {
+        Some(path) => Ok(std::fs::read_to_string(path)
+            .with_context(|| format!("reading {path}"))?
+            .trim()
+            .to_string()),
+        None => Ok(v.to_string()),
     }
 }
 

@@ -537,6 +537,30 @@ impl Signer {
         })
     }
 
+    /// Parse `KID:hs256:SECRET` or `KID:eddsa-seed:SEED` (the Ed25519
+    /// private seed), base64url.
+    pub fn from_spec(spec: &str) -> Result<Signer, KeyError> {
+        let mut parts = spec.trim().splitn(3, ':');
+        let (Some(kid), Some(alg), Some(material)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(KeyError(
+                "a signing key is KID:hs256:SECRET or KID:eddsa-seed:SEED (base64url)".into(),
+            ));
+        };
+        let bytes = decode_b64url(material.trim())
+            .ok_or_else(|| KeyError(format!("key {kid}: the key material is not base64url")))?;
+        match alg.to_ascii_lowercase().as_str() {
+            "hs256" => Signer::hs256(kid, &bytes),
+            "eddsa-seed" => Signer::ed25519_seed(kid, &bytes),
+            "eddsa" => Err(KeyError(format!(
+                "key {kid}: to sign, give the private seed as KID:eddsa-seed:SEED (KID:eddsa:… is the public key serve --auth takes)"
+            ))),
+            other => Err(KeyError(format!(
+                "key {kid}: algorithm {other:?} is not supported (hs256 or eddsa-seed)"
+            ))),
+        }
+    }
+
     /// The Ed25519 public key (32 bytes) of this signer, if it is one.
     pub fn public_key(&self) -> Option<Vec<u8>> {
         use signature::KeyPair as _;
@@ -565,6 +589,34 @@ impl Signer {
         token.push('.');
         token.push_str(&URL_SAFE_NO_PAD.encode(sig));
         token
+    }
+}
+
+/// A new key from 32 random bytes (the caller's randomness): the lines to
+/// print. `hs256`: one secret, the same line for both ends. `eddsa`: the
+/// private seed (signs, stays on the game's backend) and the public key
+/// (for `serve --auth`).
+pub fn keygen(kind: &str, kid: &str, random: [u8; 32]) -> Result<Vec<String>, KeyError> {
+    check_kid(kid)?;
+    let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+    match kind {
+        "hs256" => Ok(vec![
+            format!(
+                "# shared secret: the game's backend signs with it, serve --auth verifies with it"
+            ),
+            format!("{kid}:hs256:{}", b64(&random)),
+        ]),
+        "eddsa" => {
+            let signer = Signer::ed25519_seed(kid, &random)?;
+            let public = signer.public_key().unwrap_or_default();
+            Ok(vec![
+                "# private: keep it on the game's backend (token --key, or your own signer)".into(),
+                format!("{kid}:eddsa-seed:{}", b64(&random)),
+                "# public: give it to serve --auth".into(),
+                format!("{kid}:eddsa:{}", b64(&public)),
+            ])
+        }
+        other => Err(KeyError(format!("--keygen {other:?}: hs256 or eddsa"))),
     }
 }
 

@@ -303,3 +303,24 @@ fn key_specs_parse_and_bad_ones_say_why() {
     let shown = format!("{:?}", Key::hs256("a", SECRET).expect("k"));
     assert!(!shown.contains("0123"), "Debug hides the secret: {shown}");
 }
+
+#[test]
+fn keygen_lines_round_trip_through_the_specs() {
+    let lines = keygen("eddsa", "k1", [9u8; 32]).expect("eddsa");
+    let signer = Signer::from_spec(&lines[1]).expect("private line signs");
+    let key = Key::from_spec(&lines[3]).expect("public line verifies");
+    let v = Verifier::new(vec![key], AUD).expect("v");
+    assert_eq!(
+        v.verify(&signer.sign(&claims()), NOW).expect("ok").sub,
+        "alice"
+    );
+    assert!(
+        Signer::from_spec(&lines[3]).is_err(),
+        "a public key cannot sign"
+    );
+    let lines = keygen("hs256", "main", [3u8; 32]).expect("hs256");
+    let signer = Signer::from_spec(&lines[1]).expect("signs");
+    let v = Verifier::new(vec![Key::from_spec(&lines[1]).expect("k")], AUD).expect("v");
+    assert!(v.verify(&signer.sign(&claims()), NOW).is_ok());
+    assert!(keygen("rsa", "k", [0u8; 32]).is_err());
+}
