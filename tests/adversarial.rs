@@ -32,6 +32,7 @@ fn hello() -> ClientMsg {
         relay_mode: RelayMode::Datagram,
         name: "hostile".into(),
         resume_token: None,
+        access_token: None,
     })
 }
 

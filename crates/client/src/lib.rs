@@ -368,6 +368,7 @@ fn hello_messages(
         relay_mode: cfg.relay_mode,
         name: cfg.name.clone(),
         resume_token: token,
+        access_token: None,
     });
     std::iter::once(hello).chain(first).collect()
 }

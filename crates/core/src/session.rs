@@ -37,7 +37,7 @@ use crate::limits::{Limits, TokenBucket};
 use crate::protocol::{
     ClientKind, ClientMsg, CreateSession, ErrorCode, Hello, JoinSession, LeaveReason, PeerId,
     PeerInfo, RelayMode, ServerMsg, SessionInfo, Signal, Welcome, ALL_PEERS, MAX_NAME_BYTES,
-    MAX_PASSWORD_BYTES, PROTOCOL_VERSION, RESUME_TOKEN_LEN,
+    MAX_PASSWORD_BYTES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, RESUME_TOKEN_LEN,
 };
 use crate::turn::IceConfig;
 use cluster::ClusterCore;
@@ -719,13 +719,13 @@ impl Core {
     /// `Hello`; `looked_up` once the directory was asked about its token
     /// (cluster mode), so a token it does not know either makes a new peer.
     fn hello_after(&mut self, now: Now, conn: ConnId, hello: Hello, looked_up: bool) {
-        if hello.version != PROTOCOL_VERSION {
+        if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&hello.version) {
             return self.fail(
                 conn,
                 ErrorCode::UnsupportedVersion,
                 format!(
-                    "protocol version {} is not supported; this server speaks {}",
-                    hello.version, PROTOCOL_VERSION
+                    "protocol version {} is not supported; this server speaks {} to {}",
+                    hello.version, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION
                 ),
             );
         }

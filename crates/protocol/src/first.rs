@@ -96,15 +96,17 @@ pub fn first_param(query: Option<&str>) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ClientKind, Hello, JoinSession, RelayMode, PROTOCOL_VERSION};
+    use crate::{ClientKind, Hello, JoinSession, RelayMode};
 
+    /// A version-1 Hello: the document's vector predates version 2.
     fn hello() -> ClientMsg {
         ClientMsg::Hello(Hello {
-            version: PROTOCOL_VERSION,
+            version: 1,
             client: ClientKind::Browser,
             relay_mode: RelayMode::Datagram,
             name: String::new(),
             resume_token: None,
+            access_token: None,
         })
     }
 

@@ -34,8 +34,14 @@ pub use transport::{Transport, Via};
 pub const ALPN_NATIVE: &[u8] = b"fsp2p/1";
 /// ALPN for WebTransport (HTTP/3) clients, i.e. browsers.
 pub const ALPN_H3: &[u8] = b"h3";
-/// Version carried in `Hello`; the server refuses any other.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version carried in `Hello` by this crate's clients. Version 2 appends
+/// `Hello.access_token`; a server takes 1 and 2 ([`MIN_PROTOCOL_VERSION`]).
+pub const PROTOCOL_VERSION: u16 = 2;
+/// Oldest `Hello.version` a server still takes: version 1 is version 2
+/// without the access token field.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
+/// Longest access token a client may send, in bytes (a server may set a lower cap).
+pub const MAX_ACCESS_TOKEN_BYTES: usize = 4096;
 /// Path a WebTransport client must connect to.
 pub const WEBTRANSPORT_PATH: &str = "/signal";
 /// Peer id used in a relay header to mean "every other peer in my session".
@@ -207,9 +213,15 @@ pub struct NodeAddr {
 }
 
 /// The client's introduction.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+///
+/// Versioned on the wire: `version` comes first, and the fields after
+/// `resume_token` exist only from the version that added them (version 2:
+/// `access_token`). A version-1 `Hello` is the same bytes without them, so
+/// older clients keep working; encoding writes exactly the fields of
+/// `version` (a token on a version-1 `Hello` is not sent).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
-    /// Must equal [`PROTOCOL_VERSION`].
+    /// [`PROTOCOL_VERSION`] (or any version down to [`MIN_PROTOCOL_VERSION`]).
     pub version: u16,
     /// What kind of program this is.
     pub client: ClientKind,
@@ -219,6 +231,66 @@ pub struct Hello {
     pub name: String,
     /// Token from an earlier `Welcome`, to get the same peer id and seat back.
     pub resume_token: Option<Vec<u8>>,
+    /// (version 2) The access token from the game's backend, on a server
+    /// that requires one (`serve --auth`). A token in the connection's URL
+    /// (`?access_token=`) counts when this is `None`.
+    pub access_token: Option<String>,
+}
+
+impl Serialize for Hello {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let v2 = self.version >= 2;
+        let mut t = s.serialize_tuple(if v2 { 6 } else { 5 })?;
+        t.serialize_element(&self.version)?;
+        t.serialize_element(&self.client)?;
+        t.serialize_element(&self.relay_mode)?;
+        t.serialize_element(&self.name)?;
+        t.serialize_element(&self.resume_token)?;
+        if v2 {
+            t.serialize_element(&self.access_token)?;
+        }
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Hello {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Hello, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = Hello;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "Hello: version, client, relay_mode, name, resume_token[, access_token]",
+                )
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Hello, A::Error> {
+                use serde::de::Error;
+                let missing = |n| A::Error::invalid_length(n, &self);
+                let version: u16 = a.next_element()?.ok_or_else(|| missing(0))?;
+                let client = a.next_element()?.ok_or_else(|| missing(1))?;
+                let relay_mode = a.next_element()?.ok_or_else(|| missing(2))?;
+                let name = a.next_element()?.ok_or_else(|| missing(3))?;
+                let resume_token = a.next_element()?.ok_or_else(|| missing(4))?;
+                // Only a version that has the field carries it: a version-1
+                // Hello ends here (and anything after it is trailing bytes).
+                let access_token = if version >= 2 {
+                    a.next_element()?.ok_or_else(|| missing(5))?
+                } else {
+                    None
+                };
+                Ok(Hello {
+                    version,
+                    client,
+                    relay_mode,
+                    name,
+                    resume_token,
+                    access_token,
+                })
+            }
+        }
+        d.deserialize_tuple(6, Fields)
+    }
 }
 
 /// What kind of program a client is (for logs and metrics only).
@@ -815,6 +887,7 @@ mod tests {
             relay_mode: RelayMode::Datagram,
             name: "Ann".into(),
             resume_token: None,
+            access_token: None,
         }));
         assert_eq!(hello, vec![0, 1, 2, 0, 3, b'A', b'n', b'n', 0]);
         let err = encode(&ServerMsg::Error {
