@@ -288,6 +288,9 @@ pub struct Grant {
     pub sub: String,
     /// `exp`, Unix seconds.
     pub exp: u64,
+    /// `iat`, Unix seconds, if the token says when it was issued (a player's
+    /// revocation refuses tokens issued before it).
+    pub iat: Option<u64>,
     /// `jti`, if the token has one (for revocation).
     pub jti: Option<String>,
     /// `create`: may create sessions (default: yes).
@@ -332,6 +335,8 @@ struct Payload {
     exp: Option<u64>,
     #[serde(default)]
     nbf: Option<u64>,
+    #[serde(default)]
+    iat: Option<u64>,
     #[serde(default)]
     aud: Option<Audience>,
     #[serde(default)]
@@ -494,6 +499,7 @@ impl Verifier {
         Ok(Grant {
             sub,
             exp,
+            iat: p.iat,
             jti: p.jti,
             create: p.create.unwrap_or(true),
             sessions,
@@ -501,6 +507,44 @@ impl Verifier {
             relay,
             name: p.name,
         })
+    }
+}
+
+/// Access control as the session core applies it.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// Checks the tokens.
+    pub verifier: Verifier,
+    /// How long before a token expires in session the player is warned
+    /// (an `Error(token_expired)` without a close): time to reconnect with a
+    /// fresh token and keep the seat.
+    pub warn_before: std::time::Duration,
+}
+
+/// A revocation: every token of a player issued up to a time, or one token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// Tokens whose `sub` is this and whose `iat` is at or before
+    /// `issued_up_to` (Unix seconds), or that have no `iat`.
+    Sub {
+        /// The player.
+        sub: String,
+        /// Tokens issued later pass again.
+        issued_up_to: u64,
+    },
+    /// The token with this `jti`.
+    Jti(String),
+}
+
+impl Revocation {
+    /// Whether this revocation refuses `g`.
+    pub fn refuses(&self, g: &Grant) -> bool {
+        match self {
+            Revocation::Sub { sub, issued_up_to } => {
+                *sub == g.sub && g.iat.is_none_or(|iat| iat <= *issued_up_to)
+            }
+            Revocation::Jti(j) => g.jti.as_deref() == Some(j.as_str()),
+        }
     }
 }
 

@@ -533,11 +533,29 @@ pub enum ErrorCode {
     /// closes the connection with this code: reconnect with the same token
     /// (any node), as after a lost connection.
     ClusterUnavailable = 22,
+    /// (access control) This server needs an access token and the client
+    /// sent none (`Hello.access_token`, or `?access_token=` in the URL). Fatal.
+    TokenRequired = 23,
+    /// (access control) The token is refused: malformed, too long, an
+    /// algorithm or key this server does not take, a bad signature, or
+    /// another deployment's audience (the message says which). Fatal: the
+    /// same token will never pass.
+    TokenInvalid = 24,
+    /// (access control) The token has expired (or is not valid yet). Closes
+    /// the connection; a client that can get a fresh token reconnects with
+    /// it (resuming its seat). Sent first as a warning, without a close,
+    /// before a token expires in session.
+    TokenExpired = 25,
+    /// (access control) The token does not allow this request (create a
+    /// session, join that session, that many peers). The connection stays.
+    Forbidden = 26,
+    /// (access control) The operator revoked this token or its player. Fatal.
+    TokenRevoked = 27,
 }
 
 impl ErrorCode {
     /// Every code, in order.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 27] = [
         ErrorCode::BadMessage,
         ErrorCode::FrameTooLarge,
         ErrorCode::UnsupportedVersion,
@@ -560,6 +578,11 @@ impl ErrorCode {
         ErrorCode::Replaced,
         ErrorCode::SlowConsumer,
         ErrorCode::ClusterUnavailable,
+        ErrorCode::TokenRequired,
+        ErrorCode::TokenInvalid,
+        ErrorCode::TokenExpired,
+        ErrorCode::Forbidden,
+        ErrorCode::TokenRevoked,
     ];
 
     /// The code with number `v`, if there is one.
@@ -592,6 +615,11 @@ impl ErrorCode {
             ErrorCode::Replaced => "replaced",
             ErrorCode::SlowConsumer => "slow_consumer",
             ErrorCode::ClusterUnavailable => "cluster_unavailable",
+            ErrorCode::TokenRequired => "token_required",
+            ErrorCode::TokenInvalid => "token_invalid",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TokenRevoked => "token_revoked",
         }
     }
 
@@ -610,6 +638,9 @@ impl ErrorCode {
                 | ErrorCode::HelloTimeout
                 | ErrorCode::Replaced
                 | ErrorCode::SlowConsumer
+                | ErrorCode::TokenRequired
+                | ErrorCode::TokenInvalid
+                | ErrorCode::TokenRevoked
         )
     }
 }

@@ -1106,6 +1106,7 @@ fn metrics_labels_are_the_documented_names() {
             "ip_rate_limited",
             "unknown_peer",
             "peer_away",
+            "not_allowed",
             "receiver_busy",
             "receiver_too_small"
         ]
