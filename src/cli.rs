@@ -79,6 +79,9 @@ pub(crate) struct ServeArgs {
     pub(crate) proxy: ProxyArgs,
 
     #[command(flatten)]
+    pub(crate) auth: AuthArgs,
+
+    #[command(flatten)]
     pub(crate) limits: LimitsArgs,
 
     #[command(flatten)]
@@ -250,6 +253,11 @@ pub(crate) struct PeerArgs {
     #[arg(long, default_value = "")]
     pub(crate) name: String,
 
+    /// Access token for a server that requires one (serve --auth); `@path` reads a file.
+    /// Mint one for development with `flightsim-p2p token`.
+    #[arg(long, env = "FSP2P_ACCESS_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+
     /// Create a session and print its join code.
     #[arg(long, conflicts_with = "join")]
     pub(crate) create: bool,
@@ -316,6 +324,84 @@ impl From<CliTransport> for ClientTransport {
 pub(crate) enum CliRelayMode {
     Datagram,
     Stream,
+}
+
+/// Access control: tokens from the game's backend (PROTOCOL.md "Access
+/// tokens", DEPLOYMENT.md). Without --auth the server is open.
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Access control")]
+pub(crate) struct AuthArgs {
+    /// Require an access token (a JWT the game's backend signs) from every client, verified
+    /// with this key: KID:hs256:SECRET or KID:eddsa:PUBLIC_KEY (base64url; `@path` reads a
+    /// file). Repeat the flag, or separate keys with commas in the variable, to hold several
+    /// at once while rotating. `flightsim-p2p token --keygen` makes keys. Without it the
+    /// server is open: anyone who reaches the port may create and join sessions.
+    #[arg(
+        long = "auth",
+        env = "FSP2P_AUTH_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub(crate) auth_keys: Vec<String>,
+
+    /// The deployment's name: tokens must carry it in `aud`. Required with --auth.
+    #[arg(long, env = "FSP2P_AUTH_AUDIENCE")]
+    pub(crate) auth_audience: Option<String>,
+
+    /// Clock skew allowed on a token's exp and nbf, in seconds.
+    #[arg(long, env = "FSP2P_AUTH_LEEWAY_SECS", default_value_t = fsp2p_core::auth::DEFAULT_LEEWAY_SECS)]
+    pub(crate) auth_leeway_secs: u64,
+
+    /// How long before a player's token stops being valid in session the player is warned
+    /// (an Error token_expired without a close), to reconnect with a fresh one; at the end
+    /// the connection is cut and the seat kept for the resume grace. Seconds.
+    #[arg(long, env = "FSP2P_AUTH_WARN_SECS", default_value_t = 60)]
+    pub(crate) auth_warn_secs: u64,
+
+    /// Longest token accepted, in bytes.
+    #[arg(long, env = "FSP2P_AUTH_MAX_TOKEN_BYTES", default_value_t = fsp2p_core::auth::DEFAULT_MAX_TOKEN_BYTES)]
+    pub(crate) auth_max_token_bytes: usize,
+}
+
+impl AuthArgs {
+    /// The access control these flags ask for; `None` without --auth.
+    pub(crate) fn into_access(self) -> anyhow::Result<Option<fsp2p_core::auth::Access>> {
+        use anyhow::Context as _;
+        use fsp2p_core::auth::{Access, Key, Verifier};
+        let specs: Vec<String> = self
+            .auth_keys
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(|s| match s.strip_prefix('@') {
+                Some(path) => std::fs::read_to_string(path)
+                    .with_context(|| format!("--auth @{path}: reading the key file"))
+                    .map(|v| v.trim().to_string()),
+                None => Ok(s.to_string()),
+            })
+            .collect::<anyhow::Result<_>>()?;
+        if specs.is_empty() {
+            if self.auth_audience.is_some() {
+                anyhow::bail!("--auth-audience needs --auth (at least one key)");
+            }
+            return Ok(None);
+        }
+        let keys = specs
+            .iter()
+            .map(|s| Key::from_spec(s))
+            .collect::<Result<Vec<_>, _>>()
+            .context("--auth")?;
+        let audience = self.auth_audience.as_deref().context(
+            "--auth needs --auth-audience: the deployment's name, which tokens carry in `aud`",
+        )?;
+        let mut verifier = Verifier::new(keys, audience).context("--auth")?;
+        verifier.leeway_secs = self.auth_leeway_secs;
+        verifier.max_token_bytes = self.auth_max_token_bytes.max(1);
+        Ok(Some(Access {
+            verifier,
+            warn_before: std::time::Duration::from_secs(self.auth_warn_secs),
+        }))
+    }
 }
 
 /// Behind a reverse proxy (Railway's edge, Fly's proxy, nginx): where a

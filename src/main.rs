@@ -197,6 +197,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
         tracing::warn!("--turn-url given without --turn-secret: TURN URLs are not sent (they would be useless without credentials)");
     }
     let cluster = args.cluster.clone().into_config(args.listen, http_listen)?;
+    let access = args.auth.clone().into_access()?;
+    match &access {
+        None => tracing::info!(
+            "open server (no --auth): anyone who reaches the port may create and join sessions and use the relay; fine for development"
+        ),
+        Some(a) => tracing::info!(
+            keys = %a.verifier.kids().collect::<Vec<_>>().join(","),
+            audience = %a.verifier.audience,
+            "access control: every client needs a token signed with one of these keys for this audience"
+        ),
+    }
     let hash = identity.sha256_hex();
     let dev = identity.dev;
     let srv = server::Server::start(ServerConfig {
@@ -210,6 +221,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         proxy,
         dev_cert,
         cluster,
+        access,
     })
     .await?;
     if dev {
@@ -284,6 +296,9 @@ async fn peer(args: PeerArgs) -> Result<()> {
     );
     cfg.fallback_delay = Duration::from_millis(args.fallback_delay_ms);
     cfg.name = args.name.clone();
+    if let Some(t) = &args.token {
+        cfg.token = Some(flightsim_p2p::client::AccessToken::Fixed(read_at_file(t)?));
+    }
     cfg.kind = ClientKind::Rust;
     cfg.relay_mode = match args.relay_mode {
         CliRelayMode::Datagram => RelayMode::Datagram,
