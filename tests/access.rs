@@ -287,3 +287,101 @@ async fn first_control(
         }
     }
 }
+
+/// The first fenced block of `lang` in DEPLOYMENT.md's access-control section.
+fn deployment_example(lang: &str) -> String {
+    let doc = include_str!("../DEPLOYMENT.md");
+    let start = doc
+        .find("## Access control: tokens from your game's backend")
+        .expect("DEPLOYMENT.md has the access-control section");
+    let section = &doc[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |e| e + 3)];
+    let fence = format!("```{lang}\n");
+    let from = section
+        .find(&fence)
+        .unwrap_or_else(|| panic!("no {lang} example"))
+        + fence.len();
+    let to = section[from..].find("```").expect("closed fence") + from;
+    // The blocks are indented as list items.
+    section[from..to]
+        .lines()
+        .map(|l| l.strip_prefix("   ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Run `cmd` and return its trimmed stdout, failing with its stderr.
+fn run(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn the_backend_examples_in_deployment_md_mint_tokens_the_server_accepts() {
+    use flightsim_p2p::auth::{Key, Verifier};
+    let line = keygen("hs256", "main").remove(0);
+    let secret_b64 = line.rsplit(':').next().unwrap_or("").to_string();
+    let verifier = Verifier::new(vec![Key::from_spec(&line).expect("key")], "my-game").expect("v");
+    let dir = temp_dir("backend-examples");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut tokens = Vec::new();
+
+    let js = format!(
+        "{}\nconsole.log(mintToken(Buffer.from(process.argv[1], 'base64url'), 'main', 'my-game', 'alice', 600));\n",
+        deployment_example("js")
+    );
+    tokens.push((
+        "node",
+        run(std::process::Command::new("node").args(["-e", &js, &secret_b64])),
+    ));
+
+    let py = format!(
+        "{}\nimport sys\nprint(mint_token(base64.urlsafe_b64decode(sys.argv[1] + '=' * (-len(sys.argv[1]) % 4)), 'main', 'my-game', 'alice', 600))\n",
+        deployment_example("python")
+    );
+    tokens.push((
+        "python3",
+        run(std::process::Command::new("python3").args(["-c", &py, &secret_b64])),
+    ));
+
+    let cs = format!(
+        "{}\nstatic class Program {{ static void Main(string[] a) {{\n    string s = a[0].Replace('-', '+').Replace('_', '/'); s += new string('=', (4 - s.Length % 4) % 4);\n    Console.WriteLine(FlightSimTokens.Mint(Convert.FromBase64String(s), \"main\", \"my-game\", \"alice\", 600));\n}} }}\n",
+        deployment_example("csharp")
+    );
+    let src = dir.join("Mint.cs");
+    let exe = dir.join("Mint.exe");
+    std::fs::write(&src, cs).expect("write Mint.cs");
+    run(std::process::Command::new("mcs")
+        .arg("-langversion:7.2")
+        .arg("-r:System.Web.dll")
+        .arg(format!("-out:{}", exe.display()))
+        .arg(&src));
+    tokens.push((
+        "mono",
+        run(std::process::Command::new("mono")
+            .arg(&exe)
+            .arg(&secret_b64)),
+    ));
+
+    for (who, t) in tokens {
+        let g = verifier
+            .verify(&t, now)
+            .unwrap_or_else(|e| panic!("{who}'s token {t}: {e}"));
+        assert_eq!(g.sub, "alice", "{who}");
+        assert!(
+            g.exp >= now + 595 && g.exp <= now + 605,
+            "{who}: exp {}",
+            g.exp
+        );
+        assert!(g.iat.is_some(), "{who}: iat");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

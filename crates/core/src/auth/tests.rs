@@ -324,3 +324,38 @@ fn keygen_lines_round_trip_through_the_specs() {
     assert!(v.verify(&signer.sign(&claims()), NOW).is_ok());
     assert!(keygen("rsa", "k", [0u8; 32]).is_err());
 }
+
+/// The golden tokens of PROTOCOL.md §13: other languages' signers must
+/// produce exactly these (both algorithms are deterministic), and their
+/// verifiers accept them.
+#[test]
+fn golden_tokens_match_the_protocol_document() {
+    let claims = json!({ "sub": "alice", "aud": "my-game", "iat": 1_700_000_000u64, "exp": 2_000_000_000u64 });
+    let hs_token = hs().sign(&claims);
+    let ed_token = ed().sign(&claims);
+    println!(
+        "HS256 {hs_token}\nEdDSA {ed_token}\nEdDSA public {}",
+        URL_SAFE_NO_PAD.encode(ed().public_key().expect("pk"))
+    );
+    let doc = include_str!("../../../../docs/PROTOCOL.md");
+    assert!(
+        doc.contains(&hs_token),
+        "PROTOCOL.md §13 lacks the HS256 golden token {hs_token}"
+    );
+    assert!(
+        doc.contains(&ed_token),
+        "PROTOCOL.md §13 lacks the EdDSA golden token {ed_token}"
+    );
+    let pk = ed().public_key().expect("pk");
+    let v = Verifier::new(
+        vec![
+            Key::hs256("main", SECRET).expect("k"),
+            Key::ed25519("ed1", &pk).expect("k"),
+        ],
+        "my-game",
+    )
+    .expect("v");
+    for t in [&hs_token, &ed_token] {
+        assert_eq!(v.verify(t, 1_800_000_000).expect("valid").sub, "alice");
+    }
+}
