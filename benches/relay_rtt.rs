@@ -81,6 +81,7 @@ async fn relay(n: usize) -> Vec<Duration> {
         proxy: None,
         dev_cert: None,
         cluster: None,
+        access: None,
     })
     .await
     .unwrap();

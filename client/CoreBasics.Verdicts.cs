@@ -101,7 +101,10 @@ namespace FlightSimP2P.Client
                 delayMs = ShuttingDownDelayMs;
                 return CloseAction.ResumeAfter;
             }
-            if (f.Code == (ushort)ErrorCode.SlowConsumer || f.Code == (ushort)ErrorCode.ClusterUnavailable)
+            // A dropped slow reader, a node that cannot place the token now, an access token
+            // that ran out (the next attempt asks AccessTokenProvider again): the seat is kept.
+            if (f.Code == (ushort)ErrorCode.SlowConsumer || f.Code == (ushort)ErrorCode.ClusterUnavailable
+                || f.Code == (ushort)ErrorCode.TokenExpired)
             {
                 delayMs = 0;
                 return CloseAction.Resume;
@@ -143,6 +146,7 @@ namespace FlightSimP2P.Client
                 case ErrorCode.TooManySessions:
                 case ErrorCode.TooManyJoinAttempts:
                 case ErrorCode.ClusterUnavailable:
+                case ErrorCode.Forbidden:
                     return true;
                 default:
                     return false;
@@ -168,6 +172,10 @@ namespace FlightSimP2P.Client
                 case ErrorCode.ProtocolViolation:
                 case ErrorCode.HelloTimeout:
                 case ErrorCode.Replaced:
+                // Access control: no token, a refused one or a revoked one will not pass again.
+                case ErrorCode.TokenRequired:
+                case ErrorCode.TokenInvalid:
+                case ErrorCode.TokenRevoked:
                     return false;
                 default:
                     return true;

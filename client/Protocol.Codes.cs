@@ -84,7 +84,17 @@ namespace FlightSimP2P.Protocol
         Replaced = 20,
         SlowConsumer = 21,
         /// <summary>(cluster mode) The cluster directory cannot be reached now; retry later. Not fatal.</summary>
-        ClusterUnavailable = 22
+        ClusterUnavailable = 22,
+        /// <summary>(access control) The server needs an access token and none came. Fatal.</summary>
+        TokenRequired = 23,
+        /// <summary>(access control) The token is refused for good (malformed, bad signature, wrong audience, ...). Fatal.</summary>
+        TokenInvalid = 24,
+        /// <summary>(access control) The token expired: closes; come back with a fresh one. Sent first as a warning, without a close.</summary>
+        TokenExpired = 25,
+        /// <summary>(access control) The token does not allow this request; the connection stays.</summary>
+        Forbidden = 26,
+        /// <summary>(access control) The operator revoked this token or its player. Fatal.</summary>
+        TokenRevoked = 27
     }
 
     /// <summary>Helpers for error codes carried as raw u16 values.</summary>
@@ -96,10 +106,11 @@ namespace FlightSimP2P.Protocol
             "rate_limited", "server_full", "shutting_down", "internal", "invalid_argument",
             "unknown_session", "session_full", "wrong_password", "already_in_session",
             "not_in_session", "unknown_peer", "too_many_sessions", "too_many_join_attempts",
-            "resume_failed", "hello_timeout", "replaced", "slow_consumer", "cluster_unavailable"
+            "resume_failed", "hello_timeout", "replaced", "slow_consumer", "cluster_unavailable",
+            "token_required", "token_invalid", "token_expired", "forbidden", "token_revoked"
         };
 
-        /// <summary>True for the codes this version of the protocol defines (1..=22).</summary>
+        /// <summary>True for the codes this version of the protocol defines (1..=27).</summary>
         public static bool IsKnown(ushort code)
         {
             return code >= 1 && code < Names.Length;
@@ -131,6 +142,9 @@ namespace FlightSimP2P.Protocol
                 case ErrorCode.HelloTimeout:
                 case ErrorCode.Replaced:
                 case ErrorCode.SlowConsumer:
+                case ErrorCode.TokenRequired:
+                case ErrorCode.TokenInvalid:
+                case ErrorCode.TokenRevoked:
                     return true;
                 default:
                     return false;

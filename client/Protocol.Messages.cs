@@ -69,6 +69,9 @@ namespace FlightSimP2P.Protocol
                         h.RelayMode = r.ReadRelayMode();
                         h.Name = r.ReadString();
                         h.ResumeToken = r.ReadOptionBytes();
+                        // Only a version that has the field carries it (a version-1 Hello ends here).
+                        if (h.Version >= 2)
+                            h.AccessToken = r.ReadOptionString();
                         return h;
                     }
                 case 1:
@@ -109,6 +112,9 @@ namespace FlightSimP2P.Protocol
             public string Name = "";
             /// <summary>16 bytes from an earlier Welcome, or null.</summary>
             public byte[] ResumeToken;
+            /// <summary>(Version 2) The access token from the game's backend (PROTOCOL.md section 13), or null.
+            /// Sent only when Version is 2 or more: Hello is versioned on the wire.</summary>
+            public string AccessToken;
 
             public override uint Tag
             {
@@ -122,6 +128,8 @@ namespace FlightSimP2P.Protocol
                 w.WriteTag((uint)RelayMode);
                 w.WriteString(Name);
                 w.WriteOptionBytes(ResumeToken);
+                if (Version >= 2)
+                    w.WriteOptionString(AccessToken);
             }
         }
 

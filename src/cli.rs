@@ -43,6 +43,9 @@ pub(crate) enum Command {
     Peer(Box<PeerArgs>),
     /// Print the protocol's golden test vectors (for client implementers).
     Vectors(VectorsArgs),
+    /// Mint an access token for development and tests, or make a new key (--keygen).
+    /// A game's backend mints its own tokens in production (DEPLOYMENT.md).
+    Token(TokenArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -84,6 +87,9 @@ pub(crate) struct ServeArgs {
     pub(crate) proxy: ProxyArgs,
 
     #[command(flatten)]
+    pub(crate) auth: AuthArgs,
+
+    #[command(flatten)]
     pub(crate) limits: LimitsArgs,
 
     #[command(flatten)]
@@ -117,6 +123,89 @@ pub(crate) struct DevCertArgs {
         default_value = "localhost,127.0.0.1,::1"
     )]
     pub(crate) dev_cert_hosts: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+  flightsim-p2p token --keygen hs256 --kid main\n      a new shared secret: the same line goes to serve --auth\n  \
+  flightsim-p2p token --keygen eddsa --kid k1\n      a key pair: the private line signs, the public one goes to serve --auth\n  \
+  FSP2P_TOKEN_KEY=main:hs256:SECRET flightsim-p2p token --aud my-game --sub alice --ttl 1h\n  \
+  flightsim-p2p token --key @k1.key --aud my-game --sub bob --session ABC-DEF --no-create")]
+pub(crate) struct TokenArgs {
+    /// Signing key: KID:hs256:SECRET (the secret serve --auth holds) or KID:eddsa-seed:SEED
+    /// (the Ed25519 private seed; serve --auth holds the public key). base64url. `@path` reads
+    /// the value from a file.
+    #[arg(
+        long,
+        env = "FSP2P_TOKEN_KEY",
+        hide_env_values = true,
+        required_unless_present = "keygen"
+    )]
+    pub(crate) key: Option<String>,
+
+    /// Instead of a token, print a new key: hs256 (a random 32-byte secret) or eddsa (a key pair).
+    #[arg(long, value_parser = ["hs256", "eddsa"], conflicts_with = "key")]
+    pub(crate) keygen: Option<String>,
+
+    /// Key id for --keygen.
+    #[arg(long, default_value = "main", requires = "keygen")]
+    pub(crate) kid: String,
+
+    /// Audience: the deployment's name, as in serve --auth-audience.
+    #[arg(long, env = "FSP2P_AUTH_AUDIENCE", required_unless_present = "keygen")]
+    pub(crate) aud: Option<String>,
+
+    /// Subject: the player id in the game's backend.
+    #[arg(long, required_unless_present = "keygen")]
+    pub(crate) sub: Option<String>,
+
+    /// Lifetime: e.g. 90s, 10m, 1h, 2d.
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    pub(crate) ttl: u64,
+
+    /// Token id, to revoke this one token later.
+    #[arg(long)]
+    pub(crate) jti: Option<String>,
+
+    /// The token may not create sessions (only join).
+    #[arg(long)]
+    pub(crate) no_create: bool,
+
+    /// Join codes the token may join (repeat the flag); without it, any session.
+    #[arg(long = "session")]
+    pub(crate) sessions: Vec<String>,
+
+    /// Cap on max_peers of the sessions this token creates.
+    #[arg(long)]
+    pub(crate) max_peers: Option<u32>,
+
+    /// Relay use: `off`, or a rate in bytes per second; without it, the server's own limits.
+    #[arg(long)]
+    pub(crate) relay: Option<String>,
+
+    /// Display name bound to the token (peers see it instead of the client's).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+}
+
+/// A duration such as 90s, 10m, 1h or 2d, in seconds (a bare number is seconds).
+pub(crate) fn parse_ttl(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: a number with s, m, h or d, e.g. 1h"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: the unit is s, m, h or d")),
+    };
+    match n.checked_mul(mult) {
+        Some(0) | None => Err(format!("{s:?}: between 1 s and many years")),
+        Some(v) => Ok(v),
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -172,6 +261,11 @@ pub(crate) struct PeerArgs {
     /// Display name shown to other peers.
     #[arg(long, default_value = "")]
     pub(crate) name: String,
+
+    /// Access token for a server that requires one (serve --auth); `@path` reads a file.
+    /// Mint one for development with `flightsim-p2p token`.
+    #[arg(long, env = "FSP2P_ACCESS_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
 
     /// Create a session and print its join code.
     #[arg(long, conflicts_with = "join")]
@@ -239,6 +333,84 @@ impl From<CliTransport> for ClientTransport {
 pub(crate) enum CliRelayMode {
     Datagram,
     Stream,
+}
+
+/// Access control: tokens from the game's backend (PROTOCOL.md "Access
+/// tokens", DEPLOYMENT.md). Without --auth the server is open.
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Access control")]
+pub(crate) struct AuthArgs {
+    /// Require an access token (a JWT the game's backend signs) from every client, verified
+    /// with this key: KID:hs256:SECRET or KID:eddsa:PUBLIC_KEY (base64url; `@path` reads a
+    /// file). Repeat the flag, or separate keys with commas in the variable, to hold several
+    /// at once while rotating. `flightsim-p2p token --keygen` makes keys. Without it the
+    /// server is open: anyone who reaches the port may create and join sessions.
+    #[arg(
+        long = "auth",
+        env = "FSP2P_AUTH_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub(crate) auth_keys: Vec<String>,
+
+    /// The deployment's name: tokens must carry it in `aud`. Required with --auth.
+    #[arg(long, env = "FSP2P_AUTH_AUDIENCE")]
+    pub(crate) auth_audience: Option<String>,
+
+    /// Clock skew allowed on a token's exp and nbf, in seconds.
+    #[arg(long, env = "FSP2P_AUTH_LEEWAY_SECS", default_value_t = fsp2p_core::auth::DEFAULT_LEEWAY_SECS)]
+    pub(crate) auth_leeway_secs: u64,
+
+    /// How long before a player's token stops being valid in session the player is warned
+    /// (an Error token_expired without a close), to reconnect with a fresh one; at the end
+    /// the connection is cut and the seat kept for the resume grace. Seconds.
+    #[arg(long, env = "FSP2P_AUTH_WARN_SECS", default_value_t = 60)]
+    pub(crate) auth_warn_secs: u64,
+
+    /// Longest token accepted, in bytes.
+    #[arg(long, env = "FSP2P_AUTH_MAX_TOKEN_BYTES", default_value_t = fsp2p_core::auth::DEFAULT_MAX_TOKEN_BYTES)]
+    pub(crate) auth_max_token_bytes: usize,
+}
+
+impl AuthArgs {
+    /// The access control these flags ask for; `None` without --auth.
+    pub(crate) fn into_access(self) -> anyhow::Result<Option<fsp2p_core::auth::Access>> {
+        use anyhow::Context as _;
+        use fsp2p_core::auth::{Access, Key, Verifier};
+        let specs: Vec<String> = self
+            .auth_keys
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(|s| match s.strip_prefix('@') {
+                Some(path) => std::fs::read_to_string(path)
+                    .with_context(|| format!("--auth @{path}: reading the key file"))
+                    .map(|v| v.trim().to_string()),
+                None => Ok(s.to_string()),
+            })
+            .collect::<anyhow::Result<_>>()?;
+        if specs.is_empty() {
+            if self.auth_audience.is_some() {
+                anyhow::bail!("--auth-audience needs --auth (at least one key)");
+            }
+            return Ok(None);
+        }
+        let keys = specs
+            .iter()
+            .map(|s| Key::from_spec(s))
+            .collect::<Result<Vec<_>, _>>()
+            .context("--auth")?;
+        let audience = self.auth_audience.as_deref().context(
+            "--auth needs --auth-audience: the deployment's name, which tokens carry in `aud`",
+        )?;
+        let mut verifier = Verifier::new(keys, audience).context("--auth")?;
+        verifier.leeway_secs = self.auth_leeway_secs;
+        verifier.max_token_bytes = self.auth_max_token_bytes.max(1);
+        Ok(Some(Access {
+            verifier,
+            warn_before: std::time::Duration::from_secs(self.auth_warn_secs),
+        }))
+    }
 }
 
 /// Behind a reverse proxy (Railway's edge, Fly's proxy, nginx): where a

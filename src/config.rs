@@ -105,6 +105,9 @@ pub struct ServerConfig {
     /// Cluster mode (`--redis-url`): share sessions with other nodes through
     /// Redis. `None`: a single node, sessions in memory only.
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// Access control (`--auth`): the tokens clients must bring. `None`: an
+    /// open server.
+    pub access: Option<crate::auth::Access>,
 }
 
 /// Where the dev certificate lives and which names it carries.

@@ -180,6 +180,13 @@ impl Conn {
         }
     }
 
+    /// The access token from the connection's URL (`?access_token=`), for
+    /// the core to check at `Hello` (access control). Never logged.
+    pub(crate) fn url_token(&self, token: String) {
+        let mut st = self.shared.lock();
+        st.core.set_url_token(self.id, token);
+    }
+
     /// One decoded control message (from the stream, or from the `first`
     /// request in the URL).
     pub(crate) fn handle(&self, msg: ClientMsg) {

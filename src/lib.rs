@@ -45,7 +45,7 @@
 
 pub mod certs;
 pub use fsp2p_client as client;
-pub use fsp2p_core::{cluster, limits, session, turn};
+pub use fsp2p_core::{auth, cluster, limits, session, turn};
 pub mod config;
 mod conn;
 pub mod directory;

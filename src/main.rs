@@ -14,7 +14,7 @@ use flightsim_p2p::protocol::{ClientKind, RelayMode, ServerMsg};
 use flightsim_p2p::{certs, server};
 
 mod cli;
-use cli::{CertsArgs, Cli, CliRelayMode, Command, PeerArgs, ServeArgs};
+use cli::{CertsArgs, Cli, CliRelayMode, Command, PeerArgs, ServeArgs, TokenArgs};
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -54,6 +54,73 @@ fn main() -> Result<()> {
             print!("{}", flightsim_p2p::vectors::render());
             Ok(())
         }
+        Command::Token(args) => token_cmd(args),
+    }
+}
+
+/// `token`: mint a token, or print a new key. The claims are the ones
+/// `serve --auth` reads (PROTOCOL.md, access tokens).
+fn token_cmd(a: TokenArgs) -> Result<()> {
+    use flightsim_p2p::auth;
+    if let Some(kind) = a.keygen.as_deref() {
+        let mut random = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random)
+            .map_err(|_| anyhow::anyhow!("the system's random source failed"))?;
+        for line in auth::keygen(kind, &a.kid, random)? {
+            println!("{line}");
+        }
+        return Ok(());
+    }
+    let spec = read_at_file(a.key.as_deref().unwrap_or_default())?;
+    let signer = auth::Signer::from_spec(&spec)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_secs();
+    let mut claims = serde_json::json!({
+        "sub": a.sub.unwrap_or_default(),
+        "aud": a.aud.unwrap_or_default(),
+        "iat": now,
+        "nbf": now,
+        "exp": now + a.ttl,
+    });
+    if let Some(j) = a.jti {
+        claims["jti"] = j.into();
+    }
+    if a.no_create {
+        claims["create"] = false.into();
+    }
+    if !a.sessions.is_empty() {
+        claims["sessions"] = a.sessions.into();
+    }
+    if let Some(m) = a.max_peers {
+        claims["max_peers"] = m.into();
+    }
+    match a.relay.as_deref() {
+        None => {}
+        Some("off") => claims["relay"] = false.into(),
+        Some(r) => {
+            let rate: u32 = r
+                .parse()
+                .with_context(|| format!("--relay {r:?}: `off` or bytes per second"))?;
+            claims["relay"] = rate.into();
+        }
+    }
+    if let Some(n) = a.name {
+        claims["name"] = n.into();
+    }
+    println!("{}", signer.sign(&claims));
+    Ok(())
+}
+
+/// A flag value, or the contents of the file it names with `@path`.
+fn read_at_file(v: &str) -> Result<String> {
+    match v.strip_prefix('@') {
+        Some(path) => Ok(std::fs::read_to_string(path)
+            .with_context(|| format!("reading {path}"))?
+            .trim()
+            .to_string()),
+        None => Ok(v.to_string()),
     }
 }
 
@@ -134,6 +201,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
         tracing::warn!("--turn-url given without --turn-secret: TURN URLs are not sent (they would be useless without credentials)");
     }
     let cluster = args.cluster.clone().into_config(args.listen, http_listen)?;
+    let access = args.auth.clone().into_access()?;
+    match &access {
+        None => tracing::info!(
+            "open server (no --auth): anyone who reaches the port may create and join sessions and use the relay; fine for development"
+        ),
+        Some(a) => tracing::info!(
+            keys = %a.verifier.kids().collect::<Vec<_>>().join(","),
+            audience = %a.verifier.audience,
+            "access control: every client needs a token signed with one of these keys for this audience"
+        ),
+    }
     let hash = identity.sha256_hex();
     let dev = identity.dev;
     let srv = server::Server::start(ServerConfig {
@@ -147,6 +225,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         proxy,
         dev_cert,
         cluster,
+        access,
     })
     .await?;
     if dev {
@@ -221,6 +300,9 @@ async fn peer(args: PeerArgs) -> Result<()> {
     );
     cfg.fallback_delay = Duration::from_millis(args.fallback_delay_ms);
     cfg.name = args.name.clone();
+    if let Some(t) = &args.token {
+        cfg.token = Some(flightsim_p2p::client::AccessToken::Fixed(read_at_file(t)?));
+    }
     cfg.kind = ClientKind::Rust;
     cfg.relay_mode = match args.relay_mode {
         CliRelayMode::Datagram => RelayMode::Datagram,

@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 use crate::certs::Identity;
 use crate::config::QuicTuning;
 use crate::conn::{Admitted, Conn};
-use crate::first::{decode_first, first_param};
+use crate::first::{access_token_param, decode_first, first_param};
 use crate::hub::Shared;
 use crate::metrics::Refusal;
 use crate::protocol::{ClientMsg, ErrorCode, ALPN_H3, ALPN_NATIVE, WEBTRANSPORT_PATH};
@@ -258,7 +258,7 @@ async fn handle_incoming(
                 },
                 None => Control::ClientOpens,
             };
-            serve(&shared, Wire::Quic(conn), pending, control, end).await;
+            serve(&shared, Wire::Quic(conn), pending, control, end, None).await;
         }
         Some(p) if p == ALPN_H3 => {
             // 0.5-RTT: the server's HTTP/3 SETTINGS go out in its first
@@ -315,6 +315,7 @@ async fn handle_incoming(
                     return Ok(());
                 }
             };
+            let token = access_token_param(request.url.query());
             let session = request.session();
             let control = match first {
                 Some(msgs) => Control::ServerOpens(msgs),
@@ -326,6 +327,7 @@ async fn handle_incoming(
                 pending,
                 control,
                 end,
+                token,
             )
             .await;
         }
@@ -381,6 +383,7 @@ async fn serve(
     mut pending: PendingSlot,
     control: Control,
     end: tokio::time::Instant,
+    url_token: Option<String>,
 ) {
     let meta = ConnMeta {
         transport: wire.kind(),
@@ -411,6 +414,9 @@ async fn serve(
             return;
         }
     };
+    if let Some(t) = url_token {
+        conn.url_token(t);
+    }
     let mut confirm = None;
     let stream = match control {
         Control::ClientOpens => None,

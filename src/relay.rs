@@ -151,6 +151,7 @@ mod tests {
             relay_mode: RelayMode::Stream,
             name: "p".into(),
             resume_token: None,
+            access_token: None,
         });
         let req = match code {
             None => ClientMsg::CreateSession(CreateSession {

@@ -94,6 +94,9 @@ impl Server {
             &cfg.identity,
             cfg.proxy,
         ));
+        if let Some(access) = cfg.access {
+            shared.lock().core.set_access(access);
+        }
 
         let listener = tokio::net::TcpListener::bind(cfg.http_listen)
             .await

@@ -24,7 +24,7 @@ use futures_util::{SinkExt, StreamExt};
 use tracing::debug;
 
 use crate::conn::{Conn, Outlet};
-use crate::first::{decode_first, first_param};
+use crate::first::{access_token_param, decode_first, first_param};
 use crate::hub::{Ctrl, Shared};
 use crate::protocol::{parse_ws, ws_close_code, ws_control, ClientMsg, ErrorCode, WsMessage};
 use crate::proxy::ProxyTrust;
@@ -45,12 +45,13 @@ pub(crate) async fn upgrade(
         Ok(first) => first.unwrap_or_default(),
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
+    let token = access_token_param(uri.query());
     let ip = client_ip(&headers, peer.ip(), shared.proxy.as_ref());
     // Room for the largest control frame or relay frame, plus the type byte.
     let max = (shared.max_frame_bytes as usize).max(shared.max_relay_frame) + 1;
     ws.max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| serve(shared, socket, ip, first))
+        .on_upgrade(move |socket| serve(shared, socket, ip, first, token))
 }
 
 /// The client's address: the socket's, or, behind a proxy, what the
@@ -72,7 +73,13 @@ pub(crate) fn client_ip(
     }
 }
 
-async fn serve(shared: Arc<Shared>, socket: WebSocket, ip: IpAddr, first: Vec<ClientMsg>) {
+async fn serve(
+    shared: Arc<Shared>,
+    socket: WebSocket,
+    ip: IpAddr,
+    first: Vec<ClientMsg>,
+    token: Option<String>,
+) {
     let (mut sink, stream) = socket.split();
     let meta = ConnMeta {
         transport: Transport::WebSocket,
@@ -85,6 +92,9 @@ async fn serve(shared: Arc<Shared>, socket: WebSocket, ip: IpAddr, first: Vec<Cl
             return;
         }
     };
+    if let Some(t) = token {
+        conn.url_token(t);
+    }
     // The answers to the first request are queued before anything else.
     for msg in first {
         conn.handle(msg);

@@ -32,6 +32,7 @@ fn hello() -> ClientMsg {
         relay_mode: RelayMode::Datagram,
         name: "hostile".into(),
         resume_token: None,
+        access_token: None,
     })
 }
 
@@ -673,4 +674,177 @@ async fn slowloris_is_capped_and_cut_off_and_health_stays_up() {
     );
     honest_pair_relays(&srv.config(RelayMode::Datagram)).await;
     let _ = Wire::kind; // (the QUIC helpers above use Wire)
+}
+
+// ---------------------------------------------------------------------------
+// Access tokens (serve --auth)
+// ---------------------------------------------------------------------------
+
+/// A JWT with a hand-made header and claims, signed with `secret` (HS256).
+fn hand_token(header: &str, claims: &str, secret: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let signed = format!("{}.{}", b64(header.as_bytes()), b64(claims.as_bytes()));
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let sig = ring::hmac::sign(&key, signed.as_bytes());
+    format!("{signed}.{}", b64(sig.as_ref()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_token_is_refused_with_its_code_and_leaves_nothing_behind() {
+    use flightsim_p2p::auth::Signer;
+    use flightsim_p2p::client::AccessToken;
+    let secret = b"0123456789abcdef0123456789abcdef";
+    let ed = Signer::ed25519_seed("ed", &[5u8; 32]).expect("seed");
+    let ed_public = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(ed.public_key().expect("pk"))
+    };
+    let keys =
+        format!("main:hs256:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY,ed:eddsa:{ed_public}");
+    let (srv, _dir) = serve(
+        "adversarial-tokens",
+        &[
+            "--auth",
+            &keys,
+            "--auth-audience",
+            "game",
+            "--auth-max-token-bytes",
+            "2048",
+        ],
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let claims = |extra: &str| format!(r#"{{"sub":"p","aud":"game","exp":{}{extra}}}"#, now + 600);
+    let good_header = r#"{"alg":"HS256","kid":"main","typ":"JWT"}"#;
+    let good = hand_token(good_header, &claims(""), secret);
+    let unsigned = {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64(&claims("")))
+    };
+    let tampered = {
+        // Another payload under the good token's signature.
+        let other = hand_token(good_header, &claims(r#","name":"admin""#), secret);
+        let mut p: Vec<String> = good.split('.').map(str::to_string).collect();
+        p[1] = other.split('.').nth(1).unwrap_or("").to_string();
+        p.join(".")
+    };
+    let cases: Vec<(&str, Option<String>, ErrorCode)> = vec![
+        ("missing", None, ErrorCode::TokenRequired),
+        ("empty", Some(String::new()), ErrorCode::TokenRequired),
+        (
+            "garbage",
+            Some("\u{0}\u{1}not a jwt".into()),
+            ErrorCode::TokenInvalid,
+        ),
+        (
+            "four parts",
+            Some(format!("{good}.x")),
+            ErrorCode::TokenInvalid,
+        ),
+        ("alg none", Some(unsigned), ErrorCode::TokenInvalid),
+        (
+            "alg RS256",
+            Some(hand_token(
+                r#"{"alg":"RS256","kid":"main"}"#,
+                &claims(""),
+                secret,
+            )),
+            ErrorCode::TokenInvalid,
+        ),
+        (
+            "HS256 naming the Ed25519 key",
+            Some(hand_token(
+                r#"{"alg":"HS256","kid":"ed"}"#,
+                &claims(""),
+                secret,
+            )),
+            ErrorCode::TokenInvalid,
+        ),
+        (
+            "unknown kid",
+            Some(hand_token(
+                r#"{"alg":"HS256","kid":"old"}"#,
+                &claims(""),
+                secret,
+            )),
+            ErrorCode::TokenInvalid,
+        ),
+        ("tampered payload", Some(tampered), ErrorCode::TokenInvalid),
+        (
+            "wrong audience",
+            Some(hand_token(
+                good_header,
+                &format!(r#"{{"sub":"p","aud":"other","exp":{}}}"#, now + 600),
+                secret,
+            )),
+            ErrorCode::TokenInvalid,
+        ),
+        (
+            "expired",
+            Some(hand_token(
+                good_header,
+                &format!(r#"{{"sub":"p","aud":"game","exp":{}}}"#, now - 3600),
+                secret,
+            )),
+            ErrorCode::TokenExpired,
+        ),
+        (
+            "not yet valid",
+            Some(hand_token(
+                good_header,
+                &claims(&format!(r#","nbf":{}"#, now + 3600)),
+                secret,
+            )),
+            ErrorCode::TokenExpired,
+        ),
+        (
+            "over the size cap",
+            Some(hand_token(
+                good_header,
+                &claims(&format!(r#","pad":"{}""#, "x".repeat(3000))),
+                secret,
+            )),
+            ErrorCode::TokenInvalid,
+        ),
+        (
+            "over the control frame",
+            Some("a".repeat(20_000)),
+            ErrorCode::FrameTooLarge,
+        ),
+    ];
+    for (what, token, code) in &cases {
+        let mut cfg = srv.config(RelayMode::Datagram);
+        cfg.auto_resume = false;
+        cfg.token = token.clone().map(AccessToken::Fixed);
+        let r = Client::connect(&cfg, None).await.map(|_| ());
+        expect_error(r, *code).unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+    // A flood of refused tokens: nothing is kept, honest players still play.
+    for _ in 0..3 {
+        for (_, token, _) in &cases {
+            let mut cfg = srv.config(RelayMode::Datagram);
+            cfg.auto_resume = false;
+            cfg.token = token.clone().map(AccessToken::Fixed);
+            let _ = Client::connect(&cfg, None).await.map(|_| ());
+        }
+    }
+    assert!(
+        eventually(WAIT, || srv.metric("fsp2p_peers") == 0.0
+            && srv.metric(r#"fsp2p_connections{transport="quic"}"#) == 0.0)
+        .await,
+        "refused tokens left peers ({}) or connections behind",
+        srv.metric("fsp2p_peers")
+    );
+    let mut cfg = srv.config(RelayMode::Datagram);
+    cfg.token = Some(AccessToken::Fixed(good.clone()));
+    honest_pair_relays(&cfg).await;
+    let mut cfg = srv.config(RelayMode::Datagram);
+    cfg.token = Some(AccessToken::Fixed(
+        ed.sign(&serde_json::json!({"sub": "q", "aud": "game", "exp": now + 600})),
+    ));
+    honest_pair_relays(&cfg).await;
 }

@@ -55,6 +55,7 @@ fn hello(name: &str) -> ClientMsg {
         relay_mode: RelayMode::Datagram,
         name: name.into(),
         resume_token: None,
+        access_token: None,
     })
 }
 

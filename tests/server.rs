@@ -732,6 +732,7 @@ async fn garbage_on_the_wire_closes_only_that_connection() {
         relay_mode: RelayMode::Datagram,
         name: String::new(),
         resume_token: None,
+        access_token: None,
     }))
     .await
     .unwrap();
@@ -758,6 +759,7 @@ async fn wrong_version_and_silent_clients_are_closed_with_a_reason() {
         relay_mode: RelayMode::Datagram,
         name: String::new(),
         resume_token: None,
+        access_token: None,
     });
     s.write_all(&encode_frame(&hello)).await.unwrap();
     let mut buf = Vec::new();

@@ -269,6 +269,7 @@ async fn the_first_request_rides_in_the_upgrade_url() {
         relay_mode: RelayMode::Datagram,
         name: "fast".into(),
         resume_token: None,
+        access_token: None,
     });
     let url = |msgs: &[ClientMsg]| format!("ws://{}/ws?first={}", srv.http, encode_first(msgs));
 
@@ -354,6 +355,7 @@ async fn shutdown_closes_websockets_that_stay() {
         relay_mode: RelayMode::Datagram,
         name: String::new(),
         resume_token: None,
+        access_token: None,
     });
     let url = format!("ws://{}/ws?first={}", srv.http, encode_first(&[hello]));
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();

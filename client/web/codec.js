@@ -76,6 +76,12 @@ export const ERROR_CODES = Object.freeze({
   20: ['replaced', true],
   21: ['slow_consumer', true],
   22: ['cluster_unavailable', false], // cluster mode: the directory is out of reach; retry later
+  // Access control (§13)
+  23: ['token_required', true],
+  24: ['token_invalid', true],
+  25: ['token_expired', false], // closes; come back with a fresh token. Without a close: a warning
+  26: ['forbidden', false],
+  27: ['token_revoked', true],
 });
 
 /** Name of a server error code ("unknown_session"), or "error_<n>" for a code this client does not know. */
@@ -403,7 +409,7 @@ export class Reader {
  */
 
 /**
- * @typedef {{type: 'Hello', version: number, client: ClientKind, relayMode: RelayMode, name: string, resumeToken: Uint8Array|null}
+ * @typedef {{type: 'Hello', version: number, client: ClientKind, relayMode: RelayMode, name: string, resumeToken: Uint8Array|null, accessToken?: string|null}
  *   | {type: 'CreateSession', maxPeers: number, password: string|null}
  *   | {type: 'JoinSession', code: string, password: string|null}
  *   | {type: 'Signal', to: number, signal: Signal}
@@ -524,6 +530,8 @@ export function encodeClientMsg(m) {
     case 'Hello':
       w.u16(m.version).enumTag(CLIENT_KINDS, m.client, 'ClientKind').enumTag(RELAY_MODES, m.relayMode, 'RelayMode');
       w.string(m.name).option(m.resumeToken, (w, v) => w.bytes(v));
+      // Version 2 appends the access token (PROTOCOL.md §4: Hello is versioned on the wire).
+      if (m.version >= 2) w.option(m.accessToken ?? null, (w, v) => w.string(v));
       break;
     case 'CreateSession':
       w.u32(m.maxPeers).option(m.password, (w, v) => w.string(v));
@@ -561,7 +569,9 @@ export function decodeClientMsg(bytes) {
       const relayMode = /** @type {RelayMode} */ (r.enumTag(RELAY_MODES, 'RelayMode'));
       const name = r.string();
       const resumeToken = r.option((r) => r.bytes());
-      m = { type, version, client, relayMode, name, resumeToken };
+      // Only a version that has the field carries it (a version-1 Hello ends here).
+      const accessToken = version >= 2 ? r.option((r) => r.string()) : null;
+      m = { type, version, client, relayMode, name, resumeToken, accessToken };
       break;
     }
     case 'CreateSession':

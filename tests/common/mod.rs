@@ -120,6 +120,7 @@ async fn start_in(
             hosts: vec!["localhost".into(), "127.0.0.1".into()],
         }),
         cluster: None,
+        access: None,
     })
     .await
     .unwrap();

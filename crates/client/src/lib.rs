@@ -275,6 +275,41 @@ pub struct ClientConfig {
     /// reconnection backoff. Any node of a cluster redirects the client to
     /// the node of its session, so a client comes back after its node died.
     pub fallbacks: Vec<ServerAddr>,
+    /// The access token for a server that requires one (`serve --auth`),
+    /// from the game's backend. Asked for on every connection attempt
+    /// (connect, reconnect, redirect), so a provider can hand out a fresh one.
+    pub token: Option<AccessToken>,
+}
+
+/// Where the client's access token comes from.
+#[derive(Clone)]
+pub enum AccessToken {
+    /// The same token every time.
+    Fixed(String),
+    /// Asked on every connection attempt: return the current token (keep it
+    /// cached, and refresh it before it expires; this is called on the
+    /// connecting task and must not block).
+    Provider(std::sync::Arc<dyn Fn() -> String + Send + Sync>),
+}
+
+impl AccessToken {
+    /// The token to send now.
+    pub fn get(&self) -> String {
+        match self {
+            AccessToken::Fixed(t) => t.clone(),
+            AccessToken::Provider(f) => f(),
+        }
+    }
+}
+
+impl std::fmt::Debug for AccessToken {
+    // A token is a credential: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AccessToken::Fixed(_) => f.write_str("AccessToken::Fixed(..)"),
+            AccessToken::Provider(_) => f.write_str("AccessToken::Provider(..)"),
+        }
+    }
 }
 
 impl ClientConfig {
@@ -301,6 +336,7 @@ impl ClientConfig {
             auto_resume: true,
             reconnect_window: Duration::from_secs(60),
             fallbacks: Vec::new(),
+            token: None,
         }
     }
 }
@@ -414,6 +450,7 @@ fn hello_messages(
         relay_mode: cfg.relay_mode,
         name: cfg.name.clone(),
         resume_token: token,
+        access_token: cfg.token.as_ref().map(AccessToken::get),
     });
     std::iter::once(hello).chain(first).collect()
 }

@@ -130,6 +130,7 @@ pub fn answers_request(code: u16) -> bool {
                 | ErrorCode::TooManyJoinAttempts
                 | ErrorCode::ClusterUnavailable
                 | ErrorCode::Internal
+                | ErrorCode::Forbidden
         )
     )
 }
@@ -206,6 +207,9 @@ pub fn close_verdict(e: &EndFacts) -> Verdict {
         Some(ErrorCode::SlowConsumer) => Verdict::Resume,
         // A Hello whose token this node cannot place: resume elsewhere.
         Some(ErrorCode::ClusterUnavailable) => Verdict::Resume,
+        // The access token ran out: come back with a fresh one (the token
+        // source is asked again on every attempt), the seat is kept.
+        Some(ErrorCode::TokenExpired) => Verdict::Resume,
         // `replaced`, a protocol error, too many join attempts, an unknown
         // code: coming back would be refused again, or is not wanted.
         _ => Verdict::GiveUp,

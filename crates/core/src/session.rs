@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 
+mod access;
 mod admission;
 mod budgets;
 mod cluster;
@@ -32,12 +33,13 @@ pub use cluster::{Answer, Lookup, Persist};
 use codes::CODE_ALPHABET;
 pub use codes::{normalize_code, CODE_LEN};
 
+use crate::auth::{Access, Grant, Revocation};
 use crate::cluster::{password_hash, token_hash};
 use crate::limits::{Limits, TokenBucket};
 use crate::protocol::{
     ClientKind, ClientMsg, CreateSession, ErrorCode, Hello, JoinSession, LeaveReason, PeerId,
     PeerInfo, RelayMode, ServerMsg, SessionInfo, Signal, Welcome, ALL_PEERS, MAX_NAME_BYTES,
-    MAX_PASSWORD_BYTES, PROTOCOL_VERSION, RESUME_TOKEN_LEN,
+    MAX_PASSWORD_BYTES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, RESUME_TOKEN_LEN,
 };
 use crate::turn::IceConfig;
 use cluster::ClusterCore;
@@ -137,6 +139,10 @@ enum Timer {
     Idle(u64),
     /// The address may be forgotten (unused, budgets refilled).
     Forget(IpAddr),
+    /// The peer's access token (with this `exp`) expires soon: warn it.
+    TokenWarn(PeerId, u64),
+    /// The peer's access token (with this `exp`) has expired: cut it off.
+    TokenEnd(PeerId, u64),
 }
 
 /// A receiver of one relayed frame.
@@ -165,6 +171,8 @@ pub enum RelayDrop {
     UnknownPeer,
     /// The destination peer is between connections (resume grace).
     PeerAway,
+    /// The sender's access token does not allow the relay (`"relay": false`).
+    NotAllowed,
     /// The receiver's queue was full or its transport refused the frame (set by the I/O shell).
     ReceiverBusy,
     /// The frame is larger than the receiver's path allows (set by the I/O shell).
@@ -173,7 +181,7 @@ pub enum RelayDrop {
 
 impl RelayDrop {
     /// Every reason, in declaration order (`reason as usize` indexes it).
-    pub const ALL: [RelayDrop; 9] = [
+    pub const ALL: [RelayDrop; 10] = [
         RelayDrop::Malformed,
         RelayDrop::NotInSession,
         RelayDrop::TooLarge,
@@ -181,6 +189,7 @@ impl RelayDrop {
         RelayDrop::IpRateLimited,
         RelayDrop::UnknownPeer,
         RelayDrop::PeerAway,
+        RelayDrop::NotAllowed,
         RelayDrop::ReceiverBusy,
         RelayDrop::ReceiverTooSmall,
     ];
@@ -195,6 +204,7 @@ impl RelayDrop {
             RelayDrop::IpRateLimited => "ip_rate_limited",
             RelayDrop::UnknownPeer => "unknown_peer",
             RelayDrop::PeerAway => "peer_away",
+            RelayDrop::NotAllowed => "not_allowed",
             RelayDrop::ReceiverBusy => "receiver_busy",
             RelayDrop::ReceiverTooSmall => "receiver_too_small",
         }
@@ -217,6 +227,10 @@ struct Conn {
     provisional: bool,
     /// Sent to another node (cluster mode): it gets no `GoingAway`.
     redirected: bool,
+    /// The access token from the connection's URL, if any (access control).
+    url_token: Option<String>,
+    /// Its token forbids the relay.
+    relay_denied: bool,
 }
 
 struct Peer {
@@ -238,6 +252,9 @@ struct Peer {
     /// at it is throttled before its control queue fills and it is dropped as
     /// a slow consumer, and the others' offers and candidates still pass.
     signals_in: HashMap<PeerId, TokenBucket>,
+    /// What its access token allows (`None` on an open server, and for a
+    /// peer taken over from another node until it resumes).
+    grant: Option<Grant>,
 }
 
 struct Session {
@@ -280,6 +297,10 @@ pub struct Core {
     out: VecDeque<Output>,
     /// Cluster mode's state; `None` on a single node.
     cluster: Option<ClusterCore>,
+    /// Access control (`serve --auth`); `None`: an open server.
+    access: Option<Access>,
+    /// Revocations in force, each until the instant beside it.
+    revoked: Vec<(Revocation, Instant)>,
 }
 
 impl Core {
@@ -308,6 +329,8 @@ impl Core {
             shutting_down: false,
             out: VecDeque::new(),
             cluster: None,
+            access: None,
+            revoked: Vec::new(),
         }
     }
 
@@ -438,6 +461,8 @@ impl Core {
                 over_receiver: Throttled::default(),
                 provisional,
                 redirected: false,
+                url_token: None,
+                relay_denied: false,
             },
         );
         self.arm(now.mono + self.limits.hello_timeout(), Timer::Hello(id));
@@ -563,6 +588,9 @@ impl Core {
         let from = c.peer.ok_or(RelayDrop::NotInSession)?;
         let peer = self.peers.get(&from).ok_or(RelayDrop::NotInSession)?;
         let sid = peer.session.ok_or(RelayDrop::NotInSession)?;
+        if c.relay_denied {
+            return Err(RelayDrop::NotAllowed);
+        }
         if payload_len > self.limits.max_relay_payload as usize {
             return Err(RelayDrop::TooLarge);
         }
@@ -686,6 +714,8 @@ impl Core {
                     self.maybe_forget(ip);
                 }
             }
+            Timer::TokenWarn(p, exp) => self.token_timer(p, exp, false),
+            Timer::TokenEnd(p, exp) => self.token_timer(p, exp, true),
         }
     }
 
@@ -719,13 +749,13 @@ impl Core {
     /// `Hello`; `looked_up` once the directory was asked about its token
     /// (cluster mode), so a token it does not know either makes a new peer.
     fn hello_after(&mut self, now: Now, conn: ConnId, hello: Hello, looked_up: bool) {
-        if hello.version != PROTOCOL_VERSION {
+        if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&hello.version) {
             return self.fail(
                 conn,
                 ErrorCode::UnsupportedVersion,
                 format!(
-                    "protocol version {} is not supported; this server speaks {}",
-                    hello.version, PROTOCOL_VERSION
+                    "protocol version {} is not supported; this server speaks {} to {}",
+                    hello.version, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION
                 ),
             );
         }
@@ -736,10 +766,13 @@ impl Core {
                 format!("name is longer than {MAX_NAME_BYTES} bytes"),
             );
         }
+        let Ok(grant) = self.check_token(now, conn, &hello) else {
+            return;
+        };
         if let Some(token) = &hello.resume_token {
             let hash = token_hash(token);
             if let Some(p) = self.tokens.get(&hash).copied() {
-                return self.resume(now, conn, p, hello);
+                return self.resume(now, conn, p, hello, grant);
             }
             if !looked_up && token.len() == RESUME_TOKEN_LEN && self.cluster.is_some() {
                 let lookup = Lookup::Token {
@@ -771,16 +804,33 @@ impl Core {
                 away_since: None,
                 session: None,
                 signals_in: HashMap::new(),
+                grant: None,
             },
         );
         if let Some(c) = self.conns.get_mut(&conn) {
             c.peer = Some(id);
         }
+        if let Some(g) = grant {
+            self.apply_grant(now, conn, id, g);
+        }
         let welcome = self.welcome(now, id, false);
         self.send(conn, welcome);
     }
 
-    fn resume(&mut self, now: Now, conn: ConnId, p: PeerId, hello: Hello) {
+    fn resume(&mut self, now: Now, conn: ConnId, p: PeerId, hello: Hello, grant: Option<Grant>) {
+        // A seat is resumed by its own player: a valid token of someone else
+        // does not take it over.
+        let other_player = match (self.grant_of(p), &grant) {
+            (Some(old), Some(new)) => old.sub != new.sub,
+            _ => false,
+        };
+        if other_player {
+            return self.fail(
+                conn,
+                ErrorCode::TokenInvalid,
+                "this access token is another player's than the seat being resumed".into(),
+            );
+        }
         let Some(peer) = self.peers.get_mut(&p) else {
             return;
         };
@@ -809,6 +859,9 @@ impl Core {
         }
         if let Some(c) = self.conns.get_mut(&conn) {
             c.peer = Some(p);
+        }
+        if let Some(g) = grant {
+            self.apply_grant(now, conn, p, g);
         }
         let welcome = self.welcome(now, p, true);
         self.send(conn, welcome);
@@ -842,7 +895,14 @@ impl Core {
             peer_id: p,
             resume_token: token,
             resumed,
-            ice_servers: self.ice.ice_servers(p, now.unix_ms / 1000),
+            ice_servers: match self.grant_of(p) {
+                // The TURN user is the player, and the credential never
+                // outlives the token.
+                Some(g) => self
+                    .ice
+                    .ice_servers_for(&g.sub, now.unix_ms / 1000, Some(g.exp)),
+                None => self.ice.ice_servers(p, now.unix_ms / 1000),
+            },
             limits: crate::protocol::Limits {
                 max_frame_bytes: l.max_frame_bytes,
                 max_relay_payload: l.max_relay_payload,
@@ -864,7 +924,20 @@ impl Core {
                 "leave your session before creating another".into(),
             );
         }
-        let max = self.limits.max_peers_per_session;
+        let grant = self.grant_of(p);
+        if grant.is_some_and(|g| !g.create) {
+            return self.error(
+                conn,
+                ErrorCode::Forbidden,
+                "your access token does not allow creating sessions".into(),
+            );
+        }
+        // A token's max_peers caps the sessions it creates, like the server's own limit.
+        let max = grant
+            .and_then(|g| g.max_peers)
+            .map_or(self.limits.max_peers_per_session, |m| {
+                m.min(self.limits.max_peers_per_session)
+            });
         let max_peers = if req.max_peers == 0 {
             max
         } else {
@@ -980,6 +1053,16 @@ impl Core {
                 conn,
                 ErrorCode::AlreadyInSession,
                 "leave your session before joining another".into(),
+            );
+        }
+        if self
+            .grant_of(p)
+            .is_some_and(|g| !g.sessions.allows(&req.code))
+        {
+            return self.error(
+                conn,
+                ErrorCode::Forbidden,
+                "your access token does not allow joining this session".into(),
             );
         }
         // An address whose failed-join budget is spent is refused before the
@@ -1264,3 +1347,7 @@ mod harness;
 #[cfg(test)]
 #[path = "session/tests/session.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "session/tests/access.rs"]
+mod access_tests;

@@ -45,6 +45,18 @@ impl IceConfig {
 
     /// The `iceServers` list for one peer at wall-clock time `now_unix` (seconds).
     pub fn ice_servers(&self, peer: PeerId, now_unix: u64) -> Vec<IceServer> {
+        self.ice_servers_for(&peer.to_string(), now_unix, None)
+    }
+
+    /// The `iceServers` list for `user` (the coturn REST username's user
+    /// part: the peer id, or the access token's `sub`), valid for the TURN
+    /// TTL but never past `not_after` (Unix seconds: the token's `exp`).
+    pub fn ice_servers_for(
+        &self,
+        user: &str,
+        now_unix: u64,
+        not_after: Option<u64>,
+    ) -> Vec<IceServer> {
         let mut out = Vec::new();
         if !self.stun_urls.is_empty() {
             out.push(IceServer {
@@ -54,8 +66,8 @@ impl IceConfig {
             });
         }
         if let (Some(secret), false) = (&self.turn_secret, self.turn_urls.is_empty()) {
-            let (username, credential) =
-                turn_credential(secret, &peer.to_string(), now_unix + self.turn_ttl_secs);
+            let expiry = (now_unix + self.turn_ttl_secs).min(not_after.unwrap_or(u64::MAX));
+            let (username, credential) = turn_credential(secret, user, expiry);
             out.push(IceServer {
                 urls: self.turn_urls.clone(),
                 username: Some(username),

@@ -93,18 +93,62 @@ pub fn first_param(query: Option<&str>) -> Option<&str> {
         .map(|(_, v)| v)
 }
 
+/// The query parameter that carries the access token on the WebTransport
+/// CONNECT and the WebSocket upgrade (SignalR's name for it: browsers
+/// cannot set headers on either).
+pub const ACCESS_TOKEN_PARAM: &str = "access_token";
+
+/// The access token in a URL query (`access_token=`), percent-decoded.
+/// `None` when there is none, or when it is not valid percent-encoding of
+/// UTF-8 or longer than a token may be (the core then sees no token and
+/// says `token_required`, or the one in `Hello`).
+pub fn access_token_param(query: Option<&str>) -> Option<String> {
+    let raw = query?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == ACCESS_TOKEN_PARAM)
+        .map(|(_, v)| v)?;
+    if raw.len() > 3 * protocol::MAX_ACCESS_TOKEN_BYTES {
+        return None;
+    }
+    let b = raw.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = b.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok().filter(|t| !t.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ClientKind, Hello, JoinSession, RelayMode, PROTOCOL_VERSION};
+    use crate::{ClientKind, Hello, JoinSession, RelayMode};
 
+    /// A version-1 Hello: the document's vector predates version 2.
     fn hello() -> ClientMsg {
         ClientMsg::Hello(Hello {
-            version: PROTOCOL_VERSION,
+            version: 1,
             client: ClientKind::Browser,
             relay_mode: RelayMode::Datagram,
             name: String::new(),
             resume_token: None,
+            access_token: None,
         })
     }
 
@@ -128,6 +172,29 @@ mod tests {
         );
         assert_eq!(first_param(Some("x=1")), None);
         assert_eq!(first_param(None), None);
+    }
+
+    #[test]
+    fn the_access_token_is_read_from_the_query_and_percent_decoded() {
+        assert_eq!(
+            access_token_param(Some("first=x&access_token=a.b-c_d")),
+            Some("a.b-c_d".into())
+        );
+        assert_eq!(
+            access_token_param(Some("access_token=a%2Eb%2e")),
+            Some("a.b.".into())
+        );
+        assert_eq!(access_token_param(Some("first=x")), None);
+        assert_eq!(access_token_param(Some("access_token=")), None);
+        assert_eq!(access_token_param(Some("access_token=%zz")), None);
+        assert_eq!(access_token_param(Some("access_token=%4")), None);
+        assert_eq!(access_token_param(Some("access_token=%ff")), None);
+        let long = "a".repeat(3 * crate::MAX_ACCESS_TOKEN_BYTES + 1);
+        assert_eq!(
+            access_token_param(Some(&format!("access_token={long}"))),
+            None
+        );
+        assert_eq!(access_token_param(None), None);
     }
 
     #[test]

@@ -35,8 +35,14 @@ pub use transport::{Transport, Via};
 pub const ALPN_NATIVE: &[u8] = b"fsp2p/1";
 /// ALPN for WebTransport (HTTP/3) clients, i.e. browsers.
 pub const ALPN_H3: &[u8] = b"h3";
-/// Version carried in `Hello`; the server refuses any other.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version carried in `Hello` by this crate's clients. Version 2 appends
+/// `Hello.access_token`; a server takes 1 and 2 ([`MIN_PROTOCOL_VERSION`]).
+pub const PROTOCOL_VERSION: u16 = 2;
+/// Oldest `Hello.version` a server still takes: version 1 is version 2
+/// without the access token field.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
+/// Longest access token a client may send, in bytes (a server may set a lower cap).
+pub const MAX_ACCESS_TOKEN_BYTES: usize = 4096;
 /// Path a WebTransport client must connect to.
 pub const WEBTRANSPORT_PATH: &str = "/signal";
 /// Peer id used in a relay header to mean "every other peer in my session".
@@ -208,9 +214,15 @@ pub struct NodeAddr {
 }
 
 /// The client's introduction.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+///
+/// Versioned on the wire: `version` comes first, and the fields after
+/// `resume_token` exist only from the version that added them (version 2:
+/// `access_token`). A version-1 `Hello` is the same bytes without them, so
+/// older clients keep working; encoding writes exactly the fields of
+/// `version` (a token on a version-1 `Hello` is not sent).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
-    /// Must equal [`PROTOCOL_VERSION`].
+    /// [`PROTOCOL_VERSION`] (or any version down to [`MIN_PROTOCOL_VERSION`]).
     pub version: u16,
     /// What kind of program this is.
     pub client: ClientKind,
@@ -220,6 +232,66 @@ pub struct Hello {
     pub name: String,
     /// Token from an earlier `Welcome`, to get the same peer id and seat back.
     pub resume_token: Option<Vec<u8>>,
+    /// (version 2) The access token from the game's backend, on a server
+    /// that requires one (`serve --auth`). A token in the connection's URL
+    /// (`?access_token=`) counts when this is `None`.
+    pub access_token: Option<String>,
+}
+
+impl Serialize for Hello {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let v2 = self.version >= 2;
+        let mut t = s.serialize_tuple(if v2 { 6 } else { 5 })?;
+        t.serialize_element(&self.version)?;
+        t.serialize_element(&self.client)?;
+        t.serialize_element(&self.relay_mode)?;
+        t.serialize_element(&self.name)?;
+        t.serialize_element(&self.resume_token)?;
+        if v2 {
+            t.serialize_element(&self.access_token)?;
+        }
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Hello {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Hello, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = Hello;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "Hello: version, client, relay_mode, name, resume_token[, access_token]",
+                )
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Hello, A::Error> {
+                use serde::de::Error;
+                let missing = |n| A::Error::invalid_length(n, &self);
+                let version: u16 = a.next_element()?.ok_or_else(|| missing(0))?;
+                let client = a.next_element()?.ok_or_else(|| missing(1))?;
+                let relay_mode = a.next_element()?.ok_or_else(|| missing(2))?;
+                let name = a.next_element()?.ok_or_else(|| missing(3))?;
+                let resume_token = a.next_element()?.ok_or_else(|| missing(4))?;
+                // Only a version that has the field carries it: a version-1
+                // Hello ends here (and anything after it is trailing bytes).
+                let access_token = if version >= 2 {
+                    a.next_element()?.ok_or_else(|| missing(5))?
+                } else {
+                    None
+                };
+                Ok(Hello {
+                    version,
+                    client,
+                    relay_mode,
+                    name,
+                    resume_token,
+                    access_token,
+                })
+            }
+        }
+        d.deserialize_tuple(6, Fields)
+    }
 }
 
 /// What kind of program a client is (for logs and metrics only).
@@ -462,11 +534,29 @@ pub enum ErrorCode {
     /// closes the connection with this code: reconnect with the same token
     /// (any node), as after a lost connection.
     ClusterUnavailable = 22,
+    /// (access control) This server needs an access token and the client
+    /// sent none (`Hello.access_token`, or `?access_token=` in the URL). Fatal.
+    TokenRequired = 23,
+    /// (access control) The token is refused: malformed, too long, an
+    /// algorithm or key this server does not take, a bad signature, or
+    /// another deployment's audience (the message says which). Fatal: the
+    /// same token will never pass.
+    TokenInvalid = 24,
+    /// (access control) The token has expired (or is not valid yet). Closes
+    /// the connection; a client that can get a fresh token reconnects with
+    /// it (resuming its seat). Sent first as a warning, without a close,
+    /// before a token expires in session.
+    TokenExpired = 25,
+    /// (access control) The token does not allow this request (create a
+    /// session, join that session, that many peers). The connection stays.
+    Forbidden = 26,
+    /// (access control) The operator revoked this token or its player. Fatal.
+    TokenRevoked = 27,
 }
 
 impl ErrorCode {
     /// Every code, in order.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 27] = [
         ErrorCode::BadMessage,
         ErrorCode::FrameTooLarge,
         ErrorCode::UnsupportedVersion,
@@ -489,6 +579,11 @@ impl ErrorCode {
         ErrorCode::Replaced,
         ErrorCode::SlowConsumer,
         ErrorCode::ClusterUnavailable,
+        ErrorCode::TokenRequired,
+        ErrorCode::TokenInvalid,
+        ErrorCode::TokenExpired,
+        ErrorCode::Forbidden,
+        ErrorCode::TokenRevoked,
     ];
 
     /// The code with number `v`, if there is one.
@@ -521,6 +616,11 @@ impl ErrorCode {
             ErrorCode::Replaced => "replaced",
             ErrorCode::SlowConsumer => "slow_consumer",
             ErrorCode::ClusterUnavailable => "cluster_unavailable",
+            ErrorCode::TokenRequired => "token_required",
+            ErrorCode::TokenInvalid => "token_invalid",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TokenRevoked => "token_revoked",
         }
     }
 
@@ -539,6 +639,9 @@ impl ErrorCode {
                 | ErrorCode::HelloTimeout
                 | ErrorCode::Replaced
                 | ErrorCode::SlowConsumer
+                | ErrorCode::TokenRequired
+                | ErrorCode::TokenInvalid
+                | ErrorCode::TokenRevoked
         )
     }
 }
@@ -816,6 +919,7 @@ mod tests {
             relay_mode: RelayMode::Datagram,
             name: "Ann".into(),
             resume_token: None,
+            access_token: None,
         }));
         assert_eq!(hello, vec![0, 1, 2, 0, 3, b'A', b'n', b'n', 0]);
         let err = encode(&ServerMsg::Error {

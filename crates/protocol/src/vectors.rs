@@ -13,13 +13,15 @@ use std::fmt::Write;
 use crate::*;
 
 fn all_client_msgs() -> Vec<(&'static str, ClientMsg)> {
+    // Version 1 (no access token field): what clients before version 2 send.
     let hello = |client, relay_mode, name: &str, resume_token| {
         ClientMsg::Hello(Hello {
-            version: PROTOCOL_VERSION,
+            version: 1,
             client,
             relay_mode,
             name: name.into(),
             resume_token,
+            access_token: None,
         })
     };
     vec![
@@ -37,6 +39,28 @@ fn all_client_msgs() -> Vec<(&'static str, ClientMsg)> {
             hello(ClientKind::Other, RelayMode::Datagram, &"n".repeat(64), Some(vec![0xFF; 16])),
         ),
         (
+            "hello_v2_no_token",
+            ClientMsg::Hello(Hello {
+                version: 2,
+                client: ClientKind::Rust,
+                relay_mode: RelayMode::Datagram,
+                name: String::new(),
+                resume_token: None,
+                access_token: None,
+            }),
+        ),
+        (
+            "hello_v2_token_resume",
+            ClientMsg::Hello(Hello {
+                version: 2,
+                client: ClientKind::Browser,
+                relay_mode: RelayMode::Datagram,
+                name: "Ann".into(),
+                resume_token: Some((0u8..16).collect()),
+                access_token: Some("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln".into()),
+            }),
+        ),
+        (
             "hello_version_max",
             ClientMsg::Hello(Hello {
                 version: u16::MAX,
@@ -44,6 +68,7 @@ fn all_client_msgs() -> Vec<(&'static str, ClientMsg)> {
                 relay_mode: RelayMode::Datagram,
                 name: String::new(),
                 resume_token: Some(vec![]),
+                access_token: None,
             }),
         ),
         (
@@ -370,9 +395,28 @@ fn bad_vectors() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         relay_mode: RelayMode::Datagram,
         name: "Ann".into(),
         resume_token: None,
+        access_token: None,
+    }));
+    // A version-1 Hello followed by a token: version 1 has no such field.
+    let mut v1_with_token = hello.clone();
+    v1_with_token.extend([1, 1, b'x']);
+    // A version-2 Hello without its access_token option byte.
+    let v2 = encode(&ClientMsg::Hello(Hello {
+        version: 2,
+        client: ClientKind::Rust,
+        relay_mode: RelayMode::Datagram,
+        name: "Ann".into(),
+        resume_token: None,
+        access_token: None,
     }));
     vec![
         ("ClientMsg", "empty", vec![]),
+        ("ClientMsg", "hello_v1_with_token", v1_with_token),
+        (
+            "ClientMsg",
+            "hello_v2_without_token_field",
+            v2[..v2.len() - 1].to_vec(),
+        ),
         ("ClientMsg", "unknown_tag", vec![6]),
         ("ClientMsg", "unknown_tag_varint", vec![0x80, 0x01]),
         ("ClientMsg", "trailing_byte", ping),
@@ -436,7 +480,7 @@ fn bad_vectors() -> Vec<(&'static str, &'static str, Vec<u8>)> {
 /// The whole vector file.
 pub fn render() -> String {
     let mut out = String::new();
-    out.push_str("# FlightSim P2P protocol v1 golden vectors: ok|bad, type, name, hex body (no length prefix)\n");
+    out.push_str("# FlightSim P2P protocol golden vectors (Hello versions 1 and 2): ok|bad, type, name, hex body (no length prefix)\n");
     for (name, m) in all_client_msgs() {
         let _ = writeln!(out, "ok\tClientMsg\t{name}\t{}", hex::encode(encode(&m)));
     }

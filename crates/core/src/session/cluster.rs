@@ -580,6 +580,8 @@ impl Core {
                     away_since: Some(now.mono),
                     session: Some(sid),
                     signals_in: HashMap::new(),
+                    // Its token comes again with its resume.
+                    grant: None,
                 },
             );
             self.tokens.insert(m.token_sha256.clone(), m.id);

@@ -68,6 +68,7 @@ fn hello(name: &str, token: Option<Vec<u8>>) -> ClientMsg {
         relay_mode: RelayMode::Datagram,
         name: name.into(),
         resume_token: token,
+        access_token: None,
     })
 }
 

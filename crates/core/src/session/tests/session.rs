@@ -66,6 +66,7 @@ fn hello(name: &str, mode: RelayMode, token: Option<Vec<u8>>) -> ClientMsg {
         relay_mode: mode,
         name: name.into(),
         resume_token: token,
+        access_token: None,
     })
 }
 
@@ -684,6 +685,7 @@ fn protocol_order_version_and_hello_timeout() {
             relay_mode: RelayMode::Datagram,
             name: String::new(),
             resume_token: None,
+            access_token: None,
         }),
     );
     assert!(matches!(
@@ -1104,6 +1106,7 @@ fn metrics_labels_are_the_documented_names() {
             "ip_rate_limited",
             "unknown_peer",
             "peer_away",
+            "not_allowed",
             "receiver_busy",
             "receiver_too_small"
         ]
