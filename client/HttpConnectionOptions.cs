@@ -210,8 +210,9 @@ namespace FlightSimP2P.Client
     /// AccessTokenProvider (if set) before every connect (first, reconnect, fallback,
     /// redirect) and connects the WebSocket to the URL with access_token added; the
     /// WebSocket's options (headers, proxy, credentials...) are configured for the connect
-    /// (WebSocketHook). QUIC has no URL and the protocol's Hello has no token field yet, so
-    /// over QUIC the provider is called and the token not sent (client/AVALONIA-INTEGRATION.md).
+    /// (WebSocketHook). The token also rides in Hello (version 2, PROTOCOL.md section 13) on
+    /// every transport (TokenInHello), which is how it reaches the server over QUIC, where
+    /// there is no URL.
     /// </summary>
     public sealed class AccessTokenTransportFactory : IClusterTransportFactory
     {
@@ -264,6 +265,12 @@ namespace FlightSimP2P.Client
                 Task<string> pending = _provider();
                 token = pending == null ? null : await pending.ConfigureAwait(false);
             }
+            ISignalingTransport t = await Connect(kind, server, first, token, cancellationToken).ConfigureAwait(false);
+            return string.IsNullOrEmpty(token) || t == null ? t : new TokenInHello(t, token);
+        }
+
+        private async Task<ISignalingTransport> Connect(TransportKind kind, ServerEndpoint server, string first, string token, CancellationToken cancellationToken)
+        {
             IClusterTransportFactory cluster = _inner as IClusterTransportFactory;
             using (WebSocketHook.Use(_configure, _http))
             {
@@ -288,6 +295,52 @@ namespace FlightSimP2P.Client
                 return await cluster.ConnectAsync(kind, withToken, first, cancellationToken).ConfigureAwait(false);
             }
         }
+    }
+
+    /// <summary>
+    /// A transport whose Hello carries the access token (Hello version 2, PROTOCOL.md
+    /// section 13): the only way a token reaches the server over QUIC, and on a WebSocket
+    /// it agrees with the URL's access_token (the Hello's wins). Everything else passes
+    /// through untouched.
+    /// </summary>
+    public sealed class TokenInHello : ISignalingTransport
+    {
+        private readonly ISignalingTransport _inner;
+        private readonly string _token;
+
+        public TokenInHello(ISignalingTransport inner, string token)
+        {
+            if (inner == null)
+            {
+                throw new ArgumentNullException("inner");
+            }
+            _inner = inner;
+            _token = token;
+        }
+
+        public Action<uint, byte[]> RelayReceived { set { _inner.RelayReceived = value; } }
+
+        public ushort CloseCode { get { return _inner.CloseCode; } }
+
+        public Task SendAsync(ClientMsg message, CancellationToken cancellationToken)
+        {
+            ClientMsg.Hello hello = message as ClientMsg.Hello;
+            if (hello != null && !string.IsNullOrEmpty(_token))
+            {
+                if (hello.Version < 2)
+                {
+                    hello.Version = 2;
+                }
+                hello.AccessToken = _token;
+            }
+            return _inner.SendAsync(message, cancellationToken);
+        }
+
+        public bool TrySendRelay(uint to, byte[] payload) { return _inner.TrySendRelay(to, payload); }
+
+        public Task<ServerMsg> ReceiveAsync(CancellationToken cancellationToken) { return _inner.ReceiveAsync(cancellationToken); }
+
+        public Task CloseAsync(bool leave) { return _inner.CloseAsync(leave); }
     }
 
     /// <summary>

@@ -439,6 +439,17 @@ namespace FlightSimP2P.Client
             _handoff = false;
             ClearSession();
             FailAllInvokes(error ?? new HubException("connection closed"));
+            if (State == HubConnectionState.Connecting)
+            {
+                // The first connect was refused for good (a fatal code before any Welcome,
+                // e.g. token_required): StartAsync fails with it, as SignalR's does, and
+                // Closed is not raised for a connection that never was.
+                FailRequest(error ?? new HubException("connect refused"), true);
+                SetState(HubConnectionState.Disconnected);
+                Complete(_startToken, null, error ?? new HubException("connect refused"));
+                _startToken = 0;
+                return;
+            }
             SetState(HubConnectionState.Disconnected);
             Emit(OutputKind.Closed).Error = error;
         }

@@ -172,6 +172,7 @@ namespace FlightSimP2P.Tests
             Test("a wrong join code fails the join, the connection stays", WrongCode);
             Test("too_many_join_attempts without a close fails the join, the connection stays", TooManyJoinsNoClose);
             Test("too_many_join_attempts with a close ends the service with the server's reason", TooManyJoinsClose);
+            Test("defect: a first connect refused for good (token_required) fails StartAsync, no Closed, no retry", StartRefused);
             Test("a host change fails invocations pending at the old host", HostChange);
             Test("ICE failure: relay at once, link closed at the deadline", IceFailureRelay);
             Test("stall on a connected direct path: relay within 300 ms, back to direct", StallAndRecover);
@@ -621,6 +622,26 @@ namespace FlightSimP2P.Tests
             Check(closed != null && closed.Error is ServerException && ((ServerException)closed.Error).Code == 17
                 && closed.Error.Message.Contains("more than 10 failed joins"), "Closed with the server's reason");
             Check(!outs.Any(o => o.Kind == OutputKind.Connect), "no reconnect");
+            Check(h.Core.State == HubConnectionState.Disconnected, "disconnected");
+        }
+
+        private static void StartRefused()
+        {
+            CoreOptions o = new CoreOptions();
+            o.ReconnectDelaysMs = new long[] { 0, 2000, 10000, 30000 };
+            Harness h = new Harness(o);
+            h.Core.Start(h.Now, 1);
+            CoreOutput c = h.Drain().First(x => x.Kind == OutputKind.Connect);
+            h.Core.TransportConnected(h.Now, c.Conn);
+            h.Drain();
+            h.Core.ServerMessage(h.Now, c.Conn, new ServerMsg.Error((ushort)ErrorCode.TokenRequired, "missing: this server needs an access token"));
+            h.Core.TransportLost(h.Now, c.Conn, null, (ushort)ErrorCode.TokenRequired);
+            List<CoreOutput> outs = h.Drain().Concat(h.Advance(35000)).ToList();
+            CoreOutput done = outs.FirstOrDefault(x => x.Kind == OutputKind.Complete && x.Token == 1);
+            Check(done != null && done.Error is ServerException && ((ServerException)done.Error).Code == (ushort)ErrorCode.TokenRequired,
+                "StartAsync failed with token_required");
+            Check(!outs.Any(x => x.Kind == OutputKind.Closed), "no Closed for a connection that never was");
+            Check(!outs.Any(x => x.Kind == OutputKind.Connect), "no retry");
             Check(h.Core.State == HubConnectionState.Disconnected, "disconnected");
         }
 

@@ -39,11 +39,12 @@ fi
 
 work="$(mktemp -d)"
 server_pid=""
+auth_pid=""
 redis_pid=""
 node_a_pid=""
 node_b_pid=""
 cleanup() {
-    for pid in "$server_pid" "$node_a_pid" "$node_b_pid" "$redis_pid"; do
+    for pid in "$server_pid" "${auth_pid:-}" "$node_a_pid" "$node_b_pid" "$redis_pid"; do
         if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
             kill "$pid" 2>/dev/null || true
             wait "$pid" 2>/dev/null || true
@@ -53,6 +54,9 @@ cleanup() {
     mkdir -p "$root/test-artifacts"
     if [ -f "$work/server.err" ]; then
         cp "$work/server.err" "$root/test-artifacts/csharp-live-server.log"
+    fi
+    if [ -f "$work/auth-server.err" ]; then
+        cp "$work/auth-server.err" "$root/test-artifacts/csharp-live-auth-server.log"
     fi
     for n in a a-crashed b; do
         if [ -f "$work/node-$n.err" ]; then
@@ -85,6 +89,9 @@ mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
 mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
     -out:"$work/live-cluster-tests.exe" "${mono_src[@]}" "$root/tests/csharp/TestKit.cs" "$root/tests/csharp/LiveClusterTests.cs" >&2
+mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
+    -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
+    -out:"$work/live-access-tests.exe" "${mono_src[@]}" "$root/tests/csharp/TestKit.cs" "$root/tests/csharp/LiveAccessTests.cs" >&2
 # Issue 21: ServerTimeout against the real server behind a proxy that goes silent.
 mcs -nologo -langversion:7.2 -warnaserror -optimize+ -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll -out:"$work/live-silent-tests.exe" "${mono_src[@]}" "$root/tests/csharp/TestKit.cs" "$root/tests/csharp/LiveSilentServerTests.cs" >&2
 
@@ -146,6 +153,35 @@ run_part service 60 mono "$work/live-service-tests.exe" "ws://$http/ws"
 run_part silent 60 mono "$work/live-silent-tests.exe" "$http"
 run_part browser 240 node "$root/tests/csharp/browser_peer.mjs" --http "$http" --udp "$udp" \
     -- mono "$work/live-browser-tests.exe" "ws://$http/ws"
+
+# Issue 24: access tokens, against a second server that requires them (a key made by the
+# binary's own `token --keygen`; no leeway and a 1 s warning, so a 4 s token runs out fast).
+auth_key="$("$bin" token --keygen hs256 --kid live | tail -n 1)"
+mkdir "$work/certs-auth"
+RUST_LOG="${RUST_LOG:-warn}" "$bin" serve \
+    --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --cert-dir "$work/certs-auth" \
+    --auth "$auth_key" --auth-audience csharp-live --auth-leeway-secs 0 --auth-warn-secs 1 \
+    >"$work/auth-server.out" 2>"$work/auth-server.err" &
+auth_pid=$!
+auth_http=""
+for _ in $(seq 1 300); do
+    line="$(grep -m1 '^listening:' "$work/auth-server.out" 2>/dev/null || true)"
+    if [ -n "$line" ]; then
+        auth_http="$(sed -n 's#.*http://\([^ ]*\).*#\1#p' <<<"$line")"
+        break
+    fi
+    kill -0 "$auth_pid" 2>/dev/null || break
+    sleep 0.1
+done
+if [ -n "$auth_http" ]; then
+    run_part access 90 mono "$work/live-access-tests.exe" "ws://$auth_http/ws" "$bin" "$auth_key" csharp-live
+else
+    echo "the --auth server did not start" >"$work/access.out"
+    cat "$work/auth-server.err" >>"$work/access.out" 2>/dev/null || true
+    f=$((f + 1))
+    status=1
+fi
+kill "$auth_pid" 2>/dev/null || true
 
 # Issue 21: the SignalR-style app, a host and a guest process, an http:// hub URL as the server.
 run_part signalr 130 bash "$root/tests/csharp/signalr-app/run_pair.sh" "$work/signalr-app.exe" "http://$http"
@@ -280,6 +316,6 @@ if [ "$status" -ne 0 ]; then
     done
 fi
 grep -Ev '^[0-9]+ passed, [0-9]+ failed$' "$work/silent.out" 2>/dev/null || true
-cat "$work/ws.out" "$work/service.out" "$work/browser.out" "$work/cluster.out" "$work/drain.out" 2>/dev/null | grep -Ev '^[0-9]+ passed, [0-9]+ failed$'
+cat "$work/ws.out" "$work/service.out" "$work/access.out" "$work/browser.out" "$work/cluster.out" "$work/drain.out" 2>/dev/null | grep -Ev '^[0-9]+ passed, [0-9]+ failed$'
 echo "$p passed, $f failed"
 [ "$status" -eq 0 ] && [ "$f" -eq 0 ]

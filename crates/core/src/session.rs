@@ -787,6 +787,7 @@ impl Core {
                 "resume token unknown or expired; you are a new peer".into(),
             );
         }
+        let hello_version = hello.version;
         let id = self.new_peer_id();
         let mut token = [0u8; RESUME_TOKEN_LEN];
         self.rng.fill_bytes(&mut token);
@@ -813,7 +814,7 @@ impl Core {
         if let Some(g) = grant {
             self.apply_grant(now, conn, id, g);
         }
-        let welcome = self.welcome(now, id, false);
+        let welcome = self.welcome(now, id, false, hello_version);
         self.send(conn, welcome);
     }
 
@@ -863,7 +864,7 @@ impl Core {
         if let Some(g) = grant {
             self.apply_grant(now, conn, p, g);
         }
-        let welcome = self.welcome(now, p, true);
+        let welcome = self.welcome(now, p, true, hello.version);
         self.send(conn, welcome);
         if let Some(sid) = session {
             if let Some(info) = self.session_info(sid) {
@@ -882,7 +883,10 @@ impl Core {
         }
     }
 
-    fn welcome(&self, now: Now, p: PeerId, resumed: bool) -> ServerMsg {
+    /// The `Welcome` for peer `p`. Its `version` is the one the client's
+    /// `Hello` spoke (1 or 2): what this connection speaks, so a version-1
+    /// client sees the version it knows.
+    fn welcome(&self, now: Now, p: PeerId, resumed: bool, version: u16) -> ServerMsg {
         let l = &self.limits;
         let token = self
             .peers
@@ -891,7 +895,7 @@ impl Core {
             .map(|t| t.to_vec())
             .unwrap_or_default();
         ServerMsg::Welcome(Welcome {
-            version: PROTOCOL_VERSION,
+            version,
             peer_id: p,
             resume_token: token,
             resumed,
