@@ -47,7 +47,11 @@ impl Core {
     pub fn revoke(&mut self, now: Now, r: Revocation) -> usize {
         let until = now.mono + REVOCATION_MEMORY;
         self.revoked.retain(|(_, at)| *at > now.mono);
-        self.revoked.push((r.clone(), until));
+        // The same revocation heard twice (pub/sub and the stored set) is kept once.
+        match self.revoked.iter_mut().find(|(x, _)| *x == r) {
+            Some(known) => known.1 = until,
+            None => self.revoked.push((r.clone(), until)),
+        }
         let hit: Vec<PeerId> = self
             .peers
             .iter()
@@ -68,6 +72,23 @@ impl Core {
             self.remove_peer(*p, LeaveReason::Left);
         }
         hit.len()
+    }
+
+    /// Check an operator's token (the admin endpoint's bearer token): a
+    /// valid token of this deployment, not revoked, with `"admin": true`.
+    pub fn check_admin(&self, token: &str, now_unix: u64) -> Result<Grant, AdminRefusal> {
+        let access = self.access.as_ref().ok_or(AdminRefusal::NoAccessControl)?;
+        let g = access
+            .verifier
+            .verify(token, now_unix)
+            .map_err(AdminRefusal::Token)?;
+        if self.revoked.iter().any(|(r, _)| r.refuses(&g)) {
+            return Err(AdminRefusal::Revoked);
+        }
+        if !g.admin {
+            return Err(AdminRefusal::NotAdmin);
+        }
+        Ok(g)
     }
 
     /// The `Hello`'s token, checked: `Ok(None)` on an open server,
@@ -108,6 +129,7 @@ impl Core {
             .access
             .as_ref()
             .map_or(Duration::ZERO, |a| a.warn_before);
+        self.charge_conn(now.mono, conn, &grant.sub);
         let limit = self.limits.relay_bytes_per_sec;
         if let Some(c) = self.conns.get_mut(&conn) {
             c.relay_denied = grant.relay == Relay::Denied;
@@ -171,6 +193,35 @@ impl Core {
     /// The grant of the peer a connection speaks for, if the server checks tokens.
     pub(super) fn grant_of(&self, p: PeerId) -> Option<&Grant> {
         self.peers.get(&p).and_then(|x| x.grant.as_ref())
+    }
+}
+
+/// Why an operator's token was refused at the admin endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminRefusal {
+    /// The server has no access control (no `--auth`): there is nothing to
+    /// revoke and no key to check an operator's token with.
+    NoAccessControl,
+    /// The token does not verify (the reason says why).
+    Token(AuthError),
+    /// The token was revoked.
+    Revoked,
+    /// A valid token without `"admin": true` (a player's token).
+    NotAdmin,
+}
+
+impl std::fmt::Display for AdminRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminRefusal::NoAccessControl => {
+                f.write_str("this server has no access control (serve --auth): nothing to revoke")
+            }
+            AdminRefusal::Token(e) => write!(f, "the admin token is refused: {}: {e}", e.reason()),
+            AdminRefusal::Revoked => f.write_str("the admin token was revoked"),
+            AdminRefusal::NotAdmin => f.write_str(
+                "this token is not an operator's: it lacks the claim \"admin\": true",
+            ),
+        }
     }
 }
 

@@ -94,6 +94,8 @@ pub(super) struct NewSession {
     pub(super) max_peers: u32,
     pub(super) password: Option<String>,
     pub(super) owner_ip: Option<IpAddr>,
+    /// The player that creates it (access control), charged for it (`max_sessions_per_user`).
+    pub(super) owner_sub: Option<String>,
 }
 
 /// A connection waiting for the directory.
@@ -233,7 +235,7 @@ impl Core {
         if let Some(c) = self.cluster.as_mut() {
             c.dirty.remove(&sid);
         }
-        self.release_session_quota(session.owner_ip);
+        self.release_session_quota(session.owner_ip, session.owner_sub.clone());
         let mut sent = 0;
         for m in session.members {
             let Some(peer) = self.peers.remove(&m) else {
@@ -269,7 +271,7 @@ impl Core {
             (_, Answer::Elsewhere(node)) => {
                 // What came meanwhile was for the session there: dropped.
                 if let Some(pending) = new_session {
-                    self.release_session_quota(pending.owner_ip);
+                    self.release_session_quota(pending.owner_ip, pending.owner_sub.clone());
                 }
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.redirected = true;
@@ -318,7 +320,7 @@ impl Core {
                 let Some(p) = self.conns.get(&conn).and_then(|c| c.peer) else {
                     // Its peer resumed on another connection meanwhile: the
                     // session is not founded, and its quota is given back.
-                    self.release_session_quota(pending.owner_ip);
+                    self.release_session_quota(pending.owner_ip, pending.owner_sub.clone());
                     return;
                 };
                 match answer {
@@ -334,7 +336,7 @@ impl Core {
                         return;
                     }
                     Answer::Unavailable => {
-                        self.release_session_quota(pending.owner_ip);
+                        self.release_session_quota(pending.owner_ip, pending.owner_sub.clone());
                         self.error(
                             conn,
                             ErrorCode::ClusterUnavailable,
@@ -344,7 +346,7 @@ impl Core {
                         );
                     }
                     _ => {
-                        self.release_session_quota(pending.owner_ip);
+                        self.release_session_quota(pending.owner_ip, pending.owner_sub.clone());
                         self.error(
                             conn,
                             ErrorCode::Internal,
@@ -442,7 +444,7 @@ impl Core {
             .and_then(|c| c.waiting.remove(&conn))
             .and_then(|w| w.new_session);
         if let Some(p) = pending {
-            self.release_session_quota(p.owner_ip);
+            self.release_session_quota(p.owner_ip, p.owner_sub.clone());
         }
     }
 
@@ -534,6 +536,7 @@ impl Core {
                 epoch: rec.epoch,
                 last_activity: now.mono,
                 owner_ip: None,
+                owner_sub: None,
             },
         );
         self.arm(now.mono + self.limits.session_idle_ttl(), Timer::Idle(sid));
