@@ -1056,11 +1056,8 @@ impl Directory {
                 .query_async(&mut self.conn())
                 .await
                 .map_err(|e| classify(OP, e))?;
-            let per_node: Vec<(String, Vec<(String, String)>)> = others
-                .iter()
-                .map(|n| n.to_string())
-                .zip(hashes)
-                .collect();
+            let per_node: Vec<(String, Vec<(String, String)>)> =
+                others.iter().map(|n| n.to_string()).zip(hashes).collect();
             Ok(cluster::sum_usage(&self.node, &per_node))
         })
         .await

@@ -25,8 +25,8 @@ use tracing::{debug, warn};
 use crate::auth::Revocation;
 use crate::hub::{now, Shared};
 use crate::metrics::{AdminResult, Refusal};
-use crate::session::AdminRefusal;
 use crate::session::address_key;
+use crate::session::AdminRefusal;
 
 /// The HTTP port's routes; `ws` serves `GET /ws` (the server hands in the
 /// WebSocket transport, so this module knows nothing of it).
@@ -116,7 +116,8 @@ async fn admin_revoke_inner(
     headers: &HeaderMap,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> (AdminResult, StatusCode, serde_json::Value) {
-    let refuse = |result, status, why: String| (result, status, serde_json::json!({ "error": why }));
+    let refuse =
+        |result, status, why: String| (result, status, serde_json::json!({ "error": why }));
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -125,18 +126,17 @@ async fn admin_revoke_inner(
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
         });
     let unix = now().unix_ms / 1000;
-    let checked = match token {
-        Some(t) => shared.lock().core.check_admin(t, unix),
-        None if !shared.lock().core.access_required() => Err(AdminRefusal::NoAccessControl),
-        None => {
-            return refuse(
+    let checked =
+        match token {
+            Some(t) => shared.lock().core.check_admin(t, unix),
+            None if !shared.lock().core.access_required() => Err(AdminRefusal::NoAccessControl),
+            None => return refuse(
                 AdminResult::Unauthorized,
                 StatusCode::UNAUTHORIZED,
                 "an operator's token is required: Authorization: Bearer <JWT with \"admin\": true>"
                     .into(),
-            )
-        }
-    };
+            ),
+        };
     let admin = match checked {
         Ok(g) => g,
         Err(e) => {

@@ -17,12 +17,12 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, warn};
 
+use crate::auth::Revocation;
 use crate::certs::Identity;
 use crate::config::QuicTuning;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::protocol::{self, ErrorCode, ServerMsg};
-use crate::auth::Revocation;
 use crate::session::{ConnId, Core, Lookup, Now, Output, Persist, Target};
 use crate::turn::IceConfig;
 use crate::wire::Wire;

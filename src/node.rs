@@ -435,7 +435,10 @@ async fn heartbeat(
         let quotas = l.max_connections_per_user > 0
             || l.max_sessions_per_user > 0
             || l.relay_bytes_per_user_per_sec > 0;
-        (st.core.access_required(), st.core.access_required() && quotas)
+        (
+            st.core.access_required(),
+            st.core.access_required() && quotas,
+        )
     };
     let mut usage = UsageReading::new();
     loop {
@@ -722,7 +725,10 @@ impl UsageReading {
                         "the directory cannot be read: per-player quotas hold on each node alone \
                          until it is back (a player may use up to the quota on every node)"
                     );
-                    shared.lock().core.set_remote_usage(now().mono, Default::default());
+                    shared
+                        .lock()
+                        .core
+                        .set_remote_usage(now().mono, Default::default());
                     shared.metrics.cluster_remote_user_connections.set(0);
                 }
             }

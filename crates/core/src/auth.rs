@@ -583,9 +583,7 @@ impl Revocation {
             (None, Some(_)) if j.issued_up_to.is_some() => {
                 Err("`issued_up_to` goes with `sub`, not `jti`".into())
             }
-            _ => Err(format!(
-                "`sub` and `jti` are 1 to {MAX_CLAIM_TEXT} bytes"
-            )),
+            _ => Err(format!("`sub` and `jti` are 1 to {MAX_CLAIM_TEXT} bytes")),
         }
     }
 

@@ -27,7 +27,6 @@ mod cluster;
 mod codes;
 mod quota;
 pub use access::AdminRefusal;
-pub use quota::{RemoteUsage, UserCount};
 pub use admission::{address_key, Admission};
 use admission::{Pending, PerIp};
 use budgets::Throttled;
@@ -35,6 +34,7 @@ pub use cluster::{Answer, Lookup, Persist};
 #[cfg(test)]
 use codes::CODE_ALPHABET;
 pub use codes::{normalize_code, CODE_LEN};
+pub use quota::{RemoteUsage, UserCount};
 
 use crate::auth::{Access, Grant, Revocation};
 use crate::cluster::{password_hash, token_hash};

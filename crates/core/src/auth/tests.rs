@@ -351,9 +351,16 @@ fn revocations_read_from_json_and_write_back_canonically() {
         },
         "issued_up_to defaults to now"
     );
-    assert_eq!(Revocation::from_json(r.to_json().as_bytes(), 0), Ok(r.clone()));
+    assert_eq!(
+        Revocation::from_json(r.to_json().as_bytes(), 0),
+        Ok(r.clone())
+    );
     let early = Revocation::from_json(br#"{"sub":"alice","issued_up_to":5}"#, NOW).expect("sub");
-    assert_ne!(early.to_json(), r.to_json(), "another revocation, another text");
+    assert_ne!(
+        early.to_json(),
+        r.to_json(),
+        "another revocation, another text"
+    );
     let j = Revocation::from_json(br#" {"jti":"t-1"} "#, NOW).expect("jti");
     assert_eq!(j, Revocation::Jti("t-1".into()));
     assert_eq!(j.to_json(), r#"{"jti":"t-1"}"#);
@@ -388,7 +395,10 @@ fn a_revocation_refuses_the_tokens_it_names_and_no_others() {
     };
     assert!(sub(NOW).refuses(&g));
     assert!(sub(NOW - 10).refuses(&g), "issued at the revocation's time");
-    assert!(!sub(NOW - 11).refuses(&g), "issued after it: a fresh token passes");
+    assert!(
+        !sub(NOW - 11).refuses(&g),
+        "issued after it: a fresh token passes"
+    );
     assert!(Revocation::Jti("t-9".into()).refuses(&g));
     assert!(!Revocation::Jti("t-8".into()).refuses(&g));
     c["sub"] = json!("bob");

@@ -42,7 +42,8 @@ impl Core {
     /// Revoke a player's tokens or one token, on this node: every connected
     /// peer whose token it refuses is cut off (`token_revoked`) and leaves
     /// its session, and tokens it refuses are refused from now on (for
-    /// [`REVOCATION_MEMORY`]). Returns how many peers were cut off. In a
+    /// [`REVOCATION_MEMORY`]). Seats it refuses that wait for a resume are
+    /// dropped too. Returns how many connected peers were cut off. In a
     /// cluster the shell calls this on every node (Redis pub/sub).
     pub fn revoke(&mut self, now: Now, r: Revocation) -> usize {
         let until = now.mono + REVOCATION_MEMORY;
@@ -58,8 +59,10 @@ impl Core {
             .filter(|(_, p)| p.grant.as_ref().is_some_and(|g| r.refuses(g)))
             .map(|(id, _)| *id)
             .collect();
+        let mut cut = 0;
         for p in &hit {
             if let Some(conn) = self.peers.get(p).and_then(|x| x.conn) {
+                cut += 1;
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.peer = None;
                 }
@@ -71,7 +74,7 @@ impl Core {
             }
             self.remove_peer(*p, LeaveReason::Left);
         }
-        hit.len()
+        cut
     }
 
     /// Check an operator's token (the admin endpoint's bearer token): a
@@ -218,9 +221,9 @@ impl std::fmt::Display for AdminRefusal {
             }
             AdminRefusal::Token(e) => write!(f, "the admin token is refused: {}: {e}", e.reason()),
             AdminRefusal::Revoked => f.write_str("the admin token was revoked"),
-            AdminRefusal::NotAdmin => f.write_str(
-                "this token is not an operator's: it lacks the claim \"admin\": true",
-            ),
+            AdminRefusal::NotAdmin => {
+                f.write_str("this token is not an operator's: it lacks the claim \"admin\": true")
+            }
         }
     }
 }
