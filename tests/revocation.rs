@@ -700,3 +700,97 @@ async fn the_admin_endpoint_refuses_everything_but_an_operators_revocation() {
     let (got, _) = revoke(open.http, None, good);
     assert_eq!(got, 404);
 }
+
+/// Send one inline command to the Redis at `port`; its one-line answer.
+fn redis_cmd(port: u16, cmd: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("redis");
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    s.write_all(format!("{cmd}\r\n").as_bytes()).expect("write");
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_subscription_dropped_still_applies_a_revocation_within_a_second() {
+    let cluster = Cluster::start("resub", &["a", "b"], &[]).await;
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    let mut erin = connect(b, &token("erin", json!({}))).await;
+    // Redis drops every subscriber: b's subscription is gone when the
+    // revocation is published, so b learns it from the stored set.
+    let killed = redis_cmd(cluster.redis.port(), "CLIENT KILL TYPE pubsub");
+    assert!(killed.starts_with(':'), "CLIENT KILL: {killed}");
+    let sent = Instant::now();
+    let (status, body) = revoke(a.http, Some(&admin_token()), r#"{"sub":"erin"}"#);
+    assert_eq!(status, 200, "{body}");
+    let cut_at = wait_revoked(&mut erin).await.expect("erin is cut off on b");
+    let latency = cut_at.duration_since(sent);
+    println!(
+        "revocation while node b's subscription was down: erin cut off on b after {latency:?}"
+    );
+    assert!(
+        latency < REVOCATION_BOUND,
+        "{latency:?} to cut a player on a node that missed the message"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_a_revocation_holds_where_it_was_taken_and_quotas_hold_per_node() {
+    let mut cluster = Cluster::start(
+        "outage",
+        &["a", "b"],
+        &[
+            "--max-connections-per-user",
+            "1",
+            "--cluster-heartbeat-ms",
+            "200",
+            "--cluster-node-ttl-ms",
+            "600",
+        ],
+    )
+    .await;
+    let frank = token("frank", json!({}));
+    let f1 = connect(cluster.node("a"), &frank).await;
+    let seen = eventually(LONG, || {
+        cluster
+            .node("b")
+            .metric("fsp2p_cluster_remote_user_connections")
+            >= 1.0
+    })
+    .await;
+    assert!(seen, "b never read frank's connection on a");
+    let cfg = with_token(cluster.node("b").config(RelayMode::Datagram), &frank);
+    expect_error(
+        Client::connect(&cfg, None).await.map(|_| ()),
+        ErrorCode::ServerFull,
+    )
+    .unwrap_or_else(|e| panic!("frank's second connection: {e}"));
+
+    cluster.redis.stop();
+    let (a, b) = (cluster.node("a"), cluster.node("b"));
+    // The quota falls back to each node's own count (fail open, logged).
+    let open = eventually(LONG, || {
+        b.metric("fsp2p_cluster_remote_user_connections") == 0.0
+    })
+    .await;
+    assert!(open, "b kept a reading of a directory it cannot reach");
+    let f2 = connect(b, &frank).await;
+    // A revocation is applied on the node that took it; the answer says
+    // the others do not know it.
+    let mut gina = connect(a, &token("gina", json!({}))).await;
+    let (status, body) = revoke(a.http, Some(&admin_token()), r#"{"sub":"gina"}"#);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("this node only"), "{body}");
+    assert!(
+        wait_revoked(&mut gina).await.is_some(),
+        "gina is cut off on a"
+    );
+    f1.close().await;
+    f2.close().await;
+    drop(cluster);
+    let log = std::fs::read_to_string(artifact_log("revocation-outage-b")).unwrap_or_default();
+    assert!(
+        log.contains("per-player quotas hold on each node alone"),
+        "{log}"
+    );
+}
