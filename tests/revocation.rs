@@ -306,18 +306,18 @@ async fn a_revocation_through_one_node_cuts_a_player_on_another_within_a_second(
 async fn revocation_under_load_cuts_exactly_the_revoked_players() {
     let cluster = Cluster::start("load", &["a", "b"], &[]).await;
     let nodes = [cluster.node("a"), cluster.node("b")];
-    // Four sessions of three players, hosted on a and b in turn; the
+    // Six sessions of four players, hosted on a and b in turn; the
     // joiners come in through the other node (and are sent home).
     let mut players: Vec<Player> = Vec::new();
-    for s in 0..4 {
+    for s in 0..6 {
         let home = nodes[s % 2];
         let other = nodes[(s + 1) % 2];
-        let sub = |i: usize| format!("p{}", s * 3 + i);
-        let jti = |i: usize| json!({ "jti": format!("j{}", s * 3 + i) });
+        let sub = |i: usize| format!("p{}", s * 4 + i);
+        let jti = |i: usize| json!({ "jti": format!("j{}", s * 4 + i) });
         let mut host = connect(home, &token(&sub(0), jti(0))).await;
         let info = host.create_session(0, None).await.expect("create");
         let mut members = vec![(sub(0), host)];
-        for i in 1..3 {
+        for i in 1..4 {
             let mut c = connect(other, &token(&sub(i), jti(i))).await;
             c.join_session(&info.code, None).await.expect("join");
             members.push((sub(i), c));
@@ -344,17 +344,22 @@ async fn revocation_under_load_cuts_exactly_the_revoked_players() {
     .await;
     assert!(flowing, "relay frames do not flow in every session");
 
-    // Revoke p1 by sub through a, p5's token by jti through b, and p9 by
-    // sub with the revoke subcommand through a.
-    let revoked = ["p1", "p5", "p9"];
+    // A second of steady traffic first.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Revoke p1 by sub through a, p6's token by jti through b, p16 (a
+    // session's host) by sub through b, and p13 by sub with the revoke
+    // subcommand through a.
+    let revoked = ["p1", "p6", "p13", "p16"];
     let at = Instant::now();
     let (s1, b1) = revoke(nodes[0].http, Some(&admin_token()), r#"{"sub":"p1"}"#);
     assert_eq!(s1, 200, "{b1}");
-    let (s2, b2) = revoke(nodes[1].http, Some(&admin_token()), r#"{"jti":"j5"}"#);
+    let (s2, b2) = revoke(nodes[1].http, Some(&admin_token()), r#"{"jti":"j6"}"#);
     assert_eq!(s2, 200, "{b2}");
+    let (s3, b3) = revoke(nodes[1].http, Some(&admin_token()), r#"{"sub":"p16"}"#);
+    assert_eq!(s3, 200, "{b3}");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_flightsim-p2p"))
         .args(["revoke", "--server", &format!("http://{}", nodes[0].http)])
-        .args(["--key", KEY, "--aud", AUD, "--sub", "p9"])
+        .args(["--key", KEY, "--aud", AUD, "--sub", "p13"])
         .output()
         .expect("run revoke");
     assert!(
@@ -364,7 +369,7 @@ async fn revocation_under_load_cuts_exactly_the_revoked_players() {
     );
     let answer = String::from_utf8_lossy(&out.stdout);
     assert!(
-        answer.contains("\"p9\"") && answer.contains("published"),
+        answer.contains("\"p13\"") && answer.contains("published"),
         "{answer}"
     );
 
@@ -382,7 +387,7 @@ async fn revocation_under_load_cuts_exactly_the_revoked_players() {
         .map(|t| t.duration_since(at))
         .max()
         .unwrap_or_default();
-    println!("three revocations under load: the last revoked player was cut off {worst:?} after the first request");
+    println!("four revocations under load (24 players relaying at 30 frames/s): the last revoked player was cut off {worst:?} after the first request");
     // The others keep relaying to each other after the revocations.
     let after = Instant::now();
     let kept: Vec<PeerId> = players
@@ -427,10 +432,10 @@ async fn revocation_under_load_cuts_exactly_the_revoked_players() {
             );
         }
     }
-    println!("relay frames received by the 12 players during the test: {received}");
-    assert_eq!(cluster.total("fsp2p_revocation_players_cut_total"), 3.0);
+    println!("relay frames received by the 24 players during the test: {received}");
+    assert_eq!(cluster.total("fsp2p_revocation_players_cut_total"), 4.0);
     for n in nodes {
-        assert_eq!(n.metric("fsp2p_revocations_applied_total"), 3.0);
+        assert_eq!(n.metric("fsp2p_revocations_applied_total"), 4.0);
     }
 }
 
