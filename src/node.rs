@@ -555,12 +555,17 @@ async fn run_revocations(
     let mut feed: Option<Feed> = None;
     let mut retry_at = tokio::time::Instant::now();
     let mut backoff = FEED_BACKOFF_MIN;
+    // A subscription was made and lost since (the next one is logged).
+    let mut lost = false;
     loop {
         if access && feed.is_none() && tokio::time::Instant::now() >= retry_at {
             match dir.subscribe_revocations().await {
                 Ok(s) => {
                     feed = Some(Box::pin(s));
                     backoff = FEED_BACKOFF_MIN;
+                    if lost {
+                        info!("subscribed to revocations again; what was published meanwhile is read from the stored set");
+                    }
                     catch_up_revocations(&shared, &dir).await;
                 }
                 Err(e) => {
@@ -599,7 +604,8 @@ async fn run_revocations(
             }
             Event::Heard(Some(json)) => apply_revocation_json(&shared, &json, "published"),
             Event::Heard(None) => {
-                debug!("the revocation subscription ended; subscribing again");
+                warn!("the revocation subscription ended; subscribing again");
+                lost = true;
                 feed = None;
                 retry_at = tokio::time::Instant::now() + backoff;
             }

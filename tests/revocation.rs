@@ -534,6 +534,20 @@ async fn a_node_whose_subscription_dropped_still_applies_a_revocation_within_a_s
         latency < REVOCATION_BOUND,
         "{latency:?} to cut a player on a node that missed the message"
     );
+    // b subscribes again: a later revocation reaches it as it is published.
+    let mut fay = connect(b, &token("fay", json!({}))).await;
+    let heard_live = eventually(LONG, || {
+        let log = std::fs::read_to_string(artifact_log("revocation-resub-b")).unwrap_or_default();
+        log.contains("subscribed to revocations again")
+    })
+    .await;
+    assert!(heard_live, "node b never subscribed again");
+    let (status, body) = revoke(a.http, Some(&admin_token()), r#"{"sub":"fay"}"#);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        wait_revoked(&mut fay).await.is_some(),
+        "fay is cut off on b"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
