@@ -806,8 +806,20 @@ impl Core {
                 .resume_token
                 .as_ref()
                 .and_then(|t| self.tokens.get(&token_hash(t)).copied());
-            if let Err(message) = self.conn_quota(&g.sub, resuming) {
-                return self.fail(conn, ErrorCode::ServerFull, message);
+            // A resume token this node does not know is looked up first
+            // (cluster mode): the check comes when the answer is in, and
+            // counts the seat as a resume if the session comes here.
+            let looks_up = resuming.is_none()
+                && !looked_up
+                && self.cluster.is_some()
+                && hello
+                    .resume_token
+                    .as_ref()
+                    .is_some_and(|t| t.len() == RESUME_TOKEN_LEN);
+            if !looks_up {
+                if let Err(message) = self.conn_quota(&g.sub, resuming) {
+                    return self.fail(conn, ErrorCode::ServerFull, message);
+                }
             }
         }
         if let Some(token) = &hello.resume_token {

@@ -245,8 +245,8 @@ impl Core {
             let Some(conn) = peer.conn else { continue };
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.peer = None;
-                c.redirected = true;
             }
+            self.sent_away(conn);
             self.redirect(conn, reason, node.clone());
             sent += 1;
         }
@@ -273,9 +273,7 @@ impl Core {
                 if let Some(pending) = new_session {
                     self.release_session_quota(pending.owner_ip, pending.owner_sub.clone());
                 }
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    c.redirected = true;
-                }
+                self.sent_away(conn);
                 self.redirect(conn, RedirectReason::Session, node);
                 return;
             }
@@ -459,6 +457,20 @@ impl Core {
     pub(super) fn ended(&mut self, code: String, epoch: u64) {
         if let Some(c) = self.cluster.as_mut() {
             c.ended.push_back((code, epoch));
+        }
+    }
+
+    /// `conn` is sent to another node: it gets no `GoingAway`, and no
+    /// longer counts for its player's connection quota (the client leaves
+    /// it for the other node; the other nodes hear of it with the next
+    /// heartbeat).
+    fn sent_away(&mut self, conn: super::ConnId) {
+        let user = self.conns.get_mut(&conn).and_then(|c| {
+            c.redirected = true;
+            c.user.take()
+        });
+        if let Some(u) = user {
+            self.uncharge_conn(&u);
         }
     }
 

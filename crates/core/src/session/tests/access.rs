@@ -668,3 +668,98 @@ fn an_operator_token_needs_the_admin_claim_and_must_not_be_revoked() {
         Err(AdminRefusal::NoAccessControl)
     );
 }
+
+#[test]
+fn a_resume_from_another_node_is_checked_as_a_resume_once_looked_up() {
+    let limits = Limits {
+        max_connections_per_user: 1,
+        ..Limits::default()
+    };
+    let mut a = quota_world(limits.clone());
+    a.core.enable_cluster("a");
+    let (ca, wl) = player(&mut a, "alice");
+    a.msg(ca, create());
+    let code = match a.lookups().pop() {
+        Some(Lookup::Reserve { code, .. }) => code,
+        other => panic!("{other:?}"),
+    };
+    a.core.answer(a.now, ca, Answer::Reserved);
+    let _ = a.sent(ca);
+    let rec = a.core.session_record(&code).expect("record");
+    // Node b still counts alice's connection on a (its next heartbeat has
+    // not told b yet): her resume there is no extra connection.
+    let mut b = quota_world(limits);
+    b.core.enable_cluster("b");
+    let remote = RemoteUsage {
+        connections: 1,
+        sessions: 1,
+        nodes: 1,
+    };
+    b.core.set_remote_usage(
+        b.now.mono,
+        [("alice".to_string(), remote)].into_iter().collect(),
+    );
+    let c = b.open();
+    b.msg(
+        c,
+        hello(
+            Some(token(&b, "alice", 600, json!({}))),
+            Some(wl.resume_token.clone()),
+        ),
+    );
+    let lookups = b.lookups();
+    assert!(
+        matches!(lookups.as_slice(), [Lookup::Token { .. }]),
+        "{lookups:?}"
+    );
+    let moved = crate::cluster::SessionRecord {
+        home: "b".into(),
+        epoch: rec.epoch + 1,
+        ..rec
+    };
+    b.core.answer(b.now, c, Answer::Here(moved));
+    assert!(welcome(&mut b, c).resumed, "resumed, not refused");
+    // A token the directory does not know either is no resume: the quota holds.
+    let d = b.open();
+    b.msg(
+        d,
+        hello(
+            Some(token(&b, "alice", 600, json!({}))),
+            Some(vec![7; RESUME_TOKEN_LEN]),
+        ),
+    );
+    assert_eq!(b.lookups().len(), 1);
+    b.core.answer(b.now, d, Answer::NotFound);
+    assert_eq!(closed_with(&mut b, d), Some(ErrorCode::ServerFull));
+}
+
+#[test]
+fn a_connection_sent_to_another_node_stops_counting_for_its_player() {
+    let mut w = quota_world(Limits {
+        max_connections_per_user: 1,
+        ..Limits::default()
+    });
+    w.core.enable_cluster("a");
+    let (c, _) = player(&mut w, "alice");
+    w.msg(c, join("ABCDEF"));
+    assert_eq!(w.lookups().len(), 1);
+    w.core.answer(
+        w.now,
+        c,
+        Answer::Elsewhere(crate::protocol::NodeAddr {
+            name: "b".into(),
+            quic: "127.0.0.1:9".into(),
+            http: "http://127.0.0.1:9".into(),
+            cert_sha256: None,
+        }),
+    );
+    assert!(
+        w.core.user_counts().is_empty(),
+        "{:?}",
+        w.core.user_counts()
+    );
+    // And closing it later does not count it off twice.
+    w.core.closed(w.now, c, true);
+    let (_again, _) = player(&mut w, "alice");
+    assert_eq!(w.core.user_counts()[0].connections, 1);
+}
