@@ -46,6 +46,53 @@ pub(crate) enum Command {
     /// Mint an access token for development and tests, or make a new key (--keygen).
     /// A game's backend mints its own tokens in production (DEPLOYMENT.md).
     Token(TokenArgs),
+    /// Revoke a player's tokens (--sub) or one token (--jti) on a server, and through it on
+    /// every node of its cluster: connected players are cut off, their tokens refused.
+    Revoke(RevokeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+  FSP2P_TOKEN_KEY=main:hs256:SECRET flightsim-p2p revoke --server http://10.0.0.5:8080 --aud my-game --sub alice\n      \
+every token of alice issued up to now\n  \
+  flightsim-p2p revoke --server http://10.0.0.5:8080 --key @k1.key --aud my-game --jti t-42\n      \
+one token\n\n\
+The server's answer (JSON) is printed; the exit status is non-zero unless it is 200.")]
+pub(crate) struct RevokeArgs {
+    /// The server's HTTP port, as http://HOST:PORT (any node of a cluster).
+    #[arg(long, env = "FSP2P_ADMIN_SERVER")]
+    pub(crate) server: String,
+
+    /// Signing key for the short-lived admin token sent with the request: KID:hs256:SECRET or
+    /// KID:eddsa-seed:SEED, a key whose verifying half the server holds (--auth). `@path`
+    /// reads the value from a file.
+    #[arg(long, env = "FSP2P_TOKEN_KEY", hide_env_values = true)]
+    pub(crate) key: String,
+
+    /// Audience: the deployment's name, as in serve --auth-audience.
+    #[arg(long, env = "FSP2P_AUTH_AUDIENCE")]
+    pub(crate) aud: String,
+
+    /// Revoke every token of this player (`sub`) issued up to --issued-up-to.
+    #[arg(long, required_unless_present = "jti", conflicts_with = "jti")]
+    pub(crate) sub: Option<String>,
+
+    /// With --sub: revoke tokens issued (`iat`) up to this Unix time, in seconds; tokens
+    /// issued later pass. Default: now.
+    #[arg(long, requires = "sub")]
+    pub(crate) issued_up_to: Option<u64>,
+
+    /// Revoke the one token with this `jti`.
+    #[arg(long)]
+    pub(crate) jti: Option<String>,
+
+    /// `sub` of the admin token (who revoked, in the server's log).
+    #[arg(long, default_value = "operator")]
+    pub(crate) admin_sub: String,
+
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) timeout_secs: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -186,6 +233,11 @@ pub(crate) struct TokenArgs {
     /// Display name bound to the token (peers see it instead of the client's).
     #[arg(long)]
     pub(crate) name: Option<String>,
+
+    /// An operator's token (`"admin": true`): it may call POST /admin/revoke. Never give one
+    /// to a player.
+    #[arg(long)]
+    pub(crate) admin: bool,
 }
 
 /// A duration such as 90s, 10m, 1h or 2d, in seconds (a bare number is seconds).
@@ -558,6 +610,23 @@ pub(crate) struct LimitsArgs {
     /// milliseconds (slowloris guard); idle keep-alive connections are closed after it too.
     #[arg(long, env = "FSP2P_HTTP_HEADER_TIMEOUT_MS", default_value_t = Limits::default().http_header_timeout_ms)]
     http_header_timeout_ms: u64,
+
+    /// With --auth: most concurrent connections of one player (the token's `sub`), on all the
+    /// nodes of a cluster together; more are refused at Hello with `server_full`. A resume is
+    /// checked against this node's count only. 0 = no limit.
+    #[arg(long, env = "FSP2P_MAX_CONNECTIONS_PER_USER", default_value_t = Limits::default().max_connections_per_user)]
+    max_connections_per_user: u32,
+
+    /// With --auth: most open sessions one player created, on all the nodes of a cluster
+    /// together; CreateSession beyond it fails with `too_many_sessions`. 0 = no limit.
+    #[arg(long, env = "FSP2P_MAX_SESSIONS_PER_USER", default_value_t = Limits::default().max_sessions_per_user)]
+    max_sessions_per_user: u32,
+
+    /// With --auth: relay payload bytes per second all of one player's connections may send
+    /// together (burst: one second's worth), shared equally between the nodes the player is
+    /// connected to; excess is dropped (`user_rate_limited`). 0 = no limit.
+    #[arg(long, env = "FSP2P_RELAY_BYTES_PER_USER_PER_SEC", default_value_t = Limits::default().relay_bytes_per_user_per_sec)]
+    relay_bytes_per_user_per_sec: u32,
 }
 
 impl From<LimitsArgs> for Limits {
@@ -582,6 +651,9 @@ impl From<LimitsArgs> for Limits {
             resume_grace_ms: a.resume_grace_ms,
             hello_timeout_ms: a.hello_timeout_ms,
             http_header_timeout_ms: a.http_header_timeout_ms,
+            max_connections_per_user: a.max_connections_per_user,
+            max_sessions_per_user: a.max_sessions_per_user,
+            relay_bytes_per_user_per_sec: a.relay_bytes_per_user_per_sec,
         }
     }
 }

@@ -36,6 +36,9 @@
 //! | `P code:CODE` | string | name of the node that reserved the code, then the session's home | [`SESSION_TTL`] |
 //! | `P session:CODE` | string | [`SessionRecord`] as JSON | [`SESSION_TTL`] |
 //! | `P token:HASH` | string | `CODE` of the session whose member has this resume token | [`SESSION_TTL`] |
+//! | `P revoked` | sorted set | revocations in force (access control), each as its canonical JSON ([`crate::auth::Revocation::to_json`]), scored by when it may be forgotten (Unix ms) | the set: [`REVOCATION_TTL`] from the last revocation; members are removed once their score has passed |
+//! | `P revocations` | pub/sub channel | each new revocation's JSON, published with its `ZADD` to `revoked` (one transaction) | — |
+//! | `P usage:NAME` | hash | per player (`sub`) on node `NAME`: `"CONNECTIONS SESSIONS"` ([`crate::cluster::usage_value`]), rewritten by each heartbeat | [`ClusterConfig::node_ttl`]: a dead node's counts go with it |
 //!
 //! A join code is unique cluster-wide through `code:CODE`:
 //! [`Directory::reserve_code`] creates it only if neither it nor
@@ -79,6 +82,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
 /// for (so no node takes it over) is forgotten after this long. An hour
 /// is far longer than any reconnect and far shorter than forever.
 pub const SESSION_TTL: Duration = Duration::from_secs(3600);
+
+/// How long a revocation is kept in the directory (and by every node): as
+/// long as the core remembers it ([`crate::session`]'s revocation memory).
+/// Tokens are expected to live far shorter.
+pub const REVOCATION_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// First wait after a call found Redis unavailable, before the next call
 /// tries it again (calls meanwhile fail at once).
@@ -214,6 +222,15 @@ impl Keys {
     }
     fn token(&self, hash: &str) -> String {
         format!("{}token:{hash}", self.prefix)
+    }
+    fn revoked(&self) -> String {
+        format!("{}revoked", self.prefix)
+    }
+    fn revocations(&self) -> String {
+        format!("{}revocations", self.prefix)
+    }
+    fn usage(&self, node: &str) -> String {
+        format!("{}usage:{node}", self.prefix)
     }
 }
 
@@ -897,6 +914,154 @@ impl Directory {
         })
         .await
     }
+
+    /// Stores revocation `json` (until `forget_at_unix_ms`) in the
+    /// `revoked` set and publishes it on the `revocations` channel, in one
+    /// transaction: a node that hears it live applies it at once, one that
+    /// missed it finds it in the set ([`Directory::revocations`]).
+    pub async fn publish_revocation(
+        &self,
+        json: &str,
+        forget_at_unix_ms: u64,
+    ) -> Result<(), DirectoryError> {
+        const OP: &str = "publish_revocation";
+        let set = self.keys.revoked();
+        self.run(OP, async {
+            redis::pipe()
+                .atomic()
+                .cmd("ZADD")
+                .arg(&set)
+                .arg(forget_at_unix_ms)
+                .arg(json)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&set)
+                .arg(millis(REVOCATION_TTL))
+                .ignore()
+                .cmd("PUBLISH")
+                .arg(self.keys.revocations())
+                .arg(json)
+                .ignore()
+                .exec_async(&mut self.conn())
+                .await
+                .map_err(|e| classify(OP, e))
+        })
+        .await
+    }
+
+    /// The revocations in force at `now_unix_ms` (each as its JSON); those
+    /// whose time has passed are removed first.
+    pub async fn revocations(&self, now_unix_ms: u64) -> Result<Vec<String>, DirectoryError> {
+        const OP: &str = "revocations";
+        let set = self.keys.revoked();
+        self.run(OP, async {
+            let (live,): (Vec<String>,) = redis::pipe()
+                .atomic()
+                .cmd("ZREMRANGEBYSCORE")
+                .arg(&set)
+                .arg("-inf")
+                .arg(now_unix_ms)
+                .ignore()
+                .cmd("ZRANGE")
+                .arg(&set)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(|e| classify(OP, e))?;
+            Ok(live)
+        })
+        .await
+    }
+
+    /// A subscription to the `revocations` channel, on a connection of its
+    /// own (a subscribed connection can do nothing else): the stream of
+    /// revocations' JSON as they are published. It ends when the
+    /// connection breaks; the caller subscribes again (and reads
+    /// [`Directory::revocations`] for what it missed meanwhile).
+    pub async fn subscribe_revocations(
+        &self,
+    ) -> Result<impl futures_util::Stream<Item = String> + Send + use<>, DirectoryError> {
+        const OP: &str = "subscribe_revocations";
+        let channel = self.keys.revocations();
+        let client = self.inner.client.clone();
+        let subscribed = tokio::time::timeout(self.timeout, async move {
+            let mut ps = client
+                .get_async_pubsub()
+                .await
+                .map_err(|e| classify(OP, e))?;
+            ps.subscribe(&channel).await.map_err(|e| classify(OP, e))?;
+            Ok::<_, DirectoryError>(ps)
+        })
+        .await
+        .map_err(|_| DirectoryError::Unavailable {
+            op: OP,
+            reason: format!("no answer within {} ms", self.timeout.as_millis()),
+        })??;
+        use futures_util::StreamExt as _;
+        Ok(subscribed
+            .into_on_message()
+            .filter_map(|m| std::future::ready(m.get_payload::<String>().ok())))
+    }
+
+    /// Replaces node `node`'s per-player usage (`usage:NAME`) by `counts`,
+    /// for the node TTL: the other nodes add it to their own counts
+    /// ([`Directory::usage`]).
+    pub async fn publish_usage(
+        &self,
+        node: &str,
+        counts: &[crate::session::UserCount],
+    ) -> Result<(), DirectoryError> {
+        const OP: &str = "publish_usage";
+        let key = self.keys.usage(node);
+        self.run(OP, async {
+            let mut pipe = redis::pipe();
+            pipe.atomic().cmd("DEL").arg(&key).ignore();
+            if !counts.is_empty() {
+                let hset = pipe.cmd("HSET").arg(&key);
+                for u in counts {
+                    hset.arg(&u.sub).arg(cluster::usage_value(u));
+                }
+                hset.ignore();
+                pipe.cmd("PEXPIRE")
+                    .arg(&key)
+                    .arg(millis(self.node_ttl))
+                    .ignore();
+            }
+            pipe.exec_async(&mut self.conn())
+                .await
+                .map_err(|e| classify(OP, e))
+        })
+        .await
+    }
+
+    /// What the other nodes in `nodes` hold per player, summed
+    /// ([`crate::cluster::sum_usage`]).
+    pub async fn usage(
+        &self,
+        nodes: &[String],
+    ) -> Result<std::collections::HashMap<String, crate::session::RemoteUsage>, DirectoryError>
+    {
+        const OP: &str = "usage";
+        let others: Vec<&String> = nodes.iter().filter(|n| **n != self.node).collect();
+        if others.is_empty() {
+            return Ok(Default::default());
+        }
+        self.run(OP, async {
+            let mut pipe = redis::pipe();
+            for n in &others {
+                pipe.cmd("HGETALL").arg(self.keys.usage(n));
+            }
+            let hashes: Vec<Vec<(String, String)>> = pipe
+                .query_async(&mut self.conn())
+                .await
+                .map_err(|e| classify(OP, e))?;
+            let per_node: Vec<(String, Vec<(String, String)>)> =
+                others.iter().map(|n| n.to_string()).zip(hashes).collect();
+            Ok(cluster::sum_usage(&self.node, &per_node))
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -940,6 +1105,9 @@ mod tests {
         assert_eq!(k.code("ABC123"), "fsp2p:code:ABC123");
         assert_eq!(k.session("ABC123"), "fsp2p:session:ABC123");
         assert_eq!(k.token("ff00"), "fsp2p:token:ff00");
+        assert_eq!(k.revoked(), "fsp2p:revoked");
+        assert_eq!(k.revocations(), "fsp2p:revocations");
+        assert_eq!(k.usage("a"), "fsp2p:usage:a");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The HTTP side port (TCP): health, metrics, the dev certificate hash, the
-//! WebSocket fallback transport (`/ws`), and the browser client's static files.
+//! WebSocket fallback transport (`/ws`), the operator's revocation endpoint
+//! (`POST /admin/revoke`, with access control), and the browser client's
+//! static files.
 //!
 //! Browsers need the dev certificate's hash before they can open WebTransport
 //! (`serverCertificateHashes`), so it is served here over plain HTTP; a page
@@ -11,18 +13,20 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, State};
-use axum::http::{header, Request, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::{get, MethodRouter};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::hub::Shared;
-use crate::metrics::Refusal;
+use crate::auth::Revocation;
+use crate::hub::{now, Shared};
+use crate::metrics::{AdminResult, Refusal};
 use crate::session::address_key;
+use crate::session::AdminRefusal;
 
 /// The HTTP port's routes; `ws` serves `GET /ws` (the server hands in the
 /// WebSocket transport, so this module knows nothing of it).
@@ -36,6 +40,10 @@ pub(crate) fn router(
         .route("/metrics", get(metrics))
         .route("/cert-hash", get(cert_hash))
         .route("/ws", ws)
+        .route(
+            "/admin/revoke",
+            post(admin_revoke).layer(DefaultBodyLimit::max(ADMIN_MAX_BODY)),
+        )
         .with_state(shared);
     match web_dir {
         Some(dir) => api.fallback_service(tower_http::services::ServeDir::new(dir)),
@@ -69,6 +77,129 @@ async fn cert_hash(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")],
         Json(shared.cert()),
     )
+}
+
+/// Largest body `POST /admin/revoke` reads (a revocation is a line of JSON).
+const ADMIN_MAX_BODY: usize = 4096;
+
+/// How long the endpoint waits for the directory to take a revocation.
+const PUBLISH_WAIT: Duration = Duration::from_secs(3);
+
+/// `POST /admin/revoke`: revoke a player's tokens (`{"sub": "…",
+/// "issued_up_to": UNIX_SECONDS}`, default now) or one token (`{"jti":
+/// "…"}`), authorized by `Authorization: Bearer <JWT>` signed with one of
+/// the server's keys, for its audience, with `"admin": true`. Applied on
+/// this node at once (its players cut off), then published to every node
+/// of the cluster through the directory. Answers 200, or 400 (body), 401
+/// (no or bad token), 403 (not an admin token), 404 (no access control),
+/// 413 (body over 4 KiB), 503 (applied here, the directory did not take
+/// it: retry, it is idempotent). The token is never logged.
+async fn admin_revoke(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let (result, status, answer) = admin_revoke_inner(&shared, &headers, body).await;
+    shared.metrics.admin_request(result);
+    let mut resp = (status, Json(answer)).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+    }
+    resp
+}
+
+async fn admin_revoke_inner(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> (AdminResult, StatusCode, serde_json::Value) {
+    let refuse =
+        |result, status, why: String| (result, status, serde_json::json!({ "error": why }));
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        });
+    let unix = now().unix_ms / 1000;
+    let checked =
+        match token {
+            Some(t) => shared.lock().core.check_admin(t, unix),
+            None if !shared.lock().core.access_required() => Err(AdminRefusal::NoAccessControl),
+            None => return refuse(
+                AdminResult::Unauthorized,
+                StatusCode::UNAUTHORIZED,
+                "an operator's token is required: Authorization: Bearer <JWT with \"admin\": true>"
+                    .into(),
+            ),
+        };
+    let admin = match checked {
+        Ok(g) => g,
+        Err(e) => {
+            debug!("admin request refused: {e}");
+            let (result, status) = match e {
+                AdminRefusal::NoAccessControl => (AdminResult::NotFound, StatusCode::NOT_FOUND),
+                AdminRefusal::Token(_) | AdminRefusal::Revoked => {
+                    (AdminResult::Unauthorized, StatusCode::UNAUTHORIZED)
+                }
+                AdminRefusal::NotAdmin => (AdminResult::Forbidden, StatusCode::FORBIDDEN),
+            };
+            return refuse(result, status, e.to_string());
+        }
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return refuse(
+                AdminResult::BadRequest,
+                e.status(),
+                format!("cannot read the body: {}", e.body_text()),
+            )
+        }
+    };
+    let revocation = match Revocation::from_json(&body, unix) {
+        Ok(r) => r,
+        Err(why) => return refuse(AdminResult::BadRequest, StatusCode::BAD_REQUEST, why),
+    };
+    let json = revocation.to_json();
+    let (_, cut) = shared.apply_revocation(&json, revocation);
+    tracing::info!(admin = %admin.sub, revocation = %json, cut, "revocation from the admin endpoint");
+    let revoked: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+    let Some(published) = shared.publish_revocation(json) else {
+        return (
+            AdminResult::Ok,
+            StatusCode::OK,
+            serde_json::json!({ "revoked": revoked, "cut_here": cut, "cluster": "single node" }),
+        );
+    };
+    let outcome = match tokio::time::timeout(PUBLISH_WAIT, published).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Err("this node is shutting down".into()),
+        Err(_) => Err(format!("no answer within {PUBLISH_WAIT:?}")),
+    };
+    match outcome {
+        Ok(()) => (
+            AdminResult::Ok,
+            StatusCode::OK,
+            serde_json::json!({ "revoked": revoked, "cut_here": cut, "cluster": "published" }),
+        ),
+        Err(why) => (
+            AdminResult::Unavailable,
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({
+                "error": format!(
+                    "applied on this node only ({cut} players cut off): the cluster directory did \
+                     not take it ({why}); the other nodes do not know it: send it again"
+                ),
+                "revoked": revoked,
+                "cut_here": cut,
+            }),
+        ),
+    }
 }
 
 /// Open TCP connections per client address, for the per-address cap.

@@ -8,7 +8,7 @@
 //! Kept here, below all of them, none of them has to import another. The lock
 //! is held only for synchronous work, never across an `await`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Instant;
@@ -17,6 +17,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, warn};
 
+use crate::auth::Revocation;
 use crate::certs::Identity;
 use crate::config::QuicTuning;
 use crate::limits::Limits;
@@ -140,7 +141,13 @@ pub(crate) struct ClusterLinks {
     pub(crate) lookups: mpsc::UnboundedSender<Lookup>,
     /// Session records to write.
     pub(crate) writes: mpsc::UnboundedSender<Persist>,
+    /// Revocations to publish to the other nodes (access control), each
+    /// with where to say whether the directory took it.
+    pub(crate) revocations: mpsc::UnboundedSender<PublishRevocation>,
 }
+
+/// A revocation's JSON to publish, and where to say whether it was.
+pub(crate) type PublishRevocation = (String, tokio::sync::oneshot::Sender<Result<(), String>>);
 
 /// State shared by every task of one server.
 pub(crate) struct Shared {
@@ -156,6 +163,9 @@ pub(crate) struct Shared {
     rearm: Notify,
     /// Cluster mode: where the core's lookups and record writes go.
     cluster: OnceLock<ClusterLinks>,
+    /// Revocations this node has applied, by their JSON: one heard twice
+    /// (pub/sub and the directory's stored set) is counted once.
+    revocations_seen: Mutex<HashSet<String>>,
 }
 
 impl Shared {
@@ -181,6 +191,7 @@ impl Shared {
             tuning,
             rearm: Notify::new(),
             cluster: OnceLock::new(),
+            revocations_seen: Mutex::new(HashSet::new()),
         }
     }
 
@@ -188,6 +199,64 @@ impl Shared {
     /// receiving ends (the node's tasks).
     pub(crate) fn set_cluster(&self, links: ClusterLinks) {
         let _ = self.cluster.set(links);
+    }
+
+    /// Apply a revocation on this node (its JSON, read): connected players
+    /// it refuses are cut off, their tokens refused from now on. Returns
+    /// whether it was new here, and how many players it cut off.
+    pub(crate) fn apply_revocation(&self, json: &str, r: Revocation) -> (bool, usize) {
+        let new = self
+            .revocations_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(json.to_string());
+        let cut = {
+            let mut st = self.lock();
+            let cut = st.core.revoke(now(), r);
+            self.flush(&mut st);
+            cut
+        };
+        if new {
+            self.metrics.revocations_applied.inc();
+        }
+        self.metrics.revocation_players_cut.inc_by(cut as u64);
+        (new, cut)
+    }
+
+    /// Whether this node has applied the revocation with this JSON.
+    pub(crate) fn revocation_seen(&self, json: &str) -> bool {
+        self.revocations_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(json)
+    }
+
+    /// Forget the revocations not in `live` (the directory forgot them:
+    /// their time passed). The core keeps its own copy for as long.
+    pub(crate) fn retain_revocations(&self, live: &HashSet<&str>) {
+        self.revocations_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|j| live.contains(j.as_str()));
+    }
+
+    /// Cluster mode: hand a revocation to the node's tasks to publish; the
+    /// receiver says whether the directory took it. `None` on a single node.
+    pub(crate) fn publish_revocation(
+        &self,
+        json: String,
+    ) -> Option<tokio::sync::oneshot::Receiver<Result<(), String>>> {
+        let links = self.cluster.get()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        match links.revocations.send((json, tx)) {
+            Ok(()) => Some(rx),
+            Err(_) => {
+                // The node's tasks stopped (shutting down): nobody publishes.
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let _ = tx.send(Err("this node is shutting down".into()));
+                Some(rx)
+            }
+        }
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {

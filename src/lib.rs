@@ -17,7 +17,7 @@
 //! | `flightsim-p2p` (the root package, `src/`) | the server, the command line and the binary `flightsim-p2p`; re-exports every crate below under its old path (`flightsim_p2p::client`, `::session`, `::protocol`, ...) | |
 //! | `fsp2p-client` (`crates/client`) | the Rust client: raw QUIC, WebTransport or the WebSocket fallback, sessions, relay frames, resume, redirects; `examples/game_loop.rs` embeds it | redis, axum, hyper, prometheus-client, clap, tracing-subscriber, a second crypto provider |
 //! | `fsp2p-wire` (`crates/wire`) | raw QUIC and WebTransport connections behind one interface ([`wire`]), both ends; the server's side of WebTransport over HTTP/3 on quinn ([`webtransport`]: SETTINGS, the CONNECT, refusals, session streams and datagrams) | the same |
-//! | `fsp2p-core` (`crates/core`) | the sans-IO core: [`session`] (who is in which session, who may talk to whom, resume, its own timers; admission, join codes and rate budgets in `session/`), [`cluster`] (records shared through Redis, and every decision made from them, the settle rule included), [`limits`], [`turn`] (ICE servers, coturn credentials) | tokio, quinn, sockets, redis, axum |
+//! | `fsp2p-core` (`crates/core`) | the sans-IO core: [`session`] (who is in which session, who may talk to whom, resume, its own timers; admission, join codes, rate budgets, access control and per-player quotas in `session/`), [`cluster`] (records shared through Redis, and every decision made from them, the settle rule included), [`limits`], [`turn`] (ICE servers, coturn credentials) | tokio, quinn, sockets, redis, axum |
 //! | `fsp2p-protocol` (`crates/protocol`) | the bytes on the wire ([`protocol`]: messages, control framing, relay header, WebSocket framing), [`first`] (the first request in a connection's URL), [`vectors`] (golden vectors for client implementers), `Via` and `Transport` | tokio, quinn, any I/O |
 //!
 //! ## The server's modules, top down
@@ -31,17 +31,18 @@
 //! | `websocket` | the WebSocket transport on the HTTP port (`/ws`) |
 //! | `conn` | one connection's life, whatever carries it: the transports only adapt bytes to it |
 //! | [`relay`] | **where a relayed datagram is forwarded** (the hot path) |
-//! | `http` | the HTTP port: its accept loop (per-address cap, header timeout) and `/healthz`, `/metrics`, `/cert-hash`, static files |
-//! | `node` | cluster mode's shell: takes the hub's cluster channels, carries lookups and record writes to the directory, the heartbeat, the drain |
+//! | `http` | the HTTP port: its accept loop (per-address cap, header timeout) and `/healthz`, `/metrics`, `/cert-hash`, `POST /admin/revoke` (the operator's revocations), static files |
+//! | `node` | cluster mode's shell: takes the hub's cluster channels, carries lookups and record writes to the directory, the heartbeat (with the stored revocations and per-player usage), the revocations' pub/sub, the drain |
 //! | `hub` | what every connection task shares: the core behind one lock, the links, the timer task, and plain channels for cluster work (it never names `node`) |
 //! | [`metrics`] | the metric group, one typed struct whose doc comments are the help texts |
-//! | [`directory`] | cluster mode's I/O: the directory in Redis (live nodes, join codes, session records, token index), every call bounded by a timeout |
+//! | [`directory`] | cluster mode's I/O: the directory in Redis (live nodes, join codes, session records, token index, revocations, per-player usage), every call bounded by a timeout |
 //! | [`config`] | plain configuration with one set of defaults |
 //! | [`proxy`] | the client's address behind a reverse proxy, taken so that the client cannot choose it |
 //! | [`certs`] | TLS: dev certificates browsers accept by hash, or PEM files |
 //!
 //! The command line (clap, environment variables, secret files) is the
-//! binary's (`src/cli.rs`); the library takes plain structs.
+//! binary's (`src/cli.rs`; the `revoke` subcommand's request in
+//! `src/revoke.rs`); the library takes plain structs.
 
 pub mod certs;
 pub use fsp2p_client as client;

@@ -14,6 +14,7 @@ use flightsim_p2p::protocol::{ClientKind, RelayMode, ServerMsg};
 use flightsim_p2p::{certs, server};
 
 mod cli;
+mod revoke;
 use cli::{CertsArgs, Cli, CliRelayMode, Command, PeerArgs, ServeArgs, TokenArgs};
 
 fn main() -> Result<()> {
@@ -55,6 +56,10 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Token(args) => token_cmd(args),
+        Command::Revoke(args) => {
+            let key = read_at_file(&args.key)?;
+            rt.block_on(revoke::run(args, key))
+        }
     }
 }
 
@@ -108,6 +113,9 @@ fn token_cmd(a: TokenArgs) -> Result<()> {
     }
     if let Some(n) = a.name {
         claims["name"] = n.into();
+    }
+    if a.admin {
+        claims["admin"] = true.into();
     }
     println!("{}", signer.sign(&claims));
     Ok(())

@@ -70,7 +70,45 @@ macro_rules! label_value {
         }
     )*};
 }
-label_value!(Refusal, DirectoryOp);
+label_value!(Refusal, DirectoryOp, AdminResult);
+
+/// How the admin endpoint (`POST /admin/revoke`) answered.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum AdminResult {
+    /// 200: applied here (and published to the cluster).
+    Ok,
+    /// 400: the body is not a revocation.
+    BadRequest,
+    /// 401: no token, or one that does not verify or was revoked.
+    Unauthorized,
+    /// 403: a valid token without `"admin": true`.
+    Forbidden,
+    /// 404: no access control on this server.
+    NotFound,
+    /// 503: applied here, but the cluster directory did not take it.
+    Unavailable,
+}
+
+impl AdminResult {
+    /// The metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminResult::Ok => "ok",
+            AdminResult::BadRequest => "bad_request",
+            AdminResult::Unauthorized => "unauthorized",
+            AdminResult::Forbidden => "forbidden",
+            AdminResult::NotFound => "not_found",
+            AdminResult::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// `{result="ok"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdminLabel {
+    /// How the endpoint answered.
+    pub result: AdminResult,
+}
 
 /// A label set of one `field="as_str"` pair, for the label sets whose value
 /// is an enum of the core or the protocol crate (the orphan rule keeps
@@ -104,6 +142,10 @@ pub enum DirectoryOp {
     Persist,
     /// Handing sessions to another node at shutdown.
     Drain,
+    /// Publishing, hearing or reading revocations.
+    Revocations,
+    /// Publishing or reading per-player usage (quotas).
+    Usage,
 }
 
 impl DirectoryOp {
@@ -115,6 +157,8 @@ impl DirectoryOp {
             DirectoryOp::Reserve => "reserve",
             DirectoryOp::Persist => "persist",
             DirectoryOp::Drain => "drain",
+            DirectoryOp::Revocations => "revocations",
+            DirectoryOp::Usage => "usage",
         }
     }
 }
@@ -293,6 +337,16 @@ metric_group! {
     cluster_sessions_taken_over: Counter,
     /// Cluster mode: directory (Redis) calls that failed, by what the node was doing.
     cluster_directory_errors: Family<OpLabel, Counter>,
+    /// Access control: revocations this node applied (from its admin endpoint, from another
+    /// node through the directory's pub/sub, or from its stored set), each counted once.
+    revocations_applied: Counter,
+    /// Access control: connected players cut off by a revocation on this node.
+    revocation_players_cut: Counter,
+    /// Access control: requests to POST /admin/revoke, by how they were answered.
+    admin_requests: Family<AdminLabel, Counter>,
+    /// Access control, cluster mode: connections that players with a per-player quota hold on
+    /// the other nodes, as this node last read them from the directory.
+    cluster_remote_user_connections: Gauge,
     /// WebTransport sessions the client ended without a CLOSE_WEBTRANSPORT_SESSION capsule (CONNECT stream finished or reset, or the connection closed)
     webtransport_closed_without_capsule: Counter,
     /// Further requests (a second CONNECT) on a WebTransport connection, reset with H3_REQUEST_REJECTED
@@ -380,6 +434,12 @@ impl Metrics {
     pub(crate) fn directory_error(&self, op: DirectoryOp) {
         self.cluster_directory_errors
             .get_or_create(&OpLabel { op })
+            .inc();
+    }
+
+    pub(crate) fn admin_request(&self, result: AdminResult) {
+        self.admin_requests
+            .get_or_create(&AdminLabel { result })
             .inc();
     }
 

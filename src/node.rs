@@ -13,7 +13,12 @@
 //!   by code and retried with backoff while Redis is away, so a Redis outage
 //!   delays writes but never blocks a player;
 //! - *the heartbeat*: announces the node and its load every
-//!   `heartbeat`, and counts the live nodes.
+//!   `heartbeat`, and counts the live nodes; with access control it also
+//!   reads the stored revocations (the backstop for a revocation this node
+//!   did not hear live) and shares per-player usage for the quotas;
+//! - *revocations* (access control): publishes the revocations this
+//!   node's admin endpoint took, and applies those other nodes publish,
+//!   heard on a Redis pub/sub subscription of their own.
 //!
 //! At shutdown, [`drain`] hands every session to the least-loaded other
 //! node and sends its players there.
@@ -28,8 +33,8 @@ use tracing::{debug, info, warn};
 
 use crate::cluster::PutOutcome;
 use crate::cluster::{self, ClusterConfig, NodeInfo, Route, Settle};
-use crate::directory::{redacted, Directory, DirectoryError};
-use crate::hub::{now, ClusterLinks, Shared};
+use crate::directory::{redacted, Directory, DirectoryError, REVOCATION_TTL};
+use crate::hub::{now, ClusterLinks, PublishRevocation, Shared};
 use crate::metrics::DirectoryOp;
 use crate::protocol::{NodeAddr, RedirectReason};
 use crate::session::{Answer, Lookup, Persist};
@@ -81,11 +86,16 @@ pub(crate) async fn start(
     );
     let (lookups, lookups_rx) = mpsc::unbounded_channel();
     let (writes, writes_rx) = mpsc::unbounded_channel();
+    let (revocations, revocations_rx) = mpsc::unbounded_channel();
     let link = Arc::new(NodeLink {
         draining: AtomicBool::new(false),
         settle: Mutex::new(Settle::new()),
     });
-    shared.set_cluster(ClusterLinks { lookups, writes });
+    shared.set_cluster(ClusterLinks {
+        lookups,
+        writes,
+        revocations,
+    });
     {
         let mut st = shared.lock();
         st.core.enable_cluster(cfg.node.name.clone());
@@ -106,6 +116,12 @@ pub(crate) async fn start(
         shared.clone(),
         dir.clone(),
         writes_rx,
+        stop.clone(),
+    ));
+    tasks.spawn(run_revocations(
+        shared.clone(),
+        dir.clone(),
+        revocations_rx,
         stop.clone(),
     ));
     tasks.spawn(heartbeat(
@@ -413,12 +429,32 @@ async fn heartbeat(
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut touched = tokio::time::Instant::now();
     let mut was_up = true;
+    let (access, quotas) = {
+        let st = shared.lock();
+        let l = st.core.limits();
+        let quotas = l.max_connections_per_user > 0
+            || l.max_sessions_per_user > 0
+            || l.relay_bytes_per_user_per_sec > 0;
+        (
+            st.core.access_required(),
+            st.core.access_required() && quotas,
+        )
+    };
+    let mut usage = UsageReading::new();
     loop {
         tokio::select! {
             _ = every.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let listed = beat(&shared, &dir, &cfg, &link).await;
+        let beaten = beat(&shared, &dir, &cfg, &link).await;
+        let listed = beaten.as_ref().map(|(l, _)| *l);
+        if access && beaten.is_some() {
+            catch_up_revocations(&shared, &dir).await;
+        }
+        if quotas {
+            let live = beaten.as_ref().map(|(_, names)| names.as_slice());
+            usage.share(&shared, &dir, &cfg, live).await;
+        }
         let ok = listed.is_some();
         link.settle().beat(listed);
         if cluster::must_rewrite(was_up, listed) {
@@ -451,15 +487,15 @@ async fn heartbeat(
     }
 }
 
-/// Announce the node once and count the live ones. `Some(listed)`:
-/// whether the directory listed this node just before the beat; `None`
-/// if Redis failed.
+/// Announce the node once and count the live ones. `Some((listed,
+/// names))`: whether the directory listed this node just before the beat,
+/// and the live nodes' names; `None` if Redis failed.
 async fn beat(
     shared: &Shared,
     dir: &Directory,
     cfg: &ClusterConfig,
     link: &NodeLink,
-) -> Option<bool> {
+) -> Option<(bool, Vec<String>)> {
     let info = node_info(shared, cfg, link);
     let result = async {
         // The live nodes first: whether this one is among them says
@@ -474,7 +510,7 @@ async fn beat(
             let listed = nodes.iter().any(|n| n.addr.name == info.addr.name);
             let live = nodes.len() + usize::from(!listed);
             shared.metrics.cluster_nodes.set(live as i64);
-            Some(listed)
+            Some((listed, nodes.into_iter().map(|n| n.addr.name).collect()))
         }
         Err(e) => {
             shared.metrics.directory_error(DirectoryOp::Heartbeat);
@@ -501,6 +537,208 @@ fn node_info(shared: &Shared, cfg: &ClusterConfig, link: &NodeLink) -> NodeInfo 
         connections: connections.min(u32::MAX as usize) as u32,
         draining: link.draining.load(Ordering::Relaxed),
         at_unix_ms: now().unix_ms,
+    }
+}
+
+/// Publish this node's revocations, and apply the other nodes' as they
+/// are published (a subscription of its own, made again whenever it
+/// breaks; each time, the stored set is read for what was missed).
+async fn run_revocations(
+    shared: Arc<Shared>,
+    dir: Arc<Directory>,
+    mut publish: mpsc::UnboundedReceiver<PublishRevocation>,
+    mut stop: watch::Receiver<bool>,
+) {
+    type Feed = std::pin::Pin<Box<dyn futures_util::Stream<Item = String> + Send>>;
+    use futures_util::StreamExt as _;
+    let access = shared.lock().core.access_required();
+    let mut feed: Option<Feed> = None;
+    let mut retry_at = tokio::time::Instant::now();
+    let mut backoff = FEED_BACKOFF_MIN;
+    // A subscription was made and lost since (the next one is logged).
+    let mut lost = false;
+    loop {
+        if access && feed.is_none() && tokio::time::Instant::now() >= retry_at {
+            match dir.subscribe_revocations().await {
+                Ok(s) => {
+                    feed = Some(Box::pin(s));
+                    backoff = FEED_BACKOFF_MIN;
+                    if lost {
+                        info!("subscribed to revocations again; what was published meanwhile is read from the stored set");
+                    }
+                    catch_up_revocations(&shared, &dir).await;
+                }
+                Err(e) => {
+                    shared.metrics.directory_error(DirectoryOp::Revocations);
+                    debug!("cannot subscribe to revocations, trying again in {backoff:?}: {e}");
+                    retry_at = tokio::time::Instant::now() + backoff;
+                    backoff = (backoff * 2).min(FEED_BACKOFF_MAX);
+                }
+            }
+        }
+        let resubscribe = access && feed.is_none();
+        let event = {
+            let next = async {
+                match feed.as_mut() {
+                    Some(f) => f.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                p = publish.recv() => Event::Publish(p),
+                m = next => Event::Heard(m),
+                _ = tokio::time::sleep_until(retry_at), if resubscribe => Event::Retry,
+                _ = stop.wait_for(|s| *s) => Event::Stop,
+            }
+        };
+        match event {
+            Event::Publish(None) | Event::Stop => return,
+            Event::Publish(Some((json, reply))) => {
+                let forget_at = now().unix_ms + REVOCATION_TTL.as_millis() as u64;
+                let r = dir.publish_revocation(&json, forget_at).await;
+                if let Err(e) = &r {
+                    shared.metrics.directory_error(DirectoryOp::Revocations);
+                    warn!(revocation = %json, "cannot publish a revocation to the other nodes: {e}");
+                }
+                let _ = reply.send(r.map_err(|e| e.to_string()));
+            }
+            Event::Heard(Some(json)) => apply_revocation_json(&shared, &json, "published"),
+            Event::Heard(None) => {
+                warn!("the revocation subscription ended; subscribing again");
+                lost = true;
+                feed = None;
+                retry_at = tokio::time::Instant::now() + backoff;
+            }
+            Event::Retry => {}
+        }
+    }
+}
+
+/// What woke [`run_revocations`].
+enum Event {
+    Publish(Option<PublishRevocation>),
+    Heard(Option<String>),
+    Retry,
+    Stop,
+}
+
+/// First wait before subscribing again after the subscription failed.
+const FEED_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest wait between two tries to subscribe (the heartbeat's read of
+/// the stored set covers the gap meanwhile).
+const FEED_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Apply the revocations stored in the directory that this node has not
+/// applied yet (missed on the subscription, or from before it started),
+/// and forget those the directory forgot.
+async fn catch_up_revocations(shared: &Shared, dir: &Directory) {
+    match dir.revocations(now().unix_ms).await {
+        Ok(live) => {
+            for json in &live {
+                if !shared.revocation_seen(json) {
+                    apply_revocation_json(shared, json, "stored");
+                }
+            }
+            shared.retain_revocations(&live.iter().map(String::as_str).collect());
+        }
+        Err(e) => {
+            shared.metrics.directory_error(DirectoryOp::Revocations);
+            debug!("cannot read the stored revocations: {e}");
+        }
+    }
+}
+
+/// Apply one revocation heard from the directory (`how`: published or stored).
+fn apply_revocation_json(shared: &Shared, json: &str, how: &'static str) {
+    let Ok(r) = crate::auth::Revocation::from_json(json.as_bytes(), now().unix_ms / 1000) else {
+        shared.metrics.directory_error(DirectoryOp::Revocations);
+        warn!(revocation = %json, "a revocation in the directory this version cannot read; ignored");
+        return;
+    };
+    let (new, cut) = shared.apply_revocation(json, r);
+    if new {
+        info!(revocation = %json, cut, how, "revocation applied");
+    }
+}
+
+/// Per-player usage shared through the directory, on each heartbeat:
+/// this node's counts are written, the other live nodes' read and handed
+/// to the core. A reading older than the node TTL (Redis away) is dropped:
+/// the quotas then hold per node only (fail open, logged), because a
+/// Redis outage must not stop a node from serving.
+struct UsageReading {
+    fresh_at: Option<tokio::time::Instant>,
+    stale_logged: bool,
+}
+
+impl UsageReading {
+    fn new() -> Self {
+        UsageReading {
+            fresh_at: None,
+            stale_logged: false,
+        }
+    }
+
+    async fn share(
+        &mut self,
+        shared: &Shared,
+        dir: &Directory,
+        cfg: &ClusterConfig,
+        live: Option<&[String]>,
+    ) {
+        let counts = shared.lock().core.user_counts();
+        let read = async {
+            dir.publish_usage(&cfg.node.name, &counts).await?;
+            match live {
+                Some(names) => dir.usage(names).await.map(Some),
+                None => Ok(None),
+            }
+        }
+        .await;
+        let reading = match read {
+            Ok(Some(r)) => Some(r),
+            Ok(None) => None,
+            Err(e) => {
+                shared.metrics.directory_error(DirectoryOp::Usage);
+                debug!("cannot share per-player usage: {e}");
+                None
+            }
+        };
+        let now_t = tokio::time::Instant::now();
+        match reading {
+            Some(remote) => {
+                if self.stale_logged {
+                    info!("the directory is back: per-player quotas hold across the cluster again");
+                }
+                self.fresh_at = Some(now_t);
+                self.stale_logged = false;
+                let mut st = shared.lock();
+                st.core.set_remote_usage(now().mono, remote);
+                let n = st.core.remote_connections();
+                drop(st);
+                shared
+                    .metrics
+                    .cluster_remote_user_connections
+                    .set(n.min(i64::MAX as u64) as i64);
+            }
+            None => {
+                let stale = self
+                    .fresh_at
+                    .is_none_or(|t| now_t.duration_since(t) >= cfg.node_ttl);
+                if stale && !self.stale_logged {
+                    self.stale_logged = true;
+                    warn!(
+                        "the directory cannot be read: per-player quotas hold on each node alone \
+                         until it is back (a player may use up to the quota on every node)"
+                    );
+                    shared
+                        .lock()
+                        .core
+                        .set_remote_usage(now().mono, Default::default());
+                    shared.metrics.cluster_remote_user_connections.set(0);
+                }
+            }
+        }
     }
 }
 

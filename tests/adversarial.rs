@@ -12,11 +12,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::access::*;
 use common::{eventually, expect_error, ServeProcess, WAIT};
 use flightsim_p2p::client::{connect_wire, Client, ClientConfig, QuicEndpoint};
 use flightsim_p2p::protocol::*;
 use flightsim_p2p::wire::Wire;
 use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -847,4 +849,126 @@ async fn every_bad_token_is_refused_with_its_code_and_leaves_nothing_behind() {
         ed.sign(&serde_json::json!({"sub": "q", "aud": "game", "exp": now + 600})),
     ));
     honest_pair_relays(&cfg).await;
+}
+
+/// The operator's revocation endpoint (`POST /admin/revoke`) against every
+/// request that is not an operator's revocation: no token, not a bearer
+/// token, garbage, another key, an expired token, another audience, a
+/// player's token, a revoked operator token, bad and oversized bodies, the
+/// wrong method, an open server. Each gets its status and a reason; no
+/// token reaches the log; an honest player still plays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_endpoint_refuses_everything_but_an_operators_revocation() {
+    let dir = common::temp_dir("adv-admin");
+    let srv = ServeProcess::logged("adv-admin", &dir, &AUTH_FLAGS);
+    let good = r#"{"sub":"alice"}"#;
+    let other_key = token_with(OTHER_KEY, "ops", 0, json!({ "admin": true }));
+    let expired = token("ops", json!({ "admin": true, "exp": unix_now() - 3600 }));
+    let elsewhere = token("ops", json!({ "admin": true, "aud": "another-game" }));
+    let player = token("alice", json!({}));
+    let mut tokens = vec![
+        other_key.clone(),
+        expired.clone(),
+        elsewhere.clone(),
+        player.clone(),
+    ];
+    for (token, body, status, says) in [
+        (None, good, 401, "Bearer"),
+        (Some("garbage"), good, 401, "malformed"),
+        (Some(other_key.as_str()), good, 401, "unknown_key"),
+        (Some(expired.as_str()), good, 401, "expired"),
+        (Some(elsewhere.as_str()), good, 401, "wrong_audience"),
+        (Some(player.as_str()), good, 403, "admin"),
+    ] {
+        let (got, answer) = revoke(srv.http, token, body);
+        assert_eq!(got, status, "{token:?}: {answer}");
+        assert!(answer.contains(says), "{token:?}: {answer}");
+    }
+    // Not a bearer token at all.
+    let (got, _) = http(
+        srv.http,
+        "POST",
+        "/admin/revoke",
+        &[("Authorization", "Basic b3BzOnB3")],
+        good.as_bytes(),
+    );
+    assert_eq!(got, 401);
+    // Bodies: garbage, empty, both keys, too long.
+    let admin = admin_token();
+    tokens.push(admin.clone());
+    for body in [
+        "sub=alice",
+        "",
+        "{}",
+        r#"{"sub":"a","jti":"b"}"#,
+        r#"{"sub":""}"#,
+        "\u{0}\u{1}",
+    ] {
+        let (got, answer) = revoke(srv.http, Some(&admin), body);
+        assert_eq!(got, 400, "{body:?}: {answer}");
+        assert!(answer.contains("error"), "{answer}");
+    }
+    let huge = format!(r#"{{"sub":"{}"}}"#, "x".repeat(8 * 1024));
+    let (got, _) = revoke(srv.http, Some(&admin), &huge);
+    assert_eq!(got, 413, "an oversized body");
+    let (got, _) = http(
+        srv.http,
+        "GET",
+        "/admin/revoke",
+        &[("Authorization", &format!("Bearer {admin}"))],
+        b"",
+    );
+    assert_eq!(got, 405, "GET");
+    // An operator's revocation passes; on a single node it says so.
+    let (got, answer) = revoke(srv.http, Some(&admin), r#"{"jti":"t-1"}"#);
+    assert_eq!(got, 200, "{answer}");
+    assert!(answer.contains("single node"), "{answer}");
+    // A revoked admin token is refused.
+    let revocable = token("ops2", json!({ "admin": true, "jti": "ops2-1" }));
+    tokens.push(revocable.clone());
+    let (got, answer) = revoke(srv.http, Some(&admin), r#"{"jti":"ops2-1"}"#);
+    assert_eq!(got, 200, "{answer}");
+    let (got, answer) = revoke(srv.http, Some(&revocable), good);
+    assert_eq!(got, 401, "{answer}");
+    assert!(answer.contains("revoked"), "{answer}");
+    // The subcommand with the wrong key fails, saying why.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flightsim-p2p"))
+        .args(["revoke", "--server", &format!("http://{}", srv.http)])
+        .args(["--key", OTHER_KEY, "--aud", AUD, "--jti", "x"])
+        .output()
+        .expect("run revoke");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    assert!(srv.metric("fsp2p_admin_requests_total{result=\"unauthorized\"}") >= 6.0);
+    assert_eq!(
+        srv.metric("fsp2p_admin_requests_total{result=\"forbidden\"}"),
+        1.0
+    );
+    assert_eq!(
+        srv.metric("fsp2p_admin_requests_total{result=\"bad_request\"}"),
+        7.0,
+        "six bad bodies and an oversized one"
+    );
+    assert_eq!(srv.metric("fsp2p_admin_requests_total{result=\"ok\"}"), 2.0);
+    // The attack changed nothing for players: an honest one gets in and plays.
+    let cfg = with_token(srv.config(RelayMode::Datagram), &token("henry", json!({})));
+    let mut honest = Client::connect(&cfg, None).await.expect("an honest player");
+    honest.create_session(0, None).await.expect("creates");
+    honest.close().await;
+    drop(srv);
+    // No token reaches the log.
+    let log = std::fs::read_to_string(common::artifact_log("adv-admin")).unwrap_or_default();
+    for t in &tokens {
+        let sig = t.rsplit('.').next().unwrap_or("");
+        assert!(!log.contains(sig), "a token's signature is in the log");
+    }
+    assert!(log.contains("revocation from the admin endpoint"), "{log}");
+
+    // An open server has nothing to revoke.
+    let dir = common::temp_dir("adv-admin-open");
+    let open = ServeProcess::logged("adv-admin-open", &dir, &[]);
+    let (got, answer) = revoke(open.http, Some(&admin), good);
+    assert_eq!(got, 404, "{answer}");
+    let (got, _) = revoke(open.http, None, good);
+    assert_eq!(got, 404);
 }

@@ -743,18 +743,18 @@ async fn garbage_on_the_wire_closes_only_that_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_version_and_silent_clients_are_closed_with_a_reason() {
-    // Long enough that a busy machine still gets the version-2 Hello in first.
+    // Long enough that a busy machine still gets the version-3 Hello in first.
     let limits = Limits {
         hello_timeout_ms: 1_500,
         ..Limits::default()
     };
     let srv = start(limits, IceConfig::default()).await;
-    // Version 2 is refused with a reason.
+    // Version 3 (after this server's 1 and 2) is refused with a reason.
     let cfg = srv.config(ClientTransport::Quic, RelayMode::Datagram);
     let (wire, _ep) = connect_wire(&cfg).await.unwrap();
     let (mut s, mut r) = wire.open_bi().await.unwrap();
     let hello = ClientMsg::Hello(Hello {
-        version: 2,
+        version: PROTOCOL_VERSION + 1,
         client: ClientKind::Other,
         relay_mode: RelayMode::Datagram,
         name: String::new(),

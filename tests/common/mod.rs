@@ -2,6 +2,7 @@
 //! clients (raw QUIC and WebTransport) connecting to it.
 #![allow(dead_code)]
 
+pub mod access;
 pub mod redis;
 
 use std::io::{BufRead, BufReader, Read, Write};

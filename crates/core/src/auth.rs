@@ -303,6 +303,10 @@ pub struct Grant {
     pub relay: Relay,
     /// `name`: the display name bound to the token (replaces the client's).
     pub name: Option<String>,
+    /// `admin`: the token may call the operator's endpoints (`POST
+    /// /admin/revoke`); default no. A game backend never puts it in a
+    /// player's token.
+    pub admin: bool,
 }
 
 /// Checks tokens against a set of keys and this deployment's audience.
@@ -351,6 +355,8 @@ struct Payload {
     relay: Option<RelayClaim>,
     #[serde(default)]
     name: Option<String>,
+    #[serde(default)]
+    admin: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -506,6 +512,7 @@ impl Verifier {
             max_peers: p.max_peers,
             relay,
             name: p.name,
+            admin: p.admin.unwrap_or(false),
         })
     }
 }
@@ -536,7 +543,66 @@ pub enum Revocation {
     Jti(String),
 }
 
+/// A revocation as it travels between nodes (Redis pub/sub and the stored
+/// set) and as the admin endpoint takes it: `{"sub": "alice",
+/// "issued_up_to": 1700000000}` or `{"jti": "t-1"}`. One canonical JSON
+/// text per revocation, so a node that hears it twice (pub/sub and the
+/// stored set) recognises it.
+#[derive(Debug, Clone, Default, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevocationJson {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sub: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    issued_up_to: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jti: Option<String>,
+}
+
 impl Revocation {
+    /// Read a revocation from JSON: `sub` (with `issued_up_to`, Unix
+    /// seconds, defaulting to `now_unix`: every token issued so far) or
+    /// `jti`, not both. The error says what is wrong, for the operator.
+    pub fn from_json(bytes: &[u8], now_unix: u64) -> Result<Revocation, String> {
+        let j: RevocationJson = serde_json::from_slice(bytes).map_err(|e| {
+            format!(
+                "the body must be JSON {{\"sub\": \"…\", \"issued_up_to\": UNIX_SECONDS}} or {{\"jti\": \"…\"}}: {e}"
+            )
+        })?;
+        let text_ok = |s: &str| !s.is_empty() && s.len() <= MAX_CLAIM_TEXT;
+        match (j.sub, j.jti) {
+            (Some(sub), None) if text_ok(&sub) => Ok(Revocation::Sub {
+                sub,
+                issued_up_to: j.issued_up_to.unwrap_or(now_unix),
+            }),
+            (None, Some(jti)) if text_ok(&jti) && j.issued_up_to.is_none() => {
+                Ok(Revocation::Jti(jti))
+            }
+            (Some(_), Some(_)) => Err("give `sub` or `jti`, not both".into()),
+            (None, None) => Err("give `sub` (a player) or `jti` (one token)".into()),
+            (None, Some(_)) if j.issued_up_to.is_some() => {
+                Err("`issued_up_to` goes with `sub`, not `jti`".into())
+            }
+            _ => Err(format!("`sub` and `jti` are 1 to {MAX_CLAIM_TEXT} bytes")),
+        }
+    }
+
+    /// The canonical JSON text of this revocation (what [`Revocation::from_json`] reads).
+    pub fn to_json(&self) -> String {
+        let j = match self {
+            Revocation::Sub { sub, issued_up_to } => RevocationJson {
+                sub: Some(sub.clone()),
+                issued_up_to: Some(*issued_up_to),
+                jti: None,
+            },
+            Revocation::Jti(jti) => RevocationJson {
+                jti: Some(jti.clone()),
+                ..RevocationJson::default()
+            },
+        };
+        serde_json::to_string(&j).unwrap_or_default()
+    }
+
     /// Whether this revocation refuses `g`.
     pub fn refuses(&self, g: &Grant) -> bool {
         match self {

@@ -405,6 +405,42 @@ mod settle_tests {
     }
 }
 
+/// How one player's usage on a node is stored in the directory (the value
+/// of its field in the node's `usage:` hash): `"CONNECTIONS SESSIONS"`.
+pub fn usage_value(u: &crate::session::UserCount) -> String {
+    format!("{} {}", u.connections, u.sessions)
+}
+
+/// What the other live nodes hold per player, summed from their `usage:`
+/// hashes (`(node, [(sub, value)])`); this node's own hash (`me`) and values
+/// this version cannot read are left out. A dead node's hash expires with
+/// its heartbeat, so its players' counts stop counting by themselves.
+pub fn sum_usage(
+    me: &str,
+    per_node: &[(String, Vec<(String, String)>)],
+) -> std::collections::HashMap<String, crate::session::RemoteUsage> {
+    let mut sum: std::collections::HashMap<String, crate::session::RemoteUsage> =
+        std::collections::HashMap::new();
+    for (node, fields) in per_node {
+        if node == me {
+            continue;
+        }
+        for (sub, value) in fields {
+            let mut parts = value.split(' ').map(str::parse::<u32>);
+            let (Some(Ok(connections)), Some(Ok(sessions)), None) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let u = sum.entry(sub.clone()).or_default();
+            u.connections = u.connections.saturating_add(connections);
+            u.sessions = u.sessions.saturating_add(sessions);
+            u.nodes += u32::from(connections > 0);
+        }
+    }
+    sum
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,5 +626,44 @@ mod tests {
         );
         assert_ne!(password_hash("ABC123", "pw"), password_hash("ABC124", "pw"));
         assert_eq!(password_hash("ABC123", "pw").len(), 64);
+    }
+
+    #[test]
+    fn usage_sums_the_other_nodes_and_skips_this_one_and_garbage() {
+        use crate::session::{RemoteUsage, UserCount};
+        let v = |c, s| {
+            usage_value(&UserCount {
+                sub: String::new(),
+                connections: c,
+                sessions: s,
+            })
+        };
+        assert_eq!(v(3, 1), "3 1");
+        let per_node = vec![
+            (
+                "a".to_string(),
+                vec![("alice".to_string(), v(2, 1)), ("bob".to_string(), v(1, 0))],
+            ),
+            (
+                "b".to_string(),
+                vec![
+                    ("alice".to_string(), v(1, 0)),
+                    ("carol".to_string(), "x y".to_string()),
+                    ("dave".to_string(), "1 2 3".to_string()),
+                ],
+            ),
+            ("me".to_string(), vec![("alice".to_string(), v(9, 9))]),
+        ];
+        let sum = sum_usage("me", &per_node);
+        assert_eq!(
+            sum.get("alice"),
+            Some(&RemoteUsage {
+                connections: 3,
+                sessions: 1,
+                nodes: 2
+            })
+        );
+        assert_eq!(sum.get("bob").map(|u| u.nodes), Some(1));
+        assert!(!sum.contains_key("carol") && !sum.contains_key("dave"));
     }
 }

@@ -88,6 +88,20 @@ pub struct Limits {
     /// A TCP connection to the HTTP port must send a request's headers within this many
     /// milliseconds (slowloris guard); idle keep-alive connections are closed after it too.
     pub http_header_timeout_ms: u64,
+
+    /// (access control) Most concurrent connections of one player (the token's `sub`), on
+    /// every node of a cluster together; more are refused at `Hello` with `server_full`.
+    /// A resume is checked against this node's count only. 0 = no limit.
+    pub max_connections_per_user: u32,
+
+    /// (access control) Most open sessions one player created, on every node of a cluster
+    /// together; `CreateSession` beyond it fails with `too_many_sessions`. 0 = no limit.
+    pub max_sessions_per_user: u32,
+
+    /// (access control) Relay payload bytes per second all of one player's connections may
+    /// send together (burst: one second's worth), shared out between the nodes the player is
+    /// connected to; excess is dropped (`user_rate_limited`). 0 = no limit.
+    pub relay_bytes_per_user_per_sec: u32,
 }
 
 impl Default for Limits {
@@ -112,6 +126,9 @@ impl Default for Limits {
             resume_grace_ms: 15_000,
             hello_timeout_ms: 10_000,
             http_header_timeout_ms: 10_000,
+            max_connections_per_user: 0,
+            max_sessions_per_user: 0,
+            relay_bytes_per_user_per_sec: 0,
         }
     }
 }
@@ -183,6 +200,17 @@ impl TokenBucket {
     pub fn is_full(&self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.rate == 0.0 || self.tokens + elapsed * self.rate >= self.burst
+    }
+
+    /// The same bucket at another rate and burst, keeping what it holds (up
+    /// to the new burst).
+    pub fn set_rate(&mut self, now: Instant, rate: u32, burst: u32) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        let have = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.rate = f64::from(rate);
+        self.burst = f64::from(burst.max(1));
+        self.tokens = have.min(self.burst);
+        self.last = now;
     }
 
     /// Take `n` tokens if there are that many; otherwise take nothing and say no.

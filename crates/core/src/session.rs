@@ -25,6 +25,8 @@ mod admission;
 mod budgets;
 mod cluster;
 mod codes;
+mod quota;
+pub use access::AdminRefusal;
 pub use admission::{address_key, Admission};
 use admission::{Pending, PerIp};
 use budgets::Throttled;
@@ -32,6 +34,7 @@ pub use cluster::{Answer, Lookup, Persist};
 #[cfg(test)]
 use codes::CODE_ALPHABET;
 pub use codes::{normalize_code, CODE_LEN};
+pub use quota::{RemoteUsage, UserCount};
 
 use crate::auth::{Access, Grant, Revocation};
 use crate::cluster::{password_hash, token_hash};
@@ -173,6 +176,8 @@ pub enum RelayDrop {
     PeerAway,
     /// The sender's access token does not allow the relay (`"relay": false`).
     NotAllowed,
+    /// Over the relay budget of the sender's player (`relay_bytes_per_user_per_sec`).
+    UserRateLimited,
     /// The receiver's queue was full or its transport refused the frame (set by the I/O shell).
     ReceiverBusy,
     /// The frame is larger than the receiver's path allows (set by the I/O shell).
@@ -181,7 +186,7 @@ pub enum RelayDrop {
 
 impl RelayDrop {
     /// Every reason, in declaration order (`reason as usize` indexes it).
-    pub const ALL: [RelayDrop; 10] = [
+    pub const ALL: [RelayDrop; 11] = [
         RelayDrop::Malformed,
         RelayDrop::NotInSession,
         RelayDrop::TooLarge,
@@ -190,6 +195,7 @@ impl RelayDrop {
         RelayDrop::UnknownPeer,
         RelayDrop::PeerAway,
         RelayDrop::NotAllowed,
+        RelayDrop::UserRateLimited,
         RelayDrop::ReceiverBusy,
         RelayDrop::ReceiverTooSmall,
     ];
@@ -205,6 +211,7 @@ impl RelayDrop {
             RelayDrop::UnknownPeer => "unknown_peer",
             RelayDrop::PeerAway => "peer_away",
             RelayDrop::NotAllowed => "not_allowed",
+            RelayDrop::UserRateLimited => "user_rate_limited",
             RelayDrop::ReceiverBusy => "receiver_busy",
             RelayDrop::ReceiverTooSmall => "receiver_too_small",
         }
@@ -231,6 +238,8 @@ struct Conn {
     url_token: Option<String>,
     /// Its token forbids the relay.
     relay_denied: bool,
+    /// The player (token `sub`) this connection is counted for (access control).
+    user: Option<String>,
 }
 
 struct Peer {
@@ -271,6 +280,8 @@ struct Session {
     last_activity: Instant,
     /// The address that created it, charged for it (`max_sessions_per_ip`).
     owner_ip: Option<IpAddr>,
+    /// The player that created it (access control), charged for it (`max_sessions_per_user`).
+    owner_sub: Option<String>,
 }
 
 /// The session core. See the module documentation.
@@ -301,6 +312,10 @@ pub struct Core {
     access: Option<Access>,
     /// Revocations in force, each until the instant beside it.
     revoked: Vec<(Revocation, Instant)>,
+    /// What each player (token `sub`) holds on this node (access control).
+    users: HashMap<String, quota::UserUsage>,
+    /// What each player holds on the other nodes of the cluster, as last read.
+    remote_users: HashMap<String, RemoteUsage>,
 }
 
 impl Core {
@@ -331,6 +346,8 @@ impl Core {
             cluster: None,
             access: None,
             revoked: Vec::new(),
+            users: HashMap::new(),
+            remote_users: HashMap::new(),
         }
     }
 
@@ -463,6 +480,7 @@ impl Core {
                 redirected: false,
                 url_token: None,
                 relay_denied: false,
+                user: None,
             },
         );
         self.arm(now.mono + self.limits.hello_timeout(), Timer::Hello(id));
@@ -538,6 +556,9 @@ impl Core {
             return;
         };
         self.forget_wait(conn);
+        if let Some(u) = &c.user {
+            self.uncharge_conn(u);
+        }
         if let Some(ip) = c.meta.ip {
             if let Some(a) = self.per_ip.get_mut(&ip).filter(|_| !c.provisional) {
                 a.conns = a.conns.saturating_sub(1);
@@ -596,6 +617,17 @@ impl Core {
         }
         if !c.relay_frames.try_take(now, 1) || !c.relay_bytes.try_take(now, payload_len as u32) {
             return Err(RelayDrop::RateLimited);
+        }
+        // The player's budget, shared by its connections (access control).
+        if let Some(b) = c
+            .user
+            .as_deref()
+            .and_then(|u| self.users.get_mut(u))
+            .and_then(|u| u.relay.as_mut())
+        {
+            if !b.try_take(now, payload_len as u32) {
+                return Err(RelayDrop::UserRateLimited);
+            }
         }
         let ip = c.meta.ip;
         let session = self.sessions.get_mut(&sid).ok_or(RelayDrop::NotInSession)?;
@@ -769,6 +801,27 @@ impl Core {
         let Ok(grant) = self.check_token(now, conn, &hello) else {
             return;
         };
+        if let Some(g) = &grant {
+            let resuming = hello
+                .resume_token
+                .as_ref()
+                .and_then(|t| self.tokens.get(&token_hash(t)).copied());
+            // A resume token this node does not know is looked up first
+            // (cluster mode): the check comes when the answer is in, and
+            // counts the seat as a resume if the session comes here.
+            let looks_up = resuming.is_none()
+                && !looked_up
+                && self.cluster.is_some()
+                && hello
+                    .resume_token
+                    .as_ref()
+                    .is_some_and(|t| t.len() == RESUME_TOKEN_LEN);
+            if !looks_up {
+                if let Err(message) = self.conn_quota(&g.sub, resuming) {
+                    return self.fail(conn, ErrorCode::ServerFull, message);
+                }
+            }
+        }
         if let Some(token) = &hello.resume_token {
             let hash = token_hash(token);
             if let Some(p) = self.tokens.get(&hash).copied() {
@@ -972,6 +1025,10 @@ impl Core {
                 "the server has no room for another session; try again later".into(),
             );
         }
+        let owner_sub = self.grant_of(p).map(|g| g.sub.clone());
+        if let Some(message) = owner_sub.as_deref().and_then(|s| self.session_quota(s)) {
+            return self.error(conn, ErrorCode::TooManySessions, message);
+        }
         let owner_ip = self.conns.get(&conn).and_then(|c| c.meta.ip);
         let quota = self.limits.max_sessions_per_ip;
         if let Some(a) = owner_ip.and_then(|ip| self.per_ip.get_mut(&ip)) {
@@ -987,6 +1044,9 @@ impl Core {
             }
             a.sessions += 1;
         }
+        if let Some(sub) = &owner_sub {
+            self.users.entry(sub.clone()).or_default().sessions += 1;
+        }
         let code = self.new_code();
         let password = req.password.filter(|pw| !pw.is_empty());
         let pending = cluster::NewSession {
@@ -994,6 +1054,7 @@ impl Core {
             max_peers,
             password,
             owner_ip,
+            owner_sub,
         };
         if self.cluster.is_some() {
             // The code must be unique across the cluster before anyone sees it.
@@ -1039,6 +1100,7 @@ impl Core {
                 epoch: 0,
                 last_activity: now.mono,
                 owner_ip: req.owner_ip,
+                owner_sub: req.owner_sub,
             },
         );
         self.mark_dirty(sid);
@@ -1210,7 +1272,7 @@ impl Core {
         if session.members.is_empty() {
             if let Some(s) = self.sessions.remove(&sid) {
                 self.codes.remove(&s.code);
-                self.release_session_quota(s.owner_ip);
+                self.release_session_quota(s.owner_ip, s.owner_sub.clone());
                 self.ended(s.code, s.epoch);
             }
             return;
@@ -1241,7 +1303,7 @@ impl Core {
             return;
         };
         self.codes.remove(&session.code);
-        self.release_session_quota(session.owner_ip);
+        self.release_session_quota(session.owner_ip, session.owner_sub.clone());
         self.ended(session.code.clone(), session.epoch);
         for m in session.members {
             if let Some(peer) = self.peers.get_mut(&m) {
@@ -1253,7 +1315,10 @@ impl Core {
         }
     }
 
-    fn release_session_quota(&mut self, owner: Option<IpAddr>) {
+    fn release_session_quota(&mut self, owner: Option<IpAddr>, sub: Option<String>) {
+        if let Some(sub) = sub {
+            self.uncharge_session(&sub);
+        }
         let Some(ip) = owner else { return };
         if let Some(a) = self.per_ip.get_mut(&ip) {
             a.sessions = a.sessions.saturating_sub(1);

@@ -359,3 +359,84 @@ fn golden_tokens_match_the_protocol_document() {
         assert_eq!(v.verify(t, 1_800_000_000).expect("valid").sub, "alice");
     }
 }
+
+#[test]
+fn only_a_token_that_says_admin_true_is_an_admin_token() {
+    let v = verifier();
+    let g = v.verify(&hs().sign(&claims()), NOW).expect("valid");
+    assert!(!g.admin, "admin defaults to no");
+    let mut c = claims();
+    c["admin"] = json!(false);
+    assert!(!v.verify(&hs().sign(&c), NOW).expect("valid").admin);
+    c["admin"] = json!(true);
+    assert!(v.verify(&ed().sign(&c), NOW).expect("valid").admin);
+    // Not a boolean: the payload is not what the server reads.
+    c["admin"] = json!("yes");
+    assert_eq!(v.verify(&hs().sign(&c), NOW), Err(AuthError::Malformed));
+}
+
+#[test]
+fn revocations_read_from_json_and_write_back_canonically() {
+    let r = Revocation::from_json(br#"{"sub":"alice"}"#, NOW).expect("sub");
+    assert_eq!(
+        r,
+        Revocation::Sub {
+            sub: "alice".into(),
+            issued_up_to: NOW
+        },
+        "issued_up_to defaults to now"
+    );
+    assert_eq!(
+        Revocation::from_json(r.to_json().as_bytes(), 0),
+        Ok(r.clone())
+    );
+    let early = Revocation::from_json(br#"{"sub":"alice","issued_up_to":5}"#, NOW).expect("sub");
+    assert_ne!(
+        early.to_json(),
+        r.to_json(),
+        "another revocation, another text"
+    );
+    let j = Revocation::from_json(br#" {"jti":"t-1"} "#, NOW).expect("jti");
+    assert_eq!(j, Revocation::Jti("t-1".into()));
+    assert_eq!(j.to_json(), r#"{"jti":"t-1"}"#);
+    let long = format!(r#"{{"sub":"{}"}}"#, "x".repeat(300));
+    for bad in [
+        &b""[..],
+        b"sub=alice",
+        b"{}",
+        b"[]",
+        br#"{"sub":""}"#,
+        br#"{"sub":"a","jti":"b"}"#,
+        br#"{"jti":"b","issued_up_to":3}"#,
+        br#"{"sub":"a","admin":true}"#,
+        br#"{"sub":7}"#,
+        long.as_bytes(),
+    ] {
+        let e = Revocation::from_json(bad, NOW).expect_err(&String::from_utf8_lossy(bad));
+        assert!(!e.is_empty());
+    }
+}
+
+#[test]
+fn a_revocation_refuses_the_tokens_it_names_and_no_others() {
+    let v = verifier();
+    let mut c = claims();
+    c["iat"] = json!(NOW - 10);
+    c["jti"] = json!("t-9");
+    let g = v.verify(&hs().sign(&c), NOW).expect("valid");
+    let sub = |issued_up_to| Revocation::Sub {
+        sub: "alice".into(),
+        issued_up_to,
+    };
+    assert!(sub(NOW).refuses(&g));
+    assert!(sub(NOW - 10).refuses(&g), "issued at the revocation's time");
+    assert!(
+        !sub(NOW - 11).refuses(&g),
+        "issued after it: a fresh token passes"
+    );
+    assert!(Revocation::Jti("t-9".into()).refuses(&g));
+    assert!(!Revocation::Jti("t-8".into()).refuses(&g));
+    c["sub"] = json!("bob");
+    let bob = v.verify(&hs().sign(&c), NOW).expect("valid");
+    assert!(!sub(NOW).refuses(&bob));
+}

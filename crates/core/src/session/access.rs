@@ -42,20 +42,27 @@ impl Core {
     /// Revoke a player's tokens or one token, on this node: every connected
     /// peer whose token it refuses is cut off (`token_revoked`) and leaves
     /// its session, and tokens it refuses are refused from now on (for
-    /// [`REVOCATION_MEMORY`]). Returns how many peers were cut off. In a
+    /// [`REVOCATION_MEMORY`]). Seats it refuses that wait for a resume are
+    /// dropped too. Returns how many connected peers were cut off. In a
     /// cluster the shell calls this on every node (Redis pub/sub).
     pub fn revoke(&mut self, now: Now, r: Revocation) -> usize {
         let until = now.mono + REVOCATION_MEMORY;
         self.revoked.retain(|(_, at)| *at > now.mono);
-        self.revoked.push((r.clone(), until));
+        // The same revocation heard twice (pub/sub and the stored set) is kept once.
+        match self.revoked.iter_mut().find(|(x, _)| *x == r) {
+            Some(known) => known.1 = until,
+            None => self.revoked.push((r.clone(), until)),
+        }
         let hit: Vec<PeerId> = self
             .peers
             .iter()
             .filter(|(_, p)| p.grant.as_ref().is_some_and(|g| r.refuses(g)))
             .map(|(id, _)| *id)
             .collect();
+        let mut cut = 0;
         for p in &hit {
             if let Some(conn) = self.peers.get(p).and_then(|x| x.conn) {
+                cut += 1;
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.peer = None;
                 }
@@ -67,7 +74,24 @@ impl Core {
             }
             self.remove_peer(*p, LeaveReason::Left);
         }
-        hit.len()
+        cut
+    }
+
+    /// Check an operator's token (the admin endpoint's bearer token): a
+    /// valid token of this deployment, not revoked, with `"admin": true`.
+    pub fn check_admin(&self, token: &str, now_unix: u64) -> Result<Grant, AdminRefusal> {
+        let access = self.access.as_ref().ok_or(AdminRefusal::NoAccessControl)?;
+        let g = access
+            .verifier
+            .verify(token, now_unix)
+            .map_err(AdminRefusal::Token)?;
+        if self.revoked.iter().any(|(r, _)| r.refuses(&g)) {
+            return Err(AdminRefusal::Revoked);
+        }
+        if !g.admin {
+            return Err(AdminRefusal::NotAdmin);
+        }
+        Ok(g)
     }
 
     /// The `Hello`'s token, checked: `Ok(None)` on an open server,
@@ -108,6 +132,7 @@ impl Core {
             .access
             .as_ref()
             .map_or(Duration::ZERO, |a| a.warn_before);
+        self.charge_conn(now.mono, conn, &grant.sub);
         let limit = self.limits.relay_bytes_per_sec;
         if let Some(c) = self.conns.get_mut(&conn) {
             c.relay_denied = grant.relay == Relay::Denied;
@@ -171,6 +196,35 @@ impl Core {
     /// The grant of the peer a connection speaks for, if the server checks tokens.
     pub(super) fn grant_of(&self, p: PeerId) -> Option<&Grant> {
         self.peers.get(&p).and_then(|x| x.grant.as_ref())
+    }
+}
+
+/// Why an operator's token was refused at the admin endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminRefusal {
+    /// The server has no access control (no `--auth`): there is nothing to
+    /// revoke and no key to check an operator's token with.
+    NoAccessControl,
+    /// The token does not verify (the reason says why).
+    Token(AuthError),
+    /// The token was revoked.
+    Revoked,
+    /// A valid token without `"admin": true` (a player's token).
+    NotAdmin,
+}
+
+impl std::fmt::Display for AdminRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminRefusal::NoAccessControl => {
+                f.write_str("this server has no access control (serve --auth): nothing to revoke")
+            }
+            AdminRefusal::Token(e) => write!(f, "the admin token is refused: {}: {e}", e.reason()),
+            AdminRefusal::Revoked => f.write_str("the admin token was revoked"),
+            AdminRefusal::NotAdmin => {
+                f.write_str("this token is not an operator's: it lacks the claim \"admin\": true")
+            }
+        }
     }
 }
 

@@ -94,6 +94,8 @@ pub(super) struct NewSession {
     pub(super) max_peers: u32,
     pub(super) password: Option<String>,
     pub(super) owner_ip: Option<IpAddr>,
+    /// The player that creates it (access control), charged for it (`max_sessions_per_user`).
+    pub(super) owner_sub: Option<String>,
 }
 
 /// A connection waiting for the directory.
@@ -233,7 +235,7 @@ impl Core {
         if let Some(c) = self.cluster.as_mut() {
             c.dirty.remove(&sid);
         }
-        self.release_session_quota(session.owner_ip);
+        self.release_session_quota(session.owner_ip, session.owner_sub.clone());
         let mut sent = 0;
         for m in session.members {
             let Some(peer) = self.peers.remove(&m) else {
@@ -243,8 +245,8 @@ impl Core {
             let Some(conn) = peer.conn else { continue };
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.peer = None;
-                c.redirected = true;
             }
+            self.sent_away(conn);
             self.redirect(conn, reason, node.clone());
             sent += 1;
         }
@@ -269,11 +271,9 @@ impl Core {
             (_, Answer::Elsewhere(node)) => {
                 // What came meanwhile was for the session there: dropped.
                 if let Some(pending) = new_session {
-                    self.release_session_quota(pending.owner_ip);
+                    self.release_session_quota(pending.owner_ip, pending.owner_sub.clone());
                 }
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    c.redirected = true;
-                }
+                self.sent_away(conn);
                 self.redirect(conn, RedirectReason::Session, node);
                 return;
             }
@@ -318,7 +318,7 @@ impl Core {
                 let Some(p) = self.conns.get(&conn).and_then(|c| c.peer) else {
                     // Its peer resumed on another connection meanwhile: the
                     // session is not founded, and its quota is given back.
-                    self.release_session_quota(pending.owner_ip);
+                    self.release_session_quota(pending.owner_ip, pending.owner_sub.clone());
                     return;
                 };
                 match answer {
@@ -334,7 +334,7 @@ impl Core {
                         return;
                     }
                     Answer::Unavailable => {
-                        self.release_session_quota(pending.owner_ip);
+                        self.release_session_quota(pending.owner_ip, pending.owner_sub.clone());
                         self.error(
                             conn,
                             ErrorCode::ClusterUnavailable,
@@ -344,7 +344,7 @@ impl Core {
                         );
                     }
                     _ => {
-                        self.release_session_quota(pending.owner_ip);
+                        self.release_session_quota(pending.owner_ip, pending.owner_sub.clone());
                         self.error(
                             conn,
                             ErrorCode::Internal,
@@ -442,7 +442,7 @@ impl Core {
             .and_then(|c| c.waiting.remove(&conn))
             .and_then(|w| w.new_session);
         if let Some(p) = pending {
-            self.release_session_quota(p.owner_ip);
+            self.release_session_quota(p.owner_ip, p.owner_sub.clone());
         }
     }
 
@@ -457,6 +457,20 @@ impl Core {
     pub(super) fn ended(&mut self, code: String, epoch: u64) {
         if let Some(c) = self.cluster.as_mut() {
             c.ended.push_back((code, epoch));
+        }
+    }
+
+    /// `conn` is sent to another node: it gets no `GoingAway`, and no
+    /// longer counts for its player's connection quota (the client leaves
+    /// it for the other node; the other nodes hear of it with the next
+    /// heartbeat).
+    fn sent_away(&mut self, conn: super::ConnId) {
+        let user = self.conns.get_mut(&conn).and_then(|c| {
+            c.redirected = true;
+            c.user.take()
+        });
+        if let Some(u) = user {
+            self.uncharge_conn(&u);
         }
     }
 
@@ -534,6 +548,7 @@ impl Core {
                 epoch: rec.epoch,
                 last_activity: now.mono,
                 owner_ip: None,
+                owner_sub: None,
             },
         );
         self.arm(now.mono + self.limits.session_idle_ttl(), Timer::Idle(sid));

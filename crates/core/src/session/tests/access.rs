@@ -432,3 +432,334 @@ fn an_open_server_ignores_tokens() {
     assert!(!w.core.access_required());
     let _ = Relay::Allowed;
 }
+
+fn quota_world(limits: Limits) -> World {
+    let mut core = Core::with_rng(limits, IceConfig::default(), StdRng::seed_from_u64(9));
+    let verifier = Verifier::new(vec![Key::hs256("main", SECRET).expect("key")], AUD).expect("v");
+    core.set_access(Access {
+        verifier,
+        warn_before: WARN,
+    });
+    World::start(core, IpAddr::from([192, 0, 2, 9]))
+}
+
+/// A connection of `sub` that said Hello: its id, and its Welcome.
+fn player(w: &mut World, sub: &str) -> (ConnId, Welcome) {
+    let c = w.open();
+    w.msg(c, hello(Some(token(w, sub, 600, json!({}))), None));
+    let wl = welcome(w, c);
+    (c, wl)
+}
+
+#[test]
+fn a_player_over_its_connection_quota_is_refused_and_others_are_not() {
+    let mut w = quota_world(Limits {
+        max_connections_per_user: 2,
+        ..Limits::default()
+    });
+    let (a1, _) = player(&mut w, "alice");
+    let (a2, wl2) = player(&mut w, "alice");
+    let peers = w.core.peer_count();
+    let c = w.open();
+    w.msg(c, hello(Some(token(&w, "alice", 600, json!({}))), None));
+    let msgs = w.sent(c);
+    let (code, message) = last_error(&msgs).expect("refused");
+    assert_eq!(code, ErrorCode::ServerFull as u16);
+    assert!(message.contains("most one player"), "{message}");
+    assert_eq!(closed_with(&mut w, c), Some(ErrorCode::ServerFull));
+    assert_eq!(w.core.peer_count(), peers, "a refused Hello makes no peer");
+    w.core.closed(w.now, c, true);
+    // Another player is not affected.
+    let _ = player(&mut w, "bob");
+    // A connection closed gives its slot back.
+    w.core.closed(w.now, a1, true);
+    let (a3, _) = player(&mut w, "alice");
+    // A resume that replaces the player's own open connection is no extra connection.
+    let r = w.open();
+    w.msg(
+        r,
+        hello(
+            Some(token(&w, "alice", 600, json!({}))),
+            Some(wl2.resume_token),
+        ),
+    );
+    let resumed = welcome(&mut w, r);
+    assert!(resumed.resumed);
+    w.core.closed(w.now, a2, false);
+    // Other nodes' connections count for a new connection, not for a resume.
+    w.core.closed(w.now, a3, true);
+    let remote = RemoteUsage {
+        connections: 1,
+        sessions: 0,
+        nodes: 1,
+    };
+    w.core.set_remote_usage(
+        w.now.mono,
+        [("alice".to_string(), remote)].into_iter().collect(),
+    );
+    assert_eq!(w.core.remote_connections(), 1);
+    let c = w.open();
+    w.msg(c, hello(Some(token(&w, "alice", 600, json!({}))), None));
+    assert_eq!(closed_with(&mut w, c), Some(ErrorCode::ServerFull));
+    let counts = w.core.user_counts();
+    let alice = counts.iter().find(|u| u.sub == "alice").expect("alice");
+    assert_eq!((alice.connections, alice.sessions), (1, 0), "{counts:?}");
+}
+
+#[test]
+fn a_player_over_its_session_quota_is_refused_and_gets_it_back_when_one_ends() {
+    let mut w = quota_world(Limits {
+        max_sessions_per_user: 1,
+        ..Limits::default()
+    });
+    let (a, _) = player(&mut w, "alice");
+    w.msg(a, create());
+    assert!(matches!(
+        w.sent(a).pop(),
+        Some(ServerMsg::SessionCreated(_))
+    ));
+    let (a2, _) = player(&mut w, "alice");
+    w.msg(a2, create());
+    let msgs = w.sent(a2);
+    let (code, message) = last_error(&msgs).expect("refused");
+    assert_eq!(code, ErrorCode::TooManySessions as u16);
+    assert!(message.contains("most one player"), "{message}");
+    assert_eq!(w.core.session_count(), 1);
+    // Bob creates all the same.
+    let (b, _) = player(&mut w, "bob");
+    w.msg(b, create());
+    assert!(matches!(
+        w.sent(b).pop(),
+        Some(ServerMsg::SessionCreated(_))
+    ));
+    // Alice's session ends (she leaves): she may create again.
+    w.msg(a, ClientMsg::LeaveSession);
+    let _ = w.sent(a);
+    w.msg(a2, create());
+    assert!(matches!(
+        w.sent(a2).pop(),
+        Some(ServerMsg::SessionCreated(_))
+    ));
+    // A session she holds on another node counts too.
+    w.msg(a2, ClientMsg::LeaveSession);
+    let _ = w.sent(a2);
+    let remote = RemoteUsage {
+        connections: 1,
+        sessions: 1,
+        nodes: 1,
+    };
+    w.core.set_remote_usage(
+        w.now.mono,
+        [("alice".to_string(), remote)].into_iter().collect(),
+    );
+    w.msg(a2, create());
+    assert_eq!(
+        last_error(&w.sent(a2)).map(|e| e.0),
+        Some(ErrorCode::TooManySessions as u16)
+    );
+}
+
+#[test]
+fn a_players_relay_budget_is_shared_by_its_connections_and_its_nodes() {
+    let mut w = quota_world(Limits {
+        relay_bytes_per_user_per_sec: 1000,
+        ..Limits::default()
+    });
+    let (a1, _) = player(&mut w, "alice");
+    w.msg(a1, create());
+    let code = match w.sent(a1).pop() {
+        Some(ServerMsg::SessionCreated(i)) => i.code,
+        other => panic!("{other:?}"),
+    };
+    let (a2, _) = player(&mut w, "alice");
+    w.msg(a2, join(&code));
+    let (b, _) = player(&mut w, "bob");
+    w.msg(b, join(&code));
+    let _ = w.outputs();
+    // 1000 bytes a second for both of alice's connections together.
+    assert!(w.route(a1, ALL_PEERS, 600).is_ok());
+    assert_eq!(
+        w.route(a2, ALL_PEERS, 600).map(|_| ()),
+        Err(RelayDrop::UserRateLimited)
+    );
+    assert!(w.route(a2, ALL_PEERS, 400).is_ok());
+    // Bob has his own budget.
+    assert!(w.route(b, ALL_PEERS, 1000).is_ok());
+    w.advance(Duration::from_secs(1));
+    assert!(w.route(a2, ALL_PEERS, 1000).is_ok());
+    // Connected to another node too: half each.
+    let remote = RemoteUsage {
+        connections: 1,
+        sessions: 0,
+        nodes: 1,
+    };
+    w.core.set_remote_usage(
+        w.now.mono,
+        [("alice".to_string(), remote)].into_iter().collect(),
+    );
+    w.advance(Duration::from_secs(1));
+    assert!(w.route(a1, ALL_PEERS, 500).is_ok());
+    assert_eq!(
+        w.route(a1, ALL_PEERS, 1).map(|_| ()),
+        Err(RelayDrop::UserRateLimited)
+    );
+}
+
+#[test]
+fn quotas_count_nothing_on_an_open_server() {
+    let mut w = World::start(
+        Core::with_rng(
+            Limits {
+                max_connections_per_user: 1,
+                max_sessions_per_user: 1,
+                ..Limits::default()
+            },
+            IceConfig::default(),
+            StdRng::seed_from_u64(1),
+        ),
+        IpAddr::from([192, 0, 2, 9]),
+    );
+    for _ in 0..3 {
+        let c = w.open();
+        w.msg(c, hello(None, None));
+        let _ = welcome(&mut w, c);
+        w.msg(c, create());
+        assert!(matches!(
+            w.sent(c).pop(),
+            Some(ServerMsg::SessionCreated(_))
+        ));
+    }
+    assert!(w.core.user_counts().is_empty());
+}
+
+#[test]
+fn an_operator_token_needs_the_admin_claim_and_must_not_be_revoked() {
+    let mut w = world();
+    let admin = token(&w, "ops", 600, json!({ "admin": true, "jti": "ops-1" }));
+    assert!(w.core.check_admin(&admin, now_s(&w)).is_ok());
+    let player = token(&w, "alice", 600, json!({}));
+    assert_eq!(
+        w.core.check_admin(&player, now_s(&w)),
+        Err(AdminRefusal::NotAdmin)
+    );
+    assert_eq!(
+        w.core.check_admin("garbage", now_s(&w)),
+        Err(AdminRefusal::Token(crate::auth::AuthError::Malformed))
+    );
+    let elsewhere = token(&w, "ops", 600, json!({ "admin": true, "aud": "other" }));
+    assert_eq!(
+        w.core.check_admin(&elsewhere, now_s(&w)),
+        Err(AdminRefusal::Token(crate::auth::AuthError::WrongAudience))
+    );
+    w.core.revoke(w.now, Revocation::Jti("ops-1".into()));
+    // The same revocation twice is one.
+    w.core.revoke(w.now, Revocation::Jti("ops-1".into()));
+    assert_eq!(
+        w.core.check_admin(&admin, now_s(&w)),
+        Err(AdminRefusal::Revoked)
+    );
+    let open = Core::with_rng(
+        Limits::default(),
+        IceConfig::default(),
+        StdRng::seed_from_u64(1),
+    );
+    assert_eq!(
+        open.check_admin(&admin, 0),
+        Err(AdminRefusal::NoAccessControl)
+    );
+}
+
+#[test]
+fn a_resume_from_another_node_is_checked_as_a_resume_once_looked_up() {
+    let limits = Limits {
+        max_connections_per_user: 1,
+        ..Limits::default()
+    };
+    let mut a = quota_world(limits.clone());
+    a.core.enable_cluster("a");
+    let (ca, wl) = player(&mut a, "alice");
+    a.msg(ca, create());
+    let code = match a.lookups().pop() {
+        Some(Lookup::Reserve { code, .. }) => code,
+        other => panic!("{other:?}"),
+    };
+    a.core.answer(a.now, ca, Answer::Reserved);
+    let _ = a.sent(ca);
+    let rec = a.core.session_record(&code).expect("record");
+    // Node b still counts alice's connection on a (its next heartbeat has
+    // not told b yet): her resume there is no extra connection.
+    let mut b = quota_world(limits);
+    b.core.enable_cluster("b");
+    let remote = RemoteUsage {
+        connections: 1,
+        sessions: 1,
+        nodes: 1,
+    };
+    b.core.set_remote_usage(
+        b.now.mono,
+        [("alice".to_string(), remote)].into_iter().collect(),
+    );
+    let c = b.open();
+    b.msg(
+        c,
+        hello(
+            Some(token(&b, "alice", 600, json!({}))),
+            Some(wl.resume_token.clone()),
+        ),
+    );
+    let lookups = b.lookups();
+    assert!(
+        matches!(lookups.as_slice(), [Lookup::Token { .. }]),
+        "{lookups:?}"
+    );
+    let moved = crate::cluster::SessionRecord {
+        home: "b".into(),
+        epoch: rec.epoch + 1,
+        ..rec
+    };
+    b.core.answer(b.now, c, Answer::Here(moved));
+    assert!(welcome(&mut b, c).resumed, "resumed, not refused");
+    // A token the directory does not know either is no resume: the quota holds.
+    let d = b.open();
+    b.msg(
+        d,
+        hello(
+            Some(token(&b, "alice", 600, json!({}))),
+            Some(vec![7; RESUME_TOKEN_LEN]),
+        ),
+    );
+    assert_eq!(b.lookups().len(), 1);
+    b.core.answer(b.now, d, Answer::NotFound);
+    assert_eq!(closed_with(&mut b, d), Some(ErrorCode::ServerFull));
+}
+
+#[test]
+fn a_connection_sent_to_another_node_stops_counting_for_its_player() {
+    let mut w = quota_world(Limits {
+        max_connections_per_user: 1,
+        ..Limits::default()
+    });
+    w.core.enable_cluster("a");
+    let (c, _) = player(&mut w, "alice");
+    w.msg(c, join("ABCDEF"));
+    assert_eq!(w.lookups().len(), 1);
+    w.core.answer(
+        w.now,
+        c,
+        Answer::Elsewhere(crate::protocol::NodeAddr {
+            name: "b".into(),
+            quic: "127.0.0.1:9".into(),
+            http: "http://127.0.0.1:9".into(),
+            cert_sha256: None,
+        }),
+    );
+    assert!(
+        w.core.user_counts().is_empty(),
+        "{:?}",
+        w.core.user_counts()
+    );
+    // And closing it later does not count it off twice.
+    w.core.closed(w.now, c, true);
+    let (_again, _) = player(&mut w, "alice");
+    assert_eq!(w.core.user_counts()[0].connections, 1);
+}

@@ -1107,6 +1107,7 @@ fn metrics_labels_are_the_documented_names() {
             "unknown_peer",
             "peer_away",
             "not_allowed",
+            "user_rate_limited",
             "receiver_busy",
             "receiver_too_small"
         ]
