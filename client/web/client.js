@@ -11,7 +11,7 @@ import { FLIGHT_HEADER_BYTES, wrapFlight, unwrapFlight, nextSeq, SeqFilter } fro
 import { describe, withTimeout, now, WebTransportSignal, WebSocketSignal, AutoSignal } from './transports.js';
 import {
   ABANDON_CLOSE_CODE, closeDisposition, attemptTimeoutMs, MAX_REDIRECTS, nodeServer, rotateServer, TRANSPORT_CHOICES,
-  afterReconnect, pingTick, goingAwayLeftMs, answersSessionRequest, pumpStep, redirectPlan,
+  afterReconnect, livenessStart, livenessHeard, livenessTick, PING_INTERVAL_MS, goingAwayLeftMs, answersSessionRequest, pumpStep, redirectPlan,
   backoffDelayMs as coreBackoffDelayMs, reconnectStep as coreReconnectStep,
 } from './core.js';
 import { PeerLink, installMesh } from './mesh.js';
@@ -55,7 +55,7 @@ export function reconnectStep(s) {
  * @property {RTCIceServer[]} [iceServers]  override the ICE servers from the Welcome
  * @property {number} [directTimeoutMs] fall back to the relay if a peer is not connected directly by then (default 5000)
  * @property {number} [directRetryMs]   try a direct connection again this long after it failed (default 20000; 0 = never)
- * @property {number} [pingIntervalMs]  Ping period for the server RTT (default 2000; 0 = off)
+ * @property {number} [pingIntervalMs]  Ping period, for liveness and the server RTT (default 500; 0 = off)
  * @property {number} [statsIntervalMs] getStats period for direct/turn and ICE RTT (default 1000)
  * @property {number} [connectTimeoutMs] handshake deadline per transport, and Welcome deadline (default 10000)
  * @property {number} [datagramMaxAgeMs] relay datagrams older than this are dropped, not sent or delivered late (default 100)
@@ -67,8 +67,9 @@ export function reconnectStep(s) {
  * @property {boolean} [reconnect]      when the connection is lost (not closed by the app or a fatal server error),
  *           reconnect by itself and resume with the same peer id (default true; false: close as before)
  * @property {number} [reconnectTimeoutMs] give up reconnecting after this long (default 60000; 0 = never)
- * @property {number} [liveTimeoutMs]   take the connection for lost when a Ping got no answer, nor anything else
- *           from the server, within this long (default 7000; 0 = only when the transport says so)
+ * @property {number|null} [liveTimeoutMs] take the connection for lost when a Ping got no answer, nor anything else
+ *           from the server, for longer than this (default null: adaptive, clamp(3 × (srtt + 4·rttvar), 1500, 10000),
+ *           3000 before the first RTT sample; a number fixes it; 0 = only when the transport says so)
  * @property {Array<{url?: string, host?: string, port?: number, wsUrl?: string, certHash?: any}>} [fallbacks]
  *           cluster mode: other nodes, described like the main server (url or host/port, wsUrl, certHash; a
  *           missing certHash is the main one's, null a CA certificate), tried in turn with the reconnect
@@ -122,7 +123,7 @@ export class FlightSimP2P extends EventTarget {
       iceServers: options.iceServers,
       directTimeoutMs: options.directTimeoutMs ?? 5000,
       directRetryMs: options.directRetryMs ?? 20000,
-      pingIntervalMs: options.pingIntervalMs ?? 2000,
+      pingIntervalMs: options.pingIntervalMs ?? PING_INTERVAL_MS,
       statsIntervalMs: options.statsIntervalMs ?? 1000,
       connectTimeoutMs: options.connectTimeoutMs ?? 10000,
       datagramMaxAgeMs: options.datagramMaxAgeMs ?? 100,
@@ -134,7 +135,7 @@ export class FlightSimP2P extends EventTarget {
       fastConnect: options.fastConnect ?? true,
       reconnect: options.reconnect ?? true,
       reconnectTimeoutMs: options.reconnectTimeoutMs ?? 60000,
-      liveTimeoutMs: options.liveTimeoutMs ?? 7000,
+      liveTimeoutMs: options.liveTimeoutMs ?? null,
       maxRedirects: options.maxRedirects ?? MAX_REDIRECTS,
       fallbacks: [],
     };
@@ -168,8 +169,10 @@ export class FlightSimP2P extends EventTarget {
     this.welcome = null;
     /** @type {SessionInfo|null} current session (peers kept up to date) */
     this.session = null;
-    /** Server round-trip time from Ping/Pong, ms. */
+    /** Server round-trip time from Ping/Pong, ms: the last sample. */
     this.rttMs = /** @type {number|null} */ (null);
+    /** Smoothed server round-trip time (RFC 6298 style, from every Ping/Pong sample), ms. */
+    this.srttMs = /** @type {number|null} */ (null);
     /** server clock minus local clock, ms (from Pong) */
     this.serverClockOffsetMs = 0;
     /** @type {Map<number, PeerLink>} */
@@ -209,13 +212,15 @@ export class FlightSimP2P extends EventTarget {
     this._connectPromise = /** @type {Promise<WelcomeMsg>|null} */ (null);
     this._pings = new Map();
     this._timers = /** @type {any[]} */ ([]);
+    /** the liveness timer (Ping, and the moment the server would count as lost) */
+    this._liveTimer = /** @type {any} */ (0);
     this._closeEmitted = false;
     /** @type {FspError|null} last fatal server error: the reason for the close that follows */
     this._lastFatal = null;
     /** @type {{at: number, ms: number, timer: any}|null} the server's GoingAway: reconnect after `ms` from `at` */
     this._goingAway = null;
-    /** when the oldest unanswered Ping went out (0: none outstanding, or something arrived since) */
-    this._awaitingSince = 0;
+    /** liveness (core.js): the RTT estimate, the oldest unanswered Ping, the last Ping */
+    this._live = livenessStart();
     /** code and password of the session we are in (to rejoin it if a resume comes too late) */
     this._sessionKey = /** @type {{code: string, password: string|null}|null} */ (null);
     /** password of the create/join request in flight */
@@ -693,7 +698,7 @@ export class FlightSimP2P extends EventTarget {
       return;
     }
     this.stats.controlReceived++;
-    this._awaitingSince = 0;
+    this._live = livenessHeard(this._live);
     try {
       this._onServerMsg(msg);
     } catch (e) {
@@ -827,6 +832,8 @@ export class FlightSimP2P extends EventTarget {
           this._pings.delete(m.clientTimeMs);
           const t = now();
           this.rttMs = t - sent;
+          this._live = livenessHeard(this._live, this.rttMs);
+          this.srttMs = this._live.rtt ? this._live.rtt.srttMs : null;
           this.serverClockOffsetMs = Number(m.serverTimeMs) - (performance.timeOrigin + sent + this.rttMs / 2);
           this._emit('rtt', { rttMs: this.rttMs });
         }
@@ -863,25 +870,31 @@ export class FlightSimP2P extends EventTarget {
   _startTimers() {
     const o = this.options;
     this._stopTimers();
-    this._awaitingSince = 0;
+    // The estimate is kept across connections (the same path, most likely); nothing is outstanding.
+    this._live = { ...livenessStart(), rtt: this._live.rtt };
     if (o.pingIntervalMs > 0) {
-      const ping = () => {
+      // One timer: core.js says when to Ping, and when the oldest unanswered Ping makes the
+      // server lost (so a dead server is seen at that moment, not at the next Ping).
+      const tick = () => {
+        this._liveTimer = 0;
         if (this.state !== 'connected') return;
         const t = now();
-        const tick = pingTick({ awaitingSinceMs: this._awaitingSince, nowMs: t, liveTimeoutMs: o.liveTimeoutMs });
-        if (tick.action === 'lost') {
-          this._onTransportClosed({ code: null, reason: `no answer from the server for ${tick.silentMs} ms` });
+        const d = livenessTick(this._live, t, { intervalMs: o.pingIntervalMs, timeoutMs: o.liveTimeoutMs });
+        if (d.action === 'lost') {
+          this._onTransportClosed({ code: null, reason: `no answer from the server for ${Math.round(d.silentMs)} ms (live timeout ${Math.round(d.timeoutMs)} ms)` });
           return;
         }
-        this._awaitingSince = tick.awaitingSinceMs;
-        let v = BigInt(Math.floor(performance.timeOrigin + now()));
-        while (this._pings.has(v)) v += 1n;
-        this._pings.set(v, now());
-        if (this._pings.size > 32) this._pings.delete(this._pings.keys().next().value);
-        this._sendMsg({ type: 'Ping', clientTimeMs: v });
+        this._live = d.state;
+        if (d.action === 'ping') {
+          let v = BigInt(Math.floor(performance.timeOrigin + t));
+          while (this._pings.has(v)) v += 1n;
+          this._pings.set(v, t);
+          if (this._pings.size > 32) this._pings.delete(this._pings.keys().next().value);
+          this._sendMsg({ type: 'Ping', clientTimeMs: v });
+        }
+        this._liveTimer = setTimeout(tick, Math.max(0, d.nextMs - now()));
       };
-      ping();
-      this._timers.push(setInterval(ping, o.pingIntervalMs));
+      tick();
     }
     if (o.statsIntervalMs > 0) this._timers.push(setInterval(() => this._pollStats(), o.statsIntervalMs));
   }
@@ -889,6 +902,8 @@ export class FlightSimP2P extends EventTarget {
   _stopTimers() {
     for (const t of this._timers) clearInterval(t);
     this._timers = [];
+    clearTimeout(this._liveTimer);
+    this._liveTimer = 0;
   }
 
   _onRelayFrame(frame) {
@@ -900,7 +915,7 @@ export class FlightSimP2P extends EventTarget {
       return;
     }
     this.stats.relayReceived++;
-    this._awaitingSince = 0;
+    this._live = livenessHeard(this._live);
     this._deliverFlight(r.peer, r.payload, 'relay');
   }
 

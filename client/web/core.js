@@ -16,11 +16,11 @@ import { WEBTRANSPORT_PATH, errorName, WEBSOCKET_PATH } from './codec.js';
 // ---------------------------------------------------------------------------
 
 /**
- * Delays before reconnect attempts 0, 1, 2, 3 and after: the first attempt at once, then
- * 250 ms, 500 ms, and every second at most, so that the connection is back within about a
- * second of the network's return (PROTOCOL.md §4: the seat is kept for the resume grace).
+ * Reconnect backoff steps (PROTOCOL.md, client behaviour, rule 1; the same in every client):
+ * attempt 0 at once, then 250 ms, 500 ms, 1 s, 2 s, and 4 s for attempt 5 and every one after,
+ * each with jitter into the step's upper half (backoffDelayMs).
  */
-export const RECONNECT_BACKOFF_MS = Object.freeze([0, 250, 500, 1000]);
+export const RECONNECT_BACKOFF_MS = Object.freeze([0, 250, 500, 1000, 2000, 4000]);
 
 /**
  * Close code of a connection this client abandons in order to resume on a new one. It is
@@ -30,16 +30,18 @@ export const RECONNECT_BACKOFF_MS = Object.freeze([0, 250, 500, 1000]);
 export const ABANDON_CLOSE_CODE = 999;
 
 /**
- * Delay before reconnect attempt `attempt` (0-based), with jitter: a value in
- * [0.75, 1] × the schedule's delay, never above it, so that many clients cut at
- * once do not come back in lockstep.
+ * Delay before reconnect attempt `attempt` (0-based: attempts made so far), with jitter:
+ * `floor(step × (0.5 + 0.5 × r))`, `r` from `random` in [0, 1), so a value in the step's upper
+ * half, never above it, and many clients cut at once do not come back in lockstep. Attempt 0
+ * never waits.
  * @param {number} attempt
  * @param {() => number} random in [0, 1) (fsp2p.js's export of this function has a default)
  */
 export function backoffDelayMs(attempt, random) {
   if (!(attempt > 0)) return 0;
-  const base = RECONNECT_BACKOFF_MS[Math.min(attempt, RECONNECT_BACKOFF_MS.length - 1)];
-  return Math.round(base * (0.75 + 0.25 * Math.min(1, Math.max(0, random()))));
+  const step = RECONNECT_BACKOFF_MS[Math.min(attempt, RECONNECT_BACKOFF_MS.length - 1)];
+  const r = Math.min(1, Math.max(0, Number(random()) || 0));
+  return Math.floor(step * (0.5 + 0.5 * r));
 }
 
 /**
@@ -114,29 +116,104 @@ export function attemptTimeoutMs(rttMs, connectTimeoutMs) {
   return Math.round(connectTimeoutMs > 0 ? Math.min(connectTimeoutMs, want) : want);
 }
 
+// ---------------------------------------------------------------------------
+// Liveness: when the server counts as lost (rule 2)
+// ---------------------------------------------------------------------------
+
+/** While connected, a Ping goes to the server this often (ms). */
+export const PING_INTERVAL_MS = 500;
+
 /**
- * Whether the server has gone silent: a Ping went out at `awaitingSinceMs` (0 = nothing
- * outstanding) and nothing at all (no Pong, no other message, no relay frame) came back
- * within `liveTimeoutMs` (0 = never decide so). Timed from the ping, not from the last
- * message, so that a throttled background tab (timers once a minute) is not taken for dead.
+ * The live timeout's bounds: `initialMs` before the first RTT sample, then
+ * `clamp(3 × (srtt + 4·rttvar), minMs, maxMs)`.
  */
-export function serverSilent(awaitingSinceMs, nowMs, liveTimeoutMs) {
-  return liveTimeoutMs > 0 && awaitingSinceMs > 0 && nowMs - awaitingSinceMs > liveTimeoutMs;
+export const LIVE_TIMEOUT_MS = Object.freeze({ initialMs: 3000, minMs: 1500, maxMs: 10000 });
+
+/**
+ * The server round-trip estimate after one more Ping/Pong sample `sampleMs` (RFC 6298 style):
+ * the first sample s gives srtt = s, rttvar = s/2; later ones rttvar = 0.75·rttvar + 0.25·|srtt − s|,
+ * then srtt = 0.875·srtt + 0.125·s.
+ * @param {{srttMs: number, rttvarMs: number}|null} est null before the first sample
+ * @param {number} sampleMs
+ * @returns {{srttMs: number, rttvarMs: number}}
+ */
+export function rttEstimate(est, sampleMs) {
+  const s = Math.max(0, sampleMs);
+  if (!est) return { srttMs: s, rttvarMs: s / 2 };
+  const rttvarMs = 0.75 * est.rttvarMs + 0.25 * Math.abs(est.srttMs - s);
+  return { srttMs: 0.875 * est.srttMs + 0.125 * s, rttvarMs };
 }
 
 /**
- * One tick of the Ping timer at `nowMs`: the server is `lost` (silent for `silentMs` since the
- * oldest unanswered Ping), or a Ping goes out and `awaitingSince` is what to remember (the
- * oldest unanswered Ping's time: kept if one is outstanding, else now). Anything from the
- * server resets it to 0 (the shell does so on every message and relay frame).
- * @param {{awaitingSinceMs: number, nowMs: number, liveTimeoutMs: number}} s
- * @returns {{action: 'lost', silentMs: number} | {action: 'ping', awaitingSinceMs: number}}
+ * How long a Ping may stay unanswered (nothing at all heard from the server) before the server
+ * counts as lost: `clamp(3 × (srtt + 4·rttvar), 1500, 10000)`, 3000 before the first sample.
+ * @param {{srttMs: number, rttvarMs: number}|null} est
  */
-export function pingTick(s) {
-  if (serverSilent(s.awaitingSinceMs, s.nowMs, s.liveTimeoutMs)) {
-    return { action: 'lost', silentMs: Math.round(s.nowMs - s.awaitingSinceMs) };
+export function liveTimeoutMs(est) {
+  if (!est) return LIVE_TIMEOUT_MS.initialMs;
+  const want = 3 * (est.srttMs + 4 * est.rttvarMs);
+  return Math.min(LIVE_TIMEOUT_MS.maxMs, Math.max(LIVE_TIMEOUT_MS.minMs, want));
+}
+
+/**
+ * Whether the server has gone silent: a Ping went out at `awaitingSinceMs` (null = nothing
+ * outstanding) and nothing at all (no Pong, no other message, no relay frame) came back
+ * for longer than `liveTimeoutMs` (0 = never decide so). Timed from the ping, not from the last
+ * message, so that a throttled background tab (timers once a minute) is not taken for dead.
+ * @param {number|null} awaitingSinceMs @param {number} nowMs @param {number} liveTimeoutMs
+ */
+export function serverSilent(awaitingSinceMs, nowMs, liveTimeoutMs) {
+  return liveTimeoutMs > 0 && awaitingSinceMs !== null && awaitingSinceMs !== undefined && nowMs - awaitingSinceMs > liveTimeoutMs;
+}
+
+/**
+ * What the client knows for liveness: the RTT estimate (null before a sample), when the oldest
+ * unanswered Ping went out (null: none, or something was heard since), when the last Ping went out.
+ * @typedef {{rtt: {srttMs: number, rttvarMs: number}|null, awaitingSinceMs: number|null, lastPingMs: number|null}} Liveness
+ */
+
+/** Liveness at the start of a connection: no estimate, nothing outstanding, no Ping yet. @returns {Liveness} */
+export function livenessStart() {
+  return { rtt: null, awaitingSinceMs: null, lastPingMs: null };
+}
+
+/**
+ * Something was heard from the server (any message, a Pong, a relay frame): nothing is
+ * outstanding any more (the live timeout is timed from the next Ping). With a Pong that answers a Ping, `sampleMs` is its round trip.
+ * @param {Liveness} s @param {number|null} [sampleMs]
+ * @returns {Liveness}
+ */
+export function livenessHeard(s, sampleMs = null) {
+  const rtt = sampleMs === null || sampleMs === undefined ? s.rtt : rttEstimate(s.rtt, sampleMs);
+  return { ...s, rtt, awaitingSinceMs: null };
+}
+
+/**
+ * The liveness timer fires at `nowMs`: the server is `lost`; or a Ping is due (`ping`: the last
+ * one went out `intervalMs` ago or more, or none yet); or `nothing`. `nextMs` is when to look
+ * again: the next Ping, or, while one is outstanding, just after the moment the server would
+ * count as lost, whichever is first. `timeoutMs`: a fixed live timeout (0 = never take the
+ * server for lost); null/undefined: the adaptive one (liveTimeoutMs).
+ * @param {Liveness} s @param {number} nowMs
+ * @param {{intervalMs?: number, timeoutMs?: number|null}} [o]
+ * @returns {{action: 'lost'|'ping'|'nothing', state: Liveness, silentMs: number, timeoutMs: number, nextMs: number}}
+ */
+export function livenessTick(s, nowMs, o = {}) {
+  const intervalMs = o.intervalMs ?? PING_INTERVAL_MS;
+  const timeoutMs = o.timeoutMs ?? liveTimeoutMs(s.rtt);
+  const silentMs = s.awaitingSinceMs === null ? 0 : nowMs - s.awaitingSinceMs;
+  if (serverSilent(s.awaitingSinceMs, nowMs, timeoutMs)) {
+    return { action: 'lost', state: s, silentMs, timeoutMs, nextMs: nowMs };
   }
-  return { action: 'ping', awaitingSinceMs: s.awaitingSinceMs || s.nowMs };
+  let state = s;
+  let action = /** @type {'ping'|'nothing'} */ ('nothing');
+  if (s.lastPingMs === null || nowMs - s.lastPingMs >= intervalMs) {
+    action = 'ping';
+    state = { ...s, awaitingSinceMs: s.awaitingSinceMs ?? nowMs, lastPingMs: nowMs };
+  }
+  let nextMs = /** @type {number} */ (state.lastPingMs) + intervalMs;
+  if (timeoutMs > 0 && state.awaitingSinceMs !== null) nextMs = Math.min(nextMs, Math.floor(state.awaitingSinceMs + timeoutMs) + 1);
+  return { action, state, silentMs, timeoutMs, nextMs };
 }
 
 /**

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 
 import {
   encodeRelay, wrapFlight, RECONNECT_BACKOFF_MS, ABANDON_CLOSE_CODE, backoffDelayMs,
-  closeDisposition, reconnectStep, attemptTimeoutMs, serverSilent,
+  closeDisposition, reconnectStep, attemptTimeoutMs, serverSilent, decodeClientMsg,
 } from '../../client/web/fsp2p.js';
 import {
   tick, TOKEN, peerInfo, welcomeMsg, reconnectingClient, sentTypes,
@@ -14,20 +14,25 @@ import {
 
 // --- reconnecting: the pure decisions ----------------------------------------------------------
 
-test('reconnect backoff: at once, then 250 ms, 500 ms, and every second at most, with jitter below the schedule', () => {
-  assert.deepEqual([...RECONNECT_BACKOFF_MS], [0, 250, 500, 1000]);
+test('reconnect backoff: at once, then 250 ms, 500 ms, 1 s, 2 s and 4 s at most, with jitter into the upper half of each step', () => {
+  assert.deepEqual([...RECONNECT_BACKOFF_MS], [0, 250, 500, 1000, 2000, 4000]);
   const hi = () => 0.999999;
+  const mid = () => 0.5;
   const lo = () => 0;
-  assert.deepEqual([0, 1, 2, 3, 4, 20].map((a) => backoffDelayMs(a, hi)), [0, 250, 500, 1000, 1000, 1000]);
-  assert.deepEqual([0, 1, 2, 3, 4, 20].map((a) => backoffDelayMs(a, lo)), [0, 188, 375, 750, 750, 750]);
-  // Never above a second: the connection is back within about 1 s of the network's return.
+  const attempts = [0, 1, 2, 3, 4, 5, 6, 20];
+  assert.deepEqual(attempts.map((a) => backoffDelayMs(a, hi)), [0, 249, 499, 999, 1999, 3999, 3999, 3999]);
+  assert.deepEqual(attempts.map((a) => backoffDelayMs(a, mid)), [0, 187, 375, 750, 1500, 3000, 3000, 3000]);
+  assert.deepEqual(attempts.map((a) => backoffDelayMs(a, lo)), [0, 125, 250, 500, 1000, 2000, 2000, 2000]);
+  // Never above 4 s, never below half the step (Math.random by default).
   for (let a = 0; a < 50; a++) {
     const d = backoffDelayMs(a);
-    assert.ok(d >= 0 && d <= 1000, `attempt ${a}: ${d} ms`);
+    const step = RECONNECT_BACKOFF_MS[Math.min(a, RECONNECT_BACKOFF_MS.length - 1)];
+    assert.ok(d >= step / 2 && d <= step && d <= 4000, `attempt ${a}: ${d} ms`);
   }
   // A broken random source cannot push it outside the bounds.
   assert.equal(backoffDelayMs(3, () => 7), 1000);
-  assert.equal(backoffDelayMs(3, () => -1), 750);
+  assert.equal(backoffDelayMs(3, () => -1), 500);
+  assert.equal(backoffDelayMs(3, () => NaN), 500);
 });
 
 test('what a close means: reconnect when the connection just ended or the server is going away, else close for good', () => {
@@ -55,9 +60,10 @@ test('what a close means: reconnect when the connection just ended or the server
 test('when to give up: after reconnectTimeoutMs (0 = never)', () => {
   const r = () => 0.999999;
   assert.deepEqual(reconnectStep({ attempt: 0, elapsedMs: 0, giveUpMs: 60000, random: r }), { action: 'wait', delayMs: 0 });
-  assert.deepEqual(reconnectStep({ attempt: 5, elapsedMs: 30000, giveUpMs: 60000, random: r }), { action: 'wait', delayMs: 1000 });
-  assert.deepEqual(reconnectStep({ attempt: 5, elapsedMs: 59000, giveUpMs: 60000, random: r }), { action: 'giveup' });
-  assert.deepEqual(reconnectStep({ attempt: 500, elapsedMs: 1e9, giveUpMs: 0, random: r }), { action: 'wait', delayMs: 1000 });
+  assert.deepEqual(reconnectStep({ attempt: 5, elapsedMs: 30000, giveUpMs: 60000, random: r }), { action: 'wait', delayMs: 3999 });
+  assert.deepEqual(reconnectStep({ attempt: 5, elapsedMs: 56000, giveUpMs: 60000, random: r }), { action: 'wait', delayMs: 3999 });
+  assert.deepEqual(reconnectStep({ attempt: 5, elapsedMs: 56001, giveUpMs: 60000, random: r }), { action: 'giveup' });
+  assert.deepEqual(reconnectStep({ attempt: 500, elapsedMs: 1e9, giveUpMs: 0, random: r }), { action: 'wait', delayMs: 3999 });
 });
 
 test('attempt timeout and a silent server', () => {
@@ -66,9 +72,10 @@ test('attempt timeout and a silent server', () => {
   assert.equal(attemptTimeoutMs(500, 10000), 6000);
   assert.equal(attemptTimeoutMs(5000, 10000), 10000);
   assert.equal(attemptTimeoutMs(null, 1000), 1000);
-  assert.equal(serverSilent(0, 1e6, 7000), false, 'no ping outstanding');
-  assert.equal(serverSilent(1000, 8000, 7000), false);
-  assert.equal(serverSilent(1000, 8001, 7000), true);
+  assert.equal(serverSilent(null, 1e6, 3000), false, 'no ping outstanding');
+  assert.equal(serverSilent(1000, 4000, 3000), false);
+  assert.equal(serverSilent(1000, 4001, 3000), true);
+  assert.equal(serverSilent(0, 3001, 3000), true, 'a Ping at time 0 counts');
   assert.equal(serverSilent(1000, 1e9, 0), false, 'liveness check off');
 });
 
@@ -235,5 +242,46 @@ test('reconnect: GoingAway → come back after reconnectAfterMs, even if the ser
   await tick(60);
   assert.equal(fakes[1].closed.code, ABANDON_CLOSE_CODE);
   assert.equal(fakes.length, 3);
+  c.close();
+});
+
+test('liveness in the client: Pings every pingIntervalMs; anything heard keeps the server alive; the oldest unanswered Ping past the adaptive timeout starts a reconnection', async () => {
+  const { c, fakes, server, events } = await reconnectingClient({ pingIntervalMs: 500, reconnectTimeoutMs: 0 });
+  const f = fakes[0];
+  const pings = [];
+  let answer = true;
+  const send = f.sendControl;
+  f.sendControl = (b) => {
+    const m = decodeClientMsg(b);
+    if (m.type === 'Ping') {
+      pings.push(performance.now());
+      if (answer) setTimeout(() => server({ type: 'Pong', clientTimeMs: m.clientTimeMs, serverTimeMs: 0n }, 0), 5);
+    }
+    return send(b);
+  };
+  // The Ping timer started with the Welcome (its first Ping went out before this wrapper): a
+  // Ping every 500 ms, each answered: RTT samples of a few ms settle the timeout at its floor.
+  await tick(1600);
+  assert.ok(pings.length >= 3 && pings.length <= 4, `${pings.length} pings in 1.6 s`);
+  for (let i = 1; i < pings.length; i++) assert.ok(pings[i] - pings[i - 1] >= 490 && pings[i] - pings[i - 1] < 700, `gap ${pings[i] - pings[i - 1]}`);
+  assert.ok(c.rttMs !== null && c.srttMs !== null && c.rttMs < 200, `rtt ${c.rttMs}, srtt ${c.srttMs}`);
+  // No more Pongs, but relay frames keep coming: anything heard resets the wait.
+  answer = false;
+  const relay = setInterval(() => f.onRelay(encodeRelay(2, wrapFlight(1, Uint8Array.of(1)))), 200);
+  await tick(2500);
+  clearInterval(relay);
+  assert.equal(c.state, 'connected', 'relay frames kept the server alive');
+  // Silence: the first Ping after the last frame is outstanding; 1500 ms later (the floor) the server is lost.
+  const silentFrom = performance.now();
+  const lostAt = await new Promise((resolve) => {
+    const iv = setInterval(() => {
+      if (c.state !== 'connected') { clearInterval(iv); resolve(performance.now()); }
+    }, 10);
+  });
+  const rc = events.find((e) => e[0] === 'reconnecting');
+  assert.ok(rc, 'reconnecting');
+  assert.match(rc[1].reason, /no answer from the server for 15\d\d ms \(live timeout 1500 ms\)/);
+  const waited = lostAt - silentFrom;
+  assert.ok(waited >= 1500 && waited < 2300, `lost ${Math.round(waited)} ms after the last thing heard`);
   c.close();
 });
