@@ -5,13 +5,14 @@
 import {
   PROTOCOL_VERSION, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_RELAY_PAYLOAD, ALL_PEERS,
   WEBTRANSPORT_PATH, MAX_NAME_BYTES, FspError, utf8Encoder, encodeClientMsg, decodeServerMsg,
-  encodeRelay, decodeRelay, WEBSOCKET_PATH, foldableRequest, toHex, certHashBytes,
+  encodeRelay, decodeRelay, WEBSOCKET_PATH, foldableRequest, toHex, certHashBytes, errorName,
 } from './codec.js';
 import { FLIGHT_HEADER_BYTES, wrapFlight, unwrapFlight, nextSeq, SeqFilter } from './flight.js';
 import { describe, withTimeout, now, WebTransportSignal, WebSocketSignal, AutoSignal } from './transports.js';
 import {
-  ABANDON_CLOSE_CODE, closeDisposition, attemptTimeoutMs, MAX_REDIRECTS, nodeServer, rotateServer, TRANSPORT_CHOICES,
+  ABANDON_CLOSE_CODE, closeDisposition, attemptTimeoutMs, MAX_REDIRECTS, nodeServer, rotation, TRANSPORT_CHOICES,
   afterReconnect, livenessStart, livenessHeard, livenessTick, PING_INTERVAL_MS, goingAwayLeftMs, answersSessionRequest, pumpStep, redirectPlan,
+  redirectCount, errorGivesUp, attemptFailure, resumePlanStep,
   backoffDelayMs as coreBackoffDelayMs, reconnectStep as coreReconnectStep,
 } from './core.js';
 import { PeerLink, installMesh } from './mesh.js';
@@ -155,7 +156,8 @@ export class FlightSimP2P extends EventTarget {
     /** where the next connection goes: a redirect's node (`target`), else `_servers[index]` */
     this._at = /** @type {{index: number, target: null|{name: string, url: string, wsUrl: string, certHash: Uint8Array|null}}} */ ({ index: 0, target: null });
     /** redirects in a row since a request was last answered */
-    this._redirects = 0;
+    /** redirects in a row, and whether a redirected create/join waits for its answer (core.js redirectCount) */
+    this._redirects = { count: 0, pending: false };
     /** the CreateSession / JoinSession of the pending request, to send again where a redirect leads */
     this._pendingMsg = /** @type {ClientMsg|null} */ (null);
     if (utf8Encoder.encode(this.options.name).length > MAX_NAME_BYTES) {
@@ -220,7 +222,7 @@ export class FlightSimP2P extends EventTarget {
     /** @type {{at: number, ms: number, timer: any}|null} the server's GoingAway: reconnect after `ms` from `at` */
     this._goingAway = null;
     /** liveness (core.js): the RTT estimate, the oldest unanswered Ping, the last Ping */
-    this._live = livenessStart();
+    this._live = livenessStart(0);
     /** code and password of the session we are in (to rejoin it if a resume comes too late) */
     this._sessionKey = /** @type {{code: string, password: string|null}|null} */ (null);
     /** password of the create/join request in flight */
@@ -229,7 +231,7 @@ export class FlightSimP2P extends EventTarget {
      * An automatic reconnection in progress.
      * @type {null|{startedAt: number, attempt: number, timer: any, welcomeTimer: any, reason: string,
      *   previousPeerId: number, sessionKey: {code: string, password: string|null}|null, onOnline: any,
-     *   resend: ClientMsg|null}}
+     *   resend: ClientMsg|null, plan: import('./core.js').ResumePlan, withToken: boolean}}
      */
     this._rc = null;
     /** set after a Welcome with a new peer id during a reconnection: rejoin this session */
@@ -727,7 +729,7 @@ export class FlightSimP2P extends EventTarget {
         const rc = this._rc;
         this.state = 'connected';
         this.options.resumeToken = m.resumeToken;
-        if (!this._pendingMsg) this._redirects = 0;
+        this._redirectState('welcome');
         this._startTimers();
         this._emit('welcome', {
           peerId: m.peerId, resumed: m.resumed, iceServers: m.iceServers, limits: m.limits, transport: this.transport, welcome: m,
@@ -742,7 +744,7 @@ export class FlightSimP2P extends EventTarget {
       case 'SessionCreated':
       case 'SessionJoined': {
         const created = m.type === 'SessionCreated';
-        this._redirects = 0;
+        this._redirectState(created ? 'session_created' : 'session_joined');
         // After a resume the server says SessionJoined on its own: no request of ours.
         const requested = !!this._pending && (this._pending.kind === 'create' || this._pending.kind === 'join');
         const password = requested ? this._requestPassword : (this._sessionKey ? this._sessionKey.password : null);
@@ -820,7 +822,9 @@ export class FlightSimP2P extends EventTarget {
           this._welcomeWaiter.reject(err);
           this._welcomeWaiter = null;
         }
-        if (err.fatal) this._lastFatal = err;
+        // An Error that makes the connection's end final (rule 3), or that refuses an attempt.
+        if (errorGivesUp(m.code) || this.state === 'reconnecting') this._lastFatal = err;
+        if (answersSessionRequest(m.code)) this._redirectState('error_answering');
         // cluster_unavailable before the Welcome of a resume: the node is there, its directory is
         // not; try again after the backoff (the same node), within the grace as usual.
         if (m.code === 22 && this.state === 'reconnecting') this._attemptFailed(err.message);
@@ -833,7 +837,7 @@ export class FlightSimP2P extends EventTarget {
           const t = now();
           this.rttMs = t - sent;
           this._live = livenessHeard(this._live, this.rttMs);
-          this.srttMs = this._live.rtt ? this._live.rtt.srttMs : null;
+          if (this._live.rtt) this.srttMs = this._live.rtt.srttMs;
           this.serverClockOffsetMs = Number(m.serverTimeMs) - (performance.timeOrigin + sent + this.rttMs / 2);
           this._emit('rtt', { rttMs: this.rttMs });
         }
@@ -870,8 +874,9 @@ export class FlightSimP2P extends EventTarget {
   _startTimers() {
     const o = this.options;
     this._stopTimers();
-    // The estimate is kept across connections (the same path, most likely); nothing is outstanding.
-    this._live = { ...livenessStart(), rtt: this._live.rtt };
+    // A new connection: a new estimate (the last one's srtt stays in srttMs for the attempt
+    // timeout), nothing outstanding, the first Ping one interval from now.
+    this._live = livenessStart(now(), o.pingIntervalMs);
     if (o.pingIntervalMs > 0) {
       // One timer: core.js says when to Ping, and when the oldest unanswered Ping makes the
       // server lost (so a dead server is seen at that moment, not at the next Ping).
@@ -881,6 +886,8 @@ export class FlightSimP2P extends EventTarget {
         const t = now();
         const d = livenessTick(this._live, t, { intervalMs: o.pingIntervalMs, timeoutMs: o.liveTimeoutMs });
         if (d.action === 'lost') {
+          // Lost by liveness: the server counts as unreachable (the next attempt goes elsewhere).
+          this._at = rotation(this._at, 'server_lost', this._servers.length);
           this._onTransportClosed({ code: null, reason: `no answer from the server for ${Math.round(d.silentMs)} ms (live timeout ${Math.round(d.timeoutMs)} ms)` });
           return;
         }
@@ -892,9 +899,9 @@ export class FlightSimP2P extends EventTarget {
           if (this._pings.size > 32) this._pings.delete(this._pings.keys().next().value);
           this._sendMsg({ type: 'Ping', clientTimeMs: v });
         }
-        this._liveTimer = setTimeout(tick, Math.max(0, d.nextMs - now()));
+        this._liveTimer = setTimeout(tick, Math.max(0, /** @type {number} */ (d.wakeAtMs) - now()));
       };
-      tick();
+      this._liveTimer = setTimeout(tick, Math.max(0, this._live.pingDueMs - now()));
     }
     if (o.statsIntervalMs > 0) this._timers.push(setInterval(() => this._pollStats(), o.statsIntervalMs));
   }
@@ -954,6 +961,21 @@ export class FlightSimP2P extends EventTarget {
   /** @param {{code: number|null, reason: string, error?: unknown}} info */
   _onTransportClosed(info) {
     if (this.state === 'closed') return;
+    if (this.state === 'reconnecting') {
+      // A reconnection attempt refused or closed: tried again with the backoff, or final (rule 3).
+      const code = info.code ?? (this._lastFatal ? this._lastFatal.code : null);
+      if (attemptFailure(code) === 'retry') {
+        // Nothing from the server: it could not be reached (the next attempt goes elsewhere).
+        this._attemptFailed(info.reason || 'connection lost', code === null);
+        return;
+      }
+      const fatal = this._lastFatal;
+      const reason = fatal ? fatal.message : `closed by the server with ${errorName(/** @type {number} */ (code))}`;
+      const err = fatal || new FspError(code || 0, errorName(/** @type {number} */ (code)), reason, { fatal: true, cause: info.error });
+      this._teardown(err);
+      this._emitClose(code, reason, err);
+      return;
+    }
     const ga = this._goingAway;
     const d = closeDisposition({
       code: info.code,
@@ -964,9 +986,7 @@ export class FlightSimP2P extends EventTarget {
       welcomed: this.state === 'reconnecting' || (this.state === 'connected' && !!this.welcome),
     });
     if (d.action === 'reconnect') {
-      const reason = info.reason || 'connection lost';
-      if (this.state === 'reconnecting') this._attemptFailed(reason, d.delayMs || null, true);
-      else this._startReconnect(reason, d.delayMs);
+      this._startReconnect(info.reason || 'connection lost', d.delayMs);
       return;
     }
     const fatal = this._lastFatal;
@@ -979,6 +999,16 @@ export class FlightSimP2P extends EventTarget {
   // --- internals: cluster mode (PROTOCOL.md §11) ------------------------------------------------
 
   /**
+   * The redirect count after one server message (core.js redirectCount; a create/join waits
+   * while `_pendingMsg` is set). Returns the count.
+   * @param {string} message
+   */
+  _redirectState(message) {
+    this._redirects = redirectCount({ count: this._redirects.count, pending: !!this._pendingMsg }, message);
+    return this._redirects.count;
+  }
+
+  /**
    * A node sends us elsewhere: in answer to Hello (instead of Welcome), to a create/join, or
    * unasked (draining, the session moved). Leave this connection (keeping any seat: code 999),
    * connect to the node the same way, Hello (with the resume token if in a session) and the
@@ -986,8 +1016,7 @@ export class FlightSimP2P extends EventTarget {
    * @param {{type: 'Redirect', reason: RedirectReason, node: NodeAddr}} m
    */
   _onRedirect(m) {
-    this._redirects++;
-    const count = this._redirects;
+    const count = this._redirectState('redirect');
     this._emit('redirect', { reason: m.reason, node: m.node, count });
     const plan = redirectPlan({
       count, max: this.options.maxRedirects, welcomed: !!this.welcome, inSession: !!this.session,
@@ -996,7 +1025,7 @@ export class FlightSimP2P extends EventTarget {
     if (plan.action !== 'follow') {
       const err = new FspError(0, 'too_many_redirects',
         `too many redirects (${this.options.maxRedirects} in a row), the last to node ${m.node.name}`, { fatal: !this.welcome });
-      this._redirects = 0;
+      this._redirects = { count: 0, pending: false };
       if (plan.action === 'fail') {
         this._fail(err);
         return;
@@ -1011,7 +1040,8 @@ export class FlightSimP2P extends EventTarget {
     const why = `redirected to node ${m.node.name} (${m.reason})`;
     const resend = this._pendingMsg;
     if (this.state === 'reconnecting' && this._rc) {
-      // An attempt was redirected: go again at once, to the node.
+      // An attempt was redirected: go again at once, to the node; the backoff starts over
+      // (the grace and the window still count from the loss).
       const rc = this._rc;
       rc.resend = resend;
       clearTimeout(rc.welcomeTimer);
@@ -1019,10 +1049,7 @@ export class FlightSimP2P extends EventTarget {
       const t = this.conn;
       this.conn = null;
       if (t) this._abandon(t);
-      rc.timer = setTimeout(() => {
-        rc.timer = 0;
-        this._attempt(rc);
-      }, 0);
+      this._schedule(rc, resumePlanStep(rc.plan, { event: 'redirected', atMs: now() }, this._resumeLimits()), why);
       return;
     }
     this._startReconnect(why, 0, resend);
@@ -1051,9 +1078,11 @@ export class FlightSimP2P extends EventTarget {
     this._pings.clear();
     this.state = 'reconnecting';
     /** @type {NonNullable<FlightSimP2P['_rc']>} */
+    const startedAt = now();
+    const first = resumePlanStep(null, { event: 'lost', atMs: startedAt, delayMs }, this._resumeLimits());
     const rc = {
-      startedAt: now(), attempt: 0, timer: 0, welcomeTimer: 0, reason, previousPeerId: this.peerId,
-      sessionKey: this.session ? this._sessionKey : null, onOnline: null, resend,
+      startedAt, attempt: 0, timer: 0, welcomeTimer: 0, reason, previousPeerId: this.peerId,
+      sessionKey: this.session ? this._sessionKey : null, onOnline: null, resend, plan: first.plan,
     };
     this._rc = rc;
     // The browser says the network is back: try now rather than after the backoff.
@@ -1070,18 +1099,42 @@ export class FlightSimP2P extends EventTarget {
     this._emit('reconnecting', {
       reason, peerId: this.peerId, session: this.session, graceMs: this.welcome ? this.welcome.limits.resumeGraceMs : 0,
     });
+    this._schedule(rc, first, reason);
+  }
+
+  /** The grace (from the last Welcome) and the reconnect window of resumePlanStep. */
+  _resumeLimits() {
+    return { graceMs: this.welcome ? this.welcome.limits.resumeGraceMs : 0, windowMs: this.options.reconnectTimeoutMs };
+  }
+
+  /**
+   * Follow the resume plan's next step: the next attempt at its time (with or without the
+   * resume token), or give up.
+   * @param {NonNullable<FlightSimP2P['_rc']>} rc
+   * @param {ReturnType<typeof resumePlanStep>} step @param {string} reason the last failure
+   */
+  _schedule(rc, step, reason) {
+    rc.plan = step.plan;
+    const next = step.next;
+    if (next.action === 'give_up') {
+      this._fail(new FspError(0, 'reconnect_failed',
+        `could not reconnect to the server within ${this.options.reconnectTimeoutMs} ms (${rc.attempt} attempt(s); last: ${reason})`, { fatal: true }));
+      return;
+    }
+    rc.withToken = next.withToken;
     rc.timer = setTimeout(() => {
       rc.timer = 0;
       this._attempt(rc);
-    }, delayMs);
+    }, Math.max(0, next.startAtMs - now()));
   }
 
   /** One reconnect attempt: a new transport, then Hello with the resume token. */
   async _attempt(rc) {
     if (this._rc !== rc || this.state !== 'reconnecting') return;
     rc.attempt++;
+    this._lastFatal = null;
     const startedAt = now();
-    const limit = attemptTimeoutMs(this.rttMs, this.options.connectTimeoutMs);
+    const limit = attemptTimeoutMs(this.srttMs, this.options.connectTimeoutMs);
     /** @type {SignalTransport} */
     let t;
     try {
@@ -1095,7 +1148,7 @@ export class FlightSimP2P extends EventTarget {
     try {
       await withTimeout(t.open(first), limit, () => new Error(`not connected within ${limit} ms`));
     } catch (e) {
-      if (this.conn === t) this._attemptFailed(e instanceof Error ? e.message : describe(e), null, true);
+      if (this.conn === t) this._attemptFailed(e instanceof Error ? e.message : describe(e), true);
       return;
     }
     if (this._rc !== rc || this.conn !== t || this.state !== 'reconnecting') {
@@ -1106,7 +1159,7 @@ export class FlightSimP2P extends EventTarget {
     this._transportUp(t, startedAt);
     if (!(first && t.firstSent)) this._writeMsg(this._hello());
     rc.welcomeTimer = setTimeout(() => {
-      if (this._rc === rc && this.conn === t) this._attemptFailed(`no Welcome within ${limit} ms`, null, true);
+      if (this._rc === rc && this.conn === t) this._attemptFailed(`no Welcome within ${limit} ms`, true);
     }, limit);
     up();
   }
@@ -1116,34 +1169,24 @@ export class FlightSimP2P extends EventTarget {
    * `unreachable`: the server could not be reached, so the next attempt goes to the next one
    * (a redirect's node is dropped for the configured servers, which rotate).
    */
-  _attemptFailed(reason, delayMs = /** @type {number|null} */ (null), unreachable = false) {
+  _attemptFailed(reason, unreachable = false) {
     const rc = this._rc;
     if (!rc || this.state !== 'reconnecting') return;
-    if (unreachable) this._at = rotateServer(this._at, this._servers.length);
+    if (unreachable) this._at = rotation(this._at, 'unreachable', this._servers.length);
     clearTimeout(rc.welcomeTimer);
     const t = this.conn;
     this.conn = null;
     if (t) this._abandon(t);
-    const step = reconnectStep({
-      attempt: rc.attempt, elapsedMs: now() - rc.startedAt, giveUpMs: this.options.reconnectTimeoutMs, random: Math.random,
-    });
-    if (step.action === 'giveup') {
-      this._fail(new FspError(0, 'reconnect_failed',
-        `could not reconnect to the server within ${this.options.reconnectTimeoutMs} ms (${rc.attempt} attempt(s); last: ${reason})`, { fatal: true }));
-      return;
-    }
-    rc.timer = setTimeout(() => {
-      rc.timer = 0;
-      this._attempt(rc);
-    }, delayMs ?? step.delayMs);
+    this._schedule(rc, resumePlanStep(rc.plan, { event: 'failed', atMs: now(), random: Math.random }, this._resumeLimits()), reason);
   }
 
   /** A Welcome ended the reconnection. @param {WelcomeMsg} m */
   _reconnected(rc, m, previousPeerId) {
     this._endReconnect();
+    // A create/join still waiting for its answer (redirected, or sent before the loss).
+    const pendingMsg = this._pending ? rc.resend || this._pendingMsg : null;
     const outcome = afterReconnect({
-      resumed: m.resumed, peerId: m.peerId, previousPeerId: rc.previousPeerId, resend: !!rc.resend,
-      pending: !!this._pending, inSession: !!rc.sessionKey,
+      resumed: m.resumed, peerId: m.peerId, previousPeerId: rc.previousPeerId, inSession: !!rc.sessionKey, pendingRequest: !!pendingMsg,
     });
     const detail = {
       peerId: m.peerId, previousPeerId, resumed: outcome === 'resumed',
@@ -1161,8 +1204,8 @@ export class FlightSimP2P extends EventTarget {
     for (const l of [...this.links.values()]) this._dropLink(l);
     this._rxSeq.clear();
     this.session = null;
-    // A redirected create/join goes again here; anything else in flight is void.
-    const resend = outcome === 'resend' ? rc.resend : null;
+    // An unanswered create/join goes again here; anything else in flight is void.
+    const resend = outcome === 'resend' ? pendingMsg : null;
     if (!resend) this._settle(null, null, new FspError(0, 'connection_lost', 'the connection was lost and could not be resumed'));
     this._emit('reconnected', detail);
     if (resend) {

@@ -9,7 +9,7 @@
 // rules run under node with simulated time (tests/browser/core.test.mjs). The shell
 // (client.js, mesh.js, transports.js) does the I/O and asks these functions what to do.
 
-import { WEBTRANSPORT_PATH, errorName, WEBSOCKET_PATH } from './codec.js';
+import { WEBTRANSPORT_PATH, errorName, WEBSOCKET_PATH, ERROR_CODES } from './codec.js';
 
 // ---------------------------------------------------------------------------
 // Reconnecting (tested in tests/browser/core.test.mjs)
@@ -44,76 +44,153 @@ export function backoffDelayMs(attempt, random) {
   return Math.floor(step * (0.5 + 0.5 * r));
 }
 
+/** The wait before coming back after a close with 7 `shutting_down` and no `GoingAway` before it. */
+export const SHUTTING_DOWN_DELAY_MS = 1000;
+
 /**
- * What the end of a connection means.
+ * Errors that end it for good when received before the connection's end (rule 3): the fatal
+ * ones of PROTOCOL.md §6 except `shutting_down` (7, come back later) and `slow_consumer` (21,
+ * the seat is kept), plus `too_many_join_attempts` (17).
+ * @param {number|null} code
+ */
+export function errorGivesUp(code) {
+  if (code === null || code === undefined) return false;
+  if (code === 7 || code === 21) return false;
+  if (code === 17) return true;
+  const e = ERROR_CODES[code];
+  return !!(e && e[1]);
+}
+
+/**
+ * Whether a reconnection attempt refused or closed with `code` is final (`give_up`) or tried
+ * again with the backoff (`retry`): final for bad_message, frame_too_large, unsupported_version,
+ * protocol_violation, hello_timeout, replaced and unknown non-zero codes.
+ * @param {number|null} code null: unreachable, timed out, ended without a code
+ * @returns {'retry'|'give_up'}
+ */
+export function attemptFailure(code) {
+  if (code === null || code === undefined) return 'retry';
+  if ([1, 2, 3, 4, 19, 20].includes(code)) return 'give_up';
+  return ERROR_CODES[code] || code === 0 ? 'retry' : 'give_up';
+}
+
+/**
+ * What the end of a connection means (rule 3; first match wins).
  *
- * - `close`: for good, as the app or the server wanted: reconnecting is off, the client
- *   never had a Welcome (nothing to resume), the server closed with a fatal error
- *   (PROTOCOL.md §6: replaced, server_full, bad_message, ...) or normally (code 0).
- * - `reconnect` after `delayMs`: the connection just ended (code null: network, proxy,
- *   idle timeout, no answer to pings), or the server announced `GoingAway`
- *   (its `shutting_down` close then means "come back after reconnectAfterMs").
+ * - `give_up` (action `close`): the app closed it; resume is off or there was no Welcome yet
+ *   (nothing to resume); a normal close (code 0); a final `Error` came before it
+ *   (errorGivesUp); any close code not listed below, unknown ones included.
+ * - `redirect` (action `reconnect`, at once): it ended after a `Redirect`: follow it.
+ * - `resume_after` (action `reconnect` after `delayMs`): a `GoingAway` came before (its delay,
+ *   what is left of it), or close code 7 `shutting_down` (1000 ms).
+ * - `resume` (action `reconnect`, at once): no close code (network, proxy, idle timeout, no
+ *   answer to Pings, WebSocket 1006 or any code that is not 1000 / 4000–4999), or 21
+ *   `slow_consumer` / 22 `cluster_unavailable`.
  *
  * @param {{code: number|null, fatalCode?: number|null, goingAwayInMs?: number|null,
- *   enabled?: boolean, welcomed?: boolean}} c
- *   code: the close code (0 normal, a §6 code, null when the connection just ended);
- *   fatalCode: code of a fatal `Error` the server sent before closing;
- *   goingAwayInMs: time left until the `GoingAway` delay is over (null: no GoingAway)
- * @returns {{action: 'reconnect', delayMs: number} | {action: 'close', why: string}}
+ *   enabled?: boolean, welcomed?: boolean, redirected?: boolean, appClosed?: boolean}} c
+ *   code: the protocol close code (0 normal, a §6 code; WebSocket: fromWsCloseCode), null when
+ *   the connection ended without one; fatalCode: code of an `Error` the server sent before
+ *   (any code: errorGivesUp decides); goingAwayInMs: time left until the `GoingAway` delay is
+ *   over (null: no GoingAway)
+ * @returns {{action: 'reconnect', verdict: 'resume'|'resume_after'|'redirect', delayMs: number} |
+ *   {action: 'close', verdict: 'give_up', why: string}}
  */
 export function closeDisposition(c) {
-  const { code, fatalCode = null, goingAwayInMs = null, enabled = true, welcomed = true } = c;
-  if (!enabled) return { action: 'close', why: 'reconnecting is off' };
-  if (!welcomed) return { action: 'close', why: 'no Welcome yet: nothing to resume' };
+  const {
+    code, fatalCode = null, goingAwayInMs = null, enabled = true, welcomed = true, redirected = false, appClosed = false,
+  } = c;
+  /** @returns {{action: 'close', verdict: 'give_up', why: string}} */
+  const giveUp = (why) => ({ action: 'close', verdict: 'give_up', why });
+  if (appClosed) return giveUp('closed by the application');
+  if (redirected) return { action: 'reconnect', verdict: 'redirect', delayMs: 0 };
+  if (!enabled) return giveUp('reconnecting is off');
+  if (!welcomed) return giveUp('no Welcome yet: nothing to resume');
+  if (code === 0) return giveUp('closed normally by the server');
+  if (errorGivesUp(fatalCode)) return giveUp(`fatal server error ${errorName(/** @type {number} */ (fatalCode))}`);
   if (goingAwayInMs !== null && goingAwayInMs !== undefined) {
-    return { action: 'reconnect', delayMs: Math.max(0, Math.round(goingAwayInMs)) };
+    return { action: 'reconnect', verdict: 'resume_after', delayMs: Math.max(0, Math.round(goingAwayInMs)) };
   }
-  if (fatalCode) return { action: 'close', why: `fatal server error ${errorName(fatalCode)}` };
-  if (code === null || code === undefined) return { action: 'reconnect', delayMs: 0 };
-  if (code === 0) return { action: 'close', why: 'closed normally by the server' };
-  return { action: 'close', why: `closed by the server with ${errorName(code)}` };
+  if (code === null || code === undefined) return { action: 'reconnect', verdict: 'resume', delayMs: 0 };
+  if (code === 7) return { action: 'reconnect', verdict: 'resume_after', delayMs: SHUTTING_DOWN_DELAY_MS };
+  if (code === 21 || code === 22) return { action: 'reconnect', verdict: 'resume', delayMs: 0 };
+  return giveUp(`closed by the server with ${errorName(code)}`);
 }
 
 /**
  * The next step of a reconnection that has made `attempt` attempts so far and began
- * `elapsedMs` ago: wait `delayMs` then try again, or give up once `giveUpMs` would pass
- * (0 = never give up).
+ * `elapsedMs` ago: wait `delayMs` then try again, or give up when that attempt would start more
+ * than `giveUpMs` after the loss (0 = never give up).
  * @param {{attempt: number, elapsedMs: number, giveUpMs: number, random: () => number}} s
  * @returns {{action: 'wait', delayMs: number} | {action: 'giveup'}}
  */
 export function reconnectStep(s) {
   const delayMs = backoffDelayMs(s.attempt, s.random);
-  if (s.giveUpMs > 0 && s.elapsedMs + delayMs >= s.giveUpMs) return { action: 'giveup' };
+  if (s.giveUpMs > 0 && s.elapsedMs + delayMs > s.giveUpMs) return { action: 'giveup' };
   return { action: 'wait', delayMs };
+}
+
+/**
+ * The plan of a reconnection (rule 4), one event at a time: `lost` at `atMs` (the first attempt
+ * after `delayMs`, the close verdict's delay), `failed` (the current attempt failed at `atMs`:
+ * the next after the backoff of the attempts made since the loss or the last redirect, with
+ * `random`), `redirected` (attempt 1 again, at once; the grace and the window still count from
+ * the loss). An attempt that would start more than max(windowMs, the first delay) after the
+ * loss is not made (`give_up`; windowMs 0 = never). One starting before loss + graceMs offers
+ * the resume token (`withToken`); later ones rejoin by code.
+ * @typedef {{lostAtMs: number, firstDelayMs: number, attempts: number}} ResumePlan
+ * @param {ResumePlan|null} plan null before the loss
+ * @param {{event: 'lost'|'failed'|'redirected', atMs: number, delayMs?: number, random?: () => number}} ev
+ * @param {{graceMs: number, windowMs: number}} o
+ * @returns {{plan: ResumePlan, next: {action: 'attempt', attempt: number, startAtMs: number, withToken: boolean} | {action: 'give_up'}}}
+ */
+export function resumePlanStep(plan, ev, o) {
+  let p;
+  let startAtMs;
+  if (ev.event === 'lost' || !plan) {
+    const d = Math.max(0, ev.delayMs || 0);
+    p = { lostAtMs: ev.atMs, firstDelayMs: d, attempts: 0 };
+    startAtMs = ev.atMs + d;
+  } else if (ev.event === 'redirected') {
+    p = { ...plan, attempts: 0 };
+    startAtMs = ev.atMs;
+  } else {
+    p = { ...plan };
+    startAtMs = ev.atMs + backoffDelayMs(p.attempts, ev.random || (() => 0));
+  }
+  const since = startAtMs - p.lostAtMs;
+  if (o.windowMs > 0 && since > Math.max(o.windowMs, p.firstDelayMs)) return { plan: p, next: { action: 'give_up' } };
+  p.attempts += 1;
+  return { plan: p, next: { action: 'attempt', attempt: p.attempts, startAtMs, withToken: since < o.graceMs } };
 }
 
 /**
  * What a Welcome that ends a reconnection means: `resumed` (the same peer id: the seat was kept,
  * the server puts us back in our session by itself); else the resume came too late (the grace
- * passed, or the server restarted) and everything tied to the old peer id is void: `resend` a
- * redirected create/join still waiting for its answer (a client in no session), `rejoin` the
- * session by its code and password, or nothing to do (`fresh`).
- * @param {{resumed: boolean, peerId: number, previousPeerId: number, resend: boolean, pending: boolean, inSession: boolean}} s
- *   resumed: the Welcome's flag; resend: a redirected create/join is kept; pending: a request waits
- *   for its answer; inSession: the client was in a session when the connection was lost
+ * passed, or the server restarted) and everything tied to the old peer id is void: `rejoin` the
+ * session by its code and password (the session comes first), else `resend` a create/join still
+ * waiting for its answer, else nothing to do (`fresh`).
+ * @param {{resumed: boolean, peerId: number, previousPeerId: number, inSession: boolean, pendingRequest: boolean}} s
+ *   resumed: the Welcome's flag; inSession: the client was in a session when the connection was
+ *   lost; pendingRequest: a CreateSession / JoinSession is still unanswered
  * @returns {'resumed'|'resend'|'rejoin'|'fresh'}
  */
 export function afterReconnect(s) {
   if (s.resumed && s.peerId === s.previousPeerId) return 'resumed';
-  if (s.resend && s.pending && !s.inSession) return 'resend';
-  return s.inSession ? 'rejoin' : 'fresh';
+  if (s.inSession) return 'rejoin';
+  return s.pendingRequest ? 'resend' : 'fresh';
 }
 
 /**
  * How long one reconnect attempt gets (transport up, then the Welcome) before the next
  * one starts: at least 3 s (a busy machine), 2 s + 8 server round trips on a slow path,
- * never more than the connect timeout.
- * @param {number|null} rttMs last server round trip, if known
+ * never more than the connect timeout (0 = no cap); whole ms.
+ * @param {number|null} rttMs the smoothed round trip (srtt) of the last connection, if known
  * @param {number} connectTimeoutMs
  */
 export function attemptTimeoutMs(rttMs, connectTimeoutMs) {
   const want = Math.max(3000, 2000 + 8 * (rttMs && rttMs > 0 ? rttMs : 0));
-  return Math.round(connectTimeoutMs > 0 ? Math.min(connectTimeoutMs, want) : want);
+  return Math.floor(connectTimeoutMs > 0 ? Math.min(connectTimeoutMs, want) : want);
 }
 
 // ---------------------------------------------------------------------------
@@ -146,13 +223,13 @@ export function rttEstimate(est, sampleMs) {
 
 /**
  * How long a Ping may stay unanswered (nothing at all heard from the server) before the server
- * counts as lost: `clamp(3 × (srtt + 4·rttvar), 1500, 10000)`, 3000 before the first sample.
+ * counts as lost: `floor(clamp(3 × (srtt + 4·rttvar), 1500, 10000))`, 3000 before the first sample.
  * @param {{srttMs: number, rttvarMs: number}|null} est
  */
 export function liveTimeoutMs(est) {
   if (!est) return LIVE_TIMEOUT_MS.initialMs;
   const want = 3 * (est.srttMs + 4 * est.rttvarMs);
-  return Math.min(LIVE_TIMEOUT_MS.maxMs, Math.max(LIVE_TIMEOUT_MS.minMs, want));
+  return Math.floor(Math.min(LIVE_TIMEOUT_MS.maxMs, Math.max(LIVE_TIMEOUT_MS.minMs, want)));
 }
 
 /**
@@ -168,18 +245,24 @@ export function serverSilent(awaitingSinceMs, nowMs, liveTimeoutMs) {
 
 /**
  * What the client knows for liveness: the RTT estimate (null before a sample), when the oldest
- * unanswered Ping went out (null: none, or something was heard since), when the last Ping went out.
- * @typedef {{rtt: {srttMs: number, rttvarMs: number}|null, awaitingSinceMs: number|null, lastPingMs: number|null}} Liveness
+ * unanswered Ping went out (null: none, or something was heard since), when the next Ping is due.
+ * @typedef {{rtt: {srttMs: number, rttvarMs: number}|null, awaitingSinceMs: number|null, pingDueMs: number}} Liveness
  */
 
-/** Liveness at the start of a connection: no estimate, nothing outstanding, no Ping yet. @returns {Liveness} */
-export function livenessStart() {
-  return { rtt: null, awaitingSinceMs: null, lastPingMs: null };
+/**
+ * Liveness of a connection that came up (its Welcome) at `nowMs`: no estimate, nothing
+ * outstanding, the first Ping due `intervalMs` later.
+ * @param {number} nowMs @param {number} [intervalMs]
+ * @returns {Liveness}
+ */
+export function livenessStart(nowMs, intervalMs = PING_INTERVAL_MS) {
+  return { rtt: null, awaitingSinceMs: null, pingDueMs: nowMs + intervalMs };
 }
 
 /**
  * Something was heard from the server (any message, a Pong, a relay frame): nothing is
- * outstanding any more (the live timeout is timed from the next Ping). With a Pong that answers a Ping, `sampleMs` is its round trip.
+ * outstanding any more (the live timeout is timed from the next Ping). With a Pong that
+ * answers a Ping, `sampleMs` (now − the Ping's send time) is also an RTT sample.
  * @param {Liveness} s @param {number|null} [sampleMs]
  * @returns {Liveness}
  */
@@ -189,31 +272,35 @@ export function livenessHeard(s, sampleMs = null) {
 }
 
 /**
- * The liveness timer fires at `nowMs`: the server is `lost`; or a Ping is due (`ping`: the last
- * one went out `intervalMs` ago or more, or none yet); or `nothing`. `nextMs` is when to look
- * again: the next Ping, or, while one is outstanding, just after the moment the server would
- * count as lost, whichever is first. `timeoutMs`: a fixed live timeout (0 = never take the
- * server for lost); null/undefined: the adaptive one (liveTimeoutMs).
+ * When the shell must run livenessTick next: the next Ping, or, while one is outstanding, just
+ * after the moment the server would count as lost (oldest + timeout + 1), whichever is first.
+ * @param {Liveness} s @param {number} timeoutMs the live timeout in force (0: never lost)
+ */
+export function livenessWakeAt(s, timeoutMs) {
+  if (timeoutMs > 0 && s.awaitingSinceMs !== null) return Math.min(s.pingDueMs, Math.floor(s.awaitingSinceMs + timeoutMs) + 1);
+  return s.pingDueMs;
+}
+
+/**
+ * The liveness timer fires at `nowMs`: the server is `lost` (a Ping outstanding for longer than
+ * the live timeout); else a Ping goes out if one is due (`ping`: the oldest unanswered Ping's
+ * time is kept if set, else now; the next is due `intervalMs` later); else `none`. `wakeAtMs`:
+ * when to look again (null once lost). `timeoutMs`: a fixed live timeout (0 = never take the
+ * server for lost); null/undefined: the adaptive one (liveTimeoutMs of the estimate).
  * @param {Liveness} s @param {number} nowMs
  * @param {{intervalMs?: number, timeoutMs?: number|null}} [o]
- * @returns {{action: 'lost'|'ping'|'nothing', state: Liveness, silentMs: number, timeoutMs: number, nextMs: number}}
+ * @returns {{action: 'lost'|'ping'|'none', state: Liveness, silentMs: number, timeoutMs: number, wakeAtMs: number|null}}
  */
 export function livenessTick(s, nowMs, o = {}) {
   const intervalMs = o.intervalMs ?? PING_INTERVAL_MS;
   const timeoutMs = o.timeoutMs ?? liveTimeoutMs(s.rtt);
   const silentMs = s.awaitingSinceMs === null ? 0 : nowMs - s.awaitingSinceMs;
   if (serverSilent(s.awaitingSinceMs, nowMs, timeoutMs)) {
-    return { action: 'lost', state: s, silentMs, timeoutMs, nextMs: nowMs };
+    return { action: 'lost', state: s, silentMs, timeoutMs, wakeAtMs: null };
   }
-  let state = s;
-  let action = /** @type {'ping'|'nothing'} */ ('nothing');
-  if (s.lastPingMs === null || nowMs - s.lastPingMs >= intervalMs) {
-    action = 'ping';
-    state = { ...s, awaitingSinceMs: s.awaitingSinceMs ?? nowMs, lastPingMs: nowMs };
-  }
-  let nextMs = /** @type {number} */ (state.lastPingMs) + intervalMs;
-  if (timeoutMs > 0 && state.awaitingSinceMs !== null) nextMs = Math.min(nextMs, Math.floor(state.awaitingSinceMs + timeoutMs) + 1);
-  return { action, state, silentMs, timeoutMs, nextMs };
+  if (nowMs < s.pingDueMs) return { action: 'none', state: s, silentMs, timeoutMs, wakeAtMs: livenessWakeAt(s, timeoutMs) };
+  const state = { ...s, awaitingSinceMs: s.awaitingSinceMs ?? nowMs, pingDueMs: nowMs + intervalMs };
+  return { action: 'ping', state, silentMs, timeoutMs, wakeAtMs: livenessWakeAt(state, timeoutMs) };
 }
 
 /**
@@ -303,6 +390,15 @@ export function raceFailed(kind, message, attempts) {
  */
 export function carriesFirst(attempts) {
   return attempts.every((a) => a.failed);
+}
+
+/**
+ * An attempt connected: the first to connect wins; the other attempts still pending are abandoned.
+ * @param {string} kind @param {{kind: string, failed: boolean}[]} attempts every attempt so far
+ * @returns {{use: string, abandon: string[]}}
+ */
+export function raceConnected(kind, attempts) {
+  return { use: kind, abandon: attempts.filter((a) => a.kind !== kind && !a.failed).map((a) => a.kind) };
 }
 
 // ---------------------------------------------------------------------------
@@ -424,11 +520,32 @@ export function redirectStep(count, max = MAX_REDIRECTS) {
 }
 
 /**
+ * The redirect count and whether a create/join waits for its answer, after one server message
+ * (rule 5): a `redirect` counts one more; `session_created` / `session_joined` answer the request
+ * (count 0, nothing pending); a `welcome` resets the count when nothing is pending (a resume's
+ * redirect); an `error_answering` the request ends the wait but not the run; others change nothing.
+ * @param {{count: number, pending: boolean}} s
+ * @param {'redirect'|'welcome'|'session_created'|'session_joined'|'error_answering'|string} message
+ * @returns {{count: number, pending: boolean}}
+ */
+export function redirectCount(s, message) {
+  switch (message) {
+    case 'redirect': return { ...s, count: s.count + 1 };
+    case 'session_created':
+    case 'session_joined': return { count: 0, pending: false };
+    case 'welcome': return s.pending ? s : { ...s, count: 0 };
+    case 'error_answering': return { ...s, pending: false };
+    default: return s;
+  }
+}
+
+/**
  * What a Redirect does, the `count`-th in a row. Within the limit: `follow`, to the node if the
  * transport can reach it (`at` names it), else back to the configured servers. Over it: `fail`
  * the client when it has no seat to keep (no Welcome yet, or neither in a session nor connected);
  * else `refuse` (the request fails, the app sees an error), and a client in a session goes back to
- * its first configured server (`reconnect`), one out of a session stays where it is.
+ * its configured servers (`reconnect`: the target is dropped, the index kept), one out of a
+ * session stays where it is.
  * @param {{count: number, max: number, welcomed: boolean, inSession: boolean, connected: boolean,
  *   at: {index: number, target: any}, target: {url: string, wsUrl: string}, transport: any}} s
  * @returns {{action: 'follow'|'refuse'|'fail', reconnect: boolean, at: {index: number, target: any}}}
@@ -437,7 +554,7 @@ export function redirectPlan(s) {
   if (redirectStep(s.count, s.max) === 'fail') {
     if (!s.welcomed || (!s.inSession && !s.connected)) return { action: 'fail', reconnect: false, at: s.at };
     if (!s.inSession) return { action: 'refuse', reconnect: false, at: s.at };
-    return { action: 'refuse', reconnect: true, at: { index: 0, target: null } };
+    return { action: 'refuse', reconnect: true, at: rotation(s.at, 'back_to_configured', 1) };
   }
   const target = reachableWith(s.target, s.transport) ? s.target : null;
   return { action: 'follow', reconnect: true, at: { index: s.at.index, target } };
@@ -451,12 +568,34 @@ export function redirectPlan(s) {
  * @returns {{index: number, target: any}}
  */
 export function rotateServer(at, count) {
-  if (at.target) return { index: at.index, target: null };
-  return { index: (at.index + 1) % Math.max(1, count), target: null };
+  return rotation(at, 'unreachable', count);
 }
 
-/** Errors that answer a CreateSession / JoinSession (PROTOCOL.md §6). */
-export const SESSION_REQUEST_ERRORS = new Set([9, 10, 11, 12, 13, 14, 16, 17, 22]);
+/**
+ * Node rotation (rule 5): where the next attempts go after `event`. `unreachable` / `server_lost`
+ * (lost by liveness): a redirect target is dropped (back to the list, at the same index), else
+ * the next configured server, round robin; `redirected`: `node` becomes the target;
+ * `back_to_configured`: the target is dropped; `connection_lost` (any other loss): no change,
+ * the same server again.
+ * @param {{index: number, target: any}} at
+ * @param {'unreachable'|'server_lost'|'connection_lost'|'redirected'|'back_to_configured'} event
+ * @param {number} count configured servers (main + fallbacks) @param {any} [node] the redirect's target
+ * @returns {{index: number, target: any}}
+ */
+export function rotation(at, event, count, node = null) {
+  switch (event) {
+    case 'unreachable':
+    case 'server_lost':
+      if (at.target) return { index: at.index, target: null };
+      return { index: (at.index + 1) % Math.max(1, count), target: null };
+    case 'redirected': return { index: at.index, target: node };
+    case 'back_to_configured': return { index: at.index, target: null };
+    default: return at;
+  }
+}
+
+/** Errors that answer a CreateSession / JoinSession (PROTOCOL.md §6, §12): not `not_in_session` (14), which answers LeaveSession. */
+export const SESSION_REQUEST_ERRORS = new Set([8, 9, 10, 11, 12, 13, 16, 17, 22]);
 
 
 /** Values of the `transport` option besides a factory. */

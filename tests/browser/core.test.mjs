@@ -112,12 +112,22 @@ test('the attempt deadline: at least 3 s, 2 s + 8 RTT on a slow path, at most th
 
 test('what a close means, by code and by what came before it', () => {
   const table = [
-    [{ code: null }, { action: 'reconnect', delayMs: 0 }],
+    [{ code: null }, { action: 'reconnect', verdict: 'resume', delayMs: 0 }],
     [{ code: 0 }, 'close'],
-    [{ code: 3 }, 'close'], // a §6 error close (replaced, server_full, ...)
+    [{ code: 3 }, 'close'], // a §6 error close (unsupported_version, replaced, server_full, ...)
     [{ code: null, fatalCode: 4 }, 'close'],
-    [{ code: 19, goingAwayInMs: 1500.4 }, { action: 'reconnect', delayMs: 1500 }],
-    [{ code: 0, goingAwayInMs: -20 }, { action: 'reconnect', delayMs: 0 }],
+    [{ code: 19, goingAwayInMs: 1500.4 }, { action: 'reconnect', verdict: 'resume_after', delayMs: 1500 }],
+    [{ code: null, goingAwayInMs: -20 }, { action: 'reconnect', verdict: 'resume_after', delayMs: 0 }],
+    // A normal close wins over a GoingAway (PROTOCOL.md §12, rule 3: first match wins).
+    [{ code: 0, goingAwayInMs: 2500 }, 'close'],
+    // shutting_down without a GoingAway: back after 1 s; slow_consumer, cluster_unavailable: at once.
+    [{ code: 7 }, { action: 'reconnect', verdict: 'resume_after', delayMs: 1000 }],
+    [{ code: 21 }, { action: 'reconnect', verdict: 'resume', delayMs: 0 }],
+    [{ code: 22 }, { action: 'reconnect', verdict: 'resume', delayMs: 0 }],
+    [{ code: null, fatalCode: 17 }, 'close'], // too_many_join_attempts before the end: final
+    [{ code: null, fatalCode: 10 }, { action: 'reconnect', verdict: 'resume', delayMs: 0 }], // not final
+    [{ code: null, redirected: true, enabled: false }, { action: 'reconnect', verdict: 'redirect', delayMs: 0 }],
+    [{ code: null, redirected: true, appClosed: true }, 'close'],
     [{ code: null, enabled: false }, 'close'],
     [{ code: null, welcomed: false }, 'close'],
   ];
@@ -129,23 +139,24 @@ test('what a close means, by code and by what came before it', () => {
   // GoingAway at t=1000 for 5000 ms; the connection ends at t=2500: come back at t=6000.
   assert.equal(goingAwayLeftMs({ at: 1000, ms: 5000 }, 2500), 3500);
   assert.equal(goingAwayLeftMs(null, 2500), null);
-  // Errors that answer a create/join (the request fails; the connection stays).
-  for (const code of [9, 10, 11, 12, 13, 14, 16, 17, 22]) assert.ok(answersSessionRequest(code), String(code));
-  for (const code of [0, 1, 3, 4, 7, 15, 19]) assert.ok(!answersSessionRequest(code), String(code));
+  // Errors that answer a create/join (the request fails; the connection stays); not_in_session
+  // (14) answers a LeaveSession.
+  for (const code of [8, 9, 10, 11, 12, 13, 16, 17, 22]) assert.ok(answersSessionRequest(code), String(code));
+  for (const code of [0, 1, 3, 4, 7, 14, 15, 19]) assert.ok(!answersSessionRequest(code), String(code));
 });
 
 test('resume or rejoin: the same peer id resumes; a new one voids the old seat and rejoins by code', () => {
-  const base = { resumed: true, peerId: 4, previousPeerId: 4, resend: false, pending: false, inSession: true };
+  const base = { resumed: true, peerId: 4, previousPeerId: 4, inSession: true, pendingRequest: false };
   assert.equal(afterReconnect(base), 'resumed');
+  assert.equal(afterReconnect({ ...base, inSession: false }), 'resumed');
   // Within the grace but on a server that restarted (new id despite the flag), or after the grace.
   assert.equal(afterReconnect({ ...base, peerId: 9 }), 'rejoin');
   assert.equal(afterReconnect({ ...base, resumed: false, peerId: 9 }), 'rejoin');
-  // In no session: nothing to rejoin; a redirected create/join still waiting goes again.
+  // In no session: nothing to rejoin; a create/join still waiting for its answer goes again.
   assert.equal(afterReconnect({ ...base, resumed: false, peerId: 9, inSession: false }), 'fresh');
-  assert.equal(afterReconnect({ ...base, resumed: false, peerId: 9, inSession: false, resend: true, pending: true }), 'resend');
-  assert.equal(afterReconnect({ ...base, resumed: false, peerId: 9, inSession: false, resend: true, pending: false }), 'fresh');
-  // A redirected request of a client in a session is not sent again: it rejoins its session.
-  assert.equal(afterReconnect({ ...base, resumed: false, peerId: 9, resend: true, pending: true }), 'rejoin');
+  assert.equal(afterReconnect({ ...base, resumed: false, peerId: 9, inSession: false, pendingRequest: true }), 'resend');
+  // A request of a client in a session is not sent again: it rejoins its session (the session comes first).
+  assert.equal(afterReconnect({ ...base, resumed: false, peerId: 9, pendingRequest: true }), 'rejoin');
 });
 
 test('request timeouts: unanswered for requestTimeoutMs', () => {
@@ -156,17 +167,18 @@ test('request timeouts: unanswered for requestTimeoutMs', () => {
 // --- liveness -------------------------------------------------------------------------------
 
 /**
- * Play the liveness timer against a server. The shell's one timer fires at the core's `nextMs`
+ * Play the liveness timer against a server. The shell's one timer fires at the core's `wakeAtMs`
  * (a throttled tab: not before the next multiple of `throttleMs`); each Ping is answered after
  * `rtt(t)` ms (null: lost on the way, either way) until the server dies at `deadAtMs`. Anything
  * arriving is "heard"; a Pong is an RTT sample. Returns when the core declares the server lost
  * (null if never, by `untilMs`), the pings sent, the last timeout.
  */
 function playLiveness({ rtt, deadAtMs = Infinity, untilMs, timeoutMs = null, throttleMs = 0, intervalMs = PING_INTERVAL_MS }) {
-  let s = livenessStart();
+  // Connected at t = 0: the first Ping is due one interval later.
+  let s = livenessStart(0, intervalMs);
   /** @type {{at: number, sample: number}[]} arrivals pending, sorted */
   const arrivals = [];
-  let t = 0;
+  let t = s.pingDueMs;
   let pings = 0;
   let lastTimeout = liveTimeoutMs(null);
   while (t <= untilMs) {
@@ -178,6 +190,7 @@ function playLiveness({ rtt, deadAtMs = Infinity, untilMs, timeoutMs = null, thr
     const d = livenessTick(s, t, { intervalMs, timeoutMs });
     lastTimeout = d.timeoutMs;
     if (d.action === 'lost') return { lostAt: t, silentMs: d.silentMs, pings, timeoutMs: d.timeoutMs };
+    assert.notEqual(d.wakeAtMs, null);
     s = d.state;
     if (d.action === 'ping') {
       pings++;
@@ -187,9 +200,9 @@ function playLiveness({ rtt, deadAtMs = Infinity, untilMs, timeoutMs = null, thr
         arrivals.sort((x, y) => x.at - y.at);
       }
     }
-    assert.ok(d.nextMs > t, `the next tick (${d.nextMs}) is after now (${t})`);
-    // The timer fires at nextMs, or an arrival wakes the shell first (heard: nothing to decide).
-    let next = d.nextMs;
+    assert.ok(d.wakeAtMs > t, `the next tick (${d.wakeAtMs}) is after now (${t})`);
+    // The timer fires at wakeAtMs (an arrival in between is heard: nothing to decide then).
+    let next = /** @type {number} */ (d.wakeAtMs);
     if (throttleMs) next = Math.ceil(next / throttleMs) * throttleMs;
     t = next;
   }
@@ -210,18 +223,21 @@ test('liveness: a Ping every 500 ms; the RTT estimate (RFC 6298 style) and the l
   assert.equal(liveTimeoutMs({ srttMs: 200, rttvarMs: 100 }), 1800);
   assert.equal(liveTimeoutMs({ srttMs: 2000, rttvarMs: 1000 }), 10000);
   // A Pong is heard and is a sample; any other message is heard only.
-  const s = { rtt: null, awaitingSinceMs: 1000, lastPingMs: 1000 };
-  assert.deepEqual(livenessHeard(s), { rtt: null, awaitingSinceMs: null, lastPingMs: 1000 });
-  assert.deepEqual(livenessHeard(s, 40), { rtt: { srttMs: 40, rttvarMs: 20 }, awaitingSinceMs: null, lastPingMs: 1000 });
+  const s = { rtt: null, awaitingSinceMs: 1000, pingDueMs: 1500 };
+  assert.deepEqual(livenessHeard(s), { rtt: null, awaitingSinceMs: null, pingDueMs: 1500 });
+  assert.deepEqual(livenessHeard(s, 40), { rtt: { srttMs: 40, rttvarMs: 20 }, awaitingSinceMs: null, pingDueMs: 1500 });
+  // Connected at t: the first Ping one interval later.
+  assert.deepEqual(livenessStart(200), { rtt: null, awaitingSinceMs: null, pingDueMs: 700 });
 });
 
 test('liveness: lost when the oldest unanswered Ping is older than the live timeout; anything heard resets it', () => {
-  // Nothing ever answers: the Ping of t=0 is outstanding; lost just after 3000 ms (no sample yet).
-  assert.deepEqual(playLiveness({ rtt: () => null, untilMs: 60000 }), { lostAt: 3001, silentMs: 3001, pings: 7, timeoutMs: 3000 });
+  // Nothing ever answers: the first Ping (t = 500, one interval after connecting) is outstanding;
+  // lost just after 3000 ms more (no sample yet).
+  assert.deepEqual(playLiveness({ rtt: () => null, untilMs: 60000 }), { lostAt: 3501, silentMs: 3001, pings: 7, timeoutMs: 3000 });
   // A quiet path (RTT 30 ms), the server killed at t = 10 s: the timeout has settled at 1500; the
   // Ping of t = 10 s goes unanswered and the server is lost at 11.5 s, within 2 s of the kill.
   const quiet = playLiveness({ rtt: () => 30, deadAtMs: 10000, untilMs: 60000 });
-  assert.deepEqual(quiet, { lostAt: 11501, silentMs: 1501, pings: 24, timeoutMs: 1500 });
+  assert.deepEqual(quiet, { lostAt: 11501, silentMs: 1501, pings: 23, timeoutMs: 1500 });
   // Killed just after a Pong came back (the worst moment): still within 2 s.
   const worst = playLiveness({ rtt: () => 30, deadAtMs: 9531, untilMs: 60000 });
   assert.equal(worst.lostAt, 11501);
@@ -229,7 +245,7 @@ test('liveness: lost when the oldest unanswered Ping is older than the live time
   // A slow server (answers after 2 s) is not lost: its estimate makes the timeout 10 s.
   assert.equal(playLiveness({ rtt: () => 2000, untilMs: 600000 }).lostAt, null);
   // One that takes 5 s from the start is lost before the first sample (3000 then) ...
-  assert.equal(playLiveness({ rtt: () => 5000, untilMs: 600000 }).lostAt, 3001);
+  assert.equal(playLiveness({ rtt: () => 5000, untilMs: 600000 }).lostAt, 3501);
   // ... unless the app fixed the timeout (the liveTimeoutMs option), and 0 turns the check off.
   assert.equal(playLiveness({ rtt: () => 5000, timeoutMs: 7000, untilMs: 600000 }).lostAt, null);
   assert.equal(playLiveness({ rtt: () => null, timeoutMs: 0, untilMs: 600000 }).lostAt, null);
@@ -238,16 +254,17 @@ test('liveness: lost when the oldest unanswered Ping is older than the live time
   assert.equal(playLiveness({ rtt: () => 200, throttleMs: 60000, untilMs: 3600000 }).lostAt, null);
   // Timed from the oldest unanswered Ping, not the latest: Pings keep going out while one is
   // outstanding, and none of them moves the deadline.
-  let st = livenessStart();
+  let st = livenessStart(-500);
   st = livenessTick(st, 0).state;
   const t1 = livenessTick(st, 500);
   assert.equal(t1.action, 'ping');
   assert.equal(t1.state.awaitingSinceMs, 0);
-  assert.equal(t1.nextMs, 1000);
+  assert.equal(t1.wakeAtMs, 1000);
   assert.equal(livenessTick(t1.state, 3000).action, 'ping');
   assert.equal(livenessTick(t1.state, 3001).action, 'lost');
+  assert.equal(livenessTick(t1.state, 3001).wakeAtMs, null);
   // Between Pings, with nothing outstanding, the timer has nothing to do.
-  assert.deepEqual(livenessTick({ rtt: null, awaitingSinceMs: null, lastPingMs: 0 }, 300).action, 'nothing');
+  assert.equal(livenessTick({ rtt: null, awaitingSinceMs: null, pingDueMs: 500 }, 300).action, 'none');
   assert.equal(serverSilent(null, 1e9, 3000), false);
 });
 
@@ -330,9 +347,12 @@ test('redirect limit: follow up to maxRedirects in a row, then fail, refuse, or 
   // Connected, in no session (a create/join was redirected): the request fails, the client stays.
   assert.deepEqual(redirectPlan({ ...sixth, welcomed: true, inSession: false, connected: true }),
     { action: 'refuse', reconnect: false, at: base.at });
-  // In a session: the request fails and the client goes back to its first configured server.
+  // In a session: the request fails and the client goes back to its configured servers: the
+  // target is dropped, the rotation resumes where it left off (PROTOCOL.md §12, rule 5).
   assert.deepEqual(redirectPlan({ ...sixth, welcomed: true, inSession: true, connected: false }),
-    { action: 'refuse', reconnect: true, at: { index: 0, target: null } });
+    { action: 'refuse', reconnect: true, at: { index: 1, target: null } });
+  assert.deepEqual(redirectPlan({ ...sixth, at: { index: 2, target: b }, welcomed: true, inSession: true, connected: true }).at,
+    { index: 2, target: null });
   // A node the transport cannot reach: back to the configured servers, where the client was.
   const wsOnly = node('c', '', 'https://c.example');
   assert.equal(wsOnly.url, '');

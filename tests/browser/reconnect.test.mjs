@@ -38,12 +38,13 @@ test('reconnect backoff: at once, then 250 ms, 500 ms, 1 s, 2 s and 4 s at most,
 test('what a close means: reconnect when the connection just ended or the server is going away, else close for good', () => {
   const d = (c) => closeDisposition(c).action;
   // The connection just ended (1006, QUIC idle timeout, proxy killed, no answer to pings).
-  assert.deepEqual(closeDisposition({ code: null }), { action: 'reconnect', delayMs: 0 });
+  assert.deepEqual(closeDisposition({ code: null }), { action: 'reconnect', verdict: 'resume', delayMs: 0 });
   // Nothing to resume before a Welcome; reconnecting switched off.
   assert.equal(d({ code: null, welcomed: false }), 'close');
   assert.equal(d({ code: null, enabled: false }), 'close');
-  // Fatal server errors (PROTOCOL.md §6) end it for good, whatever the close code says.
-  for (const code of [1, 2, 3, 4, 6, 7, 17, 19, 20, 21]) {
+  // Fatal server errors (PROTOCOL.md §6) end it for good, whatever the close code says; but
+  // shutting_down (7) means "come back later" and slow_consumer (21) keeps the seat (§12, rule 3).
+  for (const code of [1, 2, 3, 4, 6, 19, 20]) {
     assert.equal(d({ code, fatalCode: code }), 'close', `code ${code}`);
     assert.equal(d({ code: null, fatalCode: code }), 'close', `fatal ${code} then a bare end`);
     assert.equal(d({ code }), 'close', `close code ${code} without an Error`);
@@ -52,8 +53,13 @@ test('what a close means: reconnect when the connection just ended or the server
   // A normal close by the server.
   assert.equal(d({ code: 0 }), 'close');
   // GoingAway: shutting_down then means "come back after reconnectAfterMs" (what is left of it).
-  assert.deepEqual(closeDisposition({ code: 7, fatalCode: 7, goingAwayInMs: 1500.4 }), { action: 'reconnect', delayMs: 1500 });
-  assert.deepEqual(closeDisposition({ code: null, goingAwayInMs: -20 }), { action: 'reconnect', delayMs: 0 });
+  assert.deepEqual(closeDisposition({ code: 7, fatalCode: 7, goingAwayInMs: 1500.4 }), { action: 'reconnect', verdict: 'resume_after', delayMs: 1500 });
+  assert.deepEqual(closeDisposition({ code: null, goingAwayInMs: -20 }), { action: 'reconnect', verdict: 'resume_after', delayMs: 0 });
+  // shutting_down without a GoingAway: back after 1 s; slow_consumer: at once; too_many_join_attempts
+  // before the end: final, though not fatal by itself.
+  assert.deepEqual(closeDisposition({ code: 7, fatalCode: 7 }), { action: 'reconnect', verdict: 'resume_after', delayMs: 1000 });
+  assert.deepEqual(closeDisposition({ code: 21, fatalCode: 21 }), { action: 'reconnect', verdict: 'resume', delayMs: 0 });
+  assert.equal(d({ code: null, fatalCode: 17 }), 'close');
   assert.equal(d({ code: 7, fatalCode: 7, goingAwayInMs: 100, enabled: false }), 'close');
 });
 
@@ -61,8 +67,9 @@ test('when to give up: after reconnectTimeoutMs (0 = never)', () => {
   const r = () => 0.999999;
   assert.deepEqual(reconnectStep({ attempt: 0, elapsedMs: 0, giveUpMs: 60000, random: r }), { action: 'wait', delayMs: 0 });
   assert.deepEqual(reconnectStep({ attempt: 5, elapsedMs: 30000, giveUpMs: 60000, random: r }), { action: 'wait', delayMs: 3999 });
-  assert.deepEqual(reconnectStep({ attempt: 5, elapsedMs: 56000, giveUpMs: 60000, random: r }), { action: 'wait', delayMs: 3999 });
-  assert.deepEqual(reconnectStep({ attempt: 5, elapsedMs: 56001, giveUpMs: 60000, random: r }), { action: 'giveup' });
+  // The window is inclusive: an attempt starting exactly at 60 s still goes, one after it does not.
+  assert.deepEqual(reconnectStep({ attempt: 5, elapsedMs: 56001, giveUpMs: 60000, random: r }), { action: 'wait', delayMs: 3999 });
+  assert.deepEqual(reconnectStep({ attempt: 5, elapsedMs: 56002, giveUpMs: 60000, random: r }), { action: 'giveup' });
   assert.deepEqual(reconnectStep({ attempt: 500, elapsedMs: 1e9, giveUpMs: 0, random: r }), { action: 'wait', delayMs: 3999 });
 });
 
@@ -247,41 +254,48 @@ test('reconnect: GoingAway → come back after reconnectAfterMs, even if the ser
 
 test('liveness in the client: Pings every pingIntervalMs; anything heard keeps the server alive; the oldest unanswered Ping past the adaptive timeout starts a reconnection', async () => {
   const { c, fakes, server, events } = await reconnectingClient({ pingIntervalMs: 500, reconnectTimeoutMs: 0 });
-  const f = fakes[0];
-  const pings = [];
-  let answer = true;
-  const send = f.sendControl;
-  f.sendControl = (b) => {
-    const m = decodeClientMsg(b);
-    if (m.type === 'Ping') {
-      pings.push(performance.now());
-      if (answer) setTimeout(() => server({ type: 'Pong', clientTimeMs: m.clientTimeMs, serverTimeMs: 0n }, 0), 5);
-    }
-    return send(b);
-  };
-  // The Ping timer started with the Welcome (its first Ping went out before this wrapper): a
-  // Ping every 500 ms, each answered: RTT samples of a few ms settle the timeout at its floor.
-  await tick(1600);
-  assert.ok(pings.length >= 3 && pings.length <= 4, `${pings.length} pings in 1.6 s`);
-  for (let i = 1; i < pings.length; i++) assert.ok(pings[i] - pings[i - 1] >= 490 && pings[i] - pings[i - 1] < 700, `gap ${pings[i] - pings[i - 1]}`);
-  assert.ok(c.rttMs !== null && c.srttMs !== null && c.rttMs < 200, `rtt ${c.rttMs}, srtt ${c.srttMs}`);
-  // No more Pongs, but relay frames keep coming: anything heard resets the wait.
-  answer = false;
-  const relay = setInterval(() => f.onRelay(encodeRelay(2, wrapFlight(1, Uint8Array.of(1)))), 200);
-  await tick(2500);
-  clearInterval(relay);
-  assert.equal(c.state, 'connected', 'relay frames kept the server alive');
-  // Silence: the first Ping after the last frame is outstanding; 1500 ms later (the floor) the server is lost.
-  const silentFrom = performance.now();
-  const lostAt = await new Promise((resolve) => {
-    const iv = setInterval(() => {
-      if (c.state !== 'connected') { clearInterval(iv); resolve(performance.now()); }
-    }, 10);
-  });
-  const rc = events.find((e) => e[0] === 'reconnecting');
-  assert.ok(rc, 'reconnecting');
-  assert.match(rc[1].reason, /no answer from the server for 15\d\d ms \(live timeout 1500 ms\)/);
-  const waited = lostAt - silentFrom;
-  assert.ok(waited >= 1500 && waited < 2300, `lost ${Math.round(waited)} ms after the last thing heard`);
-  c.close();
+  try {
+    const f = fakes[0];
+    const pings = [];
+    let answer = true;
+    const send = f.sendControl;
+    f.sendControl = (b) => {
+      const m = decodeClientMsg(b);
+      if (m.type === 'Ping') {
+        pings.push(performance.now());
+        if (answer) setTimeout(() => { if (f.onControl) server({ type: 'Pong', clientTimeMs: m.clientTimeMs, serverTimeMs: 0n }, 0); }, 5);
+      }
+      return send(b);
+    };
+    // The first Ping goes out one interval after the Welcome, then one every 500 ms, each
+    // answered: RTT samples of a few ms settle the timeout at its floor (1500 ms).
+    await tick(1800);
+    assert.ok(pings.length >= 3 && pings.length <= 4, `${pings.length} pings in 1.8 s`);
+    for (let i = 1; i < pings.length; i++) assert.ok(pings[i] - pings[i - 1] >= 490 && pings[i] - pings[i - 1] < 700, `gap ${pings[i] - pings[i - 1]}`);
+    assert.ok(c.rttMs !== null && c.srttMs !== null && c.rttMs < 200, `rtt ${c.rttMs}, srtt ${c.srttMs}`);
+    // No more Pongs, but relay frames keep coming: anything heard resets the wait.
+    answer = false;
+    let lastHeard = 0;
+    const relay = setInterval(() => {
+      f.onRelay(encodeRelay(2, wrapFlight(1, Uint8Array.of(1))));
+      lastHeard = performance.now();
+    }, 200);
+    await tick(2500);
+    clearInterval(relay);
+    assert.equal(c.state, 'connected', 'relay frames kept the server alive');
+    // Silence: the first Ping after the last frame is outstanding; 1500 ms later (the floor) the
+    // server is lost: between 1.5 s and 2 s (one Ping interval more) after the last frame.
+    const lostAt = await new Promise((resolve) => {
+      const iv = setInterval(() => {
+        if (c.state !== 'connected') { clearInterval(iv); resolve(performance.now()); }
+      }, 10);
+    });
+    const rc = events.find((e) => e[0] === 'reconnecting');
+    assert.ok(rc, 'reconnecting');
+    assert.match(rc[1].reason, /no answer from the server for 15\d\d ms \(live timeout 1500 ms\)/);
+    const waited = lostAt - lastHeard;
+    assert.ok(waited >= 1500 && waited < 2300, `lost ${Math.round(waited)} ms after the last thing heard`);
+  } finally {
+    c.close();
+  }
 });
