@@ -12,7 +12,7 @@ import { describe, withTimeout, now, WebTransportSignal, WebSocketSignal, AutoSi
 import {
   ABANDON_CLOSE_CODE, closeDisposition, attemptTimeoutMs, MAX_REDIRECTS, nodeServer, rotation, TRANSPORT_CHOICES,
   afterReconnect, livenessStart, livenessHeard, livenessTick, PING_INTERVAL_MS, goingAwayLeftMs, answersSessionRequest, pumpStep, redirectPlan,
-  redirectCount, errorGivesUp, attemptFailure, resumePlanStep,
+  redirectCount, errorGivesUp, attemptFailure, resumePlanStep, offersToken,
   backoffDelayMs as coreBackoffDelayMs, reconnectStep as coreReconnectStep,
 } from './core.js';
 import { PeerLink, installMesh } from './mesh.js';
@@ -231,7 +231,7 @@ export class FlightSimP2P extends EventTarget {
      * An automatic reconnection in progress.
      * @type {null|{startedAt: number, attempt: number, timer: any, welcomeTimer: any, reason: string,
      *   previousPeerId: number, sessionKey: {code: string, password: string|null}|null, onOnline: any,
-     *   resend: ClientMsg|null, plan: import('./core.js').ResumePlan, withToken: boolean}}
+     *   resend: ClientMsg|null, plan: import('./core.js').ResumePlan, withToken: boolean, rejoinSent: boolean}}
      */
     this._rc = null;
     /** set after a Welcome with a new peer id during a reconnection: rejoin this session */
@@ -375,7 +375,9 @@ export class FlightSimP2P extends EventTarget {
    * moves a client in no session (it arrives as a new peer, PROTOCOL.md §11). @returns {ClientMsg}
    */
   _hello() {
-    const noToken = !!(this._rc && this._rc.resend && !this._rc.sessionKey);
+    // No token for a redirected create/join of a client in no session, nor once the grace is
+    // over (the seat is surely gone: the attempt rejoins by code instead, _rejoinInFirst).
+    const noToken = !!(this._rc && ((this._rc.resend && !this._rc.sessionKey) || !this._rc.withToken));
     return {
       type: 'Hello', version: PROTOCOL_VERSION, client: 'Browser', relayMode: 'Datagram',
       name: this.options.name, resumeToken: noToken ? null : this.options.resumeToken,
@@ -396,7 +398,20 @@ export class FlightSimP2P extends EventTarget {
     if (!this.options.fastConnect) return null;
     const bodies = [encodeClientMsg(this._hello())];
     if (this.state !== 'reconnecting' && foldableRequest(this._queue[0])) bodies.push(this._queue[0]);
+    const rejoin = this._rejoinInFirst();
+    if (rejoin) bodies.push(encodeClientMsg(rejoin));
     return bodies;
+  }
+
+  /**
+   * The JoinSession of a reconnection attempt past the resume grace (PROTOCOL.md §12, rule 4):
+   * no token, the session rejoined by code in the first flight. null otherwise.
+   * @returns {ClientMsg|null}
+   */
+  _rejoinInFirst() {
+    const rc = this._rc;
+    if (this.state !== 'reconnecting' || !rc || rc.withToken || !rc.sessionKey) return null;
+    return { type: 'JoinSession', code: rc.sessionKey.code, password: rc.sessionKey.password };
   }
 
   /**
@@ -601,7 +616,12 @@ export class FlightSimP2P extends EventTarget {
 
   // --- internals: control stream --------------------------------------------------------
 
-  _request(kind, msg) {
+  /**
+   * Send a request and wait for its answer (`requestTimeoutMs`). `sent`: it went out already
+   * (in a reconnection's first flight): only wait for the answer.
+   * @param {string} kind @param {ClientMsg} msg @param {boolean} [sent]
+   */
+  _request(kind, msg, sent = false) {
     if (this.state === 'closed') return Promise.reject(new FspError(0, 'closed', 'the client is closed'));
     if (this._pending) {
       return Promise.reject(new FspError(0, 'busy', `a ${this._pending.kind} request is still waiting for its answer`));
@@ -617,7 +637,7 @@ export class FlightSimP2P extends EventTarget {
       this._pending = { kind, resolve, reject, timer };
       this._pendingMsg = kind === 'create' || kind === 'join' ? msg : null;
       if (kind === 'create' || kind === 'join') this._requestPassword = msg.password ?? null;
-      this._sendMsg(msg);
+      if (!sent) this._sendMsg(msg);
     });
   }
 
@@ -728,6 +748,7 @@ export class FlightSimP2P extends EventTarget {
         this._tokensAt = now();
         const rc = this._rc;
         this.state = 'connected';
+        this._lastFatal = null;
         this.options.resumeToken = m.resumeToken;
         this._redirectState('welcome');
         this._startTimers();
@@ -1083,6 +1104,7 @@ export class FlightSimP2P extends EventTarget {
     const rc = {
       startedAt, attempt: 0, timer: 0, welcomeTimer: 0, reason, previousPeerId: this.peerId,
       sessionKey: this.session ? this._sessionKey : null, onOnline: null, resend, plan: first.plan,
+      withToken: true, rejoinSent: false,
     };
     this._rc = rc;
     // The browser says the network is back: try now rather than after the backoff.
@@ -1133,6 +1155,9 @@ export class FlightSimP2P extends EventTarget {
     if (this._rc !== rc || this.state !== 'reconnecting') return;
     rc.attempt++;
     this._lastFatal = null;
+    // Decided at the actual start (the browser's `online` event may bring it forward).
+    rc.withToken = offersToken(rc.plan, now(), this._resumeLimits().graceMs);
+    rc.rejoinSent = false;
     const startedAt = now();
     const limit = attemptTimeoutMs(this.srttMs, this.options.connectTimeoutMs);
     /** @type {SignalTransport} */
@@ -1157,7 +1182,12 @@ export class FlightSimP2P extends EventTarget {
       return;
     }
     this._transportUp(t, startedAt);
-    if (!(first && t.firstSent)) this._writeMsg(this._hello());
+    const rejoin = this._rejoinInFirst();
+    if (!(first && t.firstSent)) {
+      this._writeMsg(this._hello());
+      if (rejoin) this._writeMsg(rejoin);
+    }
+    rc.rejoinSent = !!rejoin;
     rc.welcomeTimer = setTimeout(() => {
       if (this._rc === rc && this.conn === t) this._attemptFailed(`no Welcome within ${limit} ms`, true);
     }, limit);
@@ -1218,7 +1248,8 @@ export class FlightSimP2P extends EventTarget {
       return;
     }
     this._rejoin = { previousPeerId: rc.previousPeerId, code: key.code };
-    this._request('join', { type: 'JoinSession', code: key.code, password: key.password }).catch((e) => {
+    // Past the grace the attempt's first flight carried the JoinSession already: its answer follows.
+    this._request('join', { type: 'JoinSession', code: key.code, password: key.password }, rc.rejoinSent).catch((e) => {
       this._rejoin = null;
       this._sessionKey = null;
       if (this.state !== 'closed') this._emit('sessionleft', { reason: 'TimedOut', error: e });

@@ -161,7 +161,16 @@ export function resumePlanStep(plan, ev, o) {
   const since = startAtMs - p.lostAtMs;
   if (o.windowMs > 0 && since > Math.max(o.windowMs, p.firstDelayMs)) return { plan: p, next: { action: 'give_up' } };
   p.attempts += 1;
-  return { plan: p, next: { action: 'attempt', attempt: p.attempts, startAtMs, withToken: since < o.graceMs } };
+  return { plan: p, next: { action: 'attempt', attempt: p.attempts, startAtMs, withToken: offersToken(p, startAtMs, o.graceMs) } };
+}
+
+/**
+ * Whether an attempt starting at `startAtMs` offers the resume token: only before loss + grace
+ * (the seat is surely gone after it: the attempt rejoins by code in its first flight instead).
+ * @param {ResumePlan} plan @param {number} startAtMs @param {number} graceMs
+ */
+export function offersToken(plan, startAtMs, graceMs) {
+  return startAtMs - plan.lostAtMs < graceMs;
 }
 
 /**

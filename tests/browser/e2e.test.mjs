@@ -1309,7 +1309,8 @@ test('9b. silent TCP path: the proxy freezes (no FIN, no RST); unanswered pings 
       cut: async () => { proxy.kill('SIGSTOP'); },
       restore: async () => { await killProxy(proxy); proxy = await startProxy('tcp', port, httpPort); },
     });
-    assert.match(after.events[0].reason, /^no answer from the server for \d+ ms$/);
+    // The adaptive live timeout (PROTOCOL.md §12, rule 2): the reason says how long was waited and the timeout.
+    assert.match(after.events[0].reason, /^no answer from the server for \d+ ms \(live timeout \d+ ms\)$/);
     await closePages(a, b);
   } finally {
     await killProxy(proxy);

@@ -187,6 +187,39 @@ test('reconnect: too late for a resume → rejoin the session by code and passwo
   c.close();
 });
 
+test('reconnect: an attempt past the resume grace sends no token and rejoins by code in its first flight (PROTOCOL.md §12, rule 4)', async () => {
+  const { c, fakes, server, events } = await reconnectingClient();
+  // As if the server's Welcome had said resumeGraceMs: 100.
+  c.welcome.limits.resumeGraceMs = 100;
+  fakes[0].onClosed({ code: null, reason: 'lost' });
+  await tick(5);
+  // Attempt 1 at once, within the grace: the token, nothing else.
+  fakes[1].succeed();
+  await tick();
+  assert.deepEqual(sentTypes(fakes[1]).map((m) => [m.type, m.type === 'Hello' && m.resumeToken !== null]), [['Hello', true]]);
+  fakes[1].onClosed({ code: null, reason: 'lost again' });
+  // Attempt 2 after the backoff (125–250 ms): past the grace.
+  await tick(300);
+  assert.equal(fakes.length, 3);
+  fakes[2].succeed();
+  await tick();
+  const sent = sentTypes(fakes[2]);
+  assert.deepEqual(sent.map((m) => m.type), ['Hello', 'JoinSession']);
+  assert.equal(sent[0].resumeToken, null, 'no token past the grace');
+  assert.deepEqual(sent[1], { type: 'JoinSession', code: 'ABCDEF', password: 'pw' });
+  server(welcomeMsg(9, false));
+  server({ type: 'SessionJoined', session: { code: 'ABCDEF', host: 2, maxPeers: 16, idleTtlSecs: 60, peers: [peerInfo(2), peerInfo(3), peerInfo(9)] } });
+  await tick();
+  assert.equal(sentTypes(fakes[2]).filter((m) => m.type === 'JoinSession').length, 1, 'the join went once');
+  assert.equal(events.find((e) => e[0] === 'reconnected')[1].resumed, false);
+  const rj = events.find((e) => e[0] === 'rejoined');
+  assert.ok(rj, 'rejoined event');
+  assert.deepEqual([rj[1].peerId, rj[1].previousPeerId, rj[1].session.code], [9, 1, 'ABCDEF']);
+  assert.equal(c.state, 'connected');
+  assert.deepEqual([...c.links.keys()].sort(), [2, 3]);
+  c.close();
+});
+
 test('reconnect: a fatal server error, the app closing, or reconnect: false end it for good', async () => {
   {
     const { c, fakes, server, events } = await reconnectingClient();
