@@ -12,7 +12,7 @@ import { describe, withTimeout, now, WebTransportSignal, WebSocketSignal, AutoSi
 import {
   ABANDON_CLOSE_CODE, closeDisposition, attemptTimeoutMs, MAX_REDIRECTS, nodeServer, rotation, TRANSPORT_CHOICES,
   afterReconnect, livenessStart, livenessHeard, livenessTick, PING_INTERVAL_MS, goingAwayLeftMs, answersSessionRequest, pumpStep, redirectPlan,
-  redirectCount, errorGivesUp, attemptFailure, resumePlanStep, offersToken,
+  redirectCount, errorGivesUp, attemptFailure, resumePlanStep, offersToken, RESUME_GRACE_DEFAULT_MS,
   backoffDelayMs as coreBackoffDelayMs, reconnectStep as coreReconnectStep,
 } from './core.js';
 import { PeerLink, installMesh } from './mesh.js';
@@ -1126,7 +1126,8 @@ export class FlightSimP2P extends EventTarget {
 
   /** The grace (from the last Welcome) and the reconnect window of resumePlanStep. */
   _resumeLimits() {
-    return { graceMs: this.welcome ? this.welcome.limits.resumeGraceMs : 0, windowMs: this.options.reconnectTimeoutMs };
+    // No Welcome yet (a token given as an option, redirected before the Welcome): the default grace.
+    return { graceMs: this.welcome ? this.welcome.limits.resumeGraceMs : RESUME_GRACE_DEFAULT_MS, windowMs: this.options.reconnectTimeoutMs };
   }
 
   /**

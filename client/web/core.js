@@ -44,6 +44,12 @@ export function backoffDelayMs(attempt, random) {
   return Math.floor(step * (0.5 + 0.5 * r));
 }
 
+/**
+ * The server's resume grace when this client has no Welcome to say it (PROTOCOL.md §4): a
+ * resume token given as an option is offered for this long.
+ */
+export const RESUME_GRACE_DEFAULT_MS = 15000;
+
 /** The wait before coming back after a close with 7 `shutting_down` and no `GoingAway` before it. */
 export const SHUTTING_DOWN_DELAY_MS = 1000;
 

@@ -13,6 +13,7 @@ import path from 'node:path';
 import { ERROR_CODES, fromWsCloseCode } from '../../client/web/codec.js';
 import {
   RECONNECT_BACKOFF_MS, PING_INTERVAL_MS, LIVE_TIMEOUT_MS, MAX_REDIRECTS, ABANDON_CLOSE_CODE, SHUTTING_DOWN_DELAY_MS,
+  RESUME_GRACE_DEFAULT_MS,
   backoffDelayMs, closeDisposition, errorGivesUp, attemptFailure, answersSessionRequest, afterReconnect,
   resumePlanStep, redirectStep, redirectPlan, redirectCount, rotation, livenessStart, livenessHeard, livenessTick,
   livenessWakeAt, liveTimeoutMs, rttEstimate, attemptTimeoutMs, requestTimedOut, raceStart, raceFailed, carriesFirst,
@@ -259,6 +260,7 @@ test('client vectors: the constants are this client\'s', () => {
     shutting_down_delay_ms: SHUTTING_DOWN_DELAY_MS,
     abandon_close_code: ABANDON_CLOSE_CODE,
     abandon_websocket_close_code: 4000 + ABANDON_CLOSE_CODE,
+    resume_grace_default_ms: RESUME_GRACE_DEFAULT_MS,
   };
   for (const [key, value] of Object.entries(mine)) assert.deepEqual(k[key], value, `constants.${key}`);
   // The client's option defaults.
