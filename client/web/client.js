@@ -5,13 +5,14 @@
 import {
   PROTOCOL_VERSION, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_RELAY_PAYLOAD, ALL_PEERS,
   WEBTRANSPORT_PATH, MAX_NAME_BYTES, FspError, utf8Encoder, encodeClientMsg, decodeServerMsg,
-  encodeRelay, decodeRelay, WEBSOCKET_PATH, foldableRequest, toHex, certHashBytes,
+  encodeRelay, decodeRelay, WEBSOCKET_PATH, foldableRequest, toHex, certHashBytes, errorName,
 } from './codec.js';
 import { FLIGHT_HEADER_BYTES, wrapFlight, unwrapFlight, nextSeq, SeqFilter } from './flight.js';
 import { describe, withTimeout, now, WebTransportSignal, WebSocketSignal, AutoSignal } from './transports.js';
 import {
-  ABANDON_CLOSE_CODE, closeDisposition, attemptTimeoutMs, MAX_REDIRECTS, nodeServer, rotateServer, TRANSPORT_CHOICES,
-  afterReconnect, pingTick, goingAwayLeftMs, answersSessionRequest, pumpStep, redirectPlan,
+  ABANDON_CLOSE_CODE, closeDisposition, attemptTimeoutMs, MAX_REDIRECTS, nodeServer, rotation, TRANSPORT_CHOICES,
+  afterReconnect, livenessStart, livenessHeard, livenessTick, PING_INTERVAL_MS, goingAwayLeftMs, answersSessionRequest, pumpStep, redirectPlan,
+  redirectCount, errorGivesUp, attemptFailure, resumePlanStep, offersToken, RESUME_GRACE_DEFAULT_MS,
   backoffDelayMs as coreBackoffDelayMs, reconnectStep as coreReconnectStep,
 } from './core.js';
 import { PeerLink, installMesh } from './mesh.js';
@@ -55,7 +56,7 @@ export function reconnectStep(s) {
  * @property {RTCIceServer[]} [iceServers]  override the ICE servers from the Welcome
  * @property {number} [directTimeoutMs] fall back to the relay if a peer is not connected directly by then (default 5000)
  * @property {number} [directRetryMs]   try a direct connection again this long after it failed (default 20000; 0 = never)
- * @property {number} [pingIntervalMs]  Ping period for the server RTT (default 2000; 0 = off)
+ * @property {number} [pingIntervalMs]  Ping period, for liveness and the server RTT (default 500; 0 = off)
  * @property {number} [statsIntervalMs] getStats period for direct/turn and ICE RTT (default 1000)
  * @property {number} [connectTimeoutMs] handshake deadline per transport, and Welcome deadline (default 10000)
  * @property {number} [datagramMaxAgeMs] relay datagrams older than this are dropped, not sent or delivered late (default 100)
@@ -67,8 +68,9 @@ export function reconnectStep(s) {
  * @property {boolean} [reconnect]      when the connection is lost (not closed by the app or a fatal server error),
  *           reconnect by itself and resume with the same peer id (default true; false: close as before)
  * @property {number} [reconnectTimeoutMs] give up reconnecting after this long (default 60000; 0 = never)
- * @property {number} [liveTimeoutMs]   take the connection for lost when a Ping got no answer, nor anything else
- *           from the server, within this long (default 7000; 0 = only when the transport says so)
+ * @property {number|null} [liveTimeoutMs] take the connection for lost when a Ping got no answer, nor anything else
+ *           from the server, for longer than this (default null: adaptive, clamp(3 × (srtt + 4·rttvar), 1500, 10000),
+ *           3000 before the first RTT sample; a number fixes it; 0 = only when the transport says so)
  * @property {Array<{url?: string, host?: string, port?: number, wsUrl?: string, certHash?: any}>} [fallbacks]
  *           cluster mode: other nodes, described like the main server (url or host/port, wsUrl, certHash; a
  *           missing certHash is the main one's, null a CA certificate), tried in turn with the reconnect
@@ -122,7 +124,7 @@ export class FlightSimP2P extends EventTarget {
       iceServers: options.iceServers,
       directTimeoutMs: options.directTimeoutMs ?? 5000,
       directRetryMs: options.directRetryMs ?? 20000,
-      pingIntervalMs: options.pingIntervalMs ?? 2000,
+      pingIntervalMs: options.pingIntervalMs ?? PING_INTERVAL_MS,
       statsIntervalMs: options.statsIntervalMs ?? 1000,
       connectTimeoutMs: options.connectTimeoutMs ?? 10000,
       datagramMaxAgeMs: options.datagramMaxAgeMs ?? 100,
@@ -134,7 +136,7 @@ export class FlightSimP2P extends EventTarget {
       fastConnect: options.fastConnect ?? true,
       reconnect: options.reconnect ?? true,
       reconnectTimeoutMs: options.reconnectTimeoutMs ?? 60000,
-      liveTimeoutMs: options.liveTimeoutMs ?? 7000,
+      liveTimeoutMs: options.liveTimeoutMs ?? null,
       maxRedirects: options.maxRedirects ?? MAX_REDIRECTS,
       fallbacks: [],
     };
@@ -154,7 +156,8 @@ export class FlightSimP2P extends EventTarget {
     /** where the next connection goes: a redirect's node (`target`), else `_servers[index]` */
     this._at = /** @type {{index: number, target: null|{name: string, url: string, wsUrl: string, certHash: Uint8Array|null}}} */ ({ index: 0, target: null });
     /** redirects in a row since a request was last answered */
-    this._redirects = 0;
+    /** redirects in a row, and whether a redirected create/join waits for its answer (core.js redirectCount) */
+    this._redirects = { count: 0, pending: false };
     /** the CreateSession / JoinSession of the pending request, to send again where a redirect leads */
     this._pendingMsg = /** @type {ClientMsg|null} */ (null);
     if (utf8Encoder.encode(this.options.name).length > MAX_NAME_BYTES) {
@@ -168,8 +171,10 @@ export class FlightSimP2P extends EventTarget {
     this.welcome = null;
     /** @type {SessionInfo|null} current session (peers kept up to date) */
     this.session = null;
-    /** Server round-trip time from Ping/Pong, ms. */
+    /** Server round-trip time from Ping/Pong, ms: the last sample. */
     this.rttMs = /** @type {number|null} */ (null);
+    /** Smoothed server round-trip time (RFC 6298 style, from every Ping/Pong sample), ms. */
+    this.srttMs = /** @type {number|null} */ (null);
     /** server clock minus local clock, ms (from Pong) */
     this.serverClockOffsetMs = 0;
     /** @type {Map<number, PeerLink>} */
@@ -209,13 +214,15 @@ export class FlightSimP2P extends EventTarget {
     this._connectPromise = /** @type {Promise<WelcomeMsg>|null} */ (null);
     this._pings = new Map();
     this._timers = /** @type {any[]} */ ([]);
+    /** the liveness timer (Ping, and the moment the server would count as lost) */
+    this._liveTimer = /** @type {any} */ (0);
     this._closeEmitted = false;
     /** @type {FspError|null} last fatal server error: the reason for the close that follows */
     this._lastFatal = null;
     /** @type {{at: number, ms: number, timer: any}|null} the server's GoingAway: reconnect after `ms` from `at` */
     this._goingAway = null;
-    /** when the oldest unanswered Ping went out (0: none outstanding, or something arrived since) */
-    this._awaitingSince = 0;
+    /** liveness (core.js): the RTT estimate, the oldest unanswered Ping, the last Ping */
+    this._live = livenessStart(0);
     /** code and password of the session we are in (to rejoin it if a resume comes too late) */
     this._sessionKey = /** @type {{code: string, password: string|null}|null} */ (null);
     /** password of the create/join request in flight */
@@ -224,7 +231,7 @@ export class FlightSimP2P extends EventTarget {
      * An automatic reconnection in progress.
      * @type {null|{startedAt: number, attempt: number, timer: any, welcomeTimer: any, reason: string,
      *   previousPeerId: number, sessionKey: {code: string, password: string|null}|null, onOnline: any,
-     *   resend: ClientMsg|null}}
+     *   resend: ClientMsg|null, plan: import('./core.js').ResumePlan, withToken: boolean, rejoinSent: boolean}}
      */
     this._rc = null;
     /** set after a Welcome with a new peer id during a reconnection: rejoin this session */
@@ -368,7 +375,9 @@ export class FlightSimP2P extends EventTarget {
    * moves a client in no session (it arrives as a new peer, PROTOCOL.md §11). @returns {ClientMsg}
    */
   _hello() {
-    const noToken = !!(this._rc && this._rc.resend && !this._rc.sessionKey);
+    // No token for a redirected create/join of a client in no session, nor once the grace is
+    // over (the seat is surely gone: the attempt rejoins by code instead, _rejoinInFirst).
+    const noToken = !!(this._rc && ((this._rc.resend && !this._rc.sessionKey) || !this._rc.withToken));
     return {
       type: 'Hello', version: PROTOCOL_VERSION, client: 'Browser', relayMode: 'Datagram',
       name: this.options.name, resumeToken: noToken ? null : this.options.resumeToken,
@@ -389,7 +398,20 @@ export class FlightSimP2P extends EventTarget {
     if (!this.options.fastConnect) return null;
     const bodies = [encodeClientMsg(this._hello())];
     if (this.state !== 'reconnecting' && foldableRequest(this._queue[0])) bodies.push(this._queue[0]);
+    const rejoin = this._rejoinInFirst();
+    if (rejoin) bodies.push(encodeClientMsg(rejoin));
     return bodies;
+  }
+
+  /**
+   * The JoinSession of a reconnection attempt past the resume grace (PROTOCOL.md §12, rule 4):
+   * no token, the session rejoined by code in the first flight. null otherwise.
+   * @returns {ClientMsg|null}
+   */
+  _rejoinInFirst() {
+    const rc = this._rc;
+    if (this.state !== 'reconnecting' || !rc || rc.withToken || !rc.sessionKey) return null;
+    return { type: 'JoinSession', code: rc.sessionKey.code, password: rc.sessionKey.password };
   }
 
   /**
@@ -594,7 +616,12 @@ export class FlightSimP2P extends EventTarget {
 
   // --- internals: control stream --------------------------------------------------------
 
-  _request(kind, msg) {
+  /**
+   * Send a request and wait for its answer (`requestTimeoutMs`). `sent`: it went out already
+   * (in a reconnection's first flight): only wait for the answer.
+   * @param {string} kind @param {ClientMsg} msg @param {boolean} [sent]
+   */
+  _request(kind, msg, sent = false) {
     if (this.state === 'closed') return Promise.reject(new FspError(0, 'closed', 'the client is closed'));
     if (this._pending) {
       return Promise.reject(new FspError(0, 'busy', `a ${this._pending.kind} request is still waiting for its answer`));
@@ -610,7 +637,7 @@ export class FlightSimP2P extends EventTarget {
       this._pending = { kind, resolve, reject, timer };
       this._pendingMsg = kind === 'create' || kind === 'join' ? msg : null;
       if (kind === 'create' || kind === 'join') this._requestPassword = msg.password ?? null;
-      this._sendMsg(msg);
+      if (!sent) this._sendMsg(msg);
     });
   }
 
@@ -693,7 +720,7 @@ export class FlightSimP2P extends EventTarget {
       return;
     }
     this.stats.controlReceived++;
-    this._awaitingSince = 0;
+    this._live = livenessHeard(this._live);
     try {
       this._onServerMsg(msg);
     } catch (e) {
@@ -721,8 +748,9 @@ export class FlightSimP2P extends EventTarget {
         this._tokensAt = now();
         const rc = this._rc;
         this.state = 'connected';
+        this._lastFatal = null;
         this.options.resumeToken = m.resumeToken;
-        if (!this._pendingMsg) this._redirects = 0;
+        this._redirectState('welcome');
         this._startTimers();
         this._emit('welcome', {
           peerId: m.peerId, resumed: m.resumed, iceServers: m.iceServers, limits: m.limits, transport: this.transport, welcome: m,
@@ -737,7 +765,7 @@ export class FlightSimP2P extends EventTarget {
       case 'SessionCreated':
       case 'SessionJoined': {
         const created = m.type === 'SessionCreated';
-        this._redirects = 0;
+        this._redirectState(created ? 'session_created' : 'session_joined');
         // After a resume the server says SessionJoined on its own: no request of ours.
         const requested = !!this._pending && (this._pending.kind === 'create' || this._pending.kind === 'join');
         const password = requested ? this._requestPassword : (this._sessionKey ? this._sessionKey.password : null);
@@ -815,7 +843,9 @@ export class FlightSimP2P extends EventTarget {
           this._welcomeWaiter.reject(err);
           this._welcomeWaiter = null;
         }
-        if (err.fatal) this._lastFatal = err;
+        // An Error that makes the connection's end final (rule 3), or that refuses an attempt.
+        if (errorGivesUp(m.code) || this.state === 'reconnecting') this._lastFatal = err;
+        if (answersSessionRequest(m.code)) this._redirectState('error_answering');
         // cluster_unavailable before the Welcome of a resume: the node is there, its directory is
         // not; try again after the backoff (the same node), within the grace as usual.
         if (m.code === 22 && this.state === 'reconnecting') this._attemptFailed(err.message);
@@ -827,6 +857,8 @@ export class FlightSimP2P extends EventTarget {
           this._pings.delete(m.clientTimeMs);
           const t = now();
           this.rttMs = t - sent;
+          this._live = livenessHeard(this._live, this.rttMs);
+          if (this._live.rtt) this.srttMs = this._live.rtt.srttMs;
           this.serverClockOffsetMs = Number(m.serverTimeMs) - (performance.timeOrigin + sent + this.rttMs / 2);
           this._emit('rtt', { rttMs: this.rttMs });
         }
@@ -863,25 +895,34 @@ export class FlightSimP2P extends EventTarget {
   _startTimers() {
     const o = this.options;
     this._stopTimers();
-    this._awaitingSince = 0;
+    // A new connection: a new estimate (the last one's srtt stays in srttMs for the attempt
+    // timeout), nothing outstanding, the first Ping one interval from now.
+    this._live = livenessStart(now(), o.pingIntervalMs);
     if (o.pingIntervalMs > 0) {
-      const ping = () => {
+      // One timer: core.js says when to Ping, and when the oldest unanswered Ping makes the
+      // server lost (so a dead server is seen at that moment, not at the next Ping).
+      const tick = () => {
+        this._liveTimer = 0;
         if (this.state !== 'connected') return;
         const t = now();
-        const tick = pingTick({ awaitingSinceMs: this._awaitingSince, nowMs: t, liveTimeoutMs: o.liveTimeoutMs });
-        if (tick.action === 'lost') {
-          this._onTransportClosed({ code: null, reason: `no answer from the server for ${tick.silentMs} ms` });
+        const d = livenessTick(this._live, t, { intervalMs: o.pingIntervalMs, timeoutMs: o.liveTimeoutMs });
+        if (d.action === 'lost') {
+          // Lost by liveness: the server counts as unreachable (the next attempt goes elsewhere).
+          this._at = rotation(this._at, 'server_lost', this._servers.length);
+          this._onTransportClosed({ code: null, reason: `no answer from the server for ${Math.round(d.silentMs)} ms (live timeout ${Math.round(d.timeoutMs)} ms)` });
           return;
         }
-        this._awaitingSince = tick.awaitingSinceMs;
-        let v = BigInt(Math.floor(performance.timeOrigin + now()));
-        while (this._pings.has(v)) v += 1n;
-        this._pings.set(v, now());
-        if (this._pings.size > 32) this._pings.delete(this._pings.keys().next().value);
-        this._sendMsg({ type: 'Ping', clientTimeMs: v });
+        this._live = d.state;
+        if (d.action === 'ping') {
+          let v = BigInt(Math.floor(performance.timeOrigin + t));
+          while (this._pings.has(v)) v += 1n;
+          this._pings.set(v, t);
+          if (this._pings.size > 32) this._pings.delete(this._pings.keys().next().value);
+          this._sendMsg({ type: 'Ping', clientTimeMs: v });
+        }
+        this._liveTimer = setTimeout(tick, Math.max(0, /** @type {number} */ (d.wakeAtMs) - now()));
       };
-      ping();
-      this._timers.push(setInterval(ping, o.pingIntervalMs));
+      this._liveTimer = setTimeout(tick, Math.max(0, this._live.pingDueMs - now()));
     }
     if (o.statsIntervalMs > 0) this._timers.push(setInterval(() => this._pollStats(), o.statsIntervalMs));
   }
@@ -889,6 +930,8 @@ export class FlightSimP2P extends EventTarget {
   _stopTimers() {
     for (const t of this._timers) clearInterval(t);
     this._timers = [];
+    clearTimeout(this._liveTimer);
+    this._liveTimer = 0;
   }
 
   _onRelayFrame(frame) {
@@ -900,7 +943,7 @@ export class FlightSimP2P extends EventTarget {
       return;
     }
     this.stats.relayReceived++;
-    this._awaitingSince = 0;
+    this._live = livenessHeard(this._live);
     this._deliverFlight(r.peer, r.payload, 'relay');
   }
 
@@ -939,6 +982,21 @@ export class FlightSimP2P extends EventTarget {
   /** @param {{code: number|null, reason: string, error?: unknown}} info */
   _onTransportClosed(info) {
     if (this.state === 'closed') return;
+    if (this.state === 'reconnecting') {
+      // A reconnection attempt refused or closed: tried again with the backoff, or final (rule 3).
+      const code = info.code ?? (this._lastFatal ? this._lastFatal.code : null);
+      if (attemptFailure(code) === 'retry') {
+        // Nothing from the server: it could not be reached (the next attempt goes elsewhere).
+        this._attemptFailed(info.reason || 'connection lost', code === null);
+        return;
+      }
+      const fatal = this._lastFatal;
+      const reason = fatal ? fatal.message : `closed by the server with ${errorName(/** @type {number} */ (code))}`;
+      const err = fatal || new FspError(code || 0, errorName(/** @type {number} */ (code)), reason, { fatal: true, cause: info.error });
+      this._teardown(err);
+      this._emitClose(code, reason, err);
+      return;
+    }
     const ga = this._goingAway;
     const d = closeDisposition({
       code: info.code,
@@ -949,9 +1007,7 @@ export class FlightSimP2P extends EventTarget {
       welcomed: this.state === 'reconnecting' || (this.state === 'connected' && !!this.welcome),
     });
     if (d.action === 'reconnect') {
-      const reason = info.reason || 'connection lost';
-      if (this.state === 'reconnecting') this._attemptFailed(reason, d.delayMs || null, true);
-      else this._startReconnect(reason, d.delayMs);
+      this._startReconnect(info.reason || 'connection lost', d.delayMs);
       return;
     }
     const fatal = this._lastFatal;
@@ -964,6 +1020,16 @@ export class FlightSimP2P extends EventTarget {
   // --- internals: cluster mode (PROTOCOL.md §11) ------------------------------------------------
 
   /**
+   * The redirect count after one server message (core.js redirectCount; a create/join waits
+   * while `_pendingMsg` is set). Returns the count.
+   * @param {string} message
+   */
+  _redirectState(message) {
+    this._redirects = redirectCount({ count: this._redirects.count, pending: !!this._pendingMsg }, message);
+    return this._redirects.count;
+  }
+
+  /**
    * A node sends us elsewhere: in answer to Hello (instead of Welcome), to a create/join, or
    * unasked (draining, the session moved). Leave this connection (keeping any seat: code 999),
    * connect to the node the same way, Hello (with the resume token if in a session) and the
@@ -971,8 +1037,7 @@ export class FlightSimP2P extends EventTarget {
    * @param {{type: 'Redirect', reason: RedirectReason, node: NodeAddr}} m
    */
   _onRedirect(m) {
-    this._redirects++;
-    const count = this._redirects;
+    const count = this._redirectState('redirect');
     this._emit('redirect', { reason: m.reason, node: m.node, count });
     const plan = redirectPlan({
       count, max: this.options.maxRedirects, welcomed: !!this.welcome, inSession: !!this.session,
@@ -981,7 +1046,7 @@ export class FlightSimP2P extends EventTarget {
     if (plan.action !== 'follow') {
       const err = new FspError(0, 'too_many_redirects',
         `too many redirects (${this.options.maxRedirects} in a row), the last to node ${m.node.name}`, { fatal: !this.welcome });
-      this._redirects = 0;
+      this._redirects = { count: 0, pending: false };
       if (plan.action === 'fail') {
         this._fail(err);
         return;
@@ -996,7 +1061,8 @@ export class FlightSimP2P extends EventTarget {
     const why = `redirected to node ${m.node.name} (${m.reason})`;
     const resend = this._pendingMsg;
     if (this.state === 'reconnecting' && this._rc) {
-      // An attempt was redirected: go again at once, to the node.
+      // An attempt was redirected: go again at once, to the node; the backoff starts over
+      // (the grace and the window still count from the loss).
       const rc = this._rc;
       rc.resend = resend;
       clearTimeout(rc.welcomeTimer);
@@ -1004,10 +1070,7 @@ export class FlightSimP2P extends EventTarget {
       const t = this.conn;
       this.conn = null;
       if (t) this._abandon(t);
-      rc.timer = setTimeout(() => {
-        rc.timer = 0;
-        this._attempt(rc);
-      }, 0);
+      this._schedule(rc, resumePlanStep(rc.plan, { event: 'redirected', atMs: now() }, this._resumeLimits()), why);
       return;
     }
     this._startReconnect(why, 0, resend);
@@ -1036,9 +1099,12 @@ export class FlightSimP2P extends EventTarget {
     this._pings.clear();
     this.state = 'reconnecting';
     /** @type {NonNullable<FlightSimP2P['_rc']>} */
+    const startedAt = now();
+    const first = resumePlanStep(null, { event: 'lost', atMs: startedAt, delayMs }, this._resumeLimits());
     const rc = {
-      startedAt: now(), attempt: 0, timer: 0, welcomeTimer: 0, reason, previousPeerId: this.peerId,
-      sessionKey: this.session ? this._sessionKey : null, onOnline: null, resend,
+      startedAt, attempt: 0, timer: 0, welcomeTimer: 0, reason, previousPeerId: this.peerId,
+      sessionKey: this.session ? this._sessionKey : null, onOnline: null, resend, plan: first.plan,
+      withToken: true, rejoinSent: false,
     };
     this._rc = rc;
     // The browser says the network is back: try now rather than after the backoff.
@@ -1055,18 +1121,46 @@ export class FlightSimP2P extends EventTarget {
     this._emit('reconnecting', {
       reason, peerId: this.peerId, session: this.session, graceMs: this.welcome ? this.welcome.limits.resumeGraceMs : 0,
     });
+    this._schedule(rc, first, reason);
+  }
+
+  /** The grace (from the last Welcome) and the reconnect window of resumePlanStep. */
+  _resumeLimits() {
+    // No Welcome yet (a token given as an option, redirected before the Welcome): the default grace.
+    return { graceMs: this.welcome ? this.welcome.limits.resumeGraceMs : RESUME_GRACE_DEFAULT_MS, windowMs: this.options.reconnectTimeoutMs };
+  }
+
+  /**
+   * Follow the resume plan's next step: the next attempt at its time (with or without the
+   * resume token), or give up.
+   * @param {NonNullable<FlightSimP2P['_rc']>} rc
+   * @param {ReturnType<typeof resumePlanStep>} step @param {string} reason the last failure
+   */
+  _schedule(rc, step, reason) {
+    rc.plan = step.plan;
+    const next = step.next;
+    if (next.action === 'give_up') {
+      this._fail(new FspError(0, 'reconnect_failed',
+        `could not reconnect to the server within ${this.options.reconnectTimeoutMs} ms (${rc.attempt} attempt(s); last: ${reason})`, { fatal: true }));
+      return;
+    }
+    rc.withToken = next.withToken;
     rc.timer = setTimeout(() => {
       rc.timer = 0;
       this._attempt(rc);
-    }, delayMs);
+    }, Math.max(0, next.startAtMs - now()));
   }
 
   /** One reconnect attempt: a new transport, then Hello with the resume token. */
   async _attempt(rc) {
     if (this._rc !== rc || this.state !== 'reconnecting') return;
     rc.attempt++;
+    this._lastFatal = null;
+    // Decided at the actual start (the browser's `online` event may bring it forward).
+    rc.withToken = offersToken(rc.plan, now(), this._resumeLimits().graceMs);
+    rc.rejoinSent = false;
     const startedAt = now();
-    const limit = attemptTimeoutMs(this.rttMs, this.options.connectTimeoutMs);
+    const limit = attemptTimeoutMs(this.srttMs, this.options.connectTimeoutMs);
     /** @type {SignalTransport} */
     let t;
     try {
@@ -1080,7 +1174,7 @@ export class FlightSimP2P extends EventTarget {
     try {
       await withTimeout(t.open(first), limit, () => new Error(`not connected within ${limit} ms`));
     } catch (e) {
-      if (this.conn === t) this._attemptFailed(e instanceof Error ? e.message : describe(e), null, true);
+      if (this.conn === t) this._attemptFailed(e instanceof Error ? e.message : describe(e), true);
       return;
     }
     if (this._rc !== rc || this.conn !== t || this.state !== 'reconnecting') {
@@ -1089,9 +1183,14 @@ export class FlightSimP2P extends EventTarget {
       return;
     }
     this._transportUp(t, startedAt);
-    if (!(first && t.firstSent)) this._writeMsg(this._hello());
+    const rejoin = this._rejoinInFirst();
+    if (!(first && t.firstSent)) {
+      this._writeMsg(this._hello());
+      if (rejoin) this._writeMsg(rejoin);
+    }
+    rc.rejoinSent = !!rejoin;
     rc.welcomeTimer = setTimeout(() => {
-      if (this._rc === rc && this.conn === t) this._attemptFailed(`no Welcome within ${limit} ms`, null, true);
+      if (this._rc === rc && this.conn === t) this._attemptFailed(`no Welcome within ${limit} ms`, true);
     }, limit);
     up();
   }
@@ -1101,34 +1200,24 @@ export class FlightSimP2P extends EventTarget {
    * `unreachable`: the server could not be reached, so the next attempt goes to the next one
    * (a redirect's node is dropped for the configured servers, which rotate).
    */
-  _attemptFailed(reason, delayMs = /** @type {number|null} */ (null), unreachable = false) {
+  _attemptFailed(reason, unreachable = false) {
     const rc = this._rc;
     if (!rc || this.state !== 'reconnecting') return;
-    if (unreachable) this._at = rotateServer(this._at, this._servers.length);
+    if (unreachable) this._at = rotation(this._at, 'unreachable', this._servers.length);
     clearTimeout(rc.welcomeTimer);
     const t = this.conn;
     this.conn = null;
     if (t) this._abandon(t);
-    const step = reconnectStep({
-      attempt: rc.attempt, elapsedMs: now() - rc.startedAt, giveUpMs: this.options.reconnectTimeoutMs, random: Math.random,
-    });
-    if (step.action === 'giveup') {
-      this._fail(new FspError(0, 'reconnect_failed',
-        `could not reconnect to the server within ${this.options.reconnectTimeoutMs} ms (${rc.attempt} attempt(s); last: ${reason})`, { fatal: true }));
-      return;
-    }
-    rc.timer = setTimeout(() => {
-      rc.timer = 0;
-      this._attempt(rc);
-    }, delayMs ?? step.delayMs);
+    this._schedule(rc, resumePlanStep(rc.plan, { event: 'failed', atMs: now(), random: Math.random }, this._resumeLimits()), reason);
   }
 
   /** A Welcome ended the reconnection. @param {WelcomeMsg} m */
   _reconnected(rc, m, previousPeerId) {
     this._endReconnect();
+    // A create/join still waiting for its answer (redirected, or sent before the loss).
+    const pendingMsg = this._pending ? rc.resend || this._pendingMsg : null;
     const outcome = afterReconnect({
-      resumed: m.resumed, peerId: m.peerId, previousPeerId: rc.previousPeerId, resend: !!rc.resend,
-      pending: !!this._pending, inSession: !!rc.sessionKey,
+      resumed: m.resumed, peerId: m.peerId, previousPeerId: rc.previousPeerId, inSession: !!rc.sessionKey, pendingRequest: !!pendingMsg,
     });
     const detail = {
       peerId: m.peerId, previousPeerId, resumed: outcome === 'resumed',
@@ -1146,8 +1235,8 @@ export class FlightSimP2P extends EventTarget {
     for (const l of [...this.links.values()]) this._dropLink(l);
     this._rxSeq.clear();
     this.session = null;
-    // A redirected create/join goes again here; anything else in flight is void.
-    const resend = outcome === 'resend' ? rc.resend : null;
+    // An unanswered create/join goes again here; anything else in flight is void.
+    const resend = outcome === 'resend' ? pendingMsg : null;
     if (!resend) this._settle(null, null, new FspError(0, 'connection_lost', 'the connection was lost and could not be resumed'));
     this._emit('reconnected', detail);
     if (resend) {
@@ -1160,7 +1249,8 @@ export class FlightSimP2P extends EventTarget {
       return;
     }
     this._rejoin = { previousPeerId: rc.previousPeerId, code: key.code };
-    this._request('join', { type: 'JoinSession', code: key.code, password: key.password }).catch((e) => {
+    // Past the grace the attempt's first flight carried the JoinSession already: its answer follows.
+    this._request('join', { type: 'JoinSession', code: key.code, password: key.password }, rc.rejoinSent).catch((e) => {
       this._rejoin = null;
       this._sessionKey = null;
       if (this.state !== 'closed') this._emit('sessionleft', { reason: 'TimedOut', error: e });

@@ -9,18 +9,18 @@
 // rules run under node with simulated time (tests/browser/core.test.mjs). The shell
 // (client.js, mesh.js, transports.js) does the I/O and asks these functions what to do.
 
-import { WEBTRANSPORT_PATH, errorName, WEBSOCKET_PATH } from './codec.js';
+import { WEBTRANSPORT_PATH, errorName, WEBSOCKET_PATH, ERROR_CODES } from './codec.js';
 
 // ---------------------------------------------------------------------------
 // Reconnecting (tested in tests/browser/core.test.mjs)
 // ---------------------------------------------------------------------------
 
 /**
- * Delays before reconnect attempts 0, 1, 2, 3 and after: the first attempt at once, then
- * 250 ms, 500 ms, and every second at most, so that the connection is back within about a
- * second of the network's return (PROTOCOL.md §4: the seat is kept for the resume grace).
+ * Reconnect backoff steps (PROTOCOL.md, client behaviour, rule 1; the same in every client):
+ * attempt 0 at once, then 250 ms, 500 ms, 1 s, 2 s, and 4 s for attempt 5 and every one after,
+ * each with jitter into the step's upper half (backoffDelayMs).
  */
-export const RECONNECT_BACKOFF_MS = Object.freeze([0, 250, 500, 1000]);
+export const RECONNECT_BACKOFF_MS = Object.freeze([0, 250, 500, 1000, 2000, 4000]);
 
 /**
  * Close code of a connection this client abandons in order to resume on a new one. It is
@@ -30,113 +30,292 @@ export const RECONNECT_BACKOFF_MS = Object.freeze([0, 250, 500, 1000]);
 export const ABANDON_CLOSE_CODE = 999;
 
 /**
- * Delay before reconnect attempt `attempt` (0-based), with jitter: a value in
- * [0.75, 1] × the schedule's delay, never above it, so that many clients cut at
- * once do not come back in lockstep.
+ * Delay before reconnect attempt `attempt` (0-based: attempts made so far), with jitter:
+ * `floor(step × (0.5 + 0.5 × r))`, `r` from `random` in [0, 1), so a value in the step's upper
+ * half, never above it, and many clients cut at once do not come back in lockstep. Attempt 0
+ * never waits.
  * @param {number} attempt
  * @param {() => number} random in [0, 1) (fsp2p.js's export of this function has a default)
  */
 export function backoffDelayMs(attempt, random) {
   if (!(attempt > 0)) return 0;
-  const base = RECONNECT_BACKOFF_MS[Math.min(attempt, RECONNECT_BACKOFF_MS.length - 1)];
-  return Math.round(base * (0.75 + 0.25 * Math.min(1, Math.max(0, random()))));
+  const step = RECONNECT_BACKOFF_MS[Math.min(attempt, RECONNECT_BACKOFF_MS.length - 1)];
+  const r = Math.min(1, Math.max(0, Number(random()) || 0));
+  return Math.floor(step * (0.5 + 0.5 * r));
 }
 
 /**
- * What the end of a connection means.
+ * The server's resume grace when this client has no Welcome to say it (PROTOCOL.md §4): a
+ * resume token given as an option is offered for this long.
+ */
+export const RESUME_GRACE_DEFAULT_MS = 15000;
+
+/** The wait before coming back after a close with 7 `shutting_down` and no `GoingAway` before it. */
+export const SHUTTING_DOWN_DELAY_MS = 1000;
+
+/**
+ * Errors that end it for good when received before the connection's end (rule 3): the fatal
+ * ones of PROTOCOL.md §6 except `shutting_down` (7, come back later) and `slow_consumer` (21,
+ * the seat is kept), plus `too_many_join_attempts` (17).
+ * @param {number|null} code
+ */
+export function errorGivesUp(code) {
+  if (code === null || code === undefined) return false;
+  if (code === 7 || code === 21) return false;
+  if (code === 17) return true;
+  const e = ERROR_CODES[code];
+  return !!(e && e[1]);
+}
+
+/**
+ * Whether a reconnection attempt refused or closed with `code` is final (`give_up`) or tried
+ * again with the backoff (`retry`): final for bad_message, frame_too_large, unsupported_version,
+ * protocol_violation, hello_timeout, replaced and unknown non-zero codes.
+ * @param {number|null} code null: unreachable, timed out, ended without a code
+ * @returns {'retry'|'give_up'}
+ */
+export function attemptFailure(code) {
+  if (code === null || code === undefined) return 'retry';
+  if ([1, 2, 3, 4, 19, 20].includes(code)) return 'give_up';
+  return ERROR_CODES[code] || code === 0 ? 'retry' : 'give_up';
+}
+
+/**
+ * What the end of a connection means (rule 3; first match wins).
  *
- * - `close`: for good, as the app or the server wanted: reconnecting is off, the client
- *   never had a Welcome (nothing to resume), the server closed with a fatal error
- *   (PROTOCOL.md §6: replaced, server_full, bad_message, ...) or normally (code 0).
- * - `reconnect` after `delayMs`: the connection just ended (code null: network, proxy,
- *   idle timeout, no answer to pings), or the server announced `GoingAway`
- *   (its `shutting_down` close then means "come back after reconnectAfterMs").
+ * - `give_up` (action `close`): the app closed it; resume is off or there was no Welcome yet
+ *   (nothing to resume); a normal close (code 0); a final `Error` came before it
+ *   (errorGivesUp); any close code not listed below, unknown ones included.
+ * - `redirect` (action `reconnect`, at once): it ended after a `Redirect`: follow it.
+ * - `resume_after` (action `reconnect` after `delayMs`): a `GoingAway` came before (its delay,
+ *   what is left of it), or close code 7 `shutting_down` (1000 ms).
+ * - `resume` (action `reconnect`, at once): no close code (network, proxy, idle timeout, no
+ *   answer to Pings, WebSocket 1006 or any code that is not 1000 / 4000–4999), or 21
+ *   `slow_consumer` / 22 `cluster_unavailable`.
  *
  * @param {{code: number|null, fatalCode?: number|null, goingAwayInMs?: number|null,
- *   enabled?: boolean, welcomed?: boolean}} c
- *   code: the close code (0 normal, a §6 code, null when the connection just ended);
- *   fatalCode: code of a fatal `Error` the server sent before closing;
- *   goingAwayInMs: time left until the `GoingAway` delay is over (null: no GoingAway)
- * @returns {{action: 'reconnect', delayMs: number} | {action: 'close', why: string}}
+ *   enabled?: boolean, welcomed?: boolean, redirected?: boolean, appClosed?: boolean}} c
+ *   code: the protocol close code (0 normal, a §6 code; WebSocket: fromWsCloseCode), null when
+ *   the connection ended without one; fatalCode: code of an `Error` the server sent before
+ *   (any code: errorGivesUp decides); goingAwayInMs: time left until the `GoingAway` delay is
+ *   over (null: no GoingAway)
+ * @returns {{action: 'reconnect', verdict: 'resume'|'resume_after'|'redirect', delayMs: number} |
+ *   {action: 'close', verdict: 'give_up', why: string}}
  */
 export function closeDisposition(c) {
-  const { code, fatalCode = null, goingAwayInMs = null, enabled = true, welcomed = true } = c;
-  if (!enabled) return { action: 'close', why: 'reconnecting is off' };
-  if (!welcomed) return { action: 'close', why: 'no Welcome yet: nothing to resume' };
+  const {
+    code, fatalCode = null, goingAwayInMs = null, enabled = true, welcomed = true, redirected = false, appClosed = false,
+  } = c;
+  /** @returns {{action: 'close', verdict: 'give_up', why: string}} */
+  const giveUp = (why) => ({ action: 'close', verdict: 'give_up', why });
+  if (appClosed) return giveUp('closed by the application');
+  if (redirected) return { action: 'reconnect', verdict: 'redirect', delayMs: 0 };
+  if (!enabled) return giveUp('reconnecting is off');
+  if (!welcomed) return giveUp('no Welcome yet: nothing to resume');
+  if (code === 0) return giveUp('closed normally by the server');
+  if (errorGivesUp(fatalCode)) return giveUp(`fatal server error ${errorName(/** @type {number} */ (fatalCode))}`);
   if (goingAwayInMs !== null && goingAwayInMs !== undefined) {
-    return { action: 'reconnect', delayMs: Math.max(0, Math.round(goingAwayInMs)) };
+    return { action: 'reconnect', verdict: 'resume_after', delayMs: Math.max(0, Math.round(goingAwayInMs)) };
   }
-  if (fatalCode) return { action: 'close', why: `fatal server error ${errorName(fatalCode)}` };
-  if (code === null || code === undefined) return { action: 'reconnect', delayMs: 0 };
-  if (code === 0) return { action: 'close', why: 'closed normally by the server' };
-  return { action: 'close', why: `closed by the server with ${errorName(code)}` };
+  if (code === null || code === undefined) return { action: 'reconnect', verdict: 'resume', delayMs: 0 };
+  if (code === 7) return { action: 'reconnect', verdict: 'resume_after', delayMs: SHUTTING_DOWN_DELAY_MS };
+  if (code === 21 || code === 22) return { action: 'reconnect', verdict: 'resume', delayMs: 0 };
+  return giveUp(`closed by the server with ${errorName(code)}`);
 }
 
 /**
  * The next step of a reconnection that has made `attempt` attempts so far and began
- * `elapsedMs` ago: wait `delayMs` then try again, or give up once `giveUpMs` would pass
- * (0 = never give up).
+ * `elapsedMs` ago: wait `delayMs` then try again, or give up when that attempt would start more
+ * than `giveUpMs` after the loss (0 = never give up).
  * @param {{attempt: number, elapsedMs: number, giveUpMs: number, random: () => number}} s
  * @returns {{action: 'wait', delayMs: number} | {action: 'giveup'}}
  */
 export function reconnectStep(s) {
   const delayMs = backoffDelayMs(s.attempt, s.random);
-  if (s.giveUpMs > 0 && s.elapsedMs + delayMs >= s.giveUpMs) return { action: 'giveup' };
+  if (s.giveUpMs > 0 && s.elapsedMs + delayMs > s.giveUpMs) return { action: 'giveup' };
   return { action: 'wait', delayMs };
+}
+
+/**
+ * The plan of a reconnection (rule 4), one event at a time: `lost` at `atMs` (the first attempt
+ * after `delayMs`, the close verdict's delay), `failed` (the current attempt failed at `atMs`:
+ * the next after the backoff of the attempts made since the loss or the last redirect, with
+ * `random`), `redirected` (attempt 1 again, at once; the grace and the window still count from
+ * the loss). An attempt that would start more than max(windowMs, the first delay) after the
+ * loss is not made (`give_up`; windowMs 0 = never). One starting before loss + graceMs offers
+ * the resume token (`withToken`); later ones rejoin by code.
+ * @typedef {{lostAtMs: number, firstDelayMs: number, attempts: number}} ResumePlan
+ * @param {ResumePlan|null} plan null before the loss
+ * @param {{event: 'lost'|'failed'|'redirected', atMs: number, delayMs?: number, random?: () => number}} ev
+ * @param {{graceMs: number, windowMs: number}} o
+ * @returns {{plan: ResumePlan, next: {action: 'attempt', attempt: number, startAtMs: number, withToken: boolean} | {action: 'give_up'}}}
+ */
+export function resumePlanStep(plan, ev, o) {
+  let p;
+  let startAtMs;
+  if (ev.event === 'lost' || !plan) {
+    const d = Math.max(0, ev.delayMs || 0);
+    p = { lostAtMs: ev.atMs, firstDelayMs: d, attempts: 0 };
+    startAtMs = ev.atMs + d;
+  } else if (ev.event === 'redirected') {
+    p = { ...plan, attempts: 0 };
+    startAtMs = ev.atMs;
+  } else {
+    p = { ...plan };
+    startAtMs = ev.atMs + backoffDelayMs(p.attempts, ev.random || (() => 0));
+  }
+  const since = startAtMs - p.lostAtMs;
+  if (o.windowMs > 0 && since > Math.max(o.windowMs, p.firstDelayMs)) return { plan: p, next: { action: 'give_up' } };
+  p.attempts += 1;
+  return { plan: p, next: { action: 'attempt', attempt: p.attempts, startAtMs, withToken: offersToken(p, startAtMs, o.graceMs) } };
+}
+
+/**
+ * Whether an attempt starting at `startAtMs` offers the resume token: only before loss + grace
+ * (the seat is surely gone after it: the attempt rejoins by code in its first flight instead).
+ * @param {ResumePlan} plan @param {number} startAtMs @param {number} graceMs
+ */
+export function offersToken(plan, startAtMs, graceMs) {
+  return startAtMs - plan.lostAtMs < graceMs;
 }
 
 /**
  * What a Welcome that ends a reconnection means: `resumed` (the same peer id: the seat was kept,
  * the server puts us back in our session by itself); else the resume came too late (the grace
- * passed, or the server restarted) and everything tied to the old peer id is void: `resend` a
- * redirected create/join still waiting for its answer (a client in no session), `rejoin` the
- * session by its code and password, or nothing to do (`fresh`).
- * @param {{resumed: boolean, peerId: number, previousPeerId: number, resend: boolean, pending: boolean, inSession: boolean}} s
- *   resumed: the Welcome's flag; resend: a redirected create/join is kept; pending: a request waits
- *   for its answer; inSession: the client was in a session when the connection was lost
+ * passed, or the server restarted) and everything tied to the old peer id is void: `rejoin` the
+ * session by its code and password (the session comes first), else `resend` a create/join still
+ * waiting for its answer, else nothing to do (`fresh`).
+ * @param {{resumed: boolean, peerId: number, previousPeerId: number, inSession: boolean, pendingRequest: boolean}} s
+ *   resumed: the Welcome's flag; inSession: the client was in a session when the connection was
+ *   lost; pendingRequest: a CreateSession / JoinSession is still unanswered
  * @returns {'resumed'|'resend'|'rejoin'|'fresh'}
  */
 export function afterReconnect(s) {
   if (s.resumed && s.peerId === s.previousPeerId) return 'resumed';
-  if (s.resend && s.pending && !s.inSession) return 'resend';
-  return s.inSession ? 'rejoin' : 'fresh';
+  if (s.inSession) return 'rejoin';
+  return s.pendingRequest ? 'resend' : 'fresh';
 }
 
 /**
  * How long one reconnect attempt gets (transport up, then the Welcome) before the next
  * one starts: at least 3 s (a busy machine), 2 s + 8 server round trips on a slow path,
- * never more than the connect timeout.
- * @param {number|null} rttMs last server round trip, if known
+ * never more than the connect timeout (0 = no cap); whole ms.
+ * @param {number|null} rttMs the smoothed round trip (srtt) of the last connection, if known
  * @param {number} connectTimeoutMs
  */
 export function attemptTimeoutMs(rttMs, connectTimeoutMs) {
   const want = Math.max(3000, 2000 + 8 * (rttMs && rttMs > 0 ? rttMs : 0));
-  return Math.round(connectTimeoutMs > 0 ? Math.min(connectTimeoutMs, want) : want);
+  return Math.floor(connectTimeoutMs > 0 ? Math.min(connectTimeoutMs, want) : want);
+}
+
+// ---------------------------------------------------------------------------
+// Liveness: when the server counts as lost (rule 2)
+// ---------------------------------------------------------------------------
+
+/** While connected, a Ping goes to the server this often (ms). */
+export const PING_INTERVAL_MS = 500;
+
+/**
+ * The live timeout's bounds: `initialMs` before the first RTT sample, then
+ * `clamp(3 × (srtt + 4·rttvar), minMs, maxMs)`.
+ */
+export const LIVE_TIMEOUT_MS = Object.freeze({ initialMs: 3000, minMs: 1500, maxMs: 10000 });
+
+/**
+ * The server round-trip estimate after one more Ping/Pong sample `sampleMs` (RFC 6298 style):
+ * the first sample s gives srtt = s, rttvar = s/2; later ones rttvar = 0.75·rttvar + 0.25·|srtt − s|,
+ * then srtt = 0.875·srtt + 0.125·s.
+ * @param {{srttMs: number, rttvarMs: number}|null} est null before the first sample
+ * @param {number} sampleMs
+ * @returns {{srttMs: number, rttvarMs: number}}
+ */
+export function rttEstimate(est, sampleMs) {
+  const s = Math.max(0, sampleMs);
+  if (!est) return { srttMs: s, rttvarMs: s / 2 };
+  const rttvarMs = 0.75 * est.rttvarMs + 0.25 * Math.abs(est.srttMs - s);
+  return { srttMs: 0.875 * est.srttMs + 0.125 * s, rttvarMs };
 }
 
 /**
- * Whether the server has gone silent: a Ping went out at `awaitingSinceMs` (0 = nothing
+ * How long a Ping may stay unanswered (nothing at all heard from the server) before the server
+ * counts as lost: `floor(clamp(3 × (srtt + 4·rttvar), 1500, 10000))`, 3000 before the first sample.
+ * @param {{srttMs: number, rttvarMs: number}|null} est
+ */
+export function liveTimeoutMs(est) {
+  if (!est) return LIVE_TIMEOUT_MS.initialMs;
+  const want = 3 * (est.srttMs + 4 * est.rttvarMs);
+  return Math.floor(Math.min(LIVE_TIMEOUT_MS.maxMs, Math.max(LIVE_TIMEOUT_MS.minMs, want)));
+}
+
+/**
+ * Whether the server has gone silent: a Ping went out at `awaitingSinceMs` (null = nothing
  * outstanding) and nothing at all (no Pong, no other message, no relay frame) came back
- * within `liveTimeoutMs` (0 = never decide so). Timed from the ping, not from the last
+ * for longer than `liveTimeoutMs` (0 = never decide so). Timed from the ping, not from the last
  * message, so that a throttled background tab (timers once a minute) is not taken for dead.
+ * @param {number|null} awaitingSinceMs @param {number} nowMs @param {number} liveTimeoutMs
  */
 export function serverSilent(awaitingSinceMs, nowMs, liveTimeoutMs) {
-  return liveTimeoutMs > 0 && awaitingSinceMs > 0 && nowMs - awaitingSinceMs > liveTimeoutMs;
+  return liveTimeoutMs > 0 && awaitingSinceMs !== null && awaitingSinceMs !== undefined && nowMs - awaitingSinceMs > liveTimeoutMs;
 }
 
 /**
- * One tick of the Ping timer at `nowMs`: the server is `lost` (silent for `silentMs` since the
- * oldest unanswered Ping), or a Ping goes out and `awaitingSince` is what to remember (the
- * oldest unanswered Ping's time: kept if one is outstanding, else now). Anything from the
- * server resets it to 0 (the shell does so on every message and relay frame).
- * @param {{awaitingSinceMs: number, nowMs: number, liveTimeoutMs: number}} s
- * @returns {{action: 'lost', silentMs: number} | {action: 'ping', awaitingSinceMs: number}}
+ * What the client knows for liveness: the RTT estimate (null before a sample), when the oldest
+ * unanswered Ping went out (null: none, or something was heard since), when the next Ping is due.
+ * @typedef {{rtt: {srttMs: number, rttvarMs: number}|null, awaitingSinceMs: number|null, pingDueMs: number}} Liveness
  */
-export function pingTick(s) {
-  if (serverSilent(s.awaitingSinceMs, s.nowMs, s.liveTimeoutMs)) {
-    return { action: 'lost', silentMs: Math.round(s.nowMs - s.awaitingSinceMs) };
+
+/**
+ * Liveness of a connection that came up (its Welcome) at `nowMs`: no estimate, nothing
+ * outstanding, the first Ping due `intervalMs` later.
+ * @param {number} nowMs @param {number} [intervalMs]
+ * @returns {Liveness}
+ */
+export function livenessStart(nowMs, intervalMs = PING_INTERVAL_MS) {
+  return { rtt: null, awaitingSinceMs: null, pingDueMs: nowMs + intervalMs };
+}
+
+/**
+ * Something was heard from the server (any message, a Pong, a relay frame): nothing is
+ * outstanding any more (the live timeout is timed from the next Ping). With a Pong that
+ * answers a Ping, `sampleMs` (now − the Ping's send time) is also an RTT sample.
+ * @param {Liveness} s @param {number|null} [sampleMs]
+ * @returns {Liveness}
+ */
+export function livenessHeard(s, sampleMs = null) {
+  const rtt = sampleMs === null || sampleMs === undefined ? s.rtt : rttEstimate(s.rtt, sampleMs);
+  return { ...s, rtt, awaitingSinceMs: null };
+}
+
+/**
+ * When the shell must run livenessTick next: the next Ping, or, while one is outstanding, just
+ * after the moment the server would count as lost (oldest + timeout + 1), whichever is first.
+ * @param {Liveness} s @param {number} timeoutMs the live timeout in force (0: never lost)
+ */
+export function livenessWakeAt(s, timeoutMs) {
+  if (timeoutMs > 0 && s.awaitingSinceMs !== null) return Math.min(s.pingDueMs, Math.floor(s.awaitingSinceMs + timeoutMs) + 1);
+  return s.pingDueMs;
+}
+
+/**
+ * The liveness timer fires at `nowMs`: the server is `lost` (a Ping outstanding for longer than
+ * the live timeout); else a Ping goes out if one is due (`ping`: the oldest unanswered Ping's
+ * time is kept if set, else now; the next is due `intervalMs` later); else `none`. `wakeAtMs`:
+ * when to look again (null once lost). `timeoutMs`: a fixed live timeout (0 = never take the
+ * server for lost); null/undefined: the adaptive one (liveTimeoutMs of the estimate).
+ * @param {Liveness} s @param {number} nowMs
+ * @param {{intervalMs?: number, timeoutMs?: number|null}} [o]
+ * @returns {{action: 'lost'|'ping'|'none', state: Liveness, silentMs: number, timeoutMs: number, wakeAtMs: number|null}}
+ */
+export function livenessTick(s, nowMs, o = {}) {
+  const intervalMs = o.intervalMs ?? PING_INTERVAL_MS;
+  const timeoutMs = o.timeoutMs ?? liveTimeoutMs(s.rtt);
+  const silentMs = s.awaitingSinceMs === null ? 0 : nowMs - s.awaitingSinceMs;
+  if (serverSilent(s.awaitingSinceMs, nowMs, timeoutMs)) {
+    return { action: 'lost', state: s, silentMs, timeoutMs, wakeAtMs: null };
   }
-  return { action: 'ping', awaitingSinceMs: s.awaitingSinceMs || s.nowMs };
+  if (nowMs < s.pingDueMs) return { action: 'none', state: s, silentMs, timeoutMs, wakeAtMs: livenessWakeAt(s, timeoutMs) };
+  const state = { ...s, awaitingSinceMs: s.awaitingSinceMs ?? nowMs, pingDueMs: nowMs + intervalMs };
+  return { action: 'ping', state, silentMs, timeoutMs, wakeAtMs: livenessWakeAt(state, timeoutMs) };
 }
 
 /**
@@ -226,6 +405,15 @@ export function raceFailed(kind, message, attempts) {
  */
 export function carriesFirst(attempts) {
   return attempts.every((a) => a.failed);
+}
+
+/**
+ * An attempt connected: the first to connect wins; the other attempts still pending are abandoned.
+ * @param {string} kind @param {{kind: string, failed: boolean}[]} attempts every attempt so far
+ * @returns {{use: string, abandon: string[]}}
+ */
+export function raceConnected(kind, attempts) {
+  return { use: kind, abandon: attempts.filter((a) => a.kind !== kind && !a.failed).map((a) => a.kind) };
 }
 
 // ---------------------------------------------------------------------------
@@ -347,11 +535,32 @@ export function redirectStep(count, max = MAX_REDIRECTS) {
 }
 
 /**
+ * The redirect count and whether a create/join waits for its answer, after one server message
+ * (rule 5): a `redirect` counts one more; `session_created` / `session_joined` answer the request
+ * (count 0, nothing pending); a `welcome` resets the count when nothing is pending (a resume's
+ * redirect); an `error_answering` the request ends the wait but not the run; others change nothing.
+ * @param {{count: number, pending: boolean}} s
+ * @param {'redirect'|'welcome'|'session_created'|'session_joined'|'error_answering'|string} message
+ * @returns {{count: number, pending: boolean}}
+ */
+export function redirectCount(s, message) {
+  switch (message) {
+    case 'redirect': return { ...s, count: s.count + 1 };
+    case 'session_created':
+    case 'session_joined': return { count: 0, pending: false };
+    case 'welcome': return s.pending ? s : { ...s, count: 0 };
+    case 'error_answering': return { ...s, pending: false };
+    default: return s;
+  }
+}
+
+/**
  * What a Redirect does, the `count`-th in a row. Within the limit: `follow`, to the node if the
  * transport can reach it (`at` names it), else back to the configured servers. Over it: `fail`
  * the client when it has no seat to keep (no Welcome yet, or neither in a session nor connected);
  * else `refuse` (the request fails, the app sees an error), and a client in a session goes back to
- * its first configured server (`reconnect`), one out of a session stays where it is.
+ * its configured servers (`reconnect`: the target is dropped, the index kept), one out of a
+ * session stays where it is.
  * @param {{count: number, max: number, welcomed: boolean, inSession: boolean, connected: boolean,
  *   at: {index: number, target: any}, target: {url: string, wsUrl: string}, transport: any}} s
  * @returns {{action: 'follow'|'refuse'|'fail', reconnect: boolean, at: {index: number, target: any}}}
@@ -360,7 +569,7 @@ export function redirectPlan(s) {
   if (redirectStep(s.count, s.max) === 'fail') {
     if (!s.welcomed || (!s.inSession && !s.connected)) return { action: 'fail', reconnect: false, at: s.at };
     if (!s.inSession) return { action: 'refuse', reconnect: false, at: s.at };
-    return { action: 'refuse', reconnect: true, at: { index: 0, target: null } };
+    return { action: 'refuse', reconnect: true, at: rotation(s.at, 'back_to_configured', 1) };
   }
   const target = reachableWith(s.target, s.transport) ? s.target : null;
   return { action: 'follow', reconnect: true, at: { index: s.at.index, target } };
@@ -374,12 +583,34 @@ export function redirectPlan(s) {
  * @returns {{index: number, target: any}}
  */
 export function rotateServer(at, count) {
-  if (at.target) return { index: at.index, target: null };
-  return { index: (at.index + 1) % Math.max(1, count), target: null };
+  return rotation(at, 'unreachable', count);
 }
 
-/** Errors that answer a CreateSession / JoinSession (PROTOCOL.md §6). */
-export const SESSION_REQUEST_ERRORS = new Set([9, 10, 11, 12, 13, 14, 16, 17, 22]);
+/**
+ * Node rotation (rule 5): where the next attempts go after `event`. `unreachable` / `server_lost`
+ * (lost by liveness): a redirect target is dropped (back to the list, at the same index), else
+ * the next configured server, round robin; `redirected`: `node` becomes the target;
+ * `back_to_configured`: the target is dropped; `connection_lost` (any other loss): no change,
+ * the same server again.
+ * @param {{index: number, target: any}} at
+ * @param {'unreachable'|'server_lost'|'connection_lost'|'redirected'|'back_to_configured'} event
+ * @param {number} count configured servers (main + fallbacks) @param {any} [node] the redirect's target
+ * @returns {{index: number, target: any}}
+ */
+export function rotation(at, event, count, node = null) {
+  switch (event) {
+    case 'unreachable':
+    case 'server_lost':
+      if (at.target) return { index: at.index, target: null };
+      return { index: (at.index + 1) % Math.max(1, count), target: null };
+    case 'redirected': return { index: at.index, target: node };
+    case 'back_to_configured': return { index: at.index, target: null };
+    default: return at;
+  }
+}
+
+/** Errors that answer a CreateSession / JoinSession (PROTOCOL.md §6, §12): not `not_in_session` (14), which answers LeaveSession. */
+export const SESSION_REQUEST_ERRORS = new Set([8, 9, 10, 11, 12, 13, 16, 17, 22]);
 
 
 /** Values of the `transport` option besides a factory. */

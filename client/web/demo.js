@@ -16,7 +16,7 @@
 //   fallbackDelay=MS  with auto: start the WebSocket attempt after this long (default 1000)
 //   ws=URL          WebSocket URL (default: this page's origin + /ws)
 //   fast=0          old connection sequence: Hello on the control stream, not in the URL
-//   live=MS         take the connection for lost after a Ping unanswered this long (default 7000)
+//   live=MS         take the connection for lost after a Ping unanswered this long (default: adaptive, 1.5–10 s from the server round trip)
 //   tx=0            do not send aircraft state (tests)
 import { FlightSimP2P, FspError } from './fsp2p.js';
 

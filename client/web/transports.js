@@ -8,7 +8,7 @@ import {
   WEBSOCKET_PATH, encodeWsControl, encodeWsRelay, decodeWsMessage, wsCloseCode, fromWsCloseCode,
   urlWithFirst, toHex,
 } from './codec.js';
-import { carriesFirst, raceFailed, raceSlowReason, raceStart } from './core.js';
+import { carriesFirst, raceConnected, raceFailed, raceSlowReason, raceStart } from './core.js';
 
 export function describe(e) {
   return redact(describe0(e));
@@ -546,7 +546,8 @@ export class AutoSignal {
             return;
           }
           settle();
-          for (const o of attempts) if (o !== a && !o.failed) o.t.close(0, 'happy eyeballs: the other transport won');
+          const won = raceConnected(kind, attempts);
+          for (const o of attempts) if (o !== a && won.abandon.includes(o.kind)) o.t.close(0, 'happy eyeballs: the other transport won');
           this.chosen = t;
           this.kind = t.kind;
           resolve(undefined);

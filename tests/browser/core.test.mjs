@@ -12,7 +12,7 @@ import path from 'node:path';
 
 import {
   RECONNECT_BACKOFF_MS, backoffDelayMs, reconnectStep, closeDisposition, attemptTimeoutMs, serverSilent, afterReconnect,
-  pingTick, goingAwayLeftMs, answersSessionRequest, requestTimedOut, pumpStep,
+  PING_INTERVAL_MS, LIVE_TIMEOUT_MS, rttEstimate, liveTimeoutMs, livenessStart, livenessHeard, livenessTick, goingAwayLeftMs, answersSessionRequest, requestTimedOut, pumpStep,
   MAX_REDIRECTS, redirectStep, redirectPlan, rotateServer, nodeServer, reachableWith,
   raceStart, raceSlowReason, raceFailed, carriesFirst,
   directUsable, peerPath, pathChange, connectionStateEffect, ignoreOffer, directRetryDue,
@@ -66,32 +66,41 @@ function playUnreachable({ giveUpMs, failAfterMs, random }) {
   }
 }
 
-test('reconnect schedule: at once, then 250, 500 and 1000 ms with jitter in [0.75, 1]×, giving up after reconnectTimeoutMs', () => {
+test('reconnect schedule: at once, then 250, 500, 1000, 2000, 4000 ms with jitter floor(step × (0.5 + 0.5r)), giving up after reconnectTimeoutMs', () => {
+  assert.deepEqual([...RECONNECT_BACKOFF_MS], [0, 250, 500, 1000, 2000, 4000]);
   // Fails at once (no network): the gaps are the backoff itself.
   const hi = playUnreachable({ giveUpMs: 60000, failAfterMs: 0, random: () => 0.999999 });
-  assert.deepEqual(hi.starts.slice(0, 5), [0, 250, 750, 1750, 2750]);
+  assert.deepEqual(hi.starts.slice(0, 8), [0, 249, 748, 1747, 3746, 7745, 11744, 15743]);
   const lo = playUnreachable({ giveUpMs: 60000, failAfterMs: 0, random: () => 0 });
-  assert.deepEqual(lo.starts.slice(0, 5), [0, 188, 563, 1313, 2063]);
-  for (const run of [hi, lo]) {
-    assert.ok(run.gaveUpAt < 60000 && run.gaveUpAt >= 59000, `gave up at ${run.gaveUpAt}`);
+  assert.deepEqual(lo.starts.slice(0, 8), [0, 125, 375, 875, 1875, 3875, 5875, 7875]);
+  for (const [run, last] of [[hi, 3999], [lo, 2000]]) {
+    // Every attempt starts within the minute; the next one would not.
     assert.ok(run.starts.every((s) => s < 60000));
+    assert.equal(run.gaveUpAt, run.starts[run.starts.length - 1]);
+    assert.ok(run.gaveUpAt + last >= 60000 && run.gaveUpAt < 60000, `gave up at ${run.gaveUpAt}`);
   }
-  // Any jitter: never above the schedule, never below three quarters of it.
+  // Any jitter: exactly floor(step × (0.5 + 0.5r)), so in the step's upper half, never above it.
   const r = seeded(23);
   for (let i = 0; i < 1000; i++) {
     const attempt = i % 8;
-    const d = backoffDelayMs(attempt, r);
-    const base = RECONNECT_BACKOFF_MS[Math.min(attempt, RECONNECT_BACKOFF_MS.length - 1)];
-    assert.ok(d <= base && d >= Math.floor(base * 0.75), `attempt ${attempt}: ${d} ms`);
+    const step = RECONNECT_BACKOFF_MS[Math.min(attempt, RECONNECT_BACKOFF_MS.length - 1)];
+    let drawn = -1;
+    const d = backoffDelayMs(attempt, () => (drawn = r()));
+    if (attempt === 0) {
+      assert.equal(d, 0, 'attempt 0 never waits');
+      continue;
+    }
+    assert.equal(d, Math.floor(step * (0.5 + 0.5 * drawn)), `attempt ${attempt}, r ${drawn}`);
+    assert.ok(d <= step && d >= step / 2, `attempt ${attempt}: ${d} ms`);
   }
   // Attempts that time out (a black hole): each gets attemptTimeoutMs, the backoff comes after it.
   const limit = attemptTimeoutMs(null, 10000);
   assert.equal(limit, 3000);
   const slow = playUnreachable({ giveUpMs: 20000, failAfterMs: limit, random: () => 0.999999 });
-  assert.deepEqual(slow.starts, [0, 3250, 6750, 10750, 14750, 18750]);
-  assert.equal(slow.gaveUpAt, 21750); // the attempt of 18750 ends at 21750: past 20 s, no other
-  // 0 = never give up.
-  assert.deepEqual(reconnectStep({ attempt: 1000, elapsedMs: 1e9, giveUpMs: 0, random: () => 0.5 }), { action: 'wait', delayMs: 875 });
+  assert.deepEqual(slow.starts, [0, 3249, 6748, 10747, 15746]);
+  assert.equal(slow.gaveUpAt, 18746); // the next attempt would start at 22745: past 20 s, no other
+  // 0 = never give up; attempt 5 and after use the last step.
+  assert.deepEqual(reconnectStep({ attempt: 1000, elapsedMs: 1e9, giveUpMs: 0, random: () => 0.5 }), { action: 'wait', delayMs: 3000 });
 });
 
 test('the attempt deadline: at least 3 s, 2 s + 8 RTT on a slow path, at most the connect timeout', () => {
@@ -103,12 +112,22 @@ test('the attempt deadline: at least 3 s, 2 s + 8 RTT on a slow path, at most th
 
 test('what a close means, by code and by what came before it', () => {
   const table = [
-    [{ code: null }, { action: 'reconnect', delayMs: 0 }],
+    [{ code: null }, { action: 'reconnect', verdict: 'resume', delayMs: 0 }],
     [{ code: 0 }, 'close'],
-    [{ code: 3 }, 'close'], // a §6 error close (replaced, server_full, ...)
+    [{ code: 3 }, 'close'], // a §6 error close (unsupported_version, replaced, server_full, ...)
     [{ code: null, fatalCode: 4 }, 'close'],
-    [{ code: 19, goingAwayInMs: 1500.4 }, { action: 'reconnect', delayMs: 1500 }],
-    [{ code: 0, goingAwayInMs: -20 }, { action: 'reconnect', delayMs: 0 }],
+    [{ code: 19, goingAwayInMs: 1500.4 }, { action: 'reconnect', verdict: 'resume_after', delayMs: 1500 }],
+    [{ code: null, goingAwayInMs: -20 }, { action: 'reconnect', verdict: 'resume_after', delayMs: 0 }],
+    // A normal close wins over a GoingAway (PROTOCOL.md §12, rule 3: first match wins).
+    [{ code: 0, goingAwayInMs: 2500 }, 'close'],
+    // shutting_down without a GoingAway: back after 1 s; slow_consumer, cluster_unavailable: at once.
+    [{ code: 7 }, { action: 'reconnect', verdict: 'resume_after', delayMs: 1000 }],
+    [{ code: 21 }, { action: 'reconnect', verdict: 'resume', delayMs: 0 }],
+    [{ code: 22 }, { action: 'reconnect', verdict: 'resume', delayMs: 0 }],
+    [{ code: null, fatalCode: 17 }, 'close'], // too_many_join_attempts before the end: final
+    [{ code: null, fatalCode: 10 }, { action: 'reconnect', verdict: 'resume', delayMs: 0 }], // not final
+    [{ code: null, redirected: true, enabled: false }, { action: 'reconnect', verdict: 'redirect', delayMs: 0 }],
+    [{ code: null, redirected: true, appClosed: true }, 'close'],
     [{ code: null, enabled: false }, 'close'],
     [{ code: null, welcomed: false }, 'close'],
   ];
@@ -120,23 +139,24 @@ test('what a close means, by code and by what came before it', () => {
   // GoingAway at t=1000 for 5000 ms; the connection ends at t=2500: come back at t=6000.
   assert.equal(goingAwayLeftMs({ at: 1000, ms: 5000 }, 2500), 3500);
   assert.equal(goingAwayLeftMs(null, 2500), null);
-  // Errors that answer a create/join (the request fails; the connection stays).
-  for (const code of [9, 10, 11, 12, 13, 14, 16, 17, 22]) assert.ok(answersSessionRequest(code), String(code));
-  for (const code of [0, 1, 3, 4, 7, 15, 19]) assert.ok(!answersSessionRequest(code), String(code));
+  // Errors that answer a create/join (the request fails; the connection stays); not_in_session
+  // (14) answers a LeaveSession.
+  for (const code of [8, 9, 10, 11, 12, 13, 16, 17, 22]) assert.ok(answersSessionRequest(code), String(code));
+  for (const code of [0, 1, 3, 4, 7, 14, 15, 19]) assert.ok(!answersSessionRequest(code), String(code));
 });
 
 test('resume or rejoin: the same peer id resumes; a new one voids the old seat and rejoins by code', () => {
-  const base = { resumed: true, peerId: 4, previousPeerId: 4, resend: false, pending: false, inSession: true };
+  const base = { resumed: true, peerId: 4, previousPeerId: 4, inSession: true, pendingRequest: false };
   assert.equal(afterReconnect(base), 'resumed');
+  assert.equal(afterReconnect({ ...base, inSession: false }), 'resumed');
   // Within the grace but on a server that restarted (new id despite the flag), or after the grace.
   assert.equal(afterReconnect({ ...base, peerId: 9 }), 'rejoin');
   assert.equal(afterReconnect({ ...base, resumed: false, peerId: 9 }), 'rejoin');
-  // In no session: nothing to rejoin; a redirected create/join still waiting goes again.
+  // In no session: nothing to rejoin; a create/join still waiting for its answer goes again.
   assert.equal(afterReconnect({ ...base, resumed: false, peerId: 9, inSession: false }), 'fresh');
-  assert.equal(afterReconnect({ ...base, resumed: false, peerId: 9, inSession: false, resend: true, pending: true }), 'resend');
-  assert.equal(afterReconnect({ ...base, resumed: false, peerId: 9, inSession: false, resend: true, pending: false }), 'fresh');
-  // A redirected request of a client in a session is not sent again: it rejoins its session.
-  assert.equal(afterReconnect({ ...base, resumed: false, peerId: 9, resend: true, pending: true }), 'rejoin');
+  assert.equal(afterReconnect({ ...base, resumed: false, peerId: 9, inSession: false, pendingRequest: true }), 'resend');
+  // A request of a client in a session is not sent again: it rejoins its session (the session comes first).
+  assert.equal(afterReconnect({ ...base, resumed: false, peerId: 9, pendingRequest: true }), 'rejoin');
 });
 
 test('request timeouts: unanswered for requestTimeoutMs', () => {
@@ -147,36 +167,135 @@ test('request timeouts: unanswered for requestTimeoutMs', () => {
 // --- liveness -------------------------------------------------------------------------------
 
 /**
- * Play the Ping timer (every `intervalMs`) against a server that answers each ping after
- * `answerMs` until `silentFromMs`; returns when the core takes the server for lost (or null).
+ * Play the liveness timer against a server. The shell's one timer fires at the core's `wakeAtMs`
+ * (a throttled tab: not before the next multiple of `throttleMs`); each Ping is answered after
+ * `rtt(t)` ms (null: lost on the way, either way) until the server dies at `deadAtMs`. Anything
+ * arriving is "heard"; a Pong is an RTT sample. Returns when the core declares the server lost
+ * (null if never, by `untilMs`), the pings sent, the last timeout.
  */
-function playLiveness({ intervalMs, liveTimeoutMs, answerMs, silentFromMs, untilMs }) {
-  let awaiting = 0;
-  const answers = [];
-  for (let t = 0; t <= untilMs; t += intervalMs) {
-    // Messages that arrived since the last tick reset the wait (any message, not only Pong).
-    if (answers.some((a) => a <= t)) awaiting = 0;
-    answers.splice(0, answers.length, ...answers.filter((a) => a > t));
-    const tick = pingTick({ awaitingSinceMs: awaiting, nowMs: t, liveTimeoutMs });
-    if (tick.action === 'lost') return { lostAt: t, silentMs: tick.silentMs };
-    awaiting = tick.awaitingSinceMs;
-    if (t < silentFromMs) answers.push(t + answerMs);
+function playLiveness({ rtt, deadAtMs = Infinity, untilMs, timeoutMs = null, throttleMs = 0, intervalMs = PING_INTERVAL_MS }) {
+  // Connected at t = 0: the first Ping is due one interval later.
+  let s = livenessStart(0, intervalMs);
+  /** @type {{at: number, sample: number}[]} arrivals pending, sorted */
+  const arrivals = [];
+  let t = s.pingDueMs;
+  let pings = 0;
+  let lastTimeout = liveTimeoutMs(null);
+  while (t <= untilMs) {
+    // Everything heard before the timer fires.
+    while (arrivals.length && arrivals[0].at <= t) {
+      const a = arrivals.shift();
+      s = livenessHeard(s, a.sample);
+    }
+    const d = livenessTick(s, t, { intervalMs, timeoutMs });
+    lastTimeout = d.timeoutMs;
+    if (d.action === 'lost') return { lostAt: t, silentMs: d.silentMs, pings, timeoutMs: d.timeoutMs };
+    assert.notEqual(d.wakeAtMs, null);
+    s = d.state;
+    if (d.action === 'ping') {
+      pings++;
+      const r = t < deadAtMs ? rtt(t) : null;
+      if (r !== null) {
+        arrivals.push({ at: t + r, sample: r });
+        arrivals.sort((x, y) => x.at - y.at);
+      }
+    }
+    assert.ok(d.wakeAtMs > t, `the next tick (${d.wakeAtMs}) is after now (${t})`);
+    // The timer fires at wakeAtMs (an arrival in between is heard: nothing to decide then).
+    let next = /** @type {number} */ (d.wakeAtMs);
+    if (throttleMs) next = Math.ceil(next / throttleMs) * throttleMs;
+    t = next;
   }
-  return null;
+  return { lostAt: null, pings, timeoutMs: lastTimeout };
 }
 
-test('liveness: lost when a Ping got no answer within liveTimeoutMs, timed from the ping', () => {
-  // Pings every 2 s; the server answers the ping of t=10 s, not that of t=12 s: the first tick more
-  // than 7 s after it (t=20 s) declares the server lost, 10 s after its last answer.
-  assert.deepEqual(playLiveness({ intervalMs: 2000, liveTimeoutMs: 7000, answerMs: 30, silentFromMs: 10001, untilMs: 60000 }),
-    { lostAt: 20000, silentMs: 8000 });
-  // A slow server (answers after 5 s) is not lost.
-  assert.equal(playLiveness({ intervalMs: 2000, liveTimeoutMs: 7000, answerMs: 5000, silentFromMs: Infinity, untilMs: 600000 }), null);
-  // A throttled background tab (timers once a minute) is not taken for dead: the wait is timed from the ping.
-  assert.equal(playLiveness({ intervalMs: 60000, liveTimeoutMs: 7000, answerMs: 200, silentFromMs: Infinity, untilMs: 3600000 }), null);
-  // 0 = only when the transport says so.
-  assert.equal(playLiveness({ intervalMs: 2000, liveTimeoutMs: 0, answerMs: 0, silentFromMs: 0, untilMs: 600000 }), null);
-  assert.equal(serverSilent(0, 1e9, 7000), false);
+test('liveness: a Ping every 500 ms; the RTT estimate (RFC 6298 style) and the live timeout it gives', () => {
+  assert.equal(PING_INTERVAL_MS, 500);
+  assert.deepEqual(LIVE_TIMEOUT_MS, { initialMs: 3000, minMs: 1500, maxMs: 10000 });
+  // First sample s: srtt = s, rttvar = s/2; then rttvar = ¾·rttvar + ¼·|srtt − s|, srtt = ⅞·srtt + ⅛·s.
+  let e = rttEstimate(null, 100);
+  assert.deepEqual(e, { srttMs: 100, rttvarMs: 50 });
+  e = rttEstimate(e, 300);
+  assert.deepEqual(e, { srttMs: 125, rttvarMs: 0.75 * 50 + 0.25 * 200 });
+  // 3000 before a sample; clamp(3 × (srtt + 4·rttvar), 1500, 10000) after.
+  assert.equal(liveTimeoutMs(null), 3000);
+  assert.equal(liveTimeoutMs({ srttMs: 20, rttvarMs: 5 }), 1500);
+  assert.equal(liveTimeoutMs({ srttMs: 200, rttvarMs: 100 }), 1800);
+  assert.equal(liveTimeoutMs({ srttMs: 2000, rttvarMs: 1000 }), 10000);
+  // A Pong is heard and is a sample; any other message is heard only.
+  const s = { rtt: null, awaitingSinceMs: 1000, pingDueMs: 1500 };
+  assert.deepEqual(livenessHeard(s), { rtt: null, awaitingSinceMs: null, pingDueMs: 1500 });
+  assert.deepEqual(livenessHeard(s, 40), { rtt: { srttMs: 40, rttvarMs: 20 }, awaitingSinceMs: null, pingDueMs: 1500 });
+  // Connected at t: the first Ping one interval later.
+  assert.deepEqual(livenessStart(200), { rtt: null, awaitingSinceMs: null, pingDueMs: 700 });
+});
+
+test('liveness: lost when the oldest unanswered Ping is older than the live timeout; anything heard resets it', () => {
+  // Nothing ever answers: the first Ping (t = 500, one interval after connecting) is outstanding;
+  // lost just after 3000 ms more (no sample yet).
+  assert.deepEqual(playLiveness({ rtt: () => null, untilMs: 60000 }), { lostAt: 3501, silentMs: 3001, pings: 7, timeoutMs: 3000 });
+  // A quiet path (RTT 30 ms), the server killed at t = 10 s: the timeout has settled at 1500; the
+  // Ping of t = 10 s goes unanswered and the server is lost at 11.5 s, within 2 s of the kill.
+  const quiet = playLiveness({ rtt: () => 30, deadAtMs: 10000, untilMs: 60000 });
+  assert.deepEqual(quiet, { lostAt: 11501, silentMs: 1501, pings: 23, timeoutMs: 1500 });
+  // Killed just after a Pong came back (the worst moment): still within 2 s.
+  const worst = playLiveness({ rtt: () => 30, deadAtMs: 9531, untilMs: 60000 });
+  assert.equal(worst.lostAt, 11501);
+  assert.ok(worst.lostAt - 9531 <= 2000, `${worst.lostAt - 9531} ms after the kill`);
+  // A slow server (answers after 2 s) is not lost: its estimate makes the timeout 10 s.
+  assert.equal(playLiveness({ rtt: () => 2000, untilMs: 600000 }).lostAt, null);
+  // One that takes 5 s from the start is lost before the first sample (3000 then) ...
+  assert.equal(playLiveness({ rtt: () => 5000, untilMs: 600000 }).lostAt, 3501);
+  // ... unless the app fixed the timeout (the liveTimeoutMs option), and 0 turns the check off.
+  assert.equal(playLiveness({ rtt: () => 5000, timeoutMs: 7000, untilMs: 600000 }).lostAt, null);
+  assert.equal(playLiveness({ rtt: () => null, timeoutMs: 0, untilMs: 600000 }).lostAt, null);
+  // A throttled background tab (its timer fires once a minute) is not taken for dead: the wait is
+  // timed from the Ping, and the Pong to it is heard long before the next tick.
+  assert.equal(playLiveness({ rtt: () => 200, throttleMs: 60000, untilMs: 3600000 }).lostAt, null);
+  // Timed from the oldest unanswered Ping, not the latest: Pings keep going out while one is
+  // outstanding, and none of them moves the deadline.
+  let st = livenessStart(-500);
+  st = livenessTick(st, 0).state;
+  const t1 = livenessTick(st, 500);
+  assert.equal(t1.action, 'ping');
+  assert.equal(t1.state.awaitingSinceMs, 0);
+  assert.equal(t1.wakeAtMs, 1000);
+  assert.equal(livenessTick(t1.state, 3000).action, 'ping');
+  assert.equal(livenessTick(t1.state, 3001).action, 'lost');
+  assert.equal(livenessTick(t1.state, 3001).wakeAtMs, null);
+  // Between Pings, with nothing outstanding, the timer has nothing to do.
+  assert.equal(livenessTick({ rtt: null, awaitingSinceMs: null, pingDueMs: 500 }, 300).action, 'none');
+  assert.equal(serverSilent(null, 1e9, 3000), false);
+});
+
+/**
+ * Ten-minute runs (seeds 1..runs) on a lossy path: each Ping and each Pong is lost with
+ * probability `loss`; the round trip is 40 ms plus up to 300 ms each way. Pings alone (relay
+ * frames and other messages would only help). Returns the runs that declared the server lost.
+ */
+function falseAlarms(loss, runs) {
+  const alarms = [];
+  for (let seed = 1; seed <= runs; seed++) {
+    const r = seeded(seed);
+    const run = playLiveness({ rtt: () => (r() < loss || r() < loss ? null : 40 + 300 * r() + 300 * r()), untilMs: 600000 });
+    if (run.lostAt !== null) alarms.push({ seed, lostAt: run.lostAt, timeoutMs: Math.round(run.timeoutMs) });
+  }
+  return alarms;
+}
+
+test('liveness: no false alarm in 10 minutes at 1 % loss each way and 300 ms jitter (simulated, 20 runs)', () => {
+  assert.deepEqual(falseAlarms(0.01, 20), []);
+});
+
+// Rule 2 as decided (a Ping every 500 ms, a timeout of at least 1500 ms) is lost when 3 Pings in
+// a row get no answer: with 5 % loss each way (9.75 % per round trip) that happens about once in
+// ten minutes of Pings alone (33 of 200 simulated runs here). A Ping every 250 ms would make it
+// 1 of 200 and keep the detection under 2 s. Reported to the session that owns the rule; the
+// test stays here, marked todo, until the rule settles.
+test('liveness: no false alarm in 10 minutes at 5 % loss each way and 300 ms jitter (simulated, 20 runs)', {
+  todo: 'rule 2 with Pings every 500 ms misses this goal (see the comment above)',
+}, () => {
+  assert.deepEqual(falseAlarms(0.05, 20), []);
 });
 
 // --- the control stream's rate --------------------------------------------------------------
@@ -228,9 +347,12 @@ test('redirect limit: follow up to maxRedirects in a row, then fail, refuse, or 
   // Connected, in no session (a create/join was redirected): the request fails, the client stays.
   assert.deepEqual(redirectPlan({ ...sixth, welcomed: true, inSession: false, connected: true }),
     { action: 'refuse', reconnect: false, at: base.at });
-  // In a session: the request fails and the client goes back to its first configured server.
+  // In a session: the request fails and the client goes back to its configured servers: the
+  // target is dropped, the rotation resumes where it left off (PROTOCOL.md §12, rule 5).
   assert.deepEqual(redirectPlan({ ...sixth, welcomed: true, inSession: true, connected: false }),
-    { action: 'refuse', reconnect: true, at: { index: 0, target: null } });
+    { action: 'refuse', reconnect: true, at: { index: 1, target: null } });
+  assert.deepEqual(redirectPlan({ ...sixth, at: { index: 2, target: b }, welcomed: true, inSession: true, connected: true }).at,
+    { index: 2, target: null });
   // A node the transport cannot reach: back to the configured servers, where the client was.
   const wsOnly = node('c', '', 'https://c.example');
   assert.equal(wsOnly.url, '');
