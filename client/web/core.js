@@ -70,13 +70,15 @@ export function errorGivesUp(code) {
 /**
  * Whether a reconnection attempt refused or closed with `code` is final (`give_up`) or tried
  * again with the backoff (`retry`): final for bad_message, frame_too_large, unsupported_version,
- * protocol_violation, hello_timeout, replaced and unknown non-zero codes.
+ * protocol_violation, hello_timeout, replaced, token_required, token_invalid, token_revoked and
+ * unknown non-zero codes.
  * @param {number|null} code null: unreachable, timed out, ended without a code
  * @returns {'retry'|'give_up'}
  */
 export function attemptFailure(code) {
   if (code === null || code === undefined) return 'retry';
-  if ([1, 2, 3, 4, 19, 20].includes(code)) return 'give_up';
+  // 23, 24, 27: no token, a refused one, a revoked one will not pass again (§13).
+  if ([1, 2, 3, 4, 19, 20, 23, 24, 27].includes(code)) return 'give_up';
   return ERROR_CODES[code] || code === 0 ? 'retry' : 'give_up';
 }
 
@@ -91,7 +93,7 @@ export function attemptFailure(code) {
  *   what is left of it), or close code 7 `shutting_down` (1000 ms).
  * - `resume` (action `reconnect`, at once): no close code (network, proxy, idle timeout, no
  *   answer to Pings, WebSocket 1006 or any code that is not 1000 / 4000–4999), or 21
- *   `slow_consumer` / 22 `cluster_unavailable`.
+ *   `slow_consumer` / 22 `cluster_unavailable` / 25 `token_expired`.
  *
  * @param {{code: number|null, fatalCode?: number|null, goingAwayInMs?: number|null,
  *   enabled?: boolean, welcomed?: boolean, redirected?: boolean, appClosed?: boolean}} c
@@ -119,7 +121,8 @@ export function closeDisposition(c) {
   }
   if (code === null || code === undefined) return { action: 'reconnect', verdict: 'resume', delayMs: 0 };
   if (code === 7) return { action: 'reconnect', verdict: 'resume_after', delayMs: SHUTTING_DOWN_DELAY_MS };
-  if (code === 21 || code === 22) return { action: 'reconnect', verdict: 'resume', delayMs: 0 };
+  // 25 token_expired: come back with a fresh token (`getToken` is asked again), the seat is kept.
+  if (code === 21 || code === 22 || code === 25) return { action: 'reconnect', verdict: 'resume', delayMs: 0 };
   return giveUp(`closed by the server with ${errorName(code)}`);
 }
 
@@ -610,7 +613,7 @@ export function rotation(at, event, count, node = null) {
 }
 
 /** Errors that answer a CreateSession / JoinSession (PROTOCOL.md §6, §12): not `not_in_session` (14), which answers LeaveSession. */
-export const SESSION_REQUEST_ERRORS = new Set([8, 9, 10, 11, 12, 13, 16, 17, 22]);
+export const SESSION_REQUEST_ERRORS = new Set([8, 9, 10, 11, 12, 13, 16, 17, 22, 26]);
 
 
 /** Values of the `transport` option besides a factory. */

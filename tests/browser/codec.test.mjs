@@ -84,7 +84,14 @@ test('decoded values match the vector names', () => {
   };
   assert.deepEqual(byName('ClientMsg', 'hello_browser_unicode_name'), {
     type: 'Hello', version: 1, client: 'Browser', relayMode: 'Datagram', name: 'Zoë ✈ 機長', resumeToken: null,
+    accessToken: null,
   });
+  // Hello version 2 carries the access token (PROTOCOL.md §4, §13).
+  assert.equal(byName('ClientMsg', 'hello_v2_no_token').accessToken, null);
+  const v2 = byName('ClientMsg', 'hello_v2_token_resume');
+  assert.equal(v2.version, 2);
+  assert.equal(v2.accessToken, 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln');
+  assert.equal(v2.resumeToken.length, 16);
   const dn = byName('ClientMsg', 'hello_dotnet_stream_resume');
   assert.equal(dn.client, 'DotNet');
   assert.equal(dn.relayMode, 'Stream');
@@ -125,7 +132,7 @@ test('decoded values match the vector names', () => {
 
 test('every server error vector names its code as in PROTOCOL.md §6', () => {
   const errs = vectors.filter((v) => v.ok && v.name.startsWith('error_'));
-  assert.equal(errs.length, 22);
+  assert.equal(errs.length, 27);
   for (const v of errs) {
     const m = decodeServerMsg(v.bytes);
     assert.equal(`error_${errorName(m.code)}`, v.name);
