@@ -87,6 +87,10 @@ def main():
     ap.add_argument("--jitter-ms", type=float, default=300.0)
     ap.add_argument("--loss", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=None)
+    # A harsher path for the control run: every IP frame dropped, both ways,
+    # for this long, starting this many seconds after the bridge started.
+    ap.add_argument("--blackout-at", type=float, default=None)
+    ap.add_argument("--blackout-ms", type=float, default=0.0)
     o = ap.parse_args()
     rng = random.Random(o.seed)
     socks = {o.a: open_if(o.a), o.b: open_if(o.b)}
@@ -94,8 +98,12 @@ def main():
     name = {socks[o.a]: o.a, socks[o.b]: o.b}
     stats = {
         "forwarded": 0, "dropped": 0, "passed_non_ip": 0, "send_errors": 0,
-        "oversize": 0, "max_queue": 0,
+        "oversize": 0, "max_queue": 0, "blackout_dropped": 0,
     }
+    started = time.monotonic()
+    blackout = None
+    if o.blackout_at is not None and o.blackout_ms > 0:
+        blackout = (started + o.blackout_at, started + o.blackout_at + o.blackout_ms / 1000.0)
     queue = []  # (due, seq, out socket, frame)
     seq = 0
     stop = []
@@ -105,7 +113,8 @@ def main():
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    print(f"lossy_bridge: {o.a} <-> {o.b}: delay {o.delay_ms}±{o.jitter_ms} ms, loss {o.loss:.1%}",
+    print(f"lossy_bridge: {o.a} <-> {o.b}: delay {o.delay_ms}±{o.jitter_ms} ms, loss {o.loss:.1%}"
+          + (f", blackout {o.blackout_ms:.0f} ms at {o.blackout_at} s" if blackout else ""),
           flush=True)
     while not stop:
         now = time.monotonic()
@@ -129,6 +138,9 @@ def main():
                 if not is_ip:
                     stats["passed_non_ip"] += 1
                     due = time.monotonic()
+                elif blackout and blackout[0] <= time.monotonic() < blackout[1]:
+                    stats["blackout_dropped"] += 1
+                    continue
                 elif rng.random() < o.loss:
                     stats["dropped"] += 1
                     continue

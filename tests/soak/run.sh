@@ -3,9 +3,11 @@
 # never take their server for lost.
 #
 #   sudo tests/soak/run.sh              # 10 minutes (SOAK_SECS=600), every client at once
-#   sudo tests/soak/run.sh --control    # 60 s with a tight fixed live timeout (400 ms):
-#                                       # passes only if EVERY client reports false alarms,
-#                                       # the proof that the soak test can fail
+#   sudo tests/soak/run.sh --control    # 60 s with a tight fixed live timeout (400 ms) where
+#                                       # the client has one (JS, C#), on a harsher path (12 s
+#                                       # blackout 20 s in, for Rust, whose QUIC idle timeout has
+#                                       # a 3-PTO floor): passes only if EVERY client took its
+#                                       # server for lost, the proof that the soak test can fail
 #
 # The real server in one network namespace, the real clients in another, a lossy
 # bridge between them (tests/soak/netns.sh, tests/soak/lossy_bridge.py: each frame
@@ -36,6 +38,10 @@ if [ "${1:-}" = "--control" ]; then control=1; fi
 secs="${SOAK_SECS:-$([ -n "$control" ] && echo 60 || echo 600)}"
 clients="${SOAK_CLIENTS:-rust,js,csharp}"
 bridge_flags="${SOAK_BRIDGE:---delay-ms 300 --jitter-ms 300 --loss 0.05}"
+# The control run's path is harsher as well: 12 s of total loss 20 s in. A client
+# whose live timeout cannot be made tight (QUIC's idle timeout is at least 3 PTOs;
+# rule 2's is at least 1.5 s) must still be seen to take its server for lost.
+[ -n "$control" ] && bridge_flags="$bridge_flags ${SOAK_CONTROL_BRIDGE:---blackout-at 20 --blackout-ms 12000}"
 tight=""
 [ -n "$control" ] && tight="--tight"
 
