@@ -73,7 +73,9 @@ async fn main() -> Result<()> {
     }
     let mut host = Client::connect(&cfg, None).await.context("host connects")?;
     let code = host.create_session(0, None).await.context("create")?.code;
-    let mut guest = Client::connect(&cfg, None).await.context("guest connects")?;
+    let mut guest = Client::connect(&cfg, None)
+        .await
+        .context("guest connects")?;
     guest.join_session(&code, None).await.context("join")?;
     eprintln!("soak_client: session {code}, running {} s", a.secs);
     let end = Instant::now() + Duration::from_secs(a.secs);
