@@ -37,8 +37,9 @@ dev: ## Start the server with debug logs
 certs: ## Write a dev certificate to certs/ and print its hash
 	$(CARGO) run --release -- certs
 
-vectors: ## Regenerate docs/vectors.txt (golden vectors for client codecs)
+vectors: ## Regenerate docs/vectors.txt and docs/client-vectors.json (codec and client behaviour vectors)
 	$(CARGO) run -q -- vectors > docs/vectors.txt
+	$(CARGO) run -q -- vectors --client > docs/client-vectors.json
 
 lint: ## cargo fmt --check and clippy -D warnings
 	$(CARGO) fmt --all -- --check

@@ -42,7 +42,15 @@ pub(crate) enum Command {
     /// A client: host or join a session, print events, send and receive relayed flight data.
     Peer(Box<PeerArgs>),
     /// Print the protocol's golden test vectors (for client implementers).
-    Vectors,
+    Vectors(VectorsArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct VectorsArgs {
+    /// Print the client behaviour vectors instead (docs/client-vectors.json): decision
+    /// tables and timed scenarios every client replays (PROTOCOL.md, "Client behaviour").
+    #[arg(long)]
+    pub(crate) client: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -140,8 +148,9 @@ pub(crate) struct PeerArgs {
     #[arg(long, env = "FSP2P_WS_URL")]
     pub(crate) ws_url: Option<String>,
 
-    /// With --transport auto: how long QUIC gets alone before WebSocket is tried too.
-    #[arg(long, default_value_t = 750)]
+    /// With --transport auto: how long QUIC gets alone before WebSocket is tried too
+    /// (the clients' shared default, PROTOCOL.md §12 rule 7).
+    #[arg(long, default_value_t = 1000)]
     pub(crate) fallback_delay_ms: u64,
 
     /// Pin the server certificate by SHA-256 (hex, as `serve` prints it).
@@ -723,6 +732,16 @@ mod tests {
         };
         let err = bad.into_config(http, http).unwrap_err();
         assert!(err.to_string().contains("twice"), "{err}");
+    }
+
+    #[test]
+    fn vectors_prints_the_codec_vectors_or_with_client_the_behaviour_ones() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Vectors(v)) => v.client,
+            other => panic!("{args:?}: {other:?}"),
+        };
+        assert!(!parse(&["flightsim-p2p", "vectors"]));
+        assert!(parse(&["flightsim-p2p", "vectors", "--client"]));
     }
 
     #[test]

@@ -46,7 +46,11 @@ fn main() -> Result<()> {
         Command::Serve(args) => rt.block_on(serve(*args)),
         Command::Certs(args) => certs_cmd(args),
         Command::Peer(args) => rt.block_on(peer(*args)),
-        Command::Vectors => {
+        Command::Vectors(args) if args.client => {
+            print!("{}", flightsim_p2p::protocol::client_vectors::render());
+            Ok(())
+        }
+        Command::Vectors(_) => {
             print!("{}", flightsim_p2p::vectors::render());
             Ok(())
         }

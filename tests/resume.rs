@@ -445,3 +445,47 @@ async fn a_resume_token_brings_back_no_seat_after_a_clean_leave() {
         "a relay frame from a peer in no session was not dropped as not_in_session"
     );
 }
+
+/// Liveness (PROTOCOL.md §12 rule 2): a server that stops answering is
+/// noticed from the client's own Pings within a few seconds, long before
+/// QUIC's idle timeout (the client's 10 s backstop; the server's 30 s
+/// default here) would end the connection. The one timing assertion of
+/// this file, with a wide margin: the rule says about 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_is_noticed_by_liveness_before_the_idle_timeout() {
+    let srv = start_with(
+        Limits::default(),
+        IceConfig::default(),
+        QuicTuning::default(),
+    )
+    .await;
+    let mut proxy = UdpProxy::start(srv.quic).await;
+    let mut cfg = srv.config(ClientTransport::Quic, RelayMode::Datagram);
+    cfg.server = proxy.addr;
+    assert!(cfg.idle_timeout >= Duration::from_secs(10));
+    let mut peer = Client::connect(&cfg, None).await.unwrap();
+    peer.create_session(0, None).await.unwrap();
+    // A few Ping/Pong rounds: the live timeout adapts to the RTT.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cut = std::time::Instant::now();
+    proxy.stop().await;
+    let attempt = wait_event(&mut peer, LONG, reconnecting).await;
+    let noticed = cut.elapsed();
+    assert!(
+        attempt.is_some(),
+        "the client never noticed the silent server"
+    );
+    assert!(
+        noticed < Duration::from_secs(6),
+        "a silent server was noticed only after {noticed:?}"
+    );
+    println!("liveness: a silent server noticed after {noticed:?}");
+    proxy.restart().await;
+    let resumed = wait_event(&mut peer, LONG, |e| match e {
+        Event::Reconnected { resumed } => Some(*resumed),
+        Event::Closed(why) => panic!("the client gave up: {why}"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(resumed, Some(true));
+}

@@ -19,10 +19,34 @@ use crate::protocol::WEBTRANSPORT_PATH;
 /// is answered on some node.
 pub const MAX_REDIRECTS: u32 = 5;
 
+/// What the `count`-th redirect in a row means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedirectStep {
+    /// Within [`MAX_REDIRECTS`]: follow it.
+    Follow,
+    /// Over the limit: fail the request or connect. `back_to_configured`: a
+    /// client in a session goes back to its configured servers instead.
+    Fail {
+        /// In a session: the configured servers again, with the backoff.
+        back_to_configured: bool,
+    },
+}
+
+/// PROTOCOL.md §12 rule 5: follow up to [`MAX_REDIRECTS`] in a row.
+pub fn redirect_step(count: u32, in_session: bool) -> RedirectStep {
+    if count > MAX_REDIRECTS {
+        RedirectStep::Fail {
+            back_to_configured: in_session,
+        }
+    } else {
+        RedirectStep::Follow
+    }
+}
+
 /// Fail once `count` redirects in a row (counted by the client's memory of
 /// the conversation) exceed [`MAX_REDIRECTS`]; `node` is the last target.
 pub(super) fn check_redirects(count: u32, node: &NodeAddr) -> Result<()> {
-    if count > MAX_REDIRECTS {
+    if redirect_step(count, false) != RedirectStep::Follow {
         return Err(Error::Redirects {
             count: MAX_REDIRECTS,
             node: node.name.clone(),
@@ -192,7 +216,7 @@ async fn node_config(base: &ClientConfig, node: &NodeAddr) -> Result<ClientConfi
 /// there is one; when it (or any server) cannot be reached, the next
 /// configured server is tried, round robin.
 #[derive(Debug, Clone)]
-pub(super) struct Rotation {
+pub struct Rotation {
     configured: Vec<ServerAddr>,
     next: usize,
     redirected: Option<ServerAddr>,
@@ -200,7 +224,7 @@ pub(super) struct Rotation {
 
 impl Rotation {
     /// The servers of `cfg`, starting with its main one.
-    pub(super) fn new(cfg: &ClientConfig) -> Rotation {
+    pub fn new(cfg: &ClientConfig) -> Rotation {
         let main = ServerAddr {
             server: cfg.server,
             server_name: cfg.server_name.clone(),
@@ -210,44 +234,70 @@ impl Rotation {
                 Trust::CaFile(_) => None,
             },
         };
-        Rotation {
-            configured: std::iter::once(main)
+        Rotation::of(
+            std::iter::once(main)
                 .chain(cfg.fallbacks.iter().cloned())
                 .collect(),
+        )
+    }
+
+    /// A rotation over `configured` (at least one server), at the first.
+    pub fn of(configured: Vec<ServerAddr>) -> Rotation {
+        Rotation {
+            configured,
             next: 0,
             redirected: None,
         }
     }
 
     /// The server the next attempt goes to.
-    pub(super) fn current(&self) -> &ServerAddr {
+    pub fn current(&self) -> &ServerAddr {
         self.redirected
             .as_ref()
             .unwrap_or(&self.configured[self.next % self.configured.len()])
     }
 
     /// A redirect sent the client to `at`.
-    pub(super) fn redirected(&mut self, at: ServerAddr) {
+    pub fn redirected(&mut self, at: ServerAddr) {
         self.redirected = Some(at);
     }
 
     /// Forget a redirect's node: the configured servers again.
-    pub(super) fn back_to_configured(&mut self) {
+    pub fn back_to_configured(&mut self) {
         self.redirected = None;
     }
 
     /// The current server could not be reached: a redirect target is
     /// dropped (back to the configured list, where it left off), a
     /// configured server makes way for the next one.
-    pub(super) fn unreachable(&mut self) {
+    pub fn unreachable(&mut self) {
         if self.redirected.take().is_none() {
             self.next = (self.next + 1) % self.configured.len();
         }
     }
 
+    /// The connection to the current server was lost; `silent`: the server
+    /// went silent (liveness, or QUIC's idle timeout), which counts as
+    /// unreachable. Any other loss is retried on the same server.
+    pub fn lost(&mut self, silent: bool) {
+        if silent {
+            self.unreachable();
+        }
+    }
+
+    /// The index in the configured servers the rotation is at.
+    pub fn configured_index(&self) -> usize {
+        self.next % self.configured.len()
+    }
+
+    /// The redirect target the next attempt goes to, if any.
+    pub fn redirect_target(&self) -> Option<&ServerAddr> {
+        self.redirected.as_ref()
+    }
+
     /// More than one place to go: a failure that would be final with one
     /// server (a configuration that cannot reach it) only moves on.
-    pub(super) fn has_alternatives(&self) -> bool {
+    pub fn has_alternatives(&self) -> bool {
         self.redirected.is_some() || self.configured.len() > 1
     }
 

@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -18,6 +19,61 @@ use super::{ClientConfig, ClientTransport, Error, Result};
 use crate::first::{encode_first, FIRST_PARAM};
 use crate::protocol::{ClientMsg, ALPN_NATIVE, WEBTRANSPORT_PATH};
 use crate::wire::Wire;
+
+/// The two kinds of attempt of the QUIC/WebSocket race ([`ClientTransport::Auto`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaceKind {
+    /// Raw QUIC (WebTransport in a browser).
+    Quic,
+    /// The WebSocket fallback.
+    WebSocket,
+}
+
+/// One attempt of the race so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaceAttempt {
+    /// Which transport.
+    pub kind: RaceKind,
+    /// It failed (else it is pending, or connected).
+    pub failed: bool,
+}
+
+/// How the race begins (PROTOCOL.md §12 rule 7): QUIC first, and the
+/// WebSocket after `fallback_delay` if QUIC is not up by then (`Some`); the
+/// WebSocket alone at once without QUIC.
+pub fn race_start(quic_available: bool, fallback_delay: Duration) -> (RaceKind, Option<Duration>) {
+    if quic_available {
+        (RaceKind::Quic, Some(fallback_delay))
+    } else {
+        (RaceKind::WebSocket, None)
+    }
+}
+
+/// An attempt failed (`attempts`: every one so far, this one failed): the
+/// attempt to start now, if any (the WebSocket when QUIC failed before it
+/// started), and whether the race is lost (every attempt failed).
+pub fn race_failed(failed: RaceKind, attempts: &[RaceAttempt]) -> (Option<RaceKind>, bool) {
+    let start = (failed == RaceKind::Quic
+        && !attempts.iter().any(|a| a.kind == RaceKind::WebSocket))
+    .then_some(RaceKind::WebSocket);
+    (start, start.is_none() && attempts.iter().all(|a| a.failed))
+}
+
+/// Whether an attempt starting now carries the first request in its URL:
+/// only when every attempt started before it has failed (two pending
+/// attempts must not both join).
+pub fn carries_first(before: &[RaceAttempt]) -> bool {
+    before.iter().all(|a| a.failed)
+}
+
+/// An attempt connected: it wins; the other attempts still pending are abandoned.
+pub fn race_connected(connected: RaceKind, attempts: &[RaceAttempt]) -> Vec<RaceKind> {
+    attempts
+        .iter()
+        .filter(|a| a.kind != connected && !a.failed)
+        .map(|a| a.kind)
+        .collect()
+}
 
 /// A reusable QUIC client endpoint: one UDP socket and one TLS session cache
 /// for many connections. Connections through the same endpoint resume TLS and
@@ -120,7 +176,7 @@ pub(super) async fn connect(cfg: &ClientConfig, first: &[ClientMsg]) -> Result<C
             ws: connect_ws(cfg, Some(&in_url)).await?,
             sent: true,
         },
-        ClientTransport::Auto => connect_auto(cfg).await?,
+        ClientTransport::Auto => connect_auto(cfg, &in_url).await?,
     })
 }
 
@@ -148,7 +204,7 @@ pub async fn connect_wire(cfg: &ClientConfig) -> Result<(Wire, Option<quinn::End
 }
 
 /// Race QUIC against a later-starting WebSocket attempt (happy eyeballs).
-async fn connect_auto(cfg: &ClientConfig) -> Result<Connected> {
+async fn connect_auto(cfg: &ClientConfig, first: &str) -> Result<Connected> {
     let quic_cfg = ClientConfig {
         transport: ClientTransport::Quic,
         ..cfg.clone()
@@ -171,7 +227,16 @@ async fn connect_auto(cfg: &ClientConfig) -> Result<Connected> {
     };
     if let Some(e) = quic_error {
         tracing::info!("QUIC failed ({e}); using WebSocket");
-        return connect_ws(cfg, None).await.map(ws_only);
+        let quic = RaceAttempt {
+            kind: RaceKind::Quic,
+            failed: true,
+        };
+        // Nothing else pending: the first request rides in the URL.
+        let in_url = carries_first(&[quic]).then_some(first);
+        let sent = in_url.is_some();
+        return connect_ws(cfg, in_url)
+            .await
+            .map(|ws| Connected::WebSocket { ws, sent });
     }
     tracing::info!(
         "QUIC not connected after {:?}; trying WebSocket too",

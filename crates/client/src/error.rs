@@ -45,6 +45,15 @@ pub enum Error {
         /// How long the client waited.
         after: Duration,
     },
+    /// A `CreateSession` or `JoinSession` got no answer within
+    /// [`ClientConfig::request_timeout`](super::ClientConfig::request_timeout).
+    #[error("no answer to {request} within {after:?}")]
+    RequestTimeout {
+        /// `CreateSession` or `JoinSession`.
+        request: &'static str,
+        /// How long the client waited.
+        after: Duration,
+    },
     /// The client's own TLS setup failed (unreadable or bad CA file). A
     /// certificate the server presents and the client rejects is a
     /// [`Error::Connect`] failure of the handshake.

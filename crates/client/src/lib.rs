@@ -21,20 +21,33 @@
 //!
 //! When the connection is lost (a proxy dies, a phone changes networks
 //! further than QUIC migration follows, an edge cuts a WebSocket, the
-//! server says `GoingAway`), the same [`Client`] value reconnects, unless
-//! [`ClientConfig::auto_resume`] is off:
+//! server says `GoingAway`, the server stops answering), the same
+//! [`Client`] value reconnects, unless [`ClientConfig::auto_resume`] is off.
+//! The rules are PROTOCOL.md §12's, shared with the JS and C# clients; their
+//! pure forms are in [`behaviour`], and `tests/client_vectors.rs` replays
+//! `docs/client-vectors.json` against them.
+//!
+//! * **Liveness.** Every [`ClientConfig::ping_interval`] (500 ms) the
+//!   connection's reader sends a `Ping` (its `Pong` is not passed on as an
+//!   event) and keeps an RTT estimate. When a `Ping` has gone unanswered,
+//!   with nothing at all heard from the server since, for longer than
+//!   `clamp(3 × (srtt + 4·rttvar), 1.5 s, 10 s)` (3 s before the first
+//!   `Pong`), the server is lost: the connection is dropped (code 999, the
+//!   seat is kept) and resumed, at the next configured server if there are
+//!   others. A crashed node is noticed in about 2 s. QUIC's own idle timeout
+//!   ([`ClientConfig::idle_timeout`], 10 s) stays as a backstop.
 //!
 //! * It does so when the connection ends without a clean close and without a
 //!   fatal code: not after [`Client::close`] or [`Client::abandon`], not after
 //!   `replaced`, a protocol error or `too_many_join_attempts`. A `GoingAway`
 //!   (or a close with `shutting_down`) means: come back after
 //!   `reconnect_after_ms`.
-//! * Attempts follow a backoff (at once, then about 250 ms, 500 ms, 1 s,
-//!   2 s, 4 s, each jittered into its upper half), over the configured
-//!   transport (`Auto` races QUIC and WebSocket again each time, and raw
-//!   QUIC reuses its endpoint, so Hello goes as 0-RTT data). Each attempt is
-//!   announced by [`Event::Reconnecting`] and bounded by
-//!   [`ClientConfig::connect_timeout`].
+//! * Attempts follow a backoff (at once, then 250 ms, 500 ms, 1 s, 2 s, 4 s,
+//!   each jittered into its upper half: `floor(step × (0.5 + 0.5 × r))`),
+//!   over the configured transport (`Auto` races QUIC and WebSocket again
+//!   each time, and raw QUIC reuses its endpoint, so Hello goes as 0-RTT
+//!   data). Each attempt is announced by [`Event::Reconnecting`] and gets
+//!   `max(3 s, 2 s + 8 × srtt)`, at most [`ClientConfig::connect_timeout`].
 //! * Within the server's resume grace (`Welcome.limits.resume_grace_ms`) the
 //!   client offers its resume token: the server answers `Welcome { resumed:
 //!   true }` with the same peer id and `SessionJoined` with the current
@@ -92,6 +105,7 @@ mod cluster;
 mod connect;
 mod error;
 mod inbox;
+mod liveness;
 mod quic;
 mod reconnect;
 mod resume;
@@ -109,6 +123,27 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use self::cluster::MAX_REDIRECTS;
+
+/// The client's decisions as pure functions (sans-IO: time and randomness
+/// are inputs, nothing here reads a clock or touches a socket), one for
+/// each rule of PROTOCOL.md §12. The connection tasks and the reconnection
+/// supervisor are the shell that carries them out;
+/// `tests/client_vectors.rs` replays `docs/client-vectors.json` against them.
+pub mod behaviour {
+    pub use super::cluster::{redirect_step, RedirectStep, Rotation, MAX_REDIRECTS};
+    pub use super::connect::{
+        carries_first, race_connected, race_failed, race_start, RaceAttempt, RaceKind,
+    };
+    pub use super::liveness::{
+        LiveAction, Liveness, LIVE_TIMEOUT_INITIAL, LIVE_TIMEOUT_MAX, LIVE_TIMEOUT_MIN,
+        PING_INTERVAL,
+    };
+    pub use super::resume::{
+        after_reconnect, answers_request, attempt_refusal_is_final, attempt_timeout, backoff,
+        close_verdict, error_is_final, redirect_count_after, request_timed_out, AfterReconnect,
+        Attempt, EndFacts, Plan, Verdict, SHUTTING_DOWN_DELAY,
+    };
+}
 use self::connect::Connected;
 pub use self::connect::{connect_wire, QuicEndpoint};
 pub use self::error::{Cause, Error};
@@ -116,7 +151,7 @@ use self::inbox::Inbox;
 use self::reconnect::{LinkState, RelayState, Shared, Sink, Supervisor};
 use self::resume::Memory;
 use self::websocket::Outbox;
-use crate::wire::{DatagramError, Ended, Wire, Writer};
+use crate::wire::{DatagramError, Ended, Wire};
 /// The protocol's types a program using the client needs (messages, ids, `ALL_PEERS`).
 pub use fsp2p_protocol as protocol;
 use fsp2p_protocol::first;
@@ -199,16 +234,26 @@ pub struct ClientConfig {
     pub kind: ClientKind,
     /// A token from an earlier `Welcome`, to get the same peer and seat back.
     pub resume_token: Option<Vec<u8>>,
-    /// Keep-alive interval of QUIC and WebTransport connections.
+    /// Keep-alive interval of QUIC and WebTransport connections (QUIC PING
+    /// frames; liveness `Ping`s keep the connection busy anyway).
     pub keep_alive: Duration,
-    /// A QUIC or WebTransport connection that hears nothing from the server
-    /// for this long is lost (and auto-resume starts). A crashed server
-    /// sends nothing at all, so this is how long a player takes to notice
-    /// one (and, in a cluster, to move to another node). Keep it a few
-    /// `keep_alive`s long.
+    /// Liveness (PROTOCOL.md §12 rule 2): the client sends `Ping` this often
+    /// (500 ms by the rule) and takes the server for lost, and resumes, when
+    /// one has gone unanswered, with nothing at all heard since, for longer
+    /// than `clamp(3 × (srtt + 4·rttvar), 1.5 s, 10 s)` (3 s before the first
+    /// `Pong`). A crashed node is noticed in about 2 s. Zero turns it off
+    /// (then only [`idle_timeout`](Self::idle_timeout) notices).
+    pub ping_interval: Duration,
+    /// QUIC's idle timeout, a backstop behind liveness: a QUIC or
+    /// WebTransport connection that hears nothing for this long is lost
+    /// (and auto-resume starts). Keep it above liveness's 10 s ceiling.
     pub idle_timeout: Duration,
-    /// How long [`Client::connect`] may take, until the `Welcome`.
+    /// How long [`Client::connect`] may take, until the `Welcome`; it also
+    /// caps one reconnection attempt, which gets `max(3 s, 2 s + 8 × srtt)`.
     pub connect_timeout: Duration,
+    /// How long [`Client::create_session`] and [`Client::join_session`] wait
+    /// for their answer before failing with [`Error::RequestTimeout`].
+    pub request_timeout: Duration,
     /// WebSocket URL of the fallback transport, e.g. `ws://127.0.0.1:8080/ws` or
     /// `wss://example.com/ws`. Needed for `Websocket` and `Auto`.
     pub ws_url: Option<String>,
@@ -246,10 +291,12 @@ impl ClientConfig {
             kind: ClientKind::Rust,
             resume_token: None,
             keep_alive: Duration::from_secs(2),
-            idle_timeout: Duration::from_secs(8),
+            ping_interval: liveness::PING_INTERVAL,
+            idle_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
             ws_url: None,
-            fallback_delay: Duration::from_millis(750),
+            fallback_delay: Duration::from_millis(1_000),
             endpoint: None,
             auto_resume: true,
             reconnect_window: Duration::from_secs(60),
@@ -303,7 +350,7 @@ enum Link {
     /// Raw QUIC or WebTransport, with the control stream's sending half.
     Quic {
         wire: Wire,
-        control: Writer,
+        control: quic::Control,
         /// The raw QUIC endpoint, kept alive with the connection.
         endpoint: Option<quinn::Endpoint>,
     },
@@ -315,10 +362,7 @@ impl Link {
     /// Send one control message.
     async fn send(&mut self, msg: &ClientMsg) -> Result<()> {
         match self {
-            Link::Quic { wire, control, .. } => control
-                .write_all(&protocol::encode_frame(msg))
-                .await
-                .map_err(|e| quic::write_failed(wire, "writing to the control stream", e)),
+            Link::Quic { wire, control, .. } => quic::send_control(wire, control, msg).await,
             Link::WebSocket(out) => out.control(msg).await,
         }
     }
@@ -327,6 +371,8 @@ impl Link {
     async fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
         match self {
             Link::Quic { wire, control, .. } => control
+                .lock()
+                .await
                 .write_all(bytes)
                 .await
                 .map_err(|e| quic::write_failed(wire, "writing raw bytes", e)),
@@ -415,7 +461,7 @@ async fn open_once(
     memory: Arc<Mutex<Memory>>,
 ) -> Result<std::result::Result<Opened, Redirect>> {
     let connected = connect::connect(cfg, hello).await?;
-    let (sink, events, mut end) = Sink::new(memory);
+    let (sink, events, mut end) = Sink::new(memory, cfg.ping_interval);
     let (link, tasks, zero_rtt) = match connected {
         Connected::Quic {
             wire,
@@ -516,6 +562,8 @@ pub struct Client {
     shared: Arc<Shared>,
     state: watch::Receiver<LinkState>,
     auto_resume: bool,
+    /// [`ClientConfig::request_timeout`].
+    request_timeout: Duration,
     /// Watches the connection and reconnects; owns the connection's tasks.
     supervisor: AbortOnDrop,
     /// True when Hello went out as 0-RTT data and the server accepted it.
@@ -582,6 +630,7 @@ impl Client {
             state: shared.state.subscribe(),
             shared,
             auto_resume: cfg.auto_resume,
+            request_timeout: cfg.request_timeout,
             supervisor,
             zero_rtt: opened.zero_rtt,
         })
@@ -683,11 +732,24 @@ impl Client {
             password: password.map(str::to_string),
         }))
         .await?;
-        self.wait_for(|m| match m {
+        self.answer("CreateSession", |m| match m {
             ServerMsg::SessionCreated(i) => Some(i.clone()),
             _ => None,
         })
         .await
+    }
+
+    /// Wait for the answer to a request just sent, within
+    /// [`ClientConfig::request_timeout`] (PROTOCOL.md §12 rule 6).
+    async fn answer<T>(
+        &mut self,
+        request: &'static str,
+        pick: impl Fn(&ServerMsg) -> Option<T>,
+    ) -> Result<T> {
+        let after = self.request_timeout;
+        tokio::time::timeout(after, self.wait_for(pick))
+            .await
+            .unwrap_or(Err(Error::RequestTimeout { request, after }))
     }
 
     /// Join the session with join code `code`.
@@ -701,7 +763,7 @@ impl Client {
             password: password.map(str::to_string),
         }))
         .await?;
-        self.wait_for(|m| match m {
+        self.answer("JoinSession", |m| match m {
             ServerMsg::SessionJoined(i) => Some(i.clone()),
             _ => None,
         })

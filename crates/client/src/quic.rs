@@ -5,12 +5,13 @@
 //! [`Wire`] hides the difference between the two kinds of connection, so
 //! this is written once for both.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::reconnect::Sink;
+use super::reconnect::{Sink, Watch};
 use super::{Ended, Error, Event, Result, Tasks};
 use crate::protocol::{self, ClientMsg, FrameDecoder, ServerMsg};
 use crate::wire::{Reader, Wire, Writer};
@@ -25,8 +26,8 @@ const MAX_STREAM_FRAME: usize = 64 * 1024;
 
 /// What [`start`] leaves running.
 pub(super) struct Started {
-    /// The control stream's sending half.
-    pub(super) control: Writer,
+    /// The control stream's sending half (shared with the liveness watch).
+    pub(super) control: Control,
     /// The reader task.
     pub(super) tasks: Tasks,
     /// Hello went out as 0-RTT data and the server accepted it.
@@ -60,9 +61,24 @@ pub(super) async fn start(
     Ok(reading(wire, control, recv, sink, zero_rtt_used))
 }
 
+/// The control stream's sending half, shared by the client and the
+/// liveness watch's `Ping`s; one frame is written under the lock.
+pub(super) type Control = Arc<tokio::sync::Mutex<Writer>>;
+
+/// Write one control message on `control`.
+pub(super) async fn send_control(wire: &Wire, control: &Control, msg: &ClientMsg) -> Result<()> {
+    control
+        .lock()
+        .await
+        .write_all(&protocol::encode_frame(msg))
+        .await
+        .map_err(|e| write_failed(wire, "writing to the control stream", e))
+}
+
 /// Start the reader task over `recv`; `control` is what the client writes on.
 fn reading(wire: &Wire, control: Writer, recv: Reader, sink: Sink, zero_rtt: bool) -> Started {
-    let reader = tokio::spawn(read_everything(wire.clone(), recv, sink));
+    let control = Arc::new(tokio::sync::Mutex::new(control));
+    let reader = tokio::spawn(read_everything(wire.clone(), recv, sink, control.clone()));
     Started {
         control,
         tasks: Tasks {
@@ -113,10 +129,12 @@ async fn open_and_send(wire: &Wire, bytes: &[u8]) -> Result<(Writer, Reader)> {
 /// Read the control stream, datagrams and unidirectional streams into
 /// the sink's events until one of them ends; then report how the
 /// connection ended to the sink's end.
-async fn read_everything(wire: Wire, control: Reader, sink: Sink) {
+async fn read_everything(wire: Wire, control: Reader, sink: Sink, writer: Control) {
     let tx = sink.events.clone();
+    let watch = sink.watch();
     let datagrams = async {
         while let Ok(d) = wire.read_datagram().await {
+            watch.heard();
             if let Ok((from, payload)) = protocol::parse_relay(&d) {
                 let payload = d.slice_ref(payload);
                 let _ = tx.try_send(Event::Relay {
@@ -129,6 +147,7 @@ async fn read_everything(wire: Wire, control: Reader, sink: Sink) {
     };
     let streams = async {
         while let Ok(s) = wire.accept_uni().await {
+            watch.heard();
             let tx = tx.clone();
             tokio::spawn(async move {
                 let Ok(frame) = crate::wire::read_to_end_limited(s, MAX_STREAM_FRAME).await else {
@@ -144,10 +163,25 @@ async fn read_everything(wire: Wire, control: Reader, sink: Sink) {
             });
         }
     };
+    let ping = |m: ClientMsg| {
+        let (wire, writer) = (&wire, &writer);
+        async move {
+            // A failed write ends the reader anyway.
+            let _ = send_control(wire, writer, &m).await;
+        }
+    };
     let why = tokio::select! {
-        why = read_control(control, &sink) => why,
+        why = read_control(control, &sink, &watch) => why,
         _ = datagrams => "datagram reader ended".to_string(),
         _ = streams => "stream acceptor ended".to_string(),
+        lost = watch.run(ping) => {
+            // Dead or cut off: let go of it (999: a seat is kept, should the
+            // server still be there) and resume elsewhere.
+            tracing::info!("{lost}");
+            wire.close(999, "server lost");
+            sink.ended(Ended::lost(lost));
+            return;
+        }
     };
     if why == REDIRECTED {
         wire.close(999, "redirected");
@@ -161,7 +195,7 @@ async fn read_everything(wire: Wire, control: Reader, sink: Sink) {
 
 /// Decode control frames into the sink until the stream or the input ends;
 /// returns why it stopped.
-async fn read_control(mut control: Reader, sink: &Sink) -> String {
+async fn read_control(mut control: Reader, sink: &Sink, watch: &Watch) -> String {
     let mut dec = FrameDecoder::new(1 << 20);
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -174,6 +208,7 @@ async fn read_control(mut control: Reader, sink: &Sink) -> String {
         loop {
             match dec.next_frame() {
                 Ok(Some(f)) => match protocol::decode::<ServerMsg>(&f) {
+                    Ok(m) if watch.message(&m) => {}
                     Ok(m) => {
                         let redirect = matches!(m, ServerMsg::Redirect(_));
                         if sink.control(m).await.is_err() {

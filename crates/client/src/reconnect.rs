@@ -26,25 +26,23 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::cluster::{self, Rotation};
+use super::cluster::{self, RedirectStep, Rotation};
 use super::inbox::Segment;
-use super::resume::{judge_close, judge_failure, unreachable, Memory, Plan, Verdict};
+use super::liveness::{LiveAction, Liveness};
+use super::resume::{
+    after_reconnect, attempt_timeout, judge_close, judge_failure, unreachable, AfterReconnect,
+    Memory, Plan, Verdict,
+};
 use super::{
     hello_messages, open, ClientConfig, ClientTransport, Ended, Error, Event, Link, QuicEndpoint,
     RelayLink, Result, Tasks,
 };
 use crate::protocol::{ClientMsg, ErrorCode, JoinSession, Redirect, ServerMsg, Welcome};
 use crate::wire::Wire;
-
-/// How long one reconnection attempt may take when other servers are
-/// configured ([`super::ClientConfig::fallbacks`]) before the next is tried:
-/// a handshake and a `Welcome` take a few round trips, so three seconds
-/// leaves room for loss, and a dead node costs no more than that.
-const ATTEMPT_WITH_ALTERNATIVES: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Where a connection's reader puts what it reads.
 pub(super) struct Sink {
@@ -55,12 +53,15 @@ pub(super) struct Sink {
     /// How the connection ended, for the supervisor (or, while connecting,
     /// for the wait for the Welcome).
     end: oneshot::Sender<Ended>,
+    /// `Ping` period of the liveness watch (zero: off).
+    ping_interval: Duration,
 }
 
 impl Sink {
     /// A sink, the receiving end of its events, and of its end.
     pub(super) fn new(
         memory: Arc<Mutex<Memory>>,
+        ping_interval: Duration,
     ) -> (Sink, mpsc::Receiver<Event>, oneshot::Receiver<Ended>) {
         let (events, rx) = mpsc::channel(4096);
         let (end, end_rx) = oneshot::channel();
@@ -69,6 +70,7 @@ impl Sink {
                 events,
                 memory,
                 end,
+                ping_interval,
             },
             rx,
             end_rx,
@@ -83,9 +85,120 @@ impl Sink {
         self.events.send(Event::Control(m)).await.map_err(|_| ())
     }
 
+    /// The liveness watch of this connection, starting now.
+    pub(super) fn watch(&self) -> Watch {
+        Watch::new(self.ping_interval, self.memory.clone())
+    }
+
     /// Report how the connection ended (before the events channel closes).
     pub(super) fn ended(self, ended: Ended) {
         let _ = self.end.send(ended);
+    }
+}
+
+/// The liveness rule (PROTOCOL.md §12 rule 2) run by a connection's reader
+/// task: the reader tells it what it hears, [`Watch::run`] sends the
+/// `Ping`s and returns once the server is lost. The decisions are
+/// [`Liveness`]'s; this only keeps the clock and the lock.
+pub(super) struct Watch {
+    state: Mutex<Liveness>,
+    /// `Ping.client_time_ms` counts from here (with [`PING_MARK`] set).
+    epoch: Instant,
+    enabled: bool,
+    memory: Arc<Mutex<Memory>>,
+}
+
+/// Set in the `client_time_ms` of the client's own liveness `Ping`s, so
+/// that their `Pong`s are told apart from [`super::Client::ping`]'s (and not
+/// passed to the application).
+const PING_MARK: u64 = 1 << 62;
+
+impl Watch {
+    /// A connection that came up now; `interval` zero turns liveness off
+    /// (QUIC's idle timeout alone then notices a dead server).
+    pub(super) fn new(interval: Duration, memory: Arc<Mutex<Memory>>) -> Watch {
+        let now = Instant::now();
+        Watch {
+            state: Mutex::new(Liveness::new(now, interval)),
+            epoch: now,
+            enabled: !interval.is_zero(),
+            memory,
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Liveness) -> T) -> Option<T> {
+        self.state.lock().ok().map(|mut l| f(&mut l))
+    }
+
+    /// Something arrived from the server.
+    pub(super) fn heard(&self) {
+        self.with(|l| l.heard(Instant::now()));
+    }
+
+    /// A control message arrived: true when it is the `Pong` to one of the
+    /// watch's own `Ping`s (the reader then keeps it from the application).
+    pub(super) fn message(&self, m: &ServerMsg) -> bool {
+        let now = Instant::now();
+        match m {
+            ServerMsg::Pong { client_time_ms, .. } if client_time_ms & PING_MARK != 0 => {
+                let sent = self.epoch + Duration::from_millis(client_time_ms & !PING_MARK);
+                let srtt = self.with(|l| {
+                    l.pong(now, sent);
+                    l.srtt()
+                });
+                if let Ok(mut memory) = self.memory.lock() {
+                    // Evidence that the connection stays, like any message.
+                    memory.note(m);
+                    if let Some(srtt) = srtt.flatten() {
+                        memory.srtt = Some(srtt);
+                    }
+                }
+                true
+            }
+            _ => {
+                self.heard();
+                false
+            }
+        }
+    }
+
+    /// Send a `Ping` with `send` whenever one is due; return why the server
+    /// counts as lost, once it does (never, with liveness off). The memory
+    /// notes it, for the rotation.
+    pub(super) async fn run<F, Fut>(&self, send: F) -> String
+    where
+        F: Fn(ClientMsg) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        if !self.enabled {
+            return std::future::pending().await;
+        }
+        loop {
+            let Some(Some(wake)) = self.with(|l| l.wake_at()) else {
+                return std::future::pending().await;
+            };
+            tokio::time::sleep_until(wake.into()).await;
+            let now = Instant::now();
+            match self.with(|l| l.tick(now)) {
+                Some(LiveAction::Ping) => {
+                    let ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
+                    send(ClientMsg::Ping {
+                        client_time_ms: PING_MARK | ms,
+                    })
+                    .await;
+                }
+                Some(LiveAction::Lost { silent_for }) => {
+                    if let Ok(mut m) = self.memory.lock() {
+                        m.server_lost = true;
+                    }
+                    return format!(
+                        "server lost: no answer to Ping for {} ms",
+                        silent_for.as_millis()
+                    );
+                }
+                _ => {}
+            }
+        }
     }
 }
 
@@ -175,20 +288,24 @@ impl Supervisor {
                     going_away: m.going_away.take(),
                     fatal: m.fatal.take(),
                     redirect: m.redirect.take(),
+                    server_lost: std::mem::take(&mut m.server_lost),
                     ..Memory::default()
                 })
                 .unwrap_or_default();
             let app_closed = self.shared.closing.load(Ordering::SeqCst);
+            let verdict = judge_close(&ended, &said, app_closed, self.cfg.auto_resume);
             // A redirect is no loss: follow it at once, resume or not.
-            let (verdict, redirect) = match said.redirect {
-                Some(r) if !app_closed => (Verdict::Resume, Some(r)),
-                _ => (
-                    judge_close(&ended, &said, app_closed, self.cfg.auto_resume),
-                    None,
-                ),
+            let (verdict, redirect) = match (verdict, said.redirect) {
+                (Verdict::GiveUp, _) => return self.give_up(ended),
+                (Verdict::Redirect, Some(r)) => (Verdict::Resume, Some(r)),
+                (v, _) => (v, None),
             };
-            if verdict == Verdict::GiveUp {
-                return self.give_up(ended);
+            // A server that went silent (liveness, or QUIC's idle timeout)
+            // has most likely died: with other nodes to try, start with the
+            // next one (if it was only the path, that node sends the client
+            // back). A node that died costs no attempt.
+            if redirect.is_none() {
+                self.rotation.lost(said.server_lost || ended.silent());
             }
             match &redirect {
                 Some(r) => tracing::info!(
@@ -209,11 +326,16 @@ impl Supervisor {
     /// up: too many redirects in a row, and nothing to come back to.
     async fn follow(&mut self, r: Redirect, last: &mut Ended) -> bool {
         let count = self.memory(|m| m.redirects).unwrap_or(0);
-        if let Err(e) = cluster::check_redirects(count, &r.node) {
+        let in_session = self.memory(|m| m.code.is_some()).unwrap_or(false);
+        let step = cluster::redirect_step(count, in_session && self.cfg.auto_resume);
+        if let RedirectStep::Fail { back_to_configured } = step {
+            let e = Error::Redirects {
+                count: super::MAX_REDIRECTS,
+                node: r.node.name.clone(),
+            };
             tracing::warn!("{e}");
             *last = Ended::lost(e.to_string());
-            let in_session = self.memory(|m| m.code.is_some()).unwrap_or(false);
-            if !(in_session && self.cfg.auto_resume) {
+            if !back_to_configured {
                 self.give_up(last.clone());
                 return false;
             }
@@ -240,12 +362,6 @@ impl Supervisor {
     ) -> bool {
         let grace = std::time::Duration::from_millis(self.welcome.limits.resume_grace_ms.into());
         let mut plan = Plan::new(Instant::now(), verdict, grace, self.cfg.reconnect_window);
-        // A server that went silent has most likely died: with other nodes to
-        // try, start with the next one (if it was only the path, that node
-        // sends the client back). A node that died costs no attempt.
-        if last.silent() && redirect.is_none() && self.rotation.has_alternatives() {
-            self.rotation.unreachable();
-        }
         loop {
             if let Some(r) = redirect.take() {
                 if !self.follow(r, &mut last).await {
@@ -267,14 +383,11 @@ impl Supervisor {
                 self.give_up(last);
                 return false;
             }
-            // With other nodes to try, a node that does not answer is given
-            // up on sooner: a dead one never answers (QUIC hears no ICMP),
-            // and each second spent on it is a second of the resume grace.
-            let limit = if self.rotation.has_alternatives() {
-                self.cfg.connect_timeout.min(ATTEMPT_WITH_ALTERNATIVES)
-            } else {
-                self.cfg.connect_timeout
-            };
+            // A node that does not answer is given up on after a few round
+            // trips: a dead one never answers (QUIC hears no ICMP), and each
+            // second spent on it is a second of the resume grace.
+            let srtt = self.memory(|m| m.srtt).flatten();
+            let limit = attempt_timeout(srtt, self.cfg.connect_timeout);
             let cfg = self.rotation.config(&self.cfg);
             let server = cfg.server;
             let result =
@@ -323,6 +436,7 @@ impl Supervisor {
                 // What a failed attempt was told does not carry over.
                 m.fatal = None;
                 m.going_away = None;
+                m.server_lost = false;
                 m.clone()
             })
             .unwrap_or_default();
@@ -349,9 +463,16 @@ impl Supervisor {
         if let Some(at) = at {
             self.rotation.redirected(at);
         }
-        let resumed = opened.welcome.resumed;
+        let outcome = after_reconnect(
+            opened.welcome.resumed,
+            opened.welcome.peer_id,
+            self.shared.peer_id.load(Ordering::SeqCst),
+            rejoin.is_some(),
+            resend.is_some(),
+        );
+        let resumed = outcome == AfterReconnect::Resumed;
         let mut rejoined = false;
-        if let (false, Some(join)) = (resumed, rejoin) {
+        if let (AfterReconnect::Rejoin, Some(join)) = (outcome, rejoin) {
             if pipelined.is_none() {
                 opened.link.send(&ClientMsg::JoinSession(join)).await?;
             }

@@ -41,6 +41,11 @@ pub(super) struct Memory {
     /// The `CreateSession` or `JoinSession` sent and not yet answered, to
     /// send again where a redirect leads.
     pub(super) pending: Option<ClientMsg>,
+    /// The smoothed round trip of the last connection (liveness), for the
+    /// next attempt's timeout.
+    pub(super) srtt: Option<Duration>,
+    /// The current connection ended because liveness found the server lost.
+    pub(super) server_lost: bool,
 }
 
 impl Memory {
@@ -53,10 +58,14 @@ impl Memory {
         {
             self.fatal = None;
         }
+        let (redirects, pending) =
+            redirect_count_after(self.redirects, self.pending.is_some(), msg);
+        self.redirects = redirects;
+        if !pending {
+            self.pending = None;
+        }
         match msg {
             ServerMsg::SessionCreated(i) | ServerMsg::SessionJoined(i) => {
-                self.pending = None;
-                self.redirects = 0;
                 self.code = Some(i.code.clone());
                 if self.asked_password.is_some() {
                     self.password = self.asked_password.take();
@@ -69,110 +78,183 @@ impl Memory {
             ServerMsg::GoingAway {
                 reconnect_after_ms, ..
             } => self.going_away = Some(*reconnect_after_ms),
-            ServerMsg::Welcome(_) if self.pending.is_none() => self.redirects = 0,
-            ServerMsg::Redirect(r) => {
-                self.redirect = Some(r.clone());
-                self.redirects += 1;
-            }
-            ServerMsg::Error { code, .. } => {
-                if ErrorCode::from_u16(*code).is_some_and(answers_a_request) {
-                    self.pending = None;
-                }
-                let fatal = match ErrorCode::from_u16(*code) {
-                    // These close, but coming back is right.
-                    Some(ErrorCode::ShuttingDown | ErrorCode::SlowConsumer) => false,
-                    // Fatal if a close follows (see above); resuming would
-                    // only reset the connection's failed-join count.
-                    Some(ErrorCode::TooManyJoinAttempts) => true,
-                    Some(c) => c.is_fatal(),
-                    None => false,
-                };
-                if fatal {
-                    self.fatal = Some(*code);
-                }
-            }
+            ServerMsg::Redirect(r) => self.redirect = Some(r.clone()),
+            ServerMsg::Error { code, .. } if error_is_final(*code) => self.fatal = Some(*code),
             _ => {}
         }
     }
 }
 
+/// The redirect count and whether a request is pending after `msg`, given
+/// `count` redirects in a row so far and `pending` (a `CreateSession` or
+/// `JoinSession` waits for its answer): a `Redirect` counts one more; the
+/// answer to the request (`SessionCreated`, `SessionJoined`) ends the run,
+/// and so does a `Welcome` with nothing pending; an `Error` answering the
+/// request ends the wait but not the run (PROTOCOL.md §12, rule 5).
+pub fn redirect_count_after(count: u32, pending: bool, msg: &ServerMsg) -> (u32, bool) {
+    match msg {
+        ServerMsg::Redirect(_) => (count + 1, pending),
+        ServerMsg::SessionCreated(_) | ServerMsg::SessionJoined(_) => (0, false),
+        ServerMsg::Welcome(_) if !pending => (0, false),
+        ServerMsg::Error { code, .. } if answers_request(*code) => (count, false),
+        _ => (count, pending),
+    }
+}
+
+/// Whether an `Error` with this code, followed by the end of the
+/// connection, makes that end final: the fatal codes of PROTOCOL.md §6 but
+/// `shutting_down` and `slow_consumer` (coming back is right), plus
+/// `too_many_join_attempts` (resuming would only reset the connection's
+/// failed-join count). Unknown codes are not.
+pub fn error_is_final(code: u16) -> bool {
+    match ErrorCode::from_u16(code) {
+        Some(ErrorCode::ShuttingDown | ErrorCode::SlowConsumer) => false,
+        Some(ErrorCode::TooManyJoinAttempts) => true,
+        Some(c) => c.is_fatal(),
+        None => false,
+    }
+}
+
 /// Whether an error with this code is the answer to a `CreateSession` or
 /// `JoinSession` (so that request is not pending any more).
-fn answers_a_request(code: ErrorCode) -> bool {
+pub fn answers_request(code: u16) -> bool {
     matches!(
-        code,
-        ErrorCode::InvalidArgument
-            | ErrorCode::UnknownSession
-            | ErrorCode::SessionFull
-            | ErrorCode::WrongPassword
-            | ErrorCode::AlreadyInSession
-            | ErrorCode::TooManySessions
-            | ErrorCode::TooManyJoinAttempts
-            | ErrorCode::ClusterUnavailable
-            | ErrorCode::Internal
+        ErrorCode::from_u16(code),
+        Some(
+            ErrorCode::InvalidArgument
+                | ErrorCode::UnknownSession
+                | ErrorCode::SessionFull
+                | ErrorCode::WrongPassword
+                | ErrorCode::AlreadyInSession
+                | ErrorCode::TooManySessions
+                | ErrorCode::TooManyJoinAttempts
+                | ErrorCode::ClusterUnavailable
+                | ErrorCode::Internal
+        )
     )
 }
 
 /// What a connection's end means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Verdict {
-    /// Lost (network, proxy, idle timeout): resume at once.
+pub enum Verdict {
+    /// Lost (network, proxy, liveness, idle timeout): resume at once.
     Resume,
-    /// The server asked for it (`GoingAway`): resume after this delay.
+    /// The server asked for it (`GoingAway`, `shutting_down`): resume after
+    /// this delay.
     ResumeAfter(Duration),
+    /// The connection ended with a `Redirect`: follow it at once.
+    Redirect,
     /// Over for good: the application closed it, the server closed it
     /// cleanly or with a fatal error such as `replaced`, or resume is off.
     GiveUp,
 }
 
+/// How long a server that closes with `shutting_down` and no `GoingAway`
+/// (it was lost with the rest) gets before the client comes back.
+pub const SHUTTING_DOWN_DELAY: Duration = Duration::from_secs(1);
+
+/// How a connection ended, as far as deciding what comes next goes (the
+/// `close` section of the client vectors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EndFacts {
+    /// The protocol's close code: QUIC/WebTransport application code,
+    /// WebSocket 1000 as 0 and 4000 + n as n; `None` when the connection
+    /// ended without one (lost, timed out, WebSocket 1006, ...).
+    pub code: Option<u64>,
+    /// The code of an `Error` the server sent on the connection before, if
+    /// it was final ([`error_is_final`]) or the last one.
+    pub error_before: Option<u16>,
+    /// `GoingAway.reconnect_after_ms` received on the connection.
+    pub going_away_ms: Option<u32>,
+    /// The connection ended with a `Redirect` to follow.
+    pub redirected: bool,
+    /// The application closed or abandoned the client.
+    pub app_closed: bool,
+    /// [`super::ClientConfig::auto_resume`].
+    pub auto_resume: bool,
+    /// The connection had its `Welcome` (else there is nothing to resume).
+    pub welcomed: bool,
+}
+
+/// What the end of a connection means (PROTOCOL.md §12, rule 3); the first
+/// rule that applies wins.
+pub fn close_verdict(e: &EndFacts) -> Verdict {
+    if e.app_closed {
+        return Verdict::GiveUp;
+    }
+    // A redirect is no loss: follow it, resume or not.
+    if e.redirected {
+        return Verdict::Redirect;
+    }
+    if !e.auto_resume || !e.welcomed || e.code == Some(0) {
+        return Verdict::GiveUp;
+    }
+    if e.error_before.is_some_and(error_is_final) {
+        return Verdict::GiveUp;
+    }
+    if let Some(ms) = e.going_away_ms {
+        return Verdict::ResumeAfter(Duration::from_millis(ms.into()));
+    }
+    let Some(code) = e.code else {
+        // Lost without a close code.
+        return Verdict::Resume;
+    };
+    match u16::try_from(code).ok().and_then(ErrorCode::from_u16) {
+        // The server stops (its GoingAway may have been lost with the rest).
+        Some(ErrorCode::ShuttingDown) => Verdict::ResumeAfter(SHUTTING_DOWN_DELAY),
+        // It dropped a reader that fell behind; the seat is kept.
+        Some(ErrorCode::SlowConsumer) => Verdict::Resume,
+        // A Hello whose token this node cannot place: resume elsewhere.
+        Some(ErrorCode::ClusterUnavailable) => Verdict::Resume,
+        // `replaced`, a protocol error, too many join attempts, an unknown
+        // code: coming back would be refused again, or is not wanted.
+        _ => Verdict::GiveUp,
+    }
+}
+
 /// Judge how a connection ended. `said` is what the server said on it
-/// before ([`Memory::going_away`], [`Memory::fatal`]); `app_closed` says the
-/// application closed or abandoned it; `auto_resume` is
-/// [`super::ClientConfig::auto_resume`].
+/// before ([`Memory::going_away`], [`Memory::fatal`], [`Memory::redirect`]);
+/// `app_closed` says the application closed or abandoned it; `auto_resume`
+/// is [`super::ClientConfig::auto_resume`].
 pub(super) fn judge_close(
     ended: &Ended,
     said: &Memory,
     app_closed: bool,
     auto_resume: bool,
 ) -> Verdict {
-    if app_closed || !auto_resume || ended.clean || said.fatal.is_some() {
-        return Verdict::GiveUp;
-    }
-    if let Some(ms) = said.going_away {
-        return Verdict::ResumeAfter(Duration::from_millis(ms.into()));
-    }
-    match ended
-        .code
-        .map(|c| u16::try_from(c).ok().and_then(ErrorCode::from_u16))
-    {
-        // Lost without a close code.
-        None => Verdict::Resume,
-        // The server stops (its GoingAway may have been lost with the rest).
-        Some(Some(ErrorCode::ShuttingDown)) => Verdict::ResumeAfter(Duration::from_secs(1)),
-        // It dropped a reader that fell behind; the seat is kept.
-        Some(Some(ErrorCode::SlowConsumer)) => Verdict::Resume,
-        // `replaced`, a protocol error, too many join attempts, an unknown
-        // code: coming back would be refused again, or is not wanted.
-        Some(_) => Verdict::GiveUp,
+    close_verdict(&EndFacts {
+        code: ended.code,
+        error_before: said.fatal,
+        going_away_ms: said.going_away,
+        redirected: said.redirect.is_some(),
+        app_closed,
+        auto_resume,
+        welcomed: true,
+    })
+}
+
+/// Whether a reconnection attempt refused or closed with this code is
+/// final: a protocol mismatch or `replaced` (`bad_message`,
+/// `frame_too_large`, `unsupported_version`, `protocol_violation`,
+/// `hello_timeout`, `replaced`) or an unknown non-zero code. Anything else
+/// (`server_full`, `shutting_down`, `slow_consumer`, the non-fatal codes, a
+/// normal close) is tried again.
+pub fn attempt_refusal_is_final(code: u64) -> bool {
+    match u16::try_from(code).ok().and_then(ErrorCode::from_u16) {
+        Some(ErrorCode::ServerFull | ErrorCode::ShuttingDown | ErrorCode::SlowConsumer) => false,
+        Some(c) => c.is_fatal(),
+        None => code != 0,
     }
 }
 
 /// What a failed reconnection attempt means.
 pub(super) fn judge_failure(e: &Error) -> Verdict {
-    let fatal_code = |code: Option<u64>| {
-        let code = code.and_then(|c| u16::try_from(c).ok());
-        match code.and_then(ErrorCode::from_u16) {
-            Some(ErrorCode::ServerFull | ErrorCode::ShuttingDown | ErrorCode::SlowConsumer) => {
-                false
-            }
-            Some(c) => c.is_fatal(),
-            None => code.is_some_and(|c| c != 0),
-        }
-    };
     match e {
         // The server answered and said no for good (a protocol mismatch).
-        Error::Server { code, .. } if fatal_code(Some(u64::from(*code))) => Verdict::GiveUp,
-        Error::Closed(ended) if fatal_code(ended.code) => Verdict::GiveUp,
+        Error::Server { code, .. } if attempt_refusal_is_final(u64::from(*code)) => Verdict::GiveUp,
+        Error::Closed(Ended {
+            code: Some(code), ..
+        }) if attempt_refusal_is_final(*code) => Verdict::GiveUp,
         // A configuration that cannot work will not start working.
         Error::Config(_) | Error::Tls(_) | Error::Unsupported(_) => Verdict::GiveUp,
         // Unreachable, refused, timed out, full: try again later.
@@ -187,30 +269,86 @@ pub(super) fn unreachable(e: &Error) -> bool {
     !matches!(e, Error::Server { .. })
 }
 
-/// The delay before attempt `attempt` (0-based): 0, then 250 ms doubling
-/// up to 4 s, each scaled into its upper half by `jitter` in `[0, 1)` so
-/// that clients cut at the same moment do not come back in step.
-pub(super) fn backoff(attempt: u32, jitter: f64) -> Duration {
-    let base = STEPS_MS[(attempt as usize).min(STEPS_MS.len() - 1)];
-    let jitter = jitter.clamp(0.0, 1.0);
-    Duration::from_millis(base / 2 + (base as f64 / 2.0 * jitter) as u64)
+/// The delay before reconnect attempt `attempt` (0-based, PROTOCOL.md §12
+/// rule 1): `floor(step × (0.5 + 0.5 × random))` with `step` 0, 250, 500,
+/// 1000, 2000, then 4000 ms, and `random` in `[0, 1)`, so that clients cut at
+/// the same moment do not come back in step. Attempt 0 never waits.
+pub fn backoff(attempt: u32, random: f64) -> Duration {
+    let step = STEPS_MS[(attempt as usize).min(STEPS_MS.len() - 1)] as f64;
+    let random = random.clamp(0.0, 1.0);
+    Duration::from_millis((step * (0.5 + 0.5 * random)).floor() as u64)
+}
+
+/// What the `Welcome` that ends a reconnection means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterReconnect {
+    /// Same peer id, same seat: the server puts the client back by itself.
+    Resumed,
+    /// A new peer id: join the session again by code and password.
+    Rejoin,
+    /// A new peer in no session: the unanswered `CreateSession`/`JoinSession`
+    /// goes again (in the first flight).
+    Resend,
+    /// A new peer, nothing to do.
+    Fresh,
+}
+
+/// PROTOCOL.md §12 rule 4: `resumed` is the `Welcome`'s flag, `peer_id` its
+/// id; `previous_peer_id` the id before the loss; `in_session` whether the
+/// client was in a session; `pending_request` whether a create/join waits
+/// for its answer.
+pub fn after_reconnect(
+    resumed: bool,
+    peer_id: u32,
+    previous_peer_id: u32,
+    in_session: bool,
+    pending_request: bool,
+) -> AfterReconnect {
+    if resumed && peer_id == previous_peer_id {
+        AfterReconnect::Resumed
+    } else if in_session {
+        AfterReconnect::Rejoin
+    } else if pending_request {
+        AfterReconnect::Resend
+    } else {
+        AfterReconnect::Fresh
+    }
+}
+
+/// How long one reconnection attempt (transport up, then the `Welcome`)
+/// gets: `min(connect_timeout, max(3 s, 2 s + 8 × srtt))`, the srtt of the
+/// last connection (`None`: unknown); a zero `connect_timeout` caps nothing.
+pub fn attempt_timeout(srtt: Option<Duration>, connect_timeout: Duration) -> Duration {
+    let rtt_ms = srtt.map_or(0.0, |d| d.as_nanos() as f64 / 1e6);
+    let want = (2000.0 + 8.0 * rtt_ms).max(3000.0).floor() as u64;
+    let want = Duration::from_millis(want);
+    if connect_timeout.is_zero() {
+        want
+    } else {
+        want.min(connect_timeout)
+    }
+}
+
+/// Whether a request sent at `sent_at` and unanswered at `now` has timed out.
+pub fn request_timed_out(sent_at: Instant, now: Instant, timeout: Duration) -> bool {
+    now.saturating_duration_since(sent_at) >= timeout
 }
 
 /// One reconnection attempt to make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Attempt {
+pub struct Attempt {
     /// 1 for the first attempt after a loss.
-    pub(super) number: u32,
+    pub number: u32,
     /// When to start it.
-    pub(super) at: Instant,
+    pub at: Instant,
     /// Offer the resume token (the grace may not be over). Otherwise the
     /// seat is surely gone: rejoin by code in the first flight.
-    pub(super) with_token: bool,
+    pub with_token: bool,
 }
 
 /// The attempts after one loss: backoff, the grace, and when to give up.
 #[derive(Debug, Clone)]
-pub(super) struct Plan {
+pub struct Plan {
     lost_at: Instant,
     /// How long the server keeps the seat (`Welcome.limits.resume_grace_ms`).
     grace: Duration,
@@ -223,12 +361,7 @@ pub(super) struct Plan {
 
 impl Plan {
     /// A loss at `lost_at` judged `verdict` (not [`Verdict::GiveUp`]).
-    pub(super) fn new(
-        lost_at: Instant,
-        verdict: Verdict,
-        grace: Duration,
-        window: Duration,
-    ) -> Plan {
+    pub fn new(lost_at: Instant, verdict: Verdict, grace: Duration, window: Duration) -> Plan {
         let first_delay = match verdict {
             Verdict::ResumeAfter(d) => d,
             _ => Duration::ZERO,
@@ -244,7 +377,7 @@ impl Plan {
 
     /// Go again at once, with the backoff started over (a redirect names
     /// where to go; the grace and the window still count from the loss).
-    pub(super) fn at_once(&mut self) {
+    pub fn at_once(&mut self) {
         self.first_delay = Duration::ZERO;
         self.attempts = 0;
     }
@@ -252,7 +385,7 @@ impl Plan {
     /// The next attempt after the previous one failed at `now` (or, for
     /// the first, the loss was noticed at `now`); `None` once the window
     /// has passed.
-    pub(super) fn next(&mut self, now: Instant, jitter: f64) -> Option<Attempt> {
+    pub fn next(&mut self, now: Instant, jitter: f64) -> Option<Attempt> {
         let delay = if self.attempts == 0 {
             self.first_delay
         } else {
@@ -292,6 +425,8 @@ mod tests {
         redirect: None,
         redirects: 0,
         pending: None,
+        srtt: None,
+        server_lost: false,
     };
 
     fn closed_with(code: ErrorCode) -> Ended {

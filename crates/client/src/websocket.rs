@@ -78,12 +78,12 @@ pub(super) async fn start(
     let (ws_sink, stream) = ws.split();
     let (out, out_rx) = mpsc::channel(1024);
     let writer = tokio::spawn(writer(ws_sink, out_rx));
-    let reader = tokio::spawn(reader(stream, sink));
+    let out = Outbox(out);
+    let reader = tokio::spawn(reader(stream, sink, out.clone()));
     let tasks = Tasks {
         reader,
         others: vec![writer.abort_handle()],
     };
-    let out = Outbox(out);
     for m in hello {
         out.control(m).await?;
     }
@@ -102,9 +102,31 @@ async fn writer(
     }
 }
 
-async fn reader(mut stream: futures_util::stream::SplitStream<WsStream>, sink: Sink) {
+async fn reader(mut stream: futures_util::stream::SplitStream<WsStream>, sink: Sink, out: Outbox) {
+    let watch = sink.watch();
+    let ping = |m: ClientMsg| {
+        let out = &out;
+        async move {
+            // A failed write ends the reader anyway.
+            let _ = out.control(&m).await;
+        }
+    };
+    let run = watch.run(ping);
+    tokio::pin!(run);
     let ended = loop {
-        let bytes = match stream.next().await {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            lost = &mut run => {
+                // Dead or cut off: the socket is dropped (a seat is kept).
+                tracing::info!("{lost}");
+                break Ended::lost(lost);
+            }
+        };
+        if matches!(next, Some(Ok(_))) {
+            // Anything at all, a WebSocket ping included.
+            watch.heard();
+        }
+        let bytes = match next {
             Some(Ok(Message::Binary(b))) => b,
             Some(Ok(Message::Close(Some(f)))) => {
                 let code = u16::from(f.code);
@@ -121,6 +143,7 @@ async fn reader(mut stream: futures_util::stream::SplitStream<WsStream>, sink: S
         };
         match protocol::parse_ws(&bytes) {
             Ok(WsMessage::Control(body)) => match protocol::decode::<ServerMsg>(body) {
+                Ok(m) if watch.message(&m) => {}
                 Ok(m) => {
                     let redirect = matches!(m, ServerMsg::Redirect(_));
                     if sink.control(m).await.is_err() {

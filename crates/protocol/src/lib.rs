@@ -24,6 +24,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
+pub mod client_vectors;
 pub mod first;
 mod transport;
 pub mod vectors;

@@ -1,0 +1,187 @@
+//! Liveness: when the server counts as lost (PROTOCOL.md §12, rule 2).
+//!
+//! Sans-IO, in the style of quinn-proto: [`Liveness`] is told what happened
+//! and when (`now` is an input), answers what to do ([`LiveAction`]) and says
+//! when it wants to be asked again ([`Liveness::wake_at`]). The connection's
+//! reader task (`quic`, `websocket`) is the shell: it tells it about every
+//! message, relay frame and `Pong`, sleeps until `wake_at`, sends the `Ping`s
+//! it asks for, and ends the connection when it says [`LiveAction::Lost`].
+//!
+//! The rule: a `Ping` every [`PING_INTERVAL`] while connected; an RTT
+//! estimate from the `Pong`s (RFC 6298 weights); the server is lost when a
+//! `Ping` has been outstanding, with nothing at all heard since it went out,
+//! for longer than `clamp(3 × (srtt + 4·rttvar), 1500 ms, 10 s)` (3 s before
+//! the first sample). Timed from the oldest unanswered `Ping`, never from the
+//! last message, so a process whose timers were stopped for a while is not
+//! taken for dead on waking up.
+
+use std::time::{Duration, Instant};
+
+/// How often a connected client sends `Ping`.
+pub const PING_INTERVAL: Duration = Duration::from_millis(500);
+/// The live timeout before the first RTT sample.
+pub const LIVE_TIMEOUT_INITIAL: Duration = Duration::from_millis(3_000);
+/// The smallest live timeout.
+pub const LIVE_TIMEOUT_MIN: Duration = Duration::from_millis(1_500);
+/// The largest live timeout.
+pub const LIVE_TIMEOUT_MAX: Duration = Duration::from_millis(10_000);
+
+/// What to do after [`Liveness::tick`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveAction {
+    /// Nothing yet.
+    None,
+    /// Send a `Ping` now.
+    Ping,
+    /// The server is lost: end the connection (and resume elsewhere).
+    Lost {
+        /// How long the oldest unanswered `Ping` has been waiting.
+        silent_for: Duration,
+    },
+}
+
+/// The liveness state of one connection.
+#[derive(Debug, Clone)]
+pub struct Liveness {
+    interval: Duration,
+    /// When the next `Ping` is due.
+    ping_due: Instant,
+    /// When the oldest `Ping` not followed by anything from the server went out.
+    oldest_unanswered: Option<Instant>,
+    /// Smoothed RTT and its variation, in ms (`None` before a sample).
+    rtt: Option<(f64, f64)>,
+    lost: bool,
+}
+
+impl Liveness {
+    /// A connection that came up at `now`, pinging every `interval`
+    /// ([`PING_INTERVAL`] by the rule).
+    pub fn new(now: Instant, interval: Duration) -> Liveness {
+        Liveness {
+            interval,
+            ping_due: now + interval,
+            oldest_unanswered: None,
+            rtt: None,
+            lost: false,
+        }
+    }
+
+    /// The timer fired (or the shell woke up for any reason) at `now`.
+    pub fn tick(&mut self, now: Instant) -> LiveAction {
+        if self.lost {
+            return LiveAction::None;
+        }
+        if let Some(oldest) = self.oldest_unanswered {
+            let silent_for = now.saturating_duration_since(oldest);
+            if silent_for > self.live_timeout() {
+                self.lost = true;
+                return LiveAction::Lost { silent_for };
+            }
+        }
+        if now >= self.ping_due {
+            self.oldest_unanswered.get_or_insert(now);
+            self.ping_due = now + self.interval;
+            return LiveAction::Ping;
+        }
+        LiveAction::None
+    }
+
+    /// Something arrived from the server (any message, a relay frame).
+    pub fn heard(&mut self, _now: Instant) {
+        self.oldest_unanswered = None;
+    }
+
+    /// The `Pong` to a `Ping` sent at `ping_sent_at` arrived at `now`: heard,
+    /// and a round-trip sample.
+    pub fn pong(&mut self, now: Instant, ping_sent_at: Instant) {
+        self.heard(now);
+        self.rtt_sample(now.saturating_duration_since(ping_sent_at));
+    }
+
+    /// One round-trip sample (RFC 6298: first `srtt = s, rttvar = s/2`;
+    /// then `rttvar = ¾ rttvar + ¼ |srtt − s|`, `srtt = ⅞ srtt + ⅛ s`).
+    pub fn rtt_sample(&mut self, rtt: Duration) {
+        // Whole nanoseconds to ms, exact for whole (and most fractional) ms.
+        let s = rtt.as_nanos() as f64 / 1e6;
+        self.rtt = Some(match self.rtt {
+            None => (s, s / 2.0),
+            Some((srtt, rttvar)) => {
+                let rttvar = 0.75 * rttvar + 0.25 * (srtt - s).abs();
+                (0.875 * srtt + 0.125 * s, rttvar)
+            }
+        });
+    }
+
+    /// The smoothed RTT in ms, once there is a sample.
+    pub fn srtt_ms(&self) -> Option<f64> {
+        self.rtt.map(|(srtt, _)| srtt)
+    }
+
+    /// The RTT variation in ms, once there is a sample.
+    pub fn rttvar_ms(&self) -> Option<f64> {
+        self.rtt.map(|(_, rttvar)| rttvar)
+    }
+
+    /// The smoothed RTT, once there is a sample (for the attempt timeout).
+    pub fn srtt(&self) -> Option<Duration> {
+        self.srtt_ms()
+            .map(|ms| Duration::from_nanos((ms * 1e6) as u64))
+    }
+
+    /// How long a `Ping` may go unanswered: `floor(clamp(3 × (srtt +
+    /// 4·rttvar), 1500, 10000))` ms, 3000 before the first sample.
+    pub fn live_timeout(&self) -> Duration {
+        match self.rtt {
+            None => LIVE_TIMEOUT_INITIAL,
+            Some((srtt, rttvar)) => {
+                let ms = (3.0 * (srtt + 4.0 * rttvar)).clamp(
+                    LIVE_TIMEOUT_MIN.as_millis() as f64,
+                    LIVE_TIMEOUT_MAX.as_millis() as f64,
+                );
+                Duration::from_millis(ms.floor() as u64)
+            }
+        }
+    }
+
+    /// When [`tick`](Self::tick) must run next: the next `Ping`, or 1 ms
+    /// after the oldest unanswered one has waited the live timeout, whichever
+    /// is first. `None` once the server is lost.
+    pub fn wake_at(&self) -> Option<Instant> {
+        if self.lost {
+            return None;
+        }
+        let deadline = self
+            .oldest_unanswered
+            .map(|t| t + self.live_timeout() + Duration::from_millis(1));
+        Some(deadline.map_or(self.ping_due, |d| d.min(self.ping_due)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_server_is_lost_two_seconds_after_the_last_answer_on_a_quiet_path() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut l = Liveness::new(t0, PING_INTERVAL);
+        let mut last_answer = t0;
+        let lost_at = loop {
+            let now = l.wake_at().unwrap();
+            match l.tick(now) {
+                LiveAction::Ping if now < ms(5_000) => {
+                    // Answered 30 ms later, until 5 s.
+                    l.pong(now + Duration::from_millis(30), now);
+                    last_answer = now;
+                }
+                LiveAction::Lost { .. } => break now,
+                _ => {}
+            }
+            assert!(now < ms(20_000), "never lost");
+        };
+        assert!(lost_at - last_answer <= Duration::from_millis(2_001));
+        assert_eq!(l.wake_at(), None);
+        assert_eq!(l.tick(lost_at), LiveAction::None);
+    }
+}
