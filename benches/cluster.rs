@@ -270,7 +270,7 @@ struct FailoverRow {
 
 /// Two players on node `b` (fallback `a`), relaying at 60 Hz each way;
 /// `b` is killed or stopped; time until frames flow again.
-async fn failover_once(work: &Path, case: &Case) -> Result<(f64, f64)> {
+async fn failover_once(work: &Path, case: &Case, phase: Duration) -> Result<(f64, f64)> {
     let Case {
         graceful,
         ttl_ms,
@@ -318,8 +318,10 @@ async fn failover_once(work: &Path, case: &Case) -> Result<(f64, f64)> {
             let _ = sender.send(id2, &frame).await;
         }
     });
-    // Let the stream settle, then cut.
-    let warm = Instant::now() + Duration::from_millis(500);
+    // Let the stream settle, then cut. `phase` moves the cut against the
+    // clients' timers (a Ping every 500 ms, a keep-alive every 2 s), which
+    // start with the connection: a crash comes at any moment of their cycle.
+    let warm = Instant::now() + Duration::from_millis(500) + phase;
     let mut seqs = Vec::new();
     while Instant::now() < warm {
         if let Some(Event::Relay { payload, .. }) =
@@ -422,6 +424,7 @@ fn client_today(_: &mut ClientConfig) {}
 /// The client before the `Ping` liveness: it noticed a silent QUIC server
 /// only by the idle timeout, 8 s, with a keep-alive every 2 s.
 fn client_old(cfg: &mut ClientConfig) {
+    cfg.ping_interval = Duration::ZERO;
     cfg.keep_alive = Duration::from_secs(2);
     cfg.idle_timeout = Duration::from_secs(8);
 }
@@ -461,9 +464,12 @@ async fn failover(m: &Mode, work: &Path) -> Result<Vec<FailoverRow>> {
     for group in groups {
         let mut t: Vec<Vec<f64>> = vec![Vec::new(); group.len()];
         let mut lost: Vec<Vec<f64>> = vec![Vec::new(); group.len()];
-        for _ in 0..m.failover_runs {
+        for run in 0..m.failover_runs {
+            // Spread evenly over one Ping interval (and a fraction of the
+            // keep-alive's), the same for both settings.
+            let phase = Duration::from_millis(500 * run as u64 / m.failover_runs as u64);
             for (i, case) in group.iter().enumerate() {
-                let (ms, l) = failover_once(work, case).await?;
+                let (ms, l) = failover_once(work, case, phase).await?;
                 t[i].push(ms);
                 lost[i].push(l);
             }
