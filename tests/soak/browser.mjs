@@ -6,6 +6,7 @@
 //
 //   node tests/soak/browser.mjs HOST PORT CERT_HASH SECS [--tight]
 //
+// SOAK_WEB_DIR: the client's folder (default client/web), to soak another version of it.
 // Runs where the clients are (tests/soak/run.sh starts it in the client namespace):
 // it serves the page itself on 127.0.0.1 (a secure context: WebTransport works there).
 // --tight: liveTimeoutMs 400 with a Ping every 100 ms, the control run that proves the
@@ -24,7 +25,8 @@ const PAGE_PORT = 18089;
 function log(...a) { console.error('soak browser:', ...a); }
 
 const stat = spawn(process.execPath, [path.join(ROOT, 'tests/nat/static.mjs'), String(PAGE_PORT),
-  path.join(ROOT, 'tests/soak/page'), path.join(ROOT, 'client/web')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  path.join(ROOT, 'tests/soak/page'), process.env.SOAK_WEB_DIR || path.join(ROOT, 'client/web')],
+{ stdio: ['ignore', 'pipe', 'inherit'] });
 await new Promise((resolve, reject) => {
   stat.stdout.on('data', (d) => { if (String(d).includes('listening')) resolve(); });
   stat.on('exit', (c) => reject(new Error(`static server exited ${c}`)));

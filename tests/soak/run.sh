@@ -24,6 +24,8 @@
 # end, or heard nothing from its peer.
 #
 # Settings: SOAK_SECS (600; --control: 60), SOAK_CLIENTS (rust,js,csharp),
+# SOAK_WEB_DIR and SOAK_CS_DIR (the JS and C# clients' folders, default client/web and
+# client: to soak another version of them, e.g. `git archive BRANCH client | tar -x`),
 # SOAK_BRIDGE ("--delay-ms 300 --jitter-ms 300 --loss 0.05"), FSP2P_BIN (the server:
 # built with cargo otherwise). Needs root (namespaces, veth), python3, node, Chromium
 # and playwright-core (tests/browser: npm ci), mono-devel; like tests/nat/run.sh it
@@ -103,7 +105,7 @@ case ",$clients," in *,rust,*)
 	rust_bin="${CARGO_TARGET_DIR:-$root/target}/debug/examples/soak_client" ;;
 esac
 case ",$clients," in *,csharp,*)
-	mapfile -t cs_src < <(ls "$root"/client/*.cs)
+	mapfile -t cs_src < <(ls "${SOAK_CS_DIR:-$root/client}"/*.cs)
 	mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
 		-r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
 		-out:"$work/soak-client.exe" "${cs_src[@]}" "$root/tests/soak/SoakClient.cs" >&2 ;;
