@@ -185,11 +185,11 @@ try:
 except Exception:
     pass
 if bad:
-    what = "raised no false alarm with a 400 ms live timeout: the soak test could not catch one" if control \
+    what = "never took its server for lost in the control run: the soak test could not catch it" if control \
         else "took the server for lost, or left its session"
     print(f"soak: FAILED: {', '.join(bad)} {what}")
     sys.exit(1)
-print("soak: control run: every client raised false alarms, as it must" if control else "soak: passed")
+print("soak: control run: every client took its server for lost, as it must" if control else "soak: passed")
 PY
 rc=$?
 echo "soak: finished in $(($(date +%s) - start))s (results in ${art#"$root"/})"
