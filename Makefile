@@ -10,14 +10,19 @@ help: ## List the commands
 deps: ## Install test dependencies (coturn, Chromium, mono, npm and pip packages)
 	scripts/deps.sh
 
-test: deps ## Run every test (Rust, browser, C#, deploy files, NAT); fails on any server panic
+test: deps ## Run every test (Rust, browser, C#, deploy files, NAT, the 10-minute soak beside them); fails on any server panic
 	rm -rf test-artifacts
+	@mkdir -p test-artifacts
+	@# The soak test runs beside the others (it is mostly waiting): started
+	@# first, waited for last, so it adds about nothing to the run's length.
+	@( $(MAKE) --no-print-directory test-soak > test-artifacts/soak.out 2>&1; echo $$? > test-artifacts/soak.rc ) &
 	$(CARGO) test --locked
 	@if [ -f tests/browser/package.json ]; then $(MAKE) --no-print-directory test-browser; fi
 	tests/csharp/live.sh
 	tests/csharp/run.sh
 	$(MAKE) --no-print-directory check-deploy
 	$(MAKE) --no-print-directory nat-test
+	@scripts/wait-soak.sh test-artifacts
 	@scripts/check-panics.sh test-artifacts
 
 test-rust: ## Only the Rust tests
@@ -225,6 +230,13 @@ bench-docs: ## Copy bench-results/report.md into docs/BENCHMARKS.md (after a ful
 
 check-deploy: ## Check the deployment files (hadolint, compose, TOML, systemd units) and make start/stop
 	bash tests/deploy/check.sh
+
+.PHONY: test-soak test-soak-control
+test-soak: ## Soak: Rust, JS and C# clients for 10 min on a path with 5 % loss and 300 ms jitter never lose their server (needs root; SKIPPED otherwise)
+	tests/soak/run.sh
+
+test-soak-control: ## The soak test's control: 60 s with a 400 ms live timeout and a blackout; passes only if every client took its server for lost
+	tests/soak/run.sh --control
 
 .PHONY: nat-test
 nat-test: ## Fallback behind real NATs in network namespaces (needs root; prints SKIPPED otherwise)

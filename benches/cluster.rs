@@ -8,9 +8,13 @@
 //! 2. **A node dies.** Two players relay at 60 Hz through a node; it is
 //!    killed (`kill -9`, or stopped with SIGTERM: a drain); time from then
 //!    until a frame sent after it reaches the other player through another
-//!    node. Depends on the node TTL (a dead node's sessions can only be
-//!    taken over once its heartbeat has expired), so it runs at the default
-//!    TTL and at a short one.
+//!    node. It depends on how soon the players notice (the client's
+//!    liveness) and on the node TTL (a dead node's sessions can only be
+//!    taken over once its heartbeat has expired), so `kill -9` runs with
+//!    today's defaults (heartbeat 500 ms, TTL 1500 ms, the client's `Ping`
+//!    liveness) and with the old ones as the baseline (heartbeat 1 s, TTL
+//!    3 s, a client that notices only by its 8 s QUIC idle timeout), over
+//!    QUIC and over WebSocket, runs of the two alternated.
 //! 3. **The relay itself**, single node against a cluster node (no Redis on
 //!    the relay path, so they should be equal): one-way latency p50/p99 and
 //!    delivered share of 8-player sessions at 60 Hz, the two alternated.
@@ -56,7 +60,7 @@ fn mode() -> Mode {
     } else {
         Mode {
             join_runs: 9,
-            failover_runs: 3,
+            failover_runs: 5,
             relay_rounds: 6,
             relay_secs: 3.0,
             relay_sessions: 4,
@@ -250,7 +254,13 @@ async fn join_cost(m: &Mode, work: &Path) -> Result<(Vec<JoinRow>, f64)> {
 #[derive(serde::Serialize)]
 struct FailoverRow {
     how: String,
+    /// Which settings: "today's defaults" or "old defaults (baseline)".
+    settings: &'static str,
+    transport: &'static str,
     node_ttl_ms: u64,
+    heartbeat_ms: u64,
+    /// Every run's figure, ms, in the order run.
+    runs_ms: Vec<f64>,
     /// Median ms from the kill until the first frame came through the new node.
     relaying_again_ms: f64,
     /// Median frames (of the 60/s stream) that never arrived.
@@ -260,12 +270,13 @@ struct FailoverRow {
 
 /// Two players on node `b` (fallback `a`), relaying at 60 Hz each way;
 /// `b` is killed or stopped; time until frames flow again.
-async fn failover_once(
-    work: &Path,
-    graceful: bool,
-    ttl_ms: u64,
-    beat_ms: u64,
-) -> Result<(f64, f64)> {
+async fn failover_once(work: &Path, case: &Case, phase: Duration) -> Result<(f64, f64)> {
+    let Case {
+        graceful,
+        ttl_ms,
+        beat_ms,
+        ..
+    } = *case;
     let redis = RedisProcess::start();
     let prefix = format!("fo{}:", std::process::id());
     let flags = [
@@ -280,7 +291,14 @@ async fn failover_once(
     wait_metric(&a, "fsp2p_cluster_nodes", 2.0).await?;
     let trust = Trust::CertHash(hash(&b)?);
     let mut cfg = ClientConfig::new(b.quic, trust);
-    cfg.fallbacks = vec![ServerAddr::new(a.quic)];
+    let mut fallback = ServerAddr::new(a.quic);
+    if case.websocket {
+        cfg.transport = ClientTransport::Websocket;
+        cfg.ws_url = Some(format!("ws://{}/ws", b.http));
+        fallback.ws_url = Some(format!("ws://{}/ws", a.http));
+    }
+    (case.client)(&mut cfg);
+    cfg.fallbacks = vec![fallback];
     let mut p1 = Client::connect(&cfg, None).await?;
     let code = p1.create_session(0, None).await?.code;
     let mut p2 = Client::connect(&cfg, None).await?;
@@ -300,8 +318,10 @@ async fn failover_once(
             let _ = sender.send(id2, &frame).await;
         }
     });
-    // Let the stream settle, then cut.
-    let warm = Instant::now() + Duration::from_millis(500);
+    // Let the stream settle, then cut. `phase` moves the cut against the
+    // clients' timers (a Ping every 500 ms, a keep-alive every 2 s), which
+    // start with the connection: a crash comes at any moment of their cycle.
+    let warm = Instant::now() + Duration::from_millis(500) + phase;
     let mut seqs = Vec::new();
     while Instant::now() < warm {
         if let Some(Event::Relay { payload, .. }) =
@@ -327,6 +347,11 @@ async fn failover_once(
     // Keep p1's events flowing (its resume) while p2 waits for a new frame.
     let p1_events = tokio::spawn(async move {
         while let Some(e) = p1.next_event().await {
+            if std::env::var_os("FSP2P_BENCH_LOGS").is_some()
+                && matches!(e, Event::Reconnecting { .. } | Event::Reconnected { .. })
+            {
+                eprintln!("p1 {e:?} {:?} after the cut", cut_at.elapsed());
+            }
             if let Event::Closed(_) = e {
                 break;
             }
@@ -342,7 +367,20 @@ async fn failover_once(
             "no frame through the new node within 30 s of the cut"
         );
         match p2.next_event_within(Duration::from_millis(200)).await {
-            Some(Event::Reconnected { .. }) => moved = true,
+            Some(Event::Reconnected { .. }) => {
+                moved = true;
+                if std::env::var_os("FSP2P_BENCH_LOGS").is_some() {
+                    eprintln!("p2 reconnected {:?} after the cut", cut_at.elapsed());
+                }
+            }
+            Some(Event::Reconnecting { attempt, after })
+                if std::env::var_os("FSP2P_BENCH_LOGS").is_some() =>
+            {
+                eprintln!(
+                    "p2 reconnecting (attempt {attempt}, after {after:?}) {:?} after the cut",
+                    cut_at.elapsed()
+                );
+            }
             Some(Event::Relay { from, payload, .. }) if payload.len() >= 16 => {
                 let seq = u64::from_le_bytes(payload[..8].try_into()?);
                 let sent = u64::from_le_bytes(payload[8..16].try_into()?);
@@ -368,37 +406,98 @@ async fn failover_once(
     Ok((again, lost))
 }
 
+/// One failover figure: how the node goes away, with which settings.
+struct Case {
+    graceful: bool,
+    websocket: bool,
+    settings: &'static str,
+    ttl_ms: u64,
+    beat_ms: u64,
+    /// The client's liveness settings for this case.
+    client: fn(&mut ClientConfig),
+}
+
+/// The client as it is: its own defaults (the `Ping` liveness of
+/// PROTOCOL.md, QUIC's idle timeout only as a backstop).
+fn client_today(_: &mut ClientConfig) {}
+
+/// The client before the `Ping` liveness: it noticed a silent QUIC server
+/// only by the idle timeout, 8 s, with a keep-alive every 2 s.
+fn client_old(cfg: &mut ClientConfig) {
+    cfg.ping_interval = Duration::ZERO;
+    cfg.keep_alive = Duration::from_secs(2);
+    cfg.idle_timeout = Duration::from_secs(8);
+}
+
+const TODAY: &str = "today's defaults";
+const BASELINE: &str = "old defaults (baseline)";
+
 async fn failover(m: &Mode, work: &Path) -> Result<Vec<FailoverRow>> {
-    let mut rows = Vec::new();
-    let cases: &[(bool, u64, u64)] = if std::env::var_os("FSP2P_BENCH_ONLY_KILL").is_some() {
-        &[(false, 3000, 1000)]
-    } else {
-        &[(true, 3000, 1000), (false, 3000, 1000), (false, 1000, 300)]
+    let today = |graceful, websocket| Case {
+        graceful,
+        websocket,
+        settings: TODAY,
+        ttl_ms: 1500,
+        beat_ms: 500,
+        client: client_today,
     };
-    for &(graceful, ttl, beat) in cases {
-        let (mut t, mut lost) = (Vec::new(), Vec::new());
-        for _ in 0..m.failover_runs {
-            let (ms, l) = failover_once(work, graceful, ttl, beat).await?;
-            t.push(ms);
-            lost.push(l);
+    let old = |websocket| Case {
+        graceful: false,
+        websocket,
+        settings: BASELINE,
+        ttl_ms: 3000,
+        beat_ms: 1000,
+        client: client_old,
+    };
+    // Pairs alternated run by run (today's, then the baseline), so drift
+    // in the machine's load hits both alike.
+    let groups: Vec<Vec<Case>> = if std::env::var_os("FSP2P_BENCH_ONLY_KILL").is_some() {
+        vec![vec![today(false, false), old(false)]]
+    } else {
+        vec![
+            vec![today(true, false)],
+            vec![today(false, false), old(false)],
+            vec![today(false, true), old(true)],
+        ]
+    };
+    let mut rows = Vec::new();
+    for group in groups {
+        let mut t: Vec<Vec<f64>> = vec![Vec::new(); group.len()];
+        let mut lost: Vec<Vec<f64>> = vec![Vec::new(); group.len()];
+        for run in 0..m.failover_runs {
+            // Spread evenly over one Ping interval (and a fraction of the
+            // keep-alive's), the same for both settings.
+            let phase = Duration::from_millis(500 * run as u64 / m.failover_runs as u64);
+            for (i, case) in group.iter().enumerate() {
+                let (ms, l) = failover_once(work, case, phase).await?;
+                t[i].push(ms);
+                lost[i].push(l);
+            }
         }
-        let how = if graceful {
-            "SIGTERM (drain)"
-        } else {
-            "kill -9"
-        };
-        let row = FailoverRow {
-            how: how.into(),
-            node_ttl_ms: ttl,
-            relaying_again_ms: median(t),
-            frames_lost: median(lost),
-            runs: m.failover_runs,
-        };
-        println!(
-            "failover {how}, node TTL {ttl} ms: relaying again after {:.0} ms, {:.0} frames lost",
-            row.relaying_again_ms, row.frames_lost
-        );
-        rows.push(row);
+        for (i, case) in group.iter().enumerate() {
+            let how = if case.graceful {
+                "SIGTERM (drain)"
+            } else {
+                "kill -9"
+            };
+            let transport = if case.websocket { "WebSocket" } else { "QUIC" };
+            let row = FailoverRow {
+                how: how.into(),
+                settings: case.settings,
+                transport,
+                node_ttl_ms: case.ttl_ms,
+                heartbeat_ms: case.beat_ms,
+                runs_ms: t[i].clone(),
+                relaying_again_ms: median(t[i].clone()),
+                frames_lost: median(lost[i].clone()),
+                runs: m.failover_runs,
+            };
+            println!(
+                "failover {how}, {transport}, {}: relaying again after {:.0} ms (runs {:?}), {:.0} frames lost",
+                case.settings, row.relaying_again_ms, row.runs_ms, row.frames_lost
+            );
+            rows.push(row);
+        }
     }
     Ok(rows)
 }
@@ -575,11 +674,29 @@ fn report(
             j.transport, j.home_rtts, j.other_rtts, j.extra_rtts
         ));
     }
-    md.push_str("\n| a node goes away | node TTL | first frame through the new node, after | frames lost |\n|---|---|---|---|\n");
+    md.push_str(&format!(
+        "\n{} runs per failover figure, medians; the two settings alternated run by run.\n\n",
+        m.failover_runs
+    ));
+    md.push_str("| a node goes away | client | settings | heartbeat / node TTL | first frame through the new node, after | frames lost | baseline / today |\n|---|---|---|---|---|---|---|\n");
     for f in fo {
+        let ratio = fo
+            .iter()
+            .find(|b| b.settings == BASELINE && b.transport == f.transport && b.how == f.how)
+            .filter(|_| f.settings == TODAY)
+            .map_or(String::new(), |b| {
+                format!("{:.1}×", b.relaying_again_ms / f.relaying_again_ms)
+            });
         md.push_str(&format!(
-            "| {} | {} ms | {:.0} ms | {:.0} |\n",
-            f.how, f.node_ttl_ms, f.relaying_again_ms, f.frames_lost
+            "| {} | {} | {} | {} / {} ms | {:.0} ms | {:.0} | {} |\n",
+            f.how,
+            f.transport,
+            f.settings,
+            f.heartbeat_ms,
+            f.node_ttl_ms,
+            f.relaying_again_ms,
+            f.frames_lost,
+            ratio
         ));
     }
     md.push_str("\n| relay, 8-player sessions at 60 Hz, 200 B | one-way p50 | p99 | delivered |\n|---|---|---|---|\n");

@@ -688,12 +688,14 @@ pub(crate) struct ClusterArgs {
     #[arg(long, env = "FSP2P_CLUSTER_PREFIX", default_value_t = default_cluster().key_prefix)]
     pub(crate) cluster_prefix: String,
 
-    /// How often a node announces itself and its load, in milliseconds.
+    /// How often a node announces itself and its load, in milliseconds. A node that misses
+    /// one and a half beats is not sent players: others wait for its next beat or its expiry.
     #[arg(long, env = "FSP2P_CLUSTER_HEARTBEAT_MS", default_value_t = default_cluster().heartbeat.as_millis() as u64)]
     pub(crate) cluster_heartbeat_ms: u64,
 
     /// A node not heard from for this long (ms) is dead: other nodes take its sessions over
-    /// when its players come back. Keep it a few heartbeats long.
+    /// when its players come back. Keep it a few heartbeats long, and no longer than the
+    /// clients' shortest live timeout (1.5 s), so a dead node's record is gone by then.
     #[arg(long, env = "FSP2P_CLUSTER_NODE_TTL_MS", default_value_t = default_cluster().node_ttl.as_millis() as u64)]
     pub(crate) cluster_node_ttl_ms: u64,
 }
@@ -969,7 +971,7 @@ mod tests {
         let err = args.cluster.clone().into_config(any, http).unwrap_err();
         assert!(err.to_string().contains("--public-quic"), "{err}");
         let bad = ClusterArgs {
-            cluster_node_ttl_ms: 1000,
+            cluster_node_ttl_ms: 999,
             ..args.cluster
         };
         let err = bad.into_config(http, http).unwrap_err();

@@ -602,6 +602,38 @@ impl Directory {
         .await
     }
 
+    /// The node called `name` if it is alive, with how long its record has
+    /// left before it expires (Redis's own clock: no clock of another node
+    /// is compared); `None` when it is dead or unknown.
+    pub async fn node_expiry(
+        &self,
+        name: &str,
+    ) -> Result<Option<(NodeInfo, Duration)>, DirectoryError> {
+        const OP: &str = "node";
+        let key = self.keys.node(name);
+        self.run(OP, async {
+            let (raw, pttl): (Option<Vec<u8>>, i64) = redis::pipe()
+                .atomic()
+                .cmd("GET")
+                .arg(&key)
+                .cmd("PTTL")
+                .arg(&key)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(|e| classify(OP, e))?;
+            let Some(raw) = raw else { return Ok(None) };
+            let info: NodeInfo = parse(&key, &raw)?;
+            // -1: no expiry (written by hand), -2: expired between the two.
+            let left = match pttl {
+                -2 => return Ok(None),
+                p if p < 0 => self.node_ttl,
+                p => Duration::from_millis(p as u64),
+            };
+            Ok(Some((info, left)))
+        })
+        .await
+    }
+
     /// Removes node `name` from the directory at once (a drained node
     /// leaving), instead of letting its heartbeat expire.
     pub async fn leave(&self, name: &str) -> Result<(), DirectoryError> {

@@ -61,6 +61,14 @@ pub(crate) struct Node {
     link: Arc<NodeLink>,
 }
 
+/// The cluster's heartbeat and node TTL, as a lookup needs them to judge
+/// whether a session's home missed its beat ([`cluster::beat_overdue`]).
+#[derive(Clone, Debug)]
+struct Timing {
+    heartbeat: Duration,
+    node_ttl: Duration,
+}
+
 /// How many times a lookup reads the record again after losing a take-over race.
 const LOOKUP_ROUNDS: usize = 3;
 /// The longest a client may spend trying to reach its dead node before it
@@ -108,6 +116,10 @@ pub(crate) async fn start(
         shared.clone(),
         dir.clone(),
         cfg.node.name.clone(),
+        Timing {
+            heartbeat: cfg.heartbeat,
+            node_ttl: cfg.node_ttl,
+        },
         link.clone(),
         lookups_rx,
         stop.clone(),
@@ -140,6 +152,7 @@ async fn run_lookups(
     shared: Arc<Shared>,
     dir: Arc<Directory>,
     me: String,
+    timing: Timing,
     link: Arc<NodeLink>,
     mut rx: mpsc::UnboundedReceiver<Lookup>,
     mut stop: watch::Receiver<bool>,
@@ -153,10 +166,11 @@ async fn run_lookups(
             _ = stop.wait_for(|s| *s) => return,
         };
         let (shared, dir, me, link) = (shared.clone(), dir.clone(), me.clone(), link.clone());
+        let timing = timing.clone();
         tokio::spawn(async move {
             let conn = lookup.conn();
             let draining = link.draining.load(Ordering::Relaxed);
-            let mut answer = resolve(&shared, &dir, &me, draining, lookup).await;
+            let mut answer = resolve(&shared, &dir, &me, draining, &timing, lookup).await;
             match answer {
                 Answer::Unavailable => link.settle().trouble(),
                 Answer::NotFound | Answer::Reserved if !link.settle().settled() => {
@@ -280,6 +294,7 @@ async fn resolve(
     dir: &Directory,
     me: &str,
     draining: bool,
+    timing: &Timing,
     lookup: Lookup,
 ) -> Answer {
     let op = if matches!(lookup, Lookup::Reserve { .. }) {
@@ -287,7 +302,7 @@ async fn resolve(
     } else {
         DirectoryOp::Lookup
     };
-    match resolve_inner(dir, me, draining, lookup).await {
+    match resolve_inner(dir, me, draining, timing, lookup).await {
         Ok(answer) => answer,
         Err(e) => {
             shared.metrics.directory_error(op);
@@ -301,6 +316,7 @@ async fn resolve_inner(
     dir: &Directory,
     me: &str,
     draining: bool,
+    timing: &Timing,
     lookup: Lookup,
 ) -> Result<Answer, DirectoryError> {
     let token = match lookup {
@@ -313,7 +329,7 @@ async fn resolve_inner(
         }
         Lookup::Token { token_sha256, .. } => Some(token_sha256),
         Lookup::Code { code, .. } => {
-            let answer = find(dir, me, draining, |d| Box::pin(d.session(&code))).await?;
+            let answer = find(dir, me, draining, timing, |d| Box::pin(d.session(&code))).await?;
             if answer != Answer::NotFound {
                 return Ok(answer);
             }
@@ -332,7 +348,10 @@ async fn resolve_inner(
         }
     };
     let token = token.unwrap_or_default();
-    find(dir, me, draining, |d| Box::pin(d.session_by_token(&token))).await
+    find(dir, me, draining, timing, |d| {
+        Box::pin(d.session_by_token(&token))
+    })
+    .await
 }
 
 type Read<'a> = std::pin::Pin<
@@ -348,17 +367,36 @@ async fn find<'a>(
     dir: &'a Directory,
     me: &str,
     draining: bool,
+    timing: &Timing,
     read: impl Fn(&'a Directory) -> Read<'a>,
 ) -> Result<Answer, DirectoryError> {
-    for _ in 0..LOOKUP_ROUNDS {
+    let mut rounds = 0;
+    // Waiting on a home that missed its beat ends by this at the latest
+    // (its record has expired by then, or it beat again).
+    let wait_until = tokio::time::Instant::now() + timing.node_ttl + timing.heartbeat;
+    while rounds < LOOKUP_ROUNDS {
         let rec = read(dir).await?;
         let home = match &rec {
-            Some(r) if r.home != me => dir.node(&r.home).await?,
+            Some(r) if r.home != me => dir.node_expiry(&r.home).await?,
             _ => None,
         };
-        match cluster::route(me, rec.as_ref(), home.as_ref()) {
+        match cluster::route(me, rec.as_ref(), home.as_ref().map(|(n, _)| n)) {
             Route::NotFound => return Ok(Answer::NotFound),
-            Route::Elsewhere(addr) => return Ok(Answer::Elsewhere(addr)),
+            Route::Elsewhere(addr) => {
+                let left = home.map_or(Duration::ZERO, |(_, left)| left);
+                let now = tokio::time::Instant::now();
+                if cluster::beat_overdue(left, timing.heartbeat, timing.node_ttl)
+                    && now < wait_until
+                {
+                    // Probably dead (see beat_overdue): do not send the
+                    // player there; read again once the record has expired
+                    // (then take over) or the node has had time to beat.
+                    let nap = (left + Duration::from_millis(5)).min(timing.heartbeat / 2);
+                    tokio::time::sleep(nap.min(wait_until - now)).await;
+                    continue;
+                }
+                return Ok(Answer::Elsewhere(addr));
+            }
             Route::Here => {
                 let Some(rec) = rec else {
                     return Ok(Answer::NotFound);
@@ -391,6 +429,7 @@ async fn find<'a>(
                     return Ok(Answer::Here(taken));
                 }
                 // Someone else moved it first: read it again.
+                rounds += 1;
             }
         }
     }

@@ -29,9 +29,13 @@ pub struct ClusterConfig {
     pub key_prefix: String,
     /// How this node is reached, as announced to the other nodes and sent in redirects.
     pub node: NodeAddr,
-    /// How often the node announces itself (and its load).
+    /// How often the node announces itself (and its load). Default 500 ms.
     pub heartbeat: Duration,
     /// A node not heard from for this long is dead: its sessions may be taken over.
+    /// Default 1500 ms (three beats): a client takes its server for lost
+    /// after at least 1.5 s of silence (PROTOCOL.md, liveness), so by the
+    /// time the players of a node killed with `kill -9` reach another node,
+    /// the dead node's record is gone and the session is taken over at once.
     pub node_ttl: Duration,
 }
 
@@ -42,8 +46,8 @@ impl ClusterConfig {
             redis_url: redis_url.into(),
             key_prefix: "fsp2p:".into(),
             node,
-            heartbeat: Duration::from_millis(1000),
-            node_ttl: Duration::from_millis(3000),
+            heartbeat: Duration::from_millis(500),
+            node_ttl: Duration::from_millis(1500),
         }
     }
 }
@@ -230,6 +234,48 @@ pub fn route(me: &str, rec: Option<&SessionRecord>, home: Option<&NodeInfo>) -> 
             from: rec.home.clone(),
             epoch: rec.epoch,
         },
+    }
+}
+
+/// Whether a node whose record has `remaining` of its TTL left has missed
+/// a heartbeat: more than one and a half beats have passed since its
+/// record was last written, counted with this node's `heartbeat` and
+/// `node_ttl` (a cluster's nodes share them). Such a node is probably dead
+/// (`kill -9`, a crash): a node asked about one of its sessions does not
+/// send the player there at once, but waits until the record is written
+/// again (the node was slow: then it sends the player there) or expires
+/// (then it takes the session over). A WebSocket player of a killed node
+/// notices at once (the kernel resets its connection) and would otherwise
+/// be redirected to the dead node until its record expired. Judging a
+/// slow node overdue costs only that wait, never a take-over: the take-over
+/// still needs the record gone.
+pub fn beat_overdue(remaining: Duration, heartbeat: Duration, node_ttl: Duration) -> bool {
+    node_ttl.saturating_sub(remaining) > heartbeat + heartbeat / 2
+}
+
+#[cfg(test)]
+mod overdue_tests {
+    use super::beat_overdue;
+    use std::time::Duration;
+
+    #[test]
+    fn a_beat_is_overdue_after_one_and_a_half_heartbeats() {
+        let ms = Duration::from_millis;
+        let (beat, ttl) = (ms(500), ms(1500));
+        assert!(!beat_overdue(ttl, beat, ttl), "just written");
+        assert!(
+            !beat_overdue(ms(1000), beat, ttl),
+            "the next beat is due now"
+        );
+        assert!(!beat_overdue(ms(750), beat, ttl), "half a beat late");
+        assert!(
+            beat_overdue(ms(749), beat, ttl),
+            "more than half a beat late"
+        );
+        assert!(beat_overdue(ms(1), beat, ttl));
+        // A record with more left than a full TTL (a node with a longer
+        // TTL than ours) is not overdue.
+        assert!(!beat_overdue(ms(6000), beat, ttl));
     }
 }
 
