@@ -88,7 +88,11 @@ cleanup() {
 		wait "$p" 2>/dev/null || true
 	done
 	if [ -f "$art/bridge.pid" ]; then kill -TERM "$(cat "$art/bridge.pid")" 2>/dev/null || true; sleep 0.3; fi
-	tests/soak/netns.sh down "$prefix" >/dev/null 2>&1 || true
+	# By absolute path: the namespaces must go even if the checkout moved or vanished.
+	"$root/tests/soak/netns.sh" down "$prefix" >/dev/null 2>&1 ||
+		for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$prefix" || true); do
+			ip netns del "$ns" 2>/dev/null || true
+		done
 	rm -rf "$work"
 	exit "$rc"
 }
