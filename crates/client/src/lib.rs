@@ -136,7 +136,7 @@ pub mod behaviour {
     };
     pub use super::liveness::{
         LiveAction, Liveness, LIVE_TIMEOUT_INITIAL, LIVE_TIMEOUT_MAX, LIVE_TIMEOUT_MIN,
-        PING_INTERVAL,
+        PING_INTERVAL, PROBE_AFTER_INITIAL, PROBE_AFTER_MIN, PROBE_INTERVAL,
     };
     pub use super::resume::{
         after_reconnect, answers_request, attempt_refusal_is_final, attempt_timeout, backoff,
