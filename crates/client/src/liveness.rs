@@ -234,4 +234,27 @@ mod tests {
         assert_eq!(l.wake_at(), None);
         assert_eq!(l.tick(lost_at), LiveAction::None);
     }
+
+    #[test]
+    fn probes_every_100_ms_once_a_ping_waited_probe_after_until_anything_is_heard() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut l = Liveness::new(t0, PING_INTERVAL);
+        assert_eq!(l.probe_after(), PROBE_AFTER_INITIAL);
+        assert_eq!(l.tick(ms(500)), LiveAction::Ping);
+        l.pong(ms(520), ms(500)); // srtt 20, rttvar 10: probe_after 250
+        assert_eq!(l.probe_after(), PROBE_AFTER_MIN);
+        assert_eq!(l.tick(ms(1000)), LiveAction::Ping); // never answered
+        assert_eq!(l.wake_at(), Some(ms(1250)));
+        let mut at = 1250;
+        while at <= 1550 {
+            assert_eq!(l.tick(ms(at)), LiveAction::Ping, "probe at {at}");
+            assert_eq!(l.wake_at(), Some(ms(at + 100)));
+            at += 100;
+        }
+        // A relay frame: nothing outstanding, the regular interval again.
+        l.heard(ms(1600));
+        assert_eq!(l.next_ping_at(), Some(ms(1550 + 500)));
+        assert_eq!(l.tick(ms(1650)), LiveAction::None);
+    }
 }
