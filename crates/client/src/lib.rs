@@ -29,12 +29,15 @@
 //!
 //! * **Liveness.** Every [`ClientConfig::ping_interval`] (500 ms) the
 //!   connection's reader sends a `Ping` (its `Pong` is not passed on as an
-//!   event) and keeps an RTT estimate. When a `Ping` has gone unanswered,
-//!   with nothing at all heard from the server since, for longer than
-//!   `clamp(3 × (srtt + 4·rttvar), 1.5 s, 10 s)` (3 s before the first
-//!   `Pong`), the server is lost: the connection is dropped (code 999, the
-//!   seat is kept) and resumed, at the next configured server if there are
-//!   others. A crashed node is noticed in about 2 s. QUIC's own idle timeout
+//!   event) and keeps an RTT estimate. Once a `Ping` has gone unanswered for
+//!   `max(250 ms, srtt + 4·rttvar)` (1 s before the first `Pong`), it
+//!   **probes**: a `Ping` every 100 ms until anything is heard, so a few lost
+//!   `Ping`s or `Pong`s on a lossy path are no false alarm. When a `Ping`
+//!   has gone unanswered, with nothing at all heard from the server since,
+//!   for longer than `clamp(3 × (srtt + 4·rttvar), 1.5 s, 10 s)` (3 s before
+//!   the first `Pong`), the server is lost: the connection is dropped (code
+//!   999, the seat is kept) and resumed, at the next configured server if
+//!   there are others. A crashed node is noticed in about 2 s. QUIC's own idle timeout
 //!   ([`ClientConfig::idle_timeout`], 10 s) stays as a backstop.
 //!
 //! * It does so when the connection ends without a clean close and without a
@@ -136,7 +139,7 @@ pub mod behaviour {
     };
     pub use super::liveness::{
         LiveAction, Liveness, LIVE_TIMEOUT_INITIAL, LIVE_TIMEOUT_MAX, LIVE_TIMEOUT_MIN,
-        PING_INTERVAL,
+        PING_INTERVAL, PROBE_AFTER_INITIAL, PROBE_AFTER_MIN, PROBE_INTERVAL,
     };
     pub use super::resume::{
         after_reconnect, answers_request, attempt_refusal_is_final, attempt_timeout, backoff,
@@ -238,7 +241,9 @@ pub struct ClientConfig {
     /// frames; liveness `Ping`s keep the connection busy anyway).
     pub keep_alive: Duration,
     /// Liveness (PROTOCOL.md §12 rule 2): the client sends `Ping` this often
-    /// (500 ms by the rule) and takes the server for lost, and resumes, when
+    /// (500 ms by the rule), every 100 ms (probing) once one has gone
+    /// unanswered for `max(250 ms, srtt + 4·rttvar)` (1 s before the first
+    /// `Pong`), and takes the server for lost, and resumes, when
     /// one has gone unanswered, with nothing at all heard since, for longer
     /// than `clamp(3 × (srtt + 4·rttvar), 1.5 s, 10 s)` (3 s before the first
     /// `Pong`). A crashed node is noticed in about 2 s. Zero turns it off

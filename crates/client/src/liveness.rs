@@ -14,11 +14,27 @@
 //! the first sample). Timed from the oldest unanswered `Ping`, never from the
 //! last message, so a process whose timers were stopped for a while is not
 //! taken for dead on waking up.
+//!
+//! **Probing.** Once a `Ping` has been outstanding for
+//! [`probe_after`](Liveness::probe_after) (`max(250 ms, srtt + 4·rttvar)`,
+//! 1 s before a sample), the client sends a `Ping` every [`PROBE_INTERVAL`]
+//! (100 ms) until anything is heard, like QUIC's probe timeout: on a lossy
+//! path a few lost `Ping`s or `Pong`s in a row no longer add up to a false
+//! alarm, because many more `Ping`s go out before the live timeout ends. It
+//! never changes when a dead server is noticed (the live timeout is the
+//! same), and a healthy path still carries 2 `Ping`s a second.
 
 use std::time::{Duration, Instant};
 
 /// How often a connected client sends `Ping`.
 pub const PING_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the client probes (sends `Ping`) while one has been outstanding
+/// for [`Liveness::probe_after`].
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// The smallest [`Liveness::probe_after`].
+pub const PROBE_AFTER_MIN: Duration = Duration::from_millis(250);
+/// [`Liveness::probe_after`] before the first RTT sample.
+pub const PROBE_AFTER_INITIAL: Duration = Duration::from_millis(1_000);
 /// The live timeout before the first RTT sample.
 pub const LIVE_TIMEOUT_INITIAL: Duration = Duration::from_millis(3_000);
 /// The smallest live timeout.
@@ -44,10 +60,12 @@ pub enum LiveAction {
 #[derive(Debug, Clone)]
 pub struct Liveness {
     interval: Duration,
-    /// When the next `Ping` is due.
-    ping_due: Instant,
-    /// When the oldest `Ping` not followed by anything from the server went out.
-    oldest_unanswered: Option<Instant>,
+    /// When the last `Ping` went out (the connection's start before the
+    /// first, which is thus due one interval after it).
+    last_ping_at: Instant,
+    /// When the oldest `Ping` still unanswered went out, with nothing at all
+    /// heard since (`None`: nothing outstanding).
+    awaiting_since: Option<Instant>,
     /// Smoothed RTT and its variation, in ms (`None` before a sample).
     rtt: Option<(f64, f64)>,
     lost: bool,
@@ -59,8 +77,8 @@ impl Liveness {
     pub fn new(now: Instant, interval: Duration) -> Liveness {
         Liveness {
             interval,
-            ping_due: now + interval,
-            oldest_unanswered: None,
+            last_ping_at: now,
+            awaiting_since: None,
             rtt: None,
             lost: false,
         }
@@ -71,24 +89,43 @@ impl Liveness {
         if self.lost {
             return LiveAction::None;
         }
-        if let Some(oldest) = self.oldest_unanswered {
-            let silent_for = now.saturating_duration_since(oldest);
+        if let Some(since) = self.awaiting_since {
+            let silent_for = now.saturating_duration_since(since);
             if silent_for > self.live_timeout() {
                 self.lost = true;
                 return LiveAction::Lost { silent_for };
             }
         }
-        if now >= self.ping_due {
-            self.oldest_unanswered.get_or_insert(now);
-            self.ping_due = now + self.interval;
+        if now >= self.ping_due() {
+            self.last_ping_at = now;
+            self.awaiting_since.get_or_insert(now);
             return LiveAction::Ping;
         }
         LiveAction::None
     }
 
+    /// When the next `Ping` is due: one interval after the last, or, while
+    /// one has been outstanding for [`probe_after`](Self::probe_after), one
+    /// [`PROBE_INTERVAL`] after the last (whichever is first).
+    fn ping_due(&self) -> Instant {
+        let regular = self.last_ping_at + self.interval;
+        match self.awaiting_since {
+            None => regular,
+            Some(since) => {
+                let probe = (self.last_ping_at + PROBE_INTERVAL).max(since + self.probe_after());
+                regular.min(probe)
+            }
+        }
+    }
+
+    /// When the next `Ping` is due, as things stand (`None` once lost).
+    pub fn next_ping_at(&self) -> Option<Instant> {
+        (!self.lost).then(|| self.ping_due())
+    }
+
     /// Something arrived from the server (any message, a relay frame).
     pub fn heard(&mut self, _now: Instant) {
-        self.oldest_unanswered = None;
+        self.awaiting_since = None;
     }
 
     /// The `Pong` to a `Ping` sent at `ping_sent_at` arrived at `now`: heard,
@@ -143,17 +180,30 @@ impl Liveness {
         }
     }
 
-    /// When [`tick`](Self::tick) must run next: the next `Ping`, or 1 ms
-    /// after the oldest unanswered one has waited the live timeout, whichever
-    /// is first. `None` once the server is lost.
+    /// How long a `Ping` may be outstanding before the client probes:
+    /// `floor(max(250, srtt + 4·rttvar))` ms, 1000 before the first sample.
+    pub fn probe_after(&self) -> Duration {
+        match self.rtt {
+            None => PROBE_AFTER_INITIAL,
+            Some((srtt, rttvar)) => {
+                let ms = (srtt + 4.0 * rttvar).max(PROBE_AFTER_MIN.as_millis() as f64);
+                Duration::from_millis(ms.floor() as u64)
+            }
+        }
+    }
+
+    /// When [`tick`](Self::tick) must run next: the next `Ping` (a probe
+    /// included), or 1 ms after the oldest unanswered one has waited the
+    /// live timeout, whichever is first. `None` once the server is lost.
     pub fn wake_at(&self) -> Option<Instant> {
         if self.lost {
             return None;
         }
+        let due = self.ping_due();
         let deadline = self
-            .oldest_unanswered
+            .awaiting_since
             .map(|t| t + self.live_timeout() + Duration::from_millis(1));
-        Some(deadline.map_or(self.ping_due, |d| d.min(self.ping_due)))
+        Some(deadline.map_or(due, |d| d.min(due)))
     }
 }
 
@@ -183,5 +233,28 @@ mod tests {
         assert!(lost_at - last_answer <= Duration::from_millis(2_001));
         assert_eq!(l.wake_at(), None);
         assert_eq!(l.tick(lost_at), LiveAction::None);
+    }
+
+    #[test]
+    fn probes_every_100_ms_once_a_ping_waited_probe_after_until_anything_is_heard() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut l = Liveness::new(t0, PING_INTERVAL);
+        assert_eq!(l.probe_after(), PROBE_AFTER_INITIAL);
+        assert_eq!(l.tick(ms(500)), LiveAction::Ping);
+        l.pong(ms(520), ms(500)); // srtt 20, rttvar 10: probe_after 250
+        assert_eq!(l.probe_after(), PROBE_AFTER_MIN);
+        assert_eq!(l.tick(ms(1000)), LiveAction::Ping); // never answered
+        assert_eq!(l.wake_at(), Some(ms(1250)));
+        let mut at = 1250;
+        while at <= 1550 {
+            assert_eq!(l.tick(ms(at)), LiveAction::Ping, "probe at {at}");
+            assert_eq!(l.wake_at(), Some(ms(at + 100)));
+            at += 100;
+        }
+        // A relay frame: nothing outstanding, the regular interval again.
+        l.heard(ms(1600));
+        assert_eq!(l.next_ping_at(), Some(ms(1550 + 500)));
+        assert_eq!(l.tick(ms(1650)), LiveAction::None);
     }
 }

@@ -556,6 +556,19 @@ fn liveness_section(section: &Value, interval: Duration, r: &mut Report) {
             );
             let wake = l.wake_at().map(|w| ms(w - t0));
             r.eq(&at, "wake_at_ms", wake, opt_u(expect, "wake_at_ms", &at));
+            r.eq(
+                &at,
+                "probe_after_ms",
+                ms(l.probe_after()),
+                u(expect, "probe_after_ms", &at),
+            );
+            let next = l.next_ping_at().map(|w| ms(w - t0));
+            r.eq(
+                &at,
+                "next_ping_at_ms",
+                next,
+                opt_u(expect, "next_ping_at_ms", &at),
+            );
         }
     }
 }
@@ -677,6 +690,24 @@ fn constants(doc: &Value, r: &mut Report) {
         "ping_interval_ms",
         ms(PING_INTERVAL),
         u(c, "ping_interval_ms", &at),
+    );
+    r.eq(
+        &at,
+        "probe_interval_ms",
+        ms(PROBE_INTERVAL),
+        u(c, "probe_interval_ms", &at),
+    );
+    r.eq(
+        &at,
+        "probe_after_min_ms",
+        ms(PROBE_AFTER_MIN),
+        u(c, "probe_after_min_ms", &at),
+    );
+    r.eq(
+        &at,
+        "probe_after_before_sample_ms",
+        ms(PROBE_AFTER_INITIAL),
+        u(c, "probe_after_before_sample_ms", &at),
     );
     r.eq(
         &at,

@@ -251,6 +251,9 @@ fn constants() -> J {
     obj! {
         "backoff_steps_ms" => vec![0, 250, 500, 1000, 2000, 4000],
         "ping_interval_ms" => 500,
+        "probe_interval_ms" => 100,
+        "probe_after_min_ms" => 250,
+        "probe_after_before_sample_ms" => 1000,
         "live_timeout_initial_ms" => 3000,
         "live_timeout_min_ms" => 1500,
         "live_timeout_max_ms" => 10000,
@@ -1155,8 +1158,8 @@ fn rotation() -> J {
 }
 
 /// A liveness step: (at_ms, event, argument, action, live_timeout_ms,
-/// srtt_ms, rttvar_ms, wake_at_ms). The argument is `ping_sent_at_ms` for
-/// `pong` and `rtt_ms` for `rtt_sample`.
+/// srtt_ms, rttvar_ms, probe_after_ms, next_ping_at_ms, wake_at_ms). The
+/// argument is `ping_sent_at_ms` for `pong` and `rtt_ms` for `rtt_sample`.
 type Live = (
     i64,
     &'static str,
@@ -1165,383 +1168,228 @@ type Live = (
     i64,
     Option<f64>,
     Option<f64>,
+    i64,
+    Option<i64>,
     Option<i64>,
 );
 
 fn live_scenario(name: &str, steps: &[Live]) -> J {
     let steps = steps
         .iter()
-        .map(|&(at, event, arg, action, timeout, srtt, rttvar, wake)| {
-            let input = match event {
-                "pong" => obj! { "event" => event, "ping_sent_at_ms" => arg.map(|v| v as i64) },
-                "rtt_sample" => obj! { "event" => event, "rtt_ms" => arg },
-                _ => obj! { "event" => event },
-            };
-            step(
-                at,
-                input,
-                obj! {
-                    "action" => action,
-                    "live_timeout_ms" => timeout,
-                    "srtt_ms" => srtt,
-                    "rttvar_ms" => rttvar,
-                    "wake_at_ms" => wake,
-                },
-            )
-        })
+        .map(
+            |&(at, event, arg, action, timeout, srtt, rttvar, probe_after, next_ping, wake)| {
+                let input = match event {
+                    "pong" => {
+                        obj! { "event" => event, "ping_sent_at_ms" => arg.map(|v| v as i64) }
+                    }
+                    "rtt_sample" => obj! { "event" => event, "rtt_ms" => arg },
+                    _ => obj! { "event" => event },
+                };
+                step(
+                    at,
+                    input,
+                    obj! {
+                        "action" => action,
+                        "live_timeout_ms" => timeout,
+                        "srtt_ms" => srtt,
+                        "rttvar_ms" => rttvar,
+                        "wake_at_ms" => wake,
+                        "probe_after_ms" => probe_after,
+                        "next_ping_at_ms" => next_ping,
+                    },
+                )
+            },
+        )
         .collect::<Vec<_>>();
     obj! { "name" => name, "steps" => steps }
 }
 
+// One step a line: (at, event, arg, action, live_timeout, srtt, rttvar,
+// probe_after, next_ping_at, wake_at).
+#[rustfmt::skip]
 fn liveness() -> J {
+    const S40: Option<f64> = Some(40.0);
     let scenarios = vec![
         live_scenario(
             "quiet path, then the node is killed at 1100 ms: lost at 3001 ms",
             &[
-                (0, "connected", None, "none", 3000, None, None, Some(500)),
-                (500, "tick", None, "ping", 3000, None, None, Some(1000)),
-                (520, "tick", None, "none", 3000, None, None, Some(1000)),
-                (
-                    540,
-                    "pong",
-                    Some(500.0),
-                    "none",
-                    1500,
-                    Some(40.0),
-                    Some(20.0),
-                    Some(1000),
-                ),
-                (
-                    1000,
-                    "tick",
-                    None,
-                    "ping",
-                    1500,
-                    Some(40.0),
-                    Some(20.0),
-                    Some(1500),
-                ),
-                (
-                    1040,
-                    "pong",
-                    Some(1000.0),
-                    "none",
-                    1500,
-                    Some(40.0),
-                    Some(15.0),
-                    Some(1500),
-                ),
-                (
-                    1500,
-                    "tick",
-                    None,
-                    "ping",
-                    1500,
-                    Some(40.0),
-                    Some(15.0),
-                    Some(2000),
-                ),
-                (
-                    2000,
-                    "tick",
-                    None,
-                    "ping",
-                    1500,
-                    Some(40.0),
-                    Some(15.0),
-                    Some(2500),
-                ),
-                (
-                    2500,
-                    "tick",
-                    None,
-                    "ping",
-                    1500,
-                    Some(40.0),
-                    Some(15.0),
-                    Some(3000),
-                ),
-                (
-                    3000,
-                    "tick",
-                    None,
-                    "ping",
-                    1500,
-                    Some(40.0),
-                    Some(15.0),
-                    Some(3001),
-                ),
-                (
-                    3001,
-                    "tick",
-                    None,
-                    "lost",
-                    1500,
-                    Some(40.0),
-                    Some(15.0),
-                    None,
-                ),
+                (0, "connected", None, "none", 3000, None, None, 1000, Some(500), Some(500)),
+                (500, "tick", None, "ping", 3000, None, None, 1000, Some(1000), Some(1000)),
+                (520, "tick", None, "none", 3000, None, None, 1000, Some(1000), Some(1000)),
+                (540, "pong", Some(500.0), "none", 1500, S40, Some(20.0), 250, Some(1000), Some(1000)),
+                (1000, "tick", None, "ping", 1500, S40, Some(20.0), 250, Some(1250), Some(1250)),
+                (1040, "pong", Some(1000.0), "none", 1500, S40, Some(15.0), 250, Some(1500), Some(1500)),
+                // The last Ping the server answers went out at 1000; this one is never answered.
+                (1500, "tick", None, "ping", 1500, S40, Some(15.0), 250, Some(1750), Some(1750)),
+                // Outstanding for probe_after_ms (250): a probe every 100 ms.
+                (1750, "tick", None, "ping", 1500, S40, Some(15.0), 250, Some(1850), Some(1850)),
+                (1850, "tick", None, "ping", 1500, S40, Some(15.0), 250, Some(1950), Some(1950)),
+                (1950, "tick", None, "ping", 1500, S40, Some(15.0), 250, Some(2050), Some(2050)),
+                (2050, "tick", None, "ping", 1500, S40, Some(15.0), 250, Some(2150), Some(2150)),
+                (2150, "tick", None, "ping", 1500, S40, Some(15.0), 250, Some(2250), Some(2250)),
+                (2250, "tick", None, "ping", 1500, S40, Some(15.0), 250, Some(2350), Some(2350)),
+                (2350, "tick", None, "ping", 1500, S40, Some(15.0), 250, Some(2450), Some(2450)),
+                (2450, "tick", None, "ping", 1500, S40, Some(15.0), 250, Some(2550), Some(2550)),
+                (2550, "tick", None, "ping", 1500, S40, Some(15.0), 250, Some(2650), Some(2650)),
+                (2650, "tick", None, "ping", 1500, S40, Some(15.0), 250, Some(2750), Some(2750)),
+                (2750, "tick", None, "ping", 1500, S40, Some(15.0), 250, Some(2850), Some(2850)),
+                (2850, "tick", None, "ping", 1500, S40, Some(15.0), 250, Some(2950), Some(2950)),
+                (2950, "tick", None, "ping", 1500, S40, Some(15.0), 250, Some(3050), Some(3001)),
+                (3001, "tick", None, "lost", 1500, S40, Some(15.0), 250, None, None),
             ],
         ),
         live_scenario(
             "before the first RTT sample the live timeout is 3000 ms",
             &[
-                (0, "connected", None, "none", 3000, None, None, Some(500)),
-                (500, "tick", None, "ping", 3000, None, None, Some(1000)),
-                (1000, "tick", None, "ping", 3000, None, None, Some(1500)),
-                (1500, "tick", None, "ping", 3000, None, None, Some(2000)),
-                (2000, "tick", None, "ping", 3000, None, None, Some(2500)),
-                (2500, "tick", None, "ping", 3000, None, None, Some(3000)),
-                (3000, "tick", None, "ping", 3000, None, None, Some(3500)),
-                (3500, "tick", None, "ping", 3000, None, None, Some(3501)),
-                (3501, "tick", None, "lost", 3000, None, None, None),
+                (0, "connected", None, "none", 3000, None, None, 1000, Some(500), Some(500)),
+                (500, "tick", None, "ping", 3000, None, None, 1000, Some(1000), Some(1000)),
+                (1000, "tick", None, "ping", 3000, None, None, 1000, Some(1500), Some(1500)),
+                // Outstanding since 500 for 1000 ms (probe_after before a sample): probes.
+                (1500, "tick", None, "ping", 3000, None, None, 1000, Some(1600), Some(1600)),
+                (1600, "tick", None, "ping", 3000, None, None, 1000, Some(1700), Some(1700)),
+                (1700, "tick", None, "ping", 3000, None, None, 1000, Some(1800), Some(1800)),
+                (1800, "tick", None, "ping", 3000, None, None, 1000, Some(1900), Some(1900)),
+                (1900, "tick", None, "ping", 3000, None, None, 1000, Some(2000), Some(2000)),
+                (2000, "tick", None, "ping", 3000, None, None, 1000, Some(2100), Some(2100)),
+                (2100, "tick", None, "ping", 3000, None, None, 1000, Some(2200), Some(2200)),
+                (2200, "tick", None, "ping", 3000, None, None, 1000, Some(2300), Some(2300)),
+                (2300, "tick", None, "ping", 3000, None, None, 1000, Some(2400), Some(2400)),
+                (2400, "tick", None, "ping", 3000, None, None, 1000, Some(2500), Some(2500)),
+                (2500, "tick", None, "ping", 3000, None, None, 1000, Some(2600), Some(2600)),
+                (2600, "tick", None, "ping", 3000, None, None, 1000, Some(2700), Some(2700)),
+                (2700, "tick", None, "ping", 3000, None, None, 1000, Some(2800), Some(2800)),
+                (2800, "tick", None, "ping", 3000, None, None, 1000, Some(2900), Some(2900)),
+                (2900, "tick", None, "ping", 3000, None, None, 1000, Some(3000), Some(3000)),
+                (3000, "tick", None, "ping", 3000, None, None, 1000, Some(3100), Some(3100)),
+                (3100, "tick", None, "ping", 3000, None, None, 1000, Some(3200), Some(3200)),
+                (3200, "tick", None, "ping", 3000, None, None, 1000, Some(3300), Some(3300)),
+                (3300, "tick", None, "ping", 3000, None, None, 1000, Some(3400), Some(3400)),
+                (3400, "tick", None, "ping", 3000, None, None, 1000, Some(3500), Some(3500)),
+                (3500, "tick", None, "ping", 3000, None, None, 1000, Some(3600), Some(3501)),
+                (3501, "tick", None, "lost", 3000, None, None, 1000, None, None),
             ],
         ),
         live_scenario(
             "anything heard (a relay frame) resets the wait; timed from the oldest unanswered Ping",
             &[
-                (0, "connected", None, "none", 3000, None, None, Some(500)),
-                (500, "tick", None, "ping", 3000, None, None, Some(1000)),
-                (1000, "tick", None, "ping", 3000, None, None, Some(1500)),
-                (1200, "heard", None, "none", 3000, None, None, Some(1500)),
-                (1500, "tick", None, "ping", 3000, None, None, Some(2000)),
-                (2000, "tick", None, "ping", 3000, None, None, Some(2500)),
-                (4000, "tick", None, "ping", 3000, None, None, Some(4500)),
-                (4500, "tick", None, "ping", 3000, None, None, Some(4501)),
-                (4501, "tick", None, "lost", 3000, None, None, None),
+                (0, "connected", None, "none", 3000, None, None, 1000, Some(500), Some(500)),
+                (500, "tick", None, "ping", 3000, None, None, 1000, Some(1000), Some(1000)),
+                (1000, "tick", None, "ping", 3000, None, None, 1000, Some(1500), Some(1500)),
+                (1200, "heard", None, "none", 3000, None, None, 1000, Some(1500), Some(1500)),
+                (1500, "tick", None, "ping", 3000, None, None, 1000, Some(2000), Some(2000)),
+                (2000, "tick", None, "ping", 3000, None, None, 1000, Some(2500), Some(2500)),
+                // The timer fired late (2000 ms late): a Ping, outstanding since 1500.
+                (4500, "tick", None, "ping", 3000, None, None, 1000, Some(4600), Some(4501)),
+                (4501, "tick", None, "lost", 3000, None, None, 1000, None, None),
             ],
         ),
         live_scenario(
             "a throttled tab: no tick for a minute, nothing outstanding, no alarm",
             &[
-                (0, "connected", None, "none", 3000, None, None, Some(500)),
-                (500, "tick", None, "ping", 3000, None, None, Some(1000)),
-                (
-                    530,
-                    "pong",
-                    Some(500.0),
-                    "none",
-                    1500,
-                    Some(30.0),
-                    Some(15.0),
-                    Some(1000),
-                ),
-                (
-                    60000,
-                    "tick",
-                    None,
-                    "ping",
-                    1500,
-                    Some(30.0),
-                    Some(15.0),
-                    Some(60500),
-                ),
-                (
-                    60030,
-                    "pong",
-                    Some(60000.0),
-                    "none",
-                    1500,
-                    Some(30.0),
-                    Some(11.25),
-                    Some(60500),
-                ),
+                (0, "connected", None, "none", 3000, None, None, 1000, Some(500), Some(500)),
+                (500, "tick", None, "ping", 3000, None, None, 1000, Some(1000), Some(1000)),
+                (530, "pong", Some(500.0), "none", 1500, Some(30.0), Some(15.0), 250, Some(1000), Some(1000)),
+                (60000, "tick", None, "ping", 1500, Some(30.0), Some(15.0), 250, Some(60250), Some(60250)),
+                (60030, "pong", Some(60000.0), "none", 1500, Some(30.0), Some(11.25), 250, Some(60500), Some(60500)),
             ],
         ),
         live_scenario(
             "the RTT estimate (RFC 6298 weights) sets the live timeout, clamped to [1500, 10000]",
             &[
-                (0, "connected", None, "none", 3000, None, None, Some(500)),
-                (
-                    100,
-                    "rtt_sample",
-                    Some(400.0),
-                    "none",
-                    3600,
-                    Some(400.0),
-                    Some(200.0),
-                    Some(500),
-                ),
-                (
-                    200,
-                    "rtt_sample",
-                    Some(200.0),
-                    "none",
-                    3525,
-                    Some(375.0),
-                    Some(200.0),
-                    Some(500),
-                ),
-                (
-                    300,
-                    "rtt_sample",
-                    Some(2000.0),
-                    "none",
-                    8409,
-                    Some(578.125),
-                    Some(556.25),
-                    Some(500),
-                ),
-                (
-                    400,
-                    "rtt_sample",
-                    Some(5000.0),
-                    "none",
-                    10000,
-                    Some(1130.859375),
-                    Some(1522.65625),
-                    Some(500),
-                ),
+                (0, "connected", None, "none", 3000, None, None, 1000, Some(500), Some(500)),
+                (100, "rtt_sample", Some(400.0), "none", 3600, Some(400.0), Some(200.0), 1200, Some(500), Some(500)),
+                (200, "rtt_sample", Some(200.0), "none", 3525, Some(375.0), Some(200.0), 1175, Some(500), Some(500)),
+                (300, "rtt_sample", Some(2000.0), "none", 8409, Some(578.125), Some(556.25), 2803, Some(500), Some(500)),
+                (400, "rtt_sample", Some(5000.0), "none", 10000, Some(1130.859375), Some(1522.65625), 7221, Some(500), Some(500)),
             ],
         ),
         live_scenario(
             "a lossy path with jitter: lost Pongs within the adaptive timeout are no alarm",
             &[
-                (0, "connected", None, "none", 3000, None, None, Some(500)),
-                (500, "tick", None, "ping", 3000, None, None, Some(1000)),
-                (
-                    800,
-                    "pong",
-                    Some(500.0),
-                    "none",
-                    2700,
-                    Some(300.0),
-                    Some(150.0),
-                    Some(1000),
-                ),
-                (
-                    1000,
-                    "tick",
-                    None,
-                    "ping",
-                    2700,
-                    Some(300.0),
-                    Some(150.0),
-                    Some(1500),
-                ),
-                (
-                    1500,
-                    "tick",
-                    None,
-                    "ping",
-                    2700,
-                    Some(300.0),
-                    Some(150.0),
-                    Some(2000),
-                ),
-                (
-                    1650,
-                    "pong",
-                    Some(1500.0),
-                    "none",
-                    2643,
-                    Some(281.25),
-                    Some(150.0),
-                    Some(2000),
-                ),
-                (
-                    2000,
-                    "tick",
-                    None,
-                    "ping",
-                    2643,
-                    Some(281.25),
-                    Some(150.0),
-                    Some(2500),
-                ),
-                (
-                    2500,
-                    "tick",
-                    None,
-                    "ping",
-                    2643,
-                    Some(281.25),
-                    Some(150.0),
-                    Some(3000),
-                ),
-                (
-                    3000,
-                    "tick",
-                    None,
-                    "ping",
-                    2643,
-                    Some(281.25),
-                    Some(150.0),
-                    Some(3500),
-                ),
-                (
-                    3500,
-                    "tick",
-                    None,
-                    "ping",
-                    2643,
-                    Some(281.25),
-                    Some(150.0),
-                    Some(4000),
-                ),
-                (
-                    4000,
-                    "tick",
-                    None,
-                    "ping",
-                    2643,
-                    Some(281.25),
-                    Some(150.0),
-                    Some(4500),
-                ),
-                (
-                    4500,
-                    "tick",
-                    None,
-                    "ping",
-                    2643,
-                    Some(281.25),
-                    Some(150.0),
-                    Some(4644),
-                ),
-                (
-                    4600,
-                    "pong",
-                    Some(4500.0),
-                    "none",
-                    2669,
-                    Some(258.59375),
-                    Some(157.8125),
-                    Some(5000),
-                ),
-                (
-                    5000,
-                    "tick",
-                    None,
-                    "ping",
-                    2669,
-                    Some(258.59375),
-                    Some(157.8125),
-                    Some(5500),
-                ),
+                (0, "connected", None, "none", 3000, None, None, 1000, Some(500), Some(500)),
+                (500, "tick", None, "ping", 3000, None, None, 1000, Some(1000), Some(1000)),
+                (800, "pong", Some(500.0), "none", 2700, Some(300.0), Some(150.0), 900, Some(1000), Some(1000)),
+                (1000, "tick", None, "ping", 2700, Some(300.0), Some(150.0), 900, Some(1500), Some(1500)),
+                // Outstanding since 1000: a probe is due at 1000 + 900.
+                (1500, "tick", None, "ping", 2700, Some(300.0), Some(150.0), 900, Some(1900), Some(1900)),
+                (1650, "pong", Some(1500.0), "none", 2643, Some(281.25), Some(150.0), 881, Some(2000), Some(2000)),
+                (2000, "tick", None, "ping", 2643, Some(281.25), Some(150.0), 881, Some(2500), Some(2500)),
+                (2500, "tick", None, "ping", 2643, Some(281.25), Some(150.0), 881, Some(2881), Some(2881)),
+                (2881, "tick", None, "ping", 2643, Some(281.25), Some(150.0), 881, Some(2981), Some(2981)),
+                (2981, "tick", None, "ping", 2643, Some(281.25), Some(150.0), 881, Some(3081), Some(3081)),
+                (3081, "tick", None, "ping", 2643, Some(281.25), Some(150.0), 881, Some(3181), Some(3181)),
+                // The first probe's Pong: heard, and a sample of 169 ms.
+                (3150, "pong", Some(2981.0), "none", 2488, Some(267.21875), Some(140.5625), 829, Some(3581), Some(3581)),
+                (3581, "tick", None, "ping", 2488, Some(267.21875), Some(140.5625), 829, Some(4081), Some(4081)),
             ],
         ),
         live_scenario(
             "a late Pong answers an older Ping: the sample is from that Ping, and it clears the wait",
             &[
-                (0, "connected", None, "none", 3000, None, None, Some(500)),
-                (500, "tick", None, "ping", 3000, None, None, Some(1000)),
-                (1000, "tick", None, "ping", 3000, None, None, Some(1500)),
-                (1100, "pong", Some(500.0), "none", 5400, Some(600.0), Some(300.0), Some(1500)),
-                (1150, "pong", Some(1000.0), "none", 5681, Some(543.75), Some(337.5), Some(1500)),
-                (1500, "tick", None, "ping", 5681, Some(543.75), Some(337.5), Some(2000)),
+                (0, "connected", None, "none", 3000, None, None, 1000, Some(500), Some(500)),
+                (500, "tick", None, "ping", 3000, None, None, 1000, Some(1000), Some(1000)),
+                (1000, "tick", None, "ping", 3000, None, None, 1000, Some(1500), Some(1500)),
+                (1100, "pong", Some(500.0), "none", 5400, Some(600.0), Some(300.0), 1800, Some(1500), Some(1500)),
+                (1150, "pong", Some(1000.0), "none", 5681, Some(543.75), Some(337.5), 1893, Some(1500), Some(1500)),
+                (1500, "tick", None, "ping", 5681, Some(543.75), Some(337.5), 1893, Some(2000), Some(2000)),
+            ],
+        ),
+        live_scenario(
+            "a lossy stretch on a quiet path: the Pong to a probe, 11 ms before the deadline, saves it",
+            &[
+                (0, "connected", None, "none", 3000, None, None, 1000, Some(500), Some(500)),
+                (500, "tick", None, "ping", 3000, None, None, 1000, Some(1000), Some(1000)),
+                (540, "pong", Some(500.0), "none", 1500, S40, Some(20.0), 250, Some(1000), Some(1000)),
+                (1000, "tick", None, "ping", 1500, S40, Some(20.0), 250, Some(1250), Some(1250)),
+                (1040, "pong", Some(1000.0), "none", 1500, S40, Some(15.0), 250, Some(1500), Some(1500)),
+                // Lost, and so are the probes' Pongs until the one to the probe at 2950.
+                (1500, "tick", None, "ping", 1500, S40, Some(15.0), 250, Some(1750), Some(1750)),
+                (1750, "tick", None, "ping", 1500, S40, Some(15.0), 250, Some(1850), Some(1850)),
+                (1850, "tick", None, "ping", 1500, S40, Some(15.0), 250, Some(1950), Some(1950)),
+                (1950, "tick", None, "ping", 1500, S40, Some(15.0), 250, Some(2050), Some(2050)),
+                (2050, "tick", None, "ping", 1500, S40, Some(15.0), 250, Some(2150), Some(2150)),
+                (2150, "tick", None, "ping", 1500, S40, Some(15.0), 250, Some(2250), Some(2250)),
+                (2250, "tick", None, "ping", 1500, S40, Some(15.0), 250, Some(2350), Some(2350)),
+                (2350, "tick", None, "ping", 1500, S40, Some(15.0), 250, Some(2450), Some(2450)),
+                (2450, "tick", None, "ping", 1500, S40, Some(15.0), 250, Some(2550), Some(2550)),
+                (2550, "tick", None, "ping", 1500, S40, Some(15.0), 250, Some(2650), Some(2650)),
+                (2650, "tick", None, "ping", 1500, S40, Some(15.0), 250, Some(2750), Some(2750)),
+                (2750, "tick", None, "ping", 1500, S40, Some(15.0), 250, Some(2850), Some(2850)),
+                (2850, "tick", None, "ping", 1500, S40, Some(15.0), 250, Some(2950), Some(2950)),
+                (2950, "tick", None, "ping", 1500, S40, Some(15.0), 250, Some(3050), Some(3001)),
+                (2990, "pong", Some(2950.0), "none", 1500, S40, Some(11.25), 250, Some(3450), Some(3450)),
+                // Nothing outstanding: the regular interval resumes from the last Ping.
+                (3001, "tick", None, "none", 1500, S40, Some(11.25), 250, Some(3450), Some(3450)),
+                (3450, "tick", None, "ping", 1500, S40, Some(11.25), 250, Some(3700), Some(3700)),
+            ],
+        ),
+        live_scenario(
+            "probe_after follows srtt + 4 rttvar, at least 250 ms; above 500 ms there is no probe",
+            &[
+                (0, "connected", None, "none", 3000, None, None, 1000, Some(500), Some(500)),
+                (100, "rtt_sample", Some(10.0), "none", 1500, Some(10.0), Some(5.0), 250, Some(500), Some(500)),
+                (500, "tick", None, "ping", 1500, Some(10.0), Some(5.0), 250, Some(750), Some(750)),
+                // A sample alone (no Pong: the Ping stays outstanding) moves the probe.
+                (600, "rtt_sample", Some(300.0), "none", 1500, Some(46.25), Some(76.25), 351, Some(851), Some(851)),
+                (851, "tick", None, "ping", 1500, Some(46.25), Some(76.25), 351, Some(951), Some(951)),
+                (900, "rtt_sample", Some(2000.0), "none", 7418, Some(290.46875), Some(545.625), 2472, Some(1351), Some(1351)),
+                (1351, "tick", None, "ping", 7418, Some(290.46875), Some(545.625), 2472, Some(1851), Some(1851)),
+                (1851, "tick", None, "ping", 7418, Some(290.46875), Some(545.625), 2472, Some(2351), Some(2351)),
             ],
         ),
     ];
     timed(
         ALL,
-        "connected at t: first Ping due at t + ping_interval_ms. tick(now): lost if a Ping is outstanding and \
-         now - oldest_unanswered > live_timeout_ms; else ping if now >= ping due (oldest_unanswered kept if set, else now; \
-         next due now + ping_interval_ms); else none. heard (any message or relay frame) and pong clear oldest_unanswered; \
-         pong is also an RTT sample (now - ping_sent_at_ms). RTT: first sample s: srtt = s, rttvar = s/2; later: \
-         rttvar = 0.75 rttvar + 0.25 |srtt - s|, then srtt = 0.875 srtt + 0.125 s. live_timeout_ms = floor(clamp(3 × \
-         (srtt + 4 rttvar), 1500, 10000)), 3000 before a sample. wake_at_ms = min(ping due, oldest_unanswered + \
-         live_timeout_ms + 1): when the shell must tick next (null once lost)",
+        "connected at t: last_ping_at = t (the first Ping is due at t + ping_interval_ms), nothing outstanding. \
+         probe_after_ms = floor(max(probe_after_min_ms, srtt + 4 rttvar)), probe_after_before_sample_ms before a sample. \
+         Next Ping due (next_ping_at_ms): nothing outstanding: last_ping_at + ping_interval_ms; a Ping outstanding: \
+         min(last_ping_at + ping_interval_ms, max(last_ping_at + probe_interval_ms, awaiting_since + probe_after_ms)). \
+         tick(now): lost if a Ping is outstanding and now - awaiting_since > live_timeout_ms; else ping if now >= next \
+         Ping due (last_ping_at = now; awaiting_since kept if set, else now); else none. heard (any message or relay frame) \
+         and pong clear awaiting_since; pong is also an RTT sample (now - ping_sent_at_ms). RTT: first sample s: srtt = s, \
+         rttvar = s/2; later: rttvar = 0.75 rttvar + 0.25 |srtt - s|, then srtt = 0.875 srtt + 0.125 s. live_timeout_ms = \
+         floor(clamp(3 × (srtt + 4 rttvar), 1500, 10000)), 3000 before a sample. wake_at_ms = min(next Ping due, \
+         awaiting_since + live_timeout_ms + 1): when the shell must tick next. next_ping_at_ms and wake_at_ms are null once lost",
         scenarios,
     )
 }
