@@ -11,7 +11,7 @@ import { FLIGHT_HEADER_BYTES, wrapFlight, unwrapFlight, nextSeq, SeqFilter } fro
 import { describe, withTimeout, now, WebTransportSignal, WebSocketSignal, AutoSignal } from './transports.js';
 import {
   ABANDON_CLOSE_CODE, closeDisposition, attemptTimeoutMs, MAX_REDIRECTS, nodeServer, rotation, TRANSPORT_CHOICES,
-  afterReconnect, livenessStart, livenessHeard, livenessTick, PING_INTERVAL_MS, goingAwayLeftMs, answersSessionRequest, pumpStep, redirectPlan,
+  afterReconnect, livenessStart, livenessHeard, livenessTick, livenessNextPingAt, PING_INTERVAL_MS, goingAwayLeftMs, answersSessionRequest, pumpStep, redirectPlan,
   redirectCount, errorGivesUp, attemptFailure, resumePlanStep, offersToken, RESUME_GRACE_DEFAULT_MS,
   backoffDelayMs as coreBackoffDelayMs, reconnectStep as coreReconnectStep,
 } from './core.js';
@@ -899,8 +899,9 @@ export class FlightSimP2P extends EventTarget {
     // timeout), nothing outstanding, the first Ping one interval from now.
     this._live = livenessStart(now(), o.pingIntervalMs);
     if (o.pingIntervalMs > 0) {
-      // One timer: core.js says when to Ping, and when the oldest unanswered Ping makes the
-      // server lost (so a dead server is seen at that moment, not at the next Ping).
+      // One timer: core.js says when to Ping (every interval; every 100 ms while probing, once a
+      // Ping has been unanswered for probe_after_ms), and when the oldest unanswered Ping makes
+      // the server lost (so a dead server is seen at that moment, not at the next Ping).
       const tick = () => {
         this._liveTimer = 0;
         if (this.state !== 'connected') return;
@@ -917,12 +918,14 @@ export class FlightSimP2P extends EventTarget {
           let v = BigInt(Math.floor(performance.timeOrigin + t));
           while (this._pings.has(v)) v += 1n;
           this._pings.set(v, t);
-          if (this._pings.size > 32) this._pings.delete(this._pings.keys().next().value);
+          // Probing sends a Ping every 100 ms while one is unanswered: keep enough of them that a
+          // late Pong still finds its Ping (up to the longest live timeout, 10 s).
+          if (this._pings.size > 128) this._pings.delete(this._pings.keys().next().value);
           this._sendMsg({ type: 'Ping', clientTimeMs: v });
         }
         this._liveTimer = setTimeout(tick, Math.max(0, /** @type {number} */ (d.wakeAtMs) - now()));
       };
-      this._liveTimer = setTimeout(tick, Math.max(0, this._live.pingDueMs - now()));
+      this._liveTimer = setTimeout(tick, Math.max(0, livenessNextPingAt(this._live) - now()));
     }
     if (o.statsIntervalMs > 0) this._timers.push(setInterval(() => this._pollStats(), o.statsIntervalMs));
   }

@@ -53,7 +53,7 @@ export {
 
 export {
   RECONNECT_BACKOFF_MS, ABANDON_CLOSE_CODE, closeDisposition, attemptTimeoutMs, serverSilent,
-  PING_INTERVAL_MS, LIVE_TIMEOUT_MS, rttEstimate, liveTimeoutMs,
+  PING_INTERVAL_MS, PROBE_INTERVAL_MS, PROBE_AFTER_MS, LIVE_TIMEOUT_MS, rttEstimate, liveTimeoutMs, probeAfterMs,
   MAX_REDIRECTS, wsUrlOfHttp, nodeServer, reachableWith, redirectStep, rotateServer, TRANSPORT_CHOICES,
 } from './core.js';
 
