@@ -40,7 +40,7 @@ export {
   decodeClientMsg, encodeServerMsg, decodeServerMsg, takeVarint, encodeFrame, FrameReader,
   encodeRelay, decodeRelay, WS_CONTROL, WS_RELAY, WEBSOCKET_PATH, encodeWsControl, encodeWsRelay,
   decodeWsMessage, wsCloseCode, fromWsCloseCode, FIRST_PARAM, MAX_FIRST_BYTES, base64url,
-  fromBase64url, encodeFirst, urlWithFirst, foldableRequest, toHex, fromHex,
+  fromBase64url, encodeFirst, urlWithFirst, ACCESS_TOKEN_PARAM, connectUrl, foldableRequest, toHex, fromHex,
 } from './codec.js';
 
 export {
