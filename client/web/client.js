@@ -11,7 +11,7 @@ import { FLIGHT_HEADER_BYTES, wrapFlight, unwrapFlight, nextSeq, SeqFilter } fro
 import { describe, withTimeout, now, WebTransportSignal, WebSocketSignal, AutoSignal } from './transports.js';
 import {
   ABANDON_CLOSE_CODE, closeDisposition, attemptTimeoutMs, MAX_REDIRECTS, nodeServer, rotation, TRANSPORT_CHOICES,
-  afterReconnect, livenessStart, livenessHeard, livenessTick, PING_INTERVAL_MS, goingAwayLeftMs, answersSessionRequest, pumpStep, redirectPlan,
+  afterReconnect, livenessStart, livenessHeard, livenessTick, livenessNextPingAt, PING_INTERVAL_MS, goingAwayLeftMs, answersSessionRequest, pumpStep, redirectPlan,
   redirectCount, errorGivesUp, attemptFailure, resumePlanStep, offersToken, RESUME_GRACE_DEFAULT_MS,
   backoffDelayMs as coreBackoffDelayMs, reconnectStep as coreReconnectStep,
 } from './core.js';
@@ -76,6 +76,12 @@ export function reconnectStep(s) {
  *           missing certHash is the main one's, null a CA certificate), tried in turn with the reconnect
  *           backoff when the current server cannot be reached; any node redirects to the session's node
  * @property {number} [maxRedirects]    cluster mode: redirects followed in a row before failing (default 5)
+ * @property {string|null} [token]      access token (PROTOCOL.md §13) for a server started with --auth: a JWT from the
+ *           game's backend, sent in the `access_token` query parameter of every connection's URL (never logged)
+ * @property {(() => string|null|Promise<string|null>)|null} [getToken]  called for every connection: the first, each
+ *           reconnect (resume) and each redirect, and when the server warns that the token expires soon; a string
+ *           it returns wins over `token` (null/empty: `token` is used). If it throws, connect() fails; during a
+ *           reconnection the attempt counts as failed and the next one asks again
  */
 
 /** Default WebSocket URL: the page's origin (its scheme mapped to ws/wss), else the usual HTTP port of `host`. */
@@ -138,6 +144,8 @@ export class FlightSimP2P extends EventTarget {
       reconnectTimeoutMs: options.reconnectTimeoutMs ?? 60000,
       liveTimeoutMs: options.liveTimeoutMs ?? null,
       maxRedirects: options.maxRedirects ?? MAX_REDIRECTS,
+      token: options.token || null,
+      getToken: typeof options.getToken === 'function' ? options.getToken : null,
       fallbacks: [],
     };
     const main = { url: this.options.url, wsUrl: this.options.wsUrl, certHash: this.options.certHash };
@@ -236,6 +244,12 @@ export class FlightSimP2P extends EventTarget {
     this._rc = null;
     /** set after a Welcome with a new peer id during a reconnection: rejoin this session */
     this._rejoin = /** @type {null|{previousPeerId: number, code: string}} */ (null);
+    /** the access token of the current connection (never logged, never in an event) */
+    this._tokenInUse = /** @type {string|null} */ (null);
+    /** a fresh token getToken() gave when the server warned of the expiry: the next attempt uses it */
+    this._freshToken = /** @type {string|null} */ (null);
+    /** a getToken() call for the expiry warning is under way */
+    this._refreshing = false;
   }
 
   /**
@@ -336,7 +350,16 @@ export class FlightSimP2P extends EventTarget {
       // then rides in the URL with Hello (PROTOCOL.md §1, §10), answered with the 200/101.
       await null;
       if (this.state === 'closed') throw new FspError(0, 'closed', 'closed while connecting');
-      const t = this._makeTransport();
+      let token;
+      try {
+        token = await this._accessToken();
+      } catch (e) {
+        const err = new FspError(0, 'token_unavailable', `getToken() failed: ${describe(e)}`, { cause: e, fatal: true });
+        this._fail(err);
+        throw err;
+      }
+      if (this.state === 'closed') throw new FspError(0, 'closed', 'closed while connecting');
+      const t = this._makeTransport(token);
       const up = this._attach(t);
       const first = this._firstBodies();
       try {
@@ -452,14 +475,58 @@ export class FlightSimP2P extends EventTarget {
     });
   }
 
-  /** @returns {SignalTransport} */
-  _makeTransport() {
+  /**
+   * The access token for the next connection (PROTOCOL.md §13): the fresh one fetched at the
+   * server's expiry warning, else what getToken() gives, else the `token` option; null: none.
+   * @returns {Promise<string|null>}
+   */
+  async _accessToken() {
+    const o = this.options;
+    let token = null;
+    if (this._freshToken) {
+      token = this._freshToken;
+      this._freshToken = null;
+    } else if (o.getToken) {
+      const t = await o.getToken();
+      if (t !== null && t !== undefined && t !== '') token = String(t);
+    }
+    return token || o.token || null;
+  }
+
+  /**
+   * The server warned (Error token_expired without a close) that the token stops being valid
+   * soon: ask getToken() for a fresh one now and resume on a new connection with it, before the
+   * server closes this one. Nothing fresher (no getToken, the same token, it failed): wait for the
+   * close, after which the reconnection asks again.
+   */
+  async _refreshToken() {
+    if (this._refreshing || !this.options.getToken) return;
+    this._refreshing = true;
+    const conn = this.conn;
+    let token = null;
+    try {
+      const t = await this.options.getToken();
+      if (t !== null && t !== undefined && t !== '') token = String(t);
+    } catch {
+      // the reconnection after the close asks again
+    } finally {
+      this._refreshing = false;
+    }
+    if (this.state !== 'connected' || this.conn !== conn || !token || token === this._tokenInUse) return;
+    this._freshToken = token;
+    this._startReconnect('the access token expires soon: resuming with a fresh one', 0);
+  }
+
+  /** @param {string|null} [accessToken] @returns {SignalTransport} */
+  _makeTransport(accessToken = null) {
     const o = this.options;
     const at = this.server;
+    this._tokenInUse = accessToken;
     /** @type {TransportOptions} */
     const opts = {
       url: at.url, wsUrl: at.wsUrl, certHash: at.certHash, connectTimeoutMs: o.connectTimeoutMs,
       datagramMaxAgeMs: o.datagramMaxAgeMs, fallbackDelayMs: o.fallbackDelayMs, wsMaxBufferedBytes: o.wsMaxBufferedBytes,
+      accessToken,
     };
     if (typeof o.transport === 'function') return o.transport(opts);
     if (o.transport === 'webtransport') return new WebTransportSignal(opts);
@@ -845,6 +912,18 @@ export class FlightSimP2P extends EventTarget {
         }
         // An Error that makes the connection's end final (rule 3), or that refuses an attempt.
         if (errorGivesUp(m.code) || this.state === 'reconnecting') this._lastFatal = err;
+        if (m.code === 25) {
+          // token_expired (PROTOCOL.md §13). Refusing the first Hello: connect() fails with it
+          // (the close follows). In session without a close: the warning that the token stops
+          // being valid soon; resume now with a fresh one from getToken().
+          if (this.state === 'connecting') {
+            this._lastFatal = err;
+            if (this._welcomeWaiter) {
+              this._welcomeWaiter.reject(err);
+              this._welcomeWaiter = null;
+            }
+          } else if (this.state === 'connected') this._refreshToken();
+        }
         if (answersSessionRequest(m.code)) this._redirectState('error_answering');
         // cluster_unavailable before the Welcome of a resume: the node is there, its directory is
         // not; try again after the backoff (the same node), within the grace as usual.
@@ -899,8 +978,9 @@ export class FlightSimP2P extends EventTarget {
     // timeout), nothing outstanding, the first Ping one interval from now.
     this._live = livenessStart(now(), o.pingIntervalMs);
     if (o.pingIntervalMs > 0) {
-      // One timer: core.js says when to Ping, and when the oldest unanswered Ping makes the
-      // server lost (so a dead server is seen at that moment, not at the next Ping).
+      // One timer: core.js says when to Ping (every interval; every 100 ms while probing, once a
+      // Ping has been unanswered for probe_after_ms), and when the oldest unanswered Ping makes
+      // the server lost (so a dead server is seen at that moment, not at the next Ping).
       const tick = () => {
         this._liveTimer = 0;
         if (this.state !== 'connected') return;
@@ -917,12 +997,14 @@ export class FlightSimP2P extends EventTarget {
           let v = BigInt(Math.floor(performance.timeOrigin + t));
           while (this._pings.has(v)) v += 1n;
           this._pings.set(v, t);
-          if (this._pings.size > 32) this._pings.delete(this._pings.keys().next().value);
+          // Probing sends a Ping every 100 ms while one is unanswered: keep enough of them that a
+          // late Pong still finds its Ping (up to the longest live timeout, 10 s).
+          if (this._pings.size > 128) this._pings.delete(this._pings.keys().next().value);
           this._sendMsg({ type: 'Ping', clientTimeMs: v });
         }
         this._liveTimer = setTimeout(tick, Math.max(0, /** @type {number} */ (d.wakeAtMs) - now()));
       };
-      this._liveTimer = setTimeout(tick, Math.max(0, this._live.pingDueMs - now()));
+      this._liveTimer = setTimeout(tick, Math.max(0, livenessNextPingAt(this._live) - now()));
     }
     if (o.statsIntervalMs > 0) this._timers.push(setInterval(() => this._pollStats(), o.statsIntervalMs));
   }
@@ -985,6 +1067,13 @@ export class FlightSimP2P extends EventTarget {
     if (this.state === 'reconnecting') {
       // A reconnection attempt refused or closed: tried again with the backoff, or final (rule 3).
       const code = info.code ?? (this._lastFatal ? this._lastFatal.code : null);
+      if (code === 25 && !this.options.getToken) {
+        // token_expired with no getToken() to ask for a fresh one: the same token would be refused again.
+        const err = new FspError(25, 'token_expired', 'the access token expired and there is no getToken() to get a fresh one', { fatal: true, cause: info.error });
+        this._teardown(err);
+        this._emitClose(25, err.message, err);
+        return;
+      }
       if (attemptFailure(code) === 'retry') {
         // Nothing from the server: it could not be reached (the next attempt goes elsewhere).
         this._attemptFailed(info.reason || 'connection lost', code === null);
@@ -1159,12 +1248,21 @@ export class FlightSimP2P extends EventTarget {
     // Decided at the actual start (the browser's `online` event may bring it forward).
     rc.withToken = offersToken(rc.plan, now(), this._resumeLimits().graceMs);
     rc.rejoinSent = false;
+    // A fresh access token for every attempt (getToken), the resume and a redirect's included.
+    let token;
+    try {
+      token = await this._accessToken();
+    } catch (e) {
+      if (this._rc === rc && this.state === 'reconnecting' && !this.conn) this._attemptFailed(`getToken() failed: ${describe(e)}`);
+      return;
+    }
+    if (this._rc !== rc || this.state !== 'reconnecting') return;
     const startedAt = now();
     const limit = attemptTimeoutMs(this.srttMs, this.options.connectTimeoutMs);
     /** @type {SignalTransport} */
     let t;
     try {
-      t = this._makeTransport();
+      t = this._makeTransport(token);
     } catch (e) {
       this._attemptFailed(describe(e));
       return;

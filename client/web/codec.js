@@ -957,6 +957,24 @@ export function urlWithFirst(url, bodies) {
   return u.toString();
 }
 
+/**
+ * Query parameter of the WebTransport CONNECT / WebSocket upgrade URL that carries the access
+ * token (PROTOCOL.md §13; SignalR's name: browsers cannot set headers on either).
+ */
+export const ACCESS_TOKEN_PARAM = 'access_token';
+
+/**
+ * The URL of a connection: `url` with the first request (`first`, if any) and the access token
+ * (`access_token`, percent-encoded, if any). The result holds secrets (the token, the join code
+ * and password): use it to connect, never log or show it.
+ * @param {string} url @param {Uint8Array[]|null} first @param {string|null} [accessToken]
+ */
+export function connectUrl(url, first, accessToken = null) {
+  const u = new URL(first ? urlWithFirst(url, first) : url);
+  if (accessToken) u.searchParams.set(ACCESS_TOKEN_PARAM, accessToken);
+  return u.toString();
+}
+
 /** Whether a control message body can ride behind Hello in `first` (CreateSession or JoinSession). */
 export function foldableRequest(body) {
   return !!body && body.length > 0 && (body[0] === 1 || body[0] === 2);

@@ -219,6 +219,18 @@ export function attemptTimeoutMs(rttMs, connectTimeoutMs) {
 export const PING_INTERVAL_MS = 500;
 
 /**
+ * Probing (rule 2): while a Ping has been unanswered for `probe_after_ms`, a Ping goes out this
+ * often (ms) until anything is heard, like QUIC's probe timeout.
+ */
+export const PROBE_INTERVAL_MS = 100;
+
+/**
+ * `probe_after_ms`'s bounds: `beforeSampleMs` before the first RTT sample, then
+ * `floor(max(minMs, srtt + 4·rttvar))`.
+ */
+export const PROBE_AFTER_MS = Object.freeze({ minMs: 250, beforeSampleMs: 1000 });
+
+/**
  * The live timeout's bounds: `initialMs` before the first RTT sample, then
  * `clamp(3 × (srtt + 4·rttvar), minMs, maxMs)`.
  */
@@ -251,6 +263,16 @@ export function liveTimeoutMs(est) {
 }
 
 /**
+ * How long a Ping may stay unanswered before the client probes (a Ping every PROBE_INTERVAL_MS):
+ * `floor(max(250, srtt + 4·rttvar))`, 1000 before the first sample.
+ * @param {{srttMs: number, rttvarMs: number}|null} est
+ */
+export function probeAfterMs(est) {
+  if (!est) return PROBE_AFTER_MS.beforeSampleMs;
+  return Math.floor(Math.max(PROBE_AFTER_MS.minMs, est.srttMs + 4 * est.rttvarMs));
+}
+
+/**
  * Whether the server has gone silent: a Ping went out at `awaitingSinceMs` (null = nothing
  * outstanding) and nothing at all (no Pong, no other message, no relay frame) came back
  * for longer than `liveTimeoutMs` (0 = never decide so). Timed from the ping, not from the last
@@ -262,9 +284,11 @@ export function serverSilent(awaitingSinceMs, nowMs, liveTimeoutMs) {
 }
 
 /**
- * What the client knows for liveness: the RTT estimate (null before a sample), when the oldest
- * unanswered Ping went out (null: none, or something was heard since), when the next Ping is due.
- * @typedef {{rtt: {srttMs: number, rttvarMs: number}|null, awaitingSinceMs: number|null, pingDueMs: number}} Liveness
+ * What the client knows for liveness: the RTT estimate (null before a sample); when the oldest
+ * unanswered Ping went out (null: none, or something was heard since); when the last Ping went
+ * out (before the first: the Welcome, so that the first Ping goes one interval after it); the
+ * Ping interval.
+ * @typedef {{rtt: {srttMs: number, rttvarMs: number}|null, awaitingSinceMs: number|null, lastPingAtMs: number, intervalMs: number}} Liveness
  */
 
 /**
@@ -274,13 +298,25 @@ export function serverSilent(awaitingSinceMs, nowMs, liveTimeoutMs) {
  * @returns {Liveness}
  */
 export function livenessStart(nowMs, intervalMs = PING_INTERVAL_MS) {
-  return { rtt: null, awaitingSinceMs: null, pingDueMs: nowMs + intervalMs };
+  return { rtt: null, awaitingSinceMs: null, lastPingAtMs: nowMs, intervalMs };
+}
+
+/**
+ * When the next Ping is due (rule 2): nothing outstanding, `last + interval`; a Ping
+ * outstanding, `min(last + interval, max(last + 100, awaiting_since + probe_after_ms))`: once a
+ * Ping has been unanswered for probe_after_ms, a Ping every 100 ms until anything is heard.
+ * @param {Liveness} s
+ */
+export function livenessNextPingAt(s) {
+  const regular = s.lastPingAtMs + s.intervalMs;
+  if (s.awaitingSinceMs === null) return regular;
+  return Math.min(regular, Math.max(s.lastPingAtMs + PROBE_INTERVAL_MS, s.awaitingSinceMs + probeAfterMs(s.rtt)));
 }
 
 /**
  * Something was heard from the server (any message, a Pong, a relay frame): nothing is
- * outstanding any more (the live timeout is timed from the next Ping). With a Pong that
- * answers a Ping, `sampleMs` (now − the Ping's send time) is also an RTT sample.
+ * outstanding any more (the live timeout is timed from the next Ping, probing stops). With a Pong
+ * that answers a Ping, `sampleMs` (now − the Ping's send time) is also an RTT sample.
  * @param {Liveness} s @param {number|null} [sampleMs]
  * @returns {Liveness}
  */
@@ -290,35 +326,44 @@ export function livenessHeard(s, sampleMs = null) {
 }
 
 /**
- * When the shell must run livenessTick next: the next Ping, or, while one is outstanding, just
- * after the moment the server would count as lost (oldest + timeout + 1), whichever is first.
+ * When the shell must run livenessTick next: the next Ping (livenessNextPingAt), or, while one
+ * is outstanding, just after the moment the server would count as lost (oldest + timeout + 1),
+ * whichever is first.
  * @param {Liveness} s @param {number} timeoutMs the live timeout in force (0: never lost)
  */
 export function livenessWakeAt(s, timeoutMs) {
-  if (timeoutMs > 0 && s.awaitingSinceMs !== null) return Math.min(s.pingDueMs, Math.floor(s.awaitingSinceMs + timeoutMs) + 1);
-  return s.pingDueMs;
+  const due = livenessNextPingAt(s);
+  if (timeoutMs > 0 && s.awaitingSinceMs !== null) return Math.min(due, Math.floor(s.awaitingSinceMs + timeoutMs) + 1);
+  return due;
 }
 
 /**
  * The liveness timer fires at `nowMs`: the server is `lost` (a Ping outstanding for longer than
- * the live timeout); else a Ping goes out if one is due (`ping`: the oldest unanswered Ping's
- * time is kept if set, else now; the next is due `intervalMs` later); else `none`. `wakeAtMs`:
- * when to look again (null once lost). `timeoutMs`: a fixed live timeout (0 = never take the
- * server for lost); null/undefined: the adaptive one (liveTimeoutMs of the estimate).
+ * the live timeout); else a Ping goes out if one is due (livenessNextPingAt; `ping`: the
+ * oldest unanswered Ping's time is kept if set, else now; the last Ping now); else `none`.
+ * `wakeAtMs`: when to look again (null once lost). `timeoutMs`: a fixed live timeout (0 = never
+ * take the server for lost); null/undefined: the adaptive one (liveTimeoutMs of the estimate).
+ * `o.intervalMs` (the Ping interval) replaces the state's.
  * @param {Liveness} s @param {number} nowMs
  * @param {{intervalMs?: number, timeoutMs?: number|null}} [o]
- * @returns {{action: 'lost'|'ping'|'none', state: Liveness, silentMs: number, timeoutMs: number, wakeAtMs: number|null}}
+ * @returns {{action: 'lost'|'ping'|'none', state: Liveness, silentMs: number, timeoutMs: number, wakeAtMs: number|null,
+ *   probeAfterMs: number, nextPingAtMs: number|null}}
  */
 export function livenessTick(s, nowMs, o = {}) {
-  const intervalMs = o.intervalMs ?? PING_INTERVAL_MS;
+  if (o.intervalMs !== undefined && o.intervalMs !== s.intervalMs) s = { ...s, intervalMs: o.intervalMs };
   const timeoutMs = o.timeoutMs ?? liveTimeoutMs(s.rtt);
   const silentMs = s.awaitingSinceMs === null ? 0 : nowMs - s.awaitingSinceMs;
+  const probe = probeAfterMs(s.rtt);
   if (serverSilent(s.awaitingSinceMs, nowMs, timeoutMs)) {
-    return { action: 'lost', state: s, silentMs, timeoutMs, wakeAtMs: null };
+    return { action: 'lost', state: s, silentMs, timeoutMs, wakeAtMs: null, probeAfterMs: probe, nextPingAtMs: null };
   }
-  if (nowMs < s.pingDueMs) return { action: 'none', state: s, silentMs, timeoutMs, wakeAtMs: livenessWakeAt(s, timeoutMs) };
-  const state = { ...s, awaitingSinceMs: s.awaitingSinceMs ?? nowMs, pingDueMs: nowMs + intervalMs };
-  return { action: 'ping', state, silentMs, timeoutMs, wakeAtMs: livenessWakeAt(state, timeoutMs) };
+  if (nowMs < livenessNextPingAt(s)) {
+    return { action: 'none', state: s, silentMs, timeoutMs, wakeAtMs: livenessWakeAt(s, timeoutMs), probeAfterMs: probe, nextPingAtMs: livenessNextPingAt(s) };
+  }
+  const state = { ...s, awaitingSinceMs: s.awaitingSinceMs ?? nowMs, lastPingAtMs: nowMs };
+  return {
+    action: 'ping', state, silentMs, timeoutMs, wakeAtMs: livenessWakeAt(state, timeoutMs), probeAfterMs: probe, nextPingAtMs: livenessNextPingAt(state),
+  };
 }
 
 /**

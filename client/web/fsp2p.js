@@ -40,7 +40,7 @@ export {
   decodeClientMsg, encodeServerMsg, decodeServerMsg, takeVarint, encodeFrame, FrameReader,
   encodeRelay, decodeRelay, WS_CONTROL, WS_RELAY, WEBSOCKET_PATH, encodeWsControl, encodeWsRelay,
   decodeWsMessage, wsCloseCode, fromWsCloseCode, FIRST_PARAM, MAX_FIRST_BYTES, base64url,
-  fromBase64url, encodeFirst, urlWithFirst, foldableRequest, toHex, fromHex,
+  fromBase64url, encodeFirst, urlWithFirst, ACCESS_TOKEN_PARAM, connectUrl, foldableRequest, toHex, fromHex,
 } from './codec.js';
 
 export {
@@ -53,7 +53,7 @@ export {
 
 export {
   RECONNECT_BACKOFF_MS, ABANDON_CLOSE_CODE, closeDisposition, attemptTimeoutMs, serverSilent,
-  PING_INTERVAL_MS, LIVE_TIMEOUT_MS, rttEstimate, liveTimeoutMs,
+  PING_INTERVAL_MS, PROBE_INTERVAL_MS, PROBE_AFTER_MS, LIVE_TIMEOUT_MS, rttEstimate, liveTimeoutMs, probeAfterMs,
   MAX_REDIRECTS, wsUrlOfHttp, nodeServer, reachableWith, redirectStep, rotateServer, TRANSPORT_CHOICES,
 } from './core.js';
 

@@ -6,7 +6,7 @@
 import {
   DEFAULT_MAX_FRAME_BYTES, FspError, DecodeError, utf8Encoder, encodeFrame, FrameReader,
   WEBSOCKET_PATH, encodeWsControl, encodeWsRelay, decodeWsMessage, wsCloseCode, fromWsCloseCode,
-  urlWithFirst, toHex,
+  connectUrl, toHex,
 } from './codec.js';
 import { carriesFirst, raceConnected, raceFailed, raceSlowReason, raceStart } from './core.js';
 
@@ -14,9 +14,12 @@ export function describe(e) {
   return redact(describe0(e));
 }
 
-/** Hide the first request (join code, password, resume token) should a URL with it end up in a message. */
-function redact(s) {
-  return String(s).replace(/([?&]first=)[A-Za-z0-9_-]*/g, '$1…');
+/**
+ * Hide the first request (join code, password, resume token) and the access token should a URL
+ * with them end up in a message.
+ */
+export function redact(s) {
+  return String(s).replace(/([?&](?:first|access_token)=)[A-Za-z0-9._~%+-]*/g, '$1…');
 }
 
 function describe0(e) {
@@ -102,13 +105,15 @@ function tuneDatagrams(dg, maxAgeMs) {
 /**
  * Options handed to transport constructors and to a custom `transport` factory.
  * @typedef {{url: string, wsUrl: string, certHash: Uint8Array|null, connectTimeoutMs: number,
- *   datagramMaxAgeMs: number, fallbackDelayMs: number, wsMaxBufferedBytes: number}} TransportOptions
+ *   datagramMaxAgeMs: number, fallbackDelayMs: number, wsMaxBufferedBytes: number, accessToken?: string|null}} TransportOptions
+ *   accessToken: the access token of this connection (PROTOCOL.md §13; null without one), for the
+ *   URL's `access_token` parameter; a custom transport carries it its own way
  */
 
 /** @implements {SignalTransport} */
 export class WebTransportSignal {
   /**
-   * @param {{url: string, certHash?: Uint8Array|null, connectTimeoutMs?: number, datagramMaxAgeMs?: number}} opts
+   * @param {{url: string, certHash?: Uint8Array|null, connectTimeoutMs?: number, datagramMaxAgeMs?: number, accessToken?: string|null}} opts
    */
   constructor(opts) {
     this.kind = 'webtransport';
@@ -116,6 +121,8 @@ export class WebTransportSignal {
     this.certHash = opts.certHash || null;
     this.connectTimeoutMs = opts.connectTimeoutMs ?? 10000;
     this.datagramMaxAgeMs = opts.datagramMaxAgeMs ?? 100;
+    /** the access token for the CONNECT URL (PROTOCOL.md §13); never logged */
+    this.accessToken = opts.accessToken || null;
     /** @type {any} */
     this.wt = null;
     this.onControl = null;
@@ -157,8 +164,8 @@ export class WebTransportSignal {
       : 'Check that the server listens on that UDP port and has a certificate the browser trusts (for a self-signed dev certificate pass certHash from /cert-hash).';
     let wt;
     try {
-      // The URL with `first` holds the join code: it is used here and nowhere else.
-      wt = new WebTransport(first ? urlWithFirst(this.url, first) : this.url, wtOpts);
+      // The URL with `first` and the access token holds secrets: it is used here and nowhere else.
+      wt = new WebTransport(connectUrl(this.url, first, this.accessToken), wtOpts);
     } catch (e) {
       throw new FspError(0, 'connect_failed', `Cannot open WebTransport to ${this.url}: ${describe(e)}`, { cause: e });
     }
@@ -295,12 +302,14 @@ function clipUtf8(s, max) {
  * @implements {SignalTransport}
  */
 export class WebSocketSignal {
-  /** @param {{wsUrl: string, connectTimeoutMs?: number, wsMaxBufferedBytes?: number}} opts */
+  /** @param {{wsUrl: string, connectTimeoutMs?: number, wsMaxBufferedBytes?: number, accessToken?: string|null}} opts */
   constructor(opts) {
     this.kind = 'websocket';
     this.url = opts.wsUrl;
     this.connectTimeoutMs = opts.connectTimeoutMs ?? 10000;
     this.maxBufferedBytes = opts.wsMaxBufferedBytes ?? 32 * 1024;
+    /** the access token for the upgrade URL (PROTOCOL.md §13); never logged */
+    this.accessToken = opts.accessToken || null;
     /** @type {WebSocket|null} */
     this.ws = null;
     this.onControl = null;
@@ -330,8 +339,8 @@ export class WebSocketSignal {
     const hint = `Check that the server's HTTP port serves ${WEBSOCKET_PATH} at that address (by default the page's own origin; pass wsUrl otherwise) and that no proxy in between refuses WebSocket upgrades.`;
     let ws;
     try {
-      // The URL with `first` holds the join code: it is used here and nowhere else.
-      ws = new WebSocket(first ? urlWithFirst(this.url, first) : this.url);
+      // The URL with `first` and the access token holds secrets: it is used here and nowhere else.
+      ws = new WebSocket(connectUrl(this.url, first, this.accessToken));
     } catch (e) {
       throw new FspError(0, 'connect_failed', `Cannot open a WebSocket to ${this.url}: ${describe(e)}`, { cause: e });
     }

@@ -211,6 +211,7 @@ after(async () => {
   }
   for (const h of helpers) h.kill('SIGKILL');
   await clusterDown();
+  await authDown();
   if (net.holder) net.holder.kill('SIGKILL');
   if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
@@ -1641,7 +1642,18 @@ async function clMake(page, key, opts, connectOpts) {
   return page.evaluate(async ([key, opts, connectOpts]) => {
     const cl = window.__cl;
     const { FlightSimP2P, toHex } = cl.mod;
-    const c = new FlightSimP2P({ forceRelay: true, statsIntervalMs: 0, datagramMaxAgeMs: 5000, ...opts });
+    // getTokenFor {sub, ttl}: a getToken() that mints a token in the test (window.fsp2pMint), counted.
+    const { getTokenFor, ...rest } = opts;
+    const extra = {};
+    if (getTokenFor) {
+      cl.tokenCalls = cl.tokenCalls || {};
+      cl.tokenCalls[key] = 0;
+      extra.getToken = async () => {
+        cl.tokenCalls[key]++;
+        return window.fsp2pMint(getTokenFor.sub, getTokenFor.ttl);
+      };
+    }
+    const c = new FlightSimP2P({ forceRelay: true, statsIntervalMs: 0, datagramMaxAgeMs: 5000, ...rest, ...extra });
     cl.c[key] = c;
     const ev = (cl.ev[key] = []);
     const rx = (cl.rx[key] = {});
@@ -1959,3 +1971,158 @@ test('12e. cluster crash: kill -9 node a under a session: a page with node b as 
     await closePages(pa, pb);
   }
 });
+
+// --- access tokens (PROTOCOL.md §13, issue 24) ------------------------------------------------
+//
+// A server started with --auth (an HS256 key made by `flightsim-p2p token --keygen`), audience
+// "fsp2p-e2e", no leeway and a warning 1 s before a token ends; tokens are minted by
+// `flightsim-p2p token` in the test process (a page's getToken() calls it through Playwright).
+
+const AUTH_AUDIENCE = 'fsp2p-e2e';
+/** @type {{key: string, udp: number, http: number, proc: any, exit: any, hash: string}|null} */
+let auth = null;
+
+/** A token from `flightsim-p2p token` for player `sub`, valid `ttl` (e.g. 10m, 4s). */
+function mint(sub, ttl = '10m') {
+  const r = spawnSync(BIN, ['token', '--key', auth.key, '--aud', AUTH_AUDIENCE, '--sub', sub, '--ttl', ttl], { encoding: 'utf8' });
+  assert.equal(r.status, 0, `flightsim-p2p token failed: ${r.stderr}`);
+  const token = r.stdout.trim();
+  assert.match(token, /^[\w-]+\.[\w-]+\.[\w-]+$/);
+  return token;
+}
+
+/** The --auth server (started once for these tests). */
+async function authUp() {
+  if (auth && !auth.exit) return auth;
+  const kg = spawnSync(BIN, ['token', '--keygen', 'hs256', '--kid', 'main'], { encoding: 'utf8' });
+  assert.equal(kg.status, 0, kg.stderr);
+  const key = kg.stdout.split('\n').map((l) => l.trim()).find((l) => /^main:hs256:/.test(l));
+  assert.ok(key, `no key in ${kg.stdout}`);
+  auth = { key, udp: await clusterPort('udp', 24611), http: await clusterPort('tcp', 28611), proc: null, exit: null, hash: '' };
+  const a = auth;
+  const argv = inNet([
+    BIN, 'serve',
+    '--listen', `127.0.0.1:${a.udp}`,
+    '--http-listen', `127.0.0.1:${a.http}`,
+    '--cert-dir', path.join(tmp, 'certs-auth'),
+    '--web-dir', path.join(ROOT, 'client/web'),
+    '--auth', key, '--auth-audience', AUTH_AUDIENCE, '--auth-leeway-secs', '0', '--auth-warn-secs', '1',
+  ]);
+  const logFile = createWriteStream(path.join(ARTIFACTS, 'auth-server.log'));
+  a.proc = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1', RUST_LOG: process.env.RUST_LOG || 'info' } });
+  a.proc.stdout.pipe(logFile);
+  a.proc.stderr.pipe(logFile);
+  a.proc.on('exit', (code, signal) => { a.exit = { code, signal }; });
+  const t0 = Date.now();
+  for (;;) {
+    if (a.exit) assert.fail(`the --auth server exited early (${JSON.stringify(a.exit)}); see ${ARTIFACTS}/auth-server.log`);
+    const r = await httpGet('/healthz', a.http).catch(() => ({ status: 0 }));
+    if (r.status === 200) break;
+    if (Date.now() - t0 > 30000) assert.fail('the --auth server did not answer GET /healthz within 30 s');
+    await sleep(100);
+  }
+  a.hash = JSON.parse((await httpGet('/cert-hash', a.http)).body).hex;
+  return a;
+}
+
+async function authDown() {
+  if (auth) await stopProc(auth.proc, () => !!auth.exit, 'SIGTERM');
+}
+
+/** A page whose clients can mint tokens (window.fsp2pMint(sub, ttl), for getTokenFor). */
+async function authPage(label) {
+  const page = await clusterPage(label);
+  await page.exposeFunction('fsp2pMint', (sub, ttl) => mint(sub, ttl));
+  return page;
+}
+
+/** Options of a client of the --auth server over `transport`. */
+function viaAuth(transport) {
+  return { port: auth.udp, certHash: auth.hash, transport, wsUrl: `ws://127.0.0.1:${auth.http}/ws`, pingIntervalMs: 500 };
+}
+
+/** The page's console and the client's events hold no token. */
+async function assertNoTokenShown(page, tokens, what) {
+  const events = await page.evaluate(() => JSON.stringify(window.__cl.ev));
+  for (const tok of tokens) {
+    const sig = tok.split('.')[2];
+    assert.ok(!page.consoleLines.some((l) => l.includes(sig)), `${what}: a token in the console`);
+    assert.ok(!events.includes(sig), `${what}: a token in an event`);
+  }
+  for (const l of page.consoleLines) assert.doesNotMatch(l, /access_token=[\w-]/, `${what}: a URL with a token in the console`);
+}
+
+for (const transport of ['webtransport', 'websocket']) {
+  const tag = transport === 'webtransport' ? 'wt' : 'ws';
+  test(`13${tag === 'wt' ? '' : 'c'}. access tokens, ${transport}: a page with a token creates, another joins, they relay; without a token: token_required`, { timeout: 90000 }, async (t) => {
+    await authUp();
+    const hp = await authPage(`AuthHost-${tag}`);
+    const jp = await authPage(`AuthJoin-${tag}`);
+    const np = await authPage(`AuthNone-${tag}`);
+    try {
+      const [ta, tb] = [mint('alice'), mint('bob')];
+      const created = await clMake(hp, 'host', { ...viaAuth(transport), name: `auth-host-${tag}`, token: ta }, { create: { maxPeers: 4 } });
+      assert.ok(created.ok, JSON.stringify(created));
+      const joined = await clMake(jp, 'joiner', { ...viaAuth(transport), name: `auth-join-${tag}`, token: tb }, { join: { code: created.code } });
+      assert.ok(joined.ok, JSON.stringify(joined));
+      assert.deepEqual([...joined.peers].sort(), [created.peerId, joined.peerId].sort());
+      const st = await clState(jp, 'joiner');
+      assert.equal(st.transport, transport);
+      assert.ok(!st.url.includes('access_token') && !st.url.includes('first='), `the reported URL: ${st.url}`);
+      await clWait(hp, 'host', (s) => s.peers.includes(joined.peerId), 15000, 'the joiner in the host\'s session');
+      const ms = await clRelayFlows(hp, 'host', jp, 'joiner', 20000, `${transport}: with tokens`);
+      t.diagnostic(`${transport}: created and joined with tokens; relay both ways ${ms} ms after the join`);
+
+      // No token: the server refuses the Hello with token_required; the client ends with it.
+      const none = await clMake(np, 'none', { ...viaAuth(transport), name: `auth-none-${tag}` }, { join: { code: created.code } });
+      t.diagnostic(`${transport}: without a token: ${JSON.stringify(none)}`);
+      assert.equal(none.ok, false);
+      assert.match(none.error, /^token_required: /);
+      const ns = await clWait(np, 'none', (s) => s.state === 'closed', 10000, 'the client without a token closed');
+      const close = ns.events.find((e) => e.type === 'close');
+      assert.equal(close.code, 23, JSON.stringify(ns.events));
+      assert.ok(!ns.events.some((e) => e.type === 'reconnecting'), `no reconnection: ${JSON.stringify(ns.events)}`);
+      // A token that is not one: token_invalid, the same way.
+      const bad = await clMake(np, 'bad', { ...viaAuth(transport), name: `auth-bad-${tag}`, token: `${ta.slice(0, -4)}AAAA` }, { join: { code: created.code } });
+      assert.equal(bad.ok, false);
+      assert.match(bad.error, /^token_invalid: /);
+      for (const [p, w] of [[hp, 'host'], [jp, 'joiner'], [np, 'refused']]) await assertNoTokenShown(p, [ta, tb], `${transport} ${w}`);
+    } finally {
+      await closePages(hp, jp, np);
+    }
+  });
+
+  test(`13${tag === 'wt' ? 'b' : 'd'}. access tokens, ${transport}: getToken() and 4 s tokens (no leeway, warned 1 s before): the page keeps its peer id and session across the expiry`, { timeout: 90000 }, async (t) => {
+    await authUp();
+    const hp = await authPage(`AuthExpHost-${tag}`);
+    const jp = await authPage(`AuthExpJoin-${tag}`);
+    try {
+      const created = await clMake(hp, 'host', { ...viaAuth(transport), name: `exp-host-${tag}`, token: mint('carol') }, { create: { maxPeers: 4 } });
+      assert.ok(created.ok, JSON.stringify(created));
+      const t0 = Date.now();
+      const joined = await clMake(jp, 'joiner', { ...viaAuth(transport), name: `exp-join-${tag}`, getTokenFor: { sub: 'dave', ttl: '4s' } }, { join: { code: created.code } });
+      assert.ok(joined.ok, JSON.stringify(joined));
+      await clRelayFlows(hp, 'host', jp, 'joiner', 20000, `${transport}: before the expiry`);
+      // Past the first token's end (4 s at most after it was minted) and the next one's warning.
+      await sleep(Math.max(0, 7500 - (Date.now() - t0)));
+      const st = await clState(jp, 'joiner');
+      const calls = await jp.evaluate(() => window.__cl.tokenCalls.joiner);
+      t.diagnostic(`${transport}: after ${Date.now() - t0} ms: getToken() called ${calls} times; events ${JSON.stringify(st.events.map((e) => e.type + (e.name ? `(${e.name})` : '') + (e.resumed !== undefined ? `(resumed ${e.resumed})` : '')))}`);
+      assert.ok(calls >= 2, `getToken() called ${calls} time(s)`);
+      const types = st.events.map((e) => e.type);
+      assert.ok(!types.includes('close') && !types.includes('sessionleft') && !types.includes('rejoined'), JSON.stringify(st.events));
+      assert.ok(st.events.some((e) => e.type === 'error' && e.name === 'token_expired' && e.fatal === false), `no expiry warning: ${JSON.stringify(st.events)}`);
+      const rc = st.events.filter((e) => e.type === 'reconnected');
+      assert.ok(rc.length >= 1 && rc.every((e) => e.resumed && e.peerId === joined.peerId), JSON.stringify(rc));
+      assert.equal(st.state, 'connected');
+      assert.equal(st.peerId, joined.peerId);
+      assert.equal(st.code, created.code);
+      assert.equal(st.transport, transport);
+      const ms = await clRelayFlows(hp, 'host', jp, 'joiner', 20000, `${transport}: after the expiry`);
+      t.diagnostic(`${transport}: relay both ways ${ms} ms after the check`);
+      await assertNoTokenShown(jp, [], `${transport}`);
+    } finally {
+      await closePages(hp, jp);
+    }
+  });
+}

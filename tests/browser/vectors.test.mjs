@@ -12,11 +12,11 @@ import path from 'node:path';
 
 import { ERROR_CODES, fromWsCloseCode } from '../../client/web/codec.js';
 import {
-  RECONNECT_BACKOFF_MS, PING_INTERVAL_MS, LIVE_TIMEOUT_MS, MAX_REDIRECTS, ABANDON_CLOSE_CODE, SHUTTING_DOWN_DELAY_MS,
+  RECONNECT_BACKOFF_MS, PING_INTERVAL_MS, PROBE_INTERVAL_MS, PROBE_AFTER_MS, LIVE_TIMEOUT_MS, MAX_REDIRECTS, ABANDON_CLOSE_CODE, SHUTTING_DOWN_DELAY_MS,
   RESUME_GRACE_DEFAULT_MS,
   backoffDelayMs, closeDisposition, errorGivesUp, attemptFailure, answersSessionRequest, afterReconnect,
   resumePlanStep, redirectStep, redirectPlan, redirectCount, rotation, livenessStart, livenessHeard, livenessTick,
-  livenessWakeAt, liveTimeoutMs, rttEstimate, attemptTimeoutMs, requestTimedOut, raceStart, raceFailed, carriesFirst,
+  livenessWakeAt, livenessNextPingAt, liveTimeoutMs, probeAfterMs, rttEstimate, attemptTimeoutMs, requestTimedOut, raceStart, raceFailed, carriesFirst,
   raceConnected, directUsable, peerPath, pathChange, connectionStateEffect, ignoreOffer, directRetryDue,
 } from '../../client/web/core.js';
 import { FlightSimP2P } from '../../client/web/client.js';
@@ -177,9 +177,13 @@ const SECTIONS = {
       }
       const timeout = liveTimeoutMs(s.rtt);
       if (wake === undefined) wake = lost ? null : livenessWakeAt(s, timeout);
-      assert.deepEqual({
+      const got = {
         action, live_timeout_ms: timeout, srtt_ms: s.rtt ? s.rtt.srttMs : null, rttvar_ms: s.rtt ? s.rtt.rttvarMs : null, wake_at_ms: wake,
-      }, st.expect, where);
+      };
+      // Fields of the probing rule, where the vectors state them (every step that has them).
+      if ('probe_after_ms' in st.expect) got.probe_after_ms = probeAfterMs(s.rtt);
+      if ('next_ping_at_ms' in st.expect) got.next_ping_at_ms = lost ? null : livenessNextPingAt(s);
+      assert.deepEqual(got, st.expect, where);
     }
   },
 
@@ -252,6 +256,9 @@ test('client vectors: the constants are this client\'s', () => {
   const mine = {
     backoff_steps_ms: [...RECONNECT_BACKOFF_MS],
     ping_interval_ms: PING_INTERVAL_MS,
+    probe_interval_ms: PROBE_INTERVAL_MS,
+    probe_after_min_ms: PROBE_AFTER_MS.minMs,
+    probe_after_before_sample_ms: PROBE_AFTER_MS.beforeSampleMs,
     live_timeout_initial_ms: LIVE_TIMEOUT_MS.initialMs,
     live_timeout_min_ms: LIVE_TIMEOUT_MS.minMs,
     live_timeout_max_ms: LIVE_TIMEOUT_MS.maxMs,
