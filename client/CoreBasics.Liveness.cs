@@ -132,13 +132,6 @@ namespace FlightSimP2P.Client
             }
         }
 
-        /// <summary>Whether a Ping has been outstanding for probe_after (the next Pings go every 100 ms).</summary>
-        public bool Probing(long now)
-        {
-            return _connected && !IsLost && Judges && PingIntervalMs > 0 && _oldestUnanswered >= 0
-                && now - _oldestUnanswered >= ProbeAfterMs;
-        }
-
         /// <summary>Connected at now: the first Ping is due one interval later.</summary>
         public void Connected(long now)
         {

@@ -203,6 +203,7 @@ namespace FlightSimP2P.Tests
             Test("liveness (rule 2, probing): the soak can fail: 50 % loss each way raises alarms", LivenessSoakControl);
             Test("liveness (rule 2, probing): a killed server on a quiet path (RTT 40 ms) is lost within 2 s of the kill, whenever it dies", LivenessKillQuietPath);
             Test("liveness (rule 2, probing): a Ping every 100 ms once one is outstanding for probe_after, 2 a second otherwise", LivenessProbeCadence);
+            Test("liveness (rule 2, probing): AdaptiveLiveness off (ServerTimeout decides): Pings at the interval alone, no probes", LivenessNoProbeWithoutVerdict);
             Test("reconnect: the close rule on close codes (0, unknown, fatal: Closed; 7: after 1 s; 21, 22, none: at once)", CloseCodes);
             Test("defect: SendAsync argument spreading, CancellationToken and null", SendAsyncArguments);
             Test("shell: InvokeAsync<T> on the host runs its handler", ShellInvokeLocal);
@@ -1391,6 +1392,37 @@ namespace FlightSimP2P.Tests
             string got = string.Join(",", sent);
             Check(got == "500,1000,1500,2000,2500,3000,3250,3350,3450,3550,3650,3750,3850,3950,4050,4150,4250,4350,4450", "Pings at " + got);
             Check(lostAt == 3000 + 1501, "lost at the oldest unanswered Ping + 1501 (" + lostAt + ")");
+        }
+
+        private static void LivenessNoProbeWithoutVerdict()
+        {
+            // No verdict, nothing waits on the answer: a silent server gets a Ping every 500 ms
+            // until ServerTimeout (10 s after the Welcome) takes it for lost.
+            CoreOptions o = LivenessOptions();
+            o.AdaptiveLiveness = false;
+            Harness h = LivenessHarness(o);
+            h.Connect(5);
+            long connected = h.Now;
+            List<long> sent = new List<long>();
+            long lostAt = -1;
+            for (long t = 1; t <= 12000 && lostAt < 0; t++)
+            {
+                h.Now = connected + t;
+                foreach (CoreOutput x in h.Drain())
+                {
+                    if (x.Kind == OutputKind.Reconnecting)
+                    {
+                        lostAt = t;
+                    }
+                    if (x.Kind == OutputKind.SendControl && x.Message is ClientMsg.Ping)
+                    {
+                        sent.Add(t);
+                    }
+                }
+            }
+            bool regular = sent.Count > 0 && sent.Select((v, i) => v == 500 * (i + 1)).All(b => b);
+            Check(regular && sent.Count >= 19, "Pings every 500 ms: " + string.Join(",", sent));
+            Check(lostAt == 10000, "ServerTimeout decides: lost at " + lostAt);
         }
 
         private static void LivenessRotates()
