@@ -100,7 +100,8 @@ namespace FlightSimP2P.Client
         /// <summary>
         /// SignalR's KeepAliveInterval: how often the client pings the server at the longest
         /// (writes WebRTCP2POptions.KeepAliveInterval, the transport keep-alive, and PingInterval,
-        /// never above the liveness rule's 500 ms: WebRTCP2POptions.PingIntervalFor). Settable at
+        /// never above the liveness rule's 500 ms: WebRTCP2POptions.PingIntervalFor; the rule's
+        /// probes, every 100 ms while a Ping is outstanding, are not changed by it). Settable at
         /// any time: the next ping goes out within the new interval; the transport keep-alive
         /// (WebSocket, QUIC) takes it at the next connect.
         /// </summary>

@@ -1,6 +1,8 @@
-// ServiceCore, liveness of the connected server: when pings go out, when a silent
-// server counts as lost, and SignalR's settable timeouts on a built connection.
-// Split from ServiceCore.cs (a partial class); Tick (ServiceCore.Time.cs) acts on it.
+// ServiceCore, liveness of the connected server: when pings go out (every 500 ms, and
+// every 100 ms while probing: a Ping outstanding for probe_after, Liveness decides), when
+// a silent server counts as lost, and SignalR's settable timeouts on a built connection.
+// Split from ServiceCore.cs (a partial class); Tick (ServiceCore.Time.cs) acts on it, at
+// NextWake, which includes Liveness.WakeAt (the next Ping or probe, the live deadline).
 //
 // C# 7.2 (mono).
 
@@ -12,7 +14,11 @@ namespace FlightSimP2P.Client
 {
     public sealed partial class ServiceCore
     {
-        /// <summary>Pings: PingIntervalMs (rule 2: 500), but at least every half ServerTimeoutMs (so a live server is never taken for dead).</summary>
+        /// <summary>
+        /// Pings: PingIntervalMs (rule 2: 500), but at least every half ServerTimeoutMs (so a
+        /// live server is never taken for dead). While rule 2 judges, a Ping outstanding for
+        /// probe_after brings the next ones every 100 ms (never slower than this interval).
+        /// </summary>
         private long PingEveryMs()
         {
             long ping = _o.PingIntervalMs;
@@ -24,7 +30,7 @@ namespace FlightSimP2P.Client
             return ping;
         }
 
-        /// <summary>Rule 2 decides only with its own pings on (PingIntervalMs &gt; 0) and AdaptiveLiveness.</summary>
+        /// <summary>Rule 2 decides (and probes) only with its own pings on (PingIntervalMs &gt; 0) and AdaptiveLiveness; otherwise pings go at the interval alone.</summary>
         private bool LivenessJudges()
         {
             return _o.AdaptiveLiveness && _o.PingIntervalMs > 0;
@@ -60,7 +66,7 @@ namespace FlightSimP2P.Client
             _liveness.Heard(now);
         }
 
-        /// <summary>Rule 2 at now: a Ping to send, or the server lost.</summary>
+        /// <summary>Rule 2 at now: a Ping to send (a regular one or a probe: urgent class, never behind hub traffic), or the server lost.</summary>
         private void LivenessTick(long now)
         {
             if (_conn == 0)
@@ -88,6 +94,7 @@ namespace FlightSimP2P.Client
         ///    not changed by it (it adapts to the RTT);
         ///  * the ping interval (and the half-ServerTimeout floor): the next ping goes out no
         ///    later than one new interval from now (a longer one applies after the ping due);
+        ///    probing (100 ms while a Ping is outstanding past probe_after) is not changed by it;
         ///  * HandshakeTimeout: a handshake under way gets the new timeout from its start (off:
         ///    the connect deadline it had before); later handshakes take it as they begin.
         /// </summary>

@@ -96,14 +96,17 @@ namespace FlightSimP2P.Client
         public long ConnectTimeoutMs = 10000;
         /// <summary>
         /// Rule 2 (docs/PROTOCOL.md "Client behaviour"): a Ping every this many ms while
-        /// connected (at least every half ServerTimeoutMs). 0: no pings, no liveness verdict.
+        /// connected (at least every half ServerTimeoutMs), and every 100 ms (probing) while one
+        /// has been outstanding for probe_after = max(250, srtt + 4·rttvar), 1000 before an RTT
+        /// sample, until anything is heard. 0: no pings, no liveness verdict.
         /// </summary>
         public long PingIntervalMs = Liveness.DefaultPingIntervalMs;
         /// <summary>
         /// Rule 2's verdict: the server is lost when a Ping has gone unanswered (nothing at all
         /// heard since it went out) for longer than the adaptive live timeout,
         /// clamp(3 × (srtt + 4·rttvar), 1500, 10000) ms, 3000 before an RTT sample. Off: only
-        /// ServerTimeoutMs decides (SignalR's own rule).
+        /// ServerTimeoutMs decides (SignalR's own rule), and pings go at the interval alone
+        /// (no probing: nothing waits on their answer).
         /// </summary>
         public bool AdaptiveLiveness = true;
         /// <summary>

@@ -147,18 +147,21 @@ namespace FlightSimP2P.Client
         /// <summary>
         /// The liveness rule (docs/PROTOCOL.md "Client behaviour", rule 2): a Ping unanswered
         /// (nothing heard since) for longer than clamp(3 × (srtt + 4·rttvar), 1500, 10000) ms,
-        /// 3000 before an RTT sample, means the server is lost. Off: only ServerTimeout decides.
+        /// 3000 before an RTT sample, means the server is lost; while one is outstanding past
+        /// probe_after (max(250, srtt + 4·rttvar), 1000 before a sample) the client probes, a
+        /// Ping every 100 ms. Off: only ServerTimeout decides; pings at PingInterval, no probes.
         /// </summary>
         public bool AdaptiveLiveness = true;
         /// <summary>From the transport's connect to the server's Welcome.</summary>
         public TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(15);
-        /// <summary>Rule 2's Ping interval (500 ms). TimeSpan.Zero: no pings of its own and no liveness verdict (ServerTimeout still pings at half its value).</summary>
+        /// <summary>Rule 2's Ping interval (500 ms; probes every 100 ms while a Ping is outstanding past probe_after). TimeSpan.Zero: no pings of its own and no liveness verdict (ServerTimeout still pings at half its value).</summary>
         public TimeSpan PingInterval = TimeSpan.FromMilliseconds(Liveness.DefaultPingIntervalMs);
 
         /// <summary>
         /// The Ping interval for SignalR's KeepAliveInterval: the shorter of it and the liveness
         /// rule's 500 ms (a KeepAliveInterval of 15 s, SignalR's default, must not slow the
-        /// pings that tell a dead server within seconds); not positive: 500 ms.
+        /// pings that tell a dead server within seconds); not positive: 500 ms. Probing (every
+        /// 100 ms while a Ping is outstanding) is the liveness rule's, whatever it says.
         /// </summary>
         public static TimeSpan PingIntervalFor(TimeSpan keepAlive)
         {

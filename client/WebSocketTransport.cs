@@ -32,6 +32,9 @@ namespace FlightSimP2P.Client
         private Action<uint, byte[]> _onRelay;
         private bool _relayPumping;
         private ushort _closeCode = CloseVerdict.NoCode;
+        // Set when this side starts the close handshake: the Close frame that comes back is
+        // the server's echo of our own code (RFC 6455 5.5.1), not a verdict of the server's.
+        private volatile bool _closeSent;
 
         private WebSocketTransport(WebSocket ws)
         {
@@ -242,7 +245,9 @@ namespace FlightSimP2P.Client
                     if (r.MessageType == WebSocketMessageType.Close)
                     {
                         int status = r.CloseStatus.HasValue ? (int)r.CloseStatus.Value : 1005;
-                        _closeCode = CloseVerdict.FromWebSocketStatus(status);
+                        // Our own 4999 ("reconnecting") echoed back would read as 999, the
+                        // abandon code, and end the service instead of resuming it.
+                        _closeCode = _closeSent ? CloseVerdict.NoCode : CloseVerdict.FromWebSocketStatus(status);
                         return null;
                     }
                     message.Write(_buffer, 0, r.Count);
@@ -281,6 +286,7 @@ namespace FlightSimP2P.Client
             {
                 if (_ws.State == WebSocketState.Open || _ws.State == WebSocketState.CloseReceived)
                 {
+                    _closeSent = true;
                     using (CancellationTokenSource cts = new CancellationTokenSource(2000))
                     {
                         await _ws.CloseOutputAsync(leave ? WebSocketCloseStatus.NormalClosure : (WebSocketCloseStatus)Wire.WsCloseReconnecting,

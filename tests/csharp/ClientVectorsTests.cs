@@ -312,6 +312,9 @@ namespace FlightSimP2P.Tests
             List<string> diffs = new List<string>();
             Field(c, "backoff_steps_ms", Backoff.StepsMs.Select(x => (object)(double)x).ToList(), diffs);
             Field(c, "ping_interval_ms", Liveness.DefaultPingIntervalMs, diffs);
+            Field(c, "probe_interval_ms", Liveness.ProbeIntervalMs, diffs);
+            Field(c, "probe_after_min_ms", Liveness.ProbeAfterMinMs, diffs);
+            Field(c, "probe_after_before_sample_ms", Liveness.ProbeAfterBeforeSampleMs, diffs);
             Field(c, "live_timeout_initial_ms", Liveness.InitialTimeoutMs, diffs);
             Field(c, "live_timeout_min_ms", Liveness.MinTimeoutMs, diffs);
             Field(c, "live_timeout_max_ms", Liveness.MaxTimeoutMs, diffs);
@@ -762,6 +765,10 @@ namespace FlightSimP2P.Tests
                 Field(expect, "rttvar_ms", l.RttvarMs.HasValue ? (object)l.RttvarMs.Value : null, diffs);
                 long wake = l.WakeAt;
                 Field(expect, "wake_at_ms", wake < 0 ? null : (object)wake, diffs);
+                // Rule 2's probing (spec-probe): probe_after and the next Ping due, null once lost.
+                Field(expect, "probe_after_ms", l.ProbeAfterMs, diffs);
+                long next = l.NextPingAt;
+                Field(expect, "next_ping_at_ms", next < 0 ? null : (object)next, diffs);
                 Report(label + " @" + at + " ms (" + ev + ")", diffs);
             }
         }

@@ -198,6 +198,12 @@ namespace FlightSimP2P.Tests
             Test("liveness (rule 2): 3000 ms before an RTT sample, and a raised ServerTimeout does not delay it", LivenessBeforeSample);
             Test("liveness (rule 2): 10 min at 5 % loss each way and 300 ms jitter: no false alarm", LivenessLossyPath);
             Test("liveness (rule 2): a server lost by liveness counts as unreachable (next configured server)", LivenessRotates);
+            Test("liveness (rule 2, probing): 200 ten-minute runs, Pings alone, 5 % loss each way, RTT 40 ms + up to 300 ms each way: no false alarm", LivenessSoakJitter);
+            Test("liveness (rule 2, probing): 200 ten-minute runs, Pings alone, 5 % loss each way, 300 +/- 300 ms each way: no false alarm", LivenessSoakSlow);
+            Test("liveness (rule 2, probing): the soak can fail: 50 % loss each way raises alarms", LivenessSoakControl);
+            Test("liveness (rule 2, probing): a killed server on a quiet path (RTT 40 ms) is lost within 2 s of the kill, whenever it dies", LivenessKillQuietPath);
+            Test("liveness (rule 2, probing): a Ping every 100 ms once one is outstanding for probe_after, 2 a second otherwise", LivenessProbeCadence);
+            Test("liveness (rule 2, probing): AdaptiveLiveness off (ServerTimeout decides): Pings at the interval alone, no probes", LivenessNoProbeWithoutVerdict);
             Test("reconnect: the close rule on close codes (0, unknown, fatal: Closed; 7: after 1 s; 21, 22, none: at once)", CloseCodes);
             Test("defect: SendAsync argument spreading, CancellationToken and null", SendAsyncArguments);
             Test("shell: InvokeAsync<T> on the host runs its handler", ShellInvokeLocal);
@@ -1194,6 +1200,229 @@ namespace FlightSimP2P.Tests
             long at = RunPingServer(h, conn, 600000, 50, 300, 5, long.MaxValue, new Random(23), out lastHeard, out pings);
             Check(at < 0, "never Reconnecting in 10 min (" + pings + " Pings)");
             Check(h.Core.State == HubConnectionState.Connected, "still connected");
+        }
+
+        /// <summary>
+        /// One ten-minute run of rule 2 through ServiceCore on simulated time, event by event
+        /// (the core's NextWake and the Pongs' arrivals): Pings alone (no other message, no
+        /// relay frame, which would only help), each Ping and each Pong lost with probability
+        /// loss (a lost one stays lost: the worst case; a reliable stream only delays it), the
+        /// two ways' delays drawn by oneWay. killAt: from then on nothing answers (a Pong in
+        /// flight is lost with the node). Returns when Reconnecting fired (-1: never).
+        /// </summary>
+        private static long SimulatePings(int seed, double loss, Func<Random, long> oneWay, long ms, long killAt, out long lastHeard, out int pings)
+        {
+            Harness h = LivenessHarness(LivenessOptions());
+            int conn = h.Connect(5);
+            Random rnd = new Random(seed);
+            List<long> dueAt = new List<long>();
+            List<ulong> stamps = new List<ulong>();
+            long end = h.Now + ms;
+            lastHeard = h.Now;
+            pings = 0;
+            while (true)
+            {
+                foreach (CoreOutput o in h.Drain())
+                {
+                    if (o.Kind == OutputKind.Reconnecting)
+                    {
+                        return h.Now;
+                    }
+                    ClientMsg.Ping ping = o.Kind == OutputKind.SendControl ? o.Message as ClientMsg.Ping : null;
+                    if (ping == null)
+                    {
+                        continue;
+                    }
+                    pings++;
+                    bool pingLost = rnd.NextDouble() < loss;
+                    bool pongLost = rnd.NextDouble() < loss;
+                    long rtt = oneWay(rnd) + oneWay(rnd);
+                    if (!pingLost && !pongLost)
+                    {
+                        dueAt.Add(h.Now + rtt);
+                        stamps.Add(ping.ClientTimeMs);
+                    }
+                }
+                long next = h.Core.NextWake(h.Now);
+                foreach (long d in dueAt)
+                {
+                    next = next < 0 ? d : Math.Min(next, d);
+                }
+                if (next < 0 || next > end)
+                {
+                    return -1;
+                }
+                h.Now = Math.Max(next, h.Now + 1);
+                for (int i = 0; i < dueAt.Count; i++)
+                {
+                    if (dueAt[i] <= h.Now)
+                    {
+                        if (dueAt[i] < killAt)
+                        {
+                            h.Core.ServerMessage(h.Now, conn, new ServerMsg.Pong(stamps[i], 0));
+                            lastHeard = h.Now;
+                        }
+                        dueAt.RemoveAt(i);
+                        stamps.RemoveAt(i);
+                        i--;
+                    }
+                }
+            }
+        }
+
+        /// <summary>Runs seeds 1..runs of SimulatePings; returns the runs that took the live server for lost ("seed@ms").</summary>
+        private static List<string> FalseAlarms(int runs, double loss, Func<Random, long> oneWay, out int totalPings)
+        {
+            List<string> alarms = new List<string>();
+            totalPings = 0;
+            for (int seed = 1; seed <= runs; seed++)
+            {
+                long lastHeard;
+                int pings;
+                long at = SimulatePings(seed, loss, oneWay, 600000, long.MaxValue, out lastHeard, out pings);
+                totalPings += pings;
+                if (at >= 0)
+                {
+                    alarms.Add(seed + "@" + at);
+                }
+            }
+            return alarms;
+        }
+
+        // Rule 2 before probing (a Ping every 500 ms, lost when the oldest unanswered one is
+        // older than the live timeout, >= 1500 ms) on these two models, the same 200 seeds
+        // (this code compiled with main's CoreBasics.Liveness.cs at e9789af):
+        //   * 40 ms + up to 300 ms each way: 37 of 200 runs raised a false alarm (the JS
+        //     helper's simulation: 33 of 200), the first 5.6 s into its run;
+        //   * 300 +/- 300 ms each way: 0 of 200 (its live timeout, about 4-6 s, spans 8 or
+        //     more Pings; the fast path with a 1.5 s timeout is the hard one).
+        // With probing: 0 and 0 (the tests below), at 2.18 and 2.02 Pings a second.
+        private static void LivenessSoakJitter()
+        {
+            int total;
+            List<string> alarms = FalseAlarms(200, 0.05, r => 20 + r.Next(301), out total);
+            Console.WriteLine("     figure: liveness soak, 5 % loss each way, RTT 40 ms + U(0,300) each way: " + alarms.Count + " false alarms in 200 ten-minute runs (" + total + " Pings, " + (total / 200.0 / 600).ToString("0.00", System.Globalization.CultureInfo.InvariantCulture) + "/s)");
+            Check(alarms.Count == 0, "no false alarm in 200 runs", string.Join(", ", alarms));
+            Check(total < 200 * 600 * 3, "steady state stays near 2 Pings a second (" + total + ")");
+        }
+
+        private static void LivenessSoakSlow()
+        {
+            int total;
+            List<string> alarms = FalseAlarms(200, 0.05, r => r.Next(601), out total);
+            Console.WriteLine("     figure: liveness soak, 5 % loss each way, 300 +/- 300 ms each way: " + alarms.Count + " false alarms in 200 ten-minute runs (" + total + " Pings, " + (total / 200.0 / 600).ToString("0.00", System.Globalization.CultureInfo.InvariantCulture) + "/s)");
+            Check(alarms.Count == 0, "no false alarm in 200 runs", string.Join(", ", alarms));
+        }
+
+        private static void LivenessSoakControl()
+        {
+            // The same simulation raises alarms when the path is bad enough: it is not blind.
+            int total;
+            List<string> alarms = FalseAlarms(20, 0.5, r => 20 + r.Next(301), out total);
+            Console.WriteLine("     figure: liveness soak control, 50 % loss each way: " + alarms.Count + " of 20 runs lost the server");
+            Check(alarms.Count > 0, "alarms at 50 % loss (" + alarms.Count + " of 20)");
+        }
+
+        private static void LivenessKillQuietPath()
+        {
+            // A quiet path (20 ms each way, no loss), the server killed at any millisecond of a
+            // 500 ms Ping period 10 s in: lost at most 2 s after the kill.
+            long worst = 0;
+            long best = long.MaxValue;
+            for (long k = 0; k < 500; k++)
+            {
+                long lastHeard;
+                int pings;
+                Harness probe = LivenessHarness(LivenessOptions());
+                long killAt = probe.Now + 10000 + k;
+                long at = SimulatePings(1, 0, r => 20, 30000, killAt, out lastHeard, out pings);
+                if (at < 0)
+                {
+                    Check(false, "lost after a kill at +" + k);
+                    return;
+                }
+                worst = Math.Max(worst, at - killAt);
+                best = Math.Min(best, at - killAt);
+            }
+            Console.WriteLine("     figure: liveness (probing), RTT 40 ms, server killed: lost " + best + "-" + worst + " ms after the kill (500 kill times)");
+            Check(worst <= 2000, "within 2 s of the kill, whenever it dies: worst " + worst + " ms");
+        }
+
+        private static void LivenessProbeCadence()
+        {
+            // RTT 40 ms: probe_after = max(250, srtt + 4 rttvar) = 250. The Pings until 2.6 s
+            // are answered 40 ms later, then the server is silent: the Ping of 3000 is
+            // outstanding; the next goes at 3250 (outstanding for probe_after), then every
+            // 100 ms; lost at 3000 + 1501 (the live timeout, 1500, unchanged by probing).
+            Harness h = LivenessHarness(LivenessOptions());
+            int conn = h.Connect(5);
+            long connected = h.Now;
+            List<long> sent = new List<long>();
+            List<long> answerAt = new List<long>();
+            List<ulong> stamps = new List<ulong>();
+            long lostAt = -1;
+            for (long t = 1; t <= 6000 && lostAt < 0; t++)
+            {
+                h.Now = connected + t;
+                for (int i = 0; i < answerAt.Count; i++)
+                {
+                    if (answerAt[i] == t)
+                    {
+                        h.Core.ServerMessage(h.Now, conn, new ServerMsg.Pong(stamps[i], 0));
+                    }
+                }
+                foreach (CoreOutput o in h.Drain())
+                {
+                    if (o.Kind == OutputKind.Reconnecting)
+                    {
+                        lostAt = t;
+                    }
+                    ClientMsg.Ping ping = o.Kind == OutputKind.SendControl ? o.Message as ClientMsg.Ping : null;
+                    if (ping != null)
+                    {
+                        sent.Add(t);
+                        if (t < 2600)
+                        {
+                            answerAt.Add(t + 40);
+                            stamps.Add(ping.ClientTimeMs);
+                        }
+                    }
+                }
+            }
+            string got = string.Join(",", sent);
+            Check(got == "500,1000,1500,2000,2500,3000,3250,3350,3450,3550,3650,3750,3850,3950,4050,4150,4250,4350,4450", "Pings at " + got);
+            Check(lostAt == 3000 + 1501, "lost at the oldest unanswered Ping + 1501 (" + lostAt + ")");
+        }
+
+        private static void LivenessNoProbeWithoutVerdict()
+        {
+            // No verdict, nothing waits on the answer: a silent server gets a Ping every 500 ms
+            // until ServerTimeout (10 s after the Welcome) takes it for lost.
+            CoreOptions o = LivenessOptions();
+            o.AdaptiveLiveness = false;
+            Harness h = LivenessHarness(o);
+            h.Connect(5);
+            long connected = h.Now;
+            List<long> sent = new List<long>();
+            long lostAt = -1;
+            for (long t = 1; t <= 12000 && lostAt < 0; t++)
+            {
+                h.Now = connected + t;
+                foreach (CoreOutput x in h.Drain())
+                {
+                    if (x.Kind == OutputKind.Reconnecting)
+                    {
+                        lostAt = t;
+                    }
+                    if (x.Kind == OutputKind.SendControl && x.Message is ClientMsg.Ping)
+                    {
+                        sent.Add(t);
+                    }
+                }
+            }
+            bool regular = sent.Count > 0 && sent.Select((v, i) => v == 500 * (i + 1)).All(b => b);
+            Check(regular && sent.Count >= 19, "Pings every 500 ms: " + string.Join(",", sent));
+            Check(lostAt == 10000, "ServerTimeout decides: lost at " + lostAt);
         }
 
         private static void LivenessRotates()
