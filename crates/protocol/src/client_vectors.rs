@@ -1136,6 +1136,16 @@ fn rotation() -> J {
             ],
         ),
         rotation_scenario(
+            "back_to_configured keeps the configured index (it does not start over at the main server)",
+            3,
+            &[
+                ("unreachable", None, 1, None),
+                ("redirected", Some("b"), 1, Some("b")),
+                ("back_to_configured", None, 1, None),
+                ("unreachable", None, 2, None),
+            ],
+        ),
+        rotation_scenario(
             "a server lost by liveness counts as unreachable; a connection merely lost retries the same server",
             2,
             &[
