@@ -174,7 +174,7 @@ async fn read_everything(wire: Wire, control: Reader, sink: Sink, writer: Contro
         why = read_control(control, &sink, &watch) => why,
         _ = datagrams => "datagram reader ended".to_string(),
         _ = streams => "stream acceptor ended".to_string(),
-        lost = watch.run(ping) => {
+        lost = watch.run(ping, || Some(wire.quic().stats().udp_rx.datagrams)) => {
             // Dead or cut off: let go of it (999: a seat is kept, should the
             // server still be there) and resume elsewhere.
             tracing::info!("{lost}");

@@ -165,19 +165,33 @@ impl Watch {
     /// Send a `Ping` with `send` whenever one is due; return why the server
     /// counts as lost, once it does (never, with liveness off). The memory
     /// notes it, for the rotation.
-    pub(super) async fn run<F, Fut>(&self, send: F) -> String
+    ///
+    /// `packets` counts the UDP datagrams received on the connection so far
+    /// (QUIC and WebTransport; `None` on a WebSocket). Any packet from the
+    /// server is something heard: its ACKs of our `Ping`s come even while
+    /// the control stream waits for a lost packet's retransmission (head of
+    /// line), which would otherwise hold every `Pong` back and look like
+    /// silence on a lossy path.
+    pub(super) async fn run<F, Fut, P>(&self, send: F, packets: P) -> String
     where
         F: Fn(ClientMsg) -> Fut,
         Fut: std::future::Future<Output = ()>,
+        P: Fn() -> Option<u64>,
     {
         if !self.enabled {
             return std::future::pending().await;
         }
+        let mut seen = packets();
         loop {
             let Some(Some(wake)) = self.with(|l| l.wake_at()) else {
                 return std::future::pending().await;
             };
             tokio::time::sleep_until(wake.into()).await;
+            let count = packets();
+            if count > seen {
+                self.heard();
+            }
+            seen = count.max(seen);
             let now = Instant::now();
             match self.with(|l| l.tick(now)) {
                 Some(LiveAction::Ping) => {

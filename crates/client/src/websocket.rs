@@ -111,7 +111,8 @@ async fn reader(mut stream: futures_util::stream::SplitStream<WsStream>, sink: S
             let _ = out.control(&m).await;
         }
     };
-    let run = watch.run(ping);
+    // TCP hides its packets: only what the socket delivers counts.
+    let run = watch.run(ping, || None);
     tokio::pin!(run);
     let ended = loop {
         let next = tokio::select! {
