@@ -10,19 +10,18 @@ help: ## List the commands
 deps: ## Install test dependencies (coturn, Chromium, mono, npm and pip packages)
 	scripts/deps.sh
 
-test: deps ## Run every test (Rust, browser, C#, deploy files, NAT, the 10-minute soak beside them); fails on any server panic
+test: deps ## Run every test (Rust, browser, C#, deploy files, NAT, then the 10-minute soak); fails on any server panic
 	rm -rf test-artifacts
-	@mkdir -p test-artifacts
-	@# The soak test runs beside the others (it is mostly waiting): started
-	@# first, waited for last, so it adds about nothing to the run's length.
-	@( $(MAKE) --no-print-directory test-soak > test-artifacts/soak.out 2>&1; echo $$? > test-artifacts/soak.rc ) &
 	$(CARGO) test --locked
 	@if [ -f tests/browser/package.json ]; then $(MAKE) --no-print-directory test-browser; fi
 	tests/csharp/live.sh
 	tests/csharp/run.sh
 	$(MAKE) --no-print-directory check-deploy
 	$(MAKE) --no-print-directory nat-test
-	@scripts/wait-soak.sh test-artifacts
+	@# Last and alone: run beside the other suites on a 2-core machine, its
+	@# Chromium, mono and user-space lossy bridge starved the load-sensitive
+	@# browser tests (a fresh-clone run lost test 3's relay frames).
+	$(MAKE) --no-print-directory test-soak
 	@scripts/check-panics.sh test-artifacts
 
 test-rust: ## Only the Rust tests
