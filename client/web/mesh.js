@@ -356,6 +356,7 @@ export class PeerMesh {
     }
     if (change === 'announce') this._emit('pathchange', { peer: l.id, path, previous });
     this._qualityEvent(l, l.quality.setPath(path, now()));
+    this._armQuality();
   }
 
   /**
