@@ -62,6 +62,11 @@ const keys = new Set();
 const remote = new Map();
 /** Last state timestamp received from each peer and when: echoed back for RTT. */
 const echoes = new Map();
+/** Link quality history per peer for the sparklines: the last SPARK_SAMPLES of RTT and loss, one a second. */
+const history = new Map();
+const SPARK_SAMPLES = 60;
+/** Every `quality` event of the current client (for the tests), the last 200. */
+const qualityEvents = [];
 const log = [];
 const errors = [];
 let errorsAtStart = 0;
@@ -207,6 +212,8 @@ function stop(resetStatus = true) {
   if (c) c.close('left the demo');
   remote.clear();
   echoes.clear();
+  history.clear();
+  qualityEvents.length = 0;
   setBusy(false);
   $('session').hidden = true;
   $('me-id').textContent = '–';
@@ -253,11 +260,18 @@ function wire(c) {
   on('peerleft', (d) => {
     remote.delete(d.peer);
     echoes.delete(d.peer);
+    history.delete(d.peer);
     addLog(`peer ${d.peer} left (${d.reason})`);
   });
   on('peerstatus', (d) => addLog(`peer ${d.peer} is ${d.online ? 'back online' : 'offline (may resume)'}`));
   on('hostchanged', (d) => addLog(`host is now peer ${d.host}`));
   on('pathchange', (d) => addLog(`path to peer ${d.peer}: ${d.previous} → ${d.path}`));
+  on('quality', (d) => {
+    qualityEvents.push(d);
+    if (qualityEvents.length > 200) qualityEvents.shift();
+    if (d.grade !== 'unknown') addLog(`link to peer ${d.peer}: ${d.grade} on ${d.path}${d.rttMs !== null ? `, ${d.rttMs} ms` : ''}`);
+    renderPeers();
+  });
   on('rtt', (d) => {
     $('server-rtt').textContent = `${d.rttMs.toFixed(1)} ms`;
   });
@@ -391,6 +405,7 @@ function tick() {
     }
     lastRateAt = t;
     $('tx-rate').textContent = `${txRate.toFixed(0)} frames/s`;
+    sampleQuality();
     renderPeers();
   }
 }
@@ -478,7 +493,7 @@ function renderPeers() {
   if (!peers.length) {
     const tr = document.createElement('tr');
     tr.className = 'empty';
-    tr.innerHTML = '<td colspan="8">no other peers</td>';
+    tr.innerHTML = '<td colspan="10">no other peers</td>';
     tbody.append(tr);
     return;
   }
@@ -487,29 +502,95 @@ function renderPeers() {
     const tr = document.createElement('tr');
     tr.dataset.peer = String(p.id);
     tr.dataset.path = p.path;
+    tr.dataset.grade = p.grade;
+    const pathBadge = document.createElement('span');
+    pathBadge.className = `path path-${p.path}`;
+    pathBadge.textContent = p.path;
+    if (p.candidatePair) pathBadge.title = p.candidatePair;
+    const gradeBadge = document.createElement('span');
+    gradeBadge.className = `grade grade-${p.grade}`;
+    gradeBadge.textContent = p.grade;
+    gradeBadge.title = `on ${p.path} for ${(p.pathMs / 1000).toFixed(0)} s; jitter ${p.jitterMs === null ? '–' : `${p.jitterMs} ms`}; ` +
+      `${p.fpsIn} frames/s in, ${p.fpsOut} out`;
     const cells = [
       String(p.id),
       `${p.name || '—'}${p.host ? ' ★' : ''}`,
       p.client,
-      null,
-      a && a.rttMs !== null ? `${a.rttMs.toFixed(1)} ms` : p.iceRttMs !== null ? `${p.iceRttMs.toFixed(1)} ms (ICE)` : '–',
-      a ? a.rxRate.toFixed(0) : '0',
-      String(p.staleDropped),
+      pathBadge,
+      gradeBadge,
+      // RTT from echoes on the peer's own path (DataChannel or relay); the demo's state echo and ICE's as fallbacks.
+      p.rttMs !== null ? `${p.rttMs} ms` : a && a.rttMs !== null ? `${a.rttMs.toFixed(0)} ms` : p.iceRttMs !== null ? `${p.iceRttMs.toFixed(0)} ms (ICE)` : '–',
+      `${p.lossPct} %`,
+      sparkline(history.get(p.id)),
+      String(p.fpsIn),
       !p.online ? 'offline' : p.connectionState === 'none' ? '—' : p.connectionState,
     ];
     for (const c of cells) {
       const td = document.createElement('td');
-      if (c === null) {
-        const span = document.createElement('span');
-        span.className = `path path-${p.path}`;
-        span.textContent = p.path;
-        if (p.candidatePair) span.title = p.candidatePair;
-        td.append(span);
-      } else td.textContent = c;
+      if (typeof c === 'string') td.textContent = c;
+      else td.append(c);
       tr.append(td);
     }
+    tr.title = `stale frames dropped: ${p.staleDropped}`;
     tbody.append(tr);
   }
+}
+
+/** Once a second: each peer's RTT and loss into its history (the last SPARK_SAMPLES). */
+function sampleQuality() {
+  if (!client) return;
+  for (const p of client.getPeers()) {
+    let h = history.get(p.id);
+    if (!h) history.set(p.id, (h = []));
+    h.push({ rtt: p.rttMs, loss: p.lossPct });
+    if (h.length > SPARK_SAMPLES) h.shift();
+  }
+}
+
+const SVG = 'http://www.w3.org/2000/svg';
+
+/**
+ * An inline SVG sparkline of a peer's history: RTT as a line (scaled to its own maximum, at least
+ * 20 ms), loss as bars from the bottom (0–100 %). `data-points` says how many samples it drew.
+ * @param {{rtt: number|null, loss: number}[]|undefined} h
+ */
+function sparkline(h = []) {
+  const W = 120;
+  const H = 26;
+  const svg = document.createElementNS(SVG, 'svg');
+  svg.setAttribute('class', 'spark');
+  svg.setAttribute('width', String(W));
+  svg.setAttribute('height', String(H));
+  svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
+  const step = W / (SPARK_SAMPLES - 1);
+  const x0 = W - (h.length - 1) * step;
+  const rtts = h.map((s) => s.rtt).filter((v) => v !== null);
+  const max = Math.max(20, ...rtts) * 1.15;
+  const pts = [];
+  h.forEach((s, i) => {
+    const x = x0 + i * step;
+    if (s.loss > 0) {
+      const bar = document.createElementNS(SVG, 'rect');
+      const bh = Math.max(1, (s.loss / 100) * H);
+      bar.setAttribute('class', 'spark-loss');
+      bar.setAttribute('x', (x - step / 2).toFixed(1));
+      bar.setAttribute('y', (H - bh).toFixed(1));
+      bar.setAttribute('width', step.toFixed(1));
+      bar.setAttribute('height', bh.toFixed(1));
+      svg.append(bar);
+    }
+    if (s.rtt !== null) pts.push(`${x.toFixed(1)},${(H - 2 - (s.rtt / max) * (H - 4)).toFixed(1)}`);
+  });
+  const line = document.createElementNS(SVG, 'polyline');
+  line.setAttribute('class', 'spark-rtt');
+  line.setAttribute('points', pts.join(' '));
+  svg.append(line);
+  svg.dataset.points = String(pts.length);
+  const last = h.length ? h[h.length - 1] : null;
+  const title = document.createElementNS(SVG, 'title');
+  title.textContent = last ? `RTT ${last.rtt === null ? '–' : `${last.rtt} ms`}, loss ${last.loss} % (last ${h.length} s)` : 'no samples yet';
+  svg.append(title);
+  return svg;
 }
 
 // --- wiring ----------------------------------------------------------------------------
@@ -575,6 +656,8 @@ window.fsp2pDemo = {
   peers() {
     return client ? client.getPeers() : [];
   },
+  history,
+  qualityEvents,
 };
 
 if (flag('create')) start(null);
