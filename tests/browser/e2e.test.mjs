@@ -2126,3 +2126,136 @@ for (const transport of ['webtransport', 'websocket']) {
     }
   });
 }
+
+// --- connection quality (PROTOCOL.md §14, issue 25) ---------------------------------------------
+
+/** Grades that say a link was measured and is usable. */
+const MEASURED = ['excellent', 'good', 'poor'];
+
+/** Wait until every peer of the page is on `path` with a measured grade and an RTT from echoes. */
+async function waitGraded(page, path, n, timeout = 20000) {
+  return waitIn(page, ([path, n, MEASURED]) => {
+    const peers = window.fsp2pDemo.peers();
+    return peers.length === n && peers.every((p) => p.path === path && MEASURED.includes(p.grade) && p.rttMs !== null) && peers;
+  }, [path, n, MEASURED], timeout, `${n} peer(s) on ${path} with a grade and an echo RTT`);
+}
+
+/** The page's tracker internals for its one peer: unrounded srtt, decided echoes, and the `quality` events seen. */
+async function qualityState(page) {
+  return page.evaluate(() => {
+    const l = [...window.fsp2pDemo.client.links.values()][0];
+    return {
+      srttMs: l.quality.rtt ? l.quality.rtt.srttMs : null,
+      decided: l.quality.decided.length,
+      answered: l.quality.decided.filter((x) => !x).length,
+      iceRttMs: l.iceRttMs,
+      events: window.fsp2pDemo.qualityEvents.map((e) => `${e.path}/${e.grade}`),
+      reportsSent: window.fsp2pDemo.client.reportsSent,
+      welcomeVersion: window.fsp2pDemo.client.welcome.version,
+    };
+  });
+}
+
+test('13. quality: a direct pair and a relay pair get grades and RTTs from echoes on their own path; `quality` fires; the server accepts their reports', { timeout: 120000 }, async (t) => {
+  const before = await metrics();
+  const a = await openDemo({ create: 1, name: 'Golf' }, 'Golf');
+  const b = await openDemo({ join: await sessionCode(a), name: 'Hotel' }, 'Hotel');
+  const c = await openDemo({ create: 1, name: 'India', relay: 1 }, 'India');
+  const d = await openDemo({ join: await sessionCode(c), name: 'Juliett', relay: 1 }, 'Juliett');
+  for (const p of [a, b]) await waitGraded(p, 'direct', 1);
+  for (const p of [c, d]) await waitGraded(p, 'relay', 1);
+  for (const [p, path] of [[a, 'direct'], [b, 'direct'], [c, 'relay'], [d, 'relay']]) {
+    const q = await qualityState(p);
+    t.diagnostic(`${p.label}: ${JSON.stringify(q)}`);
+    // The RTT comes from answered echoes on that path: on the relay there is no ICE at all.
+    assert.ok(q.answered >= 1, `${p.label}: no echo answered`);
+    assert.ok(q.srttMs > 0, `${p.label}: srtt ${q.srttMs}`);
+    if (path === 'relay') assert.equal(q.iceRttMs, null, 'relay: no ICE RTT to borrow');
+    assert.equal(q.welcomeVersion, 3, 'the server takes Report (Welcome.version 3)');
+    // The event fired on the path change and on the first grade.
+    assert.ok(q.events.includes(`${path}/unknown`), `${p.label}: events ${q.events}`);
+    assert.ok(q.events.some((e) => e.startsWith(`${path}/`) && MEASURED.includes(e.split('/')[1])), `${p.label}: events ${q.events}`);
+    const peer = (await p.evaluate(() => window.fsp2pDemo.peers()))[0];
+    for (const k of ['pathMs', 'rttMs', 'lossPct', 'jitterMs', 'fpsIn', 'fpsOut', 'staleDropped', 'grade']) assert.ok(k in peer, `${p.label}: getPeers() lacks ${k}`);
+    assert.ok(peer.pathMs >= 0 && peer.lossPct >= 0 && peer.lossPct <= 100);
+  }
+  // The demo sends 60 frames/s to its peer: frames/s in and out, quality frames excluded, are near it.
+  await waitIn(b, () => {
+    const p = window.fsp2pDemo.peers()[0];
+    return p.fpsIn > 10 && p.fpsOut > 10 && p;
+  }, null, 10000, 'frames/s in and out');
+  // Every page reports: at once after the Welcome, then with its link (2 s floor). The server accepts them.
+  let after;
+  const t0 = Date.now();
+  for (;;) {
+    after = await metrics();
+    if (delta(before, after, 'fsp2p_reports_total{result="accepted"}') >= 8) break;
+    if (Date.now() - t0 > 20000) {
+      const reports = [...after].filter(([k]) => k.startsWith('fsp2p_reports_total'));
+      assert.fail(`reports accepted rose by ${delta(before, after, 'fsp2p_reports_total{result="accepted"}')} only: ${JSON.stringify(reports)}`);
+    }
+    await sleep(250);
+  }
+  for (const r of ['malformed', 'version']) {
+    assert.equal(delta(before, after, `fsp2p_reports_total{result="${r}"}`), 0, `reports refused as ${r}`);
+  }
+  // The server's view of paths, from those reports: two players direct, two on the relay.
+  await (async () => {
+    const t1 = Date.now();
+    for (;;) {
+      const m = await metrics();
+      const direct = m.get('fsp2p_players_by_path{path="direct"}') || 0;
+      const relay = m.get('fsp2p_players_by_path{path="relay"}') || 0;
+      if (direct >= 2 && relay >= 2) return;
+      if (Date.now() - t1 > 15000) assert.fail(`players_by_path: direct ${direct}, relay ${relay}`);
+      await sleep(250);
+    }
+  })();
+  await screenshot(a, '13-quality-direct');
+  await screenshot(c, '13-quality-relay');
+  await closePages(a, b, c, d);
+});
+
+test('13b. demo page: each peer row shows its grade badge and an RTT/loss sparkline; screenshot', { timeout: 90000 }, async (t) => {
+  const a = await openDemo({ create: 1, name: 'Kilo' }, 'Kilo');
+  const b = await openDemo({ join: await sessionCode(a), name: 'Lima', relay: 1 }, 'Lima');
+  await waitGraded(a, 'relay', 1);
+  // A few one-second samples for the sparkline.
+  await waitIn(a, () => {
+    const h = [...window.fsp2pDemo.history.values()][0];
+    return h && h.filter((s) => s.rtt !== null).length >= 4;
+  }, null, 15000, 'four RTT samples in the history');
+  await sleep(1100); // the table re-renders once a second
+  const row = await a.evaluate(() => {
+    const tr = document.querySelector('#peers tr[data-peer]');
+    const badge = tr.querySelector('.grade');
+    const svg = tr.querySelector('svg.spark');
+    const line = svg && svg.querySelector('polyline.spark-rtt');
+    const box = svg ? svg.getBoundingClientRect() : null;
+    return {
+      grade: badge ? badge.textContent : null,
+      gradeClass: badge ? badge.className : null,
+      points: line ? line.getAttribute('points').trim().split(/\s+/).filter(Boolean).length : 0,
+      dataPoints: svg ? Number(svg.dataset.points) : 0,
+      width: box ? box.width : 0,
+      height: box ? box.height : 0,
+      cells: [...tr.children].map((td) => td.textContent.trim()),
+      headers: [...document.querySelectorAll('.peers thead th')].map((th) => th.textContent),
+    };
+  });
+  t.diagnostic(JSON.stringify(row));
+  assert.ok(MEASURED.includes(row.grade), `grade badge: ${row.grade}`);
+  assert.match(row.gradeClass, new RegExp(`grade-${row.grade}`));
+  assert.ok(row.points >= 4, `sparkline points: ${row.points}`);
+  assert.equal(row.points, row.dataPoints);
+  assert.ok(row.width > 50 && row.height > 10, `sparkline drawn at ${row.width}×${row.height}`);
+  assert.ok(row.headers.includes('link') && row.headers.includes('trend'));
+  assert.ok(row.cells.includes('relay'), `path cell: ${row.cells}`);
+  assert.ok(row.cells.some((c) => /^\d+ ms$/.test(c)), `RTT cell: ${row.cells}`);
+  const file = path.join(ARTIFACTS, '13b-quality-panel.png');
+  await a.screenshot({ path: file, fullPage: true });
+  assert.ok(existsSync(file));
+  // The peer panel alone, as a picture of what the badge and sparkline look like.
+  await a.locator('section.peers').screenshot({ path: path.join(ARTIFACTS, '13b-peer-panel.png') });
+  await closePages(a, b);
+});
