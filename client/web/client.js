@@ -860,6 +860,8 @@ export class FlightSimP2P extends EventTarget {
         this.options.resumeToken = m.resumeToken;
         this._redirectState('welcome');
         this._startTimers();
+        // The report schedule counts from the Welcome (PROTOCOL.md §14): the first report 2 s later.
+        this._report = { ...this._report, lastAt: now() };
         if (this._attemptAt !== null) {
           // Milestone welcome: the connect attempt started → its Welcome.
           this._telemetry({ type: 'milestone', kind: 'welcome', path: 'connecting', ms: now() - this._attemptAt });

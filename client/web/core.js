@@ -788,6 +788,15 @@ export class QualityTracker {
   _resetPath(path, nowMs) {
     this.path = path;
     this.pathSince = nowMs;
+    this._resetEstimator(nowMs);
+  }
+
+  /**
+   * Forget RTT, jitter, the loss window and the outstanding echoes (replies to them are ignored);
+   * the next echo is due at once when echoing. A path change and a peer's going offline or
+   * coming back do this (the path's time goes on in the latter).
+   */
+  _resetEstimator(nowMs) {
     this.outstanding.clear();
     this.decided = [];
     this.decidedCount = 0;
@@ -795,7 +804,7 @@ export class QualityTracker {
     this.jitter = null;
     this.lastSample = null;
     this.unansweredSince = null;
-    this.nextEchoAt = path === 'connecting' ? null : nowMs;
+    this.nextEchoAt = this.path === 'connecting' ? null : nowMs;
   }
 
   /** Decide every request unanswered for echoTimeoutMs as lost; roll the frames/s windows. */
@@ -856,7 +865,11 @@ export class QualityTracker {
   /** PeerStatus. @param {boolean} online @param {number} nowMs */
   setOnline(online, nowMs) {
     this._advance(nowMs);
-    this.online = !!online;
+    online = !!online;
+    // Offline: lost at once, no echoes, the estimates forgotten; back online: measured afresh,
+    // the first echo at once (PROTOCOL.md §14).
+    if (online !== this.online) this._resetEstimator(nowMs);
+    this.online = online;
     return this._after(nowMs);
   }
 
@@ -934,10 +947,7 @@ export class QualityTracker {
     let t = Infinity;
     if (this.echoing && this.nextEchoAt !== null) t = Math.min(t, this.nextEchoAt);
     for (const sentAt of this.outstanding.values()) t = Math.min(t, sentAt + this.q.echoTimeoutMs);
-    if (this.unansweredSince !== null) {
-      const lostAt = this.unansweredSince + this.q.lostAfterMs;
-      if (lostAt > this.lastNow) t = Math.min(t, lostAt);
-    }
+    if (this.unansweredSince !== null && this.grade !== 'lost') t = Math.min(t, this.unansweredSince + this.q.lostAfterMs);
     return t === Infinity ? null : t;
   }
 
@@ -1056,9 +1066,13 @@ export const CANDIDATE_BITS = Object.freeze({ host: 1, srflx: 2, relay: 4, prflx
  *   iceFailures: {reason: string}[], candidates: number}} ReportState
  */
 
-/** @returns {ReportState} */
-export function reportStart() {
-  return { lastAt: -Infinity, changed: false, setup: [], iceFailures: [], candidates: 0 };
+/**
+ * The schedule at the Welcome (`nowMs`): the last report counts from there (PROTOCOL.md §14), so
+ * what is queued then goes 2 s later, and quiet links are reported 10 s later.
+ * @param {number} [nowMs] @returns {ReportState}
+ */
+export function reportStart(nowMs = -Infinity) {
+  return { lastAt: nowMs, changed: false, setup: [], iceFailures: [], candidates: 0 };
 }
 
 /**
@@ -1084,20 +1098,35 @@ export function reportQueue(s, ev) {
 }
 
 /**
- * When the next report is due (null: none): every REPORT.intervalMs while there is a link; early
- * after a change, or while something is queued and there is no link, but never within
- * REPORT.minGapMs of the previous one.
+ * The schedule's rule (spec Q3, the vectors' `report_schedule`): due when there are links and
+ * now ≥ last + 10 000, or when a change is pending or something is queued and now ≥ last + 2000.
+ * `wakeAtMs`: now when due, else the earliest of those times that applies, null when neither.
+ * @param {{nowMs: number, lastReportAtMs: number, hasLinks: boolean, changePending: boolean, queued: boolean}} i
+ * @returns {{due: boolean, wakeAtMs: number|null}}
+ */
+export function reportDue(i) {
+  let at = Infinity;
+  if (i.hasLinks) at = Math.min(at, i.lastReportAtMs + REPORT.intervalMs);
+  if (i.changePending || i.queued) at = Math.min(at, i.lastReportAtMs + REPORT.minGapMs);
+  if (at === Infinity) return { due: false, wakeAtMs: null };
+  if (i.nowMs >= at) return { due: true, wakeAtMs: i.nowMs };
+  return { due: false, wakeAtMs: at };
+}
+
+/** Whether anything waits in the queues (milestones, ICE failures). @param {ReportState} s */
+function reportQueued(s) {
+  return s.setup.length > 0 || s.iceFailures.length > 0;
+}
+
+/**
+ * When the next report is due (null: none), by reportDue: every REPORT.intervalMs while there is
+ * a link; after a change or with something queued, REPORT.minGapMs after the previous one.
  * @param {ReportState} s @param {number} links the links the report would carry
  * @returns {number|null}
  */
 export function reportNextAt(s, links) {
-  let t = Infinity;
-  const floor = s.lastAt + REPORT.minGapMs;
-  if (links > 0) t = Math.min(t, s.lastAt + REPORT.intervalMs);
-  if (s.changed) t = Math.min(t, floor);
-  if (links === 0 && (s.setup.length || s.iceFailures.length)) t = Math.min(t, floor);
-  if (t === Infinity) return null;
-  return Number.isFinite(t) ? t : -Infinity;
+  const d = reportDue({ nowMs: -Infinity, lastReportAtMs: s.lastAt, hasLinks: links > 0, changePending: s.changed, queued: reportQueued(s) });
+  return d.wakeAtMs;
 }
 
 /**
@@ -1107,8 +1136,8 @@ export function reportNextAt(s, links) {
  * @returns {{send: boolean, state: ReportState, setup: ReportState['setup'], iceFailures: ReportState['iceFailures'], candidates: number}}
  */
 export function reportStep(s, nowMs, links) {
-  const at = reportNextAt(s, links);
-  if (at === null || nowMs < at) return { send: false, state: s, setup: [], iceFailures: [], candidates: 0 };
+  const d = reportDue({ nowMs, lastReportAtMs: s.lastAt, hasLinks: links > 0, changePending: s.changed, queued: reportQueued(s) });
+  if (!d.due) return { send: false, state: s, setup: [], iceFailures: [], candidates: 0 };
   return {
     send: true,
     state: { lastAt: nowMs, changed: false, setup: [], iceFailures: [], candidates: 0 },
