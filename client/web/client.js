@@ -88,6 +88,8 @@ export function reconnectStep(s) {
  * @property {boolean} [telemetry]     send `Report`s (link paths, grades, RTT/loss buckets, setup times, ICE failure
  *           reasons, candidate types; never an address) to a server that takes them (Welcome.version ≥ 3);
  *           default true, false opts out. Per-peer quality (`getPeers()`, `quality`) works either way
+ * @property {boolean} [qualityEchoes] send echo requests to measure each peer's link (default true; false: none are
+ *           sent, the peers' grades stay `unknown`; this client still answers the peers' echoes)
  */
 
 /** Default WebSocket URL: the page's origin (its scheme mapped to ws/wss), else the usual HTTP port of `host`. */
@@ -153,6 +155,7 @@ export class FlightSimP2P extends EventTarget {
       token: options.token || null,
       getToken: typeof options.getToken === 'function' ? options.getToken : null,
       telemetry: options.telemetry ?? true,
+      qualityEchoes: options.qualityEchoes ?? true,
       fallbacks: [],
     };
     const main = { url: this.options.url, wsUrl: this.options.wsUrl, certHash: this.options.certHash };
@@ -1183,7 +1186,7 @@ export class FlightSimP2P extends EventTarget {
   _armQuality() {
     if (this.state === 'closed') return;
     let at = Infinity;
-    for (const l of this.links.values()) {
+    for (const l of this.options.qualityEchoes ? this.links.values() : []) {
       const t = l.quality.pollTimeout();
       if (t !== null && t < at) at = t;
     }
@@ -1205,7 +1208,8 @@ export class FlightSimP2P extends EventTarget {
     if (this.state === 'closed') return;
     const t = now();
     for (const l of [...this.links.values()]) {
-      const d = l.quality.tick(t);
+      // Without echoes the tracker is still ticked (frames/s, events) but its requests go nowhere.
+      const d = this.options.qualityEchoes ? l.quality.tick(t) : { send: null, event: null };
       if (d.send !== null) this._sendEcho(l, d.send, t);
       this._qualityEvent(l, d.event);
     }

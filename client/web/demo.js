@@ -38,6 +38,7 @@ const cfg = {
   datagramMaxAgeMs: params.get('maxAge') !== null ? Number(params.get('maxAge')) : undefined,
   fastConnect: params.get('fast') !== '0',
   liveTimeoutMs: params.get('live') !== null ? Number(params.get('live')) : undefined,
+  qualityEchoes: params.get('echo') !== '0',
   tx: params.get('tx') !== '0',
 };
 
@@ -176,6 +177,7 @@ async function start(code) {
       datagramMaxAgeMs: cfg.datagramMaxAgeMs,
       fastConnect: cfg.fastConnect,
       liveTimeoutMs: cfg.liveTimeoutMs,
+      qualityEchoes: cfg.qualityEchoes,
     });
     client = c;
     $('server-url').textContent = cfg.transport === 'websocket' ? c.options.wsUrl : c.options.url;

@@ -848,6 +848,8 @@ async function exchangeOverWebSocket(t, a, b, n) {
 }
 
 test('6. WebSocket fallback: QUIC port unusable → two pages on WebSocket, 300 relayed frames each way', { timeout: 60000 }, async (t) => {
+  // Tests 6-8 account for every relay frame, so their pages send neither aircraft state (tx=0) nor
+  // echo requests (echo=0): test 13 covers echoes beside flight data.
   const closed = await closedUdpPort();
   const silent = await silentUdpPort();
   const m0 = await metrics();
@@ -857,10 +859,10 @@ test('6. WebSocket fallback: QUIC port unusable → two pages on WebSocket, 300 
   // 10 s request deadline, so a client that waited for the delay is caught by the bound
   // below, not by a CreateSession timeout.)
   const SIERRA_DELAY = 5000;
-  const a = await openDemo({ create: 1, name: 'Sierra', relay: 1, tx: 0, port: closed, fallbackDelay: SIERRA_DELAY }, 'Sierra');
+  const a = await openDemo({ create: 1, name: 'Sierra', relay: 1, tx: 0, echo: 0, port: closed, fallbackDelay: SIERRA_DELAY }, 'Sierra');
   const code = await sessionCode(a);
   // Tango's QUIC port swallows packets: the WebSocket starts after the 1 s happy-eyeballs delay.
-  const b = await openDemo({ join: code, name: 'Tango', relay: 1, tx: 0, port: silent }, 'Tango');
+  const b = await openDemo({ join: code, name: 'Tango', relay: 1, tx: 0, echo: 0, port: silent }, 'Tango');
   assert.equal(await sessionCode(b), code);
   const [ida, idb] = [await peerId(a), await peerId(b)];
   const connectMs = [];
@@ -917,9 +919,9 @@ test('7. mixed transports: a WebSocket page and a WebTransport page relay to eac
     base = await openConnections();
   }
   const m0 = await metrics();
-  const a = await openDemo({ create: 1, name: 'Uniform', relay: 1, tx: 0, transport: 'websocket' }, 'Uniform');
+  const a = await openDemo({ create: 1, name: 'Uniform', relay: 1, tx: 0, echo: 0, transport: 'websocket' }, 'Uniform');
   const code = await sessionCode(a);
-  const b = await openDemo({ join: code, name: 'Victor', relay: 1, tx: 0, transport: 'webtransport' }, 'Victor');
+  const b = await openDemo({ join: code, name: 'Victor', relay: 1, tx: 0, echo: 0, transport: 'webtransport' }, 'Victor');
   await sessionCode(b);
   const [ida, idb] = [await peerId(a), await peerId(b)];
   assert.equal((await transportOf(a)).kind, 'websocket');
@@ -1006,9 +1008,9 @@ test('7. mixed transports: a WebSocket page and a WebTransport page relay to eac
 });
 
 test('8. garbage on a WebSocket closes only that connection; a raw WebSocket client speaks the flight-data envelope', { timeout: 60000 }, async (t) => {
-  const a = await openDemo({ create: 1, name: 'Xray', relay: 1, tx: 0, transport: 'websocket' }, 'Xray');
+  const a = await openDemo({ create: 1, name: 'Xray', relay: 1, tx: 0, echo: 0, transport: 'websocket' }, 'Xray');
   const code = await sessionCode(a);
-  const b = await openDemo({ join: code, name: 'Yankee', relay: 1, tx: 0, transport: 'websocket' }, 'Yankee');
+  const b = await openDemo({ join: code, name: 'Yankee', relay: 1, tx: 0, echo: 0, transport: 'websocket' }, 'Yankee');
   await sessionCode(b);
   const [ida, idb] = [await peerId(a), await peerId(b)];
   await waitPaths(a, 'relay', 1, 5000);
@@ -1068,11 +1070,17 @@ test('8. garbage on a WebSocket closes only that connection; a raw WebSocket cli
     ws.binaryType = 'arraybuffer';
     const control = [];
     const relay = [];
+    const echoes = [];
     let wake = () => {};
     ws.onmessage = (e) => {
       const m = fsp.decodeWsMessage(new Uint8Array(e.data));
       if (m.type === 'control') control.push(fsp.decodeServerMsg(m.body));
-      else relay.push(fsp.decodeRelay(m.frame.slice()));
+      else {
+        const r = fsp.decodeRelay(m.frame.slice());
+        // Xray measures its link to us with echo requests (we are an "older receiver": we ignore them).
+        if (fsp.isQualityFrame(r.payload)) echoes.push(fsp.parseQualityFrame(r.payload));
+        else relay.push(r);
+      }
       wake();
     };
     const until = async (fn, what) => {
@@ -1083,6 +1091,8 @@ test('8. garbage on a WebSocket closes only that connection; a raw WebSocket cli
       }
     };
     await new Promise((r, j) => { ws.onopen = r; ws.onerror = j; });
+    // Xray measures its links from here on (the page opened with echo=0 for the exact counts above).
+    c.options.qualityEchoes = true;
     const send = (msg) => ws.send(fsp.encodeWsControl(fsp.encodeClientMsg(msg)));
     send({ type: 'Hello', version: 1, client: 'Other', relayMode: 'Datagram', name: 'raw', resumeToken: null });
     send({ type: 'JoinSession', code, password: null });
@@ -1093,7 +1103,9 @@ test('8. garbage on a WebSocket closes only that connection; a raw WebSocket cli
     c.addEventListener('message', (e) => {
       if (e.detail.from === me) got.push(new TextDecoder().decode(e.detail.data));
     });
-    const seqs = [100, 99, 100, 101, 0x80000064, 101, 0xffffffff, 0, 1];
+    // 0xFFFFFFFF is not a flight sequence number any more (a frame starting FF FF FF FF is a quality
+    // frame, PROTOCOL.md §14): the wrap goes 0xFFFFFFFE → 0.
+    const seqs = [100, 99, 100, 101, 0x80000064, 101, 0xfffffffe, 0, 1];
     for (const s of seqs) ws.send(fsp.encodeWsRelay(fsp.encodeRelay(ida, fsp.wrapFlight(s, new TextEncoder().encode(`p${s}`)))));
     await until(() => got.length >= 6 && c.getPeers().find((p) => p.id === me).staleDropped >= 3, 'delivery at Xray');
     await new Promise((r) => setTimeout(r, 200)); // nothing more arrives
@@ -1105,10 +1117,11 @@ test('8. garbage on a WebSocket closes only that connection; a raw WebSocket cli
       return { from: r.peer, seq: f.seq, text: new TextDecoder().decode(f.payload) };
     });
     ws.close(1000);
-    return { me, got, stale, fromXray };
+    return { me, got, stale, fromXray, echoes };
   }, [code, ida]);
   t.diagnostic(`raw client ${raw.me}: Xray delivered ${JSON.stringify(raw.got)}, dropped ${raw.stale} stale; sent it ${JSON.stringify(raw.fromXray)}`);
-  assert.deepEqual(raw.got, ['p100', 'p101', `p${0x80000064}`, `p${0xffffffff}`, 'p0', 'p1']);
+  assert.deepEqual(raw.got, ['p100', 'p101', `p${0x80000064}`, `p${0xfffffffe}`, 'p0', 'p1']);
+  assert.ok(raw.echoes.length >= 1 && raw.echoes.every((e) => e && e.kind === 1), `Xray's echo requests to the raw client: ${JSON.stringify(raw.echoes)}`);
   assert.equal(raw.stale, 3);
   assert.deepEqual(raw.fromXray.map((f) => [f.from, f.text]), [[ida, 'x0'], [ida, 'x1'], [ida, 'x2']]);
   assert.equal(raw.fromXray[1].seq, (raw.fromXray[0].seq + 1) >>> 0);
