@@ -51,9 +51,10 @@ export class PeerLink {
     this.quality = new QualityTracker(info.id, t);
     /** @type {number|null} the first offer sent or received for this link (setup milestones) */
     this.offerAt = null;
-    /** milestones recorded once per link: first Signal, direct/relay outcome, first frame */
+    /** milestones recorded once per link: first Signal, direct, relay, first frame */
     this.seenSignal = false;
-    this.setupDone = false;
+    /** @type {Set<string>} the direct / relay milestones recorded for this link */
+    this.setupSeen = new Set();
     this.seenFrame = false;
     /** the connection whose ICE failure was reported already (one per RTCPeerConnection) */
     this.failedPc = /** @type {RTCPeerConnection|null} */ (null);
@@ -348,11 +349,13 @@ export class PeerMesh {
     if (change === 'none') return;
     const previous = l.path;
     l.path = path;
-    if (path !== 'connecting' && !l.setupDone && l.offerAt !== null) {
-      // Milestone direct / relay: the first offer → the first usable path (once per link; a
-      // forced relay made no offer and is no fallback: not recorded).
-      l.setupDone = true;
-      this._telemetry({ type: 'milestone', kind: path === 'relay' ? 'relay' : 'direct', path, ms: now() - l.offerAt });
+    const kind = path === 'relay' ? 'relay' : 'direct';
+    if (path !== 'connecting' && l.offerAt !== null && !l.setupSeen.has(kind)) {
+      // Milestones direct / relay: the first offer → the DataChannel usable / the fallback to the
+      // relay, each once per link (a link that falls back and comes up later has both; a forced
+      // relay made no offer and is no fallback: not recorded).
+      l.setupSeen.add(kind);
+      this._telemetry({ type: 'milestone', kind, path, ms: now() - l.offerAt });
     }
     if (change === 'announce') this._emit('pathchange', { peer: l.id, path, previous });
     this._qualityEvent(l, l.quality.setPath(path, now()));
