@@ -1218,13 +1218,15 @@ export class FlightSimP2P extends EventTarget {
       const step = reportStep(this._report, t, links.length);
       if (step.send) {
         this._report = step.state;
-        this._sendMsg(reportMsg({
+        const report = {
           links: links.map((l) => l.quality.linkReport()),
           setup: step.setup,
           iceFailures: step.iceFailures,
           candidates: step.candidates,
-        }));
+        };
+        this._sendMsg(reportMsg(report));
         this.reportsSent++;
+        this._emit('report', { report });
       }
     }
     this._armQuality();

@@ -68,6 +68,8 @@ const history = new Map();
 const SPARK_SAMPLES = 60;
 /** Every `quality` event of the current client (for the tests), the last 200. */
 const qualityEvents = [];
+/** Every Report the current client sent (the `report` event), the last 50. */
+const reports = [];
 const log = [];
 const errors = [];
 let errorsAtStart = 0;
@@ -216,6 +218,7 @@ function stop(resetStatus = true) {
   echoes.clear();
   history.clear();
   qualityEvents.length = 0;
+  reports.length = 0;
   setBusy(false);
   $('session').hidden = true;
   $('me-id').textContent = '–';
@@ -268,6 +271,10 @@ function wire(c) {
   on('peerstatus', (d) => addLog(`peer ${d.peer} is ${d.online ? 'back online' : 'offline (may resume)'}`));
   on('hostchanged', (d) => addLog(`host is now peer ${d.host}`));
   on('pathchange', (d) => addLog(`path to peer ${d.peer}: ${d.previous} → ${d.path}`));
+  on('report', (d) => {
+    reports.push(d.report);
+    if (reports.length > 50) reports.shift();
+  });
   on('quality', (d) => {
     qualityEvents.push(d);
     if (qualityEvents.length > 200) qualityEvents.shift();
@@ -660,6 +667,7 @@ window.fsp2pDemo = {
   },
   history,
   qualityEvents,
+  reports,
 };
 
 if (flag('create')) start(null);

@@ -2192,6 +2192,31 @@ test('13. quality: a direct pair and a relay pair get grades and RTTs from echoe
     for (const k of ['pathMs', 'rttMs', 'lossPct', 'jitterMs', 'fpsIn', 'fpsOut', 'staleDropped', 'grade']) assert.ok(k in peer, `${p.label}: getPeers() lacks ${k}`);
     assert.ok(peer.pathMs >= 0 && peer.lossPct >= 0 && peer.lossPct <= 100);
   }
+  // What the pages reported (the `report` event): setup milestones, candidate types, their link; nothing else.
+  const sent = {};
+  for (const p of [a, b, c, d]) {
+    sent[p.label] = await waitIn(p, () => {
+      const rs = window.fsp2pDemo.reports;
+      const kinds = new Set(rs.flatMap((r) => r.setup.map((m) => m.kind)));
+      return rs.some((r) => r.links.length === 1) && kinds.has('welcome') && kinds.has('first_frame') && rs;
+    }, null, 15000, 'reports with the link and the welcome / first_frame milestones');
+  }
+  const kindsOf = (label) => new Set(sent[label].flatMap((r) => r.setup.map((m) => `${m.kind}/${m.path}`)));
+  for (const label of ['Golf', 'Hotel']) {
+    const k = kindsOf(label);
+    for (const want of ['welcome/connecting', 'first_signal/connecting', 'direct/direct', 'first_frame/direct']) assert.ok(k.has(want), `${label}: ${[...k]}`);
+    assert.ok(sent[label].some((r) => r.candidates & 1), `${label}: host candidates gathered`);
+    assert.ok(sent[label].some((r) => r.links.some((l) => l.path === 'direct' && l.rttBucket !== 255)), `${label}: a measured direct link`);
+  }
+  for (const label of ['India', 'Juliett']) {
+    const k = kindsOf(label);
+    assert.ok(k.has('first_frame/relay') && !k.has('direct/direct'), `${label}: ${[...k]}`);
+    assert.ok(sent[label].every((r) => r.candidates === 0 && r.iceFailures.length === 0), `${label}: no WebRTC at all`);
+  }
+  for (const r of Object.values(sent).flat()) {
+    assert.deepEqual(Object.keys(r).sort(), ['candidates', 'iceFailures', 'links', 'setup'], 'a report carries these and nothing else');
+    for (const l of r.links) assert.deepEqual(Object.keys(l).sort(), ['grade', 'lossBucket', 'path', 'peer', 'rttBucket']);
+  }
   // The demo sends 60 frames/s to its peer: frames/s in and out, quality frames excluded, are near it.
   await waitIn(b, () => {
     const p = window.fsp2pDemo.peers()[0];
