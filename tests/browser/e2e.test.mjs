@@ -2204,7 +2204,8 @@ test('13. quality: a direct pair and a relay pair get grades and RTTs from echoe
   const kindsOf = (label) => new Set(sent[label].flatMap((r) => r.setup.map((m) => `${m.kind}/${m.path}`)));
   for (const label of ['Golf', 'Hotel']) {
     const k = kindsOf(label);
-    for (const want of ['welcome/connecting', 'first_signal/connecting', 'direct/direct', 'first_frame/direct']) assert.ok(k.has(want), `${label}: ${[...k]}`);
+    // (The first frame may come on the relay, before the DataChannel opens.)
+    for (const want of ['welcome/connecting', 'first_signal/connecting', 'direct/direct']) assert.ok(k.has(want), `${label}: ${[...k]}`);
     assert.ok(sent[label].some((r) => r.candidates & 1), `${label}: host candidates gathered`);
     assert.ok(sent[label].some((r) => r.links.some((l) => l.path === 'direct' && l.rttBucket !== 255)), `${label}: a measured direct link`);
   }
