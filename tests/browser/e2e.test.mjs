@@ -2169,7 +2169,7 @@ async function qualityState(page) {
   });
 }
 
-test('13. quality: a direct pair and a relay pair get grades and RTTs from echoes on their own path; `quality` fires; the server accepts their reports', { timeout: 120000 }, async (t) => {
+test('14. quality: a direct pair and a relay pair get grades and RTTs from echoes on their own path; `quality` fires; the server accepts their reports', { timeout: 120000 }, async (t) => {
   const before = await metrics();
   const a = await openDemo({ create: 1, name: 'Golf' }, 'Golf');
   const b = await openDemo({ join: await sessionCode(a), name: 'Hotel' }, 'Hotel');
@@ -2250,12 +2250,12 @@ test('13. quality: a direct pair and a relay pair get grades and RTTs from echoe
       await sleep(250);
     }
   })();
-  await screenshot(a, '13-quality-direct');
-  await screenshot(c, '13-quality-relay');
+  await screenshot(a, '14-quality-direct');
+  await screenshot(c, '14-quality-relay');
   await closePages(a, b, c, d);
 });
 
-test('13b. demo page: each peer row shows its grade badge and an RTT/loss sparkline; screenshot', { timeout: 90000 }, async (t) => {
+test('14b. demo page: each peer row shows its grade badge and an RTT/loss sparkline; screenshot', { timeout: 90000 }, async (t) => {
   const a = await openDemo({ create: 1, name: 'Kilo' }, 'Kilo');
   const b = await openDemo({ join: await sessionCode(a), name: 'Lima', relay: 1 }, 'Lima');
   await waitGraded(a, 'relay', 1);
@@ -2291,10 +2291,10 @@ test('13b. demo page: each peer row shows its grade badge and an RTT/loss sparkl
   assert.ok(row.headers.includes('link') && row.headers.includes('trend'));
   assert.ok(row.cells.includes('relay'), `path cell: ${row.cells}`);
   assert.ok(row.cells.some((c) => /^\d+ ms$/.test(c)), `RTT cell: ${row.cells}`);
-  const file = path.join(ARTIFACTS, '13b-quality-panel.png');
+  const file = path.join(ARTIFACTS, '14b-quality-panel.png');
   await a.screenshot({ path: file, fullPage: true });
   assert.ok(existsSync(file));
   // The peer panel alone, as a picture of what the badge and sparkline look like.
-  await a.locator('section.peers').screenshot({ path: path.join(ARTIFACTS, '13b-peer-panel.png') });
+  await a.locator('section.peers').screenshot({ path: path.join(ARTIFACTS, '14b-peer-panel.png') });
   await closePages(a, b);
 });
