@@ -4,7 +4,8 @@
 // function: the reconnect schedule and when to give up, what a close code or a server error
 // means, resume or rejoin, redirects and node rotation, liveness, attempt and request
 // deadlines, the control stream's rate, the QUIC/WebSocket race, the direct/TURN/relay path
-// of a peer. Time and randomness are inputs
+// of a peer, each peer's link quality (echoes, RTT, loss, grade) and the report schedule
+// (PROTOCOL.md §14). Time and randomness are inputs
 // (`nowMs`, `random`): no timers, no clock, no RTCPeerConnection, no WebSocket here, so the
 // rules run under node with simulated time (tests/browser/core.test.mjs). The shell
 // (client.js, mesh.js, transports.js) does the I/O and asks these functions what to do.
