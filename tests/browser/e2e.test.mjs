@@ -569,6 +569,16 @@ test('2. forced relay: force-relay option, and ICE that cannot connect → datag
   t.diagnostic(`relay after failed ICE: Golf got ${rc.from[idd]}/200, Hotel got ${rd.from[idc]}/200`);
   assert.ok(rc.from[idd] >= 200 * RELAY_MIN && rd.from[idc] >= 200 * RELAY_MIN, JSON.stringify([rc, rd]));
   assert.deepEqual(Object.keys(rc.paths), ['relay']);
+  // What they reported (PROTOCOL.md §14): ICE gathered no candidate at all (TURN-only, no server),
+  // then the fallback to the relay as a setup milestone.
+  for (const p of [c, d]) {
+    const rs = await waitIn(p, () => {
+      const rs = window.fsp2pDemo.reports;
+      return rs.some((r) => r.iceFailures.some((f) => f.reason === 'no_candidates'))
+        && rs.some((r) => r.setup.some((m) => m.kind === 'relay' && m.path === 'relay')) && rs;
+    }, null, 10000, 'reports of the ICE failure (no_candidates) and of the relay milestone');
+    assert.ok(rs.every((r) => r.candidates === 0), `${p.label}: no candidate type gathered`);
+  }
   await screenshot(d, '2-ice-failed-hotel');
   await closePages(c, d);
 });
