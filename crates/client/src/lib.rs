@@ -109,6 +109,7 @@ mod connect;
 mod error;
 mod inbox;
 mod liveness;
+pub mod quality;
 mod quic;
 mod reconnect;
 mod resume;
@@ -140,6 +141,11 @@ pub mod behaviour {
     pub use super::liveness::{
         LiveAction, Liveness, LIVE_TIMEOUT_INITIAL, LIVE_TIMEOUT_MAX, LIVE_TIMEOUT_MIN,
         PING_INTERVAL, PROBE_AFTER_INITIAL, PROBE_AFTER_MIN, PROBE_INTERVAL,
+    };
+    pub use super::quality::{
+        next_grade, report_due, Quality, QualityEvent, QualitySnapshot, QualityTracker, ReportDue,
+        ECHO_INTERVAL_MS, ECHO_TIMEOUT_MS, GRADE_EXCELLENT, GRADE_GOOD, GRADE_HYSTERESIS,
+        LOSS_WINDOW, LOST_AFTER_MS, REPORT_INTERVAL_MS, REPORT_MAX_QUEUED, REPORT_MIN_GAP_MS,
     };
     pub use super::resume::{
         after_reconnect, answers_request, attempt_refusal_is_final, attempt_timeout, backoff,
