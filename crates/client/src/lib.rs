@@ -113,6 +113,7 @@ pub mod quality;
 mod quic;
 mod reconnect;
 mod resume;
+mod telemetry;
 mod tls;
 mod websocket;
 
@@ -157,8 +158,10 @@ use self::connect::Connected;
 pub use self::connect::{connect_wire, QuicEndpoint};
 pub use self::error::{Cause, Error};
 use self::inbox::Inbox;
+pub use self::quality::{QualityEvent, QualitySnapshot};
 use self::reconnect::{LinkState, RelayState, Shared, Sink, Supervisor};
 use self::resume::Memory;
+use self::telemetry::Hub;
 use self::websocket::Outbox;
 use crate::wire::{DatagramError, Ended, Wire};
 /// The protocol's types a program using the client needs (messages, ids, `ALL_PEERS`).
@@ -290,6 +293,13 @@ pub struct ClientConfig {
     /// from the game's backend. Asked for on every connection attempt
     /// (connect, reconnect, redirect), so a provider can hand out a fresh one.
     pub token: Option<AccessToken>,
+    /// Send `Report`s on connection quality to the server (PROTOCOL.md §14;
+    /// only to a server that welcomed version 3 or later). Reports carry
+    /// grades and RTT and loss buckets per link and setup times; no
+    /// addresses, names or tokens. Off: the client still measures its links
+    /// ([`Client::quality`]) and answers its peers' echoes, and tells the
+    /// server nothing. Default on.
+    pub telemetry: bool,
 }
 
 /// Where the client's access token comes from.
@@ -348,6 +358,7 @@ impl ClientConfig {
             reconnect_window: Duration::from_secs(60),
             fallbacks: Vec::new(),
             token: None,
+            telemetry: true,
         }
     }
 }
@@ -474,14 +485,16 @@ async fn open(
     cfg: &ClientConfig,
     hello: &[ClientMsg],
     memory: Arc<Mutex<Memory>>,
+    quality: &Arc<Hub>,
 ) -> Result<(Opened, Option<ServerAddr>)> {
+    quality.attempt_started();
     let mut at: Option<ServerAddr> = None;
     loop {
         let here = match &at {
             Some(a) => cluster::config_for(cfg, a),
             None => cfg.clone(),
         };
-        let redirect = match open_once(&here, hello, memory.clone()).await? {
+        let redirect = match open_once(&here, hello, memory.clone(), quality).await? {
             Ok(opened) => return Ok((opened, at)),
             Err(r) => r,
         };
@@ -507,9 +520,10 @@ async fn open_once(
     cfg: &ClientConfig,
     hello: &[ClientMsg],
     memory: Arc<Mutex<Memory>>,
+    quality: &Arc<Hub>,
 ) -> Result<std::result::Result<Opened, Redirect>> {
     let connected = connect::connect(cfg, hello).await?;
-    let (sink, events, mut end) = Sink::new(memory, cfg.ping_interval);
+    let (sink, events, mut end) = Sink::new(memory, cfg.ping_interval, quality.clone());
     let (link, tasks, zero_rtt) = match connected {
         Connected::Quic {
             wire,
@@ -646,15 +660,29 @@ impl Client {
             ..Memory::default()
         }));
         let hello = hello_messages(cfg, cfg.resume_token.clone(), first);
-        let (opened, at) = open(cfg, &hello, memory.clone()).await?;
+        // The relay slot exists before the first connection, so that the
+        // quality hub can answer echoes from the first frame on.
+        let relay = Arc::new(RwLock::new(RelayState::Down));
+        let quality = Arc::new(Hub::new(
+            cfg.telemetry,
+            RelaySender {
+                link: RelaySlot::Shared(relay.clone()),
+                mode: cfg.relay_mode,
+                resumable: true,
+                quality: None,
+            },
+        ));
+        let (opened, at) = open(cfg, &hello, memory.clone(), &quality).await?;
         let mut rotation = cluster::Rotation::new(cfg);
         if let Some(at) = at {
             rotation.redirected(at);
         }
         let shared = Arc::new(Shared::new(
+            relay,
             opened.link.relay_link(),
             memory,
             &opened.welcome,
+            quality,
         ));
         let (plane, plane_rx) = mpsc::unbounded_channel();
         let mut inbox = opened.inbox;
@@ -849,7 +877,26 @@ impl Client {
             link: RelaySlot::Shared(self.shared.relay.clone()),
             mode: self.relay_mode,
             resumable: self.auto_resume,
+            quality: Some(self.shared.quality.clone()),
         }
+    }
+
+    /// How well this client reaches each peer of its session, now (PROTOCOL.md
+    /// §14): path (the Rust client has only the relay), time on it, echo RTT,
+    /// loss, jitter, flight frames per second each way, grade. Peer echoes run
+    /// by themselves every 500 ms on the relay; their frames never reach
+    /// [`next_event`](Self::next_event) or [`next_relay`](Self::next_relay).
+    pub fn quality(&self) -> Vec<QualitySnapshot> {
+        self.shared.quality.snapshots()
+    }
+
+    /// The quality events from now on: the snapshot of a link whose grade or
+    /// path changed (the `quality` event of the JS client,
+    /// `PeerQualityChanged` of the C# one). A channel apart from
+    /// [`next_event`](Self::next_event), so programs that do not care never
+    /// see them; a receiver that falls 256 events behind gets `Lagged`.
+    pub fn quality_events(&self) -> tokio::sync::broadcast::Receiver<QualityEvent> {
+        self.shared.quality.subscribe()
     }
 
     /// Send a raw datagram (tests of bad input).
@@ -922,6 +969,7 @@ impl Client {
             link: RelaySlot::Fixed(self.link.relay_link()),
             mode: self.relay_mode,
             resumable: false,
+            quality: None,
         };
         match self.link {
             Link::Quic { wire, endpoint, .. } => Some(RawQuic {
@@ -991,6 +1039,8 @@ pub struct RelaySender {
     mode: RelayMode,
     /// Frames lost with a connection are dropped silently: the client comes back.
     resumable: bool,
+    /// Counts flight frames per peer (frames/s); none on a raw connection.
+    quality: Option<Arc<Hub>>,
 }
 
 /// Where a relay sender finds its connection.
@@ -1016,7 +1066,38 @@ impl RelaySender {
     ///
     /// While the client reconnects, frames are dropped and this returns `Ok`;
     /// once it has given up, [`Error::Closed`].
+    ///
+    /// Each frame counts in the link's frames/s ([`Client::quality`]). A
+    /// payload starting `FF FF FF FF` is not flight data but a quality frame
+    /// (PROTOCOL.md §14): flight data's sequence number skips `0xFFFFFFFF`
+    /// ([`protocol::report::next_flight_seq`]).
     pub async fn send(&self, to: PeerId, payload: &[u8]) -> Result<()> {
+        if let Some(q) = &self.quality {
+            q.flight_out(to);
+        }
+        self.send_frame(to, payload).await
+    }
+
+    /// Send a quality frame without waiting: at once on a datagram or a
+    /// WebSocket, on a task of its own on a stream; dropped while down.
+    fn send_nowait(&self, to: PeerId, payload: &[u8]) {
+        let frame = protocol::relay_frame(to, payload);
+        let link = match &self.link {
+            RelaySlot::Fixed(link) => link.clone(),
+            RelaySlot::Shared(slot) => match &*slot.read().unwrap_or_else(|p| p.into_inner()) {
+                RelayState::Up(link) => link.clone(),
+                _ => return,
+            },
+        };
+        if let Err(frame) = self.send_now(&link, frame) {
+            let sender = self.clone();
+            tokio::spawn(async move {
+                let _ = sender.send_stream(&link, frame).await;
+            });
+        }
+    }
+
+    async fn send_frame(&self, to: PeerId, payload: &[u8]) -> Result<()> {
         let frame = protocol::relay_frame(to, payload);
         // Datagrams and WebSocket frames go out at once, under the slot's
         // read lock (no clone on the hot path); a stream needs an await.

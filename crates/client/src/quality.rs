@@ -516,6 +516,8 @@ impl Quality {
     /// A connect attempt (connection, or reconnection) starts.
     pub fn attempt_started(&mut self, now: u64) {
         self.attempt_at = Some(now);
+        // Until its Welcome says otherwise, the next server may be older.
+        self.reports = false;
     }
 
     /// A `Welcome`: `version` says whether reports may go; `me` is my peer id.
