@@ -151,6 +151,8 @@ fn peer_command_hosts_joins_and_relays() {
         .arg(&dir)
         // Long enough for a slow machine to start the joiner; ended by SIGINT below.
         .args(["--create", "--send-rate", "50", "--duration", "30"])
+        // The relay counts below are exact: no echoes (tested in tests/quality.rs).
+        .arg("--no-echo")
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -174,6 +176,7 @@ fn peer_command_hosts_joins_and_relays() {
             "stream",
         ])
         .args(["--join", &code, "--send-rate", "50", "--count", "100"])
+        .arg("--no-echo")
         .args(["--duration", "3"])
         .output()
         .unwrap();

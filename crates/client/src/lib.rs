@@ -300,6 +300,11 @@ pub struct ClientConfig {
     /// ([`Client::quality`]) and answers its peers' echoes, and tells the
     /// server nothing. Default on.
     pub telemetry: bool,
+    /// Measure the links to my session's peers: an echo request to each, on
+    /// the relay, every 500 ms (PROTOCOL.md §14). Off: no requests go (the
+    /// peers' are still answered) and every link stays `unknown`; only for
+    /// programs that must count relay frames exactly (some tests). Default on.
+    pub quality_echo: bool,
 }
 
 /// Where the client's access token comes from.
@@ -359,6 +364,7 @@ impl ClientConfig {
             fallbacks: Vec::new(),
             token: None,
             telemetry: true,
+            quality_echo: true,
         }
     }
 }
@@ -665,6 +671,7 @@ impl Client {
         let relay = Arc::new(RwLock::new(RelayState::Down));
         let quality = Arc::new(Hub::new(
             cfg.telemetry,
+            cfg.quality_echo,
             RelaySender {
                 link: RelaySlot::Shared(relay.clone()),
                 mode: cfg.relay_mode,
@@ -897,6 +904,12 @@ impl Client {
     /// see them; a receiver that falls 256 events behind gets `Lagged`.
     pub fn quality_events(&self) -> tokio::sync::broadcast::Receiver<QualityEvent> {
         self.shared.quality.subscribe()
+    }
+
+    /// How many connection-quality `Report`s this client has written to its
+    /// servers, and the last one as sent (see [`ClientConfig::telemetry`]).
+    pub fn reports_sent(&self) -> (u64, Option<protocol::report::Report>) {
+        self.shared.quality.reports()
     }
 
     /// Send a raw datagram (tests of bad input).

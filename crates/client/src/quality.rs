@@ -481,6 +481,8 @@ pub fn report_due(
 #[derive(Debug, Clone)]
 pub struct Quality {
     telemetry: bool,
+    /// Send echo requests (answering the peers' is not optional).
+    echo: bool,
     me: PeerId,
     /// The server takes `Report` (`Welcome.version >= 3`).
     reports: bool,
@@ -493,10 +495,13 @@ pub struct Quality {
 }
 
 impl Quality {
-    /// No peers yet; `telemetry`: send reports at all ([`ClientConfig::telemetry`](crate::ClientConfig::telemetry)).
-    pub fn new(telemetry: bool) -> Quality {
+    /// No peers yet; `telemetry`: send reports at all
+    /// ([`ClientConfig::telemetry`](crate::ClientConfig::telemetry)); `echo`:
+    /// measure the links ([`ClientConfig::quality_echo`](crate::ClientConfig::quality_echo)).
+    pub fn new(telemetry: bool, echo: bool) -> Quality {
         Quality {
             telemetry,
+            echo,
             me: 0,
             reports: false,
             last_report_at: 0,
@@ -585,6 +590,9 @@ impl Quality {
 
     /// The periodic wake-up: the echo requests to send now, to whom.
     pub fn tick(&mut self, now: u64) -> Vec<(PeerId, Echo)> {
+        if !self.echo {
+            return Vec::new();
+        }
         self.trackers
             .values_mut()
             .filter_map(|t| t.tick(now).map(|e| (t.peer, e)))
@@ -689,6 +697,7 @@ impl Quality {
         self.trackers
             .values()
             .filter_map(QualityTracker::poll_timeout)
+            .filter(|_| self.echo)
             .chain(self.schedule(now).wake_at)
             .min()
     }
@@ -705,7 +714,7 @@ mod tests {
 
     #[test]
     fn a_peer_of_the_session_is_echoed_on_the_relay_and_reported() {
-        let mut q = Quality::new(true);
+        let mut q = Quality::new(true, true);
         q.attempt_started(0);
         q.welcome(100, 3, 1, false);
         q.session(100, &[1, 2]);
@@ -737,7 +746,7 @@ mod tests {
     #[test]
     fn no_report_without_telemetry_or_before_version_3() {
         for (telemetry, version) in [(false, 3), (true, 2)] {
-            let mut q = Quality::new(telemetry);
+            let mut q = Quality::new(telemetry, true);
             q.welcome(0, version, 1, false);
             q.session(0, &[1, 2]);
             while q.poll_event(0).is_some() {}
@@ -747,7 +756,7 @@ mod tests {
 
     #[test]
     fn frames_count_per_peer_and_to_all() {
-        let mut q = Quality::new(true);
+        let mut q = Quality::new(true, true);
         q.welcome(0, 3, 1, false);
         q.session(0, &[1, 2, 3]);
         q.flight_out(10, ALL_PEERS);

@@ -38,17 +38,21 @@ pub(super) struct Hub {
     /// Echo frames go out here (uncounted: they are not flight data).
     relay: RelaySender,
     events: broadcast::Sender<QualityEvent>,
+    /// Reports written so far, and the last one.
+    sent: Mutex<(u64, Option<Report>)>,
 }
 
 impl Hub {
-    /// A hub sending echoes on `relay`; `telemetry`: send reports at all.
-    pub(super) fn new(telemetry: bool, relay: RelaySender) -> Hub {
+    /// A hub sending echoes on `relay`; `telemetry`: send reports at all;
+    /// `echo`: send echo requests.
+    pub(super) fn new(telemetry: bool, echo: bool, relay: RelaySender) -> Hub {
         Hub {
-            state: Mutex::new(Quality::new(telemetry)),
+            state: Mutex::new(Quality::new(telemetry, echo)),
             epoch: Instant::now(),
             wake: Notify::new(),
             relay,
             events: broadcast::channel(EVENT_BACKLOG).0,
+            sent: Mutex::new((0, None)),
         }
     }
 
@@ -137,6 +141,11 @@ impl Hub {
         self.with(|q, now| q.snapshots(now)).unwrap_or_default()
     }
 
+    /// How many reports were written, and the last.
+    pub(super) fn reports(&self) -> (u64, Option<Report>) {
+        self.sent.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
     /// Quality events from now on.
     pub(super) fn subscribe(&self) -> broadcast::Receiver<QualityEvent> {
         self.events.subscribe()
@@ -169,7 +178,11 @@ impl Hub {
                 self.relay.send_nowait(peer, &echo.encode());
             }
             if let Some(r) = report {
-                send(ClientMsg::Report(Report::v1(&r))).await;
+                let report = Report::v1(&r);
+                send(ClientMsg::Report(report.clone())).await;
+                if let Ok(mut sent) = self.sent.lock() {
+                    *sent = (sent.0 + 1, Some(report));
+                }
             }
             match wake {
                 Some(at) => {
