@@ -176,12 +176,32 @@ async fn quic_and_websocket_peers_measure_each_other_and_report() {
     );
 
     // Flight data counts in frames/s; quality frames never reach the application.
-    for i in 0..20u32 {
-        host.send_relay(ALL_PEERS, &[&i.to_le_bytes()[..], b"flight"].concat())
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let sender = host.relay_sender();
+    let sending = tokio::spawn(async move {
+        for i in 0..60u32 {
+            let frame = [&i.to_le_bytes()[..], b"flight"].concat();
+            sender.send(ALL_PEERS, &frame).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let fps = |c: &Client, peer: PeerId| {
+        c.quality()
+            .into_iter()
+            .find(|s| s.peer == peer)
+            .map_or((0, 0), |s| (s.fps_in, s.fps_out))
+    };
+    assert!(
+        eventually(WAIT, || fps(&quic, h).0 > 0
+            && fps(&ws, h).0 > 0
+            && fps(&host, q).1 > 0
+            && fps(&host, w).1 > 0)
+        .await,
+        "frames/s: quic {:?}, ws {:?}, host {:?}",
+        quic.quality(),
+        ws.quality(),
+        host.quality()
+    );
+    sending.await.unwrap();
     for c in [&mut quic, &mut ws] {
         // Two seconds: four echo rounds each way pass meanwhile.
         let got = drain_relay(c, Duration::from_secs(2)).await;
