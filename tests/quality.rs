@@ -181,6 +181,15 @@ async fn quic_and_websocket_peers_measure_each_other_and_report() {
         for i in 0..60u32 {
             let frame = [&i.to_le_bytes()[..], b"flight"].concat();
             sender.send(ALL_PEERS, &frame).await.unwrap();
+            if i % 10 == 0 {
+                // Look-alikes of a quality frame (too short, another kind)
+                // are dropped, not delivered.
+                sender.send(ALL_PEERS, &[0xFF; 5]).await.unwrap();
+                let mut kind9 = [0u8; 13];
+                kind9[..4].copy_from_slice(&QUALITY_MAGIC);
+                kind9[4] = 9;
+                sender.send(ALL_PEERS, &kind9).await.unwrap();
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
