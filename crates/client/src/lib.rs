@@ -103,6 +103,28 @@
 //!   [`ClientConfig::fallbacks`], round robin with the backoff above.
 //! * `cluster_unavailable` fails a request (not fatal); during a resume it
 //!   is retried on the same node.
+//!
+//! # Connection quality (PROTOCOL.md §14)
+//!
+//! Every 500 ms the client sends each peer of its session an echo request,
+//! a 13-byte *quality frame* (`FF FF FF FF`, kind, id, time) on the relay,
+//! and answers theirs at once on the relay. One 4-byte compare in the
+//! connection's reader tells such a frame from flight data; it is never an
+//! [`Event::Relay`]. The pure rules are in [`quality`] (replayed against
+//! `docs/client-vectors.json`); `telemetry` is the shell, run by each
+//! connection's reader beside the liveness watch.
+//! * [`Client::quality`]: per peer the path (always `relay`: this client has
+//!   no WebRTC), time on it, echo RTT, loss, jitter, flight frames per second
+//!   each way (frames sent with [`RelaySender::send`] and received), grade.
+//! * [`Client::quality_events`]: the snapshot whenever a link's grade or path
+//!   changes, on a channel of its own (not in [`Client::next_event`]).
+//! * Reports: with [`ClientConfig::telemetry`] on (the default) and a server
+//!   that welcomed version 3, a `Report` of every link's grade, RTT and loss
+//!   buckets and the setup times (connect → `Welcome`, link → first frame)
+//!   goes every 10 s while in a session, 2 s after a change at the earliest.
+//!   [`Client::reports_sent`] tells what went.
+//! * [`ClientConfig::quality_echo`] off sends no requests (only for programs
+//!   that must count relay frames exactly).
 
 mod cluster;
 mod connect;

@@ -1,7 +1,8 @@
 //! Connection quality (PROTOCOL.md §14, rules Q2 and Q3): how well this
 //! client reaches each peer of its session, and when it tells its server.
 //!
-//! Sans-IO, in the style of quinn-proto and str0m, like [`liveness`](super::liveness):
+//! Sans-IO, in the style of quinn-proto and str0m, like the liveness rule
+//! ([`behaviour::Liveness`](crate::behaviour::Liveness)):
 //! nothing here reads a clock or touches a socket. Time is an input (`now`,
 //! in ms on any monotonic clock the caller keeps), inputs are methods, and
 //! what to do comes back as values: [`QualityTracker::tick`] returns the echo
@@ -752,6 +753,35 @@ mod tests {
             while q.poll_event(0).is_some() {}
             assert!(q.poll_report(60_000).is_none());
         }
+    }
+
+    #[test]
+    fn a_resume_keeps_the_links_a_new_peer_id_drops_them() {
+        let mut q = Quality::new(true, true);
+        q.welcome(0, 3, 1, false);
+        q.session(0, &[1, 2, 3]);
+        q.peer_status(10, 3, false);
+        let grades: Vec<Grade> = q.snapshots(10).iter().map(|s| s.grade).collect();
+        assert_eq!(grades, [Grade::Unknown, Grade::Lost]);
+        // Offline: no echo to it.
+        assert_eq!(q.tick(10).iter().map(|(p, _)| *p).collect::<Vec<_>>(), [2]);
+        q.attempt_started(100);
+        q.welcome(150, 3, 1, true);
+        q.session(150, &[1, 3]);
+        assert_eq!(q.snapshots(150).len(), 1);
+        assert_eq!(q.snapshots(150)[0].peer, 3);
+        q.attempt_started(200);
+        q.welcome(250, 3, 9, false);
+        assert!(q.snapshots(250).is_empty());
+        q.session(250, &[3, 9]);
+        assert_eq!(q.snapshots(250)[0].peer, 3);
+        q.session_left(300);
+        assert!(q.snapshots(300).is_empty());
+        // Two welcome milestones queued, one per attempt.
+        while q.poll_event(300).is_some() {}
+        let r = q.poll_report(2_250).expect("the queued milestones are due");
+        assert_eq!(r.setup.len(), 2);
+        assert!(r.links.is_empty());
     }
 
     #[test]

@@ -72,6 +72,16 @@ impl Hub {
         Some(r)
     }
 
+    /// Count a flight frame: the hot path, so no events are published here
+    /// (a grade change it noticed is published by [`run`](Self::run), which
+    /// wakes at every deadline that can change a grade).
+    fn count(&self, f: impl FnOnce(&mut Quality, u64)) {
+        let now = self.now();
+        if let Ok(mut q) = self.state.lock() {
+            f(&mut q, now);
+        }
+    }
+
     /// A connect attempt (the first, or a reconnection) starts.
     pub(super) fn attempt_started(&self) {
         self.with(|q, now| q.attempt_started(now));
@@ -117,7 +127,7 @@ impl Hub {
     /// flight data (counted, and for the application).
     pub(super) fn incoming(&self, from: PeerId, payload: &[u8]) -> bool {
         if payload.get(..4) != Some(&QUALITY_MAGIC[..]) {
-            self.with(|q, now| q.flight_in(now, from));
+            self.count(|q, now| q.flight_in(now, from));
             return false;
         }
         // A look-alike that is not exactly a quality frame is dropped.
@@ -133,7 +143,7 @@ impl Hub {
 
     /// A flight frame went to `to` (0: every peer of my session).
     pub(super) fn flight_out(&self, to: PeerId) {
-        self.with(|q, now| q.flight_out(now, to));
+        self.count(|q, now| q.flight_out(now, to));
     }
 
     /// Every link now.
