@@ -336,7 +336,8 @@ pub(super) fn buckets() -> J {
 /// Rule Q3: when a report is due: (name, now_ms, last_report_at_ms, has_links, change_pending, queued, due, wake_at_ms).
 #[rustfmt::skip]
 pub(super) fn report_schedule() -> J {
-    const CASES: &[(&str, i64, i64, bool, bool, bool, bool, Option<i64>)] = &[
+    type Case = (&'static str, i64, i64, bool, bool, bool, bool, Option<i64>);
+    const CASES: &[Case] = &[
         ("quiet links: the next report 10 s after the last", 5000, 0, true, false, false, false, Some(10000)),
         ("quiet links: due at 10 s", 10000, 0, true, false, false, true, Some(10000)),
         ("quiet links: 1 ms early", 9999, 0, true, false, false, false, Some(10000)),
