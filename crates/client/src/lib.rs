@@ -167,8 +167,9 @@ pub mod behaviour {
     };
     pub use super::quality::{
         next_grade, report_due, Quality, QualityEvent, QualitySnapshot, QualityTracker, ReportDue,
-        ECHO_INTERVAL_MS, ECHO_TIMEOUT_MS, GRADE_EXCELLENT, GRADE_GOOD, GRADE_HYSTERESIS,
-        LOSS_WINDOW, LOST_AFTER_MS, REPORT_INTERVAL_MS, REPORT_MAX_QUEUED, REPORT_MIN_GAP_MS,
+        ECHO_INTERVAL_MS, ECHO_INTERVAL_RELAY_MS, ECHO_TIMEOUT_MS, GRADE_EXCELLENT, GRADE_GOOD,
+        GRADE_HYSTERESIS, LOSS_WINDOW, LOST_AFTER_MS, REPORT_INTERVAL_MS, REPORT_MAX_QUEUED,
+        REPORT_MIN_GAP_MS,
     };
     pub use super::resume::{
         after_reconnect, answers_request, attempt_refusal_is_final, attempt_timeout, backoff,

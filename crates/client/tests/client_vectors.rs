@@ -938,6 +938,12 @@ fn quality_constants(c: &Value, r: &mut Report) {
     );
     r.eq(
         &at,
+        "echo_interval_relay_ms",
+        ECHO_INTERVAL_RELAY_MS,
+        u(c, "echo_interval_relay_ms", &at),
+    );
+    r.eq(
+        &at,
         "echo_timeout_ms",
         ECHO_TIMEOUT_MS,
         u(c, "echo_timeout_ms", &at),
