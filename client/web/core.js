@@ -672,11 +672,14 @@ export const TRANSPORT_CHOICES = Object.freeze(['auto', 'webtransport', 'websock
 
 /**
  * The quality estimator's constants (the same in every client, and in the vectors' `constants`).
+ * Echoes every 500 ms on a direct or TURN path (the DataChannel), every 2000 ms on the relay.
  * Grades: `excellent` when srtt < 100 ms and loss < 2 % and jitter < 20 ms; `good` under 250 / 8 /
  * 50; `poor` otherwise. A better grade than the last one is taken only under its limits × 0.8.
  */
 export const QUALITY = Object.freeze({
   echoIntervalMs: 500,
+  /** on the relay an echo costs the server two relayed frames each way: one every 2 s there */
+  echoIntervalRelayMs: 2000,
   echoTimeoutMs: 2000,
   lossWindow: 20,
   lostAfterMs: 3000,
@@ -892,7 +895,7 @@ export class QualityTracker {
       this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
       this.outstanding.set(send, nowMs);
       if (this.unansweredSince === null) this.unansweredSince = nowMs;
-      this.nextEchoAt = nowMs + this.q.echoIntervalMs;
+      this.nextEchoAt = nowMs + (this.path === 'relay' ? this.q.echoIntervalRelayMs : this.q.echoIntervalMs);
     }
     return { send, event: this._after(nowMs) };
   }

@@ -45,12 +45,12 @@ function steady(k, from, n, rtt) {
   return t;
 }
 
-test('tracker: echo schedule: none while connecting or offline, the first at once on a usable path, then every 500 ms', () => {
+test('tracker: echo schedule: none while connecting or offline, the first at once on a usable path, then every 500 ms (2000 ms on the relay)', () => {
   const k = new QualityTracker(7, 1000);
   assert.deepEqual(k.tick(1000), { send: null, event: null });
   assert.equal(k.pollTimeout(), null, 'nothing to wait for while connecting');
-  const ev = k.setPath('relay', 1200);
-  assert.equal(ev.path, 'relay');
+  const ev = k.setPath('direct', 1200);
+  assert.equal(ev.path, 'direct');
   assert.equal(ev.grade, 'unknown');
   assert.equal(k.pollTimeout(), 1200, 'the first request is due at once');
   assert.equal(k.tick(1250).send, 1);
@@ -66,6 +66,12 @@ test('tracker: echo schedule: none while connecting or offline, the first at onc
   k.setOnline(true, 3000);
   assert.equal(k.tick(3000).send, 4);
   assert.equal(k.snapshot(3000).pathMs, 1800);
+  // On the relay an echo costs the server relayed frames: one every 2000 ms.
+  k.setPath('relay', 3100);
+  assert.equal(k.tick(3100).send, 5);
+  assert.equal(k.pollTimeout(), 5100);
+  assert.equal(k.tick(3600).send, null);
+  assert.equal(k.tick(5100).send, 6);
 });
 
 test('tracker: RTT smoothed as RFC 6298 (PROTOCOL §12 rule 2), jitter as RFC 3550, rounded as reported', () => {
@@ -89,7 +95,7 @@ test('tracker: RTT smoothed as RFC 6298 (PROTOCOL §12 rule 2), jitter as RFC 35
 });
 
 test('tracker: loss decided 2000 ms after sending, over the last 20 decided; late, unknown and repeated replies ignored', () => {
-  const k = tracker('relay', 0);
+  const k = tracker('direct', 0);
   const lostId = echo(k, 0, null);
   echo(k, 500, 10);
   echo(k, 1000, 10);
@@ -115,7 +121,7 @@ test('tracker: loss decided 2000 ms after sending, over the last 20 decided; lat
 });
 
 test('tracker: lost after 3000 ms of unanswered requests (any reply counts as heard), or offline; pollTimeout names the moment', () => {
-  const k = tracker('relay', 0);
+  const k = tracker('direct', 0);
   echo(k, 0, 20);
   assert.equal(k.grade, 'excellent');
   k.tick(500); // unanswered from 500
@@ -199,7 +205,7 @@ function edgeTimeline(q) {
   while (k.jitter === null || k.jitter < 19.99) t = steady(k, t, 1, i++ % 2 ? 10 : 60);
   eq(k.jitter < 20 ? 'excellent' : 'good', k.grade, `jitter ${k.jitter}`);
   // Loss: one lost in 20 (5 %) is good; 2 in 20 (10 %) is poor; the request is lost at 2000 ms, not before.
-  k = tracker('relay', 0, q);
+  k = tracker('direct', 0, q);
   echo(k, 0, null);
   t = steady(k, 500, 3, 10);
   k.tick(1999);
@@ -209,7 +215,7 @@ function edgeTimeline(q) {
   t = steady(k, 2000, 16, 10);
   eq([k.lossPct, k.grade], [5, 'good'], '1 of 20 lost');
   // Lost: unanswered for 3000 ms, not 2999.
-  k = tracker('relay', 0, q);
+  k = tracker('turn', 0, q);
   echo(k, 0, 10);
   k.tick(500);
   for (let s = 1000; s < 3500; s += 500) k.tick(s);
@@ -217,10 +223,13 @@ function edgeTimeline(q) {
   eq(k.grade === 'lost', false, 'not lost at 2999 ms');
   k.frameIn(3500);
   eq(k.grade, 'lost', 'lost at 3000 ms');
-  // The schedule: 500 ms apart.
-  k = tracker('relay', 0, q);
+  // The schedule: 500 ms apart on the DataChannel, 2000 ms on the relay.
+  k = tracker('direct', 0, q);
   k.tick(0);
   eq(k.pollTimeout(), 500, 'next echo 500 ms later');
+  k = tracker('relay', 0, q);
+  k.tick(0);
+  eq(k.pollTimeout(), 2000, 'next relay echo 2000 ms later');
 }
 
 test('tracker: a timeline at every limit passes with the spec\'s constants', () => {
@@ -241,6 +250,7 @@ test('tracker: that timeline fails when any one constant is changed (the tests c
     'lost after 2999': { lostAfterMs: 2999 },
     'lost after 3001': { lostAfterMs: 3001 },
     'echo interval 400': { echoIntervalMs: 400 },
+    'relay echo interval 500': { echoIntervalRelayMs: 500 },
     'loss window 19': { lossWindow: 19 },
   };
   for (const [name, m] of Object.entries(mutations)) {
@@ -249,7 +259,7 @@ test('tracker: that timeline fails when any one constant is changed (the tests c
 });
 
 test('tracker: a path change resets the estimator; replies to requests of the old path are ignored; ids keep counting', () => {
-  const k = tracker('relay', 0);
+  const k = tracker('turn', 0);
   echo(k, 0, 30);
   const old = k.tick(500).send;
   const ev = k.setPath('direct', 600);
@@ -280,14 +290,14 @@ test('tracker: the event fires on grade or path changes only', () => {
   const k = new QualityTracker(3, 0);
   const evs = [];
   const on = (e) => { if (e) evs.push(`${e.path}/${e.grade}`); };
-  on(k.setPath('relay', 0));
+  on(k.setPath('turn', 0));
   on(k.tick(0).event);
   on(k.reply(1, 30));
   on(k.frameIn(40));
   on(k.tick(500).event);
   on(k.reply(2, 530));
-  on(k.setPath('direct', 600));
-  assert.deepEqual(evs, ['relay/unknown', 'relay/excellent', 'direct/unknown']);
+  on(k.setPath('relay', 600));
+  assert.deepEqual(evs, ['turn/unknown', 'turn/excellent', 'relay/unknown']);
 });
 
 test('quality frames: FF FF FF FF || kind || id u32 LE || t u32 LE; anything else that starts FF FF FF FF is refused', () => {

@@ -328,6 +328,7 @@ test('client vectors: the constants are this client\'s', () => {
     abandon_websocket_close_code: 4000 + ABANDON_CLOSE_CODE,
     resume_grace_default_ms: RESUME_GRACE_DEFAULT_MS,
     echo_interval_ms: QUALITY.echoIntervalMs,
+    echo_interval_relay_ms: QUALITY.echoIntervalRelayMs,
     echo_timeout_ms: QUALITY.echoTimeoutMs,
     loss_window: QUALITY.lossWindow,
     lost_after_ms: QUALITY.lostAfterMs,
