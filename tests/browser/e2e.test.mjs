@@ -2233,7 +2233,9 @@ test('14. quality: a direct pair and a relay pair get grades and RTTs from echoe
     const p = window.fsp2pDemo.peers()[0];
     return p.fpsIn > 10 && p.fpsOut > 10 && p;
   }, null, 10000, 'frames/s in and out');
-  // Every page reports: at once after the Welcome, then with its link (2 s floor). The server accepts them.
+  await screenshot(a, '14-quality-direct');
+  await screenshot(c, '14-quality-relay');
+  // Every page reports: 2 s after the Welcome, then on changes (2 s floor). The server accepts them.
   let after;
   const t0 = Date.now();
   for (;;) {
@@ -2260,8 +2262,6 @@ test('14. quality: a direct pair and a relay pair get grades and RTTs from echoe
       await sleep(250);
     }
   })();
-  await screenshot(a, '14-quality-direct');
-  await screenshot(c, '14-quality-relay');
   await closePages(a, b, c, d);
 });
 
