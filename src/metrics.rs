@@ -706,3 +706,131 @@ impl Quality {
         set(&self.links_by_grade, &g.links_by_grade);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ten families of spec Q4, by the names Prometheus sees.
+    const QUALITY: [&str; 10] = [
+        "fsp2p_players_by_path",
+        "fsp2p_links_by_path",
+        "fsp2p_links_by_grade",
+        "fsp2p_setup_seconds",
+        "fsp2p_first_frame_seconds",
+        "fsp2p_ice_failures_total",
+        "fsp2p_ice_candidates_total",
+        "fsp2p_link_rtt_seconds",
+        "fsp2p_link_loss_ratio",
+        "fsp2p_reports_total",
+    ];
+
+    /// Sample lines of one family (its `_bucket`, `_sum`, `_count` included).
+    fn samples<'a>(text: &'a str, family: &str) -> Vec<&'a str> {
+        let base = family.trim_end_matches("_total");
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| {
+                let name = l.split(['{', ' ']).next().unwrap_or("");
+                name == family
+                    || [base, "_bucket"].concat() == name
+                    || [base, "_sum"].concat() == name
+                    || [base, "_count"].concat() == name
+            })
+            .collect()
+    }
+
+    #[test]
+    fn quality_families_exist_from_start_with_every_label_and_are_documented() {
+        let text = Metrics::new().render();
+        let docs = include_str!("../docs/CONFIGURATION.md");
+        let mut total = 0;
+        for family in QUALITY {
+            let s = samples(&text, family);
+            assert!(!s.is_empty(), "{family} is not exported");
+            assert!(
+                s.iter().all(|l| l.ends_with(" 0") || l.ends_with(" 0.0")),
+                "{family} is not at 0: {s:?}"
+            );
+            assert!(
+                docs.contains(&format!("`{family}`")),
+                "{family} undocumented"
+            );
+            total += s.len();
+        }
+        // The number docs/CONFIGURATION.md states ("219 series per node").
+        assert_eq!(total, 219);
+        assert!(docs.contains("219 series per node"));
+        for (family, labels) in [
+            (
+                "fsp2p_players_by_path",
+                &["direct", "turn", "relay", "connecting"][..],
+            ),
+            (
+                "fsp2p_links_by_grade",
+                &["unknown", "excellent", "good", "poor", "lost"],
+            ),
+            (
+                "fsp2p_reports_total",
+                &["accepted", "rate", "version", "malformed"],
+            ),
+            (
+                "fsp2p_ice_candidates_total",
+                &["host", "srflx", "relay", "prflx"],
+            ),
+        ] {
+            let s = samples(&text, family);
+            for l in labels {
+                assert!(
+                    s.iter().any(|x| x.contains(&format!("=\"{l}\""))),
+                    "{family} {l}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_report_is_observed_at_its_bucket_edges_and_counted() {
+        use crate::session::{Accepted, LinkObservation, ReportOutcome, ReportResult};
+        let m = Metrics::new();
+        let acc = Accepted {
+            setup: vec![(MilestoneKind::Welcome, 120)],
+            first_frame: vec![(LinkPath::Turn, 31_000)],
+            ice_failures: vec![IceFailReason::NoCandidates],
+            new_candidates: candidate::SRFLX,
+            links: vec![LinkObservation {
+                path: LinkPath::Relay,
+                rtt_bucket: 9,
+                loss_bucket: 3,
+            }],
+        };
+        m.quality.report(&ReportOutcome::Accepted(Box::new(acc)));
+        m.quality
+            .report(&ReportOutcome::Dropped(ReportResult::Malformed));
+        let text = m.render();
+        for line in [
+            "fsp2p_reports_total{result=\"accepted\"} 1",
+            "fsp2p_reports_total{result=\"malformed\"} 1",
+            "fsp2p_setup_seconds_bucket{le=\"0.25\",milestone=\"welcome\"} 1",
+            "fsp2p_setup_seconds_bucket{le=\"0.1\",milestone=\"welcome\"} 0",
+            "fsp2p_first_frame_seconds_bucket{le=\"30.0\",path=\"turn\"} 0",
+            "fsp2p_first_frame_seconds_count{path=\"turn\"} 1",
+            "fsp2p_ice_failures_total{reason=\"no_candidates\"} 1",
+            "fsp2p_ice_candidates_total{type=\"srflx\"} 1",
+            "fsp2p_link_rtt_seconds_sum{path=\"relay\"} 2.0",
+            "fsp2p_link_rtt_seconds_bucket{le=\"1.0\",path=\"relay\"} 0",
+            "fsp2p_link_loss_ratio_sum{path=\"relay\"} 0.05",
+            "fsp2p_link_loss_ratio_bucket{le=\"0.05\",path=\"relay\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no line {line}");
+        }
+        let g = QualityGauges {
+            players_by_path: [0, 2, 0, 1],
+            ..QualityGauges::default()
+        };
+        m.quality.set_gauges(&g);
+        let text = m.render();
+        assert!(text.contains("fsp2p_players_by_path{path=\"direct\"} 2"));
+        assert!(text.contains("fsp2p_players_by_path{path=\"relay\"} 1"));
+    }
+}
