@@ -485,7 +485,10 @@ function draw() {
     const link = client ? client.links.get(id) : null;
     const name = link ? link.name || `peer ${id}` : `peer ${id}`;
     const color = stale ? '#556677' : `hsl(${(a.hue / 256) * 360} 80% 60%)`;
-    drawPlane(ctx, a.x * W, a.y * H, a.heading, color, `${name} #${id}`, `${a.path}${a.rttMs !== null ? ` ${a.rttMs.toFixed(0)} ms` : ''}`);
+    // The link's RTT from echoes on its path (as in the peer table); the demo's own state echo before the first.
+    const q = client ? client.qualityOf(id) : null;
+    const rtt = q && q.rttMs !== null ? q.rttMs : a.rttMs;
+    drawPlane(ctx, a.x * W, a.y * H, a.heading, color, `${name} #${id}`, `${a.path}${rtt !== null ? ` ${rtt.toFixed(0)} ms` : ''}${q ? ` · ${q.grade}` : ''}`);
     ctx.strokeStyle = PATH_COLORS[a.path] || '#fff';
     ctx.beginPath();
     ctx.arc(a.x * W, a.y * H, 20, 0, Math.PI * 2);
