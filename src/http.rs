@@ -39,6 +39,7 @@ pub(crate) fn router(
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/cert-hash", get(cert_hash))
+        .route("/nodes", get(crate::regions::nodes))
         .route("/ws", ws)
         .route(
             "/admin/revoke",

@@ -486,6 +486,7 @@ async fn a_signal_flood_throttles_the_flooder_and_spares_a_slow_peer() {
     s.write_all(&encode_frame(&ClientMsg::JoinSession(JoinSession {
         code,
         password: None,
+        region_rtts: Vec::new(),
     })))
     .await
     .unwrap();

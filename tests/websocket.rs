@@ -277,6 +277,7 @@ async fn the_first_request_rides_in_the_upgrade_url() {
     let join = ClientMsg::JoinSession(JoinSession {
         code: code.clone(),
         password: None,
+        region_rtts: Vec::new(),
     });
     let (mut ws, _) = tokio_tungstenite::connect_async(url(&[hello.clone(), join]))
         .await
@@ -297,6 +298,7 @@ async fn the_first_request_rides_in_the_upgrade_url() {
     let create = ClientMsg::CreateSession(CreateSession {
         max_peers: 0,
         password: None,
+        region_rtts: Vec::new(),
     });
     let (mut ws2, _) = tokio_tungstenite::connect_async(url(&[hello.clone(), create]))
         .await
@@ -314,6 +316,7 @@ async fn the_first_request_rides_in_the_upgrade_url() {
     let wrong = ClientMsg::JoinSession(JoinSession {
         code: "ZZZZZZ".into(),
         password: None,
+        region_rtts: Vec::new(),
     });
     let (mut ws3, _) = tokio_tungstenite::connect_async(url(&[hello.clone(), wrong]))
         .await

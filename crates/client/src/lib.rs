@@ -772,6 +772,7 @@ impl Client {
         self.send(&ClientMsg::CreateSession(CreateSession {
             max_peers,
             password: password.map(str::to_string),
+            region_rtts: Vec::new(),
         }))
         .await?;
         self.answer("CreateSession", |m| match m {
@@ -803,6 +804,7 @@ impl Client {
         self.send(&ClientMsg::JoinSession(JoinSession {
             code: code.to_string(),
             password: password.map(str::to_string),
+            region_rtts: Vec::new(),
         }))
         .await?;
         self.answer("JoinSession", |m| match m {

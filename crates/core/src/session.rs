@@ -25,6 +25,7 @@ mod admission;
 mod budgets;
 mod cluster;
 mod codes;
+mod placement;
 mod quota;
 pub use access::AdminRefusal;
 pub use admission::{address_key, Admission};
@@ -34,11 +35,13 @@ pub use cluster::{Answer, Lookup, Persist};
 #[cfg(test)]
 use codes::CODE_ALPHABET;
 pub use codes::{normalize_code, CODE_LEN};
+pub use placement::{place_new, Placement, DEFAULT_MIN_GAIN_MS};
 pub use quota::{RemoteUsage, UserCount};
 
 use crate::auth::{Access, Grant, Revocation};
 use crate::cluster::{password_hash, token_hash};
 use crate::limits::{Limits, TokenBucket};
+use crate::protocol::region_rtts_problem;
 use crate::protocol::{
     ClientKind, ClientMsg, CreateSession, ErrorCode, Hello, JoinSession, LeaveReason, PeerId,
     PeerInfo, RelayMode, ServerMsg, SessionInfo, Signal, Welcome, ALL_PEERS, MAX_NAME_BYTES,
@@ -316,6 +319,8 @@ pub struct Core {
     users: HashMap<String, quota::UserUsage>,
     /// What each player holds on the other nodes of the cluster, as last read.
     remote_users: HashMap<String, RemoteUsage>,
+    /// The live nodes and placement by region (cluster mode).
+    regions: placement::Regions,
 }
 
 impl Core {
@@ -348,6 +353,7 @@ impl Core {
             revoked: Vec::new(),
             users: HashMap::new(),
             remote_users: HashMap::new(),
+            regions: placement::Regions::default(),
         }
     }
 
@@ -983,6 +989,9 @@ impl Core {
                 "leave your session before creating another".into(),
             );
         }
+        if let Some(problem) = region_rtts_problem(&req.region_rtts) {
+            return self.error(conn, ErrorCode::InvalidArgument, problem);
+        }
         let grant = self.grant_of(p);
         if grant.is_some_and(|g| !g.create) {
             return self.error(
@@ -1019,6 +1028,11 @@ impl Core {
                 ErrorCode::InvalidArgument,
                 format!("password is longer than {MAX_PASSWORD_BYTES} bytes"),
             );
+        }
+        // Placement by measured ping: before anything of the session is kept.
+        if let Some(node) = self.placement_for(now.mono, &req.region_rtts) {
+            self.sent_away(conn);
+            return self.redirect(conn, crate::protocol::RedirectReason::Placement, node);
         }
         if self.sessions.len() >= self.limits.max_sessions {
             return self.error(
@@ -1122,6 +1136,9 @@ impl Core {
                 ErrorCode::AlreadyInSession,
                 "leave your session before joining another".into(),
             );
+        }
+        if let Some(problem) = region_rtts_problem(&req.region_rtts) {
+            return self.error(conn, ErrorCode::InvalidArgument, problem);
         }
         if self
             .grant_of(p)
