@@ -29,7 +29,9 @@
 # and sequence gaps. Fails if a session is not where the rule puts it, a player fails,
 # or a frame is lost. Prints a Markdown table (docs/BENCHMARKS.md has one run's);
 # results in test-artifacts/regions/. Prints SKIPPED and exits 0 when it cannot run
-# (not root, no namespaces), except with CI set.
+# (not root, no namespaces), except with CI set. REGIONS_NODE_FLAGS adds flags to every
+# node: `REGIONS_NODE_FLAGS="--placement off" tests/regions/run.sh` must fail (the proof
+# that it can).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$(pwd)"
@@ -121,10 +123,11 @@ declare -A hash
 for r in "${regions[@]}"; do
 	ip="$(ip_of "$r" 1)"
 	mkdir -p "$work/certs-$r"
+	# shellcheck disable=SC2086 # REGIONS_NODE_FLAGS, split on purpose
 	ip netns exec "$p-$r-n" env RUST_LOG=info,flightsim_p2p::node=debug "$FSP2P_BIN" serve \
 		--listen "$ip:4433" --http-listen "$ip:8080" --cert-dir "$work/certs-$r" \
 		--dev-cert-hosts "$ip" --redis-url "$redis" --node-name "$r" --region "$r" \
-		>"$art/node-$r.log" 2>&1 &
+		${REGIONS_NODE_FLAGS:-} >"$art/node-$r.log" 2>&1 &
 	pids+=($!)
 done
 for r in "${regions[@]}"; do
