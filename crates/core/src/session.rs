@@ -35,7 +35,7 @@ pub use cluster::{Answer, Lookup, Persist};
 #[cfg(test)]
 use codes::CODE_ALPHABET;
 pub use codes::{normalize_code, CODE_LEN};
-pub use placement::{place_new, Placement, DEFAULT_MIN_GAIN_MS};
+pub use placement::{decide_move, place_new, MoveMember, MoveRule, Placement, DEFAULT_MIN_GAIN_MS};
 pub use quota::{RemoteUsage, UserCount};
 
 use crate::auth::{Access, Grant, Revocation};

@@ -128,6 +128,118 @@ pub fn place_new<'a>(
         .map(|n| &n.addr)
 }
 
+/// One member of a session, as the move rule sees it ([`decide_move`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveMember {
+    /// When the server last relayed a frame from it, if ever.
+    pub relayed_at: Option<Instant>,
+    /// The protocol version its connection speaks (0: none now).
+    pub version: u16,
+    /// Its measured round trips (from its `CreateSession` or `JoinSession`).
+    pub rtts: Vec<RegionRtt>,
+}
+
+/// When a session may move (plain data, with [`decide_move`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoveRule {
+    /// The least gain in the worst relayed member's round trip, ms (20).
+    pub min_gain_ms: u32,
+    /// The least time between two moves of one session (60 s).
+    pub interval: std::time::Duration,
+    /// A member relayed within this long counts as relayed (5 s).
+    pub relay_window: std::time::Duration,
+}
+
+impl Default for MoveRule {
+    fn default() -> Self {
+        MoveRule {
+            min_gain_ms: DEFAULT_MIN_GAIN_MS,
+            interval: std::time::Duration::from_secs(60),
+            relay_window: std::time::Duration::from_secs(5),
+        }
+    }
+}
+
+/// Where a running session should move, decided at `now` on node `me` of
+/// region `my_region` (issue 26's second rule; the decision only: nothing
+/// in this version acts on it yet). `None`: it stays.
+///
+/// * Every member's connection must speak version 4 or later (only they
+///   can move without loss), and the session must not have moved within
+///   `rule.interval` (`last_moved`).
+/// * The relayed members are those the server relayed a frame from within
+///   `rule.relay_window`; none: it stays (players on direct paths are not
+///   served by any node).
+/// * The cost of a region is the worst relayed member's round trip to it;
+///   a region is only costed when every relayed member measured it, and
+///   `my_region` must be costed.
+/// * Candidates are as for [`place_new`]: live, not draining nodes other
+///   than `me` with a region. The cheapest costed candidate region wins
+///   when it beats `my_region` by at least `rule.min_gain_ms` (and 1 ms);
+///   the session goes to its least-loaded node.
+pub fn decide_move<'a>(
+    now: Instant,
+    me: &str,
+    my_region: &str,
+    nodes: &'a [NodeInfo],
+    members: &[MoveMember],
+    last_moved: Option<Instant>,
+    rule: &MoveRule,
+) -> Option<&'a NodeAddr> {
+    if members.is_empty() || members.iter().any(|m| m.version < 4) {
+        return None;
+    }
+    if last_moved.is_some_and(|t| now.saturating_duration_since(t) < rule.interval) {
+        return None;
+    }
+    let relayed: Vec<&MoveMember> = members
+        .iter()
+        .filter(|m| {
+            m.relayed_at
+                .is_some_and(|t| now.saturating_duration_since(t) <= rule.relay_window)
+        })
+        .collect();
+    if relayed.is_empty() {
+        return None;
+    }
+    let cost = |region: &str| -> Option<u32> {
+        relayed
+            .iter()
+            .map(|m| m.rtts.iter().find(|r| r.region == region).map(|r| r.rtt_ms))
+            .try_fold(0u32, |worst, rtt| rtt.map(|r| worst.max(r)))
+    };
+    let mine = cost(my_region)?;
+    let candidates = || {
+        nodes
+            .iter()
+            .filter(move |n| n.addr.name != me && !n.draining && n.region.is_some())
+    };
+    let mut regions: Vec<&str> = candidates()
+        .filter_map(|n| n.region.as_deref())
+        .filter(|r| *r != my_region)
+        .collect();
+    regions.sort_unstable();
+    regions.dedup();
+    let (best_cost, best) = regions
+        .into_iter()
+        .filter_map(|r| Some((cost(r)?, r)))
+        .min()?;
+    let gain = mine.checked_sub(best_cost)?;
+    if gain == 0 || gain < rule.min_gain_ms {
+        return None;
+    }
+    candidates()
+        .filter(|n| n.region.as_deref() == Some(best))
+        .min_by(|a, b| {
+            (a.sessions, a.connections, &a.addr.name).cmp(&(
+                b.sessions,
+                b.connections,
+                &b.addr.name,
+            ))
+        })
+        .map(|n| &n.addr)
+}
+
 #[cfg(test)]
 #[path = "tests/placement.rs"]
 mod tests;

@@ -306,3 +306,126 @@ fn bad_region_lists_are_invalid_arguments_and_the_connection_stays() {
     n.msg(c, create(us_player()));
     assert!(matches!(n.sent(c).as_slice(), [ServerMsg::Redirect(_)]));
 }
+
+// ----- the move rule (decision only) -----
+
+fn member(
+    at: Option<Duration>,
+    version: u16,
+    rtts: &[(&str, u32)],
+    t0: std::time::Instant,
+) -> MoveMember {
+    MoveMember {
+        relayed_at: at.map(|d| t0 + d),
+        version,
+        rtts: rtts.iter().map(|(r, ms)| rtt(r, *ms)).collect(),
+    }
+}
+
+#[test]
+fn a_session_moves_to_the_region_that_minimises_its_worst_relayed_member() {
+    let t0 = std::time::Instant::now();
+    let now = t0 + Duration::from_secs(100);
+    let w = world();
+    let rule = MoveRule::default();
+    let relayed = Some(Duration::from_secs(99));
+    // Two players in the US and ASIA on the EU node: worst is 150 here,
+    // 120 in the US (the ASIA player), 120 in ASIA (the US player): a tie
+    // goes by region name, asia.
+    let us = member(relayed, 4, &[("eu", 80), ("us", 5), ("asia", 120)], t0);
+    let asia = member(relayed, 4, &[("eu", 150), ("us", 120), ("asia", 5)], t0);
+    let to = decide_move(
+        now,
+        "eu-1",
+        "eu",
+        &w,
+        &[us.clone(), asia.clone()],
+        None,
+        &rule,
+    );
+    assert_eq!(to.map(|a| a.name.as_str()), Some("asia-1"));
+    // Two US players: to the US's least-loaded node.
+    let to = decide_move(
+        now,
+        "eu-1",
+        "eu",
+        &w,
+        &[us.clone(), us.clone()],
+        None,
+        &rule,
+    );
+    assert_eq!(to.map(|a| a.name.as_str()), Some("us-2"));
+    // An EU player with them: the worst member is no better elsewhere by 20 ms.
+    let eu = member(relayed, 4, &[("eu", 5), ("us", 80), ("asia", 150)], t0);
+    assert_eq!(
+        decide_move(now, "eu-1", "eu", &w, &[us.clone(), eu], None, &rule),
+        None
+    );
+}
+
+#[test]
+fn a_session_stays_unless_every_rule_allows_the_move() {
+    let t0 = std::time::Instant::now();
+    let now = t0 + Duration::from_secs(100);
+    let w = world();
+    let rule = MoveRule::default();
+    let recent = Some(Duration::from_secs(96));
+    let us = |at, v| member(at, v, &[("eu", 80), ("us", 5), ("asia", 120)], t0);
+    let moves = |members: &[MoveMember], last: Option<std::time::Instant>| {
+        decide_move(now, "eu-1", "eu", &w, members, last, &rule).map(|a| a.name.clone())
+    };
+    assert_eq!(
+        moves(&[us(recent, 4), us(recent, 4)], None),
+        Some("us-2".into())
+    );
+    // A member on an older version: never (it could not move without loss).
+    assert_eq!(moves(&[us(recent, 4), us(recent, 3)], None), None);
+    // Nobody relayed within 5 s (direct paths): stays.
+    let stale = Some(Duration::from_secs(94));
+    assert_eq!(moves(&[us(stale, 4), us(None, 4)], None), None);
+    // Only the relayed member counts: one relays, one is direct.
+    let direct_far = member(None, 4, &[("eu", 1), ("us", 500)], t0);
+    assert_eq!(
+        moves(&[us(recent, 4), direct_far], None),
+        Some("us-2".into())
+    );
+    // A relayed member without measurements: nothing is costed.
+    assert_eq!(
+        moves(&[us(recent, 4), member(recent, 4, &[], t0)], None),
+        None
+    );
+    // Moved 59 s ago: not yet; 60 s ago: again.
+    let members = [us(recent, 4), us(recent, 4)];
+    assert_eq!(moves(&members, Some(now - Duration::from_secs(59))), None);
+    assert_eq!(
+        moves(&members, Some(now - Duration::from_secs(60))),
+        Some("us-2".into())
+    );
+    // No session, no move.
+    assert_eq!(moves(&[], None), None);
+}
+
+#[test]
+fn lying_members_cannot_move_a_session_off_the_only_live_node_or_out_of_the_directory() {
+    let t0 = std::time::Instant::now();
+    let now = t0 + Duration::from_secs(100);
+    let rule = MoveRule::default();
+    let recent = Some(Duration::from_secs(99));
+    let liar = member(recent, 4, &[("eu", u32::MAX), ("us", 0), ("mars", 0)], t0);
+    let alone = [node("eu-1", Some("eu"), 0)];
+    assert_eq!(
+        decide_move(now, "eu-1", "eu", &alone, &[liar.clone()], None, &rule),
+        None
+    );
+    // With the directory's nodes, the lie can only pick one of them.
+    let w = world();
+    let to = decide_move(now, "eu-1", "eu", &w, &[liar.clone()], None, &rule);
+    assert_eq!(to.map(|a| a.name.as_str()), Some("us-2"));
+    assert!(w.iter().any(|n| Some(&n.addr) == to));
+    // "mars" has no node: a member measuring only it and here costs nothing.
+    let mars = member(recent, 4, &[("eu", 900), ("mars", 0)], t0);
+    assert_eq!(
+        decide_move(now, "eu-1", "eu", &w, &[mars], None, &rule),
+        None
+    );
+}
