@@ -414,12 +414,28 @@ fn lying_members_cannot_move_a_session_off_the_only_live_node_or_out_of_the_dire
     let liar = member(recent, 4, &[("eu", u32::MAX), ("us", 0), ("mars", 0)], t0);
     let alone = [node("eu-1", Some("eu"), 0)];
     assert_eq!(
-        decide_move(now, "eu-1", "eu", &alone, &[liar.clone()], None, &rule),
+        decide_move(
+            now,
+            "eu-1",
+            "eu",
+            &alone,
+            std::slice::from_ref(&liar),
+            None,
+            &rule
+        ),
         None
     );
     // With the directory's nodes, the lie can only pick one of them.
     let w = world();
-    let to = decide_move(now, "eu-1", "eu", &w, &[liar.clone()], None, &rule);
+    let to = decide_move(
+        now,
+        "eu-1",
+        "eu",
+        &w,
+        std::slice::from_ref(&liar),
+        None,
+        &rule,
+    );
     assert_eq!(to.map(|a| a.name.as_str()), Some("us-2"));
     assert!(w.iter().any(|n| Some(&n.addr) == to));
     // "mars" has no node: a member measuring only it and here costs nothing.
