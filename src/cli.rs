@@ -109,7 +109,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "FSP2P_LISTEN", default_value = "127.0.0.1:4433")]
     pub(crate) listen: SocketAddr,
 
-    /// TCP address for HTTP (/healthz, /metrics, /cert-hash, demo page).
+    /// TCP address for HTTP (/healthz, /metrics, /cert-hash, /nodes, demo page).
     /// Default: 0.0.0.0:$PORT when PORT is set (Railway, Heroku-style hosts), else 127.0.0.1:8080.
     #[arg(long, env = "FSP2P_HTTP_LISTEN")]
     pub(crate) http_listen: Option<SocketAddr>,

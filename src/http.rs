@@ -1,4 +1,5 @@
 //! The HTTP side port (TCP): health, metrics, the dev certificate hash, the
+//! cluster's node list (`GET /nodes`, [`crate::regions`]), the
 //! WebSocket fallback transport (`/ws`), the operator's revocation endpoint
 //! (`POST /admin/revoke`, with access control), and the browser client's
 //! static files.

@@ -321,11 +321,13 @@ pub(super) fn current(cfg: &ClientConfig) -> Vec<RegionRtt> {
             return rtts.clone();
         }
     }
-    if e.running.is_none() {
+    // Outside a runtime (a sync caller) nothing can run: nothing is started.
+    let runtime = tokio::runtime::Handle::try_current().ok();
+    if let (None, Some(runtime)) = (&e.running, runtime) {
         let (tx, rx) = watch::channel(false);
         e.running = Some(rx);
         let cfg = cfg.clone();
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let rtts = match fetch_nodes(&cfg, &url).await {
                 Ok(nodes) => measure(&cfg, &per_region(&nodes), MEASURE_LIMIT).await,
                 Err(e) => {
@@ -435,6 +437,17 @@ mod tests {
         );
         cfg.nodes_url = Some("http://h:1/nodes".into());
         assert_eq!(nodes_url(&cfg).as_deref(), Some("http://h:1/nodes"));
+    }
+
+    /// A sync caller outside any runtime gets nothing, and no panic.
+    #[test]
+    fn outside_a_runtime_nothing_is_started() {
+        let mut cfg = ClientConfig::new("127.0.0.1:9".parse().unwrap(), Trust::CertHash([0; 32]));
+        cfg.nodes_url = Some("http://127.0.0.1:9/nodes-outside-a-runtime".into());
+        assert!(current(&cfg).is_empty());
+        assert!(lock()
+            .get("http://127.0.0.1:9/nodes-outside-a-runtime")
+            .is_some_and(|e| e.running.is_none()));
     }
 
     #[test]
