@@ -83,6 +83,13 @@ async fn node_rtt(c: &mut Client) -> Result<f64> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let a = args()?;
+    // RUST_LOG=fsp2p_client=debug shows why a region was not measured.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let mut cfg = ClientConfig::new(a.server, Trust::CertHash(a.hash));
     cfg.connect_timeout = Duration::from_secs(20);
     cfg.measure_regions = a.measure;

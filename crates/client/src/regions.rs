@@ -235,10 +235,17 @@ pub async fn measure(
     limit: Duration,
 ) -> Vec<RegionRtt> {
     let one = |region: String, node: NodeAddr| async move {
-        let rtt = tokio::time::timeout(limit, rtt_to(base, &node))
-            .await
-            .ok()?
-            .ok()?;
+        let rtt = match tokio::time::timeout(limit, rtt_to(base, &node)).await {
+            Ok(Ok(rtt)) => rtt,
+            Ok(Err(e)) => {
+                tracing::debug!(%region, node = %node.name, "region not measured: {e}");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(%region, node = %node.name, "region not measured within {limit:?}");
+                return None;
+            }
+        };
         let rtt_ms = rtt.as_millis().clamp(1, u128::from(u32::MAX)) as u32;
         Some(RegionRtt { region, rtt_ms })
     };
