@@ -699,6 +699,12 @@ pub(crate) struct ClusterArgs {
     #[arg(long, env = "FSP2P_CLUSTER_NODE_TTL_MS", default_value_t = default_cluster().node_ttl.as_millis() as u64)]
     pub(crate) cluster_node_ttl_ms: u64,
 
+    /// How long one call to the directory (Redis) may take, in ms, before the node takes Redis
+    /// for away. Some calls take several round trips: a node a region away from its Redis
+    /// (100 ms or more) needs 1500 or more.
+    #[arg(long, env = "FSP2P_CLUSTER_DIRECTORY_TIMEOUT_MS", default_value_t = default_cluster().directory_timeout.as_millis() as u64)]
+    pub(crate) cluster_directory_timeout_ms: u64,
+
     /// This node's region (`eu`, `us-east`, `ams`: 1 to 32 of a-z, 0-9, -), announced to the
     /// cluster and listed by `GET /nodes`. Clients that measured their round trip to each region
     /// send it with `CreateSession`, and a new session goes to the region that serves its
@@ -796,6 +802,8 @@ impl ClusterArgs {
         cfg.key_prefix = self.cluster_prefix;
         cfg.heartbeat = std::time::Duration::from_millis(self.cluster_heartbeat_ms);
         cfg.node_ttl = std::time::Duration::from_millis(self.cluster_node_ttl_ms);
+        cfg.directory_timeout =
+            std::time::Duration::from_millis(self.cluster_directory_timeout_ms.max(1));
         cfg.region = self.region.filter(|r| !r.is_empty());
         cfg.placement = self.placement == "on";
         cfg.placement_min_gain_ms = self.placement_min_gain_ms;
@@ -980,6 +988,10 @@ mod tests {
             },
         );
         assert_eq!(cfg, want);
+        assert_eq!(
+            want.directory_timeout,
+            flightsim_p2p::directory::DEFAULT_TIMEOUT
+        );
         assert_eq!(
             args.cluster.into_config(quic, http).unwrap(),
             None,

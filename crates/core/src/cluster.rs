@@ -31,6 +31,10 @@ pub struct ClusterConfig {
     pub node: NodeAddr,
     /// How often the node announces itself (and its load). Default 500 ms.
     pub heartbeat: Duration,
+    /// How long one directory call may take before it counts as Redis being
+    /// away. Default 500 ms; a node far from its Redis (a region away:
+    /// several round trips per call) needs more.
+    pub directory_timeout: Duration,
     /// The node's region (`serve --region`), announced in its record;
     /// `None`: no region, and no placement by measured ping on this node.
     pub region: Option<String>,
@@ -57,6 +61,7 @@ impl ClusterConfig {
             node,
             heartbeat: Duration::from_millis(500),
             node_ttl: Duration::from_millis(1500),
+            directory_timeout: Duration::from_millis(500),
             region: None,
             placement: true,
             placement_min_gain_ms: 20,
