@@ -10,7 +10,7 @@ help: ## List the commands
 deps: ## Install test dependencies (coturn, Chromium, mono, npm and pip packages)
 	scripts/deps.sh
 
-test: deps ## Run every test (Rust, browser, C#, deploy files, NAT, then the 10-minute soak); fails on any server panic
+test: deps ## Run every test (Rust, browser, C#, deploy files, NAT, three regions, then the 10-minute soak); fails on any server panic
 	rm -rf test-artifacts
 	$(CARGO) test --locked
 	@if [ -f tests/browser/package.json ]; then $(MAKE) --no-print-directory test-browser; fi
@@ -19,6 +19,7 @@ test: deps ## Run every test (Rust, browser, C#, deploy files, NAT, then the 10-
 	$(MAKE) --no-print-directory test-dashboard
 	$(MAKE) --no-print-directory check-deploy
 	$(MAKE) --no-print-directory nat-test
+	$(MAKE) --no-print-directory test-regions
 	@# Last and alone: run beside the other suites on a 2-core machine, its
 	@# Chromium, mono and user-space lossy bridge starved the load-sensitive
 	@# browser tests (a fresh-clone run lost test 3's relay frames).
@@ -235,6 +236,10 @@ bench-docs: ## Copy bench-results/report.md into docs/BENCHMARKS.md (after a ful
 
 check-deploy: ## Check the deployment files (hadolint, compose, TOML, systemd units) and make start/stop
 	bash tests/deploy/check.sh
+
+.PHONY: test-regions
+test-regions: ## Three regions in network namespaces: sessions placed by measured ping vs by creator, with figures (needs root; SKIPPED otherwise)
+	tests/regions/run.sh
 
 .PHONY: test-soak test-soak-control
 test-soak: ## Soak: Rust, JS and C# clients for 10 min on a path with 5 % loss and 300 ms jitter never lose their server (needs root; SKIPPED otherwise)

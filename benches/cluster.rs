@@ -208,6 +208,7 @@ async fn join_cost(m: &Mode, work: &Path) -> Result<(Vec<JoinRow>, f64)> {
             let join = ClientMsg::JoinSession(JoinSession {
                 code: code.clone(),
                 password: None,
+                region_rtts: Vec::new(),
             });
             let start = Instant::now();
             let mut c = Client::connect(&cfg, Some(join)).await.context("joiner")?;

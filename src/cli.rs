@@ -109,7 +109,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "FSP2P_LISTEN", default_value = "127.0.0.1:4433")]
     pub(crate) listen: SocketAddr,
 
-    /// TCP address for HTTP (/healthz, /metrics, /cert-hash, demo page).
+    /// TCP address for HTTP (/healthz, /metrics, /cert-hash, /nodes, demo page).
     /// Default: 0.0.0.0:$PORT when PORT is set (Railway, Heroku-style hosts), else 127.0.0.1:8080.
     #[arg(long, env = "FSP2P_HTTP_LISTEN")]
     pub(crate) http_listen: Option<SocketAddr>,
@@ -716,6 +716,42 @@ pub(crate) struct ClusterArgs {
     /// clients' shortest live timeout (1.5 s), so a dead node's record is gone by then.
     #[arg(long, env = "FSP2P_CLUSTER_NODE_TTL_MS", default_value_t = default_cluster().node_ttl.as_millis() as u64)]
     pub(crate) cluster_node_ttl_ms: u64,
+
+    /// How long one call to the directory (Redis) may take, in ms, before the node takes Redis
+    /// for away. Some calls take several round trips: a node a region away from its Redis
+    /// (100 ms or more) needs 1500 or more.
+    #[arg(long, env = "FSP2P_CLUSTER_DIRECTORY_TIMEOUT_MS", default_value_t = default_cluster().directory_timeout.as_millis() as u64)]
+    pub(crate) cluster_directory_timeout_ms: u64,
+
+    /// This node's region (`eu`, `us-east`, `ams`: 1 to 32 of a-z, 0-9, -), announced to the
+    /// cluster and listed by `GET /nodes`. Clients that measured their round trip to each region
+    /// send it with `CreateSession`, and a new session goes to the region that serves its
+    /// creator best (see --placement). Without it the node has no region and behaves as before.
+    #[arg(long, env = "FSP2P_REGION", requires = "redis_url", value_parser = parse_region)]
+    pub(crate) region: Option<String>,
+
+    /// Placement of new sessions by their creators' measured round trips, on a node with a
+    /// region: `on` (the default) or `off` (every session stays on the node its creator
+    /// reached, as on a node without a region; the region is still announced).
+    #[arg(long, env = "FSP2P_PLACEMENT", default_value = "on", value_parser = ["on", "off"])]
+    pub(crate) placement: String,
+
+    /// A new session goes to another region only when its creator's round trip there is at
+    /// least this many ms lower than to this node's region.
+    #[arg(long, env = "FSP2P_PLACEMENT_MIN_GAIN_MS", default_value_t = default_cluster().placement_min_gain_ms)]
+    pub(crate) placement_min_gain_ms: u32,
+}
+
+/// A region name as `--region` takes it.
+fn parse_region(s: &str) -> std::result::Result<String, String> {
+    if flightsim_p2p::protocol::valid_region(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "a region is 1 to {} bytes of a-z, 0-9 and - (got {s:?})",
+            flightsim_p2p::protocol::MAX_REGION_BYTES
+        ))
+    }
 }
 
 fn default_cluster() -> ClusterConfig {
@@ -784,6 +820,11 @@ impl ClusterArgs {
         cfg.key_prefix = self.cluster_prefix;
         cfg.heartbeat = std::time::Duration::from_millis(self.cluster_heartbeat_ms);
         cfg.node_ttl = std::time::Duration::from_millis(self.cluster_node_ttl_ms);
+        cfg.directory_timeout =
+            std::time::Duration::from_millis(self.cluster_directory_timeout_ms.max(1));
+        cfg.region = self.region.filter(|r| !r.is_empty());
+        cfg.placement = self.placement == "on";
+        cfg.placement_min_gain_ms = self.placement_min_gain_ms;
         Ok(Some(cfg))
     }
 }
@@ -965,6 +1006,10 @@ mod tests {
             },
         );
         assert_eq!(cfg, want);
+        assert_eq!(
+            want.directory_timeout,
+            flightsim_p2p::directory::DEFAULT_TIMEOUT
+        );
         assert_eq!(
             args.cluster.into_config(quic, http).unwrap(),
             None,

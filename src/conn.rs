@@ -9,7 +9,7 @@
 //! else to a [`Conn`]; a change to the lifecycle is made here, once.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, Notify};
@@ -36,6 +36,10 @@ pub(crate) struct Conn {
     id: ConnId,
     transport: Transport,
     closed: AtomicBool,
+    /// The protocol version its `Hello` said (0 before one): how its
+    /// `CreateSession` and `JoinSession` are laid out (version 4 adds
+    /// `region_rtts`, [`protocol::decode_client`]).
+    version: AtomicU16,
 }
 
 /// What the transport's writer sends: control items in order, relay frames
@@ -143,6 +147,7 @@ impl Conn {
             id,
             transport: meta.transport,
             closed: AtomicBool::new(false),
+            version: AtomicU16::new(0),
         };
         let outlet = Outlet {
             control,
@@ -167,7 +172,8 @@ impl Conn {
     /// Returns false when it was bad: the client is told why and closed,
     /// and the transport should read no further.
     pub(crate) fn control(&self, body: &[u8]) -> bool {
-        match protocol::decode::<ClientMsg>(body) {
+        let version = self.version.load(Ordering::Acquire);
+        match protocol::decode_client(body, version) {
             Ok(msg) => {
                 self.handle(msg);
                 true
@@ -190,6 +196,15 @@ impl Conn {
     /// One decoded control message (from the stream, or from the `first`
     /// request in the URL).
     pub(crate) fn handle(&self, msg: ClientMsg) {
+        if let ClientMsg::Hello(h) = &msg {
+            // Only the first counts: a second Hello closes the connection.
+            let _ = self.version.compare_exchange(
+                0,
+                h.version.max(1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
         self.shared.metrics.signaling_messages.inc();
         let mut st = self.shared.lock();
         st.core.handle(now(), self.id, msg);

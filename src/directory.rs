@@ -73,7 +73,8 @@ use crate::cluster::{self, ClusterConfig, NodeInfo, SessionRecord};
 pub use crate::cluster::PutOutcome;
 
 /// How long one directory call may take before it returns
-/// [`DirectoryError::Unavailable`]; [`Directory::with_timeout`] changes it.
+/// [`DirectoryError::Unavailable`], by default (`ClusterConfig::directory_timeout`,
+/// `--cluster-directory-timeout-ms`); [`Directory::with_timeout`] changes it.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How long a session's keys (`session:`, `code:`, `token:`) live unless
@@ -396,7 +397,7 @@ impl Directory {
         // (`Backoff`), so that calls fail at once during an outage instead
         // of waiting on the manager's retries until they time out.
         let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(DEFAULT_TIMEOUT))
+            .set_connection_timeout(Some(cfg.directory_timeout))
             .set_number_of_retries(0);
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
             .map_err(|e| DirectoryError::BadUrl {
@@ -423,7 +424,7 @@ impl Directory {
             },
             node: cfg.node.name.clone(),
             node_ttl: cfg.node_ttl,
-            timeout: DEFAULT_TIMEOUT,
+            timeout: cfg.directory_timeout,
         })
     }
 

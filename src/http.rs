@@ -1,4 +1,5 @@
 //! The HTTP side port (TCP): health, metrics, the dev certificate hash, the
+//! cluster's node list (`GET /nodes`, [`crate::regions`]), the
 //! WebSocket fallback transport (`/ws`), the operator's revocation endpoint
 //! (`POST /admin/revoke`, with access control), and the browser client's
 //! static files.
@@ -39,6 +40,7 @@ pub(crate) fn router(
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/cert-hash", get(cert_hash))
+        .route("/nodes", get(crate::regions::nodes))
         .route("/ws", ws)
         .route(
             "/admin/revoke",

@@ -166,6 +166,8 @@ pub(crate) struct Shared {
     /// Revocations this node has applied, by their JSON: one heard twice
     /// (pub/sub and the directory's stored set) is counted once.
     revocations_seen: Mutex<HashSet<String>>,
+    /// How clients reach this node, and its region (`GET /nodes`).
+    pub(crate) me: OnceLock<crate::regions::Me>,
 }
 
 impl Shared {
@@ -192,6 +194,7 @@ impl Shared {
             rearm: Notify::new(),
             cluster: OnceLock::new(),
             revocations_seen: Mutex::new(HashSet::new()),
+            me: OnceLock::new(),
         }
     }
 
@@ -295,6 +298,7 @@ impl Shared {
                     if let ServerMsg::Error { code, .. } = &msg {
                         self.metrics.error_sent(*code);
                     }
+                    crate::regions::count_sent(&self.metrics, &msg);
                     let Some(link) = st.links.get_mut(&conn) else {
                         continue;
                     };

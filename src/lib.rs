@@ -57,6 +57,7 @@ pub mod metrics;
 mod node;
 pub mod proxy;
 mod quic;
+mod regions;
 pub mod relay;
 pub mod server;
 mod websocket;

@@ -111,6 +111,12 @@ pub(crate) async fn start(
         // spends one connection attempt on the dead node before the next.
         let idle = Duration::from_millis(shared.tuning.idle_timeout_ms);
         st.core.set_takeover_slack(idle + DEAD_NODE_ATTEMPT);
+        if let (Some(region), true) = (&cfg.region, cfg.placement) {
+            st.core.enable_placement(crate::session::Placement {
+                region: region.clone(),
+                min_gain_ms: cfg.placement_min_gain_ms,
+            });
+        }
     }
     tasks.spawn(run_lookups(
         shared.clone(),
@@ -549,6 +555,11 @@ async fn beat(
             let listed = nodes.iter().any(|n| n.addr.name == info.addr.name);
             let live = nodes.len() + usize::from(!listed);
             shared.metrics.cluster_nodes.set(live as i64);
+            // For placement and `GET /nodes`, believed for one node TTL.
+            shared
+                .lock()
+                .core
+                .set_live_nodes(now().mono, nodes.clone(), cfg.node_ttl);
             Some((listed, nodes.into_iter().map(|n| n.addr.name).collect()))
         }
         Err(e) => {
@@ -576,6 +587,7 @@ fn node_info(shared: &Shared, cfg: &ClusterConfig, link: &NodeLink) -> NodeInfo 
         connections: connections.min(u32::MAX as usize) as u32,
         draining: link.draining.load(Ordering::Relaxed),
         at_unix_ms: now().unix_ms,
+        region: cfg.region.clone(),
     }
 }
 

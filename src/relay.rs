@@ -157,10 +157,12 @@ mod tests {
             None => ClientMsg::CreateSession(CreateSession {
                 max_peers: 0,
                 password: None,
+                region_rtts: Vec::new(),
             }),
             Some(code) => ClientMsg::JoinSession(JoinSession {
                 code: code.into(),
                 password: None,
+                region_rtts: Vec::new(),
             }),
         };
         st.core.handle(crate::hub::now(), conn, hello);

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 pub use crate::config::{DevCert, QuicTuning, ServerConfig};
 pub use crate::hub::CertInfo;
 use crate::hub::Shared;
-use crate::protocol::ErrorCode;
+use crate::protocol::{ErrorCode, NodeAddr};
 
 /// A running server. Drop does not stop it; call [`Server::shutdown`].
 pub struct Server {
@@ -127,14 +127,23 @@ impl Server {
             shared.clone(),
             stop_rx.clone(),
         ));
+        let cert = shared.cert();
+        let hash = cert.dev.then(|| hex::decode(&cert.hex).unwrap_or_default());
         let node = match cfg.cluster {
             Some(mut cluster) => {
-                let cert = shared.cert();
-                let hash = cert.dev.then(|| hex::decode(&cert.hex).unwrap_or_default());
                 cluster.node = crate::node::complete_addr(cluster.node, quic_addr, http_addr, hash);
+                let _ = shared.me.set(crate::regions::Me {
+                    addr: cluster.node.clone(),
+                    region: cluster.region.clone(),
+                });
                 Some(crate::node::start(shared.clone(), cluster, stop_rx, &mut tasks).await?)
             }
-            None => None,
+            None => {
+                let addr =
+                    crate::node::complete_addr(NodeAddr::default(), quic_addr, http_addr, hash);
+                let _ = shared.me.set(crate::regions::Me { addr, region: None });
+                None
+            }
         };
         info!(%quic_addr, %http_addr, "serving");
         Ok(Server {

@@ -483,10 +483,16 @@ async fn a_signal_flood_throttles_the_flooder_and_spares_a_slow_peer() {
         Some(ServerMsg::Welcome(w)) => w.peer_id,
         other => panic!("{other:?}"),
     };
-    s.write_all(&encode_frame(&ClientMsg::JoinSession(JoinSession {
+    // At the connection's version (4: the join ends with its region list).
+    let join = ClientMsg::JoinSession(JoinSession {
         code,
         password: None,
-    })))
+        region_rtts: Vec::new(),
+    });
+    s.write_all(&flightsim_p2p::protocol::encode_client_frame(
+        &join,
+        PROTOCOL_VERSION,
+    ))
     .await
     .unwrap();
     assert!(matches!(

@@ -22,6 +22,13 @@
 //!    Redis comes back empty (no persistence): the nodes must write their
 //!    sessions again. The same with a hung Redis (SIGSTOP, then SIGCONT).
 //!
+//! 6. Regions (issue 26): three nodes with `--region eu|us|asia`; `GET
+//!    /nodes` lists them; a version-4 `CreateSession` whose measurements
+//!    favour another region is created there (`Redirect(Placement)`,
+//!    followed by the client), one that favours this node, lies about a
+//!    region no node has, or measured nothing stays; a cluster without
+//!    `--region` ignores measurements.
+//!
 //! No timing assertions: every wait returns as soon as its condition holds,
 //! with generous limits (the machine is shared and slow). The node logs go
 //! to `test-artifacts/cluster-*.log`; a panic in one fails the test.
@@ -40,7 +47,9 @@ use common::*;
 use flightsim_p2p::client::{Client, ClientConfig, ClientTransport, Event, ServerAddr};
 use flightsim_p2p::cluster::{self, ClusterConfig, SessionRecord};
 use flightsim_p2p::directory::Directory;
-use flightsim_p2p::protocol::{ErrorCode, NodeAddr, PeerId, RelayMode, ServerMsg};
+use flightsim_p2p::protocol::{
+    ClientMsg, CreateSession, ErrorCode, NodeAddr, PeerId, RegionRtt, RelayMode, ServerMsg,
+};
 
 /// Generous bound for a move, a take-over, a restart on a busy machine.
 const LONG: Duration = Duration::from_secs(90);
@@ -171,6 +180,17 @@ impl Cluster {
     /// Redis and nodes `names`, started one after the other, each listed in
     /// the directory. `fixed`: each node keeps its ports across restarts.
     async fn start(test: &str, names: &[&str], fixed: bool, extra: &[&str]) -> Cluster {
+        Self::start_with(test, names, fixed, extra, &|_| Vec::new()).await
+    }
+
+    /// [`Cluster::start`], with `per_node(name)` added to each node's flags.
+    async fn start_with(
+        test: &str,
+        names: &[&str],
+        fixed: bool,
+        extra: &[&str],
+        per_node: &dyn Fn(&str) -> Vec<String>,
+    ) -> Cluster {
         static N: AtomicU32 = AtomicU32::new(0);
         let redis = RedisProcess::start();
         let prefix = format!(
@@ -192,6 +212,7 @@ impl Cluster {
             .map(|s| s.to_string())
             .collect();
             args.extend(extra.iter().map(|s| s.to_string()));
+            args.extend(per_node(name));
             let mut node = Node {
                 test: test.into(),
                 name: name.to_string(),
@@ -1274,5 +1295,155 @@ async fn a_resume_through_another_node_is_redirected_home_and_keeps_the_peer_id(
         (now.home.as_str(), now.epoch, now.members.len()),
         ("a", rec.epoch, 2),
         "the session moved: {now:?}"
+    );
+}
+
+// ----- 6 -----
+
+/// `GET /nodes` on `node`, parsed: (name, region) of each entry.
+fn listed(node: &Node) -> Vec<(String, Option<String>)> {
+    let (status, body) = http_get(node.p().http, "/nodes");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap().to_string(),
+                n["region"].as_str().map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+fn rtts(list: &[(&str, u32)]) -> Vec<RegionRtt> {
+    list.iter()
+        .map(|(region, rtt_ms)| RegionRtt {
+            region: region.to_string(),
+            rtt_ms: *rtt_ms,
+        })
+        .collect()
+}
+
+/// Create a session through `via` with these measurements (sent as they
+/// are: loopback has no distances); the name of the node it lives on.
+async fn create_measured(cluster: &Cluster, via: &str, measured: Vec<RegionRtt>) -> String {
+    let mut cfg = cluster.node(via).config(RelayMode::Datagram);
+    cfg.measure_regions = false;
+    let mut host = Client::connect(&cfg, None).await.unwrap();
+    host.send(&ClientMsg::CreateSession(CreateSession {
+        max_peers: 0,
+        password: None,
+        region_rtts: measured,
+    }))
+    .await
+    .unwrap();
+    let info = host
+        .wait_for(|m| match m {
+            ServerMsg::SessionCreated(i) => Some(i.clone()),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    let home = cluster.record_when(&info.code, |_| true).await.home;
+    // The client is on that node: its session answers it.
+    host.ping().await.unwrap();
+    host.close().await;
+    home
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regions_place_a_new_session_by_its_creators_measured_ping() {
+    let cluster = Cluster::start_with("regions", &["eu", "us", "asia"], false, &[], &|name| {
+        vec!["--region".into(), name.into()]
+    })
+    .await;
+    let eu = cluster.node("eu");
+    // Every node lists all three with their regions once its heartbeat read them.
+    let all = |l: &[(String, Option<String>)]| {
+        ["eu", "us", "asia"].iter().all(|n| {
+            l.iter()
+                .any(|(name, r)| name == n && r.as_deref() == Some(*n))
+        })
+    };
+    assert!(
+        eventually(WAIT, || all(&listed(eu))).await,
+        "eu never listed all three: {:?}",
+        listed(eu)
+    );
+    assert_eq!(listed(eu)[0].0, "eu", "a node lists itself first");
+
+    // The Rust client measures each region itself (loopback: all close).
+    let measurer = Client::connect(&eu.config(RelayMode::Datagram), None)
+        .await
+        .unwrap();
+    let mut measured = measurer.measured_regions(WAIT).await;
+    measured.sort_by(|a, b| a.region.cmp(&b.region));
+    let regions: Vec<&str> = measured.iter().map(|r| r.region.as_str()).collect();
+    assert_eq!(regions, ["asia", "eu", "us"], "{measured:?}");
+    assert!(measured.iter().all(|r| r.rtt_ms >= 1 && r.rtt_ms < 1000));
+    // And sends it with its next request, without waiting again.
+    let mut cached = measurer.region_rtts();
+    cached.sort_by(|a, b| a.region.cmp(&b.region));
+    assert_eq!(cached, measured);
+    measurer.close().await;
+
+    // A player in the US reaching eu: created on us, counted there... by eu.
+    let placed = "fsp2p_cluster_redirects_total{reason=\"placement\"}";
+    let before = eu.metric(placed);
+    let us_player = rtts(&[("eu", 80), ("us", 5), ("asia", 120)]);
+    assert_eq!(create_measured(&cluster, "eu", us_player).await, "us");
+    assert!(eventually(WAIT, || eu.metric(placed) >= before + 1.0).await);
+    // From ASIA through us: asia.
+    let asia_player = rtts(&[("eu", 150), ("us", 120), ("asia", 5)]);
+    assert_eq!(create_measured(&cluster, "us", asia_player).await, "asia");
+    // An EU player: stays. A gain under 20 ms: stays.
+    let eu_player = rtts(&[("eu", 5), ("us", 80), ("asia", 150)]);
+    assert_eq!(create_measured(&cluster, "eu", eu_player).await, "eu");
+    let close = rtts(&[("eu", 30), ("us", 15)]);
+    assert_eq!(create_measured(&cluster, "eu", close).await, "eu");
+    // Lies: a region no node has, absurd values for one that has none, nothing measured.
+    let lie = rtts(&[("eu", 4_000_000), ("mars", 0)]);
+    assert_eq!(create_measured(&cluster, "eu", lie).await, "eu");
+    assert_eq!(create_measured(&cluster, "eu", vec![]).await, "eu");
+    // A bad list is refused, the connection stays.
+    let mut cfg = eu.config(RelayMode::Datagram);
+    cfg.measure_regions = false;
+    let mut c = Client::connect(&cfg, None).await.unwrap();
+    c.send(&ClientMsg::CreateSession(CreateSession {
+        max_peers: 0,
+        password: None,
+        region_rtts: rtts(&[("EU", 1)]),
+    }))
+    .await
+    .unwrap();
+    let code = c
+        .wait_for(|m| match m {
+            ServerMsg::Error { code, .. } => Some(*code),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(code, ErrorCode::InvalidArgument as u16);
+    c.ping().await.expect("still connected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_regions_measurements_change_nothing_and_nodes_are_listed_without_one() {
+    let cluster = Cluster::start("noregions", &["a", "b"], false, &[]).await;
+    let a = cluster.node("a");
+    assert!(
+        eventually(WAIT, || listed(a).len() == 2).await,
+        "{:?}",
+        listed(a)
+    );
+    assert!(listed(a).iter().all(|(_, r)| r.is_none()));
+    let b_player = rtts(&[("a", 300), ("b", 1)]);
+    assert_eq!(create_measured(&cluster, "a", b_player).await, "a");
+    assert_eq!(
+        a.metric("fsp2p_cluster_redirects_total{reason=\"placement\"}"),
+        0.0
     );
 }

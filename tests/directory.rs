@@ -54,6 +54,7 @@ fn info(name: &str, sessions: u32) -> NodeInfo {
         connections: 2 * sessions,
         draining: false,
         at_unix_ms: 1_700_000_000_000,
+        region: None,
     }
 }
 

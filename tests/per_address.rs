@@ -274,6 +274,7 @@ async fn join_via(proxy: SocketAddr, from: IpAddr, headers: &[(&str, &str)], cod
         ClientMsg::JoinSession(JoinSession {
             code: code.into(),
             password: None,
+            region_rtts: Vec::new(),
         }),
     ]);
     let mut ws = ws_from(proxy, from, headers, &first)

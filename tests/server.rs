@@ -885,6 +885,7 @@ async fn reconnect_through_the_same_endpoint_uses_0rtt_and_survives_rejection() 
     let join = ClientMsg::JoinSession(JoinSession {
         code: code.clone(),
         password: None,
+        region_rtts: Vec::new(),
     });
     let mut first = Client::connect(&cfg, Some(join.clone())).await.unwrap();
     assert!(!first.zero_rtt, "nothing to resume yet");

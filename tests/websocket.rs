@@ -277,6 +277,7 @@ async fn the_first_request_rides_in_the_upgrade_url() {
     let join = ClientMsg::JoinSession(JoinSession {
         code: code.clone(),
         password: None,
+        region_rtts: Vec::new(),
     });
     let (mut ws, _) = tokio_tungstenite::connect_async(url(&[hello.clone(), join]))
         .await
@@ -297,6 +298,7 @@ async fn the_first_request_rides_in_the_upgrade_url() {
     let create = ClientMsg::CreateSession(CreateSession {
         max_peers: 0,
         password: None,
+        region_rtts: Vec::new(),
     });
     let (mut ws2, _) = tokio_tungstenite::connect_async(url(&[hello.clone(), create]))
         .await
@@ -314,6 +316,7 @@ async fn the_first_request_rides_in_the_upgrade_url() {
     let wrong = ClientMsg::JoinSession(JoinSession {
         code: "ZZZZZZ".into(),
         password: None,
+        region_rtts: Vec::new(),
     });
     let (mut ws3, _) = tokio_tungstenite::connect_async(url(&[hello.clone(), wrong]))
         .await
@@ -377,4 +380,113 @@ async fn shutdown_closes_websockets_that_stay() {
     }
     assert_eq!(close_code, Some(4007), "closed with shutting_down");
     stopping.await.unwrap();
+}
+
+/// Protocol version 4 (issue 26): `CreateSession` and `JoinSession` end with
+/// `region_rtts` on a connection whose Hello said 4, and not before; the
+/// server reads each request at its connection's version, from the URL's
+/// `first` and from the socket alike. A single node takes the measurements
+/// and creates the session here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_read_at_the_connections_version() {
+    use flightsim_p2p::first::encode_first;
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let srv = start(Limits::default(), IceConfig::default()).await;
+    let hello = |version| {
+        ClientMsg::Hello(Hello {
+            version,
+            client: ClientKind::Rust,
+            relay_mode: RelayMode::Datagram,
+            name: "v4".into(),
+            resume_token: None,
+            access_token: None,
+        })
+    };
+    let create = |rtts: Vec<RegionRtt>| {
+        ClientMsg::CreateSession(CreateSession {
+            max_peers: 0,
+            password: None,
+            region_rtts: rtts,
+        })
+    };
+    let eu = vec![RegionRtt {
+        region: "eu".into(),
+        rtt_ms: 5,
+    }];
+    let url = |msgs: &[ClientMsg]| format!("ws://{}/ws?first={}", srv.http, encode_first(msgs));
+
+    // Version 4 in `first`: the create with its list is taken.
+    let (mut ws, _) = tokio_tungstenite::connect_async(url(&[hello(4), create(eu.clone())]))
+        .await
+        .unwrap();
+    let got = ws_control_messages(&mut ws, 2).await;
+    assert!(
+        matches!(&got[..], [ServerMsg::Welcome(w), ServerMsg::SessionCreated(_)] if w.version == 4),
+        "{got:?}"
+    );
+    // A bad list on the socket: invalid_argument, and the socket stays.
+    let (mut ws, _) = tokio_tungstenite::connect_async(url(&[hello(4)]))
+        .await
+        .unwrap();
+    ws_control_messages(&mut ws, 1).await;
+    let bad = create(vec![RegionRtt {
+        region: "Not A Region".into(),
+        rtt_ms: 1,
+    }]);
+    ws.send(Message::Binary(ws_control(&encode_client(&bad, 4)).into()))
+        .await
+        .unwrap();
+    ws.send(Message::Binary(
+        encode_ws_control(&ClientMsg::Ping { client_time_ms: 4 }).into(),
+    ))
+    .await
+    .unwrap();
+    let got = ws_control_messages(&mut ws, 2).await;
+    assert!(
+        matches!(
+            &got[..],
+            [
+                ServerMsg::Error { code: 9, .. },
+                ServerMsg::Pong {
+                    client_time_ms: 4,
+                    ..
+                }
+            ]
+        ),
+        "{got:?}"
+    );
+    // The version-3 layout on a version-4 connection does not decode.
+    ws.send(Message::Binary(encode_ws_control(&create(vec![])).into()))
+        .await
+        .unwrap();
+    let got = ws_control_messages(&mut ws, 1).await;
+    assert!(
+        matches!(&got[..], [ServerMsg::Error { code: 1, .. }]),
+        "{got:?}"
+    );
+
+    // Version 3: the old layout is taken (no list), the version-4 one is not.
+    let (mut ws3, _) = tokio_tungstenite::connect_async(url(&[hello(3), create(eu.clone())]))
+        .await
+        .unwrap();
+    let got = ws_control_messages(&mut ws3, 2).await;
+    assert!(
+        matches!(&got[..], [ServerMsg::Welcome(w), ServerMsg::SessionCreated(_)] if w.version == 3),
+        "{got:?}"
+    );
+    let (mut ws3b, _) = tokio_tungstenite::connect_async(url(&[hello(3)]))
+        .await
+        .unwrap();
+    ws_control_messages(&mut ws3b, 1).await;
+    ws3b.send(Message::Binary(
+        ws_control(&encode_client(&create(eu), 4)).into(),
+    ))
+    .await
+    .unwrap();
+    let got = ws_control_messages(&mut ws3b, 1).await;
+    assert!(
+        matches!(&got[..], [ServerMsg::Error { code: 1, .. }]),
+        "{got:?}"
+    );
 }

@@ -328,6 +328,7 @@ pub async fn measure(way: Way, t: &SetupTarget, runs: usize) -> Result<SetupResu
         let join = ClientMsg::JoinSession(JoinSession {
             code: code.clone(),
             password: None,
+            region_rtts: Vec::new(),
         });
         let start = Instant::now();
         let mut c = Client::connect(&cfg, Some(join))

@@ -147,6 +147,11 @@ namespace FlightSimP2P.Tests
                 string type = f[1];
                 string name = type + "/" + f[2];
                 byte[] body = Hex(f.Length > 3 ? f[3] : "");
+                if (type == "ClientMsg@v4")
+                {
+                    // Version-4 connections (region_rtts, PROTOCOL.md §11): this client speaks version 3.
+                    continue;
+                }
                 if (type != "ClientMsg" && type != "ServerMsg")
                 {
                     Fail(name, "unknown type " + type);

@@ -579,6 +579,7 @@ mod flows {
         ClientMsg::JoinSession(JoinSession {
             code: "7KQ2MX".into(),
             password: None,
+            region_rtts: Vec::new(),
         })
     }
 

@@ -134,6 +134,7 @@ mod liveness;
 pub mod quality;
 mod quic;
 mod reconnect;
+pub mod regions;
 mod resume;
 mod telemetry;
 mod tls;
@@ -191,8 +192,8 @@ use crate::wire::{DatagramError, Ended, Wire};
 pub use fsp2p_protocol as protocol;
 use fsp2p_protocol::first;
 use fsp2p_protocol::{
-    ClientKind, ClientMsg, CreateSession, Hello, JoinSession, PeerId, Redirect, RelayMode,
-    ServerMsg, SessionInfo, Signal, Welcome, PROTOCOL_VERSION,
+    ClientKind, ClientMsg, CreateSession, Hello, JoinSession, PeerId, Redirect, RegionRtt,
+    RelayMode, ServerMsg, SessionInfo, Signal, Welcome, PROTOCOL_VERSION, REGION_PROTOCOL_VERSION,
 };
 pub use fsp2p_protocol::{Transport, Via};
 use fsp2p_wire as wire;
@@ -328,6 +329,16 @@ pub struct ClientConfig {
     /// peers' are still answered) and every link stays `unknown`; only for
     /// programs that must count relay frames exactly (some tests). Default on.
     pub quality_echo: bool,
+    /// Measure the round trip to each region of a cluster after connecting
+    /// (to a server of protocol version 4 or later) and send it with
+    /// `CreateSession` and `JoinSession`, so the cluster places the session
+    /// where it serves the players best ([`regions`], PROTOCOL.md §11
+    /// "Regions"). Needs the node list's URL ([`nodes_url`](Self::nodes_url)).
+    pub measure_regions: bool,
+    /// The node list (`http://host:8080/nodes`) to measure regions from;
+    /// `None`: the WebSocket URL's host with the path `/nodes`, and no
+    /// measurement without a WebSocket URL either.
+    pub nodes_url: Option<String>,
 }
 
 /// Where the client's access token comes from.
@@ -388,6 +399,8 @@ impl ClientConfig {
             token: None,
             telemetry: true,
             quality_echo: true,
+            measure_regions: true,
+            nodes_url: None,
         }
     }
 }
@@ -659,6 +672,8 @@ pub struct Client {
     supervisor: AbortOnDrop,
     /// True when Hello went out as 0-RTT data and the server accepted it.
     pub zero_rtt: bool,
+    /// Where region measurements come from (version-4 servers).
+    regions: ClientConfig,
 }
 
 impl Client {
@@ -727,6 +742,10 @@ impl Client {
             rotation,
         };
         let supervisor = AbortOnDrop(tokio::spawn(supervisor.run()));
+        if opened.welcome.version >= REGION_PROTOCOL_VERSION {
+            // Off the critical path: the measurement runs in the background.
+            regions::current(cfg);
+        }
         Ok(Client {
             link: opened.link,
             generation: 0,
@@ -739,6 +758,7 @@ impl Client {
             request_timeout: cfg.request_timeout,
             supervisor,
             zero_rtt: opened.zero_rtt,
+            regions: cfg.clone(),
         })
     }
 
@@ -836,6 +856,7 @@ impl Client {
         self.send(&ClientMsg::CreateSession(CreateSession {
             max_peers,
             password: password.map(str::to_string),
+            region_rtts: self.region_rtts(),
         }))
         .await?;
         self.answer("CreateSession", |m| match m {
@@ -858,6 +879,27 @@ impl Client {
             .unwrap_or(Err(Error::RequestTimeout { request, after }))
     }
 
+    /// The round trips to the cluster's regions measured so far, as the next
+    /// `CreateSession`/`JoinSession` carries them: empty until a measurement
+    /// ended (the client never waits for one), or on a server older than
+    /// version 4.
+    pub fn region_rtts(&self) -> Vec<RegionRtt> {
+        if self.welcome.version < REGION_PROTOCOL_VERSION {
+            return Vec::new();
+        }
+        regions::current(&self.regions)
+    }
+
+    /// Wait up to `limit` for the region measurement (starting one if none
+    /// is fresh), for an application that prefers to create its session
+    /// where it is placed best over creating it at once.
+    pub async fn measured_regions(&self, limit: Duration) -> Vec<RegionRtt> {
+        if self.welcome.version < REGION_PROTOCOL_VERSION {
+            return Vec::new();
+        }
+        regions::wait(&self.regions, limit).await
+    }
+
     /// Join the session with join code `code`.
     pub async fn join_session(
         &mut self,
@@ -867,6 +909,7 @@ impl Client {
         self.send(&ClientMsg::JoinSession(JoinSession {
             code: code.to_string(),
             password: password.map(str::to_string),
+            region_rtts: self.region_rtts(),
         }))
         .await?;
         self.answer("JoinSession", |m| match m {

@@ -42,7 +42,10 @@ pub(super) async fn start(
     hello: &[ClientMsg],
     sink: Sink,
 ) -> Result<Started> {
-    let out: Vec<u8> = hello.iter().flat_map(protocol::encode_frame).collect();
+    let out: Vec<u8> = hello
+        .iter()
+        .flat_map(|m| protocol::encode_client_frame(m, protocol::PROTOCOL_VERSION))
+        .collect();
     let (mut control, mut recv) = open_and_send(wire, &out).await?;
     let mut zero_rtt_used = false;
     if let Some(accepted) = zero_rtt {
@@ -70,7 +73,10 @@ pub(super) async fn send_control(wire: &Wire, control: &Control, msg: &ClientMsg
     control
         .lock()
         .await
-        .write_all(&protocol::encode_frame(msg))
+        .write_all(&protocol::encode_client_frame(
+            msg,
+            protocol::PROTOCOL_VERSION,
+        ))
         .await
         .map_err(|e| write_failed(wire, "writing to the control stream", e))
 }

@@ -475,6 +475,7 @@ impl Supervisor {
         let rejoin = memory.code.clone().map(|code| JoinSession {
             code,
             password: memory.password.clone(),
+            region_rtts: Vec::new(),
         });
         if rejoin.is_some() {
             self.memory(|m| m.asked_password = memory.password.clone());

@@ -625,6 +625,7 @@ mod tests {
         let join = ClientMsg::JoinSession(JoinSession {
             code: "7KQ2MX".into(),
             password: None,
+            region_rtts: Vec::new(),
         });
         let mut m = Memory {
             pending: Some(join.clone()),

@@ -36,7 +36,8 @@ fn writer_gone() -> Error {
 impl Outbox {
     /// Send one control message, waiting for room in the queue.
     pub(super) async fn control(&self, msg: &ClientMsg) -> Result<()> {
-        self.binary(protocol::encode_ws_control(msg)).await
+        let body = protocol::encode_client(msg, protocol::PROTOCOL_VERSION);
+        self.binary(protocol::ws_control(&body)).await
     }
 
     /// Send `bytes` as one binary message, as they are (tests of bad input).

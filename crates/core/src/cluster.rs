@@ -31,6 +31,19 @@ pub struct ClusterConfig {
     pub node: NodeAddr,
     /// How often the node announces itself (and its load). Default 500 ms.
     pub heartbeat: Duration,
+    /// How long one directory call may take before it counts as Redis being
+    /// away. Default 500 ms; a node far from its Redis (a region away:
+    /// several round trips per call) needs more.
+    pub directory_timeout: Duration,
+    /// The node's region (`serve --region`), announced in its record;
+    /// `None`: no region, and no placement by measured ping on this node.
+    pub region: Option<String>,
+    /// Place new sessions by their creators' measured round trips
+    /// (`--placement`; only with a region). Default on.
+    pub placement: bool,
+    /// The least gain, in ms, that sends a new session to another region
+    /// (`--placement-min-gain-ms`). Default 20.
+    pub placement_min_gain_ms: u32,
     /// A node not heard from for this long is dead: its sessions may be taken over.
     /// Default 1500 ms (three beats): a client takes its server for lost
     /// after at least 1.5 s of silence (PROTOCOL.md, liveness), so by the
@@ -48,6 +61,10 @@ impl ClusterConfig {
             node,
             heartbeat: Duration::from_millis(500),
             node_ttl: Duration::from_millis(1500),
+            directory_timeout: Duration::from_millis(500),
+            region: None,
+            placement: true,
+            placement_min_gain_ms: 20,
         }
     }
 }
@@ -65,6 +82,11 @@ pub struct NodeInfo {
     pub draining: bool,
     /// When it announced this, Unix milliseconds.
     pub at_unix_ms: u64,
+    /// Its region (`serve --region`), if it has one. Absent from the JSON
+    /// when it has none, so a node without a region writes what it wrote
+    /// before regions existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 /// One member of a session, as stored.
@@ -568,6 +590,7 @@ mod tests {
             connections: 0,
             draining,
             at_unix_ms: 0,
+            region: None,
         }
     }
 

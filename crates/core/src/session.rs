@@ -25,6 +25,7 @@ mod admission;
 mod budgets;
 mod cluster;
 mod codes;
+mod placement;
 mod quota;
 mod telemetry;
 pub use access::AdminRefusal;
@@ -35,6 +36,7 @@ pub use cluster::{Answer, Lookup, Persist};
 #[cfg(test)]
 use codes::CODE_ALPHABET;
 pub use codes::{normalize_code, CODE_LEN};
+pub use placement::{decide_move, place_new, MoveMember, MoveRule, Placement, DEFAULT_MIN_GAIN_MS};
 pub use quota::{RemoteUsage, UserCount};
 use telemetry::Telemetry;
 pub use telemetry::{
@@ -45,6 +47,7 @@ pub use telemetry::{
 use crate::auth::{Access, Grant, Revocation};
 use crate::cluster::{password_hash, token_hash};
 use crate::limits::{Limits, TokenBucket};
+use crate::protocol::region_rtts_problem;
 use crate::protocol::{
     ClientKind, ClientMsg, CreateSession, ErrorCode, Hello, JoinSession, LeaveReason, PeerId,
     PeerInfo, RelayMode, ServerMsg, SessionInfo, Signal, Welcome, ALL_PEERS, MAX_NAME_BYTES,
@@ -336,6 +339,8 @@ pub struct Core {
     remote_users: HashMap<String, RemoteUsage>,
     /// Quality reports: per-connection buckets and latest summaries, the gauges.
     telemetry: Telemetry,
+    /// The live nodes and placement by region (cluster mode).
+    regions: placement::Regions,
 }
 
 impl Core {
@@ -369,6 +374,7 @@ impl Core {
             users: HashMap::new(),
             remote_users: HashMap::new(),
             telemetry: Telemetry::default(),
+            regions: placement::Regions::default(),
         }
     }
 
@@ -1039,6 +1045,9 @@ impl Core {
                 "leave your session before creating another".into(),
             );
         }
+        if let Some(problem) = region_rtts_problem(&req.region_rtts) {
+            return self.error(conn, ErrorCode::InvalidArgument, problem);
+        }
         let grant = self.grant_of(p);
         if grant.is_some_and(|g| !g.create) {
             return self.error(
@@ -1075,6 +1084,11 @@ impl Core {
                 ErrorCode::InvalidArgument,
                 format!("password is longer than {MAX_PASSWORD_BYTES} bytes"),
             );
+        }
+        // Placement by measured ping: before anything of the session is kept.
+        if let Some(node) = self.placement_for(now.mono, &req.region_rtts) {
+            self.sent_away(conn);
+            return self.redirect(conn, crate::protocol::RedirectReason::Placement, node);
         }
         if self.sessions.len() >= self.limits.max_sessions {
             return self.error(
@@ -1178,6 +1192,9 @@ impl Core {
                 ErrorCode::AlreadyInSession,
                 "leave your session before joining another".into(),
             );
+        }
+        if let Some(problem) = region_rtts_problem(&req.region_rtts) {
+            return self.error(conn, ErrorCode::InvalidArgument, problem);
         }
         if self
             .grant_of(p)

@@ -11,7 +11,9 @@
 //!
 //! The value is base64url (RFC 4648 §5, no padding) of control frames exactly
 //! as on the control stream (`varint(len) || postcard body`): a `Hello`,
-//! optionally followed by one `CreateSession` or `JoinSession`.
+//! optionally followed by one `CreateSession` or `JoinSession`. The request
+//! is encoded at the version the `Hello` says (version 4 and later: with
+//! its `region_rtts`, see [`crate::decode_client`]).
 
 use base64::Engine;
 
@@ -46,11 +48,17 @@ pub enum FirstError {
     Shape,
 }
 
-/// The `first` value for these messages (the client side).
+/// The `first` value for these messages (the client side): each at the
+/// version of the `Hello` before it (the layout without `region_rtts` when
+/// there is none).
 pub fn encode_first(msgs: &[ClientMsg]) -> String {
     let mut frames = Vec::new();
+    let mut version = protocol::MIN_PROTOCOL_VERSION;
     for m in msgs {
-        frames.extend_from_slice(&protocol::encode_frame(m));
+        if let ClientMsg::Hello(h) = m {
+            version = h.version;
+        }
+        frames.extend_from_slice(&protocol::encode_client_frame(m, version));
     }
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(frames)
 }
@@ -69,8 +77,14 @@ pub fn decode_first(value: &str) -> Result<Vec<ClientMsg>, FirstError> {
     let mut decoder = FrameDecoder::new(MAX_FIRST_BYTES as u32);
     decoder.extend(&bytes);
     let mut msgs = Vec::new();
+    // What follows the Hello is read at the version it says.
+    let mut version = protocol::MIN_PROTOCOL_VERSION;
     while let Some(frame) = decoder.next_frame()? {
-        msgs.push(protocol::decode::<ClientMsg>(&frame)?);
+        let msg = protocol::decode_client(&frame, version)?;
+        if let ClientMsg::Hello(h) = &msg {
+            version = h.version;
+        }
+        msgs.push(msg);
     }
     if decoder.buffered() != 0 {
         return Err(FirstError::Truncated);
@@ -156,6 +170,7 @@ mod tests {
         ClientMsg::JoinSession(JoinSession {
             code: "7KQ2MX".into(),
             password: None,
+            region_rtts: Vec::new(),
         })
     }
 
@@ -172,6 +187,52 @@ mod tests {
         );
         assert_eq!(first_param(Some("x=1")), None);
         assert_eq!(first_param(None), None);
+    }
+
+    /// A version-4 Hello carries the request's `region_rtts`; the same
+    /// request after a version-3 Hello carries none (and a version-4 body
+    /// after it is refused).
+    #[test]
+    fn the_request_is_read_at_the_hellos_version() {
+        let v4 = |version| {
+            ClientMsg::Hello(Hello {
+                version,
+                client: ClientKind::Rust,
+                relay_mode: RelayMode::Datagram,
+                name: String::new(),
+                resume_token: None,
+                access_token: None,
+            })
+        };
+        let rtts = vec![crate::RegionRtt {
+            region: "eu".into(),
+            rtt_ms: 12,
+        }];
+        let join = ClientMsg::JoinSession(JoinSession {
+            code: "7KQ2MX".into(),
+            password: None,
+            region_rtts: rtts.clone(),
+        });
+        let v = encode_first(&[v4(4), join.clone()]);
+        assert_eq!(decode_first(&v).unwrap(), vec![v4(4), join.clone()]);
+        // At version 3 the list is not sent, and reads as empty.
+        let v = encode_first(&[v4(3), join]);
+        let ClientMsg::JoinSession(j) = &decode_first(&v).unwrap()[1] else {
+            panic!("not a join")
+        };
+        assert!(j.region_rtts.is_empty());
+        // A version-4 body after a version-3 Hello has trailing bytes.
+        let mut frames = crate::encode_frame(&v4(3)).to_vec();
+        frames.extend_from_slice(&crate::encode_client_frame(
+            &ClientMsg::JoinSession(JoinSession {
+                code: "7KQ2MX".into(),
+                password: None,
+                region_rtts: rtts,
+            }),
+            4,
+        ));
+        let bad = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(frames);
+        assert!(matches!(decode_first(&bad), Err(FirstError::Decode(_))));
     }
 
     #[test]

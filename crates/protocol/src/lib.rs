@@ -42,10 +42,19 @@ pub const ALPN_NATIVE: &[u8] = b"fsp2p/1";
 pub const ALPN_H3: &[u8] = b"h3";
 /// Version carried in `Hello` by this crate's clients. Version 2 appends
 /// `Hello.access_token`; version 3 has the same `Hello` and lets the client
-/// send `Report`. A server takes 1 to 3 ([`MIN_PROTOCOL_VERSION`]).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// send `Report`; version 4 has the same `Hello` and ends `CreateSession`
+/// and `JoinSession` with `region_rtts`. A server takes 1 to 4
+/// ([`MIN_PROTOCOL_VERSION`]).
+pub const PROTOCOL_VERSION: u16 = 4;
 /// The first version whose connections may carry `ClientMsg::Report`.
 pub const REPORT_PROTOCOL_VERSION: u16 = 3;
+/// The first version whose `CreateSession` and `JoinSession` end with
+/// `region_rtts` (see [`decode_client`]).
+pub const REGION_PROTOCOL_VERSION: u16 = 4;
+/// Most entries a `region_rtts` list may have.
+pub const MAX_REGION_RTTS: usize = 16;
+/// Longest region name, in bytes (`[a-z0-9-]`, at least one).
+pub const MAX_REGION_BYTES: usize = 32;
 /// Oldest `Hello.version` a server still takes: version 1 is version 2
 /// without the access token field.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
@@ -389,21 +398,78 @@ pub struct Limits {
 }
 
 /// Create a session.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+///
+/// Versioned on the wire like [`Hello`], but by the connection's version:
+/// on a connection whose `Hello` said 4 or more, the message ends with
+/// `region_rtts`; before that it has no such field. [`encode`] and
+/// [`decode`] write and read the layout without it (`region_rtts` is then
+/// not sent, and read as empty); [`encode_client`] and [`decode_client`]
+/// take the connection's version.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct CreateSession {
     /// Seats including the host; 0 means the server's maximum.
     pub max_peers: u32,
     /// A password joiners must give (at most 128 UTF-8 bytes).
     pub password: Option<String>,
+    /// (version 4) The client's measured round trips to the cluster's
+    /// regions (PROTOCOL.md §11, "Regions"); may be empty.
+    #[serde(skip)]
+    pub region_rtts: Vec<RegionRtt>,
 }
 
-/// Join a session.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+/// Join a session. Versioned on the wire like [`CreateSession`].
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct JoinSession {
     /// Join code as typed; case, spaces, dashes and the look-alikes O/I/L are forgiven.
     pub code: String,
     /// The session's password, if it has one.
     pub password: Option<String>,
+    /// (version 4) The client's measured round trips to the cluster's
+    /// regions; may be empty.
+    #[serde(skip)]
+    pub region_rtts: Vec<RegionRtt>,
+}
+
+/// (version 4) One measured round trip to one region of a cluster.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RegionRtt {
+    /// The region's name as `GET /nodes` gives it (1 to 32 bytes of `[a-z0-9-]`).
+    pub region: String,
+    /// The measured round trip, milliseconds.
+    pub rtt_ms: u32,
+}
+
+/// Whether `name` is a valid region name: 1 to [`MAX_REGION_BYTES`] bytes
+/// of `a`-`z`, `0`-`9` and `-`.
+pub fn valid_region(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_REGION_BYTES
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Why a `region_rtts` list is refused (`invalid_argument`), or `None`
+/// when it is valid: at most [`MAX_REGION_RTTS`] entries, each region
+/// name valid and given once.
+pub fn region_rtts_problem(rtts: &[RegionRtt]) -> Option<String> {
+    if rtts.len() > MAX_REGION_RTTS {
+        return Some(format!(
+            "region_rtts has {} entries; at most {MAX_REGION_RTTS}",
+            rtts.len()
+        ));
+    }
+    for (i, r) in rtts.iter().enumerate() {
+        if !valid_region(&r.region) {
+            return Some(format!(
+                "region_rtts[{i}]: a region name is 1 to {MAX_REGION_BYTES} bytes of a-z, 0-9 and -"
+            ));
+        }
+        if rtts[..i].iter().any(|o| o.region == r.region) {
+            return Some(format!("region_rtts[{i}]: region {} given twice", r.region));
+        }
+    }
+    None
 }
 
 /// A session as its members see it.
@@ -719,6 +785,65 @@ pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
     // postcard only fails to serialize types it cannot represent (maps with
     // non-string keys, unsized sequences); none of our types are like that.
     postcard::to_allocvec(msg).expect("protocol types always serialize")
+}
+
+/// Encode a client message for a connection speaking `version`: from
+/// [`REGION_PROTOCOL_VERSION`] on, `CreateSession` and `JoinSession` end
+/// with their `region_rtts` (a postcard sequence); before, they have no
+/// such field and it is not sent.
+pub fn encode_client(msg: &ClientMsg, version: u16) -> Vec<u8> {
+    let mut body = encode(msg);
+    if let Some(rtts) = region_rtts_of(msg).filter(|_| version >= REGION_PROTOCOL_VERSION) {
+        body = postcard::to_extend(rtts, body).expect("protocol types always serialize");
+    }
+    body
+}
+
+/// [`encode_client`] as a control frame: `varint(len) || body`.
+pub fn encode_client_frame(msg: &ClientMsg, version: u16) -> Bytes {
+    frame_of(encode_client(msg, version))
+}
+
+/// Decode one client message on a connection speaking `version` (the
+/// version its `Hello` said; a `Hello` itself decodes the same at any).
+/// From [`REGION_PROTOCOL_VERSION`] on, a `CreateSession` or `JoinSession`
+/// must end with `region_rtts`; before, it must not. Trailing bytes are an
+/// error either way. The list's contents are checked by the server
+/// ([`region_rtts_problem`]), not here.
+pub fn decode_client(bytes: &[u8], version: u16) -> Result<ClientMsg, DecodeError> {
+    let (mut msg, rest) = postcard::take_from_bytes::<ClientMsg>(bytes)
+        .map_err(|e| DecodeError::Postcard(e.to_string()))?;
+    let rest = match &mut msg {
+        ClientMsg::CreateSession(CreateSession { region_rtts, .. })
+        | ClientMsg::JoinSession(JoinSession { region_rtts, .. })
+            if version >= REGION_PROTOCOL_VERSION =>
+        {
+            let (rtts, rest) = postcard::take_from_bytes::<Vec<RegionRtt>>(rest)
+                .map_err(|e| DecodeError::Postcard(e.to_string()))?;
+            *region_rtts = rtts;
+            rest
+        }
+        _ => rest,
+    };
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes(rest.len()));
+    }
+    Ok(msg)
+}
+
+fn region_rtts_of(msg: &ClientMsg) -> Option<&Vec<RegionRtt>> {
+    match msg {
+        ClientMsg::CreateSession(c) => Some(&c.region_rtts),
+        ClientMsg::JoinSession(j) => Some(&j.region_rtts),
+        _ => None,
+    }
+}
+
+fn frame_of(body: Vec<u8>) -> Bytes {
+    let mut out = BytesMut::with_capacity(body.len() + 5);
+    put_varint(&mut out, body.len() as u32);
+    out.put_slice(&body);
+    out.freeze()
 }
 
 /// Encode one message as a control frame: `varint(len) || body`.

@@ -5,8 +5,12 @@
 //! byte; each `bad` line must be rejected. `docs/vectors.txt` is this output,
 //! committed; a test keeps it in step with the code.
 //!
-//! Format, one vector per line: `ok|bad <TAB> ClientMsg|ServerMsg <TAB> name <TAB> hex`.
-//! The hex is a message body (no length prefix).
+//! Format, one vector per line: `ok|bad <TAB> ClientMsg|ServerMsg|ClientMsg@v4 <TAB> name <TAB> hex`.
+//! The hex is a message body (no length prefix). `ClientMsg@v4` is a client
+//! message on a connection whose `Hello` said version 4 or later: its
+//! `CreateSession` and `JoinSession` end with `region_rtts`
+//! ([`crate::decode_client`]). A client that does not speak version 4 skips
+//! those lines.
 
 use std::fmt::Write;
 
@@ -76,6 +80,7 @@ fn all_client_msgs() -> Vec<(&'static str, ClientMsg)> {
             ClientMsg::CreateSession(CreateSession {
                 max_peers: 0,
                 password: None,
+                region_rtts: Vec::new(),
             }),
         ),
         (
@@ -83,6 +88,7 @@ fn all_client_msgs() -> Vec<(&'static str, ClientMsg)> {
             ClientMsg::CreateSession(CreateSession {
                 max_peers: u32::MAX,
                 password: Some("pässwörd".into()),
+                region_rtts: Vec::new(),
             }),
         ),
         (
@@ -90,6 +96,7 @@ fn all_client_msgs() -> Vec<(&'static str, ClientMsg)> {
             ClientMsg::JoinSession(JoinSession {
                 code: "7KQ2MX".into(),
                 password: None,
+                region_rtts: Vec::new(),
             }),
         ),
         (
@@ -97,6 +104,7 @@ fn all_client_msgs() -> Vec<(&'static str, ClientMsg)> {
             ClientMsg::JoinSession(JoinSession {
                 code: "7kq-2mx".into(),
                 password: Some(String::new()),
+                region_rtts: Vec::new(),
             }),
         ),
         (
@@ -185,6 +193,100 @@ fn all_client_msgs() -> Vec<(&'static str, ClientMsg)> {
                 client_time_ms: u64::MAX,
             },
         ),
+        (
+            "hello_v4",
+            ClientMsg::Hello(Hello {
+                version: 4,
+                client: ClientKind::Rust,
+                relay_mode: RelayMode::Datagram,
+                name: "Di".into(),
+                resume_token: None,
+                access_token: None,
+            }),
+        ),
+    ]
+}
+
+fn rtt(region: &str, rtt_ms: u32) -> RegionRtt {
+    RegionRtt {
+        region: region.into(),
+        rtt_ms,
+    }
+}
+
+/// Client messages at connection version 4 (`ClientMsg@v4` lines).
+fn v4_client_msgs() -> Vec<(&'static str, ClientMsg)> {
+    vec![
+        (
+            "create_v4_nothing_measured",
+            ClientMsg::CreateSession(CreateSession {
+                max_peers: 0,
+                password: None,
+                region_rtts: vec![],
+            }),
+        ),
+        (
+            "create_v4_three_regions",
+            ClientMsg::CreateSession(CreateSession {
+                max_peers: 8,
+                password: None,
+                region_rtts: vec![rtt("eu", 5), rtt("us-east", 84), rtt("asia", 153)],
+            }),
+        ),
+        (
+            "join_v4_password_one_region",
+            ClientMsg::JoinSession(JoinSession {
+                code: "7KQ2MX".into(),
+                password: Some("pw".into()),
+                region_rtts: vec![rtt("us-east", 300)],
+            }),
+        ),
+        (
+            "join_v4_sixteen_regions_edge_values",
+            ClientMsg::JoinSession(JoinSession {
+                code: "7KQ2MX".into(),
+                password: None,
+                region_rtts: (0..MAX_REGION_RTTS)
+                    .map(|i| {
+                        let name = format!("{i:x}{}", "z".repeat(MAX_REGION_BYTES - 1));
+                        rtt(&name, if i % 2 == 0 { 0 } else { u32::MAX })
+                    })
+                    .collect(),
+            }),
+        ),
+        // Other messages read the same at version 4.
+        (
+            "ping_v4",
+            ClientMsg::Ping {
+                client_time_ms: 300,
+            },
+        ),
+        ("leave_v4", ClientMsg::LeaveSession),
+    ]
+}
+
+/// Malformed version-4 bodies: (name, bytes).
+fn v4_bad_vectors() -> Vec<(&'static str, Vec<u8>)> {
+    let v3_create = encode(&ClientMsg::CreateSession(CreateSession::default()));
+    let mut trailing = encode_client(
+        &ClientMsg::CreateSession(CreateSession::default()),
+        REGION_PROTOCOL_VERSION,
+    );
+    trailing.push(0);
+    vec![
+        // The version-3 layout: the list is missing.
+        ("create_v4_without_region_rtts", v3_create),
+        // JoinSession("A", None), then a list of 2 entries with one.
+        (
+            "join_v4_rtts_past_end",
+            vec![2, 1, b'A', 0, 2, 2, b'e', b'u', 5],
+        ),
+        // A region whose length says 3 bytes and has 2.
+        (
+            "create_v4_region_name_past_end",
+            vec![1, 0, 0, 1, 3, b'e', b'u'],
+        ),
+        ("create_v4_trailing_byte", trailing),
     ]
 }
 
@@ -581,7 +683,7 @@ fn bad_vectors() -> Vec<(&'static str, &'static str, Vec<u8>)> {
 /// The whole vector file.
 pub fn render() -> String {
     let mut out = String::new();
-    out.push_str("# FlightSim P2P protocol golden vectors (Hello versions 1 and 2): ok|bad, type, name, hex body (no length prefix)\n");
+    out.push_str("# FlightSim P2P protocol golden vectors (Hello versions 1 to 4): ok|bad, type, name, hex body (no length prefix); ClientMsg@v4: on a connection speaking version 4\n");
     for (name, m) in all_client_msgs() {
         let _ = writeln!(out, "ok\tClientMsg\t{name}\t{}", hex::encode(encode(&m)));
     }
@@ -590,6 +692,13 @@ pub fn render() -> String {
     }
     for (ty, name, bytes) in bad_vectors() {
         let _ = writeln!(out, "bad\t{ty}\t{name}\t{}", hex::encode(bytes));
+    }
+    for (name, m) in v4_client_msgs() {
+        let body = encode_client(&m, REGION_PROTOCOL_VERSION);
+        let _ = writeln!(out, "ok\tClientMsg@v4\t{name}\t{}", hex::encode(body));
+    }
+    for (name, bytes) in v4_bad_vectors() {
+        let _ = writeln!(out, "bad\tClientMsg@v4\t{name}\t{}", hex::encode(bytes));
     }
     out
 }
@@ -615,6 +724,59 @@ mod tests {
             };
             assert!(rejected, "{ty} {name} must be rejected");
         }
+        for (name, m) in v4_client_msgs() {
+            let b = encode_client(&m, REGION_PROTOCOL_VERSION);
+            assert_eq!(decode_client(&b, 4).unwrap(), m, "{name}");
+            assert_eq!(decode_client(&b, u16::MAX).unwrap(), m, "{name}");
+        }
+        for (name, b) in v4_bad_vectors() {
+            assert!(decode_client(&b, 4).is_err(), "v4 {name} must be rejected");
+        }
+    }
+
+    /// Below version 4 the list is neither written nor read: a version-4
+    /// body with entries is refused there, and the old layout is refused
+    /// at version 4.
+    #[test]
+    fn region_rtts_exist_only_from_version_4() {
+        let m = ClientMsg::CreateSession(CreateSession {
+            max_peers: 0,
+            password: None,
+            region_rtts: vec![rtt("eu", 9)],
+        });
+        let v3 = encode_client(&m, 3);
+        assert_eq!(v3, encode(&m));
+        let ClientMsg::CreateSession(back) = decode_client(&v3, 3).unwrap() else {
+            panic!("not a create")
+        };
+        assert!(back.region_rtts.is_empty());
+        assert!(decode_client(&v3, 4).is_err());
+        let v4 = encode_client(&m, 4);
+        assert!(matches!(
+            decode_client(&v4, 3),
+            Err(DecodeError::TrailingBytes(_))
+        ));
+        assert_eq!(decode_client(&v4, 4).unwrap(), m);
+        // The same bytes as before for everything else.
+        let ping = ClientMsg::Ping { client_time_ms: 1 };
+        assert_eq!(encode_client(&ping, 4), encode(&ping));
+    }
+
+    #[test]
+    fn region_lists_are_checked() {
+        assert!(valid_region("eu-west-2"));
+        assert!(valid_region(&"a".repeat(32)));
+        for bad in ["", "EU", "eu west", "é", &"a".repeat(33)] {
+            assert!(!valid_region(bad), "{bad:?}");
+        }
+        assert_eq!(region_rtts_problem(&[]), None);
+        let many: Vec<RegionRtt> = (0..17).map(|i| rtt(&format!("r{i}"), 1)).collect();
+        assert!(region_rtts_problem(&many).unwrap().contains("at most 16"));
+        assert_eq!(region_rtts_problem(&many[..16]), None);
+        assert!(region_rtts_problem(&[rtt("Eu", 1)]).is_some());
+        assert!(region_rtts_problem(&[rtt("eu", 1), rtt("eu", 2)])
+            .unwrap()
+            .contains("twice"));
     }
 
     #[test]
@@ -639,14 +801,16 @@ mod tests {
         assert_eq!(
             frame(&ClientMsg::CreateSession(CreateSession {
                 max_peers: 0,
-                password: None
+                password: None,
+                region_rtts: Vec::new()
             })),
             "03010000"
         );
         assert_eq!(
             frame(&ClientMsg::JoinSession(JoinSession {
                 code: "7KQ2MX".into(),
-                password: Some("pw".into())
+                password: Some("pw".into()),
+                region_rtts: Vec::new()
             })),
             "0c0206374b51324d5801027077"
         );

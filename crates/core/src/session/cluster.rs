@@ -113,7 +113,7 @@ struct Waiting {
 /// The core's cluster-mode state.
 pub(super) struct ClusterCore {
     /// This node's name (the `home` of the sessions it holds).
-    node: String,
+    pub(super) node: String,
     waiting: HashMap<super::ConnId, Waiting>,
     /// Sessions changed since their record was last handed out.
     dirty: BTreeSet<u64>,
@@ -418,6 +418,7 @@ impl Core {
         let request = ClientMsg::CreateSession(crate::protocol::CreateSession {
             max_peers: pending.max_peers,
             password: None,
+            region_rtts: Vec::new(),
         });
         let Some(c) = self.cluster.as_mut() else {
             return;
@@ -464,7 +465,7 @@ impl Core {
     /// longer counts for its player's connection quota (the client leaves
     /// it for the other node; the other nodes hear of it with the next
     /// heartbeat).
-    fn sent_away(&mut self, conn: super::ConnId) {
+    pub(super) fn sent_away(&mut self, conn: super::ConnId) {
         let user = self.conns.get_mut(&conn).and_then(|c| {
             c.redirected = true;
             c.user.take()
@@ -474,7 +475,7 @@ impl Core {
         }
     }
 
-    fn redirect(&mut self, conn: super::ConnId, reason: RedirectReason, node: NodeAddr) {
+    pub(super) fn redirect(&mut self, conn: super::ConnId, reason: RedirectReason, node: NodeAddr) {
         self.send(conn, ServerMsg::Redirect(Redirect { reason, node }));
     }
 

@@ -62,6 +62,7 @@ fn create() -> ClientMsg {
     ClientMsg::CreateSession(CreateSession {
         max_peers: 0,
         password: None,
+        region_rtts: Vec::new(),
     })
 }
 
@@ -69,6 +70,7 @@ fn join(code: &str) -> ClientMsg {
     ClientMsg::JoinSession(JoinSession {
         code: code.into(),
         password: None,
+        region_rtts: Vec::new(),
     })
 }
 
@@ -216,6 +218,7 @@ fn claims_limit_create_join_peers_relay_and_name() {
         ClientMsg::CreateSession(CreateSession {
             max_peers: 3,
             password: None,
+            region_rtts: Vec::new(),
         }),
     );
     assert_eq!(

@@ -76,6 +76,7 @@ fn create() -> ClientMsg {
     ClientMsg::CreateSession(CreateSession {
         max_peers: 0,
         password: Some("hunter2".into()),
+        region_rtts: Vec::new(),
     })
 }
 
@@ -83,6 +84,7 @@ fn join(code: &str, password: &str) -> ClientMsg {
     ClientMsg::JoinSession(JoinSession {
         code: code.into(),
         password: Some(password.into()),
+        region_rtts: Vec::new(),
     })
 }
 

@@ -40,6 +40,7 @@ impl World {
             ClientMsg::CreateSession(CreateSession {
                 max_peers: 0,
                 password: None,
+                region_rtts: Vec::new(),
             }),
         );
         match self.sent_to(c).pop() {
@@ -74,6 +75,7 @@ fn join(code: &str) -> ClientMsg {
     ClientMsg::JoinSession(JoinSession {
         code: code.into(),
         password: None,
+        region_rtts: Vec::new(),
     })
 }
 
@@ -599,6 +601,7 @@ fn password_full_session_and_session_cap() {
         ClientMsg::CreateSession(CreateSession {
             max_peers: 2,
             password: Some("pw".into()),
+            region_rtts: Vec::new(),
         }),
     );
     let code = match w.sent_to(hc).pop() {
@@ -616,6 +619,7 @@ fn password_full_session_and_session_cap() {
         ClientMsg::JoinSession(JoinSession {
             code: code.clone(),
             password: Some("pw".into()),
+            region_rtts: Vec::new(),
         }),
     );
     assert!(matches!(
@@ -628,6 +632,7 @@ fn password_full_session_and_session_cap() {
         ClientMsg::JoinSession(JoinSession {
             code,
             password: Some("pw".into()),
+            region_rtts: Vec::new(),
         }),
     );
     assert_eq!(
@@ -644,6 +649,7 @@ fn password_full_session_and_session_cap() {
         ClientMsg::CreateSession(CreateSession {
             max_peers: 0,
             password: None,
+            region_rtts: Vec::new(),
         }),
     );
     assert_eq!(
@@ -655,6 +661,7 @@ fn password_full_session_and_session_cap() {
         ClientMsg::CreateSession(CreateSession {
             max_peers: 99,
             password: None,
+            region_rtts: Vec::new(),
         }),
     );
     assert_eq!(
@@ -825,6 +832,7 @@ fn one_address_holds_a_bounded_number_of_sessions() {
         ClientMsg::CreateSession(CreateSession {
             max_peers: 0,
             password: None,
+            region_rtts: Vec::new(),
         }),
     );
     assert_eq!(
@@ -842,6 +850,7 @@ fn one_address_holds_a_bounded_number_of_sessions() {
         ClientMsg::CreateSession(CreateSession {
             max_peers: 0,
             password: None,
+            region_rtts: Vec::new(),
         }),
     );
     assert!(matches!(&w.sent_to(c)[..], [ServerMsg::SessionCreated(_)]));
@@ -1191,6 +1200,7 @@ fn names_and_passwords_may_be_exactly_as_long_as_the_limit() {
         ClientMsg::CreateSession(CreateSession {
             max_peers: 0,
             password: Some(password),
+            region_rtts: Vec::new(),
         })
     };
     let (c, _, _) = w.hello_as("host", RelayMode::Datagram);
