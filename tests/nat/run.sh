@@ -19,15 +19,8 @@ cd "$(dirname "$0")/../.."
 
 # What this machine lacks for the test: a loud skip, except under CI (CI is set),
 # where a test that cannot run is a failure (as in tests/coturn.rs).
-cannot_run() {
-	local bar="========================================================================"
-	if [ -n "${CI:-}" ]; then
-		printf '%s\nnat: FAILED (CI is set, so this is not a skip): %s\n%s\n' "$bar" "$*" "$bar" >&2
-		exit 1
-	fi
-	printf '%s\nnat: SKIPPED: %s\n%s\n' "$bar" "$*" "$bar" >&2
-	exit 0
-}
+TEST_NAME=nat
+. tests/cannot_run.sh
 
 [ "$(id -u)" -eq 0 ] || cannot_run "needs root (network namespaces, veth pairs, nftables NAT): sudo $0"
 missing=()

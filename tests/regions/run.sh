@@ -43,15 +43,8 @@ cd "$(dirname "$0")/../.."
 root="$(pwd)"
 secs="${REGIONS_SECS:-3}"
 
-cannot_run() {
-	local bar="========================================================================"
-	if [ -n "${CI:-}" ]; then
-		printf '%s\nregions: FAILED (CI is set, so this is not a skip): %s\n%s\n' "$bar" "$*" "$bar" >&2
-		exit 1
-	fi
-	printf '%s\nregions: SKIPPED: %s\n%s\n' "$bar" "$*" "$bar" >&2
-	exit 0
-}
+TEST_NAME=regions
+. tests/cannot_run.sh
 
 [ "$(id -u)" -eq 0 ] || cannot_run "needs root (network namespaces, veth pairs): sudo $0"
 for tool in ip python3 redis-server redis-cli curl; do

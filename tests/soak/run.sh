@@ -47,15 +47,8 @@ bridge_flags="${SOAK_BRIDGE:---delay-ms 300 --jitter-ms 300 --loss 0.05}"
 tight=""
 [ -n "$control" ] && tight="--tight"
 
-cannot_run() {
-	local bar="========================================================================"
-	if [ -n "${CI:-}" ]; then
-		printf '%s\nsoak: FAILED (CI is set, so this is not a skip): %s\n%s\n' "$bar" "$*" "$bar" >&2
-		exit 1
-	fi
-	printf '%s\nsoak: SKIPPED: %s\n%s\n' "$bar" "$*" "$bar" >&2
-	exit 0
-}
+TEST_NAME=soak
+. tests/cannot_run.sh
 
 [ "$(id -u)" -eq 0 ] || cannot_run "needs root (network namespaces, veth pairs): sudo $0"
 missing=()
