@@ -68,14 +68,16 @@ pub fn variants_from_env() -> Vec<(String, Option<String>, Vec<String>)> {
 
 /// Whether the contender `label`'s players send no peer echoes and no
 /// reports (PROTOCOL.md §14), from `FSP2P_GAME_QUIET` (comma-separated
-/// labels). With a variant that runs a server from before the echoes
-/// (`before=bin:…` in `FSP2P_GAME_VARIANTS`, `FSP2P_GAME_QUIET=before`), one
-/// run compares what a game costs the relay with and without them.
+/// variant labels, as given in `FSP2P_GAME_VARIANTS`). With a variant of the
+/// same server (`FSP2P_GAME_VARIANTS='quiet='`, `FSP2P_GAME_QUIET=quiet`), one
+/// run compares what a game costs the relay with and without them. (A server
+/// from before protocol version 3 refuses today's clients' `Hello`.)
 pub fn quiet(label: &str) -> bool {
     std::env::var("FSP2P_GAME_QUIET")
         .unwrap_or_default()
         .split(',')
-        .any(|l| l.trim() == label)
+        .map(str::trim)
+        .any(|l| !l.is_empty() && (l == label || format!("fsp2p {l}") == label))
 }
 
 /// Pin every thread of `pid` to `cpus` (`taskset -a -cp`). Err says why not.
