@@ -26,7 +26,7 @@ using FlightSimP2P.Protocol;
 
 namespace FlightSimP2P.Client
 {
-    public partial class WebRTCP2PService : IDisposable, ILinkMetrics, ILinkEvents
+    public partial class WebRTCP2PService : IDisposable, ILinkMetrics, ILinkEvents, ILinkTelemetry
     {
         public const uint AllPeers = Wire.AllPeers;
 
@@ -88,6 +88,11 @@ namespace FlightSimP2P.Client
         public event Action<uint, byte[]> AppDataReceived;
         /// <summary>Flight data from a peer (a fresh copy), on the event thread.</summary>
         public event Action<uint, byte[], FlightPath> FlightDataReceived;
+        /// <summary>
+        /// A peer's quality grade or path changed (PROTOCOL.md section 14), on the event thread
+        /// (marshal to the UI thread yourself, as for every event here).
+        /// </summary>
+        public event Action<PeerQuality> PeerQualityChanged;
 
         public HubConnectionState State
         {
@@ -160,6 +165,33 @@ namespace FlightSimP2P.Client
                 PeerState p = _core.GetPeer(peer);
                 return p == null ? 0 : p.Path.DroppedDirect;
             }
+        }
+
+        /// <summary>
+        /// Every peer's link quality now, by peer id: path and time on it, echo RTT, loss,
+        /// jitter, frames/s each way, stale frames dropped, grade (PROTOCOL.md section 14).
+        /// </summary>
+        public IReadOnlyList<PeerQuality> GetPeerQuality()
+        {
+            lock (_gate)
+            {
+                return _core.GetQuality(_clock.NowMs);
+            }
+        }
+
+        /// <summary>One peer's link quality now; null for a peer not in the session.</summary>
+        public PeerQuality GetPeerQuality(uint peer)
+        {
+            lock (_gate)
+            {
+                return _core.GetQuality(_clock.NowMs, peer);
+            }
+        }
+
+        /// <summary>Quality reports handed to the server so far (0 with TelemetryEnabled off or an older server).</summary>
+        public long ReportsSent
+        {
+            get { lock (_gate) { return _core.ReportsSent; } }
         }
 
         public Task StartAsync(CancellationToken cancellationToken = default(CancellationToken))
@@ -698,6 +730,9 @@ namespace FlightSimP2P.Client
                 case OutputKind.PeerStatus:
                     Post(() => { Action<uint, bool> h = PeerStatusChanged; if (h != null) h(o.Peer, o.Online); });
                     break;
+                case OutputKind.QualityChanged:
+                    Post(() => { Action<PeerQuality> h = PeerQualityChanged; if (h != null) h(o.Quality); });
+                    break;
                 case OutputKind.PathChanged:
                     Post(() => { Action<uint, FlightPath> h = PeerPathChanged; if (h != null) h(o.Peer, o.Path); });
                     break;
@@ -798,6 +833,16 @@ namespace FlightSimP2P.Client
         void ILinkEvents.Failed(IPeerLink link)
         {
             Input(() => _core.LinkFailed(_clock.NowMs, link.Peer, link.LinkId));
+        }
+
+        void ILinkTelemetry.Failed(IPeerLink link, IceFailReason reason)
+        {
+            Input(() => _core.LinkFailed(_clock.NowMs, link.Peer, link.LinkId, reason));
+        }
+
+        void ILinkTelemetry.CandidateGathered(IPeerLink link, CandidateKinds kind)
+        {
+            Input(() => _core.CandidateGathered(_clock.NowMs, link.Peer, link.LinkId, kind));
         }
 
         void ILinkEvents.Received(IPeerLink link, byte[] frame)

@@ -1523,6 +1523,8 @@ namespace FlightSimP2P.Tests
             hello.RelayMode = RelayMode.Stream;
             hello.Name = "pilot";
             hello.ResumeToken = token;
+            // Telemetry on (the default): Hello version 3 (PROTOCOL.md section 14).
+            hello.Version = Wire.ReportProtocolVersion;
             return hello;
         }
 
@@ -3519,7 +3521,7 @@ namespace FlightSimP2P.Tests
                         {
                             ShortMessages++;
                         }
-                        if (isA && o.Data.Length > SnapshotEnvelope.HeaderBytes)
+                        if (isA && o.Data.Length > SnapshotEnvelope.HeaderBytes && !QualityFrame.IsMarked(o.Data))
                         {
                             DirectSendsA.Add(new KeyValuePair<long, uint>(Now, BitConverter.ToUInt32(o.Data, 0)));
                         }
