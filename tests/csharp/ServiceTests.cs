@@ -163,7 +163,7 @@ namespace FlightSimP2P.Tests
         }
     }
 
-    internal static class ServiceTests
+    internal static partial class ServiceTests
     {
         private static int Main()
         {
@@ -231,6 +231,7 @@ namespace FlightSimP2P.Tests
             Test("cluster: a redirected join in the URL of an attempt that fails is not lost: it goes to the configured server", ClusterRedirectedJoinAttemptFails);
             RunIssue21();
             RunIssue21c();
+            RunQuality();
             return Summary();
         }
 
