@@ -171,6 +171,14 @@ namespace FlightSimP2P.Tests
 
         private static void QualityHysteresis()
         {
+            // Raw thresholds from unknown (a first sample: srtt = r, jitter 0, no loss).
+            long[] rtts = { 99, 100, 249, 250 };
+            QualityGrade[] grades = { QualityGrade.Excellent, QualityGrade.Good, QualityGrade.Good, QualityGrade.Poor };
+            for (int i = 0; i < rtts.Length; i++)
+            {
+                long n0 = 0;
+                Eq(grades[i], Sample(RelayTracker(0), ref n0, rtts[i]), "first sample " + rtts[i] + " ms");
+            }
             QualityTracker t = RelayTracker(0);
             long now = 0;
             Eq(QualityGrade.Poor, Sample(t, ref now, 260), "260 ms: poor (no hysteresis from unknown)");
