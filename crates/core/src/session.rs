@@ -545,6 +545,8 @@ impl Core {
                     server_time_ms: now.unix_ms,
                 },
             ),
+            // Telemetry is taken in by the report module (issue 25, in progress).
+            (ClientMsg::Report(_), Some(_)) => {}
         }
     }
 

@@ -92,6 +92,9 @@ macro_rules! obj {
 /// `null` where a value is absent.
 const NULL: Option<i64> = None;
 
+// After the macro, so the module sees `obj!`.
+mod quality;
+
 impl J {
     /// The value on one line.
     fn compact(&self, out: &mut String) {
@@ -239,6 +242,9 @@ pub fn render() -> String {
             "race" => race(),
             "paths" => paths(),
             "signalr_retry" => signalr_retry(),
+            "quality" => quality::quality(),
+            "quality_buckets" => quality::buckets(),
+            "report_schedule" => quality::report_schedule(),
         },
     };
     let mut out = String::new();
@@ -270,6 +276,18 @@ fn constants() -> J {
         "resume_grace_default_ms" => 15000,
         "reconnect_window_ms" => 60000,
         "signalr_retry_delays_ms" => vec![0, 2000, 10000, 30000],
+        "echo_interval_ms" => 500,
+        "echo_timeout_ms" => 2000,
+        "loss_window" => 20,
+        "lost_after_ms" => 3000,
+        "grade_excellent" => obj! { "rtt_ms" => 100, "loss_pct" => 2, "jitter_ms" => 20 },
+        "grade_good" => obj! { "rtt_ms" => 250, "loss_pct" => 8, "jitter_ms" => 50 },
+        "grade_hysteresis" => 0.8,
+        "report_interval_ms" => 10000,
+        "report_min_gap_ms" => 2000,
+        "report_max_queued" => 16,
+        "rtt_bucket_edges_ms" => vec![25, 50, 75, 100, 150, 200, 300, 500, 1000],
+        "loss_bucket_edges_pct" => vec![0, 1, 2, 5, 10, 20, 50],
     }
 }
 

@@ -26,9 +26,14 @@ use serde::{Deserialize, Serialize};
 
 pub mod client_vectors;
 pub mod first;
+pub mod report;
 mod transport;
 pub mod vectors;
 
+pub use report::{
+    Grade, IceFailReason, IceFailure, LinkPath, LinkReport, Milestone, MilestoneKind, Report,
+    ReportV1,
+};
 pub use transport::{Transport, Via};
 
 /// ALPN for native (Rust, C#) clients speaking raw QUIC.
@@ -36,8 +41,11 @@ pub const ALPN_NATIVE: &[u8] = b"fsp2p/1";
 /// ALPN for WebTransport (HTTP/3) clients, i.e. browsers.
 pub const ALPN_H3: &[u8] = b"h3";
 /// Version carried in `Hello` by this crate's clients. Version 2 appends
-/// `Hello.access_token`; a server takes 1 and 2 ([`MIN_PROTOCOL_VERSION`]).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// `Hello.access_token`; version 3 has the same `Hello` and lets the client
+/// send `Report`. A server takes 1 to 3 ([`MIN_PROTOCOL_VERSION`]).
+pub const PROTOCOL_VERSION: u16 = 3;
+/// The first version whose connections may carry `ClientMsg::Report`.
+pub const REPORT_PROTOCOL_VERSION: u16 = 3;
 /// Oldest `Hello.version` a server still takes: version 1 is version 2
 /// without the access token field.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
@@ -80,6 +88,8 @@ pub enum ClientMsg {
         /// Any value; the `Pong` carries it back.
         client_time_ms: u64,
     },
+    /// 6: (version 3) connection-quality telemetry; no answer (PROTOCOL.md §14).
+    Report(Report),
 }
 
 /// Messages the server sends on a client's control stream.

@@ -156,6 +156,28 @@ fn all_client_msgs() -> Vec<(&'static str, ClientMsg)> {
             },
         ),
         ("leave", ClientMsg::LeaveSession),
+        (
+            "hello_v3_no_token",
+            ClientMsg::Hello(Hello {
+                version: 3,
+                client: ClientKind::DotNet,
+                relay_mode: RelayMode::Stream,
+                name: "Cy".into(),
+                resume_token: None,
+                access_token: None,
+            }),
+        ),
+        ("report_v1_empty", ClientMsg::Report(Report::v1(&ReportV1::default()))),
+        ("report_v1_full", ClientMsg::Report(Report::v1(&full_report()))),
+        // A body version this codec does not know: still a valid message
+        // (the body is opaque bytes); a server skips it.
+        (
+            "report_v9_opaque",
+            ClientMsg::Report(Report {
+                version: 9,
+                body: vec![0xDE, 0xAD],
+            }),
+        ),
         ("ping_zero", ClientMsg::Ping { client_time_ms: 0 }),
         (
             "ping_max",
@@ -164,6 +186,83 @@ fn all_client_msgs() -> Vec<(&'static str, ClientMsg)> {
             },
         ),
     ]
+}
+
+/// A version-1 report with every path, grade, milestone kind and ICE failure
+/// reason (PROTOCOL.md §14 walks through its bytes).
+pub fn full_report() -> ReportV1 {
+    use crate::report::candidate;
+    ReportV1 {
+        links: vec![
+            LinkReport {
+                peer: 2,
+                path: LinkPath::Direct,
+                grade: Grade::Excellent,
+                rtt_bucket: 1,
+                loss_bucket: 0,
+            },
+            LinkReport {
+                peer: 300,
+                path: LinkPath::Turn,
+                grade: Grade::Good,
+                rtt_bucket: 4,
+                loss_bucket: 2,
+            },
+            LinkReport {
+                peer: 7,
+                path: LinkPath::Relay,
+                grade: Grade::Poor,
+                rtt_bucket: 9,
+                loss_bucket: 7,
+            },
+            LinkReport {
+                peer: 8,
+                path: LinkPath::Connecting,
+                grade: Grade::Unknown,
+                rtt_bucket: crate::report::UNKNOWN_BUCKET,
+                loss_bucket: crate::report::UNKNOWN_BUCKET,
+            },
+            LinkReport {
+                peer: 9,
+                path: LinkPath::Relay,
+                grade: Grade::Lost,
+                rtt_bucket: 6,
+                loss_bucket: 5,
+            },
+        ],
+        setup: vec![
+            Milestone {
+                kind: MilestoneKind::Welcome,
+                path: LinkPath::Connecting,
+                ms: 48,
+            },
+            Milestone {
+                kind: MilestoneKind::FirstSignal,
+                path: LinkPath::Connecting,
+                ms: 130,
+            },
+            Milestone {
+                kind: MilestoneKind::Direct,
+                path: LinkPath::Turn,
+                ms: 900,
+            },
+            Milestone {
+                kind: MilestoneKind::Relay,
+                path: LinkPath::Relay,
+                ms: 5_000,
+            },
+            Milestone {
+                kind: MilestoneKind::FirstFrame,
+                path: LinkPath::Direct,
+                ms: 70_000,
+            },
+        ],
+        ice_failures: IceFailReason::ALL
+            .iter()
+            .map(|&reason| IceFailure { reason })
+            .collect(),
+        candidates: candidate::HOST | candidate::SRFLX | candidate::RELAY | candidate::PRFLX,
+    }
 }
 
 fn all_server_msgs() -> Vec<(String, ServerMsg)> {
@@ -417,7 +516,9 @@ fn bad_vectors() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             "hello_v2_without_token_field",
             v2[..v2.len() - 1].to_vec(),
         ),
-        ("ClientMsg", "unknown_tag", vec![6]),
+        ("ClientMsg", "unknown_tag", vec![7]),
+        // A Report whose body length says 5 bytes and has 1.
+        ("ClientMsg", "report_body_past_end", vec![6, 1, 5, 0]),
         ("ClientMsg", "unknown_tag_varint", vec![0x80, 0x01]),
         ("ClientMsg", "trailing_byte", ping),
         (
