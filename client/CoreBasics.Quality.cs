@@ -40,8 +40,8 @@ namespace FlightSimP2P.Client
         public long? RttMs;
         /// <summary>Echo requests lost of the last 20 decided, in percent (1 decimal); 0 when none decided.</summary>
         public double LossPct;
-        /// <summary>RFC 3550 jitter of the echo RTT (1 decimal).</summary>
-        public double JitterMs;
+        /// <summary>RFC 3550 jitter of the echo RTT (1 decimal); null before the first sample.</summary>
+        public double? JitterMs;
         /// <summary>Flight frames from / to the peer in the last full second.</summary>
         public int FpsIn;
         public int FpsOut;
@@ -52,7 +52,7 @@ namespace FlightSimP2P.Client
         public override string ToString()
         {
             return "peer " + Peer + " " + Path + " " + PathMs + " ms, rtt " + (RttMs.HasValue ? RttMs.Value.ToString() : "-")
-                + ", loss " + LossPct + " %, jitter " + JitterMs + ", fps " + FpsIn + "/" + FpsOut
+                + ", loss " + LossPct + " %, jitter " + (JitterMs.HasValue ? JitterMs.Value.ToString() : "-") + ", fps " + FpsIn + "/" + FpsOut
                 + ", stale " + StaleDropped + ", " + Grade;
         }
     }
@@ -122,25 +122,37 @@ namespace FlightSimP2P.Client
             {
                 _path = path;
                 _pathSince = now;
-                _outstanding.Clear();
-                _srtt = null;
-                _rttvar = 0;
-                _jitter = 0;
-                _prevR = 0;
-                _window.Clear();
-                _lostInWindow = 0;
-                _unansweredSince = -1;
-                _nextEchoAt = now;
+                Forget(now);
                 _changed = true;
             }
             Regrade(now);
         }
 
+        /// <summary>PeerStatus. Going offline or coming back starts the estimate afresh (the path and its time stay).</summary>
         public void SetOnline(long now, bool online)
         {
             Advance(now);
-            _online = online;
+            if (online != _online)
+            {
+                _online = online;
+                Forget(now);
+            }
             Regrade(now);
+        }
+
+        // The estimator's reset: RTT, jitter, the loss window and outstanding requests
+        // (replies to them are ignored from now on); the next echo is due at once.
+        private void Forget(long now)
+        {
+            _outstanding.Clear();
+            _srtt = null;
+            _rttvar = 0;
+            _jitter = 0;
+            _prevR = 0;
+            _window.Clear();
+            _lostInWindow = 0;
+            _unansweredSince = -1;
+            _nextEchoAt = now;
         }
 
         /// <summary>The periodic input: the id of an echo request to send now, or 0.</summary>
@@ -249,7 +261,7 @@ namespace FlightSimP2P.Client
             q.PathMs = Math.Max(0, now - _pathSince);
             q.RttMs = _srtt.HasValue ? (long?)(long)Math.Floor(_srtt.Value + 0.5) : null;
             q.LossPct = Round1(LossPctRaw);
-            q.JitterMs = Round1(_jitter);
+            q.JitterMs = _srtt.HasValue ? (double?)Round1(_jitter) : null;
             q.FpsIn = _lastIn;
             q.FpsOut = _lastOut;
             q.StaleDropped = _stale;
@@ -394,43 +406,65 @@ namespace FlightSimP2P.Client
     }
 
     /// <summary>
-    /// When the next report is due (spec Q3): every ReportIntervalMs while there is a link;
-    /// early after a link's path or grade changed; with queued milestones or ICE failures and
-    /// no link, as soon as the floor allows. Never within ReportMinGapMs of the previous one.
+    /// When the next report is due (spec Q3, the vectors' report_schedule): due when there is
+    /// a link and ReportIntervalMs passed since the last report, or when a link's path or grade
+    /// changed or milestones / ICE failures are queued and ReportMinGapMs passed. The last
+    /// report's time starts at the Welcome (Start).
     /// </summary>
     public sealed class ReportSchedule
     {
-        /// <summary>When the last report went; -1: none yet.</summary>
+        /// <summary>When the last report went (or the Welcome came); -1: not connected.</summary>
         public long LastAt = -1;
         /// <summary>A link's path or grade changed since the last report.</summary>
         public bool ChangePending;
+
+        /// <summary>A Welcome: the clock of the schedule starts.</summary>
+        public void Start(long now)
+        {
+            LastAt = now;
+        }
+
+        public void Stop()
+        {
+            LastAt = -1;
+        }
 
         public void NoteChange()
         {
             ChangePending = true;
         }
 
-        /// <summary>When a report is due given the link count and queued entries; -1: none due.</summary>
-        public long DueAt(int links, int queued)
+        /// <summary>When a report is due; -1: none (no link, no change, nothing queued, or not started).</summary>
+        public long DueAt(bool hasLinks, bool queued)
         {
-            long floor = LastAt < 0 ? long.MinValue : LastAt + QualityConstants.ReportMinGapMs;
-            if (links > 0)
+            if (LastAt < 0)
             {
-                long periodic = LastAt < 0 ? long.MinValue : LastAt + QualityConstants.ReportIntervalMs;
-                long due = ChangePending ? floor : periodic;
-                return due == long.MinValue ? 0 : due;
+                return -1;
             }
-            if (queued > 0)
+            long t = -1;
+            if (hasLinks)
             {
-                return floor == long.MinValue ? 0 : floor;
+                t = LastAt + QualityConstants.ReportIntervalMs;
             }
-            return -1;
+            if (ChangePending || queued)
+            {
+                long early = LastAt + QualityConstants.ReportMinGapMs;
+                t = t < 0 ? early : Math.Min(t, early);
+            }
+            return t;
         }
 
-        public bool Due(long now, int links, int queued)
+        public bool Due(long now, bool hasLinks, bool queued)
         {
-            long at = DueAt(links, queued);
+            long at = DueAt(hasLinks, queued);
             return at >= 0 && now >= at;
+        }
+
+        /// <summary>When the shell must come back for it: now when due, else DueAt; -1: never.</summary>
+        public long WakeAt(long now, bool hasLinks, bool queued)
+        {
+            long at = DueAt(hasLinks, queued);
+            return at >= 0 && now >= at ? now : at;
         }
 
         public void Sent(long now)

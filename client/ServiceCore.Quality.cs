@@ -240,7 +240,7 @@ namespace FlightSimP2P.Client
                     _schedule.NoteChange();
                 }
             }
-            if (ReportsAllowed && _schedule.Due(now, Session != null ? _peers.Count : 0, _reports.Count))
+            if (ReportsAllowed && _schedule.Due(now, HasLinks, _reports.Count > 0))
             {
                 List<LinkReport> links = new List<LinkReport>();
                 if (Session != null)
@@ -260,13 +260,24 @@ namespace FlightSimP2P.Client
             }
         }
 
-        private long ReportWake()
+        private long ReportWake(long now)
         {
             if (!ReportsAllowed)
             {
                 return -1;
             }
-            return _schedule.DueAt(Session != null ? _peers.Count : 0, _reports.Count);
+            return _schedule.WakeAt(now, HasLinks, _reports.Count > 0);
+        }
+
+        private bool HasLinks
+        {
+            get { return Session != null && _peers.Count > 0; }
+        }
+
+        /// <summary>A Welcome on the current connection: the report schedule's clock starts.</summary>
+        private void ReportClockStarts(long now)
+        {
+            _schedule.Start(now);
         }
     }
 }

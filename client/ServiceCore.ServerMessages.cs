@@ -222,6 +222,7 @@ namespace FlightSimP2P.Client
             _queue.Configure(Limits.SignalsPerSec, now);
             LivenessConnected(now);
             WelcomeMilestone(now);
+            ReportClockStarts(now);
             bool pending = _pendingRequest != null || _request.Active || _requestInUrlConn == conn;
             ReconnectOutcome outcome = oldId == 0 ? ReconnectOutcome.Fresh
                 : AfterReconnect.Decide(w.Resumed, w.PeerId, oldId, Session != null, pending);

@@ -142,7 +142,7 @@ namespace FlightSimP2P.Client
                 wake = Min(wake, p.Path.NextWake(now));
                 wake = Min(wake, p.Quality.PollTimeout(now));
             }
-            wake = Min(wake, ReportWake());
+            wake = Min(wake, ReportWake(now));
             return wake;
         }
 

@@ -254,10 +254,21 @@ namespace FlightSimP2P.Tests
             Eq(0L, t.PollTimeout(0), "echo due at once");
             t.Tick(0);
             Eq(500L, t.PollTimeout(0), "next echo at 500");
-            t.SetOnline(100, false);
-            Eq(2000L, t.PollTimeout(100), "offline: the request's loss deadline");
-            t.FrameIn(2000);
-            Eq(3000L, t.PollTimeout(2000), "then the lost deadline (unanswered since 0)");
+            // Ticks at 0..1500 unanswered; at 1600 the next echo (2000) comes first, then the
+            // first loss deadline (id 1 at 2000) ties; after a tick at 2000 the loss deadline of id 2 (2500) and the echo (2500).
+            for (long n = 500; n <= 1500; n += 500)
+            {
+                t.Tick(n);
+            }
+            Eq(2000L, t.PollTimeout(1600), "next echo and id 1's loss deadline at 2000");
+            t.Tick(2000);
+            Eq(2500L, t.PollTimeout(2000), "then 2500");
+            t.SetOnline(2100, false);
+            Eq(-1L, t.PollTimeout(2100), "offline: the estimate is forgotten, nothing to wake for");
+            QualityTracker l = RelayTracker(0);
+            l.Tick(0);
+            l.SetPath(10, LinkPath.Connecting);
+            Eq(-1L, l.PollTimeout(10), "connecting: nothing");
             QualityTracker c = new QualityTracker(6, 0);
             Eq(-1L, c.PollTimeout(0), "connecting, nothing outstanding: none");
         }
@@ -379,19 +390,21 @@ namespace FlightSimP2P.Tests
         private static void QualitySchedule()
         {
             ReportSchedule s = new ReportSchedule();
-            Eq(-1L, s.DueAt(0, 0), "nothing to report: never");
-            Eq(0L, s.DueAt(1, 0), "a link and no report yet: at once");
-            s.Sent(1000);
-            Eq(11000L, s.DueAt(1, 0), "every 10 s");
-            Check(!s.Due(10999, 1, 0) && s.Due(11000, 1, 0), "due at 11000, not before");
+            Eq(-1L, s.DueAt(true, true), "not started (no Welcome): never");
+            s.Start(1000);
+            Eq(-1L, s.DueAt(false, false), "no link, no change, nothing queued: never");
+            Eq(11000L, s.DueAt(true, false), "a link: 10 s after the Welcome");
+            Check(!s.Due(10999, true, false) && s.Due(11000, true, false), "due at 11000, not before");
+            Eq(3000L, s.DueAt(false, true), "queued entries: 2 s after the Welcome");
             s.NoteChange();
-            Eq(3000L, s.DueAt(1, 0), "a change: early, but 2 s after the previous report");
-            Check(!s.Due(2999, 1, 0) && s.Due(3000, 1, 0), "the floor holds");
+            Eq(3000L, s.DueAt(true, false), "a change: early, but 2 s after the previous report");
+            Check(!s.Due(2999, true, false) && s.Due(3000, true, false), "the floor holds");
+            Eq(5000L, s.WakeAt(5000, true, false), "wake: now when due");
+            Eq(3000L, s.WakeAt(2500, true, false), "wake: when due");
             s.Sent(3000);
-            Eq(13000L, s.DueAt(1, 0), "change sent: back to 10 s");
-            Eq(13000L, s.DueAt(1, 3), "queued entries with a link wait for the next report");
-            Eq(5000L, s.DueAt(0, 1), "queued entries and no link: 2 s floor");
-            Eq(-1L, s.DueAt(0, 0), "no link, nothing queued: none");
+            Eq(13000L, s.DueAt(true, false), "change sent: back to 10 s");
+            Eq(5000L, s.DueAt(true, true), "queued entries with a link: 2 s floor");
+            Eq(-1L, s.WakeAt(6000, false, false), "no link, nothing queued: no wake");
 
             ReportQueue q = new ReportQueue();
             for (int i = 0; i < 17; i++)
@@ -572,20 +585,15 @@ namespace FlightSimP2P.Tests
             Check(!old.Sent(outs).Any(m => m is ClientMsg.Report), "Welcome version 2: no Report");
 
             Harness h = RelayPair(3);
-            outs = h.Advance(100);
+            h.Advance(1900);
+            Eq(0, h.Sent(h.Log).OfType<ClientMsg.Report>().Count(), "nothing within 2 s of the Welcome");
+            h.Advance(200);
             List<ClientMsg.Report> reports = h.Sent(h.Log).OfType<ClientMsg.Report>().ToList();
-            Check(reports.Count == 1, "the welcome milestone goes at once, before the session (" + reports.Count + ")");
+            Check(reports.Count == 1, "the first report 2 s after the Welcome (" + reports.Count + ")");
             ReportV1 first = ReportV1.Decode(reports[0].Body);
-            Eq(0, first.Links.Count, "no link yet");
+            Check(first.Links.Count == 1 && first.Links[0].Peer == 6 && first.Links[0].Path == LinkPath.Relay, "the link, on the relay");
             Milestone welcome = first.Setup.FirstOrDefault(m => m.Kind == MilestoneKind.Welcome);
             Check(welcome != null && welcome.Ms == 30 && welcome.Path == LinkPath.Connecting, "welcome milestone: 30 ms from the race's start");
-            h.Advance(1800);
-            Eq(1, h.Sent(h.Log).OfType<ClientMsg.Report>().Count(), "the new link waits for the 2 s floor");
-            h.Advance(300);
-            reports = h.Sent(h.Log).OfType<ClientMsg.Report>().ToList();
-            Check(reports.Count == 2, "then it is reported (" + reports.Count + ")");
-            ReportV1 second = ReportV1.Decode(reports[1].Body);
-            Check(second.Links.Count == 1 && second.Links[0].Peer == 6 && second.Links[0].Path == LinkPath.Relay, "the link, on the relay");
             // Nothing answers the echoes: the grade changes (unknown -> lost) are reported early,
             // never within 2 s of the previous report; then every 10 s.
             h.Advance(30000);
