@@ -67,14 +67,35 @@ namespace FlightSimP2P.Client
             _reports.AddCandidate(kind);
         }
 
-        /// <summary>The quality path of a peer: connecting while a WebRTC attempt runs, else where flight data goes.</summary>
-        private static LinkPath QualityPathOf(PeerState p)
+        /// <summary>
+        /// The quality path of a peer (PROTOCOL.md section 12 rule 8): direct or turn when the
+        /// DataChannel carries flight data; relay once fallen back or forced; else connecting:
+        /// while a WebRTC attempt runs, and while a new peer's offer is awaited (at most the
+        /// direct deadline from the link's creation; a Rust peer, which has no WebRTC, never offers).
+        /// </summary>
+        private LinkPath QualityPathOf(long now, PeerState p)
         {
-            if (p.Path.State == DirectState.Connecting)
+            if (p.Path.State == DirectState.Connecting || AwaitingOffer(now, p))
             {
                 return LinkPath.Connecting;
             }
             return ToLinkPath(p.Path.Path);
+        }
+
+        private bool AwaitingOffer(long now, PeerState p)
+        {
+            return OfferDeadline(p) > now;
+        }
+
+        /// <summary>Until when a new peer's path counts as connecting without an attempt of ours; -1: not waiting.</summary>
+        private long OfferDeadline(PeerState p)
+        {
+            if (p.Path.State != DirectState.Disabled || !_o.EnableDirect || p.FirstOfferAt >= 0 || p.OutcomeSeen
+                || p.Info.Client == ClientKind.Rust)
+            {
+                return -1;
+            }
+            return p.CreatedAt + _o.Path.DirectConnectTimeoutMs;
         }
 
         private static LinkPath ToLinkPath(FlightPath f)
@@ -96,7 +117,7 @@ namespace FlightSimP2P.Client
             {
                 return;
             }
-            LinkPath path = QualityPathOf(p);
+            LinkPath path = QualityPathOf(now, p);
             if (!p.OutcomeSeen && p.FirstOfferAt >= 0)
             {
                 if (path == LinkPath.Direct || path == LinkPath.Turn)
@@ -258,6 +279,13 @@ namespace FlightSimP2P.Client
                 LastReport = body;
                 ReportsSent++;
             }
+        }
+
+        /// <summary>When a peer awaiting an offer stops counting as connecting (Tick then moves it to the relay).</summary>
+        private long QualityWake(long now, PeerState p)
+        {
+            long d = OfferDeadline(p);
+            return d > now ? d : -1;
         }
 
         private long ReportWake(long now)

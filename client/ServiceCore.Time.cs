@@ -141,6 +141,7 @@ namespace FlightSimP2P.Client
                 wake = Min(wake, p.RetryAt == long.MaxValue ? -1 : p.RetryAt);
                 wake = Min(wake, p.Path.NextWake(now));
                 wake = Min(wake, p.Quality.PollTimeout(now));
+                wake = Min(wake, QualityWake(now, p));
             }
             wake = Min(wake, ReportWake(now));
             return wake;

@@ -36,6 +36,7 @@ namespace FlightSimP2P.Tests
             Test("quality core: relay echo answered on the relay, never delivered, stale filter and counts untouched", QualityRelayEcho);
             Test("quality core: direct echo answered on its link, not acknowledged, not delivered", QualityDirectEcho);
             Test("quality core: echo requests on the relay, RTT from the replies, QualityChanged on grade and path changes", QualityCoreEchoLoop);
+            Test("quality core: a newcomer awaiting the offer is connecting until the direct deadline, then relay; a Rust peer is relay at once", QualityCoreAwaitOffer);
             Test("quality core: Report only after a Welcome of version 3, with links, milestones and ICE failures", QualityCoreReports);
         }
 
@@ -626,6 +627,29 @@ namespace FlightSimP2P.Tests
             Milestone relay = bodies.SelectMany(b => b.Setup).FirstOrDefault(m => m.Kind == MilestoneKind.Relay);
             Check(relay != null && relay.Ms == 700 && relay.Path == LinkPath.Relay, "relay milestone: first offer -> relay, 700 ms");
             Eq(1, bodies.SelectMany(b => b.IceFailures).Count(x => x == IceFailReason.NoCandidates), "each failure reported once");
+        }
+
+        private static void QualityCoreAwaitOffer()
+        {
+            CoreOptions o = new CoreOptions();
+            o.Path.DirectConnectTimeoutMs = 5000;
+            Harness h = new Harness(o);
+            h.Connect(7);
+            // I join a session where 5 (a C# peer, who offers to newcomers) and 6 (Rust: no WebRTC) are.
+            h.Core.JoinSession(h.Now, 2, "7KQ2MX", null);
+            h.Drain();
+            SessionInfo s = Harness.SessionOf(5, 5, 7);
+            s.Peers.Add(new PeerInfo(6, "rust", ClientKind.Rust));
+            h.Core.ServerMessage(h.Now, h.Conn, new ServerMsg.SessionJoined(s));
+            long joined = h.Now;
+            h.Drain();
+            h.Advance(100);
+            Eq(LinkPath.Connecting, h.Core.GetQuality(h.Now, 5).Path, "waiting for 5's offer: connecting");
+            Eq(LinkPath.Relay, h.Core.GetQuality(h.Now, 6).Path, "a Rust peer: relay at once");
+            Check(h.Core.NextWake(h.Now) <= joined + 5000, "woken by the deadline");
+            h.Advance(5000);
+            Eq(LinkPath.Relay, h.Core.GetQuality(h.Now, 5).Path, "no offer by the deadline: relay");
+            Check(h.Core.NextWake(h.Now) > h.Now, "no busy wake after the deadline");
         }
     }
 }
