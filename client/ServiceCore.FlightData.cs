@@ -104,7 +104,7 @@ namespace FlightSimP2P.Client
                 Heard(now);
             }
             PeerState p = GetPeer(from);
-            if (QualityFrameIn(now, p, payload, FlightPath.Relay))
+            if (QualityFrameIn(now, from, p, payload, FlightPath.Relay))
             {
                 return;
             }
@@ -122,7 +122,7 @@ namespace FlightSimP2P.Client
             {
                 return;
             }
-            if (QualityFrameIn(now, p, payload, p.Path.Turn ? FlightPath.Turn : FlightPath.Direct))
+            if (QualityFrameIn(now, from, p, payload, p.Path.Turn ? FlightPath.Turn : FlightPath.Direct))
             {
                 // Answered on this link; never acknowledged, never flight data.
                 return;

@@ -192,7 +192,7 @@ namespace FlightSimP2P.Client
         /// answered on the path it came on, a reply feeds the tracker, a malformed one is
         /// dropped. True when the payload was one (the caller stops there).
         /// </summary>
-        private bool QualityFrameIn(long now, PeerState p, byte[] payload, FlightPath cameOn)
+        private bool QualityFrameIn(long now, uint from, PeerState p, byte[] payload, FlightPath cameOn)
         {
             QualityFrameKind kind;
             uint id;
@@ -202,26 +202,27 @@ namespace FlightSimP2P.Client
             {
                 return false;
             }
-            if (parse == QualityParse.Bad || p == null)
+            if (parse == QualityParse.Bad)
             {
                 return true;
             }
             if (kind == QualityFrameKind.EchoRequest)
             {
+                // Answered even before the peer is known here (a relay frame can overtake PeerJoined).
                 byte[] reply = QualityFrame.Encode(QualityFrameKind.EchoReply, id, t);
                 if (cameOn == FlightPath.Relay)
                 {
                     if (_conn != 0)
                     {
-                        SendRelay(p.Info.Id, reply);
+                        SendRelay(from, reply);
                     }
                 }
-                else if (p.LinkId != 0)
+                else if (p != null && p.LinkId != 0)
                 {
                     SendDirect(p, reply);
                 }
             }
-            else
+            else if (p != null)
             {
                 p.Quality.Reply(now, id);
             }
