@@ -46,6 +46,10 @@ namespace FlightSimP2P.Client
         private readonly CancellationTokenSource _life = new CancellationTokenSource();
         private int _nextToken = 1;
         private bool _disposed;
+        // The timer loop (Task.Run in the constructor): DisposeAsync completes once it has ended,
+        // so nothing of the service still runs on the thread pool (mono aborts a process that
+        // exits while a pool thread is creating a timer).
+        private readonly Task _timer;
         // Peer links whose adapter call threw (peer, link id): each becomes that peer's path failure.
         private readonly List<KeyValuePair<uint, int>> _linkFaults = new List<KeyValuePair<uint, int>>();
 
@@ -62,7 +66,7 @@ namespace FlightSimP2P.Client
             events.IsBackground = true;
             events.Name = "fsp2p events";
             events.Start();
-            Task.Run(TimerLoop);
+            _timer = Task.Run(TimerLoop);
         }
 
         /// <summary>Fills in the platform's QUIC/WebSocket, SIPSorcery and JSON defaults (.NET build).</summary>
@@ -208,7 +212,9 @@ namespace FlightSimP2P.Client
         public Task DisposeAsync()
         {
             Task stop = StopAsync();
-            return stop.ContinueWith(_ => Dispose(), TaskScheduler.Default);
+            Task timer = _timer;
+            return stop.ContinueWith(_ => Dispose(), TaskScheduler.Default)
+                .ContinueWith(_ => timer, TaskScheduler.Default).Unwrap();
         }
 
         public void Dispose()

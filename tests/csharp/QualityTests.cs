@@ -11,6 +11,7 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using System.Threading;
 using FlightSimP2P.Client;
 using FlightSimP2P.Protocol;
 using static FlightSimP2P.Tests.TestKit;
@@ -37,6 +38,7 @@ namespace FlightSimP2P.Tests
             Test("quality core: direct echo answered on its link, not acknowledged, not delivered", QualityDirectEcho);
             Test("quality core: echo requests on the relay, RTT from the replies, QualityChanged on grade and path changes", QualityCoreEchoLoop);
             Test("quality core: a newcomer awaiting the offer is connecting until the direct deadline, then relay; a Rust peer is relay at once", QualityCoreAwaitOffer);
+            Test("quality shell: PeerQualityChanged reaches the app; a throwing handler stops neither events nor the timer loop (echoes go on)", QualityShellHandlerThrows);
             Test("quality core: Report only after a Welcome of version 3, with links, milestones and ICE failures", QualityCoreReports);
         }
 
@@ -650,6 +652,32 @@ namespace FlightSimP2P.Tests
             h.Advance(5000);
             Eq(LinkPath.Relay, h.Core.GetQuality(h.Now, 5).Path, "no offer by the deadline: relay");
             Check(h.Core.NextWake(h.Now) > h.Now, "no busy wake after the deadline");
+        }
+
+        private static void QualityShellHandlerThrows()
+        {
+            FakeFactory f = new FakeFactory();
+            WebRTCP2POptions o = new WebRTCP2POptions();
+            o.TransportFactory = f;
+            o.PingInterval = TimeSpan.Zero;
+            o.EnableDirect = false;
+            using (WebRTCP2PService s = new WebRTCP2PService(o))
+            {
+                int calls = 0;
+                s.PeerQualityChanged += e => { Interlocked.Increment(ref calls); throw new InvalidOperationException("app bug"); };
+                Check(s.StartAsync().Wait(5000) && s.CreateSessionAsync().Wait(5000), "in a session with peer 6");
+                Check(WaitFor(() => Volatile.Read(ref calls) >= 1, 5000), "PeerQualityChanged fired (path relay)");
+                PeerQuality q = s.GetPeerQuality(6);
+                Check(q != null && q.Path == LinkPath.Relay, "GetPeerQuality(6): relay (" + q + ")");
+                int sent = Volatile.Read(ref f.T.RelaySent);
+                // Nobody answers: echoes keep going every 500 ms, and the grade falls to lost (another event).
+                Check(WaitFor(() => Volatile.Read(ref f.T.RelaySent) >= sent + 2, 5000), "echo requests go on after the handler threw");
+                Check(WaitFor(() => Volatile.Read(ref calls) >= 2 && s.GetPeerQuality(6).Grade == QualityGrade.Lost, 6000),
+                    "lost after 3 s unanswered, and the event fired again (" + calls + ", " + s.GetPeerQuality(6).Grade + ")");
+                Check(s.State == HubConnectionState.Connected, "still connected");
+                Eq(1, s.GetPeerQuality().Count, "one peer");
+                Check(s.GetPeerQuality(99) == null, "unknown peer: null");
+            }
         }
     }
 }
