@@ -359,6 +359,24 @@ pub(crate) struct PeerArgs {
     /// Exit after this many seconds (0 = run until Ctrl-C).
     #[arg(long, default_value_t = 0.0)]
     pub(crate) duration: f64,
+
+    /// Print the connection quality of every peer of the session once a second
+    /// (PROTOCOL.md §14), one line each, the same fields the browser and C# clients show:
+    /// `quality: peer <id> path <path> for <s>s rtt <ms> ms loss <%> % jitter <ms> ms
+    /// fps in <n> out <n> stale <n> grade <grade>` (rtt and jitter `-` before the first echo).
+    /// The path is always `relay`: this client has no WebRTC.
+    #[arg(long)]
+    pub(crate) stats: bool,
+
+    /// Send the server no connection-quality reports (they are on by default;
+    /// peers are still measured and answered).
+    #[arg(long)]
+    pub(crate) no_telemetry: bool,
+
+    /// Send peers no echo requests (links stay `unknown`; theirs are still answered),
+    /// so that the relay carries only the frames this command sends.
+    #[arg(long)]
+    pub(crate) no_echo: bool,
 }
 
 /// `--transport`: the client's [`ClientTransport`], as a flag value.

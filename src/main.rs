@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use flightsim_p2p::client::{Client, ClientConfig, Event, Trust};
+use flightsim_p2p::client::{Client, ClientConfig, Event, QualitySnapshot, Trust};
 use flightsim_p2p::config::{DevCert, ServerConfig};
 use flightsim_p2p::protocol::{ClientKind, RelayMode, ServerMsg};
 use flightsim_p2p::{certs, server};
@@ -312,6 +312,8 @@ async fn peer(args: PeerArgs) -> Result<()> {
         cfg.token = Some(flightsim_p2p::client::AccessToken::Fixed(read_at_file(t)?));
     }
     cfg.kind = ClientKind::Rust;
+    cfg.telemetry = !args.no_telemetry;
+    cfg.quality_echo = !args.no_echo;
     cfg.relay_mode = match args.relay_mode {
         CliRelayMode::Datagram => RelayMode::Datagram,
         CliRelayMode::Stream => RelayMode::Stream,
@@ -359,12 +361,15 @@ async fn peer(args: PeerArgs) -> Result<()> {
     let start = Instant::now();
     let (mut sent, mut received, mut bytes_in) = (0u64, 0u64, 0u64);
     let mut payload = vec![0u8; size];
+    let mut seq = 0u32;
     loop {
         tokio::select! {
             _ = send_tick.tick(), if period.is_some() && (args.count == 0 || sent < args.count) => {
                 // The flight-data envelope's sequence number, so browser and
                 // .NET peers accept these frames; then a timestamp.
-                payload[..4].copy_from_slice(&((sent as u32).wrapping_add(1)).to_le_bytes());
+                // (It skips 0xFFFFFFFF, which would make the frame a quality frame.)
+                seq = flightsim_p2p::protocol::report::next_flight_seq(seq);
+                payload[..4].copy_from_slice(&seq.to_le_bytes());
                 payload[4..12].copy_from_slice(&(start.elapsed().as_nanos() as u64).to_le_bytes());
                 if let Err(e) = client.send_relay(args.to, &payload).await {
                     eprintln!("send failed: {e:#}");
@@ -374,6 +379,11 @@ async fn peer(args: PeerArgs) -> Result<()> {
             _ = report.tick() => {
                 if sent > 0 || received > 0 {
                     println!("stats: sent {sent}, received {received} ({bytes_in} bytes)");
+                }
+                if args.stats {
+                    for q in client.quality() {
+                        println!("{}", quality_line(&q));
+                    }
                 }
             }
             _ = async { match end { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => break,
@@ -418,6 +428,25 @@ fn reconnected_line(resumed: bool, redirected: bool, peer_id: u32) -> String {
     }
 }
 
+/// One line of `peer --stats`: a link's quality, the same fields the
+/// browser and C# clients show.
+fn quality_line(q: &QualitySnapshot) -> String {
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    format!(
+        "quality: peer {} path {} for {:.1}s rtt {} ms loss {:.1} % jitter {} ms fps in {} out {} stale {} grade {}",
+        q.peer,
+        q.path.as_str(),
+        q.path_ms as f64 / 1000.0,
+        opt(q.rtt_ms.map(|r| r.to_string())),
+        q.loss_pct,
+        opt(q.jitter_ms.map(|j| format!("{j:.1}"))),
+        q.fps_in,
+        q.fps_out,
+        q.stale_dropped,
+        q.grade.as_str(),
+    )
+}
+
 fn print_event(m: &ServerMsg) {
     match m {
         ServerMsg::PeerJoined(p) => println!("peer joined: {} {:?}", p.id, p.name),
@@ -435,6 +464,30 @@ fn print_event(m: &ServerMsg) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quality_line_names_every_field() {
+        use flightsim_p2p::protocol::report::{Grade, LinkPath};
+        let mut q = QualitySnapshot {
+            peer: 7,
+            path: LinkPath::Relay,
+            path_ms: 12_345,
+            rtt_ms: Some(42),
+            loss_pct: 5.0,
+            jitter_ms: Some(1.25),
+            fps_in: 30,
+            fps_out: 29,
+            stale_dropped: 3,
+            grade: Grade::Good,
+        };
+        assert_eq!(
+            quality_line(&q),
+            "quality: peer 7 path relay for 12.3s rtt 42 ms loss 5.0 % jitter 1.2 ms fps in 30 out 29 stale 3 grade good"
+        );
+        (q.rtt_ms, q.jitter_ms, q.grade) = (None, None, Grade::Unknown);
+        assert!(quality_line(&q).contains("rtt - ms loss 5.0 % jitter - ms"));
+        assert!(quality_line(&q).ends_with("grade unknown"));
+    }
 
     #[test]
     fn a_redirected_join_is_not_reported_as_a_lapsed_grace() {

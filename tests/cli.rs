@@ -151,6 +151,8 @@ fn peer_command_hosts_joins_and_relays() {
         .arg(&dir)
         // Long enough for a slow machine to start the joiner; ended by SIGINT below.
         .args(["--create", "--send-rate", "50", "--duration", "30"])
+        // The relay counts below are exact: no echoes (tested in tests/quality.rs).
+        .arg("--no-echo")
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -174,6 +176,7 @@ fn peer_command_hosts_joins_and_relays() {
             "stream",
         ])
         .args(["--join", &code, "--send-rate", "50", "--count", "100"])
+        .arg("--no-echo")
         .args(["--duration", "3"])
         .output()
         .unwrap();
@@ -224,6 +227,92 @@ fn peer_command_hosts_joins_and_relays() {
         let series = format!("fsp2p_relay_dropped_total{{reason=\"{reason}\"}}");
         assert_eq!(srv.metric(&series), 0.0, "{series}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `peer --stats` prints, once a second, one quality line per peer of the
+/// session; once the echoes have answered, with a measured grade and RTT.
+#[test]
+fn peer_stats_prints_a_quality_line_per_peer() {
+    let dir = common::temp_dir("peer-stats");
+    let srv = serve(&dir, &[]);
+    let server = srv.quic.to_string();
+    let mut host = Command::new(BIN)
+        .args(["peer", "--server", &server, "--cert-hash", &srv.hash])
+        .args([
+            "--create",
+            "--stats",
+            "--send-rate",
+            "20",
+            "--duration",
+            "30",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(host.stdout.take().unwrap()).lines();
+    let code = loop {
+        let l = lines.next().unwrap().unwrap();
+        if let Some(rest) = l.strip_prefix("session created: code ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let joiner = Command::new(BIN)
+        .args(["peer", "--server", &server, "--cert-hash", &srv.hash])
+        .args([
+            "--join",
+            &code,
+            "--stats",
+            "--no-telemetry",
+            "--duration",
+            "4",
+        ])
+        .output()
+        .unwrap();
+    assert!(joiner.status.success());
+    let text = String::from_utf8(joiner.stdout).unwrap();
+    let host_id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("joined session "))
+        .and_then(|l| l.split("host ").nth(1))
+        .and_then(|l| l.split(',').next())
+        .unwrap_or_else(|| panic!("no join line: {text}"))
+        .to_string();
+    let quality: Vec<&str> = text.lines().filter(|l| l.starts_with("quality:")).collect();
+    assert!(quality.len() >= 2, "one line a second: {text}");
+    for l in &quality {
+        assert!(
+            l.starts_with(&format!("quality: peer {host_id} path relay for ")),
+            "{l}"
+        );
+        for field in [
+            " rtt ", " loss ", " jitter ", " fps in ", " out ", " stale ", " grade ",
+        ] {
+            assert!(l.contains(field), "{l} lacks {field:?}");
+        }
+    }
+    let last = quality.last().unwrap();
+    assert!(
+        last.ends_with("grade excellent") || last.ends_with("grade good"),
+        "after 4 s of echoes: {last}"
+    );
+    assert!(!last.contains("rtt - ms"), "{last}");
+    // The host's 20 frames a second reach the joiner.
+    assert!(!last.contains("fps in 0 "), "{last}");
+    // The host prints its line for the joiner too.
+    let mut host_quality = None;
+    for l in lines.by_ref().map_while(Result::ok) {
+        if l.starts_with("quality: peer ") && !l.contains(" rtt - ") {
+            host_quality = Some(l);
+            break;
+        }
+    }
+    let _ = Command::new("kill")
+        .args(["-INT", &host.id().to_string()])
+        .status();
+    let _ = host.wait();
+    let host_quality = host_quality.expect("the host printed no measured quality line");
+    assert!(host_quality.contains(" path relay "), "{host_quality}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

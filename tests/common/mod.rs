@@ -140,6 +140,9 @@ impl TestServer {
         let mut c = ClientConfig::new(self.quic, Trust::CertHash(self.hash));
         c.transport = transport;
         c.relay_mode = mode;
+        // No peer echoes (PROTOCOL.md §14): tests count relay frames exactly.
+        // tests/quality.rs turns them on.
+        c.quality_echo = false;
         c
     }
 
@@ -432,6 +435,8 @@ impl ServeProcess {
         let mut c = ClientConfig::new(self.quic, Trust::CertHash(hash));
         c.relay_mode = mode;
         c.ws_url = Some(format!("ws://{}/ws", self.http));
+        // No peer echoes: tests count relay frames exactly.
+        c.quality_echo = false;
         c
     }
 }

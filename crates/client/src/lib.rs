@@ -103,15 +103,39 @@
 //!   [`ClientConfig::fallbacks`], round robin with the backoff above.
 //! * `cluster_unavailable` fails a request (not fatal); during a resume it
 //!   is retried on the same node.
+//!
+//! # Connection quality (PROTOCOL.md §14)
+//!
+//! Every 500 ms the client sends each peer of its session an echo request,
+//! a 13-byte *quality frame* (`FF FF FF FF`, kind, id, time) on the relay,
+//! and answers theirs at once on the relay. One 4-byte compare in the
+//! connection's reader tells such a frame from flight data; it is never an
+//! [`Event::Relay`]. The pure rules are in [`quality`] (replayed against
+//! `docs/client-vectors.json`); `telemetry` is the shell, run by each
+//! connection's reader beside the liveness watch.
+//! * [`Client::quality`]: per peer the path (always `relay`: this client has
+//!   no WebRTC), time on it, echo RTT, loss, jitter, flight frames per second
+//!   each way (frames sent with [`RelaySender::send`] and received), grade.
+//! * [`Client::quality_events`]: the snapshot whenever a link's grade or path
+//!   changes, on a channel of its own (not in [`Client::next_event`]).
+//! * Reports: with [`ClientConfig::telemetry`] on (the default) and a server
+//!   that welcomed version 3, a `Report` of every link's grade, RTT and loss
+//!   buckets and the setup times (connect → `Welcome`, link → first frame)
+//!   goes every 10 s while in a session, 2 s after a change at the earliest.
+//!   [`Client::reports_sent`] tells what went.
+//! * [`ClientConfig::quality_echo`] off sends no requests (only for programs
+//!   that must count relay frames exactly).
 
 mod cluster;
 mod connect;
 mod error;
 mod inbox;
 mod liveness;
+pub mod quality;
 mod quic;
 mod reconnect;
 mod resume;
+mod telemetry;
 mod tls;
 mod websocket;
 
@@ -141,6 +165,12 @@ pub mod behaviour {
         LiveAction, Liveness, LIVE_TIMEOUT_INITIAL, LIVE_TIMEOUT_MAX, LIVE_TIMEOUT_MIN,
         PING_INTERVAL, PROBE_AFTER_INITIAL, PROBE_AFTER_MIN, PROBE_INTERVAL,
     };
+    pub use super::quality::{
+        next_grade, report_due, Quality, QualityEvent, QualitySnapshot, QualityTracker, ReportDue,
+        ECHO_INTERVAL_MS, ECHO_INTERVAL_RELAY_MS, ECHO_TIMEOUT_MS, GRADE_EXCELLENT, GRADE_GOOD,
+        GRADE_HYSTERESIS, LOSS_WINDOW, LOST_AFTER_MS, REPORT_INTERVAL_MS, REPORT_MAX_QUEUED,
+        REPORT_MIN_GAP_MS,
+    };
     pub use super::resume::{
         after_reconnect, answers_request, attempt_refusal_is_final, attempt_timeout, backoff,
         close_verdict, error_is_final, redirect_count_after, request_timed_out, AfterReconnect,
@@ -151,8 +181,10 @@ use self::connect::Connected;
 pub use self::connect::{connect_wire, QuicEndpoint};
 pub use self::error::{Cause, Error};
 use self::inbox::Inbox;
+pub use self::quality::{QualityEvent, QualitySnapshot};
 use self::reconnect::{LinkState, RelayState, Shared, Sink, Supervisor};
 use self::resume::Memory;
+use self::telemetry::Hub;
 use self::websocket::Outbox;
 use crate::wire::{DatagramError, Ended, Wire};
 /// The protocol's types a program using the client needs (messages, ids, `ALL_PEERS`).
@@ -284,6 +316,18 @@ pub struct ClientConfig {
     /// from the game's backend. Asked for on every connection attempt
     /// (connect, reconnect, redirect), so a provider can hand out a fresh one.
     pub token: Option<AccessToken>,
+    /// Send `Report`s on connection quality to the server (PROTOCOL.md §14;
+    /// only to a server that welcomed version 3 or later). Reports carry
+    /// grades and RTT and loss buckets per link and setup times; no
+    /// addresses, names or tokens. Off: the client still measures its links
+    /// ([`Client::quality`]) and answers its peers' echoes, and tells the
+    /// server nothing. Default on.
+    pub telemetry: bool,
+    /// Measure the links to my session's peers: an echo request to each, on
+    /// the relay, every 500 ms (PROTOCOL.md §14). Off: no requests go (the
+    /// peers' are still answered) and every link stays `unknown`; only for
+    /// programs that must count relay frames exactly (some tests). Default on.
+    pub quality_echo: bool,
 }
 
 /// Where the client's access token comes from.
@@ -342,6 +386,8 @@ impl ClientConfig {
             reconnect_window: Duration::from_secs(60),
             fallbacks: Vec::new(),
             token: None,
+            telemetry: true,
+            quality_echo: true,
         }
     }
 }
@@ -468,14 +514,16 @@ async fn open(
     cfg: &ClientConfig,
     hello: &[ClientMsg],
     memory: Arc<Mutex<Memory>>,
+    quality: &Arc<Hub>,
 ) -> Result<(Opened, Option<ServerAddr>)> {
+    quality.attempt_started();
     let mut at: Option<ServerAddr> = None;
     loop {
         let here = match &at {
             Some(a) => cluster::config_for(cfg, a),
             None => cfg.clone(),
         };
-        let redirect = match open_once(&here, hello, memory.clone()).await? {
+        let redirect = match open_once(&here, hello, memory.clone(), quality).await? {
             Ok(opened) => return Ok((opened, at)),
             Err(r) => r,
         };
@@ -501,9 +549,10 @@ async fn open_once(
     cfg: &ClientConfig,
     hello: &[ClientMsg],
     memory: Arc<Mutex<Memory>>,
+    quality: &Arc<Hub>,
 ) -> Result<std::result::Result<Opened, Redirect>> {
     let connected = connect::connect(cfg, hello).await?;
-    let (sink, events, mut end) = Sink::new(memory, cfg.ping_interval);
+    let (sink, events, mut end) = Sink::new(memory, cfg.ping_interval, quality.clone());
     let (link, tasks, zero_rtt) = match connected {
         Connected::Quic {
             wire,
@@ -640,15 +689,30 @@ impl Client {
             ..Memory::default()
         }));
         let hello = hello_messages(cfg, cfg.resume_token.clone(), first);
-        let (opened, at) = open(cfg, &hello, memory.clone()).await?;
+        // The relay slot exists before the first connection, so that the
+        // quality hub can answer echoes from the first frame on.
+        let relay = Arc::new(RwLock::new(RelayState::Down));
+        let quality = Arc::new(Hub::new(
+            cfg.telemetry,
+            cfg.quality_echo,
+            RelaySender {
+                link: RelaySlot::Shared(relay.clone()),
+                mode: cfg.relay_mode,
+                resumable: true,
+                quality: None,
+            },
+        ));
+        let (opened, at) = open(cfg, &hello, memory.clone(), &quality).await?;
         let mut rotation = cluster::Rotation::new(cfg);
         if let Some(at) = at {
             rotation.redirected(at);
         }
         let shared = Arc::new(Shared::new(
+            relay,
             opened.link.relay_link(),
             memory,
             &opened.welcome,
+            quality,
         ));
         let (plane, plane_rx) = mpsc::unbounded_channel();
         let mut inbox = opened.inbox;
@@ -843,7 +907,32 @@ impl Client {
             link: RelaySlot::Shared(self.shared.relay.clone()),
             mode: self.relay_mode,
             resumable: self.auto_resume,
+            quality: Some(self.shared.quality.clone()),
         }
+    }
+
+    /// How well this client reaches each peer of its session, now (PROTOCOL.md
+    /// §14): path (the Rust client has only the relay), time on it, echo RTT,
+    /// loss, jitter, flight frames per second each way, grade. Peer echoes run
+    /// by themselves every 500 ms on the relay; their frames never reach
+    /// [`next_event`](Self::next_event) or [`next_relay`](Self::next_relay).
+    pub fn quality(&self) -> Vec<QualitySnapshot> {
+        self.shared.quality.snapshots()
+    }
+
+    /// The quality events from now on: the snapshot of a link whose grade or
+    /// path changed (the `quality` event of the JS client,
+    /// `PeerQualityChanged` of the C# one). A channel apart from
+    /// [`next_event`](Self::next_event), so programs that do not care never
+    /// see them; a receiver that falls 256 events behind gets `Lagged`.
+    pub fn quality_events(&self) -> tokio::sync::broadcast::Receiver<QualityEvent> {
+        self.shared.quality.subscribe()
+    }
+
+    /// How many connection-quality `Report`s this client has written to its
+    /// servers, and the last one as sent (see [`ClientConfig::telemetry`]).
+    pub fn reports_sent(&self) -> (u64, Option<protocol::report::Report>) {
+        self.shared.quality.reports()
     }
 
     /// Send a raw datagram (tests of bad input).
@@ -916,6 +1005,7 @@ impl Client {
             link: RelaySlot::Fixed(self.link.relay_link()),
             mode: self.relay_mode,
             resumable: false,
+            quality: None,
         };
         match self.link {
             Link::Quic { wire, endpoint, .. } => Some(RawQuic {
@@ -985,6 +1075,8 @@ pub struct RelaySender {
     mode: RelayMode,
     /// Frames lost with a connection are dropped silently: the client comes back.
     resumable: bool,
+    /// Counts flight frames per peer (frames/s); none on a raw connection.
+    quality: Option<Arc<Hub>>,
 }
 
 /// Where a relay sender finds its connection.
@@ -1010,7 +1102,38 @@ impl RelaySender {
     ///
     /// While the client reconnects, frames are dropped and this returns `Ok`;
     /// once it has given up, [`Error::Closed`].
+    ///
+    /// Each frame counts in the link's frames/s ([`Client::quality`]). A
+    /// payload starting `FF FF FF FF` is not flight data but a quality frame
+    /// (PROTOCOL.md §14): flight data's sequence number skips `0xFFFFFFFF`
+    /// ([`protocol::report::next_flight_seq`]).
     pub async fn send(&self, to: PeerId, payload: &[u8]) -> Result<()> {
+        if let Some(q) = &self.quality {
+            q.flight_out(to);
+        }
+        self.send_frame(to, payload).await
+    }
+
+    /// Send a quality frame without waiting: at once on a datagram or a
+    /// WebSocket, on a task of its own on a stream; dropped while down.
+    fn send_nowait(&self, to: PeerId, payload: &[u8]) {
+        let frame = protocol::relay_frame(to, payload);
+        let link = match &self.link {
+            RelaySlot::Fixed(link) => link.clone(),
+            RelaySlot::Shared(slot) => match &*slot.read().unwrap_or_else(|p| p.into_inner()) {
+                RelayState::Up(link) => link.clone(),
+                _ => return,
+            },
+        };
+        if let Err(frame) = self.send_now(&link, frame) {
+            let sender = self.clone();
+            tokio::spawn(async move {
+                let _ = sender.send_stream(&link, frame).await;
+            });
+        }
+    }
+
+    async fn send_frame(&self, to: PeerId, payload: &[u8]) -> Result<()> {
         let frame = protocol::relay_frame(to, payload);
         // Datagrams and WebSocket frames go out at once, under the slot's
         // read lock (no clone on the hot path); a stream needs an await.

@@ -132,10 +132,14 @@ async fn open_and_send(wire: &Wire, bytes: &[u8]) -> Result<(Writer, Reader)> {
 async fn read_everything(wire: Wire, control: Reader, sink: Sink, writer: Control) {
     let tx = sink.events.clone();
     let watch = sink.watch();
+    let quality = sink.quality.clone();
     let datagrams = async {
         while let Ok(d) = wire.read_datagram().await {
             watch.heard();
             if let Ok((from, payload)) = protocol::parse_relay(&d) {
+                if quality.incoming(from, payload) {
+                    continue;
+                }
                 let payload = d.slice_ref(payload);
                 let _ = tx.try_send(Event::Relay {
                     from,
@@ -149,11 +153,15 @@ async fn read_everything(wire: Wire, control: Reader, sink: Sink, writer: Contro
         while let Ok(s) = wire.accept_uni().await {
             watch.heard();
             let tx = tx.clone();
+            let quality = quality.clone();
             tokio::spawn(async move {
                 let Ok(frame) = crate::wire::read_to_end_limited(s, MAX_STREAM_FRAME).await else {
                     return;
                 };
                 if let Ok((from, payload)) = protocol::parse_relay(&frame) {
+                    if quality.incoming(from, payload) {
+                        return;
+                    }
                     let _ = tx.try_send(Event::Relay {
                         from,
                         payload: Bytes::copy_from_slice(payload),
@@ -174,6 +182,7 @@ async fn read_everything(wire: Wire, control: Reader, sink: Sink, writer: Contro
         why = read_control(control, &sink, &watch) => why,
         _ = datagrams => "datagram reader ended".to_string(),
         _ = streams => "stream acceptor ended".to_string(),
+        _ = quality.run(ping) => "quality loop ended".to_string(),
         lost = watch.run(ping, || Some(wire.quic().stats().udp_rx.datagrams)) => {
             // Dead or cut off: let go of it (999: a seat is kept, should the
             // server still be there) and resume elsewhere.

@@ -37,6 +37,7 @@ use super::resume::{
     after_reconnect, attempt_timeout, judge_close, judge_failure, unreachable, AfterReconnect,
     Memory, Plan, Verdict,
 };
+use super::telemetry::Hub;
 use super::{
     hello_messages, open, ClientConfig, ClientTransport, Ended, Error, Event, Link, QuicEndpoint,
     RelayLink, Result, Tasks,
@@ -55,6 +56,8 @@ pub(super) struct Sink {
     end: oneshot::Sender<Ended>,
     /// `Ping` period of the liveness watch (zero: off).
     ping_interval: Duration,
+    /// The client's quality trackers (PROTOCOL.md §14).
+    pub(super) quality: Arc<Hub>,
 }
 
 impl Sink {
@@ -62,6 +65,7 @@ impl Sink {
     pub(super) fn new(
         memory: Arc<Mutex<Memory>>,
         ping_interval: Duration,
+        quality: Arc<Hub>,
     ) -> (Sink, mpsc::Receiver<Event>, oneshot::Receiver<Ended>) {
         let (events, rx) = mpsc::channel(4096);
         let (end, end_rx) = oneshot::channel();
@@ -71,6 +75,7 @@ impl Sink {
                 memory,
                 end,
                 ping_interval,
+                quality,
             },
             rx,
             end_rx,
@@ -82,6 +87,7 @@ impl Sink {
         if let Ok(mut memory) = self.memory.lock() {
             memory.note(&m);
         }
+        self.quality.control(&m);
         self.events.send(Event::Control(m)).await.map_err(|_| ())
     }
 
@@ -249,18 +255,30 @@ pub(super) struct Shared {
     pub(super) closing: AtomicBool,
     /// The current peer id.
     pub(super) peer_id: AtomicU32,
+    /// The quality trackers, across connections.
+    pub(super) quality: Arc<Hub>,
 }
 
 impl Shared {
-    pub(super) fn new(link: RelayLink, memory: Arc<Mutex<Memory>>, welcome: &Welcome) -> Shared {
-        Shared {
+    /// `relay`, until now down, goes up on `link`.
+    pub(super) fn new(
+        relay: Arc<RwLock<RelayState>>,
+        link: RelayLink,
+        memory: Arc<Mutex<Memory>>,
+        welcome: &Welcome,
+        quality: Arc<Hub>,
+    ) -> Shared {
+        let shared = Shared {
             swap: Mutex::new(None),
             state: watch::Sender::new(LinkState::default()),
-            relay: Arc::new(RwLock::new(RelayState::Up(link))),
+            relay,
             memory,
             closing: AtomicBool::new(false),
             peer_id: AtomicU32::new(welcome.peer_id),
-        }
+            quality,
+        };
+        shared.set_relay(RelayState::Up(link));
+        shared
     }
 
     fn set_relay(&self, state: RelayState) {
@@ -473,7 +491,13 @@ impl Supervisor {
             .map(ClientMsg::JoinSession)
             .or(resend.clone());
         let hello = hello_messages(&cfg, token, first);
-        let (mut opened, at) = open(&cfg, &hello, self.shared.memory.clone()).await?;
+        let (mut opened, at) = open(
+            &cfg,
+            &hello,
+            self.shared.memory.clone(),
+            &self.shared.quality,
+        )
+        .await?;
         if let Some(at) = at {
             self.rotation.redirected(at);
         }

@@ -114,6 +114,9 @@ async fn reader(mut stream: futures_util::stream::SplitStream<WsStream>, sink: S
     // TCP hides its packets: only what the socket delivers counts.
     let run = watch.run(ping, || None);
     tokio::pin!(run);
+    let quality = sink.quality.clone();
+    let echoes = quality.run(ping);
+    tokio::pin!(echoes);
     let ended = loop {
         let next = tokio::select! {
             next = stream.next() => next,
@@ -122,6 +125,7 @@ async fn reader(mut stream: futures_util::stream::SplitStream<WsStream>, sink: S
                 tracing::info!("{lost}");
                 break Ended::lost(lost);
             }
+            _ = &mut echoes => break Ended::lost("quality loop ended"),
         };
         if matches!(next, Some(Ok(_))) {
             // Anything at all, a WebSocket ping included.
@@ -160,6 +164,9 @@ async fn reader(mut stream: futures_util::stream::SplitStream<WsStream>, sink: S
             },
             Ok(WsMessage::Relay(frame)) => {
                 if let Ok((from, payload)) = protocol::parse_relay(frame) {
+                    if quality.incoming(from, payload) {
+                        continue;
+                    }
                     let _ = sink.events.try_send(Event::Relay {
                         from,
                         payload: bytes.slice_ref(payload),

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use fsp2p_client::behaviour::*;
+use fsp2p_client::protocol::report::LinkPath;
 use fsp2p_client::protocol::{
     self, ClientKind, ErrorCode, Limits, NodeAddr, PeerInfo, Redirect, RedirectReason, ServerMsg,
     SessionInfo, Welcome,
@@ -782,11 +783,252 @@ fn constants(doc: &Value, r: &mut Report) {
     );
 }
 
+fn path_of(name: &str) -> Option<LinkPath> {
+    LinkPath::ALL.into_iter().find(|p| p.as_str() == name)
+}
+
+/// Rule Q2: one tracker per scenario, every step's input, then the whole snapshot.
+fn quality_section(section: &Value, r: &mut Report) {
+    for (at, _, steps) in scenarios(section, "quality") {
+        let sc = list(section, "scenarios", &at).iter().find(|sc| {
+            at.0.ends_with(sc.get("name").and_then(Value::as_str).unwrap_or("\0"))
+        });
+        let created = sc.map(|sc| u(sc, "created_at_ms", &at)).unwrap_or(0);
+        let mut t = QualityTracker::new(2, created);
+        for (at, now, input, expect) in steps {
+            let mut sent = None;
+            match s(input, "event", &at) {
+                "path" => match path_of(s(input, "path", &at)) {
+                    Some(p) => t.path_changed(now, p),
+                    None => {
+                        r.fail(&at, format!("unknown path in {input}"));
+                        continue;
+                    }
+                },
+                "online" => t.online(now, b(input, "online", &at)),
+                "tick" => sent = t.tick(now),
+                "reply" => t.reply(now, u(input, "id", &at) as u32),
+                "frame_in" => t.frame_in(now, u(input, "count", &at) as u32),
+                "frame_out" => t.frame_out(now, u(input, "count", &at) as u32),
+                "stale" => t.stale(now, u(input, "count", &at) as u32),
+                other => {
+                    r.fail(&at, format!("unknown input {other}"));
+                    continue;
+                }
+            }
+            let fired = t.poll_event(now);
+            let snap = t.snapshot(now);
+            if let Some(e) = &fired {
+                r.eq(&at, "event snapshot", e, &snap);
+            }
+            r.eq(
+                &at,
+                "sent_id",
+                sent.map(|e| u64::from(e.id)),
+                opt_u(expect, "sent_id", &at),
+            );
+            if let Some(e) = sent {
+                r.eq(
+                    &at,
+                    "sent kind",
+                    e.kind,
+                    protocol::report::EchoKind::Request,
+                );
+                r.eq(&at, "sent t", u64::from(e.t), now);
+            }
+            r.eq(&at, "path", snap.path.as_str(), s(expect, "path", &at));
+            r.eq(&at, "path_ms", snap.path_ms, u(expect, "path_ms", &at));
+            r.eq(&at, "grade", snap.grade.as_str(), s(expect, "grade", &at));
+            let near = |got: Option<f64>, want: Option<f64>, tol: f64| match (got, want) {
+                (Some(g), Some(w)) => (g - w).abs() <= tol,
+                (g, w) => g.is_none() && w.is_none(),
+            };
+            let rtt = opt_f(expect, "rtt_ms", &at);
+            r.eq(
+                &at,
+                &format!("rtt_ms (srtt {:?} within 0.51 of {rtt:?})", t.srtt()),
+                near(t.srtt(), rtt, 0.51) && snap.rtt_ms.map(f64::from) == rtt,
+                true,
+            );
+            let loss = f(expect, "loss_pct", &at);
+            r.eq(
+                &at,
+                &format!("loss_pct ({} within 0.051 of {loss})", snap.loss_pct),
+                near(Some(t.loss().unwrap_or(0.0)), Some(loss), 0.051)
+                    && (snap.loss_pct - loss).abs() < 1e-9,
+                true,
+            );
+            let jitter = opt_f(expect, "jitter_ms", &at);
+            r.eq(
+                &at,
+                &format!("jitter_ms ({:?} within 0.051 of {jitter:?})", t.jitter()),
+                near(t.jitter(), jitter, 0.051) && near(snap.jitter_ms, jitter, 1e-9),
+                true,
+            );
+            r.eq(
+                &at,
+                "fps_in",
+                u64::from(snap.fps_in),
+                u(expect, "fps_in", &at),
+            );
+            r.eq(
+                &at,
+                "fps_out",
+                u64::from(snap.fps_out),
+                u(expect, "fps_out", &at),
+            );
+            r.eq(
+                &at,
+                "stale_dropped",
+                snap.stale_dropped,
+                u(expect, "stale_dropped", &at),
+            );
+            r.eq(&at, "event", fired.is_some(), b(expect, "event", &at));
+            r.eq(
+                &at,
+                "wake_at_ms",
+                t.poll_timeout(),
+                opt_u(expect, "wake_at_ms", &at),
+            );
+        }
+    }
+}
+
+/// Rule Q3: the RTT and loss buckets.
+fn quality_buckets_section(section: &Value, r: &mut Report) {
+    for (at, input, expect) in cases(section, "quality_buckets") {
+        let want = u(expect, "bucket", &at);
+        let got = if input.get("rtt_ms").is_some() {
+            protocol::report::rtt_bucket(opt_f(input, "rtt_ms", &at))
+        } else {
+            protocol::report::loss_bucket(opt_f(input, "loss_pct", &at))
+        };
+        r.eq(&at, "bucket", u64::from(got), want);
+    }
+}
+
+/// Rule Q3: when a report is due.
+fn report_schedule_section(section: &Value, r: &mut Report) {
+    for (at, input, expect) in cases(section, "report_schedule") {
+        let got = report_due(
+            u(input, "now_ms", &at),
+            u(input, "last_report_at_ms", &at),
+            b(input, "has_links", &at),
+            b(input, "change_pending", &at),
+            b(input, "queued", &at),
+        );
+        r.eq(&at, "due", got.due, b(expect, "due", &at));
+        r.eq(
+            &at,
+            "wake_at_ms",
+            got.wake_at,
+            opt_u(expect, "wake_at_ms", &at),
+        );
+    }
+}
+
+/// Rules Q2 and Q3's constants.
+fn quality_constants(c: &Value, r: &mut Report) {
+    let at = At("constants (quality)".into());
+    r.eq(
+        &at,
+        "echo_interval_ms",
+        ECHO_INTERVAL_MS,
+        u(c, "echo_interval_ms", &at),
+    );
+    r.eq(
+        &at,
+        "echo_interval_relay_ms",
+        ECHO_INTERVAL_RELAY_MS,
+        u(c, "echo_interval_relay_ms", &at),
+    );
+    r.eq(
+        &at,
+        "echo_timeout_ms",
+        ECHO_TIMEOUT_MS,
+        u(c, "echo_timeout_ms", &at),
+    );
+    r.eq(
+        &at,
+        "loss_window",
+        LOSS_WINDOW as u64,
+        u(c, "loss_window", &at),
+    );
+    r.eq(
+        &at,
+        "lost_after_ms",
+        LOST_AFTER_MS,
+        u(c, "lost_after_ms", &at),
+    );
+    r.eq(
+        &at,
+        "report_interval_ms",
+        REPORT_INTERVAL_MS,
+        u(c, "report_interval_ms", &at),
+    );
+    r.eq(
+        &at,
+        "report_min_gap_ms",
+        REPORT_MIN_GAP_MS,
+        u(c, "report_min_gap_ms", &at),
+    );
+    r.eq(
+        &at,
+        "report_max_queued",
+        REPORT_MAX_QUEUED as u64,
+        u(c, "report_max_queued", &at),
+    );
+    r.eq(
+        &at,
+        "grade_hysteresis",
+        GRADE_HYSTERESIS,
+        f(c, "grade_hysteresis", &at),
+    );
+    for (name, l) in [
+        ("grade_excellent", GRADE_EXCELLENT),
+        ("grade_good", GRADE_GOOD),
+    ] {
+        let g = field(c, name, &at);
+        r.eq(
+            &at,
+            &format!("{name}.rtt_ms"),
+            l.rtt_ms,
+            f(g, "rtt_ms", &at),
+        );
+        r.eq(
+            &at,
+            &format!("{name}.loss_pct"),
+            l.loss_pct,
+            f(g, "loss_pct", &at),
+        );
+        r.eq(
+            &at,
+            &format!("{name}.jitter_ms"),
+            l.jitter_ms,
+            f(g, "jitter_ms", &at),
+        );
+    }
+    let edges = |key| -> Vec<f64> { list(c, key, &at).iter().filter_map(Value::as_f64).collect() };
+    r.eq(
+        &at,
+        "rtt_bucket_edges_ms",
+        protocol::report::RTT_EDGES_MS.to_vec(),
+        edges("rtt_bucket_edges_ms"),
+    );
+    r.eq(
+        &at,
+        "loss_bucket_edges_pct",
+        protocol::report::LOSS_EDGES_PCT.to_vec(),
+        edges("loss_bucket_edges_pct"),
+    );
+}
+
 #[test]
 fn the_rust_client_does_what_the_client_vectors_say() {
     let doc = vectors();
     let mut r = Report::default();
     constants(&doc, &mut r);
+    quality_constants(field(&doc, "constants", &At("constants".into())), &mut r);
     let interval = Duration::from_millis(u(
         field(&doc, "constants", &At("constants".into())),
         "ping_interval_ms",
@@ -816,6 +1058,9 @@ fn the_rust_client_does_what_the_client_vectors_say() {
             "liveness" => liveness_section(section, interval, &mut r),
             "timeouts" => timeouts_section(section, &mut r),
             "race" => race_section(section, &mut r),
+            "quality" => quality_section(section, &mut r),
+            "quality_buckets" => quality_buckets_section(section, &mut r),
+            "report_schedule" => report_schedule_section(section, &mut r),
             other => {
                 r.fail(
                     &at,
@@ -848,6 +1093,9 @@ fn the_rust_client_does_what_the_client_vectors_say() {
         "liveness",
         "timeouts",
         "race",
+        "quality",
+        "quality_buckets",
+        "report_schedule",
     ] {
         assert!(
             replayed.iter().any(|n| n == must),

@@ -277,6 +277,7 @@ fn constants() -> J {
         "reconnect_window_ms" => 60000,
         "signalr_retry_delays_ms" => vec![0, 2000, 10000, 30000],
         "echo_interval_ms" => 500,
+        "echo_interval_relay_ms" => 2000,
         "echo_timeout_ms" => 2000,
         "loss_window" => 20,
         "lost_after_ms" => 3000,
