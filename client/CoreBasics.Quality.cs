@@ -16,7 +16,10 @@ namespace FlightSimP2P.Client
     /// <summary>The shared timing constants (also in the vectors' "constants").</summary>
     public static class QualityConstants
     {
+        /// <summary>Echo pace on a direct or TURN path (the DataChannel: costs the server nothing).</summary>
         public const long EchoIntervalMs = 500;
+        /// <summary>Echo pace on the relay: each echo is relayed frames, so slower (under 2 % of a 60 Hz relay's deliveries).</summary>
+        public const long EchoIntervalRelayMs = 2000;
         public const long EchoTimeoutMs = 2000;
         public const int LossWindow = 20;
         public const long LostAfterMs = 3000;
@@ -165,7 +168,7 @@ namespace FlightSimP2P.Client
                 id = _nextId;
                 _nextId = _nextId == uint.MaxValue ? 1 : _nextId + 1;
                 _outstanding[id] = now;
-                _nextEchoAt = now + QualityConstants.EchoIntervalMs;
+                _nextEchoAt = now + (_path == LinkPath.Relay ? QualityConstants.EchoIntervalRelayMs : QualityConstants.EchoIntervalMs);
                 if (_unansweredSince < 0)
                 {
                     _unansweredSince = now;

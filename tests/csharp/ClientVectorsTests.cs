@@ -338,6 +338,7 @@ namespace FlightSimP2P.Tests
             Field(c, "abandon_websocket_close_code", Wire.WsCloseReconnecting, diffs);
             // Issue 25 (PROTOCOL.md section 14).
             Field(c, "echo_interval_ms", QualityConstants.EchoIntervalMs, diffs);
+            Field(c, "echo_interval_relay_ms", QualityConstants.EchoIntervalRelayMs, diffs);
             Field(c, "echo_timeout_ms", QualityConstants.EchoTimeoutMs, diffs);
             Field(c, "loss_window", QualityConstants.LossWindow, diffs);
             Field(c, "lost_after_ms", QualityConstants.LostAfterMs, diffs);

@@ -42,16 +42,17 @@ namespace FlightSimP2P.Tests
             Test("quality core: Report only after a Welcome of version 3, with links, milestones and ICE failures", QualityCoreReports);
         }
 
-        private static QualityTracker RelayTracker(long now)
+        /// <summary>A tracker on a direct path (echoes every 500 ms; the relay's are every 2000 ms).</summary>
+        private static QualityTracker DirectTracker(long now)
         {
             QualityTracker t = new QualityTracker(6, now);
-            t.SetPath(now, LinkPath.Relay);
+            t.SetPath(now, LinkPath.Direct);
             return t;
         }
 
         private static void QualityRttJitter()
         {
-            QualityTracker t = RelayTracker(0);
+            QualityTracker t = DirectTracker(0);
             Eq(1u, t.Tick(0), "first request at once on a usable path");
             Eq(0u, t.Tick(100), "none before 500 ms");
             t.Reply(40, 1);
@@ -75,7 +76,7 @@ namespace FlightSimP2P.Tests
 
         private static void QualityLossWindow()
         {
-            QualityTracker t = RelayTracker(0);
+            QualityTracker t = DirectTracker(0);
             t.Tick(0);
             t.Reply(10, 1);
             Eq(2u, t.Tick(500), "request 2");
@@ -106,7 +107,7 @@ namespace FlightSimP2P.Tests
 
         private static void QualityLost()
         {
-            QualityTracker t = RelayTracker(0);
+            QualityTracker t = DirectTracker(0);
             t.Tick(0);
             t.Reply(10, 1);
             Eq(QualityGrade.Excellent, t.Grade, "answered");
@@ -142,21 +143,25 @@ namespace FlightSimP2P.Tests
             Check(t.TakeChanged(), "path change is an event");
             Eq(1u, t.Tick(100), "first echo at the first tick on the new path");
             t.Reply(150, 1);
-            Eq(2u, t.Tick(600), "request 2 on the relay");
+            Eq(0u, t.Tick(600), "relay: not 500 ms later");
+            Eq(0u, t.Tick(2099), "relay: not before 2000 ms");
+            Eq(2u, t.Tick(2100), "relay: an echo every 2000 ms");
             Eq(QualityGrade.Excellent, t.Grade, "measured");
-            t.SetPath(700, LinkPath.Direct);
-            PeerQuality q = t.Snapshot(700);
+            t.SetPath(2200, LinkPath.Direct);
+            PeerQuality q = t.Snapshot(2200);
             Eq((long?)null, q.RttMs, "RTT forgotten");
             Eq(0.0, q.LossPct, "loss forgotten");
             Eq(0L, q.PathMs, "path_ms from the change");
             Eq(QualityGrade.Unknown, q.Grade, "no sample on this path");
-            t.Reply(720, 2);
-            Eq((long?)null, t.Snapshot(720).RttMs, "a reply to a request of the old path is ignored");
-            Eq(3u, t.Tick(720), "ids keep counting, first request at once");
-            Eq(120L, t.Snapshot(820).PathMs, "path_ms: 120 ms since the change at 700");
-            t.SetPath(900, LinkPath.Connecting);
+            t.Reply(2220, 2);
+            Eq((long?)null, t.Snapshot(2220).RttMs, "a reply to a request of the old path is ignored");
+            Eq(3u, t.Tick(2220), "ids keep counting, first request at once");
+            Eq(0u, t.Tick(2719), "direct: 500 ms");
+            Eq(4u, t.Tick(2720), "direct: 500 ms");
+            Eq(120L, t.Snapshot(2320).PathMs, "path_ms: 120 ms since the change at 2200");
+            t.SetPath(2900, LinkPath.Connecting);
             Eq(QualityGrade.Unknown, t.Grade, "connecting: unknown");
-            Eq(0u, t.Tick(2000), "connecting: no echo");
+            Eq(0u, t.Tick(5000), "connecting: no echo");
         }
 
         /// <summary>Feeds one answered request with RTT r; returns the grade after it.</summary>
@@ -180,9 +185,9 @@ namespace FlightSimP2P.Tests
             for (int i = 0; i < rtts.Length; i++)
             {
                 long n0 = 0;
-                Eq(grades[i], Sample(RelayTracker(0), ref n0, rtts[i]), "first sample " + rtts[i] + " ms");
+                Eq(grades[i], Sample(DirectTracker(0), ref n0, rtts[i]), "first sample " + rtts[i] + " ms");
             }
-            QualityTracker t = RelayTracker(0);
+            QualityTracker t = DirectTracker(0);
             long now = 0;
             Eq(QualityGrade.Poor, Sample(t, ref now, 260), "260 ms: poor (no hysteresis from unknown)");
             // Coming down from 260 ms with 10 ms samples: good's limit 250 is not enough, 200 is
@@ -206,7 +211,7 @@ namespace FlightSimP2P.Tests
             Eq(QualityGrade.Poor, Sample(t, ref now, 1900), "worse grades are taken at once");
 
             // Poor to excellent raw with only good's x0.8 limits met: good. Fresh: 300 then 30s.
-            QualityTracker u = RelayTracker(0);
+            QualityTracker u = DirectTracker(0);
             now = 0;
             Sample(u, ref now, 300);
             for (int i = 0; i < 10; i++)
@@ -219,7 +224,7 @@ namespace FlightSimP2P.Tests
             Eq(QualityGrade.Good, u.Grade, "poor -> excellent raw, only good's x0.8 limits: good");
 
             // Loss and jitter limits: 1 lost of 20 (5 %) keeps good, not excellent.
-            QualityTracker v = RelayTracker(0);
+            QualityTracker v = DirectTracker(0);
             now = 0;
             v.Tick(now);
             now += 500;
@@ -234,7 +239,7 @@ namespace FlightSimP2P.Tests
 
         private static void QualityFps()
         {
-            QualityTracker t = RelayTracker(1000);
+            QualityTracker t = DirectTracker(1000);
             t.FrameIn(1100);
             t.FrameIn(1200);
             t.FrameIn(1999);
@@ -253,7 +258,7 @@ namespace FlightSimP2P.Tests
 
         private static void QualityPollTimeout()
         {
-            QualityTracker t = RelayTracker(0);
+            QualityTracker t = DirectTracker(0);
             Eq(0L, t.PollTimeout(0), "echo due at once");
             t.Tick(0);
             Eq(500L, t.PollTimeout(0), "next echo at 500");
@@ -268,7 +273,7 @@ namespace FlightSimP2P.Tests
             Eq(2500L, t.PollTimeout(2000), "then 2500");
             t.SetOnline(2100, false);
             Eq(-1L, t.PollTimeout(2100), "offline: the estimate is forgotten, nothing to wake for");
-            QualityTracker l = RelayTracker(0);
+            QualityTracker l = DirectTracker(0);
             l.Tick(0);
             l.SetPath(10, LinkPath.Connecting);
             Eq(-1L, l.PollTimeout(10), "connecting: nothing");
@@ -292,7 +297,7 @@ namespace FlightSimP2P.Tests
             Eq((byte)3, QualityBuckets.Loss(2.1), "loss 2.1");
             Eq((byte)6, QualityBuckets.Loss(50), "loss 50");
             Eq((byte)7, QualityBuckets.Loss(50.1), "loss above 50");
-            QualityTracker t = RelayTracker(0);
+            QualityTracker t = DirectTracker(0);
             LinkReport l = t.ToReport(0);
             Eq((byte)255, l.RttBucket, "report: no sample, rtt 255");
             Eq((byte)255, l.LossBucket, "report: nothing decided, loss 255");
@@ -301,7 +306,7 @@ namespace FlightSimP2P.Tests
             l = t.ToReport(120);
             Eq((byte)4, l.RttBucket, "report: 120 ms in (100, 150]");
             Eq((byte)0, l.LossBucket, "report: 0 % of 1 decided");
-            Eq(LinkPath.Relay, l.Path, "report: path");
+            Eq(LinkPath.Direct, l.Path, "report: path");
         }
 
         private static void QualityFrames()
@@ -549,7 +554,7 @@ namespace FlightSimP2P.Tests
             List<KeyValuePair<long, byte[]>> pending = new List<KeyValuePair<long, byte[]>>();
             int requests = 0;
             List<CoreOutput> outs = new List<CoreOutput>(h.Log);
-            for (int i = 0; i < 600; i++)
+            for (int i = 0; i < 2000; i++)
             {
                 foreach (CoreOutput o in outs)
                 {
@@ -569,14 +574,14 @@ namespace FlightSimP2P.Tests
                 }
                 outs = h.Drain();
             }
-            Check(requests >= 5 && requests <= 7, "a request every 500 ms (" + requests + " in 3 s)");
+            Check(requests >= 5 && requests <= 6, "a request every 2000 ms on the relay (" + requests + " in 10 s)");
             PeerQuality q = h.Core.GetQuality(h.Now, 6);
             Eq((long?)30, q.RttMs, "RTT from the echo: 30 ms");
             Eq(QualityGrade.Excellent, q.Grade, "excellent");
             Check(h.Log.Any(o => o.Kind == OutputKind.QualityChanged && o.Quality.Grade == QualityGrade.Excellent), "QualityChanged on the grade change");
-            // Stop answering: lost 3 s after the first unanswered request.
+            // Stop answering: lost 3 s after the first unanswered request (at most 2 s away).
             int before = h.Log.Count;
-            h.Advance(4000);
+            h.Advance(5500);
             Check(h.Log.Skip(before).Any(o => o.Kind == OutputKind.QualityChanged && o.Quality.Grade == QualityGrade.Lost), "QualityChanged: lost");
             Check(h.Core.NextWake(h.Now) > h.Now, "NextWake is ahead (no busy loop)");
         }
@@ -671,7 +676,7 @@ namespace FlightSimP2P.Tests
                 Check(q != null && q.Path == LinkPath.Relay, "GetPeerQuality(6): relay (" + q + ")");
                 int sent = Volatile.Read(ref f.T.RelaySent);
                 // Nobody answers: echoes keep going every 500 ms, and the grade falls to lost (another event).
-                Check(WaitFor(() => Volatile.Read(ref f.T.RelaySent) >= sent + 2, 5000), "echo requests go on after the handler threw");
+                Check(WaitFor(() => Volatile.Read(ref f.T.RelaySent) >= sent + 2, 7000), "echo requests (every 2 s on the relay) go on after the handler threw");
                 Check(WaitFor(() => Volatile.Read(ref calls) >= 2 && s.GetPeerQuality(6).Grade == QualityGrade.Lost, 6000),
                     "lost after 3 s unanswered, and the event fired again (" + calls + ", " + s.GetPeerQuality(6).Grade + ")");
                 Check(s.State == HubConnectionState.Connected, "still connected");
