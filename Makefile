@@ -16,6 +16,7 @@ test: deps ## Run every test (Rust, browser, C#, deploy files, NAT, then the 10-
 	@if [ -f tests/browser/package.json ]; then $(MAKE) --no-print-directory test-browser; fi
 	tests/csharp/live.sh
 	tests/csharp/run.sh
+	$(MAKE) --no-print-directory test-dashboard
 	$(MAKE) --no-print-directory check-deploy
 	$(MAKE) --no-print-directory nat-test
 	@# Last and alone: run beside the other suites on a 2-core machine, its
@@ -90,6 +91,11 @@ mutants-diff: mutants-install ## Mutation testing of the core code changed since
 	git diff $$(git merge-base $(MUTANTS_BASE) HEAD) > $(MUTANTS_TARGET_DIR).diff
 	@if [ ! -s $(MUTANTS_TARGET_DIR).diff ]; then echo "mutants-diff: no change since $(MUTANTS_BASE)"; exit 0; fi; \
 	$(MUTANTS_RUN) --cargo-arg=--lib --in-diff $(MUTANTS_TARGET_DIR).diff $(MUTANTS_FILE_ARGS) $(MUTANTS_ARGS)
+
+.PHONY: test-dashboard
+test-dashboard: ## Dashboard: a real Prometheus scrapes two servers with reporting clients; every query of deploy/grafana/fsp2p-dashboard.json must return data
+	$(CARGO) build --locked --bin flightsim-p2p --example quality_reporter
+	tests/dashboard/run.sh
 
 .PHONY: test-browser
 test-browser: ## Browser client tests in headless Chromium (needs the server binary)

@@ -19,6 +19,8 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 command -v nft >/dev/null || need_apt+=(nftables)
 # systemd-analyze lints deploy/systemd/ (tests/deploy/check.sh); it needs no running systemd.
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+# prometheus: tests/dashboard/run.sh runs its own instance against the Grafana dashboard's queries.
+command -v prometheus >/dev/null || [ -x /usr/bin/prometheus ] || need_apt+=(prometheus)
 # Node.js >= 20 and npm come with this machine kind (Debian 12's own nodejs is 18,
 # too old for playwright-core); say so plainly instead of failing later.
 if ! command -v node >/dev/null || ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)'; then
@@ -44,6 +46,13 @@ fi
 if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
   systemctl disable --now nginx >/dev/null 2>&1 || true
 fi
+# And Debian's prometheus package starts a system Prometheus on 9090 (and a
+# node exporter on 9100); the dashboard test starts its own on a free port.
+for unit in prometheus prometheus-node-exporter; do
+  if command -v systemctl >/dev/null && systemctl is-active --quiet "$unit" 2>/dev/null; then
+    systemctl disable --now "$unit" >/dev/null 2>&1 || true
+  fi
+done
 # Likewise Debian's redis-server package starts a system Redis on 6379; the
 # tests start their own redis-server processes, so it is not wanted.
 if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch, Notify};
-use tracing::{debug, warn};
+use tracing::{debug, trace, warn};
 
 use crate::auth::Revocation;
 use crate::certs::Identity;
@@ -285,6 +285,12 @@ impl Shared {
                     debug!(%code, "took in a session from the directory");
                     self.metrics.cluster_sessions_taken_over.inc();
                 }
+                Output::Report { conn, outcome } => {
+                    if let crate::session::ReportOutcome::Dropped(why) = &outcome {
+                        trace!(conn, result = why.as_str(), "quality report dropped");
+                    }
+                    self.metrics.quality.report(&outcome);
+                }
                 Output::Send { conn, msg } => {
                     if let ServerMsg::Error { code, .. } = &msg {
                         self.metrics.error_sent(*code);
@@ -329,6 +335,7 @@ impl Shared {
         }
         self.metrics.sessions.set(st.core.session_count() as i64);
         self.metrics.peers.set(st.core.peer_count() as i64);
+        self.metrics.quality.set_gauges(st.core.quality_gauges());
         self.metrics
             .connection_attempts
             .set(st.core.pending_count().0 as i64);

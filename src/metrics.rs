@@ -15,10 +15,13 @@ use prometheus_client::encoding::{
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::protocol::report::{candidate, LOSS_EDGES_PCT, RTT_EDGES_MS};
 use crate::protocol::{ErrorCode, RedirectReason};
-use crate::session::{RelayDrop, Transport, Via};
+use crate::protocol::{Grade, IceFailReason, LinkPath, MilestoneKind};
+use crate::session::{QualityGauges, RelayDrop, ReportOutcome, ReportResult, Transport, Via};
 
 /// Why a connection was refused or failed before it was served.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -261,6 +264,8 @@ macro_rules! metric_group {
         pub struct Metrics {
             registry: Registry,
             $($(#[doc = $doc])+ pub $name: $ty,)*
+            /// Connection quality (issue 25): its own group, for its histograms.
+            pub quality: Quality,
             // Pre-resolved label handles for the per-frame path, indexed by `Via`.
             fwd: [Counter; 3],
             rx: [Counter; 3],
@@ -276,9 +281,11 @@ macro_rules! metric_group {
                     let $name = <$ty>::default();
                     registry.register(stringify!($name), concat!($($doc),+).trim(), $name.clone());
                 )*
+                let quality = Quality::register(&mut registry);
                 let mut m = Metrics {
                     registry,
                     $($name,)*
+                    quality,
                     fwd: Default::default(),
                     rx: Default::default(),
                     drops: Default::default(),
@@ -450,5 +457,380 @@ impl Metrics {
     pub(crate) fn relay_out(&self, via: Via, payload: usize) {
         self.fwd[via as usize].inc();
         self.relay_forwarded_bytes.inc_by(payload as u64);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Connection quality (issue 25, docs/CONFIGURATION.md "Connection quality metrics")
+// ---------------------------------------------------------------------------
+
+/// Edges of `fsp2p_setup_seconds` and `fsp2p_first_frame_seconds`, in
+/// seconds: 50 ms (a LAN's whole setup) to 30 s (past every client's ICE
+/// deadline; a step that takes longer lands in +Inf), dense under 3 s where
+/// a healthy setup lies, so p50 and p95 read within a step.
+pub const SETUP_EDGES_S: [f64; 12] = [
+    0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0,
+];
+
+/// A histogram family (the constructor fixes its bucket edges).
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn setup_histogram() -> Histogram {
+    Histogram::new(SETUP_EDGES_S)
+}
+fn rtt_histogram() -> Histogram {
+    Histogram::new(RTT_EDGES_MS.map(|ms| ms / 1000.0))
+}
+fn loss_histogram() -> Histogram {
+    Histogram::new(LOSS_EDGES_PCT.map(|pct| pct / 100.0))
+}
+
+/// `{path="relay"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct PathLabel {
+    /// The link path.
+    pub path: LinkPath,
+}
+/// `{grade="good"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct GradeLabel {
+    /// The link grade.
+    pub grade: Grade,
+}
+/// `{milestone="welcome"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct MilestoneLabel {
+    /// The setup step.
+    pub milestone: MilestoneKind,
+}
+/// `{reason="timeout"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct IceReasonLabel {
+    /// Why ICE failed.
+    pub reason: IceFailReason,
+}
+/// `{result="accepted"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct ReportLabel {
+    /// What became of the report.
+    pub result: ReportResult,
+}
+/// `{type="srflx"}` (a candidate bit's name; `type` is a Rust keyword, hence the field name).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct CandidateLabel {
+    /// One of the names in [`candidate::ALL`].
+    pub kind: &'static str,
+}
+
+one_label!(
+    PathLabel => path,
+    GradeLabel => grade,
+    MilestoneLabel => milestone,
+    IceReasonLabel => reason,
+    ReportLabel => result
+);
+
+impl EncodeLabelSet for CandidateLabel {
+    fn encode(&self, encoder: LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        [("type", self.kind)].encode(encoder)
+    }
+}
+
+/// The setup milestones of `fsp2p_setup_seconds` (first_frame has its own histogram).
+const SETUP_MILESTONES: [MilestoneKind; 4] = [
+    MilestoneKind::Welcome,
+    MilestoneKind::FirstSignal,
+    MilestoneKind::Direct,
+    MilestoneKind::Relay,
+];
+/// The paths of `fsp2p_first_frame_seconds`: those a frame can come on.
+const FRAME_PATHS: [LinkPath; 3] = [LinkPath::Direct, LinkPath::Turn, LinkPath::Relay];
+
+/// The connection-quality metrics. Every label value is created at start
+/// (so each series exists, at 0, before the first report) and its handle
+/// kept, so a report costs atomic adds and no label lookup. None of this is
+/// on the relay's per-datagram path.
+pub struct Quality {
+    players_by_path: [Gauge; 4],
+    links_by_path: [Gauge; 4],
+    links_by_grade: [Gauge; 5],
+    /// Indexed by `MilestoneKind as usize` (first_frame's slot unused: `None`).
+    setup: [Option<Histogram>; 5],
+    /// Indexed by `LinkPath as usize` (connecting's slot `None`).
+    first_frame: [Option<Histogram>; 4],
+    ice_failures: [Counter; 5],
+    candidates: [Counter; 4],
+    rtt: [Histogram; 4],
+    loss: [Histogram; 4],
+    reports: [Counter; 4],
+}
+
+impl Quality {
+    /// Register the families in `registry` (prefix `fsp2p`) and resolve every label.
+    fn register(registry: &mut Registry) -> Self {
+        let players = Family::<PathLabel, Gauge>::default();
+        let links_path = Family::<PathLabel, Gauge>::default();
+        let links_grade = Family::<GradeLabel, Gauge>::default();
+        let setup: Histograms<MilestoneLabel> = Family::new_with_constructor(setup_histogram);
+        let first: Histograms<PathLabel> = Family::new_with_constructor(setup_histogram);
+        let ice = Family::<IceReasonLabel, Counter>::default();
+        let cands = Family::<CandidateLabel, Counter>::default();
+        let rtt: Histograms<PathLabel> = Family::new_with_constructor(rtt_histogram);
+        let loss: Histograms<PathLabel> = Family::new_with_constructor(loss_histogram);
+        let reports = Family::<ReportLabel, Counter>::default();
+        registry.register(
+            "players_by_path",
+            "Connected players whose latest quality report (at most 30 s old) had a link, by the worst path of their links (relay over turn over direct over connecting)",
+            players.clone(),
+        );
+        registry.register(
+            "links_by_path",
+            "Peer links in connected players' latest quality reports (at most 30 s old), by path",
+            links_path.clone(),
+        );
+        registry.register(
+            "links_by_grade",
+            "Peer links in connected players' latest quality reports (at most 30 s old), by grade",
+            links_grade.clone(),
+        );
+        registry.register(
+            "setup_seconds",
+            "Setup steps as clients timed them, by milestone (welcome: connect to Welcome; first_signal: link to first Signal; direct / relay: first offer to DataChannel usable / to relay fallback)",
+            setup.clone(),
+        );
+        registry.register(
+            "first_frame_seconds",
+            "Link created to first flight frame received, as clients timed it, by the path it came on",
+            first.clone(),
+        );
+        registry.register(
+            "ice_failures",
+            "ICE failures clients reported, by reason",
+            ice.clone(),
+        );
+        registry.register(
+            "ice_candidates",
+            "ICE candidate types clients gathered, each type counted once per connection",
+            cands.clone(),
+        );
+        registry.register(
+            "link_rtt_seconds",
+            "Echo RTT of peer links, one observation per link per accepted report (the report's bucket, observed as its upper edge; above 1 s as 2 s), by path",
+            rtt.clone(),
+        );
+        registry.register(
+            "link_loss_ratio",
+            "Echo loss of peer links (0..1), one observation per link per accepted report (the report's bucket, observed as its upper edge; above 50 % as 1), by path",
+            loss.clone(),
+        );
+        registry.register(
+            "reports",
+            "Quality reports from clients, by what became of them (accepted, rate, version, malformed)",
+            reports.clone(),
+        );
+        let by_path = |f: &Family<PathLabel, Gauge>| {
+            LinkPath::ALL.map(|path| f.get_or_create(&PathLabel { path }).clone())
+        };
+        let hist_by_path = |f: &Histograms<PathLabel>| {
+            LinkPath::ALL.map(|path| f.get_or_create(&PathLabel { path }).clone())
+        };
+        Quality {
+            players_by_path: by_path(&players),
+            links_by_path: by_path(&links_path),
+            links_by_grade: Grade::ALL
+                .map(|grade| links_grade.get_or_create(&GradeLabel { grade }).clone()),
+            setup: MilestoneKind::ALL.map(|milestone| {
+                SETUP_MILESTONES
+                    .contains(&milestone)
+                    .then(|| setup.get_or_create(&MilestoneLabel { milestone }).clone())
+            }),
+            first_frame: LinkPath::ALL.map(|path| {
+                FRAME_PATHS
+                    .contains(&path)
+                    .then(|| first.get_or_create(&PathLabel { path }).clone())
+            }),
+            ice_failures: IceFailReason::ALL
+                .map(|reason| ice.get_or_create(&IceReasonLabel { reason }).clone()),
+            candidates: candidate::ALL
+                .map(|(_, kind)| cands.get_or_create(&CandidateLabel { kind }).clone()),
+            rtt: hist_by_path(&rtt),
+            loss: hist_by_path(&loss),
+            reports: ReportResult::ALL
+                .map(|result| reports.get_or_create(&ReportLabel { result }).clone()),
+        }
+    }
+
+    /// Count and observe one report's outcome.
+    pub(crate) fn report(&self, outcome: &ReportOutcome) {
+        self.reports[outcome.result() as usize].inc();
+        let ReportOutcome::Accepted(acc) = outcome else {
+            return;
+        };
+        for (kind, ms) in &acc.setup {
+            if let Some(h) = &self.setup[*kind as usize] {
+                h.observe(f64::from(*ms) / 1000.0);
+            }
+        }
+        for (path, ms) in &acc.first_frame {
+            if let Some(h) = &self.first_frame[*path as usize] {
+                h.observe(f64::from(*ms) / 1000.0);
+            }
+        }
+        for reason in &acc.ice_failures {
+            self.ice_failures[*reason as usize].inc();
+        }
+        for (i, (bit, _)) in candidate::ALL.iter().enumerate() {
+            if acc.new_candidates & bit != 0 {
+                self.candidates[i].inc();
+            }
+        }
+        for l in &acc.links {
+            if let Some(v) = l.rtt_seconds() {
+                self.rtt[l.path as usize].observe(v);
+            }
+            if let Some(v) = l.loss_ratio() {
+                self.loss[l.path as usize].observe(v);
+            }
+        }
+    }
+
+    /// Copy the core's gauges.
+    pub(crate) fn set_gauges(&self, g: &QualityGauges) {
+        let set = |gauges: &[Gauge], values: &[u32]| {
+            for (gauge, v) in gauges.iter().zip(values) {
+                gauge.set(i64::from(*v));
+            }
+        };
+        set(&self.players_by_path, &g.players_by_path);
+        set(&self.links_by_path, &g.links_by_path);
+        set(&self.links_by_grade, &g.links_by_grade);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ten families of spec Q4, by the names Prometheus sees.
+    const QUALITY: [&str; 10] = [
+        "fsp2p_players_by_path",
+        "fsp2p_links_by_path",
+        "fsp2p_links_by_grade",
+        "fsp2p_setup_seconds",
+        "fsp2p_first_frame_seconds",
+        "fsp2p_ice_failures_total",
+        "fsp2p_ice_candidates_total",
+        "fsp2p_link_rtt_seconds",
+        "fsp2p_link_loss_ratio",
+        "fsp2p_reports_total",
+    ];
+
+    /// Sample lines of one family (its `_bucket`, `_sum`, `_count` included).
+    fn samples<'a>(text: &'a str, family: &str) -> Vec<&'a str> {
+        let base = family.trim_end_matches("_total");
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| {
+                let name = l.split(['{', ' ']).next().unwrap_or("");
+                name == family
+                    || [base, "_bucket"].concat() == name
+                    || [base, "_sum"].concat() == name
+                    || [base, "_count"].concat() == name
+            })
+            .collect()
+    }
+
+    #[test]
+    fn quality_families_exist_from_start_with_every_label_and_are_documented() {
+        let text = Metrics::new().render();
+        let docs = include_str!("../docs/CONFIGURATION.md");
+        let mut total = 0;
+        for family in QUALITY {
+            let s = samples(&text, family);
+            assert!(!s.is_empty(), "{family} is not exported");
+            assert!(
+                s.iter().all(|l| l.ends_with(" 0") || l.ends_with(" 0.0")),
+                "{family} is not at 0: {s:?}"
+            );
+            assert!(
+                docs.contains(&format!("`{family}`")),
+                "{family} undocumented"
+            );
+            total += s.len();
+        }
+        // The number docs/CONFIGURATION.md states ("219 series per node").
+        assert_eq!(total, 219);
+        assert!(docs.contains("219 series per node"));
+        for (family, labels) in [
+            (
+                "fsp2p_players_by_path",
+                &["direct", "turn", "relay", "connecting"][..],
+            ),
+            (
+                "fsp2p_links_by_grade",
+                &["unknown", "excellent", "good", "poor", "lost"],
+            ),
+            (
+                "fsp2p_reports_total",
+                &["accepted", "rate", "version", "malformed"],
+            ),
+            (
+                "fsp2p_ice_candidates_total",
+                &["host", "srflx", "relay", "prflx"],
+            ),
+        ] {
+            let s = samples(&text, family);
+            for l in labels {
+                assert!(
+                    s.iter().any(|x| x.contains(&format!("=\"{l}\""))),
+                    "{family} {l}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_report_is_observed_at_its_bucket_edges_and_counted() {
+        use crate::session::{Accepted, LinkObservation, ReportOutcome, ReportResult};
+        let m = Metrics::new();
+        let acc = Accepted {
+            setup: vec![(MilestoneKind::Welcome, 120)],
+            first_frame: vec![(LinkPath::Turn, 31_000)],
+            ice_failures: vec![IceFailReason::NoCandidates],
+            new_candidates: candidate::SRFLX,
+            links: vec![LinkObservation {
+                path: LinkPath::Relay,
+                rtt_bucket: 9,
+                loss_bucket: 3,
+            }],
+        };
+        m.quality.report(&ReportOutcome::Accepted(Box::new(acc)));
+        m.quality
+            .report(&ReportOutcome::Dropped(ReportResult::Malformed));
+        let text = m.render();
+        for line in [
+            "fsp2p_reports_total{result=\"accepted\"} 1",
+            "fsp2p_reports_total{result=\"malformed\"} 1",
+            "fsp2p_setup_seconds_bucket{le=\"0.25\",milestone=\"welcome\"} 1",
+            "fsp2p_setup_seconds_bucket{le=\"0.1\",milestone=\"welcome\"} 0",
+            "fsp2p_first_frame_seconds_bucket{le=\"30.0\",path=\"turn\"} 0",
+            "fsp2p_first_frame_seconds_count{path=\"turn\"} 1",
+            "fsp2p_ice_failures_total{reason=\"no_candidates\"} 1",
+            "fsp2p_ice_candidates_total{type=\"srflx\"} 1",
+            "fsp2p_link_rtt_seconds_sum{path=\"relay\"} 2.0",
+            "fsp2p_link_rtt_seconds_bucket{le=\"1.0\",path=\"relay\"} 0",
+            "fsp2p_link_loss_ratio_sum{path=\"relay\"} 0.05",
+            "fsp2p_link_loss_ratio_bucket{le=\"0.05\",path=\"relay\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no line {line}");
+        }
+        let g = QualityGauges {
+            players_by_path: [0, 2, 0, 1],
+            ..QualityGauges::default()
+        };
+        m.quality.set_gauges(&g);
+        let text = m.render();
+        assert!(text.contains("fsp2p_players_by_path{path=\"direct\"} 2"));
+        assert!(text.contains("fsp2p_players_by_path{path=\"relay\"} 1"));
     }
 }

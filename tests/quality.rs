@@ -9,25 +9,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, start, TestServer, WAIT};
+use common::{eventually, start, WAIT};
 use flightsim_p2p::client::{Client, ClientConfig, ClientTransport, QualitySnapshot};
 use flightsim_p2p::limits::Limits;
 use flightsim_p2p::protocol::report::{Grade, LinkPath, QUALITY_MAGIC};
 use flightsim_p2p::protocol::{self, ClientMsg, PeerId, RelayMode, ALL_PEERS};
 use flightsim_p2p::turn::IceConfig;
 
-/// LEAD: the server's half of issue 25 (branch q-srv) exports
-/// `fsp2p_reports_total{result="accepted"}`. Until it is merged the report
-/// metric is checked only when the server exports it; set this to true at
-/// the merge so that a server that stops exporting it fails the test.
-const REQUIRE_SERVER_REPORT_METRICS: bool = false;
-
 /// Each way through [`DelayProxy`].
 const PROXY_DELAY: Duration = Duration::from_millis(25);
 
 fn echoing(mut c: ClientConfig) -> ClientConfig {
-    // The harness turns echoes off for exact relay counts; here they are the point.
+    // The harness turns echoes and reports off for exact counts; here they are the point.
     c.quality_echo = true;
+    c.telemetry = true;
     c
 }
 
@@ -103,10 +98,6 @@ fn measured(c: &Client, peers: &[PeerId]) -> Option<Vec<QualitySnapshot>> {
             })
         });
     ok.then_some(q)
-}
-
-fn metric_present(srv: &TestServer, name: &str) -> bool {
-    srv.get("/metrics").1.contains(name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,18 +246,19 @@ async fn quic_and_websocket_peers_measure_each_other_and_report() {
     for c in [&mut host, &mut quic, &mut ws] {
         c.ping().await.expect("still connected after reporting");
     }
+    // The server counted them, and sees three players on the relay.
     let accepted = "fsp2p_reports_total{result=\"accepted\"}";
-    if REQUIRE_SERVER_REPORT_METRICS || metric_present(&srv, "fsp2p_reports_total") {
-        assert!(
-            eventually(WAIT, || srv.metric(accepted) >= 3.0).await,
-            "{accepted} = {}",
-            srv.metric(accepted)
-        );
-    } else {
-        eprintln!(
-            "LEAD: this server has no fsp2p_reports_total yet; the report metric was not checked"
-        );
-    }
+    assert!(
+        eventually(WAIT, || srv.metric(accepted) >= 3.0).await,
+        "{accepted} = {}",
+        srv.metric(accepted)
+    );
+    let relayed = "fsp2p_players_by_path{path=\"relay\"}";
+    assert!(
+        eventually(WAIT, || srv.metric(relayed) == 3.0).await,
+        "{relayed} = {}",
+        srv.metric(relayed)
+    );
     for c in [host, quic, ws] {
         c.close().await;
     }

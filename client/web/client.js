@@ -6,6 +6,7 @@ import {
   PROTOCOL_VERSION, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_RELAY_PAYLOAD, ALL_PEERS,
   WEBTRANSPORT_PATH, MAX_NAME_BYTES, FspError, utf8Encoder, encodeClientMsg, decodeServerMsg,
   encodeRelay, decodeRelay, WEBSOCKET_PATH, foldableRequest, toHex, certHashBytes, errorName,
+  REPORT_MIN_VERSION, REPORT_LIMITS, reportMsg,
 } from './codec.js';
 import { FLIGHT_HEADER_BYTES, wrapFlight, unwrapFlight, nextSeq, SeqFilter } from './flight.js';
 import { describe, withTimeout, now, WebTransportSignal, WebSocketSignal, AutoSignal } from './transports.js';
@@ -14,6 +15,8 @@ import {
   afterReconnect, livenessStart, livenessHeard, livenessTick, livenessNextPingAt, PING_INTERVAL_MS, goingAwayLeftMs, answersSessionRequest, pumpStep, redirectPlan,
   redirectCount, errorGivesUp, attemptFailure, resumePlanStep, offersToken, RESUME_GRACE_DEFAULT_MS,
   backoffDelayMs as coreBackoffDelayMs, reconnectStep as coreReconnectStep,
+  ECHO_REQUEST, ECHO_REPLY, isQualityFrame, parseQualityFrame, encodeQualityFrame,
+  reportStart, reportQueue, reportNextAt, reportStep,
 } from './core.js';
 import { PeerLink, installMesh } from './mesh.js';
 
@@ -82,6 +85,11 @@ export function reconnectStep(s) {
  *           reconnect (resume) and each redirect, and when the server warns that the token expires soon; a string
  *           it returns wins over `token` (null/empty: `token` is used). If it throws, connect() fails; during a
  *           reconnection the attempt counts as failed and the next one asks again
+ * @property {boolean} [telemetry]     send `Report`s (link paths, grades, RTT/loss buckets, setup times, ICE failure
+ *           reasons, candidate types; never an address) to a server that takes them (Welcome.version ≥ 3);
+ *           default true, false opts out. Per-peer quality (`getPeers()`, `quality`) works either way
+ * @property {boolean} [qualityEchoes] send echo requests to measure each peer's link (default true; false: none are
+ *           sent, the peers' grades stay `unknown`; this client still answers the peers' echoes)
  */
 
 /** Default WebSocket URL: the page's origin (its scheme mapped to ws/wss), else the usual HTTP port of `host`. */
@@ -146,6 +154,8 @@ export class FlightSimP2P extends EventTarget {
       maxRedirects: options.maxRedirects ?? MAX_REDIRECTS,
       token: options.token || null,
       getToken: typeof options.getToken === 'function' ? options.getToken : null,
+      telemetry: options.telemetry ?? true,
+      qualityEchoes: options.qualityEchoes ?? true,
       fallbacks: [],
     };
     const main = { url: this.options.url, wsUrl: this.options.wsUrl, certHash: this.options.certHash };
@@ -250,6 +260,15 @@ export class FlightSimP2P extends EventTarget {
     this._freshToken = /** @type {string|null} */ (null);
     /** a getToken() call for the expiry warning is under way */
     this._refreshing = false;
+    /** the report schedule and its queues (core.js reportStart / reportQueue / reportStep) */
+    this._report = reportStart();
+    /** the one timer of per-peer quality (echo requests, loss and lost deadlines) and reports */
+    this._qTimer = /** @type {any} */ (0);
+    this._qWakeAt = Infinity;
+    /** when the current connect attempt started (milestone welcome) */
+    this._attemptAt = /** @type {number|null} */ (null);
+    /** Reports sent on this client's connections */
+    this.reportsSent = 0;
   }
 
   /**
@@ -291,8 +310,27 @@ export class FlightSimP2P extends EventTarget {
       dataChannel: l.dc ? l.dc.readyState : 'none',
       rx: l.rx,
       tx: l.tx,
-      staleDropped: l.staleDropped,
+      ...this._qualityOf(l),
     }));
+  }
+
+  /**
+   * One peer's link quality (PROTOCOL.md §14): `peer`, `path`, `pathMs` (time on that path),
+   * `rttMs` (smoothed, from echoes on the path itself; null before the first), `lossPct` (over the
+   * last 20 echoes), `jitterMs`, `fpsIn` / `fpsOut` (flight frames in the last full second),
+   * `staleDropped`, `grade` (`unknown`, `excellent`, `good`, `poor`, `lost`). null: no such peer.
+   * @param {number} peer
+   * @returns {import('./core.js').QualitySnapshot|null}
+   */
+  qualityOf(peer) {
+    const l = this.links.get(peer);
+    return l ? l.quality.snapshot(now()) : null;
+  }
+
+  /** @param {PeerLink} l */
+  _qualityOf(l) {
+    const { peer, ...q } = l.quality.snapshot(now());
+    return q;
   }
 
   /** @returns {PeerPath|null} */
@@ -345,6 +383,7 @@ export class FlightSimP2P extends EventTarget {
     });
     welcome.catch(() => {});
     const startedAt = now();
+    this._attemptAt = startedAt;
     this._connectPromise = (async () => {
       // Let a createSession()/joinSession() called in the same tick be queued first: it
       // then rides in the URL with Hello (PROTOCOL.md §1, §10), answered with the 200/101.
@@ -594,6 +633,7 @@ export class FlightSimP2P extends EventTarget {
         try {
           /** @type {RTCDataChannel} */ (l.dc).send(frame);
           l.tx++;
+          this._qualityEvent(l, l.quality.frameOut(now()));
           this.stats.directSent++;
           continue;
         } catch {
@@ -618,9 +658,13 @@ export class FlightSimP2P extends EventTarget {
           ok = false;
         }
       }
+      const t = now();
       for (const id of relay) {
         const l = this.links.get(id);
-        if (l) l.tx++;
+        if (l) {
+          l.tx++;
+          this._qualityEvent(l, l.quality.frameOut(t));
+        }
       }
       this.stats.relaySent += relay.length;
     }
@@ -819,6 +863,14 @@ export class FlightSimP2P extends EventTarget {
         this.options.resumeToken = m.resumeToken;
         this._redirectState('welcome');
         this._startTimers();
+        // The report schedule counts from the Welcome (PROTOCOL.md §14): the first report 2 s later.
+        this._report = { ...this._report, lastAt: now() };
+        if (this._attemptAt !== null) {
+          // Milestone welcome: the connect attempt started → its Welcome.
+          this._telemetry({ type: 'milestone', kind: 'welcome', path: 'connecting', ms: now() - this._attemptAt });
+          this._attemptAt = null;
+        }
+        this._armQuality();
         this._emit('welcome', {
           peerId: m.peerId, resumed: m.resumed, iceServers: m.iceServers, limits: m.limits, transport: this.transport, welcome: m,
         });
@@ -889,7 +941,11 @@ export class FlightSimP2P extends EventTarget {
       }
       case 'PeerStatus': {
         const l = this.links.get(m.peer);
-        if (l) l.online = m.online;
+        if (l) {
+          l.online = m.online;
+          this._qualityEvent(l, l.quality.setOnline(m.online, now()));
+          this._armQuality();
+        }
         // Back after a lost connection: it may be a restarted client whose counter began again.
         if (m.online) this._rxSeq.reset(m.peer);
         this._emit('peerstatus', { peer: m.peer, online: m.online });
@@ -1024,8 +1080,10 @@ export class FlightSimP2P extends EventTarget {
       this.stats.relayBadFrames++;
       return;
     }
-    this.stats.relayReceived++;
     this._live = livenessHeard(this._live);
+    // A quality frame is answered on the relay and goes no further.
+    if (this._onQualityFrame(r.peer, r.payload, null)) return;
+    this.stats.relayReceived++;
     this._deliverFlight(r.peer, r.payload, 'relay');
   }
 
@@ -1043,12 +1101,157 @@ export class FlightSimP2P extends EventTarget {
     const l = this.links.get(from);
     if (!this._rxSeq.accept(from, f.seq)) {
       this.stats.staleDropped++;
-      if (l) l.staleDropped++;
+      if (l) {
+        l.staleDropped++;
+        this._qualityEvent(l, l.quality.stale(now()));
+      }
       return;
     }
-    if (l) l.rx++;
+    if (l) {
+      l.rx++;
+      const t = now();
+      this._qualityEvent(l, l.quality.frameIn(t));
+      if (!l.seenFrame) {
+        // Milestone first_frame: link created → the first flight frame from that peer.
+        l.seenFrame = true;
+        this._telemetry({ type: 'milestone', kind: 'first_frame', path, ms: t - l.createdAt });
+      }
+    }
     this._deliver(from, f.payload, path);
   }
+
+  // --- internals: per-peer quality and reports (PROTOCOL.md §14) -------------------------------
+
+  /**
+   * A payload on a peer path (DataChannel `dc`, or the relay when null) that starts FF FF FF FF is
+   * a quality frame: a request is answered at once on the path it came on, a reply feeds the
+   * peer's tracker, a malformed one is counted as a bad frame. Never flight data: not filtered,
+   * not counted, not delivered. Returns whether `data` was one.
+   * @param {number} from @param {Uint8Array} data @param {RTCDataChannel|null} dc
+   */
+  _onQualityFrame(from, data, dc) {
+    if (!isQualityFrame(data)) return false;
+    const f = parseQualityFrame(data);
+    if (!f) {
+      this.stats.flightBadFrames++;
+      return true;
+    }
+    if (f.kind === ECHO_REQUEST) {
+      const reply = encodeQualityFrame(ECHO_REPLY, f.id, f.t);
+      if (dc) {
+        try {
+          dc.send(reply);
+        } catch {
+          // the channel closed meanwhile: the requester counts it lost
+        }
+      } else if (this.conn && this.state === 'connected') {
+        this.conn.sendRelay(encodeRelay(from, reply));
+      }
+      return true;
+    }
+    const l = this.links.get(from);
+    if (l) {
+      this._qualityEvent(l, l.quality.reply(f.id, now()));
+      this._armQuality();
+    }
+    return true;
+  }
+
+  /**
+   * A tracker input's outcome: the `quality` event (grade or path changed) and an early report.
+   * @param {PeerLink} l @param {import('./core.js').QualitySnapshot|null} snap
+   */
+  _qualityEvent(l, snap) {
+    if (!snap || this.links.get(l.id) !== l) return;
+    this._telemetry({ type: 'change' });
+    this._emit('quality', snap);
+  }
+
+  /** Queue for the next report (nothing with `telemetry: false`). @param {any} ev */
+  _telemetry(ev) {
+    if (!this.options.telemetry) return;
+    this._report = reportQueue(this._report, ev);
+    this._armQuality();
+  }
+
+  /** Whether reports go out on this connection: telemetry on, a server that takes them, connected. */
+  _reporting() {
+    return this.options.telemetry && this.state === 'connected' && !!this.welcome && this.welcome.version >= REPORT_MIN_VERSION;
+  }
+
+  /**
+   * (Re)arm the one quality timer for the earliest of every tracker's pollTimeout and the next
+   * report. Called after inputs that can bring that time forward.
+   */
+  _armQuality() {
+    if (this.state === 'closed') return;
+    let at = Infinity;
+    for (const l of this.options.qualityEchoes ? this.links.values() : []) {
+      const t = l.quality.pollTimeout();
+      if (t !== null && t < at) at = t;
+    }
+    if (this._reporting()) {
+      const r = reportNextAt(this._report, Math.min(this.links.size, REPORT_LIMITS.links));
+      if (r !== null && r < at) at = r;
+    }
+    if (at === Infinity) return;
+    if (this._qTimer && at >= this._qWakeAt) return;
+    clearTimeout(this._qTimer);
+    this._qWakeAt = at;
+    this._qTimer = setTimeout(() => this._qualityTick(), Math.max(0, Math.ceil(at - now())));
+  }
+
+  /** The quality timer: tick every tracker (echo requests go out), send a report if one is due. */
+  _qualityTick() {
+    this._qTimer = 0;
+    this._qWakeAt = Infinity;
+    if (this.state === 'closed') return;
+    const t = now();
+    for (const l of [...this.links.values()]) {
+      // Without echoes the tracker is still ticked (frames/s, events) but its requests go nowhere.
+      const d = this.options.qualityEchoes ? l.quality.tick(t) : { send: null, event: null };
+      if (d.send !== null) this._sendEcho(l, d.send, t);
+      this._qualityEvent(l, d.event);
+    }
+    if (this._reporting()) {
+      const links = [...this.links.values()].slice(0, REPORT_LIMITS.links);
+      const step = reportStep(this._report, t, links.length);
+      if (step.send) {
+        this._report = step.state;
+        const report = {
+          links: links.map((l) => l.quality.linkReport()),
+          setup: step.setup,
+          iceFailures: step.iceFailures,
+          candidates: step.candidates,
+        };
+        this._sendMsg(reportMsg(report));
+        this.reportsSent++;
+        this._emit('report', { report });
+      }
+    }
+    this._armQuality();
+  }
+
+  /**
+   * An echo request to a peer on the path its tracker measures: the DataChannel on direct/turn,
+   * the relay on relay (nothing when that path is not usable: the request counts lost).
+   * @param {PeerLink} l @param {number} id @param {number} t
+   */
+  _sendEcho(l, id, t) {
+    const frame = encodeQualityFrame(ECHO_REQUEST, id, t);
+    const path = l.quality.path;
+    if (path === 'direct' || path === 'turn') {
+      if (!this._directUsable(l)) return;
+      try {
+        /** @type {RTCDataChannel} */ (l.dc).send(frame);
+      } catch {
+        // lost: the tracker decides so after the timeout
+      }
+    } else if (path === 'relay' && l.online && this.conn && this.state === 'connected') {
+      this.conn.sendRelay(encodeRelay(l.id, frame));
+    }
+  }
+
 
   _deliver(from, data, path) {
     if (this.onmessage) {
@@ -1258,6 +1461,7 @@ export class FlightSimP2P extends EventTarget {
     }
     if (this._rc !== rc || this.state !== 'reconnecting') return;
     const startedAt = now();
+    this._attemptAt = startedAt;
     const limit = attemptTimeoutMs(this.srttMs, this.options.connectTimeoutMs);
     /** @type {SignalTransport} */
     let t;
@@ -1401,6 +1605,8 @@ export class FlightSimP2P extends EventTarget {
     this._settle(null, null, e);
     this._stopTimers();
     clearTimeout(this._pumpTimer);
+    clearTimeout(this._qTimer);
+    this._qTimer = 0;
     this._outbox = [];
     for (const l of [...this.links.values()]) this._dropLink(l);
     this._rxSeq.clear();

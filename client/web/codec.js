@@ -9,8 +9,14 @@
 // Constants
 // ---------------------------------------------------------------------------
 
-/** Protocol version carried in Hello. */
-export const PROTOCOL_VERSION = 1;
+/**
+ * Protocol version carried in Hello. 3: this client may send `Report` (PROTOCOL.md §14); the
+ * Hello has exactly version 2's fields (the access token option, which this client leaves empty:
+ * its token rides in the URL).
+ */
+export const PROTOCOL_VERSION = 3;
+/** The first protocol version whose connections take `Report`. */
+export const REPORT_MIN_VERSION = 3;
 /** Control frame limit a client may assume before the Welcome (PROTOCOL.md §3). */
 export const DEFAULT_MAX_FRAME_BYTES = 16384;
 /** Relay payload limit a client may assume before the Welcome (PROTOCOL.md §7). */
@@ -41,7 +47,14 @@ export const RELAY_MODES = Object.freeze(/** @type {RelayMode[]} */ (['Datagram'
 export const LEAVE_REASONS = Object.freeze(
   /** @type {LeaveReason[]} */ (['Left', 'TimedOut', 'SessionExpired', 'ServerShutdown']),
 );
-const CLIENT_MSG_TYPES = ['Hello', 'CreateSession', 'JoinSession', 'Signal', 'LeaveSession', 'Ping'];
+const CLIENT_MSG_TYPES = ['Hello', 'CreateSession', 'JoinSession', 'Signal', 'LeaveSession', 'Ping', 'Report'];
+/** Report enums (PROTOCOL.md §14), in wire order. */
+export const LINK_PATHS = Object.freeze(['connecting', 'direct', 'turn', 'relay']);
+export const GRADES = Object.freeze(['unknown', 'excellent', 'good', 'poor', 'lost']);
+export const MILESTONE_KINDS = Object.freeze(['welcome', 'first_signal', 'direct', 'relay', 'first_frame']);
+export const ICE_FAIL_REASONS = Object.freeze(['timeout', 'failed', 'disconnected', 'no_candidates', 'other']);
+/** Bounds of a ReportV1: links, milestones, ICE failures. */
+export const REPORT_LIMITS = Object.freeze({ links: 64, setup: 16, iceFailures: 16 });
 const SERVER_MSG_TYPES = [
   'Welcome', 'SessionCreated', 'SessionJoined', 'PeerJoined', 'PeerLeft', 'HostChanged',
   'Signal', 'Error', 'Pong', 'SessionLeft', 'PeerStatus', 'GoingAway', 'Redirect',
@@ -414,7 +427,8 @@ export class Reader {
  *   | {type: 'JoinSession', code: string, password: string|null}
  *   | {type: 'Signal', to: number, signal: Signal}
  *   | {type: 'LeaveSession'}
- *   | {type: 'Ping', clientTimeMs: bigint}} ClientMsg
+ *   | {type: 'Ping', clientTimeMs: bigint}
+ *   | {type: 'Report', version: number, body: Uint8Array}} ClientMsg
  */
 
 /** @typedef {{urls: string[], username: string|null, credential: string|null}} IceServer */
@@ -548,6 +562,9 @@ export function encodeClientMsg(m) {
     case 'Ping':
       w.u64(m.clientTimeMs);
       break;
+    case 'Report':
+      w.u16(m.version).bytes(m.body);
+      break;
   }
   return w.finish();
 }
@@ -586,8 +603,11 @@ export function decodeClientMsg(bytes) {
     case 'LeaveSession':
       m = { type };
       break;
+    case 'Ping':
+      m = { type, clientTimeMs: r.u64() };
+      break;
     default:
-      m = { type: 'Ping', clientTimeMs: r.u64() };
+      m = { type: 'Report', version: r.u16(), body: r.bytes() };
   }
   r.end();
   return m;
@@ -1018,4 +1038,66 @@ export function certHashBytes(h) {
   else throw new TypeError('certHash must be a hex or base64 string, or bytes');
   if (out.length !== 32) throw new TypeError(`certHash must be a SHA-256 (32 bytes), got ${out.length} bytes`);
   return out;
+}
+
+// ---------------------------------------------------------------------------
+// Report bodies (PROTOCOL.md §14): ReportV1, the body of `ClientMsg::Report` version 1
+// ---------------------------------------------------------------------------
+
+/**
+ * @typedef {{peer: number, path: string, grade: string, rttBucket: number, lossBucket: number}} LinkReport
+ * @typedef {{kind: string, path: string, ms: number}} Milestone
+ * @typedef {{links: LinkReport[], setup: Milestone[], iceFailures: {reason: string}[], candidates: number}} ReportV1
+ */
+
+/**
+ * postcard(ReportV1): links (≤ 64), setup (≤ 16), ice_failures (≤ 16), candidates (u8 bit set:
+ * 1 host, 2 srflx, 4 relay, 8 prflx). Carries no addresses, names or tokens.
+ * @param {ReportV1} r @returns {Uint8Array}
+ */
+export function encodeReportV1(r) {
+  if (r.links.length > REPORT_LIMITS.links) throw new RangeError(`at most ${REPORT_LIMITS.links} links`);
+  if (r.setup.length > REPORT_LIMITS.setup) throw new RangeError(`at most ${REPORT_LIMITS.setup} milestones`);
+  if (r.iceFailures.length > REPORT_LIMITS.iceFailures) throw new RangeError(`at most ${REPORT_LIMITS.iceFailures} ICE failures`);
+  const w = new Writer();
+  w.varint(r.links.length);
+  for (const l of r.links) {
+    w.u32(l.peer).enumTag(LINK_PATHS, l.path, 'LinkPath').enumTag(GRADES, l.grade, 'Grade').u8(l.rttBucket).u8(l.lossBucket);
+  }
+  w.varint(r.setup.length);
+  for (const m of r.setup) w.enumTag(MILESTONE_KINDS, m.kind, 'MilestoneKind').enumTag(LINK_PATHS, m.path, 'LinkPath').u32(m.ms);
+  w.varint(r.iceFailures.length);
+  for (const f of r.iceFailures) w.enumTag(ICE_FAIL_REASONS, f.reason, 'IceFailReason');
+  w.u8(r.candidates);
+  return w.finish();
+}
+
+/**
+ * Decode a ReportV1 body, strictly (bounds, enum tags, no trailing bytes), as the server does.
+ * @param {Uint8Array} bytes @returns {ReportV1}
+ */
+export function decodeReportV1(bytes) {
+  const r = new Reader(bytes);
+  const bounded = (max, what, read) => {
+    const n = r.length(`${what} count`);
+    if (n > max) throw new DecodeError(`${n} ${what} (at most ${max})`);
+    const out = [];
+    for (let i = 0; i < n; i++) out.push(read());
+    return out;
+  };
+  const links = bounded(REPORT_LIMITS.links, 'links', () => ({
+    peer: r.u32(), path: r.enumTag(LINK_PATHS, 'LinkPath'), grade: r.enumTag(GRADES, 'Grade'), rttBucket: r.u8(), lossBucket: r.u8(),
+  }));
+  const setup = bounded(REPORT_LIMITS.setup, 'milestones', () => ({
+    kind: r.enumTag(MILESTONE_KINDS, 'MilestoneKind'), path: r.enumTag(LINK_PATHS, 'LinkPath'), ms: r.u32(),
+  }));
+  const iceFailures = bounded(REPORT_LIMITS.iceFailures, 'ICE failures', () => ({ reason: r.enumTag(ICE_FAIL_REASONS, 'IceFailReason') }));
+  const candidates = r.u8();
+  r.end();
+  return { links, setup, iceFailures, candidates };
+}
+
+/** `ClientMsg::Report` version 1 carrying `report`. @param {ReportV1} report @returns {ClientMsg} */
+export function reportMsg(report) {
+  return { type: 'Report', version: 1, body: encodeReportV1(report) };
 }

@@ -4,7 +4,8 @@
 // function: the reconnect schedule and when to give up, what a close code or a server error
 // means, resume or rejoin, redirects and node rotation, liveness, attempt and request
 // deadlines, the control stream's rate, the QUIC/WebSocket race, the direct/TURN/relay path
-// of a peer. Time and randomness are inputs
+// of a peer, each peer's link quality (echoes, RTT, loss, grade) and the report schedule
+// (PROTOCOL.md §14). Time and randomness are inputs
 // (`nowMs`, `random`): no timers, no clock, no RTCPeerConnection, no WebSocket here, so the
 // rules run under node with simulated time (tests/browser/core.test.mjs). The shell
 // (client.js, mesh.js, transports.js) does the I/O and asks these functions what to do.
@@ -663,3 +664,489 @@ export const SESSION_REQUEST_ERRORS = new Set([8, 9, 10, 11, 12, 13, 16, 17, 22,
 
 /** Values of the `transport` option besides a factory. */
 export const TRANSPORT_CHOICES = Object.freeze(['auto', 'webtransport', 'websocket']);
+
+// ---------------------------------------------------------------------------
+// Connection quality per peer (PROTOCOL.md §14; tested in tests/browser/quality.test.mjs and
+// replayed from docs/client-vectors.json's `quality` section)
+// ---------------------------------------------------------------------------
+
+/**
+ * The quality estimator's constants (the same in every client, and in the vectors' `constants`).
+ * Echoes every 500 ms on a direct or TURN path (the DataChannel), every 2000 ms on the relay.
+ * Grades: `excellent` when srtt < 100 ms and loss < 2 % and jitter < 20 ms; `good` under 250 / 8 /
+ * 50; `poor` otherwise. A better grade than the last one is taken only under its limits × 0.8.
+ */
+export const QUALITY = Object.freeze({
+  echoIntervalMs: 500,
+  /** on the relay an echo costs the server two relayed frames each way: one every 2 s there */
+  echoIntervalRelayMs: 2000,
+  echoTimeoutMs: 2000,
+  lossWindow: 20,
+  lostAfterMs: 3000,
+  hysteresis: 0.8,
+  excellent: Object.freeze({ rttMs: 100, lossPct: 2, jitterMs: 20 }),
+  good: Object.freeze({ rttMs: 250, lossPct: 8, jitterMs: 50 }),
+});
+
+export { GRADES, LINK_PATHS, MILESTONE_KINDS, ICE_FAIL_REASONS } from './codec.js';
+
+/** @param {number} x */
+const round1 = (x) => Math.round(x * 10) / 10;
+
+/**
+ * Whether srtt / loss / jitter meet a grade's limits, each limit × `factor`.
+ * @param {{rttMs: number, lossPct: number, jitterMs: number}} limits
+ * @param {number} srtt @param {number} loss @param {number} jitter @param {number} factor
+ */
+function meets(limits, srtt, loss, jitter, factor) {
+  return srtt < limits.rttMs * factor && loss < limits.lossPct * factor && jitter < limits.jitterMs * factor;
+}
+
+/**
+ * The grade of a link from its estimates (no hysteresis): `excellent`, `good` or `poor`.
+ * @param {number} srtt @param {number} loss percent @param {number} jitter
+ * @param {typeof QUALITY} [q]
+ * @returns {'excellent'|'good'|'poor'}
+ */
+export function rawGrade(srtt, loss, jitter, q = QUALITY) {
+  if (meets(q.excellent, srtt, loss, jitter, 1)) return 'excellent';
+  if (meets(q.good, srtt, loss, jitter, 1)) return 'good';
+  return 'poor';
+}
+
+/**
+ * The grade after hysteresis: worse is taken at once; better only as far as the better grade's
+ * limits × 0.8 allow (poor → excellent raw, only good's × 0.8 met → good); from `unknown` or
+ * `lost` (or nothing) the raw grade as it is.
+ * @param {string|null} previous @param {number} srtt @param {number} loss @param {number} jitter
+ * @param {typeof QUALITY} [q]
+ * @returns {'excellent'|'good'|'poor'}
+ */
+export function gradeWithHysteresis(previous, srtt, loss, jitter, q = QUALITY) {
+  const raw = rawGrade(srtt, loss, jitter, q);
+  const rank = { excellent: 1, good: 2, poor: 3 };
+  if (!previous || !(previous in rank) || rank[raw] >= rank[previous]) return raw;
+  for (const g of /** @type {const} */ (['excellent', 'good'])) {
+    if (rank[g] < rank[raw]) continue; // better than raw: not on offer
+    if (rank[g] >= rank[previous]) break; // no better than what we have
+    if (meets(q[g], srtt, loss, jitter, q.hysteresis)) return g;
+  }
+  return /** @type {'excellent'|'good'|'poor'} */ (previous);
+}
+
+/**
+ * A snapshot of one peer's link quality (what `getPeers()` and the `quality` event carry).
+ * @typedef {{peer: number, path: string, pathMs: number, rttMs: number|null, lossPct: number,
+ *   jitterMs: number|null, fpsIn: number, fpsOut: number, staleDropped: number, grade: string}} QualitySnapshot
+ */
+
+/**
+ * The per-peer quality tracker (spec Q2), sans IO: every input takes `nowMs` (the shell's clock,
+ * or simulated time in tests); no timers. Inputs: `setPath`, `setOnline`, `tick`, `reply`,
+ * `frameIn`, `frameOut`, `stale`. Each returns the snapshot when the grade or the path changed
+ * (the `quality` event), else null; `tick` returns `{send, event}` where `send` is the id of an
+ * echo request to send now (or null). `pollTimeout()` says when to call `tick` next.
+ */
+export class QualityTracker {
+  /**
+   * @param {number} peer @param {number} nowMs
+   * @param {{path?: string, online?: boolean, q?: typeof QUALITY}} [o]
+   */
+  constructor(peer, nowMs, o = {}) {
+    this.peer = peer;
+    this.q = o.q || QUALITY;
+    this.createdAt = nowMs;
+    this.online = o.online ?? true;
+    this.path = 'connecting';
+    this.pathSince = nowMs;
+    /** the id of the next echo request (counts up from 1 for the tracker's life) */
+    this.nextId = 1;
+    /** @type {number|null} when the next echo request is due (null: none while connecting) */
+    this.nextEchoAt = null;
+    /** @type {Map<number, number>} outstanding requests of the current path: id → sent at */
+    this.outstanding = new Map();
+    /** @type {boolean[]} the last `lossWindow` decided requests, true = lost */
+    this.decided = [];
+    this.decidedCount = 0;
+    /** @type {{srttMs: number, rttvarMs: number}|null} */
+    this.rtt = null;
+    /** @type {number|null} */
+    this.jitter = null;
+    /** @type {number|null} */
+    this.lastSample = null;
+    /** @type {number|null} send time of the first request after the last reply */
+    this.unansweredSince = null;
+    this.grade = 'unknown';
+    this.window = 0;
+    this.inCount = 0;
+    this.outCount = 0;
+    this.fpsIn = 0;
+    this.fpsOut = 0;
+    this.staleDropped = 0;
+    this.lastNow = nowMs;
+    if (o.path && o.path !== 'connecting') this._resetPath(o.path, nowMs);
+    this.grade = this._grade(nowMs);
+  }
+
+  /** Forget the estimates of the old path: a new path starts now, its first echo due at once. */
+  _resetPath(path, nowMs) {
+    this.path = path;
+    this.pathSince = nowMs;
+    this._resetEstimator(nowMs);
+  }
+
+  /**
+   * Forget RTT, jitter, the loss window and the outstanding echoes (replies to them are ignored);
+   * the next echo is due at once when echoing. A path change and a peer's going offline or
+   * coming back do this (the path's time goes on in the latter).
+   */
+  _resetEstimator(nowMs) {
+    this.outstanding.clear();
+    this.decided = [];
+    this.decidedCount = 0;
+    this.rtt = null;
+    this.jitter = null;
+    this.lastSample = null;
+    this.unansweredSince = null;
+    this.nextEchoAt = this.path === 'connecting' ? null : nowMs;
+  }
+
+  /** Decide every request unanswered for echoTimeoutMs as lost; roll the frames/s windows. */
+  _advance(nowMs) {
+    this.lastNow = nowMs;
+    for (const [id, sentAt] of this.outstanding) {
+      if (nowMs < sentAt + this.q.echoTimeoutMs) continue;
+      this.outstanding.delete(id);
+      this._decide(true);
+    }
+    const k = Math.floor((nowMs - this.createdAt) / 1000);
+    if (k > this.window) {
+      this.fpsIn = k === this.window + 1 ? this.inCount : 0;
+      this.fpsOut = k === this.window + 1 ? this.outCount : 0;
+      this.inCount = 0;
+      this.outCount = 0;
+      this.window = k;
+    }
+  }
+
+  /** @param {boolean} lost */
+  _decide(lost) {
+    this.decided.push(lost);
+    if (this.decided.length > this.q.lossWindow) this.decided.shift();
+    this.decidedCount++;
+  }
+
+  /** Loss in percent over the window (0 when nothing is decided), unrounded. */
+  get lossPct() {
+    if (!this.decided.length) return 0;
+    return (100 * this.decided.filter(Boolean).length) / this.decided.length;
+  }
+
+  /** @param {number} nowMs @returns {string} the grade now, with hysteresis from `this.grade` */
+  _grade(nowMs) {
+    if (!this.online) return 'lost';
+    if (this.unansweredSince !== null && nowMs - this.unansweredSince >= this.q.lostAfterMs) return 'lost';
+    if (this.path === 'connecting' || !this.rtt) return 'unknown';
+    return gradeWithHysteresis(this.grade, this.rtt.srttMs, this.lossPct, /** @type {number} */ (this.jitter), this.q);
+  }
+
+  /** Recompute the grade; the snapshot if it or the path changed, else null. */
+  _after(nowMs, pathChanged = false) {
+    const g = this._grade(nowMs);
+    const changed = g !== this.grade || pathChanged;
+    this.grade = g;
+    return changed ? this.snapshot(nowMs) : null;
+  }
+
+  /** The peer's path changed (connecting, direct, turn, relay). @param {string} path @param {number} nowMs */
+  setPath(path, nowMs) {
+    this._advance(nowMs);
+    if (path === this.path) return this._after(nowMs);
+    this._resetPath(path, nowMs);
+    return this._after(nowMs, true);
+  }
+
+  /** PeerStatus. @param {boolean} online @param {number} nowMs */
+  setOnline(online, nowMs) {
+    this._advance(nowMs);
+    online = !!online;
+    // Offline: lost at once, no echoes, the estimates forgotten; back online: measured afresh,
+    // the first echo at once (PROTOCOL.md §14).
+    if (online !== this.online) this._resetEstimator(nowMs);
+    this.online = online;
+    return this._after(nowMs);
+  }
+
+  /** Whether echo requests go out now (online, on a usable path). */
+  get echoing() {
+    return this.online && this.path !== 'connecting';
+  }
+
+  /**
+   * The periodic input: an echo request when one is due (`send`: its id; the shell sends it with
+   * `now` as `t`), and the event if the grade changed (a request unanswered too long).
+   * @param {number} nowMs @returns {{send: number|null, event: QualitySnapshot|null}}
+   */
+  tick(nowMs) {
+    this._advance(nowMs);
+    let send = null;
+    if (this.echoing && this.nextEchoAt !== null && nowMs >= this.nextEchoAt) {
+      send = this.nextId;
+      this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
+      this.outstanding.set(send, nowMs);
+      if (this.unansweredSince === null) this.unansweredSince = nowMs;
+      this.nextEchoAt = nowMs + (this.path === 'relay' ? this.q.echoIntervalRelayMs : this.q.echoIntervalMs);
+    }
+    return { send, event: this._after(nowMs) };
+  }
+
+  /**
+   * An echo reply arrived. Counts as heard whatever it answers; an RTT sample and an answered
+   * request only for an outstanding id of the current path.
+   * @param {number} id @param {number} nowMs
+   */
+  reply(id, nowMs) {
+    this._advance(nowMs);
+    this.unansweredSince = null;
+    const sentAt = this.outstanding.get(id);
+    if (sentAt !== undefined) {
+      this.outstanding.delete(id);
+      this._decide(false);
+      const r = nowMs - sentAt;
+      this.rtt = rttEstimate(this.rtt, r);
+      this.jitter = this.lastSample === null ? 0 : /** @type {number} */ (this.jitter) + (Math.abs(r - this.lastSample) - /** @type {number} */ (this.jitter)) / 16;
+      this.lastSample = r;
+    }
+    return this._after(nowMs);
+  }
+
+  /** A flight frame from this peer (any path). @param {number} nowMs */
+  frameIn(nowMs) {
+    this._advance(nowMs);
+    this.inCount++;
+    return this._after(nowMs);
+  }
+
+  /** A flight frame to this peer (any path). @param {number} nowMs */
+  frameOut(nowMs) {
+    this._advance(nowMs);
+    this.outCount++;
+    return this._after(nowMs);
+  }
+
+  /** A flight frame from this peer dropped as not newer. @param {number} nowMs */
+  stale(nowMs) {
+    this._advance(nowMs);
+    this.staleDropped++;
+    return this._after(nowMs);
+  }
+
+  /**
+   * When `tick` is due next: the earliest of the next echo request (while echoing), the next
+   * loss decision (oldest outstanding + echoTimeoutMs) and the moment the peer would count as lost
+   * (unanswered since + lostAfterMs, while not passed). null: nothing to wait for.
+   * @returns {number|null}
+   */
+  pollTimeout() {
+    let t = Infinity;
+    if (this.echoing && this.nextEchoAt !== null) t = Math.min(t, this.nextEchoAt);
+    for (const sentAt of this.outstanding.values()) t = Math.min(t, sentAt + this.q.echoTimeoutMs);
+    if (this.unansweredSince !== null && this.grade !== 'lost') t = Math.min(t, this.unansweredSince + this.q.lostAfterMs);
+    return t === Infinity ? null : t;
+  }
+
+  /** The snapshot at `nowMs` (rounded as reported). @param {number} nowMs @returns {QualitySnapshot} */
+  snapshot(nowMs) {
+    if (nowMs > this.lastNow) this._advance(nowMs);
+    return {
+      peer: this.peer,
+      path: this.path,
+      pathMs: nowMs - this.pathSince,
+      rttMs: this.rtt ? Math.round(this.rtt.srttMs) : null,
+      lossPct: round1(this.lossPct),
+      jitterMs: this.jitter === null ? null : round1(this.jitter),
+      fpsIn: this.fpsIn,
+      fpsOut: this.fpsOut,
+      staleDropped: this.staleDropped,
+      grade: this.grade,
+    };
+  }
+
+  /** The link as a report carries it (LinkReport): path, grade, RTT and loss buckets. */
+  linkReport() {
+    return {
+      peer: this.peer,
+      path: this.path,
+      grade: this.grade,
+      rttBucket: rttBucket(this.rtt ? Math.round(this.rtt.srttMs) : null),
+      lossBucket: lossBucket(this.decided.length ? round1(this.lossPct) : null),
+    };
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Quality frames (spec Q1): FF FF FF FF || kind || id u32 LE || t u32 LE, peer to peer
+// ---------------------------------------------------------------------------
+
+/** Bytes of a quality frame. */
+export const QUALITY_FRAME_BYTES = 13;
+export const ECHO_REQUEST = 1;
+export const ECHO_REPLY = 2;
+
+/**
+ * Whether a flight-path payload is a quality frame (starts FF FF FF FF), valid or not.
+ * @param {Uint8Array} b
+ */
+export function isQualityFrame(b) {
+  return b.length >= 4 && b[0] === 0xff && b[1] === 0xff && b[2] === 0xff && b[3] === 0xff;
+}
+
+/**
+ * A quality frame. @param {number} kind 1 request, 2 reply @param {number} id u32 @param {number} t u32 (mod 2^32)
+ * @returns {Uint8Array}
+ */
+export function encodeQualityFrame(kind, id, t) {
+  const out = new Uint8Array(QUALITY_FRAME_BYTES);
+  const v = new DataView(out.buffer);
+  v.setUint32(0, 0xffffffff, true);
+  out[4] = kind;
+  v.setUint32(5, id >>> 0, true);
+  v.setUint32(9, Math.floor(t) >>> 0, true);
+  return out;
+}
+
+/**
+ * Parse a payload that starts FF FF FF FF: `{kind, id, t}`, or null when it is not exactly 13
+ * bytes or its kind is not 1 or 2 (dropped, counted like other bad frames).
+ * @param {Uint8Array} b @returns {{kind: number, id: number, t: number}|null}
+ */
+export function parseQualityFrame(b) {
+  if (!isQualityFrame(b) || b.length !== QUALITY_FRAME_BYTES) return null;
+  const kind = b[4];
+  if (kind !== ECHO_REQUEST && kind !== ECHO_REPLY) return null;
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  return { kind, id: v.getUint32(5, true), t: v.getUint32(9, true) };
+}
+
+// ---------------------------------------------------------------------------
+// Reports to the server (spec Q3): buckets and the schedule
+// ---------------------------------------------------------------------------
+
+/** rtt_bucket edges (ms): the index of the first edge ≥ rtt, 9 above the last, 255 unknown. */
+export const RTT_BUCKET_EDGES_MS = Object.freeze([25, 50, 75, 100, 150, 200, 300, 500, 1000]);
+/** loss_bucket edges (%): the index of the first edge ≥ loss, 7 above the last, 255 unknown. */
+export const LOSS_BUCKET_EDGES_PCT = Object.freeze([0, 1, 2, 5, 10, 20, 50]);
+/** The bucket of an unknown value. */
+export const BUCKET_UNKNOWN = 255;
+
+/** @param {readonly number[]} edges @param {number|null} v */
+function bucket(edges, v) {
+  if (v === null || v === undefined || Number.isNaN(v)) return BUCKET_UNKNOWN;
+  const i = edges.findIndex((e) => e >= v);
+  return i < 0 ? edges.length : i;
+}
+
+/** @param {number|null} rttMs the reported (rounded) RTT, null unknown */
+export function rttBucket(rttMs) {
+  return bucket(RTT_BUCKET_EDGES_MS, rttMs);
+}
+
+/** @param {number|null} lossPct the reported loss, null when no request is decided */
+export function lossBucket(lossPct) {
+  return bucket(LOSS_BUCKET_EDGES_PCT, lossPct);
+}
+
+/** The report schedule's constants. */
+export const REPORT = Object.freeze({ intervalMs: 10000, minGapMs: 2000, maxQueued: 16, maxLinks: 64 });
+
+/** Candidate type bits of `candidates`. */
+export const CANDIDATE_BITS = Object.freeze({ host: 1, srflx: 2, relay: 4, prflx: 8 });
+
+/**
+ * The report schedule's state: when the last report went (-Infinity: none yet), whether a link
+ * changed since, the queued milestones and ICE failures (at most 16 each), the candidate types
+ * gathered since the last report.
+ * @typedef {{lastAt: number, changed: boolean, setup: {kind: string, path: string, ms: number}[],
+ *   iceFailures: {reason: string}[], candidates: number}} ReportState
+ */
+
+/**
+ * The schedule at the Welcome (`nowMs`): the last report counts from there (PROTOCOL.md §14), so
+ * what is queued then goes 2 s later, and quiet links are reported 10 s later.
+ * @param {number} [nowMs] @returns {ReportState}
+ */
+export function reportStart(nowMs = -Infinity) {
+  return { lastAt: nowMs, changed: false, setup: [], iceFailures: [], candidates: 0 };
+}
+
+/**
+ * Queue something for the next report: a link's path or grade changed (`change`), a milestone,
+ * an ICE failure, a candidate type. Queues hold at most REPORT.maxQueued; more are dropped.
+ * @param {ReportState} s
+ * @param {{type: 'change'} | {type: 'milestone', kind: string, path: string, ms: number}
+ *   | {type: 'ice_failure', reason: string} | {type: 'candidate', candidate: string}} ev
+ * @returns {ReportState}
+ */
+export function reportQueue(s, ev) {
+  switch (ev.type) {
+    case 'change': return { ...s, changed: true };
+    case 'milestone':
+      if (s.setup.length >= REPORT.maxQueued) return s;
+      return { ...s, setup: [...s.setup, { kind: ev.kind, path: ev.path, ms: Math.max(0, Math.min(0xffffffff, Math.round(ev.ms))) }] };
+    case 'ice_failure':
+      if (s.iceFailures.length >= REPORT.maxQueued) return s;
+      return { ...s, iceFailures: [...s.iceFailures, { reason: ev.reason }] };
+    case 'candidate': return { ...s, candidates: s.candidates | (CANDIDATE_BITS[ev.candidate] || 0) };
+    default: return s;
+  }
+}
+
+/**
+ * The schedule's rule (spec Q3, the vectors' `report_schedule`): due when there are links and
+ * now ≥ last + 10 000, or when a change is pending or something is queued and now ≥ last + 2000.
+ * `wakeAtMs`: now when due, else the earliest of those times that applies, null when neither.
+ * @param {{nowMs: number, lastReportAtMs: number, hasLinks: boolean, changePending: boolean, queued: boolean}} i
+ * @returns {{due: boolean, wakeAtMs: number|null}}
+ */
+export function reportDue(i) {
+  let at = Infinity;
+  if (i.hasLinks) at = Math.min(at, i.lastReportAtMs + REPORT.intervalMs);
+  if (i.changePending || i.queued) at = Math.min(at, i.lastReportAtMs + REPORT.minGapMs);
+  if (at === Infinity) return { due: false, wakeAtMs: null };
+  if (i.nowMs >= at) return { due: true, wakeAtMs: i.nowMs };
+  return { due: false, wakeAtMs: at };
+}
+
+/** Whether anything waits in the queues (milestones, ICE failures). @param {ReportState} s */
+function reportQueued(s) {
+  return s.setup.length > 0 || s.iceFailures.length > 0;
+}
+
+/**
+ * When the next report is due (null: none), by reportDue: every REPORT.intervalMs while there is
+ * a link; after a change or with something queued, REPORT.minGapMs after the previous one.
+ * @param {ReportState} s @param {number} links the links the report would carry
+ * @returns {number|null}
+ */
+export function reportNextAt(s, links) {
+  const d = reportDue({ nowMs: -Infinity, lastReportAtMs: s.lastAt, hasLinks: links > 0, changePending: s.changed, queued: reportQueued(s) });
+  return d.wakeAtMs;
+}
+
+/**
+ * Whether a report goes out at `nowMs`; if so, what it carries besides the links (the queues),
+ * and the state after it (queues empty, `changed` cleared, `lastAt` now).
+ * @param {ReportState} s @param {number} nowMs @param {number} links
+ * @returns {{send: boolean, state: ReportState, setup: ReportState['setup'], iceFailures: ReportState['iceFailures'], candidates: number}}
+ */
+export function reportStep(s, nowMs, links) {
+  const d = reportDue({ nowMs, lastReportAtMs: s.lastAt, hasLinks: links > 0, changePending: s.changed, queued: reportQueued(s) });
+  if (!d.due) return { send: false, state: s, setup: [], iceFailures: [], candidates: 0 };
+  return {
+    send: true,
+    state: { lastAt: nowMs, changed: false, setup: [], iceFailures: [], candidates: 0 },
+    setup: s.setup,
+    iceFailures: s.iceFailures,
+    candidates: s.candidates,
+  };
+}

@@ -38,6 +38,7 @@ const cfg = {
   datagramMaxAgeMs: params.get('maxAge') !== null ? Number(params.get('maxAge')) : undefined,
   fastConnect: params.get('fast') !== '0',
   liveTimeoutMs: params.get('live') !== null ? Number(params.get('live')) : undefined,
+  qualityEchoes: params.get('echo') !== '0',
   tx: params.get('tx') !== '0',
 };
 
@@ -62,6 +63,13 @@ const keys = new Set();
 const remote = new Map();
 /** Last state timestamp received from each peer and when: echoed back for RTT. */
 const echoes = new Map();
+/** Link quality history per peer for the sparklines: the last SPARK_SAMPLES of RTT and loss, one a second. */
+const history = new Map();
+const SPARK_SAMPLES = 60;
+/** Every `quality` event of the current client (for the tests), the last 200. */
+const qualityEvents = [];
+/** Every Report the current client sent (the `report` event), the last 50. */
+const reports = [];
 const log = [];
 const errors = [];
 let errorsAtStart = 0;
@@ -171,6 +179,7 @@ async function start(code) {
       datagramMaxAgeMs: cfg.datagramMaxAgeMs,
       fastConnect: cfg.fastConnect,
       liveTimeoutMs: cfg.liveTimeoutMs,
+      qualityEchoes: cfg.qualityEchoes,
     });
     client = c;
     $('server-url').textContent = cfg.transport === 'websocket' ? c.options.wsUrl : c.options.url;
@@ -207,6 +216,9 @@ function stop(resetStatus = true) {
   if (c) c.close('left the demo');
   remote.clear();
   echoes.clear();
+  history.clear();
+  qualityEvents.length = 0;
+  reports.length = 0;
   setBusy(false);
   $('session').hidden = true;
   $('me-id').textContent = '–';
@@ -253,11 +265,22 @@ function wire(c) {
   on('peerleft', (d) => {
     remote.delete(d.peer);
     echoes.delete(d.peer);
+    history.delete(d.peer);
     addLog(`peer ${d.peer} left (${d.reason})`);
   });
   on('peerstatus', (d) => addLog(`peer ${d.peer} is ${d.online ? 'back online' : 'offline (may resume)'}`));
   on('hostchanged', (d) => addLog(`host is now peer ${d.host}`));
   on('pathchange', (d) => addLog(`path to peer ${d.peer}: ${d.previous} → ${d.path}`));
+  on('report', (d) => {
+    reports.push(d.report);
+    if (reports.length > 50) reports.shift();
+  });
+  on('quality', (d) => {
+    qualityEvents.push(d);
+    if (qualityEvents.length > 200) qualityEvents.shift();
+    if (d.grade !== 'unknown') addLog(`link to peer ${d.peer}: ${d.grade} on ${d.path}${d.rttMs !== null ? `, ${d.rttMs} ms` : ''}`);
+    renderPeers();
+  });
   on('rtt', (d) => {
     $('server-rtt').textContent = `${d.rttMs.toFixed(1)} ms`;
   });
@@ -391,6 +414,7 @@ function tick() {
     }
     lastRateAt = t;
     $('tx-rate').textContent = `${txRate.toFixed(0)} frames/s`;
+    sampleQuality();
     renderPeers();
   }
 }
@@ -461,7 +485,10 @@ function draw() {
     const link = client ? client.links.get(id) : null;
     const name = link ? link.name || `peer ${id}` : `peer ${id}`;
     const color = stale ? '#556677' : `hsl(${(a.hue / 256) * 360} 80% 60%)`;
-    drawPlane(ctx, a.x * W, a.y * H, a.heading, color, `${name} #${id}`, `${a.path}${a.rttMs !== null ? ` ${a.rttMs.toFixed(0)} ms` : ''}`);
+    // The link's RTT from echoes on its path (as in the peer table); the demo's own state echo before the first.
+    const q = client ? client.qualityOf(id) : null;
+    const rtt = q && q.rttMs !== null ? q.rttMs : a.rttMs;
+    drawPlane(ctx, a.x * W, a.y * H, a.heading, color, `${name} #${id}`, `${a.path}${rtt !== null ? ` ${rtt.toFixed(0)} ms` : ''}${q ? ` · ${q.grade}` : ''}`);
     ctx.strokeStyle = PATH_COLORS[a.path] || '#fff';
     ctx.beginPath();
     ctx.arc(a.x * W, a.y * H, 20, 0, Math.PI * 2);
@@ -478,7 +505,7 @@ function renderPeers() {
   if (!peers.length) {
     const tr = document.createElement('tr');
     tr.className = 'empty';
-    tr.innerHTML = '<td colspan="8">no other peers</td>';
+    tr.innerHTML = '<td colspan="10">no other peers</td>';
     tbody.append(tr);
     return;
   }
@@ -487,29 +514,95 @@ function renderPeers() {
     const tr = document.createElement('tr');
     tr.dataset.peer = String(p.id);
     tr.dataset.path = p.path;
+    tr.dataset.grade = p.grade;
+    const pathBadge = document.createElement('span');
+    pathBadge.className = `path path-${p.path}`;
+    pathBadge.textContent = p.path;
+    if (p.candidatePair) pathBadge.title = p.candidatePair;
+    const gradeBadge = document.createElement('span');
+    gradeBadge.className = `grade grade-${p.grade}`;
+    gradeBadge.textContent = p.grade;
+    gradeBadge.title = `on ${p.path} for ${(p.pathMs / 1000).toFixed(0)} s; jitter ${p.jitterMs === null ? '–' : `${p.jitterMs} ms`}; ` +
+      `${p.fpsIn} frames/s in, ${p.fpsOut} out`;
     const cells = [
       String(p.id),
       `${p.name || '—'}${p.host ? ' ★' : ''}`,
       p.client,
-      null,
-      a && a.rttMs !== null ? `${a.rttMs.toFixed(1)} ms` : p.iceRttMs !== null ? `${p.iceRttMs.toFixed(1)} ms (ICE)` : '–',
-      a ? a.rxRate.toFixed(0) : '0',
-      String(p.staleDropped),
+      pathBadge,
+      gradeBadge,
+      // RTT from echoes on the peer's own path (DataChannel or relay); the demo's state echo and ICE's as fallbacks.
+      p.rttMs !== null ? `${p.rttMs} ms` : a && a.rttMs !== null ? `${a.rttMs.toFixed(0)} ms` : p.iceRttMs !== null ? `${p.iceRttMs.toFixed(0)} ms (ICE)` : '–',
+      `${p.lossPct} %`,
+      sparkline(history.get(p.id)),
+      String(p.fpsIn),
       !p.online ? 'offline' : p.connectionState === 'none' ? '—' : p.connectionState,
     ];
     for (const c of cells) {
       const td = document.createElement('td');
-      if (c === null) {
-        const span = document.createElement('span');
-        span.className = `path path-${p.path}`;
-        span.textContent = p.path;
-        if (p.candidatePair) span.title = p.candidatePair;
-        td.append(span);
-      } else td.textContent = c;
+      if (typeof c === 'string') td.textContent = c;
+      else td.append(c);
       tr.append(td);
     }
+    tr.title = `stale frames dropped: ${p.staleDropped}`;
     tbody.append(tr);
   }
+}
+
+/** Once a second: each peer's RTT and loss into its history (the last SPARK_SAMPLES). */
+function sampleQuality() {
+  if (!client) return;
+  for (const p of client.getPeers()) {
+    let h = history.get(p.id);
+    if (!h) history.set(p.id, (h = []));
+    h.push({ rtt: p.rttMs, loss: p.lossPct });
+    if (h.length > SPARK_SAMPLES) h.shift();
+  }
+}
+
+const SVG = 'http://www.w3.org/2000/svg';
+
+/**
+ * An inline SVG sparkline of a peer's history: RTT as a line (scaled to its own maximum, at least
+ * 20 ms), loss as bars from the bottom (0–100 %). `data-points` says how many samples it drew.
+ * @param {{rtt: number|null, loss: number}[]|undefined} h
+ */
+function sparkline(h = []) {
+  const W = 120;
+  const H = 26;
+  const svg = document.createElementNS(SVG, 'svg');
+  svg.setAttribute('class', 'spark');
+  svg.setAttribute('width', String(W));
+  svg.setAttribute('height', String(H));
+  svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
+  const step = W / (SPARK_SAMPLES - 1);
+  const x0 = W - (h.length - 1) * step;
+  const rtts = h.map((s) => s.rtt).filter((v) => v !== null);
+  const max = Math.max(20, ...rtts) * 1.15;
+  const pts = [];
+  h.forEach((s, i) => {
+    const x = x0 + i * step;
+    if (s.loss > 0) {
+      const bar = document.createElementNS(SVG, 'rect');
+      const bh = Math.max(1, (s.loss / 100) * H);
+      bar.setAttribute('class', 'spark-loss');
+      bar.setAttribute('x', (x - step / 2).toFixed(1));
+      bar.setAttribute('y', (H - bh).toFixed(1));
+      bar.setAttribute('width', step.toFixed(1));
+      bar.setAttribute('height', bh.toFixed(1));
+      svg.append(bar);
+    }
+    if (s.rtt !== null) pts.push(`${x.toFixed(1)},${(H - 2 - (s.rtt / max) * (H - 4)).toFixed(1)}`);
+  });
+  const line = document.createElementNS(SVG, 'polyline');
+  line.setAttribute('class', 'spark-rtt');
+  line.setAttribute('points', pts.join(' '));
+  svg.append(line);
+  svg.dataset.points = String(pts.length);
+  const last = h.length ? h[h.length - 1] : null;
+  const title = document.createElementNS(SVG, 'title');
+  title.textContent = last ? `RTT ${last.rtt === null ? '–' : `${last.rtt} ms`}, loss ${last.loss} % (last ${h.length} s)` : 'no samples yet';
+  svg.append(title);
+  return svg;
 }
 
 // --- wiring ----------------------------------------------------------------------------
@@ -575,6 +668,9 @@ window.fsp2pDemo = {
   peers() {
     return client ? client.getPeers() : [];
   },
+  history,
+  qualityEvents,
+  reports,
 };
 
 if (flag('create')) start(null);

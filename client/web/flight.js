@@ -42,9 +42,14 @@ export function unwrapFlight(frame) {
   return { seq, payload: frame.subarray(FLIGHT_HEADER_BYTES) };
 }
 
-/** The sequence number after `seq`: 2^32-1 wraps to 0, as a C# `uint` does. */
+/**
+ * The sequence number after `seq`: 0xFFFFFFFF is skipped (after 0xFFFFFFFE comes 0), so a flight
+ * frame never starts FF FF FF FF, the mark of a quality frame (PROTOCOL.md §14); a stray
+ * 0xFFFFFFFF still wraps to 0.
+ */
 export function nextSeq(seq) {
-  return (seq + 1) >>> 0;
+  const n = (seq + 1) >>> 0;
+  return n === 0xffffffff ? 0 : n;
 }
 
 /**

@@ -28,7 +28,8 @@
 //   codec.js       postcard, messages, framing, WebSocket messages, the first request in the URL
 //   flight.js      the flight-data envelope (sequence numbers, stale-message filter)
 //   core.js        every decision, sans IO: reconnect/backoff, close codes, redirects and node
-//                  rotation, liveness, deadlines, the QUIC/WebSocket race, path switching
+//                  rotation, liveness, deadlines, the QUIC/WebSocket race, path switching,
+//                  per-peer link quality and the report schedule (PROTOCOL.md §14)
 //   transports.js  WebTransport and WebSocket (and the race between them)
 //   mesh.js        RTCPeerConnection and DataChannels per peer
 //   client.js      FlightSimP2P, the EventTarget shell that wires them
@@ -41,6 +42,8 @@ export {
   encodeRelay, decodeRelay, WS_CONTROL, WS_RELAY, WEBSOCKET_PATH, encodeWsControl, encodeWsRelay,
   decodeWsMessage, wsCloseCode, fromWsCloseCode, FIRST_PARAM, MAX_FIRST_BYTES, base64url,
   fromBase64url, encodeFirst, urlWithFirst, ACCESS_TOKEN_PARAM, connectUrl, foldableRequest, toHex, fromHex,
+  REPORT_MIN_VERSION, REPORT_LIMITS, LINK_PATHS, GRADES, MILESTONE_KINDS, ICE_FAIL_REASONS, encodeReportV1, decodeReportV1,
+  reportMsg,
 } from './codec.js';
 
 export {
@@ -55,6 +58,9 @@ export {
   RECONNECT_BACKOFF_MS, ABANDON_CLOSE_CODE, closeDisposition, attemptTimeoutMs, serverSilent,
   PING_INTERVAL_MS, PROBE_INTERVAL_MS, PROBE_AFTER_MS, LIVE_TIMEOUT_MS, rttEstimate, liveTimeoutMs, probeAfterMs,
   MAX_REDIRECTS, wsUrlOfHttp, nodeServer, reachableWith, redirectStep, rotateServer, TRANSPORT_CHOICES,
+  QUALITY, QualityTracker, rawGrade, gradeWithHysteresis, QUALITY_FRAME_BYTES, ECHO_REQUEST, ECHO_REPLY, isQualityFrame,
+  encodeQualityFrame, parseQualityFrame, RTT_BUCKET_EDGES_MS, LOSS_BUCKET_EDGES_PCT, BUCKET_UNKNOWN, rttBucket, lossBucket,
+  REPORT, CANDIDATE_BITS, reportStart, reportQueue, reportDue, reportNextAt, reportStep,
 } from './core.js';
 
 export {

@@ -5,7 +5,10 @@
 // installs them on its prototype), as they were when all of this was one file.
 
 import { DATA_CHANNEL_LABEL, utf8Encoder } from './codec.js';
-import { connectionStateEffect, directRetryDue, directUsable, ignoreOffer, pathChange, peerPath } from './core.js';
+import {
+  connectionStateEffect, directRetryDue, directUsable, ignoreOffer, pathChange, peerPath, QualityTracker,
+} from './core.js';
+import { now } from './transports.js';
 
 /**
  * One remote peer of my session and the state of the path to it.
@@ -41,6 +44,24 @@ export class PeerLink {
     this.tx = 0;
     /** flight-data messages from this peer dropped as not newer than the last one accepted */
     this.staleDropped = 0;
+    const t = now();
+    /** when the link was created (SessionJoined/SessionCreated listing the peer, or PeerJoined) */
+    this.createdAt = t;
+    /** the link's quality (core.js QualityTracker: echoes, RTT, loss, jitter, grade, frames/s) */
+    this.quality = new QualityTracker(info.id, t);
+    /** @type {number|null} the first offer sent or received for this link (setup milestones) */
+    this.offerAt = null;
+    /** milestones recorded once per link: first Signal, direct, relay, first frame */
+    this.seenSignal = false;
+    /** @type {Set<string>} the direct / relay milestones recorded for this link */
+    this.setupSeen = new Set();
+    this.seenFrame = false;
+    /** the connection whose ICE failure was reported already (one per RTCPeerConnection) */
+    this.failedPc = /** @type {RTCPeerConnection|null} */ (null);
+    /** the current connection has been connected (a later failure is `disconnected`) */
+    this.everConnected = false;
+    /** candidates the current connection gathered */
+    this.gathered = 0;
   }
 }
 
@@ -62,12 +83,15 @@ export class PeerMesh {
     } else {
       l.deadline = setTimeout(() => {
         if (this.links.get(l.id) !== l) return;
+        if (l.pc && !this._directUsable(l)) this._iceFailed(l, l.pc, 'timeout');
         l.fallback = true;
         this._evaluate(l);
       }, this.options.directTimeoutMs);
       if (offerer) this._startDirect(l, true);
     }
     this._evaluate(l, true);
+    // A new link: the next report carries it; its tracker's first echo is due once it has a path.
+    this._telemetry({ type: 'change' });
     return l;
   }
 
@@ -76,7 +100,11 @@ export class PeerMesh {
     clearTimeout(l.deadline);
     clearTimeout(l.retry);
     this._closePc(l);
-    if (this.links.get(l.id) === l) this.links.delete(l.id);
+    if (this.links.get(l.id) === l) {
+      this.links.delete(l.id);
+      // A link gone is a change the next report should carry (early, with the 2 s floor).
+      if (this.state !== 'closed') this._telemetry({ type: 'change' });
+    }
   }
 
   /** @param {PeerLink} l */
@@ -121,17 +149,23 @@ export class PeerMesh {
       iceTransportPolicy: this.options.iceTransportPolicy,
     });
     l.pc = pc;
+    l.everConnected = false;
+    l.gathered = 0;
     let endSent = false;
     pc.onicecandidate = (e) => {
       if (l.pc !== pc) return;
       if (!e.candidate) {
         if (!endSent) {
           endSent = true;
+          if (!l.gathered) this._iceFailed(l, pc, 'no_candidates');
           this._sendMsg({ type: 'Signal', to: l.id, signal: { type: 'EndOfCandidates' } });
         }
         return;
       }
       if (!e.candidate.candidate) return; // end of one generation
+      l.gathered++;
+      // Only the type (host, srflx, relay, prflx) goes in a report: never the address.
+      if (e.candidate.type) this._telemetry({ type: 'candidate', candidate: e.candidate.type });
       this._sendMsg({
         type: 'Signal', to: l.id,
         signal: {
@@ -144,6 +178,8 @@ export class PeerMesh {
     };
     pc.onconnectionstatechange = () => {
       if (l.pc !== pc) return;
+      if (pc.connectionState === 'connected') l.everConnected = true;
+      if (pc.connectionState === 'failed') this._iceFailed(l, pc, l.everConnected ? 'disconnected' : 'failed');
       const effect = connectionStateEffect(pc.connectionState);
       if (effect.fallback) l.fallback = true;
       if (effect.retry) this._scheduleRetry(l);
@@ -156,6 +192,7 @@ export class PeerMesh {
         if (l.pc !== pc) return;
         await pc.setLocalDescription(offer);
         if (l.pc !== pc) return;
+        if (l.offerAt === null) l.offerAt = now();
         this._sendMsg({ type: 'Signal', to: l.id, signal: { type: 'Offer', sdp: /** @type {any} */ (pc.localDescription).sdp } });
       });
     } else {
@@ -182,6 +219,8 @@ export class PeerMesh {
     };
     dc.onmessage = (e) => {
       const data = typeof e.data === 'string' ? utf8Encoder.encode(e.data) : new Uint8Array(e.data);
+      // A quality frame is answered on this DataChannel and goes no further.
+      if (this._onQualityFrame(l.id, data, dc)) return;
       this.stats.directReceived++;
       this._deliverFlight(l.id, data, l.directKind || 'direct');
     };
@@ -192,6 +231,7 @@ export class PeerMesh {
     l.chain = l.chain.then(fn).catch((e) => {
       if (this.links.get(l.id) !== l || this.state === 'closed') return;
       console.warn(`fsp2p: WebRTC with peer ${l.id}:`, e);
+      if (l.pc) this._iceFailed(l, l.pc, 'other');
       l.fallback = true;
       this._evaluate(l);
     });
@@ -208,10 +248,16 @@ export class PeerMesh {
       if (!this.session) return;
       l = this._addLink({ id: from, name: '', client: 'Other' }, false);
     }
+    if (!l.seenSignal) {
+      // Milestone first_signal: link created → the first WebRTC Signal from that peer.
+      l.seenSignal = true;
+      this._telemetry({ type: 'milestone', kind: 'first_signal', path: 'connecting', ms: now() - l.createdAt });
+    }
     if (this.options.forceRelay) return;
     const link = l;
     switch (s.type) {
       case 'Offer': {
+        if (link.offerAt === null) link.offerAt = now();
         // Glare (both offered): the lower peer id keeps its own offer.
         if (ignoreOffer(link.pc ? link.pc.signalingState : null, this.peerId, from)) return;
         const pc = this._startDirect(link, false);
@@ -303,7 +349,28 @@ export class PeerMesh {
     if (change === 'none') return;
     const previous = l.path;
     l.path = path;
+    const kind = path === 'relay' ? 'relay' : 'direct';
+    if (path !== 'connecting' && l.offerAt !== null && !l.setupSeen.has(kind)) {
+      // Milestones direct / relay: the first offer → the DataChannel usable / the fallback to the
+      // relay, each once per link (a link that falls back and comes up later has both; a forced
+      // relay made no offer and is no fallback: not recorded).
+      l.setupSeen.add(kind);
+      this._telemetry({ type: 'milestone', kind, path, ms: now() - l.offerAt });
+    }
     if (change === 'announce') this._emit('pathchange', { peer: l.id, path, previous });
+    this._qualityEvent(l, l.quality.setPath(path, now()));
+    this._armQuality();
+  }
+
+  /**
+   * Report an ICE failure of `pc` (once per RTCPeerConnection): timeout, failed, disconnected,
+   * no_candidates or other (PROTOCOL.md §14).
+   * @param {PeerLink} l @param {RTCPeerConnection} pc @param {string} reason
+   */
+  _iceFailed(l, pc, reason) {
+    if (l.failedPc === pc) return;
+    l.failedPc = pc;
+    this._telemetry({ type: 'ice_failure', reason });
   }
 
   async _classify(l) {

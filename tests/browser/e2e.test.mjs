@@ -569,6 +569,16 @@ test('2. forced relay: force-relay option, and ICE that cannot connect → datag
   t.diagnostic(`relay after failed ICE: Golf got ${rc.from[idd]}/200, Hotel got ${rd.from[idc]}/200`);
   assert.ok(rc.from[idd] >= 200 * RELAY_MIN && rd.from[idc] >= 200 * RELAY_MIN, JSON.stringify([rc, rd]));
   assert.deepEqual(Object.keys(rc.paths), ['relay']);
+  // What they reported (PROTOCOL.md §14): ICE gathered no candidate at all (TURN-only, no server),
+  // then the fallback to the relay as a setup milestone.
+  for (const p of [c, d]) {
+    const rs = await waitIn(p, () => {
+      const rs = window.fsp2pDemo.reports;
+      return rs.some((r) => r.iceFailures.some((f) => f.reason === 'no_candidates'))
+        && rs.some((r) => r.setup.some((m) => m.kind === 'relay' && m.path === 'relay')) && rs;
+    }, null, 10000, 'reports of the ICE failure (no_candidates) and of the relay milestone');
+    assert.ok(rs.every((r) => r.candidates === 0), `${p.label}: no candidate type gathered`);
+  }
   await screenshot(d, '2-ice-failed-hotel');
   await closePages(c, d);
 });
@@ -848,6 +858,8 @@ async function exchangeOverWebSocket(t, a, b, n) {
 }
 
 test('6. WebSocket fallback: QUIC port unusable → two pages on WebSocket, 300 relayed frames each way', { timeout: 60000 }, async (t) => {
+  // Tests 6-8 account for every relay frame, so their pages send neither aircraft state (tx=0) nor
+  // echo requests (echo=0): test 13 covers echoes beside flight data.
   const closed = await closedUdpPort();
   const silent = await silentUdpPort();
   const m0 = await metrics();
@@ -857,10 +869,10 @@ test('6. WebSocket fallback: QUIC port unusable → two pages on WebSocket, 300 
   // 10 s request deadline, so a client that waited for the delay is caught by the bound
   // below, not by a CreateSession timeout.)
   const SIERRA_DELAY = 5000;
-  const a = await openDemo({ create: 1, name: 'Sierra', relay: 1, tx: 0, port: closed, fallbackDelay: SIERRA_DELAY }, 'Sierra');
+  const a = await openDemo({ create: 1, name: 'Sierra', relay: 1, tx: 0, echo: 0, port: closed, fallbackDelay: SIERRA_DELAY }, 'Sierra');
   const code = await sessionCode(a);
   // Tango's QUIC port swallows packets: the WebSocket starts after the 1 s happy-eyeballs delay.
-  const b = await openDemo({ join: code, name: 'Tango', relay: 1, tx: 0, port: silent }, 'Tango');
+  const b = await openDemo({ join: code, name: 'Tango', relay: 1, tx: 0, echo: 0, port: silent }, 'Tango');
   assert.equal(await sessionCode(b), code);
   const [ida, idb] = [await peerId(a), await peerId(b)];
   const connectMs = [];
@@ -917,9 +929,9 @@ test('7. mixed transports: a WebSocket page and a WebTransport page relay to eac
     base = await openConnections();
   }
   const m0 = await metrics();
-  const a = await openDemo({ create: 1, name: 'Uniform', relay: 1, tx: 0, transport: 'websocket' }, 'Uniform');
+  const a = await openDemo({ create: 1, name: 'Uniform', relay: 1, tx: 0, echo: 0, transport: 'websocket' }, 'Uniform');
   const code = await sessionCode(a);
-  const b = await openDemo({ join: code, name: 'Victor', relay: 1, tx: 0, transport: 'webtransport' }, 'Victor');
+  const b = await openDemo({ join: code, name: 'Victor', relay: 1, tx: 0, echo: 0, transport: 'webtransport' }, 'Victor');
   await sessionCode(b);
   const [ida, idb] = [await peerId(a), await peerId(b)];
   assert.equal((await transportOf(a)).kind, 'websocket');
@@ -1006,9 +1018,9 @@ test('7. mixed transports: a WebSocket page and a WebTransport page relay to eac
 });
 
 test('8. garbage on a WebSocket closes only that connection; a raw WebSocket client speaks the flight-data envelope', { timeout: 60000 }, async (t) => {
-  const a = await openDemo({ create: 1, name: 'Xray', relay: 1, tx: 0, transport: 'websocket' }, 'Xray');
+  const a = await openDemo({ create: 1, name: 'Xray', relay: 1, tx: 0, echo: 0, transport: 'websocket' }, 'Xray');
   const code = await sessionCode(a);
-  const b = await openDemo({ join: code, name: 'Yankee', relay: 1, tx: 0, transport: 'websocket' }, 'Yankee');
+  const b = await openDemo({ join: code, name: 'Yankee', relay: 1, tx: 0, echo: 0, transport: 'websocket' }, 'Yankee');
   await sessionCode(b);
   const [ida, idb] = [await peerId(a), await peerId(b)];
   await waitPaths(a, 'relay', 1, 5000);
@@ -1068,11 +1080,17 @@ test('8. garbage on a WebSocket closes only that connection; a raw WebSocket cli
     ws.binaryType = 'arraybuffer';
     const control = [];
     const relay = [];
+    const echoes = [];
     let wake = () => {};
     ws.onmessage = (e) => {
       const m = fsp.decodeWsMessage(new Uint8Array(e.data));
       if (m.type === 'control') control.push(fsp.decodeServerMsg(m.body));
-      else relay.push(fsp.decodeRelay(m.frame.slice()));
+      else {
+        const r = fsp.decodeRelay(m.frame.slice());
+        // Xray measures its link to us with echo requests (we are an "older receiver": we ignore them).
+        if (fsp.isQualityFrame(r.payload)) echoes.push(fsp.parseQualityFrame(r.payload));
+        else relay.push(r);
+      }
       wake();
     };
     const until = async (fn, what) => {
@@ -1083,6 +1101,8 @@ test('8. garbage on a WebSocket closes only that connection; a raw WebSocket cli
       }
     };
     await new Promise((r, j) => { ws.onopen = r; ws.onerror = j; });
+    // Xray measures its links from here on (the page opened with echo=0 for the exact counts above).
+    c.options.qualityEchoes = true;
     const send = (msg) => ws.send(fsp.encodeWsControl(fsp.encodeClientMsg(msg)));
     send({ type: 'Hello', version: 1, client: 'Other', relayMode: 'Datagram', name: 'raw', resumeToken: null });
     send({ type: 'JoinSession', code, password: null });
@@ -1093,7 +1113,9 @@ test('8. garbage on a WebSocket closes only that connection; a raw WebSocket cli
     c.addEventListener('message', (e) => {
       if (e.detail.from === me) got.push(new TextDecoder().decode(e.detail.data));
     });
-    const seqs = [100, 99, 100, 101, 0x80000064, 101, 0xffffffff, 0, 1];
+    // 0xFFFFFFFF is not a flight sequence number any more (a frame starting FF FF FF FF is a quality
+    // frame, PROTOCOL.md §14): the wrap goes 0xFFFFFFFE → 0.
+    const seqs = [100, 99, 100, 101, 0x80000064, 101, 0xfffffffe, 0, 1];
     for (const s of seqs) ws.send(fsp.encodeWsRelay(fsp.encodeRelay(ida, fsp.wrapFlight(s, new TextEncoder().encode(`p${s}`)))));
     await until(() => got.length >= 6 && c.getPeers().find((p) => p.id === me).staleDropped >= 3, 'delivery at Xray');
     await new Promise((r) => setTimeout(r, 200)); // nothing more arrives
@@ -1105,10 +1127,11 @@ test('8. garbage on a WebSocket closes only that connection; a raw WebSocket cli
       return { from: r.peer, seq: f.seq, text: new TextDecoder().decode(f.payload) };
     });
     ws.close(1000);
-    return { me, got, stale, fromXray };
+    return { me, got, stale, fromXray, echoes };
   }, [code, ida]);
   t.diagnostic(`raw client ${raw.me}: Xray delivered ${JSON.stringify(raw.got)}, dropped ${raw.stale} stale; sent it ${JSON.stringify(raw.fromXray)}`);
-  assert.deepEqual(raw.got, ['p100', 'p101', `p${0x80000064}`, `p${0xffffffff}`, 'p0', 'p1']);
+  assert.deepEqual(raw.got, ['p100', 'p101', `p${0x80000064}`, `p${0xfffffffe}`, 'p0', 'p1']);
+  assert.ok(raw.echoes.length >= 1 && raw.echoes.every((e) => e && e.kind === 1), `Xray's echo requests to the raw client: ${JSON.stringify(raw.echoes)}`);
   assert.equal(raw.stale, 3);
   assert.deepEqual(raw.fromXray.map((f) => [f.from, f.text]), [[ida, 'x0'], [ida, 'x1'], [ida, 'x2']]);
   assert.equal(raw.fromXray[1].seq, (raw.fromXray[0].seq + 1) >>> 0);
@@ -2126,3 +2149,162 @@ for (const transport of ['webtransport', 'websocket']) {
     }
   });
 }
+
+// --- connection quality (PROTOCOL.md §14, issue 25) ---------------------------------------------
+
+/** Grades that say a link was measured and is usable. */
+const MEASURED = ['excellent', 'good', 'poor'];
+
+/** Wait until every peer of the page is on `path` with a measured grade and an RTT from echoes. */
+async function waitGraded(page, path, n, timeout = 20000) {
+  return waitIn(page, ([path, n, MEASURED]) => {
+    const peers = window.fsp2pDemo.peers();
+    return peers.length === n && peers.every((p) => p.path === path && MEASURED.includes(p.grade) && p.rttMs !== null) && peers;
+  }, [path, n, MEASURED], timeout, `${n} peer(s) on ${path} with a grade and an echo RTT`);
+}
+
+/** The page's tracker internals for its one peer: unrounded srtt, decided echoes, and the `quality` events seen. */
+async function qualityState(page) {
+  return page.evaluate(() => {
+    const l = [...window.fsp2pDemo.client.links.values()][0];
+    return {
+      srttMs: l.quality.rtt ? l.quality.rtt.srttMs : null,
+      decided: l.quality.decided.length,
+      answered: l.quality.decided.filter((x) => !x).length,
+      iceRttMs: l.iceRttMs,
+      events: window.fsp2pDemo.qualityEvents.map((e) => `${e.path}/${e.grade}`),
+      reportsSent: window.fsp2pDemo.client.reportsSent,
+      welcomeVersion: window.fsp2pDemo.client.welcome.version,
+    };
+  });
+}
+
+test('14. quality: a direct pair and a relay pair get grades and RTTs from echoes on their own path; `quality` fires; the server accepts their reports', { timeout: 120000 }, async (t) => {
+  const before = await metrics();
+  const a = await openDemo({ create: 1, name: 'Golf' }, 'Golf');
+  const b = await openDemo({ join: await sessionCode(a), name: 'Hotel' }, 'Hotel');
+  const c = await openDemo({ create: 1, name: 'India', relay: 1 }, 'India');
+  const d = await openDemo({ join: await sessionCode(c), name: 'Juliett', relay: 1 }, 'Juliett');
+  for (const p of [a, b]) await waitGraded(p, 'direct', 1);
+  for (const p of [c, d]) await waitGraded(p, 'relay', 1);
+  for (const [p, path] of [[a, 'direct'], [b, 'direct'], [c, 'relay'], [d, 'relay']]) {
+    const q = await qualityState(p);
+    t.diagnostic(`${p.label}: ${JSON.stringify(q)}`);
+    // The RTT comes from answered echoes on that path: on the relay there is no ICE at all.
+    assert.ok(q.answered >= 1, `${p.label}: no echo answered`);
+    assert.ok(q.srttMs > 0, `${p.label}: srtt ${q.srttMs}`);
+    if (path === 'relay') assert.equal(q.iceRttMs, null, 'relay: no ICE RTT to borrow');
+    assert.equal(q.welcomeVersion, 3, 'the server takes Report (Welcome.version 3)');
+    // The event fired on the path change and on the first grade.
+    assert.ok(q.events.includes(`${path}/unknown`), `${p.label}: events ${q.events}`);
+    assert.ok(q.events.some((e) => e.startsWith(`${path}/`) && MEASURED.includes(e.split('/')[1])), `${p.label}: events ${q.events}`);
+    const peer = (await p.evaluate(() => window.fsp2pDemo.peers()))[0];
+    for (const k of ['pathMs', 'rttMs', 'lossPct', 'jitterMs', 'fpsIn', 'fpsOut', 'staleDropped', 'grade']) assert.ok(k in peer, `${p.label}: getPeers() lacks ${k}`);
+    assert.ok(peer.pathMs >= 0 && peer.lossPct >= 0 && peer.lossPct <= 100);
+  }
+  // What the pages reported (the `report` event): setup milestones, candidate types, their link; nothing else.
+  const sent = {};
+  for (const p of [a, b, c, d]) {
+    sent[p.label] = await waitIn(p, () => {
+      const rs = window.fsp2pDemo.reports;
+      const kinds = new Set(rs.flatMap((r) => r.setup.map((m) => m.kind)));
+      return rs.some((r) => r.links.length === 1) && kinds.has('welcome') && kinds.has('first_frame') && rs;
+    }, null, 15000, 'reports with the link and the welcome / first_frame milestones');
+  }
+  const kindsOf = (label) => new Set(sent[label].flatMap((r) => r.setup.map((m) => `${m.kind}/${m.path}`)));
+  for (const label of ['Golf', 'Hotel']) {
+    const k = kindsOf(label);
+    // (The first frame may come on the relay, before the DataChannel opens.)
+    for (const want of ['welcome/connecting', 'first_signal/connecting', 'direct/direct']) assert.ok(k.has(want), `${label}: ${[...k]}`);
+    assert.ok(sent[label].some((r) => r.candidates & 1), `${label}: host candidates gathered`);
+    assert.ok(sent[label].some((r) => r.links.some((l) => l.path === 'direct' && l.rttBucket !== 255)), `${label}: a measured direct link`);
+  }
+  for (const label of ['India', 'Juliett']) {
+    const k = kindsOf(label);
+    assert.ok(k.has('first_frame/relay') && !k.has('direct/direct'), `${label}: ${[...k]}`);
+    assert.ok(sent[label].every((r) => r.candidates === 0 && r.iceFailures.length === 0), `${label}: no WebRTC at all`);
+  }
+  for (const r of Object.values(sent).flat()) {
+    assert.deepEqual(Object.keys(r).sort(), ['candidates', 'iceFailures', 'links', 'setup'], 'a report carries these and nothing else');
+    for (const l of r.links) assert.deepEqual(Object.keys(l).sort(), ['grade', 'lossBucket', 'path', 'peer', 'rttBucket']);
+  }
+  // The demo sends 60 frames/s to its peer: frames/s in and out, quality frames excluded, are near it.
+  await waitIn(b, () => {
+    const p = window.fsp2pDemo.peers()[0];
+    return p.fpsIn > 10 && p.fpsOut > 10 && p;
+  }, null, 10000, 'frames/s in and out');
+  await screenshot(a, '14-quality-direct');
+  await screenshot(c, '14-quality-relay');
+  // Every page reports: 2 s after the Welcome, then on changes (2 s floor). The server accepts them.
+  let after;
+  const t0 = Date.now();
+  for (;;) {
+    after = await metrics();
+    if (delta(before, after, 'fsp2p_reports_total{result="accepted"}') >= 8) break;
+    if (Date.now() - t0 > 20000) {
+      const reports = [...after].filter(([k]) => k.startsWith('fsp2p_reports_total'));
+      assert.fail(`reports accepted rose by ${delta(before, after, 'fsp2p_reports_total{result="accepted"}')} only: ${JSON.stringify(reports)}`);
+    }
+    await sleep(250);
+  }
+  for (const r of ['malformed', 'version']) {
+    assert.equal(delta(before, after, `fsp2p_reports_total{result="${r}"}`), 0, `reports refused as ${r}`);
+  }
+  // The server's view of paths, from those reports: two players direct, two on the relay.
+  await (async () => {
+    const t1 = Date.now();
+    for (;;) {
+      const m = await metrics();
+      const direct = m.get('fsp2p_players_by_path{path="direct"}') || 0;
+      const relay = m.get('fsp2p_players_by_path{path="relay"}') || 0;
+      if (direct >= 2 && relay >= 2) return;
+      if (Date.now() - t1 > 15000) assert.fail(`players_by_path: direct ${direct}, relay ${relay}`);
+      await sleep(250);
+    }
+  })();
+  await closePages(a, b, c, d);
+});
+
+test('14b. demo page: each peer row shows its grade badge and an RTT/loss sparkline; screenshot', { timeout: 90000 }, async (t) => {
+  const a = await openDemo({ create: 1, name: 'Kilo' }, 'Kilo');
+  const b = await openDemo({ join: await sessionCode(a), name: 'Lima', relay: 1 }, 'Lima');
+  await waitGraded(a, 'relay', 1);
+  // A few one-second samples for the sparkline.
+  await waitIn(a, () => {
+    const h = [...window.fsp2pDemo.history.values()][0];
+    return h && h.filter((s) => s.rtt !== null).length >= 4;
+  }, null, 15000, 'four RTT samples in the history');
+  await sleep(1100); // the table re-renders once a second
+  const row = await a.evaluate(() => {
+    const tr = document.querySelector('#peers tr[data-peer]');
+    const badge = tr.querySelector('.grade');
+    const svg = tr.querySelector('svg.spark');
+    const line = svg && svg.querySelector('polyline.spark-rtt');
+    const box = svg ? svg.getBoundingClientRect() : null;
+    return {
+      grade: badge ? badge.textContent : null,
+      gradeClass: badge ? badge.className : null,
+      points: line ? line.getAttribute('points').trim().split(/\s+/).filter(Boolean).length : 0,
+      dataPoints: svg ? Number(svg.dataset.points) : 0,
+      width: box ? box.width : 0,
+      height: box ? box.height : 0,
+      cells: [...tr.children].map((td) => td.textContent.trim()),
+      headers: [...document.querySelectorAll('.peers thead th')].map((th) => th.textContent),
+    };
+  });
+  t.diagnostic(JSON.stringify(row));
+  assert.ok(MEASURED.includes(row.grade), `grade badge: ${row.grade}`);
+  assert.match(row.gradeClass, new RegExp(`grade-${row.grade}`));
+  assert.ok(row.points >= 4, `sparkline points: ${row.points}`);
+  assert.equal(row.points, row.dataPoints);
+  assert.ok(row.width > 50 && row.height > 10, `sparkline drawn at ${row.width}×${row.height}`);
+  assert.ok(row.headers.includes('link') && row.headers.includes('trend'));
+  assert.ok(row.cells.includes('relay'), `path cell: ${row.cells}`);
+  assert.ok(row.cells.some((c) => /^\d+ ms$/.test(c)), `RTT cell: ${row.cells}`);
+  const file = path.join(ARTIFACTS, '14b-quality-panel.png');
+  await a.screenshot({ path: file, fullPage: true });
+  assert.ok(existsSync(file));
+  // The peer panel alone, as a picture of what the badge and sparkline look like.
+  await a.locator('section.peers').screenshot({ path: path.join(ARTIFACTS, '14b-peer-panel.png') });
+  await closePages(a, b);
+});

@@ -41,7 +41,8 @@ test('envelope: u32 little-endian sequence number, then the application bytes', 
 
 test('envelope: serial-number order wraps around at 2^32', () => {
   assert.equal(nextSeq(0), 1);
-  assert.equal(nextSeq(0xfffffffe), 0xffffffff);
+  // 0xFFFFFFFF is skipped: a flight frame never starts FF FF FF FF (a quality frame's mark).
+  assert.equal(nextSeq(0xfffffffe), 0);
   assert.equal(nextSeq(0xffffffff), 0);
   assert.equal(seqNewer(1, 0), true);
   assert.equal(seqNewer(0, 1), false);
@@ -115,12 +116,12 @@ test('client: send() wraps with one counter for all peers; receive strips and dr
     return [r.peer, u.seq, new TextDecoder().decode(u.payload)];
   });
   assert.deepEqual(out, [[0, 1, 'a'], [2, 2, 'b'], [0, 3, 'c']]);
-  // The sender's counter wraps like a u32.
-  c._txSeq = 0xfffffffe;
+  // The sender's counter wraps like a u32 and skips 0xFFFFFFFF (a quality frame's mark, PROTOCOL.md §14).
+  c._txSeq = 0xfffffffd;
   c.send(3, hi('w1'));
   c.send(3, hi('w2'));
   c.send(3, hi('w3'));
-  assert.deepEqual(fake.relayed.slice(3).map((f) => unwrapFlight(decodeRelay(f).payload).seq), [0xffffffff, 0, 1]);
+  assert.deepEqual(fake.relayed.slice(3).map((f) => unwrapFlight(decodeRelay(f).payload).seq), [0xfffffffe, 0, 1]);
   // The relay limit counts the envelope: maxRelayPayload - 4 bytes of game data at most.
   assert.equal(c.maxFlightPayload, 1096);
   assert.equal(c.send(2, new Uint8Array(1096)), true);
@@ -132,7 +133,7 @@ test('client: send() wraps with one counter for all peers; receive strips and dr
   relayIn(2, 10, 'x10 again');
   relayIn(3, 1, 'y1'); // another peer: its own numbers
   relayIn(2, 11, 'x11');
-  relayIn(3, 0xffffffff, 'y-stale');
+  relayIn(3, 0, 'y-stale');
   relayIn(3, 2, 'y2');
   fake.onRelay(encodeRelay(2, fromHex('0102'))); // too short for the envelope
   assert.deepEqual(got, [[2, 'x10', 'relay'], [3, 'y1', 'relay'], [2, 'x11', 'relay'], [3, 'y2', 'relay']]);
@@ -145,10 +146,10 @@ test('client: send() wraps with one counter for all peers; receive strips and dr
   relayIn(3, 0xfffffffe, 'w-stale'); // older than 2
   got.length = 0;
   server({ type: 'PeerLeft', peer: 3, reason: 'Left' }); // forgets peer 3
-  relayIn(3, 0xfffffffe, 'z1');
-  relayIn(3, 0xffffffff, 'z2');
+  relayIn(3, 0xfffffffd, 'z1');
+  relayIn(3, 0xfffffffe, 'z2');
   relayIn(3, 0, 'z3');
-  relayIn(3, 0xffffffff, 'z-stale');
+  relayIn(3, 0xfffffffe, 'z-stale');
   assert.deepEqual(got.map((g) => g[1]), ['z1', 'z2', 'z3']);
 
   // A peer that comes back online (resumed; maybe a restarted client) starts afresh.

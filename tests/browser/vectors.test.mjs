@@ -19,6 +19,9 @@ import {
   livenessWakeAt, livenessNextPingAt, liveTimeoutMs, probeAfterMs, rttEstimate, attemptTimeoutMs, requestTimedOut, raceStart, raceFailed, carriesFirst,
   raceConnected, directUsable, peerPath, pathChange, connectionStateEffect, ignoreOffer, directRetryDue,
 } from '../../client/web/core.js';
+import {
+  QUALITY, QualityTracker, rttBucket, lossBucket, reportDue, REPORT, RTT_BUCKET_EDGES_MS, LOSS_BUCKET_EDGES_PCT,
+} from '../../client/web/core.js';
 import { FlightSimP2P } from '../../client/web/client.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -220,6 +223,62 @@ const SECTIONS = {
     }
   },
 
+  quality(sc) {
+    const k = new QualityTracker(1, sc.created_at_ms);
+    for (const st of sc.steps) {
+      const i = st.input;
+      const now = st.at_ms;
+      const where = `step at ${now} ms (${i.event}${i.id !== undefined ? ` ${i.id}` : ''}${i.path ? ` ${i.path}` : ''})`;
+      let sentId = null;
+      let event = false;
+      const ev = (e) => { if (e) event = true; };
+      switch (i.event) {
+        case 'path': ev(k.setPath(i.path, now)); break;
+        case 'online': ev(k.setOnline(i.online, now)); break;
+        case 'tick': {
+          const d = k.tick(now);
+          sentId = d.send;
+          ev(d.event);
+          break;
+        }
+        case 'reply': ev(k.reply(i.id, now)); break;
+        case 'frame_in': for (let n = 0; n < i.count; n++) ev(k.frameIn(now)); break;
+        case 'frame_out': for (let n = 0; n < i.count; n++) ev(k.frameOut(now)); break;
+        case 'stale': for (let n = 0; n < i.count; n++) ev(k.stale(now)); break;
+        default: assert.fail(`${where}: unknown event`);
+      }
+      const snap = k.snapshot(now);
+      const e = st.expect;
+      // Unrounded estimates within the vectors' tolerance; the rest exactly.
+      const close = (got, want, tol, what) => {
+        if (want === null || got === null) assert.equal(got, want, `${where}: ${what}`);
+        else assert.ok(Math.abs(got - want) <= tol, `${where}: ${what} ${got}, expected ${want} ± ${tol}`);
+      };
+      close(k.rtt ? k.rtt.srttMs : null, e.rtt_ms, 0.51, 'srtt');
+      close(k.lossPct, e.loss_pct, 0.051, 'loss_pct');
+      close(k.jitter, e.jitter_ms, 0.051, 'jitter');
+      assert.deepEqual({
+        sent_id: sentId, path: snap.path, path_ms: snap.pathMs, grade: snap.grade, fps_in: snap.fpsIn, fps_out: snap.fpsOut,
+        stale_dropped: snap.staleDropped, event, wake_at_ms: k.pollTimeout(),
+      }, {
+        sent_id: e.sent_id, path: e.path, path_ms: e.path_ms, grade: e.grade, fps_in: e.fps_in, fps_out: e.fps_out,
+        stale_dropped: e.stale_dropped, event: e.event, wake_at_ms: e.wake_at_ms,
+      }, where);
+    }
+  },
+
+  quality_buckets(c) {
+    const i = c.input;
+    const bucket = 'rtt_ms' in i ? rttBucket(i.rtt_ms) : lossBucket(i.loss_pct);
+    assert.deepEqual({ bucket }, c.expect);
+  },
+
+  report_schedule(c) {
+    const i = c.input;
+    const d = reportDue({ nowMs: i.now_ms, lastReportAtMs: i.last_report_at_ms, hasLinks: i.has_links, changePending: i.change_pending, queued: i.queued });
+    assert.deepEqual({ due: d.due, wake_at_ms: d.wakeAtMs }, c.expect);
+  },
+
   paths(c) {
     const i = c.input;
     switch (i.decision) {
@@ -268,6 +327,19 @@ test('client vectors: the constants are this client\'s', () => {
     abandon_close_code: ABANDON_CLOSE_CODE,
     abandon_websocket_close_code: 4000 + ABANDON_CLOSE_CODE,
     resume_grace_default_ms: RESUME_GRACE_DEFAULT_MS,
+    echo_interval_ms: QUALITY.echoIntervalMs,
+    echo_interval_relay_ms: QUALITY.echoIntervalRelayMs,
+    echo_timeout_ms: QUALITY.echoTimeoutMs,
+    loss_window: QUALITY.lossWindow,
+    lost_after_ms: QUALITY.lostAfterMs,
+    grade_excellent: { rtt_ms: QUALITY.excellent.rttMs, loss_pct: QUALITY.excellent.lossPct, jitter_ms: QUALITY.excellent.jitterMs },
+    grade_good: { rtt_ms: QUALITY.good.rttMs, loss_pct: QUALITY.good.lossPct, jitter_ms: QUALITY.good.jitterMs },
+    grade_hysteresis: QUALITY.hysteresis,
+    report_interval_ms: REPORT.intervalMs,
+    report_min_gap_ms: REPORT.minGapMs,
+    report_max_queued: REPORT.maxQueued,
+    rtt_bucket_edges_ms: [...RTT_BUCKET_EDGES_MS],
+    loss_bucket_edges_pct: [...LOSS_BUCKET_EDGES_PCT],
   };
   for (const [key, value] of Object.entries(mine)) assert.deepEqual(k[key], value, `constants.${key}`);
   // The client's option defaults.

@@ -140,9 +140,11 @@ impl TestServer {
         let mut c = ClientConfig::new(self.quic, Trust::CertHash(self.hash));
         c.transport = transport;
         c.relay_mode = mode;
-        // No peer echoes (PROTOCOL.md §14): tests count relay frames exactly.
-        // tests/quality.rs turns them on.
+        // No peer echoes and no reports (PROTOCOL.md §14): tests count relay
+        // frames, control messages and metrics exactly. tests/quality.rs
+        // turns both on.
         c.quality_echo = false;
+        c.telemetry = false;
         c
     }
 
@@ -435,8 +437,9 @@ impl ServeProcess {
         let mut c = ClientConfig::new(self.quic, Trust::CertHash(hash));
         c.relay_mode = mode;
         c.ws_url = Some(format!("ws://{}/ws", self.http));
-        // No peer echoes: tests count relay frames exactly.
+        // No peer echoes and no reports: tests count frames and metrics exactly.
         c.quality_echo = false;
+        c.telemetry = false;
         c
     }
 }

@@ -26,6 +26,7 @@ mod budgets;
 mod cluster;
 mod codes;
 mod quota;
+mod telemetry;
 pub use access::AdminRefusal;
 pub use admission::{address_key, Admission};
 use admission::{Pending, PerIp};
@@ -35,6 +36,11 @@ pub use cluster::{Answer, Lookup, Persist};
 use codes::CODE_ALPHABET;
 pub use codes::{normalize_code, CODE_LEN};
 pub use quota::{RemoteUsage, UserCount};
+use telemetry::Telemetry;
+pub use telemetry::{
+    Accepted, LinkObservation, QualityGauges, ReportOutcome, ReportResult, REPORT_BURST,
+    REPORT_INTERVAL_MS, SUMMARY_TTL,
+};
 
 use crate::auth::{Access, Grant, Revocation};
 use crate::cluster::{password_hash, token_hash};
@@ -42,7 +48,8 @@ use crate::limits::{Limits, TokenBucket};
 use crate::protocol::{
     ClientKind, ClientMsg, CreateSession, ErrorCode, Hello, JoinSession, LeaveReason, PeerId,
     PeerInfo, RelayMode, ServerMsg, SessionInfo, Signal, Welcome, ALL_PEERS, MAX_NAME_BYTES,
-    MAX_PASSWORD_BYTES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, RESUME_TOKEN_LEN,
+    MAX_PASSWORD_BYTES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, REPORT_PROTOCOL_VERSION,
+    RESUME_TOKEN_LEN,
 };
 use crate::turn::IceConfig;
 use cluster::ClusterCore;
@@ -125,6 +132,15 @@ pub enum Output {
         /// The session's join code.
         code: String,
     },
+    /// A `Report` was taken in or dropped (the shell counts and observes
+    /// it; it is not a message to anyone). The gauges are apart:
+    /// [`Core::quality_gauges`].
+    Report {
+        /// The reporting connection.
+        conn: ConnId,
+        /// Accepted with what to observe, or dropped and why.
+        outcome: ReportOutcome,
+    },
 }
 
 /// Something the core has to do at a given time. Entries are not removed
@@ -146,6 +162,8 @@ enum Timer {
     TokenWarn(PeerId, u64),
     /// The peer's access token (with this `exp`) has expired: cut it off.
     TokenEnd(PeerId, u64),
+    /// The connection's latest quality report may have gone stale.
+    ReportStale(ConnId),
 }
 
 /// A receiver of one relayed frame.
@@ -316,6 +334,8 @@ pub struct Core {
     users: HashMap<String, quota::UserUsage>,
     /// What each player holds on the other nodes of the cluster, as last read.
     remote_users: HashMap<String, RemoteUsage>,
+    /// Quality reports: per-connection buckets and latest summaries, the gauges.
+    telemetry: Telemetry,
 }
 
 impl Core {
@@ -348,6 +368,7 @@ impl Core {
             revoked: Vec::new(),
             users: HashMap::new(),
             remote_users: HashMap::new(),
+            telemetry: Telemetry::default(),
         }
     }
 
@@ -385,6 +406,17 @@ impl Core {
     /// The peer a connection speaks for, once it has said hello.
     pub fn peer_of(&self, conn: ConnId) -> Option<PeerId> {
         self.conns.get(&conn).and_then(|c| c.peer)
+    }
+
+    /// Players and links by path and grade, from each connection's latest
+    /// quality report of the last [`SUMMARY_TTL`].
+    pub fn quality_gauges(&self) -> &QualityGauges {
+        self.telemetry.gauges()
+    }
+
+    /// Reports taken so far, by [`ReportResult`] (declaration order).
+    pub fn report_counts(&self) -> [u64; 4] {
+        self.telemetry.counts()
     }
 
     /// The next thing to do, if any.
@@ -545,8 +577,7 @@ impl Core {
                     server_time_ms: now.unix_ms,
                 },
             ),
-            // Telemetry is taken in by the report module (issue 25, in progress).
-            (ClientMsg::Report(_), Some(_)) => {}
+            (ClientMsg::Report(report), Some(p)) => self.report(now, conn, p, &report),
         }
     }
 
@@ -558,6 +589,7 @@ impl Core {
             return;
         };
         self.forget_wait(conn);
+        self.telemetry.closed(conn);
         if let Some(u) = &c.user {
             self.uncharge_conn(u);
         }
@@ -750,6 +782,7 @@ impl Core {
             }
             Timer::TokenWarn(p, exp) => self.token_timer(p, exp, false),
             Timer::TokenEnd(p, exp) => self.token_timer(p, exp, true),
+            Timer::ReportStale(conn) => self.telemetry.expire(now.mono, conn),
         }
     }
 
@@ -871,6 +904,7 @@ impl Core {
         }
         let welcome = self.welcome(now, id, false, hello_version);
         self.send(conn, welcome);
+        self.may_report(now, conn, hello_version);
     }
 
     fn resume(&mut self, now: Now, conn: ConnId, p: PeerId, hello: Hello, grant: Option<Grant>) {
@@ -921,6 +955,7 @@ impl Core {
         }
         let welcome = self.welcome(now, p, true, hello.version);
         self.send(conn, welcome);
+        self.may_report(now, conn, hello.version);
         if let Some(sid) = session {
             if let Some(info) = self.session_info(sid) {
                 self.send(conn, ServerMsg::SessionJoined(info));
@@ -936,6 +971,27 @@ impl Core {
                 );
             }
         }
+    }
+
+    /// `conn` was welcomed speaking `version`: from 3 on it may send reports.
+    fn may_report(&mut self, now: Now, conn: ConnId, version: u16) {
+        if version >= REPORT_PROTOCOL_VERSION {
+            self.telemetry.enable(now.mono, conn);
+        }
+    }
+
+    /// A quality report from `conn` (peer `p`): counted, and observed if
+    /// taken. Links only count for peers of `p`'s session.
+    fn report(&mut self, now: Now, conn: ConnId, p: PeerId, report: &crate::protocol::Report) {
+        let members = (self.peers.get(&p))
+            .and_then(|x| x.session)
+            .and_then(|sid| self.sessions.get(&sid))
+            .map(|s| s.members.as_slice());
+        let (outcome, stale_at) = self.telemetry.take(now.mono, conn, p, members, report);
+        if let Some(at) = stale_at {
+            self.arm(at, Timer::ReportStale(conn));
+        }
+        self.out.push_back(Output::Report { conn, outcome });
     }
 
     /// The `Welcome` for peer `p`. Its `version` is the one the client's

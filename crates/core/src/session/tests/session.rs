@@ -1366,3 +1366,6 @@ fn an_idle_check_after_traffic_waits_for_the_new_deadline() {
     assert_eq!(w.core.session_count(), 1);
     assert_eq!(w.core.poll_timeout(), Some(last + ttl));
 }
+
+#[path = "telemetry.rs"]
+mod telemetry;
