@@ -2,7 +2,8 @@
 // WebRTCP2PService instances in one session, on the relay (mono has no SIPSorcery, so
 // no direct path), measure each other by echo (RTT > 0, a grade, PeerQualityChanged), and
 // report to the server: its /metrics counts fsp2p_reports_total{result="accepted"} rising.
-// A third service with TelemetryEnabled off still measures, and sends no report.
+// Each service hands received relay frames on 5 ms late, so a loopback echo takes at least
+// 10 ms (else it can round to 0). Then a pair with TelemetryEnabled off: still measured, no report.
 // Usage: mono live-quality-tests.exe ws://HOST:PORT/ws http://HOST:PORT. Last line: "N passed, N failed".
 
 using System;
@@ -29,6 +30,56 @@ namespace FlightSimP2P.Tests
             return Summary();
         }
 
+        /// <summary>Relay frames received are handed on 5 ms late: a loopback echo then takes at least 10 ms.</summary>
+        private const int RelayDelayMs = 5;
+
+        private sealed class SlowRelayTransport : ISignalingTransport
+        {
+            private readonly ISignalingTransport _inner;
+
+            public SlowRelayTransport(ISignalingTransport inner)
+            {
+                _inner = inner;
+            }
+
+            public Action<uint, byte[]> RelayReceived
+            {
+                set
+                {
+                    Action<uint, byte[]> handler = value;
+                    _inner.RelayReceived = (from, payload) =>
+                        Task.Delay(RelayDelayMs).ContinueWith(_ => handler(from, payload), TaskScheduler.Default);
+                }
+            }
+
+            public ushort CloseCode { get { return _inner.CloseCode; } }
+
+            public Task SendAsync(ClientMsg message, CancellationToken cancellationToken) { return _inner.SendAsync(message, cancellationToken); }
+
+            public bool TrySendRelay(uint to, byte[] payload) { return _inner.TrySendRelay(to, payload); }
+
+            public Task<ServerMsg> ReceiveAsync(CancellationToken cancellationToken) { return _inner.ReceiveAsync(cancellationToken); }
+
+            public Task CloseAsync(bool leave) { return _inner.CloseAsync(leave); }
+        }
+
+        private sealed class SlowRelayFactory : ITransportFactory
+        {
+            private readonly ITransportFactory _inner;
+
+            public SlowRelayFactory(ITransportFactory inner)
+            {
+                _inner = inner;
+            }
+
+            public bool QuicSupported { get { return false; } }
+
+            public async Task<ISignalingTransport> ConnectAsync(TransportKind kind, string first, CancellationToken cancellationToken)
+            {
+                return new SlowRelayTransport(await _inner.ConnectAsync(kind, first, cancellationToken).ConfigureAwait(false));
+            }
+        }
+
         private static WebRTCP2PService Make(Uri ws, string name, bool telemetry)
         {
             return new HubConnectionBuilder()
@@ -38,6 +89,7 @@ namespace FlightSimP2P.Tests
                     o.QuicAllowed = false;
                     o.EnableDirect = false;
                     o.TelemetryEnabled = telemetry;
+                    o.TransportFactory = new SlowRelayFactory(new DefaultTransportFactory(o));
                 })
                 .Build();
         }
@@ -92,7 +144,9 @@ namespace FlightSimP2P.Tests
                 }, 10000);
                 Check(measured, "both measured within 10 s: host sees " + hq + "; guest sees " + gq);
                 Check(hq.Path == LinkPath.Relay && gq.Path == LinkPath.Relay, "path relay");
-                Check(hq.RttMs.Value > 0 && gq.RttMs.Value > 0, "echo RTT > 0 (" + hq.RttMs + ", " + gq.RttMs + " ms)");
+                // Each echo crosses two receivers that hand relay frames on 5 ms late: RTT >= 10 ms.
+                Check(hq.RttMs.Value >= 2 * RelayDelayMs && gq.RttMs.Value >= 2 * RelayDelayMs,
+                    "echo RTT > 0, at least the 10 ms the receivers add (" + hq.RttMs + ", " + gq.RttMs + " ms)");
                 Check(hq.Grade == QualityGrade.Excellent || hq.Grade == QualityGrade.Good, "a good grade on loopback: " + hq.Grade);
                 Check(hq.FpsIn > 5 && hq.FpsOut > 5, "frames/s both ways: " + hq.FpsIn + "/" + hq.FpsOut);
                 Check(hq.PathMs > 0, "time on the path");
