@@ -93,7 +93,7 @@ mutants-diff: mutants-install ## Mutation testing of the core code changed since
 	$(MUTANTS_RUN) --cargo-arg=--lib --in-diff $(MUTANTS_TARGET_DIR).diff $(MUTANTS_FILE_ARGS) $(MUTANTS_ARGS)
 
 .PHONY: test-dashboard
-test-dashboard: ## Dashboard: a real Prometheus scrapes two servers with reporting clients; every query of deploy/grafana/fsp2p-dashboard.json must return data
+test-dashboard: ## Dashboard: a real Prometheus scrapes two servers with real Rust and browser clients (direct, TURN via coturn, relay, failed ICE); every query of deploy/grafana/fsp2p-dashboard.json must return data
 	$(CARGO) build --locked --bin flightsim-p2p --example quality_reporter
 	tests/dashboard/run.sh
 

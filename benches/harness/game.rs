@@ -66,6 +66,18 @@ pub fn variants_from_env() -> Vec<(String, Option<String>, Vec<String>)> {
         .collect()
 }
 
+/// Whether the contender `label`'s players send no peer echoes and no
+/// reports (PROTOCOL.md §14), from `FSP2P_GAME_QUIET` (comma-separated
+/// labels). With a variant that runs a server from before the echoes
+/// (`before=bin:…` in `FSP2P_GAME_VARIANTS`, `FSP2P_GAME_QUIET=before`), one
+/// run compares what a game costs the relay with and without them.
+pub fn quiet(label: &str) -> bool {
+    std::env::var("FSP2P_GAME_QUIET")
+        .unwrap_or_default()
+        .split(',')
+        .any(|l| l.trim() == label)
+}
+
 /// Pin every thread of `pid` to `cpus` (`taskset -a -cp`). Err says why not.
 fn pin(pid: u32, cpus: &str) -> Result<(), String> {
     match Command::new("taskset")
@@ -279,9 +291,16 @@ fn core_busy() -> Vec<u64> {
 /// One attempt: (step, generator CPU %, CPU % other processes took from
 /// the two pinned cores, the larger of the two).
 async fn one_step(c: &Contender, players: usize, secs: f64) -> Result<(Step, f64, f64)> {
-    let fleet = Fleet::connect(c.system, &c.target, players / SESSION, SESSION, c.pid)
-        .await
-        .with_context(|| format!("connecting {} players to {}", players, c.label))?;
+    let fleet = Fleet::connect(
+        c.system,
+        &c.target,
+        players / SESSION,
+        SESSION,
+        c.pid,
+        quiet(&c.label),
+    )
+    .await
+    .with_context(|| format!("connecting {} players to {}", players, c.label))?;
     let me = std::process::id();
     let g0 = cpu_ticks(me);
     let r0 = cpu_ticks(c.pid);
@@ -474,8 +493,15 @@ pub async fn run(contenders: &[Contender], gm: &GameMode) -> Result<(String, ser
     }
     if let Some(players) = gm.count_players {
         for (c, r) in contenders.iter().zip(results.iter_mut()) {
-            let Ok(fleet) =
-                Fleet::connect(c.system, &c.target, players / SESSION, SESSION, c.pid).await
+            let Ok(fleet) = Fleet::connect(
+                c.system,
+                &c.target,
+                players / SESSION,
+                SESSION,
+                c.pid,
+                quiet(&c.label),
+            )
+            .await
             else {
                 continue;
             };

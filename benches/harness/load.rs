@@ -126,12 +126,15 @@ pub struct Target {
 }
 
 impl Fleet {
+    /// `quiet`: our clients without peer echoes and reports (PROTOCOL.md
+    /// §14), as clients before them were; see `game::quiet`.
     pub async fn connect(
         system: System,
         target: &Target,
         sessions: usize,
         peers: usize,
         pid: u32,
+        quiet: bool,
     ) -> Result<Fleet> {
         let sink = Arc::new(Sink::default());
         let mut fleet = Fleet {
@@ -145,7 +148,7 @@ impl Fleet {
         };
         for s in 0..sessions {
             match system {
-                System::Ours => fleet.connect_ours(target, peers).await?,
+                System::Ours => fleet.connect_ours(target, peers, quiet).await?,
                 System::Coturn => fleet.connect_turn(target, peers).await?,
                 System::Bare => fleet.connect_bare(target, s as u32, peers).await?,
             }
@@ -153,9 +156,13 @@ impl Fleet {
         Ok(fleet)
     }
 
-    async fn connect_ours(&mut self, t: &Target, peers: usize) -> Result<()> {
+    async fn connect_ours(&mut self, t: &Target, peers: usize, quiet: bool) -> Result<()> {
         let mut cfg = ClientConfig::new(t.quic, Trust::CertHash(t.hash));
         cfg.relay_mode = RelayMode::Datagram;
+        if quiet {
+            cfg.quality_echo = false;
+            cfg.telemetry = false;
+        }
         let mut clients = Vec::new();
         let mut host = Client::connect(&cfg, None).await?;
         let code = host.create_session(peers as u32, None).await?.code;

@@ -438,7 +438,7 @@ async fn run(m: Mode) -> Result<()> {
                         results.push(None);
                         continue;
                     };
-                    let fleet = Fleet::connect(system, &target, sessions, peers, pid)
+                    let fleet = Fleet::connect(system, &target, sessions, peers, pid, false)
                         .await
                         .with_context(|| format!("connecting {}", system.name()))?;
                     let steps = search(&fleet, payload, &m).await;
@@ -507,7 +507,7 @@ async fn run(m: Mode) -> Result<()> {
                     cells.push("n/a".to_string());
                     continue;
                 };
-                let fleet = Fleet::connect(system, &target, 8, 2, pid).await?;
+                let fleet = Fleet::connect(system, &target, 8, 2, pid, false).await?;
                 let s = fleet.step(rate, 200, m.latency_secs).await;
                 cells.push(format!(
                     "{:.0} / {:.0} / {:.0}",

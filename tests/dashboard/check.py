@@ -3,7 +3,7 @@
 returns at least one series with a finite value (tests/dashboard/run.sh).
 
     check.py --prometheus http://127.0.0.1:9090 --dashboard deploy/grafana/fsp2p-dashboard.json
-             [--wait SECONDS] [--targets N] [--metrics name,name,...]
+             [--wait SECONDS] [--targets N] [--metrics name,name,...] [--require EXPR ...]
 
 Grafana's interval variables are replaced with fixed windows ($__rate_interval
 and $__interval with 30s, $__range with 5m) and every template variable with
@@ -12,7 +12,10 @@ expressions are the ones Grafana would send. Until --wait seconds pass the
 queries are asked again (rates and histogram quantiles need a few scrapes);
 then the ones still empty are listed and the exit status is 1.
 --targets N: also require N scrape targets up. --metrics: also require that
-the dashboard's queries use each of these metric names.
+the dashboard's queries use each of these metric names. --require EXPR (repeatable):
+also ask this PromQL expression, which must return at least one series with a
+finite value like the dashboard's (a comparison such as `sum(x{path="turn"}) > 0`
+returns nothing while it is false).
 """
 import argparse
 import json
@@ -87,6 +90,7 @@ def main():
     ap.add_argument("--wait", type=float, default=0)
     ap.add_argument("--targets", type=int, default=0)
     ap.add_argument("--metrics", default="")
+    ap.add_argument("--require", action="append", default=[])
     a = ap.parse_args()
     with open(a.dashboard) as f:
         dash = json.load(f)
@@ -110,6 +114,7 @@ def main():
     checks = [(t, substitute(e, variables)) for t, e in todo]
     if a.targets:
         checks.append(("scrape targets", f"count(up == 1) >= {a.targets}"))
+    checks += [("required", e) for e in a.require]
     deadline = time.monotonic() + a.wait
     while True:
         failing = []
