@@ -310,7 +310,15 @@ namespace FlightSimP2P.Client
             _unacked.RemoveRange(0, n);
             if (sentSinceStall && State == DirectState.Connected)
             {
-                // What was sent after the stall began arrived: the path delivers again.
+                // What was sent after the stall began arrived: the path delivers again. Probes
+                // still in flight waited behind the backlog: their time to answer starts now
+                // (else the oldest one re-enters the stall at once: a flap).
+                for (int i = 0; i < _unacked.Count; i++)
+                {
+                    InFlight f = _unacked[i];
+                    f.At = Math.Max(f.At, now);
+                    _unacked[i] = f;
+                }
                 _stalled = false;
                 _relayRxWhileDirect = 0;
                 _bufferedSince = -1;

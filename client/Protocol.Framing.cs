@@ -30,6 +30,8 @@ namespace FlightSimP2P.Protocol
     public static class Wire
     {
         public const ushort ProtocolVersion = 1;
+        /// <summary>Hello/Welcome version 3: the fields of version 2; the client may send Report (PROTOCOL.md section 14).</summary>
+        public const ushort ReportProtocolVersion = 3;
         /// <summary>ALPN of raw QUIC clients.</summary>
         public const string Alpn = "fsp2p/1";
         /// <summary>Control frame limit a client may assume before Welcome.</summary>

@@ -97,6 +97,11 @@ namespace FlightSimP2P.Protocol
                     return new LeaveSession();
                 case 5:
                     return new Ping(r.ReadU64());
+                case 6:
+                    {
+                        ushort version = r.ReadU16();
+                        return new Report(version, r.ReadBytes());
+                    }
                 default:
                     throw new ProtocolException(ErrorCode.BadMessage, "unknown ClientMsg tag " + tag);
             }
@@ -247,6 +252,39 @@ namespace FlightSimP2P.Protocol
             protected override void WriteFields(PostcardWriter w)
             {
                 w.WriteU64(ClientTimeMs);
+            }
+        }
+
+        /// <summary>
+        /// 6 (protocol version 3): a quality report (PROTOCOL.md section 14). Body of version 1:
+        /// ReportV1.Encode(). Sent only on a connection whose Welcome.Version is 3 or more; a
+        /// server skips a body version it does not know.
+        /// </summary>
+        public sealed class Report : ClientMsg
+        {
+            public ushort Version;
+            public byte[] Body = new byte[0];
+
+            public Report(ushort version, byte[] body)
+            {
+                Version = version;
+                Body = body ?? new byte[0];
+            }
+
+            public static Report V1(ReportV1 body)
+            {
+                return new Report(ReportV1.Version, body.Encode());
+            }
+
+            public override uint Tag
+            {
+                get { return 6; }
+            }
+
+            protected override void WriteFields(PostcardWriter w)
+            {
+                w.WriteU16(Version);
+                w.WriteBytes(Body);
             }
         }
     }

@@ -19,7 +19,8 @@ namespace FlightSimP2P.Client
             {
                 return false;
             }
-            _sendSeq++;
+            // Never 0xFFFFFFFF: its header would be the quality frames' marker (PROTOCOL.md section 14).
+            _sendSeq = QualityFrame.NextSeq(_sendSeq);
             byte[] frame = SnapshotEnvelope.Wrap(_sendSeq, data, 0, data.Length);
             List<PeerState> targets = new List<PeerState>();
             if (to == Wire.AllPeers)
@@ -45,6 +46,7 @@ namespace FlightSimP2P.Client
                 {
                     SendDirect(p, frame);
                     p.Path.OnSent(now, _sendSeq, frame.Length);
+                    p.Quality.FrameOut(now);
                     any = true;
                 }
                 else if (d == SendDecision.Held)
@@ -54,8 +56,12 @@ namespace FlightSimP2P.Client
                 else if (p.Online)
                 {
                     relay.Add(p.Info.Id);
+                    if (_conn != 0)
+                    {
+                        p.Quality.FrameOut(now);
+                    }
                 }
-                PathMaybeChanged(p);
+                PathMaybeChanged(now, p);
             }
             if (relay.Count > 0 && _conn != 0)
             {
@@ -98,11 +104,15 @@ namespace FlightSimP2P.Client
                 Heard(now);
             }
             PeerState p = GetPeer(from);
+            if (QualityFrameIn(now, from, p, payload, FlightPath.Relay))
+            {
+                return;
+            }
             if (p != null)
             {
                 p.Path.OnRelayRx(now);
             }
-            Deliver(from, payload, FlightPath.Relay);
+            Deliver(now, from, payload, FlightPath.Relay);
         }
 
         public void DirectFrame(long now, uint from, int linkId, byte[] payload)
@@ -112,11 +122,16 @@ namespace FlightSimP2P.Client
             {
                 return;
             }
+            if (QualityFrameIn(now, from, p, payload, p.Path.Turn ? FlightPath.Turn : FlightPath.Direct))
+            {
+                // Answered on this link; never acknowledged, never flight data.
+                return;
+            }
             ushort ack16;
             if (PeerAck.TryDecode(payload, out ack16))
             {
                 p.Path.OnAck(now, ack16);
-                PathMaybeChanged(p);
+                PathMaybeChanged(now, p);
                 return;
             }
             if (payload.Length < SnapshotEnvelope.HeaderBytes)
@@ -133,11 +148,12 @@ namespace FlightSimP2P.Client
                 ack.Data = PeerAck.Encode(seq);
             }
             p.Path.OnDirectRx(now);
-            Deliver(from, payload, p.Path.Turn ? FlightPath.Turn : FlightPath.Direct);
+            Deliver(now, from, payload, p.Path.Turn ? FlightPath.Turn : FlightPath.Direct);
         }
 
-        private void Deliver(uint from, byte[] payload, FlightPath path)
+        private void Deliver(long now, uint from, byte[] payload, FlightPath path)
         {
+            PeerState peer = GetPeer(from);
             uint seq;
             int offset;
             if (!SnapshotEnvelope.TryUnwrap(payload, 0, payload.Length, out seq, out offset))
@@ -148,9 +164,17 @@ namespace FlightSimP2P.Client
             if (_lastSeq.TryGetValue(from, out last) && !SnapshotEnvelope.IsNewer(seq, last))
             {
                 StaleDropped++;
+                if (peer != null)
+                {
+                    peer.Quality.Stale(now);
+                }
                 return;
             }
             _lastSeq[from] = seq;
+            if (peer != null)
+            {
+                FlightFrameIn(now, peer, path);
+            }
             byte[] data = new byte[payload.Length - offset];
             Buffer.BlockCopy(payload, offset, data, 0, data.Length);
             CoreOutput o = Emit(OutputKind.FlightData);

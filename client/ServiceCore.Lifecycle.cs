@@ -57,6 +57,7 @@ namespace FlightSimP2P.Client
 
         private void BeginRace(long now)
         {
+            _raceStartedAt = now;
             _attempts.Clear();
             _wsStartAt = -1;
             if (State == HubConnectionState.Reconnecting)
@@ -216,6 +217,11 @@ namespace FlightSimP2P.Client
             hello.RelayMode = _o.RelayMode;
             hello.Name = _o.DisplayName ?? "";
             hello.ResumeToken = ResumeToken;
+            if (_o.TelemetryEnabled)
+            {
+                // Version 3 (the fields of version 2): this client may send Report.
+                hello.Version = Wire.ReportProtocolVersion;
+            }
             return hello;
         }
 

@@ -19,7 +19,7 @@ namespace FlightSimP2P.Client
             if (!_o.EnableDirect)
             {
                 p.Path.Disable();
-                PathMaybeChanged(p);
+                PathMaybeChanged(now, p);
                 return;
             }
             if (_refreshAt >= 0 && now >= _refreshAt)
@@ -41,7 +41,7 @@ namespace FlightSimP2P.Client
             o.LinkId = p.LinkId;
             o.Offerer = offerer;
             o.IceServers = IceServers;
-            PathMaybeChanged(p);
+            PathMaybeChanged(now, p);
         }
 
         private void CloseLink(PeerState p)
@@ -67,6 +67,7 @@ namespace FlightSimP2P.Client
             {
                 return;
             }
+            SignalSeen(now, p, s);
             if (s is Signal.Offer)
             {
                 // Glare (the path rules): with an offer of mine out, the lower id keeps its own.
@@ -105,6 +106,10 @@ namespace FlightSimP2P.Client
             }
             if (s is Signal.Offer || s is Signal.Answer)
             {
+                if (s is Signal.Offer && p.FirstOfferAt < 0)
+                {
+                    p.FirstOfferAt = now;
+                }
                 _queue.Enqueue(new ClientMsg.SignalTo(peer, s));
                 p.DescriptionSent = true;
                 foreach (Signal held in p.HeldLocal)
@@ -132,7 +137,7 @@ namespace FlightSimP2P.Client
             }
             p.Path.ChannelOpen(now, turn);
             p.Retries = 0;
-            PathMaybeChanged(p);
+            PathMaybeChanged(now, p);
         }
 
         /// <summary>ICE disconnected (true) or connected again (false).</summary>
@@ -151,22 +156,29 @@ namespace FlightSimP2P.Client
             {
                 p.Path.IceRecovered(now);
             }
-            PathMaybeChanged(p);
+            PathMaybeChanged(now, p);
         }
 
         /// <summary>ICE failed, the PeerConnection or channel closed.</summary>
         public void LinkFailed(long now, uint peer, int linkId)
+        {
+            LinkFailed(now, peer, linkId, IceFailReason.Other);
+        }
+
+        /// <summary>As LinkFailed, with why (reported to the server, PROTOCOL.md section 14).</summary>
+        public void LinkFailed(long now, uint peer, int linkId, IceFailReason reason)
         {
             PeerState p = GetPeer(peer);
             if (p == null || p.LinkId != linkId)
             {
                 return;
             }
-            DirectFailed(now, p);
+            DirectFailed(now, p, reason);
         }
 
-        private void DirectFailed(long now, PeerState p)
+        private void DirectFailed(long now, PeerState p, IceFailReason reason)
         {
+            QueueIceFailure(reason);
             CloseLink(p);
             p.Path.Fail();
             // The path rules' direct retry: only the lower id retries (offering; the other answers
@@ -181,21 +193,22 @@ namespace FlightSimP2P.Client
                 p.Retries++;
                 p.RetryAt = now + delay;
             }
-            PathMaybeChanged(p);
+            PathMaybeChanged(now, p);
         }
 
-        private void PathMaybeChanged(PeerState p)
+        private void PathMaybeChanged(long now, PeerState p)
         {
-            FlightPath now = p.Path.Path;
-            if (now != p.LastPath || p.Path.State == DirectState.Failed)
+            QualityPathMaybeChanged(now, p);
+            FlightPath path = p.Path.Path;
+            if (path != p.LastPath || p.Path.State == DirectState.Failed)
             {
-                bool changed = now != p.LastPath;
-                p.LastPath = now;
+                bool changed = path != p.LastPath;
+                p.LastPath = path;
                 if (changed || p.Path.State == DirectState.Failed)
                 {
                     CoreOutput o = Emit(OutputKind.PathChanged);
                     o.Peer = p.Info.Id;
-                    o.Path = now;
+                    o.Path = path;
                 }
             }
         }

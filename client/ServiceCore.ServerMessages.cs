@@ -96,6 +96,7 @@ namespace FlightSimP2P.Client
                 if (p != null)
                 {
                     p.Online = m.Online;
+                    p.Quality.SetOnline(now, m.Online);
                     CoreOutput o = Emit(OutputKind.PeerStatus);
                     o.Peer = m.Peer;
                     o.Online = m.Online;
@@ -220,6 +221,8 @@ namespace FlightSimP2P.Client
             ApplyWelcomeFields(now, w);
             _queue.Configure(Limits.SignalsPerSec, now);
             LivenessConnected(now);
+            WelcomeMilestone(now);
+            ReportClockStarts(now);
             bool pending = _pendingRequest != null || _request.Active || _requestInUrlConn == conn;
             ReconnectOutcome outcome = oldId == 0 ? ReconnectOutcome.Fresh
                 : AfterReconnect.Decide(w.Resumed, w.PeerId, oldId, Session != null, pending);
@@ -266,6 +269,7 @@ namespace FlightSimP2P.Client
         {
             PeerId = w.PeerId;
             ResumeToken = w.ResumeToken;
+            ServerVersion = w.Version;
             Limits = w.Limits;
             IceServers = w.IceServers;
             _refreshAt = TurnCredentials.RefreshAt(w.IceServers, w.ServerTimeMs, now);
@@ -370,7 +374,7 @@ namespace FlightSimP2P.Client
                     }
                     continue;
                 }
-                PeerState p = AddPeer(pi);
+                PeerState p = AddPeer(now, pi);
                 // Convention: the peer already in the session offers to the newcomer; after a resume, I offer.
                 if (resync)
                 {
@@ -392,11 +396,13 @@ namespace FlightSimP2P.Client
             Emit(OutputKind.SessionChanged);
         }
 
-        private PeerState AddPeer(PeerInfo info)
+        private PeerState AddPeer(long now, PeerInfo info)
         {
             PeerState p = new PeerState();
             p.Info = info;
             p.Path = new PeerPath(_o.Path);
+            p.CreatedAt = now;
+            p.Quality = new QualityTracker(info.Id, now);
             _peers[info.Id] = p;
             _lastSeq.Remove(info.Id);
             CoreOutput o = Emit(OutputKind.PeerJoined);
@@ -412,7 +418,7 @@ namespace FlightSimP2P.Client
                 return;
             }
             Session.Peers.Add(info);
-            PeerState p = GetPeer(info.Id) ?? AddPeer(info);
+            PeerState p = GetPeer(info.Id) ?? AddPeer(now, info);
             OpenLink(now, p, true);
         }
 

@@ -81,7 +81,7 @@ namespace FlightSimP2P.Client
                 if (missed)
                 {
                     p.Path.Fail();
-                    DirectFailed(now, p);
+                    DirectFailed(now, p, IceFailReason.Timeout);
                     continue;
                 }
                 uint heldSeq;
@@ -90,6 +90,7 @@ namespace FlightSimP2P.Client
                 {
                     SendDirect(p, held);
                     p.Path.OnSent(now, heldSeq, held.Length);
+                    p.Quality.FrameOut(now);
                 }
                 if (probe && _sendSeq != 0)
                 {
@@ -97,13 +98,15 @@ namespace FlightSimP2P.Client
                     SendDirect(p, SnapshotEnvelope.Wrap(_sendSeq, new byte[0], 0, 0));
                     p.Path.OnSent(now, _sendSeq, SnapshotEnvelope.HeaderBytes);
                 }
-                PathMaybeChanged(p);
+                PathMaybeChanged(now, p);
+                EchoTick(now, p);
             }
         }
 
         private void Pump(long now)
         {
             Tick(now);
+            QualityPump(now);
             if (_conn != 0)
             {
                 List<ClientMsg> ready = new List<ClientMsg>();
@@ -137,7 +140,10 @@ namespace FlightSimP2P.Client
             {
                 wake = Min(wake, p.RetryAt == long.MaxValue ? -1 : p.RetryAt);
                 wake = Min(wake, p.Path.NextWake(now));
+                wake = Min(wake, p.Quality.PollTimeout(now));
+                wake = Min(wake, QualityWake(now, p));
             }
+            wake = Min(wake, ReportWake(now));
             return wake;
         }
 

@@ -36,6 +36,8 @@ namespace FlightSimP2P.Client
         HubMessage, InvokeRequest, FlightData, AppData, ServerError,
         /// <summary>A node sent us to another (Name: the node, Server: where; cluster mode). Reconnecting/Reconnected follow.</summary>
         Redirected,
+        /// <summary>A peer's quality grade or path changed (Peer, Quality).</summary>
+        QualityChanged,
     }
 
     /// <summary>One command or event from the core. Which fields are set depends on Kind.</summary>
@@ -74,6 +76,8 @@ namespace FlightSimP2P.Client
         /// fallback or a redirect's node). Redirected: where the redirect leads.
         /// </summary>
         public ServerEndpoint Server;
+        /// <summary>QualityChanged: the peer's snapshot.</summary>
+        public PeerQuality Quality;
     }
 
     /// <summary>How the shell asks SIPSorcery how much it has not sent yet.</summary>
@@ -132,6 +136,13 @@ namespace FlightSimP2P.Client
         public List<ServerEndpoint> Fallbacks = new List<ServerEndpoint>();
         /// <summary>Cluster mode: redirects followed in a row before the request (or start) fails.</summary>
         public int MaxRedirects = ServerRotation.MaxRedirects;
+        /// <summary>
+        /// Quality reports to the server (Hello version 3, ClientMsg Report: link paths and
+        /// grades as buckets, setup milestones, ICE failure reasons, candidate types; no
+        /// addresses, names or tokens). Off: Hello as before, nothing reported. The local
+        /// quality API works either way.
+        /// </summary>
+        public bool TelemetryEnabled = true;
     }
 
     public sealed class ServerException : Exception
@@ -165,5 +176,12 @@ namespace FlightSimP2P.Client
         public int Retries;
         public long RetryAt = -1;
         public FlightPath LastPath = FlightPath.Relay;
+        /// <summary>Issue 25: the link's quality estimator, and its setup milestones.</summary>
+        public QualityTracker Quality;
+        public long CreatedAt;
+        public long FirstOfferAt = -1;
+        public bool FirstSignalSeen;
+        public bool OutcomeSeen;
+        public bool FirstFrameSeen;
     }
 }

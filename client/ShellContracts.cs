@@ -63,6 +63,18 @@ namespace FlightSimP2P.Client
     }
 
     /// <summary>What a peer link reports (any thread).</summary>
+    /// <summary>
+    /// What a link adapter may tell beyond ILinkEvents (issue 25's reports): why it failed and
+    /// which local candidate types it gathered. The service implements it; an adapter checks
+    /// for it (`events as ILinkTelemetry`), so fakes that implement only ILinkEvents still work.
+    /// </summary>
+    public interface ILinkTelemetry
+    {
+        void Failed(IPeerLink link, IceFailReason reason);
+
+        void CandidateGathered(IPeerLink link, CandidateKinds kind);
+    }
+
     public interface ILinkEvents
     {
         void LocalSignal(IPeerLink link, Signal signal);
@@ -171,6 +183,13 @@ namespace FlightSimP2P.Client
         public string DisplayName = "";
         public bool EnableDirect = true;
         public bool ForceTurn;
+        /// <summary>
+        /// Quality reports to the server (PROTOCOL.md section 14: link paths and grades as
+        /// buckets, setup times, ICE failure reasons, candidate types; never addresses, names
+        /// or tokens). False: nothing is reported and the Hello stays at version 1/2.
+        /// GetPeerQuality and PeerQualityChanged work either way.
+        /// </summary>
+        public bool TelemetryEnabled = true;
         public TimeSpan DirectConnectTimeout = TimeSpan.FromSeconds(5);
         /// <summary>After ICE fails, both sides try again after this (+-25 %), doubling each time up to a minute.</summary>
         public TimeSpan DirectRetryDelay = TimeSpan.FromSeconds(2);
@@ -268,6 +287,7 @@ namespace FlightSimP2P.Client
             c.Path.MaxQueuedFrames = Math.Max(1, MaxQueuedDirectFrames);
             c.Fallbacks = Fallbacks != null ? new List<ServerEndpoint>(Fallbacks) : new List<ServerEndpoint>();
             c.MaxRedirects = MaxRedirects;
+            c.TelemetryEnabled = TelemetryEnabled;
             return c;
         }
 

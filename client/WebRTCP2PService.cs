@@ -26,7 +26,7 @@ using FlightSimP2P.Protocol;
 
 namespace FlightSimP2P.Client
 {
-    public partial class WebRTCP2PService : IDisposable, ILinkMetrics, ILinkEvents
+    public partial class WebRTCP2PService : IDisposable, ILinkMetrics, ILinkEvents, ILinkTelemetry
     {
         public const uint AllPeers = Wire.AllPeers;
 
@@ -46,6 +46,10 @@ namespace FlightSimP2P.Client
         private readonly CancellationTokenSource _life = new CancellationTokenSource();
         private int _nextToken = 1;
         private bool _disposed;
+        // The timer loop (Task.Run in the constructor): DisposeAsync completes once it has ended,
+        // so nothing of the service still runs on the thread pool (mono aborts a process that
+        // exits while a pool thread is creating a timer).
+        private readonly Task _timer;
         // Peer links whose adapter call threw (peer, link id): each becomes that peer's path failure.
         private readonly List<KeyValuePair<uint, int>> _linkFaults = new List<KeyValuePair<uint, int>>();
 
@@ -62,7 +66,7 @@ namespace FlightSimP2P.Client
             events.IsBackground = true;
             events.Name = "fsp2p events";
             events.Start();
-            Task.Run(TimerLoop);
+            _timer = Task.Run(TimerLoop);
         }
 
         /// <summary>Fills in the platform's QUIC/WebSocket, SIPSorcery and JSON defaults (.NET build).</summary>
@@ -88,6 +92,11 @@ namespace FlightSimP2P.Client
         public event Action<uint, byte[]> AppDataReceived;
         /// <summary>Flight data from a peer (a fresh copy), on the event thread.</summary>
         public event Action<uint, byte[], FlightPath> FlightDataReceived;
+        /// <summary>
+        /// A peer's quality grade or path changed (PROTOCOL.md section 14), on the event thread
+        /// (marshal to the UI thread yourself, as for every event here).
+        /// </summary>
+        public event Action<PeerQuality> PeerQualityChanged;
 
         public HubConnectionState State
         {
@@ -162,6 +171,33 @@ namespace FlightSimP2P.Client
             }
         }
 
+        /// <summary>
+        /// Every peer's link quality now, by peer id: path and time on it, echo RTT, loss,
+        /// jitter, frames/s each way, stale frames dropped, grade (PROTOCOL.md section 14).
+        /// </summary>
+        public IReadOnlyList<PeerQuality> GetPeerQuality()
+        {
+            lock (_gate)
+            {
+                return _core.GetQuality(_clock.NowMs);
+            }
+        }
+
+        /// <summary>One peer's link quality now; null for a peer not in the session.</summary>
+        public PeerQuality GetPeerQuality(uint peer)
+        {
+            lock (_gate)
+            {
+                return _core.GetQuality(_clock.NowMs, peer);
+            }
+        }
+
+        /// <summary>Quality reports handed to the server so far (0 with TelemetryEnabled off or an older server).</summary>
+        public long ReportsSent
+        {
+            get { lock (_gate) { return _core.ReportsSent; } }
+        }
+
         public Task StartAsync(CancellationToken cancellationToken = default(CancellationToken))
         {
             return Call(t => _core.Start(_clock.NowMs, t), cancellationToken);
@@ -176,7 +212,9 @@ namespace FlightSimP2P.Client
         public Task DisposeAsync()
         {
             Task stop = StopAsync();
-            return stop.ContinueWith(_ => Dispose(), TaskScheduler.Default);
+            Task timer = _timer;
+            return stop.ContinueWith(_ => Dispose(), TaskScheduler.Default)
+                .ContinueWith(_ => timer, TaskScheduler.Default).Unwrap();
         }
 
         public void Dispose()
@@ -698,6 +736,9 @@ namespace FlightSimP2P.Client
                 case OutputKind.PeerStatus:
                     Post(() => { Action<uint, bool> h = PeerStatusChanged; if (h != null) h(o.Peer, o.Online); });
                     break;
+                case OutputKind.QualityChanged:
+                    Post(() => { Action<PeerQuality> h = PeerQualityChanged; if (h != null) h(o.Quality); });
+                    break;
                 case OutputKind.PathChanged:
                     Post(() => { Action<uint, FlightPath> h = PeerPathChanged; if (h != null) h(o.Peer, o.Path); });
                     break;
@@ -798,6 +839,16 @@ namespace FlightSimP2P.Client
         void ILinkEvents.Failed(IPeerLink link)
         {
             Input(() => _core.LinkFailed(_clock.NowMs, link.Peer, link.LinkId));
+        }
+
+        void ILinkTelemetry.Failed(IPeerLink link, IceFailReason reason)
+        {
+            Input(() => _core.LinkFailed(_clock.NowMs, link.Peer, link.LinkId, reason));
+        }
+
+        void ILinkTelemetry.CandidateGathered(IPeerLink link, CandidateKinds kind)
+        {
+            Input(() => _core.CandidateGathered(_clock.NowMs, link.Peer, link.LinkId, kind));
         }
 
         void ILinkEvents.Received(IPeerLink link, byte[] frame)

@@ -59,6 +59,11 @@ namespace FlightSimP2P.Client
         private SipChannel _dc;
         private bool _remoteSet;
         private bool _closed;
+        // Issue 25's failure reasons: ICE was connected once (a later failure is `disconnected`);
+        // local candidates gathered (none at the end of gathering: `no_candidates`).
+        private bool _everConnected;
+        private int _gathered;
+        private bool _gatheringDone;
 
         public SipsorceryLink(uint peer, int linkId, ILinkEvents events, bool forceTurn)
         {
@@ -102,6 +107,7 @@ namespace FlightSimP2P.Client
             {
                 if (s == SipGatheringState.complete)
                 {
+                    _gatheringDone = true;
                     _events.LocalSignal(this, new Signal.EndOfCandidates());
                 }
             };
@@ -116,6 +122,12 @@ namespace FlightSimP2P.Client
 
         private void OnIceCandidate(SipCandidate c)
         {
+            _gathered++;
+            ILinkTelemetry telemetry = _events as ILinkTelemetry;
+            if (telemetry != null)
+            {
+                telemetry.CandidateGathered(this, KindOf(c.type));
+            }
             string line = c.candidate.StartsWith("candidate:", StringComparison.Ordinal) ? c.candidate : "candidate:" + c.candidate;
             string mid = string.IsNullOrEmpty(c.sdpMid) ? c.sdpMLineIndex.ToString(CultureInfo.InvariantCulture) : c.sdpMid;
             _events.LocalSignal(this, new Signal.IceCandidate(line, mid, c.sdpMLineIndex));
@@ -135,7 +147,7 @@ namespace FlightSimP2P.Client
             }
             catch (Exception)
             {
-                _events.Failed(this);
+                Fail(IceFailReason.Other);
             }
         }
 
@@ -149,9 +161,13 @@ namespace FlightSimP2P.Client
             bool fallback;
             bool retry;
             PathRules.ConnectionState(state, out fallback, out retry);
+            if (iceConnected)
+            {
+                _everConnected = true;
+            }
             if (retry)
             {
-                _events.Failed(this);
+                Fail(FailReason(state));
             }
             else if (fallback)
             {
@@ -163,11 +179,53 @@ namespace FlightSimP2P.Client
             }
         }
 
+        private static CandidateKinds KindOf(SipCandidateType type)
+        {
+            switch (type)
+            {
+                case SipCandidateType.host:
+                    return CandidateKinds.Host;
+                case SipCandidateType.srflx:
+                    return CandidateKinds.Srflx;
+                case SipCandidateType.relay:
+                    return CandidateKinds.Relay;
+                default:
+                    return CandidateKinds.Prflx;
+            }
+        }
+
+        /// <summary>Why a failed/closed state ended the attempt (reported to the server).</summary>
+        private IceFailReason FailReason(string state)
+        {
+            if (state != "failed")
+            {
+                return IceFailReason.Other;
+            }
+            if (_everConnected)
+            {
+                return IceFailReason.Disconnected;
+            }
+            return _gatheringDone && _gathered == 0 ? IceFailReason.NoCandidates : IceFailReason.Failed;
+        }
+
+        private void Fail(IceFailReason reason)
+        {
+            ILinkTelemetry telemetry = _events as ILinkTelemetry;
+            if (telemetry != null)
+            {
+                telemetry.Failed(this, reason);
+            }
+            else
+            {
+                _events.Failed(this);
+            }
+        }
+
         private void Attach(SipChannel dc)
         {
             _dc = dc;
             dc.onopen += () => _events.Opened(this, UsesTurn());
-            dc.onclose += () => _events.Failed(this);
+            dc.onclose += () => Fail(IceFailReason.Other);
             dc.onmessage += OnMessage;
             if (dc.readyState == SipChannelState.open)
             {
@@ -211,7 +269,7 @@ namespace FlightSimP2P.Client
             {
                 if (pc.setRemoteDescription(new SipDescription { type = SipSdpType.answer, sdp = answer.Sdp }) != SipSetResult.OK)
                 {
-                    _events.Failed(this);
+                    Fail(IceFailReason.Other);
                     return;
                 }
                 RemoteApplied(pc);
@@ -237,7 +295,7 @@ namespace FlightSimP2P.Client
             {
                 if (pc.setRemoteDescription(new SipDescription { type = SipSdpType.offer, sdp = sdp }) != SipSetResult.OK)
                 {
-                    _events.Failed(this);
+                    Fail(IceFailReason.Other);
                     return;
                 }
                 RemoteApplied(pc);
@@ -247,7 +305,7 @@ namespace FlightSimP2P.Client
             }
             catch (Exception)
             {
-                _events.Failed(this);
+                Fail(IceFailReason.Other);
             }
         }
 

@@ -203,6 +203,8 @@ namespace FlightSimP2P.Tests
                 { "race", RaceCase },
                 { "paths", PathsCase },
                 { "signalr_retry", SignalRRetryCase },
+                { "quality_buckets", QualityBucketsCase },
+                { "report_schedule", ReportScheduleCase },
             };
 
         private static readonly Dictionary<string, Action<string, Dictionary<string, object>>> Scenarios =
@@ -211,6 +213,7 @@ namespace FlightSimP2P.Tests
                 { "resume_plan", ResumePlanScenario },
                 { "rotation", RotationScenario },
                 { "liveness", LivenessScenario },
+                { "quality", QualityScenario },
             };
 
         private static int Main(string[] args)
@@ -333,6 +336,27 @@ namespace FlightSimP2P.Tests
             Field(c, "ping_interval_ms", o.PingIntervalMs, diffs);
             Field(c, "abandon_close_code", Wire.CloseReconnecting, diffs);
             Field(c, "abandon_websocket_close_code", Wire.WsCloseReconnecting, diffs);
+            // Issue 25 (PROTOCOL.md section 14).
+            Field(c, "echo_interval_ms", QualityConstants.EchoIntervalMs, diffs);
+            Field(c, "echo_interval_relay_ms", QualityConstants.EchoIntervalRelayMs, diffs);
+            Field(c, "echo_timeout_ms", QualityConstants.EchoTimeoutMs, diffs);
+            Field(c, "loss_window", QualityConstants.LossWindow, diffs);
+            Field(c, "lost_after_ms", QualityConstants.LostAfterMs, diffs);
+            Dictionary<string, object> ex = O(Get(c, "grade_excellent"), "grade_excellent");
+            Field(ex, "rtt_ms", QualityConstants.ExcellentRttMs, diffs);
+            Field(ex, "loss_pct", QualityConstants.ExcellentLossPct, diffs);
+            Field(ex, "jitter_ms", QualityConstants.ExcellentJitterMs, diffs);
+            Dictionary<string, object> gd = O(Get(c, "grade_good"), "grade_good");
+            Field(gd, "rtt_ms", QualityConstants.GoodRttMs, diffs);
+            Field(gd, "loss_pct", QualityConstants.GoodLossPct, diffs);
+            Field(gd, "jitter_ms", QualityConstants.GoodJitterMs, diffs);
+            Field(c, "grade_hysteresis", QualityConstants.HysteresisFactor, diffs);
+            Field(c, "report_interval_ms", QualityConstants.ReportIntervalMs, diffs);
+            Field(c, "report_min_gap_ms", QualityConstants.ReportMinGapMs, diffs);
+            Field(c, "report_max_queued", ReportV1.MaxMilestones, diffs);
+            Field(c, "report_max_queued", ReportV1.MaxIceFailures, diffs);
+            Field(c, "rtt_bucket_edges_ms", QualityBuckets.RttEdgesMs.Select(x => (object)x).ToList(), diffs);
+            Field(c, "loss_bucket_edges_pct", QualityBuckets.LossEdgesPct.Select(x => (object)x).ToList(), diffs);
             Report("constants (the C# defaults)", diffs);
         }
 
@@ -771,6 +795,120 @@ namespace FlightSimP2P.Tests
                 Field(expect, "next_ping_at_ms", next < 0 ? null : (object)next, diffs);
                 Report(label + " @" + at + " ms (" + ev + ")", diffs);
             }
+        }
+
+        // --- issue 25: connection quality (PROTOCOL.md section 14) ---
+
+        private static string GradeName(QualityGrade g)
+        {
+            return g.ToString().ToLowerInvariant();
+        }
+
+        private static LinkPath PathNamed(string p)
+        {
+            switch (p)
+            {
+                case "connecting": return LinkPath.Connecting;
+                case "direct": return LinkPath.Direct;
+                case "turn": return LinkPath.Turn;
+                case "relay": return LinkPath.Relay;
+                default: throw new Mismatch("unknown path " + p);
+            }
+        }
+
+        /// <summary>Compares a number within tol (the vectors' rounding), null as null.</summary>
+        private static void Near(Dictionary<string, object> expect, string key, double? got, double tol, List<string> diffs)
+        {
+            double? want = D(expect, key);
+            bool same = want.HasValue == got.HasValue && (!want.HasValue || Math.Abs(want.Value - got.Value) <= tol);
+            if (!same)
+            {
+                diffs.Add(key + ": expected " + (want.HasValue ? Show(want.Value) : "null") + ", C# " + (got.HasValue ? Show(got.Value) : "null"));
+            }
+        }
+
+        /// <summary>Rule Q2: one QualityTracker driven step by step (QualityTracker in CoreBasics.Quality.cs).</summary>
+        private static void QualityScenario(string label, Dictionary<string, object> sc)
+        {
+            QualityTracker t = new QualityTracker(1, L(sc, "created_at_ms"));
+            foreach (object st in A(sc, "steps"))
+            {
+                Dictionary<string, object> step = O(st, "step");
+                long at = L(step, "at_ms");
+                Dictionary<string, object> input = O(Get(step, "input"), "input");
+                string ev = S(input, "event");
+                uint sent = 0;
+                switch (ev)
+                {
+                    case "path": t.SetPath(at, PathNamed(S(input, "path"))); break;
+                    case "online": t.SetOnline(at, B(input, "online")); break;
+                    case "tick": sent = t.Tick(at); break;
+                    case "reply": t.Reply(at, (uint)L(input, "id")); break;
+                    case "frame_in": for (long i = L(input, "count"); i > 0; i--) t.FrameIn(at); break;
+                    case "frame_out": for (long i = L(input, "count"); i > 0; i--) t.FrameOut(at); break;
+                    case "stale": for (long i = L(input, "count"); i > 0; i--) t.Stale(at); break;
+                    default: throw new Mismatch("unknown event " + ev);
+                }
+                bool changed = t.TakeChanged();
+                PeerQuality q = t.Snapshot(at);
+                Dictionary<string, object> expect = O(Get(step, "expect"), "expect");
+                List<string> diffs = new List<string>();
+                Field(expect, "sent_id", sent == 0 ? null : (object)sent, diffs);
+                Field(expect, "path", q.Path.ToString().ToLowerInvariant(), diffs);
+                Field(expect, "path_ms", q.PathMs, diffs);
+                Field(expect, "grade", GradeName(q.Grade), diffs);
+                // rtt_ms is round(srtt): the unrounded srtt within 0.51; loss and jitter within 0.051.
+                Near(expect, "rtt_ms", t.SrttMs, 0.51, diffs);
+                Near(expect, "loss_pct", t.LossPctRaw, 0.051, diffs);
+                Near(expect, "jitter_ms", t.SrttMs.HasValue ? (double?)t.Jitter : null, 0.051, diffs);
+                Field(expect, "fps_in", q.FpsIn, diffs);
+                Field(expect, "fps_out", q.FpsOut, diffs);
+                Field(expect, "stale_dropped", q.StaleDropped, diffs);
+                Field(expect, "event", changed, diffs);
+                long wake = t.PollTimeout(at);
+                Field(expect, "wake_at_ms", wake < 0 ? null : (object)wake, diffs);
+                // The rounded snapshot agrees with the expected literals too.
+                Field(expect, "rtt_ms", q.RttMs.HasValue ? (object)q.RttMs.Value : null, diffs);
+                Near(expect, "loss_pct", q.LossPct, 1e-9, diffs);
+                Near(expect, "jitter_ms", q.JitterMs, 1e-9, diffs);
+                Report(label + " @" + at + " ms (" + ev + ")", diffs);
+            }
+        }
+
+        /// <summary>Rule Q3: the buckets of a LinkReport.</summary>
+        private static void QualityBucketsCase(string label, Dictionary<string, object> i, Dictionary<string, object> e)
+        {
+            List<string> diffs = new List<string>();
+            byte b;
+            if (Has(i, "rtt_ms"))
+            {
+                b = QualityBuckets.Rtt(D(i, "rtt_ms"));
+            }
+            else
+            {
+                b = QualityBuckets.Loss(D(i, "loss_pct"));
+            }
+            Field(e, "bucket", b, diffs);
+            Report(label, diffs);
+        }
+
+        /// <summary>Rule Q3: when a report is due (ReportSchedule).</summary>
+        private static void ReportScheduleCase(string label, Dictionary<string, object> i, Dictionary<string, object> e)
+        {
+            ReportSchedule s = new ReportSchedule();
+            s.Start(L(i, "last_report_at_ms"));
+            if (B(i, "change_pending"))
+            {
+                s.NoteChange();
+            }
+            long now = L(i, "now_ms");
+            bool links = B(i, "has_links");
+            bool queued = B(i, "queued");
+            List<string> diffs = new List<string>();
+            Field(e, "due", s.Due(now, links, queued), diffs);
+            long wake = s.WakeAt(now, links, queued);
+            Field(e, "wake_at_ms", wake < 0 ? null : (object)wake, diffs);
+            Report(label, diffs);
         }
     }
 }

@@ -251,6 +251,34 @@ namespace FlightSimP2P.Tests
 
             Eq(ushort.MaxValue, Get<ClientMsg.Hello>(d, "ClientMsg/hello_version_max").Version, "hello_version_max");
 
+            // Issue 25 (PROTOCOL.md section 14): Hello version 3, Report and its body.
+            ClientMsg.Hello v3 = Get<ClientMsg.Hello>(d, "ClientMsg/hello_v3_no_token");
+            Eq((ushort)3, v3.Version, "hello_v3_no_token version");
+            Check(v3.AccessToken == null, "hello_v3_no_token has the version-2 field, empty", "token present");
+            ClientMsg.Report remp = Get<ClientMsg.Report>(d, "ClientMsg/report_v1_empty");
+            ReportV1 eb = ReportV1.Decode(remp.Body);
+            Check(eb.Links.Count == 0 && eb.Setup.Count == 0 && eb.IceFailures.Count == 0 && eb.Candidates == CandidateKinds.None, "report_v1_empty body", "not empty");
+            ClientMsg.Report full = Get<ClientMsg.Report>(d, "ClientMsg/report_v1_full");
+            Eq((ushort)1, full.Version, "report_v1_full version");
+            ReportV1 fb = ReportV1.Decode(full.Body);
+            Eq(5, fb.Links.Count, "report_v1_full links");
+            Eq(300u, fb.Links[1].Peer, "report_v1_full peer 300");
+            Eq(LinkPath.Turn, fb.Links[1].Path, "report_v1_full turn");
+            Eq(QualityGrade.Good, fb.Links[1].Grade, "report_v1_full good");
+            Eq((byte)4, fb.Links[1].RttBucket, "report_v1_full rtt bucket");
+            Eq((byte)255, fb.Links[3].LossBucket, "report_v1_full not measured");
+            Eq(QualityGrade.Lost, fb.Links[4].Grade, "report_v1_full lost");
+            Eq(5, fb.Setup.Count, "report_v1_full milestones");
+            Eq(MilestoneKind.FirstFrame, fb.Setup[4].Kind, "report_v1_full first_frame");
+            Eq(70000u, fb.Setup[4].Ms, "report_v1_full 70000 ms");
+            Eq(LinkPath.Direct, fb.Setup[4].Path, "report_v1_full first_frame direct");
+            Eq("Timeout,Failed,Disconnected,NoCandidates,Other", string.Join(",", fb.IceFailures), "report_v1_full every reason");
+            Eq(CandidateKinds.Host | CandidateKinds.Srflx | CandidateKinds.Relay | CandidateKinds.Prflx, fb.Candidates, "report_v1_full candidates");
+            CheckBytes("report_v1_full body re-encoded", full.Body, fb.Encode());
+            ClientMsg.Report opaque = Get<ClientMsg.Report>(d, "ClientMsg/report_v9_opaque");
+            Eq((ushort)9, opaque.Version, "report_v9_opaque version");
+            CheckBytes("report_v9_opaque body kept opaque", Hex("dead"), opaque.Body);
+
             ClientMsg.CreateSession cd = Get<ClientMsg.CreateSession>(d, "ClientMsg/create_default");
             Eq(0u, cd.MaxPeers, "create_default max_peers");
             Check(cd.Password == null, "create_default password", "password present");

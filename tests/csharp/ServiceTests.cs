@@ -163,7 +163,7 @@ namespace FlightSimP2P.Tests
         }
     }
 
-    internal static class ServiceTests
+    internal static partial class ServiceTests
     {
         private static int Main()
         {
@@ -231,6 +231,7 @@ namespace FlightSimP2P.Tests
             Test("cluster: a redirected join in the URL of an attempt that fails is not lost: it goes to the configured server", ClusterRedirectedJoinAttemptFails);
             RunIssue21();
             RunIssue21c();
+            RunQuality();
             return Summary();
         }
 
@@ -1523,6 +1524,8 @@ namespace FlightSimP2P.Tests
             hello.RelayMode = RelayMode.Stream;
             hello.Name = "pilot";
             hello.ResumeToken = token;
+            // Telemetry on (the default): Hello version 3 (PROTOCOL.md section 14).
+            hello.Version = Wire.ReportProtocolVersion;
             return hello;
         }
 
@@ -3519,7 +3522,7 @@ namespace FlightSimP2P.Tests
                         {
                             ShortMessages++;
                         }
-                        if (isA && o.Data.Length > SnapshotEnvelope.HeaderBytes)
+                        if (isA && o.Data.Length > SnapshotEnvelope.HeaderBytes && !QualityFrame.IsMarked(o.Data))
                         {
                             DirectSendsA.Add(new KeyValuePair<long, uint>(Now, BitConverter.ToUInt32(o.Data, 0)));
                         }

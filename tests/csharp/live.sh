@@ -15,7 +15,10 @@
 #     (redirected), and follow a drain (SIGTERM of a) to b with their peer ids
 #     (tests/csharp/LiveClusterTests.cs).
 #
-# Builds the server if needed (cargo build), starts it on free loopback ports
+#  5. connection quality (issue 25): two services on the relay measure each other by echo
+#     and report; the server's /metrics counts the reports (tests/csharp/LiveQualityTests.cs).
+#
+# Builds the server if needed (cargo build; FSP2P_BIN=path uses a prebuilt one), starts it on free loopback ports
 # with a throw-away dev certificate, runs the tests, stops the server. Needs cargo,
 # `mcs` and `mono` (Debian package mono-devel), node, Chromium (CHROMIUM, default
 # /usr/bin/chromium), playwright-core in tests/browser (npm ci there) and redis-server.
@@ -25,7 +28,10 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 
-for tool in cargo mcs mono node redis-server; do
+# FSP2P_BIN: a prebuilt server binary (no cargo build; cargo then not needed).
+need="mcs mono node redis-server"
+[ -n "${FSP2P_BIN:-}" ] || need="cargo $need"
+for tool in $need; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         echo "tests/csharp/live.sh: '$tool' not found (apt-get install -y mono-devel nodejs redis-server; rustup for cargo)" >&2
         exit 2
@@ -69,8 +75,13 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # Build output goes to stderr so the test's summary stays the last stdout line.
-cargo build --quiet --bin flightsim-p2p >&2
-bin="${CARGO_TARGET_DIR:-$root/target}/debug/flightsim-p2p"
+if [ -n "${FSP2P_BIN:-}" ]; then
+    bin="$FSP2P_BIN"
+    [ -x "$bin" ] || { echo "tests/csharp/live.sh: FSP2P_BIN=$bin is not an executable" >&2; exit 2; }
+else
+    cargo build --quiet --bin flightsim-p2p >&2
+    bin="${CARGO_TARGET_DIR:-$root/target}/debug/flightsim-p2p"
+fi
 
 mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll \
@@ -92,6 +103,10 @@ mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
 mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
     -out:"$work/live-access-tests.exe" "${mono_src[@]}" "$root/tests/csharp/TestKit.cs" "$root/tests/csharp/LiveAccessTests.cs" >&2
+# Issue 25: connection quality (echo RTT, grades, reports counted in the server's /metrics).
+mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
+    -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
+    -out:"$work/live-quality-tests.exe" "${mono_src[@]}" "$root/tests/csharp/TestKit.cs" "$root/tests/csharp/LiveQualityTests.cs" >&2
 # Issue 21: ServerTimeout against the real server behind a proxy that goes silent.
 mcs -nologo -langversion:7.2 -warnaserror -optimize+ -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll -out:"$work/live-silent-tests.exe" "${mono_src[@]}" "$root/tests/csharp/TestKit.cs" "$root/tests/csharp/LiveSilentServerTests.cs" >&2
 
@@ -151,6 +166,7 @@ run_part() {
 run_part ws 90 mono "$work/live-ws-tests.exe" "ws://$http/ws"
 run_part service 60 mono "$work/live-service-tests.exe" "ws://$http/ws"
 run_part silent 60 mono "$work/live-silent-tests.exe" "$http"
+run_part quality 90 mono "$work/live-quality-tests.exe" "ws://$http/ws" "http://$http"
 run_part browser 240 node "$root/tests/csharp/browser_peer.mjs" --http "$http" --udp "$udp" \
     -- mono "$work/live-browser-tests.exe" "ws://$http/ws"
 
@@ -316,6 +332,6 @@ if [ "$status" -ne 0 ]; then
     done
 fi
 grep -Ev '^[0-9]+ passed, [0-9]+ failed$' "$work/silent.out" 2>/dev/null || true
-cat "$work/ws.out" "$work/service.out" "$work/access.out" "$work/browser.out" "$work/cluster.out" "$work/drain.out" 2>/dev/null | grep -Ev '^[0-9]+ passed, [0-9]+ failed$'
+cat "$work/ws.out" "$work/service.out" "$work/quality.out" "$work/access.out" "$work/browser.out" "$work/cluster.out" "$work/drain.out" 2>/dev/null | grep -Ev '^[0-9]+ passed, [0-9]+ failed$'
 echo "$p passed, $f failed"
 [ "$status" -eq 0 ] && [ "$f" -eq 0 ]
