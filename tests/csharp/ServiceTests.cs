@@ -125,9 +125,17 @@ namespace FlightSimP2P.Tests
             d.Push(bytes, 0, bytes.Length);
             List<ClientMsg> msgs = new List<ClientMsg>();
             byte[] body;
+            // The request after the Hello is read at the Hello's version (PROTOCOL.md section 4).
+            ushort version = 1;
             while (d.TryNextFrame(out body))
             {
-                msgs.Add(ClientMsg.Decode(body));
+                ClientMsg m = ClientMsg.Decode(body, version);
+                ClientMsg.Hello hello = m as ClientMsg.Hello;
+                if (hello != null)
+                {
+                    version = hello.Version;
+                }
+                msgs.Add(m);
             }
             if (d.Buffered != 0)
             {
@@ -1524,8 +1532,8 @@ namespace FlightSimP2P.Tests
             hello.RelayMode = RelayMode.Stream;
             hello.Name = "pilot";
             hello.ResumeToken = token;
-            // Telemetry on (the default): Hello version 3 (PROTOCOL.md section 14).
-            hello.Version = Wire.ReportProtocolVersion;
+            // Telemetry on (the default): Hello version 4 (PROTOCOL.md sections 4, 11 and 14).
+            hello.Version = Wire.RegionProtocolVersion;
             return hello;
         }
 
