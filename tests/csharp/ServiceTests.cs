@@ -240,6 +240,7 @@ namespace FlightSimP2P.Tests
             RunIssue21();
             RunIssue21c();
             RunQuality();
+            RunRegions();
             return Summary();
         }
 
