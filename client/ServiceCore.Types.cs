@@ -143,7 +143,7 @@ namespace FlightSimP2P.Client
         /// <summary>Cluster mode: redirects followed in a row before the request (or start) fails.</summary>
         public int MaxRedirects = ServerRotation.MaxRedirects;
         /// <summary>
-        /// Quality reports to the server (Hello version 3, ClientMsg Report: link paths and
+        /// Quality reports to the server (Hello version 4 since regions: the fields of 3; ClientMsg Report: link paths and
         /// grades as buckets, setup milestones, ICE failure reasons, candidate types; no
         /// addresses, names or tokens). Off: Hello as before, nothing reported. The local
         /// quality API works either way.
