@@ -3,10 +3,11 @@
 // (which node, what is kept, what a request carries) are pure (CoreBasics.Regions.cs);
 // this file only sequences an IRegionProber, so tests drive it with fakes.
 //
-// The measurement is a TCP connect to each node's HTTP port (the time of the connect: one
-// round trip). It is what the Rust client does for a WebSocket client, and what this client
-// can do everywhere: its QUIC needs .NET 9 with msquic, and a QUIC handshake would time
-// TLS work on top of the round trip.
+// The measurement is what the connection is on: on QUIC (.NET 9 with msquic) a QUIC
+// handshake to each node's QUIC address (client/Adapters/QuicTransport.cs, QuicRegionProber:
+// the handshake's duration, one round trip plus TLS work), else a TCP connect to each
+// node's HTTP port (the time of the connect: one round trip), as the Rust client does for
+// a WebSocket client.
 //
 // C# 7.2 (mono).
 
@@ -30,8 +31,9 @@ namespace FlightSimP2P.Client
         /// <summary>GET the node list; its body (UTF-8). Throws on any failure.</summary>
         Task<string> GetNodesAsync(Uri nodesUri, CancellationToken cancellationToken);
 
-        /// <summary>The thing timed: completes when one round trip to host:port is done (a TCP connect). Throws on failure.</summary>
-        Task ConnectAsync(string host, int port, CancellationToken cancellationToken);
+        /// <summary>The thing timed: completes when one round trip to the node is done (a TCP
+        /// connect to its HTTP port, or a QUIC handshake). Throws on failure.</summary>
+        Task RoundTripAsync(ListedNode node, CancellationToken cancellationToken);
     }
 
     /// <summary>One measurement: node list, one node per region, all timed at once within the deadline.</summary>
@@ -95,15 +97,9 @@ namespace FlightSimP2P.Client
         private static async Task<RegionRtt> TimeOne(IRegionProber prober, IClock clock, string region, ListedNode node,
             long start, CancellationToken cancellationToken)
         {
-            string host;
-            int port;
-            if (!Regions.TryHttpHostPort(node.Http, out host, out port))
-            {
-                return null;
-            }
             try
             {
-                await prober.ConnectAsync(host, port, cancellationToken).ConfigureAwait(false);
+                await prober.RoundTripAsync(node, cancellationToken).ConfigureAwait(false);
             }
             catch (Exception)
             {
@@ -128,7 +124,19 @@ namespace FlightSimP2P.Client
             _pinnedSha256Hex = pinnedSha256Hex != null ? pinnedSha256Hex.Replace(":", "").ToLowerInvariant() : null;
         }
 
-        public async Task ConnectAsync(string host, int port, CancellationToken cancellationToken)
+        /// <summary>A TCP connect to the node's HTTP port.</summary>
+        public Task RoundTripAsync(ListedNode node, CancellationToken cancellationToken)
+        {
+            string host;
+            int port;
+            if (!Regions.TryHttpHostPort(node.Http, out host, out port))
+            {
+                throw new ArgumentException("node " + node.Name + " has no HTTP address", "node");
+            }
+            return ConnectAsync(host, port, cancellationToken);
+        }
+
+        public static async Task ConnectAsync(string host, int port, CancellationToken cancellationToken)
         {
             using (TcpClient tcp = new TcpClient())
             using (cancellationToken.Register(() => tcp.Close()))

@@ -216,7 +216,12 @@ namespace FlightSimP2P.Client
         {
             WebRTCP2POptions at = _options.For(server);
             Uri nodes = Regions.NodesUri(at.WebSocketAllowed ? at.EffectiveWebSocketUri : null);
-            IRegionProber prober = _options.RegionProber ?? new TcpRegionProber(at.CertificateSha256);
+            IRegionProber prober = _options.RegionProber;
+            if (prober == null && _core.CurrentTransport == TransportKind.Quic)
+            {
+                QuicRegionProber(at, ref prober);
+            }
+            prober = prober ?? new TcpRegionProber(at.CertificateSha256);
             CancellationToken life = _life.Token;
             Task.Run(async () =>
             {
@@ -237,6 +242,9 @@ namespace FlightSimP2P.Client
                 Input(() => _core.RegionsMeasured(_clock.NowMs, measured));
             });
         }
+
+        /// <summary>On QUIC (.NET 9): the prober that times QUIC handshakes (client/Adapters/QuicTransport.cs).</summary>
+        partial void QuicRegionProber(WebRTCP2POptions at, ref IRegionProber prober);
 
         public Task StartAsync(CancellationToken cancellationToken = default(CancellationToken))
         {

@@ -50,13 +50,13 @@ namespace FlightSimP2P.Tests
                 return _real.GetNodesAsync(nodesUri, cancellationToken);
             }
 
-            public async Task ConnectAsync(string host, int port, CancellationToken cancellationToken)
+            public async Task RoundTripAsync(ListedNode node, CancellationToken cancellationToken)
             {
-                if (port == _port)
+                if (node.Http.EndsWith(":" + _port))
                 {
                     await Task.Delay(300, cancellationToken).ConfigureAwait(false);
                 }
-                await _real.ConnectAsync(host, port, cancellationToken).ConfigureAwait(false);
+                await _real.RoundTripAsync(node, cancellationToken).ConfigureAwait(false);
             }
         }
 

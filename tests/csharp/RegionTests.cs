@@ -110,9 +110,9 @@ namespace FlightSimP2P.Tests
                 return Task.FromResult(Body);
             }
 
-            public Task ConnectAsync(string host, int port, CancellationToken cancellationToken)
+            public Task RoundTripAsync(ListedNode node, CancellationToken cancellationToken)
             {
-                string key = host + ":" + port;
+                string key = node.Http.Replace("http://", "");
                 Asked.Add(key);
                 TaskCompletionSource<bool> t = new TaskCompletionSource<bool>();
                 Connects[key] = t;
