@@ -1,13 +1,16 @@
 // Live test of regions (docs/PROTOCOL.md section 11 "Regions (version 4)") against two
-// real server nodes with --region eu and --region us-east on one real Redis, both with
-// --placement-min-gain-ms 5000 (live.sh starts them): on loopback the regions measure
-// within a few ms of each other, so no measurement can make a node redirect.
+// real server nodes with --region eu and --region us-east on one real Redis (live.sh
+// starts them): eu with --placement-min-gain-ms 5000 (no measurement can make it
+// redirect), us with the default 20 ms.
 //  1. a service on the eu node measures both regions (GET /nodes, a TCP connect to each)
 //     after its Welcome of version 4, and its CreateSession, which carries them, is
 //     answered SessionCreated by that node, with no Redirect;
 //  2. the same with eu made to measure 300 ms worse (a prober that waits before its
 //     connect): still created on eu, since 300 ms is below the gain the nodes ask for;
-//  3. a CreateSession at version 4 whose list names a region twice (what the codec lets
+//  3. a service on the us node (which asks only the default 20 ms) with us-east made 300 ms
+//     slower is sent to eu by Redirect(Placement), follows it, and its session is created
+//     there: the measurement really reaches placement;
+//  4. a CreateSession at version 4 whose list names a region twice (what the codec lets
 //     through and the client never sends) is refused with invalid_argument, and the
 //     connection stays.
 // Usage: mono live-region-tests.exe ws://EU/ws ws://US/ws. Last line: "N passed, N failed".
@@ -30,6 +33,7 @@ namespace FlightSimP2P.Tests
             Uri eu = new Uri(args[0]);
             Test("regions: a service measures both regions after Welcome v4; its CreateSession with them is created here, no redirect (min gain not reached)", () => MeasureAndCreate(eu));
             Test("regions: a measurement 300 ms worse to this node's region still does not redirect below --placement-min-gain-ms", () => SlowHere(eu));
+            Test("regions: on node us (min gain 20 ms) with us-east made 300 ms slower: Redirect(Placement) to eu, followed, created there", () => PlacedAway(new Uri(args[1])));
             Test("regions: a CreateSession naming a region twice is refused with invalid_argument; the connection stays", () => InvalidList(eu));
             return Summary();
         }
@@ -68,6 +72,45 @@ namespace FlightSimP2P.Tests
         private static void MeasureAndCreate(Uri eu)
         {
             MeasureAndCreate(eu, null);
+        }
+
+        private static void PlacedAway(Uri us)
+        {
+            List<string> events = new List<string>();
+            WebRTCP2PService s = new HubConnectionBuilder()
+                .WithUrl(us.ToString(), o =>
+                {
+                    o.DisplayName = "placed";
+                    o.QuicAllowed = false;
+                    o.EnableDirect = false;
+                    o.RegionProber = new SlowerTo(us.Port);
+                })
+                .Build();
+            s.Redirected += node => { lock (events) { events.Add(node); } };
+            try
+            {
+                Check(s.StartAsync().Wait(10000), "started");
+                IReadOnlyList<RegionRtt> rtts = s.RegionRtts;
+                for (int i = 0; i < 50 && rtts.Count < 2; i++)
+                {
+                    Thread.Sleep(100);
+                    rtts = s.RegionRtts;
+                }
+                string seen = string.Join(", ", rtts.Select(r => r.Region + " " + r.RttMs + " ms"));
+                Check(rtts.Count == 2 && rtts.First(r => r.Region == "us-east").RttMs >= 300, "us-east measured 300 ms slower", seen);
+                Task<SessionInfo> created = s.CreateSessionAsync(4, null);
+                Check(created.Wait(15000) && created.Status == TaskStatus.RanToCompletion, "the create completes on the node it was placed on",
+                    created.IsFaulted ? created.Exception.InnerException.Message : created.Status.ToString());
+                lock (events)
+                {
+                    Check(events.Count == 1 && events[0] == "eu", "redirected once, to eu", string.Join("; ", events));
+                }
+                Check(s.Session != null && s.State == HubConnectionState.Connected, "in the session, connected");
+            }
+            finally
+            {
+                s.DisposeAsync().Wait(10000);
+            }
         }
 
         private static void MeasureAndCreate(Uri eu, IRegionProber prober)

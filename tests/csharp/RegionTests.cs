@@ -28,6 +28,7 @@ namespace FlightSimP2P.Tests
             Test("regions: no list, a bad list or one region measures nothing and times nobody", RegionsNothingToChoose);
             Test("regions: cache: measure after a Welcome of version 4 only, once at a time, again after 5 minutes", RegionsCache);
             Test("regions core: Welcome v4 asks for a measurement; a request before it ends carries an empty list, the next what was measured", RegionsCoreRequests);
+            Test("regions shell: after Welcome v4 the service GETs /nodes at the WebSocket URL's host, times both, and the next CreateSession carries them", RegionsShell);
             Test("regions core: version 3 sends no region_rtts; RegionMeasurementEnabled off measures nothing; a URL request is at the Hello's version", RegionsCoreVersions);
         }
 
@@ -113,9 +114,12 @@ namespace FlightSimP2P.Tests
             public Task RoundTripAsync(ListedNode node, CancellationToken cancellationToken)
             {
                 string key = node.Http.Replace("http://", "");
-                Asked.Add(key);
                 TaskCompletionSource<bool> t = new TaskCompletionSource<bool>();
-                Connects[key] = t;
+                lock (Asked)
+                {
+                    Connects[key] = t;
+                    Asked.Add(key);
+                }
                 cancellationToken.Register(() => t.TrySetCanceled());
                 return t.Task;
             }
@@ -240,6 +244,38 @@ namespace FlightSimP2P.Tests
         private static void CheckBytes(byte[] actual, string hex, string what)
         {
             Eq(hex, Wire.ToHex(actual), what);
+        }
+
+        private static void RegionsShell()
+        {
+            FakeFactory f = new FakeFactory();
+            f.T.Version = 4;
+            FakeProber p = new FakeProber();
+            WebRTCP2POptions o = new WebRTCP2POptions();
+            o.TransportFactory = f;
+            o.PingInterval = TimeSpan.Zero;
+            o.WebSocketUri = new Uri("ws://10.0.0.1:8080/ws");
+            o.RegionProber = p;
+            using (WebRTCP2PService s = new WebRTCP2PService(o))
+            {
+                Check(s.StartAsync().Wait(5000), "started");
+                Check(WaitFor(() => { lock (p.Asked) { return p.Asked.Count == 2; } }), "both regions timed");
+                Eq("http://10.0.0.1:8080/nodes", p.ListUri.ToString(), "the list at the WebSocket URL's host");
+                Eq(0, s.RegionRtts.Count, "nothing yet");
+                lock (p.Asked)
+                {
+                    p.Connects["10.0.0.1:8080"].SetResult(true);
+                    p.Connects["10.0.1.1:9090"].SetResult(true);
+                }
+                Check(WaitFor(() => s.RegionRtts.Count == 2), "RegionRtts: both regions");
+                Check(s.CreateSessionAsync(0, null).Wait(5000), "created");
+                ClientMsg.CreateSession sent;
+                lock (f.T.Sent)
+                {
+                    sent = f.T.Sent.OfType<ClientMsg.CreateSession>().Last();
+                }
+                Check(sent.RegionRtts != null && sent.RegionRtts.Count == 2 && sent.RegionRtts[0].Region == "eu", "the CreateSession carries them");
+            }
         }
 
         private static void RegionsCoreVersions()

@@ -1776,6 +1776,8 @@ namespace FlightSimP2P.Tests
             public ushort CloseCode { get { return CloseVerdict.NoCode; } }
             public uint Me = 5;
             public uint Host = 5;
+            /// <summary>The Welcome's version (4: regions).</summary>
+            public ushort Version = Wire.ProtocolVersion;
             /// <summary>A server that goes silent: pings unanswered (MutePings), or no Welcome (MuteHello).</summary>
             public volatile bool MutePings;
             public volatile bool MuteHello;
@@ -1797,7 +1799,9 @@ namespace FlightSimP2P.Tests
                 {
                     if (!MuteHello)
                     {
-                        _in.Add(Harness.Welcome(Me, false));
+                        ServerMsg.Welcome w = Harness.Welcome(Me, false);
+                        w.Version = Version;
+                        _in.Add(w);
                     }
                 }
                 else if (message is ClientMsg.Ping)
