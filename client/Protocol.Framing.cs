@@ -32,6 +32,8 @@ namespace FlightSimP2P.Protocol
         public const ushort ProtocolVersion = 1;
         /// <summary>Hello/Welcome version 3: the fields of version 2; the client may send Report (PROTOCOL.md section 14).</summary>
         public const ushort ReportProtocolVersion = 3;
+        /// <summary>Hello/Welcome version 4: CreateSession and JoinSession carry region_rtts (PROTOCOL.md sections 4 and 11).</summary>
+        public const ushort RegionProtocolVersion = 4;
         /// <summary>ALPN of raw QUIC clients.</summary>
         public const string Alpn = "fsp2p/1";
         /// <summary>Control frame limit a client may assume before Welcome.</summary>

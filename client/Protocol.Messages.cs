@@ -38,25 +38,43 @@ namespace FlightSimP2P.Protocol
             return w.ToArray();
         }
 
-        /// <summary>Decodes exactly one message; trailing bytes are an error.</summary>
+        /// <summary>Decodes exactly one message of a connection before version 4; trailing bytes are an error.</summary>
         public static ClientMsg Decode(byte[] body)
+        {
+            return Decode(body, Wire.ReportProtocolVersion);
+        }
+
+        /// <summary>Decodes exactly one message of a connection whose Hello said
+        /// <paramref name="version"/>: from version 4 CreateSession and JoinSession end with
+        /// region_rtts (PROTOCOL.md section 4). Trailing bytes are an error.</summary>
+        public static ClientMsg Decode(byte[] body, ushort version)
         {
             if (body == null)
             {
                 throw new ArgumentNullException("body");
             }
-            return Decode(body, 0, body.Length);
+            return Decode(body, 0, body.Length, version);
         }
 
         public static ClientMsg Decode(byte[] buffer, int offset, int count)
         {
+            return Decode(buffer, offset, count, Wire.ReportProtocolVersion);
+        }
+
+        public static ClientMsg Decode(byte[] buffer, int offset, int count, ushort version)
+        {
             PostcardReader r = new PostcardReader(buffer, offset, count);
-            ClientMsg m = Read(r);
+            ClientMsg m = Read(r, version);
             r.ExpectEnd();
             return m;
         }
 
         public static ClientMsg Read(PostcardReader r)
+        {
+            return Read(r, Wire.ReportProtocolVersion);
+        }
+
+        public static ClientMsg Read(PostcardReader r, ushort version)
         {
             uint tag = r.ReadTag();
             switch (tag)
@@ -79,6 +97,8 @@ namespace FlightSimP2P.Protocol
                         CreateSession c = new CreateSession();
                         c.MaxPeers = r.ReadU32();
                         c.Password = r.ReadOptionString();
+                        if (version >= Wire.RegionProtocolVersion)
+                            c.RegionRtts = RegionRtt.ReadList(r);
                         return c;
                     }
                 case 2:
@@ -86,6 +106,8 @@ namespace FlightSimP2P.Protocol
                         JoinSession j = new JoinSession();
                         j.Code = r.ReadString();
                         j.Password = r.ReadOptionString();
+                        if (version >= Wire.RegionProtocolVersion)
+                            j.RegionRtts = RegionRtt.ReadList(r);
                         return j;
                     }
                 case 3:
@@ -99,8 +121,8 @@ namespace FlightSimP2P.Protocol
                     return new Ping(r.ReadU64());
                 case 6:
                     {
-                        ushort version = r.ReadU16();
-                        return new Report(version, r.ReadBytes());
+                        ushort reportVersion = r.ReadU16();
+                        return new Report(reportVersion, r.ReadBytes());
                     }
                 default:
                     throw new ProtocolException(ErrorCode.BadMessage, "unknown ClientMsg tag " + tag);
@@ -145,6 +167,10 @@ namespace FlightSimP2P.Protocol
             public uint MaxPeers;
             /// <summary>null = no password.</summary>
             public string Password;
+            /// <summary>(Version 4) The measured round trips; null = the field is absent (a
+            /// connection before version 4), empty = nothing measured. The client sets it when
+            /// it sends the request, from the version of the connection (PROTOCOL.md section 4).</summary>
+            public List<RegionRtt> RegionRtts;
 
             public CreateSession()
             {
@@ -165,6 +191,8 @@ namespace FlightSimP2P.Protocol
             {
                 w.WriteU32(MaxPeers);
                 w.WriteOptionString(Password);
+                if (RegionRtts != null)
+                    RegionRtt.WriteList(w, RegionRtts);
             }
         }
 
@@ -174,6 +202,10 @@ namespace FlightSimP2P.Protocol
             public string Code = "";
             /// <summary>null = no password.</summary>
             public string Password;
+            /// <summary>(Version 4) The measured round trips; null = the field is absent (a
+            /// connection before version 4), empty = nothing measured. The client sets it when
+            /// it sends the request, from the version of the connection (PROTOCOL.md section 4).</summary>
+            public List<RegionRtt> RegionRtts;
 
             public JoinSession()
             {
@@ -194,6 +226,8 @@ namespace FlightSimP2P.Protocol
             {
                 w.WriteString(Code);
                 w.WriteOptionString(Password);
+                if (RegionRtts != null)
+                    RegionRtt.WriteList(w, RegionRtts);
             }
         }
 

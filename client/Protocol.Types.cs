@@ -16,6 +16,60 @@ using System.Text;
 
 namespace FlightSimP2P.Protocol
 {
+    /// <summary>(Version 4) One measured round trip to a region (PROTOCOL.md section 11
+    /// "Regions"): region is 1 to 32 bytes of a-z, 0-9, '-'; the codec takes any string,
+    /// the server checks (a bad list is answered invalid_argument).</summary>
+    public sealed class RegionRtt
+    {
+        public string Region = "";
+        public uint RttMs;
+
+        public RegionRtt()
+        {
+        }
+
+        public RegionRtt(string region, uint rttMs)
+        {
+            Region = region;
+            RttMs = rttMs;
+        }
+
+        public void Write(PostcardWriter w)
+        {
+            w.WriteString(Region);
+            w.WriteU32(RttMs);
+        }
+
+        public static RegionRtt Read(PostcardReader r)
+        {
+            RegionRtt e = new RegionRtt();
+            e.Region = r.ReadString();
+            e.RttMs = r.ReadU32();
+            return e;
+        }
+
+        /// <summary>The list as a postcard sequence (a varint count, then the entries).</summary>
+        public static void WriteList(PostcardWriter w, List<RegionRtt> list)
+        {
+            w.WriteVarint((ulong)list.Count);
+            foreach (RegionRtt e in list)
+            {
+                e.Write(w);
+            }
+        }
+
+        public static List<RegionRtt> ReadList(PostcardReader r)
+        {
+            int n = r.ReadCount();
+            List<RegionRtt> list = new List<RegionRtt>();
+            for (int i = 0; i < n; i++)
+            {
+                list.Add(Read(r));
+            }
+            return list;
+        }
+    }
+
     /// <summary>One entry of WebRTC's iceServers; TURN entries carry short-lived coturn credentials.</summary>
     public sealed class IceServer
     {

@@ -95,7 +95,7 @@ namespace FlightSimP2P.Client
                 // The race rule: QUIC first, the WebSocket after the fallback delay (or alone).
                 long wsAfter;
                 TransportKind first = Race.Start(quic, _o.QuicFallbackDelayMs, out wsAfter);
-                StartAttempt(first, false);
+                StartAttempt(first, false, now);
                 if (first == TransportKind.Quic && ws)
                 {
                     _wsStartAt = now + wsAfter;
@@ -108,7 +108,7 @@ namespace FlightSimP2P.Client
             }
         }
 
-        private int StartAttempt(TransportKind kind, bool refresh)
+        private int StartAttempt(TransportKind kind, bool refresh, long now)
         {
             // Alone: no other attempt can connect and take the seat (QUIC has failed or is
             // off, no refresh connection is under way). Only then may a resume token or a
@@ -130,6 +130,9 @@ namespace FlightSimP2P.Client
             if (kind == TransportKind.WebSocket && _o.FirstInUrl && (alone || ResumeToken == null))
             {
                 ClientMsg request = alone && !refresh && ResumeToken == null ? _pendingRequest : null;
+                // Read at the Hello's version (PROTOCOL.md section 4): its region_rtts are
+                // what a measurement of an earlier connection left, while fresh.
+                StampRegions(request, MakeHello().Version, now);
                 try
                 {
                     o.First = First.Encode(MakeHello(), request);
@@ -220,7 +223,10 @@ namespace FlightSimP2P.Client
             if (_o.TelemetryEnabled)
             {
                 // Version 3 (the fields of version 2): this client may send Report.
-                hello.Version = Wire.ReportProtocolVersion;
+                // Version 4 (the fields of version 3): CreateSession and JoinSession carry
+                // region_rtts (PROTOCOL.md sections 4 and 11). Telemetry off keeps the
+                // version-1 Hello, and with it no region measurement.
+                hello.Version = Wire.RegionProtocolVersion;
             }
             return hello;
         }

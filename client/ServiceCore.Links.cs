@@ -220,7 +220,7 @@ namespace FlightSimP2P.Client
                 return;
             }
             _refreshKind = _connKind;
-            _refreshConn = StartAttempt(_connKind, true);
+            _refreshConn = StartAttempt(_connKind, true, now);
         }
     }
 }

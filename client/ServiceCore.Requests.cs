@@ -53,7 +53,53 @@ namespace FlightSimP2P.Client
             _requestPassword = password;
             _requestMsg = msg;
             _requestDeadline = now + _o.RequestTimeoutMs;
+            StampRegions(msg, ServerVersion, now);
             _request.Begin(token, msg, _queue);
+        }
+
+        /// <summary>
+        /// Sets a CreateSession's or JoinSession's region_rtts for a connection speaking
+        /// `version` (PROTOCOL.md section 4): from version 4 what the last measurement gave
+        /// while fresh (else an empty list: a request never waits for one); before it none.
+        /// Done each time the request goes out (a redirect may lead to another version).
+        /// </summary>
+        private void StampRegions(ClientMsg msg, ushort version, long now)
+        {
+            List<RegionRtt> rtts = version >= Wire.RegionProtocolVersion ? _regions.ForRequest(now) : null;
+            ClientMsg.CreateSession c = msg as ClientMsg.CreateSession;
+            if (c != null)
+            {
+                c.RegionRtts = rtts;
+            }
+            ClientMsg.JoinSession j = msg as ClientMsg.JoinSession;
+            if (j != null)
+            {
+                j.RegionRtts = rtts;
+            }
+        }
+
+        /// <summary>What a request would carry now (RegionRtts of the service): the fresh measurement, or empty.</summary>
+        public List<RegionRtt> RegionRttsAt(long now)
+        {
+            return _regions.ForRequest(now);
+        }
+
+        /// <summary>The shell's measurement (OutputKind.MeasureRegions) ended: these regions answered in time.</summary>
+        public void RegionsMeasured(long now, List<RegionRtt> measured)
+        {
+            _regions.End(now, measured);
+        }
+
+        /// <summary>After a Welcome: start a measurement off the join's path if none is fresh (PROTOCOL.md section 11).</summary>
+        private void MaybeMeasureRegions(long now, ushort welcomeVersion)
+        {
+            if (!_regions.ShouldMeasure(now, _o.RegionMeasurementEnabled && _o.TelemetryEnabled, welcomeVersion))
+            {
+                return;
+            }
+            _regions.Begin(now);
+            CoreOutput o = Emit(OutputKind.MeasureRegions);
+            o.Server = _rotation.Current;
         }
 
         private void FailRequest(Exception error, bool always)

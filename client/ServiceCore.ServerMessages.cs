@@ -219,6 +219,7 @@ namespace FlightSimP2P.Client
             _reconnectAt = -1;
             _plan.Reset();
             ApplyWelcomeFields(now, w);
+            MaybeMeasureRegions(now, w.Version);
             _queue.Configure(Limits.SignalsPerSec, now);
             LivenessConnected(now);
             WelcomeMilestone(now);
@@ -253,6 +254,7 @@ namespace FlightSimP2P.Client
             {
                 ClientMsg first = _pendingRequest;
                 _pendingRequest = null;
+                StampRegions(first, ServerVersion, now);
                 _requestDeadline = now + _o.RequestTimeoutMs;
                 _request.Begin(_requestToken, first, _queue);
             }

@@ -18,7 +18,7 @@ namespace FlightSimP2P.Client
             if (_wsStartAt >= 0 && now >= _wsStartAt)
             {
                 _wsStartAt = -1;
-                StartAttempt(TransportKind.WebSocket, false);
+                StartAttempt(TransportKind.WebSocket, false, now);
             }
             if (_attemptDeadline >= 0 && now >= _attemptDeadline && _conn == 0)
             {

@@ -38,6 +38,12 @@ namespace FlightSimP2P.Client
         Redirected,
         /// <summary>A peer's quality grade or path changed (Peer, Quality).</summary>
         QualityChanged,
+        /// <summary>
+        /// Measure the regions (PROTOCOL.md section 11) off the join's path: GET /nodes from
+        /// Server's HTTP base (null: the configured server), one node per region, all within
+        /// 1 s; then call RegionsMeasured, whatever happened (an empty list when nothing).
+        /// </summary>
+        MeasureRegions,
     }
 
     /// <summary>One command or event from the core. Which fields are set depends on Kind.</summary>
@@ -137,12 +143,14 @@ namespace FlightSimP2P.Client
         /// <summary>Cluster mode: redirects followed in a row before the request (or start) fails.</summary>
         public int MaxRedirects = ServerRotation.MaxRedirects;
         /// <summary>
-        /// Quality reports to the server (Hello version 3, ClientMsg Report: link paths and
+        /// Quality reports to the server (Hello version 4 since regions: the fields of 3; ClientMsg Report: link paths and
         /// grades as buckets, setup milestones, ICE failure reasons, candidate types; no
         /// addresses, names or tokens). Off: Hello as before, nothing reported. The local
         /// quality API works either way.
         /// </summary>
         public bool TelemetryEnabled = true;
+        /// <summary>After a Welcome of version 4 or later, measure the RTT to each region and send it with the next request (PROTOCOL.md section 11).</summary>
+        public bool RegionMeasurementEnabled = true;
     }
 
     public sealed class ServerException : Exception

@@ -71,6 +71,8 @@ namespace FlightSimP2P.Client
         // WebSocket attempt's URL (then _requestInUrlConn is that attempt), or sent after
         // the Welcome.
         private ClientMsg _pendingRequest;
+        // Region measurement (PROTOCOL.md section 11): the last result and whether one runs.
+        private readonly RegionCache _regions = new RegionCache();
         private int _requestInUrlConn;
         // Attempts whose URL carried the Hello: conn -> whether it carried a resume token.
         private readonly Dictionary<int, bool> _helloInUrl = new Dictionary<int, bool>();

@@ -190,6 +190,14 @@ namespace FlightSimP2P.Client
         /// GetPeerQuality and PeerQualityChanged work either way.
         /// </summary>
         public bool TelemetryEnabled = true;
+        /// <summary>
+        /// Regions (PROTOCOL.md section 11): after a Welcome of version 4 (TelemetryEnabled
+        /// on: the Hello says version 4), fetch the node list from the server's HTTP port
+        /// and time a TCP connect to one node per region, all within 1 s, off the join's
+        /// path; the next CreateSession/JoinSession carries it (RegionRtts), for 5 minutes.
+        /// A cluster with regions may then place a new session on the nearest region's node.
+        /// </summary>
+        public bool RegionMeasurementEnabled = true;
         public TimeSpan DirectConnectTimeout = TimeSpan.FromSeconds(5);
         /// <summary>After ICE fails, both sides try again after this (+-25 %), doubling each time up to a minute.</summary>
         public TimeSpan DirectRetryDelay = TimeSpan.FromSeconds(2);
@@ -221,6 +229,8 @@ namespace FlightSimP2P.Client
         public IHubSerializer Serializer;
         public IClock Clock;
         public IRandom Random;
+        /// <summary>The region measurement's I/O (default: TcpRegionProber).</summary>
+        public IRegionProber RegionProber;
 
         public Uri EffectiveWebSocketUri
         {
@@ -288,6 +298,7 @@ namespace FlightSimP2P.Client
             c.Fallbacks = Fallbacks != null ? new List<ServerEndpoint>(Fallbacks) : new List<ServerEndpoint>();
             c.MaxRedirects = MaxRedirects;
             c.TelemetryEnabled = TelemetryEnabled;
+            c.RegionMeasurementEnabled = RegionMeasurementEnabled;
             return c;
         }
 

@@ -198,6 +198,54 @@ namespace FlightSimP2P.Client
             get { lock (_gate) { return _core.ReportsSent; } }
         }
 
+        /// <summary>
+        /// What the next CreateSession/JoinSession carries as region_rtts (PROTOCOL.md section
+        /// 11): the round trips measured after the last Welcome of version 4, for 5 minutes;
+        /// empty before a measurement ended, with fewer than two regions, or when off.
+        /// </summary>
+        public IReadOnlyList<RegionRtt> RegionRtts
+        {
+            get { lock (_gate) { return _core.RegionRttsAt(_clock.NowMs); } }
+        }
+
+        /// <summary>
+        /// Runs a measurement off the join's path (never awaited by a request) and hands what
+        /// it gave to the core; the core never waits for it. Under the lock: starts only.
+        /// </summary>
+        private void MeasureRegions(ServerEndpoint server)
+        {
+            WebRTCP2POptions at = _options.For(server);
+            Uri nodes = Regions.NodesUri(at.WebSocketAllowed ? at.EffectiveWebSocketUri : null);
+            IRegionProber prober = _options.RegionProber;
+            if (prober == null && _core.CurrentTransport == TransportKind.Quic)
+            {
+                QuicRegionProber(at, ref prober);
+            }
+            prober = prober ?? new TcpRegionProber(at.CertificateSha256);
+            CancellationToken life = _life.Token;
+            Task.Run(async () =>
+            {
+                List<RegionRtt> measured = new List<RegionRtt>();
+                try
+                {
+                    using (CancellationTokenSource limit = CancellationTokenSource.CreateLinkedTokenSource(life))
+                    {
+                        // The list's fetch has its own limit; the timing's is the 1 s of the protocol.
+                        limit.CancelAfter(5000);
+                        measured = await RegionMeasurer.MeasureAsync(prober, _clock, nodes,
+                            (ms, ct) => Task.Delay(TimeSpan.FromMilliseconds(ms), ct), limit.Token).ConfigureAwait(false);
+                    }
+                }
+                catch (Exception)
+                {
+                }
+                Input(() => _core.RegionsMeasured(_clock.NowMs, measured));
+            });
+        }
+
+        /// <summary>On QUIC (.NET 9): the prober that times QUIC handshakes (client/Adapters/QuicTransport.cs).</summary>
+        partial void QuicRegionProber(WebRTCP2POptions at, ref IRegionProber prober);
+
         public Task StartAsync(CancellationToken cancellationToken = default(CancellationToken))
         {
             return Call(t => _core.Start(_clock.NowMs, t), cancellationToken);
@@ -732,6 +780,9 @@ namespace FlightSimP2P.Client
                     break;
                 case OutputKind.PeerLeft:
                     Post(() => { Action<uint, LeaveReason> h = PeerLeft; if (h != null) h(o.Peer, o.Reason); });
+                    break;
+                case OutputKind.MeasureRegions:
+                    MeasureRegions(o.Server);
                     break;
                 case OutputKind.PeerStatus:
                     Post(() => { Action<uint, bool> h = PeerStatusChanged; if (h != null) h(o.Peer, o.Online); });

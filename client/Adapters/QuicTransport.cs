@@ -37,6 +37,77 @@ namespace FlightSimP2P.Client
         }
     }
 
+    public partial class WebRTCP2PService
+    {
+        partial void QuicRegionProber(WebRTCP2POptions at, ref IRegionProber prober)
+        {
+            if (NetQuicConnection.IsSupported)
+            {
+                prober = new QuicRegionProber(at);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Regions (PROTOCOL.md section 11) for a client on QUIC: the time of a QUIC handshake to
+    /// each node's QUIC address (its listed certificate hash pinned; none: a CA-signed
+    /// certificate), closed at once with code 0; a node without a QUIC address gets a TCP
+    /// connect. The node list comes over HTTP as for every client.
+    /// </summary>
+    internal sealed class QuicRegionProber : IRegionProber
+    {
+        private readonly TcpRegionProber _tcp;
+
+        public QuicRegionProber(WebRTCP2POptions options)
+        {
+            _tcp = new TcpRegionProber(options.CertificateSha256);
+        }
+
+        public Task<string> GetNodesAsync(Uri nodesUri, CancellationToken cancellationToken)
+        {
+            return _tcp.GetNodesAsync(nodesUri, cancellationToken);
+        }
+
+        public async Task RoundTripAsync(ListedNode node, CancellationToken cancellationToken)
+        {
+            int colon = node.Quic.LastIndexOf(':');
+            int port;
+            if (colon <= 0 || !int.TryParse(node.Quic.Substring(colon + 1), out port))
+            {
+                await _tcp.RoundTripAsync(node, cancellationToken).ConfigureAwait(false);
+                return;
+            }
+            string host = node.Quic.Substring(0, colon).Trim('[', ']');
+            byte[] pin = node.CertSha256;
+            SslClientAuthenticationOptions auth = new SslClientAuthenticationOptions();
+            auth.ApplicationProtocols = new List<SslApplicationProtocol> { new SslApplicationProtocol(Wire.Alpn) };
+            auth.TargetHost = host;
+            auth.RemoteCertificateValidationCallback = (sender, cert, chain, errors) =>
+            {
+                bool pinOk = pin != null && cert != null && QuicTransport.PinMatches(cert, pin);
+                return CertificatePolicy.Accept((TlsPolicyErrors)(int)errors, pin != null, pinOk, false, false);
+            };
+            NetQuicClientOptions options = new NetQuicClientOptions();
+            options.RemoteEndPoint = new DnsEndPoint(host, port);
+            options.ClientAuthenticationOptions = auth;
+            options.DefaultStreamErrorCode = 1;
+            options.DefaultCloseErrorCode = 0;
+            options.MaxInboundUnidirectionalStreams = 0;
+            options.MaxInboundBidirectionalStreams = 0;
+            options.IdleTimeout = TimeSpan.FromSeconds(5);
+            options.HandshakeTimeout = TimeSpan.FromMilliseconds(Regions.DeadlineMs);
+            NetQuicConnection conn = await NetQuicConnection.ConnectAsync(options, cancellationToken).ConfigureAwait(false);
+            try
+            {
+                await conn.CloseAsync(0).ConfigureAwait(false);
+            }
+            finally
+            {
+                await conn.DisposeAsync().ConfigureAwait(false);
+            }
+        }
+    }
+
     internal sealed class QuicTransport : ISignalingTransport
     {
         private readonly NetQuicConnection _conn;
@@ -106,7 +177,7 @@ namespace FlightSimP2P.Client
         }
 
         /// <summary>SHA-256 of the DER certificate equals the pinned hash (constant time).</summary>
-        private static bool PinMatches(X509Certificate cert, byte[] pin)
+        internal static bool PinMatches(X509Certificate cert, byte[] pin)
         {
             using (SHA256 sha = SHA256.Create())
             {

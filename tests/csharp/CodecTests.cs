@@ -96,6 +96,7 @@ namespace FlightSimP2P.Tests
             }
 
             Guard("field values", delegate { FieldChecks(decoded); });
+            Guard("region round trips (version 4)", delegate { RegionChecks(decoded); });
             Guard("varints", VarintTests);
             Guard("worked examples", WorkedExamples);
             Guard("frames", FrameTests);
@@ -130,6 +131,7 @@ namespace FlightSimP2P.Tests
             string[] lines = File.ReadAllLines(path, Encoding.UTF8);
             int ok = 0;
             int bad = 0;
+            int v4Lines = 0;
             for (int n = 0; n < lines.Length; n++)
             {
                 string line = lines[n].TrimEnd('\r');
@@ -147,12 +149,15 @@ namespace FlightSimP2P.Tests
                 string type = f[1];
                 string name = type + "/" + f[2];
                 byte[] body = Hex(f.Length > 3 ? f[3] : "");
-                if (type == "ClientMsg@v4")
+                // ClientMsg@v4: a message on a connection whose Hello said version 4
+                // (CreateSession/JoinSession end with region_rtts, PROTOCOL.md section 4).
+                bool v4 = type == "ClientMsg@v4";
+                ushort version = v4 ? Wire.RegionProtocolVersion : Wire.ReportProtocolVersion;
+                if (v4)
                 {
-                    // Version-4 connections (region_rtts, PROTOCOL.md §11): this client speaks version 3.
-                    continue;
+                    v4Lines++;
                 }
-                if (type != "ClientMsg" && type != "ServerMsg")
+                if (type != "ClientMsg" && !v4 && type != "ServerMsg")
                 {
                     Fail(name, "unknown type " + type);
                     continue;
@@ -163,9 +168,9 @@ namespace FlightSimP2P.Tests
                     try
                     {
                         byte[] again;
-                        if (type == "ClientMsg")
+                        if (type == "ClientMsg" || v4)
                         {
-                            ClientMsg m = ClientMsg.Decode(body);
+                            ClientMsg m = ClientMsg.Decode(body, version);
                             decoded[name] = m;
                             again = m.Encode();
                         }
@@ -192,9 +197,10 @@ namespace FlightSimP2P.Tests
                 {
                     bad++;
                     byte[] captured = body;
-                    if (type == "ClientMsg")
+                    if (type == "ClientMsg" || v4)
                     {
-                        CheckThrows(name + " refused", delegate { ClientMsg.Decode(captured); }, ErrorCode.BadMessage);
+                        ushort at = version;
+                        CheckThrows(name + " refused", delegate { ClientMsg.Decode(captured, at); }, ErrorCode.BadMessage);
                     }
                     else
                     {
@@ -207,6 +213,7 @@ namespace FlightSimP2P.Tests
                 }
             }
             Check(ok >= 50, "vector file has ok lines", "only " + ok + " ok lines");
+            Check(v4Lines >= 10, "vector file has ClientMsg@v4 lines, all checked", "only " + v4Lines);
             Check(bad >= 15, "vector file has bad lines", "only " + bad + " bad lines");
         }
 
@@ -223,6 +230,40 @@ namespace FlightSimP2P.Tests
                 throw new Exception("vector " + name + " decoded as " + o.GetType().Name + ", expected " + typeof(T).Name);
             }
             return t;
+        }
+
+        // PROTOCOL.md sections 4 and 11: the fields of the version-4 vectors, the worked
+        // example, and the version rule both ways (a version-4 body is refused at version 3,
+        // a version-3 one at version 4).
+        private static void RegionChecks(Dictionary<string, object> d)
+        {
+            ClientMsg.CreateSession none = Get<ClientMsg.CreateSession>(d, "ClientMsg@v4/create_v4_nothing_measured");
+            Check(none.RegionRtts != null && none.RegionRtts.Count == 0, "create_v4_nothing_measured: an empty list", "list missing or not empty");
+            ClientMsg.CreateSession three = Get<ClientMsg.CreateSession>(d, "ClientMsg@v4/create_v4_three_regions");
+            Eq((uint)8, three.MaxPeers, "create_v4_three_regions max_peers");
+            Eq(3, three.RegionRtts.Count, "create_v4_three_regions count");
+            Eq("us-east", three.RegionRtts[1].Region, "create_v4_three_regions region 1");
+            Eq((uint)153, three.RegionRtts[2].RttMs, "create_v4_three_regions rtt 2");
+            ClientMsg.JoinSession one = Get<ClientMsg.JoinSession>(d, "ClientMsg@v4/join_v4_password_one_region");
+            Eq("7KQ2MX", one.Code, "join_v4_password_one_region code");
+            Eq("pw", one.Password, "join_v4_password_one_region password");
+            Eq(1, one.RegionRtts.Count, "join_v4_password_one_region count");
+            ClientMsg.JoinSession sixteen = Get<ClientMsg.JoinSession>(d, "ClientMsg@v4/join_v4_sixteen_regions_edge_values");
+            Eq(16, sixteen.RegionRtts.Count, "join_v4_sixteen_regions count");
+            Eq(32, Encoding.UTF8.GetByteCount(sixteen.RegionRtts[0].Region), "join_v4_sixteen_regions 32-byte name");
+            Eq(uint.MaxValue, sixteen.RegionRtts[1].RttMs, "join_v4_sixteen_regions u32 max");
+            // The worked example of section 4.
+            ClientMsg.CreateSession ex = new ClientMsg.CreateSession(8, null);
+            ex.RegionRtts = new List<RegionRtt> { new RegionRtt("eu", 5), new RegionRtt("us-east", 84), new RegionRtt("asia", 153) };
+            CheckBytes("worked example CreateSession@v4", Hex("01080003026575050775732d65617374540461736961" + "9901"), ex.Encode());
+            // Without a list (null) the request is the version-3 body.
+            CheckBytes("CreateSession without region_rtts is the version-3 body", Hex("010800"), new ClientMsg.CreateSession(8, null).Encode());
+            // The version decides: a version-4 body is refused at version 3 (trailing bytes), a version-3 body at version 4.
+            byte[] v4Body = Hex("01000000");
+            CheckThrows("create_v4 body refused at version 3", delegate { ClientMsg.Decode(v4Body); }, ErrorCode.BadMessage);
+            byte[] v3Body = Hex("010000");
+            CheckThrows("create_v3 body refused at version 4", delegate { ClientMsg.Decode(v3Body, Wire.RegionProtocolVersion); }, ErrorCode.BadMessage);
+            Check(ClientMsg.Decode(v3Body, 3) is ClientMsg.CreateSession, "create_v3 body decodes at version 3", "did not");
         }
 
         private static void FieldChecks(Dictionary<string, object> d)

@@ -33,7 +33,7 @@ namespace FlightSimP2P.Tests
             Test("quality: quality frames encode and parse; flight sequence numbers skip 0xFFFFFFFF", QualityFrames);
             Test("quality: Report bytes (ClientMsg variant 6, ReportV1 body) and strict decoding", QualityReportBytes);
             Test("quality: report schedule (10 s, early on change with a 2 s floor, queue without a link) and queue bounds", QualitySchedule);
-            Test("quality core: Hello version 3; TelemetryEnabled off keeps version 1 and sends no Report", QualityHelloVersion);
+            Test("quality core: Hello version 4; TelemetryEnabled off keeps version 1 and sends no Report", QualityHelloVersion);
             Test("quality core: relay echo answered on the relay, never delivered, stale filter and counts untouched", QualityRelayEcho);
             Test("quality core: direct echo answered on its link, not acknowledged, not delivered", QualityDirectEcho);
             Test("quality core: echo requests on the relay, RTT from the replies, QualityChanged on grade and path changes", QualityCoreEchoLoop);
@@ -448,7 +448,7 @@ namespace FlightSimP2P.Tests
             CoreOutput c = h.Drain().First(x => x.Kind == OutputKind.Connect);
             h.Core.TransportConnected(h.Now, c.Conn);
             ClientMsg.Hello hello = (ClientMsg.Hello)h.Sent(h.Drain()).First(m => m is ClientMsg.Hello);
-            Eq((ushort)3, hello.Version, "telemetry on: Hello version 3");
+            Eq((ushort)4, hello.Version, "telemetry on: Hello version 4 (3 and region_rtts)");
 
             CoreOptions off = new CoreOptions();
             off.TelemetryEnabled = false;

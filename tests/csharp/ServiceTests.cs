@@ -125,9 +125,17 @@ namespace FlightSimP2P.Tests
             d.Push(bytes, 0, bytes.Length);
             List<ClientMsg> msgs = new List<ClientMsg>();
             byte[] body;
+            // The request after the Hello is read at the Hello's version (PROTOCOL.md section 4).
+            ushort version = 1;
             while (d.TryNextFrame(out body))
             {
-                msgs.Add(ClientMsg.Decode(body));
+                ClientMsg m = ClientMsg.Decode(body, version);
+                ClientMsg.Hello hello = m as ClientMsg.Hello;
+                if (hello != null)
+                {
+                    version = hello.Version;
+                }
+                msgs.Add(m);
             }
             if (d.Buffered != 0)
             {
@@ -232,6 +240,7 @@ namespace FlightSimP2P.Tests
             RunIssue21();
             RunIssue21c();
             RunQuality();
+            RunRegions();
             return Summary();
         }
 
@@ -1524,8 +1533,8 @@ namespace FlightSimP2P.Tests
             hello.RelayMode = RelayMode.Stream;
             hello.Name = "pilot";
             hello.ResumeToken = token;
-            // Telemetry on (the default): Hello version 3 (PROTOCOL.md section 14).
-            hello.Version = Wire.ReportProtocolVersion;
+            // Telemetry on (the default): Hello version 4 (PROTOCOL.md sections 4, 11 and 14).
+            hello.Version = Wire.RegionProtocolVersion;
             return hello;
         }
 
@@ -1767,6 +1776,8 @@ namespace FlightSimP2P.Tests
             public ushort CloseCode { get { return CloseVerdict.NoCode; } }
             public uint Me = 5;
             public uint Host = 5;
+            /// <summary>The Welcome's version (4: regions).</summary>
+            public ushort Version = Wire.ProtocolVersion;
             /// <summary>A server that goes silent: pings unanswered (MutePings), or no Welcome (MuteHello).</summary>
             public volatile bool MutePings;
             public volatile bool MuteHello;
@@ -1788,7 +1799,9 @@ namespace FlightSimP2P.Tests
                 {
                     if (!MuteHello)
                     {
-                        _in.Add(Harness.Welcome(Me, false));
+                        ServerMsg.Welcome w = Harness.Welcome(Me, false);
+                        w.Version = Version;
+                        _in.Add(w);
                     }
                 }
                 else if (message is ClientMsg.Ping)

@@ -13,7 +13,12 @@
 #  4. cluster mode (PROTOCOL.md §11): two more server nodes, "a" and "b", sharing a
 #     redis-server of their own: services join through b a session homed on a
 #     (redirected), and follow a drain (SIGTERM of a) to b with their peer ids
-#     (tests/csharp/LiveClusterTests.cs).
+#     (tests/csharp/LiveClusterTests.cs);
+#  4b. regions (issue 26): nodes "eu" and "us" (--region eu, us-east) on a third
+#     redis-server: a service measures both regions and creates a session with them, not
+#     redirected (--placement-min-gain-ms out of reach), or redirected to eu from us when
+#     us-east is made 300 ms slower; a duplicate region is refused with invalid_argument
+#     (tests/csharp/LiveRegionTests.cs).
 #
 #  5. connection quality (issue 25): two services on the relay measure each other by echo
 #     and report; the server's /metrics counts the reports (tests/csharp/LiveQualityTests.cs).
@@ -49,8 +54,11 @@ auth_pid=""
 redis_pid=""
 node_a_pid=""
 node_b_pid=""
+region_redis_pid=""
+node_eu_pid=""
+node_us_pid=""
 cleanup() {
-    for pid in "$server_pid" "${auth_pid:-}" "$node_a_pid" "$node_b_pid" "$redis_pid"; do
+    for pid in "$server_pid" "${auth_pid:-}" "$node_a_pid" "$node_b_pid" "$redis_pid" "$node_eu_pid" "$node_us_pid" "$region_redis_pid"; do
         if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
             kill "$pid" 2>/dev/null || true
             wait "$pid" 2>/dev/null || true
@@ -64,7 +72,7 @@ cleanup() {
     if [ -f "$work/auth-server.err" ]; then
         cp "$work/auth-server.err" "$root/test-artifacts/csharp-live-auth-server.log"
     fi
-    for n in a a-crashed b; do
+    for n in a a-crashed b eu us; do
         if [ -f "$work/node-$n.err" ]; then
             cp "$work/node-$n.err" "$root/test-artifacts/csharp-live-node-$n.log"
         fi
@@ -103,6 +111,10 @@ mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
 mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
     -out:"$work/live-access-tests.exe" "${mono_src[@]}" "$root/tests/csharp/TestKit.cs" "$root/tests/csharp/LiveAccessTests.cs" >&2
+# Issue 26: regions (two nodes with --region on a Redis of their own).
+mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
+    -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
+    -out:"$work/live-region-tests.exe" "${mono_src[@]}" "$root/tests/csharp/TestKit.cs" "$root/tests/csharp/LiveRegionTests.cs" >&2
 # Issue 25: connection quality (echo RTT, grades, reports counted in the server's /metrics).
 mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
@@ -223,15 +235,17 @@ redis_port="$(free_port tcp)"
 redis-server --port "$redis_port" --save '' --appendonly no --bind 127.0.0.1 >"$work/redis.log" 2>&1 &
 redis_pid=$!
 # Sets node_http (host:port, once it listens; empty if it did not) and node_pid.
+# start_node NAME [serve options...]: on the Redis at $redis_port.
 start_node() {
     local name="$1"
+    shift
     mkdir -p "$work/certs-$name"
     # A restart must not read the last run's "listening:" line before the new node truncates the file.
     rm -f "$work/node-$name.out"
     RUST_LOG="${RUST_LOG:-warn}" "$bin" serve \
         --listen "127.0.0.1:$(free_port udp)" --http-listen "127.0.0.1:$(free_port tcp)" \
         --cert-dir "$work/certs-$name" --web-dir "$root/client/web" \
-        --redis-url "redis://127.0.0.1:$redis_port" --node-name "$name" \
+        --redis-url "redis://127.0.0.1:$redis_port" --node-name "$name" "$@" \
         >"$work/node-$name.out" 2>"$work/node-$name.err" &
     local pid=$!
     node_pid=$pid
@@ -325,6 +339,50 @@ else
     status=1
     echo "FAIL cluster: redis-server or the nodes did not come up (redis ${redis_up:-down}, a '${http_a}', b '${http_b}')" >"$work/cluster.out"
 fi
+# Regions (PROTOCOL.md section 11): nodes eu and us (--region eu, us-east) on a Redis of
+# their own (the nodes above must not see them). eu asks a placement gain no measurement
+# here reaches (5000 ms): a create there is never redirected; us keeps the default (20 ms):
+# a client that measured us-east 300 ms slower is placed on eu.
+region_port="$(free_port tcp)"
+redis-server --port "$region_port" --save '' --appendonly no --bind 127.0.0.1 >"$work/redis-regions.log" 2>&1 &
+region_redis_pid=$!
+region_up=""
+for _ in $(seq 1 100); do
+    if grep -q 'Ready to accept connections' "$work/redis-regions.log" 2>/dev/null; then
+        region_up=1
+        break
+    fi
+    sleep 0.1
+done
+http_eu=""
+http_us=""
+if [ -n "$region_up" ]; then
+    redis_port="$region_port"
+    start_node eu --region eu --placement-min-gain-ms 5000
+    http_eu="$node_http"
+    node_eu_pid="$node_pid"
+    start_node us --region us-east
+    http_us="$node_http"
+    node_us_pid="$node_pid"
+fi
+regions_ready=""
+if [ -n "$http_eu" ] && [ -n "$http_us" ]; then
+    for _ in $(seq 1 300); do
+        if [ "$(nodes_seen "$http_eu")" = 2 ] && [ "$(nodes_seen "$http_us")" = 2 ]; then
+            regions_ready=1
+            break
+        fi
+        sleep 0.1
+    done
+fi
+if [ -n "$regions_ready" ]; then
+    echo "regions: redis 127.0.0.1:$region_port, node eu http://$http_eu, node us-east http://$http_us" >&2
+    run_part regions 60 mono "$work/live-region-tests.exe" "ws://$http_eu/ws" "ws://$http_us/ws"
+else
+    f=$((f + 1))
+    status=1
+    echo "FAIL regions: redis-server or the nodes did not come up (redis ${region_up:-down}, eu '${http_eu}', us '${http_us}')" >"$work/regions.out"
+fi
 if [ "$status" -ne 0 ]; then
     for n in a b; do
         echo "--- node $n stderr (last 30 lines) ---" >&2
@@ -332,6 +390,6 @@ if [ "$status" -ne 0 ]; then
     done
 fi
 grep -Ev '^[0-9]+ passed, [0-9]+ failed$' "$work/silent.out" 2>/dev/null || true
-cat "$work/ws.out" "$work/service.out" "$work/quality.out" "$work/access.out" "$work/browser.out" "$work/cluster.out" "$work/drain.out" 2>/dev/null | grep -Ev '^[0-9]+ passed, [0-9]+ failed$'
+cat "$work/ws.out" "$work/service.out" "$work/quality.out" "$work/access.out" "$work/browser.out" "$work/cluster.out" "$work/drain.out" "$work/regions.out" 2>/dev/null | grep -Ev '^[0-9]+ passed, [0-9]+ failed$'
 echo "$p passed, $f failed"
 [ "$status" -eq 0 ] && [ "$f" -eq 0 ]

@@ -4,7 +4,8 @@
 #     (tests/csharp/parse_all.py; PyPI packages in tests/csharp/requirements.txt);
 #  2. the portable wire codec (client/Protocol.*.cs) and its test program are
 #     compiled with Debian's mono compiler (C# 7.2) and run on the golden vectors;
-#  3. the functional core and shell with fakes (tests/csharp/ServiceTests.cs), and the
+#  3. the functional core and shell with fakes (tests/csharp/ServiceTests.cs, QualityTests.cs,
+#     RegionTests.cs), and the
 #     C# replay of docs/client-vectors.json against the pure core
 #     (tests/csharp/ClientVectorsTests.cs: every section that names csharp);
 #  4. the .NET-only adapters (client/Adapters/) against the declared surface of
@@ -42,7 +43,7 @@ mono "$out/codec-tests.exe" "$vectors" | tee "$out/codec.out" | tail -n 1 >&2
 mapfile -t mono_src < <(cd "$root" && ls client/*.cs)
 (cd "$root" && mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
-    -out:"$out/service-tests.exe" "${mono_src[@]}" tests/csharp/TestKit.cs tests/csharp/ServiceTests.cs tests/csharp/QualityTests.cs)
+    -out:"$out/service-tests.exe" "${mono_src[@]}" tests/csharp/TestKit.cs tests/csharp/ServiceTests.cs tests/csharp/QualityTests.cs tests/csharp/RegionTests.cs)
 mono "$out/service-tests.exe" > "$out/service.out" || { cat "$out/service.out"; exit 1; }
 grep -v '^ok' "$out/service.out" >&2 || true
 (cd "$root" && mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
