@@ -122,7 +122,7 @@ async fn quic_and_websocket_peers_measure_each_other_and_report() {
     let mut ws = Client::connect(&ws_cfg, None).await.unwrap();
     ws.join_session(&code, None).await.unwrap();
     for c in [&host, &quic, &ws] {
-        assert_eq!(c.welcome.version, 3, "the server speaks version 3");
+        assert!(c.welcome.version >= 3, "reports need version 3 or later");
     }
     let (h, q, w) = (host.peer_id(), quic.peer_id(), ws.peer_id());
 
