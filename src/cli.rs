@@ -740,6 +740,21 @@ pub(crate) struct ClusterArgs {
     /// least this many ms lower than to this node's region.
     #[arg(long, env = "FSP2P_PLACEMENT_MIN_GAIN_MS", default_value_t = default_cluster().placement_min_gain_ms)]
     pub(crate) placement_min_gain_ms: u32,
+
+    /// A running session moves to a node of another region when its worst relayed member's
+    /// round trip there is at least this many ms lower (checked every 5 s; only when every
+    /// member speaks protocol 5 and measured its regions). 0: never move a running session.
+    #[arg(long, env = "FSP2P_PLACEMENT_MOVE_GAIN_MS", default_value_t = default_cluster().placement_move_gain_ms)]
+    pub(crate) placement_move_gain_ms: u32,
+
+    /// A session moves (or is created or taken in) at most once per this many seconds.
+    #[arg(long, env = "FSP2P_PLACEMENT_MOVE_INTERVAL_SECS", default_value_t = default_cluster().placement_move_interval.as_secs())]
+    pub(crate) placement_move_interval_secs: u64,
+
+    /// After moving a session, the old node keeps relaying among its members for this many ms
+    /// while they connect to the new node, then closes their old connections.
+    #[arg(long, env = "FSP2P_PLACEMENT_OVERLAP_MS", default_value_t = default_cluster().placement_overlap.as_millis() as u64)]
+    pub(crate) placement_overlap_ms: u64,
 }
 
 /// A region name as `--region` takes it.
@@ -825,6 +840,10 @@ impl ClusterArgs {
         cfg.region = self.region.filter(|r| !r.is_empty());
         cfg.placement = self.placement == "on";
         cfg.placement_min_gain_ms = self.placement_min_gain_ms;
+        cfg.placement_move_gain_ms = self.placement_move_gain_ms;
+        cfg.placement_move_interval =
+            std::time::Duration::from_secs(self.placement_move_interval_secs);
+        cfg.placement_overlap = std::time::Duration::from_millis(self.placement_overlap_ms);
         Ok(Some(cfg))
     }
 }

@@ -73,7 +73,38 @@ macro_rules! label_value {
         }
     )*};
 }
-label_value!(Refusal, DirectoryOp, AdminResult);
+label_value!(Refusal, DirectoryOp, AdminResult, MoveOutcome);
+
+/// How a session move (issue 26: to a node of a better region) ended,
+/// as counted on the node it moved from.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum MoveOutcome {
+    /// Handed over in the directory; its members were redirected.
+    Moved,
+    /// The directory's record had moved on (another node took it, or it
+    /// ended): nothing was done.
+    Lost,
+    /// The directory could not be reached: it stays here.
+    Failed,
+}
+
+impl MoveOutcome {
+    /// The metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MoveOutcome::Moved => "moved",
+            MoveOutcome::Lost => "lost",
+            MoveOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// `{outcome="moved"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MoveLabel {
+    /// How the move ended.
+    pub outcome: MoveOutcome,
+}
 
 /// How the admin endpoint (`POST /admin/revoke`) answered.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -342,6 +373,9 @@ metric_group! {
     /// Cluster mode: sessions this node took in from the directory: over from a node that
     /// died, handed over by a draining one, or its own from before a restart.
     cluster_sessions_taken_over: Counter,
+    /// Cluster mode with regions: running sessions this node moved to a node of a better
+    /// region (make-before-break), by outcome.
+    session_moves: Family<MoveLabel, Counter>,
     /// Cluster mode: directory (Redis) calls that failed, by what the node was doing.
     cluster_directory_errors: Family<OpLabel, Counter>,
     /// Access control: revocations this node applied (from its admin endpoint, from another
@@ -435,6 +469,12 @@ impl Metrics {
     pub(crate) fn redirected(&self, reason: RedirectReason) {
         self.cluster_redirects
             .get_or_create(&RedirectLabel { reason })
+            .inc();
+    }
+
+    pub(crate) fn session_move(&self, outcome: MoveOutcome) {
+        self.session_moves
+            .get_or_create(&MoveLabel { outcome })
             .inc();
     }
 

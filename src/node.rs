@@ -35,7 +35,7 @@ use crate::cluster::PutOutcome;
 use crate::cluster::{self, ClusterConfig, NodeInfo, Route, Settle};
 use crate::directory::{redacted, Directory, DirectoryError, REVOCATION_TTL};
 use crate::hub::{now, ClusterLinks, PublishRevocation, Shared};
-use crate::metrics::DirectoryOp;
+use crate::metrics::{DirectoryOp, MoveOutcome};
 use crate::protocol::{NodeAddr, RedirectReason};
 use crate::session::{Answer, Lookup, Persist};
 
@@ -116,6 +116,16 @@ pub(crate) async fn start(
                 region: region.clone(),
                 min_gain_ms: cfg.placement_min_gain_ms,
             });
+            if cfg.placement_move_gain_ms > 0 {
+                st.core.enable_moves(
+                    crate::session::MoveRule {
+                        min_gain_ms: cfg.placement_move_gain_ms,
+                        interval: cfg.placement_move_interval,
+                        ..Default::default()
+                    },
+                    cfg.placement_overlap,
+                );
+            }
         }
     }
     tasks.spawn(run_lookups(
@@ -140,6 +150,13 @@ pub(crate) async fn start(
         shared.clone(),
         dir.clone(),
         revocations_rx,
+        stop.clone(),
+    ));
+    tasks.spawn(run_moves(
+        shared.clone(),
+        dir.clone(),
+        cfg.node.name.clone(),
+        link.clone(),
         stop.clone(),
     ));
     tasks.spawn(heartbeat(
@@ -848,6 +865,79 @@ pub(crate) async fn drain(shared: &Arc<Shared>, node: &Node) -> usize {
     }
     info!(moved, "sessions handed over");
     moved
+}
+
+/// How often the core is asked which sessions should move (issue 26).
+const MOVE_CHECK: Duration = Duration::from_secs(5);
+
+/// Every [`MOVE_CHECK`], move the sessions the core says should move to a
+/// node of a better region: hand each over in the directory as a drain
+/// does, then let the core redirect its members make-before-break
+/// (`Core::begin_move`). Nothing while the node drains.
+async fn run_moves(
+    shared: Arc<Shared>,
+    dir: Arc<Directory>,
+    me: String,
+    link: Arc<NodeLink>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(MOVE_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if link.draining.load(Ordering::Relaxed) {
+            continue;
+        }
+        let due = shared.lock().core.moves_due(now().mono);
+        for m in due {
+            if link.draining.load(Ordering::Relaxed) {
+                break;
+            }
+            let outcome = move_one(&shared, &dir, &me, &m).await;
+            shared.metrics.session_move(outcome);
+        }
+    }
+}
+
+/// Hand session `m.code` to `m.target` in the directory (its latest record
+/// first, as a drain does) and, if that worked, start the move here.
+async fn move_one(
+    shared: &Shared,
+    dir: &Directory,
+    me: &str,
+    m: &crate::session::PlannedMove,
+) -> MoveOutcome {
+    let rec = shared.lock().core.session_record(&m.code);
+    let Some(rec) = rec else {
+        return MoveOutcome::Lost; // ended meanwhile
+    };
+    if let Err(e) = dir.put_session(&rec).await {
+        shared.metrics.directory_error(DirectoryOp::Drain);
+        warn!(code = %m.code, "cannot write the session before moving it: {e}");
+        return MoveOutcome::Failed;
+    }
+    match dir.move_home(&m.code, me, rec.epoch, &m.target.name).await {
+        Ok(Some(_)) => {
+            let mut st = shared.lock();
+            let n = st.core.begin_move(now(), &m.code, &m.target);
+            shared.flush(&mut st);
+            drop(st);
+            for _ in 0..n {
+                shared.metrics.redirected(RedirectReason::Placement);
+            }
+            info!(code = %m.code, to = %m.target.name, players = n, "moved a session to a better region");
+            MoveOutcome::Moved
+        }
+        Ok(None) => MoveOutcome::Lost,
+        Err(e) => {
+            shared.metrics.directory_error(DirectoryOp::Drain);
+            warn!(code = %m.code, "cannot move the session: {e}");
+            MoveOutcome::Failed
+        }
+    }
 }
 
 /// How long a draining node waits after announcing it before it picks

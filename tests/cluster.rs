@@ -1447,3 +1447,304 @@ async fn without_regions_measurements_change_nothing_and_nodes_are_listed_withou
         0.0
     );
 }
+
+// ----- moving a running session (issue 26) -----
+
+/// One event of a raw version-5 WebSocket connection.
+enum WsEvent {
+    Control(ServerMsg),
+    Relay(u32),
+    Closed(Option<u16>),
+}
+
+type WsSink = futures_util::stream::SplitSink<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    tokio_tungstenite::tungstenite::Message,
+>;
+
+/// Open a raw WebSocket to `http` sending `first` in the URL; its events
+/// go to `tx` tagged with `idx`.
+async fn ws_open(
+    http: std::net::SocketAddr,
+    first: &[ClientMsg],
+    idx: usize,
+    tx: tokio::sync::mpsc::UnboundedSender<(usize, WsEvent)>,
+) -> WsSink {
+    use flightsim_p2p::protocol::{close_code_from_ws, decode, parse_relay, parse_ws, WsMessage};
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!(
+        "ws://{http}/ws?first={}",
+        flightsim_p2p::first::encode_first(first)
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let (sink, mut stream) = ws.split();
+    tokio::spawn(async move {
+        let mut code = None;
+        while let Some(Ok(m)) = stream.next().await {
+            match m {
+                Message::Binary(b) => match parse_ws(&b) {
+                    Ok(WsMessage::Control(body)) => {
+                        if let Ok(msg) = decode::<ServerMsg>(body) {
+                            let _ = tx.send((idx, WsEvent::Control(msg)));
+                        }
+                    }
+                    Ok(WsMessage::Relay(frame)) => {
+                        if let Ok((_, p)) = parse_relay(frame) {
+                            if p.len() >= 4 {
+                                let seq = u32::from_le_bytes([p[0], p[1], p[2], p[3]]);
+                                let _ = tx.send((idx, WsEvent::Relay(seq)));
+                            }
+                        }
+                    }
+                    Err(_) => {}
+                },
+                Message::Close(f) => {
+                    code = f.and_then(|f| close_code_from_ws(f.code.into()));
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let _ = tx.send((idx, WsEvent::Closed(code)));
+    });
+    sink
+}
+
+fn hello5(name: &str, token: Option<Vec<u8>>) -> ClientMsg {
+    ClientMsg::Hello(flightsim_p2p::protocol::Hello {
+        version: 5,
+        client: flightsim_p2p::protocol::ClientKind::Rust,
+        relay_mode: RelayMode::Datagram,
+        name: name.into(),
+        resume_token: token,
+        access_token: None,
+    })
+}
+
+/// What one raw version-5 player saw: the sequence numbers it received,
+/// how its old connection ended, and whether it was moved.
+#[derive(Debug, Default)]
+struct MoveSeen {
+    got: BTreeSet<u32>,
+    /// Frames that came twice (once through each node, in the overlap).
+    dups: u32,
+    sent: u32,
+    redirected_to: Option<String>,
+    old_closed_with: Option<Option<u16>>,
+    resumed: bool,
+}
+
+/// A raw player at 60 Hz that follows an unasked `Redirect(Placement)`
+/// make-before-break, as PROTOCOL.md §11 says a version-5 client does:
+/// resume on the new node, send on both, take from both, until the old
+/// connection closes. Sends until `stop`, then reads for a moment.
+async fn move_player(
+    name: &'static str,
+    mut first_conn: (
+        WsSink,
+        tokio::sync::mpsc::UnboundedReceiver<(usize, WsEvent)>,
+    ),
+    tx: tokio::sync::mpsc::UnboundedSender<(usize, WsEvent)>,
+    token: Vec<u8>,
+    nodes: HashMap<String, std::net::SocketAddr>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> MoveSeen {
+    use flightsim_p2p::protocol::{relay_frame, ws_relay, RedirectReason, ALL_PEERS};
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut seen = MoveSeen::default();
+    let mut sinks: Vec<Option<WsSink>> = vec![Some(first_conn.0)];
+    let rx = &mut first_conn.1;
+    let mut tick = tokio::time::interval(Duration::from_micros(16_667));
+    let mut stopping: Option<tokio::time::Instant> = None;
+    loop {
+        if stopping.is_some_and(|t| tokio::time::Instant::now() >= t) {
+            return seen;
+        }
+        tokio::select! {
+            _ = tick.tick() => {
+                if *stop.borrow() {
+                    stopping.get_or_insert(tokio::time::Instant::now() + Duration::from_millis(500));
+                    continue;
+                }
+                let frame = ws_relay(&relay_frame(ALL_PEERS, &seen.sent.to_le_bytes()));
+                for s in sinks.iter_mut().flatten() {
+                    let _ = s.send(Message::Binary(frame.clone().into())).await;
+                }
+                seen.sent += 1;
+            }
+            ev = rx.recv() => {
+                let Some((idx, ev)) = ev else { return seen };
+                match ev {
+                    WsEvent::Relay(seq) => {
+                        // A duplicate changes nothing else.
+                        seen.dups += u32::from(!seen.got.insert(seq));
+                    }
+                    WsEvent::Control(ServerMsg::Redirect(r))
+                        if r.reason == RedirectReason::Placement && idx == 0 =>
+                    {
+                        seen.redirected_to = Some(r.node.name.clone());
+                        let http = nodes[&r.node.name];
+                        let sink = ws_open(http, &[hello5(name, Some(token.clone()))], 1, tx.clone()).await;
+                        sinks.push(Some(sink));
+                    }
+                    WsEvent::Control(ServerMsg::Welcome(w)) if idx == 1 => {
+                        seen.resumed = w.resumed;
+                    }
+                    WsEvent::Closed(code) => {
+                        if idx == 0 {
+                            seen.old_closed_with = Some(code);
+                        }
+                        sinks[idx] = None;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_pair_moved_to_a_better_region_loses_no_frame() {
+    use flightsim_p2p::protocol::JoinSession;
+    let cluster = Cluster::start_with(
+        "move",
+        &["a", "b"],
+        false,
+        &[
+            "--placement-move-interval-secs",
+            "0",
+            "--placement-overlap-ms",
+            "1500",
+        ],
+        &|name| {
+            let region = if name == "a" { "eu" } else { "us" };
+            vec!["--region".into(), region.into()]
+        },
+    )
+    .await;
+    let a_http = cluster.node("a").p().http;
+    let nodes: HashMap<String, std::net::SocketAddr> = ["a", "b"]
+        .iter()
+        .map(|n| (n.to_string(), cluster.node(n).p().http))
+        .collect();
+    // Each node must see the other in its directory before anything moves.
+    assert!(
+        until(LONG, || async {
+            let (_, body) = http_get(a_http, "/nodes");
+            body.contains("\"b\"")
+        })
+        .await,
+        "node a never listed node b"
+    );
+
+    // The host is 10 ms closer to the US: below the create threshold, so
+    // the session is created on a (eu). The joiner is far closer to the US.
+    let (htx, mut hrx) = tokio::sync::mpsc::unbounded_channel();
+    let create = ClientMsg::CreateSession(CreateSession {
+        max_peers: 0,
+        password: None,
+        region_rtts: rtts(&[("eu", 40), ("us", 30)]),
+    });
+    let hsink = ws_open(a_http, &[hello5("host", None), create], 0, htx.clone()).await;
+    let mut host_token = None;
+    let mut code = None;
+    while code.is_none() {
+        match tokio::time::timeout(LONG, hrx.recv()).await.unwrap() {
+            Some((_, WsEvent::Control(ServerMsg::Welcome(w)))) => host_token = Some(w.resume_token),
+            Some((_, WsEvent::Control(ServerMsg::SessionCreated(i)))) => code = Some(i.code),
+            Some((_, WsEvent::Control(other))) => panic!("host got {other:?}"),
+            _ => {}
+        }
+    }
+    let code = code.unwrap();
+    let (jtx, mut jrx) = tokio::sync::mpsc::unbounded_channel();
+    let join = ClientMsg::JoinSession(JoinSession {
+        code: code.clone(),
+        password: None,
+        region_rtts: rtts(&[("eu", 80), ("us", 5)]),
+    });
+    let jsink = ws_open(a_http, &[hello5("joiner", None), join], 0, jtx.clone()).await;
+    let mut joiner_token = None;
+    let mut joined = false;
+    while !joined {
+        match tokio::time::timeout(LONG, jrx.recv()).await.unwrap() {
+            Some((_, WsEvent::Control(ServerMsg::Welcome(w)))) => {
+                joiner_token = Some(w.resume_token)
+            }
+            Some((_, WsEvent::Control(ServerMsg::SessionJoined(_)))) => joined = true,
+            Some((_, WsEvent::Control(other))) => panic!("joiner got {other:?}"),
+            _ => {}
+        }
+    }
+    assert_eq!(cluster.record_when(&code, |_| true).await.home, "a");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let host = tokio::spawn(move_player(
+        "host",
+        (hsink, hrx),
+        htx,
+        host_token.unwrap(),
+        nodes.clone(),
+        stop_rx.clone(),
+    ));
+    let joiner = tokio::spawn(move_player(
+        "joiner",
+        (jsink, jrx),
+        jtx,
+        joiner_token.unwrap(),
+        nodes.clone(),
+        stop_rx,
+    ));
+    // Relayed at 60 Hz, the pair is moved to b (checked every 5 s).
+    let moved = until(LONG, || async {
+        cluster
+            .node("a")
+            .metric("fsp2p_session_moves_total{outcome=\"moved\"}")
+            >= 1.0
+    })
+    .await;
+    assert!(moved, "the session never moved");
+    assert_eq!(
+        cluster.record_when(&code, |r| r.home == "b").await.home,
+        "b"
+    );
+    // Past the overlap, and a second on the new node only.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    stop_tx.send(true).unwrap();
+    let host = host.await.unwrap();
+    let joiner = joiner.await.unwrap();
+    for (who, me, other) in [("host", &host, &joiner), ("joiner", &joiner, &host)] {
+        println!(
+            "{who}: sent {}, got {} distinct from the other ({} twice), redirected to {:?}, old closed with {:?}, resumed {}",
+            me.sent,
+            me.got.len(),
+            me.dups,
+            me.redirected_to,
+            me.old_closed_with,
+            me.resumed
+        );
+        assert_eq!(me.redirected_to.as_deref(), Some("b"), "{who}");
+        assert!(me.resumed, "{who} did not resume its seat on b");
+        // Both nodes relayed to it at once for a while: make-before-break.
+        assert!(me.dups > 0, "{who} never got a frame through both nodes");
+        assert_eq!(
+            me.old_closed_with,
+            Some(Some(ErrorCode::Replaced as u16)),
+            "{who}'s old connection"
+        );
+        let missing: Vec<u32> = (0..other.sent).filter(|s| !me.got.contains(s)).collect();
+        assert!(
+            missing.is_empty(),
+            "{who} lost {} of {} frames: {:?}",
+            missing.len(),
+            other.sent,
+            &missing[..missing.len().min(20)]
+        );
+    }
+    // Node b holds it now; node a wrote nothing over b's record.
+    assert_eq!(cluster.record(&code).await.unwrap().home, "b");
+}

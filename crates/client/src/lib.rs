@@ -193,9 +193,16 @@ pub use fsp2p_protocol as protocol;
 use fsp2p_protocol::first;
 use fsp2p_protocol::{
     ClientKind, ClientMsg, CreateSession, Hello, JoinSession, PeerId, Redirect, RegionRtt,
-    RelayMode, ServerMsg, SessionInfo, Signal, Welcome, PROTOCOL_VERSION, REGION_PROTOCOL_VERSION,
+    RelayMode, ServerMsg, SessionInfo, Signal, Welcome, REGION_PROTOCOL_VERSION,
 };
 pub use fsp2p_protocol::{Transport, Via};
+
+/// The version this client's `Hello` speaks: 4 ([`REGION_PROTOCOL_VERSION`]).
+/// A server may speak 5, whose only addition is the promise to follow an
+/// unasked `Redirect(Placement)` make-before-break (PROTOCOL.md §11,
+/// "Moving a session"); this client still follows it by reconnecting, so it
+/// does not claim 5, and servers never move its sessions.
+pub const CLIENT_PROTOCOL_VERSION: u16 = REGION_PROTOCOL_VERSION;
 use fsp2p_wire as wire;
 
 /// The result of a client operation.
@@ -509,7 +516,7 @@ fn hello_messages(
     first: Option<ClientMsg>,
 ) -> Vec<ClientMsg> {
     let hello = ClientMsg::Hello(Hello {
-        version: PROTOCOL_VERSION,
+        version: CLIENT_PROTOCOL_VERSION,
         client: cfg.kind,
         relay_mode: cfg.relay_mode,
         name: cfg.name.clone(),

@@ -44,7 +44,7 @@ pub(super) async fn start(
 ) -> Result<Started> {
     let out: Vec<u8> = hello
         .iter()
-        .flat_map(|m| protocol::encode_client_frame(m, protocol::PROTOCOL_VERSION))
+        .flat_map(|m| protocol::encode_client_frame(m, crate::CLIENT_PROTOCOL_VERSION))
         .collect();
     let (mut control, mut recv) = open_and_send(wire, &out).await?;
     let mut zero_rtt_used = false;
@@ -75,7 +75,7 @@ pub(super) async fn send_control(wire: &Wire, control: &Control, msg: &ClientMsg
         .await
         .write_all(&protocol::encode_client_frame(
             msg,
-            protocol::PROTOCOL_VERSION,
+            crate::CLIENT_PROTOCOL_VERSION,
         ))
         .await
         .map_err(|e| write_failed(wire, "writing to the control stream", e))

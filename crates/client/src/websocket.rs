@@ -36,7 +36,7 @@ fn writer_gone() -> Error {
 impl Outbox {
     /// Send one control message, waiting for room in the queue.
     pub(super) async fn control(&self, msg: &ClientMsg) -> Result<()> {
-        let body = protocol::encode_client(msg, protocol::PROTOCOL_VERSION);
+        let body = protocol::encode_client(msg, crate::CLIENT_PROTOCOL_VERSION);
         self.binary(protocol::ws_control(&body)).await
     }
 

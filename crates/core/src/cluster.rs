@@ -44,6 +44,16 @@ pub struct ClusterConfig {
     /// The least gain, in ms, that sends a new session to another region
     /// (`--placement-min-gain-ms`). Default 20.
     pub placement_min_gain_ms: u32,
+    /// The least gain, in ms, in the worst relayed member's round trip
+    /// that moves a running session to another region
+    /// (`--placement-move-gain-ms`; 0: never move). Default 20.
+    pub placement_move_gain_ms: u32,
+    /// The least time between two moves of one session
+    /// (`--placement-move-interval-secs`). Default 60 s.
+    pub placement_move_interval: Duration,
+    /// How long the old node keeps relaying a moved session's members
+    /// after redirecting them (`--placement-overlap-ms`). Default 3000 ms.
+    pub placement_overlap: Duration,
     /// A node not heard from for this long is dead: its sessions may be taken over.
     /// Default 1500 ms (three beats): a client takes its server for lost
     /// after at least 1.5 s of silence (PROTOCOL.md, liveness), so by the
@@ -65,6 +75,9 @@ impl ClusterConfig {
             region: None,
             placement: true,
             placement_min_gain_ms: 20,
+            placement_move_gain_ms: 20,
+            placement_move_interval: Duration::from_secs(60),
+            placement_overlap: Duration::from_millis(3000),
         }
     }
 }

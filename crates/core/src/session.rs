@@ -36,7 +36,9 @@ pub use cluster::{Answer, Lookup, Persist};
 #[cfg(test)]
 use codes::CODE_ALPHABET;
 pub use codes::{normalize_code, CODE_LEN};
-pub use placement::{decide_move, place_new, MoveMember, MoveRule, Placement, DEFAULT_MIN_GAIN_MS};
+pub use placement::{
+    decide_move, place_new, MoveMember, MoveRule, Placement, PlannedMove, DEFAULT_MIN_GAIN_MS,
+};
 pub use quota::{RemoteUsage, UserCount};
 use telemetry::Telemetry;
 pub use telemetry::{
@@ -167,6 +169,9 @@ enum Timer {
     TokenEnd(PeerId, u64),
     /// The connection's latest quality report may have gone stale.
     ReportStale(ConnId),
+    /// The session moved to another node and its overlap is over: close
+    /// its connections here and forget it (see [`Core::begin_move`]).
+    MoveEnd(u64),
 }
 
 /// A receiver of one relayed frame.
@@ -261,6 +266,8 @@ struct Conn {
     relay_denied: bool,
     /// The player (token `sub`) this connection is counted for (access control).
     user: Option<String>,
+    /// The protocol version its `Hello` spoke (0 before it).
+    version: u16,
 }
 
 struct Peer {
@@ -285,6 +292,11 @@ struct Peer {
     /// What its access token allows (`None` on an open server, and for a
     /// peer taken over from another node until it resumes).
     grant: Option<Grant>,
+    /// Its latest non-empty `region_rtts` (CreateSession or JoinSession on
+    /// this node), for moving its session (empty: none given here).
+    rtts: Vec<crate::protocol::RegionRtt>,
+    /// When it last sent a relay frame (set on the relay path: one store).
+    last_relay_at: Option<Instant>,
 }
 
 struct Session {
@@ -303,6 +315,12 @@ struct Session {
     owner_ip: Option<IpAddr>,
     /// The player that created it (access control), charged for it (`max_sessions_per_user`).
     owner_sub: Option<String>,
+    /// When it last moved here from another node, or was created (moves
+    /// are at most once per `MoveRule::interval`).
+    last_moved: Option<Instant>,
+    /// Handed to this node: its members were sent there and it is kept
+    /// here only for the overlap (relayed, never written, no broadcasts).
+    moving_to: Option<crate::protocol::NodeAddr>,
 }
 
 /// The session core. See the module documentation.
@@ -519,6 +537,7 @@ impl Core {
                 url_token: None,
                 relay_denied: false,
                 user: None,
+                version: 0,
             },
         );
         self.arm(now.mono + self.limits.hello_timeout(), Timer::Hello(id));
@@ -617,8 +636,19 @@ impl Core {
             return;
         }
         peer.conn = None;
-        peer.away_since = Some(now.mono);
         let session = peer.session;
+        if session
+            .and_then(|s| self.sessions.get(&s))
+            .is_some_and(|s| s.moving_to.is_some())
+        {
+            // Moving: the member lives on the new node now; this copy ends
+            // with the overlap, telling no one.
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&p) else {
+            return;
+        };
+        peer.away_since = Some(now.mono);
         let grace_ends = now.mono + self.limits.resume_grace();
         self.arm(grace_ends, Timer::Grace(p));
         if let Some(s) = session {
@@ -647,8 +677,9 @@ impl Core {
         targets.clear();
         let c = self.conns.get_mut(&conn).ok_or(RelayDrop::NotInSession)?;
         let from = c.peer.ok_or(RelayDrop::NotInSession)?;
-        let peer = self.peers.get(&from).ok_or(RelayDrop::NotInSession)?;
+        let peer = self.peers.get_mut(&from).ok_or(RelayDrop::NotInSession)?;
         let sid = peer.session.ok_or(RelayDrop::NotInSession)?;
+        peer.last_relay_at = Some(now);
         if c.relay_denied {
             return Err(RelayDrop::NotAllowed);
         }
@@ -789,6 +820,7 @@ impl Core {
             Timer::TokenWarn(p, exp) => self.token_timer(p, exp, false),
             Timer::TokenEnd(p, exp) => self.token_timer(p, exp, true),
             Timer::ReportStale(conn) => self.telemetry.expire(now.mono, conn),
+            Timer::MoveEnd(sid) => self.end_move(sid),
         }
     }
 
@@ -900,6 +932,8 @@ impl Core {
                 session: None,
                 signals_in: HashMap::new(),
                 grant: None,
+                rtts: Vec::new(),
+                last_relay_at: None,
             },
         );
         if let Some(c) = self.conns.get_mut(&conn) {
@@ -981,6 +1015,9 @@ impl Core {
 
     /// `conn` was welcomed speaking `version`: from 3 on it may send reports.
     fn may_report(&mut self, now: Now, conn: ConnId, version: u16) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.version = version;
+        }
         if version >= REPORT_PROTOCOL_VERSION {
             self.telemetry.enable(now.mono, conn);
         }
@@ -1048,6 +1085,7 @@ impl Core {
         if let Some(problem) = region_rtts_problem(&req.region_rtts) {
             return self.error(conn, ErrorCode::InvalidArgument, problem);
         }
+        self.keep_rtts(p, &req.region_rtts);
         let grant = self.grant_of(p);
         if grant.is_some_and(|g| !g.create) {
             return self.error(
@@ -1173,6 +1211,8 @@ impl Core {
                 last_activity: now.mono,
                 owner_ip: req.owner_ip,
                 owner_sub: req.owner_sub,
+                last_moved: Some(now.mono),
+                moving_to: None,
             },
         );
         self.mark_dirty(sid);
@@ -1196,6 +1236,7 @@ impl Core {
         if let Some(problem) = region_rtts_problem(&req.region_rtts) {
             return self.error(conn, ErrorCode::InvalidArgument, problem);
         }
+        self.keep_rtts(p, &req.region_rtts);
         if self
             .grant_of(p)
             .is_some_and(|g| !g.sessions.allows(&req.code))
@@ -1245,6 +1286,11 @@ impl Core {
         let Some(session) = self.sessions.get_mut(&sid) else {
             return self.failed_join(now, conn, ErrorCode::UnknownSession, "session ended".into());
         };
+        if let Some(node) = session.moving_to.clone() {
+            // Moving away: joined there, not to this copy that ends soon.
+            self.sent_away(conn);
+            return self.redirect(conn, crate::protocol::RedirectReason::Moved, node);
+        }
         if let Some(pw) = &session.password_sha256 {
             let given = req.password.as_deref().map(|g| password_hash(&code, g));
             if given.as_deref() != Some(pw.as_str()) {

@@ -43,9 +43,15 @@ pub const ALPN_H3: &[u8] = b"h3";
 /// Version carried in `Hello` by this crate's clients. Version 2 appends
 /// `Hello.access_token`; version 3 has the same `Hello` and lets the client
 /// send `Report`; version 4 has the same `Hello` and ends `CreateSession`
-/// and `JoinSession` with `region_rtts`. A server takes 1 to 4
+/// and `JoinSession` with `region_rtts`; version 5 has the same messages
+/// and means "I follow an unasked `Redirect(Placement)` make-before-break"
+/// (PROTOCOL.md §11, "Moving a session"). A server takes 1 to 5
 /// ([`MIN_PROTOCOL_VERSION`]).
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
+/// The first version whose connections follow a moved session
+/// make-before-break: a server moves a running session only when every
+/// member's connection speaks it.
+pub const MOVE_PROTOCOL_VERSION: u16 = 5;
 /// The first version whose connections may carry `ClientMsg::Report`.
 pub const REPORT_PROTOCOL_VERSION: u16 = 3;
 /// The first version whose `CreateSession` and `JoinSession` end with

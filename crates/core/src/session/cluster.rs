@@ -116,7 +116,7 @@ pub(super) struct ClusterCore {
     pub(super) node: String,
     waiting: HashMap<super::ConnId, Waiting>,
     /// Sessions changed since their record was last handed out.
-    dirty: BTreeSet<u64>,
+    pub(super) dirty: BTreeSet<u64>,
     /// Deletions owed.
     ended: VecDeque<(String, u64)>,
     /// Added to the resume grace of the members of a session taken in
@@ -449,6 +449,14 @@ impl Core {
 
     /// The session changed: its record must be written.
     pub(super) fn mark_dirty(&mut self, sid: u64) {
+        // A session moving away is the new node's to write.
+        if self
+            .sessions
+            .get(&sid)
+            .is_some_and(|s| s.moving_to.is_some())
+        {
+            return;
+        }
         if let Some(c) = self.cluster.as_mut() {
             c.dirty.insert(sid);
         }
@@ -550,6 +558,9 @@ impl Core {
                 last_activity: now.mono,
                 owner_ip: None,
                 owner_sub: None,
+                // Taken in counts as moved: not again within the interval.
+                last_moved: Some(now.mono),
+                moving_to: None,
             },
         );
         self.arm(now.mono + self.limits.session_idle_ttl(), Timer::Idle(sid));
@@ -598,6 +609,8 @@ impl Core {
                     signals_in: HashMap::new(),
                     // Its token comes again with its resume.
                     grant: None,
+                    rtts: Vec::new(),
+                    last_relay_at: None,
                 },
             );
             self.tokens.insert(m.token_sha256.clone(), m.id);

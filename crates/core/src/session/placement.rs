@@ -17,9 +17,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::Core;
+use super::{Core, Now, Output, Timer};
 use crate::cluster::NodeInfo;
-use crate::protocol::{NodeAddr, RegionRtt};
+use crate::protocol::{ErrorCode, NodeAddr, RedirectReason, RegionRtt, MOVE_PROTOCOL_VERSION};
 
 /// Placement by measured ping, as configured (plain data; the binary maps
 /// `--region`, `--placement` and `--placement-min-gain-ms` onto it).
@@ -46,6 +46,19 @@ pub(super) struct Regions {
     /// Until when that reading counts; after it, the core knows of no other
     /// node (the directory is away) and places nothing.
     fresh_until: Option<Instant>,
+    /// Moving running sessions, with the overlap; `None`: never.
+    moves: Option<(MoveRule, Duration)>,
+}
+
+/// A session that should move ([`Core::moves_due`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedMove {
+    /// Its join code.
+    pub code: String,
+    /// The epoch this node holds it at (for the directory's hand-over).
+    pub epoch: u64,
+    /// The node it should move to.
+    pub target: NodeAddr,
 }
 
 impl Core {
@@ -69,6 +82,136 @@ impl Core {
         match self.regions.fresh_until {
             Some(until) if now <= until => &self.regions.nodes,
             _ => &[],
+        }
+    }
+
+    /// Move running sessions by their members' measurements (issue 26's
+    /// second rule): [`Core::moves_due`] proposes, [`Core::begin_move`]
+    /// acts once the directory has the session on its new node. The old
+    /// node keeps relaying for `overlap` after the redirect.
+    pub fn enable_moves(&mut self, rule: MoveRule, overlap: Duration) {
+        self.regions.moves = Some((rule, overlap));
+    }
+
+    /// Sessions that should move now, each with its epoch and target (see
+    /// [`decide_move`]); none without placement and moves enabled. Called
+    /// on a timer (every few seconds), never per datagram.
+    pub fn moves_due(&self, now: Instant) -> Vec<PlannedMove> {
+        let (Some(p), Some((rule, _)), Some(c)) = (
+            self.regions.placement.as_ref(),
+            self.regions.moves.as_ref(),
+            self.cluster.as_ref(),
+        ) else {
+            return Vec::new();
+        };
+        let nodes = self.live_nodes(now);
+        let mut due = Vec::new();
+        for s in self.sessions.values() {
+            if s.moving_to.is_some() {
+                continue;
+            }
+            let members: Vec<MoveMember> = s
+                .members
+                .iter()
+                .map(|m| {
+                    let peer = self.peers.get(m);
+                    MoveMember {
+                        relayed_at: peer.and_then(|x| x.last_relay_at),
+                        version: peer
+                            .and_then(|x| x.conn)
+                            .and_then(|conn| self.conns.get(&conn))
+                            .map_or(0, |conn| conn.version),
+                        rtts: peer.map_or_else(Vec::new, |x| x.rtts.clone()),
+                    }
+                })
+                .collect();
+            let target = decide_move(now, &c.node, &p.region, nodes, &members, s.last_moved, rule);
+            if let Some(target) = target {
+                due.push(PlannedMove {
+                    code: s.code.clone(),
+                    epoch: s.epoch,
+                    target: target.clone(),
+                });
+            }
+        }
+        due.sort_by(|a, b| a.code.cmp(&b.code));
+        due
+    }
+
+    /// The directory now has session `code` on `target` (the shell handed
+    /// it over): send every connected member an unasked
+    /// `Redirect(Placement)` there, keep relaying among them for the
+    /// overlap, then close their connections here (`Replaced`) and forget
+    /// the session without telling anyone it ended. Returns how many
+    /// members were redirected (0: no such session, or already moving).
+    pub fn begin_move(&mut self, now: Now, code: &str, target: &NodeAddr) -> usize {
+        let overlap = self.regions.moves.map_or(Duration::ZERO, |(_, o)| o);
+        let Some(&sid) = self.codes.get(code) else {
+            return 0;
+        };
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return 0;
+        };
+        if s.moving_to.is_some() {
+            return 0;
+        }
+        s.moving_to = Some(target.clone());
+        s.last_moved = Some(now.mono);
+        let members = s.members.clone();
+        if let Some(c) = self.cluster.as_mut() {
+            c.dirty.remove(&sid);
+        }
+        let mut sent = 0;
+        for m in members {
+            if let Some(conn) = self.peers.get(&m).and_then(|p| p.conn) {
+                self.redirect(conn, RedirectReason::Placement, target.clone());
+                sent += 1;
+            }
+        }
+        self.arm(now.mono + overlap, Timer::MoveEnd(sid));
+        sent
+    }
+
+    /// The overlap of a move is over: close the members' connections
+    /// here and forget the session, without PeerLeft or PeerStatus.
+    pub(super) fn end_move(&mut self, sid: u64) {
+        let Some(target) = self.sessions.get(&sid).and_then(|s| s.moving_to.clone()) else {
+            return;
+        };
+        let Some(session) = self.sessions.remove(&sid) else {
+            return;
+        };
+        self.codes.remove(&session.code);
+        self.release_session_quota(session.owner_ip, session.owner_sub.clone());
+        for m in session.members {
+            for peer in self.peers.values_mut() {
+                peer.signals_in.remove(&m);
+            }
+            let Some(peer) = self.peers.remove(&m) else {
+                continue;
+            };
+            self.tokens.remove(&peer.token_sha256);
+            let Some(conn) = peer.conn else { continue };
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.peer = None;
+            }
+            self.sent_away(conn);
+            self.out.push_back(Output::Close {
+                conn,
+                code: ErrorCode::Replaced,
+                reason: format!("the session moved to node {}", target.name),
+            });
+        }
+    }
+
+    /// Keep `p`'s latest measurements (a list given; an empty one keeps
+    /// what it gave before).
+    pub(super) fn keep_rtts(&mut self, p: crate::protocol::PeerId, rtts: &[RegionRtt]) {
+        if rtts.is_empty() {
+            return;
+        }
+        if let Some(peer) = self.peers.get_mut(&p) {
+            peer.rtts = rtts.to_vec();
         }
     }
 
@@ -161,11 +304,12 @@ impl Default for MoveRule {
 }
 
 /// Where a running session should move, decided at `now` on node `me` of
-/// region `my_region` (issue 26's second rule; the decision only: nothing
-/// in this version acts on it yet). `None`: it stays.
+/// region `my_region` (issue 26's second rule; [`Core::moves_due`] calls
+/// it). `None`: it stays.
 ///
-/// * Every member's connection must speak version 4 or later (only they
-///   can move without loss), and the session must not have moved within
+/// * Every member's connection must speak version 5 or later
+///   ([`MOVE_PROTOCOL_VERSION`]: only they follow a move make-before-break,
+///   so only they can move without loss), and the session must not have moved within
 ///   `rule.interval` (`last_moved`).
 /// * The relayed members are those the server relayed a frame from within
 ///   `rule.relay_window`; none: it stays (players on direct paths are not
@@ -186,7 +330,7 @@ pub fn decide_move<'a>(
     last_moved: Option<Instant>,
     rule: &MoveRule,
 ) -> Option<&'a NodeAddr> {
-    if members.is_empty() || members.iter().any(|m| m.version < 4) {
+    if members.is_empty() || members.iter().any(|m| m.version < MOVE_PROTOCOL_VERSION) {
         return None;
     }
     if last_moved.is_some_and(|t| now.saturating_duration_since(t) < rule.interval) {

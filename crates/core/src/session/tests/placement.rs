@@ -9,12 +9,13 @@ use rand::SeedableRng;
 
 use super::*;
 use crate::limits::Limits;
+use crate::protocol::PeerId;
 use crate::protocol::{
     ClientKind, ClientMsg, CreateSession, ErrorCode, Hello, JoinSession, RedirectReason, RelayMode,
     ServerMsg, PROTOCOL_VERSION,
 };
 use crate::session::harness::Node;
-use crate::session::{Lookup, Output};
+use crate::session::{ConnId, Lookup, Output, RelayDrop};
 use crate::turn::IceConfig;
 
 fn node(name: &str, region: Option<&str>, sessions: u32) -> NodeInfo {
@@ -332,8 +333,8 @@ fn a_session_moves_to_the_region_that_minimises_its_worst_relayed_member() {
     // Two players in the US and ASIA on the EU node: worst is 150 here,
     // 120 in the US (the ASIA player), 120 in ASIA (the US player): a tie
     // goes by region name, asia.
-    let us = member(relayed, 4, &[("eu", 80), ("us", 5), ("asia", 120)], t0);
-    let asia = member(relayed, 4, &[("eu", 150), ("us", 120), ("asia", 5)], t0);
+    let us = member(relayed, 5, &[("eu", 80), ("us", 5), ("asia", 120)], t0);
+    let asia = member(relayed, 5, &[("eu", 150), ("us", 120), ("asia", 5)], t0);
     let to = decide_move(
         now,
         "eu-1",
@@ -356,7 +357,7 @@ fn a_session_moves_to_the_region_that_minimises_its_worst_relayed_member() {
     );
     assert_eq!(to.map(|a| a.name.as_str()), Some("us-2"));
     // An EU player with them: the worst member is no better elsewhere by 20 ms.
-    let eu = member(relayed, 4, &[("eu", 5), ("us", 80), ("asia", 150)], t0);
+    let eu = member(relayed, 5, &[("eu", 5), ("us", 80), ("asia", 150)], t0);
     assert_eq!(
         decide_move(now, "eu-1", "eu", &w, &[us.clone(), eu], None, &rule),
         None
@@ -375,27 +376,27 @@ fn a_session_stays_unless_every_rule_allows_the_move() {
         decide_move(now, "eu-1", "eu", &w, members, last, &rule).map(|a| a.name.clone())
     };
     assert_eq!(
-        moves(&[us(recent, 4), us(recent, 4)], None),
+        moves(&[us(recent, 5), us(recent, 5)], None),
         Some("us-2".into())
     );
     // A member on an older version: never (it could not move without loss).
-    assert_eq!(moves(&[us(recent, 4), us(recent, 3)], None), None);
+    assert_eq!(moves(&[us(recent, 5), us(recent, 4)], None), None);
     // Nobody relayed within 5 s (direct paths): stays.
     let stale = Some(Duration::from_secs(94));
-    assert_eq!(moves(&[us(stale, 4), us(None, 4)], None), None);
+    assert_eq!(moves(&[us(stale, 5), us(None, 5)], None), None);
     // Only the relayed member counts: one relays, one is direct.
-    let direct_far = member(None, 4, &[("eu", 1), ("us", 500)], t0);
+    let direct_far = member(None, 5, &[("eu", 1), ("us", 500)], t0);
     assert_eq!(
-        moves(&[us(recent, 4), direct_far], None),
+        moves(&[us(recent, 5), direct_far], None),
         Some("us-2".into())
     );
     // A relayed member without measurements: nothing is costed.
     assert_eq!(
-        moves(&[us(recent, 4), member(recent, 4, &[], t0)], None),
+        moves(&[us(recent, 5), member(recent, 5, &[], t0)], None),
         None
     );
     // Moved 59 s ago: not yet; 60 s ago: again.
-    let members = [us(recent, 4), us(recent, 4)];
+    let members = [us(recent, 5), us(recent, 5)];
     assert_eq!(moves(&members, Some(now - Duration::from_secs(59))), None);
     assert_eq!(
         moves(&members, Some(now - Duration::from_secs(60))),
@@ -411,7 +412,7 @@ fn lying_members_cannot_move_a_session_off_the_only_live_node_or_out_of_the_dire
     let now = t0 + Duration::from_secs(100);
     let rule = MoveRule::default();
     let recent = Some(Duration::from_secs(99));
-    let liar = member(recent, 4, &[("eu", u32::MAX), ("us", 0), ("mars", 0)], t0);
+    let liar = member(recent, 5, &[("eu", u32::MAX), ("us", 0), ("mars", 0)], t0);
     let alone = [node("eu-1", Some("eu"), 0)];
     assert_eq!(
         decide_move(
@@ -439,9 +440,208 @@ fn lying_members_cannot_move_a_session_off_the_only_live_node_or_out_of_the_dire
     assert_eq!(to.map(|a| a.name.as_str()), Some("us-2"));
     assert!(w.iter().any(|n| Some(&n.addr) == to));
     // "mars" has no node: a member measuring only it and here costs nothing.
-    let mars = member(recent, 4, &[("eu", 900), ("mars", 0)], t0);
+    let mars = member(recent, 5, &[("eu", 900), ("mars", 0)], t0);
     assert_eq!(
         decide_move(now, "eu-1", "eu", &w, &[mars], None, &rule),
         None
+    );
+}
+
+// ----- moving a running session (the core acting on the rule) -----
+
+fn hello_v(version: u16, token: Option<Vec<u8>>) -> ClientMsg {
+    ClientMsg::Hello(Hello {
+        version,
+        client: ClientKind::Rust,
+        relay_mode: RelayMode::Datagram,
+        name: "p".into(),
+        resume_token: token,
+        access_token: None,
+    })
+}
+
+/// An EU node that moves sessions (default rule, 3 s overlap), seeing
+/// `world()` for the next hour.
+fn moving_node() -> Node {
+    let mut n = eu_node();
+    n.core
+        .enable_moves(MoveRule::default(), Duration::from_millis(3000));
+    n.core
+        .set_live_nodes(n.now.mono, world(), Duration::from_secs(3600));
+    n
+}
+
+/// A session on `n` of a host close to EU and US alike (created here: the
+/// gain of 10 ms is below the threshold) and a US joiner, each speaking
+/// `versions`. Returns (host conn, host id, joiner conn, joiner id, code).
+fn eu_us_pair(n: &mut Node, versions: (u16, u16)) -> (ConnId, PeerId, ConnId, PeerId, String) {
+    let h = n.open();
+    n.msg(h, hello_v(versions.0, None));
+    let hp = match n.sent(h).pop() {
+        Some(ServerMsg::Welcome(w)) => w.peer_id,
+        other => panic!("expected Welcome, got {other:?}"),
+    };
+    n.msg(
+        h,
+        create(vec![rtt("eu", 40), rtt("us", 30), rtt("asia", 200)]),
+    );
+    let code = match n.lookups().as_slice() {
+        [Lookup::Reserve { code, .. }] => code.clone(),
+        other => panic!("expected a reservation, got {other:?}"),
+    };
+    n.core.answer(n.now, h, crate::session::Answer::Reserved);
+    assert!(matches!(
+        n.sent(h).as_slice(),
+        [ServerMsg::SessionCreated(_)]
+    ));
+    let j = n.open();
+    n.msg(j, hello_v(versions.1, None));
+    let jp = match n.sent(j).pop() {
+        Some(ServerMsg::Welcome(w)) => w.peer_id,
+        other => panic!("expected Welcome, got {other:?}"),
+    };
+    n.msg(
+        j,
+        ClientMsg::JoinSession(JoinSession {
+            code: code.clone(),
+            password: None,
+            region_rtts: vec![rtt("eu", 80), rtt("us", 5), rtt("asia", 150)],
+        }),
+    );
+    assert!(matches!(
+        n.sent(j).as_slice(),
+        [ServerMsg::SessionJoined(_)]
+    ));
+    n.sent(h);
+    n.persisted();
+    (h, hp, j, jp, code)
+}
+
+/// Both members relay a frame to each other now.
+fn relay_both(n: &mut Node, h: ConnId, j: ConnId) {
+    assert!(n.route(h, crate::protocol::ALL_PEERS, 100).is_ok());
+    assert!(n.route(j, crate::protocol::ALL_PEERS, 100).is_ok());
+}
+
+#[test]
+fn a_relayed_session_moves_once_a_minute_at_most_and_to_the_best_region() {
+    let mut n = moving_node();
+    let (h, _, j, _, code) = eu_us_pair(&mut n, (5, 5));
+    relay_both(&mut n, h, j);
+    // Worst member: 80 ms here, 30 ms in the US. But created just now:
+    // not within the move interval.
+    assert!(n.core.moves_due(n.now.mono).is_empty());
+    n.advance(Duration::from_secs(59));
+    relay_both(&mut n, h, j);
+    assert!(n.core.moves_due(n.now.mono).is_empty());
+    n.advance(Duration::from_secs(1));
+    relay_both(&mut n, h, j);
+    let due = n.core.moves_due(n.now.mono);
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].code, code);
+    assert_eq!(due[0].target.name, "us-2");
+    // Not relayed for more than 5 s (direct paths now): no move.
+    n.advance(Duration::from_secs(6));
+    assert!(n.core.moves_due(n.now.mono).is_empty());
+    relay_both(&mut n, h, j);
+    assert_eq!(n.core.moves_due(n.now.mono).len(), 1);
+    // Moving: proposed no more.
+    let target = due[0].target.clone();
+    assert_eq!(n.core.begin_move(n.now, &code, &target), 2);
+    assert!(n.core.moves_due(n.now.mono).is_empty());
+    assert_eq!(n.core.begin_move(n.now, &code, &target), 0);
+}
+
+#[test]
+fn a_v4_member_or_one_without_measurements_keeps_the_session_here() {
+    let mut n = moving_node();
+    let (h, _, j, _, _) = eu_us_pair(&mut n, (5, 4));
+    n.advance(Duration::from_secs(61));
+    relay_both(&mut n, h, j);
+    assert!(n.core.moves_due(n.now.mono).is_empty());
+    // Without moves enabled, nothing ever moves.
+    let mut plain = eu_node();
+    plain
+        .core
+        .set_live_nodes(plain.now.mono, world(), Duration::from_secs(3600));
+    let (h, _, j, _, _) = eu_us_pair(&mut plain, (5, 5));
+    plain.advance(Duration::from_secs(61));
+    relay_both(&mut plain, h, j);
+    assert!(plain.core.moves_due(plain.now.mono).is_empty());
+}
+
+#[test]
+fn a_move_redirects_keeps_relaying_through_the_overlap_then_closes_without_peer_left() {
+    let mut n = moving_node();
+    let (h, hp, j, jp, code) = eu_us_pair(&mut n, (5, 5));
+    n.advance(Duration::from_secs(61));
+    relay_both(&mut n, h, j);
+    let due = n.core.moves_due(n.now.mono);
+    let target = due[0].target.clone();
+    assert_eq!(n.core.begin_move(n.now, &code, &target), 2);
+    for c in [h, j] {
+        assert_eq!(
+            n.sent(c),
+            vec![ServerMsg::Redirect(crate::protocol::Redirect {
+                reason: RedirectReason::Placement,
+                node: target.clone(),
+            })]
+        );
+    }
+    // The new node writes the session now; this one writes nothing.
+    assert!(n.persisted().is_empty());
+    // Through the overlap the frames still flow both ways.
+    n.advance(Duration::from_millis(2999));
+    n.core.handle_timeout(n.now);
+    let (from, to) = n
+        .route(h, crate::protocol::ALL_PEERS, 100)
+        .expect("relayed");
+    assert_eq!((from, to.len(), to[0].conn), (hp, 1, j));
+    let (from, to) = n.route(j, hp, 100).expect("relayed");
+    assert_eq!((from, to[0].conn), (jp, h));
+    // A newcomer with the code is sent to the new node.
+    let x = n.open();
+    n.msg(x, hello_v(5, None));
+    n.sent(x);
+    n.msg(
+        x,
+        ClientMsg::JoinSession(JoinSession {
+            code: code.clone(),
+            password: None,
+            region_rtts: Vec::new(),
+        }),
+    );
+    assert_eq!(
+        n.sent(x),
+        vec![ServerMsg::Redirect(crate::protocol::Redirect {
+            reason: RedirectReason::Moved,
+            node: target.clone(),
+        })]
+    );
+    // The joiner drops its old connection early: the host hears nothing.
+    n.core.closed(n.now, j, false);
+    assert!(n.sent(h).is_empty());
+    // The overlap ends: the host's old connection is closed with a
+    // non-zero code, and nobody is told anyone left.
+    n.advance(Duration::from_millis(1));
+    n.core.handle_timeout(n.now);
+    let out = n.outputs();
+    assert_eq!(
+        out,
+        vec![Output::Close {
+            conn: h,
+            code: ErrorCode::Replaced,
+            reason: "the session moved to node us-2".into(),
+        }]
+    );
+    assert_ne!(ErrorCode::Replaced as u16, 0);
+    assert_eq!(n.core.session_count(), 0);
+    // Only the newcomer is left (it said Hello here).
+    assert_eq!(n.core.peer_count(), 1);
+    // No deletion either: the record is the new node's.
+    assert!(n.persisted().is_empty());
+    assert_eq!(
+        n.route(h, crate::protocol::ALL_PEERS, 100).map(|_| ()),
+        Err(RelayDrop::NotInSession)
     );
 }
