@@ -461,7 +461,7 @@ export class FlightSimP2P extends EventTarget {
     const bodies = [encodeClientMsg(this._hello())];
     if (this.state !== 'reconnecting' && foldableRequest(this._queue[0])) bodies.push(this._queue[0]);
     const rejoin = this._rejoinInFirst();
-    if (rejoin) bodies.push(encodeClientMsg(rejoin));
+    if (rejoin) bodies.push(encodeClientMsg(rejoin, PROTOCOL_VERSION));
     return bodies;
   }
 
@@ -766,7 +766,7 @@ export class FlightSimP2P extends EventTarget {
 
   /** @param {ClientMsg} msg */
   _sendMsg(msg) {
-    const body = encodeClientMsg(msg);
+    const body = encodeClientMsg(msg, this._wireVersion());
     const max = this.welcome ? this.welcome.limits.maxFrameBytes : DEFAULT_MAX_FRAME_BYTES;
     if (body.length > max) {
       // The server would close the connection (frame_too_large): refuse locally instead.
@@ -806,7 +806,16 @@ export class FlightSimP2P extends EventTarget {
   }
 
   _writeMsg(msg) {
-    this._writeRaw(encodeClientMsg(msg));
+    this._writeRaw(encodeClientMsg(msg, this._wireVersion()));
+  }
+
+  /**
+   * The version a control message is encoded at (PROTOCOL.md §4: CreateSession / JoinSession are
+   * versioned by the connection): the Welcome's (at most the Hello's) once this connection has one; before it (pipelined
+   * behind Hello, in the URL's `first`, or waiting for a resumed connection) the Hello's.
+   */
+  _wireVersion() {
+    return this.state === 'connected' && this.welcome ? Math.min(this.welcome.version, PROTOCOL_VERSION) : PROTOCOL_VERSION;
   }
 
   /** @param {Uint8Array} body one control message body */
