@@ -17,6 +17,7 @@ import {
   backoffDelayMs as coreBackoffDelayMs, reconnectStep as coreReconnectStep,
   ECHO_REQUEST, ECHO_REPLY, isQualityFrame, parseQualityFrame, encodeQualityFrame,
   reportStart, reportQueue, reportNextAt, reportStep,
+  REGIONS, httpOfWsUrl, regionTargets, regionTargetsKey, regionResult, regionsDue, regionsAfterList, regionRttsToSend,
 } from './core.js';
 import { PeerLink, installMesh } from './mesh.js';
 
@@ -90,6 +91,10 @@ export function reconnectStep(s) {
  *           default true, false opts out. Per-peer quality (`getPeers()`, `quality`) works either way
  * @property {boolean} [qualityEchoes] send echo requests to measure each peer's link (default true; false: none are
  *           sent, the peers' grades stay `unknown`; this client still answers the peers' echoes)
+ * @property {boolean} [measureRegions] after a Welcome of version ≥ 4, time one node per region of the cluster
+ *           (`GET /nodes`, then `GET /healthz` on each, within 1 s, at most every 5 min) and send the result with
+ *           the next CreateSession / JoinSession, so that a regional cluster can place the session (PROTOCOL.md
+ *           §11 "Regions"). Default true; false: nothing is fetched and the lists are empty. See `regionRtts()`.
  */
 
 /** Default WebSocket URL: the page's origin (its scheme mapped to ws/wss), else the usual HTTP port of `host`. */
@@ -156,6 +161,7 @@ export class FlightSimP2P extends EventTarget {
       getToken: typeof options.getToken === 'function' ? options.getToken : null,
       telemetry: options.telemetry ?? true,
       qualityEchoes: options.qualityEchoes ?? true,
+      measureRegions: options.measureRegions ?? true,
       fallbacks: [],
     };
     const main = { url: this.options.url, wsUrl: this.options.wsUrl, certHash: this.options.certHash };
@@ -178,6 +184,11 @@ export class FlightSimP2P extends EventTarget {
     this._redirects = { count: 0, pending: false };
     /** the CreateSession / JoinSession of the pending request, to send again where a redirect leads */
     this._pendingMsg = /** @type {ClientMsg|null} */ (null);
+    /** the last finished region measurement (core.js RegionCache), and whether one runs */
+    this._regionCache = /** @type {import('./core.js').RegionCache|null} */ (null);
+    this._regionsRunning = false;
+    /** aborts the measurement in progress (close()) */
+    this._regionsAbort = /** @type {AbortController|null} */ (null);
     if (utf8Encoder.encode(this.options.name).length > MAX_NAME_BYTES) {
       throw new RangeError(`name must be at most ${MAX_NAME_BYTES} UTF-8 bytes`);
     }
@@ -461,7 +472,7 @@ export class FlightSimP2P extends EventTarget {
     const bodies = [encodeClientMsg(this._hello())];
     if (this.state !== 'reconnecting' && foldableRequest(this._queue[0])) bodies.push(this._queue[0]);
     const rejoin = this._rejoinInFirst();
-    if (rejoin) bodies.push(encodeClientMsg(rejoin));
+    if (rejoin) bodies.push(encodeClientMsg(rejoin, PROTOCOL_VERSION));
     return bodies;
   }
 
@@ -473,7 +484,7 @@ export class FlightSimP2P extends EventTarget {
   _rejoinInFirst() {
     const rc = this._rc;
     if (this.state !== 'reconnecting' || !rc || rc.withToken || !rc.sessionKey) return null;
-    return { type: 'JoinSession', code: rc.sessionKey.code, password: rc.sessionKey.password };
+    return { type: 'JoinSession', code: rc.sessionKey.code, password: rc.sessionKey.password, regionRtts: this.regionRtts() };
   }
 
   /**
@@ -580,7 +591,7 @@ export class FlightSimP2P extends EventTarget {
    */
   createSession(opts = {}) {
     return this._request('create', {
-      type: 'CreateSession', maxPeers: opts.maxPeers ?? 0, password: opts.password || null,
+      type: 'CreateSession', maxPeers: opts.maxPeers ?? 0, password: opts.password || null, regionRtts: this.regionRtts(),
     });
   }
 
@@ -592,7 +603,97 @@ export class FlightSimP2P extends EventTarget {
    * @returns {Promise<SessionInfo>}
    */
   joinSession(code, opts = {}) {
-    return this._request('join', { type: 'JoinSession', code: String(code), password: opts.password ?? null });
+    return this._request('join', {
+      type: 'JoinSession', code: String(code), password: opts.password ?? null, regionRtts: this.regionRtts(),
+    });
+  }
+
+  /**
+   * What this client measured to the regions of its cluster (PROTOCOL.md §11 "Regions"), as the
+   * next CreateSession / JoinSession will carry it: `[{region, rttMs}]`, empty while nothing was
+   * measured (a single server, a cluster without regions, `measureRegions: false`, a measurement
+   * still running or older than 5 minutes). A region whose node did not answer within 1 s is absent.
+   * @returns {{region: string, rttMs: number}[]}
+   */
+  regionRtts() {
+    return regionRttsToSend(this._regionCache, now());
+  }
+
+  /**
+   * After a Welcome: time the cluster's regions if due (core.js regionsDue), in the background.
+   * Never delays anything: requests made meanwhile go without.
+   */
+  _maybeMeasureRegions() {
+    const base = httpOfWsUrl(this.server.wsUrl);
+    const due = regionsDue({
+      enabled: !!this.options.measureRegions, version: this.welcome ? this.welcome.version : 0,
+      running: this._regionsRunning, cache: this._regionCache, base, nowMs: now(),
+    });
+    if (!due || typeof fetch !== 'function') return;
+    this._regionsRunning = true;
+    const abort = new AbortController();
+    this._regionsAbort = abort;
+    this._measureRegions(base, abort.signal).then((cache) => {
+      if (!abort.signal.aborted) this._regionCache = cache;
+    }, () => {}).finally(() => {
+      if (this._regionsAbort === abort) this._regionsAbort = null;
+      this._regionsRunning = false;
+    });
+  }
+
+  /**
+   * `GET {base}/nodes`, then one `GET {node.http}/healthz` per region, twice, all regions at once,
+   * within REGIONS.deadlineMs. A failed node list counts as a measurement of nothing (not fetched
+   * again for 5 minutes).
+   * @param {string} base @param {AbortSignal} signal
+   * @returns {Promise<import('./core.js').RegionCache>}
+   */
+  async _measureRegions(base, signal) {
+    const listedAt = now();
+    let targets = [];
+    const listAbort = new AbortController();
+    const listTimer = setTimeout(() => listAbort.abort(), REGIONS.nodesTimeoutMs);
+    const onListAbort = () => listAbort.abort();
+    signal.addEventListener('abort', onListAbort);
+    try {
+      const res = await fetch(`${base}/nodes`, { cache: 'no-store', signal: listAbort.signal });
+      if (res.ok) targets = regionTargets(await res.json());
+    } catch {
+      targets = [];
+    } finally {
+      clearTimeout(listTimer);
+      signal.removeEventListener('abort', onListAbort);
+    }
+    if (signal.aborted) throw new Error('closed');
+    const plan = regionsAfterList(this._regionCache, targets, now());
+    if (plan === 'reuse') return { ...this._regionCache, base };
+    if (plan === 'none') return { base, key: null, atMs: listedAt, rtts: [] };
+    const startedAt = now();
+    const deadline = new AbortController();
+    const timer = setTimeout(() => deadline.abort(), REGIONS.deadlineMs);
+    const onAbort = () => deadline.abort();
+    signal.addEventListener('abort', onAbort);
+    const tries = new Map(targets.map((t) => [t.region, []]));
+    try {
+      await Promise.all(targets.map(async (t) => {
+        for (let i = 0; i < REGIONS.tries; i++) {
+          const t0 = now();
+          try {
+            // no-cors: /healthz sends no CORS header; an opaque answer times the round trip all the same.
+            await fetch(`${t.http}/healthz`, { cache: 'no-store', mode: 'no-cors', signal: deadline.signal });
+          } catch {
+            return;
+          }
+          const t1 = now();
+          tries.get(t.region).push({ ms: t1 - t0, endAtMs: t1 });
+        }
+      }));
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+    }
+    if (signal.aborted) throw new Error('closed');
+    return { base, key: regionTargetsKey(targets), atMs: startedAt, rtts: regionResult(targets, tries, startedAt) };
   }
 
   /** Leave the session (the connection stays open). */
@@ -766,7 +867,7 @@ export class FlightSimP2P extends EventTarget {
 
   /** @param {ClientMsg} msg */
   _sendMsg(msg) {
-    const body = encodeClientMsg(msg);
+    const body = encodeClientMsg(msg, this._wireVersion());
     const max = this.welcome ? this.welcome.limits.maxFrameBytes : DEFAULT_MAX_FRAME_BYTES;
     if (body.length > max) {
       // The server would close the connection (frame_too_large): refuse locally instead.
@@ -806,7 +907,16 @@ export class FlightSimP2P extends EventTarget {
   }
 
   _writeMsg(msg) {
-    this._writeRaw(encodeClientMsg(msg));
+    this._writeRaw(encodeClientMsg(msg, this._wireVersion()));
+  }
+
+  /**
+   * The version a control message is encoded at (PROTOCOL.md §4: CreateSession / JoinSession are
+   * versioned by the connection): the Welcome's (at most the Hello's) once this connection has one; before it (pipelined
+   * behind Hello, in the URL's `first`, or waiting for a resumed connection) the Hello's.
+   */
+  _wireVersion() {
+    return this.state === 'connected' && this.welcome ? Math.min(this.welcome.version, PROTOCOL_VERSION) : PROTOCOL_VERSION;
   }
 
   /** @param {Uint8Array} body one control message body */
@@ -871,6 +981,7 @@ export class FlightSimP2P extends EventTarget {
           this._attemptAt = null;
         }
         this._armQuality();
+        this._maybeMeasureRegions();
         this._emit('welcome', {
           peerId: m.peerId, resumed: m.resumed, iceServers: m.iceServers, limits: m.limits, transport: this.transport, welcome: m,
         });
@@ -1552,7 +1663,7 @@ export class FlightSimP2P extends EventTarget {
     }
     this._rejoin = { previousPeerId: rc.previousPeerId, code: key.code };
     // Past the grace the attempt's first flight carried the JoinSession already: its answer follows.
-    this._request('join', { type: 'JoinSession', code: key.code, password: key.password }, rc.rejoinSent).catch((e) => {
+    this._request('join', { type: 'JoinSession', code: key.code, password: key.password, regionRtts: this.regionRtts() }, rc.rejoinSent).catch((e) => {
       this._rejoin = null;
       this._sessionKey = null;
       if (this.state !== 'closed') this._emit('sessionleft', { reason: 'TimedOut', error: e });
@@ -1604,6 +1715,7 @@ export class FlightSimP2P extends EventTarget {
     }
     this._settle(null, null, e);
     this._stopTimers();
+    if (this._regionsAbort) this._regionsAbort.abort();
     clearTimeout(this._pumpTimer);
     clearTimeout(this._qTimer);
     this._qTimer = 0;

@@ -10,11 +10,14 @@
 // ---------------------------------------------------------------------------
 
 /**
- * Protocol version carried in Hello. 3: this client may send `Report` (PROTOCOL.md §14); the
- * Hello has exactly version 2's fields (the access token option, which this client leaves empty:
- * its token rides in the URL).
+ * Protocol version carried in Hello. 3: this client may send `Report` (PROTOCOL.md §14); 4:
+ * CreateSession / JoinSession end with `region_rtts` on the connection (§4, §11 "Regions").
+ * The Hello has exactly version 2's fields (the access token option, which this client leaves
+ * empty: its token rides in the URL).
  */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
+/** The first protocol version whose CreateSession / JoinSession carry `region_rtts`. */
+export const REGIONS_MIN_VERSION = 4;
 /** The first protocol version whose connections take `Report`. */
 export const REPORT_MIN_VERSION = 3;
 /** Control frame limit a client may assume before the Welcome (PROTOCOL.md §3). */
@@ -423,8 +426,8 @@ export class Reader {
 
 /**
  * @typedef {{type: 'Hello', version: number, client: ClientKind, relayMode: RelayMode, name: string, resumeToken: Uint8Array|null, accessToken?: string|null}
- *   | {type: 'CreateSession', maxPeers: number, password: string|null}
- *   | {type: 'JoinSession', code: string, password: string|null}
+ *   | {type: 'CreateSession', maxPeers: number, password: string|null, regionRtts?: RegionRtt[]}
+ *   | {type: 'JoinSession', code: string, password: string|null, regionRtts?: RegionRtt[]}
  *   | {type: 'Signal', to: number, signal: Signal}
  *   | {type: 'LeaveSession'}
  *   | {type: 'Ping', clientTimeMs: bigint}
@@ -532,12 +535,22 @@ function readSessionInfo(r) {
   };
 }
 
+/** @typedef {{region: string, rttMs: number}} RegionRtt one measured round trip (PROTOCOL.md §4) */
+
+/** `region_rtts`: a sequence of {region: String, rtt_ms: u32}. The server checks names and counts. */
+function writeRegionRtts(w, list) {
+  w.varint(list.length);
+  for (const e of list) w.string(e.region).u32(e.rttMs);
+}
+
 /**
- * Encode a client message body (no length prefix).
+ * Encode a client message body (no length prefix). `version`: the connection's (PROTOCOL.md §4:
+ * from version 4 CreateSession / JoinSession end with `region_rtts`, absent in `m` = empty).
  * @param {ClientMsg} m
+ * @param {number} [version] the connection's protocol version (default 1: no version-dependent fields)
  * @returns {Uint8Array}
  */
-export function encodeClientMsg(m) {
+export function encodeClientMsg(m, version = 1) {
   const w = new Writer();
   w.enumTag(CLIENT_MSG_TYPES, m.type, 'ClientMsg');
   switch (m.type) {
@@ -549,9 +562,11 @@ export function encodeClientMsg(m) {
       break;
     case 'CreateSession':
       w.u32(m.maxPeers).option(m.password, (w, v) => w.string(v));
+      if (version >= REGIONS_MIN_VERSION) writeRegionRtts(w, m.regionRtts ?? []);
       break;
     case 'JoinSession':
       w.string(m.code).option(m.password, (w, v) => w.string(v));
+      if (version >= REGIONS_MIN_VERSION) writeRegionRtts(w, m.regionRtts ?? []);
       break;
     case 'Signal':
       w.u32(m.to);
@@ -571,10 +586,12 @@ export function encodeClientMsg(m) {
 
 /**
  * Decode exactly one client message body; throws DecodeError on anything the Rust side would refuse.
+ * `version`: the connection's (its Hello's); from 4 CreateSession / JoinSession carry `regionRtts`.
  * @param {Uint8Array} bytes
+ * @param {number} [version] default 1: no version-dependent fields
  * @returns {ClientMsg}
  */
-export function decodeClientMsg(bytes) {
+export function decodeClientMsg(bytes, version = 1) {
   const r = new Reader(bytes);
   const type = r.enumTag(CLIENT_MSG_TYPES, 'ClientMsg');
   /** @type {ClientMsg} */
@@ -593,9 +610,11 @@ export function decodeClientMsg(bytes) {
     }
     case 'CreateSession':
       m = { type, maxPeers: r.u32(), password: r.option((r) => r.string()) };
+      if (version >= REGIONS_MIN_VERSION) m.regionRtts = r.vec((r) => ({ region: r.string(), rttMs: r.u32() }));
       break;
     case 'JoinSession':
       m = { type, code: r.string(), password: r.option((r) => r.string()) };
+      if (version >= REGIONS_MIN_VERSION) m.regionRtts = r.vec((r) => ({ region: r.string(), rttMs: r.u32() }));
       break;
     case 'Signal':
       m = { type, to: r.u32(), signal: readSignal(r) };

@@ -1150,3 +1150,133 @@ export function reportStep(s, nowMs, links) {
     candidates: s.candidates,
   };
 }
+
+// ---------------------------------------------------------------------------
+// Regions (PROTOCOL.md §11 "Regions (version 4)"): which node per region to time, the 1 s
+// deadline, the 5-minute cache, and what a CreateSession / JoinSession carries. The shell
+// (client.js) does the fetches; everything it decides is here, with the time passed in.
+// ---------------------------------------------------------------------------
+
+export const REGIONS = Object.freeze({
+  /** all the regions are timed at once, within this of the start; a later answer counts for nothing */
+  deadlineMs: 1000,
+  /** a measurement (and the node list it came from) is kept this long */
+  cacheMs: 5 * 60 * 1000,
+  /** HTTP timings per node; the best one is the node's RTT (the first also opens the connection) */
+  tries: 2,
+  /** the protocol's bounds on a list (§4): at most 16 entries, names of 1 to 32 `a-z 0-9 -` */
+  maxEntries: 16,
+  /** how long the node list may take (it is off the critical path, but should not hang around) */
+  nodesTimeoutMs: 2000,
+});
+
+const REGION_NAME = /^[a-z0-9-]{1,32}$/;
+
+/** The HTTP base (`http(s)://host:port`) of a WebSocket URL (`ws(s)://host:port/ws`); '' if none. */
+export function httpOfWsUrl(wsUrl) {
+  const m = /^(wss?):\/\/([^/?#]+)/.exec(String(wsUrl || '').trim());
+  return m ? `${m[1] === 'wss' ? 'https' : 'http'}://${m[2]}` : '';
+}
+
+/**
+ * The nodes to time, from a `GET /nodes` answer: one per region, the first listed that has an
+ * HTTP address (a node without one is skipped), and none at all unless the list names at least
+ * two regions. A region name the server would refuse (§4) is left out, and so are regions past
+ * the 16th, so that what is measured can always be sent.
+ * @param {any} list the parsed JSON (`{nodes: [{name, region, quic, http, cert_sha256}]}`)
+ * @returns {{region: string, http: string, name: string}[]}
+ */
+export function regionTargets(list) {
+  const nodes = list && Array.isArray(list.nodes) ? list.nodes : [];
+  const regions = new Set();
+  for (const n of nodes) if (n && typeof n.region === 'string' && REGION_NAME.test(n.region)) regions.add(n.region);
+  if (regions.size < 2) return [];
+  const out = [];
+  for (const n of nodes) {
+    if (!n || typeof n.region !== 'string' || !REGION_NAME.test(n.region)) continue;
+    if (out.some((t) => t.region === n.region)) continue;
+    const http = String(n.http || '').trim().replace(/\/+$/, '');
+    if (!/^https?:\/\/[^/]+$/.test(http)) continue;
+    out.push({ region: n.region, http, name: String(n.name || '') });
+    if (out.length === REGIONS.maxEntries) break;
+  }
+  return out;
+}
+
+/** The key a measurement is cached under: the nodes timed (a node list with the same ones shares it). */
+export function regionTargetsKey(targets) {
+  return targets.map((t) => `${t.region}=${t.http}`).join(' ');
+}
+
+/**
+ * A node's RTT from its tries: the best one that ended within the deadline, in whole ms (u32);
+ * null if none did.
+ * @param {{ms: number, endAtMs: number}[]} tries the timings and when each ended
+ * @param {number} startedAtMs when the measurement started
+ * @param {number} [deadlineMs]
+ */
+export function bestRttMs(tries, startedAtMs, deadlineMs = REGIONS.deadlineMs) {
+  let best = null;
+  for (const t of tries) {
+    if (!(t.endAtMs - startedAtMs <= deadlineMs) || !(t.ms >= 0)) continue;
+    if (best === null || t.ms < best) best = t.ms;
+  }
+  return best === null ? null : Math.min(0xffffffff, Math.round(best));
+}
+
+/**
+ * What a measurement yields: one entry per region whose node answered in time (the others are
+ * left out), in the order the node list gave.
+ * @param {{region: string}[]} targets
+ * @param {Map<string, {ms: number, endAtMs: number}[]>} triesByRegion
+ * @param {number} startedAtMs
+ * @returns {{region: string, rttMs: number}[]}
+ */
+export function regionResult(targets, triesByRegion, startedAtMs) {
+  const out = [];
+  for (const t of targets) {
+    const ms = bestRttMs(triesByRegion.get(t.region) || [], startedAtMs);
+    if (ms !== null) out.push({ region: t.region, rttMs: ms });
+  }
+  return out;
+}
+
+/**
+ * @typedef {{base: string, key: string|null, atMs: number, rtts: {region: string, rttMs: number}[]}} RegionCache
+ *   a finished measurement: from which server's node list, of which nodes, when it started, what it found
+ */
+
+/**
+ * Whether a Welcome from the server at `base` (its HTTP base) starts a measurement: not when
+ * turned off, not before version 4, not while one runs, and not while the last one (or the last
+ * node list fetched from this server) is younger than 5 minutes.
+ * @param {{enabled: boolean, version: number, running: boolean, cache: RegionCache|null, base: string, nowMs: number}} s
+ */
+export function regionsDue(s) {
+  if (!s.enabled || s.version < 4 || s.running || !s.base) return false;
+  return !(s.cache && s.cache.base === s.base && s.nowMs - s.cache.atMs < REGIONS.cacheMs);
+}
+
+/**
+ * After the node list came: reuse a fresh measurement of the same nodes (another node of the same
+ * cluster lists the same ones), else time them (`probe`), else there is nothing to time (fewer
+ * than two regions: an empty result, cached all the same).
+ * @param {RegionCache|null} cache @param {{region: string, http: string}[]} targets @param {number} nowMs
+ * @returns {'reuse'|'probe'|'none'}
+ */
+export function regionsAfterList(cache, targets, nowMs) {
+  if (targets.length === 0) return 'none';
+  if (cache && cache.key === regionTargetsKey(targets) && nowMs - cache.atMs < REGIONS.cacheMs) return 'reuse';
+  return 'probe';
+}
+
+/**
+ * What the next CreateSession / JoinSession carries: the last finished measurement while it is
+ * younger than 5 minutes, else nothing (a request never waits for a measurement).
+ * @param {RegionCache|null} cache @param {number} nowMs
+ * @returns {{region: string, rttMs: number}[]}
+ */
+export function regionRttsToSend(cache, nowMs) {
+  if (!cache || !(nowMs - cache.atMs < REGIONS.cacheMs)) return [];
+  return cache.rtts.map((e) => ({ ...e }));
+}

@@ -42,7 +42,7 @@ export {
   encodeRelay, decodeRelay, WS_CONTROL, WS_RELAY, WEBSOCKET_PATH, encodeWsControl, encodeWsRelay,
   decodeWsMessage, wsCloseCode, fromWsCloseCode, FIRST_PARAM, MAX_FIRST_BYTES, base64url,
   fromBase64url, encodeFirst, urlWithFirst, ACCESS_TOKEN_PARAM, connectUrl, foldableRequest, toHex, fromHex,
-  REPORT_MIN_VERSION, REPORT_LIMITS, LINK_PATHS, GRADES, MILESTONE_KINDS, ICE_FAIL_REASONS, encodeReportV1, decodeReportV1,
+  REPORT_MIN_VERSION, REGIONS_MIN_VERSION, REPORT_LIMITS, LINK_PATHS, GRADES, MILESTONE_KINDS, ICE_FAIL_REASONS, encodeReportV1, decodeReportV1,
   reportMsg,
 } from './codec.js';
 
@@ -61,6 +61,7 @@ export {
   QUALITY, QualityTracker, rawGrade, gradeWithHysteresis, QUALITY_FRAME_BYTES, ECHO_REQUEST, ECHO_REPLY, isQualityFrame,
   encodeQualityFrame, parseQualityFrame, RTT_BUCKET_EDGES_MS, LOSS_BUCKET_EDGES_PCT, BUCKET_UNKNOWN, rttBucket, lossBucket,
   REPORT, CANDIDATE_BITS, reportStart, reportQueue, reportDue, reportNextAt, reportStep,
+  REGIONS, httpOfWsUrl, regionTargets, regionTargetsKey, bestRttMs, regionResult, regionsDue, regionsAfterList, regionRttsToSend,
 } from './core.js';
 
 export {

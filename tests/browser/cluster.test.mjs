@@ -13,6 +13,7 @@ import {
   FlightSimP2P, ABANDON_CLOSE_CODE, REDIRECT_REASONS,
   MAX_REDIRECTS, wsUrlOfHttp, nodeServer, reachableWith, redirectStep, rotateServer,
 } from '../../client/web/fsp2p.js';
+import { decodeSent } from './fakes.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const vectors = readFileSync(path.join(root, 'docs/vectors.txt'), 'utf8').split('\n')
@@ -129,7 +130,7 @@ function clusterClient(extra = {}) {
   }
   return { c, fakes, events };
 }
-const sent = (f) => f.sent.map((b) => decodeClientMsg(b));
+const sent = (f) => f.sent.map((b) => decodeSent(b));
 
 test('a redirected join ends joined on the node it was sent to, with the join sent again', async () => {
   const { c, fakes, events } = clusterClient();

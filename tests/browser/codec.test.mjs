@@ -32,10 +32,9 @@ function loadVectors() {
   for (const line of readFileSync(vectorsFile, 'utf8').split('\n')) {
     if (!line.trim() || line.startsWith('#')) continue;
     const [ok, type, name, hex = ''] = line.split('\t');
-    // Version-4 connections (region_rtts, PROTOCOL.md §11): this client speaks version 3.
-    if (type === 'ClientMsg@v4') continue;
     assert.ok(ok === 'ok' || ok === 'bad', `bad vector line: ${line}`);
-    assert.ok(type === 'ClientMsg' || type === 'ServerMsg', `bad vector type: ${line}`);
+    // ClientMsg@v4: read on a connection speaking version 4 (region_rtts, PROTOCOL.md §4, §11).
+    assert.ok(type === 'ClientMsg' || type === 'ServerMsg' || type === 'ClientMsg@v4', `bad vector type: ${line}`);
     out.push({ ok: ok === 'ok', type, name, bytes: fromHex(hex.trim()) });
   }
   return out;
@@ -45,6 +44,7 @@ const vectors = loadVectors();
 const codecs = {
   ClientMsg: { decode: decodeClientMsg, encode: encodeClientMsg },
   ServerMsg: { decode: decodeServerMsg, encode: encodeServerMsg },
+  'ClientMsg@v4': { decode: (b) => decodeClientMsg(b, 4), encode: (m) => encodeClientMsg(m, 4) },
 };
 
 test('the vector file covers every message variant', () => {
@@ -77,6 +77,37 @@ for (const v of vectors) {
     });
   }
 }
+
+test('every ClientMsg@v4 vector is checked, ok and bad (a version-4 client does not skip them)', () => {
+  const v4 = vectors.filter((v) => v.type === 'ClientMsg@v4').map((v) => `${v.ok ? 'ok' : 'bad'} ${v.name}`);
+  for (const n of ['ok create_v4_nothing_measured', 'ok create_v4_three_regions', 'ok join_v4_password_one_region',
+    'ok join_v4_sixteen_regions_edge_values', 'ok ping_v4', 'ok leave_v4', 'bad create_v4_without_region_rtts',
+    'bad join_v4_rtts_past_end', 'bad create_v4_region_name_past_end', 'bad create_v4_trailing_byte']) {
+    assert.ok(v4.includes(n), `no vector ${n}`);
+  }
+});
+
+test('region_rtts: decoded values, the worked example, and versions before 4 without the field', () => {
+  const byName = (name) => vectors.find((v) => v.type === 'ClientMsg@v4' && v.name === name);
+  assert.deepEqual(decodeClientMsg(byName('create_v4_nothing_measured').bytes, 4),
+    { type: 'CreateSession', maxPeers: 0, password: null, regionRtts: [] });
+  const three = { type: 'CreateSession', maxPeers: 8, password: null, regionRtts: [
+    { region: 'eu', rttMs: 5 }, { region: 'us-east', rttMs: 84 }, { region: 'asia', rttMs: 153 }] };
+  assert.deepEqual(decodeClientMsg(byName('create_v4_three_regions').bytes, 4), three);
+  // PROTOCOL.md §4's worked example, byte for byte.
+  assert.equal(toHex(encodeClientMsg(three, 4)), '01080003026575050775732d656173745404617369619901');
+  assert.deepEqual(decodeClientMsg(byName('join_v4_password_one_region').bytes, 4),
+    { type: 'JoinSession', code: '7KQ2MX', password: 'pw', regionRtts: [{ region: 'us-east', rttMs: 300 }] });
+  const sixteen = decodeClientMsg(byName('join_v4_sixteen_regions_edge_values').bytes, 4).regionRtts;
+  assert.equal(sixteen.length, 16);
+  assert.equal(sixteen[0].region.length, 32);
+  assert.deepEqual(sixteen.slice(0, 2).map((e) => e.rttMs), [0, 0xffffffff]);
+  // Before version 4 the field is absent: what is measured is not sent, and a v4 body is refused.
+  assert.equal(toHex(encodeClientMsg(three, 3)), '010800');
+  assert.throws(() => decodeClientMsg(byName('create_v4_three_regions').bytes, 3), DecodeError);
+  // At version 4 an absent list is the empty one.
+  assert.equal(toHex(encodeClientMsg({ type: 'CreateSession', maxPeers: 0, password: null }, 4)), '01000000');
+});
 
 test('decoded values match the vector names', () => {
   const byName = (type, name) => {

@@ -7,7 +7,7 @@ import {
   decodeClientMsg, FlightSimP2P, FIRST_PARAM,
 } from '../../client/web/fsp2p.js';
 import {
-  tick, TOKEN, peerInfo, welcomeMsg, fastClient, joinedMsg,
+  tick, TOKEN, peerInfo, welcomeMsg, fastClient, joinedMsg, decodeSent,
 } from './fakes.mjs';
 
 test('fast path: connect(); joinSession() in the same tick → Hello and JoinSession in the URL, nothing on the stream', async () => {
@@ -16,8 +16,8 @@ test('fast path: connect(); joinSession() in the same tick → Hello and JoinSes
   const joined = c.joinSession('7kq-2mx', { password: 'pw' });
   await tick();
   assert.equal(fakes.length, 1);
-  assert.deepEqual(fakes[0].first.map((b) => decodeClientMsg(b).type), ['Hello', 'JoinSession']);
-  assert.deepEqual(decodeClientMsg(fakes[0].first[1]), { type: 'JoinSession', code: '7kq-2mx', password: 'pw' });
+  assert.deepEqual(fakes[0].first.map((b) => decodeSent(b).type), ['Hello', 'JoinSession']);
+  assert.deepEqual(decodeSent(fakes[0].first[1]), { type: 'JoinSession', code: '7kq-2mx', password: 'pw', regionRtts: [] });
   // The server answers in the same flight as the 101/200: before open() resolved here.
   server(welcomeMsg(5, false));
   server(joinedMsg([2, 5]));
@@ -32,7 +32,7 @@ test('fast path: connect(); joinSession() in the same tick → Hello and JoinSes
   assert.ok(!JSON.stringify(events.map((e) => e[1].url || '')).includes(FIRST_PARAM));
   // Later requests go on the control stream as usual.
   c.leaveSession().catch(() => {});
-  assert.deepEqual(fakes[0].sent.map((b) => decodeClientMsg(b).type), ['LeaveSession']);
+  assert.deepEqual(fakes[0].sent.map((b) => decodeSent(b).type), ['LeaveSession']);
   c.close();
 });
 
@@ -44,8 +44,8 @@ test('fast path: a request made later goes on the stream; connect({join}) and co
     const joined = c.joinSession('7KQ2MX');
     fakes[0].succeed();
     await tick();
-    assert.deepEqual(fakes[0].first.map((b) => decodeClientMsg(b).type), ['Hello']);
-    assert.deepEqual(fakes[0].sent.map((b) => decodeClientMsg(b).type), ['JoinSession']);
+    assert.deepEqual(fakes[0].first.map((b) => decodeSent(b).type), ['Hello']);
+    assert.deepEqual(fakes[0].sent.map((b) => decodeSent(b).type), ['JoinSession']);
     server(welcomeMsg(5, false));
     server(joinedMsg([2, 5]));
     await joined;
@@ -55,7 +55,7 @@ test('fast path: a request made later goes on the stream; connect({join}) and co
     const { c, fakes, server } = await fastClient();
     const p = c.connect({ join: { code: '7KQ2MX', password: 'x' } });
     await tick();
-    assert.deepEqual(fakes[0].first.map((b) => decodeClientMsg(b)), [decodeClientMsg(fakes[0].first[0]), { type: 'JoinSession', code: '7KQ2MX', password: 'x' }]);
+    assert.deepEqual(fakes[0].first.map((b) => decodeSent(b)), [decodeSent(fakes[0].first[0]), { type: 'JoinSession', code: '7KQ2MX', password: 'x', regionRtts: [] }]);
     fakes[0].succeed();
     await tick();
     server(welcomeMsg(5, false));
@@ -69,7 +69,7 @@ test('fast path: a request made later goes on the stream; connect({join}) and co
     const { c, fakes, server } = await fastClient();
     const p = c.connect({ create: { maxPeers: 4, password: null } });
     await tick();
-    assert.deepEqual(decodeClientMsg(fakes[0].first[1]), { type: 'CreateSession', maxPeers: 4, password: null });
+    assert.deepEqual(decodeSent(fakes[0].first[1]), { type: 'CreateSession', maxPeers: 4, password: null, regionRtts: [] });
     fakes[0].succeed();
     await tick();
     server(welcomeMsg(1, false));
@@ -87,7 +87,7 @@ test('fast path: a request made later goes on the stream; connect({join}) and co
     assert.equal(fakes[0].first, null);
     fakes[0].succeed();
     await tick();
-    assert.deepEqual(fakes[0].sent.map((b) => decodeClientMsg(b).type), ['Hello', 'JoinSession']);
+    assert.deepEqual(fakes[0].sent.map((b) => decodeSent(b).type), ['Hello', 'JoinSession']);
     c.close();
   }
 });
@@ -104,7 +104,7 @@ test('fast path: the resume Hello (with its token) rides in the URL of the recon
   fakes[0].onClosed({ code: null, reason: 'lost' });
   await tick(5);
   assert.equal(fakes.length, 2);
-  const hello = decodeClientMsg(fakes[1].first[0]);
+  const hello = decodeSent(fakes[1].first[0]);
   assert.equal(fakes[1].first.length, 1, 'no session request: the resume puts us back');
   assert.deepEqual([...hello.resumeToken], [...TOKEN]);
   server(welcomeMsg(5, true));

@@ -9,7 +9,7 @@ import {
   closeDisposition, reconnectStep, attemptTimeoutMs, serverSilent, decodeClientMsg,
 } from '../../client/web/fsp2p.js';
 import {
-  tick, TOKEN, peerInfo, welcomeMsg, reconnectingClient, sentTypes,
+  tick, TOKEN, peerInfo, welcomeMsg, reconnectingClient, sentTypes, decodeSent,
 } from './fakes.mjs';
 
 // --- reconnecting: the pure decisions ----------------------------------------------------------
@@ -206,7 +206,7 @@ test('reconnect: an attempt past the resume grace sends no token and rejoins by 
   const sent = sentTypes(fakes[2]);
   assert.deepEqual(sent.map((m) => m.type), ['Hello', 'JoinSession']);
   assert.equal(sent[0].resumeToken, null, 'no token past the grace');
-  assert.deepEqual(sent[1], { type: 'JoinSession', code: 'ABCDEF', password: 'pw' });
+  assert.deepEqual(sent[1], { type: 'JoinSession', code: 'ABCDEF', password: 'pw', regionRtts: [] }, 'at the Hello version (4)');
   server(welcomeMsg(9, false));
   server({ type: 'SessionJoined', session: { code: 'ABCDEF', host: 2, maxPeers: 16, idleTtlSecs: 60, peers: [peerInfo(2), peerInfo(3), peerInfo(9)] } });
   await tick();
@@ -293,7 +293,7 @@ test('liveness in the client: Pings every pingIntervalMs; anything heard keeps t
     let answer = true;
     const send = f.sendControl;
     f.sendControl = (b) => {
-      const m = decodeClientMsg(b);
+      const m = decodeSent(b);
       if (m.type === 'Ping') {
         pings.push(performance.now());
         if (answer) setTimeout(() => { if (f.onControl) server({ type: 'Pong', clientTimeMs: m.clientTimeMs, serverTimeMs: 0n }, 0); }, 5);

@@ -1,0 +1,212 @@
+// Regions end to end (PROTOCOL.md §11 "Regions (version 4)"): real Chromium, a real redis-server
+// and two real server nodes, "eu" and "us", started with --region. Node us announces its HTTP
+// port (--public-http) through a TCP proxy here that holds every chunk 75 ms each way, so a page
+// that times GET /healthz per region finds us ~150 ms away and eu ~1 ms away — what two regions
+// look like from a player in eu, on loopback. Then:
+//   - a page connected to us measures both regions (regionRtts()) within its 1 s budget;
+//   - its CreateSession carries them, and us places the session in eu: Redirect(Placement),
+//     counted by us's fsp2p_cluster_redirects_total{reason="placement"}, the page ends on eu;
+//   - the same create from a page with measureRegions: false stays on us (no placement without
+//     a measurement: the check above can fail);
+//   - a JoinSession carrying the measurement is accepted (no invalid_argument) and joins.
+// Needs redis-server and Chromium; FSP2P_BIN is the server binary.
+//   FSP2P_BIN=/path/to/flightsim-p2p node --test tests/browser/regions-e2e.test.mjs
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, createWriteStream } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { launchChromium, parseMetrics } from './support.mjs';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const BIN = process.env.FSP2P_BIN || path.join(ROOT, 'target/debug/flightsim-p2p');
+const ARTIFACTS = path.join(ROOT, 'test-artifacts/browser');
+const DELAY_MS = 75; // each way, on node us's announced HTTP address only
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+const procs = [];
+const closers = [];
+let tmp = '';
+
+after(async () => {
+  for (const c of closers.reverse()) await Promise.resolve(c()).catch(() => {});
+  for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGTERM');
+  await sleep(300);
+  for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
+});
+
+function freeTcpPort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = /** @type {any} */ (s.address());
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function freeUdpPort() {
+  const { createSocket } = await import('node:dgram');
+  return new Promise((resolve, reject) => {
+    const s = createSocket('udp4');
+    s.once('error', reject);
+    s.bind(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function start(name, argv) {
+  const log = createWriteStream(path.join(ARTIFACTS, `regions-${name}.log`));
+  const p = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1', RUST_LOG: process.env.RUST_LOG || 'info' } });
+  p.stdout.pipe(log);
+  p.stderr.pipe(log);
+  procs.push(p);
+  return p;
+}
+
+/** A TCP proxy to 127.0.0.1:target that holds every chunk `delayMs` in each direction. */
+function delayProxy(port, target, delayMs) {
+  const server = net.createServer((down) => {
+    const up = net.connect(target, '127.0.0.1');
+    const pass = (from, to) => {
+      from.on('data', (d) => setTimeout(() => { if (!to.destroyed) to.write(d); }, delayMs));
+      from.on('end', () => setTimeout(() => to.end(), delayMs));
+      from.on('error', () => to.destroy());
+    };
+    pass(down, up);
+    pass(up, down);
+  });
+  return new Promise((resolve) => server.listen(port, '127.0.0.1', () => resolve(server)));
+}
+
+async function get(port, p) {
+  const r = await fetch(`http://127.0.0.1:${port}${p}`);
+  return { status: r.status, body: await r.text() };
+}
+
+async function waitFor(what, fn, ms = 30000) {
+  const t0 = Date.now();
+  for (;;) {
+    const v = await fn().catch(() => null);
+    if (v) return v;
+    if (Date.now() - t0 > ms) assert.fail(`${what} within ${ms} ms`);
+    await sleep(100);
+  }
+}
+
+const placementRedirects = async (port) => {
+  const m = parseMetrics((await get(port, '/metrics')).body);
+  let n = 0;
+  for (const [k, v] of m) if (k.startsWith('fsp2p_cluster_redirects_total{') && k.includes('reason="placement"')) n += v;
+  return n;
+};
+
+test('regions: a page measures both regions, its create is placed in the nearer one; without a measurement it is not; a join with a measurement is accepted', { timeout: 120000 }, async () => {
+  assert.ok(spawnSync('sh', ['-c', 'command -v redis-server']).status === 0, 'redis-server not found (scripts/deps.sh installs it)');
+  mkdirSync(ARTIFACTS, { recursive: true });
+  tmp = mkdtempSync(path.join(tmpdir(), 'fsp2p-regions-'));
+  const redisPort = await freeTcpPort();
+  const redis = start('redis', ['redis-server', '--port', String(redisPort), '--save', '', '--appendonly', 'no', '--bind', '127.0.0.1']);
+  await waitFor('redis answers', () => new Promise((resolve) => {
+    const s = net.connect(redisPort, '127.0.0.1', () => { s.end(); resolve(true); });
+    s.on('error', () => resolve(false));
+  }), 20000);
+  assert.equal(redis.exitCode, null);
+
+  const nodes = {};
+  for (const name of ['eu', 'us']) nodes[name] = { udp: await freeUdpPort(), http: await freeTcpPort() };
+  const proxyPort = await freeTcpPort();
+  const proxy = await delayProxy(proxyPort, nodes.us.http, DELAY_MS);
+  closers.push(() => new Promise((r) => proxy.close(r)));
+  for (const name of ['eu', 'us']) {
+    const n = nodes[name];
+    start(`node-${name}`, [
+      BIN, 'serve', '--listen', `127.0.0.1:${n.udp}`, '--http-listen', `127.0.0.1:${n.http}`,
+      '--cert-dir', path.join(tmp, `certs-${name}`), '--web-dir', path.join(ROOT, 'client/web'),
+      '--redis-url', `redis://127.0.0.1:${redisPort}`, '--node-name', name, '--region', name,
+      '--placement', 'on', '--placement-min-gain-ms', '20',
+      ...(name === 'us' ? ['--public-http', `http://127.0.0.1:${proxyPort}`] : []),
+    ]);
+  }
+  // Both nodes list both regions (the node itself first, then its directory).
+  for (const name of ['eu', 'us']) {
+    await waitFor(`node ${name} lists both regions in GET /nodes`, async () => {
+      const list = JSON.parse((await get(nodes[name].http, '/nodes')).body).nodes;
+      return list.length === 2 && list.map((x) => x.region).sort().join() === 'eu,us';
+    });
+  }
+  const us = JSON.parse((await get(nodes.eu.http, '/nodes')).body).nodes.find((x) => x.region === 'us');
+  assert.equal(us.http, `http://127.0.0.1:${proxyPort}`, 'us is announced behind the delaying proxy');
+
+  const browser = await launchChromium();
+  closers.push(() => browser.close());
+  const page = await browser.newPage();
+  page.on('console', (m) => { if (m.type() === 'error') console.log('[page]', m.text()); });
+  // Any page of a node will do: it only imports the client.
+  await page.goto(`http://127.0.0.1:${nodes.us.http}/fsp2p.js`);
+  await page.evaluate(async () => { window.__m = await import('/fsp2p.js'); window.__c = {}; });
+
+  const mk = (id, http, extra = {}) => page.evaluate(async ({ id, http, extra }) => {
+    const c = new window.__m.FlightSimP2P({ transport: 'websocket', wsUrl: `ws://127.0.0.1:${http}/ws`, name: id, ...extra });
+    window.__c[id] = c;
+    const errors = [];
+    c.addEventListener('error', (e) => errors.push(e.detail.name));
+    c.__errors = errors;
+    await c.connect();
+    return c.peerId;
+  }, { id, http, extra });
+  const rtts = (id) => page.evaluate((id) => window.__c[id].regionRtts(), id);
+  const where = (id) => page.evaluate((id) => window.__c[id].transportUrl, id);
+
+  // 1. A page on us measures both regions, off the critical path, within its budget.
+  const t0 = Date.now();
+  await mk('creator', nodes.us.http);
+  const measured = await waitFor('the page measured both regions', async () => {
+    const r = await rtts('creator');
+    return r.length === 2 ? r : null;
+  }, 10000);
+  const by = Object.fromEntries(measured.map((e) => [e.region, e.rttMs]));
+  console.log(`measured after ${Date.now() - t0} ms: ${JSON.stringify(measured)}`);
+  assert.ok(by.eu < 50, `eu is on loopback: ${by.eu} ms`);
+  assert.ok(by.us >= 2 * DELAY_MS - 5 && by.us < 1000, `us is behind ${2 * DELAY_MS} ms of proxy: ${by.us} ms`);
+
+  // 2. Its create carries them: us places the session in eu.
+  const before = await placementRedirects(nodes.us.http);
+  const created = await page.evaluate(async () => {
+    const s = await window.__c.creator.createSession({ maxPeers: 4 });
+    return { code: s.code, errors: window.__c.creator.__errors };
+  });
+  assert.equal(await placementRedirects(nodes.us.http) - before, 1, 'us sent one Redirect(Placement)');
+  assert.match(await where('creator'), new RegExp(`:${nodes.eu.http}/`), 'the session is on eu');
+  assert.deepEqual(created.errors, []);
+
+  // 3. Without a measurement the same create stays on us (placement follows the measurement).
+  await mk('blind', nodes.us.http, { measureRegions: false });
+  await sleep(1500);
+  assert.deepEqual(await rtts('blind'), []);
+  const blind = await page.evaluate(async () => (await window.__c.blind.createSession()).code);
+  assert.ok(blind);
+  assert.equal(await placementRedirects(nodes.us.http) - before, 1, 'no placement without a measurement');
+  assert.match(await where('blind'), new RegExp(`:${nodes.us.http}/`), 'stays on us');
+
+  // 4. A JoinSession carrying the measurement is accepted and joins (on eu, where the session is).
+  await mk('joiner', nodes.eu.http);
+  await waitFor('the joiner measured both regions', async () => (await rtts('joiner')).length === 2, 10000);
+  const joined = await page.evaluate(async (code) => {
+    const c = window.__c.joiner;
+    const s = await c.joinSession(code);
+    return { code: s.code, peers: s.peers.length, rtts: c.regionRtts(), errors: c.__errors };
+  }, created.code);
+  assert.equal(joined.code, created.code);
+  assert.equal(joined.peers, 2);
+  assert.equal(joined.rtts.length, 2);
+  assert.deepEqual(joined.errors, [], 'no invalid_argument');
+  await page.evaluate(() => { for (const c of Object.values(window.__c)) c.close(); });
+});
