@@ -21,7 +21,7 @@
 // happy-eyeballs delay). The WebSocket itself goes to the page's origin, the server's HTTP port.
 //
 // Screenshots of the demo page go to test-artifacts/browser/, with the server log.
-import { test, before, after } from 'node:test';
+import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, createWriteStream } from 'node:fs';
@@ -197,6 +197,14 @@ before(async () => {
   httpPage = await (await browser.newContext()).newPage();
   await httpPage.goto(`http://127.0.0.1:${httpPort}/healthz`);
   console.log(`server ready in ${Date.now() - t0} ms; Chromium ${browser.version()}; ${net.nsPath ? 'private network namespace' : 'host loopback'}; udp ${udpPort}, http ${httpPort}`);
+});
+
+// A test that fails before its closePages leaves its pages flying: they would go
+// on relaying into the next tests' exact frame counts (a fresh-clone run failed
+// 1b, then 6 and 7 counted 1b's frames). Every test ends with no page open.
+afterEach(async () => {
+  for (const ctx of openContexts) await ctx.close().catch(() => {});
+  openContexts.clear();
 });
 
 after(async () => {
