@@ -4,8 +4,8 @@
 // function: the reconnect schedule and when to give up, what a close code or a server error
 // means, resume or rejoin, redirects and node rotation, liveness, attempt and request
 // deadlines, the control stream's rate, the QUIC/WebSocket race, the direct/TURN/relay path
-// of a peer, each peer's link quality (echoes, RTT, loss, grade) and the report schedule
-// (PROTOCOL.md §14). Time and randomness are inputs
+// of a peer, each peer's link quality (echoes, RTT, loss, grade), the report schedule
+// (PROTOCOL.md §14) and following a session that moves to another node make-before-break (§12 rule 10). Time and randomness are inputs
 // (`nowMs`, `random`): no timers, no clock, no RTCPeerConnection, no WebSocket here, so the
 // rules run under node with simulated time (tests/browser/core.test.mjs). The shell
 // (client.js, mesh.js, transports.js) does the I/O and asks these functions what to do.
@@ -1279,4 +1279,132 @@ export function regionsAfterList(cache, targets, nowMs) {
 export function regionRttsToSend(cache, nowMs) {
   if (!cache || !(nowMs - cache.atMs < REGIONS.cacheMs)) return [];
   return cache.rtts.map((e) => ({ ...e }));
+}
+
+// ---------------------------------------------------------------------------
+// Moving with the session (PROTOCOL.md §11 "Moving a session (version 5)", §12 rule 10;
+// tested in tests/browser/move.test.mjs and the `move` vectors)
+// ---------------------------------------------------------------------------
+
+/** The overlap's cap: the old connection is closed (code 999) this long after the redirect at the latest. */
+export const MOVE_OLD_CLOSE_AFTER_MS = 10000;
+
+/** The first protocol version whose clients follow a move make-before-break. */
+export const MOVE_MIN_VERSION = 5;
+
+/**
+ * @typedef {'settled'|'opening'|'overlap'|'old_only'|'new_only_opening'} MovePhase
+ * @typedef {{phase: MovePhase, redirectAtMs: number|null}} MoveState
+ * @typedef {'redirect'|'new_welcome'|'new_failed'|'new_closed'|'old_closed'|'tick'} MoveEventKind
+ * @typedef {{event: MoveEventKind, on?: 'current'|'old'|'new'|null, reason?: string|null, unasked?: boolean|null,
+ *   inSession?: boolean|null, version?: number|null, resumed?: boolean|null}} MoveEvent
+ * @typedef {'none'|'not_a_move'|'open_new'|'ignore'|'close_old'|'send_on_both'|'use_new'|'reconnect'} MoveAction
+ * @typedef {{state: MoveState, action: MoveAction, phase: MovePhase, sendOn: string[], takeFrom: string[],
+ *   controlOn: 'current'|'new'|null, wakeAtMs: number|null}} MoveDecision
+ */
+
+/** The machine before any move (and after one): one connection, `current`. @returns {MoveState} */
+export function moveStart() {
+  return { phase: 'settled', redirectAtMs: null };
+}
+
+/**
+ * Where relay frames go and come from, where control messages go, and when to tick, in a phase
+ * (rule 10): settled on `current`; opening and old_only relay on `old`; overlap on both;
+ * new_only_opening nowhere. Control goes on `new` from the redirect on (it waits for its
+ * Welcome), nowhere in old_only (it waits for the reconnection).
+ * @param {MoveState} s
+ */
+export function moveRoutes(s) {
+  switch (s.phase) {
+    case 'opening': return { sendOn: ['old'], takeFrom: ['old'], controlOn: /** @type {const} */ ('new'), wakeAtMs: null };
+    case 'overlap': return {
+      sendOn: ['old', 'new'], takeFrom: ['old', 'new'], controlOn: /** @type {const} */ ('new'),
+      wakeAtMs: /** @type {number} */ (s.redirectAtMs) + MOVE_OLD_CLOSE_AFTER_MS,
+    };
+    case 'old_only': return { sendOn: ['old'], takeFrom: ['old'], controlOn: null, wakeAtMs: null };
+    case 'new_only_opening': return { sendOn: [], takeFrom: [], controlOn: /** @type {const} */ ('new'), wakeAtMs: null };
+    default: return { sendOn: ['current'], takeFrom: ['current'], controlOn: /** @type {const} */ ('current'), wakeAtMs: null };
+  }
+}
+
+/**
+ * Whether a Redirect starts a move (rule 10): reason Placement, unasked, in a session, on a
+ * connection whose version is 5 or later. Anything else is followed as before (rules 4 and 5).
+ * @param {MoveEvent} ev
+ */
+export function redirectIsMove(ev) {
+  return String(ev.reason || '').toLowerCase() === 'placement' && !!ev.unasked && !!ev.inSession
+    && Number(ev.version) >= MOVE_MIN_VERSION;
+}
+
+/**
+ * One step of the move machine (rule 10, the table of PROTOCOL.md §12): an event in, at `nowMs`;
+ * the action for the shell out, with the phase after it and its routes (moveRoutes). Every event
+ * the table does not name gives `none` and changes nothing.
+ * @param {MoveState} s @param {MoveEvent} ev @param {number} nowMs
+ * @returns {MoveDecision}
+ */
+export function moveStep(s, ev, nowMs) {
+  /** @type {MoveAction} */
+  let action = 'none';
+  let next = s;
+  const to = (/** @type {MovePhase} */ phase, redirectAtMs = s.redirectAtMs) => ({ phase, redirectAtMs: phase === 'settled' ? null : redirectAtMs });
+  const p = s.phase;
+  switch (ev.event) {
+    case 'redirect':
+      if (p === 'settled') {
+        if (redirectIsMove(ev)) {
+          action = 'open_new';
+          next = to('opening', nowMs);
+        } else action = 'not_a_move';
+      } else if (ev.on === 'old' && (p === 'opening' || p === 'overlap' || p === 'old_only')) {
+        action = 'ignore';
+      } else if (ev.on === 'new' && (p === 'opening' || p === 'overlap' || p === 'new_only_opening')) {
+        action = 'close_old';
+        next = to('settled');
+      }
+      break;
+    case 'new_welcome':
+      if (p === 'opening') {
+        if (ev.resumed) {
+          action = 'send_on_both';
+          next = to('overlap');
+        } else {
+          action = 'close_old';
+          next = to('settled');
+        }
+      } else if (p === 'new_only_opening') {
+        action = 'use_new';
+        next = to('settled');
+      }
+      break;
+    case 'new_failed':
+      if (p === 'opening') next = to('old_only');
+      else if (p === 'new_only_opening') {
+        action = 'reconnect';
+        next = to('settled');
+      }
+      break;
+    case 'new_closed':
+      if (p === 'overlap') next = to('old_only');
+      break;
+    case 'old_closed':
+      if (p === 'opening') next = to('new_only_opening');
+      else if (p === 'overlap') {
+        action = 'use_new';
+        next = to('settled');
+      } else if (p === 'old_only') {
+        action = 'reconnect';
+        next = to('settled');
+      }
+      break;
+    case 'tick':
+      if (p === 'overlap' && nowMs >= /** @type {number} */ (s.redirectAtMs) + MOVE_OLD_CLOSE_AFTER_MS) {
+        action = 'close_old';
+        next = to('settled');
+      }
+      break;
+  }
+  return { state: next, action, phase: next.phase, ...moveRoutes(next) };
 }

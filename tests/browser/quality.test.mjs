@@ -375,7 +375,7 @@ test('Report codec: ClientMsg variant 6 = varint(6) varint(version) varint(len) 
   assert.throws(() => decodeReportV1(fromHex(`${toHex(body)}00`)), DecodeError, 'trailing bytes');
   assert.throws(() => decodeReportV1(fromHex('0001050000' + '00')), DecodeError, 'unknown milestone kind');
   assert.throws(() => encodeReportV1({ ...report, links: Array(65).fill(report.links[0]) }), RangeError);
-  assert.equal(PROTOCOL_VERSION, 4);
+  assert.ok(PROTOCOL_VERSION >= 3, 'this client may send Report');
 });
 
 test('Report codec against docs/vectors.txt: the ReportV1 bodies decode and re-encode byte for byte; an unknown body version stays opaque', () => {
