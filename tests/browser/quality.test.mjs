@@ -438,7 +438,7 @@ async function qualityClient(version, extra = {}) {
 test('shell: echo requests on the relay; a request is answered on the relay, never delivered, never counted; replies give the RTT and the quality event', async () => {
   const { c, fake, quality, got, relayed, hello } = await qualityClient(3);
   try {
-    assert.equal(hello.version, 4, 'Hello version 4 (regions, PROTOCOL.md §11; Report from 3)');
+    assert.equal(hello.version, 5, 'Hello version 5 (moves, PROTOCOL.md §11; regions from 4, Report from 3)');
     await tick(20);
     // One request to each peer, at once on the relay path.
     const reqs = relayed().map((r) => ({ to: r.peer, f: parseQualityFrame(r.payload) })).filter((r) => r.f && r.f.kind === 1);
