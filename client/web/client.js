@@ -1596,14 +1596,17 @@ export class FlightSimP2P extends EventTarget {
     const mv = {
       state: d.state, old, neu: /** @type {SignalTransport|null} */ (null), node: m.node, startedAt: now(), timer: 0,
       welcomeTimer: 0, previousPeerId: this.peerId, welcomed: false, error: /** @type {FspError|null} */ (null),
+      reason: '', oldCloseCode: /** @type {number|null} */ (null),
     };
     this._move = mv;
     old.onControl = () => {};
     old.onProtocolError = () => {};
     old.onRelay = (frame) => { if (this._move === mv && mv.old === old && this._takesFrom(old)) this._onRelayFrame(frame, old); };
-    old.onClosed = () => {
+    old.onClosed = (info) => {
       if (this._move !== mv || mv.old !== old) return;
       mv.old = null;
+      // (20 `replaced` when the old node ends the overlap)
+      mv.oldCloseCode = info ? info.code : null;
       this._moveEvent({ event: 'old_closed', on: 'old' });
     };
     this.conn = null;
@@ -1613,7 +1616,7 @@ export class FlightSimP2P extends EventTarget {
     this._goingAway = null;
     this._lastFatal = null;
     this._pings.clear();
-    this._emit('move', { event: 'redirect', action: d.action, phase: d.phase, node: m.node.name });
+    this._emit('move', { event: 'redirect', action: d.action, phase: d.phase, node: m.node.name, code: null });
     this._moveConnect(mv);
   }
 
@@ -1721,7 +1724,9 @@ export class FlightSimP2P extends EventTarget {
       this._abandon(t);
       this._stopTimers();
     }
-    this._emit('move', { event: ev.event, action: d.action, phase: d.phase, node: mv.node.name });
+    this._emit('move', {
+      event: ev.event, action: d.action, phase: d.phase, node: mv.node.name, code: ev.event === 'old_closed' ? mv.oldCloseCode : null,
+    });
     if (d.phase === 'settled') {
       this._move = null;
       clearTimeout(mv.welcomeTimer);
