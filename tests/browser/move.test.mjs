@@ -1,7 +1,8 @@
 // Rule 10 (PROTOCOL.md §11 "Moving a session (version 5)", §12): the browser client's move
 // machine (client/web/core.js moveStep), pure, under node with injected time; and the envelope
 // and echo rules that keep the overlap's duplicates from the application (flight.js SeqFilter,
-// core.js QualityTracker). The shell against real servers: move-e2e.test.mjs.
+// core.js QualityTracker); then the shell (client.js) over fake transports: what goes on which
+// connection, the failure rows, the 10 s cap. Against real servers and Chromium: move-e2e.test.mjs.
 //   node --test tests/browser/move.test.mjs
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -181,4 +182,202 @@ test('move: an echo answered on both connections is one RTT sample, and no loss'
   assert.equal(after1.rttMs, 40);
   assert.equal(after2.rttMs, 40, 'the second answer is no sample');
   assert.equal(after2.lossPct, after1.lossPct);
+});
+
+// --- the shell (client.js) over fake transports: what goes where during a move ------------------
+
+import { FlightSimP2P, encodeServerMsg, encodeRelay, decodeRelay, FspError, ABANDON_CLOSE_CODE } from '../../client/web/fsp2p.js';
+import { decodeSent } from './fakes.mjs';
+
+const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
+const LIMITS = {
+  maxFrameBytes: 16384, maxRelayPayload: 1100, relayDatagramsPerSec: 500, relayBytesPerSec: 262144,
+  signalsPerSec: 0, maxPeersPerSession: 16, resumeGraceMs: 15000,
+};
+const TOKEN = Uint8Array.from({ length: 16 }, (_, i) => i + 1);
+const welcome = (peerId, resumed = false, version = 5) => ({
+  type: 'Welcome', version, peerId, resumeToken: TOKEN, resumed, iceServers: [], limits: LIMITS, serverTimeMs: 0n,
+});
+const joined = (peers) => ({
+  type: 'SessionJoined',
+  session: { code: 'ABCDEF', host: peers[0], maxPeers: 16, idleTtlSecs: 60, peers: peers.map((id) => ({ id, name: `p${id}`, client: 'Browser' })) },
+});
+const NODE_US = { name: 'us', quic: '10.0.0.2:4433', http: 'http://10.0.0.2:8080', certSha256: null };
+const placement = { type: 'Redirect', reason: 'Placement', node: NODE_US };
+
+/** A client (peer 4) in session ABCDEF with peer 1, on fake transports, at Welcome `version`. */
+async function movingClient(version = 5) {
+  const fakes = [];
+  const c = new FlightSimP2P({
+    host: '127.0.0.1', certHash: 'aa'.repeat(32), forceRelay: true, pingIntervalMs: 0, statsIntervalMs: 0, fastConnect: false,
+    qualityEchoes: false, telemetry: false, measureRegions: false,
+    transport: (opts) => {
+      let settle;
+      const f = {
+        kind: 'websocket', url: opts.wsUrl, opts, onControl: null, onRelay: null, onProtocolError: null, onClosed: null,
+        closed: null, sent: [], relayed: [],
+        open() { return new Promise((resolve, reject) => { settle = { resolve, reject }; }); },
+        succeed() { settle.resolve(); },
+        fail(msg) { settle.reject(new FspError(0, 'connect_failed', msg)); },
+        close(code, reason) { f.closed = { code, reason }; if (settle) settle.reject(new FspError(0, 'closed', 'aborted')); },
+        sendControl(b) { f.sent.push(b); return Promise.resolve(); },
+        sendRelay(fr) { f.relayed.push(fr); return true; },
+        server(m) { f.onControl(encodeServerMsg(m)); },
+        relayIn(from, seq) { f.onRelay(encodeRelay(from, wrapFlight(seq, new Uint8Array([seq & 0xff])))); },
+        end(code) { f.onClosed({ code, reason: 'closed by the server' }); },
+      };
+      fakes.push(f);
+      return f;
+    },
+  });
+  const events = [];
+  for (const type of ['move', 'moved', 'reconnecting', 'reconnected', 'close', 'error']) {
+    c.addEventListener(type, (e) => events.push([type, e.detail]));
+  }
+  const got = [];
+  c.onmessage = (from, data) => got.push([from, data[0]]);
+  const p = c.joinSession('ABCDEF');
+  await tick();
+  fakes[0].succeed();
+  await tick();
+  fakes[0].server(welcome(4, false, version));
+  fakes[0].server(joined([1, 4]));
+  await p;
+  return { c, fakes, events, got };
+}
+const types = (f) => f.sent.map((b) => decodeSent(b).type);
+const relayedSeqs = (f) => f.relayed.map((fr) => unwrapFlight(decodeRelay(fr).payload).seq);
+
+test('shell: a move relays on both connections, control on the new one only, the old one\'s words ignored, no frame delivered twice', async () => {
+  const { c, fakes, events, got } = await movingClient();
+  const [old] = fakes;
+  c.send(0, new Uint8Array([1]));
+  fakes[0].server(placement);
+  assert.equal(c.state, 'connected', 'no reconnection');
+  assert.equal(old.closed, null, 'the old connection is kept');
+  await tick(5);
+  assert.equal(fakes.length, 2);
+  const neu = fakes[1];
+  assert.equal(neu.opts.wsUrl, 'ws://10.0.0.2:8080/ws');
+  // opening: relay on the old one only; control waits for the new one's Welcome
+  c.send(0, new Uint8Array([2]));
+  c.sendApp(1, new Uint8Array([9]));
+  neu.succeed();
+  await tick();
+  assert.deepEqual(types(neu), ['Hello']);
+  const hello = decodeSent(neu.sent[0]);
+  assert.equal(hello.version, 5);
+  assert.deepEqual([...hello.resumeToken], [...TOKEN]);
+  old.relayIn(1, 10);
+  neu.relayIn(1, 10); // not taken before the new one's Welcome
+  // the old one's control is ignored, a Draining redirect there included
+  old.server({ type: 'GoingAway', reconnectAfterMs: 0, message: 'stopping' });
+  old.server({ type: 'Redirect', reason: 'Draining', node: NODE_US });
+  old.server({ type: 'PeerLeft', peer: 1, reason: 'Left' });
+  neu.server(welcome(4, true));
+  neu.server(joined([1, 4]));
+  // the peer arrives on the new node with us: its counter goes on, the filter is kept
+  neu.server({ type: 'PeerStatus', peer: 1, online: true });
+  await tick();
+  assert.deepEqual(types(neu), ['Hello', 'Signal'], 'the control that waited goes on the new one');
+  assert.equal(types(old).filter((t) => t !== 'Hello' && t !== 'JoinSession').length, 0, 'no control on the old one');
+  c.send(0, new Uint8Array([3]));
+  assert.deepEqual(relayedSeqs(old), [1, 2, 3]);
+  assert.deepEqual(relayedSeqs(neu), [3]);
+  for (const seq of [11, 12]) { old.relayIn(1, seq); neu.relayIn(1, seq); }
+  neu.relayIn(1, 13);
+  old.relayIn(1, 13);
+  old.relayIn(1, 10); // late
+  assert.deepEqual(got, [[1, 10], [1, 11], [1, 12], [1, 13]]);
+  assert.equal(c.stats.duplicatesDropped, 3);
+  assert.equal(c.session.peers.length, 2, 'the old one\'s PeerLeft changed nothing');
+  // eu ends the overlap: carry on on the new one, no reconnection
+  old.end(20);
+  c.send(0, new Uint8Array([4]));
+  assert.deepEqual(relayedSeqs(old), [1, 2, 3]);
+  assert.deepEqual(relayedSeqs(neu), [3, 4]);
+  assert.equal(c.movedTo, 'us');
+  assert.equal(c.moves, 1);
+  assert.deepEqual(events.filter((e) => e[0] === 'move').map((e) => [e[1].event, e[1].action, e[1].phase, e[1].code]), [
+    ['redirect', 'open_new', 'opening', null], ['new_welcome', 'send_on_both', 'overlap', null], ['old_closed', 'use_new', 'settled', 20],
+  ]);
+  assert.ok(!events.some((e) => ['reconnecting', 'close', 'error'].includes(e[0])));
+  assert.equal(fakes.length, 2);
+  c.close();
+});
+
+test('shell: the new connection fails → stay on the old one until it closes, then reconnect (resume token, first to the named node)', async () => {
+  const { c, fakes, events, got } = await movingClient();
+  const [old] = fakes;
+  old.server(placement);
+  await tick(5);
+  fakes[1].fail('refused');
+  await tick();
+  assert.equal(c.state, 'connected');
+  c.send(0, new Uint8Array([1]));
+  assert.deepEqual(relayedSeqs(old), [1], 'old only');
+  old.relayIn(1, 5);
+  assert.deepEqual(got, [[1, 5]]);
+  old.end(20);
+  assert.equal(c.state, 'reconnecting');
+  await tick(5);
+  assert.equal(fakes.length, 3);
+  assert.equal(fakes[2].opts.wsUrl, 'ws://10.0.0.2:8080/ws', 'the first attempt goes to the named node');
+  fakes[2].succeed();
+  await tick();
+  assert.deepEqual([...decodeSent(fakes[2].sent[0]).resumeToken], [...TOKEN]);
+  fakes[2].server(welcome(4, true));
+  assert.equal(c.state, 'connected');
+  assert.deepEqual(events.filter((e) => e[0] === 'move').map((e) => [e[1].action, e[1].phase]),
+    [['open_new', 'opening'], ['none', 'old_only'], ['reconnect', 'settled']]);
+  assert.ok(events.some((e) => e[0] === 'reconnected' && e[1].resumed));
+  c.close();
+});
+
+test('shell: the old one closes first → nothing relayed until the new one\'s Welcome; not resumed there → rejoin by code', async () => {
+  const { c, fakes, events } = await movingClient();
+  const [old] = fakes;
+  old.server(placement);
+  await tick(5);
+  old.end(20);
+  assert.equal(c.state, 'connected', 'not a lost connection');
+  assert.equal(c.send(0, new Uint8Array([1])), false, 'nowhere to relay');
+  fakes[1].succeed();
+  await tick();
+  fakes[1].server(welcome(9, false));
+  await tick();
+  assert.deepEqual(types(fakes[1]), ['Hello', 'JoinSession'], 'rejoined by code on the new node');
+  assert.deepEqual(events.filter((e) => e[0] === 'move').map((e) => [e[1].action, e[1].phase]),
+    [['open_new', 'opening'], ['none', 'new_only_opening'], ['use_new', 'settled']]);
+  c.close();
+});
+
+test('shell: a v4 connection, a Draining redirect or a redirect with no session is followed as before (no move)', async () => {
+  const { c, fakes, events } = await movingClient(4);
+  fakes[0].server(placement);
+  assert.equal(c.state, 'reconnecting', 'v4: rule 4 as before');
+  assert.equal(fakes[0].closed.code, ABANDON_CLOSE_CODE);
+  assert.ok(!events.some((e) => e[0] === 'move'));
+  c.close();
+  const d = await movingClient(5);
+  d.fakes[0].server({ type: 'Redirect', reason: 'Draining', node: NODE_US });
+  assert.equal(d.c.state, 'reconnecting');
+  assert.ok(!d.events.some((e) => e[0] === 'move'));
+  d.c.close();
+});
+
+test('shell: the overlap\'s cap closes the old connection with 999 after 10 s (real time)', { timeout: 30000 }, async () => {
+  const { c, fakes, events } = await movingClient();
+  fakes[0].server(placement);
+  await tick(5);
+  fakes[1].succeed();
+  await tick();
+  fakes[1].server(welcome(4, true));
+  await tick(MOVE_OLD_CLOSE_AFTER_MS - 1000);
+  assert.equal(fakes[0].closed, null, 'still in the overlap');
+  await tick(1500);
+  assert.equal(fakes[0].closed && fakes[0].closed.code, ABANDON_CLOSE_CODE);
+  assert.deepEqual(events.filter((e) => e[0] === 'move').map((e) => [e[1].event, e[1].action]).at(-1), ['tick', 'close_old']);
+  assert.equal(c.moves, 1);
+  c.close();
 });
