@@ -293,7 +293,8 @@ export class FlightSimP2P extends EventTarget {
      * A session move in progress (PROTOCOL.md §12 rule 10, core.js moveStep), null when settled.
      * `old` carries relay frames only; `this.conn` is the new connection (control) once opened.
      * @type {null|{state: import('./core.js').MoveState, old: SignalTransport|null, neu: SignalTransport|null,
-     *   node: any, startedAt: number, timer: any, welcomeTimer: any, previousPeerId: number}}
+     *   node: any, startedAt: number, timer: any, welcomeTimer: any, previousPeerId: number, welcomed: boolean,
+     *   error: FspError|null, reason: string, oldCloseCode: number|null}}
      */
     this._move = null;
     /** session moves followed to the end (settled on the new node), and the node of the last one */
