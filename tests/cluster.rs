@@ -35,7 +35,7 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -1747,4 +1747,190 @@ async fn a_relayed_pair_moved_to_a_better_region_loses_no_frame() {
     }
     // Node b holds it now; node a wrote nothing over b's record.
     assert_eq!(cluster.record(&code).await.unwrap().home, "b");
+}
+
+/// What one Rust client saw while its session moved.
+#[derive(Debug, Default)]
+struct ClientSeen {
+    sent: u32,
+    got: HashSet<u32>,
+    /// Frames the application was handed more than once.
+    twice: u32,
+    reconnecting: u32,
+}
+
+/// A real [`Client`] sending a sequence number at 60 Hz and taking frames
+/// until `stop`, then half a second more.
+async fn move_client(
+    mut c: Client,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> (Client, ClientSeen) {
+    let mut seen = ClientSeen::default();
+    let sender = c.relay_sender();
+    let mut tick = tokio::time::interval(Duration::from_micros(16_667));
+    let mut stopping: Option<tokio::time::Instant> = None;
+    loop {
+        if stopping.is_some_and(|t| tokio::time::Instant::now() >= t) {
+            return (c, seen);
+        }
+        tokio::select! {
+            _ = tick.tick() => {
+                if *stop.borrow_and_update() {
+                    stopping.get_or_insert(tokio::time::Instant::now() + Duration::from_millis(500));
+                    continue;
+                }
+                sender.send(flightsim_p2p::protocol::ALL_PEERS, &seen.sent.to_le_bytes()).await.expect("relay send");
+                seen.sent += 1;
+            }
+            ev = c.next_event() => match ev {
+                Some(Event::Relay { payload, .. }) => {
+                    let seq = u32::from_le_bytes(payload[..4].try_into().expect("4 bytes"));
+                    seen.twice += u32::from(!seen.got.insert(seq));
+                }
+                Some(Event::Reconnecting { .. }) => seen.reconnecting += 1,
+                Some(Event::Closed(e)) => panic!("client closed: {e}"),
+                None => panic!("client ended"),
+                _ => {}
+            },
+        }
+    }
+}
+
+/// The Rust client follows a move by itself (PROTOCOL.md §12 rule 10): a
+/// QUIC host and a WebSocket joiner relayed at 60 Hz through node a (eu)
+/// move to node b (us), with no frame lost, none handed to the application
+/// twice, and no reconnection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_clients_follow_a_move_without_losing_or_repeating_a_frame() {
+    use flightsim_p2p::protocol::JoinSession;
+    let cluster = Cluster::start_with(
+        "rmove",
+        &["a", "b"],
+        false,
+        &[
+            "--placement-move-interval-secs",
+            "0",
+            "--placement-overlap-ms",
+            "1500",
+        ],
+        &|name| {
+            let region = if name == "a" { "eu" } else { "us" };
+            vec!["--region".into(), region.into()]
+        },
+    )
+    .await;
+    let a_http = cluster.node("a").p().http;
+    assert!(
+        until(LONG, || async {
+            let (_, body) = http_get(a_http, "/nodes");
+            body.contains("\"b\"")
+        })
+        .await,
+        "node a never listed node b"
+    );
+    let mut host_cfg = cluster.node("a").config(RelayMode::Datagram);
+    host_cfg.measure_regions = false;
+    let mut joiner_cfg = host_cfg.clone();
+    joiner_cfg.transport = ClientTransport::Websocket;
+    // The measurements are given, as in the server's own move test.
+    let mut host = Client::connect(&host_cfg, None)
+        .await
+        .expect("host connects");
+    assert_eq!(host.welcome.version, 5, "the client says version 5");
+    host.send(&ClientMsg::CreateSession(CreateSession {
+        max_peers: 0,
+        password: None,
+        region_rtts: rtts(&[("eu", 40), ("us", 30)]),
+    }))
+    .await
+    .unwrap();
+    let code = loop {
+        match tokio::time::timeout(LONG, host.next_event()).await.unwrap() {
+            Some(Event::Control(ServerMsg::SessionCreated(i))) => break i.code,
+            Some(Event::Control(ServerMsg::Error { code, message })) => {
+                panic!("create: {code} {message}")
+            }
+            Some(_) => {}
+            None => panic!("host ended"),
+        }
+    };
+    let mut joiner = Client::connect(&joiner_cfg, None)
+        .await
+        .expect("joiner connects");
+    joiner
+        .send(&ClientMsg::JoinSession(JoinSession {
+            code: code.clone(),
+            password: None,
+            region_rtts: rtts(&[("eu", 80), ("us", 5)]),
+        }))
+        .await
+        .unwrap();
+    loop {
+        match tokio::time::timeout(LONG, joiner.next_event())
+            .await
+            .unwrap()
+        {
+            Some(Event::Control(ServerMsg::SessionJoined(_))) => break,
+            Some(Event::Control(ServerMsg::Error { code, message })) => {
+                panic!("join: {code} {message}")
+            }
+            Some(_) => {}
+            None => panic!("joiner ended"),
+        }
+    }
+    assert_eq!(cluster.record_when(&code, |_| true).await.home, "a");
+    let (host_id, joiner_id) = (host.peer_id(), joiner.peer_id());
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let host_task = tokio::spawn(move_client(host, stop_rx.clone()));
+    let joiner_task = tokio::spawn(move_client(joiner, stop_rx));
+    let moved = until(LONG, || async {
+        cluster
+            .node("a")
+            .metric("fsp2p_session_moves_total{outcome=\"moved\"}")
+            >= 1.0
+    })
+    .await;
+    assert!(moved, "the session never moved");
+    assert_eq!(
+        cluster.record_when(&code, |r| r.home == "b").await.home,
+        "b"
+    );
+    // Past the overlap (1.5 s), and two seconds on node b only.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    stop_tx.send(true).unwrap();
+    let (host, hs) = host_task.await.unwrap();
+    let (joiner, js) = joiner_task.await.unwrap();
+    for (who, me, other) in [("host", &hs, &js), ("joiner", &js, &hs)] {
+        println!(
+            "{who}: sent {}, got {} distinct, {} twice, {} reconnecting",
+            me.sent,
+            me.got.len(),
+            me.twice,
+            me.reconnecting
+        );
+        assert_eq!(me.twice, 0, "{who} was handed a frame twice");
+        assert_eq!(me.reconnecting, 0, "{who} reconnected instead of moving");
+        let missing: Vec<u32> = (0..other.sent).filter(|s| !me.got.contains(s)).collect();
+        assert!(
+            missing.is_empty(),
+            "{who} lost {} of {} frames: {:?}",
+            missing.len(),
+            other.sent,
+            &missing[..missing.len().min(20)]
+        );
+    }
+    // Same seats, now on b; nobody left on a.
+    assert_eq!((host.peer_id(), joiner.peer_id()), (host_id, joiner_id));
+    assert_eq!(cluster.record(&code).await.unwrap().home, "b");
+    let a = cluster.node("a");
+    assert!(
+        until(LONG, || async {
+            a.metric("fsp2p_sessions") == 0.0
+                && a.metric("fsp2p_connections{transport=\"quic\"}") == 0.0
+                && a.metric("fsp2p_connections{transport=\"websocket\"}") == 0.0
+        })
+        .await,
+        "node a still holds the session or a connection"
+    );
 }

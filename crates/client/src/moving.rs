@@ -64,7 +64,7 @@ pub enum MoveEvent {
         /// The client is in a session.
         in_session: bool,
         /// The protocol version of the connection it came on.
-        version: u8,
+        version: u16,
     },
     /// The new connection's `Welcome`.
     NewWelcome {
@@ -101,6 +101,15 @@ pub enum MoveAction {
     CloseOld,
     /// Both are gone: reconnect as after a lost connection (rule 3).
     Reconnect,
+}
+
+/// Whether a `Redirect` starts a move: reason `Placement`, answering no
+/// request, while in a session, on a connection of version 5 or later.
+pub fn is_move(reason: RedirectReason, unasked: bool, in_session: bool, version: u16) -> bool {
+    reason == RedirectReason::Placement
+        && unasked
+        && in_session
+        && version >= crate::protocol::MOVE_PROTOCOL_VERSION
 }
 
 /// The move state of one client.

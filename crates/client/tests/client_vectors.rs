@@ -730,7 +730,7 @@ fn move_section(section: &Value, r: &mut Report) {
                         reason,
                         unasked: b(input, "unasked", &at),
                         in_session: b(input, "in_session", &at),
-                        version: u(input, "version", &at) as u8,
+                        version: u(input, "version", &at) as u16,
                     })
                 }
                 "new_welcome" => Some(MoveEvent::NewWelcome {
