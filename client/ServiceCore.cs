@@ -129,7 +129,7 @@ namespace FlightSimP2P.Client
         /// <summary>Control messages can be queued: connected, or handing over to a refresh connection.</summary>
         private bool Online
         {
-            get { return _conn != 0 || _handoff; }
+            get { return _conn != 0 || _handoff || _move.Moving; }
         }
         public TransportKind CurrentTransport { get { return _connKind; } }
 
