@@ -153,6 +153,8 @@ namespace FlightSimP2P.Client
                 _queue.Configure(Limits.SignalsPerSec, now);
                 LivenessConnected(now);
                 _redirects.Welcome();
+                // A later reconnect goes straight to the node that holds the seat now.
+                _rotation.Redirected(_moveTarget);
                 if (a == MoveAction.UseNew)
                 {
                     SettleMove();
