@@ -131,6 +131,7 @@ mod connect;
 mod error;
 mod inbox;
 mod liveness;
+mod moving;
 pub mod quality;
 mod quic;
 mod reconnect;
@@ -166,6 +167,7 @@ pub mod behaviour {
         LiveAction, Liveness, LIVE_TIMEOUT_INITIAL, LIVE_TIMEOUT_MAX, LIVE_TIMEOUT_MIN,
         PING_INTERVAL, PROBE_AFTER_INITIAL, PROBE_AFTER_MIN, PROBE_INTERVAL,
     };
+    pub use super::moving::{Conn, Dedup, Move, MoveAction, MoveEvent, MovePhase, OLD_CLOSE_AFTER};
     pub use super::quality::{
         next_grade, report_due, Quality, QualityEvent, QualitySnapshot, QualityTracker, ReportDue,
         ECHO_INTERVAL_MS, ECHO_INTERVAL_RELAY_MS, ECHO_TIMEOUT_MS, GRADE_EXCELLENT, GRADE_GOOD,
