@@ -23,6 +23,7 @@
 //   ServiceCore.FlightData.cs      snapshots out (direct or relay) and in;
 //   ServiceCore.Hub.cs             hub messages and invocations;
 //   ServiceCore.Time.cs            Tick, the control queue pump, NextWake.
+//   ServiceCore.Move.cs            a session move (rule 10): old and new connections.
 
 using System;
 using System.Collections.Generic;
