@@ -82,6 +82,16 @@ namespace FlightSimP2P.Client
             CoreOutput ev = Emit(OutputKind.Redirected);
             ev.Name = target.Name;
             ev.Server = target;
+            if (_refreshConn != 0)
+            {
+                // A TURN refresh resuming on the old node would take the seat back there:
+                // let it go (the seat is kept); the new connection's Welcome brings fresh
+                // credentials anyway.
+                Close(_refreshConn, false);
+                _helloInUrl.Remove(_refreshConn);
+                _refreshConn = 0;
+                _refreshAt = now + 30000;
+            }
             _moveOld = _conn;
             _moveTarget = target;
             // Control waits in the queue for the new connection's Welcome; the old one's
