@@ -247,11 +247,6 @@ namespace FlightSimP2P.Tests
             Check(on.SequenceEqual(new[] { old, fresh }.OrderBy(x => x)), "overlap: the relay frame goes on both", string.Join(",", on));
             // Frames 2..20 arrive on both, in either order: each reaches the app once, in order.
             List<uint> delivered = new List<uint>();
-            foreach (CoreOutput o in h.Drain().Concat(h.Log).Where(o => o.Kind == OutputKind.FlightData))
-            {
-                delivered.Add(1);
-            }
-            delivered.Clear();
             for (uint s = 2; s <= 20; s++)
             {
                 int first = s % 3 == 0 ? fresh : old;
@@ -306,7 +301,8 @@ namespace FlightSimP2P.Tests
             long at = h.Now;
             int fresh = BeginMove(h);
             Resume(h, fresh);
-            Eq(at + 10000, h.Core.NextWake(h.Now) <= at + 10000 ? at + 10000 : h.Core.NextWake(h.Now), "a wake no later than the cap");
+            long wake = h.Core.NextWake(h.Now);
+            Check(wake >= 0 && wake <= at + 10000, "the core asks to be woken by the cap (redirect + 10 s)", wake.ToString());
             List<CoreOutput> outs = new List<CoreOutput>();
             while (h.Now < at + 9990)
             {
