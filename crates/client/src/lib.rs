@@ -94,6 +94,14 @@
 //!   and seat) or, in none, as a new peer sending the unanswered
 //!   `CreateSession`/`JoinSession` again, whose answer ends a waiting
 //!   [`Client::create_session`]/[`Client::join_session`].
+//! * An unasked `Redirect(Placement)` while in a session is the session
+//!   moving to a better region (protocol version 5, PROTOCOL.md §12 rule
+//!   10): the application sees neither the redirect nor a reconnection. The
+//!   client opens a connection to the new node and resumes its seat there
+//!   while the old one goes on; relay frames go on both and come from both
+//!   until the old node closes the old one (a few seconds), and a frame that
+//!   came through both nodes reaches the application once. The resumed
+//!   seat's `SessionJoined` comes again; [`Client::peer_id`] stays.
 //! * More than [`MAX_REDIRECTS`] in a row fail with [`Error::Redirects`]
 //!   (after the `Welcome`: the client gives up with [`Event::Closed`] unless
 //!   it is in a session, then it goes back to its configured servers).
