@@ -34,6 +34,8 @@ namespace FlightSimP2P.Protocol
         public const ushort ReportProtocolVersion = 3;
         /// <summary>Hello/Welcome version 4: CreateSession and JoinSession carry region_rtts (PROTOCOL.md sections 4 and 11).</summary>
         public const ushort RegionProtocolVersion = 4;
+        /// <summary>Version 5: the client follows a session move make-before-break (PROTOCOL.md section 11).</summary>
+        public const ushort MoveProtocolVersion = 5;
         /// <summary>ALPN of raw QUIC clients.</summary>
         public const string Alpn = "fsp2p/1";
         /// <summary>Control frame limit a client may assume before Welcome.</summary>

@@ -56,14 +56,14 @@ namespace FlightSimP2P.Client
                 else if (p.Online)
                 {
                     relay.Add(p.Info.Id);
-                    if (_conn != 0)
+                    if (RelayUp)
                     {
                         p.Quality.FrameOut(now);
                     }
                 }
                 PathMaybeChanged(now, p);
             }
-            if (relay.Count > 0 && _conn != 0)
+            if (relay.Count > 0 && RelayUp)
             {
                 any = true;
                 if (to == Wire.AllPeers && relay.Count == _peers.Count)
@@ -89,12 +89,16 @@ namespace FlightSimP2P.Client
             o.Data = frame;
         }
 
+        /// <summary>On every connection that carries relay frames (during a move's overlap, both: rule 10).</summary>
         private void SendRelay(uint to, byte[] frame)
         {
-            CoreOutput o = Emit(OutputKind.SendRelay);
-            o.Conn = _conn;
-            o.Peer = to;
-            o.Data = frame;
+            foreach (int conn in RelayConns())
+            {
+                CoreOutput o = Emit(OutputKind.SendRelay);
+                o.Conn = conn;
+                o.Peer = to;
+                o.Data = frame;
+            }
         }
 
         public void RelayFrame(long now, int conn, uint from, byte[] payload)
@@ -102,6 +106,10 @@ namespace FlightSimP2P.Client
             if (conn == _conn && _conn != 0)
             {
                 Heard(now);
+            }
+            if (!TakesRelayFrom(conn))
+            {
+                return;
             }
             PeerState p = GetPeer(from);
             if (QualityFrameIn(now, from, p, payload, FlightPath.Relay))
@@ -164,7 +172,8 @@ namespace FlightSimP2P.Client
             if (_lastSeq.TryGetValue(from, out last) && !SnapshotEnvelope.IsNewer(seq, last))
             {
                 StaleDropped++;
-                if (peer != null)
+                // A move's overlap brings every relay frame twice: the copy is no stale sample.
+                if (peer != null && !_move.Moving)
                 {
                     peer.Quality.Stale(now);
                 }

@@ -168,6 +168,14 @@ namespace FlightSimP2P.Client
         /// <summary>A transport attempt connected (handshake done, control stream open).</summary>
         public void TransportConnected(long now, int conn)
         {
+            if (_move.Moving && conn == _moveNew)
+            {
+                if (!_helloInUrl.ContainsKey(conn))
+                {
+                    SendHello(conn, now, true);
+                }
+                return;
+            }
             if (conn == _refreshConn)
             {
                 if (!_helloInUrl.ContainsKey(conn))
@@ -220,14 +228,11 @@ namespace FlightSimP2P.Client
             hello.RelayMode = _o.RelayMode;
             hello.Name = _o.DisplayName ?? "";
             hello.ResumeToken = ResumeToken;
-            if (_o.TelemetryEnabled)
-            {
-                // Version 3 (the fields of version 2): this client may send Report.
-                // Version 4 (the fields of version 3): CreateSession and JoinSession carry
-                // region_rtts (PROTOCOL.md sections 4 and 11). Telemetry off keeps the
-                // version-1 Hello, and with it no region measurement.
-                hello.Version = Wire.RegionProtocolVersion;
-            }
+            // Version 5 (the fields of version 4): this client follows a session move
+            // make-before-break (rule 10, ServiceCore.Move.cs). With it come version 3's
+            // Report (sent only with TelemetryEnabled) and version 4's region_rtts (empty
+            // lists without RegionMeasurementEnabled).
+            hello.Version = Wire.MoveProtocolVersion;
             return hello;
         }
 
@@ -242,6 +247,10 @@ namespace FlightSimP2P.Client
         public void TransportFailed(long now, int conn, Exception error)
         {
             _helloInUrl.Remove(conn);
+            if (MoveTransportLost(now, conn, error))
+            {
+                return;
+            }
             if (conn == _refreshConn)
             {
                 _refreshConn = 0;
@@ -292,6 +301,12 @@ namespace FlightSimP2P.Client
         public void TransportLost(long now, int conn, Exception error, ushort closeCode)
         {
             _helloInUrl.Remove(conn);
+            if (MoveTransportLost(now, conn, error))
+            {
+                // Rule 10: a move's old connection closing (code 20 from the old node, or
+                // any) or its new one failing: what the move table says, no reconnect of its own.
+                return;
+            }
             if (conn == _refreshConn)
             {
                 _refreshConn = 0;
@@ -429,6 +444,7 @@ namespace FlightSimP2P.Client
 
         private void GiveUp(Exception error)
         {
+            AbandonMove(false);
             _reconnectAt = -1;
             _plan.Reset();
             _liveness.Disconnected();
@@ -471,6 +487,7 @@ namespace FlightSimP2P.Client
         {
             _stopping = true;
             _handoff = false;
+            AbandonMove(true);
             if (_conn != 0)
             {
                 Close(_conn, true);

@@ -212,7 +212,7 @@ namespace FlightSimP2P.Client
                 byte[] reply = QualityFrame.Encode(QualityFrameKind.EchoReply, id, t);
                 if (cameOn == FlightPath.Relay)
                 {
-                    if (_conn != 0)
+                    if (RelayUp)
                     {
                         SendRelay(from, reply);
                     }
@@ -243,7 +243,7 @@ namespace FlightSimP2P.Client
             {
                 SendDirect(p, frame);
             }
-            else if (path == LinkPath.Relay && _conn != 0)
+            else if (path == LinkPath.Relay && RelayUp)
             {
                 SendRelay(p.Info.Id, frame);
             }

@@ -93,7 +93,7 @@ namespace FlightSimP2P.Client
         /// <summary>After a Welcome: start a measurement off the join's path if none is fresh (PROTOCOL.md section 11).</summary>
         private void MaybeMeasureRegions(long now, ushort welcomeVersion)
         {
-            if (!_regions.ShouldMeasure(now, _o.RegionMeasurementEnabled && _o.TelemetryEnabled, welcomeVersion))
+            if (!_regions.ShouldMeasure(now, _o.RegionMeasurementEnabled, welcomeVersion))
             {
                 return;
             }

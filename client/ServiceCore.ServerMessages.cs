@@ -19,6 +19,13 @@ namespace FlightSimP2P.Client
                 RefreshMessage(now, msg);
                 return;
             }
+            if (_move.Moving && conn == _moveNew && conn != _conn)
+            {
+                // Rule 10: the new connection of a move, before its Welcome.
+                MoveNewMessage(now, msg);
+                return;
+            }
+            // What any other connection says (a move's old one among them) is ignored.
             if (conn != _conn && conn != _handshake)
             {
                 return;
@@ -134,6 +141,12 @@ namespace FlightSimP2P.Client
         /// </summary>
         private void OnRedirect(long now, int conn, ServerMsg.Redirect r)
         {
+            bool unasked = conn == _conn && !(_request.Active || _requestInUrlConn != 0 || _pendingRequest != null);
+            if (MoveRedirect(now, conn, r, unasked))
+            {
+                // Rule 10: a move, make-before-break (ServiceCore.Move.cs).
+                return;
+            }
             _redirects.Pending = _request.Active || _requestInUrlConn != 0 || _pendingRequest != null;
             bool follow = _redirects.Redirect(_o.MaxRedirects);
             ServerEndpoint target = ServerEndpoint.FromNode(r.Node);

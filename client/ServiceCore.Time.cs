@@ -64,7 +64,8 @@ namespace FlightSimP2P.Client
                 ServerSilent(now);
             }
             LivenessTick(now);
-            if (_refreshAt >= 0 && now >= _refreshAt && _conn != 0 && _refreshConn == 0)
+            MoveTick(now);
+            if (_refreshAt >= 0 && now >= _refreshAt && _conn != 0 && _refreshConn == 0 && !_move.Moving)
             {
                 StartRefresh(now);
             }
@@ -144,6 +145,7 @@ namespace FlightSimP2P.Client
                 wake = Min(wake, QualityWake(now, p));
             }
             wake = Min(wake, ReportWake(now));
+            wake = Min(wake, MoveWake());
             return wake;
         }
 

@@ -23,6 +23,7 @@
 //   ServiceCore.FlightData.cs      snapshots out (direct or relay) and in;
 //   ServiceCore.Hub.cs             hub messages and invocations;
 //   ServiceCore.Time.cs            Tick, the control queue pump, NextWake.
+//   ServiceCore.Move.cs            a session move (rule 10): old and new connections.
 
 using System;
 using System.Collections.Generic;
@@ -129,7 +130,7 @@ namespace FlightSimP2P.Client
         /// <summary>Control messages can be queued: connected, or handing over to a refresh connection.</summary>
         private bool Online
         {
-            get { return _conn != 0 || _handoff; }
+            get { return _conn != 0 || _handoff || _move.Moving; }
         }
         public TransportKind CurrentTransport { get { return _connKind; } }
 

@@ -209,6 +209,24 @@ namespace FlightSimP2P.Client
         }
 
         /// <summary>
+        /// Replaces the region measurement with these round trips (fresh for 5 minutes, as a
+        /// measurement's): for an application that measures regions its own way, or a test.
+        /// The next CreateSession/JoinSession carries them; with RegionMeasurementEnabled on,
+        /// the next measurement after a Welcome overwrites them.
+        /// </summary>
+        public void SetRegionRtts(IEnumerable<RegionRtt> rtts)
+        {
+            List<RegionRtt> list = new List<RegionRtt>(rtts ?? new RegionRtt[0]);
+            Input(() => _core.RegionsMeasured(_clock.NowMs, list));
+        }
+
+        /// <summary>Session moves followed to the new node (PROTOCOL.md section 11, version 5): the old connection let go, the new one current.</summary>
+        public long MovesCompleted
+        {
+            get { lock (_gate) { return _core.MovesCompleted; } }
+        }
+
+        /// <summary>
         /// Runs a measurement off the join's path (never awaited by a request) and hands what
         /// it gave to the core; the core never waits for it. Under the lock: starts only.
         /// </summary>

@@ -11,10 +11,15 @@
 //! then the send time in µs) to the other player 60 times a second for
 //! `--secs`, and time each echo. `--join`: wait for the code, join (any
 //! node redirects to the session's), and echo every frame back.
-//! Both measure their own round trip to the node they end up on (`Ping`).
+//! Both measure their own round trip to the node they end up on (`Ping`),
+//! at the start and again at the end (after a move, if the session moved).
+//! `--join --measure` waits for the joiner's measurement too, so that
+//! `JoinSession` carries it (what lets the server move the session).
 //!
-//! Prints one JSON line: `{"role", "node_rtt_ms", "pair_rtt_ms" (median
-//! echo, creator only), "sent", "received", "gaps", "measured"}`; exit 0.
+//! Prints one JSON line: `{"role", "node_rtt_ms", "node_rtt_end_ms",
+//! "pair_rtt_ms" (median echo, creator only), "pair_rtt_first_ms" and
+//! "pair_rtt_last_ms" (median echo of the first and the last 3 s), "sent",
+//! "received", "gaps", "measured"}`; exit 0.
 
 use std::time::{Duration, Instant};
 
@@ -138,6 +143,9 @@ async fn main() -> Result<()> {
             anyhow::ensure!(Instant::now() < deadline, "no code in 30 s");
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
+        if a.measure {
+            measured = c.measured_regions(Duration::from_secs(2)).await;
+        }
         let info = c.join_session(&code, None).await.context("join")?;
         peer = info.host;
     }
@@ -147,6 +155,8 @@ async fn main() -> Result<()> {
     let sender = c.relay_sender();
     let (mut sent, mut received, mut gaps) = (0u64, 0u64, 0u64);
     let mut rtts = Vec::new();
+    // (when the frame was sent, in s from the start; its echo's RTT)
+    let mut timed: Vec<(f64, f64)> = Vec::new();
     let mut last_seq: Option<u32> = None;
     let mut tick = tokio::time::interval(Duration::from_micros(16_667));
     // Both stay a little longer: the creator for the last echoes, the
@@ -188,16 +198,29 @@ async fn main() -> Result<()> {
                     let us = u64::from_le_bytes(payload[4..12].try_into()?);
                     let rtt = start.elapsed().as_micros() as u64 - us;
                     rtts.push(rtt as f64 / 1000.0);
+                    timed.push((us as f64 / 1e6, rtt as f64 / 1000.0));
                 } else {
                     let _ = sender.send(peer, &payload).await;
                 }
             }
         }
     }
+    let node_rtt_end_ms = node_rtt(&mut c).await?;
+    let window = |from: f64, to: f64| {
+        let mut v: Vec<f64> = timed
+            .iter()
+            .filter(|(t, _)| *t >= from && *t < to)
+            .map(|(_, r)| *r)
+            .collect();
+        median(&mut v)
+    };
     let line = serde_json::json!({
         "role": if a.create { "creator" } else { "joiner" },
         "node_rtt_ms": node_rtt_ms,
+        "node_rtt_end_ms": node_rtt_end_ms,
         "pair_rtt_ms": median(&mut rtts),
+        "pair_rtt_first_ms": window(0.0, 3.0),
+        "pair_rtt_last_ms": window(a.secs - 3.0, a.secs),
         "sent": sent,
         "received": received,
         "gaps": gaps,

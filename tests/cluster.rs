@@ -35,7 +35,7 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -1747,4 +1747,489 @@ async fn a_relayed_pair_moved_to_a_better_region_loses_no_frame() {
     }
     // Node b holds it now; node a wrote nothing over b's record.
     assert_eq!(cluster.record(&code).await.unwrap().home, "b");
+}
+
+/// What one Rust client saw while its session moved.
+#[derive(Debug, Default)]
+struct ClientSeen {
+    sent: u32,
+    got: HashSet<u32>,
+    /// Frames the application was handed more than once.
+    twice: u32,
+    reconnecting: u32,
+}
+
+/// A real [`Client`] sending a sequence number at 60 Hz and taking frames
+/// until `stop`, then half a second more.
+async fn move_client(
+    mut c: Client,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> (Client, ClientSeen) {
+    let mut seen = ClientSeen::default();
+    let sender = c.relay_sender();
+    let mut tick = tokio::time::interval(Duration::from_micros(16_667));
+    let mut stopping: Option<tokio::time::Instant> = None;
+    loop {
+        if stopping.is_some_and(|t| tokio::time::Instant::now() >= t) {
+            return (c, seen);
+        }
+        tokio::select! {
+            _ = tick.tick() => {
+                if *stop.borrow_and_update() {
+                    stopping.get_or_insert(tokio::time::Instant::now() + Duration::from_millis(500));
+                    continue;
+                }
+                sender.send(flightsim_p2p::protocol::ALL_PEERS, &seen.sent.to_le_bytes()).await.expect("relay send");
+                seen.sent += 1;
+            }
+            ev = c.next_event() => match ev {
+                Some(Event::Relay { payload, .. }) => {
+                    let seq = u32::from_le_bytes(payload[..4].try_into().expect("4 bytes"));
+                    seen.twice += u32::from(!seen.got.insert(seq));
+                }
+                Some(Event::Reconnecting { .. }) => seen.reconnecting += 1,
+                Some(Event::Closed(e)) => panic!("client closed: {e}"),
+                None => panic!("client ended"),
+                _ => {}
+            },
+        }
+    }
+}
+
+/// The Rust client follows a move by itself (PROTOCOL.md §12 rule 10): a
+/// QUIC host and a WebSocket joiner relayed at 60 Hz through node a (eu)
+/// move to node b (us), with no frame lost, none handed to the application
+/// twice, and no reconnection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_clients_follow_a_move_without_losing_or_repeating_a_frame() {
+    use flightsim_p2p::protocol::JoinSession;
+    let cluster = Cluster::start_with(
+        "rmove",
+        &["a", "b"],
+        false,
+        &[
+            "--placement-move-interval-secs",
+            "0",
+            "--placement-overlap-ms",
+            "1500",
+        ],
+        &|name| {
+            let region = if name == "a" { "eu" } else { "us" };
+            vec!["--region".into(), region.into()]
+        },
+    )
+    .await;
+    let a_http = cluster.node("a").p().http;
+    assert!(
+        until(LONG, || async {
+            let (_, body) = http_get(a_http, "/nodes");
+            body.contains("\"b\"")
+        })
+        .await,
+        "node a never listed node b"
+    );
+    let mut host_cfg = cluster.node("a").config(RelayMode::Datagram);
+    host_cfg.measure_regions = false;
+    let mut joiner_cfg = host_cfg.clone();
+    joiner_cfg.transport = ClientTransport::Websocket;
+    // The measurements are given, as in the server's own move test.
+    let mut host = Client::connect(&host_cfg, None)
+        .await
+        .expect("host connects");
+    assert_eq!(host.welcome.version, 5, "the client says version 5");
+    host.send(&ClientMsg::CreateSession(CreateSession {
+        max_peers: 0,
+        password: None,
+        region_rtts: rtts(&[("eu", 40), ("us", 30)]),
+    }))
+    .await
+    .unwrap();
+    let code = loop {
+        match tokio::time::timeout(LONG, host.next_event()).await.unwrap() {
+            Some(Event::Control(ServerMsg::SessionCreated(i))) => break i.code,
+            Some(Event::Control(ServerMsg::Error { code, message })) => {
+                panic!("create: {code} {message}")
+            }
+            Some(_) => {}
+            None => panic!("host ended"),
+        }
+    };
+    let mut joiner = Client::connect(&joiner_cfg, None)
+        .await
+        .expect("joiner connects");
+    joiner
+        .send(&ClientMsg::JoinSession(JoinSession {
+            code: code.clone(),
+            password: None,
+            region_rtts: rtts(&[("eu", 80), ("us", 5)]),
+        }))
+        .await
+        .unwrap();
+    loop {
+        match tokio::time::timeout(LONG, joiner.next_event())
+            .await
+            .unwrap()
+        {
+            Some(Event::Control(ServerMsg::SessionJoined(_))) => break,
+            Some(Event::Control(ServerMsg::Error { code, message })) => {
+                panic!("join: {code} {message}")
+            }
+            Some(_) => {}
+            None => panic!("joiner ended"),
+        }
+    }
+    assert_eq!(cluster.record_when(&code, |_| true).await.home, "a");
+    let (host_id, joiner_id) = (host.peer_id(), joiner.peer_id());
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let host_task = tokio::spawn(move_client(host, stop_rx.clone()));
+    let joiner_task = tokio::spawn(move_client(joiner, stop_rx));
+    let moved = until(LONG, || async {
+        cluster
+            .node("a")
+            .metric("fsp2p_session_moves_total{outcome=\"moved\"}")
+            >= 1.0
+    })
+    .await;
+    assert!(moved, "the session never moved");
+    assert_eq!(
+        cluster.record_when(&code, |r| r.home == "b").await.home,
+        "b"
+    );
+    // Past the overlap (1.5 s), and two seconds on node b only.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    stop_tx.send(true).unwrap();
+    let (host, hs) = host_task.await.unwrap();
+    let (joiner, js) = joiner_task.await.unwrap();
+    for (who, me, other) in [("host", &hs, &js), ("joiner", &js, &hs)] {
+        println!(
+            "{who}: sent {}, got {} distinct, {} twice, {} reconnecting",
+            me.sent,
+            me.got.len(),
+            me.twice,
+            me.reconnecting
+        );
+        assert_eq!(me.twice, 0, "{who} was handed a frame twice");
+        assert_eq!(me.reconnecting, 0, "{who} reconnected instead of moving");
+        let missing: Vec<u32> = (0..other.sent).filter(|s| !me.got.contains(s)).collect();
+        assert!(
+            missing.is_empty(),
+            "{who} lost {} of {} frames: {:?}",
+            missing.len(),
+            other.sent,
+            &missing[..missing.len().min(20)]
+        );
+    }
+    // Same seats, now on b; nobody left on a.
+    assert_eq!((host.peer_id(), joiner.peer_id()), (host_id, joiner_id));
+    assert_eq!(cluster.record(&code).await.unwrap().home, "b");
+    let a = cluster.node("a");
+    assert!(
+        until(LONG, || async {
+            a.metric("fsp2p_sessions") == 0.0
+                && a.metric("fsp2p_connections{transport=\"quic\"}") == 0.0
+                && a.metric("fsp2p_connections{transport=\"websocket\"}") == 0.0
+        })
+        .await,
+        "node a still holds the session or a connection"
+    );
+}
+
+/// What one raw version-5 player saw while its session went from node to
+/// node: each redirect it followed (reason, node), whether each new
+/// connection resumed its seat, and the sequence numbers it received.
+#[derive(Debug, Default)]
+struct RoamSeen {
+    got: BTreeSet<u32>,
+    sent: u32,
+    redirects: Vec<(flightsim_p2p::protocol::RedirectReason, String)>,
+    resumed: Vec<bool>,
+}
+
+/// A raw player at 60 Hz that follows every unasked redirect of its
+/// current connection: `Placement` make-before-break (as [`move_player`]:
+/// the old connection is kept until its node closes it), `Draining` and
+/// `Moved` by leaving the old connection for the new one at once (a
+/// resume there, PROTOCOL.md §11). Sends until `stop`, then reads for a
+/// moment.
+async fn roaming_player(
+    name: &'static str,
+    mut first_conn: (
+        WsSink,
+        tokio::sync::mpsc::UnboundedReceiver<(usize, WsEvent)>,
+    ),
+    tx: tokio::sync::mpsc::UnboundedSender<(usize, WsEvent)>,
+    token: Vec<u8>,
+    nodes: HashMap<String, std::net::SocketAddr>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> RoamSeen {
+    use flightsim_p2p::protocol::{relay_frame, ws_relay, RedirectReason, ALL_PEERS};
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut seen = RoamSeen::default();
+    let mut sinks: Vec<Option<WsSink>> = vec![Some(first_conn.0)];
+    let rx = &mut first_conn.1;
+    let mut tick = tokio::time::interval(Duration::from_micros(16_667));
+    let mut stopping: Option<tokio::time::Instant> = None;
+    loop {
+        if stopping.is_some_and(|t| tokio::time::Instant::now() >= t) {
+            return seen;
+        }
+        tokio::select! {
+            _ = tick.tick() => {
+                if *stop.borrow() {
+                    stopping.get_or_insert(tokio::time::Instant::now() + Duration::from_millis(500));
+                    continue;
+                }
+                let frame = ws_relay(&relay_frame(ALL_PEERS, &seen.sent.to_le_bytes()));
+                for s in sinks.iter_mut().flatten() {
+                    let _ = s.send(Message::Binary(frame.clone().into())).await;
+                }
+                seen.sent += 1;
+            }
+            ev = rx.recv() => {
+                let Some((idx, ev)) = ev else { return seen };
+                let current = sinks.len() - 1;
+                match ev {
+                    WsEvent::Relay(seq) => {
+                        seen.got.insert(seq);
+                    }
+                    // What an old connection still says is ignored.
+                    WsEvent::Control(ServerMsg::Redirect(r)) if idx == current => {
+                        seen.redirects.push((r.reason, r.node.name.clone()));
+                        if r.reason != RedirectReason::Placement {
+                            sinks[idx] = None;
+                        }
+                        let http = nodes[&r.node.name];
+                        let next = sinks.len();
+                        let sink =
+                            ws_open(http, &[hello5(name, Some(token.clone()))], next, tx.clone()).await;
+                        sinks.push(Some(sink));
+                    }
+                    WsEvent::Control(ServerMsg::Welcome(w)) if idx > 0 => {
+                        seen.resumed.push(w.resumed);
+                    }
+                    WsEvent::Closed(_) => {
+                        sinks[idx] = None;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Issue 26: the members' measurements travel with the session in its
+/// record, so a session that was handed over can move again. With fixed
+/// measurements a session that moved to its best region never has a
+/// better one; what makes a second move real is a hand-over that is not
+/// by region: a draining node gives its sessions to the least-loaded node,
+/// whatever its region. Here eu → us (a move), us drains → asia (the
+/// least-loaded node, first by name), asia → eu (a second move, on the
+/// measurements that came with the session: nobody joined anew).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn measurements_travel_with_a_session_so_it_moves_again_after_a_hand_over() {
+    use flightsim_p2p::protocol::{JoinSession, RedirectReason};
+    let mut cluster = Cluster::start_with(
+        "roam",
+        &["eu", "us", "asia"],
+        false,
+        &[
+            "--placement-move-interval-secs",
+            "0",
+            "--placement-overlap-ms",
+            "1500",
+        ],
+        &|name| vec!["--region".into(), name.into()],
+    )
+    .await;
+    let nodes: HashMap<String, std::net::SocketAddr> = ["eu", "us", "asia"]
+        .iter()
+        .map(|n| (n.to_string(), cluster.node(n).p().http))
+        .collect();
+    // Each node must list the others before anything moves.
+    for n in ["eu", "us", "asia"] {
+        let http = nodes[n];
+        assert!(
+            until(LONG, || async {
+                let (_, body) = http_get(http, "/nodes");
+                ["\"eu\"", "\"us\"", "\"asia\""]
+                    .iter()
+                    .all(|x| body.contains(x))
+            })
+            .await,
+            "node {n} never listed all three"
+        );
+    }
+    let host_rtts = rtts(&[("eu", 40), ("us", 30), ("asia", 200)]);
+    let joiner_rtts = rtts(&[("eu", 80), ("us", 5), ("asia", 150)]);
+    // Ballast: an idle session on eu (no measurements: it stays there), so
+    // eu is more loaded than asia when us drains.
+    let (btx, mut brx) = tokio::sync::mpsc::unbounded_channel();
+    let ballast_create = ClientMsg::CreateSession(CreateSession {
+        max_peers: 0,
+        password: None,
+        region_rtts: Vec::new(),
+    });
+    let _ballast = ws_open(
+        nodes["eu"],
+        &[hello5("ballast", None), ballast_create],
+        0,
+        btx,
+    )
+    .await;
+    loop {
+        match tokio::time::timeout(LONG, brx.recv()).await.unwrap() {
+            Some((_, WsEvent::Control(ServerMsg::SessionCreated(i)))) => {
+                assert_eq!(cluster.record_when(&i.code, |_| true).await.home, "eu");
+                break;
+            }
+            Some((_, WsEvent::Control(ServerMsg::Welcome(_)))) => {}
+            Some((_, WsEvent::Control(other))) => panic!("ballast got {other:?}"),
+            _ => panic!("the ballast connection ended"),
+        }
+    }
+
+    // Created on eu: the host gains only 10 ms in the US, below the
+    // create threshold.
+    let (htx, mut hrx) = tokio::sync::mpsc::unbounded_channel();
+    let create = ClientMsg::CreateSession(CreateSession {
+        max_peers: 0,
+        password: None,
+        region_rtts: host_rtts.clone(),
+    });
+    let hsink = ws_open(nodes["eu"], &[hello5("host", None), create], 0, htx.clone()).await;
+    let (mut host, mut host_token, mut code) = (None, None, None);
+    while code.is_none() {
+        match tokio::time::timeout(LONG, hrx.recv()).await.unwrap() {
+            Some((_, WsEvent::Control(ServerMsg::Welcome(w)))) => {
+                host = Some(w.peer_id);
+                host_token = Some(w.resume_token)
+            }
+            Some((_, WsEvent::Control(ServerMsg::SessionCreated(i)))) => code = Some(i.code),
+            Some((_, WsEvent::Control(other))) => panic!("host got {other:?}"),
+            _ => {}
+        }
+    }
+    let (host, code) = (host.unwrap(), code.unwrap());
+    let (jtx, mut jrx) = tokio::sync::mpsc::unbounded_channel();
+    let join = ClientMsg::JoinSession(JoinSession {
+        code: code.clone(),
+        password: None,
+        region_rtts: joiner_rtts.clone(),
+    });
+    let jsink = ws_open(nodes["eu"], &[hello5("joiner", None), join], 0, jtx.clone()).await;
+    let (mut joiner, mut joiner_token) = (None, None);
+    let mut joined = false;
+    while !joined {
+        match tokio::time::timeout(LONG, jrx.recv()).await.unwrap() {
+            Some((_, WsEvent::Control(ServerMsg::Welcome(w)))) => {
+                joiner = Some(w.peer_id);
+                joiner_token = Some(w.resume_token)
+            }
+            Some((_, WsEvent::Control(ServerMsg::SessionJoined(_)))) => joined = true,
+            Some((_, WsEvent::Control(other))) => panic!("joiner got {other:?}"),
+            _ => {}
+        }
+    }
+    let joiner = joiner.unwrap();
+    // The record carries each member's measurements, on whichever node.
+    let measured = |rec: &SessionRecord| {
+        let of = |p: PeerId| {
+            rec.members
+                .iter()
+                .find(|m| m.id == p)
+                .map(|m| m.region_rtts.clone())
+        };
+        of(host) == Some(host_rtts.clone()) && of(joiner) == Some(joiner_rtts.clone())
+    };
+    cluster
+        .record_when(&code, |r| r.home == "eu" && measured(r))
+        .await;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let host_task = tokio::spawn(roaming_player(
+        "host",
+        (hsink, hrx),
+        htx,
+        host_token.unwrap(),
+        nodes.clone(),
+        stop_rx.clone(),
+    ));
+    let joiner_task = tokio::spawn(roaming_player(
+        "joiner",
+        (jsink, jrx),
+        jtx,
+        joiner_token.unwrap(),
+        nodes.clone(),
+        stop_rx,
+    ));
+    let moved_from = |c: &Cluster, n: &str| {
+        c.node(n)
+            .metric("fsp2p_session_moves_total{outcome=\"moved\"}")
+    };
+    // Move 1, eu → us: the worst member's 80 ms becomes 30 ms.
+    assert!(
+        until(LONG, || async { moved_from(&cluster, "eu") >= 1.0 }).await,
+        "the session never left eu"
+    );
+    cluster
+        .record_when(&code, |r| r.home == "us" && measured(r))
+        .await;
+    // Past the overlap: only us holds it, and both players resumed there.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(moved_from(&cluster, "us"), 0.0, "the US is its best region");
+
+    // us drains: the session goes to the least-loaded other node, asia
+    // (eu holds the ballast session), the worst region for both players.
+    // us writes its record first: the measurements it restored on arrival
+    // go with it. (asia may move it on before us has even exited: the
+    // players' redirects below show the way it went.)
+    cluster.node_mut("us").sigterm().await;
+
+    // Move 2, asia → eu (us is gone: eu's 80 ms beats asia's 200 ms).
+    assert!(
+        until(LONG, || async { moved_from(&cluster, "asia") >= 1.0 }).await,
+        "the session never left asia: its measurements did not come with it"
+    );
+    let rec = cluster
+        .record_when(&code, |r| r.home == "eu" && measured(r))
+        .await;
+    assert!(rec.epoch >= 3, "three hand-overs, epoch {}", rec.epoch);
+    // Past the overlap, and a second on eu only.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    stop_tx.send(true).unwrap();
+    let host_seen = host_task.await.unwrap();
+    let joiner_seen = joiner_task.await.unwrap();
+    for (who, me, other) in [
+        ("host", &host_seen, &joiner_seen),
+        ("joiner", &joiner_seen, &host_seen),
+    ] {
+        println!(
+            "{who}: sent {}, got {} distinct from the other, redirects {:?}, resumed {:?}",
+            me.sent,
+            me.got.len(),
+            me.redirects,
+            me.resumed
+        );
+        assert_eq!(
+            me.redirects,
+            vec![
+                (RedirectReason::Placement, "us".to_string()),
+                (RedirectReason::Draining, "asia".to_string()),
+                (RedirectReason::Placement, "eu".to_string()),
+            ],
+            "{who}"
+        );
+        assert_eq!(me.resumed, vec![true; 3], "{who} lost its seat");
+        // The pair still relays through eu at the end: the last second's
+        // frames (60 of them, a few may be in flight) arrived.
+        let last: Vec<u32> =
+            (other.sent.saturating_sub(90)..other.sent.saturating_sub(30)).collect();
+        assert!(
+            last.iter().all(|s| me.got.contains(s)),
+            "{who} misses frames of the last second through eu"
+        );
+    }
+    assert_eq!(cluster.record(&code).await.unwrap().home, "eu");
 }

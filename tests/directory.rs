@@ -65,6 +65,7 @@ fn member(id: u32, token: &[u8]) -> MemberRecord {
         client: ClientKind::Rust,
         relay_mode: RelayMode::Datagram,
         token_sha256: token_hash(token),
+        region_rtts: Vec::new(),
     }
 }
 

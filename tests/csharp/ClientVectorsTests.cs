@@ -2,7 +2,8 @@
 // docs/PROTOCOL.md "Client behaviour" explains each section): every case and every step
 // of every section whose "clients" include "csharp" runs against the C# pure core
 // (client/CoreBasics.*.cs: Backoff, ReconnectPlan, ReconnectPolicy, Liveness, CloseVerdict,
-// ErrorRules, AfterReconnect, RedirectRun, ServerRotation, Timeouts, Race, PathRules), the
+// ErrorRules, AfterReconnect, RedirectRun, ServerRotation, Timeouts, Race, PathRules,
+// MoveMachine), the
 // functions ServiceCore decides with. A behaviour change in C# that the vectors do not
 // share fails here, each failure naming its section and case; a section naming csharp
 // that this file cannot map is a failure, not a skip. The constants are checked against
@@ -214,6 +215,7 @@ namespace FlightSimP2P.Tests
                 { "rotation", RotationScenario },
                 { "liveness", LivenessScenario },
                 { "quality", QualityScenario },
+                { "move", MoveScenario },
             };
 
         private static int Main(string[] args)
@@ -357,6 +359,11 @@ namespace FlightSimP2P.Tests
             Field(c, "report_max_queued", ReportV1.MaxIceFailures, diffs);
             Field(c, "rtt_bucket_edges_ms", QualityBuckets.RttEdgesMs.Select(x => (object)x).ToList(), diffs);
             Field(c, "loss_bucket_edges_pct", QualityBuckets.LossEdgesPct.Select(x => (object)x).ToList(), diffs);
+            if (Has(c, "move_old_close_after_ms"))
+            {
+                // Rule 10 (the move section): the overlap's cap.
+                Field(c, "move_old_close_after_ms", MoveMachine.OldCloseAfterMs, diffs);
+            }
             Report("constants (the C# defaults)", diffs);
         }
 
@@ -717,6 +724,84 @@ namespace FlightSimP2P.Tests
                 {
                     plan.Started();
                 }
+            }
+        }
+
+        // --- rule 10: following a session move (client/CoreBasics.Move.cs) ---
+
+        private static object Opt(Dictionary<string, object> d, string key)
+        {
+            object v;
+            return d.TryGetValue(key, out v) ? v : null;
+        }
+
+        private static MoveEvent MoveEventNamed(string ev)
+        {
+            switch (ev)
+            {
+                case "redirect": return MoveEvent.Redirect;
+                case "new_welcome": return MoveEvent.NewWelcome;
+                case "new_failed": return MoveEvent.NewFailed;
+                case "new_closed": return MoveEvent.NewClosed;
+                case "old_closed": return MoveEvent.OldClosed;
+                case "tick": return MoveEvent.Tick;
+                default: throw new Mismatch("unknown event " + ev);
+            }
+        }
+
+        private static MoveConn? MoveConnNamed(object v)
+        {
+            switch (v as string)
+            {
+                case null: return null;
+                case "current": return MoveConn.Current;
+                case "old": return MoveConn.Old;
+                case "new": return MoveConn.New;
+                default: throw new Mismatch("unknown connection " + v);
+            }
+        }
+
+        private static RedirectReason? ReasonNamed(object v)
+        {
+            switch (v as string)
+            {
+                case null: return null;
+                case "session": return RedirectReason.Session;
+                case "draining": return RedirectReason.Draining;
+                case "moved": return RedirectReason.Moved;
+                case "placement": return RedirectReason.Placement;
+                default: throw new Mismatch("unknown reason " + v);
+            }
+        }
+
+        private static void MoveScenario(string label, Dictionary<string, object> sc)
+        {
+            MoveMachine m = new MoveMachine();
+            foreach (object st in A(sc, "steps"))
+            {
+                Dictionary<string, object> step = O(st, "step");
+                long at = L(step, "at_ms");
+                Dictionary<string, object> input = O(Get(step, "input"), "input");
+                string ev = S(input, "event");
+                MoveInput i = new MoveInput();
+                i.Event = MoveEventNamed(ev);
+                i.On = MoveConnNamed(Opt(input, "on"));
+                i.Reason = ReasonNamed(Opt(input, "reason"));
+                i.Unasked = Opt(input, "unasked") as bool? ?? false;
+                i.InSession = Opt(input, "in_session") as bool? ?? false;
+                object version = Opt(input, "version");
+                i.Version = version is double ? (int)(double)version : 0;
+                i.Resumed = Opt(input, "resumed") as bool?;
+                MoveAction a = m.Step(at, i);
+                Dictionary<string, object> expect = O(Get(step, "expect"), "expect");
+                List<string> diffs = new List<string>();
+                Field(expect, "action", MoveMachine.Name(a), diffs);
+                Field(expect, "phase", MoveMachine.Name(m.Phase), diffs);
+                Field(expect, "send_on", m.SendOn.Select(c => (object)MoveMachine.Name(c)).ToList(), diffs);
+                Field(expect, "take_from", m.TakeFrom.Select(c => (object)MoveMachine.Name(c)).ToList(), diffs);
+                Field(expect, "control_on", m.ControlOn.HasValue ? MoveMachine.Name(m.ControlOn.Value) : null, diffs);
+                Field(expect, "wake_at_ms", m.WakeAtMs >= 0 ? (object)m.WakeAtMs : null, diffs);
+                Report(label + " @" + at + " ms (" + ev + (i.On.HasValue ? " on " + MoveMachine.Name(i.On.Value) : "") + ")", diffs);
             }
         }
 

@@ -33,7 +33,7 @@ namespace FlightSimP2P.Tests
             Test("quality: quality frames encode and parse; flight sequence numbers skip 0xFFFFFFFF", QualityFrames);
             Test("quality: Report bytes (ClientMsg variant 6, ReportV1 body) and strict decoding", QualityReportBytes);
             Test("quality: report schedule (10 s, early on change with a 2 s floor, queue without a link) and queue bounds", QualitySchedule);
-            Test("quality core: Hello version 4; TelemetryEnabled off keeps version 1 and sends no Report", QualityHelloVersion);
+            Test("quality core: Hello version 5; TelemetryEnabled off still says 5 (it follows moves) and sends no Report", QualityHelloVersion);
             Test("quality core: relay echo answered on the relay, never delivered, stale filter and counts untouched", QualityRelayEcho);
             Test("quality core: direct echo answered on its link, not acknowledged, not delivered", QualityDirectEcho);
             Test("quality core: echo requests on the relay, RTT from the replies, QualityChanged on grade and path changes", QualityCoreEchoLoop);
@@ -448,7 +448,7 @@ namespace FlightSimP2P.Tests
             CoreOutput c = h.Drain().First(x => x.Kind == OutputKind.Connect);
             h.Core.TransportConnected(h.Now, c.Conn);
             ClientMsg.Hello hello = (ClientMsg.Hello)h.Sent(h.Drain()).First(m => m is ClientMsg.Hello);
-            Eq((ushort)4, hello.Version, "telemetry on: Hello version 4 (3 and region_rtts)");
+            Eq((ushort)5, hello.Version, "telemetry on: Hello version 5 (3, region_rtts and moves)");
 
             CoreOptions off = new CoreOptions();
             off.TelemetryEnabled = false;
@@ -458,7 +458,7 @@ namespace FlightSimP2P.Tests
             c = g.Drain().First(x => x.Kind == OutputKind.Connect);
             g.Core.TransportConnected(g.Now, c.Conn);
             hello = (ClientMsg.Hello)g.Sent(g.Drain()).First(m => m is ClientMsg.Hello);
-            Eq((ushort)1, hello.Version, "telemetry off: Hello version 1");
+            Eq((ushort)5, hello.Version, "telemetry off: Hello version 5 all the same (Report is optional)");
             ServerMsg.Welcome w = Harness.Welcome(5, false);
             w.Version = 3;
             g.Core.ServerMessage(g.Now, c.Conn, w);

@@ -313,7 +313,7 @@ namespace FlightSimP2P.Tests
             CoreOutput c3 = h3.Drain().Single(x => x.Kind == OutputKind.Connect);
             List<ClientMsg> first = Harness.DecodeFirst(c3.First);
             Eq(2, first.Count, "Hello and the join in the URL");
-            Eq((ushort)4, ((ClientMsg.Hello)first[0]).Version, "Hello version 4");
+            Eq((ushort)5, ((ClientMsg.Hello)first[0]).Version, "Hello version 5");
             ClientMsg.JoinSession j = first[1] as ClientMsg.JoinSession;
             Check(j != null && j.RegionRtts != null && j.RegionRtts.Count == 0, "the join at version 4, nothing measured yet");
         }

@@ -241,6 +241,7 @@ namespace FlightSimP2P.Tests
             RunIssue21c();
             RunQuality();
             RunRegions();
+            MoveTests.Run();
             return Summary();
         }
 
@@ -1533,8 +1534,8 @@ namespace FlightSimP2P.Tests
             hello.RelayMode = RelayMode.Stream;
             hello.Name = "pilot";
             hello.ResumeToken = token;
-            // Telemetry on (the default): Hello version 4 (PROTOCOL.md sections 4, 11 and 14).
-            hello.Version = Wire.RegionProtocolVersion;
+            // Hello version 5: the client follows a session move (PROTOCOL.md sections 4, 11 and 14).
+            hello.Version = Wire.MoveProtocolVersion;
             return hello;
         }
 

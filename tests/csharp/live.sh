@@ -20,6 +20,13 @@
 #     us-east is made 300 ms slower; a duplicate region is refused with invalid_argument
 #     (tests/csharp/LiveRegionTests.cs).
 #
+#  4c. moving a session (issue 26, protocol version 5): nodes "move-eu" and "move-us"
+#     (--region eu, us; --placement-move-interval-secs 0 --placement-overlap-ms 1500) on a
+#     fourth redis-server: two services on the relay, created on eu with injected region
+#     round trips, are moved to us make-before-break while sending at 60 Hz: no frame lost
+#     or delivered twice, old connection closed with 20, Hello 5 (tests/csharp/LiveMoveTests.cs;
+#     MOVE_ROUNDS=n repeats it n times, default 1).
+#
 #  5. connection quality (issue 25): two services on the relay measure each other by echo
 #     and report; the server's /metrics counts the reports (tests/csharp/LiveQualityTests.cs).
 #
@@ -57,8 +64,11 @@ node_b_pid=""
 region_redis_pid=""
 node_eu_pid=""
 node_us_pid=""
+move_redis_pid=""
+node_move_eu_pid=""
+node_move_us_pid=""
 cleanup() {
-    for pid in "$server_pid" "${auth_pid:-}" "$node_a_pid" "$node_b_pid" "$redis_pid" "$node_eu_pid" "$node_us_pid" "$region_redis_pid"; do
+    for pid in "$server_pid" "${auth_pid:-}" "$node_a_pid" "$node_b_pid" "$redis_pid" "$node_eu_pid" "$node_us_pid" "$region_redis_pid" "$node_move_eu_pid" "$node_move_us_pid" "$move_redis_pid"; do
         if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
             kill "$pid" 2>/dev/null || true
             wait "$pid" 2>/dev/null || true
@@ -72,7 +82,7 @@ cleanup() {
     if [ -f "$work/auth-server.err" ]; then
         cp "$work/auth-server.err" "$root/test-artifacts/csharp-live-auth-server.log"
     fi
-    for n in a a-crashed b eu us; do
+    for n in a a-crashed b eu us move-eu move-us; do
         if [ -f "$work/node-$n.err" ]; then
             cp "$work/node-$n.err" "$root/test-artifacts/csharp-live-node-$n.log"
         fi
@@ -115,6 +125,10 @@ mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
 mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
     -out:"$work/live-region-tests.exe" "${mono_src[@]}" "$root/tests/csharp/TestKit.cs" "$root/tests/csharp/LiveRegionTests.cs" >&2
+# Issue 26: a session moved to a better region (version 5), two nodes on a Redis of their own.
+mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
+    -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
+    -out:"$work/live-move-tests.exe" "${mono_src[@]}" "$root/tests/csharp/TestKit.cs" "$root/tests/csharp/LiveMoveTests.cs" >&2
 # Issue 25: connection quality (echo RTT, grades, reports counted in the server's /metrics).
 mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
@@ -383,6 +397,50 @@ else
     status=1
     echo "FAIL regions: redis-server or the nodes did not come up (redis ${region_up:-down}, eu '${http_eu}', us '${http_us}')" >"$work/regions.out"
 fi
+# Moving a session (PROTOCOL.md section 11, version 5): nodes move-eu and move-us (--region
+# eu, us) on a fourth Redis, moves checked at once after a create (interval 0) and a short
+# overlap, so a pair moves within the node's 5 s move timer.
+move_port="$(free_port tcp)"
+redis-server --port "$move_port" --save '' --appendonly no --bind 127.0.0.1 >"$work/redis-move.log" 2>&1 &
+move_redis_pid=$!
+move_up=""
+for _ in $(seq 1 100); do
+    if grep -q 'Ready to accept connections' "$work/redis-move.log" 2>/dev/null; then
+        move_up=1
+        break
+    fi
+    sleep 0.1
+done
+http_move_eu=""
+http_move_us=""
+if [ -n "$move_up" ]; then
+    redis_port="$move_port"
+    start_node move-eu --region eu --placement-move-interval-secs 0 --placement-overlap-ms 1500
+    http_move_eu="$node_http"
+    node_move_eu_pid="$node_pid"
+    start_node move-us --region us --placement-move-interval-secs 0 --placement-overlap-ms 1500
+    http_move_us="$node_http"
+    node_move_us_pid="$node_pid"
+fi
+move_ready=""
+if [ -n "$http_move_eu" ] && [ -n "$http_move_us" ]; then
+    for _ in $(seq 1 300); do
+        if [ "$(nodes_seen "$http_move_eu")" = 2 ] && [ "$(nodes_seen "$http_move_us")" = 2 ]; then
+            move_ready=1
+            break
+        fi
+        sleep 0.1
+    done
+fi
+move_rounds="${MOVE_ROUNDS:-1}"
+if [ -n "$move_ready" ]; then
+    echo "move: redis 127.0.0.1:$move_port, node move-eu http://$http_move_eu, node move-us http://$http_move_us" >&2
+    run_part move $((60 + 60 * move_rounds)) mono "$work/live-move-tests.exe" "ws://$http_move_eu/ws" "ws://$http_move_us/ws" move-eu move-us "$move_rounds"
+else
+    f=$((f + 1))
+    status=1
+    echo "FAIL move: redis-server or the nodes did not come up (redis ${move_up:-down}, move-eu '${http_move_eu}', move-us '${http_move_us}')" >"$work/move.out"
+fi
 if [ "$status" -ne 0 ]; then
     for n in a b; do
         echo "--- node $n stderr (last 30 lines) ---" >&2
@@ -390,6 +448,6 @@ if [ "$status" -ne 0 ]; then
     done
 fi
 grep -Ev '^[0-9]+ passed, [0-9]+ failed$' "$work/silent.out" 2>/dev/null || true
-cat "$work/ws.out" "$work/service.out" "$work/quality.out" "$work/access.out" "$work/browser.out" "$work/cluster.out" "$work/drain.out" "$work/regions.out" 2>/dev/null | grep -Ev '^[0-9]+ passed, [0-9]+ failed$'
+cat "$work/ws.out" "$work/service.out" "$work/quality.out" "$work/access.out" "$work/browser.out" "$work/cluster.out" "$work/drain.out" "$work/regions.out" "$work/move.out" 2>/dev/null | grep -Ev '^[0-9]+ passed, [0-9]+ failed$'
 echo "$p passed, $f failed"
 [ "$status" -eq 0 ] && [ "$f" -eq 0 ]

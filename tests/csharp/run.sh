@@ -43,7 +43,7 @@ mono "$out/codec-tests.exe" "$vectors" | tee "$out/codec.out" | tail -n 1 >&2
 mapfile -t mono_src < <(cd "$root" && ls client/*.cs)
 (cd "$root" && mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
-    -out:"$out/service-tests.exe" "${mono_src[@]}" tests/csharp/TestKit.cs tests/csharp/ServiceTests.cs tests/csharp/QualityTests.cs tests/csharp/RegionTests.cs)
+    -out:"$out/service-tests.exe" "${mono_src[@]}" tests/csharp/TestKit.cs tests/csharp/ServiceTests.cs tests/csharp/QualityTests.cs tests/csharp/RegionTests.cs tests/csharp/MoveTests.cs)
 mono "$out/service-tests.exe" > "$out/service.out" || { cat "$out/service.out"; exit 1; }
 grep -v '^ok' "$out/service.out" >&2 || true
 (cd "$root" && mcs -nologo -langversion:7.2 -warnaserror -optimize+ \

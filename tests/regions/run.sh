@@ -36,8 +36,14 @@
 # results in test-artifacts/regions/. Prints SKIPPED and exits 0 when it cannot run
 # (not root, no namespaces), except with CI set. REGIONS_NODE_FLAGS adds flags to every
 # node: `REGIONS_NODE_FLAGS="--placement off" tests/regions/run.sh` must fail (the proof
-# that it can). REGIONS_MODES ("creator ping") and REGIONS_CREATORS ("eu us asia")
+# that it can). REGIONS_MODES ("creator ping move") and REGIONS_CREATORS ("eu us asia")
 # run a part of it.
+#
+# Mode `move` (after the others): an EU creator and an ASIA joiner, both measured, for
+# REGIONS_MOVE_SECS (16) s; the nodes run with --placement-move-interval-secs
+# REGIONS_MOVE_INTERVAL_SECS (5, default 60), and the other modes never move (their
+# joiners send no measurements). The session must start in EU, move to where the rule
+# puts it given both measurements (the US), and lose no frame on the way.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$(pwd)"
@@ -128,6 +134,7 @@ for r in "${regions[@]}"; do
 		--dev-cert-hosts "$ip" --redis-url "$redis" --node-name "$r" --region "$r" \
 		--cluster-directory-timeout-ms "${REGIONS_DIRECTORY_TIMEOUT_MS:-2000}" \
 		--cluster-node-ttl-ms "${REGIONS_NODE_TTL_MS:-4000}" \
+		--placement-move-interval-secs "${REGIONS_MOVE_INTERVAL_SECS:-5}" \
 		${REGIONS_NODE_FLAGS:-} >"$art/node-$r.log" 2>&1 &
 	pids+=($!)
 done
@@ -156,7 +163,8 @@ echo "regions: GET /nodes from an EU player: $(cat "$art/nodes.json")" >&2
 results="$art/results.jsonl"
 : >"$results"
 # shellcheck disable=SC2086 # lists, split on purpose
-for mode in ${REGIONS_MODES:-creator ping}; do
+for mode in ${REGIONS_MODES:-creator ping move}; do
+	[ "$mode" = move ] && continue
 	# shellcheck disable=SC2086
 	for c in ${REGIONS_CREATORS:-eu us asia}; do
 		for j in "${regions[@]}"; do
@@ -198,6 +206,49 @@ EOF
 			echo "regions: $mode: creator $c, joiner $j: session on $home" >&2
 		done
 	done
+done
+
+# A session that moves (PROTOCOL.md §11, "Moving a session"; §12 rule 10): an EU
+# creator and an ASIA joiner both measured, the session placed in EU by the
+# creator's ping; both relayed, so the worst member (ASIA, 150 ms from EU) is
+# better served from the US (120 ms): the EU node moves it there while the
+# creator sends 60 frames a second. The home is read from the directory all
+# along; no frame may be lost.
+moves=""
+# shellcheck disable=SC2086
+for mode in ${REGIONS_MODES:-creator ping move}; do
+	[ "$mode" = move ] || continue
+	move_secs="${REGIONS_MOVE_SECS:-16}"
+	code="$work/code-move"
+	common=(--server "$eu_ip:4433" --cert-hash "${hash[eu]}" --code-file "$code" --secs "$move_secs"
+		--measure --nodes-url "$nodes_url")
+	ip netns exec "$p-asia-p" env RUST_LOG=info "$player" "${common[@]}" --join \
+		>"$work/mj.json" 2>"$art/move-joiner.log" &
+	jpid=$!
+	ip netns exec "$p-eu-p" env RUST_LOG=info "$player" "${common[@]}" --create \
+		>"$work/mc.json" 2>"$art/move-creator.log" &
+	cpid=$!
+	: >"$work/homes"
+	while kill -0 "$cpid" 2>/dev/null; do
+		if [ -s "$code" ]; then
+			ip netns exec "$p-eu-n" redis-cli -h "$eu_ip" -p 6390 GET "fsp2p:session:$(cat "$code")" |
+				python3 -c 'import json,sys
+try: print(json.load(sys.stdin)["home"])
+except Exception: pass' >>"$work/homes"
+		fi
+		sleep 0.2
+	done
+	wait "$cpid" || { echo "regions: move creator failed" >&2; cat "$art/move-creator.log" >&2; exit 1; }
+	wait "$jpid" || { echo "regions: move joiner failed" >&2; cat "$art/move-joiner.log" >&2; exit 1; }
+	moves=$(ip netns exec "$p-eu-n" curl -sf "http://$eu_ip:8080/metrics" |
+		sed -n 's/^fsp2p_session_moves_total{outcome="moved"} //p' | head -n 1)
+	python3 - "$work/homes" "$work/mc.json" "$work/mj.json" "${moves:-0}" >"$art/move.json" <<'EOF'
+import json, sys
+homes = [h.strip() for h in open(sys.argv[1]) if h.strip()]
+print(json.dumps({"homes": homes, "creator_result": json.load(open(sys.argv[2])),
+                  "joiner_result": json.load(open(sys.argv[3])), "moves": float(sys.argv[4])}))
+EOF
+	echo "regions: move: session homes seen $(python3 -c 'import json,sys; h=json.load(open(sys.argv[1]))["homes"]; print(sorted(set(h), key=h.index))' "$art/move.json")" >&2
 done
 
 python3 - "$results" "$secs" <<'EOF' | tee "$art/results.md"
@@ -257,6 +308,45 @@ if incomplete:
     print(f"Measurements that missed a region (1 s limit): {incomplete} of 9; those creates are placed by what was measured.")
 if incomplete > 2:
     fail.append(f"{incomplete} of 9 measurements missed a region")
+import os
+move_file = os.path.join(os.path.dirname(sys.argv[1]), "move.json")
+if os.path.exists(move_file):
+    m = json.load(open(move_file))
+    cr, jr = m["creator_result"], m["joiner_result"]
+
+    def move_target(lists, here):
+        """The move rule (PROTOCOL.md §11): the worst relayed member's RTT per region."""
+        dicts = [dict(l) for l in lists]
+        regions = set.intersection(*(set(d) for d in dicts))
+        cost = {r: max(d[r] for d in dicts) for r in regions}
+        if here not in cost:
+            return here
+        best = min(sorted(cost), key=lambda r: cost[r])
+        return best if cost[here] - cost[best] >= 20 else here
+
+    homes = m["homes"]
+    first = homes[0] if homes else None
+    last = homes[-1] if homes else None
+    want_first = placed(cr["measured"])
+    want_last = move_target([cr["measured"], jr["measured"]], want_first)
+    gaps = cr["gaps"] + jr["gaps"]
+    lost = (cr["sent"] - jr["received"]) + (cr["sent"] - cr["received"])
+    print(f"\nA session that moves (EU creator, ASIA joiner, both measured; relayed at 60 Hz "
+          f"for {cr['sent'] / 60:.0f} s; homes seen {sorted(set(homes), key=homes.index)}):\n")
+    print("| | node | pair RTT | worst member | frames sent | frames lost or repeated |")
+    print("|---|---|---|---|---|---|")
+    print(f"| before the move (first 3 s) | {first} | {cr['pair_rtt_first_ms'] or 0:.0f} ms "
+          f"| {max(cr['node_rtt_ms'], jr['node_rtt_ms']):.0f} ms | | |")
+    print(f"| after the move (last 3 s) | {last} | {cr['pair_rtt_last_ms'] or 0:.0f} ms "
+          f"| {max(cr['node_rtt_end_ms'], jr['node_rtt_end_ms']):.0f} ms | | |")
+    print(f"| whole run | | | | {cr['sent']}, each echoed | {abs(cr['sent'] - jr['received']) + abs(cr['sent'] - cr['received']) + gaps} |")
+    if first != want_first or last != want_last or want_last == want_first:
+        fail.append(f"move: homes {homes[:1]}..{homes[-1:]}, want {want_first} then {want_last} "
+                    f"(measured {cr['measured']} and {jr['measured']})")
+    if m["moves"] < 1:
+        fail.append(f"move: the EU node counted {m['moves']} moves")
+    if gaps or lost:
+        fail.append(f"move: sent {cr['sent']}, joiner got {jr['received']}, echoes {cr['received']}, gaps {gaps}")
 if fail:
     print("\nregions: FAILED:\n  " + "\n  ".join(fail), file=sys.stderr)
     sys.exit(1)

@@ -29,6 +29,10 @@ pub(super) enum Segment {
     Connection(VecDeque<Event>, mpsc::Receiver<Event>),
 }
 
+/// A connection read at the same time as the current one: events already
+/// read from it, then its channel.
+pub(super) type Alongside = (VecDeque<Event>, mpsc::Receiver<Event>);
+
 /// Events from the reader task, and those a wait skipped.
 pub(super) struct Inbox {
     events: Option<mpsc::Receiver<Event>>,
@@ -36,6 +40,34 @@ pub(super) struct Inbox {
     /// Events a new connection delivered before the supervisor handed it over.
     front: VecDeque<Event>,
     plane: Option<mpsc::UnboundedReceiver<Segment>>,
+    /// Where a move's new connection comes from (PROTOCOL.md §12 rule 10).
+    side: Option<mpsc::UnboundedReceiver<Alongside>>,
+    /// A move's new connection, read with the current one until that ends,
+    /// then in its place.
+    alongside: Option<mpsc::Receiver<Event>>,
+}
+
+/// What one wait of [`Inbox::recv`] got.
+enum Got {
+    Current(Option<Event>),
+    Alongside(Option<Event>),
+    Side(Option<Alongside>),
+    Plane(Option<Segment>),
+}
+
+/// The next item of `rx`, or never if there is none (a disabled branch).
+async fn next_of<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_unbounded<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Inbox {
@@ -45,12 +77,20 @@ impl Inbox {
             stash: VecDeque::new(),
             front: VecDeque::new(),
             plane: None,
+            side: None,
+            alongside: None,
         }
     }
 
-    /// Read on from the supervisor's `plane` when the current channel ends.
-    pub(super) fn follow(&mut self, plane: mpsc::UnboundedReceiver<Segment>) {
+    /// Read on from the supervisor's `plane` when the current channel ends,
+    /// and alongside it from what comes on `side` (a move's new connection).
+    pub(super) fn follow(
+        &mut self,
+        plane: mpsc::UnboundedReceiver<Segment>,
+        side: mpsc::UnboundedReceiver<Alongside>,
+    ) {
         self.plane = Some(plane);
+        self.side = Some(side);
     }
 
     /// What was read and not yet taken, and the channel (for the supervisor,
@@ -67,20 +107,51 @@ impl Inbox {
 
     /// The next event from the channels, the current connection's first;
     /// `None` once they are all gone. Cancel-safe.
+    ///
+    /// During a move two connections are read at once, the current one and
+    /// the new one that came on `side`; when the current one ends the new
+    /// one takes its place, and only when neither is left does the plane
+    /// say what comes next.
     async fn recv(&mut self) -> Option<Event> {
         loop {
             if let Some(e) = self.front.pop_front() {
                 return Some(e);
             }
-            if let Some(events) = &mut self.events {
-                match events.recv().await {
-                    Some(e) => return Some(e),
-                    None => self.events = None,
+            let got = if self.events.is_some() {
+                let waits_side = self.alongside.is_none() && self.side.is_some();
+                tokio::select! {
+                    biased;
+                    e = next_of(&mut self.events) => Got::Current(e),
+                    e = next_of(&mut self.alongside), if self.alongside.is_some() => Got::Alongside(e),
+                    a = next_unbounded(&mut self.side), if waits_side => Got::Side(a),
                 }
-            }
-            match self.plane.as_mut()?.recv().await? {
-                Segment::Event(e) => return Some(e),
-                Segment::Connection(read, events) => {
+            } else if self.alongside.is_some() {
+                self.events = self.alongside.take();
+                continue;
+            } else {
+                self.plane.as_ref()?;
+                tokio::select! {
+                    biased;
+                    a = next_unbounded(&mut self.side), if self.side.is_some() => Got::Side(a),
+                    p = next_unbounded(&mut self.plane) => Got::Plane(p),
+                }
+            };
+            match got {
+                Got::Current(Some(e)) | Got::Alongside(Some(e)) => return Some(e),
+                Got::Current(None) => self.events = self.alongside.take(),
+                Got::Alongside(None) => self.alongside = None,
+                Got::Side(Some((read, events))) => {
+                    self.front.extend(read);
+                    if self.events.is_some() {
+                        self.alongside = Some(events);
+                    } else {
+                        self.events = Some(events);
+                    }
+                }
+                Got::Side(None) => self.side = None,
+                Got::Plane(None) => return None,
+                Got::Plane(Some(Segment::Event(e))) => return Some(e),
+                Got::Plane(Some(Segment::Connection(read, events))) => {
                     self.front = read;
                     self.events = Some(events);
                 }
@@ -243,7 +314,8 @@ mod tests {
         let (tx, rx) = mpsc::channel(8);
         let mut inbox = Inbox::new(rx);
         let (plane, plane_rx) = mpsc::unbounded_channel();
-        inbox.follow(plane_rx);
+        let (_side, side_rx) = mpsc::unbounded_channel();
+        inbox.follow(plane_rx, side_rx);
         tx.try_send(pong(1)).unwrap();
         drop(tx); // the first connection ends
         let (tx2, rx2) = mpsc::channel(8);

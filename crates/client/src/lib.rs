@@ -94,6 +94,14 @@
 //!   and seat) or, in none, as a new peer sending the unanswered
 //!   `CreateSession`/`JoinSession` again, whose answer ends a waiting
 //!   [`Client::create_session`]/[`Client::join_session`].
+//! * An unasked `Redirect(Placement)` while in a session is the session
+//!   moving to a better region (protocol version 5, PROTOCOL.md §12 rule
+//!   10): the application sees neither the redirect nor a reconnection. The
+//!   client opens a connection to the new node and resumes its seat there
+//!   while the old one goes on; relay frames go on both and come from both
+//!   until the old node closes the old one (a few seconds), and a frame that
+//!   came through both nodes reaches the application once. The resumed
+//!   seat's `SessionJoined` comes again; [`Client::peer_id`] stays.
 //! * More than [`MAX_REDIRECTS`] in a row fail with [`Error::Redirects`]
 //!   (after the `Welcome`: the client gives up with [`Event::Closed`] unless
 //!   it is in a session, then it goes back to its configured servers).
@@ -131,6 +139,7 @@ mod connect;
 mod error;
 mod inbox;
 mod liveness;
+mod moving;
 pub mod quality;
 mod quic;
 mod reconnect;
@@ -166,6 +175,9 @@ pub mod behaviour {
         LiveAction, Liveness, LIVE_TIMEOUT_INITIAL, LIVE_TIMEOUT_MAX, LIVE_TIMEOUT_MIN,
         PING_INTERVAL, PROBE_AFTER_INITIAL, PROBE_AFTER_MIN, PROBE_INTERVAL,
     };
+    pub use super::moving::{
+        is_move, Conn, Dedup, Move, MoveAction, MoveEvent, MovePhase, OLD_CLOSE_AFTER,
+    };
     pub use super::quality::{
         next_grade, report_due, Quality, QualityEvent, QualitySnapshot, QualityTracker, ReportDue,
         ECHO_INTERVAL_MS, ECHO_INTERVAL_RELAY_MS, ECHO_TIMEOUT_MS, GRADE_EXCELLENT, GRADE_GOOD,
@@ -183,7 +195,7 @@ pub use self::connect::{connect_wire, QuicEndpoint};
 pub use self::error::{Cause, Error};
 use self::inbox::Inbox;
 pub use self::quality::{QualityEvent, QualitySnapshot};
-use self::reconnect::{LinkState, RelayState, Shared, Sink, Supervisor};
+use self::reconnect::{LinkState, Mover, RelayState, Shared, Sink, Supervisor};
 use self::resume::Memory;
 use self::telemetry::Hub;
 use self::websocket::Outbox;
@@ -193,16 +205,19 @@ pub use fsp2p_protocol as protocol;
 use fsp2p_protocol::first;
 use fsp2p_protocol::{
     ClientKind, ClientMsg, CreateSession, Hello, JoinSession, PeerId, Redirect, RegionRtt,
-    RelayMode, ServerMsg, SessionInfo, Signal, Welcome, REGION_PROTOCOL_VERSION,
+    RelayMode, ServerMsg, SessionInfo, Signal, Welcome, MOVE_PROTOCOL_VERSION,
+    REGION_PROTOCOL_VERSION,
 };
 pub use fsp2p_protocol::{Transport, Via};
 
-/// The version this client's `Hello` speaks: 4 ([`REGION_PROTOCOL_VERSION`]).
-/// A server may speak 5, whose only addition is the promise to follow an
-/// unasked `Redirect(Placement)` make-before-break (PROTOCOL.md §11,
-/// "Moving a session"); this client still follows it by reconnecting, so it
-/// does not claim 5, and servers never move its sessions.
-pub const CLIENT_PROTOCOL_VERSION: u16 = REGION_PROTOCOL_VERSION;
+/// The version this client's `Hello` speaks: 5 ([`MOVE_PROTOCOL_VERSION`]).
+/// Version 5 adds nothing to the messages of 4 (`region_rtts`); it is the
+/// promise to follow an unasked `Redirect(Placement)` make-before-break
+/// (PROTOCOL.md §11, "Moving a session"; §12 rule 10), which this client
+/// keeps: it opens a connection to the new node, relays on both until the
+/// old node closes the old one, and hands each frame to the application
+/// once.
+pub const CLIENT_PROTOCOL_VERSION: u16 = MOVE_PROTOCOL_VERSION;
 use fsp2p_wire as wire;
 
 /// The result of a client operation.
@@ -535,6 +550,7 @@ async fn open(
     hello: &[ClientMsg],
     memory: Arc<Mutex<Memory>>,
     quality: &Arc<Hub>,
+    mover: &Arc<Mover>,
 ) -> Result<(Opened, Option<ServerAddr>)> {
     quality.attempt_started();
     let mut at: Option<ServerAddr> = None;
@@ -543,7 +559,7 @@ async fn open(
             Some(a) => cluster::config_for(cfg, a),
             None => cfg.clone(),
         };
-        let redirect = match open_once(&here, hello, memory.clone(), quality).await? {
+        let redirect = match open_once(&here, hello, memory.clone(), quality, mover).await? {
             Ok(opened) => return Ok((opened, at)),
             Err(r) => r,
         };
@@ -570,9 +586,11 @@ async fn open_once(
     hello: &[ClientMsg],
     memory: Arc<Mutex<Memory>>,
     quality: &Arc<Hub>,
+    mover: &Arc<Mover>,
 ) -> Result<std::result::Result<Opened, Redirect>> {
     let connected = connect::connect(cfg, hello).await?;
-    let (sink, events, mut end) = Sink::new(memory, cfg.ping_interval, quality.clone());
+    let (sink, events, mut end) =
+        Sink::new(memory, cfg.ping_interval, quality.clone(), mover.clone());
     let (link, tasks, zero_rtt) = match connected {
         Connected::Quic {
             wire,
@@ -724,7 +742,8 @@ impl Client {
                 quality: None,
             },
         ));
-        let (opened, at) = open(cfg, &hello, memory.clone(), &quality).await?;
+        let (mover, moves) = Mover::new();
+        let (opened, at) = open(cfg, &hello, memory.clone(), &quality, &mover).await?;
         let mut rotation = cluster::Rotation::new(cfg);
         if let Some(at) = at {
             rotation.redirected(at);
@@ -737,9 +756,13 @@ impl Client {
             quality,
         ));
         let (plane, plane_rx) = mpsc::unbounded_channel();
+        let (side, side_rx) = mpsc::unbounded_channel();
         let mut inbox = opened.inbox;
-        inbox.follow(plane_rx);
+        inbox.follow(plane_rx, side_rx);
         let supervisor = Supervisor {
+            side,
+            mover,
+            moves,
             cfg: reconnect::reconnect_config(cfg, &opened.link),
             shared: shared.clone(),
             plane,
@@ -1144,6 +1167,17 @@ enum RelayLink {
     WebSocket(Outbox),
 }
 
+impl RelayLink {
+    /// Close the old connection of a move (999, WebSocket 4999: nothing of
+    /// the seat is on that node any more, and nobody is told).
+    fn close_moved(&self) {
+        match self {
+            RelayLink::Quic(wire) => wire.close(999, "moved"),
+            RelayLink::WebSocket(out) => out.close_with(4999, "moved"),
+        }
+    }
+}
+
 impl RelaySender {
     /// Send flight data to `to` (0 = everyone else in my session) the way the
     /// client's relay mode says: a datagram, or one unidirectional stream. On
@@ -1172,6 +1206,10 @@ impl RelaySender {
             RelaySlot::Fixed(link) => link.clone(),
             RelaySlot::Shared(slot) => match &*slot.read().unwrap_or_else(|p| p.into_inner()) {
                 RelayState::Up(link) => link.clone(),
+                RelayState::Both(old, new) => {
+                    self.send_old(old, frame.clone());
+                    new.clone()
+                }
                 _ => return,
             },
         };
@@ -1199,6 +1237,14 @@ impl RelaySender {
                         Ok(r) => return self.lost_is_dropped(r),
                         Err(frame) => (link.clone(), frame),
                     },
+                    // A move's overlap: the old connection too (rule 10).
+                    RelayState::Both(old, new) => {
+                        self.send_old(old, frame.clone());
+                        match self.send_now(new, frame) {
+                            Ok(r) => return self.lost_is_dropped(r),
+                            Err(frame) => (new.clone(), frame),
+                        }
+                    }
                     RelayState::Down => return Ok(()),
                     RelayState::Gone(ended) => return Err(Error::Closed(ended.clone())),
                 }
@@ -1206,6 +1252,17 @@ impl RelaySender {
         };
         let r = self.send_stream(&link.0, link.1).await;
         self.lost_is_dropped(r)
+    }
+
+    /// Send `frame` on the old connection of a move, best effort: it is
+    /// about to close, and the new one carries the same frame.
+    fn send_old(&self, old: &RelayLink, frame: Bytes) {
+        if let Err(frame) = self.send_now(old, frame) {
+            let (sender, old) = (self.clone(), old.clone());
+            tokio::spawn(async move {
+                let _ = sender.send_stream(&old, frame).await;
+            });
+        }
     }
 
     /// While the client may come back, a frame lost with the connection is
@@ -1251,7 +1308,7 @@ impl RelaySender {
         let link = match &self.link {
             RelaySlot::Fixed(link) => link.clone(),
             RelaySlot::Shared(slot) => match &*slot.read().unwrap_or_else(|p| p.into_inner()) {
-                RelayState::Up(link) => link.clone(),
+                RelayState::Up(link) | RelayState::Both(_, link) => link.clone(),
                 _ => return None,
             },
         };

@@ -5,6 +5,7 @@
 //! [`Wire`] hides the difference between the two kinds of connection, so
 //! this is written once for both.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -139,11 +140,17 @@ async fn read_everything(wire: Wire, control: Reader, sink: Sink, writer: Contro
     let tx = sink.events.clone();
     let watch = sink.watch();
     let quality = sink.quality.clone();
+    // Set when a move starts on this connection (PROTOCOL.md §12 rule 10):
+    // from then on it carries relay frames only.
+    let old = Arc::new(AtomicBool::new(false));
+    let sink = Arc::new(sink);
     let datagrams = async {
         while let Ok(d) = wire.read_datagram().await {
             watch.heard();
             if let Ok((from, payload)) = protocol::parse_relay(&d) {
-                if quality.incoming(from, payload) {
+                if !sink.relay_is_new(old.load(Ordering::Relaxed), from, payload)
+                    || quality.incoming(from, payload)
+                {
                     continue;
                 }
                 let payload = d.slice_ref(payload);
@@ -160,12 +167,15 @@ async fn read_everything(wire: Wire, control: Reader, sink: Sink, writer: Contro
             watch.heard();
             let tx = tx.clone();
             let quality = quality.clone();
+            let (sink, old) = (sink.clone(), old.clone());
             tokio::spawn(async move {
                 let Ok(frame) = crate::wire::read_to_end_limited(s, MAX_STREAM_FRAME).await else {
                     return;
                 };
                 if let Ok((from, payload)) = protocol::parse_relay(&frame) {
-                    if quality.incoming(from, payload) {
+                    if !sink.relay_is_new(old.load(Ordering::Relaxed), from, payload)
+                        || quality.incoming(from, payload)
+                    {
                         return;
                     }
                     let _ = tx.try_send(Event::Relay {
@@ -178,18 +188,33 @@ async fn read_everything(wire: Wire, control: Reader, sink: Sink, writer: Contro
         }
     };
     let ping = |m: ClientMsg| {
-        let (wire, writer) = (&wire, &writer);
+        let (wire, writer, old) = (&wire, &writer, &old);
         async move {
+            // The old connection of a move says nothing more.
+            if old.load(Ordering::Relaxed) {
+                return;
+            }
             // A failed write ends the reader anyway.
             let _ = send_control(wire, writer, &m).await;
         }
     };
+    let lost = async {
+        let lost = watch
+            .run(ping, || Some(wire.quic().stats().udp_rx.datagrams))
+            .await;
+        if old.load(Ordering::Relaxed) {
+            // No liveness verdict on the old connection of a move: the old
+            // node closes it, or the supervisor does.
+            return std::future::pending().await;
+        }
+        lost
+    };
     let why = tokio::select! {
-        why = read_control(control, &sink, &watch) => why,
+        why = read_control(control, &sink, &watch, &old) => why,
         _ = datagrams => "datagram reader ended".to_string(),
         _ = streams => "stream acceptor ended".to_string(),
         _ = quality.run(ping) => "quality loop ended".to_string(),
-        lost = watch.run(ping, || Some(wire.quic().stats().udp_rx.datagrams)) => {
+        lost = lost => {
             // Dead or cut off: let go of it (999: a seat is kept, should the
             // server still be there) and resume elsewhere.
             tracing::info!("{lost}");
@@ -202,15 +227,15 @@ async fn read_everything(wire: Wire, control: Reader, sink: Sink, writer: Contro
         wire.close(999, "redirected");
     }
     // Report how the connection itself ended, if it did.
-    let ended = tokio::time::timeout(Duration::from_millis(200), wire.closed())
+    let end = tokio::time::timeout(Duration::from_millis(200), wire.closed())
         .await
         .unwrap_or_else(|_| Ended::lost(why));
-    sink.ended(ended);
+    sink.ended(end);
 }
 
 /// Decode control frames into the sink until the stream or the input ends;
 /// returns why it stopped.
-async fn read_control(mut control: Reader, sink: &Sink, watch: &Watch) -> String {
+async fn read_control(mut control: Reader, sink: &Sink, watch: &Watch, old: &AtomicBool) -> String {
     let mut dec = FrameDecoder::new(1 << 20);
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -224,6 +249,12 @@ async fn read_control(mut control: Reader, sink: &Sink, watch: &Watch) -> String
             match dec.next_frame() {
                 Ok(Some(f)) => match protocol::decode::<ServerMsg>(&f) {
                     Ok(m) if watch.message(&m) => {}
+                    // What the old connection of a move still says is ignored.
+                    Ok(_) if old.load(Ordering::Relaxed) => {}
+                    Ok(ServerMsg::Redirect(r)) if sink.move_starts(&r) => {
+                        tracing::info!(node = %r.node.name, "the session moves; opening a connection there");
+                        old.store(true, Ordering::Relaxed);
+                    }
                     Ok(m) => {
                         let redirect = matches!(m, ServerMsg::Redirect(_));
                         if sink.control(m).await.is_err() {

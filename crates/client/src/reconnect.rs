@@ -31,8 +31,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::cluster::{self, RedirectStep, Rotation};
-use super::inbox::Segment;
+use super::inbox::{Alongside, Segment};
 use super::liveness::{LiveAction, Liveness};
+use super::moving::{
+    is_move, Conn, Dedup, Move, MoveAction, MoveEvent, MovePhase, OLD_CLOSE_AFTER,
+};
 use super::resume::{
     after_reconnect, attempt_timeout, judge_close, judge_failure, unreachable, AfterReconnect,
     Memory, Plan, Verdict,
@@ -42,7 +45,9 @@ use super::{
     hello_messages, open, ClientConfig, ClientTransport, Ended, Error, Event, Link, QuicEndpoint,
     RelayLink, Result, Tasks,
 };
-use crate::protocol::{ClientMsg, ErrorCode, JoinSession, Redirect, ServerMsg, Welcome};
+use crate::protocol::{
+    ClientMsg, ErrorCode, JoinSession, PeerId, Redirect, RedirectReason, ServerMsg, Welcome,
+};
 use crate::wire::Wire;
 
 /// Where a connection's reader puts what it reads.
@@ -52,12 +57,14 @@ pub(super) struct Sink {
     /// Notes on the conversation, for coming back to it.
     memory: Arc<Mutex<Memory>>,
     /// How the connection ended, for the supervisor (or, while connecting,
-    /// for the wait for the Welcome).
-    end: oneshot::Sender<Ended>,
+    /// for the wait for the Welcome); taken when reported.
+    end: Mutex<Option<oneshot::Sender<Ended>>>,
     /// `Ping` period of the liveness watch (zero: off).
     ping_interval: Duration,
     /// The client's quality trackers (PROTOCOL.md §14).
     pub(super) quality: Arc<Hub>,
+    /// What the two connections of a move share (rule 10).
+    pub(super) mover: Arc<Mover>,
 }
 
 impl Sink {
@@ -66,6 +73,7 @@ impl Sink {
         memory: Arc<Mutex<Memory>>,
         ping_interval: Duration,
         quality: Arc<Hub>,
+        mover: Arc<Mover>,
     ) -> (Sink, mpsc::Receiver<Event>, oneshot::Receiver<Ended>) {
         let (events, rx) = mpsc::channel(4096);
         let (end, end_rx) = oneshot::channel();
@@ -73,13 +81,41 @@ impl Sink {
             Sink {
                 events,
                 memory,
-                end,
+                end: Mutex::new(Some(end)),
                 ping_interval,
                 quality,
+                mover,
             },
             rx,
             end_rx,
         )
+    }
+
+    /// A `Redirect` came on this connection: true when it starts a move
+    /// (PROTOCOL.md §12 rule 10), which the supervisor is then told of. The
+    /// connection is then the *old* one: its reader passes on relay frames
+    /// only, and its end is the supervisor's to judge.
+    pub(super) fn move_starts(&self, r: &Redirect) -> bool {
+        let Ok(m) = self.memory.lock() else {
+            return false;
+        };
+        let starts = is_move(r.reason, m.pending.is_none(), m.code.is_some(), m.version);
+        drop(m);
+        starts && self.mover.notes.send(r.clone()).is_ok()
+    }
+
+    /// Whether a relay frame from `from` goes to the application: false for
+    /// the second copy of a frame that came on both connections of a move.
+    /// `old`: this is the connection the move started on.
+    pub(super) fn relay_is_new(&self, old: bool, from: PeerId, payload: &[u8]) -> bool {
+        if !self.mover.overlap.load(Ordering::Acquire) {
+            return true;
+        }
+        let on = if old { Conn::Old } else { Conn::New };
+        self.mover
+            .dedup
+            .lock()
+            .map_or(true, |mut d| d.accept(on, from, payload))
     }
 
     /// Note a control message and pass it on; `Err` once nobody listens.
@@ -97,8 +133,40 @@ impl Sink {
     }
 
     /// Report how the connection ended (before the events channel closes).
-    pub(super) fn ended(self, ended: Ended) {
-        let _ = self.end.send(ended);
+    pub(super) fn ended(&self, ended: Ended) {
+        if let Some(end) = self.end.lock().ok().and_then(|mut e| e.take()) {
+            let _ = end.send(ended);
+        }
+    }
+}
+
+/// What the connections of a move share: the readers tell the supervisor
+/// of a move through `notes`, and drop the frames that come twice while
+/// `overlap` is on (PROTOCOL.md §12 rule 10; the decisions are
+/// [`Move`]'s and [`Dedup`]'s).
+pub(super) struct Mover {
+    notes: mpsc::UnboundedSender<Redirect>,
+    overlap: AtomicBool,
+    dedup: Mutex<Dedup>,
+}
+
+impl Mover {
+    /// A mover, and where its notes arrive (the supervisor's).
+    pub(super) fn new() -> (Arc<Mover>, mpsc::UnboundedReceiver<Redirect>) {
+        let (notes, rx) = mpsc::unbounded_channel();
+        let mover = Mover {
+            notes,
+            overlap: AtomicBool::new(false),
+            dedup: Mutex::new(Dedup::default()),
+        };
+        (Arc::new(mover), rx)
+    }
+
+    fn set_overlap(&self, on: bool) {
+        if let Ok(mut d) = self.dedup.lock() {
+            d.clear();
+        }
+        self.overlap.store(on, Ordering::Release);
     }
 }
 
@@ -226,6 +294,9 @@ impl Watch {
 pub(super) enum RelayState {
     /// A connection.
     Up(RelayLink),
+    /// The old and the new connection of a move, in its overlap: every
+    /// frame goes on both (PROTOCOL.md §12 rule 10).
+    Both(RelayLink, RelayLink),
     /// Between connections: frames are dropped.
     Down,
     /// The client gave up, or was closed.
@@ -304,15 +375,41 @@ pub(super) struct Supervisor {
     /// Where the next attempt goes: a redirect's node, else the configured
     /// servers in turn.
     pub(super) rotation: Rotation,
+    /// Where a move's new connection goes for the client's inbox.
+    pub(super) side: mpsc::UnboundedSender<Alongside>,
+    /// What the connections of a move share.
+    pub(super) mover: Arc<Mover>,
+    /// Moves the readers found (unasked `Redirect(Placement)`s).
+    pub(super) moves: mpsc::UnboundedReceiver<Redirect>,
+}
+
+/// How a move ended ([`Supervisor::follow_move`]).
+enum Moved {
+    /// On the new connection, which is now the current one.
+    Settled,
+    /// The current connection ended thus: judge it as any end.
+    Ended(Ended),
 }
 
 impl Supervisor {
     /// Watch connection after connection until the client gives up.
     pub(super) async fn run(mut self) {
         loop {
-            let ended = (&mut self.end)
-                .await
-                .unwrap_or_else(|_| Ended::lost("connection reader stopped"));
+            let ended = tokio::select! {
+                biased;
+                Some(r) = self.moves.recv() => {
+                    let moved = self.follow_move(r).await;
+                    // However it ended, one connection is left.
+                    self.mover.set_overlap(false);
+                    match moved {
+                        Moved::Settled => continue,
+                        Moved::Ended(ended) => ended,
+                    }
+                }
+                ended = &mut self.end => {
+                    ended.unwrap_or_else(|_| Ended::lost("connection reader stopped"))
+                }
+            };
             self.tasks = None;
             // What the server said on this connection, forgotten for the next.
             let said = self
@@ -497,6 +594,7 @@ impl Supervisor {
             &hello,
             self.shared.memory.clone(),
             &self.shared.quality,
+            &self.mover,
         )
         .await?;
         if let Some(at) = at {
@@ -565,6 +663,220 @@ impl Supervisor {
         let events = events.unwrap_or_else(|| mpsc::channel(1).1);
         let _ = self.plane.send(Segment::Connection(read, events));
         Ok(())
+    }
+
+    /// Follow a session the server moves (PROTOCOL.md §12 rule 10): open a
+    /// connection to `r`'s node with the resume token while the current one
+    /// goes on, relay on both from its `Welcome` until the old one closes,
+    /// then carry on on the new one. What to do at each turn is [`Move`]'s.
+    async fn follow_move(&mut self, r: Redirect) -> Moved {
+        let mut m = Move::new();
+        let version = self.memory(|m| m.version).unwrap_or(0);
+        let action = m.on_event(
+            MoveEvent::Redirect {
+                on: Conn::Current,
+                reason: r.reason,
+                unasked: true,
+                in_session: true,
+                version,
+            },
+            Instant::now(),
+        );
+        if action != MoveAction::OpenNew {
+            return Moved::Settled;
+        }
+        tracing::info!(node = %r.node.name, "the session moves: make-before-break");
+        // Frames are remembered from now on: the new node relays the
+        // members who moved first as soon as it welcomes this client, before
+        // the supervisor hears of that Welcome.
+        self.mover.set_overlap(true);
+        let old_link = match &*self.shared.relay.read().unwrap_or_else(|p| p.into_inner()) {
+            RelayState::Up(link) => Some(link.clone()),
+            _ => None,
+        };
+        // Later reconnections, if any, start at the new node.
+        let cfg = match cluster::node_addr(&self.cfg, &r.node).await {
+            Ok((at, _)) => {
+                self.rotation.redirected(at);
+                Some(self.rotation.config(&self.cfg))
+            }
+            Err(e) => {
+                tracing::info!("cannot reach {} to move there: {e}", r.node.name);
+                None
+            }
+        };
+        let mut old_end = std::mem::replace(&mut self.end, oneshot::channel().1);
+        let mut old_tasks = self.tasks.take();
+        let mut old_open = true;
+        let srtt = self.memory(|m| m.srtt).flatten();
+        let limit = attempt_timeout(srtt, self.cfg.connect_timeout);
+        let hello = cfg
+            .as_ref()
+            .map(|cfg| hello_messages(cfg, Some(self.welcome.resume_token.clone()), None));
+        let opening = async {
+            let (Some(cfg), Some(hello)) = (cfg.as_ref(), hello.as_ref()) else {
+                return Err(Error::Config(
+                    "the node to move to cannot be reached".into(),
+                ));
+            };
+            match tokio::time::timeout(
+                limit,
+                open(
+                    cfg,
+                    hello,
+                    self.shared.memory.clone(),
+                    &self.shared.quality,
+                    &self.mover,
+                ),
+            )
+            .await
+            {
+                Ok(r) => r.map(|(opened, _)| opened),
+                Err(_) => Err(Error::Timeout {
+                    server: cfg.server,
+                    after: limit,
+                }),
+            }
+        };
+        tokio::pin!(opening);
+        // Up to the new connection's Welcome (or its failure).
+        let opened = loop {
+            tokio::select! {
+                opened = &mut opening => break opened,
+                _ = &mut old_end, if old_open => {
+                    old_open = false;
+                    old_tasks = None;
+                    m.on_event(MoveEvent::OldClosed, Instant::now());
+                    self.shared.set_relay(RelayState::Down);
+                }
+            }
+        };
+        let close_old = |old_link: &Option<RelayLink>| {
+            if let Some(l) = old_link {
+                l.close_moved();
+            }
+        };
+        let opened = match opened {
+            Ok(o) if o.welcome.resumed => o,
+            Ok(o) => {
+                // The seat is not on the new node: let both go and come back
+                // as after any loss (rule 4: the resume fails there, the
+                // client rejoins by code).
+                m.on_event(MoveEvent::NewWelcome { resumed: false }, Instant::now());
+                close_old(&old_link);
+                drop(old_tasks);
+                o.link.relay_link().close_moved();
+                self.shared.set_relay(RelayState::Down);
+                return Moved::Ended(Ended::lost(
+                    "the session moved and its seat was not kept on the new node",
+                ));
+            }
+            Err(e) => {
+                tracing::info!("could not open the connection to the new node: {e}");
+                let action = m.on_event(MoveEvent::NewFailed, Instant::now());
+                if action == MoveAction::None && old_open {
+                    // Old only: until it closes, then as after any loss.
+                    let ended = (&mut old_end)
+                        .await
+                        .unwrap_or_else(|_| Ended::lost("connection reader stopped"));
+                    drop(old_tasks);
+                    m.on_event(MoveEvent::OldClosed, Instant::now());
+                    tracing::info!("the old connection of the move ended ({ended}); reconnecting");
+                }
+                self.shared.set_relay(RelayState::Down);
+                return Moved::Ended(Ended::lost(
+                    "the session moved and the new node could not be reached",
+                ));
+            }
+        };
+        let action = m.on_event(MoveEvent::NewWelcome { resumed: true }, Instant::now());
+        // The new connection is the current one from here on.
+        let new_link = opened.link.relay_link();
+        self.welcome = opened.welcome.clone();
+        self.tasks = Some(opened.tasks);
+        self.end = opened.end;
+        let generation = self.shared.state.borrow().generation + 1;
+        if let Ok(mut swap) = self.shared.swap.lock() {
+            *swap = Some((generation, opened.link, opened.welcome));
+        }
+        self.shared.state.send_modify(|s| s.generation = generation);
+        let (read, events) = opened.inbox.into_parts();
+        let _ = self
+            .side
+            .send((read, events.unwrap_or_else(|| mpsc::channel(1).1)));
+        match (action, &old_link) {
+            (MoveAction::SendOnBoth, Some(old)) if old_open => {
+                self.shared
+                    .set_relay(RelayState::Both(old.clone(), new_link.clone()));
+            }
+            _ => {
+                // The old connection had ended meanwhile.
+                drop(old_tasks);
+                self.shared.set_relay(RelayState::Up(new_link));
+                tracing::info!("moved (the old connection had ended)");
+                return Moved::Settled;
+            }
+        }
+        tracing::info!("relaying on both connections until the old node closes the old one");
+        loop {
+            let wake = m
+                .wake_at()
+                .unwrap_or_else(|| Instant::now() + OLD_CLOSE_AFTER);
+            tokio::select! {
+                _ = &mut old_end, if old_open => {
+                    drop(old_tasks);
+                    let action = m.on_event(MoveEvent::OldClosed, Instant::now());
+                    self.mover.set_overlap(false);
+                    if action == MoveAction::UseNew {
+                        self.shared.set_relay(RelayState::Up(new_link));
+                        tracing::info!("moved");
+                        return Moved::Settled;
+                    }
+                    // Old only, and now it is gone too.
+                    self.shared.set_relay(RelayState::Down);
+                    return Moved::Ended(Ended::lost("both connections of the move ended"));
+                }
+                ended = &mut self.end, if m.phase() == MovePhase::Overlap => {
+                    let ended = ended.unwrap_or_else(|_| Ended::lost("connection reader stopped"));
+                    self.tasks = None;
+                    let redirected = self.memory(|m| m.redirect.is_some()).unwrap_or(false);
+                    if redirected {
+                        // The new node sent the client on: follow as usual.
+                        m.on_event(
+                            MoveEvent::Redirect {
+                                on: Conn::New,
+                                reason: RedirectReason::Session,
+                                unasked: true,
+                                in_session: true,
+                                version,
+                            },
+                            Instant::now(),
+                        );
+                        self.mover.set_overlap(false);
+                        close_old(&old_link);
+                        drop(old_tasks);
+                        return Moved::Ended(ended);
+                    }
+                    // Lost the new one: the old one until it closes.
+                    m.on_event(MoveEvent::NewClosed, Instant::now());
+                    self.mover.set_overlap(false);
+                    if let Some(old) = &old_link {
+                        self.shared.set_relay(RelayState::Up(old.clone()));
+                    }
+                    tracing::info!("the new connection of the move ended ({ended}); staying on the old one");
+                }
+                _ = tokio::time::sleep_until(wake.into()), if m.phase() == MovePhase::Overlap => {
+                    if m.tick(Instant::now()) == MoveAction::CloseOld {
+                        tracing::info!("the old node kept the old connection open; closing it");
+                        self.mover.set_overlap(false);
+                        close_old(&old_link);
+                        drop(old_tasks);
+                        self.shared.set_relay(RelayState::Up(new_link));
+                        return Moved::Settled;
+                    }
+                }
+            }
+        }
     }
 
     /// Tell the client it is over.

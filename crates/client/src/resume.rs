@@ -46,6 +46,8 @@ pub(super) struct Memory {
     pub(super) srtt: Option<Duration>,
     /// The current connection ended because liveness found the server lost.
     pub(super) server_lost: bool,
+    /// The protocol version of the last `Welcome`.
+    pub(super) version: u16,
 }
 
 impl Memory {
@@ -79,6 +81,7 @@ impl Memory {
                 reconnect_after_ms, ..
             } => self.going_away = Some(*reconnect_after_ms),
             ServerMsg::Redirect(r) => self.redirect = Some(r.clone()),
+            ServerMsg::Welcome(w) => self.version = w.version,
             ServerMsg::Error { code, .. } if error_is_final(*code) => self.fatal = Some(*code),
             _ => {}
         }
@@ -431,6 +434,7 @@ mod tests {
         pending: None,
         srtt: None,
         server_lost: false,
+        version: 0,
     };
 
     fn closed_with(code: ErrorCode) -> Ended {

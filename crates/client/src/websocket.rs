@@ -7,6 +7,8 @@
 //! can be cloned into a game loop; relay frames are dropped when that queue
 //! is full, since stale flight data is not worth waiting for.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -59,6 +61,15 @@ impl Outbox {
         }
     }
 
+    /// Queue a close with `code` (a seat is kept unless it is 1000).
+    pub(super) fn close_with(&self, code: u16, reason: &'static str) {
+        let bye = Message::Close(Some(CloseFrame {
+            code: code.into(),
+            reason: reason.into(),
+        }));
+        let _ = self.0.try_send(bye);
+    }
+
     /// Queue a normal close (1000); false if the writer is already gone.
     pub(super) async fn close(&self) -> bool {
         let bye = Message::Close(Some(CloseFrame {
@@ -105,15 +116,30 @@ async fn writer(
 
 async fn reader(mut stream: futures_util::stream::SplitStream<WsStream>, sink: Sink, out: Outbox) {
     let watch = sink.watch();
+    // Set when a move starts on this connection (PROTOCOL.md §12 rule 10):
+    // from then on it carries relay frames only.
+    let old = AtomicBool::new(false);
     let ping = |m: ClientMsg| {
-        let out = &out;
+        let (out, old) = (&out, &old);
         async move {
+            // The old connection of a move says nothing more.
+            if old.load(Ordering::Relaxed) {
+                return;
+            }
             // A failed write ends the reader anyway.
             let _ = out.control(&m).await;
         }
     };
     // TCP hides its packets: only what the socket delivers counts.
-    let run = watch.run(ping, || None);
+    let run = async {
+        let lost = watch.run(ping, || None).await;
+        if old.load(Ordering::Relaxed) {
+            // No liveness verdict on the old connection of a move: the old
+            // node closes it, or the supervisor does.
+            return std::future::pending().await;
+        }
+        lost
+    };
     tokio::pin!(run);
     let quality = sink.quality.clone();
     let echoes = quality.run(ping);
@@ -150,6 +176,12 @@ async fn reader(mut stream: futures_util::stream::SplitStream<WsStream>, sink: S
         match protocol::parse_ws(&bytes) {
             Ok(WsMessage::Control(body)) => match protocol::decode::<ServerMsg>(body) {
                 Ok(m) if watch.message(&m) => {}
+                // What the old connection of a move still says is ignored.
+                Ok(_) if old.load(Ordering::Relaxed) => {}
+                Ok(ServerMsg::Redirect(r)) if sink.move_starts(&r) => {
+                    tracing::info!(node = %r.node.name, "the session moves; opening a connection there");
+                    old.store(true, Ordering::Relaxed);
+                }
                 Ok(m) => {
                     let redirect = matches!(m, ServerMsg::Redirect(_));
                     if sink.control(m).await.is_err() {
@@ -165,7 +197,9 @@ async fn reader(mut stream: futures_util::stream::SplitStream<WsStream>, sink: S
             },
             Ok(WsMessage::Relay(frame)) => {
                 if let Ok((from, payload)) = protocol::parse_relay(frame) {
-                    if quality.incoming(from, payload) {
+                    if !sink.relay_is_new(old.load(Ordering::Relaxed), from, payload)
+                        || quality.incoming(from, payload)
+                    {
                         continue;
                     }
                     let _ = sink.events.try_send(Event::Relay {

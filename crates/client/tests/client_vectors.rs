@@ -674,6 +674,114 @@ fn race_section(section: &Value, r: &mut Report) {
 }
 
 /// The constants the Rust client has as its own defaults.
+/// Rule 10: the move machine, step by step, on simulated time.
+fn move_section(section: &Value, r: &mut Report) {
+    fn conn(name: &str) -> Conn {
+        match name {
+            "old" => Conn::Old,
+            "new" => Conn::New,
+            _ => Conn::Current,
+        }
+    }
+    fn conn_name(c: Conn) -> &'static str {
+        match c {
+            Conn::Current => "current",
+            Conn::Old => "old",
+            Conn::New => "new",
+        }
+    }
+    fn action(a: MoveAction) -> &'static str {
+        match a {
+            MoveAction::None => "none",
+            MoveAction::NotAMove => "not_a_move",
+            MoveAction::OpenNew => "open_new",
+            MoveAction::Ignore => "ignore",
+            MoveAction::SendOnBoth => "send_on_both",
+            MoveAction::UseNew => "use_new",
+            MoveAction::CloseOld => "close_old",
+            MoveAction::Reconnect => "reconnect",
+        }
+    }
+    fn phase(p: MovePhase) -> &'static str {
+        match p {
+            MovePhase::Settled => "settled",
+            MovePhase::Opening => "opening",
+            MovePhase::Overlap => "overlap",
+            MovePhase::OldOnly => "old_only",
+            MovePhase::NewOnlyOpening => "new_only_opening",
+        }
+    }
+    let t0 = Instant::now();
+    for (_, _, steps) in scenarios(section, "move") {
+        let mut m = Move::new();
+        for (at, at_ms, input, expect) in steps {
+            let now = after(t0, at_ms);
+            let event = match s(input, "event", &at) {
+                "redirect" => {
+                    let reason = match s(input, "reason", &at) {
+                        "session" => RedirectReason::Session,
+                        "draining" => RedirectReason::Draining,
+                        "moved" => RedirectReason::Moved,
+                        "placement" => RedirectReason::Placement,
+                        other => panic!("{}: reason {other}", at.0),
+                    };
+                    Some(MoveEvent::Redirect {
+                        on: conn(s(input, "on", &at)),
+                        reason,
+                        unasked: b(input, "unasked", &at),
+                        in_session: b(input, "in_session", &at),
+                        version: u(input, "version", &at) as u16,
+                    })
+                }
+                "new_welcome" => Some(MoveEvent::NewWelcome {
+                    resumed: b(input, "resumed", &at),
+                }),
+                "new_failed" => Some(MoveEvent::NewFailed),
+                "new_closed" => Some(MoveEvent::NewClosed),
+                "old_closed" => Some(MoveEvent::OldClosed),
+                "tick" => None,
+                other => panic!("{}: event {other}", at.0),
+            };
+            let got = match event {
+                Some(e) => m.on_event(e, now),
+                None => m.tick(now),
+            };
+            let names = |l: &[Conn]| {
+                l.iter()
+                    .map(|c| conn_name(*c).to_string())
+                    .collect::<Vec<_>>()
+            };
+            let want_list = |key: &str| {
+                list(expect, key, &at)
+                    .iter()
+                    .map(|v| v.as_str().unwrap_or_default().to_string())
+                    .collect::<Vec<_>>()
+            };
+            r.eq(&at, "action", action(got), s(expect, "action", &at));
+            r.eq(&at, "phase", phase(m.phase()), s(expect, "phase", &at));
+            r.eq(&at, "send_on", names(m.send_on()), want_list("send_on"));
+            r.eq(
+                &at,
+                "take_from",
+                names(m.take_from()),
+                want_list("take_from"),
+            );
+            r.eq(
+                &at,
+                "control_on",
+                m.control_on().map(conn_name),
+                opt_s(expect, "control_on", &at),
+            );
+            r.eq(
+                &at,
+                "wake_at_ms",
+                m.wake_at().map(|w| ms(w - t0)),
+                opt_u(expect, "wake_at_ms", &at),
+            );
+        }
+    }
+}
+
 fn constants(doc: &Value, r: &mut Report) {
     let at = At("constants".into());
     let c = field(doc, "constants", &at);
@@ -932,6 +1040,12 @@ fn quality_constants(c: &Value, r: &mut Report) {
     let at = At("constants (quality)".into());
     r.eq(
         &at,
+        "move_old_close_after_ms",
+        ms(OLD_CLOSE_AFTER),
+        u(c, "move_old_close_after_ms", &at),
+    );
+    r.eq(
+        &at,
         "echo_interval_ms",
         ECHO_INTERVAL_MS,
         u(c, "echo_interval_ms", &at),
@@ -1061,6 +1175,7 @@ fn the_rust_client_does_what_the_client_vectors_say() {
             "quality" => quality_section(section, &mut r),
             "quality_buckets" => quality_buckets_section(section, &mut r),
             "report_schedule" => report_schedule_section(section, &mut r),
+            "move" => move_section(section, &mut r),
             other => {
                 r.fail(
                     &at,
@@ -1096,6 +1211,7 @@ fn the_rust_client_does_what_the_client_vectors_say() {
         "quality",
         "quality_buckets",
         "report_schedule",
+        "move",
     ] {
         assert!(
             replayed.iter().any(|n| n == must),

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{ClientKind, NodeAddr, PeerId, RelayMode};
+use crate::protocol::{ClientKind, NodeAddr, PeerId, RegionRtt, RelayMode};
 
 /// How a node joins a cluster (plain configuration; the binary maps flags onto it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +115,29 @@ pub struct MemberRecord {
     pub relay_mode: RelayMode,
     /// [`token_hash`] of its resume token, hex. The token itself is never stored.
     pub token_sha256: String,
+    /// Its latest non-empty `region_rtts` (from its `CreateSession` or
+    /// `JoinSession`), so the node that takes the session in can still
+    /// move it by region (PROTOCOL.md §11). At most
+    /// [`crate::protocol::MAX_REGION_RTTS`] entries; a list that breaks the
+    /// protocol's rules is dropped on the way in ([`MemberRecord::rtts`]).
+    /// Absent from the JSON when empty, and empty when absent, so records
+    /// written before it existed still decode and a member without
+    /// measurements is stored as it was before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub region_rtts: Vec<RegionRtt>,
+}
+
+impl MemberRecord {
+    /// Its stored measurements if they are a valid `region_rtts` list (as
+    /// a client may send: bounded, valid names, each region once); empty
+    /// otherwise. A record is only as trustworthy as the directory: what
+    /// would be refused from a client is not taken from it either.
+    pub fn rtts(&self) -> Vec<RegionRtt> {
+        if crate::protocol::region_rtts_problem(&self.region_rtts).is_some() {
+            return Vec::new();
+        }
+        self.region_rtts.clone()
+    }
 }
 
 /// A session as stored in the directory.
@@ -634,6 +657,7 @@ mod tests {
             client: ClientKind::Rust,
             relay_mode: RelayMode::Datagram,
             token_sha256: token.into(),
+            region_rtts: Vec::new(),
         }
     }
 
@@ -687,6 +711,61 @@ mod tests {
         assert!(moved(&rec, "a", 2, "b").is_none());
         assert!(moved(&rec, "c", 3, "b").is_none());
         assert!(moved(&session("a", u64::MAX, &[]), "a", u64::MAX, "b").is_none());
+    }
+
+    fn rtt(region: &str, rtt_ms: u32) -> RegionRtt {
+        RegionRtt {
+            region: region.into(),
+            rtt_ms,
+        }
+    }
+
+    #[test]
+    fn a_record_carries_its_members_measurements_through_json() {
+        let mut rec = session("a", 3, &["t1", "t2"]);
+        rec.members[0].region_rtts = vec![rtt("eu", 40), rtt("us", 30)];
+        let json = serde_json::to_string(&rec).unwrap();
+        assert!(json.contains(r#""region_rtts":[{"region":"eu","rtt_ms":40}"#));
+        let back: SessionRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, rec);
+        assert_eq!(back.members[0].rtts(), rec.members[0].region_rtts);
+        // A member without measurements is written as before they existed.
+        let bare = serde_json::to_value(&rec.members[1]).unwrap();
+        assert!(bare.get("region_rtts").is_none(), "{bare}");
+        assert!(back.members[1].rtts().is_empty());
+    }
+
+    #[test]
+    fn a_record_written_before_measurements_travelled_still_decodes() {
+        // Exactly what a node of the previous release wrote.
+        let old = r#"{"code":"ABC123","home":"a","epoch":3,"host":1,"max_peers":8,
+            "password_sha256":null,"members":[{"id":1,"name":"p1","client":"Rust",
+            "relay_mode":"Datagram","token_sha256":"t1"}]}"#;
+        let rec: SessionRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(rec, session("a", 3, &["t1"]));
+        assert!(rec.members[0].rtts().is_empty());
+        // And a node of the previous release reads a new record (it does
+        // not know the field, and serde skips unknown fields).
+        let mut new = session("a", 3, &["t1"]);
+        new.members[0].region_rtts = vec![rtt("eu", 40)];
+        let v = serde_json::to_value(&new).unwrap();
+        assert!(v["members"][0]["region_rtts"].is_array());
+    }
+
+    #[test]
+    fn stored_measurements_are_taken_only_as_a_client_could_send_them() {
+        let mut m = member(1, "t1");
+        m.region_rtts = vec![rtt("eu", 40), rtt("us", 30)];
+        assert_eq!(m.rtts().len(), 2);
+        // Too many, a bad name, a region twice: none of it is taken.
+        m.region_rtts = (0..=crate::protocol::MAX_REGION_RTTS)
+            .map(|i| rtt(&format!("r{i}"), 1))
+            .collect();
+        assert!(m.rtts().is_empty());
+        m.region_rtts = vec![rtt("EU!", 40)];
+        assert!(m.rtts().is_empty());
+        m.region_rtts = vec![rtt("eu", 40), rtt("eu", 10)];
+        assert!(m.rtts().is_empty());
     }
 
     #[test]

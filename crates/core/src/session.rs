@@ -293,7 +293,9 @@ struct Peer {
     /// peer taken over from another node until it resumes).
     grant: Option<Grant>,
     /// Its latest non-empty `region_rtts` (CreateSession or JoinSession on
-    /// this node), for moving its session (empty: none given here).
+    /// this node, or restored from the directory record when the session
+    /// was taken in from another node), for moving its session (empty:
+    /// none known).
     rtts: Vec<crate::protocol::RegionRtt>,
     /// When it last sent a relay frame (set on the relay path: one store).
     last_relay_at: Option<Instant>,

@@ -93,6 +93,7 @@ macro_rules! obj {
 const NULL: Option<i64> = None;
 
 // After the macro, so the module sees `obj!`.
+mod moving;
 mod quality;
 
 impl J {
@@ -245,6 +246,7 @@ pub fn render() -> String {
             "quality" => quality::quality(),
             "quality_buckets" => quality::buckets(),
             "report_schedule" => quality::report_schedule(),
+            "move" => moving::moving(),
         },
     };
     let mut out = String::new();
@@ -289,6 +291,7 @@ fn constants() -> J {
         "report_max_queued" => 16,
         "rtt_bucket_edges_ms" => vec![25, 50, 75, 100, 150, 200, 300, 500, 1000],
         "loss_bucket_edges_pct" => vec![0, 1, 2, 5, 10, 20, 50],
+        "move_old_close_after_ms" => 10000,
     }
 }
 

@@ -508,6 +508,7 @@ impl Core {
                         client: p.client,
                         relay_mode: p.relay_mode,
                         token_sha256: p.token_sha256.clone(),
+                        region_rtts: p.rtts.clone(),
                     })
                 })
                 .collect(),
@@ -609,7 +610,9 @@ impl Core {
                     signals_in: HashMap::new(),
                     // Its token comes again with its resume.
                     grant: None,
-                    rtts: Vec::new(),
+                    // Its measurements travel with the session, so it can
+                    // move again from here (PROTOCOL.md §11).
+                    rtts: m.rtts(),
                     last_relay_at: None,
                 },
             );

@@ -575,6 +575,7 @@ fn a_session_taken_back_keeps_the_players_who_joined_on_the_node_that_died() {
         client: ClientKind::Browser,
         relay_mode: RelayMode::Datagram,
         token_sha256: crate::cluster::token_hash(&token),
+        region_rtts: Vec::new(),
     });
     a.core.reclaimed(a.now, theirs);
     assert!(

@@ -475,10 +475,19 @@ fn moving_node() -> Node {
 /// gain of 10 ms is below the threshold) and a US joiner, each speaking
 /// `versions`. Returns (host conn, host id, joiner conn, joiner id, code).
 fn eu_us_pair(n: &mut Node, versions: (u16, u16)) -> (ConnId, PeerId, ConnId, PeerId, String) {
+    eu_us_pair_tokens(n, versions).0
+}
+
+/// [`eu_us_pair`], with the host's and the joiner's resume tokens.
+#[allow(clippy::type_complexity)]
+fn eu_us_pair_tokens(
+    n: &mut Node,
+    versions: (u16, u16),
+) -> ((ConnId, PeerId, ConnId, PeerId, String), (Vec<u8>, Vec<u8>)) {
     let h = n.open();
     n.msg(h, hello_v(versions.0, None));
-    let hp = match n.sent(h).pop() {
-        Some(ServerMsg::Welcome(w)) => w.peer_id,
+    let (hp, ht) = match n.sent(h).pop() {
+        Some(ServerMsg::Welcome(w)) => (w.peer_id, w.resume_token),
         other => panic!("expected Welcome, got {other:?}"),
     };
     n.msg(
@@ -496,8 +505,8 @@ fn eu_us_pair(n: &mut Node, versions: (u16, u16)) -> (ConnId, PeerId, ConnId, Pe
     ));
     let j = n.open();
     n.msg(j, hello_v(versions.1, None));
-    let jp = match n.sent(j).pop() {
-        Some(ServerMsg::Welcome(w)) => w.peer_id,
+    let (jp, jt) = match n.sent(j).pop() {
+        Some(ServerMsg::Welcome(w)) => (w.peer_id, w.resume_token),
         other => panic!("expected Welcome, got {other:?}"),
     };
     n.msg(
@@ -514,7 +523,7 @@ fn eu_us_pair(n: &mut Node, versions: (u16, u16)) -> (ConnId, PeerId, ConnId, Pe
     ));
     n.sent(h);
     n.persisted();
-    (h, hp, j, jp, code)
+    ((h, hp, j, jp, code), (ht, jt))
 }
 
 /// Both members relay a frame to each other now.
@@ -644,4 +653,122 @@ fn a_move_redirects_keeps_relaying_through_the_overlap_then_closes_without_peer_
         n.route(h, crate::protocol::ALL_PEERS, 100).map(|_| ()),
         Err(RelayDrop::NotInSession)
     );
+}
+
+// ----- measurements travel with the session (hand-over, take-over) -----
+
+/// A node `name` of `region` that places and moves sessions (default
+/// rule), seeing `nodes` for the next hour.
+fn moving_node_in(name: &str, region: &str, nodes: Vec<NodeInfo>, seed: u64) -> Node {
+    let mut core = Core::with_rng(
+        Limits::default(),
+        IceConfig::default(),
+        StdRng::seed_from_u64(seed),
+    );
+    core.enable_cluster(name);
+    core.enable_placement(Placement {
+        region: region.into(),
+        min_gain_ms: DEFAULT_MIN_GAIN_MS,
+    });
+    core.enable_moves(MoveRule::default(), Duration::from_millis(3000));
+    let mut n = Node::start(core, [192, 0, 2, 27].into());
+    n.core
+        .set_live_nodes(n.now.mono, nodes, Duration::from_secs(3600));
+    n
+}
+
+/// `token`'s player resumes on `n` with a version-5 Hello; the directory
+/// answers the first lookup with `rec`. Returns its new connection.
+fn resume_on(n: &mut Node, token: Vec<u8>, rec: &crate::cluster::SessionRecord) -> ConnId {
+    let c = n.open();
+    n.msg(c, hello_v(5, Some(token)));
+    match n.lookups().as_slice() {
+        [] => {}
+        [Lookup::Token { conn, .. }] if *conn == c => {
+            n.core
+                .answer(n.now, c, crate::session::Answer::Here(rec.clone()));
+        }
+        other => panic!("expected at most a token lookup, got {other:?}"),
+    }
+    match n.sent(c).first() {
+        Some(ServerMsg::Welcome(w)) => assert!(w.resumed, "not resumed: {w:?}"),
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+    c
+}
+
+/// The nodes still alive once eu-1 is gone.
+fn world_without_eu() -> Vec<NodeInfo> {
+    world()
+        .into_iter()
+        .filter(|n| n.addr.name != "eu-1")
+        .collect()
+}
+
+#[test]
+fn a_session_taken_over_keeps_its_members_measurements_and_moves_again_after_the_interval() {
+    // On eu-1: a host close to EU and US alike, a joiner close to the US.
+    let mut eu = moving_node();
+    let ((h, hp, j, jp, code), (ht, jt)) = eu_us_pair_tokens(&mut eu, (5, 5));
+    relay_both(&mut eu, h, j);
+    // What eu-1 writes (and what a drain or a move writes just before it
+    // hands the session over) carries both members' measurements.
+    let rec = eu.core.session_record(&code).expect("held");
+    let by_id = |rec: &crate::cluster::SessionRecord, p: PeerId| {
+        rec.members
+            .iter()
+            .find(|m| m.id == p)
+            .map(|m| m.region_rtts.clone())
+            .expect("a member")
+    };
+    assert_eq!(
+        by_id(&rec, hp),
+        vec![rtt("eu", 40), rtt("us", 30), rtt("asia", 200)]
+    );
+    assert_eq!(
+        by_id(&rec, jp),
+        vec![rtt("eu", 80), rtt("us", 5), rtt("asia", 150)]
+    );
+    // eu-1 is gone; the session lands in asia (a take-over or a drain
+    // picks a node by load, not by region): the worst place for both.
+    let rec = crate::cluster::moved(&rec, "eu-1", rec.epoch, "asia-1").unwrap();
+    let mut asia = moving_node_in("asia-1", "asia", world_without_eu(), 27);
+    let h2 = resume_on(&mut asia, ht.clone(), &rec);
+    let j2 = resume_on(&mut asia, jt.clone(), &rec);
+    relay_both(&mut asia, h2, j2);
+    // Its record on asia-1 still carries them.
+    let mine = asia.core.session_record(&code).expect("taken in");
+    assert_eq!(mine.home, "asia-1");
+    assert_eq!(by_id(&mine, hp), by_id(&rec, hp));
+    assert_eq!(by_id(&mine, jp), by_id(&rec, jp));
+    // Arrival counts as a move: not again within the interval...
+    assert!(asia.core.moves_due(asia.now.mono).is_empty());
+    asia.advance(Duration::from_secs(59));
+    relay_both(&mut asia, h2, j2);
+    assert!(asia.core.moves_due(asia.now.mono).is_empty());
+    // ...then to the US (worst member 30 ms there, 200 ms here), on the
+    // restored measurements alone: nobody joined anew.
+    asia.advance(Duration::from_secs(1));
+    relay_both(&mut asia, h2, j2);
+    let due = asia.core.moves_due(asia.now.mono);
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!(due[0].code, code);
+    assert_eq!(due[0].target.name, "us-2");
+    assert_eq!(due[0].epoch, rec.epoch);
+
+    // The same record as a node of the previous release wrote it (no
+    // measurements): it decodes, and the session stays where it landed.
+    let mut old = rec.clone();
+    for m in &mut old.members {
+        m.region_rtts.clear();
+    }
+    let json = serde_json::to_string(&old).unwrap();
+    assert!(!json.contains("region_rtts"), "{json}");
+    let old: crate::cluster::SessionRecord = serde_json::from_str(&json).unwrap();
+    let mut bare = moving_node_in("asia-1", "asia", world_without_eu(), 28);
+    let h3 = resume_on(&mut bare, ht, &old);
+    let j3 = resume_on(&mut bare, jt, &old);
+    bare.advance(Duration::from_secs(61));
+    relay_both(&mut bare, h3, j3);
+    assert!(bare.core.moves_due(bare.now.mono).is_empty());
 }
