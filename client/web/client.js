@@ -655,7 +655,9 @@ export class FlightSimP2P extends EventTarget {
     const abort = new AbortController();
     this._regionsAbort = abort;
     this._measureRegions(base, abort.signal).then((cache) => {
-      if (!abort.signal.aborted) this._regionCache = cache;
+      if (abort.signal.aborted) return;
+      this._regionCache = cache;
+      this._emit('regions', { rtts: this.regionRtts() });
     }, () => {}).finally(() => {
       if (this._regionsAbort === abort) this._regionsAbort = null;
       this._regionsRunning = false;

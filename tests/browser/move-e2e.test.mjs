@@ -275,3 +275,41 @@ async function runMove(transport) {
     }
   }
 }
+
+test('move (demo page): the demo shows the node and region the session is on, and the regions\' round trips, updated after the move', { timeout: 150000 }, async () => {
+  const { nodes, browser } = await startCluster();
+  const base = `http://127.0.0.1:${nodes.eu.http}/`;
+  const pages = { host: await browser.newPage(), joiner: await browser.newPage() };
+  for (const [id, page] of Object.entries(pages)) {
+    page.on('console', (m) => { if (m.type() === 'error') console.log(`[demo ${id}]`, m.text()); });
+  }
+  const text = (page, sel) => page.evaluate((sel) => document.querySelector(sel).textContent, sel);
+  try {
+    // The demo sends its aircraft's state at 60 Hz; relay=1 keeps it on the relay; regions= injects.
+    await pages.host.goto(`${base}?create=1&relay=1&transport=websocket&name=host&regions=eu:40,us:30`);
+    const code = await waitFor('the host page is in a session', () => pages.host.evaluate(() => {
+      const c = window.fsp2pDemo.client;
+      return c && c.session ? c.session.code : null;
+    }));
+    await waitFor('the host page shows node eu', async () => (await text(pages.host, '#node')) === 'eu (region eu)');
+    assert.equal(await text(pages.host, '#regions'), 'eu 40 ms · us 30 ms');
+    await pages.joiner.goto(`${base}?join=${code}&relay=1&transport=websocket&name=joiner&regions=eu:80,us:5`);
+    for (const [id, page] of Object.entries(pages)) {
+      await waitFor(`the ${id} page shows node us after the move`, async () => (await text(page, '#node')) === 'us (region us)', 60000);
+      await waitFor(`the ${id} page logs the end of the move`, () => page.evaluate(() => window.fsp2pDemo.log.some((l) => l.includes('the session moved to node us'))), 20000);
+      const demo = await page.evaluate(() => ({
+        node: window.fsp2pDemo.node, regions: window.fsp2pDemo.regions, log: [...window.fsp2pDemo.log],
+        url: window.fsp2pDemo.client.transportUrl,
+      }));
+      assert.deepEqual(demo.node, { name: 'us', region: 'us' }, id);
+      assert.match(demo.url, new RegExp(`:${nodes.us.http}/ws`), `${id} is on us`);
+      assert.ok(!demo.log.some((l) => l.includes('reconnecting')), `${id}: no reconnection`);
+    }
+    await pages.host.screenshot({ path: path.join(ARTIFACTS, 'move-demo-host.png') });
+  } finally {
+    for (const page of Object.values(pages)) {
+      await page.evaluate(() => window.fsp2pDemo && window.fsp2pDemo.stop()).catch(() => {});
+      await page.close().catch(() => {});
+    }
+  }
+});
