@@ -18,6 +18,7 @@ import {
   ECHO_REQUEST, ECHO_REPLY, isQualityFrame, parseQualityFrame, encodeQualityFrame,
   reportStart, reportQueue, reportNextAt, reportStep,
   REGIONS, httpOfWsUrl, regionTargets, regionTargetsKey, regionResult, regionsDue, regionsAfterList, regionRttsToSend,
+  regionProbeKind, webTransportTryMs,
   moveStart, moveStep, moveRoutes,
 } from './core.js';
 import { PeerLink, installMesh } from './mesh.js';
@@ -665,9 +666,11 @@ export class FlightSimP2P extends EventTarget {
   }
 
   /**
-   * `GET {base}/nodes`, then one `GET {node.http}/healthz` per region, twice, all regions at once,
-   * within REGIONS.deadlineMs. A failed node list counts as a measurement of nothing (not fetched
-   * again for 5 minutes).
+   * `GET {base}/nodes`, then per region (all at once, within REGIONS.deadlineMs) two WebTransport
+   * handshakes to the node (`https://{quic}/signal`, pinned to its certificate hash; closed at once,
+   * with code 0, before any Hello) when this browser has WebTransport, else (or after a failed one)
+   * `GET {node.http}/healthz` twice. A failed node list counts as a measurement of nothing (not
+   * fetched again for 5 minutes).
    * @param {string} base @param {AbortSignal} signal
    * @returns {Promise<import('./core.js').RegionCache>}
    */
@@ -697,9 +700,21 @@ export class FlightSimP2P extends EventTarget {
     const onAbort = () => deadline.abort();
     signal.addEventListener('abort', onAbort);
     const tries = new Map(targets.map((t) => [t.region, []]));
+    const hasWebTransport = typeof (/** @type {any} */ (globalThis).WebTransport) === 'function';
     try {
       await Promise.all(targets.map(async (t) => {
+        let kind = regionProbeKind(t, hasWebTransport);
         for (let i = 0; i < REGIONS.tries; i++) {
+          if (kind === 'webtransport') {
+            const t0 = now();
+            if (await this._probeWebTransport(t, deadline.signal)) {
+              const t1 = now();
+              tries.get(t.region).push({ ms: webTransportTryMs(t1 - t0), endAtMs: t1 });
+              continue;
+            }
+            if (deadline.signal.aborted) return;
+            kind = 'http'; // UDP blocked, or no WebTransport there: time it over HTTP instead
+          }
           const t0 = now();
           try {
             // no-cors: /healthz sends no CORS header; an opaque answer times the round trip all the same.
@@ -717,6 +732,37 @@ export class FlightSimP2P extends EventTarget {
     }
     if (signal.aborted) throw new Error('closed');
     return { base, key: regionTargetsKey(targets), atMs: startedAt, rtts: regionResult(targets, tries, startedAt) };
+  }
+
+  /**
+   * One WebTransport handshake to a node for the region measurement: resolves true once the session
+   * is ready (then closed at once with code 0: no Hello, nothing kept by the server), false if it
+   * failed or the deadline came first.
+   * @param {import('./core.js').RegionTarget} t @param {AbortSignal} signal
+   */
+  async _probeWebTransport(t, signal) {
+    if (signal.aborted) return false;
+    /** @type {any} */
+    let wt;
+    try {
+      const W = /** @type {any} */ (globalThis).WebTransport;
+      wt = new W(`https://${t.quic}${WEBTRANSPORT_PATH}`,
+        t.certSha256 ? { serverCertificateHashes: [{ algorithm: 'sha-256', value: certHashBytes(t.certSha256) }] } : {});
+    } catch {
+      return false;
+    }
+    wt.closed.catch(() => {});
+    const close = () => {
+      try {
+        wt.close({ closeCode: 0, reason: 'region probe' });
+      } catch {
+        // not open (yet): the abort below ends it
+      }
+    };
+    const aborted = new Promise((resolve) => signal.addEventListener('abort', () => resolve(false), { once: true }));
+    const ok = await Promise.race([wt.ready.then(() => true, () => false), aborted]);
+    close();
+    return ok && !signal.aborted;
   }
 
   /** Leave the session (the connection stays open). */

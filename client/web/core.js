@@ -1162,7 +1162,10 @@ export const REGIONS = Object.freeze({
   deadlineMs: 1000,
   /** a measurement (and the node list it came from) is kept this long */
   cacheMs: 5 * 60 * 1000,
-  /** HTTP timings per node; the best one is the node's RTT (the first also opens the connection) */
+  /**
+   * timings per node, the best one is the node's RTT: HTTP (the first also opens the connection),
+   * or WebTransport handshakes (each a new session)
+   */
   tries: 2,
   /** the protocol's bounds on a list (§4): at most 16 entries, names of 1 to 32 `a-z 0-9 -` */
   maxEntries: 16,
@@ -1182,9 +1185,11 @@ export function httpOfWsUrl(wsUrl) {
  * The nodes to time, from a `GET /nodes` answer: one per region, the first listed that has an
  * HTTP address (a node without one is skipped), and none at all unless the list names at least
  * two regions. A region name the server would refuse (§4) is left out, and so are regions past
- * the 16th, so that what is measured can always be sent.
+ * the 16th, so that what is measured can always be sent. `quic` (`host:port`, '' if the node
+ * has none or it is malformed) and `certSha256` (hex, null for a CA-signed certificate) say how
+ * to reach it by WebTransport (regionProbeKind).
  * @param {any} list the parsed JSON (`{nodes: [{name, region, quic, http, cert_sha256}]}`)
- * @returns {{region: string, http: string, name: string}[]}
+ * @returns {RegionTarget[]}
  */
 export function regionTargets(list) {
   const nodes = list && Array.isArray(list.nodes) ? list.nodes : [];
@@ -1197,10 +1202,41 @@ export function regionTargets(list) {
     if (out.some((t) => t.region === n.region)) continue;
     const http = String(n.http || '').trim().replace(/\/+$/, '');
     if (!/^https?:\/\/[^/]+$/.test(http)) continue;
-    out.push({ region: n.region, http, name: String(n.name || '') });
+    const quic = String(n.quic || '').trim();
+    const cert = typeof n.cert_sha256 === 'string' && /^[0-9a-fA-F]{64}$/.test(n.cert_sha256) ? n.cert_sha256.toLowerCase() : null;
+    out.push({
+      region: n.region, http, name: String(n.name || ''),
+      quic: /^(\[[0-9a-fA-F:.]+\]|[^\s/:[\]]+):\d{1,5}$/.test(quic) ? quic : '', certSha256: cert,
+    });
     if (out.length === REGIONS.maxEntries) break;
   }
   return out;
+}
+
+/**
+ * @typedef {{region: string, http: string, name: string, quic: string, certSha256: string|null}} RegionTarget
+ *   a node to time: its region, HTTP base, name, and WebTransport address (`host:port`, or '') and pin
+ */
+
+/**
+ * How to time a node (PROTOCOL.md §11 "Clients measure": a browser times WebTransport or `GET
+ * /healthz`): by WebTransport handshakes when this browser has WebTransport and the node a QUIC
+ * address, else by HTTP. A WebTransport try that fails falls back to HTTP (the shell).
+ * @param {{quic?: string}} target @param {boolean} hasWebTransport
+ * @returns {'webtransport'|'http'}
+ */
+export function regionProbeKind(target, hasWebTransport) {
+  return hasWebTransport && !!(target && target.quic) ? 'webtransport' : 'http';
+}
+
+/**
+ * One WebTransport try's round trip: the time from `new WebTransport()` to `ready` holds two of
+ * them, the QUIC handshake and the CONNECT request (browsers expose no RTT estimate), so half of
+ * it. Comparable with an HTTP try on a warm connection (one round trip).
+ * @param {number} readyMs
+ */
+export function webTransportTryMs(readyMs) {
+  return readyMs / 2;
 }
 
 /** The key a measurement is cached under: the nodes timed (a node list with the same ones shares it). */

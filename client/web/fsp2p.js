@@ -62,7 +62,7 @@ export {
   QUALITY, QualityTracker, rawGrade, gradeWithHysteresis, QUALITY_FRAME_BYTES, ECHO_REQUEST, ECHO_REPLY, isQualityFrame,
   encodeQualityFrame, parseQualityFrame, RTT_BUCKET_EDGES_MS, LOSS_BUCKET_EDGES_PCT, BUCKET_UNKNOWN, rttBucket, lossBucket,
   REPORT, CANDIDATE_BITS, reportStart, reportQueue, reportDue, reportNextAt, reportStep,
-  REGIONS, httpOfWsUrl, regionTargets, regionTargetsKey, bestRttMs, regionResult, regionsDue, regionsAfterList, regionRttsToSend,
+  REGIONS, httpOfWsUrl, regionTargets, regionProbeKind, webTransportTryMs, regionTargetsKey, bestRttMs, regionResult, regionsDue, regionsAfterList, regionRttsToSend,
   MOVE_OLD_CLOSE_AFTER_MS, MOVE_MIN_VERSION, moveStart, moveStep, moveRoutes, redirectIsMove,
 } from './core.js';
 
