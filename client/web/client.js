@@ -666,10 +666,10 @@ export class FlightSimP2P extends EventTarget {
   }
 
   /**
-   * `GET {base}/nodes`, then per region (all at once, within REGIONS.deadlineMs) two WebTransport
-   * handshakes to the node (`https://{quic}/signal`, pinned to its certificate hash; closed at once,
-   * with code 0, before any Hello) when this browser has WebTransport, else (or after a failed one)
-   * `GET {node.http}/healthz` twice. A failed node list counts as a measurement of nothing (not
+   * `GET {base}/nodes`, then per region (all at once, within REGIONS.deadlineMs) `GET
+   * {node.http}/healthz` twice and, when this browser has WebTransport, two WebTransport handshakes
+   * to the node (`https://{quic}/signal`, pinned to its certificate hash; closed at once with code 0,
+   * before any Hello): the handshakes' time counts when one ended in time, else the HTTP one. A failed node list counts as a measurement of nothing (not
    * fetched again for 5 minutes).
    * @param {string} base @param {AbortSignal} signal
    * @returns {Promise<import('./core.js').RegionCache>}
@@ -700,38 +700,41 @@ export class FlightSimP2P extends EventTarget {
     const onAbort = () => deadline.abort();
     signal.addEventListener('abort', onAbort);
     const tries = new Map(targets.map((t) => [t.region, []]));
+    const wtTries = new Map(targets.map((t) => [t.region, []]));
     const hasWebTransport = typeof (/** @type {any} */ (globalThis).WebTransport) === 'function';
-    try {
-      await Promise.all(targets.map(async (t) => {
-        let kind = regionProbeKind(t, hasWebTransport);
-        for (let i = 0; i < REGIONS.tries; i++) {
-          if (kind === 'webtransport') {
-            const t0 = now();
-            if (await this._probeWebTransport(t, deadline.signal)) {
-              const t1 = now();
-              tries.get(t.region).push({ ms: webTransportTryMs(t1 - t0), endAtMs: t1 });
-              continue;
-            }
-            if (deadline.signal.aborted) return;
-            kind = 'http'; // UDP blocked, or no WebTransport there: time it over HTTP instead
-          }
-          const t0 = now();
-          try {
-            // no-cors: /healthz sends no CORS header; an opaque answer times the round trip all the same.
-            await fetch(`${t.http}/healthz`, { cache: 'no-store', mode: 'no-cors', signal: deadline.signal });
-          } catch {
-            return;
-          }
-          const t1 = now();
-          tries.get(t.region).push({ ms: t1 - t0, endAtMs: t1 });
+    const overHttp = async (/** @type {import('./core.js').RegionTarget} */ t) => {
+      for (let i = 0; i < REGIONS.tries; i++) {
+        const t0 = now();
+        try {
+          // no-cors: /healthz sends no CORS header; an opaque answer times the round trip all the same.
+          await fetch(`${t.http}/healthz`, { cache: 'no-store', mode: 'no-cors', signal: deadline.signal });
+        } catch {
+          return;
         }
-      }));
+        const t1 = now();
+        tries.get(t.region).push({ ms: t1 - t0, endAtMs: t1 });
+      }
+    };
+    const overWebTransport = async (/** @type {import('./core.js').RegionTarget} */ t) => {
+      for (let i = 0; i < REGIONS.tries; i++) {
+        const t0 = now();
+        if (!(await this._probeWebTransport(t, deadline.signal))) return;
+        const t1 = now();
+        wtTries.get(t.region).push({ ms: webTransportTryMs(t1 - t0), endAtMs: t1 });
+      }
+    };
+    try {
+      // Both at once: WebTransport is preferred, HTTP is what counts when it does not answer in
+      // time (UDP blocked stalls a handshake until the deadline; it would be too late to start then).
+      await Promise.all(targets.map((t) => Promise.all([
+        overHttp(t), regionProbeKind(t, hasWebTransport) === 'webtransport' ? overWebTransport(t) : null,
+      ])));
     } finally {
       clearTimeout(timer);
       signal.removeEventListener('abort', onAbort);
     }
     if (signal.aborted) throw new Error('closed');
-    return { base, key: regionTargetsKey(targets), atMs: startedAt, rtts: regionResult(targets, tries, startedAt) };
+    return { base, key: regionTargetsKey(targets), atMs: startedAt, rtts: regionResult(targets, wtTries, startedAt, tries) };
   }
 
   /**

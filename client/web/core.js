@@ -1221,7 +1221,8 @@ export function regionTargets(list) {
 /**
  * How to time a node (PROTOCOL.md §11 "Clients measure": a browser times WebTransport or `GET
  * /healthz`): by WebTransport handshakes when this browser has WebTransport and the node a QUIC
- * address, else by HTTP. A WebTransport try that fails falls back to HTTP (the shell).
+ * address, else by HTTP. The shell times HTTP alongside, which counts when no handshake ended in
+ * time (UDP blocked: regionResult's fallback).
  * @param {{quic?: string}} target @param {boolean} hasWebTransport
  * @returns {'webtransport'|'http'}
  */
@@ -1262,16 +1263,20 @@ export function bestRttMs(tries, startedAtMs, deadlineMs = REGIONS.deadlineMs) {
 
 /**
  * What a measurement yields: one entry per region whose node answered in time (the others are
- * left out), in the order the node list gave.
+ * left out), in the order the node list gave. With `fallbackTries` (HTTP timings taken alongside
+ * WebTransport ones), a region's `triesByRegion` count when one of them ended in time, else its
+ * fallback ones.
  * @param {{region: string}[]} targets
  * @param {Map<string, {ms: number, endAtMs: number}[]>} triesByRegion
  * @param {number} startedAtMs
+ * @param {Map<string, {ms: number, endAtMs: number}[]>|null} [fallbackTries]
  * @returns {{region: string, rttMs: number}[]}
  */
-export function regionResult(targets, triesByRegion, startedAtMs) {
+export function regionResult(targets, triesByRegion, startedAtMs, fallbackTries = null) {
   const out = [];
   for (const t of targets) {
-    const ms = bestRttMs(triesByRegion.get(t.region) || [], startedAtMs);
+    let ms = bestRttMs(triesByRegion.get(t.region) || [], startedAtMs);
+    if (ms === null && fallbackTries) ms = bestRttMs(fallbackTries.get(t.region) || [], startedAtMs);
     if (ms !== null) out.push({ region: t.region, rttMs: ms });
   }
   return out;

@@ -21,6 +21,11 @@ test('core: a region is timed by WebTransport when the browser has it and the no
   assert.equal(regionProbeKind({ quic: '10.0.0.1:4433' }, false), 'http', 'no WebTransport in this browser (or under node)');
   assert.equal(regionProbeKind({ quic: '' }, true), 'http', 'a node without a QUIC address');
   assert.equal(webTransportTryMs(300), 150, 'the QUIC handshake and the CONNECT: two round trips');
+  // The handshakes count where one ended in time; else the HTTP timings taken alongside.
+  const targets = [{ region: 'eu' }, { region: 'us' }, { region: 'asia' }];
+  const wt = new Map([['eu', [{ ms: 12.4, endAtMs: 30 }]], ['us', []], ['asia', [{ ms: 80, endAtMs: 1200 }]]]);
+  const http = new Map([['eu', [{ ms: 5, endAtMs: 10 }]], ['us', [{ ms: 160, endAtMs: 400 }]], ['asia', []]]);
+  assert.deepEqual(regionResult(targets, wt, 0, http), [{ region: 'eu', rttMs: 12 }, { region: 'us', rttMs: 160 }]);
 });
 
 test('core: one node per region, the first listed with an HTTP address; none below two regions; bad names out', () => {
