@@ -1581,7 +1581,7 @@ export class FlightSimP2P extends EventTarget {
     // Followed: to the node, or (unreachable as given) back to the configured servers.
     this._at = plan.at;
     const why = `redirected to node ${m.node.name} (${m.reason})`;
-    if (this.state === 'connected' && this.conn) {
+    if (plan.action === 'follow' && this.state === 'connected' && this.conn) {
       // Rule 10: an unasked Placement in a session on a v5 connection is a move, make-before-break.
       const d = moveStep(moveStart(), {
         event: 'redirect', on: 'current', reason: m.reason, unasked: !asked, inSession: !!this.session,
