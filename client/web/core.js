@@ -1231,7 +1231,7 @@ export function regionProbeKind(target, hasWebTransport) {
 }
 
 /**
- * One WebTransport try's round trip: the time from `new WebTransport()` to `ready` holds two of
+ * One WebTransport try's round trip: the time from creating the session to its `ready` holds two of
  * them, the QUIC handshake and the CONNECT request (browsers expose no RTT estimate), so half of
  * it. Comparable with an HTTP try on a warm connection (one round trip).
  * @param {number} readyMs
