@@ -36,6 +36,13 @@
 // After ICE recovers from "disconnected" the path stays on the relay until the
 // same proof arrives (it used to switch back at once with a backlog still queued).
 //
+// Which path a peer is on is decided by the shared path rules (PROTOCOL.md section 12
+// rule 8, PathRules, replayed on docs/client-vectors.json): this class only keeps their
+// inputs (forced relay, the channel open, the connection connected, fallen back, TURN)
+// and asks PathRules.DirectUsable and PathRules.PeerPath; connection states go through
+// PathRules.ConnectionState. A stall is the one C# addition: a stalled channel is not
+// usable and counts as a fallback while it lasts.
+//
 // C# 7.2 (mono); no I/O.
 
 using System;
@@ -98,6 +105,12 @@ namespace FlightSimP2P.Client
     public sealed class PeerPath
     {
         private readonly PathTimings _t;
+        // The path rules' inputs (PathRules).
+        private readonly bool _forceRelay;
+        private bool _channelOpen;
+        // The last ICE or peer connection state the link reported for this attempt (null: none).
+        private string _connection;
+        private bool _fallback;
         private long _deadline = -1;
         private bool _stalled;
         private long _stallStart;
@@ -126,8 +139,15 @@ namespace FlightSimP2P.Client
         }
 
         public PeerPath(PathTimings timings)
+            : this(timings, false)
+        {
+        }
+
+        /// <summary>forceRelay: direct paths are off (the rules' force_relay): the path is the relay from the start.</summary>
+        public PeerPath(PathTimings timings, bool forceRelay)
         {
             _t = timings;
+            _forceRelay = forceRelay;
             State = DirectState.Disabled;
         }
 
@@ -146,15 +166,50 @@ namespace FlightSimP2P.Client
         /// <summary>Times this peer switched to the relay because the direct path stalled.</summary>
         public long Stalls { get; private set; }
 
+        /// <summary>Fallen back to the relay (deadline, connection failed/closed/disconnected, channel closed, or no offer came): sticky, as in the rules.</summary>
+        public bool FallenBack
+        {
+            get { return _fallback; }
+        }
+
+        /// <summary>
+        /// The connection is connected: its last reported state; a link that reports none (the
+        /// test fakes) has a connected transport once the channel opened (SIPSorcery opens it
+        /// only after ICE and DTLS have connected).
+        /// </summary>
+        private bool Connected
+        {
+            get { return _connection == "connected" || (_connection == null && _channelOpen); }
+        }
+
+        /// <summary>The DataChannel may carry flight data (PathRules.DirectUsable); a stalled one may not.</summary>
+        public bool Usable
+        {
+            get { return PathRules.DirectUsable(_forceRelay, _channelOpen, Connected) && !_stalled; }
+        }
+
+        /// <summary>The peer's path by the rules (PathRules.PeerPath): direct, turn, relay or connecting.</summary>
+        public PeerPathKind Kind
+        {
+            get { return PathRules.PeerPath(Usable, Turn ? PeerPathKind.Turn : PeerPathKind.Direct, _fallback || _stalled, _forceRelay); }
+        }
+
+        /// <summary>The way flight data goes: Kind, with connecting on the relay.</summary>
         public FlightPath Path
         {
-            get
+            get { return ToFlightPath(Kind); }
+        }
+
+        public static FlightPath ToFlightPath(PeerPathKind kind)
+        {
+            switch (kind)
             {
-                if (State != DirectState.Connected || _stalled)
-                {
+                case PeerPathKind.Direct:
+                    return FlightPath.Direct;
+                case PeerPathKind.Turn:
+                    return FlightPath.Turn;
+                default:
                     return FlightPath.Relay;
-                }
-                return Turn ? FlightPath.Turn : FlightPath.Direct;
             }
         }
 
@@ -192,6 +247,8 @@ namespace FlightSimP2P.Client
         public void StartAttempt(long now)
         {
             State = DirectState.Connecting;
+            _channelOpen = false;
+            _connection = null;
             _deadline = now + _t.DirectConnectTimeoutMs;
             _ackMode = false;
             _ackLatency = -1;
@@ -201,31 +258,70 @@ namespace FlightSimP2P.Client
         public void Disable()
         {
             State = DirectState.Disabled;
+            _channelOpen = false;
+            _connection = null;
             _deadline = -1;
             ResetMonitor();
         }
 
+        /// <summary>The attempt is over (deadline, failed/closed, channel closed): fall back.</summary>
         public void Fail()
         {
             State = DirectState.Failed;
+            _channelOpen = false;
+            _connection = null;
+            _fallback = true;
             _deadline = -1;
             ResetMonitor();
         }
 
+        /// <summary>No direct attempt will come in time (a new peer's offer did not arrive): fall back.</summary>
+        public void FallBack()
+        {
+            _fallback = true;
+        }
+
+        /// <summary>The DataChannel opened (SIPSorcery opens it over a connected transport).</summary>
         public void ChannelOpen(long now, bool turn)
         {
             State = DirectState.Connected;
+            _channelOpen = true;
             Turn = turn;
             _deadline = -1;
             ResetMonitor();
         }
 
+        /// <summary>
+        /// An ICE or peer connection state (W3C name), by PathRules.ConnectionState: failed/closed
+        /// fall back and return true (the caller ends the attempt: Fail, and the retry rule);
+        /// disconnected falls back only (Interrupted until connected again); connected again
+        /// recovers (see IceRecovered). Other states change nothing.
+        /// </summary>
+        public bool ConnectionState(long now, string state)
+        {
+            bool fallback;
+            bool retry;
+            PathRules.ConnectionState(state, out fallback, out retry);
+            _connection = state;
+            if (fallback)
+            {
+                _fallback = true;
+                if (State == DirectState.Connected)
+                {
+                    State = DirectState.Interrupted;
+                }
+            }
+            else if (state == "connected")
+            {
+                IceRecovered(now);
+            }
+            return retry;
+        }
+
+        /// <summary>ICE disconnected: ConnectionState "disconnected".</summary>
         public void IceInterrupted()
         {
-            if (State == DirectState.Connected)
-            {
-                State = DirectState.Interrupted;
-            }
+            ConnectionState(0, "disconnected");
         }
 
         /// <summary>
@@ -234,6 +330,7 @@ namespace FlightSimP2P.Client
         /// </summary>
         public void IceRecovered(long now)
         {
+            _connection = "connected";
             if (State == DirectState.Interrupted)
             {
                 State = DirectState.Connected;

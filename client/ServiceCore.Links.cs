@@ -140,21 +140,29 @@ namespace FlightSimP2P.Client
             PathMaybeChanged(now, p);
         }
 
-        /// <summary>ICE disconnected (true) or connected again (false).</summary>
+        /// <summary>ICE disconnected (true) or connected again (false): ConnectionState "disconnected" or "connected".</summary>
         public void IceInterrupted(long now, uint peer, int linkId, bool interrupted)
+        {
+            ConnectionState(now, peer, linkId, interrupted ? "disconnected" : "connected", IceFailReason.Other);
+        }
+
+        /// <summary>
+        /// An ICE or peer connection state of the link (W3C name), by the path rules
+        /// (PathRules.ConnectionState, through PeerPath): failed/closed fall back and retry
+        /// later (reason: why, for the report), disconnected falls back only, connected
+        /// recovers from disconnected.
+        /// </summary>
+        public void ConnectionState(long now, uint peer, int linkId, string state, IceFailReason reason)
         {
             PeerState p = GetPeer(peer);
             if (p == null || p.LinkId != linkId)
             {
                 return;
             }
-            if (interrupted)
+            if (p.Path.ConnectionState(now, state))
             {
-                p.Path.IceInterrupted();
-            }
-            else
-            {
-                p.Path.IceRecovered(now);
+                DirectFailed(now, p, reason);
+                return;
             }
             PathMaybeChanged(now, p);
         }
@@ -198,18 +206,33 @@ namespace FlightSimP2P.Client
 
         private void PathMaybeChanged(long now, PeerState p)
         {
-            QualityPathMaybeChanged(now, p);
-            FlightPath path = p.Path.Path;
-            if (path != p.LastPath || p.Path.State == DirectState.Failed)
+            PathMaybeChanged(now, p, false);
+        }
+
+        /// <summary>
+        /// The path rules' announcement (PathRules.Change): a changed path is announced
+        /// (PathChanged, connecting as Relay: the way its frames go); a new peer's first path
+        /// (initial) is announced unless it is connecting, then only recorded.
+        /// </summary>
+        private void PathMaybeChanged(long now, PeerState p, bool initial)
+        {
+            if (!initial && OfferWaitOver(now, p))
             {
-                bool changed = path != p.LastPath;
-                p.LastPath = path;
-                if (changed || p.Path.State == DirectState.Failed)
-                {
-                    CoreOutput o = Emit(OutputKind.PathChanged);
-                    o.Peer = p.Info.Id;
-                    o.Path = path;
-                }
+                p.Path.FallBack();
+            }
+            QualityPathMaybeChanged(now, p);
+            PeerPathKind kind = p.Path.Kind;
+            PathChange change = PathRules.Change(p.LastKind, kind, initial);
+            if (change == PathChange.None)
+            {
+                return;
+            }
+            p.LastKind = kind;
+            if (change == PathChange.Announce)
+            {
+                CoreOutput o = Emit(OutputKind.PathChanged);
+                o.Peer = p.Info.Id;
+                o.Path = PeerPath.ToFlightPath(kind);
             }
         }
 

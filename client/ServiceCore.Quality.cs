@@ -68,18 +68,34 @@ namespace FlightSimP2P.Client
         }
 
         /// <summary>
-        /// The quality path of a peer (PROTOCOL.md section 12 rule 8): direct or turn when the
-        /// DataChannel carries flight data; relay once fallen back or forced; else connecting:
-        /// while a WebRTC attempt runs, and while a new peer's offer is awaited (at most the
-        /// direct deadline from the link's creation; a Rust peer, which has no WebRTC, never offers).
+        /// The quality path of a peer: its path by the path rules (PROTOCOL.md section 12 rule 8,
+        /// PathRules.PeerPath through PeerPath.Kind): direct or turn when the DataChannel carries
+        /// flight data; relay once fallen back or forced; else connecting (a WebRTC attempt runs,
+        /// or a new peer's offer is awaited: see OfferWaitOver).
         /// </summary>
         private LinkPath QualityPathOf(long now, PeerState p)
         {
-            if (p.Path.State == DirectState.Connecting || AwaitingOffer(now, p))
+            switch (p.Path.Kind)
             {
-                return LinkPath.Connecting;
+                case PeerPathKind.Direct:
+                    return LinkPath.Direct;
+                case PeerPathKind.Turn:
+                    return LinkPath.Turn;
+                case PeerPathKind.Relay:
+                    return LinkPath.Relay;
+                default:
+                    return LinkPath.Connecting;
             }
-            return ToLinkPath(p.Path.Path);
+        }
+
+        /// <summary>
+        /// The answering side's deadline (the path rules' fallback): no attempt of ours and no
+        /// offer awaited any more (the direct deadline from the link's creation passed, or a
+        /// Rust peer, which has no WebRTC and never offers).
+        /// </summary>
+        private bool OfferWaitOver(long now, PeerState p)
+        {
+            return p.Path.State == DirectState.Disabled && !p.Path.FallenBack && _o.EnableDirect && !AwaitingOffer(now, p);
         }
 
         private bool AwaitingOffer(long now, PeerState p)

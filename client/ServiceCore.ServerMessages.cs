@@ -415,7 +415,7 @@ namespace FlightSimP2P.Client
         {
             PeerState p = new PeerState();
             p.Info = info;
-            p.Path = new PeerPath(_o.Path);
+            p.Path = new PeerPath(_o.Path, !_o.EnableDirect);
             p.CreatedAt = now;
             p.Quality = new QualityTracker(info.Id, now);
             _peers[info.Id] = p;
@@ -423,6 +423,8 @@ namespace FlightSimP2P.Client
             CoreOutput o = Emit(OutputKind.PeerJoined);
             o.Peer = info.Id;
             o.Name = info.Name;
+            // The path rules: a new peer's first path is announced unless it is connecting.
+            PathMaybeChanged(now, p, true);
             return p;
         }
 

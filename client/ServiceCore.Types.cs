@@ -183,7 +183,8 @@ namespace FlightSimP2P.Client
         public List<Signal> HeldLocal = new List<Signal>();
         public int Retries;
         public long RetryAt = -1;
-        public FlightPath LastPath = FlightPath.Relay;
+        /// <summary>The path last recorded by the path rules (PathRules.Change); null before the first.</summary>
+        public PeerPathKind? LastKind;
         /// <summary>Issue 25: the link's quality estimator, and its setup milestones.</summary>
         public QualityTracker Quality;
         public long CreatedAt;

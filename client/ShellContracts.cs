@@ -81,7 +81,12 @@ namespace FlightSimP2P.Client
 
         void Opened(IPeerLink link, bool viaTurn);
 
-        void Interrupted(IPeerLink link, bool interrupted);
+        /// <summary>
+        /// An ICE or peer connection state, by its W3C name ("connected", "disconnected",
+        /// "failed", "closed"...), as the library reports it: the core decides by the path rules
+        /// (PathRules.ConnectionState). reason: why, should this state end the attempt.
+        /// </summary>
+        void StateChanged(IPeerLink link, string state, IceFailReason reason);
 
         void Failed(IPeerLink link);
 

@@ -900,9 +900,9 @@ namespace FlightSimP2P.Client
             Input(() => _core.ChannelOpen(_clock.NowMs, link.Peer, link.LinkId, viaTurn));
         }
 
-        void ILinkEvents.Interrupted(IPeerLink link, bool interrupted)
+        void ILinkEvents.StateChanged(IPeerLink link, string state, IceFailReason reason)
         {
-            Input(() => _core.IceInterrupted(_clock.NowMs, link.Peer, link.LinkId, interrupted));
+            Input(() => _core.ConnectionState(_clock.NowMs, link.Peer, link.LinkId, state, reason));
         }
 
         void ILinkEvents.Failed(IPeerLink link)

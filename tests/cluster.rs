@@ -1524,92 +1524,9 @@ fn hello5(name: &str, token: Option<Vec<u8>>) -> ClientMsg {
     })
 }
 
-/// What one raw version-5 player saw: the sequence numbers it received,
-/// how its old connection ended, and whether it was moved.
-#[derive(Debug, Default)]
-struct MoveSeen {
-    got: BTreeSet<u32>,
-    /// Frames that came twice (once through each node, in the overlap).
-    dups: u32,
-    sent: u32,
-    redirected_to: Option<String>,
-    old_closed_with: Option<Option<u16>>,
-    resumed: bool,
-}
-
-/// A raw player at 60 Hz that follows an unasked `Redirect(Placement)`
-/// make-before-break, as PROTOCOL.md §11 says a version-5 client does:
-/// resume on the new node, send on both, take from both, until the old
-/// connection closes. Sends until `stop`, then reads for a moment.
-async fn move_player(
-    name: &'static str,
-    mut first_conn: (
-        WsSink,
-        tokio::sync::mpsc::UnboundedReceiver<(usize, WsEvent)>,
-    ),
-    tx: tokio::sync::mpsc::UnboundedSender<(usize, WsEvent)>,
-    token: Vec<u8>,
-    nodes: HashMap<String, std::net::SocketAddr>,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> MoveSeen {
-    use flightsim_p2p::protocol::{relay_frame, ws_relay, RedirectReason, ALL_PEERS};
-    use futures_util::SinkExt;
-    use tokio_tungstenite::tungstenite::Message;
-    let mut seen = MoveSeen::default();
-    let mut sinks: Vec<Option<WsSink>> = vec![Some(first_conn.0)];
-    let rx = &mut first_conn.1;
-    let mut tick = tokio::time::interval(Duration::from_micros(16_667));
-    let mut stopping: Option<tokio::time::Instant> = None;
-    loop {
-        if stopping.is_some_and(|t| tokio::time::Instant::now() >= t) {
-            return seen;
-        }
-        tokio::select! {
-            _ = tick.tick() => {
-                if *stop.borrow() {
-                    stopping.get_or_insert(tokio::time::Instant::now() + Duration::from_millis(500));
-                    continue;
-                }
-                let frame = ws_relay(&relay_frame(ALL_PEERS, &seen.sent.to_le_bytes()));
-                for s in sinks.iter_mut().flatten() {
-                    let _ = s.send(Message::Binary(frame.clone().into())).await;
-                }
-                seen.sent += 1;
-            }
-            ev = rx.recv() => {
-                let Some((idx, ev)) = ev else { return seen };
-                match ev {
-                    WsEvent::Relay(seq) => {
-                        // A duplicate changes nothing else.
-                        seen.dups += u32::from(!seen.got.insert(seq));
-                    }
-                    WsEvent::Control(ServerMsg::Redirect(r))
-                        if r.reason == RedirectReason::Placement && idx == 0 =>
-                    {
-                        seen.redirected_to = Some(r.node.name.clone());
-                        let http = nodes[&r.node.name];
-                        let sink = ws_open(http, &[hello5(name, Some(token.clone()))], 1, tx.clone()).await;
-                        sinks.push(Some(sink));
-                    }
-                    WsEvent::Control(ServerMsg::Welcome(w)) if idx == 1 => {
-                        seen.resumed = w.resumed;
-                    }
-                    WsEvent::Closed(code) => {
-                        if idx == 0 {
-                            seen.old_closed_with = Some(code);
-                        }
-                        sinks[idx] = None;
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relayed_pair_moved_to_a_better_region_loses_no_frame() {
-    use flightsim_p2p::protocol::JoinSession;
+    use flightsim_p2p::protocol::{JoinSession, RedirectReason};
     let cluster = Cluster::start_with(
         "move",
         &["a", "b"],
@@ -1683,7 +1600,7 @@ async fn a_relayed_pair_moved_to_a_better_region_loses_no_frame() {
     assert_eq!(cluster.record_when(&code, |_| true).await.home, "a");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let host = tokio::spawn(move_player(
+    let host = tokio::spawn(roaming_player(
         "host",
         (hsink, hrx),
         htx,
@@ -1691,7 +1608,7 @@ async fn a_relayed_pair_moved_to_a_better_region_loses_no_frame() {
         nodes.clone(),
         stop_rx.clone(),
     ));
-    let joiner = tokio::spawn(move_player(
+    let joiner = tokio::spawn(roaming_player(
         "joiner",
         (jsink, jrx),
         jtx,
@@ -1719,20 +1636,24 @@ async fn a_relayed_pair_moved_to_a_better_region_loses_no_frame() {
     let joiner = joiner.await.unwrap();
     for (who, me, other) in [("host", &host, &joiner), ("joiner", &joiner, &host)] {
         println!(
-            "{who}: sent {}, got {} distinct from the other ({} twice), redirected to {:?}, old closed with {:?}, resumed {}",
+            "{who}: sent {}, got {} distinct from the other ({} twice), redirects {:?}, old closed with {:?}, resumed {:?}",
             me.sent,
             me.got.len(),
             me.dups,
-            me.redirected_to,
-            me.old_closed_with,
+            me.redirects,
+            me.first_closed_with,
             me.resumed
         );
-        assert_eq!(me.redirected_to.as_deref(), Some("b"), "{who}");
-        assert!(me.resumed, "{who} did not resume its seat on b");
+        assert_eq!(
+            me.redirects,
+            vec![(RedirectReason::Placement, "b".to_string())],
+            "{who}"
+        );
+        assert_eq!(me.resumed, vec![true], "{who} did not resume its seat on b");
         // Both nodes relayed to it at once for a while: make-before-break.
         assert!(me.dups > 0, "{who} never got a frame through both nodes");
         assert_eq!(
-            me.old_closed_with,
+            me.first_closed_with,
             Some(Some(ErrorCode::Replaced as u16)),
             "{who}'s old connection"
         );
@@ -1937,18 +1858,23 @@ async fn rust_clients_follow_a_move_without_losing_or_repeating_a_frame() {
 
 /// What one raw version-5 player saw while its session went from node to
 /// node: each redirect it followed (reason, node), whether each new
-/// connection resumed its seat, and the sequence numbers it received.
+/// connection resumed its seat, the sequence numbers it received (and how
+/// many came twice, once through each node in an overlap), and how its
+/// first connection ended.
 #[derive(Debug, Default)]
 struct RoamSeen {
     got: BTreeSet<u32>,
+    dups: u32,
     sent: u32,
     redirects: Vec<(flightsim_p2p::protocol::RedirectReason, String)>,
     resumed: Vec<bool>,
+    first_closed_with: Option<Option<u16>>,
 }
 
 /// A raw player at 60 Hz that follows every unasked redirect of its
-/// current connection: `Placement` make-before-break (as [`move_player`]:
-/// the old connection is kept until its node closes it), `Draining` and
+/// current connection, as PROTOCOL.md §11 asks of a version-5 client:
+/// `Placement` make-before-break (resume on the new node, send on both,
+/// take from both until the old node closes the old one), `Draining` and
 /// `Moved` by leaving the old connection for the new one at once (a
 /// resume there, PROTOCOL.md §11). Sends until `stop`, then reads for a
 /// moment.
@@ -1992,7 +1918,8 @@ async fn roaming_player(
                 let current = sinks.len() - 1;
                 match ev {
                     WsEvent::Relay(seq) => {
-                        seen.got.insert(seq);
+                        // A duplicate changes nothing else.
+                        seen.dups += u32::from(!seen.got.insert(seq));
                     }
                     // What an old connection still says is ignored.
                     WsEvent::Control(ServerMsg::Redirect(r)) if idx == current => {
@@ -2009,7 +1936,10 @@ async fn roaming_player(
                     WsEvent::Control(ServerMsg::Welcome(w)) if idx > 0 => {
                         seen.resumed.push(w.resumed);
                     }
-                    WsEvent::Closed(_) => {
+                    WsEvent::Closed(code) => {
+                        if idx == 0 {
+                            seen.first_closed_with = Some(code);
+                        }
                         sinks[idx] = None;
                     }
                     _ => {}

@@ -152,31 +152,17 @@ namespace FlightSimP2P.Client
         }
 
         /// <summary>
-        /// An ICE or peer connection state, by the shared path rule (PathRules.ConnectionState):
-        /// failed/closed fall back and retry later (Failed), disconnected falls back only
-        /// (Interrupted until ICE is connected again).
+        /// An ICE or peer connection state, passed on by name: the core decides by the path
+        /// rules (PathRules.ConnectionState: failed/closed fall back and retry later,
+        /// disconnected falls back only, connected recovers). The reason is for the report.
         /// </summary>
         private void OnState(string state, bool iceConnected)
         {
-            bool fallback;
-            bool retry;
-            PathRules.ConnectionState(state, out fallback, out retry);
             if (iceConnected)
             {
                 _everConnected = true;
             }
-            if (retry)
-            {
-                Fail(FailReason(state));
-            }
-            else if (fallback)
-            {
-                _events.Interrupted(this, true);
-            }
-            else if (iceConnected)
-            {
-                _events.Interrupted(this, false);
-            }
+            _events.StateChanged(this, state, FailReason(state));
         }
 
         private static CandidateKinds KindOf(SipCandidateType type)

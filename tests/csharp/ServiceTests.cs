@@ -242,6 +242,8 @@ namespace FlightSimP2P.Tests
             RunQuality();
             RunRegions();
             MoveTests.Run();
+            string[] args = Environment.GetCommandLineArgs();
+            PathShellTests.Run(args.Length > 1 ? args[1] : "docs/client-vectors.json");
             return Summary();
         }
 

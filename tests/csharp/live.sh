@@ -245,9 +245,20 @@ free_port() {
         node -e "const s = require('net').createServer().listen(0, '127.0.0.1', () => { console.log(s.address().port); s.close(); })"
     fi
 }
-redis_port="$(free_port tcp)"
-redis-server --port "$redis_port" --save '' --appendonly no --bind 127.0.0.1 >"$work/redis.log" 2>&1 &
-redis_pid=$!
+# start_redis LOG: a redis-server on a free port, its output in $work/LOG; sets redis_port
+# and redis_started_pid; fails when it is not ready within 10 s.
+start_redis() {
+    redis_port="$(free_port tcp)"
+    redis-server --port "$redis_port" --save '' --appendonly no --bind 127.0.0.1 >"$work/$1" 2>&1 &
+    redis_started_pid=$!
+    for _ in $(seq 1 100); do
+        if grep -q 'Ready to accept connections' "$work/$1" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
 # Sets node_http (host:port, once it listens; empty if it did not) and node_pid.
 # start_node NAME [serve options...]: on the Redis at $redis_port.
 start_node() {
@@ -277,14 +288,20 @@ start_node() {
 nodes_seen() {
     curl -fsS "http://$1/metrics" 2>/dev/null | sed -n 's/^fsp2p_cluster_nodes \([0-9]*\)$/\1/p'
 }
+# pair_ready HTTP1 HTTP2: both nodes listen and each sees two live nodes, within 30 s.
+pair_ready() {
+    [ -n "$1" ] && [ -n "$2" ] || return 1
+    for _ in $(seq 1 300); do
+        if [ "$(nodes_seen "$1")" = 2 ] && [ "$(nodes_seen "$2")" = 2 ]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
 redis_up=""
-for _ in $(seq 1 100); do
-    if grep -q 'Ready to accept connections' "$work/redis.log" 2>/dev/null; then
-        redis_up=1
-        break
-    fi
-    sleep 0.1
-done
+start_redis redis.log && redis_up=1
+redis_pid="$redis_started_pid"
 http_a=""
 http_b=""
 if [ -n "$redis_up" ]; then
@@ -296,15 +313,7 @@ if [ -n "$redis_up" ]; then
     node_b_pid="$node_pid"
 fi
 cluster_ready=""
-if [ -n "$http_a" ] && [ -n "$http_b" ]; then
-    for _ in $(seq 1 300); do
-        if [ "$(nodes_seen "$http_a")" = 2 ] && [ "$(nodes_seen "$http_b")" = 2 ]; then
-            cluster_ready=1
-            break
-        fi
-        sleep 0.1
-    done
-fi
+pair_ready "$http_a" "$http_b" && cluster_ready=1
 if [ -n "$cluster_ready" ]; then
     echo "cluster: redis 127.0.0.1:$redis_port, node a http://$http_a (pid $node_a_pid), node b http://$http_b (pid $node_b_pid)" >&2
     run_part cluster 300 mono "$work/live-cluster-tests.exe" "ws://$http_a/ws" "ws://$http_b/ws" "$node_a_pid" join-crash
@@ -316,13 +325,7 @@ if [ -n "$cluster_ready" ]; then
     http_a="$node_http"
     node_a_pid="$node_pid"
     drain_ready=""
-    for _ in $(seq 1 300); do
-        if [ -n "$http_a" ] && [ "$(nodes_seen "$http_a")" = 2 ] && [ "$(nodes_seen "$http_b")" = 2 ]; then
-            drain_ready=1
-            break
-        fi
-        sleep 0.1
-    done
+    pair_ready "$http_a" "$http_b" && drain_ready=1
     if [ -n "$drain_ready" ]; then
         run_part drain 240 mono "$work/live-cluster-tests.exe" "ws://$http_a/ws" "ws://$http_b/ws" "$node_a_pid" drain
     else
@@ -357,21 +360,13 @@ fi
 # their own (the nodes above must not see them). eu asks a placement gain no measurement
 # here reaches (5000 ms): a create there is never redirected; us keeps the default (20 ms):
 # a client that measured us-east 300 ms slower is placed on eu.
-region_port="$(free_port tcp)"
-redis-server --port "$region_port" --save '' --appendonly no --bind 127.0.0.1 >"$work/redis-regions.log" 2>&1 &
-region_redis_pid=$!
 region_up=""
-for _ in $(seq 1 100); do
-    if grep -q 'Ready to accept connections' "$work/redis-regions.log" 2>/dev/null; then
-        region_up=1
-        break
-    fi
-    sleep 0.1
-done
+start_redis redis-regions.log && region_up=1
+region_redis_pid="$redis_started_pid"
+region_port="$redis_port"
 http_eu=""
 http_us=""
 if [ -n "$region_up" ]; then
-    redis_port="$region_port"
     start_node eu --region eu --placement-min-gain-ms 5000
     http_eu="$node_http"
     node_eu_pid="$node_pid"
@@ -380,15 +375,7 @@ if [ -n "$region_up" ]; then
     node_us_pid="$node_pid"
 fi
 regions_ready=""
-if [ -n "$http_eu" ] && [ -n "$http_us" ]; then
-    for _ in $(seq 1 300); do
-        if [ "$(nodes_seen "$http_eu")" = 2 ] && [ "$(nodes_seen "$http_us")" = 2 ]; then
-            regions_ready=1
-            break
-        fi
-        sleep 0.1
-    done
-fi
+pair_ready "$http_eu" "$http_us" && regions_ready=1
 if [ -n "$regions_ready" ]; then
     echo "regions: redis 127.0.0.1:$region_port, node eu http://$http_eu, node us-east http://$http_us" >&2
     run_part regions 60 mono "$work/live-region-tests.exe" "ws://$http_eu/ws" "ws://$http_us/ws"
@@ -400,21 +387,13 @@ fi
 # Moving a session (PROTOCOL.md section 11, version 5): nodes move-eu and move-us (--region
 # eu, us) on a fourth Redis, moves checked at once after a create (interval 0) and a short
 # overlap, so a pair moves within the node's 5 s move timer.
-move_port="$(free_port tcp)"
-redis-server --port "$move_port" --save '' --appendonly no --bind 127.0.0.1 >"$work/redis-move.log" 2>&1 &
-move_redis_pid=$!
 move_up=""
-for _ in $(seq 1 100); do
-    if grep -q 'Ready to accept connections' "$work/redis-move.log" 2>/dev/null; then
-        move_up=1
-        break
-    fi
-    sleep 0.1
-done
+start_redis redis-move.log && move_up=1
+move_redis_pid="$redis_started_pid"
+move_port="$redis_port"
 http_move_eu=""
 http_move_us=""
 if [ -n "$move_up" ]; then
-    redis_port="$move_port"
     start_node move-eu --region eu --placement-move-interval-secs 0 --placement-overlap-ms 1500
     http_move_eu="$node_http"
     node_move_eu_pid="$node_pid"
@@ -423,15 +402,7 @@ if [ -n "$move_up" ]; then
     node_move_us_pid="$node_pid"
 fi
 move_ready=""
-if [ -n "$http_move_eu" ] && [ -n "$http_move_us" ]; then
-    for _ in $(seq 1 300); do
-        if [ "$(nodes_seen "$http_move_eu")" = 2 ] && [ "$(nodes_seen "$http_move_us")" = 2 ]; then
-            move_ready=1
-            break
-        fi
-        sleep 0.1
-    done
-fi
+pair_ready "$http_move_eu" "$http_move_us" && move_ready=1
 move_rounds="${MOVE_ROUNDS:-1}"
 if [ -n "$move_ready" ]; then
     echo "move: redis 127.0.0.1:$move_port, node move-eu http://$http_move_eu, node move-us http://$http_move_us" >&2

@@ -5,7 +5,8 @@
 #  2. the portable wire codec (client/Protocol.*.cs) and its test program are
 #     compiled with Debian's mono compiler (C# 7.2) and run on the golden vectors;
 #  3. the functional core and shell with fakes (tests/csharp/ServiceTests.cs, QualityTests.cs,
-#     RegionTests.cs), and the
+#     RegionTests.cs, MoveTests.cs, PathShellTests.cs: the vectors' `paths` cases through
+#     the shell), and the
 #     C# replay of docs/client-vectors.json against the pure core
 #     (tests/csharp/ClientVectorsTests.cs: every section that names csharp);
 #  4. the .NET-only adapters (client/Adapters/) against the declared surface of
@@ -43,8 +44,8 @@ mono "$out/codec-tests.exe" "$vectors" | tee "$out/codec.out" | tail -n 1 >&2
 mapfile -t mono_src < <(cd "$root" && ls client/*.cs)
 (cd "$root" && mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
-    -out:"$out/service-tests.exe" "${mono_src[@]}" tests/csharp/TestKit.cs tests/csharp/ServiceTests.cs tests/csharp/QualityTests.cs tests/csharp/RegionTests.cs tests/csharp/MoveTests.cs)
-mono "$out/service-tests.exe" > "$out/service.out" || { cat "$out/service.out"; exit 1; }
+    -out:"$out/service-tests.exe" "${mono_src[@]}" tests/csharp/TestKit.cs tests/csharp/ServiceTests.cs tests/csharp/QualityTests.cs tests/csharp/RegionTests.cs tests/csharp/MoveTests.cs tests/csharp/PathShellTests.cs)
+mono "$out/service-tests.exe" "$root/docs/client-vectors.json" > "$out/service.out" || { cat "$out/service.out"; exit 1; }
 grep -v '^ok' "$out/service.out" >&2 || true
 (cd "$root" && mcs -nologo -langversion:7.2 -warnaserror -optimize+ \
     -r:System.dll -r:System.Core.dll -r:System.Runtime.Serialization.dll \
