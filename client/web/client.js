@@ -18,6 +18,8 @@ import {
   ECHO_REQUEST, ECHO_REPLY, isQualityFrame, parseQualityFrame, encodeQualityFrame,
   reportStart, reportQueue, reportNextAt, reportStep,
   REGIONS, httpOfWsUrl, regionTargets, regionTargetsKey, regionResult, regionsDue, regionsAfterList, regionRttsToSend,
+  regionProbeKind, webTransportTryMs,
+  moveStart, moveStep, moveRoutes,
 } from './core.js';
 import { PeerLink, installMesh } from './mesh.js';
 
@@ -95,6 +97,9 @@ export function reconnectStep(s) {
  *           (`GET /nodes`, then `GET /healthz` on each, within 1 s, at most every 5 min) and send the result with
  *           the next CreateSession / JoinSession, so that a regional cluster can place the session (PROTOCOL.md
  *           §11 "Regions"). Default true; false: nothing is fetched and the lists are empty. See `regionRtts()`.
+ * @property {Array<{region: string, rttMs: number}>|null} [injectRegionRtts] FOR TESTS: send these as
+ *           `region_rtts` instead of measuring (nothing is fetched), so a test can make a regional cluster place or
+ *           move a session on loopback. Default null: measure (as `measureRegions` says).
  */
 
 /** Default WebSocket URL: the page's origin (its scheme mapped to ws/wss), else the usual HTTP port of `host`. */
@@ -162,6 +167,9 @@ export class FlightSimP2P extends EventTarget {
       telemetry: options.telemetry ?? true,
       qualityEchoes: options.qualityEchoes ?? true,
       measureRegions: options.measureRegions ?? true,
+      injectRegionRtts: Array.isArray(options.injectRegionRtts)
+        ? options.injectRegionRtts.map((e) => ({ region: String(e.region), rttMs: Math.max(0, Math.round(Number(e.rttMs) || 0)) }))
+        : null,
       fallbacks: [],
     };
     const main = { url: this.options.url, wsUrl: this.options.wsUrl, certHash: this.options.certHash };
@@ -217,6 +225,8 @@ export class FlightSimP2P extends EventTarget {
       staleDropped: 0,
       /** flight-data messages too short for the 4-byte envelope */
       flightBadFrames: 0,
+      /** of staleDropped: those with the very sequence number last accepted (a move's overlap sends each frame twice) */
+      duplicatesDropped: 0,
     };
     /** @type {TransportKind|null} the transport in use once connected: 'webtransport' or 'websocket' */
     this.transport = null;
@@ -280,6 +290,17 @@ export class FlightSimP2P extends EventTarget {
     this._attemptAt = /** @type {number|null} */ (null);
     /** Reports sent on this client's connections */
     this.reportsSent = 0;
+    /**
+     * A session move in progress (PROTOCOL.md §12 rule 10, core.js moveStep), null when settled.
+     * `old` carries relay frames only; `this.conn` is the new connection (control) once opened.
+     * @type {null|{state: import('./core.js').MoveState, old: SignalTransport|null, neu: SignalTransport|null,
+     *   node: any, startedAt: number, timer: any, welcomeTimer: any, previousPeerId: number, welcomed: boolean,
+     *   error: FspError|null, reason: string, oldCloseCode: number|null}}
+     */
+    this._move = null;
+    /** session moves followed to the end (settled on the new node), and the node of the last one */
+    this.moves = 0;
+    this.movedTo = /** @type {string|null} */ (null);
   }
 
   /**
@@ -502,7 +523,7 @@ export class FlightSimP2P extends EventTarget {
       if (early) early.push(body);
       else this._onControlMessage(body);
     };
-    t.onRelay = (frame) => { if (this.conn === t && !early) this._onRelayFrame(frame); };
+    t.onRelay = (frame) => { if (this.conn === t && !early && this._takesFrom(t)) this._onRelayFrame(frame, t); };
     t.onProtocolError = (e) => { if (this.conn === t) this._protocolError(e); };
     t.onClosed = (info) => { if (this.conn === t) this._onTransportClosed(info); };
     this.conn = t;
@@ -521,7 +542,7 @@ export class FlightSimP2P extends EventTarget {
     this.fallbackReason = this.transport === 'websocket' ? /** @type {any} */ (t).fallbackReason || '' : '';
     this._emit('transport', {
       kind: this.transport, url: this.transportUrl, fallbackReason: this.fallbackReason, connectMs: now() - startedAt,
-      reconnect: this.state === 'reconnecting',
+      reconnect: this.state === 'reconnecting', move: !!this._move,
     });
   }
 
@@ -616,6 +637,7 @@ export class FlightSimP2P extends EventTarget {
    * @returns {{region: string, rttMs: number}[]}
    */
   regionRtts() {
+    if (this.options.injectRegionRtts) return this.options.injectRegionRtts.map((e) => ({ ...e }));
     return regionRttsToSend(this._regionCache, now());
   }
 
@@ -629,12 +651,14 @@ export class FlightSimP2P extends EventTarget {
       enabled: !!this.options.measureRegions, version: this.welcome ? this.welcome.version : 0,
       running: this._regionsRunning, cache: this._regionCache, base, nowMs: now(),
     });
-    if (!due || typeof fetch !== 'function') return;
+    if (!due || typeof fetch !== 'function' || this.options.injectRegionRtts) return;
     this._regionsRunning = true;
     const abort = new AbortController();
     this._regionsAbort = abort;
     this._measureRegions(base, abort.signal).then((cache) => {
-      if (!abort.signal.aborted) this._regionCache = cache;
+      if (abort.signal.aborted) return;
+      this._regionCache = cache;
+      this._emit('regions', { rtts: this.regionRtts() });
     }, () => {}).finally(() => {
       if (this._regionsAbort === abort) this._regionsAbort = null;
       this._regionsRunning = false;
@@ -642,9 +666,11 @@ export class FlightSimP2P extends EventTarget {
   }
 
   /**
-   * `GET {base}/nodes`, then one `GET {node.http}/healthz` per region, twice, all regions at once,
-   * within REGIONS.deadlineMs. A failed node list counts as a measurement of nothing (not fetched
-   * again for 5 minutes).
+   * `GET {base}/nodes`, then per region (all at once, within REGIONS.deadlineMs) `GET
+   * {node.http}/healthz` twice and, when this browser has WebTransport, two WebTransport handshakes
+   * to the node (`https://{quic}/signal`, pinned to its certificate hash; closed at once with code 0,
+   * before any Hello): the handshakes' time counts when one ended in time, else the HTTP one. A failed node list counts as a measurement of nothing (not
+   * fetched again for 5 minutes).
    * @param {string} base @param {AbortSignal} signal
    * @returns {Promise<import('./core.js').RegionCache>}
    */
@@ -674,26 +700,72 @@ export class FlightSimP2P extends EventTarget {
     const onAbort = () => deadline.abort();
     signal.addEventListener('abort', onAbort);
     const tries = new Map(targets.map((t) => [t.region, []]));
-    try {
-      await Promise.all(targets.map(async (t) => {
-        for (let i = 0; i < REGIONS.tries; i++) {
-          const t0 = now();
-          try {
-            // no-cors: /healthz sends no CORS header; an opaque answer times the round trip all the same.
-            await fetch(`${t.http}/healthz`, { cache: 'no-store', mode: 'no-cors', signal: deadline.signal });
-          } catch {
-            return;
-          }
-          const t1 = now();
-          tries.get(t.region).push({ ms: t1 - t0, endAtMs: t1 });
+    const wtTries = new Map(targets.map((t) => [t.region, []]));
+    const hasWebTransport = typeof (/** @type {any} */ (globalThis).WebTransport) === 'function';
+    const overHttp = async (/** @type {import('./core.js').RegionTarget} */ t) => {
+      for (let i = 0; i < REGIONS.tries; i++) {
+        const t0 = now();
+        try {
+          // no-cors: /healthz sends no CORS header; an opaque answer times the round trip all the same.
+          await fetch(`${t.http}/healthz`, { cache: 'no-store', mode: 'no-cors', signal: deadline.signal });
+        } catch {
+          return;
         }
-      }));
+        const t1 = now();
+        tries.get(t.region).push({ ms: t1 - t0, endAtMs: t1 });
+      }
+    };
+    const overWebTransport = async (/** @type {import('./core.js').RegionTarget} */ t) => {
+      for (let i = 0; i < REGIONS.tries; i++) {
+        const t0 = now();
+        if (!(await this._probeWebTransport(t, deadline.signal))) return;
+        const t1 = now();
+        wtTries.get(t.region).push({ ms: webTransportTryMs(t1 - t0), endAtMs: t1 });
+      }
+    };
+    try {
+      // Both at once: WebTransport is preferred, HTTP is what counts when it does not answer in
+      // time (UDP blocked stalls a handshake until the deadline; it would be too late to start then).
+      await Promise.all(targets.map((t) => Promise.all([
+        overHttp(t), regionProbeKind(t, hasWebTransport) === 'webtransport' ? overWebTransport(t) : null,
+      ])));
     } finally {
       clearTimeout(timer);
       signal.removeEventListener('abort', onAbort);
     }
     if (signal.aborted) throw new Error('closed');
-    return { base, key: regionTargetsKey(targets), atMs: startedAt, rtts: regionResult(targets, tries, startedAt) };
+    return { base, key: regionTargetsKey(targets), atMs: startedAt, rtts: regionResult(targets, wtTries, startedAt, tries) };
+  }
+
+  /**
+   * One WebTransport handshake to a node for the region measurement: resolves true once the session
+   * is ready (then closed at once with code 0: no Hello, nothing kept by the server), false if it
+   * failed or the deadline came first.
+   * @param {import('./core.js').RegionTarget} t @param {AbortSignal} signal
+   */
+  async _probeWebTransport(t, signal) {
+    if (signal.aborted) return false;
+    /** @type {any} */
+    let wt;
+    try {
+      const W = /** @type {any} */ (globalThis).WebTransport;
+      wt = new W(`https://${t.quic}${WEBTRANSPORT_PATH}`,
+        t.certSha256 ? { serverCertificateHashes: [{ algorithm: 'sha-256', value: certHashBytes(t.certSha256) }] } : {});
+    } catch {
+      return false;
+    }
+    wt.closed.catch(() => {});
+    const close = () => {
+      try {
+        wt.close({ closeCode: 0, reason: 'region probe' });
+      } catch {
+        // not open (yet): the abort below ends it
+      }
+    };
+    const aborted = new Promise((resolve) => signal.addEventListener('abort', () => resolve(false), { once: true }));
+    const ok = await Promise.race([wt.ready.then(() => true, () => false), aborted]);
+    close();
+    return ok && !signal.aborted;
   }
 
   /** Leave the session (the connection stays open). */
@@ -745,14 +817,20 @@ export class FlightSimP2P extends EventTarget {
     }
     if (relay.length) {
       // While reconnecting the relay is unreachable (DataChannels keep working): drop, the next state replaces it.
-      if (frame.length > this.maxRelayPayload || !this.conn || this.state !== 'connected') {
+      // During a move: on the connections of rule 10's send_on (both in the overlap, none while
+      // only the new one is opening).
+      const conns = this._relayConns();
+      if (frame.length > this.maxRelayPayload || conns.length === 0 || this.state !== 'connected') {
         this.stats.relayDropped += relay.length;
         return false;
       }
       // Everyone on the relay: one upload, the server fans out.
       const ids = peer === ALL_PEERS && relay.length === this.links.size && relay.length > 1 ? [ALL_PEERS] : relay;
       for (const id of ids) {
-        if (this.conn.sendRelay(encodeRelay(id, frame))) {
+        const f = encodeRelay(id, frame);
+        let sent = false;
+        for (const c of conns) if (c.sendRelay(f)) sent = true;
+        if (sent) {
           this.stats.relayFramesSent++;
         } else {
           this.stats.relayDropped++;
@@ -888,8 +966,9 @@ export class FlightSimP2P extends EventTarget {
    * candidate can cost a direct connection. Uses 90 % of the rate and a burst of 1×.
    */
   _pump() {
-    // While reconnecting, messages wait for the resumed connection (dropped if the resume fails).
-    if (this.state === 'reconnecting') return;
+    // While reconnecting, messages wait for the resumed connection (dropped if the resume fails);
+    // during a move, for the new connection's Welcome (rule 10: control only on the new one).
+    if (this.state === 'reconnecting' || !this._controlReady()) return;
     const signalsPerSec = this.welcome ? this.welcome.limits.signalsPerSec : 0;
     const t = signalsPerSec ? now() : this._tokensAt;
     const step = pumpStep({ tokens: this._tokens, lastMs: this._tokensAt, nowMs: t, signalsPerSec, queued: this._outbox.length });
@@ -960,6 +1039,13 @@ export class FlightSimP2P extends EventTarget {
 
   /** @param {ServerMsg} m */
   _onServerMsg(m) {
+    const mv = this._move;
+    if (mv && !mv.welcomed && m.type !== 'Redirect') {
+      // The new connection of a move, before its Welcome (the old one's control never gets here).
+      if (m.type === 'Welcome') this._moveWelcome(mv, m);
+      else if (m.type === 'Error') mv.error = FspError.fromServer(m.code, m.message);
+      return;
+    }
     switch (m.type) {
       case 'Welcome': {
         const previousPeerId = this.peerId;
@@ -1058,7 +1144,9 @@ export class FlightSimP2P extends EventTarget {
           this._armQuality();
         }
         // Back after a lost connection: it may be a restarted client whose counter began again.
-        if (m.online) this._rxSeq.reset(m.peer);
+        // Not during a move: that is the peer arriving on the new node with us, its counter going
+        // on, and its frames still coming on the old connection too (rule 10).
+        if (m.online && !this._move) this._rxSeq.reset(m.peer);
         this._emit('peerstatus', { peer: m.peer, online: m.online });
         break;
       }
@@ -1183,7 +1271,12 @@ export class FlightSimP2P extends EventTarget {
     this._liveTimer = 0;
   }
 
-  _onRelayFrame(frame) {
+  /**
+   * A relay frame from connection `from` (the current one, or during a move the old or the new
+   * one: rule 10 takes from both in the overlap; the envelope drops the second copy).
+   * @param {Uint8Array} frame @param {SignalTransport|null} [from]
+   */
+  _onRelayFrame(frame, from = this.conn) {
     let r;
     try {
       r = decodeRelay(frame);
@@ -1191,9 +1284,10 @@ export class FlightSimP2P extends EventTarget {
       this.stats.relayBadFrames++;
       return;
     }
-    this._live = livenessHeard(this._live);
+    // The old connection of a move gives no liveness verdict, either way (rule 10).
+    if (from === this.conn) this._live = livenessHeard(this._live);
     // A quality frame is answered on the relay and goes no further.
-    if (this._onQualityFrame(r.peer, r.payload, null)) return;
+    if (this._onQualityFrame(r.peer, r.payload, null, from)) return;
     this.stats.relayReceived++;
     this._deliverFlight(r.peer, r.payload, 'relay');
   }
@@ -1210,7 +1304,11 @@ export class FlightSimP2P extends EventTarget {
       return;
     }
     const l = this.links.get(from);
+    // The same frame again (during a move it comes on the old and the new connection, rule 10):
+    // not newer, so dropped as stale like any late frame, never delivered twice; counted apart too.
+    const duplicate = this._rxSeq.last.get(from) === f.seq;
     if (!this._rxSeq.accept(from, f.seq)) {
+      if (duplicate) this.stats.duplicatesDropped++;
       this.stats.staleDropped++;
       if (l) {
         l.staleDropped++;
@@ -1237,10 +1335,13 @@ export class FlightSimP2P extends EventTarget {
    * A payload on a peer path (DataChannel `dc`, or the relay when null) that starts FF FF FF FF is
    * a quality frame: a request is answered at once on the path it came on, a reply feeds the
    * peer's tracker, a malformed one is counted as a bad frame. Never flight data: not filtered,
-   * not counted, not delivered. Returns whether `data` was one.
+   * not counted, not delivered. Returns whether `data` was one. A request that came on the relay is
+   * answered on the connection it came on (`conn`; during a move's overlap it comes on both and is
+   * answered on both: the requester's tracker takes the first reply only).
    * @param {number} from @param {Uint8Array} data @param {RTCDataChannel|null} dc
+   * @param {SignalTransport|null} [conn]
    */
-  _onQualityFrame(from, data, dc) {
+  _onQualityFrame(from, data, dc, conn = this.conn) {
     if (!isQualityFrame(data)) return false;
     const f = parseQualityFrame(data);
     if (!f) {
@@ -1255,8 +1356,10 @@ export class FlightSimP2P extends EventTarget {
         } catch {
           // the channel closed meanwhile: the requester counts it lost
         }
-      } else if (this.conn && this.state === 'connected') {
-        this.conn.sendRelay(encodeRelay(from, reply));
+      } else if (this.state === 'connected') {
+        const conns = this._relayConns();
+        const on = conn && conns.includes(conn) ? [conn] : conns;
+        for (const c of on) c.sendRelay(encodeRelay(from, reply));
       }
       return true;
     }
@@ -1358,8 +1461,10 @@ export class FlightSimP2P extends EventTarget {
       } catch {
         // lost: the tracker decides so after the timeout
       }
-    } else if (path === 'relay' && l.online && this.conn && this.state === 'connected') {
-      this.conn.sendRelay(encodeRelay(l.id, frame));
+    } else if (path === 'relay' && l.online && this.state === 'connected') {
+      // During a move's overlap on both connections: the first reply is the sample.
+      const f = encodeRelay(l.id, frame);
+      for (const c of this._relayConns()) c.sendRelay(f);
     }
   }
 
@@ -1378,6 +1483,11 @@ export class FlightSimP2P extends EventTarget {
   /** @param {{code: number|null, reason: string, error?: unknown}} info */
   _onTransportClosed(info) {
     if (this.state === 'closed') return;
+    if (this._move) {
+      // The new connection of a move failed or closed (or went silent): rule 10, not rule 3.
+      this._moveNewFailed(this._move, info.reason || 'connection lost');
+      return;
+    }
     if (this.state === 'reconnecting') {
       // A reconnection attempt refused or closed: tried again with the backoff, or final (rule 3).
       const code = info.code ?? (this._lastFatal ? this._lastFatal.code : null);
@@ -1440,6 +1550,15 @@ export class FlightSimP2P extends EventTarget {
    * @param {{type: 'Redirect', reason: RedirectReason, node: NodeAddr}} m
    */
   _onRedirect(m) {
+    // Asked: the answer to a Hello (a new connection not yet welcomed, or a reconnection's) or to
+    // a create/join. Unasked: anything else while connected.
+    const asked = this.state !== 'connected' || !!this._pendingMsg || !this.welcome || !!(this._move && !this._move.welcomed);
+    if (this._move) {
+      // Only the new connection's control gets here during a move (the old one's is ignored):
+      // the move ends on it (rule 10: close_old), and the redirect is followed from there as usual.
+      this._moveEvent({ event: 'redirect', on: 'new', reason: m.reason, unasked: !asked, inSession: !!this.session,
+        version: this.welcome ? this.welcome.version : 0, resumed: null });
+    }
     const count = this._redirectState('redirect');
     this._emit('redirect', { reason: m.reason, node: m.node, count });
     const plan = redirectPlan({
@@ -1462,6 +1581,17 @@ export class FlightSimP2P extends EventTarget {
     // Followed: to the node, or (unreachable as given) back to the configured servers.
     this._at = plan.at;
     const why = `redirected to node ${m.node.name} (${m.reason})`;
+    if (plan.action === 'follow' && this.state === 'connected' && this.conn) {
+      // Rule 10: an unasked Placement in a session on a v5 connection is a move, make-before-break.
+      const d = moveStep(moveStart(), {
+        event: 'redirect', on: 'current', reason: m.reason, unasked: !asked, inSession: !!this.session,
+        version: this.welcome ? this.welcome.version : 0, resumed: null,
+      }, now());
+      if (d.action === 'open_new') {
+        this._moveOpen(m, d);
+        return;
+      }
+    }
     const resend = this._pendingMsg;
     if (this.state === 'reconnecting' && this._rc) {
       // An attempt was redirected: go again at once, to the node; the backoff starts over
@@ -1479,6 +1609,204 @@ export class FlightSimP2P extends EventTarget {
     this._startReconnect(why, 0, resend);
   }
 
+  // --- internals: moving with the session (PROTOCOL.md §11 "Moving a session", §12 rule 10) ----
+
+  /** The connections relay frames go out on now: the current one, or rule 10's send_on during a move. */
+  _relayConns() {
+    const mv = this._move;
+    if (!mv) return this.conn ? [this.conn] : [];
+    const { sendOn } = moveRoutes(mv.state);
+    const out = [];
+    if (sendOn.includes('old') && mv.old) out.push(mv.old);
+    if (sendOn.includes('new') && mv.neu) out.push(mv.neu);
+    return out;
+  }
+
+  /** Whether relay frames from `t` are taken now (rule 10's take_from during a move). @param {SignalTransport} t */
+  _takesFrom(t) {
+    const mv = this._move;
+    if (!mv) return true;
+    const { takeFrom } = moveRoutes(mv.state);
+    return (takeFrom.includes('old') && t === mv.old) || (takeFrom.includes('new') && t === mv.neu);
+  }
+
+  /** Whether control messages may go out: always, but during a move only on the welcomed new connection. */
+  _controlReady() {
+    const mv = this._move;
+    return !mv || (moveRoutes(mv.state).controlOn === 'new' && mv.welcomed && this.conn === mv.neu);
+  }
+
+  /**
+   * Start a move (rule 10 `open_new`): keep the current connection as `old` for relay frames only
+   * (what else it says is ignored, its close is an event of the move, never a reconnection), and
+   * open a connection to the node by the same transport choice as a reconnection, Hello with the
+   * resume token. The app sees `move` events, then `moved`.
+   * @param {{type: 'Redirect', reason: string, node: NodeAddr}} m @param {import('./core.js').MoveDecision} d
+   */
+  _moveOpen(m, d) {
+    const old = /** @type {SignalTransport} */ (this.conn);
+    const mv = {
+      state: d.state, old, neu: /** @type {SignalTransport|null} */ (null), node: m.node, startedAt: now(), timer: 0,
+      welcomeTimer: 0, previousPeerId: this.peerId, welcomed: false, error: /** @type {FspError|null} */ (null),
+      reason: '', oldCloseCode: /** @type {number|null} */ (null),
+    };
+    this._move = mv;
+    old.onControl = () => {};
+    old.onProtocolError = () => {};
+    old.onRelay = (frame) => { if (this._move === mv && mv.old === old && this._takesFrom(old)) this._onRelayFrame(frame, old); };
+    old.onClosed = (info) => {
+      if (this._move !== mv || mv.old !== old) return;
+      mv.old = null;
+      // (20 `replaced` when the old node ends the overlap)
+      mv.oldCloseCode = info ? info.code : null;
+      this._moveEvent({ event: 'old_closed', on: 'old' });
+    };
+    this.conn = null;
+    // No liveness verdict from the old connection; the new one's Welcome starts it again.
+    this._stopTimers();
+    if (this._goingAway) clearTimeout(this._goingAway.timer);
+    this._goingAway = null;
+    this._lastFatal = null;
+    this._pings.clear();
+    this._emit('move', { event: 'redirect', action: d.action, phase: d.phase, node: m.node.name, code: null });
+    this._moveConnect(mv);
+  }
+
+  /** Open the move's new connection (one attempt, the reconnection's timeout). @param {any} mv */
+  async _moveConnect(mv) {
+    let token;
+    try {
+      token = await this._accessToken();
+    } catch (e) {
+      if (this._move === mv) this._moveNewFailed(mv, `getToken() failed: ${describe(e)}`);
+      return;
+    }
+    if (this._move !== mv || this.state !== 'connected') return;
+    const startedAt = now();
+    const limit = attemptTimeoutMs(this.srttMs, this.options.connectTimeoutMs);
+    /** @type {SignalTransport} */
+    let t;
+    try {
+      t = this._makeTransport(token);
+    } catch (e) {
+      this._moveNewFailed(mv, describe(e));
+      return;
+    }
+    mv.neu = t;
+    this.conn = t;
+    const up = this._attach(t);
+    const first = this.options.fastConnect ? [encodeClientMsg(this._hello())] : null;
+    mv.welcomeTimer = setTimeout(() => {
+      if (this._move === mv && mv.neu === t && !mv.welcomed) this._moveNewFailed(mv, `no Welcome within ${limit} ms`);
+    }, limit);
+    try {
+      await withTimeout(t.open(first), limit, () => new Error(`not connected within ${limit} ms`));
+    } catch (e) {
+      if (this._move === mv && mv.neu === t) this._moveNewFailed(mv, e instanceof Error ? e.message : describe(e));
+      return;
+    }
+    if (this._move !== mv || mv.neu !== t || this.conn !== t) {
+      if (this.conn !== t) this._abandon(t);
+      return;
+    }
+    this._transportUp(t, startedAt);
+    if (!(first && t.firstSent)) this._writeMsg(this._hello());
+    up();
+  }
+
+  /** The move's new connection failed (before its Welcome) or closed (after it). @param {any} mv @param {string} reason */
+  _moveNewFailed(mv, reason) {
+    if (this._move !== mv) return;
+    clearTimeout(mv.welcomeTimer);
+    mv.reason = mv.error ? mv.error.message : reason;
+    this._moveEvent({ event: mv.welcomed ? 'new_closed' : 'new_failed', on: 'new' });
+  }
+
+  /**
+   * The new connection's Welcome: a step of the move, then the Welcome as on any connection
+   * (liveness, token, limits). Not resumed (the seat was gone): rejoin on it (rule 4's after_reconnect).
+   * @param {any} mv @param {WelcomeMsg} m
+   */
+  _moveWelcome(mv, m) {
+    mv.welcomed = true;
+    clearTimeout(mv.welcomeTimer);
+    const resumed = m.resumed && m.peerId === this.peerId;
+    this._moveEvent({ event: 'new_welcome', on: 'new', resumed });
+    const previousPeerId = this.peerId;
+    this._onServerMsg(m);
+    if (!resumed && this.state === 'connected') {
+      const rc = {
+        startedAt: mv.startedAt, attempt: 1, reason: `moved to node ${mv.node.name}`, previousPeerId: mv.previousPeerId,
+        sessionKey: this.session ? this._sessionKey : null, resend: null, rejoinSent: false,
+      };
+      this._reconnected(/** @type {any} */ (rc), m, previousPeerId);
+    }
+    this._pump();
+  }
+
+  /**
+   * One event of the move machine (core.js moveStep) and its action: drop the old connection, the
+   * new one, or both and reconnect; arm the overlap's cap. @param {import('./core.js').MoveEvent} ev
+   */
+  _moveEvent(ev) {
+    const mv = this._move;
+    if (!mv || this.state === 'closed') return null;
+    const s0 = mv.state.phase;
+    const d = moveStep(mv.state, ev, now());
+    mv.state = d.state;
+    clearTimeout(mv.timer);
+    mv.timer = 0;
+    if (d.wakeAtMs !== null) {
+      mv.timer = setTimeout(() => {
+        if (this._move === mv) this._moveEvent({ event: 'tick', on: null });
+      }, Math.max(0, d.wakeAtMs - now()));
+    }
+    if (d.action === 'ignore' || (d.action === 'none' && d.phase === s0)) return d;
+    if (d.action === 'close_old' && mv.old) {
+      const old = mv.old;
+      mv.old = null;
+      this._abandon(old);
+    }
+    if (d.phase === 'old_only' && mv.neu) {
+      // The new connection failed: stay on the old one until it closes (rule 10).
+      const t = mv.neu;
+      mv.neu = null;
+      clearTimeout(mv.welcomeTimer);
+      if (this.conn === t) this.conn = null;
+      this._abandon(t);
+      this._stopTimers();
+    }
+    this._emit('move', {
+      event: ev.event, action: d.action, phase: d.phase, node: mv.node.name, code: ev.event === 'old_closed' ? mv.oldCloseCode : null,
+    });
+    if (d.phase === 'settled') {
+      this._move = null;
+      clearTimeout(mv.welcomeTimer);
+      if (d.action === 'reconnect') {
+        // Neither connection is left: a lost connection (rule 3's resume, first to the named node).
+        this._startReconnect(`moving to node ${mv.node.name} failed: ${mv.reason || 'connection lost'}`, 0);
+      } else if (mv.welcomed) {
+        this.moves++;
+        this.movedTo = mv.node.name;
+        this._emit('moved', { node: mv.node.name, transport: this.transport, url: this.transportUrl, ms: now() - mv.startedAt });
+        this._pump();
+      }
+    }
+    return d;
+  }
+
+  /** End a move at once (a reconnection or the close takes over): let go of its old connection. */
+  _moveAbort() {
+    const mv = this._move;
+    if (!mv) return;
+    this._move = null;
+    clearTimeout(mv.timer);
+    clearTimeout(mv.welcomeTimer);
+    if (mv.old) this._abandon(mv.old);
+    mv.old = null;
+    if (mv.neu && mv.neu !== this.conn) this._abandon(mv.neu);
+  }
+
   // --- internals: reconnecting ---------------------------------------------------------------
 
   /**
@@ -1490,6 +1818,7 @@ export class FlightSimP2P extends EventTarget {
    * @param {ClientMsg|null} [resend] a redirected create/join, sent again after the Welcome
    */
   _startReconnect(reason, delayMs, resend = null) {
+    this._moveAbort();
     const old = this.conn;
     this.conn = null;
     if (old) this._abandon(old);
@@ -1705,6 +2034,7 @@ export class FlightSimP2P extends EventTarget {
 
   _teardown(err) {
     this.state = 'closed';
+    this._moveAbort();
     this._endReconnect();
     if (this._goingAway) clearTimeout(this._goingAway.timer);
     this._goingAway = null;

@@ -11,11 +11,12 @@
 
 /**
  * Protocol version carried in Hello. 3: this client may send `Report` (PROTOCOL.md §14); 4:
- * CreateSession / JoinSession end with `region_rtts` on the connection (§4, §11 "Regions").
+ * CreateSession / JoinSession end with `region_rtts` on the connection (§4, §11 "Regions"); 5: this
+ * client follows a session that moves to another node make-before-break (§11 "Moving a session", §12 rule 10).
  * The Hello has exactly version 2's fields (the access token option, which this client leaves
  * empty: its token rides in the URL).
  */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 /** The first protocol version whose CreateSession / JoinSession carry `region_rtts`. */
 export const REGIONS_MIN_VERSION = 4;
 /** The first protocol version whose connections take `Report`. */

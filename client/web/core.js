@@ -4,8 +4,8 @@
 // function: the reconnect schedule and when to give up, what a close code or a server error
 // means, resume or rejoin, redirects and node rotation, liveness, attempt and request
 // deadlines, the control stream's rate, the QUIC/WebSocket race, the direct/TURN/relay path
-// of a peer, each peer's link quality (echoes, RTT, loss, grade) and the report schedule
-// (PROTOCOL.md §14). Time and randomness are inputs
+// of a peer, each peer's link quality (echoes, RTT, loss, grade), the report schedule
+// (PROTOCOL.md §14) and following a session that moves to another node make-before-break (§12 rule 10). Time and randomness are inputs
 // (`nowMs`, `random`): no timers, no clock, no RTCPeerConnection, no WebSocket here, so the
 // rules run under node with simulated time (tests/browser/core.test.mjs). The shell
 // (client.js, mesh.js, transports.js) does the I/O and asks these functions what to do.
@@ -1162,7 +1162,10 @@ export const REGIONS = Object.freeze({
   deadlineMs: 1000,
   /** a measurement (and the node list it came from) is kept this long */
   cacheMs: 5 * 60 * 1000,
-  /** HTTP timings per node; the best one is the node's RTT (the first also opens the connection) */
+  /**
+   * timings per node, the best one is the node's RTT: HTTP (the first also opens the connection),
+   * or WebTransport handshakes (each a new session)
+   */
   tries: 2,
   /** the protocol's bounds on a list (§4): at most 16 entries, names of 1 to 32 `a-z 0-9 -` */
   maxEntries: 16,
@@ -1182,9 +1185,11 @@ export function httpOfWsUrl(wsUrl) {
  * The nodes to time, from a `GET /nodes` answer: one per region, the first listed that has an
  * HTTP address (a node without one is skipped), and none at all unless the list names at least
  * two regions. A region name the server would refuse (§4) is left out, and so are regions past
- * the 16th, so that what is measured can always be sent.
+ * the 16th, so that what is measured can always be sent. `quic` (`host:port`, '' if the node
+ * has none or it is malformed) and `certSha256` (hex, null for a CA-signed certificate) say how
+ * to reach it by WebTransport (regionProbeKind).
  * @param {any} list the parsed JSON (`{nodes: [{name, region, quic, http, cert_sha256}]}`)
- * @returns {{region: string, http: string, name: string}[]}
+ * @returns {RegionTarget[]}
  */
 export function regionTargets(list) {
   const nodes = list && Array.isArray(list.nodes) ? list.nodes : [];
@@ -1197,10 +1202,42 @@ export function regionTargets(list) {
     if (out.some((t) => t.region === n.region)) continue;
     const http = String(n.http || '').trim().replace(/\/+$/, '');
     if (!/^https?:\/\/[^/]+$/.test(http)) continue;
-    out.push({ region: n.region, http, name: String(n.name || '') });
+    const quic = String(n.quic || '').trim();
+    const cert = typeof n.cert_sha256 === 'string' && /^[0-9a-fA-F]{64}$/.test(n.cert_sha256) ? n.cert_sha256.toLowerCase() : null;
+    out.push({
+      region: n.region, http, name: String(n.name || ''),
+      quic: /^(\[[0-9a-fA-F:.]+\]|[^\s/:[\]]+):\d{1,5}$/.test(quic) ? quic : '', certSha256: cert,
+    });
     if (out.length === REGIONS.maxEntries) break;
   }
   return out;
+}
+
+/**
+ * @typedef {{region: string, http: string, name: string, quic: string, certSha256: string|null}} RegionTarget
+ *   a node to time: its region, HTTP base, name, and WebTransport address (`host:port`, or '') and pin
+ */
+
+/**
+ * How to time a node (PROTOCOL.md §11 "Clients measure": a browser times WebTransport or `GET
+ * /healthz`): by WebTransport handshakes when this browser has WebTransport and the node a QUIC
+ * address, else by HTTP. The shell times HTTP alongside, which counts when no handshake ended in
+ * time (UDP blocked: regionResult's fallback).
+ * @param {{quic?: string}} target @param {boolean} hasWebTransport
+ * @returns {'webtransport'|'http'}
+ */
+export function regionProbeKind(target, hasWebTransport) {
+  return hasWebTransport && !!(target && target.quic) ? 'webtransport' : 'http';
+}
+
+/**
+ * One WebTransport try's round trip: the time from creating the session to its `ready` holds two of
+ * them, the QUIC handshake and the CONNECT request (browsers expose no RTT estimate), so half of
+ * it. Comparable with an HTTP try on a warm connection (one round trip).
+ * @param {number} readyMs
+ */
+export function webTransportTryMs(readyMs) {
+  return readyMs / 2;
 }
 
 /** The key a measurement is cached under: the nodes timed (a node list with the same ones shares it). */
@@ -1226,16 +1263,20 @@ export function bestRttMs(tries, startedAtMs, deadlineMs = REGIONS.deadlineMs) {
 
 /**
  * What a measurement yields: one entry per region whose node answered in time (the others are
- * left out), in the order the node list gave.
+ * left out), in the order the node list gave. With `fallbackTries` (HTTP timings taken alongside
+ * WebTransport ones), a region's `triesByRegion` count when one of them ended in time, else its
+ * fallback ones.
  * @param {{region: string}[]} targets
  * @param {Map<string, {ms: number, endAtMs: number}[]>} triesByRegion
  * @param {number} startedAtMs
+ * @param {Map<string, {ms: number, endAtMs: number}[]>|null} [fallbackTries]
  * @returns {{region: string, rttMs: number}[]}
  */
-export function regionResult(targets, triesByRegion, startedAtMs) {
+export function regionResult(targets, triesByRegion, startedAtMs, fallbackTries = null) {
   const out = [];
   for (const t of targets) {
-    const ms = bestRttMs(triesByRegion.get(t.region) || [], startedAtMs);
+    let ms = bestRttMs(triesByRegion.get(t.region) || [], startedAtMs);
+    if (ms === null && fallbackTries) ms = bestRttMs(fallbackTries.get(t.region) || [], startedAtMs);
     if (ms !== null) out.push({ region: t.region, rttMs: ms });
   }
   return out;
@@ -1279,4 +1320,132 @@ export function regionsAfterList(cache, targets, nowMs) {
 export function regionRttsToSend(cache, nowMs) {
   if (!cache || !(nowMs - cache.atMs < REGIONS.cacheMs)) return [];
   return cache.rtts.map((e) => ({ ...e }));
+}
+
+// ---------------------------------------------------------------------------
+// Moving with the session (PROTOCOL.md §11 "Moving a session (version 5)", §12 rule 10;
+// tested in tests/browser/move.test.mjs and the `move` vectors)
+// ---------------------------------------------------------------------------
+
+/** The overlap's cap: the old connection is closed (code 999) this long after the redirect at the latest. */
+export const MOVE_OLD_CLOSE_AFTER_MS = 10000;
+
+/** The first protocol version whose clients follow a move make-before-break. */
+export const MOVE_MIN_VERSION = 5;
+
+/**
+ * @typedef {'settled'|'opening'|'overlap'|'old_only'|'new_only_opening'} MovePhase
+ * @typedef {{phase: MovePhase, redirectAtMs: number|null}} MoveState
+ * @typedef {'redirect'|'new_welcome'|'new_failed'|'new_closed'|'old_closed'|'tick'} MoveEventKind
+ * @typedef {{event: MoveEventKind, on?: 'current'|'old'|'new'|null, reason?: string|null, unasked?: boolean|null,
+ *   inSession?: boolean|null, version?: number|null, resumed?: boolean|null}} MoveEvent
+ * @typedef {'none'|'not_a_move'|'open_new'|'ignore'|'close_old'|'send_on_both'|'use_new'|'reconnect'} MoveAction
+ * @typedef {{state: MoveState, action: MoveAction, phase: MovePhase, sendOn: string[], takeFrom: string[],
+ *   controlOn: 'current'|'new'|null, wakeAtMs: number|null}} MoveDecision
+ */
+
+/** The machine before any move (and after one): one connection, `current`. @returns {MoveState} */
+export function moveStart() {
+  return { phase: 'settled', redirectAtMs: null };
+}
+
+/**
+ * Where relay frames go and come from, where control messages go, and when to tick, in a phase
+ * (rule 10): settled on `current`; opening and old_only relay on `old`; overlap on both;
+ * new_only_opening nowhere. Control goes on `new` from the redirect on (it waits for its
+ * Welcome), nowhere in old_only (it waits for the reconnection).
+ * @param {MoveState} s
+ */
+export function moveRoutes(s) {
+  switch (s.phase) {
+    case 'opening': return { sendOn: ['old'], takeFrom: ['old'], controlOn: /** @type {const} */ ('new'), wakeAtMs: null };
+    case 'overlap': return {
+      sendOn: ['old', 'new'], takeFrom: ['old', 'new'], controlOn: /** @type {const} */ ('new'),
+      wakeAtMs: /** @type {number} */ (s.redirectAtMs) + MOVE_OLD_CLOSE_AFTER_MS,
+    };
+    case 'old_only': return { sendOn: ['old'], takeFrom: ['old'], controlOn: null, wakeAtMs: null };
+    case 'new_only_opening': return { sendOn: [], takeFrom: [], controlOn: /** @type {const} */ ('new'), wakeAtMs: null };
+    default: return { sendOn: ['current'], takeFrom: ['current'], controlOn: /** @type {const} */ ('current'), wakeAtMs: null };
+  }
+}
+
+/**
+ * Whether a Redirect starts a move (rule 10): reason Placement, unasked, in a session, on a
+ * connection whose version is 5 or later. Anything else is followed as before (rules 4 and 5).
+ * @param {MoveEvent} ev
+ */
+export function redirectIsMove(ev) {
+  return String(ev.reason || '').toLowerCase() === 'placement' && !!ev.unasked && !!ev.inSession
+    && Number(ev.version) >= MOVE_MIN_VERSION;
+}
+
+/**
+ * One step of the move machine (rule 10, the table of PROTOCOL.md §12): an event in, at `nowMs`;
+ * the action for the shell out, with the phase after it and its routes (moveRoutes). Every event
+ * the table does not name gives `none` and changes nothing.
+ * @param {MoveState} s @param {MoveEvent} ev @param {number} nowMs
+ * @returns {MoveDecision}
+ */
+export function moveStep(s, ev, nowMs) {
+  /** @type {MoveAction} */
+  let action = 'none';
+  let next = s;
+  const to = (/** @type {MovePhase} */ phase, redirectAtMs = s.redirectAtMs) => ({ phase, redirectAtMs: phase === 'settled' ? null : redirectAtMs });
+  const p = s.phase;
+  switch (ev.event) {
+    case 'redirect':
+      if (p === 'settled') {
+        if (redirectIsMove(ev)) {
+          action = 'open_new';
+          next = to('opening', nowMs);
+        } else action = 'not_a_move';
+      } else if (ev.on === 'old' && (p === 'opening' || p === 'overlap' || p === 'old_only')) {
+        action = 'ignore';
+      } else if (ev.on === 'new' && (p === 'opening' || p === 'overlap' || p === 'new_only_opening')) {
+        action = 'close_old';
+        next = to('settled');
+      }
+      break;
+    case 'new_welcome':
+      if (p === 'opening') {
+        if (ev.resumed) {
+          action = 'send_on_both';
+          next = to('overlap');
+        } else {
+          action = 'close_old';
+          next = to('settled');
+        }
+      } else if (p === 'new_only_opening') {
+        action = 'use_new';
+        next = to('settled');
+      }
+      break;
+    case 'new_failed':
+      if (p === 'opening') next = to('old_only');
+      else if (p === 'new_only_opening') {
+        action = 'reconnect';
+        next = to('settled');
+      }
+      break;
+    case 'new_closed':
+      if (p === 'overlap') next = to('old_only');
+      break;
+    case 'old_closed':
+      if (p === 'opening') next = to('new_only_opening');
+      else if (p === 'overlap') {
+        action = 'use_new';
+        next = to('settled');
+      } else if (p === 'old_only') {
+        action = 'reconnect';
+        next = to('settled');
+      }
+      break;
+    case 'tick':
+      if (p === 'overlap' && nowMs >= /** @type {number} */ (s.redirectAtMs) + MOVE_OLD_CLOSE_AFTER_MS) {
+        action = 'close_old';
+        next = to('settled');
+      }
+      break;
+  }
+  return { state: next, action, phase: next.phase, ...moveRoutes(next) };
 }

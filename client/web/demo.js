@@ -18,7 +18,9 @@
 //   fast=0          old connection sequence: Hello on the control stream, not in the URL
 //   live=MS         take the connection for lost after a Ping unanswered this long (default: adaptive, 1.5–10 s from the server round trip)
 //   tx=0            do not send aircraft state (tests)
-import { FlightSimP2P, FspError } from './fsp2p.js';
+//   regions=eu:40,us:30  FOR TESTS: send these round trips (ms per region) with create/join instead of
+//                   measuring (the client's injectRegionRtts), so a regional cluster places or moves the session
+import { FlightSimP2P, FspError, httpOfWsUrl } from './fsp2p.js';
 
 const params = new URLSearchParams(location.search);
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -40,6 +42,10 @@ const cfg = {
   liveTimeoutMs: params.get('live') !== null ? Number(params.get('live')) : undefined,
   qualityEchoes: params.get('echo') !== '0',
   tx: params.get('tx') !== '0',
+  injectRegionRtts: params.get('regions') ? params.get('regions').split(',').map((e) => {
+    const [region, ms] = e.split(':');
+    return { region, rttMs: Number(ms) };
+  }) : null,
 };
 
 function flag(name) {
@@ -76,6 +82,10 @@ let errorsAtStart = 0;
 let starting = false;
 /** detail of the client's last `transport` event */
 let transportEvent = null;
+/** the node the session is on, as its GET /nodes lists itself first: {name, region}, or null */
+let node = null;
+/** the round trips measured to each region of the cluster (the client's regionRtts()) */
+let regions = [];
 let txCount = 0;
 let txRate = 0;
 let lastRateAt = performance.now();
@@ -180,6 +190,7 @@ async function start(code) {
       fastConnect: cfg.fastConnect,
       liveTimeoutMs: cfg.liveTimeoutMs,
       qualityEchoes: cfg.qualityEchoes,
+      injectRegionRtts: cfg.injectRegionRtts,
     });
     client = c;
     $('server-url').textContent = cfg.transport === 'websocket' ? c.options.wsUrl : c.options.url;
@@ -210,6 +221,30 @@ async function leave() {
   if (client === null || client === c) stop();
 }
 
+/** Ask the connected node who it is (GET /nodes lists the node itself first) and show it. @param {FlightSimP2P} c */
+async function showNode(c) {
+  const base = httpOfWsUrl(c.server.wsUrl);
+  if (!base) return;
+  try {
+    const r = await fetch(`${base}/nodes`, { cache: 'no-store' });
+    const first = (await r.json()).nodes[0];
+    if (client !== c || !first) return;
+    node = { name: String(first.name), region: first.region === null ? null : String(first.region) };
+  } catch {
+    return; // an older server without /nodes: nothing to show
+  }
+  renderNode();
+}
+
+function renderNode() {
+  $('node').textContent = node ? `${node.name}${node.region ? ` (region ${node.region})` : ''}` : '–';
+  $('node').dataset.region = node && node.region ? node.region : '';
+}
+
+function renderRegions() {
+  $('regions').textContent = regions.length ? regions.map((e) => `${e.region} ${e.rttMs} ms`).join(' · ') : '–';
+}
+
 function stop(resetStatus = true) {
   const c = client;
   client = null;
@@ -225,6 +260,10 @@ function stop(resetStatus = true) {
   $('server-rtt').textContent = '–';
   $('transport').textContent = '–';
   $('transport').dataset.kind = '';
+  node = null;
+  regions = [];
+  renderNode();
+  renderRegions();
   renderPeers();
   renderForceRelay();
   if (resetStatus) setStatus('idle', 'not connected');
@@ -247,6 +286,25 @@ function wire(c) {
   on('welcome', (d) => {
     $('me-id').textContent = String(d.peerId);
     addLog(`welcome: peer ${d.peerId}, ${d.iceServers.length} ICE server(s)`);
+    // Which node (and region) this connection reached: a redirect or a move changes it.
+    showNode(c);
+    regions = c.regionRtts();
+    renderRegions();
+  });
+  on('regions', (d) => {
+    regions = d.rtts;
+    renderRegions();
+    if (d.rtts.length) addLog(`regions measured: ${d.rtts.map((e) => `${e.region} ${e.rttMs} ms`).join(', ')}`);
+  });
+  // A regional cluster moves the session to a better region (PROTOCOL.md §11, version 5): the
+  // library opens the new node's connection before it lets go of the old one, no frame lost.
+  on('move', (d) => {
+    if (d.event === 'redirect') addLog(`the session moves to node ${d.node}: connecting there, relaying on both meanwhile`);
+    else if (d.action === 'reconnect') addLog(`moving to node ${d.node} failed: reconnecting`, true);
+  });
+  on('moved', (d) => {
+    addLog(`the session moved to node ${d.node} (${d.transport}, ${d.ms.toFixed(0)} ms from the redirect to the old connection's end)`);
+    showNode(c);
   });
   on('session', (d) => {
     const s = d.session;
@@ -255,6 +313,7 @@ function wire(c) {
     const share = new URL(location.href);
     share.searchParams.delete('create');
     share.searchParams.delete('name');
+    share.searchParams.delete('regions');
     share.searchParams.set('join', s.code);
     $('share').setAttribute('href', share.toString());
     $('share').textContent = share.toString();
@@ -654,6 +713,14 @@ window.fsp2pDemo = {
   cfg,
   get transportEvent() {
     return transportEvent;
+  },
+  /** {name, region} of the node the session is on (updated after a move), or null */
+  get node() {
+    return node;
+  },
+  /** [{region, rttMs}] measured (or injected) for the cluster's regions */
+  get regions() {
+    return regions;
   },
   me,
   remote,

@@ -29,7 +29,8 @@
 //   flight.js      the flight-data envelope (sequence numbers, stale-message filter)
 //   core.js        every decision, sans IO: reconnect/backoff, close codes, redirects and node
 //                  rotation, liveness, deadlines, the QUIC/WebSocket race, path switching,
-//                  per-peer link quality and the report schedule (PROTOCOL.md §14)
+//                  per-peer link quality and the report schedule (PROTOCOL.md §14), following a
+//                  session that moves to another node (rule 10)
 //   transports.js  WebTransport and WebSocket (and the race between them)
 //   mesh.js        RTCPeerConnection and DataChannels per peer
 //   client.js      FlightSimP2P, the EventTarget shell that wires them
@@ -61,7 +62,8 @@ export {
   QUALITY, QualityTracker, rawGrade, gradeWithHysteresis, QUALITY_FRAME_BYTES, ECHO_REQUEST, ECHO_REPLY, isQualityFrame,
   encodeQualityFrame, parseQualityFrame, RTT_BUCKET_EDGES_MS, LOSS_BUCKET_EDGES_PCT, BUCKET_UNKNOWN, rttBucket, lossBucket,
   REPORT, CANDIDATE_BITS, reportStart, reportQueue, reportDue, reportNextAt, reportStep,
-  REGIONS, httpOfWsUrl, regionTargets, regionTargetsKey, bestRttMs, regionResult, regionsDue, regionsAfterList, regionRttsToSend,
+  REGIONS, httpOfWsUrl, regionTargets, regionProbeKind, webTransportTryMs, regionTargetsKey, bestRttMs, regionResult, regionsDue, regionsAfterList, regionRttsToSend,
+  MOVE_OLD_CLOSE_AFTER_MS, MOVE_MIN_VERSION, moveStart, moveStep, moveRoutes, redirectIsMove,
 } from './core.js';
 
 export {

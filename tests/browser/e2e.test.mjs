@@ -2202,7 +2202,7 @@ test('14. quality: a direct pair and a relay pair get grades and RTTs from echoe
     assert.ok(q.answered >= 1, `${p.label}: no echo answered`);
     assert.ok(q.srttMs > 0, `${p.label}: srtt ${q.srttMs}`);
     if (path === 'relay') assert.equal(q.iceRttMs, null, 'relay: no ICE RTT to borrow');
-    assert.equal(q.welcomeVersion, 4, 'the server takes Report (Welcome.version ≥ 3; 4 since the client says Hello 4)');
+    assert.equal(q.welcomeVersion, 5, 'the server takes Report (Welcome.version ≥ 3; 5 since the client says Hello 5)');
     // The event fired on the path change and on the first grade.
     assert.ok(q.events.includes(`${path}/unknown`), `${p.label}: events ${q.events}`);
     assert.ok(q.events.some((e) => e.startsWith(`${path}/`) && MEASURED.includes(e.split('/')[1])), `${p.label}: events ${q.events}`);

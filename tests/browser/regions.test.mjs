@@ -8,13 +8,25 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
-  REGIONS, httpOfWsUrl, regionTargets, regionTargetsKey, bestRttMs, regionResult, regionsDue, regionsAfterList,
+  REGIONS, httpOfWsUrl, regionTargets, regionProbeKind, webTransportTryMs, regionTargetsKey, bestRttMs, regionResult, regionsDue, regionsAfterList,
   regionRttsToSend,
 } from '../../client/web/core.js';
 import { FlightSimP2P, decodeClientMsg, encodeServerMsg } from '../../client/web/fsp2p.js';
 import { fakeTransport, tick, LIMITS, TOKEN } from './fakes.mjs';
 
 const node = (name, region, http) => ({ name, region, quic: `${name}:4433`, http, cert_sha256: null });
+
+test('core: a region is timed by WebTransport when the browser has it and the node a QUIC address, else over HTTP; a try is half the handshake', () => {
+  assert.equal(regionProbeKind({ quic: '10.0.0.1:4433' }, true), 'webtransport');
+  assert.equal(regionProbeKind({ quic: '10.0.0.1:4433' }, false), 'http', 'no WebTransport in this browser (or under node)');
+  assert.equal(regionProbeKind({ quic: '' }, true), 'http', 'a node without a QUIC address');
+  assert.equal(webTransportTryMs(300), 150, 'the QUIC handshake and the CONNECT: two round trips');
+  // The handshakes count where one ended in time; else the HTTP timings taken alongside.
+  const targets = [{ region: 'eu' }, { region: 'us' }, { region: 'asia' }];
+  const wt = new Map([['eu', [{ ms: 12.4, endAtMs: 30 }]], ['us', []], ['asia', [{ ms: 80, endAtMs: 1200 }]]]);
+  const http = new Map([['eu', [{ ms: 5, endAtMs: 10 }]], ['us', [{ ms: 160, endAtMs: 400 }]], ['asia', []]]);
+  assert.deepEqual(regionResult(targets, wt, 0, http), [{ region: 'eu', rttMs: 12 }, { region: 'us', rttMs: 160 }]);
+});
 
 test('core: one node per region, the first listed with an HTTP address; none below two regions; bad names out', () => {
   const list = { nodes: [
@@ -33,6 +45,16 @@ test('core: one node per region, the first listed with an HTTP address; none bel
   assert.equal(regionTargets(many).length, REGIONS.maxEntries);
   assert.equal(regionTargetsKey(regionTargets(list)), 'eu=http://10.0.0.1:8080 us=http://10.0.1.2:8080');
   assert.equal(httpOfWsUrl('ws://10.0.0.1:8080/ws'), 'http://10.0.0.1:8080');
+  // How to reach each by WebTransport: its QUIC address and certificate pin.
+  const pinned = regionTargets({ nodes: [
+    { name: 'a', region: 'eu', quic: '10.0.0.1:4433', http: 'http://10.0.0.1:8080', cert_sha256: 'AB'.repeat(32) },
+    { name: 'b', region: 'us', quic: '', http: 'http://10.0.1.1:8080', cert_sha256: null },
+    { name: 'c', region: 'asia', quic: 'no port', http: 'http://10.0.2.1:8080', cert_sha256: 'short' },
+    { name: 'd', region: 'sa', quic: '[2001:db8::1]:4433', http: 'http://10.0.3.1:8080', cert_sha256: null },
+  ] });
+  assert.deepEqual(pinned.map((t) => [t.region, t.quic, t.certSha256]), [
+    ['eu', '10.0.0.1:4433', 'ab'.repeat(32)], ['us', '', null], ['asia', '', null], ['sa', '[2001:db8::1]:4433', null],
+  ]);
   assert.equal(httpOfWsUrl('wss://a.example/ws'), 'https://a.example');
   assert.equal(httpOfWsUrl(''), '');
 });

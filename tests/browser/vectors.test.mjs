@@ -22,6 +22,7 @@ import {
 import {
   QUALITY, QualityTracker, rttBucket, lossBucket, reportDue, REPORT, RTT_BUCKET_EDGES_MS, LOSS_BUCKET_EDGES_PCT,
 } from '../../client/web/core.js';
+import { MOVE_OLD_CLOSE_AFTER_MS, moveStart, moveStep } from '../../client/web/core.js';
 import { FlightSimP2P } from '../../client/web/client.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -308,6 +309,24 @@ const SECTIONS = {
   },
 };
 
+/**
+ * Rule 10, `move` (timed scenarios): core.js moveStep from a settled machine, each step at its
+ * `at_ms`, its action, phase and routes after it. Step names are the step's index.
+ */
+SECTIONS.move = (sc) => {
+  let s = moveStart();
+  sc.steps.forEach((step, n) => {
+    const i = step.input;
+    const d = moveStep(s, {
+      event: i.event, on: i.on, reason: i.reason, unasked: i.unasked, inSession: i.in_session, version: i.version, resumed: i.resumed,
+    }, step.at_ms);
+    s = d.state;
+    assert.deepEqual({
+      action: d.action, phase: d.phase, send_on: d.sendOn, take_from: d.takeFrom, control_on: d.controlOn, wake_at_ms: d.wakeAtMs,
+    }, step.expect, `step ${n} at ${step.at_ms} ms (${i.event}${i.on ? ` on ${i.on}` : ''})`);
+  });
+};
+
 /** The constants the file states, against this client's. */
 test('client vectors: the constants are this client\'s', () => {
   assert.equal(vectors.version, 1);
@@ -340,6 +359,7 @@ test('client vectors: the constants are this client\'s', () => {
     report_max_queued: REPORT.maxQueued,
     rtt_bucket_edges_ms: [...RTT_BUCKET_EDGES_MS],
     loss_bucket_edges_pct: [...LOSS_BUCKET_EDGES_PCT],
+    move_old_close_after_ms: MOVE_OLD_CLOSE_AFTER_MS,
   };
   for (const [key, value] of Object.entries(mine)) assert.deepEqual(k[key], value, `constants.${key}`);
   // The client's option defaults.
