@@ -80,7 +80,7 @@ async fn serve(
     first: Vec<ClientMsg>,
     token: Option<String>,
 ) {
-    let (mut sink, stream) = socket.split();
+    let (mut sink, mut stream) = socket.split();
     let meta = ConnMeta {
         transport: Transport::WebSocket,
         ip: Some(ip),
@@ -106,7 +106,7 @@ async fn serve(
     let mut writer = tokio::spawn(writer(sink, outlet, keep_alive));
     let mut writer_done = false;
     let clean = tokio::select! {
-        clean = reader(&conn, stream, idle) => clean,
+        clean = reader(&conn, &mut stream, idle) => clean,
         _ = &mut writer => {
             writer_done = true;
             false
@@ -118,15 +118,32 @@ async fn serve(
     conn.close(clean);
     // A finished JoinHandle must not be polled again.
     if !writer_done {
-        let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
+        let _ = tokio::time::timeout(CLOSE_LINGER, &mut writer).await;
         writer.abort();
     }
+    // Our close frame is out: read on (and drop) what the client still
+    // sends until it answers with its own close (RFC 6455 §7.1.1: the
+    // server closes TCP after the closing handshake). Dropped with unread
+    // data in its buffer, the socket would end with a TCP reset, which a
+    // client may see before it reads the close frame and its code.
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Some(Ok(m)) = stream.next().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
+
+/// How long a closing WebSocket waits for its writer to deliver the close
+/// frame, and then for the client's close frame in answer.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// Read messages into the connection until the socket ends, the input is
 /// bad, or nothing (not even a pong) has come for `idle`. Returns true for a
 /// clean close (close code 1000 from the client).
-async fn reader(conn: &Conn, mut stream: SplitStream<WebSocket>, idle: Duration) -> bool {
+async fn reader(conn: &Conn, stream: &mut SplitStream<WebSocket>, idle: Duration) -> bool {
     loop {
         let msg = match tokio::time::timeout(idle, stream.next()).await {
             Ok(Some(msg)) => msg,
