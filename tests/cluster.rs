@@ -1524,11 +1524,12 @@ fn hello5(name: &str, token: Option<Vec<u8>>) -> ClientMsg {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_relayed_pair_moved_to_a_better_region_loses_no_frame() {
-    use flightsim_p2p::protocol::{JoinSession, RedirectReason};
+/// Nodes `a` (region eu) and `b` (region us) that move a session as soon as
+/// their 5 s check finds it worth it (interval 0), with a 1.5 s overlap;
+/// returns once `a` lists `b`, so a move can name it.
+async fn move_pair(test: &str) -> Cluster {
     let cluster = Cluster::start_with(
-        "move",
+        test,
         &["a", "b"],
         false,
         &[
@@ -1544,11 +1545,6 @@ async fn a_relayed_pair_moved_to_a_better_region_loses_no_frame() {
     )
     .await;
     let a_http = cluster.node("a").p().http;
-    let nodes: HashMap<String, std::net::SocketAddr> = ["a", "b"]
-        .iter()
-        .map(|n| (n.to_string(), cluster.node(n).p().http))
-        .collect();
-    // Each node must see the other in its directory before anything moves.
     assert!(
         until(LONG, || async {
             let (_, body) = http_get(a_http, "/nodes");
@@ -1557,6 +1553,18 @@ async fn a_relayed_pair_moved_to_a_better_region_loses_no_frame() {
         .await,
         "node a never listed node b"
     );
+    cluster
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_pair_moved_to_a_better_region_loses_no_frame() {
+    use flightsim_p2p::protocol::{JoinSession, RedirectReason};
+    let cluster = move_pair("move").await;
+    let a_http = cluster.node("a").p().http;
+    let nodes: HashMap<String, std::net::SocketAddr> = ["a", "b"]
+        .iter()
+        .map(|n| (n.to_string(), cluster.node(n).p().http))
+        .collect();
 
     // The host is 10 ms closer to the US: below the create threshold, so
     // the session is created on a (eu). The joiner is far closer to the US.
@@ -1724,31 +1732,7 @@ async fn move_client(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_clients_follow_a_move_without_losing_or_repeating_a_frame() {
     use flightsim_p2p::protocol::JoinSession;
-    let cluster = Cluster::start_with(
-        "rmove",
-        &["a", "b"],
-        false,
-        &[
-            "--placement-move-interval-secs",
-            "0",
-            "--placement-overlap-ms",
-            "1500",
-        ],
-        &|name| {
-            let region = if name == "a" { "eu" } else { "us" };
-            vec!["--region".into(), region.into()]
-        },
-    )
-    .await;
-    let a_http = cluster.node("a").p().http;
-    assert!(
-        until(LONG, || async {
-            let (_, body) = http_get(a_http, "/nodes");
-            body.contains("\"b\"")
-        })
-        .await,
-        "node a never listed node b"
-    );
+    let cluster = move_pair("rmove").await;
     let mut host_cfg = cluster.node("a").config(RelayMode::Datagram);
     host_cfg.measure_regions = false;
     let mut joiner_cfg = host_cfg.clone();

@@ -14,64 +14,19 @@
 // and every Hello the pages sent said version 5. Speed is logged, never asserted.
 // Needs redis-server and Chromium; FSP2P_BIN is the server binary.
 //   FSP2P_BIN=/path/to/flightsim-p2p node --test tests/browser/move-e2e.test.mjs
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, createWriteStream } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { launchChromium, parseMetrics } from './support.mjs';
+import { processes, freeTcpPort, freeUdpPort, ROOT, ARTIFACTS } from './harness.mjs';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const BIN = process.env.FSP2P_BIN || path.join(ROOT, 'target/debug/flightsim-p2p');
-const ARTIFACTS = path.join(ROOT, 'test-artifacts/browser');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-const procs = [];
-const closers = [];
-let tmp = '';
-
-after(async () => {
-  for (const c of closers.reverse()) await Promise.resolve(c()).catch(() => {});
-  for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGTERM');
-  await sleep(300);
-  for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
-  if (tmp) rmSync(tmp, { recursive: true, force: true });
-});
-
-function freeTcpPort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = /** @type {any} */ (s.address());
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function freeUdpPort() {
-  const { createSocket } = await import('node:dgram');
-  return new Promise((resolve, reject) => {
-    const s = createSocket('udp4');
-    s.once('error', reject);
-    s.bind(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function start(name, argv) {
-  const log = createWriteStream(path.join(ARTIFACTS, `move-${name}.log`));
-  const p = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1', RUST_LOG: process.env.RUST_LOG || 'info' } });
-  p.stdout.pipe(log);
-  p.stderr.pipe(log);
-  procs.push(p);
-  return p;
-}
+const { start, onCleanup, tempDir } = processes('move');
 
 async function get(port, p) {
   const r = await fetch(`http://127.0.0.1:${port}${p}`);
@@ -135,7 +90,7 @@ async function startCluster() {
   if (cluster) return cluster;
   assert.ok(spawnSync('sh', ['-c', 'command -v redis-server']).status === 0, 'redis-server not found (scripts/deps.sh installs it)');
   mkdirSync(ARTIFACTS, { recursive: true });
-  tmp = mkdtempSync(path.join(tmpdir(), 'fsp2p-move-'));
+  const tmp = tempDir();
   const redisPort = await freeTcpPort();
   const redis = start('redis', ['redis-server', '--port', String(redisPort), '--save', '', '--appendonly', 'no', '--bind', '127.0.0.1']);
   await waitFor('redis answers', () => new Promise((resolve) => {
@@ -162,7 +117,7 @@ async function startCluster() {
     });
   }
   const browser = await launchChromium();
-  closers.push(() => browser.close());
+  onCleanup(() => browser.close());
   cluster = { nodes, browser };
   return cluster;
 }

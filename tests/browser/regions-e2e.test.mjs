@@ -14,65 +14,20 @@
 //   - a JoinSession carrying the measurement is accepted (no invalid_argument) and joins.
 // Needs redis-server and Chromium; FSP2P_BIN is the server binary.
 //   FSP2P_BIN=/path/to/flightsim-p2p node --test tests/browser/regions-e2e.test.mjs
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, createWriteStream } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { launchChromium, parseMetrics } from './support.mjs';
+import { processes, freeTcpPort, freeUdpPort, ROOT, ARTIFACTS } from './harness.mjs';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const BIN = process.env.FSP2P_BIN || path.join(ROOT, 'target/debug/flightsim-p2p');
-const ARTIFACTS = path.join(ROOT, 'test-artifacts/browser');
 const DELAY_MS = 75; // each way, on node us's announced HTTP address only
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-const procs = [];
-const closers = [];
-let tmp = '';
-
-after(async () => {
-  for (const c of closers.reverse()) await Promise.resolve(c()).catch(() => {});
-  for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGTERM');
-  await sleep(300);
-  for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
-  if (tmp) rmSync(tmp, { recursive: true, force: true });
-});
-
-function freeTcpPort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = /** @type {any} */ (s.address());
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function freeUdpPort() {
-  const { createSocket } = await import('node:dgram');
-  return new Promise((resolve, reject) => {
-    const s = createSocket('udp4');
-    s.once('error', reject);
-    s.bind(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function start(name, argv) {
-  const log = createWriteStream(path.join(ARTIFACTS, `regions-${name}.log`));
-  const p = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1', RUST_LOG: process.env.RUST_LOG || 'info' } });
-  p.stdout.pipe(log);
-  p.stderr.pipe(log);
-  procs.push(p);
-  return p;
-}
+const { start, onCleanup, tempDir } = processes('regions');
 
 /** A TCP proxy to 127.0.0.1:target that holds every chunk `delayMs` in each direction. */
 function delayProxy(port, target, delayMs) {
@@ -137,7 +92,7 @@ const placementRedirects = async (port) => {
 test('regions: a page measures both regions, its create is placed in the nearer one; without a measurement it is not; a join with a measurement is accepted', { timeout: 120000 }, async () => {
   assert.ok(spawnSync('sh', ['-c', 'command -v redis-server']).status === 0, 'redis-server not found (scripts/deps.sh installs it)');
   mkdirSync(ARTIFACTS, { recursive: true });
-  tmp = mkdtempSync(path.join(tmpdir(), 'fsp2p-regions-'));
+  const tmp = tempDir();
   const redisPort = await freeTcpPort();
   const redis = start('redis', ['redis-server', '--port', String(redisPort), '--save', '', '--appendonly', 'no', '--bind', '127.0.0.1']);
   await waitFor('redis answers', () => new Promise((resolve) => {
@@ -150,10 +105,10 @@ test('regions: a page measures both regions, its create is placed in the nearer 
   for (const name of ['eu', 'us']) nodes[name] = { udp: await freeUdpPort(), http: await freeTcpPort() };
   const proxyPort = await freeTcpPort();
   const proxy = await delayProxy(proxyPort, nodes.us.http, DELAY_MS);
-  closers.push(() => new Promise((r) => proxy.close(r)));
+  onCleanup(() => new Promise((r) => proxy.close(r)));
   const udpProxyPort = await freeUdpPort();
   const udpProxy = await udpDelayProxy(udpProxyPort, nodes.us.udp, DELAY_MS);
-  closers.push(() => udpProxy.close());
+  onCleanup(() => udpProxy.close());
   for (const name of ['eu', 'us']) {
     const n = nodes[name];
     start(`node-${name}`, [
@@ -176,7 +131,7 @@ test('regions: a page measures both regions, its create is placed in the nearer 
   assert.equal(us.quic, `127.0.0.1:${udpProxyPort}`, 'and its QUIC port behind the delaying UDP proxy');
 
   const browser = await launchChromium();
-  closers.push(() => browser.close());
+  onCleanup(() => browser.close());
   const page = await browser.newPage();
   page.on('console', (m) => { if (m.type() === 'error') console.log('[page]', m.text()); });
   // Every WebTransport this page opens (its clients are on WebSocket: each one is a region probe).
