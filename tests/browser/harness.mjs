@@ -4,7 +4,7 @@
 // Shared by regions-e2e.test.mjs and move-e2e.test.mjs.
 
 import { after } from 'node:test';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, createWriteStream } from 'node:fs';
 import net from 'node:net';
 import { createSocket } from 'node:dgram';
@@ -65,6 +65,24 @@ export function processes(prefix) {
       p.stderr.pipe(log);
       procs.push(p);
       return p;
+    },
+    /** A redis-server on a free port, answering; its port. */
+    async startRedis() {
+      if (spawnSync('sh', ['-c', 'command -v redis-server']).status !== 0) {
+        throw new Error('redis-server not found (scripts/deps.sh installs it)');
+      }
+      const port = await freeTcpPort();
+      const redis = this.start('redis', ['redis-server', '--port', String(port), '--save', '', '--appendonly', 'no', '--bind', '127.0.0.1']);
+      const answers = () => new Promise((resolve) => {
+        const s = net.connect(port, '127.0.0.1', () => { s.end(); resolve(true); });
+        s.on('error', () => resolve(false));
+      });
+      const end = Date.now() + 20000;
+      while (!(await answers())) {
+        if (redis.exitCode !== null || Date.now() > end) throw new Error(`redis-server on ${port} did not start (${prefix}-redis.log)`);
+        await sleep(100);
+      }
+      return port;
     },
     onCleanup(fn) {
       closers.push(fn);

@@ -16,9 +16,7 @@
 //   FSP2P_BIN=/path/to/flightsim-p2p node --test tests/browser/move-e2e.test.mjs
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { launchChromium, parseMetrics } from './support.mjs';
 import { processes, freeTcpPort, freeUdpPort, ROOT, ARTIFACTS } from './harness.mjs';
@@ -26,7 +24,8 @@ import { processes, freeTcpPort, freeUdpPort, ROOT, ARTIFACTS } from './harness.
 const BIN = process.env.FSP2P_BIN || path.join(ROOT, 'target/debug/flightsim-p2p');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-const { start, onCleanup, tempDir } = processes('move');
+const harness = processes('move');
+const { start, onCleanup, tempDir } = harness;
 
 async function get(port, p) {
   const r = await fetch(`http://127.0.0.1:${port}${p}`);
@@ -88,16 +87,9 @@ let cluster = null;
 /** One redis-server and the two nodes, for both tests. */
 async function startCluster() {
   if (cluster) return cluster;
-  assert.ok(spawnSync('sh', ['-c', 'command -v redis-server']).status === 0, 'redis-server not found (scripts/deps.sh installs it)');
   mkdirSync(ARTIFACTS, { recursive: true });
   const tmp = tempDir();
-  const redisPort = await freeTcpPort();
-  const redis = start('redis', ['redis-server', '--port', String(redisPort), '--save', '', '--appendonly', 'no', '--bind', '127.0.0.1']);
-  await waitFor('redis answers', () => new Promise((resolve) => {
-    const s = net.connect(redisPort, '127.0.0.1', () => { s.end(); resolve(true); });
-    s.on('error', () => resolve(false));
-  }), 20000);
-  assert.equal(redis.exitCode, null);
+  const redisPort = await harness.startRedis();
 
   const nodes = {};
   for (const name of ['eu', 'us']) nodes[name] = { udp: await freeUdpPort(), http: await freeTcpPort() };

@@ -16,7 +16,6 @@
 //   FSP2P_BIN=/path/to/flightsim-p2p node --test tests/browser/regions-e2e.test.mjs
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -27,7 +26,8 @@ const BIN = process.env.FSP2P_BIN || path.join(ROOT, 'target/debug/flightsim-p2p
 const DELAY_MS = 75; // each way, on node us's announced HTTP address only
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-const { start, onCleanup, tempDir } = processes('regions');
+const harness = processes('regions');
+const { start, onCleanup, tempDir } = harness;
 
 /** A TCP proxy to 127.0.0.1:target that holds every chunk `delayMs` in each direction. */
 function delayProxy(port, target, delayMs) {
@@ -90,16 +90,9 @@ const placementRedirects = async (port) => {
 };
 
 test('regions: a page measures both regions, its create is placed in the nearer one; without a measurement it is not; a join with a measurement is accepted', { timeout: 120000 }, async () => {
-  assert.ok(spawnSync('sh', ['-c', 'command -v redis-server']).status === 0, 'redis-server not found (scripts/deps.sh installs it)');
   mkdirSync(ARTIFACTS, { recursive: true });
   const tmp = tempDir();
-  const redisPort = await freeTcpPort();
-  const redis = start('redis', ['redis-server', '--port', String(redisPort), '--save', '', '--appendonly', 'no', '--bind', '127.0.0.1']);
-  await waitFor('redis answers', () => new Promise((resolve) => {
-    const s = net.connect(redisPort, '127.0.0.1', () => { s.end(); resolve(true); });
-    s.on('error', () => resolve(false));
-  }), 20000);
-  assert.equal(redis.exitCode, null);
+  const redisPort = await harness.startRedis();
 
   const nodes = {};
   for (const name of ['eu', 'us']) nodes[name] = { udp: await freeUdpPort(), http: await freeTcpPort() };
