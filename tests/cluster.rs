@@ -1556,6 +1556,27 @@ async fn move_pair(test: &str) -> Cluster {
     cluster
 }
 
+/// Wait until node a of a [`move_pair`] moved session `code` to b, let the
+/// players run past the overlap (1.5 s) and two seconds on b alone, then
+/// tell them to stop.
+async fn moved_to_b_then_stop(
+    cluster: &Cluster,
+    code: &str,
+    stop: &tokio::sync::watch::Sender<bool>,
+) {
+    let moved = until(LONG, || async {
+        cluster
+            .node("a")
+            .metric("fsp2p_session_moves_total{outcome=\"moved\"}")
+            >= 1.0
+    })
+    .await;
+    assert!(moved, "the session never moved");
+    assert_eq!(cluster.record_when(code, |r| r.home == "b").await.home, "b");
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    stop.send(true).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relayed_pair_moved_to_a_better_region_loses_no_frame() {
     use flightsim_p2p::protocol::{JoinSession, RedirectReason};
@@ -1625,21 +1646,7 @@ async fn a_relayed_pair_moved_to_a_better_region_loses_no_frame() {
         stop_rx,
     ));
     // Relayed at 60 Hz, the pair is moved to b (checked every 5 s).
-    let moved = until(LONG, || async {
-        cluster
-            .node("a")
-            .metric("fsp2p_session_moves_total{outcome=\"moved\"}")
-            >= 1.0
-    })
-    .await;
-    assert!(moved, "the session never moved");
-    assert_eq!(
-        cluster.record_when(&code, |r| r.home == "b").await.home,
-        "b"
-    );
-    // Past the overlap, and a second on the new node only.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    stop_tx.send(true).unwrap();
+    moved_to_b_then_stop(&cluster, &code, &stop_tx).await;
     let host = host.await.unwrap();
     let joiner = joiner.await.unwrap();
     for (who, me, other) in [("host", &host, &joiner), ("joiner", &joiner, &host)] {
@@ -1789,21 +1796,7 @@ async fn rust_clients_follow_a_move_without_losing_or_repeating_a_frame() {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let host_task = tokio::spawn(move_client(host, stop_rx.clone()));
     let joiner_task = tokio::spawn(move_client(joiner, stop_rx));
-    let moved = until(LONG, || async {
-        cluster
-            .node("a")
-            .metric("fsp2p_session_moves_total{outcome=\"moved\"}")
-            >= 1.0
-    })
-    .await;
-    assert!(moved, "the session never moved");
-    assert_eq!(
-        cluster.record_when(&code, |r| r.home == "b").await.home,
-        "b"
-    );
-    // Past the overlap (1.5 s), and two seconds on node b only.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    stop_tx.send(true).unwrap();
+    moved_to_b_then_stop(&cluster, &code, &stop_tx).await;
     let (host, hs) = host_task.await.unwrap();
     let (joiner, js) = joiner_task.await.unwrap();
     for (who, me, other) in [("host", &hs, &js), ("joiner", &js, &hs)] {
