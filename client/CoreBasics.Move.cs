@@ -161,10 +161,11 @@ namespace FlightSimP2P.Client
             }
         }
 
-        /// <summary>When to tick next: the overlap's cap, else -1 (null in the vectors).</summary>
+        /// <summary>When to tick next: the 10 s cap in the overlap and in old-only (a silent old
+        /// node must not hold the client), else -1 (null in the vectors).</summary>
         public long WakeAtMs
         {
-            get { return Phase == MovePhase.Overlap ? RedirectAt + OldCloseAfterMs : -1; }
+            get { return Phase == MovePhase.Overlap || Phase == MovePhase.OldOnly ? RedirectAt + OldCloseAfterMs : -1; }
         }
 
         /// <summary>Back to settled with no action (the service stops or gives up; not a table event).</summary>
@@ -240,6 +241,12 @@ namespace FlightSimP2P.Client
                     {
                         Phase = MovePhase.Settled;
                         return MoveAction.CloseOld;
+                    }
+                    if (Phase == MovePhase.OldOnly && now >= RedirectAt + OldCloseAfterMs)
+                    {
+                        // Both are gone for the client: close the old one, reconnect.
+                        Phase = MovePhase.Settled;
+                        return MoveAction.Reconnect;
                     }
                     return MoveAction.None;
                 default:

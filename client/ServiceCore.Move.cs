@@ -253,7 +253,7 @@ namespace FlightSimP2P.Client
             return false;
         }
 
-        /// <summary>Timers of a move: the new connection's connect deadline, the overlap's 10 s cap.</summary>
+        /// <summary>Timers of a move: the new connection's connect deadline, the 10 s cap (overlap, old-only).</summary>
         private void MoveTick(long now)
         {
             if (!_move.Moving)
@@ -266,10 +266,20 @@ namespace FlightSimP2P.Client
                 Close(_moveNew, false);
                 MoveNewFailed(now);
             }
-            if (_move.Step(now, MoveIn(MoveEvent.Tick)) == MoveAction.CloseOld)
+            MoveAction a = _move.Step(now, MoveIn(MoveEvent.Tick));
+            if (a == MoveAction.CloseOld)
             {
                 CloseMoveOld();
                 SettleMove();
+            }
+            else if (a == MoveAction.Reconnect)
+            {
+                // Old only, and its node went silent for 10 s after the redirect: close it and
+                // come back as after any lost connection (first to the named node).
+                CloseMoveOld();
+                SettleMove();
+                _rotation.Redirected(_moveTarget);
+                MoveLost(now, new HubException("the session moved, the new connection failed and the old one went silent"));
             }
         }
 

@@ -1762,7 +1762,8 @@ export class FlightSimP2P extends EventTarget {
       }, Math.max(0, d.wakeAtMs - now()));
     }
     if (d.action === 'ignore' || (d.action === 'none' && d.phase === s0)) return d;
-    if (d.action === 'close_old' && mv.old) {
+    if ((d.action === 'close_old' || (d.action === 'reconnect' && ev.event === 'tick')) && mv.old) {
+      // The cap: the old node never closed it (the overlap), or it went silent (old only).
       const old = mv.old;
       mv.old = null;
       this._abandon(old);

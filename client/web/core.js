@@ -1363,7 +1363,8 @@ export function moveRoutes(s) {
       sendOn: ['old', 'new'], takeFrom: ['old', 'new'], controlOn: /** @type {const} */ ('new'),
       wakeAtMs: /** @type {number} */ (s.redirectAtMs) + MOVE_OLD_CLOSE_AFTER_MS,
     };
-    case 'old_only': return { sendOn: ['old'], takeFrom: ['old'], controlOn: null, wakeAtMs: null };
+    // A silent old node must not hold the client: the same 10 s cap as the overlap.
+    case 'old_only': return { sendOn: ['old'], takeFrom: ['old'], controlOn: null, wakeAtMs: /** @type {number} */ (s.redirectAtMs) + MOVE_OLD_CLOSE_AFTER_MS };
     case 'new_only_opening': return { sendOn: [], takeFrom: [], controlOn: /** @type {const} */ ('new'), wakeAtMs: null };
     default: return { sendOn: ['current'], takeFrom: ['current'], controlOn: /** @type {const} */ ('current'), wakeAtMs: null };
   }
@@ -1441,8 +1442,9 @@ export function moveStep(s, ev, nowMs) {
       }
       break;
     case 'tick':
-      if (p === 'overlap' && nowMs >= /** @type {number} */ (s.redirectAtMs) + MOVE_OLD_CLOSE_AFTER_MS) {
-        action = 'close_old';
+      if ((p === 'overlap' || p === 'old_only') && nowMs >= /** @type {number} */ (s.redirectAtMs) + MOVE_OLD_CLOSE_AFTER_MS) {
+        // Overlap: close the old one, the new one carries on. Old only: close it, reconnect.
+        action = p === 'overlap' ? 'close_old' : 'reconnect';
         next = to('settled');
       }
       break;

@@ -86,8 +86,8 @@ test('move: the 10 s cap closes the old connection in the overlap, not a millise
   assert.equal(due.action, 'close_old');
   assert.equal(due.phase, 'settled');
   assert.equal(due.wakeAtMs, null);
-  // A tick elsewhere does nothing.
-  for (const phase of ['settled', 'opening', 'old_only', 'new_only_opening']) {
+  // A tick elsewhere does nothing (old_only has its own cap: the failures test).
+  for (const phase of ['settled', 'opening', 'new_only_opening']) {
     const d = moveStep({ phase, redirectAtMs: phase === 'settled' ? null : 0 }, { event: 'tick' }, 1e9);
     assert.equal(d.action, 'none', phase);
     assert.equal(d.phase, phase, phase);
@@ -116,7 +116,10 @@ test('move: what the old connection says is ignored; a redirect on the new one e
 test('move: failures: the new one fails → old only, then reconnect when the old one closes; the old one goes first → wait, then use or reconnect', () => {
   let r = run([[0, move], [3000, { event: 'new_failed', on: 'new' }], [5000, { event: 'old_closed', on: 'old' }]]);
   assert.deepEqual(r.map((d) => [d.action, d.phase]), [['open_new', 'opening'], ['none', 'old_only'], ['reconnect', 'settled']]);
-  assert.deepEqual([r[1].sendOn, r[1].takeFrom, r[1].controlOn, r[1].wakeAtMs], [['old'], ['old'], null, null]);
+  assert.deepEqual([r[1].sendOn, r[1].takeFrom, r[1].controlOn, r[1].wakeAtMs], [['old'], ['old'], null, 10000]);
+  // The old node goes silent instead: 10 s after the redirect the client closes it and reconnects.
+  r = run([[0, move], [3000, { event: 'new_failed', on: 'new' }], [9999, { event: 'tick', on: null }], [10000, { event: 'tick', on: null }]]);
+  assert.deepEqual(r.slice(1).map((d) => [d.action, d.phase]), [['none', 'old_only'], ['none', 'old_only'], ['reconnect', 'settled']]);
 
   r = run([[0, move], [10, { event: 'old_closed', on: 'old' }], [50, { event: 'new_welcome', on: 'new', resumed: true }]]);
   assert.deepEqual(r.map((d) => [d.action, d.phase]), [['open_new', 'opening'], ['none', 'new_only_opening'], ['use_new', 'settled']]);

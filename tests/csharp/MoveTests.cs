@@ -114,17 +114,21 @@ namespace FlightSimP2P.Tests
             m = At(MovePhase.Overlap, 1000);
             Expect(m, m.Step(11000, In(MoveEvent.Tick)), "close_old", "settled", "[current]", "current", -1, "overlap: the cap");
             m = At(MovePhase.Overlap, 1000);
-            Expect(m, m.Step(2000, In(MoveEvent.NewClosed)), "none", "old_only", "[old]", "null", -1, "overlap: new closed");
-            Expect(m, m.Step(2001, In(MoveEvent.Redirect, MoveConn.Old, RedirectReason.Draining, true, true, 5)), "ignore", "old_only", "[old]", "null", -1, "old_only: redirect on old");
-            Expect(m, m.Step(2002, In(MoveEvent.Redirect, MoveConn.New, RedirectReason.Draining, true, true, 5)), "none", "old_only", "[old]", "null", -1, "old_only: redirect on new (not in the table)");
+            Expect(m, m.Step(2000, In(MoveEvent.NewClosed)), "none", "old_only", "[old]", "null", 11000, "overlap: new closed");
+            Expect(m, m.Step(2001, In(MoveEvent.Redirect, MoveConn.Old, RedirectReason.Draining, true, true, 5)), "ignore", "old_only", "[old]", "null", 11000, "old_only: redirect on old");
+            Expect(m, m.Step(2002, In(MoveEvent.Redirect, MoveConn.New, RedirectReason.Draining, true, true, 5)), "none", "old_only", "[old]", "null", 11000, "old_only: redirect on new (not in the table)");
             Expect(m, m.Step(3000, In(MoveEvent.OldClosed)), "reconnect", "settled", "[current]", "current", -1, "old_only: old closed");
+            // The old node went silent instead: the same 10 s cap, then a reconnection.
+            m = At(MovePhase.OldOnly, 1000);
+            Expect(m, m.Step(10999, In(MoveEvent.Tick)), "none", "old_only", "[old]", "null", 11000, "old_only: tick before the cap");
+            Expect(m, m.Step(11000, In(MoveEvent.Tick)), "reconnect", "settled", "[current]", "current", -1, "old_only: the cap");
             m = At(MovePhase.Overlap, 1000);
             Expect(m, m.Step(2000, In(MoveEvent.Redirect, MoveConn.New, RedirectReason.Draining, true, true, 5)), "close_old", "settled", "[current]", "current", -1, "overlap: redirect on new");
 
             m = At(MovePhase.Opening, 1000);
             Expect(m, m.Step(1100, In(MoveEvent.NewWelcome, resumed: false)), "close_old", "settled", "[current]", "current", -1, "opening: not resumed");
             m = At(MovePhase.Opening, 1000);
-            Expect(m, m.Step(1100, In(MoveEvent.NewFailed)), "none", "old_only", "[old]", "null", -1, "opening: new failed");
+            Expect(m, m.Step(1100, In(MoveEvent.NewFailed)), "none", "old_only", "[old]", "null", 11000, "opening: new failed");
             m = At(MovePhase.Opening, 1000);
             Expect(m, m.Step(1100, In(MoveEvent.Redirect, MoveConn.New, RedirectReason.Session, false, true, 5)), "close_old", "settled", "[current]", "current", -1, "opening: redirect on new");
             m = At(MovePhase.Opening, 1000);

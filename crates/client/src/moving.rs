@@ -196,10 +196,15 @@ impl Move {
         }
     }
 
-    /// The timer fired at `now`.
+    /// The timer fired at `now`: [`OLD_CLOSE_AFTER`] after the redirect, an
+    /// old connection that is still open is closed by the client, in the
+    /// overlap (the new one carries on) and in old_only (then both are
+    /// gone: reconnect). The old connection has no liveness verdict of its
+    /// own, so without this a silent old node would hold the client forever.
     pub fn tick(&mut self, now: Instant) -> MoveAction {
         match (self.phase, self.wake_at()) {
             (MovePhase::Overlap, Some(at)) if now >= at => self.settle(MoveAction::CloseOld),
+            (MovePhase::OldOnly, Some(at)) if now >= at => self.settle(MoveAction::Reconnect),
             _ => MoveAction::None,
         }
     }
@@ -207,7 +212,9 @@ impl Move {
     /// When [`tick`](Self::tick) must be called next, if at all.
     pub fn wake_at(&self) -> Option<Instant> {
         match self.phase {
-            MovePhase::Overlap => self.redirect_at.map(|t| t + OLD_CLOSE_AFTER),
+            MovePhase::Overlap | MovePhase::OldOnly => {
+                self.redirect_at.map(|t| t + OLD_CLOSE_AFTER)
+            }
             _ => None,
         }
     }

@@ -775,13 +775,27 @@ impl Supervisor {
                 tracing::info!("could not open the connection to the new node: {e}");
                 let action = m.on_event(MoveEvent::NewFailed, Instant::now());
                 if action == MoveAction::None && old_open {
-                    // Old only: until it closes, then as after any loss.
-                    let ended = (&mut old_end)
-                        .await
-                        .unwrap_or_else(|_| Ended::lost("connection reader stopped"));
+                    // Old only: until it closes (or the client closes it,
+                    // 10 s after the redirect), then as after any loss.
+                    let until = m
+                        .wake_at()
+                        .unwrap_or_else(|| Instant::now() + OLD_CLOSE_AFTER);
+                    match tokio::time::timeout_at(until.into(), &mut old_end).await {
+                        Ok(ended) => {
+                            m.on_event(MoveEvent::OldClosed, Instant::now());
+                            let ended =
+                                ended.unwrap_or_else(|_| Ended::lost("connection reader stopped"));
+                            tracing::info!(
+                                "the old connection of the move ended ({ended}); reconnecting"
+                            );
+                        }
+                        Err(_) => {
+                            m.tick(Instant::now());
+                            tracing::info!("the old connection of the move stayed silent; closing it and reconnecting");
+                            close_old(&old_link);
+                        }
+                    }
                     drop(old_tasks);
-                    m.on_event(MoveEvent::OldClosed, Instant::now());
-                    tracing::info!("the old connection of the move ended ({ended}); reconnecting");
                 }
                 self.shared.set_relay(RelayState::Down);
                 return Moved::Ended(Ended::lost(
@@ -865,14 +879,25 @@ impl Supervisor {
                     }
                     tracing::info!("the new connection of the move ended ({ended}); staying on the old one");
                 }
-                _ = tokio::time::sleep_until(wake.into()), if m.phase() == MovePhase::Overlap => {
-                    if m.tick(Instant::now()) == MoveAction::CloseOld {
-                        tracing::info!("the old node kept the old connection open; closing it");
-                        self.mover.set_overlap(false);
-                        close_old(&old_link);
-                        drop(old_tasks);
-                        self.shared.set_relay(RelayState::Up(new_link));
-                        return Moved::Settled;
+                _ = tokio::time::sleep_until(wake.into()), if m.wake_at().is_some() => {
+                    match m.tick(Instant::now()) {
+                        MoveAction::CloseOld => {
+                            tracing::info!("the old node kept the old connection open; closing it");
+                            self.mover.set_overlap(false);
+                            close_old(&old_link);
+                            drop(old_tasks);
+                            self.shared.set_relay(RelayState::Up(new_link));
+                            return Moved::Settled;
+                        }
+                        MoveAction::Reconnect => {
+                            // Old only, and its node went silent.
+                            tracing::info!("the old connection of the move stayed silent; closing it and reconnecting");
+                            close_old(&old_link);
+                            drop(old_tasks);
+                            self.shared.set_relay(RelayState::Down);
+                            return Moved::Ended(Ended::lost("both connections of the move were lost"));
+                        }
+                        _ => {}
                     }
                 }
             }

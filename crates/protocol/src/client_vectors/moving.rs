@@ -138,8 +138,8 @@ pub(super) fn moving() -> J {
             &[
                 (0, MOVE, opening),
                 (2500, redirect("old", "placement", true, true, 5), ("ignore", "opening", OLD, OLD, Some("new"), None)),
-                (3000, ev("new_failed"), ("none", "old_only", OLD, OLD, None, None)),
-                (3001, ev("tick"), ("none", "old_only", OLD, OLD, None, None)),
+                (3000, ev("new_failed"), ("none", "old_only", OLD, OLD, None, Some(10_000))),
+                (3001, ev("tick"), ("none", "old_only", OLD, OLD, None, Some(10_000))),
                 (3200, ev("old_closed"), ("reconnect", "settled", CUR, CUR, Some("current"), None)),
             ],
         ),
@@ -170,11 +170,21 @@ pub(super) fn moving() -> J {
             ],
         ),
         scenario(
+            "the new connection failed and the old one never closes (its node went silent): 10 s after the redirect the client closes it and reconnects",
+            &[
+                (200, MOVE, opening),
+                (2200, ev("new_failed"), ("none", "old_only", OLD, OLD, None, Some(10_200))),
+                (10_199, ev("tick"), ("none", "old_only", OLD, OLD, None, Some(10_200))),
+                (10_200, ev("tick"), ("reconnect", "settled", CUR, CUR, Some("current"), None)),
+                (10_300, ev("old_closed"), settled),
+            ],
+        ),
+        scenario(
             "the new connection is lost during the overlap: stay on the old one until it closes, then reconnect",
             &[
                 (0, MOVE, opening),
                 (100, welcome(true), ("send_on_both", "overlap", BOTH, BOTH, Some("new"), Some(10_000))),
-                (800, ev("new_closed"), ("none", "old_only", OLD, OLD, None, None)),
+                (800, ev("new_closed"), ("none", "old_only", OLD, OLD, None, Some(10_000))),
                 (3000, ev("old_closed"), ("reconnect", "settled", CUR, CUR, Some("current"), None)),
             ],
         ),
