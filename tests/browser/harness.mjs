@@ -4,6 +4,7 @@
 // Shared by regions-e2e.test.mjs and move-e2e.test.mjs.
 
 import { after } from 'node:test';
+import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, createWriteStream } from 'node:fs';
 import net from 'node:net';
@@ -15,6 +16,23 @@ import { fileURLToPath } from 'node:url';
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const ARTIFACTS = path.join(ROOT, 'test-artifacts/browser');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** GET http://127.0.0.1:PORT/PATH: its status and body. */
+export async function get(port, p) {
+  const r = await fetch(`http://127.0.0.1:${port}${p}`);
+  return { status: r.status, body: await r.text() };
+}
+
+/** Poll `fn` every 100 ms until it gives a truthy value (returned); fail after `ms`. */
+export async function waitFor(what, fn, ms = 30000) {
+  const t0 = Date.now();
+  for (;;) {
+    const v = await fn().catch(() => null);
+    if (v) return v;
+    if (Date.now() - t0 > ms) assert.fail(`${what} within ${ms} ms`);
+    await sleep(100);
+  }
+}
 
 /** A TCP port free on 127.0.0.1 now. */
 export function freeTcpPort() {

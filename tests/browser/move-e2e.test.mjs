@@ -19,28 +19,13 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { launchChromium, parseMetrics } from './support.mjs';
-import { processes, freeTcpPort, freeUdpPort, ROOT, ARTIFACTS } from './harness.mjs';
+import { processes, freeTcpPort, freeUdpPort, get, waitFor, ROOT, ARTIFACTS } from './harness.mjs';
 
 const BIN = process.env.FSP2P_BIN || path.join(ROOT, 'target/debug/flightsim-p2p');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const harness = processes('move');
 const { start, onCleanup, tempDir } = harness;
-
-async function get(port, p) {
-  const r = await fetch(`http://127.0.0.1:${port}${p}`);
-  return { status: r.status, body: await r.text() };
-}
-
-async function waitFor(what, fn, ms = 30000) {
-  const t0 = Date.now();
-  for (;;) {
-    const v = await fn().catch(() => null);
-    if (v) return v;
-    if (Date.now() - t0 > ms) assert.fail(`${what} within ${ms} ms`);
-    await sleep(100);
-  }
-}
 
 const movesOf = async (port) => parseMetrics((await get(port, '/metrics')).body).get('fsp2p_session_moves_total{outcome="moved"}') || 0;
 

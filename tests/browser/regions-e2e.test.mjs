@@ -20,7 +20,7 @@ import { mkdirSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { launchChromium, parseMetrics } from './support.mjs';
-import { processes, freeTcpPort, freeUdpPort, ROOT, ARTIFACTS } from './harness.mjs';
+import { processes, freeTcpPort, freeUdpPort, get, waitFor, ROOT, ARTIFACTS } from './harness.mjs';
 
 const BIN = process.env.FSP2P_BIN || path.join(ROOT, 'target/debug/flightsim-p2p');
 const DELAY_MS = 75; // each way, on node us's announced HTTP address only
@@ -65,21 +65,6 @@ async function udpDelayProxy(port, target, delayMs) {
   front.on('error', () => {});
   await new Promise((resolve) => front.bind(port, '127.0.0.1', resolve));
   return { close: () => { for (const u of ups.values()) u.close(); front.close(); } };
-}
-
-async function get(port, p) {
-  const r = await fetch(`http://127.0.0.1:${port}${p}`);
-  return { status: r.status, body: await r.text() };
-}
-
-async function waitFor(what, fn, ms = 30000) {
-  const t0 = Date.now();
-  for (;;) {
-    const v = await fn().catch(() => null);
-    if (v) return v;
-    if (Date.now() - t0 > ms) assert.fail(`${what} within ${ms} ms`);
-    await sleep(100);
-  }
 }
 
 const placementRedirects = async (port) => {
